@@ -1,0 +1,2 @@
+//! Herald management REST API
+#![forbid(unsafe_code)]

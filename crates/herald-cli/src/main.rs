@@ -1,0 +1,47 @@
+//! The `herald` command: signing tools, journal tools and benchmarks.
+#![forbid(unsafe_code)]
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+mod journal;
+mod sign;
+
+/// Herald: outbound webhook dispatch engine.
+#[derive(Debug, Parser)]
+#[command(name = "herald", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Sign a body read from stdin and print the headers to send.
+    Sign(sign::SignArgs),
+    /// Verify a signed body read from stdin against its headers.
+    Verify(sign::VerifyArgs),
+    /// Inspect a journal directory.
+    #[command(subcommand)]
+    Journal(journal::JournalCommand),
+    /// Measure this machine for capacity planning.
+    #[command(subcommand)]
+    Bench(BenchCommand),
+}
+
+#[derive(Debug, Subcommand)]
+enum BenchCommand {
+    /// Journal append and group-commit throughput on this disk.
+    Journal(journal::BenchArgs),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Sign(args) => sign::sign(args),
+        Command::Verify(args) => sign::verify(args),
+        Command::Journal(command) => journal::run(command),
+        Command::Bench(BenchCommand::Journal(args)) => journal::bench(args),
+    }
+}

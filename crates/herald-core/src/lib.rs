@@ -1,0 +1,2 @@
+//! Per-shard webhook dispatch state machine: registry, matcher, retry policy, timing wheel, endpoint health
+#![forbid(unsafe_code)]

@@ -1,0 +1,1 @@
+//! Herald runtime: glommio thread-per-core shards, TCP and rustls, connection pools, egress guard

@@ -1,0 +1,3 @@
+//! Seeded deterministic simulation of the Herald dispatch core
+#![forbid(unsafe_code)]
+fn main() {}

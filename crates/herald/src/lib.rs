@@ -1,0 +1,2 @@
+//! Herald: embeddable high-throughput outbound webhook dispatch engine
+#![forbid(unsafe_code)]
