@@ -1,0 +1,245 @@
+//! A single-value reply channel that works from any thread and any async runtime.
+//!
+//! The shard answers each request exactly once. The caller either blocks on
+//! [`ReplyReceiver::wait`] (plain threads) or awaits the receiver as a `Send` future
+//! (tokio, async-std, glommio — it needs no runtime of its own).
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::task::{Context, Poll, Waker};
+use std::time::{Duration, Instant};
+
+enum State<T> {
+    Waiting(Option<Waker>),
+    Ready(T),
+    /// The value was taken, or the sender went away without answering.
+    Done,
+}
+
+struct Inner<T> {
+    state: Mutex<State<T>>,
+    ready: Condvar,
+}
+
+impl<T> Inner<T> {
+    fn lock(&self) -> MutexGuard<'_, State<T>> {
+        // A panic while holding this lock can only come from a waker's `wake`; the
+        // state is still consistent then, so poisoning is ignored.
+        self.state.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}
+
+/// The answering half: consumed by [`Reply::send`]. Dropping it unanswered wakes the
+/// receiver with [`Canceled`].
+pub struct Reply<T> {
+    inner: Option<Arc<Inner<T>>>,
+}
+
+/// The waiting half: block with [`wait`](Self::wait) or `.await` it.
+pub struct ReplyReceiver<T> {
+    inner: Arc<Inner<T>>,
+}
+
+/// The shard dropped the request without answering (it stopped or failed).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Canceled;
+
+impl std::fmt::Display for Canceled {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("the shard stopped before answering")
+    }
+}
+
+impl std::error::Error for Canceled {}
+
+/// Waiting with a deadline failed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WaitTimeoutError {
+    /// No answer yet; the receiver is handed back so the caller may keep waiting.
+    TimedOut,
+    /// The shard dropped the request without answering.
+    Canceled,
+}
+
+/// A connected reply pair.
+pub fn reply_channel<T>() -> (Reply<T>, ReplyReceiver<T>) {
+    let inner = Arc::new(Inner {
+        state: Mutex::new(State::Waiting(None)),
+        ready: Condvar::new(),
+    });
+    (
+        Reply {
+            inner: Some(inner.clone()),
+        },
+        ReplyReceiver { inner },
+    )
+}
+
+impl<T> Reply<T> {
+    /// Answers the request. A receiver that already went away simply never sees it.
+    pub fn send(mut self, value: T) {
+        if let Some(inner) = self.inner.take() {
+            finish(&inner, State::Ready(value));
+        }
+    }
+}
+
+fn finish<T>(inner: &Inner<T>, outcome: State<T>) {
+    let waker = {
+        let mut state = inner.lock();
+        match std::mem::replace(&mut *state, outcome) {
+            State::Waiting(waker) => waker,
+            // Already answered: keep the first answer.
+            previous => {
+                *state = previous;
+                None
+            }
+        }
+    };
+    inner.ready.notify_all();
+    if let Some(waker) = waker {
+        waker.wake();
+    }
+}
+
+impl<T> Drop for Reply<T> {
+    fn drop(&mut self) {
+        if let Some(inner) = self.inner.take() {
+            finish(&inner, State::Done);
+        }
+    }
+}
+
+impl<T> ReplyReceiver<T> {
+    /// Blocks the calling thread until the answer arrives.
+    pub fn wait(self) -> Result<T, Canceled> {
+        let mut state = self.inner.lock();
+        loop {
+            match std::mem::replace(&mut *state, State::Done) {
+                State::Ready(value) => return Ok(value),
+                State::Done => return Err(Canceled),
+                waiting @ State::Waiting(_) => {
+                    *state = waiting;
+                    state = self
+                        .inner
+                        .ready
+                        .wait(state)
+                        .unwrap_or_else(|poisoned| poisoned.into_inner());
+                }
+            }
+        }
+    }
+
+    /// Blocks for at most `timeout`. On [`WaitTimeoutError::TimedOut`] the receiver is
+    /// returned so the caller can decide to keep waiting.
+    pub fn wait_timeout(self, timeout: Duration) -> Result<T, (WaitTimeoutError, Option<Self>)> {
+        let deadline = Instant::now() + timeout;
+        let mut state = self.inner.lock();
+        loop {
+            match std::mem::replace(&mut *state, State::Done) {
+                State::Ready(value) => return Ok(value),
+                State::Done => return Err((WaitTimeoutError::Canceled, None)),
+                waiting @ State::Waiting(_) => {
+                    *state = waiting;
+                    let now = Instant::now();
+                    if now >= deadline {
+                        drop(state);
+                        return Err((WaitTimeoutError::TimedOut, Some(self)));
+                    }
+                    state = self
+                        .inner
+                        .ready
+                        .wait_timeout(state, deadline - now)
+                        .unwrap_or_else(|poisoned| poisoned.into_inner())
+                        .0;
+                }
+            }
+        }
+    }
+}
+
+impl<T> Future for ReplyReceiver<T> {
+    type Output = Result<T, Canceled>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let mut state = self.inner.lock();
+        match std::mem::replace(&mut *state, State::Done) {
+            State::Ready(value) => Poll::Ready(Ok(value)),
+            State::Done => Poll::Ready(Err(Canceled)),
+            State::Waiting(_) => {
+                *state = State::Waiting(Some(cx.waker().clone()));
+                Poll::Pending
+            }
+        }
+    }
+}
+
+impl<T> std::fmt::Debug for Reply<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Reply").finish_non_exhaustive()
+    }
+}
+
+impl<T> std::fmt::Debug for ReplyReceiver<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ReplyReceiver").finish_non_exhaustive()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn value_crosses_threads_blocking() {
+        let (reply, receiver) = reply_channel();
+        let sender = std::thread::spawn(move || reply.send(41 + 1));
+        assert_eq!(receiver.wait(), Ok(42));
+        sender.join().unwrap();
+    }
+
+    #[test]
+    fn dropped_reply_cancels_waiter() {
+        let (reply, receiver) = reply_channel::<u32>();
+        let sender = std::thread::spawn(move || drop(reply));
+        assert_eq!(receiver.wait(), Err(Canceled));
+        sender.join().unwrap();
+    }
+
+    #[test]
+    fn wait_timeout_hands_receiver_back_then_succeeds() {
+        let (reply, receiver) = reply_channel();
+        let (error, receiver) = receiver
+            .wait_timeout(Duration::from_millis(5))
+            .unwrap_err();
+        assert_eq!(error, WaitTimeoutError::TimedOut);
+        reply.send("late");
+        assert_eq!(receiver.unwrap().wait(), Ok("late"));
+    }
+
+    #[test]
+    fn future_form_resolves_from_another_thread() {
+        let (reply, receiver) = reply_channel();
+        let sender = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(5));
+            reply.send(7u8);
+        });
+        assert_eq!(futures_lite::future::block_on(receiver), Ok(7));
+        sender.join().unwrap();
+    }
+
+    #[test]
+    fn future_form_sees_cancel() {
+        let (reply, receiver) = reply_channel::<u8>();
+        drop(reply);
+        assert_eq!(futures_lite::future::block_on(receiver), Err(Canceled));
+    }
+
+    #[test]
+    fn receiver_is_send_and_sync_for_send_values() {
+        fn assert_send<T: Send>() {}
+        assert_send::<ReplyReceiver<String>>();
+        assert_send::<Reply<String>>();
+    }
+}
