@@ -1,2 +1,57 @@
-//! Webhook signature schemes (Standard Webhooks, ed25519, Stripe-style, Olo) with batched HMAC signing and receiver-side verification
+//! Webhook signature schemes (Standard Webhooks, ed25519, Stripe-style, Olo) with batched
+//! HMAC signing and receiver-side verification.
+//!
+//! This crate is pure: no IO, no clock. Times are passed in (`timestamp_s`, `now_s`, Unix
+//! seconds).
+//!
+//! * [`Signer`] holds one webhook's signing setup: a [`Scheme`] and 1..=[`SECRETS_MAX`] live
+//!   secrets whose key schedules are computed once, in [`Signer::new`].
+//! * [`Signer::sign_into`] signs one [`Message`] into a reusable [`SignedHeaders`] buffer.
+//! * [`BatchSigner::sign_batch`] signs many `(signer, message)` pairs per call, grouping
+//!   messages of the same signer and reusing its scratch space: nothing is allocated per
+//!   message once the buffers have grown to the working size.
+//! * [`Verifier`] / [`verify`] check a received request as a receiver would: headers,
+//!   timestamp tolerance, constant-time signature comparison, rotation.
+//!
+//! # Schemes and secret formats
+//!
+//! | scheme | headers | signed content | secret |
+//! |---|---|---|---|
+//! | [`Scheme::Standard`] | `webhook-id`, `webhook-timestamp`, `webhook-signature: v1,<base64>` | `{id}.{ts}.{body}` | `whsec_` + base64 of 24..=64 bytes (the key is the decoded bytes) |
+//! | [`Scheme::Ed25519`] | same, `v1a,<base64>` | `{id}.{ts}.{body}` | `whsk_` + base64 of the 32-byte RFC 8032 seed; receivers use `whpk_` + base64 of the 32-byte public key |
+//! | [`Scheme::Stripe`] | `<header>: t=<ts>,v1=<hex>` | `{ts}.{body}` | any string; the key is its UTF-8 bytes (as Stripe does with its `whsec_…` strings) |
+//! | [`Scheme::Olo`] | `X-Olo-Message-Id`, `X-Olo-Timestamp` (.NET ticks), `X-Olo-Signature: <base64>` | `{url}\n{body}\n{id}\n{ticks}` | any string; the key is its UTF-8 bytes |
+//!
+//! # Rotation
+//!
+//! With several live secrets every request carries one signature per secret, in the order
+//! the secrets were given:
+//! * standard / ed25519: space-separated, `v1,AAA v1,BBB` (as the Standard Webhooks spec says);
+//! * stripe: repeated `v1=` entries, `t=…,v1=aaa,v1=bbb` (as Stripe does);
+//! * olo: comma-separated, `AAA,BBB`. Olo defines no rotation format; a comma is what an
+//!   HTTP stack produces when it folds repeated header fields into one value (RFC 9110
+//!   §5.3), and base64 never contains one. Receivers that compare the whole value only
+//!   accept requests signed with a single secret.
 #![forbid(unsafe_code)]
+
+mod encoding;
+mod headers;
+mod scheme;
+mod secret;
+mod signer;
+mod verify;
+
+pub use headers::{HeaderLookup, SignedHeaders, HEADERS_MAX};
+pub use scheme::{Scheme, UnknownSchemeError, HEADER_NAME_BYTES_MAX, STRIPE_HEADER_DEFAULT};
+pub use secret::{
+    generate_secret, public_key, SecretError, ED25519_SEED_BYTES, SECRETS_MAX, SECRET_BYTES_MAX,
+    STANDARD_KEY_BYTES_MAX, STANDARD_KEY_BYTES_MIN,
+};
+pub use signer::{
+    validate_message_id, BatchSigner, Message, MessageIdError, Signer, MESSAGE_ID_BYTES_MAX,
+    SCRATCH_RETAINED_BYTES_MAX,
+};
+pub use verify::{
+    ticks_to_unix_s, unix_s_to_ticks, verify, Verifier, VerifyError, SIGNATURES_MAX,
+    SIGNATURE_HEADER_BYTES_MAX, TOLERANCE_S_DEFAULT,
+};

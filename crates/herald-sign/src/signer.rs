@@ -1,0 +1,288 @@
+//! Signing: one message at a time ([`Signer::sign_into`]) or many per call
+//! ([`BatchSigner::sign_batch`]).
+
+use std::fmt;
+use std::sync::Arc;
+
+use ring::hmac;
+
+use crate::encoding::{push_ascii, push_base64, push_hex, unix_s_to_ticks, Decimal};
+use crate::secret::{signing_keys, SigningKey};
+use crate::{Scheme, SecretError, SignedHeaders};
+
+/// Longest message id accepted by [`validate_message_id`]: ids are sent in a header and
+/// stored by receivers for de-duplication.
+pub const MESSAGE_ID_BYTES_MAX: usize = 256;
+
+/// Scratch memory a [`BatchSigner`] keeps between calls. Ed25519 signs a contiguous
+/// `{id}.{ts}.{body}`, so the scratch grows to the largest such message; above this size it
+/// is released after use so that one huge body does not pin its memory for good.
+pub const SCRATCH_RETAINED_BYTES_MAX: usize = 1 << 20;
+
+/// One message to sign. `id` must be a valid header value (see [`validate_message_id`]);
+/// `url` is only signed by [`Scheme::Olo`] and must be the exact URL the request goes to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Message<'a> {
+    /// Stable event id, sent to receivers for de-duplication (`webhook-id`,
+    /// `X-Olo-Message-Id`).
+    pub id: &'a str,
+    /// Signing time, Unix seconds.
+    pub timestamp_s: i64,
+    /// The endpoint URL (signed by olo only).
+    pub url: &'a str,
+    /// The exact bytes of the request body.
+    pub body: &'a [u8],
+}
+
+/// A message id that cannot be sent in a header (caller's error).
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum MessageIdError {
+    /// The id is empty.
+    #[error("message id is empty")]
+    Empty,
+    /// Longer than [`MESSAGE_ID_BYTES_MAX`].
+    #[error("message id is {bytes} bytes long; at most {max} are allowed")]
+    TooLong {
+        /// Its length.
+        bytes: usize,
+        /// [`MESSAGE_ID_BYTES_MAX`].
+        max: usize,
+    },
+    /// Contains a byte other than visible ASCII (0x21..=0x7e); spaces and control bytes
+    /// would corrupt the header or the signed content.
+    #[error(
+        "message id contains byte {byte:#04x} at offset {offset}; only visible ASCII is allowed"
+    )]
+    Byte {
+        /// The offending byte.
+        byte: u8,
+        /// Where it is.
+        offset: usize,
+    },
+}
+
+/// Checks that `id` can be used as [`Message::id`]: 1..=[`MESSAGE_ID_BYTES_MAX`] bytes of
+/// visible ASCII. [`Signer::sign_into`] does not re-check (it has no error path, and the
+/// engine's own ids are valid by construction); inputs from outside must pass this first.
+pub fn validate_message_id(id: &str) -> Result<(), MessageIdError> {
+    if id.is_empty() {
+        return Err(MessageIdError::Empty);
+    }
+    if id.len() > MESSAGE_ID_BYTES_MAX {
+        return Err(MessageIdError::TooLong {
+            bytes: id.len(),
+            max: MESSAGE_ID_BYTES_MAX,
+        });
+    }
+    match id
+        .bytes()
+        .enumerate()
+        .find(|(_, b)| !(0x21..=0x7e).contains(b))
+    {
+        Some((offset, byte)) => Err(MessageIdError::Byte { byte, offset }),
+        None => Ok(()),
+    }
+}
+
+struct Inner {
+    scheme: Scheme,
+    keys: Box<[SigningKey]>,
+}
+
+/// One webhook's signing setup: a scheme and 1..=[`crate::SECRETS_MAX`] live secrets, with
+/// their key schedules computed once here (ring `hmac::Key`, `Ed25519KeyPair`) and never per
+/// message.
+///
+/// Cloning is cheap (a reference count); `Signer` is `Send + Sync`. `Debug` never prints
+/// secrets.
+#[derive(Clone)]
+pub struct Signer {
+    inner: Arc<Inner>,
+}
+
+impl fmt::Debug for Signer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Signer")
+            .field("scheme", &self.inner.scheme)
+            .field("secrets", &self.inner.keys.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Signer {
+    /// Parses the secrets of `scheme` (formats in the crate docs) and precomputes their key
+    /// schedules. Requests will carry one signature per secret, in this order.
+    pub fn new(scheme: Scheme, secrets: &[&str]) -> Result<Signer, SecretError> {
+        let keys = signing_keys(&scheme, secrets)?.into_boxed_slice();
+        Ok(Signer {
+            inner: Arc::new(Inner { scheme, keys }),
+        })
+    }
+
+    /// The scheme this signer uses.
+    pub fn scheme(&self) -> &Scheme {
+        &self.inner.scheme
+    }
+
+    /// Number of live secrets (= signatures per request).
+    pub fn secret_count(&self) -> usize {
+        self.inner.keys.len()
+    }
+
+    /// Whether `self` and `other` are clones of one signer (same key schedules).
+    pub fn same_keys(&self, other: &Signer) -> bool {
+        Arc::ptr_eq(&self.inner, &other.inner)
+    }
+
+    /// Signs `msg`, replacing the contents of `out` with the headers to send.
+    ///
+    /// HMAC schemes allocate nothing once `out` has grown; ed25519 allocates one
+    /// `{id}.{ts}.{body}` buffer per call (use [`BatchSigner`] to reuse it).
+    pub fn sign_into(&self, msg: &Message<'_>, out: &mut SignedHeaders) {
+        let mut scratch = Vec::new();
+        self.sign_with_scratch(msg, out, &mut scratch);
+    }
+
+    fn sign_with_scratch(&self, msg: &Message<'_>, out: &mut SignedHeaders, scratch: &mut Vec<u8>) {
+        out.clear();
+        let inner = &*self.inner;
+        match &inner.scheme {
+            Scheme::Standard | Scheme::Ed25519 => {
+                let ts = Decimal::new(msg.timestamp_s);
+                out.push("webhook-id", msg.id.as_bytes());
+                out.push("webhook-timestamp", ts.as_bytes());
+                let text = out.start("webhook-signature");
+                for (index, key) in inner.keys.iter().enumerate() {
+                    if index > 0 {
+                        text.push(' ');
+                    }
+                    match key {
+                        SigningKey::Hmac(key) => {
+                            let mut context = hmac::Context::with_key(key);
+                            context.update(msg.id.as_bytes());
+                            context.update(b".");
+                            context.update(ts.as_bytes());
+                            context.update(b".");
+                            context.update(msg.body);
+                            text.push_str("v1,");
+                            push_base64(text, context.sign().as_ref());
+                        }
+                        SigningKey::Ed25519(pair) => {
+                            // ring's ed25519 hashes the message twice, so it needs it whole.
+                            if index == 0 {
+                                scratch.clear();
+                                scratch.reserve(
+                                    msg.id.len() + ts.as_bytes().len() + msg.body.len() + 2,
+                                );
+                                scratch.extend_from_slice(msg.id.as_bytes());
+                                scratch.push(b'.');
+                                scratch.extend_from_slice(ts.as_bytes());
+                                scratch.push(b'.');
+                                scratch.extend_from_slice(msg.body);
+                            }
+                            text.push_str("v1a,");
+                            push_base64(text, pair.sign(scratch).as_ref());
+                        }
+                    }
+                }
+                out.finish();
+            }
+            Scheme::Stripe { header } => {
+                let ts = Decimal::new(msg.timestamp_s);
+                let text = out.start(header);
+                text.push_str("t=");
+                push_ascii(text, ts.as_bytes());
+                for key in hmac_keys(&inner.keys) {
+                    let mut context = hmac::Context::with_key(key);
+                    context.update(ts.as_bytes());
+                    context.update(b".");
+                    context.update(msg.body);
+                    text.push_str(",v1=");
+                    push_hex(text, context.sign().as_ref());
+                }
+                out.finish();
+            }
+            Scheme::Olo => {
+                let ticks = Decimal::new(unix_s_to_ticks(msg.timestamp_s));
+                out.push("X-Olo-Message-Id", msg.id.as_bytes());
+                out.push("X-Olo-Timestamp", ticks.as_bytes());
+                let text = out.start("X-Olo-Signature");
+                for (index, key) in hmac_keys(&inner.keys).enumerate() {
+                    if index > 0 {
+                        text.push(',');
+                    }
+                    push_base64(
+                        text,
+                        olo_tag(key, msg.url, msg.body, msg.id, ticks.as_bytes()).as_ref(),
+                    );
+                }
+                out.finish();
+            }
+        }
+    }
+}
+
+/// The HMAC keys of a signer; HMAC schemes hold nothing else (an invariant of
+/// [`signing_keys`]).
+fn hmac_keys(keys: &[SigningKey]) -> impl Iterator<Item = &hmac::Key> {
+    keys.iter().filter_map(|key| match key {
+        SigningKey::Hmac(key) => Some(key),
+        SigningKey::Ed25519(_) => None,
+    })
+}
+
+/// Olo's signed content is `"{url}\n{body}\n{message_id}\n{ticks}"`.
+pub(crate) fn olo_tag(
+    key: &hmac::Key,
+    url: &str,
+    body: &[u8],
+    id: &str,
+    ticks: &[u8],
+) -> hmac::Tag {
+    let mut context = hmac::Context::with_key(key);
+    context.update(url.as_bytes());
+    context.update(b"\n");
+    context.update(body);
+    context.update(b"\n");
+    context.update(id.as_bytes());
+    context.update(b"\n");
+    context.update(ticks);
+    context.sign()
+}
+
+/// Signs many `(signer, message)` pairs per call, reusing its scratch memory between
+/// calls. Keep one per thread (it is `Send`, not shared).
+///
+/// Each signer's key schedules were computed once in [`Signer::new`], so a message costs
+/// only its hash work: no key setup, and no allocation once the output buffers and the
+/// scratch space have grown to the working size.
+#[derive(Debug, Default)]
+pub struct BatchSigner {
+    scratch: Vec<u8>,
+}
+
+impl BatchSigner {
+    /// A batch signer with empty scratch space.
+    pub fn new() -> BatchSigner {
+        BatchSigner::default()
+    }
+
+    /// Signs `jobs[i]` into `out[i]` for every `i`, replacing what `out[i]` held.
+    ///
+    /// # Panics
+    ///
+    /// If `out.len() != jobs.len()` (a caller bug: slice the pool to the batch).
+    pub fn sign_batch(&mut self, jobs: &[(&Signer, Message<'_>)], out: &mut [SignedHeaders]) {
+        assert_eq!(
+            jobs.len(),
+            out.len(),
+            "sign_batch needs one output buffer per job"
+        );
+        for ((signer, msg), headers) in jobs.iter().zip(out.iter_mut()) {
+            signer.sign_with_scratch(msg, headers, &mut self.scratch);
+        }
+        if self.scratch.capacity() > SCRATCH_RETAINED_BYTES_MAX {
+            self.scratch = Vec::new();
+        }
+    }
+}
