@@ -1,0 +1,218 @@
+//! Head accumulation and the framing rules shared by both parsers (RFC 9112 §6).
+
+use crate::body::Framing;
+use crate::retry_after::trim_ows;
+use crate::HttpError;
+
+/// Collects head bytes up to the blank line, never more than `head_bytes_max`.
+#[derive(Debug, Default)]
+pub(crate) struct HeadBuffer {
+    pub(crate) buf: Vec<u8>,
+}
+
+impl HeadBuffer {
+    /// Appends `input` up to and including the first line that may end the head.
+    /// Returns the bytes consumed and whether the buffer now ends with an empty line
+    /// (then it is worth handing to httparse; it may still be Partial when the "empty
+    /// line" was one of the blank lines allowed before a start line).
+    pub(crate) fn push(
+        &mut self,
+        input: &[u8],
+        head_bytes_max: usize,
+    ) -> Result<(usize, bool), HttpError> {
+        let mut consumed = 0;
+        while consumed < input.len() {
+            let rest = &input[consumed..];
+            let (segment, ends_line) = match rest.iter().position(|&b| b == b'\n') {
+                Some(i) => (&rest[..=i], true),
+                None => (rest, false),
+            };
+            if self.buf.len() + segment.len() > head_bytes_max {
+                return Err(HttpError::HeadTooLarge { head_bytes_max });
+            }
+            self.buf.extend_from_slice(segment);
+            consumed += segment.len();
+            if ends_line && (self.buf.ends_with(b"\n\n") || self.buf.ends_with(b"\n\r\n")) {
+                return Ok((consumed, true));
+            }
+        }
+        Ok((consumed, false))
+    }
+
+    pub(crate) fn is_empty(&self) -> bool {
+        self.buf.is_empty()
+    }
+
+    pub(crate) fn clear(&mut self) {
+        self.buf.clear();
+    }
+}
+
+/// Header slots on the stack for the default limit; larger limits go to the heap.
+const INLINE_HEADERS: usize = 100;
+
+/// Runs `f` with an httparse header array of exactly `count` slots.
+pub(crate) fn with_header_slots<'b, R>(
+    count: usize,
+    f: impl FnOnce(&mut [httparse::Header<'b>]) -> R,
+) -> R {
+    if count <= INLINE_HEADERS {
+        let mut slots: [httparse::Header<'b>; INLINE_HEADERS] =
+            [httparse::EMPTY_HEADER; INLINE_HEADERS];
+        f(&mut slots[..count])
+    } else {
+        let mut slots = vec![httparse::EMPTY_HEADER; count];
+        f(&mut slots)
+    }
+}
+
+/// What the framing headers say, before status/method rules are applied.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Declared {
+    /// Neither Transfer-Encoding nor Content-Length.
+    Nothing,
+    /// `Content-Length: n` (repeats agree).
+    Length(u64),
+    /// Transfer-Encoding with `chunked` last.
+    Chunked,
+    /// Transfer-Encoding without `chunked` last: a response runs to connection close, a
+    /// request is rejected.
+    OtherCoding,
+}
+
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Analysis {
+    pub(crate) declared: Declared,
+    pub(crate) keep_alive: bool,
+    pub(crate) host_count: usize,
+}
+
+/// Applies RFC 9112 §6.1–6.3 and §9.3 to the header fields.
+pub(crate) fn analyze(
+    headers: &[httparse::Header<'_>],
+    version_minor: u8,
+) -> Result<Analysis, HttpError> {
+    let mut content_length: Option<u64> = None;
+    let mut te_seen = false;
+    let mut coding_seen = false;
+    let mut chunked_seen = false;
+    let mut chunked_last = false;
+    let mut close = false;
+    let mut keep_alive_token = false;
+    let mut host_count = 0;
+    for header in headers {
+        let name = header.name;
+        if name.eq_ignore_ascii_case("content-length") {
+            for element in header.value.split(|&b| b == b',') {
+                let n = parse_length(trim_ows(element))?;
+                match content_length {
+                    Some(previous) if previous != n => {
+                        return Err(HttpError::ConflictingContentLength)
+                    }
+                    _ => content_length = Some(n),
+                }
+            }
+        } else if name.eq_ignore_ascii_case("transfer-encoding") {
+            te_seen = true;
+            for coding in header.value.split(|&b| b == b',').map(trim_ows) {
+                if coding.is_empty() {
+                    continue;
+                }
+                coding_seen = true;
+                if coding.eq_ignore_ascii_case(b"chunked") {
+                    if chunked_seen {
+                        return Err(HttpError::UnsupportedTransferEncoding);
+                    }
+                    chunked_seen = true;
+                    chunked_last = true;
+                } else {
+                    chunked_last = false;
+                }
+            }
+        } else if name.eq_ignore_ascii_case("connection") {
+            for token in header.value.split(|&b| b == b',').map(trim_ows) {
+                if token.eq_ignore_ascii_case(b"close") {
+                    close = true;
+                } else if token.eq_ignore_ascii_case(b"keep-alive") {
+                    keep_alive_token = true;
+                }
+            }
+        } else if name.eq_ignore_ascii_case("host") {
+            host_count += 1;
+        }
+    }
+    let declared = if te_seen {
+        // HTTP/1.0 has no Transfer-Encoding (RFC 9112 §6.1: treat as faulty framing); a
+        // Content-Length beside it is the smuggling pattern; an empty list names nothing.
+        if version_minor == 0 {
+            return Err(HttpError::UnsupportedTransferEncoding);
+        }
+        if content_length.is_some() {
+            return Err(HttpError::ContentLengthWithTransferEncoding);
+        }
+        if chunked_last {
+            Declared::Chunked
+        } else if coding_seen {
+            Declared::OtherCoding
+        } else {
+            return Err(HttpError::UnsupportedTransferEncoding);
+        }
+    } else {
+        match content_length {
+            Some(n) => Declared::Length(n),
+            None => Declared::Nothing,
+        }
+    };
+    let keep_alive = if version_minor >= 1 {
+        !close
+    } else {
+        keep_alive_token && !close
+    };
+    Ok(Analysis {
+        declared,
+        keep_alive,
+        host_count,
+    })
+}
+
+fn parse_length(value: &[u8]) -> Result<u64, HttpError> {
+    if value.is_empty() || !value.iter().all(u8::is_ascii_digit) {
+        return Err(HttpError::InvalidContentLength);
+    }
+    value.iter().try_fold(0u64, |n, &b| {
+        n.checked_mul(10)
+            .and_then(|n| n.checked_add(u64::from(b - b'0')))
+            .ok_or(HttpError::InvalidContentLength)
+    })
+}
+
+/// Copies parsed header fields out of the head buffer.
+pub(crate) fn own_headers(headers: &[httparse::Header<'_>]) -> Vec<(String, Vec<u8>)> {
+    headers
+        .iter()
+        .map(|h| (h.name.to_owned(), h.value.to_vec()))
+        .collect()
+}
+
+/// First value of header `name` (case-insensitive).
+pub(crate) fn find<'a>(headers: &'a [(String, Vec<u8>)], name: &str) -> Option<&'a [u8]> {
+    headers
+        .iter()
+        .find(|(n, _)| n.eq_ignore_ascii_case(name))
+        .map(|(_, v)| v.as_slice())
+}
+
+/// The framing a body decoder needs for a declared length, checked against the drain cap.
+pub(crate) fn length_framing(
+    length: u64,
+    body_bytes_max: u64,
+    status: Option<u16>,
+) -> Result<Framing, HttpError> {
+    if length > body_bytes_max {
+        return Err(HttpError::BodyTooLarge {
+            body_bytes_max,
+            status,
+        });
+    }
+    Ok(Framing::Length(length))
+}
