@@ -308,7 +308,14 @@ mod tests {
 
     #[test]
     fn rejects_injection_and_leaves_buffer_untouched() {
-        let cases: &[(&str, &str, &str, &[(&str, &[u8])], EncodeError)] = &[
+        type Case<'a> = (
+            &'a str,
+            &'a str,
+            &'a str,
+            &'a [(&'a str, &'a [u8])],
+            EncodeError,
+        );
+        let cases: &[Case<'_>] = &[
             ("", "/", "h", &[], EncodeError::InvalidMethod),
             ("PO ST", "/", "h", &[], EncodeError::InvalidMethod),
             ("POST\r\n", "/", "h", &[], EncodeError::InvalidMethod),

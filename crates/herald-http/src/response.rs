@@ -93,9 +93,10 @@ impl ResponseParser {
     }
 
     /// True when no byte of a response has been seen since the last one completed: a
-    /// peer close now is a clean close, not a truncated response.
+    /// peer close now is a clean close, not a truncated response. (An interim 1xx
+    /// response counts as seen: the final response is still owed.)
     pub fn is_idle(&self) -> bool {
-        matches!(self.phase, Phase::Head) && self.head.is_empty()
+        matches!(self.phase, Phase::Head) && self.head.is_empty() && self.informational_count == 0
     }
 
     /// Forgets all state (for a new connection); buffers keep their capacity.
@@ -133,7 +134,7 @@ impl ResponseParser {
                 self.phase = Phase::Failed(error.clone());
                 return Err(error);
             }
-            Phase::Head if self.head.is_empty() => Ok(None),
+            Phase::Head if self.head.is_empty() && self.informational_count == 0 => Ok(None),
             Phase::Head => Err(HttpError::UnexpectedEof("in response head")),
             Phase::Body(response) if self.body.is_until_close() => Ok(Some(response)),
             Phase::Body(_) => Err(HttpError::UnexpectedEof("in response body")),
