@@ -1,2 +1,35 @@
-//! Memory-mapped, append-only, CRC-checked rkyv journal with group commit and recovery
-#![forbid(unsafe_code)]
+//! Memory-mapped, append-only, CRC-checked journal with group commit and recovery.
+//!
+//! A journal is a directory of preallocated segment files (see [`format`] for
+//! the byte layout). [`Journal::append`] writes a frame into the mapped active
+//! segment and returns its sequence number at once; a background thread makes
+//! batches durable with `fdatasync` ([`Journal::durable_seq`],
+//! [`Journal::set_durable_notify`], [`Journal::sync`]). [`Journal::open`]
+//! recovers: it checks every frame, zeroes a torn tail in the last segment and
+//! refuses corruption before it unless asked to repair. Checkpoints
+//! ([`Journal::checkpoint`]) bound replay and disk use.
+//!
+//! The journal stores `(kind, version, payload)` and knows nothing of the
+//! records: payloads are rkyv bytes made with [`encode`] and read with
+//! [`Frame::access`]. Kinds are the caller's; [`Journal::replay`] returns every
+//! kind and [`Journal::replay_known`] fails on kinds the caller did not
+//! declare in [`KnownKinds`], naming them.
+#![deny(unsafe_code)] // memmap2 mapping needs it; each block has a SAFETY comment.
+
+mod check;
+mod codec;
+mod error;
+pub mod format;
+mod journal;
+mod sync;
+
+pub use check::{check, CheckReport, Corruption, SegmentSummary};
+pub use codec::{access, encode};
+pub use error::{Fault, JournalError};
+pub use format::{frame_bytes, KIND_CHECKPOINT, KIND_RESERVED_MIN, PAYLOAD_BYTES_MAX};
+pub use journal::{
+    Compaction, Frame, Journal, JournalConfig, KnownKinds, Recovery, Repair, Replay, TornTail,
+    GROUP_DELAY_US_MAX, GROUP_RECORDS_MAX_LIMIT, SEGMENTS_MAX_LIMIT, SEGMENT_BYTES_DEFAULT,
+    SEGMENT_BYTES_MAX, SEGMENT_BYTES_MIN,
+};
+pub use sync::{DurableHandle, SyncStats};

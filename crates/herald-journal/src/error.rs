@@ -1,0 +1,185 @@
+//! Journal errors: each says whose fault it is ([`Fault`]) and carries what the
+//! caller needs to act (path, offset, limit, sequence number).
+
+use std::io;
+use std::path::PathBuf;
+
+use crate::format::{FrameDefect, HeaderDefect};
+
+/// Whose fault an error is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fault {
+    /// The caller asked for something invalid (config, record, kind).
+    Caller,
+    /// The disk or filesystem failed, or stored bytes are corrupt.
+    Storage,
+}
+
+/// Errors of the journal.
+#[derive(Debug, thiserror::Error)]
+pub enum JournalError {
+    /// A configuration value is out of bounds.
+    #[error("invalid journal config: {field}: {reason}")]
+    InvalidConfig {
+        /// The field at fault.
+        field: &'static str,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// The payload is larger than a record may be.
+    #[error("record of {payload_bytes} bytes exceeds payload_bytes_max {payload_bytes_max}")]
+    RecordTooLarge {
+        /// Size asked for.
+        payload_bytes: u64,
+        /// The limit (see [`crate::JournalConfig::payload_bytes_max`]).
+        payload_bytes_max: u64,
+    },
+    /// Kinds at or above [`crate::KIND_RESERVED_MIN`] belong to the journal.
+    #[error("record kind {kind:#06x} is reserved for the journal")]
+    ReservedKind {
+        /// The kind asked for.
+        kind: u16,
+    },
+    /// Replay met a record kind/version the caller did not declare.
+    #[error("record {seq} has unknown kind {kind} version {version}")]
+    UnknownKind {
+        /// Sequence number of the record.
+        seq: u64,
+        /// Its kind.
+        kind: u16,
+        /// Its version.
+        version: u16,
+    },
+    /// `segments_max` segments exist and none can be deleted: the caller must
+    /// write a checkpoint (and let it become durable) before appending more.
+    #[error(
+        "journal holds segments_max {segments_max} segments; write a checkpoint to free older ones"
+    )]
+    SegmentsExhausted {
+        /// The limit.
+        segments_max: usize,
+    },
+    /// Another journal handle (maybe in another process) holds the directory.
+    #[error("journal directory {dir} is locked by another handle")]
+    Locked {
+        /// The directory.
+        dir: PathBuf,
+    },
+    /// A file operation failed. `is_storage_full` tells ENOSPC/EDQUOT apart.
+    #[error("journal storage: {op} {path}: {source}")]
+    Io {
+        /// The operation (e.g. "fallocate").
+        op: &'static str,
+        /// The file or directory.
+        path: PathBuf,
+        /// The OS error.
+        #[source]
+        source: io::Error,
+    },
+    /// A segment header is corrupt or not a segment.
+    #[error("corrupt segment header in {segment}: {defect}")]
+    CorruptSegmentHeader {
+        /// The segment file.
+        segment: PathBuf,
+        /// What is wrong.
+        defect: HeaderDefect,
+    },
+    /// A frame before the tail of the journal is corrupt. Reopen with
+    /// `repair` to truncate there (losing everything after it).
+    #[error("corrupt frame in {segment} at offset {offset}: {defect}")]
+    CorruptFrame {
+        /// The segment file.
+        segment: PathBuf,
+        /// Byte offset of the frame within the segment.
+        offset: u64,
+        /// What is wrong.
+        defect: FrameDefect,
+    },
+    /// Segment files do not follow on from each other.
+    #[error("segment {segment} starts at seq {found} but seq {expected} must come next")]
+    SegmentGap {
+        /// The segment file.
+        segment: PathBuf,
+        /// The sequence number that must come next.
+        expected: u64,
+        /// The base sequence number of the segment.
+        found: u64,
+    },
+    /// A previous sync failed. After a failed fsync the kernel may have dropped
+    /// the dirty pages, so nothing written since the last durable sequence can
+    /// be trusted: the journal refuses further work until reopened.
+    #[error("journal unusable after a failed sync (durable up to seq {durable_seq}): {message}")]
+    SyncFailed {
+        /// Last sequence number known durable.
+        durable_seq: u64,
+        /// The OS error of the failed sync.
+        message: String,
+    },
+    /// `wait_durable` gave up.
+    #[error("seq {seq} not durable within {timeout_ms} ms (durable up to {durable_seq})")]
+    DurableTimeout {
+        /// The sequence number waited for.
+        seq: u64,
+        /// The durable sequence number at the time of giving up.
+        durable_seq: u64,
+        /// The timeout.
+        timeout_ms: u64,
+    },
+    /// Waited for a sequence number that was never appended.
+    #[error("seq {seq} was never appended (last appended {last_seq})")]
+    NotAppended {
+        /// The sequence number waited for.
+        seq: u64,
+        /// The last appended sequence number.
+        last_seq: u64,
+    },
+    /// A payload failed rkyv validation or encoding.
+    #[error("record payload: {message}")]
+    Payload {
+        /// The rkyv error.
+        message: String,
+    },
+}
+
+impl JournalError {
+    /// Whose fault the error is.
+    pub fn fault(&self) -> Fault {
+        match self {
+            Self::InvalidConfig { .. }
+            | Self::RecordTooLarge { .. }
+            | Self::ReservedKind { .. }
+            | Self::UnknownKind { .. }
+            | Self::SegmentsExhausted { .. }
+            | Self::Locked { .. }
+            | Self::NotAppended { .. }
+            | Self::Payload { .. } => Fault::Caller,
+            Self::Io { .. }
+            | Self::CorruptSegmentHeader { .. }
+            | Self::CorruptFrame { .. }
+            | Self::SegmentGap { .. }
+            | Self::SyncFailed { .. }
+            | Self::DurableTimeout { .. } => Fault::Storage,
+        }
+    }
+
+    /// Whether the error is the filesystem running out of space (ENOSPC or
+    /// EDQUOT): appends may work again once space is freed.
+    pub fn is_storage_full(&self) -> bool {
+        match self {
+            Self::Io { source, .. } => matches!(
+                source.raw_os_error(),
+                Some(code) if code == rustix::io::Errno::NOSPC.raw_os_error()
+                    || code == rustix::io::Errno::DQUOT.raw_os_error()
+            ),
+            _ => false,
+        }
+    }
+
+    pub(crate) fn io(op: &'static str, path: impl Into<PathBuf>, source: io::Error) -> Self {
+        Self::Io {
+            op,
+            path: path.into(),
+            source,
+        }
+    }
+}

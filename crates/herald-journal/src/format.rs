@@ -1,0 +1,571 @@
+//! On-disk format: segment header, frame header, and the pure scanner that
+//! recovery, replay, `check` and the fuzz target all share.
+//!
+//! Segment layout (all integers little-endian):
+//!
+//! ```text
+//! offset 0   segment header (64 bytes)
+//!            0..8   magic "HRLDJSEG"
+//!            8..12  format version (1)
+//!            12..16 reserved, zero
+//!            16..24 base sequence number (seq of the first frame in the segment)
+//!            24..32 segment length in bytes (the preallocated file length)
+//!            32..60 reserved, zero
+//!            60..64 CRC32C of bytes 0..60
+//! offset 64  frames, back to back, each 16-byte aligned
+//! ```
+//!
+//! Frame layout:
+//!
+//! ```text
+//! 0..4   magic 0x4A52_4C48
+//! 4..8   payload length in bytes
+//! 8..16  sequence number
+//! 16..18 kind
+//! 18..20 version
+//! 20..24 CRC32C of the payload
+//! 24..28 reserved, zero
+//! 28..32 CRC32C of bytes 0..28 of this header
+//! 32..   payload, then zero padding up to the next multiple of 16
+//! ```
+//!
+//! The header is a multiple of 16 bytes and every frame starts 16-byte aligned,
+//! so every payload starts 16-byte aligned, which rkyv's checked access needs.
+//! The header CRC lets the scanner trust the length before touching the payload,
+//! so a flipped length bit cannot make it read across unrelated bytes as a payload.
+//! After the last frame the rest of a segment is zero; a zero header marks the end.
+
+use std::fmt;
+
+/// Bytes of the segment header at the start of every segment file.
+pub const SEGMENT_HEADER_BYTES: u64 = 64;
+/// Bytes of the fixed frame header in front of every payload.
+pub const FRAME_HEADER_BYTES: u64 = 32;
+/// Every frame (and so every payload) starts at a multiple of this.
+pub const FRAME_ALIGN_BYTES: u64 = 16;
+/// Largest payload of one record. Records are events and webhook changes whose
+/// bodies are bounded far below this; the cap keeps a corrupt length from
+/// asking for a huge range and bounds what one append can occupy.
+pub const PAYLOAD_BYTES_MAX: u64 = 16 * 1024 * 1024;
+
+pub(crate) const SEGMENT_MAGIC: [u8; 8] = *b"HRLDJSEG";
+pub(crate) const FORMAT_VERSION: u32 = 1;
+pub(crate) const FRAME_MAGIC: u32 = 0x4A52_4C48;
+
+/// Kinds at or above this number are reserved for the journal itself.
+pub const KIND_RESERVED_MIN: u16 = 0xFF00;
+/// Kind of a checkpoint record (written by [`crate::Journal::checkpoint`]).
+pub const KIND_CHECKPOINT: u16 = 0xFF00;
+/// Version written in checkpoint frames.
+pub const CHECKPOINT_VERSION: u16 = 1;
+
+/// Total bytes a frame with `payload_bytes` of payload occupies.
+pub const fn frame_bytes(payload_bytes: u64) -> u64 {
+    FRAME_HEADER_BYTES + payload_bytes.div_ceil(FRAME_ALIGN_BYTES) * FRAME_ALIGN_BYTES
+}
+
+/// Encodes a segment header.
+pub(crate) fn encode_segment_header(base_seq: u64, segment_bytes: u64) -> [u8; 64] {
+    let mut h = [0u8; 64];
+    h[0..8].copy_from_slice(&SEGMENT_MAGIC);
+    h[8..12].copy_from_slice(&FORMAT_VERSION.to_le_bytes());
+    h[16..24].copy_from_slice(&base_seq.to_le_bytes());
+    h[24..32].copy_from_slice(&segment_bytes.to_le_bytes());
+    let crc = crc32c::crc32c(&h[0..60]);
+    h[60..64].copy_from_slice(&crc.to_le_bytes());
+    h
+}
+
+/// A decoded, CRC-checked segment header.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SegmentHeader {
+    /// Sequence number the first frame of the segment must carry.
+    pub base_seq: u64,
+    /// Length of the segment file the header claims.
+    pub segment_bytes: u64,
+}
+
+/// Why a segment header was rejected.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HeaderDefect {
+    /// The file is shorter than a segment header.
+    TooShort {
+        /// Bytes present.
+        bytes: u64,
+    },
+    /// The magic bytes are wrong: not a segment file, or overwritten.
+    BadMagic,
+    /// The header CRC does not match.
+    BadCrc,
+    /// A format version this build does not read.
+    UnsupportedVersion {
+        /// Version found.
+        version: u32,
+    },
+    /// The recorded length differs from the file length.
+    LengthMismatch {
+        /// Length in the header.
+        header_bytes: u64,
+        /// Length of the file.
+        file_bytes: u64,
+    },
+    /// Base sequence 0 is never written (sequence numbers start at 1).
+    ZeroBaseSeq,
+}
+
+impl fmt::Display for HeaderDefect {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::TooShort { bytes } => {
+                write!(f, "file of {bytes} bytes is shorter than a segment header")
+            }
+            Self::BadMagic => f.write_str("bad segment magic"),
+            Self::BadCrc => f.write_str("segment header CRC mismatch"),
+            Self::UnsupportedVersion { version } => {
+                write!(f, "unsupported format version {version}")
+            }
+            Self::LengthMismatch {
+                header_bytes,
+                file_bytes,
+            } => {
+                write!(
+                    f,
+                    "header says {header_bytes} bytes but the file has {file_bytes}"
+                )
+            }
+            Self::ZeroBaseSeq => f.write_str("base sequence number 0"),
+        }
+    }
+}
+
+/// Decodes and checks a segment header at the start of `bytes` (the whole file).
+pub fn decode_segment_header(bytes: &[u8]) -> Result<SegmentHeader, HeaderDefect> {
+    let file_bytes = bytes.len() as u64;
+    if file_bytes < SEGMENT_HEADER_BYTES {
+        return Err(HeaderDefect::TooShort { bytes: file_bytes });
+    }
+    let h = &bytes[..64];
+    if h[0..8] != SEGMENT_MAGIC {
+        return Err(HeaderDefect::BadMagic);
+    }
+    if crc32c::crc32c(&h[0..60]) != le_u32(&h[60..64]) {
+        return Err(HeaderDefect::BadCrc);
+    }
+    let version = le_u32(&h[8..12]);
+    if version != FORMAT_VERSION {
+        return Err(HeaderDefect::UnsupportedVersion { version });
+    }
+    let base_seq = le_u64(&h[16..24]);
+    let segment_bytes = le_u64(&h[24..32]);
+    if segment_bytes != file_bytes {
+        return Err(HeaderDefect::LengthMismatch {
+            header_bytes: segment_bytes,
+            file_bytes,
+        });
+    }
+    if base_seq == 0 {
+        return Err(HeaderDefect::ZeroBaseSeq);
+    }
+    Ok(SegmentHeader {
+        base_seq,
+        segment_bytes,
+    })
+}
+
+/// Writes one frame at the start of `dst`, which must be exactly
+/// `frame_bytes(payload.len())` long and zero where padding goes.
+pub(crate) fn encode_frame(dst: &mut [u8], seq: u64, kind: u16, version: u16, payload: &[u8]) {
+    let total = frame_bytes(payload.len() as u64) as usize;
+    // Durability invariant: a frame never spills past the space reserved for it.
+    assert_eq!(dst.len(), total, "frame slot length");
+    let header_bytes = FRAME_HEADER_BYTES as usize;
+    let payload_end = header_bytes + payload.len();
+    dst[header_bytes..payload_end].copy_from_slice(payload);
+    dst[payload_end..].fill(0);
+    let mut h = [0u8; FRAME_HEADER_BYTES as usize];
+    h[0..4].copy_from_slice(&FRAME_MAGIC.to_le_bytes());
+    h[4..8].copy_from_slice(&(payload.len() as u32).to_le_bytes());
+    h[8..16].copy_from_slice(&seq.to_le_bytes());
+    h[16..18].copy_from_slice(&kind.to_le_bytes());
+    h[18..20].copy_from_slice(&version.to_le_bytes());
+    h[20..24].copy_from_slice(&crc32c::crc32c(payload).to_le_bytes());
+    let crc = crc32c::crc32c(&h[0..28]);
+    h[28..32].copy_from_slice(&crc.to_le_bytes());
+    dst[..header_bytes].copy_from_slice(&h);
+}
+
+/// Why a frame was rejected.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FrameDefect {
+    /// Fewer bytes than a frame header remain, and they are not all zero.
+    TruncatedHeader,
+    /// The header does not start with the frame magic.
+    BadMagic,
+    /// The header CRC does not match.
+    HeaderCrc,
+    /// The reserved header field is not zero.
+    ReservedBits,
+    /// The length is above [`PAYLOAD_BYTES_MAX`] or runs past the segment end.
+    LengthOutOfBounds {
+        /// Payload length in the header.
+        payload_bytes: u64,
+    },
+    /// The sequence number is not the one that must come next.
+    SequenceGap {
+        /// The sequence number that must come next.
+        expected: u64,
+        /// The sequence number found.
+        found: u64,
+    },
+    /// The payload CRC does not match.
+    PayloadCrc,
+    /// Padding after the payload is not zero.
+    NonZeroPadding,
+    /// A zero header marks the end of the log, but non-zero bytes follow it.
+    GarbageAfterEnd {
+        /// Offset of the first non-zero byte after the end.
+        first_nonzero_offset: u64,
+    },
+}
+
+impl fmt::Display for FrameDefect {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::TruncatedHeader => f.write_str("truncated frame header"),
+            Self::BadMagic => f.write_str("bad frame magic"),
+            Self::HeaderCrc => f.write_str("frame header CRC mismatch"),
+            Self::ReservedBits => f.write_str("reserved frame header bits set"),
+            Self::LengthOutOfBounds { payload_bytes } => {
+                write!(f, "payload length {payload_bytes} out of bounds")
+            }
+            Self::SequenceGap { expected, found } => {
+                write!(f, "sequence number {found} where {expected} must come next")
+            }
+            Self::PayloadCrc => f.write_str("payload CRC mismatch"),
+            Self::NonZeroPadding => f.write_str("non-zero frame padding"),
+            Self::GarbageAfterEnd {
+                first_nonzero_offset,
+            } => {
+                write!(
+                    f,
+                    "non-zero bytes at offset {first_nonzero_offset} after the end of the log"
+                )
+            }
+        }
+    }
+}
+
+/// A frame as stored: the borrowed payload is 16-byte aligned relative to the
+/// segment start (and so in memory when the segment is mapped).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RawFrame<'a> {
+    /// Sequence number.
+    pub seq: u64,
+    /// Record kind.
+    pub kind: u16,
+    /// Record version.
+    pub version: u16,
+    /// Payload bytes.
+    pub payload: &'a [u8],
+}
+
+/// Outcome of decoding at one offset.
+#[derive(Debug)]
+pub(crate) enum Decoded<'a> {
+    /// A valid frame, and the offset of the next one.
+    Frame(RawFrame<'a>, u64),
+    /// The log ends here: the header is zero (nothing else was checked).
+    End,
+    /// Invalid bytes.
+    Invalid(FrameDefect),
+}
+
+/// Decodes the frame at `offset` of `segment`, which must carry `expected_seq`.
+pub(crate) fn decode_frame(segment: &[u8], offset: u64, expected_seq: u64) -> Decoded<'_> {
+    let len = segment.len() as u64;
+    // Callers only pass offsets they reached by stepping over valid frames.
+    assert!(
+        offset % FRAME_ALIGN_BYTES == 0 && offset <= len,
+        "frame offset invariant"
+    );
+    let start = offset as usize;
+    if len - offset < FRAME_HEADER_BYTES {
+        return if is_zero(&segment[start..]) {
+            Decoded::End
+        } else {
+            Decoded::Invalid(FrameDefect::TruncatedHeader)
+        };
+    }
+    let h = &segment[start..start + FRAME_HEADER_BYTES as usize];
+    if is_zero(h) {
+        return Decoded::End;
+    }
+    if le_u32(&h[0..4]) != FRAME_MAGIC {
+        return Decoded::Invalid(FrameDefect::BadMagic);
+    }
+    if crc32c::crc32c(&h[0..28]) != le_u32(&h[28..32]) {
+        return Decoded::Invalid(FrameDefect::HeaderCrc);
+    }
+    if le_u32(&h[24..28]) != 0 {
+        return Decoded::Invalid(FrameDefect::ReservedBits);
+    }
+    let payload_bytes = u64::from(le_u32(&h[4..8]));
+    let total = frame_bytes(payload_bytes);
+    if payload_bytes > PAYLOAD_BYTES_MAX || total > len - offset {
+        return Decoded::Invalid(FrameDefect::LengthOutOfBounds { payload_bytes });
+    }
+    let seq = le_u64(&h[8..16]);
+    if seq != expected_seq {
+        return Decoded::Invalid(FrameDefect::SequenceGap {
+            expected: expected_seq,
+            found: seq,
+        });
+    }
+    let payload_start = start + FRAME_HEADER_BYTES as usize;
+    let payload_end = payload_start + payload_bytes as usize;
+    let payload = &segment[payload_start..payload_end];
+    if crc32c::crc32c(payload) != le_u32(&h[20..24]) {
+        return Decoded::Invalid(FrameDefect::PayloadCrc);
+    }
+    if !is_zero(&segment[payload_end..start + total as usize]) {
+        return Decoded::Invalid(FrameDefect::NonZeroPadding);
+    }
+    let kind = u16::from_le_bytes([h[16], h[17]]);
+    let version = u16::from_le_bytes([h[18], h[19]]);
+    Decoded::Frame(
+        RawFrame {
+            seq,
+            kind,
+            version,
+            payload,
+        },
+        offset + total,
+    )
+}
+
+/// Where a scan of one segment stopped.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ScanStop {
+    /// After the last frame the segment is zero to its end.
+    Clean,
+    /// An invalid frame at `offset`; bytes up to `dirty_end` are not zero.
+    Invalid {
+        /// Offset of the first invalid byte range (a frame start).
+        offset: u64,
+        /// What was wrong.
+        defect: FrameDefect,
+        /// One past the last non-zero byte of the segment: zeroing
+        /// `offset..dirty_end` leaves a clean segment.
+        dirty_end: u64,
+    },
+}
+
+/// Summary of one segment's frames.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SegmentScan {
+    /// The decoded header.
+    pub header: SegmentHeader,
+    /// Number of valid frames.
+    pub records: u64,
+    /// Sequence number of the last valid frame (`base_seq - 1` when empty).
+    pub last_seq: u64,
+    /// Offset just past the last valid frame: where the next frame goes.
+    pub end_offset: u64,
+    /// Payload bytes of the valid frames.
+    pub payload_bytes: u64,
+    /// Sequence number and offset of the last valid checkpoint frame.
+    pub last_checkpoint: Option<(u64, u64)>,
+    /// How the scan ended.
+    pub stop: ScanStop,
+}
+
+/// Scans a whole segment file: header, then frames until the first zero
+/// header or invalid frame. Never panics on any input.
+pub fn scan_segment(bytes: &[u8]) -> Result<SegmentScan, HeaderDefect> {
+    let header = decode_segment_header(bytes)?;
+    let mut offset = SEGMENT_HEADER_BYTES;
+    let mut next_seq = header.base_seq;
+    let mut records = 0;
+    let mut payload_bytes = 0;
+    let mut last_checkpoint = None;
+    let stop = loop {
+        match decode_frame(bytes, offset, next_seq) {
+            Decoded::Frame(frame, next) => {
+                if frame.kind == KIND_CHECKPOINT {
+                    last_checkpoint = Some((frame.seq, offset));
+                }
+                records += 1;
+                payload_bytes += frame.payload.len() as u64;
+                next_seq += 1;
+                offset = next;
+            }
+            Decoded::End => match last_nonzero(&bytes[offset as usize..]) {
+                None => break ScanStop::Clean,
+                Some(i) => {
+                    let first = offset + first_nonzero(&bytes[offset as usize..]).unwrap_or(0);
+                    break ScanStop::Invalid {
+                        offset,
+                        defect: FrameDefect::GarbageAfterEnd {
+                            first_nonzero_offset: first,
+                        },
+                        dirty_end: offset + i as u64 + 1,
+                    };
+                }
+            },
+            Decoded::Invalid(defect) => {
+                let dirty_end = match last_nonzero(&bytes[offset as usize..]) {
+                    Some(i) => offset + i as u64 + 1,
+                    None => offset,
+                };
+                break ScanStop::Invalid {
+                    offset,
+                    defect,
+                    dirty_end,
+                };
+            }
+        }
+    };
+    Ok(SegmentScan {
+        header,
+        records,
+        last_seq: next_seq - 1,
+        end_offset: offset,
+        payload_bytes,
+        last_checkpoint,
+        stop,
+    })
+}
+
+fn le_u32(b: &[u8]) -> u32 {
+    let mut a = [0u8; 4];
+    a.copy_from_slice(&b[..4]);
+    u32::from_le_bytes(a)
+}
+
+fn le_u64(b: &[u8]) -> u64 {
+    let mut a = [0u8; 8];
+    a.copy_from_slice(&b[..8]);
+    u64::from_le_bytes(a)
+}
+
+const ZERO_CHUNK_BYTES: usize = 4096;
+
+/// Whether every byte is zero; folds in chunks so the loop vectorizes.
+pub(crate) fn is_zero(bytes: &[u8]) -> bool {
+    bytes
+        .chunks(ZERO_CHUNK_BYTES)
+        .all(|c| c.iter().fold(0u8, |a, &b| a | b) == 0)
+}
+
+fn first_nonzero(bytes: &[u8]) -> Option<u64> {
+    let chunk = bytes
+        .chunks(ZERO_CHUNK_BYTES)
+        .position(|c| c.iter().fold(0u8, |a, &b| a | b) != 0)?;
+    let start = chunk * ZERO_CHUNK_BYTES;
+    let within = bytes[start..].iter().position(|&b| b != 0)?;
+    Some((start + within) as u64)
+}
+
+fn last_nonzero(bytes: &[u8]) -> Option<usize> {
+    let chunks = bytes.len().div_ceil(ZERO_CHUNK_BYTES);
+    let chunk = (0..chunks).rev().find(|&i| {
+        let end = ((i + 1) * ZERO_CHUNK_BYTES).min(bytes.len());
+        bytes[i * ZERO_CHUNK_BYTES..end]
+            .iter()
+            .fold(0u8, |a, &b| a | b)
+            != 0
+    })?;
+    let start = chunk * ZERO_CHUNK_BYTES;
+    let end = (start + ZERO_CHUNK_BYTES).min(bytes.len());
+    bytes[start..end]
+        .iter()
+        .rposition(|&b| b != 0)
+        .map(|i| start + i)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn segment_with(payloads: &[&[u8]], segment_bytes: usize) -> Vec<u8> {
+        let mut seg = vec![0u8; segment_bytes];
+        seg[..64].copy_from_slice(&encode_segment_header(7, segment_bytes as u64));
+        let mut offset = 64usize;
+        for (i, p) in payloads.iter().enumerate() {
+            let n = frame_bytes(p.len() as u64) as usize;
+            encode_frame(&mut seg[offset..offset + n], 7 + i as u64, 3, 1, p);
+            offset += n;
+        }
+        seg
+    }
+
+    #[test]
+    fn frame_bytes_pads_to_sixteen() {
+        let cases = [
+            (0u64, 32u64),
+            (1, 48),
+            (15, 48),
+            (16, 48),
+            (17, 64),
+            (1024, 1056),
+        ];
+        for (payload, total) in cases {
+            assert_eq!(frame_bytes(payload), total, "payload {payload}");
+        }
+    }
+
+    #[test]
+    fn scan_reads_back_frames() {
+        let seg = segment_with(&[b"a", b"", b"0123456789abcdef0"], 4096);
+        let scan = scan_segment(&seg).unwrap();
+        assert_eq!(scan.records, 3);
+        assert_eq!(scan.last_seq, 9);
+        assert_eq!(scan.stop, ScanStop::Clean);
+        assert_eq!(scan.end_offset, 64 + 48 + 32 + 64);
+        assert_eq!(scan.payload_bytes, 18);
+    }
+
+    #[test]
+    fn header_defects_are_named() {
+        let seg = segment_with(&[], 4096);
+        type Mutate = Box<dyn Fn(&mut Vec<u8>)>;
+        let cases: Vec<(Mutate, HeaderDefect)> = vec![
+            (
+                Box::new(|s| s.truncate(10)),
+                HeaderDefect::TooShort { bytes: 10 },
+            ),
+            (Box::new(|s| s[0] ^= 1), HeaderDefect::BadMagic),
+            (Box::new(|s| s[17] ^= 1), HeaderDefect::BadCrc),
+            (
+                Box::new(|s| s.truncate(2048)),
+                HeaderDefect::LengthMismatch {
+                    header_bytes: 4096,
+                    file_bytes: 2048,
+                },
+            ),
+        ];
+        for (mutate, defect) in cases {
+            let mut s = seg.clone();
+            mutate(&mut s);
+            assert_eq!(scan_segment(&s).unwrap_err(), defect);
+        }
+    }
+
+    #[test]
+    fn garbage_after_end_is_invalid() {
+        let mut seg = segment_with(&[b"x"], 4096);
+        seg[4000] = 9;
+        let scan = scan_segment(&seg).unwrap();
+        assert_eq!(scan.records, 1);
+        assert_eq!(
+            scan.stop,
+            ScanStop::Invalid {
+                offset: 112,
+                defect: FrameDefect::GarbageAfterEnd {
+                    first_nonzero_offset: 4000
+                },
+                dirty_end: 4001
+            }
+        );
+    }
+}

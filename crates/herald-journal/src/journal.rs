@@ -1,0 +1,911 @@
+//! The journal: segment files, append, roll, recovery, checkpoints, retention.
+
+use std::fs::{self, File, OpenOptions};
+use std::io;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use memmap2::MmapMut;
+
+use crate::error::JournalError;
+use crate::format::{
+    self, decode_frame, encode_frame, encode_segment_header, frame_bytes, scan_segment, Decoded,
+    RawFrame, ScanStop, CHECKPOINT_VERSION, FRAME_HEADER_BYTES, KIND_CHECKPOINT, KIND_RESERVED_MIN,
+    PAYLOAD_BYTES_MAX, SEGMENT_HEADER_BYTES,
+};
+use crate::sync::{DurableHandle, Shared, SyncStats};
+
+/// Smallest segment: a few frames plus header; smaller would roll constantly.
+pub const SEGMENT_BYTES_MIN: u64 = 64 * 1024;
+/// Largest segment: keeps one mapping and one recovery scan bounded.
+pub const SEGMENT_BYTES_MAX: u64 = 1024 * 1024 * 1024;
+/// Default segment size.
+pub const SEGMENT_BYTES_DEFAULT: u64 = 64 * 1024 * 1024;
+/// Upper bound for `group_records_max`.
+pub const GROUP_RECORDS_MAX_LIMIT: usize = 1 << 20;
+/// Upper bound for `group_delay_us`: a durability delay above a second would
+/// hold every publisher hostage to the timer.
+pub const GROUP_DELAY_US_MAX: u64 = 1_000_000;
+/// Upper bound for `segments_max`.
+pub const SEGMENTS_MAX_LIMIT: usize = 1 << 16;
+
+const SEGMENT_SUFFIX: &str = ".seg";
+const TEMP_SUFFIX: &str = ".seg.tmp";
+const LOCK_FILE: &str = "journal.lock";
+
+/// Journal settings.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct JournalConfig {
+    /// Directory holding the segment files (created if missing).
+    pub dir: PathBuf,
+    /// Size of each preallocated segment file,
+    /// `SEGMENT_BYTES_MIN..=SEGMENT_BYTES_MAX`, a multiple of 4096.
+    pub segment_bytes: u64,
+    /// Sync once this many records are waiting (`1..=GROUP_RECORDS_MAX_LIMIT`).
+    pub group_records_max: usize,
+    /// Sync once the oldest waiting record has waited this long (`0..=GROUP_DELAY_US_MAX`).
+    pub group_delay_us: u64,
+    /// Most segment files the journal may hold (`2..=SEGMENTS_MAX_LIMIT`);
+    /// appends fail with [`JournalError::SegmentsExhausted`] beyond it until a
+    /// durable checkpoint lets older segments go. Bounds disk use.
+    pub segments_max: usize,
+    /// On open, truncate at corruption found before the tail instead of
+    /// failing (everything after it is lost; the [`Recovery`] says how much).
+    pub repair: bool,
+}
+
+impl JournalConfig {
+    /// Defaults: 64 MiB segments, groups of 256 records or 1000 µs, 1024 segments, no repair.
+    pub fn new(dir: impl Into<PathBuf>) -> Self {
+        Self {
+            dir: dir.into(),
+            segment_bytes: SEGMENT_BYTES_DEFAULT,
+            group_records_max: 256,
+            group_delay_us: 1000,
+            segments_max: 1024,
+            repair: false,
+        }
+    }
+
+    /// Largest payload one record may carry with this segment size.
+    pub fn payload_bytes_max(&self) -> u64 {
+        PAYLOAD_BYTES_MAX.min(self.segment_bytes - SEGMENT_HEADER_BYTES - FRAME_HEADER_BYTES)
+    }
+
+    fn validate(&self) -> Result<(), JournalError> {
+        let bad = |field, reason: String| Err(JournalError::InvalidConfig { field, reason });
+        if !(SEGMENT_BYTES_MIN..=SEGMENT_BYTES_MAX).contains(&self.segment_bytes)
+            || self.segment_bytes % 4096 != 0
+        {
+            return bad(
+                "segment_bytes",
+                format!(
+                    "{} is not a multiple of 4096 in {SEGMENT_BYTES_MIN}..={SEGMENT_BYTES_MAX}",
+                    self.segment_bytes
+                ),
+            );
+        }
+        if !(1..=GROUP_RECORDS_MAX_LIMIT).contains(&self.group_records_max) {
+            return bad(
+                "group_records_max",
+                format!(
+                    "{} not in 1..={GROUP_RECORDS_MAX_LIMIT}",
+                    self.group_records_max
+                ),
+            );
+        }
+        if self.group_delay_us > GROUP_DELAY_US_MAX {
+            return bad(
+                "group_delay_us",
+                format!("{} above {GROUP_DELAY_US_MAX}", self.group_delay_us),
+            );
+        }
+        if !(2..=SEGMENTS_MAX_LIMIT).contains(&self.segments_max) {
+            return bad(
+                "segments_max",
+                format!("{} not in 2..={SEGMENTS_MAX_LIMIT}", self.segments_max),
+            );
+        }
+        Ok(())
+    }
+}
+
+/// A torn or invalid tail found (and zeroed) in the last segment on open.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TornTail {
+    /// The segment file.
+    pub segment: PathBuf,
+    /// Offset of the first invalid frame.
+    pub offset: u64,
+    /// Non-zero bytes discarded from there on.
+    pub bytes_discarded: u64,
+    /// What made the frame invalid.
+    pub defect: format::FrameDefect,
+}
+
+/// What an opt-in repair threw away.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Repair {
+    /// The segment file where corruption was found.
+    pub segment: PathBuf,
+    /// Offset of the corrupt frame.
+    pub offset: u64,
+    /// What was wrong.
+    pub defect: String,
+    /// Bytes discarded (the rest of that segment's data plus later segments).
+    pub bytes_lost: u64,
+    /// Records discarded whose sequence numbers are known from later
+    /// segments (records in the corrupt stretch itself cannot be counted).
+    pub records_lost: u64,
+    /// Later segment files deleted.
+    pub segments_deleted: usize,
+}
+
+/// What opening (or checking) a journal found.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Recovery {
+    /// Segment files.
+    pub segments: usize,
+    /// Valid records in all segments.
+    pub records: u64,
+    /// First sequence number present.
+    pub first_seq: Option<u64>,
+    /// Last sequence number present.
+    pub last_seq: Option<u64>,
+    /// Bytes of valid frames (headers, payloads, padding).
+    pub bytes: u64,
+    /// Sequence number of the latest checkpoint, where replay starts.
+    pub checkpoint_seq: Option<u64>,
+    /// Torn tail of the last segment (truncated on open; sound).
+    pub torn_tail: Option<TornTail>,
+    /// What `repair` discarded, when it had to.
+    pub repair: Option<Repair>,
+}
+
+/// A record read back from the journal.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Frame<'a> {
+    /// Sequence number (starts at 1, no gaps).
+    pub seq: u64,
+    /// Record kind ([`KIND_CHECKPOINT`] for checkpoints).
+    pub kind: u16,
+    /// Record version.
+    pub version: u16,
+    /// Payload, 16-byte aligned in memory.
+    pub payload: &'a [u8],
+}
+
+impl<'a> Frame<'a> {
+    /// Whether this is a checkpoint record written by [`Journal::checkpoint`].
+    pub fn is_checkpoint(&self) -> bool {
+        self.kind == KIND_CHECKPOINT
+    }
+
+    /// Accesses the payload as an archived rkyv value, checked with bytecheck
+    /// (the CRC was checked when the frame was read).
+    pub fn access<T>(&self) -> Result<&'a T, JournalError>
+    where
+        T: rkyv::Portable
+            + for<'b> rkyv::bytecheck::CheckBytes<
+                rkyv::api::high::HighValidator<'b, rkyv::rancor::Error>,
+            >,
+    {
+        crate::codec::access::<T>(self.payload)
+    }
+
+    fn from_raw(raw: RawFrame<'a>) -> Self {
+        Self {
+            seq: raw.seq,
+            kind: raw.kind,
+            version: raw.version,
+            payload: raw.payload,
+        }
+    }
+}
+
+/// Record kinds (and the newest version of each) a caller can read. Replay
+/// through [`Journal::replay_known`] fails on anything else, naming it,
+/// rather than skipping records it does not understand. Checkpoints are
+/// always known.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct KnownKinds {
+    kinds: Vec<(u16, u16)>,
+}
+
+impl KnownKinds {
+    /// No kinds known yet.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Declares `kind` readable in versions `1..=version_max` (and 0).
+    pub fn with(mut self, kind: u16, version_max: u16) -> Self {
+        self.kinds.retain(|&(k, _)| k != kind);
+        self.kinds.push((kind, version_max));
+        self
+    }
+
+    /// Checks a frame's kind and version.
+    pub fn check(&self, frame: &Frame<'_>) -> Result<(), JournalError> {
+        if frame.kind == KIND_CHECKPOINT && frame.version <= CHECKPOINT_VERSION {
+            return Ok(());
+        }
+        match self.kinds.iter().find(|&&(k, _)| k == frame.kind) {
+            Some(&(_, version_max)) if frame.version <= version_max => Ok(()),
+            _ => Err(JournalError::UnknownKind {
+                seq: frame.seq,
+                kind: frame.kind,
+                version: frame.version,
+            }),
+        }
+    }
+}
+
+/// What [`Journal::compact`] freed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Compaction {
+    /// Segment files deleted.
+    pub segments_deleted: usize,
+    /// Their total size.
+    pub bytes_freed: u64,
+}
+
+struct Segment {
+    base_seq: u64,
+    path: PathBuf,
+    file: Arc<File>,
+    map: MmapMut,
+    /// Where the next frame goes; everything from here on is zero.
+    end: u64,
+    /// Last sequence number in the segment (`base_seq - 1` when empty).
+    last_seq: u64,
+}
+
+/// An open journal. Owned by one thread (a shard); a background thread does
+/// the syncing. Dropping it syncs what was appended and stops that thread.
+pub struct Journal {
+    config: JournalConfig,
+    dir: File,
+    _lock: File,
+    segments: Vec<Segment>,
+    next_seq: u64,
+    /// Latest checkpoint: (seq, base_seq of its segment, offset).
+    checkpoint: Option<(u64, u64, u64)>,
+    shared: Arc<Shared>,
+    since_kick: u64,
+    sync_thread: Option<JoinHandle<()>>,
+    payload_bytes_max: u64,
+}
+
+impl std::fmt::Debug for Journal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Journal")
+            .field("dir", &self.config.dir)
+            .field("segments", &self.segments.len())
+            .field("next_seq", &self.next_seq)
+            .field("durable_seq", &self.durable_seq())
+            .finish()
+    }
+}
+
+fn segment_name(base_seq: u64) -> String {
+    format!("{base_seq:020}{SEGMENT_SUFFIX}")
+}
+
+fn parse_segment_name(name: &str) -> Option<u64> {
+    let digits = name.strip_suffix(SEGMENT_SUFFIX)?;
+    if digits.len() != 20 || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    digits.parse().ok()
+}
+
+/// Segment files of `dir` as (base_seq, path), oldest first. Removes leftover
+/// temporary files of an interrupted roll when `clean` is set.
+pub(crate) fn list_segments(dir: &Path, clean: bool) -> Result<Vec<(u64, PathBuf)>, JournalError> {
+    let mut out = Vec::new();
+    let entries = fs::read_dir(dir).map_err(|e| JournalError::io("read_dir", dir, e))?;
+    for entry in entries {
+        let entry = entry.map_err(|e| JournalError::io("read_dir", dir, e))?;
+        let name = entry.file_name();
+        let Some(name) = name.to_str() else { continue };
+        if let Some(base) = parse_segment_name(name) {
+            out.push((base, entry.path()));
+        } else if clean && name.ends_with(TEMP_SUFFIX) {
+            let path = entry.path();
+            fs::remove_file(&path).map_err(|e| JournalError::io("remove", &path, e))?;
+        }
+    }
+    out.sort_unstable();
+    Ok(out)
+}
+
+fn map_segment(file: &File, path: &Path) -> Result<MmapMut, JournalError> {
+    // SAFETY: the file is a segment of a journal directory this process holds
+    // the exclusive flock on, so no other cooperating handle truncates or
+    // writes it while mapped; the journal never shrinks a mapped file.
+    #[allow(unsafe_code)]
+    let map = unsafe { MmapMut::map_mut(file) };
+    map.map_err(|e| JournalError::io("mmap", path, e))
+}
+
+fn open_rw(path: &Path) -> Result<File, JournalError> {
+    OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(path)
+        .map_err(|e| JournalError::io("open", path, e))
+}
+
+impl Journal {
+    /// Opens (or creates) the journal in `config.dir`, recovering it: every
+    /// frame is checked; a torn tail in the last segment is zeroed; corruption
+    /// earlier is an error (or, with `repair`, truncated there).
+    pub fn open(config: JournalConfig) -> Result<(Journal, Recovery), JournalError> {
+        config.validate()?;
+        fs::create_dir_all(&config.dir)
+            .map_err(|e| JournalError::io("create_dir", &config.dir, e))?;
+        let dir = File::open(&config.dir).map_err(|e| JournalError::io("open", &config.dir, e))?;
+        let lock_path = config.dir.join(LOCK_FILE);
+        let lock = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .read(true)
+            .write(true)
+            .open(&lock_path)
+            .map_err(|e| JournalError::io("open", &lock_path, e))?;
+        rustix::fs::flock(&lock, rustix::fs::FlockOperation::NonBlockingLockExclusive).map_err(
+            |e| {
+                if e == rustix::io::Errno::WOULDBLOCK {
+                    JournalError::Locked {
+                        dir: config.dir.clone(),
+                    }
+                } else {
+                    JournalError::io("flock", &lock_path, e.into())
+                }
+            },
+        )?;
+
+        let listed = list_segments(&config.dir, true)?;
+        let mut recovery = Recovery::default();
+        let mut segments: Vec<Segment> = Vec::new();
+        let mut checkpoint = None;
+        let mut expected_base: Option<u64> = None;
+        let count = listed.len();
+        let mut listed = listed.into_iter().enumerate();
+        while let Some((i, (name_base, path))) = listed.next() {
+            let is_last = i + 1 == count;
+            let file = open_rw(&path)?;
+            let mut map = map_segment(&file, &path)?;
+            let scan = scan_segment(&map).map_err(|defect| JournalError::CorruptSegmentHeader {
+                segment: path.clone(),
+                defect,
+            })?;
+            if scan.header.base_seq != name_base {
+                return Err(JournalError::SegmentGap {
+                    segment: path,
+                    expected: name_base,
+                    found: scan.header.base_seq,
+                });
+            }
+            if let Some(expected) = expected_base {
+                if scan.header.base_seq != expected {
+                    return Err(JournalError::SegmentGap {
+                        segment: path,
+                        expected,
+                        found: scan.header.base_seq,
+                    });
+                }
+            }
+            let mut end = scan.end_offset;
+            if let ScanStop::Invalid {
+                offset,
+                defect,
+                dirty_end,
+            } = scan.stop.clone()
+            {
+                if is_last {
+                    recovery.torn_tail = Some(TornTail {
+                        segment: path.clone(),
+                        offset,
+                        bytes_discarded: dirty_end - offset,
+                        defect,
+                    });
+                    zero_and_flush(&mut map, offset, dirty_end, &path)?;
+                } else if config.repair {
+                    // Everything after the corruption goes: this segment's
+                    // rest and every later segment.
+                    zero_and_flush(&mut map, offset, dirty_end, &path)?;
+                    let mut bytes_lost = dirty_end - offset;
+                    let mut max_seq = scan.last_seq;
+                    let mut deleted = 0;
+                    for (_, (_, later)) in listed.by_ref() {
+                        let later_bytes = fs::metadata(&later).map(|m| m.len()).unwrap_or(0);
+                        if let Ok(bytes) = fs::read(&later) {
+                            if let Ok(later_scan) = scan_segment(&bytes) {
+                                max_seq = max_seq.max(later_scan.last_seq);
+                                bytes_lost += later_scan.end_offset - SEGMENT_HEADER_BYTES;
+                            } else {
+                                bytes_lost += later_bytes;
+                            }
+                        }
+                        fs::remove_file(&later)
+                            .map_err(|e| JournalError::io("remove", &later, e))?;
+                        deleted += 1;
+                    }
+                    dir.sync_all()
+                        .map_err(|e| JournalError::io("fsync", &config.dir, e))?;
+                    recovery.repair = Some(Repair {
+                        segment: path.clone(),
+                        offset,
+                        defect: defect.to_string(),
+                        bytes_lost,
+                        records_lost: max_seq - scan.last_seq,
+                        segments_deleted: deleted,
+                    });
+                } else {
+                    return Err(JournalError::CorruptFrame {
+                        segment: path,
+                        offset,
+                        defect,
+                    });
+                }
+            }
+            end = end.max(SEGMENT_HEADER_BYTES);
+            recovery.records += scan.records;
+            recovery.bytes += scan.end_offset - SEGMENT_HEADER_BYTES;
+            if scan.records > 0 {
+                recovery.first_seq.get_or_insert(scan.header.base_seq);
+                recovery.last_seq = Some(scan.last_seq);
+            }
+            if let Some((seq, offset)) = scan.last_checkpoint {
+                checkpoint = Some((seq, scan.header.base_seq, offset));
+            }
+            expected_base = Some(scan.last_seq + 1);
+            segments.push(Segment {
+                base_seq: scan.header.base_seq,
+                path,
+                file: Arc::new(file),
+                map,
+                end,
+                last_seq: scan.last_seq,
+            });
+        }
+        recovery.segments = segments.len();
+        recovery.checkpoint_seq = checkpoint.map(|c| c.0);
+
+        let payload_bytes_max = config.payload_bytes_max();
+        let next_seq = expected_base.unwrap_or(1);
+        if segments.is_empty() {
+            let segment = create_segment(&config, &dir, next_seq)?;
+            segments.push(segment);
+            recovery.segments = 1;
+        }
+        let active = segments
+            .last()
+            .map(|s| Arc::clone(&s.file))
+            .ok_or_else(|| JournalError::InvalidConfig {
+                field: "dir",
+                reason: "no segment after recovery".into(),
+            })?;
+        let shared = Arc::new(Shared::new(
+            active,
+            next_seq - 1,
+            config.group_records_max as u64,
+            Duration::from_micros(config.group_delay_us),
+        ));
+        let thread_shared = Arc::clone(&shared);
+        let sync_thread = std::thread::Builder::new()
+            .name("herald-journal-sync".into())
+            .spawn(move || thread_shared.run())
+            .map_err(|e| JournalError::io("spawn sync thread", &config.dir, e))?;
+        let journal = Journal {
+            config,
+            dir,
+            _lock: lock,
+            segments,
+            next_seq,
+            checkpoint,
+            shared,
+            since_kick: 0,
+            sync_thread: Some(sync_thread),
+            payload_bytes_max,
+        };
+        Ok((journal, recovery))
+    }
+
+    /// The configuration the journal was opened with.
+    pub fn config(&self) -> &JournalConfig {
+        &self.config
+    }
+
+    /// Appends a record and returns its sequence number at once; it becomes
+    /// durable with a later group sync (see [`Journal::durable_seq`]).
+    /// `kind` must be below [`KIND_RESERVED_MIN`].
+    pub fn append(&mut self, kind: u16, version: u16, payload: &[u8]) -> Result<u64, JournalError> {
+        if kind >= KIND_RESERVED_MIN {
+            return Err(JournalError::ReservedKind { kind });
+        }
+        self.append_frame(kind, version, payload)
+    }
+
+    /// Appends a checkpoint record describing live state. Once it is durable,
+    /// segments wholly before the one holding it may be deleted (on the next
+    /// roll, or by [`Journal::compact`]), and replay starts at it.
+    pub fn checkpoint(&mut self, payload: &[u8]) -> Result<u64, JournalError> {
+        let seq = self.append_frame(KIND_CHECKPOINT, CHECKPOINT_VERSION, payload)?;
+        let segment = self.segments.last().map(|s| s.base_seq).unwrap_or(seq);
+        let offset = self
+            .segments
+            .last()
+            .map(|s| s.end - frame_bytes(payload.len() as u64))
+            .unwrap_or(0);
+        self.checkpoint = Some((seq, segment, offset));
+        Ok(seq)
+    }
+
+    fn append_frame(
+        &mut self,
+        kind: u16,
+        version: u16,
+        payload: &[u8],
+    ) -> Result<u64, JournalError> {
+        self.shared.check_failed()?;
+        let payload_bytes = payload.len() as u64;
+        if payload_bytes > self.payload_bytes_max {
+            return Err(JournalError::RecordTooLarge {
+                payload_bytes,
+                payload_bytes_max: self.payload_bytes_max,
+            });
+        }
+        let total = frame_bytes(payload_bytes);
+        let needs_roll = match self.segments.last() {
+            Some(s) => s.end + total > s.map.len() as u64,
+            None => true,
+        };
+        if needs_roll {
+            self.roll()?;
+        }
+        let seq = self.next_seq;
+        let segment = self.active_mut();
+        let start = segment.end as usize;
+        let stop = start + total as usize;
+        // Durability invariants: frames are appended in place, in order, aligned.
+        assert!(stop <= segment.map.len(), "frame past segment end");
+        assert_eq!(segment.last_seq + 1, seq, "sequence gap on append");
+        encode_frame(&mut segment.map[start..stop], seq, kind, version, payload);
+        segment.end = stop as u64;
+        segment.last_seq = seq;
+        self.next_seq += 1;
+        self.shared.published(seq, &mut self.since_kick);
+        Ok(seq)
+    }
+
+    fn active_mut(&mut self) -> &mut Segment {
+        // Invariant: open() always leaves at least one segment and roll()
+        // only ever adds one before removing older ones.
+        self.segments
+            .last_mut()
+            .expect("journal has an active segment")
+    }
+
+    fn roll(&mut self) -> Result<(), JournalError> {
+        if self.segments.len() >= self.config.segments_max {
+            if self
+                .checkpoint
+                .is_some_and(|(seq, _, _)| seq > self.durable_seq())
+            {
+                // At the limit a checkpoint that is merely not durable yet
+                // would free space: wait for it rather than fail.
+                self.sync()?;
+            }
+            self.compact()?;
+            if self.segments.len() >= self.config.segments_max {
+                return Err(JournalError::SegmentsExhausted {
+                    segments_max: self.config.segments_max,
+                });
+            }
+        }
+        let segment = create_segment(&self.config, &self.dir, self.next_seq)?;
+        self.shared.rolled(Arc::clone(&segment.file));
+        self.segments.push(segment);
+        // Retention happens here so steady load needs no explicit call.
+        self.compact()?;
+        Ok(())
+    }
+
+    /// Deletes segments wholly before the segment holding the latest durable
+    /// checkpoint. Called on every roll; callers may call it too.
+    pub fn compact(&mut self) -> Result<Compaction, JournalError> {
+        let mut done = Compaction::default();
+        let Some((seq, base, _)) = self.checkpoint else {
+            return Ok(done);
+        };
+        if seq > self.durable_seq() {
+            return Ok(done);
+        }
+        // Oldest first, so a crash part way leaves a contiguous suffix.
+        while self.segments.len() > 1 && self.segments[0].base_seq < base {
+            let segment = self.segments.remove(0);
+            fs::remove_file(&segment.path)
+                .map_err(|e| JournalError::io("remove", &segment.path, e))?;
+            done.segments_deleted += 1;
+            done.bytes_freed += segment.map.len() as u64;
+        }
+        if done.segments_deleted > 0 {
+            self.dir
+                .sync_all()
+                .map_err(|e| JournalError::io("fsync", &self.config.dir, e))?;
+        }
+        Ok(done)
+    }
+
+    /// Highest sequence number known durable (0 when none). One atomic load.
+    pub fn durable_seq(&self) -> u64 {
+        self.shared.durable_seq.load(Ordering::Acquire)
+    }
+
+    /// Last sequence number appended (0 when none).
+    pub fn last_seq(&self) -> u64 {
+        self.next_seq - 1
+    }
+
+    /// A handle other threads can use to read or wait for durability.
+    pub fn durable_handle(&self) -> DurableHandle {
+        DurableHandle {
+            shared: Arc::clone(&self.shared),
+        }
+    }
+
+    /// Registers `f`, called from the sync thread with the new durable
+    /// sequence number each time it advances. It runs with no journal lock
+    /// held, but it delays the next sync while it runs: keep it short (wake a
+    /// task, do not do the work in it).
+    pub fn set_durable_notify(&mut self, f: Box<dyn Fn(u64) + Send + Sync>) {
+        self.shared.set_notify(Some(Arc::from(f)));
+    }
+
+    /// Removes the durable notify callback.
+    pub fn clear_durable_notify(&mut self) {
+        self.shared.set_notify(None);
+    }
+
+    /// Syncs everything appended so far now and waits for it; returns the
+    /// durable sequence number.
+    pub fn sync(&mut self) -> Result<u64, JournalError> {
+        self.shared.check_failed()?;
+        let target = self.last_seq();
+        if self.durable_seq() >= target {
+            return Ok(self.durable_seq());
+        }
+        self.since_kick = 0;
+        self.shared.request_sync();
+        self.shared.wait_durable(target, None)
+    }
+
+    /// Blocks until `seq` is durable or `timeout` passes.
+    pub fn wait_durable(&self, seq: u64, timeout: Duration) -> Result<u64, JournalError> {
+        self.shared.wait_durable(seq, Some(timeout))
+    }
+
+    /// Sync latency of the recent batches.
+    pub fn sync_stats(&self) -> SyncStats {
+        self.shared.stats()
+    }
+
+    /// Takes the recorded durations of recent syncs in microseconds (at most
+    /// the last 65,536), leaving none recorded.
+    pub fn take_sync_samples_us(&self) -> Vec<u64> {
+        self.shared.take_samples()
+    }
+
+    /// Number of segment files.
+    pub fn segment_count(&self) -> usize {
+        self.segments.len()
+    }
+
+    /// Bytes occupied by segment files.
+    pub fn disk_bytes(&self) -> u64 {
+        self.segments.iter().map(|s| s.map.len() as u64).sum()
+    }
+
+    /// Sequence number of the latest checkpoint.
+    pub fn checkpoint_seq(&self) -> Option<u64> {
+        self.checkpoint.map(|c| c.0)
+    }
+
+    /// Frames from the latest checkpoint on (the checkpoint frame first), in
+    /// order; every frame from the start when there is no checkpoint. Frames
+    /// of every kind are returned: see [`Journal::replay_known`].
+    pub fn replay(&self) -> Replay<'_> {
+        match self.checkpoint {
+            Some((seq, base, offset)) => {
+                let index = self
+                    .segments
+                    .iter()
+                    .position(|s| s.base_seq == base)
+                    .unwrap_or(0);
+                Replay {
+                    journal: self,
+                    index,
+                    offset,
+                    next_seq: seq,
+                    done: false,
+                }
+            }
+            None => self.replay_all(),
+        }
+    }
+
+    /// Every frame still on disk, oldest first.
+    pub fn replay_all(&self) -> Replay<'_> {
+        let next_seq = self.segments.first().map_or(1, |s| s.base_seq);
+        Replay {
+            journal: self,
+            index: 0,
+            offset: SEGMENT_HEADER_BYTES,
+            next_seq,
+            done: false,
+        }
+    }
+
+    /// Like [`Journal::replay`], but a frame of a kind or version not in
+    /// `known` is an error naming it (and ends the replay).
+    pub fn replay_known<'a>(
+        &'a self,
+        known: &'a KnownKinds,
+    ) -> impl Iterator<Item = Result<Frame<'a>, JournalError>> + 'a {
+        let mut failed = false;
+        self.replay().map_while(move |item| {
+            if failed {
+                return None;
+            }
+            let item = item.and_then(|frame| known.check(&frame).map(|()| frame));
+            failed = item.is_err();
+            Some(item)
+        })
+    }
+}
+
+/// Iterator over frames; see [`Journal::replay`].
+pub struct Replay<'a> {
+    journal: &'a Journal,
+    index: usize,
+    offset: u64,
+    next_seq: u64,
+    done: bool,
+}
+
+impl std::fmt::Debug for Replay<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Replay")
+            .field("segment", &self.index)
+            .field("offset", &self.offset)
+            .finish()
+    }
+}
+
+impl<'a> Iterator for Replay<'a> {
+    type Item = Result<Frame<'a>, JournalError>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        loop {
+            if self.done {
+                return None;
+            }
+            let segment = self.journal.segments.get(self.index)?;
+            if self.offset >= segment.end {
+                self.index += 1;
+                self.offset = SEGMENT_HEADER_BYTES;
+                continue;
+            }
+            // Frames were checked on open or written by us; checking again
+            // catches memory or disk changed behind the journal's back.
+            return match decode_frame(
+                &segment.map[..segment.end as usize],
+                self.offset,
+                self.next_seq,
+            ) {
+                Decoded::Frame(raw, next) => {
+                    self.offset = next;
+                    self.next_seq += 1;
+                    Some(Ok(Frame::from_raw(raw)))
+                }
+                Decoded::End => {
+                    self.done = true;
+                    Some(Err(JournalError::CorruptFrame {
+                        segment: segment.path.clone(),
+                        offset: self.offset,
+                        defect: format::FrameDefect::TruncatedHeader,
+                    }))
+                }
+                Decoded::Invalid(defect) => {
+                    self.done = true;
+                    Some(Err(JournalError::CorruptFrame {
+                        segment: segment.path.clone(),
+                        offset: self.offset,
+                        defect,
+                    }))
+                }
+            };
+        }
+    }
+}
+
+impl Drop for Journal {
+    fn drop(&mut self) {
+        self.shared.shutdown();
+        if let Some(thread) = self.sync_thread.take() {
+            // A panic in the sync thread already reported itself; nothing to add.
+            let _ = thread.join();
+        }
+    }
+}
+
+fn zero_and_flush(map: &mut MmapMut, from: u64, to: u64, path: &Path) -> Result<(), JournalError> {
+    if to <= from {
+        return Ok(());
+    }
+    map[from as usize..to as usize].fill(0);
+    map.flush_range(from as usize, (to - from) as usize)
+        .map_err(|e| JournalError::io("msync", path, e))
+}
+
+/// Creates a segment: preallocate a temporary file, write and sync its header,
+/// then rename it into place and sync the directory, so a segment file that
+/// exists under its final name always has a valid header and all its blocks.
+fn create_segment(
+    config: &JournalConfig,
+    dir: &File,
+    base_seq: u64,
+) -> Result<Segment, JournalError> {
+    let path = config.dir.join(segment_name(base_seq));
+    let temp = config.dir.join(format!("{base_seq:020}{TEMP_SUFFIX}"));
+    let result = (|| {
+        let file = OpenOptions::new()
+            .create(true)
+            .truncate(true)
+            .read(true)
+            .write(true)
+            .open(&temp)
+            .map_err(|e| JournalError::io("create", &temp, e))?;
+        // Preallocated blocks mean writes through the mapping can never hit
+        // ENOSPC (which would be SIGBUS); the failure surfaces here instead.
+        rustix::fs::fallocate(
+            &file,
+            rustix::fs::FallocateFlags::empty(),
+            0,
+            config.segment_bytes,
+        )
+        .map_err(|e| JournalError::io("fallocate", &temp, io::Error::from(e)))?;
+        file.write_all_at(&encode_segment_header(base_seq, config.segment_bytes), 0)
+            .map_err(|e| JournalError::io("write", &temp, e))?;
+        file.sync_all()
+            .map_err(|e| JournalError::io("fsync", &temp, e))?;
+        fs::rename(&temp, &path).map_err(|e| JournalError::io("rename", &temp, e))?;
+        dir.sync_all()
+            .map_err(|e| JournalError::io("fsync", &config.dir, e))?;
+        Ok(file)
+    })();
+    let file = match result {
+        Ok(file) => file,
+        Err(e) => {
+            // The journal stays on its old segment; the next append retries.
+            let _ = fs::remove_file(&temp);
+            return Err(e);
+        }
+    };
+    let map = map_segment(&file, &path)?;
+    Ok(Segment {
+        base_seq,
+        path,
+        file: Arc::new(file),
+        map,
+        end: SEGMENT_HEADER_BYTES,
+        last_seq: base_seq - 1,
+    })
+}

@@ -1,0 +1,360 @@
+//! Group commit: a background thread makes appended records durable in
+//! batches while the appender keeps writing into the mapping.
+//!
+//! The appender publishes `written_seq` after a frame is complete in the
+//! mapping. The sync thread reads it under the state lock, takes the files that
+//! may hold unsynced frames up to it, releases the lock, `fdatasync`s them and
+//! then publishes `durable_seq`. Frames written into a shared file mapping sit
+//! in the page cache, so `fdatasync` on the file writes them back exactly as
+//! `msync` would (on Linux `msync(MS_SYNC)` is `fsync` of the file range).
+//!
+//! The appender takes the state lock only to wake an idle sync thread, every
+//! `group_records_max` records, on roll and on explicit `sync`; it never waits
+//! for a sync in progress unless it asked to.
+
+use std::fs::File;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
+use std::time::{Duration, Instant};
+
+use crate::error::JournalError;
+
+/// Callback told the new durable sequence number.
+pub(crate) type Notify = Arc<dyn Fn(u64) + Send + Sync>;
+
+/// Samples kept for [`SyncStats`]: bounded so a long run does not grow memory.
+pub(crate) const SYNC_SAMPLES_MAX: usize = 1 << 16;
+
+pub(crate) struct SyncState {
+    /// Sealed segment files with frames not yet synced, oldest first.
+    sealed: Vec<Arc<File>>,
+    /// The segment being appended to.
+    active: Arc<File>,
+    /// An explicit sync was asked for.
+    requested: bool,
+    /// The journal is being dropped: sync what is written, then exit.
+    shutdown: bool,
+    /// Set once a sync failed: the message, reported to every later caller.
+    failed: Option<String>,
+    /// Duration of recent syncs in microseconds (a ring of `SYNC_SAMPLES_MAX`).
+    samples_us: Vec<u64>,
+    samples_next: usize,
+    syncs: u64,
+}
+
+pub(crate) struct Shared {
+    pub(crate) written_seq: AtomicU64,
+    pub(crate) durable_seq: AtomicU64,
+    /// The sync thread is (about to be) waiting for work with nothing pending.
+    idle: AtomicBool,
+    failed: AtomicBool,
+    state: Mutex<SyncState>,
+    wake: Condvar,
+    durable_lock: Mutex<()>,
+    durable_changed: Condvar,
+    notify: Mutex<Option<Notify>>,
+    group_records_max: u64,
+    group_delay: Duration,
+}
+
+/// Locks, ignoring poison: every critical section here leaves the state
+/// consistent (plain field stores), so a panic elsewhere does not invalidate it.
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+impl Shared {
+    pub(crate) fn new(
+        active: Arc<File>,
+        last_seq: u64,
+        group_records_max: u64,
+        group_delay: Duration,
+    ) -> Self {
+        Self {
+            written_seq: AtomicU64::new(last_seq),
+            durable_seq: AtomicU64::new(last_seq),
+            idle: AtomicBool::new(false),
+            failed: AtomicBool::new(false),
+            state: Mutex::new(SyncState {
+                sealed: Vec::new(),
+                active,
+                requested: false,
+                shutdown: false,
+                failed: None,
+                samples_us: Vec::new(),
+                samples_next: 0,
+                syncs: 0,
+            }),
+            wake: Condvar::new(),
+            durable_lock: Mutex::new(()),
+            durable_changed: Condvar::new(),
+            notify: Mutex::new(None),
+            group_records_max,
+            group_delay,
+        }
+    }
+
+    /// Called by the appender after a frame is complete in the mapping.
+    /// `since_kick` counts appends since the last wake-up sent.
+    pub(crate) fn published(&self, seq: u64, since_kick: &mut u64) {
+        // SeqCst pairs with the sync thread's `idle` store then `written_seq`
+        // load: one of the two sides sees the other, so no wake-up is lost.
+        self.written_seq.store(seq, Ordering::SeqCst);
+        *since_kick += 1;
+        if *since_kick >= self.group_records_max || self.idle.load(Ordering::SeqCst) {
+            *since_kick = 0;
+            let _guard = lock(&self.state);
+            self.wake.notify_one();
+        }
+    }
+
+    /// The appender moved to a new segment: the old one still needs a sync.
+    pub(crate) fn rolled(&self, new_active: Arc<File>) {
+        let mut st = lock(&self.state);
+        let old = std::mem::replace(&mut st.active, new_active);
+        st.sealed.push(old);
+    }
+
+    pub(crate) fn check_failed(&self) -> Result<(), JournalError> {
+        if self.failed.load(Ordering::Acquire) {
+            let st = lock(&self.state);
+            return Err(JournalError::SyncFailed {
+                durable_seq: self.durable_seq.load(Ordering::Acquire),
+                message: st.failed.clone().unwrap_or_default(),
+            });
+        }
+        Ok(())
+    }
+
+    /// Asks for an immediate sync.
+    pub(crate) fn request_sync(&self) {
+        let mut st = lock(&self.state);
+        st.requested = true;
+        self.wake.notify_one();
+    }
+
+    pub(crate) fn set_notify(&self, f: Option<Notify>) {
+        *lock(&self.notify) = f;
+    }
+
+    /// Blocks until `seq` is durable, the journal failed, or `timeout` passed
+    /// (`None` waits without limit).
+    pub(crate) fn wait_durable(
+        &self,
+        seq: u64,
+        timeout: Option<Duration>,
+    ) -> Result<u64, JournalError> {
+        let written = self.written_seq.load(Ordering::Acquire);
+        if seq > written {
+            return Err(JournalError::NotAppended {
+                seq,
+                last_seq: written,
+            });
+        }
+        let deadline = timeout.map(|t| Instant::now() + t);
+        let mut guard = lock(&self.durable_lock);
+        loop {
+            let durable = self.durable_seq.load(Ordering::Acquire);
+            if durable >= seq {
+                return Ok(durable);
+            }
+            self.check_failed()?;
+            match deadline {
+                None => {
+                    guard = self
+                        .durable_changed
+                        .wait(guard)
+                        .unwrap_or_else(PoisonError::into_inner)
+                }
+                Some(deadline) => {
+                    let now = Instant::now();
+                    if now >= deadline {
+                        return Err(JournalError::DurableTimeout {
+                            seq,
+                            durable_seq: durable,
+                            timeout_ms: timeout.map_or(0, |t| t.as_millis() as u64),
+                        });
+                    }
+                    guard = self
+                        .durable_changed
+                        .wait_timeout(guard, deadline - now)
+                        .unwrap_or_else(PoisonError::into_inner)
+                        .0;
+                }
+            }
+        }
+    }
+
+    pub(crate) fn shutdown(&self) {
+        let mut st = lock(&self.state);
+        st.shutdown = true;
+        self.wake.notify_one();
+    }
+
+    pub(crate) fn stats(&self) -> SyncStats {
+        let st = lock(&self.state);
+        let mut sorted = st.samples_us.clone();
+        sorted.sort_unstable();
+        let pick = |q: f64| -> u64 {
+            if sorted.is_empty() {
+                0
+            } else {
+                sorted[((sorted.len() - 1) as f64 * q).round() as usize]
+            }
+        };
+        SyncStats {
+            syncs: st.syncs,
+            p50_us: pick(0.5),
+            p99_us: pick(0.99),
+            max_us: sorted.last().copied().unwrap_or(0),
+        }
+    }
+
+    /// Takes the recorded sync durations (microseconds), oldest order not kept.
+    pub(crate) fn take_samples(&self) -> Vec<u64> {
+        let mut st = lock(&self.state);
+        st.samples_next = 0;
+        std::mem::take(&mut st.samples_us)
+    }
+
+    /// The sync thread's loop.
+    pub(crate) fn run(&self) {
+        let mut batch_start = Instant::now();
+        loop {
+            let mut st = lock(&self.state);
+            // Wait until there is something to sync and a reason to sync it now.
+            loop {
+                let durable = self.durable_seq.load(Ordering::Acquire);
+                let written = self.written_seq.load(Ordering::SeqCst);
+                let pending = written - durable;
+                if pending == 0 {
+                    if st.shutdown {
+                        return;
+                    }
+                    if st.requested {
+                        // Nothing to do: the requester sees durable >= its seq.
+                        st.requested = false;
+                    }
+                    self.idle.store(true, Ordering::SeqCst);
+                    if self.written_seq.load(Ordering::SeqCst) == durable {
+                        st = self.wake.wait(st).unwrap_or_else(PoisonError::into_inner);
+                    }
+                    self.idle.store(false, Ordering::SeqCst);
+                    // Records that arrive while idle start a new batch window.
+                    batch_start = Instant::now();
+                    continue;
+                }
+                if st.requested || st.shutdown || pending >= self.group_records_max {
+                    break;
+                }
+                let deadline = batch_start + self.group_delay;
+                let now = Instant::now();
+                if now >= deadline {
+                    break;
+                }
+                st = self
+                    .wake
+                    .wait_timeout(st, deadline - now)
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .0;
+            }
+            // Under the lock: every frame up to `target` is in `sealed` or `active`.
+            let target = self.written_seq.load(Ordering::SeqCst);
+            let mut files = std::mem::take(&mut st.sealed);
+            files.push(Arc::clone(&st.active));
+            st.requested = false;
+            drop(st);
+
+            let started = Instant::now();
+            batch_start = started;
+            let mut result = Ok(());
+            for file in &files {
+                if let Err(e) = file.sync_data() {
+                    result = Err(e);
+                    break;
+                }
+            }
+            let elapsed_us = started.elapsed().as_micros() as u64;
+            drop(files);
+
+            if let Err(e) = result {
+                let mut st = lock(&self.state);
+                st.failed = Some(format!("fdatasync: {e}"));
+                self.failed.store(true, Ordering::Release);
+                drop(st);
+                let _g = lock(&self.durable_lock);
+                self.durable_changed.notify_all();
+                return;
+            }
+            {
+                let mut st = lock(&self.state);
+                st.syncs += 1;
+                if st.samples_us.len() < SYNC_SAMPLES_MAX {
+                    st.samples_us.push(elapsed_us);
+                } else {
+                    let i = st.samples_next;
+                    st.samples_us[i] = elapsed_us;
+                }
+                st.samples_next = (st.samples_next + 1) % SYNC_SAMPLES_MAX;
+            }
+            let previous = self.durable_seq.swap(target, Ordering::AcqRel);
+            // Durability invariant: the durable sequence never goes backwards.
+            assert!(
+                previous <= target,
+                "durable_seq went backwards: {previous} -> {target}"
+            );
+            {
+                let _g = lock(&self.durable_lock);
+                self.durable_changed.notify_all();
+            }
+            // Cloned out so the callback runs with no journal lock held.
+            let notify = lock(&self.notify).clone();
+            if let Some(f) = notify {
+                if previous < target {
+                    f(target);
+                }
+            }
+        }
+    }
+}
+
+/// Sync latency summary (fdatasync of one batch).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct SyncStats {
+    /// Syncs completed.
+    pub syncs: u64,
+    /// Median sync duration over the recent samples, microseconds.
+    pub p50_us: u64,
+    /// 99th percentile, microseconds.
+    pub p99_us: u64,
+    /// Slowest recent sync, microseconds.
+    pub max_us: u64,
+}
+
+/// A cloneable, thread-safe view of durability for other threads (for example
+/// a foreign thread blocking until its record is durable).
+#[derive(Clone)]
+pub struct DurableHandle {
+    pub(crate) shared: Arc<Shared>,
+}
+
+impl std::fmt::Debug for DurableHandle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DurableHandle")
+            .field("durable_seq", &self.durable_seq())
+            .finish()
+    }
+}
+
+impl DurableHandle {
+    /// Highest sequence number known durable (0 when none).
+    pub fn durable_seq(&self) -> u64 {
+        self.shared.durable_seq.load(Ordering::Acquire)
+    }
+
+    /// Blocks until `seq` is durable or `timeout` passes; returns the durable
+    /// sequence number. Fails if `seq` was not appended yet, or a sync failed.
+    pub fn wait_durable(&self, seq: u64, timeout: Duration) -> Result<u64, JournalError> {
+        self.shared.wait_durable(seq, Some(timeout))
+    }
+}

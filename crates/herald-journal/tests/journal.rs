@@ -1,0 +1,355 @@
+//! Behaviour of the journal through its public API: append/replay, group
+//! commit, recovery, checkpoints and retention, limits.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use herald_journal::{
+    check, frame_bytes, Fault, Journal, JournalConfig, JournalError, KnownKinds, KIND_CHECKPOINT,
+    KIND_RESERVED_MIN, SEGMENT_BYTES_MIN,
+};
+
+const SMALL_SEGMENT_BYTES: u64 = SEGMENT_BYTES_MIN;
+
+fn config(dir: &Path) -> JournalConfig {
+    let mut c = JournalConfig::new(dir);
+    c.segment_bytes = SMALL_SEGMENT_BYTES;
+    c.group_delay_us = 200;
+    c
+}
+
+fn payload(seq: u64, len: usize) -> Vec<u8> {
+    (0..len)
+        .map(|i| (seq as usize * 31 + i * 7) as u8)
+        .collect()
+}
+
+fn segment_files(dir: &Path) -> Vec<PathBuf> {
+    let mut v: Vec<PathBuf> = fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "seg"))
+        .collect();
+    v.sort();
+    v
+}
+
+fn collect(journal: &Journal) -> Vec<(u64, u16, u16, Vec<u8>)> {
+    journal
+        .replay()
+        .map(|f| {
+            let f = f.unwrap();
+            (f.seq, f.kind, f.version, f.payload.to_vec())
+        })
+        .collect()
+}
+
+#[test]
+fn append_sync_reopen_replays_everything_in_order() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut journal, recovery) = Journal::open(config(dir.path())).unwrap();
+    assert_eq!(recovery.records, 0);
+    assert_eq!(recovery.segments, 1);
+    let mut expected = Vec::new();
+    for i in 0..500u64 {
+        let p = payload(i, (i % 300) as usize);
+        let seq = journal.append(7, 2, &p).unwrap();
+        assert_eq!(seq, i + 1);
+        expected.push((seq, 7u16, 2u16, p));
+    }
+    assert_eq!(journal.sync().unwrap(), 500);
+    assert_eq!(journal.durable_seq(), 500);
+    assert!(
+        journal.segment_count() > 1,
+        "500 records of up to 300 bytes roll 64 KiB segments"
+    );
+    assert_eq!(collect(&journal), expected);
+    drop(journal);
+
+    let (journal, recovery) = Journal::open(config(dir.path())).unwrap();
+    assert_eq!(recovery.records, 500);
+    assert_eq!(recovery.first_seq, Some(1));
+    assert_eq!(recovery.last_seq, Some(500));
+    assert_eq!(recovery.torn_tail, None);
+    assert_eq!(journal.durable_seq(), 500);
+    assert_eq!(collect(&journal), expected);
+}
+
+#[test]
+fn payloads_are_sixteen_byte_aligned() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut journal, _) = Journal::open(config(dir.path())).unwrap();
+    for len in [0usize, 1, 15, 16, 17, 100] {
+        journal.append(1, 1, &vec![1u8; len]).unwrap();
+    }
+    for frame in journal.replay() {
+        assert_eq!(frame.unwrap().payload.as_ptr() as usize % 16, 0);
+    }
+}
+
+#[test]
+fn group_commit_makes_records_durable_without_explicit_sync() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut journal, _) = Journal::open(config(dir.path())).unwrap();
+    let notified = Arc::new(AtomicU64::new(0));
+    let seen = Arc::clone(&notified);
+    journal.set_durable_notify(Box::new(move |seq| {
+        seen.fetch_max(seq, Ordering::SeqCst);
+    }));
+    let handle = journal.durable_handle();
+    let mut last = 0;
+    for i in 0..10u64 {
+        last = journal.append(1, 1, &payload(i, 40)).unwrap();
+    }
+    // No explicit sync: the timer (group_delay_us) makes them durable.
+    assert_eq!(
+        handle.wait_durable(last, Duration::from_secs(10)).unwrap(),
+        last
+    );
+    assert!(journal.durable_seq() >= last);
+    // The callback runs after durable_seq is published; give it the same bound.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while notified.load(Ordering::SeqCst) < last && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    assert_eq!(notified.load(Ordering::SeqCst), last);
+}
+
+#[test]
+fn wait_durable_rejects_a_sequence_never_appended() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut journal, _) = Journal::open(config(dir.path())).unwrap();
+    journal.append(1, 1, b"x").unwrap();
+    let err = journal
+        .wait_durable(5, Duration::from_millis(10))
+        .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            JournalError::NotAppended {
+                seq: 5,
+                last_seq: 1
+            }
+        ),
+        "{err}"
+    );
+    assert_eq!(err.fault(), Fault::Caller);
+}
+
+#[test]
+fn limits_are_enforced() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = config(dir.path());
+    let max = cfg.payload_bytes_max();
+    assert_eq!(max, SMALL_SEGMENT_BYTES - 64 - 32);
+    let (mut journal, _) = Journal::open(cfg).unwrap();
+    // The largest record fits in a fresh segment, one byte more does not.
+    journal.append(1, 1, &vec![9u8; max as usize]).unwrap();
+    let err = journal
+        .append(1, 1, &vec![9u8; max as usize + 1])
+        .unwrap_err();
+    assert!(
+        matches!(err, JournalError::RecordTooLarge { payload_bytes, payload_bytes_max }
+        if payload_bytes == max + 1 && payload_bytes_max == max)
+    );
+    let err = journal.append(KIND_RESERVED_MIN, 1, b"x").unwrap_err();
+    assert!(matches!(err, JournalError::ReservedKind { kind } if kind == KIND_RESERVED_MIN));
+    journal.sync().unwrap();
+    assert_eq!(collect(&journal).len(), 1);
+}
+
+#[test]
+fn config_bounds_are_checked() {
+    let dir = tempfile::tempdir().unwrap();
+    type Edit = fn(&mut JournalConfig);
+    let cases: [(Edit, &str); 8] = [
+        (
+            |c| c.segment_bytes = SEGMENT_BYTES_MIN - 4096,
+            "segment_bytes",
+        ),
+        (
+            |c| c.segment_bytes = herald_journal::SEGMENT_BYTES_MAX + 4096,
+            "segment_bytes",
+        ),
+        (|c| c.segment_bytes = SEGMENT_BYTES_MIN + 1, "segment_bytes"),
+        (|c| c.group_records_max = 0, "group_records_max"),
+        (
+            |c| c.group_records_max = herald_journal::GROUP_RECORDS_MAX_LIMIT + 1,
+            "group_records_max",
+        ),
+        (
+            |c| c.group_delay_us = herald_journal::GROUP_DELAY_US_MAX + 1,
+            "group_delay_us",
+        ),
+        (|c| c.segments_max = 1, "segments_max"),
+        (
+            |c| c.segments_max = herald_journal::SEGMENTS_MAX_LIMIT + 1,
+            "segments_max",
+        ),
+    ];
+    for (edit, expected) in cases {
+        let mut c = config(dir.path());
+        edit(&mut c);
+        match Journal::open(c) {
+            Err(JournalError::InvalidConfig { field, .. }) => assert_eq!(field, expected),
+            other => panic!("expected InvalidConfig({expected}), got {other:?}"),
+        }
+    }
+}
+
+#[test]
+fn a_second_handle_on_the_same_directory_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_journal, _) = Journal::open(config(dir.path())).unwrap();
+    let err = Journal::open(config(dir.path())).unwrap_err();
+    assert!(matches!(err, JournalError::Locked { .. }), "{err}");
+}
+
+#[test]
+fn unknown_kinds_are_named_not_skipped() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut journal, _) = Journal::open(config(dir.path())).unwrap();
+    journal.append(1, 1, b"a").unwrap();
+    journal.append(1, 2, b"b").unwrap();
+    journal.append(9, 1, b"c").unwrap();
+    let known = KnownKinds::new().with(1, 2).with(9, 1);
+    assert_eq!(
+        journal.replay_known(&known).filter(Result::is_ok).count(),
+        3
+    );
+
+    let cases = [
+        (KnownKinds::new().with(1, 2), (3u64, 9u16, 1u16)),
+        (KnownKinds::new().with(1, 1).with(9, 1), (2, 1, 2)),
+    ];
+    for (known, (seq, kind, version)) in cases {
+        let results: Vec<_> = journal.replay_known(&known).collect();
+        let last = results.last().unwrap();
+        match last {
+            Err(JournalError::UnknownKind {
+                seq: s,
+                kind: k,
+                version: v,
+            }) => {
+                assert_eq!((*s, *k, *v), (seq, kind, version))
+            }
+            other => panic!("expected UnknownKind, got {other:?}"),
+        }
+        assert_eq!(
+            results.len() as u64,
+            seq,
+            "replay stops at the unknown kind"
+        );
+    }
+}
+
+#[test]
+fn checkpoint_starts_replay_and_bounds_disk_use() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = config(dir.path());
+    cfg.segments_max = 1024;
+    let (mut journal, _) = Journal::open(cfg.clone()).unwrap();
+    let mut segments_seen_max = 0;
+    let mut last_checkpoint = 0;
+    // Steady load, ~40 segments' worth of records: publishers wait for
+    // durability every 50 records, a checkpoint every 300 (~2 segments).
+    for i in 0..6000u64 {
+        journal.append(1, 1, &payload(i, 400)).unwrap();
+        if i % 50 == 49 {
+            journal.sync().unwrap();
+        }
+        if i % 300 == 299 {
+            last_checkpoint = journal.checkpoint(&i.to_le_bytes()).unwrap();
+        }
+        segments_seen_max = segments_seen_max.max(segment_files(dir.path()).len());
+    }
+    // Retention on roll alone keeps it to the checkpoint's segment and the
+    // ones after it: far below segments_max.
+    assert!(
+        segments_seen_max <= 5,
+        "disk use bounded: saw {segments_seen_max} segments"
+    );
+    journal.sync().unwrap();
+    journal.compact().unwrap();
+    let frames = collect(&journal);
+    assert_eq!(frames[0].0, last_checkpoint);
+    assert_eq!(frames[0].1, KIND_CHECKPOINT);
+    assert_eq!(frames[0].3, 5999u64.to_le_bytes());
+    assert_eq!(frames.last().unwrap().0, journal.last_seq());
+    drop(journal);
+
+    let (journal, recovery) = Journal::open(cfg).unwrap();
+    assert_eq!(recovery.checkpoint_seq, Some(last_checkpoint));
+    assert_eq!(
+        journal.replay().next().unwrap().unwrap().seq,
+        last_checkpoint
+    );
+    assert!(recovery.first_seq.unwrap() > 1, "old segments were deleted");
+}
+
+#[test]
+fn at_segments_max_a_pending_checkpoint_is_waited_for() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = config(dir.path());
+    cfg.segments_max = 3;
+    cfg.group_delay_us = herald_journal::GROUP_DELAY_US_MAX;
+    cfg.group_records_max = herald_journal::GROUP_RECORDS_MAX_LIMIT;
+    let (mut journal, _) = Journal::open(cfg).unwrap();
+    // Never synced explicitly: reaching the limit must sync the checkpoint
+    // and delete what it covers instead of failing.
+    for i in 0..2000u64 {
+        journal.append(1, 1, &payload(i, 400)).unwrap();
+        if i % 100 == 99 {
+            journal.checkpoint(b"c").unwrap();
+        }
+    }
+    assert!(journal.segment_count() <= 3);
+}
+
+#[test]
+fn without_checkpoints_segments_max_stops_appends_until_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = config(dir.path());
+    cfg.segments_max = 2;
+    let (mut journal, _) = Journal::open(cfg).unwrap();
+    let p = vec![3u8; 1000];
+    let err = loop {
+        match journal.append(1, 1, &p) {
+            Ok(_) => {}
+            Err(e) => break e,
+        }
+    };
+    assert!(
+        matches!(err, JournalError::SegmentsExhausted { segments_max: 2 }),
+        "{err}"
+    );
+    let acknowledged = journal.last_seq();
+    // A durable checkpoint lets the first segment go; appends resume.
+    journal
+        .checkpoint(b"state")
+        .unwrap_or_else(|e| panic!("checkpoint: {e}"));
+    journal.sync().unwrap();
+    journal.append(1, 1, &p).unwrap();
+    assert_eq!(journal.last_seq(), acknowledged + 2);
+}
+
+#[test]
+fn check_reports_a_sound_journal() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut journal, _) = Journal::open(config(dir.path())).unwrap();
+    for i in 0..200u64 {
+        journal.append(1, 1, &payload(i, 500)).unwrap();
+    }
+    journal.sync().unwrap();
+    drop(journal);
+    let report = check(dir.path()).unwrap();
+    assert!(report.is_sound());
+    assert_eq!(report.records, 200);
+    assert_eq!(report.first_seq, Some(1));
+    assert_eq!(report.last_seq, Some(200));
+    assert_eq!(report.bytes, 200 * frame_bytes(500));
+    assert_eq!(report.segments.len(), segment_files(dir.path()).len());
+}
