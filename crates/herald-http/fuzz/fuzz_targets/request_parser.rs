@@ -38,5 +38,8 @@ fuzz_target!(|data: &[u8]| {
         informational_count_max: 2,
     };
     let step = usize::from(control / 8) + 1;
-    assert_eq!(run(wire, wire.len().max(1), limits), run(wire, step, limits));
+    assert_eq!(
+        run(wire, wire.len().max(1), limits),
+        run(wire, step, limits)
+    );
 });

@@ -5,7 +5,12 @@
 use herald_http::{HttpError, Limits, Response, ResponseParser};
 use libfuzzer_sys::fuzz_target;
 
-fn run(wire: &[u8], cuts: &[usize], limits: Limits, head_mask: u8) -> Result<Vec<Response>, HttpError> {
+fn run(
+    wire: &[u8],
+    cuts: &[usize],
+    limits: Limits,
+    head_mask: u8,
+) -> Result<Vec<Response>, HttpError> {
     let mut parser = ResponseParser::new(limits);
     let mut out = Vec::new();
     parser.set_request_is_head(head_mask & 1 == 1);
