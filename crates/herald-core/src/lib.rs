@@ -1,4 +1,113 @@
-//! Per-shard webhook dispatch state machine: registry, matcher, retry policy, timing wheel, endpoint health
+//! Per-shard webhook dispatch state machine: registry, matcher, retry policy, timing
+//! wheel, endpoint health.
+//!
+//! This crate is pure: no sockets, no clock, no files, no threads. Bytes and `now_ms`
+//! (Unix milliseconds) go in; commands come out. The same inputs always give the same
+//! outputs (no hash-map iteration order and no randomness reach the outputs; jitter is a
+//! seeded hash), which is what makes the simulator (`herald-sim`) possible.
+//!
+//! # Pieces
+//!
+//! * Ids: [`TenantId`], [`WebhookId`], [`EventId`], [`EventType`], [`LocationId`],
+//!   [`DeliveryId`] — parsed once, valid by construction.
+//! * Registry: [`WebhookSpec`] (url, [`EventFilter`]s, scheme and secrets with rotation,
+//!   custom headers, status, [`RetrySchedule`] override, [`EndpointLimits`]); the
+//!   [`Matcher`] index.
+//! * Envelope: [`NewEvent`] → [`encode_envelope`]; the bytes signed are the bytes sent.
+//! * Policy: [`classify`], [`retry_delay_ms`], [`jitter_ms`]; [`Health`] per endpoint.
+//! * Journal records: [`Record`] (rkyv), kinds in [`record::kind`].
+//! * The state machine: [`Dispatcher`].
+//!
+//! # Driving a [`Dispatcher`]
+//!
+//! One dispatcher per shard, owned by one thread. The driver loop:
+//!
+//! 1. **Feed inputs** as they arrive, each with the current time:
+//!    [`Dispatcher::upsert_webhook`], [`Dispatcher::delete_webhook`],
+//!    [`Dispatcher::accept_event`], [`Dispatcher::attempt_finished`],
+//!    [`Dispatcher::records_durable`], and the manual operations
+//!    ([`Dispatcher::retry_delivery`], [`Dispatcher::resend_failed`],
+//!    [`Dispatcher::send_test_event`]).
+//! 2. **Call [`Dispatcher::tick`]`(now_ms)`** after a batch of inputs and whenever
+//!    [`Dispatcher::next_deadline_ms`] has passed. Sends are only produced by `tick`, so
+//!    that a whole batch is signed at once ([`herald_sign::BatchSigner`], signing
+//!    timestamp = `now_ms / 1000`).
+//! 3. **Poll commands** with [`Dispatcher::pop_command`] (or
+//!    [`Dispatcher::drain_commands`]) until empty, and handle them **in order**:
+//!    * [`Command::Append`]: append the record to the journal
+//!      (`journal.append(kind, version, payload)` with [`Record::encode`]). Records must
+//!      reach the journal in the order polled.
+//!    * [`Command::Send`]: start the HTTP request. When it ends, report
+//!      [`Dispatcher::attempt_finished`] with the same delivery id and attempt number.
+//!      Every `Send` is preceded by the `Append` of its `AttemptStarted` record; the send
+//!      need not wait for that record to be durable (a crash before it is durable only
+//!      repeats the attempt, which at-least-once allows).
+//! 4. **Sleep until** [`Dispatcher::next_deadline_ms`] or the next input.
+//!
+//! # Durability gate
+//!
+//! Every `Append` carries an [`AppendId`] (1, 2, 3, … in output order). When the journal
+//! reports records durable, map its sequence numbers back to the highest `AppendId`
+//! written and call [`Dispatcher::records_durable`]`(id)`. The dispatcher holds an
+//! event's deliveries until its `EventAccepted` record is durable, so nothing is sent for
+//! an event that a crash could forget. [`Accepted::append`] (from `accept_event`) is the
+//! id to wait for before acknowledging the publisher; the `AppendId` returned by
+//! webhook changes can be awaited the same way. A driver without a journal (tests) calls
+//! `records_durable` with the id of every `Append` as it polls it.
+//!
+//! # Recovery
+//!
+//! After a restart, build a fresh dispatcher, decode each journal frame from the last
+//! checkpoint on with [`Record::decode`] and pass it to [`Dispatcher::replay`] in order,
+//! then call [`Dispatcher::replay_finished`]`(now_ms)`. Replay rebuilds the registry,
+//! pending deliveries, the delivery log and the timing wheel; attempts that were in
+//! flight at the crash are retried with the same attempt number. To write a checkpoint,
+//! first drain and append every queued command, then pass
+//! [`Dispatcher::checkpoint`]`(now_ms)` (encoded) to the journal.
 #![forbid(unsafe_code)]
 
+mod convert;
+mod dispatcher;
+mod envelope;
+mod health;
+mod ids;
+mod log;
+mod matcher;
+pub mod record;
+mod retry;
+mod webhook;
 pub mod wheel;
+
+pub use dispatcher::{
+    AcceptError, Accepted, AppendId, Command, Dispatcher, DispatcherConfig, OpError, Outcome,
+    RegistryError, ReplayError, SendRequest, Stats, WebhookView, LOG_FINISHED_MAX_DEFAULT,
+    PENDING_DELIVERIES_MAX_DEFAULT, RESEND_MAX, RESPONSE_BODY_BYTES_MAX,
+    SENDS_PER_TICK_MAX_DEFAULT, TEST_EVENT_DATA, USER_AGENT, WEBHOOKS_PER_TENANT_MAX_DEFAULT,
+    WEBHOOK_DISABLED_EVENT,
+};
+pub use envelope::{
+    encode_envelope, rfc3339_ms, EnvelopeError, NewEvent, API_VERSION_BYTES_MAX,
+    API_VERSION_DEFAULT, BODY_BYTES_MAX,
+};
+pub use health::{
+    Admit, Breaker, Health, HealthPolicy, Signal, BREAKER_FAILURES_DEFAULT,
+    BREAKER_OPEN_MS_DEFAULT, BREAKER_OPEN_MS_MAX_DEFAULT, DISABLE_AFTER_FAILING_MS_DEFAULT,
+};
+pub use ids::{
+    DeliveryId, EventId, EventType, IdError, LocationId, TenantId, WebhookId, EVENT_ID_BYTES_MAX,
+    EVENT_TYPE_BYTES_MAX, EVENT_TYPE_SEGMENTS_MAX, ID_BYTES_MAX,
+};
+pub use log::{DeliveryError, DeliveryQuery, DeliveryRecord, DeliveryStatus, Page, PAGE_ITEMS_MAX};
+pub use matcher::{EventFilter, Matcher};
+pub use record::{DecodeError, EncodeError, Record, RECORD_VERSION};
+pub use retry::{
+    classify, jitter_ms, retry_delay_ms, AttemptResult, OutcomeClass, RetrySchedule, ScheduleError,
+    TransportError, JITTER_PERCENT_MAX, RETRIES_MAX, RETRY_AFTER_MS_MAX, RETRY_DELAY_MS_MAX,
+};
+pub use webhook::{
+    DisableReason, EndpointLimits, RateLimit, SecretSpec, SpecError, WebhookSpec, WebhookStatus,
+    CONNECT_TIMEOUT_MS_DEFAULT, CONNECT_TIMEOUT_MS_MAX, FILTERS_PER_WEBHOOK_MAX,
+    HEADERS_PER_WEBHOOK_MAX, HEADER_NAME_BYTES_MAX, HEADER_VALUE_BYTES_MAX, IN_FLIGHT_DEFAULT,
+    IN_FLIGHT_MAX, RATE_BURST_MAX, RATE_PER_S_MAX, REASON_BYTES_MAX, REQUEST_TIMEOUT_MS_DEFAULT,
+    REQUEST_TIMEOUT_MS_MAX,
+};

@@ -1,0 +1,1856 @@
+//! The per-shard dispatch state machine.
+//!
+//! See the crate documentation for the driver protocol (input, polling order,
+//! durability, replay).
+
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
+use std::sync::Arc;
+
+use herald_http::Url;
+use herald_sign::{BatchSigner, Message, SignedHeaders, Signer};
+
+use crate::convert::{webhook_from_rec, webhook_to_rec};
+use crate::envelope::{encode_envelope, EnvelopeError, NewEvent, API_VERSION_DEFAULT};
+use crate::health::{Health, HealthPolicy, Signal};
+use crate::ids::{DeliveryId, EventId, EventType, IdError, TenantId, WebhookId};
+use crate::log::{
+    DeliveryError, DeliveryQuery, DeliveryRecord, DeliveryStatus, Page, PAGE_ITEMS_MAX,
+};
+use crate::matcher::Matcher;
+use crate::record::{self, Record};
+use crate::retry::{
+    classify, jitter_ms, retry_delay_ms, AttemptResult, OutcomeClass, RetrySchedule,
+    JITTER_PERCENT_MAX,
+};
+use crate::webhook::{DisableReason, SpecError, WebhookSpec, WebhookStatus};
+use crate::wheel::{TimerKey, TimingWheel};
+
+/// Most bytes of a response body kept per attempt (log and journal).
+pub const RESPONSE_BODY_BYTES_MAX: usize = 4096;
+/// Default cap on pending deliveries per shard; beyond it new events are refused with
+/// [`AcceptError::Full`] (back-pressure) rather than growing memory without bound.
+pub const PENDING_DELIVERIES_MAX_DEFAULT: usize = 1_000_000;
+/// Default number of finished deliveries kept in the log; the oldest are evicted.
+pub const LOG_FINISHED_MAX_DEFAULT: usize = 100_000;
+/// Default cap on requests started by one [`Dispatcher::tick`]: bounds the latency of a
+/// tick and the size of a signing batch. Leftover work keeps
+/// [`Dispatcher::next_deadline_ms`] at "now".
+pub const SENDS_PER_TICK_MAX_DEFAULT: usize = 4096;
+/// Default cap on webhooks per tenant.
+pub const WEBHOOKS_PER_TENANT_MAX_DEFAULT: usize = 10_000;
+/// Most deliveries one [`Dispatcher::resend_failed`] call re-queues.
+pub const RESEND_MAX: usize = 10_000;
+/// Type of the operational event published when a webhook is disabled automatically.
+pub const WEBHOOK_DISABLED_EVENT: &str = "webhook.disabled";
+/// `data` of a test event ([`Dispatcher::send_test_event`]).
+pub const TEST_EVENT_DATA: &[u8] = b"{\"test\":true}";
+/// `User-Agent` of every request.
+pub const USER_AGENT: &str = concat!("herald/", env!("CARGO_PKG_VERSION"));
+
+/// Shard-wide configuration.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DispatcherConfig {
+    /// Retry schedule of webhooks without an override.
+    pub retry_schedule: RetrySchedule,
+    /// Jitter applied to retry delays, percent either way (0 = none; at most
+    /// [`JITTER_PERCENT_MAX`]).
+    pub jitter_percent: u8,
+    /// Seed of the deterministic jitter.
+    pub jitter_seed: u64,
+    /// Circuit breaker and auto-disable policy.
+    pub health: HealthPolicy,
+    /// Most webhooks per tenant.
+    pub webhooks_per_tenant_max: usize,
+    /// Most pending deliveries in the shard.
+    pub pending_deliveries_max: usize,
+    /// Most finished deliveries kept in the log.
+    pub log_finished_max: usize,
+    /// Most requests started per tick.
+    pub sends_per_tick_max: usize,
+}
+
+impl Default for DispatcherConfig {
+    fn default() -> Self {
+        DispatcherConfig {
+            retry_schedule: RetrySchedule::default(),
+            jitter_percent: 0,
+            jitter_seed: 0,
+            health: HealthPolicy::default(),
+            webhooks_per_tenant_max: WEBHOOKS_PER_TENANT_MAX_DEFAULT,
+            pending_deliveries_max: PENDING_DELIVERIES_MAX_DEFAULT,
+            log_finished_max: LOG_FINISHED_MAX_DEFAULT,
+            sends_per_tick_max: SENDS_PER_TICK_MAX_DEFAULT,
+        }
+    }
+}
+
+/// Sequence number of an [`Command::Append`], assigned by the dispatcher in output order
+/// (1, 2, 3, … for the life of one `Dispatcher`). The driver reports durability with it
+/// ([`Dispatcher::records_durable`]). `AppendId(0)` means "nothing to wait for".
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct AppendId(pub u64);
+
+/// One request to send. Everything the transport needs; the driver adds only `Host` and
+/// `Content-Length` (from `url` and `body`).
+#[derive(Clone, Debug)]
+pub struct SendRequest {
+    /// Delivery this attempt belongs to; report the outcome with it.
+    pub delivery: DeliveryId,
+    /// Attempt number (1-based); report the outcome with it.
+    pub attempt: u32,
+    /// Tenant.
+    pub tenant: TenantId,
+    /// Webhook.
+    pub webhook: WebhookId,
+    /// Event id (also in the signature headers).
+    pub event_id: EventId,
+    /// Endpoint.
+    pub url: Arc<Url>,
+    /// Headers in send order: `content-type`, `user-agent`, the signature headers, then
+    /// the webhook's custom headers. Names and values are valid header text.
+    pub headers: Vec<(String, String)>,
+    /// The envelope: exactly the signed bytes, shared by every delivery of the event.
+    pub body: Arc<[u8]>,
+    /// Connect timeout.
+    pub connect_timeout_ms: u64,
+    /// Whole-request timeout.
+    pub request_timeout_ms: u64,
+}
+
+/// Output of the dispatcher, polled with [`Dispatcher::pop_command`].
+#[derive(Clone, Debug)]
+pub enum Command {
+    /// Append this record to the journal (in the order polled), then report durability
+    /// with [`Dispatcher::records_durable`]`(id)`.
+    Append {
+        /// Sequence number to report.
+        id: AppendId,
+        /// The record ([`Record::encode`] gives kind, version and payload).
+        record: Record,
+    },
+    /// Send this request and report its outcome with [`Dispatcher::attempt_finished`].
+    Send(SendRequest),
+}
+
+/// What happened to one attempt, reported by the driver.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Outcome {
+    /// [`SendRequest::delivery`].
+    pub delivery: DeliveryId,
+    /// [`SendRequest::attempt`].
+    pub attempt: u32,
+    /// The response status (and `Retry-After`), or the transport error.
+    pub result: AttemptResult,
+    /// Time from send to outcome.
+    pub latency_ms: u64,
+    /// Captured response body; truncated to [`RESPONSE_BODY_BYTES_MAX`] here.
+    pub response_body: Vec<u8>,
+}
+
+/// An accepted event.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Accepted {
+    /// The event id.
+    pub event_id: EventId,
+    /// The `EventAccepted` record; acknowledge the publisher once it is durable.
+    pub append: AppendId,
+    /// Deliveries created (one per matching active webhook).
+    pub deliveries: usize,
+}
+
+/// A webhook create/update/delete that was refused.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum RegistryError {
+    /// The spec is invalid (caller's error).
+    #[error(transparent)]
+    Spec(#[from] SpecError),
+    /// The tenant already has the most webhooks allowed (caller's error).
+    #[error("tenant already has {max} webhooks, the most allowed")]
+    TooManyWebhooks {
+        /// The limit.
+        max: usize,
+    },
+    /// No such webhook (caller's error).
+    #[error("no webhook {webhook} for tenant {tenant}")]
+    NotFound {
+        /// Tenant.
+        tenant: TenantId,
+        /// Webhook.
+        webhook: WebhookId,
+    },
+}
+
+/// An event that was refused.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum AcceptError {
+    /// The event is invalid (caller's error).
+    #[error(transparent)]
+    Envelope(#[from] EnvelopeError),
+    /// The shard holds the most pending deliveries allowed: back-pressure, retry later.
+    #[error("shard is full: {pending} pending deliveries, {needed} more needed, at most {max}")]
+    Full {
+        /// Pending deliveries now.
+        pending: usize,
+        /// Deliveries the event needs.
+        needed: usize,
+        /// The limit.
+        max: usize,
+    },
+}
+
+/// A manual operation that was refused.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum OpError {
+    /// No such delivery for this tenant (or it was evicted from the log).
+    #[error("no delivery {0} for this tenant")]
+    DeliveryNotFound(DeliveryId),
+    /// No such webhook.
+    #[error("no webhook {webhook} for tenant {tenant}")]
+    WebhookNotFound {
+        /// Tenant.
+        tenant: TenantId,
+        /// Webhook.
+        webhook: WebhookId,
+    },
+    /// The webhook is disabled; enable it first.
+    #[error("webhook {0} is disabled")]
+    WebhookDisabled(WebhookId),
+    /// The delivery is already due or in flight.
+    #[error("delivery {0} is already due or in flight")]
+    InProgress(DeliveryId),
+    /// Invalid event type for a test event.
+    #[error(transparent)]
+    EventType(#[from] IdError),
+    /// Back-pressure, as [`AcceptError::Full`].
+    #[error(transparent)]
+    Accept(#[from] AcceptError),
+}
+
+/// A record that cannot be replayed (storage's fault: corruption or an incompatible
+/// writer).
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum ReplayError {
+    /// A field of the record is invalid.
+    #[error("record kind {kind:#06x}: invalid {reason}")]
+    Invalid {
+        /// Record kind.
+        kind: u16,
+        /// What is wrong.
+        reason: String,
+    },
+}
+
+/// A webhook as held by the registry.
+#[derive(Clone, Copy, Debug)]
+pub struct WebhookView<'a> {
+    /// Tenant.
+    pub tenant: &'a TenantId,
+    /// Id.
+    pub id: &'a WebhookId,
+    /// Configuration (including status).
+    pub spec: &'a WebhookSpec,
+    /// Endpoint health.
+    pub health: &'a Health,
+    /// Pending deliveries.
+    pub pending: usize,
+}
+
+/// Counters for monitoring and tests.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Stats {
+    /// Webhooks, all tenants.
+    pub webhooks: usize,
+    /// Pending deliveries.
+    pub pending_deliveries: usize,
+    /// Deliveries with an attempt in flight.
+    pub in_flight: usize,
+    /// Deliveries held (pending plus finished ones kept for the log).
+    pub deliveries_retained: usize,
+    /// Timers in the wheel.
+    pub timers: usize,
+    /// Deliveries whose event is not yet reported durable.
+    pub awaiting_durable: usize,
+}
+
+struct EventData {
+    tenant: TenantId,
+    id: EventId,
+    event_type: EventType,
+    body: Arc<[u8]>,
+    accepted_at_ms: u64,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Stage {
+    /// Created; its event is not yet reported durable.
+    AwaitingDurable,
+    /// Waiting in the wheel for its due time.
+    Scheduled(TimerKey),
+    /// Due; in its webhook's queue waiting for admission.
+    Waiting,
+    /// An attempt is in flight.
+    InFlight,
+    /// Ended.
+    Finished,
+}
+
+struct Delivery {
+    event: Arc<EventData>,
+    webhook: WebhookId,
+    attempt: u32,
+    attempts_max: u32,
+    status: DeliveryStatus,
+    stage: Stage,
+    due_ms: Option<u64>,
+    last_status: Option<u16>,
+    last_latency_ms: Option<u64>,
+    last_error: Option<DeliveryError>,
+    last_body: Arc<[u8]>,
+    updated_at_ms: u64,
+    finish_seq: u64,
+}
+
+struct WebhookState {
+    spec: WebhookSpec,
+    url: Arc<Url>,
+    url_text: Arc<str>,
+    signer: Option<Signer>,
+    signer_until_ms: Option<u64>,
+    health: Health,
+    queue: VecDeque<DeliveryId>,
+    pending: BTreeSet<DeliveryId>,
+    wake: Option<(TimerKey, u64)>,
+}
+
+#[derive(Default)]
+struct TenantState {
+    webhooks: BTreeMap<WebhookId, WebhookState>,
+    matcher: Matcher,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+enum Timer {
+    Delivery(DeliveryId),
+    Webhook(TenantId, WebhookId),
+}
+
+struct Plan {
+    delivery: DeliveryId,
+    attempt: u32,
+    tenant: TenantId,
+    webhook: WebhookId,
+    event_id: EventId,
+    signer: Signer,
+    url: Arc<Url>,
+    url_text: Arc<str>,
+    body: Arc<[u8]>,
+    custom_headers: Vec<(String, String)>,
+    connect_timeout_ms: u64,
+    request_timeout_ms: u64,
+}
+
+/// The per-shard dispatch state machine. See the crate documentation for how to drive it.
+pub struct Dispatcher {
+    config: DispatcherConfig,
+    now_ms: u64,
+    tenants: BTreeMap<TenantId, TenantState>,
+    deliveries: BTreeMap<DeliveryId, Delivery>,
+    by_tenant: BTreeSet<(TenantId, DeliveryId)>,
+    pending_count: usize,
+    in_flight_count: usize,
+    finished: VecDeque<(DeliveryId, u64)>,
+    finished_count: usize,
+    finish_seq: u64,
+    next_delivery: u64,
+    wheel: TimingWheel<Timer>,
+    awaiting: VecDeque<(AppendId, Vec<DeliveryId>)>,
+    awaiting_count: usize,
+    dirty: BTreeSet<(TenantId, WebhookId)>,
+    commands: VecDeque<Command>,
+    next_append: u64,
+    replaying: bool,
+    batch_signer: BatchSigner,
+    signed: Vec<SignedHeaders>,
+}
+
+impl std::fmt::Debug for Dispatcher {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Dispatcher")
+            .field("now_ms", &self.now_ms)
+            .field("stats", &self.stats())
+            .finish_non_exhaustive()
+    }
+}
+
+fn truncate_body(body: &[u8]) -> Arc<[u8]> {
+    Arc::from(&body[..body.len().min(RESPONSE_BODY_BYTES_MAX)])
+}
+
+impl Dispatcher {
+    /// An empty dispatcher whose clock starts at `now_ms`.
+    pub fn new(config: DispatcherConfig, now_ms: u64) -> Dispatcher {
+        let mut config = config;
+        config.jitter_percent = config.jitter_percent.min(JITTER_PERCENT_MAX);
+        config.sends_per_tick_max = config.sends_per_tick_max.max(1);
+        Dispatcher {
+            config,
+            now_ms,
+            tenants: BTreeMap::new(),
+            deliveries: BTreeMap::new(),
+            by_tenant: BTreeSet::new(),
+            pending_count: 0,
+            in_flight_count: 0,
+            finished: VecDeque::new(),
+            finished_count: 0,
+            finish_seq: 0,
+            next_delivery: 1,
+            wheel: TimingWheel::new(now_ms),
+            awaiting: VecDeque::new(),
+            awaiting_count: 0,
+            dirty: BTreeSet::new(),
+            commands: VecDeque::new(),
+            next_append: 1,
+            replaying: false,
+            batch_signer: BatchSigner::new(),
+            signed: Vec::new(),
+        }
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &DispatcherConfig {
+        &self.config
+    }
+
+    /// The latest time seen (time never runs backwards inside the dispatcher).
+    pub fn now_ms(&self) -> u64 {
+        self.now_ms
+    }
+
+    fn observe(&mut self, now_ms: u64) -> u64 {
+        self.now_ms = self.now_ms.max(now_ms);
+        self.now_ms
+    }
+
+    fn append(&mut self, record: Record) -> AppendId {
+        if self.replaying {
+            return AppendId(0);
+        }
+        let id = AppendId(self.next_append);
+        self.next_append += 1;
+        self.commands.push_back(Command::Append { id, record });
+        id
+    }
+
+    // ---------------------------------------------------------------- registry
+
+    /// Creates or replaces webhook `id` of `tenant`. Returns the `WebhookUpserted` record's
+    /// id (acknowledge the caller once durable).
+    ///
+    /// Replacing keeps the webhook's pending deliveries and health; setting it disabled
+    /// ends its pending deliveries as failed; re-enabling starts with a clean health
+    /// record.
+    pub fn upsert_webhook(
+        &mut self,
+        now_ms: u64,
+        tenant: TenantId,
+        id: WebhookId,
+        spec: WebhookSpec,
+    ) -> Result<AppendId, RegistryError> {
+        let now = self.observe(now_ms);
+        let signer = spec.validate(now)?;
+        let exists = self
+            .tenants
+            .get(&tenant)
+            .is_some_and(|t| t.webhooks.contains_key(&id));
+        let count = self.tenants.get(&tenant).map_or(0, |t| t.webhooks.len());
+        if !exists && count >= self.config.webhooks_per_tenant_max {
+            return Err(RegistryError::TooManyWebhooks {
+                max: self.config.webhooks_per_tenant_max,
+            });
+        }
+        let append = self.append(Record::WebhookUpserted(record::WebhookUpserted {
+            at_ms: now,
+            webhook: webhook_to_rec(&tenant, &id, &spec),
+        }));
+        self.apply_upsert(now, tenant, id, spec, Some(signer));
+        Ok(append)
+    }
+
+    /// Deletes webhook `id` of `tenant`, ending its pending deliveries as failed.
+    pub fn delete_webhook(
+        &mut self,
+        now_ms: u64,
+        tenant: &TenantId,
+        id: &WebhookId,
+    ) -> Result<AppendId, RegistryError> {
+        let now = self.observe(now_ms);
+        if !self
+            .tenants
+            .get(tenant)
+            .is_some_and(|t| t.webhooks.contains_key(id))
+        {
+            return Err(RegistryError::NotFound {
+                tenant: tenant.clone(),
+                webhook: id.clone(),
+            });
+        }
+        let append = self.append(Record::WebhookDeleted(record::WebhookDeleted {
+            at_ms: now,
+            tenant: tenant.as_str().to_string(),
+            webhook: id.as_str().to_string(),
+        }));
+        self.apply_delete(now, tenant, id);
+        Ok(append)
+    }
+
+    /// One webhook.
+    pub fn webhook(&self, tenant: &TenantId, id: &WebhookId) -> Option<WebhookView<'_>> {
+        let (tenant, t) = self.tenants.get_key_value(tenant)?;
+        let (id, w) = t.webhooks.get_key_value(id)?;
+        Some(WebhookView {
+            tenant,
+            id,
+            spec: &w.spec,
+            health: &w.health,
+            pending: w.pending.len(),
+        })
+    }
+
+    /// A tenant's webhooks, in id order.
+    pub fn webhooks<'a>(&'a self, tenant: &TenantId) -> impl Iterator<Item = WebhookView<'a>> {
+        self.tenants
+            .get_key_value(tenant)
+            .into_iter()
+            .flat_map(|(tenant, t)| {
+                t.webhooks.iter().map(move |(id, w)| WebhookView {
+                    tenant,
+                    id,
+                    spec: &w.spec,
+                    health: &w.health,
+                    pending: w.pending.len(),
+                })
+            })
+    }
+
+    fn apply_upsert(
+        &mut self,
+        now: u64,
+        tenant: TenantId,
+        id: WebhookId,
+        spec: WebhookSpec,
+        signer: Option<Signer>,
+    ) {
+        let signer = signer.or_else(|| spec.signer_at(now).ok());
+        let signer_until_ms = spec.next_secret_expiry_ms(now);
+        let t = self.tenants.entry(tenant.clone()).or_default();
+        let url = Arc::new(spec.url.clone());
+        let url_text: Arc<str> = Arc::from(spec.url.to_string());
+        let active = spec.status.is_active();
+        match t.webhooks.get_mut(&id) {
+            Some(w) => {
+                if w.spec.status.is_active() {
+                    t.matcher.remove(&id, &w.spec.filters);
+                } else if active {
+                    w.health = Health::new(now, &spec.limits);
+                }
+                w.spec = spec;
+                w.url = url;
+                w.url_text = url_text;
+                w.signer = signer;
+                w.signer_until_ms = signer_until_ms;
+            }
+            None => {
+                t.webhooks.insert(
+                    id.clone(),
+                    WebhookState {
+                        health: Health::new(now, &spec.limits),
+                        spec,
+                        url,
+                        url_text,
+                        signer,
+                        signer_until_ms,
+                        queue: VecDeque::new(),
+                        pending: BTreeSet::new(),
+                        wake: None,
+                    },
+                );
+            }
+        }
+        if active {
+            if let Some(w) = t.webhooks.get(&id) {
+                t.matcher.insert(&id, &w.spec.filters);
+            }
+            self.dirty.insert((tenant, id));
+        } else {
+            self.end_webhook_deliveries(now, &tenant, &id, DeliveryError::WebhookDisabled);
+        }
+    }
+
+    fn apply_delete(&mut self, now: u64, tenant: &TenantId, id: &WebhookId) {
+        self.end_webhook_deliveries(now, tenant, id, DeliveryError::WebhookDeleted);
+        if let Some(t) = self.tenants.get_mut(tenant) {
+            if let Some(w) = t.webhooks.remove(id) {
+                if w.spec.status.is_active() {
+                    t.matcher.remove(id, &w.spec.filters);
+                }
+                if let Some((key, _)) = w.wake {
+                    self.wheel.cancel(key);
+                }
+            }
+            if t.webhooks.is_empty() {
+                self.tenants.remove(tenant);
+            }
+        }
+    }
+
+    /// Ends every pending delivery of a webhook (disabled or deleted) as failed.
+    fn end_webhook_deliveries(
+        &mut self,
+        now: u64,
+        tenant: &TenantId,
+        id: &WebhookId,
+        error: DeliveryError,
+    ) {
+        let Some(w) = self
+            .tenants
+            .get_mut(tenant)
+            .and_then(|t| t.webhooks.get_mut(id))
+        else {
+            return;
+        };
+        let pending: Vec<DeliveryId> = w.pending.iter().copied().collect();
+        w.queue.clear();
+        if let Some((key, _)) = w.wake.take() {
+            self.wheel.cancel(key);
+        }
+        for delivery in pending {
+            self.finish(now, delivery, DeliveryStatus::Failed, Some(error), true);
+        }
+    }
+
+    // ---------------------------------------------------------------- events
+
+    /// Accepts an event for `tenant`: encodes its envelope, matches it against the
+    /// tenant's active webhooks and creates one pending delivery per match. The
+    /// deliveries are held until the returned `EventAccepted` record is reported durable
+    /// ([`Dispatcher::records_durable`]).
+    pub fn accept_event(
+        &mut self,
+        now_ms: u64,
+        tenant: &TenantId,
+        event: NewEvent,
+    ) -> Result<Accepted, AcceptError> {
+        let now = self.observe(now_ms);
+        let body = encode_envelope(tenant, &event)?;
+        let mut targets = Vec::new();
+        if let Some(t) = self.tenants.get(tenant) {
+            t.matcher.matches(&event.event_type, &mut targets);
+        }
+        self.accept_with_targets(now, tenant, event.id, event.event_type, body, targets)
+    }
+
+    fn accept_with_targets(
+        &mut self,
+        now: u64,
+        tenant: &TenantId,
+        event_id: EventId,
+        event_type: EventType,
+        body: Vec<u8>,
+        targets: Vec<WebhookId>,
+    ) -> Result<Accepted, AcceptError> {
+        let max = self.config.pending_deliveries_max;
+        if self.pending_count + targets.len() > max {
+            return Err(AcceptError::Full {
+                pending: self.pending_count,
+                needed: targets.len(),
+                max,
+            });
+        }
+        let mut refs = Vec::with_capacity(targets.len());
+        let mut ids = Vec::with_capacity(targets.len());
+        for webhook in &targets {
+            let attempts_max = self.attempts_max_of(tenant, webhook);
+            let delivery = DeliveryId(self.next_delivery);
+            self.next_delivery += 1;
+            refs.push(record::DeliveryRef {
+                delivery: delivery.0,
+                webhook: webhook.as_str().to_string(),
+                attempts_max,
+            });
+            ids.push((delivery, attempts_max));
+        }
+        let append = self.append(Record::EventAccepted(record::EventAccepted {
+            at_ms: now,
+            tenant: tenant.as_str().to_string(),
+            event_id: event_id.as_str().to_string(),
+            event_type: event_type.as_str().to_string(),
+            // Without deliveries nothing ever reads the body back.
+            body: if refs.is_empty() {
+                Vec::new()
+            } else {
+                body.clone()
+            },
+            deliveries: refs,
+        }));
+        let event = Arc::new(EventData {
+            tenant: tenant.clone(),
+            id: event_id.clone(),
+            event_type,
+            body: Arc::from(body),
+            accepted_at_ms: now,
+        });
+        let count = ids.len();
+        let mut created = Vec::with_capacity(count);
+        for ((delivery, attempts_max), webhook) in ids.into_iter().zip(targets) {
+            self.insert_pending(delivery, &event, webhook, attempts_max, now);
+            created.push(delivery);
+        }
+        if !created.is_empty() {
+            self.awaiting_count += created.len();
+            self.awaiting.push_back((append, created));
+        }
+        Ok(Accepted {
+            event_id,
+            append,
+            deliveries: count,
+        })
+    }
+
+    fn attempts_max_of(&self, tenant: &TenantId, webhook: &WebhookId) -> u32 {
+        self.tenants
+            .get(tenant)
+            .and_then(|t| t.webhooks.get(webhook))
+            .map_or(self.config.retry_schedule.attempts_max(), |w| {
+                w.spec.schedule(&self.config.retry_schedule).attempts_max()
+            })
+    }
+
+    /// Inserts a pending delivery in stage `AwaitingDurable`.
+    fn insert_pending(
+        &mut self,
+        delivery: DeliveryId,
+        event: &Arc<EventData>,
+        webhook: WebhookId,
+        attempts_max: u32,
+        now: u64,
+    ) {
+        if let Some(w) = self
+            .tenants
+            .get_mut(&event.tenant)
+            .and_then(|t| t.webhooks.get_mut(&webhook))
+        {
+            w.pending.insert(delivery);
+        }
+        self.by_tenant.insert((event.tenant.clone(), delivery));
+        self.pending_count += 1;
+        self.next_delivery = self.next_delivery.max(delivery.0 + 1);
+        self.deliveries.insert(
+            delivery,
+            Delivery {
+                event: Arc::clone(event),
+                webhook,
+                attempt: 0,
+                attempts_max,
+                status: DeliveryStatus::Pending,
+                stage: Stage::AwaitingDurable,
+                due_ms: Some(event.accepted_at_ms),
+                last_status: None,
+                last_latency_ms: None,
+                last_error: None,
+                last_body: Arc::from(&[][..]),
+                updated_at_ms: now,
+                finish_seq: 0,
+            },
+        );
+    }
+
+    /// Reports that every record up to and including `through` is durable. Deliveries
+    /// of events accepted by those records become due.
+    pub fn records_durable(&mut self, through: AppendId) {
+        while self.awaiting.front().is_some_and(|(id, _)| *id <= through) {
+            let Some((_, deliveries)) = self.awaiting.pop_front() else {
+                break;
+            };
+            self.awaiting_count -= deliveries.len();
+            for delivery in deliveries {
+                if self
+                    .deliveries
+                    .get(&delivery)
+                    .is_some_and(|d| d.stage == Stage::AwaitingDurable)
+                {
+                    self.make_due(delivery);
+                }
+            }
+        }
+    }
+
+    /// Moves a pending delivery into its webhook's queue.
+    fn make_due(&mut self, delivery: DeliveryId) {
+        let Some(d) = self.deliveries.get_mut(&delivery) else {
+            return;
+        };
+        if let Stage::Scheduled(key) = d.stage {
+            self.wheel.cancel(key);
+        }
+        d.stage = Stage::Waiting;
+        let tenant = d.event.tenant.clone();
+        let webhook = d.webhook.clone();
+        match self
+            .tenants
+            .get_mut(&tenant)
+            .and_then(|t| t.webhooks.get_mut(&webhook))
+        {
+            Some(w) => {
+                w.queue.push_back(delivery);
+                self.dirty.insert((tenant, webhook));
+            }
+            None => {
+                let now = self.now_ms;
+                self.finish(
+                    now,
+                    delivery,
+                    DeliveryStatus::Failed,
+                    Some(DeliveryError::WebhookDeleted),
+                    true,
+                );
+            }
+        }
+    }
+
+    fn schedule(&mut self, delivery: DeliveryId, due_ms: u64) {
+        let Some(d) = self.deliveries.get_mut(&delivery) else {
+            return;
+        };
+        if let Stage::Scheduled(key) = d.stage {
+            self.wheel.cancel(key);
+        }
+        let key = self.wheel.insert(due_ms, Timer::Delivery(delivery));
+        d.stage = Stage::Scheduled(key);
+        d.due_ms = Some(due_ms);
+    }
+
+    /// Ends a pending delivery. `record` says whether to journal a `DeliveryFinished`
+    /// (not needed when an `AttemptFinished` already carries the final status).
+    fn finish(
+        &mut self,
+        now: u64,
+        delivery: DeliveryId,
+        status: DeliveryStatus,
+        error: Option<DeliveryError>,
+        record: bool,
+    ) {
+        let Some(d) = self.deliveries.get_mut(&delivery) else {
+            return;
+        };
+        if d.status.is_final() {
+            return;
+        }
+        match d.stage {
+            Stage::Scheduled(key) => {
+                self.wheel.cancel(key);
+            }
+            Stage::InFlight => self.in_flight_count -= 1,
+            _ => {}
+        }
+        d.stage = Stage::Finished;
+        d.status = status;
+        d.due_ms = None;
+        if error.is_some() {
+            d.last_error = error;
+        }
+        d.updated_at_ms = now;
+        self.finish_seq += 1;
+        d.finish_seq = self.finish_seq;
+        let (tenant, webhook) = (d.event.tenant.clone(), d.webhook.clone());
+        if let Some(w) = self
+            .tenants
+            .get_mut(&tenant)
+            .and_then(|t| t.webhooks.get_mut(&webhook))
+        {
+            w.pending.remove(&delivery);
+        }
+        self.pending_count -= 1;
+        self.finished_count += 1;
+        self.finished.push_back((delivery, self.finish_seq));
+        if record {
+            self.append(Record::DeliveryFinished(record::DeliveryFinished {
+                at_ms: now,
+                delivery: delivery.0,
+                status: status.name().to_string(),
+                reason: error.map(DeliveryError::name),
+            }));
+        }
+        self.evict();
+    }
+
+    /// Drops the oldest finished deliveries beyond the log limit.
+    fn evict(&mut self) {
+        while self.finished_count > self.config.log_finished_max {
+            let Some((delivery, seq)) = self.finished.pop_front() else {
+                break;
+            };
+            let current = self
+                .deliveries
+                .get(&delivery)
+                .is_some_and(|d| d.status.is_final() && d.finish_seq == seq);
+            if current {
+                if let Some(d) = self.deliveries.remove(&delivery) {
+                    self.by_tenant.remove(&(d.event.tenant.clone(), delivery));
+                }
+                self.finished_count -= 1;
+            }
+        }
+        // Re-queued deliveries leave stale entries behind; compact before they pile up.
+        if self.finished.len() > 2 * self.config.log_finished_max + 64 {
+            let deliveries = &self.deliveries;
+            self.finished.retain(|(delivery, seq)| {
+                deliveries
+                    .get(delivery)
+                    .is_some_and(|d| d.status.is_final() && d.finish_seq == *seq)
+            });
+        }
+    }
+
+    // ---------------------------------------------------------------- outcomes
+
+    /// Reports the outcome of an attempt. Returns `false` when the outcome is stale and
+    /// was ignored (the delivery ended meanwhile, e.g. its webhook was deleted, or the
+    /// attempt number does not match).
+    pub fn attempt_finished(&mut self, now_ms: u64, outcome: Outcome) -> bool {
+        let now = self.observe(now_ms);
+        let Some(d) = self.deliveries.get_mut(&outcome.delivery) else {
+            return false;
+        };
+        if d.stage != Stage::InFlight || d.attempt != outcome.attempt {
+            return false;
+        }
+        let tenant = d.event.tenant.clone();
+        let webhook = d.webhook.clone();
+        let class = classify(&outcome.result);
+        let body = truncate_body(&outcome.response_body);
+        let (status_code, error) = match outcome.result {
+            AttemptResult::Response { status, .. } => (
+                Some(status),
+                (class != OutcomeClass::Success).then_some(DeliveryError::Status(status)),
+            ),
+            AttemptResult::Transport(t) => (None, Some(DeliveryError::Transport(t))),
+        };
+        d.last_status = status_code;
+        d.last_latency_ms = Some(outcome.latency_ms);
+        d.last_error = error;
+        d.last_body = Arc::clone(&body);
+        d.updated_at_ms = now;
+        d.stage = Stage::Waiting; // transient; settled below
+        self.in_flight_count -= 1;
+        let attempt = d.attempt;
+        let attempts_max = d.attempts_max;
+
+        let Some(w) = self
+            .tenants
+            .get_mut(&tenant)
+            .and_then(|t| t.webhooks.get_mut(&webhook))
+        else {
+            // Unreachable by construction (deleting a webhook ends its deliveries), but a
+            // delivery must never be left in limbo.
+            self.finish(
+                now,
+                outcome.delivery,
+                DeliveryStatus::Failed,
+                Some(DeliveryError::WebhookDeleted),
+                true,
+            );
+            return true;
+        };
+        let signal = match class {
+            OutcomeClass::Success => Signal::Success,
+            OutcomeClass::Retry => Signal::Failure,
+            OutcomeClass::Final | OutcomeClass::Gone => Signal::Responsive,
+        };
+        w.health.finish(now, signal, &self.config.health);
+        let should_disable =
+            class == OutcomeClass::Retry && w.health.should_disable(now, &self.config.health);
+        let schedule = w.spec.schedule(&self.config.retry_schedule);
+        let next_at = match class {
+            OutcomeClass::Retry if attempt < attempts_max => {
+                let scheduled = schedule
+                    .delay_before_ms(attempt + 1)
+                    .or_else(|| schedule.retry_delays_ms().last().copied())
+                    .unwrap_or(0);
+                let jittered = jitter_ms(
+                    scheduled,
+                    self.config.jitter_percent,
+                    self.config.jitter_seed,
+                    outcome.delivery.0,
+                    attempt + 1,
+                );
+                Some(now + retry_delay_ms(jittered, &outcome.result, now))
+            }
+            _ => None,
+        };
+        self.dirty.insert((tenant.clone(), webhook.clone()));
+        let final_status = match (class, next_at) {
+            (_, Some(_)) => None,
+            (OutcomeClass::Success, None) => Some(DeliveryStatus::Success),
+            (OutcomeClass::Retry, None) => Some(DeliveryStatus::Exhausted),
+            (OutcomeClass::Final | OutcomeClass::Gone, None) => Some(DeliveryStatus::Failed),
+        };
+        self.append(Record::AttemptFinished(record::AttemptFinished {
+            at_ms: now,
+            delivery: outcome.delivery.0,
+            attempt,
+            status: status_code.unwrap_or(0),
+            transport_error: match outcome.result {
+                AttemptResult::Transport(t) => Some(t.name().to_string()),
+                AttemptResult::Response { .. } => None,
+            },
+            latency_ms: outcome.latency_ms,
+            response_body: body.to_vec(),
+            next_attempt_at_ms: next_at,
+            final_status: final_status.map(|s| s.name().to_string()),
+        }));
+        match (next_at, final_status) {
+            (Some(at), _) => self.schedule(outcome.delivery, at),
+            (None, Some(status)) => self.finish(now, outcome.delivery, status, None, false),
+            (None, None) => {}
+        }
+        if class == OutcomeClass::Gone {
+            self.disable(now, &tenant, &webhook, DisableReason::Gone);
+        } else if should_disable {
+            self.disable(now, &tenant, &webhook, DisableReason::FailingTooLong);
+        }
+        true
+    }
+
+    /// Disables a webhook automatically and publishes `webhook.disabled` to the tenant.
+    fn disable(&mut self, now: u64, tenant: &TenantId, webhook: &WebhookId, reason: DisableReason) {
+        let Some(w) = self
+            .tenants
+            .get(tenant)
+            .and_then(|t| t.webhooks.get(webhook))
+        else {
+            return;
+        };
+        if !w.spec.status.is_active() {
+            return;
+        }
+        let mut spec = w.spec.clone();
+        let url = w.url_text.clone();
+        spec.status = WebhookStatus::Disabled { reason, at_ms: now };
+        self.append(Record::WebhookUpserted(record::WebhookUpserted {
+            at_ms: now,
+            webhook: webhook_to_rec(tenant, webhook, &spec),
+        }));
+        let signer = self
+            .tenants
+            .get(tenant)
+            .and_then(|t| t.webhooks.get(webhook))
+            .and_then(|w| w.signer.clone());
+        self.apply_upsert(now, tenant.clone(), webhook.clone(), spec, signer);
+        if self.replaying {
+            return;
+        }
+        let data = serde_json::json!({
+            "webhook_id": webhook.as_str(),
+            "url": &*url,
+            "reason": reason.name(),
+            "disabled_at": crate::envelope::rfc3339_ms(now),
+        });
+        let event = NewEvent {
+            id: self.generated_event_id("evt_webhook_disabled_"),
+            // The constant is a valid event type; checked by a test.
+            event_type: EventType::parse(WEBHOOK_DISABLED_EVENT)
+                .expect("WEBHOOK_DISABLED_EVENT is a valid event type"),
+            api_version: API_VERSION_DEFAULT.to_string(),
+            created_at_ms: now,
+            location_id: None,
+            data: data.to_string().into_bytes(),
+        };
+        // A full shard drops the operational event rather than the disable itself: the
+        // webhook's status is the source of truth, the event a courtesy.
+        let _ = self.accept_event(now, tenant, event);
+    }
+
+    /// A deterministic event id for events the dispatcher originates: unique per shard
+    /// because it embeds the next delivery id, which only grows.
+    fn generated_event_id(&self, prefix: &str) -> EventId {
+        let text = format!("{prefix}{:016x}", self.next_delivery);
+        // Prefix and hex digits are within the event id charset and length.
+        EventId::parse(&text).expect("generated event ids are valid")
+    }
+
+    // ---------------------------------------------------------------- manual operations
+
+    /// Retries one delivery now: a pending delivery waiting for a retry is moved to now;
+    /// a finished one (any final status) gets one more attempt.
+    pub fn retry_delivery(
+        &mut self,
+        now_ms: u64,
+        tenant: &TenantId,
+        delivery: DeliveryId,
+    ) -> Result<AppendId, OpError> {
+        let now = self.observe(now_ms);
+        let d = self
+            .deliveries
+            .get(&delivery)
+            .filter(|d| &d.event.tenant == tenant)
+            .ok_or(OpError::DeliveryNotFound(delivery))?;
+        let webhook = d.webhook.clone();
+        let active = self
+            .tenants
+            .get(tenant)
+            .and_then(|t| t.webhooks.get(&webhook))
+            .map(|w| w.spec.status.is_active())
+            .ok_or_else(|| OpError::WebhookNotFound {
+                tenant: tenant.clone(),
+                webhook: webhook.clone(),
+            })?;
+        if !active {
+            return Err(OpError::WebhookDisabled(webhook));
+        }
+        let attempts_max = match d.stage {
+            Stage::Scheduled(_) => d.attempts_max,
+            Stage::Finished => {
+                if self.pending_count >= self.config.pending_deliveries_max {
+                    return Err(OpError::Accept(AcceptError::Full {
+                        pending: self.pending_count,
+                        needed: 1,
+                        max: self.config.pending_deliveries_max,
+                    }));
+                }
+                d.attempt + 1
+            }
+            _ => return Err(OpError::InProgress(delivery)),
+        };
+        let append = self.append(Record::DeliveryRequeued(record::DeliveryRequeued {
+            at_ms: now,
+            delivery: delivery.0,
+            due_ms: now,
+            attempts_max,
+        }));
+        self.requeue(now, delivery, now, attempts_max);
+        Ok(append)
+    }
+
+    /// Re-sends every failed or exhausted delivery of `webhook` whose event was accepted
+    /// at or after `since_ms` (those still in the log), at most [`RESEND_MAX`] per call.
+    /// Returns how many were re-queued.
+    pub fn resend_failed(
+        &mut self,
+        now_ms: u64,
+        tenant: &TenantId,
+        webhook: &WebhookId,
+        since_ms: u64,
+    ) -> Result<usize, OpError> {
+        let now = self.observe(now_ms);
+        let active = self
+            .tenants
+            .get(tenant)
+            .and_then(|t| t.webhooks.get(webhook))
+            .map(|w| w.spec.status.is_active())
+            .ok_or_else(|| OpError::WebhookNotFound {
+                tenant: tenant.clone(),
+                webhook: webhook.clone(),
+            })?;
+        if !active {
+            return Err(OpError::WebhookDisabled(webhook.clone()));
+        }
+        let room = self
+            .config
+            .pending_deliveries_max
+            .saturating_sub(self.pending_count)
+            .min(RESEND_MAX);
+        let start = (tenant.clone(), DeliveryId(0));
+        let picked: Vec<(DeliveryId, u32)> = self
+            .by_tenant
+            .range(start..)
+            .take_while(|(t, _)| t == tenant)
+            .filter_map(|(_, id)| self.deliveries.get(id).map(|d| (*id, d)))
+            .filter(|(_, d)| {
+                &d.webhook == webhook
+                    && matches!(d.status, DeliveryStatus::Failed | DeliveryStatus::Exhausted)
+                    && d.event.accepted_at_ms >= since_ms
+            })
+            .map(|(id, d)| (id, d.attempt + 1))
+            .take(room)
+            .collect();
+        for &(delivery, attempts_max) in &picked {
+            self.append(Record::DeliveryRequeued(record::DeliveryRequeued {
+                at_ms: now,
+                delivery: delivery.0,
+                due_ms: now,
+                attempts_max,
+            }));
+            self.requeue(now, delivery, now, attempts_max);
+        }
+        Ok(picked.len())
+    }
+
+    /// Sends a test event of `event_type` (data [`TEST_EVENT_DATA`]) to one webhook,
+    /// whatever its filters.
+    pub fn send_test_event(
+        &mut self,
+        now_ms: u64,
+        tenant: &TenantId,
+        webhook: &WebhookId,
+        event_type: EventType,
+    ) -> Result<Accepted, OpError> {
+        let now = self.observe(now_ms);
+        let active = self
+            .tenants
+            .get(tenant)
+            .and_then(|t| t.webhooks.get(webhook))
+            .map(|w| w.spec.status.is_active())
+            .ok_or_else(|| OpError::WebhookNotFound {
+                tenant: tenant.clone(),
+                webhook: webhook.clone(),
+            })?;
+        if !active {
+            return Err(OpError::WebhookDisabled(webhook.clone()));
+        }
+        let event = NewEvent {
+            id: self.generated_event_id("evt_test_"),
+            event_type,
+            api_version: API_VERSION_DEFAULT.to_string(),
+            created_at_ms: now,
+            location_id: None,
+            data: TEST_EVENT_DATA.to_vec(),
+        };
+        let body = encode_envelope(tenant, &event).map_err(AcceptError::from)?;
+        Ok(self.accept_with_targets(
+            now,
+            tenant,
+            event.id,
+            event.event_type,
+            body,
+            vec![webhook.clone()],
+        )?)
+    }
+
+    /// Puts a delivery back on the schedule (from any state but in flight).
+    fn requeue(&mut self, now: u64, delivery: DeliveryId, due_ms: u64, attempts_max: u32) {
+        let Some(d) = self.deliveries.get_mut(&delivery) else {
+            return;
+        };
+        if d.stage == Stage::InFlight {
+            return;
+        }
+        d.attempts_max = attempts_max;
+        d.updated_at_ms = now;
+        if d.status.is_final() {
+            d.status = DeliveryStatus::Pending;
+            d.stage = Stage::AwaitingDurable;
+            self.pending_count += 1;
+            self.finished_count -= 1;
+            let (tenant, webhook) = (d.event.tenant.clone(), d.webhook.clone());
+            if let Some(w) = self
+                .tenants
+                .get_mut(&tenant)
+                .and_then(|t| t.webhooks.get_mut(&webhook))
+            {
+                w.pending.insert(delivery);
+            }
+        }
+        self.schedule(delivery, due_ms);
+    }
+
+    // ---------------------------------------------------------------- time
+
+    /// Advances time: fires due timers, admits due deliveries within each endpoint's
+    /// limits, signs them in one batch (timestamp = `now_ms`) and queues their
+    /// `AttemptStarted` records and `Send` commands. Call it after every batch of inputs
+    /// and whenever [`Dispatcher::next_deadline_ms`] has passed.
+    pub fn tick(&mut self, now_ms: u64) {
+        let now = self.observe(now_ms);
+        let mut fired = Vec::new();
+        self.wheel.expire(now, &mut fired);
+        // The wheel's expiry order is its own business; outputs follow id order.
+        fired.sort_unstable();
+        for timer in fired {
+            match timer {
+                Timer::Delivery(delivery) => {
+                    let scheduled = self
+                        .deliveries
+                        .get_mut(&delivery)
+                        .filter(|d| matches!(d.stage, Stage::Scheduled(_)));
+                    if let Some(d) = scheduled {
+                        // The key just fired; forget it so make_due does not cancel it.
+                        d.stage = Stage::AwaitingDurable;
+                        self.make_due(delivery);
+                    }
+                }
+                Timer::Webhook(tenant, webhook) => {
+                    if let Some(w) = self
+                        .tenants
+                        .get_mut(&tenant)
+                        .and_then(|t| t.webhooks.get_mut(&webhook))
+                    {
+                        w.wake = None;
+                        self.dirty.insert((tenant, webhook));
+                    }
+                }
+            }
+        }
+        self.flush(now);
+    }
+
+    fn flush(&mut self, now: u64) {
+        let budget = self.config.sends_per_tick_max;
+        let mut plans: Vec<Plan> = Vec::new();
+        let mut no_secret: Vec<DeliveryId> = Vec::new();
+        let dirty = std::mem::take(&mut self.dirty);
+        let mut leftover = BTreeSet::new();
+        for key in dirty {
+            if plans.len() >= budget {
+                leftover.insert(key);
+                continue;
+            }
+            let (tenant, webhook) = &key;
+            let Some(w) = self
+                .tenants
+                .get_mut(tenant)
+                .and_then(|t| t.webhooks.get_mut(webhook))
+            else {
+                continue;
+            };
+            if !w.spec.status.is_active() {
+                w.queue.clear();
+                continue;
+            }
+            if w.signer_until_ms.is_some_and(|until| now >= until) {
+                w.signer = w.spec.signer_at(now).ok();
+                w.signer_until_ms = w.spec.next_secret_expiry_ms(now);
+            }
+            while let Some(&delivery) = w.queue.front() {
+                let Some(d) = self
+                    .deliveries
+                    .get_mut(&delivery)
+                    .filter(|d| d.stage == Stage::Waiting && &d.webhook == webhook)
+                else {
+                    w.queue.pop_front();
+                    continue;
+                };
+                let Some(signer) = &w.signer else {
+                    w.queue.pop_front();
+                    no_secret.push(delivery);
+                    continue;
+                };
+                if plans.len() >= budget {
+                    leftover.insert(key.clone());
+                    break;
+                }
+                match w.health.admit(now, &w.spec.limits) {
+                    crate::health::Admit::Now => {
+                        w.queue.pop_front();
+                        w.health.start(now, &w.spec.limits);
+                        d.attempt += 1;
+                        d.stage = Stage::InFlight;
+                        d.due_ms = None;
+                        d.updated_at_ms = now;
+                        self.in_flight_count += 1;
+                        plans.push(Plan {
+                            delivery,
+                            attempt: d.attempt,
+                            tenant: tenant.clone(),
+                            webhook: webhook.clone(),
+                            event_id: d.event.id.clone(),
+                            signer: signer.clone(),
+                            url: Arc::clone(&w.url),
+                            url_text: Arc::clone(&w.url_text),
+                            body: Arc::clone(&d.event.body),
+                            custom_headers: w.spec.headers.clone(),
+                            connect_timeout_ms: w.spec.limits.connect_timeout_ms,
+                            request_timeout_ms: w.spec.limits.request_timeout_ms,
+                        });
+                    }
+                    crate::health::Admit::At(at) => {
+                        if w.wake.is_none_or(|(_, due)| due > at) {
+                            if let Some((old, _)) = w.wake.take() {
+                                self.wheel.cancel(old);
+                            }
+                            let timer = self
+                                .wheel
+                                .insert(at, Timer::Webhook(key.0.clone(), key.1.clone()));
+                            w.wake = Some((timer, at));
+                        }
+                        break;
+                    }
+                    crate::health::Admit::AfterOutcome => break,
+                }
+            }
+        }
+        self.dirty.extend(leftover);
+        for delivery in no_secret {
+            self.finish(
+                now,
+                delivery,
+                DeliveryStatus::Failed,
+                Some(DeliveryError::NoLiveSecret),
+                true,
+            );
+        }
+        if plans.is_empty() {
+            return;
+        }
+        let timestamp_s = i64::try_from(now / 1000).unwrap_or(i64::MAX);
+        if self.signed.len() < plans.len() {
+            self.signed.resize_with(plans.len(), SignedHeaders::new);
+        }
+        {
+            let jobs: Vec<(&Signer, Message<'_>)> = plans
+                .iter()
+                .map(|p| {
+                    (
+                        &p.signer,
+                        Message {
+                            id: p.event_id.as_str(),
+                            timestamp_s,
+                            url: &p.url_text,
+                            body: &p.body,
+                        },
+                    )
+                })
+                .collect();
+            self.batch_signer
+                .sign_batch(&jobs, &mut self.signed[..plans.len()]);
+        }
+        for (index, plan) in plans.into_iter().enumerate() {
+            self.append(Record::AttemptStarted(record::AttemptStarted {
+                at_ms: now,
+                delivery: plan.delivery.0,
+                attempt: plan.attempt,
+            }));
+            let signed = &self.signed[index];
+            let mut headers = Vec::with_capacity(2 + signed.len() + plan.custom_headers.len());
+            headers.push(("content-type".to_string(), "application/json".to_string()));
+            headers.push(("user-agent".to_string(), USER_AGENT.to_string()));
+            headers.extend(signed.iter().map(|(n, v)| (n.to_string(), v.to_string())));
+            headers.extend(plan.custom_headers);
+            self.commands.push_back(Command::Send(SendRequest {
+                delivery: plan.delivery,
+                attempt: plan.attempt,
+                tenant: plan.tenant,
+                webhook: plan.webhook,
+                event_id: plan.event_id,
+                url: plan.url,
+                headers,
+                body: plan.body,
+                connect_timeout_ms: plan.connect_timeout_ms,
+                request_timeout_ms: plan.request_timeout_ms,
+            }));
+        }
+    }
+
+    /// When [`Dispatcher::tick`] should next be called: the earliest timer, or the
+    /// current time when work is ready (left over from a tick that hit
+    /// [`DispatcherConfig::sends_per_tick_max`], or made ready by an input since the last
+    /// tick). `None` when nothing is scheduled.
+    pub fn next_deadline_ms(&self) -> Option<u64> {
+        if !self.dirty.is_empty() {
+            return Some(self.now_ms);
+        }
+        self.wheel.next_deadline_ms()
+    }
+
+    // ---------------------------------------------------------------- output
+
+    /// The next command, in the order produced.
+    pub fn pop_command(&mut self) -> Option<Command> {
+        self.commands.pop_front()
+    }
+
+    /// Moves every queued command to `out`, in order.
+    pub fn drain_commands(&mut self, out: &mut Vec<Command>) {
+        out.extend(self.commands.drain(..));
+    }
+
+    /// Commands waiting to be polled.
+    pub fn commands_len(&self) -> usize {
+        self.commands.len()
+    }
+
+    // ---------------------------------------------------------------- queries
+
+    /// Counters.
+    pub fn stats(&self) -> Stats {
+        Stats {
+            webhooks: self.tenants.values().map(|t| t.webhooks.len()).sum(),
+            pending_deliveries: self.pending_count,
+            in_flight: self.in_flight_count,
+            deliveries_retained: self.deliveries.len(),
+            timers: self.wheel.len(),
+            awaiting_durable: self.awaiting_count,
+        }
+    }
+
+    fn view(&self, id: DeliveryId, d: &Delivery) -> DeliveryRecord {
+        DeliveryRecord {
+            id,
+            tenant: d.event.tenant.clone(),
+            event_id: d.event.id.clone(),
+            event_type: d.event.event_type.clone(),
+            webhook: d.webhook.clone(),
+            attempt: d.attempt,
+            status: d.status,
+            response_status: d.last_status,
+            response_time_ms: d.last_latency_ms,
+            error: d.last_error,
+            next_retry_at_ms: if d.status.is_final() { None } else { d.due_ms },
+            response_body: Arc::clone(&d.last_body),
+            accepted_at_ms: d.event.accepted_at_ms,
+            updated_at_ms: d.updated_at_ms,
+        }
+    }
+
+    /// One delivery of `tenant`, if it is pending or still in the log.
+    pub fn delivery(&self, tenant: &TenantId, id: DeliveryId) -> Option<DeliveryRecord> {
+        self.deliveries
+            .get(&id)
+            .filter(|d| &d.event.tenant == tenant)
+            .map(|d| self.view(id, d))
+    }
+
+    /// Queries the delivery log (see [`DeliveryQuery`]).
+    pub fn deliveries(&self, query: &DeliveryQuery) -> Page<DeliveryRecord> {
+        let limit = query.limit.clamp(1, PAGE_ITEMS_MAX);
+        let start = DeliveryId(query.after.map_or(0, |a| a.0.saturating_add(1)));
+        let mut items = Vec::new();
+        let mut more = false;
+        let range = self
+            .by_tenant
+            .range((query.tenant.clone(), start)..)
+            .take_while(|(t, _)| t == &query.tenant);
+        for (_, id) in range {
+            let Some(d) = self.deliveries.get(id) else {
+                continue;
+            };
+            if query.webhook.as_ref().is_some_and(|w| w != &d.webhook)
+                || query.event.as_ref().is_some_and(|e| e != &d.event.id)
+                || query.status.is_some_and(|s| s != d.status)
+            {
+                continue;
+            }
+            if items.len() == limit {
+                more = true;
+                break;
+            }
+            items.push(self.view(*id, d));
+        }
+        let next_after = if more {
+            items.last().map(|r| r.id)
+        } else {
+            None
+        };
+        Page { items, next_after }
+    }
+
+    // ---------------------------------------------------------------- replay
+
+    /// Applies one journal record during recovery, in journal order, before any other
+    /// input. Emits nothing. Call [`Dispatcher::replay_finished`] after the last record.
+    pub fn replay(&mut self, record: &Record) -> Result<(), ReplayError> {
+        self.replaying = true;
+        let kind = record.kind();
+        let invalid = |reason: String| ReplayError::Invalid { kind, reason };
+        match record {
+            Record::WebhookUpserted(r) => {
+                let (tenant, id, spec) = webhook_from_rec(&r.webhook).map_err(invalid)?;
+                self.apply_upsert(r.at_ms, tenant, id, spec, None);
+            }
+            Record::WebhookDeleted(r) => {
+                let tenant = TenantId::parse(&r.tenant).map_err(|e| invalid(e.to_string()))?;
+                let id = WebhookId::parse(&r.webhook).map_err(|e| invalid(e.to_string()))?;
+                self.apply_delete(r.at_ms, &tenant, &id);
+            }
+            Record::EventAccepted(r) => {
+                let tenant = TenantId::parse(&r.tenant).map_err(|e| invalid(e.to_string()))?;
+                let event = Arc::new(EventData {
+                    tenant,
+                    id: EventId::parse(&r.event_id).map_err(|e| invalid(e.to_string()))?,
+                    event_type: EventType::parse(&r.event_type)
+                        .map_err(|e| invalid(e.to_string()))?,
+                    body: Arc::from(&r.body[..]),
+                    accepted_at_ms: r.at_ms,
+                });
+                for d in &r.deliveries {
+                    let webhook =
+                        WebhookId::parse(&d.webhook).map_err(|e| invalid(e.to_string()))?;
+                    let delivery = DeliveryId(d.delivery);
+                    if self.deliveries.contains_key(&delivery) {
+                        return Err(invalid(format!("duplicate delivery {delivery}")));
+                    }
+                    self.insert_pending(delivery, &event, webhook, d.attempts_max, r.at_ms);
+                    self.schedule(delivery, r.at_ms);
+                }
+            }
+            Record::AttemptStarted(r) => {
+                let delivery = DeliveryId(r.delivery);
+                if let Some(d) = self
+                    .deliveries
+                    .get_mut(&delivery)
+                    .filter(|d| !d.status.is_final())
+                {
+                    if let Stage::Scheduled(key) = d.stage {
+                        self.wheel.cancel(key);
+                    }
+                    if d.stage != Stage::InFlight {
+                        self.in_flight_count += 1;
+                    }
+                    d.stage = Stage::InFlight;
+                    d.attempt = r.attempt;
+                    d.due_ms = None;
+                    d.updated_at_ms = r.at_ms;
+                }
+            }
+            Record::AttemptFinished(r) => self.replay_attempt_finished(r).map_err(invalid)?,
+            Record::DeliveryFinished(r) => {
+                let status = DeliveryStatus::from_name(&r.status)
+                    .filter(|s| s.is_final())
+                    .ok_or_else(|| invalid(format!("status {:?}", r.status)))?;
+                let error = r.reason.as_deref().and_then(DeliveryError::from_name);
+                self.finish(r.at_ms, DeliveryId(r.delivery), status, error, false);
+            }
+            Record::DeliveryRequeued(r) => {
+                self.requeue(r.at_ms, DeliveryId(r.delivery), r.due_ms, r.attempts_max);
+            }
+            Record::Checkpoint(c) => self.load_checkpoint(c).map_err(invalid)?,
+        }
+        Ok(())
+    }
+
+    fn replay_attempt_finished(&mut self, r: &record::AttemptFinished) -> Result<(), String> {
+        let delivery = DeliveryId(r.delivery);
+        let Some(d) = self
+            .deliveries
+            .get_mut(&delivery)
+            .filter(|d| !d.status.is_final())
+        else {
+            return Ok(());
+        };
+        let result = match &r.transport_error {
+            Some(name) => match DeliveryError::from_name(name) {
+                Some(DeliveryError::Transport(t)) => AttemptResult::Transport(t),
+                _ => return Err(format!("transport error {name:?}")),
+            },
+            None => AttemptResult::Response {
+                status: r.status,
+                retry_after: None,
+            },
+        };
+        let class = classify(&result);
+        d.attempt = r.attempt;
+        d.last_status = (r.status != 0).then_some(r.status);
+        d.last_latency_ms = Some(r.latency_ms);
+        d.last_error = match result {
+            AttemptResult::Transport(t) => Some(DeliveryError::Transport(t)),
+            AttemptResult::Response { status, .. } => {
+                (class != OutcomeClass::Success).then_some(DeliveryError::Status(status))
+            }
+        };
+        d.last_body = Arc::from(&r.response_body[..]);
+        d.updated_at_ms = r.at_ms;
+        if d.stage == Stage::InFlight {
+            self.in_flight_count -= 1;
+            d.stage = Stage::Waiting; // settled below
+        }
+        let (tenant, webhook) = (d.event.tenant.clone(), d.webhook.clone());
+        if let Some(w) = self
+            .tenants
+            .get_mut(&tenant)
+            .and_then(|t| t.webhooks.get_mut(&webhook))
+        {
+            let signal = match class {
+                OutcomeClass::Success => Signal::Success,
+                OutcomeClass::Retry => Signal::Failure,
+                OutcomeClass::Final | OutcomeClass::Gone => Signal::Responsive,
+            };
+            w.health.finish(r.at_ms, signal, &self.config.health);
+        }
+        match (r.next_attempt_at_ms, &r.final_status) {
+            (Some(at), _) => self.schedule(delivery, at),
+            (None, Some(status)) => {
+                let status = DeliveryStatus::from_name(status)
+                    .filter(|s| s.is_final())
+                    .ok_or_else(|| format!("final status {status:?}"))?;
+                self.finish(r.at_ms, delivery, status, None, false);
+            }
+            (None, None) => {
+                return Err("attempt outcome with neither next attempt nor final status".into())
+            }
+        }
+        Ok(())
+    }
+
+    /// Ends recovery: attempts that were in flight when the journal ended are due again
+    /// now (with the same attempt number: they are repeated, not counted twice);
+    /// deliveries of webhooks that are gone or disabled are ended (journaled); endpoint
+    /// in-flight counts start from zero. Inputs may follow.
+    pub fn replay_finished(&mut self, now_ms: u64) {
+        self.replaying = false;
+        let now = self.observe(now_ms);
+        for t in self.tenants.values_mut() {
+            for w in t.webhooks.values_mut() {
+                w.health.in_flight = 0;
+                w.health.forget();
+                w.health.in_flight = 0;
+            }
+        }
+        let pending: Vec<(DeliveryId, Stage, TenantId, WebhookId)> = self
+            .deliveries
+            .iter()
+            .filter(|(_, d)| !d.status.is_final())
+            .map(|(id, d)| (*id, d.stage, d.event.tenant.clone(), d.webhook.clone()))
+            .collect();
+        for (delivery, stage, tenant, webhook) in pending {
+            let active = self
+                .tenants
+                .get(&tenant)
+                .and_then(|t| t.webhooks.get(&webhook))
+                .map(|w| w.spec.status.is_active());
+            match active {
+                None => self.finish(
+                    now,
+                    delivery,
+                    DeliveryStatus::Failed,
+                    Some(DeliveryError::WebhookDeleted),
+                    true,
+                ),
+                Some(false) => self.finish(
+                    now,
+                    delivery,
+                    DeliveryStatus::Failed,
+                    Some(DeliveryError::WebhookDisabled),
+                    true,
+                ),
+                Some(true) if stage == Stage::InFlight => {
+                    if let Some(d) = self.deliveries.get_mut(&delivery) {
+                        d.attempt = d.attempt.saturating_sub(1);
+                        d.stage = Stage::Waiting;
+                    }
+                    self.in_flight_count -= 1;
+                    self.schedule(delivery, now);
+                }
+                Some(true) => {}
+            }
+        }
+    }
+
+    /// A snapshot of the live state, for `Journal::checkpoint`. Take it after draining
+    /// every queued command into the journal, so that the checkpoint follows every record
+    /// it summarises.
+    pub fn checkpoint(&self, now_ms: u64) -> Record {
+        let mut webhooks = Vec::new();
+        for (tenant, t) in &self.tenants {
+            for (id, w) in &t.webhooks {
+                webhooks.push(record::WebhookSnap {
+                    webhook: webhook_to_rec(tenant, id, &w.spec),
+                    health: record::HealthRec {
+                        consecutive_failures: w.health.consecutive_failures,
+                        failing_since_ms: w.health.failing_since_ms,
+                    },
+                });
+            }
+        }
+        let mut events = Vec::new();
+        // Keyed by address only to de-duplicate shared bodies; never iterated.
+        let mut event_index: HashMap<*const EventData, u32> = HashMap::new();
+        let mut deliveries = Vec::with_capacity(self.deliveries.len());
+        for (id, d) in &self.deliveries {
+            let index = *event_index.entry(Arc::as_ptr(&d.event)).or_insert_with(|| {
+                events.push(record::EventSnap {
+                    tenant: d.event.tenant.as_str().to_string(),
+                    event_id: d.event.id.as_str().to_string(),
+                    event_type: d.event.event_type.as_str().to_string(),
+                    accepted_at_ms: d.event.accepted_at_ms,
+                    body: d.event.body.to_vec(),
+                });
+                // Events are bounded by deliveries, which are bounded far below u32::MAX.
+                (events.len() - 1) as u32
+            });
+            deliveries.push(record::DeliverySnap {
+                delivery: id.0,
+                event: index,
+                webhook: d.webhook.as_str().to_string(),
+                attempt: d.attempt,
+                attempts_max: d.attempts_max,
+                status: d.status.name().to_string(),
+                next_attempt_at_ms: if d.status.is_final() { None } else { d.due_ms },
+                in_flight: d.stage == Stage::InFlight,
+                last_status: d.last_status.unwrap_or(0),
+                last_error: d.last_error.map(DeliveryError::name),
+                last_latency_ms: d.last_latency_ms.unwrap_or(u64::MAX),
+                last_response_body: d.last_body.to_vec(),
+                updated_at_ms: d.updated_at_ms,
+            });
+        }
+        Record::Checkpoint(record::Checkpoint {
+            at_ms: now_ms.max(self.now_ms),
+            next_delivery: self.next_delivery,
+            webhooks,
+            events,
+            deliveries,
+        })
+    }
+
+    fn load_checkpoint(&mut self, c: &record::Checkpoint) -> Result<(), String> {
+        let config = self.config.clone();
+        let now = self.now_ms;
+        *self = Dispatcher::new(config, now);
+        self.replaying = true;
+        self.next_delivery = c.next_delivery;
+        for snap in &c.webhooks {
+            let (tenant, id, spec) = webhook_from_rec(&snap.webhook)?;
+            self.apply_upsert(c.at_ms, tenant.clone(), id.clone(), spec, None);
+            if let Some(w) = self
+                .tenants
+                .get_mut(&tenant)
+                .and_then(|t| t.webhooks.get_mut(&id))
+            {
+                w.health.consecutive_failures = snap.health.consecutive_failures;
+                w.health.failing_since_ms = snap.health.failing_since_ms;
+            }
+        }
+        let mut events = Vec::with_capacity(c.events.len());
+        for e in &c.events {
+            events.push(Arc::new(EventData {
+                tenant: TenantId::parse(&e.tenant).map_err(|e| e.to_string())?,
+                id: EventId::parse(&e.event_id).map_err(|e| e.to_string())?,
+                event_type: EventType::parse(&e.event_type).map_err(|e| e.to_string())?,
+                body: Arc::from(&e.body[..]),
+                accepted_at_ms: e.accepted_at_ms,
+            }));
+        }
+        for s in &c.deliveries {
+            let event = events
+                .get(s.event as usize)
+                .ok_or_else(|| format!("delivery {} names event #{}", s.delivery, s.event))?;
+            let webhook = WebhookId::parse(&s.webhook).map_err(|e| e.to_string())?;
+            let status = DeliveryStatus::from_name(&s.status)
+                .ok_or_else(|| format!("status {:?}", s.status))?;
+            let delivery = DeliveryId(s.delivery);
+            self.insert_pending(delivery, event, webhook, s.attempts_max, s.updated_at_ms);
+            if let Some(d) = self.deliveries.get_mut(&delivery) {
+                d.attempt = s.attempt;
+                d.last_status = (s.last_status != 0).then_some(s.last_status);
+                d.last_error = s.last_error.as_deref().and_then(DeliveryError::from_name);
+                d.last_latency_ms = (s.last_latency_ms != u64::MAX).then_some(s.last_latency_ms);
+                d.last_body = Arc::from(&s.last_response_body[..]);
+            }
+            if status.is_final() {
+                self.finish(s.updated_at_ms, delivery, status, None, false);
+            } else if s.in_flight {
+                if let Some(d) = self.deliveries.get_mut(&delivery) {
+                    d.stage = Stage::InFlight;
+                    d.due_ms = None;
+                }
+                self.in_flight_count += 1;
+            } else {
+                let due = s.next_attempt_at_ms.unwrap_or(c.at_ms);
+                self.schedule(delivery, due);
+            }
+            if let Some(d) = self.deliveries.get_mut(&delivery) {
+                d.updated_at_ms = s.updated_at_ms;
+            }
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,238 @@
+//! The event envelope sent to receivers, in the platform's published format:
+//!
+//! ```json
+//! {"id":"evt_1","type":"order.created","api_version":"2024-06-01",
+//!  "created_at":"2026-11-22T07:08:15.123Z","tenant_id":"acme","location_id":null,
+//!  "data":{…}}
+//! ```
+//!
+//! The envelope is encoded once, when the event is accepted; those exact bytes are
+//! journaled, signed and sent to every matching webhook (the bytes signed are the bytes
+//! sent). `data` is copied verbatim from the publisher after a syntax check.
+
+use crate::ids::{EventId, EventType, LocationId, TenantId};
+
+/// Largest encoded envelope: 256 KiB. Bounds journal frames, memory per pending event and
+/// what receivers must accept.
+pub const BODY_BYTES_MAX: usize = 256 * 1024;
+/// Longest `api_version`.
+pub const API_VERSION_BYTES_MAX: usize = 32;
+/// `api_version` used when the publisher gives none.
+pub const API_VERSION_DEFAULT: &str = "2024-06-01";
+
+/// An event as published, before it is accepted.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NewEvent {
+    /// Stable id (receivers de-duplicate on it).
+    pub id: EventId,
+    /// Event type, matched against webhook filters.
+    pub event_type: EventType,
+    /// Payload schema version: 1..=[`API_VERSION_BYTES_MAX`] bytes of `[A-Za-z0-9._-]`.
+    pub api_version: String,
+    /// Creation time (Unix ms), rendered as RFC 3339 UTC with milliseconds.
+    pub created_at_ms: u64,
+    /// Optional location within the tenant.
+    pub location_id: Option<LocationId>,
+    /// The `data` member: any JSON value, as raw bytes.
+    pub data: Vec<u8>,
+}
+
+/// An event that cannot be accepted (caller's error).
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum EnvelopeError {
+    /// `data` is not a single valid JSON value.
+    #[error("event data is not valid JSON: {reason}")]
+    Data {
+        /// The JSON parser's message.
+        reason: String,
+    },
+    /// Bad `api_version`.
+    #[error("api_version must be 1..={max} bytes of letters, digits, '.', '_', '-'")]
+    ApiVersion {
+        /// [`API_VERSION_BYTES_MAX`].
+        max: usize,
+    },
+    /// The envelope would exceed [`BODY_BYTES_MAX`].
+    #[error("event envelope is {bytes} bytes; at most {max} are allowed")]
+    TooLarge {
+        /// Size of the envelope (or a lower bound of it).
+        bytes: usize,
+        /// [`BODY_BYTES_MAX`].
+        max: usize,
+    },
+}
+
+/// Encodes the envelope of `event` for `tenant`.
+pub fn encode_envelope(tenant: &TenantId, event: &NewEvent) -> Result<Vec<u8>, EnvelopeError> {
+    let v = event.api_version.as_bytes();
+    if v.is_empty()
+        || v.len() > API_VERSION_BYTES_MAX
+        || !v
+            .iter()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
+    {
+        return Err(EnvelopeError::ApiVersion {
+            max: API_VERSION_BYTES_MAX,
+        });
+    }
+    if event.data.len() > BODY_BYTES_MAX {
+        return Err(EnvelopeError::TooLarge {
+            bytes: event.data.len(),
+            max: BODY_BYTES_MAX,
+        });
+    }
+    serde_json::from_slice::<serde::de::IgnoredAny>(&event.data).map_err(|e| {
+        EnvelopeError::Data {
+            reason: e.to_string(),
+        }
+    })?;
+    // Every string but `data` is an id of a restricted ASCII charset, so it needs no JSON
+    // escaping; the quotes are written directly.
+    let mut out = Vec::with_capacity(event.data.len() + 256);
+    out.extend_from_slice(b"{\"id\":\"");
+    out.extend_from_slice(event.id.as_str().as_bytes());
+    out.extend_from_slice(b"\",\"type\":\"");
+    out.extend_from_slice(event.event_type.as_str().as_bytes());
+    out.extend_from_slice(b"\",\"api_version\":\"");
+    out.extend_from_slice(v);
+    out.extend_from_slice(b"\",\"created_at\":\"");
+    out.extend_from_slice(rfc3339_ms(event.created_at_ms).as_bytes());
+    out.extend_from_slice(b"\",\"tenant_id\":\"");
+    out.extend_from_slice(tenant.as_str().as_bytes());
+    out.extend_from_slice(b"\",\"location_id\":");
+    match &event.location_id {
+        Some(location) => {
+            out.push(b'"');
+            out.extend_from_slice(location.as_str().as_bytes());
+            out.push(b'"');
+        }
+        None => out.extend_from_slice(b"null"),
+    }
+    out.extend_from_slice(b",\"data\":");
+    out.extend_from_slice(&event.data);
+    out.push(b'}');
+    if out.len() > BODY_BYTES_MAX {
+        return Err(EnvelopeError::TooLarge {
+            bytes: out.len(),
+            max: BODY_BYTES_MAX,
+        });
+    }
+    Ok(out)
+}
+
+/// Renders Unix milliseconds as `YYYY-MM-DDTHH:MM:SS.mmmZ` (proleptic Gregorian, UTC).
+pub fn rfc3339_ms(unix_ms: u64) -> String {
+    let days = unix_ms / 86_400_000;
+    let ms_of_day = unix_ms % 86_400_000;
+    let (year, month, day) = civil_from_days(days);
+    let (h, m, s, ms) = (
+        ms_of_day / 3_600_000,
+        ms_of_day / 60_000 % 60,
+        ms_of_day / 1000 % 60,
+        ms_of_day % 1000,
+    );
+    format!("{year:04}-{month:02}-{day:02}T{h:02}:{m:02}:{s:02}.{ms:03}Z")
+}
+
+/// Howard Hinnant's days-to-civil algorithm, for days since 1970-01-01.
+fn civil_from_days(days: u64) -> (u64, u64, u64) {
+    let z = days + 719_468;
+    let era = z / 146_097;
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + u64::from(month <= 2);
+    (year, month, day)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn event(data: &[u8]) -> NewEvent {
+        NewEvent {
+            id: EventId::parse("evt_1").unwrap(),
+            event_type: EventType::parse("order.created").unwrap(),
+            api_version: API_VERSION_DEFAULT.to_string(),
+            created_at_ms: 1_700_000_000_123,
+            location_id: None,
+            data: data.to_vec(),
+        }
+    }
+
+    #[test]
+    fn encodes_the_published_format() {
+        let tenant = TenantId::parse("acme").unwrap();
+        let body = encode_envelope(&tenant, &event(br#"{"total": 12.5}"#)).unwrap();
+        assert_eq!(
+            std::str::from_utf8(&body).unwrap(),
+            r#"{"id":"evt_1","type":"order.created","api_version":"2024-06-01","created_at":"2023-11-14T22:13:20.123Z","tenant_id":"acme","location_id":null,"data":{"total": 12.5}}"#
+        );
+        let value: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(value["data"]["total"], 12.5);
+
+        let mut with_location = event(b"[1,2]");
+        with_location.location_id = Some(LocationId::parse("store-9").unwrap());
+        let body = encode_envelope(&tenant, &with_location).unwrap();
+        let value: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(value["location_id"], "store-9");
+        assert_eq!(value["data"], serde_json::json!([1, 2]));
+    }
+
+    #[test]
+    fn rejects_bad_input() {
+        let tenant = TenantId::parse("acme").unwrap();
+        for data in [&b""[..], b"{", b"{} {}", b"nul", b"{\"a\":1,}"] {
+            assert!(
+                matches!(
+                    encode_envelope(&tenant, &event(data)),
+                    Err(EnvelopeError::Data { .. })
+                ),
+                "{data:?}"
+            );
+        }
+        for version in ["", "a b", "\"", &"v".repeat(API_VERSION_BYTES_MAX + 1)] {
+            let mut e = event(b"{}");
+            e.api_version = version.to_string();
+            assert!(matches!(
+                encode_envelope(&tenant, &e),
+                Err(EnvelopeError::ApiVersion { .. })
+            ));
+        }
+    }
+
+    #[test]
+    fn body_limit() {
+        let tenant = TenantId::parse("acme").unwrap();
+        let overhead = encode_envelope(&tenant, &event(b"\"\"")).unwrap().len();
+        let fits = format!("\"{}\"", "x".repeat(BODY_BYTES_MAX - overhead));
+        let body = encode_envelope(&tenant, &event(fits.as_bytes())).unwrap();
+        assert_eq!(body.len(), BODY_BYTES_MAX);
+        let over = format!("\"{}\"", "x".repeat(BODY_BYTES_MAX - overhead + 1));
+        assert!(matches!(
+            encode_envelope(&tenant, &event(over.as_bytes())),
+            Err(EnvelopeError::TooLarge { .. })
+        ));
+        let huge = vec![b' '; BODY_BYTES_MAX + 1];
+        assert!(matches!(
+            encode_envelope(&tenant, &event(&huge)),
+            Err(EnvelopeError::TooLarge { .. })
+        ));
+    }
+
+    #[test]
+    fn timestamps() {
+        let cases: &[(u64, &str)] = &[
+            (0, "1970-01-01T00:00:00.000Z"),
+            (951_782_400_000, "2000-02-29T00:00:00.000Z"),
+            (1_700_000_000_123, "2023-11-14T22:13:20.123Z"),
+            (4_102_444_799_999, "2099-12-31T23:59:59.999Z"),
+        ];
+        for (ms, text) in cases {
+            assert_eq!(rfc3339_ms(*ms), *text);
+        }
+    }
+}

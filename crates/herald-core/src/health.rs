@@ -1,0 +1,384 @@
+//! Endpoint health: in-flight cap, token-bucket rate limit, circuit breaker and the
+//! failing-since clock behind auto-disable. One [`Health`] per webhook; pure arithmetic on
+//! `now_ms`.
+
+use crate::webhook::EndpointLimits;
+
+/// Default consecutive retryable failures that open the breaker.
+pub const BREAKER_FAILURES_DEFAULT: u32 = 5;
+/// Default first open period of the breaker.
+pub const BREAKER_OPEN_MS_DEFAULT: u64 = 30_000;
+/// Default longest open period (the period doubles on each failed probe up to this).
+pub const BREAKER_OPEN_MS_MAX_DEFAULT: u64 = 10 * 60_000;
+/// Default auto-disable period: failing continuously for 5 days.
+pub const DISABLE_AFTER_FAILING_MS_DEFAULT: u64 = 5 * 24 * 3600 * 1000;
+
+/// Shard-wide health policy.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct HealthPolicy {
+    /// Consecutive retryable failures that open the breaker (at least 1).
+    pub breaker_failures: u32,
+    /// First open period.
+    pub breaker_open_ms: u64,
+    /// Longest open period.
+    pub breaker_open_ms_max: u64,
+    /// Failing (no success) for this long disables the webhook.
+    pub disable_after_failing_ms: u64,
+}
+
+impl Default for HealthPolicy {
+    fn default() -> Self {
+        HealthPolicy {
+            breaker_failures: BREAKER_FAILURES_DEFAULT,
+            breaker_open_ms: BREAKER_OPEN_MS_DEFAULT,
+            breaker_open_ms_max: BREAKER_OPEN_MS_MAX_DEFAULT,
+            disable_after_failing_ms: DISABLE_AFTER_FAILING_MS_DEFAULT,
+        }
+    }
+}
+
+/// Circuit breaker state.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Breaker {
+    /// Requests flow (within the other limits).
+    Closed,
+    /// No request until `until_ms`; then one probe.
+    Open {
+        /// End of the open period.
+        until_ms: u64,
+        /// Length of this open period (doubled on the next failed probe).
+        open_ms: u64,
+    },
+    /// One probe is allowed; its outcome closes or re-opens the breaker.
+    HalfOpen {
+        /// Whether the probe is in flight (no other request may start).
+        probe_in_flight: bool,
+        /// Length of the last open period.
+        open_ms: u64,
+    },
+}
+
+/// Whether a request may start now.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Admit {
+    /// Yes.
+    Now,
+    /// Not before this time (rate limit or open breaker).
+    At(u64),
+    /// Not until a request in flight finishes (in-flight cap or half-open probe).
+    AfterOutcome,
+}
+
+/// What an outcome means for the endpoint's health.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Signal {
+    /// 2xx.
+    Success,
+    /// The endpoint answered, but not with success and not with a retryable failure
+    /// (3xx, 4xx): it is up, so the breaker closes, but it is not healthy either.
+    Responsive,
+    /// A retryable failure: counts toward the breaker and auto-disable.
+    Failure,
+}
+
+/// Health of one endpoint.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Health {
+    /// Requests in flight.
+    pub in_flight: u32,
+    /// Consecutive retryable failures.
+    pub consecutive_failures: u32,
+    /// Start of the current run of failures without a success.
+    pub failing_since_ms: Option<u64>,
+    /// Breaker state.
+    pub breaker: Breaker,
+    /// Token bucket level, in thousandths of a token.
+    tokens_milli: u64,
+    /// When `tokens_milli` was last brought up to date.
+    tokens_at_ms: u64,
+}
+
+impl Health {
+    /// A healthy endpoint with a full bucket.
+    pub fn new(now_ms: u64, limits: &EndpointLimits) -> Health {
+        Health {
+            in_flight: 0,
+            consecutive_failures: 0,
+            failing_since_ms: None,
+            breaker: Breaker::Closed,
+            tokens_milli: limits.rate.map_or(0, |r| u64::from(r.burst) * 1000),
+            tokens_at_ms: now_ms,
+        }
+    }
+
+    fn refill(&mut self, now_ms: u64, limits: &EndpointLimits) {
+        if let Some(rate) = limits.rate {
+            let elapsed = now_ms.saturating_sub(self.tokens_at_ms);
+            let cap = u64::from(rate.burst) * 1000;
+            // per_s tokens per 1000 ms = per_s milli-tokens per ms.
+            let add = elapsed.saturating_mul(u64::from(rate.per_s));
+            self.tokens_milli = self.tokens_milli.saturating_add(add).min(cap);
+            self.tokens_at_ms = self.tokens_at_ms.max(now_ms);
+        }
+    }
+
+    /// Whether a request may start at `now_ms`. Moves an expired open breaker to
+    /// half-open.
+    pub fn admit(&mut self, now_ms: u64, limits: &EndpointLimits) -> Admit {
+        if let Breaker::Open { until_ms, open_ms } = self.breaker {
+            if now_ms < until_ms {
+                return Admit::At(until_ms);
+            }
+            self.breaker = Breaker::HalfOpen {
+                probe_in_flight: false,
+                open_ms,
+            };
+        }
+        if let Breaker::HalfOpen {
+            probe_in_flight: true,
+            ..
+        } = self.breaker
+        {
+            return Admit::AfterOutcome;
+        }
+        if self.in_flight >= limits.in_flight_max {
+            return Admit::AfterOutcome;
+        }
+        if let Some(rate) = limits.rate {
+            self.refill(now_ms, limits);
+            if self.tokens_milli < 1000 {
+                let missing = 1000 - self.tokens_milli;
+                let wait_ms = missing.div_ceil(u64::from(rate.per_s));
+                return Admit::At(now_ms + wait_ms);
+            }
+        }
+        Admit::Now
+    }
+
+    /// Records the start of a request admitted by [`Health::admit`].
+    pub fn start(&mut self, now_ms: u64, limits: &EndpointLimits) {
+        self.in_flight += 1;
+        if limits.rate.is_some() {
+            self.refill(now_ms, limits);
+            self.tokens_milli = self.tokens_milli.saturating_sub(1000);
+        }
+        if let Breaker::HalfOpen { open_ms, .. } = self.breaker {
+            self.breaker = Breaker::HalfOpen {
+                probe_in_flight: true,
+                open_ms,
+            };
+        }
+    }
+
+    /// Records a request's end. `was_probe`-ness is implied: in half-open state the only
+    /// request in flight is the probe.
+    pub fn finish(&mut self, now_ms: u64, signal: Signal, policy: &HealthPolicy) {
+        self.in_flight = self.in_flight.saturating_sub(1);
+        match signal {
+            Signal::Success => {
+                self.consecutive_failures = 0;
+                self.failing_since_ms = None;
+                self.breaker = Breaker::Closed;
+            }
+            Signal::Responsive => {
+                self.consecutive_failures = 0;
+                self.breaker = Breaker::Closed;
+            }
+            Signal::Failure => {
+                self.consecutive_failures = self.consecutive_failures.saturating_add(1);
+                self.failing_since_ms.get_or_insert(now_ms);
+                match self.breaker {
+                    Breaker::HalfOpen { open_ms, .. } => {
+                        let open_ms = open_ms
+                            .saturating_mul(2)
+                            .clamp(policy.breaker_open_ms, policy.breaker_open_ms_max);
+                        self.breaker = Breaker::Open {
+                            until_ms: now_ms + open_ms,
+                            open_ms,
+                        };
+                    }
+                    Breaker::Closed
+                        if self.consecutive_failures >= policy.breaker_failures.max(1) =>
+                    {
+                        self.breaker = Breaker::Open {
+                            until_ms: now_ms + policy.breaker_open_ms,
+                            open_ms: policy.breaker_open_ms,
+                        };
+                    }
+                    // Failures of requests started before the breaker opened change
+                    // nothing more.
+                    _ => {}
+                }
+            }
+        }
+    }
+
+    /// Forgets a request that will never report (its webhook changed or the delivery was
+    /// abandoned); the probe slot is released too.
+    pub fn forget(&mut self) {
+        self.in_flight = self.in_flight.saturating_sub(1);
+        if let Breaker::HalfOpen { open_ms, .. } = self.breaker {
+            self.breaker = Breaker::HalfOpen {
+                probe_in_flight: false,
+                open_ms,
+            };
+        }
+    }
+
+    /// Whether the endpoint has been failing for the auto-disable period at `now_ms`.
+    pub fn should_disable(&self, now_ms: u64, policy: &HealthPolicy) -> bool {
+        self.failing_since_ms
+            .is_some_and(|since| now_ms.saturating_sub(since) >= policy.disable_after_failing_ms)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::webhook::RateLimit;
+
+    fn limits() -> EndpointLimits {
+        EndpointLimits {
+            in_flight_max: 2,
+            ..EndpointLimits::default()
+        }
+    }
+
+    #[test]
+    fn in_flight_cap() {
+        let l = limits();
+        let mut h = Health::new(0, &l);
+        for _ in 0..2 {
+            assert_eq!(h.admit(0, &l), Admit::Now);
+            h.start(0, &l);
+        }
+        assert_eq!(h.admit(0, &l), Admit::AfterOutcome);
+        h.finish(1, Signal::Success, &HealthPolicy::default());
+        assert_eq!(h.admit(1, &l), Admit::Now);
+    }
+
+    #[test]
+    fn token_bucket() {
+        let l = EndpointLimits {
+            in_flight_max: 100,
+            rate: Some(RateLimit {
+                per_s: 10,
+                burst: 3,
+            }),
+            ..EndpointLimits::default()
+        };
+        let mut h = Health::new(1_000, &l);
+        for _ in 0..3 {
+            assert_eq!(h.admit(1_000, &l), Admit::Now);
+            h.start(1_000, &l);
+        }
+        // One token per 100 ms.
+        assert_eq!(h.admit(1_000, &l), Admit::At(1_100));
+        assert_eq!(h.admit(1_050, &l), Admit::At(1_100));
+        assert_eq!(h.admit(1_100, &l), Admit::Now);
+        h.start(1_100, &l);
+        // Long idle refills only up to the burst.
+        for _ in 0..3 {
+            assert_eq!(h.admit(100_000, &l), Admit::Now);
+            h.start(100_000, &l);
+        }
+        assert!(matches!(h.admit(100_000, &l), Admit::At(_)));
+    }
+
+    #[test]
+    fn breaker_opens_probes_and_closes() {
+        let l = EndpointLimits::default();
+        let p = HealthPolicy {
+            breaker_failures: 3,
+            breaker_open_ms: 1_000,
+            breaker_open_ms_max: 3_000,
+            disable_after_failing_ms: 1_000_000,
+        };
+        let mut h = Health::new(0, &l);
+        for t in [0, 1_000, 2_000] {
+            assert_eq!(h.admit(t, &l), Admit::Now);
+            h.start(t, &l);
+            h.finish(t, Signal::Failure, &p);
+        }
+        assert_eq!(
+            h.breaker,
+            Breaker::Open {
+                until_ms: 3_000,
+                open_ms: 1_000
+            }
+        );
+        assert_eq!(h.admit(2_500, &l), Admit::At(3_000));
+        // Half-open: one probe only.
+        assert_eq!(h.admit(3_000, &l), Admit::Now);
+        h.start(3_000, &l);
+        assert_eq!(h.admit(3_000, &l), Admit::AfterOutcome);
+        // Probe fails: open again, period doubled.
+        h.finish(3_010, Signal::Failure, &p);
+        assert_eq!(
+            h.breaker,
+            Breaker::Open {
+                until_ms: 5_010,
+                open_ms: 2_000
+            }
+        );
+        // Failing again: capped at the max.
+        assert_eq!(h.admit(5_010, &l), Admit::Now);
+        h.start(5_010, &l);
+        h.finish(5_010, Signal::Failure, &p);
+        assert_eq!(
+            h.breaker,
+            Breaker::Open {
+                until_ms: 8_010,
+                open_ms: 3_000
+            }
+        );
+        // Probe succeeds: closed.
+        assert_eq!(h.admit(8_010, &l), Admit::Now);
+        h.start(8_010, &l);
+        h.finish(8_020, Signal::Success, &p);
+        assert_eq!(h.breaker, Breaker::Closed);
+        assert_eq!(h.failing_since_ms, None);
+        assert_eq!(h.consecutive_failures, 0);
+    }
+
+    #[test]
+    fn responsive_probe_closes_but_keeps_failing_clock() {
+        let l = EndpointLimits::default();
+        let p = HealthPolicy {
+            breaker_failures: 1,
+            ..HealthPolicy::default()
+        };
+        let mut h = Health::new(0, &l);
+        h.start(0, &l);
+        h.finish(5, Signal::Failure, &p);
+        assert!(matches!(h.breaker, Breaker::Open { .. }));
+        let until = match h.breaker {
+            Breaker::Open { until_ms, .. } => until_ms,
+            _ => unreachable!(),
+        };
+        assert_eq!(h.admit(until, &l), Admit::Now);
+        h.start(until, &l);
+        h.forget();
+        // A forgotten probe frees the probe slot.
+        assert_eq!(h.admit(until, &l), Admit::Now);
+        h.start(until, &l);
+        h.finish(until, Signal::Responsive, &p);
+        assert_eq!(h.breaker, Breaker::Closed);
+        assert_eq!(h.failing_since_ms, Some(5));
+    }
+
+    #[test]
+    fn auto_disable_clock() {
+        let l = EndpointLimits::default();
+        let p = HealthPolicy::default();
+        let mut h = Health::new(0, &l);
+        assert!(!h.should_disable(u64::MAX, &p));
+        h.start(10, &l);
+        h.finish(10, Signal::Failure, &p);
+        assert!(!h.should_disable(10 + p.disable_after_failing_ms - 1, &p));
+        assert!(h.should_disable(10 + p.disable_after_failing_ms, &p));
+        h.start(20, &l);
+        h.finish(20, Signal::Success, &p);
+        assert!(!h.should_disable(u64::MAX, &p));
+    }
+}

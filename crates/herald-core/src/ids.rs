@@ -1,0 +1,397 @@
+//! Identifier newtypes. Each is parsed once at the edge ([`TenantId::parse`], …) and is
+//! valid by construction afterwards, so the rest of the core never re-checks.
+//!
+//! String ids share their text through an `Arc<str>`: deliveries, log entries and matcher
+//! indexes all hold copies, and cloning must not allocate.
+
+use std::fmt;
+use std::sync::Arc;
+
+/// Longest [`TenantId`], [`WebhookId`] or [`LocationId`], in bytes.
+pub const ID_BYTES_MAX: usize = 64;
+/// Longest [`EventId`], in bytes. Event ids are sent as the `webhook-id` header and stored
+/// by receivers for de-duplication; 128 bytes fits any UUID or ULID with a prefix.
+pub const EVENT_ID_BYTES_MAX: usize = 128;
+/// Longest [`EventType`], in bytes.
+pub const EVENT_TYPE_BYTES_MAX: usize = 128;
+/// Most dot-separated segments in an [`EventType`] (bounds the prefix lookups per match).
+pub const EVENT_TYPE_SEGMENTS_MAX: usize = 8;
+
+/// Why an identifier was rejected. Always the caller's fault: ids come from API input.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum IdError {
+    /// The id is empty.
+    #[error("{kind} is empty")]
+    Empty {
+        /// Which kind of id (`"tenant id"`, `"event type"`, …).
+        kind: &'static str,
+    },
+    /// The id is longer than its limit.
+    #[error("{kind} is {bytes} bytes long; at most {max} are allowed")]
+    TooLong {
+        /// Which kind of id.
+        kind: &'static str,
+        /// Its length.
+        bytes: usize,
+        /// The limit.
+        max: usize,
+    },
+    /// The id contains a character outside its charset.
+    #[error("{kind} contains {character:?} at byte {offset}; allowed: {allowed}")]
+    Character {
+        /// Which kind of id.
+        kind: &'static str,
+        /// The offending character.
+        character: char,
+        /// Its byte offset.
+        offset: usize,
+        /// A description of the allowed charset.
+        allowed: &'static str,
+    },
+    /// An event type with an empty segment (`a..b`, `.a`, `a.`) or too many segments.
+    #[error("event type {value:?} must be 1..={max} non-empty segments separated by '.'")]
+    Segments {
+        /// The rejected value (at most [`EVENT_TYPE_BYTES_MAX`] bytes of it).
+        value: String,
+        /// [`EVENT_TYPE_SEGMENTS_MAX`].
+        max: usize,
+    },
+}
+
+fn check(
+    kind: &'static str,
+    value: &str,
+    max: usize,
+    allowed: &'static str,
+    ok: impl Fn(u8) -> bool,
+) -> Result<(), IdError> {
+    if value.is_empty() {
+        return Err(IdError::Empty { kind });
+    }
+    if value.len() > max {
+        return Err(IdError::TooLong {
+            kind,
+            bytes: value.len(),
+            max,
+        });
+    }
+    if let Some((offset, character)) = value.char_indices().find(|&(_, c)| {
+        // Non-ASCII characters are never allowed; `c as u8` is only consulted for ASCII.
+        !c.is_ascii() || !ok(c as u8)
+    }) {
+        return Err(IdError::Character {
+            kind,
+            character,
+            offset,
+            allowed,
+        });
+    }
+    Ok(())
+}
+
+fn is_name_byte(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.')
+}
+
+fn is_event_id_byte(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.' | b':')
+}
+
+fn is_event_type_byte(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.')
+}
+
+macro_rules! string_id {
+    ($(#[$doc:meta])* $name:ident, $kind:literal, $max:expr, $allowed:literal, $ok:expr) => {
+        $(#[$doc])*
+        #[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+        pub struct $name(Arc<str>);
+
+        impl $name {
+            /// Parses an id, checking its length and charset.
+            pub fn parse(value: &str) -> Result<$name, IdError> {
+                check($kind, value, $max, $allowed, $ok)?;
+                Ok($name(Arc::from(value)))
+            }
+
+            /// The id as text.
+            pub fn as_str(&self) -> &str {
+                &self.0
+            }
+        }
+
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(&self.0)
+            }
+        }
+
+        impl fmt::Debug for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                write!(f, "{}({:?})", stringify!($name), &*self.0)
+            }
+        }
+
+        impl std::str::FromStr for $name {
+            type Err = IdError;
+            fn from_str(value: &str) -> Result<$name, IdError> {
+                $name::parse(value)
+            }
+        }
+
+        impl AsRef<str> for $name {
+            fn as_ref(&self) -> &str {
+                &self.0
+            }
+        }
+    };
+}
+
+string_id!(
+    /// A tenant: 1..=[`ID_BYTES_MAX`] bytes of `[A-Za-z0-9_.-]`.
+    TenantId,
+    "tenant id",
+    ID_BYTES_MAX,
+    "ASCII letters, digits, '_', '-', '.'",
+    is_name_byte
+);
+string_id!(
+    /// A webhook, unique within its tenant: 1..=[`ID_BYTES_MAX`] bytes of `[A-Za-z0-9_.-]`.
+    /// Chosen by the caller (the embedding layer generates `wh_<uuid>`), so that the core
+    /// stays deterministic.
+    WebhookId,
+    "webhook id",
+    ID_BYTES_MAX,
+    "ASCII letters, digits, '_', '-', '.'",
+    is_name_byte
+);
+string_id!(
+    /// A location within a tenant (the envelope's optional `location_id`):
+    /// 1..=[`ID_BYTES_MAX`] bytes of `[A-Za-z0-9_.-]`.
+    LocationId,
+    "location id",
+    ID_BYTES_MAX,
+    "ASCII letters, digits, '_', '-', '.'",
+    is_name_byte
+);
+string_id!(
+    /// An event, sent to receivers as the stable de-duplication id (`webhook-id`):
+    /// 1..=[`EVENT_ID_BYTES_MAX`] bytes of `[A-Za-z0-9_.:-]`, which is always a valid
+    /// header value and a valid signing message id.
+    EventId,
+    "event id",
+    EVENT_ID_BYTES_MAX,
+    "ASCII letters, digits, '_', '-', '.', ':'",
+    is_event_id_byte
+);
+
+/// An event type such as `order.created`: 1..=[`EVENT_TYPE_BYTES_MAX`] bytes, at most
+/// [`EVENT_TYPE_SEGMENTS_MAX`] non-empty segments of `[A-Za-z0-9_-]` separated by `.`.
+/// No `*`: wildcards belong to filters ([`crate::EventFilter`]), never to events.
+#[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct EventType(Arc<str>);
+
+impl EventType {
+    /// Parses an event type.
+    pub fn parse(value: &str) -> Result<EventType, IdError> {
+        check(
+            "event type",
+            value,
+            EVENT_TYPE_BYTES_MAX,
+            "ASCII letters, digits, '_', '-', and '.' between segments",
+            is_event_type_byte,
+        )?;
+        check_segments(value)?;
+        Ok(EventType(Arc::from(value)))
+    }
+
+    /// The type as text.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// The proper prefixes of this type at segment boundaries, shortest first:
+    /// `a.b.c` yields `a`, `a.b`. A filter `p.*` matches exactly when `p` is one of them.
+    pub fn prefixes(&self) -> impl Iterator<Item = &str> + '_ {
+        self.0
+            .match_indices('.')
+            .map(move |(index, _)| &self.0[..index])
+    }
+}
+
+pub(crate) fn check_segments(value: &str) -> Result<(), IdError> {
+    let segments = value.split('.');
+    let mut count = 0;
+    for segment in segments {
+        count += 1;
+        if segment.is_empty() || count > EVENT_TYPE_SEGMENTS_MAX {
+            return Err(IdError::Segments {
+                value: value.chars().take(EVENT_TYPE_BYTES_MAX).collect(),
+                max: EVENT_TYPE_SEGMENTS_MAX,
+            });
+        }
+    }
+    Ok(())
+}
+
+impl fmt::Display for EventType {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl fmt::Debug for EventType {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "EventType({:?})", &*self.0)
+    }
+}
+
+impl std::str::FromStr for EventType {
+    type Err = IdError;
+    fn from_str(value: &str) -> Result<EventType, IdError> {
+        EventType::parse(value)
+    }
+}
+
+impl AsRef<str> for EventType {
+    fn as_ref(&self) -> &str {
+        &self.0
+    }
+}
+
+/// A delivery: one event to one webhook, across all of its attempts. Assigned by the
+/// [`crate::Dispatcher`] from a per-shard counter (restored by replay), so ids are unique
+/// within a shard and increase with acceptance order. Displayed as `dlv_<16 hex digits>`.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct DeliveryId(pub u64);
+
+impl DeliveryId {
+    /// Parses the `dlv_<hex>` form produced by `Display`.
+    pub fn parse(value: &str) -> Result<DeliveryId, IdError> {
+        let kind = "delivery id";
+        let hex = value.strip_prefix("dlv_").ok_or(IdError::Character {
+            kind,
+            character: value.chars().next().unwrap_or(' '),
+            offset: 0,
+            allowed: "'dlv_' followed by 1..=16 hex digits",
+        })?;
+        check(kind, hex, 16, "hex digits", |b| b.is_ascii_hexdigit())?;
+        // `check` admitted only 1..=16 hex digits, which always fit a u64.
+        u64::from_str_radix(hex, 16)
+            .map(DeliveryId)
+            .map_err(|_| IdError::Empty { kind })
+    }
+}
+
+impl fmt::Display for DeliveryId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "dlv_{:016x}", self.0)
+    }
+}
+
+impl fmt::Debug for DeliveryId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(self, f)
+    }
+}
+
+impl std::str::FromStr for DeliveryId {
+    type Err = IdError;
+    fn from_str(value: &str) -> Result<DeliveryId, IdError> {
+        DeliveryId::parse(value)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tenant_and_webhook_ids() {
+        let long = "a".repeat(ID_BYTES_MAX);
+        let too_long = "a".repeat(ID_BYTES_MAX + 1);
+        let cases: &[(&str, bool)] = &[
+            ("acme", true),
+            ("acme-1.eu_west", true),
+            (&long, true),
+            (&too_long, false),
+            ("", false),
+            ("a b", false),
+            ("a/b", false),
+            ("é", false),
+            ("a\r\n", false),
+        ];
+        for (value, ok) in cases {
+            assert_eq!(TenantId::parse(value).is_ok(), *ok, "{value:?}");
+            assert_eq!(WebhookId::parse(value).is_ok(), *ok, "{value:?}");
+            assert_eq!(LocationId::parse(value).is_ok(), *ok, "{value:?}");
+        }
+    }
+
+    #[test]
+    fn event_ids() {
+        let long = "e".repeat(EVENT_ID_BYTES_MAX);
+        let too_long = "e".repeat(EVENT_ID_BYTES_MAX + 1);
+        let cases: &[(&str, bool)] = &[
+            ("evt_01J0ABC", true),
+            ("urn:evt:1", true),
+            (&long, true),
+            (&too_long, false),
+            ("", false),
+            ("a b", false),
+            ("a,b", false),
+        ];
+        for (value, ok) in cases {
+            assert_eq!(EventId::parse(value).is_ok(), *ok, "{value:?}");
+            if *ok {
+                assert!(herald_sign::validate_message_id(value).is_ok());
+            }
+        }
+    }
+
+    #[test]
+    fn event_types() {
+        let many = ["s"; EVENT_TYPE_SEGMENTS_MAX].join(".");
+        let too_many = ["s"; EVENT_TYPE_SEGMENTS_MAX + 1].join(".");
+        let long = "t".repeat(EVENT_TYPE_BYTES_MAX);
+        let too_long = "t".repeat(EVENT_TYPE_BYTES_MAX + 1);
+        let cases: &[(&str, bool)] = &[
+            ("order.created", true),
+            ("payment.refund-issued.v2", true),
+            ("ping", true),
+            (&many, true),
+            (&too_many, false),
+            (&long, true),
+            (&too_long, false),
+            ("", false),
+            ("order.*", false),
+            ("*", false),
+            ("order..created", false),
+            (".order", false),
+            ("order.", false),
+            ("order created", false),
+        ];
+        for (value, ok) in cases {
+            assert_eq!(EventType::parse(value).is_ok(), *ok, "{value:?}");
+        }
+    }
+
+    #[test]
+    fn prefixes_are_segment_boundaries() {
+        let t = EventType::parse("a.bc.d").unwrap();
+        assert_eq!(t.prefixes().collect::<Vec<_>>(), ["a", "a.bc"]);
+        let t = EventType::parse("ping").unwrap();
+        assert_eq!(t.prefixes().count(), 0);
+    }
+
+    #[test]
+    fn delivery_id_round_trips() {
+        for n in [0, 1, 0xdead_beef, u64::MAX] {
+            let id = DeliveryId(n);
+            assert_eq!(DeliveryId::parse(&id.to_string()), Ok(id));
+        }
+        for bad in ["", "dlv_", "dlv_xyz", "123", "dlv_00000000000000001"] {
+            assert!(DeliveryId::parse(bad).is_err(), "{bad:?}");
+        }
+    }
+}

@@ -1,0 +1,512 @@
+//! Journal records: everything a shard must remember across a restart.
+//!
+//! Records are plain data (strings and integers, no core newtypes) serialized with rkyv.
+//! [`Record::encode`] gives the `(kind, version, payload)` triple for
+//! `Journal::append(kind, version, payload)`; [`Record::decode`] reverses it with
+//! validation (bytecheck). The kind numbers are stable on disk: never renumber one, add new
+//! kinds instead, and bump [`RECORD_VERSION`] when a layout changes.
+//!
+//! Records are facts, not commands: each says what the dispatcher decided (including the
+//! time of the next attempt), so replay never re-runs policy that might have changed.
+
+use rkyv::rancor;
+use rkyv::util::AlignedVec;
+
+/// Layout version of every record kind below.
+pub const RECORD_VERSION: u16 = 1;
+
+/// Journal kind numbers, one per [`Record`] variant. Herald's core uses `0x01xx`.
+pub mod kind {
+    /// [`super::Record::WebhookUpserted`].
+    pub const WEBHOOK_UPSERTED: u16 = 0x0101;
+    /// [`super::Record::WebhookDeleted`].
+    pub const WEBHOOK_DELETED: u16 = 0x0102;
+    /// [`super::Record::EventAccepted`].
+    pub const EVENT_ACCEPTED: u16 = 0x0103;
+    /// [`super::Record::AttemptStarted`].
+    pub const ATTEMPT_STARTED: u16 = 0x0104;
+    /// [`super::Record::AttemptFinished`].
+    pub const ATTEMPT_FINISHED: u16 = 0x0105;
+    /// [`super::Record::DeliveryFinished`].
+    pub const DELIVERY_FINISHED: u16 = 0x0106;
+    /// [`super::Record::DeliveryRequeued`].
+    pub const DELIVERY_REQUEUED: u16 = 0x0107;
+    /// [`super::Record::Checkpoint`].
+    pub const CHECKPOINT: u16 = 0x0108;
+}
+
+/// A secret and the end of its grace period.
+#[derive(rkyv::Archive, rkyv::Serialize, rkyv::Deserialize, Clone, PartialEq, Eq)]
+pub struct SecretRec {
+    /// The secret text.
+    pub value: String,
+    /// End of its grace period (Unix ms), if any.
+    pub expires_at_ms: Option<u64>,
+}
+
+impl std::fmt::Debug for SecretRec {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SecretRec")
+            .field("value", &"<redacted>")
+            .field("expires_at_ms", &self.expires_at_ms)
+            .finish()
+    }
+}
+
+/// A custom header.
+#[derive(rkyv::Archive, rkyv::Serialize, rkyv::Deserialize, Clone, Debug, PartialEq, Eq)]
+pub struct HeaderRec {
+    /// Name.
+    pub name: String,
+    /// Value.
+    pub value: String,
+}
+
+/// A webhook's whole configuration.
+#[derive(rkyv::Archive, rkyv::Serialize, rkyv::Deserialize, Clone, Debug, PartialEq, Eq)]
+pub struct WebhookRec {
+    /// Tenant id.
+    pub tenant: String,
+    /// Webhook id.
+    pub webhook: String,
+    /// Endpoint URL as text.
+    pub url: String,
+    /// Filters as text (`*`, `a.*`, `a.b`).
+    pub filters: Vec<String>,
+    /// Scheme name (`standard`, `ed25519`, `stripe`, `olo`).
+    pub scheme: String,
+    /// Header of the stripe scheme.
+    pub stripe_header: Option<String>,
+    /// Secrets.
+    pub secrets: Vec<SecretRec>,
+    /// Custom headers.
+    pub headers: Vec<HeaderRec>,
+    /// `None` when active; otherwise the disable reason (`manual`, `gone`,
+    /// `failing_too_long`).
+    pub disabled_reason: Option<String>,
+    /// When it was disabled (meaningful with `disabled_reason`).
+    pub disabled_at_ms: u64,
+    /// Retry delays override.
+    pub retry_delays_ms: Option<Vec<u64>>,
+    /// In-flight cap.
+    pub in_flight_max: u32,
+    /// Rate limit: requests per second (0: none).
+    pub rate_per_s: u32,
+    /// Rate limit burst.
+    pub rate_burst: u32,
+    /// Connect timeout.
+    pub connect_timeout_ms: u64,
+    /// Request timeout.
+    pub request_timeout_ms: u64,
+}
+
+/// A webhook was created or replaced.
+#[derive(rkyv::Archive, rkyv::Serialize, rkyv::Deserialize, Clone, Debug, PartialEq, Eq)]
+pub struct WebhookUpserted {
+    /// When.
+    pub at_ms: u64,
+    /// The new configuration.
+    pub webhook: WebhookRec,
+}
+
+/// A webhook was deleted.
+#[derive(rkyv::Archive, rkyv::Serialize, rkyv::Deserialize, Clone, Debug, PartialEq, Eq)]
+pub struct WebhookDeleted {
+    /// When.
+    pub at_ms: u64,
+    /// Tenant id.
+    pub tenant: String,
+    /// Webhook id.
+    pub webhook: String,
+}
+
+/// One delivery created for an event.
+#[derive(rkyv::Archive, rkyv::Serialize, rkyv::Deserialize, Clone, Debug, PartialEq, Eq)]
+pub struct DeliveryRef {
+    /// Delivery id.
+    pub delivery: u64,
+    /// Webhook id.
+    pub webhook: String,
+    /// Attempts the delivery may make.
+    pub attempts_max: u32,
+}
+
+/// An event was accepted, with the deliveries it fans out to.
+#[derive(rkyv::Archive, rkyv::Serialize, rkyv::Deserialize, Clone, Debug, PartialEq, Eq)]
+pub struct EventAccepted {
+    /// When.
+    pub at_ms: u64,
+    /// Tenant id.
+    pub tenant: String,
+    /// Event id.
+    pub event_id: String,
+    /// Event type.
+    pub event_type: String,
+    /// The encoded envelope: the exact bytes signed and sent.
+    pub body: Vec<u8>,
+    /// The deliveries (possibly none).
+    pub deliveries: Vec<DeliveryRef>,
+}
+
+/// An attempt was handed to the driver for sending.
+#[derive(rkyv::Archive, rkyv::Serialize, rkyv::Deserialize, Clone, Debug, PartialEq, Eq)]
+pub struct AttemptStarted {
+    /// When.
+    pub at_ms: u64,
+    /// Delivery id.
+    pub delivery: u64,
+    /// Attempt number (1-based).
+    pub attempt: u32,
+}
+
+/// Result of one attempt, as recorded.
+#[derive(rkyv::Archive, rkyv::Serialize, rkyv::Deserialize, Clone, Debug, PartialEq, Eq)]
+pub struct AttemptFinished {
+    /// When the outcome was processed.
+    pub at_ms: u64,
+    /// Delivery id.
+    pub delivery: u64,
+    /// Attempt number.
+    pub attempt: u32,
+    /// HTTP status, 0 when there was no response.
+    pub status: u16,
+    /// Transport error name when there was no response.
+    pub transport_error: Option<String>,
+    /// Latency reported by the driver.
+    pub latency_ms: u64,
+    /// Captured response body (at most [`crate::RESPONSE_BODY_BYTES_MAX`] bytes).
+    pub response_body: Vec<u8>,
+    /// When the next attempt is due, if there is one.
+    pub next_attempt_at_ms: Option<u64>,
+    /// The delivery's final status when this attempt ended it (`success`, `failed`,
+    /// `exhausted`), so that the outcome alone settles the delivery on replay.
+    pub final_status: Option<String>,
+}
+
+/// A delivery reached a final state.
+#[derive(rkyv::Archive, rkyv::Serialize, rkyv::Deserialize, Clone, Debug, PartialEq, Eq)]
+pub struct DeliveryFinished {
+    /// When.
+    pub at_ms: u64,
+    /// Delivery id.
+    pub delivery: u64,
+    /// `success`, `failed` or `exhausted`.
+    pub status: String,
+    /// Why it ended without success, if it did (`status_410`, `webhook_disabled`, …).
+    pub reason: Option<String>,
+}
+
+/// A delivery was scheduled again by hand (retry now, re-send failed).
+#[derive(rkyv::Archive, rkyv::Serialize, rkyv::Deserialize, Clone, Debug, PartialEq, Eq)]
+pub struct DeliveryRequeued {
+    /// When.
+    pub at_ms: u64,
+    /// Delivery id.
+    pub delivery: u64,
+    /// When the next attempt is due.
+    pub due_ms: u64,
+    /// New attempt budget (the delivery may make attempts up to this number).
+    pub attempts_max: u32,
+}
+
+/// Endpoint health carried in a checkpoint.
+#[derive(rkyv::Archive, rkyv::Serialize, rkyv::Deserialize, Clone, Debug, PartialEq, Eq)]
+pub struct HealthRec {
+    /// Consecutive retryable failures.
+    pub consecutive_failures: u32,
+    /// Start of the current failing run.
+    pub failing_since_ms: Option<u64>,
+}
+
+/// A webhook in a checkpoint.
+#[derive(rkyv::Archive, rkyv::Serialize, rkyv::Deserialize, Clone, Debug, PartialEq, Eq)]
+pub struct WebhookSnap {
+    /// Configuration.
+    pub webhook: WebhookRec,
+    /// Health.
+    pub health: HealthRec,
+}
+
+/// An event body held by a checkpoint (shared by its deliveries).
+#[derive(rkyv::Archive, rkyv::Serialize, rkyv::Deserialize, Clone, Debug, PartialEq, Eq)]
+pub struct EventSnap {
+    /// Tenant id.
+    pub tenant: String,
+    /// Event id.
+    pub event_id: String,
+    /// Event type.
+    pub event_type: String,
+    /// When it was accepted.
+    pub accepted_at_ms: u64,
+    /// Envelope bytes.
+    pub body: Vec<u8>,
+}
+
+/// A delivery in a checkpoint (pending or retained for the log).
+#[derive(rkyv::Archive, rkyv::Serialize, rkyv::Deserialize, Clone, Debug, PartialEq, Eq)]
+pub struct DeliverySnap {
+    /// Delivery id.
+    pub delivery: u64,
+    /// Index into [`Checkpoint::events`].
+    pub event: u32,
+    /// Webhook id.
+    pub webhook: String,
+    /// Attempts started so far.
+    pub attempt: u32,
+    /// Attempt budget.
+    pub attempts_max: u32,
+    /// `pending`, `success`, `failed` or `exhausted`.
+    pub status: String,
+    /// When the next attempt is due (pending only). An attempt in flight at checkpoint
+    /// time has `in_flight` set instead and is retried on replay unless its outcome
+    /// follows in the journal.
+    pub next_attempt_at_ms: Option<u64>,
+    /// An attempt was in flight.
+    pub in_flight: bool,
+    /// Last HTTP status (0: none).
+    pub last_status: u16,
+    /// Last error name.
+    pub last_error: Option<String>,
+    /// Last latency.
+    pub last_latency_ms: u64,
+    /// Last captured response body.
+    pub last_response_body: Vec<u8>,
+    /// When the delivery last changed.
+    pub updated_at_ms: u64,
+}
+
+/// The live state of a shard, from which replay can start instead of from the beginning.
+#[derive(rkyv::Archive, rkyv::Serialize, rkyv::Deserialize, Clone, Debug, PartialEq, Eq)]
+pub struct Checkpoint {
+    /// When it was taken.
+    pub at_ms: u64,
+    /// Next delivery id to assign.
+    pub next_delivery: u64,
+    /// Every webhook.
+    pub webhooks: Vec<WebhookSnap>,
+    /// Event bodies referenced by `deliveries`.
+    pub events: Vec<EventSnap>,
+    /// Pending deliveries and finished ones retained in the delivery log.
+    pub deliveries: Vec<DeliverySnap>,
+}
+
+/// One journal record.
+#[derive(rkyv::Archive, rkyv::Serialize, rkyv::Deserialize, Clone, Debug, PartialEq, Eq)]
+pub enum Record {
+    /// A webhook was created or replaced (including status changes).
+    WebhookUpserted(WebhookUpserted),
+    /// A webhook was deleted.
+    WebhookDeleted(WebhookDeleted),
+    /// An event was accepted.
+    EventAccepted(EventAccepted),
+    /// An attempt was started.
+    AttemptStarted(AttemptStarted),
+    /// An attempt's outcome.
+    AttemptFinished(AttemptFinished),
+    /// A delivery's final state.
+    DeliveryFinished(DeliveryFinished),
+    /// A delivery was scheduled again by hand.
+    DeliveryRequeued(DeliveryRequeued),
+    /// A snapshot of live state.
+    Checkpoint(Checkpoint),
+}
+
+/// A journal payload that is not a valid record (storage's fault: corruption, or a
+/// journal written by an incompatible version).
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum DecodeError {
+    /// Unknown kind number.
+    #[error("unknown record kind {kind:#06x}")]
+    UnknownKind {
+        /// The kind read.
+        kind: u16,
+    },
+    /// Unsupported layout version.
+    #[error("record kind {kind:#06x} has version {version}; this build reads version {supported}")]
+    Version {
+        /// The kind read.
+        kind: u16,
+        /// The version read.
+        version: u16,
+        /// [`RECORD_VERSION`].
+        supported: u16,
+    },
+    /// The payload failed validation.
+    #[error("record kind {kind:#06x} payload is invalid: {reason}")]
+    Invalid {
+        /// The kind read.
+        kind: u16,
+        /// The validator's message.
+        reason: String,
+    },
+    /// The payload decoded to a different kind than the frame said.
+    #[error("record frame says kind {kind:#06x} but holds kind {found:#06x}")]
+    KindMismatch {
+        /// The frame's kind.
+        kind: u16,
+        /// The decoded record's kind.
+        found: u16,
+    },
+}
+
+/// A record that could not be encoded (a bug: plain data always serializes).
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("record could not be encoded: {reason}")]
+pub struct EncodeError {
+    /// The serializer's message.
+    pub reason: String,
+}
+
+impl Record {
+    /// The journal kind number of this record.
+    pub fn kind(&self) -> u16 {
+        match self {
+            Record::WebhookUpserted(_) => kind::WEBHOOK_UPSERTED,
+            Record::WebhookDeleted(_) => kind::WEBHOOK_DELETED,
+            Record::EventAccepted(_) => kind::EVENT_ACCEPTED,
+            Record::AttemptStarted(_) => kind::ATTEMPT_STARTED,
+            Record::AttemptFinished(_) => kind::ATTEMPT_FINISHED,
+            Record::DeliveryFinished(_) => kind::DELIVERY_FINISHED,
+            Record::DeliveryRequeued(_) => kind::DELIVERY_REQUEUED,
+            Record::Checkpoint(_) => kind::CHECKPOINT,
+        }
+    }
+
+    /// Serializes the record: `(kind, version, payload)` for the journal. The payload is
+    /// 16-byte aligned in memory; the journal keeps frames aligned so that decoding can
+    /// read it in place.
+    pub fn encode(&self) -> Result<(u16, u16, AlignedVec), EncodeError> {
+        let bytes = rkyv::to_bytes::<rancor::Error>(self).map_err(|e| EncodeError {
+            reason: e.to_string(),
+        })?;
+        Ok((self.kind(), RECORD_VERSION, bytes))
+    }
+
+    /// Validates and deserializes a journal payload. Misaligned payloads are copied first.
+    pub fn decode(kind: u16, version: u16, payload: &[u8]) -> Result<Record, DecodeError> {
+        if !(kind::WEBHOOK_UPSERTED..=kind::CHECKPOINT).contains(&kind) {
+            return Err(DecodeError::UnknownKind { kind });
+        }
+        if version != RECORD_VERSION {
+            return Err(DecodeError::Version {
+                kind,
+                version,
+                supported: RECORD_VERSION,
+            });
+        }
+        let record = if (payload.as_ptr() as usize) % 16 == 0 {
+            rkyv::from_bytes::<Record, rancor::Error>(payload)
+        } else {
+            let mut aligned = AlignedVec::<16>::with_capacity(payload.len());
+            aligned.extend_from_slice(payload);
+            rkyv::from_bytes::<Record, rancor::Error>(&aligned)
+        }
+        .map_err(|e| DecodeError::Invalid {
+            kind,
+            reason: e.to_string(),
+        })?;
+        if record.kind() != kind {
+            return Err(DecodeError::KindMismatch {
+                kind,
+                found: record.kind(),
+            });
+        }
+        Ok(record)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn samples() -> Vec<Record> {
+        vec![
+            Record::WebhookDeleted(WebhookDeleted {
+                at_ms: 1,
+                tenant: "t".into(),
+                webhook: "w".into(),
+            }),
+            Record::EventAccepted(EventAccepted {
+                at_ms: 2,
+                tenant: "t".into(),
+                event_id: "e".into(),
+                event_type: "a.b".into(),
+                body: b"{}".to_vec(),
+                deliveries: vec![DeliveryRef {
+                    delivery: 7,
+                    webhook: "w".into(),
+                    attempts_max: 7,
+                }],
+            }),
+            Record::AttemptStarted(AttemptStarted {
+                at_ms: 3,
+                delivery: 7,
+                attempt: 1,
+            }),
+            Record::AttemptFinished(AttemptFinished {
+                at_ms: 4,
+                delivery: 7,
+                attempt: 1,
+                status: 503,
+                transport_error: None,
+                latency_ms: 12,
+                response_body: b"busy".to_vec(),
+                next_attempt_at_ms: Some(60_004),
+                final_status: None,
+            }),
+            Record::DeliveryFinished(DeliveryFinished {
+                at_ms: 5,
+                delivery: 7,
+                status: "exhausted".into(),
+                reason: Some("status_503".into()),
+            }),
+            Record::DeliveryRequeued(DeliveryRequeued {
+                at_ms: 6,
+                delivery: 7,
+                due_ms: 6,
+                attempts_max: 8,
+            }),
+        ]
+    }
+
+    #[test]
+    fn round_trip_every_kind() {
+        for record in samples() {
+            let (kind, version, payload) = record.encode().unwrap();
+            assert_eq!(Record::decode(kind, version, &payload).unwrap(), record);
+            // Misaligned copies decode too.
+            let mut shifted = vec![0u8; payload.len() + 1];
+            shifted[1..].copy_from_slice(&payload);
+            assert_eq!(
+                Record::decode(kind, version, &shifted[1..]).unwrap(),
+                record
+            );
+        }
+    }
+
+    #[test]
+    fn rejects_bad_frames() {
+        let record = &samples()[0];
+        let (kind, version, payload) = record.encode().unwrap();
+        assert!(matches!(
+            Record::decode(0x9999, version, &payload),
+            Err(DecodeError::UnknownKind { .. })
+        ));
+        assert!(matches!(
+            Record::decode(kind, version + 1, &payload),
+            Err(DecodeError::Version { .. })
+        ));
+        assert!(matches!(
+            Record::decode(kind::EVENT_ACCEPTED, version, &payload),
+            Err(DecodeError::KindMismatch { .. })
+        ));
+        assert!(matches!(
+            Record::decode(kind, version, &payload[..payload.len() / 2]),
+            Err(DecodeError::Invalid { .. })
+        ));
+        assert!(matches!(
+            Record::decode(kind, version, &[]),
+            Err(DecodeError::Invalid { .. })
+        ));
+    }
+}
