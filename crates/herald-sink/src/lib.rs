@@ -1,0 +1,666 @@
+//! A loopback webhook receiver for tests, examples and `herald sink`.
+//!
+//! Keep-alive HTTP/1.1 on herald-http's [`RequestParser`](herald_http::RequestParser) and
+//! [`encode_response`](herald_http::encode_response), one std thread per connection
+//! (at most `connections_max`), optional TLS with a generated CA, scripted answers,
+//! signature verification with herald-sign, records of what arrived, and
+//! publish→arrival latency read from a JSON field of the body.
+//!
+//! ```no_run
+//! use std::time::Duration;
+//! use herald_sink::{Action, Sink};
+//!
+//! let sink = Sink::builder()
+//!     .script("/flaky", vec![Action::Status(500), Action::Status(500), Action::ok()])
+//!     .start()?;
+//! let url = sink.url("/flaky"); // http://127.0.0.1:<port>/flaky
+//! // ... make something POST to `url` ...
+//! sink.wait_for(3, Duration::from_secs(5))?;
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+//!
+//! Everything is bounded: connections, head and body sizes ([`herald_http::Limits`]),
+//! recorded requests, delays, script lengths. Waiting is always given a timeout.
+#![forbid(unsafe_code)]
+
+mod action;
+mod conn;
+mod stats;
+mod tls;
+
+use std::collections::HashMap;
+use std::fmt;
+use std::io;
+use std::net::{IpAddr, Ipv4Addr, Shutdown, SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use hdrhistogram::Histogram;
+use herald_http::Limits;
+use herald_sign::{Scheme, Verifier, VerifyError};
+
+pub use action::{
+    target_path, Action, Responder, DELAY_MS_MAX, SCRIPTED_PATHS_MAX, SCRIPT_ACTIONS_MAX,
+};
+pub use stats::{find_json_integer, Stats, LATENCY_US_MAX};
+pub use tls::{crypto_provider, TLS_NAMES};
+
+use crate::action::Behaviour;
+use crate::stats::{bump, lock, Counters, Latencies};
+
+/// Largest `connections_max`: one thread each.
+pub const CONNECTIONS_MAX_LIMIT: usize = 4096;
+/// Default `connections_max`.
+pub const CONNECTIONS_MAX_DEFAULT: usize = 256;
+/// Largest `requests_max` (recorded requests are kept in memory, bodies included).
+pub const REQUESTS_MAX_LIMIT: usize = 1_000_000;
+/// Default `requests_max`.
+pub const REQUESTS_MAX_DEFAULT: usize = 100_000;
+/// Default idle timeout of a keep-alive connection: 30 s.
+pub const IDLE_TIMEOUT_MS_DEFAULT: u64 = 30_000;
+/// Longest idle timeout: 1 h.
+pub const IDLE_TIMEOUT_MS_MAX: u64 = 3_600_000;
+/// Default body limit: 1 MiB captured and read (Herald's envelopes are at most 256 KiB).
+pub const BODY_BYTES_MAX_DEFAULT: usize = 1024 * 1024;
+
+/// The sink could not start or a setting was refused. Always the caller's fault, except
+/// [`SinkError::Io`] (the operating system refused a socket, thread or file).
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum SinkError {
+    /// A setting is out of range; the message names it.
+    #[error("invalid sink setting: {0}")]
+    Config(String),
+    /// The certificate or the TLS configuration could not be made.
+    #[error("TLS setup failed: {0}")]
+    Tls(String),
+    /// Binding, spawning or writing the CA file failed.
+    #[error("{what}: {source}")]
+    Io {
+        /// What was being done.
+        what: String,
+        /// The error.
+        source: io::Error,
+    },
+}
+
+/// [`Sink::wait_for`] or [`Sink::wait_until`] gave up.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WaitError {
+    /// What was awaited.
+    pub what: String,
+    /// How long it waited, in milliseconds.
+    pub waited_ms: u64,
+    /// The counters when it gave up (boxed: keeps `Result`s small).
+    pub stats: Box<Stats>,
+}
+
+impl fmt::Display for WaitError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "sink: gave up waiting for {} after {} ms; {} requests arrived so far ({:?})",
+            self.what, self.waited_ms, self.stats.requests, self.stats
+        )
+    }
+}
+
+impl std::error::Error for WaitError {}
+
+/// One request as it arrived.
+#[derive(Debug, Clone)]
+pub struct Record {
+    /// When it was complete.
+    pub arrived: Instant,
+    /// The same moment, in Unix milliseconds.
+    pub arrived_unix_ms: u64,
+    /// Connection it came on (numbered from 1 in accept order).
+    pub connection: u64,
+    /// Method as sent.
+    pub method: String,
+    /// Request target as sent.
+    pub target: String,
+    /// 1 for HTTP/1.1, 0 for HTTP/1.0.
+    pub version_minor: u8,
+    /// Headers in arrival order.
+    pub headers: Vec<(String, Vec<u8>)>,
+    /// The whole body.
+    pub body: Vec<u8>,
+    /// Signature check result, when verification is on.
+    pub verify: Option<Result<(), VerifyError>>,
+    /// What the sink did.
+    pub action: Action,
+}
+
+impl Record {
+    /// Path part of the target.
+    pub fn path(&self) -> &str {
+        target_path(&self.target)
+    }
+
+    /// First value of header `name` (case-insensitive), if it is UTF-8.
+    pub fn header(&self, name: &str) -> Option<&str> {
+        conn::header_str(&self.headers, name)
+    }
+}
+
+/// A clone of an open connection's socket (to shut it down on stop) and its thread.
+type OpenConnection = (TcpStream, Option<JoinHandle<()>>);
+
+/// State shared by the accept thread, the connections and the handle.
+pub(crate) struct Shared {
+    limits: Limits,
+    idle_timeout_ms: u64,
+    requests_max: usize,
+    latency_field: Option<String>,
+    verifier: Option<Verifier>,
+    tls: Option<Arc<rustls::ServerConfig>>,
+    behaviour: Mutex<Behaviour>,
+    counters: Counters,
+    records: Mutex<Vec<Record>>,
+    latencies: Latencies,
+    stop: AtomicBool,
+    /// Open connections: a clone of each socket (to shut it down on stop) and its thread.
+    connections: Mutex<HashMap<u64, OpenConnection>>,
+}
+
+impl Shared {
+    fn stopping(&self) -> bool {
+        self.stop.load(Ordering::Acquire)
+    }
+
+    fn url_scheme(&self) -> &'static str {
+        if self.tls.is_some() {
+            "https"
+        } else {
+            "http"
+        }
+    }
+}
+
+/// Settings of a [`Sink`]; from [`Sink::builder`].
+#[must_use]
+pub struct SinkBuilder {
+    listen: SocketAddr,
+    tls: bool,
+    ca_pem_out: Option<PathBuf>,
+    connections_max: usize,
+    limits: Limits,
+    requests_max: usize,
+    verify: Option<(Scheme, Vec<String>)>,
+    verify_tolerance_s: u64,
+    idle_timeout_ms: u64,
+    latency_field: Option<String>,
+    default_action: Action,
+    scripts: Vec<(String, Vec<Action>)>,
+    responder: Option<Responder>,
+}
+
+impl fmt::Debug for SinkBuilder {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SinkBuilder")
+            .field("listen", &self.listen)
+            .field("tls", &self.tls)
+            .field("connections_max", &self.connections_max)
+            .field("requests_max", &self.requests_max)
+            .field("verify", &self.verify.as_ref().map(|(scheme, _)| scheme))
+            .field("default_action", &self.default_action)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Default for SinkBuilder {
+    fn default() -> Self {
+        SinkBuilder {
+            listen: SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 0),
+            tls: false,
+            ca_pem_out: None,
+            connections_max: CONNECTIONS_MAX_DEFAULT,
+            limits: Limits {
+                body_captured_bytes_max: BODY_BYTES_MAX_DEFAULT,
+                body_bytes_max: BODY_BYTES_MAX_DEFAULT as u64,
+                ..Limits::default()
+            },
+            requests_max: REQUESTS_MAX_DEFAULT,
+            verify: None,
+            verify_tolerance_s: herald_sign::TOLERANCE_S_DEFAULT,
+            idle_timeout_ms: IDLE_TIMEOUT_MS_DEFAULT,
+            latency_field: None,
+            default_action: Action::ok(),
+            scripts: Vec::new(),
+            responder: None,
+        }
+    }
+}
+
+impl SinkBuilder {
+    /// Address to bind; default `127.0.0.1:0` (any free port).
+    pub fn listen(mut self, addr: SocketAddr) -> Self {
+        self.listen = addr;
+        self
+    }
+
+    /// Serve https with a freshly generated CA and a certificate for [`TLS_NAMES`]; the
+    /// CA's PEM is [`Sink::ca_pem`].
+    pub fn tls(mut self, on: bool) -> Self {
+        self.tls = on;
+        self
+    }
+
+    /// Also write the CA PEM to this file when starting (implies [`Self::tls`]).
+    pub fn ca_pem_out(mut self, path: impl Into<PathBuf>) -> Self {
+        self.tls = true;
+        self.ca_pem_out = Some(path.into());
+        self
+    }
+
+    /// Most connections served at once (1..=[`CONNECTIONS_MAX_LIMIT`]); more are closed
+    /// as soon as they are accepted. Default [`CONNECTIONS_MAX_DEFAULT`].
+    pub fn connections_max(mut self, n: usize) -> Self {
+        self.connections_max = n;
+        self
+    }
+
+    /// Parser limits. Bodies longer than `body_captured_bytes_max` are answered 413
+    /// (the sink needs whole bodies). Default: herald-http's, with 1 MiB bodies.
+    pub fn limits(mut self, limits: Limits) -> Self {
+        self.limits = limits;
+        self
+    }
+
+    /// Most requests recorded (0..=[`REQUESTS_MAX_LIMIT`]); later ones are only counted
+    /// ([`Stats::records_dropped`]). 0 keeps counters only: the fast mode for
+    /// benchmarks. Default [`REQUESTS_MAX_DEFAULT`].
+    pub fn requests_max(mut self, n: usize) -> Self {
+        self.requests_max = n;
+        self
+    }
+
+    /// Verify every request's signature with `scheme` and these keys (the webhook's
+    /// secrets; `whpk_` public keys for ed25519), counting failures.
+    pub fn verify(mut self, scheme: Scheme, keys: &[&str]) -> Self {
+        self.verify = Some((scheme, keys.iter().map(|k| k.to_string()).collect()));
+        self
+    }
+
+    /// Timestamp tolerance of verification, in seconds; default 300.
+    pub fn verify_tolerance_s(mut self, tolerance_s: u64) -> Self {
+        self.verify_tolerance_s = tolerance_s;
+        self
+    }
+
+    /// Close keep-alive connections idle (or stalled mid-request) this long
+    /// (1..=[`IDLE_TIMEOUT_MS_MAX`]). Default [`IDLE_TIMEOUT_MS_DEFAULT`].
+    pub fn idle_timeout_ms(mut self, ms: u64) -> Self {
+        self.idle_timeout_ms = ms;
+        self
+    }
+
+    /// Measure latency: every body carries `"<field>": <Unix nanoseconds when sent>`;
+    /// the sink records arrival minus that into a histogram ([`Sink::latency`]).
+    pub fn latency_field(mut self, field: &str) -> Self {
+        self.latency_field = Some(field.to_owned());
+        self
+    }
+
+    /// Action for requests no script or responder handles; default `200`.
+    pub fn default_action(mut self, action: Action) -> Self {
+        self.default_action = action;
+        self
+    }
+
+    /// A script for `path` (see [`Sink::set_script`]).
+    pub fn script(mut self, path: &str, actions: Vec<Action>) -> Self {
+        self.scripts.push((path.to_owned(), actions));
+        self
+    }
+
+    /// A callback that chooses every action (wins over scripts and the default).
+    pub fn responder(
+        mut self,
+        f: impl Fn(&herald_http::Request) -> Action + Send + Sync + 'static,
+    ) -> Self {
+        self.responder = Some(Arc::new(f));
+        self
+    }
+
+    /// Binds, generates certificates if asked, and starts accepting.
+    pub fn start(self) -> Result<Sink, SinkError> {
+        if !(1..=CONNECTIONS_MAX_LIMIT).contains(&self.connections_max) {
+            return Err(SinkError::Config(format!(
+                "connections_max = {} is outside 1..={CONNECTIONS_MAX_LIMIT}",
+                self.connections_max
+            )));
+        }
+        if self.requests_max > REQUESTS_MAX_LIMIT {
+            return Err(SinkError::Config(format!(
+                "requests_max = {} exceeds {REQUESTS_MAX_LIMIT}",
+                self.requests_max
+            )));
+        }
+        if !(1..=IDLE_TIMEOUT_MS_MAX).contains(&self.idle_timeout_ms) {
+            return Err(SinkError::Config(format!(
+                "idle_timeout_ms = {} is outside 1..={IDLE_TIMEOUT_MS_MAX}",
+                self.idle_timeout_ms
+            )));
+        }
+        let mut behaviour = Behaviour::new(Action::ok());
+        behaviour.set_default(self.default_action)?;
+        for (path, actions) in self.scripts {
+            behaviour.set_script(&path, actions)?;
+        }
+        behaviour.set_responder(self.responder);
+        let verifier = match self.verify {
+            Some((scheme, keys)) => {
+                let keys: Vec<&str> = keys.iter().map(String::as_str).collect();
+                Some(
+                    Verifier::new(scheme, &keys)
+                        .map_err(|e| SinkError::Config(format!("verification keys: {e}")))?
+                        .with_tolerance_s(self.verify_tolerance_s),
+                )
+            }
+            None => None,
+        };
+        let generated = if self.tls {
+            Some(tls::generate()?)
+        } else {
+            None
+        };
+        if let (Some(path), Some(generated)) = (&self.ca_pem_out, &generated) {
+            std::fs::write(path, &generated.ca_pem).map_err(|source| SinkError::Io {
+                what: format!("writing the CA PEM to {}", path.display()),
+                source,
+            })?;
+        }
+        let listener = TcpListener::bind(self.listen).map_err(|source| SinkError::Io {
+            what: format!("binding {}", self.listen),
+            source,
+        })?;
+        let addr = listener.local_addr().map_err(|source| SinkError::Io {
+            what: "reading the bound address".into(),
+            source,
+        })?;
+        let shared = Arc::new(Shared {
+            limits: self.limits,
+            idle_timeout_ms: self.idle_timeout_ms,
+            requests_max: self.requests_max,
+            latency_field: self.latency_field,
+            verifier,
+            tls: generated.as_ref().map(|g| g.server.clone()),
+            behaviour: Mutex::new(behaviour),
+            counters: Counters::default(),
+            records: Mutex::new(Vec::new()),
+            latencies: Latencies::default(),
+            stop: AtomicBool::new(false),
+            connections: Mutex::new(HashMap::new()),
+        });
+        let accept_shared = shared.clone();
+        let connections_max = self.connections_max;
+        let accept = std::thread::Builder::new()
+            .name("herald-sink-accept".into())
+            .spawn(move || accept_loop(&listener, &accept_shared, connections_max))
+            .map_err(|source| SinkError::Io {
+                what: "spawning the accept thread".into(),
+                source,
+            })?;
+        Ok(Sink {
+            shared,
+            addr,
+            ca_pem: generated.map(|g| g.ca_pem),
+            ca_pem_path: self.ca_pem_out,
+            accept: Some(accept),
+        })
+    }
+}
+
+fn accept_loop(listener: &TcpListener, shared: &Arc<Shared>, connections_max: usize) {
+    let next_id = AtomicU64::new(1);
+    for stream in listener.incoming() {
+        if shared.stopping() {
+            return;
+        }
+        let tcp = match stream {
+            Ok(tcp) => tcp,
+            // Out of descriptors and the like: back off instead of spinning.
+            Err(_) => {
+                std::thread::sleep(Duration::from_millis(10));
+                continue;
+            }
+        };
+        let open = shared.counters.connections_open.load(Ordering::Relaxed);
+        if open >= connections_max as u64 {
+            bump(&shared.counters.connections_refused);
+            let _ = tcp.shutdown(Shutdown::Both);
+            continue;
+        }
+        let Ok(handle_clone) = tcp.try_clone() else {
+            bump(&shared.counters.connections_refused);
+            continue;
+        };
+        let id = next_id.fetch_add(1, Ordering::Relaxed);
+        shared
+            .counters
+            .connections_open
+            .fetch_add(1, Ordering::Relaxed);
+        bump(&shared.counters.connections_accepted);
+        lock(&shared.connections).insert(id, (handle_clone, None));
+        let conn_shared = shared.clone();
+        let spawned = std::thread::Builder::new()
+            .name(format!("herald-sink-conn-{id}"))
+            .stack_size(256 * 1024)
+            .spawn(move || conn::run(conn_shared, id, tcp));
+        match spawned {
+            Ok(handle) => {
+                // The thread may already have finished and removed its entry; then the
+                // handle is simply dropped (the thread is done).
+                if let Some(entry) = lock(&shared.connections).get_mut(&id) {
+                    entry.1 = Some(handle);
+                }
+            }
+            Err(_) => {
+                lock(&shared.connections).remove(&id);
+                shared
+                    .counters
+                    .connections_open
+                    .fetch_sub(1, Ordering::Relaxed);
+                bump(&shared.counters.connections_refused);
+            }
+        }
+    }
+}
+
+/// A running sink. Stops (closing every connection) on [`Sink::shutdown`] or drop.
+pub struct Sink {
+    shared: Arc<Shared>,
+    addr: SocketAddr,
+    ca_pem: Option<String>,
+    ca_pem_path: Option<PathBuf>,
+    accept: Option<JoinHandle<()>>,
+}
+
+impl fmt::Debug for Sink {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Sink")
+            .field("addr", &self.addr)
+            .field("tls", &self.ca_pem.is_some())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Sink {
+    /// Settings with defaults: `127.0.0.1:0`, plain HTTP, answer 200.
+    pub fn builder() -> SinkBuilder {
+        SinkBuilder::default()
+    }
+
+    /// A plain-HTTP sink on `127.0.0.1:<free port>` answering 200 to everything.
+    pub fn start_default() -> Result<Sink, SinkError> {
+        Sink::builder().start()
+    }
+
+    /// Address bound.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// `http` or `https`.
+    pub fn scheme(&self) -> &'static str {
+        self.shared.url_scheme()
+    }
+
+    /// URL of `path` on this sink, with the bound IP as host (e.g.
+    /// `https://127.0.0.1:40123/hook`); the certificate covers it.
+    pub fn url(&self, path: &str) -> String {
+        format!("{}://{}{}", self.scheme(), self.addr, path)
+    }
+
+    /// URL of `path` with `localhost` as host.
+    pub fn localhost_url(&self, path: &str) -> String {
+        format!("{}://localhost:{}{}", self.scheme(), self.addr.port(), path)
+    }
+
+    /// PEM of the generated CA (TLS only): what clients must trust.
+    pub fn ca_pem(&self) -> Option<&str> {
+        self.ca_pem.as_deref()
+    }
+
+    /// Where the CA PEM was written, if [`SinkBuilder::ca_pem_out`] was given.
+    pub fn ca_pem_path(&self) -> Option<&Path> {
+        self.ca_pem_path.as_deref()
+    }
+
+    /// Replaces the default action.
+    pub fn set_default_action(&self, action: Action) -> Result<(), SinkError> {
+        lock(&self.shared.behaviour).set_default(action)
+    }
+
+    /// Scripts `path` (the target without query): the n-th request to it gets
+    /// `actions[n]`, and the last action repeats. Replaces any script of that path and
+    /// restarts it. 1..=[`SCRIPT_ACTIONS_MAX`] actions, at most
+    /// [`SCRIPTED_PATHS_MAX`] paths.
+    pub fn set_script(&self, path: &str, actions: Vec<Action>) -> Result<(), SinkError> {
+        lock(&self.shared.behaviour).set_script(path, actions)
+    }
+
+    /// Removes the script of `path`; its requests get the default action again.
+    pub fn clear_script(&self, path: &str) {
+        lock(&self.shared.behaviour).clear_script(path);
+    }
+
+    /// Installs (or with `None`, removes) the callback that chooses every action.
+    pub fn set_responder(&self, responder: Option<Responder>) {
+        lock(&self.shared.behaviour).set_responder(responder);
+    }
+
+    /// The counters now.
+    pub fn stats(&self) -> Stats {
+        self.shared.counters.snapshot()
+    }
+
+    /// Copies of the recorded requests, in arrival order.
+    pub fn requests(&self) -> Vec<Record> {
+        lock(&self.shared.records).clone()
+    }
+
+    /// Takes the recorded requests, making room for new ones.
+    pub fn take_requests(&self) -> Vec<Record> {
+        std::mem::take(&mut *lock(&self.shared.records))
+    }
+
+    /// Recorded requests to `path`, in arrival order.
+    pub fn requests_to(&self, path: &str) -> Vec<Record> {
+        lock(&self.shared.records)
+            .iter()
+            .filter(|r| r.path() == path)
+            .cloned()
+            .collect()
+    }
+
+    /// Publish→arrival latency so far, in microseconds (empty unless
+    /// [`SinkBuilder::latency_field`] was set).
+    pub fn latency(&self) -> Histogram<u64> {
+        self.shared.latencies.merged()
+    }
+
+    /// Forgets the latencies recorded so far (e.g. after a warm-up).
+    pub fn reset_latency(&self) {
+        self.shared.latencies.reset();
+    }
+
+    /// Blocks until at least `count` requests have arrived in total, or `timeout`.
+    pub fn wait_for(&self, count: u64, timeout: Duration) -> Result<Stats, WaitError> {
+        self.wait_until(&format!("{count} requests"), timeout, |stats| {
+            stats.requests >= count
+        })
+    }
+
+    /// Blocks until `done(stats)` holds, or `timeout`; `what` names the condition in the
+    /// error.
+    pub fn wait_until(
+        &self,
+        what: &str,
+        timeout: Duration,
+        done: impl Fn(&Stats) -> bool,
+    ) -> Result<Stats, WaitError> {
+        let start = Instant::now();
+        // Polling keeps the request path free of wake-ups; 1 ms is far below what any
+        // caller of a network receiver can tell apart.
+        loop {
+            let stats = self.stats();
+            if done(&stats) {
+                return Ok(stats);
+            }
+            let waited = start.elapsed();
+            if waited >= timeout {
+                return Err(WaitError {
+                    what: what.to_owned(),
+                    waited_ms: u64::try_from(waited.as_millis()).unwrap_or(u64::MAX),
+                    stats: Box::new(stats),
+                });
+            }
+            std::thread::sleep(Duration::from_millis(1).min(timeout - waited));
+        }
+    }
+
+    /// Stops accepting, closes every connection and joins the threads.
+    pub fn shutdown(mut self) {
+        self.stop();
+    }
+
+    fn stop(&mut self) {
+        if self.shared.stop.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        // The accept thread is blocked in accept(): a connection wakes it up.
+        let mut wake = self.addr;
+        if wake.ip().is_unspecified() {
+            wake.set_ip(match wake.ip() {
+                IpAddr::V4(_) => IpAddr::V4(Ipv4Addr::LOCALHOST),
+                IpAddr::V6(_) => IpAddr::V6(std::net::Ipv6Addr::LOCALHOST),
+            });
+        }
+        if TcpStream::connect_timeout(&wake, Duration::from_secs(1)).is_ok() {
+            if let Some(accept) = self.accept.take() {
+                let _ = accept.join();
+            }
+        }
+        let open: Vec<_> = lock(&self.shared.connections).drain().collect();
+        for (_, (stream, _)) in &open {
+            let _ = stream.shutdown(Shutdown::Both);
+        }
+        for (_, (_, handle)) in open {
+            if let Some(handle) = handle {
+                let _ = handle.join();
+            }
+        }
+    }
+}
+
+impl Drop for Sink {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}

@@ -1,0 +1,501 @@
+//! The sink, driven over real loopback sockets by a minimal client built on herald-http.
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use herald_http::{encode_request, Limits, Response, ResponseParser};
+use herald_sign::{Message, Scheme, SignedHeaders, Signer};
+use herald_sink::{Action, Sink, SinkError};
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, ServerName};
+
+const WAIT: Duration = Duration::from_secs(10);
+
+/// A keep-alive client: one request at a time, responses parsed with herald-http.
+struct Client<S> {
+    stream: S,
+    parser: ResponseParser,
+    host: String,
+}
+
+impl Client<TcpStream> {
+    fn plain(sink: &Sink) -> Self {
+        let stream = TcpStream::connect(sink.addr()).unwrap();
+        stream.set_read_timeout(Some(WAIT)).unwrap();
+        Client {
+            stream,
+            parser: ResponseParser::new(Limits::default()),
+            host: sink.addr().to_string(),
+        }
+    }
+}
+
+impl<S: Read + Write> Client<S> {
+    fn send_raw(&mut self, bytes: &[u8]) -> Option<Response> {
+        self.stream.write_all(bytes).unwrap();
+        self.stream.flush().unwrap();
+        self.read_response()
+    }
+
+    fn read_response(&mut self) -> Option<Response> {
+        let mut buf = [0u8; 4096];
+        loop {
+            let n = match self.stream.read(&mut buf) {
+                Ok(n) => n,
+                Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => 0,
+                Err(e) => panic!("client read failed: {e}"),
+            };
+            if n == 0 {
+                return self.parser.feed_eof().unwrap();
+            }
+            let (used, response) = self.parser.feed(&buf[..n]).unwrap();
+            assert_eq!(used, n, "the sink sends nothing after a response");
+            if response.is_some() {
+                return response;
+            }
+        }
+    }
+
+    fn post(&mut self, target: &str, headers: &[(&str, &[u8])], body: &[u8]) -> Option<Response> {
+        let mut out = Vec::new();
+        encode_request(&mut out, "POST", target, &self.host, headers, body).unwrap();
+        self.send_raw(&out)
+    }
+}
+
+fn status(response: Option<Response>) -> u16 {
+    response.expect("the sink answered").status
+}
+
+#[test]
+fn keep_alive_requests_are_answered_and_recorded() {
+    let sink = Sink::start_default().unwrap();
+    let mut client = Client::plain(&sink);
+    for i in 0..3 {
+        let body = format!("{{\"n\":{i}}}");
+        let response = client
+            .post(
+                &format!("/hook?n={i}"),
+                &[("X-Test", b"yes")],
+                body.as_bytes(),
+            )
+            .unwrap();
+        assert_eq!(response.status, 200);
+        assert!(response.keep_alive);
+    }
+    let stats = sink.wait_for(3, WAIT).unwrap();
+    assert_eq!(stats.connections_accepted, 1, "one keep-alive connection");
+    assert_eq!(stats.status_count(200), 3);
+    assert_eq!(stats.body_bytes, 21);
+    let records = sink.requests();
+    assert_eq!(records.len(), 3);
+    for (i, record) in records.iter().enumerate() {
+        assert_eq!(record.method, "POST");
+        assert_eq!(record.path(), "/hook");
+        assert_eq!(record.target, format!("/hook?n={i}"));
+        assert_eq!(record.header("x-test"), Some("yes"));
+        assert_eq!(record.body, format!("{{\"n\":{i}}}").as_bytes());
+        assert_eq!(record.connection, records[0].connection);
+        assert_eq!(record.version_minor, 1);
+    }
+    assert_eq!(sink.requests_to("/hook").len(), 3);
+    assert!(sink.requests_to("/other").is_empty());
+    assert_eq!(sink.take_requests().len(), 3);
+    assert!(sink.requests().is_empty());
+}
+
+#[test]
+fn scripted_answers_per_path() {
+    let sink = Sink::builder()
+        .script(
+            "/flaky",
+            vec![Action::Status(500), Action::Status(503), Action::ok()],
+        )
+        .script(
+            "/slow-down",
+            vec![Action::RetryAfter {
+                status: 429,
+                seconds: 7,
+            }],
+        )
+        .script("/gone", vec![Action::Status(410)])
+        .start()
+        .unwrap();
+    let mut client = Client::plain(&sink);
+    let cases: &[(&str, u16, Option<&[u8]>)] = &[
+        ("/flaky", 500, None),
+        ("/flaky?x=1", 503, None),
+        ("/flaky", 200, None),
+        ("/flaky", 200, None),
+        ("/slow-down", 429, Some(b"7")),
+        ("/gone", 410, None),
+        ("/anything", 200, None),
+    ];
+    for (target, want_status, want_retry_after) in cases {
+        let response = client.post(target, &[], b"{}").unwrap();
+        assert_eq!(response.status, *want_status, "{target}");
+        assert_eq!(
+            response.header("retry-after"),
+            *want_retry_after,
+            "{target}"
+        );
+    }
+    sink.set_script("/flaky", vec![Action::Status(502)])
+        .unwrap();
+    assert_eq!(status(client.post("/flaky", &[], b"")), 502);
+    sink.clear_script("/flaky");
+    sink.set_default_action(Action::Status(204)).unwrap();
+    assert_eq!(status(client.post("/flaky", &[], b"")), 204);
+    let stats = sink.stats();
+    assert_eq!(stats.requests, 9);
+    assert_eq!(stats.status_count(200), 3);
+    assert_eq!(stats.successes(), 4);
+}
+
+#[test]
+fn responder_chooses_and_invalid_answers_become_500() {
+    let seen = Arc::new(AtomicU64::new(0));
+    let counter = seen.clone();
+    let sink = Sink::builder()
+        .responder(move |request| {
+            counter.fetch_add(1, Ordering::Relaxed);
+            if request.body == b"bad" {
+                Action::Status(42)
+            } else {
+                Action::Status(201)
+            }
+        })
+        .start()
+        .unwrap();
+    let mut client = Client::plain(&sink);
+    assert_eq!(status(client.post("/", &[], b"ok")), 201);
+    assert_eq!(status(client.post("/", &[], b"bad")), 500);
+    assert_eq!(seen.load(Ordering::Relaxed), 2);
+    sink.set_responder(None);
+    assert_eq!(status(client.post("/", &[], b"ok")), 200);
+}
+
+#[test]
+fn close_without_answer_and_delay() {
+    let sink = Sink::builder()
+        .script("/close", vec![Action::Close])
+        .script("/slow", vec![Action::delay(50, Action::Status(202))])
+        .start()
+        .unwrap();
+    let mut client = Client::plain(&sink);
+    let started = Instant::now();
+    assert_eq!(status(client.post("/slow", &[], b"")), 202);
+    assert!(
+        started.elapsed() >= Duration::from_millis(50),
+        "a delayed answer cannot come before its delay"
+    );
+    assert!(
+        client.post("/close", &[], b"").is_none(),
+        "closed, no answer"
+    );
+    let stats = sink
+        .wait_until("the close to be counted", WAIT, |s| s.connections_open == 0)
+        .unwrap();
+    assert_eq!(stats.requests, 2);
+    assert_eq!(stats.closed_without_answer, 1);
+    assert_eq!(sink.requests()[1].action, Action::Close);
+}
+
+#[test]
+fn http_1_0_and_connection_close_end_the_connection() {
+    let sink = Sink::start_default().unwrap();
+    for request in [
+        &b"POST /old HTTP/1.0\r\nContent-Length: 2\r\n\r\n{}"[..],
+        &b"POST /new HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Length: 0\r\n\r\n"[..],
+    ] {
+        let mut client = Client::plain(&sink);
+        let response = client.send_raw(request).unwrap();
+        assert_eq!(response.status, 200);
+        assert_eq!(response.header("connection"), Some(&b"close"[..]));
+        assert!(client.read_response().is_none(), "then the sink closes");
+    }
+    assert_eq!(sink.requests()[0].version_minor, 0);
+}
+
+#[test]
+fn limits_are_enforced() {
+    let limits = Limits {
+        head_bytes_max: 1024,
+        body_captured_bytes_max: 100,
+        body_bytes_max: 200,
+        ..Limits::default()
+    };
+    let sink = Sink::builder().limits(limits).start().unwrap();
+    let big_header = vec![b'a'; 2000];
+    type Headers<'a> = &'a [(&'a str, &'a [u8])];
+    let cases: &[(Headers<'_>, usize, u16)] = &[
+        (&[("X-Big", &big_header)], 0, 431),
+        (&[], 150, 413), // over the captured size: the sink needs whole bodies
+        (&[], 300, 413), // over body_bytes_max: refused from the Content-Length
+        (&[], 100, 200),
+    ];
+    for (headers, body_len, want) in cases {
+        let mut client = Client::plain(&sink);
+        let response = client.post("/", headers, &vec![b'x'; *body_len]).unwrap();
+        assert_eq!(response.status, *want, "body {body_len}");
+        if *want != 200 {
+            assert!(client.read_response().is_none(), "closed after {want}");
+        }
+    }
+    assert_eq!(sink.stats().bad_requests, 3);
+    let mut client = Client::plain(&sink);
+    assert_eq!(status(client.send_raw(b"NOT HTTP\r\n\r\n")), 400);
+}
+
+#[test]
+fn connections_beyond_the_limit_are_refused() {
+    let sink = Sink::builder().connections_max(1).start().unwrap();
+    let mut first = Client::plain(&sink);
+    assert_eq!(status(first.post("/", &[], b"")), 200);
+    let mut second = Client::plain(&sink);
+    assert!(second.read_response().is_none(), "refused: closed at once");
+    assert_eq!(sink.stats().connections_refused, 1);
+    drop(first);
+    sink.wait_until("the first connection to close", WAIT, |s| {
+        s.connections_open == 0
+    })
+    .unwrap();
+    let mut third = Client::plain(&sink);
+    assert_eq!(status(third.post("/", &[], b"")), 200);
+}
+
+#[test]
+fn recorded_requests_are_bounded() {
+    let sink = Sink::builder().requests_max(2).start().unwrap();
+    let mut client = Client::plain(&sink);
+    for _ in 0..5 {
+        assert_eq!(status(client.post("/", &[], b"")), 200);
+    }
+    assert_eq!(sink.requests().len(), 2);
+    assert_eq!(sink.stats().records_dropped, 3);
+    assert_eq!(sink.stats().requests, 5);
+
+    let counting = Sink::builder().requests_max(0).start().unwrap();
+    let mut client = Client::plain(&counting);
+    assert_eq!(status(client.post("/", &[], b"")), 200);
+    assert!(counting.requests().is_empty());
+    assert_eq!(counting.stats().records_dropped, 0, "0 means counters only");
+}
+
+#[test]
+fn idle_connections_are_closed() {
+    let sink = Sink::builder().idle_timeout_ms(50).start().unwrap();
+    let mut client = Client::plain(&sink);
+    assert_eq!(status(client.post("/", &[], b"")), 200);
+    assert!(client.read_response().is_none(), "closed once idle");
+    sink.wait_until("an idle timeout", WAIT, |s| s.idle_timeouts == 1)
+        .unwrap();
+}
+
+#[test]
+fn wait_gives_up_with_the_counts() {
+    let sink = Sink::start_default().unwrap();
+    let error = sink.wait_for(1, Duration::from_millis(20)).unwrap_err();
+    assert_eq!(error.stats.requests, 0);
+    assert!(error.waited_ms >= 20);
+    assert!(error.to_string().contains("1 requests"), "{error}");
+}
+
+#[test]
+fn settings_out_of_range_are_refused() {
+    let cases: Vec<(herald_sink::SinkBuilder, &str)> = vec![
+        (Sink::builder().connections_max(0), "connections_max"),
+        (
+            Sink::builder().connections_max(herald_sink::CONNECTIONS_MAX_LIMIT + 1),
+            "connections_max",
+        ),
+        (
+            Sink::builder().requests_max(herald_sink::REQUESTS_MAX_LIMIT + 1),
+            "requests_max",
+        ),
+        (Sink::builder().idle_timeout_ms(0), "idle_timeout_ms"),
+        (
+            Sink::builder().default_action(Action::Status(100)),
+            "status",
+        ),
+        (
+            Sink::builder().script(
+                "/",
+                vec![Action::delay(herald_sink::DELAY_MS_MAX + 1, Action::ok())],
+            ),
+            "delay_ms",
+        ),
+        (Sink::builder().script("/", vec![]), "actions"),
+        (
+            Sink::builder().verify(Scheme::Standard, &["not-a-secret"]),
+            "keys",
+        ),
+    ];
+    for (builder, needle) in cases {
+        match builder.start() {
+            Err(SinkError::Config(message)) => assert!(message.contains(needle), "{message}"),
+            other => panic!("expected a config error about {needle}, got {other:?}"),
+        }
+    }
+    let sink = Sink::start_default().unwrap();
+    assert!(sink.set_default_action(Action::Status(1000)).is_err());
+    assert!(sink.set_script("/", vec![Action::Status(99)]).is_err());
+}
+
+fn now_s() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64
+}
+
+#[test]
+fn signatures_are_verified_on_arrival() {
+    let standard = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
+    let cases: Vec<(Scheme, &str)> = vec![
+        (Scheme::Standard, standard),
+        (Scheme::stripe(), "whsec_stripe_style"),
+        (Scheme::Olo, "olo-secret"),
+    ];
+    for (scheme, secret) in cases {
+        let sink = Sink::builder()
+            .verify(scheme.clone(), &[secret])
+            .start()
+            .unwrap();
+        let signer = Signer::new(scheme.clone(), &[secret]).unwrap();
+        let mut client = Client::plain(&sink);
+        let url = sink.url("/hook");
+        let body = br#"{"id":"evt_1"}"#;
+        for (sent_body, timestamp_s) in [
+            (&body[..], now_s()),
+            (&b"{\"id\":\"evt_2\"}"[..], now_s()), // signed over `body`: mismatch
+            (&body[..], now_s() - 3600),           // outside the tolerance
+        ] {
+            let mut signed = SignedHeaders::new();
+            signer.sign_into(
+                &Message {
+                    id: "msg_1",
+                    timestamp_s,
+                    url: &url,
+                    body,
+                },
+                &mut signed,
+            );
+            let headers: Vec<(&str, &[u8])> =
+                signed.iter().map(|(n, v)| (n, v.as_bytes())).collect();
+            assert_eq!(status(client.post("/hook", &headers, sent_body)), 200);
+        }
+        let stats = sink.stats();
+        assert_eq!((stats.verified, stats.verify_failed), (1, 2), "{scheme:?}");
+        let records = sink.requests();
+        assert!(records[0].verify.as_ref().unwrap().is_ok());
+        assert!(records[1].verify.as_ref().unwrap().is_err());
+        assert!(records[2].verify.as_ref().unwrap().is_err());
+    }
+}
+
+#[test]
+fn latency_is_read_from_the_body() {
+    let sink = Sink::builder()
+        .latency_field("sent_unix_ns")
+        .start()
+        .unwrap();
+    let mut client = Client::plain(&sink);
+    let now_ns = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_nanos();
+    let body = format!("{{\"data\":{{\"sent_unix_ns\":{now_ns}}}}}");
+    assert_eq!(status(client.post("/", &[], body.as_bytes())), 200);
+    assert_eq!(status(client.post("/", &[], b"{}")), 200);
+    assert_eq!(sink.latency().len(), 1);
+    assert_eq!(sink.stats().latency_missing, 1);
+    drop(client);
+    sink.wait_until("the connection to close", WAIT, |s| s.connections_open == 0)
+        .unwrap();
+    assert_eq!(sink.latency().len(), 1, "kept after the connection closed");
+    sink.reset_latency();
+    assert_eq!(sink.latency().len(), 0);
+}
+
+fn tls_client(
+    sink: &Sink,
+    roots_pem: Option<&str>,
+) -> Client<rustls::StreamOwned<rustls::ClientConnection, TcpStream>> {
+    let mut roots = rustls::RootCertStore::empty();
+    if let Some(pem) = roots_pem {
+        for cert in CertificateDer::pem_slice_iter(pem.as_bytes()) {
+            roots.add(cert.unwrap()).unwrap();
+        }
+    }
+    let config = rustls::ClientConfig::builder_with_provider(herald_sink::crypto_provider())
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    let name = ServerName::try_from("localhost").unwrap();
+    let connection = rustls::ClientConnection::new(Arc::new(config), name).unwrap();
+    let tcp = TcpStream::connect(sink.addr()).unwrap();
+    tcp.set_read_timeout(Some(WAIT)).unwrap();
+    Client {
+        stream: rustls::StreamOwned::new(connection, tcp),
+        parser: ResponseParser::new(Limits::default()),
+        host: format!("localhost:{}", sink.addr().port()),
+    }
+}
+
+#[test]
+fn tls_with_the_generated_ca() {
+    let dir = tempfile::tempdir().unwrap();
+    let ca_path = dir.path().join("ca.pem");
+    let sink = Sink::builder().ca_pem_out(&ca_path).start().unwrap();
+    assert_eq!(sink.scheme(), "https");
+    assert!(sink.url("/x").starts_with("https://127.0.0.1:"));
+    assert_eq!(sink.ca_pem_path(), Some(ca_path.as_path()));
+    let pem = std::fs::read_to_string(&ca_path).unwrap();
+    assert_eq!(Some(pem.as_str()), sink.ca_pem());
+
+    let mut client = tls_client(&sink, Some(&pem));
+    for _ in 0..2 {
+        assert_eq!(status(client.post("/secure", &[], b"{}")), 200);
+    }
+    assert_eq!(sink.stats().connections_accepted, 1);
+
+    let mut untrusting = tls_client(&sink, None);
+    let mut out = Vec::new();
+    encode_request(&mut out, "POST", "/", "localhost", &[], b"").unwrap();
+    assert!(
+        untrusting.stream.write_all(&out).is_err(),
+        "the client refuses the certificate"
+    );
+    drop(untrusting);
+    sink.wait_until("a TLS error", WAIT, |s| s.tls_errors == 1)
+        .unwrap();
+    assert_eq!(sink.stats().requests, 2);
+}
+
+#[test]
+fn shutdown_closes_open_connections() {
+    let sink = Sink::builder()
+        .script(
+            "/hang",
+            vec![Action::delay(herald_sink::DELAY_MS_MAX, Action::ok())],
+        )
+        .start()
+        .unwrap();
+    let mut idle = Client::plain(&sink);
+    assert_eq!(status(idle.post("/", &[], b"")), 200);
+    let mut hanging = Client::plain(&sink);
+    let mut out = Vec::new();
+    encode_request(&mut out, "POST", "/hang", "h", &[], b"").unwrap();
+    hanging.stream.write_all(&out).unwrap();
+    sink.wait_for(2, WAIT).unwrap();
+    let addr = sink.addr();
+    sink.shutdown();
+    assert!(idle.read_response().is_none());
+    assert!(hanging.read_response().is_none());
+    assert!(TcpStream::connect(addr).is_err(), "no longer listening");
+}
