@@ -1,0 +1,551 @@
+//! The per-shard outbound HTTP/1.1 client.
+
+use std::cell::{Cell, RefCell};
+use std::net::{IpAddr, SocketAddr};
+use std::rc::Rc;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use futures_lite::io::{AsyncReadExt, AsyncWriteExt};
+use glommio::net::TcpStream;
+use glommio::timer::Timer;
+use herald_http::{Limits, Response, ResponseParser, Url};
+
+use crate::conn::Conn;
+use crate::dns::{DnsConfig, Resolver};
+use crate::egress::EgressPolicy;
+use crate::error::TransportError;
+use crate::pool::{OriginKey, Pool, PoolConfig};
+use crate::tls::{self, TrustAnchors};
+
+/// Default connect timeout (DNS, TCP and TLS handshake): 5 s.
+pub const CONNECT_TIMEOUT_MS_DEFAULT: u64 = 5_000;
+/// Default whole-request timeout: 30 s.
+pub const REQUEST_TIMEOUT_MS_DEFAULT: u64 = 30_000;
+/// Most caller headers on one request (signature headers plus a webhook's custom ones).
+pub const REQUEST_HEADERS_MAX: usize = 64;
+
+/// The `User-Agent` every request carries unless the caller sets one.
+pub const USER_AGENT: &str = concat!("herald/", env!("CARGO_PKG_VERSION"));
+
+/// Configuration of one shard's client.
+#[derive(Debug, Clone)]
+pub struct ClientConfig {
+    /// CAs that https receivers are verified against.
+    pub trust: TrustAnchors,
+    /// Which addresses may be connected to, and whether plain http is allowed.
+    pub egress: EgressPolicy,
+    /// Per-origin connection limits and idle timeout.
+    pub pool: PoolConfig,
+    /// Resolver cache and concurrency.
+    pub dns: DnsConfig,
+    /// Response head, header count and body limits (a receiver sending endless headers
+    /// or an endless body is cut off by these).
+    pub limits: Limits,
+    /// Size of the buffer one socket read fills. Default 16 KiB (one TLS record).
+    pub read_buffer_bytes: usize,
+    /// TLS sessions remembered for resumption, per shard. Default 256.
+    pub tls_sessions_max: usize,
+    /// Request and read buffers kept for reuse between requests. Default 64.
+    pub spare_buffers_max: usize,
+}
+
+impl ClientConfig {
+    /// Defaults around the given trust anchors: only public addresses, 32 connections
+    /// per origin, 30 s idle timeout, herald-http's default limits.
+    pub fn new(trust: TrustAnchors) -> ClientConfig {
+        ClientConfig {
+            trust,
+            egress: EgressPolicy::new(),
+            pool: PoolConfig::default(),
+            dns: DnsConfig::default(),
+            limits: Limits::default(),
+            read_buffer_bytes: 16 * 1024,
+            tls_sessions_max: 256,
+            spare_buffers_max: 64,
+        }
+    }
+}
+
+/// One webhook delivery attempt as the transport sees it: always a `POST` of a JSON body.
+#[derive(Debug, Clone)]
+pub struct OutboundRequest {
+    /// Where to send it.
+    pub url: Url,
+    /// Extra headers (signature headers, the webhook's custom headers). `Host` and
+    /// `Content-Length` are set by the encoder and refused here; `Content-Type` and
+    /// `User-Agent` replace the defaults.
+    pub headers: Vec<(String, String)>,
+    /// The body, shared between the fan-out of one event on a shard.
+    pub body: Rc<[u8]>,
+    /// Budget for DNS, TCP connect and TLS handshake. Default 5 s.
+    pub connect_timeout_ms: u64,
+    /// Budget for the whole exchange, connect included. Default 30 s.
+    pub request_timeout_ms: u64,
+}
+
+impl OutboundRequest {
+    /// A request with no extra headers and the default timeouts.
+    pub fn new(url: Url, body: impl Into<Rc<[u8]>>) -> OutboundRequest {
+        OutboundRequest {
+            url,
+            headers: Vec::new(),
+            body: body.into(),
+            connect_timeout_ms: CONNECT_TIMEOUT_MS_DEFAULT,
+            request_timeout_ms: REQUEST_TIMEOUT_MS_DEFAULT,
+        }
+    }
+
+    /// Adds a header (builder style).
+    pub fn header(mut self, name: impl Into<String>, value: impl Into<String>) -> Self {
+        self.headers.push((name.into(), value.into()));
+        self
+    }
+}
+
+/// Counters of one client (monotonic).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ClientStats {
+    /// Connections opened (TCP connected, and for https handshaken).
+    pub connections_opened: u64,
+    /// Requests sent on a connection that had carried one before.
+    pub connections_reused: u64,
+    /// TLS handshakes that resumed an earlier session.
+    pub tls_resumed: u64,
+    /// Requests retried on a fresh connection because a reused one turned out dead.
+    pub stale_retries: u64,
+    /// Idle connections closed by the idle timeout.
+    pub idle_closed: u64,
+}
+
+/// The outbound HTTP client of one shard: single-threaded, runs inside a glommio
+/// `LocalExecutor`, keeps keep-alive connections per origin.
+///
+/// # Stale connections and at-least-once
+///
+/// A receiver may close an idle keep-alive connection at any moment. A request sent on a
+/// reused connection that fails before any response byte arrives (write error, reset, or
+/// close) is sent once more on a fresh connection. The receiver may in rare cases have
+/// seen the first copy (it processed the request and then died before answering), so it
+/// may see the request twice; that is within Herald's at-least-once contract, and every
+/// request carries a stable event id for de-duplication.
+pub struct HttpClient {
+    config: ClientConfig,
+    tls: futures_rustls::TlsConnector,
+    pool: Rc<Pool<Conn>>,
+    resolver: Resolver,
+    spare_buffers: RefCell<Vec<Vec<u8>>>,
+    stats: Cell<ClientStats>,
+    last_sweep: Cell<Instant>,
+}
+
+impl std::fmt::Debug for HttpClient {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HttpClient")
+            .field("egress", &self.config.egress)
+            .field("pool", &self.config.pool)
+            .field("stats", &self.stats.get())
+            .finish()
+    }
+}
+
+/// Where a failure happened, to decide whether a stale-connection retry is safe.
+struct AttemptError {
+    error: TransportError,
+    /// No byte of a response had arrived.
+    before_response: bool,
+}
+
+impl HttpClient {
+    /// A client; cheap apart from building the rustls configuration.
+    pub fn new(config: ClientConfig) -> HttpClient {
+        let tls_config: Arc<rustls::ClientConfig> =
+            tls::client_config(&config.trust, config.tls_sessions_max);
+        HttpClient {
+            tls: futures_rustls::TlsConnector::from(tls_config),
+            pool: Rc::new(Pool::new(config.pool)),
+            resolver: Resolver::new(config.dns),
+            spare_buffers: RefCell::new(Vec::new()),
+            stats: Cell::new(ClientStats::default()),
+            last_sweep: Cell::new(Instant::now()),
+            config,
+        }
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &ClientConfig {
+        &self.config
+    }
+
+    /// Counters so far.
+    pub fn stats(&self) -> ClientStats {
+        self.stats.get()
+    }
+
+    fn bump(&self, f: impl FnOnce(&mut ClientStats)) {
+        let mut stats = self.stats.get();
+        f(&mut stats);
+        self.stats.set(stats);
+    }
+
+    /// Idle connections kept for `url`'s origin.
+    pub fn idle_connections(&self, url: &Url) -> usize {
+        self.pool.idle_count(&origin_key(url))
+    }
+
+    /// Closes idle connections past the idle timeout. `send` does this at most once a
+    /// second on its own; a shard loop may also call it from its timer so that a quiet
+    /// shard releases sockets.
+    pub fn sweep_idle(&self) -> usize {
+        let now = Instant::now();
+        self.last_sweep.set(now);
+        let closed = self.pool.sweep(now);
+        self.bump(|s| s.idle_closed += closed as u64);
+        closed
+    }
+
+    /// POSTs `request` and returns the receiver's response (any status), or why there
+    /// is none.
+    pub async fn send(&self, request: OutboundRequest) -> Result<Response, TransportError> {
+        let started = Instant::now();
+        if started.saturating_duration_since(self.last_sweep.get()) >= Duration::from_secs(1) {
+            self.sweep_idle();
+        }
+        let timeout_ms = request.request_timeout_ms.max(1);
+        let budget = Duration::from_millis(timeout_ms);
+        let exchange = self.exchange(&request, started);
+        let timer = async {
+            Timer::new(budget).await;
+            Err(TransportError::RequestTimeout(format!(
+                "no complete response from {} within {timeout_ms} ms",
+                request.url
+            )))
+        };
+        futures_lite::future::or(exchange, timer).await
+    }
+
+    async fn exchange(
+        &self,
+        request: &OutboundRequest,
+        started: Instant,
+    ) -> Result<Response, TransportError> {
+        let url = &request.url;
+        if self.config.egress.require_https && !url.is_tls() {
+            return Err(TransportError::EgressRefused(format!(
+                "{url}: plain http is not allowed (https required)"
+            )));
+        }
+        let mut wire = self.take_buffer();
+        let encoded = self.encode(request, &mut wire);
+        let result = match encoded {
+            Ok(()) => self.exchange_encoded(request, &wire, started).await,
+            Err(e) => Err(e),
+        };
+        self.give_buffer(wire);
+        result
+    }
+
+    async fn exchange_encoded(
+        &self,
+        request: &OutboundRequest,
+        wire: &[u8],
+        started: Instant,
+    ) -> Result<Response, TransportError> {
+        let key = origin_key(&request.url);
+        let checkout = self
+            .pool
+            .checkout(&key, Instant::now())
+            .await
+            .map_err(|_| {
+                TransportError::PoolFull(format!(
+                    "{} connections to {} busy and {} requests waiting",
+                    self.config.pool.connections_per_origin_max,
+                    request.url.host_header(),
+                    self.config.pool.waiters_per_origin_max
+                ))
+            })?;
+        let lease = checkout.lease;
+        let idle = checkout.conn.filter(Conn::reusable);
+        let mut read_buf = self.take_buffer();
+        read_buf.resize(self.config.read_buffer_bytes.max(1), 0);
+
+        let result = async {
+            if let Some(mut conn) = idle {
+                self.bump(|s| s.connections_reused += 1);
+                match self.attempt(&mut conn, wire, &mut read_buf).await {
+                    Ok(response) => return Ok((conn, response)),
+                    Err(e) if !e.before_response => return Err(e.error),
+                    Err(_) => {
+                        tracing::debug!(url = %request.url, "reused connection was dead; retrying once");
+                        self.bump(|s| s.stale_retries += 1);
+                    }
+                }
+            }
+            let deadline = started + Duration::from_millis(request.connect_timeout_ms.max(1));
+            let mut conn = self.open(&request.url, deadline).await?;
+            match self.attempt(&mut conn, wire, &mut read_buf).await {
+                Ok(response) => Ok((conn, response)),
+                Err(e) => Err(e.error),
+            }
+        }
+        .await;
+        self.give_buffer(read_buf);
+
+        let (conn, (response, reusable)) = result?;
+        if reusable {
+            lease.release(conn, Instant::now());
+        } else {
+            drop(conn);
+            drop(lease);
+        }
+        Ok(response)
+    }
+
+    fn encode(&self, request: &OutboundRequest, out: &mut Vec<u8>) -> Result<(), TransportError> {
+        if request.headers.len() > REQUEST_HEADERS_MAX {
+            return Err(TransportError::InvalidRequest(format!(
+                "{} headers, more than {REQUEST_HEADERS_MAX}",
+                request.headers.len()
+            )));
+        }
+        let has = |name: &str| {
+            request
+                .headers
+                .iter()
+                .any(|(n, _)| n.eq_ignore_ascii_case(name))
+        };
+        let mut headers: Vec<(&str, &[u8])> = Vec::with_capacity(request.headers.len() + 2);
+        if !has("content-type") {
+            headers.push(("Content-Type", b"application/json"));
+        }
+        if !has("user-agent") {
+            headers.push(("User-Agent", USER_AGENT.as_bytes()));
+        }
+        headers.extend(
+            request
+                .headers
+                .iter()
+                .map(|(n, v)| (n.as_str(), v.as_bytes())),
+        );
+        let host = request.url.host_header();
+        herald_http::encode_request(
+            out,
+            "POST",
+            &request.url.target,
+            &host,
+            &headers,
+            &request.body,
+        )
+        .map_err(|e| TransportError::InvalidRequest(e.to_string()))
+    }
+
+    /// One request/response on `conn`. Returns the response and whether the connection
+    /// may carry another request.
+    async fn attempt(
+        &self,
+        conn: &mut Conn,
+        wire: &[u8],
+        buf: &mut [u8],
+    ) -> Result<(Response, bool), AttemptError> {
+        let before = |e: std::io::Error, what: &str| AttemptError {
+            error: TransportError::Connection(format!("{what}: {e}")),
+            before_response: true,
+        };
+        conn.stream
+            .write_all(wire)
+            .await
+            .map_err(|e| before(e, "sending request"))?;
+        conn.stream
+            .flush()
+            .await
+            .map_err(|e| before(e, "sending request"))?;
+        conn.parser.reset();
+        let mut received = false;
+        loop {
+            let n = match conn.stream.read(buf).await {
+                Ok(n) => n,
+                Err(e) => {
+                    return Err(AttemptError {
+                        error: TransportError::Connection(format!("reading response: {e}")),
+                        before_response: !received,
+                    })
+                }
+            };
+            if n == 0 {
+                return match conn.parser.feed_eof() {
+                    Ok(Some(response)) => Ok((response, false)),
+                    Ok(None) => Err(AttemptError {
+                        error: TransportError::Connection(
+                            "receiver closed the connection without a response".to_owned(),
+                        ),
+                        before_response: true,
+                    }),
+                    Err(e) => Err(AttemptError {
+                        error: TransportError::Protocol(e.to_string()),
+                        before_response: false,
+                    }),
+                };
+            }
+            received = true;
+            let (used, response) = conn.parser.feed(&buf[..n]).map_err(|e| AttemptError {
+                error: TransportError::Protocol(e.to_string()),
+                before_response: false,
+            })?;
+            if let Some(response) = response {
+                conn.requests += 1;
+                // Bytes after the response would be an unrequested second response
+                // (we never pipeline): the framing cannot be trusted any more.
+                let reusable = response.keep_alive && used == n;
+                return Ok((response, reusable));
+            }
+        }
+    }
+
+    /// Resolves, checks and connects (and for https, handshakes) within `deadline`.
+    async fn open(&self, url: &Url, deadline: Instant) -> Result<Conn, TransportError> {
+        let remaining = |now: Instant| deadline.saturating_duration_since(now);
+        let lookup = self.resolver.resolve(&url.host);
+        let addresses = futures_lite::future::or(async { Some(lookup.await) }, async {
+            Timer::new(remaining(Instant::now())).await;
+            None
+        })
+        .await
+        .ok_or_else(|| {
+            TransportError::Dns(format!(
+                "lookup of {} did not finish within the connect timeout",
+                url.host
+            ))
+        })?
+        .map_err(|e| TransportError::Dns(e.to_string()))?;
+
+        let mut refusal = None;
+        let permitted: Vec<IpAddr> = addresses
+            .iter()
+            .copied()
+            .filter(|ip| match self.config.egress.check(*ip) {
+                Ok(()) => true,
+                Err(r) => {
+                    refusal.get_or_insert(r);
+                    false
+                }
+            })
+            .collect();
+        if permitted.is_empty() {
+            let detail = match refusal {
+                Some(r) => format!("{}: {r}", url.host),
+                None => format!("{}: no address", url.host),
+            };
+            return Err(TransportError::EgressRefused(detail));
+        }
+
+        let mut last_error = None;
+        let mut stream = None;
+        for ip in permitted {
+            let left = remaining(Instant::now());
+            if left.is_zero() {
+                break;
+            }
+            // Connect to exactly the address that was checked: never re-resolve.
+            let addr = SocketAddr::new(ip, url.port);
+            match TcpStream::connect_timeout(addr, left).await {
+                Ok(s) => {
+                    stream = Some(s);
+                    break;
+                }
+                Err(e) => last_error = Some((addr, e)),
+            }
+        }
+        let stream = match stream {
+            Some(s) => s,
+            None => {
+                return Err(match last_error {
+                    Some((addr, e)) if is_timeout(&e) || remaining(Instant::now()).is_zero() => {
+                        TransportError::ConnectTimeout(format!("{addr}: {e}"))
+                    }
+                    Some((addr, e)) => TransportError::Connect(format!("{addr}: {e}")),
+                    None => TransportError::ConnectTimeout(format!(
+                        "{}: connect timeout elapsed",
+                        url.host_header()
+                    )),
+                })
+            }
+        };
+        // Webhook requests are small and latency matters more than packet count.
+        let _ = stream.set_nodelay(true);
+
+        let conn = if url.is_tls() {
+            let name = tls::server_name(&url.host).map_err(TransportError::Tls)?;
+            let handshake = self.tls.connect(name, stream);
+            let left = remaining(Instant::now());
+            let tls_stream = futures_lite::future::or(async { Some(handshake.await) }, async {
+                Timer::new(left).await;
+                None
+            })
+            .await
+            .ok_or_else(|| {
+                TransportError::ConnectTimeout(format!(
+                    "{}: TLS handshake did not finish within the connect timeout ({} ms left)",
+                    url.host_header(),
+                    left.as_millis()
+                ))
+            })?
+            .map_err(|e| {
+                TransportError::Tls(format!("{}: {}", url.host_header(), tls_detail(&e)))
+            })?;
+            if tls_stream.get_ref().1.handshake_kind() == Some(rustls::HandshakeKind::Resumed) {
+                self.bump(|s| s.tls_resumed += 1);
+            }
+            Conn::tls(tls_stream, self.parser())
+        } else {
+            Conn::plain(stream, self.parser())
+        };
+        self.bump(|s| s.connections_opened += 1);
+        Ok(conn)
+    }
+
+    fn parser(&self) -> ResponseParser {
+        ResponseParser::new(self.config.limits)
+    }
+
+    fn take_buffer(&self) -> Vec<u8> {
+        let mut buf = self.spare_buffers.borrow_mut().pop().unwrap_or_default();
+        buf.clear();
+        buf
+    }
+
+    fn give_buffer(&self, buf: Vec<u8>) {
+        let mut spare = self.spare_buffers.borrow_mut();
+        // A buffer that grew for one huge body is not kept.
+        if spare.len() < self.config.spare_buffers_max
+            && buf.capacity() <= self.config.read_buffer_bytes.max(64 * 1024)
+        {
+            spare.push(buf);
+        }
+    }
+}
+
+fn origin_key(url: &Url) -> OriginKey {
+    OriginKey {
+        https: url.is_tls(),
+        host: url.host.clone(),
+        port: url.port,
+    }
+}
+
+fn is_timeout(e: &glommio::GlommioError<()>) -> bool {
+    match e {
+        glommio::GlommioError::IoError(io) => io.kind() == std::io::ErrorKind::TimedOut,
+        glommio::GlommioError::TimedOut(_) => true,
+        _ => false,
+    }
+}
+
+fn tls_detail(e: &std::io::Error) -> String {
+    match e
+        .get_ref()
+        .and_then(|inner| inner.downcast_ref::<rustls::Error>())
+    {
+        Some(rustls_error) => rustls_error.to_string(),
+        None => format!("handshake failed: {e}"),
+    }
+}

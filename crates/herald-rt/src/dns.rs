@@ -1,0 +1,238 @@
+//! Name resolution off the executor thread, with a small per-shard cache.
+//!
+//! `getaddrinfo` blocks for as long as the network's resolvers take; running it on the
+//! shard thread would stall every delivery of the shard. Lookups therefore run on
+//! glommio's blocking thread pool (`spawn_blocking`), bounded in number per shard by a
+//! semaphore. `getaddrinfo` reports no TTL, so answers are cached for a fixed short time;
+//! caching never weakens the egress guard because the guard judges the exact addresses
+//! that are then connected to.
+
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::net::{IpAddr, ToSocketAddrs};
+use std::rc::Rc;
+use std::time::{Duration, Instant};
+
+/// Most addresses kept from one answer: enough for dual-stack round-robin records,
+/// bounded so a hostile zone cannot make us try hundreds of addresses.
+pub const ADDRESSES_PER_NAME_MAX: usize = 8;
+
+/// Resolver limits (part of [`ClientConfig`](crate::ClientConfig)).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DnsConfig {
+    /// How long an answer is reused. Default 30 s.
+    pub cache_ttl_ms: u64,
+    /// Most names cached per shard. Default 4096.
+    pub cache_entries_max: usize,
+    /// Most lookups running at once per shard; further lookups wait. Default 4: the
+    /// blocking pool is shared with other blocking work.
+    pub lookups_in_flight_max: u64,
+}
+
+impl Default for DnsConfig {
+    fn default() -> DnsConfig {
+        DnsConfig {
+            cache_ttl_ms: 30_000,
+            cache_entries_max: 4096,
+            lookups_in_flight_max: 4,
+        }
+    }
+}
+
+/// Why a name could not be resolved.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DnsError {
+    /// The resolver answered with an error (no such name, no addresses, resolver down).
+    #[error("cannot resolve {host}: {detail}")]
+    Lookup {
+        /// The name.
+        host: String,
+        /// What the resolver said.
+        detail: String,
+    },
+}
+
+struct CacheEntry {
+    addresses: Rc<[IpAddr]>,
+    expires: Instant,
+}
+
+/// One shard's resolver.
+pub(crate) struct Resolver {
+    config: DnsConfig,
+    cache: RefCell<HashMap<String, CacheEntry>>,
+    in_flight: glommio::sync::Semaphore,
+}
+
+impl std::fmt::Debug for Resolver {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Resolver")
+            .field("config", &self.config)
+            .field("cached", &self.cache.borrow().len())
+            .finish()
+    }
+}
+
+/// An IP literal host as it appears in a URL (IPv6 possibly in brackets).
+pub(crate) fn ip_literal(host: &str) -> Option<IpAddr> {
+    let bare = host
+        .strip_prefix('[')
+        .and_then(|h| h.strip_suffix(']'))
+        .unwrap_or(host);
+    bare.parse().ok()
+}
+
+impl Resolver {
+    pub(crate) fn new(config: DnsConfig) -> Resolver {
+        Resolver {
+            config,
+            cache: RefCell::new(HashMap::new()),
+            in_flight: glommio::sync::Semaphore::new(config.lookups_in_flight_max.max(1)),
+        }
+    }
+
+    /// The addresses of `host` (an IP literal is returned as is, without a lookup).
+    pub(crate) async fn resolve(&self, host: &str) -> Result<Rc<[IpAddr]>, DnsError> {
+        if let Some(ip) = ip_literal(host) {
+            return Ok(Rc::from([ip]));
+        }
+        let key = host.to_ascii_lowercase();
+        let now = Instant::now();
+        if let Some(entry) = self.cache.borrow().get(&key) {
+            if entry.expires > now {
+                return Ok(entry.addresses.clone());
+            }
+        }
+        let addresses = {
+            // The semaphore is never closed, so acquiring only waits.
+            let _permit = self
+                .in_flight
+                .acquire_permit(1)
+                .await
+                .map_err(|e| DnsError::Lookup {
+                    host: host.to_owned(),
+                    detail: format!("resolver unavailable: {e}"),
+                })?;
+            let name = key.clone();
+            glommio::executor()
+                .spawn_blocking(move || lookup_blocking(&name))
+                .await
+                .map(Rc::<[IpAddr]>::from)
+        }
+        .map_err(|detail| DnsError::Lookup {
+            host: host.to_owned(),
+            detail,
+        })?;
+        self.insert(key, addresses.clone(), Instant::now());
+        Ok(addresses)
+    }
+
+    fn insert(&self, key: String, addresses: Rc<[IpAddr]>, now: Instant) {
+        let mut cache = self.cache.borrow_mut();
+        if cache.len() >= self.config.cache_entries_max {
+            cache.retain(|_, entry| entry.expires > now);
+            if cache.len() >= self.config.cache_entries_max {
+                // Still full of live entries: start over rather than track recency; a
+                // miss only costs one lookup.
+                cache.clear();
+            }
+        }
+        if self.config.cache_entries_max > 0 {
+            let expires = now + Duration::from_millis(self.config.cache_ttl_ms);
+            cache.insert(key, CacheEntry { addresses, expires });
+        }
+    }
+
+    #[cfg(test)]
+    pub(crate) fn cached_len(&self) -> usize {
+        self.cache.borrow().len()
+    }
+}
+
+fn lookup_blocking(name: &str) -> Result<Vec<IpAddr>, String> {
+    let answer = (name, 0u16).to_socket_addrs().map_err(|e| e.to_string())?;
+    let mut addresses: Vec<IpAddr> = Vec::with_capacity(ADDRESSES_PER_NAME_MAX);
+    for addr in answer {
+        if addresses.len() == ADDRESSES_PER_NAME_MAX {
+            break;
+        }
+        if !addresses.contains(&addr.ip()) {
+            addresses.push(addr.ip());
+        }
+    }
+    if addresses.is_empty() {
+        return Err("no addresses".to_owned());
+    }
+    Ok(addresses)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn run<T: Send + 'static>(f: impl std::future::Future<Output = T> + 'static) -> T {
+        glommio::LocalExecutorBuilder::default()
+            .io_memory(128 * 1024)
+            .ring_depth(64)
+            .make()
+            .unwrap()
+            .run(f)
+    }
+
+    #[test]
+    fn ip_literals_need_no_lookup() {
+        let cases: &[(&str, Option<&str>)] = &[
+            ("127.0.0.1", Some("127.0.0.1")),
+            ("::1", Some("::1")),
+            ("[::1]", Some("::1")),
+            ("[fe80::1]", Some("fe80::1")),
+            ("example.com", None),
+            ("[example.com]", None),
+            ("127.1", None),
+        ];
+        for (host, expected) in cases {
+            assert_eq!(
+                ip_literal(host),
+                expected.map(|e| e.parse().unwrap()),
+                "{host}"
+            );
+        }
+    }
+
+    #[test]
+    fn names_are_resolved_off_thread_and_cached_with_a_bound() {
+        let (first, cached_after_one, cached_after_three, error) = run(async {
+            let resolver = Resolver::new(DnsConfig {
+                cache_entries_max: 2,
+                ..DnsConfig::default()
+            });
+            let first = resolver.resolve("localhost").await.unwrap();
+            let cached_after_one = resolver.cached_len();
+            // Literals are not cached; case is folded.
+            resolver.resolve("127.0.0.1").await.unwrap();
+            resolver.resolve("LOCALHOST").await.unwrap();
+            let cached_still_one = resolver.cached_len();
+            assert_eq!(cached_still_one, 1);
+            // Entries beyond cache_entries_max evict (expired first, else everything).
+            let now = Instant::now();
+            let loopback: Rc<[IpAddr]> = Rc::from([IpAddr::from([127, 0, 0, 1])]);
+            resolver.insert("b.test".to_owned(), loopback.clone(), now);
+            resolver.insert("c.test".to_owned(), loopback, now);
+            let cached_after_three = resolver.cached_len();
+            let error = resolver.resolve("no-such-host.invalid").await.unwrap_err();
+            (first.to_vec(), cached_after_one, cached_after_three, error)
+        });
+        assert!(first.iter().all(|ip| ip.is_loopback()), "{first:?}");
+        assert!(first.len() <= ADDRESSES_PER_NAME_MAX);
+        assert_eq!(cached_after_one, 1);
+        assert!(
+            cached_after_three <= 2,
+            "cache bounded by cache_entries_max"
+        );
+        assert!(matches!(error, DnsError::Lookup { .. }));
+        assert!(
+            error.to_string().contains("no-such-host.invalid"),
+            "{error}"
+        );
+    }
+}

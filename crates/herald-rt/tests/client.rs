@@ -1,0 +1,468 @@
+//! The outbound client against loopback receivers: plain, TLS and Python's http.server.
+
+mod support;
+
+use std::rc::Rc;
+
+use herald_rt::{
+    ClientConfig, HttpClient, OutboundRequest, PoolConfig, TransportError, TrustAnchors, USER_AGENT,
+};
+use support::{loopback_config, plain_receiver, run, Behavior};
+
+fn body() -> Rc<[u8]> {
+    Rc::from(&br#"{"type":"order.created","id":"evt_1"}"#[..])
+}
+
+#[test]
+fn post_carries_headers_and_body_and_reuses_the_connection() {
+    let receiver = plain_receiver(Behavior::Ok { close: false });
+    let url = receiver.url("http", "/hooks/a?x=1");
+    let stats = run(move || async move {
+        let client = HttpClient::new(loopback_config(TrustAnchors::empty()));
+        for i in 0..3 {
+            let request = OutboundRequest::new(url.clone(), body())
+                .header("webhook-id", format!("msg_{i}"))
+                .header("X-Custom", "yes");
+            let response = client.send(request).await.unwrap();
+            assert_eq!(response.status, 200);
+            assert_eq!(response.body, b"ok");
+            assert!(response.keep_alive);
+        }
+        assert_eq!(client.idle_connections(&url), 1);
+        client.stats()
+    });
+    assert_eq!(
+        receiver.accepted(),
+        1,
+        "one keep-alive connection for all requests"
+    );
+    assert_eq!(stats.connections_opened, 1);
+    assert_eq!(stats.connections_reused, 2);
+    let seen = receiver.seen();
+    assert_eq!(seen.len(), 3);
+    for (i, request) in seen.iter().enumerate() {
+        assert_eq!(request.method, "POST");
+        assert_eq!(request.target, "/hooks/a?x=1");
+        assert_eq!(
+            request.header("host"),
+            Some(receiver.addr.to_string().as_str())
+        );
+        assert_eq!(request.header("content-type"), Some("application/json"));
+        assert_eq!(request.header("user-agent"), Some(USER_AGENT));
+        assert!(USER_AGENT.starts_with("herald/"));
+        assert_eq!(
+            request.header("webhook-id"),
+            Some(format!("msg_{i}").as_str())
+        );
+        assert_eq!(request.header("x-custom"), Some("yes"));
+        assert_eq!(
+            request.header("content-length"),
+            Some(body().len().to_string().as_str())
+        );
+        assert_eq!(request.body, &body()[..]);
+        assert_eq!(request.connection, 0);
+    }
+}
+
+#[test]
+fn caller_content_type_replaces_the_default() {
+    let receiver = plain_receiver(Behavior::Ok { close: false });
+    let url = receiver.url("http", "/");
+    run(move || async move {
+        let client = HttpClient::new(loopback_config(TrustAnchors::empty()));
+        let request = OutboundRequest::new(url, body())
+            .header("Content-Type", "application/cloudevents+json")
+            .header("User-Agent", "custom/1");
+        client.send(request).await.unwrap();
+    });
+    let seen = receiver.seen();
+    let ct: Vec<_> = seen[0]
+        .headers
+        .iter()
+        .filter(|(n, _)| n.eq_ignore_ascii_case("content-type"))
+        .collect();
+    assert_eq!(ct.len(), 1);
+    assert_eq!(ct[0].1, "application/cloudevents+json");
+    assert_eq!(seen[0].header("user-agent"), Some("custom/1"));
+}
+
+#[test]
+fn invalid_requests_are_refused_before_connecting() {
+    let receiver = plain_receiver(Behavior::Ok { close: false });
+    let url = receiver.url("http", "/");
+    let errors = run(move || async move {
+        let client = HttpClient::new(loopback_config(TrustAnchors::empty()));
+        let mut errors = Vec::new();
+        let cases = [
+            OutboundRequest::new(url.clone(), body()).header("X-Evil", "a\r\nInjected: 1"),
+            OutboundRequest::new(url.clone(), body()).header("Bad Name", "v"),
+            OutboundRequest::new(url.clone(), body()).header("Content-Length", "1"),
+            {
+                let mut r = OutboundRequest::new(url.clone(), body());
+                for i in 0..=herald_rt::REQUEST_HEADERS_MAX {
+                    r = r.header(format!("x-h{i}"), "v");
+                }
+                r
+            },
+        ];
+        for request in cases {
+            errors.push(client.send(request).await.unwrap_err());
+        }
+        errors
+    });
+    for e in &errors {
+        assert!(matches!(e, TransportError::InvalidRequest(_)), "{e}");
+    }
+    assert_eq!(receiver.accepted(), 0);
+}
+
+#[test]
+fn connection_close_is_honoured() {
+    let receiver = plain_receiver(Behavior::Ok { close: true });
+    let url = receiver.url("http", "/");
+    let stats = run(move || async move {
+        let client = HttpClient::new(loopback_config(TrustAnchors::empty()));
+        for _ in 0..2 {
+            let response = client
+                .send(OutboundRequest::new(url.clone(), body()))
+                .await
+                .unwrap();
+            assert!(!response.keep_alive);
+        }
+        assert_eq!(client.idle_connections(&url), 0);
+        client.stats()
+    });
+    assert_eq!(receiver.accepted(), 2);
+    assert_eq!(stats.connections_opened, 2);
+    assert_eq!(stats.connections_reused, 0);
+}
+
+#[test]
+fn dead_reused_connection_is_retried_once_on_a_fresh_one() {
+    let receiver = plain_receiver(Behavior::DropSecondRequest);
+    let url = receiver.url("http", "/");
+    let stats = run(move || async move {
+        let client = HttpClient::new(loopback_config(TrustAnchors::empty()));
+        for _ in 0..2 {
+            let response = client
+                .send(OutboundRequest::new(url.clone(), body()))
+                .await
+                .unwrap();
+            assert_eq!(response.status, 200);
+        }
+        client.stats()
+    });
+    assert_eq!(stats.stale_retries, 1);
+    assert_eq!(receiver.accepted(), 2);
+    // At-least-once: the receiver saw the second request twice (once per connection).
+    let seen = receiver.seen();
+    assert_eq!(seen.len(), 3);
+    assert_eq!(seen[1].connection, 0);
+    assert_eq!(seen[2].connection, 1);
+}
+
+#[test]
+fn a_fresh_connection_failing_is_not_retried() {
+    // The receiver accepts and closes without answering.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let accepter = std::thread::spawn(move || {
+        let mut count = 0;
+        // Ends at the test's own closing connection, made after the client is done.
+        while let Ok((stream, _)) = listener.accept() {
+            count += 1;
+            let mut buf = [0u8; 1024];
+            let n = std::io::Read::read(&mut &stream, &mut buf).unwrap_or(0);
+            drop(stream);
+            if n == 0 {
+                break;
+            }
+        }
+        count
+    });
+    let url = herald_http::Url::parse(&format!("http://{addr}/")).unwrap();
+    let (error, stats) = run(move || async move {
+        let client = HttpClient::new(loopback_config(TrustAnchors::empty()));
+        let error = client
+            .send(OutboundRequest::new(url, body()))
+            .await
+            .unwrap_err();
+        (error, client.stats())
+    });
+    drop(std::net::TcpStream::connect(addr).unwrap());
+    assert!(matches!(error, TransportError::Connection(_)), "{error}");
+    assert_eq!(stats.stale_retries, 0);
+    assert_eq!(
+        accepter.join().unwrap(),
+        2,
+        "one client connection, then the closing one"
+    );
+}
+
+#[test]
+fn egress_refuses_loopback_without_the_allowlist() {
+    let receiver = plain_receiver(Behavior::Ok { close: false });
+    let by_ip = receiver.url("http", "/");
+    let by_name =
+        herald_http::Url::parse(&format!("http://localhost:{}/", receiver.addr.port())).unwrap();
+    let by_mapped = herald_http::Url::parse(&format!(
+        "http://[::ffff:127.0.0.1]:{}/",
+        receiver.addr.port()
+    ))
+    .unwrap();
+    let (errors, allowed) = run(move || async move {
+        let client = HttpClient::new(ClientConfig::new(TrustAnchors::empty()));
+        let mut errors = Vec::new();
+        for url in [&by_ip, &by_name, &by_mapped] {
+            errors.push(
+                client
+                    .send(OutboundRequest::new(url.clone(), body()))
+                    .await
+                    .unwrap_err(),
+            );
+        }
+        // With the allowlist, the name resolves and the checked address is used.
+        let allowing = HttpClient::new(loopback_config(TrustAnchors::empty()));
+        let allowed = allowing
+            .send(OutboundRequest::new(by_name, body()))
+            .await
+            .map(|r| r.status);
+        (errors, allowed)
+    });
+    for e in &errors {
+        assert!(matches!(e, TransportError::EgressRefused(_)), "{e}");
+        assert!(e.detail().contains("loopback"), "{e}");
+    }
+    assert_eq!(allowed, Ok(200));
+    assert_eq!(receiver.accepted(), 1, "only the allowed request connected");
+}
+
+#[test]
+fn https_can_be_required() {
+    let receiver = plain_receiver(Behavior::Ok { close: false });
+    let url = receiver.url("http", "/");
+    let error = run(move || async move {
+        let mut config = loopback_config(TrustAnchors::empty());
+        config.egress.require_https = true;
+        let client = HttpClient::new(config);
+        client
+            .send(OutboundRequest::new(url, body()))
+            .await
+            .unwrap_err()
+    });
+    assert!(matches!(error, TransportError::EgressRefused(_)), "{error}");
+    assert_eq!(receiver.accepted(), 0);
+}
+
+#[test]
+fn connect_refused_and_unresolvable_names_are_classified() {
+    let port = support::closed_port();
+    let (refused, unresolvable) = run(move || async move {
+        let client = HttpClient::new(loopback_config(TrustAnchors::empty()));
+        let url = herald_http::Url::parse(&format!("http://127.0.0.1:{port}/")).unwrap();
+        let refused = client
+            .send(OutboundRequest::new(url, body()))
+            .await
+            .unwrap_err();
+        let url = herald_http::Url::parse("http://no-such-host.invalid/").unwrap();
+        let mut request = OutboundRequest::new(url, body());
+        request.connect_timeout_ms = 3_000;
+        let unresolvable = client.send(request).await.unwrap_err();
+        (refused, unresolvable)
+    });
+    assert!(matches!(refused, TransportError::Connect(_)), "{refused}");
+    assert!(
+        matches!(unresolvable, TransportError::Dns(_)),
+        "{unresolvable}"
+    );
+}
+
+#[test]
+fn receivers_that_stall_or_dribble_hit_the_request_timeout() {
+    let silent = plain_receiver(Behavior::Silent);
+    let dribble = plain_receiver(Behavior::Dribble);
+    let urls = [silent.url("http", "/"), dribble.url("http", "/")];
+    let errors = run(move || async move {
+        let client = HttpClient::new(loopback_config(TrustAnchors::empty()));
+        let mut errors = Vec::new();
+        for url in urls {
+            let mut request = OutboundRequest::new(url, body());
+            request.request_timeout_ms = 300;
+            errors.push(client.send(request).await.unwrap_err());
+        }
+        errors
+    });
+    for e in &errors {
+        assert!(matches!(e, TransportError::RequestTimeout(_)), "{e}");
+        assert!(e.detail().contains("300 ms"), "{e}");
+    }
+}
+
+#[test]
+fn endless_headers_and_bodies_are_cut_off_by_the_limits() {
+    let headers = plain_receiver(Behavior::EndlessHeaders);
+    let bodies = plain_receiver(Behavior::EndlessBody);
+    let urls = [headers.url("http", "/"), bodies.url("http", "/")];
+    let errors = run(move || async move {
+        let mut config = loopback_config(TrustAnchors::empty());
+        config.limits.body_bytes_max = 256 * 1024;
+        let client = HttpClient::new(config);
+        let mut errors = Vec::new();
+        for url in &urls {
+            errors.push(
+                client
+                    .send(OutboundRequest::new(url.clone(), body()))
+                    .await
+                    .unwrap_err(),
+            );
+            assert_eq!(client.idle_connections(url), 0);
+        }
+        errors
+    });
+    assert!(
+        matches!(&errors[0], TransportError::Protocol(d) if d.contains("head")),
+        "{}",
+        errors[0]
+    );
+    assert!(
+        matches!(&errors[1], TransportError::Protocol(d) if d.contains("body")),
+        "{}",
+        errors[1]
+    );
+}
+
+#[test]
+fn connections_per_origin_are_capped_and_waiters_bounded() {
+    let receiver = plain_receiver(Behavior::Slow(150));
+    let url = receiver.url("http", "/");
+    let results = run(move || async move {
+        let mut config = loopback_config(TrustAnchors::empty());
+        config.pool = PoolConfig {
+            connections_per_origin_max: 1,
+            waiters_per_origin_max: 1,
+            ..PoolConfig::default()
+        };
+        let client = Rc::new(HttpClient::new(config));
+        let mut tasks = Vec::new();
+        for _ in 0..3 {
+            let client = client.clone();
+            let url = url.clone();
+            tasks.push(glommio::spawn_local(async move {
+                client
+                    .send(OutboundRequest::new(url, body()))
+                    .await
+                    .map(|r| r.status)
+            }));
+        }
+        let mut results = Vec::new();
+        for task in tasks {
+            results.push(task.await);
+        }
+        results
+    });
+    let ok = results.iter().filter(|r| matches!(r, Ok(200))).count();
+    let full = results
+        .iter()
+        .filter(|r| matches!(r, Err(TransportError::PoolFull(_))))
+        .count();
+    assert_eq!((ok, full), (2, 1), "{results:?}");
+    assert_eq!(
+        receiver.accepted(),
+        1,
+        "the waiter reused the one connection"
+    );
+}
+
+#[test]
+fn idle_connections_are_closed_after_the_idle_timeout() {
+    let receiver = plain_receiver(Behavior::Ok { close: false });
+    let url = receiver.url("http", "/");
+    let stats = run(move || async move {
+        let mut config = loopback_config(TrustAnchors::empty());
+        config.pool.idle_timeout_ms = 50;
+        let client = HttpClient::new(config);
+        client
+            .send(OutboundRequest::new(url.clone(), body()))
+            .await
+            .unwrap();
+        assert_eq!(client.idle_connections(&url), 1);
+        glommio::timer::sleep(std::time::Duration::from_millis(60)).await;
+        assert_eq!(client.sweep_idle(), 1);
+        assert_eq!(client.idle_connections(&url), 0);
+        client
+            .send(OutboundRequest::new(url.clone(), body()))
+            .await
+            .unwrap();
+        client.stats()
+    });
+    assert_eq!(stats.idle_closed, 1);
+    assert_eq!(stats.connections_opened, 2);
+    assert_eq!(receiver.accepted(), 2);
+}
+
+/// Python's http.server: HTTP/1.0, no keep-alive, an implementation not written here.
+#[test]
+fn python_http_server_receives_the_request() {
+    const SCRIPT: &str = r#"
+import http.server, json, sys
+class H(http.server.BaseHTTPRequestHandler):
+    def do_POST(self):
+        n = int(self.headers.get('Content-Length', '0'))
+        body = self.rfile.read(n).decode()
+        out = json.dumps({'path': self.path, 'ct': self.headers.get('Content-Type'),
+                          'ua': self.headers.get('User-Agent'), 'id': self.headers.get('webhook-id'),
+                          'body': body}).encode()
+        self.send_response(202)
+        self.send_header('Content-Type', 'application/json')
+        self.end_headers()
+        self.wfile.write(out)
+    def log_message(self, *a):
+        pass
+s = http.server.HTTPServer(('127.0.0.1', 0), H)
+print(s.server_address[1], flush=True)
+s.serve_forever()
+"#;
+    let mut child = std::process::Command::new("python3")
+        .args(["-c", SCRIPT])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("python3 is required for this test (.ci/run installs it)");
+    let mut line = String::new();
+    {
+        use std::io::BufRead;
+        let stdout = child.stdout.take().unwrap();
+        std::io::BufReader::new(stdout)
+            .read_line(&mut line)
+            .unwrap();
+    }
+    let port: u16 = line.trim().parse().unwrap();
+    let url = herald_http::Url::parse(&format!("http://127.0.0.1:{port}/in?a=b")).unwrap();
+    let outcome = run(move || async move {
+        let client = HttpClient::new(loopback_config(TrustAnchors::empty()));
+        let mut responses = Vec::new();
+        for i in 0..2 {
+            let request =
+                OutboundRequest::new(url.clone(), body()).header("webhook-id", format!("msg_{i}"));
+            responses.push(client.send(request).await);
+        }
+        (responses, client.stats())
+    });
+    let _ = child.kill();
+    let _ = child.wait();
+    let (responses, stats) = outcome;
+    for (i, response) in responses.into_iter().enumerate() {
+        let response = response.unwrap();
+        assert_eq!(response.status, 202);
+        assert!(!response.keep_alive, "HTTP/1.0 without keep-alive");
+        let text = String::from_utf8(response.body).unwrap();
+        assert!(text.contains(r#""path": "/in?a=b""#), "{text}");
+        assert!(text.contains(r#""ct": "application/json""#), "{text}");
+        assert!(text.contains(&format!(r#""ua": "{USER_AGENT}""#)), "{text}");
+        assert!(text.contains(&format!(r#""id": "msg_{i}""#)), "{text}");
+        assert!(text.contains(r#"order.created"#), "{text}");
+    }
+    assert_eq!(
+        stats.connections_opened, 2,
+        "a closed connection is never reused"
+    );
+}
