@@ -1,0 +1,105 @@
+//! https receivers: rustls server with an rcgen certificate, trusted via the extra-CA file.
+
+mod support;
+
+use std::io::Write;
+use std::rc::Rc;
+
+use herald_rt::{HttpClient, OutboundRequest, TransportError, TrustAnchors};
+use support::{loopback_config, plain_receiver, run, test_pki, tls_receiver, Behavior};
+
+fn body() -> Rc<[u8]> {
+    Rc::from(&br#"{"type":"payment.processed"}"#[..])
+}
+
+/// System roots plus the test CA from a PEM file, as an operator would configure it.
+fn trust_with_file(ca_pem: &str) -> TrustAnchors {
+    let mut file = tempfile::NamedTempFile::new().unwrap();
+    file.write_all(ca_pem.as_bytes()).unwrap();
+    let mut trust = TrustAnchors::system();
+    assert_eq!(trust.add_pem_file(file.path()).unwrap(), 1);
+    trust
+}
+
+#[test]
+fn https_keeps_alive_and_resumes_sessions_on_reconnect() {
+    let pki = test_pki();
+    let keep_alive = tls_receiver(Behavior::Ok { close: false }, pki.server_config.clone());
+    let closing = tls_receiver(Behavior::Ok { close: true }, pki.server_config.clone());
+    let port = |r: &support::Receiver| r.addr.port();
+    // By name (SNI "localhost") and by IP literal (no SNI; the IP SAN is checked).
+    let by_name =
+        herald_http::Url::parse(&format!("https://localhost:{}/tls", port(&keep_alive))).unwrap();
+    let by_ip = keep_alive.url("https", "/ip");
+    let closing_url =
+        herald_http::Url::parse(&format!("https://localhost:{}/c", port(&closing))).unwrap();
+    let trust = trust_with_file(&pki.ca_pem);
+    let (statuses, stats) = run(move || async move {
+        let client = HttpClient::new(loopback_config(trust));
+        let mut statuses = Vec::new();
+        for url in [&by_name, &by_name, &by_ip, &closing_url, &closing_url] {
+            let response = client
+                .send(OutboundRequest::new(url.clone(), body()).header("webhook-id", "msg_1"))
+                .await
+                .unwrap();
+            statuses.push(response.status);
+        }
+        (statuses, client.stats())
+    });
+    assert_eq!(statuses, [200; 5]);
+    // localhost and 127.0.0.1 are different origins: two keep-alive connections.
+    assert_eq!(keep_alive.accepted(), 2);
+    assert_eq!(closing.accepted(), 2);
+    assert_eq!(stats.connections_opened, 4);
+    assert_eq!(stats.connections_reused, 1);
+    assert!(
+        stats.tls_resumed >= 1,
+        "reconnecting to a known server resumes: {stats:?}"
+    );
+    let seen = keep_alive.seen();
+    assert_eq!(seen[0].method, "POST");
+    assert_eq!(seen[0].target, "/tls");
+    assert_eq!(seen[0].header("webhook-id"), Some("msg_1"));
+    assert_eq!(seen[0].body, &body()[..]);
+    assert_eq!(seen[2].target, "/ip");
+}
+
+#[test]
+fn untrusted_certificates_are_refused() {
+    let pki = test_pki();
+    let other = test_pki();
+    let receiver = tls_receiver(Behavior::Ok { close: false }, pki.server_config.clone());
+    let url =
+        herald_http::Url::parse(&format!("https://localhost:{}/", receiver.addr.port())).unwrap();
+    let mut trust = TrustAnchors::empty();
+    trust.add_pem(other.ca_pem.as_bytes()).unwrap();
+    let error = run(move || async move {
+        let client = HttpClient::new(loopback_config(trust));
+        client
+            .send(OutboundRequest::new(url, body()))
+            .await
+            .unwrap_err()
+    });
+    assert!(
+        matches!(&error, TransportError::Tls(d) if d.contains("certificate")),
+        "{error}"
+    );
+    assert!(receiver.seen().is_empty());
+}
+
+#[test]
+fn a_stalled_handshake_counts_against_the_connect_timeout() {
+    // A plain receiver never answers a ClientHello.
+    let receiver = plain_receiver(Behavior::Ok { close: false });
+    let url = receiver.url("https", "/");
+    let error = run(move || async move {
+        let client = HttpClient::new(loopback_config(TrustAnchors::empty()));
+        let mut request = OutboundRequest::new(url, body());
+        request.connect_timeout_ms = 200;
+        client.send(request).await.unwrap_err()
+    });
+    assert!(
+        matches!(&error, TransportError::ConnectTimeout(d) if d.contains("TLS handshake")),
+        "{error}"
+    );
+}
