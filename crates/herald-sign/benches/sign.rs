@@ -42,6 +42,45 @@ fn compare(c: &mut Criterion, scheme: Scheme, body_bytes: usize) {
     group.finish();
 }
 
+/// Does processing the messages of one key together help? 64 messages round-robin over 16
+/// signers, signed in that order and after grouping them by signer.
+fn grouping(c: &mut Criterion) {
+    let signers: Vec<Signer> = (0..16u8)
+        .map(|seed| {
+            let secret = generate_secret(&Scheme::Standard, &[seed; 32]);
+            Signer::new(Scheme::Standard, &[&secret]).expect("generated secrets parse")
+        })
+        .collect();
+    let body = vec![b'x'; 256];
+    let ids: Vec<String> = (0..BATCH).map(|i| format!("msg_{i:028}")).collect();
+    let round_robin: Vec<(&Signer, Message<'_>)> = ids
+        .iter()
+        .enumerate()
+        .map(|(i, id)| {
+            let msg = Message {
+                id,
+                timestamp_s: 1_700_000_000,
+                url: "https://example.com/hook",
+                body: &body,
+            };
+            (&signers[i % signers.len()], msg)
+        })
+        .collect();
+    let mut grouped = round_robin.clone();
+    grouped.sort_by_key(|(signer, _)| std::ptr::from_ref(*signer) as usize);
+    let mut out = vec![SignedHeaders::new(); BATCH];
+    let mut batch = BatchSigner::new();
+    let mut group = c.benchmark_group("standard/256B/16_signers");
+    group.throughput(Throughput::Elements(BATCH as u64));
+    group.bench_function(BenchmarkId::new("round_robin", BATCH), |b| {
+        b.iter(|| batch.sign_batch(&round_robin, &mut out))
+    });
+    group.bench_function(BenchmarkId::new("grouped_by_signer", BATCH), |b| {
+        b.iter(|| batch.sign_batch(&grouped, &mut out))
+    });
+    group.finish();
+}
+
 fn signing(c: &mut Criterion) {
     for body_bytes in [256, 1024, 16 * 1024] {
         compare(c, Scheme::Standard, body_bytes);
@@ -49,5 +88,5 @@ fn signing(c: &mut Criterion) {
     compare(c, Scheme::Ed25519, 256);
 }
 
-criterion_group!(benches, signing);
+criterion_group!(benches, signing, grouping);
 criterion_main!(benches);
