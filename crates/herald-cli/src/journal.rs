@@ -168,7 +168,10 @@ pub fn bench(args: BenchArgs) -> ExitCode {
 
 fn validate(args: &BenchArgs) -> Result<(), String> {
     if !(1..=BENCH_SECONDS_MAX).contains(&args.seconds) {
-        return Err(format!("--seconds {} must be in 1..={BENCH_SECONDS_MAX}", args.seconds));
+        return Err(format!(
+            "--seconds {} must be in 1..={BENCH_SECONDS_MAX}",
+            args.seconds
+        ));
     }
     if !(1..=BENCH_RECORD_BYTES_MAX).contains(&args.record_bytes) {
         return Err(format!(
@@ -177,10 +180,16 @@ fn validate(args: &BenchArgs) -> Result<(), String> {
         ));
     }
     if !(1..=BENCH_GROUP_MAX).contains(&args.group) {
-        return Err(format!("--group {} must be in 1..={BENCH_GROUP_MAX}", args.group));
+        return Err(format!(
+            "--group {} must be in 1..={BENCH_GROUP_MAX}",
+            args.group
+        ));
     }
     if !args.data_dir.is_dir() {
-        return Err(format!("--data-dir {} is not a directory", args.data_dir.display()));
+        return Err(format!(
+            "--data-dir {} is not a directory",
+            args.data_dir.display()
+        ));
     }
     Ok(())
 }
@@ -199,7 +208,9 @@ const CLOCK_EVERY: u64 = 256;
 
 fn run_bench(args: &BenchArgs) -> Result<(), String> {
     validate(args)?;
-    let dir = args.data_dir.join(format!("herald-bench-journal-{}", std::process::id()));
+    let dir = args
+        .data_dir
+        .join(format!("herald-bench-journal-{}", std::process::id()));
     let _scratch = Scratch(dir.clone());
     let mut config = JournalConfig::new(&dir);
     config.segment_bytes = SEGMENT_BYTES_DEFAULT;

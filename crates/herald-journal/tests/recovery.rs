@@ -28,7 +28,9 @@ fn config(dir: &Path) -> JournalConfig {
 
 /// Payload bytes are never zero, so zeroing any of them changes the frame.
 fn payload(seq: u64, len: usize) -> Vec<u8> {
-    (0..len).map(|i| 1 + ((seq as usize * 37 + i * 11) % 255) as u8).collect()
+    (0..len)
+        .map(|i| 1 + ((seq as usize * 37 + i * 11) % 255) as u8)
+        .collect()
 }
 
 fn segment_files(dir: &Path) -> Vec<PathBuf> {
@@ -94,7 +96,10 @@ fn torn_tail_at_every_byte_offset_of_the_last_frames() {
     // Frames in the last segment: 900, then the small ones.
     let mut seg_lens = vec![900usize];
     seg_lens.extend_from_slice(&last_lens);
-    assert_eq!(check(dir.path()).unwrap().segments[1].records, seg_lens.len() as u64);
+    assert_eq!(
+        check(dir.path()).unwrap().segments[1].records,
+        seg_lens.len() as u64
+    );
     let spans = frame_spans(&seg_lens);
     let first_in_last = 2u64; // seqs 1 in segment 1; 2.. in segment 2
     let written_end = HEADER_BYTES + seg_lens.iter().map(|&l| frame_bytes(l as u64)).sum::<u64>();
@@ -104,21 +109,29 @@ fn torn_tail_at_every_byte_offset_of_the_last_frames() {
         let mut bytes = original.clone();
         bytes[cut as usize..written_end as usize].fill(0);
         fs::write(&last, &bytes).unwrap();
-        let survivors =
-            spans.iter().take_while(|&&(_, payload_end)| payload_end <= cut).count() as u64;
+        let survivors = spans
+            .iter()
+            .take_while(|&&(_, payload_end)| payload_end <= cut)
+            .count() as u64;
         let (mut journal, recovery) = Journal::open(config(dir.path())).unwrap();
         let expected_last = first_in_last + survivors - 1;
         assert_eq!(recovery.last_seq, Some(expected_last), "cut at {cut}");
         // Torn only when the cut leaves part of a frame; a cut between
         // frames looks like records that were never written.
-        let torn_expected = spans.get(survivors as usize).is_some_and(|&(start, _)| cut > start);
+        let torn_expected = spans
+            .get(survivors as usize)
+            .is_some_and(|&(start, _)| cut > start);
         assert_eq!(recovery.torn_tail.is_some(), torn_expected, "cut at {cut}");
         if let Some(torn) = &recovery.torn_tail {
             assert_eq!(torn.segment, last);
             assert_eq!(torn.offset, spans[survivors as usize].0, "cut at {cut}");
         }
         let got = replayed(&journal);
-        assert_eq!(got, records[..expected_last as usize].to_vec(), "cut at {cut}");
+        assert_eq!(
+            got,
+            records[..expected_last as usize].to_vec(),
+            "cut at {cut}"
+        );
         // The zeroed tail is not misread later: append, reopen, all clean.
         let seq = journal.append(1, 1, &payload(99, 3)).unwrap();
         assert_eq!(seq, expected_last + 1);
@@ -144,11 +157,23 @@ fn single_bit_flips_are_detected_never_returned() {
     let originals: Vec<Vec<u8>> = files.iter().map(|f| fs::read(f).unwrap()).collect();
     let seg1_lens = &lens[..4];
     let seg2_lens = &lens[4..];
-    let seg1_end = HEADER_BYTES + seg1_lens.iter().map(|&l| frame_bytes(l as u64)).sum::<u64>();
-    let seg2_end = HEADER_BYTES + seg2_lens.iter().map(|&l| frame_bytes(l as u64)).sum::<u64>();
+    let seg1_end = HEADER_BYTES
+        + seg1_lens
+            .iter()
+            .map(|&l| frame_bytes(l as u64))
+            .sum::<u64>();
+    let seg2_end = HEADER_BYTES
+        + seg2_lens
+            .iter()
+            .map(|&l| frame_bytes(l as u64))
+            .sum::<u64>();
     // Bytes to flip: headers and small frames of segment 1 (the big payload
     // is sampled), all of segment 2's frames, and some bytes past the end.
-    let small_end = HEADER_BYTES + seg1_lens[..3].iter().map(|&l| frame_bytes(l as u64)).sum::<u64>();
+    let small_end = HEADER_BYTES
+        + seg1_lens[..3]
+            .iter()
+            .map(|&l| frame_bytes(l as u64))
+            .sum::<u64>();
     let mut targets: Vec<(usize, u64)> = (0..small_end + 32).map(|o| (0, o)).collect();
     targets.extend((small_end + 32..seg1_end).step_by(997).map(|o| (0, o)));
     targets.extend([seg1_end, seg1_end + 100, SEGMENT_BYTES_MIN - 1].map(|o| (0, o)));
@@ -162,15 +187,31 @@ fn single_bit_flips_are_detected_never_returned() {
             fs::write(&files[file_index], &bytes).unwrap();
             match Journal::open(config(dir.path())) {
                 Err(e) => {
-                    assert_eq!(e.fault(), Fault::Storage, "flip {file_index}:{offset}:{bit}: {e}");
-                    assert!(file_index == 0 || offset < HEADER_BYTES, "flip in last segment frames is a torn tail, not an error: {e}");
+                    assert_eq!(
+                        e.fault(),
+                        Fault::Storage,
+                        "flip {file_index}:{offset}:{bit}: {e}"
+                    );
+                    assert!(
+                        file_index == 0 || offset < HEADER_BYTES,
+                        "flip in last segment frames is a torn tail, not an error: {e}"
+                    );
                 }
                 Ok((journal, recovery)) => {
                     // Only the last segment may lose its tail, and it says so.
-                    assert_eq!(file_index, 1, "flip {offset}:{bit} in segment 1 went unnoticed");
-                    assert!(recovery.torn_tail.is_some(), "flip {offset}:{bit} unreported");
+                    assert_eq!(
+                        file_index, 1,
+                        "flip {offset}:{bit} in segment 1 went unnoticed"
+                    );
+                    assert!(
+                        recovery.torn_tail.is_some(),
+                        "flip {offset}:{bit} unreported"
+                    );
                     let got = replayed(&journal);
-                    assert!(got.len() < records.len() || offset >= seg2_end, "flip {offset}:{bit}");
+                    assert!(
+                        got.len() < records.len() || offset >= seg2_end,
+                        "flip {offset}:{bit}"
+                    );
                     assert_eq!(got, records[..got.len()].to_vec(), "flip {offset}:{bit}");
                 }
             }
@@ -202,7 +243,11 @@ fn corruption_before_the_tail_is_an_error_then_repair_truncates() {
 
     let err = Journal::open(config(dir.path())).unwrap_err();
     match &err {
-        JournalError::CorruptFrame { segment, offset: at, .. } => {
+        JournalError::CorruptFrame {
+            segment,
+            offset: at,
+            ..
+        } => {
             assert_eq!(segment, &files[0]);
             assert_eq!(*at, offset);
         }
@@ -215,7 +260,10 @@ fn corruption_before_the_tail_is_an_error_then_repair_truncates() {
     let report = check(dir.path()).unwrap();
     assert!(!report.is_sound());
     let corruption = report.corruption.unwrap();
-    assert_eq!((corruption.segment, corruption.offset), (files[0].clone(), offset));
+    assert_eq!(
+        (corruption.segment, corruption.offset),
+        (files[0].clone(), offset)
+    );
     assert_eq!(fs::read(&files[0]).unwrap(), bytes);
 
     let mut cfg = config(dir.path());

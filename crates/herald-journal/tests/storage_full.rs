@@ -1,0 +1,105 @@
+//! Disk full: on a small tmpfs (a real filesystem that really runs out of
+//! space), a roll that cannot preallocate its segment fails the append with a
+//! storage error, nothing acknowledged is lost, and appends work again once
+//! space is freed.
+//!
+//! Mounting needs CAP_SYS_ADMIN (root here and in CI). Where mounting is not
+//! permitted the test says so on stderr and checks nothing.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use herald_journal::{Fault, Journal, JournalConfig, SEGMENT_BYTES_MIN};
+
+/// Unmounts on drop, even when an assertion fails.
+struct Mount(PathBuf);
+
+impl Drop for Mount {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg(&self.0).status();
+    }
+}
+
+fn mount_tmpfs(at: &Path, bytes: u64) -> Option<Mount> {
+    let status = Command::new("mount")
+        .args([
+            "-t",
+            "tmpfs",
+            "-o",
+            &format!("size={bytes}"),
+            "herald-journal-test",
+        ])
+        .arg(at)
+        .stderr(std::process::Stdio::null())
+        .status()
+        .ok()?;
+    status.success().then(|| Mount(at.to_path_buf()))
+}
+
+/// Fills the filesystem holding `dir` with a file, leaving less than a segment.
+fn fill(dir: &Path) -> PathBuf {
+    let path = dir.join("filler");
+    let file = fs::File::create(&path).unwrap();
+    let chunk = vec![1u8; 4096];
+    let mut writer = std::io::BufWriter::new(file);
+    use std::io::Write;
+    while writer.write_all(&chunk).is_ok() {}
+    drop(writer);
+    path
+}
+
+#[test]
+fn enospc_on_roll_fails_the_append_then_recovers() {
+    let mountpoint = tempfile::tempdir().unwrap();
+    let Some(_mount) = mount_tmpfs(mountpoint.path(), 1024 * 1024) else {
+        eprintln!("storage_full: cannot mount tmpfs here (not root?); skipped");
+        return;
+    };
+    let dir = mountpoint.path().join("journal");
+    let mut config = JournalConfig::new(&dir);
+    config.segment_bytes = SEGMENT_BYTES_MIN;
+    let (mut journal, _) = Journal::open(config.clone()).unwrap();
+    let filler = fill(mountpoint.path());
+
+    let payload = vec![7u8; 1000];
+    let mut acknowledged = 0;
+    let err = loop {
+        match journal.append(1, 1, &payload) {
+            Ok(seq) => {
+                acknowledged = journal.sync().unwrap();
+                assert_eq!(acknowledged, seq);
+            }
+            Err(e) => break e,
+        }
+    };
+    assert!(err.is_storage_full(), "{err}");
+    assert_eq!(err.fault(), Fault::Storage);
+    assert!(err.to_string().contains("fallocate"), "{err}");
+    assert!(acknowledged > 0);
+    // A failed append takes no sequence number and leaves no partial segment.
+    assert_eq!(journal.last_seq(), acknowledged);
+    assert_eq!(journal.segment_count(), 1);
+    assert!(journal
+        .append(1, 1, &payload)
+        .unwrap_err()
+        .is_storage_full());
+    // The journal itself is unharmed: syncing still works.
+    assert_eq!(journal.sync().unwrap(), acknowledged);
+
+    fs::remove_file(&filler).unwrap();
+    let seq = journal.append(1, 1, &payload).unwrap();
+    assert_eq!(seq, acknowledged + 1);
+    assert_eq!(journal.sync().unwrap(), seq);
+    assert_eq!(journal.segment_count(), 2);
+    drop(journal);
+
+    let (journal, recovery) = Journal::open(config).unwrap();
+    assert_eq!(recovery.last_seq, Some(seq));
+    assert_eq!(recovery.torn_tail, None);
+    let replayed: Vec<u64> = journal.replay().map(|f| f.unwrap().seq).collect();
+    assert_eq!(replayed, (1..=seq).collect::<Vec<_>>());
+    assert!(journal
+        .replay()
+        .all(|f| f.unwrap().payload == payload.as_slice()));
+}
