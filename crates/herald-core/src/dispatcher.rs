@@ -382,6 +382,19 @@ impl std::fmt::Debug for Dispatcher {
     }
 }
 
+fn record_time_ms(record: &Record) -> u64 {
+    match record {
+        Record::WebhookUpserted(r) => r.at_ms,
+        Record::WebhookDeleted(r) => r.at_ms,
+        Record::EventAccepted(r) => r.at_ms,
+        Record::AttemptStarted(r) => r.at_ms,
+        Record::AttemptFinished(r) => r.at_ms,
+        Record::DeliveryFinished(r) => r.at_ms,
+        Record::DeliveryRequeued(r) => r.at_ms,
+        Record::Checkpoint(r) => r.at_ms,
+    }
+}
+
 fn truncate_body(body: &[u8]) -> Arc<[u8]> {
     Arc::from(&body[..body.len().min(RESPONSE_BODY_BYTES_MAX)])
 }
@@ -1550,6 +1563,7 @@ impl Dispatcher {
     pub fn replay(&mut self, record: &Record) -> Result<(), ReplayError> {
         self.replaying = true;
         let kind = record.kind();
+        self.observe(record_time_ms(record));
         let invalid = |reason: String| ReplayError::Invalid { kind, reason };
         match record {
             Record::WebhookUpserted(r) => {
@@ -1854,3 +1868,6 @@ impl Dispatcher {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests;
