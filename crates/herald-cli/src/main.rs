@@ -7,6 +7,7 @@ use clap::{Parser, Subcommand};
 
 mod journal;
 mod sign;
+mod sink;
 
 /// Herald: outbound webhook dispatch engine.
 #[derive(Debug, Parser)]
@@ -25,6 +26,8 @@ enum Command {
     /// Inspect a journal directory.
     #[command(subcommand)]
     Journal(journal::JournalCommand),
+    /// Run a webhook receiver on loopback and print its request rate every second.
+    Sink(sink::SinkArgs),
     /// Measure this machine for capacity planning.
     #[command(subcommand)]
     Bench(BenchCommand),
@@ -42,6 +45,7 @@ fn main() -> ExitCode {
         Command::Sign(args) => sign::sign(args),
         Command::Verify(args) => sign::verify(args),
         Command::Journal(command) => journal::run(command),
+        Command::Sink(args) => sink::run(args),
         Command::Bench(BenchCommand::Journal(args)) => journal::bench(args),
     }
 }
