@@ -88,6 +88,10 @@ impl BodyDecoder {
         };
     }
 
+    pub(crate) fn is_done(&self) -> bool {
+        self.state == State::Done
+    }
+
     pub(crate) fn is_until_close(&self) -> bool {
         self.state == State::UntilClose
     }

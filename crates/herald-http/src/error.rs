@@ -85,6 +85,30 @@ pub enum HttpError {
 }
 
 impl HttpError {
+    /// True when the peer exceeded one of our [`Limits`](crate::Limits) (as opposed to
+    /// breaking the protocol).
+    pub fn is_limit_exceeded(&self) -> bool {
+        matches!(
+            self,
+            HttpError::HeadTooLarge { .. }
+                | HttpError::TooManyHeaders { .. }
+                | HttpError::TooManyInformational { .. }
+                | HttpError::ChunkLineTooLong { .. }
+                | HttpError::TrailersTooLarge { .. }
+                | HttpError::BodyTooLarge { .. }
+        )
+    }
+
+    /// The status a server answers a bad request with before closing the connection:
+    /// 431 for oversized heads, 413 for oversized bodies, 400 for everything else.
+    pub fn server_status(&self) -> u16 {
+        match self {
+            HttpError::HeadTooLarge { .. } | HttpError::TooManyHeaders { .. } => 431,
+            HttpError::BodyTooLarge { .. } => 413,
+            _ => 400,
+        }
+    }
+
     pub(crate) fn from_httparse(error: httparse::Error, header_count_max: usize) -> HttpError {
         match error {
             httparse::Error::TooManyHeaders => HttpError::TooManyHeaders { header_count_max },

@@ -76,6 +76,23 @@ impl RequestParser {
         matches!(self.phase, Phase::Head) && self.head.is_empty()
     }
 
+    /// True while the request being received carries `Expect: 100-continue` and none of
+    /// its body has arrived yet: the server may answer `100 Continue` (once) or a final
+    /// status. Clients wait a moment before sending the body anyway, so ignoring this only
+    /// costs latency.
+    pub fn expects_continue(&self) -> bool {
+        match &self.phase {
+            Phase::Body(request) => {
+                request.body_bytes_total == 0
+                    && !self.body.is_done()
+                    && request
+                        .header("expect")
+                        .is_some_and(|v| v.eq_ignore_ascii_case(b"100-continue"))
+            }
+            _ => false,
+        }
+    }
+
     /// Forgets all state (for a new connection); buffers keep their capacity.
     pub fn reset(&mut self) {
         self.phase = Phase::Head;

@@ -211,3 +211,56 @@ fn server_response_round_trips_through_client_parser() {
         ]
     );
 }
+
+#[test]
+fn expect_continue() {
+    let mut parser = herald_http::RequestParser::new(Limits::default());
+    assert!(!parser.expects_continue());
+    let head = b"POST / HTTP/1.1\r\nHost: h\r\nExpect: 100-Continue\r\nContent-Length: 3\r\n\r\n";
+    assert_eq!(parser.feed(head), Ok((head.len(), None)));
+    assert!(parser.expects_continue());
+    assert_eq!(parser.feed(b"a"), Ok((1, None)));
+    assert!(!parser.expects_continue(), "body has started");
+    let (_, request) = parser.feed(b"bc").unwrap();
+    assert_eq!(request.unwrap().body, b"abc");
+    assert!(!parser.expects_continue());
+
+    let no_expect = b"POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 3\r\n\r\n";
+    parser.feed(no_expect).unwrap();
+    assert!(!parser.expects_continue());
+}
+
+#[test]
+fn server_status_for_errors() {
+    let cases = [
+        (HttpError::HeadTooLarge { head_bytes_max: 1 }, 431, true),
+        (
+            HttpError::TooManyHeaders {
+                header_count_max: 1,
+            },
+            431,
+            true,
+        ),
+        (
+            HttpError::BodyTooLarge {
+                body_bytes_max: 1,
+                status: None,
+            },
+            413,
+            true,
+        ),
+        (
+            HttpError::ChunkLineTooLong {
+                chunk_line_bytes_max: 1,
+            },
+            400,
+            true,
+        ),
+        (HttpError::InvalidHost, 400, false),
+        (HttpError::ContentLengthWithTransferEncoding, 400, false),
+    ];
+    for (error, status, limit) in cases {
+        assert_eq!(error.server_status(), status, "{error}");
+        assert_eq!(error.is_limit_exceeded(), limit, "{error}");
+    }
+}
