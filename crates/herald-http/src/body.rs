@@ -39,7 +39,7 @@ pub(crate) struct Sink<'a> {
 
 impl Sink<'_> {
     fn take(&mut self, data: &[u8], limits: &Limits) -> Result<(), HttpError> {
-        let total = *self.total + data.len() as u64;
+        let total = self.total.saturating_add(data.len() as u64);
         if total > limits.body_bytes_max {
             return Err(HttpError::BodyTooLarge {
                 body_bytes_max: limits.body_bytes_max,

@@ -8,13 +8,16 @@ use crate::HttpError;
 #[derive(Debug, Default)]
 pub(crate) struct HeadBuffer {
     pub(crate) buf: Vec<u8>,
+    /// Whether anything but CR/LF has arrived. Until then a "blank line" is one of the
+    /// empty lines tolerated before a start line, and handing the buffer to httparse at
+    /// every one of them would make a stream of CRLFs cost quadratic time.
+    content_seen: bool,
 }
 
 impl HeadBuffer {
     /// Appends `input` up to and including the first line that may end the head.
-    /// Returns the bytes consumed and whether the buffer now ends with an empty line
-    /// (then it is worth handing to httparse; it may still be Partial when the "empty
-    /// line" was one of the blank lines allowed before a start line).
+    /// Returns the bytes consumed and whether the buffer now holds a start line and ends
+    /// with an empty line, i.e. is worth handing to httparse.
     pub(crate) fn push(
         &mut self,
         input: &[u8],
@@ -32,7 +35,12 @@ impl HeadBuffer {
             }
             self.buf.extend_from_slice(segment);
             consumed += segment.len();
-            if ends_line && (self.buf.ends_with(b"\n\n") || self.buf.ends_with(b"\n\r\n")) {
+            self.content_seen =
+                self.content_seen || segment.iter().any(|&b| b != b'\r' && b != b'\n');
+            if ends_line
+                && self.content_seen
+                && (self.buf.ends_with(b"\n\n") || self.buf.ends_with(b"\n\r\n"))
+            {
                 return Ok((consumed, true));
             }
         }
@@ -45,6 +53,7 @@ impl HeadBuffer {
 
     pub(crate) fn clear(&mut self) {
         self.buf.clear();
+        self.content_seen = false;
     }
 }
 

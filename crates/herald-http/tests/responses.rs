@@ -148,6 +148,11 @@ fn well_formed_responses() {
             b"HTTP/1.1 200 OK\r\nContent-Length: 18\r\n\r\nHTTP/1.1 500 X\r\n\r\n",
             vec![want(200, b"HTTP/1.1 500 X\r\n\r\n", true)],
         ),
+        (
+            "stray blank lines before a status line are skipped",
+            b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n\r\n\r\nHTTP/1.1 201 Created\r\nContent-Length: 0\r\n\r\n",
+            vec![want(200, b"", true), want(201, b"", true)],
+        ),
         ("http/1.1 999", b"HTTP/1.1 999 Custom\r\nContent-Length: 0\r\n\r\n", vec![want(999, b"", true)]),
     ];
     for (name, wire, expected) in cases {
