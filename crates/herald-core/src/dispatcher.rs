@@ -1703,9 +1703,7 @@ impl Dispatcher {
         let now = self.observe(now_ms);
         for t in self.tenants.values_mut() {
             for w in t.webhooks.values_mut() {
-                w.health.in_flight = 0;
-                w.health.forget();
-                w.health.in_flight = 0;
+                w.health.reset_in_flight();
             }
         }
         let pending: Vec<(DeliveryId, Stage, TenantId, WebhookId)> = self

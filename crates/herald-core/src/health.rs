@@ -225,6 +225,17 @@ impl Health {
         }
     }
 
+    /// Forgets every request in flight (after a restart nothing is in flight any more).
+    pub fn reset_in_flight(&mut self) {
+        self.in_flight = 0;
+        if let Breaker::HalfOpen { open_ms, .. } = self.breaker {
+            self.breaker = Breaker::HalfOpen {
+                probe_in_flight: false,
+                open_ms,
+            };
+        }
+    }
+
     /// Whether the endpoint has been failing for the auto-disable period at `now_ms`.
     pub fn should_disable(&self, now_ms: u64, policy: &HealthPolicy) -> bool {
         self.failing_since_ms

@@ -58,7 +58,9 @@
 //! # Recovery
 //!
 //! After a restart, build a fresh dispatcher, decode each journal frame from the last
-//! checkpoint on with [`Record::decode`] and pass it to [`Dispatcher::replay`] in order,
+//! checkpoint on with [`Record::decode`] (checkpoint frames written by
+//! `Journal::checkpoint`: [`Record::decode_checkpoint`]) and pass it to
+//! [`Dispatcher::replay`] in order,
 //! then call [`Dispatcher::replay_finished`]`(now_ms)`. Replay rebuilds the registry,
 //! pending deliveries, the delivery log and the timing wheel; attempts that were in
 //! flight at the crash are retried with the same attempt number. To write a checkpoint,

@@ -31,8 +31,23 @@ pub mod kind {
     pub const DELIVERY_FINISHED: u16 = 0x0106;
     /// [`super::Record::DeliveryRequeued`].
     pub const DELIVERY_REQUEUED: u16 = 0x0107;
-    /// [`super::Record::Checkpoint`].
+    /// [`super::Record::Checkpoint`] when appended as an ordinary record. A checkpoint
+    /// written with `Journal::checkpoint` carries the journal's own checkpoint kind
+    /// instead; decode it with [`super::Record::decode_checkpoint`].
     pub const CHECKPOINT: u16 = 0x0108;
+
+    /// Every kind above, for registering with the journal's known-kinds check (all at
+    /// version [`super::RECORD_VERSION`]).
+    pub const ALL: [u16; 8] = [
+        WEBHOOK_UPSERTED,
+        WEBHOOK_DELETED,
+        EVENT_ACCEPTED,
+        ATTEMPT_STARTED,
+        ATTEMPT_FINISHED,
+        DELIVERY_FINISHED,
+        DELIVERY_REQUEUED,
+        CHECKPOINT,
+    ];
 }
 
 /// A secret and the end of its grace period.
@@ -394,17 +409,7 @@ impl Record {
                 supported: RECORD_VERSION,
             });
         }
-        let record = if (payload.as_ptr() as usize) % 16 == 0 {
-            rkyv::from_bytes::<Record, rancor::Error>(payload)
-        } else {
-            let mut aligned = AlignedVec::<16>::with_capacity(payload.len());
-            aligned.extend_from_slice(payload);
-            rkyv::from_bytes::<Record, rancor::Error>(&aligned)
-        }
-        .map_err(|e| DecodeError::Invalid {
-            kind,
-            reason: e.to_string(),
-        })?;
+        let record = decode_payload(kind, payload)?;
         if record.kind() != kind {
             return Err(DecodeError::KindMismatch {
                 kind,
@@ -413,6 +418,36 @@ impl Record {
         }
         Ok(record)
     }
+
+    /// Decodes the payload of a journal checkpoint frame (written by
+    /// `Journal::checkpoint` with the bytes of [`Record::encode`] of a
+    /// [`Record::Checkpoint`]). The journal versions its checkpoint frames itself, so
+    /// only the payload is checked; anything but a checkpoint is an error.
+    pub fn decode_checkpoint(payload: &[u8]) -> Result<Record, DecodeError> {
+        let record = decode_payload(kind::CHECKPOINT, payload)?;
+        match record {
+            Record::Checkpoint(_) => Ok(record),
+            other => Err(DecodeError::KindMismatch {
+                kind: kind::CHECKPOINT,
+                found: other.kind(),
+            }),
+        }
+    }
+}
+
+/// Validates and deserializes a payload (copied first when misaligned).
+fn decode_payload(kind: u16, payload: &[u8]) -> Result<Record, DecodeError> {
+    let record = if (payload.as_ptr() as usize) % 16 == 0 {
+        rkyv::from_bytes::<Record, rancor::Error>(payload)
+    } else {
+        let mut aligned = AlignedVec::<16>::with_capacity(payload.len());
+        aligned.extend_from_slice(payload);
+        rkyv::from_bytes::<Record, rancor::Error>(&aligned)
+    };
+    record.map_err(|e| DecodeError::Invalid {
+        kind,
+        reason: e.to_string(),
+    })
 }
 
 #[cfg(test)]
@@ -482,6 +517,26 @@ mod tests {
                 record
             );
         }
+    }
+
+    #[test]
+    fn checkpoint_payloads() {
+        let checkpoint = Record::Checkpoint(Checkpoint {
+            at_ms: 9,
+            next_delivery: 3,
+            webhooks: vec![],
+            events: vec![],
+            deliveries: vec![],
+        });
+        let (_, _, payload) = checkpoint.encode().unwrap();
+        assert_eq!(Record::decode_checkpoint(&payload).unwrap(), checkpoint);
+        let (_, _, other) = samples()[0].encode().unwrap();
+        assert!(matches!(
+            Record::decode_checkpoint(&other),
+            Err(DecodeError::KindMismatch { .. })
+        ));
+        let kinds: std::collections::BTreeSet<u16> = kind::ALL.into_iter().collect();
+        assert_eq!(kinds.len(), kind::ALL.len());
     }
 
     #[test]
