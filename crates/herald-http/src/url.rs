@@ -48,6 +48,8 @@ impl UrlScheme {
 ///
 /// Userinfo (`user:pass@`), whitespace, control characters, bad ports, ambiguous numeric
 /// hosts (`0x7f.1`, `127.1`) and URLs longer than [`URL_BYTES_MAX`] are rejected.
+/// Internationalized host names must be given in their ASCII (`xn--`) form: there is no
+/// IDNA mapping here, so a non-ASCII host is [`UrlError::InvalidHost`].
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct Url {
     /// http or https.
@@ -430,6 +432,7 @@ mod tests {
             ("http://017700000001/", UrlError::InvalidHost),
             ("http://256.0.0.1/", UrlError::InvalidHost),
             ("http://a.0x10/", UrlError::InvalidHost),
+            ("http://b\u{fc}cher.example/", UrlError::InvalidHost),
             ("http://h/%zz", UrlError::InvalidPercentEncoding),
             ("http://h/%4", UrlError::InvalidPercentEncoding),
             (
