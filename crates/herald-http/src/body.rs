@@ -18,6 +18,19 @@ pub(crate) enum Framing {
     UntilClose,
 }
 
+impl Framing {
+    /// Capacity to reserve for the captured body: exact for a declared length (so the
+    /// capture never reallocates), nothing otherwise.
+    pub(crate) fn capture_hint(&self, limits: &Limits) -> usize {
+        match *self {
+            Framing::Length(n) => usize::try_from(n)
+                .unwrap_or(usize::MAX)
+                .min(limits.body_captured_bytes_max),
+            _ => 0,
+        }
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum State {
     Done,

@@ -56,3 +56,19 @@ impl Default for Limits {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_the_documented_ones() {
+        let limits = Limits::default();
+        assert_eq!(limits.head_bytes_max, 16 * 1024);
+        assert_eq!(limits.header_count_max, 100);
+        assert_eq!(limits.body_captured_bytes_max, 64 * 1024);
+        assert_eq!(limits.body_bytes_max, 1024 * 1024);
+        assert_eq!(limits.chunk_line_bytes_max, 1024);
+        assert_eq!(limits.informational_count_max, 16);
+    }
+}

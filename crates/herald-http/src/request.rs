@@ -210,7 +210,7 @@ impl RequestParser {
                     method: method.to_owned(),
                     target: target.to_owned(),
                     headers: head::own_headers(request.headers),
-                    body: Vec::new(),
+                    body: Vec::with_capacity(framing.capture_hint(&limits)),
                     body_bytes_total: 0,
                     keep_alive: analysis.keep_alive,
                     version_minor,

@@ -243,7 +243,7 @@ impl ResponseParser {
                 Response {
                     status: code,
                     headers: head::own_headers(response.headers),
-                    body: Vec::new(),
+                    body: Vec::with_capacity(framing.capture_hint(&limits)),
                     body_bytes_total: 0,
                     keep_alive: analysis.keep_alive && framing != Framing::UntilClose,
                     retry_after,
