@@ -10,6 +10,25 @@
 //!   HTTP-date.
 //!
 //! Nothing here touches sockets, TLS or clocks: bytes in, messages out.
+//!
+//! ```
+//! use herald_http::{encode_request, Limits, ResponseParser, RetryAfter, Url};
+//!
+//! let url = Url::parse("https://hooks.example.com/orders").unwrap();
+//! let mut wire = Vec::new();
+//! let headers: [(&str, &[u8]); 1] = [("content-type", b"application/json")];
+//! encode_request(&mut wire, "POST", &url.target, &url.host_header(), &headers, b"{}").unwrap();
+//! assert!(wire.starts_with(b"POST /orders HTTP/1.1\r\nHost: hooks.example.com\r\n"));
+//!
+//! // The receiver's answer may arrive in any number of pieces.
+//! let mut parser = ResponseParser::new(Limits::default());
+//! assert!(parser.feed(b"HTTP/1.1 503 Busy\r\nRetry-After: 30\r\n").unwrap().1.is_none());
+//! let (_, response) = parser.feed(b"Content-Length: 0\r\n\r\n").unwrap();
+//! let response = response.unwrap();
+//! assert_eq!(response.status, 503);
+//! assert_eq!(response.retry_after, Some(RetryAfter::DelaySeconds(30)));
+//! assert!(response.keep_alive);
+//! ```
 #![forbid(unsafe_code)]
 
 mod body;
