@@ -1,0 +1,201 @@
+//! `herald journal check` and `herald bench journal` as a user runs them.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use herald_journal::{Journal, JournalConfig, SEGMENT_BYTES_MIN};
+
+fn herald(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_herald"))
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+fn scratch_dir() -> tempfile::TempDir {
+    match Path::new("/dev/shm").is_dir() {
+        true => tempfile::tempdir_in("/dev/shm").unwrap(),
+        false => tempfile::tempdir().unwrap(),
+    }
+}
+
+/// A journal of small segments: `records` records of 1000 bytes.
+fn build(dir: &Path, records: u64) -> Vec<PathBuf> {
+    let mut config = JournalConfig::new(dir);
+    config.segment_bytes = SEGMENT_BYTES_MIN;
+    let (mut journal, _) = Journal::open(config).unwrap();
+    for _ in 0..records {
+        journal.append(1, 1, &[7u8; 1000]).unwrap();
+    }
+    journal.sync().unwrap();
+    drop(journal);
+    let mut segments: Vec<PathBuf> = fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "seg"))
+        .collect();
+    segments.sort();
+    segments
+}
+
+const HEADER: usize = 64;
+const FRAME: usize = 32 + 1008;
+
+#[test]
+fn check_reports_a_sound_journal() {
+    let dir = scratch_dir();
+    let segments = build(dir.path(), 150);
+    let out = herald(&[
+        "journal",
+        "check",
+        "--data-dir",
+        dir.path().to_str().unwrap(),
+    ]);
+    let stdout = text(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{stdout}{}", text(&out.stderr));
+    let summary = format!(
+        "segments {}  records 150  first_seq 1  last_seq 150  bytes {}",
+        segments.len(),
+        150 * FRAME
+    );
+    assert!(stdout.contains(&summary), "{stdout}");
+    assert!(stdout.contains("torn tail: none"), "{stdout}");
+    assert!(stdout.lines().last() == Some("sound"), "{stdout}");
+}
+
+#[test]
+fn check_reports_a_torn_tail_as_sound() {
+    let dir = scratch_dir();
+    let segments = build(dir.path(), 80);
+    let last = segments.last().unwrap();
+    let mut bytes = fs::read(last).unwrap();
+    // Tear the last frame of the last segment: zero its second half.
+    let records_in_last = (80 - (segments.len() - 1) * 62) as usize;
+    let last_frame = HEADER + (records_in_last - 1) * FRAME;
+    bytes[last_frame + 500..last_frame + FRAME].fill(0);
+    fs::write(last, &bytes).unwrap();
+    let out = herald(&[
+        "journal",
+        "check",
+        "--data-dir",
+        dir.path().to_str().unwrap(),
+    ]);
+    let stdout = text(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{stdout}{}", text(&out.stderr));
+    assert!(stdout.contains("records 79"), "{stdout}");
+    let torn = format!("torn tail: {} at offset {last_frame}", last.display());
+    assert!(stdout.contains(&torn), "{stdout}");
+}
+
+#[test]
+fn check_fails_on_corruption_before_the_tail_and_repair_truncates() {
+    let dir = scratch_dir();
+    let segments = build(dir.path(), 150);
+    assert!(segments.len() >= 3);
+    let mut bytes = fs::read(&segments[0]).unwrap();
+    let offset = HEADER + 10 * FRAME;
+    bytes[offset + 100] ^= 4;
+    fs::write(&segments[0], &bytes).unwrap();
+    let dir_arg = dir.path().to_str().unwrap();
+
+    let out = herald(&["journal", "check", "--data-dir", dir_arg]);
+    let stderr = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    let named = format!("segment {} offset {offset}", segments[0].display());
+    assert!(stderr.contains(&named), "{stderr}");
+    // Check alone changes nothing.
+    assert_eq!(fs::read(&segments[0]).unwrap(), bytes);
+
+    let out = herald(&["journal", "check", "--data-dir", dir_arg, "--repair"]);
+    let stdout = text(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{stdout}{}", text(&out.stderr));
+    assert!(
+        stdout.contains(&format!(
+            "repaired: truncated {} at offset {offset}",
+            segments[0].display()
+        )),
+        "{stdout}"
+    );
+    assert!(stdout.contains("140 records"), "{stdout}");
+    let out = herald(&["journal", "check", "--data-dir", dir_arg]);
+    assert_eq!(out.status.code(), Some(0));
+    assert!(text(&out.stdout).contains("records 10  first_seq 1  last_seq 10"));
+}
+
+#[test]
+fn check_of_a_missing_directory_is_an_error() {
+    let dir = scratch_dir();
+    let missing = dir.path().join("nope");
+    let out = herald(&["journal", "check", "--data-dir", missing.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(text(&out.stderr).contains("not a directory"));
+}
+
+#[test]
+fn bench_arguments_are_bounded() {
+    let dir = scratch_dir();
+    let d = dir.path().to_str().unwrap();
+    let cases: [(&[&str], &str); 6] = [
+        (&["--seconds", "0"], "--seconds 0 must be in 1..=120"),
+        (&["--seconds", "121"], "--seconds 121 must be in 1..=120"),
+        (
+            &["--record-bytes", "0"],
+            "--record-bytes 0 must be in 1..=1048576",
+        ),
+        (
+            &["--record-bytes", "1048577"],
+            "--record-bytes 1048577 must be in 1..=1048576",
+        ),
+        (&["--group", "0"], "--group 0 must be in 1..=65536"),
+        (&["--group", "65537"], "--group 65537 must be in 1..=65536"),
+    ];
+    for (extra, message) in cases {
+        let mut args = vec!["bench", "journal", "--data-dir", d];
+        args.extend_from_slice(extra);
+        let out = herald(&args);
+        assert_eq!(out.status.code(), Some(2), "{extra:?}");
+        assert!(
+            text(&out.stderr).contains(message),
+            "{extra:?}: {}",
+            text(&out.stderr)
+        );
+    }
+}
+
+#[test]
+fn bench_prints_progress_and_a_final_json_line() {
+    let dir = scratch_dir();
+    let out = herald(&[
+        "bench",
+        "journal",
+        "--data-dir",
+        dir.path().to_str().unwrap(),
+        "--seconds",
+        "1",
+        "--record-bytes",
+        "512",
+    ]);
+    let stdout = text(&out.stdout);
+    let stderr = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{stdout}{stderr}");
+    assert!(
+        stderr.contains("phase 1/2") && stderr.contains("phase 2/2"),
+        "{stderr}"
+    );
+    let last = stdout.lines().last().unwrap();
+    let json: serde_json::Value = serde_json::from_str(last).unwrap();
+    assert!(
+        json["durable_records_per_s"].as_f64().unwrap() > 0.0,
+        "{last}"
+    );
+    assert!(json["appends_per_s"].as_f64().unwrap() > 0.0, "{last}");
+    assert!(json["sync_p99_us"].is_u64(), "{last}");
+    assert_eq!(json["record_bytes"], 512);
+    // The scratch journal is removed afterwards.
+    assert_eq!(fs::read_dir(dir.path()).unwrap().count(), 0);
+}
