@@ -25,6 +25,7 @@
 
 mod action;
 mod conn;
+mod load;
 mod stats;
 mod tls;
 
@@ -45,6 +46,7 @@ use herald_sign::{Scheme, Verifier, VerifyError};
 pub use action::{
     target_path, Action, Responder, DELAY_MS_MAX, SCRIPTED_PATHS_MAX, SCRIPT_ACTIONS_MAX,
 };
+pub use load::{run_load, LoadConfig, LoadReport, LOAD_CONNECTIONS_MAX, LOAD_PAYLOAD_BYTES_MAX};
 pub use stats::{find_json_integer, Stats, LATENCY_US_MAX};
 pub use tls::{crypto_provider, TLS_NAMES};
 

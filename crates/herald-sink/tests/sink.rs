@@ -499,3 +499,57 @@ fn shutdown_closes_open_connections() {
     assert!(hanging.read_response().is_none());
     assert!(TcpStream::connect(addr).is_err(), "no longer listening");
 }
+
+#[test]
+fn load_client_measures_the_ceiling() {
+    for tls in [false, true] {
+        let sink = Sink::builder()
+            .tls(tls)
+            .requests_max(0)
+            .latency_field("sent_unix_ns")
+            .script("/fail", vec![Action::Status(503)])
+            .start()
+            .unwrap();
+        let mut config = herald_sink::LoadConfig {
+            connections: 3,
+            requests: 100,
+            target: "/load".into(),
+            payload_bytes: 64,
+            latency_field: Some("sent_unix_ns".into()),
+            headers: vec![("webhook-id".into(), "msg_1".into())],
+            tls_ca_pem: sink.ca_pem().map(str::to_owned),
+        };
+        let report = herald_sink::run_load(sink.addr(), &config).unwrap();
+        assert_eq!(report.requests, 100, "tls={tls}");
+        assert_eq!(report.non_success, 0);
+        assert!(report.per_s > 0.0);
+        let stats = sink.stats();
+        assert_eq!(stats.requests, 100);
+        assert_eq!(stats.connections_accepted, 3);
+        assert_eq!(sink.latency().len(), 100);
+        assert_eq!(stats.latency_missing, 0);
+
+        config.target = "/fail".into();
+        config.requests = 4;
+        config.connections = 1;
+        let report = herald_sink::run_load(sink.addr(), &config).unwrap();
+        assert_eq!(report.non_success, 4);
+    }
+    let sink = Sink::start_default().unwrap();
+    let bad = herald_sink::LoadConfig {
+        connections: 0,
+        requests: 1,
+        target: "/".into(),
+        payload_bytes: 0,
+        latency_field: None,
+        headers: vec![],
+        tls_ca_pem: None,
+    };
+    assert!(herald_sink::run_load(sink.addr(), &bad).is_err());
+    let too_big = herald_sink::LoadConfig {
+        connections: 1,
+        payload_bytes: herald_sink::LOAD_PAYLOAD_BYTES_MAX + 1,
+        ..bad
+    };
+    assert!(herald_sink::run_load(sink.addr(), &too_big).is_err());
+}
