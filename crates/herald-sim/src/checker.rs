@@ -1,0 +1,825 @@
+//! The invariant checker.
+//!
+//! It keeps two layers of knowledge:
+//!
+//! * **Ground truth**, which only the simulator knows: which events were acknowledged to
+//!   their publisher, which requests reached which endpoint and when, and which outcomes
+//!   the driver reported. Crashes do not erase it.
+//! * **The dispatcher's claims**, read from the records it emitted (the [`View`]): which
+//!   deliveries exist, which attempts finished, which deliveries ended and which webhooks
+//!   are disabled. After a crash the view is rebuilt from the surviving journal only, the
+//!   same way the dispatcher rebuilds itself.
+//!
+//! Every request and every record is checked against both when it appears; the end of a
+//! run checks that every acknowledged event reached every matching webhook or ended by
+//! the rules.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use herald_core::record::{self, Record};
+use herald_core::{
+    classify, AttemptResult, OutcomeClass, SendRequest, DISABLE_AFTER_FAILING_MS_DEFAULT,
+    RETRY_AFTER_MS_MAX, WEBHOOK_DISABLED_EVENT,
+};
+
+use crate::scenario::{filter_matches, Scenario};
+use crate::{Invariant, Violation};
+
+/// The default schedule's retry delays (the platform's published policy), which the
+/// checker knows independently of the core.
+pub const DEFAULT_RETRY_DELAYS_MS: [u64; 6] = [
+    60_000,
+    5 * 60_000,
+    30 * 60_000,
+    2 * 3_600_000,
+    8 * 3_600_000,
+    24 * 3_600_000,
+];
+
+#[derive(Clone, Debug)]
+struct WebhookTruth {
+    tenant: String,
+    filters: Vec<String>,
+    retry_delays_ms: Vec<u64>,
+    in_flight_max: u32,
+}
+
+impl WebhookTruth {
+    fn attempts_max(&self) -> u32 {
+        self.retry_delays_ms.len() as u32 + 1
+    }
+}
+
+#[derive(Clone, Debug)]
+struct EventTruth {
+    tenant: String,
+    event_type: String,
+    /// Acknowledged to the publisher (its `EventAccepted` record was durable).
+    acked: bool,
+}
+
+/// The dispatcher's claims about one delivery, from its records.
+#[derive(Clone, Debug)]
+struct DeliveryView {
+    event_id: String,
+    webhook: String,
+    attempts_max: u32,
+    accepted_at_ms: u64,
+    /// Highest attempt whose outcome was recorded, and when.
+    finished: Option<(u32, u64)>,
+    /// Final status and reason once ended.
+    ended: Option<(String, Option<String>)>,
+}
+
+/// The dispatcher's claims, as its records state them.
+#[derive(Clone, Debug, Default)]
+struct View {
+    deliveries: BTreeMap<u64, DeliveryView>,
+    /// Webhook → disable reason.
+    disabled: BTreeMap<String, String>,
+    /// Event ids with an `EventAccepted` record.
+    accepted_events: BTreeSet<String>,
+}
+
+/// One outcome the driver reported and the dispatcher took.
+#[derive(Clone, Debug)]
+struct OutcomeTruth {
+    at_ms: u64,
+    result: AttemptResult,
+}
+
+/// The checker.
+#[derive(Debug)]
+pub struct Checker {
+    seed: u64,
+    jitter_percent: u8,
+    webhooks: BTreeMap<String, WebhookTruth>,
+    url_to_webhook: BTreeMap<String, String>,
+    events: BTreeMap<String, EventTruth>,
+    view: View,
+    /// Requests in flight in the current incarnation, per webhook.
+    in_flight: BTreeMap<String, u32>,
+    /// Deliveries with an attempt in flight in the current incarnation.
+    delivery_in_flight: BTreeMap<u64, u32>,
+    /// (delivery, attempt) → outcomes taken by the dispatcher (several after crashes).
+    outcomes: BTreeMap<(u64, u32), Vec<OutcomeTruth>>,
+    /// Per webhook: a 410 was answered and taken.
+    gone_seen: BTreeSet<String>,
+    /// Per webhook: time of the last success taken (or the start of the run).
+    last_success_ms: BTreeMap<String, u64>,
+    /// Deliveries with a 2xx outcome taken.
+    succeeded: BTreeSet<u64>,
+    /// Requests seen, for statistics.
+    pub sends: u64,
+}
+
+impl Checker {
+    /// A checker for `scenario`; `jitter_percent` is the dispatcher's configured jitter.
+    pub fn new(seed: u64, scenario: &Scenario, jitter_percent: u8) -> Checker {
+        let mut webhooks = BTreeMap::new();
+        let mut url_to_webhook = BTreeMap::new();
+        let mut last_success_ms = BTreeMap::new();
+        for w in &scenario.webhooks {
+            webhooks.insert(
+                w.id.clone(),
+                WebhookTruth {
+                    tenant: scenario.tenants[w.tenant].clone(),
+                    filters: w.filters.clone(),
+                    retry_delays_ms: w
+                        .retry_delays_ms
+                        .clone()
+                        .unwrap_or_else(|| DEFAULT_RETRY_DELAYS_MS.to_vec()),
+                    in_flight_max: w.in_flight_max,
+                },
+            );
+            url_to_webhook.insert(w.url.clone(), w.id.clone());
+            last_success_ms.insert(w.id.clone(), scenario.start_ms);
+        }
+        let events = scenario
+            .events
+            .iter()
+            .map(|e| {
+                (
+                    e.id.clone(),
+                    EventTruth {
+                        tenant: scenario.tenants[e.tenant].clone(),
+                        event_type: e.event_type.clone(),
+                        acked: false,
+                    },
+                )
+            })
+            .collect();
+        Checker {
+            seed,
+            jitter_percent,
+            webhooks,
+            url_to_webhook,
+            events,
+            view: View::default(),
+            in_flight: BTreeMap::new(),
+            delivery_in_flight: BTreeMap::new(),
+            outcomes: BTreeMap::new(),
+            gone_seen: BTreeSet::new(),
+            last_success_ms,
+            succeeded: BTreeSet::new(),
+            sends: 0,
+        }
+    }
+
+    fn violation(&self, now_ms: u64, invariant: Invariant, detail: String) -> Violation {
+        Violation {
+            seed: self.seed,
+            at_ms: now_ms,
+            invariant,
+            detail,
+        }
+    }
+
+    /// The publisher of `event_id` got its acknowledgement.
+    pub fn acked(&mut self, event_id: &str) {
+        if let Some(e) = self.events.get_mut(event_id) {
+            e.acked = true;
+        }
+    }
+
+    /// Whether `webhook` is disabled according to the dispatcher's records.
+    pub fn is_disabled(&self, webhook: &str) -> bool {
+        self.view.disabled.contains_key(webhook)
+    }
+
+    /// A record the dispatcher emitted (in the current incarnation) or that survived a
+    /// crash (during [`Checker::crashed`]).
+    pub fn record(&mut self, now_ms: u64, record: &Record, live: bool) -> Result<(), Violation> {
+        match record {
+            Record::EventAccepted(r) => self.event_accepted(now_ms, r, live),
+            Record::AttemptStarted(_) => Ok(()),
+            Record::AttemptFinished(r) => self.attempt_finished(now_ms, r, live),
+            Record::DeliveryFinished(r) => self.delivery_finished(now_ms, r),
+            Record::WebhookUpserted(r) => self.webhook_upserted(now_ms, r, live),
+            Record::WebhookDeleted(r) => Err(self.violation(
+                now_ms,
+                Invariant::Records,
+                format!(
+                    "webhook {} deleted, but the simulation never deletes",
+                    r.webhook
+                ),
+            )),
+            Record::DeliveryRequeued(r) => Err(self.violation(
+                now_ms,
+                Invariant::Records,
+                format!(
+                    "delivery {} requeued without a manual operation",
+                    r.delivery
+                ),
+            )),
+            Record::Checkpoint(_) => Ok(()),
+        }
+    }
+
+    fn event_accepted(
+        &mut self,
+        now_ms: u64,
+        r: &record::EventAccepted,
+        live: bool,
+    ) -> Result<(), Violation> {
+        let Some(truth) = self.event_truth(&r.tenant, &r.event_id, &r.event_type) else {
+            return Err(self.violation(
+                now_ms,
+                Invariant::TenantIsolation,
+                format!(
+                    "event {} accepted for tenant {} as {}, which is not how it was published",
+                    r.event_id, r.tenant, r.event_type
+                ),
+            ));
+        };
+        let (tenant, event_type) = (truth.tenant.clone(), truth.event_type.clone());
+        // Routing: exactly the tenant's active webhooks whose filters match. Only checked
+        // when the record is fresh: on replay the registry of that moment is gone.
+        let got: BTreeSet<&str> = r.deliveries.iter().map(|d| d.webhook.as_str()).collect();
+        if live {
+            let expected: BTreeSet<&str> = self
+                .webhooks
+                .iter()
+                .filter(|(id, w)| {
+                    w.tenant == tenant
+                        && !self.view.disabled.contains_key(*id)
+                        && w.filters.iter().any(|f| filter_matches(f, &event_type))
+                })
+                .map(|(id, _)| id.as_str())
+                .collect();
+            if got != expected {
+                return Err(self.violation(
+                    now_ms,
+                    Invariant::Routing,
+                    format!(
+                        "event {} ({event_type}) of {tenant} fanned out to {got:?}; matching active webhooks are {expected:?}",
+                        r.event_id
+                    ),
+                ));
+            }
+        }
+        for d in &r.deliveries {
+            let Some(w) = self.webhooks.get(&d.webhook) else {
+                return Err(self.violation(
+                    now_ms,
+                    Invariant::TenantIsolation,
+                    format!("delivery {} to unknown webhook {}", d.delivery, d.webhook),
+                ));
+            };
+            if w.tenant != tenant {
+                return Err(self.violation(
+                    now_ms,
+                    Invariant::TenantIsolation,
+                    format!(
+                        "event {} of {tenant} routed to webhook {} of {}",
+                        r.event_id, d.webhook, w.tenant
+                    ),
+                ));
+            }
+            if d.attempts_max != w.attempts_max() {
+                return Err(self.violation(
+                    now_ms,
+                    Invariant::AttemptBudget,
+                    format!(
+                        "delivery {} allows {} attempts; the schedule of {} allows {}",
+                        d.delivery,
+                        d.attempts_max,
+                        d.webhook,
+                        w.attempts_max()
+                    ),
+                ));
+            }
+            if self.view.deliveries.contains_key(&d.delivery) {
+                return Err(self.violation(
+                    now_ms,
+                    Invariant::Records,
+                    format!("delivery id {} created twice", d.delivery),
+                ));
+            }
+            self.view.deliveries.insert(
+                d.delivery,
+                DeliveryView {
+                    event_id: r.event_id.clone(),
+                    webhook: d.webhook.clone(),
+                    attempts_max: d.attempts_max,
+                    accepted_at_ms: r.at_ms,
+                    finished: None,
+                    ended: None,
+                },
+            );
+        }
+        self.view.accepted_events.insert(r.event_id.clone());
+        Ok(())
+    }
+
+    /// The truth about an event the dispatcher accepted: a published one, or an
+    /// operational `webhook.disabled` event of a tenant that exists.
+    fn event_truth(
+        &mut self,
+        tenant: &str,
+        event_id: &str,
+        event_type: &str,
+    ) -> Option<&EventTruth> {
+        if event_type == WEBHOOK_DISABLED_EVENT && !self.events.contains_key(event_id) {
+            let known_tenant = self.webhooks.values().any(|w| w.tenant == tenant);
+            if !known_tenant {
+                return None;
+            }
+            self.events.insert(
+                event_id.to_string(),
+                EventTruth {
+                    tenant: tenant.to_string(),
+                    event_type: event_type.to_string(),
+                    // Nobody waits for an acknowledgement of an operational event.
+                    acked: false,
+                },
+            );
+        }
+        self.events
+            .get(event_id)
+            .filter(|e| e.tenant == tenant && e.event_type == event_type)
+    }
+
+    fn attempt_finished(
+        &mut self,
+        now_ms: u64,
+        r: &record::AttemptFinished,
+        live: bool,
+    ) -> Result<(), Violation> {
+        let Some(d) = self.view.deliveries.get(&r.delivery) else {
+            return Err(self.violation(
+                now_ms,
+                Invariant::Records,
+                format!("outcome of unknown delivery {}", r.delivery),
+            ));
+        };
+        let webhook = d.webhook.clone();
+        let attempts_max = d.attempts_max;
+        // The record must describe an outcome the driver really reported.
+        let truth = self
+            .outcomes
+            .get(&(r.delivery, r.attempt))
+            .and_then(|v| v.iter().find(|o| o.at_ms == r.at_ms))
+            .cloned();
+        let Some(truth) = truth else {
+            return Err(self.violation(
+                now_ms,
+                Invariant::Records,
+                format!(
+                    "outcome of delivery {} attempt {} at {} was never reported",
+                    r.delivery, r.attempt, r.at_ms
+                ),
+            ));
+        };
+        let class = classify(&truth.result);
+        let expected_final = match class {
+            OutcomeClass::Success => Some("success"),
+            OutcomeClass::Final | OutcomeClass::Gone => Some("failed"),
+            OutcomeClass::Retry if r.attempt >= attempts_max => Some("exhausted"),
+            OutcomeClass::Retry => None,
+        };
+        if r.final_status.as_deref() != expected_final {
+            return Err(self.violation(
+                now_ms,
+                Invariant::Outcome,
+                format!(
+                    "delivery {} attempt {}/{attempts_max} got {:?}; recorded final status {:?}, expected {:?}",
+                    r.delivery, r.attempt, truth.result, r.final_status, expected_final
+                ),
+            ));
+        }
+        match (expected_final, r.next_attempt_at_ms) {
+            (None, Some(next)) => {
+                let due = self.retry_due_min_ms(&webhook, r.attempt + 1, &truth);
+                if next < due {
+                    return Err(self.violation(
+                        now_ms,
+                        Invariant::EarlyAttempt,
+                        format!(
+                            "delivery {} attempt {} scheduled at {next}, before its due time {due}",
+                            r.delivery,
+                            r.attempt + 1
+                        ),
+                    ));
+                }
+            }
+            (None, None) | (Some(_), Some(_)) => {
+                return Err(self.violation(
+                    now_ms,
+                    Invariant::Outcome,
+                    format!(
+                        "delivery {} attempt {}: next attempt {:?} with final status {:?}",
+                        r.delivery, r.attempt, r.next_attempt_at_ms, r.final_status
+                    ),
+                ));
+            }
+            (Some(_), None) => {}
+        }
+        let Some(d) = self.view.deliveries.get_mut(&r.delivery) else {
+            return Ok(());
+        };
+        d.finished = Some((r.attempt, r.at_ms));
+        if let Some(status) = &r.final_status {
+            d.ended = Some((status.clone(), None));
+        }
+        if live {
+            match class {
+                OutcomeClass::Success => {
+                    self.succeeded.insert(r.delivery);
+                    self.last_success_ms.insert(webhook.clone(), r.at_ms);
+                }
+                OutcomeClass::Gone => {
+                    self.gone_seen.insert(webhook);
+                }
+                OutcomeClass::Retry | OutcomeClass::Final => {}
+            }
+        }
+        Ok(())
+    }
+
+    fn delivery_finished(
+        &mut self,
+        now_ms: u64,
+        r: &record::DeliveryFinished,
+    ) -> Result<(), Violation> {
+        let Some(d) = self.view.deliveries.get(&r.delivery) else {
+            return Err(self.violation(
+                now_ms,
+                Invariant::Records,
+                format!("unknown delivery {} finished", r.delivery),
+            ));
+        };
+        // Ending a delivery without an outcome is only allowed when its webhook is
+        // disabled (410 or failing too long).
+        let justified = r.status == "failed"
+            && r.reason.as_deref() == Some("webhook_disabled")
+            && self.view.disabled.contains_key(&d.webhook);
+        if !justified {
+            return Err(self.violation(
+                now_ms,
+                Invariant::Delivered,
+                format!(
+                    "delivery {} (event {} to {}) ended {} ({:?}) without cause",
+                    r.delivery, d.event_id, d.webhook, r.status, r.reason
+                ),
+            ));
+        }
+        if let Some(d) = self.view.deliveries.get_mut(&r.delivery) {
+            d.ended = Some((r.status.clone(), r.reason.clone()));
+        }
+        Ok(())
+    }
+
+    fn webhook_upserted(
+        &mut self,
+        now_ms: u64,
+        r: &record::WebhookUpserted,
+        live: bool,
+    ) -> Result<(), Violation> {
+        let id = r.webhook.webhook.clone();
+        let Some(truth) = self.webhooks.get(&id) else {
+            return Err(self.violation(
+                now_ms,
+                Invariant::Records,
+                format!("record of unknown webhook {id}"),
+            ));
+        };
+        if truth.tenant != r.webhook.tenant {
+            return Err(self.violation(
+                now_ms,
+                Invariant::TenantIsolation,
+                format!("webhook {id} recorded under tenant {}", r.webhook.tenant),
+            ));
+        }
+        match r.webhook.disabled_reason.as_deref() {
+            None => {
+                self.view.disabled.remove(&id);
+            }
+            Some(reason) => {
+                if live && !self.view.disabled.contains_key(&id) {
+                    let justified = match reason {
+                        "gone" => self.gone_seen.contains(&id),
+                        "failing_too_long" => {
+                            let since = self.last_success_ms.get(&id).copied().unwrap_or(0);
+                            r.at_ms.saturating_sub(since) >= DISABLE_AFTER_FAILING_MS_DEFAULT
+                        }
+                        _ => false,
+                    };
+                    if !justified {
+                        return Err(self.violation(
+                            now_ms,
+                            Invariant::Delivered,
+                            format!("webhook {id} disabled ({reason}) without cause"),
+                        ));
+                    }
+                }
+                self.view.disabled.insert(id, reason.to_string());
+            }
+        }
+        Ok(())
+    }
+
+    /// Earliest time attempt `attempt` (2-based and up) may start after `previous`.
+    fn retry_due_min_ms(&self, webhook: &str, attempt: u32, previous: &OutcomeTruth) -> u64 {
+        let delays = self
+            .webhooks
+            .get(webhook)
+            .map(|w| w.retry_delays_ms.as_slice())
+            .unwrap_or(&[]);
+        let scheduled = delays
+            .get(attempt as usize - 2)
+            .copied()
+            .unwrap_or_default();
+        // Jitter may shorten a delay by up to `jitter_percent`.
+        let spread = scheduled / 100 * u64::from(self.jitter_percent)
+            + scheduled % 100 * u64::from(self.jitter_percent) / 100;
+        let mut due = previous.at_ms + scheduled - spread;
+        if let AttemptResult::Response {
+            status: 429 | 503,
+            retry_after: Some(retry_after),
+        } = &previous.result
+        {
+            let asked = retry_after.delay_ms(previous.at_ms).min(RETRY_AFTER_MS_MAX);
+            due = due.max(previous.at_ms + asked);
+        }
+        due
+    }
+
+    /// A request the dispatcher asked to send at `now_ms`. Returns the webhook it goes to.
+    pub fn send(&mut self, now_ms: u64, req: &SendRequest) -> Result<String, Violation> {
+        self.sends += 1;
+        let url = req.url.to_string();
+        let Some(webhook) = self.url_to_webhook.get(&url).cloned() else {
+            return Err(self.violation(
+                now_ms,
+                Invariant::TenantIsolation,
+                format!("request to unknown URL {url}"),
+            ));
+        };
+        let truth = self.webhooks[&webhook].clone();
+        if webhook != req.webhook.as_str() || truth.tenant != req.tenant.as_str() {
+            return Err(self.violation(
+                now_ms,
+                Invariant::TenantIsolation,
+                format!(
+                    "request for webhook {} of {} goes to {url}, the endpoint of {webhook} of {}",
+                    req.webhook, req.tenant, truth.tenant
+                ),
+            ));
+        }
+        // What the receiver sees: the envelope's tenant and event must be the webhook's.
+        let envelope: serde_json::Value = serde_json::from_slice(&req.body).map_err(|e| {
+            self.violation(
+                now_ms,
+                Invariant::Envelope,
+                format!("body of delivery {} is not JSON: {e}", req.delivery),
+            )
+        })?;
+        let body_tenant = envelope.get("tenant_id").and_then(|v| v.as_str());
+        let body_id = envelope.get("id").and_then(|v| v.as_str());
+        let body_type = envelope.get("type").and_then(|v| v.as_str());
+        if body_tenant != Some(truth.tenant.as_str()) || body_id != Some(req.event_id.as_str()) {
+            return Err(self.violation(
+                now_ms,
+                Invariant::TenantIsolation,
+                format!(
+                    "{webhook} of {} received event {body_id:?} of tenant {body_tenant:?}",
+                    truth.tenant
+                ),
+            ));
+        }
+        let event = self.events.get(req.event_id.as_str()).cloned();
+        let Some(event) = event.filter(|e| e.tenant == truth.tenant) else {
+            return Err(self.violation(
+                now_ms,
+                Invariant::TenantIsolation,
+                format!(
+                    "{webhook} of {} received event {} that its tenant never published",
+                    truth.tenant, req.event_id
+                ),
+            ));
+        };
+        if body_type != Some(event.event_type.as_str())
+            || !truth
+                .filters
+                .iter()
+                .any(|f| filter_matches(f, &event.event_type))
+        {
+            return Err(self.violation(
+                now_ms,
+                Invariant::Routing,
+                format!(
+                    "{webhook} (filters {:?}) received event {} of type {body_type:?}",
+                    truth.filters, req.event_id
+                ),
+            ));
+        }
+        if self.view.disabled.contains_key(&webhook) {
+            return Err(self.violation(
+                now_ms,
+                Invariant::Routing,
+                format!("request to disabled webhook {webhook}"),
+            ));
+        }
+        let delivery = req.delivery.0;
+        let Some(d) = self.view.deliveries.get(&delivery).cloned() else {
+            return Err(self.violation(
+                now_ms,
+                Invariant::Records,
+                format!("request for delivery {delivery} that no record created"),
+            ));
+        };
+        if d.webhook != webhook || d.event_id != req.event_id.as_str() {
+            return Err(self.violation(
+                now_ms,
+                Invariant::Routing,
+                format!(
+                    "delivery {delivery} is event {} to {}, but the request is event {} to {webhook}",
+                    d.event_id, d.webhook, req.event_id
+                ),
+            ));
+        }
+        if let Some((status, reason)) = &d.ended {
+            return Err(self.violation(
+                now_ms,
+                Invariant::AttemptBudget,
+                format!(
+                    "attempt {} of delivery {delivery} after it ended {status} ({reason:?})",
+                    req.attempt
+                ),
+            ));
+        }
+        if let Some(attempt) = self.delivery_in_flight.get(&delivery) {
+            return Err(self.violation(
+                now_ms,
+                Invariant::AttemptBudget,
+                format!(
+                    "attempt {} of delivery {delivery} while attempt {attempt} is in flight",
+                    req.attempt
+                ),
+            ));
+        }
+        // Attempts follow each other; after a crash the attempt in flight (per the
+        // surviving records) is repeated with the same number.
+        let finished = d.finished.map_or(0, |(attempt, _)| attempt);
+        if req.attempt != finished + 1 {
+            return Err(self.violation(
+                now_ms,
+                Invariant::AttemptBudget,
+                format!(
+                    "delivery {delivery} sends attempt {} after the outcome of attempt {finished}",
+                    req.attempt
+                ),
+            ));
+        }
+        if req.attempt > truth.attempts_max() {
+            return Err(self.violation(
+                now_ms,
+                Invariant::AttemptBudget,
+                format!(
+                    "delivery {delivery} sends attempt {}; its schedule allows {}",
+                    req.attempt,
+                    truth.attempts_max()
+                ),
+            ));
+        }
+        let due =
+            match d.finished {
+                None => d.accepted_at_ms,
+                Some((attempt, at_ms)) => {
+                    let previous = self
+                        .outcomes
+                        .get(&(delivery, attempt))
+                        .and_then(|v| v.iter().find(|o| o.at_ms == at_ms))
+                        .cloned();
+                    match previous {
+                        Some(previous) => self.retry_due_min_ms(&webhook, req.attempt, &previous),
+                        None => return Err(self.violation(
+                            now_ms,
+                            Invariant::Records,
+                            format!(
+                                "delivery {delivery}: recorded outcome {attempt} never reported"
+                            ),
+                        )),
+                    }
+                }
+            };
+        if now_ms < due {
+            return Err(self.violation(
+                now_ms,
+                Invariant::EarlyAttempt,
+                format!(
+                    "delivery {delivery} attempt {} sent at {now_ms}, {} ms before its due time {due}",
+                    req.attempt,
+                    due - now_ms
+                ),
+            ));
+        }
+        let in_flight = self.in_flight.entry(webhook.clone()).or_default();
+        *in_flight += 1;
+        if *in_flight > truth.in_flight_max {
+            let count = *in_flight;
+            return Err(self.violation(
+                now_ms,
+                Invariant::InFlightCap,
+                format!(
+                    "{count} requests in flight to {webhook}; its cap is {}",
+                    truth.in_flight_max
+                ),
+            ));
+        }
+        self.delivery_in_flight.insert(delivery, req.attempt);
+        Ok(webhook)
+    }
+
+    /// The driver is about to report an outcome (of the current incarnation).
+    pub fn outcome_reported(&mut self, webhook: &str, delivery: u64) {
+        if let Some(n) = self.in_flight.get_mut(webhook) {
+            *n = n.saturating_sub(1);
+        }
+        self.delivery_in_flight.remove(&delivery);
+    }
+
+    /// The dispatcher took an outcome (`attempt_finished` returned true).
+    pub fn outcome_taken(
+        &mut self,
+        delivery: u64,
+        attempt: u32,
+        at_ms: u64,
+        result: AttemptResult,
+    ) {
+        self.outcomes
+            .entry((delivery, attempt))
+            .or_default()
+            .push(OutcomeTruth { at_ms, result });
+    }
+
+    /// Requests in flight in the current incarnation.
+    pub fn in_flight_total(&self) -> u32 {
+        self.in_flight.values().sum()
+    }
+
+    /// The process crashed; `survivors` are the records left in the journal. Requests in
+    /// flight are lost with it.
+    pub fn crashed(&mut self, now_ms: u64, survivors: &[Record]) -> Result<(), Violation> {
+        self.in_flight.clear();
+        self.delivery_in_flight.clear();
+        self.view = View::default();
+        for record in survivors {
+            self.record(now_ms, record, false)?;
+        }
+        // Durability: every acknowledged event survives.
+        let lost: Vec<&String> = self
+            .events
+            .iter()
+            .filter(|(id, e)| e.acked && !self.view.accepted_events.contains(*id))
+            .map(|(id, _)| id)
+            .collect();
+        if let Some(id) = lost.first() {
+            return Err(self.violation(
+                now_ms,
+                Invariant::Durability,
+                format!("acknowledged event {id} is not in the journal after a crash"),
+            ));
+        }
+        Ok(())
+    }
+
+    /// End of the run: every acknowledged event reached every matching webhook, or its
+    /// delivery ended by the rules.
+    pub fn finish(&self, now_ms: u64) -> Result<(), Violation> {
+        for (id, e) in &self.events {
+            if e.acked && !self.view.accepted_events.contains(id) {
+                return Err(self.violation(
+                    now_ms,
+                    Invariant::Durability,
+                    format!("acknowledged event {id} was never accepted"),
+                ));
+            }
+        }
+        for (delivery, d) in &self.view.deliveries {
+            let acked = self.events.get(&d.event_id).is_some_and(|e| e.acked);
+            let Some((status, reason)) = &d.ended else {
+                if acked {
+                    return Err(self.violation(
+                        now_ms,
+                        Invariant::Delivered,
+                        format!(
+                            "delivery {delivery} (event {} to {}) never ended; last finished attempt {:?} of {}",
+                            d.event_id, d.webhook, d.finished, d.attempts_max
+                        ),
+                    ));
+                }
+                continue;
+            };
+            if status == "success" && !self.succeeded.contains(delivery) {
+                return Err(self.violation(
+                    now_ms,
+                    Invariant::Delivered,
+                    format!("delivery {delivery} claims success without a 2xx ({reason:?})"),
+                ));
+            }
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,212 @@
+//! Receiver behaviour models: what a simulated endpoint answers, and after how long.
+
+use herald_core::{AttemptResult, TransportError};
+use herald_http::RetryAfter;
+use rand::Rng;
+
+const SECOND_MS: u64 = 1_000;
+const HOUR_MS: u64 = 3_600 * SECOND_MS;
+const DAY_MS: u64 = 24 * HOUR_MS;
+
+/// How one endpoint behaves for the whole run.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Behaviour {
+    /// Answers 2xx quickly.
+    Healthy,
+    /// Answers 2xx, slowly; sometimes slower than the request timeout.
+    Slow {
+        /// Longest answer time.
+        latency_ms_max: u64,
+    },
+    /// Fails with a retryable error (5xx or a transport error) with probability `p_fail`.
+    Flaky {
+        /// Probability of failure per request.
+        p_fail: f64,
+    },
+    /// Answers 429 with `Retry-After` with probability `p_limited`.
+    RateLimited {
+        /// Probability of a 429 per request.
+        p_limited: f64,
+        /// The `Retry-After` it asks for.
+        retry_after_s: u64,
+    },
+    /// Answers 410 Gone from its `after`-th request on (earlier ones succeed).
+    GoneAfter {
+        /// Requests answered normally before the first 410.
+        after: u32,
+    },
+    /// Answers a non-retryable 4xx or 3xx with probability `p_reject`.
+    Rejecting {
+        /// Probability of a final failure per request.
+        p_reject: f64,
+    },
+    /// Never answers within the timeout with probability `p_timeout`.
+    TimingOut {
+        /// Probability of a timeout per request.
+        p_timeout: f64,
+    },
+    /// Refuses connections between `from_ms` and `until_ms` (outages of hours to days),
+    /// healthy otherwise.
+    Down {
+        /// Start of the outage (virtual Unix ms).
+        from_ms: u64,
+        /// End of the outage.
+        until_ms: u64,
+    },
+}
+
+/// What the endpoint did with one request: when the driver learns the outcome, and the
+/// outcome. `received` tells whether the receiver saw the request at all (a refused
+/// connection never reaches it).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Answer {
+    /// Milliseconds from sending to the outcome.
+    pub after_ms: u64,
+    /// The outcome as the driver reports it.
+    pub result: AttemptResult,
+    /// Whether the receiver got the request.
+    pub received: bool,
+}
+
+impl Behaviour {
+    /// A random behaviour for an endpoint of a run starting at `start_ms`.
+    pub fn random(rng: &mut impl Rng, start_ms: u64) -> Behaviour {
+        match rng.gen_range(0..100) {
+            0..=34 => Behaviour::Healthy,
+            35..=44 => Behaviour::Slow {
+                latency_ms_max: rng.gen_range(1..=60) * SECOND_MS,
+            },
+            45..=59 => Behaviour::Flaky {
+                p_fail: rng.gen_range(0.1..0.9),
+            },
+            60..=67 => Behaviour::RateLimited {
+                p_limited: rng.gen_range(0.2..0.8),
+                retry_after_s: rng.gen_range(0..=7_200),
+            },
+            68..=73 => Behaviour::GoneAfter {
+                after: rng.gen_range(0..6),
+            },
+            74..=81 => Behaviour::Rejecting {
+                p_reject: rng.gen_range(0.05..0.5),
+            },
+            82..=89 => Behaviour::TimingOut {
+                p_timeout: rng.gen_range(0.2..0.9),
+            },
+            _ => {
+                let from_ms = start_ms + rng.gen_range(0..2 * DAY_MS);
+                let days = rng.gen_range(0.1..8.0);
+                Behaviour::Down {
+                    from_ms,
+                    until_ms: from_ms + (days * DAY_MS as f64) as u64,
+                }
+            }
+        }
+    }
+
+    /// The answer to the `nth` request (0-based) sent at `now_ms`, given the webhook's
+    /// connect and request timeouts.
+    pub fn answer(
+        &self,
+        rng: &mut impl Rng,
+        nth: u32,
+        now_ms: u64,
+        connect_timeout_ms: u64,
+        request_timeout_ms: u64,
+    ) -> Answer {
+        let ok = |rng: &mut dyn rand::RngCore| Answer {
+            after_ms: rng.gen_range(1..200),
+            result: AttemptResult::Response {
+                status: [200, 201, 202, 204][rng.gen_range(0..4)],
+                retry_after: None,
+            },
+            received: true,
+        };
+        let status = |after_ms: u64, status: u16, retry_after: Option<RetryAfter>| Answer {
+            after_ms,
+            result: AttemptResult::Response {
+                status,
+                retry_after,
+            },
+            received: true,
+        };
+        let transport = |after_ms: u64, error: TransportError, received: bool| Answer {
+            after_ms,
+            result: AttemptResult::Transport(error),
+            received,
+        };
+        match *self {
+            Behaviour::Healthy => ok(rng),
+            Behaviour::Slow { latency_ms_max } => {
+                let latency_ms = rng.gen_range(1..=latency_ms_max);
+                if latency_ms > request_timeout_ms {
+                    transport(request_timeout_ms, TransportError::RequestTimeout, true)
+                } else {
+                    status(latency_ms, 200, None)
+                }
+            }
+            Behaviour::Flaky { p_fail } => {
+                if !rng.gen_bool(p_fail) {
+                    return ok(rng);
+                }
+                match rng.gen_range(0..6) {
+                    0 => status(rng.gen_range(1..500), 500, None),
+                    1 => status(rng.gen_range(1..500), 502, None),
+                    2 => status(
+                        rng.gen_range(1..500),
+                        503,
+                        rng.gen_bool(0.5)
+                            .then(|| RetryAfter::DelaySeconds(rng.gen_range(0..600))),
+                    ),
+                    3 => transport(rng.gen_range(1..50), TransportError::Connect, false),
+                    4 => transport(connect_timeout_ms, TransportError::ConnectTimeout, false),
+                    _ => transport(rng.gen_range(1..500), TransportError::Protocol, true),
+                }
+            }
+            Behaviour::RateLimited {
+                p_limited,
+                retry_after_s,
+            } => {
+                if rng.gen_bool(p_limited) {
+                    let retry_after = if rng.gen_bool(0.5) {
+                        RetryAfter::DelaySeconds(retry_after_s)
+                    } else {
+                        let at_s = (now_ms / SECOND_MS) as i64 + retry_after_s as i64;
+                        RetryAfter::AtUnixSeconds(at_s)
+                    };
+                    status(rng.gen_range(1..100), 429, Some(retry_after))
+                } else {
+                    ok(rng)
+                }
+            }
+            Behaviour::GoneAfter { after } => {
+                if nth >= after {
+                    status(rng.gen_range(1..100), 410, None)
+                } else {
+                    ok(rng)
+                }
+            }
+            Behaviour::Rejecting { p_reject } => {
+                if rng.gen_bool(p_reject) {
+                    let code = [400, 401, 403, 404, 422, 301, 302][rng.gen_range(0..7)];
+                    status(rng.gen_range(1..100), code, None)
+                } else {
+                    ok(rng)
+                }
+            }
+            Behaviour::TimingOut { p_timeout } => {
+                if rng.gen_bool(p_timeout) {
+                    transport(request_timeout_ms, TransportError::RequestTimeout, true)
+                } else {
+                    ok(rng)
+                }
+            }
+            Behaviour::Down { from_ms, until_ms } => {
+                if (from_ms..until_ms).contains(&now_ms) {
+                    transport(rng.gen_range(1..50), TransportError::Connect, false)
+                } else {
+                    ok(rng)
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,562 @@
+//! The driver: virtual clock, agenda, journal with a durability model, crashes.
+
+use std::collections::BTreeMap;
+
+use herald_core::record::Record;
+use herald_core::{
+    AppendId, Command, Dispatcher, DispatcherConfig, EndpointLimits, EventFilter, EventId,
+    EventType, NewEvent, Outcome, SendRequest, TenantId, WebhookId, WebhookSpec,
+    API_VERSION_DEFAULT,
+};
+use herald_http::Url;
+use herald_sign::{generate_secret, public_key, Scheme, Verifier};
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+
+use crate::checker::Checker;
+use crate::endpoint::Answer;
+use crate::scenario::{Scenario, WebhookPlan};
+use crate::{InjectedBug, Invariant, SimConfig, Stats, Violation};
+
+const DAY_MS: u64 = 24 * 3_600_000;
+
+/// Something scheduled on the virtual clock.
+#[derive(Clone, Debug)]
+enum Action {
+    /// Publish event `index` of the scenario.
+    Publish(usize),
+    /// The journal's group commit: everything appended so far becomes durable.
+    Sync,
+    /// An attempt's outcome comes back to the process that sent it.
+    Outcome {
+        incarnation: u32,
+        webhook: String,
+        delivery: u64,
+        attempt: u32,
+        answer: Answer,
+    },
+    /// The process dies.
+    Crash,
+}
+
+/// One journal frame as the simulated disk holds it: encoded, as the real journal would.
+struct Frame {
+    kind: u16,
+    version: u16,
+    payload: Vec<u8>,
+    /// Incarnation that appended it and the dispatcher's id for it.
+    incarnation: u32,
+    append: AppendId,
+}
+
+/// Per-webhook signing setup, so that the receiver can verify what it gets.
+struct Receiver {
+    verifier: Verifier,
+    requests: u32,
+}
+
+struct Sim<'a> {
+    config: &'a SimConfig,
+    rng: StdRng,
+    scenario: Scenario,
+    checker: Checker,
+    dispatcher_config: DispatcherConfig,
+    dispatcher: Dispatcher,
+    incarnation: u32,
+    now_ms: u64,
+    agenda: BTreeMap<(u64, u64), Action>,
+    agenda_seq: u64,
+    journal: Vec<Frame>,
+    durable_len: usize,
+    sync_scheduled: bool,
+    /// Publishes waiting for their `EventAccepted` to be durable: (append id, event index).
+    unacked: Vec<(AppendId, usize)>,
+    receivers: BTreeMap<String, Receiver>,
+    plans: BTreeMap<String, WebhookPlan>,
+    stats: Stats,
+    trace: Fnv,
+}
+
+/// FNV-1a, for a digest of everything the dispatcher emitted (determinism checks).
+struct Fnv(u64);
+
+impl Fnv {
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 ^= u64::from(b);
+            self.0 = self.0.wrapping_mul(0x0100_0000_01b3);
+        }
+    }
+    fn write_u64(&mut self, value: u64) {
+        self.write(&value.to_le_bytes());
+    }
+}
+
+fn parse<T, E: std::fmt::Display>(value: Result<T, E>, what: &str) -> Result<T, String> {
+    value.map_err(|e| format!("{what}: {e}"))
+}
+
+impl<'a> Sim<'a> {
+    fn new(seed: u64, config: &'a SimConfig) -> Result<Sim<'a>, Violation> {
+        let mut rng = StdRng::seed_from_u64(seed);
+        let scenario = Scenario::random(&mut rng, &config.limits);
+        let jitter_percent = if rng.gen_bool(0.3) { 10 } else { 0 };
+        let dispatcher_config = DispatcherConfig {
+            jitter_percent,
+            jitter_seed: seed,
+            // Small batches exercise the leftover path of a tick.
+            sends_per_tick_max: [1, 3, 64][rng.gen_range(0..3)],
+            ..DispatcherConfig::default()
+        };
+        let checker = Checker::new(seed, &scenario, jitter_percent);
+        let start_ms = scenario.start_ms;
+        let mut sim = Sim {
+            config,
+            rng,
+            checker,
+            dispatcher: Dispatcher::new(dispatcher_config.clone(), start_ms),
+            dispatcher_config,
+            incarnation: 0,
+            now_ms: start_ms,
+            agenda: BTreeMap::new(),
+            agenda_seq: 0,
+            journal: Vec::new(),
+            durable_len: 0,
+            sync_scheduled: false,
+            unacked: Vec::new(),
+            receivers: BTreeMap::new(),
+            plans: BTreeMap::new(),
+            stats: Stats {
+                seed,
+                ..Stats::default()
+            },
+            trace: Fnv(0xcbf2_9ce4_8422_2325),
+            scenario,
+        };
+        sim.create_webhooks()
+            .map_err(|detail| sim.violation(Invariant::Setup, detail))?;
+        // Creating a webhook returns once its record is durable, like a publish.
+        sim.pump()?;
+        sim.sync();
+        for index in 0..sim.scenario.events.len() {
+            let at = sim.scenario.events[index].at_ms;
+            sim.schedule(at, Action::Publish(index));
+        }
+        let crashes = sim.rng.gen_range(0..=config.crashes_max);
+        for _ in 0..crashes {
+            let at = start_ms
+                + sim
+                    .rng
+                    .gen_range(0..config.limits.publish_window_ms + 2 * DAY_MS);
+            sim.schedule(at, Action::Crash);
+        }
+        Ok(sim)
+    }
+
+    fn violation(&self, invariant: Invariant, detail: String) -> Violation {
+        Violation {
+            seed: self.stats.seed,
+            at_ms: self.now_ms,
+            invariant,
+            detail,
+        }
+    }
+
+    fn schedule(&mut self, at_ms: u64, action: Action) {
+        self.agenda_seq += 1;
+        self.agenda.insert((at_ms, self.agenda_seq), action);
+    }
+
+    fn create_webhooks(&mut self) -> Result<(), String> {
+        let plans = self.scenario.webhooks.clone();
+        for plan in plans {
+            let scheme = match self.rng.gen_range(0..4) {
+                0 => Scheme::Standard,
+                1 => Scheme::Ed25519,
+                2 => Scheme::stripe(),
+                _ => Scheme::Olo,
+            };
+            let random: [u8; 32] = self.rng.gen();
+            let secret = generate_secret(&scheme, &random);
+            let verify_key = match scheme {
+                Scheme::Ed25519 => parse(public_key(&secret), "public key")?,
+                _ => secret.clone(),
+            };
+            let verifier = parse(Verifier::new(scheme.clone(), &[&verify_key]), "verifier")?;
+            let url = parse(Url::parse(&plan.url), "url")?;
+            let filters = plan
+                .filters
+                .iter()
+                .map(|f| parse(EventFilter::parse(f), "filter"))
+                .collect::<Result<Vec<_>, _>>()?;
+            let mut spec = WebhookSpec::new(url, filters, scheme, secret);
+            spec.retry_schedule = match &plan.retry_delays_ms {
+                Some(delays) => Some(parse(
+                    herald_core::RetrySchedule::new(delays.clone()),
+                    "schedule",
+                )?),
+                None => None,
+            };
+            spec.limits = EndpointLimits {
+                in_flight_max: plan.in_flight_max,
+                request_timeout_ms: plan.request_timeout_ms,
+                ..EndpointLimits::default()
+            };
+            let tenant = parse(
+                TenantId::parse(&self.scenario.tenants[plan.tenant]),
+                "tenant",
+            )?;
+            let id = parse(WebhookId::parse(&plan.id), "webhook id")?;
+            parse(
+                self.dispatcher
+                    .upsert_webhook(self.now_ms, tenant, id, spec),
+                "upsert",
+            )?;
+            self.receivers.insert(
+                plan.id.clone(),
+                Receiver {
+                    verifier,
+                    requests: 0,
+                },
+            );
+            self.plans.insert(plan.id.clone(), plan);
+        }
+        Ok(())
+    }
+
+    fn run(mut self) -> Result<Stats, Violation> {
+        let last_publish = self.scenario.events.last().map_or(self.now_ms, |e| e.at_ms);
+        let end_ms = last_publish + self.config.drain_ms;
+        self.pump()?;
+        loop {
+            self.stats.steps += 1;
+            if self.stats.steps > self.config.steps_max {
+                return Err(self.violation(
+                    Invariant::Progress,
+                    format!(
+                        "no end after {} steps (stats {:?})",
+                        self.config.steps_max,
+                        self.dispatcher.stats()
+                    ),
+                ));
+            }
+            let agenda_next = self.agenda.keys().next().map(|&(at, _)| at);
+            let wake = self.dispatcher.next_deadline_ms();
+            let next = match (agenda_next, wake) {
+                (Some(a), Some(w)) => a.min(w),
+                (Some(a), None) => a,
+                (None, Some(w)) if w <= end_ms => w,
+                _ => break,
+            };
+            if next > end_ms && agenda_next.is_none_or(|a| a > end_ms) {
+                break;
+            }
+            self.now_ms = self.now_ms.max(next);
+            if agenda_next.is_some_and(|a| a <= self.now_ms) {
+                if let Some((_, action)) = self.agenda.pop_first() {
+                    self.act(action)?;
+                }
+            }
+            self.dispatcher.tick(self.now_ms);
+            self.pump()?;
+            self.check_step()?;
+            if self.stats.crashes < u64::from(self.config.crashes_max)
+                && self.rng.gen_bool(self.config.crash_per_step_p)
+            {
+                self.crash()?;
+            }
+        }
+        // Let everything in flight come back and everything left be synced before the
+        // final check.
+        self.stats.virtual_ms = self.now_ms - self.scenario.start_ms;
+        self.sync();
+        self.checker.finish(self.now_ms)?;
+        self.stats.trace_hash = self.trace.0;
+        self.stats.sends = self.checker.sends;
+        Ok(self.stats)
+    }
+
+    fn act(&mut self, action: Action) -> Result<(), Violation> {
+        match action {
+            Action::Publish(index) => self.publish(index),
+            Action::Sync => {
+                self.sync_scheduled = false;
+                self.sync();
+                Ok(())
+            }
+            Action::Outcome {
+                incarnation,
+                webhook,
+                delivery,
+                attempt,
+                answer,
+            } => {
+                if incarnation != self.incarnation {
+                    // Sent by a process that has died since: nobody hears the answer.
+                    return Ok(());
+                }
+                self.checker.outcome_reported(&webhook, delivery);
+                if self.config.bug == Some(InjectedBug::LoseOutcomes) && delivery % 5 == 0 {
+                    return Ok(());
+                }
+                let outcome = Outcome {
+                    delivery: herald_core::DeliveryId(delivery),
+                    attempt,
+                    result: answer.result.clone(),
+                    latency_ms: answer.after_ms,
+                    response_body: Vec::new(),
+                };
+                // Register first: the record the dispatcher emits refers to it.
+                self.checker
+                    .outcome_taken(delivery, attempt, self.now_ms, answer.result);
+                if !self.dispatcher.attempt_finished(self.now_ms, outcome) {
+                    self.stats.stale_outcomes += 1;
+                }
+                self.stats.outcomes += 1;
+                Ok(())
+            }
+            Action::Crash => self.crash(),
+        }
+    }
+
+    fn publish(&mut self, index: usize) -> Result<(), Violation> {
+        let plan = self.scenario.events[index].clone();
+        let event = (|| -> Result<(TenantId, NewEvent), String> {
+            let tenant = parse(
+                TenantId::parse(&self.scenario.tenants[plan.tenant]),
+                "tenant",
+            )?;
+            let data = format!(
+                "{{\"n\":{index},\"amount\":{}}}",
+                self.rng.gen_range(0..100_000)
+            );
+            Ok((
+                tenant,
+                NewEvent {
+                    id: parse(EventId::parse(&plan.id), "event id")?,
+                    event_type: parse(EventType::parse(&plan.event_type), "event type")?,
+                    api_version: API_VERSION_DEFAULT.to_string(),
+                    created_at_ms: self.now_ms,
+                    location_id: None,
+                    data: data.into_bytes(),
+                },
+            ))
+        })()
+        .map_err(|detail| self.violation(Invariant::Setup, detail))?;
+        let (tenant, event) = event;
+        match self.dispatcher.accept_event(self.now_ms, &tenant, event) {
+            Ok(accepted) => {
+                self.stats.publishes += 1;
+                self.unacked.push((accepted.append, index));
+                Ok(())
+            }
+            Err(e) => {
+                Err(self.violation(Invariant::Setup, format!("event {} refused: {e}", plan.id)))
+            }
+        }
+    }
+
+    /// Drains the dispatcher's commands: appends go to the journal, sends to endpoints.
+    fn pump(&mut self) -> Result<(), Violation> {
+        while let Some(command) = self.dispatcher.pop_command() {
+            match command {
+                Command::Append { id, record } => self.append(id, record)?,
+                Command::Send(request) => {
+                    self.send(&request)?;
+                    if self.config.bug == Some(InjectedBug::DuplicateSends)
+                        && request.delivery.0 % 3 == 0
+                    {
+                        self.send(&request)?;
+                    }
+                }
+            }
+        }
+        if self.journal.len() > self.durable_len && !self.sync_scheduled {
+            // Group commit: a sync a few milliseconds later covers everything appended
+            // until then.
+            let at = self.now_ms + self.rng.gen_range(0..=5);
+            self.schedule(at, Action::Sync);
+            self.sync_scheduled = true;
+        }
+        Ok(())
+    }
+
+    fn append(&mut self, id: AppendId, record: Record) -> Result<(), Violation> {
+        let (kind, version, payload) = record
+            .encode()
+            .map_err(|e| self.violation(Invariant::Records, format!("encode: {e}")))?;
+        self.trace.write_u64(u64::from(kind));
+        self.trace.write(&payload);
+        self.checker.record(self.now_ms, &record, true)?;
+        self.stats.records += 1;
+        self.journal.push(Frame {
+            kind,
+            version,
+            payload: payload.to_vec(),
+            incarnation: self.incarnation,
+            append: id,
+        });
+        Ok(())
+    }
+
+    fn send(&mut self, request: &SendRequest) -> Result<(), Violation> {
+        self.trace.write_u64(request.delivery.0);
+        self.trace.write_u64(u64::from(request.attempt));
+        self.trace.write_u64(self.now_ms);
+        for (name, value) in &request.headers {
+            self.trace.write(name.as_bytes());
+            self.trace.write(value.as_bytes());
+        }
+        let mut request = request.clone();
+        if self.config.bug == Some(InjectedBug::CrossTenant) {
+            // A broken connection pool: requests for one tenant's webhook go out on a
+            // connection to another tenant's endpoint.
+            let other = self
+                .plans
+                .values()
+                .find(|p| self.scenario.tenants[p.tenant] != request.tenant.as_str());
+            if let Some(other) = other {
+                if let Ok(url) = Url::parse(&other.url) {
+                    request.url = std::sync::Arc::new(url);
+                }
+            }
+        }
+        let webhook = self.checker.send(self.now_ms, &request)?;
+        let plan = &self.plans[&webhook];
+        let receiver = self.receivers.get_mut(&webhook).ok_or_else(|| Violation {
+            seed: self.stats.seed,
+            at_ms: self.now_ms,
+            invariant: Invariant::Setup,
+            detail: format!("no receiver for {webhook}"),
+        })?;
+        let nth = receiver.requests;
+        receiver.requests += 1;
+        let answer = plan.behaviour.answer(
+            &mut self.rng,
+            nth,
+            self.now_ms,
+            request.connect_timeout_ms,
+            request.request_timeout_ms,
+        );
+        if answer.received {
+            let now_s = (self.now_ms / 1000) as i64;
+            let url = request.url.to_string();
+            if let Err(e) = receiver
+                .verifier
+                .verify(&request.headers, &url, &request.body, now_s)
+            {
+                return Err(self.violation(
+                    Invariant::Signature,
+                    format!(
+                        "{webhook} cannot verify delivery {} attempt {}: {e}",
+                        request.delivery, request.attempt
+                    ),
+                ));
+            }
+        }
+        let at = self.now_ms + answer.after_ms;
+        self.schedule(
+            at,
+            Action::Outcome {
+                incarnation: self.incarnation,
+                webhook,
+                delivery: request.delivery.0,
+                attempt: request.attempt,
+                answer,
+            },
+        );
+        Ok(())
+    }
+
+    /// Group commit: every frame appended so far is durable.
+    fn sync(&mut self) {
+        self.durable_len = self.journal.len();
+        let latest = self
+            .journal
+            .iter()
+            .rev()
+            .find(|f| f.incarnation == self.incarnation)
+            .map(|f| f.append);
+        if let Some(latest) = latest {
+            self.dispatcher.records_durable(latest);
+            let (acked, waiting): (Vec<_>, Vec<_>) =
+                self.unacked.iter().partition(|(id, _)| *id <= latest);
+            for (_, index) in acked {
+                let id = self.scenario.events[index].id.clone();
+                self.checker.acked(&id);
+                self.stats.acked += 1;
+            }
+            self.unacked = waiting;
+        }
+    }
+
+    /// The process dies: memory is gone, the journal keeps its durable frames and perhaps
+    /// part of what was written after them (a torn group commit). A fresh dispatcher
+    /// replays the survivors.
+    fn crash(&mut self) -> Result<(), Violation> {
+        self.stats.crashes += 1;
+        let unsynced = self.journal.len() - self.durable_len;
+        let mut keep = self.durable_len + self.rng.gen_range(0..=unsynced);
+        if self.config.bug == Some(InjectedBug::ForgetDurable) {
+            keep = keep.saturating_sub(3);
+        }
+        self.journal.truncate(keep);
+        self.durable_len = keep;
+        self.sync_scheduled = false;
+        self.agenda
+            .retain(|_, action| !matches!(action, Action::Sync));
+        self.incarnation += 1;
+        let mut survivors = Vec::with_capacity(self.journal.len());
+        for frame in &self.journal {
+            let record = Record::decode(frame.kind, frame.version, &aligned(&frame.payload))
+                .map_err(|e| self.violation(Invariant::Records, format!("decode: {e}")))?;
+            survivors.push(record);
+        }
+        self.checker.crashed(self.now_ms, &survivors)?;
+        let mut dispatcher = Dispatcher::new(self.dispatcher_config.clone(), self.now_ms);
+        for record in &survivors {
+            dispatcher
+                .replay(record)
+                .map_err(|e| self.violation(Invariant::Records, format!("replay: {e}")))?;
+        }
+        dispatcher.replay_finished(self.now_ms);
+        self.dispatcher = dispatcher;
+        // Publishers whose events were not acknowledged try again.
+        let retry: Vec<usize> = self.unacked.drain(..).map(|(_, index)| index).collect();
+        for index in retry {
+            let at = self.now_ms + self.rng.gen_range(1..1_000);
+            self.schedule(at, Action::Publish(index));
+        }
+        self.pump()
+    }
+
+    /// Cheap cross-checks after every step.
+    fn check_step(&self) -> Result<(), Violation> {
+        let stats = self.dispatcher.stats();
+        let in_flight = self.checker.in_flight_total() as usize;
+        // The dispatcher may count fewer (outcomes of deliveries ended meanwhile are
+        // dropped early), never more than the requests really out.
+        if stats.in_flight > in_flight {
+            return Err(self.violation(
+                Invariant::InFlightCap,
+                format!(
+                    "dispatcher counts {} requests in flight; {in_flight} are out",
+                    stats.in_flight
+                ),
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// rkyv needs aligned payloads; the journal guarantees 16-byte alignment, so do the same.
+fn aligned(payload: &[u8]) -> rkyv::util::AlignedVec {
+    let mut out = rkyv::util::AlignedVec::with_capacity(payload.len());
+    out.extend_from_slice(payload);
+    out
+}
+
+/// Runs one seed.
+pub fn run(seed: u64, config: &SimConfig) -> Result<Stats, Violation> {
+    Sim::new(seed, config)?.run()
+}
