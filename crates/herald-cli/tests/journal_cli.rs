@@ -75,7 +75,8 @@ fn check_reports_a_torn_tail_as_sound() {
     let last = segments.last().unwrap();
     let mut bytes = fs::read(last).unwrap();
     // Tear the last frame of the last segment: zero its second half.
-    let records_in_last = (80 - (segments.len() - 1) * 62) as usize;
+    // 62 frames of 1040 bytes fill a 64 KiB segment.
+    let records_in_last = 80 - (segments.len() - 1) * 62;
     let last_frame = HEADER + (records_in_last - 1) * FRAME;
     bytes[last_frame + 500..last_frame + FRAME].fill(0);
     fs::write(last, &bytes).unwrap();
