@@ -111,8 +111,10 @@ impl ResponseParser {
     /// Feeds bytes; returns how many were consumed and the response if one completed.
     ///
     /// Without a completed response all of `input` is consumed. With one, the bytes after
-    /// it are left unconsumed for the next call. After an error the connection must be
-    /// closed; further calls return the same error until [`reset`](Self::reset).
+    /// it are left unconsumed for the next call. After a response with `keep_alive ==
+    /// false` the caller closes the connection rather than feeding what follows. After an
+    /// error the connection must be closed; further calls return the same error until
+    /// [`reset`](Self::reset).
     pub fn feed(&mut self, input: &[u8]) -> Result<(usize, Option<Response>), HttpError> {
         if let Phase::Failed(error) = &self.phase {
             return Err(error.clone());
