@@ -1,10 +1,267 @@
 //! Shards: one glommio executor thread per shard, each owning its tenants' journal,
 //! dispatcher state and HTTP client, fed from foreign threads through bounded queues.
+//!
+//! # Shape
+//!
+//! ```text
+//! foreign threads ── Request ──► bounded intake (crossbeam) ──► shard i (glommio thread)
+//!        ▲                           + wake byte when parked        ├─ Journal (data_dir/shard-i)
+//!        └──── Reply (oneshot) ◄── after the record is durable ─────├─ Dispatcher (herald-core)
+//!                                                                   └─ HttpClient (sends as tasks)
+//! ```
+//!
+//! Tenants are routed by [`shard_of`]; a tenant's webhooks, deliveries and journal
+//! records live on its shard only.
+//!
+//! # The shard loop (one turn)
+//!
+//! 1. take at most [`ShardConfig::intake_batch_max`] requests from the intake queue and
+//!    feed them to the dispatcher;
+//! 2. feed finished attempts ([`herald_core::Dispatcher::attempt_finished`]);
+//! 3. drain the dispatcher's commands in order: `Append` → journal, `Send` → a spawned
+//!    local task on the shard's [`HttpClient`](crate::HttpClient);
+//! 4. map the journal's durable sequence number back to the dispatcher's `AppendId`,
+//!    report it ([`herald_core::Dispatcher::records_durable`]) and answer every request
+//!    whose records are now durable (group commit: one sync answers many publishes);
+//! 5. `tick` when the dispatcher's deadline has passed (this produces the sends) and
+//!    drain again; write a checkpoint when due;
+//! 6. park until the next deadline, a wake-up from a foreign thread (intake, or the
+//!    journal's sync thread), or a finished send. An idle shard makes no system calls
+//!    apart from a periodic idle-connection sweep.
 
+mod engine;
 mod intake;
+mod notify;
 mod oneshot;
 mod route;
+mod run;
 mod wake;
 
+use herald_core::{
+    DeliveryId, DeliveryQuery, DeliveryRecord, DispatcherConfig, EventId, EventType, Health,
+    NewEvent, Page, TenantId, WebhookId, WebhookSpec,
+};
+
+pub use engine::{
+    Engine, EngineConfig, ShardExit, StartError, INTAKE_CAPACITY_MAX, IO_MEMORY_BYTES_MAX,
+    SHARDS_MAX,
+};
+pub use intake::SendError;
 pub use oneshot::{reply_channel, Canceled, Reply, ReplyReceiver, WaitTimeoutError};
 pub use route::{fnv1a_64, shard_of};
+
+use crate::ClientConfig;
+
+/// Most requests a shard takes from its intake queue per turn: bounds the time between
+/// two looks at the network and the journal.
+pub const INTAKE_BATCH_MAX_DEFAULT: usize = 1024;
+/// Default time a shutting-down shard waits for sends in flight before leaving them to
+/// be retried after restart.
+pub const SHUTDOWN_GRACE_MS_DEFAULT: u64 = 5_000;
+/// Default: write a checkpoint after this many journal records…
+pub const CHECKPOINT_RECORDS_DEFAULT: u64 = 200_000;
+/// …or this long after the previous one if anything was written since.
+pub const CHECKPOINT_INTERVAL_MS_DEFAULT: u64 = 5 * 60 * 1000;
+/// Longest a parked shard sleeps without a deadline, so that idle keep-alive
+/// connections are closed and checkpoints are taken on a quiet shard.
+pub const IDLE_WAKE_MS: u64 = 5_000;
+
+/// Everything one shard needs besides its index and directory.
+#[derive(Debug, Clone)]
+pub struct ShardConfig {
+    /// Dispatcher policy (default retry schedule, limits, health).
+    pub dispatcher: DispatcherConfig,
+    /// Outbound HTTP client (trust anchors, egress policy, pools).
+    pub client: ClientConfig,
+    /// Journal segment size (see `herald_journal::JournalConfig`).
+    pub journal_segment_bytes: u64,
+    /// Journal group commit: sync after this many records…
+    pub journal_group_records_max: usize,
+    /// …or after the oldest unsynced record waited this long.
+    pub journal_group_delay_us: u64,
+    /// Most journal segment files (bounds disk use).
+    pub journal_segments_max: usize,
+    /// Requests taken from the intake queue per turn.
+    pub intake_batch_max: usize,
+    /// How long shutdown waits for sends in flight.
+    pub shutdown_grace_ms: u64,
+    /// Checkpoint after this many records…
+    pub checkpoint_records: u64,
+    /// …or after this long with any record written.
+    pub checkpoint_interval_ms: u64,
+}
+
+impl ShardConfig {
+    /// Defaults around a client configuration: the dispatcher's and journal's defaults,
+    /// batches of [`INTAKE_BATCH_MAX_DEFAULT`], [`SHUTDOWN_GRACE_MS_DEFAULT`].
+    pub fn new(client: ClientConfig) -> ShardConfig {
+        let journal = herald_journal::JournalConfig::new("");
+        ShardConfig {
+            dispatcher: DispatcherConfig::default(),
+            client,
+            journal_segment_bytes: journal.segment_bytes,
+            journal_group_records_max: journal.group_records_max,
+            journal_group_delay_us: journal.group_delay_us,
+            journal_segments_max: journal.segments_max,
+            intake_batch_max: INTAKE_BATCH_MAX_DEFAULT,
+            shutdown_grace_ms: SHUTDOWN_GRACE_MS_DEFAULT,
+            checkpoint_records: CHECKPOINT_RECORDS_DEFAULT,
+            checkpoint_interval_ms: CHECKPOINT_INTERVAL_MS_DEFAULT,
+        }
+    }
+}
+
+/// Why a shard refused or could not complete a request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Failure {
+    /// A webhook change was refused (invalid spec, too many webhooks, unknown webhook).
+    Registry(herald_core::RegistryError),
+    /// An event was refused (invalid envelope, or the shard's pending-delivery limit).
+    Accept(herald_core::AcceptError),
+    /// A manual operation was refused.
+    Op(herald_core::OpError),
+    /// The journal failed; the change was not made durable and the shard stopped.
+    Storage(String),
+    /// The shard is stopping; the change was not made.
+    ShuttingDown,
+}
+
+/// A webhook as the registry holds it (an owned snapshot).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WebhookInfo {
+    /// Tenant.
+    pub tenant: TenantId,
+    /// Id.
+    pub id: WebhookId,
+    /// Configuration, including status.
+    pub spec: WebhookSpec,
+    /// Endpoint health (in-flight, failures, breaker).
+    pub health: Health,
+    /// Pending deliveries.
+    pub pending: usize,
+}
+
+/// Counters of one shard.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct ShardStats {
+    /// The dispatcher's counters.
+    pub dispatcher: herald_core::Stats,
+    /// Highest journal sequence number appended.
+    pub journal_last_seq: u64,
+    /// Highest journal sequence number durable.
+    pub journal_durable_seq: u64,
+    /// Sends spawned and not finished.
+    pub sends_in_flight: usize,
+    /// The HTTP client's counters.
+    pub client: crate::ClientStats,
+}
+
+/// Work handed to a shard. Each carries the reply half of a oneshot; the shard answers
+/// exactly once (mutations only after their journal records are durable), or drops the
+/// reply when it stops, which the waiter sees as [`Canceled`].
+#[derive(Debug)]
+pub enum Request {
+    /// Create or replace a webhook. With `must_exist`, an unknown id is refused.
+    UpsertWebhook {
+        /// Tenant.
+        tenant: TenantId,
+        /// Webhook id.
+        id: WebhookId,
+        /// Full configuration.
+        spec: Box<WebhookSpec>,
+        /// Refuse unknown ids (update) instead of creating them.
+        must_exist: bool,
+        /// Answered once the change is durable.
+        reply: Reply<Result<(), Failure>>,
+    },
+    /// Delete a webhook.
+    DeleteWebhook {
+        /// Tenant.
+        tenant: TenantId,
+        /// Webhook id.
+        id: WebhookId,
+        /// Answered once the deletion is durable.
+        reply: Reply<Result<(), Failure>>,
+    },
+    /// One webhook.
+    GetWebhook {
+        /// Tenant.
+        tenant: TenantId,
+        /// Webhook id.
+        id: WebhookId,
+        /// Answered at once.
+        reply: Reply<Option<WebhookInfo>>,
+    },
+    /// A tenant's webhooks in id order, at most `limit` of them after `after`.
+    ListWebhooks {
+        /// Tenant.
+        tenant: TenantId,
+        /// Start after this id.
+        after: Option<WebhookId>,
+        /// Most to return.
+        limit: usize,
+        /// Answered at once.
+        reply: Reply<Vec<WebhookInfo>>,
+    },
+    /// Accept an event.
+    Publish {
+        /// Tenant.
+        tenant: TenantId,
+        /// The event.
+        event: NewEvent,
+        /// Answered once the event's record is durable.
+        reply: Reply<Result<EventId, Failure>>,
+    },
+    /// Query the delivery log.
+    Deliveries {
+        /// The query (names its tenant).
+        query: DeliveryQuery,
+        /// Answered at once.
+        reply: Reply<Page<DeliveryRecord>>,
+    },
+    /// One delivery.
+    Delivery {
+        /// Tenant.
+        tenant: TenantId,
+        /// Delivery id.
+        id: DeliveryId,
+        /// Answered at once.
+        reply: Reply<Option<DeliveryRecord>>,
+    },
+    /// Retry one delivery now.
+    RetryDelivery {
+        /// Tenant.
+        tenant: TenantId,
+        /// Delivery id.
+        id: DeliveryId,
+        /// Answered once durable.
+        reply: Reply<Result<(), Failure>>,
+    },
+    /// Re-send a webhook's failed deliveries accepted since `since_ms`.
+    ResendFailed {
+        /// Tenant.
+        tenant: TenantId,
+        /// Webhook id.
+        webhook: WebhookId,
+        /// Unix ms.
+        since_ms: u64,
+        /// Answered with the number re-queued, once durable.
+        reply: Reply<Result<usize, Failure>>,
+    },
+    /// Send a test event to one webhook.
+    SendTestEvent {
+        /// Tenant.
+        tenant: TenantId,
+        /// Webhook id.
+        webhook: WebhookId,
+        /// Event type of the test event.
+        event_type: EventType,
+        /// Answered with the test event's id, once durable.
+        reply: Reply<Result<EventId, Failure>>,
+    },
+    /// Counters.
+    Stats {
+        /// Answered at once.
+        reply: Reply<ShardStats>,
+    },
+}

@@ -26,7 +26,9 @@ impl<T> Inner<T> {
     fn lock(&self) -> MutexGuard<'_, State<T>> {
         // A panic while holding this lock can only come from a waker's `wake`; the
         // state is still consistent then, so poisoning is ignored.
-        self.state.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.state
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 }
 
@@ -210,9 +212,7 @@ mod tests {
     #[test]
     fn wait_timeout_hands_receiver_back_then_succeeds() {
         let (reply, receiver) = reply_channel();
-        let (error, receiver) = receiver
-            .wait_timeout(Duration::from_millis(5))
-            .unwrap_err();
+        let (error, receiver) = receiver.wait_timeout(Duration::from_millis(5)).unwrap_err();
         assert_eq!(error, WaitTimeoutError::TimedOut);
         reply.send("late");
         assert_eq!(receiver.unwrap().wait(), Ok("late"));

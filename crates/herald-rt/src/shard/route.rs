@@ -65,7 +65,11 @@ mod tests {
             ("tenant-1", 8, 3),
         ];
         for &(tenant, shards, expected) in cases {
-            assert_eq!(shard_of(tenant, shards), expected, "{tenant:?} over {shards}");
+            assert_eq!(
+                shard_of(tenant, shards),
+                expected,
+                "{tenant:?} over {shards}"
+            );
         }
     }
 

@@ -120,7 +120,10 @@ mod tests {
     fn notify_while_awake_prevents_sleep_without_a_byte() {
         let (wake, receiver) = wake_pair().unwrap();
         wake.notify();
-        assert!(!wake.prepare_sleep(), "a pending notification must keep it awake");
+        assert!(
+            !wake.prepare_sleep(),
+            "a pending notification must keep it awake"
+        );
         wake.awake();
         assert!(wake.prepare_sleep());
         // No byte was written for the notification that arrived while awake.

@@ -1,0 +1,377 @@
+//! Engine start-up and shutdown: one OS thread per shard, each running a pinned glommio
+//! `LocalExecutor`, and the foreign-thread handles that feed them.
+
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
+use std::sync::{mpsc, Arc, Mutex};
+
+use glommio::{ExecutorJoinHandle, LocalExecutorBuilder, Placement};
+
+use super::intake::{intake, IntakeSender, SendError};
+use super::run::{run_shard, ShardSetup};
+use super::wake::wake_pair;
+use super::{Request, ShardConfig};
+
+/// Smallest `io_memory` glommio accepts; it rounds anything lower up to this.
+const IO_MEMORY_BYTES_MIN: usize = 64 << 10;
+/// Largest `io_memory` allowed: with an 8 MiB `RLIMIT_MEMLOCK` several shards (and
+/// several engines in one test process) must fit.
+pub const IO_MEMORY_BYTES_MAX: usize = 2 << 20;
+/// Most shards one engine runs (a sanity bound on threads and journal directories).
+pub const SHARDS_MAX: usize = 256;
+/// Largest per-shard intake queue.
+pub const INTAKE_CAPACITY_MAX: usize = 1 << 20;
+
+/// How the whole engine is set up. Every shard gets the same [`ShardConfig`].
+#[derive(Debug, Clone)]
+pub struct EngineConfig {
+    /// Root of the data: shard `i` keeps its journal in `data_dir/shard-<i>`.
+    pub data_dir: PathBuf,
+    /// Number of shards (1..=[`SHARDS_MAX`]). Must stay the same for a data directory:
+    /// tenants are routed by [`super::shard_of`].
+    pub shards: usize,
+    /// Bounded intake queue per shard (1..=[`INTAKE_CAPACITY_MAX`]).
+    pub intake_capacity: usize,
+    /// Pin shard `i` to the `i`-th online CPU when there are at least as many CPUs as
+    /// shards; otherwise (or when `false`) threads float.
+    pub pin_threads: bool,
+    /// glommio `io_memory` per shard (clamped to 64 KiB..=[`IO_MEMORY_BYTES_MAX`]). The
+    /// journal is memory-mapped and sockets use ordinary buffers, so little is needed.
+    pub io_memory_bytes: usize,
+    /// Everything each shard needs to run.
+    pub shard: ShardConfig,
+}
+
+/// The engine could not start. Nothing keeps running after this is returned.
+#[derive(Debug)]
+pub enum StartError {
+    /// The configuration is unusable (the caller's fault).
+    Config(String),
+    /// A shard's journal could not be opened or replayed (storage).
+    Storage {
+        /// The shard.
+        shard: usize,
+        /// What failed, with the path.
+        message: String,
+    },
+    /// A shard thread or executor could not be created (the machine: threads, memlock,
+    /// io_uring).
+    Runtime {
+        /// The shard.
+        shard: usize,
+        /// What failed.
+        message: String,
+    },
+}
+
+impl std::fmt::Display for StartError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            StartError::Config(message) => write!(f, "invalid engine configuration: {message}"),
+            StartError::Storage { shard, message } => {
+                write!(f, "shard {shard}: storage failed at start-up: {message}")
+            }
+            StartError::Runtime { shard, message } => {
+                write!(f, "shard {shard}: could not start its executor: {message}")
+            }
+        }
+    }
+}
+
+impl std::error::Error for StartError {}
+
+/// Why a shard stopped serving.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ShardExit {
+    /// Asked to stop; everything accepted was journaled.
+    Clean,
+    /// The journal failed; work accepted but not yet acknowledged was refused.
+    Storage(String),
+}
+
+const RUNNING: u8 = 0;
+const CLOSING: u8 = 1;
+const STOPPED: u8 = 2;
+
+/// Shared between a shard and the handles that feed it.
+#[derive(Debug)]
+pub(crate) struct ShardStatus {
+    state: AtomicU8,
+    /// Why the shard stopped on its own (journal failure), for callers that find it gone.
+    failure: Mutex<Option<String>>,
+}
+
+impl ShardStatus {
+    pub(crate) fn new() -> ShardStatus {
+        ShardStatus {
+            state: AtomicU8::new(RUNNING),
+            failure: Mutex::new(None),
+        }
+    }
+
+    pub(crate) fn set_failed(&self, message: String) {
+        *self.failure.lock().unwrap_or_else(|p| p.into_inner()) = Some(message);
+        self.set_stopped();
+    }
+
+    fn failure(&self) -> Option<String> {
+        self.failure
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    pub(crate) fn is_closing(&self) -> bool {
+        self.state.load(Ordering::Acquire) != RUNNING
+    }
+
+    pub(crate) fn set_stopped(&self) {
+        self.state.store(STOPPED, Ordering::Release);
+    }
+}
+
+struct ShardHandle {
+    intake: IntakeSender<Request>,
+    status: Arc<ShardStatus>,
+}
+
+/// A running engine: the shard threads and the queues into them. Share it behind an
+/// `Arc`; [`Engine::shutdown`] (or dropping it) stops and joins every shard.
+pub struct Engine {
+    shards: Vec<ShardHandle>,
+    threads: Mutex<Vec<ExecutorJoinHandle<ShardExit>>>,
+    shut_down: AtomicBool,
+}
+
+fn online_cpus() -> Vec<usize> {
+    let mut cpus: Vec<usize> = glommio::CpuSet::online()
+        .map(|set| set.iter().map(|location| location.cpu).collect())
+        .unwrap_or_default();
+    cpus.sort_unstable();
+    cpus.dedup();
+    cpus
+}
+
+impl Engine {
+    /// Opens every shard's journal, replays it, and starts serving. Returns once every
+    /// shard is ready, or the first error (after stopping the shards that did start).
+    pub fn start(config: EngineConfig) -> Result<Engine, StartError> {
+        if config.shards == 0 || config.shards > SHARDS_MAX {
+            return Err(StartError::Config(format!(
+                "shards must be 1..={SHARDS_MAX}, got {}",
+                config.shards
+            )));
+        }
+        if config.intake_capacity == 0 || config.intake_capacity > INTAKE_CAPACITY_MAX {
+            return Err(StartError::Config(format!(
+                "intake_capacity must be 1..={INTAKE_CAPACITY_MAX}, got {}",
+                config.intake_capacity
+            )));
+        }
+        std::fs::create_dir_all(&config.data_dir).map_err(|error| StartError::Storage {
+            shard: 0,
+            message: format!("creating {}: {error}", config.data_dir.display()),
+        })?;
+        let io_memory = config
+            .io_memory_bytes
+            .clamp(IO_MEMORY_BYTES_MIN, IO_MEMORY_BYTES_MAX);
+        let cpus = online_cpus();
+        let pin = config.pin_threads && config.shards <= cpus.len();
+
+        let mut engine = Engine {
+            shards: Vec::with_capacity(config.shards),
+            threads: Mutex::new(Vec::with_capacity(config.shards)),
+            shut_down: AtomicBool::new(false),
+        };
+        let (ready_tx, ready_rx) = mpsc::channel::<(usize, Result<(), StartError>)>();
+        for (index, cpu) in (0..config.shards).zip(cpus.iter().copied().chain(std::iter::repeat(0)))
+        {
+            let runtime_error = |message: String| StartError::Runtime {
+                shard: index,
+                message,
+            };
+            let (wake, wake_receiver) =
+                wake_pair().map_err(|error| runtime_error(format!("wake socket: {error}")))?;
+            let (intake_tx, intake_rx) = intake::<Request>(config.intake_capacity, wake);
+            let status = Arc::new(ShardStatus::new());
+            let setup = ShardSetup {
+                index,
+                dir: config.data_dir.join(format!("shard-{index}")),
+                config: config.shard.clone(),
+                intake: intake_rx,
+                wake: wake_receiver,
+                status: status.clone(),
+                ready: ready_tx.clone(),
+            };
+            let placement = if pin {
+                Placement::Fixed(cpu)
+            } else {
+                Placement::Unbound
+            };
+            let spawned = LocalExecutorBuilder::new(placement)
+                .name(&format!("herald-shard-{index}"))
+                .io_memory(io_memory)
+                .spawn(move || run_shard(setup));
+            match spawned {
+                Ok(thread) => {
+                    engine.shards.push(ShardHandle {
+                        intake: intake_tx,
+                        status,
+                    });
+                    engine
+                        .threads
+                        .get_mut()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .push(thread);
+                }
+                Err(error) => {
+                    engine.shutdown();
+                    return Err(runtime_error(error.to_string()));
+                }
+            }
+        }
+        drop(ready_tx);
+        let mut ready = 0;
+        while ready < config.shards {
+            match ready_rx.recv() {
+                Ok((_, Ok(()))) => ready += 1,
+                Ok((_, Err(error))) => {
+                    engine.shutdown();
+                    return Err(error);
+                }
+                Err(_) => {
+                    // Every sender is gone without reporting: a shard thread died during
+                    // start-up (a panic, or glommio failed to build its reactor).
+                    let failures = engine.join_all();
+                    return Err(StartError::Runtime {
+                        shard: failures.first().map(|(shard, _)| *shard).unwrap_or(0),
+                        message: failures
+                            .into_iter()
+                            .map(|(shard, message)| format!("shard {shard}: {message}"))
+                            .collect::<Vec<_>>()
+                            .join("; "),
+                    });
+                }
+            }
+        }
+        Ok(engine)
+    }
+
+    /// Number of shards.
+    pub fn shards(&self) -> usize {
+        self.shards.len()
+    }
+
+    /// Hands `request` to shard `shard` if its queue has room now.
+    ///
+    /// # Panics
+    /// If `shard >= self.shards()` (route with [`super::shard_of`]).
+    // The request is given back by value; boxing it would cost an allocation per publish.
+    #[allow(clippy::result_large_err)]
+    pub fn try_submit(&self, shard: usize, request: Request) -> Result<(), SendError<Request>> {
+        let handle = &self.shards[shard];
+        if handle.status.is_closing() {
+            return Err(SendError::Closed(request));
+        }
+        handle.intake.try_send(request)
+    }
+
+    /// Hands `request` to shard `shard`, blocking the calling thread while its queue is
+    /// full. Never returns [`SendError::Full`].
+    ///
+    /// # Panics
+    /// If `shard >= self.shards()`.
+    // The request is given back by value; boxing it would cost an allocation per publish.
+    #[allow(clippy::result_large_err)]
+    pub fn submit_blocking(
+        &self,
+        shard: usize,
+        request: Request,
+    ) -> Result<(), SendError<Request>> {
+        let handle = &self.shards[shard];
+        if handle.status.is_closing() {
+            return Err(SendError::Closed(request));
+        }
+        handle.intake.send_blocking(request)
+    }
+
+    /// Hands `request` to shard `shard`, waiting asynchronously while its queue is full.
+    /// Never returns [`SendError::Full`].
+    ///
+    /// # Panics
+    /// If `shard >= self.shards()`.
+    pub async fn submit_async(
+        &self,
+        shard: usize,
+        request: Request,
+    ) -> Result<(), SendError<Request>> {
+        let handle = &self.shards[shard];
+        if handle.status.is_closing() {
+            return Err(SendError::Closed(request));
+        }
+        handle.intake.send_async(request).await
+    }
+
+    /// Why shard `shard` stopped on its own (its journal failed), if it did.
+    ///
+    /// # Panics
+    /// If `shard >= self.shards()`.
+    pub fn shard_failure(&self, shard: usize) -> Option<String> {
+        self.shards[shard].status.failure()
+    }
+
+    /// Whether [`shutdown`](Self::shutdown) has begun.
+    pub fn is_shutting_down(&self) -> bool {
+        self.shut_down.load(Ordering::Acquire)
+    }
+
+    /// Stops intake on every shard, lets each journal what it accepted and finish (or
+    /// journal as pending) its in-flight sends within the shard's grace period, then
+    /// joins the threads. Idempotent; returns how each shard ended (empty when an
+    /// earlier call already joined them).
+    pub fn shutdown(&self) -> Vec<(usize, Result<ShardExit, String>)> {
+        self.shut_down.store(true, Ordering::Release);
+        for handle in &self.shards {
+            // Only RUNNING → CLOSING: a shard that already stopped stays STOPPED.
+            let _ = handle.status.state.compare_exchange(
+                RUNNING,
+                CLOSING,
+                Ordering::AcqRel,
+                Ordering::Acquire,
+            );
+            handle.intake.wake();
+        }
+        let mut results = Vec::new();
+        let threads = std::mem::take(&mut *self.threads.lock().unwrap_or_else(|p| p.into_inner()));
+        for (index, thread) in threads.into_iter().enumerate() {
+            results.push((index, thread.join().map_err(|error| error.to_string())));
+        }
+        results
+    }
+
+    /// Joins after a start-up failure; returns the shards that failed and why.
+    fn join_all(&self) -> Vec<(usize, String)> {
+        self.shutdown()
+            .into_iter()
+            .filter_map(|(shard, result)| match result {
+                Ok(ShardExit::Clean) => None,
+                Ok(ShardExit::Storage(message)) | Err(message) => Some((shard, message)),
+            })
+            .collect()
+    }
+}
+
+impl Drop for Engine {
+    fn drop(&mut self) {
+        self.shutdown();
+    }
+}
+
+impl std::fmt::Debug for Engine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Engine")
+            .field("shards", &self.shards.len())
+            .field("shutting_down", &self.is_shutting_down())
+            .finish()
+    }
+}

@@ -1,0 +1,683 @@
+//! The shard thread: start-up (journal open + replay) and the serving loop.
+
+use std::cell::RefCell;
+use std::collections::VecDeque;
+use std::path::PathBuf;
+use std::rc::Rc;
+use std::sync::{mpsc, Arc};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use futures_lite::AsyncReadExt;
+use herald_core::{AppendId, AttemptResult, Command, Dispatcher, Outcome, Record, SendRequest};
+use herald_journal::{Journal, JournalConfig};
+
+use super::engine::{ShardExit, ShardStatus, StartError};
+use super::intake::IntakeReceiver;
+use super::notify::LocalNotify;
+use super::oneshot::Reply;
+use super::wake::{Wake, WakeReceiver};
+use super::{Failure, Request, ShardConfig, ShardStats, WebhookInfo, IDLE_WAKE_MS};
+use crate::{HttpClient, OutboundRequest, TransportError};
+
+/// Wall-clock milliseconds since the Unix epoch: the dispatcher's time base (retry
+/// times are journaled as Unix ms and must survive restarts).
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+        .unwrap_or(0)
+}
+
+/// Everything a shard thread is started with.
+pub(crate) struct ShardSetup {
+    pub(crate) index: usize,
+    pub(crate) dir: PathBuf,
+    pub(crate) config: ShardConfig,
+    pub(crate) intake: IntakeReceiver<Request>,
+    pub(crate) wake: WakeReceiver,
+    pub(crate) status: Arc<ShardStatus>,
+    pub(crate) ready: mpsc::Sender<(usize, Result<(), StartError>)>,
+}
+
+/// A reply waiting for its records to become durable.
+enum Ack {
+    Unit(Reply<Result<(), Failure>>),
+    Event(
+        Reply<Result<herald_core::EventId, Failure>>,
+        herald_core::EventId,
+    ),
+    Count(Reply<Result<usize, Failure>>, usize),
+}
+
+impl Ack {
+    fn succeed(self) {
+        match self {
+            Ack::Unit(reply) => reply.send(Ok(())),
+            Ack::Event(reply, id) => reply.send(Ok(id)),
+            Ack::Count(reply, count) => reply.send(Ok(count)),
+        }
+    }
+
+    fn fail(self, failure: Failure) {
+        match self {
+            Ack::Unit(reply) => reply.send(Err(failure)),
+            Ack::Event(reply, _) => reply.send(Err(failure)),
+            Ack::Count(reply, _) => reply.send(Err(failure)),
+        }
+    }
+}
+
+/// An event body as the dispatcher shares it, and the same bytes as the client takes them.
+type SharedBody = (Arc<[u8]>, Rc<[u8]>);
+
+/// What a finished send task reports back to the loop.
+type Finished = Vec<Outcome>;
+
+struct Shard {
+    index: usize,
+    config: ShardConfig,
+    journal: Journal,
+    dispatcher: Dispatcher,
+    client: Rc<HttpClient>,
+    intake: IntakeReceiver<Request>,
+    wake: Arc<Wake>,
+    status: Arc<ShardStatus>,
+    local: Rc<LocalNotify>,
+    finished: Rc<RefCell<Finished>>,
+    sends_in_flight: Rc<RefCell<usize>>,
+    /// (journal seq, AppendId) of records appended but not yet known durable, in order.
+    appended: VecDeque<(u64, AppendId)>,
+    /// Highest AppendId appended to the journal.
+    last_append: AppendId,
+    /// Highest AppendId known durable (reported to the dispatcher).
+    durable_append: AppendId,
+    /// Replies waiting for durability, in AppendId order.
+    acks: VecDeque<(AppendId, Ack)>,
+    batch: Vec<Request>,
+    commands: Vec<Command>,
+    /// The body of the last send, shared by the next sends of the same event (the
+    /// client takes `Rc<[u8]>`, the dispatcher hands out `Arc<[u8]>`).
+    last_body: Option<SharedBody>,
+    records_since_checkpoint: u64,
+    last_checkpoint: Instant,
+    last_sweep: Instant,
+    /// Set when the journal failed: the shard stops and answers nothing more.
+    storage_failure: Option<String>,
+}
+
+/// Entry point of a shard thread (runs inside its glommio executor).
+pub(crate) async fn run_shard(setup: ShardSetup) -> ShardExit {
+    let ShardSetup {
+        index,
+        dir,
+        config,
+        intake,
+        wake,
+        status,
+        ready,
+    } = setup;
+    let report = |result: Result<(), StartError>| {
+        // The engine stops waiting only after every shard reported or died; a closed
+        // channel means start-up already failed elsewhere.
+        let _ = ready.send((index, result));
+    };
+    let storage = |message: String| StartError::Storage {
+        shard: index,
+        message,
+    };
+
+    let journal_config = JournalConfig {
+        dir: dir.clone(),
+        segment_bytes: config.journal_segment_bytes,
+        group_records_max: config.journal_group_records_max,
+        group_delay_us: config.journal_group_delay_us,
+        segments_max: config.journal_segments_max,
+        repair: false,
+    };
+    let (mut journal, _recovery) = match Journal::open(journal_config) {
+        Ok(opened) => opened,
+        Err(error) => {
+            let message = format!("{}: {error}", dir.display());
+            report(Err(storage(message.clone())));
+            status.set_stopped();
+            return ShardExit::Storage(message);
+        }
+    };
+    let start_ms = now_ms();
+    let mut dispatcher = Dispatcher::new(config.dispatcher.clone(), start_ms);
+    if let Err(message) = replay(&journal, &mut dispatcher) {
+        let message = format!("{}: {message}", dir.display());
+        report(Err(storage(message.clone())));
+        status.set_stopped();
+        return ShardExit::Storage(message);
+    }
+    dispatcher.replay_finished(now_ms());
+
+    let shard_wake = wake.wake().clone();
+    let notifier = shard_wake.clone();
+    journal.set_durable_notify(Box::new(move |_| notifier.notify()));
+    let stream = match wake.into_glommio() {
+        Ok(stream) => stream,
+        Err(error) => {
+            report(Err(StartError::Runtime {
+                shard: index,
+                message: format!("binding the wake socket: {error}"),
+            }));
+            status.set_stopped();
+            return ShardExit::Storage(format!("wake socket: {error}"));
+        }
+    };
+    let local = Rc::new(LocalNotify::default());
+    let reader_notify = local.clone();
+    // Turns bytes from foreign threads into local wake-ups; ends when every writer is
+    // gone or the executor stops.
+    glommio::spawn_local(async move {
+        let mut stream = stream;
+        let mut buf = [0u8; 64];
+        loop {
+            match stream.read(&mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(_) => reader_notify.notify(),
+            }
+        }
+    })
+    .detach();
+
+    let client = Rc::new(HttpClient::new(config.client.clone()));
+    let mut shard = Shard {
+        index,
+        config,
+        journal,
+        dispatcher,
+        client,
+        intake,
+        wake: shard_wake,
+        status,
+        local,
+        finished: Rc::new(RefCell::new(Vec::new())),
+        sends_in_flight: Rc::new(RefCell::new(0)),
+        appended: VecDeque::new(),
+        last_append: AppendId(0),
+        durable_append: AppendId(0),
+        acks: VecDeque::new(),
+        batch: Vec::new(),
+        commands: Vec::new(),
+        last_body: None,
+        records_since_checkpoint: 0,
+        last_checkpoint: Instant::now(),
+        last_sweep: Instant::now(),
+        storage_failure: None,
+    };
+    // Replay may have produced records (deliveries of deleted webhooks ended); journal
+    // them before serving.
+    shard.pump();
+    report(Ok(()));
+    let exit = shard.serve().await;
+    match &exit {
+        ShardExit::Storage(message) => shard.status.set_failed(message.clone()),
+        ShardExit::Clean => shard.status.set_stopped(),
+    }
+    exit
+}
+
+/// Feeds every frame from the last checkpoint on into the dispatcher.
+fn replay(journal: &Journal, dispatcher: &mut Dispatcher) -> Result<(), String> {
+    for frame in journal.replay() {
+        let frame = frame.map_err(|error| error.to_string())?;
+        let record = if frame.is_checkpoint() {
+            // The journal owns the checkpoint frame kind; its payload is a core record.
+            Record::decode_checkpoint(frame.payload)
+        } else {
+            Record::decode(frame.kind, frame.version, frame.payload)
+        }
+        .map_err(|error| format!("record {}: {error}", frame.seq))?;
+        dispatcher
+            .replay(&record)
+            .map_err(|error| format!("record {}: {error}", frame.seq))?;
+    }
+    Ok(())
+}
+
+fn map_transport(error: &TransportError) -> herald_core::TransportError {
+    use herald_core::TransportError as Core;
+    match error {
+        TransportError::Dns(_) => Core::Dns,
+        TransportError::EgressRefused(_) => Core::EgressDenied,
+        TransportError::Connect(_) => Core::Connect,
+        TransportError::ConnectTimeout(_) => Core::ConnectTimeout,
+        TransportError::PoolFull(_) => Core::ConnectTimeout,
+        TransportError::Tls(_) => Core::Tls,
+        TransportError::RequestTimeout(_) => Core::RequestTimeout,
+        // Connection broken mid-exchange, a malformed response, or a request the encoder
+        // refused: all "the exchange failed", retried by schedule.
+        _ => Core::Protocol,
+    }
+}
+
+impl Shard {
+    async fn serve(&mut self) -> ShardExit {
+        loop {
+            self.wake.awake();
+            self.local.take();
+            self.turn();
+            if let Some(message) = self.storage_failure.clone() {
+                self.fail_everything(&message);
+                return ShardExit::Storage(message);
+            }
+            if self.status.is_closing() {
+                return self.shut_down().await;
+            }
+            let now = now_ms();
+            let deadline = self.dispatcher.next_deadline_ms();
+            let ready_now = !self.intake.is_empty()
+                || !self.finished.borrow().is_empty()
+                || deadline.is_some_and(|d| d <= now);
+            if ready_now {
+                // Let send tasks and the reactor run before the next turn.
+                futures_lite::future::yield_now().await;
+                continue;
+            }
+            if !self.wake.prepare_sleep() {
+                continue;
+            }
+            let sleep_ms = deadline
+                .map_or(IDLE_WAKE_MS, |d| d.saturating_sub(now))
+                .min(IDLE_WAKE_MS);
+            futures_lite::future::or(
+                self.local.wait(),
+                glommio::timer::sleep(Duration::from_millis(sleep_ms.max(1))),
+            )
+            .await;
+        }
+    }
+
+    /// One turn: intake, outcomes, commands, durability, tick, checkpoint.
+    fn turn(&mut self) {
+        let now = now_ms();
+        let mut batch = std::mem::take(&mut self.batch);
+        self.intake
+            .drain_into(self.config.intake_batch_max.max(1), &mut batch);
+        let closing = self.status.is_closing();
+        for request in batch.drain(..) {
+            self.handle(now, request);
+        }
+        self.batch = batch;
+        let finished = std::mem::take(&mut *self.finished.borrow_mut());
+        for outcome in finished {
+            self.dispatcher.attempt_finished(now, outcome);
+        }
+        self.pump();
+        self.advance_durable();
+        // A closing shard starts no new sends; what is due stays journaled as pending.
+        if !closing && self.dispatcher.next_deadline_ms().is_some_and(|d| d <= now) {
+            self.dispatcher.tick(now);
+            self.pump();
+        }
+        self.maybe_checkpoint(now);
+        if self.last_sweep.elapsed() >= Duration::from_millis(IDLE_WAKE_MS) {
+            self.last_sweep = Instant::now();
+            self.client.sweep_idle();
+        }
+    }
+
+    fn handle(&mut self, now: u64, request: Request) {
+        if self.storage_failure.is_some() {
+            // Dropping the reply tells the caller the shard stopped.
+            return;
+        }
+        match request {
+            Request::UpsertWebhook {
+                tenant,
+                id,
+                spec,
+                must_exist,
+                reply,
+            } => {
+                if must_exist && self.dispatcher.webhook(&tenant, &id).is_none() {
+                    reply.send(Err(Failure::Registry(
+                        herald_core::RegistryError::NotFound {
+                            tenant,
+                            webhook: id,
+                        },
+                    )));
+                    return;
+                }
+                match self.dispatcher.upsert_webhook(now, tenant, id, *spec) {
+                    Ok(append) => self.defer(append, Ack::Unit(reply)),
+                    Err(error) => reply.send(Err(Failure::Registry(error))),
+                }
+            }
+            Request::DeleteWebhook { tenant, id, reply } => {
+                match self.dispatcher.delete_webhook(now, &tenant, &id) {
+                    Ok(append) => self.defer(append, Ack::Unit(reply)),
+                    Err(error) => reply.send(Err(Failure::Registry(error))),
+                }
+            }
+            Request::GetWebhook { tenant, id, reply } => {
+                reply.send(self.dispatcher.webhook(&tenant, &id).map(webhook_info));
+            }
+            Request::ListWebhooks {
+                tenant,
+                after,
+                limit,
+                reply,
+            } => {
+                let list = self
+                    .dispatcher
+                    .webhooks(&tenant)
+                    .filter(|view| after.as_ref().is_none_or(|after| view.id > after))
+                    .take(limit)
+                    .map(webhook_info)
+                    .collect();
+                reply.send(list);
+            }
+            Request::Publish {
+                tenant,
+                event,
+                reply,
+            } => match self.dispatcher.accept_event(now, &tenant, event) {
+                Ok(accepted) => self.defer(accepted.append, Ack::Event(reply, accepted.event_id)),
+                Err(error) => reply.send(Err(Failure::Accept(error))),
+            },
+            Request::Deliveries { query, reply } => {
+                reply.send(self.dispatcher.deliveries(&query));
+            }
+            Request::Delivery { tenant, id, reply } => {
+                reply.send(self.dispatcher.delivery(&tenant, id));
+            }
+            Request::RetryDelivery { tenant, id, reply } => {
+                match self.dispatcher.retry_delivery(now, &tenant, id) {
+                    Ok(append) => self.defer(append, Ack::Unit(reply)),
+                    Err(error) => reply.send(Err(Failure::Op(error))),
+                }
+            }
+            Request::ResendFailed {
+                tenant,
+                webhook,
+                since_ms,
+                reply,
+            } => match self
+                .dispatcher
+                .resend_failed(now, &tenant, &webhook, since_ms)
+            {
+                Ok(count) => {
+                    // Its records are whatever it queued; wait for the last of them.
+                    let append = self.last_queued_append();
+                    self.defer(append, Ack::Count(reply, count));
+                }
+                Err(error) => reply.send(Err(Failure::Op(error))),
+            },
+            Request::SendTestEvent {
+                tenant,
+                webhook,
+                event_type,
+                reply,
+            } => match self
+                .dispatcher
+                .send_test_event(now, &tenant, &webhook, event_type)
+            {
+                Ok(accepted) => self.defer(accepted.append, Ack::Event(reply, accepted.event_id)),
+                Err(error) => reply.send(Err(Failure::Op(error))),
+            },
+            Request::Stats { reply } => {
+                reply.send(ShardStats {
+                    dispatcher: self.dispatcher.stats(),
+                    journal_last_seq: self.journal.last_seq(),
+                    journal_durable_seq: self.journal.durable_seq(),
+                    sends_in_flight: *self.sends_in_flight.borrow(),
+                    client: self.client.stats(),
+                });
+            }
+        }
+    }
+
+    /// The AppendId the dispatcher will give its most recently queued `Append`.
+    fn last_queued_append(&mut self) -> AppendId {
+        // Move queued commands into the journal now so `last_append` covers them.
+        self.pump();
+        self.last_append
+    }
+
+    /// Answers `ack` once `append` is durable (at once for `AppendId(0)`).
+    fn defer(&mut self, append: AppendId, ack: Ack) {
+        if append <= self.durable_append {
+            ack.succeed();
+        } else {
+            self.acks.push_back((append, ack));
+        }
+    }
+
+    /// Drains the dispatcher's commands in order: appends to the journal, sends as
+    /// spawned tasks.
+    fn pump(&mut self) {
+        let mut commands = std::mem::take(&mut self.commands);
+        self.dispatcher.drain_commands(&mut commands);
+        for command in commands.drain(..) {
+            match command {
+                Command::Append { id, record } => self.append(id, &record),
+                Command::Send(request) => self.spawn_send(request),
+            }
+        }
+        self.commands = commands;
+    }
+
+    fn append(&mut self, id: AppendId, record: &Record) {
+        if self.storage_failure.is_some() {
+            return;
+        }
+        let result = record
+            .encode()
+            .map_err(|error| format!("encoding record {:#06x}: {error}", record.kind()))
+            .and_then(|(kind, version, payload)| {
+                self.journal
+                    .append(kind, version, &payload)
+                    .map_err(|error| error.to_string())
+            });
+        match result {
+            Ok(seq) => {
+                self.appended.push_back((seq, id));
+                self.last_append = id;
+                self.records_since_checkpoint += 1;
+            }
+            Err(message) => self.storage_failure = Some(message),
+        }
+    }
+
+    fn spawn_send(&mut self, request: SendRequest) {
+        let body = match &self.last_body {
+            Some((arc, rc)) if Arc::ptr_eq(arc, &request.body) => rc.clone(),
+            _ => {
+                let rc: Rc<[u8]> = Rc::from(&request.body[..]);
+                self.last_body = Some((request.body.clone(), rc.clone()));
+                rc
+            }
+        };
+        let outbound = OutboundRequest {
+            url: (*request.url).clone(),
+            headers: request.headers,
+            body,
+            connect_timeout_ms: request.connect_timeout_ms,
+            request_timeout_ms: request.request_timeout_ms,
+        };
+        let delivery = request.delivery;
+        let attempt = request.attempt;
+        let client = self.client.clone();
+        let finished = self.finished.clone();
+        let local = self.local.clone();
+        let in_flight = self.sends_in_flight.clone();
+        *in_flight.borrow_mut() += 1;
+        glommio::spawn_local(async move {
+            let started = Instant::now();
+            let result = client.send(outbound).await;
+            let latency_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
+            let (result, response_body) = match result {
+                Ok(response) => (
+                    AttemptResult::Response {
+                        status: response.status,
+                        retry_after: response.retry_after,
+                    },
+                    response.body,
+                ),
+                Err(error) => (
+                    AttemptResult::Transport(map_transport(&error)),
+                    error.to_string().into_bytes(),
+                ),
+            };
+            finished.borrow_mut().push(Outcome {
+                delivery,
+                attempt,
+                result,
+                latency_ms,
+                response_body,
+            });
+            *in_flight.borrow_mut() -= 1;
+            local.notify();
+        })
+        .detach();
+    }
+
+    /// Maps the journal's durable sequence number to AppendIds, tells the dispatcher, and
+    /// answers the replies whose records are durable.
+    fn advance_durable(&mut self) {
+        let durable_seq = self.journal.durable_seq();
+        let mut through = self.durable_append;
+        while let Some(&(seq, id)) = self.appended.front() {
+            if seq > durable_seq {
+                break;
+            }
+            through = id;
+            self.appended.pop_front();
+        }
+        if through > self.durable_append {
+            self.durable_append = through;
+            self.dispatcher.records_durable(through);
+        }
+        while self
+            .acks
+            .front()
+            .is_some_and(|(append, _)| *append <= self.durable_append)
+        {
+            if let Some((_, ack)) = self.acks.pop_front() {
+                ack.succeed();
+            }
+        }
+    }
+
+    fn maybe_checkpoint(&mut self, now: u64) {
+        let due = self.records_since_checkpoint >= self.config.checkpoint_records
+            || (self.records_since_checkpoint > 0
+                && self.last_checkpoint.elapsed()
+                    >= Duration::from_millis(self.config.checkpoint_interval_ms));
+        if !due || self.storage_failure.is_some() {
+            return;
+        }
+        // The checkpoint must follow every record it summarises.
+        self.pump();
+        let record = self.dispatcher.checkpoint(now);
+        self.last_checkpoint = Instant::now();
+        match record.encode() {
+            Ok((_, _, payload)) => match self.journal.checkpoint(&payload) {
+                Ok(_) => self.records_since_checkpoint = 0,
+                Err(error) => tracing::warn!(
+                    shard = self.index,
+                    %error,
+                    "checkpoint not written; old journal segments are kept"
+                ),
+            },
+            Err(error) => tracing::warn!(shard = self.index, %error, "checkpoint not encoded"),
+        }
+    }
+
+    /// The journal failed: every waiting reply gets the storage error.
+    fn fail_everything(&mut self, message: &str) {
+        for (_, ack) in self.acks.drain(..) {
+            ack.fail(Failure::Storage(message.to_string()));
+        }
+        let mut batch = Vec::new();
+        while self.intake.drain_into(1024, &mut batch) > 0 {
+            for request in batch.drain(..) {
+                refuse(request, Failure::Storage(message.to_string()));
+            }
+        }
+    }
+
+    /// Stop: take what is queued, wait (bounded) for sends in flight, make everything
+    /// durable, answer every waiter.
+    async fn shut_down(&mut self) -> ShardExit {
+        let grace = Duration::from_millis(self.config.shutdown_grace_ms);
+        let started = Instant::now();
+        loop {
+            self.wake.awake();
+            self.local.take();
+            self.turn();
+            if self.storage_failure.is_some() {
+                break;
+            }
+            let in_flight = *self.sends_in_flight.borrow();
+            let elapsed = started.elapsed();
+            if (in_flight == 0 && self.intake.is_empty()) || elapsed >= grace {
+                break;
+            }
+            if !self.wake.prepare_sleep() {
+                continue;
+            }
+            futures_lite::future::or(
+                self.local.wait(),
+                glommio::timer::sleep((grace - elapsed).min(Duration::from_millis(100))),
+            )
+            .await;
+        }
+        if self.storage_failure.is_none() {
+            self.pump();
+            if let Err(error) = self.journal.sync() {
+                self.storage_failure = Some(error.to_string());
+            } else {
+                self.advance_durable();
+            }
+        }
+        if let Some(message) = self.storage_failure.clone() {
+            self.fail_everything(&message);
+            return ShardExit::Storage(message);
+        }
+        // Anything still waiting could not be made durable before stopping.
+        for (_, ack) in self.acks.drain(..) {
+            ack.fail(Failure::ShuttingDown);
+        }
+        let mut batch = Vec::new();
+        while self.intake.drain_into(1024, &mut batch) > 0 {
+            for request in batch.drain(..) {
+                refuse(request, Failure::ShuttingDown);
+            }
+        }
+        ShardExit::Clean
+    }
+}
+
+/// Answers a request that will not be carried out.
+fn refuse(request: Request, failure: Failure) {
+    match request {
+        Request::UpsertWebhook { reply, .. }
+        | Request::DeleteWebhook { reply, .. }
+        | Request::RetryDelivery { reply, .. } => reply.send(Err(failure)),
+        Request::Publish { reply, .. } | Request::SendTestEvent { reply, .. } => {
+            reply.send(Err(failure))
+        }
+        Request::ResendFailed { reply, .. } => reply.send(Err(failure)),
+        // Queries have no error form: dropping the reply reports the stop.
+        Request::GetWebhook { .. }
+        | Request::ListWebhooks { .. }
+        | Request::Deliveries { .. }
+        | Request::Delivery { .. }
+        | Request::Stats { .. } => {}
+    }
+}
+
+fn webhook_info(view: herald_core::WebhookView<'_>) -> WebhookInfo {
+    WebhookInfo {
+        tenant: view.tenant.clone(),
+        id: view.id.clone(),
+        spec: view.spec.clone(),
+        health: view.health.clone(),
+        pending: view.pending,
+    }
+}

@@ -1,0 +1,242 @@
+//! Engine configuration: [`Builder`], from [`crate::Herald::builder`].
+
+use std::path::PathBuf;
+
+use herald_core::{DispatcherConfig, RetrySchedule};
+use herald_rt::shard::{
+    Engine, EngineConfig, ShardConfig, INTAKE_CAPACITY_MAX, IO_MEMORY_BYTES_MAX, SHARDS_MAX,
+};
+use herald_rt::{Cidr, ClientConfig, EgressPolicy, TrustAnchors};
+
+use crate::{Herald, StartError};
+
+/// Default per-shard intake queue.
+pub const INTAKE_CAPACITY_DEFAULT: usize = 4096;
+/// Default glommio `io_memory` per shard: the journal is memory-mapped and sockets use
+/// ordinary buffers, so a small reservation is enough and keeps several shards under an
+/// 8 MiB `RLIMIT_MEMLOCK`.
+pub const IO_MEMORY_BYTES_DEFAULT: usize = 512 << 10;
+
+/// Configures and starts an engine. Every setting has a default except
+/// [`data_dir`](Builder::data_dir).
+///
+/// ```no_run
+/// let herald = herald::Herald::builder()
+///     .data_dir("/var/lib/herald")
+///     .shards(2)
+///     .intake_capacity(4096)
+///     .start()?;
+/// # Ok::<(), herald::StartError>(())
+/// ```
+#[derive(Debug, Clone)]
+#[must_use = "a builder does nothing until `start` is called"]
+pub struct Builder {
+    data_dir: Option<PathBuf>,
+    shards: Option<usize>,
+    intake_capacity: usize,
+    allow_cidrs: Vec<String>,
+    extra_ca_pems: Vec<PathBuf>,
+    require_https: bool,
+    pin_threads: bool,
+    io_memory_bytes: usize,
+    dispatcher: DispatcherConfig,
+    journal_group_delay_us: Option<u64>,
+    journal_group_records_max: Option<usize>,
+    journal_segment_bytes: Option<u64>,
+    shutdown_grace_ms: Option<u64>,
+}
+
+impl Default for Builder {
+    fn default() -> Self {
+        Builder {
+            data_dir: None,
+            shards: None,
+            intake_capacity: INTAKE_CAPACITY_DEFAULT,
+            allow_cidrs: Vec::new(),
+            extra_ca_pems: Vec::new(),
+            require_https: false,
+            pin_threads: true,
+            io_memory_bytes: IO_MEMORY_BYTES_DEFAULT,
+            dispatcher: DispatcherConfig::default(),
+            journal_group_delay_us: None,
+            journal_group_records_max: None,
+            journal_segment_bytes: None,
+            shutdown_grace_ms: None,
+        }
+    }
+}
+
+impl Builder {
+    /// Where journals live: one directory per shard below it (`shard-<i>`). Required.
+    /// Reopen a directory with the same shard count: tenants are routed by
+    /// [`crate::shard_of`].
+    pub fn data_dir(mut self, path: impl Into<PathBuf>) -> Builder {
+        self.data_dir = Some(path.into());
+        self
+    }
+
+    /// Number of shards (threads), 1..=256. Default: the available cores.
+    pub fn shards(mut self, shards: usize) -> Builder {
+        self.shards = Some(shards);
+        self
+    }
+
+    /// Bounded intake queue per shard (default 4096). When full, `try_*` calls fail with
+    /// [`crate::Error::Backpressure`] and give the item back; other calls wait.
+    pub fn intake_capacity(mut self, capacity: usize) -> Builder {
+        self.intake_capacity = capacity;
+        self
+    }
+
+    /// Permits sending to a non-public network, e.g. `"127.0.0.0/8"` for tests, or a
+    /// private range for internal receivers. Repeatable. By default loopback, private,
+    /// link-local, CGNAT, multicast and cloud-metadata addresses are refused.
+    pub fn allow_cidr(mut self, cidr: impl Into<String>) -> Builder {
+        self.allow_cidrs.push(cidr.into());
+        self
+    }
+
+    /// Trusts the CA certificates of a PEM file for https receivers, in addition to the
+    /// system roots. Repeatable.
+    pub fn extra_ca_pem(mut self, path: impl Into<PathBuf>) -> Builder {
+        self.extra_ca_pems.push(path.into());
+        self
+    }
+
+    /// Refuses plain `http://` endpoints at send time (default: allowed).
+    pub fn require_https(mut self, require: bool) -> Builder {
+        self.require_https = require;
+        self
+    }
+
+    /// Pins shard `i` to the `i`-th online CPU when there are enough (default `true`).
+    pub fn pin_threads(mut self, pin: bool) -> Builder {
+        self.pin_threads = pin;
+        self
+    }
+
+    /// glommio `io_memory` per shard, at most 2 MiB (default 512 KiB).
+    pub fn io_memory_bytes(mut self, bytes: usize) -> Builder {
+        self.io_memory_bytes = bytes;
+        self
+    }
+
+    /// Retry schedule of webhooks without their own (default: 0, +1 min, +5 min, +30 min,
+    /// +2 h, +8 h, +24 h).
+    pub fn retry_schedule(mut self, schedule: RetrySchedule) -> Builder {
+        self.dispatcher.retry_schedule = schedule;
+        self
+    }
+
+    /// The whole dispatcher policy (retry schedule, jitter, health, per-shard limits).
+    pub fn dispatcher_config(mut self, config: DispatcherConfig) -> Builder {
+        self.dispatcher = config;
+        self
+    }
+
+    /// Group commit: sync the journal once the oldest unsynced record waited this long
+    /// (default 1000 µs, at most 1 s). Publishes are acknowledged after the sync.
+    pub fn journal_group_delay_us(mut self, delay_us: u64) -> Builder {
+        self.journal_group_delay_us = Some(delay_us);
+        self
+    }
+
+    /// Group commit: sync the journal once this many records wait (default 256).
+    pub fn journal_group_records_max(mut self, records: usize) -> Builder {
+        self.journal_group_records_max = Some(records);
+        self
+    }
+
+    /// Journal segment file size (default 64 MiB; a multiple of 4096).
+    pub fn journal_segment_bytes(mut self, bytes: u64) -> Builder {
+        self.journal_segment_bytes = Some(bytes);
+        self
+    }
+
+    /// How long [`crate::Herald::shutdown`] waits for requests in flight before leaving
+    /// them to be retried after the next start (default 5000 ms).
+    pub fn shutdown_grace_ms(mut self, grace_ms: u64) -> Builder {
+        self.shutdown_grace_ms = Some(grace_ms);
+        self
+    }
+
+    /// Opens (or creates) every shard's journal, replays it, and starts the shards.
+    /// Returns once all are serving.
+    pub fn start(self) -> Result<Herald, StartError> {
+        let config = |message: String| StartError::Config { message };
+        let data_dir = self
+            .data_dir
+            .ok_or_else(|| config("data_dir is required".to_string()))?;
+        let shards = self.shards.unwrap_or_else(|| {
+            std::thread::available_parallelism()
+                .map(|n| n.get())
+                .unwrap_or(1)
+        });
+        if !(1..=SHARDS_MAX).contains(&shards) {
+            return Err(config(format!(
+                "shards must be 1..={SHARDS_MAX}, got {shards}"
+            )));
+        }
+        if !(1..=INTAKE_CAPACITY_MAX).contains(&self.intake_capacity) {
+            return Err(config(format!(
+                "intake_capacity must be 1..={INTAKE_CAPACITY_MAX}, got {}",
+                self.intake_capacity
+            )));
+        }
+        if self.io_memory_bytes > IO_MEMORY_BYTES_MAX {
+            return Err(config(format!(
+                "io_memory_bytes must be at most {IO_MEMORY_BYTES_MAX}, got {}",
+                self.io_memory_bytes
+            )));
+        }
+        let mut egress = EgressPolicy::new();
+        egress.require_https = self.require_https;
+        for text in &self.allow_cidrs {
+            let cidr =
+                Cidr::parse(text).map_err(|e| config(format!("allow_cidr {text:?}: {e}")))?;
+            egress
+                .allow(cidr)
+                .map_err(|e| config(format!("allow_cidr {text:?}: {e}")))?;
+        }
+        let mut trust = TrustAnchors::system();
+        for path in &self.extra_ca_pems {
+            trust
+                .add_pem_file(path)
+                .map_err(|e| config(format!("extra_ca_pem {}: {e}", path.display())))?;
+        }
+        let mut client = ClientConfig::new(trust);
+        client.egress = egress;
+        let mut shard = ShardConfig::new(client);
+        shard.dispatcher = self.dispatcher;
+        if let Some(delay_us) = self.journal_group_delay_us {
+            shard.journal_group_delay_us = delay_us;
+        }
+        if let Some(records) = self.journal_group_records_max {
+            shard.journal_group_records_max = records;
+        }
+        if let Some(bytes) = self.journal_segment_bytes {
+            shard.journal_segment_bytes = bytes;
+        }
+        if let Some(grace_ms) = self.shutdown_grace_ms {
+            shard.shutdown_grace_ms = grace_ms;
+        }
+        let engine = Engine::start(EngineConfig {
+            data_dir,
+            shards,
+            intake_capacity: self.intake_capacity,
+            pin_threads: self.pin_threads,
+            io_memory_bytes: self.io_memory_bytes,
+            shard,
+        })
+        .map_err(|error| match error {
+            herald_rt::shard::StartError::Config(message) => StartError::Config { message },
+            herald_rt::shard::StartError::Storage { shard, message } => {
+                StartError::Storage { shard, message }
+            }
+            herald_rt::shard::StartError::Runtime { shard, message } => {
+                StartError::Runtime { shard, message }
+            }
+        })?;
+        Ok(Herald::from_engine(engine))
+    }
+}

@@ -1,0 +1,207 @@
+//! Errors of the embedding API. Each says whose fault it is ([`Fault`]) and, when a
+//! hand-off to the engine failed, gives the item back ([`Unsent`]).
+
+use std::fmt;
+
+use crate::{DeliveryId, Event, TenantId, WebhookId, WebhookSpec};
+
+/// Whose fault an [`Error`] is, for callers that decide generically (retry, alert, 4xx).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Fault {
+    /// The caller passed something invalid or unknown; retrying the same call fails again.
+    Caller,
+    /// The engine is at capacity right now; retry later or use a waiting form.
+    Capacity,
+    /// The engine is stopping or stopped; the call will never succeed on this handle.
+    Shutdown,
+    /// The disk (journal) failed; an operator must look.
+    Storage,
+    /// A defect in Herald; please report it with the message.
+    Bug,
+}
+
+/// An item that was not handed to the engine, given back to the caller.
+#[derive(Debug)]
+pub enum Unsent {
+    /// An event from `publish`/`try_publish`/`publish_async`.
+    Event {
+        /// Its tenant.
+        tenant: TenantId,
+        /// The event, unchanged.
+        event: Box<Event>,
+    },
+    /// A webhook spec from `create_webhook`/`update_webhook`.
+    Webhook {
+        /// Its tenant.
+        tenant: TenantId,
+        /// The spec, unchanged.
+        spec: Box<WebhookSpec>,
+    },
+    /// A request that carried nothing worth giving back (queries, deletes, retries).
+    Request,
+}
+
+/// An operation failed.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum Error {
+    /// Invalid input: a bad webhook spec, an event that is not JSON, a bad id. The
+    /// caller's fault.
+    Invalid {
+        /// What was wrong, naming the field.
+        message: String,
+    },
+    /// No such webhook for this tenant. The caller's fault.
+    UnknownWebhook {
+        /// The tenant asked about.
+        tenant: TenantId,
+        /// The webhook that does not exist.
+        webhook: WebhookId,
+    },
+    /// No such delivery for this tenant. The caller's fault.
+    UnknownDelivery {
+        /// The tenant asked about.
+        tenant: TenantId,
+        /// The delivery that does not exist.
+        delivery: DeliveryId,
+    },
+    /// The tenant's shard queue is full (`try_*` forms only). The item is given back.
+    Backpressure {
+        /// The shard that is full.
+        shard: usize,
+        /// What was not handed over.
+        unsent: Unsent,
+    },
+    /// The engine is shutting down or stopped. The item is given back when it was never
+    /// handed over; `Unsent::Request` when the shard stopped before answering.
+    ShuttingDown {
+        /// What was not handed over.
+        unsent: Unsent,
+    },
+    /// The shard's journal failed; the operation was not made durable.
+    Storage {
+        /// The shard.
+        shard: usize,
+        /// What failed.
+        message: String,
+    },
+    /// A defect in Herald (an invariant did not hold).
+    Bug {
+        /// What went wrong.
+        message: String,
+    },
+}
+
+impl Error {
+    /// Whose fault this is.
+    pub fn fault(&self) -> Fault {
+        match self {
+            Error::Invalid { .. }
+            | Error::UnknownWebhook { .. }
+            | Error::UnknownDelivery { .. } => Fault::Caller,
+            Error::Backpressure { .. } => Fault::Capacity,
+            Error::ShuttingDown { .. } => Fault::Shutdown,
+            Error::Storage { .. } => Fault::Storage,
+            Error::Bug { .. } => Fault::Bug,
+        }
+    }
+
+    /// The item that was not handed over, if this error carries one.
+    pub fn into_unsent(self) -> Option<Unsent> {
+        match self {
+            Error::Backpressure { unsent, .. } | Error::ShuttingDown { unsent } => Some(unsent),
+            _ => None,
+        }
+    }
+
+    /// The event that was not handed over, if this error carries one.
+    pub fn into_event(self) -> Option<(TenantId, Event)> {
+        match self.into_unsent() {
+            Some(Unsent::Event { tenant, event }) => Some((tenant, *event)),
+            _ => None,
+        }
+    }
+
+    pub(crate) fn invalid(message: impl Into<String>) -> Error {
+        Error::Invalid {
+            message: message.into(),
+        }
+    }
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Error::Invalid { message } => write!(f, "invalid input: {message}"),
+            Error::UnknownWebhook { tenant, webhook } => {
+                write!(f, "tenant {tenant} has no webhook {webhook}")
+            }
+            Error::UnknownDelivery { tenant, delivery } => {
+                write!(f, "tenant {tenant} has no delivery {delivery}")
+            }
+            Error::Backpressure { shard, .. } => {
+                write!(f, "shard {shard} is at capacity; the item was not accepted")
+            }
+            Error::ShuttingDown { .. } => f.write_str("the engine is shutting down"),
+            Error::Storage { shard, message } => {
+                write!(f, "shard {shard}: journal failed: {message}")
+            }
+            Error::Bug { message } => write!(f, "internal error (a bug in herald): {message}"),
+        }
+    }
+}
+
+impl std::error::Error for Error {}
+
+/// The engine could not start.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum StartError {
+    /// The builder's settings are unusable (the caller's fault), e.g. a bad CIDR, a
+    /// missing CA file, zero shards.
+    Config {
+        /// What was wrong, naming the setting.
+        message: String,
+    },
+    /// A shard's journal could not be opened or replayed.
+    Storage {
+        /// The shard.
+        shard: usize,
+        /// What failed, with the path.
+        message: String,
+    },
+    /// A shard thread or its executor could not be created (threads, memlock, io_uring).
+    Runtime {
+        /// The shard.
+        shard: usize,
+        /// What failed.
+        message: String,
+    },
+}
+
+impl StartError {
+    /// Whose fault this is.
+    pub fn fault(&self) -> Fault {
+        match self {
+            StartError::Config { .. } => Fault::Caller,
+            StartError::Storage { .. } => Fault::Storage,
+            StartError::Runtime { .. } => Fault::Capacity,
+        }
+    }
+}
+
+impl fmt::Display for StartError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            StartError::Config { message } => write!(f, "invalid configuration: {message}"),
+            StartError::Storage { shard, message } => {
+                write!(f, "shard {shard}: journal could not be opened: {message}")
+            }
+            StartError::Runtime { shard, message } => {
+                write!(f, "shard {shard}: could not start: {message}")
+            }
+        }
+    }
+}
+
+impl std::error::Error for StartError {}

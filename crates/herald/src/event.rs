@@ -1,0 +1,140 @@
+//! Events as publishers hand them in.
+
+use herald_core::{EventId, EventType, LocationId, NewEvent};
+
+use crate::Error;
+
+/// An event to publish: a type, JSON data, and optional id, location, API version and
+/// creation time. Herald wraps it in the platform envelope
+/// (`{"id","type","api_version","created_at","tenant_id","location_id","data"}`), signs
+/// the envelope and sends exactly those bytes to every matching webhook.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Event {
+    /// Stable id receivers de-duplicate on; generated (`evt_<uuid>`) when `None`.
+    pub id: Option<EventId>,
+    /// Type matched against webhook filters, e.g. `order.created`.
+    pub event_type: EventType,
+    /// Optional location within the tenant.
+    pub location_id: Option<LocationId>,
+    /// Payload schema version; the engine's default when `None`.
+    pub api_version: Option<String>,
+    /// Creation time (Unix ms); the time of publishing when `None`.
+    pub created_at_ms: Option<u64>,
+    /// The `data` member as raw JSON text (one JSON value). Checked when published.
+    pub data: Vec<u8>,
+}
+
+impl Event {
+    /// An event with `data` serialised from a JSON value.
+    pub fn new(event_type: EventType, data: &serde_json::Value) -> Event {
+        Event::from_json_bytes(event_type, data.to_string().into_bytes())
+    }
+
+    /// An event whose `data` is already JSON text (copied verbatim into the envelope
+    /// after a syntax check at publish time).
+    pub fn from_json_bytes(event_type: EventType, data: Vec<u8>) -> Event {
+        Event {
+            id: None,
+            event_type,
+            location_id: None,
+            api_version: None,
+            created_at_ms: None,
+            data,
+        }
+    }
+
+    /// Parses `event_type` and builds [`Event::new`]; the caller's error if the type is
+    /// invalid.
+    pub fn parse(event_type: &str, data: &serde_json::Value) -> Result<Event, Error> {
+        let event_type = EventType::parse(event_type).map_err(|e| Error::invalid(e.to_string()))?;
+        Ok(Event::new(event_type, data))
+    }
+
+    /// Sets the id (builder style).
+    pub fn with_id(mut self, id: EventId) -> Event {
+        self.id = Some(id);
+        self
+    }
+
+    /// Sets the location (builder style).
+    pub fn with_location(mut self, location_id: LocationId) -> Event {
+        self.location_id = Some(location_id);
+        self
+    }
+
+    /// Fills in what the caller left out; the id is fixed here so that a hand-off that
+    /// fails gives back an event that can be re-published with the same id.
+    pub(crate) fn into_new_event(self, now_ms: u64) -> NewEvent {
+        NewEvent {
+            id: self.id.unwrap_or_else(generate_event_id),
+            event_type: self.event_type,
+            api_version: self
+                .api_version
+                .unwrap_or_else(|| herald_core::API_VERSION_DEFAULT.to_string()),
+            created_at_ms: self.created_at_ms.unwrap_or(now_ms),
+            location_id: self.location_id,
+            data: self.data,
+        }
+    }
+
+    /// The event as handed in (with its id and defaults filled in), for giving back.
+    pub(crate) fn from_new_event(event: NewEvent) -> Event {
+        Event {
+            id: Some(event.id),
+            event_type: event.event_type,
+            location_id: event.location_id,
+            api_version: Some(event.api_version),
+            created_at_ms: Some(event.created_at_ms),
+            data: event.data,
+        }
+    }
+}
+
+fn generate_event_id() -> EventId {
+    let text = format!("evt_{}", uuid::Uuid::new_v4().simple());
+    // "evt_" + 32 hex digits: within the event id charset and its 128-byte limit.
+    EventId::parse(&text).expect("generated event ids are valid")
+}
+
+pub(crate) fn generate_webhook_id() -> herald_core::WebhookId {
+    let text = format!("wh_{}", uuid::Uuid::new_v4().simple());
+    // "wh_" + 32 hex digits: within the webhook id charset and its 64-byte limit.
+    herald_core::WebhookId::parse(&text).expect("generated webhook ids are valid")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_filled_and_survive_a_round_trip() {
+        let event = Event::parse("order.created", &serde_json::json!({"n": 1})).unwrap();
+        let new = event.clone().into_new_event(1_000);
+        assert!(new.id.as_str().starts_with("evt_"));
+        assert_eq!(new.created_at_ms, 1_000);
+        assert_eq!(new.api_version, herald_core::API_VERSION_DEFAULT);
+        assert_eq!(new.data, br#"{"n":1}"#);
+        let back = Event::from_new_event(new.clone());
+        assert_eq!(back.id.as_ref(), Some(&new.id));
+        assert_eq!(back.data, event.data);
+        assert_eq!(back.event_type, event.event_type);
+    }
+
+    #[test]
+    fn generated_ids_are_distinct() {
+        let a = Event::parse("a", &serde_json::Value::Null)
+            .unwrap()
+            .into_new_event(0);
+        let b = Event::parse("a", &serde_json::Value::Null)
+            .unwrap()
+            .into_new_event(0);
+        assert_ne!(a.id, b.id);
+        assert_ne!(generate_webhook_id(), generate_webhook_id());
+    }
+
+    #[test]
+    fn invalid_type_is_the_callers_fault() {
+        let error = Event::parse("order.*", &serde_json::Value::Null).unwrap_err();
+        assert_eq!(error.fault(), crate::Fault::Caller);
+    }
+}
