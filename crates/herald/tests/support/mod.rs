@@ -107,7 +107,11 @@ impl Receiver {
     }
 
     /// Waits until `done(received)` holds, or panics after `timeout` with what arrived.
-    pub fn wait_until(&self, timeout: Duration, done: impl Fn(&[Received]) -> bool) -> Vec<Received> {
+    pub fn wait_until(
+        &self,
+        timeout: Duration,
+        done: impl Fn(&[Received]) -> bool,
+    ) -> Vec<Received> {
         let deadline = Instant::now() + timeout;
         let mut received = self.shared.received.lock().unwrap();
         loop {
@@ -119,7 +123,10 @@ impl Receiver {
                 now < deadline,
                 "receiver timed out after {timeout:?}; got {} requests: {:#?}",
                 received.len(),
-                received.iter().map(|r| (&r.path, r.header("webhook-id"))).collect::<Vec<_>>()
+                received
+                    .iter()
+                    .map(|r| (&r.path, r.header("webhook-id")))
+                    .collect::<Vec<_>>()
             );
             received = self
                 .shared

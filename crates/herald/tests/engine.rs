@@ -1,0 +1,435 @@
+//! The engine end to end on loopback: publish → journal → sign → send → verify.
+
+mod support;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use herald::{
+    DeliveryQuery, DeliveryStatus, Error, Event, EventFilter, EventId, EventType, Fault, Herald,
+    Scheme, TenantId, Unsent, Url, WebhookId, WebhookSpec,
+};
+use support::{Received, Receiver};
+
+/// Upper bound of every wait; a passing run takes a small fraction of it.
+const WAIT: Duration = Duration::from_secs(20);
+
+fn tenant(name: &str) -> TenantId {
+    TenantId::parse(name).unwrap()
+}
+
+fn secret(scheme: &Scheme, seed: u8) -> String {
+    herald_sign::generate_secret(scheme, &[seed; 32])
+}
+
+fn spec(url: &str, filters: &[&str], scheme: Scheme, secret: &str) -> WebhookSpec {
+    WebhookSpec::new(
+        Url::parse(url).unwrap(),
+        filters
+            .iter()
+            .map(|f| EventFilter::parse(f).unwrap())
+            .collect(),
+        scheme,
+        secret.to_string(),
+    )
+}
+
+fn engine(dir: &std::path::Path, shards: usize) -> Herald {
+    Herald::builder()
+        .data_dir(dir)
+        .shards(shards)
+        .allow_cidr("127.0.0.0/8")
+        .shutdown_grace_ms(2_000)
+        .start()
+        .expect("engine starts")
+}
+
+fn now_s() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64
+}
+
+/// Checks the signature of a received request against the webhook's secret.
+fn verify(received: &Received, scheme: &Scheme, secret: &str, url: &str) {
+    let verifier = herald_sign::Verifier::new(scheme.clone(), &[secret]).unwrap();
+    verifier
+        .verify(&received.headers, url, &received.body, now_s())
+        .unwrap_or_else(|e| panic!("signature of {} does not verify: {e}", received.path));
+}
+
+struct Hook {
+    path: &'static str,
+    tenant: &'static str,
+    filters: &'static [&'static str],
+    scheme: Scheme,
+    secret: String,
+}
+
+#[test]
+fn every_matching_webhook_receives_each_event_signed_and_webhooks_survive_restart() {
+    let receiver = Receiver::start();
+    let dir = tempfile::tempdir().unwrap();
+    let hooks = vec![
+        Hook {
+            path: "/acme/orders",
+            tenant: "acme",
+            filters: &["order.*"],
+            scheme: Scheme::Standard,
+            secret: secret(&Scheme::Standard, 1),
+        },
+        Hook {
+            path: "/acme/all",
+            tenant: "acme",
+            filters: &["*"],
+            scheme: Scheme::Standard,
+            secret: secret(&Scheme::Standard, 2),
+        },
+        Hook {
+            path: "/acme/pay",
+            tenant: "acme",
+            filters: &["payment.processed", "refund.*"],
+            scheme: Scheme::stripe(),
+            secret: secret(&Scheme::stripe(), 3),
+        },
+        Hook {
+            path: "/globex/created",
+            tenant: "globex",
+            filters: &["order.created"],
+            scheme: Scheme::Olo,
+            secret: secret(&Scheme::Olo, 4),
+        },
+        Hook {
+            path: "/initech/none",
+            tenant: "initech",
+            filters: &["never.sent"],
+            scheme: Scheme::Standard,
+            secret: secret(&Scheme::Standard, 5),
+        },
+    ];
+    let events: &[(&str, &str)] = &[
+        ("acme", "order.created"),
+        ("acme", "order.updated"),
+        ("acme", "payment.processed"),
+        ("acme", "user.signup"),
+        ("globex", "order.created"),
+        ("globex", "order.cancelled"),
+        ("initech", "order.created"),
+    ];
+
+    let herald = engine(dir.path(), 2);
+    let mut ids: BTreeMap<&str, WebhookId> = BTreeMap::new();
+    for hook in &hooks {
+        let id = herald
+            .create_webhook(
+                &tenant(hook.tenant),
+                spec(
+                    &receiver.url(hook.path),
+                    hook.filters,
+                    hook.scheme.clone(),
+                    &hook.secret,
+                ),
+            )
+            .unwrap();
+        ids.insert(hook.path, id);
+    }
+
+    // Publish through each of the three forms.
+    let mut published: Vec<(&str, &str, EventId)> = Vec::new();
+    for (index, &(tenant_name, event_type)) in events.iter().enumerate() {
+        let event = Event::parse(event_type, &serde_json::json!({"n": index})).unwrap();
+        let t = tenant(tenant_name);
+        let id = match index % 3 {
+            0 => herald.publish(&t, event).unwrap(),
+            1 => herald.try_publish(&t, event).unwrap().wait().unwrap(),
+            _ => futures_lite::future::block_on(herald.publish_async(&t, event)).unwrap(),
+        };
+        published.push((tenant_name, event_type, id));
+    }
+
+    // Which (path, event id) pairs must arrive: every hook whose tenant matches and one
+    // of whose filters matches the type.
+    let mut expected: BTreeSet<(String, String)> = BTreeSet::new();
+    for (tenant_name, event_type, id) in &published {
+        let event_type = EventType::parse(event_type).unwrap();
+        for hook in &hooks {
+            let matches = hook
+                .filters
+                .iter()
+                .any(|f| EventFilter::parse(f).unwrap().matches(&event_type));
+            if hook.tenant == *tenant_name && matches {
+                expected.insert((hook.path.to_string(), id.to_string()));
+            }
+        }
+    }
+    assert_eq!(expected.len(), 8, "the table above expects 8 deliveries");
+
+    let received = receiver.wait_until(WAIT, |r| r.len() >= expected.len());
+    // Everything is delivered once the log says so; nothing more may have arrived.
+    for t in ["acme", "globex", "initech"] {
+        let page = herald.deliveries(DeliveryQuery::tenant(tenant(t))).unwrap();
+        for record in &page.items {
+            assert_eq!(record.status, DeliveryStatus::Success, "{record:?}");
+            assert_eq!(record.response_status, Some(200));
+        }
+    }
+    let received_after = receiver.received();
+    assert_eq!(
+        received_after.len(),
+        received.len(),
+        "unexpected extra requests"
+    );
+
+    let mut got: BTreeSet<(String, String)> = BTreeSet::new();
+    for request in &received {
+        let hook = hooks
+            .iter()
+            .find(|h| h.path == request.path)
+            .unwrap_or_else(|| panic!("request to unknown path {}", request.path));
+        verify(
+            request,
+            &hook.scheme,
+            &hook.secret,
+            &receiver.url(hook.path),
+        );
+        assert_eq!(request.method, "POST");
+        assert_eq!(request.header("content-type"), Some("application/json"));
+        assert!(request
+            .header("user-agent")
+            .is_some_and(|ua| ua.starts_with("herald/")));
+        let body = request.json();
+        assert_eq!(body["tenant_id"], hook.tenant, "tenant isolation");
+        let (_, event_type, _) = published
+            .iter()
+            .find(|(_, _, id)| body["id"] == id.as_str())
+            .expect("body id is a published event id");
+        assert_eq!(body["type"], *event_type);
+        let fresh = got.insert((
+            request.path.clone(),
+            body["id"].as_str().unwrap().to_string(),
+        ));
+        assert!(
+            fresh,
+            "duplicate delivery {} to {}",
+            body["id"], request.path
+        );
+    }
+    assert_eq!(got, expected);
+    herald.shutdown().unwrap();
+
+    // Restart on the same directory: the registry comes back from the journal and keeps
+    // dispatching.
+    let herald = engine(dir.path(), 2);
+    for hook in &hooks {
+        let t = tenant(hook.tenant);
+        let webhook = herald
+            .webhook(&t, &ids[hook.path])
+            .unwrap()
+            .expect("webhook persisted");
+        assert_eq!(webhook.spec.url.to_string(), receiver.url(hook.path));
+    }
+    assert_eq!(herald.list_webhooks(&tenant("acme")).unwrap().len(), 3);
+    let before = receiver.received().len();
+    let id = herald
+        .publish(
+            &tenant("globex"),
+            Event::parse("order.created", &serde_json::json!({"after": "restart"})).unwrap(),
+        )
+        .unwrap();
+    let received = receiver.wait_until(WAIT, |r| r.len() > before);
+    let last = &received[before];
+    assert_eq!(last.path, "/globex/created");
+    assert_eq!(last.json()["id"], id.as_str());
+    verify(
+        last,
+        &Scheme::Olo,
+        &hooks[3].secret,
+        &receiver.url("/globex/created"),
+    );
+    // The delivery log survived too: the earlier deliveries are still listed.
+    let page = herald
+        .deliveries(DeliveryQuery::tenant(tenant("acme")))
+        .unwrap();
+    assert_eq!(page.items.len(), 7);
+    herald.shutdown().unwrap();
+}
+
+#[test]
+fn errors_name_the_fault_and_give_the_item_back() {
+    let receiver = Receiver::start();
+    let dir = tempfile::tempdir().unwrap();
+    let herald = engine(dir.path(), 1);
+    let acme = tenant("acme");
+    let standard = secret(&Scheme::Standard, 9);
+
+    // Unknown webhook on update and delete.
+    let missing = WebhookId::parse("wh_missing").unwrap();
+    let error = herald
+        .update_webhook(
+            &acme,
+            &missing,
+            spec(&receiver.url("/x"), &["*"], Scheme::Standard, &standard),
+        )
+        .unwrap_err();
+    assert!(matches!(error, Error::UnknownWebhook { .. }), "{error:?}");
+    assert_eq!(error.fault(), Fault::Caller);
+    let error = herald.delete_webhook(&acme, &missing).unwrap_err();
+    assert!(matches!(error, Error::UnknownWebhook { .. }), "{error:?}");
+
+    // An invalid spec (no filters) and an invalid secret.
+    let error = herald
+        .create_webhook(
+            &acme,
+            spec(&receiver.url("/x"), &[], Scheme::Standard, &standard),
+        )
+        .unwrap_err();
+    assert_eq!(error.fault(), Fault::Caller, "{error:?}");
+    let error = herald
+        .create_webhook(
+            &acme,
+            spec(&receiver.url("/x"), &["*"], Scheme::Standard, "nope"),
+        )
+        .unwrap_err();
+    assert_eq!(error.fault(), Fault::Caller, "{error:?}");
+
+    // Event data that is not JSON.
+    let event = Event::from_json_bytes(
+        EventType::parse("order.created").unwrap(),
+        b"{not json".to_vec(),
+    );
+    let error = herald.publish(&acme, event).unwrap_err();
+    assert!(matches!(error, Error::Invalid { .. }), "{error:?}");
+
+    // Unknown delivery.
+    let error = herald
+        .retry_delivery(&acme, herald::DeliveryId(12345))
+        .unwrap_err();
+    match error {
+        Error::UnknownDelivery { tenant, delivery } => {
+            assert_eq!(tenant, acme);
+            assert_eq!(delivery, herald::DeliveryId(12345));
+        }
+        other => panic!("expected UnknownDelivery, got {other:?}"),
+    }
+
+    // After shutdown: refused, with the event given back unchanged.
+    let clone = herald.clone();
+    herald.shutdown().unwrap();
+    let event = Event::parse("order.created", &serde_json::json!({"late": true})).unwrap();
+    let error = clone.publish(&acme, event.clone()).unwrap_err();
+    assert_eq!(error.fault(), Fault::Shutdown);
+    let (back_tenant, back) = error.into_event().expect("event given back");
+    assert_eq!(back_tenant, acme);
+    assert_eq!(back.data, event.data);
+    assert_eq!(back.event_type, event.event_type);
+    assert!(back.id.is_some(), "the id it would have had is filled in");
+    let error = clone.list_webhooks(&acme).unwrap_err();
+    assert!(matches!(
+        error,
+        Error::ShuttingDown {
+            unsent: Unsent::Request
+        }
+    ));
+    // Shutting down twice is fine.
+    clone.shutdown().unwrap();
+}
+
+#[test]
+fn try_publish_gives_the_event_back_when_the_queue_is_full() {
+    let dir = tempfile::tempdir().unwrap();
+    let herald = Herald::builder()
+        .data_dir(dir.path())
+        .shards(1)
+        .intake_capacity(1)
+        .start()
+        .unwrap();
+    let acme = tenant("acme");
+    let mut receipts = Vec::new();
+    let mut refused = None;
+    // With room for one request, a burst of hand-offs overtakes the shard quickly.
+    for n in 0..100_000 {
+        let event = Event::parse("tick", &serde_json::json!({ "n": n })).unwrap();
+        match herald.try_publish(&acme, event) {
+            Ok(receipt) => receipts.push(receipt),
+            Err(error) => {
+                refused = Some((n, error));
+                break;
+            }
+        }
+    }
+    let (n, error) = refused.expect("a queue of one fills up under a burst");
+    assert_eq!(error.fault(), Fault::Capacity);
+    assert!(matches!(error, Error::Backpressure { shard: 0, .. }));
+    let (_, event) = error.into_event().expect("event given back");
+    assert_eq!(
+        event.data,
+        serde_json::json!({ "n": n }).to_string().into_bytes()
+    );
+    // Every accepted hand-off still becomes durable.
+    for receipt in receipts {
+        let id = receipt.event_id().clone();
+        assert_eq!(receipt.wait().unwrap(), id);
+    }
+    // The refused event can be published again, with the id it was given.
+    let id = event.id.clone().unwrap();
+    assert_eq!(herald.publish(&acme, event).unwrap(), id);
+}
+
+#[test]
+fn publish_async_works_inside_tokio_and_last_drop_stops_the_engine() {
+    let receiver = Receiver::start();
+    let dir = tempfile::tempdir().unwrap();
+    let herald = engine(dir.path(), 2);
+    let acme = tenant("acme");
+    let standard = secret(&Scheme::Standard, 7);
+    herald
+        .create_webhook(
+            &acme,
+            spec(&receiver.url("/tokio"), &["*"], Scheme::Standard, &standard),
+        )
+        .unwrap();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let ids = runtime.block_on({
+        let herald = herald.clone();
+        async move {
+            let mut tasks = Vec::new();
+            for n in 0..20 {
+                let herald = herald.clone();
+                let acme = acme.clone();
+                tasks.push(tokio::spawn(async move {
+                    let event = Event::parse("async.test", &serde_json::json!({ "n": n })).unwrap();
+                    herald.publish_async(&acme, event).await
+                }));
+            }
+            let mut ids = BTreeSet::new();
+            for task in tasks {
+                ids.insert(task.await.unwrap().unwrap().to_string());
+            }
+            ids
+        }
+    });
+    let received = receiver.wait_until(WAIT, |r| r.len() >= 20);
+    let got: BTreeSet<String> = received
+        .iter()
+        .map(|r| r.json()["id"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(got, ids);
+
+    // Dropping the last handle stops and joins the shards (bounded).
+    let (done_tx, done_rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        drop(herald);
+        let _ = done_tx.send(());
+    });
+    done_rx
+        .recv_timeout(WAIT)
+        .expect("dropping the last handle returns");
+    // The journal lock was released: the directory opens again.
+    let herald = engine(dir.path(), 2);
+    herald.shutdown().unwrap();
+}
