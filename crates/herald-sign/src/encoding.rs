@@ -50,9 +50,14 @@ impl Decimal {
     }
 }
 
-/// Appends ASCII bytes to a string without a UTF-8 check or a temporary allocation.
+/// Appends ASCII bytes to a string without a temporary allocation. Validating and
+/// copying the slice whole is several times faster than pushing it char by char.
 pub(crate) fn push_ascii(out: &mut String, ascii: &[u8]) {
-    out.extend(ascii.iter().map(|&b| char::from(b)));
+    match std::str::from_utf8(ascii) {
+        Ok(text) => out.push_str(text),
+        // Not reached for the ASCII this crate writes; Latin-1 is the faithful fallback.
+        Err(_) => out.extend(ascii.iter().map(|&b| char::from(b))),
+    }
 }
 
 /// Appends standard base64 (with padding) of `input`, at most 64 bytes (an ed25519
