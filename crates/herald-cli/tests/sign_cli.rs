@@ -410,3 +410,33 @@ fn usage_errors_exit_2() {
         assert_eq!(stdout(&output), "", "{args:?}");
     }
 }
+
+#[test]
+fn verify_header_count_is_bounded() {
+    let headers = sign(
+        &["--scheme", "standard", "--secret", STANDARD_SECRET],
+        b"{}",
+    );
+    // Padding up to exactly 100 headers is accepted; one more is a usage error.
+    let padding =
+        |count: usize| -> Vec<String> { (0..count).map(|i| format!("X-Pad-{i}: {i}")).collect() };
+    let at_limit = [headers.clone(), padding(100 - headers.len())].concat();
+    let output = verify(
+        &["--scheme", "standard", "--secret", STANDARD_SECRET],
+        &at_limit,
+        b"{}",
+    );
+    assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
+    let over = [headers, padding(101 - 3)].concat();
+    let output = verify(
+        &["--scheme", "standard", "--secret", STANDARD_SECRET],
+        &over,
+        b"{}",
+    );
+    assert_eq!(output.status.code(), Some(2));
+    assert!(
+        stderr(&output).contains("101 headers given with -H; at most 100"),
+        "{}",
+        stderr(&output)
+    );
+}

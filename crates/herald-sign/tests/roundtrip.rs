@@ -623,3 +623,61 @@ fn error_messages_are_specific() {
     };
     assert!(no_match.to_string().starts_with("no matching signature"));
 }
+
+#[test]
+fn signature_count_limit_is_inclusive() {
+    let secret = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
+    let body = br#"{"test": 2432232314}"#;
+    let valid = "v1,g0hM9SsE+OTPJTGt/tmIKtSyZlE3uFJELVlNIOLJ1OE=";
+    let decoy = "v1,Ceo5qEr07ixe2NLpvHk3FH9bwy/WavXrAFQ/9tdO6mc=";
+    let verifier = Verifier::new(Scheme::Standard, &[secret]).unwrap();
+    let header = |decoys: usize| {
+        let mut items = vec![decoy; decoys];
+        items.push(valid);
+        items.join(" ")
+    };
+    let at_limit = header(SIGNATURES_MAX - 1);
+    let over = header(SIGNATURES_MAX);
+    let headers = |signature: &str| {
+        vec![
+            (
+                "webhook-id".to_string(),
+                "msg_p5jXN8AQM9LWM0D4loKWxJek".to_string(),
+            ),
+            ("webhook-timestamp".to_string(), "1614265330".to_string()),
+            ("webhook-signature".to_string(), signature.to_string()),
+        ]
+    };
+    assert_eq!(
+        verifier.verify(&headers(&at_limit), "", body, 1_614_265_330),
+        Ok(())
+    );
+    assert_eq!(
+        verifier.verify(&headers(&over), "", body, 1_614_265_330),
+        Err(VerifyError::MalformedHeader {
+            name: "webhook-signature".into(),
+            reason: "more than 16 signatures"
+        })
+    );
+}
+
+proptest! {
+    /// Hostile or broken header values never panic and never verify.
+    #[test]
+    fn arbitrary_headers_are_rejected_without_panicking(
+        scheme_index in 0usize..5,
+        values in prop::collection::vec(".{0,120}", 3),
+        body in prop::collection::vec(any::<u8>(), 0..64),
+    ) {
+        let scheme = &schemes()[scheme_index];
+        let (_, verifying) = keys(scheme, 1);
+        let names: [&str; 3] = match scheme {
+            Scheme::Standard | Scheme::Ed25519 => ["webhook-id", "webhook-timestamp", "webhook-signature"],
+            Scheme::Stripe { header } => [header.as_str(), "unused-1", "unused-2"],
+            Scheme::Olo => ["X-Olo-Message-Id", "X-Olo-Timestamp", "X-Olo-Signature"],
+        };
+        let headers: Vec<(&str, &str)> = names.iter().copied().zip(values.iter().map(String::as_str)).collect();
+        let verifier = Verifier::new(scheme.clone(), &[verifying.as_str()]).unwrap();
+        prop_assert!(verifier.verify(&headers, URL, &body, NOW_S).is_err());
+    }
+}
