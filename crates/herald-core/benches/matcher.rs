@@ -23,9 +23,11 @@ fn random_type(rng: &mut StdRng) -> String {
     )
 }
 
-fn build(webhooks: usize) -> Matcher {
+/// The index and, as a baseline in the same run, the plain list it replaces.
+fn build(webhooks: usize) -> (Matcher, Vec<(WebhookId, Vec<EventFilter>)>) {
     let mut rng = StdRng::seed_from_u64(7);
     let mut matcher = Matcher::new();
+    let mut list = Vec::with_capacity(webhooks);
     for i in 0..webhooks {
         let id = WebhookId::parse(&format!("wh_{i:06}")).unwrap();
         let roll = rng.gen_range(0..100);
@@ -40,14 +42,15 @@ fn build(webhooks: usize) -> Matcher {
                 .collect()
         };
         matcher.insert(&id, &filters);
+        list.push((id, filters));
     }
-    matcher
+    (matcher, list)
 }
 
 fn bench(c: &mut Criterion) {
     let mut group = c.benchmark_group("matcher");
     for webhooks in [1_000, 10_000] {
-        let matcher = build(webhooks);
+        let (matcher, list) = build(webhooks);
         let event = EventType::parse("order.created").unwrap();
         let mut out = Vec::new();
         matcher.matches(&event, &mut out);
@@ -58,6 +61,24 @@ fn bench(c: &mut Criterion) {
                 b.iter(|| {
                     out.clear();
                     matcher.matches(black_box(&event), &mut out);
+                    black_box(out.len())
+                })
+            },
+        );
+        group.bench_function(
+            BenchmarkId::new(
+                "scan_baseline",
+                format!("{webhooks}_webhooks_{matched}_matches"),
+            ),
+            |b| {
+                b.iter(|| {
+                    out.clear();
+                    let event = black_box(&event);
+                    out.extend(
+                        list.iter()
+                            .filter(|(_, filters)| filters.iter().any(|f| f.matches(event)))
+                            .map(|(id, _)| id.clone()),
+                    );
                     black_box(out.len())
                 })
             },
