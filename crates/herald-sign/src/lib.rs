@@ -7,9 +7,10 @@
 //! * [`Signer`] holds one webhook's signing setup: a [`Scheme`] and 1..=[`SECRETS_MAX`] live
 //!   secrets whose key schedules are computed once, in [`Signer::new`].
 //! * [`Signer::sign_into`] signs one [`Message`] into a reusable [`SignedHeaders`] buffer.
-//! * [`BatchSigner::sign_batch`] signs many `(signer, message)` pairs per call, grouping
-//!   messages of the same signer and reusing its scratch space: nothing is allocated per
-//!   message once the buffers have grown to the working size.
+//! * [`BatchSigner::sign_batch`] signs many `(signer, message)` pairs per call into
+//!   caller-provided buffers, reusing its scratch space: nothing is allocated per message
+//!   once the buffers have grown to the working size (see `BENCHES.md` for what batching
+//!   does and does not buy).
 //! * [`Verifier`] / [`verify`] check a received request as a receiver would: headers,
 //!   timestamp tolerance, constant-time signature comparison, rotation.
 //!
@@ -21,6 +22,36 @@
 //! | [`Scheme::Ed25519`] | same, `v1a,<base64>` | `{id}.{ts}.{body}` | `whsk_` + base64 of the 32-byte RFC 8032 seed; receivers use `whpk_` + base64 of the 32-byte public key |
 //! | [`Scheme::Stripe`] | `<header>: t=<ts>,v1=<hex>` | `{ts}.{body}` | any string; the key is its UTF-8 bytes (as Stripe does with its `whsec_…` strings) |
 //! | [`Scheme::Olo`] | `X-Olo-Message-Id`, `X-Olo-Timestamp` (.NET ticks), `X-Olo-Signature: <base64>` | `{url}\n{body}\n{id}\n{ticks}` | any string; the key is its UTF-8 bytes |
+//!
+//! A 64-byte `whsk_` payload (seed followed by public key, libsodium's layout) is accepted
+//! too. Olo timestamps are signed at whole seconds (`timestamp_s` × 10⁷ ticks after the
+//! Unix epoch's tick count); received ticks are used verbatim.
+//!
+//! # Example
+//!
+//! ```
+//! use herald_sign::{Message, Scheme, SignedHeaders, Signer, Verifier};
+//!
+//! let secret = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
+//! let signer = Signer::new(Scheme::Standard, &[secret])?;
+//! let mut headers = SignedHeaders::new(); // reuse it for the next message
+//! let msg = Message {
+//!     id: "msg_p5jXN8AQM9LWM0D4loKWxJek",
+//!     timestamp_s: 1_614_265_330,
+//!     url: "https://example.com/webhook",
+//!     body: br#"{"test": 2432232314}"#,
+//! };
+//! signer.sign_into(&msg, &mut headers);
+//! assert_eq!(
+//!     headers.get("webhook-signature"),
+//!     Some("v1,g0hM9SsE+OTPJTGt/tmIKtSyZlE3uFJELVlNIOLJ1OE=")
+//! );
+//!
+//! // The receiver's side; `now_s` comes from its clock.
+//! let verifier = Verifier::new(Scheme::Standard, &[secret])?;
+//! verifier.verify(&headers, msg.url, msg.body, 1_614_265_331)?;
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
 //!
 //! # Rotation
 //!
