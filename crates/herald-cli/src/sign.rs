@@ -9,7 +9,8 @@ use std::process::ExitCode;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use herald_sign::{
-    validate_message_id, Message, Scheme, SignedHeaders, Signer, Verifier, TOLERANCE_S_DEFAULT,
+    validate_message_id, Message, Scheme, SignedHeaders, Signer, Verifier, VerifyError,
+    TOLERANCE_S_DEFAULT,
 };
 
 /// Largest body read from stdin. Webhook bodies are small; this only stops a mistaken
@@ -254,12 +255,27 @@ fn run_verify(
         .with_tolerance_s(args.tolerance_s);
     let body = read_body(input)?;
     let now_s = args.now.unwrap_or_else(now_s);
-    verifier
-        .verify(&headers, &url, &body, now_s)
-        .map_err(|error| Failure {
+    if let Err(error) = verifier.verify(&headers, &url, &body, now_s) {
+        let mut message = format!("invalid: {error}");
+        // `echo` and many editors add a final newline that the sender never signed.
+        if matches!(error, VerifyError::NoMatchingSignature { .. }) && body.ends_with(b"\n") {
+            let trimmed = body
+                .strip_suffix(b"\r\n")
+                .or_else(|| body.strip_suffix(b"\n"));
+            if let Some(trimmed) = trimmed {
+                if verifier.verify(&headers, &url, trimmed, now_s).is_ok() {
+                    message.push_str(
+                        "\nhint: it verifies without the trailing newline on stdin; \
+                         pass the body byte for byte (printf '%s', or a file with no final newline)",
+                    );
+                }
+            }
+        }
+        return Err(Failure {
             code: EXIT_INVALID,
-            message: format!("invalid: {error}"),
-        })?;
+            message,
+        });
+    }
     output.write_all(b"valid\n").map_err(|error| Failure {
         code: EXIT_INVALID,
         message: format!("cannot write the result: {error}"),

@@ -440,3 +440,30 @@ fn verify_header_count_is_bounded() {
         stderr(&output)
     );
 }
+
+#[test]
+fn a_trailing_newline_on_stdin_gets_a_hint() {
+    let body = br#"{"id":1}"#;
+    let headers = sign(&["--scheme", "standard", "--secret", STANDARD_SECRET], body);
+    let with_newline = [body.as_slice(), b"\n"].concat();
+    let output = verify(
+        &["--scheme", "standard", "--secret", STANDARD_SECRET],
+        &headers,
+        &with_newline,
+    );
+    assert_eq!(output.status.code(), Some(1));
+    assert!(
+        stderr(&output).contains("no matching signature")
+            && stderr(&output).contains("hint: it verifies without the trailing newline"),
+        "{}",
+        stderr(&output)
+    );
+    // A body that is simply different gets no such hint.
+    let output = verify(
+        &["--scheme", "standard", "--secret", STANDARD_SECRET],
+        &headers,
+        b"{\"id\":2}\n",
+    );
+    assert_eq!(output.status.code(), Some(1));
+    assert!(!stderr(&output).contains("hint"), "{}", stderr(&output));
+}
