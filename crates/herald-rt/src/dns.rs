@@ -113,6 +113,13 @@ impl Resolver {
                     host: host.to_owned(),
                     detail: format!("resolver unavailable: {e}"),
                 })?;
+            // Connections opened together to a new host all miss the cache; the first
+            // lookup to finish answers the ones that queued behind it.
+            if let Some(entry) = self.cache.borrow().get(&key) {
+                if entry.expires > Instant::now() {
+                    return Ok(entry.addresses.clone());
+                }
+            }
             let name = key.clone();
             glommio::executor()
                 .spawn_blocking(move || lookup_blocking(&name))

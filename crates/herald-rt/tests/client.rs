@@ -466,3 +466,39 @@ s.serve_forever()
         "a closed connection is never reused"
     );
 }
+
+#[test]
+fn concurrent_requests_share_a_bounded_set_of_connections() {
+    let receiver = plain_receiver(Behavior::Slow(5));
+    let url = receiver.url("http", "/");
+    let (statuses, stats) = run(move || async move {
+        let mut config = loopback_config(TrustAnchors::empty());
+        config.pool.connections_per_origin_max = 4;
+        let client = Rc::new(HttpClient::new(config));
+        let tasks: Vec<_> = (0..40)
+            .map(|_| {
+                let client = client.clone();
+                let url = url.clone();
+                glommio::spawn_local(async move {
+                    client
+                        .send(OutboundRequest::new(url, body()))
+                        .await
+                        .map(|r| r.status)
+                })
+            })
+            .collect();
+        let mut statuses = Vec::new();
+        for task in tasks {
+            statuses.push(task.await);
+        }
+        (statuses, client.stats())
+    });
+    assert!(statuses.iter().all(|s| *s == Ok(200)), "{statuses:?}");
+    assert!(
+        receiver.accepted() <= 4,
+        "{} connections",
+        receiver.accepted()
+    );
+    assert_eq!(stats.connections_opened as usize, receiver.accepted());
+    assert_eq!(receiver.seen().len(), 40);
+}

@@ -1,0 +1,272 @@
+//! Micro figure: sequential POSTs over one keep-alive connection to a local receiver.
+//!
+//! ```text
+//! cargo run --release -p herald-rt --example keepalive_loop -- [--requests N] [--body-bytes B] [--tls]
+//! ```
+//!
+//! Prints requests/s for `HttpClient::send` and two baselines over their own keep-alive
+//! connections to the same receiver: a blocking std client, and a bare glommio
+//! write/read loop (same executor settings, no pool, parser or timers). The ratio to the
+//! glommio loop is the client's own overhead; compare ratios across runs, as this VM is
+//! noisy.
+
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::rc::Rc;
+use std::sync::Arc;
+use std::time::Instant;
+
+use herald_rt::{Cidr, ClientConfig, HttpClient, OutboundRequest, TrustAnchors};
+
+const RESPONSE: &[u8] = b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n";
+
+struct Args {
+    requests: usize,
+    body_bytes: usize,
+    tls: bool,
+}
+
+/// CPU time this thread has run, in ns (the first field of schedstat). Wall-clock rates
+/// on a shared 2-core VM swing with the neighbours' load; CPU per request does not.
+fn thread_cpu_ns() -> u64 {
+    std::fs::read_to_string("/proc/thread-self/schedstat")
+        .ok()
+        .and_then(|s| s.split_whitespace().next()?.parse().ok())
+        .unwrap_or(0)
+}
+
+fn parse_args() -> Args {
+    let mut args = Args {
+        requests: 20_000,
+        body_bytes: 256,
+        tls: false,
+    };
+    let mut it = std::env::args().skip(1);
+    while let Some(arg) = it.next() {
+        let mut number = |name: &str| -> usize {
+            it.next()
+                .and_then(|v| v.parse().ok())
+                .unwrap_or_else(|| panic!("{name} needs a number"))
+        };
+        match arg.as_str() {
+            "--requests" => args.requests = number("--requests"),
+            "--body-bytes" => args.body_bytes = number("--body-bytes"),
+            "--tls" => args.tls = true,
+            other => panic!("unknown argument {other}"),
+        }
+    }
+    args
+}
+
+/// Answers every request with an empty 200, keep-alive.
+fn serve<S: Read + Write>(mut stream: S) {
+    let mut buf = vec![0u8; 64 * 1024];
+    let mut filled = 0;
+    loop {
+        let mut headers = [httparse::EMPTY_HEADER; 32];
+        let mut request = httparse::Request::new(&mut headers);
+        match request.parse(&buf[..filled]) {
+            Ok(httparse::Status::Complete(head)) => {
+                let length: usize = request
+                    .headers
+                    .iter()
+                    .find(|h| h.name.eq_ignore_ascii_case("content-length"))
+                    .and_then(|h| std::str::from_utf8(h.value).ok()?.parse().ok())
+                    .unwrap_or(0);
+                let total = head + length;
+                if filled >= total {
+                    if stream
+                        .write_all(RESPONSE)
+                        .and_then(|_| stream.flush())
+                        .is_err()
+                    {
+                        return;
+                    }
+                    buf.copy_within(total..filled, 0);
+                    filled -= total;
+                    continue;
+                }
+            }
+            Ok(httparse::Status::Partial) => {}
+            Err(_) => return,
+        }
+        if filled == buf.len() {
+            buf.resize(buf.len() * 2, 0);
+        }
+        match stream.read(&mut buf[filled..]) {
+            Ok(0) | Err(_) => return,
+            Ok(n) => filled += n,
+        }
+    }
+}
+
+fn main() {
+    let args = parse_args();
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+
+    let (tls_server, ca_pem) = if args.tls {
+        let ca_key = rcgen::KeyPair::generate().unwrap();
+        let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+        ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        let ca = ca_params.self_signed(&ca_key).unwrap();
+        let leaf_key = rcgen::KeyPair::generate().unwrap();
+        let leaf = rcgen::CertificateParams::new(vec!["localhost".to_owned()])
+            .unwrap()
+            .signed_by(&leaf_key, &ca, &ca_key)
+            .unwrap();
+        let config = rustls::ServerConfig::builder_with_provider(Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(
+            vec![leaf.der().clone()],
+            rustls::pki_types::PrivateKeyDer::Pkcs8(leaf_key.serialize_der().into()),
+        )
+        .unwrap();
+        (Some(Arc::new(config)), Some(ca.pem()))
+    } else {
+        (None, None)
+    };
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(stream) = stream else { return };
+            let _ = stream.set_nodelay(true);
+            let tls = tls_server.clone();
+            std::thread::spawn(move || match tls {
+                None => serve(stream),
+                Some(config) => {
+                    let conn = rustls::ServerConnection::new(config).unwrap();
+                    serve(rustls::StreamOwned::new(conn, stream));
+                }
+            });
+        }
+    });
+
+    let body = vec![b'x'; args.body_bytes];
+    let scheme = if args.tls { "https" } else { "http" };
+    let url =
+        herald_http::Url::parse(&format!("{scheme}://localhost:{}/hook", addr.port())).unwrap();
+
+    // The ceiling: a blocking client, same request bytes (plain only).
+    let ceiling = if args.tls {
+        None
+    } else {
+        let mut wire = Vec::new();
+        herald_http::encode_request(
+            &mut wire,
+            "POST",
+            &url.target,
+            &url.host_header(),
+            &[("Content-Type", b"application/json")],
+            &body,
+        )
+        .unwrap();
+        let mut stream = TcpStream::connect(addr).unwrap();
+        stream.set_nodelay(true).unwrap();
+        let mut response = vec![0u8; RESPONSE.len()];
+        let started = Instant::now();
+        for _ in 0..args.requests {
+            stream.write_all(&wire).unwrap();
+            stream.read_exact(&mut response).unwrap();
+        }
+        Some(args.requests as f64 / started.elapsed().as_secs_f64())
+    };
+
+    // The glommio floor: the same exchange with nothing but the socket (plain only).
+    let requests = args.requests;
+    let raw_glommio = if args.tls {
+        None
+    } else {
+        let mut wire = Vec::new();
+        herald_http::encode_request(
+            &mut wire,
+            "POST",
+            &url.target,
+            &url.host_header(),
+            &[("Content-Type", b"application/json")],
+            &body,
+        )
+        .unwrap();
+        let rate = glommio::LocalExecutorBuilder::default()
+            .io_memory(512 * 1024)
+            .spawn(move || async move {
+                use futures_lite::io::{AsyncReadExt, AsyncWriteExt};
+                let mut stream = glommio::net::TcpStream::connect(addr).await.unwrap();
+                stream.set_nodelay(true).unwrap();
+                let mut response = vec![0u8; RESPONSE.len()];
+                let started = Instant::now();
+                let cpu = thread_cpu_ns();
+                for _ in 0..requests {
+                    stream.write_all(&wire).await.unwrap();
+                    stream.read_exact(&mut response).await.unwrap();
+                }
+                let cpu_us = (thread_cpu_ns() - cpu) as f64 / 1e3 / requests as f64;
+                (requests as f64 / started.elapsed().as_secs_f64(), cpu_us)
+            })
+            .unwrap()
+            .join()
+            .unwrap();
+        Some(rate)
+    };
+
+    let (rate, cpu_us, stats) = glommio::LocalExecutorBuilder::default()
+        .io_memory(512 * 1024)
+        .spawn(move || async move {
+            let body: Rc<[u8]> = Rc::from(body);
+            let trust = match ca_pem {
+                Some(pem) => {
+                    let mut trust = TrustAnchors::empty();
+                    trust.add_pem(pem.as_bytes()).unwrap();
+                    trust
+                }
+                None => TrustAnchors::empty(),
+            };
+            let mut config = ClientConfig::new(trust);
+            config
+                .egress
+                .allow(Cidr::parse("127.0.0.0/8").unwrap())
+                .unwrap();
+            config.egress.allow(Cidr::parse("::1").unwrap()).unwrap();
+            let client = HttpClient::new(config);
+            // Warm-up: DNS, connect, handshake.
+            client
+                .send(OutboundRequest::new(url.clone(), body.clone()))
+                .await
+                .unwrap();
+            let started = Instant::now();
+            let cpu = thread_cpu_ns();
+            for _ in 0..requests {
+                let response = client
+                    .send(OutboundRequest::new(url.clone(), body.clone()))
+                    .await
+                    .unwrap();
+                assert_eq!(response.status, 200);
+            }
+            let rate = requests as f64 / started.elapsed().as_secs_f64();
+            let cpu_us = (thread_cpu_ns() - cpu) as f64 / 1e3 / requests as f64;
+            (rate, cpu_us, client.stats())
+        })
+        .unwrap()
+        .join()
+        .unwrap();
+
+    assert_eq!(stats.connections_opened, 1, "one keep-alive connection");
+    println!(
+        "herald-rt HttpClient ({scheme}, body {} B): {rate:.0} requests/s over 1 connection, {cpu_us:.1} us CPU/request",
+        args.body_bytes
+    );
+    if let (Some(ceiling), Some((floor, floor_cpu_us))) = (ceiling, raw_glommio) {
+        println!("blocking std client (same bytes): {ceiling:.0} requests/s");
+        println!(
+            "bare glommio loop (same bytes): {floor:.0} requests/s, {floor_cpu_us:.1} us CPU/request"
+        );
+        println!(
+            "client/glommio-loop: rate ratio {:.2}, CPU ratio {:.2}",
+            rate / floor,
+            cpu_us / floor_cpu_us
+        );
+    }
+}
