@@ -15,7 +15,7 @@ use crate::conn::Conn;
 use crate::dns::{DnsConfig, Resolver};
 use crate::egress::EgressPolicy;
 use crate::error::TransportError;
-use crate::pool::{OriginKey, Pool, PoolConfig};
+use crate::pool::{OriginKey, Pool, PoolConfig, PoolFull};
 use crate::tls::{self, TrustAnchors};
 
 /// Default connect timeout (DNS, TCP and TLS handshake): 5 s.
@@ -256,13 +256,20 @@ impl HttpClient {
             .pool
             .checkout(&key, Instant::now())
             .await
-            .map_err(|_| {
-                TransportError::PoolFull(format!(
-                    "{} connections to {} busy and {} requests waiting",
-                    self.config.pool.connections_per_origin_max,
-                    request.url.host_header(),
-                    self.config.pool.waiters_per_origin_max
-                ))
+            .map_err(|full| {
+                let limits = &self.config.pool;
+                TransportError::PoolFull(match full {
+                    PoolFull::OriginQueue => format!(
+                        "{} connections to {} busy and {} requests waiting",
+                        limits.connections_per_origin_max,
+                        request.url.host_header(),
+                        limits.waiters_per_origin_max
+                    ),
+                    PoolFull::ShardConnections => format!(
+                        "shard has {} connections open, none idle",
+                        limits.connections_total_max
+                    ),
+                })
             })?;
         let lease = checkout.lease;
         let idle = checkout.conn.filter(Conn::reusable);
@@ -547,5 +554,39 @@ fn tls_detail(e: &std::io::Error) -> String {
     {
         Some(rustls_error) => rustls_error.to_string(),
         None => format!("handshake failed: {e}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn configuration_can_be_built_once_and_sent_to_shards() {
+        fn assert_send_sync_clone<T: Send + Sync + Clone>() {}
+        assert_send_sync_clone::<ClientConfig>();
+        assert_send_sync_clone::<TransportError>();
+    }
+
+    #[test]
+    fn error_classes_are_distinct_and_carry_their_detail() {
+        let errors = [
+            TransportError::Dns("d".into()),
+            TransportError::EgressRefused("d".into()),
+            TransportError::Connect("d".into()),
+            TransportError::ConnectTimeout("d".into()),
+            TransportError::Tls("d".into()),
+            TransportError::RequestTimeout("d".into()),
+            TransportError::Protocol("d".into()),
+            TransportError::Connection("d".into()),
+            TransportError::PoolFull("d".into()),
+            TransportError::InvalidRequest("d".into()),
+        ];
+        let classes: std::collections::HashSet<_> = errors.iter().map(|e| e.class()).collect();
+        assert_eq!(classes.len(), errors.len());
+        for e in &errors {
+            assert_eq!(e.detail(), "d");
+            assert!(e.to_string().ends_with(": d"), "{e}");
+        }
     }
 }

@@ -8,6 +8,31 @@
 //!
 //! This is the only crate allowed `unsafe`; the workspace lint denies it and each use is
 //! allowed locally with a `// SAFETY:` argument.
+//!
+//! ```no_run
+//! use herald_rt::{Cidr, ClientConfig, HttpClient, OutboundRequest, TransportError, TrustAnchors};
+//!
+//! // Built once (loading system roots takes milliseconds), cloned into every shard.
+//! let mut config = ClientConfig::new(TrustAnchors::system());
+//! config.egress.allow(Cidr::parse("127.0.0.0/8").unwrap()).unwrap();
+//!
+//! glommio::LocalExecutorBuilder::default()
+//!     .io_memory(512 * 1024)
+//!     .spawn(move || async move {
+//!         // One client per shard thread; it is not `Send`.
+//!         let client = HttpClient::new(config);
+//!         let url = herald_http::Url::parse("http://127.0.0.1:8080/hook").unwrap();
+//!         let request = OutboundRequest::new(url, &b"{}"[..]).header("webhook-id", "msg_1");
+//!         match client.send(request).await {
+//!             Ok(response) => println!("{}", response.status),
+//!             Err(TransportError::RequestTimeout(detail)) => println!("retry later: {detail}"),
+//!             Err(other) => println!("{}: {}", other.class(), other.detail()),
+//!         }
+//!     })
+//!     .unwrap()
+//!     .join()
+//!     .unwrap();
+//! ```
 
 mod client;
 mod conn;

@@ -11,7 +11,7 @@
 //!
 //! Invariant: an origin has waiters only while all its slots are taken and none is idle.
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::collections::{HashMap, VecDeque};
 use std::future::Future;
 use std::pin::Pin;
@@ -29,6 +29,10 @@ pub struct PoolConfig {
     /// Most requests queued for a connection to one origin once all connections are busy;
     /// beyond this `send` fails at once with `PoolFull`. Default 1024.
     pub waiters_per_origin_max: usize,
+    /// Most connections from one shard to all origins together (file descriptors are
+    /// finite). At the limit an idle connection of another origin is closed to make room;
+    /// with none idle, `send` fails at once with `PoolFull`. Default 1024.
+    pub connections_total_max: usize,
     /// An idle connection is closed after this long unused. Default 30 s: below the
     /// keep-alive timeout of common servers (nginx 75 s, Node 5 s is the outlier handled
     /// by the stale-connection retry).
@@ -40,6 +44,7 @@ impl Default for PoolConfig {
         PoolConfig {
             connections_per_origin_max: 32,
             waiters_per_origin_max: 1024,
+            connections_total_max: 1024,
             idle_timeout_ms: 30_000,
         }
     }
@@ -97,12 +102,19 @@ impl<C> Origin<C> {
 pub(crate) struct Pool<C> {
     config: PoolConfig,
     origins: RefCell<HashMap<OriginKey, Origin<C>>>,
+    /// Sum of every origin's `open`.
+    total_open: Cell<usize>,
 }
 
-/// The origin already has `connections_per_origin_max` connections busy and
-/// `waiters_per_origin_max` requests waiting.
+/// No connection slot and no place in the queue.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) struct PoolFull;
+pub(crate) enum PoolFull {
+    /// The origin has `connections_per_origin_max` connections busy and
+    /// `waiters_per_origin_max` requests waiting.
+    OriginQueue,
+    /// The shard has `connections_total_max` connections, none of them idle.
+    ShardConnections,
+}
 
 /// One request's hold on a connection slot. Dropping it without
 /// [`release`](Lease::release) means the connection was closed.
@@ -125,6 +137,7 @@ impl<C> Pool<C> {
         Pool {
             config,
             origins: RefCell::new(HashMap::new()),
+            total_open: Cell::new(0),
         }
     }
 
@@ -133,43 +146,66 @@ impl<C> Pool<C> {
     }
 
     /// A connection slot for `key`: an idle connection, a permit to open one, or (when
-    /// all are busy) a place in the queue.
+    /// all of the origin's are busy) a place in its queue.
     pub(crate) async fn checkout(
         self: &Rc<Self>,
         key: &OriginKey,
         now: Instant,
     ) -> Result<Checkout<C>, PoolFull> {
+        // Connections closed here are dropped after the borrow ends.
+        let mut closed: Vec<C> = Vec::new();
         let slot = {
-            let mut expired = Vec::new();
             let mut origins = self.origins.borrow_mut();
-            let origin = origins.entry(key.clone()).or_insert_with(Origin::new);
+            if !origins.contains_key(key) {
+                origins.insert(key.clone(), Origin::new());
+            }
+            let Some(origin) = origins.get_mut(key) else {
+                unreachable!("inserted above");
+            };
             // Most recently used first: it is the least likely to have been closed by
             // the peer, and the oldest ones age out.
-            while let Some(idle) = origin.idle.pop_back() {
+            if let Some(idle) = origin.idle.pop_back() {
                 if now.saturating_duration_since(idle.since) < self.idle_timeout() {
-                    drop(origins);
-                    drop(expired);
                     return Ok(Checkout {
                         lease: self.lease(key),
                         conn: Some(idle.conn),
                     });
                 }
-                // Too old: everything older is too, and its slot becomes ours.
-                expired.push(idle.conn);
-                expired.extend(origin.idle.drain(..).map(|idle| idle.conn));
-                origin.open -= expired.len();
+                // Too old, and so is everything older.
+                closed.push(idle.conn);
+                closed.extend(origin.idle.drain(..).map(|idle| idle.conn));
+                origin.open -= closed.len();
+                self.total_open.set(self.total_open.get() - closed.len());
             }
             if origin.open < self.config.connections_per_origin_max {
+                if self.total_open.get() >= self.config.connections_total_max {
+                    // The shard's socket budget is spent: close another origin's idle
+                    // connection to make room, or refuse.
+                    match evict_one_idle(&mut origins, key) {
+                        Some(conn) => {
+                            closed.push(conn);
+                            self.total_open.set(self.total_open.get() - 1);
+                        }
+                        None => {
+                            if origins.get(key).is_some_and(Origin::unused) {
+                                origins.remove(key);
+                            }
+                            return Err(PoolFull::ShardConnections);
+                        }
+                    }
+                }
+                let Some(origin) = origins.get_mut(key) else {
+                    unreachable!("inserted above and only other origins are evicted");
+                };
                 origin.open += 1;
-                drop(origins);
-                drop(expired);
+                self.total_open.set(self.total_open.get() + 1);
                 return Ok(Checkout {
                     lease: self.lease(key),
                     conn: None,
                 });
             }
             if origin.waiters.len() >= self.config.waiters_per_origin_max {
-                return Err(PoolFull);
+                return Err(PoolFull::OriginQueue);
             }
             let slot = Rc::new(WaiterSlot {
                 grant: RefCell::new(None),
@@ -178,6 +214,7 @@ impl<C> Pool<C> {
             origin.waiters.push_back(slot.clone());
             slot
         };
+        drop(closed);
         let grant = Wait {
             pool: self.clone(),
             key: key.clone(),
@@ -227,6 +264,7 @@ impl<C> Pool<C> {
             grant(&waiter, Grant::Open);
         } else {
             origin.open -= 1;
+            self.total_open.set(self.total_open.get() - 1);
             if origin.unused() {
                 origins.remove(key);
             }
@@ -256,6 +294,7 @@ impl<C> Pool<C> {
                 !origin.unused()
             });
         }
+        self.total_open.set(self.total_open.get() - closed.len());
         // Connections are dropped (closed) outside the borrow.
         closed.len()
     }
@@ -280,11 +319,35 @@ impl<C> Pool<C> {
             .map_or(0, |o| o.waiters.len())
     }
 
+    /// Slots in use or idle, all origins.
+    #[cfg(test)]
+    pub(crate) fn total_open(&self) -> usize {
+        self.total_open.get()
+    }
+
     /// Origins tracked.
     #[cfg(test)]
     pub(crate) fn origin_count(&self) -> usize {
         self.origins.borrow().len()
     }
+}
+
+/// Removes the oldest idle connection of any origin other than `except`.
+fn evict_one_idle<C>(origins: &mut HashMap<OriginKey, Origin<C>>, except: &OriginKey) -> Option<C> {
+    let (victim_key, since) = origins
+        .iter()
+        .filter(|(k, _)| *k != except)
+        .filter_map(|(k, o)| o.idle.front().map(|idle| (k, idle.since)))
+        .min_by_key(|(_, since)| *since)?;
+    let _ = since;
+    let victim_key = victim_key.clone();
+    let origin = origins.get_mut(&victim_key)?;
+    let idle = origin.idle.pop_front()?;
+    origin.open -= 1;
+    if origin.unused() {
+        origins.remove(&victim_key);
+    }
+    Some(idle.conn)
 }
 
 fn grant<C>(waiter: &WaiterSlot<C>, grant: Grant<C>) {
@@ -372,6 +435,7 @@ mod tests {
             connections_per_origin_max: cap,
             waiters_per_origin_max: waiters,
             idle_timeout_ms: idle_ms,
+            connections_total_max: 1024,
         }))
     }
 
@@ -446,7 +510,10 @@ mod tests {
             assert!(future::poll_once(&mut w2).await.is_none());
             assert_eq!(pool.waiter_count(&k), 2);
             // Over the bound: an error at once.
-            assert!(matches!(pool.checkout(&k, now).await, Err(PoolFull)));
+            assert!(matches!(
+                pool.checkout(&k, now).await,
+                Err(PoolFull::OriginQueue)
+            ));
             // A released connection goes straight to the first waiter.
             first.lease.release(9, now);
             let got = future::poll_once(&mut w1).await.unwrap().unwrap();
@@ -490,13 +557,105 @@ mod tests {
     }
 
     #[test]
+    fn total_cap_evicts_the_oldest_idle_connection_of_another_origin() {
+        let pool = Rc::new(Pool::new(PoolConfig {
+            connections_per_origin_max: 4,
+            waiters_per_origin_max: 4,
+            idle_timeout_ms: 1000,
+            connections_total_max: 2,
+        }));
+        let now = Instant::now();
+        let later = |ms| now + Duration::from_millis(ms);
+        future::block_on(async {
+            let a = pool.checkout(&key("a"), now).await.unwrap();
+            let b = pool.checkout(&key("b"), now).await.unwrap();
+            a.lease.release(1, later(1));
+            b.lease.release(2, later(2));
+            assert_eq!(pool.total_open(), 2);
+            // "c" needs a slot: the oldest idle connection (a's) is closed for it.
+            let c = pool.checkout(&key("c"), later(3)).await.unwrap();
+            assert_eq!(c.conn, None);
+            assert_eq!(pool.total_open(), 2);
+            assert_eq!(pool.open_count(&key("a")), 0);
+            assert_eq!(pool.idle_count(&key("b")), 1);
+            // "b" reuses its own idle connection without touching the budget.
+            let b = pool.checkout(&key("b"), later(4)).await.unwrap();
+            assert_eq!(b.conn, Some(2));
+            // Nothing idle anywhere: refused at once.
+            assert!(matches!(
+                pool.checkout(&key("d"), later(5)).await,
+                Err(PoolFull::ShardConnections)
+            ));
+            assert_eq!(pool.origin_count(), 2, "the refused origin is not kept");
+            drop((b, c));
+            assert_eq!(pool.total_open(), 0);
+        });
+    }
+
+    proptest::proptest! {
+        /// Random interleavings of checkouts, releases, closes and sweeps keep the
+        /// accounting consistent and within the limits.
+        #[test]
+        fn accounting_stays_consistent(ops in proptest::collection::vec((0u8..4, 0usize..3, 0u64..200), 1..200)) {
+            let pool = Rc::new(Pool::new(PoolConfig {
+                connections_per_origin_max: 2,
+                waiters_per_origin_max: 2,
+                idle_timeout_ms: 100,
+                connections_total_max: 4,
+            }));
+            let start = Instant::now();
+            let mut held: Vec<Checkout<u32>> = Vec::new();
+            let mut clock = 0u64;
+            future::block_on(async {
+                for (op, origin, step) in ops {
+                    clock += step;
+                    let now = start + Duration::from_millis(clock);
+                    let k = key(["a", "b", "c"][origin]);
+                    match op {
+                        0 => {
+                            // Never block: only take immediately available slots.
+                            let mut fut = Box::pin(pool.checkout(&k, now));
+                            if let Some(Ok(c)) = future::poll_once(&mut fut).await {
+                                held.push(c);
+                            }
+                        }
+                        1 if !held.is_empty() => {
+                            let c = held.remove(origin % held.len());
+                            c.lease.release(7, now);
+                        }
+                        2 if !held.is_empty() => {
+                            drop(held.remove(origin % held.len()));
+                        }
+                        _ => {
+                            pool.sweep(now);
+                        }
+                    }
+                    let origins = pool.origins.borrow();
+                    let sum: usize = origins.values().map(|o| o.open).sum();
+                    assert_eq!(sum, pool.total_open.get());
+                    assert!(sum <= 4);
+                    for o in origins.values() {
+                        assert!(o.open <= 2);
+                        assert!(o.idle.len() <= o.open);
+                        assert!(o.waiters.is_empty());
+                    }
+                    assert_eq!(sum, held.len() + origins.values().map(|o| o.idle.len()).sum::<usize>());
+                }
+            });
+        }
+    }
+
+    #[test]
     fn origins_are_independent() {
         let pool = pool(1, 0, 1000);
         let now = Instant::now();
         future::block_on(async {
             let a = pool.checkout(&key("a"), now).await.unwrap();
             let b = pool.checkout(&key("b"), now).await.unwrap();
-            assert!(matches!(pool.checkout(&key("a"), now).await, Err(PoolFull)));
+            assert!(matches!(
+                pool.checkout(&key("a"), now).await,
+                Err(PoolFull::OriginQueue)
+            ));
             drop((a, b));
             assert_eq!(pool.origin_count(), 0);
         });
