@@ -56,6 +56,9 @@ struct EventTruth {
     event_type: String,
     /// Acknowledged to the publisher (its `EventAccepted` record was durable).
     acked: bool,
+    /// The envelope of its first acceptance with deliveries: an event id always stands
+    /// for the same bytes (re-publishing sends the same event).
+    body: Option<Vec<u8>>,
 }
 
 /// The dispatcher's claims about one delivery, from its records.
@@ -111,6 +114,27 @@ pub struct Checker {
     succeeded: BTreeSet<u64>,
     /// Requests seen, for statistics.
     pub sends: u64,
+    /// Highest attempt sent per delivery, to count crash repeats.
+    attempt_sent_max: BTreeMap<u64, u32>,
+    /// Attempts repeated after a crash.
+    pub repeats: u64,
+}
+
+/// How the deliveries of a run ended, and what the run exercised.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Tally {
+    /// Deliveries that ended with a 2xx.
+    pub success: u64,
+    /// Deliveries that ended failed (final answer or disabled webhook).
+    pub failed: u64,
+    /// Deliveries whose every attempt failed.
+    pub exhausted: u64,
+    /// Webhooks disabled: 410.
+    pub disabled_gone: u64,
+    /// Webhooks disabled: failing too long.
+    pub disabled_failing: u64,
+    /// Attempts repeated after a crash.
+    pub repeats: u64,
 }
 
 impl Checker {
@@ -145,6 +169,7 @@ impl Checker {
                         tenant: scenario.tenants[e.tenant].clone(),
                         event_type: e.event_type.clone(),
                         acked: false,
+                        body: None,
                     },
                 )
             })
@@ -163,6 +188,8 @@ impl Checker {
             last_success_ms,
             succeeded: BTreeSet::new(),
             sends: 0,
+            attempt_sent_max: BTreeMap::new(),
+            repeats: 0,
         }
     }
 
@@ -223,16 +250,45 @@ impl Checker {
         live: bool,
     ) -> Result<(), Violation> {
         let Some(truth) = self.event_truth(&r.tenant, &r.event_id, &r.event_type) else {
+            let earlier = self
+                .events
+                .get(&r.event_id)
+                .map(|e| (&e.tenant, &e.event_type));
+            let invariant = if r.event_type == WEBHOOK_DISABLED_EVENT {
+                // The dispatcher made the id up: two of its own events share an id.
+                Invariant::Records
+            } else {
+                Invariant::TenantIsolation
+            };
             return Err(self.violation(
                 now_ms,
-                Invariant::TenantIsolation,
+                invariant,
                 format!(
-                    "event {} accepted for tenant {} as {}, which is not how it was published",
+                    "event {} accepted for tenant {} as {}; that id belongs to {earlier:?}",
                     r.event_id, r.tenant, r.event_type
                 ),
             ));
         };
         let (tenant, event_type) = (truth.tenant.clone(), truth.event_type.clone());
+        let mismatch = match self.events.get_mut(&r.event_id) {
+            Some(e) if !r.body.is_empty() => match &e.body {
+                Some(earlier) if *earlier != r.body => Some(format!(
+                    "event id {} accepted twice with different envelopes:\n  {}\n  {}",
+                    r.event_id,
+                    String::from_utf8_lossy(earlier),
+                    String::from_utf8_lossy(&r.body)
+                )),
+                Some(_) => None,
+                None => {
+                    e.body = Some(r.body.clone());
+                    None
+                }
+            },
+            _ => None,
+        };
+        if let Some(detail) = mismatch {
+            return Err(self.violation(now_ms, Invariant::Records, detail));
+        }
         // Routing: exactly the tenant's active webhooks whose filters match. Only checked
         // when the record is fresh: on replay the registry of that moment is gone.
         let got: BTreeSet<&str> = r.deliveries.iter().map(|d| d.webhook.as_str()).collect();
@@ -332,6 +388,7 @@ impl Checker {
                     event_type: event_type.to_string(),
                     // Nobody waits for an acknowledgement of an operational event.
                     acked: false,
+                    body: None,
                 },
             );
         }
@@ -449,6 +506,16 @@ impl Checker {
                 format!("unknown delivery {} finished", r.delivery),
             ));
         };
+        if let Some((status, reason)) = d.ended.as_ref().filter(|(s, _)| s != "failed") {
+            return Err(self.violation(
+                now_ms,
+                Invariant::Records,
+                format!(
+                    "delivery {} ended {status} ({reason:?}) and then {} ({:?})",
+                    r.delivery, r.status, r.reason
+                ),
+            ));
+        }
         // Ending a delivery without an outcome is only allowed when its webhook is
         // disabled (410 or failing too long).
         let justified = r.status == "failed"
@@ -511,6 +578,15 @@ impl Checker {
                             Invariant::Delivered,
                             format!("webhook {id} disabled ({reason}) without cause"),
                         ));
+                    }
+                }
+                // Disabling ends the webhook's pending deliveries as failed. Live, the
+                // dispatcher also records each; on replay it derives them from this record
+                // (a torn write may have kept this record but not those).
+                for d in self.view.deliveries.values_mut() {
+                    if d.webhook == id && d.ended.is_none() {
+                        d.ended =
+                            Some(("failed".to_string(), Some("webhook_disabled".to_string())));
                     }
                 }
                 self.view.disabled.insert(id, reason.to_string());
@@ -683,27 +759,28 @@ impl Checker {
                 ),
             ));
         }
-        let due =
-            match d.finished {
-                None => d.accepted_at_ms,
-                Some((attempt, at_ms)) => {
-                    let previous = self
-                        .outcomes
-                        .get(&(delivery, attempt))
-                        .and_then(|v| v.iter().find(|o| o.at_ms == at_ms))
-                        .cloned();
-                    match previous {
-                        Some(previous) => self.retry_due_min_ms(&webhook, req.attempt, &previous),
-                        None => return Err(self.violation(
+        let due = match d.finished {
+            None => d.accepted_at_ms,
+            Some((attempt, at_ms)) => {
+                let previous = self
+                    .outcomes
+                    .get(&(delivery, attempt))
+                    .and_then(|v| v.iter().find(|o| o.at_ms == at_ms))
+                    .cloned();
+                match previous {
+                    Some(previous) => self.retry_due_min_ms(&webhook, req.attempt, &previous),
+                    None => {
+                        return Err(self.violation(
                             now_ms,
                             Invariant::Records,
                             format!(
                                 "delivery {delivery}: recorded outcome {attempt} never reported"
                             ),
-                        )),
+                        ))
                     }
                 }
-            };
+            }
+        };
         if now_ms < due {
             return Err(self.violation(
                 now_ms,
@@ -729,6 +806,11 @@ impl Checker {
             ));
         }
         self.delivery_in_flight.insert(delivery, req.attempt);
+        let sent_max = self.attempt_sent_max.entry(delivery).or_default();
+        if req.attempt <= *sent_max {
+            self.repeats += 1;
+        }
+        *sent_max = (*sent_max).max(req.attempt);
         Ok(webhook)
     }
 
@@ -768,6 +850,11 @@ impl Checker {
         for record in survivors {
             self.record(now_ms, record, false)?;
         }
+        // An operational event that did not survive never existed: nobody saw it (its
+        // deliveries waited for durability), and the dispatcher may reuse its id.
+        let accepted = &self.view.accepted_events;
+        self.events
+            .retain(|id, e| e.event_type != WEBHOOK_DISABLED_EVENT || accepted.contains(id));
         // Durability: every acknowledged event survives.
         let lost: Vec<&String> = self
             .events
@@ -785,6 +872,29 @@ impl Checker {
         Ok(())
     }
 
+    /// How the run's deliveries ended (per the final records).
+    pub fn tally(&self) -> Tally {
+        let mut tally = Tally {
+            repeats: self.repeats,
+            ..Tally::default()
+        };
+        for d in self.view.deliveries.values() {
+            match d.ended.as_ref().map(|(status, _)| status.as_str()) {
+                Some("success") => tally.success += 1,
+                Some("failed") => tally.failed += 1,
+                Some("exhausted") => tally.exhausted += 1,
+                _ => {}
+            }
+        }
+        for reason in self.view.disabled.values() {
+            match reason.as_str() {
+                "gone" => tally.disabled_gone += 1,
+                _ => tally.disabled_failing += 1,
+            }
+        }
+        tally
+    }
+
     /// End of the run: every acknowledged event reached every matching webhook, or its
     /// delivery ended by the rules.
     pub fn finish(&self, now_ms: u64) -> Result<(), Violation> {
@@ -798,19 +908,17 @@ impl Checker {
             }
         }
         for (delivery, d) in &self.view.deliveries {
-            let acked = self.events.get(&d.event_id).is_some_and(|e| e.acked);
+            // Acknowledged or not (a torn write may keep an unacknowledged event), a
+            // delivery the dispatcher knows of must end.
             let Some((status, reason)) = &d.ended else {
-                if acked {
-                    return Err(self.violation(
-                        now_ms,
-                        Invariant::Delivered,
-                        format!(
-                            "delivery {delivery} (event {} to {}) never ended; last finished attempt {:?} of {}",
-                            d.event_id, d.webhook, d.finished, d.attempts_max
-                        ),
-                    ));
-                }
-                continue;
+                return Err(self.violation(
+                    now_ms,
+                    Invariant::Delivered,
+                    format!(
+                        "delivery {delivery} (event {} to {}) never ended; last finished attempt {:?} of {}",
+                        d.event_id, d.webhook, d.finished, d.attempts_max
+                    ),
+                ));
             };
             if status == "success" && !self.succeeded.contains(delivery) {
                 return Err(self.violation(

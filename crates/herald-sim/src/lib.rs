@@ -128,10 +128,14 @@ pub struct Stats {
     pub stale_outcomes: u64,
     /// Crashes.
     pub crashes: u64,
+    /// Checkpoints written.
+    pub checkpoints: u64,
     /// Virtual time covered.
     pub virtual_ms: u64,
     /// Digest of every record and request the dispatcher emitted.
     pub trace_hash: u64,
+    /// How deliveries ended and what was exercised.
+    pub tally: checker::Tally,
 }
 
 /// A deliberate defect in the simulated driver or storage, to show that the checker
@@ -155,6 +159,8 @@ pub struct SimConfig {
     pub limits: ScenarioLimits,
     /// Most crashes per run.
     pub crashes_max: u32,
+    /// Most checkpoints per run.
+    pub checkpoints_max: u32,
     /// Chance of a crash after any step (until `crashes_max` is reached).
     pub crash_per_step_p: f64,
     /// Virtual time after the last publish during which retries play out.
@@ -163,6 +169,8 @@ pub struct SimConfig {
     pub steps_max: u64,
     /// A defect to inject, for testing the checker.
     pub bug: Option<InjectedBug>,
+    /// Print every action, record and request to stderr (for reproducing a seed).
+    pub trace: bool,
 }
 
 impl Default for SimConfig {
@@ -170,12 +178,14 @@ impl Default for SimConfig {
         SimConfig {
             limits: ScenarioLimits::default(),
             crashes_max: 3,
+            checkpoints_max: 3,
             crash_per_step_p: 0.002,
             // Longest default path: six retries each pushed to 24 h by Retry-After, plus
             // outages of up to eight days and the five-day auto-disable.
             drain_ms: 16 * 24 * 3_600_000,
             steps_max: 1_000_000,
             bug: None,
+            trace: false,
         }
     }
 }

@@ -23,6 +23,39 @@ struct Args {
     /// Print one line per seed.
     #[arg(long)]
     verbose: bool,
+    /// Most crashes per run.
+    #[arg(long)]
+    crashes_max: Option<u32>,
+    /// Chance of a crash after each step.
+    #[arg(long)]
+    crash_p: Option<f64>,
+    /// Most checkpoints per run.
+    #[arg(long)]
+    checkpoints_max: Option<u32>,
+    /// Most events per run.
+    #[arg(long)]
+    events_max: Option<u32>,
+    /// Print every action, record and request of the run to stderr.
+    #[arg(long)]
+    trace: bool,
+}
+
+/// The options that shape a run, as command-line flags (for the reproduce line).
+fn config_flags(args: &Args) -> String {
+    let mut flags = String::new();
+    if let Some(n) = args.crashes_max {
+        flags += &format!(" --crashes-max {n}");
+    }
+    if let Some(p) = args.crash_p {
+        flags += &format!(" --crash-p {p}");
+    }
+    if let Some(n) = args.checkpoints_max {
+        flags += &format!(" --checkpoints-max {n}");
+    }
+    if let Some(n) = args.events_max {
+        flags += &format!(" --events-max {n}");
+    }
+    flags
 }
 
 fn main() -> ExitCode {
@@ -31,11 +64,40 @@ fn main() -> ExitCode {
         Some(seed) => (seed, 1),
         None => (args.start, args.seeds),
     };
-    let config = SimConfig::default();
+    let mut config = SimConfig::default();
+    if let Some(n) = args.crashes_max {
+        config.crashes_max = n;
+    }
+    if let Some(p) = args.crash_p {
+        if !(0.0..=1.0).contains(&p) {
+            eprintln!("--crash-p must be within 0..=1");
+            return ExitCode::from(2);
+        }
+        config.crash_per_step_p = p;
+    }
+    if let Some(n) = args.checkpoints_max {
+        config.checkpoints_max = n;
+    }
+    config.trace = args.trace;
+    if let Some(n) = args.events_max {
+        config.limits.events_max = n.max(1);
+    }
     let progress_every = (count / 10).max(1);
+    let mut total = herald_sim::checker::Tally::default();
+    let (mut sends, mut crashes, mut checkpoints) = (0, 0, 0);
     for (done, seed) in (first..first.saturating_add(count)).enumerate() {
         match run_seed_with(seed, &config) {
             Ok(stats) => {
+                sends += stats.sends;
+                crashes += stats.crashes;
+                checkpoints += stats.checkpoints;
+                let t = &stats.tally;
+                total.success += t.success;
+                total.failed += t.failed;
+                total.exhausted += t.exhausted;
+                total.disabled_gone += t.disabled_gone;
+                total.disabled_failing += t.disabled_failing;
+                total.repeats += t.repeats;
                 if args.verbose {
                     println!(
                         "seed={seed} ok steps={} publishes={} acked={} sends={} crashes={} virtual_h={} trace={:016x}",
@@ -53,12 +115,19 @@ fn main() -> ExitCode {
             }
             Err(violation) => {
                 println!("FAILED {violation}");
-                println!("reproduce: cargo run -p herald-sim --release -- --seed {seed}");
+                println!(
+                    "reproduce: cargo run -p herald-sim --release -- --seed {seed}{}",
+                    config_flags(&args)
+                );
                 println!("seeds={} violations=1", done + 1);
                 return ExitCode::FAILURE;
             }
         }
     }
+    println!(
+        "requests={sends} crashes={crashes} checkpoints={checkpoints} repeats_after_crash={} deliveries: success={} failed={} exhausted={}; webhooks disabled: gone={} failing_too_long={}",
+        total.repeats, total.success, total.failed, total.exhausted, total.disabled_gone, total.disabled_failing
+    );
     println!("seeds={count} violations=0");
     ExitCode::SUCCESS
 }

@@ -33,10 +33,10 @@ pub struct ScenarioLimits {
 impl Default for ScenarioLimits {
     fn default() -> Self {
         ScenarioLimits {
-            tenants_max: 3,
-            webhooks_per_tenant_max: 3,
-            events_max: 40,
-            publish_window_ms: 36 * HOUR_MS,
+            tenants_max: 4,
+            webhooks_per_tenant_max: 4,
+            events_max: 80,
+            publish_window_ms: 8 * 24 * HOUR_MS,
         }
     }
 }
@@ -148,13 +148,20 @@ impl Scenario {
             }
         }
         let event_count = rng.gen_range(1..=limits.events_max);
+        // Most runs publish within a day and a half (the default schedule's reach); some
+        // keep publishing through long outages, which is what auto-disable needs.
+        let window_ms = if rng.gen_bool(0.3) {
+            limits.publish_window_ms
+        } else {
+            limits.publish_window_ms.min(36 * HOUR_MS)
+        };
         let mut times: Vec<u64> = (0..event_count)
             .map(|_| {
                 // Bursts: half the events land within a few seconds of each other.
                 if rng.gen_bool(0.5) {
                     start_ms + rng.gen_range(0..5_000)
                 } else {
-                    start_ms + rng.gen_range(0..limits.publish_window_ms)
+                    start_ms + rng.gen_range(0..window_ms)
                 }
             })
             .collect();

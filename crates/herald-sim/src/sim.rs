@@ -37,6 +37,8 @@ enum Action {
     },
     /// The process dies.
     Crash,
+    /// The driver writes a checkpoint; recovery starts from the last durable one.
+    Checkpoint,
 }
 
 /// One journal frame as the simulated disk holds it: encoded, as the real journal would.
@@ -47,6 +49,8 @@ struct Frame {
     /// Incarnation that appended it and the dispatcher's id for it.
     incarnation: u32,
     append: AppendId,
+    /// A checkpoint frame (`Journal::checkpoint`), not an `Append` of the dispatcher.
+    checkpoint: bool,
 }
 
 /// Per-webhook signing setup, so that the receiver can verify what it gets.
@@ -141,6 +145,13 @@ impl<'a> Sim<'a> {
         for index in 0..sim.scenario.events.len() {
             let at = sim.scenario.events[index].at_ms;
             sim.schedule(at, Action::Publish(index));
+        }
+        for _ in 0..sim.rng.gen_range(0..=config.checkpoints_max) {
+            let at = start_ms
+                + sim
+                    .rng
+                    .gen_range(0..config.limits.publish_window_ms + DAY_MS);
+            sim.schedule(at, Action::Checkpoint);
         }
         let crashes = sim.rng.gen_range(0..=config.crashes_max);
         for _ in 0..crashes {
@@ -273,10 +284,14 @@ impl<'a> Sim<'a> {
         self.checker.finish(self.now_ms)?;
         self.stats.trace_hash = self.trace.0;
         self.stats.sends = self.checker.sends;
+        self.stats.tally = self.checker.tally();
         Ok(self.stats)
     }
 
     fn act(&mut self, action: Action) -> Result<(), Violation> {
+        if self.config.trace {
+            eprintln!("{} act {action:?}", self.now_ms);
+        }
         match action {
             Action::Publish(index) => self.publish(index),
             Action::Sync => {
@@ -316,6 +331,7 @@ impl<'a> Sim<'a> {
                 Ok(())
             }
             Action::Crash => self.crash(),
+            Action::Checkpoint => self.checkpoint(),
         }
     }
 
@@ -326,17 +342,15 @@ impl<'a> Sim<'a> {
                 TenantId::parse(&self.scenario.tenants[plan.tenant]),
                 "tenant",
             )?;
-            let data = format!(
-                "{{\"n\":{index},\"amount\":{}}}",
-                self.rng.gen_range(0..100_000)
-            );
+            // A publisher retrying after a crash sends the same event again.
+            let data = format!("{{\"n\":{index},\"amount\":{}}}", index * 7_919 % 100_000);
             Ok((
                 tenant,
                 NewEvent {
                     id: parse(EventId::parse(&plan.id), "event id")?,
                     event_type: parse(EventType::parse(&plan.event_type), "event type")?,
                     api_version: API_VERSION_DEFAULT.to_string(),
-                    created_at_ms: self.now_ms,
+                    created_at_ms: plan.at_ms,
                     location_id: None,
                     data: data.into_bytes(),
                 },
@@ -387,6 +401,9 @@ impl<'a> Sim<'a> {
             .map_err(|e| self.violation(Invariant::Records, format!("encode: {e}")))?;
         self.trace.write_u64(u64::from(kind));
         self.trace.write(&payload);
+        if self.config.trace {
+            eprintln!("{} append #{} {record:?}", self.now_ms, id.0);
+        }
         self.checker.record(self.now_ms, &record, true)?;
         self.stats.records += 1;
         self.journal.push(Frame {
@@ -395,6 +412,7 @@ impl<'a> Sim<'a> {
             payload: payload.to_vec(),
             incarnation: self.incarnation,
             append: id,
+            checkpoint: false,
         });
         Ok(())
     }
@@ -420,6 +438,12 @@ impl<'a> Sim<'a> {
                     request.url = std::sync::Arc::new(url);
                 }
             }
+        }
+        if self.config.trace {
+            eprintln!(
+                "{} send delivery {} attempt {} to {}",
+                self.now_ms, request.delivery, request.attempt, request.webhook
+            );
         }
         let webhook = self.checker.send(self.now_ms, &request)?;
         let plan = &self.plans[&webhook];
@@ -475,7 +499,7 @@ impl<'a> Sim<'a> {
             .journal
             .iter()
             .rev()
-            .find(|f| f.incarnation == self.incarnation)
+            .find(|f| f.incarnation == self.incarnation && !f.checkpoint)
             .map(|f| f.append);
         if let Some(latest) = latest {
             self.dispatcher.records_durable(latest);
@@ -494,6 +518,9 @@ impl<'a> Sim<'a> {
     /// part of what was written after them (a torn group commit). A fresh dispatcher
     /// replays the survivors.
     fn crash(&mut self) -> Result<(), Violation> {
+        if self.config.trace {
+            eprintln!("{} crash", self.now_ms);
+        }
         self.stats.crashes += 1;
         let unsynced = self.journal.len() - self.durable_len;
         let mut keep = self.durable_len + self.rng.gen_range(0..=unsynced);
@@ -507,14 +534,24 @@ impl<'a> Sim<'a> {
             .retain(|_, action| !matches!(action, Action::Sync));
         self.incarnation += 1;
         let mut survivors = Vec::with_capacity(self.journal.len());
-        for frame in &self.journal {
-            let record = Record::decode(frame.kind, frame.version, &aligned(&frame.payload))
-                .map_err(|e| self.violation(Invariant::Records, format!("decode: {e}")))?;
+        let mut replay_from = 0;
+        for (index, frame) in self.journal.iter().enumerate() {
+            let payload = aligned(&frame.payload);
+            let record = if frame.checkpoint {
+                replay_from = index;
+                Record::decode_checkpoint(&payload)
+            } else {
+                Record::decode(frame.kind, frame.version, &payload)
+            }
+            .map_err(|e| self.violation(Invariant::Records, format!("decode: {e}")))?;
             survivors.push(record);
         }
+        // The checker reads the whole history; the dispatcher, like a real shard, only
+        // the last checkpoint and what follows it. A checkpoint that summarises the
+        // history wrongly shows up as a dispatcher that disagrees with the checker.
         self.checker.crashed(self.now_ms, &survivors)?;
         let mut dispatcher = Dispatcher::new(self.dispatcher_config.clone(), self.now_ms);
-        for record in &survivors {
+        for record in &survivors[replay_from..] {
             dispatcher
                 .replay(record)
                 .map_err(|e| self.violation(Invariant::Records, format!("replay: {e}")))?;
@@ -528,6 +565,26 @@ impl<'a> Sim<'a> {
             self.schedule(at, Action::Publish(index));
         }
         self.pump()
+    }
+
+    /// Writes a checkpoint frame. Commands are drained after every step, so the
+    /// checkpoint follows every record it summarises.
+    fn checkpoint(&mut self) -> Result<(), Violation> {
+        self.pump()?;
+        let record = self.dispatcher.checkpoint(self.now_ms);
+        let (kind, version, payload) = record
+            .encode()
+            .map_err(|e| self.violation(Invariant::Records, format!("encode: {e}")))?;
+        self.stats.checkpoints += 1;
+        self.journal.push(Frame {
+            kind,
+            version,
+            payload: payload.to_vec(),
+            incarnation: self.incarnation,
+            append: AppendId(0),
+            checkpoint: true,
+        });
+        Ok(())
     }
 
     /// Cheap cross-checks after every step.
