@@ -502,3 +502,26 @@ fn concurrent_requests_share_a_bounded_set_of_connections() {
     assert_eq!(stats.connections_opened as usize, receiver.accepted());
     assert_eq!(receiver.seen().len(), 40);
 }
+
+#[test]
+fn a_tiny_read_buffer_still_parses_responses_across_reads() {
+    let receiver = plain_receiver(Behavior::Ok { close: false });
+    let url = receiver.url("http", "/");
+    let statuses = run(move || async move {
+        let mut config = loopback_config(TrustAnchors::empty());
+        config.read_buffer_bytes = 3;
+        let client = HttpClient::new(config);
+        let mut statuses = Vec::new();
+        for _ in 0..2 {
+            let response = client
+                .send(OutboundRequest::new(url.clone(), body()))
+                .await
+                .unwrap();
+            assert_eq!(response.body, b"ok");
+            statuses.push(response.status);
+        }
+        statuses
+    });
+    assert_eq!(statuses, [200, 200]);
+    assert_eq!(receiver.accepted(), 1);
+}

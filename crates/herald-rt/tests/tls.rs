@@ -35,7 +35,9 @@ fn https_keeps_alive_and_resumes_sessions_on_reconnect() {
         herald_http::Url::parse(&format!("https://localhost:{}/c", port(&closing))).unwrap();
     let trust = trust_with_file(&pki.ca_pem);
     let (statuses, stats) = run(move || async move {
-        let client = HttpClient::new(loopback_config(trust));
+        let mut config = loopback_config(trust);
+        config.egress.require_https = true;
+        let client = HttpClient::new(config);
         let mut statuses = Vec::new();
         for url in [&by_name, &by_name, &by_ip, &closing_url, &closing_url] {
             let response = client
