@@ -44,6 +44,8 @@ pub struct Builder {
     journal_group_records_max: Option<usize>,
     journal_segment_bytes: Option<u64>,
     shutdown_grace_ms: Option<u64>,
+    checkpoint_records: Option<u64>,
+    checkpoint_interval_ms: Option<u64>,
 }
 
 impl Default for Builder {
@@ -62,6 +64,8 @@ impl Default for Builder {
             journal_group_records_max: None,
             journal_segment_bytes: None,
             shutdown_grace_ms: None,
+            checkpoint_records: None,
+            checkpoint_interval_ms: None,
         }
     }
 }
@@ -160,6 +164,20 @@ impl Builder {
         self
     }
 
+    /// Writes a journal checkpoint after this many records (default 200,000), so that
+    /// replay is short and old segments can be deleted. At least 1.
+    pub fn checkpoint_records(mut self, records: u64) -> Builder {
+        self.checkpoint_records = Some(records);
+        self
+    }
+
+    /// Writes a journal checkpoint this long after the previous one when anything was
+    /// written since (default 5 minutes).
+    pub fn checkpoint_interval_ms(mut self, interval_ms: u64) -> Builder {
+        self.checkpoint_interval_ms = Some(interval_ms);
+        self
+    }
+
     /// Opens (or creates) every shard's journal, replays it, and starts the shards.
     /// Returns once all are serving.
     pub fn start(self) -> Result<Herald, StartError> {
@@ -219,6 +237,12 @@ impl Builder {
         }
         if let Some(grace_ms) = self.shutdown_grace_ms {
             shard.shutdown_grace_ms = grace_ms;
+        }
+        if let Some(records) = self.checkpoint_records {
+            shard.checkpoint_records = records.max(1);
+        }
+        if let Some(interval_ms) = self.checkpoint_interval_ms {
+            shard.checkpoint_interval_ms = interval_ms;
         }
         let engine = Engine::start(EngineConfig {
             data_dir,

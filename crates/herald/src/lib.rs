@@ -40,6 +40,7 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 #![forbid(unsafe_code)]
+#![deny(missing_docs)]
 
 mod builder;
 mod error;
@@ -160,8 +161,9 @@ impl Inner {
     /// The error for a shard that no longer answers.
     fn stopped(&self, shard: usize, unsent: Unsent) -> Error {
         match self.engine.shard_failure(shard) {
-            Some(message) => Error::Storage { shard, message },
-            None => Error::ShuttingDown { unsent },
+            Some(ShardExit::Storage(message)) => Error::Storage { shard, message },
+            Some(ShardExit::Bug(message)) => Error::Bug { message },
+            Some(ShardExit::Clean) | None => Error::ShuttingDown { unsent },
         }
     }
 
@@ -537,6 +539,7 @@ impl Herald {
             let error = match result {
                 Ok(ShardExit::Clean) => continue,
                 Ok(ShardExit::Storage(message)) => Error::Storage { shard, message },
+                Ok(ShardExit::Bug(message)) => Error::Bug { message },
                 Err(message) => Error::Bug {
                     message: format!("shard {shard} thread failed: {message}"),
                 },

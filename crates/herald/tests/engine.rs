@@ -433,3 +433,153 @@ fn publish_async_works_inside_tokio_and_last_drop_stops_the_engine() {
     let herald = engine(dir.path(), 2);
     herald.shutdown().unwrap();
 }
+
+#[test]
+fn attempts_in_flight_at_shutdown_are_retried_after_restart() {
+    let receiver = Receiver::start();
+    receiver.set_status("/slow", support::HANG);
+    let dir = tempfile::tempdir().unwrap();
+    let start = || {
+        Herald::builder()
+            .data_dir(dir.path())
+            .shards(1)
+            .allow_cidr("127.0.0.0/8")
+            .shutdown_grace_ms(100)
+            .start()
+            .unwrap()
+    };
+    let acme = tenant("acme");
+    let standard = secret(&Scheme::Standard, 11);
+    let herald = start();
+    let webhook = herald
+        .create_webhook(
+            &acme,
+            spec(&receiver.url("/slow"), &["*"], Scheme::Standard, &standard),
+        )
+        .unwrap();
+    let id = herald
+        .publish(
+            &acme,
+            Event::parse("order.created", &serde_json::json!({})).unwrap(),
+        )
+        .unwrap();
+    receiver.wait_until(WAIT, |r| r.len() == 1);
+    // The receiver holds the request: shutting down leaves the attempt in flight.
+    herald.shutdown().unwrap();
+    receiver.set_status("/slow", 200);
+
+    let herald = start();
+    let received = receiver.wait_until(WAIT, |r| r.len() == 2);
+    for request in &received {
+        assert_eq!(
+            request.json()["id"],
+            id.as_str(),
+            "the same event both times"
+        );
+        verify(
+            request,
+            &Scheme::Standard,
+            &standard,
+            &receiver.url("/slow"),
+        );
+    }
+    // Once the log shows success, the repeated attempt kept its number.
+    let record = support::wait_for(WAIT, || {
+        let page = herald
+            .deliveries(DeliveryQuery {
+                webhook: Some(webhook.clone()),
+                ..DeliveryQuery::tenant(acme.clone())
+            })
+            .unwrap();
+        page.items
+            .into_iter()
+            .find(|r| r.status == DeliveryStatus::Success)
+    });
+    assert_eq!(record.attempt, 1, "{record:?}");
+    assert_eq!(record.event_id, id);
+    herald.shutdown().unwrap();
+}
+
+#[test]
+fn checkpoints_keep_state_across_restarts() {
+    let receiver = Receiver::start();
+    let dir = tempfile::tempdir().unwrap();
+    let start = || {
+        Herald::builder()
+            .data_dir(dir.path())
+            .shards(2)
+            .allow_cidr("127.0.0.0/8")
+            .checkpoint_records(5)
+            .journal_segment_bytes(64 * 1024)
+            .start()
+            .unwrap()
+    };
+    let standard = secret(&Scheme::Standard, 12);
+    let tenants = ["acme", "globex", "initech", "umbrella"];
+    let herald = start();
+    let mut webhooks = BTreeMap::new();
+    for name in tenants {
+        let id = herald
+            .create_webhook(
+                &tenant(name),
+                spec(
+                    &receiver.url(&format!("/{name}")),
+                    &["*"],
+                    Scheme::Standard,
+                    &standard,
+                ),
+            )
+            .unwrap();
+        webhooks.insert(name, id);
+    }
+    // Enough records for several checkpoints and segment rolls on every shard.
+    let payload = serde_json::json!({ "pad": "x".repeat(2000) });
+    for round in 0..30 {
+        for name in tenants {
+            let event = Event::parse("order.created", &payload)
+                .unwrap()
+                .with_location(herald::LocationId::parse(&format!("loc-{round}")).unwrap());
+            herald.publish(&tenant(name), event).unwrap();
+        }
+    }
+    receiver.wait_until(WAIT, |r| r.len() >= 120);
+    herald.shutdown().unwrap();
+    // Checkpoints let old segments go: each shard wrote several 64 KiB segments' worth
+    // of records, and the journal no longer starts at its first record.
+    for shard in 0..2 {
+        let report = herald_journal::check(&dir.path().join(format!("shard-{shard}"))).unwrap();
+        assert!(report.is_sound(), "{report:?}");
+        assert!(
+            report.checkpoint_seq.is_some(),
+            "shard {shard} wrote a checkpoint"
+        );
+        assert!(
+            report.first_seq.is_some_and(|seq| seq > 1),
+            "shard {shard} still holds its first segment: {report:?}"
+        );
+    }
+
+    for _ in 0..2 {
+        let herald = start();
+        for name in tenants {
+            let t = tenant(name);
+            let listed = herald.list_webhooks(&t).unwrap();
+            assert_eq!(listed.len(), 1, "{name}");
+            assert_eq!(&listed[0].id, &webhooks[name]);
+            // The delivery log came back from the checkpoint plus the records after it.
+            let page = herald
+                .deliveries(DeliveryQuery {
+                    limit: 1000,
+                    ..DeliveryQuery::tenant(t)
+                })
+                .unwrap();
+            assert_eq!(page.items.len(), 30, "{name}");
+            assert!(page
+                .items
+                .iter()
+                .all(|r| r.status == DeliveryStatus::Success));
+        }
+        herald.shutdown().unwrap();
+    }
+    assert_eq!(receiver.received().len(), 120, "nothing was sent twice");
+}

@@ -1,10 +1,12 @@
 //! Engine start-up and shutdown: one OS thread per shard, each running a pinned glommio
 //! `LocalExecutor`, and the foreign-thread handles that feed them.
 
+use std::panic::AssertUnwindSafe;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 use std::sync::{mpsc, Arc, Mutex};
 
+use futures_lite::FutureExt;
 use glommio::{ExecutorJoinHandle, LocalExecutorBuilder, Placement};
 
 use super::intake::{intake, IntakeSender, SendError};
@@ -87,6 +89,8 @@ pub enum ShardExit {
     Clean,
     /// The journal failed; work accepted but not yet acknowledged was refused.
     Storage(String),
+    /// The shard panicked (a defect); the message is the panic's.
+    Bug(String),
 }
 
 const RUNNING: u8 = 0;
@@ -97,8 +101,9 @@ const STOPPED: u8 = 2;
 #[derive(Debug)]
 pub(crate) struct ShardStatus {
     state: AtomicU8,
-    /// Why the shard stopped on its own (journal failure), for callers that find it gone.
-    failure: Mutex<Option<String>>,
+    /// Why the shard stopped on its own (journal failure, panic), for callers that find
+    /// it gone.
+    failure: Mutex<Option<ShardExit>>,
 }
 
 impl ShardStatus {
@@ -109,12 +114,12 @@ impl ShardStatus {
         }
     }
 
-    pub(crate) fn set_failed(&self, message: String) {
-        *self.failure.lock().unwrap_or_else(|p| p.into_inner()) = Some(message);
+    pub(crate) fn set_failed(&self, exit: ShardExit) {
+        *self.failure.lock().unwrap_or_else(|p| p.into_inner()) = Some(exit);
         self.set_stopped();
     }
 
-    fn failure(&self) -> Option<String> {
+    fn failure(&self) -> Option<ShardExit> {
         self.failure
             .lock()
             .unwrap_or_else(|p| p.into_inner())
@@ -141,6 +146,16 @@ pub struct Engine {
     shards: Vec<ShardHandle>,
     threads: Mutex<Vec<ExecutorJoinHandle<ShardExit>>>,
     shut_down: AtomicBool,
+}
+
+fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
+    if let Some(text) = panic.downcast_ref::<&str>() {
+        format!("shard panicked: {text}")
+    } else if let Some(text) = panic.downcast_ref::<String>() {
+        format!("shard panicked: {text}")
+    } else {
+        "shard panicked".to_string()
+    }
 }
 
 fn online_cpus() -> Vec<usize> {
@@ -211,7 +226,21 @@ impl Engine {
             let spawned = LocalExecutorBuilder::new(placement)
                 .name(&format!("herald-shard-{index}"))
                 .io_memory(io_memory)
-                .spawn(move || run_shard(setup));
+                .spawn({
+                    let status = status.clone();
+                    move || async move {
+                        // A panic must not leave callers guessing: record it as the
+                        // shard's failure so they get a "bug" error, then stop.
+                        match AssertUnwindSafe(run_shard(setup)).catch_unwind().await {
+                            Ok(exit) => exit,
+                            Err(panic) => {
+                                let exit = ShardExit::Bug(panic_message(panic.as_ref()));
+                                status.set_failed(exit.clone());
+                                exit
+                            }
+                        }
+                    }
+                });
             match spawned {
                 Ok(thread) => {
                     engine.shards.push(ShardHandle {
@@ -312,11 +341,12 @@ impl Engine {
         handle.intake.send_async(request).await
     }
 
-    /// Why shard `shard` stopped on its own (its journal failed), if it did.
+    /// Why shard `shard` stopped on its own ([`ShardExit::Storage`] or
+    /// [`ShardExit::Bug`]), if it did.
     ///
     /// # Panics
     /// If `shard >= self.shards()`.
-    pub fn shard_failure(&self, shard: usize) -> Option<String> {
+    pub fn shard_failure(&self, shard: usize) -> Option<ShardExit> {
         self.shards[shard].status.failure()
     }
 
@@ -355,7 +385,9 @@ impl Engine {
             .into_iter()
             .filter_map(|(shard, result)| match result {
                 Ok(ShardExit::Clean) => None,
-                Ok(ShardExit::Storage(message)) | Err(message) => Some((shard, message)),
+                Ok(ShardExit::Storage(message) | ShardExit::Bug(message)) | Err(message) => {
+                    Some((shard, message))
+                }
             })
             .collect()
     }

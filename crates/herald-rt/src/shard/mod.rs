@@ -29,6 +29,8 @@
 //!    journal's sync thread), or a finished send. An idle shard makes no system calls
 //!    apart from a periodic idle-connection sweep.
 
+#![deny(missing_docs)]
+
 mod engine;
 mod intake;
 mod notify;

@@ -138,7 +138,13 @@ pub(crate) async fn run_shard(setup: ShardSetup) -> ShardExit {
         Ok(opened) => opened,
         Err(error) => {
             let message = format!("{}: {error}", dir.display());
-            report(Err(storage(message.clone())));
+            let start_error = match error {
+                herald_journal::JournalError::InvalidConfig { .. } => {
+                    StartError::Config(format!("shard {index}: {message}"))
+                }
+                _ => storage(message.clone()),
+            };
+            report(Err(start_error));
             status.set_stopped();
             return ShardExit::Storage(message);
         }
@@ -148,7 +154,7 @@ pub(crate) async fn run_shard(setup: ShardSetup) -> ShardExit {
     if let Err(message) = replay(&journal, &mut dispatcher) {
         let message = format!("{}: {message}", dir.display());
         report(Err(storage(message.clone())));
-        status.set_stopped();
+        status.set_failed(ShardExit::Storage(message.clone()));
         return ShardExit::Storage(message);
     }
     dispatcher.replay_finished(now_ms());
@@ -214,8 +220,8 @@ pub(crate) async fn run_shard(setup: ShardSetup) -> ShardExit {
     report(Ok(()));
     let exit = shard.serve().await;
     match &exit {
-        ShardExit::Storage(message) => shard.status.set_failed(message.clone()),
         ShardExit::Clean => shard.status.set_stopped(),
+        failed => shard.status.set_failed(failed.clone()),
     }
     exit
 }
@@ -574,10 +580,13 @@ impl Shard {
         // The checkpoint must follow every record it summarises.
         self.pump();
         let record = self.dispatcher.checkpoint(now);
+        // Whatever happens next, the next attempt waits for another full period: a
+        // checkpoint that failed must not be retried on every turn.
         self.last_checkpoint = Instant::now();
+        self.records_since_checkpoint = 0;
         match record.encode() {
             Ok((_, _, payload)) => match self.journal.checkpoint(&payload) {
-                Ok(_) => self.records_since_checkpoint = 0,
+                Ok(_) => {}
                 Err(error) => tracing::warn!(
                     shard = self.index,
                     %error,

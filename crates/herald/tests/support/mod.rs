@@ -16,6 +16,11 @@ const BODY_BYTES_MAX: usize = 1 << 20;
 const CONNECTIONS_MAX: usize = 64;
 /// Most requests recorded; a runaway sender cannot exhaust memory.
 const RECORDED_MAX: usize = 100_000;
+/// Status meaning "do not answer".
+pub const HANG: u16 = 0;
+/// Longest a request is held unanswered.
+const HANG_MAX: Duration = Duration::from_secs(30);
+
 /// Idle keep-alive connections are closed after this long.
 const IDLE_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -93,6 +98,8 @@ impl Receiver {
         format!("http://{}{}", self.addr, path)
     }
 
+    /// Status to answer on `path`; [`HANG`] holds the request unanswered until the
+    /// status changes or the receiver stops (bounded by [`HANG_MAX`]).
     pub fn set_status(&self, path: &str, status: u16) {
         self.shared
             .statuses
@@ -204,29 +211,59 @@ fn serve(mut stream: TcpStream, shared: &Shared) {
         }
         let body = buf[head_len..head_len + body_len].to_vec();
         buf.drain(..head_len + body_len);
-        let status = shared
-            .statuses
-            .lock()
-            .unwrap()
-            .get(&path)
-            .copied()
-            .unwrap_or(200);
+        let status_of = |path: &str| {
+            shared
+                .statuses
+                .lock()
+                .unwrap()
+                .get(path)
+                .copied()
+                .unwrap_or(200)
+        };
+        let hang = status_of(&path) == HANG;
         {
             let mut received = shared.received.lock().unwrap();
             if received.len() < RECORDED_MAX {
                 received.push(Received {
                     method,
-                    path,
+                    path: path.clone(),
                     headers,
                     body,
                 });
             }
         }
         shared.arrived.notify_all();
+        if hang {
+            let started = Instant::now();
+            while status_of(&path) == HANG
+                && !shared.stop.load(Ordering::Acquire)
+                && started.elapsed() < HANG_MAX
+            {
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            // The sender gave up on this request (or we stopped): drop the connection.
+            return;
+        }
+        let status = status_of(&path);
         let response = format!("HTTP/1.1 {status} X\r\ncontent-length: 2\r\n\r\nok");
         if stream.write_all(response.as_bytes()).is_err() {
             let _ = stream.shutdown(Shutdown::Both);
             return;
         }
+    }
+}
+
+/// Polls `probe` every 5 ms until it returns `Some`, or panics after `timeout`.
+pub fn wait_for<T>(timeout: Duration, mut probe: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(value) = probe() {
+            return value;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "condition not met within {timeout:?}"
+        );
+        std::thread::sleep(Duration::from_millis(5));
     }
 }
