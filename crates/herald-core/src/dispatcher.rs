@@ -3,7 +3,7 @@
 //! See the crate documentation for the driver protocol (input, polling order,
 //! durability, replay).
 
-use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
 use std::sync::Arc;
 
 use herald_http::Url;
@@ -218,6 +218,10 @@ pub enum OpError {
     /// The delivery is already due or in flight.
     #[error("delivery {0} is already due or in flight")]
     InProgress(DeliveryId),
+    /// The delivery succeeded; only pending, failed and exhausted deliveries can be
+    /// retried (checkpoints do not keep the bodies of successful deliveries).
+    #[error("delivery {0} already succeeded")]
+    AlreadySucceeded(DeliveryId),
     /// Invalid event type for a test event.
     #[error(transparent)]
     EventType(#[from] IdError),
@@ -1094,7 +1098,7 @@ impl Dispatcher {
     // ---------------------------------------------------------------- manual operations
 
     /// Retries one delivery now: a pending delivery waiting for a retry is moved to now;
-    /// a finished one (any final status) gets one more attempt.
+    /// a failed or exhausted one gets one more attempt.
     pub fn retry_delivery(
         &mut self,
         now_ms: u64,
@@ -1123,6 +1127,9 @@ impl Dispatcher {
         let attempts_max = match d.stage {
             Stage::Scheduled(_) => d.attempts_max,
             Stage::Finished => {
+                if d.status == DeliveryStatus::Success {
+                    return Err(OpError::AlreadySucceeded(delivery));
+                }
                 if self.pending_count >= self.config.pending_deliveries_max {
                     return Err(OpError::Accept(AcceptError::Full {
                         pending: self.pending_count,
@@ -1749,6 +1756,11 @@ impl Dispatcher {
     /// A snapshot of the live state, for `Journal::checkpoint`. Take it after draining
     /// every queued command into the journal, so that the checkpoint follows every record
     /// it summarises.
+    ///
+    /// It holds every webhook, every delivery (pending, or finished and still in the log)
+    /// and the event bodies of those not successful. Its size is therefore about the
+    /// distinct event bodies of pending and failed deliveries plus ~100 bytes per
+    /// delivery; successful deliveries cannot be retried ([`OpError::AlreadySucceeded`]).
     pub fn checkpoint(&self, now_ms: u64) -> Record {
         let mut webhooks = Vec::new();
         for (tenant, t) in &self.tenants {
@@ -1762,8 +1774,16 @@ impl Dispatcher {
                 });
             }
         }
+        // Bodies are kept only for events with a delivery that may still be sent (pending,
+        // failed or exhausted: retry and re-send need them); successful deliveries stay in
+        // the log as metadata. Keyed by address; never iterated.
+        let needed: HashSet<*const EventData> = self
+            .deliveries
+            .values()
+            .filter(|d| d.status != DeliveryStatus::Success)
+            .map(|d| Arc::as_ptr(&d.event))
+            .collect();
         let mut events = Vec::new();
-        // Keyed by address only to de-duplicate shared bodies; never iterated.
         let mut event_index: HashMap<*const EventData, u32> = HashMap::new();
         let mut deliveries = Vec::with_capacity(self.deliveries.len());
         for (id, d) in &self.deliveries {
@@ -1773,7 +1793,11 @@ impl Dispatcher {
                     event_id: d.event.id.as_str().to_string(),
                     event_type: d.event.event_type.as_str().to_string(),
                     accepted_at_ms: d.event.accepted_at_ms,
-                    body: d.event.body.to_vec(),
+                    body: if needed.contains(&Arc::as_ptr(&d.event)) {
+                        d.event.body.to_vec()
+                    } else {
+                        Vec::new()
+                    },
                 });
                 // Events are bounded by deliveries, which are bounded far below u32::MAX.
                 (events.len() - 1) as u32

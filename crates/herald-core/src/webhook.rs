@@ -33,8 +33,6 @@ pub const REQUEST_TIMEOUT_MS_MAX: u64 = 120_000;
 pub const RATE_PER_S_MAX: u32 = 100_000;
 /// Largest configurable burst of a rate limit.
 pub const RATE_BURST_MAX: u32 = 100_000;
-/// Longest reason text kept with a disabled status.
-pub const REASON_BYTES_MAX: usize = 256;
 
 /// Headers a webhook may not set: the transport's own, and every signature scheme's.
 const RESERVED_HEADERS: &[&str] = &[

@@ -629,6 +629,10 @@ fn manual_operations() {
         Err(OpError::InProgress(busy.delivery))
     );
     drv.reply(&busy, status(200));
+    assert_eq!(
+        drv.d.retry_delivery(drv.now, &t, busy.delivery),
+        Err(OpError::AlreadySucceeded(busy.delivery))
+    );
     // Another tenant cannot touch it.
     assert_eq!(
         drv.d
@@ -968,6 +972,29 @@ fn replay_from_checkpoint_matches_full_replay() {
         fresh.replay(record).unwrap();
     }
     assert_same(&snapshot(&fresh), &snapshot(&drv.d));
+}
+
+#[test]
+fn checkpoints_keep_bodies_only_where_needed() {
+    let mut drv = one_webhook(DispatcherConfig::default(), spec(&["*"]));
+    let t = tenant("acme");
+    for (i, code) in [200, 400, 500].into_iter().enumerate() {
+        drv.d
+            .accept_event(T0, &t, event(&format!("e{i}"), "a.b"))
+            .unwrap();
+        let req = drv.step().remove(0);
+        drv.reply(&req, status(code));
+    }
+    let Record::Checkpoint(c) = drv.d.checkpoint(drv.now) else {
+        unreachable!()
+    };
+    let bodies: Vec<(&str, bool)> = c
+        .events
+        .iter()
+        .map(|e| (e.event_id.as_str(), !e.body.is_empty()))
+        .collect();
+    // Succeeded: dropped; failed (final) and pending (retrying): kept.
+    assert_eq!(bodies, [("e0", false), ("e1", true), ("e2", true)]);
 }
 
 #[test]
