@@ -370,6 +370,7 @@ pub struct Dispatcher {
     awaiting: VecDeque<(AppendId, Vec<DeliveryId>)>,
     awaiting_count: usize,
     dirty: BTreeSet<(TenantId, WebhookId)>,
+    resume_from: Option<(TenantId, WebhookId)>,
     commands: VecDeque<Command>,
     next_append: u64,
     replaying: bool,
@@ -425,6 +426,7 @@ impl Dispatcher {
             awaiting: VecDeque::new(),
             awaiting_count: 0,
             dirty: BTreeSet::new(),
+            resume_from: None,
             commands: VecDeque::new(),
             next_append: 1,
             replaying: false,
@@ -1317,10 +1319,22 @@ impl Dispatcher {
         let budget = self.config.sends_per_tick_max;
         let mut plans: Vec<Plan> = Vec::new();
         let mut no_secret: Vec<DeliveryId> = Vec::new();
-        let dirty = std::mem::take(&mut self.dirty);
+        let mut dirty = std::mem::take(&mut self.dirty);
+        // Round-robin: when the last tick ran out of budget, start at the first webhook it
+        // did not serve, so that busy webhooks early in id order cannot starve later ones.
+        let order: Vec<(TenantId, WebhookId)> = match self.resume_from.take() {
+            Some(cursor) => {
+                let after = dirty.split_off(&cursor);
+                after.into_iter().chain(dirty).collect()
+            }
+            None => dirty.into_iter().collect(),
+        };
         let mut leftover = BTreeSet::new();
-        for key in dirty {
+        for key in order {
             if plans.len() >= budget {
+                if self.resume_from.is_none() {
+                    self.resume_from = Some(key.clone());
+                }
                 leftover.insert(key);
                 continue;
             }

@@ -842,6 +842,44 @@ fn limits() {
 }
 
 #[test]
+fn tick_budget_is_shared_round_robin() {
+    let config = DispatcherConfig {
+        sends_per_tick_max: 3,
+        ..DispatcherConfig::default()
+    };
+    let mut drv = Driver::new(config);
+    let t = tenant("acme");
+    for w in ["a", "b", "c"] {
+        let mut s = spec(&["*"]);
+        s.limits.in_flight_max = 100;
+        drv.d.upsert_webhook(T0, t.clone(), wh(w), s).unwrap();
+    }
+    for i in 0..10 {
+        let accepted = drv
+            .d
+            .accept_event(T0, &t, event(&format!("e{i}"), "x.y"))
+            .unwrap();
+        drv.d.records_durable(accepted.append);
+    }
+    let mut served: Vec<String> = Vec::new();
+    for _ in 0..4 {
+        drv.d.tick(T0);
+        let mut cmds = Vec::new();
+        drv.d.drain_commands(&mut cmds);
+        for c in cmds {
+            if let Command::Send(req) = c {
+                served.push(req.webhook.to_string());
+            }
+        }
+    }
+    // Each tick's budget goes to the next webhook in turn, not to "a" alone.
+    assert_eq!(
+        served,
+        ["a", "a", "a", "b", "b", "b", "c", "c", "c", "a", "a", "a"],
+    );
+}
+
+#[test]
 fn operational_event_type_is_valid() {
     assert!(EventType::parse(WEBHOOK_DISABLED_EVENT).is_ok());
     assert!(serde_json::from_slice::<serde_json::Value>(TEST_EVENT_DATA).is_ok());
