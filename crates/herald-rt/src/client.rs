@@ -121,6 +121,10 @@ pub struct ClientStats {
 /// The outbound HTTP client of one shard: single-threaded, runs inside a glommio
 /// `LocalExecutor`, keeps keep-alive connections per origin.
 ///
+/// Error details name the receiver by host and port only, never by path or query:
+/// webhook URLs often carry access tokens in the query string, and details end up in
+/// logs and the delivery log.
+///
 /// # Stale connections and at-least-once
 ///
 /// A receiver may close an idle keep-alive connection at any moment. A request sent on a
@@ -218,7 +222,7 @@ impl HttpClient {
             Timer::new(budget).await;
             Err(TransportError::RequestTimeout(format!(
                 "no complete response from {} within {timeout_ms} ms",
-                request.url
+                request.url.host_header()
             )))
         };
         futures_lite::future::or(exchange, timer).await
@@ -232,7 +236,8 @@ impl HttpClient {
         let url = &request.url;
         if self.config.egress.require_https && !url.is_tls() {
             return Err(TransportError::EgressRefused(format!(
-                "{url}: plain http is not allowed (https required)"
+                "http://{}: plain http is not allowed (https required)",
+                url.host_header()
             )));
         }
         let mut wire = self.take_buffer();
@@ -283,7 +288,10 @@ impl HttpClient {
                     Ok(response) => return Ok((conn, response)),
                     Err(e) if !e.before_response => return Err(e.error),
                     Err(_) => {
-                        tracing::debug!(url = %request.url, "reused connection was dead; retrying once");
+                        tracing::debug!(
+                            origin = %request.url.host_header(),
+                            "reused connection was dead; retrying once"
+                        );
                         self.bump(|s| s.stale_retries += 1);
                     }
                 }

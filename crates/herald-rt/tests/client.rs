@@ -281,7 +281,10 @@ fn connect_refused_and_unresolvable_names_are_classified() {
 fn receivers_that_stall_or_dribble_hit_the_request_timeout() {
     let silent = plain_receiver(Behavior::Silent);
     let dribble = plain_receiver(Behavior::Dribble);
-    let urls = [silent.url("http", "/"), dribble.url("http", "/")];
+    let urls = [
+        silent.url("http", "/?token=s3cret"),
+        dribble.url("http", "/?token=s3cret"),
+    ];
     let errors = run(move || async move {
         let client = HttpClient::new(loopback_config(TrustAnchors::empty()));
         let mut errors = Vec::new();
@@ -295,6 +298,10 @@ fn receivers_that_stall_or_dribble_hit_the_request_timeout() {
     for e in &errors {
         assert!(matches!(e, TransportError::RequestTimeout(_)), "{e}");
         assert!(e.detail().contains("300 ms"), "{e}");
+        assert!(
+            !e.detail().contains("s3cret"),
+            "query strings stay out of details: {e}"
+        );
     }
 }
 
@@ -524,4 +531,43 @@ fn a_tiny_read_buffer_still_parses_responses_across_reads() {
     });
     assert_eq!(statuses, [200, 200]);
     assert_eq!(receiver.accepted(), 1);
+}
+
+#[test]
+fn connections_are_reused_only_after_a_cleanly_framed_response() {
+    // (behavior, pause between requests, connections expected, reuses expected)
+    let cases = [
+        (Behavior::Chunked, 0, 1, 1),
+        (Behavior::TrailingGarbage, 0, 2, 0),
+        (Behavior::LateGarbage, 100, 2, 0),
+    ];
+    for (behavior, pause_ms, connections, reuses) in cases {
+        let receiver = plain_receiver(behavior);
+        let url = receiver.url("http", "/");
+        let (bodies, stats) = run(move || async move {
+            let client = HttpClient::new(loopback_config(TrustAnchors::empty()));
+            let mut bodies = Vec::new();
+            for _ in 0..2 {
+                let response = client
+                    .send(OutboundRequest::new(url.clone(), body()))
+                    .await
+                    .unwrap();
+                bodies.push(response.body);
+                glommio::timer::sleep(std::time::Duration::from_millis(pause_ms)).await;
+            }
+            (bodies, client.stats())
+        });
+        let expected: &[u8] = if behavior == Behavior::Chunked {
+            b"ok!!!"
+        } else {
+            b"ok"
+        };
+        assert!(
+            bodies.iter().all(|b| b == expected),
+            "{behavior:?}: {bodies:?}"
+        );
+        assert_eq!(receiver.accepted(), connections, "{behavior:?}");
+        assert_eq!(stats.connections_reused, reuses, "{behavior:?}");
+        assert_eq!(stats.stale_retries, 0, "{behavior:?}");
+    }
 }

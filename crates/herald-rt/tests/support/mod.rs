@@ -53,6 +53,12 @@ pub enum Behavior {
     DropSecondRequest,
     /// Wait this many ms, then 200 keep-alive.
     Slow(u64),
+    /// 200 with a chunked body (two chunks and a trailer), keep-alive.
+    Chunked,
+    /// 200 keep-alive followed, in the same write, by bytes nobody asked for.
+    TrailingGarbage,
+    /// 200 keep-alive, then 30 ms later bytes nobody asked for.
+    LateGarbage,
 }
 
 /// A request as the receiver saw it.
@@ -264,6 +270,19 @@ fn serve<S: Read + Write>(
                 }
                 stream.write_all(ok_keep_alive)
             }
+            Behavior::Chunked => stream.write_all(
+                b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nok\r\n3\r\n!!!\r\n0\r\nX-T: 1\r\n\r\n",
+            ),
+            Behavior::TrailingGarbage => {
+                stream.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nokHTTP/1.1 200 OK\r\n")
+            }
+            Behavior::LateGarbage => stream
+                .write_all(ok_keep_alive)
+                .and_then(|_| stream.flush())
+                .and_then(|_| {
+                    std::thread::sleep(Duration::from_millis(30));
+                    stream.write_all(b"surprise")
+                }),
             Behavior::Slow(ms) => {
                 std::thread::sleep(Duration::from_millis(ms));
                 stream.write_all(ok_keep_alive)
