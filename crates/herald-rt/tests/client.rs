@@ -571,3 +571,20 @@ fn connections_are_reused_only_after_a_cleanly_framed_response() {
         assert_eq!(stats.stale_retries, 0, "{behavior:?}");
     }
 }
+
+#[test]
+fn an_unanswered_connect_hits_the_connect_timeout() {
+    let (listener, _filler) = support::black_hole();
+    let url =
+        herald_http::Url::parse(&format!("http://{}/", listener.local_addr().unwrap())).unwrap();
+    let error = run(move || async move {
+        let client = HttpClient::new(loopback_config(TrustAnchors::empty()));
+        let mut request = OutboundRequest::new(url, body());
+        request.connect_timeout_ms = 200;
+        client.send(request).await.unwrap_err()
+    });
+    assert!(
+        matches!(error, TransportError::ConnectTimeout(_)),
+        "{error}"
+    );
+}
