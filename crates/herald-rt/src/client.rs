@@ -217,7 +217,7 @@ impl HttpClient {
         }
         let timeout_ms = request.request_timeout_ms.max(1);
         let budget = Duration::from_millis(timeout_ms);
-        let exchange = self.exchange(&request, started);
+        let exchange = self.exchange(&request);
         let timer = async {
             Timer::new(budget).await;
             Err(TransportError::RequestTimeout(format!(
@@ -228,11 +228,7 @@ impl HttpClient {
         futures_lite::future::or(exchange, timer).await
     }
 
-    async fn exchange(
-        &self,
-        request: &OutboundRequest,
-        started: Instant,
-    ) -> Result<Response, TransportError> {
+    async fn exchange(&self, request: &OutboundRequest) -> Result<Response, TransportError> {
         let url = &request.url;
         if self.config.egress.require_https && !url.is_tls() {
             return Err(TransportError::EgressRefused(format!(
@@ -243,7 +239,7 @@ impl HttpClient {
         let mut wire = self.take_buffer();
         let encoded = self.encode(request, &mut wire);
         let result = match encoded {
-            Ok(()) => self.exchange_encoded(request, &wire, started).await,
+            Ok(()) => self.exchange_encoded(request, &wire).await,
             Err(e) => Err(e),
         };
         self.give_buffer(wire);
@@ -254,7 +250,6 @@ impl HttpClient {
         &self,
         request: &OutboundRequest,
         wire: &[u8],
-        started: Instant,
     ) -> Result<Response, TransportError> {
         let key = origin_key(&request.url);
         let checkout = self
@@ -296,7 +291,10 @@ impl HttpClient {
                     }
                 }
             }
-            let deadline = started + Duration::from_millis(request.connect_timeout_ms.max(1));
+            // The connect budget starts now, not at `send`: time spent queued for a slot
+            // or on a dead reused connection is the request timeout's business.
+            let deadline =
+                Instant::now() + Duration::from_millis(request.connect_timeout_ms.max(1));
             let mut conn = self.open(&request.url, deadline).await?;
             match self.attempt(&mut conn, wire, &mut read_buf).await {
                 Ok(response) => Ok((conn, response)),
