@@ -30,7 +30,10 @@ pub const RESPONSE_BODY_BYTES_MAX: usize = 4096;
 /// Default cap on pending deliveries per shard; beyond it new events are refused with
 /// [`AcceptError::Full`] (back-pressure) rather than growing memory without bound.
 pub const PENDING_DELIVERIES_MAX_DEFAULT: usize = 1_000_000;
-/// Default number of finished deliveries kept in the log; the oldest are evicted.
+/// Default number of finished deliveries kept in the log; the oldest are evicted. Each
+/// holds its latest response body (at most [`RESPONSE_BODY_BYTES_MAX`]) and shares its
+/// event's body with the event's other deliveries, so the log's memory is at most about
+/// `log_finished_max * (RESPONSE_BODY_BYTES_MAX + 200)` bytes plus the retained events.
 pub const LOG_FINISHED_MAX_DEFAULT: usize = 100_000;
 /// Default cap on requests started by one [`Dispatcher::tick`]: bounds the latency of a
 /// tick and the size of a signing batch. Leftover work keeps

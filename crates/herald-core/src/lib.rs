@@ -67,6 +67,7 @@
 //! first drain and append every queued command, then pass
 //! [`Dispatcher::checkpoint`]`(now_ms)` (encoded) to the journal.
 #![forbid(unsafe_code)]
+#![warn(missing_docs)]
 
 mod convert;
 mod dispatcher;

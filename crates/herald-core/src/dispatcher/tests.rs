@@ -880,6 +880,18 @@ fn tick_budget_is_shared_round_robin() {
 }
 
 #[test]
+fn dispatcher_can_move_to_its_shard_thread() {
+    fn assert_send<T: Send>(_: &T) {}
+    let d = Dispatcher::new(DispatcherConfig::default(), T0);
+    assert_send(&d);
+    let cmd = Command::Append {
+        id: AppendId(1),
+        record: d.checkpoint(T0),
+    };
+    assert_send(&cmd);
+}
+
+#[test]
 fn operational_event_type_is_valid() {
     assert!(EventType::parse(WEBHOOK_DISABLED_EVENT).is_ok());
     assert!(serde_json::from_slice::<serde_json::Value>(TEST_EVENT_DATA).is_ok());
