@@ -583,3 +583,62 @@ fn checkpoints_keep_state_across_restarts() {
     }
     assert_eq!(receiver.received().len(), 120, "nothing was sent twice");
 }
+
+#[test]
+fn start_refuses_bad_settings_and_a_directory_in_use() {
+    let dir = tempfile::tempdir().unwrap();
+    let cases: Vec<(&str, herald::Builder)> = vec![
+        ("no data_dir", Herald::builder()),
+        (
+            "zero shards",
+            Herald::builder().data_dir(dir.path()).shards(0),
+        ),
+        (
+            "too many shards",
+            Herald::builder().data_dir(dir.path()).shards(257),
+        ),
+        (
+            "zero intake",
+            Herald::builder().data_dir(dir.path()).intake_capacity(0),
+        ),
+        (
+            "bad cidr",
+            Herald::builder()
+                .data_dir(dir.path())
+                .allow_cidr("10.0.0.0/33"),
+        ),
+        (
+            "missing CA file",
+            Herald::builder()
+                .data_dir(dir.path())
+                .extra_ca_pem(dir.path().join("none.pem")),
+        ),
+        (
+            "io memory",
+            Herald::builder()
+                .data_dir(dir.path())
+                .io_memory_bytes(64 << 20),
+        ),
+        (
+            "segment size",
+            Herald::builder()
+                .data_dir(dir.path())
+                .journal_segment_bytes(1000),
+        ),
+    ];
+    for (what, builder) in cases {
+        match builder.start() {
+            Err(error) => assert_eq!(error.fault(), Fault::Caller, "{what}: {error}"),
+            Ok(_) => panic!("{what}: started"),
+        }
+    }
+    let first = engine(dir.path(), 1);
+    let error = Herald::builder()
+        .data_dir(dir.path())
+        .shards(1)
+        .start()
+        .expect_err("a directory is used by one engine at a time");
+    assert_eq!(error.fault(), Fault::Caller, "{error}");
+    first.shutdown().unwrap();
+    engine(dir.path(), 1).shutdown().unwrap();
+}

@@ -39,6 +39,11 @@ pub(crate) struct ShardSetup {
     pub(crate) ready: mpsc::Sender<(usize, Result<(), StartError>)>,
 }
 
+/// Most replies waiting for durability in one shard. Each request adds at most one, and
+/// requests are left in the intake queue while this many wait, so a stalled disk turns
+/// into back-pressure on callers rather than memory growth.
+pub(crate) const ACKS_MAX: usize = 65_536;
+
 /// A reply waiting for its records to become durable.
 enum Ack {
     Unit(Reply<Result<(), Failure>>),
@@ -138,11 +143,12 @@ pub(crate) async fn run_shard(setup: ShardSetup) -> ShardExit {
         Ok(opened) => opened,
         Err(error) => {
             let message = format!("{}: {error}", dir.display());
-            let start_error = match error {
-                herald_journal::JournalError::InvalidConfig { .. } => {
+            // A bad setting or a directory already open elsewhere is the caller's to fix.
+            let start_error = match error.fault() {
+                herald_journal::Fault::Caller => {
                     StartError::Config(format!("shard {index}: {message}"))
                 }
-                _ => storage(message.clone()),
+                herald_journal::Fault::Storage => storage(message.clone()),
             };
             report(Err(start_error));
             status.set_stopped();
@@ -267,6 +273,8 @@ impl Shard {
             self.local.take();
             self.turn();
             if let Some(message) = self.storage_failure.clone() {
+                // Record the cause first, so callers that find the shard gone see it.
+                self.status.set_failed(ShardExit::Storage(message.clone()));
                 self.fail_everything(&message);
                 return ShardExit::Storage(message);
             }
@@ -275,7 +283,7 @@ impl Shard {
             }
             let now = now_ms();
             let deadline = self.dispatcher.next_deadline_ms();
-            let ready_now = !self.intake.is_empty()
+            let ready_now = (!self.intake.is_empty() && self.acks.len() < ACKS_MAX)
                 || !self.finished.borrow().is_empty()
                 || deadline.is_some_and(|d| d <= now);
             if ready_now {
@@ -301,8 +309,11 @@ impl Shard {
     fn turn(&mut self) {
         let now = now_ms();
         let mut batch = std::mem::take(&mut self.batch);
+        // While too many replies wait for the disk, leave requests in the intake queue:
+        // callers then see back-pressure instead of the shard buffering without bound.
+        let room = ACKS_MAX.saturating_sub(self.acks.len());
         self.intake
-            .drain_into(self.config.intake_batch_max.max(1), &mut batch);
+            .drain_into(self.config.intake_batch_max.max(1).min(room), &mut batch);
         let closing = self.status.is_closing();
         for request in batch.drain(..) {
             self.handle(now, request);
