@@ -539,6 +539,28 @@ mod tests {
         assert_eq!(kinds.len(), kind::ALL.len());
     }
 
+    proptest::proptest! {
+        /// Arbitrary or damaged payloads never panic the decoder (damage that still
+        /// validates is the journal CRC's to catch).
+        #[test]
+        fn decoding_garbage_never_panics(
+            bytes in proptest::collection::vec(proptest::num::u8::ANY, 0..512),
+            flip in 0usize..4096,
+        ) {
+            for k in kind::ALL {
+                let _ = Record::decode(k, RECORD_VERSION, &bytes);
+            }
+            let _ = Record::decode_checkpoint(&bytes);
+            for record in samples() {
+                let (k, v, payload) = record.encode().unwrap();
+                let mut damaged = payload.to_vec();
+                let at = flip % damaged.len();
+                damaged[at] ^= 0x5a;
+                let _ = Record::decode(k, v, &damaged);
+            }
+        }
+    }
+
     #[test]
     fn rejects_bad_frames() {
         let record = &samples()[0];

@@ -176,6 +176,65 @@ fn sends_signed_envelope_after_durability() {
 
 use herald_sign::HeaderLookup;
 
+/// Every scheme's requests verify with the receiver-side verifier.
+#[test]
+fn every_scheme_verifies() {
+    let schemes = [
+        Scheme::Standard,
+        Scheme::Ed25519,
+        Scheme::stripe(),
+        Scheme::Stripe {
+            header: "Crumb-Signature".into(),
+        },
+        Scheme::Olo,
+    ];
+    for scheme in schemes {
+        let secret = herald_sign::generate_secret(&scheme, &[7; 32]);
+        let key = match scheme {
+            Scheme::Ed25519 => herald_sign::public_key(&secret).unwrap(),
+            _ => secret.clone(),
+        };
+        let mut s = spec(&["*"]);
+        s.scheme = scheme.clone();
+        s.secrets[0].value = secret;
+        let mut drv = one_webhook(DispatcherConfig::default(), s);
+        drv.d
+            .accept_event(T0, &tenant("acme"), event("evt_1", "a.b"))
+            .unwrap();
+        let req = drv.step().remove(0);
+        let headers: Vec<(&str, &str)> = req
+            .headers
+            .iter()
+            .map(|(n, v)| (n.as_str(), v.as_str()))
+            .collect();
+        Verifier::new(scheme.clone(), &[&key])
+            .unwrap()
+            .verify(
+                &headers[..],
+                &req.url.to_string(),
+                &req.body,
+                (T0 / 1000) as i64,
+            )
+            .unwrap_or_else(|e| panic!("{scheme}: {e}"));
+    }
+}
+
+#[test]
+fn no_live_secret_fails_deliveries() {
+    let mut s = spec(&["*"]);
+    s.secrets[0].expires_at_ms = Some(T0 + 1_000);
+    let mut drv = one_webhook(DispatcherConfig::default(), s);
+    drv.now = T0 + 1_000;
+    drv.d
+        .accept_event(drv.now, &tenant("acme"), event("evt_1", "a.b"))
+        .unwrap();
+    assert!(drv.step().is_empty());
+    let page = drv.d.deliveries(&DeliveryQuery::tenant(tenant("acme")));
+    assert_eq!(page.items.len(), 1);
+    assert_eq!(page.items[0].status, DeliveryStatus::Failed);
+    assert_eq!(page.items[0].error, Some(DeliveryError::NoLiveSecret));
+}
+
 #[test]
 fn custom_headers_and_rotation() {
     let mut s = spec(&["*"]);
