@@ -23,7 +23,7 @@
 //!
 //! let tenant = TenantId::parse("acme")?;
 //! let spec = WebhookSpec::new(
-//!     Url::parse("https://hooks.example.com/orders")?,
+//!     Url::parse("https://hooks.example.invalid/orders")?,
 //!     vec![EventFilter::parse("order.*")?],
 //!     Scheme::Standard,
 //!     "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw".to_string(),
@@ -533,6 +533,10 @@ impl Herald {
     /// journal and is retried after the next start — and joins the shard threads.
     /// Idempotent; other handles then fail with [`Error::ShuttingDown`]. Reports a
     /// shard whose journal failed as [`Error::Storage`].
+    ///
+    /// This blocks the calling thread for up to the grace period
+    /// ([`Builder::shutdown_grace_ms`]); from an async runtime, call it where blocking
+    /// is allowed (e.g. tokio's `spawn_blocking`). Dropping the last handle does the same.
     pub fn shutdown(&self) -> Result<(), Error> {
         let mut first_error = None;
         for (shard, result) in self.inner.engine.shutdown() {

@@ -642,3 +642,108 @@ fn start_refuses_bad_settings_and_a_directory_in_use() {
     first.shutdown().unwrap();
     engine(dir.path(), 1).shutdown().unwrap();
 }
+
+#[test]
+fn manual_operations_and_webhook_changes() {
+    let receiver = Receiver::start();
+    let dir = tempfile::tempdir().unwrap();
+    let herald = engine(dir.path(), 1);
+    let acme = tenant("acme");
+    let standard = secret(&Scheme::Standard, 13);
+    let url = receiver.url("/ops");
+    let webhook = herald
+        .create_webhook(&acme, spec(&url, &["order.*"], Scheme::Standard, &standard))
+        .unwrap();
+    let deliveries_of = |event: &EventId| {
+        herald
+            .deliveries(DeliveryQuery {
+                event: Some(event.clone()),
+                ..DeliveryQuery::tenant(acme.clone())
+            })
+            .unwrap()
+            .items
+    };
+    let settled = |event: &EventId, status: DeliveryStatus| {
+        support::wait_for(WAIT, || {
+            deliveries_of(event)
+                .into_iter()
+                .find(|r| r.status == status)
+        })
+    };
+
+    // A 400 is a final failure; retry_delivery sends it once more.
+    receiver.set_status("/ops", 400);
+    let first = herald
+        .publish(
+            &acme,
+            Event::parse("order.created", &serde_json::json!(1)).unwrap(),
+        )
+        .unwrap();
+    let second = herald
+        .publish(
+            &acme,
+            Event::parse("order.updated", &serde_json::json!(2)).unwrap(),
+        )
+        .unwrap();
+    let failed = settled(&first, DeliveryStatus::Failed);
+    assert_eq!(failed.response_status, Some(400));
+    settled(&second, DeliveryStatus::Failed);
+    receiver.set_status("/ops", 200);
+    herald.retry_delivery(&acme, failed.id).unwrap();
+    let retried = settled(&first, DeliveryStatus::Success);
+    assert_eq!(retried.id, failed.id);
+
+    // resend_failed picks up what is still failed: the second event only.
+    assert_eq!(herald.resend_failed(&acme, &webhook, 0).unwrap(), 1);
+    settled(&second, DeliveryStatus::Success);
+
+    // A test event reaches the webhook whatever its filters.
+    let test_type = EventType::parse("diagnostics.ping").unwrap();
+    let test_id = herald
+        .send_test_event(&acme, &webhook, test_type.clone())
+        .unwrap();
+    let received = receiver.wait_until(WAIT, |r| {
+        r.iter().any(|x| x.json()["id"] == test_id.as_str())
+    });
+    let test = received
+        .iter()
+        .find(|x| x.json()["id"] == test_id.as_str())
+        .unwrap();
+    assert_eq!(test.json()["type"], "diagnostics.ping");
+    assert_eq!(test.json()["data"], serde_json::json!({"test": true}));
+    verify(test, &Scheme::Standard, &standard, &url);
+
+    // Narrowing the filters stops matching deliveries; the update is visible at once.
+    herald
+        .update_webhook(
+            &acme,
+            &webhook,
+            spec(&url, &["payment.*"], Scheme::Standard, &standard),
+        )
+        .unwrap();
+    let shown = herald.webhook(&acme, &webhook).unwrap().unwrap();
+    assert_eq!(
+        shown.spec.filters,
+        vec![EventFilter::parse("payment.*").unwrap()]
+    );
+    let unmatched = herald
+        .publish(
+            &acme,
+            Event::parse("order.created", &serde_json::json!(3)).unwrap(),
+        )
+        .unwrap();
+    assert!(deliveries_of(&unmatched).is_empty());
+
+    // Deleting removes it from the registry and from matching.
+    herald.delete_webhook(&acme, &webhook).unwrap();
+    assert!(herald.webhook(&acme, &webhook).unwrap().is_none());
+    assert!(herald.list_webhooks(&acme).unwrap().is_empty());
+    let orphan = herald
+        .publish(
+            &acme,
+            Event::parse("payment.processed", &serde_json::json!(4)).unwrap(),
+        )
+        .unwrap();
+    assert!(deliveries_of(&orphan).is_empty());
+    herald.shutdown().unwrap();
+}

@@ -139,7 +139,7 @@ pub(crate) async fn run_shard(setup: ShardSetup) -> ShardExit {
         segments_max: config.journal_segments_max,
         repair: false,
     };
-    let (mut journal, _recovery) = match Journal::open(journal_config) {
+    let (mut journal, recovery) = match Journal::open(journal_config) {
         Ok(opened) => opened,
         Err(error) => {
             let message = format!("{}: {error}", dir.display());
@@ -164,6 +164,17 @@ pub(crate) async fn run_shard(setup: ShardSetup) -> ShardExit {
         return ShardExit::Storage(message);
     }
     dispatcher.replay_finished(now_ms());
+    let stats = dispatcher.stats();
+    tracing::info!(
+        shard = index,
+        dir = %dir.display(),
+        records = recovery.records,
+        checkpoint_seq = ?recovery.checkpoint_seq,
+        torn_tail = recovery.torn_tail.is_some(),
+        webhooks = stats.webhooks,
+        pending_deliveries = stats.pending_deliveries,
+        "shard recovered its journal"
+    );
 
     let shard_wake = wake.wake().clone();
     let notifier = shard_wake.clone();
