@@ -95,7 +95,10 @@ pub struct AppendId(pub u64);
 
 /// One request to send. Everything the transport needs; the driver adds only `Host` and
 /// `Content-Length` (from `url` and `body`).
-#[derive(Clone, Debug)]
+///
+/// `Debug` prints header names only (custom header values may be credentials) and the
+/// body's length.
+#[derive(Clone)]
 pub struct SendRequest {
     /// Delivery this attempt belongs to; report the outcome with it.
     pub delivery: DeliveryId,
@@ -118,6 +121,24 @@ pub struct SendRequest {
     pub connect_timeout_ms: u64,
     /// Whole-request timeout.
     pub request_timeout_ms: u64,
+}
+
+impl std::fmt::Debug for SendRequest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let header_names: Vec<&str> = self.headers.iter().map(|(n, _)| n.as_str()).collect();
+        f.debug_struct("SendRequest")
+            .field("delivery", &self.delivery)
+            .field("attempt", &self.attempt)
+            .field("tenant", &self.tenant)
+            .field("webhook", &self.webhook)
+            .field("event_id", &self.event_id)
+            .field("url", &self.url.to_string())
+            .field("header_names", &header_names)
+            .field("body_bytes", &self.body.len())
+            .field("connect_timeout_ms", &self.connect_timeout_ms)
+            .field("request_timeout_ms", &self.request_timeout_ms)
+            .finish()
+    }
 }
 
 /// Output of the dispatcher, polled with [`Dispatcher::pop_command`].

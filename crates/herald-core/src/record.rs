@@ -68,13 +68,22 @@ impl std::fmt::Debug for SecretRec {
     }
 }
 
-/// A custom header.
-#[derive(rkyv::Archive, rkyv::Serialize, rkyv::Deserialize, Clone, Debug, PartialEq, Eq)]
+/// A custom header. `Debug` hides the value (custom headers often carry credentials).
+#[derive(rkyv::Archive, rkyv::Serialize, rkyv::Deserialize, Clone, PartialEq, Eq)]
 pub struct HeaderRec {
     /// Name.
     pub name: String,
     /// Value.
     pub value: String,
+}
+
+impl std::fmt::Debug for HeaderRec {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HeaderRec")
+            .field("name", &self.name)
+            .field("value", &"<redacted>")
+            .finish()
+    }
 }
 
 /// A webhook's whole configuration.

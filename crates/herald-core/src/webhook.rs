@@ -156,7 +156,10 @@ impl WebhookStatus {
 
 /// A webhook's full configuration, as submitted on create or update (an update replaces
 /// the whole spec).
-#[derive(Clone, Debug, PartialEq, Eq)]
+///
+/// `Debug` prints neither secrets nor custom header values (which often carry
+/// credentials such as `Authorization`).
+#[derive(Clone, PartialEq, Eq)]
 pub struct WebhookSpec {
     /// Endpoint.
     pub url: Url,
@@ -176,6 +179,22 @@ pub struct WebhookSpec {
     pub retry_schedule: Option<RetrySchedule>,
     /// Traffic limits.
     pub limits: EndpointLimits,
+}
+
+impl fmt::Debug for WebhookSpec {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let header_names: Vec<&str> = self.headers.iter().map(|(n, _)| n.as_str()).collect();
+        f.debug_struct("WebhookSpec")
+            .field("url", &self.url)
+            .field("filters", &self.filters)
+            .field("scheme", &self.scheme)
+            .field("secrets", &self.secrets)
+            .field("header_names", &header_names)
+            .field("status", &self.status)
+            .field("retry_schedule", &self.retry_schedule)
+            .field("limits", &self.limits)
+            .finish()
+    }
 }
 
 impl WebhookSpec {
@@ -572,8 +591,13 @@ mod tests {
     }
 
     #[test]
-    fn debug_redacts_secrets() {
-        let text = format!("{:?}", spec());
+    fn debug_redacts_secrets_and_header_values() {
+        let mut s = spec();
+        s.headers
+            .push(("Authorization".into(), "Bearer hunter2".into()));
+        let text = format!("{s:?}");
         assert!(!text.contains("whsec_"), "{text}");
+        assert!(!text.contains("hunter2"), "{text}");
+        assert!(text.contains("Authorization"), "{text}");
     }
 }
