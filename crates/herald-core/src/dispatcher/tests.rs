@@ -1008,7 +1008,8 @@ fn same_inputs_same_outputs() {
     let a = scenario(DispatcherConfig::default(), 40);
     let b = scenario(DispatcherConfig::default(), 40);
     assert_eq!(format!("{:?}", a.records), format!("{:?}", b.records));
-    let full = |sent: &[SendRequest]| -> Vec<(DeliveryId, u32, Vec<(String, String)>, Vec<u8>)> {
+    type Wire = (DeliveryId, u32, Vec<(String, String)>, Vec<u8>);
+    let full = |sent: &[SendRequest]| -> Vec<Wire> {
         sent.iter()
             .map(|r| (r.delivery, r.attempt, r.headers.clone(), r.body.to_vec()))
             .collect()
