@@ -17,6 +17,7 @@ use crate::format::{
     RawFrame, ScanStop, CHECKPOINT_VERSION, FRAME_HEADER_BYTES, KIND_CHECKPOINT, KIND_RESERVED_MIN,
     PAYLOAD_BYTES_MAX, SEGMENT_HEADER_BYTES,
 };
+use crate::spare::Spare;
 use crate::sync::{DurableHandle, Shared, SyncStats};
 
 /// Smallest segment: a few frames plus header; smaller would roll constantly.
@@ -269,7 +270,8 @@ struct Segment {
 /// the syncing. Dropping it syncs what was appended and stops that thread.
 pub struct Journal {
     config: JournalConfig,
-    dir: File,
+    dir: Arc<File>,
+    spare: Spare,
     _lock: File,
     segments: Vec<Segment>,
     next_seq: u64,
@@ -492,8 +494,12 @@ impl Journal {
                 field: "dir",
                 reason: "no segment after recovery".into(),
             })?;
+        let dir = Arc::new(dir);
+        let spare = Spare::start(config.dir.clone(), config.segment_bytes)
+            .map_err(|e| JournalError::io("spawn spare thread", &config.dir, e))?;
         let shared = Arc::new(Shared::new(
             active,
+            Arc::clone(&dir),
             next_seq - 1,
             config.group_records_max as u64,
             Duration::from_micros(config.group_delay_us),
@@ -506,6 +512,7 @@ impl Journal {
         let journal = Journal {
             config,
             dir,
+            spare,
             _lock: lock,
             segments,
             next_seq,
@@ -610,8 +617,23 @@ impl Journal {
                 });
             }
         }
-        let segment = create_segment(&self.config, &self.dir, self.next_seq)?;
-        self.shared.rolled(Arc::clone(&segment.file));
+        let base_seq = self.next_seq;
+        let prepared = self.spare.take().and_then(|(file, temp)| {
+            match install_spare(&self.config, file, &temp, base_seq) {
+                Ok(segment) => Some((segment, temp)),
+                Err(_) => {
+                    // Fall back to creating one here, which reports its error.
+                    let _ = fs::remove_file(&temp);
+                    None
+                }
+            }
+        });
+        let (segment, temp) = match prepared {
+            Some(prepared) => prepared,
+            None => create_unnamed_segment(&self.config, base_seq)?,
+        };
+        self.shared
+            .rolled(Arc::clone(&segment.file), (temp, segment.path.clone()));
         self.segments.push(segment);
         // Retention happens here so steady load needs no explicit call.
         self.compact()?;
@@ -855,9 +877,68 @@ fn zero_and_flush(map: &mut MmapMut, from: u64, to: u64, path: &Path) -> Result<
         .map_err(|e| JournalError::io("msync", path, e))
 }
 
-/// Creates a segment: preallocate a temporary file, write and sync its header,
-/// then rename it into place and sync the directory, so a segment file that
-/// exists under its final name always has a valid header and all its blocks.
+/// Writes the header of a preallocated spare and maps it; it keeps its
+/// temporary name until the sync thread renames it (see [`Shared::rolled`]).
+fn install_spare(
+    config: &JournalConfig,
+    file: File,
+    temp: &Path,
+    base_seq: u64,
+) -> Result<Segment, JournalError> {
+    file.write_all_at(&encode_segment_header(base_seq, config.segment_bytes), 0)
+        .map_err(|e| JournalError::io("write", temp, e))?;
+    let map = map_segment(&file, temp)?;
+    Ok(Segment {
+        base_seq,
+        path: config.dir.join(segment_name(base_seq)),
+        file: Arc::new(file),
+        map,
+        end: SEGMENT_HEADER_BYTES,
+        last_seq: base_seq - 1,
+    })
+}
+
+/// Creates a segment under a temporary name (preallocated, header written and
+/// synced) for a roll when no spare is ready; the sync thread renames it.
+/// Returns the segment (with its final path) and the temporary path.
+fn create_unnamed_segment(
+    config: &JournalConfig,
+    base_seq: u64,
+) -> Result<(Segment, PathBuf), JournalError> {
+    let temp = config.dir.join(format!("{base_seq:020}{TEMP_SUFFIX}"));
+    let result = (|| {
+        let file = OpenOptions::new()
+            .create(true)
+            .truncate(true)
+            .read(true)
+            .write(true)
+            .open(&temp)
+            .map_err(|e| JournalError::io("create", &temp, e))?;
+        rustix::fs::fallocate(
+            &file,
+            rustix::fs::FallocateFlags::empty(),
+            0,
+            config.segment_bytes,
+        )
+        .map_err(|e| JournalError::io("fallocate", &temp, io::Error::from(e)))?;
+        file.sync_all()
+            .map_err(|e| JournalError::io("fsync", &temp, e))?;
+        install_spare(config, file, &temp, base_seq)
+    })();
+    match result {
+        Ok(segment) => Ok((segment, temp)),
+        Err(e) => {
+            // The journal stays on its old segment; the next append retries.
+            let _ = fs::remove_file(&temp);
+            Err(e)
+        }
+    }
+}
+
+/// Creates the first segment of an empty journal: preallocate a temporary
+/// file, write and sync its header, then rename it into place and sync the
+/// directory, so a segment file under its final name always has a valid header
+/// and all its blocks.
 fn create_segment(
     config: &JournalConfig,
     dir: &File,

@@ -21,6 +21,7 @@ mod codec;
 mod error;
 pub mod format;
 mod journal;
+mod spare;
 mod sync;
 
 pub use check::{check, CheckReport, Corruption, SegmentSummary};

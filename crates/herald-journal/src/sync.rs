@@ -13,6 +13,7 @@
 //! for a sync in progress unless it asked to.
 
 use std::fs::File;
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
@@ -30,6 +31,13 @@ pub(crate) struct SyncState {
     sealed: Vec<Arc<File>>,
     /// The segment being appended to.
     active: Arc<File>,
+    /// The journal directory.
+    dir: Arc<File>,
+    /// New segments still under their temporary names, oldest first, as
+    /// (temporary, final) paths. A segment gets its final name only after
+    /// every segment before it is synced, so after a power loss no named
+    /// segment follows a torn one: a torn frame is always in the last segment.
+    renames: Vec<(PathBuf, PathBuf)>,
     /// An explicit sync was asked for.
     requested: bool,
     /// The journal is being dropped: sync what is written, then exit.
@@ -66,6 +74,7 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 impl Shared {
     pub(crate) fn new(
         active: Arc<File>,
+        dir: Arc<File>,
         last_seq: u64,
         group_records_max: u64,
         group_delay: Duration,
@@ -78,6 +87,8 @@ impl Shared {
             state: Mutex::new(SyncState {
                 sealed: Vec::new(),
                 active,
+                dir,
+                renames: Vec::new(),
                 requested: false,
                 shutdown: false,
                 failed: None,
@@ -108,11 +119,14 @@ impl Shared {
         }
     }
 
-    /// The appender moved to a new segment: the old one still needs a sync.
-    pub(crate) fn rolled(&self, new_active: Arc<File>) {
+    /// The appender moved to a new segment, still under the temporary name
+    /// `rename.0`: the next sync syncs the old one, then renames the new one
+    /// to `rename.1` and syncs the directory before publishing.
+    pub(crate) fn rolled(&self, new_active: Arc<File>, rename: (PathBuf, PathBuf)) {
         let mut st = lock(&self.state);
         let old = std::mem::replace(&mut st.active, new_active);
         st.sealed.push(old);
+        st.renames.push(rename);
     }
 
     pub(crate) fn check_failed(&self) -> Result<(), JournalError> {
@@ -262,6 +276,8 @@ impl Shared {
             let target = self.written_seq.load(Ordering::SeqCst);
             let mut files = std::mem::take(&mut st.sealed);
             files.push(Arc::clone(&st.active));
+            let renames = std::mem::take(&mut st.renames);
+            let dir = Arc::clone(&st.dir);
             st.requested = false;
             drop(st);
 
@@ -270,8 +286,22 @@ impl Shared {
             let mut result = Ok(());
             for file in &files {
                 if let Err(e) = file.sync_data() {
-                    result = Err(e);
+                    result = Err(format!("fdatasync: {e}"));
                     break;
+                }
+            }
+            if result.is_ok() && !renames.is_empty() {
+                // Every file above is synced: the new names may now appear.
+                for (from, to) in &renames {
+                    if let Err(e) = std::fs::rename(from, to) {
+                        result = Err(format!("rename {}: {e}", from.display()));
+                        break;
+                    }
+                }
+                if result.is_ok() {
+                    if let Err(e) = dir.sync_all() {
+                        result = Err(format!("fsync of the journal directory: {e}"));
+                    }
                 }
             }
             let elapsed_us = started.elapsed().as_micros() as u64;
@@ -279,7 +309,7 @@ impl Shared {
 
             if let Err(e) = result {
                 let mut st = lock(&self.state);
-                st.failed = Some(format!("fdatasync: {e}"));
+                st.failed = Some(e);
                 self.failed.store(true, Ordering::Release);
                 drop(st);
                 let _g = lock(&self.durable_lock);
