@@ -41,6 +41,10 @@ pub const LOG_FINISHED_MAX_DEFAULT: usize = 100_000;
 pub const SENDS_PER_TICK_MAX_DEFAULT: usize = 4096;
 /// Default cap on webhooks per tenant.
 pub const WEBHOOKS_PER_TENANT_MAX_DEFAULT: usize = 10_000;
+/// Most log entries one [`Dispatcher::deliveries`] query examines: a query with narrow
+/// filters over a long log returns a short (even empty) page with
+/// [`Page::next_after`] set, so that one query never stalls the shard.
+pub const QUERY_SCAN_MAX: usize = 50_000;
 /// Most deliveries one [`Dispatcher::resend_failed`] call re-queues.
 pub const RESEND_MAX: usize = 10_000;
 /// Type of the operational event published when a webhook is disabled automatically.
@@ -1572,12 +1576,18 @@ impl Dispatcher {
         let limit = query.limit.clamp(1, PAGE_ITEMS_MAX);
         let start = DeliveryId(query.after.map_or(0, |a| a.0.saturating_add(1)));
         let mut items = Vec::new();
-        let mut more = false;
+        let mut next_after = None;
         let range = self
             .by_tenant
             .range((query.tenant.clone(), start)..)
             .take_while(|(t, _)| t == &query.tenant);
-        for (_, id) in range {
+        for (scanned, (_, id)) in range.enumerate() {
+            if scanned == QUERY_SCAN_MAX {
+                // A narrow filter over a long log: hand back what was found and where to
+                // continue, rather than stall the shard.
+                next_after = Some(DeliveryId(id.0.saturating_sub(1)));
+                break;
+            }
             let Some(d) = self.deliveries.get(id) else {
                 continue;
             };
@@ -1588,16 +1598,11 @@ impl Dispatcher {
                 continue;
             }
             if items.len() == limit {
-                more = true;
+                next_after = items.last().map(|r: &DeliveryRecord| r.id);
                 break;
             }
             items.push(self.view(*id, d));
         }
-        let next_after = if more {
-            items.last().map(|r| r.id)
-        } else {
-            None
-        };
         Page { items, next_after }
     }
 

@@ -84,7 +84,7 @@ pub mod wheel;
 pub use dispatcher::{
     AcceptError, Accepted, AppendId, Command, Dispatcher, DispatcherConfig, OpError, Outcome,
     RegistryError, ReplayError, SendRequest, Stats, WebhookView, LOG_FINISHED_MAX_DEFAULT,
-    PENDING_DELIVERIES_MAX_DEFAULT, RESEND_MAX, RESPONSE_BODY_BYTES_MAX,
+    PENDING_DELIVERIES_MAX_DEFAULT, QUERY_SCAN_MAX, RESEND_MAX, RESPONSE_BODY_BYTES_MAX,
     SENDS_PER_TICK_MAX_DEFAULT, TEST_EVENT_DATA, USER_AGENT, WEBHOOKS_PER_TENANT_MAX_DEFAULT,
     WEBHOOK_DISABLED_EVENT,
 };

@@ -174,7 +174,9 @@ impl DeliveryQuery {
 pub struct Page<T> {
     /// The items, in delivery id order.
     pub items: Vec<T>,
-    /// Pass as [`DeliveryQuery::after`] to get the next page; `None` on the last page.
+    /// Pass as [`DeliveryQuery::after`] to get the next page; `None` on the last page. A
+    /// page may hold fewer items than asked (even none) and still have a next page when
+    /// the query examined [`crate::QUERY_SCAN_MAX`] entries.
     pub next_after: Option<DeliveryId>,
 }
 

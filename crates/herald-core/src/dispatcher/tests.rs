@@ -800,6 +800,17 @@ fn delivery_log_queries_and_eviction() {
         assert!(drv.d.delivery(&req.tenant, req.delivery).is_some());
     }
     assert!(drv.d.delivery(&sent[0].tenant, sent[0].delivery).is_none());
+    // A query examines at most QUERY_SCAN_MAX entries; here the log is short, so a
+    // filter matching nothing ends in one empty last page.
+    let mut none = DeliveryQuery::tenant(t.clone());
+    none.event = Some(EventId::parse("nope").unwrap());
+    assert_eq!(
+        drv.d.deliveries(&none),
+        Page {
+            items: vec![],
+            next_after: None
+        }
+    );
     let mut failed = DeliveryQuery::tenant(t.clone());
     failed.status = Some(DeliveryStatus::Failed);
     assert!(drv
@@ -808,6 +819,29 @@ fn delivery_log_queries_and_eviction() {
         .items
         .iter()
         .all(|r| r.status == DeliveryStatus::Failed && r.response_status == Some(404)));
+}
+
+#[test]
+fn query_scan_limit() {
+    let mut d = Dispatcher::new(DispatcherConfig::default(), T0);
+    let t = tenant("acme");
+    d.upsert_webhook(T0, t.clone(), wh("w1"), spec(&["*"]))
+        .unwrap();
+    let total = QUERY_SCAN_MAX + 10;
+    for i in 0..total {
+        d.accept_event(T0, &t, event(&format!("e{i}"), "a.b"))
+            .unwrap();
+    }
+    let mut query = DeliveryQuery::tenant(t.clone());
+    query.event = Some(EventId::parse(&format!("e{}", total - 1)).unwrap());
+    let first = d.deliveries(&query);
+    assert!(first.items.is_empty());
+    let after = first.next_after.expect("the scan stopped early");
+    query.after = Some(after);
+    let second = d.deliveries(&query);
+    assert_eq!(second.items.len(), 1);
+    assert_eq!(second.items[0].event_id.as_str(), format!("e{}", total - 1));
+    assert_eq!(second.next_after, None);
 }
 
 #[test]
