@@ -1030,7 +1030,7 @@ impl Dispatcher {
                     outcome.delivery.0,
                     attempt + 1,
                 );
-                Some(now + retry_delay_ms(jittered, &outcome.result, now))
+                Some(now.saturating_add(retry_delay_ms(jittered, &outcome.result, now)))
             }
             _ => None,
         };

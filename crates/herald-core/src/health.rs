@@ -149,7 +149,7 @@ impl Health {
             if self.tokens_milli < 1000 {
                 let missing = 1000 - self.tokens_milli;
                 let wait_ms = missing.div_ceil(u64::from(rate.per_s));
-                return Admit::At(now_ms + wait_ms);
+                return Admit::At(now_ms.saturating_add(wait_ms));
             }
         }
         Admit::Now
@@ -189,11 +189,14 @@ impl Health {
                 self.failing_since_ms.get_or_insert(now_ms);
                 match self.breaker {
                     Breaker::HalfOpen { open_ms, .. } => {
+                        // Not `clamp`: a policy with max < min must not panic; the
+                        // first period then simply stays.
                         let open_ms = open_ms
                             .saturating_mul(2)
-                            .clamp(policy.breaker_open_ms, policy.breaker_open_ms_max);
+                            .min(policy.breaker_open_ms_max)
+                            .max(policy.breaker_open_ms);
                         self.breaker = Breaker::Open {
-                            until_ms: now_ms + open_ms,
+                            until_ms: now_ms.saturating_add(open_ms),
                             open_ms,
                         };
                     }
@@ -201,7 +204,7 @@ impl Health {
                         if self.consecutive_failures >= policy.breaker_failures.max(1) =>
                     {
                         self.breaker = Breaker::Open {
-                            until_ms: now_ms + policy.breaker_open_ms,
+                            until_ms: now_ms.saturating_add(policy.breaker_open_ms),
                             open_ms: policy.breaker_open_ms,
                         };
                     }
@@ -376,6 +379,30 @@ mod tests {
         h.finish(until, Signal::Responsive, &p);
         assert_eq!(h.breaker, Breaker::Closed);
         assert_eq!(h.failing_since_ms, Some(5));
+    }
+
+    #[test]
+    fn inverted_open_periods_do_not_panic() {
+        let l = EndpointLimits::default();
+        let p = HealthPolicy {
+            breaker_failures: 1,
+            breaker_open_ms: 1_000,
+            breaker_open_ms_max: 10,
+            ..HealthPolicy::default()
+        };
+        let mut h = Health::new(0, &l);
+        h.start(0, &l);
+        h.finish(0, Signal::Failure, &p);
+        assert_eq!(h.admit(1_000, &l), Admit::Now);
+        h.start(1_000, &l);
+        h.finish(1_000, Signal::Failure, &p);
+        assert_eq!(
+            h.breaker,
+            Breaker::Open {
+                until_ms: 2_000,
+                open_ms: 1_000
+            }
+        );
     }
 
     #[test]
