@@ -156,3 +156,86 @@ impl Drop for PythonReceiver {
         let _ = self.child.wait();
     }
 }
+
+/// A tenant id from a literal.
+pub fn tenant(name: &str) -> herald::TenantId {
+    herald::TenantId::parse(name).expect("test tenant ids are valid")
+}
+
+/// A deterministic secret of `scheme` (signing key for ed25519).
+pub fn secret(scheme: &herald::Scheme, seed: u8) -> String {
+    herald_sign::generate_secret(scheme, &[seed; 32])
+}
+
+/// The key a receiver verifies `secret` with: the public key for ed25519, else itself.
+pub fn verifying_key(scheme: &herald::Scheme, secret: &str) -> String {
+    match scheme {
+        herald::Scheme::Ed25519 => {
+            herald_sign::public_key(secret).expect("generated ed25519 keys are valid")
+        }
+        _ => secret.to_owned(),
+    }
+}
+
+/// A webhook for every event type, with an optional retry schedule (milliseconds between
+/// attempts).
+pub fn spec(
+    url: &str,
+    scheme: herald::Scheme,
+    secret: &str,
+    retry_delays_ms: Option<Vec<u64>>,
+) -> herald::WebhookSpec {
+    let mut spec = herald::WebhookSpec::new(
+        herald::Url::parse(url).expect("test URLs are valid"),
+        vec![herald::EventFilter::parse("*").expect("`*` is a filter")],
+        scheme,
+        secret.to_owned(),
+    );
+    spec.retry_schedule = retry_delays_ms
+        .map(|delays| herald::RetrySchedule::new(delays).expect("test schedules are valid"));
+    spec
+}
+
+/// An engine on `dir` that may send to loopback and trusts `extra_ca_pems`.
+pub fn engine(
+    dir: &std::path::Path,
+    shards: usize,
+    extra_ca_pems: &[&std::path::Path],
+) -> herald::Herald {
+    let mut builder = herald::Herald::builder()
+        .data_dir(dir)
+        .shards(shards)
+        .pin_threads(false)
+        .allow_cidr("127.0.0.0/8")
+        .shutdown_grace_ms(2_000);
+    for path in extra_ca_pems {
+        builder = builder.extra_ca_pem(path);
+    }
+    builder.start().expect("the engine starts")
+}
+
+/// An event of type `order.created` carrying `data`.
+pub fn event(data: serde_json::Value) -> herald::Event {
+    herald::Event::parse("order.created", &data).expect("a valid event")
+}
+
+/// Unix seconds now.
+pub fn now_s() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("the clock is after 1970")
+        .as_secs() as i64
+}
+
+/// The deliveries of `tenant` (first page, up to 1000).
+pub fn deliveries(
+    herald: &herald::Herald,
+    tenant: &herald::TenantId,
+) -> Vec<herald::DeliveryRecord> {
+    let mut query = herald::DeliveryQuery::tenant(tenant.clone());
+    query.limit = 1000;
+    herald
+        .deliveries(query)
+        .expect("the delivery log answers")
+        .items
+}
