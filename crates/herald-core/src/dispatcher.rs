@@ -790,7 +790,7 @@ impl Dispatcher {
         }
         self.by_tenant.insert((event.tenant.clone(), delivery));
         self.pending_count += 1;
-        self.next_delivery = self.next_delivery.max(delivery.0 + 1);
+        self.next_delivery = self.next_delivery.max(delivery.0.saturating_add(1));
         self.deliveries.insert(
             delivery,
             Delivery {

@@ -44,6 +44,56 @@
 //!      repeats the attempt, which at-least-once allows).
 //! 4. **Sleep until** [`Dispatcher::next_deadline_ms`] or the next input.
 //!
+//! ```
+//! use herald_core::*;
+//!
+//! let now_ms = 1_700_000_000_000;
+//! let mut d = Dispatcher::new(DispatcherConfig::default(), now_ms);
+//! let tenant = TenantId::parse("acme").unwrap();
+//! let spec = WebhookSpec::new(
+//!     herald_http::Url::parse("https://receiver.example/hooks").unwrap(),
+//!     vec![EventFilter::parse("order.*").unwrap()],
+//!     herald_sign::Scheme::Standard,
+//!     "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw".to_string(),
+//! );
+//! d.upsert_webhook(now_ms, tenant.clone(), WebhookId::parse("wh_1").unwrap(), spec).unwrap();
+//! let event = NewEvent {
+//!     id: EventId::parse("evt_1").unwrap(),
+//!     event_type: EventType::parse("order.created").unwrap(),
+//!     api_version: API_VERSION_DEFAULT.to_string(),
+//!     created_at_ms: now_ms,
+//!     location_id: None,
+//!     data: br#"{"order_id":"o_1"}"#.to_vec(),
+//! };
+//! let accepted = d.accept_event(now_ms, &tenant, event).unwrap();
+//! assert_eq!(accepted.deliveries, 1);
+//!
+//! let mut sends = Vec::new();
+//! for _turn in 0..2 {
+//!     d.tick(now_ms);
+//!     while let Some(command) = d.pop_command() {
+//!         match command {
+//!             // A real driver appends `record.encode()` to the journal and reports
+//!             // durability later; here every record is durable at once.
+//!             Command::Append { id, record: _ } => d.records_durable(id),
+//!             Command::Send(request) => sends.push(request),
+//!         }
+//!     }
+//! }
+//! assert_eq!(sends.len(), 1);
+//! let request = &sends[0];
+//! assert!(request.headers.iter().any(|(name, _)| name == "webhook-signature"));
+//! d.attempt_finished(now_ms + 40, Outcome {
+//!     delivery: request.delivery,
+//!     attempt: request.attempt,
+//!     result: AttemptResult::Response { status: 200, retry_after: None },
+//!     latency_ms: 40,
+//!     response_body: b"ok".to_vec(),
+//! });
+//! let record = d.delivery(&tenant, request.delivery).unwrap();
+//! assert_eq!(record.status, DeliveryStatus::Success);
+//! ```
+//!
 //! # Durability gate
 //!
 //! Every `Append` carries an [`AppendId`] (1, 2, 3, … in output order). When the journal
