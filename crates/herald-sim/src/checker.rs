@@ -72,6 +72,48 @@ struct DeliveryView {
     finished: Option<(u32, u64)>,
     /// Final status and reason once ended.
     ended: Option<(String, Option<String>)>,
+    /// Highest attempt started (recorded).
+    started: u32,
+    /// The number the next attempt must carry.
+    next_attempt: u32,
+    /// Due time set by a manual re-queue, until the next outcome.
+    requeued_due_ms: Option<u64>,
+}
+
+/// A management operation the simulator performs; records it causes are justified by it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ManualOp {
+    /// The initial configuration: every webhook of the scenario is created.
+    Setup,
+    /// Disable a webhook by hand.
+    Disable(String),
+    /// Re-enable a webhook (disabled by hand or automatically).
+    Enable(String),
+    /// Replace a webhook's filters.
+    Update {
+        /// Webhook.
+        webhook: String,
+        /// New filters.
+        filters: Vec<String>,
+    },
+    /// Delete a webhook.
+    Delete(String),
+    /// Retry one delivery now.
+    Retry(u64),
+    /// Re-send the failed deliveries of a webhook accepted since a time.
+    Resend {
+        /// Webhook.
+        webhook: String,
+        /// Acceptance time lower bound.
+        since_ms: u64,
+    },
+    /// Send a test event of a type to one webhook.
+    TestEvent {
+        /// Webhook.
+        webhook: String,
+        /// Event type.
+        event_type: String,
+    },
 }
 
 /// The dispatcher's claims, as its records state them.
@@ -80,6 +122,13 @@ struct View {
     deliveries: BTreeMap<u64, DeliveryView>,
     /// Webhook → disable reason.
     disabled: BTreeMap<String, String>,
+    /// Deleted webhooks.
+    deleted: BTreeSet<String>,
+    /// Per webhook: a 410 was recorded since it was (re-)enabled.
+    gone_seen: BTreeSet<String>,
+    /// Per webhook: the last recorded success, or when it was created or re-enabled —
+    /// the start of its failing run as far as the records tell.
+    healthy_at_ms: BTreeMap<String, u64>,
     /// Event ids with an `EventAccepted` record.
     accepted_events: BTreeSet<String>,
 }
@@ -106,10 +155,6 @@ pub struct Checker {
     delivery_in_flight: BTreeMap<u64, u32>,
     /// (delivery, attempt) → outcomes taken by the dispatcher (several after crashes).
     outcomes: BTreeMap<(u64, u32), Vec<OutcomeTruth>>,
-    /// Per webhook: a 410 was answered and taken.
-    gone_seen: BTreeSet<String>,
-    /// Per webhook: time of the last success taken (or the start of the run).
-    last_success_ms: BTreeMap<String, u64>,
     /// Deliveries with a 2xx outcome taken.
     succeeded: BTreeSet<u64>,
     /// Requests seen, for statistics.
@@ -118,6 +163,8 @@ pub struct Checker {
     attempt_sent_max: BTreeMap<u64, u32>,
     /// Attempts repeated after a crash.
     pub repeats: u64,
+    /// The management operation in progress, if any.
+    op: Option<ManualOp>,
 }
 
 /// How the deliveries of a run ended, and what the run exercised.
@@ -133,6 +180,8 @@ pub struct Tally {
     pub disabled_gone: u64,
     /// Webhooks disabled: failing too long.
     pub disabled_failing: u64,
+    /// Webhooks disabled by hand (still disabled at the end).
+    pub disabled_manual: u64,
     /// Attempts repeated after a crash.
     pub repeats: u64,
 }
@@ -142,7 +191,6 @@ impl Checker {
     pub fn new(seed: u64, scenario: &Scenario, jitter_percent: u8) -> Checker {
         let mut webhooks = BTreeMap::new();
         let mut url_to_webhook = BTreeMap::new();
-        let mut last_success_ms = BTreeMap::new();
         for w in &scenario.webhooks {
             webhooks.insert(
                 w.id.clone(),
@@ -157,7 +205,6 @@ impl Checker {
                 },
             );
             url_to_webhook.insert(w.url.clone(), w.id.clone());
-            last_success_ms.insert(w.id.clone(), scenario.start_ms);
         }
         let events = scenario
             .events
@@ -184,12 +231,11 @@ impl Checker {
             in_flight: BTreeMap::new(),
             delivery_in_flight: BTreeMap::new(),
             outcomes: BTreeMap::new(),
-            gone_seen: BTreeSet::new(),
-            last_success_ms,
             succeeded: BTreeSet::new(),
             sends: 0,
             attempt_sent_max: BTreeMap::new(),
             repeats: 0,
+            op: None,
         }
     }
 
@@ -219,26 +265,17 @@ impl Checker {
     pub fn record(&mut self, now_ms: u64, record: &Record, live: bool) -> Result<(), Violation> {
         match record {
             Record::EventAccepted(r) => self.event_accepted(now_ms, r, live),
-            Record::AttemptStarted(_) => Ok(()),
-            Record::AttemptFinished(r) => self.attempt_finished(now_ms, r, live),
+            Record::AttemptStarted(r) => {
+                if let Some(d) = self.view.deliveries.get_mut(&r.delivery) {
+                    d.started = d.started.max(r.attempt);
+                }
+                Ok(())
+            }
+            Record::AttemptFinished(r) => self.attempt_finished(now_ms, r),
             Record::DeliveryFinished(r) => self.delivery_finished(now_ms, r),
             Record::WebhookUpserted(r) => self.webhook_upserted(now_ms, r, live),
-            Record::WebhookDeleted(r) => Err(self.violation(
-                now_ms,
-                Invariant::Records,
-                format!(
-                    "webhook {} deleted, but the simulation never deletes",
-                    r.webhook
-                ),
-            )),
-            Record::DeliveryRequeued(r) => Err(self.violation(
-                now_ms,
-                Invariant::Records,
-                format!(
-                    "delivery {} requeued without a manual operation",
-                    r.delivery
-                ),
-            )),
+            Record::WebhookDeleted(r) => self.webhook_deleted(now_ms, r, live),
+            Record::DeliveryRequeued(r) => self.delivery_requeued(now_ms, r, live),
             Record::Checkpoint(_) => Ok(()),
         }
     }
@@ -293,16 +330,28 @@ impl Checker {
         // when the record is fresh: on replay the registry of that moment is gone.
         let got: BTreeSet<&str> = r.deliveries.iter().map(|d| d.webhook.as_str()).collect();
         if live {
-            let expected: BTreeSet<&str> = self
-                .webhooks
-                .iter()
-                .filter(|(id, w)| {
-                    w.tenant == tenant
-                        && !self.view.disabled.contains_key(*id)
-                        && w.filters.iter().any(|f| filter_matches(f, &event_type))
-                })
-                .map(|(id, _)| id.as_str())
-                .collect();
+            let test_target = match &self.op {
+                Some(ManualOp::TestEvent { webhook, .. })
+                    if r.event_id.starts_with("evt_test_") =>
+                {
+                    Some(webhook.as_str())
+                }
+                _ => None,
+            };
+            let expected: BTreeSet<&str> = match test_target {
+                Some(webhook) => [webhook].into_iter().collect(),
+                None => self
+                    .webhooks
+                    .iter()
+                    .filter(|(id, w)| {
+                        w.tenant == tenant
+                            && !self.view.disabled.contains_key(*id)
+                            && !self.view.deleted.contains(*id)
+                            && w.filters.iter().any(|f| filter_matches(f, &event_type))
+                    })
+                    .map(|(id, _)| id.as_str())
+                    .collect(),
+            };
             if got != expected {
                 return Err(self.violation(
                     now_ms,
@@ -361,6 +410,9 @@ impl Checker {
                     accepted_at_ms: r.at_ms,
                     finished: None,
                     ended: None,
+                    started: 0,
+                    next_attempt: 1,
+                    requeued_due_ms: None,
                 },
             );
         }
@@ -376,7 +428,15 @@ impl Checker {
         event_id: &str,
         event_type: &str,
     ) -> Option<&EventTruth> {
-        if event_type == WEBHOOK_DISABLED_EVENT && !self.events.contains_key(event_id) {
+        let test_event = matches!(
+            &self.op,
+            Some(ManualOp::TestEvent { webhook, event_type: t })
+                if t == event_type
+                    && event_id.starts_with("evt_test_")
+                    && self.webhooks.get(webhook).is_some_and(|w| w.tenant == tenant)
+        );
+        let generated = event_type == WEBHOOK_DISABLED_EVENT || test_event;
+        if generated && !self.events.contains_key(event_id) {
             let known_tenant = self.webhooks.values().any(|w| w.tenant == tenant);
             if !known_tenant {
                 return None;
@@ -401,7 +461,6 @@ impl Checker {
         &mut self,
         now_ms: u64,
         r: &record::AttemptFinished,
-        live: bool,
     ) -> Result<(), Violation> {
         let Some(d) = self.view.deliveries.get(&r.delivery) else {
             return Err(self.violation(
@@ -476,20 +535,22 @@ impl Checker {
             return Ok(());
         };
         d.finished = Some((r.attempt, r.at_ms));
+        d.next_attempt = r.attempt + 1;
+        d.requeued_due_ms = None;
         if let Some(status) = &r.final_status {
             d.ended = Some((status.clone(), None));
         }
-        if live {
-            match class {
-                OutcomeClass::Success => {
-                    self.succeeded.insert(r.delivery);
-                    self.last_success_ms.insert(webhook.clone(), r.at_ms);
-                }
-                OutcomeClass::Gone => {
-                    self.gone_seen.insert(webhook);
-                }
-                OutcomeClass::Retry | OutcomeClass::Final => {}
+        // The records are what the dispatcher's health is rebuilt from after a crash, so
+        // auto-disable is judged by them (each checked above against a real outcome).
+        match class {
+            OutcomeClass::Success => {
+                self.succeeded.insert(r.delivery);
+                self.view.healthy_at_ms.insert(webhook, r.at_ms);
             }
+            OutcomeClass::Gone => {
+                self.view.gone_seen.insert(webhook);
+            }
+            OutcomeClass::Retry | OutcomeClass::Final => {}
         }
         Ok(())
     }
@@ -519,8 +580,11 @@ impl Checker {
         // Ending a delivery without an outcome is only allowed when its webhook is
         // disabled (410 or failing too long).
         let justified = r.status == "failed"
-            && r.reason.as_deref() == Some("webhook_disabled")
-            && self.view.disabled.contains_key(&d.webhook);
+            && match r.reason.as_deref() {
+                Some("webhook_disabled") => self.view.disabled.contains_key(&d.webhook),
+                Some("webhook_deleted") => self.view.deleted.contains(&d.webhook),
+                _ => false,
+            };
         if !justified {
             return Err(self.violation(
                 now_ms,
@@ -558,18 +622,56 @@ impl Checker {
                 format!("webhook {id} recorded under tenant {}", r.webhook.tenant),
             ));
         }
+        let requested = self.op.as_ref().is_some_and(|op| match op {
+            ManualOp::Disable(w) | ManualOp::Enable(w) | ManualOp::Delete(w) => *w == id,
+            ManualOp::Update { webhook, .. } => *webhook == id,
+            ManualOp::Setup => true,
+            _ => false,
+        });
+        if live && requested && r.webhook.filters != truth.filters {
+            return Err(self.violation(
+                now_ms,
+                Invariant::Records,
+                format!(
+                    "webhook {id} recorded with filters {:?}; it was given {:?}",
+                    r.webhook.filters, truth.filters
+                ),
+            ));
+        }
+        let enabling = r.webhook.disabled_reason.is_none()
+            && (self.view.disabled.contains_key(&id) || !self.view.healthy_at_ms.contains_key(&id));
+        if enabling {
+            // Created or re-enabled: a clean health record.
+            self.view.gone_seen.remove(&id);
+            self.view.healthy_at_ms.insert(id.clone(), r.at_ms);
+        }
+        if self.view.deleted.contains(&id) {
+            return Err(self.violation(
+                now_ms,
+                Invariant::Records,
+                format!("webhook {id} changed after it was deleted"),
+            ));
+        }
         match r.webhook.disabled_reason.as_deref() {
             None => {
+                if live && !requested {
+                    return Err(self.violation(
+                        now_ms,
+                        Invariant::Records,
+                        format!("webhook {id} changed without a request"),
+                    ));
+                }
                 self.view.disabled.remove(&id);
             }
             Some(reason) => {
                 if live && !self.view.disabled.contains_key(&id) {
                     let justified = match reason {
-                        "gone" => self.gone_seen.contains(&id),
+                        "gone" => self.view.gone_seen.contains(&id),
                         "failing_too_long" => {
-                            let since = self.last_success_ms.get(&id).copied().unwrap_or(0);
+                            let since = self.view.healthy_at_ms.get(&id).copied().unwrap_or(0);
                             r.at_ms.saturating_sub(since) >= DISABLE_AFTER_FAILING_MS_DEFAULT
                         }
+                        "manual" => self.op == Some(ManualOp::Disable(id.clone())),
                         _ => false,
                     };
                     if !justified {
@@ -593,6 +695,119 @@ impl Checker {
             }
         }
         Ok(())
+    }
+
+    fn webhook_deleted(
+        &mut self,
+        now_ms: u64,
+        r: &record::WebhookDeleted,
+        live: bool,
+    ) -> Result<(), Violation> {
+        if live && self.op != Some(ManualOp::Delete(r.webhook.clone())) {
+            return Err(self.violation(
+                now_ms,
+                Invariant::Records,
+                format!("webhook {} deleted without a request", r.webhook),
+            ));
+        }
+        for d in self.view.deliveries.values_mut() {
+            if d.webhook == r.webhook && d.ended.is_none() {
+                d.ended = Some(("failed".to_string(), Some("webhook_deleted".to_string())));
+            }
+        }
+        self.view.disabled.remove(&r.webhook);
+        self.view.deleted.insert(r.webhook.clone());
+        Ok(())
+    }
+
+    fn delivery_requeued(
+        &mut self,
+        now_ms: u64,
+        r: &record::DeliveryRequeued,
+        live: bool,
+    ) -> Result<(), Violation> {
+        let Some(d) = self.view.deliveries.get(&r.delivery) else {
+            return Err(self.violation(
+                now_ms,
+                Invariant::Records,
+                format!("unknown delivery {} requeued", r.delivery),
+            ));
+        };
+        let ended = d.ended.as_ref().map(|(status, _)| status.as_str());
+        if live {
+            let requested = match &self.op {
+                Some(ManualOp::Retry(delivery)) => *delivery == r.delivery,
+                Some(ManualOp::Resend { webhook, since_ms }) => {
+                    *webhook == d.webhook
+                        && d.accepted_at_ms >= *since_ms
+                        && matches!(ended, Some("failed" | "exhausted"))
+                }
+                _ => false,
+            };
+            if !requested || ended == Some("success") || r.due_ms > now_ms {
+                return Err(self.violation(
+                    now_ms,
+                    Invariant::Records,
+                    format!(
+                        "delivery {} ({ended:?}) requeued for {} without a matching request ({:?})",
+                        r.delivery, r.due_ms, self.op
+                    ),
+                ));
+            }
+        }
+        // A pending delivery keeps its budget; an ended one gets exactly one more attempt,
+        // numbered after every attempt started so far.
+        let budget_ok = match ended {
+            None => r.attempts_max == d.attempts_max,
+            Some(_) => r.attempts_max == d.started + 1 && r.attempts_max >= d.next_attempt,
+        };
+        if !budget_ok {
+            return Err(self.violation(
+                now_ms,
+                Invariant::AttemptBudget,
+                format!(
+                    "delivery {} ({ended:?}, {} started, budget {}) requeued with budget {}",
+                    r.delivery, d.started, d.attempts_max, r.attempts_max
+                ),
+            ));
+        }
+        if let Some(d) = self.view.deliveries.get_mut(&r.delivery) {
+            if d.ended.take().is_some() {
+                d.next_attempt = r.attempts_max;
+            }
+            d.attempts_max = r.attempts_max;
+            d.requeued_due_ms = Some(r.due_ms);
+        }
+        Ok(())
+    }
+
+    /// The simulator is about to perform `op`; records it causes are justified by it.
+    pub fn manual(&mut self, op: ManualOp) {
+        if let ManualOp::Update { webhook, filters } = &op {
+            if let Some(w) = self.webhooks.get_mut(webhook) {
+                w.filters = filters.clone();
+            }
+        }
+        self.op = Some(op);
+    }
+
+    /// The operation's records have all been seen.
+    pub fn manual_done(&mut self) {
+        self.op = None;
+    }
+
+    /// Deliveries the dispatcher has created, with their webhook and final status (if
+    /// they ended).
+    pub fn deliveries(&self) -> impl Iterator<Item = (u64, &str, Option<&str>)> + '_ {
+        self.view.deliveries.iter().map(|(id, d)| {
+            let status = d.ended.as_ref().map(|(status, _)| status.as_str());
+            (*id, d.webhook.as_str(), status)
+        })
+    }
+
+    /// Whether `webhook` was deleted.
+    pub fn is_deleted(&self, webhook: &str) -> bool {
+        self.view.deleted.contains(webhook)
     }
 
     /// Earliest time attempt `attempt` (2-based and up) may start after `previous`.
@@ -675,26 +890,22 @@ impl Checker {
                 ),
             ));
         };
-        if body_type != Some(event.event_type.as_str())
-            || !truth
-                .filters
-                .iter()
-                .any(|f| filter_matches(f, &event.event_type))
-        {
+        // Filters were checked when the event fanned out (they may change since).
+        if body_type != Some(event.event_type.as_str()) {
             return Err(self.violation(
                 now_ms,
                 Invariant::Routing,
                 format!(
-                    "{webhook} (filters {:?}) received event {} of type {body_type:?}",
-                    truth.filters, req.event_id
+                    "{webhook} received event {} as type {body_type:?}; it is {}",
+                    req.event_id, event.event_type
                 ),
             ));
         }
-        if self.view.disabled.contains_key(&webhook) {
+        if self.view.disabled.contains_key(&webhook) || self.view.deleted.contains(&webhook) {
             return Err(self.violation(
                 now_ms,
                 Invariant::Routing,
-                format!("request to disabled webhook {webhook}"),
+                format!("request to disabled or deleted webhook {webhook}"),
             ));
         }
         let delivery = req.delivery.0;
@@ -737,31 +948,33 @@ impl Checker {
         }
         // Attempts follow each other; after a crash the attempt in flight (per the
         // surviving records) is repeated with the same number.
-        let finished = d.finished.map_or(0, |(attempt, _)| attempt);
-        if req.attempt != finished + 1 {
+        if req.attempt != d.next_attempt {
             return Err(self.violation(
                 now_ms,
                 Invariant::AttemptBudget,
                 format!(
-                    "delivery {delivery} sends attempt {} after the outcome of attempt {finished}",
-                    req.attempt
+                    "delivery {delivery} sends attempt {}; attempt {} was expected (last outcome {:?})",
+                    req.attempt, d.next_attempt, d.finished
                 ),
             ));
         }
-        if req.attempt > truth.attempts_max() {
+        // The schedule's budget, or the one a manual retry granted.
+        if req.attempt > d.attempts_max {
             return Err(self.violation(
                 now_ms,
                 Invariant::AttemptBudget,
                 format!(
-                    "delivery {delivery} sends attempt {}; its schedule allows {}",
+                    "delivery {delivery} sends attempt {}; its budget is {} (schedule: {})",
                     req.attempt,
+                    d.attempts_max,
                     truth.attempts_max()
                 ),
             ));
         }
-        let due = match d.finished {
-            None => d.accepted_at_ms,
-            Some((attempt, at_ms)) => {
+        let due = match (d.requeued_due_ms, d.finished) {
+            (Some(due), _) => due,
+            (None, None) => d.accepted_at_ms,
+            (None, Some((attempt, at_ms))) => {
                 let previous = self
                     .outcomes
                     .get(&(delivery, attempt))
@@ -853,8 +1066,10 @@ impl Checker {
         // An operational event that did not survive never existed: nobody saw it (its
         // deliveries waited for durability), and the dispatcher may reuse its id.
         let accepted = &self.view.accepted_events;
-        self.events
-            .retain(|id, e| e.event_type != WEBHOOK_DISABLED_EVENT || accepted.contains(id));
+        self.events.retain(|id, e| {
+            let generated = e.event_type == WEBHOOK_DISABLED_EVENT || id.starts_with("evt_test_");
+            !generated || accepted.contains(id)
+        });
         // Durability: every acknowledged event survives.
         let lost: Vec<&String> = self
             .events
@@ -889,6 +1104,7 @@ impl Checker {
         for reason in self.view.disabled.values() {
             match reason.as_str() {
                 "gone" => tally.disabled_gone += 1,
+                "manual" => tally.disabled_manual += 1,
                 _ => tally.disabled_failing += 1,
             }
         }

@@ -130,6 +130,8 @@ pub struct Stats {
     pub crashes: u64,
     /// Checkpoints written.
     pub checkpoints: u64,
+    /// Management operations performed.
+    pub manual_ops: u64,
     /// Virtual time covered.
     pub virtual_ms: u64,
     /// Digest of every record and request the dispatcher emitted.
@@ -161,6 +163,8 @@ pub struct SimConfig {
     pub crashes_max: u32,
     /// Most checkpoints per run.
     pub checkpoints_max: u32,
+    /// Most management operations per run (webhook changes, manual re-delivery).
+    pub manual_ops_max: u32,
     /// Chance of a crash after any step (until `crashes_max` is reached).
     pub crash_per_step_p: f64,
     /// Virtual time after the last publish during which retries play out.
@@ -179,6 +183,7 @@ impl Default for SimConfig {
             limits: ScenarioLimits::default(),
             crashes_max: 3,
             checkpoints_max: 3,
+            manual_ops_max: 4,
             crash_per_step_p: 0.002,
             // Longest default path: six retries each pushed to 24 h by Retry-After, plus
             // outages of up to eight days and the five-day auto-disable.

@@ -35,6 +35,9 @@ struct Args {
     /// Most events per run.
     #[arg(long)]
     events_max: Option<u32>,
+    /// Most management operations per run.
+    #[arg(long)]
+    manual_ops_max: Option<u32>,
     /// Print every action, record and request of the run to stderr.
     #[arg(long)]
     trace: bool,
@@ -54,6 +57,9 @@ fn config_flags(args: &Args) -> String {
     }
     if let Some(n) = args.events_max {
         flags += &format!(" --events-max {n}");
+    }
+    if let Some(n) = args.manual_ops_max {
+        flags += &format!(" --manual-ops-max {n}");
     }
     flags
 }
@@ -79,24 +85,29 @@ fn main() -> ExitCode {
         config.checkpoints_max = n;
     }
     config.trace = args.trace;
+    if let Some(n) = args.manual_ops_max {
+        config.manual_ops_max = n;
+    }
     if let Some(n) = args.events_max {
         config.limits.events_max = n.max(1);
     }
     let progress_every = (count / 10).max(1);
     let mut total = herald_sim::checker::Tally::default();
-    let (mut sends, mut crashes, mut checkpoints) = (0, 0, 0);
+    let (mut sends, mut crashes, mut checkpoints, mut manual_ops) = (0, 0, 0, 0);
     for (done, seed) in (first..first.saturating_add(count)).enumerate() {
         match run_seed_with(seed, &config) {
             Ok(stats) => {
                 sends += stats.sends;
                 crashes += stats.crashes;
                 checkpoints += stats.checkpoints;
+                manual_ops += stats.manual_ops;
                 let t = &stats.tally;
                 total.success += t.success;
                 total.failed += t.failed;
                 total.exhausted += t.exhausted;
                 total.disabled_gone += t.disabled_gone;
                 total.disabled_failing += t.disabled_failing;
+                total.disabled_manual += t.disabled_manual;
                 total.repeats += t.repeats;
                 if args.verbose {
                     println!(
@@ -125,8 +136,14 @@ fn main() -> ExitCode {
         }
     }
     println!(
-        "requests={sends} crashes={crashes} checkpoints={checkpoints} repeats_after_crash={} deliveries: success={} failed={} exhausted={}; webhooks disabled: gone={} failing_too_long={}",
-        total.repeats, total.success, total.failed, total.exhausted, total.disabled_gone, total.disabled_failing
+        "requests={sends} crashes={crashes} checkpoints={checkpoints} manual_ops={manual_ops} repeats_after_crash={} deliveries: success={} failed={} exhausted={}; webhooks disabled at the end: gone={} failing_too_long={} manual={}",
+        total.repeats,
+        total.success,
+        total.failed,
+        total.exhausted,
+        total.disabled_gone,
+        total.disabled_failing,
+        total.disabled_manual
     );
     println!("seeds={count} violations=0");
     ExitCode::SUCCESS

@@ -102,7 +102,8 @@ pub fn filter_matches(filter: &str, event_type: &str) -> bool {
     }
 }
 
-fn random_filter(rng: &mut impl Rng) -> String {
+/// A random filter over [`EVENT_TYPES`]: mostly exact, sometimes `prefix.*` or `*`.
+pub fn random_filter(rng: &mut impl Rng) -> String {
     let event_type = EVENT_TYPES[rng.gen_range(0..EVENT_TYPES.len())];
     match rng.gen_range(0..10) {
         0 => "*".to_string(),

@@ -4,18 +4,18 @@ use std::collections::BTreeMap;
 
 use herald_core::record::Record;
 use herald_core::{
-    AppendId, Command, Dispatcher, DispatcherConfig, EndpointLimits, EventFilter, EventId,
-    EventType, NewEvent, Outcome, SendRequest, TenantId, WebhookId, WebhookSpec,
-    API_VERSION_DEFAULT,
+    AppendId, Command, DisableReason, Dispatcher, DispatcherConfig, EndpointLimits, EventFilter,
+    EventId, EventType, NewEvent, Outcome, SendRequest, TenantId, WebhookId, WebhookSpec,
+    WebhookStatus, API_VERSION_DEFAULT,
 };
 use herald_http::Url;
 use herald_sign::{generate_secret, public_key, Scheme, Verifier};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
-use crate::checker::Checker;
+use crate::checker::{Checker, ManualOp};
 use crate::endpoint::Answer;
-use crate::scenario::{Scenario, WebhookPlan};
+use crate::scenario::{random_filter, Scenario, WebhookPlan, EVENT_TYPES};
 use crate::{InjectedBug, Invariant, SimConfig, Stats, Violation};
 
 const DAY_MS: u64 = 24 * 3_600_000;
@@ -39,6 +39,8 @@ enum Action {
     Crash,
     /// The driver writes a checkpoint; recovery starts from the last durable one.
     Checkpoint,
+    /// A management operation: webhook change or manual re-delivery.
+    Manage,
 }
 
 /// One journal frame as the simulated disk holds it: encoded, as the real journal would.
@@ -77,6 +79,8 @@ struct Sim<'a> {
     unacked: Vec<(AppendId, usize)>,
     receivers: BTreeMap<String, Receiver>,
     plans: BTreeMap<String, WebhookPlan>,
+    /// The spec each webhook was last given, for updates.
+    specs: BTreeMap<String, (TenantId, WebhookId, WebhookSpec)>,
     stats: Stats,
     trace: Fnv,
 }
@@ -130,6 +134,7 @@ impl<'a> Sim<'a> {
             unacked: Vec::new(),
             receivers: BTreeMap::new(),
             plans: BTreeMap::new(),
+            specs: BTreeMap::new(),
             stats: Stats {
                 seed,
                 ..Stats::default()
@@ -137,11 +142,13 @@ impl<'a> Sim<'a> {
             trace: Fnv(0xcbf2_9ce4_8422_2325),
             scenario,
         };
+        sim.checker.manual(ManualOp::Setup);
         sim.create_webhooks()
             .map_err(|detail| sim.violation(Invariant::Setup, detail))?;
         // Creating a webhook returns once its record is durable, like a publish.
         sim.pump()?;
         sim.sync();
+        sim.checker.manual_done();
         for index in 0..sim.scenario.events.len() {
             let at = sim.scenario.events[index].at_ms;
             sim.schedule(at, Action::Publish(index));
@@ -152,6 +159,13 @@ impl<'a> Sim<'a> {
                     .rng
                     .gen_range(0..config.limits.publish_window_ms + DAY_MS);
             sim.schedule(at, Action::Checkpoint);
+        }
+        for _ in 0..sim.rng.gen_range(0..=config.manual_ops_max) {
+            let at = start_ms
+                + sim
+                    .rng
+                    .gen_range(0..config.limits.publish_window_ms + DAY_MS);
+            sim.schedule(at, Action::Manage);
         }
         let crashes = sim.rng.gen_range(0..=config.crashes_max);
         for _ in 0..crashes {
@@ -219,10 +233,15 @@ impl<'a> Sim<'a> {
             )?;
             let id = parse(WebhookId::parse(&plan.id), "webhook id")?;
             parse(
-                self.dispatcher
-                    .upsert_webhook(self.now_ms, tenant, id, spec),
+                self.dispatcher.upsert_webhook(
+                    self.now_ms,
+                    tenant.clone(),
+                    id.clone(),
+                    spec.clone(),
+                ),
                 "upsert",
             )?;
+            self.specs.insert(plan.id.clone(), (tenant, id, spec));
             self.receivers.insert(
                 plan.id.clone(),
                 Receiver {
@@ -332,6 +351,7 @@ impl<'a> Sim<'a> {
             }
             Action::Crash => self.crash(),
             Action::Checkpoint => self.checkpoint(),
+            Action::Manage => self.manage(),
         }
     }
 
@@ -567,6 +587,145 @@ impl<'a> Sim<'a> {
         self.pump()
     }
 
+    /// Performs a random management operation, acknowledged once its records are durable.
+    fn manage(&mut self) -> Result<(), Violation> {
+        let live: Vec<String> = self
+            .specs
+            .keys()
+            .filter(|w| !self.checker.is_deleted(w))
+            .cloned()
+            .collect();
+        if live.is_empty() {
+            return Ok(());
+        }
+        let webhook = live[self.rng.gen_range(0..live.len())].clone();
+        let disabled = self.checker.is_disabled(&webhook);
+        let op = match self.rng.gen_range(0..12) {
+            0..=1 if !disabled => ManualOp::Disable(webhook),
+            0..=3 if disabled => ManualOp::Enable(webhook),
+            2..=3 => ManualOp::Update {
+                webhook,
+                filters: (0..self.rng.gen_range(1..=3))
+                    .map(|_| random_filter(&mut self.rng))
+                    .collect(),
+            },
+            4 => ManualOp::Delete(webhook),
+            5..=7 => {
+                let candidates: Vec<u64> = self
+                    .checker
+                    .deliveries()
+                    // Succeeded deliveries cannot be retried; try the others.
+                    .filter(|(_, w, status)| *w == webhook && *status != Some("success"))
+                    .map(|(id, _, _)| id)
+                    .collect();
+                if candidates.is_empty() {
+                    return Ok(());
+                }
+                ManualOp::Retry(candidates[self.rng.gen_range(0..candidates.len())])
+            }
+            8..=9 => ManualOp::Resend {
+                webhook,
+                since_ms: self.scenario.start_ms
+                    + self.rng.gen_range(0..=self.now_ms - self.scenario.start_ms),
+            },
+            _ => ManualOp::TestEvent {
+                webhook,
+                event_type: EVENT_TYPES[self.rng.gen_range(0..EVENT_TYPES.len())].to_string(),
+            },
+        };
+        if self.config.trace {
+            eprintln!("{} manage {op:?}", self.now_ms);
+        }
+        self.checker.manual(op.clone());
+        let now = self.now_ms;
+        let refused = match &op {
+            ManualOp::Disable(w) | ManualOp::Enable(w) | ManualOp::Update { webhook: w, .. } => {
+                let Some((tenant, id, spec)) = self.specs.get_mut(w) else {
+                    return Ok(());
+                };
+                match &op {
+                    ManualOp::Disable(_) => {
+                        spec.status = WebhookStatus::Disabled {
+                            reason: DisableReason::Manual,
+                            at_ms: now,
+                        }
+                    }
+                    ManualOp::Enable(_) => spec.status = WebhookStatus::Active,
+                    ManualOp::Update { filters, .. } => {
+                        spec.filters = filters
+                            .iter()
+                            .filter_map(|f| EventFilter::parse(f).ok())
+                            .collect();
+                        spec.status = if disabled {
+                            WebhookStatus::Disabled {
+                                reason: DisableReason::Manual,
+                                at_ms: now,
+                            }
+                        } else {
+                            WebhookStatus::Active
+                        };
+                    }
+                    _ => {}
+                }
+                let result =
+                    self.dispatcher
+                        .upsert_webhook(now, tenant.clone(), id.clone(), spec.clone());
+                result.map(|_| ()).map_err(|e| e.to_string()).err()
+            }
+            ManualOp::Delete(w) => {
+                let Some((tenant, id, _)) = self.specs.get(w) else {
+                    return Ok(());
+                };
+                let result = self.dispatcher.delete_webhook(now, tenant, id);
+                result.map(|_| ()).map_err(|e| e.to_string()).err()
+            }
+            ManualOp::Retry(delivery) => {
+                let tenant = self
+                    .specs
+                    .get(&webhook_of(&self.checker, *delivery))
+                    .map(|s| s.0.clone());
+                match tenant {
+                    Some(tenant) => {
+                        // Refusals (in progress, succeeded, disabled) are answers, not faults.
+                        let _ = self.dispatcher.retry_delivery(
+                            now,
+                            &tenant,
+                            herald_core::DeliveryId(*delivery),
+                        );
+                    }
+                    None => return Ok(()),
+                }
+                None
+            }
+            ManualOp::Setup => None,
+            ManualOp::Resend { webhook, since_ms } => {
+                if let Some((tenant, id, _)) = self.specs.get(webhook) {
+                    let _ = self.dispatcher.resend_failed(now, tenant, id, *since_ms);
+                }
+                None
+            }
+            ManualOp::TestEvent {
+                webhook,
+                event_type,
+            } => {
+                if let (Some((tenant, id, _)), Ok(event_type)) =
+                    (self.specs.get(webhook), EventType::parse(event_type))
+                {
+                    let _ = self.dispatcher.send_test_event(now, tenant, id, event_type);
+                }
+                None
+            }
+        };
+        if let Some(error) = refused {
+            return Err(self.violation(Invariant::Setup, format!("{op:?} refused: {error}")));
+        }
+        self.stats.manual_ops += 1;
+        self.pump()?;
+        self.sync();
+        self.checker.manual_done();
+        Ok(())
+    }
+
     /// Writes a checkpoint frame. Commands are drained after every step, so the
     /// checkpoint follows every record it summarises.
     fn checkpoint(&mut self) -> Result<(), Violation> {
@@ -604,6 +763,15 @@ impl<'a> Sim<'a> {
         }
         Ok(())
     }
+}
+
+/// The webhook of a delivery the checker knows (empty if unknown).
+fn webhook_of(checker: &Checker, delivery: u64) -> String {
+    checker
+        .deliveries()
+        .find(|(id, _, _)| *id == delivery)
+        .map(|(_, w, _)| w.to_string())
+        .unwrap_or_default()
 }
 
 /// rkyv needs aligned payloads; the journal guarantees 16-byte alignment, so do the same.

@@ -79,3 +79,36 @@ fn injected_bugs_are_caught() {
         }
     }
 }
+
+#[test]
+fn a_run_that_does_not_end_is_a_violation() {
+    // steps_max is the simulator's own limit: a dispatcher that keeps asking to be woken
+    // up (or endless retries) must fail the run rather than hang it.
+    let config = SimConfig {
+        steps_max: 3,
+        ..SimConfig::default()
+    };
+    let violation = (0..20)
+        .find_map(|seed| run_seed_with(seed, &config).err())
+        .expect("some seed needs more than 3 steps");
+    assert_eq!(violation.invariant, Invariant::Progress);
+}
+
+#[test]
+fn management_operations_and_crashes_together_hold() {
+    let config = SimConfig {
+        manual_ops_max: 20,
+        crashes_max: 10,
+        crash_per_step_p: 0.05,
+        checkpoints_max: 10,
+        ..SimConfig::default()
+    };
+    let mut manual_ops = 0;
+    for seed in 0..60 {
+        match run_seed_with(seed, &config) {
+            Ok(stats) => manual_ops += stats.manual_ops,
+            Err(violation) => panic!("{violation}"),
+        }
+    }
+    assert!(manual_ops > 100, "only {manual_ops} management operations");
+}
