@@ -588,3 +588,26 @@ fn an_unanswered_connect_hits_the_connect_timeout() {
         "{error}"
     );
 }
+
+#[test]
+fn the_stale_connection_retry_happens_at_most_once() {
+    let receiver = plain_receiver(Behavior::OnlyFirstAnswered);
+    let url = receiver.url("http", "/");
+    let (first, second, stats) = run(move || async move {
+        let client = HttpClient::new(loopback_config(TrustAnchors::empty()));
+        let first = client.send(OutboundRequest::new(url.clone(), body())).await;
+        let second = client.send(OutboundRequest::new(url, body())).await;
+        (
+            first.map(|r| r.status),
+            second.map(|r| r.status),
+            client.stats(),
+        )
+    });
+    assert_eq!(first, Ok(200));
+    assert!(
+        matches!(second, Err(TransportError::Connection(_))),
+        "{second:?}"
+    );
+    assert_eq!(stats.stale_retries, 1);
+    assert_eq!(receiver.accepted(), 2, "one retry, on one fresh connection");
+}

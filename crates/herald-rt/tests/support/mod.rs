@@ -59,6 +59,9 @@ pub enum Behavior {
     TrailingGarbage,
     /// 200 keep-alive, then 30 ms later bytes nobody asked for.
     LateGarbage,
+    /// Answer only the first request of the first connection; close everything else
+    /// without answering.
+    OnlyFirstAnswered,
 }
 
 /// A request as the receiver saw it.
@@ -263,6 +266,12 @@ fn serve<S: Read + Write>(
                         return;
                     }
                 }
+            }
+            Behavior::OnlyFirstAnswered => {
+                if connection > 0 || on_this_connection >= 2 {
+                    return;
+                }
+                stream.write_all(ok_keep_alive)
             }
             Behavior::DropSecondRequest => {
                 if on_this_connection >= 2 {
