@@ -297,12 +297,11 @@ impl Shard {
             let ready_now = (!self.intake.is_empty() && self.acks.len() < ACKS_MAX)
                 || !self.finished.borrow().is_empty()
                 || deadline.is_some_and(|d| d <= now);
-            if ready_now {
-                // Let send tasks and the reactor run before the next turn.
+            // With work at hand, or a notification that arrived during the turn, go round
+            // again, but let send tasks and the reactor run first: a stream of foreign
+            // notifications must not starve them.
+            if ready_now || !self.wake.prepare_sleep() {
                 futures_lite::future::yield_now().await;
-                continue;
-            }
-            if !self.wake.prepare_sleep() {
                 continue;
             }
             let sleep_ms = deadline
@@ -650,6 +649,7 @@ impl Shard {
                 break;
             }
             if !self.wake.prepare_sleep() {
+                futures_lite::future::yield_now().await;
                 continue;
             }
             futures_lite::future::or(
