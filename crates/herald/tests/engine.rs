@@ -59,6 +59,20 @@ fn verify(received: &Received, scheme: &Scheme, secret: &str, url: &str) {
         .unwrap_or_else(|e| panic!("signature of {} does not verify: {e}", received.path));
 }
 
+/// Waits until every delivery of `tenant` has ended (the receiver sees a request before
+/// the engine sees its response).
+fn settle(herald: &Herald, tenant: &TenantId) {
+    support::wait_for(WAIT, || {
+        let page = herald
+            .deliveries(DeliveryQuery {
+                limit: 1000,
+                ..DeliveryQuery::tenant(tenant.clone())
+            })
+            .unwrap();
+        page.items.iter().all(|r| r.status.is_final()).then_some(())
+    });
+}
+
 struct Hook {
     path: &'static str,
     tenant: &'static str,
@@ -166,10 +180,17 @@ fn every_matching_webhook_receives_each_event_signed_and_webhooks_survive_restar
     assert_eq!(expected.len(), 8, "the table above expects 8 deliveries");
 
     let received = receiver.wait_until(WAIT, |r| r.len() >= expected.len());
-    // Everything is delivered once the log says so; nothing more may have arrived.
+    // The receiver sees a request before the engine sees its response: wait for the log
+    // to show every delivery settled, then nothing more may have arrived.
     for t in ["acme", "globex", "initech"] {
-        let page = herald.deliveries(DeliveryQuery::tenant(tenant(t))).unwrap();
-        for record in &page.items {
+        let items = support::wait_for(WAIT, || {
+            let page = herald.deliveries(DeliveryQuery::tenant(tenant(t))).unwrap();
+            page.items
+                .iter()
+                .all(|r| r.status.is_final())
+                .then_some(page.items)
+        });
+        for record in &items {
             assert_eq!(record.status, DeliveryStatus::Success, "{record:?}");
             assert_eq!(record.response_status, Some(200));
         }
@@ -543,6 +564,9 @@ fn checkpoints_keep_state_across_restarts() {
         }
     }
     receiver.wait_until(WAIT, |r| r.len() >= 120);
+    for name in tenants {
+        settle(&herald, &tenant(name));
+    }
     herald.shutdown().unwrap();
     // Checkpoints let old segments go: each shard wrote several 64 KiB segments' worth
     // of records, and the journal no longer starts at its first record.
