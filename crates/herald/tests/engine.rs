@@ -771,3 +771,30 @@ fn manual_operations_and_webhook_changes() {
     assert!(deliveries_of(&orphan).is_empty());
     herald.shutdown().unwrap();
 }
+
+#[test]
+fn a_data_directory_keeps_its_shard_count() {
+    let dir = tempfile::tempdir().unwrap();
+    let acme = tenant("acme");
+    let herald = engine(dir.path(), 2);
+    let standard = secret(&Scheme::Standard, 14);
+    let webhook = herald
+        .create_webhook(
+            &acme,
+            spec("http://127.0.0.1:9/x", &["*"], Scheme::Standard, &standard),
+        )
+        .unwrap();
+    herald.shutdown().unwrap();
+    for shards in [1, 3] {
+        let error = Herald::builder()
+            .data_dir(dir.path())
+            .shards(shards)
+            .start()
+            .expect_err("another shard count would route tenants to the wrong journals");
+        assert_eq!(error.fault(), Fault::Caller, "{error}");
+        assert!(error.to_string().contains("shards=2"), "{error}");
+    }
+    let herald = engine(dir.path(), 2);
+    assert!(herald.webhook(&acme, &webhook).unwrap().is_some());
+    herald.shutdown().unwrap();
+}

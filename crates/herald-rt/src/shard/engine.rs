@@ -148,6 +148,77 @@ pub struct Engine {
     shut_down: AtomicBool,
 }
 
+/// Name of the file that records how a data directory is sharded.
+pub const LAYOUT_FILE: &str = "herald-layout";
+
+/// Tenants are routed by `shard_of(tenant, shards)`, so a data directory only makes
+/// sense with the shard count it was written with: a different count would look for
+/// tenants in the wrong journals and silently "lose" them. The first successful start
+/// records the layout; later starts must match it. Returns whether it must be recorded.
+fn check_layout(data_dir: &std::path::Path, shards: usize) -> Result<bool, StartError> {
+    let path = data_dir.join(LAYOUT_FILE);
+    let expected = layout(shards);
+    let storage = |message: String| StartError::Storage { shard: 0, message };
+    match std::fs::read_to_string(&path) {
+        Ok(found) if found == expected => Ok(false),
+        Ok(found) => Err(StartError::Config(format!(
+            "{} was written with layout {:?}; this engine is configured for {:?} \
+             (start with the recorded shard count)",
+            data_dir.display(),
+            found.trim().replace('\n', " "),
+            expected.trim().replace('\n', " ")
+        ))),
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => {
+            // A directory from before layouts were recorded: its shard directories tell.
+            let existing = existing_shard_dirs(data_dir)
+                .map_err(|error| storage(format!("listing {}: {error}", data_dir.display())))?;
+            if existing != 0 && existing != shards {
+                return Err(StartError::Config(format!(
+                    "{} holds {existing} shard directories; this engine is configured for \
+                     {shards} shards (start with {existing})",
+                    data_dir.display()
+                )));
+            }
+            Ok(true)
+        }
+        Err(error) => Err(storage(format!("reading {}: {error}", path.display()))),
+    }
+}
+
+fn layout(shards: usize) -> String {
+    format!("routing=fnv1a64\nshards={shards}\n")
+}
+
+fn write_layout(data_dir: &std::path::Path, shards: usize) -> Result<(), StartError> {
+    let path = data_dir.join(LAYOUT_FILE);
+    // Write to a temporary name and rename, so a crash never leaves half a file.
+    let temporary = data_dir.join(format!("{LAYOUT_FILE}.tmp"));
+    std::fs::write(&temporary, layout(shards).as_bytes())
+        .and_then(|()| std::fs::File::open(&temporary)?.sync_all())
+        .and_then(|()| std::fs::rename(&temporary, &path))
+        .and_then(|()| std::fs::File::open(data_dir)?.sync_all())
+        .map_err(|error| StartError::Storage {
+            shard: 0,
+            message: format!("writing {}: {error}", path.display()),
+        })
+}
+
+/// How many shards an existing directory was written with (highest `shard-<i>` + 1).
+fn existing_shard_dirs(data_dir: &std::path::Path) -> std::io::Result<usize> {
+    let mut count = 0;
+    for entry in std::fs::read_dir(data_dir)? {
+        let name = entry?.file_name();
+        let index = name
+            .to_str()
+            .and_then(|name| name.strip_prefix("shard-"))
+            .and_then(|index| index.parse::<usize>().ok());
+        if let Some(index) = index {
+            count = count.max(index + 1);
+        }
+    }
+    Ok(count)
+}
+
 fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
     if let Some(text) = panic.downcast_ref::<&str>() {
         format!("shard panicked: {text}")
@@ -187,6 +258,7 @@ impl Engine {
             shard: 0,
             message: format!("creating {}: {error}", config.data_dir.display()),
         })?;
+        let record_layout = check_layout(&config.data_dir, config.shards)?;
         let io_memory = config
             .io_memory_bytes
             .clamp(IO_MEMORY_BYTES_MIN, IO_MEMORY_BYTES_MAX);
@@ -281,6 +353,12 @@ impl Engine {
                             .join("; "),
                     });
                 }
+            }
+        }
+        if record_layout {
+            if let Err(error) = write_layout(&config.data_dir, config.shards) {
+                engine.shutdown();
+                return Err(error);
             }
         }
         Ok(engine)
