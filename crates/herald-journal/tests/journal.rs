@@ -438,3 +438,26 @@ proptest::proptest! {
         }
     }
 }
+
+#[test]
+fn handles_cross_threads() {
+    fn assert_send<T: Send>() {}
+    fn assert_send_sync<T: Send + Sync + Clone>() {}
+    // A shard may open its journal and then move it to its own thread; foreign
+    // threads wait on a DurableHandle.
+    assert_send::<Journal>();
+    assert_send_sync::<herald_journal::DurableHandle>();
+    let dir = tempfile::tempdir().unwrap();
+    let (mut journal, _) = Journal::open(config(dir.path())).unwrap();
+    let seq = journal.append(1, 1, b"x").unwrap();
+    let handle = journal.durable_handle();
+    let waiter = std::thread::spawn(move || handle.wait_durable(seq, Duration::from_secs(30)));
+    let mut journal = std::thread::spawn(move || {
+        journal.sync().unwrap();
+        journal
+    })
+    .join()
+    .unwrap();
+    assert!(waiter.join().unwrap().unwrap() >= seq);
+    assert_eq!(journal.append(1, 1, b"y").unwrap(), seq + 1);
+}
