@@ -202,6 +202,21 @@ pub fn engine(
     shards: usize,
     extra_ca_pems: &[&std::path::Path],
 ) -> herald::Herald {
+    engine_with(
+        dir,
+        shards,
+        extra_ca_pems,
+        herald::DispatcherConfig::default(),
+    )
+}
+
+/// [`engine`] with a dispatcher policy.
+pub fn engine_with(
+    dir: &std::path::Path,
+    shards: usize,
+    extra_ca_pems: &[&std::path::Path],
+    dispatcher: herald::DispatcherConfig,
+) -> herald::Herald {
     let mut builder = herald::Herald::builder()
         .data_dir(dir)
         .shards(shards)
@@ -211,6 +226,7 @@ pub fn engine(
     for path in extra_ca_pems {
         builder = builder.extra_ca_pem(path);
     }
+    builder = builder.dispatcher_config(dispatcher);
     builder.start().expect("the engine starts")
 }
 
