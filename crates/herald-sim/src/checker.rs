@@ -42,6 +42,8 @@ struct WebhookTruth {
     filters: Vec<String>,
     retry_delays_ms: Vec<u64>,
     in_flight_max: u32,
+    /// (requests per second, burst).
+    rate: Option<(u32, u32)>,
 }
 
 impl WebhookTruth {
@@ -165,6 +167,9 @@ pub struct Checker {
     pub repeats: u64,
     /// The management operation in progress, if any.
     op: Option<ManualOp>,
+    /// Token buckets of rate-limited webhooks: (thousandths of a token, as of when). A
+    /// webhook without an entry has a full bucket (created, re-enabled or restarted).
+    buckets: BTreeMap<String, (u64, u64)>,
 }
 
 /// How the deliveries of a run ended, and what the run exercised.
@@ -202,6 +207,7 @@ impl Checker {
                         .clone()
                         .unwrap_or_else(|| DEFAULT_RETRY_DELAYS_MS.to_vec()),
                     in_flight_max: w.in_flight_max,
+                    rate: w.rate,
                 },
             );
             url_to_webhook.insert(w.url.clone(), w.id.clone());
@@ -236,6 +242,7 @@ impl Checker {
             attempt_sent_max: BTreeMap::new(),
             repeats: 0,
             op: None,
+            buckets: BTreeMap::new(),
         }
     }
 
@@ -642,6 +649,9 @@ impl Checker {
             && (self.view.disabled.contains_key(&id) || !self.view.healthy_at_ms.contains_key(&id));
         if enabling {
             // Created or re-enabled: a clean health record.
+            if live {
+                self.buckets.remove(&id);
+            }
             self.view.gone_seen.remove(&id);
             self.view.healthy_at_ms.insert(id.clone(), r.at_ms);
         }
@@ -1018,6 +1028,24 @@ impl Checker {
                 ),
             ));
         }
+        if let Some((per_s, burst)) = truth.rate {
+            // The rate limit, modelled independently: a bucket of `burst` tokens refilled
+            // at `per_s` per second; each request takes one.
+            let cap = u64::from(burst) * 1000;
+            let (tokens, at_ms) = self.buckets.get(&webhook).copied().unwrap_or((cap, now_ms));
+            let tokens = (tokens + now_ms.saturating_sub(at_ms) * u64::from(per_s)).min(cap);
+            if tokens < 1000 {
+                return Err(self.violation(
+                    now_ms,
+                    Invariant::RateLimit,
+                    format!(
+                        "request to {webhook} exceeds its rate limit ({per_s}/s, burst {burst}): {tokens}/1000 of a token left"
+                    ),
+                ));
+            }
+            self.buckets
+                .insert(webhook.clone(), (tokens - 1000, now_ms));
+        }
         self.delivery_in_flight.insert(delivery, req.attempt);
         let sent_max = self.attempt_sent_max.entry(delivery).or_default();
         if req.attempt <= *sent_max {
@@ -1059,6 +1087,8 @@ impl Checker {
     pub fn crashed(&mut self, now_ms: u64, survivors: &[Record]) -> Result<(), Violation> {
         self.in_flight.clear();
         self.delivery_in_flight.clear();
+        // A restarted dispatcher starts with full buckets.
+        self.buckets.clear();
         self.view = View::default();
         for record in survivors {
             self.record(now_ms, record, false)?;

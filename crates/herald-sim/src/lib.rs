@@ -44,6 +44,8 @@ pub enum Invariant {
     AttemptBudget,
     /// Never more requests in flight to a webhook than its cap.
     InFlightCap,
+    /// Never more requests to a webhook than its rate limit's token bucket allows.
+    RateLimit,
     /// Every acknowledged event reaches every matching active webhook, or the delivery
     /// ends exhausted, failed by a final answer, or by the webhook being disabled — and
     /// nothing ends without such a cause.
@@ -70,6 +72,7 @@ impl Invariant {
             Invariant::EarlyAttempt => "no-early-attempt",
             Invariant::AttemptBudget => "attempt-budget",
             Invariant::InFlightCap => "in-flight-cap",
+            Invariant::RateLimit => "rate-limit",
             Invariant::Delivered => "delivered-or-ended-by-rules",
             Invariant::Durability => "durability",
             Invariant::Outcome => "outcome-rules",
@@ -152,6 +155,8 @@ pub enum InjectedBug {
     CrossTenant,
     /// A crash loses the last durable frames.
     ForgetDurable,
+    /// The dispatcher is configured with a looser rate limit than the webhook's.
+    LooseRateLimit,
 }
 
 /// Knobs of a run.

@@ -58,6 +58,8 @@ pub struct WebhookPlan {
     pub in_flight_max: u32,
     /// Request timeout.
     pub request_timeout_ms: u64,
+    /// Token-bucket rate limit: (requests per second, burst).
+    pub rate: Option<(u32, u32)>,
     /// How the endpoint behaves.
     pub behaviour: Behaviour,
 }
@@ -144,6 +146,9 @@ impl Scenario {
                     retry_delays_ms,
                     in_flight_max: [1, 2, 4, 16][rng.gen_range(0..4)],
                     request_timeout_ms: [5_000, 10_000, 30_000][rng.gen_range(0..3)],
+                    rate: rng
+                        .gen_bool(0.25)
+                        .then(|| ([1, 2, 5, 20][rng.gen_range(0..4)], rng.gen_range(1..=5))),
                     behaviour: Behaviour::random(rng, start_ms),
                 });
             }

@@ -225,6 +225,16 @@ impl<'a> Sim<'a> {
             spec.limits = EndpointLimits {
                 in_flight_max: plan.in_flight_max,
                 request_timeout_ms: plan.request_timeout_ms,
+                rate: plan.rate.map(|(per_s, burst)| {
+                    if self.config.bug == Some(InjectedBug::LooseRateLimit) {
+                        herald_core::RateLimit {
+                            per_s: per_s * 4,
+                            burst: burst + 1,
+                        }
+                    } else {
+                        herald_core::RateLimit { per_s, burst }
+                    }
+                }),
                 ..EndpointLimits::default()
             };
             let tenant = parse(

@@ -52,6 +52,7 @@ fn injected_bugs_are_caught() {
             &[Invariant::AttemptBudget, Invariant::InFlightCap][..],
         ),
         (InjectedBug::CrossTenant, &[Invariant::TenantIsolation][..]),
+        (InjectedBug::LooseRateLimit, &[Invariant::RateLimit][..]),
         (
             InjectedBug::ForgetDurable,
             &[Invariant::Durability, Invariant::Routing][..],
