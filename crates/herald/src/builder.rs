@@ -46,6 +46,7 @@ pub struct Builder {
     shutdown_grace_ms: Option<u64>,
     checkpoint_records: Option<u64>,
     checkpoint_interval_ms: Option<u64>,
+    awaiting_durable_max: Option<usize>,
 }
 
 impl Default for Builder {
@@ -66,6 +67,7 @@ impl Default for Builder {
             shutdown_grace_ms: None,
             checkpoint_records: None,
             checkpoint_interval_ms: None,
+            awaiting_durable_max: None,
         }
     }
 }
@@ -178,6 +180,14 @@ impl Builder {
         self
     }
 
+    /// Most requests per shard that were carried out and wait for the journal to become
+    /// durable before being answered (default 65,536; at least 1). Beyond it requests
+    /// stay queued, so a slow disk shows up as back-pressure.
+    pub fn awaiting_durable_max(mut self, requests: usize) -> Builder {
+        self.awaiting_durable_max = Some(requests);
+        self
+    }
+
     /// Opens (or creates) every shard's journal, replays it, and starts the shards.
     /// Returns once all are serving.
     pub fn start(self) -> Result<Herald, StartError> {
@@ -243,6 +253,9 @@ impl Builder {
         }
         if let Some(interval_ms) = self.checkpoint_interval_ms {
             shard.checkpoint_interval_ms = interval_ms;
+        }
+        if let Some(requests) = self.awaiting_durable_max {
+            shard.awaiting_durable_max = requests.max(1);
         }
         let engine = Engine::start(EngineConfig {
             data_dir,

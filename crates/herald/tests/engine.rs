@@ -798,3 +798,39 @@ fn a_data_directory_keeps_its_shard_count() {
     assert!(herald.webhook(&acme, &webhook).unwrap().is_some());
     herald.shutdown().unwrap();
 }
+
+#[test]
+fn a_slow_disk_turns_into_back_pressure() {
+    let dir = tempfile::tempdir().unwrap();
+    // Syncs happen a second apart (or after 256 records), so answers pile up: the shard
+    // carries out at most 4 requests that wait for the disk and leaves the rest queued
+    // (room for 4), after which hand-offs are refused.
+    let herald = Herald::builder()
+        .data_dir(dir.path())
+        .shards(1)
+        .intake_capacity(4)
+        .awaiting_durable_max(4)
+        .journal_group_delay_us(1_000_000)
+        .start()
+        .unwrap();
+    let acme = tenant("acme");
+    let mut receipts = Vec::new();
+    let refused = loop {
+        let event = Event::parse("tick", &serde_json::json!(receipts.len())).unwrap();
+        match herald.try_publish(&acme, event) {
+            Ok(receipt) => receipts.push(receipt),
+            Err(error) => break error,
+        }
+        assert!(
+            receipts.len() <= 8,
+            "more than 4 waiting + 4 queued were taken"
+        );
+    };
+    assert!(matches!(refused, Error::Backpressure { .. }), "{refused:?}");
+    assert!(receipts.len() >= 4, "at least the queue's worth is taken");
+    // Once the disk catches up, everything taken is answered.
+    for receipt in receipts {
+        receipt.wait().unwrap();
+    }
+    herald.shutdown().unwrap();
+}

@@ -64,6 +64,10 @@ pub const SHUTDOWN_GRACE_MS_DEFAULT: u64 = 5_000;
 pub const CHECKPOINT_RECORDS_DEFAULT: u64 = 200_000;
 /// …or this long after the previous one if anything was written since.
 pub const CHECKPOINT_INTERVAL_MS_DEFAULT: u64 = 5 * 60 * 1000;
+/// Default cap on answers waiting for the journal to become durable, per shard. Each
+/// request adds at most one, and requests stay in the intake queue while this many wait,
+/// so a stalled disk turns into back-pressure on callers rather than memory growth.
+pub const AWAITING_DURABLE_MAX_DEFAULT: usize = 65_536;
 /// Longest a parked shard sleeps without a deadline, so that idle keep-alive
 /// connections are closed and checkpoints are taken on a quiet shard.
 pub const IDLE_WAKE_MS: u64 = 5_000;
@@ -91,6 +95,9 @@ pub struct ShardConfig {
     pub checkpoint_records: u64,
     /// …or after this long with any record written.
     pub checkpoint_interval_ms: u64,
+    /// Most answers waiting for durability (at least 1); see
+    /// [`AWAITING_DURABLE_MAX_DEFAULT`].
+    pub awaiting_durable_max: usize,
 }
 
 impl ShardConfig {
@@ -109,6 +116,7 @@ impl ShardConfig {
             shutdown_grace_ms: SHUTDOWN_GRACE_MS_DEFAULT,
             checkpoint_records: CHECKPOINT_RECORDS_DEFAULT,
             checkpoint_interval_ms: CHECKPOINT_INTERVAL_MS_DEFAULT,
+            awaiting_durable_max: AWAITING_DURABLE_MAX_DEFAULT,
         }
     }
 }

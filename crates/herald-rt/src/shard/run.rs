@@ -39,11 +39,6 @@ pub(crate) struct ShardSetup {
     pub(crate) ready: mpsc::Sender<(usize, Result<(), StartError>)>,
 }
 
-/// Most replies waiting for durability in one shard. Each request adds at most one, and
-/// requests are left in the intake queue while this many wait, so a stalled disk turns
-/// into back-pressure on callers rather than memory growth.
-pub(crate) const ACKS_MAX: usize = 65_536;
-
 /// A reply waiting for its records to become durable.
 enum Ack {
     Unit(Reply<Result<(), Failure>>),
@@ -294,7 +289,8 @@ impl Shard {
             }
             let now = now_ms();
             let deadline = self.dispatcher.next_deadline_ms();
-            let ready_now = (!self.intake.is_empty() && self.acks.len() < ACKS_MAX)
+            let ready_now = (!self.intake.is_empty()
+                && self.acks.len() < self.config.awaiting_durable_max)
                 || !self.finished.borrow().is_empty()
                 || deadline.is_some_and(|d| d <= now);
             // With work at hand, or a notification that arrived during the turn, go round
@@ -321,7 +317,11 @@ impl Shard {
         let mut batch = std::mem::take(&mut self.batch);
         // While too many replies wait for the disk, leave requests in the intake queue:
         // callers then see back-pressure instead of the shard buffering without bound.
-        let room = ACKS_MAX.saturating_sub(self.acks.len());
+        let room = self
+            .config
+            .awaiting_durable_max
+            .max(1)
+            .saturating_sub(self.acks.len());
         self.intake
             .drain_into(self.config.intake_batch_max.max(1).min(room), &mut batch);
         let closing = self.status.is_closing();
