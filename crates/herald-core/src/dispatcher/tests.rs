@@ -1474,3 +1474,27 @@ mod random {
         }
     }
 }
+
+#[test]
+fn rate_limit_holds_after_outcomes() {
+    for in_flight_max in [1, 16] {
+        let mut s = spec(&["*"]);
+        s.limits.rate = Some(RateLimit { per_s: 5, burst: 1 });
+        s.limits.in_flight_max = in_flight_max;
+        let mut drv = one_webhook(DispatcherConfig::default(), s);
+        let t = tenant("acme");
+        drv.now = T0 + 191;
+        drv.d.accept_event(drv.now, &t, event("e0", "a.b")).unwrap();
+        let first = drv.step();
+        assert_eq!(first.len(), 1);
+        drv.now = T0 + 308;
+        drv.d.accept_event(drv.now, &t, event("e1", "a.b")).unwrap();
+        assert!(drv.step().is_empty());
+        drv.now = T0 + 326;
+        drv.reply(&first[0], status(201));
+        assert!(drv.step().is_empty(), "one token per 200 ms");
+        // Due at T0 + 391, fired on the wheel's next 10 ms boundary.
+        assert!(drv.advance_to(T0 + 390).is_empty());
+        assert_eq!(drv.advance_to(T0 + 400).len(), 1);
+    }
+}
