@@ -172,34 +172,40 @@ impl Latencies {
     }
 
     /// A connection ended: fold its histogram into the retired one so the live list
-    /// stays as long as the number of open connections.
+    /// stays as long as the number of open connections. Both locks are held together
+    /// (always live first, then retired) so that a concurrent [`Latencies::merged`]
+    /// sees every sample exactly once.
     pub(crate) fn retire(&self, histogram: &Arc<Mutex<Histogram<u64>>>) {
-        lock(&self.live).retain(|h| !Arc::ptr_eq(h, histogram));
+        let mut live = lock(&self.live);
+        let mut retired = lock(&self.retired);
+        live.retain(|h| !Arc::ptr_eq(h, histogram));
         let done = lock(histogram);
         if done.is_empty() {
             return;
         }
-        let mut retired = lock(&self.retired);
         let merged = retired.get_or_insert_with(new_histogram);
         // Same bounds on both sides: adding cannot fail.
         merged.add(&*done).expect("histograms share bounds");
     }
 
     pub(crate) fn merged(&self) -> Histogram<u64> {
+        let live = lock(&self.live);
+        let retired = lock(&self.retired);
         let mut merged = new_histogram();
-        if let Some(retired) = &*lock(&self.retired) {
+        if let Some(retired) = &*retired {
             merged.add(retired).expect("histograms share bounds");
         }
-        for live in lock(&self.live).iter() {
-            merged.add(&*lock(live)).expect("histograms share bounds");
+        for histogram in live.iter() {
+            merged.add(&*lock(histogram)).expect("histograms share bounds");
         }
         merged
     }
 
     pub(crate) fn reset(&self) {
+        let live = lock(&self.live);
         *lock(&self.retired) = None;
-        for live in lock(&self.live).iter() {
-            lock(live).reset();
+        for histogram in live.iter() {
+            lock(histogram).reset();
         }
     }
 }
