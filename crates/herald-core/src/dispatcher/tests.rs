@@ -1498,3 +1498,72 @@ fn rate_limit_holds_after_outcomes() {
         assert_eq!(drv.advance_to(T0 + 400).len(), 1);
     }
 }
+
+#[test]
+fn update_keeps_pending_deliveries_and_applies_new_filters() {
+    let mut s = spec(&["order.*"]);
+    s.retry_schedule = Some(RetrySchedule::new(vec![MIN]).unwrap());
+    let mut drv = one_webhook(DispatcherConfig::default(), s);
+    let t = tenant("acme");
+    drv.d
+        .accept_event(T0, &t, event("e0", "order.created"))
+        .unwrap();
+    let req = drv.step().remove(0);
+    drv.reply(&req, status(500));
+    drv.step();
+    // Replace the spec: other filters, other URL; the pending retry survives and goes to
+    // the new URL.
+    let mut updated = spec(&["user.*"]);
+    updated.url = Url::parse("https://new.example/hook").unwrap();
+    drv.d
+        .upsert_webhook(drv.now, t.clone(), wh("w1"), updated)
+        .unwrap();
+    assert_eq!(drv.d.webhook(&t, &wh("w1")).unwrap().pending, 1);
+    let accepted = drv
+        .d
+        .accept_event(drv.now, &t, event("e1", "order.created"))
+        .unwrap();
+    assert_eq!(accepted.deliveries, 0, "old filter no longer matches");
+    let accepted = drv
+        .d
+        .accept_event(drv.now, &t, event("e2", "user.created"))
+        .unwrap();
+    assert_eq!(accepted.deliveries, 1);
+    let fresh = drv.step().remove(0);
+    assert_eq!(fresh.url.host, "new.example");
+    let retry = drv.advance_to(T0 + MIN).remove(0);
+    assert_eq!((retry.delivery, retry.attempt), (req.delivery, 2));
+    assert_eq!(retry.url.host, "new.example");
+}
+
+#[test]
+fn gone_publishes_webhook_disabled_to_subscribers() {
+    let mut drv = one_webhook(DispatcherConfig::default(), spec(&["order.*"]));
+    let t = tenant("acme");
+    drv.d
+        .upsert_webhook(T0, t.clone(), wh("ops"), spec(&["webhook.disabled"]))
+        .unwrap();
+    drv.d
+        .accept_event(T0, &t, event("e0", "order.created"))
+        .unwrap();
+    let req = drv.step().remove(0);
+    drv.reply(&req, status(410));
+    let ops = drv.step();
+    assert_eq!(ops.len(), 1);
+    assert_eq!(ops[0].webhook, wh("ops"));
+    let body: serde_json::Value = serde_json::from_slice(&ops[0].body).unwrap();
+    assert_eq!(body["type"], "webhook.disabled");
+    assert_eq!(body["data"]["reason"], "gone");
+    assert_eq!(body["data"]["url"], "https://receiver.example/hook");
+    // A second 410 cannot happen (the webhook is disabled), and no event goes to it.
+    let accepted = drv
+        .d
+        .accept_event(drv.now, &t, event("e1", "order.created"))
+        .unwrap();
+    assert_eq!(accepted.deliveries, 0);
+    assert_eq!(
+        drv.d
+            .send_test_event(drv.now, &t, &wh("w1"), EventType::parse("ping").unwrap()),
+        Err(OpError::WebhookDisabled(wh("w1")))
+    );
+}
