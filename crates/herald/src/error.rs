@@ -30,6 +30,14 @@ pub enum Unsent {
         /// The event, unchanged.
         event: Box<Event>,
     },
+    /// The events of a `publish_batch`/`publish_batch_async`, unchanged apart from their
+    /// ids being filled in.
+    Events {
+        /// Their tenant.
+        tenant: TenantId,
+        /// The events, in order.
+        events: Vec<Event>,
+    },
     /// A webhook spec from `create_webhook`/`update_webhook`.
     Webhook {
         /// Its tenant.

@@ -67,7 +67,7 @@ pub use herald_core::{
     WebhookId, WebhookSpec, WebhookStatus,
 };
 pub use herald_http::Url;
-pub use herald_rt::shard::{shard_of, ShardStats, WebhookInfo as Webhook};
+pub use herald_rt::shard::{shard_of, ShardStats, WebhookInfo as Webhook, PUBLISH_BATCH_MAX};
 pub use herald_sign::Scheme;
 
 /// A handle to a running engine. Cheap to clone; share it between threads and async
@@ -178,6 +178,10 @@ impl Inner {
                 tenant,
                 event: Box::new(Event::from_new_event(event)),
             },
+            Request::PublishBatch { tenant, events, .. } => Unsent::Events {
+                tenant,
+                events: events.into_iter().map(Event::from_new_event).collect(),
+            },
             Request::UpsertWebhook { tenant, spec, .. } => Unsent::Webhook { tenant, spec },
             _ => Unsent::Request,
         };
@@ -203,6 +207,21 @@ impl Inner {
         self.answer(shard, tenant, receiver.wait())
     }
 
+    /// Hands a batch over (blocking while the queue is full) and waits for its answers.
+    fn call_batch(
+        &self,
+        shard: usize,
+        request: Request,
+        receiver: BatchReceiver,
+    ) -> Result<Vec<Result<EventId, Failure>>, Error> {
+        self.engine
+            .submit_blocking(shard, request)
+            .map_err(|error| self.not_taken(shard, error))?;
+        receiver
+            .wait()
+            .map_err(|_| self.stopped(shard, Unsent::Request))
+    }
+
     /// Like [`call`](Self::call) for queries, whose answers have no error form.
     fn query<T>(
         &self,
@@ -217,6 +236,20 @@ impl Inner {
             .wait()
             .map_err(|_| self.stopped(shard, Unsent::Request))
     }
+}
+
+/// Where a shard answers a batch: one result per event.
+type BatchReceiver = ReplyReceiver<Vec<Result<EventId, Failure>>>;
+
+fn batch_results(
+    shard: usize,
+    tenant: &TenantId,
+    results: Vec<Result<EventId, Failure>>,
+) -> Vec<Result<EventId, Error>> {
+    results
+        .into_iter()
+        .map(|result| result.map_err(|failure| failure_to_error(shard, tenant, failure)))
+        .collect()
 }
 
 fn failure_to_error(shard: usize, tenant: &TenantId, failure: Failure) -> Error {
@@ -437,6 +470,67 @@ impl Herald {
             engine: self.inner.clone(),
             receiver,
         })
+    }
+
+    fn batch_request(
+        &self,
+        tenant: &TenantId,
+        events: Vec<Event>,
+    ) -> Result<(usize, Request, BatchReceiver), Error> {
+        if events.len() > PUBLISH_BATCH_MAX {
+            return Err(Error::invalid(format!(
+                "a batch holds at most {PUBLISH_BATCH_MAX} events, got {}",
+                events.len()
+            )));
+        }
+        let shard = self.shard_of(tenant);
+        let now = now_ms();
+        let events = events.into_iter().map(|e| e.into_new_event(now)).collect();
+        let (reply, receiver) = reply_channel();
+        let request = Request::PublishBatch {
+            tenant: tenant.clone(),
+            events,
+            reply,
+        };
+        Ok((shard, request, receiver))
+    }
+
+    /// Publishes up to [`PUBLISH_BATCH_MAX`] events of one tenant in one hand-off
+    /// (cheaper than one call each), blocking while the shard's queue is full. Returns
+    /// once every accepted event is durable, with one result per event in order: an
+    /// invalid event fails alone. The outer error is for the batch as a whole (too many
+    /// events, or the engine stopping — then the events are given back).
+    pub fn publish_batch(
+        &self,
+        tenant: &TenantId,
+        events: Vec<Event>,
+    ) -> Result<Vec<Result<EventId, Error>>, Error> {
+        let (shard, request, receiver) = self.batch_request(tenant, events)?;
+        let results = self.inner.call_batch(shard, request, receiver)?;
+        Ok(batch_results(shard, tenant, results))
+    }
+
+    /// [`publish_batch`](Self::publish_batch) as a `Send` future.
+    pub fn publish_batch_async(
+        &self,
+        tenant: &TenantId,
+        events: Vec<Event>,
+    ) -> impl Future<Output = Result<Vec<Result<EventId, Error>>, Error>> + Send + 'static {
+        let prepared = self.batch_request(tenant, events);
+        let inner = self.inner.clone();
+        let tenant = tenant.clone();
+        async move {
+            let (shard, request, receiver) = prepared?;
+            inner
+                .engine
+                .submit_async(shard, request)
+                .await
+                .map_err(|error| inner.not_taken(shard, error))?;
+            let results = receiver
+                .await
+                .map_err(|_| inner.stopped(shard, Unsent::Request))?;
+            Ok(batch_results(shard, &tenant, results))
+        }
     }
 
     // ------------------------------------------------------------------ deliveries

@@ -834,3 +834,67 @@ fn a_slow_disk_turns_into_back_pressure() {
     }
     herald.shutdown().unwrap();
 }
+
+#[test]
+fn batches_publish_in_one_hand_off_with_per_event_results() {
+    let receiver = Receiver::start();
+    let dir = tempfile::tempdir().unwrap();
+    let herald = engine(dir.path(), 2);
+    let acme = tenant("acme");
+    let standard = secret(&Scheme::Standard, 15);
+    herald
+        .create_webhook(
+            &acme,
+            spec(&receiver.url("/batch"), &["*"], Scheme::Standard, &standard),
+        )
+        .unwrap();
+    let good = |n: usize| Event::parse("batch.item", &serde_json::json!({ "n": n })).unwrap();
+    let bad = Event::from_json_bytes(EventType::parse("batch.item").unwrap(), b"[1,".to_vec());
+    let events = vec![good(0), bad, good(2)];
+    let results = herald.publish_batch(&acme, events).unwrap();
+    assert_eq!(results.len(), 3);
+    assert!(results[0].is_ok() && results[2].is_ok(), "{results:?}");
+    assert!(
+        matches!(results[1], Err(Error::Invalid { .. })),
+        "{results:?}"
+    );
+    let async_results =
+        futures_lite::future::block_on(herald.publish_batch_async(&acme, vec![good(3), good(4)]))
+            .unwrap();
+    let mut ids: BTreeSet<String> = results
+        .into_iter()
+        .chain(async_results)
+        .filter_map(Result::ok)
+        .map(|id| id.to_string())
+        .collect();
+    let received = receiver.wait_until(WAIT, |r| r.len() >= 4);
+    for request in &received {
+        verify(
+            request,
+            &Scheme::Standard,
+            &standard,
+            &receiver.url("/batch"),
+        );
+        assert!(ids.remove(request.json()["id"].as_str().unwrap()));
+    }
+    assert!(ids.is_empty());
+
+    // The batch limit is the caller's to respect.
+    let too_many = (0..=herald::PUBLISH_BATCH_MAX).map(good).collect();
+    let error = herald.publish_batch(&acme, too_many).unwrap_err();
+    assert_eq!(error.fault(), Fault::Caller);
+
+    // After shutdown the whole batch comes back.
+    herald.shutdown().unwrap();
+    let error = herald
+        .publish_batch(&acme, vec![good(5), good(6)])
+        .unwrap_err();
+    match error.into_unsent() {
+        Some(Unsent::Events { tenant, events }) => {
+            assert_eq!(tenant, acme);
+            assert_eq!(events.len(), 2);
+            assert_eq!(events[1].data, good(6).data);
+        }
+        other => panic!("expected the events back, got {other:?}"),
+    }
+}

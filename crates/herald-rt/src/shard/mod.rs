@@ -68,6 +68,9 @@ pub const CHECKPOINT_INTERVAL_MS_DEFAULT: u64 = 5 * 60 * 1000;
 /// request adds at most one, and requests stay in the intake queue while this many wait,
 /// so a stalled disk turns into back-pressure on callers rather than memory growth.
 pub const AWAITING_DURABLE_MAX_DEFAULT: usize = 65_536;
+/// Most events in one [`Request::PublishBatch`]: bounds the work one request adds to a
+/// shard turn.
+pub const PUBLISH_BATCH_MAX: usize = 1024;
 /// Longest a parked shard sleeps without a deadline, so that idle keep-alive
 /// connections are closed and checkpoints are taken on a quiet shard.
 pub const IDLE_WAKE_MS: u64 = 5_000;
@@ -221,6 +224,17 @@ pub enum Request {
         event: NewEvent,
         /// Answered once the event's record is durable.
         reply: Reply<Result<EventId, Failure>>,
+    },
+    /// Accept several events of one tenant in one hand-off (at most
+    /// [`PUBLISH_BATCH_MAX`]). Answered once every accepted event is durable, with one
+    /// result per event in order.
+    PublishBatch {
+        /// Tenant.
+        tenant: TenantId,
+        /// The events.
+        events: Vec<NewEvent>,
+        /// Answered once the accepted events are durable.
+        reply: Reply<Vec<Result<EventId, Failure>>>,
     },
     /// Query the delivery log.
     Deliveries {

@@ -47,7 +47,12 @@ enum Ack {
         herald_core::EventId,
     ),
     Count(Reply<Result<usize, Failure>>, usize),
+    /// Per-event results of a batch; the accepted ones become `Ok` when durable.
+    Batch(Reply<Vec<BatchResult>>, Vec<BatchResult>),
 }
+
+/// One event's result in a batch publish.
+type BatchResult = Result<herald_core::EventId, Failure>;
 
 impl Ack {
     fn succeed(self) {
@@ -55,6 +60,7 @@ impl Ack {
             Ack::Unit(reply) => reply.send(Ok(())),
             Ack::Event(reply, id) => reply.send(Ok(id)),
             Ack::Count(reply, count) => reply.send(Ok(count)),
+            Ack::Batch(reply, results) => reply.send(results),
         }
     }
 
@@ -63,8 +69,17 @@ impl Ack {
             Ack::Unit(reply) => reply.send(Err(failure)),
             Ack::Event(reply, _) => reply.send(Err(failure)),
             Ack::Count(reply, _) => reply.send(Err(failure)),
+            Ack::Batch(reply, results) => reply.send(fail_batch(results, &failure)),
         }
     }
+}
+
+/// Every accepted event of a batch gets `failure`; refused ones keep their own error.
+fn fail_batch(results: Vec<BatchResult>, failure: &Failure) -> Vec<BatchResult> {
+    results
+        .into_iter()
+        .map(|result| result.and_then(|_| Err(failure.clone())))
+        .collect()
 }
 
 /// An event body as the dispatcher shares it, and the same bytes as the client takes them.
@@ -406,6 +421,26 @@ impl Shard {
                 Ok(accepted) => self.defer(accepted.append, Ack::Event(reply, accepted.event_id)),
                 Err(error) => reply.send(Err(Failure::Accept(error))),
             },
+            Request::PublishBatch {
+                tenant,
+                events,
+                reply,
+            } => {
+                let mut last = AppendId(0);
+                let results = events
+                    .into_iter()
+                    .map(
+                        |event| match self.dispatcher.accept_event(now, &tenant, event) {
+                            Ok(accepted) => {
+                                last = last.max(accepted.append);
+                                Ok(accepted.event_id)
+                            }
+                            Err(error) => Err(Failure::Accept(error)),
+                        },
+                    )
+                    .collect();
+                self.defer(last, Ack::Batch(reply, results));
+            }
             Request::Deliveries { query, reply } => {
                 reply.send(self.dispatcher.deliveries(&query));
             }
@@ -694,6 +729,9 @@ fn refuse(request: Request, failure: Failure) {
             reply.send(Err(failure))
         }
         Request::ResendFailed { reply, .. } => reply.send(Err(failure)),
+        Request::PublishBatch { events, reply, .. } => {
+            reply.send(events.iter().map(|_| Err(failure.clone())).collect())
+        }
         // Queries have no error form: dropping the reply reports the stop.
         Request::GetWebhook { .. }
         | Request::ListWebhooks { .. }
