@@ -387,7 +387,9 @@ pub struct Dispatcher {
     now_ms: u64,
     tenants: BTreeMap<TenantId, TenantState>,
     deliveries: BTreeMap<DeliveryId, Delivery>,
-    by_tenant: BTreeSet<(TenantId, DeliveryId)>,
+    /// Each tenant's retained deliveries, for queries. Probed by tenant, never iterated
+    /// across tenants.
+    by_tenant: HashMap<TenantId, BTreeSet<DeliveryId>>,
     pending_count: usize,
     in_flight_count: usize,
     finished: VecDeque<(DeliveryId, u64)>,
@@ -443,7 +445,7 @@ impl Dispatcher {
             now_ms,
             tenants: BTreeMap::new(),
             deliveries: BTreeMap::new(),
-            by_tenant: BTreeSet::new(),
+            by_tenant: HashMap::new(),
             pending_count: 0,
             in_flight_count: 0,
             finished: VecDeque::new(),
@@ -788,7 +790,15 @@ impl Dispatcher {
         {
             w.pending.insert(delivery);
         }
-        self.by_tenant.insert((event.tenant.clone(), delivery));
+        match self.by_tenant.get_mut(&event.tenant) {
+            Some(set) => {
+                set.insert(delivery);
+            }
+            None => {
+                self.by_tenant
+                    .insert(event.tenant.clone(), BTreeSet::from([delivery]));
+            }
+        }
         self.pending_count += 1;
         self.next_delivery = self.next_delivery.max(delivery.0.saturating_add(1));
         self.deliveries.insert(
@@ -942,7 +952,12 @@ impl Dispatcher {
                 .is_some_and(|d| d.status.is_final() && d.finish_seq == seq);
             if current {
                 if let Some(d) = self.deliveries.remove(&delivery) {
-                    self.by_tenant.remove(&(d.event.tenant.clone(), delivery));
+                    if let Some(set) = self.by_tenant.get_mut(&d.event.tenant) {
+                        set.remove(&delivery);
+                        if set.is_empty() {
+                            self.by_tenant.remove(&d.event.tenant);
+                        }
+                    }
                 }
                 self.finished_count -= 1;
             }
@@ -1209,12 +1224,12 @@ impl Dispatcher {
             .pending_deliveries_max
             .saturating_sub(self.pending_count)
             .min(RESEND_MAX);
-        let start = (tenant.clone(), DeliveryId(0));
         let picked: Vec<(DeliveryId, u32)> = self
             .by_tenant
-            .range(start..)
-            .take_while(|(t, _)| t == tenant)
-            .filter_map(|(_, id)| self.deliveries.get(id).map(|d| (*id, d)))
+            .get(tenant)
+            .into_iter()
+            .flatten()
+            .filter_map(|id| self.deliveries.get(id).map(|d| (*id, d)))
             .filter(|(_, d)| {
                 &d.webhook == webhook
                     && matches!(d.status, DeliveryStatus::Failed | DeliveryStatus::Exhausted)
@@ -1579,9 +1594,10 @@ impl Dispatcher {
         let mut next_after = None;
         let range = self
             .by_tenant
-            .range((query.tenant.clone(), start)..)
-            .take_while(|(t, _)| t == &query.tenant);
-        for (scanned, (_, id)) in range.enumerate() {
+            .get(&query.tenant)
+            .into_iter()
+            .flat_map(|set| set.range(start..));
+        for (scanned, id) in range.enumerate() {
             if scanned == QUERY_SCAN_MAX {
                 // A narrow filter over a long log: hand back what was found and where to
                 // continue, rather than stall the shard.
