@@ -129,7 +129,9 @@ pub struct WebhookRec {
 pub struct WebhookUpserted {
     /// When.
     pub at_ms: u64,
-    /// The new configuration.
+    /// The new configuration. Archived out of line, so that this rare, large record does
+    /// not set the inline size of every [`Record`].
+    #[rkyv(with = rkyv::with::AsBox)]
     pub webhook: WebhookRec,
 }
 
@@ -322,17 +324,17 @@ pub enum Record {
     /// A webhook was deleted.
     WebhookDeleted(WebhookDeleted),
     /// An event was accepted.
-    EventAccepted(EventAccepted),
+    EventAccepted(#[rkyv(with = rkyv::with::AsBox)] EventAccepted),
     /// An attempt was started.
     AttemptStarted(AttemptStarted),
     /// An attempt's outcome.
-    AttemptFinished(AttemptFinished),
+    AttemptFinished(#[rkyv(with = rkyv::with::AsBox)] AttemptFinished),
     /// A delivery's final state.
     DeliveryFinished(DeliveryFinished),
     /// A delivery was scheduled again by hand.
     DeliveryRequeued(DeliveryRequeued),
     /// A snapshot of live state.
-    Checkpoint(Checkpoint),
+    Checkpoint(#[rkyv(with = rkyv::with::AsBox)] Checkpoint),
 }
 
 /// A journal payload that is not a valid record (storage's fault: corruption, or a
@@ -568,6 +570,30 @@ mod tests {
                 let _ = Record::decode(k, v, &damaged);
             }
         }
+    }
+
+    /// Per-delivery records are written at the delivery rate: keep them small. Large,
+    /// rare variants are archived out of line so they do not widen every record.
+    #[test]
+    fn per_delivery_records_stay_small() {
+        let started = Record::AttemptStarted(AttemptStarted {
+            at_ms: 1,
+            delivery: 2,
+            attempt: 3,
+        });
+        assert!(started.encode().unwrap().2.len() <= 64);
+        let finished = Record::AttemptFinished(AttemptFinished {
+            at_ms: 1,
+            delivery: 2,
+            attempt: 3,
+            status: 200,
+            transport_error: None,
+            latency_ms: 5,
+            response_body: vec![],
+            next_attempt_at_ms: None,
+            final_status: Some("success".into()),
+        });
+        assert!(finished.encode().unwrap().2.len() <= 160);
     }
 
     #[test]
