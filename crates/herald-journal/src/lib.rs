@@ -9,11 +9,19 @@
 //! refuses corruption before it unless asked to repair. Checkpoints
 //! ([`Journal::checkpoint`]) bound replay and disk use.
 //!
+//! Durability order: a record is acknowledged (counted in `durable_seq`) only
+//! after `fdatasync` of every segment holding records up to it. A rolled
+//! segment keeps a temporary name until the segments before it are synced, so
+//! after a crash or power loss a torn frame can only be in the last segment.
+//! The next segment is preallocated in the background, so rolls do not wait
+//! for `fallocate`; disk use is at most `segments_max + 1` segment files.
+//!
 //! The journal stores `(kind, version, payload)` and knows nothing of the
 //! records: payloads are rkyv bytes made with [`encode`] and read with
 //! [`Frame::access`]. Kinds are the caller's; [`Journal::replay`] returns every
 //! kind and [`Journal::replay_known`] fails on kinds the caller did not
 //! declare in [`KnownKinds`], naming them.
+#![warn(missing_docs)]
 #![deny(unsafe_code)] // memmap2 mapping needs it; each block has a SAFETY comment.
 
 mod check;
