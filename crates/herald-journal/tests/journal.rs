@@ -461,3 +461,32 @@ fn handles_cross_threads() {
     assert!(waiter.join().unwrap().unwrap() >= seq);
     assert_eq!(journal.append(1, 1, b"y").unwrap(), seq + 1);
 }
+
+#[test]
+fn the_durable_notify_runs_without_journal_locks_held() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut journal, _) = Journal::open(config(dir.path())).unwrap();
+    let handle = journal.durable_handle();
+    let (tx, rx) = std::sync::mpsc::channel();
+    let tx = std::sync::Mutex::new(tx);
+    // Waiting on durability from inside the callback would deadlock if the
+    // callback ran under the sync thread's locks.
+    journal.set_durable_notify(Box::new(move |seq| {
+        let waited = handle.wait_durable(seq, Duration::from_secs(5));
+        let _ = tx
+            .lock()
+            .unwrap()
+            .send((seq, waited.map_err(|e| e.to_string())));
+    }));
+    let seq = journal.append(1, 1, b"x").unwrap();
+    assert_eq!(journal.sync().unwrap(), seq);
+    let (notified, waited) = rx.recv_timeout(Duration::from_secs(30)).unwrap();
+    assert_eq!(notified, seq);
+    assert_eq!(waited, Ok(seq));
+    // And appends proceed while callbacks run.
+    for _ in 0..100 {
+        journal.append(1, 1, b"y").unwrap();
+    }
+    assert_eq!(journal.sync().unwrap(), seq + 100);
+    journal.clear_durable_notify();
+}
