@@ -232,6 +232,11 @@ fn run_bench(args: &BenchArgs) -> Result<(), String> {
     let started = Instant::now();
     let mut next_report = Duration::from_secs(1);
     let mut appended = 0u64;
+    // Time per batch of CLOCK_EVERY appends: a stall (a roll, a sync in the
+    // way) shows up as a slow batch without timing every append.
+    let mut batches =
+        Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).map_err(|e| e.to_string())?;
+    let mut batch_started = Instant::now();
     loop {
         journal.append(1, 1, &payload).map_err(|e| e.to_string())?;
         appended += 1;
@@ -239,7 +244,10 @@ fn run_bench(args: &BenchArgs) -> Result<(), String> {
             journal.checkpoint(b"bench").map_err(|e| e.to_string())?;
         }
         if appended % CLOCK_EVERY == 0 {
-            let elapsed = started.elapsed();
+            let now = Instant::now();
+            batches.saturating_record((now - batch_started).as_micros().max(1) as u64);
+            batch_started = now;
+            let elapsed = now - started;
             if elapsed >= next_report {
                 eprintln!(
                     "  {:>3} s  appended {appended}  durable {}",
@@ -311,6 +319,11 @@ fn run_bench(args: &BenchArgs) -> Result<(), String> {
     }
     let p50 = histogram.value_at_quantile(0.5);
     let p99 = histogram.value_at_quantile(0.99);
+    let batch_p99 = batches.value_at_quantile(0.99);
+    eprintln!(
+        "batches of {CLOCK_EVERY} buffered appends: p99 {batch_p99} us, max {} us",
+        batches.max()
+    );
     eprintln!(
         "buffered {appends_per_s:.0} appends/s; durable {durable_per_s:.0} records/s; \
          {} syncs, p50 {p50} us, p99 {p99} us, max {} us",
@@ -322,6 +335,9 @@ fn run_bench(args: &BenchArgs) -> Result<(), String> {
         "group": args.group,
         "seconds": args.seconds,
         "appends_per_s": appends_per_s.round(),
+        "append_batch": CLOCK_EVERY,
+        "append_batch_p99_us": batch_p99,
+        "append_batch_max_us": batches.max(),
         "durable_records_per_s": durable_per_s.round(),
         "syncs": samples.len(),
         "sync_p50_us": p50,
