@@ -18,8 +18,9 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use herald_core::record::{self, Record};
 use herald_core::{
-    classify, AttemptResult, OutcomeClass, SendRequest, DISABLE_AFTER_FAILING_MS_DEFAULT,
-    RETRY_AFTER_MS_MAX, WEBHOOK_DISABLED_EVENT,
+    classify, AttemptResult, OutcomeClass, SendRequest, BREAKER_FAILURES_DEFAULT,
+    BREAKER_OPEN_MS_DEFAULT, DISABLE_AFTER_FAILING_MS_DEFAULT, RETRY_AFTER_MS_MAX,
+    WEBHOOK_DISABLED_EVENT,
 };
 
 use crate::scenario::{filter_matches, Scenario};
@@ -167,6 +168,13 @@ pub struct Checker {
     pub repeats: u64,
     /// The management operation in progress, if any.
     op: Option<ManualOp>,
+    /// Consecutive retryable failures per webhook since a known-closed breaker (`None`:
+    /// not modelled right now).
+    breakers: BTreeMap<String, Option<u32>>,
+    /// Per webhook: the breaker is open until then.
+    breaker_quiet_until_ms: BTreeMap<String, u64>,
+    /// Breaker openings modelled.
+    breaker_openings: u64,
     /// Token buckets of rate-limited webhooks: (thousandths of a token, as of when). A
     /// webhook without an entry has a full bucket (created, re-enabled or restarted).
     buckets: BTreeMap<String, (u64, u64)>,
@@ -189,6 +197,8 @@ pub struct Tally {
     pub disabled_manual: u64,
     /// Attempts repeated after a crash.
     pub repeats: u64,
+    /// Breaker openings (checked: nothing starts while open).
+    pub breaker_openings: u64,
 }
 
 impl Checker {
@@ -242,6 +252,13 @@ impl Checker {
             attempt_sent_max: BTreeMap::new(),
             repeats: 0,
             op: None,
+            breakers: scenario
+                .webhooks
+                .iter()
+                .map(|w| (w.id.clone(), Some(0)))
+                .collect(),
+            breaker_quiet_until_ms: BTreeMap::new(),
+            breaker_openings: 0,
             buckets: BTreeMap::new(),
         }
     }
@@ -651,6 +668,8 @@ impl Checker {
             // Created or re-enabled: a clean health record.
             if live {
                 self.buckets.remove(&id);
+                self.breakers.insert(id.clone(), Some(0));
+                self.breaker_quiet_until_ms.remove(&id);
             }
             self.view.gone_seen.remove(&id);
             self.view.healthy_at_ms.insert(id.clone(), r.at_ms);
@@ -1028,6 +1047,18 @@ impl Checker {
                 ),
             ));
         }
+        if let Some(&until) = self.breaker_quiet_until_ms.get(&webhook) {
+            if now_ms < until {
+                return Err(self.violation(
+                    now_ms,
+                    Invariant::Breaker,
+                    format!(
+                        "request to {webhook} while its breaker is open ({} ms left)",
+                        until - now_ms
+                    ),
+                ));
+            }
+        }
         if let Some((per_s, burst)) = truth.rate {
             // The rate limit, modelled independently: a bucket of `burst` tokens refilled
             // at `per_s` per second; each request takes one.
@@ -1066,11 +1097,41 @@ impl Checker {
     /// The dispatcher took an outcome (`attempt_finished` returned true).
     pub fn outcome_taken(
         &mut self,
+        webhook: &str,
         delivery: u64,
         attempt: u32,
         at_ms: u64,
         result: AttemptResult,
+        taken: bool,
     ) {
+        if !taken {
+            return;
+        }
+        // The breaker, modelled up to its first opening after a known-closed state:
+        // `breaker_failures` consecutive retryable failures open it for at least
+        // `breaker_open_ms`, during which nothing may start.
+        let class = classify(&result);
+        if let Some(count) = self.breakers.get_mut(webhook) {
+            match (class, *count) {
+                (OutcomeClass::Retry, Some(n)) => {
+                    *count = Some(n + 1);
+                    if n + 1 >= BREAKER_FAILURES_DEFAULT {
+                        self.breaker_quiet_until_ms
+                            .insert(webhook.to_string(), at_ms + BREAKER_OPEN_MS_DEFAULT);
+                        self.breaker_openings += 1;
+                        // What follows depends on probes and doubling; stop modelling
+                        // until the endpoint answers properly again.
+                        *count = None;
+                    }
+                }
+                (OutcomeClass::Retry, None) => {}
+                (_, _) => {
+                    // Any proper answer (success, or a final 3xx/4xx) closes the breaker.
+                    *count = Some(0);
+                    self.breaker_quiet_until_ms.remove(webhook);
+                }
+            }
+        }
         self.outcomes
             .entry((delivery, attempt))
             .or_default()
@@ -1087,8 +1148,13 @@ impl Checker {
     pub fn crashed(&mut self, now_ms: u64, survivors: &[Record]) -> Result<(), Violation> {
         self.in_flight.clear();
         self.delivery_in_flight.clear();
-        // A restarted dispatcher starts with full buckets.
+        // A restarted dispatcher starts with full buckets; its breakers are whatever the
+        // surviving records make of them.
         self.buckets.clear();
+        self.breaker_quiet_until_ms.clear();
+        for count in self.breakers.values_mut() {
+            *count = None;
+        }
         self.view = View::default();
         for record in survivors {
             self.record(now_ms, record, false)?;
@@ -1121,6 +1187,7 @@ impl Checker {
     pub fn tally(&self) -> Tally {
         let mut tally = Tally {
             repeats: self.repeats,
+            breaker_openings: self.breaker_openings,
             ..Tally::default()
         };
         for d in self.view.deliveries.values() {

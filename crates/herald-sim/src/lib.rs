@@ -46,6 +46,8 @@ pub enum Invariant {
     InFlightCap,
     /// Never more requests to a webhook than its rate limit's token bucket allows.
     RateLimit,
+    /// No request starts while the webhook's circuit breaker is open.
+    Breaker,
     /// Every acknowledged event reaches every matching active webhook, or the delivery
     /// ends exhausted, failed by a final answer, or by the webhook being disabled — and
     /// nothing ends without such a cause.
@@ -73,6 +75,7 @@ impl Invariant {
             Invariant::AttemptBudget => "attempt-budget",
             Invariant::InFlightCap => "in-flight-cap",
             Invariant::RateLimit => "rate-limit",
+            Invariant::Breaker => "breaker",
             Invariant::Delivered => "delivered-or-ended-by-rules",
             Invariant::Durability => "durability",
             Invariant::Outcome => "outcome-rules",

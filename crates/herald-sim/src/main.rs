@@ -109,6 +109,7 @@ fn main() -> ExitCode {
                 total.disabled_failing += t.disabled_failing;
                 total.disabled_manual += t.disabled_manual;
                 total.repeats += t.repeats;
+                total.breaker_openings += t.breaker_openings;
                 if args.verbose {
                     println!(
                         "seed={seed} ok steps={} publishes={} acked={} sends={} crashes={} virtual_h={} trace={:016x}",
@@ -136,8 +137,9 @@ fn main() -> ExitCode {
         }
     }
     println!(
-        "requests={sends} crashes={crashes} checkpoints={checkpoints} manual_ops={manual_ops} repeats_after_crash={} deliveries: success={} failed={} exhausted={}; webhooks disabled at the end: gone={} failing_too_long={} manual={}",
+        "requests={sends} crashes={crashes} checkpoints={checkpoints} manual_ops={manual_ops} repeats_after_crash={} breaker_openings={} deliveries: success={} failed={} exhausted={}; webhooks disabled at the end: gone={} failing_too_long={} manual={}",
         total.repeats,
+        total.breaker_openings,
         total.success,
         total.failed,
         total.exhausted,

@@ -350,12 +350,19 @@ impl<'a> Sim<'a> {
                     latency_ms: answer.after_ms,
                     response_body: Vec::new(),
                 };
-                // Register first: the record the dispatcher emits refers to it.
-                self.checker
-                    .outcome_taken(delivery, attempt, self.now_ms, answer.result);
-                if !self.dispatcher.attempt_finished(self.now_ms, outcome) {
+                // The record the dispatcher emits is checked when polled, after this.
+                let taken = self.dispatcher.attempt_finished(self.now_ms, outcome);
+                if !taken {
                     self.stats.stale_outcomes += 1;
                 }
+                self.checker.outcome_taken(
+                    &webhook,
+                    delivery,
+                    attempt,
+                    self.now_ms,
+                    answer.result,
+                    taken,
+                );
                 self.stats.outcomes += 1;
                 Ok(())
             }
