@@ -39,6 +39,10 @@ pub const LOG_FINISHED_MAX_DEFAULT: usize = 100_000;
 /// tick and the size of a signing batch. Leftover work keeps
 /// [`Dispatcher::next_deadline_ms`] at "now".
 pub const SENDS_PER_TICK_MAX_DEFAULT: usize = 4096;
+/// Most timers one [`Dispatcher::tick`] fires: after a long pause (or a restart with a
+/// backlog) the due work is spread over several ticks instead of one unbounded one;
+/// [`Dispatcher::next_deadline_ms`] stays at "now" until it is done.
+pub const TIMERS_PER_TICK_MAX: usize = 65_536;
 /// Default cap on webhooks per tenant.
 pub const WEBHOOKS_PER_TENANT_MAX_DEFAULT: usize = 10_000;
 /// Most log entries one [`Dispatcher::deliveries`] query examines: a query with narrow
@@ -1327,7 +1331,8 @@ impl Dispatcher {
     pub fn tick(&mut self, now_ms: u64) {
         let now = self.observe(now_ms);
         let mut fired = Vec::new();
-        self.wheel.expire(now, &mut fired);
+        self.wheel
+            .expire_bounded(now, &mut fired, TIMERS_PER_TICK_MAX);
         // The wheel's expiry order is its own business; outputs follow id order.
         fired.sort_unstable();
         for timer in fired {

@@ -135,8 +135,8 @@ pub use dispatcher::{
     AcceptError, Accepted, AppendId, Command, Dispatcher, DispatcherConfig, OpError, Outcome,
     RegistryError, ReplayError, SendRequest, Stats, WebhookView, LOG_FINISHED_MAX_DEFAULT,
     PENDING_DELIVERIES_MAX_DEFAULT, QUERY_SCAN_MAX, RESEND_MAX, RESPONSE_BODY_BYTES_MAX,
-    SENDS_PER_TICK_MAX_DEFAULT, TEST_EVENT_DATA, USER_AGENT, WEBHOOKS_PER_TENANT_MAX_DEFAULT,
-    WEBHOOK_DISABLED_EVENT,
+    SENDS_PER_TICK_MAX_DEFAULT, TEST_EVENT_DATA, TIMERS_PER_TICK_MAX, USER_AGENT,
+    WEBHOOKS_PER_TENANT_MAX_DEFAULT, WEBHOOK_DISABLED_EVENT,
 };
 pub use envelope::{
     encode_envelope, rfc3339_ms, EnvelopeError, NewEvent, API_VERSION_BYTES_MAX,

@@ -822,6 +822,58 @@ fn delivery_log_queries_and_eviction() {
 }
 
 #[test]
+fn timers_per_tick_limit() {
+    // A restart with a backlog: every delivery is due at once.
+    let mut records = Vec::new();
+    let mut next = 1;
+    let fanout = 10;
+    let events = TIMERS_PER_TICK_MAX / fanout + 100;
+    let mut webhooks = Vec::new();
+    for w in 0..fanout {
+        let rec =
+            crate::convert::webhook_to_rec(&tenant("acme"), &wh(&format!("w{w}")), &spec(&["*"]));
+        webhooks.push(rec.webhook.clone());
+        records.push(Record::WebhookUpserted(record::WebhookUpserted {
+            at_ms: T0,
+            webhook: rec,
+        }));
+    }
+    for e in 0..events {
+        let deliveries = webhooks
+            .iter()
+            .map(|w| {
+                next += 1;
+                record::DeliveryRef {
+                    delivery: next,
+                    webhook: w.clone(),
+                    attempts_max: 7,
+                }
+            })
+            .collect();
+        records.push(Record::EventAccepted(record::EventAccepted {
+            at_ms: T0,
+            tenant: "acme".into(),
+            event_id: format!("e{e}"),
+            event_type: "a.b".into(),
+            body: b"{}".to_vec(),
+            deliveries,
+        }));
+    }
+    let mut d = Dispatcher::new(DispatcherConfig::default(), T0);
+    for r in &records {
+        d.replay(r).unwrap();
+    }
+    d.replay_finished(T0 + 1_000);
+    let total = events * fanout;
+    assert_eq!(d.stats().timers, total);
+    d.tick(T0 + 1_000);
+    assert_eq!(d.stats().timers, total - TIMERS_PER_TICK_MAX);
+    assert!(d.next_deadline_ms().is_some_and(|t| t <= T0 + 1_000));
+    d.tick(T0 + 1_000);
+    assert_eq!(d.stats().timers, 0);
+}
+
+#[test]
 fn query_scan_limit() {
     let mut d = Dispatcher::new(DispatcherConfig::default(), T0);
     let t = tenant("acme");
