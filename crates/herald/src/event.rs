@@ -133,6 +133,17 @@ mod tests {
     }
 
     #[test]
+    fn handles_cross_threads() {
+        fn send_sync<T: Send + Sync>() {}
+        fn send<T: Send>() {}
+        send_sync::<crate::Herald>();
+        send_sync::<crate::Error>();
+        send_sync::<crate::StartError>();
+        send::<crate::PublishReceipt>();
+        send_sync::<Event>();
+    }
+
+    #[test]
     fn invalid_type_is_the_callers_fault() {
         let error = Event::parse("order.*", &serde_json::Value::Null).unwrap_err();
         assert_eq!(error.fault(), crate::Fault::Caller);

@@ -209,8 +209,15 @@ pub(crate) async fn run_shard(setup: ShardSetup) -> ShardExit {
         let mut buf = [0u8; 64];
         loop {
             match stream.read(&mut buf).await {
-                Ok(0) | Err(_) => break,
+                // Every writer is gone: nobody is left to wake the shard.
+                Ok(0) => break,
                 Ok(_) => reader_notify.notify(),
+                Err(error) => {
+                    // Without this task the shard still wakes on its timers (at most
+                    // IDLE_WAKE_MS apart), so it degrades instead of hanging.
+                    tracing::error!(shard = index, %error, "wake socket failed");
+                    break;
+                }
             }
         }
     })
