@@ -11,7 +11,18 @@
 //!   connection pools; a tenant lives on shard [`shard_of`]`(tenant, shards)`.
 //! * **Usable from anywhere**: [`Herald`] is `Clone + Send + Sync`; every operation has
 //!   a blocking form, and publishing also an async ([`Herald::publish_async`]) and a
-//!   non-waiting ([`Herald::try_publish`]) form. No runtime types leak into the API.
+//!   non-waiting ([`Herald::try_publish`]) form, and batches of one tenant's events go
+//!   in one hand-off ([`Herald::publish_batch`]). No runtime types leak into the API.
+//! * **Bounded**: each shard has a bounded intake queue ([`Builder::intake_capacity`]).
+//!   `try_*` calls fail at once with [`Error::Backpressure`] when it is full and give the
+//!   item back; the other forms wait for room. A slow disk shows up the same way
+//!   ([`Builder::awaiting_durable_max`]).
+//! * **Errors say whose fault** ([`Error::fault`]): the caller's (invalid input, unknown
+//!   webhook), capacity, shutdown, storage, or a bug; a failed hand-off gives the item
+//!   back ([`Unsent`]).
+//! * **Stopping**: [`Herald::shutdown`] (or dropping the last handle) refuses new work,
+//!   journals what was accepted, waits a grace period for requests in flight (anything
+//!   unfinished is retried after the next start) and joins the shard threads.
 //!
 //! # Example
 //!
