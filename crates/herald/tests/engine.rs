@@ -898,3 +898,96 @@ fn batches_publish_in_one_hand_off_with_per_event_results() {
         other => panic!("expected the events back, got {other:?}"),
     }
 }
+
+#[test]
+fn shutdown_answers_every_publisher_under_load() {
+    let dir = tempfile::tempdir().unwrap();
+    let herald = Herald::builder()
+        .data_dir(dir.path())
+        .shards(2)
+        .intake_capacity(8)
+        .start()
+        .unwrap();
+    // Every event gets a delivery (refused by the egress guard, so it ends at once), which
+    // makes what was journaled countable after a restart.
+    let standard = secret(&Scheme::Standard, 16);
+    for p in 0..6 {
+        herald
+            .create_webhook(
+                &tenant(&format!("t{p}")),
+                spec(
+                    "http://127.0.0.1:9/none",
+                    &["*"],
+                    Scheme::Standard,
+                    &standard,
+                ),
+            )
+            .unwrap();
+    }
+    let (done_tx, done_rx) = std::sync::mpsc::channel();
+    let mut publishers = Vec::new();
+    for p in 0..6 {
+        let herald = herald.clone();
+        let done_tx = done_tx.clone();
+        publishers.push(std::thread::spawn(move || {
+            let t = tenant(&format!("t{p}"));
+            let mut acknowledged = 0u64;
+            loop {
+                let event = Event::parse("load", &serde_json::json!(acknowledged)).unwrap();
+                // Blocking, async and batch forms all have to come back.
+                let result = match p % 3 {
+                    0 => herald.publish(&t, event).map(|_| ()),
+                    1 => {
+                        futures_lite::future::block_on(herald.publish_async(&t, event)).map(|_| ())
+                    }
+                    _ => herald.publish_batch(&t, vec![event]).map(|_| ()),
+                };
+                match result {
+                    Ok(()) => acknowledged += 1,
+                    Err(error) => {
+                        assert_eq!(error.fault(), Fault::Shutdown, "{error:?}");
+                        break;
+                    }
+                }
+            }
+            done_tx.send((p, acknowledged)).unwrap();
+        }));
+    }
+    drop(done_tx);
+    std::thread::sleep(Duration::from_millis(200));
+    herald.shutdown().unwrap();
+    let mut acknowledged = BTreeMap::new();
+    for _ in 0..6 {
+        let (p, count) = done_rx
+            .recv_timeout(WAIT)
+            .expect("every publisher gets an answer after shutdown");
+        acknowledged.insert(p, count);
+    }
+    for publisher in publishers {
+        publisher.join().unwrap();
+    }
+    // Every acknowledged event is in the journal: after a restart each has its delivery.
+    let herald = engine(dir.path(), 2);
+    for (p, count) in acknowledged {
+        let t = tenant(&format!("t{p}"));
+        let mut deliveries = 0;
+        let mut after = None;
+        loop {
+            let page = herald
+                .deliveries(DeliveryQuery {
+                    after,
+                    limit: 1000,
+                    ..DeliveryQuery::tenant(t.clone())
+                })
+                .unwrap();
+            deliveries += page.items.len() as u64;
+            match page.next_after {
+                Some(next) => after = Some(next),
+                None => break,
+            }
+        }
+        assert!(count > 0, "publisher {p} got nothing through");
+        assert_eq!(deliveries, count, "publisher {p}");
+    }
+    herald.shutdown().unwrap();
+}
