@@ -83,7 +83,7 @@ pub use herald_sign::Scheme;
 
 /// A handle to a running engine. Cheap to clone; share it between threads and async
 /// tasks. The engine stops when [`Herald::shutdown`] is called or the last handle is
-/// dropped.
+/// dropped (pending [`PublishReceipt`]s and publish futures count as handles).
 #[derive(Clone)]
 pub struct Herald {
     inner: Arc<Inner>,
