@@ -10,14 +10,14 @@
 //! times before they fire, so insert, cancel and expire are O(1) (expire amortised over the
 //! cascades, which are bounded by the level count).
 //!
-//! Entries live in a slab (a `Vec` plus a free list) that holds the values and, for each
-//! entry, where it sits: its slot and its position in that slot. A slot is a vector of
-//! `(due tick, slab index)` pairs. Cancelling swaps the last pair of the slot into the
-//! cancelled position and fixes that one entry's position, so cancel is O(1) like an
-//! intrusive list, but cascading and expiring read each slot sequentially instead of
-//! chasing one pointer per entry: at a million pending entries this is what keeps expiry
-//! within tens of nanoseconds per entry (a linked-list version measured ~300 ns, one cache
-//! miss per entry per cascade).
+//! A slot is a vector of entries `(due tick, slab index, value)`. The slab (a `Vec` plus
+//! a free list) holds, per entry, only where it sits — its slot and its position in that
+//! slot — and a generation. Cancelling swaps the slot's last entry into the cancelled
+//! position and fixes that one entry's position, so cancel is O(1) like an intrusive
+//! list; but cascading and expiring read each slot sequentially and fire values straight
+//! out of it, instead of chasing one pointer per entry per level (a linked-list version
+//! measured ~300 ns per expired entry at a million pending, one cache miss per entry per
+//! cascade). The slab is only written on those paths, never read on the critical path.
 //!
 //! A [`TimerKey`] carries the slab index and a generation that changes whenever the entry is
 //! removed, so a key that outlived its entry never cancels whatever reuses the index (up to
@@ -114,24 +114,28 @@ impl<T> fmt::Display for WheelFull<T> {
 
 impl<T: fmt::Debug> std::error::Error for WheelFull<T> {}
 
-/// One entry as its slot stores it: enough to cascade it without touching the slab.
-#[derive(Clone, Copy)]
-struct SlotEntry {
+/// One entry as its slot stores it: enough to cascade or fire it without reading the
+/// slab.
+#[derive(Clone)]
+struct SlotEntry<T> {
     /// Due tick (deadline rounded up to a tick).
     tick: u64,
     index: u32,
+    value: T,
 }
 
-#[derive(Clone)]
-struct Node<T> {
+/// Where a live entry sits, or the next free node while vacant.
+#[derive(Clone, Copy)]
+struct Node {
     generation: u32,
-    /// `level * SLOTS + slot` of the slot holding this entry.
+    /// `level * SLOTS + slot` of the slot holding the entry; [`VACANT`] while free.
     bucket: u16,
     /// Position in that slot while occupied; next free node while vacant.
     pos: u32,
-    /// `None` while the node is on the free list.
-    value: Option<T>,
 }
+
+/// `Node::bucket` of a free node.
+const VACANT: u16 = u16::MAX;
 
 /// Hierarchical timing wheel; see the [module documentation](self) for the rounding rule.
 #[derive(Clone)]
@@ -147,8 +151,8 @@ pub struct TimingWheel<T> {
     now_tick_max: u64,
     /// Bit `s` of `occupied[L]` is set iff slot `s` of level `L` is non-empty.
     occupied: [u64; LEVELS],
-    slots: Vec<Vec<SlotEntry>>,
-    nodes: Vec<Node<T>>,
+    slots: Vec<Vec<SlotEntry<T>>>,
+    nodes: Vec<Node>,
     free_head: u32,
     len: u32,
 }
@@ -247,9 +251,7 @@ impl<T> TimingWheel<T> {
         let tick = self.due_tick(deadline_ms);
         let index = if self.free_head != NIL {
             let index = self.free_head;
-            let node = &mut self.nodes[index as usize];
-            self.free_head = node.pos;
-            node.value = Some(value);
+            self.free_head = self.nodes[index as usize].pos;
             index
         } else {
             // No free node means every node is occupied, so `nodes.len() == len <
@@ -257,14 +259,13 @@ impl<T> TimingWheel<T> {
             let index = self.nodes.len() as u32;
             self.nodes.push(Node {
                 generation: 0,
-                bucket: 0,
-                pos: 0,
-                value: Some(value),
+                bucket: VACANT,
+                pos: NIL,
             });
             index
         };
         self.len += 1;
-        self.place(SlotEntry { tick, index });
+        self.place(SlotEntry { tick, index, value });
         Ok(TimerKey {
             index,
             generation: self.nodes[index as usize].generation,
@@ -274,35 +275,41 @@ impl<T> TimingWheel<T> {
     /// Removes a pending entry and returns its value; `None` if the key is stale (the entry
     /// already fired or was cancelled).
     pub fn cancel(&mut self, key: TimerKey) -> Option<T> {
-        let node = self.live_node(key)?;
+        let node = *self.live_node(key)?;
         let (bucket, pos) = (node.bucket as usize, node.pos as usize);
         let slot = &mut self.slots[bucket];
-        slot.swap_remove(pos);
+        let entry = slot.swap_remove(pos);
         if let Some(moved) = slot.get(pos) {
             self.nodes[moved.index as usize].pos = pos as u32;
         } else if slot.is_empty() {
             self.occupied[bucket / SLOTS] &= !(1u64 << (bucket % SLOTS));
         }
-        Some(self.free(key.index))
+        self.free(key.index);
+        Some(entry.value)
     }
 
     /// The pending value behind `key`, if the key is live.
     pub fn get(&self, key: TimerKey) -> Option<&T> {
-        self.live_node(key)?.value.as_ref()
+        self.entry(key).map(|e| &e.value)
     }
 
     /// Mutable access to the pending value behind `key`, if the key is live.
     pub fn get_mut(&mut self, key: TimerKey) -> Option<&mut T> {
-        self.live_node(key)?;
-        self.nodes[key.index as usize].value.as_mut()
+        let node = *self.live_node(key)?;
+        self.slots[node.bucket as usize]
+            .get_mut(node.pos as usize)
+            .map(|e| &mut e.value)
     }
 
     /// When the entry behind `key` becomes due (its deadline rounded up to a tick);
     /// `None` if the key is stale or the entry can never fire.
     pub fn due_ms_of(&self, key: TimerKey) -> Option<u64> {
+        self.entry(key)?.tick.checked_mul(self.tick_ms)
+    }
+
+    fn entry(&self, key: TimerKey) -> Option<&SlotEntry<T>> {
         let node = self.live_node(key)?;
-        let entry = self.slots[node.bucket as usize][node.pos as usize];
-        entry.tick.checked_mul(self.tick_ms)
+        self.slots[node.bucket as usize].get(node.pos as usize)
     }
 
     /// Appends to `out` every entry due at or before `now_ms` (see the rounding rule), in
@@ -335,7 +342,8 @@ impl<T> TimingWheel<T> {
                 // bound stops us part-way through the slot.
                 while fired < entries_max {
                     let Some(entry) = entries.pop() else { break };
-                    out.push(self.free(entry.index));
+                    self.free(entry.index);
+                    out.push(entry.value);
                     fired += 1;
                 }
                 let done = entries.is_empty();
@@ -376,9 +384,9 @@ impl<T> TimingWheel<T> {
         deadline_ms / self.tick_ms + u64::from(deadline_ms % self.tick_ms != 0)
     }
 
-    fn live_node(&self, key: TimerKey) -> Option<&Node<T>> {
+    fn live_node(&self, key: TimerKey) -> Option<&Node> {
         let node = self.nodes.get(key.index as usize)?;
-        (node.generation == key.generation && node.value.is_some()).then_some(node)
+        (node.generation == key.generation && node.bucket != VACANT).then_some(node)
     }
 
     /// Lowest non-empty level's first occupied slot at or after the current one, with the
@@ -403,7 +411,7 @@ impl<T> TimingWheel<T> {
     }
 
     /// Appends an entry to the slot its tick belongs to relative to `elapsed`.
-    fn place(&mut self, entry: SlotEntry) {
+    fn place(&mut self, entry: SlotEntry<T>) {
         let (level, slot) = if entry.tick <= self.elapsed {
             // Already due: the current level-0 slot, which holds only due entries.
             (0, (self.elapsed & SLOT_MASK) as usize)
@@ -418,25 +426,22 @@ impl<T> TimingWheel<T> {
         let bucket = level * SLOTS + slot;
         let entries = &mut self.slots[bucket];
         let node = &mut self.nodes[entry.index as usize];
-        // BUCKETS = 704 fits in u16; a slot never holds more than `len <= u32::MAX` entries.
+        // BUCKETS = 704 fits in u16 below VACANT; a slot never holds more than
+        // `len <= u32::MAX` entries.
         node.bucket = bucket as u16;
         node.pos = entries.len() as u32;
         entries.push(entry);
         self.occupied[level] |= 1u64 << slot;
     }
 
-    /// Returns an occupied node, already removed from its slot, to the free list and yields
-    /// its value.
-    fn free(&mut self, index: u32) -> T {
+    /// Returns the node of an entry just taken out of its slot to the free list.
+    fn free(&mut self, index: u32) {
         let node = &mut self.nodes[index as usize];
         node.generation = node.generation.wrapping_add(1);
+        node.bucket = VACANT;
         node.pos = self.free_head;
         self.free_head = index;
         self.len -= 1;
-        // Only occupied nodes sit in slots, and callers pass only entries taken from a slot.
-        node.value
-            .take()
-            .expect("wheel invariant: a node in a slot holds a value")
     }
 
     /// Checks every structural invariant; O(len). For tests.
@@ -452,7 +457,6 @@ impl<T> TimingWheel<T> {
             );
             for (pos, entry) in entries.iter().enumerate() {
                 let node = &self.nodes[entry.index as usize];
-                assert!(node.value.is_some());
                 assert_eq!((node.bucket as usize, node.pos as usize), (bucket, pos));
                 let shift = SLOT_BITS * level as u32;
                 if entry.tick > self.elapsed {
