@@ -876,6 +876,7 @@ impl Checker {
                 format!("request to unknown URL {url}"),
             ));
         };
+        // `url_to_webhook` and `webhooks` are built from the same scenario webhooks.
         let truth = self.webhooks[&webhook].clone();
         if webhook != req.webhook.as_str() || truth.tenant != req.tenant.as_str() {
             return Err(self.violation(

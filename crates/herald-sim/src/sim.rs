@@ -483,6 +483,7 @@ impl<'a> Sim<'a> {
             );
         }
         let webhook = self.checker.send(self.now_ms, &request)?;
+        // The checker only returns webhooks of the scenario, all of which have a plan.
         let plan = &self.plans[&webhook];
         let receiver = self.receivers.get_mut(&webhook).ok_or_else(|| Violation {
             seed: self.stats.seed,
