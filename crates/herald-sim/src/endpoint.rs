@@ -210,3 +210,99 @@ impl Behaviour {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rand::rngs::StdRng;
+    use rand::SeedableRng;
+
+    const NOW_MS: u64 = 1_780_000_000_000;
+
+    fn status_of(answer: &Answer) -> Option<u16> {
+        match answer.result {
+            AttemptResult::Response { status, .. } => Some(status),
+            AttemptResult::Transport(_) => None,
+        }
+    }
+
+    #[test]
+    fn behaviours_answer_as_described() {
+        let mut rng = StdRng::seed_from_u64(7);
+        // (behaviour, nth request, now, expected status or None for a transport error)
+        let cases = [
+            (Behaviour::Healthy, 0, NOW_MS, Some(true)),
+            (Behaviour::GoneAfter { after: 2 }, 1, NOW_MS, Some(true)),
+            (Behaviour::GoneAfter { after: 2 }, 2, NOW_MS, Some(false)),
+            (
+                Behaviour::Down {
+                    from_ms: NOW_MS,
+                    until_ms: NOW_MS + DAY_MS,
+                },
+                0,
+                NOW_MS + HOUR_MS,
+                None,
+            ),
+            (
+                Behaviour::Down {
+                    from_ms: NOW_MS,
+                    until_ms: NOW_MS + DAY_MS,
+                },
+                0,
+                NOW_MS + DAY_MS,
+                Some(true),
+            ),
+            (Behaviour::Flaky { p_fail: 0.0 }, 0, NOW_MS, Some(true)),
+            (Behaviour::TimingOut { p_timeout: 1.0 }, 0, NOW_MS, None),
+        ];
+        for (behaviour, nth, now_ms, expected) in cases {
+            let answer = behaviour.answer(&mut rng, nth, now_ms, 5_000, 30_000);
+            match expected {
+                Some(true) => assert!(
+                    status_of(&answer).is_some_and(|s| (200..300).contains(&s)),
+                    "{behaviour:?} #{nth}: {answer:?}"
+                ),
+                Some(false) => assert_eq!(status_of(&answer), Some(410), "{behaviour:?}"),
+                None => assert_eq!(status_of(&answer), None, "{behaviour:?}: {answer:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn slow_answers_beyond_the_request_timeout_become_timeouts() {
+        let mut rng = StdRng::seed_from_u64(1);
+        let slow = Behaviour::Slow {
+            latency_ms_max: 60_000,
+        };
+        for _ in 0..200 {
+            let answer = slow.answer(&mut rng, 0, NOW_MS, 5_000, 10_000);
+            assert!(answer.after_ms <= 10_000, "{answer:?}");
+            if answer.after_ms == 10_000 {
+                assert_eq!(
+                    answer.result,
+                    AttemptResult::Transport(TransportError::RequestTimeout)
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn rate_limited_answers_carry_retry_after() {
+        let mut rng = StdRng::seed_from_u64(3);
+        let limited = Behaviour::RateLimited {
+            p_limited: 1.0,
+            retry_after_s: 120,
+        };
+        for _ in 0..50 {
+            let answer = limited.answer(&mut rng, 0, NOW_MS, 5_000, 30_000);
+            let AttemptResult::Response {
+                status: 429,
+                retry_after: Some(retry_after),
+            } = answer.result
+            else {
+                panic!("{answer:?}");
+            };
+            assert_eq!(retry_after.delay_ms(NOW_MS), 120_000);
+        }
+    }
+}
