@@ -17,7 +17,8 @@
 //! list; but cascading and expiring read each slot sequentially and fire values straight
 //! out of it, instead of chasing one pointer per entry per level (a linked-list version
 //! measured ~300 ns per expired entry at a million pending, one cache miss per entry per
-//! cascade). The slab is only written on those paths, never read on the critical path.
+//! cascade). On those paths the slab is only updated (positions, generations), never
+//! consulted for what to do next.
 //!
 //! A [`TimerKey`] carries the slab index and a generation that changes whenever the entry is
 //! removed, so a key that outlived its entry never cancels whatever reuses the index (up to

@@ -5,7 +5,7 @@
 //! * **Ground truth**, which only the simulator knows: which events were acknowledged to
 //!   their publisher, which requests reached which endpoint and when, and which outcomes
 //!   the driver reported. Crashes do not erase it.
-//! * **The dispatcher's claims**, read from the records it emitted (the [`View`]): which
+//! * **The dispatcher's claims**, read from the records it emitted (the view): which
 //!   deliveries exist, which attempts finished, which deliveries ended and which webhooks
 //!   are disabled. After a crash the view is rebuilt from the surviving journal only, the
 //!   same way the dispatcher rebuilds itself.
