@@ -7,16 +7,16 @@
 //!     [--events N] [--tenants T] [--fanout F] [--payload-bytes B] [--tls] [--shards S]
 //! ```
 //!
-//! 1. Starts a sink (herald-sink; counters only, latency read from the body) and measures
-//!    the ceiling: a minimal keep-alive client sending the same number of requests of the
-//!    same size, with no journal, scheduling or signing.
+//! 1. Starts a sink (herald-sink; counters only, latency read from the body).
 //! 2. Starts the engine on a temporary directory (journal on disk, group commit), creates
 //!    T tenants × F webhooks pointing at the sink, and publishes N events (each carrying
 //!    its publish instant, so the sink measures publish→receive latency on arrival) from
 //!    publisher threads that keep a window of receipts in flight so that many publishes
 //!    share one journal sync.
-//! 3. Waits (bounded) for every delivery, prints progress each second, the figures, and
-//!    ends with one JSON line.
+//! 3. Waits (bounded) for every delivery, printing progress each second.
+//! 4. Measures the ceiling on the same sink: a minimal keep-alive client with as many
+//!    connections as the engine used, sending requests of the same size, with no
+//!    journal, scheduling or signing. Prints the figures and ends with one JSON line.
 
 use std::collections::VecDeque;
 use std::path::PathBuf;
@@ -68,8 +68,8 @@ struct Args {
     /// Verify every signature at the sink (costs sink CPU in the same process).
     #[arg(long)]
     verify: bool,
-    /// Connections of the ceiling's load client.
-    #[arg(long, default_value_t = 8)]
+    /// Connections of the ceiling's load client [default: as many as the engine opened].
+    #[arg(long, default_value_t = 0)]
     ceiling_connections: usize,
     /// Skip the ceiling measurement.
     #[arg(long)]
@@ -122,45 +122,6 @@ fn main() -> Result<(), Failure> {
         args.verify
     );
 
-    // ---------------------------------------------------------------- the ceiling
-    let ceiling = if args.no_ceiling {
-        None
-    } else {
-        let report = run_load(
-            sink.addr(),
-            &LoadConfig {
-                connections: args.ceiling_connections,
-                requests: deliveries_expected.min(500_000),
-                target: "/ceiling".into(),
-                // The engine's envelope adds about 200 bytes around the data.
-                payload_bytes: args.payload_bytes + 200,
-                latency_field: Some(LATENCY_FIELD.into()),
-                // Same header sizes as a Standard Webhooks signature.
-                headers: vec![
-                    ("User-Agent".into(), "herald/0.1.0".into()),
-                    ("webhook-id".into(), format!("evt_{}", "0".repeat(32))),
-                    ("webhook-timestamp".into(), "1795334400".into()),
-                    (
-                        "webhook-signature".into(),
-                        format!("v1,{}=", "A".repeat(43)),
-                    ),
-                ],
-                tls_ca_pem: sink.ca_pem().map(str::to_owned),
-            },
-        )?;
-        let latency = sink.latency();
-        println!(
-            "ceiling: {} requests over {} keep-alive connections in {:.2} s: {:.0}/s, p50 {} µs, p99 {} µs",
-            report.requests,
-            args.ceiling_connections,
-            report.elapsed.as_secs_f64(),
-            report.per_s,
-            latency.value_at_quantile(0.5),
-            latency.value_at_quantile(0.99)
-        );
-        sink.reset_latency();
-        Some(report)
-    };
     let base = sink.stats();
 
     // ---------------------------------------------------------------- the engine
@@ -349,6 +310,24 @@ fn main() -> Result<(), Failure> {
             );
         }
     }
+    // Measured after the engine run (its latency figures are taken above), with as many
+    // connections as the engine opened, so both use the sink the same way.
+    let ceiling = if args.no_ceiling {
+        None
+    } else {
+        let connections = match args.ceiling_connections {
+            0 => usize::try_from(connections)
+                .unwrap_or(herald_sink::LOAD_CONNECTIONS_MAX)
+                .clamp(1, herald_sink::LOAD_CONNECTIONS_MAX),
+            n => n,
+        };
+        Some(measure_ceiling(
+            &sink,
+            &args,
+            connections,
+            deliveries_expected.min(500_000),
+        )?)
+    };
     let ceiling_per_s = ceiling.as_ref().map(|c| c.per_s);
     if let Some(ceiling_per_s) = ceiling_per_s {
         println!(
@@ -374,6 +353,49 @@ fn main() -> Result<(), Failure> {
     });
     println!("{json}");
     Ok(())
+}
+
+/// The raw loopback ceiling: the same sink, the same request sizes, `connections`
+/// keep-alive connections, no journal, scheduling or signing.
+fn measure_ceiling(
+    sink: &Sink,
+    args: &Args,
+    connections: usize,
+    requests: u64,
+) -> Result<herald_sink::LoadReport, Failure> {
+    sink.reset_latency();
+    let report = run_load(
+        sink.addr(),
+        &LoadConfig {
+            connections,
+            requests,
+            target: "/ceiling".into(),
+            // The engine's envelope adds about 200 bytes around the data.
+            payload_bytes: args.payload_bytes + 200,
+            latency_field: Some(LATENCY_FIELD.into()),
+            // Same header sizes as a Standard Webhooks signature.
+            headers: vec![
+                ("User-Agent".into(), "herald/0.1.0".into()),
+                ("webhook-id".into(), format!("evt_{}", "0".repeat(32))),
+                ("webhook-timestamp".into(), "1795334400".into()),
+                (
+                    "webhook-signature".into(),
+                    format!("v1,{}=", "A".repeat(43)),
+                ),
+            ],
+            tls_ca_pem: sink.ca_pem().map(str::to_owned),
+        },
+    )?;
+    let latency = sink.latency();
+    println!(
+        "ceiling: {} requests over {connections} keep-alive connections in {:.2} s: {:.0}/s, p50 {} µs, p99 {} µs",
+        report.requests,
+        report.elapsed.as_secs_f64(),
+        report.per_s,
+        latency.value_at_quantile(0.5),
+        latency.value_at_quantile(0.99)
+    );
+    Ok(report)
 }
 
 /// Waits for one receipt (the event is durable once it resolves) and counts it.
