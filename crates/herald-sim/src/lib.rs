@@ -191,7 +191,7 @@ impl Default for SimConfig {
             limits: ScenarioLimits::default(),
             crashes_max: 3,
             checkpoints_max: 3,
-            manual_ops_max: 4,
+            manual_ops_max: 6,
             crash_per_step_p: 0.002,
             // Longest default path: six retries each pushed to 24 h by Retry-After, plus
             // outages of up to eight days and the five-day auto-disable.

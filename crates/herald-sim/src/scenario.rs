@@ -35,7 +35,7 @@ impl Default for ScenarioLimits {
         ScenarioLimits {
             tenants_max: 4,
             webhooks_per_tenant_max: 4,
-            events_max: 80,
+            events_max: 120,
             publish_window_ms: 8 * 24 * HOUR_MS,
         }
     }
