@@ -12,7 +12,6 @@
 
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
-use std::rc::Rc;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -215,7 +214,7 @@ fn main() {
     let (rate, cpu_us, stats) = glommio::LocalExecutorBuilder::default()
         .io_memory(512 * 1024)
         .spawn(move || async move {
-            let body: Rc<[u8]> = Rc::from(body);
+            let body: Arc<[u8]> = Arc::from(body);
             let trust = match ca_pem {
                 Some(pem) => {
                     let mut trust = TrustAnchors::empty();

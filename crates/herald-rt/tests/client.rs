@@ -3,14 +3,15 @@
 mod support;
 
 use std::rc::Rc;
+use std::sync::Arc;
 
 use herald_rt::{
     ClientConfig, HttpClient, OutboundRequest, PoolConfig, TransportError, TrustAnchors, USER_AGENT,
 };
 use support::{loopback_config, plain_receiver, run, Behavior};
 
-fn body() -> Rc<[u8]> {
-    Rc::from(&br#"{"type":"order.created","id":"evt_1"}"#[..])
+fn body() -> Arc<[u8]> {
+    Arc::from(&br#"{"type":"order.created","id":"evt_1"}"#[..])
 }
 
 #[test]

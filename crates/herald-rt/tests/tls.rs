@@ -3,13 +3,13 @@
 mod support;
 
 use std::io::Write;
-use std::rc::Rc;
+use std::sync::Arc;
 
 use herald_rt::{HttpClient, OutboundRequest, TransportError, TrustAnchors};
 use support::{loopback_config, plain_receiver, run, test_pki, tls_receiver, Behavior};
 
-fn body() -> Rc<[u8]> {
-    Rc::from(&br#"{"type":"payment.processed"}"#[..])
+fn body() -> Arc<[u8]> {
+    Arc::from(&br#"{"type":"payment.processed"}"#[..])
 }
 
 /// System roots plus the test CA from a PEM file, as an operator would configure it.

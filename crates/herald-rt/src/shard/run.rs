@@ -82,9 +82,6 @@ fn fail_batch(results: Vec<BatchResult>, failure: &Failure) -> Vec<BatchResult> 
         .collect()
 }
 
-/// An event body as the dispatcher shares it, and the same bytes as the client takes them.
-type SharedBody = (Arc<[u8]>, Rc<[u8]>);
-
 /// What a finished send task reports back to the loop.
 type Finished = Vec<Outcome>;
 
@@ -110,9 +107,6 @@ struct Shard {
     acks: VecDeque<(AppendId, Ack)>,
     batch: Vec<Request>,
     commands: Vec<Command>,
-    /// The body of the last send, shared by the next sends of the same event (the
-    /// client takes `Rc<[u8]>`, the dispatcher hands out `Arc<[u8]>`).
-    last_body: Option<SharedBody>,
     records_since_checkpoint: u64,
     last_checkpoint: Instant,
     last_sweep: Instant,
@@ -242,7 +236,6 @@ pub(crate) async fn run_shard(setup: ShardSetup) -> ShardExit {
         acks: VecDeque::new(),
         batch: Vec::new(),
         commands: Vec::new(),
-        last_body: None,
         records_since_checkpoint: 0,
         last_checkpoint: Instant::now(),
         last_sweep: Instant::now(),
@@ -553,18 +546,10 @@ impl Shard {
     }
 
     fn spawn_send(&mut self, request: SendRequest) {
-        let body = match &self.last_body {
-            Some((arc, rc)) if Arc::ptr_eq(arc, &request.body) => rc.clone(),
-            _ => {
-                let rc: Rc<[u8]> = Rc::from(&request.body[..]);
-                self.last_body = Some((request.body.clone(), rc.clone()));
-                rc
-            }
-        };
         let outbound = OutboundRequest {
-            url: (*request.url).clone(),
+            url: request.url,
             headers: request.headers,
-            body,
+            body: request.body,
             connect_timeout_ms: request.connect_timeout_ms,
             request_timeout_ms: request.request_timeout_ms,
         };
