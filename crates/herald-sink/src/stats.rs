@@ -196,7 +196,9 @@ impl Latencies {
             merged.add(retired).expect("histograms share bounds");
         }
         for histogram in live.iter() {
-            merged.add(&*lock(histogram)).expect("histograms share bounds");
+            merged
+                .add(&*lock(histogram))
+                .expect("histograms share bounds");
         }
         merged
     }
