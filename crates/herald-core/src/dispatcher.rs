@@ -385,6 +385,10 @@ struct Plan {
     request_timeout_ms: u64,
 }
 
+/// Prefixes of the ids of events the dispatcher originates itself: operational
+/// `webhook.disabled` events and test events.
+const GENERATED_EVENT_ID_PREFIXES: [&str; 2] = ["evt_webhook_disabled_", "evt_test_"];
+
 /// The per-shard dispatch state machine. See the crate documentation for how to drive it.
 pub struct Dispatcher {
     config: DispatcherConfig,
@@ -1122,7 +1126,7 @@ impl Dispatcher {
             "disabled_at": crate::envelope::rfc3339_ms(now),
         });
         let event = NewEvent {
-            id: self.generated_event_id("evt_webhook_disabled_"),
+            id: self.generated_event_id(GENERATED_EVENT_ID_PREFIXES[0]),
             // The constant is a valid event type; checked by a test.
             event_type: EventType::parse(WEBHOOK_DISABLED_EVENT)
                 .expect("WEBHOOK_DISABLED_EVENT is a valid event type"),
@@ -1137,11 +1141,26 @@ impl Dispatcher {
     }
 
     /// A deterministic event id for events the dispatcher originates: unique per shard
-    /// because it embeds the next delivery id, which only grows.
-    fn generated_event_id(&self, prefix: &str) -> EventId {
+    /// because it embeds a number taken from the delivery id counter, which only grows
+    /// (the number is consumed here, so an event that creates no deliveries cannot lend
+    /// its id to the next one; replay restores the counter past it,
+    /// [`Self::observe_generated_event_id`]).
+    fn generated_event_id(&mut self, prefix: &str) -> EventId {
         let text = format!("{prefix}{:016x}", self.next_delivery);
+        self.next_delivery += 1;
         // Prefix and hex digits are within the event id charset and length.
         EventId::parse(&text).expect("generated event ids are valid")
+    }
+
+    /// Replay: keeps the counter behind generated event ids past every id already used.
+    fn observe_generated_event_id(&mut self, event_id: &str) {
+        for prefix in GENERATED_EVENT_ID_PREFIXES {
+            if let Some(hex) = event_id.strip_prefix(prefix) {
+                if let Ok(number) = u64::from_str_radix(hex, 16) {
+                    self.next_delivery = self.next_delivery.max(number.saturating_add(1));
+                }
+            }
+        }
     }
 
     // ---------------------------------------------------------------- manual operations
@@ -1277,7 +1296,7 @@ impl Dispatcher {
             return Err(OpError::WebhookDisabled(webhook.clone()));
         }
         let event = NewEvent {
-            id: self.generated_event_id("evt_test_"),
+            id: self.generated_event_id(GENERATED_EVENT_ID_PREFIXES[1]),
             event_type,
             api_version: API_VERSION_DEFAULT.to_string(),
             created_at_ms: now,
@@ -1647,6 +1666,7 @@ impl Dispatcher {
                 self.apply_delete(r.at_ms, &tenant, &id);
             }
             Record::EventAccepted(r) => {
+                self.observe_generated_event_id(&r.event_id);
                 let tenant = TenantId::parse(&r.tenant).map_err(|e| invalid(e.to_string()))?;
                 let event = Arc::new(EventData {
                     tenant,

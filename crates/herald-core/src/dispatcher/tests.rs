@@ -1619,3 +1619,25 @@ fn gone_publishes_webhook_disabled_to_subscribers() {
         Err(OpError::WebhookDisabled(wh("w1")))
     );
 }
+
+#[test]
+fn generated_event_ids_are_never_reused_even_across_replay() {
+    let mut d = Dispatcher::new(DispatcherConfig::default(), T0);
+    // Neither event creates a delivery, so only the id counter separates them.
+    let first = d.generated_event_id(GENERATED_EVENT_ID_PREFIXES[0]);
+    let second = d.generated_event_id(GENERATED_EVENT_ID_PREFIXES[0]);
+    assert_ne!(first, second);
+
+    // A dispatcher rebuilt from records has seen both ids and must not hand them out.
+    let mut rebuilt = Dispatcher::new(DispatcherConfig::default(), T0);
+    rebuilt.observe_generated_event_id(first.as_str());
+    rebuilt.observe_generated_event_id(second.as_str());
+    rebuilt.observe_generated_event_id("evt_customer_ffffffffffffffff");
+    let third = rebuilt.generated_event_id(GENERATED_EVENT_ID_PREFIXES[1]);
+    let fourth = rebuilt.generated_event_id(GENERATED_EVENT_ID_PREFIXES[0]);
+    for used in [&first, &second] {
+        assert_ne!(&third, used);
+        assert_ne!(&fourth, used);
+    }
+    assert_ne!(third, fourth);
+}
