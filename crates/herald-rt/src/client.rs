@@ -138,7 +138,9 @@ pub struct ClientStats {
 pub struct HttpClient {
     config: ClientConfig,
     tls: futures_rustls::TlsConnector,
-    pool: Rc<Pool<Conn>>,
+    // Boxed so that a send task's future holds a pointer, not the connection (the
+    // parser's buffers and the stream), keeping every task's allocation small.
+    pool: Rc<Pool<Box<Conn>>>,
     resolver: Resolver,
     spare_buffers: RefCell<Vec<Vec<u8>>>,
     /// Read buffers kept at their full length, so that taking one does not zero it again
@@ -278,7 +280,7 @@ impl HttpClient {
                 })
             })?;
         let lease = checkout.lease;
-        let idle = checkout.conn.filter(Conn::reusable);
+        let idle = checkout.conn.filter(|conn| conn.reusable());
         let mut read_buf = self.take_read_buffer();
 
         let result = async {
@@ -300,7 +302,10 @@ impl HttpClient {
             // or on a dead reused connection is the request timeout's business.
             let deadline =
                 Instant::now() + Duration::from_millis(request.connect_timeout_ms.max(1));
-            let mut conn = self.open(&request.url, deadline).await?;
+            // Boxed: connecting (DNS, TCP, a whole TLS handshake) is the rare path but its
+            // future is several KiB; inline it would make every send task that large, and
+            // allocations of that size are the slow ones in glibc malloc.
+            let mut conn = Box::pin(self.open(&request.url, deadline)).await?;
             match self.attempt(&mut conn, wire, &mut read_buf).await {
                 Ok(response) => Ok((conn, response)),
                 Err(e) => Err(e.error),
@@ -420,7 +425,7 @@ impl HttpClient {
     }
 
     /// Resolves, checks and connects (and for https, handshakes) within `deadline`.
-    async fn open(&self, url: &Url, deadline: Instant) -> Result<Conn, TransportError> {
+    async fn open(&self, url: &Url, deadline: Instant) -> Result<Box<Conn>, TransportError> {
         let remaining = |now: Instant| deadline.saturating_duration_since(now);
         let lookup = self.resolver.resolve(&url.host);
         let addresses = futures_lite::future::or(async { Some(lookup.await) }, async {
@@ -513,9 +518,9 @@ impl HttpClient {
             if tls_stream.get_ref().1.handshake_kind() == Some(rustls::HandshakeKind::Resumed) {
                 self.bump(|s| s.tls_resumed += 1);
             }
-            Conn::tls(tls_stream, self.parser())
+            Box::new(Conn::tls(tls_stream, self.parser()))
         } else {
-            Conn::plain(stream, self.parser())
+            Box::new(Conn::plain(stream, self.parser()))
         };
         self.bump(|s| s.connections_opened += 1);
         Ok(conn)
