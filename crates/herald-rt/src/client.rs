@@ -568,7 +568,7 @@ impl HttpClient {
 fn origin_key(url: &Url) -> OriginKey {
     OriginKey {
         https: url.is_tls(),
-        host: url.host.clone(),
+        host: Arc::from(url.host.as_str()),
         port: url.port,
     }
 }

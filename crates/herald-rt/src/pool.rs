@@ -16,6 +16,7 @@ use std::collections::{HashMap, VecDeque};
 use std::future::Future;
 use std::pin::Pin;
 use std::rc::Rc;
+use std::sync::Arc;
 use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
 
@@ -55,8 +56,9 @@ impl Default for PoolConfig {
 pub struct OriginKey {
     /// Whether the connection is TLS.
     pub https: bool,
-    /// Host as written in the URL (lowercase).
-    pub host: String,
+    /// Host as written in the URL (lowercase). Shared: every request and every lease
+    /// holds a copy of its key, and cloning must not allocate.
+    pub host: Arc<str>,
     /// TCP port.
     pub port: u16,
 }
@@ -425,7 +427,7 @@ mod tests {
     fn key(host: &str) -> OriginKey {
         OriginKey {
             https: false,
-            host: host.to_owned(),
+            host: host.into(),
             port: 80,
         }
     }
