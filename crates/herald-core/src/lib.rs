@@ -152,7 +152,7 @@ pub use ids::{
 };
 pub use log::{DeliveryError, DeliveryQuery, DeliveryRecord, DeliveryStatus, Page, PAGE_ITEMS_MAX};
 pub use matcher::{EventFilter, Matcher};
-pub use record::{DecodeError, EncodeError, Record, RECORD_VERSION};
+pub use record::{DecodeError, EncodeError, Record, RecordBuffer, RECORD_VERSION};
 pub use retry::{
     classify, jitter_ms, retry_delay_ms, AttemptResult, OutcomeClass, RetrySchedule, ScheduleError,
     TransportError, JITTER_PERCENT_MAX, RETRIES_MAX, RETRY_AFTER_MS_MAX, RETRY_DELAY_MS_MAX,

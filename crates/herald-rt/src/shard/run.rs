@@ -8,7 +8,9 @@ use std::sync::{mpsc, Arc};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use futures_lite::AsyncReadExt;
-use herald_core::{AppendId, AttemptResult, Command, Dispatcher, Outcome, Record, SendRequest};
+use herald_core::{
+    AppendId, AttemptResult, Command, Dispatcher, Outcome, Record, RecordBuffer, SendRequest,
+};
 use herald_journal::{Journal, JournalConfig};
 
 use super::engine::{ShardExit, ShardStatus, StartError};
@@ -82,6 +84,10 @@ fn fail_batch(results: Vec<BatchResult>, failure: &Failure) -> Vec<BatchResult> 
         .collect()
 }
 
+/// Largest record buffer kept for reuse: records are small; a rare big one (a webhook
+/// with many secrets and headers, a checkpoint) is not worth holding on to.
+const RECORD_BUFFER_KEPT_BYTES_MAX: usize = 64 * 1024;
+
 /// What a finished send task reports back to the loop.
 type Finished = Vec<Outcome>;
 
@@ -108,6 +114,9 @@ struct Shard {
     batch: Vec<Request>,
     commands: Vec<Command>,
     records_since_checkpoint: u64,
+    /// Reused for every record's serialization (one allocation per record otherwise,
+    /// plus the reallocations while it grows).
+    record_buffer: RecordBuffer,
     last_checkpoint: Instant,
     last_sweep: Instant,
     /// Set when the journal failed: the shard stops and answers nothing more.
@@ -237,6 +246,7 @@ pub(crate) async fn run_shard(setup: ShardSetup) -> ShardExit {
         batch: Vec::new(),
         commands: Vec::new(),
         records_since_checkpoint: 0,
+        record_buffer: RecordBuffer::new(),
         last_checkpoint: Instant::now(),
         last_sweep: Instant::now(),
         storage_failure: None,
@@ -527,13 +537,20 @@ impl Shard {
         if self.storage_failure.is_some() {
             return;
         }
+        let buffer = std::mem::take(&mut self.record_buffer);
         let result = record
-            .encode()
+            .encode_into(buffer)
             .map_err(|error| format!("encoding record {:#06x}: {error}", record.kind()))
             .and_then(|(kind, version, payload)| {
-                self.journal
+                let appended = self
+                    .journal
                     .append(kind, version, &payload)
-                    .map_err(|error| error.to_string())
+                    .map_err(|error| error.to_string());
+                // A buffer grown by one huge record is not kept.
+                if payload.capacity() <= RECORD_BUFFER_KEPT_BYTES_MAX {
+                    self.record_buffer = payload;
+                }
+                appended
             });
         match result {
             Ok(seq) => {
