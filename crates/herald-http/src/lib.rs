@@ -37,6 +37,7 @@ mod encode;
 mod error;
 mod head;
 mod limits;
+mod message;
 mod request;
 mod response;
 mod retry_after;
