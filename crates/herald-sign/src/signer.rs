@@ -158,24 +158,16 @@ impl Signer {
                     }
                     match key {
                         SigningKey::Hmac(key) => {
-                            let mut context = hmac::Context::with_key(key);
-                            update_standard_prefix(&mut context, msg.id, ts.as_bytes());
-                            context.update(msg.body);
                             text.push_str("v1,");
-                            push_base64(text, context.sign().as_ref());
+                            push_base64(
+                                text,
+                                standard_tag(key, msg.id, ts.as_bytes(), msg.body).as_ref(),
+                            );
                         }
                         SigningKey::Ed25519(pair) => {
                             // ring's ed25519 hashes the message twice, so it needs it whole.
                             if index == 0 {
-                                scratch.clear();
-                                scratch.reserve(
-                                    msg.id.len() + ts.as_bytes().len() + msg.body.len() + 2,
-                                );
-                                scratch.extend_from_slice(msg.id.as_bytes());
-                                scratch.push(b'.');
-                                scratch.extend_from_slice(ts.as_bytes());
-                                scratch.push(b'.');
-                                scratch.extend_from_slice(msg.body);
+                                standard_content(scratch, msg.id, ts.as_bytes(), msg.body);
                             }
                             text.push_str("v1a,");
                             push_base64(text, pair.sign(scratch).as_ref());
@@ -190,12 +182,8 @@ impl Signer {
                 text.push_str("t=");
                 push_ascii(text, ts.as_bytes());
                 for key in hmac_keys(&inner.keys) {
-                    let mut context = hmac::Context::with_key(key);
-                    context.update(ts.as_bytes());
-                    context.update(b".");
-                    context.update(msg.body);
                     text.push_str(",v1=");
-                    push_hex(text, context.sign().as_ref());
+                    push_hex(text, stripe_tag(key, ts.as_bytes(), msg.body).as_ref());
                 }
                 out.finish();
             }
@@ -217,6 +205,38 @@ impl Signer {
             }
         }
     }
+}
+
+// The signed content of each scheme is defined once, here, for the signer and the
+// verifier alike.
+
+/// `standard`: HMAC-SHA256 of `{id}.{ts}.{body}`.
+pub(crate) fn standard_tag(key: &hmac::Key, id: &str, ts: &[u8], body: &[u8]) -> hmac::Tag {
+    let mut context = hmac::Context::with_key(key);
+    update_standard_prefix(&mut context, id, ts);
+    context.update(body);
+    context.sign()
+}
+
+/// `ed25519`: `{id}.{ts}.{body}` written whole into `out` (replacing its contents), since
+/// ring's Ed25519 hashes the message twice and takes it as one slice.
+pub(crate) fn standard_content(out: &mut Vec<u8>, id: &str, ts: &[u8], body: &[u8]) {
+    out.clear();
+    out.reserve(id.len() + ts.len() + body.len() + 2);
+    out.extend_from_slice(id.as_bytes());
+    out.push(b'.');
+    out.extend_from_slice(ts);
+    out.push(b'.');
+    out.extend_from_slice(body);
+}
+
+/// `stripe`: HMAC-SHA256 of `{ts}.{body}`.
+pub(crate) fn stripe_tag(key: &hmac::Key, ts: &[u8], body: &[u8]) -> hmac::Tag {
+    let mut context = hmac::Context::with_key(key);
+    context.update(ts);
+    context.update(b".");
+    context.update(body);
+    context.sign()
 }
 
 /// Feeds `{id}.{ts}.` to `context` in one call when it fits a stack buffer: each

@@ -8,7 +8,7 @@ use subtle::ConstantTimeEq as _;
 
 use crate::encoding::{parse_digits, BASE64_LENIENT};
 use crate::secret::{verifying_keys, VerifyingKey};
-use crate::signer::olo_tag;
+use crate::signer::{olo_tag, standard_content, standard_tag, stripe_tag};
 use crate::{HeaderLookup, Scheme, SecretError};
 
 pub use crate::encoding::{ticks_to_unix_s, unix_s_to_ticks};
@@ -204,12 +204,8 @@ impl Verifier {
 
         let matched = match self.scheme {
             Scheme::Ed25519 => {
-                let mut content = Vec::with_capacity(id.len() + timestamp.len() + body.len() + 2);
-                content.extend_from_slice(id.as_bytes());
-                content.push(b'.');
-                content.extend_from_slice(timestamp.as_bytes());
-                content.push(b'.');
-                content.extend_from_slice(body);
+                let mut content = Vec::new();
+                standard_content(&mut content, id, timestamp.as_bytes(), body);
                 self.keys.iter().any(|key| match key {
                     VerifyingKey::Ed25519(public) => signatures
                         .iter()
@@ -218,13 +214,10 @@ impl Verifier {
                 })
             }
             _ => self.hmac_keys().any(|key| {
-                let mut context = hmac::Context::with_key(key);
-                context.update(id.as_bytes());
-                context.update(b".");
-                context.update(timestamp.as_bytes());
-                context.update(b".");
-                context.update(body);
-                any_equal(context.sign().as_ref(), &signatures)
+                any_equal(
+                    standard_tag(key, id, timestamp.as_bytes(), body).as_ref(),
+                    &signatures,
+                )
             }),
         };
         self.outcome(matched, signatures.len())
@@ -263,11 +256,10 @@ impl Verifier {
             return Err(malformed(name, "no v1 signature present"));
         }
         let matched = self.hmac_keys().any(|key| {
-            let mut context = hmac::Context::with_key(key);
-            context.update(timestamp.as_bytes());
-            context.update(b".");
-            context.update(body);
-            any_equal(context.sign().as_ref(), &signatures)
+            any_equal(
+                stripe_tag(key, timestamp.as_bytes(), body).as_ref(),
+                &signatures,
+            )
         });
         self.outcome(matched, signatures.len())
     }
