@@ -40,7 +40,8 @@ pub enum EncodeError {
     BodyNotAllowed(u16),
 }
 
-/// Checks that `name` is a valid header field name (an RFC 9110 token).
+/// Checks that `name` is a valid header field name (an RFC 9110 token). The error's
+/// `index` is 0: there is no slice to point into.
 pub fn check_header_name(name: &str) -> Result<(), EncodeError> {
     if is_token(name.as_bytes()) {
         Ok(())
@@ -51,6 +52,7 @@ pub fn check_header_name(name: &str) -> Result<(), EncodeError> {
 
 /// Checks that `value` is a valid header field value: no control characters other than
 /// horizontal tab (so no CR, LF or NUL), no DEL. Bytes >= 0x80 (obs-text) are allowed.
+/// The error's `index` is 0: there is no slice to point into.
 pub fn check_header_value(value: &[u8]) -> Result<(), EncodeError> {
     if is_field_value(value) {
         Ok(())
@@ -109,7 +111,7 @@ pub fn encode_request(
 
 /// Appends an HTTP/1.1 response to `out` (for servers: the management API, the test
 /// sink): status line with the standard reason phrase, the caller's `headers`,
-/// `Content-Length` (except for 1xx and 204), blank line, body.
+/// `Content-Length` (except for 1xx, 204 and 304), blank line, body.
 ///
 /// A body for 1xx, 204 or 304 is an error. Like [`encode_request`], `out` is appended to
 /// and is unchanged on error.

@@ -41,13 +41,13 @@ pub enum SecretError {
         max: usize,
     },
     /// A secret is empty.
-    #[error("secret #{index} is empty")]
+    #[error("secret at index {index} is empty")]
     Empty {
         /// Position in the list.
         index: usize,
     },
     /// A secret is longer than [`SECRET_BYTES_MAX`].
-    #[error("secret #{index} is {bytes} bytes long; at most {max} are accepted")]
+    #[error("secret at index {index} is {bytes} bytes long; at most {max} are accepted")]
     TooLong {
         /// Position in the list.
         index: usize,
@@ -59,13 +59,13 @@ pub enum SecretError {
     /// A secret starts or ends with whitespace: almost always a copy-paste or file-reading
     /// accident (a trailing newline), and a classic cause of "signature verification
     /// failing".
-    #[error("secret #{index} starts or ends with whitespace (a stray newline?)")]
+    #[error("secret at index {index} starts or ends with whitespace (a stray newline?)")]
     Whitespace {
         /// Position in the list.
         index: usize,
     },
     /// A secret lacks its scheme's prefix.
-    #[error("secret #{index} must start with `{expected}`")]
+    #[error("secret at index {index} must start with `{expected}`")]
     Prefix {
         /// Position in the list.
         index: usize,
@@ -73,13 +73,13 @@ pub enum SecretError {
         expected: &'static str,
     },
     /// The text after the prefix is not base64.
-    #[error("secret #{index} is not valid base64 after its prefix")]
+    #[error("secret at index {index} is not valid base64 after its prefix")]
     Base64 {
         /// Position in the list.
         index: usize,
     },
     /// The decoded key has the wrong size.
-    #[error("secret #{index} decodes to {bytes} bytes; {expected} expected")]
+    #[error("secret at index {index} decodes to {bytes} bytes; {expected} expected")]
     Length {
         /// Position in the list.
         index: usize,
@@ -90,7 +90,7 @@ pub enum SecretError {
     },
     /// ring rejected an ed25519 key (e.g. a 64-byte `whsk_` whose public half does not
     /// belong to its seed).
-    #[error("secret #{index} is not a valid ed25519 key: {reason}")]
+    #[error("secret at index {index} is not a valid ed25519 key: {reason}")]
     Ed25519 {
         /// Position in the list.
         index: usize,

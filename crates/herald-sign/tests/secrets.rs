@@ -224,3 +224,19 @@ fn debug_never_shows_secrets() {
     let error = Signer::new(Scheme::Standard, &["whsec_secret material!"]).unwrap_err();
     assert!(!error.to_string().contains("material"), "{error}");
 }
+
+#[test]
+fn secret_errors_name_the_position_unambiguously() {
+    // `--secret` is repeated for rotation; with one secret, "secret #0" read like a count.
+    let cases: &[(&[&str], &str)] = &[
+        (&["nope"], "secret at index 0 must start with `whsec_`"),
+        (
+            &["whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw", ""],
+            "secret at index 1 is empty",
+        ),
+    ];
+    for (secrets, expected) in cases {
+        let error = Signer::new(Scheme::Standard, secrets).unwrap_err();
+        assert_eq!(error.to_string(), *expected, "{secrets:?}");
+    }
+}
