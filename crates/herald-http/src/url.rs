@@ -89,7 +89,8 @@ pub enum UrlError {
     /// Empty host.
     #[error("URL has no host")]
     MissingHost,
-    /// Host is not a valid DNS name, IPv4 dotted quad or bracketed IPv6 literal.
+    /// Host is not a valid DNS name (labels of letters, digits, `-` and `_`, no label
+    /// starting or ending with `-`), IPv4 dotted quad or bracketed IPv6 literal.
     #[error("URL host is invalid")]
     InvalidHost,
     /// Port is not a number in 1..=65535.
@@ -235,8 +236,12 @@ fn parse_host(host: &str) -> Result<String, UrlError> {
     let mut last_label = "";
     for label in host.split('.') {
         let bytes = label.as_bytes();
+        // RFC 1123 §2.1: a label neither starts nor ends with a hyphen (`_` is tolerated:
+        // it appears in real service names).
         let ok = !bytes.is_empty()
             && bytes.len() <= LABEL_BYTES_MAX
+            && bytes.first() != Some(&b'-')
+            && bytes.last() != Some(&b'-')
             && bytes
                 .iter()
                 .all(|b| b.is_ascii_alphanumeric() || *b == b'-' || *b == b'_');
@@ -346,6 +351,7 @@ mod tests {
                 "a.b:8443",
             ),
             ("http://a.b:80/", Http, "a.b", 80, "/", "a.b"),
+            ("http://a-b.c_d/", Http, "a-b.c_d", 80, "/", "a-b.c_d"),
             ("http://a.b:/p", Http, "a.b", 80, "/p", "a.b"),
             ("http://a.b?q", Http, "a.b", 80, "/?q", "a.b"),
             ("http://a.b/p#frag", Http, "a.b", 80, "/p", "a.b"),
@@ -427,6 +433,9 @@ mod tests {
             ("http://[nothex]/", UrlError::InvalidHost),
             ("http://a..b/", UrlError::InvalidHost),
             ("http://a!b/", UrlError::InvalidHost),
+            ("http://-a.example/", UrlError::InvalidHost),
+            ("http://a-.example/", UrlError::InvalidHost),
+            ("http://a.-example/", UrlError::InvalidHost),
             ("http://127.1/", UrlError::InvalidHost),
             ("http://0x7f.0.0.1/", UrlError::InvalidHost),
             ("http://017700000001/", UrlError::InvalidHost),
