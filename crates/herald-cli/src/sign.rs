@@ -254,9 +254,22 @@ fn run_verify(
         .map_err(|error| Failure::usage(error.to_string()))?
         .with_tolerance_s(args.tolerance_s);
     let body = read_body(input)?;
+    let now_given = args.now.is_some();
     let now_s = args.now.unwrap_or_else(now_s);
     if let Err(error) = verifier.verify(&headers, &url, &body, now_s) {
         let mut message = format!("invalid: {error}");
+        // The usual cause is replaying a request captured from a log some minutes ago.
+        if !now_given
+            && matches!(
+                error,
+                VerifyError::TimestampOutsideTolerance { skew_s, .. } if skew_s > 0
+            )
+        {
+            message.push_str(
+                "\nhint: for a request captured earlier, pass --now with the Unix time it \
+                 arrived (or widen --tolerance-s)",
+            );
+        }
         // `echo` and many editors add a final newline that the sender never signed.
         if matches!(error, VerifyError::NoMatchingSignature { .. }) && body.ends_with(b"\n") {
             let trimmed = body

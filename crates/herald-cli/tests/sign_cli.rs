@@ -467,3 +467,37 @@ fn a_trailing_newline_on_stdin_gets_a_hint() {
     assert_eq!(output.status.code(), Some(1));
     assert!(!stderr(&output).contains("hint"), "{}", stderr(&output));
 }
+
+#[test]
+fn a_stale_timestamp_without_now_gets_a_hint() {
+    let body = br#"{"id":1}"#;
+    let signed_at = ["--scheme", "standard", "--secret", STANDARD_SECRET];
+    let stale = sign(&[&signed_at[..], &["--timestamp", "1000"]].concat(), body);
+    let output = verify(&signed_at, &stale, body);
+    assert_eq!(output.status.code(), Some(1));
+    assert!(
+        stderr(&output).contains("timestamp outside tolerance")
+            && stderr(&output).contains("hint: for a request captured earlier, pass --now"),
+        "{}",
+        stderr(&output)
+    );
+    // With --now the caller chose the time: no hint. A future timestamp is not a capture.
+    let output = verify(
+        &[&signed_at[..], &["--now", "999999"]].concat(),
+        &stale,
+        body,
+    );
+    assert_eq!(output.status.code(), Some(1));
+    assert!(!stderr(&output).contains("hint"), "{}", stderr(&output));
+    let future = sign(
+        &[&signed_at[..], &["--timestamp", "99999999999"]].concat(),
+        body,
+    );
+    let output = verify(&signed_at, &future, body);
+    assert_eq!(output.status.code(), Some(1));
+    assert!(
+        stderr(&output).contains("in the future") && !stderr(&output).contains("hint"),
+        "{}",
+        stderr(&output)
+    );
+}
