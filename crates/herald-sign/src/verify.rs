@@ -349,6 +349,13 @@ fn required<'h, H: HeaderLookup + ?Sized>(
     Ok(value.trim())
 }
 
+// `MalformedHeader::reason` is `&'static str`, so the two reasons above and below quote the
+// limits literally; this keeps them from drifting apart.
+const _: () = assert!(
+    SIGNATURE_HEADER_BYTES_MAX == 4096 && SIGNATURES_MAX == 16,
+    "update the MalformedHeader reasons that quote these limits"
+);
+
 fn parse_timestamp(name: &str, text: &str) -> Result<i64, VerifyError> {
     parse_digits(text).ok_or_else(|| malformed(name, "not a non-negative decimal integer"))
 }
