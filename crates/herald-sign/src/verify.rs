@@ -202,24 +202,19 @@ impl Verifier {
             });
         }
 
-        let matched = match self.scheme {
-            Scheme::Ed25519 => {
-                let mut content = Vec::new();
-                standard_content(&mut content, id, timestamp.as_bytes(), body);
-                self.keys.iter().any(|key| match key {
-                    VerifyingKey::Ed25519(public) => signatures
-                        .iter()
-                        .any(|signature| public.verify(&content, signature).is_ok()),
-                    VerifyingKey::Hmac(_) => false,
-                })
-            }
-            _ => self.hmac_keys().any(|key| {
-                any_equal(
-                    standard_tag(key, id, timestamp.as_bytes(), body).as_ref(),
-                    &signatures,
-                )
-            }),
-        };
+        if self.scheme != Scheme::Ed25519 {
+            return self.hmac_outcome(&signatures, |key| {
+                standard_tag(key, id, timestamp.as_bytes(), body)
+            });
+        }
+        let mut content = Vec::new();
+        standard_content(&mut content, id, timestamp.as_bytes(), body);
+        let matched = self.keys.iter().any(|key| match key {
+            VerifyingKey::Ed25519(public) => signatures
+                .iter()
+                .any(|signature| public.verify(&content, signature).is_ok()),
+            VerifyingKey::Hmac(_) => false,
+        });
         self.outcome(matched, signatures.len())
     }
 
@@ -255,13 +250,9 @@ impl Verifier {
         if signatures.is_empty() {
             return Err(malformed(name, "no v1 signature present"));
         }
-        let matched = self.hmac_keys().any(|key| {
-            any_equal(
-                stripe_tag(key, timestamp.as_bytes(), body).as_ref(),
-                &signatures,
-            )
-        });
-        self.outcome(matched, signatures.len())
+        self.hmac_outcome(&signatures, |key| {
+            stripe_tag(key, timestamp.as_bytes(), body)
+        })
     }
 
     fn verify_olo<H: HeaderLookup + ?Sized>(
@@ -290,12 +281,20 @@ impl Verifier {
         if signatures.is_empty() {
             return Err(malformed("X-Olo-Signature", "empty"));
         }
-        let matched = self.hmac_keys().any(|key| {
-            any_equal(
-                olo_tag(key, url, body, id, ticks_text.as_bytes()).as_ref(),
-                &signatures,
-            )
-        });
+        self.hmac_outcome(&signatures, |key| {
+            olo_tag(key, url, body, id, ticks_text.as_bytes())
+        })
+    }
+
+    /// Accepts when the tag of any HMAC key equals any received signature.
+    fn hmac_outcome(
+        &self,
+        signatures: &[Vec<u8>],
+        tag: impl Fn(&hmac::Key) -> hmac::Tag,
+    ) -> Result<(), VerifyError> {
+        let matched = self
+            .hmac_keys()
+            .any(|key| any_equal(tag(key).as_ref(), signatures));
         self.outcome(matched, signatures.len())
     }
 
