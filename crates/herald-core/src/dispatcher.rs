@@ -1230,18 +1230,7 @@ impl Dispatcher {
         since_ms: u64,
     ) -> Result<usize, OpError> {
         let now = self.observe(now_ms);
-        let active = self
-            .tenants
-            .get(tenant)
-            .and_then(|t| t.webhooks.get(webhook))
-            .map(|w| w.spec.status.is_active())
-            .ok_or_else(|| OpError::WebhookNotFound {
-                tenant: tenant.clone(),
-                webhook: webhook.clone(),
-            })?;
-        if !active {
-            return Err(OpError::WebhookDisabled(webhook.clone()));
-        }
+        self.require_active_webhook(tenant, webhook)?;
         let room = self
             .config
             .pending_deliveries_max
@@ -1273,6 +1262,28 @@ impl Dispatcher {
         Ok(picked.len())
     }
 
+    /// Manual operations act on existing, active webhooks only.
+    fn require_active_webhook(
+        &self,
+        tenant: &TenantId,
+        webhook: &WebhookId,
+    ) -> Result<(), OpError> {
+        let active = self
+            .tenants
+            .get(tenant)
+            .and_then(|t| t.webhooks.get(webhook))
+            .map(|w| w.spec.status.is_active())
+            .ok_or_else(|| OpError::WebhookNotFound {
+                tenant: tenant.clone(),
+                webhook: webhook.clone(),
+            })?;
+        if active {
+            Ok(())
+        } else {
+            Err(OpError::WebhookDisabled(webhook.clone()))
+        }
+    }
+
     /// Sends a test event of `event_type` (data [`TEST_EVENT_DATA`]) to one webhook,
     /// whatever its filters.
     pub fn send_test_event(
@@ -1283,18 +1294,7 @@ impl Dispatcher {
         event_type: EventType,
     ) -> Result<Accepted, OpError> {
         let now = self.observe(now_ms);
-        let active = self
-            .tenants
-            .get(tenant)
-            .and_then(|t| t.webhooks.get(webhook))
-            .map(|w| w.spec.status.is_active())
-            .ok_or_else(|| OpError::WebhookNotFound {
-                tenant: tenant.clone(),
-                webhook: webhook.clone(),
-            })?;
-        if !active {
-            return Err(OpError::WebhookDisabled(webhook.clone()));
-        }
+        self.require_active_webhook(tenant, webhook)?;
         let event = NewEvent {
             id: self.generated_event_id(GENERATED_EVENT_ID_PREFIXES[1]),
             event_type,
