@@ -123,13 +123,20 @@ fn plain_and_tls_receivers_get_every_event_signed() {
             assert_eq!(envelope["tenant_id"], case.tenant);
             assert_eq!(envelope["type"], "order.created");
         }
-        let log = deliveries(&herald, &tenant(case.tenant));
-        assert_eq!(log.len(), EVENTS_PER_CASE);
-        assert!(
-            log.iter().all(|d| d.status == DeliveryStatus::Success),
-            "{}: {log:?}",
-            case.tenant
+        // The receiver has answered every request, but the engine records each outcome
+        // only once it has read the response: wait for the log to catch up.
+        let log = common::wait_until(
+            "every delivery logged as a success",
+            WAIT,
+            || {
+                let log = deliveries(&herald, &tenant(case.tenant));
+                (log.len() == EVENTS_PER_CASE
+                    && log.iter().all(|d| d.status == DeliveryStatus::Success))
+                .then_some(log)
+            },
+            || format!("{:?}", deliveries(&herald, &tenant(case.tenant))),
         );
+        assert_eq!(log.len(), EVENTS_PER_CASE, "{}", case.tenant);
     }
     herald.shutdown().unwrap();
 }
