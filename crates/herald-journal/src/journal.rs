@@ -898,6 +898,27 @@ fn install_spare(
     })
 }
 
+/// Creates (or truncates) `temp` and preallocates a whole segment's blocks.
+/// Preallocated blocks mean writes through the mapping can never hit ENOSPC (which
+/// would be SIGBUS); the failure surfaces here instead.
+fn create_preallocated(config: &JournalConfig, temp: &Path) -> Result<File, JournalError> {
+    let file = OpenOptions::new()
+        .create(true)
+        .truncate(true)
+        .read(true)
+        .write(true)
+        .open(temp)
+        .map_err(|e| JournalError::io("create", temp, e))?;
+    rustix::fs::fallocate(
+        &file,
+        rustix::fs::FallocateFlags::empty(),
+        0,
+        config.segment_bytes,
+    )
+    .map_err(|e| JournalError::io("fallocate", temp, io::Error::from(e)))?;
+    Ok(file)
+}
+
 /// Creates a segment under a temporary name (preallocated, header written and
 /// synced) for a roll when no spare is ready; the sync thread renames it.
 /// Returns the segment (with its final path) and the temporary path.
@@ -907,20 +928,7 @@ fn create_unnamed_segment(
 ) -> Result<(Segment, PathBuf), JournalError> {
     let temp = config.dir.join(format!("{base_seq:020}{TEMP_SUFFIX}"));
     let result = (|| {
-        let file = OpenOptions::new()
-            .create(true)
-            .truncate(true)
-            .read(true)
-            .write(true)
-            .open(&temp)
-            .map_err(|e| JournalError::io("create", &temp, e))?;
-        rustix::fs::fallocate(
-            &file,
-            rustix::fs::FallocateFlags::empty(),
-            0,
-            config.segment_bytes,
-        )
-        .map_err(|e| JournalError::io("fallocate", &temp, io::Error::from(e)))?;
+        let file = create_preallocated(config, &temp)?;
         file.sync_all()
             .map_err(|e| JournalError::io("fsync", &temp, e))?;
         install_spare(config, file, &temp, base_seq)
@@ -947,22 +955,7 @@ fn create_segment(
     let path = config.dir.join(segment_name(base_seq));
     let temp = config.dir.join(format!("{base_seq:020}{TEMP_SUFFIX}"));
     let result = (|| {
-        let file = OpenOptions::new()
-            .create(true)
-            .truncate(true)
-            .read(true)
-            .write(true)
-            .open(&temp)
-            .map_err(|e| JournalError::io("create", &temp, e))?;
-        // Preallocated blocks mean writes through the mapping can never hit
-        // ENOSPC (which would be SIGBUS); the failure surfaces here instead.
-        rustix::fs::fallocate(
-            &file,
-            rustix::fs::FallocateFlags::empty(),
-            0,
-            config.segment_bytes,
-        )
-        .map_err(|e| JournalError::io("fallocate", &temp, io::Error::from(e)))?;
+        let file = create_preallocated(config, &temp)?;
         file.write_all_at(&encode_segment_header(base_seq, config.segment_bytes), 0)
             .map_err(|e| JournalError::io("write", &temp, e))?;
         file.sync_all()
