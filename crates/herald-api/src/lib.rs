@@ -1,2 +1,3 @@
 //! Herald management REST API
 #![forbid(unsafe_code)]
+pub mod catalog;
