@@ -45,6 +45,13 @@ const METHODS: [&str; 8] = [
     "get", "put", "post", "delete", "options", "head", "patch", "trace",
 ];
 
+/// Whether a route acts for one tenant (and so takes `Herald-Tenant`).
+fn uses_tenant(path: &str) -> bool {
+    ["/v1/webhooks", "/v1/deliveries", "/v1/events"]
+        .iter()
+        .any(|prefix| path.starts_with(prefix))
+}
+
 fn document() -> Value {
     serde_json::from_str(DOCUMENT).expect("openapi.json is JSON")
 }
@@ -80,6 +87,17 @@ fn operations(doc: &Value) -> Vec<(String, String, &Value)> {
         }
     }
     found
+}
+
+/// The parameters of an operation: its path item's, then its own, references followed.
+fn parameters<'a>(doc: &'a Value, path: &str, operation: &'a Value) -> Vec<&'a Value> {
+    doc["paths"][path]["parameters"]
+        .as_array()
+        .into_iter()
+        .chain(operation["parameters"].as_array())
+        .flatten()
+        .map(|parameter| deref(doc, parameter))
+        .collect()
 }
 
 /// The JSON schema reference of a response's `application/json` body, if any.
@@ -204,7 +222,25 @@ fn statuses_are_documented_where_they_apply() {
         if path.contains('{') {
             assert!(has("404"), "{method} {path} names a resource but lacks 404");
         }
-        if let Some(unavailable) = responses.get("503") {
+        if path.starts_with("/v1/") {
+            let names_tenant = parameters(&doc, &path, operation).iter().any(|parameter| {
+                parameter["in"] == "header" && parameter["name"] == "Herald-Tenant"
+            });
+            assert_eq!(
+                names_tenant,
+                uses_tenant(&path),
+                "{method} {path}: Herald-Tenant is documented exactly on tenant routes"
+            );
+            if uses_tenant(&path) {
+                assert!(
+                    has("404"),
+                    "{method} {path} acts for a tenant but lacks 404"
+                );
+            }
+        }
+        // An unavailable server answers with the Error shape and Retry-After; the
+        // readiness probe's 503 is its own status body, read by load balancers.
+        if let (Some(unavailable), false) = (responses.get("503"), path == "/readyz") {
             let unavailable = deref(&doc, unavailable);
             let retry_after = unavailable
                 .pointer("/headers/Retry-After")
@@ -254,13 +290,8 @@ fn authentication_is_bearer_except_on_the_open_routes() {
 fn every_path_parameter_is_declared() {
     let doc = document();
     for (method, path, operation) in operations(&doc) {
-        let item = &doc["paths"][path.as_str()];
-        let declared: BTreeSet<String> = item["parameters"]
-            .as_array()
+        let declared: BTreeSet<String> = parameters(&doc, &path, operation)
             .into_iter()
-            .chain(operation["parameters"].as_array())
-            .flatten()
-            .map(|parameter| deref(&doc, parameter))
             .filter(|parameter| parameter["in"] == "path")
             .map(|parameter| {
                 assert_eq!(parameter["required"], true, "{method} {path}");
