@@ -188,6 +188,9 @@ pub struct Accepted {
     pub append: AppendId,
     /// Deliveries created (one per matching active webhook).
     pub deliveries: usize,
+    /// Id of the first delivery created; the event's deliveries are numbered
+    /// consecutively from it. `None` when no webhook matched.
+    pub first_delivery: Option<DeliveryId>,
 }
 
 /// A webhook create/update/delete that was refused.
@@ -757,6 +760,7 @@ impl Dispatcher {
             accepted_at_ms: now,
         });
         let count = ids.len();
+        let first_delivery = ids.first().map(|(delivery, _)| *delivery);
         let mut created = Vec::with_capacity(count);
         for ((delivery, attempts_max), webhook) in ids.into_iter().zip(targets) {
             self.insert_pending(delivery, &event, webhook, attempts_max, now);
@@ -770,6 +774,7 @@ impl Dispatcher {
             event_id,
             append,
             deliveries: count,
+            first_delivery,
         })
     }
 
@@ -1293,16 +1298,41 @@ impl Dispatcher {
         webhook: &WebhookId,
         event_type: EventType,
     ) -> Result<Accepted, OpError> {
-        let now = self.observe(now_ms);
-        self.require_active_webhook(tenant, webhook)?;
-        let event = NewEvent {
-            id: self.generated_event_id(GENERATED_EVENT_ID_PREFIXES[1]),
+        self.send_test(now_ms, tenant, webhook, |d, now| NewEvent {
+            id: d.generated_event_id(GENERATED_EVENT_ID_PREFIXES[1]),
             event_type,
             api_version: API_VERSION_DEFAULT.to_string(),
             created_at_ms: now,
             location_id: None,
             data: TEST_EVENT_DATA.to_vec(),
-        };
+        })
+    }
+
+    /// Sends `event` (the caller's type, data, id and so on) to one webhook only,
+    /// whatever its filters, as a test. [`Accepted::first_delivery`] is the delivery
+    /// created (always `Some` on success).
+    pub fn send_test_event_with(
+        &mut self,
+        now_ms: u64,
+        tenant: &TenantId,
+        webhook: &WebhookId,
+        event: NewEvent,
+    ) -> Result<Accepted, OpError> {
+        self.send_test(now_ms, tenant, webhook, |_, _| event)
+    }
+
+    /// The common part of the test sends: `make` builds the event once the webhook is
+    /// known to be active (so a refused call consumes no generated id).
+    fn send_test(
+        &mut self,
+        now_ms: u64,
+        tenant: &TenantId,
+        webhook: &WebhookId,
+        make: impl FnOnce(&mut Self, u64) -> NewEvent,
+    ) -> Result<Accepted, OpError> {
+        let now = self.observe(now_ms);
+        self.require_active_webhook(tenant, webhook)?;
+        let event = make(self, now);
         let body = encode_envelope(tenant, &event).map_err(AcceptError::from)?;
         Ok(self.accept_with_targets(
             now,

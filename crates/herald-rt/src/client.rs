@@ -13,7 +13,7 @@ use herald_http::{Limits, Response, ResponseParser, Url};
 
 use crate::conn::Conn;
 use crate::dns::{DnsConfig, Resolver};
-use crate::egress::EgressPolicy;
+use crate::egress::{EgressPolicy, EgressRefusal};
 use crate::error::TransportError;
 use crate::pool::{OriginKey, Pool, PoolConfig, PoolFull};
 use crate::tls::{self, TrustAnchors};
@@ -24,6 +24,44 @@ pub const CONNECT_TIMEOUT_MS_DEFAULT: u64 = 5_000;
 pub const REQUEST_TIMEOUT_MS_DEFAULT: u64 = 30_000;
 /// Most caller headers on one request (signature headers plus a webhook's custom ones).
 pub const REQUEST_HEADERS_MAX: usize = 64;
+/// Longest [`HttpClient::check_url`] waits for a name to resolve: the connect timeout
+/// delivery gives the same lookup, so a name that passes the check would also resolve in
+/// time for a delivery.
+pub const CHECK_URL_TIMEOUT_MS: u64 = CONNECT_TIMEOUT_MS_DEFAULT;
+
+/// Why [`HttpClient::check_url`] refused a destination.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum UrlRefusal {
+    /// The URL is plain `http://` and the client requires https.
+    #[error("plain http is not allowed (https is required)")]
+    PlainHttp,
+    /// The host is, or resolves only to, addresses the egress guard refuses.
+    #[error("{host}: {refusal}")]
+    Address {
+        /// The URL's host as written.
+        host: String,
+        /// Whether the host is an IP literal (no lookup took place).
+        literal: bool,
+        /// The first refused address and its class.
+        refusal: EgressRefusal,
+    },
+    /// The name could not be resolved.
+    #[error("cannot resolve {host}: {detail}")]
+    Lookup {
+        /// The name.
+        host: String,
+        /// What the resolver said.
+        detail: String,
+    },
+    /// The lookup did not finish within its budget.
+    #[error("lookup of {host} did not finish within {timeout_ms} ms")]
+    LookupTimeout {
+        /// The name.
+        host: String,
+        /// The budget.
+        timeout_ms: u64,
+    },
+}
 
 /// The `User-Agent` every request carries unless the caller sets one.
 pub const USER_AGENT: &str = concat!("herald/", env!("CARGO_PKG_VERSION"));
@@ -424,6 +462,66 @@ impl HttpClient {
         }
     }
 
+    /// Applies the egress guard to `url` exactly as a delivery would, without
+    /// connecting: plain http is refused when https is required; an IP literal is
+    /// judged as is; a name is resolved (off the executor, through the shard's cache,
+    /// within `timeout_ms`) and refused when none of its addresses is permitted, the
+    /// same rule [`send`](Self::send) applies before connecting.
+    pub async fn check_url(&self, url: &Url, timeout_ms: u64) -> Result<(), UrlRefusal> {
+        if self.config.egress.require_https && !url.is_tls() {
+            return Err(UrlRefusal::PlainHttp);
+        }
+        let lookup = self.resolver.resolve(&url.host);
+        let addresses = futures_lite::future::or(async { Some(lookup.await) }, async {
+            Timer::new(Duration::from_millis(timeout_ms.max(1))).await;
+            None
+        })
+        .await
+        .ok_or_else(|| UrlRefusal::LookupTimeout {
+            host: url.host.clone(),
+            timeout_ms,
+        })?
+        .map_err(|e| match e {
+            crate::DnsError::Lookup { host, detail } => UrlRefusal::Lookup { host, detail },
+        })?;
+        match self.permitted(&addresses) {
+            Ok(_) => Ok(()),
+            Err(refusal) => Err(match refusal {
+                Some(refusal) => UrlRefusal::Address {
+                    host: url.host.clone(),
+                    literal: crate::dns::ip_literal(&url.host).is_some(),
+                    refusal,
+                },
+                None => UrlRefusal::Lookup {
+                    host: url.host.clone(),
+                    detail: "no addresses".to_owned(),
+                },
+            }),
+        }
+    }
+
+    /// The addresses the egress guard permits, in the resolver's order; when there are
+    /// none, the first refusal (`None` for an empty answer).
+    fn permitted(&self, addresses: &[IpAddr]) -> Result<Vec<IpAddr>, Option<EgressRefusal>> {
+        let mut refusal = None;
+        let permitted: Vec<IpAddr> = addresses
+            .iter()
+            .copied()
+            .filter(|ip| match self.config.egress.check(*ip) {
+                Ok(()) => true,
+                Err(r) => {
+                    refusal.get_or_insert(r);
+                    false
+                }
+            })
+            .collect();
+        if permitted.is_empty() {
+            Err(refusal)
+        } else {
+            Ok(permitted)
+        }
+    }
+
     /// Resolves, checks and connects (and for https, handshakes) within `deadline`.
     async fn open(&self, url: &Url, deadline: Instant) -> Result<Box<Conn>, TransportError> {
         let remaining = |now: Instant| deadline.saturating_duration_since(now);
@@ -441,25 +539,12 @@ impl HttpClient {
         })?
         .map_err(|e| TransportError::Dns(e.to_string()))?;
 
-        let mut refusal = None;
-        let permitted: Vec<IpAddr> = addresses
-            .iter()
-            .copied()
-            .filter(|ip| match self.config.egress.check(*ip) {
-                Ok(()) => true,
-                Err(r) => {
-                    refusal.get_or_insert(r);
-                    false
-                }
-            })
-            .collect();
-        if permitted.is_empty() {
-            let detail = match refusal {
+        let permitted = self.permitted(&addresses).map_err(|refusal| {
+            TransportError::EgressRefused(match refusal {
                 Some(r) => format!("{}: {r}", url.host),
                 None => format!("{}: no address", url.host),
-            };
-            return Err(TransportError::EgressRefused(detail));
-        }
+            })
+        })?;
 
         let mut last_error = None;
         let mut stream = None;

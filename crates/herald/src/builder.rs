@@ -1,6 +1,7 @@
 //! Engine configuration: [`Builder`], from [`crate::Herald::builder`].
 
 use std::path::PathBuf;
+use std::time::Duration;
 
 use herald_core::{DispatcherConfig, RetrySchedule};
 use herald_rt::shard::{
@@ -40,13 +41,19 @@ pub struct Builder {
     pin_threads: bool,
     io_memory_bytes: usize,
     dispatcher: DispatcherConfig,
-    journal_group_delay_us: Option<u64>,
+    retry_delays: Option<Vec<Duration>>,
+    journal_group_delay: Option<Duration>,
     journal_group_records_max: Option<usize>,
     journal_segment_bytes: Option<u64>,
-    shutdown_grace_ms: Option<u64>,
+    shutdown_grace: Option<Duration>,
     checkpoint_records: Option<u64>,
-    checkpoint_interval_ms: Option<u64>,
+    checkpoint_interval: Option<Duration>,
     awaiting_durable_max: Option<usize>,
+}
+
+/// Whole milliseconds of `duration`, saturating (no setting comes near `u64::MAX` ms).
+fn millis(duration: Duration) -> u64 {
+    u64::try_from(duration.as_millis()).unwrap_or(u64::MAX)
 }
 
 impl Default for Builder {
@@ -61,12 +68,13 @@ impl Default for Builder {
             pin_threads: true,
             io_memory_bytes: IO_MEMORY_BYTES_DEFAULT,
             dispatcher: DispatcherConfig::default(),
-            journal_group_delay_us: None,
+            retry_delays: None,
+            journal_group_delay: None,
             journal_group_records_max: None,
             journal_segment_bytes: None,
-            shutdown_grace_ms: None,
+            shutdown_grace: None,
             checkpoint_records: None,
-            checkpoint_interval_ms: None,
+            checkpoint_interval: None,
             awaiting_durable_max: None,
         }
     }
@@ -109,7 +117,9 @@ impl Builder {
         self
     }
 
-    /// Refuses plain `http://` endpoints at send time (default: allowed).
+    /// Refuses plain `http://` endpoints (default: allowed): creating or updating a
+    /// webhook with an `http://` url is [`crate::Error::Invalid`] (field `url`), as is
+    /// [`crate::Herald::check_url`] of one, and an existing one fails at send time.
     pub fn require_https(mut self, require: bool) -> Builder {
         self.require_https = require;
         self
@@ -127,10 +137,14 @@ impl Builder {
         self
     }
 
-    /// Retry schedule of webhooks without their own (default: 0, +1 min, +5 min, +30 min,
-    /// +2 h, +8 h, +24 h).
-    pub fn retry_schedule(mut self, schedule: RetrySchedule) -> Builder {
-        self.dispatcher.retry_schedule = schedule;
+    /// Retry schedule of webhooks without their own: the delays before each retry, each
+    /// measured from the previous attempt's failure (the first attempt is immediate; an
+    /// empty list means one attempt only). Default: +1 min, +5 min, +30 min, +2 h, +8 h,
+    /// +24 h (7 attempts). At most [`herald_core::RETRIES_MAX`] delays of at most 7 days
+    /// each, checked by [`start`](Self::start). Overrides the schedule of
+    /// [`dispatcher_config`](Self::dispatcher_config).
+    pub fn retry_schedule(mut self, retry_delays: Vec<Duration>) -> Builder {
+        self.retry_delays = Some(retry_delays);
         self
     }
 
@@ -141,9 +155,10 @@ impl Builder {
     }
 
     /// Group commit: sync the journal once the oldest unsynced record waited this long
-    /// (default 1000 µs, at most 1 s). Publishes are acknowledged after the sync.
-    pub fn journal_group_delay_us(mut self, delay_us: u64) -> Builder {
-        self.journal_group_delay_us = Some(delay_us);
+    /// (default 1 ms, at most 1 s; microsecond resolution). Publishes are acknowledged
+    /// after the sync.
+    pub fn journal_group_delay(mut self, delay: Duration) -> Builder {
+        self.journal_group_delay = Some(delay);
         self
     }
 
@@ -160,9 +175,9 @@ impl Builder {
     }
 
     /// How long [`crate::Herald::shutdown`] waits for requests in flight before leaving
-    /// them to be retried after the next start (default 5000 ms).
-    pub fn shutdown_grace_ms(mut self, grace_ms: u64) -> Builder {
-        self.shutdown_grace_ms = Some(grace_ms);
+    /// them to be retried after the next start (default 5 s; millisecond resolution).
+    pub fn shutdown_grace(mut self, grace: Duration) -> Builder {
+        self.shutdown_grace = Some(grace);
         self
     }
 
@@ -174,9 +189,9 @@ impl Builder {
     }
 
     /// Writes a journal checkpoint this long after the previous one when anything was
-    /// written since (default 5 minutes).
-    pub fn checkpoint_interval_ms(mut self, interval_ms: u64) -> Builder {
-        self.checkpoint_interval_ms = Some(interval_ms);
+    /// written since (default 5 minutes; millisecond resolution).
+    pub fn checkpoint_interval(mut self, interval: Duration) -> Builder {
+        self.checkpoint_interval = Some(interval);
         self
     }
 
@@ -232,12 +247,18 @@ impl Builder {
                 .add_pem_file(path)
                 .map_err(|e| config(format!("extra_ca_pem {}: {e}", path.display())))?;
         }
+        let mut dispatcher = self.dispatcher;
+        if let Some(delays) = self.retry_delays {
+            dispatcher.retry_schedule =
+                RetrySchedule::new(delays.into_iter().map(millis).collect())
+                    .map_err(|e| config(format!("retry_schedule: {e}")))?;
+        }
         let mut client = ClientConfig::new(trust);
         client.egress = egress;
         let mut shard = ShardConfig::new(client);
-        shard.dispatcher = self.dispatcher;
-        if let Some(delay_us) = self.journal_group_delay_us {
-            shard.journal_group_delay_us = delay_us;
+        shard.dispatcher = dispatcher;
+        if let Some(delay) = self.journal_group_delay {
+            shard.journal_group_delay_us = u64::try_from(delay.as_micros()).unwrap_or(u64::MAX);
         }
         if let Some(records) = self.journal_group_records_max {
             shard.journal_group_records_max = records;
@@ -245,18 +266,19 @@ impl Builder {
         if let Some(bytes) = self.journal_segment_bytes {
             shard.journal_segment_bytes = bytes;
         }
-        if let Some(grace_ms) = self.shutdown_grace_ms {
-            shard.shutdown_grace_ms = grace_ms;
+        if let Some(grace) = self.shutdown_grace {
+            shard.shutdown_grace_ms = millis(grace);
         }
         if let Some(records) = self.checkpoint_records {
             shard.checkpoint_records = records.max(1);
         }
-        if let Some(interval_ms) = self.checkpoint_interval_ms {
-            shard.checkpoint_interval_ms = interval_ms;
+        if let Some(interval) = self.checkpoint_interval {
+            shard.checkpoint_interval_ms = millis(interval);
         }
         if let Some(requests) = self.awaiting_durable_max {
             shard.awaiting_durable_max = requests.max(1);
         }
+        let require_https = self.require_https;
         let engine = Engine::start(EngineConfig {
             data_dir,
             shards,
@@ -274,6 +296,6 @@ impl Builder {
                 StartError::Runtime { shard, message }
             }
         })?;
-        Ok(Herald::from_engine(engine))
+        Ok(Herald::from_engine(engine, require_https))
     }
 }

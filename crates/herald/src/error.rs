@@ -53,10 +53,23 @@ pub enum Unsent {
 #[derive(Debug)]
 #[non_exhaustive]
 pub enum Error {
-    /// Invalid input: a bad webhook spec, an event that is not JSON, a bad id. The
-    /// caller's fault.
+    /// Invalid input: a bad webhook spec, an event that is not JSON, a bad id, a url the
+    /// egress guard refuses. The caller's fault.
     Invalid {
-        /// What was wrong, naming the field.
+        /// What was wrong.
+        message: String,
+        /// The input field at fault when one is (`url`, `filters`, `headers`, `secrets`,
+        /// `limits`, `data`, `api_version`, `event_type`, `idempotency_key`, …), for
+        /// callers that point at it (e.g. a REST API's error body).
+        field: Option<String>,
+        /// The underlying error (a core validation error), for [`std::error::Error::source`].
+        source: Option<Box<dyn std::error::Error + Send + Sync + 'static>>,
+    },
+    /// The request conflicts with the current state: an idempotency key reused for a
+    /// different event, a delivery already in flight or already successful, a disabled
+    /// webhook. The caller's fault; retrying the same call fails again.
+    Conflict {
+        /// What conflicts, and what to do instead.
         message: String,
     },
     /// No such webhook for this tenant. The caller's fault.
@@ -105,6 +118,7 @@ impl Error {
     pub fn fault(&self) -> Fault {
         match self {
             Error::Invalid { .. }
+            | Error::Conflict { .. }
             | Error::UnknownWebhook { .. }
             | Error::UnknownDelivery { .. } => Fault::Caller,
             Error::Backpressure { .. } => Fault::Capacity,
@@ -130,17 +144,112 @@ impl Error {
         }
     }
 
+    /// The field at fault of an [`Error::Invalid`], if it names one.
+    pub fn field(&self) -> Option<&str> {
+        match self {
+            Error::Invalid { field, .. } => field.as_deref(),
+            _ => None,
+        }
+    }
+
     pub(crate) fn invalid(message: impl Into<String>) -> Error {
         Error::Invalid {
             message: message.into(),
+            field: None,
+            source: None,
         }
+    }
+
+    pub(crate) fn invalid_field(field: &str, message: impl Into<String>) -> Error {
+        Error::Invalid {
+            message: message.into(),
+            field: Some(field.to_string()),
+            source: None,
+        }
+    }
+
+    /// An [`Error::Invalid`] wrapping a validation error (its text becomes the message).
+    pub(crate) fn invalid_because(
+        field: Option<&str>,
+        error: impl std::error::Error + Send + Sync + 'static,
+    ) -> Error {
+        Error::Invalid {
+            message: error.to_string(),
+            field: field.map(str::to_string),
+            source: Some(Box::new(error)),
+        }
+    }
+}
+
+/// Message of a refused `http://` url when https is required.
+pub(crate) const PLAIN_HTTP_REFUSED: &str =
+    "plain http is not allowed: this engine requires https (require_https); use an https:// url";
+
+/// The field a webhook spec error is about.
+pub(crate) fn spec_field(error: &herald_core::SpecError) -> &'static str {
+    use herald_core::SpecError;
+    match error {
+        SpecError::NoFilter | SpecError::TooManyFilters { .. } => "filters",
+        SpecError::TooManyHeaders { .. }
+        | SpecError::HeaderName { .. }
+        | SpecError::HeaderReserved { .. }
+        | SpecError::HeaderValue { .. } => "headers",
+        SpecError::Limit { .. } => "limits",
+        SpecError::NoLiveSecret | SpecError::Secret(_) => "secrets",
+    }
+}
+
+/// The field an envelope error is about.
+pub(crate) fn envelope_field(error: &herald_core::EnvelopeError) -> &'static str {
+    use herald_core::EnvelopeError;
+    match error {
+        EnvelopeError::Data { .. } | EnvelopeError::TooLarge { .. } => "data",
+        EnvelopeError::ApiVersion { .. } => "api_version",
+    }
+}
+
+/// A URL refused by the egress guard, as the caller's error on field `url`, naming the
+/// address, its range and the setting that would permit it.
+pub(crate) fn url_refused(refusal: herald_rt::UrlRefusal) -> Error {
+    use herald_rt::{AddressClass, UrlRefusal};
+    let message = match &refusal {
+        UrlRefusal::PlainHttp => PLAIN_HTTP_REFUSED.to_string(),
+        UrlRefusal::Address {
+            host,
+            literal,
+            refusal,
+        } => {
+            let article = match refusal.class {
+                AddressClass::Unspecified => "an",
+                _ => "a",
+            };
+            let what = format!("{article} {} address", refusal.class);
+            let allow = "allow it with [egress] allow_cidrs (Builder::allow_cidr)";
+            if *literal {
+                format!("{} is {what}; {allow}", refusal.ip)
+            } else {
+                format!("{host} resolves to {}, {what}; {allow}", refusal.ip)
+            }
+        }
+        UrlRefusal::Lookup { .. } | UrlRefusal::LookupTimeout { .. } => refusal.to_string(),
+    };
+    Error::Invalid {
+        message,
+        field: Some("url".to_string()),
+        source: Some(Box::new(refusal)),
     }
 }
 
 impl fmt::Display for Error {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Error::Invalid { message } => write!(f, "invalid input: {message}"),
+            Error::Invalid {
+                message,
+                field: Some(field),
+                ..
+            } => write!(f, "invalid {field}: {message}"),
+            Error::Invalid { message, .. } => write!(f, "invalid input: {message}"),
+            Error::Conflict { message } => write!(f, "conflict: {message}"),
             Error::UnknownWebhook { tenant, webhook } => {
                 write!(f, "tenant {tenant} has no webhook {webhook}")
             }
@@ -159,7 +268,17 @@ impl fmt::Display for Error {
     }
 }
 
-impl std::error::Error for Error {}
+impl std::error::Error for Error {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            Error::Invalid {
+                source: Some(source),
+                ..
+            } => Some(source.as_ref()),
+            _ => None,
+        }
+    }
+}
 
 /// The engine could not start.
 #[derive(Debug)]

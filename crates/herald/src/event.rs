@@ -46,7 +46,8 @@ impl Event {
     /// Parses `event_type` and builds [`Event::new`]; the caller's error if the type is
     /// invalid.
     pub fn parse(event_type: &str, data: &serde_json::Value) -> Result<Event, Error> {
-        let event_type = EventType::parse(event_type).map_err(|e| Error::invalid(e.to_string()))?;
+        let event_type = EventType::parse(event_type)
+            .map_err(|e| Error::invalid_because(Some("event_type"), e))?;
         Ok(Event::new(event_type, data))
     }
 

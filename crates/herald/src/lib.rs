@@ -10,9 +10,11 @@
 //! * **Thread per core**: each shard is a thread with its own journal, dispatcher and
 //!   connection pools; a tenant lives on shard [`shard_of`]`(tenant, shards)`.
 //! * **Usable from anywhere**: [`Herald`] is `Clone + Send + Sync`; every operation has
-//!   a blocking form, and publishing also an async ([`Herald::publish_async`]) and a
-//!   non-waiting ([`Herald::try_publish`]) form, and batches of one tenant's events go
-//!   in one hand-off ([`Herald::publish_batch`]). No runtime types leak into the API.
+//!   a blocking form (`publish`, `create_webhook`, …) and an async form (`publish_async`,
+//!   `create_webhook_async`, …) returning a `Send + 'static` future that needs no
+//!   particular runtime; publishing also has a non-waiting form
+//!   ([`Herald::try_publish`]), and batches of one tenant's events go in one hand-off
+//!   ([`Herald::publish_batch`]). No runtime types leak into the API.
 //! * **Bounded**: each shard has a bounded intake queue ([`Builder::intake_capacity`]).
 //!   `try_*` calls fail at once with [`Error::Backpressure`] when it is full and give the
 //!   item back; the other forms wait for room. A slow disk shows up the same way
@@ -64,7 +66,7 @@ use std::task::{Context, Poll};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use herald_rt::shard::{
-    reply_channel, Engine, Failure, ReplyReceiver, Request, SendError, ShardExit,
+    reply_channel, Engine, Failure, Reply, ReplyReceiver, Request, SendError, ShardExit, TestSent,
 };
 
 pub use builder::{Builder, INTAKE_CAPACITY_DEFAULT, IO_MEMORY_BYTES_DEFAULT};
@@ -79,6 +81,7 @@ pub use herald_core::{
 };
 pub use herald_http::Url;
 pub use herald_rt::shard::{shard_of, ShardStats, WebhookInfo as Webhook, PUBLISH_BATCH_MAX};
+pub use herald_rt::CHECK_URL_TIMEOUT_MS;
 pub use herald_sign::Scheme;
 
 /// A handle to a running engine. Cheap to clone; share it between threads and async
@@ -91,6 +94,8 @@ pub struct Herald {
 
 struct Inner {
     engine: Engine,
+    /// [`Builder::require_https`]: webhooks and URL checks refuse `http://` urls.
+    require_https: bool,
 }
 
 impl std::fmt::Debug for Herald {
@@ -138,7 +143,7 @@ impl PublishReceipt {
     /// Blocks until the event is durable (or refused).
     pub fn wait(self) -> Result<EventId, Error> {
         let result = self.receiver.wait();
-        self.engine.answer(self.shard, &self.tenant, result)
+        self.engine.answer(self.shard, Some(&self.tenant), result)
     }
 }
 
@@ -150,7 +155,7 @@ impl Future for PublishReceipt {
             Poll::Ready(result) => result,
             Poll::Pending => return Poll::Pending,
         };
-        Poll::Ready(self.engine.answer(self.shard, &self.tenant, result))
+        Poll::Ready(self.engine.answer(self.shard, Some(&self.tenant), result))
     }
 }
 
@@ -159,7 +164,7 @@ impl Inner {
     fn answer<T>(
         &self,
         shard: usize,
-        tenant: &TenantId,
+        tenant: Option<&TenantId>,
         result: Result<Result<T, Failure>, herald_rt::shard::Canceled>,
     ) -> Result<T, Error> {
         match result {
@@ -193,6 +198,10 @@ impl Inner {
                 tenant,
                 events: events.into_iter().map(Event::from_new_event).collect(),
             },
+            Request::SendTestEventWith { tenant, event, .. } => Unsent::Event {
+                tenant,
+                event: Box::new(Event::from_new_event(event)),
+            },
             Request::UpsertWebhook { tenant, spec, .. } => Unsent::Webhook { tenant, spec },
             _ => Unsent::Request,
         };
@@ -205,26 +214,48 @@ impl Inner {
 
     /// Hands `request` to `shard`, blocking while its queue is full, and waits for the
     /// answer.
-    fn call<T>(
-        &self,
-        shard: usize,
-        tenant: &TenantId,
-        request: Request,
-        receiver: ReplyReceiver<Result<T, Failure>>,
-    ) -> Result<T, Error> {
+    fn call<T>(&self, prepared: Prepared<Result<T, Failure>>) -> Result<T, Error> {
+        let Prepared {
+            shard,
+            tenant,
+            request,
+            receiver,
+        } = prepared;
         self.engine
             .submit_blocking(shard, request)
             .map_err(|error| self.not_taken(shard, error))?;
-        self.answer(shard, tenant, receiver.wait())
+        self.answer(shard, tenant.as_ref(), receiver.wait())
     }
 
-    /// Hands a batch over (blocking while the queue is full) and waits for its answers.
-    fn call_batch(
-        &self,
-        shard: usize,
-        request: Request,
-        receiver: BatchReceiver,
-    ) -> Result<Vec<Result<EventId, Failure>>, Error> {
+    /// [`call`](Self::call) without blocking: waits for queue room and the answer as a
+    /// `Send` future that needs no particular runtime.
+    async fn call_async<T: Send + 'static>(
+        self: Arc<Self>,
+        prepared: Prepared<Result<T, Failure>>,
+    ) -> Result<T, Error> {
+        let Prepared {
+            shard,
+            tenant,
+            request,
+            receiver,
+        } = prepared;
+        self.engine
+            .submit_async(shard, request)
+            .await
+            .map_err(|error| self.not_taken(shard, error))?;
+        let result = receiver.await;
+        self.answer(shard, tenant.as_ref(), result)
+    }
+
+    /// Like [`call`](Self::call) for queries and batches, whose answers have no error
+    /// form of their own.
+    fn query<T>(&self, prepared: Prepared<T>) -> Result<T, Error> {
+        let Prepared {
+            shard,
+            request,
+            receiver,
+            ..
+        } = prepared;
         self.engine
             .submit_blocking(shard, request)
             .map_err(|error| self.not_taken(shard, error))?;
@@ -233,24 +264,53 @@ impl Inner {
             .map_err(|_| self.stopped(shard, Unsent::Request))
     }
 
-    /// Like [`call`](Self::call) for queries, whose answers have no error form.
-    fn query<T>(
-        &self,
-        shard: usize,
-        request: Request,
-        receiver: ReplyReceiver<T>,
+    /// [`query`](Self::query) as a `Send` future.
+    async fn query_async<T: Send + 'static>(
+        self: Arc<Self>,
+        prepared: Prepared<T>,
     ) -> Result<T, Error> {
+        let Prepared {
+            shard,
+            request,
+            receiver,
+            ..
+        } = prepared;
         self.engine
-            .submit_blocking(shard, request)
+            .submit_async(shard, request)
+            .await
             .map_err(|error| self.not_taken(shard, error))?;
         receiver
-            .wait()
+            .await
             .map_err(|_| self.stopped(shard, Unsent::Request))
     }
 }
 
+/// A request ready to hand to its shard, with where its answer arrives.
+struct Prepared<T> {
+    shard: usize,
+    /// The tenant the request concerns (none for URL checks and stats).
+    tenant: Option<TenantId>,
+    request: Request,
+    receiver: ReplyReceiver<T>,
+}
+
+/// Builds a request around a fresh reply channel.
+fn prepare<T>(
+    shard: usize,
+    tenant: &TenantId,
+    make: impl FnOnce(Reply<T>) -> Request,
+) -> Prepared<T> {
+    let (reply, receiver) = reply_channel();
+    Prepared {
+        shard,
+        tenant: Some(tenant.clone()),
+        request: make(reply),
+        receiver,
+    }
+}
+
 /// Where a shard answers a batch: one result per event.
-type BatchReceiver = ReplyReceiver<Vec<Result<EventId, Failure>>>;
+type BatchAnswer = Vec<Result<EventId, Failure>>;
 
 fn batch_results(
     shard: usize,
@@ -259,34 +319,63 @@ fn batch_results(
 ) -> Vec<Result<EventId, Error>> {
     results
         .into_iter()
-        .map(|result| result.map_err(|failure| failure_to_error(shard, tenant, failure)))
+        .map(|result| result.map_err(|failure| failure_to_error(shard, Some(tenant), failure)))
         .collect()
 }
 
-fn failure_to_error(shard: usize, tenant: &TenantId, failure: Failure) -> Error {
+fn failure_to_error(shard: usize, tenant: Option<&TenantId>, failure: Failure) -> Error {
     use herald_core::{AcceptError, OpError, RegistryError};
     match failure {
         Failure::Registry(RegistryError::NotFound { tenant, webhook })
         | Failure::Op(OpError::WebhookNotFound { tenant, webhook }) => {
             Error::UnknownWebhook { tenant, webhook }
         }
-        Failure::Registry(error) => Error::invalid(error.to_string()),
+        Failure::Registry(RegistryError::Spec(error)) => {
+            let field = error::spec_field(&error);
+            Error::invalid_because(Some(field), error)
+        }
+        Failure::Registry(error) => Error::invalid_because(None, error),
         Failure::Accept(AcceptError::Full { .. })
         | Failure::Op(OpError::Accept(AcceptError::Full { .. })) => Error::Backpressure {
             shard,
             unsent: Unsent::Request,
         },
-        Failure::Accept(error) => Error::invalid(error.to_string()),
-        Failure::Op(OpError::DeliveryNotFound(delivery)) => Error::UnknownDelivery {
-            tenant: tenant.clone(),
-            delivery,
+        Failure::Accept(AcceptError::Envelope(error))
+        | Failure::Op(OpError::Accept(AcceptError::Envelope(error))) => {
+            let field = error::envelope_field(&error);
+            Error::invalid_because(Some(field), error)
+        }
+        Failure::Op(OpError::DeliveryNotFound(delivery)) => match tenant {
+            Some(tenant) => Error::UnknownDelivery {
+                tenant: tenant.clone(),
+                delivery,
+            },
+            None => Error::Bug {
+                message: format!("delivery {delivery} not found by a request without a tenant"),
+            },
         },
-        Failure::Op(error) => Error::invalid(error.to_string()),
+        Failure::Op(OpError::EventType(error)) => Error::invalid_because(Some("event_type"), error),
+        Failure::Op(
+            error @ (OpError::WebhookDisabled(_)
+            | OpError::InProgress(_)
+            | OpError::AlreadySucceeded(_)),
+        ) => Error::Conflict {
+            message: error.to_string(),
+        },
         Failure::Storage(message) => Error::Storage { shard, message },
         Failure::ShuttingDown => Error::ShuttingDown {
             unsent: Unsent::Request,
         },
     }
+}
+
+/// A test event that was sent ([`Herald::send_test_event_with`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TestSend {
+    /// The event's id (the one given, or a generated `evt_<uuid>`).
+    pub event_id: EventId,
+    /// The one delivery created for the webhook; follow it with [`Herald::delivery`].
+    pub delivery: DeliveryId,
 }
 
 impl Herald {
@@ -295,9 +384,12 @@ impl Herald {
         Builder::default()
     }
 
-    pub(crate) fn from_engine(engine: Engine) -> Herald {
+    pub(crate) fn from_engine(engine: Engine, require_https: bool) -> Herald {
         Herald {
-            inner: Arc::new(Inner { engine }),
+            inner: Arc::new(Inner {
+                engine,
+                require_https,
+            }),
         }
     }
 
@@ -320,15 +412,43 @@ impl Herald {
         Ok(id)
     }
 
+    /// [`create_webhook`](Self::create_webhook) as a `Send` future.
+    pub fn create_webhook_async(
+        &self,
+        tenant: &TenantId,
+        spec: WebhookSpec,
+    ) -> impl Future<Output = Result<WebhookId, Error>> + Send + 'static {
+        let id = event::generate_webhook_id();
+        let put = self.put_webhook_async(tenant, &id, spec);
+        async move {
+            put.await?;
+            Ok(id)
+        }
+    }
+
     /// Creates webhook `id`, or replaces its whole configuration if it exists. Durable
-    /// when this returns.
+    /// when this returns. With [`Builder::require_https`], an `http://` url is refused
+    /// ([`Error::Invalid`] naming `url`).
     pub fn put_webhook(
         &self,
         tenant: &TenantId,
         id: &WebhookId,
         spec: WebhookSpec,
     ) -> Result<(), Error> {
-        self.upsert(tenant, id, spec, false)
+        self.inner
+            .call(self.upsert_request(tenant, id, spec, false)?)
+    }
+
+    /// [`put_webhook`](Self::put_webhook) as a `Send` future.
+    pub fn put_webhook_async(
+        &self,
+        tenant: &TenantId,
+        id: &WebhookId,
+        spec: WebhookSpec,
+    ) -> impl Future<Output = Result<(), Error>> + Send + 'static {
+        let prepared = self.upsert_request(tenant, id, spec, false);
+        let inner = self.inner.clone();
+        async move { inner.call_async(prepared?).await }
     }
 
     /// Replaces the configuration of an existing webhook ([`Error::UnknownWebhook`] if
@@ -340,57 +460,122 @@ impl Herald {
         id: &WebhookId,
         spec: WebhookSpec,
     ) -> Result<(), Error> {
-        self.upsert(tenant, id, spec, true)
+        self.inner
+            .call(self.upsert_request(tenant, id, spec, true)?)
     }
 
-    fn upsert(
+    /// [`update_webhook`](Self::update_webhook) as a `Send` future.
+    pub fn update_webhook_async(
+        &self,
+        tenant: &TenantId,
+        id: &WebhookId,
+        spec: WebhookSpec,
+    ) -> impl Future<Output = Result<(), Error>> + Send + 'static {
+        let prepared = self.upsert_request(tenant, id, spec, true);
+        let inner = self.inner.clone();
+        async move { inner.call_async(prepared?).await }
+    }
+
+    fn upsert_request(
         &self,
         tenant: &TenantId,
         id: &WebhookId,
         spec: WebhookSpec,
         must_exist: bool,
-    ) -> Result<(), Error> {
-        let shard = self.shard_of(tenant);
-        let (reply, receiver) = reply_channel();
-        let request = Request::UpsertWebhook {
-            tenant: tenant.clone(),
-            id: id.clone(),
-            spec: Box::new(spec),
-            must_exist,
-            reply,
-        };
-        self.inner.call(shard, tenant, request, receiver)
+    ) -> Result<Prepared<Result<(), Failure>>, Error> {
+        if self.inner.require_https && !spec.url.is_tls() {
+            return Err(Error::invalid_field("url", error::PLAIN_HTTP_REFUSED));
+        }
+        Ok(prepare(self.shard_of(tenant), tenant, |reply| {
+            Request::UpsertWebhook {
+                tenant: tenant.clone(),
+                id: id.clone(),
+                spec: Box::new(spec),
+                must_exist,
+                reply,
+            }
+        }))
+    }
+
+    fn delete_request(&self, tenant: &TenantId, id: &WebhookId) -> Prepared<Result<(), Failure>> {
+        prepare(self.shard_of(tenant), tenant, |reply| {
+            Request::DeleteWebhook {
+                tenant: tenant.clone(),
+                id: id.clone(),
+                reply,
+            }
+        })
     }
 
     /// Deletes a webhook; its pending deliveries end as failed. Durable when this
     /// returns.
     pub fn delete_webhook(&self, tenant: &TenantId, id: &WebhookId) -> Result<(), Error> {
-        let shard = self.shard_of(tenant);
-        let (reply, receiver) = reply_channel();
-        let request = Request::DeleteWebhook {
+        self.inner.call(self.delete_request(tenant, id))
+    }
+
+    /// [`delete_webhook`](Self::delete_webhook) as a `Send` future.
+    pub fn delete_webhook_async(
+        &self,
+        tenant: &TenantId,
+        id: &WebhookId,
+    ) -> impl Future<Output = Result<(), Error>> + Send + 'static {
+        self.inner
+            .clone()
+            .call_async(self.delete_request(tenant, id))
+    }
+
+    fn webhook_request(&self, tenant: &TenantId, id: &WebhookId) -> Prepared<Option<Webhook>> {
+        prepare(self.shard_of(tenant), tenant, |reply| Request::GetWebhook {
             tenant: tenant.clone(),
             id: id.clone(),
             reply,
-        };
-        self.inner.call(shard, tenant, request, receiver)
+        })
     }
 
     /// One webhook, or `None`.
     pub fn webhook(&self, tenant: &TenantId, id: &WebhookId) -> Result<Option<Webhook>, Error> {
-        let shard = self.shard_of(tenant);
-        let (reply, receiver) = reply_channel();
-        let request = Request::GetWebhook {
-            tenant: tenant.clone(),
-            id: id.clone(),
-            reply,
-        };
-        self.inner.query(shard, request, receiver)
+        self.inner.query(self.webhook_request(tenant, id))
+    }
+
+    /// [`webhook`](Self::webhook) as a `Send` future.
+    pub fn webhook_async(
+        &self,
+        tenant: &TenantId,
+        id: &WebhookId,
+    ) -> impl Future<Output = Result<Option<Webhook>, Error>> + Send + 'static {
+        self.inner
+            .clone()
+            .query_async(self.webhook_request(tenant, id))
     }
 
     /// All of a tenant's webhooks, in id order (at most the per-tenant limit, 10,000
     /// by default).
     pub fn list_webhooks(&self, tenant: &TenantId) -> Result<Vec<Webhook>, Error> {
         self.list_webhooks_page(tenant, None, usize::MAX)
+    }
+
+    /// [`list_webhooks`](Self::list_webhooks) as a `Send` future.
+    pub fn list_webhooks_async(
+        &self,
+        tenant: &TenantId,
+    ) -> impl Future<Output = Result<Vec<Webhook>, Error>> + Send + 'static {
+        self.list_webhooks_page_async(tenant, None, usize::MAX)
+    }
+
+    fn list_request(
+        &self,
+        tenant: &TenantId,
+        after: Option<&WebhookId>,
+        limit: usize,
+    ) -> Prepared<Vec<Webhook>> {
+        prepare(self.shard_of(tenant), tenant, |reply| {
+            Request::ListWebhooks {
+                tenant: tenant.clone(),
+                after: after.cloned(),
+                limit,
+                reply,
+            }
+        })
     }
 
     /// A page of a tenant's webhooks in id order: at most `limit` after `after`.
@@ -400,15 +585,69 @@ impl Herald {
         after: Option<&WebhookId>,
         limit: usize,
     ) -> Result<Vec<Webhook>, Error> {
-        let shard = self.shard_of(tenant);
+        self.inner.query(self.list_request(tenant, after, limit))
+    }
+
+    /// [`list_webhooks_page`](Self::list_webhooks_page) as a `Send` future.
+    pub fn list_webhooks_page_async(
+        &self,
+        tenant: &TenantId,
+        after: Option<&WebhookId>,
+        limit: usize,
+    ) -> impl Future<Output = Result<Vec<Webhook>, Error>> + Send + 'static {
+        self.inner
+            .clone()
+            .query_async(self.list_request(tenant, after, limit))
+    }
+
+    /// Applies the engine's egress guard to `url` exactly as a delivery would, without
+    /// sending anything: with [`Builder::require_https`] an `http://` url is refused; an
+    /// IP literal is judged as is; a name is resolved (off the caller's thread, within
+    /// [`CHECK_URL_TIMEOUT_MS`]) and refused when none of its addresses is permitted.
+    /// Loopback, private, link-local, CGNAT, multicast, metadata and other special
+    /// ranges are refused unless a [`Builder::allow_cidr`] entry permits them.
+    ///
+    /// A refusal is [`Error::Invalid`] with `field: Some("url")` and a message naming the
+    /// address and its range. Blocks the calling thread for the lookup.
+    pub fn check_url(&self, url: &Url) -> Result<(), Error> {
+        let prepared = self.check_url_request(url)?;
+        let answer = self.inner.query(prepared)?;
+        answer.map_err(error::url_refused)
+    }
+
+    /// [`check_url`](Self::check_url) as a `Send` future.
+    pub fn check_url_async(
+        &self,
+        url: &Url,
+    ) -> impl Future<Output = Result<(), Error>> + Send + 'static {
+        let prepared = self.check_url_request(url);
+        let inner = self.inner.clone();
+        async move {
+            let answer = inner.query_async(prepared?).await?;
+            answer.map_err(error::url_refused)
+        }
+    }
+
+    fn check_url_request(
+        &self,
+        url: &Url,
+    ) -> Result<Prepared<Result<(), herald_rt::UrlRefusal>>, Error> {
+        if self.inner.require_https && !url.is_tls() {
+            return Err(Error::invalid_field("url", error::PLAIN_HTTP_REFUSED));
+        }
+        // Any shard can check; routing by host keeps one name's lookups (and cache) on
+        // one shard.
+        let shard = shard_of(&url.host, self.shards());
         let (reply, receiver) = reply_channel();
-        let request = Request::ListWebhooks {
-            tenant: tenant.clone(),
-            after: after.cloned(),
-            limit,
-            reply,
-        };
-        self.inner.query(shard, request, receiver)
+        Ok(Prepared {
+            shard,
+            tenant: None,
+            request: Request::CheckUrl {
+                url: url.clone(),
+                reply,
+            },
+            receiver,
+        })
     }
 
     // ------------------------------------------------------------------ publishing
@@ -417,30 +656,23 @@ impl Herald {
         &self,
         tenant: &TenantId,
         event: Event,
-    ) -> (
-        usize,
-        EventId,
-        Request,
-        ReplyReceiver<Result<EventId, Failure>>,
-    ) {
-        let shard = self.shard_of(tenant);
+    ) -> (EventId, Prepared<Result<EventId, Failure>>) {
         let event = event.into_new_event(now_ms());
         let event_id = event.id.clone();
-        let (reply, receiver) = reply_channel();
-        let request = Request::Publish {
+        let prepared = prepare(self.shard_of(tenant), tenant, |reply| Request::Publish {
             tenant: tenant.clone(),
             event,
             reply,
-        };
-        (shard, event_id, request, receiver)
+        });
+        (event_id, prepared)
     }
 
     /// Publishes an event for `tenant`, blocking while the shard's queue is full, and
     /// returns its id once the event is durable. Delivery to every matching webhook
     /// happens in the background.
     pub fn publish(&self, tenant: &TenantId, event: Event) -> Result<EventId, Error> {
-        let (shard, _, request, receiver) = self.publish_request(tenant, event);
-        self.inner.call(shard, tenant, request, receiver)
+        let (_, prepared) = self.publish_request(tenant, event);
+        self.inner.call(prepared)
     }
 
     /// [`publish`](Self::publish) as a `Send` future: waits for queue room and for
@@ -450,18 +682,8 @@ impl Herald {
         tenant: &TenantId,
         event: Event,
     ) -> impl Future<Output = Result<EventId, Error>> + Send + 'static {
-        let (shard, _, request, receiver) = self.publish_request(tenant, event);
-        let inner = self.inner.clone();
-        let tenant = tenant.clone();
-        async move {
-            inner
-                .engine
-                .submit_async(shard, request)
-                .await
-                .map_err(|error| inner.not_taken(shard, error))?;
-            let result = receiver.await;
-            inner.answer(shard, &tenant, result)
-        }
+        let (_, prepared) = self.publish_request(tenant, event);
+        self.inner.clone().call_async(prepared)
     }
 
     /// Hands an event to its shard without waiting for queue room: fails at once with
@@ -469,7 +691,13 @@ impl Herald {
     /// queue is full. On success, the returned receipt resolves once the event is
     /// durable.
     pub fn try_publish(&self, tenant: &TenantId, event: Event) -> Result<PublishReceipt, Error> {
-        let (shard, event_id, request, receiver) = self.publish_request(tenant, event);
+        let (event_id, prepared) = self.publish_request(tenant, event);
+        let Prepared {
+            shard,
+            request,
+            receiver,
+            ..
+        } = prepared;
         self.inner
             .engine
             .try_submit(shard, request)
@@ -487,23 +715,22 @@ impl Herald {
         &self,
         tenant: &TenantId,
         events: Vec<Event>,
-    ) -> Result<(usize, Request, BatchReceiver), Error> {
+    ) -> Result<Prepared<BatchAnswer>, Error> {
         if events.len() > PUBLISH_BATCH_MAX {
             return Err(Error::invalid(format!(
                 "a batch holds at most {PUBLISH_BATCH_MAX} events, got {}",
                 events.len()
             )));
         }
-        let shard = self.shard_of(tenant);
         let now = now_ms();
         let events = events.into_iter().map(|e| e.into_new_event(now)).collect();
-        let (reply, receiver) = reply_channel();
-        let request = Request::PublishBatch {
-            tenant: tenant.clone(),
-            events,
-            reply,
-        };
-        Ok((shard, request, receiver))
+        Ok(prepare(self.shard_of(tenant), tenant, |reply| {
+            Request::PublishBatch {
+                tenant: tenant.clone(),
+                events,
+                reply,
+            }
+        }))
     }
 
     /// Publishes up to [`PUBLISH_BATCH_MAX`] events of one tenant in one hand-off
@@ -516,8 +743,9 @@ impl Herald {
         tenant: &TenantId,
         events: Vec<Event>,
     ) -> Result<Vec<Result<EventId, Error>>, Error> {
-        let (shard, request, receiver) = self.batch_request(tenant, events)?;
-        let results = self.inner.call_batch(shard, request, receiver)?;
+        let prepared = self.batch_request(tenant, events)?;
+        let shard = prepared.shard;
+        let results = self.inner.query(prepared)?;
         Ok(batch_results(shard, tenant, results))
     }
 
@@ -531,27 +759,47 @@ impl Herald {
         let inner = self.inner.clone();
         let tenant = tenant.clone();
         async move {
-            let (shard, request, receiver) = prepared?;
-            inner
-                .engine
-                .submit_async(shard, request)
-                .await
-                .map_err(|error| inner.not_taken(shard, error))?;
-            let results = receiver
-                .await
-                .map_err(|_| inner.stopped(shard, Unsent::Request))?;
+            let prepared = prepared?;
+            let shard = prepared.shard;
+            let results = inner.query_async(prepared).await?;
             Ok(batch_results(shard, &tenant, results))
         }
     }
 
     // ------------------------------------------------------------------ deliveries
 
+    fn deliveries_request(&self, query: DeliveryQuery) -> Prepared<Page<DeliveryRecord>> {
+        let tenant = query.tenant.clone();
+        prepare(self.shard_of(&tenant), &tenant, |reply| {
+            Request::Deliveries { query, reply }
+        })
+    }
+
     /// A page of the delivery log of `query.tenant`, in delivery id order.
     pub fn deliveries(&self, query: DeliveryQuery) -> Result<Page<DeliveryRecord>, Error> {
-        let shard = self.shard_of(&query.tenant);
-        let (reply, receiver) = reply_channel();
+        self.inner.query(self.deliveries_request(query))
+    }
+
+    /// [`deliveries`](Self::deliveries) as a `Send` future.
+    pub fn deliveries_async(
+        &self,
+        query: DeliveryQuery,
+    ) -> impl Future<Output = Result<Page<DeliveryRecord>, Error>> + Send + 'static {
         self.inner
-            .query(shard, Request::Deliveries { query, reply }, receiver)
+            .clone()
+            .query_async(self.deliveries_request(query))
+    }
+
+    fn delivery_request(
+        &self,
+        tenant: &TenantId,
+        id: DeliveryId,
+    ) -> Prepared<Option<DeliveryRecord>> {
+        prepare(self.shard_of(tenant), tenant, |reply| Request::Delivery {
+            tenant: tenant.clone(),
+            id,
+            reply,
+        })
     }
 
     /// One delivery, if it is pending or still in the log.
@@ -560,27 +808,62 @@ impl Herald {
         tenant: &TenantId,
         id: DeliveryId,
     ) -> Result<Option<DeliveryRecord>, Error> {
-        let shard = self.shard_of(tenant);
-        let (reply, receiver) = reply_channel();
-        let request = Request::Delivery {
-            tenant: tenant.clone(),
-            id,
-            reply,
-        };
-        self.inner.query(shard, request, receiver)
+        self.inner.query(self.delivery_request(tenant, id))
+    }
+
+    /// [`delivery`](Self::delivery) as a `Send` future.
+    pub fn delivery_async(
+        &self,
+        tenant: &TenantId,
+        id: DeliveryId,
+    ) -> impl Future<Output = Result<Option<DeliveryRecord>, Error>> + Send + 'static {
+        self.inner
+            .clone()
+            .query_async(self.delivery_request(tenant, id))
+    }
+
+    fn retry_request(&self, tenant: &TenantId, id: DeliveryId) -> Prepared<Result<(), Failure>> {
+        prepare(self.shard_of(tenant), tenant, |reply| {
+            Request::RetryDelivery {
+                tenant: tenant.clone(),
+                id,
+                reply,
+            }
+        })
     }
 
     /// Retries one delivery now (a pending one is moved up; a finished one gets one
-    /// more attempt). Durable when this returns.
+    /// more attempt). Durable when this returns. A delivery in flight or already
+    /// successful, or one of a disabled webhook, is [`Error::Conflict`].
     pub fn retry_delivery(&self, tenant: &TenantId, id: DeliveryId) -> Result<(), Error> {
-        let shard = self.shard_of(tenant);
-        let (reply, receiver) = reply_channel();
-        let request = Request::RetryDelivery {
-            tenant: tenant.clone(),
-            id,
-            reply,
-        };
-        self.inner.call(shard, tenant, request, receiver)
+        self.inner.call(self.retry_request(tenant, id))
+    }
+
+    /// [`retry_delivery`](Self::retry_delivery) as a `Send` future.
+    pub fn retry_delivery_async(
+        &self,
+        tenant: &TenantId,
+        id: DeliveryId,
+    ) -> impl Future<Output = Result<(), Error>> + Send + 'static {
+        self.inner
+            .clone()
+            .call_async(self.retry_request(tenant, id))
+    }
+
+    fn resend_request(
+        &self,
+        tenant: &TenantId,
+        webhook: &WebhookId,
+        since_ms: u64,
+    ) -> Prepared<Result<usize, Failure>> {
+        prepare(self.shard_of(tenant), tenant, |reply| {
+            Request::ResendFailed {
+                tenant: tenant.clone(),
+                webhook: webhook.clone(),
+                since_ms,
+                reply,
+            }
+        })
     }
 
     /// Re-sends every failed or exhausted delivery of `webhook` whose event was
@@ -591,15 +874,36 @@ impl Herald {
         webhook: &WebhookId,
         since_ms: u64,
     ) -> Result<usize, Error> {
-        let shard = self.shard_of(tenant);
-        let (reply, receiver) = reply_channel();
-        let request = Request::ResendFailed {
-            tenant: tenant.clone(),
-            webhook: webhook.clone(),
-            since_ms,
-            reply,
-        };
-        self.inner.call(shard, tenant, request, receiver)
+        self.inner
+            .call(self.resend_request(tenant, webhook, since_ms))
+    }
+
+    /// [`resend_failed`](Self::resend_failed) as a `Send` future.
+    pub fn resend_failed_async(
+        &self,
+        tenant: &TenantId,
+        webhook: &WebhookId,
+        since_ms: u64,
+    ) -> impl Future<Output = Result<usize, Error>> + Send + 'static {
+        self.inner
+            .clone()
+            .call_async(self.resend_request(tenant, webhook, since_ms))
+    }
+
+    fn test_request(
+        &self,
+        tenant: &TenantId,
+        webhook: &WebhookId,
+        event_type: EventType,
+    ) -> Prepared<Result<EventId, Failure>> {
+        prepare(self.shard_of(tenant), tenant, |reply| {
+            Request::SendTestEvent {
+                tenant: tenant.clone(),
+                webhook: webhook.clone(),
+                event_type,
+                reply,
+            }
+        })
     }
 
     /// Sends a test event of `event_type` (data `{"test":true}`) to one webhook,
@@ -610,25 +914,109 @@ impl Herald {
         webhook: &WebhookId,
         event_type: EventType,
     ) -> Result<EventId, Error> {
-        let shard = self.shard_of(tenant);
+        self.inner
+            .call(self.test_request(tenant, webhook, event_type))
+    }
+
+    /// [`send_test_event`](Self::send_test_event) as a `Send` future.
+    pub fn send_test_event_async(
+        &self,
+        tenant: &TenantId,
+        webhook: &WebhookId,
+        event_type: EventType,
+    ) -> impl Future<Output = Result<EventId, Error>> + Send + 'static {
+        self.inner
+            .clone()
+            .call_async(self.test_request(tenant, webhook, event_type))
+    }
+
+    fn test_with_request(
+        &self,
+        tenant: &TenantId,
+        webhook: &WebhookId,
+        event: Event,
+    ) -> Prepared<Result<TestSent, Failure>> {
+        let event = event.into_new_event(now_ms());
+        prepare(self.shard_of(tenant), tenant, |reply| {
+            Request::SendTestEventWith {
+                tenant: tenant.clone(),
+                webhook: webhook.clone(),
+                event,
+                reply,
+            }
+        })
+    }
+
+    /// Sends `event` (its type, data, id, location, …) to one webhook only, whatever the
+    /// webhook's filters, and returns the event id and the delivery created once it is
+    /// durable. The webhook must exist and be active ([`Error::UnknownWebhook`],
+    /// [`Error::Conflict`] otherwise); invalid data is [`Error::Invalid`].
+    pub fn send_test_event_with(
+        &self,
+        tenant: &TenantId,
+        webhook: &WebhookId,
+        event: Event,
+    ) -> Result<TestSend, Error> {
+        let sent = self
+            .inner
+            .call(self.test_with_request(tenant, webhook, event))?;
+        Ok(TestSend {
+            event_id: sent.event_id,
+            delivery: sent.delivery,
+        })
+    }
+
+    /// [`send_test_event_with`](Self::send_test_event_with) as a `Send` future.
+    pub fn send_test_event_with_async(
+        &self,
+        tenant: &TenantId,
+        webhook: &WebhookId,
+        event: Event,
+    ) -> impl Future<Output = Result<TestSend, Error>> + Send + 'static {
+        let call = self
+            .inner
+            .clone()
+            .call_async(self.test_with_request(tenant, webhook, event));
+        async move {
+            let sent = call.await?;
+            Ok(TestSend {
+                event_id: sent.event_id,
+                delivery: sent.delivery,
+            })
+        }
+    }
+
+    fn stats_request(&self, shard: usize) -> Prepared<ShardStats> {
         let (reply, receiver) = reply_channel();
-        let request = Request::SendTestEvent {
-            tenant: tenant.clone(),
-            webhook: webhook.clone(),
-            event_type,
-            reply,
-        };
-        self.inner.call(shard, tenant, request, receiver)
+        Prepared {
+            shard,
+            tenant: None,
+            request: Request::Stats { reply },
+            receiver,
+        }
     }
 
     /// Counters of every shard, in shard order.
     pub fn stats(&self) -> Result<Vec<ShardStats>, Error> {
         (0..self.shards())
-            .map(|shard| {
-                let (reply, receiver) = reply_channel();
-                self.inner.query(shard, Request::Stats { reply }, receiver)
-            })
+            .map(|shard| self.inner.query(self.stats_request(shard)))
             .collect()
+    }
+
+    /// [`stats`](Self::stats) as a `Send` future (asks every shard at once).
+    pub fn stats_async(
+        &self,
+    ) -> impl Future<Output = Result<Vec<ShardStats>, Error>> + Send + 'static {
+        let asks: Vec<_> = (0..self.shards())
+            .map(|shard| self.inner.clone().query_async(self.stats_request(shard)))
+            .collect();
+        async move {
+            let mut stats = Vec::with_capacity(asks.len());
+            for ask in asks {
+                stats.push(ask.await?);
+            }
+            Ok(stats)
+        }
     }
 
     // ------------------------------------------------------------------ lifecycle
@@ -640,7 +1028,7 @@ impl Herald {
     /// shard whose journal failed as [`Error::Storage`].
     ///
     /// This blocks the calling thread for up to the grace period
-    /// ([`Builder::shutdown_grace_ms`]); from an async runtime, call it where blocking
+    /// ([`Builder::shutdown_grace`]); from an async runtime, call it where blocking
     /// is allowed (e.g. tokio's `spawn_blocking`). Dropping the last handle does the same.
     pub fn shutdown(&self) -> Result<(), Error> {
         let mut first_error = None;

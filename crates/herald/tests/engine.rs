@@ -39,7 +39,7 @@ fn engine(dir: &std::path::Path, shards: usize) -> Herald {
         .data_dir(dir)
         .shards(shards)
         .allow_cidr("127.0.0.0/8")
-        .shutdown_grace_ms(2_000)
+        .shutdown_grace(Duration::from_secs(2))
         .start()
         .expect("engine starts")
 }
@@ -465,7 +465,7 @@ fn attempts_in_flight_at_shutdown_are_retried_after_restart() {
             .data_dir(dir.path())
             .shards(1)
             .allow_cidr("127.0.0.0/8")
-            .shutdown_grace_ms(100)
+            .shutdown_grace(Duration::from_millis(100))
             .start()
             .unwrap()
     };
@@ -810,7 +810,7 @@ fn a_slow_disk_turns_into_back_pressure() {
         .shards(1)
         .intake_capacity(4)
         .awaiting_durable_max(4)
-        .journal_group_delay_us(1_000_000)
+        .journal_group_delay(Duration::from_secs(1))
         .start()
         .unwrap();
     let acme = tenant("acme");

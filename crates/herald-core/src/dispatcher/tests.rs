@@ -738,6 +738,27 @@ fn manual_operations() {
     let body: serde_json::Value = serde_json::from_slice(&test.body).unwrap();
     assert_eq!(body["type"], "ping.test");
     assert_eq!(body["data"]["test"], true);
+    assert_eq!(accepted.first_delivery, Some(test.delivery));
+
+    // A test send with the caller's event: its id, type and data, one delivery reported.
+    let mut chosen = event("evt_chosen", "order.created");
+    chosen.data = br#"{"order":7}"#.to_vec();
+    let accepted = drv
+        .d
+        .send_test_event_with(drv.now, &t, &wh("narrow"), chosen)
+        .unwrap();
+    assert_eq!(accepted.event_id.as_str(), "evt_chosen");
+    let test = drv.step().remove(0);
+    assert_eq!(accepted.first_delivery, Some(test.delivery));
+    assert_eq!(test.event_id.as_str(), "evt_chosen");
+    let body: serde_json::Value = serde_json::from_slice(&test.body).unwrap();
+    assert_eq!(body["data"]["order"], 7);
+    let mut invalid = event("evt_bad", "order.created");
+    invalid.data = b"{".to_vec();
+    assert!(matches!(
+        drv.d.send_test_event_with(drv.now, &t, &wh("narrow"), invalid),
+        Err(OpError::Accept(AcceptError::Envelope(_)))
+    ));
 }
 
 #[test]

@@ -169,6 +169,15 @@ pub struct ShardStats {
     pub client: crate::ClientStats,
 }
 
+/// A test event that was sent ([`Request::SendTestEventWith`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TestSent {
+    /// The event's id.
+    pub event_id: EventId,
+    /// The delivery created for the webhook.
+    pub delivery: DeliveryId,
+}
+
 /// Work handed to a shard. Each carries the reply half of a oneshot; the shard answers
 /// exactly once (mutations only after their journal records are durable), or drops the
 /// reply when it stops, which the waiter sees as [`Canceled`].
@@ -282,6 +291,25 @@ pub enum Request {
         event_type: EventType,
         /// Answered with the test event's id, once durable.
         reply: Reply<Result<EventId, Failure>>,
+    },
+    /// Send a caller-chosen event to one webhook as a test.
+    SendTestEventWith {
+        /// Tenant.
+        tenant: TenantId,
+        /// Webhook id.
+        webhook: WebhookId,
+        /// The event (id filled in by the caller).
+        event: NewEvent,
+        /// Answered with the event id and the one delivery created, once durable.
+        reply: Reply<Result<TestSent, Failure>>,
+    },
+    /// Apply the egress guard to a URL as a delivery would (lookup included), without
+    /// connecting. Any shard can answer; route by host to share its resolver cache.
+    CheckUrl {
+        /// The destination.
+        url: herald_http::Url,
+        /// Answered once the check is done (within [`crate::CHECK_URL_TIMEOUT_MS`]).
+        reply: Reply<Result<(), crate::UrlRefusal>>,
     },
     /// Counters.
     Stats {

@@ -18,7 +18,7 @@ use super::intake::IntakeReceiver;
 use super::notify::LocalNotify;
 use super::oneshot::Reply;
 use super::wake::{Wake, WakeReceiver};
-use super::{Failure, Request, ShardConfig, ShardStats, WebhookInfo, IDLE_WAKE_MS};
+use super::{Failure, Request, ShardConfig, ShardStats, TestSent, WebhookInfo, IDLE_WAKE_MS};
 use crate::{HttpClient, OutboundRequest, TransportError};
 
 /// Wall-clock milliseconds since the Unix epoch: the dispatcher's time base (retry
@@ -49,6 +49,7 @@ enum Ack {
         herald_core::EventId,
     ),
     Count(Reply<Result<usize, Failure>>, usize),
+    Test(Reply<Result<TestSent, Failure>>, TestSent),
     /// Per-event results of a batch; the accepted ones become `Ok` when durable.
     Batch(Reply<Vec<BatchResult>>, Vec<BatchResult>),
 }
@@ -62,6 +63,7 @@ impl Ack {
             Ack::Unit(reply) => reply.send(Ok(())),
             Ack::Event(reply, id) => reply.send(Ok(id)),
             Ack::Count(reply, count) => reply.send(Ok(count)),
+            Ack::Test(reply, sent) => reply.send(Ok(sent)),
             Ack::Batch(reply, results) => reply.send(results),
         }
     }
@@ -71,6 +73,7 @@ impl Ack {
             Ack::Unit(reply) => reply.send(Err(failure)),
             Ack::Event(reply, _) => reply.send(Err(failure)),
             Ack::Count(reply, _) => reply.send(Err(failure)),
+            Ack::Test(reply, _) => reply.send(Err(failure)),
             Ack::Batch(reply, results) => reply.send(fail_batch(results, &failure)),
         }
     }
@@ -491,6 +494,36 @@ impl Shard {
                 Ok(accepted) => self.defer(accepted.append, Ack::Event(reply, accepted.event_id)),
                 Err(error) => reply.send(Err(Failure::Op(error))),
             },
+            Request::SendTestEventWith {
+                tenant,
+                webhook,
+                event,
+                reply,
+            } => match self
+                .dispatcher
+                .send_test_event_with(now, &tenant, &webhook, event)
+            {
+                Ok(accepted) => {
+                    let sent = TestSent {
+                        event_id: accepted.event_id,
+                        // A test send targets exactly one webhook, and an accepted event
+                        // has one delivery per target.
+                        delivery: accepted
+                            .first_delivery
+                            .expect("an accepted test send has its one delivery"),
+                    };
+                    self.defer(accepted.append, Ack::Test(reply, sent));
+                }
+                Err(error) => reply.send(Err(Failure::Op(error))),
+            },
+            Request::CheckUrl { url, reply } => {
+                // The lookup may take a while: answer from a task, not the shard loop.
+                let client = self.client.clone();
+                glommio::spawn_local(async move {
+                    reply.send(client.check_url(&url, crate::CHECK_URL_TIMEOUT_MS).await);
+                })
+                .detach();
+            }
             Request::Stats { reply } => {
                 reply.send(ShardStats {
                     dispatcher: self.dispatcher.stats(),
@@ -738,6 +771,7 @@ fn refuse(request: Request, failure: Failure) {
             reply.send(Err(failure))
         }
         Request::ResendFailed { reply, .. } => reply.send(Err(failure)),
+        Request::SendTestEventWith { reply, .. } => reply.send(Err(failure)),
         Request::PublishBatch { events, reply, .. } => {
             reply.send(events.iter().map(|_| Err(failure.clone())).collect())
         }
@@ -746,6 +780,7 @@ fn refuse(request: Request, failure: Failure) {
         | Request::ListWebhooks { .. }
         | Request::Deliveries { .. }
         | Request::Delivery { .. }
+        | Request::CheckUrl { .. }
         | Request::Stats { .. } => {}
     }
 }

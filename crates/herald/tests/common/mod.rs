@@ -222,7 +222,7 @@ pub fn engine_with(
         .shards(shards)
         .pin_threads(false)
         .allow_cidr("127.0.0.0/8")
-        .shutdown_grace_ms(2_000);
+        .shutdown_grace(Duration::from_secs(2));
     for path in extra_ca_pems {
         builder = builder.extra_ca_pem(path);
     }

@@ -1,0 +1,433 @@
+//! The embedding API's surface: async forms of every operation, test sends with a chosen
+//! payload, URL checks through the egress guard, error kinds and builder settings.
+
+mod support;
+
+use std::error::Error as _;
+use std::time::Duration;
+
+use futures_lite::future::block_on;
+use herald::{
+    DeliveryQuery, DeliveryStatus, Error, Event, EventFilter, EventId, EventType, Fault, Herald,
+    Scheme, StartError, TenantId, Url, WebhookSpec, WebhookStatus,
+};
+use support::Receiver;
+
+/// Upper bound of every wait; a passing run takes a small fraction of it.
+const WAIT: Duration = Duration::from_secs(20);
+
+fn tenant(name: &str) -> TenantId {
+    TenantId::parse(name).unwrap()
+}
+
+fn spec(url: &str, filters: &[&str]) -> WebhookSpec {
+    WebhookSpec::new(
+        Url::parse(url).unwrap(),
+        filters
+            .iter()
+            .map(|f| EventFilter::parse(f).unwrap())
+            .collect(),
+        Scheme::Standard,
+        herald_sign::generate_secret(&Scheme::Standard, &[7; 32]),
+    )
+}
+
+fn builder(dir: &std::path::Path) -> herald::Builder {
+    Herald::builder()
+        .data_dir(dir)
+        .shards(2)
+        .pin_threads(false)
+        .shutdown_grace(Duration::from_secs(2))
+}
+
+fn wait_for_status(
+    herald: &Herald,
+    tenant: &TenantId,
+    delivery: herald::DeliveryId,
+    status: DeliveryStatus,
+) -> herald::DeliveryRecord {
+    support::wait_for(WAIT, || {
+        block_on(herald.delivery_async(tenant, delivery))
+            .unwrap()
+            .filter(|r| r.status == status)
+    })
+}
+
+#[test]
+fn every_operation_has_an_async_form_that_needs_no_runtime() {
+    let receiver = Receiver::start();
+    let dir = tempfile::tempdir().unwrap();
+    let herald = builder(dir.path())
+        .allow_cidr("127.0.0.0/8")
+        .start()
+        .unwrap();
+    let acme = tenant("acme");
+    let url = receiver.url("/async");
+
+    // Webhooks: create, read, list, replace, update.
+    let webhook = block_on(herald.create_webhook_async(&acme, spec(&url, &["order.*"]))).unwrap();
+    let shown = block_on(herald.webhook_async(&acme, &webhook))
+        .unwrap()
+        .unwrap();
+    assert_eq!(shown.spec.url.to_string(), url);
+    let second = herald::WebhookId::parse("wh_second").unwrap();
+    block_on(herald.put_webhook_async(&acme, &second, spec(&url, &["never.*"]))).unwrap();
+    let listed = block_on(herald.list_webhooks_async(&acme)).unwrap();
+    assert_eq!(listed.len(), 2);
+    let page = block_on(herald.list_webhooks_page_async(&acme, None, 1)).unwrap();
+    assert_eq!(page.len(), 1);
+    let rest = block_on(herald.list_webhooks_page_async(&acme, Some(&page[0].id), 10)).unwrap();
+    assert_eq!(rest.len(), 1);
+    assert_ne!(rest[0].id, page[0].id);
+    let unknown = herald::WebhookId::parse("wh_unknown").unwrap();
+    let error =
+        block_on(herald.update_webhook_async(&acme, &unknown, spec(&url, &["*"]))).unwrap_err();
+    assert!(matches!(error, Error::UnknownWebhook { .. }), "{error:?}");
+
+    // Deliveries: a 400 fails finally; retry and resend bring it back.
+    receiver.set_status("/async", 400);
+    let event_id = block_on(herald.publish_async(
+        &acme,
+        Event::parse("order.created", &serde_json::json!({"n": 1})).unwrap(),
+    ))
+    .unwrap();
+    let page = support::wait_for(WAIT, || {
+        let page = block_on(herald.deliveries_async(DeliveryQuery {
+            event: Some(event_id.clone()),
+            ..DeliveryQuery::tenant(acme.clone())
+        }))
+        .unwrap();
+        (page.items.len() == 1 && page.items[0].status == DeliveryStatus::Failed).then_some(page)
+    });
+    let delivery = page.items[0].id;
+    receiver.set_status("/async", 200);
+    block_on(herald.retry_delivery_async(&acme, delivery)).unwrap();
+    wait_for_status(&herald, &acme, delivery, DeliveryStatus::Success);
+    // Retrying a successful delivery conflicts with its state.
+    let error = block_on(herald.retry_delivery_async(&acme, delivery)).unwrap_err();
+    assert!(matches!(error, Error::Conflict { .. }), "{error:?}");
+    assert_eq!(error.fault(), Fault::Caller);
+    assert_eq!(
+        block_on(herald.resend_failed_async(&acme, &webhook, 0)).unwrap(),
+        0
+    );
+
+    // Test sends, both forms.
+    let test_id = block_on(herald.send_test_event_async(
+        &acme,
+        &webhook,
+        EventType::parse("diagnostics.ping").unwrap(),
+    ))
+    .unwrap();
+    receiver.wait_until(WAIT, |r| {
+        r.iter().any(|x| x.json()["id"] == test_id.as_str())
+    });
+
+    // Stats from every shard; delete.
+    let stats = block_on(herald.stats_async()).unwrap();
+    assert_eq!(stats.len(), 2);
+    assert_eq!(
+        stats.iter().map(|s| s.dispatcher.webhooks).sum::<usize>(),
+        2
+    );
+    block_on(herald.delete_webhook_async(&acme, &second)).unwrap();
+    assert!(block_on(herald.webhook_async(&acme, &second))
+        .unwrap()
+        .is_none());
+
+    // The futures are Send + 'static: they run on another runtime's threads too.
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    let list = herald.list_webhooks_async(&acme);
+    let webhooks = runtime
+        .block_on(async { tokio::spawn(list).await })
+        .unwrap()
+        .unwrap();
+    assert_eq!(webhooks.len(), 1);
+    drop(runtime);
+    herald.shutdown().unwrap();
+
+    // After shutdown the async forms fail with the shutdown error, not a hang.
+    let error = block_on(herald.webhook_async(&acme, &webhook)).unwrap_err();
+    assert_eq!(error.fault(), Fault::Shutdown);
+}
+
+#[test]
+fn a_test_send_with_a_chosen_payload_reports_its_delivery() {
+    let receiver = Receiver::start();
+    let dir = tempfile::tempdir().unwrap();
+    let herald = builder(dir.path())
+        .allow_cidr("127.0.0.0/8")
+        .start()
+        .unwrap();
+    let acme = tenant("acme");
+    let url = receiver.url("/test");
+    // The filters do not match the test event: a test send ignores them.
+    let webhook = herald
+        .create_webhook(&acme, spec(&url, &["never.matches"]))
+        .unwrap();
+
+    let event = Event::parse("order.created", &serde_json::json!({"order": 42}))
+        .unwrap()
+        .with_id(EventId::parse("evt_chosen_1").unwrap());
+    let sent = herald.send_test_event_with(&acme, &webhook, event).unwrap();
+    assert_eq!(sent.event_id.as_str(), "evt_chosen_1");
+    let record = wait_for_status(&herald, &acme, sent.delivery, DeliveryStatus::Success);
+    assert_eq!(record.webhook, webhook);
+    assert_eq!(record.event_id, sent.event_id);
+    let received = receiver.wait_until(WAIT, |r| !r.is_empty());
+    assert_eq!(received.len(), 1);
+    assert_eq!(received[0].json()["data"], serde_json::json!({"order": 42}));
+    assert_eq!(received[0].json()["type"], "order.created");
+
+    // Without an id one is generated; the async form reports the same way.
+    let sent = block_on(herald.send_test_event_with_async(
+        &acme,
+        &webhook,
+        Event::parse("order.updated", &serde_json::json!([1, 2])).unwrap(),
+    ))
+    .unwrap();
+    assert!(sent.event_id.as_str().starts_with("evt_"));
+    wait_for_status(&herald, &acme, sent.delivery, DeliveryStatus::Success);
+
+    // Invalid data is the caller's error, naming the field.
+    let bad = Event::from_json_bytes(EventType::parse("x").unwrap(), b"{not json".to_vec());
+    let error = herald
+        .send_test_event_with(&acme, &webhook, bad)
+        .unwrap_err();
+    assert_eq!(error.field(), Some("data"), "{error:?}");
+    assert!(error.source().is_some(), "the envelope error is the source");
+
+    // A disabled webhook conflicts; an unknown one is unknown.
+    let mut disabled = spec(&url, &["*"]);
+    disabled.status = WebhookStatus::Disabled {
+        reason: herald::DisableReason::Manual,
+        at_ms: 0,
+    };
+    herald.update_webhook(&acme, &webhook, disabled).unwrap();
+    let event = Event::parse("a", &serde_json::Value::Null).unwrap();
+    let error = herald
+        .send_test_event_with(&acme, &webhook, event.clone())
+        .unwrap_err();
+    assert!(matches!(error, Error::Conflict { .. }), "{error:?}");
+    let unknown = herald::WebhookId::parse("wh_none").unwrap();
+    let error = herald
+        .send_test_event_with(&acme, &unknown, event)
+        .unwrap_err();
+    assert!(matches!(error, Error::UnknownWebhook { .. }), "{error:?}");
+    herald.shutdown().unwrap();
+}
+
+#[test]
+fn check_url_applies_the_egress_guard_as_delivery_would() {
+    let dir = tempfile::tempdir().unwrap();
+    let herald = builder(dir.path()).start().unwrap();
+    let url = |text: &str| Url::parse(text).unwrap();
+
+    // (url, refused, text the reason must contain)
+    let cases: &[(&str, bool, &str)] = &[
+        (
+            "http://127.0.0.1:8080/hook",
+            true,
+            "127.0.0.1 is a loopback address; allow it with [egress] allow_cidrs",
+        ),
+        (
+            "https://10.1.2.3/hook",
+            true,
+            "10.1.2.3 is a private address",
+        ),
+        (
+            "http://169.254.169.254/latest",
+            true,
+            "169.254.169.254 is a cloud metadata address",
+        ),
+        ("http://[::1]:9000/", true, "::1 is a loopback address"),
+        (
+            "http://[::ffff:192.168.1.1]/",
+            true,
+            "192.168.1.1 is a private address",
+        ),
+        ("http://0.0.0.0/", true, "0.0.0.0 is an unspecified address"),
+        ("http://localhost:8080/hook", true, "localhost resolves to"),
+        ("https://93.184.215.14/hook", false, ""),
+        ("https://[2606:4700::1111]/", false, ""),
+        (
+            "https://no-such-host.invalid/hook",
+            true,
+            "cannot resolve no-such-host.invalid",
+        ),
+    ];
+    for (text, refused, reason) in cases {
+        let sync = herald.check_url(&url(text));
+        let async_form = block_on(herald.check_url_async(&url(text)));
+        match (sync, async_form) {
+            (Ok(()), Ok(())) => assert!(!refused, "{text} passed"),
+            (Err(error), Err(same)) => {
+                assert!(refused, "{text}: {error}");
+                assert_eq!(error.to_string(), same.to_string());
+                assert_eq!(error.field(), Some("url"), "{text}");
+                assert_eq!(error.fault(), Fault::Caller);
+                let Error::Invalid { message, .. } = &error else {
+                    panic!("{text}: {error:?}");
+                };
+                assert!(message.contains(reason), "{text}: {message}");
+                assert!(
+                    error.source().is_some(),
+                    "{text}: the refusal is the source"
+                );
+            }
+            (sync, async_form) => panic!("{text}: {sync:?} vs {async_form:?}"),
+        }
+    }
+    herald.shutdown().unwrap();
+
+    // The allowlist of the builder is honoured, for literals and names alike.
+    let dir = tempfile::tempdir().unwrap();
+    let herald = builder(dir.path())
+        .allow_cidr("127.0.0.0/8")
+        .allow_cidr("::1/128")
+        .start()
+        .unwrap();
+    herald.check_url(&url("http://127.0.0.1:8080/")).unwrap();
+    herald.check_url(&url("http://localhost:8080/")).unwrap();
+    let error = herald.check_url(&url("http://10.0.0.1/")).unwrap_err();
+    assert_eq!(error.field(), Some("url"));
+    herald.shutdown().unwrap();
+}
+
+#[test]
+fn require_https_refuses_plain_http_at_create_check_and_delivery() {
+    let receiver = Receiver::start();
+    let dir = tempfile::tempdir().unwrap();
+    let acme = tenant("acme");
+    let http_url = receiver.url("/plain");
+    // A webhook created while plain http is permitted…
+    let herald = builder(dir.path())
+        .allow_cidr("127.0.0.0/8")
+        .start()
+        .unwrap();
+    let webhook = herald
+        .create_webhook(&acme, spec(&http_url, &["*"]))
+        .unwrap();
+    herald.shutdown().unwrap();
+    drop(herald);
+
+    let herald = builder(dir.path())
+        .allow_cidr("127.0.0.0/8")
+        .require_https(true)
+        .start()
+        .unwrap();
+    // …cannot be created or updated with an http url any more…
+    for error in [
+        herald
+            .create_webhook(&acme, spec(&http_url, &["*"]))
+            .unwrap_err(),
+        block_on(herald.update_webhook_async(&acme, &webhook, spec(&http_url, &["a"])))
+            .unwrap_err(),
+        herald
+            .check_url(&Url::parse(&http_url).unwrap())
+            .unwrap_err(),
+    ] {
+        assert_eq!(error.field(), Some("url"), "{error:?}");
+        assert!(error.to_string().contains("https"), "{error}");
+    }
+    // …and the existing one is refused at send time.
+    let event_id = herald
+        .publish(&acme, Event::parse("a", &serde_json::Value::Null).unwrap())
+        .unwrap();
+    let record = support::wait_for(WAIT, || {
+        herald
+            .deliveries(DeliveryQuery {
+                event: Some(event_id.clone()),
+                ..DeliveryQuery::tenant(acme.clone())
+            })
+            .unwrap()
+            .items
+            .into_iter()
+            .find(|r| r.error.is_some())
+    });
+    assert_eq!(
+        record.error,
+        Some(herald::DeliveryError::Transport(
+            herald_core::TransportError::EgressDenied
+        ))
+    );
+    assert!(receiver.received().is_empty());
+    herald.shutdown().unwrap();
+}
+
+#[test]
+fn invalid_input_names_its_field_and_keeps_its_source() {
+    let dir = tempfile::tempdir().unwrap();
+    let herald = builder(dir.path()).start().unwrap();
+    let acme = tenant("acme");
+    let mut no_filters = spec("https://example.com/hook", &["*"]);
+    no_filters.filters.clear();
+    let mut bad_header = spec("https://example.com/hook", &["*"]);
+    bad_header.headers = vec![("bad header".to_string(), "v".to_string())];
+    for (spec, field) in [(no_filters, "filters"), (bad_header, "headers")] {
+        let error = herald.create_webhook(&acme, spec).unwrap_err();
+        assert_eq!(error.field(), Some(field), "{error:?}");
+        assert_eq!(error.fault(), Fault::Caller);
+        let source = error.source().expect("the spec error is the source");
+        assert!(
+            error.to_string().contains(&source.to_string()),
+            "{error} / {source}"
+        );
+    }
+    let error = Event::parse("order.*", &serde_json::Value::Null).unwrap_err();
+    assert_eq!(error.field(), Some("event_type"));
+    let bad = Event::from_json_bytes(EventType::parse("a").unwrap(), b"[".to_vec());
+    let error = herald.publish(&acme, bad).unwrap_err();
+    assert_eq!(error.field(), Some("data"));
+    herald.shutdown().unwrap();
+}
+
+#[test]
+fn builder_settings_are_durations_and_the_retry_schedule_is_checked() {
+    let dir = tempfile::tempdir().unwrap();
+    // A schedule beyond the limits is the caller's configuration error.
+    let too_long = vec![Duration::from_secs(8 * 24 * 3600)];
+    let error = builder(dir.path())
+        .retry_schedule(too_long)
+        .start()
+        .unwrap_err();
+    assert!(matches!(error, StartError::Config { .. }), "{error:?}");
+    assert!(error.to_string().contains("retry_schedule"), "{error}");
+
+    // A valid one becomes the schedule of webhooks without their own: one retry here,
+    // so a failing endpoint is exhausted after two attempts.
+    let receiver = Receiver::start();
+    receiver.set_status("/down", 503);
+    let herald = builder(dir.path())
+        .allow_cidr("127.0.0.0/8")
+        .retry_schedule(vec![Duration::from_millis(10)])
+        .journal_group_delay(Duration::from_micros(500))
+        .checkpoint_interval(Duration::from_secs(60))
+        .shutdown_grace(Duration::from_millis(500))
+        .start()
+        .unwrap();
+    let acme = tenant("acme");
+    herald
+        .create_webhook(&acme, spec(&receiver.url("/down"), &["*"]))
+        .unwrap();
+    let event_id = herald
+        .publish(&acme, Event::parse("a", &serde_json::Value::Null).unwrap())
+        .unwrap();
+    let record = support::wait_for(WAIT, || {
+        herald
+            .deliveries(DeliveryQuery {
+                event: Some(event_id.clone()),
+                ..DeliveryQuery::tenant(acme.clone())
+            })
+            .unwrap()
+            .items
+            .into_iter()
+            .find(|r| r.status == DeliveryStatus::Exhausted)
+    });
+    assert_eq!(record.attempt, 2);
+    herald.shutdown().unwrap();
+}
