@@ -46,6 +46,7 @@ fn setup(fanout: usize) -> (Dispatcher, Vec<NewEvent>) {
             created_at_ms: T0,
             location_id: None,
             data: data.clone(),
+            idempotency: None,
         })
         .collect();
     let mut out = Vec::new();

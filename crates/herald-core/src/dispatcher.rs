@@ -10,7 +10,7 @@ use herald_http::Url;
 use herald_sign::{BatchSigner, Message, SignedHeaders, Signer};
 
 use crate::convert::{webhook_from_rec, webhook_to_rec};
-use crate::envelope::{encode_envelope, EnvelopeError, NewEvent, API_VERSION_DEFAULT};
+use crate::envelope::{encode_envelope, EnvelopeError, Idempotency, NewEvent, API_VERSION_DEFAULT};
 use crate::health::{Health, HealthPolicy, Signal};
 use crate::ids::{DeliveryId, EventId, EventType, IdError, TenantId, WebhookId};
 use crate::log::{
@@ -55,6 +55,14 @@ pub const RESEND_MAX: usize = 10_000;
 pub const WEBHOOK_DISABLED_EVENT: &str = "webhook.disabled";
 /// `data` of a test event ([`Dispatcher::send_test_event`]).
 pub const TEST_EVENT_DATA: &[u8] = b"{\"test\":true}";
+/// Most idempotency keys a shard remembers (and the default of
+/// [`DispatcherConfig::idempotency_keys_max`]); beyond it the oldest is forgotten first,
+/// so a flood of keys costs bounded memory (about the key's length plus ~120 bytes each)
+/// and only shortens how long the oldest keys protect against duplicates.
+pub const IDEMPOTENCY_KEYS_MAX: usize = 1_000_000;
+/// Default of [`DispatcherConfig::idempotency_window_ms`]: 24 hours, long enough for a
+/// publisher's retries across its own restarts and outages.
+pub const IDEMPOTENCY_WINDOW_MS_DEFAULT: u64 = 24 * 3600 * 1000;
 /// `User-Agent` of every request.
 pub const USER_AGENT: &str = concat!("herald/", env!("CARGO_PKG_VERSION"));
 
@@ -78,6 +86,11 @@ pub struct DispatcherConfig {
     pub log_finished_max: usize,
     /// Most requests started per tick.
     pub sends_per_tick_max: usize,
+    /// How long an idempotency key is remembered after its event was accepted.
+    pub idempotency_window_ms: u64,
+    /// Most idempotency keys remembered (1..=[`IDEMPOTENCY_KEYS_MAX`]); the oldest is
+    /// forgotten first.
+    pub idempotency_keys_max: usize,
 }
 
 impl Default for DispatcherConfig {
@@ -91,6 +104,8 @@ impl Default for DispatcherConfig {
             pending_deliveries_max: PENDING_DELIVERIES_MAX_DEFAULT,
             log_finished_max: LOG_FINISHED_MAX_DEFAULT,
             sends_per_tick_max: SENDS_PER_TICK_MAX_DEFAULT,
+            idempotency_window_ms: IDEMPOTENCY_WINDOW_MS_DEFAULT,
+            idempotency_keys_max: IDEMPOTENCY_KEYS_MAX,
         }
     }
 }
@@ -182,15 +197,22 @@ pub struct Outcome {
 /// An accepted event.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Accepted {
-    /// The event id.
+    /// The event id (for a duplicate, the first event's).
     pub event_id: EventId,
-    /// The `EventAccepted` record; acknowledge the publisher once it is durable.
+    /// The `EventAccepted` record; acknowledge the publisher once it is durable. For a
+    /// duplicate, the first event's record (already durable: `AppendId(0)` or lower
+    /// than any id still waiting).
     pub append: AppendId,
     /// Deliveries created (one per matching active webhook).
     pub deliveries: usize,
     /// Id of the first delivery created; the event's deliveries are numbered
-    /// consecutively from it. `None` when no webhook matched.
+    /// consecutively from it. `None` when no webhook matched, and for a duplicate.
     pub first_delivery: Option<DeliveryId>,
+    /// The event's creation time (for a duplicate, the first event's).
+    pub created_at_ms: u64,
+    /// The event's idempotency key was live and its fingerprint matched: nothing was
+    /// recorded or fanned out, and the fields above describe the first event.
+    pub duplicate: bool,
 }
 
 /// A webhook create/update/delete that was refused.
@@ -230,6 +252,20 @@ pub enum AcceptError {
         needed: usize,
         /// The limit.
         max: usize,
+    },
+    /// The idempotency key is not 1..=[`crate::IDEMPOTENCY_KEY_BYTES_MAX`] bytes of
+    /// printable ASCII (caller's error).
+    #[error("idempotency key must be 1..={max} bytes of printable ASCII")]
+    IdempotencyKey {
+        /// [`crate::IDEMPOTENCY_KEY_BYTES_MAX`].
+        max: usize,
+    },
+    /// The idempotency key was used, within the window, for an event with a different
+    /// fingerprint (caller's error).
+    #[error("idempotency key {key:?} was used for a different event; use a new key")]
+    IdempotencyConflict {
+        /// The key.
+        key: String,
     },
 }
 
@@ -309,6 +345,9 @@ pub struct Stats {
     pub timers: usize,
     /// Deliveries whose event is not yet reported durable.
     pub awaiting_durable: usize,
+    /// Idempotency keys remembered (some may have outlived the window and wait to be
+    /// forgotten at the next accepted event).
+    pub idempotency_keys: usize,
 }
 
 struct EventData {
@@ -388,6 +427,89 @@ struct Plan {
     request_timeout_ms: u64,
 }
 
+/// What a remembered idempotency key answers.
+struct KeyEntry {
+    fingerprint: [u8; 16],
+    event_id: EventId,
+    created_at_ms: u64,
+    accepted_at_ms: u64,
+    /// The `EventAccepted` record (`AppendId(0)` when replayed: durable).
+    append: AppendId,
+}
+
+/// Remembered idempotency keys of one shard, by tenant, with their acceptance order.
+#[derive(Default)]
+struct Keys {
+    by_tenant: HashMap<TenantId, HashMap<Arc<str>, KeyEntry>>,
+    /// (accepted_at_ms, tenant, key), oldest first: dispatcher time never runs
+    /// backwards, so this is also expiry order. Entries whose key was replaced are
+    /// skipped when popped.
+    order: VecDeque<(u64, TenantId, Arc<str>)>,
+    count: usize,
+}
+
+impl Keys {
+    fn get(&self, tenant: &TenantId, key: &str) -> Option<&KeyEntry> {
+        self.by_tenant.get(tenant)?.get(key)
+    }
+
+    /// Forgets the oldest key (if the order's front is still current).
+    fn pop_oldest(&mut self) {
+        let Some((accepted_at_ms, tenant, key)) = self.order.pop_front() else {
+            return;
+        };
+        let Some(keys) = self.by_tenant.get_mut(&tenant) else {
+            return;
+        };
+        if keys
+            .get(&key)
+            .is_some_and(|entry| entry.accepted_at_ms == accepted_at_ms)
+        {
+            keys.remove(&key);
+            self.count -= 1;
+            if keys.is_empty() {
+                self.by_tenant.remove(&tenant);
+            }
+        }
+    }
+
+    /// Forgets every key accepted `window_ms` or longer before `now`.
+    fn forget_expired(&mut self, now: u64, window_ms: u64) {
+        while self
+            .order
+            .front()
+            .is_some_and(|(at, _, _)| at.saturating_add(window_ms) <= now)
+        {
+            self.pop_oldest();
+        }
+    }
+
+    /// Remembers `key`, forgetting the oldest keys beyond `max`.
+    fn insert(&mut self, tenant: &TenantId, key: &str, entry: KeyEntry, max: usize) {
+        let key: Arc<str> = Arc::from(key);
+        let accepted_at_ms = entry.accepted_at_ms;
+        let keys = self.by_tenant.entry(tenant.clone()).or_default();
+        if keys.insert(Arc::clone(&key), entry).is_none() {
+            self.count += 1;
+        }
+        self.order.push_back((accepted_at_ms, tenant.clone(), key));
+        while self.count > max {
+            self.pop_oldest();
+        }
+        // Replaced keys leave stale order entries; they cannot outnumber live ones by
+        // much unless the window grew across a restart, so compact rarely.
+        if self.order.len() > 2 * max + 64 {
+            let by_tenant = &self.by_tenant;
+            self.order.retain(|(at, tenant, key)| {
+                by_tenant
+                    .get(tenant)
+                    .and_then(|keys| keys.get(key))
+                    .is_some_and(|entry| entry.accepted_at_ms == *at)
+            });
+        }
+    }
+}
+
 /// Prefixes of the ids of events the dispatcher originates itself: operational
 /// `webhook.disabled` events and test events.
 const GENERATED_EVENT_ID_PREFIXES: [&str; 2] = ["evt_webhook_disabled_", "evt_test_"];
@@ -417,6 +539,7 @@ pub struct Dispatcher {
     replaying: bool,
     batch_signer: BatchSigner,
     signed: Vec<SignedHeaders>,
+    keys: Keys,
 }
 
 impl std::fmt::Debug for Dispatcher {
@@ -451,6 +574,7 @@ impl Dispatcher {
         let mut config = config;
         config.jitter_percent = config.jitter_percent.min(JITTER_PERCENT_MAX);
         config.sends_per_tick_max = config.sends_per_tick_max.max(1);
+        config.idempotency_keys_max = config.idempotency_keys_max.clamp(1, IDEMPOTENCY_KEYS_MAX);
         Dispatcher {
             config,
             now_ms,
@@ -473,6 +597,7 @@ impl Dispatcher {
             replaying: false,
             batch_signer: BatchSigner::new(),
             signed: Vec::new(),
+            keys: Keys::default(),
         }
     }
 
@@ -701,14 +826,96 @@ impl Dispatcher {
         event: NewEvent,
     ) -> Result<Accepted, AcceptError> {
         let now = self.observe(now_ms);
+        if let Some(idempotency) = &event.idempotency {
+            if let Some(answer) = self.check_key(now, tenant, idempotency)? {
+                return Ok(answer);
+            }
+        }
         let body = encode_envelope(tenant, &event)?;
         let mut targets = Vec::new();
         if let Some(t) = self.tenants.get(tenant) {
             t.matcher.matches(&event.event_type, &mut targets);
         }
-        self.accept_with_targets(now, tenant, event.id, event.event_type, body, targets)
+        let created_at_ms = event.created_at_ms;
+        self.accept_with_targets(
+            now,
+            tenant,
+            event.id,
+            event.event_type,
+            body,
+            targets,
+            created_at_ms,
+            event.idempotency,
+        )
     }
 
+    /// An event with an idempotency key: `Some` answer when the key is live (the first
+    /// event again, or a conflict), `None` when the event is new. Changes nothing, so a
+    /// duplicate leaves no trace for replay to reproduce.
+    fn check_key(
+        &self,
+        now: u64,
+        tenant: &TenantId,
+        idempotency: &Idempotency,
+    ) -> Result<Option<Accepted>, AcceptError> {
+        if !Idempotency::key_is_valid(&idempotency.key) {
+            return Err(AcceptError::IdempotencyKey {
+                max: crate::envelope::IDEMPOTENCY_KEY_BYTES_MAX,
+            });
+        }
+        let live = self.keys.get(tenant, &idempotency.key).filter(|entry| {
+            entry
+                .accepted_at_ms
+                .saturating_add(self.config.idempotency_window_ms)
+                > now
+        });
+        match live {
+            None => Ok(None),
+            Some(entry) if entry.fingerprint == idempotency.fingerprint => Ok(Some(Accepted {
+                event_id: entry.event_id.clone(),
+                append: entry.append,
+                deliveries: 0,
+                first_delivery: None,
+                created_at_ms: entry.created_at_ms,
+                duplicate: true,
+            })),
+            Some(_) => Err(AcceptError::IdempotencyConflict {
+                key: idempotency.key.clone(),
+            }),
+        }
+    }
+
+    /// Every accepted event (live or replayed, so both forget alike) ages the remembered
+    /// keys; one with a key is then remembered.
+    fn remember_key(
+        &mut self,
+        now: u64,
+        tenant: &TenantId,
+        idempotency: Option<&Idempotency>,
+        event_id: &EventId,
+        created_at_ms: u64,
+        append: AppendId,
+    ) {
+        self.keys
+            .forget_expired(now, self.config.idempotency_window_ms);
+        if let Some(idempotency) = idempotency {
+            let entry = KeyEntry {
+                fingerprint: idempotency.fingerprint,
+                event_id: event_id.clone(),
+                created_at_ms,
+                accepted_at_ms: now,
+                append,
+            };
+            self.keys.insert(
+                tenant,
+                &idempotency.key,
+                entry,
+                self.config.idempotency_keys_max,
+            );
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)] // reason: the parts of one event, moved in
     fn accept_with_targets(
         &mut self,
         now: u64,
@@ -717,6 +924,8 @@ impl Dispatcher {
         event_type: EventType,
         body: Vec<u8>,
         targets: Vec<WebhookId>,
+        created_at_ms: u64,
+        idempotency: Option<Idempotency>,
     ) -> Result<Accepted, AcceptError> {
         let max = self.config.pending_deliveries_max;
         if self.pending_count + targets.len() > max {
@@ -751,7 +960,20 @@ impl Dispatcher {
                 body.clone()
             },
             deliveries: refs,
+            created_at_ms,
+            idempotency: idempotency.as_ref().map(|i| record::IdempotencyRec {
+                key: i.key.clone(),
+                fingerprint: i.fingerprint,
+            }),
         }));
+        self.remember_key(
+            now,
+            tenant,
+            idempotency.as_ref(),
+            &event_id,
+            created_at_ms,
+            append,
+        );
         let event = Arc::new(EventData {
             tenant: tenant.clone(),
             id: event_id.clone(),
@@ -775,6 +997,8 @@ impl Dispatcher {
             append,
             deliveries: count,
             first_delivery,
+            created_at_ms,
+            duplicate: false,
         })
     }
 
@@ -1139,6 +1363,7 @@ impl Dispatcher {
             created_at_ms: now,
             location_id: None,
             data: data.to_string().into_bytes(),
+            idempotency: None,
         };
         // A full shard drops the operational event rather than the disable itself: the
         // webhook's status is the source of truth, the event a courtesy.
@@ -1305,6 +1530,7 @@ impl Dispatcher {
             created_at_ms: now,
             location_id: None,
             data: TEST_EVENT_DATA.to_vec(),
+            idempotency: None,
         })
     }
 
@@ -1334,6 +1560,7 @@ impl Dispatcher {
         self.require_active_webhook(tenant, webhook)?;
         let event = make(self, now);
         let body = encode_envelope(tenant, &event).map_err(AcceptError::from)?;
+        // A test send is never a duplicate: its key (if any) is not consulted or kept.
         Ok(self.accept_with_targets(
             now,
             tenant,
@@ -1341,6 +1568,8 @@ impl Dispatcher {
             event.event_type,
             body,
             vec![webhook.clone()],
+            event.created_at_ms,
+            None,
         )?)
     }
 
@@ -1610,6 +1839,7 @@ impl Dispatcher {
             deliveries_retained: self.deliveries.len(),
             timers: self.wheel.len(),
             awaiting_durable: self.awaiting_count,
+            idempotency_keys: self.keys.count,
         }
     }
 
@@ -1698,9 +1928,22 @@ impl Dispatcher {
             Record::EventAccepted(r) => {
                 self.observe_generated_event_id(&r.event_id);
                 let tenant = TenantId::parse(&r.tenant).map_err(|e| invalid(e.to_string()))?;
+                let event_id = EventId::parse(&r.event_id).map_err(|e| invalid(e.to_string()))?;
+                let idempotency = r.idempotency.as_ref().map(|i| Idempotency {
+                    key: i.key.clone(),
+                    fingerprint: i.fingerprint,
+                });
+                self.remember_key(
+                    r.at_ms,
+                    &tenant,
+                    idempotency.as_ref(),
+                    &event_id,
+                    r.created_at_ms,
+                    AppendId(0),
+                );
                 let event = Arc::new(EventData {
                     tenant,
-                    id: EventId::parse(&r.event_id).map_err(|e| invalid(e.to_string()))?,
+                    id: event_id,
                     event_type: EventType::parse(&r.event_type)
                         .map_err(|e| invalid(e.to_string()))?,
                     body: Arc::from(&r.body[..]),
@@ -1932,12 +2175,33 @@ impl Dispatcher {
                 updated_at_ms: d.updated_at_ms,
             });
         }
+        // Every remembered key, oldest first (expired ones too: live and replayed
+        // dispatchers forget them at the same accepted event).
+        let idempotency = self
+            .keys
+            .order
+            .iter()
+            .filter_map(|(at, tenant, key)| {
+                let entry = self.keys.get(tenant, key)?;
+                (entry.accepted_at_ms == *at).then(|| record::IdempotencySnap {
+                    tenant: tenant.as_str().to_string(),
+                    idempotency: record::IdempotencyRec {
+                        key: key.to_string(),
+                        fingerprint: entry.fingerprint,
+                    },
+                    event_id: entry.event_id.as_str().to_string(),
+                    created_at_ms: entry.created_at_ms,
+                    accepted_at_ms: entry.accepted_at_ms,
+                })
+            })
+            .collect();
         Record::Checkpoint(record::Checkpoint {
             at_ms: now_ms.max(self.now_ms),
             next_delivery: self.next_delivery,
             webhooks,
             events,
             deliveries,
+            idempotency,
         })
     }
 
@@ -1958,6 +2222,22 @@ impl Dispatcher {
                 w.health.consecutive_failures = snap.health.consecutive_failures;
                 w.health.failing_since_ms = snap.health.failing_since_ms;
             }
+        }
+        for k in &c.idempotency {
+            let tenant = TenantId::parse(&k.tenant).map_err(|e| e.to_string())?;
+            let entry = KeyEntry {
+                fingerprint: k.idempotency.fingerprint,
+                event_id: EventId::parse(&k.event_id).map_err(|e| e.to_string())?,
+                created_at_ms: k.created_at_ms,
+                accepted_at_ms: k.accepted_at_ms,
+                append: AppendId(0),
+            };
+            self.keys.insert(
+                &tenant,
+                &k.idempotency.key,
+                entry,
+                self.config.idempotency_keys_max,
+            );
         }
         let mut events = Vec::with_capacity(c.events.len());
         for e in &c.events {

@@ -20,6 +20,31 @@ pub const API_VERSION_BYTES_MAX: usize = 32;
 /// `api_version` used when the publisher gives none.
 pub const API_VERSION_DEFAULT: &str = "2024-06-01";
 
+/// Longest idempotency key ([`Idempotency::key`]): room for any UUID or request id a
+/// publisher is likely to use, while bounding what every remembered key costs.
+pub const IDEMPOTENCY_KEY_BYTES_MAX: usize = 255;
+
+/// A publisher's idempotency key and the fingerprint of the event it was used with. While
+/// the key is remembered ([`crate::DispatcherConfig::idempotency_window_ms`]), publishing
+/// again with the same key and fingerprint is answered with the first event, and with a
+/// different fingerprint is refused ([`crate::AcceptError::IdempotencyConflict`]).
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct Idempotency {
+    /// 1..=[`IDEMPOTENCY_KEY_BYTES_MAX`] bytes of printable ASCII (`' '..='~'`).
+    pub key: String,
+    /// A digest of what makes two publishes "the same event"; computed by the caller
+    /// (the `herald` crate hashes type, location, api version, data and a given id).
+    pub fingerprint: [u8; 16],
+}
+
+impl Idempotency {
+    /// Whether `key` is 1..=[`IDEMPOTENCY_KEY_BYTES_MAX`] bytes of printable ASCII.
+    pub fn key_is_valid(key: &str) -> bool {
+        (1..=IDEMPOTENCY_KEY_BYTES_MAX).contains(&key.len())
+            && key.bytes().all(|b| (b' '..=b'~').contains(&b))
+    }
+}
+
 /// An event as published, before it is accepted.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct NewEvent {
@@ -35,6 +60,8 @@ pub struct NewEvent {
     pub location_id: Option<LocationId>,
     /// The `data` member: any JSON value, as raw bytes.
     pub data: Vec<u8>,
+    /// The publisher's idempotency key, if any.
+    pub idempotency: Option<Idempotency>,
 }
 
 /// An event that cannot be accepted (caller's error).
@@ -160,6 +187,7 @@ mod tests {
             created_at_ms: 1_700_000_000_123,
             location_id: None,
             data: data.to_vec(),
+            idempotency: None,
         }
     }
 

@@ -64,6 +64,7 @@
 //!     created_at_ms: now_ms,
 //!     location_id: None,
 //!     data: br#"{"order_id":"o_1"}"#.to_vec(),
+//!     idempotency: None,
 //! };
 //! let accepted = d.accept_event(now_ms, &tenant, event).unwrap();
 //! assert_eq!(accepted.deliveries, 1);
@@ -133,14 +134,15 @@ pub mod wheel;
 
 pub use dispatcher::{
     AcceptError, Accepted, AppendId, Command, Dispatcher, DispatcherConfig, OpError, Outcome,
-    RegistryError, ReplayError, SendRequest, Stats, WebhookView, LOG_FINISHED_MAX_DEFAULT,
-    PENDING_DELIVERIES_MAX_DEFAULT, QUERY_SCAN_MAX, RESEND_MAX, RESPONSE_BODY_BYTES_MAX,
-    SENDS_PER_TICK_MAX_DEFAULT, TEST_EVENT_DATA, TIMERS_PER_TICK_MAX, USER_AGENT,
-    WEBHOOKS_PER_TENANT_MAX_DEFAULT, WEBHOOK_DISABLED_EVENT,
+    RegistryError, ReplayError, SendRequest, Stats, WebhookView, IDEMPOTENCY_KEYS_MAX,
+    IDEMPOTENCY_WINDOW_MS_DEFAULT, LOG_FINISHED_MAX_DEFAULT, PENDING_DELIVERIES_MAX_DEFAULT,
+    QUERY_SCAN_MAX, RESEND_MAX, RESPONSE_BODY_BYTES_MAX, SENDS_PER_TICK_MAX_DEFAULT,
+    TEST_EVENT_DATA, TIMERS_PER_TICK_MAX, USER_AGENT, WEBHOOKS_PER_TENANT_MAX_DEFAULT,
+    WEBHOOK_DISABLED_EVENT,
 };
 pub use envelope::{
-    encode_envelope, rfc3339_ms, EnvelopeError, NewEvent, API_VERSION_BYTES_MAX,
-    API_VERSION_DEFAULT, BODY_BYTES_MAX,
+    encode_envelope, rfc3339_ms, EnvelopeError, Idempotency, NewEvent, API_VERSION_BYTES_MAX,
+    API_VERSION_DEFAULT, BODY_BYTES_MAX, IDEMPOTENCY_KEY_BYTES_MAX,
 };
 pub use health::{
     Admit, Breaker, Health, HealthPolicy, Signal, BREAKER_FAILURES_DEFAULT,

@@ -15,8 +15,9 @@ use rkyv::util::AlignedVec;
 /// The 16-byte aligned buffer a record serializes into ([`Record::encode_into`]).
 pub type RecordBuffer = AlignedVec;
 
-/// Layout version of every record kind below.
-pub const RECORD_VERSION: u16 = 1;
+/// Layout version of every record kind below. Version 2: `EventAccepted` carries the
+/// event's creation time and idempotency key; checkpoints carry the remembered keys.
+pub const RECORD_VERSION: u16 = 2;
 
 /// Journal kind numbers, one per [`Record`] variant. Herald's core uses `0x01xx`.
 pub mod kind {
@@ -160,6 +161,15 @@ pub struct DeliveryRef {
     pub attempts_max: u32,
 }
 
+/// A publisher's idempotency key as journaled with its event.
+#[derive(rkyv::Archive, rkyv::Serialize, rkyv::Deserialize, Clone, Debug, PartialEq, Eq)]
+pub struct IdempotencyRec {
+    /// The key (printable ASCII, at most [`crate::IDEMPOTENCY_KEY_BYTES_MAX`] bytes).
+    pub key: String,
+    /// The event's fingerprint.
+    pub fingerprint: [u8; 16],
+}
+
 /// An event was accepted, with the deliveries it fans out to.
 #[derive(rkyv::Archive, rkyv::Serialize, rkyv::Deserialize, Clone, Debug, PartialEq, Eq)]
 pub struct EventAccepted {
@@ -175,6 +185,11 @@ pub struct EventAccepted {
     pub body: Vec<u8>,
     /// The deliveries (possibly none).
     pub deliveries: Vec<DeliveryRef>,
+    /// The event's creation time (also inside `body`, which is empty without
+    /// deliveries): a duplicate publish is answered with it.
+    pub created_at_ms: u64,
+    /// The publisher's idempotency key, remembered for the idempotency window.
+    pub idempotency: Option<IdempotencyRec>,
 }
 
 /// An attempt was handed to the driver for sending.
@@ -304,6 +319,21 @@ pub struct DeliverySnap {
     pub updated_at_ms: u64,
 }
 
+/// A remembered idempotency key in a checkpoint.
+#[derive(rkyv::Archive, rkyv::Serialize, rkyv::Deserialize, Clone, Debug, PartialEq, Eq)]
+pub struct IdempotencySnap {
+    /// Tenant id.
+    pub tenant: String,
+    /// The key and fingerprint.
+    pub idempotency: IdempotencyRec,
+    /// The first event published with the key.
+    pub event_id: String,
+    /// Its creation time.
+    pub created_at_ms: u64,
+    /// When it was accepted (the key is remembered for the window from then).
+    pub accepted_at_ms: u64,
+}
+
 /// The live state of a shard, from which replay can start instead of from the beginning.
 #[derive(rkyv::Archive, rkyv::Serialize, rkyv::Deserialize, Clone, Debug, PartialEq, Eq)]
 pub struct Checkpoint {
@@ -317,6 +347,8 @@ pub struct Checkpoint {
     pub events: Vec<EventSnap>,
     /// Pending deliveries and finished ones retained in the delivery log.
     pub deliveries: Vec<DeliverySnap>,
+    /// Remembered idempotency keys, oldest first.
+    pub idempotency: Vec<IdempotencySnap>,
 }
 
 /// One journal record.
@@ -503,6 +535,11 @@ mod tests {
                     webhook: "w".into(),
                     attempts_max: 7,
                 }],
+                created_at_ms: 1,
+                idempotency: Some(IdempotencyRec {
+                    key: "order-42".into(),
+                    fingerprint: [7; 16],
+                }),
             }),
             Record::AttemptStarted(AttemptStarted {
                 at_ms: 3,
@@ -577,6 +614,16 @@ mod tests {
             webhooks: vec![],
             events: vec![],
             deliveries: vec![],
+            idempotency: vec![IdempotencySnap {
+                tenant: "t".into(),
+                idempotency: IdempotencyRec {
+                    key: "k".into(),
+                    fingerprint: [1; 16],
+                },
+                event_id: "e".into(),
+                created_at_ms: 8,
+                accepted_at_ms: 9,
+            }],
         });
         let (_, _, payload) = checkpoint.encode().unwrap();
         assert_eq!(Record::decode_checkpoint(&payload).unwrap(), checkpoint);

@@ -390,6 +390,7 @@ impl<'a> Sim<'a> {
                     created_at_ms: plan.at_ms,
                     location_id: None,
                     data: data.into_bytes(),
+                    idempotency: None,
                 },
             ))
         })()

@@ -42,6 +42,7 @@ pub struct Builder {
     io_memory_bytes: usize,
     dispatcher: DispatcherConfig,
     retry_delays: Option<Vec<Duration>>,
+    idempotency_window: Option<Duration>,
     journal_group_delay: Option<Duration>,
     journal_group_records_max: Option<usize>,
     journal_segment_bytes: Option<u64>,
@@ -69,6 +70,7 @@ impl Default for Builder {
             io_memory_bytes: IO_MEMORY_BYTES_DEFAULT,
             dispatcher: DispatcherConfig::default(),
             retry_delays: None,
+            idempotency_window: None,
             journal_group_delay: None,
             journal_group_records_max: None,
             journal_segment_bytes: None,
@@ -145,6 +147,16 @@ impl Builder {
     /// [`dispatcher_config`](Self::dispatcher_config).
     pub fn retry_schedule(mut self, retry_delays: Vec<Duration>) -> Builder {
         self.retry_delays = Some(retry_delays);
+        self
+    }
+
+    /// How long an event's idempotency key is remembered after the event was accepted
+    /// (default 24 hours; millisecond resolution). Keys survive restarts (they are
+    /// journaled); at most [`herald_core::IDEMPOTENCY_KEYS_MAX`] per shard are kept, the
+    /// oldest forgotten first. Overrides the window of
+    /// [`dispatcher_config`](Self::dispatcher_config).
+    pub fn idempotency_window(mut self, window: Duration) -> Builder {
+        self.idempotency_window = Some(window);
         self
     }
 
@@ -252,6 +264,9 @@ impl Builder {
             dispatcher.retry_schedule =
                 RetrySchedule::new(delays.into_iter().map(millis).collect())
                     .map_err(|e| config(format!("retry_schedule: {e}")))?;
+        }
+        if let Some(window) = self.idempotency_window {
+            dispatcher.idempotency_window_ms = millis(window);
         }
         let mut client = ClientConfig::new(trust);
         client.egress = egress;

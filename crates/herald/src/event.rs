@@ -1,6 +1,6 @@
 //! Events as publishers hand them in.
 
-use herald_core::{EventId, EventType, LocationId, NewEvent};
+use herald_core::{EventId, EventType, Idempotency, LocationId, NewEvent};
 
 use crate::Error;
 
@@ -22,6 +22,14 @@ pub struct Event {
     pub created_at_ms: Option<u64>,
     /// The `data` member as raw JSON text (one JSON value). Checked when published.
     pub data: Vec<u8>,
+    /// Publishing again with the same key while it is remembered (24 hours by default,
+    /// [`crate::Builder::idempotency_window`]) records and sends nothing and answers
+    /// with the first event ([`crate::Published::duplicate`]); publishing a different
+    /// event with it is [`crate::Error::Conflict`]. 1..=255 bytes of printable ASCII
+    /// ([`crate::Error::Invalid`] otherwise). "The same event" means the same type,
+    /// location, api version (when given), data bytes and id (when given); generated
+    /// ids and creation times do not count.
+    pub idempotency_key: Option<String>,
 }
 
 impl Event {
@@ -40,6 +48,7 @@ impl Event {
             api_version: None,
             created_at_ms: None,
             data,
+            idempotency_key: None,
         }
     }
 
@@ -63,9 +72,57 @@ impl Event {
         self
     }
 
+    /// Sets the idempotency key (builder style); see [`Event::idempotency_key`].
+    pub fn with_idempotency_key(mut self, key: impl Into<String>) -> Event {
+        self.idempotency_key = Some(key.into());
+        self
+    }
+
+    /// The fingerprint an idempotency key is checked against: SHA-256 (first 16 bytes)
+    /// over the type, location, api version (the default when none is given: the
+    /// envelope is the same), the id as given (an absent one marked absent) and the data
+    /// bytes, each length-prefixed so that no two events share an input.
+    fn fingerprint(&self) -> [u8; 16] {
+        fn part(context: &mut ring::digest::Context, value: Option<&[u8]>) {
+            match value {
+                None => context.update(&[0]),
+                Some(bytes) => {
+                    context.update(&[1]);
+                    context.update(&(bytes.len() as u64).to_le_bytes());
+                    context.update(bytes);
+                }
+            }
+        }
+        let mut context = ring::digest::Context::new(&ring::digest::SHA256);
+        part(&mut context, Some(self.event_type.as_str().as_bytes()));
+        part(
+            &mut context,
+            self.location_id.as_ref().map(|l| l.as_str().as_bytes()),
+        );
+        let api_version = self
+            .api_version
+            .as_deref()
+            .unwrap_or(herald_core::API_VERSION_DEFAULT);
+        part(&mut context, Some(api_version.as_bytes()));
+        part(
+            &mut context,
+            self.id.as_ref().map(|id| id.as_str().as_bytes()),
+        );
+        part(&mut context, Some(&self.data));
+        let digest = context.finish();
+        let mut fingerprint = [0u8; 16];
+        fingerprint.copy_from_slice(&digest.as_ref()[..16]);
+        fingerprint
+    }
+
     /// Fills in what the caller left out; the id is fixed here so that a hand-off that
     /// fails gives back an event that can be re-published with the same id.
     pub(crate) fn into_new_event(self, now_ms: u64) -> NewEvent {
+        // Taken before defaults are filled in: only what the caller gave counts.
+        let idempotency = self.idempotency_key.clone().map(|key| Idempotency {
+            fingerprint: self.fingerprint(),
+            key,
+        });
         NewEvent {
             id: self.id.unwrap_or_else(generate_event_id),
             event_type: self.event_type,
@@ -75,11 +132,26 @@ impl Event {
             created_at_ms: self.created_at_ms.unwrap_or(now_ms),
             location_id: self.location_id,
             data: self.data,
+            idempotency,
         }
     }
 
-    /// The event as handed in (with its id and defaults filled in), for giving back.
+    /// The event as handed in (with its id and defaults filled in), for giving back. An
+    /// event with an idempotency key whose id was generated comes back without it, so
+    /// that publishing it again gives the same fingerprint as the first time.
     pub(crate) fn from_new_event(event: NewEvent) -> Event {
+        let fingerprint = event.idempotency.as_ref().map(|i| i.fingerprint);
+        let mut given = Event::from_new_event_with_id(event);
+        if let Some(fingerprint) = fingerprint {
+            let id = given.id.take();
+            if given.fingerprint() != fingerprint {
+                given.id = id;
+            }
+        }
+        given
+    }
+
+    fn from_new_event_with_id(event: NewEvent) -> Event {
         Event {
             id: Some(event.id),
             event_type: event.event_type,
@@ -87,6 +159,7 @@ impl Event {
             api_version: Some(event.api_version),
             created_at_ms: Some(event.created_at_ms),
             data: event.data,
+            idempotency_key: event.idempotency.map(|i| i.key),
         }
     }
 }
@@ -119,6 +192,59 @@ mod tests {
         assert_eq!(back.id.as_ref(), Some(&new.id));
         assert_eq!(back.data, event.data);
         assert_eq!(back.event_type, event.event_type);
+    }
+
+    #[test]
+    fn fingerprints_cover_what_the_caller_gave() {
+        let base = Event::parse("order.created", &serde_json::json!({"n": 1}))
+            .unwrap()
+            .with_idempotency_key("k");
+        let fingerprint = |event: &Event| event.clone().into_new_event(0).idempotency.unwrap();
+        let same = fingerprint(&base);
+        assert_eq!(same.key, "k");
+        // Generated ids and times do not count; the default api version is the default.
+        let mut at_another_time = base.clone();
+        at_another_time.created_at_ms = Some(5);
+        let mut default_version = base.clone();
+        default_version.api_version = Some(herald_core::API_VERSION_DEFAULT.to_string());
+        for event in [&at_another_time, &default_version] {
+            assert_eq!(fingerprint(event).fingerprint, same.fingerprint);
+        }
+        // Everything else the caller gives does.
+        let mut other_data = base.clone();
+        other_data.data = br#"{"n":2}"#.to_vec();
+        let mut other_type = base.clone();
+        other_type.event_type = EventType::parse("order.paid").unwrap();
+        let mut other_version = base.clone();
+        other_version.api_version = Some("2025-01-01".to_string());
+        let with_id = base.clone().with_id(EventId::parse("evt_1").unwrap());
+        let with_location = base
+            .clone()
+            .with_location(LocationId::parse("loc_1").unwrap());
+        for event in [
+            &other_data,
+            &other_type,
+            &other_version,
+            &with_id,
+            &with_location,
+        ] {
+            assert_ne!(
+                fingerprint(event).fingerprint,
+                same.fingerprint,
+                "{event:?}"
+            );
+        }
+        // An event given back after a failed hand-off publishes with the same fingerprint
+        // (its generated id is dropped again); a given id stays.
+        for event in [&base, &with_id] {
+            let new = event.clone().into_new_event(7);
+            let back = Event::from_new_event(new.clone());
+            assert_eq!(back.id.is_some(), event.id.is_some());
+            assert_eq!(
+                fingerprint(&back).fingerprint,
+                new.idempotency.unwrap().fingerprint
+            );
+        }
     }
 
     #[test]

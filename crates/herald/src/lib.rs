@@ -80,7 +80,9 @@ pub use herald_core::{
     WebhookId, WebhookSpec, WebhookStatus,
 };
 pub use herald_http::Url;
-pub use herald_rt::shard::{shard_of, ShardStats, WebhookInfo as Webhook, PUBLISH_BATCH_MAX};
+pub use herald_rt::shard::{
+    shard_of, Published, ShardStats, WebhookInfo as Webhook, PUBLISH_BATCH_MAX,
+};
 pub use herald_rt::CHECK_URL_TIMEOUT_MS;
 pub use herald_sign::Scheme;
 
@@ -122,7 +124,7 @@ pub struct PublishReceipt {
     tenant: TenantId,
     event_id: EventId,
     engine: Arc<Inner>,
-    receiver: ReplyReceiver<Result<EventId, Failure>>,
+    receiver: ReplyReceiver<Result<Published, Failure>>,
 }
 
 impl std::fmt::Debug for PublishReceipt {
@@ -140,10 +142,13 @@ impl PublishReceipt {
         &self.event_id
     }
 
-    /// Blocks until the event is durable (or refused).
+    /// Blocks until the event is durable (or refused). For a duplicate (an idempotency
+    /// key already used for the same event), the first event's id.
     pub fn wait(self) -> Result<EventId, Error> {
         let result = self.receiver.wait();
-        self.engine.answer(self.shard, Some(&self.tenant), result)
+        self.engine
+            .answer(self.shard, Some(&self.tenant), result)
+            .map(|published| published.event_id)
     }
 }
 
@@ -155,7 +160,11 @@ impl Future for PublishReceipt {
             Poll::Ready(result) => result,
             Poll::Pending => return Poll::Pending,
         };
-        Poll::Ready(self.engine.answer(self.shard, Some(&self.tenant), result))
+        Poll::Ready(
+            self.engine
+                .answer(self.shard, Some(&self.tenant), result)
+                .map(|published| published.event_id),
+        )
     }
 }
 
@@ -310,17 +319,34 @@ fn prepare<T>(
 }
 
 /// Where a shard answers a batch: one result per event.
-type BatchAnswer = Vec<Result<EventId, Failure>>;
+type BatchAnswer = Vec<Result<Published, Failure>>;
 
 fn batch_results(
     shard: usize,
     tenant: &TenantId,
-    results: Vec<Result<EventId, Failure>>,
-) -> Vec<Result<EventId, Error>> {
+    results: BatchAnswer,
+) -> Vec<Result<Published, Error>> {
     results
         .into_iter()
         .map(|result| result.map_err(|failure| failure_to_error(shard, Some(tenant), failure)))
         .collect()
+}
+
+fn batch_ids(results: Vec<Result<Published, Error>>) -> Vec<Result<EventId, Error>> {
+    results
+        .into_iter()
+        .map(|result| result.map(|published| published.event_id))
+        .collect()
+}
+
+fn failure_message(failure: &Failure) -> String {
+    match failure {
+        Failure::Registry(error) => error.to_string(),
+        Failure::Accept(error) => error.to_string(),
+        Failure::Op(error) => error.to_string(),
+        Failure::Storage(message) => message.clone(),
+        Failure::ShuttingDown => "the shard is stopping".to_string(),
+    }
 }
 
 fn failure_to_error(shard: usize, tenant: Option<&TenantId>, failure: Failure) -> Error {
@@ -354,6 +380,16 @@ fn failure_to_error(shard: usize, tenant: Option<&TenantId>, failure: Failure) -
                 message: format!("delivery {delivery} not found by a request without a tenant"),
             },
         },
+        Failure::Accept(AcceptError::IdempotencyConflict { .. })
+        | Failure::Op(OpError::Accept(AcceptError::IdempotencyConflict { .. })) => {
+            Error::Conflict {
+                message: failure_message(&failure),
+            }
+        }
+        Failure::Accept(error @ AcceptError::IdempotencyKey { .. })
+        | Failure::Op(OpError::Accept(error @ AcceptError::IdempotencyKey { .. })) => {
+            Error::invalid_because(Some("idempotency_key"), error)
+        }
         Failure::Op(OpError::EventType(error)) => Error::invalid_because(Some("event_type"), error),
         Failure::Op(
             error @ (OpError::WebhookDisabled(_)
@@ -656,7 +692,7 @@ impl Herald {
         &self,
         tenant: &TenantId,
         event: Event,
-    ) -> (EventId, Prepared<Result<EventId, Failure>>) {
+    ) -> (EventId, Prepared<Result<Published, Failure>>) {
         let event = event.into_new_event(now_ms());
         let event_id = event.id.clone();
         let prepared = prepare(self.shard_of(tenant), tenant, |reply| Request::Publish {
@@ -669,10 +705,12 @@ impl Herald {
 
     /// Publishes an event for `tenant`, blocking while the shard's queue is full, and
     /// returns its id once the event is durable. Delivery to every matching webhook
-    /// happens in the background.
+    /// happens in the background. With an [idempotency key](Event::idempotency_key)
+    /// already used for the same event, returns the first event's id and sends nothing
+    /// ([`publish_detailed`](Self::publish_detailed) tells the two apart).
     pub fn publish(&self, tenant: &TenantId, event: Event) -> Result<EventId, Error> {
-        let (_, prepared) = self.publish_request(tenant, event);
-        self.inner.call(prepared)
+        self.publish_detailed(tenant, event)
+            .map(|published| published.event_id)
     }
 
     /// [`publish`](Self::publish) as a `Send` future: waits for queue room and for
@@ -682,6 +720,25 @@ impl Herald {
         tenant: &TenantId,
         event: Event,
     ) -> impl Future<Output = Result<EventId, Error>> + Send + 'static {
+        let publish = self.publish_detailed_async(tenant, event);
+        async move { publish.await.map(|published| published.event_id) }
+    }
+
+    /// [`publish`](Self::publish), reporting the event's id and creation time and
+    /// whether it was a duplicate of an earlier publish with the same idempotency key
+    /// (then both are the first event's, and nothing new was recorded or sent). A key
+    /// already used for a different event is [`Error::Conflict`].
+    pub fn publish_detailed(&self, tenant: &TenantId, event: Event) -> Result<Published, Error> {
+        let (_, prepared) = self.publish_request(tenant, event);
+        self.inner.call(prepared)
+    }
+
+    /// [`publish_detailed`](Self::publish_detailed) as a `Send` future.
+    pub fn publish_detailed_async(
+        &self,
+        tenant: &TenantId,
+        event: Event,
+    ) -> impl Future<Output = Result<Published, Error>> + Send + 'static {
         let (_, prepared) = self.publish_request(tenant, event);
         self.inner.clone().call_async(prepared)
     }
@@ -743,10 +800,7 @@ impl Herald {
         tenant: &TenantId,
         events: Vec<Event>,
     ) -> Result<Vec<Result<EventId, Error>>, Error> {
-        let prepared = self.batch_request(tenant, events)?;
-        let shard = prepared.shard;
-        let results = self.inner.query(prepared)?;
-        Ok(batch_results(shard, tenant, results))
+        self.publish_batch_detailed(tenant, events).map(batch_ids)
     }
 
     /// [`publish_batch`](Self::publish_batch) as a `Send` future.
@@ -755,6 +809,30 @@ impl Herald {
         tenant: &TenantId,
         events: Vec<Event>,
     ) -> impl Future<Output = Result<Vec<Result<EventId, Error>>, Error>> + Send + 'static {
+        let publish = self.publish_batch_detailed_async(tenant, events);
+        async move { publish.await.map(batch_ids) }
+    }
+
+    /// [`publish_batch`](Self::publish_batch) with each event's
+    /// [`Published`] report (see [`publish_detailed`](Self::publish_detailed)). Two
+    /// events of one batch with the same key and content: the second is the duplicate.
+    pub fn publish_batch_detailed(
+        &self,
+        tenant: &TenantId,
+        events: Vec<Event>,
+    ) -> Result<Vec<Result<Published, Error>>, Error> {
+        let prepared = self.batch_request(tenant, events)?;
+        let shard = prepared.shard;
+        let results = self.inner.query(prepared)?;
+        Ok(batch_results(shard, tenant, results))
+    }
+
+    /// [`publish_batch_detailed`](Self::publish_batch_detailed) as a `Send` future.
+    pub fn publish_batch_detailed_async(
+        &self,
+        tenant: &TenantId,
+        events: Vec<Event>,
+    ) -> impl Future<Output = Result<Vec<Result<Published, Error>>, Error>> + Send + 'static {
         let prepared = self.batch_request(tenant, events);
         let inner = self.inner.clone();
         let tenant = tenant.clone();

@@ -39,6 +39,7 @@ fn event(id: &str, event_type: &str) -> NewEvent {
         created_at_ms: T0,
         location_id: None,
         data: br#"{"n":1}"#.to_vec(),
+        idempotency: None,
     }
 }
 fn status(code: u16) -> AttemptResult {
@@ -756,7 +757,8 @@ fn manual_operations() {
     let mut invalid = event("evt_bad", "order.created");
     invalid.data = b"{".to_vec();
     assert!(matches!(
-        drv.d.send_test_event_with(drv.now, &t, &wh("narrow"), invalid),
+        drv.d
+            .send_test_event_with(drv.now, &t, &wh("narrow"), invalid),
         Err(OpError::Accept(AcceptError::Envelope(_)))
     ));
 }
@@ -878,6 +880,8 @@ fn timers_per_tick_limit() {
             event_type: "a.b".into(),
             body: b"{}".to_vec(),
             deliveries,
+            created_at_ms: T0,
+            idempotency: None,
         }));
     }
     let mut d = Dispatcher::new(DispatcherConfig::default(), T0);
@@ -1317,6 +1321,9 @@ mod random {
         Publish {
             tenant: u8,
             kind: u8,
+            /// An idempotency key from a small set (so keys repeat); the fingerprint
+            /// follows the kind, so a repeat is a duplicate or a conflict.
+            key: Option<u8>,
         },
         Reply {
             pick: u8,
@@ -1347,7 +1354,8 @@ mod random {
 
     fn op() -> impl Strategy<Value = Op> {
         prop_oneof![
-            4 => (0u8..2, 0u8..3).prop_map(|(tenant, kind)| Op::Publish { tenant, kind }),
+            4 => (0u8..2, 0u8..3, proptest::option::weighted(0.5, 0u8..4))
+                .prop_map(|(tenant, kind, key)| Op::Publish { tenant, kind, key }),
             6 => (any::<u8>(), 0u8..7).prop_map(|(pick, result)| Op::Reply { pick, result }),
             3 => (0u16..1_500).prop_map(|ms| Op::Advance { ms }),
             1 => (0u8..4, 0u8..3, proptest::bool::weighted(0.2))
@@ -1380,6 +1388,9 @@ mod random {
 
     fn config() -> DispatcherConfig {
         DispatcherConfig {
+            // Short enough that keys expire within a run; small enough a bound to hit.
+            idempotency_window_ms: 20_000,
+            idempotency_keys_max: 3,
             retry_schedule: RetrySchedule::new(vec![100, 200, 400]).unwrap(),
             jitter_percent: 20,
             jitter_seed: 99,
@@ -1428,13 +1439,28 @@ mod random {
         for (n, op) in ops.iter().enumerate() {
             let now = drv.now;
             match op {
-                Op::Publish { tenant, kind } => {
+                Op::Publish { tenant, kind, key } => {
                     let t = &tenants[*tenant as usize % 2];
-                    let _ = drv.d.accept_event(
-                        now,
-                        t,
-                        event(&format!("e{n}"), KINDS[*kind as usize % 3]),
-                    );
+                    let mut e = event(&format!("e{n}"), KINDS[*kind as usize % 3]);
+                    e.idempotency = key.map(|key| Idempotency {
+                        key: format!("key-{key}"),
+                        fingerprint: [*kind; 16],
+                    });
+                    let before = drv.d.commands_len();
+                    match drv.d.accept_event(now, t, e) {
+                        Ok(accepted) if accepted.duplicate => {
+                            // A duplicate records and sends nothing new.
+                            assert_eq!(drv.d.commands_len(), before);
+                            assert_eq!(accepted.deliveries, 0);
+                            assert_ne!(accepted.event_id.as_str(), format!("e{n}"));
+                        }
+                        Ok(_) => {}
+                        Err(AcceptError::IdempotencyConflict { .. }) => {
+                            assert!(key.is_some());
+                            assert_eq!(drv.d.commands_len(), before);
+                        }
+                        Err(_) => {}
+                    }
                 }
                 Op::Reply { pick, result: r } => {
                     if !in_flight.is_empty() {
@@ -1661,4 +1687,178 @@ fn generated_event_ids_are_never_reused_even_across_replay() {
         assert_ne!(&fourth, used);
     }
     assert_ne!(third, fourth);
+}
+
+/// Publishes `id` for `t` with idempotency key `key` and fingerprint `[fingerprint; 16]`.
+fn keyed(id: &str, key: &str, fingerprint: u8) -> NewEvent {
+    NewEvent {
+        idempotency: Some(Idempotency {
+            key: key.to_string(),
+            fingerprint: [fingerprint; 16],
+        }),
+        ..event(id, "order.created")
+    }
+}
+
+#[test]
+fn idempotency_keys_answer_repeats_with_the_first_event() {
+    let config = DispatcherConfig {
+        idempotency_window_ms: 10 * MIN,
+        ..DispatcherConfig::default()
+    };
+    let mut drv = one_webhook(config.clone(), spec(&["*"]));
+    let t = tenant("acme");
+    drv.now += 1_000;
+    let first = drv
+        .d
+        .accept_event(drv.now, &t, keyed("e1", "k1", 1))
+        .unwrap();
+    assert!(!first.duplicate);
+    assert_eq!((first.deliveries, first.created_at_ms), (1, T0));
+    assert_eq!(drv.step().len(), 1);
+    let records = drv.records.len();
+
+    // (event, key, fingerprint, tenant, expected)
+    enum Expect {
+        DuplicateOf(&'static str),
+        Conflict,
+        New,
+        BadKey,
+    }
+    let long_key = "k".repeat(crate::IDEMPOTENCY_KEY_BYTES_MAX + 1);
+    let max_key = "k".repeat(crate::IDEMPOTENCY_KEY_BYTES_MAX);
+    let cases: Vec<(&str, &str, u8, &str, Expect)> = vec![
+        ("e2", "k1", 1, "acme", Expect::DuplicateOf("e1")),
+        ("e3", "k1", 2, "acme", Expect::Conflict),
+        // Keys belong to their tenant.
+        ("e4", "k1", 2, "globex", Expect::New),
+        ("e5", "", 1, "acme", Expect::BadKey),
+        ("e6", &long_key, 1, "acme", Expect::BadKey),
+        ("e7", "tab\there", 1, "acme", Expect::BadKey),
+        ("e8", "ключ", 1, "acme", Expect::BadKey),
+        ("e9", &max_key, 1, "acme", Expect::New),
+        ("e10", " ~printable~ ", 3, "acme", Expect::New),
+    ];
+    for (id, key, fingerprint, who, expect) in cases {
+        let before = drv.d.commands_len();
+        let result = drv
+            .d
+            .accept_event(drv.now, &tenant(who), keyed(id, key, fingerprint));
+        match (expect, result) {
+            (Expect::DuplicateOf(first_id), Ok(a)) => {
+                assert!(a.duplicate, "{id}");
+                assert_eq!(a.event_id.as_str(), first_id);
+                assert_eq!(a.created_at_ms, T0);
+                assert_eq!(a.append, first.append);
+                assert_eq!(drv.d.commands_len(), before, "{id}: nothing recorded");
+            }
+            (Expect::Conflict, Err(AcceptError::IdempotencyConflict { key: k })) => {
+                assert_eq!(k, key);
+                assert_eq!(drv.d.commands_len(), before, "{id}: nothing recorded");
+            }
+            (Expect::New, Ok(a)) => assert!(!a.duplicate && a.event_id.as_str() == id),
+            (Expect::BadKey, Err(AcceptError::IdempotencyKey { .. })) => {}
+            (_, other) => panic!("{id}: {other:?}"),
+        }
+    }
+    drv.step();
+    assert!(drv.records.len() > records);
+    // The duplicate sent nothing: one delivery of e1 in the log.
+    let q = DeliveryQuery {
+        limit: PAGE_ITEMS_MAX,
+        ..DeliveryQuery::tenant(t.clone())
+    };
+    let ids: Vec<String> = drv
+        .d
+        .deliveries(&q)
+        .items
+        .iter()
+        .map(|r| r.event_id.as_str().to_string())
+        .collect();
+    assert_eq!(ids.iter().filter(|id| *id == "e1").count(), 1);
+    assert!(!ids.iter().any(|id| id == "e2" || id == "e3"));
+
+    // Replay, and a checkpoint plus what follows it, remember the keys exactly.
+    let checkpoint = drv.d.checkpoint(drv.now);
+    let mut replayed = Dispatcher::new(config.clone(), T0);
+    for record in &drv.records {
+        replayed.replay(record).unwrap();
+    }
+    let mut from_checkpoint = Dispatcher::new(config.clone(), T0);
+    from_checkpoint.replay(&checkpoint).unwrap();
+    for d in [&mut replayed, &mut from_checkpoint] {
+        assert_same(&snapshot(d), &snapshot(&drv.d));
+        d.replay_finished(drv.now);
+        let again = d.accept_event(drv.now, &t, keyed("e11", "k1", 1)).unwrap();
+        assert!(again.duplicate);
+        assert_eq!((again.event_id.as_str(), again.created_at_ms), ("e1", T0));
+        assert!(matches!(
+            d.accept_event(drv.now, &t, keyed("e12", "k1", 9)),
+            Err(AcceptError::IdempotencyConflict { .. })
+        ));
+    }
+
+    // Just before the window ends the key still answers; at its end it is forgotten.
+    drv.now = T0 + 1_000 + 10 * MIN - 1;
+    assert!(
+        drv.d
+            .accept_event(drv.now, &t, keyed("e13", "k1", 1))
+            .unwrap()
+            .duplicate
+    );
+    drv.now += 1;
+    let later = drv
+        .d
+        .accept_event(drv.now, &t, keyed("e14", "k1", 2))
+        .unwrap();
+    assert!(!later.duplicate);
+    assert_eq!(later.event_id.as_str(), "e14");
+}
+
+#[test]
+fn a_duplicate_waits_for_the_first_event_to_be_durable() {
+    let mut drv = one_webhook(DispatcherConfig::default(), spec(&["*"]));
+    drv.auto_durable = false;
+    let t = tenant("acme");
+    let first = drv
+        .d
+        .accept_event(drv.now, &t, keyed("e1", "k", 1))
+        .unwrap();
+    let repeat = drv
+        .d
+        .accept_event(drv.now, &t, keyed("e2", "k", 1))
+        .unwrap();
+    assert!(repeat.duplicate);
+    // The driver acknowledges both at the first event's record.
+    assert_eq!(repeat.append, first.append);
+    assert!(drv.step().is_empty(), "nothing is sent before durability");
+    drv.d.records_durable(first.append);
+    assert_eq!(drv.step().len(), 1, "one delivery for both publishes");
+}
+
+#[test]
+fn remembered_keys_are_bounded_oldest_first() {
+    let config = DispatcherConfig {
+        idempotency_keys_max: 3,
+        ..DispatcherConfig::default()
+    };
+    let mut drv = one_webhook(config, spec(&["*"]));
+    let t = tenant("acme");
+    for i in 0..5 {
+        drv.now += 1;
+        drv.d
+            .accept_event(drv.now, &t, keyed(&format!("e{i}"), &format!("k{i}"), 1))
+            .unwrap();
+        assert!(drv.d.stats().idempotency_keys <= 3);
+    }
+    assert_eq!(drv.d.stats().idempotency_keys, 3);
+    // k2..k4 are kept; k0 and k1 were forgotten (a different event may use them).
+    for (key, remembered) in [("k2", true), ("k4", true), ("k0", false), ("k1", false)] {
+        let result = drv.d.accept_event(drv.now, &t, keyed("x", key, 2));
+        assert_eq!(
+            matches!(result, Err(AcceptError::IdempotencyConflict { .. })),
+            remembered,
+            "{key}: {result:?}"
+        );
+    }
 }

@@ -169,6 +169,28 @@ pub struct ShardStats {
     pub client: crate::ClientStats,
 }
 
+/// An accepted publish ([`Request::Publish`], [`Request::PublishBatch`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Published {
+    /// The event's id; for a duplicate, the first event's.
+    pub event_id: EventId,
+    /// The event's creation time; for a duplicate, the first event's.
+    pub created_at_ms: u64,
+    /// The idempotency key was live with the same fingerprint: nothing new was recorded
+    /// or sent.
+    pub duplicate: bool,
+}
+
+impl Published {
+    pub(crate) fn of(accepted: herald_core::Accepted) -> Published {
+        Published {
+            event_id: accepted.event_id,
+            created_at_ms: accepted.created_at_ms,
+            duplicate: accepted.duplicate,
+        }
+    }
+}
+
 /// A test event that was sent ([`Request::SendTestEventWith`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TestSent {
@@ -231,8 +253,9 @@ pub enum Request {
         tenant: TenantId,
         /// The event.
         event: NewEvent,
-        /// Answered once the event's record is durable.
-        reply: Reply<Result<EventId, Failure>>,
+        /// Answered once the event's record is durable (for a duplicate, once the first
+        /// event's record is).
+        reply: Reply<Result<Published, Failure>>,
     },
     /// Accept several events of one tenant in one hand-off (at most
     /// [`PUBLISH_BATCH_MAX`]). Answered once every accepted event is durable, with one
@@ -243,7 +266,7 @@ pub enum Request {
         /// The events.
         events: Vec<NewEvent>,
         /// Answered once the accepted events are durable.
-        reply: Reply<Vec<Result<EventId, Failure>>>,
+        reply: Reply<Vec<Result<Published, Failure>>>,
     },
     /// Query the delivery log.
     Deliveries {

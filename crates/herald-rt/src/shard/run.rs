@@ -18,7 +18,9 @@ use super::intake::IntakeReceiver;
 use super::notify::LocalNotify;
 use super::oneshot::Reply;
 use super::wake::{Wake, WakeReceiver};
-use super::{Failure, Request, ShardConfig, ShardStats, TestSent, WebhookInfo, IDLE_WAKE_MS};
+use super::{
+    Failure, Published, Request, ShardConfig, ShardStats, TestSent, WebhookInfo, IDLE_WAKE_MS,
+};
 use crate::{HttpClient, OutboundRequest, TransportError};
 
 /// Wall-clock milliseconds since the Unix epoch: the dispatcher's time base (retry
@@ -49,13 +51,14 @@ enum Ack {
         herald_core::EventId,
     ),
     Count(Reply<Result<usize, Failure>>, usize),
+    Published(Reply<Result<Published, Failure>>, Published),
     Test(Reply<Result<TestSent, Failure>>, TestSent),
     /// Per-event results of a batch; the accepted ones become `Ok` when durable.
     Batch(Reply<Vec<BatchResult>>, Vec<BatchResult>),
 }
 
 /// One event's result in a batch publish.
-type BatchResult = Result<herald_core::EventId, Failure>;
+type BatchResult = Result<Published, Failure>;
 
 impl Ack {
     fn succeed(self) {
@@ -63,6 +66,7 @@ impl Ack {
             Ack::Unit(reply) => reply.send(Ok(())),
             Ack::Event(reply, id) => reply.send(Ok(id)),
             Ack::Count(reply, count) => reply.send(Ok(count)),
+            Ack::Published(reply, published) => reply.send(Ok(published)),
             Ack::Test(reply, sent) => reply.send(Ok(sent)),
             Ack::Batch(reply, results) => reply.send(results),
         }
@@ -73,6 +77,7 @@ impl Ack {
             Ack::Unit(reply) => reply.send(Err(failure)),
             Ack::Event(reply, _) => reply.send(Err(failure)),
             Ack::Count(reply, _) => reply.send(Err(failure)),
+            Ack::Published(reply, _) => reply.send(Err(failure)),
             Ack::Test(reply, _) => reply.send(Err(failure)),
             Ack::Batch(reply, results) => reply.send(fail_batch(results, &failure)),
         }
@@ -431,7 +436,10 @@ impl Shard {
                 event,
                 reply,
             } => match self.dispatcher.accept_event(now, &tenant, event) {
-                Ok(accepted) => self.defer(accepted.append, Ack::Event(reply, accepted.event_id)),
+                Ok(accepted) => {
+                    let append = accepted.append;
+                    self.defer(append, Ack::Published(reply, Published::of(accepted)));
+                }
                 Err(error) => reply.send(Err(Failure::Accept(error))),
             },
             Request::PublishBatch {
@@ -446,7 +454,7 @@ impl Shard {
                         |event| match self.dispatcher.accept_event(now, &tenant, event) {
                             Ok(accepted) => {
                                 last = last.max(accepted.append);
-                                Ok(accepted.event_id)
+                                Ok(Published::of(accepted))
                             }
                             Err(error) => Err(Failure::Accept(error)),
                         },
@@ -767,9 +775,8 @@ fn refuse(request: Request, failure: Failure) {
         Request::UpsertWebhook { reply, .. }
         | Request::DeleteWebhook { reply, .. }
         | Request::RetryDelivery { reply, .. } => reply.send(Err(failure)),
-        Request::Publish { reply, .. } | Request::SendTestEvent { reply, .. } => {
-            reply.send(Err(failure))
-        }
+        Request::Publish { reply, .. } => reply.send(Err(failure)),
+        Request::SendTestEvent { reply, .. } => reply.send(Err(failure)),
         Request::ResendFailed { reply, .. } => reply.send(Err(failure)),
         Request::SendTestEventWith { reply, .. } => reply.send(Err(failure)),
         Request::PublishBatch { events, reply, .. } => {
