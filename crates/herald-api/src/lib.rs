@@ -1,3 +1,300 @@
-//! Herald management REST API
+//! Herald's management REST API and the standalone server behind `herald serve`.
+//!
+//! The server is a client of the [`herald`] embedding API only: every route maps to one
+//! of its operations, and its typed errors map one-to-one to HTTP statuses (invalid →
+//! 400, unknown → 404, conflict → 409, capacity and storage → 503 with `Retry-After`).
+//! Requests are parsed by `herald-http` under named limits. Tenants and API keys live in
+//! an atomically replaced file next to the journals (`DATA_DIR/api/keys.json`).
+//!
+//! Start one with [`Server::start`], then [`Server::run_until_signal`] (SIGTERM/SIGINT)
+//! or [`Server::shutdown`].
 #![forbid(unsafe_code)]
+
+pub mod auth;
 pub mod catalog;
+pub mod config;
+mod metrics;
+mod routes;
+mod server;
+pub mod time;
+mod views;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+pub use config::{Config, ConfigError, LogFormat};
+
+use auth::{AdminKeyOrigin, KeyStore};
+use routes::App;
+
+/// The OpenAPI 3.1 description of every route, served at `GET /v1/openapi.json`.
+pub const OPENAPI_JSON: &str = include_str!("../openapi.json");
+
+/// An HTTP answer.
+#[derive(Debug, Clone)]
+pub struct Response {
+    /// Status code.
+    pub status: u16,
+    /// Headers besides `Content-Type`, `Content-Length` and `Connection`.
+    pub headers: Vec<(&'static str, String)>,
+    /// `Content-Type` (when the body is not empty).
+    pub content_type: &'static str,
+    /// Body.
+    pub body: Vec<u8>,
+    /// Close the connection after this answer.
+    pub close: bool,
+}
+
+impl Response {
+    /// A JSON answer.
+    pub fn json(status: u16, value: &serde_json::Value) -> Response {
+        Response {
+            status,
+            headers: Vec::new(),
+            content_type: "application/json",
+            // A Value always serialises.
+            body: serde_json::to_vec(value).expect("JSON values serialise"),
+            close: false,
+        }
+    }
+
+    /// `{"error":{"code","message"}}`.
+    pub fn error(status: u16, code: &str, message: &str) -> Response {
+        Response::json(
+            status,
+            &serde_json::json!({"error": {"code": code, "message": message}}),
+        )
+    }
+
+    /// An empty answer (204).
+    pub fn empty(status: u16) -> Response {
+        Response {
+            status,
+            headers: Vec::new(),
+            content_type: "application/json",
+            body: Vec::new(),
+            close: false,
+        }
+    }
+
+    /// Adds a header (builder style).
+    pub fn with_header(mut self, name: &'static str, value: String) -> Response {
+        self.headers.push((name, value));
+        self
+    }
+
+    /// Appends the encoded answer to `out`.
+    pub fn encode(&self, out: &mut Vec<u8>, close: bool) {
+        let mut headers: Vec<(&str, &[u8])> = Vec::with_capacity(self.headers.len() + 3);
+        if !self.body.is_empty() {
+            headers.push(("Content-Type", self.content_type.as_bytes()));
+        }
+        headers.push(("Cache-Control", b"no-store"));
+        if close {
+            headers.push(("Connection", b"close"));
+        }
+        for (name, value) in &self.headers {
+            headers.push((name, value.as_bytes()));
+        }
+        let before = out.len();
+        if herald_http::encode_response(out, self.status, &headers, &self.body).is_err() {
+            // Our own headers are constants or formatted numbers; a failure is a bug.
+            out.truncate(before);
+            let fallback = Response::error(500, "internal", "response could not be encoded");
+            let _ = herald_http::encode_response(
+                out,
+                500,
+                &[("Content-Type", b"application/json")],
+                &fallback.body,
+            );
+        }
+    }
+}
+
+/// Why the server could not start (exit status 2 for configuration, 1 otherwise).
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// Bad configuration; the message names the key.
+    #[error("{0}")]
+    Config(String),
+    /// The engine, the key store or the listener failed.
+    #[error("{0}")]
+    Runtime(String),
+}
+
+/// A running server: the engine, the key store and the API listener.
+#[derive(Debug)]
+pub struct Server {
+    app: Arc<App>,
+    local_addr: SocketAddr,
+    stop: tokio::sync::watch::Sender<bool>,
+    tasks: server::tokio_util_tracker::Tracker,
+    runtime: tokio::runtime::Runtime,
+    generated_admin_key: Option<String>,
+}
+
+impl Server {
+    /// Starts the engine on `config.data_dir` (replaying its journals), opens the key
+    /// store and binds the API listener. `admin_key` (from `HERALD_ADMIN_KEY`) overrides
+    /// the config's.
+    pub fn start(config: Config, admin_key: Option<String>) -> Result<Server, StartError> {
+        config
+            .validate()
+            .map_err(|e| StartError::Config(e.message))?;
+        let default_scheme = config
+            .default_scheme()
+            .map_err(|e| StartError::Config(e.message))?;
+        let retry = config
+            .retry_schedule()
+            .map_err(|e| StartError::Config(e.message))?;
+        let shards = if config.shards == 0 {
+            std::thread::available_parallelism().map_or(1, |n| n.get())
+        } else {
+            config.shards
+        };
+        let tls = match &config.tls {
+            Some(tls) => {
+                Some(server::tls_acceptor(&tls.cert, &tls.key).map_err(StartError::Config)?)
+            }
+            None => None,
+        };
+        std::fs::create_dir_all(&config.data_dir).map_err(|e| {
+            StartError::Runtime(format!(
+                "cannot create data_dir {}: {e}",
+                config.data_dir.display()
+            ))
+        })?;
+        let admin_key = admin_key.or_else(|| config.admin_key.clone());
+        if let Some(key) = &admin_key {
+            if key.len() < config::ADMIN_KEY_BYTES_MIN {
+                return Err(StartError::Config(format!(
+                    "HERALD_ADMIN_KEY must be at least {} characters",
+                    config::ADMIN_KEY_BYTES_MIN
+                )));
+            }
+        }
+        let (keys, origin) = KeyStore::open(
+            &config.data_dir.join("api"),
+            admin_key.as_deref(),
+            config.limits.tenants_max,
+            config.limits.keys_per_tenant_max,
+        )
+        .map_err(|e| StartError::Runtime(e.to_string()))?;
+        let generated_admin_key = match origin {
+            AdminKeyOrigin::Generated(key) => Some(key),
+            AdminKeyOrigin::Configured | AdminKeyOrigin::Stored => None,
+        };
+
+        let mut builder = herald::Herald::builder()
+            .data_dir(config.data_dir.join("engine"))
+            .shards(shards)
+            .intake_capacity(config.limits.intake_capacity)
+            .require_https(config.egress.require_https);
+        for cidr in &config.egress.allow_cidrs {
+            builder = builder.allow_cidr(cidr.clone());
+        }
+        if let Some(schedule) = retry {
+            let delays = schedule
+                .retry_delays_ms()
+                .iter()
+                .map(|&ms| std::time::Duration::from_millis(ms))
+                .collect();
+            builder = builder.retry_schedule(delays);
+        }
+        let herald = builder.start().map_err(|e| match e.fault() {
+            herald::Fault::Caller => StartError::Config(e.to_string()),
+            _ => StartError::Runtime(e.to_string()),
+        })?;
+
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(shards.max(1))
+            .thread_name("herald-api")
+            .enable_all()
+            .build()
+            .map_err(|e| StartError::Runtime(format!("cannot start the API threads: {e}")))?;
+        let listener = runtime
+            .block_on(tokio::net::TcpListener::bind(config.listen))
+            .map_err(|e| StartError::Runtime(format!("cannot listen on {}: {e}", config.listen)))?;
+        let local_addr = listener
+            .local_addr()
+            .map_err(|e| StartError::Runtime(format!("listener address: {e}")))?;
+        let app = Arc::new(App::new(config, herald, keys, default_scheme));
+        let (stop, stop_rx) = tokio::sync::watch::channel(false);
+        let tasks = server::tokio_util_tracker::Tracker::default();
+        let _guard = runtime.enter();
+        tokio::spawn(server::accept_loop(
+            listener,
+            tls,
+            Arc::clone(&app),
+            stop_rx,
+            tasks.clone(),
+        ));
+        drop(_guard);
+        Ok(Server {
+            app,
+            local_addr,
+            stop,
+            tasks,
+            runtime,
+            generated_admin_key,
+        })
+    }
+
+    /// The address the API listens on (useful with port 0).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// The admin key generated on this first start, to print once.
+    pub fn generated_admin_key(&self) -> Option<&str> {
+        self.generated_admin_key.as_deref()
+    }
+
+    /// Serves until SIGTERM or SIGINT, then shuts down.
+    pub fn run_until_signal(self) -> Result<(), String> {
+        let signal = self.runtime.block_on(async {
+            use tokio::signal::unix::{signal, SignalKind};
+            let mut term = signal(SignalKind::terminate())
+                .map_err(|e| format!("cannot watch SIGTERM: {e}"))?;
+            let mut int =
+                signal(SignalKind::interrupt()).map_err(|e| format!("cannot watch SIGINT: {e}"))?;
+            Ok::<_, String>(tokio::select! {
+                _ = term.recv() => "SIGTERM",
+                _ = int.recv() => "SIGINT",
+            })
+        })?;
+        tracing::info!(
+            signal,
+            "stopping: no new connections; finishing requests in flight"
+        );
+        self.shutdown()
+    }
+
+    /// Stops accepting, lets requests in flight finish (bounded), then stops the engine,
+    /// which journals what it accepted and waits its grace period for deliveries in
+    /// flight.
+    pub fn shutdown(self) -> Result<(), String> {
+        let _ = self.stop.send(true);
+        let tasks = self.tasks.clone();
+        let drained = self.runtime.block_on(async {
+            tokio::time::timeout(SHUTDOWN_REQUESTS_GRACE, tasks.wait())
+                .await
+                .is_ok()
+        });
+        if !drained {
+            tracing::warn!("some API connections were still busy at shutdown");
+        }
+        self.runtime
+            .shutdown_timeout(std::time::Duration::from_secs(1));
+        let result = self.app.herald.shutdown().map_err(|e| e.to_string());
+        match &result {
+            Ok(()) => tracing::info!("stopped cleanly"),
+            Err(error) => tracing::error!(%error, "engine stopped with an error"),
+        }
+        result
+    }
+}
+
+/// Time given to API requests in flight at shutdown: a publish waits at most for one
+/// journal sync, so a few seconds is ample.
+const SHUTDOWN_REQUESTS_GRACE: std::time::Duration = std::time::Duration::from_secs(10);

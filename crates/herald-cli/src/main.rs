@@ -1,4 +1,5 @@
-//! The `herald` command: signing tools, journal tools and benchmarks.
+//! The `herald` command: the dispatcher (`serve`), signing tools, journal tools and
+//! benchmarks.
 #![forbid(unsafe_code)]
 
 use std::process::ExitCode;
@@ -6,6 +7,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 mod journal;
+mod serve;
 mod sign;
 mod sink;
 
@@ -19,6 +21,8 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Run the dispatcher and its management REST API.
+    Serve(serve::ServeArgs),
     /// Sign a body read from stdin and print the headers to send.
     Sign(sign::SignArgs),
     /// Verify a signed body read from stdin against its headers.
@@ -42,6 +46,7 @@ enum BenchCommand {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
+        Command::Serve(args) => serve::run(args),
         Command::Sign(args) => sign::sign(args),
         Command::Verify(args) => sign::verify(args),
         Command::Journal(command) => journal::run(command),

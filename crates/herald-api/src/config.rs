@@ -1,0 +1,451 @@
+//! `herald serve` configuration: a TOML file (unknown keys refused), then flags on top.
+//!
+//! Every setting has a default, so `herald serve` with no file runs: data in
+//! `./herald-data`, the API on `127.0.0.1:8080`, one shard per core.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+/// Default API listen address.
+pub const LISTEN_DEFAULT: &str = "127.0.0.1:8080";
+/// Default data directory.
+pub const DATA_DIR_DEFAULT: &str = "./herald-data";
+/// Default largest request body: 256 KiB, far above one event or one webhook document,
+/// small enough that a flood of large bodies cannot exhaust memory.
+pub const BODY_BYTES_MAX_DEFAULT: u64 = 256 * 1024;
+/// Default most open API connections (per process): a platform back end keeps a few
+/// dozen keep-alive connections; the cap bounds file descriptors and buffers.
+pub const CONNECTIONS_MAX_DEFAULT: usize = 4096;
+/// Default time allowed for a request head to arrive once its first byte did
+/// (slowloris defence).
+pub const HEADER_READ_TIMEOUT_DEFAULT: Duration = Duration::from_secs(10);
+/// Default time allowed for a whole body to arrive once its head did.
+pub const BODY_READ_TIMEOUT_DEFAULT: Duration = Duration::from_secs(30);
+/// Default time an idle keep-alive connection is kept.
+pub const IDLE_TIMEOUT_DEFAULT: Duration = Duration::from_secs(60);
+/// Default most requests answered on one connection before it is closed, so a client
+/// cannot pin a connection (and its shard crossing) forever.
+pub const REQUESTS_PER_CONNECTION_MAX_DEFAULT: usize = 100_000;
+/// Default most pipelined requests read ahead of their answers on one connection.
+pub const PIPELINED_REQUESTS_MAX_DEFAULT: usize = 16;
+/// Default most tenants: each costs a little memory in the key store, which is
+/// rewritten whole on every change.
+pub const TENANTS_MAX_DEFAULT: usize = 100_000;
+/// Default most API keys per tenant: rotation needs two; a handful covers every
+/// deployment pattern.
+pub const KEYS_PER_TENANT_MAX_DEFAULT: usize = 16;
+/// Default grace period of a rotated secret.
+pub const ROTATE_GRACE_DEFAULT: Duration = Duration::from_secs(24 * 3600);
+
+/// How log lines are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Human-readable lines.
+    #[default]
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+impl std::str::FromStr for LogFormat {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        match text {
+            "text" => Ok(LogFormat::Text),
+            "json" => Ok(LogFormat::Json),
+            other => Err(format!(
+                "log_format must be \"text\" or \"json\", not {other:?}"
+            )),
+        }
+    }
+}
+
+/// The whole configuration.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// API listen address.
+    pub listen: SocketAddr,
+    /// Journal and key store directory.
+    pub data_dir: PathBuf,
+    /// Shards (0: one per core).
+    pub shards: usize,
+    /// Log format.
+    pub log_format: LogFormat,
+    /// The admin key in clear (prefer `HERALD_ADMIN_KEY`); when neither is set, one is
+    /// generated on first start and only its hash is stored.
+    pub admin_key: Option<String>,
+    /// Outbound address policy.
+    pub egress: EgressConfig,
+    /// Signing defaults for new webhooks.
+    pub signing: SigningConfig,
+    /// Default retry schedule.
+    pub retry: RetryConfig,
+    /// Limits of the API listener.
+    pub limits: LimitsConfig,
+    /// HTTPS for the API.
+    pub tls: Option<TlsConfig>,
+}
+
+/// `[egress]`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct EgressConfig {
+    /// CIDRs that deliveries may reach although the guard refuses them by default
+    /// (loopback, private ranges, …).
+    pub allow_cidrs: Vec<String>,
+    /// Refuse `http://` webhook URLs.
+    pub require_https: bool,
+}
+
+/// `[signing]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SigningConfig {
+    /// Scheme of webhooks created without one: `standard`, `ed25519`, `stripe` or `olo`.
+    pub default_scheme: String,
+    /// Header of `stripe` webhooks created without one.
+    pub stripe_header: String,
+}
+
+impl Default for SigningConfig {
+    fn default() -> Self {
+        SigningConfig {
+            default_scheme: "standard".to_string(),
+            stripe_header: match herald::Scheme::stripe() {
+                herald::Scheme::Stripe { header } => header,
+                _ => unreachable!("Scheme::stripe() is the Stripe scheme"),
+            },
+        }
+    }
+}
+
+/// `[retry]`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RetryConfig {
+    /// Delays before each retry, in seconds (fractions allowed); `None` keeps the
+    /// platform's schedule (+1 min, +5 min, +30 min, +2 h, +8 h, +24 h).
+    pub schedule_s: Option<Vec<f64>>,
+}
+
+/// `[limits]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LimitsConfig {
+    /// Largest request body (413 beyond).
+    pub body_bytes_max: u64,
+    /// Most open API connections; further ones are closed at once.
+    pub connections_max: usize,
+    /// Time for a request head to arrive (slowloris defence), in milliseconds.
+    pub header_read_timeout_ms: u64,
+    /// Time for a request body to arrive, in milliseconds.
+    pub body_read_timeout_ms: u64,
+    /// Idle keep-alive time, in milliseconds.
+    pub idle_timeout_ms: u64,
+    /// Most requests on one connection.
+    pub requests_per_connection_max: usize,
+    /// Most requests read ahead of their answers on one connection.
+    pub pipelined_requests_max: usize,
+    /// Most tenants.
+    pub tenants_max: usize,
+    /// Most API keys per tenant.
+    pub keys_per_tenant_max: usize,
+    /// Each shard's intake queue (requests waiting for the shard).
+    pub intake_capacity: usize,
+}
+
+impl Default for LimitsConfig {
+    fn default() -> Self {
+        LimitsConfig {
+            body_bytes_max: BODY_BYTES_MAX_DEFAULT,
+            connections_max: CONNECTIONS_MAX_DEFAULT,
+            header_read_timeout_ms: millis(HEADER_READ_TIMEOUT_DEFAULT),
+            body_read_timeout_ms: millis(BODY_READ_TIMEOUT_DEFAULT),
+            idle_timeout_ms: millis(IDLE_TIMEOUT_DEFAULT),
+            requests_per_connection_max: REQUESTS_PER_CONNECTION_MAX_DEFAULT,
+            pipelined_requests_max: PIPELINED_REQUESTS_MAX_DEFAULT,
+            tenants_max: TENANTS_MAX_DEFAULT,
+            keys_per_tenant_max: KEYS_PER_TENANT_MAX_DEFAULT,
+            intake_capacity: herald::INTAKE_CAPACITY_DEFAULT,
+        }
+    }
+}
+
+fn millis(duration: Duration) -> u64 {
+    u64::try_from(duration.as_millis()).unwrap_or(u64::MAX)
+}
+
+impl LimitsConfig {
+    /// [`LimitsConfig::header_read_timeout_ms`] as a duration.
+    pub fn header_read_timeout(&self) -> Duration {
+        Duration::from_millis(self.header_read_timeout_ms)
+    }
+    /// [`LimitsConfig::body_read_timeout_ms`] as a duration.
+    pub fn body_read_timeout(&self) -> Duration {
+        Duration::from_millis(self.body_read_timeout_ms)
+    }
+    /// [`LimitsConfig::idle_timeout_ms`] as a duration.
+    pub fn idle_timeout(&self) -> Duration {
+        Duration::from_millis(self.idle_timeout_ms)
+    }
+}
+
+/// `[tls]`: with both files the API listens on https.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsConfig {
+    /// PEM certificate chain.
+    pub cert: PathBuf,
+    /// PEM private key.
+    pub key: PathBuf,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            // A constant that parses.
+            listen: LISTEN_DEFAULT
+                .parse()
+                .expect("default listen address parses"),
+            data_dir: PathBuf::from(DATA_DIR_DEFAULT),
+            shards: 0,
+            log_format: LogFormat::Text,
+            admin_key: None,
+            egress: EgressConfig::default(),
+            signing: SigningConfig::default(),
+            retry: RetryConfig::default(),
+            limits: LimitsConfig::default(),
+            tls: None,
+        }
+    }
+}
+
+/// A configuration that cannot be used; the message names the key.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{message}")]
+pub struct ConfigError {
+    /// What is wrong, naming the key (and the file).
+    pub message: String,
+}
+
+impl ConfigError {
+    fn new(message: impl Into<String>) -> ConfigError {
+        ConfigError {
+            message: message.into(),
+        }
+    }
+}
+
+impl Config {
+    /// Parses TOML text; `origin` names the file in errors.
+    pub fn from_toml(text: &str, origin: &str) -> Result<Config, ConfigError> {
+        let config: Config = toml::from_str(text)
+            .map_err(|e| ConfigError::new(format!("{origin}: {}", e.to_string().trim_end())))?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Reads and parses a file.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| ConfigError::new(format!("cannot read {}: {e}", path.display())))?;
+        Config::from_toml(&text, &path.display().to_string())
+    }
+
+    /// Checks what the types cannot. Run again after flags are applied.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        self.default_scheme()?;
+        if let Some(schedule) = &self.retry.schedule_s {
+            self.retry_schedule_of(schedule)?;
+        }
+        let limits = &self.limits;
+        let positive = [
+            ("limits.body_bytes_max", limits.body_bytes_max == 0),
+            ("limits.connections_max", limits.connections_max == 0),
+            (
+                "limits.header_read_timeout_ms",
+                limits.header_read_timeout_ms == 0,
+            ),
+            (
+                "limits.body_read_timeout_ms",
+                limits.body_read_timeout_ms == 0,
+            ),
+            ("limits.idle_timeout_ms", limits.idle_timeout_ms == 0),
+            (
+                "limits.requests_per_connection_max",
+                limits.requests_per_connection_max == 0,
+            ),
+            (
+                "limits.pipelined_requests_max",
+                limits.pipelined_requests_max == 0,
+            ),
+            ("limits.tenants_max", limits.tenants_max == 0),
+            (
+                "limits.keys_per_tenant_max",
+                limits.keys_per_tenant_max == 0,
+            ),
+            ("limits.intake_capacity", limits.intake_capacity == 0),
+        ];
+        if let Some((key, _)) = positive.iter().find(|(_, zero)| *zero) {
+            return Err(ConfigError::new(format!("{key} must be greater than 0")));
+        }
+        if limits.body_bytes_max > BODY_BYTES_MAX_LIMIT {
+            return Err(ConfigError::new(format!(
+                "limits.body_bytes_max is {}; at most {BODY_BYTES_MAX_LIMIT} (16 MiB) is allowed",
+                limits.body_bytes_max
+            )));
+        }
+        if let Some(key) = &self.admin_key {
+            if key.len() < ADMIN_KEY_BYTES_MIN {
+                return Err(ConfigError::new(format!(
+                    "admin_key must be at least {ADMIN_KEY_BYTES_MIN} characters"
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    /// The scheme new webhooks get when they name none.
+    pub fn default_scheme(&self) -> Result<herald::Scheme, ConfigError> {
+        match self.signing.default_scheme.as_str() {
+            "standard" => Ok(herald::Scheme::Standard),
+            "ed25519" => Ok(herald::Scheme::Ed25519),
+            "olo" => Ok(herald::Scheme::Olo),
+            "stripe" => {
+                herald_http::check_header_name(&self.signing.stripe_header).map_err(|_| {
+                    ConfigError::new(format!(
+                        "signing.stripe_header {:?} is not an HTTP header name",
+                        self.signing.stripe_header
+                    ))
+                })?;
+                Ok(herald::Scheme::Stripe {
+                    header: self.signing.stripe_header.clone(),
+                })
+            }
+            other => Err(ConfigError::new(format!(
+                "signing.default_scheme must be one of standard, ed25519, stripe, olo; not {other:?}"
+            ))),
+        }
+    }
+
+    /// The default retry schedule, if configured.
+    pub fn retry_schedule(&self) -> Result<Option<herald::RetrySchedule>, ConfigError> {
+        self.retry
+            .schedule_s
+            .as_ref()
+            .map(|s| self.retry_schedule_of(s))
+            .transpose()
+    }
+
+    fn retry_schedule_of(&self, seconds: &[f64]) -> Result<herald::RetrySchedule, ConfigError> {
+        let delays = seconds_to_ms(seconds)
+            .map_err(|m| ConfigError::new(format!("retry.schedule_s: {m}")))?;
+        herald::RetrySchedule::new(delays)
+            .map_err(|e| ConfigError::new(format!("retry.schedule_s: {e}")))
+    }
+}
+
+/// Largest `limits.body_bytes_max` accepted: the whole body is held in memory.
+pub const BODY_BYTES_MAX_LIMIT: u64 = 16 << 20;
+/// Shortest admin key accepted from the config or the environment: a short key can be
+/// guessed.
+pub const ADMIN_KEY_BYTES_MIN: usize = 16;
+
+/// Converts a list of delays in (possibly fractional) seconds to milliseconds.
+pub fn seconds_to_ms(seconds: &[f64]) -> Result<Vec<u64>, String> {
+    seconds
+        .iter()
+        .enumerate()
+        .map(|(index, &s)| {
+            if !s.is_finite() || s < 0.0 {
+                return Err(format!(
+                    "entry {index} is {s}; delays are non-negative seconds"
+                ));
+            }
+            if s > 1e9 {
+                return Err(format!("entry {index} is {s}; too long"));
+            }
+            // Bounded above: the cast cannot overflow.
+            Ok((s * 1000.0).round() as u64)
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn empty_file_gives_the_defaults() {
+        let config = Config::from_toml("", "t.toml").unwrap();
+        assert_eq!(config.listen.to_string(), LISTEN_DEFAULT);
+        assert_eq!(config.data_dir, PathBuf::from(DATA_DIR_DEFAULT));
+        assert_eq!(config.limits.body_bytes_max, 256 * 1024);
+        assert_eq!(config.default_scheme().unwrap(), herald::Scheme::Standard);
+    }
+
+    #[test]
+    fn every_section_parses() {
+        let text = r#"
+            listen = "127.0.0.1:9000"
+            data_dir = "/tmp/x"
+            shards = 2
+            log_format = "json"
+            [egress]
+            allow_cidrs = ["127.0.0.0/8"]
+            require_https = true
+            [signing]
+            default_scheme = "stripe"
+            stripe_header = "X-Olympus-Signature"
+            [retry]
+            schedule_s = [1, 2.5, 60]
+            [limits]
+            body_bytes_max = 1024
+            connections_max = 10
+        "#;
+        let config = Config::from_toml(text, "t.toml").unwrap();
+        assert_eq!(config.shards, 2);
+        assert_eq!(config.log_format, LogFormat::Json);
+        assert!(config.egress.require_https);
+        assert_eq!(
+            config.default_scheme().unwrap(),
+            herald::Scheme::Stripe {
+                header: "X-Olympus-Signature".into()
+            }
+        );
+        let schedule = config.retry_schedule().unwrap().unwrap();
+        assert_eq!(schedule.retry_delays_ms(), &[1000, 2500, 60_000]);
+    }
+
+    #[test]
+    fn bad_input_names_the_key() {
+        let cases = [
+            ("lisen = \"x\"", "lisen"),
+            ("[egress]\nallow = []", "allow"),
+            ("shards = \"two\"", "shards"),
+            (
+                "[signing]\ndefault_scheme = \"md5\"",
+                "signing.default_scheme",
+            ),
+            ("[retry]\nschedule_s = [-1]", "retry.schedule_s"),
+            ("[limits]\nconnections_max = 0", "limits.connections_max"),
+            ("log_format = \"xml\"", "log_format"),
+            ("admin_key = \"short\"", "admin_key"),
+            ("[tls]\ncert = \"a.pem\"", "key"),
+        ];
+        for (text, key) in cases {
+            let error = Config::from_toml(text, "t.toml").unwrap_err();
+            assert!(
+                error.message.contains(key),
+                "{text:?}: {:?} does not name {key}",
+                error.message
+            );
+        }
+    }
+}

@@ -1,0 +1,1510 @@
+//! Routing, authentication and the handlers. Each handler maps to one operation of the
+//! [`herald`] API; its errors map one-to-one to statuses ([`ApiError::from`]).
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use base64::Engine as _;
+use herald::{
+    DeliveryQuery, DeliveryStatus, EndpointLimits, Event, EventFilter, EventId, EventType, Herald,
+    LocationId, RateLimit, RetrySchedule, Scheme, SecretSpec, TenantId, Url, WebhookId,
+    WebhookSpec, WebhookStatus,
+};
+use herald_http::Request;
+use serde::de::DeserializeOwned;
+use serde::Deserialize;
+use serde_json::{json, value::RawValue, Value};
+
+use crate::auth::{KeyStore, Principal, StoreError};
+use crate::config::{self, Config};
+use crate::metrics::{EngineFigures, Metrics};
+use crate::server::ConnectionCount;
+use crate::time::{now_ms, parse_rfc3339, rfc3339};
+use crate::{catalog, views, Response};
+
+/// Most items on one page of a listing; `limit` above it is clamped.
+pub const PAGE_LIMIT_MAX: usize = 100;
+/// Items on a page when `limit` is not given.
+pub const PAGE_LIMIT_DEFAULT: usize = 20;
+/// Most events in one `POST /v1/events/batch`.
+pub const BATCH_EVENTS_MAX: usize = 1000;
+/// Most engine pages read to fill one filtered page of the delivery log: a filter that
+/// matches rarely returns a short page with a cursor instead of scanning the whole log.
+const DELIVERY_SCAN_PAGES_MAX: usize = 10;
+/// Longest `Idempotency-Key` accepted.
+pub const IDEMPOTENCY_KEY_BYTES_MAX: usize = 255;
+/// Longest rotation grace period: a week covers any receiver's redeploy cycle.
+pub const ROTATE_GRACE_S_MAX: u64 = 7 * 24 * 3600;
+
+/// Everything a request handler needs.
+#[derive(Debug)]
+pub struct App {
+    pub config: Config,
+    pub herald: Herald,
+    pub keys: KeyStore,
+    pub default_scheme: Scheme,
+    pub metrics: Metrics,
+    pub connections: Arc<ConnectionCount>,
+}
+
+/// An error answer.
+#[derive(Debug)]
+pub struct ApiError {
+    status: u16,
+    code: &'static str,
+    message: String,
+    field: Option<String>,
+    retry_after_s: Option<u32>,
+}
+
+impl ApiError {
+    fn new(status: u16, code: &'static str, message: impl Into<String>) -> ApiError {
+        ApiError {
+            status,
+            code,
+            message: message.into(),
+            field: None,
+            retry_after_s: None,
+        }
+    }
+
+    fn invalid(field: &str, message: impl Into<String>) -> ApiError {
+        ApiError {
+            field: Some(field.to_string()),
+            ..ApiError::new(400, "invalid_request", message)
+        }
+    }
+
+    fn not_found(message: impl Into<String>) -> ApiError {
+        ApiError::new(404, "not_found", message)
+    }
+
+    fn unavailable(message: impl Into<String>, retry_after_s: u32) -> ApiError {
+        ApiError {
+            retry_after_s: Some(retry_after_s),
+            ..ApiError::new(503, "unavailable", message)
+        }
+    }
+
+    fn into_response(self) -> Response {
+        let mut error = json!({"code": self.code, "message": self.message});
+        if let Some(field) = self.field {
+            error["field"] = Value::String(field);
+        }
+        let mut response = Response::json(self.status, &json!({ "error": error }));
+        if let Some(seconds) = self.retry_after_s {
+            response = response.with_header("Retry-After", seconds.to_string());
+        }
+        response
+    }
+}
+
+impl From<herald::Error> for ApiError {
+    fn from(error: herald::Error) -> ApiError {
+        use herald::Error as E;
+        match error {
+            E::Invalid { message, field, .. } => ApiError {
+                field,
+                ..ApiError::new(400, "invalid_request", message)
+            },
+            E::UnknownWebhook { webhook, .. } => {
+                ApiError::not_found(format!("no webhook {webhook}"))
+            }
+            E::UnknownDelivery { delivery, .. } => {
+                ApiError::not_found(format!("no delivery {}", views::delivery_id(delivery)))
+            }
+            E::Conflict { message } => ApiError::new(409, "conflict", message),
+            E::Backpressure { .. } => ApiError::unavailable(
+                "the server is at capacity (its intake queue is full); retry shortly",
+                1,
+            ),
+            E::Storage { message, .. } => {
+                tracing::error!(%message, "journal write failed");
+                ApiError::unavailable(
+                    format!("the journal could not be written ({message}); nothing was accepted; retry later"),
+                    5,
+                )
+            }
+            E::ShuttingDown { .. } => {
+                ApiError::unavailable("the server is shutting down; retry on another instance", 1)
+            }
+            other => {
+                tracing::error!(error = %other, "internal error");
+                ApiError::new(500, "internal", other.to_string())
+            }
+        }
+    }
+}
+
+impl From<StoreError> for ApiError {
+    fn from(error: StoreError) -> ApiError {
+        match error {
+            StoreError::NotFound(message) => ApiError::not_found(message),
+            StoreError::Conflict(message) | StoreError::Limit(message) => {
+                ApiError::new(409, "conflict", message)
+            }
+            error @ (StoreError::Io { .. } | StoreError::Corrupt { .. }) => {
+                tracing::error!(%error, "key store write failed");
+                ApiError::unavailable(
+                    "the key store could not be written; nothing was changed; retry later",
+                    5,
+                )
+            }
+        }
+    }
+}
+
+type Result<T, E = ApiError> = std::result::Result<T, E>;
+
+/// A request's target, split.
+struct Target<'a> {
+    segments: Vec<&'a str>,
+    query: Vec<(String, String)>,
+}
+
+fn parse_target(target: &str) -> Result<Target<'_>> {
+    let (path, query) = target.split_once('?').unwrap_or((target, ""));
+    if !path.starts_with('/') {
+        return Err(ApiError::new(
+            400,
+            "invalid_request",
+            "the request target must be a path",
+        ));
+    }
+    let segments = path[1..].split('/').collect();
+    let mut pairs = Vec::new();
+    for pair in query.split('&').filter(|p| !p.is_empty()) {
+        let (name, value) = pair.split_once('=').unwrap_or((pair, ""));
+        let name = percent_decode(name)
+            .ok_or_else(|| ApiError::invalid(name, "bad percent-encoding in the query"))?;
+        let value = percent_decode(value)
+            .ok_or_else(|| ApiError::invalid(&name, "bad percent-encoding in the query"))?;
+        pairs.push((name, value));
+    }
+    Ok(Target {
+        segments,
+        query: pairs,
+    })
+}
+
+fn percent_decode(text: &str) -> Option<String> {
+    let bytes = text.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'%' => {
+                let hex = text.get(i + 1..i + 3)?;
+                out.push(u8::from_str_radix(hex, 16).ok()?);
+                i += 3;
+            }
+            b'+' => {
+                out.push(b' ');
+                i += 1;
+            }
+            b => {
+                out.push(b);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8(out).ok()
+}
+
+impl Target<'_> {
+    fn query(&self, name: &str) -> Option<&str> {
+        self.query
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.as_str())
+    }
+
+    fn limit(&self) -> Result<usize> {
+        match self.query("limit") {
+            None => Ok(PAGE_LIMIT_DEFAULT),
+            Some(text) => match text.parse::<usize>() {
+                Ok(0) | Err(_) => Err(ApiError::invalid(
+                    "limit",
+                    format!("limit must be a whole number from 1 to {PAGE_LIMIT_MAX}"),
+                )),
+                Ok(n) => Ok(n.min(PAGE_LIMIT_MAX)),
+            },
+        }
+    }
+}
+
+/// Which route a path names, with its parameters.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Route<'a> {
+    Healthz,
+    Readyz,
+    Metrics,
+    OpenApi,
+    Tenants,
+    TenantKeys(&'a str),
+    TenantKey(&'a str, &'a str),
+    Webhooks,
+    Webhook(&'a str),
+    WebhookRotate(&'a str),
+    WebhookTest(&'a str),
+    WebhookDeliveries(&'a str),
+    WebhookRecover(&'a str),
+    EventTypes,
+    Delivery(&'a str),
+    DeliveryRetry(&'a str),
+    Events,
+    EventsBatch,
+}
+
+impl<'a> Route<'a> {
+    fn parse(segments: &[&'a str]) -> Option<Route<'a>> {
+        Some(match segments {
+            ["healthz"] => Route::Healthz,
+            ["readyz"] => Route::Readyz,
+            ["metrics"] => Route::Metrics,
+            ["v1", "openapi.json"] => Route::OpenApi,
+            ["v1", "tenants"] => Route::Tenants,
+            ["v1", "tenants", id, "keys"] => Route::TenantKeys(id),
+            ["v1", "tenants", id, "keys", key] => Route::TenantKey(id, key),
+            ["v1", "webhooks"] => Route::Webhooks,
+            ["v1", "webhooks", id] => Route::Webhook(id),
+            ["v1", "webhooks", id, "secret", "rotate"] => Route::WebhookRotate(id),
+            ["v1", "webhooks", id, "test"] => Route::WebhookTest(id),
+            ["v1", "webhooks", id, "deliveries"] => Route::WebhookDeliveries(id),
+            ["v1", "webhooks", id, "recover"] => Route::WebhookRecover(id),
+            ["v1", "event-types"] => Route::EventTypes,
+            ["v1", "deliveries", id] => Route::Delivery(id),
+            ["v1", "deliveries", id, "retry"] => Route::DeliveryRetry(id),
+            ["v1", "events"] => Route::Events,
+            ["v1", "events", "batch"] => Route::EventsBatch,
+            _ => return None,
+        })
+    }
+
+    /// The pattern, for metrics labels and logs.
+    fn pattern(self) -> &'static str {
+        match self {
+            Route::Healthz => "/healthz",
+            Route::Readyz => "/readyz",
+            Route::Metrics => "/metrics",
+            Route::OpenApi => "/v1/openapi.json",
+            Route::Tenants => "/v1/tenants",
+            Route::TenantKeys(_) => "/v1/tenants/{id}/keys",
+            Route::TenantKey(..) => "/v1/tenants/{id}/keys/{key_id}",
+            Route::Webhooks => "/v1/webhooks",
+            Route::Webhook(_) => "/v1/webhooks/{id}",
+            Route::WebhookRotate(_) => "/v1/webhooks/{id}/secret/rotate",
+            Route::WebhookTest(_) => "/v1/webhooks/{id}/test",
+            Route::WebhookDeliveries(_) => "/v1/webhooks/{id}/deliveries",
+            Route::WebhookRecover(_) => "/v1/webhooks/{id}/recover",
+            Route::EventTypes => "/v1/event-types",
+            Route::Delivery(_) => "/v1/deliveries/{id}",
+            Route::DeliveryRetry(_) => "/v1/deliveries/{id}/retry",
+            Route::Events => "/v1/events",
+            Route::EventsBatch => "/v1/events/batch",
+        }
+    }
+
+    /// The methods the route answers.
+    fn allowed(self) -> &'static str {
+        match self {
+            Route::Healthz
+            | Route::Readyz
+            | Route::Metrics
+            | Route::OpenApi
+            | Route::EventTypes
+            | Route::WebhookDeliveries(_)
+            | Route::Delivery(_) => "GET",
+            Route::Tenants | Route::Webhooks => "GET, POST",
+            Route::TenantKeys(_)
+            | Route::WebhookRotate(_)
+            | Route::WebhookTest(_)
+            | Route::WebhookRecover(_)
+            | Route::DeliveryRetry(_)
+            | Route::Events
+            | Route::EventsBatch => "POST",
+            Route::TenantKey(..) => "DELETE",
+            Route::Webhook(_) => "GET, PATCH, DELETE",
+        }
+    }
+
+    fn needs_auth(self) -> bool {
+        !matches!(
+            self,
+            Route::Healthz | Route::Readyz | Route::Metrics | Route::OpenApi
+        )
+    }
+}
+
+fn header_str<'r>(request: &'r Request, name: &str) -> Option<&'r str> {
+    request
+        .header(name)
+        .and_then(|v| std::str::from_utf8(v).ok())
+        .map(str::trim)
+}
+
+/// Parses a JSON body into `T`; 415 for another content type, 400 for bad JSON.
+fn json_body<T: DeserializeOwned>(request: &Request) -> Result<T> {
+    if request.body.is_empty() {
+        return Err(ApiError::new(
+            400,
+            "invalid_json",
+            "a JSON request body is required",
+        ));
+    }
+    check_content_type(request)?;
+    serde_json::from_slice(&request.body).map_err(|e| {
+        let code = if e.is_syntax() || e.is_eof() {
+            "invalid_json"
+        } else {
+            "invalid_request"
+        };
+        ApiError::new(400, code, format!("request body: {e}"))
+    })
+}
+
+/// Like [`json_body`], but an empty body is `T::default()`.
+fn optional_json_body<T: DeserializeOwned + Default>(request: &Request) -> Result<T> {
+    if request.body.iter().all(u8::is_ascii_whitespace) {
+        return Ok(T::default());
+    }
+    json_body(request)
+}
+
+fn check_content_type(request: &Request) -> Result<()> {
+    let Some(value) = header_str(request, "content-type") else {
+        return Err(ApiError::new(
+            415,
+            "unsupported_media_type",
+            "send the body as JSON with Content-Type: application/json",
+        ));
+    };
+    let media = value.split(';').next().unwrap_or("").trim();
+    if media.eq_ignore_ascii_case("application/json") {
+        Ok(())
+    } else {
+        Err(ApiError::new(
+            415,
+            "unsupported_media_type",
+            format!("Content-Type {media:?} is not supported; send application/json"),
+        ))
+    }
+}
+
+impl App {
+    /// Builds the handler state.
+    pub fn new(config: Config, herald: Herald, keys: KeyStore, default_scheme: Scheme) -> App {
+        App {
+            config,
+            herald,
+            keys,
+            default_scheme,
+            metrics: Metrics::default(),
+            connections: Arc::new(ConnectionCount::default()),
+        }
+    }
+
+    /// Answers one request.
+    pub async fn handle(&self, request: &Request, peer: SocketAddr) -> Response {
+        let started = std::time::Instant::now();
+        let (pattern, response) = match parse_target(&request.target) {
+            Ok(target) => match Route::parse(&target.segments) {
+                Some(route) => {
+                    let response = match self.dispatch(route, &target, request).await {
+                        Ok(response) => response,
+                        Err(error) => error.into_response(),
+                    };
+                    (route.pattern(), response)
+                }
+                None => (
+                    "unmatched",
+                    ApiError::not_found(format!("no route {}", request.target)).into_response(),
+                ),
+            },
+            Err(error) => ("unmatched", error.into_response()),
+        };
+        self.metrics.observe_request(pattern, response.status);
+        self.metrics
+            .observe_latency(started.elapsed().as_secs_f64());
+        if response.status >= 500 {
+            tracing::warn!(method = %request.method, route = pattern, status = response.status, %peer, "request failed");
+        } else {
+            tracing::debug!(method = %request.method, route = pattern, status = response.status, %peer, "request");
+        }
+        response
+    }
+
+    async fn dispatch(
+        &self,
+        route: Route<'_>,
+        target: &Target<'_>,
+        request: &Request,
+    ) -> Result<Response> {
+        let method = request.method.as_str();
+        let allowed = route.allowed();
+        let method_ok = allowed.split(", ").any(|m| m == method)
+            || (method == "HEAD" && allowed.contains("GET"));
+        if !method_ok {
+            return Ok(ApiError::new(
+                405,
+                "method_not_allowed",
+                format!("{} answers {allowed}", route.pattern()),
+            )
+            .into_response()
+            .with_header("Allow", allowed.to_string()));
+        }
+        let principal = if route.needs_auth() {
+            Some(self.authenticate(request)?)
+        } else {
+            None
+        };
+        match route {
+            Route::Healthz => Ok(Response::json(200, &json!({"status": "ok"}))),
+            Route::Readyz => self.readyz().await,
+            Route::Metrics => self.metrics_page().await,
+            Route::OpenApi => Ok(Response {
+                content_type: "application/json",
+                body: crate::OPENAPI_JSON.as_bytes().to_vec(),
+                ..Response::empty(200)
+            }),
+            Route::EventTypes => Ok(event_types()),
+            Route::Tenants => {
+                self.require_admin(principal.as_ref())?;
+                if method == "POST" {
+                    self.create_tenant(request).await
+                } else {
+                    self.list_tenants(target)
+                }
+            }
+            Route::TenantKeys(id) => {
+                self.require_admin(principal.as_ref())?;
+                self.mint_key(id).await
+            }
+            Route::TenantKey(id, key) => {
+                self.require_admin(principal.as_ref())?;
+                self.revoke_key(id, key).await
+            }
+            _ => {
+                // Checked above: every other route needs auth.
+                let principal = principal.expect("tenant routes are authenticated");
+                let tenant = self.tenant_of(&principal, request)?;
+                self.tenant_route(route, target, request, &tenant).await
+            }
+        }
+    }
+
+    async fn tenant_route(
+        &self,
+        route: Route<'_>,
+        target: &Target<'_>,
+        request: &Request,
+        tenant: &TenantId,
+    ) -> Result<Response> {
+        let method = request.method.as_str();
+        match route {
+            Route::Webhooks if method == "POST" => self.create_webhook(tenant, request).await,
+            Route::Webhooks => self.list_webhooks(tenant, target).await,
+            Route::Webhook(id) => {
+                let id = webhook_id(id)?;
+                match method {
+                    "PATCH" => self.patch_webhook(tenant, &id, request).await,
+                    "DELETE" => {
+                        self.herald.delete_webhook_async(tenant, &id).await?;
+                        Ok(Response::empty(204))
+                    }
+                    _ => {
+                        let webhook = self.existing_webhook(tenant, &id).await?;
+                        Ok(Response::json(200, &views::webhook(&webhook, None)))
+                    }
+                }
+            }
+            Route::WebhookRotate(id) => self.rotate(tenant, &webhook_id(id)?, request).await,
+            Route::WebhookTest(id) => self.test_send(tenant, &webhook_id(id)?, request).await,
+            Route::WebhookDeliveries(id) => {
+                self.list_deliveries(tenant, &webhook_id(id)?, target).await
+            }
+            Route::WebhookRecover(id) => self.recover(tenant, &webhook_id(id)?, request).await,
+            Route::Delivery(id) => {
+                let id = delivery_id(id)?;
+                match self.herald.delivery_async(tenant, id).await? {
+                    Some(record) => Ok(Response::json(200, &views::delivery_detail(&record))),
+                    None => Err(ApiError::not_found(format!(
+                        "no delivery {}",
+                        views::delivery_id(id)
+                    ))),
+                }
+            }
+            Route::DeliveryRetry(id) => {
+                let id = delivery_id(id)?;
+                self.herald.retry_delivery_async(tenant, id).await?;
+                Ok(Response::json(
+                    202,
+                    &json!({"delivery_id": views::delivery_id(id), "status": "pending"}),
+                ))
+            }
+            Route::Events => self.publish(tenant, request).await,
+            Route::EventsBatch => self.publish_batch(tenant, request).await,
+            _ => Err(ApiError::not_found("no such route")),
+        }
+    }
+
+    // ------------------------------------------------------------------ auth
+
+    fn authenticate(&self, request: &Request) -> Result<Principal> {
+        let unauthorized = |message: &str| ApiError::new(401, "unauthorized", message);
+        let value = request
+            .header("authorization")
+            .ok_or_else(|| unauthorized("send Authorization: Bearer <api key>"))?;
+        let value = value.trim_ascii();
+        let key = value
+            .get(..7)
+            .filter(|scheme| scheme.eq_ignore_ascii_case(b"bearer "))
+            .map(|_| value[7..].trim_ascii())
+            .ok_or_else(|| unauthorized("the Authorization header must be: Bearer <api key>"))?;
+        self.keys.authenticate(key).ok_or_else(|| {
+            unauthorized("the API key is not valid (revoked, mistyped, or another server's)")
+        })
+    }
+
+    fn require_admin(&self, principal: Option<&Principal>) -> Result<()> {
+        match principal {
+            Some(Principal::Admin) => Ok(()),
+            // A tenant key does not learn that admin routes exist.
+            _ => Err(ApiError::not_found("no such route for this key")),
+        }
+    }
+
+    /// The tenant a request acts for: a tenant key's own, or the `Herald-Tenant` header
+    /// for the admin key.
+    fn tenant_of(&self, principal: &Principal, request: &Request) -> Result<TenantId> {
+        let named = header_str(request, "herald-tenant");
+        match principal {
+            Principal::Tenant(tenant) => match named {
+                Some(name) if name != tenant.as_str() => Err(ApiError::not_found(format!(
+                    "no tenant {name} for this key"
+                ))),
+                _ => Ok(tenant.clone()),
+            },
+            Principal::Admin => {
+                let name = named.ok_or_else(|| {
+                    ApiError::invalid(
+                        "Herald-Tenant",
+                        "the admin key acts for a tenant named in the Herald-Tenant header",
+                    )
+                })?;
+                let tenant = TenantId::parse(name)
+                    .map_err(|e| ApiError::invalid("Herald-Tenant", e.to_string()))?;
+                if !self.keys.has_tenant(&tenant) {
+                    return Err(ApiError::not_found(format!("no tenant {tenant}")));
+                }
+                Ok(tenant)
+            }
+        }
+    }
+
+    // ------------------------------------------------------------------ operations
+
+    async fn readyz(&self) -> Result<Response> {
+        match self.herald.stats_async().await {
+            Ok(stats) if stats.len() == self.herald.shards() => {
+                Ok(Response::json(200, &json!({"status": "ready"})))
+            }
+            _ => Ok(Response::json(503, &json!({"status": "replaying"}))),
+        }
+    }
+
+    async fn metrics_page(&self) -> Result<Response> {
+        let stats = self.herald.stats_async().await.unwrap_or_default();
+        let figures = EngineFigures::from_stats(&stats);
+        let text = self.metrics.render(&figures, self.connections.get());
+        Ok(Response {
+            content_type: "text/plain; version=0.0.4; charset=utf-8",
+            body: text.into_bytes(),
+            ..Response::empty(200)
+        })
+    }
+
+    // ------------------------------------------------------------------ tenants
+
+    async fn create_tenant(&self, request: &Request) -> Result<Response> {
+        #[derive(Deserialize)]
+        #[serde(deny_unknown_fields)]
+        struct Body {
+            id: String,
+        }
+        let body: Body = json_body(request)?;
+        let tenant =
+            TenantId::parse(&body.id).map_err(|e| ApiError::invalid("id", e.to_string()))?;
+        let minted = self
+            .blocking(move |keys| keys.create_tenant(&tenant, now_ms()))
+            .await?;
+        tracing::info!(tenant = %body.id, key_id = %minted.key_id, "tenant created");
+        Ok(Response::json(
+            201,
+            &json!({
+                "id": body.id,
+                "api_key": minted.api_key,
+                "key_id": minted.key_id,
+                "created_at": rfc3339(minted.created_at_ms),
+            }),
+        ))
+    }
+
+    fn list_tenants(&self, target: &Target<'_>) -> Result<Response> {
+        let limit = target.limit()?;
+        let (page, more) = self.keys.tenants(target.query("cursor"), limit);
+        let next = if more {
+            page.last().map(|t| Value::String(t.id.clone()))
+        } else {
+            None
+        };
+        let data: Vec<Value> = page
+            .iter()
+            .map(|t| {
+                json!({
+                    "id": t.id,
+                    "created_at": rfc3339(t.created_at_ms),
+                    "keys": t.keys.iter().map(|k| json!({
+                        "id": k.id,
+                        "prefix": k.prefix,
+                        "created_at": rfc3339(k.created_at_ms),
+                    })).collect::<Vec<_>>(),
+                })
+            })
+            .collect();
+        Ok(Response::json(
+            200,
+            &json!({"data": data, "next_cursor": next.unwrap_or(Value::Null)}),
+        ))
+    }
+
+    async fn mint_key(&self, id: &str) -> Result<Response> {
+        let tenant =
+            TenantId::parse(id).map_err(|_| ApiError::not_found(format!("no tenant {id}")))?;
+        let minted = self
+            .blocking(move |keys| keys.mint_key(&tenant, now_ms()))
+            .await?;
+        tracing::info!(tenant = %id, key_id = %minted.key_id, "key minted");
+        Ok(Response::json(
+            201,
+            &json!({
+                "id": minted.key_id,
+                "api_key": minted.api_key,
+                "created_at": rfc3339(minted.created_at_ms),
+            }),
+        ))
+    }
+
+    async fn revoke_key(&self, id: &str, key: &str) -> Result<Response> {
+        let tenant =
+            TenantId::parse(id).map_err(|_| ApiError::not_found(format!("no tenant {id}")))?;
+        let key_id = key.to_string();
+        self.blocking(move |keys| keys.revoke_key(&tenant, &key_id))
+            .await?;
+        tracing::info!(tenant = %id, key_id = %key, "key revoked");
+        Ok(Response::empty(204))
+    }
+
+    /// Runs a key-store change: it writes and fsyncs a file, so the worker is marked as
+    /// blocking (`block_in_place`) and the other workers keep serving meanwhile.
+    async fn blocking<T, F>(&self, change: F) -> Result<T>
+    where
+        F: FnOnce(&KeyStore) -> std::result::Result<T, StoreError>,
+    {
+        tokio::task::block_in_place(|| change(&self.keys)).map_err(ApiError::from)
+    }
+
+    // ------------------------------------------------------------------ webhooks
+
+    async fn existing_webhook(&self, tenant: &TenantId, id: &WebhookId) -> Result<herald::Webhook> {
+        self.herald
+            .webhook_async(tenant, id)
+            .await?
+            .ok_or_else(|| ApiError::not_found(format!("no webhook {id}")))
+    }
+
+    async fn create_webhook(&self, tenant: &TenantId, request: &Request) -> Result<Response> {
+        let input: WebhookInput = json_body(request)?;
+        let url = input
+            .url
+            .as_deref()
+            .ok_or_else(|| ApiError::invalid("url", "url is required"))?;
+        let url = parse_url(url)?;
+        let events = input.events.as_ref().ok_or_else(|| {
+            ApiError::invalid("events", "events is required (e.g. [\"order.*\"])")
+        })?;
+        let filters = parse_filters(events)?;
+        let scheme = match &input.signature {
+            Some(signature) => self.parse_scheme(signature)?,
+            None => self.default_scheme.clone(),
+        };
+        let secret = match &input.secret {
+            Some(secret) => {
+                check_secret(&scheme, secret)?;
+                secret.clone()
+            }
+            None => generate_secret(&scheme),
+        };
+        let mut spec = WebhookSpec::new(url, filters, scheme, secret.clone());
+        input.apply_settings(&mut spec)?;
+        self.herald.check_url_async(&spec.url).await?;
+        let id = self.herald.create_webhook_async(tenant, spec).await?;
+        tracing::info!(tenant = %tenant, webhook = %id, "webhook created");
+        let webhook = self.existing_webhook(tenant, &id).await?;
+        Ok(Response::json(
+            201,
+            &views::webhook(&webhook, Some(&secret)),
+        ))
+    }
+
+    async fn list_webhooks(&self, tenant: &TenantId, target: &Target<'_>) -> Result<Response> {
+        let limit = target.limit()?;
+        let after = match target.query("cursor") {
+            Some(cursor) => Some(
+                WebhookId::parse(cursor).map_err(|_| ApiError::invalid("cursor", "bad cursor"))?,
+            ),
+            None => None,
+        };
+        let mut page = self
+            .herald
+            .list_webhooks_page_async(tenant, after.as_ref(), limit + 1)
+            .await?;
+        let next = if page.len() > limit {
+            page.truncate(limit);
+            page.last()
+                .map(|w| Value::String(w.id.as_str().to_string()))
+        } else {
+            None
+        };
+        let data: Vec<Value> = page.iter().map(|w| views::webhook(w, None)).collect();
+        Ok(Response::json(
+            200,
+            &json!({"data": data, "next_cursor": next.unwrap_or(Value::Null)}),
+        ))
+    }
+
+    async fn patch_webhook(
+        &self,
+        tenant: &TenantId,
+        id: &WebhookId,
+        request: &Request,
+    ) -> Result<Response> {
+        let input: WebhookInput = json_body(request)?;
+        let current = self.existing_webhook(tenant, id).await?;
+        let mut spec = current.spec.clone();
+        let mut url_changed = false;
+        if let Some(url) = &input.url {
+            spec.url = parse_url(url)?;
+            url_changed = true;
+        }
+        if let Some(events) = &input.events {
+            spec.filters = parse_filters(events)?;
+        }
+        if let Some(signature) = &input.signature {
+            spec.scheme = self.parse_scheme(signature)?;
+        }
+        if let Some(secret) = &input.secret {
+            check_secret(&spec.scheme, secret)?;
+            spec.secrets = vec![SecretSpec {
+                value: secret.clone(),
+                expires_at_ms: None,
+            }];
+        } else if input.signature.is_some() {
+            for secret in &spec.secrets {
+                check_secret(&spec.scheme, &secret.value)?;
+            }
+        }
+        input.apply_settings(&mut spec)?;
+        if url_changed {
+            self.herald.check_url_async(&spec.url).await?;
+        }
+        self.herald.update_webhook_async(tenant, id, spec).await?;
+        tracing::info!(tenant = %tenant, webhook = %id, "webhook updated");
+        let webhook = self.existing_webhook(tenant, id).await?;
+        Ok(Response::json(200, &views::webhook(&webhook, None)))
+    }
+
+    async fn rotate(
+        &self,
+        tenant: &TenantId,
+        id: &WebhookId,
+        request: &Request,
+    ) -> Result<Response> {
+        #[derive(Deserialize, Default)]
+        #[serde(deny_unknown_fields)]
+        struct Body {
+            grace_s: Option<u64>,
+        }
+        let body: Body = optional_json_body(request)?;
+        let grace_s = body
+            .grace_s
+            .unwrap_or(config::ROTATE_GRACE_DEFAULT.as_secs());
+        if grace_s > ROTATE_GRACE_S_MAX {
+            return Err(ApiError::invalid(
+                "grace_s",
+                format!("grace_s is at most {ROTATE_GRACE_S_MAX} (7 days)"),
+            ));
+        }
+        let current = self.existing_webhook(tenant, id).await?;
+        let now = now_ms();
+        let expires = now.saturating_add(grace_s.saturating_mul(1000));
+        let mut spec = current.spec.clone();
+        let secret = generate_secret(&spec.scheme);
+        // Old secrets still live keep signing until their grace ends; the current one
+        // gets this rotation's grace. The oldest are dropped to stay within the limit.
+        let mut kept: Vec<SecretSpec> = spec
+            .secrets
+            .iter()
+            .filter(|s| s.expires_at_ms.is_none_or(|at| at > now))
+            .map(|s| SecretSpec {
+                value: s.value.clone(),
+                expires_at_ms: Some(s.expires_at_ms.map_or(expires, |at| at.min(expires))),
+            })
+            .filter(|s| grace_s > 0 && s.expires_at_ms.is_some_and(|at| at > now))
+            .collect();
+        kept.sort_by_key(|s| std::cmp::Reverse(s.expires_at_ms));
+        kept.truncate(SECRETS_KEPT_MAX);
+        let previous_expires = kept.first().and_then(|s| s.expires_at_ms);
+        spec.secrets = std::iter::once(SecretSpec {
+            value: secret.clone(),
+            expires_at_ms: None,
+        })
+        .chain(kept)
+        .collect();
+        self.herald.update_webhook_async(tenant, id, spec).await?;
+        tracing::info!(tenant = %tenant, webhook = %id, grace_s, "secret rotated");
+        let webhook = self.existing_webhook(tenant, id).await?;
+        let mut view = views::webhook(&webhook, Some(&secret));
+        view["previous_secret_expires_at"] = crate::time::rfc3339_json(previous_expires);
+        Ok(Response::json(200, &view))
+    }
+
+    fn parse_scheme(&self, signature: &SignatureInput) -> Result<Scheme> {
+        let header = signature.header.clone();
+        let scheme = match signature.scheme.as_str() {
+            "standard" => Scheme::Standard,
+            "ed25519" => Scheme::Ed25519,
+            "olo" => Scheme::Olo,
+            "stripe" => {
+                let header = header
+                    .clone()
+                    .unwrap_or_else(|| self.config.signing.stripe_header.clone());
+                herald_http::check_header_name(&header).map_err(|_| {
+                    ApiError::invalid(
+                        "signature.header",
+                        format!("{header:?} is not an HTTP header name"),
+                    )
+                })?;
+                Scheme::Stripe { header }
+            }
+            other => {
+                return Err(ApiError::invalid(
+                    "signature.scheme",
+                    format!(
+                        "signature.scheme must be standard, ed25519, stripe or olo; not {other:?}"
+                    ),
+                ))
+            }
+        };
+        if header.is_some() && !matches!(scheme, Scheme::Stripe { .. }) {
+            return Err(ApiError::invalid(
+                "signature.header",
+                "signature.header applies to the stripe scheme only",
+            ));
+        }
+        Ok(scheme)
+    }
+
+    async fn test_send(
+        &self,
+        tenant: &TenantId,
+        id: &WebhookId,
+        request: &Request,
+    ) -> Result<Response> {
+        #[derive(Deserialize, Default)]
+        #[serde(deny_unknown_fields)]
+        struct Body {
+            event_type: Option<String>,
+            data: Option<Box<RawValue>>,
+        }
+        let body: Body = optional_json_body(request)?;
+        let name = body.event_type.as_deref().unwrap_or("order.created");
+        let event_type =
+            EventType::parse(name).map_err(|e| ApiError::invalid("event_type", e.to_string()))?;
+        let data = match (&body.data, catalog::find(name)) {
+            (Some(data), _) => data.get().as_bytes().to_vec(),
+            (None, Some(info)) => info.sample.as_bytes().to_vec(),
+            (None, None) => {
+                return Err(ApiError::invalid(
+                    "event_type",
+                    format!("{name} is not in the catalog (GET /v1/event-types); pass \"data\" to send it anyway"),
+                ))
+            }
+        };
+        let event = Event::from_json_bytes(event_type, data);
+        let sent = self
+            .herald
+            .send_test_event_with_async(tenant, id, event)
+            .await?;
+        Ok(Response::json(
+            202,
+            &json!({
+                "delivery_id": views::delivery_id(sent.delivery),
+                "event_id": sent.event_id.as_str(),
+            }),
+        ))
+    }
+
+    // ------------------------------------------------------------------ deliveries
+
+    async fn list_deliveries(
+        &self,
+        tenant: &TenantId,
+        webhook: &WebhookId,
+        target: &Target<'_>,
+    ) -> Result<Response> {
+        self.existing_webhook(tenant, webhook).await?;
+        let limit = target.limit()?;
+        let status = match target.query("status") {
+            None => None,
+            Some("success") => Some(DeliveryStatus::Success),
+            Some("pending") => Some(DeliveryStatus::Pending),
+            // Failed and exhausted both read as failed: filtered below.
+            Some("failed") => None,
+            Some(other) => {
+                return Err(ApiError::invalid(
+                    "status",
+                    format!("status must be success, failed or pending; not {other:?}"),
+                ))
+            }
+        };
+        let want_failed = target.query("status") == Some("failed");
+        let event_type = match target.query("event_type") {
+            Some(t) => Some(
+                EventType::parse(t).map_err(|e| ApiError::invalid("event_type", e.to_string()))?,
+            ),
+            None => None,
+        };
+        let mut after = match target.query("cursor") {
+            Some(cursor) => Some(
+                views::parse_delivery_id(cursor)
+                    .ok_or_else(|| ApiError::invalid("cursor", "bad cursor"))?,
+            ),
+            None => None,
+        };
+        let mut data = Vec::new();
+        let mut next = None;
+        for _ in 0..DELIVERY_SCAN_PAGES_MAX {
+            let page = self
+                .herald
+                .deliveries_async(DeliveryQuery {
+                    tenant: tenant.clone(),
+                    webhook: Some(webhook.clone()),
+                    event: None,
+                    status,
+                    after,
+                    limit: limit - data.len(),
+                })
+                .await?;
+            for record in &page.items {
+                let keep = (!want_failed
+                    || matches!(
+                        record.status,
+                        DeliveryStatus::Failed | DeliveryStatus::Exhausted
+                    ))
+                    && event_type.as_ref().is_none_or(|t| &record.event_type == t);
+                if keep {
+                    data.push(views::delivery(record));
+                }
+                next = Some(record.id);
+            }
+            after = page.next_after;
+            if page.next_after.is_none() {
+                next = None;
+                break;
+            }
+            next = page.next_after.or(next);
+            if data.len() >= limit {
+                break;
+            }
+        }
+        let cursor = next.map_or(Value::Null, |id| Value::String(views::delivery_id(id)));
+        Ok(Response::json(
+            200,
+            &json!({"data": data, "next_cursor": cursor}),
+        ))
+    }
+
+    async fn recover(
+        &self,
+        tenant: &TenantId,
+        webhook: &WebhookId,
+        request: &Request,
+    ) -> Result<Response> {
+        #[derive(Deserialize)]
+        #[serde(deny_unknown_fields)]
+        struct Body {
+            since: String,
+        }
+        let body: Body = json_body(request)?;
+        let since_ms = parse_rfc3339(&body.since).map_err(|m| ApiError::invalid("since", m))?;
+        let requeued = self
+            .herald
+            .resend_failed_async(tenant, webhook, since_ms)
+            .await?;
+        tracing::info!(tenant = %tenant, webhook = %webhook, requeued, "recover");
+        Ok(Response::json(202, &json!({"requeued": requeued})))
+    }
+
+    // ------------------------------------------------------------------ events
+
+    async fn publish(&self, tenant: &TenantId, request: &Request) -> Result<Response> {
+        let input: EventInput = json_body(request)?;
+        let key = match request.header("idempotency-key") {
+            Some(value) => Some(parse_idempotency_key(value)?),
+            None => None,
+        };
+        let event = input.to_event(key)?;
+        let echo = EventEcho::of(&input);
+        let published = self.herald.publish_detailed_async(tenant, event).await?;
+        let mut response = Response::json(202, &echo.envelope(tenant, &published));
+        if published.duplicate {
+            response = response.with_header("Idempotent-Replayed", "true".to_string());
+        }
+        Ok(response)
+    }
+
+    async fn publish_batch(&self, tenant: &TenantId, request: &Request) -> Result<Response> {
+        #[derive(Deserialize)]
+        #[serde(deny_unknown_fields)]
+        struct Body {
+            events: Vec<Box<RawValue>>,
+        }
+        let body: Body = json_body(request)?;
+        if body.events.is_empty() || body.events.len() > BATCH_EVENTS_MAX {
+            return Err(ApiError::invalid(
+                "events",
+                format!(
+                    "a batch holds 1 to {BATCH_EVENTS_MAX} events; got {}",
+                    body.events.len()
+                ),
+            ));
+        }
+        let mut results: Vec<Option<Value>> = vec![None; body.events.len()];
+        let mut accepted = Vec::new();
+        for (index, raw) in body.events.iter().enumerate() {
+            let parsed = serde_json::from_str::<EventInput>(raw.get())
+                .map_err(|e| ApiError::new(400, "invalid_request", format!("events[{index}]: {e}")))
+                .and_then(|input| {
+                    let event = input.to_event(None)?;
+                    Ok((EventEcho::of(&input), event))
+                });
+            match parsed {
+                Ok((echo, event)) => accepted.push((index, echo, event)),
+                Err(error) => results[index] = Some(item_error(error)),
+            }
+        }
+        for chunk in chunked(accepted, herald::PUBLISH_BATCH_MAX) {
+            let (meta, events): (Vec<_>, Vec<_>) = chunk
+                .into_iter()
+                .map(|(i, echo, event)| ((i, echo), event))
+                .unzip();
+            let answers = self
+                .herald
+                .publish_batch_detailed_async(tenant, events)
+                .await?;
+            for ((index, echo), answer) in meta.into_iter().zip(answers) {
+                results[index] = Some(match answer {
+                    Ok(published) => {
+                        json!({"status": 202, "event": echo.envelope(tenant, &published)})
+                    }
+                    Err(error) => item_error(ApiError::from(error)),
+                });
+            }
+        }
+        let data: Vec<Value> = results
+            .into_iter()
+            .map(|r| r.unwrap_or(Value::Null))
+            .collect();
+        Ok(Response::json(200, &json!({"data": data})))
+    }
+}
+
+/// Secrets kept besides the new one at rotation (the signer's limit is 8).
+const SECRETS_KEPT_MAX: usize = 7;
+
+fn chunked<T>(items: Vec<T>, size: usize) -> Vec<Vec<T>> {
+    let mut out = Vec::new();
+    let mut current = Vec::new();
+    for item in items {
+        current.push(item);
+        if current.len() == size {
+            out.push(std::mem::take(&mut current));
+        }
+    }
+    if !current.is_empty() {
+        out.push(current);
+    }
+    out
+}
+
+fn item_error(error: ApiError) -> Value {
+    let mut body = json!({"code": error.code, "message": error.message});
+    if let Some(field) = error.field {
+        body["field"] = Value::String(field);
+    }
+    json!({"status": error.status, "error": body})
+}
+
+fn event_types() -> Response {
+    let data: Vec<Value> = catalog::catalog()
+        .iter()
+        .map(|info| {
+            // Samples are checked to be JSON by the catalog's tests.
+            let sample: Value = serde_json::from_str(info.sample).unwrap_or(Value::Null);
+            json!({"type": info.event_type, "description": info.description, "sample": sample})
+        })
+        .collect();
+    Response::json(200, &json!({ "data": data }))
+}
+
+fn webhook_id(text: &str) -> Result<WebhookId> {
+    // An id that cannot exist is simply not found.
+    WebhookId::parse(text).map_err(|_| ApiError::not_found(format!("no webhook {text}")))
+}
+
+fn delivery_id(text: &str) -> Result<herald::DeliveryId> {
+    views::parse_delivery_id(text).ok_or_else(|| ApiError::not_found(format!("no delivery {text}")))
+}
+
+fn parse_url(text: &str) -> Result<Url> {
+    Url::parse(text).map_err(|e| ApiError::invalid("url", format!("url: {e}")))
+}
+
+fn parse_filters(events: &[String]) -> Result<Vec<EventFilter>> {
+    if events.is_empty() {
+        return Err(ApiError::invalid(
+            "events",
+            "events needs at least one filter (e.g. \"order.*\" or \"*\")",
+        ));
+    }
+    events
+        .iter()
+        .map(|e| {
+            EventFilter::parse(e)
+                .map_err(|error| ApiError::invalid("events", format!("events: {e:?}: {error}")))
+        })
+        .collect()
+}
+
+fn parse_idempotency_key(value: &[u8]) -> Result<String> {
+    let ok = !value.is_empty()
+        && value.len() <= IDEMPOTENCY_KEY_BYTES_MAX
+        && value.iter().all(|b| (0x21..=0x7e).contains(b));
+    if !ok {
+        return Err(ApiError::invalid(
+            "Idempotency-Key",
+            format!("Idempotency-Key must be 1 to {IDEMPOTENCY_KEY_BYTES_MAX} printable ASCII characters without spaces"),
+        ));
+    }
+    // Checked to be ASCII above.
+    Ok(String::from_utf8_lossy(value).into_owned())
+}
+
+/// Checks a caller's secret against its scheme's format, explaining the format.
+fn check_secret(scheme: &Scheme, secret: &str) -> Result<()> {
+    let decodes = |prefix: &str| {
+        secret.strip_prefix(prefix).is_some_and(|b64| {
+            base64::engine::general_purpose::STANDARD
+                .decode(b64)
+                .is_ok_and(|k| k.len() >= 16)
+        })
+    };
+    match scheme {
+        Scheme::Standard if !decodes("whsec_") => Err(ApiError::invalid(
+            "secret",
+            "a standard webhook's secret is \"whsec_\" followed by the base64 of 16 to 64 random bytes \
+             (e.g. whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw); omit \"secret\" to have one generated, \
+             or choose the stripe scheme for a plain secret",
+        )),
+        Scheme::Ed25519 if !decodes("whsk_") => Err(ApiError::invalid(
+            "secret",
+            "an ed25519 webhook's secret is \"whsk_\" followed by the base64 of a 32-byte seed; omit \"secret\" to have one generated",
+        )),
+        _ if secret.is_empty() => Err(ApiError::invalid("secret", "secret must not be empty")),
+        _ => Ok(()),
+    }
+}
+
+fn generate_secret(scheme: &Scheme) -> String {
+    let random = |n: usize| {
+        let mut buf = vec![0u8; n];
+        ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut buf)
+            .expect("the system random number generator works");
+        base64::engine::general_purpose::STANDARD.encode(buf)
+    };
+    match scheme {
+        Scheme::Ed25519 => format!("whsk_{}", random(32)),
+        Scheme::Olo => random(32),
+        _ => format!("whsec_{}", random(24)),
+    }
+}
+
+/// `signature` in a webhook body.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SignatureInput {
+    scheme: String,
+    header: Option<String>,
+}
+
+/// `null` in a PATCH clears a setting; absence leaves it.
+fn nullable<'de, D, T>(deserializer: D) -> std::result::Result<Option<Option<T>>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: Deserialize<'de>,
+{
+    Option::<T>::deserialize(deserializer).map(Some)
+}
+
+/// A webhook body (create: `url` and `events` required; PATCH: everything optional).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct WebhookInput {
+    url: Option<String>,
+    events: Option<Vec<String>>,
+    secret: Option<String>,
+    #[serde(default, deserialize_with = "nullable")]
+    description: Option<Option<String>>,
+    signature: Option<SignatureInput>,
+    headers: Option<BTreeMap<String, String>>,
+    #[serde(default, deserialize_with = "nullable")]
+    retry_schedule_s: Option<Option<Vec<f64>>>,
+    timeout_ms: Option<u64>,
+    max_in_flight: Option<u32>,
+    #[serde(default, deserialize_with = "nullable")]
+    rate_limit_per_s: Option<Option<u32>>,
+    status: Option<String>,
+}
+
+impl WebhookInput {
+    /// Applies the settings other than url, events, scheme and secret.
+    fn apply_settings(&self, spec: &mut WebhookSpec) -> Result<()> {
+        if let Some(description) = &self.description {
+            let _ = description; // XSTAGE3 spec.description = description.clone();
+        }
+        if let Some(headers) = &self.headers {
+            spec.headers = headers
+                .iter()
+                .map(|(n, v)| (n.clone(), v.clone()))
+                .collect();
+        }
+        if let Some(schedule) = &self.retry_schedule_s {
+            spec.retry_schedule = match schedule {
+                None => None,
+                Some(seconds) => {
+                    let delays = config::seconds_to_ms(seconds).map_err(|m| {
+                        ApiError::invalid("retry_schedule_s", format!("retry_schedule_s: {m}"))
+                    })?;
+                    Some(RetrySchedule::new(delays).map_err(|e| {
+                        ApiError::invalid("retry_schedule_s", format!("retry_schedule_s: {e}"))
+                    })?)
+                }
+            };
+        }
+        let limits: &mut EndpointLimits = &mut spec.limits;
+        if let Some(timeout_ms) = self.timeout_ms {
+            limits.request_timeout_ms = timeout_ms;
+        }
+        if let Some(max) = self.max_in_flight {
+            limits.in_flight_max = max;
+        }
+        if let Some(rate) = &self.rate_limit_per_s {
+            limits.rate = rate.map(|per_s| RateLimit {
+                per_s,
+                burst: per_s.max(1),
+            });
+        }
+        if let Some(status) = &self.status {
+            spec.status = match status.as_str() {
+                "active" => WebhookStatus::Active,
+                "disabled" => match spec.status {
+                    WebhookStatus::Disabled { .. } => spec.status,
+                    WebhookStatus::Active => WebhookStatus::Disabled {
+                        reason: herald::DisableReason::Manual,
+                        at_ms: now_ms(),
+                    },
+                },
+                other => {
+                    return Err(ApiError::invalid(
+                        "status",
+                        format!("status must be \"active\" or \"disabled\"; not {other:?}"),
+                    ))
+                }
+            };
+        }
+        Ok(())
+    }
+}
+
+/// The body of `POST /v1/events` (and each item of a batch).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct EventInput {
+    #[serde(rename = "type")]
+    event_type: String,
+    location_id: Option<String>,
+    data: Box<RawValue>,
+    id: Option<String>,
+    api_version: Option<String>,
+}
+
+impl EventInput {
+    fn to_event(&self, idempotency_key: Option<String>) -> Result<Event> {
+        let event_type = EventType::parse(&self.event_type)
+            .map_err(|e| ApiError::invalid("type", format!("type: {e}")))?;
+        let mut event = Event::from_json_bytes(event_type, self.data.get().as_bytes().to_vec());
+        if let Some(id) = &self.id {
+            event.id =
+                Some(EventId::parse(id).map_err(|e| ApiError::invalid("id", format!("id: {e}")))?);
+        }
+        if let Some(location) = &self.location_id {
+            event.location_id = Some(
+                LocationId::parse(location)
+                    .map_err(|e| ApiError::invalid("location_id", format!("location_id: {e}")))?,
+            );
+        }
+        if let Some(version) = &self.api_version {
+            event.api_version = Some(version.clone());
+        }
+        // A client id de-duplicates like a key when no header is given.
+        event.idempotency_key = idempotency_key.or_else(|| self.id.clone());
+        Ok(event)
+    }
+}
+
+/// What the answer to a publish repeats of the request.
+struct EventEcho {
+    event_type: String,
+    location_id: Option<String>,
+    api_version: Option<String>,
+    data: Box<RawValue>,
+}
+
+impl EventEcho {
+    fn of(input: &EventInput) -> EventEcho {
+        EventEcho {
+            event_type: input.event_type.clone(),
+            location_id: input.location_id.clone(),
+            api_version: input.api_version.clone(),
+            data: input.data.clone(),
+        }
+    }
+
+    /// The envelope the webhooks receive.
+    fn envelope(&self, tenant: &TenantId, published: &herald::Published) -> Value {
+        json!({
+            "id": published.event_id.as_str(),
+            "type": self.event_type,
+            "api_version": self.api_version.clone().unwrap_or_else(|| herald::API_VERSION_DEFAULT.to_string()),
+            "created_at": rfc3339(published.created_at_ms),
+            "tenant_id": tenant.as_str(),
+            "location_id": self.location_id,
+            "data": self.data,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn routes_parse_and_name_their_pattern() {
+        let cases: &[(&str, Option<&str>)] = &[
+            ("/healthz", Some("/healthz")),
+            ("/v1/webhooks", Some("/v1/webhooks")),
+            ("/v1/webhooks/wh_1", Some("/v1/webhooks/{id}")),
+            (
+                "/v1/webhooks/wh_1/secret/rotate",
+                Some("/v1/webhooks/{id}/secret/rotate"),
+            ),
+            (
+                "/v1/tenants/acme/keys/key_1",
+                Some("/v1/tenants/{id}/keys/{key_id}"),
+            ),
+            ("/v1/events/batch", Some("/v1/events/batch")),
+            (
+                "/v1/deliveries/del_1/retry",
+                Some("/v1/deliveries/{id}/retry"),
+            ),
+            ("/v1/nope", None),
+            ("/", None),
+        ];
+        for (path, pattern) in cases {
+            let target = parse_target(path).unwrap();
+            assert_eq!(
+                Route::parse(&target.segments).map(Route::pattern),
+                *pattern,
+                "{path}"
+            );
+        }
+    }
+
+    #[test]
+    fn queries_are_percent_decoded() {
+        let target =
+            parse_target("/v1/x?event_type=order.%2A&since=2024-01-01T00%3A00%3A00%2B01%3A00&flag")
+                .unwrap();
+        assert_eq!(target.query("event_type"), Some("order.*"));
+        assert_eq!(target.query("since"), Some("2024-01-01T00:00:00+01:00"));
+        assert_eq!(target.query("flag"), Some(""));
+        assert!(parse_target("/v1/x?a=%zz").is_err());
+    }
+
+    #[test]
+    fn limits_are_checked_and_clamped() {
+        let limit = |q: &str| {
+            parse_target(&format!("/x?{q}"))
+                .unwrap()
+                .limit()
+                .map_err(|e| e.status)
+        };
+        assert_eq!(limit(""), Ok(PAGE_LIMIT_DEFAULT));
+        assert_eq!(limit("limit=5"), Ok(5));
+        assert_eq!(limit("limit=100000"), Ok(PAGE_LIMIT_MAX));
+        assert_eq!(limit("limit=0"), Err(400));
+        assert_eq!(limit("limit=-1"), Err(400));
+    }
+
+    #[test]
+    fn standard_secrets_must_be_whsec_base64() {
+        assert!(check_secret(&Scheme::Standard, "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw").is_ok());
+        let error = check_secret(&Scheme::Standard, "your-webhook-secret").unwrap_err();
+        assert_eq!(error.status, 400);
+        assert!(error.message.contains("whsec_"), "{}", error.message);
+        assert!(check_secret(&Scheme::stripe(), "your-webhook-secret").is_ok());
+        assert!(check_secret(&Scheme::Olo, "").is_err());
+        for scheme in [
+            Scheme::Standard,
+            Scheme::Ed25519,
+            Scheme::stripe(),
+            Scheme::Olo,
+        ] {
+            assert!(
+                check_secret(&scheme, &generate_secret(&scheme)).is_ok(),
+                "{scheme:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn idempotency_keys_are_bounded_printable_ascii() {
+        assert_eq!(parse_idempotency_key(b"abc-123").unwrap(), "abc-123");
+        assert!(parse_idempotency_key(b"").is_err());
+        assert!(parse_idempotency_key(b"has space").is_err());
+        assert!(parse_idempotency_key(&[b'a'; 256]).is_err());
+        assert!(parse_idempotency_key("é".as_bytes()).is_err());
+    }
+}

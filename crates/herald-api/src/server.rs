@@ -1,0 +1,369 @@
+//! The listener: accepts connections (plain or TLS), reads requests with
+//! `herald-http`'s `RequestParser` under its `Limits`, hands each to the router and
+//! writes the answers in order.
+//!
+//! Defences, each a named setting in `[limits]`: a cap on open connections (further
+//! ones get a 503 and are closed), a deadline for a whole request once its first byte
+//! arrived (slowloris), an idle keep-alive timeout, a cap on requests per connection,
+//! pipelined requests answered in order with at most `pipelined_requests_max` answers
+//! buffered, and the parser's refusal of ambiguous framing (both `Content-Length` and
+//! `Transfer-Encoding`, repeated lengths) with a 400 and a close.
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use herald_http::{HttpError, Limits, RequestParser};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::watch;
+use tokio::time::Instant;
+
+use crate::routes::App;
+use crate::Response;
+
+/// Bytes read from a socket at a time. Requests larger than this arrive over several
+/// reads; the parser keeps what it needs.
+const READ_CHUNK_BYTES: usize = 16 * 1024;
+/// Time allowed for a TLS handshake: a client that stalls it holds a connection slot.
+const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Time allowed for writing one batch of answers to a client that does not read.
+const WRITE_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Open API connections, for the cap and the metrics.
+#[derive(Debug, Default)]
+pub struct ConnectionCount(AtomicUsize);
+
+impl ConnectionCount {
+    /// Currently open.
+    pub fn get(&self) -> usize {
+        self.0.load(Ordering::Relaxed)
+    }
+}
+
+/// Decrements the count when a connection ends, however it ends.
+struct ConnectionSlot(Arc<ConnectionCount>);
+
+impl Drop for ConnectionSlot {
+    fn drop(&mut self) {
+        self.0 .0.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// Accepts until `stop` turns true; each connection runs as its own task and closes
+/// after its current request once `stop` is set.
+pub async fn accept_loop(
+    listener: TcpListener,
+    tls: Option<tokio_rustls::TlsAcceptor>,
+    app: Arc<App>,
+    mut stop: watch::Receiver<bool>,
+    tasks: tokio_util_tracker::Tracker,
+) {
+    loop {
+        let accepted = tokio::select! {
+            accepted = listener.accept() => accepted,
+            _ = stop.changed() => break,
+        };
+        let (stream, peer) = match accepted {
+            Ok(pair) => pair,
+            Err(error) => {
+                // EMFILE and friends: back off instead of spinning.
+                tracing::warn!(%error, "accept failed");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let count = Arc::clone(&app.connections);
+        let open = count.0.fetch_add(1, Ordering::Relaxed) + 1;
+        let slot = ConnectionSlot(count);
+        if open > app.config.limits.connections_max {
+            tasks.spawn(refuse_over_cap(stream, slot));
+            continue;
+        }
+        let _ = stream.set_nodelay(true);
+        let app = Arc::clone(&app);
+        let stop = stop.clone();
+        let tls = tls.clone();
+        tasks.spawn(async move {
+            let _slot = slot;
+            match tls {
+                None => serve_connection(stream, peer, app, stop).await,
+                Some(acceptor) => {
+                    match tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await
+                    {
+                        Ok(Ok(stream)) => serve_connection(stream, peer, app, stop).await,
+                        Ok(Err(error)) => tracing::debug!(%peer, %error, "TLS handshake failed"),
+                        Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
+                    }
+                }
+            }
+        });
+    }
+}
+
+async fn refuse_over_cap(mut stream: TcpStream, _slot: ConnectionSlot) {
+    let response = Response::error(
+        503,
+        "unavailable",
+        "too many open connections; retry shortly",
+    )
+    .with_header("Retry-After", "1".to_string());
+    let mut out = Vec::new();
+    response.encode(&mut out, false);
+    let _ = tokio::time::timeout(Duration::from_secs(1), stream.write_all(&out)).await;
+}
+
+/// Serves one connection until the client closes, a limit or timeout ends it, or the
+/// server stops.
+async fn serve_connection<S>(
+    mut stream: S,
+    peer: SocketAddr,
+    app: Arc<App>,
+    mut stop: watch::Receiver<bool>,
+) where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    let limits = &app.config.limits;
+    let mut parser = RequestParser::new(Limits {
+        body_captured_bytes_max: usize::try_from(limits.body_bytes_max).unwrap_or(usize::MAX),
+        body_bytes_max: limits.body_bytes_max,
+        ..Limits::default()
+    });
+    let mut buf = vec![0u8; READ_CHUNK_BYTES];
+    // Unparsed bytes are buf[start..end].
+    let (mut start, mut end) = (0usize, 0usize);
+    let mut out = Vec::new();
+    let mut buffered_answers = 0usize;
+    let mut served = 0usize;
+    let mut request_deadline: Option<Instant> = None;
+    let mut continue_sent = false;
+    loop {
+        // Parse what is buffered first: pipelined requests need no read.
+        if start < end {
+            if request_deadline.is_none() {
+                request_deadline = Some(Instant::now() + limits.header_read_timeout());
+            }
+            let fed = parser.feed(&buf[start..end]);
+            match fed {
+                Ok((used, request)) => {
+                    start += used;
+                    if let Some(request) = request {
+                        request_deadline = None;
+                        continue_sent = false;
+                        served += 1;
+                        let stopping = *stop.borrow();
+                        let last = !request.keep_alive
+                            || served >= limits.requests_per_connection_max
+                            || stopping;
+                        let response = app.handle(&request, peer).await;
+                        let close = last || response.close;
+                        response.encode(&mut out, close);
+                        buffered_answers += 1;
+                        if close {
+                            let _ = write_out(&mut stream, &mut out).await;
+                            let _ = stream.shutdown().await;
+                            return;
+                        }
+                        // Keep answering pipelined requests, flushing every so often.
+                        if start < end && buffered_answers < limits.pipelined_requests_max {
+                            continue;
+                        }
+                        if write_out(&mut stream, &mut out).await.is_err() {
+                            return;
+                        }
+                        buffered_answers = 0;
+                        continue;
+                    }
+                    if parser.expects_continue() && !continue_sent {
+                        continue_sent = true;
+                        out.extend_from_slice(b"HTTP/1.1 100 Continue\r\n\r\n");
+                    }
+                }
+                Err(error) => {
+                    answer_bad_request(&mut stream, &mut out, &app, &error).await;
+                    return;
+                }
+            }
+        }
+        if !out.is_empty() {
+            if write_out(&mut stream, &mut out).await.is_err() {
+                return;
+            }
+            buffered_answers = 0;
+        }
+        if start == end {
+            start = 0;
+            end = 0;
+        } else if start > 0 {
+            buf.copy_within(start..end, 0);
+            end -= start;
+            start = 0;
+        }
+        // Wait for more bytes: the request deadline while one is under way, the idle
+        // timeout between requests.
+        let deadline = match request_deadline {
+            Some(deadline) if !parser.is_idle() => deadline,
+            _ => {
+                request_deadline = None;
+                Instant::now() + limits.idle_timeout()
+            }
+        };
+        let read = tokio::select! {
+            read = tokio::time::timeout_at(deadline, stream.read(&mut buf[end..])) => read,
+            _ = stop.changed(), if parser.is_idle() => {
+                // Stopping: an idle connection is closed now.
+                return;
+            }
+        };
+        match read {
+            Ok(Ok(0)) => {
+                if let Err(error) = parser.feed_eof() {
+                    tracing::debug!(%peer, %error, "client closed mid-request");
+                }
+                return;
+            }
+            Ok(Ok(n)) => {
+                if request_deadline.is_none() {
+                    request_deadline = Some(Instant::now() + limits.header_read_timeout());
+                }
+                end += n;
+            }
+            Ok(Err(error)) => {
+                tracing::debug!(%peer, %error, "read failed");
+                return;
+            }
+            Err(_) => {
+                if !parser.is_idle() {
+                    app.metrics.request_timeouts.inc();
+                    let response = Response::error(
+                        408,
+                        "request_timeout",
+                        "the request did not arrive in time",
+                    );
+                    response.encode(&mut out, true);
+                    let _ = write_out(&mut stream, &mut out).await;
+                }
+                return;
+            }
+        }
+    }
+}
+
+async fn answer_bad_request<S>(stream: &mut S, out: &mut Vec<u8>, app: &App, error: &HttpError)
+where
+    S: AsyncWrite + Unpin,
+{
+    let status = error.server_status();
+    let (code, message) = match status {
+        413 => (
+            "payload_too_large",
+            format!(
+                "the request body is larger than {} bytes (limits.body_bytes_max)",
+                app.config.limits.body_bytes_max
+            ),
+        ),
+        431 => (
+            "invalid_request",
+            format!("request head too large: {error}"),
+        ),
+        _ => (
+            "invalid_request",
+            format!("malformed HTTP request: {error}"),
+        ),
+    };
+    app.metrics.observe_request("unparsed", status);
+    let response = Response::error(status, code, &message);
+    response.encode(out, true);
+    let _ = write_out(stream, out).await;
+    let _ = stream.shutdown().await;
+}
+
+async fn write_out<S>(stream: &mut S, out: &mut Vec<u8>) -> std::io::Result<()>
+where
+    S: AsyncWrite + Unpin,
+{
+    let result = tokio::time::timeout(WRITE_TIMEOUT, async {
+        stream.write_all(out).await?;
+        stream.flush().await
+    })
+    .await
+    .unwrap_or_else(|_| Err(std::io::ErrorKind::TimedOut.into()));
+    out.clear();
+    result
+}
+
+/// Loads a PEM certificate chain and key for the API's https listener.
+pub fn tls_acceptor(
+    cert: &std::path::Path,
+    key: &std::path::Path,
+) -> Result<tokio_rustls::TlsAcceptor, String> {
+    let read = |path: &std::path::Path| {
+        std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))
+    };
+    let cert_pem = read(cert)?;
+    let key_pem = read(key)?;
+    let certs = rustls_pemfile::certs(&mut cert_pem.as_slice())
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| format!("tls.cert {}: {e}", cert.display()))?;
+    if certs.is_empty() {
+        return Err(format!("tls.cert {} holds no certificate", cert.display()));
+    }
+    let key_der = rustls_pemfile::private_key(&mut key_pem.as_slice())
+        .map_err(|e| format!("tls.key {}: {e}", key.display()))?
+        .ok_or_else(|| format!("tls.key {} holds no private key", key.display()))?;
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| format!("TLS: {e}"))?
+        .with_no_client_auth()
+        .with_single_cert(certs, key_der)
+        .map_err(|e| format!("tls.cert/tls.key: {e}"))?;
+    Ok(tokio_rustls::TlsAcceptor::from(Arc::new(config)))
+}
+
+/// Tracks spawned connection tasks so that shutdown can wait for them.
+pub mod tokio_util_tracker {
+    use std::future::Future;
+    use std::sync::Arc;
+
+    use tokio::sync::Semaphore;
+
+    /// Counts live tasks; [`Tracker::wait`] resolves when none remain.
+    #[derive(Debug, Clone)]
+    pub struct Tracker {
+        live: Arc<Semaphore>,
+    }
+
+    /// Most tasks tracked at once (well above any connection cap).
+    const TASKS_MAX: u32 = 1 << 20;
+
+    impl Default for Tracker {
+        fn default() -> Self {
+            Tracker {
+                live: Arc::new(Semaphore::new(TASKS_MAX as usize)),
+            }
+        }
+    }
+
+    impl Tracker {
+        /// Spawns `task`, counting it until it ends.
+        pub fn spawn<F>(&self, task: F)
+        where
+            F: Future<Output = ()> + Send + 'static,
+        {
+            let live = Arc::clone(&self.live);
+            tokio::spawn(async move {
+                // The semaphore is never closed, and TASKS_MAX exceeds the connection cap.
+                let _permit = live.try_acquire_owned();
+                task.await;
+            });
+        }
+
+        /// Waits until every tracked task has ended.
+        pub async fn wait(&self) {
+            // Holding every permit means no task holds one.
+            let _all = self.live.acquire_many(TASKS_MAX).await;
+        }
+    }
+}
