@@ -53,6 +53,7 @@ pub(crate) fn webhook_to_rec(tenant: &TenantId, id: &WebhookId, spec: &WebhookSp
         rate_burst: spec.limits.rate.map_or(0, |r| r.burst),
         connect_timeout_ms: spec.limits.connect_timeout_ms,
         request_timeout_ms: spec.limits.request_timeout_ms,
+        description: spec.description.clone(),
     }
 }
 
@@ -126,6 +127,7 @@ pub(crate) fn webhook_from_rec(
             connect_timeout_ms: rec.connect_timeout_ms,
             request_timeout_ms: rec.request_timeout_ms,
         },
+        description: rec.description.clone(),
     };
     Ok((tenant, id, spec))
 }

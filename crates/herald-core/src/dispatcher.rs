@@ -14,7 +14,8 @@ use crate::envelope::{encode_envelope, EnvelopeError, Idempotency, NewEvent, API
 use crate::health::{Health, HealthPolicy, Signal};
 use crate::ids::{DeliveryId, EventId, EventType, IdError, TenantId, WebhookId};
 use crate::log::{
-    DeliveryError, DeliveryQuery, DeliveryRecord, DeliveryStatus, Page, PAGE_ITEMS_MAX,
+    AttemptSummary, DeliveryError, DeliveryQuery, DeliveryRecord, DeliveryStatus, Page,
+    PAGE_ITEMS_MAX,
 };
 use crate::matcher::Matcher;
 use crate::record::{self, Record};
@@ -63,6 +64,12 @@ pub const IDEMPOTENCY_KEYS_MAX: usize = 1_000_000;
 /// Default of [`DispatcherConfig::idempotency_window_ms`]: 24 hours, long enough for a
 /// publisher's retries across its own restarts and outages.
 pub const IDEMPOTENCY_WINDOW_MS_DEFAULT: u64 = 24 * 3600 * 1000;
+/// Most attempts a delivery's history keeps ([`DeliveryRecord::attempts`]); older ones are
+/// dropped first. A schedule allows at most [`crate::RETRIES_MAX`] + 1 = 25 attempts, so
+/// the history holds a whole schedule plus a few manual retries, while a delivery retried
+/// by hand without end still costs bounded memory (~50 bytes per attempt) in the log and
+/// in checkpoints.
+pub const ATTEMPT_HISTORY_MAX: usize = 32;
 /// `User-Agent` of every request.
 pub const USER_AGENT: &str = concat!("herald/", env!("CARGO_PKG_VERSION"));
 
@@ -328,6 +335,10 @@ pub struct WebhookView<'a> {
     pub health: &'a Health,
     /// Pending deliveries.
     pub pending: usize,
+    /// When it was created (Unix ms).
+    pub created_at_ms: u64,
+    /// When its configuration or status last changed (Unix ms).
+    pub updated_at_ms: u64,
 }
 
 /// Counters for monitoring and tests.
@@ -386,6 +397,54 @@ struct Delivery {
     last_body: Arc<[u8]>,
     updated_at_ms: u64,
     finish_seq: u64,
+    /// The latest attempts, oldest first, at most [`ATTEMPT_HISTORY_MAX`].
+    attempts: VecDeque<AttemptSummary>,
+}
+
+impl Delivery {
+    /// Attempt `attempt` was started. An attempt repeated with the same number (it was
+    /// in flight at a restart) replaces its unfinished entry.
+    fn attempt_started(&mut self, attempt: u32, now: u64) {
+        if let Some(last) = self.attempts.back_mut() {
+            if last.attempt == attempt && last.finished_at_ms.is_none() {
+                last.started_at_ms = now;
+                return;
+            }
+        }
+        if self.attempts.len() >= ATTEMPT_HISTORY_MAX {
+            self.attempts.pop_front();
+        }
+        self.attempts.push_back(AttemptSummary {
+            attempt,
+            started_at_ms: now,
+            finished_at_ms: None,
+            response_status: None,
+            response_time_ms: None,
+            error: None,
+        });
+    }
+
+    /// Attempt `attempt` ended with `status` (if there was a response) and `error`.
+    fn attempt_ended(
+        &mut self,
+        attempt: u32,
+        now: u64,
+        status: Option<u16>,
+        latency_ms: u64,
+        error: Option<DeliveryError>,
+    ) {
+        if let Some(entry) = self
+            .attempts
+            .iter_mut()
+            .rev()
+            .find(|a| a.attempt == attempt && a.finished_at_ms.is_none())
+        {
+            entry.finished_at_ms = Some(now);
+            entry.response_status = status;
+            entry.response_time_ms = Some(latency_ms);
+            entry.error = error;
+        }
+    }
 }
 
 struct WebhookState {
@@ -398,6 +457,8 @@ struct WebhookState {
     queue: VecDeque<DeliveryId>,
     pending: BTreeSet<DeliveryId>,
     wake: Option<(TimerKey, u64)>,
+    created_at_ms: u64,
+    updated_at_ms: u64,
 }
 
 #[derive(Default)]
@@ -698,6 +759,8 @@ impl Dispatcher {
             spec: &w.spec,
             health: &w.health,
             pending: w.pending.len(),
+            created_at_ms: w.created_at_ms,
+            updated_at_ms: w.updated_at_ms,
         })
     }
 
@@ -713,6 +776,8 @@ impl Dispatcher {
                     spec: &w.spec,
                     health: &w.health,
                     pending: w.pending.len(),
+                    created_at_ms: w.created_at_ms,
+                    updated_at_ms: w.updated_at_ms,
                 })
             })
     }
@@ -743,6 +808,7 @@ impl Dispatcher {
                 w.url_text = url_text;
                 w.signer = signer;
                 w.signer_until_ms = signer_until_ms;
+                w.updated_at_ms = now;
             }
             None => {
                 t.webhooks.insert(
@@ -757,6 +823,8 @@ impl Dispatcher {
                         queue: VecDeque::new(),
                         pending: BTreeSet::new(),
                         wake: None,
+                        created_at_ms: now,
+                        updated_at_ms: now,
                     },
                 );
             }
@@ -1054,6 +1122,7 @@ impl Dispatcher {
                 last_body: Arc::from(&[][..]),
                 updated_at_ms: now,
                 finish_seq: 0,
+                attempts: VecDeque::new(),
             },
         );
     }
@@ -1237,6 +1306,7 @@ impl Dispatcher {
         d.last_status = status_code;
         d.last_latency_ms = Some(outcome.latency_ms);
         d.last_error = error;
+        d.attempt_ended(outcome.attempt, now, status_code, outcome.latency_ms, error);
         d.last_body = Arc::clone(&body);
         d.updated_at_ms = now;
         d.stage = Stage::Waiting; // transient; settled below
@@ -1706,6 +1776,7 @@ impl Dispatcher {
                         d.stage = Stage::InFlight;
                         d.due_ms = None;
                         d.updated_at_ms = now;
+                        d.attempt_started(d.attempt, now);
                         self.in_flight_count += 1;
                         plans.push(Plan {
                             delivery,
@@ -1859,6 +1930,8 @@ impl Dispatcher {
             response_body: Arc::clone(&d.last_body),
             accepted_at_ms: d.event.accepted_at_ms,
             updated_at_ms: d.updated_at_ms,
+            finished_at_ms: d.status.is_final().then_some(d.updated_at_ms),
+            attempts: d.attempts.iter().cloned().collect(),
         }
     }
 
@@ -1977,6 +2050,7 @@ impl Dispatcher {
                     d.attempt = r.attempt;
                     d.due_ms = None;
                     d.updated_at_ms = r.at_ms;
+                    d.attempt_started(r.attempt, r.at_ms);
                 }
             }
             Record::AttemptFinished(r) => self.replay_attempt_finished(r).map_err(invalid)?,
@@ -2026,6 +2100,13 @@ impl Dispatcher {
         };
         d.last_body = Arc::from(&r.response_body[..]);
         d.updated_at_ms = r.at_ms;
+        d.attempt_ended(
+            r.attempt,
+            r.at_ms,
+            d.last_status,
+            r.latency_ms,
+            d.last_error,
+        );
         if d.stage == Stage::InFlight {
             self.in_flight_count -= 1;
             d.stage = Stage::Waiting; // settled below
@@ -2128,6 +2209,8 @@ impl Dispatcher {
                         consecutive_failures: w.health.consecutive_failures,
                         failing_since_ms: w.health.failing_since_ms,
                     },
+                    created_at_ms: w.created_at_ms,
+                    updated_at_ms: w.updated_at_ms,
                 });
             }
         }
@@ -2173,6 +2256,18 @@ impl Dispatcher {
                 last_latency_ms: d.last_latency_ms.unwrap_or(u64::MAX),
                 last_response_body: d.last_body.to_vec(),
                 updated_at_ms: d.updated_at_ms,
+                attempts: d
+                    .attempts
+                    .iter()
+                    .map(|a| record::AttemptRec {
+                        attempt: a.attempt,
+                        started_at_ms: a.started_at_ms,
+                        finished_at_ms: a.finished_at_ms,
+                        status: a.response_status.unwrap_or(0),
+                        latency_ms: a.response_time_ms,
+                        error: a.error.map(DeliveryError::name),
+                    })
+                    .collect(),
             });
         }
         // Every remembered key, oldest first (expired ones too: live and replayed
@@ -2221,6 +2316,8 @@ impl Dispatcher {
             {
                 w.health.consecutive_failures = snap.health.consecutive_failures;
                 w.health.failing_since_ms = snap.health.failing_since_ms;
+                w.created_at_ms = snap.created_at_ms;
+                w.updated_at_ms = snap.updated_at_ms;
             }
         }
         for k in &c.idempotency {
@@ -2264,6 +2361,21 @@ impl Dispatcher {
                 d.last_error = s.last_error.as_deref().and_then(DeliveryError::from_name);
                 d.last_latency_ms = (s.last_latency_ms != u64::MAX).then_some(s.last_latency_ms);
                 d.last_body = Arc::from(&s.last_response_body[..]);
+                d.attempts = s
+                    .attempts
+                    .iter()
+                    .rev()
+                    .take(ATTEMPT_HISTORY_MAX)
+                    .rev()
+                    .map(|a| AttemptSummary {
+                        attempt: a.attempt,
+                        started_at_ms: a.started_at_ms,
+                        finished_at_ms: a.finished_at_ms,
+                        response_status: (a.status != 0).then_some(a.status),
+                        response_time_ms: a.latency_ms,
+                        error: a.error.as_deref().and_then(DeliveryError::from_name),
+                    })
+                    .collect();
             }
             if status.is_final() {
                 self.finish(s.updated_at_ms, delivery, status, None, false);

@@ -134,11 +134,11 @@ pub mod wheel;
 
 pub use dispatcher::{
     AcceptError, Accepted, AppendId, Command, Dispatcher, DispatcherConfig, OpError, Outcome,
-    RegistryError, ReplayError, SendRequest, Stats, WebhookView, IDEMPOTENCY_KEYS_MAX,
-    IDEMPOTENCY_WINDOW_MS_DEFAULT, LOG_FINISHED_MAX_DEFAULT, PENDING_DELIVERIES_MAX_DEFAULT,
-    QUERY_SCAN_MAX, RESEND_MAX, RESPONSE_BODY_BYTES_MAX, SENDS_PER_TICK_MAX_DEFAULT,
-    TEST_EVENT_DATA, TIMERS_PER_TICK_MAX, USER_AGENT, WEBHOOKS_PER_TENANT_MAX_DEFAULT,
-    WEBHOOK_DISABLED_EVENT,
+    RegistryError, ReplayError, SendRequest, Stats, WebhookView, ATTEMPT_HISTORY_MAX,
+    IDEMPOTENCY_KEYS_MAX, IDEMPOTENCY_WINDOW_MS_DEFAULT, LOG_FINISHED_MAX_DEFAULT,
+    PENDING_DELIVERIES_MAX_DEFAULT, QUERY_SCAN_MAX, RESEND_MAX, RESPONSE_BODY_BYTES_MAX,
+    SENDS_PER_TICK_MAX_DEFAULT, TEST_EVENT_DATA, TIMERS_PER_TICK_MAX, USER_AGENT,
+    WEBHOOKS_PER_TENANT_MAX_DEFAULT, WEBHOOK_DISABLED_EVENT,
 };
 pub use envelope::{
     encode_envelope, rfc3339_ms, EnvelopeError, Idempotency, NewEvent, API_VERSION_BYTES_MAX,
@@ -152,7 +152,10 @@ pub use ids::{
     DeliveryId, EventId, EventType, IdError, LocationId, TenantId, WebhookId, EVENT_ID_BYTES_MAX,
     EVENT_TYPE_BYTES_MAX, EVENT_TYPE_SEGMENTS_MAX, ID_BYTES_MAX,
 };
-pub use log::{DeliveryError, DeliveryQuery, DeliveryRecord, DeliveryStatus, Page, PAGE_ITEMS_MAX};
+pub use log::{
+    AttemptSummary, DeliveryError, DeliveryQuery, DeliveryRecord, DeliveryStatus, Page,
+    PAGE_ITEMS_MAX,
+};
 pub use matcher::{EventFilter, Matcher};
 pub use record::{DecodeError, EncodeError, Record, RecordBuffer, RECORD_VERSION};
 pub use retry::{
@@ -161,8 +164,8 @@ pub use retry::{
 };
 pub use webhook::{
     DisableReason, EndpointLimits, RateLimit, SecretSpec, SpecError, WebhookSpec, WebhookStatus,
-    CONNECT_TIMEOUT_MS_DEFAULT, CONNECT_TIMEOUT_MS_MAX, FILTERS_PER_WEBHOOK_MAX,
-    HEADERS_PER_WEBHOOK_MAX, HEADER_NAME_BYTES_MAX, HEADER_VALUE_BYTES_MAX, IN_FLIGHT_DEFAULT,
-    IN_FLIGHT_MAX, RATE_BURST_MAX, RATE_PER_S_MAX, REQUEST_TIMEOUT_MS_DEFAULT,
-    REQUEST_TIMEOUT_MS_MAX,
+    CONNECT_TIMEOUT_MS_DEFAULT, CONNECT_TIMEOUT_MS_MAX, DESCRIPTION_BYTES_MAX,
+    FILTERS_PER_WEBHOOK_MAX, HEADERS_PER_WEBHOOK_MAX, HEADER_NAME_BYTES_MAX,
+    HEADER_VALUE_BYTES_MAX, IN_FLIGHT_DEFAULT, IN_FLIGHT_MAX, RATE_BURST_MAX, RATE_PER_S_MAX,
+    REQUEST_TIMEOUT_MS_DEFAULT, REQUEST_TIMEOUT_MS_MAX,
 };

@@ -105,6 +105,24 @@ impl DeliveryError {
     }
 }
 
+/// One attempt of a delivery, as the log shows it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AttemptSummary {
+    /// Attempt number (1-based; an attempt repeated after a restart keeps its number).
+    pub attempt: u32,
+    /// When it was started (Unix ms).
+    pub started_at_ms: u64,
+    /// When its outcome was processed; `None` while in flight, or when the delivery
+    /// ended (webhook deleted or disabled) before the outcome arrived.
+    pub finished_at_ms: Option<u64>,
+    /// HTTP status, when there was a response.
+    pub response_status: Option<u16>,
+    /// Time from send to outcome.
+    pub response_time_ms: Option<u64>,
+    /// Why it failed (`None` on success and while in flight).
+    pub error: Option<DeliveryError>,
+}
+
 /// One delivery as the log shows it: its latest attempt and where it stands.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct DeliveryRecord {
@@ -136,6 +154,10 @@ pub struct DeliveryRecord {
     pub accepted_at_ms: u64,
     /// When the delivery last changed.
     pub updated_at_ms: u64,
+    /// When the delivery ended (succeeded, failed or exhausted); `None` while pending.
+    pub finished_at_ms: Option<u64>,
+    /// The latest attempts, oldest first (at most [`crate::ATTEMPT_HISTORY_MAX`]).
+    pub attempts: Vec<AttemptSummary>,
 }
 
 /// A delivery log query: one tenant's deliveries, optionally narrowed, in id order.

@@ -17,7 +17,9 @@ pub type RecordBuffer = AlignedVec;
 
 /// Layout version of every record kind below. Version 2: `EventAccepted` carries the
 /// event's creation time and idempotency key; checkpoints carry the remembered keys.
-pub const RECORD_VERSION: u16 = 2;
+/// Version 3: webhooks carry a description, checkpoints their creation and change times
+/// and each delivery's attempt history.
+pub const RECORD_VERSION: u16 = 3;
 
 /// Journal kind numbers, one per [`Record`] variant. Herald's core uses `0x01xx`.
 pub mod kind {
@@ -126,6 +128,8 @@ pub struct WebhookRec {
     pub connect_timeout_ms: u64,
     /// Request timeout.
     pub request_timeout_ms: u64,
+    /// Free text for people.
+    pub description: Option<String>,
 }
 
 /// A webhook was created or replaced.
@@ -269,6 +273,27 @@ pub struct WebhookSnap {
     pub webhook: WebhookRec,
     /// Health.
     pub health: HealthRec,
+    /// When it was created.
+    pub created_at_ms: u64,
+    /// When its configuration or status last changed.
+    pub updated_at_ms: u64,
+}
+
+/// One attempt of a delivery's history in a checkpoint.
+#[derive(rkyv::Archive, rkyv::Serialize, rkyv::Deserialize, Clone, Debug, PartialEq, Eq)]
+pub struct AttemptRec {
+    /// Attempt number.
+    pub attempt: u32,
+    /// When it was started.
+    pub started_at_ms: u64,
+    /// When its outcome was processed (`None`: in flight, or abandoned).
+    pub finished_at_ms: Option<u64>,
+    /// HTTP status (0: none).
+    pub status: u16,
+    /// Latency reported by the driver.
+    pub latency_ms: Option<u64>,
+    /// Error name (`status_503`, `request_timeout`, …).
+    pub error: Option<String>,
 }
 
 /// An event body held by a checkpoint (shared by its deliveries).
@@ -317,6 +342,8 @@ pub struct DeliverySnap {
     pub last_response_body: Vec<u8>,
     /// When the delivery last changed.
     pub updated_at_ms: u64,
+    /// The latest attempts, oldest first (at most [`crate::ATTEMPT_HISTORY_MAX`]).
+    pub attempts: Vec<AttemptRec>,
 }
 
 /// A remembered idempotency key in a checkpoint.

@@ -179,7 +179,13 @@ pub struct WebhookSpec {
     pub retry_schedule: Option<RetrySchedule>,
     /// Traffic limits.
     pub limits: EndpointLimits,
+    /// Free text for people (at most [`DESCRIPTION_BYTES_MAX`] bytes); never sent.
+    pub description: Option<String>,
 }
+
+/// Longest [`WebhookSpec::description`]: a sentence or two for people reading a list of
+/// webhooks; it is journaled with every change of the webhook and held in memory.
+pub const DESCRIPTION_BYTES_MAX: usize = 1024;
 
 impl fmt::Debug for WebhookSpec {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -193,6 +199,7 @@ impl fmt::Debug for WebhookSpec {
             .field("status", &self.status)
             .field("retry_schedule", &self.retry_schedule)
             .field("limits", &self.limits)
+            .field("description", &self.description)
             .finish()
     }
 }
@@ -212,6 +219,7 @@ impl WebhookSpec {
             status: WebhookStatus::Active,
             retry_schedule: None,
             limits: EndpointLimits::default(),
+            description: None,
         }
     }
 
@@ -226,6 +234,14 @@ impl WebhookSpec {
                 count: self.filters.len(),
                 max: FILTERS_PER_WEBHOOK_MAX,
             });
+        }
+        if let Some(description) = &self.description {
+            if description.len() > DESCRIPTION_BYTES_MAX {
+                return Err(SpecError::DescriptionTooLong {
+                    bytes: description.len(),
+                    max: DESCRIPTION_BYTES_MAX,
+                });
+            }
         }
         if self.headers.len() > HEADERS_PER_WEBHOOK_MAX {
             return Err(SpecError::TooManyHeaders {
@@ -330,6 +346,14 @@ pub enum SpecError {
     /// No event filter.
     #[error("a webhook needs at least one event filter")]
     NoFilter,
+    /// A description longer than [`DESCRIPTION_BYTES_MAX`].
+    #[error("description is {bytes} bytes long; at most {max} are allowed")]
+    DescriptionTooLong {
+        /// Its length.
+        bytes: usize,
+        /// [`DESCRIPTION_BYTES_MAX`].
+        max: usize,
+    },
     /// More than [`FILTERS_PER_WEBHOOK_MAX`] filters.
     #[error("{count} event filters given; at most {max} are allowed")]
     TooManyFilters {

@@ -60,6 +60,10 @@ pub enum Invariant {
     Records,
     /// The run ends: no busy loop, no endless retry.
     Progress,
+    /// Each delivery's attempt history is well-formed and agrees with the delivery:
+    /// attempt numbers increase, the latest is the delivery's own, a success ends with a
+    /// 2xx, and a delivery has an end time exactly when it ended.
+    History,
 }
 
 impl Invariant {
@@ -81,6 +85,7 @@ impl Invariant {
             Invariant::Outcome => "outcome-rules",
             Invariant::Records => "records",
             Invariant::Progress => "progress",
+            Invariant::History => "attempt-history",
         }
     }
 }

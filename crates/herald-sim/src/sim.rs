@@ -4,9 +4,10 @@ use std::collections::BTreeMap;
 
 use herald_core::record::Record;
 use herald_core::{
-    AppendId, Command, DisableReason, Dispatcher, DispatcherConfig, EndpointLimits, EventFilter,
-    EventId, EventType, NewEvent, Outcome, SendRequest, TenantId, WebhookId, WebhookSpec,
-    WebhookStatus, API_VERSION_DEFAULT,
+    AppendId, Command, DeliveryQuery, DeliveryRecord, DeliveryStatus, DisableReason, Dispatcher,
+    DispatcherConfig, EndpointLimits, EventFilter, EventId, EventType, NewEvent, Outcome,
+    SendRequest, TenantId, WebhookId, WebhookSpec, WebhookStatus, API_VERSION_DEFAULT,
+    ATTEMPT_HISTORY_MAX, PAGE_ITEMS_MAX,
 };
 use herald_http::Url;
 use herald_sign::{generate_secret, public_key, Scheme, Verifier};
@@ -310,6 +311,7 @@ impl<'a> Sim<'a> {
         // final check.
         self.stats.virtual_ms = self.now_ms - self.scenario.start_ms;
         self.sync();
+        self.check_history()?;
         self.checker.finish(self.now_ms)?;
         self.stats.trace_hash = self.trace.0;
         self.stats.sends = self.checker.sends;
@@ -766,6 +768,36 @@ impl<'a> Sim<'a> {
     }
 
     /// Cheap cross-checks after every step.
+    /// Every delivery still in the log has a history that agrees with it (after however
+    /// many crashes, replays and checkpoints the run had).
+    fn check_history(&self) -> Result<(), Violation> {
+        for tenant in &self.scenario.tenants {
+            let tenant = TenantId::parse(tenant)
+                .map_err(|e| self.violation(Invariant::Setup, format!("tenant: {e}")))?;
+            let mut after = None;
+            loop {
+                let page = self.dispatcher.deliveries(&DeliveryQuery {
+                    after,
+                    limit: PAGE_ITEMS_MAX,
+                    ..DeliveryQuery::tenant(tenant.clone())
+                });
+                for record in &page.items {
+                    if let Some(problem) = history_problem(record) {
+                        return Err(self.violation(
+                            Invariant::History,
+                            format!("delivery {}: {problem}: {:?}", record.id, record.attempts),
+                        ));
+                    }
+                }
+                match page.next_after {
+                    Some(next) => after = Some(next),
+                    None => break,
+                }
+            }
+        }
+        Ok(())
+    }
+
     fn check_step(&self) -> Result<(), Violation> {
         let stats = self.dispatcher.stats();
         let in_flight = self.checker.in_flight_total() as usize;
@@ -803,4 +835,51 @@ fn aligned(payload: &[u8]) -> rkyv::util::AlignedVec {
 /// Runs one seed.
 pub fn run(seed: u64, config: &SimConfig) -> Result<Stats, Violation> {
     Sim::new(seed, config)?.run()
+}
+
+/// What is wrong with a delivery's attempt history, if anything.
+fn history_problem(record: &DeliveryRecord) -> Option<String> {
+    let attempts = &record.attempts;
+    if attempts.len() > ATTEMPT_HISTORY_MAX {
+        return Some(format!("{} attempts kept", attempts.len()));
+    }
+    if attempts
+        .windows(2)
+        .any(|pair| pair[0].attempt >= pair[1].attempt)
+    {
+        return Some("attempt numbers do not increase".to_string());
+    }
+    if let Some(a) = attempts
+        .iter()
+        .find(|a| a.finished_at_ms.is_some_and(|f| f < a.started_at_ms))
+    {
+        return Some(format!("attempt {} finished before it started", a.attempt));
+    }
+    if let Some(last) = attempts.last() {
+        // The latest is the delivery's attempt, or the next one when an attempt in flight
+        // at a crash was put back and the delivery ended before it was sent again.
+        let repeated = last.attempt == record.attempt + 1 && last.finished_at_ms.is_none();
+        if last.attempt != record.attempt && !repeated {
+            return Some(format!(
+                "latest attempt is not the delivery's {}",
+                record.attempt
+            ));
+        }
+    }
+    if record.status == DeliveryStatus::Success {
+        let ok = attempts.last().is_some_and(|a| {
+            a.finished_at_ms.is_some() && a.response_status.is_some_and(|s| (200..300).contains(&s))
+        });
+        if !ok {
+            return Some("a success whose latest attempt is not a 2xx".to_string());
+        }
+    }
+    if record.finished_at_ms.is_some() != record.status.is_final() {
+        return Some(format!(
+            "status {} with end time {:?}",
+            record.status.name(),
+            record.finished_at_ms
+        ));
+    }
+    None
 }

@@ -190,6 +190,7 @@ pub(crate) fn spec_field(error: &herald_core::SpecError) -> &'static str {
     use herald_core::SpecError;
     match error {
         SpecError::NoFilter | SpecError::TooManyFilters { .. } => "filters",
+        SpecError::DescriptionTooLong { .. } => "description",
         SpecError::TooManyHeaders { .. }
         | SpecError::HeaderName { .. }
         | SpecError::HeaderReserved { .. }

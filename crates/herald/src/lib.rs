@@ -74,10 +74,11 @@ pub use error::{Error, Fault, StartError, Unsent};
 pub use event::Event;
 
 pub use herald_core::{
-    Breaker, DeliveryError, DeliveryId, DeliveryQuery, DeliveryRecord, DeliveryStatus,
-    DisableReason, DispatcherConfig, EndpointLimits, EventFilter, EventId, EventType, Health,
-    HealthPolicy, IdError, LocationId, Page, RateLimit, RetrySchedule, SecretSpec, TenantId,
-    WebhookId, WebhookSpec, WebhookStatus,
+    AttemptSummary, Breaker, DeliveryError, DeliveryId, DeliveryQuery, DeliveryRecord,
+    DeliveryStatus, DisableReason, DispatcherConfig, EndpointLimits, EventFilter, EventId,
+    EventType, Health, HealthPolicy, IdError, LocationId, Page, RateLimit, RetrySchedule,
+    SecretSpec, TenantId, WebhookId, WebhookSpec, WebhookStatus, API_VERSION_DEFAULT,
+    ATTEMPT_HISTORY_MAX, DESCRIPTION_BYTES_MAX, IDEMPOTENCY_KEY_BYTES_MAX,
 };
 pub use herald_http::Url;
 pub use herald_rt::shard::{

@@ -431,3 +431,82 @@ fn builder_settings_are_durations_and_the_retry_schedule_is_checked() {
     assert_eq!(record.attempt, 2);
     herald.shutdown().unwrap();
 }
+
+#[test]
+fn webhooks_and_deliveries_show_their_history_across_restarts() {
+    let receiver = Receiver::start();
+    receiver.set_status("/flaky", 503);
+    let dir = tempfile::tempdir().unwrap();
+    let acme = tenant("acme");
+    let start = || {
+        builder(dir.path())
+            .allow_cidr("127.0.0.0/8")
+            .retry_schedule(vec![Duration::from_millis(50), Duration::from_millis(50)])
+            .start()
+            .unwrap()
+    };
+    let herald = start();
+    let mut described = spec(&receiver.url("/flaky"), &["*"]);
+    described.description = Some("orders to the warehouse".to_string());
+    let webhook = herald.create_webhook(&acme, described.clone()).unwrap();
+    let created = herald.webhook(&acme, &webhook).unwrap().unwrap();
+    assert_eq!(created.created_at_ms, created.updated_at_ms);
+    assert_eq!(
+        created.spec.description.as_deref(),
+        Some("orders to the warehouse")
+    );
+    std::thread::sleep(Duration::from_millis(5));
+    herald.update_webhook(&acme, &webhook, described).unwrap();
+    let updated = herald.webhook(&acme, &webhook).unwrap().unwrap();
+    assert_eq!(updated.created_at_ms, created.created_at_ms);
+    assert!(updated.updated_at_ms > created.updated_at_ms);
+
+    // Two 503s, then the receiver recovers.
+    let event_id = herald
+        .publish(&acme, Event::parse("a", &serde_json::Value::Null).unwrap())
+        .unwrap();
+    receiver.wait_until(WAIT, |r| r.len() >= 2);
+    receiver.set_status("/flaky", 200);
+    let query = DeliveryQuery {
+        event: Some(event_id.clone()),
+        ..DeliveryQuery::tenant(acme.clone())
+    };
+    let record = support::wait_for(WAIT, || {
+        herald
+            .deliveries(query.clone())
+            .unwrap()
+            .items
+            .into_iter()
+            .find(|r| r.status == DeliveryStatus::Success)
+    });
+    let statuses: Vec<Option<u16>> = record.attempts.iter().map(|a| a.response_status).collect();
+    assert_eq!(statuses, [Some(503), Some(503), Some(200)]);
+    assert!(record
+        .attempts
+        .iter()
+        .all(|a| a.finished_at_ms.is_some_and(|f| f >= a.started_at_ms)));
+    assert_eq!(
+        record.finished_at_ms,
+        record.attempts.last().unwrap().finished_at_ms
+    );
+    herald.shutdown().unwrap();
+    drop(herald);
+
+    // After a restart (the journal replayed) both read the same.
+    let herald = start();
+    let shown = herald.webhook(&acme, &webhook).unwrap().unwrap();
+    assert_eq!(
+        (shown.created_at_ms, shown.updated_at_ms, &shown.spec),
+        (updated.created_at_ms, updated.updated_at_ms, &updated.spec)
+    );
+    let replayed = herald.delivery(&acme, record.id).unwrap().unwrap();
+    assert_eq!(replayed.attempts, record.attempts);
+    assert_eq!(replayed.finished_at_ms, record.finished_at_ms);
+
+    // A description over the limit names its field.
+    let mut long = spec(&receiver.url("/x"), &["*"]);
+    long.description = Some("d".repeat(herald::DESCRIPTION_BYTES_MAX + 1));
+    let error = herald.create_webhook(&acme, long).unwrap_err();
+    assert_eq!(error.field(), Some("description"), "{error:?}");
+    herald.shutdown().unwrap();
+}

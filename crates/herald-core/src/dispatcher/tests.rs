@@ -1862,3 +1862,176 @@ fn remembered_keys_are_bounded_oldest_first() {
         );
     }
 }
+
+#[test]
+fn deliveries_keep_their_attempt_history() {
+    let s = WebhookSpec {
+        retry_schedule: Some(RetrySchedule::new(vec![MIN, MIN]).unwrap()),
+        ..spec(&["*"])
+    };
+    let mut drv = one_webhook(DispatcherConfig::default(), s);
+    let t = tenant("acme");
+    drv.d.accept_event(drv.now, &t, event("e1", "a.b")).unwrap();
+    // (answer, expected status, expected error)
+    let script: [(AttemptResult, Option<u16>, Option<DeliveryError>); 3] = [
+        (status(503), Some(503), Some(DeliveryError::Status(503))),
+        (
+            AttemptResult::Transport(TransportError::ConnectTimeout),
+            None,
+            Some(DeliveryError::Transport(TransportError::ConnectTimeout)),
+        ),
+        (status(204), Some(204), None),
+    ];
+    let mut starts = Vec::new();
+    for (answer, _, _) in &script {
+        let req = drv.step().remove(0);
+        starts.push(drv.now);
+        drv.now += 40;
+        drv.reply(&req, answer.clone());
+        drv.now += MIN;
+    }
+    drv.step();
+    let record = drv.d.deliveries(&DeliveryQuery::tenant(t.clone())).items[0].clone();
+    assert_eq!(record.status, DeliveryStatus::Success);
+    assert_eq!(record.attempts.len(), 3);
+    for (i, (summary, (_, code, error))) in record.attempts.iter().zip(&script).enumerate() {
+        assert_eq!(summary.attempt, i as u32 + 1);
+        assert_eq!(summary.started_at_ms, starts[i]);
+        assert_eq!(summary.finished_at_ms, Some(starts[i] + 40));
+        assert_eq!(summary.response_status, *code);
+        assert_eq!(summary.response_time_ms, Some(7));
+        assert_eq!(summary.error, *error);
+    }
+    assert_eq!(record.finished_at_ms, Some(starts[2] + 40));
+
+    // Replay and checkpoints rebuild the same history.
+    let mut replayed = Dispatcher::new(DispatcherConfig::default(), T0);
+    for r in &drv.records {
+        replayed.replay(r).unwrap();
+    }
+    let mut from_checkpoint = Dispatcher::new(DispatcherConfig::default(), T0);
+    from_checkpoint.replay(&drv.d.checkpoint(drv.now)).unwrap();
+    for d in [&replayed, &from_checkpoint] {
+        assert_eq!(d.delivery(&t, record.id).as_ref(), Some(&record));
+    }
+}
+
+#[test]
+fn attempt_history_is_bounded_and_a_repeated_attempt_is_one_entry() {
+    let s = WebhookSpec {
+        retry_schedule: Some(RetrySchedule::new(vec![]).unwrap()),
+        ..spec(&["*"])
+    };
+    let mut drv = one_webhook(DispatcherConfig::default(), s);
+    let t = tenant("acme");
+    drv.d.accept_event(drv.now, &t, event("e1", "a.b")).unwrap();
+    let rounds = ATTEMPT_HISTORY_MAX as u32 + 5;
+    let mut delivery = None;
+    for round in 1..=rounds {
+        let req = drv.step().remove(0);
+        assert_eq!(req.attempt, round);
+        delivery = Some(req.delivery);
+        drv.now += 10;
+        // A final 4xx: the endpoint answered, so no breaker delays the manual retries.
+        drv.reply(&req, status(400));
+        drv.step();
+        if round < rounds {
+            drv.now += 10;
+            drv.d.retry_delivery(drv.now, &t, req.delivery).unwrap();
+        }
+    }
+    let id = delivery.unwrap();
+    let record = drv.d.delivery(&t, id).unwrap();
+    assert_eq!(record.attempts.len(), ATTEMPT_HISTORY_MAX);
+    assert_eq!(
+        record.attempts[0].attempt,
+        rounds - ATTEMPT_HISTORY_MAX as u32 + 1
+    );
+    assert_eq!(record.attempts.last().unwrap().attempt, rounds);
+
+    // An attempt in flight at a restart is sent again with its number: one entry.
+    drv.d.retry_delivery(drv.now, &t, id).unwrap();
+    let req = drv.step().remove(0);
+    let mut restarted = Driver::new(DispatcherConfig::default());
+    for r in &drv.records {
+        restarted.d.replay(r).unwrap();
+    }
+    restarted.now = drv.now + 1_000;
+    restarted.d.replay_finished(restarted.now);
+    let again = restarted.step().remove(0);
+    assert_eq!(again.attempt, req.attempt);
+    restarted.reply(&again, status(200));
+    restarted.step();
+    let record = restarted.d.delivery(&t, id).unwrap();
+    assert_eq!(record.attempts.len(), ATTEMPT_HISTORY_MAX);
+    let last = record.attempts.last().unwrap();
+    assert_eq!(last.attempt, req.attempt);
+    assert_eq!(last.started_at_ms, restarted.now);
+    assert_eq!(last.response_status, Some(200));
+    let previous = &record.attempts[ATTEMPT_HISTORY_MAX - 2];
+    assert_eq!(previous.attempt, req.attempt - 1);
+}
+
+#[test]
+fn webhooks_keep_creation_and_change_times_and_a_description() {
+    let mut drv = Driver::new(DispatcherConfig::default());
+    let t = tenant("acme");
+    let described = WebhookSpec {
+        description: Some("orders to the ERP".to_string()),
+        ..spec(&["*"])
+    };
+    drv.d
+        .upsert_webhook(T0, t.clone(), wh("w1"), described.clone())
+        .unwrap();
+    drv.now = T0 + 5_000;
+    drv.d
+        .upsert_webhook(drv.now, t.clone(), wh("w1"), described.clone())
+        .unwrap();
+    drv.step();
+    let view = drv.d.webhook(&t, &wh("w1")).unwrap();
+    assert_eq!((view.created_at_ms, view.updated_at_ms), (T0, T0 + 5_000));
+    assert_eq!(view.spec.description.as_deref(), Some("orders to the ERP"));
+
+    // A 410 disables it automatically: a change too.
+    drv.now += 1_000;
+    drv.d.accept_event(drv.now, &t, event("e1", "a.b")).unwrap();
+    let req = drv.step().remove(0);
+    drv.now += 1_000;
+    drv.reply(&req, status(410));
+    drv.step();
+    let view = drv.d.webhook(&t, &wh("w1")).unwrap();
+    assert!(!view.spec.status.is_active());
+    assert_eq!((view.created_at_ms, view.updated_at_ms), (T0, drv.now));
+
+    // Replay and checkpoints restore both times and the description.
+    let mut replayed = Dispatcher::new(DispatcherConfig::default(), T0);
+    for r in &drv.records {
+        replayed.replay(r).unwrap();
+    }
+    let mut from_checkpoint = Dispatcher::new(DispatcherConfig::default(), T0);
+    from_checkpoint.replay(&drv.d.checkpoint(drv.now)).unwrap();
+    for d in [&replayed, &from_checkpoint] {
+        let view = d.webhook(&t, &wh("w1")).unwrap();
+        assert_eq!((view.created_at_ms, view.updated_at_ms), (T0, drv.now));
+        assert_eq!(view.spec, drv.d.webhook(&t, &wh("w1")).unwrap().spec);
+    }
+
+    // A description beyond the limit is the caller's error; at the limit it is fine.
+    for (bytes, ok) in [
+        (crate::DESCRIPTION_BYTES_MAX, true),
+        (crate::DESCRIPTION_BYTES_MAX + 1, false),
+    ] {
+        let s = WebhookSpec {
+            description: Some("d".repeat(bytes)),
+            ..spec(&["*"])
+        };
+        let result = drv.d.upsert_webhook(drv.now, t.clone(), wh("w2"), s);
+        assert_eq!(result.is_ok(), ok, "{bytes}: {result:?}");
+        if !ok {
+            assert!(matches!(
+                result,
+                Err(RegistryError::Spec(SpecError::DescriptionTooLong { .. }))
+            ));
+        }
+    }
+}

@@ -152,6 +152,11 @@ pub struct WebhookInfo {
     pub health: Health,
     /// Pending deliveries.
     pub pending: usize,
+    /// When it was created (Unix ms; journaled, so it survives restarts).
+    pub created_at_ms: u64,
+    /// When its configuration or status last changed (Unix ms), by the owner or
+    /// automatically (disabled after 410 Gone or failing too long).
+    pub updated_at_ms: u64,
 }
 
 /// Counters of one shard.

@@ -799,5 +799,7 @@ fn webhook_info(view: herald_core::WebhookView<'_>) -> WebhookInfo {
         spec: view.spec.clone(),
         health: view.health.clone(),
         pending: view.pending,
+        created_at_ms: view.created_at_ms,
+        updated_at_ms: view.updated_at_ms,
     }
 }
