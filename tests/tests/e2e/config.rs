@@ -1,0 +1,200 @@
+//! Configuration: refused files and flags exit with status 2 naming the key; the egress
+//! settings (`require_https`, loopback not allowed) refuse webhook URLs with a 400; the
+//! admin key generated on a first start is printed once and keeps working.
+
+use std::time::Duration;
+
+use herald_e2e::*;
+use herald_sink::Sink;
+use serde_json::json;
+
+/// A refused configuration must make the process exit well within this.
+const EXIT_TIMEOUT: Duration = Duration::from_secs(20);
+
+#[test]
+fn bad_configuration_exits_2_naming_the_key() {
+    // (config file, extra flags, HERALD_ADMIN_KEY, what stderr must name)
+    let cases: &[(&str, &[&str], Option<&str>, &str)] = &[
+        ("lisen = \"127.0.0.1:0\"\n", &[], Some(ADMIN_KEY), "lisen"),
+        ("[limits]\nbody_max = 5\n", &[], Some(ADMIN_KEY), "body_max"),
+        ("[egress]\nallow = []\n", &[], Some(ADMIN_KEY), "allow"),
+        ("[nonsense]\nx = 1\n", &[], Some(ADMIN_KEY), "nonsense"),
+        ("shards = \"two\"\n", &[], Some(ADMIN_KEY), "shards"),
+        ("log_format = \"xml\"\n", &[], Some(ADMIN_KEY), "log_format"),
+        (
+            "[signing]\ndefault_scheme = \"md5\"\n",
+            &[],
+            Some(ADMIN_KEY),
+            "default_scheme",
+        ),
+        (
+            "[retry]\nschedule_s = [-1]\n",
+            &[],
+            Some(ADMIN_KEY),
+            "schedule_s",
+        ),
+        (
+            "[retry]\nschedule_s = \"fast\"\n",
+            &[],
+            Some(ADMIN_KEY),
+            "schedule_s",
+        ),
+        (
+            "[limits]\nconnections_max = 0\n",
+            &[],
+            Some(ADMIN_KEY),
+            "connections_max",
+        ),
+        (
+            "[limits]\nbody_bytes_max = -1\n",
+            &[],
+            Some(ADMIN_KEY),
+            "body_bytes_max",
+        ),
+        (
+            "[limits]\nheader_read_timeout_ms = 0\n",
+            &[],
+            Some(ADMIN_KEY),
+            "header_read_timeout_ms",
+        ),
+        ("admin_key = \"short\"\n", &[], None, "admin_key"),
+        ("[tls]\ncert = \"a.pem\"\n", &[], Some(ADMIN_KEY), "key"),
+        ("", &["--shards", "two"], Some(ADMIN_KEY), "shards"),
+        ("", &["--log-format", "xml"], Some(ADMIN_KEY), "log-format"),
+        ("", &["--no-such-flag"], Some(ADMIN_KEY), "no-such-flag"),
+        ("", &[], Some("short"), "HERALD_ADMIN_KEY"),
+    ];
+    let mut failures = Vec::new();
+    for (config, flags, admin_key, names) in cases {
+        let site = Site::new();
+        let mut options = Options::default().admin_key(*admin_key);
+        if !config.is_empty() {
+            options = options.config(config);
+        }
+        for flag in *flags {
+            options = options.arg(flag);
+        }
+        let exited = run_to_exit(&site, &options, EXIT_TIMEOUT);
+        let status = exited.status.code();
+        if status != Some(2) || !exited.stderr.contains(names) {
+            failures.push(format!(
+                "config {config:?} flags {flags:?}: expected exit 2 naming {names:?}; got {status:?}, stderr: {}",
+                exited.stderr.trim()
+            ));
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+#[test]
+fn egress_settings_refuse_webhook_urls() {
+    let sink = Sink::start_default().expect("the sink starts");
+
+    // Loopback not allowed (no --allow-loopback): a receiver on 127.0.0.1 is refused.
+    let site = Site::new();
+    let server = Server::start(&site, &Options::default().no_loopback());
+    let tenant = create_tenant(&server.admin(), "tenant_guarded");
+    let refused = tenant.post(
+        "/v1/webhooks",
+        &json!({"url": sink.url("/x"), "events": ["*"]}),
+    );
+    assert_eq!(refused.status, 400, "{}", refused.text());
+    assert_eq!(
+        refused.json()["error"]["field"],
+        "url",
+        "{}",
+        refused.text()
+    );
+    assert!(
+        refused.error_message().contains("loopback"),
+        "{}",
+        refused.text()
+    );
+    let localhost = tenant.post(
+        "/v1/webhooks",
+        &json!({"url": sink.localhost_url("/x"), "events": ["*"]}),
+    );
+    assert_eq!(
+        localhost.status,
+        400,
+        "localhost resolves to loopback: {}",
+        localhost.text()
+    );
+    let mapped = tenant.post(
+        "/v1/webhooks",
+        &json!({"url": format!("http://[::ffff:127.0.0.1]:{}/x", sink.addr().port()), "events": ["*"]}),
+    );
+    assert_eq!(
+        mapped.status,
+        400,
+        "IPv4-mapped loopback: {}",
+        mapped.text()
+    );
+    drop(server);
+
+    // The same receiver with --allow-loopback is accepted (the control).
+    let site = Site::new();
+    let server = Server::start(&site, &Options::default());
+    let tenant = create_tenant(&server.admin(), "tenant_open");
+    create_webhook(&tenant, &json!({"url": sink.url("/x"), "events": ["*"]}));
+    drop(server);
+
+    // require_https: plain http is refused even where loopback is allowed.
+    let site = Site::new();
+    let server = Server::start(
+        &site,
+        &Options::default().config("[egress]\nrequire_https = true\n"),
+    );
+    let tenant = create_tenant(&server.admin(), "tenant_https");
+    let refused = tenant.post(
+        "/v1/webhooks",
+        &json!({"url": sink.url("/x"), "events": ["*"]}),
+    );
+    assert_eq!(refused.status, 400, "{}", refused.text());
+    assert_eq!(
+        refused.json()["error"]["field"],
+        "url",
+        "{}",
+        refused.text()
+    );
+    assert!(
+        refused.error_message().contains("https"),
+        "{}",
+        refused.text()
+    );
+}
+
+#[test]
+fn generated_admin_key_is_shown_once_and_works() {
+    let site = Site::new();
+    let server = Server::start(&site, &Options::default().admin_key(None));
+    let line = server
+        .stdout_lines()
+        .into_iter()
+        .find(|l| l.starts_with("admin key"))
+        .unwrap_or_else(|| panic!("no admin key line on stdout: {:?}", server.stdout_lines()));
+    let key = line
+        .rsplit(' ')
+        .next()
+        .expect("the key ends the line")
+        .to_string();
+    assert!(key.starts_with("hra_"), "{line}");
+    let admin = server.client().key(&key);
+    create_tenant(&admin, "tenant_first");
+    assert_eq!(
+        server.client().key(ADMIN_KEY).get("/v1/tenants").status,
+        401,
+        "only the generated key is the admin key"
+    );
+    let status = server.terminate();
+    assert!(status.success(), "{status}");
+
+    let server = Server::start(&site, &Options::default().admin_key(None));
+    assert!(
+        server.stdout_lines().iter().all(|l| !l.contains("hra_")),
+        "the key is shown on the first start only: {:?}",
+        server.stdout_lines()
+    );
+    let tenants = admin.on(&server).get("/v1/tenants").expect(200);
+    assert_eq!(tenants["data"][0]["id"], "tenant_first", "{tenants}");
+}

@@ -1,0 +1,187 @@
+//! The API listener's defences against hostile or sloppy clients: a stalled request head
+//! is cut off after `limits.header_read_timeout_ms`, ambiguous framing is refused,
+//! pipelined requests are answered in order, and the per-connection and connection
+//! caps hold.
+
+use std::io::Write;
+use std::net::TcpStream;
+use std::time::Duration;
+
+use herald_e2e::raw::{closed_within, exchange, read_until};
+use herald_e2e::*;
+use serde_json::json;
+
+/// The listener limits of this test's server.
+const CONFIG: &str = "[limits]\n\
+    header_read_timeout_ms = 500\n\
+    requests_per_connection_max = 5\n\
+    pipelined_requests_max = 4\n";
+
+/// Far above every server timeout in [`CONFIG`]: reaching it means the server did not
+/// act.
+const BOUND: Duration = Duration::from_secs(15);
+
+#[test]
+fn listener_defences() {
+    let site = Site::new();
+    let server = Server::start(&site, &Options::default().config(CONFIG));
+    let addr = server.addr();
+    let host = format!("Host: {addr}\r\n");
+
+    // Slowloris: half a head, then nothing. The server closes the connection (after a
+    // 408, if it answers at all) long before BOUND.
+    let mut stalled = TcpStream::connect(addr).expect("connect");
+    stalled
+        .write_all(format!("GET /healthz HTTP/1.1\r\n{host}X-Slow: 1\r\n").as_bytes())
+        .expect("half a head is written");
+    let (closed, received) = closed_within(&mut stalled, BOUND);
+    assert!(
+        closed,
+        "a stalled request head was not cut off within {BOUND:?} (header_read_timeout_ms = 500)"
+    );
+    if !received.is_empty() {
+        let text = String::from_utf8_lossy(&received);
+        assert!(
+            text.starts_with("HTTP/1.1 408"),
+            "answer to a stalled head: {text:?}"
+        );
+    }
+
+    // The same stall after a complete request on a keep-alive connection.
+    let mut stalled = TcpStream::connect(addr).expect("connect");
+    stalled
+        .write_all(
+            format!("GET /healthz HTTP/1.1\r\n{host}\r\nGET /healthz HTTP/1.1\r\n").as_bytes(),
+        )
+        .expect("written");
+    let outcome = read_until(&mut stalled, 1, BOUND);
+    assert_eq!(
+        outcome.responses.len(),
+        1,
+        "the complete request is answered"
+    );
+    assert_eq!(outcome.responses[0].status, 200);
+    let (closed, _) = closed_within(&mut stalled, BOUND);
+    assert!(
+        closed,
+        "the second, stalled head was not cut off within {BOUND:?}"
+    );
+
+    // Content-Length and Transfer-Encoding together: 400, connection closed.
+    let smuggle = format!(
+        "POST /v1/events HTTP/1.1\r\n{host}Content-Type: application/json\r\n\
+         Content-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n\
+         GET /healthz HTTP/1.1\r\n{host}\r\n"
+    );
+    let outcome = exchange(addr, smuggle.as_bytes(), 2, BOUND);
+    assert!(!outcome.responses.is_empty(), "no answer to CL+TE");
+    assert_eq!(
+        outcome.responses[0].status,
+        400,
+        "{}",
+        outcome.responses[0].text()
+    );
+    assert_eq!(
+        outcome.responses.len(),
+        1,
+        "nothing after an ambiguous request may be answered (request smuggling)"
+    );
+    assert!(outcome.closed, "the connection is closed after CL+TE");
+
+    // Two Content-Lengths that disagree: 400 as well.
+    let doubled = format!(
+        "POST /v1/events HTTP/1.1\r\n{host}Content-Type: application/json\r\n\
+         Content-Length: 2\r\nContent-Length: 3\r\n\r\n{{}}"
+    );
+    let outcome = exchange(addr, doubled.as_bytes(), 1, BOUND);
+    assert_eq!(
+        outcome.responses.first().map(|r| r.status),
+        Some(400),
+        "conflicting Content-Length"
+    );
+
+    // Pipelining: five requests in one write (more than pipelined_requests_max = 4),
+    // answered in order; the fifth is the last this connection may carry
+    // (requests_per_connection_max = 5), so it comes with Connection: close.
+    let auth = format!("Authorization: Bearer {ADMIN_KEY}\r\n");
+    let pipelined = [
+        format!("GET /healthz HTTP/1.1\r\n{host}\r\n"),
+        format!("GET /v1/nope HTTP/1.1\r\n{host}\r\n"),
+        format!("GET /readyz HTTP/1.1\r\n{host}\r\n"),
+        format!("DELETE /v1/events HTTP/1.1\r\n{host}{auth}\r\n"),
+        format!(
+            "POST /v1/tenants HTTP/1.1\r\n{host}{auth}Content-Type: application/json\r\n\
+             Content-Length: 20\r\n\r\n{{\"id\":\"tenant_pipe\"}}"
+        ),
+        format!("GET /healthz HTTP/1.1\r\n{host}\r\n"),
+    ]
+    .concat();
+    let outcome = exchange(addr, pipelined.as_bytes(), 6, BOUND);
+    let statuses: Vec<u16> = outcome.responses.iter().map(|r| r.status).collect();
+    assert_eq!(
+        statuses,
+        [200, 404, 200, 405, 201],
+        "answers in request order, and none past requests_per_connection_max"
+    );
+    assert_eq!(outcome.responses[0].json(), json!({"status": "ok"}));
+    assert_eq!(outcome.responses[2].json(), json!({"status": "ready"}));
+    assert_eq!(outcome.responses[4].json()["id"], "tenant_pipe");
+    assert!(
+        !outcome.responses[4].keep_alive,
+        "the fifth answer closes the connection"
+    );
+    assert!(
+        outcome.closed,
+        "the connection is closed after requests_per_connection_max"
+    );
+
+    // The server still serves normally.
+    assert_eq!(
+        server.client().get("/healthz").expect(200),
+        json!({"status": "ok"})
+    );
+}
+
+#[test]
+fn connection_cap_answers_503() {
+    let site = Site::new();
+    let server = Server::start(
+        &site,
+        &Options::default().config("[limits]\nconnections_max = 4\n"),
+    );
+    let addr = server.addr();
+    // Four idle connections, each proven accepted by one keep-alive request.
+    let mut held = Vec::new();
+    for _ in 0..4 {
+        let mut stream = TcpStream::connect(addr).expect("connect");
+        stream
+            .write_all(format!("GET /healthz HTTP/1.1\r\nHost: {addr}\r\n\r\n").as_bytes())
+            .expect("written");
+        let outcome = read_until(&mut stream, 1, BOUND);
+        assert_eq!(outcome.responses.first().map(|r| r.status), Some(200));
+        held.push(stream);
+    }
+    // The fifth gets a 503 with Retry-After and is closed.
+    let outcome = exchange(
+        addr,
+        format!("GET /healthz HTTP/1.1\r\nHost: {addr}\r\n\r\n").as_bytes(),
+        1,
+        BOUND,
+    );
+    let answer = outcome.responses.first().expect("an answer over the cap");
+    assert_eq!(answer.status, 503, "{}", answer.text());
+    assert!(
+        answer.header("retry-after").is_some(),
+        "503 without Retry-After"
+    );
+    // Once one is closed, new connections are served again.
+    drop(held.pop());
+    wait_for("a connection slot to free up", BOUND, || {
+        let answer = server.client().send(Req {
+            method: "GET",
+            path: "/healthz",
+            ..Req::default()
+        });
+        answer.ok().filter(|a| a.status == 200)
+    });
+}

@@ -1,0 +1,174 @@
+//! Tenant isolation and API keys: another tenant's ids are 404 whatever the route, the
+//! admin acts for a tenant with `Herald-Tenant`, tenant keys do not see admin routes,
+//! and a revoked key stops working at once.
+
+use herald_e2e::*;
+use herald_sink::Sink;
+use serde_json::json;
+
+use crate::FAST_RETRIES;
+
+#[test]
+fn tenants_are_isolated_and_keys_revocable() {
+    let site = Site::new();
+    let sink = Sink::start_default().expect("the sink starts");
+    let server = Server::start(&site, &Options::default().config(FAST_RETRIES));
+    let admin = server.admin();
+    let tenant_a = create_tenant(&admin, "tenant_a");
+    let tenant_b = create_tenant(&admin, "tenant_b");
+
+    // Tenant A's webhook, event and delivery.
+    let secret = standard_secret(1);
+    let webhook = create_webhook(
+        &tenant_a,
+        &json!({"url": sink.url("/a"), "events": ["*"], "secret": secret}),
+    );
+    let webhook_id = webhook["id"].as_str().expect("id").to_string();
+    let event = publish(
+        &tenant_a,
+        &json!({"type": "order.created", "data": {"a": 1}}),
+    );
+    let event_id = event["id"].as_str().expect("id").to_string();
+    let delivery = wait_delivery(&tenant_a, &webhook_id, &event_id, "success");
+    let delivery_id = delivery["id"].as_str().expect("id").to_string();
+    assert_all_verified(&sink, &sink.requests_to("/a"), &[&secret]);
+
+    // Tenant B sees none of it: every route answers 404, and nothing changes.
+    let wh = format!("/v1/webhooks/{webhook_id}");
+    let del = format!("/v1/deliveries/{delivery_id}");
+    let cases: Vec<(&str, String, Option<serde_json::Value>)> = vec![
+        ("GET", wh.clone(), None),
+        (
+            "PATCH",
+            wh.clone(),
+            Some(json!({"description": "hijacked"})),
+        ),
+        ("DELETE", wh.clone(), None),
+        ("POST", format!("{wh}/secret/rotate"), Some(json!({}))),
+        (
+            "POST",
+            format!("{wh}/test"),
+            Some(json!({"event_type": "order.created"})),
+        ),
+        ("GET", format!("{wh}/deliveries"), None),
+        (
+            "POST",
+            format!("{wh}/recover"),
+            Some(json!({"since": "2000-01-01T00:00:00Z"})),
+        ),
+        ("GET", del.clone(), None),
+        ("POST", format!("{del}/retry"), Some(json!({}))),
+    ];
+    for (method, path, body) in &cases {
+        let answer = match body {
+            Some(body) => tenant_b.json_request(method, path, body, Vec::new()),
+            None => tenant_b.request(Req {
+                method,
+                path,
+                ..Req::default()
+            }),
+        };
+        assert_eq!(
+            answer.status,
+            404,
+            "tenant B: {method} {path}: {}",
+            answer.text()
+        );
+        assert_eq!(answer.error_code(), "not_found", "{method} {path}");
+    }
+    let listed = tenant_b.get("/v1/webhooks").expect(200);
+    assert_eq!(listed["data"], json!([]), "tenant B lists no webhooks");
+    // A tenant key naming another tenant in Herald-Tenant gets nothing either.
+    let named = tenant_b.acting_for("tenant_a").get(&wh);
+    assert_eq!(named.status, 404, "{}", named.text());
+
+    // A's webhook is untouched.
+    let still = tenant_a.get(&wh).expect(200);
+    assert_eq!(still["description"], serde_json::Value::Null, "{still}");
+    assert_eq!(still["status"], "active");
+
+    // The admin key acts for a tenant named in Herald-Tenant…
+    let as_a = admin.acting_for("tenant_a");
+    assert_eq!(as_a.get(&wh).expect(200)["id"], webhook_id.as_str());
+    assert_eq!(as_a.get(&del).expect(200)["event_id"], event_id.as_str());
+    let published = publish(
+        &as_a,
+        &json!({"type": "order.created", "data": {"by": "admin"}}),
+    );
+    assert_eq!(published["tenant_id"], "tenant_a", "{published}");
+    // …but only for that tenant's ids, and not without naming one.
+    assert_eq!(admin.acting_for("tenant_b").get(&wh).status, 404);
+    let unnamed = admin.get("/v1/webhooks");
+    assert_eq!(unnamed.status, 400, "{}", unnamed.text());
+    assert_eq!(
+        admin.acting_for("tenant_nobody").get("/v1/webhooks").status,
+        404
+    );
+
+    // Tenant keys do not see admin routes.
+    for (method, path) in [
+        ("GET", "/v1/tenants"),
+        ("POST", "/v1/tenants"),
+        ("POST", "/v1/tenants/tenant_a/keys"),
+        ("DELETE", "/v1/tenants/tenant_a/keys/whatever"),
+    ] {
+        let answer = if method == "POST" {
+            tenant_a.json_request(method, path, &json!({"id": "tenant_c"}), Vec::new())
+        } else {
+            tenant_a.request(Req {
+                method,
+                path,
+                ..Req::default()
+            })
+        };
+        assert_eq!(
+            answer.status,
+            404,
+            "tenant key: {method} {path}: {}",
+            answer.text()
+        );
+    }
+    let tenants = admin.get("/v1/tenants").expect(200);
+    let mut ids: Vec<&str> = tenants["data"]
+        .as_array()
+        .expect("data")
+        .iter()
+        .filter_map(|t| t["id"].as_str())
+        .collect();
+    ids.sort_unstable();
+    assert_eq!(
+        ids,
+        ["tenant_a", "tenant_b"],
+        "tenant_c was not created: {tenants}"
+    );
+
+    // A second key works, and stops working the moment it is revoked.
+    let minted = admin
+        .post("/v1/tenants/tenant_a/keys", &json!({}))
+        .expect(201);
+    let second_key = minted["api_key"].as_str().expect("api_key");
+    let key_id = minted["id"].as_str().expect("id");
+    let second = server.client().key(second_key);
+    assert_eq!(second.get(&wh).expect(200)["id"], webhook_id.as_str());
+    admin
+        .delete(&format!("/v1/tenants/tenant_a/keys/{key_id}"))
+        .expect(204);
+    let revoked = second.get(&wh);
+    assert_eq!(revoked.status, 401, "a revoked key: {}", revoked.text());
+    assert_eq!(revoked.error_code(), "unauthorized");
+    // The first key is unaffected.
+    tenant_a.get(&wh).expect(200);
+    // Revoking it again, or a key of another tenant, is not found.
+    assert_eq!(
+        admin
+            .delete(&format!("/v1/tenants/tenant_a/keys/{key_id}"))
+            .status,
+        404
+    );
+    assert_eq!(
+        admin
+            .delete(&format!("/v1/tenants/tenant_b/keys/{key_id}"))
+            .status,
+        404
+    );
+}
