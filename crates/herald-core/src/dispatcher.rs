@@ -18,6 +18,7 @@ use crate::log::{
     PAGE_ITEMS_MAX,
 };
 use crate::matcher::Matcher;
+use crate::metrics::Counters;
 use crate::record::{self, Record};
 use crate::retry::{
     classify, jitter_ms, retry_delay_ms, AttemptResult, OutcomeClass, RetrySchedule,
@@ -359,6 +360,9 @@ pub struct Stats {
     /// Idempotency keys remembered (some may have outlived the window and wait to be
     /// forgotten at the next accepted event).
     pub idempotency_keys: usize,
+    /// Pending deliveries that made at least one attempt and have none in flight: due
+    /// for, or waiting for, a retry.
+    pub retries_pending: usize,
 }
 
 struct EventData {
@@ -399,6 +403,19 @@ struct Delivery {
     finish_seq: u64,
     /// The latest attempts, oldest first, at most [`ATTEMPT_HISTORY_MAX`].
     attempts: VecDeque<AttemptSummary>,
+}
+
+/// Sets a delivery's attempt number, keeping `fresh_pending` (pending deliveries that
+/// never made an attempt) in step.
+fn set_attempt(fresh_pending: &mut usize, d: &mut Delivery, attempt: u32) {
+    if !d.status.is_final() {
+        match (d.attempt == 0, attempt == 0) {
+            (true, false) => *fresh_pending = fresh_pending.saturating_sub(1),
+            (false, true) => *fresh_pending += 1,
+            _ => {}
+        }
+    }
+    d.attempt = attempt;
 }
 
 impl Delivery {
@@ -601,6 +618,9 @@ pub struct Dispatcher {
     batch_signer: BatchSigner,
     signed: Vec<SignedHeaders>,
     keys: Keys,
+    /// Pending deliveries that never made an attempt (for [`Stats::retries_pending`]).
+    fresh_pending: usize,
+    counters: Counters,
 }
 
 impl std::fmt::Debug for Dispatcher {
@@ -659,6 +679,8 @@ impl Dispatcher {
             batch_signer: BatchSigner::new(),
             signed: Vec::new(),
             keys: Keys::default(),
+            fresh_pending: 0,
+            counters: Counters::default(),
         }
     }
 
@@ -896,6 +918,7 @@ impl Dispatcher {
         let now = self.observe(now_ms);
         if let Some(idempotency) = &event.idempotency {
             if let Some(answer) = self.check_key(now, tenant, idempotency)? {
+                self.counters.events_duplicate += 1;
                 return Ok(answer);
             }
         }
@@ -1050,6 +1073,10 @@ impl Dispatcher {
             accepted_at_ms: now,
         });
         let count = ids.len();
+        if !self.replaying {
+            self.counters.events_accepted += 1;
+            self.counters.deliveries_created += count as u64;
+        }
         let first_delivery = ids.first().map(|(delivery, _)| *delivery);
         let mut created = Vec::with_capacity(count);
         for ((delivery, attempts_max), webhook) in ids.into_iter().zip(targets) {
@@ -1105,6 +1132,7 @@ impl Dispatcher {
             }
         }
         self.pending_count += 1;
+        self.fresh_pending += 1;
         self.next_delivery = self.next_delivery.max(delivery.0.saturating_add(1));
         self.deliveries.insert(
             delivery,
@@ -1215,11 +1243,25 @@ impl Dispatcher {
             Stage::InFlight => self.in_flight_count -= 1,
             _ => {}
         }
+        if d.attempt == 0 {
+            self.fresh_pending = self.fresh_pending.saturating_sub(1);
+        }
         d.stage = Stage::Finished;
         d.status = status;
         d.due_ms = None;
         if error.is_some() {
             d.last_error = error;
+        }
+        if !self.replaying {
+            let c = &mut self.counters;
+            match (status, error) {
+                (DeliveryStatus::Success, _) => c.deliveries_succeeded += 1,
+                (DeliveryStatus::Exhausted, _) => c.deliveries_exhausted += 1,
+                (_, Some(DeliveryError::WebhookDisabled)) => c.deliveries_webhook_disabled += 1,
+                (_, Some(DeliveryError::WebhookDeleted)) => c.deliveries_webhook_deleted += 1,
+                (_, Some(DeliveryError::NoLiveSecret)) => c.deliveries_no_live_secret += 1,
+                _ => c.deliveries_failed += 1,
+            }
         }
         d.updated_at_ms = now;
         self.finish_seq += 1;
@@ -1295,6 +1337,13 @@ impl Dispatcher {
         let tenant = d.event.tenant.clone();
         let webhook = d.webhook.clone();
         let class = classify(&outcome.result);
+        let counters = &mut self.counters;
+        match class {
+            OutcomeClass::Success => counters.attempts_succeeded += 1,
+            OutcomeClass::Retry => counters.attempts_retryable += 1,
+            OutcomeClass::Final | OutcomeClass::Gone => counters.attempts_final += 1,
+        }
+        counters.attempt_latency_ms.observe(outcome.latency_ms);
         let body = truncate_body(&outcome.response_body);
         let (status_code, error) = match outcome.result {
             AttemptResult::Response { status, .. } => (
@@ -1657,6 +1706,9 @@ impl Dispatcher {
             d.status = DeliveryStatus::Pending;
             d.stage = Stage::AwaitingDurable;
             self.pending_count += 1;
+            if d.attempt == 0 {
+                self.fresh_pending += 1;
+            }
             self.finished_count -= 1;
             let (tenant, webhook) = (d.event.tenant.clone(), d.webhook.clone());
             if let Some(w) = self
@@ -1772,7 +1824,7 @@ impl Dispatcher {
                     crate::health::Admit::Now => {
                         w.queue.pop_front();
                         w.health.start(now, &w.spec.limits);
-                        d.attempt += 1;
+                        set_attempt(&mut self.fresh_pending, d, d.attempt + 1);
                         d.stage = Stage::InFlight;
                         d.due_ms = None;
                         d.updated_at_ms = now;
@@ -1911,7 +1963,25 @@ impl Dispatcher {
             timers: self.wheel.len(),
             awaiting_durable: self.awaiting_count,
             idempotency_keys: self.keys.count,
+            retries_pending: self
+                .pending_count
+                .saturating_sub(self.in_flight_count)
+                .saturating_sub(self.fresh_pending),
         }
+    }
+
+    /// Monotonic counters of live work (replay counts nothing).
+    pub fn counters(&self) -> Counters {
+        self.counters
+    }
+
+    /// [`Stats::retries_pending`] counted the slow way, to check the fast one.
+    #[cfg(test)]
+    pub(crate) fn retries_pending_scan(&self) -> usize {
+        self.deliveries
+            .values()
+            .filter(|d| !d.status.is_final() && d.attempt > 0 && d.stage != Stage::InFlight)
+            .count()
     }
 
     fn view(&self, id: DeliveryId, d: &Delivery) -> DeliveryRecord {
@@ -2047,7 +2117,7 @@ impl Dispatcher {
                         self.in_flight_count += 1;
                     }
                     d.stage = Stage::InFlight;
-                    d.attempt = r.attempt;
+                    set_attempt(&mut self.fresh_pending, d, r.attempt);
                     d.due_ms = None;
                     d.updated_at_ms = r.at_ms;
                     d.attempt_started(r.attempt, r.at_ms);
@@ -2089,7 +2159,7 @@ impl Dispatcher {
             },
         };
         let class = classify(&result);
-        d.attempt = r.attempt;
+        set_attempt(&mut self.fresh_pending, d, r.attempt);
         d.last_status = (r.status != 0).then_some(r.status);
         d.last_latency_ms = Some(r.latency_ms);
         d.last_error = match result {
@@ -2180,7 +2250,7 @@ impl Dispatcher {
                 ),
                 Some(true) if stage == Stage::InFlight => {
                     if let Some(d) = self.deliveries.get_mut(&delivery) {
-                        d.attempt = d.attempt.saturating_sub(1);
+                        set_attempt(&mut self.fresh_pending, d, d.attempt.saturating_sub(1));
                         d.stage = Stage::Waiting;
                     }
                     self.in_flight_count -= 1;
@@ -2356,7 +2426,7 @@ impl Dispatcher {
             let delivery = DeliveryId(s.delivery);
             self.insert_pending(delivery, event, webhook, s.attempts_max, s.updated_at_ms);
             if let Some(d) = self.deliveries.get_mut(&delivery) {
-                d.attempt = s.attempt;
+                set_attempt(&mut self.fresh_pending, d, s.attempt);
                 d.last_status = (s.last_status != 0).then_some(s.last_status);
                 d.last_error = s.last_error.as_deref().and_then(DeliveryError::from_name);
                 d.last_latency_ms = (s.last_latency_ms != u64::MAX).then_some(s.last_latency_ms);

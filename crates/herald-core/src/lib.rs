@@ -127,6 +127,7 @@ mod health;
 mod ids;
 mod log;
 mod matcher;
+mod metrics;
 pub mod record;
 mod retry;
 mod webhook;
@@ -157,6 +158,7 @@ pub use log::{
     PAGE_ITEMS_MAX,
 };
 pub use matcher::{EventFilter, Matcher};
+pub use metrics::{Counters, Histogram, ATTEMPT_LATENCY_BOUNDS_MS, HISTOGRAM_BUCKETS};
 pub use record::{DecodeError, EncodeError, Record, RecordBuffer, RECORD_VERSION};
 pub use retry::{
     classify, jitter_ms, retry_delay_ms, AttemptResult, OutcomeClass, RetrySchedule, ScheduleError,

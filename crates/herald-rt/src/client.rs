@@ -232,6 +232,11 @@ impl HttpClient {
         self.stats.get()
     }
 
+    /// Connections open or being opened, idle ones included.
+    pub fn connections_open(&self) -> usize {
+        self.pool.total_open()
+    }
+
     fn bump(&self, f: impl FnOnce(&mut ClientStats)) {
         let mut stats = self.stats.get();
         f(&mut stats);

@@ -322,7 +322,6 @@ impl<C> Pool<C> {
     }
 
     /// Slots in use or idle, all origins.
-    #[cfg(test)]
     pub(crate) fn total_open(&self) -> usize {
         self.total_open.get()
     }

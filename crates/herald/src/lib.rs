@@ -80,9 +80,13 @@ pub use herald_core::{
     SecretSpec, TenantId, WebhookId, WebhookSpec, WebhookStatus, API_VERSION_DEFAULT,
     ATTEMPT_HISTORY_MAX, DESCRIPTION_BYTES_MAX, IDEMPOTENCY_KEY_BYTES_MAX,
 };
+pub use herald_core::{
+    Counters, Histogram, Stats as DispatcherStats, ATTEMPT_LATENCY_BOUNDS_MS, HISTOGRAM_BUCKETS,
+};
 pub use herald_http::Url;
 pub use herald_rt::shard::{
-    shard_of, Published, ShardStats, WebhookInfo as Webhook, PUBLISH_BATCH_MAX,
+    shard_of, Published, ShardStats, WebhookInfo as Webhook, JOURNAL_SYNC_BOUNDS_US,
+    PUBLISH_BATCH_MAX,
 };
 pub use herald_rt::CHECK_URL_TIMEOUT_MS;
 pub use herald_sign::Scheme;

@@ -510,3 +510,72 @@ fn webhooks_and_deliveries_show_their_history_across_restarts() {
     assert_eq!(error.field(), Some("description"), "{error:?}");
     herald.shutdown().unwrap();
 }
+
+#[test]
+fn stats_count_events_outcomes_latency_journal_and_connections() {
+    let receiver = Receiver::start();
+    receiver.set_status("/down", 503);
+    let dir = tempfile::tempdir().unwrap();
+    let herald = builder(dir.path())
+        .allow_cidr("127.0.0.0/8")
+        .retry_schedule(vec![Duration::from_secs(3600)])
+        .start()
+        .unwrap();
+    let acme = tenant("acme");
+    herald
+        .create_webhook(&acme, spec(&receiver.url("/up"), &["up.*"]))
+        .unwrap();
+    herald
+        .create_webhook(&acme, spec(&receiver.url("/down"), &["down.*"]))
+        .unwrap();
+    for _ in 0..3 {
+        herald
+            .publish(&acme, Event::parse("up.x", &serde_json::json!(1)).unwrap())
+            .unwrap();
+    }
+    herald
+        .publish(
+            &acme,
+            Event::parse("down.x", &serde_json::json!(2)).unwrap(),
+        )
+        .unwrap();
+    let sum = |stats: &[herald::ShardStats]| {
+        let mut total = herald::Counters::default();
+        let mut sync = herald::Histogram::new(&herald::JOURNAL_SYNC_BOUNDS_US);
+        let (mut retries, mut bytes, mut connections, mut in_flight) = (0, 0, 0, 0);
+        for shard in stats {
+            let c = &shard.counters;
+            total.events_accepted += c.events_accepted;
+            total.deliveries_succeeded += c.deliveries_succeeded;
+            total.attempts_succeeded += c.attempts_succeeded;
+            total.attempts_retryable += c.attempts_retryable;
+            total.attempt_latency_ms.merge(&c.attempt_latency_ms);
+            sync.merge(&shard.journal_sync_us);
+            retries += shard.dispatcher.retries_pending;
+            bytes += shard.journal_bytes_appended;
+            connections += shard.connections_open;
+            in_flight += shard.sends_in_flight;
+        }
+        (total, sync, retries, bytes, connections, in_flight)
+    };
+    // Three successes, and one delivery waiting an hour for its retry.
+    let (counters, sync, retries, bytes, connections, in_flight) = support::wait_for(WAIT, || {
+        let figures = sum(&block_on(herald.stats_async()).unwrap());
+        (figures.0.deliveries_succeeded == 3 && figures.2 == 1).then_some(figures)
+    });
+    assert_eq!(counters.events_accepted, 4);
+    assert_eq!(counters.attempts_succeeded, 3);
+    assert_eq!(counters.attempts_retryable, 1);
+    let latency = counters.attempt_latency_ms;
+    assert_eq!(latency.count, 4);
+    assert!(latency.cumulative()[herald::HISTOGRAM_BUCKETS - 1] <= latency.count);
+    assert_eq!(retries, 1);
+    assert!(bytes > 0, "journal bytes appended");
+    assert!(sync.count > 0, "journal syncs recorded");
+    assert!(connections >= 1, "keep-alive connections stay open");
+    assert_eq!(in_flight, 0);
+    // The blocking form reports the same counters.
+    let blocking = sum(&herald.stats().unwrap());
+    assert_eq!(blocking.0.events_accepted, 4);
+    herald.shutdown().unwrap();
+}

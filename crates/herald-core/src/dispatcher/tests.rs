@@ -1518,6 +1518,7 @@ mod random {
                 }
             }
             let stats = drv.d.stats();
+            assert_eq!(stats.retries_pending, drv.d.retries_pending_scan());
             assert!(stats.in_flight <= stats.pending_deliveries);
             assert!(stats.deliveries_retained <= stats.pending_deliveries + 40);
         }
@@ -2034,4 +2035,97 @@ fn webhooks_keep_creation_and_change_times_and_a_description() {
             ));
         }
     }
+}
+
+#[test]
+fn counters_count_live_work_by_outcome() {
+    let s = WebhookSpec {
+        retry_schedule: Some(RetrySchedule::new(vec![MIN]).unwrap()),
+        ..spec(&["*"])
+    };
+    let mut drv = one_webhook(DispatcherConfig::default(), s);
+    let t = tenant("acme");
+    drv.d
+        .upsert_webhook(drv.now, t.clone(), wh("w2"), spec(&["b.*"]))
+        .unwrap();
+    drv.step();
+    // e1: 503 then 200 (success); e2: 503 twice (exhausted); e3: 400 (failed);
+    // e4 (also to w2, deleted before sending); e5: a duplicate of e1's key.
+    let mut keyed_event = keyed("e1", "k", 1);
+    keyed_event.event_type = EventType::parse("a.x").unwrap();
+    drv.d
+        .accept_event(drv.now, &t, keyed_event.clone())
+        .unwrap();
+    drv.d.accept_event(drv.now, &t, event("e2", "a.y")).unwrap();
+    drv.d.accept_event(drv.now, &t, event("e3", "a.z")).unwrap();
+    keyed_event.id = EventId::parse("e5").unwrap();
+    assert!(
+        drv.d
+            .accept_event(drv.now, &t, keyed_event)
+            .unwrap()
+            .duplicate
+    );
+    let first = drv.step();
+    assert_eq!(drv.d.stats().retries_pending, 0);
+    for req in &first {
+        let answer = if req.event_id.as_str() == "e3" {
+            400
+        } else {
+            503
+        };
+        drv.now += 1;
+        drv.reply(req, status(answer));
+    }
+    drv.step();
+    // e1 and e2 wait for their retry.
+    assert_eq!(drv.d.stats().retries_pending, 2);
+    drv.d.accept_event(drv.now, &t, event("e4", "b.x")).unwrap();
+    drv.d.delete_webhook(drv.now, &t, &wh("w2")).unwrap();
+    // Answer whatever is sent until every delivery ended: e1 succeeds on its retry, e2
+    // keeps failing, e4 succeeds.
+    for _ in 0..100 {
+        if drv.d.stats().pending_deliveries == 0 {
+            break;
+        }
+        drv.now += MIN;
+        for req in drv.step() {
+            let answer = if req.event_id.as_str() == "e2" {
+                503
+            } else {
+                200
+            };
+            drv.reply(&req, status(answer));
+            assert_eq!(drv.d.stats().retries_pending, drv.d.retries_pending_scan());
+        }
+    }
+    drv.step();
+    let c = drv.d.counters();
+    assert_eq!((c.events_accepted, c.events_duplicate), (4, 1));
+    // e4 went to both webhooks: 5 deliveries.
+    assert_eq!(c.deliveries_created, 5);
+    assert_eq!(
+        (
+            c.deliveries_succeeded,
+            c.deliveries_exhausted,
+            c.deliveries_failed,
+            c.deliveries_webhook_deleted
+        ),
+        (2, 1, 1, 1)
+    );
+    assert_eq!(
+        (c.attempts_succeeded, c.attempts_retryable, c.attempts_final),
+        (2, 3, 1)
+    );
+    assert_eq!(c.attempt_latency_ms.count, 6);
+    assert_eq!(c.attempt_latency_ms.counts[1], 6, "7 ms: the 5..=10 bucket");
+    assert_eq!(c.attempt_latency_ms.sum, 42);
+    assert_eq!(drv.d.stats().retries_pending, 0);
+
+    // Replay counts nothing (the counters are of this process's work).
+    let mut replayed = Dispatcher::new(DispatcherConfig::default(), T0);
+    for r in &drv.records {
+        replayed.replay(r).unwrap();
+    }
+    assert_eq!(replayed.counters(), Counters::default());
+    assert_eq!(replayed.stats().retries_pending, 0);
 }

@@ -159,19 +159,54 @@ pub struct WebhookInfo {
     pub updated_at_ms: u64,
 }
 
-/// Counters of one shard.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+/// Bucket bounds of the journal's sync latency (one `fdatasync` of a group commit),
+/// microseconds: from a fast NVMe flush to a disk stalled for a second.
+pub const JOURNAL_SYNC_BOUNDS_US: [u64; herald_core::HISTOGRAM_BUCKETS] = [
+    100, 250, 500, 1_000, 2_500, 5_000, 10_000, 25_000, 50_000, 100_000, 250_000, 1_000_000,
+];
+
+/// Figures of one shard: gauges of its state and counters since it started (sum shards
+/// for engine totals; counters restart from zero with the process).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ShardStats {
-    /// The dispatcher's counters.
+    /// The dispatcher's state: webhooks, pending deliveries (and of those, waiting for a
+    /// retry), deliveries in flight, awaiting durability, remembered idempotency keys.
     pub dispatcher: herald_core::Stats,
+    /// The dispatcher's counters: events accepted and repeated, deliveries ended by
+    /// outcome, attempts by outcome class, attempt latency histogram.
+    pub counters: herald_core::Counters,
     /// Highest journal sequence number appended.
     pub journal_last_seq: u64,
     /// Highest journal sequence number durable.
     pub journal_durable_seq: u64,
-    /// Sends spawned and not finished.
+    /// Bytes appended to the journal since start (frames with their headers and padding,
+    /// checkpoints included).
+    pub journal_bytes_appended: u64,
+    /// Latency of the journal's syncs since start, microseconds
+    /// ([`JOURNAL_SYNC_BOUNDS_US`]); `count` is the number of syncs.
+    pub journal_sync_us: herald_core::Histogram,
+    /// Sends spawned and not finished (requests in flight).
     pub sends_in_flight: usize,
+    /// Outbound connections open or being opened (idle ones included).
+    pub connections_open: usize,
     /// The HTTP client's counters.
     pub client: crate::ClientStats,
+}
+
+impl Default for ShardStats {
+    fn default() -> ShardStats {
+        ShardStats {
+            dispatcher: herald_core::Stats::default(),
+            counters: herald_core::Counters::default(),
+            journal_last_seq: 0,
+            journal_durable_seq: 0,
+            journal_bytes_appended: 0,
+            journal_sync_us: herald_core::Histogram::new(&JOURNAL_SYNC_BOUNDS_US),
+            sends_in_flight: 0,
+            connections_open: 0,
+            client: crate::ClientStats::default(),
+        }
+    }
 }
 
 /// An accepted publish ([`Request::Publish`], [`Request::PublishBatch`]).

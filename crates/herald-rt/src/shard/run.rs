@@ -129,6 +129,12 @@ struct Shard {
     last_sweep: Instant,
     /// Set when the journal failed: the shard stops and answers nothing more.
     storage_failure: Option<String>,
+    /// Journal frame bytes appended since start.
+    journal_bytes_appended: u64,
+    /// Journal sync latencies since start, folded in from the journal's bounded sample
+    /// ring at every idle sweep and stats request (the ring holds far more syncs than
+    /// happen between two).
+    journal_sync_us: herald_core::Histogram,
 }
 
 /// Entry point of a shard thread (runs inside its glommio executor).
@@ -258,6 +264,8 @@ pub(crate) async fn run_shard(setup: ShardSetup) -> ShardExit {
         last_checkpoint: Instant::now(),
         last_sweep: Instant::now(),
         storage_failure: None,
+        journal_bytes_appended: 0,
+        journal_sync_us: herald_core::Histogram::new(&super::JOURNAL_SYNC_BOUNDS_US),
     };
     // Replay may have produced records (deliveries of deleted webhooks ended); journal
     // them before serving.
@@ -377,6 +385,7 @@ impl Shard {
         if self.last_sweep.elapsed() >= Duration::from_millis(IDLE_WAKE_MS) {
             self.last_sweep = Instant::now();
             self.client.sweep_idle();
+            self.take_sync_samples();
         }
     }
 
@@ -533,14 +542,26 @@ impl Shard {
                 .detach();
             }
             Request::Stats { reply } => {
+                self.take_sync_samples();
                 reply.send(ShardStats {
                     dispatcher: self.dispatcher.stats(),
+                    counters: self.dispatcher.counters(),
                     journal_last_seq: self.journal.last_seq(),
                     journal_durable_seq: self.journal.durable_seq(),
+                    journal_bytes_appended: self.journal_bytes_appended,
+                    journal_sync_us: self.journal_sync_us,
                     sends_in_flight: *self.sends_in_flight.borrow(),
+                    connections_open: self.client.connections_open(),
                     client: self.client.stats(),
                 });
             }
+        }
+    }
+
+    /// Folds the journal's recent sync durations into the shard's histogram.
+    fn take_sync_samples(&mut self) {
+        for sample_us in self.journal.take_sync_samples_us() {
+            self.journal_sync_us.observe(sample_us);
         }
     }
 
@@ -587,6 +608,7 @@ impl Shard {
                     .journal
                     .append(kind, version, &payload)
                     .map_err(|error| error.to_string());
+                self.journal_bytes_appended += herald_journal::frame_bytes(payload.len() as u64);
                 // A buffer grown by one huge record is not kept.
                 if payload.capacity() <= RECORD_BUFFER_KEPT_BYTES_MAX {
                     self.record_buffer = payload;
@@ -692,7 +714,10 @@ impl Shard {
         self.records_since_checkpoint = 0;
         match record.encode() {
             Ok((_, _, payload)) => match self.journal.checkpoint(&payload) {
-                Ok(_) => {}
+                Ok(_) => {
+                    self.journal_bytes_appended +=
+                        herald_journal::frame_bytes(payload.len() as u64);
+                }
                 Err(error) => tracing::warn!(
                     shard = self.index,
                     %error,
