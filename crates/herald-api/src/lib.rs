@@ -58,6 +58,21 @@ impl Response {
         }
     }
 
+    /// A JSON answer from any serialisable value (no intermediate `Value`).
+    pub fn serialize<T: serde::Serialize>(status: u16, value: &T) -> Response {
+        match serde_json::to_vec(value) {
+            Ok(body) => Response {
+                status,
+                headers: Vec::new(),
+                content_type: "application/json",
+                body,
+                close: false,
+            },
+            // Our answer types are plain data; a failure is a bug.
+            Err(error) => Response::error(500, "internal", &format!("answer not encoded: {error}")),
+        }
+    }
+
     /// `{"error":{"code","message"}}`.
     pub fn error(status: u16, code: &str, message: &str) -> Response {
         Response::json(

@@ -71,27 +71,39 @@ impl EncodeMetric for BucketHistogram {
     }
 }
 
+/// Labels of the engine's labelled counters.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct OutcomeLabels {
+    outcome: &'static str,
+}
+
 /// Engine figures summed over shards.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct EngineFigures {
     /// Shards answering.
     pub shards: usize,
     /// Webhooks.
     pub webhooks: u64,
-    /// Pending deliveries (waiting for an attempt or a retry).
+    /// Pending deliveries (waiting for an attempt or a retry, or in flight).
     pub pending: u64,
+    /// Of those, waiting for a retry.
+    pub retries_pending: u64,
     /// Requests in flight.
     pub in_flight: u64,
     /// Deliveries waiting for their event to become durable.
     pub awaiting_durable: u64,
+    /// Outbound connections open.
+    pub connections_open: u64,
     /// Outbound connections opened.
     pub connections_opened: u64,
     /// Outbound requests on a reused connection.
     pub connections_reused: u64,
-    /// Journal records appended / durable (sequence numbers).
-    pub journal_records_appended: u64,
-    /// Journal records durable.
-    pub journal_records_durable: u64,
+    /// Journal bytes appended.
+    pub journal_bytes: u64,
+    /// Journal sync latency, microseconds.
+    pub journal_sync_us: herald::Histogram,
+    /// The dispatchers' counters, merged.
+    pub counters: herald::Counters,
 }
 
 impl EngineFigures {
@@ -99,20 +111,66 @@ impl EngineFigures {
     pub fn from_stats(stats: &[herald::ShardStats]) -> EngineFigures {
         let mut figures = EngineFigures {
             shards: stats.len(),
-            ..EngineFigures::default()
+            webhooks: 0,
+            pending: 0,
+            retries_pending: 0,
+            in_flight: 0,
+            awaiting_durable: 0,
+            connections_open: 0,
+            connections_opened: 0,
+            connections_reused: 0,
+            journal_bytes: 0,
+            journal_sync_us: herald::ShardStats::default().journal_sync_us,
+            counters: herald::Counters::default(),
         };
         for shard in stats {
             let d = &shard.dispatcher;
             figures.webhooks += d.webhooks as u64;
             figures.pending += d.pending_deliveries as u64;
+            figures.retries_pending += d.retries_pending as u64;
             figures.in_flight += shard.sends_in_flight as u64;
             figures.awaiting_durable += d.awaiting_durable as u64;
+            figures.connections_open += shard.connections_open as u64;
             figures.connections_opened += shard.client.connections_opened;
             figures.connections_reused += shard.client.connections_reused;
-            figures.journal_records_appended += shard.journal_last_seq;
-            figures.journal_records_durable += shard.journal_durable_seq;
+            figures.journal_bytes += shard.journal_bytes_appended;
+            figures.journal_sync_us.merge(&shard.journal_sync_us);
+            add_counters(&mut figures.counters, &shard.counters);
         }
         figures
+    }
+}
+
+fn add_counters(total: &mut herald::Counters, shard: &herald::Counters) {
+    total.events_accepted += shard.events_accepted;
+    total.events_duplicate += shard.events_duplicate;
+    total.deliveries_created += shard.deliveries_created;
+    total.deliveries_succeeded += shard.deliveries_succeeded;
+    total.deliveries_failed += shard.deliveries_failed;
+    total.deliveries_exhausted += shard.deliveries_exhausted;
+    total.deliveries_webhook_disabled += shard.deliveries_webhook_disabled;
+    total.deliveries_webhook_deleted += shard.deliveries_webhook_deleted;
+    total.deliveries_no_live_secret += shard.deliveries_no_live_secret;
+    total.attempts_succeeded += shard.attempts_succeeded;
+    total.attempts_retryable += shard.attempts_retryable;
+    total.attempts_final += shard.attempts_final;
+    total.attempt_latency_ms.merge(&shard.attempt_latency_ms);
+}
+
+/// A histogram of `unit_per_second` units as Prometheus seconds buckets.
+fn seconds_histogram(histogram: &herald::Histogram, units_per_second: f64) -> BucketHistogram {
+    let mut buckets: Vec<(f64, u64)> = histogram
+        .bounds
+        .iter()
+        .zip(histogram.counts.iter())
+        .map(|(&bound, &count)| (bound as f64 / units_per_second, count))
+        .collect();
+    let counted: u64 = histogram.counts.iter().sum();
+    buckets.push((f64::MAX, histogram.count.saturating_sub(counted)));
+    BucketHistogram {
+        sum: histogram.sum as f64 / units_per_second,
+        count: histogram.count,
+        buckets,
     }
 }
 
@@ -168,10 +226,65 @@ impl Metrics {
             "Webhooks, all tenants",
             ConstGauge::new(gauge(engine.webhooks)),
         );
+        let c = &engine.counters;
+        registry.register(
+            "events_accepted",
+            "Events accepted (durable) since start, duplicates excluded",
+            ConstCounter::new(c.events_accepted),
+        );
+        registry.register(
+            "events_duplicate",
+            "Publishes answered as repeats of an earlier event (idempotency key)",
+            ConstCounter::new(c.events_duplicate),
+        );
+        let deliveries = Family::<OutcomeLabels, Counter>::default();
+        for (outcome, value) in [
+            ("success", c.deliveries_succeeded),
+            ("failed", c.deliveries_failed),
+            ("exhausted", c.deliveries_exhausted),
+            ("webhook_disabled", c.deliveries_webhook_disabled),
+            ("webhook_deleted", c.deliveries_webhook_deleted),
+            ("no_live_secret", c.deliveries_no_live_secret),
+        ] {
+            deliveries
+                .get_or_create(&OutcomeLabels { outcome })
+                .inc_by(value);
+        }
+        registry.register(
+            "deliveries",
+            "Deliveries ended since start, by outcome",
+            deliveries,
+        );
+        let attempts = Family::<OutcomeLabels, Counter>::default();
+        for (outcome, value) in [
+            ("success", c.attempts_succeeded),
+            ("retryable", c.attempts_retryable),
+            ("final", c.attempts_final),
+        ] {
+            attempts
+                .get_or_create(&OutcomeLabels { outcome })
+                .inc_by(value);
+        }
+        registry.register(
+            "attempts",
+            "Delivery attempts since start, by outcome class",
+            attempts,
+        );
+        registry.register_with_unit(
+            "attempt_duration",
+            "Delivery attempt latency, send to outcome",
+            Unit::Seconds,
+            seconds_histogram(&c.attempt_latency_ms, 1e3),
+        );
         registry.register(
             "pending_deliveries",
-            "Deliveries waiting for an attempt or a retry",
+            "Deliveries not yet ended (waiting, retrying or in flight)",
             ConstGauge::new(gauge(engine.pending)),
+        );
+        registry.register(
+            "pending_retries",
+            "Deliveries waiting for a retry",
+            ConstGauge::new(gauge(engine.retries_pending)),
         );
         registry.register(
             "in_flight_requests",
@@ -184,6 +297,11 @@ impl Metrics {
             ConstGauge::new(gauge(engine.awaiting_durable)),
         );
         registry.register(
+            "outbound_connections_open",
+            "Outbound connections open (idle included)",
+            ConstGauge::new(gauge(engine.connections_open)),
+        );
+        registry.register(
             "outbound_connections_opened",
             "Outbound connections opened",
             ConstCounter::new(engine.connections_opened),
@@ -193,21 +311,18 @@ impl Metrics {
             "Outbound requests sent on a kept-alive connection",
             ConstCounter::new(engine.connections_reused),
         );
-        registry.register(
-            "journal_records_appended",
-            "Journal records appended",
-            ConstCounter::new(engine.journal_records_appended),
+        registry.register_with_unit(
+            "journal_appended",
+            "Journal bytes appended since start (frames, checkpoints included)",
+            Unit::Bytes,
+            ConstCounter::new(engine.journal_bytes),
         );
-        registry.register(
-            "journal_records_durable",
-            "Journal records made durable",
-            ConstCounter::new(engine.journal_records_durable),
+        registry.register_with_unit(
+            "journal_sync_duration",
+            "Journal sync (fdatasync) latency",
+            Unit::Seconds,
+            seconds_histogram(&engine.journal_sync_us, 1e6),
         );
-        let _ = BucketHistogram {
-            sum: 0.0,
-            count: 0,
-            buckets: Vec::new(),
-        };
         let mut text = String::new();
         // Writing to a String cannot fail.
         prometheus_client::encoding::text::encode(&mut text, &registry)
@@ -218,4 +333,46 @@ impl Metrics {
 
 fn gauge(value: u64) -> i64 {
     i64::try_from(value).unwrap_or(i64::MAX)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn exposition_sums_shards_and_names_every_family() {
+        let mut shard = herald::ShardStats::default();
+        shard.counters.events_accepted = 5;
+        shard.counters.deliveries_succeeded = 3;
+        shard.counters.attempts_retryable = 2;
+        shard.counters.attempt_latency_ms.observe(3);
+        shard.counters.attempt_latency_ms.observe(40);
+        shard.counters.attempt_latency_ms.observe(1_000_000);
+        shard.journal_bytes_appended = 4096;
+        shard.journal_sync_us.observe(700);
+        shard.sends_in_flight = 1;
+        let figures = EngineFigures::from_stats(&[shard, shard]);
+        let metrics = Metrics::default();
+        metrics.observe_request("/v1/events", 202);
+        let text = metrics.render(&figures, 7);
+        for line in [
+            "herald_events_accepted_total 10",
+            "herald_deliveries_total{outcome=\"success\"} 6",
+            "herald_attempts_total{outcome=\"retryable\"} 4",
+            "herald_attempt_duration_seconds_count 6",
+            "herald_attempt_duration_seconds_bucket{le=\"0.005\"} 2",
+            "herald_attempt_duration_seconds_bucket{le=\"+Inf\"} 6",
+            "herald_journal_appended_bytes_total 8192",
+            "herald_journal_sync_duration_seconds_count 2",
+            "herald_in_flight_requests 2",
+            "herald_api_open_connections 7",
+            "herald_shards 2",
+            "herald_api_requests_total{route=\"/v1/events\",status=\"202\"} 1",
+        ] {
+            assert!(
+                text.lines().any(|l| l == line),
+                "missing {line:?} in\n{text}"
+            );
+        }
+    }
 }

@@ -1066,9 +1066,8 @@ impl App {
             None => None,
         };
         let event = input.to_event(key)?;
-        let echo = EventEcho::of(&input);
         let published = self.herald.publish_detailed_async(tenant, event).await?;
-        let mut response = Response::json(202, &echo.envelope(tenant, &published));
+        let mut response = Response::serialize(202, &input.envelope(tenant, &published));
         if published.duplicate {
             response = response.with_header("Idempotent-Replayed", "true".to_string());
         }
@@ -1091,43 +1090,55 @@ impl App {
                 ),
             ));
         }
-        let mut results: Vec<Option<Value>> = vec![None; body.events.len()];
+        let mut inputs: Vec<Option<EventInput>> = Vec::with_capacity(body.events.len());
+        let mut results: Vec<Option<BatchItem<'_>>> = Vec::with_capacity(body.events.len());
         let mut accepted = Vec::new();
         for (index, raw) in body.events.iter().enumerate() {
             let parsed = serde_json::from_str::<EventInput>(raw.get())
                 .map_err(|e| ApiError::new(400, "invalid_request", format!("events[{index}]: {e}")))
                 .and_then(|input| {
                     let event = input.to_event(None)?;
-                    Ok((EventEcho::of(&input), event))
+                    Ok((input, event))
                 });
             match parsed {
-                Ok((echo, event)) => accepted.push((index, echo, event)),
-                Err(error) => results[index] = Some(item_error(error)),
+                Ok((input, event)) => {
+                    inputs.push(Some(input));
+                    results.push(None);
+                    accepted.push((index, event));
+                }
+                Err(error) => {
+                    inputs.push(None);
+                    results.push(Some(BatchItem::failed(&error)));
+                }
             }
         }
+        let mut published = Vec::with_capacity(accepted.len());
         for chunk in chunked(accepted, herald::PUBLISH_BATCH_MAX) {
-            let (meta, events): (Vec<_>, Vec<_>) = chunk
-                .into_iter()
-                .map(|(i, echo, event)| ((i, echo), event))
-                .unzip();
+            let (indexes, events): (Vec<usize>, Vec<Event>) = chunk.into_iter().unzip();
             let answers = self
                 .herald
                 .publish_batch_detailed_async(tenant, events)
                 .await?;
-            for ((index, echo), answer) in meta.into_iter().zip(answers) {
-                results[index] = Some(match answer {
-                    Ok(published) => {
-                        json!({"status": 202, "event": echo.envelope(tenant, &published)})
-                    }
-                    Err(error) => item_error(ApiError::from(error)),
-                });
-            }
+            published.extend(
+                indexes
+                    .into_iter()
+                    .zip(answers.into_iter().map(|a| a.map_err(ApiError::from))),
+            );
         }
-        let data: Vec<Value> = results
-            .into_iter()
-            .map(|r| r.unwrap_or(Value::Null))
-            .collect();
-        Ok(Response::json(200, &json!({"data": data})))
+        for (index, answer) in &published {
+            results[*index] = Some(match (answer, &inputs[*index]) {
+                (Ok(done), Some(input)) => BatchItem::Accepted {
+                    status: 202,
+                    event: input.envelope(tenant, done),
+                },
+                (Err(error), _) => BatchItem::failed(error),
+                // Every accepted index has its input.
+                (Ok(_), None) => {
+                    BatchItem::failed(&ApiError::new(500, "internal", "batch input lost"))
+                }
+            });
+        }
+        Ok(Response::serialize(200, &BatchAnswer { data: results }))
     }
 }
 
@@ -1149,12 +1160,31 @@ fn chunked<T>(items: Vec<T>, size: usize) -> Vec<Vec<T>> {
     out
 }
 
-fn item_error(error: ApiError) -> Value {
-    let mut body = json!({"code": error.code, "message": error.message});
-    if let Some(field) = error.field {
-        body["field"] = Value::String(field);
+/// `POST /v1/events/batch`'s answer.
+#[derive(serde::Serialize)]
+struct BatchAnswer<'a> {
+    data: Vec<Option<BatchItem<'a>>>,
+}
+
+/// One event's result in a batch.
+#[derive(serde::Serialize)]
+#[serde(untagged)]
+enum BatchItem<'a> {
+    Accepted { status: u16, event: Envelope<'a> },
+    Failed { status: u16, error: Value },
+}
+
+impl BatchItem<'_> {
+    fn failed(error: &ApiError) -> Self {
+        let mut body = json!({"code": error.code, "message": error.message});
+        if let Some(field) = &error.field {
+            body["field"] = Value::String(field.clone());
+        }
+        BatchItem::Failed {
+            status: error.status,
+            error: body,
+        }
     }
-    json!({"status": error.status, "error": body})
 }
 
 fn event_types() -> Response {
@@ -1292,7 +1322,7 @@ impl WebhookInput {
     /// Applies the settings other than url, events, scheme and secret.
     fn apply_settings(&self, spec: &mut WebhookSpec) -> Result<()> {
         if let Some(description) = &self.description {
-            let _ = description; // XSTAGE3 spec.description = description.clone();
+            spec.description = description.clone();
         }
         if let Some(headers) = &self.headers {
             spec.headers = headers
@@ -1384,35 +1414,37 @@ impl EventInput {
     }
 }
 
-/// What the answer to a publish repeats of the request.
-struct EventEcho {
-    event_type: String,
-    location_id: Option<String>,
-    api_version: Option<String>,
-    data: Box<RawValue>,
+/// The envelope the webhooks receive, as the answer to a publish.
+#[derive(serde::Serialize)]
+struct Envelope<'a> {
+    id: &'a str,
+    #[serde(rename = "type")]
+    event_type: &'a str,
+    api_version: &'a str,
+    created_at: String,
+    tenant_id: &'a str,
+    location_id: Option<&'a str>,
+    data: &'a RawValue,
 }
 
-impl EventEcho {
-    fn of(input: &EventInput) -> EventEcho {
-        EventEcho {
-            event_type: input.event_type.clone(),
-            location_id: input.location_id.clone(),
-            api_version: input.api_version.clone(),
-            data: input.data.clone(),
+impl EventInput {
+    fn envelope<'a>(
+        &'a self,
+        tenant: &'a TenantId,
+        published: &'a herald::Published,
+    ) -> Envelope<'a> {
+        Envelope {
+            id: published.event_id.as_str(),
+            event_type: &self.event_type,
+            api_version: self
+                .api_version
+                .as_deref()
+                .unwrap_or(herald::API_VERSION_DEFAULT),
+            created_at: rfc3339(published.created_at_ms),
+            tenant_id: tenant.as_str(),
+            location_id: self.location_id.as_deref(),
+            data: &self.data,
         }
-    }
-
-    /// The envelope the webhooks receive.
-    fn envelope(&self, tenant: &TenantId, published: &herald::Published) -> Value {
-        json!({
-            "id": published.event_id.as_str(),
-            "type": self.event_type,
-            "api_version": self.api_version.clone().unwrap_or_else(|| herald::API_VERSION_DEFAULT.to_string()),
-            "created_at": rfc3339(published.created_at_ms),
-            "tenant_id": tenant.as_str(),
-            "location_id": self.location_id,
-            "data": self.data,
-        })
     }
 }
 

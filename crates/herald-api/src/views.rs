@@ -66,15 +66,15 @@ pub fn webhook(w: &Webhook, secret: Option<&str>) -> Value {
         "events": spec.filters.iter().map(|f| f.to_string()).collect::<Vec<_>>(),
         "status": status,
         "disabled_reason": disabled_reason,
-        "description": Value::Null, // XSTAGE3 spec.description
+        "description": spec.description,
         "signature": {"scheme": spec.scheme.name(), "header": header},
         "headers": headers,
         "retry_schedule_s": schedule,
         "timeout_ms": spec.limits.request_timeout_ms,
         "max_in_flight": spec.limits.in_flight_max,
         "rate_limit_per_s": spec.limits.rate.map(|r| r.per_s),
-        "created_at": Value::Null, // XSTAGE3 rfc3339(w.created_at_ms)
-        "updated_at": Value::Null, // XSTAGE3
+        "created_at": rfc3339(w.created_at_ms),
+        "updated_at": rfc3339(w.updated_at_ms),
         "pending": w.pending,
         "health": {
             "breaker": breaker_name(&w.health.breaker),
@@ -138,7 +138,20 @@ pub fn delivery(d: &DeliveryRecord) -> Value {
 /// A delivery with every attempt and the latest response body.
 pub fn delivery_detail(d: &DeliveryRecord) -> Value {
     let mut out = delivery(d);
-    let history: Vec<Value> = Vec::new(); // XSTAGE3
+    let history: Vec<Value> = d
+        .attempts
+        .iter()
+        .map(|a| {
+            json!({
+                "attempt": a.attempt,
+                "started_at": rfc3339(a.started_at_ms),
+                "finished_at": rfc3339_json(a.finished_at_ms),
+                "response_code": a.response_status,
+                "response_time_ms": a.response_time_ms,
+                "error": a.error.as_ref().map(|e| e.name()),
+            })
+        })
+        .collect();
     out["attempt_history"] = Value::Array(history);
     out["response_body"] = if d.response_body.is_empty() {
         Value::Null
