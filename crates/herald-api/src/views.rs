@@ -5,18 +5,14 @@ use serde_json::{json, Map, Value};
 
 use crate::time::{rfc3339, rfc3339_json};
 
-/// API form of a delivery id: `del_<16 hex>`.
+/// API form of a delivery id: `del_<16 hex>` (the id's own display form, as in logs).
 pub fn delivery_id(id: herald::DeliveryId) -> String {
-    format!("del_{:016x}", id.0)
+    id.to_string()
 }
 
 /// Parses `del_<hex>`.
 pub fn parse_delivery_id(text: &str) -> Option<herald::DeliveryId> {
-    let hex = text.strip_prefix("del_")?;
-    if hex.is_empty() || hex.len() > 16 || !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
-        return None;
-    }
-    u64::from_str_radix(hex, 16).ok().map(herald::DeliveryId)
+    herald::DeliveryId::parse(text).ok()
 }
 
 /// The API's three delivery states: exhausted deliveries are `failed`.

@@ -2005,6 +2005,14 @@ impl Dispatcher {
         }
     }
 
+    /// The ids a log line about delivery `id` names: tenant, webhook, event. Borrowed,
+    /// so a driver can log an attempt's outcome without copying them.
+    pub fn delivery_ids(&self, id: DeliveryId) -> Option<(&TenantId, &WebhookId, &EventId)> {
+        self.deliveries
+            .get(&id)
+            .map(|d| (&d.event.tenant, &d.webhook, &d.event.id))
+    }
+
     /// One delivery of `tenant`, if it is pending or still in the log.
     pub fn delivery(&self, tenant: &TenantId, id: DeliveryId) -> Option<DeliveryRecord> {
         self.deliveries

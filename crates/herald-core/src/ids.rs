@@ -261,19 +261,19 @@ impl AsRef<str> for EventType {
 
 /// A delivery: one event to one webhook, across all of its attempts. Assigned by the
 /// [`crate::Dispatcher`] from a per-shard counter (restored by replay), so ids are unique
-/// within a shard and increase with acceptance order. Displayed as `dlv_<16 hex digits>`.
+/// within a shard and increase with acceptance order. Displayed as `del_<16 hex digits>`.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct DeliveryId(pub u64);
 
 impl DeliveryId {
-    /// Parses the `dlv_<hex>` form produced by `Display`.
+    /// Parses the `del_<hex>` form produced by `Display`.
     pub fn parse(value: &str) -> Result<DeliveryId, IdError> {
         let kind = "delivery id";
-        let hex = value.strip_prefix("dlv_").ok_or(IdError::Character {
+        let hex = value.strip_prefix("del_").ok_or(IdError::Character {
             kind,
             character: value.chars().next().unwrap_or(' '),
             offset: 0,
-            allowed: "'dlv_' followed by 1..=16 hex digits",
+            allowed: "'del_' followed by 1..=16 hex digits",
         })?;
         check(kind, hex, 16, "hex digits", |b| b.is_ascii_hexdigit())?;
         // `check` admitted only 1..=16 hex digits, which always fit a u64.
@@ -285,7 +285,7 @@ impl DeliveryId {
 
 impl fmt::Display for DeliveryId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "dlv_{:016x}", self.0)
+        write!(f, "del_{:016x}", self.0)
     }
 }
 
@@ -390,7 +390,7 @@ mod tests {
             let id = DeliveryId(n);
             assert_eq!(DeliveryId::parse(&id.to_string()), Ok(id));
         }
-        for bad in ["", "dlv_", "dlv_xyz", "123", "dlv_00000000000000001"] {
+        for bad in ["", "del_", "del_xyz", "123", "del_00000000000000001"] {
             assert!(DeliveryId::parse(bad).is_err(), "{bad:?}");
         }
     }

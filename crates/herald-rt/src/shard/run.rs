@@ -372,6 +372,7 @@ impl Shard {
         self.batch = batch;
         let finished = std::mem::take(&mut *self.finished.borrow_mut());
         for outcome in finished {
+            self.log_outcome(&outcome);
             self.dispatcher.attempt_finished(now, outcome);
         }
         self.pump();
@@ -622,6 +623,42 @@ impl Shard {
                 self.records_since_checkpoint += 1;
             }
             Err(message) => self.storage_failure = Some(message),
+        }
+    }
+
+    /// One log line per attempt outcome, naming tenant, webhook, event and delivery:
+    /// failures at `info` (operators look for them), successes at `debug` (one per
+    /// delivery would flood the log at full rate). The ids are borrowed from the
+    /// dispatcher, so nothing is copied unless the line is written.
+    fn log_outcome(&self, outcome: &Outcome) {
+        let success = matches!(outcome.result, AttemptResult::Response { status, .. } if (200..300).contains(&status));
+        let level_on = if success {
+            tracing::enabled!(tracing::Level::DEBUG)
+        } else {
+            tracing::enabled!(tracing::Level::INFO)
+        };
+        if !level_on {
+            return;
+        }
+        let Some((tenant, webhook, event)) = self.dispatcher.delivery_ids(outcome.delivery) else {
+            return;
+        };
+        let delivery = outcome.delivery;
+        let attempt = outcome.attempt;
+        let latency_ms = outcome.latency_ms;
+        match &outcome.result {
+            AttemptResult::Response { status, .. } if success => tracing::debug!(
+                shard = self.index, %tenant, %webhook, %event, %delivery, attempt, status, latency_ms,
+                "delivered"
+            ),
+            AttemptResult::Response { status, .. } => tracing::info!(
+                shard = self.index, %tenant, %webhook, %event, %delivery, attempt, status, latency_ms,
+                "attempt failed: receiver answered {status}"
+            ),
+            AttemptResult::Transport(error) => tracing::info!(
+                shard = self.index, %tenant, %webhook, %event, %delivery, attempt, error = error.name(), latency_ms,
+                "attempt failed: no response"
+            ),
         }
     }
 
