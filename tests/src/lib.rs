@@ -463,16 +463,21 @@ impl Server {
     }
 
     /// Sends SIGTERM and waits (bounded) for the exit status.
-    pub fn terminate(mut self) -> ExitStatus {
+    pub fn terminate(self) -> ExitStatus {
+        self.stop_with("TERM")
+    }
+
+    /// Sends `SIG<name>` (`TERM`, `INT`) and waits (bounded) for the exit status.
+    pub fn stop_with(mut self, name: &str) -> ExitStatus {
         let mut child = self.child.take().expect("the server runs");
-        signal(&child, "TERM");
+        signal(&child, name);
         match wait_exit(&mut child, STOP_TIMEOUT) {
             Some(status) => status,
             None => {
                 let _ = child.kill();
                 let _ = child.wait();
                 panic!(
-                    "herald serve did not exit within {STOP_TIMEOUT:?} of SIGTERM.\nstderr:\n{}",
+                    "herald serve did not exit within {STOP_TIMEOUT:?} of SIG{name}.\nstderr:\n{}",
                     log_tail(&self.log, 8192)
                 );
             }
@@ -1109,6 +1114,16 @@ pub fn body_json(record: &Record) -> Value {
     })
 }
 
+/// The event a received request carries: its `webhook-id` header (standard and ed25519
+/// schemes), else the envelope's `id` (every scheme).
+pub fn event_id_of(record: &Record) -> Option<String> {
+    if let Some(id) = record.header("webhook-id") {
+        return Some(id.to_string());
+    }
+    let body: Value = serde_json::from_slice(&record.body).ok()?;
+    body["id"].as_str().map(str::to_string)
+}
+
 /// Waits until a request for `event_id` arrived on `path`; returns every such request.
 #[track_caller]
 pub fn wait_received(sink: &Sink, path: &str, event_id: &str) -> Vec<Record> {
@@ -1119,7 +1134,7 @@ pub fn wait_received(sink: &Sink, path: &str, event_id: &str) -> Vec<Record> {
             let found: Vec<Record> = sink
                 .requests_to(path)
                 .into_iter()
-                .filter(|r| r.header("webhook-id") == Some(event_id))
+                .filter(|r| event_id_of(r).as_deref() == Some(event_id))
                 .collect();
             (!found.is_empty()).then_some(found)
         },

@@ -198,3 +198,22 @@ fn generated_admin_key_is_shown_once_and_works() {
     let tenants = admin.on(&server).get("/v1/tenants").expect(200);
     assert_eq!(tenants["data"][0]["id"], "tenant_first", "{tenants}");
 }
+
+#[test]
+fn json_logs_and_sigint_stop() {
+    let site = Site::new();
+    let server = Server::start(&site, &Options::default().arg("--log-format").arg("json"));
+    create_tenant(&server.admin(), "tenant_logs");
+    let log_path = server.log_path().to_path_buf();
+    let status = server.stop_with("INT");
+    assert!(status.success(), "SIGINT → exit 0; got {status}");
+    let log = std::fs::read_to_string(&log_path).expect("the log is readable");
+    let lines: Vec<&str> = log.lines().filter(|l| !l.trim().is_empty()).collect();
+    assert!(!lines.is_empty(), "no log lines");
+    for line in &lines {
+        let parsed: serde_json::Value = serde_json::from_str(line).unwrap_or_else(|e| {
+            panic!("--log-format json wrote a line that is not JSON ({e}): {line}")
+        });
+        assert!(parsed.is_object(), "{line}");
+    }
+}

@@ -8,8 +8,10 @@ mod config;
 mod errors;
 mod listener;
 mod restart;
+mod schemes;
 mod story;
 mod tenants;
+mod tls;
 
 /// Server config with a short default retry schedule, so that retries and exhaustion
 /// happen within a test.

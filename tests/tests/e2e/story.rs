@@ -43,6 +43,22 @@ fn readme_story() {
         &openapi.to_string()[..200.min(openapi.to_string().len())]
     );
 
+    let metrics = anonymous.get("/metrics");
+    assert_eq!(metrics.status, 200, "{}", metrics.text());
+    assert!(
+        metrics
+            .header("content-type")
+            .is_some_and(|t| t.starts_with("text/plain")),
+        "{:?}",
+        metrics.header("content-type")
+    );
+    let text = metrics.text();
+    assert!(
+        text.contains("# TYPE herald_") && text.contains("herald_api_requests"),
+        "not Herald's Prometheus exposition: {}",
+        &text[..text.len().min(500)]
+    );
+
     // 1. A tenant and its key.
     let tenant = create_tenant(&admin, "tenant_story");
 
@@ -210,6 +226,57 @@ fn readme_story() {
     assert_eq!(got.len(), 2, "two attempts arrived");
     assert_all_verified(&sink, &got, &[&secret_0]);
 
+    // The log filters by event type, and pages with a cursor.
+    let updated = deliveries(&tenant, &webhook_id, "event_type=order.updated");
+    assert!(
+        updated.iter().all(|d| d["event_type"] == "order.updated"),
+        "{updated:?}"
+    );
+    assert!(
+        updated.iter().any(|d| d["event_id"] == event_2.as_str()),
+        "{updated:?}"
+    );
+    let everything = deliveries(&tenant, &webhook_id, "");
+    let mut paged = Vec::new();
+    let mut cursor: Option<String> = None;
+    for _ in 0..=everything.len() {
+        let mut page_path = format!("/v1/webhooks/{webhook_id}/deliveries?limit=1");
+        if let Some(cursor) = &cursor {
+            page_path.push_str(&format!("&cursor={cursor}"));
+        }
+        let page = tenant.get(&page_path).expect(200);
+        let data = page["data"].as_array().expect("data").clone();
+        assert!(data.len() <= 1, "limit=1 gave {}", data.len());
+        paged.extend(data.iter().map(|d| d["id"].clone()));
+        match page["next_cursor"].as_str() {
+            Some(next) => cursor = Some(next.to_string()),
+            None => break,
+        }
+    }
+    let all_ids: Vec<Value> = everything.iter().map(|d| d["id"].clone()).collect();
+    assert_eq!(
+        paged, all_ids,
+        "pages of one walk the whole log once, in order"
+    );
+
+    // A batch: each event is answered and delivered.
+    let batch = tenant
+        .post(
+            "/v1/events/batch",
+            &json!({"events": [
+                {"type": "order.created", "data": {"batch": 0}},
+                {"type": "order.cancelled", "data": {"batch": 1}},
+            ]}),
+        )
+        .expect(200);
+    for item in batch["data"].as_array().expect("data") {
+        assert_eq!(item["status"], 202, "{batch}");
+        let id = id_of(&item["event"], "id");
+        let got = wait_received(&sink, path, &id);
+        verify(&sink, &got[0], &[&secret_0]).expect("a batch event verifies");
+        wait_delivery(&tenant, &webhook_id, &id, "success");
+    }
+
     // 5b. A final failure (400), then a manual retry.
     sink.set_script(path, vec![Action::Status(400), Action::ok()])
         .expect("a script is valid");
@@ -314,7 +381,17 @@ fn readme_story() {
     let witness_secret = standard_secret(2);
     let witness = create_webhook(
         &tenant,
-        &json!({"url": sink.url(witness_path), "events": ["order.*"], "secret": witness_secret}),
+        &json!({
+            "url": sink.url(witness_path),
+            "events": ["order.*"],
+            "secret": witness_secret,
+            "headers": {"X-Kitchen": "north"},
+        }),
+    );
+    assert_eq!(
+        witness["headers"],
+        json!({"X-Kitchen": "north"}),
+        "{witness}"
     );
     assert_eq!(
         witness["secret"],
@@ -334,7 +411,12 @@ fn readme_story() {
         &publish(&tenant, &json!({"type": "order.created", "data": {"n": 7}})),
         "id",
     );
-    wait_received(&sink, witness_path, &event_7);
+    let got = wait_received(&sink, witness_path, &event_7);
+    assert_eq!(
+        got[0].header("x-kitchen"),
+        Some("north"),
+        "the webhook's own header is sent"
+    );
     wait_delivery(&tenant, &witness_id, &event_7, "success");
     assert!(
         deliveries(&tenant, &webhook_id, "")

@@ -78,6 +78,36 @@ fn tenants_are_isolated_and_keys_revocable() {
     }
     let listed = tenant_b.get("/v1/webhooks").expect(200);
     assert_eq!(listed["data"], json!([]), "tenant B lists no webhooks");
+    assert!(listed["next_cursor"].is_null(), "{listed}");
+    // B's own webhooks page with a cursor and never include A's.
+    for n in 0..3 {
+        create_webhook(
+            &tenant_b,
+            &json!({"url": sink.url(&format!("/b{n}")), "events": ["order.*"]}),
+        );
+    }
+    let first = tenant_b.get("/v1/webhooks?limit=2").expect(200);
+    let cursor = first["next_cursor"]
+        .as_str()
+        .expect("a second page")
+        .to_string();
+    let second = tenant_b
+        .get(&format!("/v1/webhooks?limit=2&cursor={cursor}"))
+        .expect(200);
+    assert!(second["next_cursor"].is_null(), "{second}");
+    let mut ids: Vec<String> = [&first, &second]
+        .iter()
+        .flat_map(|page| page["data"].as_array().cloned().unwrap_or_default())
+        .filter_map(|w| w["id"].as_str().map(str::to_string))
+        .collect();
+    assert_eq!(ids.len(), 3, "{first} {second}");
+    ids.sort_unstable();
+    ids.dedup();
+    assert_eq!(ids.len(), 3, "pages overlap: {first} {second}");
+    assert!(
+        !ids.contains(&webhook_id),
+        "tenant A's webhook listed for B"
+    );
     // A tenant key naming another tenant in Herald-Tenant gets nothing either.
     let named = tenant_b.acting_for("tenant_a").get(&wh);
     assert_eq!(named.status, 404, "{}", named.text());
