@@ -47,4 +47,4 @@ echo "== single events, 64 connections, $duration (fanout=$fanout shards=$shards
 KEY=$key wrk -t2 -c64 -d"$duration" --latency -s benches/ingest.lua $api | tail -n 1
 echo "== batches of 100, 64 connections, $duration"
 KEY=$key BATCH=100 wrk -t2 -c64 -d"$duration" --latency -s benches/ingest.lua $api | tail -n 1
-curl -s $api/metrics | grep -E '^herald_(pending_deliveries|journal_records_durable)' || true
+curl -s $api/metrics | grep -E "^herald_(pending_deliveries|events_accepted_total|journal_appended_bytes_total|journal_sync_duration_seconds_(sum|count))" || true
