@@ -1,7 +1,8 @@
 //! The API listener's defences against hostile or sloppy clients: a stalled request head
 //! is cut off after `limits.header_read_timeout_ms`, ambiguous framing is refused,
 //! pipelined requests are answered in order, and the per-connection and connection
-//! caps hold.
+//! caps hold; and the HTTP/1.1 edges clients use: chunked bodies, `Expect:
+//! 100-continue`, oversized heads, garbage, HTTP/1.0, the idle keep-alive timeout.
 
 use std::io::Write;
 use std::net::TcpStream;
@@ -184,4 +185,94 @@ fn connection_cap_answers_503() {
         });
         answer.ok().filter(|a| a.status == 200)
     });
+}
+
+#[test]
+fn listener_protocol_edges() {
+    let site = Site::new();
+    let server = Server::start(
+        &site,
+        &Options::default().config("[limits]\nidle_timeout_ms = 500\n"),
+    );
+    let addr = server.addr();
+    let host = format!("Host: {addr}\r\n");
+    let auth = format!("Authorization: Bearer {ADMIN_KEY}\r\n");
+    let admin = server.admin();
+    create_tenant(&admin, "tenant_edges");
+    let tenant_auth = format!("{auth}Herald-Tenant: tenant_edges\r\n");
+
+    // A chunked body is accepted.
+    let event = r#"{"type":"order.created","data":{"chunked":true}}"#;
+    let (first, second) = event.split_at(10);
+    let chunked = format!(
+        "POST /v1/events HTTP/1.1\r\n{host}{tenant_auth}Content-Type: application/json\r\n\
+         Transfer-Encoding: chunked\r\nConnection: close\r\n\r\n{:x}\r\n{first}\r\n{:x}\r\n{second}\r\n0\r\n\r\n",
+        first.len(),
+        second.len()
+    );
+    let outcome = exchange(addr, chunked.as_bytes(), 1, BOUND);
+    let answer = outcome
+        .responses
+        .first()
+        .expect("an answer to a chunked body");
+    assert_eq!(answer.status, 202, "{}", answer.text());
+    assert_eq!(answer.json()["data"], json!({"chunked": true}));
+
+    // Expect: 100-continue gets an interim 100 (skipped by the parser), then the answer.
+    let mut stream = TcpStream::connect(addr).expect("connect");
+    stream
+        .write_all(
+            format!(
+                "POST /v1/events HTTP/1.1\r\n{host}{tenant_auth}Content-Type: application/json\r\n\
+                 Content-Length: {}\r\nExpect: 100-continue\r\nConnection: close\r\n\r\n",
+                event.len()
+            )
+            .as_bytes(),
+        )
+        .expect("head written");
+    // Read the interim answer byte by byte up to its blank line (bounded by BOUND per
+    // read and by the length of a short head).
+    stream.set_read_timeout(Some(BOUND)).expect("timeout");
+    let mut interim = Vec::new();
+    while !interim.ends_with(b"\r\n\r\n") && interim.len() < 256 {
+        let mut byte = [0u8; 1];
+        match std::io::Read::read(&mut stream, &mut byte) {
+            Ok(1) => interim.push(byte[0]),
+            _ => break,
+        }
+    }
+    assert!(
+        interim.starts_with(b"HTTP/1.1 100"),
+        "expected 100 Continue, got {:?}",
+        String::from_utf8_lossy(&interim)
+    );
+    stream.write_all(event.as_bytes()).expect("body written");
+    let outcome = read_until(&mut stream, 1, BOUND);
+    assert_eq!(outcome.responses.first().map(|r| r.status), Some(202));
+
+    // A head over 16 KiB: 431; garbage: 400; HTTP/1.0: answered and closed.
+    let huge = format!(
+        "GET /healthz HTTP/1.1\r\n{host}X-Pad: {}\r\n\r\n",
+        "a".repeat(20_000)
+    );
+    let outcome = exchange(addr, huge.as_bytes(), 1, BOUND);
+    assert_eq!(outcome.responses.first().map(|r| r.status), Some(431));
+    let outcome = exchange(addr, b"HELLO THERE\r\n\r\n", 1, BOUND);
+    assert_eq!(outcome.responses.first().map(|r| r.status), Some(400));
+    let outcome = exchange(addr, b"GET /healthz HTTP/1.0\r\n\r\n", 2, BOUND);
+    assert_eq!(outcome.responses.first().map(|r| r.status), Some(200));
+    assert!(outcome.closed, "HTTP/1.0 without keep-alive is closed");
+
+    // An idle keep-alive connection is closed after idle_timeout_ms.
+    let mut stream = TcpStream::connect(addr).expect("connect");
+    stream
+        .write_all(format!("GET /healthz HTTP/1.1\r\n{host}\r\n").as_bytes())
+        .expect("written");
+    let outcome = read_until(&mut stream, 1, BOUND);
+    assert_eq!(outcome.responses.first().map(|r| r.status), Some(200));
+    let (closed, _) = closed_within(&mut stream, BOUND);
+    assert!(
+        closed,
+        "an idle keep-alive connection outlived idle_timeout_ms = 500"
+    );
 }
