@@ -305,3 +305,148 @@ fn sigkill_under_load_loses_no_acknowledged_event() {
 fn sigterm_under_load_exits_zero_and_loses_nothing() {
     load_stop_restart("tenant_term", Stop::Term, 2, 300, 100);
 }
+
+#[test]
+fn acknowledged_api_changes_survive_sigkill() {
+    let site = Site::new();
+    let sink = Sink::start_default().expect("the sink starts");
+    let server = Server::start(&site, &Options::default().config(FAST_RETRIES));
+    let admin = server.admin();
+    let tenant = create_tenant(&admin, "tenant_state");
+
+    // A second key, revoked; a third, kept.
+    let revoked = admin
+        .post("/v1/tenants/tenant_state/keys", &json!({}))
+        .expect(201);
+    let kept = admin
+        .post("/v1/tenants/tenant_state/keys", &json!({}))
+        .expect(201);
+    admin
+        .delete(&format!(
+            "/v1/tenants/tenant_state/keys/{}",
+            revoked["id"].as_str().expect("id")
+        ))
+        .expect(204);
+
+    // W1: rotated with grace (two live secrets). W2: disabled. W3: moved to another path
+    // and other events.
+    let secret_1 = standard_secret(11);
+    let w1 = create_webhook(
+        &tenant,
+        &json!({"url": sink.url("/w1"), "events": ["order.*"], "secret": secret_1, "description": "first"}),
+    );
+    let w1_id = w1["id"].as_str().expect("id").to_string();
+    let rotated = tenant
+        .post(
+            &format!("/v1/webhooks/{w1_id}/secret/rotate"),
+            &json!({"grace_s": 3600}),
+        )
+        .expect(200);
+    let secret_2 = rotated["secret"].as_str().expect("secret").to_string();
+    let w1_before = tenant.get(&format!("/v1/webhooks/{w1_id}")).expect(200);
+    let w2 = create_webhook(
+        &tenant,
+        &json!({"url": sink.url("/w2"), "events": ["order.*"]}),
+    );
+    let w2_id = w2["id"].as_str().expect("id").to_string();
+    tenant
+        .patch(
+            &format!("/v1/webhooks/{w2_id}"),
+            &json!({"status": "disabled"}),
+        )
+        .expect(200);
+    let secret_3 = standard_secret(13);
+    let w3 = create_webhook(
+        &tenant,
+        &json!({"url": sink.url("/w3"), "events": ["order.*"], "secret": secret_3}),
+    );
+    let w3_id = w3["id"].as_str().expect("id").to_string();
+    let moved = tenant
+        .patch(
+            &format!("/v1/webhooks/{w3_id}"),
+            &json!({"url": sink.url("/moved"), "events": ["payment.*"]}),
+        )
+        .expect(200);
+    assert_eq!(moved["url"], sink.url("/moved"), "{moved}");
+    assert_eq!(moved["events"], json!(["payment.*"]), "{moved}");
+
+    // An idempotent publish, answered before the kill.
+    let keyed_body = json!({"type": "inventory.low_stock", "data": {"sku": "bun"}});
+    let keyed = |client: &Client| {
+        client.json_request(
+            "POST",
+            "/v1/events",
+            &keyed_body,
+            vec![("Idempotency-Key", "before-the-kill".to_string())],
+        )
+    };
+    let first = keyed(&tenant).expect(202);
+
+    // SIGKILL: every change was answered, so every change must be durable.
+    server.kill();
+    let server = Server::start(&site, &Options::default().config(FAST_RETRIES));
+    let tenant = tenant.on(&server);
+
+    let replayed = keyed(&tenant).expect(202);
+    assert_eq!(
+        replayed["id"], first["id"],
+        "the idempotency key outlives SIGKILL"
+    );
+
+    // Keys: the revoked one stays revoked, the kept one works.
+    let revoked_key = revoked["api_key"].as_str().expect("api_key");
+    assert_eq!(
+        server.client().key(revoked_key).get("/v1/webhooks").status,
+        401
+    );
+    let kept_key = kept["api_key"].as_str().expect("api_key");
+    server
+        .client()
+        .key(kept_key)
+        .get("/v1/webhooks")
+        .expect(200);
+
+    // Webhooks as they were.
+    let w1_after = tenant.get(&format!("/v1/webhooks/{w1_id}")).expect(200);
+    for field in [
+        "url",
+        "events",
+        "description",
+        "created_at",
+        "updated_at",
+        "signature",
+    ] {
+        assert_eq!(
+            w1_after[field], w1_before[field],
+            "{field} after the restart"
+        );
+    }
+    let w2_after = tenant.get(&format!("/v1/webhooks/{w2_id}")).expect(200);
+    assert_eq!(w2_after["status"], "disabled", "{w2_after}");
+    let w3_after = tenant.get(&format!("/v1/webhooks/{w3_id}")).expect(200);
+    assert_eq!(w3_after["url"], sink.url("/moved"), "{w3_after}");
+
+    // Deliveries follow that state.
+    let order = publish(&tenant, &json!({"type": "order.created", "data": {}}));
+    let order_id = order["id"].as_str().expect("id");
+    let got = wait_received(&sink, "/w1", order_id);
+    verify(&sink, &got[0], &[&secret_1]).expect("the rotated-out secret, within its grace");
+    verify(&sink, &got[0], &[&secret_2]).expect("the new secret");
+    let payment = publish(&tenant, &json!({"type": "payment.processed", "data": {}}));
+    let payment_id = payment["id"].as_str().expect("id");
+    let got = wait_received(&sink, "/moved", payment_id);
+    verify(&sink, &got[0], &[&secret_3]).expect("the moved webhook's secret");
+    wait_delivery(&tenant, &w1_id, order_id, "success");
+    wait_delivery(&tenant, &w3_id, payment_id, "success");
+    assert!(
+        deliveries(&tenant, &w2_id, "").is_empty(),
+        "the disabled webhook got deliveries"
+    );
+    assert!(
+        deliveries(&tenant, &w3_id, "")
+            .iter()
+            .all(|d| d["event_id"] != order_id),
+        "order.created reached a payment.* webhook"
+    );
+    assert!(sink.requests_to("/w2").is_empty() && sink.requests_to("/w3").is_empty());
+}
