@@ -100,6 +100,17 @@ impl Response {
 
     /// Appends the encoded answer to `out`.
     pub fn encode(&self, out: &mut Vec<u8>, close: bool) {
+        self.encode_inner(out, close, true);
+    }
+
+    /// Appends the encoded answer to a `HEAD` request: the head `GET` would get, its
+    /// `Content-Length` included, and no body (RFC 9110 §9.3.2). A client reading the
+    /// body of a HEAD answer would otherwise take it for the next answer's head.
+    pub fn encode_head(&self, out: &mut Vec<u8>, close: bool) {
+        self.encode_inner(out, close, false);
+    }
+
+    fn encode_inner(&self, out: &mut Vec<u8>, close: bool, send_body: bool) {
         let mut headers: Vec<(&str, &[u8])> = Vec::with_capacity(self.headers.len() + 3);
         if !self.body.is_empty() {
             headers.push(("Content-Type", self.content_type.as_bytes()));
@@ -112,7 +123,12 @@ impl Response {
             headers.push((name, value.as_bytes()));
         }
         let before = out.len();
-        if herald_http::encode_response(out, self.status, &headers, &self.body).is_err() {
+        if herald_http::encode_response(out, self.status, &headers, &self.body).is_ok() {
+            if !send_body {
+                // The body is the tail of what was just appended.
+                out.truncate(out.len() - self.body.len());
+            }
+        } else {
             // Our own headers are constants or formatted numbers; a failure is a bug.
             out.truncate(before);
             let fallback = Response::error(500, "internal", "response could not be encoded");
@@ -122,6 +138,9 @@ impl Response {
                 &[("Content-Type", b"application/json")],
                 &fallback.body,
             );
+            if !send_body {
+                out.truncate(out.len() - fallback.body.len());
+            }
         }
     }
 }
@@ -313,3 +332,22 @@ impl Server {
 /// Time given to API requests in flight at shutdown: a publish waits at most for one
 /// journal sync, so a few seconds is ample.
 const SHUTDOWN_REQUESTS_GRACE: std::time::Duration = std::time::Duration::from_secs(10);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn head_answers_carry_the_length_but_no_body() {
+        let response = Response::json(200, &serde_json::json!({"status": "ok"}));
+        let mut get = Vec::new();
+        response.encode(&mut get, false);
+        let mut head = Vec::new();
+        response.encode_head(&mut head, false);
+        assert!(get.ends_with(b"{\"status\":\"ok\"}"));
+        assert_eq!(head.len(), get.len() - response.body.len());
+        assert!(head.ends_with(b"\r\n\r\n"));
+        let text = String::from_utf8(head).unwrap();
+        assert!(text.contains("Content-Length: 15\r\n"), "{text}");
+    }
+}

@@ -158,7 +158,11 @@ async fn serve_connection<S>(
                             || stopping;
                         let response = app.handle(&request, peer).await;
                         let close = last || response.close;
-                        response.encode(&mut out, close);
+                        if request.method == "HEAD" {
+                            response.encode_head(&mut out, close);
+                        } else {
+                            response.encode(&mut out, close);
+                        }
                         buffered_answers += 1;
                         if close {
                             let _ = write_out(&mut stream, &mut out).await;
