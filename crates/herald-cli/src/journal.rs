@@ -34,10 +34,13 @@ pub const BENCH_GROUP_MAX: usize = 65_536;
 /// Arguments of `herald bench journal`.
 #[derive(Debug, clap::Args)]
 pub struct BenchArgs {
-    /// Directory on the disk to measure; the run uses (and then removes) a
-    /// fresh subdirectory in it.
+    /// Directory on the disk to measure (created when missing); the run uses (and then
+    /// removes, unless --keep) a fresh subdirectory in it.
     #[arg(long)]
     pub data_dir: PathBuf,
+    /// Keep the journal the run wrote and print its path, for `herald journal check`.
+    #[arg(long)]
+    pub keep: bool,
     /// Payload bytes per record (1..=1048576).
     #[arg(long, default_value_t = 1024)]
     pub record_bytes: u64,
@@ -185,6 +188,12 @@ fn validate(args: &BenchArgs) -> Result<(), String> {
             args.group
         ));
     }
+    std::fs::create_dir_all(&args.data_dir).map_err(|e| {
+        format!(
+            "--data-dir {} cannot be created: {e}",
+            args.data_dir.display()
+        )
+    })?;
     if !args.data_dir.is_dir() {
         return Err(format!(
             "--data-dir {} is not a directory",
@@ -194,12 +203,19 @@ fn validate(args: &BenchArgs) -> Result<(), String> {
     Ok(())
 }
 
-/// Removes the scratch journal however the run ends.
-struct Scratch(PathBuf);
+/// Removes the scratch journal however the run ends, unless it is to be kept.
+struct Scratch {
+    dir: PathBuf,
+    keep: bool,
+}
 
 impl Drop for Scratch {
     fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
+        if self.keep {
+            eprintln!("kept the journal in {}", self.dir.display());
+        } else {
+            let _ = std::fs::remove_dir_all(&self.dir);
+        }
     }
 }
 
@@ -211,7 +227,10 @@ fn run_bench(args: &BenchArgs) -> Result<(), String> {
     let dir = args
         .data_dir
         .join(format!("herald-bench-journal-{}", std::process::id()));
-    let _scratch = Scratch(dir.clone());
+    let _scratch = Scratch {
+        dir: dir.clone(),
+        keep: args.keep,
+    };
     let mut config = JournalConfig::new(&dir);
     config.segment_bytes = SEGMENT_BYTES_DEFAULT;
     config.group_records_max = args.group;

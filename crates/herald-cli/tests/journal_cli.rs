@@ -200,3 +200,39 @@ fn bench_prints_progress_and_a_final_json_line() {
     // The scratch journal is removed afterwards.
     assert_eq!(fs::read_dir(dir.path()).unwrap().count(), 0);
 }
+
+#[test]
+fn bench_creates_a_missing_data_dir_and_keep_leaves_a_checkable_journal() {
+    let dir = scratch_dir();
+    let missing = dir.path().join("not").join("yet");
+    let out = herald(&[
+        "bench",
+        "journal",
+        "--data-dir",
+        missing.to_str().unwrap(),
+        "--seconds",
+        "1",
+        "--record-bytes",
+        "256",
+        "--keep",
+    ]);
+    let stderr = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    let kept: Vec<PathBuf> = fs::read_dir(&missing)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    assert_eq!(kept.len(), 1, "{kept:?}");
+    assert!(
+        stderr.contains(&format!("kept the journal in {}", kept[0].display())),
+        "{stderr}"
+    );
+    let check = herald(&["journal", "check", "--data-dir", kept[0].to_str().unwrap()]);
+    assert_eq!(
+        check.status.code(),
+        Some(0),
+        "{}{}",
+        text(&check.stdout),
+        text(&check.stderr)
+    );
+}
