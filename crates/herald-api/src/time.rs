@@ -10,9 +10,13 @@ pub fn now_ms() -> u64 {
         .unwrap_or(0)
 }
 
-/// `2026-12-01T13:14:15.123Z`.
+/// Last millisecond of year 9999: RFC 3339 has four-digit years, and the formatter
+/// fails beyond (which `to_string` would turn into a panic).
+const RFC3339_MS_MAX: u64 = 253_402_300_799_999;
+
+/// `2026-12-01T13:14:15.123Z` (times past year 9999 are shown as its last millisecond).
 pub fn rfc3339(unix_ms: u64) -> String {
-    let time = UNIX_EPOCH + Duration::from_millis(unix_ms);
+    let time = UNIX_EPOCH + Duration::from_millis(unix_ms.min(RFC3339_MS_MAX));
     humantime::format_rfc3339_millis(time).to_string()
 }
 
@@ -42,10 +46,16 @@ fn split_offset(text: &str) -> Result<(&str, i64), String> {
     }
     let bad =
         || format!("{text:?} is not an RFC 3339 timestamp (it needs Z or an offset like +02:00)");
-    if text.len() < 6 {
+    // The offset is six ASCII bytes; checking that first keeps every slice below on a
+    // character boundary whatever the caller sent.
+    let Some((base, offset)) = text
+        .len()
+        .checked_sub(6)
+        .and_then(|at| Some((text.get(..at)?, text.get(at..)?)))
+        .filter(|(_, offset)| offset.is_ascii())
+    else {
         return Err(bad());
-    }
-    let (base, offset) = text.split_at(text.len() - 6);
+    };
     let bytes = offset.as_bytes();
     let sign = match bytes[0] {
         b'+' => 1,
@@ -71,6 +81,7 @@ mod tests {
     fn formats_and_parses() {
         assert_eq!(rfc3339(0), "1970-01-01T00:00:00.000Z");
         assert_eq!(rfc3339(1_700_000_000_123), "2023-11-14T22:13:20.123Z");
+        assert_eq!(rfc3339(u64::MAX), "9999-12-31T23:59:59.999Z");
         let cases = [
             ("2023-11-14T22:13:20.123Z", Ok(1_700_000_000_123)),
             ("2023-11-14T22:13:20Z", Ok(1_700_000_000_000)),
@@ -79,6 +90,14 @@ mod tests {
             ("2023-11-14", Err(())),
             ("yesterday", Err(())),
             ("2023-11-14T22:13:20+1:00", Err(())),
+            // Multi-byte characters where the offset would be: refused, not a panic.
+            ("aéééé", Err(())),
+            ("é00:00", Err(())),
+            ("2023-11-14T22:13:20é00:00", Err(())),
+            ("2023-11-14T22:13:20+0é:0", Err(())),
+            ("2023-11-14T22:13:2é:00", Err(())),
+            ("é", Err(())),
+            ("", Err(())),
         ];
         for (text, expected) in cases {
             assert_eq!(parse_rfc3339(text).map_err(|_| ()), expected, "{text}");
