@@ -142,9 +142,10 @@ pub struct LimitsConfig {
     pub body_bytes_max: u64,
     /// Most open API connections; further ones are closed at once.
     pub connections_max: usize,
-    /// Time for a request head to arrive (slowloris defence), in milliseconds.
+    /// Time for a request head to arrive once its first byte has (slowloris defence), in
+    /// milliseconds.
     pub header_read_timeout_ms: u64,
-    /// Time for a request body to arrive, in milliseconds.
+    /// Time for a request body to arrive once its head has, in milliseconds.
     pub body_read_timeout_ms: u64,
     /// Idle keep-alive time, in milliseconds.
     pub idle_timeout_ms: u64,

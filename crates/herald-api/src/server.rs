@@ -136,7 +136,10 @@ async fn serve_connection<S>(
     let mut out = Vec::new();
     let mut buffered_answers = 0usize;
     let mut served = 0usize;
+    // The head must arrive within header_read_timeout of its first byte; once it has,
+    // the body gets body_read_timeout from then.
     let mut request_deadline: Option<Instant> = None;
+    let mut reading_body = false;
     let mut continue_sent = false;
     loop {
         // Parse what is buffered first: pipelined requests need no read.
@@ -150,6 +153,7 @@ async fn serve_connection<S>(
                     start += used;
                     if let Some(request) = request {
                         request_deadline = None;
+                        reading_body = false;
                         continue_sent = false;
                         served += 1;
                         let stopping = *stop.borrow();
@@ -178,6 +182,10 @@ async fn serve_connection<S>(
                         }
                         buffered_answers = 0;
                         continue;
+                    }
+                    if parser.is_reading_body() && !reading_body {
+                        reading_body = true;
+                        request_deadline = Some(Instant::now() + limits.body_read_timeout());
                     }
                     if parser.expects_continue() && !continue_sent {
                         continue_sent = true;

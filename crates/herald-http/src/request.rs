@@ -74,6 +74,12 @@ impl RequestParser {
         self.framer.is_between_messages()
     }
 
+    /// True once a request's head is complete and its body is being received: a server
+    /// that gives heads and bodies separate deadlines switches here.
+    pub fn is_reading_body(&self) -> bool {
+        matches!(self.framer.phase, Phase::Body(_))
+    }
+
     /// True while the request being received carries `Expect: 100-continue` and none of
     /// its body has arrived yet: the server may answer `100 Continue` (once) or a final
     /// status. Clients wait a moment before sending the body anyway, so ignoring this only

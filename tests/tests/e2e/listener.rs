@@ -192,7 +192,8 @@ fn listener_protocol_edges() {
     let site = Site::new();
     let server = Server::start(
         &site,
-        &Options::default().config("[limits]\nidle_timeout_ms = 500\n"),
+        &Options::default()
+            .config("[limits]\nidle_timeout_ms = 500\nheader_read_timeout_ms = 2000\n"),
     );
     let addr = server.addr();
     let host = format!("Host: {addr}\r\n");
@@ -203,6 +204,31 @@ fn listener_protocol_edges() {
 
     // A chunked body is accepted.
     let event = r#"{"type":"order.created","data":{"chunked":true}}"#;
+
+    // A body that arrives slowly (well within body_read_timeout_ms, beyond
+    // header_read_timeout_ms) is still accepted.
+    let mut stream = TcpStream::connect(addr).expect("connect");
+    stream
+        .write_all(
+            format!(
+                "POST /v1/events HTTP/1.1\r\n{host}{tenant_auth}Content-Type: application/json\r\n\
+                 Content-Length: {}\r\nConnection: close\r\n\r\n{}",
+                event.len(),
+                &event[..5]
+            )
+            .as_bytes(),
+        )
+        .expect("head written");
+    std::thread::sleep(Duration::from_millis(2500));
+    let _ = stream.write_all(event[5..].as_bytes());
+    let outcome = read_until(&mut stream, 1, BOUND);
+    assert_eq!(
+        outcome.responses.first().map(|r| r.status),
+        Some(202),
+        "a body slower than header_read_timeout_ms but within body_read_timeout_ms: {:?}",
+        outcome.responses.first().map(Resp::text)
+    );
+
     let (first, second) = event.split_at(10);
     let chunked = format!(
         "POST /v1/events HTTP/1.1\r\n{host}{tenant_auth}Content-Type: application/json\r\n\
