@@ -749,13 +749,39 @@ impl App {
         let mut spec = WebhookSpec::new(url, filters, scheme, secret.clone());
         input.apply_settings(&mut spec)?;
         self.herald.check_url_async(&spec.url).await?;
-        let id = self.herald.create_webhook_async(tenant, spec).await?;
+        let id = self
+            .herald
+            .create_webhook_async(tenant, spec.clone())
+            .await?;
         tracing::info!(tenant = %tenant, webhook = %id, "webhook created");
-        let webhook = self.existing_webhook(tenant, &id).await?;
+        let now = now_ms();
+        let webhook = self
+            .written_webhook(tenant, &id, || new_webhook(tenant, &id, spec, now))
+            .await;
         Ok(Response::json(
             201,
             &views::webhook(&webhook, Some(&secret)),
         ))
+    }
+
+    /// The webhook as this request just wrote it, for the answer. The change is durable
+    /// already, so failing the request now would hide a success (and a create's or a
+    /// rotation's secret, shown only in this answer): if reading it back fails (a delete
+    /// in between, a full shard queue), the answer is built from what was written.
+    async fn written_webhook(
+        &self,
+        tenant: &TenantId,
+        id: &WebhookId,
+        written: impl FnOnce() -> herald::Webhook,
+    ) -> herald::Webhook {
+        match self.herald.webhook_async(tenant, id).await {
+            Ok(Some(webhook)) => webhook,
+            Ok(None) => written(),
+            Err(error) => {
+                tracing::warn!(tenant = %tenant, webhook = %id, %error, "webhook written but not read back; answering with what was written");
+                written()
+            }
+        }
     }
 
     async fn list_webhooks(&self, tenant: &TenantId, target: &Target<'_>) -> Result<Response> {
@@ -819,9 +845,13 @@ impl App {
         if url_changed {
             self.herald.check_url_async(&spec.url).await?;
         }
-        self.herald.update_webhook_async(tenant, id, spec).await?;
+        self.herald
+            .update_webhook_async(tenant, id, spec.clone())
+            .await?;
         tracing::info!(tenant = %tenant, webhook = %id, "webhook updated");
-        let webhook = self.existing_webhook(tenant, id).await?;
+        let webhook = self
+            .written_webhook(tenant, id, || updated_webhook(current, spec))
+            .await;
         Ok(Response::json(200, &views::webhook(&webhook, None)))
     }
 
@@ -872,9 +902,13 @@ impl App {
         })
         .chain(kept)
         .collect();
-        self.herald.update_webhook_async(tenant, id, spec).await?;
+        self.herald
+            .update_webhook_async(tenant, id, spec.clone())
+            .await?;
         tracing::info!(tenant = %tenant, webhook = %id, grace_s, "secret rotated");
-        let webhook = self.existing_webhook(tenant, id).await?;
+        let webhook = self
+            .written_webhook(tenant, id, || updated_webhook(current, spec))
+            .await;
         let mut view = views::webhook(&webhook, Some(&secret));
         view["previous_secret_expires_at"] = crate::time::rfc3339_json(previous_expires);
         Ok(Response::json(200, &view))
@@ -1139,6 +1173,33 @@ impl App {
             });
         }
         Ok(Response::serialize(200, &BatchAnswer { data: results }))
+    }
+}
+
+/// A webhook just created from `spec`, as the engine would show it.
+fn new_webhook(
+    tenant: &TenantId,
+    id: &WebhookId,
+    spec: WebhookSpec,
+    now_ms: u64,
+) -> herald::Webhook {
+    herald::Webhook {
+        tenant: tenant.clone(),
+        id: id.clone(),
+        health: herald::Health::new(now_ms, &spec.limits),
+        spec,
+        pending: 0,
+        created_at_ms: now_ms,
+        updated_at_ms: now_ms,
+    }
+}
+
+/// `current` with its configuration replaced by `spec`.
+fn updated_webhook(current: herald::Webhook, spec: WebhookSpec) -> herald::Webhook {
+    herald::Webhook {
+        spec,
+        updated_at_ms: now_ms(),
+        ..current
     }
 }
 
@@ -1529,6 +1590,32 @@ mod tests {
                 "{scheme:?}"
             );
         }
+    }
+
+    #[test]
+    fn an_answer_built_from_what_was_written_has_the_created_shape() {
+        let tenant = TenantId::parse("acme").unwrap();
+        let id = WebhookId::parse("wh_1").unwrap();
+        let spec = WebhookSpec::new(
+            Url::parse("https://example.com/hook").unwrap(),
+            vec![EventFilter::parse("order.*").unwrap()],
+            Scheme::Standard,
+            "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw".to_string(),
+        );
+        let created = new_webhook(&tenant, &id, spec.clone(), 1_700_000_000_000);
+        let view = views::webhook(&created, Some("whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"));
+        assert_eq!(view["id"], "wh_1");
+        assert_eq!(view["url"], "https://example.com/hook");
+        assert_eq!(view["events"], json!(["order.*"]));
+        assert_eq!(view["status"], "active");
+        assert_eq!(view["created_at"], "2023-11-14T22:13:20.000Z");
+        assert_eq!(view["secret"], "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw");
+        let mut rotated_spec = spec;
+        rotated_spec.description = Some("rotated".into());
+        let updated = updated_webhook(created.clone(), rotated_spec);
+        assert_eq!(updated.created_at_ms, created.created_at_ms);
+        assert!(updated.updated_at_ms >= created.updated_at_ms);
+        assert_eq!(updated.spec.description.as_deref(), Some("rotated"));
     }
 
     #[test]
