@@ -220,7 +220,7 @@ fn listener_protocol_edges() {
         )
         .expect("head written");
     std::thread::sleep(Duration::from_millis(2500));
-    let _ = stream.write_all(event[5..].as_bytes());
+    let _ = stream.write_all(&event.as_bytes()[5..]);
     let outcome = read_until(&mut stream, 1, BOUND);
     assert_eq!(
         outcome.responses.first().map(|r| r.status),
