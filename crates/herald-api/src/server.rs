@@ -102,6 +102,15 @@ pub async fn accept_loop(
     }
 }
 
+/// Time given to a connection refused over the cap: to take its 503, and to finish
+/// sending its request.
+const REFUSE_TIME: Duration = Duration::from_secs(1);
+/// Most request bytes read (and dropped) from a connection refused over the cap.
+const REFUSE_DRAIN_BYTES_MAX: usize = 64 * 1024;
+
+/// Answers 503 and closes. The answer says `Connection: close`, and what the client
+/// already sent is read and dropped before closing: closing a socket with unread bytes
+/// makes the kernel send a reset, which can destroy the 503 before the client reads it.
 async fn refuse_over_cap(mut stream: TcpStream, _slot: ConnectionSlot) {
     let response = Response::error(
         503,
@@ -110,8 +119,21 @@ async fn refuse_over_cap(mut stream: TcpStream, _slot: ConnectionSlot) {
     )
     .with_header("Retry-After", "1".to_string());
     let mut out = Vec::new();
-    response.encode(&mut out, false);
-    let _ = tokio::time::timeout(Duration::from_secs(1), stream.write_all(&out)).await;
+    response.encode(&mut out, true);
+    let _ = tokio::time::timeout(REFUSE_TIME, async {
+        stream.write_all(&out).await?;
+        stream.shutdown().await?;
+        let mut sink = [0u8; 4096];
+        let mut drained = 0;
+        while drained < REFUSE_DRAIN_BYTES_MAX {
+            match stream.read(&mut sink).await? {
+                0 => break,
+                n => drained += n,
+            }
+        }
+        Ok::<_, std::io::Error>(())
+    })
+    .await;
 }
 
 /// Serves one connection until the client closes, a limit or timeout ends it, or the

@@ -126,3 +126,114 @@ fn head_answers_have_no_body_and_pipelining_keeps_its_order() {
         serde_json::json!([])
     );
 }
+
+#[test]
+fn over_the_connection_cap_a_client_gets_a_503_that_closes() {
+    let running = Running::start(|config| config.limits.connections_max = 1);
+    let mut first = running.connect();
+    first
+        .write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+        .unwrap();
+    // Answered: the first connection holds the only slot.
+    assert_eq!(read_answers(&mut first, &[false])[0].status, 200);
+    let mut second = running.connect();
+    second
+        .write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+        .unwrap();
+    let answer = read_to_close(&mut second);
+    assert!(answer.starts_with("HTTP/1.1 503 "), "{answer}");
+    assert!(answer.contains("Connection: close\r\n"), "{answer}");
+    assert!(answer.contains("Retry-After: 1\r\n"), "{answer}");
+    assert!(answer.contains(r#""code":"unavailable""#), "{answer}");
+    // The first connection still works.
+    first
+        .write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+        .unwrap();
+    assert_eq!(read_answers(&mut first, &[false])[0].status, 200);
+}
+
+#[test]
+fn bad_framing_large_bodies_and_slow_heads_are_answered_then_closed() {
+    let running = Running::start(|config| {
+        config.limits.body_bytes_max = 1024;
+        config.limits.header_read_timeout_ms = 300;
+        config.limits.idle_timeout_ms = 300;
+    });
+    let auth = format!("Authorization: Bearer {ADMIN_KEY}\r\n");
+    let cases: &[(&str, String, &str)] = &[
+        (
+            "Content-Length with Transfer-Encoding",
+            format!(
+                "POST /v1/tenants HTTP/1.1\r\nHost: x\r\n{auth}Content-Type: application/json\r\n\
+                 Content-Length: 4\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n"
+            ),
+            "HTTP/1.1 400 ",
+        ),
+        (
+            "two different Content-Lengths",
+            format!(
+                "POST /v1/tenants HTTP/1.1\r\nHost: x\r\n{auth}Content-Length: 2\r\n\
+                 Content-Length: 3\r\n\r\n{{}}"
+            ),
+            "HTTP/1.1 400 ",
+        ),
+        (
+            "a declared body over limits.body_bytes_max, with Expect: 100-continue",
+            format!(
+                "POST /v1/tenants HTTP/1.1\r\nHost: x\r\n{auth}Content-Type: application/json\r\n\
+                 Expect: 100-continue\r\nContent-Length: 4096\r\n\r\n"
+            ),
+            "HTTP/1.1 413 ",
+        ),
+        (
+            "a chunked body over limits.body_bytes_max",
+            format!(
+                "POST /v1/tenants HTTP/1.1\r\nHost: x\r\n{auth}Content-Type: application/json\r\n\
+                 Transfer-Encoding: chunked\r\n\r\n800\r\n{}\r\n0\r\n\r\n",
+                " ".repeat(0x800)
+            ),
+            "HTTP/1.1 413 ",
+        ),
+        (
+            "a head that never ends (slowloris)",
+            "GET /healthz HTTP/1.1\r\nHost: x\r\nX-Slow: ".to_string(),
+            "HTTP/1.1 408 ",
+        ),
+    ];
+    for (what, request, status_line) in cases {
+        let mut stream = running.connect();
+        stream.write_all(request.as_bytes()).unwrap();
+        let answer = read_to_close(&mut stream);
+        assert!(answer.starts_with(status_line), "{what}: {answer}");
+        assert!(answer.contains("Connection: close\r\n"), "{what}: {answer}");
+        assert!(!answer.contains("100 Continue"), "{what}: {answer}");
+    }
+    // An idle connection is closed without an answer.
+    let mut idle = running.connect();
+    assert_eq!(read_to_close(&mut idle), "");
+}
+
+#[test]
+fn expect_100_continue_gets_an_interim_answer_before_the_body() {
+    let running = Running::start(|_| {});
+    let mut stream = running.connect();
+    let body = r#"{"id":"acme"}"#;
+    let head = format!(
+        "POST /v1/tenants HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {ADMIN_KEY}\r\n\
+         Content-Type: application/json\r\nExpect: 100-continue\r\nContent-Length: {}\r\n\r\n",
+        body.len()
+    );
+    stream.write_all(head.as_bytes()).unwrap();
+    let interim = b"HTTP/1.1 100 Continue\r\n\r\n";
+    let mut got = vec![0u8; interim.len()];
+    stream.read_exact(&mut got).unwrap();
+    assert_eq!(got, interim);
+    stream.write_all(body.as_bytes()).unwrap();
+    let answer = &read_answers(&mut stream, &[false])[0];
+    assert_eq!(
+        answer.status,
+        201,
+        "{:?}",
+        String::from_utf8_lossy(&answer.body)
+    );
+}
