@@ -7,6 +7,7 @@
 mod config;
 mod errors;
 mod listener;
+mod readme;
 mod restart;
 mod schemes;
 mod story;
