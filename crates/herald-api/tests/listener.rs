@@ -237,3 +237,65 @@ fn expect_100_continue_gets_an_interim_answer_before_the_body() {
         String::from_utf8_lossy(&answer.body)
     );
 }
+
+#[test]
+fn the_tls_listener_serves_https_and_drops_plain_text() {
+    let dir = tempfile::tempdir().unwrap();
+    let certified = rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).unwrap();
+    let cert_path = dir.path().join("cert.pem");
+    let key_path = dir.path().join("key.pem");
+    std::fs::write(&cert_path, certified.cert.pem()).unwrap();
+    std::fs::write(&key_path, certified.key_pair.serialize_pem()).unwrap();
+    let running = Running::start(|config| {
+        config.tls = Some(herald_api::config::TlsConfig {
+            cert: cert_path.clone(),
+            key: key_path.clone(),
+        });
+    });
+
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(certified.cert.der().clone()).unwrap();
+    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    let client_config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
+    let connection =
+        rustls::ClientConnection::new(std::sync::Arc::new(client_config), name).unwrap();
+    let mut tls = rustls::StreamOwned::new(connection, running.connect());
+    let auth = format!("Authorization: Bearer {ADMIN_KEY}\r\n");
+    write!(
+        tls,
+        "GET /healthz HTTP/1.1\r\nHost: localhost\r\n\r\n\
+         HEAD /v1/tenants HTTP/1.1\r\nHost: localhost\r\n{auth}\r\n\
+         GET /v1/tenants HTTP/1.1\r\nHost: localhost\r\n{auth}Connection: close\r\n\r\n"
+    )
+    .unwrap();
+    tls.flush().unwrap();
+    let mut all = Vec::new();
+    // The server closes after the last answer (close_notify, then EOF).
+    tls.read_to_end(&mut all).unwrap();
+    let mut parser = ResponseParser::new(Limits::default());
+    let mut statuses = Vec::new();
+    let mut rest = &all[..];
+    for head in [false, true, false] {
+        parser.set_request_is_head(head);
+        let (used, response) = parser.feed(rest).unwrap();
+        rest = &rest[used..];
+        let response = response.expect("a whole answer");
+        assert_eq!(response.body.is_empty(), head);
+        statuses.push(response.status);
+    }
+    assert!(rest.is_empty());
+    assert_eq!(statuses, [200, 200, 200]);
+
+    // Plain HTTP to the TLS port gets no HTTP answer.
+    let mut plain = running.connect();
+    plain
+        .write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+        .unwrap();
+    let answer = read_to_close(&mut plain);
+    assert!(!answer.contains("200"), "{answer:?}");
+}
