@@ -1,0 +1,202 @@
+//! Authentication and tenant isolation against a real server (one shard, a temporary
+//! data directory): another tenant's resources are 404, never 403, whatever the route.
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::time::Duration;
+
+use herald_api::{Config, Server};
+use herald_http::{Limits, ResponseParser};
+use serde_json::{json, Value};
+
+const ADMIN_KEY: &str = "admin-key-for-tenancy-tests-0123456789";
+
+/// One request on its own connection; `(status, JSON body or Null)`.
+fn call(
+    server: &Server,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: Option<&Value>,
+) -> (u16, Value) {
+    let mut stream = TcpStream::connect(server.local_addr()).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(20)))
+        .unwrap();
+    let body = body.map(|b| b.to_string()).unwrap_or_default();
+    let mut request = format!("{method} {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n");
+    for (name, value) in headers {
+        request.push_str(&format!("{name}: {value}\r\n"));
+    }
+    if !body.is_empty() {
+        request.push_str(&format!(
+            "Content-Type: application/json\r\nContent-Length: {}\r\n",
+            body.len()
+        ));
+    }
+    request.push_str("\r\n");
+    request.push_str(&body);
+    stream.write_all(request.as_bytes()).unwrap();
+    let mut all = Vec::new();
+    stream.read_to_end(&mut all).unwrap();
+    let mut parser = ResponseParser::new(Limits::default());
+    let (_, response) = parser.feed(&all).unwrap();
+    let response = response.unwrap_or_else(|| panic!("no whole answer: {all:?}"));
+    let value = if response.body.is_empty() {
+        Value::Null
+    } else {
+        serde_json::from_slice(&response.body).unwrap()
+    };
+    (response.status, value)
+}
+
+fn bearer(key: &str) -> String {
+    format!("Bearer {key}")
+}
+
+#[test]
+fn tenants_see_only_their_own_resources() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = Config {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        data_dir: dir.path().to_path_buf(),
+        shards: 1,
+        ..Config::default()
+    };
+    config.egress.allow_cidrs.push("127.0.0.0/8".to_string());
+    let server = Server::start(config, Some(ADMIN_KEY.to_string())).unwrap();
+    let admin = bearer(ADMIN_KEY);
+    let admin = [("Authorization", admin.as_str())];
+
+    let mut keys = Vec::new();
+    for id in ["acme", "globex"] {
+        let (status, created) = call(
+            &server,
+            "POST",
+            "/v1/tenants",
+            &admin,
+            Some(&json!({"id": id})),
+        );
+        assert_eq!(status, 201, "{created}");
+        keys.push(bearer(created["api_key"].as_str().unwrap()));
+    }
+    let acme = [("Authorization", keys[0].as_str())];
+    let globex = [("Authorization", keys[1].as_str())];
+
+    // acme's webhook: the create answer has the documented shape.
+    let (status, webhook) = call(
+        &server,
+        "POST",
+        "/v1/webhooks",
+        &acme,
+        Some(&json!({"url": "http://127.0.0.1:9/hook", "events": ["order.*"]})),
+    );
+    assert_eq!(status, 201, "{webhook}");
+    for key in ["id", "url", "events", "status", "created_at", "secret"] {
+        assert!(webhook.get(key).is_some(), "{key} missing from {webhook}");
+    }
+    let id = webhook["id"].as_str().unwrap().to_string();
+    let (status, sent) = call(
+        &server,
+        "POST",
+        &format!("/v1/webhooks/{id}/test"),
+        &acme,
+        None,
+    );
+    assert_eq!(status, 202, "{sent}");
+    let delivery = sent["delivery_id"].as_str().unwrap().to_string();
+    assert!(delivery.starts_with("del_"), "{delivery}");
+
+    // globex, by key or named in Herald-Tenant, sees none of it: 404 everywhere.
+    let globex_named = [("Authorization", admin[0].1), ("Herald-Tenant", "globex")];
+    let acme_naming_globex = [
+        ("Authorization", keys[0].as_str()),
+        ("Herald-Tenant", "globex"),
+    ];
+    let patch = json!({"description": "mine now"});
+    let since = json!({"since": "2020-01-01T00:00:00Z"});
+    let probes: Vec<(&str, String, Option<&Value>)> = vec![
+        ("GET", format!("/v1/webhooks/{id}"), None),
+        ("PATCH", format!("/v1/webhooks/{id}"), Some(&patch)),
+        ("POST", format!("/v1/webhooks/{id}/secret/rotate"), None),
+        ("POST", format!("/v1/webhooks/{id}/test"), None),
+        ("GET", format!("/v1/webhooks/{id}/deliveries"), None),
+        ("POST", format!("/v1/webhooks/{id}/recover"), Some(&since)),
+        ("GET", format!("/v1/deliveries/{delivery}"), None),
+        ("POST", format!("/v1/deliveries/{delivery}/retry"), None),
+        ("DELETE", format!("/v1/webhooks/{id}"), None),
+    ];
+    for headers in [&globex[..], &globex_named[..], &acme_naming_globex[..]] {
+        for (method, path, body) in &probes {
+            let (status, answer) = call(&server, method, path, headers, *body);
+            assert_eq!(status, 404, "{method} {path} as {headers:?}: {answer}");
+            assert_eq!(answer["error"]["code"], "not_found", "{answer}");
+        }
+    }
+    for headers in [&globex[..], &globex_named[..]] {
+        let (status, list) = call(&server, "GET", "/v1/webhooks", headers, None);
+        assert_eq!((status, &list["data"]), (200, &json!([])), "{headers:?}");
+    }
+    // A tenant key naming another tenant is refused whatever the route.
+    let (status, _) = call(&server, "GET", "/v1/webhooks", &acme_naming_globex, None);
+    assert_eq!(status, 404);
+
+    // A tenant key does not learn that the admin routes exist.
+    for (method, path) in [
+        ("GET", "/v1/tenants".to_string()),
+        ("POST", "/v1/tenants/acme/keys".to_string()),
+        ("DELETE", "/v1/tenants/acme/keys/key_0000".to_string()),
+    ] {
+        let (status, answer) = call(&server, method, &path, &acme, None);
+        assert_eq!(status, 404, "{method} {path}: {answer}");
+    }
+
+    // The owner, and the admin naming the owner, still see the webhook.
+    let acme_named = [("Authorization", admin[0].1), ("Herald-Tenant", "acme")];
+    for headers in [&acme[..], &acme_named[..]] {
+        let (status, answer) = call(&server, "GET", &format!("/v1/webhooks/{id}"), headers, None);
+        assert_eq!(status, 200, "{answer}");
+        let (status, answer) = call(
+            &server,
+            "GET",
+            &format!("/v1/deliveries/{delivery}"),
+            headers,
+            None,
+        );
+        assert_eq!(status, 200, "{answer}");
+    }
+    // The admin must name a tenant that exists.
+    let (status, _) = call(&server, "GET", "/v1/webhooks", &admin, None);
+    assert_eq!(status, 400);
+    let nobody = [("Authorization", admin[0].1), ("Herald-Tenant", "nobody")];
+    assert_eq!(call(&server, "GET", "/v1/webhooks", &nobody, None).0, 404);
+
+    // Malformed or unknown credentials are 401 with the error shape.
+    let long = format!("Bearer {}", "k".repeat(4096));
+    let forged = format!("{}x", keys[0]);
+    let lower = keys[0].replacen("Bearer", "bearer", 1);
+    for (value, expected) in [
+        ("Basic YWRtaW46YWRtaW4=", 401),
+        ("Bearer", 401),
+        ("Bearer ", 401),
+        (long.as_str(), 401),
+        (forged.as_str(), 401),
+        ("Bearer hrk_nothex_abc", 401),
+        (lower.as_str(), 200),
+    ] {
+        let (status, answer) = call(
+            &server,
+            "GET",
+            "/v1/webhooks",
+            &[("Authorization", value)],
+            None,
+        );
+        assert_eq!(status, expected, "{value:.40}: {answer}");
+        if expected == 401 {
+            assert_eq!(answer["error"]["code"], "unauthorized", "{answer}");
+        }
+    }
+    let (status, _) = call(&server, "GET", "/v1/webhooks", &[], None);
+    assert_eq!(status, 401);
+    server.shutdown().unwrap();
+}
