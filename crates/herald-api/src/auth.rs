@@ -79,7 +79,7 @@ struct StoreFile {
     tenants: Vec<TenantEntry>,
 }
 
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone)]
 struct State {
     tenants: BTreeMap<String, TenantEntry>,
     /// key id → (tenant, sha256)
@@ -239,11 +239,10 @@ impl KeyStore {
                         let key = format!("{ADMIN_KEY_PREFIX}{}", random_token(32));
                         let hash = sha256(key.as_bytes());
                         store.admin_sha256 = hash;
-                        let _guard = store.lock_writer();
-                        let mut state = store.write();
-                        state.stored_admin_sha256 = Some(hex::encode(hash));
-                        store.persist(&state)?;
-                        drop(state);
+                        store.change(|state| {
+                            state.stored_admin_sha256 = Some(hex::encode(hash));
+                            Ok(())
+                        })?;
                         AdminKeyOrigin::Generated(key)
                     }
                 }
@@ -257,12 +256,21 @@ impl KeyStore {
         self.state.read().unwrap_or_else(|e| e.into_inner())
     }
 
-    fn write(&self) -> std::sync::RwLockWriteGuard<'_, State> {
-        self.state.write().unwrap_or_else(|e| e.into_inner())
-    }
-
-    fn lock_writer(&self) -> std::sync::MutexGuard<'_, ()> {
-        self.write_lock.lock().unwrap_or_else(|e| e.into_inner())
+    /// Applies `edit` to a copy of the state, makes the copy durable, then publishes it.
+    /// Writers queue on `write_lock`; readers (every authenticated request) keep using
+    /// the current state meanwhile instead of waiting for the file's fsyncs, and see
+    /// the change only once it is durable. A failed edit or write changes nothing.
+    fn change<T>(
+        &self,
+        edit: impl FnOnce(&mut State) -> Result<T, StoreError>,
+    ) -> Result<T, StoreError> {
+        // A poisoned lock means a panic in an earlier writer, which published nothing.
+        let _writer = self.write_lock.lock().unwrap_or_else(|e| e.into_inner());
+        let mut next = self.read().clone();
+        let result = edit(&mut next)?;
+        self.persist(&next)?;
+        *self.state.write().unwrap_or_else(|e| e.into_inner()) = next;
+        Ok(result)
     }
 
     /// Who `bearer` (the `Authorization` value after `Bearer `) is, or `None`.
@@ -289,44 +297,38 @@ impl KeyStore {
 
     /// Creates a tenant with its first key.
     pub fn create_tenant(&self, tenant: &TenantId, now_ms: u64) -> Result<MintedKey, StoreError> {
-        let _guard = self.lock_writer();
-        let mut state = self.write();
-        if state.tenants.contains_key(tenant.as_str()) {
-            return Err(StoreError::Conflict(format!(
-                "tenant {tenant} already exists"
-            )));
-        }
-        if state.tenants.len() >= self.tenants_max {
-            return Err(StoreError::Limit(format!(
-                "this server holds at most {} tenants (limits.tenants_max)",
-                self.tenants_max
-            )));
-        }
-        let (minted, entry) = mint(now_ms);
-        state.tenants.insert(
-            tenant.as_str().to_string(),
-            TenantEntry {
-                id: tenant.as_str().to_string(),
-                created_at_ms: now_ms,
-                keys: vec![entry.clone()],
-            },
-        );
-        state.keys.insert(
-            entry.id.clone(),
-            (tenant.clone(), sha256(minted.api_key.as_bytes())),
-        );
-        if let Err(error) = self.persist(&state) {
-            state.tenants.remove(tenant.as_str());
-            state.keys.remove(&entry.id);
-            return Err(error);
-        }
-        Ok(minted)
+        self.change(|state| {
+            if state.tenants.contains_key(tenant.as_str()) {
+                return Err(StoreError::Conflict(format!(
+                    "tenant {tenant} already exists"
+                )));
+            }
+            if state.tenants.len() >= self.tenants_max {
+                return Err(StoreError::Limit(format!(
+                    "this server holds at most {} tenants (limits.tenants_max)",
+                    self.tenants_max
+                )));
+            }
+            let (minted, entry) = mint(now_ms);
+            state.tenants.insert(
+                tenant.as_str().to_string(),
+                TenantEntry {
+                    id: tenant.as_str().to_string(),
+                    created_at_ms: now_ms,
+                    keys: vec![entry.clone()],
+                },
+            );
+            state.keys.insert(
+                entry.id.clone(),
+                (tenant.clone(), sha256(minted.api_key.as_bytes())),
+            );
+            Ok(minted)
+        })
     }
 
     /// Mints another key for a tenant.
     pub fn mint_key(&self, tenant: &TenantId, now_ms: u64) -> Result<MintedKey, StoreError> {
-        let _guard = self.lock_writer();
-        let mut state = self.write();
+        self.change(|state| {
         let Some(entry) = state.tenants.get(tenant.as_str()) else {
             return Err(StoreError::NotFound(format!("no tenant {tenant}")));
         };
@@ -342,43 +344,28 @@ impl KeyStore {
             entry.keys.push(key);
         }
         state.keys.insert(
-            key_id.clone(),
+            key_id,
             (tenant.clone(), sha256(minted.api_key.as_bytes())),
         );
-        if let Err(error) = self.persist(&state) {
-            state.keys.remove(&key_id);
-            if let Some(entry) = state.tenants.get_mut(tenant.as_str()) {
-                entry.keys.retain(|k| k.id != key_id);
-            }
-            return Err(error);
-        }
         Ok(minted)
+        })
     }
 
     /// Revokes a key; it stops working at once.
     pub fn revoke_key(&self, tenant: &TenantId, key_id: &str) -> Result<(), StoreError> {
-        let _guard = self.lock_writer();
-        let mut state = self.write();
-        let Some(entry) = state.tenants.get_mut(tenant.as_str()) else {
-            return Err(StoreError::NotFound(format!("no tenant {tenant}")));
-        };
-        let Some(position) = entry.keys.iter().position(|k| k.id == key_id) else {
-            return Err(StoreError::NotFound(format!(
-                "tenant {tenant} has no key {key_id}"
-            )));
-        };
-        let removed = entry.keys.remove(position);
-        let hash = state.keys.remove(key_id);
-        if let Err(error) = self.persist(&state) {
-            if let Some(entry) = state.tenants.get_mut(tenant.as_str()) {
-                entry.keys.insert(position, removed);
-            }
-            if let Some(hash) = hash {
-                state.keys.insert(key_id.to_string(), hash);
-            }
-            return Err(error);
-        }
-        Ok(())
+        self.change(|state| {
+            let Some(entry) = state.tenants.get_mut(tenant.as_str()) else {
+                return Err(StoreError::NotFound(format!("no tenant {tenant}")));
+            };
+            let Some(position) = entry.keys.iter().position(|k| k.id == key_id) else {
+                return Err(StoreError::NotFound(format!(
+                    "tenant {tenant} has no key {key_id}"
+                )));
+            };
+            entry.keys.remove(position);
+            state.keys.remove(key_id);
+            Ok(())
+        })
     }
 
     /// A page of tenants in id order: at most `limit` after `after`.
@@ -519,6 +506,83 @@ mod tests {
         assert_eq!(page.len(), 1);
         assert!(!more);
         assert_eq!(page[0].keys.len(), 1);
+    }
+
+    #[test]
+    fn concurrent_changes_are_all_durable() {
+        let dir = tempfile::tempdir().unwrap();
+        let (store, _) = KeyStore::open(dir.path(), None, 100, 4).unwrap();
+        let threads = 8;
+        let per_thread = 4;
+        let minted: Vec<(TenantId, MintedKey)> = std::thread::scope(|scope| {
+            let handles: Vec<_> = (0..threads)
+                .map(|t| {
+                    let store = &store;
+                    scope.spawn(move || {
+                        let mut minted = Vec::new();
+                        for i in 0..per_thread {
+                            let id = tenant(&format!("t{t}-{i}"));
+                            minted.push((id.clone(), store.create_tenant(&id, 1).unwrap()));
+                            minted.push((id.clone(), store.mint_key(&id, 2).unwrap()));
+                            // Readers keep working while others write.
+                            assert_eq!(
+                                store.authenticate(minted[0].1.api_key.as_bytes()),
+                                Some(Principal::Tenant(minted[0].0.clone()))
+                            );
+                        }
+                        minted
+                    })
+                })
+                .collect();
+            handles
+                .into_iter()
+                .flat_map(|h| h.join().unwrap())
+                .collect()
+        });
+        drop(store);
+        let (store, _) = KeyStore::open(dir.path(), None, 100, 4).unwrap();
+        assert_eq!(store.tenants(None, 1000).0.len(), threads * per_thread);
+        for (id, key) in &minted {
+            assert_eq!(
+                store.authenticate(key.api_key.as_bytes()),
+                Some(Principal::Tenant(id.clone())),
+                "{id}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_failed_write_changes_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let (store, _) = KeyStore::open(dir.path(), None, 10, 4).unwrap();
+        let acme = tenant("acme");
+        let first = store.create_tenant(&acme, 1).unwrap();
+        // A directory where the temporary file goes makes every write fail.
+        let temp = dir.path().join("keys.json.tmp");
+        std::fs::create_dir(&temp).unwrap();
+        assert!(matches!(
+            store.create_tenant(&tenant("globex"), 2),
+            Err(StoreError::Io { .. })
+        ));
+        assert!(matches!(
+            store.mint_key(&acme, 2),
+            Err(StoreError::Io { .. })
+        ));
+        assert!(matches!(
+            store.revoke_key(&acme, &first.key_id),
+            Err(StoreError::Io { .. })
+        ));
+        assert!(!store.has_tenant(&tenant("globex")));
+        assert_eq!(store.tenants(None, 10).0[0].keys.len(), 1);
+        assert_eq!(
+            store.authenticate(first.api_key.as_bytes()),
+            Some(Principal::Tenant(acme.clone()))
+        );
+        std::fs::remove_dir(&temp).unwrap();
+        store.create_tenant(&tenant("globex"), 3).unwrap();
+        drop(store);
+        let (store, _) = KeyStore::open(dir.path(), None, 10, 4).unwrap();
+        assert_eq!(store.tenants(None, 10).0.len(), 2);
     }
 
     #[test]
