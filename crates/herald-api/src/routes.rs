@@ -1619,6 +1619,51 @@ mod tests {
     }
 
     #[test]
+    fn the_openapi_document_states_the_limits_the_handlers_apply() {
+        let doc: Value = serde_json::from_str(crate::OPENAPI_JSON).unwrap();
+        let parameter = |name: &str| &doc["components"]["parameters"][name]["schema"];
+        let schema = |name: &str| &doc["components"]["schemas"][name];
+        assert_eq!(parameter("Limit")["default"], json!(PAGE_LIMIT_DEFAULT));
+        assert!(
+            parameter("Limit")["maximum"].is_null(),
+            "larger limits are clamped, not refused"
+        );
+        assert!(doc["components"]["parameters"]["Limit"]["description"]
+            .as_str()
+            .unwrap()
+            .contains(&PAGE_LIMIT_MAX.to_string()));
+        assert_eq!(
+            parameter("IdempotencyKey")["maxLength"],
+            json!(IDEMPOTENCY_KEY_BYTES_MAX)
+        );
+        assert_eq!(
+            schema("EventBatch")["properties"]["events"]["maxItems"],
+            json!(BATCH_EVENTS_MAX)
+        );
+        assert_eq!(
+            schema("RotateSecretRequest")["properties"]["grace_s"]["maximum"],
+            json!(ROTATE_GRACE_S_MAX)
+        );
+        // The test send takes an optional body with an optional type and payload.
+        let test = &doc["paths"]["/v1/webhooks/{id}/test"]["post"];
+        assert_eq!(test["requestBody"]["required"], json!(false));
+        assert!(schema("TestRequest")["required"].is_null());
+        assert!(schema("TestRequest")["properties"]["data"].is_object());
+        // Tenant keys get 404 on every admin route.
+        for (path, method) in [
+            ("/v1/tenants", "get"),
+            ("/v1/tenants", "post"),
+            ("/v1/tenants/{id}/keys", "post"),
+            ("/v1/tenants/{id}/keys/{key_id}", "delete"),
+        ] {
+            assert!(
+                doc["paths"][path][method]["responses"]["404"].is_object(),
+                "{method} {path}"
+            );
+        }
+    }
+
+    #[test]
     fn idempotency_keys_are_bounded_printable_ascii() {
         assert_eq!(parse_idempotency_key(b"abc-123").unwrap(), "abc-123");
         assert!(parse_idempotency_key(b"").is_err());
