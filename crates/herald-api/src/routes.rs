@@ -195,7 +195,11 @@ fn percent_decode(text: &str) -> Option<String> {
     while i < bytes.len() {
         match bytes[i] {
             b'%' => {
+                // Two hex digits exactly (from_str_radix alone would take "+1").
                 let hex = text.get(i + 1..i + 3)?;
+                if !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
+                    return None;
+                }
                 out.push(u8::from_str_radix(hex, 16).ok()?);
                 i += 3;
             }
@@ -1554,6 +1558,9 @@ mod tests {
         assert_eq!(target.query("since"), Some("2024-01-01T00:00:00+01:00"));
         assert_eq!(target.query("flag"), Some(""));
         assert!(parse_target("/v1/x?a=%zz").is_err());
+        for bad in ["%+1", "%-1", "%1", "%", "%é"] {
+            assert!(parse_target(&format!("/v1/x?a={bad}")).is_err(), "{bad}");
+        }
     }
 
     #[test]
