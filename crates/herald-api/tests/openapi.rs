@@ -193,6 +193,7 @@ fn error_schema_has_the_documented_shape_and_codes() {
         "conflict",
         "payload_too_large",
         "unsupported_media_type",
+        "request_timeout",
         "unavailable",
         "internal",
     ]
