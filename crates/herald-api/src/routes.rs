@@ -333,6 +333,13 @@ impl<'a> Route<'a> {
         }
     }
 
+    fn is_admin(self) -> bool {
+        matches!(
+            self,
+            Route::Tenants | Route::TenantKeys(_) | Route::TenantKey(..)
+        )
+    }
+
     fn needs_auth(self) -> bool {
         !matches!(
             self,
@@ -446,6 +453,17 @@ impl App {
         request: &Request,
     ) -> Result<Response> {
         let method = request.method.as_str();
+        // Authentication comes first: without a valid key, a route's methods are not
+        // revealed (401, never 405), and admin routes look absent to tenant keys.
+        let principal = if route.needs_auth() {
+            let principal = self.authenticate(request)?;
+            if route.is_admin() {
+                self.require_admin(Some(&principal))?;
+            }
+            Some(principal)
+        } else {
+            None
+        };
         let allowed = route.allowed();
         let method_ok = allowed.split(", ").any(|m| m == method)
             || (method == "HEAD" && allowed.contains("GET"));
@@ -458,11 +476,6 @@ impl App {
             .into_response()
             .with_header("Allow", allowed.to_string()));
         }
-        let principal = if route.needs_auth() {
-            Some(self.authenticate(request)?)
-        } else {
-            None
-        };
         match route {
             Route::Healthz => Ok(Response::json(200, &json!({"status": "ok"}))),
             Route::Readyz => self.readyz().await,

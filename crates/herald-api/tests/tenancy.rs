@@ -198,5 +198,17 @@ fn tenants_see_only_their_own_resources() {
     }
     let (status, _) = call(&server, "GET", "/v1/webhooks", &[], None);
     assert_eq!(status, 401);
+    // Without a key a route's methods are not revealed: 401, not 405. A tenant key
+    // finds admin routes absent whatever the method; with a valid key, 405.
+    assert_eq!(call(&server, "PUT", "/v1/webhooks", &[], None).0, 401);
+    let tenant_key = [("Authorization", keys[0].as_str())];
+    assert_eq!(
+        call(&server, "PUT", "/v1/tenants", &tenant_key, None).0,
+        404
+    );
+    assert_eq!(
+        call(&server, "PUT", "/v1/webhooks", &tenant_key, None).0,
+        405
+    );
     server.shutdown().unwrap();
 }
