@@ -1163,19 +1163,22 @@ impl App {
                 }
             }
         }
-        let mut published = Vec::with_capacity(accepted.len());
-        for chunk in chunked(accepted, herald::PUBLISH_BATCH_MAX) {
-            let (indexes, events): (Vec<usize>, Vec<Event>) = chunk.into_iter().unzip();
+        // One hand-off for the whole batch (BATCH_EVENTS_MAX fits the engine's batch), so
+        // the batch is accepted or refused as a unit: no half-published batch behind an
+        // error answer.
+        let (indexes, events): (Vec<usize>, Vec<Event>) = accepted.into_iter().unzip();
+        let published: Vec<(usize, Result<herald::Published>)> = if events.is_empty() {
+            Vec::new()
+        } else {
             let answers = self
                 .herald
                 .publish_batch_detailed_async(tenant, events)
                 .await?;
-            published.extend(
-                indexes
-                    .into_iter()
-                    .zip(answers.into_iter().map(|a| a.map_err(ApiError::from))),
-            );
-        }
+            indexes
+                .into_iter()
+                .zip(answers.into_iter().map(|a| a.map_err(ApiError::from)))
+                .collect()
+        };
         for (index, answer) in &published {
             results[*index] = Some(match (answer, &inputs[*index]) {
                 (Ok(done), Some(input)) => BatchItem::Accepted {
@@ -1223,20 +1226,8 @@ fn updated_webhook(current: herald::Webhook, spec: WebhookSpec) -> herald::Webho
 /// Secrets kept besides the new one at rotation (the signer's limit is 8).
 const SECRETS_KEPT_MAX: usize = 7;
 
-fn chunked<T>(items: Vec<T>, size: usize) -> Vec<Vec<T>> {
-    let mut out = Vec::new();
-    let mut current = Vec::new();
-    for item in items {
-        current.push(item);
-        if current.len() == size {
-            out.push(std::mem::take(&mut current));
-        }
-    }
-    if !current.is_empty() {
-        out.push(current);
-    }
-    out
-}
+// A batch is one engine hand-off.
+const _: () = assert!(BATCH_EVENTS_MAX <= herald::PUBLISH_BATCH_MAX);
 
 /// `POST /v1/events/batch`'s answer.
 #[derive(serde::Serialize)]
