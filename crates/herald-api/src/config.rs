@@ -90,7 +90,40 @@ pub struct Config {
     pub limits: LimitsConfig,
     /// HTTPS for the API.
     pub tls: Option<TlsConfig>,
+    /// Inbound webhook sources (`POST /v1/inbound/{name}`), by name.
+    pub inbound: std::collections::BTreeMap<String, InboundSource>,
 }
+
+/// `[inbound.NAME]`: a provider whose signed webhooks become platform events.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct InboundSource {
+    /// `stripe` (`Stripe-Signature: t=…,v1=…`), `standard` (Standard Webhooks) or `hmac`
+    /// (hex HMAC-SHA256 of the body in one header, optionally `sha256=`-prefixed).
+    pub scheme: String,
+    /// The provider's signing secret (`whsec_…` for stripe and standard).
+    pub secret: String,
+    /// The tenant every event of this source belongs to ...
+    pub tenant: Option<String>,
+    /// ... or a dotted path to it in the payload, e.g. `data.object.metadata.tenant_id`.
+    pub tenant_path: Option<String>,
+    /// The signature header of the `hmac` scheme [default: X-Signature].
+    pub header: Option<String>,
+    /// Allowed clock difference for timestamped schemes, seconds [default: 300].
+    pub tolerance_s: Option<u64>,
+    /// Provider type → platform type, e.g. `"payment_intent.succeeded" = "payment.captured"`.
+    /// Unmapped types are accepted and dropped.
+    #[serde(default)]
+    pub types: std::collections::BTreeMap<String, String>,
+}
+
+/// Longest inbound source name: it appears in the path and in metric labels.
+pub const INBOUND_SOURCE_NAME_BYTES_MAX: usize = 64;
+/// Most inbound sources: each is a metric label value.
+pub const INBOUND_SOURCES_MAX: usize = 64;
+/// Longest allowed `tolerance_s`: a day; beyond it a captured request could be replayed
+/// for too long (idempotency keys are kept 24 h).
+pub const INBOUND_TOLERANCE_S_MAX: u64 = 24 * 3600;
 
 /// `[egress]`.
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -223,6 +256,7 @@ impl Default for Config {
             retry: RetryConfig::default(),
             limits: LimitsConfig::default(),
             tls: None,
+            inbound: std::collections::BTreeMap::new(),
         }
     }
 }
@@ -302,11 +336,91 @@ impl Config {
                 limits.body_bytes_max
             )));
         }
+        self.validate_inbound()?;
         if let Some(key) = &self.admin_key {
             if key.len() < ADMIN_KEY_BYTES_MIN {
                 return Err(ConfigError::new(format!(
                     "admin_key must be at least {ADMIN_KEY_BYTES_MIN} characters"
                 )));
+            }
+        }
+        Ok(())
+    }
+
+    fn validate_inbound(&self) -> Result<(), ConfigError> {
+        if self.inbound.len() > INBOUND_SOURCES_MAX {
+            return Err(ConfigError::new(format!(
+                "inbound: at most {INBOUND_SOURCES_MAX} sources"
+            )));
+        }
+        for (name, source) in &self.inbound {
+            let at = |key: &str| format!("inbound.{name}.{key}");
+            let name_ok = !name.is_empty()
+                && name.len() <= INBOUND_SOURCE_NAME_BYTES_MAX
+                && name
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
+            if !name_ok {
+                return Err(ConfigError::new(format!(
+                    "inbound.{name}: source names are 1 to {INBOUND_SOURCE_NAME_BYTES_MAX} letters, digits, '_' or '-'"
+                )));
+            }
+            if !["stripe", "standard", "hmac"].contains(&source.scheme.as_str()) {
+                return Err(ConfigError::new(format!(
+                    "{} must be stripe, standard or hmac; not {:?}",
+                    at("scheme"),
+                    source.scheme
+                )));
+            }
+            if source.secret.is_empty() {
+                return Err(ConfigError::new(format!(
+                    "{} must not be empty",
+                    at("secret")
+                )));
+            }
+            if source.scheme == "standard" {
+                herald::Verifier::new(herald::Scheme::Standard, &[&source.secret]).map_err(
+                    |e| {
+                        ConfigError::new(format!("{}: {e} (expected whsec_<base64>)", at("secret")))
+                    },
+                )?;
+            }
+            match (&source.tenant, &source.tenant_path) {
+                (Some(tenant), None) => {
+                    herald::TenantId::parse(tenant)
+                        .map_err(|e| ConfigError::new(format!("{}: {e}", at("tenant"))))?;
+                }
+                (None, Some(path))
+                    if !path.is_empty() && path.split('.').all(|p| !p.is_empty()) => {}
+                (None, Some(_)) => {
+                    return Err(ConfigError::new(format!(
+                        "{} is a dotted path such as data.object.metadata.tenant_id",
+                        at("tenant_path")
+                    )))
+                }
+                _ => {
+                    return Err(ConfigError::new(format!(
+                        "inbound.{name} needs exactly one of tenant or tenant_path"
+                    )))
+                }
+            }
+            if let Some(header) = &source.header {
+                herald_http::check_header_name(header).map_err(|_| {
+                    ConfigError::new(format!("{} {header:?} is not a header name", at("header")))
+                })?;
+            }
+            if source
+                .tolerance_s
+                .is_some_and(|t| t > INBOUND_TOLERANCE_S_MAX)
+            {
+                return Err(ConfigError::new(format!(
+                    "{} is at most {INBOUND_TOLERANCE_S_MAX}",
+                    at("tolerance_s")
+                )));
+            }
+            for (provider, platform) in &source.types {
+                herald::EventType::parse(platform)
+                    .map_err(|e| ConfigError::new(format!("{}.{provider:?}: {e}", at("types"))))?;
             }
         }
         Ok(())
@@ -439,6 +553,26 @@ mod tests {
             ("log_format = \"xml\"", "log_format"),
             ("admin_key = \"short\"", "admin_key"),
             ("[tls]\ncert = \"a.pem\"", "key"),
+            (
+                "[inbound.s]\nscheme = \"md5\"\nsecret = \"x\"\ntenant = \"t\"",
+                "inbound.s.scheme",
+            ),
+            (
+                "[inbound.s]\nscheme = \"stripe\"\nsecret = \"x\"",
+                "tenant or tenant_path",
+            ),
+            (
+                "[inbound.s]\nscheme = \"standard\"\nsecret = \"nope\"\ntenant = \"t\"",
+                "inbound.s.secret",
+            ),
+            (
+                "[inbound.s]\nscheme = \"stripe\"\nsecret = \"x\"\ntenant = \"t\"\n[inbound.s.types]\n\"a.b\" = \"Bad Type\"",
+                "inbound.s.types",
+            ),
+            (
+                "[inbound.s]\nscheme = \"stripe\"\nsecret = \"x\"\ntenant_path = \"data..x\"",
+                "inbound.s.tenant_path",
+            ),
         ];
         for (text, key) in cases {
             let error = Config::from_toml(text, "t.toml").unwrap_err();

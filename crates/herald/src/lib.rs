@@ -89,7 +89,7 @@ pub use herald_rt::shard::{
     PUBLISH_BATCH_MAX,
 };
 pub use herald_rt::CHECK_URL_TIMEOUT_MS;
-pub use herald_sign::Scheme;
+pub use herald_sign::{HeaderLookup, Scheme, Verifier, VerifyError};
 
 /// A handle to a running engine. Cheap to clone; share it between threads and async
 /// tasks. The engine stops when [`Herald::shutdown`] is called or the last handle is
