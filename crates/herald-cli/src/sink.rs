@@ -1,6 +1,7 @@
 //! `herald sink`: a webhook receiver for trying Herald (or any sender) out and for
-//! measuring it: keep-alive HTTP/1.1, optional TLS, optional signature verification, and
-//! a rate line every second.
+//! measuring it: keep-alive HTTP/1.1 on an event loop (one thread by default, so it
+//! takes little from the sender it measures and holds thousands of idle connections),
+//! optional TLS, optional signature verification, and a rate line every second.
 //!
 //! Exit codes: 0 after `--duration-s` (or never, until killed); 2 usage errors (bad
 //! arguments, an unusable secret, an address that cannot be bound).
@@ -53,9 +54,12 @@ pub struct SinkArgs {
     /// Measure publish→arrival latency from this JSON field of each body (Unix ns).
     #[arg(long, value_name = "FIELD")]
     latency_field: Option<String>,
-    /// Most connections served at once.
+    /// Most connections served at once (the soft descriptor limit is raised to fit).
     #[arg(long, default_value_t = herald_sink::CONNECTIONS_MAX_DEFAULT)]
     connections_max: usize,
+    /// Event-loop threads serving the connections.
+    #[arg(long, value_name = "N", default_value_t = herald_sink::THREADS_DEFAULT)]
+    threads: usize,
     /// Stop after this many seconds [default: run until killed].
     #[arg(long, value_name = "SECS")]
     duration_s: Option<u64>,
@@ -95,6 +99,7 @@ fn serve(args: SinkArgs) -> Result<(), String> {
         .listen(args.listen)
         .default_action(action)
         .connections_max(args.connections_max)
+        .threads(args.threads)
         // Counters only: a long run must not accumulate bodies.
         .requests_max(0);
     let tls = args.tls || args.ca_out.is_some();
@@ -196,6 +201,7 @@ mod tests {
                 &["--connections-max", "0", "--duration-s", "1"],
                 "connections_max",
             ),
+            (&["--threads", "0", "--duration-s", "1"], "threads"),
         ];
         for (extra, needle) in cases {
             let message = serve(args(extra)).unwrap_err();

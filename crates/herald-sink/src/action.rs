@@ -10,7 +10,7 @@ use crate::SinkError;
 
 /// Longest delay an [`Action::Delay`] may ask for: 60 s. A receiver that should never
 /// answer is better modelled by [`Action::Close`] or a client-side timeout than by a
-/// thread parked for minutes (and a test that cannot shut down).
+/// connection parked for minutes.
 pub const DELAY_MS_MAX: u64 = 60_000;
 
 /// Most actions in one path script: scripts describe short stories ("fail twice, then
@@ -92,8 +92,12 @@ impl Action {
     }
 }
 
-/// Chooses the action for a request, given the request. Called on the connection's
-/// thread, outside any sink lock, so it may block (it delays only its own connection).
+/// Chooses the action for a request, given the request. Called on the event-loop
+/// thread that serves the connection, outside any sink lock, and it must return quickly:
+/// while it runs, no other connection of that thread is served. To answer slowly,
+/// return [`Action::delay`] (the connection waits on a deadline, not the thread); to
+/// wait for something outside the sink, choose from state the callback reads without
+/// blocking.
 pub type Responder = Arc<dyn Fn(&Request) -> Action + Send + Sync>;
 
 /// A sequence of actions for one path: request `n` gets `actions[n]`, and the last one

@@ -1,27 +1,30 @@
-//! One connection: read, parse with herald-http's `RequestParser`, act, answer.
-//! One std thread per connection, blocking sockets: simple, and on loopback as fast as
-//! the sender can keep a few keep-alive connections busy.
+//! One connection as a state machine driven by its worker's event loop: read (through
+//! rustls when serving https), parse with herald-http's `RequestParser`, act, answer.
+//!
+//! A connection never blocks its thread: a delayed answer parks the connection (not the
+//! thread) until a deadline the worker keeps, and output the peer does not take yet
+//! waits in a buffer for the socket's next writable event.
 
+use std::cmp::Reverse;
 use std::io::{self, Read, Write};
-use std::net::{Shutdown, TcpStream};
+use std::net::Shutdown;
 use std::sync::atomic::Ordering;
-use std::sync::{Arc, Mutex};
+use std::sync::Mutex;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use hdrhistogram::Histogram;
 use herald_http::{encode_response, HttpError, Request, RequestParser};
 use herald_sign::HeaderLookup;
+use mio::net::TcpStream;
 
 use crate::action::{target_path, Action, Choice};
+use crate::server::{Timer, TimerKind, Timers};
 use crate::stats::{bump, find_json_integer, lock, LATENCY_US_MAX};
 use crate::{Record, Shared};
 
-/// Bytes read from the socket at a time.
-const READ_BUFFER_BYTES: usize = 64 * 1024;
-/// A client that does not take our answer within this long is dropped.
-pub(crate) const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
-/// Delays sleep in slices this long so that shutdown is never held up by them.
-const DELAY_SLICE: Duration = Duration::from_millis(10);
+/// Socket reads one connection gets per turn of the loop before the others are served:
+/// a client that floods us cannot starve the rest.
+const READS_PER_TURN: usize = 16;
 
 /// Headers of a parsed request, looked up the way `herald-sign` wants (as `&str`).
 pub(crate) struct Lookup<'a>(pub(crate) &'a [(String, Vec<u8>)]);
@@ -40,163 +43,337 @@ pub(crate) fn header_str<'a>(headers: &'a [(String, Vec<u8>)], name: &str) -> Op
         .and_then(|(_, value)| std::str::from_utf8(value).ok())
 }
 
-/// What to do with the connection after a request.
-enum Flow {
-    Continue,
-    /// Write what is buffered, then close.
-    Close,
-}
-
 /// How a connection ended (for the counters).
-enum End {
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum End {
+    /// The peer went away between requests, or we closed after an answer.
     Quiet,
+    /// Idle (or stalled mid-request) for the idle timeout.
     Idle,
-    Failed(io::Error),
+    /// A TLS handshake or record failed.
+    TlsError,
+    /// The socket failed.
+    Failed,
 }
 
-pub(crate) fn run(shared: Arc<Shared>, id: u64, tcp: TcpStream) {
-    // Best effort: a socket that refuses options still works, only less promptly.
-    let _ = tcp.set_nodelay(true);
-    let _ = tcp.set_read_timeout(Some(Duration::from_millis(shared.idle_timeout_ms)));
-    let _ = tcp.set_write_timeout(Some(WRITE_TIMEOUT));
-    let histogram = shared
-        .latency_field
-        .is_some()
-        .then(|| shared.latencies.register());
-    let mut connection = Connection {
-        shared: &shared,
-        id,
-        parser: RequestParser::new(shared.limits),
-        histogram: histogram.as_deref(),
-        out: Vec::with_capacity(4096),
-    };
-    let end = match &shared.tls {
-        Some(config) => match rustls::ServerConnection::new(config.clone()) {
-            Ok(server) => {
-                let mut stream = rustls::StreamOwned::new(server, tcp);
-                let end = connection.serve(&mut stream);
-                if matches!(end, End::Quiet) {
-                    stream.conn.send_close_notify();
-                    let _ = stream.flush();
-                }
-                end
-            }
-            Err(error) => End::Failed(io::Error::other(error)),
-        },
-        None => {
-            let mut stream = tcp;
-            let end = connection.serve(&mut stream);
-            let _ = stream.shutdown(Shutdown::Both);
-            end
-        }
-    };
-    match end {
-        End::Quiet => {}
-        End::Idle => bump(&shared.counters.idle_timeouts),
-        End::Failed(error) => {
-            // rustls reports protocol failures as InvalidData; plain sockets never do.
-            if shared.tls.is_some() && error.kind() == io::ErrorKind::InvalidData {
-                bump(&shared.counters.tls_errors);
-            }
-        }
-    }
-    if let Some(histogram) = &histogram {
-        shared.latencies.retire(histogram);
-    }
-    lock(&shared.connections).remove(&id);
-    shared
-        .counters
-        .connections_open
-        .fetch_sub(1, Ordering::Relaxed);
+/// What the worker does with a connection after driving it.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum Progress {
+    /// Waiting for the socket or for a deadline already set.
+    Wait,
+    /// The read budget ran out and input may be left: drive again after the others.
+    Again,
+    /// Close it.
+    Close(End),
 }
 
-struct Connection<'a> {
-    shared: &'a Shared,
-    id: u64,
+enum State {
+    /// Reading and answering requests.
+    Serving,
+    /// An answer is delayed: at the deadline do `then`. Nothing more is read meanwhile,
+    /// so later (pipelined) requests are answered in order, after it.
+    Delayed { then: Action, keep_alive: bool },
+    /// Send what is buffered, then close.
+    Closing,
+}
+
+/// What the worker lends a connection while driving it.
+pub(crate) struct Ctx<'a> {
+    pub(crate) shared: &'a Shared,
+    /// This worker's latency histogram (when latency is measured).
+    pub(crate) histogram: Option<&'a Mutex<Histogram<u64>>>,
+    pub(crate) timers: &'a mut Timers,
+    /// When the loop woke up (idle accounting needs no finer clock).
+    pub(crate) now: Instant,
+}
+
+enum ReadOutcome {
+    Data(usize),
+    Blocked,
+    Eof,
+    TlsError,
+    Failed,
+}
+
+pub(crate) struct Conn {
+    /// Numbered from 1 in accept order, unique for the sink's life.
+    pub(crate) id: u64,
+    /// Index in the worker's table (the mio token).
+    slot: usize,
+    stream: TcpStream,
+    tls: Option<Box<rustls::ServerConnection>>,
     parser: RequestParser,
-    histogram: Option<&'a Mutex<Histogram<u64>>>,
+    /// Plaintext read but not yet parsed: what followed a request whose answer is delayed.
+    unparsed: Vec<u8>,
+    /// Plaintext answers not yet handed to the socket (or to rustls).
     out: Vec<u8>,
+    out_sent: usize,
+    state: State,
+    /// Last time the peer sent something (or a delayed answer went out).
+    pub(crate) last_active: Instant,
+    /// The peer ended its side.
+    read_closed: bool,
 }
 
-impl Connection<'_> {
-    fn serve<S: Read + Write>(&mut self, stream: &mut S) -> End {
-        let mut buf = vec![0u8; READ_BUFFER_BYTES];
+impl Conn {
+    pub(crate) fn new(
+        id: u64,
+        slot: usize,
+        stream: TcpStream,
+        tls: Option<Box<rustls::ServerConnection>>,
+        shared: &Shared,
+        now: Instant,
+    ) -> Conn {
+        Conn {
+            id,
+            slot,
+            stream,
+            tls,
+            parser: RequestParser::new(shared.limits),
+            unparsed: Vec::new(),
+            out: Vec::new(),
+            out_sent: 0,
+            state: State::Serving,
+            last_active: now,
+            read_closed: false,
+        }
+    }
+
+    pub(crate) fn stream_mut(&mut self) -> &mut TcpStream {
+        &mut self.stream
+    }
+
+    /// True while an answer is delayed (the connection is not idle: we are).
+    pub(crate) fn is_delayed(&self) -> bool {
+        matches!(self.state, State::Delayed { .. })
+    }
+
+    /// Reads, parses, acts and writes as far as the socket allows. `buf` is the worker's
+    /// read buffer. `short_read_drains`: the caller got a readiness event that reported
+    /// no hang-up or error, so a plain read shorter than `buf` emptied the socket and a
+    /// second read would only say `WouldBlock` (any byte or FIN that arrives later makes
+    /// epoll report the socket again: edge-triggered readiness fires on every arrival).
+    pub(crate) fn drive(
+        &mut self,
+        ctx: &mut Ctx<'_>,
+        buf: &mut [u8],
+        short_read_drains: bool,
+    ) -> Progress {
+        let mut reads = 0;
+        let mut drained = false;
         loop {
-            let n = match stream.read(&mut buf) {
-                Ok(0) => return End::Quiet,
-                Ok(n) => n,
-                Err(error) => {
-                    return match error.kind() {
-                        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut => End::Idle,
-                        io::ErrorKind::Interrupted => continue,
-                        // A TLS peer that closes without close_notify, or a reset: the
-                        // client went away, which is its right between requests.
-                        io::ErrorKind::UnexpectedEof
-                        | io::ErrorKind::ConnectionReset
-                        | io::ErrorKind::ConnectionAborted
-                        | io::ErrorKind::BrokenPipe
-                            if self.parser.is_idle() =>
-                        {
-                            End::Quiet
-                        }
-                        _ if self.shared.stopping() => End::Quiet,
-                        _ => End::Failed(error),
+            // Answers already due go out before anything else is read.
+            match self.flush() {
+                Err(_) => return Progress::Close(End::Failed),
+                // The socket's next writable event drives us again.
+                Ok(false) => return Progress::Wait,
+                Ok(true) => {}
+            }
+            match self.state {
+                State::Closing => return Progress::Close(End::Quiet),
+                // The delay's deadline drives us again.
+                State::Delayed { .. } => return Progress::Wait,
+                State::Serving => {}
+            }
+            if !self.unparsed.is_empty() {
+                let input = std::mem::take(&mut self.unparsed);
+                self.parse(&input, ctx);
+                continue;
+            }
+            if self.read_closed {
+                return Progress::Close(End::Quiet);
+            }
+            if drained {
+                return Progress::Wait;
+            }
+            if reads == READS_PER_TURN {
+                return Progress::Again;
+            }
+            reads += 1;
+            match self.read(buf) {
+                ReadOutcome::Data(n) => {
+                    self.last_active = ctx.now;
+                    drained = short_read_drains && self.tls.is_none() && n < buf.len();
+                    self.parse(&buf[..n], ctx);
+                }
+                ReadOutcome::Blocked => {
+                    // A TLS handshake may have produced records to send.
+                    return match self.flush() {
+                        Err(_) => Progress::Close(End::Failed),
+                        Ok(_) => Progress::Wait,
                     };
                 }
+                ReadOutcome::Eof => self.read_closed = true,
+                ReadOutcome::TlsError => {
+                    // Best effort: the alert rustls queued tells the peer why.
+                    let _ = self.flush();
+                    return Progress::Close(End::TlsError);
+                }
+                ReadOutcome::Failed => return Progress::Close(End::Failed),
+            }
+        }
+    }
+
+    /// A delay's deadline passed: act as the delayed action said. The caller then drives
+    /// the connection. False when the connection was not waiting for a delay.
+    pub(crate) fn resume(&mut self, ctx: &mut Ctx<'_>) -> bool {
+        match std::mem::replace(&mut self.state, State::Serving) {
+            State::Delayed { then, keep_alive } => {
+                self.last_active = ctx.now;
+                self.act(then, keep_alive, ctx);
+                true
+            }
+            other => {
+                self.state = other;
+                false
+            }
+        }
+    }
+
+    /// Ends the connection; a quiet end of a TLS connection says `close_notify` first.
+    pub(crate) fn close(mut self, end: End) {
+        if end == End::Quiet {
+            if let Some(tls) = &mut self.tls {
+                tls.send_close_notify();
+                // Best effort: the peer may already be gone.
+                let _ = tls.write_tls(&mut self.stream);
+            }
+        }
+        let _ = self.stream.shutdown(Shutdown::Both);
+    }
+
+    fn read(&mut self, buf: &mut [u8]) -> ReadOutcome {
+        let Some(tls) = &mut self.tls else {
+            return loop {
+                match self.stream.read(buf) {
+                    Ok(0) => break ReadOutcome::Eof,
+                    Ok(n) => break ReadOutcome::Data(n),
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => break ReadOutcome::Blocked,
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                    Err(_) => break ReadOutcome::Failed,
+                }
             };
-            let mut offset = 0;
-            let mut flow = Flow::Continue;
-            while offset < n {
-                match self.parser.feed(&buf[offset..n]) {
-                    Ok((used, Some(request))) => {
-                        offset += used;
-                        flow = self.handle(request, stream);
-                        if matches!(flow, Flow::Close) {
-                            break;
-                        }
+        };
+        let mut tcp_eof = false;
+        loop {
+            match tls.reader().read(buf) {
+                // close_notify: the client ended the session cleanly.
+                Ok(0) => return ReadOutcome::Eof,
+                Ok(n) => return ReadOutcome::Data(n),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock && !tcp_eof => {}
+                // The peer closed the socket (without close_notify): it went away.
+                Err(_) => return ReadOutcome::Eof,
+            }
+            match tls.read_tls(&mut self.stream) {
+                Ok(0) => tcp_eof = true,
+                Ok(_) => {
+                    if tls.process_new_packets().is_err() {
+                        return ReadOutcome::TlsError;
                     }
-                    Ok((used, None)) => {
-                        if used == 0 {
-                            break;
-                        }
-                        offset += used;
-                    }
-                    Err(error) => {
-                        self.bad_request(&error);
-                        flow = Flow::Close;
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return ReadOutcome::Blocked,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(_) => return ReadOutcome::Failed,
+            }
+        }
+    }
+
+    /// Sends buffered output; `Ok(true)` once everything went out.
+    fn flush(&mut self) -> io::Result<bool> {
+        let Some(tls) = &mut self.tls else {
+            while self.out_sent < self.out.len() {
+                match self.stream.write(&self.out[self.out_sent..]) {
+                    Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+                    Ok(n) => self.out_sent += n,
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(false),
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                    Err(e) => return Err(e),
+                }
+            }
+            self.out.clear();
+            self.out_sent = 0;
+            return Ok(true);
+        };
+        loop {
+            let mut taken = 0;
+            if self.out_sent < self.out.len() {
+                taken = tls.writer().write(&self.out[self.out_sent..])?;
+                self.out_sent += taken;
+            }
+            let mut wrote = false;
+            while tls.wants_write() {
+                match tls.write_tls(&mut self.stream) {
+                    Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+                    Ok(_) => wrote = true,
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(false),
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                    Err(e) => return Err(e),
+                }
+            }
+            if self.out_sent == self.out.len() {
+                self.out.clear();
+                self.out_sent = 0;
+                return Ok(true);
+            }
+            if taken == 0 && !wrote {
+                // rustls holds plaintext until the handshake is done: reading drives it.
+                return Ok(false);
+            }
+        }
+    }
+
+    fn parse(&mut self, input: &[u8], ctx: &mut Ctx<'_>) {
+        let mut offset = 0;
+        while offset < input.len() {
+            match self.parser.feed(&input[offset..]) {
+                Ok((used, Some(request))) => {
+                    offset += used;
+                    self.handle(request, ctx);
+                    if !matches!(self.state, State::Serving) {
                         break;
                     }
                 }
-            }
-            if !self.out.is_empty() {
-                let written = stream.write_all(&self.out).and_then(|()| stream.flush());
-                self.out.clear();
-                if let Err(error) = written {
-                    return End::Failed(error);
+                Ok((used, None)) => {
+                    if used == 0 {
+                        // Cannot happen (a parser without a request takes every byte);
+                        // dropping the rest beats looping on it.
+                        return;
+                    }
+                    offset += used;
+                }
+                Err(error) => {
+                    self.bad_request(&error, ctx.shared);
+                    return;
                 }
             }
-            if matches!(flow, Flow::Close) {
-                return End::Quiet;
-            }
+        }
+        if offset < input.len() && matches!(self.state, State::Delayed { .. }) {
+            self.unparsed.extend_from_slice(&input[offset..]);
         }
     }
 
-    fn bad_request(&mut self, error: &HttpError) {
-        bump(&self.shared.counters.bad_requests);
+    fn bad_request(&mut self, error: &HttpError, shared: &Shared) {
+        bump(&shared.counters.bad_requests);
         let status = match error {
             HttpError::HeadTooLarge { .. } | HttpError::TooManyHeaders { .. } => 431,
             HttpError::BodyTooLarge { .. } => 413,
             _ => 400,
         };
-        self.answer(status, None, false);
+        self.answer(status, None, false, shared);
     }
 
-    fn handle<S: Read + Write>(&mut self, request: Request, stream: &mut S) -> Flow {
-        let shared = self.shared;
-        let arrived = Instant::now();
-        let since_epoch = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .unwrap_or_default();
+    fn handle(&mut self, request: Request, ctx: &mut Ctx<'_>) {
+        let shared = ctx.shared;
+        let recording = shared.requests_max > 0;
+        // Wall-clock time is read only when something needs it: a benchmark sink with
+        // counters only reads no clock per request.
+        let since_epoch = if recording || shared.verifier.is_some() || ctx.histogram.is_some() {
+            SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .unwrap_or_default()
+        } else {
+            Duration::ZERO
+        };
         bump(&shared.counters.requests);
         shared
             .counters
@@ -205,11 +382,11 @@ impl Connection<'_> {
         if request.body_truncated() {
             // The sink needs whole bodies to verify and record them.
             bump(&shared.counters.bad_requests);
-            self.answer(413, None, false);
-            return Flow::Close;
+            self.answer(413, None, false, shared);
+            return;
         }
 
-        if let (Some(field), Some(histogram)) = (&shared.latency_field, self.histogram) {
+        if let (Some(field), Some(histogram)) = (&shared.latency_field, ctx.histogram) {
             match find_json_integer(&request.body, field) {
                 Some(sent_unix_ns) => {
                     let now_ns = u64::try_from(since_epoch.as_nanos()).unwrap_or(u64::MAX);
@@ -252,7 +429,8 @@ impl Connection<'_> {
             }
         };
         let keep_alive = request.keep_alive;
-        if shared.requests_max > 0 {
+        if recording {
+            let arrived = Instant::now();
             let mut records = lock(&shared.records);
             if records.len() < shared.requests_max {
                 records.push(Record {
@@ -271,45 +449,41 @@ impl Connection<'_> {
                 bump(&shared.counters.records_dropped);
             }
         }
-        self.act(&action, keep_alive, stream)
+        self.act(action, keep_alive, ctx);
     }
 
-    fn act<S: Read + Write>(&mut self, action: &Action, keep_alive: bool, stream: &mut S) -> Flow {
+    fn act(&mut self, action: Action, keep_alive: bool, ctx: &mut Ctx<'_>) {
         match action {
-            Action::Status(status) => self.answer(*status, None, keep_alive),
+            Action::Status(status) => self.answer(status, None, keep_alive, ctx.shared),
             Action::RetryAfter { status, seconds } => {
-                self.answer(*status, Some(*seconds), keep_alive)
+                self.answer(status, Some(seconds), keep_alive, ctx.shared)
             }
             Action::Delay { delay_ms, then } => {
-                // Answers already due go out before the wait, as a real server's would.
-                if !self.out.is_empty() {
-                    let written = stream.write_all(&self.out).and_then(|()| stream.flush());
-                    self.out.clear();
-                    if written.is_err() {
-                        return Flow::Close;
-                    }
-                }
-                let until = Instant::now() + Duration::from_millis(*delay_ms);
-                loop {
-                    if self.shared.stopping() {
-                        return Flow::Close;
-                    }
-                    let now = Instant::now();
-                    if now >= until {
-                        break;
-                    }
-                    std::thread::sleep(DELAY_SLICE.min(until - now));
-                }
-                self.act(then, keep_alive, stream)
+                self.state = State::Delayed {
+                    then: *then,
+                    keep_alive,
+                };
+                ctx.timers.push(Reverse(Timer {
+                    at: Instant::now() + Duration::from_millis(delay_ms),
+                    slot: self.slot,
+                    id: self.id,
+                    kind: TimerKind::Delay,
+                }));
             }
             Action::Close => {
-                bump(&self.shared.counters.closed_without_answer);
-                Flow::Close
+                bump(&ctx.shared.counters.closed_without_answer);
+                self.state = State::Closing;
             }
         }
     }
 
-    fn answer(&mut self, status: u16, retry_after_s: Option<u64>, keep_alive: bool) -> Flow {
+    fn answer(
+        &mut self,
+        status: u16,
+        retry_after_s: Option<u64>,
+        keep_alive: bool,
+        shared: &Shared,
+    ) {
         let mut digits = [0u8; 20];
         let retry_after = retry_after_s.map(|s| format_decimal(s, &mut digits));
         let mut headers: [(&str, &[u8]); 2] = [("", b""); 2];
@@ -325,13 +499,12 @@ impl Connection<'_> {
         // Statuses were checked (200..=599) and the headers are constants: encoding
         // cannot fail; if it ever did, closing is the only honest answer.
         if encode_response(&mut self.out, status, &headers[..count], b"").is_err() {
-            return Flow::Close;
+            self.state = State::Closing;
+            return;
         }
-        self.shared.counters.answered(status);
-        if keep_alive {
-            Flow::Continue
-        } else {
-            Flow::Close
+        shared.counters.answered(status);
+        if !keep_alive {
+            self.state = State::Closing;
         }
     }
 }

@@ -1,8 +1,11 @@
 //! A loopback webhook receiver for tests, examples and `herald sink`.
 //!
 //! Keep-alive HTTP/1.1 on herald-http's [`RequestParser`](herald_http::RequestParser) and
-//! [`encode_response`](herald_http::encode_response), one std thread per connection
-//! (at most `connections_max`), optional TLS with a generated CA, scripted answers,
+//! [`encode_response`](herald_http::encode_response), served by an event loop (epoll
+//! through mio) on a small fixed number of threads ([`SinkBuilder::threads`], default
+//! 1), so that thousands of idle keep-alive connections cost descriptors and a few KiB
+//! each rather than threads. Optional TLS with a generated CA (rustls, driven by hand),
+//! scripted answers, delayed answers that park the connection rather than a thread,
 //! signature verification with herald-sign, records of what arrived, and
 //! publish→arrival latency read from a JSON field of the body.
 //!
@@ -26,13 +29,14 @@
 mod action;
 mod conn;
 mod load;
+mod server;
 mod stats;
+mod sys;
 mod tls;
 
-use std::collections::HashMap;
 use std::fmt;
 use std::io;
-use std::net::{IpAddr, Ipv4Addr, Shutdown, SocketAddr, TcpListener, TcpStream};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -51,12 +55,19 @@ pub use stats::{find_json_integer, Stats, LATENCY_US_MAX};
 pub use tls::{crypto_provider, TLS_NAMES};
 
 use crate::action::Behaviour;
-use crate::stats::{bump, lock, Counters, Latencies};
+use crate::stats::{lock, Counters, Latencies};
 
-/// Largest `connections_max`: one thread each.
-pub const CONNECTIONS_MAX_LIMIT: usize = 4096;
-/// Default `connections_max`.
-pub const CONNECTIONS_MAX_DEFAULT: usize = 256;
+/// Largest `connections_max`: one descriptor and a few KiB each (more with TLS); the
+/// sink raises its soft `RLIMIT_NOFILE` towards the hard limit to fit the setting.
+pub const CONNECTIONS_MAX_LIMIT: usize = 262_144;
+/// Default `connections_max`: room for a sender's whole pool and then some (10,000 idle
+/// keep-alive connections are a tested figure, see BENCHES.md).
+pub const CONNECTIONS_MAX_DEFAULT: usize = 16_384;
+/// Most event-loop threads: each is a full epoll loop, and a receiver on loopback needs
+/// at most one per core it may take from the sender.
+pub const THREADS_MAX: usize = 64;
+/// Default number of event-loop threads.
+pub const THREADS_DEFAULT: usize = 1;
 /// Largest `requests_max` (recorded requests are kept in memory, bodies included).
 pub const REQUESTS_MAX_LIMIT: usize = 1_000_000;
 /// Default `requests_max`.
@@ -149,10 +160,7 @@ impl Record {
     }
 }
 
-/// A clone of an open connection's socket (to shut it down on stop) and its thread.
-type OpenConnection = (TcpStream, Option<JoinHandle<()>>);
-
-/// State shared by the accept thread, the connections and the handle.
+/// State shared by the event-loop threads and the handle.
 pub(crate) struct Shared {
     limits: Limits,
     idle_timeout_ms: u64,
@@ -165,8 +173,8 @@ pub(crate) struct Shared {
     records: Mutex<Vec<Record>>,
     latencies: Latencies,
     stop: AtomicBool,
-    /// Open connections: a clone of each socket (to shut it down on stop) and its thread.
-    connections: Mutex<HashMap<u64, OpenConnection>>,
+    /// Number of the next accepted connection (from 1).
+    next_connection: AtomicU64,
 }
 
 impl Shared {
@@ -190,6 +198,7 @@ pub struct SinkBuilder {
     tls: bool,
     ca_pem_out: Option<PathBuf>,
     connections_max: usize,
+    threads: usize,
     limits: Limits,
     requests_max: usize,
     verify: Option<(Scheme, Vec<String>)>,
@@ -207,6 +216,7 @@ impl fmt::Debug for SinkBuilder {
             .field("listen", &self.listen)
             .field("tls", &self.tls)
             .field("connections_max", &self.connections_max)
+            .field("threads", &self.threads)
             .field("requests_max", &self.requests_max)
             .field("verify", &self.verify.as_ref().map(|(scheme, _)| scheme))
             .field("default_action", &self.default_action)
@@ -221,6 +231,7 @@ impl Default for SinkBuilder {
             tls: false,
             ca_pem_out: None,
             connections_max: CONNECTIONS_MAX_DEFAULT,
+            threads: THREADS_DEFAULT,
             limits: Limits {
                 body_captured_bytes_max: BODY_BYTES_MAX_DEFAULT,
                 body_bytes_max: BODY_BYTES_MAX_DEFAULT as u64,
@@ -263,6 +274,13 @@ impl SinkBuilder {
     /// as soon as they are accepted. Default [`CONNECTIONS_MAX_DEFAULT`].
     pub fn connections_max(mut self, n: usize) -> Self {
         self.connections_max = n;
+        self
+    }
+
+    /// Event-loop threads (1..=[`THREADS_MAX`]); connections are spread over them
+    /// round-robin as they are accepted. Default [`THREADS_DEFAULT`].
+    pub fn threads(mut self, n: usize) -> Self {
+        self.threads = n;
         self
     }
 
@@ -320,7 +338,8 @@ impl SinkBuilder {
         self
     }
 
-    /// A callback that chooses every action (wins over scripts and the default).
+    /// A callback that chooses every action (wins over scripts and the default). It runs
+    /// on the event loop: see [`Responder`] (it must return quickly).
     pub fn responder(
         mut self,
         f: impl Fn(&herald_http::Request) -> Action + Send + Sync + 'static,
@@ -335,6 +354,12 @@ impl SinkBuilder {
             return Err(SinkError::Config(format!(
                 "connections_max = {} is outside 1..={CONNECTIONS_MAX_LIMIT}",
                 self.connections_max
+            )));
+        }
+        if !(1..=THREADS_MAX).contains(&self.threads) {
+            return Err(SinkError::Config(format!(
+                "threads = {} is outside 1..={THREADS_MAX}",
+                self.threads
             )));
         }
         if self.requests_max > REQUESTS_MAX_LIMIT {
@@ -377,10 +402,12 @@ impl SinkBuilder {
                 source,
             })?;
         }
+        sys::fit_descriptors(self.connections_max);
         let listener = TcpListener::bind(self.listen).map_err(|source| SinkError::Io {
             what: format!("binding {}", self.listen),
             source,
         })?;
+        sys::deepen_backlog(&listener);
         let addr = listener.local_addr().map_err(|source| SinkError::Io {
             what: "reading the bound address".into(),
             source,
@@ -397,80 +424,35 @@ impl SinkBuilder {
             records: Mutex::new(Vec::new()),
             latencies: Latencies::default(),
             stop: AtomicBool::new(false),
-            connections: Mutex::new(HashMap::new()),
+            next_connection: AtomicU64::new(1),
         });
-        let accept_shared = shared.clone();
-        let connections_max = self.connections_max;
-        let accept = std::thread::Builder::new()
-            .name("herald-sink-accept".into())
-            .spawn(move || accept_loop(&listener, &accept_shared, connections_max))
-            .map_err(|source| SinkError::Io {
-                what: "spawning the accept thread".into(),
-                source,
-            })?;
-        Ok(Sink {
+        let (workers, inboxes) =
+            server::workers(&shared, listener, self.threads, self.connections_max)?;
+        let mut sink = Sink {
             shared,
             addr,
             ca_pem: generated.map(|g| g.ca_pem),
             ca_pem_path: self.ca_pem_out,
-            accept: Some(accept),
-        })
-    }
-}
-
-fn accept_loop(listener: &TcpListener, shared: &Arc<Shared>, connections_max: usize) {
-    let next_id = AtomicU64::new(1);
-    for stream in listener.incoming() {
-        if shared.stopping() {
-            return;
-        }
-        let tcp = match stream {
-            Ok(tcp) => tcp,
-            // Out of descriptors and the like: back off instead of spinning.
-            Err(_) => {
-                std::thread::sleep(Duration::from_millis(10));
-                continue;
-            }
+            inboxes,
+            threads: Vec::with_capacity(self.threads),
         };
-        let open = shared.counters.connections_open.load(Ordering::Relaxed);
-        if open >= connections_max as u64 {
-            bump(&shared.counters.connections_refused);
-            let _ = tcp.shutdown(Shutdown::Both);
-            continue;
-        }
-        let Ok(handle_clone) = tcp.try_clone() else {
-            bump(&shared.counters.connections_refused);
-            continue;
-        };
-        let id = next_id.fetch_add(1, Ordering::Relaxed);
-        shared
-            .counters
-            .connections_open
-            .fetch_add(1, Ordering::Relaxed);
-        bump(&shared.counters.connections_accepted);
-        lock(&shared.connections).insert(id, (handle_clone, None));
-        let conn_shared = shared.clone();
-        let spawned = std::thread::Builder::new()
-            .name(format!("herald-sink-conn-{id}"))
-            .stack_size(256 * 1024)
-            .spawn(move || conn::run(conn_shared, id, tcp));
-        match spawned {
-            Ok(handle) => {
-                // The thread may already have finished and removed its entry; then the
-                // handle is simply dropped (the thread is done).
-                if let Some(entry) = lock(&shared.connections).get_mut(&id) {
-                    entry.1 = Some(handle);
+        for worker in workers {
+            let index = sink.threads.len();
+            let spawned = std::thread::Builder::new()
+                .name(format!("herald-sink-{index}"))
+                .spawn(move || worker.run());
+            match spawned {
+                Ok(handle) => sink.threads.push(handle),
+                // Dropping `sink` stops and joins the workers already running.
+                Err(source) => {
+                    return Err(SinkError::Io {
+                        what: format!("spawning event-loop thread {index}"),
+                        source,
+                    })
                 }
             }
-            Err(_) => {
-                lock(&shared.connections).remove(&id);
-                shared
-                    .counters
-                    .connections_open
-                    .fetch_sub(1, Ordering::Relaxed);
-                bump(&shared.counters.connections_refused);
-            }
         }
+        Ok(sink)
     }
 }
 
@@ -480,7 +462,9 @@ pub struct Sink {
     addr: SocketAddr,
     ca_pem: Option<String>,
     ca_pem_path: Option<PathBuf>,
-    accept: Option<JoinHandle<()>>,
+    /// One per event-loop thread: its waker stops it.
+    inboxes: Vec<Arc<server::Inbox>>,
+    threads: Vec<JoinHandle<()>>,
 }
 
 impl fmt::Debug for Sink {
@@ -633,30 +617,14 @@ impl Sink {
     }
 
     fn stop(&mut self) {
-        if self.shared.stop.swap(true, Ordering::AcqRel) {
-            return;
+        self.shared.stop.store(true, Ordering::Release);
+        for inbox in &self.inboxes {
+            inbox.wake();
         }
-        // The accept thread is blocked in accept(): a connection wakes it up.
-        let mut wake = self.addr;
-        if wake.ip().is_unspecified() {
-            wake.set_ip(match wake.ip() {
-                IpAddr::V4(_) => IpAddr::V4(Ipv4Addr::LOCALHOST),
-                IpAddr::V6(_) => IpAddr::V6(std::net::Ipv6Addr::LOCALHOST),
-            });
-        }
-        if TcpStream::connect_timeout(&wake, Duration::from_secs(1)).is_ok() {
-            if let Some(accept) = self.accept.take() {
-                let _ = accept.join();
-            }
-        }
-        let open: Vec<_> = lock(&self.shared.connections).drain().collect();
-        for (_, (stream, _)) in &open {
-            let _ = stream.shutdown(Shutdown::Both);
-        }
-        for (_, (_, handle)) in open {
-            if let Some(handle) = handle {
-                let _ = handle.join();
-            }
+        // Each loop checks the flag after every wake-up: the joins are bounded by one
+        // turn of each loop.
+        for thread in self.threads.drain(..) {
+            let _ = thread.join();
         }
     }
 }

@@ -553,3 +553,203 @@ fn load_client_measures_the_ceiling() {
     };
     assert!(herald_sink::run_load(sink.addr(), &too_big).is_err());
 }
+
+/// Writes one request without waiting for its answer.
+fn send_only(stream: &mut TcpStream, target: &str, host: &str) {
+    let mut out = Vec::new();
+    encode_request(&mut out, "POST", target, host, &[], b"{}").unwrap();
+    stream.write_all(&out).unwrap();
+}
+
+/// Reads one answer from a plain keep-alive connection.
+fn read_status(stream: &mut TcpStream) -> u16 {
+    let mut parser = ResponseParser::new(Limits::default());
+    let mut buf = [0u8; 1024];
+    loop {
+        let n = stream.read(&mut buf).unwrap();
+        assert!(n > 0, "the sink closed instead of answering");
+        if let (_, Some(response)) = parser.feed(&buf[..n]).unwrap() {
+            return response.status;
+        }
+    }
+}
+
+fn connect(sink: &Sink) -> TcpStream {
+    let stream = TcpStream::connect(sink.addr()).unwrap();
+    stream.set_read_timeout(Some(WAIT)).unwrap();
+    stream.set_write_timeout(Some(WAIT)).unwrap();
+    stream
+}
+
+#[test]
+fn thousands_of_idle_connections_are_held_while_another_is_served() {
+    const IDLE: usize = 2_000;
+    let sink = Sink::builder().requests_max(0).start().unwrap();
+    let host = sink.addr().to_string();
+    let mut idle: Vec<TcpStream> = (0..IDLE).map(|_| connect(&sink)).collect();
+    // Each is served once (written all at once, then read), so each is a keep-alive
+    // connection with a request behind it, now idle.
+    for stream in &mut idle {
+        send_only(stream, "/first", &host);
+    }
+    for stream in &mut idle {
+        assert_eq!(read_status(stream), 200);
+    }
+    let stats = sink
+        .wait_until("every connection to be open", WAIT, |s| {
+            s.connections_open == IDLE as u64
+        })
+        .unwrap();
+    assert_eq!(stats.connections_refused, 0);
+
+    let mut busy = Client::plain(&sink);
+    for i in 0..100 {
+        assert_eq!(status(busy.post(&format!("/busy/{i}"), &[], b"{}")), 200);
+    }
+    let stats = sink.stats();
+    assert_eq!(stats.connections_open, IDLE as u64 + 1, "none was dropped");
+    assert_eq!(stats.requests, IDLE as u64 + 100);
+    assert_eq!(stats.idle_timeouts, 0);
+
+    // Every idle connection is still served.
+    for stream in &mut idle {
+        send_only(stream, "/second", &host);
+    }
+    for stream in &mut idle {
+        assert_eq!(read_status(stream), 200);
+    }
+    assert_eq!(sink.stats().status_count(200), 2 * IDLE as u64 + 100);
+    assert_eq!(sink.stats().connections_accepted, IDLE as u64 + 1);
+}
+
+#[test]
+fn delayed_answers_do_not_hold_up_other_connections() {
+    // One event-loop thread: if a delay blocked it, nothing else would be answered.
+    let sink = Sink::builder()
+        .threads(1)
+        .script(
+            "/parked",
+            vec![Action::delay(herald_sink::DELAY_MS_MAX, Action::ok())],
+        )
+        .script("/slow", vec![Action::delay(100, Action::Status(202))])
+        .start()
+        .unwrap();
+    let host = sink.addr().to_string();
+    let mut parked: Vec<TcpStream> = (0..50).map(|_| connect(&sink)).collect();
+    for stream in &mut parked {
+        send_only(stream, "/parked", &host);
+    }
+    sink.wait_for(50, WAIT).unwrap();
+    let mut slow: Vec<TcpStream> = (0..50).map(|_| connect(&sink)).collect();
+    for stream in &mut slow {
+        send_only(stream, "/slow", &host);
+    }
+    let mut fast = Client::plain(&sink);
+    for _ in 0..20 {
+        assert_eq!(status(fast.post("/fast", &[], b"")), 200);
+    }
+    for stream in &mut slow {
+        assert_eq!(read_status(stream), 202, "every shorter delay completes");
+    }
+    let stats = sink.stats();
+    assert_eq!(stats.requests, 120);
+    assert_eq!(stats.status_count(202), 50);
+    assert_eq!(
+        stats.status_count(200),
+        20,
+        "the parked answers are still due"
+    );
+    for stream in &mut parked {
+        stream.set_nonblocking(true).unwrap();
+        let mut byte = [0u8; 1];
+        let read = stream.read(&mut byte);
+        assert!(
+            matches!(&read, Err(e) if e.kind() == std::io::ErrorKind::WouldBlock),
+            "nothing sent on a parked connection yet: {read:?}"
+        );
+    }
+    assert_eq!(stats.connections_open, 101);
+}
+
+#[test]
+fn pipelined_requests_are_answered_in_order_across_a_delay() {
+    let sink = Sink::builder()
+        .script("/slow", vec![Action::delay(50, Action::Status(202))])
+        .script("/gone", vec![Action::Status(410)])
+        .start()
+        .unwrap();
+    let host = sink.addr().to_string();
+    let mut out = Vec::new();
+    for target in ["/slow", "/fast", "/slow", "/gone"] {
+        encode_request(&mut out, "POST", target, &host, &[], b"{}").unwrap();
+    }
+    let mut stream = connect(&sink);
+    stream.write_all(&out).unwrap();
+    let mut parser = ResponseParser::new(Limits::default());
+    let mut statuses = Vec::new();
+    let mut buf = [0u8; 4096];
+    let mut pending: Vec<u8> = Vec::new();
+    while statuses.len() < 4 {
+        let n = stream.read(&mut buf).unwrap();
+        assert!(n > 0, "closed after {statuses:?}");
+        pending.extend_from_slice(&buf[..n]);
+        loop {
+            let (used, response) = parser.feed(&pending).unwrap();
+            pending.drain(..used);
+            match response {
+                Some(response) => statuses.push(response.status),
+                None => break,
+            }
+        }
+    }
+    assert_eq!(statuses, [202, 200, 202, 410]);
+    let paths: Vec<String> = sink
+        .requests()
+        .iter()
+        .map(|r| r.path().to_owned())
+        .collect();
+    assert_eq!(paths, ["/slow", "/fast", "/slow", "/gone"]);
+}
+
+#[test]
+fn several_event_loop_threads_share_the_connections() {
+    let sink = Sink::builder().threads(3).start().unwrap();
+    let mut clients: Vec<_> = (0..9).map(|_| Client::plain(&sink)).collect();
+    for round in 0..3 {
+        for (i, client) in clients.iter_mut().enumerate() {
+            let target = format!("/c{i}/r{round}");
+            assert_eq!(status(client.post(&target, &[], b"{}")), 200);
+        }
+    }
+    let stats = sink.wait_for(27, WAIT).unwrap();
+    assert_eq!(stats.connections_accepted, 9);
+    let records = sink.requests();
+    let mut connections: Vec<u64> = records.iter().map(|r| r.connection).collect();
+    connections.sort_unstable();
+    connections.dedup();
+    assert_eq!(
+        connections,
+        (1..=9).collect::<Vec<u64>>(),
+        "numbered in accept order"
+    );
+    let report = herald_sink::run_load(
+        sink.addr(),
+        &herald_sink::LoadConfig {
+            connections: 6,
+            requests: 600,
+            target: "/load".into(),
+            payload_bytes: 16,
+            latency_field: None,
+            headers: vec![],
+            tls_ca_pem: None,
+        },
+    )
+    .unwrap();
+    assert_eq!((report.requests, report.non_success), (600, 0));
+    drop(clients);
+    sink.wait_until("every connection to close", WAIT, |s| {
+        s.connections_open == 0
+    })
+    .unwrap();
+    sink.shutdown();
+}
