@@ -13,6 +13,7 @@
 pub mod auth;
 pub mod catalog;
 pub mod config;
+mod inbound;
 mod metrics;
 mod routes;
 mod server;
@@ -252,7 +253,10 @@ impl Server {
         let local_addr = listener
             .local_addr()
             .map_err(|e| StartError::Runtime(format!("listener address: {e}")))?;
-        let app = Arc::new(App::new(config, herald, keys, default_scheme));
+        let inbound = inbound::sources(&config.inbound).map_err(StartError::Config)?;
+        let mut app = App::new(config, herald, keys, default_scheme);
+        app.inbound = inbound;
+        let app = Arc::new(app);
         let (stop, stop_rx) = tokio::sync::watch::channel(false);
         let tasks = server::tokio_util_tracker::Tracker::default();
         let _guard = runtime.enter();

@@ -24,10 +24,20 @@ pub struct RequestLabels {
     pub status: u16,
 }
 
+/// Labels of `herald_inbound_requests_total`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct InboundLabels {
+    /// A configured source name, or `unknown` (bounded: names come from the config).
+    pub source: String,
+    /// `accepted`, `duplicate`, `ignored` (unmapped type) or `rejected`.
+    pub result: &'static str,
+}
+
 /// The API's own metrics.
 #[derive(Debug)]
 pub struct Metrics {
     requests: Family<RequestLabels, Counter>,
+    inbound: Family<InboundLabels, Counter>,
     /// Requests whose bytes did not arrive in time.
     pub request_timeouts: Counter,
     request_seconds: Histogram,
@@ -39,6 +49,7 @@ impl Default for Metrics {
     fn default() -> Self {
         Metrics {
             requests: Family::default(),
+            inbound: Family::default(),
             request_timeouts: Counter::default(),
             request_seconds: Histogram::new([
                 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0, 5.0,
@@ -185,6 +196,16 @@ impl Metrics {
             .inc();
     }
 
+    /// Counts one inbound webhook by source and result.
+    pub fn observe_inbound(&self, source: &str, result: &'static str) {
+        self.inbound
+            .get_or_create(&InboundLabels {
+                source: source.to_string(),
+                result,
+            })
+            .inc();
+    }
+
     /// Records how long a request took to answer.
     pub fn observe_latency(&self, seconds: f64) {
         self.request_seconds.observe(seconds);
@@ -199,6 +220,11 @@ impl Metrics {
             "api_requests",
             "API requests answered, by route pattern and status",
             self.requests.clone(),
+        );
+        registry.register(
+            "inbound_requests",
+            "Inbound provider webhooks, by source and result",
+            self.inbound.clone(),
         );
         registry.register(
             "api_request_timeouts",

@@ -46,6 +46,8 @@ pub struct App {
     pub default_scheme: Scheme,
     pub metrics: Metrics,
     pub connections: Arc<ConnectionCount>,
+    /// Inbound webhook sources, by name.
+    pub inbound: BTreeMap<String, crate::inbound::Source>,
 }
 
 /// An error answer.
@@ -59,7 +61,7 @@ pub struct ApiError {
 }
 
 impl ApiError {
-    fn new(status: u16, code: &'static str, message: impl Into<String>) -> ApiError {
+    pub(crate) fn new(status: u16, code: &'static str, message: impl Into<String>) -> ApiError {
         ApiError {
             status,
             code,
@@ -67,6 +69,16 @@ impl ApiError {
             field: None,
             retry_after_s: None,
         }
+    }
+
+    /// The status this error answers with.
+    pub(crate) fn status(&self) -> u16 {
+        self.status
+    }
+
+    /// The message of the answer.
+    pub(crate) fn message(&self) -> &str {
+        &self.message
     }
 
     fn invalid(field: &str, message: impl Into<String>) -> ApiError {
@@ -259,6 +271,7 @@ enum Route<'a> {
     DeliveryRetry(&'a str),
     Events,
     EventsBatch,
+    Inbound(&'a str),
 }
 
 impl<'a> Route<'a> {
@@ -282,6 +295,7 @@ impl<'a> Route<'a> {
             ["v1", "deliveries", id, "retry"] => Route::DeliveryRetry(id),
             ["v1", "events"] => Route::Events,
             ["v1", "events", "batch"] => Route::EventsBatch,
+            ["v1", "inbound", source] => Route::Inbound(source),
             _ => return None,
         })
     }
@@ -307,6 +321,7 @@ impl<'a> Route<'a> {
             Route::DeliveryRetry(_) => "/v1/deliveries/{id}/retry",
             Route::Events => "/v1/events",
             Route::EventsBatch => "/v1/events/batch",
+            Route::Inbound(_) => "/v1/inbound/{source}",
         }
     }
 
@@ -327,7 +342,8 @@ impl<'a> Route<'a> {
             | Route::WebhookRecover(_)
             | Route::DeliveryRetry(_)
             | Route::Events
-            | Route::EventsBatch => "POST",
+            | Route::EventsBatch
+            | Route::Inbound(_) => "POST",
             Route::TenantKey(..) => "DELETE",
             Route::Webhook(_) => "GET, PATCH, DELETE",
         }
@@ -343,7 +359,7 @@ impl<'a> Route<'a> {
     fn needs_auth(self) -> bool {
         !matches!(
             self,
-            Route::Healthz | Route::Readyz | Route::Metrics | Route::OpenApi
+            Route::Healthz | Route::Readyz | Route::Metrics | Route::OpenApi | Route::Inbound(_)
         )
     }
 }
@@ -413,6 +429,7 @@ impl App {
             default_scheme,
             metrics: Metrics::default(),
             connections: Arc::new(ConnectionCount::default()),
+            inbound: BTreeMap::new(),
         }
     }
 
@@ -486,6 +503,8 @@ impl App {
                 ..Response::empty(200)
             }),
             Route::EventTypes => Ok(event_types()),
+            // Providers sign their requests instead of holding a key.
+            Route::Inbound(source) => self.inbound(source, request).await,
             Route::Tenants => {
                 self.require_admin(principal.as_ref())?;
                 if method == "POST" {

@@ -6,6 +6,7 @@
 
 mod config;
 mod errors;
+mod inbound;
 mod listener;
 mod readme;
 mod restart;
