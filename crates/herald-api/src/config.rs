@@ -88,6 +88,8 @@ pub struct Config {
     pub retry: RetryConfig,
     /// Limits of the API listener.
     pub limits: LimitsConfig,
+    /// The engine's journal files.
+    pub journal: JournalConfig,
     /// HTTPS for the API.
     pub tls: Option<TlsConfig>,
     /// Inbound webhook sources (`POST /v1/inbound/{name}`), by name.
@@ -230,6 +232,31 @@ impl LimitsConfig {
     }
 }
 
+/// Smallest journal segment: a few records plus a header; smaller would roll constantly.
+pub const JOURNAL_SEGMENT_BYTES_MIN: u64 = 64 * 1024;
+/// Largest journal segment: bounds one mapping and one recovery scan.
+pub const JOURNAL_SEGMENT_BYTES_MAX: u64 = 1024 * 1024 * 1024;
+/// Default journal segment size.
+pub const JOURNAL_SEGMENT_BYTES_DEFAULT: u64 = 64 * 1024 * 1024;
+
+/// `[journal]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct JournalConfig {
+    /// Size of each preallocated segment file (a multiple of 4096 in
+    /// [`JOURNAL_SEGMENT_BYTES_MIN`]`..=`[`JOURNAL_SEGMENT_BYTES_MAX`]). Each shard holds
+    /// its segments plus one prepared ahead, so a small disk wants small segments.
+    pub segment_bytes: u64,
+}
+
+impl Default for JournalConfig {
+    fn default() -> Self {
+        JournalConfig {
+            segment_bytes: JOURNAL_SEGMENT_BYTES_DEFAULT,
+        }
+    }
+}
+
 /// `[tls]`: with both files the API listens on https.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -255,6 +282,7 @@ impl Default for Config {
             signing: SigningConfig::default(),
             retry: RetryConfig::default(),
             limits: LimitsConfig::default(),
+            journal: JournalConfig::default(),
             tls: None,
             inbound: std::collections::BTreeMap::new(),
         }
@@ -334,6 +362,14 @@ impl Config {
             return Err(ConfigError::new(format!(
                 "limits.body_bytes_max is {}; at most {BODY_BYTES_MAX_LIMIT} (16 MiB) is allowed",
                 limits.body_bytes_max
+            )));
+        }
+        let segment_bytes = self.journal.segment_bytes;
+        if !(JOURNAL_SEGMENT_BYTES_MIN..=JOURNAL_SEGMENT_BYTES_MAX).contains(&segment_bytes)
+            || segment_bytes % 4096 != 0
+        {
+            return Err(ConfigError::new(format!(
+                "journal.segment_bytes is {segment_bytes}; it must be a multiple of 4096 from {JOURNAL_SEGMENT_BYTES_MIN} to {JOURNAL_SEGMENT_BYTES_MAX}"
             )));
         }
         self.validate_inbound()?;
@@ -523,9 +559,12 @@ mod tests {
             [limits]
             body_bytes_max = 1024
             connections_max = 10
+            [journal]
+            segment_bytes = 65536
         "#;
         let config = Config::from_toml(text, "t.toml").unwrap();
         assert_eq!(config.shards, 2);
+        assert_eq!(config.journal.segment_bytes, 65536);
         assert_eq!(config.log_format, LogFormat::Json);
         assert!(config.egress.require_https);
         assert_eq!(
@@ -551,6 +590,9 @@ mod tests {
             ("[retry]\nschedule_s = [-1]", "retry.schedule_s"),
             ("[limits]\nconnections_max = 0", "limits.connections_max"),
             ("log_format = \"xml\"", "log_format"),
+            ("[journal]\nsegment_bytes = 4096", "journal.segment_bytes"),
+            ("[journal]\nsegment_bytes = 65537", "journal.segment_bytes"),
+            ("[journal]\nsize = 65536", "size"),
             ("admin_key = \"short\"", "admin_key"),
             ("[tls]\ncert = \"a.pem\"", "key"),
             (

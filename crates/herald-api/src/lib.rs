@@ -224,6 +224,7 @@ impl Server {
             .data_dir(config.data_dir.join("engine"))
             .shards(shards)
             .intake_capacity(config.limits.intake_capacity)
+            .journal_segment_bytes(config.journal.segment_bytes)
             .require_https(config.egress.require_https);
         for cidr in &config.egress.allow_cidrs {
             builder = builder.allow_cidr(cidr.clone());
@@ -236,9 +237,15 @@ impl Server {
                 .collect();
             builder = builder.retry_schedule(delays);
         }
-        let herald = builder.start().map_err(|e| match e.fault() {
-            herald::Fault::Caller => StartError::Config(e.to_string()),
-            _ => StartError::Runtime(e.to_string()),
+        let engine_dir = config.data_dir.join("engine");
+        let herald = builder.start().map_err(|e| match e {
+            herald::StartError::Storage { shard, .. } => StartError::Runtime(format!(
+                "{e}\ninspect the journal with `herald journal check --data-dir {}`; \
+                 `--repair` truncates it at the damage, losing what follows (it says what)",
+                engine_dir.join(format!("shard-{shard}")).display()
+            )),
+            e if e.fault() == herald::Fault::Caller => StartError::Config(e.to_string()),
+            e => StartError::Runtime(e.to_string()),
         })?;
 
         let runtime = tokio::runtime::Builder::new_multi_thread()

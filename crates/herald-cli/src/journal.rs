@@ -110,11 +110,19 @@ fn run_check(dir: &Path, repair: bool) -> ExitCode {
         return ExitCode::SUCCESS;
     };
     if !repair {
+        let later_segments = report
+            .segments
+            .iter()
+            .skip_while(|s| s.path != corruption.segment)
+            .skip(1)
+            .count();
         eprintln!(
-            "corrupt: segment {} offset {}: {} (rerun with --repair to truncate there, losing what follows)",
+            "corrupt: segment {} offset {}: {}; {} intact records follow it in that segment, and {} later segments (rerun with --repair to truncate there, losing what follows)",
             corruption.segment.display(),
             corruption.offset,
-            corruption.defect
+            corruption.defect,
+            corruption.records_after,
+            later_segments
         );
         return ExitCode::from(1);
     }
@@ -124,15 +132,23 @@ fn run_check(dir: &Path, repair: bool) -> ExitCode {
         Ok((journal, recovery)) => {
             drop(journal);
             match recovery.repair {
-                Some(r) => println!(
-                    "repaired: truncated {} at offset {} ({}); lost {} bytes, {} records, {} later segments",
-                    r.segment.display(),
-                    r.offset,
-                    r.defect,
-                    r.bytes_lost,
-                    r.records_lost,
-                    r.segments_deleted
-                ),
+                Some(r) => {
+                    let kept = recovery.last_seq.unwrap_or(0);
+                    let lost = if r.records_lost > 0 {
+                        format!(" (seq {}..={})", kept + 1, kept + r.records_lost)
+                    } else {
+                        String::new()
+                    };
+                    println!(
+                        "repaired: truncated {} at offset {} ({}); kept records up to seq {kept}; lost {} records{lost}, {} bytes, {} later segments",
+                        r.segment.display(),
+                        r.offset,
+                        r.defect,
+                        r.records_lost,
+                        r.bytes_lost,
+                        r.segments_deleted
+                    )
+                }
                 None => println!("repaired: nothing to truncate"),
             }
             match check(dir) {

@@ -124,6 +124,26 @@ impl Default for Counters {
     }
 }
 
+impl Counters {
+    /// Adds `other` into these counters, e.g. to sum shards, or to carry the counts of
+    /// a dispatcher that was replaced by one rebuilt from the journal.
+    pub fn merge(&mut self, other: &Counters) {
+        self.events_accepted += other.events_accepted;
+        self.events_duplicate += other.events_duplicate;
+        self.deliveries_created += other.deliveries_created;
+        self.deliveries_succeeded += other.deliveries_succeeded;
+        self.deliveries_failed += other.deliveries_failed;
+        self.deliveries_exhausted += other.deliveries_exhausted;
+        self.deliveries_webhook_disabled += other.deliveries_webhook_disabled;
+        self.deliveries_webhook_deleted += other.deliveries_webhook_deleted;
+        self.deliveries_no_live_secret += other.deliveries_no_live_secret;
+        self.attempts_succeeded += other.attempts_succeeded;
+        self.attempts_retryable += other.attempts_retryable;
+        self.attempts_final += other.attempts_final;
+        self.attempt_latency_ms.merge(&other.attempt_latency_ms);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -159,5 +179,49 @@ mod tests {
         sum.merge(&h);
         sum.merge(&h);
         assert_eq!((sum.count, sum.counts[0]), (14, 4));
+    }
+
+    #[test]
+    fn counters_merge_every_field() {
+        let mut one = Counters {
+            events_accepted: 1,
+            events_duplicate: 2,
+            deliveries_created: 3,
+            deliveries_succeeded: 4,
+            deliveries_failed: 5,
+            deliveries_exhausted: 6,
+            deliveries_webhook_disabled: 7,
+            deliveries_webhook_deleted: 8,
+            deliveries_no_live_secret: 9,
+            attempts_succeeded: 10,
+            attempts_retryable: 11,
+            attempts_final: 12,
+            attempt_latency_ms: Histogram::new(&ATTEMPT_LATENCY_BOUNDS_MS),
+        };
+        one.attempt_latency_ms.observe(7);
+        let mut sum = Counters::default();
+        sum.merge(&one);
+        sum.merge(&one);
+        let doubled = Counters {
+            events_accepted: 2,
+            events_duplicate: 4,
+            deliveries_created: 6,
+            deliveries_succeeded: 8,
+            deliveries_failed: 10,
+            deliveries_exhausted: 12,
+            deliveries_webhook_disabled: 14,
+            deliveries_webhook_deleted: 16,
+            deliveries_no_live_secret: 18,
+            attempts_succeeded: 20,
+            attempts_retryable: 22,
+            attempts_final: 24,
+            attempt_latency_ms: {
+                let mut h = Histogram::new(&ATTEMPT_LATENCY_BOUNDS_MS);
+                h.observe(7);
+                h.observe(7);
+                h
+            },
+        };
+        assert_eq!(sum, doubled);
     }
 }

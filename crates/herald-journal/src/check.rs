@@ -31,6 +31,9 @@ pub struct Corruption {
     pub offset: u64,
     /// What is wrong.
     pub defect: String,
+    /// Intact records found after the damage in the same segment: what a repair loses
+    /// beyond the damaged stretch itself (with every later segment).
+    pub records_after: u64,
 }
 
 /// What [`check`] found.
@@ -89,6 +92,7 @@ pub fn check(dir: &Path) -> Result<CheckReport, JournalError> {
                     segment: path,
                     offset: 0,
                     defect: defect.to_string(),
+                    records_after: 0,
                 });
                 report.segments.push(summary);
                 continue;
@@ -104,6 +108,7 @@ pub fn check(dir: &Path) -> Result<CheckReport, JournalError> {
                     "segment starts at seq {} but seq {expected} must come next",
                     scan.header.base_seq
                 ),
+                records_after: 0,
             });
             report.segments.push(summary);
             continue;
@@ -126,7 +131,10 @@ pub fn check(dir: &Path) -> Result<CheckReport, JournalError> {
             dirty_end,
         } = scan.stop
         {
-            if is_last {
+            // As on open: damage followed by intact frames is corruption, not a torn tail.
+            let intact =
+                crate::format::intact_frames_after(&bytes, offset, dirty_end, scan.last_seq);
+            if is_last && intact.is_none() {
                 report.torn_tail = Some(TornTail {
                     segment: path,
                     offset,
@@ -138,6 +146,7 @@ pub fn check(dir: &Path) -> Result<CheckReport, JournalError> {
                     segment: path,
                     offset,
                     defect: defect.to_string(),
+                    records_after: intact.map_or(0, |i| i.frames),
                 });
             }
         }

@@ -436,6 +436,59 @@ pub fn scan_segment(bytes: &[u8]) -> Result<SegmentScan, HeaderDefect> {
     })
 }
 
+/// Intact frames found after an invalid one: see [`intact_frames_after`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct IntactAfter {
+    /// Offset of the first intact frame.
+    pub first_offset: u64,
+    /// Frames found intact.
+    pub frames: u64,
+    /// Highest sequence number among them.
+    pub last_seq: u64,
+}
+
+/// Looks past an invalid frame at `offset` (up to `dirty_end`) for intact frames: whole
+/// frames (magic, both CRCs, zero padding) with sequence numbers above `last_seq`, the
+/// last valid one. A write torn by a crash leaves damage only at the end of what was
+/// written, so intact frames after the damage mean it is in the middle of the log:
+/// corruption, not a torn tail. Never panics on any input.
+pub fn intact_frames_after(
+    bytes: &[u8],
+    offset: u64,
+    dirty_end: u64,
+    last_seq: u64,
+) -> Option<IntactAfter> {
+    let end = dirty_end.min(bytes.len() as u64);
+    let mut found: Option<IntactAfter> = None;
+    let mut at = offset + FRAME_ALIGN_BYTES;
+    while at + FRAME_HEADER_BYTES <= end {
+        let start = at as usize;
+        if le_u32(&bytes[start..start + 4]) != FRAME_MAGIC {
+            at += FRAME_ALIGN_BYTES;
+            continue;
+        }
+        let seq = le_u64(&bytes[start + 8..start + 16]);
+        if seq <= last_seq {
+            at += FRAME_ALIGN_BYTES;
+            continue;
+        }
+        match decode_frame(bytes, at, seq) {
+            Decoded::Frame(frame, next) => {
+                let intact = found.get_or_insert(IntactAfter {
+                    first_offset: at,
+                    frames: 0,
+                    last_seq: frame.seq,
+                });
+                intact.frames += 1;
+                intact.last_seq = intact.last_seq.max(frame.seq);
+                at = next;
+            }
+            Decoded::End | Decoded::Invalid(_) => at += FRAME_ALIGN_BYTES,
+        }
+    }
+    found
+}
+
 fn le_u32(b: &[u8]) -> u32 {
     let mut a = [0u8; 4];
     a.copy_from_slice(&b[..4]);

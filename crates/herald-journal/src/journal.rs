@@ -410,7 +410,11 @@ impl Journal {
                 dirty_end,
             } = scan.stop.clone()
             {
-                if is_last {
+                // A crash tears only the end of what was written; intact frames after
+                // the damage mean it is in the middle of the log, even in the last
+                // segment, and are never dropped silently.
+                let intact = format::intact_frames_after(&map, offset, dirty_end, scan.last_seq);
+                if is_last && intact.is_none() {
                     recovery.torn_tail = Some(TornTail {
                         segment: path.clone(),
                         offset,
@@ -423,7 +427,7 @@ impl Journal {
                     // rest and every later segment.
                     zero_and_flush(&mut map, offset, dirty_end, &path)?;
                     let mut bytes_lost = dirty_end - offset;
-                    let mut max_seq = scan.last_seq;
+                    let mut max_seq = intact.map_or(scan.last_seq, |i| i.last_seq);
                     let mut deleted = 0;
                     for (_, (_, later)) in listed.by_ref() {
                         let later_bytes = fs::metadata(&later).map(|m| m.len()).unwrap_or(0);
@@ -590,6 +594,24 @@ impl Journal {
         self.next_seq += 1;
         self.shared.published(seq, &mut self.since_kick);
         Ok(seq)
+    }
+
+    /// Makes room for one record of `payload_bytes` (clamped to the largest
+    /// record): when the active segment cannot hold it, rolls to a new segment
+    /// now; otherwise does nothing. Appends nothing and takes no sequence
+    /// number, so a caller whose append failed on a full disk can probe, with
+    /// backoff, whether it can write again before it takes on new work.
+    pub fn ensure_room(&mut self, payload_bytes: u64) -> Result<(), JournalError> {
+        self.shared.check_failed()?;
+        let total = frame_bytes(payload_bytes.min(self.payload_bytes_max));
+        let fits = self
+            .segments
+            .last()
+            .is_some_and(|s| s.end + total <= s.map.len() as u64);
+        if fits {
+            return Ok(());
+        }
+        self.roll()
     }
 
     fn active_mut(&mut self) -> &mut Segment {

@@ -5,8 +5,10 @@
 //! segment and returns its sequence number at once; a background thread makes
 //! batches durable with `fdatasync` ([`Journal::durable_seq`],
 //! [`Journal::set_durable_notify`], [`Journal::sync`]). [`Journal::open`]
-//! recovers: it checks every frame, zeroes a torn tail in the last segment and
-//! refuses corruption before it unless asked to repair. Checkpoints
+//! recovers: it checks every frame, zeroes a torn tail in the last segment (damage
+//! with no intact frame after it) and refuses other damage unless asked to repair.
+//! [`Journal::ensure_room`] lets a caller whose append failed on a full disk probe
+//! whether it can write again. Checkpoints
 //! ([`Journal::checkpoint`]) bound replay and disk use.
 //!
 //! Durability order: a record is acknowledged (counted in `durable_seq`) only

@@ -1,5 +1,6 @@
 //! Recovery against damaged files: torn tails at every byte offset, single-bit
-//! flips anywhere in the written bytes, opt-in repair, and read-only check.
+//! flips anywhere in the written bytes, damage in the middle of the last segment,
+//! opt-in repair, and read-only check.
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -179,6 +180,13 @@ fn single_bit_flips_are_detected_never_returned() {
     targets.extend([seg1_end, seg1_end + 100, SEGMENT_BYTES_MIN - 1].map(|o| (0, o)));
     targets.extend((0..seg2_end).map(|o| (1, o)));
     targets.extend([seg2_end, seg2_end + 5000, SEGMENT_BYTES_MIN - 1].map(|o| (1, o)));
+    // Only damage to the last frame of the last segment (or past it) can be a torn
+    // tail: damage to an earlier frame leaves intact frames after it.
+    let seg2_last_frame = HEADER_BYTES
+        + seg2_lens[..seg2_lens.len() - 1]
+            .iter()
+            .map(|&l| frame_bytes(l as u64))
+            .sum::<u64>();
     let mut detected = 0;
     for (file_index, offset) in targets {
         for bit in 0..8 {
@@ -193,8 +201,8 @@ fn single_bit_flips_are_detected_never_returned() {
                         "flip {file_index}:{offset}:{bit}: {e}"
                     );
                     assert!(
-                        file_index == 0 || offset < HEADER_BYTES,
-                        "flip in last segment frames is a torn tail, not an error: {e}"
+                        file_index == 0 || offset < seg2_last_frame,
+                        "flip in the last frame of the last segment is a torn tail, not an error: {e}"
                     );
                 }
                 Ok((journal, recovery)) => {
@@ -202,6 +210,10 @@ fn single_bit_flips_are_detected_never_returned() {
                     assert_eq!(
                         file_index, 1,
                         "flip {offset}:{bit} in segment 1 went unnoticed"
+                    );
+                    assert!(
+                        offset >= seg2_last_frame,
+                        "flip {offset}:{bit} before the last frame of the last segment was taken for a torn tail"
                     );
                     assert!(
                         recovery.torn_tail.is_some(),
@@ -281,6 +293,71 @@ fn corruption_before_the_tail_is_an_error_then_repair_truncates() {
     journal.sync().unwrap();
     drop(journal);
     assert!(check(dir.path()).unwrap().is_sound());
+}
+
+/// Damage in the middle of the last (here the only) segment, with intact frames after
+/// it, is corruption naming the file and offset, never a torn tail dropped silently;
+/// check counts the intact records after it, and repair says it lost them.
+#[test]
+fn damage_in_the_middle_of_the_last_segment_is_corruption() {
+    let dir = scratch_dir();
+    let lens = [100usize, 200, 300, 400, 50, 60, 70];
+    let records = build(dir.path(), &lens);
+    let files = segment_files(dir.path());
+    assert_eq!(files.len(), 1);
+    let spans = frame_spans(&lens);
+    let offset = spans[2].0;
+    let mut bytes = fs::read(&files[0]).unwrap();
+    bytes[offset as usize + 100] ^= 0x01;
+    fs::write(&files[0], &bytes).unwrap();
+
+    let err = Journal::open(config(dir.path())).unwrap_err();
+    assert!(
+        matches!(&err, JournalError::CorruptFrame { segment, offset: at, .. } if segment == &files[0] && *at == offset),
+        "{err}"
+    );
+    assert_eq!(err.fault(), Fault::Storage);
+    assert_eq!(fs::read(&files[0]).unwrap(), bytes, "open changed nothing");
+
+    let report = check(dir.path()).unwrap();
+    let corruption = report.corruption.clone().expect("check reports the damage");
+    assert_eq!(
+        (&corruption.segment, corruption.offset),
+        (&files[0], offset)
+    );
+    assert_eq!(
+        corruption.records_after, 4,
+        "seqs 4..=7 are intact after it"
+    );
+    assert_eq!(report.torn_tail, None);
+
+    let mut cfg = config(dir.path());
+    cfg.repair = true;
+    let (journal, recovery) = Journal::open(cfg).unwrap();
+    let repair = recovery.repair.clone().expect("the repair is reported");
+    assert_eq!(
+        (repair.segment.clone(), repair.offset),
+        (files[0].clone(), offset)
+    );
+    assert_eq!(repair.records_lost, 5, "seqs 3..=7 are gone");
+    assert_eq!(repair.segments_deleted, 0);
+    assert_eq!(recovery.torn_tail, None);
+    assert_eq!(replayed(&journal), records[..2].to_vec());
+    drop(journal);
+    assert!(check(dir.path()).unwrap().is_sound());
+
+    // Damage to the last frame only is still a torn tail.
+    let dir = scratch_dir();
+    let records = build(dir.path(), &lens);
+    let file = segment_files(dir.path()).remove(0);
+    let last = frame_spans(&lens)[lens.len() - 1].0;
+    let mut bytes = fs::read(&file).unwrap();
+    bytes[last as usize + 40] ^= 0x01;
+    fs::write(&file, &bytes).unwrap();
+    assert!(check(dir.path()).unwrap().is_sound());
+    let (journal, recovery) = Journal::open(config(dir.path())).unwrap();
+    assert_eq!(recovery.torn_tail.map(|t| t.offset), Some(last));
+    assert_eq!(replayed(&journal), records[..lens.len() - 1].to_vec());
 }
 
 #[test]

@@ -124,3 +124,68 @@ fn enospc_on_roll_fails_the_append_then_recovers() {
         .replay()
         .all(|f| f.unwrap().payload == payload.as_slice()));
 }
+
+/// The probe a driver uses while the disk is full: `ensure_room` fails with the
+/// storage-full error as long as no segment can be made, takes no sequence
+/// number and leaves no file behind; once space is freed it rolls, and the next
+/// append lands in the new segment. With room in the active segment it does
+/// nothing.
+#[test]
+fn ensure_room_probes_until_space_frees() {
+    let mountpoint = tempfile::tempdir().unwrap();
+    let Some(_mount) = mount_tmpfs(mountpoint.path(), 1024 * 1024) else {
+        eprintln!("storage_full: cannot mount tmpfs here (not root?); skipped");
+        return;
+    };
+    let dir = mountpoint.path().join("journal");
+    let mut config = JournalConfig::new(&dir);
+    config.segment_bytes = SEGMENT_BYTES_MIN;
+    let (mut journal, _) = Journal::open(config.clone()).unwrap();
+    let payload = vec![9u8; 3000];
+    // Room in the active segment: nothing happens.
+    journal.ensure_room(payload.len() as u64).unwrap();
+    assert_eq!(journal.segment_count(), 1);
+    assert_eq!(journal.last_seq(), 0);
+
+    let filler = fill(mountpoint.path());
+    let err = loop {
+        match journal.append(1, 1, &payload) {
+            Ok(_) => {}
+            Err(e) => break e,
+        }
+    };
+    assert!(err.is_storage_full(), "{err}");
+    let durable = journal.sync().unwrap();
+    assert_eq!(durable, journal.last_seq());
+    let segments = journal.segment_count();
+    for _ in 0..5 {
+        let probe = journal.ensure_room(payload.len() as u64).unwrap_err();
+        assert!(probe.is_storage_full(), "{probe}");
+        assert_eq!(probe.fault(), Fault::Storage);
+    }
+    assert_eq!(
+        journal.last_seq(),
+        durable,
+        "a probe takes no sequence number"
+    );
+    assert_eq!(journal.segment_count(), segments);
+    // Nothing is acknowledged that is not durable, and syncing still works.
+    assert_eq!(journal.sync().unwrap(), durable);
+
+    fs::remove_file(&filler).unwrap();
+    journal.ensure_room(payload.len() as u64).unwrap();
+    assert_eq!(journal.segment_count(), segments + 1, "the probe rolled");
+    // A second probe finds room and does nothing.
+    journal.ensure_room(payload.len() as u64).unwrap();
+    assert_eq!(journal.segment_count(), segments + 1);
+    let seq = journal.append(1, 1, &payload).unwrap();
+    assert_eq!(seq, durable + 1);
+    assert_eq!(journal.sync().unwrap(), seq);
+    drop(journal);
+
+    let (journal, recovery) = Journal::open(config).unwrap();
+    assert_eq!(recovery.last_seq, Some(seq));
+    assert_eq!(recovery.torn_tail, None);
+    let replayed: Vec<u64> = journal.replay().map(|f| f.unwrap().seq).collect();
+    assert_eq!(replayed, (1..=seq).collect::<Vec<_>>());
+}

@@ -99,7 +99,9 @@ pub enum Error {
         /// What was not handed over.
         unsent: Unsent,
     },
-    /// The shard's journal failed; the operation was not made durable.
+    /// The shard's journal could not take the operation, which was not carried out. A
+    /// shard whose disk is full refuses changes (queries still work) and resumes by
+    /// itself once the journal can write again; a failed sync stops the shard.
     Storage {
         /// The shard.
         shard: usize,

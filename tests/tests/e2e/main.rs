@@ -11,6 +11,7 @@ mod listener;
 mod readme;
 mod restart;
 mod schemes;
+mod storage;
 mod story;
 mod tenants;
 mod tls;

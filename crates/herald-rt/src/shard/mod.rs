@@ -133,7 +133,9 @@ pub enum Failure {
     Accept(herald_core::AcceptError),
     /// A manual operation was refused.
     Op(herald_core::OpError),
-    /// The journal failed; the change was not made durable and the shard stopped.
+    /// The journal could not take the change, so it was not carried out. While the
+    /// cause can pass (a full disk) the shard refuses changes and probes the journal,
+    /// taking changes again once it can write; after a failed sync it stops.
     Storage(String),
     /// The shard is stopping; the change was not made.
     ShuttingDown,

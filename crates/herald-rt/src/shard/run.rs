@@ -96,8 +96,40 @@ fn fail_batch(results: Vec<BatchResult>, failure: &Failure) -> Vec<BatchResult> 
 /// with many secrets and headers, a checkpoint) is not worth holding on to.
 const RECORD_BUFFER_KEPT_BYTES_MAX: usize = 64 * 1024;
 
-/// What a finished send task reports back to the loop.
-type Finished = Vec<Outcome>;
+/// What finished send tasks report back to the loop: each outcome with the generation
+/// of the dispatcher that asked for the send.
+type Finished = Vec<(u64, Outcome)>;
+
+/// First delay before probing a journal that refused a record again.
+const STORAGE_PROBE_DELAY_MIN: Duration = Duration::from_millis(50);
+/// Longest delay between two probes: once space frees, the shard takes changes again
+/// within this, while a disk that stays full costs one failed `fallocate` per period.
+const STORAGE_PROBE_DELAY_MAX: Duration = Duration::from_secs(2);
+
+/// The journal refused a record for a reason that can pass (a full disk, a segment file
+/// it could not create, a record it could not take). The records from the refused one
+/// on were never journaled, so the dispatcher that made them was replaced by one rebuilt
+/// from the journal: memory again holds exactly what is durable. Until the journal can
+/// write again the shard answers queries, refuses changes with a storage error, fires no
+/// timers (a send would need its attempt journaled) and probes the journal with a
+/// growing delay.
+struct Blocked {
+    /// Why, for callers whose changes are refused.
+    message: String,
+    /// Payload size of the refused record: the probe makes room for one like it.
+    payload_bytes: u64,
+    next_probe: Instant,
+    delay: Duration,
+}
+
+/// Why [`Shard::append`] could not journal a record.
+enum AppendFailure {
+    /// The journal can take records again once the cause passes (see [`Blocked`]).
+    Passing { message: String, payload_bytes: u64 },
+    /// The journal is unusable for this process (a failed sync: the kernel may have
+    /// dropped the written pages, so only reopening from disk tells what is durable).
+    Permanent(String),
+}
 
 struct Shard {
     index: usize,
@@ -127,8 +159,16 @@ struct Shard {
     record_buffer: RecordBuffer,
     last_checkpoint: Instant,
     last_sweep: Instant,
-    /// Set when the journal failed: the shard stops and answers nothing more.
+    /// Set when the journal failed for good (a failed sync): the shard stops and answers
+    /// nothing more.
     storage_failure: Option<String>,
+    /// Set while the journal cannot take records; see [`Blocked`].
+    blocked: Option<Blocked>,
+    /// Bumped when the dispatcher is rebuilt from the journal: outcomes of sends asked
+    /// for by an earlier one are dropped (the new one sends those attempts again).
+    generation: u64,
+    /// Counters of dispatchers replaced by a rebuild, so the shard's stay monotonic.
+    counters_replaced: herald_core::Counters,
     /// Journal frame bytes appended since start.
     journal_bytes_appended: u64,
     /// Journal sync latencies since start, folded in from the journal's bounded sample
@@ -264,6 +304,9 @@ pub(crate) async fn run_shard(setup: ShardSetup) -> ShardExit {
         last_checkpoint: Instant::now(),
         last_sweep: Instant::now(),
         storage_failure: None,
+        blocked: None,
+        generation: 0,
+        counters_replaced: herald_core::Counters::default(),
         journal_bytes_appended: 0,
         journal_sync_us: herald_core::Histogram::new(&super::JOURNAL_SYNC_BOUNDS_US),
     };
@@ -329,11 +372,18 @@ impl Shard {
                 return self.shut_down().await;
             }
             let now = now_ms();
-            let deadline = self.dispatcher.next_deadline_ms();
+            // A blocked shard fires no timers: only its next probe wakes it.
+            let deadline = match &self.blocked {
+                None => self.dispatcher.next_deadline_ms(),
+                Some(blocked) => {
+                    let wait = blocked.next_probe.saturating_duration_since(Instant::now());
+                    Some(now + u64::try_from(wait.as_millis()).unwrap_or(u64::MAX / 2) + 1)
+                }
+            };
             let ready_now = (!self.intake.is_empty()
                 && self.acks.len() < self.config.awaiting_durable_max)
                 || !self.finished.borrow().is_empty()
-                || deadline.is_some_and(|d| d <= now);
+                || (self.blocked.is_none() && deadline.is_some_and(|d| d <= now));
             // With work at hand, or a notification that arrived during the turn, go round
             // again, but let send tasks and the reactor run first: a stream of foreign
             // notifications must not starve them.
@@ -371,18 +421,28 @@ impl Shard {
         }
         self.batch = batch;
         let finished = std::mem::take(&mut *self.finished.borrow_mut());
-        for outcome in finished {
+        for (generation, outcome) in finished {
+            if generation != self.generation {
+                // Asked for by a dispatcher since rebuilt from the journal, which holds
+                // this attempt as in flight and sends it again (at least once).
+                continue;
+            }
             self.log_outcome(&outcome);
             self.dispatcher.attempt_finished(now, outcome);
         }
         self.pump();
         self.advance_durable();
         // A closing shard starts no new sends; what is due stays journaled as pending.
-        if !closing && self.dispatcher.next_deadline_ms().is_some_and(|d| d <= now) {
+        // A blocked one neither: the attempt could not be journaled.
+        if !closing
+            && self.blocked.is_none()
+            && self.dispatcher.next_deadline_ms().is_some_and(|d| d <= now)
+        {
             self.dispatcher.tick(now);
             self.pump();
         }
         self.maybe_checkpoint(now);
+        self.probe_storage();
         if self.last_sweep.elapsed() >= Duration::from_millis(IDLE_WAKE_MS) {
             self.last_sweep = Instant::now();
             self.client.sweep_idle();
@@ -394,6 +454,12 @@ impl Shard {
         if self.storage_failure.is_some() {
             // Dropping the reply tells the caller the shard stopped.
             return;
+        }
+        if let Some(blocked) = &self.blocked {
+            if changes_state(&request) {
+                refuse(request, Failure::Storage(blocked.message.clone()));
+                return;
+            }
         }
         match request {
             Request::UpsertWebhook {
@@ -544,9 +610,11 @@ impl Shard {
             }
             Request::Stats { reply } => {
                 self.take_sync_samples();
+                let mut counters = self.counters_replaced;
+                counters.merge(&self.dispatcher.counters());
                 reply.send(ShardStats {
                     dispatcher: self.dispatcher.stats(),
-                    counters: self.dispatcher.counters(),
+                    counters,
                     journal_last_seq: self.journal.last_seq(),
                     journal_durable_seq: self.journal.durable_seq(),
                     journal_bytes_appended: self.journal_bytes_appended,
@@ -575,6 +643,12 @@ impl Shard {
 
     /// Answers `ack` once `append` is durable (at once for `AppendId(0)`).
     fn defer(&mut self, append: AppendId, ack: Ack) {
+        if let Some(blocked) = &self.blocked {
+            // The journal refused a record while this request was being carried out
+            // (`last_queued_append`): its records went with the replaced dispatcher.
+            ack.fail(Failure::Storage(blocked.message.clone()));
+            return;
+        }
         if append <= self.durable_append {
             ack.succeed();
         } else {
@@ -583,46 +657,145 @@ impl Shard {
     }
 
     /// Drains the dispatcher's commands in order: appends to the journal, sends as
-    /// spawned tasks.
+    /// spawned tasks. Does nothing while the journal cannot take records: the commands
+    /// wait in the dispatcher.
     fn pump(&mut self) {
+        if self.blocked.is_some() || self.storage_failure.is_some() {
+            return;
+        }
         let mut commands = std::mem::take(&mut self.commands);
         self.dispatcher.drain_commands(&mut commands);
+        let mut failure = None;
         for command in commands.drain(..) {
+            if failure.is_some() {
+                // Made by the dispatcher about to be replaced; the rebuilt one makes
+                // whatever still follows from the journal.
+                continue;
+            }
             match command {
-                Command::Append { id, record } => self.append(id, &record),
+                Command::Append { id, record } => failure = self.append(id, &record).err(),
                 Command::Send(request) => self.spawn_send(request),
             }
         }
         self.commands = commands;
+        match failure {
+            None => {}
+            Some(AppendFailure::Permanent(message)) => self.storage_failure = Some(message),
+            Some(AppendFailure::Passing {
+                message,
+                payload_bytes,
+            }) => self.block(message, payload_bytes),
+        }
     }
 
-    fn append(&mut self, id: AppendId, record: &Record) {
-        if self.storage_failure.is_some() {
-            return;
-        }
+    fn append(&mut self, id: AppendId, record: &Record) -> Result<(), AppendFailure> {
         let buffer = std::mem::take(&mut self.record_buffer);
-        let result = record
-            .encode_into(buffer)
-            .map_err(|error| format!("encoding record {:#06x}: {error}", record.kind()))
-            .and_then(|(kind, version, payload)| {
-                let appended = self
-                    .journal
-                    .append(kind, version, &payload)
-                    .map_err(|error| error.to_string());
-                self.journal_bytes_appended += herald_journal::frame_bytes(payload.len() as u64);
-                // A buffer grown by one huge record is not kept.
-                if payload.capacity() <= RECORD_BUFFER_KEPT_BYTES_MAX {
-                    self.record_buffer = payload;
-                }
-                appended
-            });
-        match result {
+        let (kind, version, payload) = record.encode_into(buffer).map_err(|error| {
+            // Refused like a full disk: the rebuilt dispatcher no longer holds the record.
+            AppendFailure::Passing {
+                message: format!("encoding record {:#06x}: {error}", record.kind()),
+                payload_bytes: 0,
+            }
+        })?;
+        let payload_bytes = payload.len() as u64;
+        let appended = self.journal.append(kind, version, &payload);
+        // A buffer grown by one huge record is not kept.
+        if payload.capacity() <= RECORD_BUFFER_KEPT_BYTES_MAX {
+            self.record_buffer = payload;
+        }
+        match appended {
             Ok(seq) => {
+                self.journal_bytes_appended += herald_journal::frame_bytes(payload_bytes);
                 self.appended.push_back((seq, id));
                 self.last_append = id;
                 self.records_since_checkpoint += 1;
+                Ok(())
             }
-            Err(message) => self.storage_failure = Some(message),
+            Err(error @ herald_journal::JournalError::SyncFailed { .. }) => {
+                Err(AppendFailure::Permanent(error.to_string()))
+            }
+            Err(error) => Err(AppendFailure::Passing {
+                message: error.to_string(),
+                payload_bytes,
+            }),
+        }
+    }
+
+    /// The journal refused a record for a reason that can pass: answer what is durable,
+    /// refuse the rest, rebuild the dispatcher from the journal and wait for the journal
+    /// to write again (see [`Blocked`]).
+    fn block(&mut self, message: String, payload_bytes: u64) {
+        tracing::error!(
+            shard = self.index,
+            %message,
+            "the journal refused a record; changes are refused until it can write again"
+        );
+        // Everything appended before the refused record becomes durable: the replies
+        // waiting for it are answered as usual. This waits for one sync on the shard
+        // thread; it happens once per refusal.
+        if let Err(error) = self.journal.sync() {
+            self.storage_failure = Some(error.to_string());
+            return;
+        }
+        self.advance_durable();
+        // The rest was never journaled: not carried out.
+        let refusal = format!("{message}; changes are refused until the journal can write again");
+        for (_, ack) in self.acks.drain(..) {
+            ack.fail(Failure::Storage(refusal.clone()));
+        }
+        let now = now_ms();
+        let mut dispatcher = Dispatcher::new(self.config.dispatcher.clone(), now);
+        if let Err(error) = replay(&self.journal, &mut dispatcher) {
+            self.storage_failure = Some(format!("rebuilding from the journal: {error}"));
+            return;
+        }
+        dispatcher.replay_finished(now);
+        let replaced = std::mem::replace(&mut self.dispatcher, dispatcher);
+        self.counters_replaced.merge(&replaced.counters());
+        self.generation += 1;
+        // Append ids are the replaced dispatcher's; the new one counts from the start.
+        self.appended.clear();
+        self.last_append = AppendId(0);
+        self.durable_append = AppendId(0);
+        // Durability invariant: every reply was answered, from the journal's state.
+        assert!(self.acks.is_empty(), "replies outlived a rebuild");
+        self.blocked = Some(Blocked {
+            message: refusal,
+            payload_bytes,
+            next_probe: Instant::now() + STORAGE_PROBE_DELAY_MIN,
+            delay: STORAGE_PROBE_DELAY_MIN,
+        });
+    }
+
+    /// While blocked: when the probe is due, asks the journal to make room for a record
+    /// like the refused one; on success the shard takes changes and fires timers again.
+    fn probe_storage(&mut self) {
+        let Some(blocked) = &mut self.blocked else {
+            return;
+        };
+        if Instant::now() < blocked.next_probe {
+            return;
+        }
+        match self.journal.ensure_room(blocked.payload_bytes) {
+            Ok(()) => {
+                tracing::info!(
+                    shard = self.index,
+                    "the journal can write again; taking changes"
+                );
+                self.blocked = None;
+                // What the rebuilt dispatcher queued (replay's own records) goes first.
+                self.pump();
+            }
+            Err(error @ herald_journal::JournalError::SyncFailed { .. }) => {
+                self.storage_failure = Some(error.to_string());
+            }
+            Err(error) => {
+                blocked.delay = (blocked.delay * 2).min(STORAGE_PROBE_DELAY_MAX);
+                blocked.next_probe = Instant::now() + blocked.delay;
+                blocked.message =
+                    format!("{error}; changes are refused until the journal can write again");
+                tracing::debug!(shard = self.index, %error, delay_ms = blocked.delay.as_millis() as u64, "the journal still cannot write");
+            }
         }
     }
 
@@ -672,6 +845,7 @@ impl Shard {
         };
         let delivery = request.delivery;
         let attempt = request.attempt;
+        let generation = self.generation;
         let client = self.client.clone();
         let finished = self.finished.clone();
         let local = self.local.clone();
@@ -694,13 +868,16 @@ impl Shard {
                     error.to_string().into_bytes(),
                 ),
             };
-            finished.borrow_mut().push(Outcome {
-                delivery,
-                attempt,
-                result,
-                latency_ms,
-                response_body,
-            });
+            finished.borrow_mut().push((
+                generation,
+                Outcome {
+                    delivery,
+                    attempt,
+                    result,
+                    latency_ms,
+                    response_body,
+                },
+            ));
             *in_flight.borrow_mut() -= 1;
             local.notify();
         })
@@ -739,11 +916,14 @@ impl Shard {
             || (self.records_since_checkpoint > 0
                 && self.last_checkpoint.elapsed()
                     >= Duration::from_millis(self.config.checkpoint_interval_ms));
-        if !due || self.storage_failure.is_some() {
+        if !due || self.storage_failure.is_some() || self.blocked.is_some() {
             return;
         }
         // The checkpoint must follow every record it summarises.
         self.pump();
+        if self.blocked.is_some() || self.storage_failure.is_some() {
+            return;
+        }
         let record = self.dispatcher.checkpoint(now);
         // Whatever happens next, the next attempt waits for another full period: a
         // checkpoint that failed must not be retried on every turn.
@@ -828,6 +1008,26 @@ impl Shard {
             }
         }
         ShardExit::Clean
+    }
+}
+
+/// Whether a request changes state (so needs the journal), as opposed to a query.
+fn changes_state(request: &Request) -> bool {
+    match request {
+        Request::UpsertWebhook { .. }
+        | Request::DeleteWebhook { .. }
+        | Request::Publish { .. }
+        | Request::PublishBatch { .. }
+        | Request::RetryDelivery { .. }
+        | Request::ResendFailed { .. }
+        | Request::SendTestEvent { .. }
+        | Request::SendTestEventWith { .. } => true,
+        Request::GetWebhook { .. }
+        | Request::ListWebhooks { .. }
+        | Request::Deliveries { .. }
+        | Request::Delivery { .. }
+        | Request::CheckUrl { .. }
+        | Request::Stats { .. } => false,
     }
 }
 
