@@ -3,16 +3,21 @@
 //! takes little from the sender it measures and holds thousands of idle connections),
 //! optional TLS, optional signature verification, and a rate line every second.
 //!
+//! To stand in for a real receiver when planning capacity, its answers can follow a
+//! seeded model: `--status-mix 200:97,500:2,429:1`, `--latency-ms 5,p99=50` (log-normal
+//! through the median and p99, or one number for a fixed delay), `--retry-after SECS` on
+//! 429/503, `--seed N` to repeat a run's draws.
+//!
 //! Exit codes: 0 after `--duration-s` (or never, until killed); 2 usage errors (bad
 //! arguments, an unusable secret, an address that cannot be bound).
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use herald_sign::Scheme;
-use herald_sink::{Action, Sink, Stats};
+use herald_sink::{Action, LatencyModel, Sink, Stats, StatusMix};
 
 const EXIT_USAGE: u8 = 2;
 
@@ -43,14 +48,23 @@ pub struct SinkArgs {
     #[arg(long, value_name = "NAME")]
     header: Option<String>,
     /// Status to answer every request with (200..=599).
-    #[arg(long, default_value_t = 200)]
+    #[arg(long, default_value_t = 200, conflicts_with = "status_mix")]
     status: u16,
-    /// `Retry-After` seconds to send with --status (e.g. 429 or 503).
+    /// Statuses drawn per request in proportion to weights, e.g. 200:97,500:2,429:1.
+    #[arg(long, value_name = "STATUS:WEIGHT,..")]
+    status_mix: Option<StatusMix>,
+    /// `Retry-After` seconds to send with every 429 and 503 answer.
     #[arg(long, value_name = "SECS")]
     retry_after: Option<u64>,
-    /// Wait this long before answering each request (at most 60000).
-    #[arg(long, value_name = "MS", default_value_t = 0)]
-    delay_ms: u64,
+    /// Wait before answering: MS for a fixed delay, or MEDIAN,p99=MS for a log-normal
+    /// through those two points, e.g. 5,p99=50 (whole ms, at most 60000; a waiting
+    /// answer holds no thread).
+    #[arg(long, value_name = "MS[,p99=MS]", alias = "delay-ms")]
+    latency_ms: Option<LatencyModel>,
+    /// Seed of the --status-mix and --latency-ms draws [default: from the clock, printed
+    /// at start].
+    #[arg(long, value_name = "N")]
+    seed: Option<u64>,
     /// Measure publish→arrival latency from this JSON field of each body (Unix ns).
     #[arg(long, value_name = "FIELD")]
     latency_field: Option<String>,
@@ -76,28 +90,28 @@ pub fn run(args: SinkArgs) -> ExitCode {
     }
 }
 
-fn serve(args: SinkArgs) -> Result<(), String> {
+/// Checks the arguments and starts the sink; returns it with the line describing its
+/// answers.
+fn start(args: &SinkArgs) -> Result<(Sink, String), String> {
     if args.duration_s.is_some_and(|s| s > DURATION_S_MAX) {
         return Err(format!("--duration-s is at most {DURATION_S_MAX}"));
     }
-    let mut action = match args.retry_after {
-        Some(seconds) => Action::RetryAfter {
-            status: args.status,
-            seconds,
-        },
-        None => Action::Status(args.status),
-    };
-    if args.delay_ms > 0 {
-        action = Action::delay(args.delay_ms, action);
-    }
-    let scheme = match (args.scheme, args.header) {
+    let seed = args.seed.unwrap_or_else(|| {
+        // Any value will do; it is printed so that the run can be repeated.
+        SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos() as u64)
+    });
+    let answers = describe_answers(args, seed);
+    let scheme = match (args.scheme.clone(), args.header.clone()) {
         (Scheme::Stripe { .. }, Some(header)) => Scheme::Stripe { header },
         (_, Some(_)) => return Err("--header applies to --scheme stripe only".into()),
         (scheme, None) => scheme,
     };
     let mut builder = Sink::builder()
         .listen(args.listen)
-        .default_action(action)
+        .default_action(Action::Status(args.status))
+        .seed(seed)
         .connections_max(args.connections_max)
         .threads(args.threads)
         // Counters only: a long run must not accumulate bodies.
@@ -106,6 +120,7 @@ fn serve(args: SinkArgs) -> Result<(), String> {
     if tls {
         let path = args
             .ca_out
+            .clone()
             .unwrap_or_else(|| std::env::temp_dir().join("herald-sink-ca.pem"));
         builder = builder.ca_pem_out(path);
     }
@@ -116,8 +131,23 @@ fn serve(args: SinkArgs) -> Result<(), String> {
     if let Some(field) = &args.latency_field {
         builder = builder.latency_field(field);
     }
+    if let Some(mix) = args.status_mix.clone() {
+        builder = builder.status_mix(mix);
+    }
+    if let Some(model) = args.latency_ms.clone() {
+        builder = builder.answer_latency(model);
+    }
+    if let Some(seconds) = args.retry_after {
+        builder = builder.retry_after_s(seconds);
+    }
     let sink = builder.start().map_err(|e| e.to_string())?;
+    Ok((sink, answers))
+}
+
+fn serve(args: SinkArgs) -> Result<(), String> {
+    let (sink, answers) = start(&args)?;
     println!("listening on {}", sink.url("/"));
+    println!("answers: {answers}");
     if let Some(path) = sink.ca_pem_path() {
         println!(
             "CA certificate (trust it in the sender): {}",
@@ -146,6 +176,27 @@ fn serve(args: SinkArgs) -> Result<(), String> {
     Ok(())
 }
 
+/// One line saying how requests are answered, e.g. `status mix 200:97,500:2,429:1,
+/// latency 5,p99=50 ms, Retry-After 5 s on 429/503, seed 42`.
+fn describe_answers(args: &SinkArgs, seed: u64) -> String {
+    let mut parts = vec![match &args.status_mix {
+        Some(mix) => format!("status mix {mix}"),
+        None => format!("status {}", args.status),
+    }];
+    if let Some(model) = &args.latency_ms {
+        parts.push(format!("latency {model} ms"));
+    }
+    if let Some(seconds) = args.retry_after {
+        parts.push(format!("Retry-After {seconds} s on 429/503"));
+    }
+    let drawn = args.status_mix.is_some()
+        || matches!(args.latency_ms, Some(LatencyModel::LogNormal { .. }));
+    if drawn {
+        parts.push(format!("seed {seed}"));
+    }
+    parts.join(", ")
+}
+
 fn rate_line(second: u64, previous: &Stats, now: &Stats, sink: &Sink) -> String {
     let mut line = format!(
         "t={second}s rate={}/s requests={} ok={} not_ok={} verify_failed={} bad_requests={} connections={}",
@@ -157,6 +208,14 @@ fn rate_line(second: u64, previous: &Stats, now: &Stats, sink: &Sink) -> String 
         now.bad_requests,
         now.connections_open,
     );
+    if now.statuses.len() > 1 {
+        let statuses: Vec<String> = now
+            .statuses
+            .iter()
+            .map(|(status, n)| format!("{status}:{n}"))
+            .collect();
+        line.push_str(&format!(" statuses={}", statuses.join(",")));
+    }
     let latency = sink.latency();
     if !latency.is_empty() {
         line.push_str(&format!(
@@ -192,7 +251,6 @@ mod tests {
             (&["--scheme", "olo", "--header", "X"], "--header"),
             (&["--duration-s", "86401"], "--duration-s"),
             (&["--status", "42", "--duration-s", "1"], "status 42"),
-            (&["--delay-ms", "60001", "--duration-s", "1"], "delay_ms"),
             (
                 &["--secret", "nope", "--duration-s", "1"],
                 "verification keys",
@@ -230,6 +288,70 @@ mod tests {
     }
 
     #[test]
+    fn receiver_model_arguments() {
+        let parsed = args(&[
+            "--status-mix",
+            "200:97,500:2,429:1",
+            "--latency-ms",
+            "5,p99=50",
+            "--retry-after",
+            "5",
+            "--seed",
+            "42",
+        ]);
+        assert_eq!(
+            describe_answers(&parsed, 42),
+            "status mix 200:97,500:2,429:1, latency 5,p99=50 ms, Retry-After 5 s on 429/503, seed 42"
+        );
+        let fixed = args(&["--latency-ms", "20", "--status", "503"]);
+        assert_eq!(fixed.latency_ms, Some(LatencyModel::Fixed { ms: 20 }));
+        assert_eq!(describe_answers(&fixed, 1), "status 503, latency 20 ms");
+        let old_spelling = args(&["--delay-ms", "7"]);
+        assert_eq!(old_spelling.latency_ms, Some(LatencyModel::Fixed { ms: 7 }));
+        for bad in [
+            &["--status-mix", "200:0"][..],
+            &["--status-mix", "200"],
+            &["--latency-ms", "50,p99=5"],
+            &["--latency-ms", "60001"],
+            &["--status", "500", "--status-mix", "200:1"],
+            &["--seed", "-1"],
+        ] {
+            let parsed =
+                Wrapper::try_parse_from(std::iter::once("sink").chain(bad.iter().copied()));
+            assert!(parsed.is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn the_model_flags_reach_the_sink() {
+        use std::io::{Read, Write};
+        let (sink, answers) = start(&args(&[
+            "--status-mix",
+            "503:1",
+            "--retry-after",
+            "9",
+            "--latency-ms",
+            "1",
+        ]))
+        .unwrap();
+        assert!(answers.starts_with("status mix 503:1"), "{answers}");
+        let mut stream = std::net::TcpStream::connect(sink.addr()).unwrap();
+        stream
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .unwrap();
+        stream
+            .write_all(
+                b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+            )
+            .unwrap();
+        let mut answer = String::new();
+        stream.read_to_string(&mut answer).unwrap();
+        assert!(answer.starts_with("HTTP/1.1 503 "), "{answer}");
+        assert!(answer.contains("\r\nRetry-After: 9\r\n"), "{answer}");
+        assert_eq!(sink.stats().status_count(503), 1);
+    }
+
+    #[test]
     fn rate_line_reports_the_difference() {
         let sink = Sink::start_default().unwrap();
         let previous = Stats {
@@ -246,5 +368,6 @@ mod tests {
             line.starts_with("t=3s rate=15/s requests=25 ok=20 not_ok=5"),
             "{line}"
         );
+        assert!(line.ends_with(" statuses=200:20,500:5"), "{line}");
     }
 }

@@ -6,6 +6,7 @@ use std::sync::Arc;
 
 use herald_http::Request;
 
+use crate::model::{LatencyModel, Rng, StatusMix};
 use crate::SinkError;
 
 /// Longest delay an [`Action::Delay`] may ask for: 60 s. A receiver that should never
@@ -116,11 +117,24 @@ impl PathScript {
     }
 }
 
+/// How requests that no script or responder handles are answered: a model of the
+/// receiver, drawn per request from one seeded generator. The n-th such request gets
+/// the n-th draw, so the answers to N requests are the same multiset in every run with
+/// the same seed (and the same sequence on one connection).
+#[derive(Debug)]
+struct Model {
+    mix: Option<StatusMix>,
+    latency: Option<LatencyModel>,
+    retry_after_s: Option<u64>,
+    rng: Rng,
+}
+
 /// The sink's current behaviour, changed at run time through the [`crate::Sink`] handle.
 pub(crate) struct Behaviour {
     default: Action,
     paths: HashMap<String, PathScript>,
     responder: Option<Responder>,
+    model: Model,
 }
 
 impl fmt::Debug for Behaviour {
@@ -129,6 +143,7 @@ impl fmt::Debug for Behaviour {
             .field("default", &self.default)
             .field("paths", &self.paths)
             .field("responder", &self.responder.is_some())
+            .field("model", &self.model)
             .finish()
     }
 }
@@ -145,7 +160,30 @@ impl Behaviour {
             default,
             paths: HashMap::new(),
             responder: None,
+            model: Model {
+                mix: None,
+                latency: None,
+                retry_after_s: None,
+                rng: Rng::new(0),
+            },
         }
+    }
+
+    /// Restarts the generator of the modelled answers.
+    pub(crate) fn set_seed(&mut self, seed: u64) {
+        self.model.rng = Rng::new(seed);
+    }
+
+    pub(crate) fn set_status_mix(&mut self, mix: Option<StatusMix>) {
+        self.model.mix = mix;
+    }
+
+    pub(crate) fn set_latency(&mut self, latency: Option<LatencyModel>) {
+        self.model.latency = latency;
+    }
+
+    pub(crate) fn set_retry_after_s(&mut self, seconds: Option<u64>) {
+        self.model.retry_after_s = seconds;
     }
 
     pub(crate) fn set_default(&mut self, action: Action) -> Result<(), SinkError> {
@@ -182,15 +220,47 @@ impl Behaviour {
         self.responder = responder;
     }
 
-    /// The callback wins over scripts, scripts over the default.
+    /// The callback wins over scripts, scripts over the default (shaped by the model).
     pub(crate) fn choose(&mut self, path: &str) -> Choice {
         if let Some(responder) = &self.responder {
             return Choice::Ask(responder.clone());
         }
         match self.paths.get_mut(path) {
             Some(script) => Choice::Act(script.take()),
-            None => Choice::Act(self.default.clone()),
+            None => Choice::Act(self.modelled()),
         }
+    }
+
+    /// The default action, with the status drawn from the mix (when set), `Retry-After`
+    /// on 429 and 503 (when set) and a delay drawn from the latency model (when set).
+    fn modelled(&mut self) -> Action {
+        let model = &mut self.model;
+        let mut action = match &model.mix {
+            Some(mix) => Action::Status(mix.draw(&mut model.rng)),
+            None => self.default.clone(),
+        };
+        if let Some(seconds) = model.retry_after_s {
+            action = with_retry_after(action, seconds);
+        }
+        if let Some(latency) = &model.latency {
+            let delay_ms = latency.sample_ms(&mut model.rng);
+            if delay_ms > 0 {
+                action = Action::delay(delay_ms, action);
+            }
+        }
+        action
+    }
+}
+
+/// `action` with `Retry-After: seconds` if it finally answers 429 or 503 without one.
+fn with_retry_after(action: Action, seconds: u64) -> Action {
+    match action {
+        Action::Status(status @ (429 | 503)) => Action::RetryAfter { status, seconds },
+        Action::Delay { delay_ms, then } => Action::Delay {
+            delay_ms,
+            then: Box::new(with_retry_after(*then, seconds)),
+        },
+        other => other,
     }
 }
 
@@ -286,6 +356,71 @@ mod tests {
             behaviour.set_script("/a", vec![Action::Close]).is_ok(),
             "replacing is fine"
         );
+    }
+
+    #[test]
+    fn the_model_shapes_default_answers_only() {
+        let mut behaviour = Behaviour::new(Action::ok());
+        behaviour
+            .set_script("/scripted", vec![Action::Status(500)])
+            .unwrap();
+        behaviour.set_status_mix(Some("429:1".parse().unwrap()));
+        behaviour.set_retry_after_s(Some(7));
+        behaviour.set_latency(Some(LatencyModel::fixed(30).unwrap()));
+        assert_eq!(
+            act(behaviour.choose("/anything")),
+            Action::delay(
+                30,
+                Action::RetryAfter {
+                    status: 429,
+                    seconds: 7
+                }
+            )
+        );
+        assert_eq!(act(behaviour.choose("/scripted")), Action::Status(500));
+        behaviour.set_status_mix(None);
+        behaviour.set_latency(None);
+        behaviour
+            .set_default(Action::delay(5, Action::Status(503)))
+            .unwrap();
+        assert_eq!(
+            act(behaviour.choose("/")),
+            Action::delay(
+                5,
+                Action::RetryAfter {
+                    status: 503,
+                    seconds: 7
+                }
+            ),
+            "Retry-After reaches through a delay"
+        );
+        behaviour.set_retry_after_s(None);
+        assert_eq!(
+            act(behaviour.choose("/")),
+            Action::delay(5, Action::Status(503))
+        );
+        behaviour.set_default(Action::Status(500)).unwrap();
+        behaviour.set_retry_after_s(Some(7));
+        assert_eq!(
+            act(behaviour.choose("/")),
+            Action::Status(500),
+            "not on a 500"
+        );
+    }
+
+    #[test]
+    fn a_seed_repeats_the_modelled_answers() {
+        let draw = |seed: u64| {
+            let mut behaviour = Behaviour::new(Action::ok());
+            behaviour.set_status_mix(Some("200:90,500:10".parse().unwrap()));
+            behaviour.set_latency(Some("5,p99=50".parse().unwrap()));
+            behaviour.set_seed(seed);
+            (0..200)
+                .map(|_| act(behaviour.choose("/")))
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(draw(11), draw(11));
+        assert_ne!(draw(11), draw(12));
     }
 
     #[test]

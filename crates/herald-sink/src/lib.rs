@@ -22,6 +22,11 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 //!
+//! To model a receiver for capacity planning, requests that no script or responder
+//! handles can be answered from a seeded model: a status mix ([`StatusMix`], e.g.
+//! `200:97,500:2,429:1`), a latency distribution ([`LatencyModel`], e.g. median 5 ms and
+//! p99 50 ms) and `Retry-After` on 429/503 ([`SinkBuilder::retry_after_s`]).
+//!
 //! Everything is bounded: connections, head and body sizes ([`herald_http::Limits`]),
 //! recorded requests, delays, script lengths. Waiting is always given a timeout.
 #![forbid(unsafe_code)]
@@ -29,6 +34,7 @@
 mod action;
 mod conn;
 mod load;
+mod model;
 mod server;
 mod stats;
 mod sys;
@@ -51,6 +57,7 @@ pub use action::{
     target_path, Action, Responder, DELAY_MS_MAX, SCRIPTED_PATHS_MAX, SCRIPT_ACTIONS_MAX,
 };
 pub use load::{run_load, LoadConfig, LoadReport, LOAD_CONNECTIONS_MAX, LOAD_PAYLOAD_BYTES_MAX};
+pub use model::{LatencyModel, StatusMix, STATUS_MIX_ENTRIES_MAX};
 pub use stats::{find_json_integer, Stats, LATENCY_US_MAX};
 pub use tls::{crypto_provider, TLS_NAMES};
 
@@ -206,6 +213,10 @@ pub struct SinkBuilder {
     idle_timeout_ms: u64,
     latency_field: Option<String>,
     default_action: Action,
+    status_mix: Option<StatusMix>,
+    answer_latency: Option<LatencyModel>,
+    retry_after_s: Option<u64>,
+    seed: u64,
     scripts: Vec<(String, Vec<Action>)>,
     responder: Option<Responder>,
 }
@@ -220,6 +231,10 @@ impl fmt::Debug for SinkBuilder {
             .field("requests_max", &self.requests_max)
             .field("verify", &self.verify.as_ref().map(|(scheme, _)| scheme))
             .field("default_action", &self.default_action)
+            .field("status_mix", &self.status_mix)
+            .field("answer_latency", &self.answer_latency)
+            .field("retry_after_s", &self.retry_after_s)
+            .field("seed", &self.seed)
             .finish_non_exhaustive()
     }
 }
@@ -245,6 +260,10 @@ impl Default for SinkBuilder {
             default_action: Action::ok(),
             scripts: Vec::new(),
             responder: None,
+            status_mix: None,
+            answer_latency: None,
+            retry_after_s: None,
+            seed: 0,
         }
     }
 }
@@ -326,9 +345,40 @@ impl SinkBuilder {
         self
     }
 
-    /// Action for requests no script or responder handles; default `200`.
+    /// Action for requests no script or responder handles; default `200`. A status mix,
+    /// when set, replaces its status; a latency model adds a delay before it.
     pub fn default_action(mut self, action: Action) -> Self {
         self.default_action = action;
+        self
+    }
+
+    /// Answer requests that no script or responder handles with statuses drawn from
+    /// `mix` (in place of the default action's status; see [`Sink::set_status_mix`]).
+    pub fn status_mix(mut self, mix: StatusMix) -> Self {
+        self.status_mix = Some(mix);
+        self
+    }
+
+    /// Delay answers to requests that no script or responder handles by a time drawn
+    /// from `model` (see [`Sink::set_answer_latency`]). A delay parks the connection on a
+    /// deadline, never the event loop.
+    pub fn answer_latency(mut self, model: LatencyModel) -> Self {
+        self.answer_latency = Some(model);
+        self
+    }
+
+    /// Send `Retry-After: <seconds>` with every 429 and 503 answer to requests that no
+    /// script or responder handles (see [`Sink::set_retry_after_s`]).
+    pub fn retry_after_s(mut self, seconds: u64) -> Self {
+        self.retry_after_s = Some(seconds);
+        self
+    }
+
+    /// Seed of the generator behind [`Self::status_mix`] and [`Self::answer_latency`];
+    /// default 0. The n-th modelled answer is the same in every run with the same seed
+    /// and settings (across connections, the n-th request to arrive gets it).
+    pub fn seed(mut self, seed: u64) -> Self {
+        self.seed = seed;
         self
     }
 
@@ -380,6 +430,10 @@ impl SinkBuilder {
             behaviour.set_script(&path, actions)?;
         }
         behaviour.set_responder(self.responder);
+        behaviour.set_seed(self.seed);
+        behaviour.set_status_mix(self.status_mix);
+        behaviour.set_latency(self.answer_latency);
+        behaviour.set_retry_after_s(self.retry_after_s);
         let verifier = match self.verify {
             Some((scheme, keys)) => {
                 let keys: Vec<&str> = keys.iter().map(String::as_str).collect();
@@ -534,6 +588,25 @@ impl Sink {
     /// Removes the script of `path`; its requests get the default action again.
     pub fn clear_script(&self, path: &str) {
         lock(&self.shared.behaviour).clear_script(path);
+    }
+
+    /// Draws the status of every request that no script or responder handles from
+    /// `mix` (`None`: the default action's status again). The generator goes on from
+    /// where it was.
+    pub fn set_status_mix(&self, mix: Option<StatusMix>) {
+        lock(&self.shared.behaviour).set_status_mix(mix);
+    }
+
+    /// Delays the answer to every request that no script or responder handles by a time
+    /// drawn from `model` (`None`: no added delay).
+    pub fn set_answer_latency(&self, model: Option<LatencyModel>) {
+        lock(&self.shared.behaviour).set_latency(model);
+    }
+
+    /// Sends `Retry-After: <seconds>` with every 429 and 503 answer to requests that no
+    /// script or responder handles (`None`: only where an action says so).
+    pub fn set_retry_after_s(&self, seconds: Option<u64>) {
+        lock(&self.shared.behaviour).set_retry_after_s(seconds);
     }
 
     /// Installs (or with `None`, removes) the callback that chooses every action.

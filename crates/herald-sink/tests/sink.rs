@@ -753,3 +753,175 @@ fn several_event_loop_threads_share_the_connections() {
     .unwrap();
     sink.shutdown();
 }
+
+#[test]
+fn status_mix_proportions_over_two_thousand_requests() {
+    let mix: herald_sink::StatusMix = "200:97,500:2,429:1".parse().unwrap();
+    let sink = Sink::builder()
+        .status_mix(mix.clone())
+        .retry_after_s(5)
+        .seed(2024)
+        .requests_max(0)
+        .start()
+        .unwrap();
+    let report = herald_sink::run_load(
+        sink.addr(),
+        &herald_sink::LoadConfig {
+            connections: 4,
+            requests: 2_000,
+            target: "/mixed".into(),
+            payload_bytes: 16,
+            latency_field: None,
+            headers: vec![],
+            tls_ca_pem: None,
+        },
+    )
+    .unwrap();
+    assert_eq!(report.requests, 2_000);
+    let stats = sink.stats();
+    let (ok, failed, limited) = (
+        stats.status_count(200),
+        stats.status_count(500),
+        stats.status_count(429),
+    );
+    assert_eq!(ok + failed + limited, 2_000, "{:?}", stats.statuses);
+    assert_eq!(report.non_success, failed + limited);
+    // Expected 1,940 / 40 / 20, binomial standard deviations ~7.6 / 6.3 / 4.4: these
+    // bounds are about four of them (the counts are fixed by the seed anyway).
+    assert!((1_910..=1_970).contains(&ok), "{:?}", stats.statuses);
+    assert!((15..=65).contains(&failed), "{:?}", stats.statuses);
+    assert!((4..=38).contains(&limited), "{:?}", stats.statuses);
+    assert_eq!(mix.share(429), 0.01);
+
+    // The 429s carry Retry-After; the 500s do not.
+    sink.set_status_mix(Some("429:1,500:1".parse().unwrap()));
+    let mut client = Client::plain(&sink);
+    let mut seen = (0, 0);
+    for _ in 0..20 {
+        let response = client.post("/mixed", &[], b"{}").unwrap();
+        match response.status {
+            429 => {
+                assert_eq!(response.header("retry-after"), Some(&b"5"[..]));
+                seen.0 += 1;
+            }
+            500 => {
+                assert_eq!(response.header("retry-after"), None);
+                seen.1 += 1;
+            }
+            other => panic!("answered {other}"),
+        }
+    }
+    assert!(seen.0 > 0 && seen.1 > 0, "{seen:?}");
+    sink.set_status_mix(None);
+    assert_eq!(status(client.post("/mixed", &[], b"{}")), 200);
+}
+
+#[test]
+fn a_seed_repeats_the_answers_and_scripts_bypass_the_model() {
+    let run = |seed: u64| {
+        let sink = Sink::builder()
+            .status_mix("200:80,503:15,410:5".parse().unwrap())
+            .answer_latency(herald_sink::LatencyModel::fixed(0).unwrap())
+            .script("/scripted", vec![Action::Status(202)])
+            .seed(seed)
+            .start()
+            .unwrap();
+        let mut client = Client::plain(&sink);
+        let mut statuses = Vec::new();
+        for i in 0..200 {
+            // Scripted requests in between take no draw.
+            if i % 10 == 0 {
+                assert_eq!(status(client.post("/scripted", &[], b"")), 202);
+            }
+            statuses.push(status(client.post("/modelled", &[], b"")));
+        }
+        statuses
+    };
+    let first = run(7);
+    assert_eq!(first, run(7), "same seed, same answers in the same order");
+    assert_ne!(first, run(8));
+    assert!(first.contains(&503) && first.contains(&410) && first.contains(&200));
+}
+
+#[test]
+fn modelled_latency_parks_answers_without_holding_up_others() {
+    // Every modelled answer waits the longest delay; scripted ones are not modelled.
+    let sink = Sink::builder()
+        .threads(1)
+        .answer_latency(herald_sink::LatencyModel::fixed(herald_sink::DELAY_MS_MAX).unwrap())
+        .script("/quick", vec![Action::ok()])
+        .start()
+        .unwrap();
+    let host = sink.addr().to_string();
+    let mut parked: Vec<TcpStream> = (0..100).map(|_| connect(&sink)).collect();
+    for stream in &mut parked {
+        send_only(stream, "/modelled", &host);
+    }
+    sink.wait_for(100, WAIT).unwrap();
+    let mut quick = Client::plain(&sink);
+    for _ in 0..50 {
+        assert_eq!(status(quick.post("/quick", &[], b"")), 200);
+    }
+    assert_eq!(
+        sink.stats().status_count(200),
+        50,
+        "only the quick ones so far"
+    );
+    for stream in &mut parked {
+        stream.set_nonblocking(true).unwrap();
+        let read = stream.read(&mut [0u8; 1]);
+        assert!(
+            matches!(&read, Err(e) if e.kind() == std::io::ErrorKind::WouldBlock),
+            "a parked answer went out: {read:?}"
+        );
+    }
+    let records = sink.requests_to("/modelled");
+    assert_eq!(records.len(), 100);
+    assert!(records
+        .iter()
+        .all(|r| r.action == Action::delay(herald_sink::DELAY_MS_MAX, Action::ok())));
+}
+
+#[test]
+fn log_normal_latency_is_drawn_per_request_and_every_answer_completes() {
+    let model: herald_sink::LatencyModel = "5,p99=50".parse().unwrap();
+    let sink = Sink::builder()
+        .threads(1)
+        .answer_latency(model)
+        .seed(99)
+        .start()
+        .unwrap();
+    let host = sink.addr().to_string();
+    // 40 connections, 25 rounds: each round puts 40 delayed answers in flight at once
+    // on the one loop thread, then collects them all.
+    let mut streams: Vec<TcpStream> = (0..40).map(|_| connect(&sink)).collect();
+    for _ in 0..25 {
+        for stream in &mut streams {
+            send_only(stream, "/modelled", &host);
+        }
+        for stream in &mut streams {
+            assert_eq!(read_status(stream), 200);
+        }
+    }
+    let delays: Vec<u64> = sink
+        .requests()
+        .iter()
+        .map(|r| match &r.action {
+            Action::Delay { delay_ms, then } => {
+                assert_eq!(**then, Action::ok());
+                *delay_ms
+            }
+            // A draw that rounds to 0 ms answers at once.
+            Action::Status(200) => 0,
+            other => panic!("unexpected action {other:?}"),
+        })
+        .collect();
+    assert_eq!(delays.len(), 1_000);
+    // Median 5 ms: about half at or below it (whole ms, so 5 itself is ~8 % of draws);
+    // p99 50 ms: about 10 of 1,000 above it.
+    let at_most_median = delays.iter().filter(|&&ms| ms <= 5).count();
+    let above_p99 = delays.iter().filter(|&&ms| ms > 50).count();
+    assert!((430..=640).contains(&at_most_median), "{at_most_median}");
+    assert!((2..=25).contains(&above_p99), "{above_p99}");
+    assert_eq!(sink.stats().status_count(200), 1_000);
+}
