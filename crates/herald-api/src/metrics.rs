@@ -146,26 +146,10 @@ impl EngineFigures {
             figures.connections_reused += shard.client.connections_reused;
             figures.journal_bytes += shard.journal_bytes_appended;
             figures.journal_sync_us.merge(&shard.journal_sync_us);
-            add_counters(&mut figures.counters, &shard.counters);
+            figures.counters.merge(&shard.counters);
         }
         figures
     }
-}
-
-fn add_counters(total: &mut herald::Counters, shard: &herald::Counters) {
-    total.events_accepted += shard.events_accepted;
-    total.events_duplicate += shard.events_duplicate;
-    total.deliveries_created += shard.deliveries_created;
-    total.deliveries_succeeded += shard.deliveries_succeeded;
-    total.deliveries_failed += shard.deliveries_failed;
-    total.deliveries_exhausted += shard.deliveries_exhausted;
-    total.deliveries_webhook_disabled += shard.deliveries_webhook_disabled;
-    total.deliveries_webhook_deleted += shard.deliveries_webhook_deleted;
-    total.deliveries_no_live_secret += shard.deliveries_no_live_secret;
-    total.attempts_succeeded += shard.attempts_succeeded;
-    total.attempts_retryable += shard.attempts_retryable;
-    total.attempts_final += shard.attempts_final;
-    total.attempt_latency_ms.merge(&shard.attempt_latency_ms);
 }
 
 /// A histogram of `unit_per_second` units as Prometheus seconds buckets.
