@@ -136,6 +136,9 @@ pub struct EgressConfig {
     pub allow_cidrs: Vec<String>,
     /// Refuse `http://` webhook URLs.
     pub require_https: bool,
+    /// PEM files of CA certificates that https receivers may present besides the
+    /// system's roots (a private CA); a file that cannot be read stops start-up.
+    pub extra_ca_pems: Vec<PathBuf>,
 }
 
 /// `[signing]`.
@@ -551,6 +554,7 @@ mod tests {
             [egress]
             allow_cidrs = ["127.0.0.0/8"]
             require_https = true
+            extra_ca_pems = ["/tmp/ca.pem"]
             [signing]
             default_scheme = "stripe"
             stripe_header = "X-Olympus-Signature"
@@ -567,6 +571,7 @@ mod tests {
         assert_eq!(config.journal.segment_bytes, 65536);
         assert_eq!(config.log_format, LogFormat::Json);
         assert!(config.egress.require_https);
+        assert_eq!(config.egress.extra_ca_pems, [PathBuf::from("/tmp/ca.pem")]);
         assert_eq!(
             config.default_scheme().unwrap(),
             herald::Scheme::Stripe {

@@ -229,6 +229,9 @@ impl Server {
         for cidr in &config.egress.allow_cidrs {
             builder = builder.allow_cidr(cidr.clone());
         }
+        for pem in &config.egress.extra_ca_pems {
+            builder = builder.extra_ca_pem(pem.clone());
+        }
         if let Some(schedule) = retry {
             let delays = schedule
                 .retry_delays_ms()

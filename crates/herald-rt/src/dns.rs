@@ -3,9 +3,13 @@
 //! `getaddrinfo` blocks for as long as the network's resolvers take; running it on the
 //! shard thread would stall every delivery of the shard. Lookups therefore run on
 //! glommio's blocking thread pool (`spawn_blocking`), bounded in number per shard by a
-//! semaphore. `getaddrinfo` reports no TTL, so answers are cached for a fixed short time;
-//! caching never weakens the egress guard because the guard judges the exact addresses
-//! that are then connected to.
+//! semaphore. The permit belongs to the lookup, not to the caller: a caller that gives up
+//! (its connect timeout) cannot free the slot while `getaddrinfo` still runs, so a
+//! resolver that hangs holds at most `lookups_in_flight_max` blocking calls per shard,
+//! however many deliveries time out waiting. An answer that arrives after its caller gave
+//! up is still cached for the next attempt. `getaddrinfo` reports no TTL, so answers are
+//! cached for a fixed short time; caching never weakens the egress guard because the
+//! guard judges the exact addresses that are then connected to.
 
 use std::cell::RefCell;
 use std::collections::HashMap;
@@ -57,11 +61,16 @@ struct CacheEntry {
     expires: Instant,
 }
 
+/// The blocking lookup: `getaddrinfo`, or a stand-in in tests.
+type LookupFn = fn(&str) -> Result<Vec<IpAddr>, String>;
+
 /// One shard's resolver.
 pub(crate) struct Resolver {
     config: DnsConfig,
-    cache: RefCell<HashMap<String, CacheEntry>>,
-    in_flight: glommio::sync::Semaphore,
+    /// Shared with lookup tasks that outlive their caller.
+    cache: Rc<RefCell<HashMap<String, CacheEntry>>>,
+    in_flight: Rc<glommio::sync::Semaphore>,
+    lookup: LookupFn,
 }
 
 impl std::fmt::Debug for Resolver {
@@ -84,10 +93,17 @@ pub(crate) fn ip_literal(host: &str) -> Option<IpAddr> {
 
 impl Resolver {
     pub(crate) fn new(config: DnsConfig) -> Resolver {
+        Resolver::with_lookup(config, lookup_blocking)
+    }
+
+    fn with_lookup(config: DnsConfig, lookup: LookupFn) -> Resolver {
         Resolver {
             config,
-            cache: RefCell::new(HashMap::new()),
-            in_flight: glommio::sync::Semaphore::new(config.lookups_in_flight_max.max(1)),
+            cache: Rc::new(RefCell::new(HashMap::new())),
+            in_flight: Rc::new(glommio::sync::Semaphore::new(
+                config.lookups_in_flight_max.max(1),
+            )),
+            lookup,
         }
     }
 
@@ -103,56 +119,77 @@ impl Resolver {
                 return Ok(entry.addresses.clone());
             }
         }
-        let addresses = {
-            // The semaphore is never closed, so acquiring only waits.
-            let _permit = self
-                .in_flight
-                .acquire_permit(1)
+        // The semaphore is never closed, so acquiring only waits.
+        let permit =
+            self.in_flight
+                .acquire_static_permit(1)
                 .await
                 .map_err(|e| DnsError::Lookup {
                     host: host.to_owned(),
                     detail: format!("resolver unavailable: {e}"),
                 })?;
-            // Connections opened together to a new host all miss the cache; the first
-            // lookup to finish answers the ones that queued behind it.
-            if let Some(entry) = self.cache.borrow().get(&key) {
-                if entry.expires > Instant::now() {
-                    return Ok(entry.addresses.clone());
-                }
+        // Connections opened together to a new host all miss the cache; the first
+        // lookup to finish answers the ones that queued behind it.
+        if let Some(entry) = self.cache.borrow().get(&key) {
+            if entry.expires > Instant::now() {
+                return Ok(entry.addresses.clone());
             }
-            let name = key.clone();
-            glommio::executor()
-                .spawn_blocking(move || lookup_blocking(&name))
-                .await
-                .map(Rc::<[IpAddr]>::from)
         }
-        .map_err(|detail| DnsError::Lookup {
+        let (config, cache, lookup) = (self.config, Rc::clone(&self.cache), self.lookup);
+        // Detached: it runs to the end of the blocking call even when this caller is
+        // dropped (a timeout), and only then releases the permit.
+        let task = glommio::spawn_local(async move {
+            let name = key.clone();
+            let answer = glommio::executor()
+                .spawn_blocking(move || lookup(&name))
+                .await
+                .map(Rc::<[IpAddr]>::from);
+            drop(permit);
+            if let Ok(addresses) = &answer {
+                insert(&config, &cache, key, addresses.clone(), Instant::now());
+            }
+            answer
+        })
+        .detach();
+        let answer = task
+            .await
+            .unwrap_or_else(|| Err("the lookup task was cancelled".to_owned()));
+        answer.map_err(|detail| DnsError::Lookup {
             host: host.to_owned(),
             detail,
-        })?;
-        self.insert(key, addresses.clone(), Instant::now());
-        Ok(addresses)
+        })
     }
 
+    #[cfg(test)]
     fn insert(&self, key: String, addresses: Rc<[IpAddr]>, now: Instant) {
-        let mut cache = self.cache.borrow_mut();
-        if cache.len() >= self.config.cache_entries_max {
-            cache.retain(|_, entry| entry.expires > now);
-            if cache.len() >= self.config.cache_entries_max {
-                // Still full of live entries: start over rather than track recency; a
-                // miss only costs one lookup.
-                cache.clear();
-            }
-        }
-        if self.config.cache_entries_max > 0 {
-            let expires = now + Duration::from_millis(self.config.cache_ttl_ms);
-            cache.insert(key, CacheEntry { addresses, expires });
-        }
+        insert(&self.config, &self.cache, key, addresses, now);
     }
 
     #[cfg(test)]
     pub(crate) fn cached_len(&self) -> usize {
         self.cache.borrow().len()
+    }
+}
+
+fn insert(
+    config: &DnsConfig,
+    cache: &RefCell<HashMap<String, CacheEntry>>,
+    key: String,
+    addresses: Rc<[IpAddr]>,
+    now: Instant,
+) {
+    let mut cache = cache.borrow_mut();
+    if cache.len() >= config.cache_entries_max {
+        cache.retain(|_, entry| entry.expires > now);
+        if cache.len() >= config.cache_entries_max {
+            // Still full of live entries: start over rather than track recency; a
+            // miss only costs one lookup.
+            cache.clear();
+        }
+    }
+    if config.cache_entries_max > 0 {
+        let expires = now + Duration::from_millis(config.cache_ttl_ms);
+        cache.insert(key, CacheEntry { addresses, expires });
     }
 }
 
@@ -204,6 +241,72 @@ mod tests {
                 "{host}"
             );
         }
+    }
+
+    /// Blocking calls started and running by `slow_lookup`.
+    static SLOW_STARTED: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    static SLOW_RUNNING: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
+    /// A resolver that hangs for a while (as one does when its servers do not answer).
+    fn slow_lookup(_name: &str) -> Result<Vec<IpAddr>, String> {
+        use std::sync::atomic::Ordering;
+        SLOW_STARTED.fetch_add(1, Ordering::SeqCst);
+        SLOW_RUNNING.fetch_add(1, Ordering::SeqCst);
+        std::thread::sleep(Duration::from_millis(300));
+        SLOW_RUNNING.fetch_sub(1, Ordering::SeqCst);
+        Ok(vec![IpAddr::from([192, 0, 2, 1])])
+    }
+
+    /// Callers that give up (their timeout) do not free the lookup's slot: with a hung
+    /// resolver, no more than `lookups_in_flight_max` blocking calls are ever started,
+    /// however many callers time out; the late answer is cached.
+    #[test]
+    fn callers_giving_up_do_not_multiply_blocking_lookups() {
+        use std::sync::atomic::Ordering;
+        let (started_while_hung, cached) = run(async {
+            let resolver = Rc::new(Resolver::with_lookup(
+                DnsConfig {
+                    lookups_in_flight_max: 2,
+                    ..DnsConfig::default()
+                },
+                slow_lookup,
+            ));
+            // Twenty callers for ten names, each giving up after 10 ms.
+            for round in 0..2 {
+                for i in 0..10 {
+                    let resolver = Rc::clone(&resolver);
+                    let name = format!("hung-{i}.test");
+                    let gave_up = futures_lite::future::or(
+                        async move { resolver.resolve(&name).await.map(|_| false) },
+                        async {
+                            glommio::timer::sleep(Duration::from_millis(10)).await;
+                            Ok(true)
+                        },
+                    )
+                    .await;
+                    assert_eq!(gave_up, Ok(true), "round {round}, name {i}");
+                }
+            }
+            let started_while_hung = SLOW_STARTED.load(Ordering::SeqCst);
+            // The two lookups that started finish and are cached.
+            for _ in 0..200 {
+                if SLOW_RUNNING.load(Ordering::SeqCst) == 0 && resolver.cached_len() == 2 {
+                    break;
+                }
+                glommio::timer::sleep(Duration::from_millis(10)).await;
+            }
+            (started_while_hung, resolver.cached_len())
+        });
+        assert!(
+            started_while_hung <= 2,
+            "{started_while_hung} blocking lookups started while the resolver hung"
+        );
+        assert_eq!(cached, 2, "the late answers are cached");
+        assert_eq!(
+            SLOW_STARTED.load(Ordering::SeqCst),
+            2,
+            "blocking lookups started in all"
+        );
     }
 
     #[test]

@@ -59,6 +59,18 @@ fn bad_configuration_exits_2_naming_the_key() {
         ),
         ("admin_key = \"short\"\n", &[], None, "admin_key"),
         ("[tls]\ncert = \"a.pem\"\n", &[], Some(ADMIN_KEY), "key"),
+        (
+            "[egress]\nextra_ca_pems = [\"/nonexistent/ca.pem\"]\n",
+            &[],
+            Some(ADMIN_KEY),
+            "extra_ca_pem",
+        ),
+        (
+            "[journal]\nsegment_bytes = 1000\n",
+            &[],
+            Some(ADMIN_KEY),
+            "journal.segment_bytes",
+        ),
         ("", &["--shards", "two"], Some(ADMIN_KEY), "shards"),
         ("", &["--log-format", "xml"], Some(ADMIN_KEY), "log-format"),
         ("", &["--no-such-flag"], Some(ADMIN_KEY), "no-such-flag"),

@@ -6,6 +6,7 @@
 
 mod config;
 mod errors;
+mod hostile_receivers;
 mod inbound;
 mod listener;
 mod readme;
