@@ -13,6 +13,7 @@
 pub mod auth;
 pub mod catalog;
 pub mod config;
+pub mod console;
 mod inbound;
 mod metrics;
 mod routes;

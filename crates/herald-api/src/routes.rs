@@ -21,7 +21,7 @@ use crate::config::{self, Config};
 use crate::metrics::{EngineFigures, Metrics};
 use crate::server::ConnectionCount;
 use crate::time::{now_ms, parse_rfc3339, rfc3339};
-use crate::{catalog, views, Response};
+use crate::{catalog, console, views, Response};
 
 /// Most items on one page of a listing; `limit` above it is clamped.
 pub const PAGE_LIMIT_MAX: usize = 100;
@@ -272,6 +272,9 @@ enum Route<'a> {
     Events,
     EventsBatch,
     Inbound(&'a str),
+    Deliveries,
+    /// The operator console's page and assets (public: they hold no data).
+    Console(&'static console::Asset),
 }
 
 impl<'a> Route<'a> {
@@ -296,6 +299,8 @@ impl<'a> Route<'a> {
             ["v1", "events"] => Route::Events,
             ["v1", "events", "batch"] => Route::EventsBatch,
             ["v1", "inbound", source] => Route::Inbound(source),
+            ["v1", "deliveries"] => Route::Deliveries,
+            ["console"] | ["console", _] => Route::Console(console::find(segments)?),
             _ => return None,
         })
     }
@@ -322,6 +327,8 @@ impl<'a> Route<'a> {
             Route::Events => "/v1/events",
             Route::EventsBatch => "/v1/events/batch",
             Route::Inbound(_) => "/v1/inbound/{source}",
+            Route::Deliveries => "/v1/deliveries",
+            Route::Console(_) => "/console",
         }
     }
 
@@ -334,7 +341,9 @@ impl<'a> Route<'a> {
             | Route::OpenApi
             | Route::EventTypes
             | Route::WebhookDeliveries(_)
-            | Route::Delivery(_) => "GET",
+            | Route::Delivery(_)
+            | Route::Deliveries
+            | Route::Console(_) => "GET",
             Route::Tenants | Route::Webhooks => "GET, POST",
             Route::TenantKeys(_)
             | Route::WebhookRotate(_)
@@ -359,7 +368,12 @@ impl<'a> Route<'a> {
     fn needs_auth(self) -> bool {
         !matches!(
             self,
-            Route::Healthz | Route::Readyz | Route::Metrics | Route::OpenApi | Route::Inbound(_)
+            Route::Healthz
+                | Route::Readyz
+                | Route::Metrics
+                | Route::OpenApi
+                | Route::Console(_)
+                | Route::Inbound(_)
         )
     }
 }
@@ -505,6 +519,7 @@ impl App {
             Route::EventTypes => Ok(event_types()),
             // Providers sign their requests instead of holding a key.
             Route::Inbound(source) => self.inbound(source, request).await,
+            Route::Console(asset) => Ok(console::response(asset)),
             Route::Tenants => {
                 self.require_admin(principal.as_ref())?;
                 if method == "POST" {
@@ -558,7 +573,15 @@ impl App {
             Route::WebhookRotate(id) => self.rotate(tenant, &webhook_id(id)?, request).await,
             Route::WebhookTest(id) => self.test_send(tenant, &webhook_id(id)?, request).await,
             Route::WebhookDeliveries(id) => {
-                self.list_deliveries(tenant, &webhook_id(id)?, target).await
+                self.list_deliveries(tenant, Some(&webhook_id(id)?), target)
+                    .await
+            }
+            Route::Deliveries => {
+                let webhook = match target.query("webhook_id") {
+                    Some(id) => Some(webhook_id(id)?),
+                    None => None,
+                };
+                self.list_deliveries(tenant, webhook.as_ref(), target).await
             }
             Route::WebhookRecover(id) => self.recover(tenant, &webhook_id(id)?, request).await,
             Route::Delivery(id) => {
@@ -1028,14 +1051,26 @@ impl App {
 
     // ------------------------------------------------------------------ deliveries
 
+    /// A page of the delivery log: one webhook's (`GET /v1/webhooks/{id}/deliveries`)
+    /// or the whole tenant's (`GET /v1/deliveries`, optionally `webhook_id=`), filtered
+    /// by status, event type and creation time (`since`, `until`), in delivery order.
     async fn list_deliveries(
         &self,
         tenant: &TenantId,
-        webhook: &WebhookId,
+        webhook: Option<&WebhookId>,
         target: &Target<'_>,
     ) -> Result<Response> {
-        self.existing_webhook(tenant, webhook).await?;
+        if let Some(webhook) = webhook {
+            self.existing_webhook(tenant, webhook).await?;
+        }
         let limit = target.limit()?;
+        let time = |name: &str| match target.query(name) {
+            Some(text) => parse_rfc3339(text)
+                .map(Some)
+                .map_err(|m| ApiError::invalid(name, format!("{name}: {m}"))),
+            None => Ok(None),
+        };
+        let (since_ms, until_ms) = (time("since")?, time("until")?);
         let status = match target.query("status") {
             None => None,
             Some("success") => Some(DeliveryStatus::Success),
@@ -1070,7 +1105,7 @@ impl App {
                 .herald
                 .deliveries_async(DeliveryQuery {
                     tenant: tenant.clone(),
-                    webhook: Some(webhook.clone()),
+                    webhook: webhook.cloned(),
                     event: None,
                     status,
                     after,
@@ -1083,7 +1118,9 @@ impl App {
                         record.status,
                         DeliveryStatus::Failed | DeliveryStatus::Exhausted
                     ))
-                    && event_type.as_ref().is_none_or(|t| &record.event_type == t);
+                    && event_type.as_ref().is_none_or(|t| &record.event_type == t)
+                    && since_ms.is_none_or(|since| record.accepted_at_ms >= since)
+                    && until_ms.is_none_or(|until| record.accepted_at_ms <= until);
                 if keep {
                     data.push(views::delivery(record));
                 }

@@ -13,7 +13,7 @@ const DOCUMENT: &str = include_str!("../openapi.json");
 const ERROR_SCHEMA: &str = "#/components/schemas/Error";
 
 /// Every operation of the API, exactly.
-const OPERATIONS: [(&str, &str); 22] = [
+const OPERATIONS: [(&str, &str); 23] = [
     ("get", "/healthz"),
     ("get", "/readyz"),
     ("get", "/metrics"),
@@ -31,6 +31,7 @@ const OPERATIONS: [(&str, &str); 22] = [
     ("get", "/v1/event-types"),
     ("post", "/v1/webhooks/{id}/test"),
     ("get", "/v1/webhooks/{id}/deliveries"),
+    ("get", "/v1/deliveries"),
     ("get", "/v1/deliveries/{id}"),
     ("post", "/v1/deliveries/{id}/retry"),
     ("post", "/v1/webhooks/{id}/recover"),
