@@ -14,7 +14,11 @@
 //!   and bodies, garbage, resets, bad certificates), bounded and stopped on drop.
 //! * [`raw`]: byte-level exchanges for the listener's defences.
 //! * [`wait_for`]: every wait is bounded and names what it waited for.
+//! * [`browser`]: a WebDriver client driving Debian's headless Chromium, for the
+//!   operator console's tests.
 #![forbid(unsafe_code)]
+
+pub mod browser;
 
 use std::fs::File;
 use std::io::{self, BufRead, BufReader, Read, Write};

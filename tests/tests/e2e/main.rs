@@ -5,6 +5,7 @@
 //! See `tests/README.md` for what each module covers and how to run it.
 
 mod config;
+mod console;
 mod errors;
 mod hostile_receivers;
 mod inbound;
