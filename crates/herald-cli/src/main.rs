@@ -39,8 +39,34 @@ enum Command {
 
 #[derive(Debug, Subcommand)]
 enum BenchCommand {
+    /// Deliveries/s, latency and cost per delivery of an engine (embedded, or a running
+    /// `herald serve` with --target) against a loopback sink.
+    Run(Box<herald_bench::cli::RunArgs>),
+    /// The ceiling: the same sink driven with requests signed in advance, no engine.
+    Raw(herald_bench::cli::RawArgs),
+    /// Open-loop rates stepped until p99 breaks --slo-p99-ms; the knee and a sizing line.
+    Sweep(Box<herald_bench::cli::SweepArgs>),
     /// Journal append and group-commit throughput on this disk.
     Journal(journal::BenchArgs),
+}
+
+/// Exit status of a benchmark that could not run or did not finish (a bad knob, an
+/// engine that refused, deliveries that never arrived).
+const EXIT_BENCH_FAILED: u8 = 1;
+/// Exit status of a bad knob.
+const EXIT_USAGE: u8 = 2;
+
+fn bench(result: Result<(), herald_bench::BenchError>) -> ExitCode {
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("herald bench: {error}");
+            match error {
+                herald_bench::BenchError::Config(_) => ExitCode::from(EXIT_USAGE),
+                _ => ExitCode::from(EXIT_BENCH_FAILED),
+            }
+        }
+    }
 }
 
 fn main() -> ExitCode {
@@ -51,6 +77,9 @@ fn main() -> ExitCode {
         Command::Verify(args) => sign::verify(args),
         Command::Journal(command) => journal::run(command),
         Command::Sink(args) => sink::run(args),
+        Command::Bench(BenchCommand::Run(args)) => bench(herald_bench::cli::run_command(*args)),
+        Command::Bench(BenchCommand::Raw(args)) => bench(herald_bench::cli::raw_command(args)),
+        Command::Bench(BenchCommand::Sweep(args)) => bench(herald_bench::cli::sweep_command(*args)),
         Command::Bench(BenchCommand::Journal(args)) => journal::bench(args),
     }
 }

@@ -1,0 +1,435 @@
+//! What a run measured: the [`Report`] (every figure, serialised as the `--json` file)
+//! and its end-of-run table.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+
+use hdrhistogram::Histogram;
+use serde::Serialize;
+
+/// Percentiles drawn in the latency spectrum (and kept in the JSON).
+pub const SPECTRUM_PERCENTILES: [f64; 15] = [
+    0.0, 10.0, 25.0, 50.0, 75.0, 90.0, 95.0, 99.0, 99.5, 99.9, 99.95, 99.99, 99.995, 99.999, 100.0,
+];
+
+/// Latency figures of one histogram (µs).
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+pub struct Latency {
+    /// Samples.
+    pub samples: u64,
+    /// Median.
+    pub p50_us: u64,
+    /// 90th percentile.
+    pub p90_us: u64,
+    /// 99th percentile.
+    pub p99_us: u64,
+    /// 99.9th percentile.
+    pub p999_us: u64,
+    /// Largest.
+    pub max_us: u64,
+    /// `(percentile, µs)` at [`SPECTRUM_PERCENTILES`].
+    pub spectrum: Vec<(f64, u64)>,
+}
+
+impl Latency {
+    /// Figures of `histogram`.
+    pub fn of(histogram: &Histogram<u64>) -> Latency {
+        if histogram.is_empty() {
+            return Latency::default();
+        }
+        let at = |q: f64| histogram.value_at_quantile(q);
+        Latency {
+            samples: histogram.len(),
+            p50_us: at(0.5),
+            p90_us: at(0.9),
+            p99_us: at(0.99),
+            p999_us: at(0.999),
+            max_us: histogram.max(),
+            spectrum: SPECTRUM_PERCENTILES
+                .iter()
+                .map(|&p| (p, at(p / 100.0)))
+                .collect(),
+        }
+    }
+}
+
+/// One point of the timeline.
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+pub struct Sample {
+    /// Seconds since publishing began.
+    pub t_s: f64,
+    /// Events acknowledged (durable) so far.
+    pub accepted: u64,
+    /// Successful deliveries at the sink so far.
+    pub delivered: u64,
+    /// Requests the sink answered so far (successes, failures, retries).
+    pub attempts: u64,
+    /// Deliveries not finished (embedded: the engine's count; remote: accepted ×
+    /// fan-out − delivered).
+    pub pending: u64,
+    /// p99 of the latencies so far, µs.
+    pub p99_us: u64,
+}
+
+/// Figures of the raw ceiling: the same sink, no engine.
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+pub struct RawReport {
+    /// Requests sent and answered.
+    pub requests: u64,
+    /// Answers that were not 2xx.
+    pub non_success: u64,
+    /// Keep-alive connections.
+    pub connections: usize,
+    /// Body bytes of each request.
+    pub body_bytes: usize,
+    /// Over TLS.
+    pub tls: bool,
+    /// Wall time, s.
+    pub elapsed_s: f64,
+    /// Requests per second.
+    pub raw_per_s: f64,
+    /// Send→arrival latency at the sink.
+    pub latency: Latency,
+    /// Process CPU per request, µs (load client + sink).
+    pub cpu_us_per_request: Option<f64>,
+}
+
+/// Attempts and deliveries by outcome class (the engine's counters; remote runs have
+/// the sink's statuses only).
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+pub struct Retries {
+    /// Attempts answered 2xx.
+    pub attempts_succeeded: Option<u64>,
+    /// Attempts that failed retryably (408, 429, 5xx, timeouts, connection errors).
+    pub attempts_retryable: Option<u64>,
+    /// Attempts that failed finally (3xx, other 4xx, 410).
+    pub attempts_final: Option<u64>,
+    /// Attempts beyond each delivery's first (attempts − deliveries created).
+    pub retries_sent: Option<u64>,
+    /// Deliveries that made an attempt and wait for a retry at the end.
+    pub retries_pending: Option<u64>,
+    /// Deliveries ended by a final failure.
+    pub deliveries_failed: Option<u64>,
+    /// Deliveries whose every attempt failed.
+    pub deliveries_exhausted: Option<u64>,
+}
+
+/// Everything a run measured; `--json` writes it as is. Figures that do not apply to a
+/// run are `null` (e.g. `raw_per_s` without `--compare-raw`, engine figures remotely).
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+pub struct Report {
+    /// `embedded` or `remote`.
+    pub mode: String,
+    /// Scenario name, if any.
+    pub scenario: Option<String>,
+    /// `closed` or `open`.
+    pub load_model: String,
+    /// Offered rate of an open-loop run, events/s.
+    pub rate_offered: Option<f64>,
+    /// Tenants.
+    pub tenants: usize,
+    /// Webhooks per tenant.
+    pub webhooks_per_tenant: usize,
+    /// Deliveries per event.
+    pub fanout: u64,
+    /// Bytes of each event's data.
+    pub payload_bytes: usize,
+    /// Signature scheme.
+    pub scheme: String,
+    /// Deliveries over TLS.
+    pub tls: bool,
+    /// Engine shards (remote: unknown).
+    pub shards: Option<usize>,
+    /// Online CPUs of this machine.
+    pub cores: usize,
+    /// Journal group size asked for.
+    pub group_records: Option<usize>,
+    /// Journal group delay asked for, µs.
+    pub group_delay_us: Option<u64>,
+
+    /// Events published and acknowledged.
+    pub accepted: u64,
+    /// Publishes refused (errors other than back-pressure).
+    pub publish_errors: u64,
+    /// accepted × fan-out.
+    pub deliveries_expected: u64,
+    /// 2xx answers at the sink.
+    pub delivered: u64,
+    /// All answers at the sink (retries and failures included).
+    pub attempts: u64,
+    /// Seconds spent publishing.
+    pub publish_s: f64,
+    /// Seconds from the first publish to the last delivery.
+    pub elapsed_s: f64,
+    /// The run stopped waiting before everything settled.
+    pub drain_timed_out: bool,
+    /// accepted / publish_s.
+    pub accepted_per_s: f64,
+    /// delivered / elapsed_s.
+    pub deliveries_per_s: f64,
+    /// attempts / elapsed_s.
+    pub attempts_per_s: f64,
+    /// The raw ceiling's requests/s (`--compare-raw`).
+    pub raw_per_s: Option<f64>,
+    /// deliveries_per_s / raw_per_s.
+    pub ratio_to_raw: Option<f64>,
+    /// The raw run's details.
+    pub raw: Option<RawReport>,
+
+    /// Latency median, µs: each event's publish (closed loop) or scheduled send time
+    /// (open loop) to the arrival of a request at the sink.
+    pub p50_us: u64,
+    /// 90th percentile, µs.
+    pub p90_us: u64,
+    /// 99th percentile, µs.
+    pub p99_us: u64,
+    /// 99.9th percentile, µs.
+    pub p999_us: u64,
+    /// Largest, µs.
+    pub max_us: u64,
+    /// Latency samples (requests with the send-time field).
+    pub latency_samples: u64,
+    /// `[percentile, µs]` pairs.
+    pub latency_spectrum_us: Vec<(f64, u64)>,
+
+    /// What [`Report::cpu_us_per_delivery`] covers.
+    pub cpu_scope: String,
+    /// Process CPU (user + system) per delivery, µs.
+    pub cpu_us_per_delivery: Option<f64>,
+    /// The engine's share: process CPU less the sink's and the publishers' threads.
+    pub engine_cpu_us_per_delivery: Option<f64>,
+    /// The sink's threads.
+    pub sink_cpu_us_per_delivery: Option<f64>,
+    /// The publishers' threads.
+    pub load_cpu_us_per_delivery: Option<f64>,
+    /// Cores kept busy on average (process CPU / elapsed).
+    pub cores_busy: Option<f64>,
+    /// Peak resident memory of the process during the run (VmHWM), bytes.
+    pub peak_rss_bytes: Option<u64>,
+
+    /// Journal bytes appended (frames, headers, padding, checkpoints).
+    pub journal_bytes: Option<u64>,
+    /// Journal records appended.
+    pub journal_records: Option<u64>,
+    /// Journal syncs.
+    pub journal_syncs: Option<u64>,
+    /// journal_bytes / delivered.
+    pub journal_bytes_per_delivery: Option<f64>,
+    /// journal_records / delivered.
+    pub records_per_delivery: Option<f64>,
+    /// Bytes the process asked the storage layer to write (`/proc/self/io`).
+    pub disk_write_bytes: Option<u64>,
+    /// disk_write_bytes / delivered.
+    pub disk_write_bytes_per_delivery: Option<f64>,
+
+    /// Keep-alive connections the sender opened to the sink.
+    pub connections: u64,
+    /// Retries by class.
+    pub retries: Retries,
+    /// Sink answers by status.
+    pub statuses: BTreeMap<String, u64>,
+    /// The timeline.
+    pub timeline: Vec<Sample>,
+}
+
+/// Keys every report's JSON holds (tests check them; tools rely on them).
+pub const REPORT_KEYS: [&str; 20] = [
+    "deliveries_per_s",
+    "accepted_per_s",
+    "raw_per_s",
+    "ratio_to_raw",
+    "p50_us",
+    "p90_us",
+    "p99_us",
+    "p999_us",
+    "max_us",
+    "cpu_us_per_delivery",
+    "peak_rss_bytes",
+    "journal_bytes_per_delivery",
+    "records_per_delivery",
+    "disk_write_bytes_per_delivery",
+    "retries",
+    "statuses",
+    "timeline",
+    "latency_spectrum_us",
+    "delivered",
+    "accepted",
+];
+
+/// `a / b` when `b > 0`.
+pub(crate) fn per(a: Option<u64>, b: u64) -> Option<f64> {
+    (b > 0).then_some(a? as f64 / b as f64)
+}
+
+fn opt(value: Option<f64>, digits: usize) -> String {
+    value.map_or_else(|| "-".to_owned(), |v| format!("{v:.digits$}"))
+}
+
+fn bytes(value: Option<u64>) -> String {
+    match value {
+        None => "-".to_owned(),
+        Some(b) if b >= 10 << 20 => format!("{} MiB", b >> 20),
+        Some(b) if b >= 10 << 10 => format!("{} KiB", b >> 10),
+        Some(b) => format!("{b} B"),
+    }
+}
+
+impl Report {
+    /// The end-of-run table.
+    pub fn table(&self) -> String {
+        let mut t = String::new();
+        let mut row = |name: &str, value: String| {
+            let _ = writeln!(t, "  {name:<32} {value}");
+        };
+        let load = match self.rate_offered {
+            Some(rate) => format!("open loop at {rate:.0} events/s"),
+            None => "closed loop".to_owned(),
+        };
+        row(
+            "run",
+            format!(
+                "{}{}, {load}, {} tenants × {} webhooks, {} B payload, {}{}",
+                self.mode,
+                self.scenario
+                    .as_ref()
+                    .map_or_else(String::new, |s| format!(" ({s})")),
+                self.tenants,
+                self.webhooks_per_tenant,
+                self.payload_bytes,
+                self.scheme,
+                if self.tls { ", TLS" } else { "" }
+            ),
+        );
+        row(
+            "engine",
+            match self.shards {
+                Some(s) => format!("{s} shards on {} cores", self.cores),
+                None => format!("remote; this machine has {} cores", self.cores),
+            },
+        );
+        row(
+            "accepted",
+            format!(
+                "{} events in {:.2} s: {:.0}/s{}",
+                self.accepted,
+                self.publish_s,
+                self.accepted_per_s,
+                if self.publish_errors > 0 {
+                    format!(" ({} refused)", self.publish_errors)
+                } else {
+                    String::new()
+                }
+            ),
+        );
+        row(
+            "delivered",
+            format!(
+                "{} of {} in {:.2} s: {:.0}/s ({} attempts, {:.0}/s){}",
+                self.delivered,
+                self.deliveries_expected,
+                self.elapsed_s,
+                self.deliveries_per_s,
+                self.attempts,
+                self.attempts_per_s,
+                if self.drain_timed_out {
+                    " — gave up waiting"
+                } else {
+                    ""
+                }
+            ),
+        );
+        if let (Some(raw), Some(ratio)) = (&self.raw, self.ratio_to_raw) {
+            row(
+                "raw ceiling",
+                format!(
+                    "{:.0}/s over {} connections; engine / raw = {ratio:.3}",
+                    raw.raw_per_s, raw.connections
+                ),
+            );
+        }
+        row(
+            "latency µs (p50 p90 p99 p99.9 max)",
+            format!(
+                "{} {} {} {} {} ({} samples)",
+                self.p50_us,
+                self.p90_us,
+                self.p99_us,
+                self.p999_us,
+                self.max_us,
+                self.latency_samples
+            ),
+        );
+        row(
+            "CPU µs per delivery",
+            format!(
+                "{} (engine {}, sink {}, load {}; {})",
+                opt(self.cpu_us_per_delivery, 1),
+                opt(self.engine_cpu_us_per_delivery, 1),
+                opt(self.sink_cpu_us_per_delivery, 1),
+                opt(self.load_cpu_us_per_delivery, 1),
+                self.cpu_scope
+            ),
+        );
+        row("cores busy", opt(self.cores_busy, 2));
+        row("peak RSS", bytes(self.peak_rss_bytes));
+        row(
+            "journal per delivery",
+            format!(
+                "{} B, {} records ({} syncs)",
+                opt(self.journal_bytes_per_delivery, 0),
+                opt(self.records_per_delivery, 2),
+                self.journal_syncs
+                    .map_or_else(|| "-".to_owned(), |s| s.to_string())
+            ),
+        );
+        row(
+            "disk writes per delivery",
+            format!("{} B", opt(self.disk_write_bytes_per_delivery, 0)),
+        );
+        let r = &self.retries;
+        let n = |v: Option<u64>| v.map_or_else(|| "-".to_owned(), |v| v.to_string());
+        row(
+            "attempts ok / retryable / final",
+            format!(
+                "{} / {} / {} (retries sent {}, pending {})",
+                n(r.attempts_succeeded),
+                n(r.attempts_retryable),
+                n(r.attempts_final),
+                n(r.retries_sent),
+                n(r.retries_pending)
+            ),
+        );
+        row(
+            "sink statuses",
+            self.statuses
+                .iter()
+                .map(|(s, n)| format!("{s}:{n}"))
+                .collect::<Vec<_>>()
+                .join(" "),
+        );
+        t
+    }
+}
+
+impl RawReport {
+    /// The raw run's table.
+    pub fn table(&self) -> String {
+        format!(
+            "  {:<32} {} requests over {} connections ({} B bodies{}) in {:.2} s: {:.0}/s\n  {:<32} {} {} {} {}\n  {:<32} {}\n",
+            "raw ceiling",
+            self.requests,
+            self.connections,
+            self.body_bytes,
+            if self.tls { ", TLS" } else { "" },
+            self.elapsed_s,
+            self.raw_per_s,
+            "latency µs (p50 p99 p99.9 max)",
+            self.latency.p50_us,
+            self.latency.p99_us,
+            self.latency.p999_us,
+            self.latency.max_us,
+            "CPU µs per request",
+            opt(self.cpu_us_per_request, 1),
+        )
+    }
+}

@@ -1,0 +1,1085 @@
+//! `herald bench run`: a sink, an engine (embedded, or a remote `herald serve`), the
+//! publishers (closed or open loop), the sampler that feeds the progress line and the
+//! timeline, the drain, and the figures.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use herald::{
+    Error as HeraldError, Event, EventFilter, EventType, Herald, PublishReceipt, ShardStats,
+    TenantId, Url, WebhookSpec,
+};
+use herald_sink::{Action, Sink, SinkBuilder};
+
+use crate::progress::Progress;
+use crate::remote::{self, Client};
+use crate::report::{per, Latency, Report, Retries, Sample};
+use crate::scenario::{Amount, Load, Plan};
+use crate::sysstat::{self, Snapshot};
+use crate::{raw, BenchError, LATENCY_FIELD, SINK_THREAD_PREFIX};
+
+/// Timeline points kept; past this the sampling interval doubles and every other point
+/// is dropped, so a day-long run stays a few hundred KiB of JSON.
+const TIMELINE_MAX: usize = 4096;
+/// First sampling interval.
+const SAMPLE_EVERY: Duration = Duration::from_millis(250);
+/// Threads that create webhooks at the start (group commit shares their syncs).
+const SETUP_THREADS: usize = 8;
+/// In remote mode with failing receivers, the run ends once the sink saw no request for
+/// this long after publishing ended (the server's retries are not observable otherwise).
+const REMOTE_QUIET: Duration = Duration::from_secs(2);
+/// The raw comparison sends at most this many requests (a few seconds at loopback
+/// speed) and at least this few.
+const RAW_REQUESTS_MAX: u64 = 500_000;
+const RAW_REQUESTS_MIN: u64 = 2_000;
+
+fn unix_ns() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX))
+}
+
+/// SplitMix64 of `x`: a fixed, seedable hash for choices that must repeat across runs.
+pub(crate) fn mix64(x: u64) -> u64 {
+    let mut z = x.wrapping_add(0x9E37_79B9_7F4A_7C15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
+}
+
+/// The path of webhook `w` of tenant `t` at the sink.
+fn endpoint_path(t: usize, w: usize) -> String {
+    format!("/t{t}/w{w}")
+}
+
+/// Which endpoints fail and which are slow, chosen by the seed: `(failing, slow)` paths.
+fn bad_endpoints(plan: &Plan) -> (Vec<String>, Vec<String>) {
+    let r = &plan.receiver;
+    let mut failing = Vec::new();
+    let mut slow = Vec::new();
+    for t in 0..plan.tenants {
+        for w in 0..plan.webhooks_per_tenant {
+            let e = (t * plan.webhooks_per_tenant + w) as u64;
+            // A share in hundredths of a percent, drawn per endpoint.
+            let draw = (mix64(r.seed ^ mix64(e)) % 10_000) as f64 / 100.0;
+            if draw < r.failing_endpoints_percent {
+                failing.push(endpoint_path(t, w));
+            } else if draw < r.failing_endpoints_percent + r.slow_endpoints_percent {
+                slow.push(endpoint_path(t, w));
+            }
+        }
+    }
+    (failing, slow)
+}
+
+/// The sink's settings for `plan`: counters only, latency from [`LATENCY_FIELD`], the
+/// receiver model, scripts for failing and slow endpoints.
+pub(crate) fn sink_builder(plan: &Plan, temp: &std::path::Path) -> Result<SinkBuilder, BenchError> {
+    let r = &plan.receiver;
+    let mut builder = Sink::builder()
+        .listen(plan.sink_listen)
+        .requests_max(0)
+        .latency_field(LATENCY_FIELD)
+        .threads(r.threads);
+    if plan.tls {
+        builder = builder.ca_pem_out(temp.join("ca.pem"));
+    }
+    if r.verify {
+        let secret = secret(plan);
+        let key = match plan.scheme {
+            herald::Scheme::Ed25519 => herald_sign::public_key(&secret)
+                .map_err(|e| BenchError::Config(format!("ed25519 key: {e}")))?,
+            _ => secret,
+        };
+        builder = builder.verify(plan.scheme.clone(), &[&key]);
+    }
+    builder = crate::receiver::apply(builder, r)?;
+    let (failing, slow) = bad_endpoints(plan);
+    if failing.len() + slow.len() > herald_sink::SCRIPTED_PATHS_MAX {
+        return Err(BenchError::Config(format!(
+            "{} failing or slow endpoints exceed the sink's {} scripted paths",
+            failing.len() + slow.len(),
+            herald_sink::SCRIPTED_PATHS_MAX
+        )));
+    }
+    let failing_action = match r.retry_after_s {
+        Some(seconds) if matches!(r.failing_status, 429 | 503) => Action::RetryAfter {
+            status: r.failing_status,
+            seconds,
+        },
+        _ => Action::Status(r.failing_status),
+    };
+    for path in failing {
+        builder = builder.script(&path, vec![failing_action.clone()]);
+    }
+    for path in slow {
+        builder = builder.script(&path, vec![Action::delay(r.slow_ms, Action::ok())]);
+    }
+    Ok(builder)
+}
+
+/// The signing secret of every webhook of the run.
+pub(crate) fn secret(plan: &Plan) -> String {
+    herald_sign::generate_secret(&plan.scheme, &[7; 32])
+}
+
+/// One event's data: the send-time member first (the sink reads the first occurrence),
+/// a sequence number, and padding to `payload_bytes`.
+pub(crate) fn event_data(send_unix_ns: u64, seq: u64, payload_bytes: usize) -> Vec<u8> {
+    let mut data = format!("{{\"{LATENCY_FIELD}\":{send_unix_ns},\"seq\":{seq},\"pad\":\"");
+    let close = "\"}";
+    let pad = payload_bytes.saturating_sub(data.len() + close.len());
+    data.extend(std::iter::repeat_n('x', pad));
+    data.push_str(close);
+    data.into_bytes()
+}
+
+/// Picks event `n`'s type from the weighted mix (a fixed function of seed and `n`).
+fn event_type_of(mix: &[(EventType, u32)], total: u64, seed: u64, n: u64) -> &EventType {
+    if mix.len() == 1 {
+        return &mix[0].0;
+    }
+    let mut ticket = mix64(seed.rotate_left(17) ^ n) % total;
+    for (event_type, weight) in mix {
+        if ticket < u64::from(*weight) {
+            return event_type;
+        }
+        ticket -= u64::from(*weight);
+    }
+    &mix[mix.len() - 1].0
+}
+
+/// Counters the publishers share.
+#[derive(Debug, Default)]
+struct Shared {
+    accepted: AtomicU64,
+    publish_errors: AtomicU64,
+    /// First error that stopped a publisher.
+    failure: Mutex<Option<String>>,
+    stop: AtomicBool,
+    /// CPU of the publisher threads that ended, µs.
+    load_cpu_us: AtomicU64,
+}
+
+/// Where events go: an embedded engine or a remote server.
+enum Engine {
+    Embedded {
+        herald: Herald,
+        tenants: Arc<Vec<TenantId>>,
+        base: Vec<ShardStats>,
+        _temp: Option<tempfile::TempDir>,
+    },
+    Remote {
+        target: crate::scenario::Target,
+        tenants: Arc<Vec<String>>,
+    },
+}
+
+/// A publisher's side of the engine.
+enum Lane {
+    Embedded {
+        herald: Herald,
+        tenants: Arc<Vec<TenantId>>,
+        window: VecDeque<PublishReceipt>,
+        window_max: usize,
+    },
+    Remote {
+        /// Boxed: a client holds its buffers inline.
+        client: Box<Client>,
+        tenants: Arc<Vec<String>>,
+        batch: Vec<u8>,
+        batch_tenant: Option<usize>,
+        batch_len: usize,
+        batch_max: usize,
+    },
+}
+
+impl Lane {
+    /// Hands over one event; blocks (bounded by the engine) when the window is full.
+    fn submit(
+        &mut self,
+        tenant: usize,
+        event_type: &EventType,
+        data: Vec<u8>,
+        shared: &Shared,
+    ) -> Result<(), BenchError> {
+        // A batch holds one tenant's events: a new tenant sends what is gathered.
+        if matches!(self, Lane::Remote { batch_tenant: Some(t), .. } if *t != tenant) {
+            self.flush(shared)?;
+        }
+        match self {
+            Lane::Embedded {
+                herald,
+                tenants,
+                window,
+                window_max,
+            } => {
+                if window.len() >= *window_max {
+                    settle(window.pop_front(), shared);
+                }
+                let mut event = Event::from_json_bytes(event_type.clone(), data);
+                loop {
+                    match herald.try_publish(&tenants[tenant], event) {
+                        Ok(receipt) => {
+                            window.push_back(receipt);
+                            return Ok(());
+                        }
+                        Err(error @ HeraldError::Backpressure { .. }) => {
+                            // The intake is full: the oldest receipt resolving makes room.
+                            event = match error.into_event() {
+                                Some((_, event)) => event,
+                                None => {
+                                    return Err(BenchError::Engine(
+                                        "back-pressure without the event".into(),
+                                    ))
+                                }
+                            };
+                            match window.pop_front() {
+                                Some(receipt) => settle(Some(receipt), shared),
+                                None => std::thread::sleep(Duration::from_micros(100)),
+                            }
+                        }
+                        Err(error) => {
+                            return Err(BenchError::Engine(format!("publish failed: {error}")))
+                        }
+                    }
+                }
+            }
+            Lane::Remote {
+                batch,
+                batch_tenant,
+                batch_len,
+                batch_max,
+                ..
+            } => {
+                if *batch_len > 0 {
+                    batch.push(b',');
+                }
+                batch.extend_from_slice(b"{\"type\":\"");
+                batch.extend_from_slice(event_type.as_str().as_bytes());
+                batch.extend_from_slice(b"\",\"data\":");
+                batch.extend_from_slice(&data);
+                batch.push(b'}');
+                *batch_len += 1;
+                *batch_tenant = Some(tenant);
+                if *batch_len >= *batch_max {
+                    self.flush(shared)?;
+                }
+                Ok(())
+            }
+        }
+    }
+
+    /// Waits for everything handed over (embedded) or sends the partial batch (remote).
+    fn flush(&mut self, shared: &Shared) -> Result<(), BenchError> {
+        match self {
+            Lane::Embedded { window, .. } => {
+                while let Some(receipt) = window.pop_front() {
+                    settle(Some(receipt), shared);
+                }
+                Ok(())
+            }
+            Lane::Remote {
+                client,
+                tenants,
+                batch,
+                batch_tenant,
+                batch_len,
+                batch_max,
+            } => {
+                let Some(tenant) = batch_tenant.take() else {
+                    return Ok(());
+                };
+                let count = std::mem::take(batch_len) as u64;
+                let tenant = tenants[tenant].as_str();
+                let accepted = if *batch_max == 1 {
+                    let response = client.call("POST", "/v1/events", Some(tenant), batch)?;
+                    u64::from(response.status == 202)
+                } else {
+                    let mut body = Vec::with_capacity(batch.len() + 16);
+                    body.extend_from_slice(b"{\"events\":[");
+                    body.extend_from_slice(batch);
+                    body.extend_from_slice(b"]}");
+                    let response = client.call("POST", "/v1/events/batch", Some(tenant), &body)?;
+                    if response.status == 200 {
+                        count_batch_accepted(&response.body)
+                    } else {
+                        0
+                    }
+                };
+                batch.clear();
+                shared.accepted.fetch_add(accepted, Ordering::Relaxed);
+                shared
+                    .publish_errors
+                    .fetch_add(count - accepted.min(count), Ordering::Relaxed);
+                Ok(())
+            }
+        }
+    }
+}
+
+/// Accepted events of a batch answer: `"status":202` per accepted one.
+fn count_batch_accepted(body: &[u8]) -> u64 {
+    let needle = b"\"status\":202";
+    body.windows(needle.len()).filter(|w| w == needle).count() as u64
+}
+
+/// Waits for one receipt (the event is durable once it resolves) and counts it.
+fn settle(receipt: Option<PublishReceipt>, shared: &Shared) {
+    if let Some(receipt) = receipt {
+        match receipt.wait() {
+            Ok(_) => shared.accepted.fetch_add(1, Ordering::Relaxed),
+            Err(_) => shared.publish_errors.fetch_add(1, Ordering::Relaxed),
+        };
+    }
+}
+
+impl Engine {
+    fn start(plan: &Plan, sink: &Sink, progress: &mut Progress) -> Result<Engine, BenchError> {
+        match &plan.target {
+            None => Engine::embedded(plan, sink, progress),
+            Some(target) => Engine::remote(plan, target, sink, progress),
+        }
+    }
+
+    fn embedded(plan: &Plan, sink: &Sink, progress: &mut Progress) -> Result<Engine, BenchError> {
+        let (data_dir, temp) = match &plan.data_dir {
+            Some(dir) => (dir.clone(), None),
+            None => {
+                let temp = tempfile::Builder::new()
+                    .prefix("herald-bench-")
+                    .tempdir()
+                    .map_err(|e| BenchError::Io(format!("temporary directory: {e}")))?;
+                (temp.path().join("data"), Some(temp))
+            }
+        };
+        let mut builder = Herald::builder()
+            .data_dir(&data_dir)
+            .allow_cidr("127.0.0.0/8")
+            .intake_capacity(herald::INTAKE_CAPACITY_DEFAULT);
+        if let Some(shards) = plan.shards {
+            builder = builder.shards(shards);
+        }
+        if let Some(path) = sink.ca_pem_path() {
+            builder = builder.extra_ca_pem(path);
+        }
+        if let Some(records) = plan.group_records {
+            builder = builder.journal_group_records_max(records);
+        }
+        if let Some(delay) = plan.group_delay {
+            builder = builder.journal_group_delay(delay);
+        }
+        if let Some(schedule) = &plan.retry_schedule {
+            builder = builder.retry_schedule(schedule.clone());
+        }
+        let herald = builder
+            .start()
+            .map_err(|e| BenchError::Engine(format!("starting the engine: {e}")))?;
+        let tenants: Vec<TenantId> = (0..plan.tenants)
+            .map(|t| TenantId::parse(&format!("bench-{t}")))
+            .collect::<Result<_, _>>()
+            .map_err(|e| BenchError::Engine(format!("tenant id: {e}")))?;
+        progress.note(&format!(
+            "engine: {} shards, data in {}; creating {} webhooks",
+            herald.shards(),
+            data_dir.display(),
+            plan.tenants * plan.webhooks_per_tenant
+        ));
+        let secret = secret(plan);
+        let filters =
+            vec![EventFilter::parse("*").map_err(|e| BenchError::Engine(format!("filter: {e}")))?];
+        let created: Result<(), BenchError> = std::thread::scope(|scope| {
+            let workers: Vec<_> = (0..SETUP_THREADS.min(plan.tenants))
+                .map(|i| {
+                    let (herald, tenants, secret, filters) = (&herald, &tenants, &secret, &filters);
+                    scope.spawn(move || -> Result<(), BenchError> {
+                        for t in (i..plan.tenants).step_by(SETUP_THREADS) {
+                            for w in 0..plan.webhooks_per_tenant {
+                                let url = Url::parse(&sink.url(&endpoint_path(t, w)))
+                                    .map_err(|e| BenchError::Engine(format!("url: {e}")))?;
+                                let spec = WebhookSpec::new(
+                                    url,
+                                    filters.clone(),
+                                    plan.scheme.clone(),
+                                    secret.clone(),
+                                );
+                                herald.create_webhook(&tenants[t], spec).map_err(|e| {
+                                    BenchError::Engine(format!("creating a webhook: {e}"))
+                                })?;
+                            }
+                        }
+                        Ok(())
+                    })
+                })
+                .collect();
+            for worker in workers {
+                worker
+                    .join()
+                    .map_err(|_| BenchError::Engine("a setup thread panicked".into()))??;
+            }
+            Ok(())
+        });
+        created?;
+        let base = herald
+            .stats()
+            .map_err(|e| BenchError::Engine(format!("engine stats: {e}")))?;
+        Ok(Engine::Embedded {
+            herald,
+            tenants: Arc::new(tenants),
+            base,
+            _temp: temp,
+        })
+    }
+
+    fn remote(
+        plan: &Plan,
+        target: &crate::scenario::Target,
+        sink: &Sink,
+        progress: &mut Progress,
+    ) -> Result<Engine, BenchError> {
+        // Tenant ids unique to this run, so runs against one server do not collide.
+        let run = format!("{:x}", unix_ns() / 1_000_000);
+        let tenants: Vec<String> = (0..plan.tenants)
+            .map(|t| format!("bench-{run}-{t}"))
+            .collect();
+        progress.note(&format!(
+            "remote: creating {} tenants and {} webhooks on {}",
+            plan.tenants,
+            plan.tenants * plan.webhooks_per_tenant,
+            target.url.host_header()
+        ));
+        let secret = secret(plan);
+        let scheme = plan.scheme.name();
+        let mut client = Client::new(target)?;
+        for tenant in &tenants {
+            let body = serde_json::json!({ "id": tenant }).to_string();
+            remote::expect(
+                client.call("POST", "/v1/tenants", None, body.as_bytes())?,
+                201,
+                "POST /v1/tenants",
+            )?;
+        }
+        let created: Result<(), BenchError> = std::thread::scope(|scope| {
+            let workers: Vec<_> = (0..SETUP_THREADS.min(plan.tenants))
+                .map(|i| {
+                    let (tenants, secret) = (&tenants, &secret);
+                    scope.spawn(move || -> Result<(), BenchError> {
+                        let mut client = Client::new(target)?;
+                        for t in (i..plan.tenants).step_by(SETUP_THREADS) {
+                            for w in 0..plan.webhooks_per_tenant {
+                                let body = serde_json::json!({
+                                    "url": sink.url(&endpoint_path(t, w)),
+                                    "events": ["*"],
+                                    "secret": secret,
+                                    "signature": { "scheme": scheme },
+                                    "description": "herald bench",
+                                })
+                                .to_string();
+                                remote::expect(
+                                    client.call(
+                                        "POST",
+                                        "/v1/webhooks",
+                                        Some(&tenants[t]),
+                                        body.as_bytes(),
+                                    )?,
+                                    201,
+                                    "POST /v1/webhooks",
+                                )?;
+                            }
+                        }
+                        Ok(())
+                    })
+                })
+                .collect();
+            for worker in workers {
+                worker
+                    .join()
+                    .map_err(|_| BenchError::Remote("a setup thread panicked".into()))??;
+            }
+            Ok(())
+        });
+        created?;
+        Ok(Engine::Remote {
+            target: target.clone(),
+            tenants: Arc::new(tenants),
+        })
+    }
+
+    fn lane(&self, plan: &Plan) -> Result<Lane, BenchError> {
+        Ok(match self {
+            Engine::Embedded {
+                herald, tenants, ..
+            } => Lane::Embedded {
+                herald: herald.clone(),
+                tenants: tenants.clone(),
+                window: VecDeque::with_capacity(plan.window),
+                window_max: plan.window,
+            },
+            Engine::Remote { target, tenants } => Lane::Remote {
+                client: Box::new(Client::new(target)?),
+                tenants: tenants.clone(),
+                batch: Vec::new(),
+                batch_tenant: None,
+                batch_len: 0,
+                batch_max: plan.batch,
+            },
+        })
+    }
+
+    fn stats(&self) -> Option<Vec<ShardStats>> {
+        match self {
+            Engine::Embedded { herald, .. } => herald.stats().ok(),
+            Engine::Remote { .. } => None,
+        }
+    }
+
+    fn shards(&self) -> Option<usize> {
+        match self {
+            Engine::Embedded { herald, .. } => Some(herald.shards()),
+            Engine::Remote { .. } => None,
+        }
+    }
+}
+
+/// Engine figures summed over shards, as differences from the start.
+#[derive(Debug, Default, Clone, Copy)]
+struct EngineTotals {
+    pending: u64,
+    retries_pending: u64,
+    in_flight: u64,
+    deliveries_created: u64,
+    attempts_succeeded: u64,
+    attempts_retryable: u64,
+    attempts_final: u64,
+    deliveries_failed: u64,
+    deliveries_exhausted: u64,
+    journal_bytes: u64,
+    journal_records: u64,
+    journal_syncs: u64,
+}
+
+fn totals(now: &[ShardStats], base: &[ShardStats]) -> EngineTotals {
+    let mut t = EngineTotals::default();
+    for (i, s) in now.iter().enumerate() {
+        let b = base.get(i).cloned().unwrap_or_default();
+        let c = &s.counters;
+        let bc = &b.counters;
+        t.pending += s.dispatcher.pending_deliveries as u64;
+        t.retries_pending += s.dispatcher.retries_pending as u64;
+        t.in_flight += s.dispatcher.in_flight as u64;
+        t.deliveries_created += c.deliveries_created - bc.deliveries_created;
+        t.attempts_succeeded += c.attempts_succeeded - bc.attempts_succeeded;
+        t.attempts_retryable += c.attempts_retryable - bc.attempts_retryable;
+        t.attempts_final += c.attempts_final - bc.attempts_final;
+        t.deliveries_failed += c.deliveries_failed - bc.deliveries_failed;
+        t.deliveries_exhausted += c.deliveries_exhausted - bc.deliveries_exhausted;
+        t.journal_bytes += s.journal_bytes_appended - b.journal_bytes_appended;
+        t.journal_records += s.journal_last_seq - b.journal_last_seq;
+        t.journal_syncs += s.journal_sync_us.count - b.journal_sync_us.count;
+    }
+    t
+}
+
+/// What the sampler thread records.
+#[derive(Debug, Default)]
+struct Timeline {
+    samples: Vec<Sample>,
+    every: Duration,
+}
+
+/// Runs one benchmark and returns its figures. `progress` gets the live line.
+pub fn run(plan: &Plan, progress: &mut Progress) -> Result<Report, BenchError> {
+    let temp = tempfile::Builder::new()
+        .prefix("herald-bench-sink-")
+        .tempdir()
+        .map_err(|e| BenchError::Io(format!("temporary directory: {e}")))?;
+    let sink = sink_builder(plan, temp.path())?
+        .start()
+        .map_err(|e| BenchError::Sink(e.to_string()))?;
+    progress.note(&format!(
+        "sink on {} ({} thread{})",
+        sink.url("/"),
+        plan.receiver.threads,
+        if plan.receiver.threads == 1 { "" } else { "s" }
+    ));
+    let engine = Engine::start(plan, &sink, progress)?;
+    let result = drive(plan, &sink, &engine, progress);
+    if let Engine::Embedded { herald, .. } = &engine {
+        let _ = herald.shutdown();
+    }
+    let mut report = result?;
+    if plan.compare_raw {
+        let connections = usize::try_from(report.connections)
+            .unwrap_or(herald_sink::LOAD_CONNECTIONS_MAX)
+            .clamp(1, herald_sink::LOAD_CONNECTIONS_MAX);
+        let requests = report.delivered.clamp(RAW_REQUESTS_MIN, RAW_REQUESTS_MAX);
+        progress.note(&format!(
+            "raw ceiling: {requests} requests over {connections} connections"
+        ));
+        // The engine's bodies as they arrived: the envelope around the data.
+        let body_bytes = usize::try_from(sink.stats().body_bytes / report.attempts.max(1))
+            .unwrap_or(plan.payload_bytes);
+        let raw = raw::measure(&sink, connections, requests, body_bytes, &plan.scheme)?;
+        report.raw_per_s = Some(raw.raw_per_s.round());
+        report.ratio_to_raw = (raw.raw_per_s > 0.0)
+            .then(|| (report.deliveries_per_s / raw.raw_per_s * 1000.0).round() / 1000.0);
+        report.raw = Some(raw);
+    }
+    sink.shutdown();
+    Ok(report)
+}
+
+/// Stop condition of one publisher.
+fn events_total(plan: &Plan) -> Option<u64> {
+    match (plan.amount, plan.load) {
+        (Amount::Events(n), _) => Some(n),
+        (Amount::Duration(d), Load::Open { rate }) => Some((rate * d.as_secs_f64()).ceil() as u64),
+        (Amount::Duration(_), Load::Closed) => None,
+    }
+}
+
+fn drive(
+    plan: &Plan,
+    sink: &Sink,
+    engine: &Engine,
+    progress: &mut Progress,
+) -> Result<Report, BenchError> {
+    let fanout = plan.fanout();
+    let shared = Shared::default();
+    let sink_base = sink.stats();
+    sink.reset_latency();
+    let rss_reset = sysstat::reset_peak_rss();
+    let before = Snapshot::take(SINK_THREAD_PREFIX);
+    let mix_total: u64 = plan.event_mix.iter().map(|(_, w)| u64::from(*w)).sum();
+    let total = events_total(plan);
+    let chunk = plan.batch as u64;
+    let publishing = AtomicBool::new(true);
+    let timeline = Mutex::new(Timeline {
+        samples: Vec::new(),
+        every: SAMPLE_EVERY,
+    });
+    let base_stats = match engine {
+        Engine::Embedded { base, .. } => base.clone(),
+        Engine::Remote { .. } => Vec::new(),
+    };
+    let mut lanes = (0..plan.publishers)
+        .map(|_| engine.lane(plan))
+        .collect::<Result<Vec<_>, _>>()?;
+    let started = Instant::now();
+    let started_unix_ns = unix_ns();
+    let sample = |t: Duration| -> Sample {
+        let stats = sink.stats();
+        let accepted = shared.accepted.load(Ordering::Relaxed);
+        let delivered = stats.successes() - sink_base.successes();
+        let pending = match engine.stats() {
+            Some(now) => totals(&now, &base_stats).pending,
+            None => (accepted * fanout).saturating_sub(delivered),
+        };
+        let latency = sink.latency();
+        Sample {
+            t_s: t.as_secs_f64(),
+            accepted,
+            delivered,
+            attempts: stats.requests - sink_base.requests,
+            pending,
+            p99_us: if latency.is_empty() {
+                0
+            } else {
+                latency.value_at_quantile(0.99)
+            },
+        }
+    };
+
+    let sampler_done = AtomicBool::new(false);
+    let (publish_elapsed, end, drain_timed_out) = std::thread::scope(|scope| {
+        let sampler = scope.spawn(|| {
+            let mut previous = Sample::default();
+            let mut next = started;
+            while !sampler_done.load(Ordering::Acquire) {
+                let every = timeline.lock().map(|t| t.every).unwrap_or(SAMPLE_EVERY);
+                next += every;
+                while Instant::now() < next && !sampler_done.load(Ordering::Acquire) {
+                    std::thread::sleep(Duration::from_millis(10));
+                }
+                let now = sample(started.elapsed());
+                progress.show(&now, &previous);
+                previous = now.clone();
+                if let Ok(mut t) = timeline.lock() {
+                    t.samples.push(now);
+                    if t.samples.len() >= TIMELINE_MAX {
+                        let kept: Vec<Sample> = t.samples.iter().step_by(2).cloned().collect();
+                        t.samples = kept;
+                        t.every *= 2;
+                    }
+                }
+            }
+            progress.finish();
+        });
+
+        let publishers: Vec<_> = lanes
+            .drain(..)
+            .enumerate()
+            .map(|(p, mut lane)| {
+                let shared = &shared;
+                std::thread::Builder::new()
+                    .name(format!("bench-publish-{p}"))
+                    .spawn_scoped(scope, move || {
+                        let result = publish(
+                            plan,
+                            &mut lane,
+                            p as u64,
+                            total,
+                            chunk,
+                            mix_total,
+                            started,
+                            started_unix_ns,
+                            shared,
+                        )
+                        .and_then(|()| lane.flush(shared));
+                        if let Some(us) = sysstat::thread_cpu_us() {
+                            shared.load_cpu_us.fetch_add(us, Ordering::Relaxed);
+                        }
+                        if let Err(e) = result {
+                            shared.stop.store(true, Ordering::Release);
+                            if let Ok(mut failure) = shared.failure.lock() {
+                                failure.get_or_insert(e.to_string());
+                            }
+                        }
+                    })
+            })
+            .collect();
+        let mut spawn_failure = None;
+        for publisher in publishers {
+            match publisher {
+                Ok(handle) => {
+                    if handle.join().is_err() {
+                        spawn_failure = Some("a publisher thread panicked".to_owned());
+                    }
+                }
+                Err(e) => spawn_failure = Some(format!("spawning a publisher: {e}")),
+            }
+        }
+        if let Some(message) = spawn_failure {
+            if let Ok(mut failure) = shared.failure.lock() {
+                failure.get_or_insert(message);
+            }
+        }
+        let publish_elapsed = started.elapsed();
+        publishing.store(false, Ordering::Release);
+        let (end, timed_out) = drain(
+            plan,
+            sink,
+            engine,
+            &sink_base,
+            &base_stats,
+            &shared,
+            started,
+        );
+        sampler_done.store(true, Ordering::Release);
+        let _ = sampler.join();
+        (publish_elapsed, end, timed_out)
+    });
+    if let Some(failure) = shared.failure.lock().ok().and_then(|mut f| f.take()) {
+        return Err(BenchError::Engine(failure));
+    }
+
+    let after = Snapshot::take(SINK_THREAD_PREFIX);
+    let stats = sink.stats();
+    let latency = Latency::of(&sink.latency());
+    let accepted = shared.accepted.load(Ordering::Relaxed);
+    let delivered = stats.successes() - sink_base.successes();
+    let attempts = stats.requests - sink_base.requests;
+    let elapsed_s = end.as_secs_f64().max(1e-9);
+    let publish_s = publish_elapsed.as_secs_f64().max(1e-9);
+    let engine_totals = engine.stats().map(|now| totals(&now, &base_stats));
+    let cpu_us = after.cpu_us.zip(before.cpu_us).map(|(a, b)| a - b);
+    let sink_cpu_us = after
+        .sink_cpu_us
+        .zip(before.sink_cpu_us)
+        .map(|(a, b)| a - b);
+    let load_cpu_us = Some(shared.load_cpu_us.load(Ordering::Relaxed));
+    let engine_cpu_us = match engine {
+        Engine::Embedded { .. } => cpu_us
+            .zip(sink_cpu_us)
+            .zip(load_cpu_us)
+            .map(|((all, sink), load)| all.saturating_sub(sink + load)),
+        Engine::Remote { .. } => None,
+    };
+    let write_bytes = match engine {
+        Engine::Embedded { .. } => after
+            .write_bytes
+            .zip(before.write_bytes)
+            .map(|(a, b)| a - b),
+        Engine::Remote { .. } => None,
+    };
+    let mut statuses = BTreeMap::new();
+    for (status, n) in &stats.statuses {
+        let n = n - sink_base.status_count(*status);
+        if n > 0 {
+            statuses.insert(status.to_string(), n);
+        }
+    }
+    let retries = match engine_totals {
+        Some(t) => Retries {
+            attempts_succeeded: Some(t.attempts_succeeded),
+            attempts_retryable: Some(t.attempts_retryable),
+            attempts_final: Some(t.attempts_final),
+            retries_sent: Some(
+                (t.attempts_succeeded + t.attempts_retryable + t.attempts_final)
+                    .saturating_sub(t.deliveries_created),
+            ),
+            retries_pending: Some(t.retries_pending),
+            deliveries_failed: Some(t.deliveries_failed),
+            deliveries_exhausted: Some(t.deliveries_exhausted),
+        },
+        None => Retries {
+            attempts_succeeded: Some(delivered),
+            attempts_retryable: Some(
+                stats
+                    .statuses
+                    .iter()
+                    .filter(|(s, _)| matches!(s, 408 | 429 | 500..=599))
+                    .map(|(s, n)| n - sink_base.status_count(*s))
+                    .sum(),
+            ),
+            attempts_final: Some(
+                attempts
+                    - delivered
+                    - stats
+                        .statuses
+                        .iter()
+                        .filter(|(s, _)| matches!(s, 408 | 429 | 500..=599))
+                        .map(|(s, n)| n - sink_base.status_count(*s))
+                        .sum::<u64>(),
+            ),
+            retries_sent: Some(attempts.saturating_sub(accepted * fanout)),
+            ..Retries::default()
+        },
+    };
+    let timeline = timeline.into_inner().map(|t| t.samples).unwrap_or_default();
+    Ok(Report {
+        mode: match engine {
+            Engine::Embedded { .. } => "embedded",
+            Engine::Remote { .. } => "remote",
+        }
+        .to_owned(),
+        scenario: plan.name.clone(),
+        load_model: match plan.load {
+            Load::Closed => "closed",
+            Load::Open { .. } => "open",
+        }
+        .to_owned(),
+        rate_offered: match plan.load {
+            Load::Open { rate } => Some(rate),
+            Load::Closed => None,
+        },
+        tenants: plan.tenants,
+        webhooks_per_tenant: plan.webhooks_per_tenant,
+        fanout,
+        payload_bytes: plan.payload_bytes,
+        scheme: plan.scheme.name().to_owned(),
+        tls: plan.tls,
+        shards: engine.shards(),
+        cores: sysstat::cores(),
+        group_records: plan.group_records,
+        group_delay_us: plan
+            .group_delay
+            .map(|d| u64::try_from(d.as_micros()).unwrap_or(u64::MAX)),
+        accepted,
+        publish_errors: shared.publish_errors.load(Ordering::Relaxed),
+        deliveries_expected: accepted * fanout,
+        delivered,
+        attempts,
+        publish_s,
+        elapsed_s,
+        drain_timed_out,
+        accepted_per_s: accepted as f64 / publish_s,
+        deliveries_per_s: delivered as f64 / elapsed_s,
+        attempts_per_s: attempts as f64 / elapsed_s,
+        raw_per_s: None,
+        ratio_to_raw: None,
+        raw: None,
+        p50_us: latency.p50_us,
+        p90_us: latency.p90_us,
+        p99_us: latency.p99_us,
+        p999_us: latency.p999_us,
+        max_us: latency.max_us,
+        latency_samples: latency.samples,
+        latency_spectrum_us: latency.spectrum,
+        cpu_scope: match engine {
+            Engine::Embedded { .. } => {
+                "one process: engine + sink + publishers (engine = process − sink − publisher threads)"
+            }
+            Engine::Remote { .. } => "this process only: sink + publishers (the server is not measured)",
+        }
+        .to_owned(),
+        cpu_us_per_delivery: per(cpu_us, delivered),
+        engine_cpu_us_per_delivery: per(engine_cpu_us, delivered),
+        sink_cpu_us_per_delivery: per(sink_cpu_us, delivered),
+        load_cpu_us_per_delivery: per(load_cpu_us, delivered),
+        cores_busy: cpu_us.map(|us| us as f64 / 1e6 / elapsed_s),
+        peak_rss_bytes: if rss_reset || matches!(engine, Engine::Embedded { .. }) {
+            sysstat::peak_rss_bytes()
+        } else {
+            None
+        },
+        journal_bytes: engine_totals.map(|t| t.journal_bytes),
+        journal_records: engine_totals.map(|t| t.journal_records),
+        journal_syncs: engine_totals.map(|t| t.journal_syncs),
+        journal_bytes_per_delivery: per(engine_totals.map(|t| t.journal_bytes), delivered),
+        records_per_delivery: per(engine_totals.map(|t| t.journal_records), delivered),
+        disk_write_bytes: write_bytes,
+        disk_write_bytes_per_delivery: per(write_bytes, delivered),
+        connections: stats.connections_accepted - sink_base.connections_accepted,
+        retries,
+        statuses,
+        timeline,
+    })
+}
+
+/// One publisher's loop: chunks `p, p + P, p + 2P, …` of `chunk` events each.
+#[allow(clippy::too_many_arguments)] // reason: one call site; a struct would only rename these
+fn publish(
+    plan: &Plan,
+    lane: &mut Lane,
+    p: u64,
+    total: Option<u64>,
+    chunk: u64,
+    mix_total: u64,
+    started: Instant,
+    started_unix_ns: u64,
+    shared: &Shared,
+) -> Result<(), BenchError> {
+    let publishers = plan.publishers as u64;
+    let mut c = p;
+    loop {
+        if shared.stop.load(Ordering::Acquire) {
+            return Ok(());
+        }
+        let first = c * chunk;
+        match (total, plan.amount) {
+            (Some(total), _) if first >= total => return Ok(()),
+            (None, Amount::Duration(d)) if started.elapsed() >= d => return Ok(()),
+            _ => {}
+        }
+        let last = match total {
+            Some(total) => (first + chunk).min(total),
+            None => first + chunk,
+        };
+        let tenant = (c % plan.tenants as u64) as usize;
+        for n in first..last {
+            let send_unix_ns = match plan.load {
+                Load::Closed => unix_ns(),
+                Load::Open { rate } => {
+                    // The schedule: event n is due at start + n / rate. Its latency
+                    // counts from then, however late the publisher gets to it.
+                    let due = Duration::from_secs_f64(n as f64 / rate);
+                    if let Some(wait) = due.checked_sub(started.elapsed()) {
+                        std::thread::sleep(wait);
+                    }
+                    started_unix_ns + u64::try_from(due.as_nanos()).unwrap_or(u64::MAX)
+                }
+            };
+            let event_type = event_type_of(&plan.event_mix, mix_total, plan.receiver.seed, n);
+            let data = event_data(send_unix_ns, n, plan.payload_bytes);
+            lane.submit(tenant, event_type, data, shared)?;
+        }
+        c += publishers;
+    }
+}
+
+/// Waits until every accepted event's deliveries settled, or the drain timeout. Returns
+/// the time of the last delivery (since `started`) and whether it gave up.
+fn drain(
+    plan: &Plan,
+    sink: &Sink,
+    engine: &Engine,
+    sink_base: &herald_sink::Stats,
+    base_stats: &[ShardStats],
+    shared: &Shared,
+    started: Instant,
+) -> (Duration, bool) {
+    let expected = shared.accepted.load(Ordering::Relaxed) * plan.fanout();
+    let deadline = Instant::now() + plan.drain_timeout;
+    let delivered = |s: &herald_sink::Stats| s.successes() - sink_base.successes();
+    if plan.receiver.never_fails() || expected == 0 {
+        // Every delivery succeeds: wait for the count (the sink polls its counters,
+        // leaving the engine alone).
+        let waited = sink.wait_until(&format!("{expected} deliveries"), plan.drain_timeout, |s| {
+            delivered(s) >= expected
+        });
+        return (started.elapsed(), waited.is_err());
+    }
+    let mut last_requests = sink.stats().requests;
+    let mut last_change = started.elapsed();
+    loop {
+        let stats = sink.stats();
+        if stats.requests != last_requests {
+            last_requests = stats.requests;
+            last_change = started.elapsed();
+        }
+        let settled = match engine.stats() {
+            Some(now) => {
+                let t = totals(&now, base_stats);
+                let waiting = if plan.retry_schedule.is_some() {
+                    t.pending
+                } else {
+                    // With the default schedule retries are minutes away: a delivery
+                    // waiting for one has shown its first outcome.
+                    t.pending - t.retries_pending.min(t.pending)
+                };
+                t.deliveries_created >= expected && waiting == 0 && t.in_flight == 0
+            }
+            None => {
+                delivered(&stats) >= expected
+                    || started.elapsed().saturating_sub(last_change) >= REMOTE_QUIET
+            }
+        };
+        if settled {
+            return (last_change, false);
+        }
+        if Instant::now() >= deadline {
+            return (started.elapsed(), true);
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn event_data_is_padded_json_with_the_marker_first() {
+        let data = event_data(123, 7, 256);
+        assert_eq!(data.len(), 256);
+        let value: serde_json::Value = serde_json::from_slice(&data).unwrap();
+        assert_eq!(value[LATENCY_FIELD], 123);
+        assert_eq!(value["seq"], 7);
+        assert_eq!(
+            herald_sink::find_json_integer(&data, LATENCY_FIELD),
+            Some(123)
+        );
+    }
+
+    #[test]
+    fn event_mix_draws_by_weight_and_repeats() {
+        let mix = crate::scenario::parse_event_mix("a.b:3,c.d:1").unwrap();
+        let count = (0..40_000)
+            .filter(|&n| event_type_of(&mix, 4, 9, n).as_str() == "a.b")
+            .count();
+        assert!((29_000..=31_000).contains(&count), "{count}");
+        assert_eq!(
+            event_type_of(&mix, 4, 9, 77).as_str(),
+            event_type_of(&mix, 4, 9, 77).as_str()
+        );
+    }
+
+    #[test]
+    fn batch_answers_are_counted() {
+        let body = br#"{"data":[{"status":202,"event":{}},{"status":400,"error":{}},{"status":202,"event":{}}]}"#;
+        assert_eq!(count_batch_accepted(body), 2);
+    }
+}
