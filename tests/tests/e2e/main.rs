@@ -6,6 +6,7 @@
 
 mod config;
 mod console;
+mod egress;
 mod errors;
 mod hostile_receivers;
 mod inbound;
