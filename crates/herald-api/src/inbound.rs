@@ -182,6 +182,7 @@ impl App {
         request: &Request,
     ) -> Result<(Response, &'static str), ApiError> {
         source.verify(request)?;
+        crate::routes::check_content_type(request)?;
         let body: Value = serde_json::from_slice(&request.body)
             .map_err(|e| ApiError::new(400, "invalid_json", format!("request body: {e}")))?;
         let provider_type = body

@@ -413,7 +413,7 @@ fn optional_json_body<T: DeserializeOwned + Default>(request: &Request) -> Resul
     json_body(request)
 }
 
-fn check_content_type(request: &Request) -> Result<()> {
+pub(crate) fn check_content_type(request: &Request) -> Result<()> {
     let Some(value) = header_str(request, "content-type") else {
         return Err(ApiError::new(
             415,
