@@ -98,7 +98,8 @@ impl Action {
 /// while it runs, no other connection of that thread is served. To answer slowly,
 /// return [`Action::delay`] (the connection waits on a deadline, not the thread); to
 /// wait for something outside the sink, choose from state the callback reads without
-/// blocking.
+/// blocking. A callback that panics or returns an invalid action gets its request
+/// answered 500.
 pub type Responder = Arc<dyn Fn(&Request) -> Action + Send + Sync>;
 
 /// A sequence of actions for one path: request `n` gets `actions[n]`, and the last one

@@ -8,6 +8,7 @@
 use std::cmp::Reverse;
 use std::io::{self, Read, Write};
 use std::net::Shutdown;
+use std::panic::{self, AssertUnwindSafe};
 use std::sync::atomic::Ordering;
 use std::sync::Mutex;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -418,13 +419,14 @@ impl Conn {
         let action = match choice {
             Choice::Act(action) => action,
             Choice::Ask(responder) => {
-                let action = responder(&request);
-                // A callback's invalid answer is the test's bug; a 500 makes it visible
-                // at the sender without tearing the sink down.
-                if action.check().is_ok() {
-                    action
-                } else {
-                    Action::Status(500)
+                // A callback that panics or answers something invalid is the test's
+                // bug; a 500 makes it visible at the sender (the panic message goes to
+                // stderr as usual) without taking down the loop and every connection on
+                // it.
+                let answered = panic::catch_unwind(AssertUnwindSafe(|| responder(&request)));
+                match answered {
+                    Ok(action) if action.check().is_ok() => action,
+                    _ => Action::Status(500),
                 }
             }
         };

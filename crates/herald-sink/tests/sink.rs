@@ -156,16 +156,16 @@ fn scripted_answers_per_path() {
 }
 
 #[test]
-fn responder_chooses_and_invalid_answers_become_500() {
+fn responder_chooses_and_invalid_answers_and_panics_become_500() {
     let seen = Arc::new(AtomicU64::new(0));
     let counter = seen.clone();
     let sink = Sink::builder()
         .responder(move |request| {
             counter.fetch_add(1, Ordering::Relaxed);
-            if request.body == b"bad" {
-                Action::Status(42)
-            } else {
-                Action::Status(201)
+            match &request.body[..] {
+                b"bad" => Action::Status(42),
+                b"panic" => panic!("a responder that panics (expected by the test)"),
+                _ => Action::Status(201),
             }
         })
         .start()
@@ -173,7 +173,13 @@ fn responder_chooses_and_invalid_answers_become_500() {
     let mut client = Client::plain(&sink);
     assert_eq!(status(client.post("/", &[], b"ok")), 201);
     assert_eq!(status(client.post("/", &[], b"bad")), 500);
-    assert_eq!(seen.load(Ordering::Relaxed), 2);
+    assert_eq!(status(client.post("/", &[], b"panic")), 500);
+    assert_eq!(
+        status(client.post("/", &[], b"ok")),
+        201,
+        "the loop survived the panic"
+    );
+    assert_eq!(seen.load(Ordering::Relaxed), 4);
     sink.set_responder(None);
     assert_eq!(status(client.post("/", &[], b"ok")), 200);
 }
