@@ -391,12 +391,14 @@ impl Report {
         row(
             "attempts ok / retryable / final",
             format!(
-                "{} / {} / {} (retries sent {}, pending {})",
+                "{} / {} / {} (retries sent {}, pending {}; deliveries failed {}, exhausted {})",
                 n(r.attempts_succeeded),
                 n(r.attempts_retryable),
                 n(r.attempts_final),
                 n(r.retries_sent),
-                n(r.retries_pending)
+                n(r.retries_pending),
+                n(r.deliveries_failed),
+                n(r.deliveries_exhausted)
             ),
         );
         row(
