@@ -223,7 +223,9 @@ fn provider_signed_events_become_platform_events_once() {
 
     // Rejections, each with a reason.
     let tampered = payload.replace("2599", "1");
-    let cases: Vec<(&str, &str, String, Vec<(&str, String)>, u16)> = vec![
+    // (case, source, body, headers, status)
+    type Case<'a> = (&'a str, &'a str, String, Vec<(&'a str, String)>, u16);
+    let cases: Vec<Case<'_>> = vec![
         (
             "bad signature",
             "payments",
