@@ -93,3 +93,47 @@ fn every_signature_scheme_verifies() {
         wait_delivery(&tenant, id, event_id, "success");
     }
 }
+
+/// The platform's own curl example, verbatim, under the Stripe-style profile: a plain
+/// `"secret": "your-webhook-secret"`, and deliveries signed `t=…,v1=<hex>` with that raw
+/// secret in `X-Olympus-Signature`, which the platform's receivers already verify.
+#[test]
+fn stripe_profile_takes_the_platforms_plain_secret() {
+    let site = Site::new();
+    let sink = Sink::start_default().expect("the sink starts");
+    let config =
+        "[signing]\ndefault_scheme = \"stripe\"\nstripe_header = \"X-Olympus-Signature\"\n";
+    let server = Server::start(&site, &Options::default().config(config));
+    let tenant = create_tenant(&server.admin(), "tenant_profile");
+    let webhook = create_webhook(
+        &tenant,
+        &json!({
+            "url": sink.url("/olympus"),
+            "events": ["order.created"],
+            "secret": "your-webhook-secret"
+        }),
+    );
+    assert_eq!(webhook["signature"]["scheme"], "stripe", "{webhook}");
+    assert_eq!(webhook["secret"], "your-webhook-secret", "{webhook}");
+    let event = tenant
+        .post(
+            "/v1/events",
+            &json!({"type": "order.created", "data": {"order_id": "ord_1"}}),
+        )
+        .expect(202);
+    let id = event["id"].as_str().expect("event id");
+    let received = wait_received(&sink, "/olympus", id).remove(0);
+    let header = received
+        .header("x-olympus-signature")
+        .expect("X-Olympus-Signature is sent");
+    assert!(
+        header.starts_with("t=") && header.contains(",v1="),
+        "{header}"
+    );
+    let olympus = Scheme::Stripe {
+        header: "X-Olympus-Signature".to_string(),
+    };
+    verify_scheme(&sink, &received, olympus.clone(), &["your-webhook-secret"])
+        .expect("signed with the raw secret");
+    assert!(verify_scheme(&sink, &received, olympus, &["another-secret"]).is_err());
+}
