@@ -931,3 +931,34 @@ fn log_normal_latency_is_drawn_per_request_and_every_answer_completes() {
     assert!((2..=25).contains(&above_p99), "{above_p99}");
     assert_eq!(sink.stats().status_count(200), 1_000);
 }
+
+#[test]
+fn load_client_drives_every_connection_and_large_tls_bodies() {
+    let sink = Sink::builder().requests_max(0).start().unwrap();
+    let mut config = herald_sink::LoadConfig {
+        connections: herald_sink::LOAD_CONNECTIONS_MAX,
+        requests: 2_000,
+        target: "/many".into(),
+        payload_bytes: 32,
+        latency_field: None,
+        headers: vec![],
+        tls_ca_pem: None,
+    };
+    let report = herald_sink::run_load(sink.addr(), &config).unwrap();
+    assert_eq!((report.requests, report.non_success), (2_000, 0));
+    let stats = sink.stats();
+    assert_eq!(stats.connections_accepted, 256);
+    assert_eq!(stats.requests, 2_000);
+
+    // Bodies above rustls's default 64 KiB plaintext buffer, written before the
+    // handshake is done.
+    let tls = Sink::builder().tls(true).requests_max(0).start().unwrap();
+    config.connections = 2;
+    config.requests = 6;
+    config.payload_bytes = 200 * 1024;
+    config.tls_ca_pem = tls.ca_pem().map(str::to_owned);
+    let report = herald_sink::run_load(tls.addr(), &config).unwrap();
+    assert_eq!((report.requests, report.non_success), (6, 0));
+    assert!(tls.stats().body_bytes > 6 * 200 * 1024);
+    assert_eq!(tls.stats().tls_errors, 0);
+}
