@@ -441,7 +441,9 @@ fn webhooks_and_deliveries_show_their_history_across_restarts() {
     let start = || {
         builder(dir.path())
             .allow_cidr("127.0.0.0/8")
-            .retry_schedule(vec![Duration::from_millis(50), Duration::from_millis(50)])
+            // The third attempt waits long enough for the test to switch the receiver
+            // to 200 after it has seen two 503s, however loaded the machine.
+            .retry_schedule(vec![Duration::from_millis(50), Duration::from_secs(2)])
             .start()
             .unwrap()
     };
