@@ -378,6 +378,22 @@ impl<'a> Route<'a> {
     }
 }
 
+/// The value of header `name` when the request carries it at most once. A repeated
+/// credential, tenant or idempotency header is ambiguous (a proxy and this server could
+/// each believe a different one), so it is refused rather than resolved by position.
+fn sole_header<'r>(request: &'r Request, name: &str) -> std::result::Result<Option<&'r [u8]>, ()> {
+    let mut values = request
+        .headers
+        .iter()
+        .filter(|(n, _)| n.eq_ignore_ascii_case(name))
+        .map(|(_, v)| v.as_slice());
+    let first = values.next();
+    match values.next() {
+        Some(_) => Err(()),
+        None => Ok(first),
+    }
+}
+
 fn header_str<'r>(request: &'r Request, name: &str) -> Option<&'r str> {
     request
         .header(name)
@@ -612,8 +628,8 @@ impl App {
 
     fn authenticate(&self, request: &Request) -> Result<Principal> {
         let unauthorized = |message: &str| ApiError::new(401, "unauthorized", message);
-        let value = request
-            .header("authorization")
+        let value = sole_header(request, "authorization")
+            .map_err(|()| unauthorized("send one Authorization header, not several"))?
             .ok_or_else(|| unauthorized("send Authorization: Bearer <api key>"))?;
         let value = value.trim_ascii();
         let key = value
@@ -637,6 +653,12 @@ impl App {
     /// The tenant a request acts for: a tenant key's own, or the `Herald-Tenant` header
     /// for the admin key.
     fn tenant_of(&self, principal: &Principal, request: &Request) -> Result<TenantId> {
+        sole_header(request, "herald-tenant").map_err(|()| {
+            ApiError::invalid(
+                "Herald-Tenant",
+                "send one Herald-Tenant header, not several",
+            )
+        })?;
         let named = header_str(request, "herald-tenant");
         match principal {
             Principal::Tenant(tenant) => match named {
@@ -1168,7 +1190,13 @@ impl App {
 
     async fn publish(&self, tenant: &TenantId, request: &Request) -> Result<Response> {
         let input: EventInput = json_body(request)?;
-        let key = match request.header("idempotency-key") {
+        let sole = sole_header(request, "idempotency-key").map_err(|()| {
+            ApiError::invalid(
+                "Idempotency-Key",
+                "send one Idempotency-Key header, not several",
+            )
+        })?;
+        let key = match sole {
             Some(value) => Some(parse_idempotency_key(value)?),
             None => None,
         };

@@ -8,13 +8,20 @@
 //!
 //! The envelope is encoded once, when the event is accepted; those exact bytes are
 //! journaled, signed and sent to every matching webhook (the bytes signed are the bytes
-//! sent). `data` is copied verbatim from the publisher after a syntax check.
+//! sent). `data` is copied verbatim from the publisher after a syntax check, a nesting
+//! limit ([`DATA_DEPTH_MAX`]), a check that every `\u` escape is a Unicode character and
+//! that every number fits a double.
 
 use crate::ids::{EventId, EventType, LocationId, TenantId};
 
 /// Largest encoded envelope: 256 KiB. Bounds journal frames, memory per pending event and
 /// what receivers must accept.
 pub const BODY_BYTES_MAX: usize = 256 * 1024;
+/// Deepest nesting of arrays and objects in `data`. Real events nest a handful of levels;
+/// receivers' JSON parsers stop somewhere (serde_json at 128 levels, others near 1,000),
+/// and an event a receiver cannot parse fails on every retry. 64 leaves the envelope's
+/// own level and a wide margin under the strictest common parser.
+pub const DATA_DEPTH_MAX: usize = 64;
 /// Longest `api_version`.
 pub const API_VERSION_BYTES_MAX: usize = 32;
 /// `api_version` used when the publisher gives none.
@@ -113,6 +120,7 @@ pub fn encode_envelope(tenant: &TenantId, event: &NewEvent) -> Result<Vec<u8>, E
             reason: e.to_string(),
         }
     })?;
+    check_data_shape(&event.data).map_err(|reason| EnvelopeError::Data { reason })?;
     // Every string but `data` is an id of a restricted ASCII charset, so it needs no JSON
     // escaping; the quotes are written directly.
     let mut out = Vec::with_capacity(event.data.len() + 256);
@@ -175,6 +183,88 @@ fn civil_from_days(days: u64) -> (u64, u64, u64) {
     (year, month, day)
 }
 
+/// What a syntax check lets through and receivers choke on: nesting deeper than
+/// [`DATA_DEPTH_MAX`], `\u` escapes that are lone surrogates (no Unicode character), and
+/// numbers beyond a double's range (`1e400`); strict parsers such as serde_json and Go's
+/// encoding/json refuse each of them, so such an event would fail at every receiver.
+/// `data` is syntactically valid JSON.
+fn check_data_shape(data: &[u8]) -> Result<(), String> {
+    let hex4 = |at: usize| -> Option<u16> {
+        let digits = data.get(at..at + 4)?;
+        u16::from_str_radix(std::str::from_utf8(digits).ok()?, 16).ok()
+    };
+    let lone =
+        || "a \\u escape in a string is a lone surrogate, not a Unicode character".to_string();
+    let mut depth = 0usize;
+    let mut i = 0;
+    while i < data.len() {
+        match data[i] {
+            b'"' => {
+                i += 1;
+                while i < data.len() {
+                    match data[i] {
+                        b'"' => break,
+                        b'\\' if data.get(i + 1) == Some(&b'u') => {
+                            let unit = hex4(i + 2).ok_or_else(lone)?;
+                            i += 6;
+                            if (0xDC00..0xE000).contains(&unit) {
+                                return Err(lone());
+                            }
+                            if (0xD800..0xDC00).contains(&unit) {
+                                let low = (data.get(i) == Some(&b'\\')
+                                    && data.get(i + 1) == Some(&b'u'))
+                                .then(|| hex4(i + 2))
+                                .flatten();
+                                match low {
+                                    Some(low) if (0xDC00..0xE000).contains(&low) => i += 6,
+                                    _ => return Err(lone()),
+                                }
+                            }
+                            continue;
+                        }
+                        // Any other escape is two bytes; the syntax check vouched for it.
+                        b'\\' => i += 2,
+                        _ => i += 1,
+                    }
+                }
+            }
+            b'[' | b'{' => {
+                depth += 1;
+                if depth > DATA_DEPTH_MAX {
+                    return Err(format!(
+                        "arrays and objects nest deeper than {DATA_DEPTH_MAX} levels"
+                    ));
+                }
+            }
+            b']' | b'}' => depth = depth.saturating_sub(1),
+            b'-' | b'0'..=b'9' => {
+                let start = i;
+                while data
+                    .get(i + 1)
+                    .is_some_and(|b| matches!(b, b'0'..=b'9' | b'-' | b'+' | b'.' | b'e' | b'E'))
+                {
+                    i += 1;
+                }
+                let number = &data[start..=i];
+                let fits = std::str::from_utf8(number)
+                    .ok()
+                    .and_then(|text| text.parse::<f64>().ok())
+                    .is_some_and(f64::is_finite);
+                if !fits {
+                    let shown = String::from_utf8_lossy(&number[..number.len().min(24)]);
+                    return Err(format!(
+                        "the number {shown}{} is beyond the range of a double",
+                        if number.len() > 24 { "…" } else { "" }
+                    ));
+                }
+            }
+            _ => {}
+        }
+        i += 1;
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -229,6 +319,62 @@ mod tests {
                 encode_envelope(&tenant, &e),
                 Err(EnvelopeError::ApiVersion { .. })
             ));
+        }
+    }
+
+    #[test]
+    fn data_nesting_surrogates_and_number_range() {
+        let tenant = TenantId::parse("acme").unwrap();
+        let nested = |depth: usize, open: &str, close: &str| {
+            format!("{}1{}", open.repeat(depth), close.repeat(depth)).into_bytes()
+        };
+        // (data, accepted)
+        let cases: Vec<(Vec<u8>, bool)> = vec![
+            (nested(DATA_DEPTH_MAX, "[", "]"), true),
+            (nested(DATA_DEPTH_MAX + 1, "[", "]"), false),
+            (nested(DATA_DEPTH_MAX, "{\"a\":", "}"), true),
+            (nested(DATA_DEPTH_MAX + 1, "{\"a\":", "}"), false),
+            (nested(10_000, "[", "]"), false),
+            // Brackets inside strings do not count.
+            (
+                format!("{{\"s\":\"{}\"}}", "[{".repeat(1000)).into_bytes(),
+                true,
+            ),
+            // Wide but shallow.
+            (format!("[{}0]", "[],".repeat(10_000)).into_bytes(), true),
+            (br#"{"s":"\ud83d\ude00"}"#.to_vec(), true),
+            (br#"{"s":"\u00e9\u0000\uFFFF"}"#.to_vec(), true),
+            (br#"{"s":"\\ud800"}"#.to_vec(), true),
+            (br#"{"s":"\ud800"}"#.to_vec(), false),
+            (br#"{"s":"\ud800x"}"#.to_vec(), false),
+            (br#"{"s":"\ud800\n"}"#.to_vec(), false),
+            (br#"{"s":"\ud800\ud800"}"#.to_vec(), false),
+            (br#"{"s":"\udc00"}"#.to_vec(), false),
+            (br#"{"\udfff":1}"#.to_vec(), false),
+            (br#"["\"\\", "\ud800"]"#.to_vec(), false),
+            // Numbers: within a double's range (precision may go), or refused.
+            (
+                br#"[0, -0, 1.5e308, -1.7e308, 1e-400, 123456789012345678901234567890]"#.to_vec(),
+                true,
+            ),
+            (br#"{"n":"1e400"}"#.to_vec(), true),
+            (br#"{"n":1e400}"#.to_vec(), false),
+            (br#"[-1E+400]"#.to_vec(), false),
+            (format!("[{}]", "9".repeat(400)).into_bytes(), false),
+            (format!("[1e{}]", "9".repeat(10_000)).into_bytes(), false),
+        ];
+        for (data, accepted) in cases {
+            let result = encode_envelope(&tenant, &event(&data));
+            let shown = String::from_utf8_lossy(&data[..data.len().min(60)]).into_owned();
+            match (accepted, result) {
+                (true, Ok(body)) => {
+                    serde_json::from_slice::<serde_json::Value>(&body).unwrap_or_else(|e| {
+                        panic!("{shown}: accepted but serde_json refuses it: {e}")
+                    });
+                }
+                (false, Err(EnvelopeError::Data { .. })) => {}
+                (accepted, other) => panic!("{shown}: want accepted={accepted}, got {other:?}"),
+            }
         }
     }
 

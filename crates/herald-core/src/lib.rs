@@ -143,7 +143,7 @@ pub use dispatcher::{
 };
 pub use envelope::{
     encode_envelope, rfc3339_ms, EnvelopeError, Idempotency, NewEvent, API_VERSION_BYTES_MAX,
-    API_VERSION_DEFAULT, BODY_BYTES_MAX, IDEMPOTENCY_KEY_BYTES_MAX,
+    API_VERSION_DEFAULT, BODY_BYTES_MAX, DATA_DEPTH_MAX, IDEMPOTENCY_KEY_BYTES_MAX,
 };
 pub use health::{
     Admit, Breaker, Health, HealthPolicy, Signal, BREAKER_FAILURES_DEFAULT,

@@ -8,6 +8,7 @@ mod config;
 mod console;
 mod egress;
 mod errors;
+mod hostile_clients;
 mod hostile_receivers;
 mod inbound;
 mod listener;
