@@ -1556,6 +1556,7 @@
           cell('Error class', errorClass(a.error)))), { id: 'attempts-table' })
         : emptyEl('No attempt yet: the first one starts as soon as the endpoint can take it.');
       const bodyText = d.response_body;
+      const responseHeaders = Object.entries(d.response_headers || {});
       clear(body).append(
         h('section', { class: 'panel', 'aria-labelledby': 'd-facts' },
           h('h2', { id: 'd-facts', class: 'visually-hidden' }, 'Summary'),
@@ -1571,8 +1572,14 @@
             h('dt', null, 'Created'), h('dd', null, timeEl(d.created_at)),
             h('dt', null, 'Delivered'), h('dd', null, timeEl(d.delivered_at)))),
         h('h2', null, 'Attempts'), attempts,
+        h('h2', null, 'Response headers'),
+        h('p', { class: 'hint' }, 'The latest response\'s headers (the first 16, at most 2 KiB), shown as plain text.'),
+        responseHeaders.length
+          ? h('dl', { class: 'facts mono', id: 'response-headers' },
+            responseHeaders.map(([name, value]) => [h('dt', null, name), h('dd', null, value)]))
+          : h('p', { class: 'muted', id: 'response-headers-empty' }, 'No headers were received.'),
         h('h2', null, 'Response body'),
-        h('p', { class: 'hint' }, 'The latest response\'s body (its first 4 KiB), shown as plain text. Response headers are not recorded.'),
+        h('p', { class: 'hint' }, 'The latest response\'s body (its first 4 KiB), shown as plain text.'),
         bodyText
           ? h('pre', { class: 'body', id: 'response-body', tabindex: '0', 'aria-label': 'Response body' }, bodyText)
           : h('p', { class: 'muted', id: 'response-body-empty' }, 'No body was received.'));

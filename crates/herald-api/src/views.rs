@@ -131,7 +131,7 @@ pub fn delivery(d: &DeliveryRecord) -> Value {
     })
 }
 
-/// A delivery with every attempt and the latest response body.
+/// A delivery with every attempt and the latest response's headers and body.
 pub fn delivery_detail(d: &DeliveryRecord) -> Value {
     let mut out = delivery(d);
     let history: Vec<Value> = d
@@ -154,6 +154,20 @@ pub fn delivery_detail(d: &DeliveryRecord) -> Value {
     } else {
         Value::String(String::from_utf8_lossy(&d.response_body).into_owned())
     };
+    // Repeated names are joined with ", " as HTTP allows.
+    let mut headers = Map::new();
+    for (name, value) in d.response_headers.iter() {
+        match headers.get_mut(name) {
+            Some(Value::String(joined)) => {
+                joined.push_str(", ");
+                joined.push_str(value);
+            }
+            _ => {
+                headers.insert(name.clone(), Value::String(value.clone()));
+            }
+        }
+    }
+    out["response_headers"] = Value::Object(headers);
     out
 }
 
@@ -169,6 +183,43 @@ mod tests {
         for junk in ["del_", "dlv_01", "del_xyz", "del_00000000000000000", "abc"] {
             assert_eq!(parse_delivery_id(junk), None, "{junk}");
         }
+    }
+
+    #[test]
+    fn delivery_detail_shows_response_headers_as_an_object() {
+        let record = |headers: Vec<(String, String)>| DeliveryRecord {
+            id: herald::DeliveryId(1),
+            tenant: herald::TenantId::parse("acme").unwrap(),
+            event_id: herald::EventId::parse("evt_1").unwrap(),
+            event_type: herald::EventType::parse("a.b").unwrap(),
+            webhook: herald::WebhookId::parse("wh_1").unwrap(),
+            attempt: 1,
+            status: DeliveryStatus::Success,
+            response_status: Some(200),
+            response_time_ms: Some(3),
+            error: None,
+            next_retry_at_ms: None,
+            response_body: std::sync::Arc::from(&b"ok"[..]),
+            response_headers: headers.into(),
+            accepted_at_ms: 1_000,
+            updated_at_ms: 2_000,
+            finished_at_ms: Some(2_000),
+            attempts: Vec::new(),
+        };
+        let pair = |n: &str, v: &str| (n.to_string(), v.to_string());
+        let shown = delivery_detail(&record(vec![
+            pair("content-type", "text/plain"),
+            pair("vary", "accept"),
+            pair("vary", "origin"),
+        ]));
+        assert_eq!(
+            shown["response_headers"],
+            json!({ "content-type": "text/plain", "vary": "accept, origin" })
+        );
+        assert_eq!(
+            delivery_detail(&record(Vec::new()))["response_headers"],
+            json!({})
+        );
     }
 
     #[test]

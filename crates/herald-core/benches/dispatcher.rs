@@ -82,6 +82,7 @@ fn run(mut d: Dispatcher, events: Vec<NewEvent>) -> usize {
                         },
                         latency_ms: 1,
                         response_body: Vec::new(),
+                        response_headers: Vec::new(),
                     },
                 );
                 black_box(&req.headers);

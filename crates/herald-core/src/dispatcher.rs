@@ -29,13 +29,24 @@ use crate::wheel::{TimerKey, TimingWheel};
 
 /// Most bytes of a response body kept per attempt (log and journal).
 pub const RESPONSE_BODY_BYTES_MAX: usize = 4096;
+/// Most response headers kept per attempt (log and journal): enough for what an operator
+/// reads when debugging a receiver (content type, request ids, rate-limit and retry
+/// hints) while a receiver answering with hundreds of headers cannot grow every
+/// delivery's record. Headers beyond it are left out, in arrival order.
+pub const RESPONSE_HEADERS_MAX: usize = 16;
+/// Most bytes of response headers (names plus values) kept per attempt: bounds the log's
+/// and the journal's cost per attempt like [`RESPONSE_BODY_BYTES_MAX`], at half its size
+/// because headers are metadata. A header that would cross it is left out.
+pub const RESPONSE_HEADER_BYTES_MAX: usize = 2048;
 /// Default cap on pending deliveries per shard; beyond it new events are refused with
 /// [`AcceptError::Full`] (back-pressure) rather than growing memory without bound.
 pub const PENDING_DELIVERIES_MAX_DEFAULT: usize = 1_000_000;
 /// Default number of finished deliveries kept in the log; the oldest are evicted. Each
-/// holds its latest response body (at most [`RESPONSE_BODY_BYTES_MAX`]) and shares its
-/// event's body with the event's other deliveries, so the log's memory is at most about
-/// `log_finished_max * (RESPONSE_BODY_BYTES_MAX + 200)` bytes plus the retained events.
+/// holds its latest response body (at most [`RESPONSE_BODY_BYTES_MAX`]) and headers (at
+/// most [`RESPONSE_HEADER_BYTES_MAX`] plus [`RESPONSE_HEADERS_MAX`] string headers) and
+/// shares its event's body with the event's other deliveries, so the log's memory is at
+/// most about `log_finished_max * (RESPONSE_BODY_BYTES_MAX + RESPONSE_HEADER_BYTES_MAX +
+/// 1000)` bytes plus the retained events.
 pub const LOG_FINISHED_MAX_DEFAULT: usize = 100_000;
 /// Default cap on requests started by one [`Dispatcher::tick`]: bounds the latency of a
 /// tick and the size of a signing batch. Leftover work keeps
@@ -200,6 +211,9 @@ pub struct Outcome {
     pub latency_ms: u64,
     /// Captured response body; truncated to [`RESPONSE_BODY_BYTES_MAX`] here.
     pub response_body: Vec<u8>,
+    /// Captured response headers, in arrival order; bounded here with
+    /// [`bound_response_headers`] (a driver may bound them first with it too).
+    pub response_headers: Vec<(String, String)>,
 }
 
 /// An accepted event.
@@ -399,6 +413,7 @@ struct Delivery {
     last_latency_ms: Option<u64>,
     last_error: Option<DeliveryError>,
     last_body: Arc<[u8]>,
+    last_headers: Arc<[(String, String)]>,
     updated_at_ms: u64,
     finish_seq: u64,
     /// The latest attempts, oldest first, at most [`ATTEMPT_HISTORY_MAX`].
@@ -647,6 +662,47 @@ fn record_time_ms(record: &Record) -> u64 {
 
 fn truncate_body(body: &[u8]) -> Arc<[u8]> {
     Arc::from(&body[..body.len().min(RESPONSE_BODY_BYTES_MAX)])
+}
+
+/// The response headers an attempt keeps: in arrival order, names lower-cased, values
+/// as text (invalid UTF-8 replaced), at most [`RESPONSE_HEADERS_MAX`] of them and at most
+/// [`RESPONSE_HEADER_BYTES_MAX`] bytes of names plus values; a header that would cross
+/// the byte limit is left out. Applying it to its own result changes nothing.
+pub fn bound_response_headers<'a>(
+    headers: impl IntoIterator<Item = (&'a str, &'a [u8])>,
+) -> Vec<(String, String)> {
+    let mut kept = Vec::new();
+    let mut bytes = 0usize;
+    for (name, value) in headers {
+        if kept.len() == RESPONSE_HEADERS_MAX {
+            break;
+        }
+        let value = String::from_utf8_lossy(value);
+        let size = name.len() + value.len();
+        if bytes + size > RESPONSE_HEADER_BYTES_MAX {
+            continue;
+        }
+        bytes += size;
+        kept.push((name.to_ascii_lowercase(), value.into_owned()));
+    }
+    kept
+}
+
+fn headers_to_rec(headers: &[(String, String)]) -> Vec<record::HeaderRec> {
+    headers
+        .iter()
+        .map(|(name, value)| record::HeaderRec {
+            name: name.clone(),
+            value: value.clone(),
+        })
+        .collect()
+}
+
+fn headers_from_rec(headers: &[record::HeaderRec]) -> Arc<[(String, String)]> {
+    headers
+        .iter()
+        .map(|h| (h.name.clone(), h.value.clone()))
+        .collect()
 }
 
 impl Dispatcher {
@@ -1148,6 +1204,7 @@ impl Dispatcher {
                 last_latency_ms: None,
                 last_error: None,
                 last_body: Arc::from(&[][..]),
+                last_headers: Arc::from(Vec::new()),
                 updated_at_ms: now,
                 finish_seq: 0,
                 attempts: VecDeque::new(),
@@ -1345,6 +1402,13 @@ impl Dispatcher {
         }
         counters.attempt_latency_ms.observe(outcome.latency_ms);
         let body = truncate_body(&outcome.response_body);
+        let headers: Arc<[(String, String)]> = bound_response_headers(
+            outcome
+                .response_headers
+                .iter()
+                .map(|(name, value)| (name.as_str(), value.as_bytes())),
+        )
+        .into();
         let (status_code, error) = match outcome.result {
             AttemptResult::Response { status, .. } => (
                 Some(status),
@@ -1357,6 +1421,7 @@ impl Dispatcher {
         d.last_error = error;
         d.attempt_ended(outcome.attempt, now, status_code, outcome.latency_ms, error);
         d.last_body = Arc::clone(&body);
+        d.last_headers = Arc::clone(&headers);
         d.updated_at_ms = now;
         d.stage = Stage::Waiting; // transient; settled below
         self.in_flight_count -= 1;
@@ -1423,6 +1488,7 @@ impl Dispatcher {
             },
             latency_ms: outcome.latency_ms,
             response_body: body.to_vec(),
+            response_headers: headers_to_rec(&headers),
             next_attempt_at_ms: next_at,
             final_status: final_status.map(|s| s.name().to_string()),
         }));
@@ -1998,6 +2064,7 @@ impl Dispatcher {
             error: d.last_error,
             next_retry_at_ms: if d.status.is_final() { None } else { d.due_ms },
             response_body: Arc::clone(&d.last_body),
+            response_headers: Arc::clone(&d.last_headers),
             accepted_at_ms: d.event.accepted_at_ms,
             updated_at_ms: d.updated_at_ms,
             finished_at_ms: d.status.is_final().then_some(d.updated_at_ms),
@@ -2177,6 +2244,7 @@ impl Dispatcher {
             }
         };
         d.last_body = Arc::from(&r.response_body[..]);
+        d.last_headers = headers_from_rec(&r.response_headers);
         d.updated_at_ms = r.at_ms;
         d.attempt_ended(
             r.attempt,
@@ -2333,6 +2401,7 @@ impl Dispatcher {
                 last_error: d.last_error.map(DeliveryError::name),
                 last_latency_ms: d.last_latency_ms.unwrap_or(u64::MAX),
                 last_response_body: d.last_body.to_vec(),
+                last_response_headers: headers_to_rec(&d.last_headers),
                 updated_at_ms: d.updated_at_ms,
                 attempts: d
                     .attempts
@@ -2439,6 +2508,7 @@ impl Dispatcher {
                 d.last_error = s.last_error.as_deref().and_then(DeliveryError::from_name);
                 d.last_latency_ms = (s.last_latency_ms != u64::MAX).then_some(s.last_latency_ms);
                 d.last_body = Arc::from(&s.last_response_body[..]);
+                d.last_headers = headers_from_rec(&s.last_response_headers);
                 d.attempts = s
                     .attempts
                     .iter()

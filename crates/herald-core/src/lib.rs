@@ -90,6 +90,7 @@
 //!     result: AttemptResult::Response { status: 200, retry_after: None },
 //!     latency_ms: 40,
 //!     response_body: b"ok".to_vec(),
+//!     response_headers: vec![("content-type".into(), "text/plain".into())],
 //! });
 //! let record = d.delivery(&tenant, request.delivery).unwrap();
 //! assert_eq!(record.status, DeliveryStatus::Success);
@@ -134,10 +135,11 @@ mod webhook;
 pub mod wheel;
 
 pub use dispatcher::{
-    AcceptError, Accepted, AppendId, Command, Dispatcher, DispatcherConfig, OpError, Outcome,
-    RegistryError, ReplayError, SendRequest, Stats, WebhookView, ATTEMPT_HISTORY_MAX,
-    IDEMPOTENCY_KEYS_MAX, IDEMPOTENCY_WINDOW_MS_DEFAULT, LOG_FINISHED_MAX_DEFAULT,
-    PENDING_DELIVERIES_MAX_DEFAULT, QUERY_SCAN_MAX, RESEND_MAX, RESPONSE_BODY_BYTES_MAX,
+    bound_response_headers, AcceptError, Accepted, AppendId, Command, Dispatcher, DispatcherConfig,
+    OpError, Outcome, RegistryError, ReplayError, SendRequest, Stats, WebhookView,
+    ATTEMPT_HISTORY_MAX, IDEMPOTENCY_KEYS_MAX, IDEMPOTENCY_WINDOW_MS_DEFAULT,
+    LOG_FINISHED_MAX_DEFAULT, PENDING_DELIVERIES_MAX_DEFAULT, QUERY_SCAN_MAX, RESEND_MAX,
+    RESPONSE_BODY_BYTES_MAX, RESPONSE_HEADERS_MAX, RESPONSE_HEADER_BYTES_MAX,
     SENDS_PER_TICK_MAX_DEFAULT, TEST_EVENT_DATA, TIMERS_PER_TICK_MAX, USER_AGENT,
     WEBHOOKS_PER_TENANT_MAX_DEFAULT, WEBHOOK_DISABLED_EVENT,
 };

@@ -150,6 +150,9 @@ pub struct DeliveryRecord {
     pub next_retry_at_ms: Option<u64>,
     /// Up to [`crate::RESPONSE_BODY_BYTES_MAX`] bytes of the latest response body.
     pub response_body: Arc<[u8]>,
+    /// The latest response's headers in arrival order, names lower-cased (at most
+    /// [`crate::RESPONSE_HEADERS_MAX`] of them, [`crate::RESPONSE_HEADER_BYTES_MAX`] bytes).
+    pub response_headers: Arc<[(String, String)]>,
     /// When the event was accepted.
     pub accepted_at_ms: u64,
     /// When the delivery last changed.

@@ -18,8 +18,9 @@ pub type RecordBuffer = AlignedVec;
 /// Layout version of every record kind below. Version 2: `EventAccepted` carries the
 /// event's creation time and idempotency key; checkpoints carry the remembered keys.
 /// Version 3: webhooks carry a description, checkpoints their creation and change times
-/// and each delivery's attempt history.
-pub const RECORD_VERSION: u16 = 3;
+/// and each delivery's attempt history. Version 4: `AttemptFinished` and checkpointed
+/// deliveries carry the captured response headers.
+pub const RECORD_VERSION: u16 = 4;
 
 /// Journal kind numbers, one per [`Record`] variant. Herald's core uses `0x01xx`.
 pub mod kind {
@@ -224,6 +225,9 @@ pub struct AttemptFinished {
     pub latency_ms: u64,
     /// Captured response body (at most [`crate::RESPONSE_BODY_BYTES_MAX`] bytes).
     pub response_body: Vec<u8>,
+    /// Captured response headers, names lower-cased (at most
+    /// [`crate::RESPONSE_HEADERS_MAX`] and [`crate::RESPONSE_HEADER_BYTES_MAX`] bytes).
+    pub response_headers: Vec<HeaderRec>,
     /// When the next attempt is due, if there is one.
     pub next_attempt_at_ms: Option<u64>,
     /// The delivery's final status when this attempt ended it (`success`, `failed`,
@@ -340,6 +344,8 @@ pub struct DeliverySnap {
     pub last_latency_ms: u64,
     /// Last captured response body.
     pub last_response_body: Vec<u8>,
+    /// Last captured response headers.
+    pub last_response_headers: Vec<HeaderRec>,
     /// When the delivery last changed.
     pub updated_at_ms: u64,
     /// The latest attempts, oldest first (at most [`crate::ATTEMPT_HISTORY_MAX`]).
@@ -581,6 +587,10 @@ mod tests {
                 transport_error: None,
                 latency_ms: 12,
                 response_body: b"busy".to_vec(),
+                response_headers: vec![HeaderRec {
+                    name: "retry-after".into(),
+                    value: "60".into(),
+                }],
                 next_attempt_at_ms: Some(60_004),
                 final_status: None,
             }),
@@ -703,6 +713,7 @@ mod tests {
             transport_error: None,
             latency_ms: 5,
             response_body: vec![],
+            response_headers: vec![],
             next_attempt_at_ms: None,
             final_status: Some("success".into()),
         });

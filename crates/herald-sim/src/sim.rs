@@ -351,6 +351,7 @@ impl<'a> Sim<'a> {
                     result: answer.result.clone(),
                     latency_ms: answer.after_ms,
                     response_body: Vec::new(),
+                    response_headers: Vec::new(),
                 };
                 // The record the dispatcher emits is checked when polled, after this.
                 let taken = self.dispatcher.attempt_finished(self.now_ms, outcome);

@@ -491,6 +491,14 @@ fn webhooks_and_deliveries_show_their_history_across_restarts() {
         record.finished_at_ms,
         record.attempts.last().unwrap().finished_at_ms
     );
+    // The latest response's headers, names lower-cased, in arrival order.
+    assert_eq!(
+        record.response_headers.to_vec(),
+        [
+            ("x-receiver-status".to_string(), "200".to_string()),
+            ("content-length".to_string(), "2".to_string()),
+        ]
+    );
     herald.shutdown().unwrap();
     drop(herald);
 
@@ -504,6 +512,7 @@ fn webhooks_and_deliveries_show_their_history_across_restarts() {
     let replayed = herald.delivery(&acme, record.id).unwrap().unwrap();
     assert_eq!(replayed.attempts, record.attempts);
     assert_eq!(replayed.finished_at_ms, record.finished_at_ms);
+    assert_eq!(replayed.response_headers, record.response_headers);
 
     // A description over the limit names its field.
     let mut long = spec(&receiver.url("/x"), &["*"]);

@@ -113,6 +113,13 @@ impl Driver {
                 result,
                 latency_ms: 7,
                 response_body: b"ok".to_vec(),
+                response_headers: vec![
+                    ("Content-Type".into(), "text/plain".into()),
+                    (
+                        "X-Request-Id".into(),
+                        format!("r{}-{}", req.delivery.0, req.attempt),
+                    ),
+                ],
             },
         )
     }
@@ -1005,10 +1012,123 @@ fn limits() {
             result: status(200),
             latency_ms: 1,
             response_body: vec![b'x'; RESPONSE_BODY_BYTES_MAX + 100],
+            response_headers: Vec::new(),
         },
     );
     let rec = drv.d.delivery(&t, req.delivery).unwrap();
     assert_eq!(rec.response_body.len(), RESPONSE_BODY_BYTES_MAX);
+}
+
+#[test]
+fn response_headers_are_bounded() {
+    let raw = |headers: &[(String, String)]| -> Vec<(String, String)> {
+        bound_response_headers(headers.iter().map(|(n, v)| (n.as_str(), v.as_bytes())))
+    };
+    // Names are lower-cased; order is kept; values that are not UTF-8 are replaced.
+    let kept = bound_response_headers([
+        ("Content-Type", &b"text/plain"[..]),
+        ("X-Odd", &b"a\xffb"[..]),
+    ]);
+    assert_eq!(
+        kept,
+        [
+            ("content-type".to_string(), "text/plain".to_string()),
+            ("x-odd".to_string(), "a\u{fffd}b".to_string()),
+        ]
+    );
+    // At most RESPONSE_HEADERS_MAX headers, the first ones.
+    let many: Vec<(String, String)> = (0..RESPONSE_HEADERS_MAX + 5)
+        .map(|i| (format!("X-H{i}"), "v".to_string()))
+        .collect();
+    let kept = raw(&many);
+    assert_eq!(kept.len(), RESPONSE_HEADERS_MAX);
+    assert_eq!(kept[0].0, "x-h0");
+    assert_eq!(
+        kept[RESPONSE_HEADERS_MAX - 1].0,
+        format!("x-h{}", RESPONSE_HEADERS_MAX - 1)
+    );
+    // At most RESPONSE_HEADER_BYTES_MAX bytes: a header that would cross it is left
+    // out, and a smaller one after it still fits.
+    let big = "v".repeat(RESPONSE_HEADER_BYTES_MAX - 10);
+    let headers = vec![
+        ("a".to_string(), big.clone()),
+        ("b".to_string(), "w".repeat(20)),
+        ("c".to_string(), "x".to_string()),
+    ];
+    let kept = raw(&headers);
+    assert_eq!(
+        kept,
+        [("a".to_string(), big), ("c".to_string(), "x".to_string())]
+    );
+    assert!(
+        kept.iter().map(|(n, v)| n.len() + v.len()).sum::<usize>() <= RESPONSE_HEADER_BYTES_MAX
+    );
+    // Bounding twice changes nothing.
+    assert_eq!(raw(&kept), kept);
+    assert_eq!(raw(&raw(&many)), raw(&many));
+
+    // The dispatcher bounds what a driver reports.
+    let t = tenant("acme");
+    let mut drv = one_webhook(DispatcherConfig::default(), spec(&["*"]));
+    drv.d.accept_event(T0, &t, event("e0", "a.b")).unwrap();
+    let req = drv.step().remove(0);
+    drv.d.attempt_finished(
+        T0,
+        Outcome {
+            delivery: req.delivery,
+            attempt: 1,
+            result: status(200),
+            latency_ms: 1,
+            response_body: Vec::new(),
+            response_headers: many.clone(),
+        },
+    );
+    let rec = drv.d.delivery(&t, req.delivery).unwrap();
+    assert_eq!(rec.response_headers.to_vec(), raw(&many));
+}
+
+#[test]
+fn response_headers_survive_replay_and_checkpoints() {
+    let t = tenant("acme");
+    let mut drv = one_webhook(DispatcherConfig::default(), spec(&["*"]));
+    let mut ids = Vec::new();
+    for (i, code) in [200, 500].into_iter().enumerate() {
+        drv.d
+            .accept_event(T0, &t, event(&format!("e{i}"), "a.b"))
+            .unwrap();
+        let req = drv.step().remove(0);
+        drv.reply(&req, status(code));
+        ids.push(req.delivery);
+    }
+    drv.step();
+    let headers = |d: &Dispatcher, id: DeliveryId| d.delivery(&t, id).unwrap().response_headers;
+    for &id in &ids {
+        assert_eq!(
+            headers(&drv.d, id).to_vec(),
+            [
+                ("content-type".to_string(), "text/plain".to_string()),
+                ("x-request-id".to_string(), format!("r{}-1", id.0)),
+            ]
+        );
+    }
+    // Full replay of the journal records (encoded and decoded as on disk).
+    let mut fresh = Dispatcher::new(DispatcherConfig::default(), T0);
+    for record in &drv.records {
+        let (kind, version, payload) = record.encode().unwrap();
+        fresh
+            .replay(&Record::decode(kind, version, &payload).unwrap())
+            .unwrap();
+    }
+    // From a checkpoint (encoded and decoded as on disk).
+    let (_, _, payload) = drv.d.checkpoint(drv.now).encode().unwrap();
+    let mut from_cp = Dispatcher::new(DispatcherConfig::default(), T0);
+    from_cp
+        .replay(&Record::decode_checkpoint(&payload).unwrap())
+        .unwrap();
+    for &id in &ids {
+        assert_eq!(headers(&fresh, id), headers(&drv.d, id));
+        assert_eq!(headers(&from_cp, id), headers(&drv.d, id));
+    }
 }
 
 #[test]

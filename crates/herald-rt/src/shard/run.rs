@@ -340,6 +340,18 @@ fn replay(journal: &Journal, dispatcher: &mut Dispatcher) -> Result<(), String> 
     Ok(())
 }
 
+/// The receiver's response headers an attempt keeps (bounded as the dispatcher would:
+/// [`herald_core::RESPONSE_HEADERS_MAX`], [`herald_core::RESPONSE_HEADER_BYTES_MAX`]),
+/// copied here so that a response with many headers costs no more than the kept ones.
+fn response_headers(response: &herald_http::Response) -> Vec<(String, String)> {
+    herald_core::bound_response_headers(
+        response
+            .headers
+            .iter()
+            .map(|(name, value)| (name.as_str(), value.as_slice())),
+    )
+}
+
 fn map_transport(error: &TransportError) -> herald_core::TransportError {
     use herald_core::TransportError as Core;
     match error {
@@ -855,17 +867,22 @@ impl Shard {
             let started = Instant::now();
             let result = client.send(outbound).await;
             let latency_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
-            let (result, response_body) = match result {
-                Ok(response) => (
-                    AttemptResult::Response {
-                        status: response.status,
-                        retry_after: response.retry_after,
-                    },
-                    response.body,
-                ),
+            let (result, response_body, response_headers) = match result {
+                Ok(response) => {
+                    let headers = response_headers(&response);
+                    (
+                        AttemptResult::Response {
+                            status: response.status,
+                            retry_after: response.retry_after,
+                        },
+                        response.body,
+                        headers,
+                    )
+                }
                 Err(error) => (
                     AttemptResult::Transport(map_transport(&error)),
                     error.to_string().into_bytes(),
+                    Vec::new(),
                 ),
             };
             finished.borrow_mut().push((
@@ -876,6 +893,7 @@ impl Shard {
                     result,
                     latency_ms,
                     response_body,
+                    response_headers,
                 },
             ));
             *in_flight.borrow_mut() -= 1;

@@ -245,7 +245,10 @@ fn serve(mut stream: TcpStream, shared: &Shared) {
             return;
         }
         let status = status_of(&path);
-        let response = format!("HTTP/1.1 {status} X\r\ncontent-length: 2\r\n\r\nok");
+        // A custom header naming the status, for tests that read the response headers.
+        let response = format!(
+            "HTTP/1.1 {status} X\r\nX-Receiver-Status: {status}\r\ncontent-length: 2\r\n\r\nok"
+        );
         if stream.write_all(response.as_bytes()).is_err() {
             let _ = stream.shutdown(Shutdown::Both);
             return;
