@@ -236,6 +236,12 @@ impl Target<'_> {
             .map(|(_, v)| v.as_str())
     }
 
+    /// The `cursor` parameter; an empty one (`?cursor=`, what a client sends for "no
+    /// cursor yet") is the first page.
+    fn cursor(&self) -> Option<&str> {
+        self.query("cursor").filter(|cursor| !cursor.is_empty())
+    }
+
     fn limit(&self) -> Result<usize> {
         match self.query("limit") {
             None => Ok(PAGE_LIMIT_DEFAULT),
@@ -653,13 +659,20 @@ impl App {
     /// The tenant a request acts for: a tenant key's own, or the `Herald-Tenant` header
     /// for the admin key.
     fn tenant_of(&self, principal: &Principal, request: &Request) -> Result<TenantId> {
-        sole_header(request, "herald-tenant").map_err(|()| {
+        let raw = sole_header(request, "herald-tenant").map_err(|()| {
             ApiError::invalid(
                 "Herald-Tenant",
                 "send one Herald-Tenant header, not several",
             )
         })?;
         let named = header_str(request, "herald-tenant");
+        if raw.is_some() && named.is_none() {
+            // Not text: never a tenant id, so it is not silently ignored either.
+            return Err(ApiError::invalid(
+                "Herald-Tenant",
+                "Herald-Tenant must be a tenant id",
+            ));
+        }
         match principal {
             Principal::Tenant(tenant) => match named {
                 Some(name) if name != tenant.as_str() => Err(ApiError::not_found(format!(
@@ -734,7 +747,7 @@ impl App {
 
     fn list_tenants(&self, target: &Target<'_>) -> Result<Response> {
         let limit = target.limit()?;
-        let (page, more) = self.keys.tenants(target.query("cursor"), limit);
+        let (page, more) = self.keys.tenants(target.cursor(), limit);
         let next = if more {
             page.last().map(|t| Value::String(t.id.clone()))
         } else {
@@ -867,7 +880,7 @@ impl App {
 
     async fn list_webhooks(&self, tenant: &TenantId, target: &Target<'_>) -> Result<Response> {
         let limit = target.limit()?;
-        let after = match target.query("cursor") {
+        let after = match target.cursor() {
             Some(cursor) => Some(
                 WebhookId::parse(cursor).map_err(|_| ApiError::invalid("cursor", "bad cursor"))?,
             ),
@@ -1113,7 +1126,7 @@ impl App {
             ),
             None => None,
         };
-        let mut after = match target.query("cursor") {
+        let mut after = match target.cursor() {
             Some(cursor) => Some(
                 views::parse_delivery_id(cursor)
                     .ok_or_else(|| ApiError::invalid("cursor", "bad cursor"))?,

@@ -210,6 +210,8 @@ fn cases(fill: &Fill) -> Vec<Case> {
         case("lower-case bearer", t("GET /v1/webhooks HTTP/1.1\r\nHost: {host}\r\nAuthorization: bearer {auth}\r\n\r\n"), &[200, 401], true),
         case("Herald-Tenant with a space", t("GET /v1/webhooks HTTP/1.1\r\nHost: {host}\r\nAuthorization: Bearer {admin}\r\nHerald-Tenant: a b\r\n\r\n"), &[400], true),
         case("Herald-Tenant with invalid UTF-8", [t("GET /v1/webhooks HTTP/1.1\r\nHost: {host}\r\nAuthorization: Bearer {admin}\r\n").as_slice(), b"Herald-Tenant: \xff\r\n\r\n"].concat(), &[400], true),
+        case("Herald-Tenant with invalid UTF-8 on a tenant key", [t("GET /v1/webhooks HTTP/1.1\r\nHost: {host}\r\nAuthorization: Bearer {auth}\r\n").as_slice(), b"Herald-Tenant: \xc3\x97\xc3\xb8\xc2\x9b\xff\r\n\r\n"].concat(), &[400], true),
+        case("empty cursor is the first page", t("GET /v1/webhooks?limit=20&cursor= HTTP/1.1\r\nHost: {host}\r\nAuthorization: Bearer {auth}\r\n\r\n"), &[200], false),
         case("two Herald-Tenant headers", t("GET /v1/webhooks HTTP/1.1\r\nHost: {host}\r\nAuthorization: Bearer {admin}\r\nHerald-Tenant: tenant_clients\r\nHerald-Tenant: tenant_other\r\n\r\n"), &[400], true),
         case("no Host header", t("GET /healthz HTTP/1.1\r\n\r\n"), &[200, 400], true),
         case("two Host headers", t("GET /healthz HTTP/1.1\r\nHost: {host}\r\nHost: evil.example\r\n\r\n"), &[200, 400], true),
