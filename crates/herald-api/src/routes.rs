@@ -958,6 +958,7 @@ impl App {
         #[derive(Deserialize, Default)]
         #[serde(deny_unknown_fields)]
         struct Body {
+            #[serde(default, deserialize_with = "integer")]
             grace_s: Option<u64>,
         }
         let body: Body = optional_json_body(request)?;
@@ -1464,6 +1465,41 @@ where
     Option::<T>::deserialize(deserializer).map(Some)
 }
 
+/// An integer field (`null` as absent) that also takes a JSON number with a zero fraction
+/// (`106.0`): JSON Schema's `integer` includes those, and clients that keep numbers as
+/// doubles send them. Fractions, negatives and values out of `T`'s range are refused.
+fn integer<'de, D, T>(deserializer: D) -> std::result::Result<Option<T>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: TryFrom<u64>,
+{
+    /// Largest double that still holds every integer below it exactly.
+    const EXACT_MAX: f64 = 9_007_199_254_740_992.0;
+    let Some(number) = Option::<serde_json::Number>::deserialize(deserializer)? else {
+        return Ok(None);
+    };
+    number
+        .as_u64()
+        .or_else(|| {
+            number
+                .as_f64()
+                .filter(|f| f.fract() == 0.0 && (0.0..=EXACT_MAX).contains(f))
+                .map(|f| f as u64)
+        })
+        .and_then(|value| T::try_from(value).ok())
+        .map(Some)
+        .ok_or_else(|| serde::de::Error::custom(format!("{number} is not a whole number in range")))
+}
+
+/// [`integer`] for a field where `null` means "none" and absence means "unchanged".
+fn nullable_integer<'de, D, T>(deserializer: D) -> std::result::Result<Option<Option<T>>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: TryFrom<u64>,
+{
+    integer(deserializer).map(Some)
+}
+
 /// A webhook body (create: `url` and `events` required; PATCH: everything optional).
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -1477,9 +1513,11 @@ struct WebhookInput {
     headers: Option<BTreeMap<String, String>>,
     #[serde(default, deserialize_with = "nullable")]
     retry_schedule_s: Option<Option<Vec<f64>>>,
+    #[serde(default, deserialize_with = "integer")]
     timeout_ms: Option<u64>,
+    #[serde(default, deserialize_with = "integer")]
     max_in_flight: Option<u32>,
-    #[serde(default, deserialize_with = "nullable")]
+    #[serde(default, deserialize_with = "nullable_integer")]
     rate_limit_per_s: Option<Option<u32>>,
     status: Option<String>,
 }
@@ -1617,6 +1655,42 @@ impl EventInput {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn integer_fields_take_whole_doubles_and_nothing_else() {
+        let input = |text: &str| serde_json::from_str::<WebhookInput>(text);
+        let timeout = |text: &str| input(text).map(|i| i.timeout_ms).map_err(|e| e.to_string());
+        assert_eq!(timeout("{}"), Ok(None));
+        assert_eq!(timeout(r#"{"timeout_ms": null}"#), Ok(None));
+        assert_eq!(timeout(r#"{"timeout_ms": 1972}"#), Ok(Some(1972)));
+        assert_eq!(timeout(r#"{"timeout_ms": 1972.0}"#), Ok(Some(1972)));
+        assert_eq!(
+            timeout(r#"{"timeout_ms": 18446744073709551615}"#),
+            Ok(Some(u64::MAX))
+        );
+        for bad in [
+            "1.5",
+            "-1",
+            "-0.5",
+            "1e300",
+            "18446744073709551616",
+            "\"5\"",
+            "true",
+        ] {
+            assert!(
+                timeout(&format!("{{\"timeout_ms\": {bad}}}")).is_err(),
+                "timeout_ms {bad}"
+            );
+        }
+        let in_flight = |text: &str| input(text).map(|i| i.max_in_flight).ok();
+        assert_eq!(in_flight(r#"{"max_in_flight": 16.0}"#), Some(Some(16)));
+        assert_eq!(in_flight(r#"{"max_in_flight": 4294967296}"#), None);
+        let rate = |text: &str| input(text).map(|i| i.rate_limit_per_s).ok();
+        assert_eq!(rate("{}"), Some(None));
+        assert_eq!(rate(r#"{"rate_limit_per_s": null}"#), Some(Some(None)));
+        assert_eq!(rate(r#"{"rate_limit_per_s": 5.0}"#), Some(Some(Some(5))));
+        assert_eq!(rate(r#"{"rate_limit_per_s": 5.5}"#), None);
+    }
 
     #[test]
     fn routes_parse_and_name_their_pattern() {
