@@ -220,7 +220,11 @@ fn serve(mut stream: TcpStream, shared: &Shared) {
                 .copied()
                 .unwrap_or(200)
         };
-        let hang = status_of(&path) == HANG;
+        // The answer is the status in force when the request arrived, read before the
+        // arrival is announced: a test that changes the status after seeing N requests
+        // changes the answer of request N+1, never of request N.
+        let status = status_of(&path);
+        let hang = status == HANG;
         {
             let mut received = shared.received.lock().unwrap();
             if received.len() < RECORDED_MAX {
@@ -244,7 +248,6 @@ fn serve(mut stream: TcpStream, shared: &Shared) {
             // The sender gave up on this request (or we stopped): drop the connection.
             return;
         }
-        let status = status_of(&path);
         // A custom header naming the status, for tests that read the response headers.
         let response = format!(
             "HTTP/1.1 {status} X\r\nX-Receiver-Status: {status}\r\ncontent-length: 2\r\n\r\nok"
