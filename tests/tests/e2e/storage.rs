@@ -1,10 +1,11 @@
 //! Storage faults at the level users see.
 //!
-//! * The data directory fills up: it is a small tmpfs this test mounts itself. Publishing
-//!   until the journal cannot make its next segment gets a 503 with `Retry-After` and a
-//!   message saying why; queries keep working; once a filler file is deleted the server
-//!   takes publishes again by itself; every acknowledged event is delivered and survives
-//!   SIGKILL and a restart; no refused event is ever delivered.
+//! * The data directory fills up (`HERALD_E2E_DISK_FULL_CYCLES` times, default once): it
+//!   is a small tmpfs this test mounts itself. Publishing until the journal cannot make
+//!   its next segment gets a 503 with `Retry-After` and a message saying why; queries keep
+//!   working; once a filler file is deleted the server takes publishes again by itself;
+//!   every acknowledged event is delivered and survives SIGKILL and a restart; no refused
+//!   event is ever delivered.
 //! * A journal segment damaged in the middle: `herald serve` refuses to start, naming the
 //!   file and offset; `herald journal check` reports it; `--repair` says what it lost;
 //!   the server then starts on what is left.
@@ -29,6 +30,8 @@ use crate::FAST_RETRIES;
 const SMALL_SEGMENTS: &str = "[journal]\nsegment_bytes = 65536\n";
 /// Size of the mounted data directory.
 const DISK_BYTES: u64 = 2 * 1024 * 1024;
+/// Most fill-and-free cycles (`HERALD_E2E_DISK_FULL_CYCLES`, default 1).
+const CYCLES_MAX: usize = 50;
 /// Most publishes before the disk must have filled (each event carries ~1 KiB).
 const PUBLISHES_MAX: usize = 5_000;
 /// Bound on the server taking publishes again once space is freed (it probes its
@@ -80,8 +83,15 @@ fn arrived(sink: &Sink, path: &str) -> BTreeSet<String> {
 
 #[test]
 fn a_full_data_dir_answers_503_then_resumes_by_itself() {
+    let cycles = std::env::var("HERALD_E2E_DISK_FULL_CYCLES")
+        .ok()
+        .and_then(|v| v.parse::<usize>().ok())
+        .unwrap_or(1)
+        .clamp(1, CYCLES_MAX);
     let site = Site::new();
-    let Some(_mount) = mount_tmpfs(&site.data_dir(), DISK_BYTES) else {
+    // Room for the journal to grow by a few segments per cycle.
+    let disk_bytes = DISK_BYTES + cycles as u64 * 256 * 1024;
+    let Some(_mount) = mount_tmpfs(&site.data_dir(), disk_bytes) else {
         eprintln!("storage: cannot mount a tmpfs here (not root?); skipped");
         return;
     };
@@ -96,91 +106,100 @@ fn a_full_data_dir_answers_503_then_resumes_by_itself() {
         &json!({"url": sink.url(path), "events": ["order.*"], "secret": secret}),
     );
     let webhook_id = webhook["id"].as_str().expect("id").to_string();
-    let filler = fill(&site.data_dir());
-
     let mut acknowledged = BTreeSet::new();
     let mut refused = BTreeSet::new();
     let mut n = 0;
-    let first_refusal = loop {
-        assert!(n < PUBLISHES_MAX, "the disk never filled");
-        let answer = tenant.post("/v1/events", &event(n));
-        match answer.status {
-            202 => {
-                acknowledged.insert(format!("evt_full_{n}"));
-            }
-            503 => {
-                refused.insert(format!("evt_full_{n}"));
-                break answer;
-            }
-            other => panic!("publish {n}: {other} {}", answer.text()),
-        }
-        n += 1;
-    };
-    assert_eq!(first_refusal.error_code(), "unavailable");
-    let message = first_refusal.error_message();
-    assert!(
-        message.contains("No space left on device") && message.contains("journal"),
-        "the 503 says why: {message}"
-    );
-    assert!(
-        first_refusal
-            .header("retry-after")
-            .is_some_and(|s| s.parse::<u32>().is_ok()),
-        "503 without a Retry-After in seconds"
-    );
-    assert!(
-        !acknowledged.is_empty(),
-        "events fitted before the disk filled"
-    );
-
-    // While the disk stays full: publishes and webhook changes are refused at once,
-    // reads are answered, and the server stays up.
-    for _ in 0..3 {
-        n += 1;
-        let answer = tenant.post("/v1/events", &event(n));
-        assert_eq!(answer.status, 503, "{}", answer.text());
-        refused.insert(format!("evt_full_{n}"));
-    }
-    let change = tenant.post(
-        "/v1/webhooks",
-        &json!({"url": sink.url("/other"), "events": ["*"]}),
-    );
-    assert_eq!(change.status, 503, "{}", change.text());
-    tenant
-        .get(&format!("/v1/webhooks/{webhook_id}"))
-        .expect(200);
-    tenant
-        .get(&format!("/v1/webhooks/{webhook_id}/deliveries"))
-        .expect(200);
-    server.client().get("/healthz").expect(200);
-
-    // Space frees: publishes are taken again without a restart.
-    std::fs::remove_file(&filler).expect("the filler is deleted");
     let mut waited = 0;
-    wait_for(
-        "a publish to be accepted after space was freed",
-        RESUME_TIMEOUT,
-        || {
-            n += 1;
-            waited += 1;
+    for cycle in 0..cycles {
+        let filler = fill(&site.data_dir());
+        let first_refusal = loop {
+            assert!(
+                n < PUBLISHES_MAX * (cycle + 1),
+                "cycle {cycle}: the disk never filled"
+            );
             let answer = tenant.post("/v1/events", &event(n));
             match answer.status {
                 202 => {
                     acknowledged.insert(format!("evt_full_{n}"));
-                    Some(())
                 }
                 503 => {
                     refused.insert(format!("evt_full_{n}"));
-                    None
+                    break answer;
                 }
-                other => panic!("after space was freed: {other} {}", answer.text()),
+                other => panic!("publish {n}: {other} {}", answer.text()),
             }
-        },
-    );
-    for _ in 0..20 {
-        n += 1;
-        publish(&tenant, &event(n));
-        acknowledged.insert(format!("evt_full_{n}"));
+            n += 1;
+        };
+        assert_eq!(first_refusal.error_code(), "unavailable");
+        let message = first_refusal.error_message();
+        assert!(
+            message.contains("No space left on device") && message.contains("journal"),
+            "the 503 says why: {message}"
+        );
+        assert!(
+            first_refusal
+                .header("retry-after")
+                .is_some_and(|s| s.parse::<u32>().is_ok()),
+            "503 without a Retry-After in seconds"
+        );
+        assert!(
+            !acknowledged.is_empty(),
+            "events fitted before the disk filled"
+        );
+        let refused_before = refused.len();
+
+        // While the disk stays full: publishes and webhook changes are refused at once,
+        // reads are answered, and the server stays up.
+        for _ in 0..3 {
+            n += 1;
+            let answer = tenant.post("/v1/events", &event(n));
+            assert_eq!(answer.status, 503, "{}", answer.text());
+            refused.insert(format!("evt_full_{n}"));
+        }
+        let change = tenant.post(
+            "/v1/webhooks",
+            &json!({"url": sink.url("/other"), "events": ["*"]}),
+        );
+        assert_eq!(change.status, 503, "{}", change.text());
+        tenant
+            .get(&format!("/v1/webhooks/{webhook_id}"))
+            .expect(200);
+        tenant
+            .get(&format!("/v1/webhooks/{webhook_id}/deliveries"))
+            .expect(200);
+        server.client().get("/healthz").expect(200);
+
+        // Space frees: publishes are taken again without a restart.
+        std::fs::remove_file(&filler).expect("the filler is deleted");
+        wait_for(
+            "a publish to be accepted after space was freed",
+            RESUME_TIMEOUT,
+            || {
+                n += 1;
+                waited += 1;
+                let answer = tenant.post("/v1/events", &event(n));
+                match answer.status {
+                    202 => {
+                        acknowledged.insert(format!("evt_full_{n}"));
+                        Some(())
+                    }
+                    503 => {
+                        refused.insert(format!("evt_full_{n}"));
+                        None
+                    }
+                    other => panic!("after space was freed: {other} {}", answer.text()),
+                }
+            },
+        );
+        for _ in 0..20 {
+            n += 1;
+            publish(&tenant, &event(n));
+            acknowledged.insert(format!("evt_full_{n}"));
+        }
+        assert!(
+            refused.len() > refused_before,
+            "cycle {cycle}: nothing was refused while full"
+        );
     }
 
     // Every acknowledged event arrives, signed; no refused one ever does.
@@ -219,7 +238,7 @@ fn a_full_data_dir_answers_503_then_resumes_by_itself() {
         "refused events were journaled"
     );
     println!(
-        "storage: disk full: {} publishes acknowledged, {} refused with 503 ({} while waiting for space), 0 lost; duplicates at the receiver: {}",
+        "storage: disk full {cycles} time(s): {} publishes acknowledged, {} refused with 503 ({} while waiting for space), 0 lost; duplicates at the receiver: {}",
         acknowledged.len(),
         refused.len(),
         waited,
