@@ -108,6 +108,9 @@ pub struct Retries {
     pub retries_sent: Option<u64>,
     /// Deliveries that made an attempt and wait for a retry at the end.
     pub retries_pending: Option<u64>,
+    /// Deliveries not finished at the end (waiting for a retry, or held back by an
+    /// endpoint's breaker or rate limit before their first attempt).
+    pub deliveries_pending: Option<u64>,
     /// Deliveries ended by a final failure.
     pub deliveries_failed: Option<u64>,
     /// Deliveries whose every attempt failed.
@@ -391,12 +394,13 @@ impl Report {
         row(
             "attempts ok / retryable / final",
             format!(
-                "{} / {} / {} (retries sent {}, pending {}; deliveries failed {}, exhausted {})",
+                "{} / {} / {} (retries sent {}, pending {}; deliveries pending {}, failed {}, exhausted {})",
                 n(r.attempts_succeeded),
                 n(r.attempts_retryable),
                 n(r.attempts_final),
                 n(r.retries_sent),
                 n(r.retries_pending),
+                n(r.deliveries_pending),
                 n(r.deliveries_failed),
                 n(r.deliveries_exhausted)
             ),

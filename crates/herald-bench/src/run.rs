@@ -693,7 +693,7 @@ fn drive(
     };
 
     let sampler_done = AtomicBool::new(false);
-    let (publish_elapsed, end, drain_timed_out) = std::thread::scope(|scope| {
+    let (publish_elapsed, end, drain_timed_out, after) = std::thread::scope(|scope| {
         let sampler = scope.spawn(|| {
             let mut previous = Sample::default();
             let mut next = started;
@@ -768,7 +768,7 @@ fn drive(
         }
         let publish_elapsed = started.elapsed();
         publishing.store(false, Ordering::Release);
-        let (end, timed_out) = drain(
+        let (end, timed_out, after) = drain(
             plan,
             sink,
             engine,
@@ -779,13 +779,12 @@ fn drive(
         );
         sampler_done.store(true, Ordering::Release);
         let _ = sampler.join();
-        (publish_elapsed, end, timed_out)
+        (publish_elapsed, end, timed_out, after)
     });
     if let Some(failure) = shared.failure.lock().ok().and_then(|mut f| f.take()) {
         return Err(BenchError::Engine(failure));
     }
 
-    let after = Snapshot::take(SINK_THREAD_PREFIX);
     let stats = sink.stats();
     let latency = Latency::of(&sink.latency());
     let accepted = shared.accepted.load(Ordering::Relaxed);
@@ -831,6 +830,7 @@ fn drive(
                     .saturating_sub(t.deliveries_created),
             ),
             retries_pending: Some(t.retries_pending),
+            deliveries_pending: Some(t.pending),
             deliveries_failed: Some(t.deliveries_failed),
             deliveries_exhausted: Some(t.deliveries_exhausted),
         },
@@ -991,7 +991,10 @@ fn publish(
 }
 
 /// Waits until every accepted event's deliveries settled, or the drain timeout. Returns
-/// the time of the last delivery (since `started`) and whether it gave up.
+/// the time of the last request at the sink (since `started`), whether it gave up, and
+/// the process's readings at that last request (so an idle wait for retries that never
+/// come does not count as work).
+#[allow(clippy::too_many_arguments)] // reason: one call site; a struct would only rename these
 fn drain(
     plan: &Plan,
     sink: &Sink,
@@ -1000,7 +1003,7 @@ fn drain(
     base_stats: &[ShardStats],
     shared: &Shared,
     started: Instant,
-) -> (Duration, bool) {
+) -> (Duration, bool, Snapshot) {
     let expected = shared.accepted.load(Ordering::Relaxed) * plan.fanout();
     let deadline = Instant::now() + plan.drain_timeout;
     let delivered = |s: &herald_sink::Stats| s.successes() - sink_base.successes();
@@ -1010,38 +1013,51 @@ fn drain(
         let waited = sink.wait_until(&format!("{expected} deliveries"), plan.drain_timeout, |s| {
             delivered(s) >= expected
         });
-        return (started.elapsed(), waited.is_err());
+        let end = started.elapsed();
+        return (end, waited.is_err(), Snapshot::take(SINK_THREAD_PREFIX));
     }
+    // Retries held back by a breaker or a long Retry-After may not come within the run:
+    // once every delivery has been tried and the sink heard nothing for longer than the
+    // longest retry delay, what is left is reported as retries pending.
+    let quiet = plan
+        .retry_schedule
+        .as_ref()
+        .and_then(|delays| delays.iter().max().copied())
+        .map_or(REMOTE_QUIET, |longest| {
+            (longest + REMOTE_QUIET).max(REMOTE_QUIET)
+        });
     let mut last_requests = sink.stats().requests;
     let mut last_change = started.elapsed();
+    let mut at_last_change = Snapshot::take(SINK_THREAD_PREFIX);
     loop {
         let stats = sink.stats();
         if stats.requests != last_requests {
             last_requests = stats.requests;
             last_change = started.elapsed();
+            at_last_change = Snapshot::take(SINK_THREAD_PREFIX);
         }
+        let quiet_for = started.elapsed().saturating_sub(last_change);
         let settled = match engine.stats() {
             Some(now) => {
                 let t = totals(&now, base_stats);
-                let waiting = if plan.retry_schedule.is_some() {
-                    t.pending
-                } else {
-                    // With the default schedule retries are minutes away: a delivery
-                    // waiting for one has shown its first outcome.
-                    t.pending - t.retries_pending.min(t.pending)
-                };
-                t.deliveries_created >= expected && waiting == 0 && t.in_flight == 0
+                let untried = t.pending - t.retries_pending.min(t.pending);
+                // With the default schedule retries are minutes away: a delivery waiting
+                // for one has shown its first outcome. With a schedule of the run's own,
+                // wait for the retries too. Either way, deliveries an open breaker or a
+                // long Retry-After holds back end the wait once the sink has been quiet.
+                t.deliveries_created >= expected
+                    && t.in_flight == 0
+                    && (t.pending == 0
+                        || (plan.retry_schedule.is_none() && untried == 0)
+                        || quiet_for >= quiet)
             }
-            None => {
-                delivered(&stats) >= expected
-                    || started.elapsed().saturating_sub(last_change) >= REMOTE_QUIET
-            }
+            None => delivered(&stats) >= expected || quiet_for >= REMOTE_QUIET,
         };
         if settled {
-            return (last_change, false);
+            return (last_change, false, at_last_change);
         }
         if Instant::now() >= deadline {
-            return (started.elapsed(), true);
+            return (started.elapsed(), true, Snapshot::take(SINK_THREAD_PREFIX));
         }
         std::thread::sleep(Duration::from_millis(10));
     }

@@ -123,7 +123,7 @@ pub struct Knobs {
     #[serde(default)]
     pub status_mix: Option<String>,
     /// Retry-After seconds sent with 429 and 503 answers.
-    #[arg(long, value_name = "SECS")]
+    #[arg(long, visible_alias = "retry-after", value_name = "SECS")]
     #[serde(default)]
     pub retry_after_s: Option<u64>,
     /// Seed of the receiver's draws and of the choice of failing endpoints [default: 1].

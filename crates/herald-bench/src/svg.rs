@@ -26,6 +26,23 @@ fn nines(percentile: f64) -> f64 {
     }
 }
 
+/// The label of a point on the nines axis: 0 → "0%", 2 → "99%", 3 → "99.9%".
+fn percentile_label(x: f64) -> String {
+    let p = 100.0 * (1.0 - 10f64.powf(-x));
+    let decimals = (x.round() as usize).saturating_sub(2);
+    format!("{p:.decimals$}%")
+}
+
+/// A number without trailing zeros: 2000, 1.5, 0.25.
+fn number_label(v: f64) -> String {
+    if v.abs() >= 100.0 {
+        format!("{v:.0}")
+    } else {
+        let text = format!("{v:.2}");
+        text.trim_end_matches('0').trim_end_matches('.').to_owned()
+    }
+}
+
 /// Per-interval rates from a cumulative timeline: `(t, accepted/s, delivered/s)`.
 fn rates(report: &Report) -> Vec<(f64, f64, f64)> {
     let mut out = Vec::with_capacity(report.timeline.len());
@@ -82,10 +99,9 @@ pub fn run_svg(report: &Report) -> Result<String, BenchError> {
             .x_desc("percentile")
             .y_desc("latency, ms")
             .x_labels(6)
-            .x_label_formatter(&|x| {
-                let p = 100.0 * (1.0 - 10f64.powf(-x));
-                format!("{p}%")
-            })
+            .x_label_formatter(&|x| percentile_label(*x))
+            .y_label_formatter(&|y| number_label(*y))
+            .light_line_style(TRANSPARENT)
             .draw()
             .map_err(draw_error)?;
         chart
@@ -113,6 +129,8 @@ pub fn run_svg(report: &Report) -> Result<String, BenchError> {
             .configure_mesh()
             .x_desc("seconds")
             .y_desc("per second")
+            .y_label_formatter(&|y| number_label(*y))
+            .light_line_style(TRANSPARENT)
             .draw()
             .map_err(draw_error)?;
         chart
@@ -172,6 +190,9 @@ pub fn sweep_svg(report: &SweepReport) -> Result<String, BenchError> {
             .configure_mesh()
             .x_desc("offered events/s")
             .y_desc("p99, ms")
+            .x_label_formatter(&|x| number_label(*x))
+            .y_label_formatter(&|y| number_label(*y))
+            .light_line_style(TRANSPARENT)
             .draw()
             .map_err(draw_error)?;
         let colours = [BLUE, RED, GREEN, MAGENTA];
@@ -223,5 +244,11 @@ mod tests {
         assert!((nines(90.0) - 1.0).abs() < 1e-9);
         assert!((nines(99.9) - 3.0).abs() < 1e-9);
         assert_eq!(nines(100.0), NINES_MAX);
+        assert_eq!(percentile_label(0.0), "0%");
+        assert_eq!(percentile_label(2.0), "99%");
+        assert_eq!(percentile_label(5.0), "99.999%");
+        assert_eq!(number_label(2000.0), "2000");
+        assert_eq!(number_label(1.5), "1.5");
+        assert_eq!(number_label(3.0), "3");
     }
 }

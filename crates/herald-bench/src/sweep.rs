@@ -66,7 +66,7 @@ pub struct Step {
 pub struct Series {
     /// Shards.
     pub shards: usize,
-    /// Closed-loop events/s that set the default steps.
+    /// Closed-loop deliveries/s ÷ fan-out: the events/s that set the default steps.
     pub probe_events_per_s: f64,
     /// The steps, in order.
     pub steps: Vec<Step>,
@@ -144,7 +144,9 @@ pub fn sweep(plan: &SweepPlan, progress: &mut Progress) -> Result<SweepReport, B
         base.load = Load::Closed;
         progress.note(&format!("sweep, {shards} shard(s): closed-loop probe"));
         let probe = run(&base, progress)?;
-        let probe_rate = probe.accepted_per_s.max(1.0);
+        // What the engine delivered flat out, in events/s: publishing alone runs far
+        // ahead of delivery in a closed loop.
+        let probe_rate = (probe.deliveries_per_s / probe.fanout.max(1) as f64).max(1.0);
         let start = plan.start_rate.unwrap_or(probe_rate / 10.0).max(1.0);
         let step = plan.step_rate.unwrap_or(probe_rate / 10.0).max(1.0);
         let mut steps = Vec::new();
@@ -154,7 +156,17 @@ pub fn sweep(plan: &SweepPlan, progress: &mut Progress) -> Result<SweepReport, B
             let mut open = base.clone();
             open.load = Load::Open { rate };
             let report = run(&open, progress)?;
-            let s = step_of(rate, &report, plan.slo_p99_ms);
+            let mut s = step_of(rate, &report, plan.slo_p99_ms);
+            if !s.pass {
+                // One noisy step (another process taking the cores for a moment) must not
+                // end the sweep: a step that fails is run again, and the second word is
+                // the one kept.
+                progress.note(&format!(
+                    "  {shards} shard(s) at {rate:.0} events/s: p99 {:.2} ms; confirming",
+                    s.p99_us as f64 / 1000.0
+                ));
+                s = step_of(rate, &run(&open, progress)?, plan.slo_p99_ms);
+            }
             progress.note(&format!(
                 "  {shards} shard(s) at {rate:.0} events/s: {:.0} deliveries/s, p99 {:.2} ms — {}",
                 s.deliveries_per_s,

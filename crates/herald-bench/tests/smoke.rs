@@ -104,7 +104,7 @@ fn failing_receivers_show_up_as_retries_by_class() {
         events: Some(400),
         tenants: Some(4),
         webhooks_per_tenant: Some(2),
-        status_mix: Some("200:80,500:15,429:5".into()),
+        status_mix: Some("200:90,500:7,429:3".into()),
         retry_after_s: Some(1),
         seed: Some(7),
         // One retry, soon, so the run sees it.
@@ -123,12 +123,12 @@ fn failing_receivers_show_up_as_retries_by_class() {
         "the engine's attempts are the sink's answers"
     );
     assert_eq!(r.attempts_succeeded.unwrap(), report.delivered);
-    // Every delivery either succeeded or used up its one retry.
+    // Every delivery succeeded, used up its one retry, or is held back (an endpoint's
+    // breaker opens after consecutive failures; the run then reports it as pending).
     assert_eq!(
-        report.delivered + r.deliveries_exhausted.unwrap(),
+        report.delivered + r.deliveries_exhausted.unwrap() + r.deliveries_pending.unwrap(),
         report.deliveries_expected
     );
-    assert_eq!(r.retries_pending, Some(0));
     assert!(report.statuses.contains_key("500"));
 }
 
