@@ -793,11 +793,16 @@ fn drive(
     let elapsed_s = end.as_secs_f64().max(1e-9);
     let publish_s = publish_elapsed.as_secs_f64().max(1e-9);
     let engine_totals = engine.stats().map(|now| totals(&now, &base_stats));
-    let cpu_us = after.cpu_us.zip(before.cpu_us).map(|(a, b)| a - b);
+    // Saturating: the sink's CPU is summed over its live threads, and a thread that
+    // ended between the two readings takes its time with it.
+    let cpu_us = after
+        .cpu_us
+        .zip(before.cpu_us)
+        .map(|(a, b)| a.saturating_sub(b));
     let sink_cpu_us = after
         .sink_cpu_us
         .zip(before.sink_cpu_us)
-        .map(|(a, b)| a - b);
+        .map(|(a, b)| a.saturating_sub(b));
     let load_cpu_us = Some(shared.load_cpu_us.load(Ordering::Relaxed));
     let engine_cpu_us = match engine {
         Engine::Embedded { .. } => cpu_us
@@ -810,7 +815,7 @@ fn drive(
         Engine::Embedded { .. } => after
             .write_bytes
             .zip(before.write_bytes)
-            .map(|(a, b)| a - b),
+            .map(|(a, b)| a.saturating_sub(b)),
         Engine::Remote { .. } => None,
     };
     let mut statuses = BTreeMap::new();
