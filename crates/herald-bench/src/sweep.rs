@@ -72,6 +72,8 @@ pub struct Series {
     pub steps: Vec<Step>,
     /// The highest rate that passed, events/s.
     pub knee_rate: Option<f64>,
+    /// A step broke the SLO (false: the steps ran out first, and the knee is higher).
+    pub slo_broken: bool,
     /// Deliveries/s at the knee.
     pub knee_deliveries_per_s: Option<f64>,
     /// Deliveries/s per core the engine kept busy at the knee (its CPU per delivery).
@@ -185,11 +187,13 @@ pub fn sweep(plan: &SweepPlan, progress: &mut Progress) -> Result<SweepReport, B
             knee = Some((rate, s));
         }
         let knee_deliveries = knee.as_ref().map(|(_, s)| s.deliveries_per_s);
+        let slo_broken = steps.last().is_some_and(|s: &Step| !s.pass);
         series.push(Series {
             shards,
             probe_events_per_s: probe_rate,
             steps,
             knee_rate: knee.as_ref().map(|(r, _)| *r),
+            slo_broken,
             knee_deliveries_per_s: knee_deliveries,
             deliveries_per_s_per_core: knee
                 .as_ref()
@@ -258,7 +262,8 @@ impl SweepReport {
             }
             match (s.knee_rate, s.knee_deliveries_per_s) {
                 (Some(rate), Some(d)) => out.push_str(&format!(
-                    "    knee: {rate:.0} events/s ({d:.0} deliveries/s); {} deliveries/s per engine core, {:.0} per shard\n",
+                    "    knee: {}{rate:.0} events/s ({d:.0} deliveries/s); {} deliveries/s per engine core, {:.0} per shard\n",
+                    if s.slo_broken { "" } else { "at least " },
                     s.deliveries_per_s_per_core
                         .map_or_else(|| "-".to_owned(), |v| format!("{v:.0}")),
                     s.deliveries_per_s_per_shard.unwrap_or(0.0)

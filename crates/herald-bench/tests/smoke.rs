@@ -195,6 +195,7 @@ fn sweep_finds_a_knee_and_sizes() {
     assert_eq!(series.steps.len(), 2);
     assert!(series.steps.iter().all(|s| s.pass), "{:?}", series.steps);
     assert_eq!(series.knee_rate, Some(400.0));
+    assert!(!series.slo_broken, "the steps ran out first");
     assert!(
         report
             .sizing
