@@ -1,7 +1,7 @@
 //! The README's curl quickstart, run as written: its shell blocks are taken from
-//! README.md and run by bash against the real binary, with only the build command
-//! (`cargo run --release -p herald-cli --`) replaced by the binary under test and the
-//! two fixed ports replaced by free ones, so the README cannot drift from behaviour.
+//! README.md and run by bash against the real binary, with only the build step dropped,
+//! `target/release/herald` replaced by the binary under test and the two fixed ports
+//! replaced by free ones, so the README cannot drift from behaviour.
 
 use std::net::TcpListener;
 use std::process::Command;
@@ -54,7 +54,8 @@ fn readme_quickstart_runs_as_written() {
     let (api_port, sink_port) = (free_port(), free_port());
     let bin = herald_bin().display().to_string();
     let script = script
-        .replace("cargo run --release -p herald-cli --", &bin)
+        .replace("cargo build --release -p herald-cli\n", "")
+        .replace("target/release/herald", &bin)
         .replace(
             "serve --allow-loopback",
             &format!("serve --allow-loopback --listen 127.0.0.1:{api_port}"),
