@@ -337,15 +337,18 @@ pub fn tls_acceptor(
     };
     let cert_pem = read(cert)?;
     let key_pem = read(key)?;
-    let certs = rustls_pemfile::certs(&mut cert_pem.as_slice())
+    use rustls::pki_types::pem::{self, PemObject};
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    let certs = CertificateDer::pem_slice_iter(&cert_pem)
         .collect::<Result<Vec<_>, _>>()
         .map_err(|e| format!("tls.cert {}: {e}", cert.display()))?;
     if certs.is_empty() {
         return Err(format!("tls.cert {} holds no certificate", cert.display()));
     }
-    let key_der = rustls_pemfile::private_key(&mut key_pem.as_slice())
-        .map_err(|e| format!("tls.key {}: {e}", key.display()))?
-        .ok_or_else(|| format!("tls.key {} holds no private key", key.display()))?;
+    let key_der = PrivateKeyDer::from_pem_slice(&key_pem).map_err(|e| match e {
+        pem::Error::NoItemsFound => format!("tls.key {} holds no private key", key.display()),
+        e => format!("tls.key {}: {e}", key.display()),
+    })?;
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let config = rustls::ServerConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()

@@ -5,6 +5,7 @@ use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, ServerName};
 use rustls::RootCertStore;
 
@@ -146,9 +147,8 @@ impl TrustAnchors {
     }
 
     fn add_pem_from(&mut self, pem: &[u8], origin: &str) -> Result<usize, TlsSetupError> {
-        let mut reader = pem;
         let mut certs: Vec<CertificateDer<'static>> = Vec::new();
-        for item in rustls_pemfile::certs(&mut reader) {
+        for item in CertificateDer::pem_slice_iter(pem) {
             let cert = item.map_err(|e| TlsSetupError::InvalidCertificate {
                 origin: origin.to_owned(),
                 detail: e.to_string(),
