@@ -27,6 +27,12 @@
 //! `200:97,500:2,429:1`), a latency distribution ([`LatencyModel`], e.g. median 5 ms and
 //! p99 50 ms) and `Retry-After` on 429/503 ([`SinkBuilder::retry_after_s`]).
 //!
+//! A sink can listen on several ports at once ([`SinkBuilder::listeners`]): each is an
+//! origin to a sender that pools and caps connections per origin, as Herald does, and
+//! [`run_load_spread`] spreads the raw load client's connections over the same ports.
+//! TLS uses a generated CA, or a certificate and key given as PEM
+//! ([`SinkBuilder::tls_identity`]) when a remote sender must trust it.
+//!
 //! Everything is bounded: connections, head and body sizes ([`herald_http::Limits`]),
 //! recorded requests, delays, script lengths. Waiting is always given a timeout.
 #![forbid(unsafe_code)]
@@ -56,7 +62,9 @@ use herald_sign::{Scheme, Verifier, VerifyError};
 pub use action::{
     target_path, Action, Responder, DELAY_MS_MAX, SCRIPTED_PATHS_MAX, SCRIPT_ACTIONS_MAX,
 };
-pub use load::{run_load, LoadConfig, LoadReport, LOAD_CONNECTIONS_MAX, LOAD_PAYLOAD_BYTES_MAX};
+pub use load::{
+    run_load, run_load_spread, LoadConfig, LoadReport, LOAD_CONNECTIONS_MAX, LOAD_PAYLOAD_BYTES_MAX,
+};
 pub use model::{LatencyModel, StatusMix, STATUS_MIX_ENTRIES_MAX};
 pub use stats::{find_json_integer, Stats, LATENCY_US_MAX};
 pub use tls::{crypto_provider, TLS_NAMES};
@@ -85,6 +93,10 @@ pub const IDLE_TIMEOUT_MS_DEFAULT: u64 = 30_000;
 pub const IDLE_TIMEOUT_MS_MAX: u64 = 3_600_000;
 /// Default body limit: 1 MiB captured and read (Herald's envelopes are at most 256 KiB).
 pub const BODY_BYTES_MAX_DEFAULT: usize = 1024 * 1024;
+/// Most listening sockets (origins) of one sink: each is a port a sender pools
+/// connections for separately (Herald caps connections per origin and shard), so a few
+/// hundred model a platform's spread of receivers without a descriptor per endpoint.
+pub const LISTENERS_MAX: usize = 256;
 
 /// The sink could not start or a setting was refused. Always the caller's fault, except
 /// [`SinkError::Io`] (the operating system refused a socket, thread or file).
@@ -202,7 +214,9 @@ impl Shared {
 #[must_use]
 pub struct SinkBuilder {
     listen: SocketAddr,
+    listeners: usize,
     tls: bool,
+    tls_identity: Option<(String, String)>,
     ca_pem_out: Option<PathBuf>,
     connections_max: usize,
     threads: usize,
@@ -225,7 +239,9 @@ impl fmt::Debug for SinkBuilder {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("SinkBuilder")
             .field("listen", &self.listen)
+            .field("listeners", &self.listeners)
             .field("tls", &self.tls)
+            .field("tls_identity", &self.tls_identity.is_some())
             .field("connections_max", &self.connections_max)
             .field("threads", &self.threads)
             .field("requests_max", &self.requests_max)
@@ -243,7 +259,9 @@ impl Default for SinkBuilder {
     fn default() -> Self {
         SinkBuilder {
             listen: SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 0),
+            listeners: 1,
             tls: false,
+            tls_identity: None,
             ca_pem_out: None,
             connections_max: CONNECTIONS_MAX_DEFAULT,
             threads: THREADS_DEFAULT,
@@ -272,6 +290,24 @@ impl SinkBuilder {
     /// Address to bind; default `127.0.0.1:0` (any free port).
     pub fn listen(mut self, addr: SocketAddr) -> Self {
         self.listen = addr;
+        self
+    }
+
+    /// Listening sockets (1..=[`LISTENERS_MAX`]): origins to a sender, which pools and
+    /// caps connections per origin. The first binds [`Self::listen`]; the others bind
+    /// the same IP, on the following ports when that port is fixed, else on free ones.
+    /// All share the event loops and the counters. Default 1.
+    pub fn listeners(mut self, n: usize) -> Self {
+        self.listeners = n;
+        self
+    }
+
+    /// Serve https with this certificate chain and private key (PEM text), e.g. one
+    /// issued by a CA a remote Herald trusts (`[egress] extra_ca_pems`), instead of a
+    /// generated one.
+    pub fn tls_identity(mut self, cert_chain_pem: String, key_pem: String) -> Self {
+        self.tls = true;
+        self.tls_identity = Some((cert_chain_pem, key_pem));
         self
     }
 
@@ -445,10 +481,16 @@ impl SinkBuilder {
             }
             None => None,
         };
-        let generated = if self.tls {
-            Some(tls::generate()?)
-        } else {
-            None
+        if !(1..=LISTENERS_MAX).contains(&self.listeners) {
+            return Err(SinkError::Config(format!(
+                "listeners = {} is outside 1..={LISTENERS_MAX}",
+                self.listeners
+            )));
+        }
+        let (generated, given) = match (&self.tls_identity, self.tls) {
+            (Some((chain, key)), _) => (None, Some(tls::from_pem(chain, key)?)),
+            (None, true) => (Some(tls::generate()?), None),
+            (None, false) => (None, None),
         };
         if let (Some(path), Some(generated)) = (&self.ca_pem_out, &generated) {
             std::fs::write(path, &generated.ca_pem).map_err(|source| SinkError::Io {
@@ -456,23 +498,40 @@ impl SinkBuilder {
                 source,
             })?;
         }
-        sys::fit_descriptors(self.connections_max);
-        let listener = TcpListener::bind(self.listen).map_err(|source| SinkError::Io {
-            what: format!("binding {}", self.listen),
-            source,
-        })?;
-        sys::deepen_backlog(&listener);
-        let addr = listener.local_addr().map_err(|source| SinkError::Io {
-            what: "reading the bound address".into(),
-            source,
-        })?;
+        sys::fit_descriptors(self.connections_max + self.listeners);
+        let mut listeners = Vec::with_capacity(self.listeners);
+        let mut addrs = Vec::with_capacity(self.listeners);
+        for i in 0..self.listeners {
+            let mut at = self.listen;
+            if self.listen.port() != 0 {
+                let port = usize::from(self.listen.port()) + i;
+                at.set_port(u16::try_from(port).map_err(|_| {
+                    SinkError::Config(format!(
+                        "listeners = {} from port {} run past port 65535",
+                        self.listeners,
+                        self.listen.port()
+                    ))
+                })?);
+            }
+            let listener = TcpListener::bind(at).map_err(|source| SinkError::Io {
+                what: format!("binding {at}"),
+                source,
+            })?;
+            sys::deepen_backlog(&listener);
+            addrs.push(listener.local_addr().map_err(|source| SinkError::Io {
+                what: "reading the bound address".into(),
+                source,
+            })?);
+            listeners.push(listener);
+        }
+        let addr = addrs[0];
         let shared = Arc::new(Shared {
             limits: self.limits,
             idle_timeout_ms: self.idle_timeout_ms,
             requests_max: self.requests_max,
             latency_field: self.latency_field,
             verifier,
-            tls: generated.as_ref().map(|g| g.server.clone()),
+            tls: generated.as_ref().map(|g| g.server.clone()).or(given),
             behaviour: Mutex::new(behaviour),
             counters: Counters::default(),
             records: Mutex::new(Vec::new()),
@@ -481,10 +540,11 @@ impl SinkBuilder {
             next_connection: AtomicU64::new(1),
         });
         let (workers, inboxes) =
-            server::workers(&shared, listener, self.threads, self.connections_max)?;
+            server::workers(&shared, listeners, self.threads, self.connections_max)?;
         let mut sink = Sink {
             shared,
             addr,
+            addrs,
             ca_pem: generated.map(|g| g.ca_pem),
             ca_pem_path: self.ca_pem_out,
             inboxes,
@@ -514,6 +574,7 @@ impl SinkBuilder {
 pub struct Sink {
     shared: Arc<Shared>,
     addr: SocketAddr,
+    addrs: Vec<SocketAddr>,
     ca_pem: Option<String>,
     ca_pem_path: Option<PathBuf>,
     /// One per event-loop thread: its waker stops it.
@@ -544,6 +605,19 @@ impl Sink {
     /// Address bound.
     pub fn addr(&self) -> SocketAddr {
         self.addr
+    }
+
+    /// Every address bound, one per listener ([`SinkBuilder::listeners`]); the first is
+    /// [`Sink::addr`].
+    pub fn addrs(&self) -> &[SocketAddr] {
+        &self.addrs
+    }
+
+    /// URL of `path` on listener `listener` (taken modulo the listeners), with the bound
+    /// IP as host: a distinct origin per listener.
+    pub fn url_on(&self, listener: usize, path: &str) -> String {
+        let addr = self.addrs[listener % self.addrs.len()];
+        format!("{}://{}{}", self.scheme(), addr, path)
     }
 
     /// `http` or `https`.

@@ -21,8 +21,9 @@ use rustls::pki_types::{CertificateDer, ServerName};
 
 use crate::SinkError;
 
-/// Most connections a load run opens.
-pub const LOAD_CONNECTIONS_MAX: usize = 256;
+/// Most connections a load run opens: as many as an 8-shard Herald opens to 8 origins
+/// at its cap of 32 per origin and shard (the raw ceiling matches the engine's count).
+pub const LOAD_CONNECTIONS_MAX: usize = 2048;
 /// Largest padding per request body.
 pub const LOAD_PAYLOAD_BYTES_MAX: usize = 256 * 1024;
 /// A run fails when none of a thread's connections has made progress for this long: a
@@ -67,6 +68,16 @@ pub struct LoadReport {
 
 /// Sends `config.requests` requests to `addr` and waits for every answer.
 pub fn run_load(addr: SocketAddr, config: &LoadConfig) -> Result<LoadReport, SinkError> {
+    run_load_spread(&[addr], config)
+}
+
+/// [`run_load`] over several addresses (a sink's listeners, [`crate::Sink::addrs`]):
+/// connection `i` goes to `addrs[i % addrs.len()]`, so every origin gets its share of
+/// the connections, as a sender's pools per origin would.
+pub fn run_load_spread(addrs: &[SocketAddr], config: &LoadConfig) -> Result<LoadReport, SinkError> {
+    if addrs.is_empty() {
+        return Err(SinkError::Config("load: no address to send to".into()));
+    }
     if !(1..=LOAD_CONNECTIONS_MAX).contains(&config.connections) {
         return Err(SinkError::Config(format!(
             "connections = {} is outside 1..={LOAD_CONNECTIONS_MAX}",
@@ -88,10 +99,14 @@ pub fn run_load(addr: SocketAddr, config: &LoadConfig) -> Result<LoadReport, Sin
         .min(config.connections);
     let per_connection = config.requests / config.connections as u64;
     let remainder = config.requests % config.connections as u64;
-    // Connection i gets its share of the requests and goes to thread i % threads.
-    let mut shares: Vec<Vec<u64>> = vec![Vec::new(); threads];
+    // Connection i gets its share of the requests, goes to thread i % threads and to
+    // address i % addresses.
+    let mut shares: Vec<Vec<(SocketAddr, u64)>> = vec![Vec::new(); threads];
     for i in 0..config.connections {
-        shares[i % threads].push(per_connection + u64::from((i as u64) < remainder));
+        shares[i % threads].push((
+            addrs[i % addrs.len()],
+            per_connection + u64::from((i as u64) < remainder),
+        ));
     }
     let started = Instant::now();
     let results: Vec<Result<(u64, u64), SinkError>> = std::thread::scope(|scope| {
@@ -99,7 +114,7 @@ pub fn run_load(addr: SocketAddr, config: &LoadConfig) -> Result<LoadReport, Sin
             .into_iter()
             .map(|counts| {
                 let tls = tls.clone();
-                scope.spawn(move || drive_connections(addr, config, tls, &counts))
+                scope.spawn(move || drive_connections(config, tls, &counts))
             })
             .collect();
         handles
@@ -202,6 +217,8 @@ impl<'a> Template<'a> {
 
 /// One connection of a load thread.
 struct LoadConnection {
+    /// Its request template (the Host header is its address).
+    template: usize,
     stream: mio::net::TcpStream,
     tls: Option<rustls::ClientConnection>,
     parser: ResponseParser,
@@ -224,15 +241,21 @@ enum Step {
 /// One load thread: opens its connections, then keeps one request in flight on each
 /// until their shares are answered. Returns (answered, non-2xx).
 fn drive_connections(
-    addr: SocketAddr,
     config: &LoadConfig,
     tls: Option<Arc<rustls::ClientConfig>>,
-    counts: &[u64],
+    counts: &[(SocketAddr, u64)],
 ) -> Result<(u64, u64), SinkError> {
-    let template = Template::new(addr, config);
+    let mut templates: Vec<(SocketAddr, Template<'_>)> = Vec::new();
     let mut poll = Poll::new().map_err(io_error("load: epoll"))?;
     let mut connections = Vec::with_capacity(counts.len());
-    for (i, &count) in counts.iter().enumerate() {
+    for (i, &(addr, count)) in counts.iter().enumerate() {
+        let template = match templates.iter().position(|(a, _)| *a == addr) {
+            Some(t) => t,
+            None => {
+                templates.push((addr, Template::new(addr, config)));
+                templates.len() - 1
+            }
+        };
         // A blocking connect (immediate on loopback), then non-blocking for the loop.
         let tcp = TcpStream::connect(addr).map_err(io_error("load: connect"))?;
         tcp.set_nodelay(true).map_err(io_error("load: nodelay"))?;
@@ -259,6 +282,7 @@ fn drive_connections(
             None => None,
         };
         connections.push(LoadConnection {
+            template,
             stream,
             tls,
             parser: ResponseParser::new(Limits::default()),
@@ -276,7 +300,8 @@ fn drive_connections(
     let mut done = vec![false; connections.len()];
     // Start every connection; afterwards only readiness drives them.
     for (i, connection) in connections.iter_mut().enumerate() {
-        if let Step::Done = connection.drive(&template, &mut body, &mut buf)? {
+        let template = &templates[connection.template].1;
+        if let Step::Done = connection.drive(template, &mut body, &mut buf)? {
             done[i] = true;
             open -= 1;
         }
@@ -304,7 +329,8 @@ fn drive_connections(
             if done[i] {
                 continue;
             }
-            if let Step::Done = connections[i].drive(&template, &mut body, &mut buf)? {
+            let template = &templates[connections[i].template].1;
+            if let Step::Done = connections[i].drive(template, &mut body, &mut buf)? {
                 done[i] = true;
                 open -= 1;
             }

@@ -1,7 +1,7 @@
 //! The event loop: a few worker threads (one by default), each with its own epoll
 //! instance (mio), its own connections and its own deadlines.
 //!
-//! Worker 0 owns the listening socket: it accepts, refuses connections beyond
+//! Worker 0 owns the listening sockets (one per origin): it accepts, refuses connections beyond
 //! `connections_max`, numbers the rest in accept order and hands them round-robin to
 //! the workers (itself included) through each worker's inbox and waker. A connection
 //! then lives on one worker until it closes. Deadlines (idle timeouts and delayed
@@ -33,8 +33,14 @@ const EVENTS_PER_POLL: usize = 1024;
 /// again).
 const ACCEPT_RETRY: Duration = Duration::from_millis(10);
 
-const LISTENER: Token = Token(usize::MAX - 1);
 const WAKER: Token = Token(usize::MAX - 2);
+/// Listener `i` is `Token(LISTENER_FIRST - i)`, far above any connection slot.
+const LISTENER_FIRST: usize = usize::MAX - 16;
+
+fn listener_of(token: Token) -> Option<usize> {
+    let i = LISTENER_FIRST.checked_sub(token.0)?;
+    (token.0 <= LISTENER_FIRST && i < crate::LISTENERS_MAX).then_some(i)
+}
 
 /// What a deadline is for.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
@@ -73,9 +79,9 @@ impl Inbox {
     }
 }
 
-/// Worker 0's listening socket and where to send what it accepts.
+/// Worker 0's listening sockets and where to send what they accept.
 struct Acceptor {
-    socket: TcpListener,
+    sockets: Vec<TcpListener>,
     inboxes: Vec<Arc<Inbox>>,
     next: usize,
     connections_max: u64,
@@ -105,16 +111,18 @@ fn io_error(what: &str) -> impl FnOnce(io::Error) -> SinkError + '_ {
     }
 }
 
-/// Makes `threads` workers; worker 0 gets `listener`. Returns them with their inboxes.
+/// Makes `threads` workers; worker 0 gets `listeners`. Returns them with their inboxes.
 pub(crate) fn workers(
     shared: &Arc<Shared>,
-    listener: std::net::TcpListener,
+    listeners: Vec<std::net::TcpListener>,
     threads: usize,
     connections_max: usize,
 ) -> Result<(Vec<Worker>, Vec<Arc<Inbox>>), SinkError> {
-    listener
-        .set_nonblocking(true)
-        .map_err(io_error("making the listener non-blocking"))?;
+    for listener in &listeners {
+        listener
+            .set_nonblocking(true)
+            .map_err(io_error("making the listener non-blocking"))?;
+    }
     let mut workers = Vec::with_capacity(threads);
     let mut inboxes = Vec::with_capacity(threads);
     for index in 0..threads {
@@ -140,15 +148,19 @@ pub(crate) fn workers(
             histogram: None,
         });
     }
-    let mut socket = TcpListener::from_std(listener);
     let first = &mut workers[0];
-    first
-        .poll
-        .registry()
-        .register(&mut socket, LISTENER, Interest::READABLE)
-        .map_err(io_error("registering the listener"))?;
+    let mut sockets = Vec::with_capacity(listeners.len());
+    for (i, listener) in listeners.into_iter().enumerate() {
+        let mut socket = TcpListener::from_std(listener);
+        first
+            .poll
+            .registry()
+            .register(&mut socket, Token(LISTENER_FIRST - i), Interest::READABLE)
+            .map_err(io_error("registering the listener"))?;
+        sockets.push(socket);
+    }
     first.acceptor = Some(Acceptor {
-        socket,
+        sockets,
         inboxes: inboxes.clone(),
         next: 0,
         connections_max: connections_max as u64,
@@ -185,8 +197,10 @@ impl Worker {
             let now = Instant::now();
             for event in events.iter() {
                 match event.token() {
-                    LISTENER => self.accept(),
                     WAKER => self.take_inbox(),
+                    token if listener_of(token).is_some() => {
+                        self.accept(listener_of(token));
+                    }
                     Token(slot) => {
                         let clean = !(event.is_read_closed() || event.is_error());
                         self.drive(slot, now, clean);
@@ -210,13 +224,33 @@ impl Worker {
         }
     }
 
-    fn accept(&mut self) {
+    /// Accepts what listener `which` has waiting (`None`: every listener, after a
+    /// back-off).
+    fn accept(&mut self, which: Option<usize>) {
         let Some(mut acceptor) = self.acceptor.take() else {
             return;
         };
         acceptor.retry_at = None;
+        let listeners = match which {
+            Some(i) => i..i + 1,
+            None => 0..acceptor.sockets.len(),
+        };
+        for i in listeners {
+            if !self.accept_from(&mut acceptor, i) {
+                break;
+            }
+        }
+        self.acceptor = Some(acceptor);
+    }
+
+    /// Accepts from listener `i` until it has nothing waiting; `false` when accepting
+    /// must back off (out of descriptors and the like).
+    fn accept_from(&mut self, acceptor: &mut Acceptor, i: usize) -> bool {
+        let Some(socket) = acceptor.sockets.get(i) else {
+            return true;
+        };
         loop {
-            let stream = match acceptor.socket.accept() {
+            let stream = match socket.accept() {
                 Ok((stream, _)) => stream,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
                 Err(e)
@@ -230,7 +264,7 @@ impl Worker {
                 // Out of descriptors and the like: back off instead of spinning.
                 Err(_) => {
                     acceptor.retry_at = Some(Instant::now() + ACCEPT_RETRY);
-                    break;
+                    return false;
                 }
             };
             let counters = &self.shared.counters;
@@ -252,7 +286,7 @@ impl Worker {
                 inbox.wake();
             }
         }
-        self.acceptor = Some(acceptor);
+        true
     }
 
     fn take_inbox(&mut self) {
@@ -397,7 +431,7 @@ impl Worker {
         }
         if let Some(acceptor) = &self.acceptor {
             if acceptor.retry_at.is_some_and(|at| at <= now) {
-                self.accept();
+                self.accept(None);
             }
         }
     }

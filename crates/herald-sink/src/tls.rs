@@ -79,3 +79,35 @@ pub(crate) fn generate() -> Result<Generated, SinkError> {
         server: Arc::new(server),
     })
 }
+
+/// The rustls server configuration for a given certificate chain and private key (PEM
+/// text: the leaf first, then its issuers; a PKCS#8, PKCS#1 or SEC1 key).
+pub(crate) fn from_pem(
+    cert_chain_pem: &str,
+    key_pem: &str,
+) -> Result<Arc<rustls::ServerConfig>, SinkError> {
+    use rustls::pki_types::pem::PemObject;
+    let chain = CertificateDer::pem_slice_iter(cert_chain_pem.as_bytes())
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| tls_error("certificate PEM", e))?;
+    if chain.is_empty() {
+        return Err(SinkError::Tls(
+            "certificate PEM: no CERTIFICATE block; give the leaf certificate (then its issuers)"
+                .into(),
+        ));
+    }
+    let key = PrivateKeyDer::from_pem_slice(key_pem.as_bytes())
+        .map_err(|e| tls_error("private key PEM", e))?;
+    let server = rustls::ServerConfig::builder_with_provider(crypto_provider())
+        .with_safe_default_protocol_versions()
+        .map_err(|e| tls_error("protocol versions", e))?
+        .with_no_client_auth()
+        .with_single_cert(chain, key)
+        .map_err(|e| {
+            tls_error(
+                "server configuration (does the key match the certificate?)",
+                e,
+            )
+        })?;
+    Ok(Arc::new(server))
+}

@@ -937,7 +937,7 @@ fn load_client_drives_every_connection_and_large_tls_bodies() {
     let sink = Sink::builder().requests_max(0).start().unwrap();
     let mut config = herald_sink::LoadConfig {
         connections: herald_sink::LOAD_CONNECTIONS_MAX,
-        requests: 2_000,
+        requests: 4_096,
         target: "/many".into(),
         payload_bytes: 32,
         latency_field: None,
@@ -945,10 +945,13 @@ fn load_client_drives_every_connection_and_large_tls_bodies() {
         tls_ca_pem: None,
     };
     let report = herald_sink::run_load(sink.addr(), &config).unwrap();
-    assert_eq!((report.requests, report.non_success), (2_000, 0));
+    assert_eq!((report.requests, report.non_success), (4_096, 0));
     let stats = sink.stats();
-    assert_eq!(stats.connections_accepted, 256);
-    assert_eq!(stats.requests, 2_000);
+    assert_eq!(
+        stats.connections_accepted,
+        herald_sink::LOAD_CONNECTIONS_MAX as u64
+    );
+    assert_eq!(stats.requests, 4_096);
 
     // Bodies above rustls's default 64 KiB plaintext buffer, written before the
     // handshake is done.
@@ -961,4 +964,85 @@ fn load_client_drives_every_connection_and_large_tls_bodies() {
     assert_eq!((report.requests, report.non_success), (6, 0));
     assert!(tls.stats().body_bytes > 6 * 200 * 1024);
     assert_eq!(tls.stats().tls_errors, 0);
+}
+
+#[test]
+fn several_listeners_are_origins_sharing_the_counters() {
+    let sink = Sink::builder()
+        .listeners(3)
+        .requests_max(100)
+        .start()
+        .unwrap();
+    let addrs = sink.addrs().to_vec();
+    assert_eq!(addrs.len(), 3);
+    assert_eq!(addrs[0], sink.addr());
+    let ports: std::collections::BTreeSet<u16> = addrs.iter().map(|a| a.port()).collect();
+    assert_eq!(ports.len(), 3, "a port per listener: {addrs:?}");
+    assert_eq!(sink.url_on(4, "/x"), format!("http://{}/x", addrs[1]));
+    // The load client spreads its connections over every listener.
+    let config = herald_sink::LoadConfig {
+        connections: 6,
+        requests: 60,
+        target: "/spread".into(),
+        payload_bytes: 8,
+        latency_field: None,
+        headers: vec![],
+        tls_ca_pem: None,
+    };
+    let report = herald_sink::run_load_spread(&addrs, &config).unwrap();
+    assert_eq!((report.requests, report.non_success), (60, 0));
+    let stats = sink.stats();
+    assert_eq!((stats.connections_accepted, stats.requests), (6, 60));
+    let hosts: std::collections::BTreeMap<String, usize> =
+        sink.requests().iter().fold(Default::default(), |mut m, r| {
+            *m.entry(r.header("host").unwrap().to_owned()).or_default() += 1;
+            m
+        });
+    let expected: std::collections::BTreeMap<String, usize> =
+        addrs.iter().map(|a| (a.to_string(), 20)).collect();
+    assert_eq!(
+        hosts, expected,
+        "two connections of ten requests per listener"
+    );
+
+    assert!(herald_sink::run_load_spread(&[], &config).is_err());
+    for bad in [0, herald_sink::LISTENERS_MAX + 1] {
+        let err = Sink::builder().listeners(bad).start().unwrap_err();
+        assert!(err.to_string().contains("listeners"), "{err}");
+    }
+}
+
+#[test]
+fn tls_with_a_given_certificate() {
+    use rcgen::{BasicConstraints, CertificateParams, IsCa, KeyPair};
+    let ca_key = KeyPair::generate().unwrap();
+    let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    let ca = ca_params.self_signed(&ca_key).unwrap();
+    let leaf_key = KeyPair::generate().unwrap();
+    let leaf = CertificateParams::new(vec!["localhost".to_owned(), "127.0.0.1".to_owned()])
+        .unwrap()
+        .signed_by(&leaf_key, &ca, &ca_key)
+        .unwrap();
+    let sink = Sink::builder()
+        .tls_identity(leaf.pem(), leaf_key.serialize_pem())
+        .start()
+        .unwrap();
+    assert_eq!(sink.scheme(), "https");
+    assert_eq!(sink.ca_pem(), None, "nothing generated");
+    let mut client = tls_client(&sink, Some(&ca.pem()));
+    assert_eq!(status(client.post("/given", &[], b"{}")), 200);
+
+    for (chain, key, needle) in [
+        (String::new(), leaf_key.serialize_pem(), "no CERTIFICATE"),
+        (leaf.pem(), "garbage".to_owned(), "private key"),
+        (leaf.pem(), ca_key.serialize_pem(), "does the key match"),
+    ] {
+        let err = Sink::builder()
+            .tls_identity(chain, key)
+            .start()
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains(needle), "{needle}: {err}");
+    }
 }
