@@ -69,6 +69,9 @@ pub struct Sample {
     pub pending: u64,
     /// p99 of the latencies so far, µs.
     pub p99_us: u64,
+    /// Resident set size of this process now (`VmRSS`), bytes: the engine's, sink's and
+    /// publishers' memory embedded, the sink's and publishers' against a remote server.
+    pub rss_bytes: Option<u64>,
 }
 
 /// Figures of the raw ceiling: the same sink, no engine.

@@ -11,12 +11,12 @@ use herald::{
     Error as HeraldError, Event, EventFilter, EventType, Herald, PublishReceipt, ShardStats,
     TenantId, Url, WebhookSpec,
 };
-use herald_sink::{Action, Sink, SinkBuilder};
+use herald_sink::{Action, Sink, SinkBuilder, StatusMix};
 
 use crate::progress::Progress;
 use crate::remote::{self, Client};
 use crate::report::{per, Latency, Report, Retries, Sample};
-use crate::scenario::{Amount, Load, Plan};
+use crate::scenario::{Amount, Load, Plan, Receiver};
 use crate::sysstat::{self, Snapshot};
 use crate::{raw, BenchError, LATENCY_FIELD, SINK_THREAD_PREFIX};
 
@@ -689,6 +689,7 @@ fn drive(
             } else {
                 latency.value_at_quantile(0.99)
             },
+            rss_bytes: sysstat::rss_bytes(),
         }
     };
 
@@ -716,6 +717,11 @@ fn drive(
                 }
             }
             progress.finish();
+        });
+
+        let flapper = plan.receiver.flap_period.map(|period| {
+            let publishing = &publishing;
+            scope.spawn(move || flap(sink, &plan.receiver, period, publishing))
         });
 
         let publishers: Vec<_> = lanes
@@ -768,6 +774,13 @@ fn drive(
         }
         let publish_elapsed = started.elapsed();
         publishing.store(false, Ordering::Release);
+        if let Some(flapper) = flapper {
+            if flapper.join().is_err() {
+                if let Ok(mut failure) = shared.failure.lock() {
+                    failure.get_or_insert("the flapping receiver's thread panicked".to_owned());
+                }
+            }
+        }
         let (end, timed_out, after) = drain(
             plan,
             sink,
@@ -942,6 +955,27 @@ fn drive(
         statuses,
         timeline,
     })
+}
+
+/// While `publishing`, takes the sink's endpoints down (every answer the scripts leave
+/// alone is a 503) for the second half of each `period` and brings them back (the
+/// receiver's model) for the first; leaves them up.
+fn flap(sink: &Sink, receiver: &Receiver, period: Duration, publishing: &AtomicBool) {
+    let (_, model) = crate::receiver::parse(receiver).unwrap_or((None, None));
+    let down = Some(StatusMix::new(&[(503, 1)]).expect("503:1 is a valid mix"));
+    let half = period / 2;
+    let mut next = Instant::now() + half;
+    let mut up = true;
+    while publishing.load(Ordering::Acquire) {
+        if Instant::now() < next {
+            std::thread::sleep(Duration::from_millis(10));
+            continue;
+        }
+        up = !up;
+        sink.set_status_mix(if up { model.clone() } else { down.clone() });
+        next += half;
+    }
+    sink.set_status_mix(model);
 }
 
 /// One publisher's loop: chunks `p, p + P, p + 2P, …` of `chunk` events each.

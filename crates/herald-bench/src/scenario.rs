@@ -36,6 +36,10 @@ pub const EVENT_MIX_MAX: usize = 64;
 /// Most retry delays in a schedule (the engine's own limit is 24).
 pub const RETRY_SCHEDULE_MAX: usize = 24;
 
+/// Shortest flap period: each half must outlast the sink's own reaction to a change of
+/// model (immediate) by far, and a flapping receiver is an outage pattern, not noise.
+pub const FLAP_PERIOD_MIN: Duration = Duration::from_millis(200);
+
 /// Smallest event payload: the latency and sequence members need this much.
 pub const PAYLOAD_BYTES_MIN: usize = 64;
 
@@ -146,6 +150,12 @@ pub struct Knobs {
     #[arg(long, value_name = "MS")]
     #[serde(default)]
     pub slow_ms: Option<u64>,
+    /// Receivers flap: for the second half of every period each endpoint the failing
+    /// and slow scripts leave alone answers 503 (down), then its model again (up);
+    /// publishing ends on a healthy receiver (e.g. 20s).
+    #[arg(long, value_parser = humantime::parse_duration, value_name = "DURATION")]
+    #[serde(default, deserialize_with = "de_duration")]
+    pub flap_period: Option<Duration>,
     /// Event-loop threads of the sink [default: 1].
     #[arg(long, value_name = "N")]
     #[serde(default)]
@@ -249,6 +259,7 @@ impl Knobs {
             failing_status,
             slow_endpoints_percent,
             slow_ms,
+            flap_period,
             sink_threads,
             verify,
             publishers,
@@ -312,6 +323,8 @@ pub struct Receiver {
     pub slow_endpoints_percent: f64,
     /// Their delay.
     pub slow_ms: u64,
+    /// Period of the receivers' down/up cycle, if they flap.
+    pub flap_period: Option<Duration>,
     /// Sink event-loop threads.
     pub threads: usize,
     /// Verify signatures.
@@ -328,7 +341,7 @@ impl Receiver {
                     .all(|(status, _)| (200..300).contains(status))
             })
         });
-        mix_all_2xx && self.failing_endpoints_percent == 0.0
+        mix_all_2xx && self.failing_endpoints_percent == 0.0 && self.flap_period.is_none()
     }
 }
 
@@ -547,6 +560,18 @@ impl Plan {
                 0,
                 herald_sink::DELAY_MS_MAX,
             )?,
+            flap_period: knobs
+                .flap_period
+                .map(|period| {
+                    if (FLAP_PERIOD_MIN..=DURATION_MAX).contains(&period) {
+                        Ok(period)
+                    } else {
+                        Err(config(format!(
+                            "flap_period must be {FLAP_PERIOD_MIN:?}..={DURATION_MAX:?}, got {period:?}"
+                        )))
+                    }
+                })
+                .transpose()?,
             threads: check_range(
                 "sink_threads",
                 knobs.sink_threads.unwrap_or(herald_sink::THREADS_DEFAULT),

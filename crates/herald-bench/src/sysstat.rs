@@ -63,6 +63,11 @@ fn status_kib(key: &str) -> Option<u64> {
     Some(kib * 1024)
 }
 
+/// Resident set size now, bytes (`VmRSS`).
+pub fn rss_bytes() -> Option<u64> {
+    status_kib("VmRSS")
+}
+
 /// Peak resident set size since start or the last [`reset_peak_rss`], bytes (`VmHWM`).
 pub fn peak_rss_bytes() -> Option<u64> {
     status_kib("VmHWM")
@@ -131,6 +136,7 @@ mod tests {
         assert!(process_cpu_us().is_some());
         assert!(thread_cpu_us().is_some());
         assert!(peak_rss_bytes().unwrap() > 0);
+        assert!(rss_bytes().unwrap() > 0);
         assert!(threads_cpu_us("no-such-thread").is_some());
     }
 }

@@ -221,3 +221,46 @@ fn scenarios_in_benches_resolve() {
     }
     assert!(seen > 0, "no scenario files in {}", dir.display());
 }
+
+#[test]
+fn flapping_receivers_go_down_and_come_back() {
+    let plan = plan(Knobs {
+        duration: Some(Duration::from_millis(1500)),
+        rate: Some(400.0),
+        tenants: Some(2),
+        flap_period: Some(Duration::from_millis(600)),
+        retry_schedule_ms: Some(vec![50, 100]),
+        ..Knobs::default()
+    });
+    assert!(!plan.receiver.never_fails(), "a flapping receiver fails");
+    let report = run(&plan, &mut Progress::quiet()).unwrap();
+    assert!(!report.drain_timed_out);
+    assert_eq!(report.accepted, 600);
+    // Down halves answer 503, up halves the model (200).
+    assert!(
+        report.statuses.get("503").is_some_and(|n| *n > 0),
+        "{:?}",
+        report.statuses
+    );
+    assert!(
+        report.statuses.get("200").is_some_and(|n| *n > 0),
+        "{:?}",
+        report.statuses
+    );
+    let r = &report.retries;
+    assert_eq!(
+        report.delivered + r.deliveries_exhausted.unwrap() + r.deliveries_pending.unwrap(),
+        report.deliveries_expected
+    );
+    assert!(report
+        .timeline
+        .iter()
+        .all(|s| s.rss_bytes.is_some_and(|b| b > 0)));
+    assert!(Plan::resolve(&Knobs {
+        flap_period: Some(Duration::from_millis(10)),
+        ..Knobs::default()
+    })
+    .unwrap_err()
+    .to_string()
+    .contains("flap_period"));
+}
