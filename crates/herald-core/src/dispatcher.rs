@@ -1100,12 +1100,9 @@ impl Dispatcher {
             tenant: tenant.as_str().to_string(),
             event_id: event_id.as_str().to_string(),
             event_type: event_type.as_str().to_string(),
-            // Without deliveries nothing ever reads the body back.
-            body: if refs.is_empty() {
-                Vec::new()
-            } else {
-                body.clone()
-            },
+            // Kept even without deliveries: the event stream's replay window is rebuilt
+            // from these records after a restart.
+            body: body.clone(),
             deliveries: refs,
             created_at_ms,
             idempotency: idempotency.as_ref().map(|i| record::IdempotencyRec {

@@ -155,6 +155,20 @@ pub fn encode_envelope(tenant: &TenantId, event: &NewEvent) -> Result<Vec<u8>, E
     Ok(out)
 }
 
+/// The `location_id` of an envelope written by [`encode_envelope`], or `None` when it is
+/// `null` (or the bytes are not such an envelope). The envelope's members before `data`
+/// are ids of restricted charsets, so the first `"location_id":` is the envelope's own
+/// and never one inside `data`.
+pub fn envelope_location_id(body: &[u8]) -> Option<&str> {
+    const KEY: &[u8] = b"\"location_id\":\"";
+    const DATA: &[u8] = b",\"data\":";
+    let data_at = body.windows(DATA.len()).position(|w| w == DATA)?;
+    let head = &body[..data_at];
+    let at = head.windows(KEY.len()).position(|w| w == KEY)? + KEY.len();
+    let end = head[at..].iter().position(|&b| b == b'"')? + at;
+    std::str::from_utf8(&head[at..end]).ok()
+}
+
 /// Renders Unix milliseconds as `YYYY-MM-DDTHH:MM:SS.mmmZ` (proleptic Gregorian, UTC).
 pub fn rfc3339_ms(unix_ms: u64) -> String {
     let days = unix_ms / 86_400_000;
@@ -267,6 +281,26 @@ fn check_data_shape(data: &[u8]) -> Result<(), String> {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn the_location_id_is_read_back_from_the_envelope_not_from_data() {
+        let tenant = TenantId::parse("acme").unwrap();
+        let mut event = NewEvent {
+            id: EventId::parse("evt_1").unwrap(),
+            event_type: EventType::parse("order.created").unwrap(),
+            api_version: API_VERSION_DEFAULT.to_string(),
+            created_at_ms: 0,
+            location_id: None,
+            data: br#"{"location_id":"decoy","data":{"x":1}}"#.to_vec(),
+            idempotency: None,
+        };
+        let body = encode_envelope(&tenant, &event).unwrap();
+        assert_eq!(envelope_location_id(&body), None);
+        event.location_id = Some(LocationId::parse("loc_1").unwrap());
+        let body = encode_envelope(&tenant, &event).unwrap();
+        assert_eq!(envelope_location_id(&body), Some("loc_1"));
+        assert_eq!(envelope_location_id(b"not an envelope"), None);
+    }
     use super::*;
 
     fn event(data: &[u8]) -> NewEvent {

@@ -144,8 +144,9 @@ pub use dispatcher::{
     WEBHOOKS_PER_TENANT_MAX_DEFAULT, WEBHOOK_DISABLED_EVENT,
 };
 pub use envelope::{
-    encode_envelope, rfc3339_ms, EnvelopeError, Idempotency, NewEvent, API_VERSION_BYTES_MAX,
-    API_VERSION_DEFAULT, BODY_BYTES_MAX, DATA_DEPTH_MAX, IDEMPOTENCY_KEY_BYTES_MAX,
+    encode_envelope, envelope_location_id, rfc3339_ms, EnvelopeError, Idempotency, NewEvent,
+    API_VERSION_BYTES_MAX, API_VERSION_DEFAULT, BODY_BYTES_MAX, DATA_DEPTH_MAX,
+    IDEMPOTENCY_KEY_BYTES_MAX,
 };
 pub use health::{
     Admit, Breaker, Health, HealthPolicy, Signal, BREAKER_FAILURES_DEFAULT,

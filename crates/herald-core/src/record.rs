@@ -186,12 +186,14 @@ pub struct EventAccepted {
     pub event_id: String,
     /// Event type.
     pub event_type: String,
-    /// The encoded envelope: the exact bytes signed and sent.
+    /// The encoded envelope: the exact bytes signed and sent, and streamed to
+    /// subscribers (`herald_rt::shard::stream`).
     pub body: Vec<u8>,
     /// The deliveries (possibly none).
     pub deliveries: Vec<DeliveryRef>,
-    /// The event's creation time (also inside `body`, which is empty without
-    /// deliveries): a duplicate publish is answered with it.
+    /// The event's creation time (also inside `body`; records journaled before envelopes
+    /// were kept for every event have an empty `body` when there are no deliveries): a
+    /// duplicate publish is answered with it.
     pub created_at_ms: u64,
     /// The publisher's idempotency key, remembered for the idempotency window.
     pub idempotency: Option<IdempotencyRec>,

@@ -4,6 +4,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use herald_core::{DispatcherConfig, RetrySchedule};
+use herald_rt::shard::stream::StreamConfig;
 use herald_rt::shard::{
     Engine, EngineConfig, ShardConfig, INTAKE_CAPACITY_MAX, IO_MEMORY_BYTES_MAX, SHARDS_MAX,
 };
@@ -50,6 +51,7 @@ pub struct Builder {
     checkpoint_records: Option<u64>,
     checkpoint_interval: Option<Duration>,
     awaiting_durable_max: Option<usize>,
+    stream: StreamConfig,
 }
 
 /// Whole milliseconds of `duration`, saturating (no setting comes near `u64::MAX` ms).
@@ -78,6 +80,7 @@ impl Default for Builder {
             checkpoint_records: None,
             checkpoint_interval: None,
             awaiting_durable_max: None,
+            stream: StreamConfig::default(),
         }
     }
 }
@@ -215,6 +218,25 @@ impl Builder {
         self
     }
 
+    /// How far back a subscriber of the event stream ([`crate::Herald::subscribe`]) can
+    /// resume: events accepted within `window` (default 10 minutes), at most `events_max`
+    /// per tenant (default 100,000, at least 1) and `bytes_max` of rendered messages per
+    /// shard (default 64 MiB; the oldest go first), as far as the journal still holds
+    /// them after a restart.
+    pub fn stream_window(
+        mut self,
+        window: Duration,
+        events_max: usize,
+        bytes_max: usize,
+    ) -> Builder {
+        self.stream = StreamConfig {
+            window_ms: millis(window),
+            window_events_max: events_max,
+            window_bytes_max: bytes_max,
+        };
+        self
+    }
+
     /// Opens (or creates) every shard's journal, replays it, and starts the shards.
     /// Returns once all are serving.
     pub fn start(self) -> Result<Herald, StartError> {
@@ -293,6 +315,13 @@ impl Builder {
         if let Some(requests) = self.awaiting_durable_max {
             shard.awaiting_durable_max = requests.max(1);
         }
+        if self.stream.window_events_max == 0 || self.stream.window_bytes_max == 0 {
+            return Err(config(format!(
+                "stream_window: events_max and bytes_max must be at least 1, got {} and {}",
+                self.stream.window_events_max, self.stream.window_bytes_max
+            )));
+        }
+        shard.stream = self.stream;
         let require_https = self.require_https;
         let engine = Engine::start(EngineConfig {
             data_dir,

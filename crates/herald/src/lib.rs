@@ -58,6 +58,7 @@
 mod builder;
 mod error;
 mod event;
+mod stream;
 
 use std::future::Future;
 use std::pin::Pin;
@@ -72,6 +73,10 @@ use herald_rt::shard::{
 pub use builder::{Builder, INTAKE_CAPACITY_DEFAULT, IO_MEMORY_BYTES_DEFAULT};
 pub use error::{Error, Fault, StartError, Unsent};
 pub use event::Event;
+pub use stream::{
+    StreamEnd, StreamEvent, StreamFilter, SubscribeError, Subscription, STREAM_QUEUE_MAX_LIMIT,
+    STREAM_WINDOW_BYTES_MAX_DEFAULT, STREAM_WINDOW_EVENTS_MAX_DEFAULT, STREAM_WINDOW_MS_DEFAULT,
+};
 
 pub use herald_core::{
     AttemptSummary, Breaker, DeliveryError, DeliveryId, DeliveryQuery, DeliveryRecord,

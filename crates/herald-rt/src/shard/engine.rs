@@ -11,6 +11,7 @@ use glommio::{ExecutorJoinHandle, LocalExecutorBuilder, Placement};
 
 use super::intake::{intake, IntakeSender, SendError};
 use super::run::{run_shard, ShardSetup};
+use super::stream::ShardStream;
 use super::wake::wake_pair;
 use super::{Request, ShardConfig};
 
@@ -138,6 +139,7 @@ impl ShardStatus {
 struct ShardHandle {
     intake: IntakeSender<Request>,
     status: Arc<ShardStatus>,
+    stream: Arc<ShardStream>,
 }
 
 /// A running engine: the shard threads and the queues into them. Share it behind an
@@ -281,7 +283,9 @@ impl Engine {
                 wake_pair().map_err(|error| runtime_error(format!("wake socket: {error}")))?;
             let (intake_tx, intake_rx) = intake::<Request>(config.intake_capacity, wake);
             let status = Arc::new(ShardStatus::new());
+            let stream = Arc::new(ShardStream::new(config.shard.stream.clone()));
             let setup = ShardSetup {
+                stream: stream.clone(),
                 index,
                 dir: config.data_dir.join(format!("shard-{index}")),
                 config: config.shard.clone(),
@@ -318,6 +322,7 @@ impl Engine {
                     engine.shards.push(ShardHandle {
                         intake: intake_tx,
                         status,
+                        stream,
                     });
                     engine
                         .threads
@@ -428,6 +433,14 @@ impl Engine {
         self.shards[shard].status.failure()
     }
 
+    /// Shard `shard`'s event stream ([`super::stream`]).
+    ///
+    /// # Panics
+    /// If `shard >= self.shards()`.
+    pub fn stream(&self, shard: usize) -> &Arc<ShardStream> {
+        &self.shards[shard].stream
+    }
+
     /// Whether [`shutdown`](Self::shutdown) has begun.
     pub fn is_shutting_down(&self) -> bool {
         self.shut_down.load(Ordering::Acquire)
@@ -448,6 +461,10 @@ impl Engine {
                 Ordering::Acquire,
             );
             handle.intake.wake();
+        }
+        // Subscribers learn at once: nothing more comes once intake stops.
+        for handle in &self.shards {
+            handle.stream.close();
         }
         let mut results = Vec::new();
         let threads = std::mem::take(&mut *self.threads.lock().unwrap_or_else(|p| p.into_inner()));

@@ -37,6 +37,7 @@ mod notify;
 mod oneshot;
 mod route;
 mod run;
+pub mod stream;
 mod wake;
 
 use herald_core::{
@@ -101,6 +102,8 @@ pub struct ShardConfig {
     /// Most answers waiting for durability (at least 1); see
     /// [`AWAITING_DURABLE_MAX_DEFAULT`].
     pub awaiting_durable_max: usize,
+    /// The event stream's replay window ([`stream`]).
+    pub stream: stream::StreamConfig,
 }
 
 impl ShardConfig {
@@ -119,6 +122,7 @@ impl ShardConfig {
             shutdown_grace_ms: SHUTDOWN_GRACE_MS_DEFAULT,
             checkpoint_records: CHECKPOINT_RECORDS_DEFAULT,
             checkpoint_interval_ms: CHECKPOINT_INTERVAL_MS_DEFAULT,
+            stream: stream::StreamConfig::default(),
             awaiting_durable_max: AWAITING_DURABLE_MAX_DEFAULT,
         }
     }

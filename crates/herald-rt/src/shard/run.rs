@@ -17,6 +17,7 @@ use super::engine::{ShardExit, ShardStatus, StartError};
 use super::intake::IntakeReceiver;
 use super::notify::LocalNotify;
 use super::oneshot::Reply;
+use super::stream::{ShardStream, StreamTap};
 use super::wake::{Wake, WakeReceiver};
 use super::{
     Failure, Published, Request, ShardConfig, ShardStats, TestSent, WebhookInfo, IDLE_WAKE_MS,
@@ -40,6 +41,7 @@ pub(crate) struct ShardSetup {
     pub(crate) intake: IntakeReceiver<Request>,
     pub(crate) wake: WakeReceiver,
     pub(crate) status: Arc<ShardStatus>,
+    pub(crate) stream: Arc<ShardStream>,
     pub(crate) ready: mpsc::Sender<(usize, Result<(), StartError>)>,
 }
 
@@ -175,6 +177,8 @@ struct Shard {
     /// ring at every idle sweep and stats request (the ring holds far more syncs than
     /// happen between two).
     journal_sync_us: herald_core::Histogram,
+    /// Accepted events on their way to the event stream once durable.
+    stream: StreamTap,
 }
 
 /// Entry point of a shard thread (runs inside its glommio executor).
@@ -186,6 +190,7 @@ pub(crate) async fn run_shard(setup: ShardSetup) -> ShardExit {
         intake,
         wake,
         status,
+        stream,
         ready,
     } = setup;
     let report = |result: Result<(), StartError>| {
@@ -231,6 +236,8 @@ pub(crate) async fn run_shard(setup: ShardSetup) -> ShardExit {
         return ShardExit::Storage(message);
     }
     dispatcher.replay_finished(now_ms());
+    let tap = StreamTap::new(stream);
+    tap.rebuild(&journal, now_ms());
     let stats = dispatcher.stats();
     tracing::info!(
         shard = index,
@@ -309,6 +316,7 @@ pub(crate) async fn run_shard(setup: ShardSetup) -> ShardExit {
         counters_replaced: herald_core::Counters::default(),
         journal_bytes_appended: 0,
         journal_sync_us: herald_core::Histogram::new(&super::JOURNAL_SYNC_BOUNDS_US),
+        stream: tap,
     };
     // Replay may have produced records (deliveries of deleted webhooks ended); journal
     // them before serving.
@@ -718,6 +726,7 @@ impl Shard {
         match appended {
             Ok(seq) => {
                 self.journal_bytes_appended += herald_journal::frame_bytes(payload_bytes);
+                self.stream.appended(seq, record);
                 self.appended.push_back((seq, id));
                 self.last_append = id;
                 self.records_since_checkpoint += 1;
@@ -750,6 +759,7 @@ impl Shard {
             return;
         }
         self.advance_durable();
+        self.stream.discard_pending();
         // The rest was never journaled: not carried out.
         let refusal = format!("{message}; changes are refused until the journal can write again");
         for (_, ack) in self.acks.drain(..) {
@@ -914,6 +924,7 @@ impl Shard {
             through = id;
             self.appended.pop_front();
         }
+        self.stream.durable(durable_seq);
         if through > self.durable_append {
             self.durable_append = through;
             self.dispatcher.records_durable(through);

@@ -1,0 +1,922 @@
+//! The live event stream: every event of a tenant, in journal order, as its
+//! `EventAccepted` record becomes durable, with a bounded replay window for clients that
+//! reconnect.
+//!
+//! # Shape
+//!
+//! ```text
+//! shard thread: append(EventAccepted) ─► StreamTap.pending ─► durable ─► ShardStream
+//!                                                                         ├─ window: per tenant, bounded
+//!                                                                         └─ subscribers: bounded queues
+//! foreign thread: Subscription::recv ◄── backlog (replayed from the window) then the queue
+//! ```
+//!
+//! * **Sequence.** An event's `seq` is the journal sequence number of its
+//!   `EventAccepted` record. A tenant lives on exactly one shard and a journal's numbers
+//!   only grow, so `seq` grows per tenant, survives restarts and needs no extra record.
+//!   It is not dense: records of other kinds and other tenants take numbers in between.
+//! * **Window.** The shard keeps each tenant's recent events in memory, bounded by age
+//!   ([`StreamConfig::window_ms`]), by count per tenant ([`StreamConfig::window_events_max`])
+//!   and by bytes per shard ([`StreamConfig::window_bytes_max`]). On start it is rebuilt
+//!   from every journal frame still on disk, so a restart keeps it as far as the journal
+//!   does (segments before the latest checkpoint's are deleted on roll).
+//! * **Resume.** A subscriber that gives `after = S` gets every event with `seq > S`
+//!   from the window, then live events, with no gap and no repeat (both are taken under
+//!   one lock). When an event after `S` may have left the window, the subscription is
+//!   refused with [`SubscribeError::OutsideWindow`], so the client knows to resynchronise.
+//! * **Bounds.** The shard only ever `try_send`s into a subscriber's bounded queue; a
+//!   subscriber whose queue is full is cut off ([`StreamEnd::Overflowed`]) and never
+//!   slows the shard or other subscribers.
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use herald_core::record::{self, EventAccepted};
+use herald_core::{EventFilter, EventType, Record, RECORD_VERSION};
+
+/// Default age of the oldest event kept for resuming: ten minutes covers a client's
+/// reconnect after a network change, a redeploy or a laptop lid.
+pub const STREAM_WINDOW_MS_DEFAULT: u64 = 10 * 60 * 1000;
+/// Default most events kept per tenant for resuming: a busy tenant's ten minutes.
+pub const STREAM_WINDOW_EVENTS_MAX_DEFAULT: usize = 100_000;
+/// Default most bytes of events kept per shard for resuming (the oldest go first): the
+/// window's memory bound, whatever the number of tenants.
+pub const STREAM_WINDOW_BYTES_MAX_DEFAULT: usize = 64 * 1024 * 1024;
+/// Largest per-subscription queue: beyond this a client is better served by resuming
+/// from the window than by a queue held for it.
+pub const STREAM_QUEUE_MAX_LIMIT: usize = 1 << 20;
+
+/// The stream's replay window.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StreamConfig {
+    /// Events older than this (by accept time) leave the window.
+    pub window_ms: u64,
+    /// Most events kept per tenant.
+    pub window_events_max: usize,
+    /// Most bytes (rendered messages) kept per shard.
+    pub window_bytes_max: usize,
+}
+
+impl Default for StreamConfig {
+    fn default() -> Self {
+        StreamConfig {
+            window_ms: STREAM_WINDOW_MS_DEFAULT,
+            window_events_max: STREAM_WINDOW_EVENTS_MAX_DEFAULT,
+            window_bytes_max: STREAM_WINDOW_BYTES_MAX_DEFAULT,
+        }
+    }
+}
+
+/// One event on the stream.
+#[derive(Debug)]
+pub struct StreamEvent {
+    /// Per-tenant sequence (the journal sequence number of the event's record).
+    pub seq: u64,
+    /// Event type, for filters.
+    pub event_type: EventType,
+    /// `location_id` of the envelope, for filters.
+    pub location_id: Option<String>,
+    /// When the event was accepted (Unix ms).
+    pub accepted_at_ms: u64,
+    /// The message: the event's envelope (the webhook body's fields) with a leading
+    /// `"seq"` member, rendered once for every subscriber.
+    pub message: Arc<str>,
+}
+
+impl StreamEvent {
+    /// Builds the stream event of an accepted record, or `None` when the record holds no
+    /// envelope (a record journaled before envelopes were kept for every event).
+    pub fn of(seq: u64, accepted: &EventAccepted) -> Option<StreamEvent> {
+        let body = std::str::from_utf8(&accepted.body).ok()?;
+        let members = body.strip_prefix('{')?;
+        let event_type = EventType::parse(&accepted.event_type).ok()?;
+        let location_id =
+            herald_core::envelope_location_id(accepted.body.as_slice()).map(str::to_string);
+        let mut message = String::with_capacity(body.len() + 24);
+        message.push_str("{\"seq\":");
+        message.push_str(&seq.to_string());
+        message.push(',');
+        message.push_str(members);
+        Some(StreamEvent {
+            seq,
+            event_type,
+            location_id,
+            accepted_at_ms: accepted.at_ms,
+            message: Arc::from(message),
+        })
+    }
+}
+
+/// Which events a subscriber receives: event-type filters as webhooks have them
+/// (none: every type), optionally narrowed to locations (an event without a location
+/// then does not match).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct StreamFilter {
+    /// Event-type filters; empty means every type.
+    pub events: Vec<EventFilter>,
+    /// Location ids; empty means every location (and none).
+    pub locations: Vec<String>,
+}
+
+impl StreamFilter {
+    /// Whether `event` passes.
+    pub fn matches(&self, event: &StreamEvent) -> bool {
+        let type_ok =
+            self.events.is_empty() || self.events.iter().any(|f| f.matches(&event.event_type));
+        let location_ok = self.locations.is_empty()
+            || event
+                .location_id
+                .as_ref()
+                .is_some_and(|location| self.locations.iter().any(|l| l == location));
+        type_ok && location_ok
+    }
+}
+
+/// Why a subscription could not start.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SubscribeError {
+    /// Events after `after` may have left the replay window: the client must
+    /// resynchronise (read current state elsewhere) and subscribe without `after`.
+    #[error(
+        "events after seq {after} are no longer in the replay window (it holds this tenant's \
+         events after seq {floor}); resynchronise and subscribe again without `after`"
+    )]
+    OutsideWindow {
+        /// The resume point asked for.
+        after: u64,
+        /// Every event of the tenant with a larger seq is in the window.
+        floor: u64,
+    },
+    /// `after` is beyond anything this server journaled (a resume point from another
+    /// server or from before its data was wiped).
+    #[error(
+        "seq {after} is ahead of this server's stream (its last is {last}); resynchronise \
+         and subscribe again without `after`"
+    )]
+    Ahead {
+        /// The resume point asked for.
+        after: u64,
+        /// The last seq the shard journaled.
+        last: u64,
+    },
+    /// The engine is stopping.
+    #[error("the engine is shutting down")]
+    ShuttingDown,
+}
+
+/// Why a subscription ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StreamEnd {
+    /// Its queue was full when an event arrived: the subscriber read too slowly and was
+    /// cut off. Resume with `after` = the last seq received.
+    Overflowed,
+    /// The engine stopped.
+    ShuttingDown,
+}
+
+const OPEN: u8 = 0;
+const OVERFLOWED: u8 = 1;
+const STOPPED: u8 = 2;
+
+struct Subscriber {
+    id: u64,
+    filter: StreamFilter,
+    sender: async_channel::Sender<Arc<StreamEvent>>,
+    state: Arc<AtomicU8>,
+}
+
+struct TenantStream {
+    events: VecDeque<Arc<StreamEvent>>,
+    /// Highest seq of this tenant's events that is no longer in `events` (or may never
+    /// have been): a resume from below it could miss events.
+    floor: u64,
+    subscribers: Vec<Subscriber>,
+}
+
+struct Window {
+    tenants: HashMap<Arc<str>, TenantStream>,
+    /// Every event in the window by seq, naming its tenant: oldest first for age and
+    /// byte eviction across tenants.
+    order: BTreeMap<u64, Arc<str>>,
+    bytes: usize,
+    /// Floor of tenants without an entry (entries are dropped when they hold nothing).
+    floor: u64,
+    /// Highest seq the shard made durable.
+    last_seq: u64,
+    closed: bool,
+    next_subscriber: u64,
+}
+
+/// One shard's stream: its window and subscribers. Shared between the shard thread
+/// (which adds events) and the threads that subscribe; the lock is held for a few
+/// pointer copies per event and subscriber.
+pub struct ShardStream {
+    config: StreamConfig,
+    window: Mutex<Window>,
+}
+
+impl std::fmt::Debug for ShardStream {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ShardStream")
+            .field("config", &self.config)
+            .finish_non_exhaustive()
+    }
+}
+
+impl ShardStream {
+    /// An empty stream.
+    pub fn new(config: StreamConfig) -> ShardStream {
+        ShardStream {
+            config,
+            window: Mutex::new(Window {
+                tenants: HashMap::new(),
+                order: BTreeMap::new(),
+                bytes: 0,
+                floor: 0,
+                last_seq: 0,
+                closed: false,
+                next_subscriber: 0,
+            }),
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Window> {
+        // The window holds no invariant a panic half-way could break beyond a lost event.
+        self.window.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Rebuilds the window from journaled records: `first_seq` is the first frame still
+    /// on disk (nothing older is known), `last_seq` the journal's last.
+    pub(crate) fn rebuild(
+        &self,
+        first_seq: u64,
+        last_seq: u64,
+        events: impl IntoIterator<Item = (u64, Option<(Arc<str>, StreamEvent)>)>,
+        now_ms: u64,
+    ) {
+        let mut window = self.lock();
+        window.floor = first_seq.saturating_sub(1);
+        window.last_seq = last_seq;
+        for (seq, event) in events {
+            match event {
+                Some((tenant, event)) => self.insert(&mut window, tenant, Arc::new(event)),
+                // An accepted event the window cannot show: resuming across it must fail.
+                None => {
+                    window.floor = window.floor.max(seq);
+                    for tenant in window.tenants.values_mut() {
+                        tenant.floor = tenant.floor.max(seq);
+                    }
+                }
+            }
+        }
+        self.evict(&mut window, now_ms);
+    }
+
+    /// Adds durable events (in seq order) and hands each to the matching subscribers.
+    pub(crate) fn publish(&self, events: &mut Vec<(Arc<str>, Arc<StreamEvent>)>, now_ms: u64) {
+        let mut window = self.lock();
+        for (tenant, event) in events.drain(..) {
+            window.last_seq = window.last_seq.max(event.seq);
+            if let Some(stream) = window.tenants.get_mut(&tenant) {
+                stream.subscribers.retain(|subscriber| {
+                    if !subscriber.filter.matches(&event) {
+                        return !subscriber.sender.is_closed();
+                    }
+                    match subscriber.sender.try_send(Arc::clone(&event)) {
+                        Ok(()) => true,
+                        Err(async_channel::TrySendError::Full(_)) => {
+                            subscriber.state.store(OVERFLOWED, Ordering::Release);
+                            subscriber.sender.close();
+                            false
+                        }
+                        Err(async_channel::TrySendError::Closed(_)) => false,
+                    }
+                });
+            }
+            self.insert(&mut window, tenant, event);
+        }
+        self.evict(&mut window, now_ms);
+    }
+
+    fn insert(&self, window: &mut Window, tenant: Arc<str>, event: Arc<StreamEvent>) {
+        let floor = window.floor;
+        window.bytes += event.message.len();
+        window.order.insert(event.seq, Arc::clone(&tenant));
+        let stream = window
+            .tenants
+            .entry(tenant)
+            .or_insert_with(|| TenantStream {
+                events: VecDeque::new(),
+                floor,
+                subscribers: Vec::new(),
+            });
+        stream.events.push_back(event);
+        if stream.events.len() > self.config.window_events_max {
+            if let Some(oldest) = stream.events.pop_front() {
+                stream.floor = stream.floor.max(oldest.seq);
+                window.bytes -= oldest.message.len();
+                window.order.remove(&oldest.seq);
+            }
+        }
+    }
+
+    /// Drops the oldest events while the window is over its age or byte bound, and the
+    /// entries of tenants left with neither events nor subscribers.
+    fn evict(&self, window: &mut Window, now_ms: u64) {
+        let oldest_kept_ms = now_ms.saturating_sub(self.config.window_ms);
+        while let Some((&seq, tenant)) = window.order.first_key_value() {
+            let tenant = Arc::clone(tenant);
+            let Some(stream) = window.tenants.get_mut(&tenant) else {
+                // Invariant: every event in `order` is in its tenant's entry.
+                window.order.remove(&seq);
+                continue;
+            };
+            let too_old = stream
+                .events
+                .front()
+                .is_some_and(|event| event.accepted_at_ms < oldest_kept_ms);
+            if !too_old && window.bytes <= self.config.window_bytes_max {
+                break;
+            }
+            // Events of a tenant are in seq order, so its front is the oldest overall.
+            debug_assert_eq!(stream.events.front().map(|e| e.seq), Some(seq));
+            if let Some(oldest) = stream.events.pop_front() {
+                stream.floor = stream.floor.max(oldest.seq);
+                window.bytes -= oldest.message.len();
+            }
+            window.order.remove(&seq);
+            if stream.events.is_empty() && stream.subscribers.is_empty() {
+                let floor = stream.floor;
+                window.tenants.remove(&tenant);
+                window.floor = window.floor.max(floor);
+            }
+        }
+    }
+
+    /// Subscribes to `tenant`'s events that pass `filter`: those after `after` still in
+    /// the window first (refused if some may be gone), then live ones through a queue of
+    /// `queue_max` events (clamped to 1..=[`STREAM_QUEUE_MAX_LIMIT`]).
+    pub fn subscribe(
+        self: &Arc<Self>,
+        tenant: &str,
+        filter: StreamFilter,
+        after: Option<u64>,
+        queue_max: usize,
+        now_ms: u64,
+    ) -> Result<Subscription, SubscribeError> {
+        let mut window = self.lock();
+        if window.closed {
+            return Err(SubscribeError::ShuttingDown);
+        }
+        self.evict(&mut window, now_ms);
+        let floor = window.floor;
+        let last = window.last_seq;
+        let key: Arc<str> = match window.tenants.get_key_value(tenant) {
+            Some((key, _)) => Arc::clone(key),
+            None => Arc::from(tenant),
+        };
+        let stream = window
+            .tenants
+            .entry(Arc::clone(&key))
+            .or_insert_with(|| TenantStream {
+                events: VecDeque::new(),
+                floor,
+                subscribers: Vec::new(),
+            });
+        let mut backlog = VecDeque::new();
+        if let Some(after) = after {
+            let refusal = if after > last {
+                Some(SubscribeError::Ahead { after, last })
+            } else if after < stream.floor {
+                Some(SubscribeError::OutsideWindow {
+                    after,
+                    floor: stream.floor,
+                })
+            } else {
+                None
+            };
+            if let Some(refusal) = refusal {
+                if stream.events.is_empty() && stream.subscribers.is_empty() {
+                    window.tenants.remove(&key);
+                }
+                return Err(refusal);
+            }
+            let start = stream.events.partition_point(|event| event.seq <= after);
+            backlog.extend(
+                stream
+                    .events
+                    .range(start..)
+                    .filter(|event| filter.matches(event))
+                    .cloned(),
+            );
+        }
+        let (sender, receiver) = async_channel::bounded(queue_max.clamp(1, STREAM_QUEUE_MAX_LIMIT));
+        let state = Arc::new(AtomicU8::new(OPEN));
+        let id = window.next_subscriber;
+        window.next_subscriber += 1;
+        // Looked up again: `window.next_subscriber` was borrowed in between.
+        if let Some(stream) = window.tenants.get_mut(&key) {
+            stream.subscribers.push(Subscriber {
+                id,
+                filter,
+                sender,
+                state: Arc::clone(&state),
+            });
+        }
+        Ok(Subscription {
+            shard: Arc::clone(self),
+            tenant: key,
+            id,
+            backlog,
+            receiver,
+            state,
+        })
+    }
+
+    /// Ends every subscription ([`StreamEnd::ShuttingDown`]) and refuses new ones.
+    pub(crate) fn close(&self) {
+        let mut window = self.lock();
+        window.closed = true;
+        for stream in window.tenants.values_mut() {
+            for subscriber in stream.subscribers.drain(..) {
+                // A subscriber already cut off keeps its reason.
+                let _ = subscriber.state.compare_exchange(
+                    OPEN,
+                    STOPPED,
+                    Ordering::AcqRel,
+                    Ordering::Acquire,
+                );
+                subscriber.sender.close();
+            }
+        }
+    }
+
+    fn unsubscribe(&self, tenant: &Arc<str>, id: u64) {
+        let mut window = self.lock();
+        if let Some(stream) = window.tenants.get_mut(tenant) {
+            stream.subscribers.retain(|subscriber| subscriber.id != id);
+            if stream.events.is_empty() && stream.subscribers.is_empty() {
+                let floor = stream.floor;
+                window.tenants.remove(tenant);
+                window.floor = window.floor.max(floor);
+            }
+        }
+    }
+
+    /// Events and bytes in the window, and live subscribers (for tests and figures).
+    pub fn window_size(&self) -> (usize, usize, usize) {
+        let window = self.lock();
+        let subscribers = window.tenants.values().map(|t| t.subscribers.len()).sum();
+        (window.order.len(), window.bytes, subscribers)
+    }
+}
+
+/// A live subscription: events replayed from the window, then live ones. Dropping it
+/// unsubscribes.
+pub struct Subscription {
+    shard: Arc<ShardStream>,
+    tenant: Arc<str>,
+    id: u64,
+    backlog: VecDeque<Arc<StreamEvent>>,
+    receiver: async_channel::Receiver<Arc<StreamEvent>>,
+    state: Arc<AtomicU8>,
+}
+
+impl std::fmt::Debug for Subscription {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Subscription")
+            .field("tenant", &self.tenant)
+            .field("backlog", &self.backlog.len())
+            .field("queued", &self.receiver.len())
+            .finish()
+    }
+}
+
+impl Subscription {
+    /// The next event, waiting for one (runtime-agnostic); `Err` once the subscription
+    /// ended.
+    pub async fn recv(&mut self) -> Result<Arc<StreamEvent>, StreamEnd> {
+        if let Some(event) = self.backlog.pop_front() {
+            return Ok(event);
+        }
+        match self.receiver.recv().await {
+            Ok(event) => Ok(event),
+            Err(_) => Err(self.end()),
+        }
+    }
+
+    /// The next event if one is ready: `Ok(None)` when none is yet.
+    pub fn try_recv(&mut self) -> Result<Option<Arc<StreamEvent>>, StreamEnd> {
+        if let Some(event) = self.backlog.pop_front() {
+            return Ok(Some(event));
+        }
+        match self.receiver.try_recv() {
+            Ok(event) => Ok(Some(event)),
+            Err(async_channel::TryRecvError::Empty) => Ok(None),
+            Err(async_channel::TryRecvError::Closed) => Err(self.end()),
+        }
+    }
+
+    /// Like [`Subscription::recv`], blocking the calling thread.
+    pub fn blocking_recv(&mut self) -> Result<Arc<StreamEvent>, StreamEnd> {
+        if let Some(event) = self.backlog.pop_front() {
+            return Ok(event);
+        }
+        match self.receiver.recv_blocking() {
+            Ok(event) => Ok(event),
+            Err(_) => Err(self.end()),
+        }
+    }
+
+    /// Events waiting: replayed ones not yet taken plus the live queue.
+    pub fn pending(&self) -> usize {
+        self.backlog.len() + self.receiver.len()
+    }
+
+    fn end(&self) -> StreamEnd {
+        match self.state.load(Ordering::Acquire) {
+            OVERFLOWED => StreamEnd::Overflowed,
+            _ => StreamEnd::ShuttingDown,
+        }
+    }
+}
+
+impl Drop for Subscription {
+    fn drop(&mut self) {
+        self.shard.unsubscribe(&self.tenant, self.id);
+    }
+}
+
+/// Wall-clock Unix milliseconds: the time base of `accepted_at_ms`.
+pub(crate) fn wall_clock_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+        .unwrap_or(0)
+}
+
+/// The shard thread's side: events appended but not yet durable, released to the
+/// [`ShardStream`] once the journal's durable sequence covers them.
+pub(crate) struct StreamTap {
+    stream: Arc<ShardStream>,
+    pending: VecDeque<(Arc<str>, Arc<StreamEvent>)>,
+    released: Vec<(Arc<str>, Arc<StreamEvent>)>,
+}
+
+impl StreamTap {
+    pub(crate) fn new(stream: Arc<ShardStream>) -> StreamTap {
+        StreamTap {
+            stream,
+            pending: VecDeque::new(),
+            released: Vec::new(),
+        }
+    }
+
+    /// Rebuilds the window from every frame still in `journal`.
+    pub(crate) fn rebuild(&self, journal: &herald_journal::Journal, now_ms: u64) {
+        let mut first_seq = None;
+        let events = journal.replay_all().filter_map(|frame| {
+            let frame = frame.ok()?;
+            first_seq.get_or_insert(frame.seq);
+            if frame.kind != record::kind::EVENT_ACCEPTED {
+                return None;
+            }
+            if frame.version != RECORD_VERSION {
+                return Some((frame.seq, None));
+            }
+            let event = match Record::decode(frame.kind, frame.version, frame.payload) {
+                Ok(Record::EventAccepted(accepted)) => StreamEvent::of(frame.seq, &accepted)
+                    .map(|event| (Arc::<str>::from(accepted.tenant.as_str()), event)),
+                _ => None,
+            };
+            Some((frame.seq, event))
+        });
+        // Collected first: the first frame's seq sets the floor before any insert.
+        let events: Vec<_> = events.collect();
+        let first = first_seq.unwrap_or(journal.last_seq() + 1);
+        self.stream
+            .rebuild(first, journal.last_seq(), events, now_ms);
+    }
+
+    /// A record was appended at `seq`; events wait for durability.
+    pub(crate) fn appended(&mut self, seq: u64, record: &Record) {
+        if let Record::EventAccepted(accepted) = record {
+            if let Some(event) = StreamEvent::of(seq, accepted) {
+                self.pending
+                    .push_back((Arc::from(accepted.tenant.as_str()), Arc::new(event)));
+            }
+        }
+    }
+
+    /// The journal is durable through `durable_seq`: release what it covers.
+    pub(crate) fn durable(&mut self, durable_seq: u64) {
+        while self
+            .pending
+            .front()
+            .is_some_and(|(_, event)| event.seq <= durable_seq)
+        {
+            if let Some(pending) = self.pending.pop_front() {
+                self.released.push(pending);
+            }
+        }
+        if !self.released.is_empty() {
+            self.stream.publish(&mut self.released, wall_clock_ms());
+        }
+    }
+
+    /// The journal refused a record: events not yet durable were never journaled.
+    pub(crate) fn discard_pending(&mut self) {
+        self.pending.clear();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn accepted(
+        tenant: &str,
+        event_type: &str,
+        location: Option<&str>,
+        at_ms: u64,
+    ) -> EventAccepted {
+        let location = location.map_or("null".to_string(), |l| format!("\"{l}\""));
+        EventAccepted {
+            at_ms,
+            tenant: tenant.to_string(),
+            event_id: "evt_1".to_string(),
+            event_type: event_type.to_string(),
+            body: format!(
+                "{{\"id\":\"evt_1\",\"type\":\"{event_type}\",\"api_version\":\"2024-06-01\",\
+                 \"created_at\":\"2026-01-01T00:00:00.000Z\",\"tenant_id\":\"{tenant}\",\
+                 \"location_id\":{location},\"data\":{{\"location_id\":\"decoy\"}}}}"
+            )
+            .into_bytes(),
+            deliveries: Vec::new(),
+            created_at_ms: at_ms,
+            idempotency: None,
+        }
+    }
+
+    fn event(seq: u64, tenant: &str, event_type: &str, at_ms: u64) -> (Arc<str>, Arc<StreamEvent>) {
+        let record = accepted(tenant, event_type, None, at_ms);
+        (
+            Arc::from(tenant),
+            Arc::new(StreamEvent::of(seq, &record).unwrap()),
+        )
+    }
+
+    fn stream(config: StreamConfig) -> Arc<ShardStream> {
+        Arc::new(ShardStream::new(config))
+    }
+
+    fn seqs(subscription: &mut Subscription) -> Vec<u64> {
+        let mut out = Vec::new();
+        while let Ok(Some(event)) = subscription.try_recv() {
+            out.push(event.seq);
+        }
+        out
+    }
+
+    #[test]
+    fn the_message_is_the_envelope_with_a_leading_seq() {
+        let record = accepted("acme", "order.created", Some("loc_1"), 5);
+        let event = StreamEvent::of(42, &record).unwrap();
+        let value: serde_json::Value = serde_json::from_str(&event.message).unwrap();
+        assert_eq!(value["seq"], 42);
+        assert_eq!(value["type"], "order.created");
+        assert_eq!(value["tenant_id"], "acme");
+        assert_eq!(value["location_id"], "loc_1");
+        assert_eq!(value["data"]["location_id"], "decoy");
+        assert_eq!(event.location_id.as_deref(), Some("loc_1"));
+        let mut empty = record.clone();
+        empty.body.clear();
+        assert!(StreamEvent::of(1, &empty).is_none());
+    }
+
+    #[test]
+    fn filters_match_types_like_webhooks_and_narrow_to_locations() {
+        let at = |event_type: &str, location: Option<&str>| {
+            StreamEvent::of(1, &accepted("t", event_type, location, 0)).unwrap()
+        };
+        let filter = |events: &[&str], locations: &[&str]| StreamFilter {
+            events: events
+                .iter()
+                .map(|e| EventFilter::parse(e).unwrap())
+                .collect(),
+            locations: locations.iter().map(|l| l.to_string()).collect(),
+        };
+        /// Event filters, locations, the event's type and location, whether it passes.
+        type Case<'a> = (&'a [&'a str], &'a [&'a str], &'a str, Option<&'a str>, bool);
+        let cases: &[Case<'_>] = &[
+            (&[], &[], "order.created", None, true),
+            (&["*"], &[], "anything.at.all", None, true),
+            (&["order.*"], &[], "order.created", None, true),
+            (&["order.*"], &[], "order", None, false),
+            (&["order.*"], &[], "orders.created", None, false),
+            (
+                &["order.*", "kds.ticket.bumped"],
+                &[],
+                "kds.ticket.bumped",
+                None,
+                true,
+            ),
+            (
+                &["order.*", "kds.ticket.bumped"],
+                &[],
+                "kds.ticket.created",
+                None,
+                false,
+            ),
+            (&[], &["loc_1"], "order.created", Some("loc_1"), true),
+            (&[], &["loc_1"], "order.created", Some("loc_2"), false),
+            (&[], &["loc_1"], "order.created", None, false),
+            (
+                &["order.*"],
+                &["loc_1", "loc_2"],
+                "order.created",
+                Some("loc_2"),
+                true,
+            ),
+            (
+                &["payment.*"],
+                &["loc_1"],
+                "order.created",
+                Some("loc_1"),
+                false,
+            ),
+        ];
+        for (events, locations, event_type, location, expected) in cases {
+            assert_eq!(
+                filter(events, locations).matches(&at(event_type, *location)),
+                *expected,
+                "{events:?} {locations:?} {event_type} {location:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn resume_replays_the_window_then_live_events_without_gap_or_repeat() {
+        let stream = stream(StreamConfig::default());
+        stream.publish(
+            &mut vec![
+                event(3, "a", "order.created", 10),
+                event(5, "b", "order.created", 10),
+                event(8, "a", "order.paid", 10),
+            ],
+            10,
+        );
+        let mut all = stream
+            .subscribe("a", StreamFilter::default(), Some(0), 16, 10)
+            .unwrap();
+        let mut after_3 = stream
+            .subscribe("a", StreamFilter::default(), Some(3), 16, 10)
+            .unwrap();
+        let mut live = stream
+            .subscribe("a", StreamFilter::default(), None, 16, 10)
+            .unwrap();
+        stream.publish(&mut vec![event(9, "a", "order.created", 11)], 11);
+        assert_eq!(seqs(&mut all), [3, 8, 9]);
+        assert_eq!(seqs(&mut after_3), [8, 9]);
+        assert_eq!(seqs(&mut live), [9]);
+        // Other tenants' events never show.
+        let mut b = stream
+            .subscribe("b", StreamFilter::default(), Some(0), 16, 11)
+            .unwrap();
+        assert_eq!(seqs(&mut b), [5]);
+    }
+
+    #[test]
+    fn a_resume_point_outside_the_window_is_refused() {
+        let config = StreamConfig {
+            window_ms: 1000,
+            window_events_max: 2,
+            window_bytes_max: usize::MAX,
+        };
+        let stream = stream(config);
+        stream.publish(
+            &mut vec![
+                event(1, "a", "x.y", 0),
+                event(2, "a", "x.y", 0),
+                event(4, "a", "x.y", 0),
+            ],
+            0,
+        );
+        // Seq 1 left by count: resuming after 1 is fine, after 0 is not.
+        assert!(stream
+            .subscribe("a", StreamFilter::default(), Some(1), 4, 0)
+            .is_ok());
+        assert_eq!(
+            stream
+                .subscribe("a", StreamFilter::default(), Some(0), 4, 0)
+                .unwrap_err(),
+            SubscribeError::OutsideWindow { after: 0, floor: 1 }
+        );
+        assert_eq!(
+            stream
+                .subscribe("a", StreamFilter::default(), Some(5), 4, 0)
+                .unwrap_err(),
+            SubscribeError::Ahead { after: 5, last: 4 }
+        );
+        // By age: everything accepted before now - window_ms is gone.
+        assert_eq!(
+            stream
+                .subscribe("a", StreamFilter::default(), Some(2), 4, 1001)
+                .unwrap_err(),
+            SubscribeError::OutsideWindow { after: 2, floor: 4 }
+        );
+        assert!(stream
+            .subscribe("a", StreamFilter::default(), Some(4), 4, 1001)
+            .is_ok());
+        assert_eq!(stream.window_size().0, 0);
+    }
+
+    #[test]
+    fn the_byte_bound_evicts_the_oldest_across_tenants() {
+        let one = event(1, "a", "x.y", 0).1.message.len();
+        let stream = stream(StreamConfig {
+            window_ms: u64::MAX,
+            window_events_max: 100,
+            window_bytes_max: one * 2,
+        });
+        stream.publish(
+            &mut vec![
+                event(1, "a", "x.y", 0),
+                event(2, "b", "x.y", 0),
+                event(3, "c", "x.y", 0),
+            ],
+            0,
+        );
+        assert_eq!(stream.window_size().0, 2);
+        assert!(matches!(
+            stream.subscribe("a", StreamFilter::default(), Some(0), 4, 0),
+            Err(SubscribeError::OutsideWindow { floor: 1, .. })
+        ));
+        // A tenant that never had an event cannot tell what it missed either.
+        assert!(matches!(
+            stream.subscribe("z", StreamFilter::default(), Some(0), 4, 0),
+            Err(SubscribeError::OutsideWindow { floor: 1, .. })
+        ));
+        assert!(stream
+            .subscribe("b", StreamFilter::default(), Some(0), 4, 0)
+            .is_ok());
+    }
+
+    #[test]
+    fn a_full_queue_cuts_off_its_subscriber_only() {
+        let stream = stream(StreamConfig::default());
+        let mut slow = stream
+            .subscribe("a", StreamFilter::default(), None, 2, 0)
+            .unwrap();
+        let mut fast = stream
+            .subscribe("a", StreamFilter::default(), None, 16, 0)
+            .unwrap();
+        for seq in 1..=3 {
+            stream.publish(&mut vec![event(seq, "a", "x.y", 0)], 0);
+            assert_eq!(seqs(&mut fast), [seq]);
+        }
+        assert_eq!(slow.try_recv().unwrap().unwrap().seq, 1);
+        assert_eq!(slow.try_recv().unwrap().unwrap().seq, 2);
+        assert_eq!(slow.try_recv().unwrap_err(), StreamEnd::Overflowed);
+        assert_eq!(stream.window_size().2, 1);
+        drop(fast);
+        assert_eq!(stream.window_size().2, 0);
+    }
+
+    #[test]
+    fn closing_ends_subscriptions_and_refuses_new_ones() {
+        let stream = stream(StreamConfig::default());
+        let mut subscription = stream
+            .subscribe("a", StreamFilter::default(), None, 2, 0)
+            .unwrap();
+        stream.close();
+        assert_eq!(
+            subscription.blocking_recv().unwrap_err(),
+            StreamEnd::ShuttingDown
+        );
+        assert_eq!(
+            stream
+                .subscribe("a", StreamFilter::default(), None, 2, 0)
+                .unwrap_err(),
+            SubscribeError::ShuttingDown
+        );
+    }
+
+    #[test]
+    fn the_tap_releases_events_only_once_durable_and_drops_refused_ones() {
+        let stream = stream(StreamConfig::default());
+        let mut subscription = stream
+            .subscribe("a", StreamFilter::default(), None, 16, 0)
+            .unwrap();
+        let mut tap = StreamTap::new(Arc::clone(&stream));
+        for seq in [2, 4] {
+            tap.appended(seq, &Record::EventAccepted(accepted("a", "x.y", None, 0)));
+        }
+        tap.durable(3);
+        assert_eq!(seqs(&mut subscription), [2]);
+        tap.discard_pending();
+        tap.durable(10);
+        assert_eq!(seqs(&mut subscription), Vec::<u64>::new());
+    }
+}
