@@ -6,6 +6,7 @@
 
 mod config;
 mod console;
+mod crash;
 mod egress;
 mod errors;
 mod hostile_clients;
