@@ -2,7 +2,11 @@
 //!
 //! The API's own counters live here; the engine's figures are read from
 //! [`herald::Herald::stats_async`] at scrape time and exposed as constant metrics, so
-//! the engine keeps its counters where they are cheap (per shard, no atomics).
+//! the engine keeps its counters where they are cheap (per shard, no atomics). The
+//! process's own CPU, memory and disk writes ([`ProcessFigures`], from `/proc/self` on
+//! Linux) are read at scrape time too, under the conventional `process_*` names, so that
+//! a capacity benchmark driving this server from outside (`herald bench --target`) can
+//! charge the server's cost to each delivery.
 
 use std::sync::Mutex;
 
@@ -111,6 +115,8 @@ pub struct EngineFigures {
     pub connections_reused: u64,
     /// Journal bytes appended.
     pub journal_bytes: u64,
+    /// Journal records over the journals' lives (each shard's last sequence number).
+    pub journal_records: u64,
     /// Journal sync latency, microseconds.
     pub journal_sync_us: herald::Histogram,
     /// The dispatchers' counters, merged.
@@ -131,6 +137,7 @@ impl EngineFigures {
             connections_opened: 0,
             connections_reused: 0,
             journal_bytes: 0,
+            journal_records: 0,
             journal_sync_us: herald::ShardStats::default().journal_sync_us,
             counters: herald::Counters::default(),
         };
@@ -145,11 +152,71 @@ impl EngineFigures {
             figures.connections_opened += shard.client.connections_opened;
             figures.connections_reused += shard.client.connections_reused;
             figures.journal_bytes += shard.journal_bytes_appended;
+            figures.journal_records += shard.journal_last_seq;
             figures.journal_sync_us.merge(&shard.journal_sync_us);
             figures.counters.merge(&shard.counters);
         }
         figures
     }
+}
+
+/// Clock ticks per second of `/proc/self/stat` times (`USER_HZ`: 100 on every Linux ABI
+/// the kernel builds for; `sysconf(_SC_CLK_TCK)` would need `unsafe` or a libc binding).
+const USER_HZ: f64 = 100.0;
+
+/// This process's cost so far, read from `/proc/self` (Linux). A figure `/proc` does
+/// not give is `None` and left out of the exposition rather than shown as 0.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct ProcessFigures {
+    /// User + system CPU time, seconds (`/proc/self/stat` utime + stime).
+    pub cpu_seconds: Option<f64>,
+    /// Resident set size now, bytes (`VmRSS`).
+    pub resident_bytes: Option<u64>,
+    /// Peak resident set size since start, bytes (`VmHWM`).
+    pub resident_peak_bytes: Option<u64>,
+    /// Bytes this process caused to be sent to the storage layer (`/proc/self/io`
+    /// `write_bytes`: page-cache writeback and direct IO charged to it).
+    pub disk_write_bytes: Option<u64>,
+}
+
+impl ProcessFigures {
+    /// Reads `/proc/self` now.
+    pub fn read() -> ProcessFigures {
+        let read = |name: &str| std::fs::read_to_string(format!("/proc/self/{name}")).ok();
+        let status = read("status");
+        let status_bytes = |key: &str| -> Option<u64> {
+            let line = status.as_deref()?.lines().find(|l| l.starts_with(key))?;
+            let kib: u64 = line[key.len()..]
+                .trim_start_matches(':')
+                .split_whitespace()
+                .next()?
+                .parse()
+                .ok()?;
+            Some(kib * 1024)
+        };
+        ProcessFigures {
+            cpu_seconds: read("stat").as_deref().and_then(stat_cpu_seconds),
+            resident_bytes: status_bytes("VmRSS"),
+            resident_peak_bytes: status_bytes("VmHWM"),
+            disk_write_bytes: read("io").as_deref().and_then(|io| {
+                io.lines()
+                    .find_map(|l| l.strip_prefix("write_bytes:"))?
+                    .trim()
+                    .parse()
+                    .ok()
+            }),
+        }
+    }
+}
+
+/// utime + stime of a `stat` line, seconds.
+fn stat_cpu_seconds(stat: &str) -> Option<f64> {
+    // The command name (field 2) is in parentheses and may hold spaces: split after it.
+    let fields: Vec<&str> = stat[stat.rfind(')')? + 1..].split_whitespace().collect();
+    // After the name: state is field 3, utime field 14, stime field 15.
+    let utime: u64 = fields.get(11)?.parse().ok()?;
+    let stime: u64 = fields.get(12)?.parse().ok()?;
+    Some((utime + stime) as f64 / USER_HZ)
 }
 
 /// A histogram of `unit_per_second` units as Prometheus seconds buckets.
@@ -195,9 +262,14 @@ impl Metrics {
         self.request_seconds.observe(seconds);
     }
 
-    /// The exposition text: the API's metrics, the engine's figures and the open API
-    /// connections.
-    pub fn render(&self, engine: &EngineFigures, api_connections: usize) -> String {
+    /// The exposition text: the API's metrics, the engine's figures, the open API
+    /// connections and the process's own figures.
+    pub fn render(
+        &self,
+        engine: &EngineFigures,
+        process: &ProcessFigures,
+        api_connections: usize,
+    ) -> String {
         let _guard = self.scrape.lock().unwrap_or_else(|e| e.into_inner());
         let mut registry = Registry::with_prefix("herald");
         registry.register(
@@ -327,15 +399,58 @@ impl Metrics {
             Unit::Bytes,
             ConstCounter::new(engine.journal_bytes),
         );
+        registry.register(
+            "journal_records",
+            "Journal records appended over the journals' lives (each shard's last sequence number)",
+            ConstCounter::new(engine.journal_records),
+        );
+        if let Some(bytes) = process.resident_peak_bytes {
+            registry.register_with_unit(
+                "process_resident_memory_peak",
+                "Peak resident memory since the process started (VmHWM)",
+                Unit::Bytes,
+                ConstGauge::new(gauge(bytes)),
+            );
+        }
+        if let Some(bytes) = process.disk_write_bytes {
+            registry.register_with_unit(
+                "process_disk_write",
+                "Bytes the process caused to be written to storage (/proc/self/io write_bytes)",
+                Unit::Bytes,
+                ConstCounter::new(bytes),
+            );
+        }
         registry.register_with_unit(
             "journal_sync_duration",
             "Journal sync (fdatasync) latency",
             Unit::Seconds,
             seconds_histogram(&engine.journal_sync_us, 1e6),
         );
+        // The conventional process metrics, without the herald_ prefix.
+        let mut process_registry = Registry::default();
+        if let Some(seconds) = process.cpu_seconds {
+            process_registry.register_with_unit(
+                "process_cpu",
+                "Total user and system CPU time spent",
+                Unit::Seconds,
+                ConstCounter::new(seconds),
+            );
+        }
+        if let Some(bytes) = process.resident_bytes {
+            process_registry.register_with_unit(
+                "process_resident_memory",
+                "Resident memory size",
+                Unit::Bytes,
+                ConstGauge::new(gauge(bytes)),
+            );
+        }
         let mut text = String::new();
         // Writing to a String cannot fail.
-        prometheus_client::encoding::text::encode(&mut text, &registry)
+        prometheus_client::encoding::text::encode_registry(&mut text, &registry)
+            .and_then(|()| {
+                prometheus_client::encoding::text::encode_registry(&mut text, &process_registry)
+            })
+            .and_then(|()| prometheus_client::encoding::text::encode_eof(&mut text))
             .expect("encoding to a String succeeds");
         text
     }
@@ -361,10 +476,17 @@ mod tests {
         shard.journal_bytes_appended = 4096;
         shard.journal_sync_us.observe(700);
         shard.sends_in_flight = 1;
+        shard.journal_last_seq = 40;
         let figures = EngineFigures::from_stats(&[shard, shard]);
         let metrics = Metrics::default();
         metrics.observe_request("/v1/events", 202);
-        let text = metrics.render(&figures, 7);
+        let process = ProcessFigures {
+            cpu_seconds: Some(1.5),
+            resident_bytes: Some(4096),
+            resident_peak_bytes: Some(8192),
+            disk_write_bytes: Some(512),
+        };
+        let text = metrics.render(&figures, &process, 7);
         for line in [
             "herald_events_accepted_total 10",
             "herald_deliveries_total{outcome=\"success\"} 6",
@@ -377,12 +499,44 @@ mod tests {
             "herald_in_flight_requests 2",
             "herald_api_open_connections 7",
             "herald_shards 2",
+            "herald_journal_records_total 80",
             "herald_api_requests_total{route=\"/v1/events\",status=\"202\"} 1",
+            "process_cpu_seconds_total 1.5",
+            "process_resident_memory_bytes 4096",
+            "herald_process_resident_memory_peak_bytes 8192",
+            "herald_process_disk_write_bytes_total 512",
         ] {
             assert!(
                 text.lines().any(|l| l == line),
                 "missing {line:?} in\n{text}"
             );
+        }
+    }
+}
+
+#[cfg(test)]
+mod process_tests {
+    use super::*;
+
+    #[test]
+    fn stat_line_with_spaces_in_the_name() {
+        let line = "42 (a b) c) S 1 42 42 0 -1 4194560 100 0 0 0 250 50 0 0 20 0 1 0";
+        assert_eq!(stat_cpu_seconds(line), Some(3.0));
+        assert_eq!(stat_cpu_seconds("garbage"), None);
+    }
+
+    #[test]
+    fn absent_process_figures_are_left_out() {
+        let text = Metrics::default().render(
+            &EngineFigures::from_stats(&[]),
+            &ProcessFigures::default(),
+            0,
+        );
+        assert!(!text.contains("process_"), "{text}");
+        assert!(text.ends_with("# EOF\n"), "{text}");
+        if std::path::Path::new("/proc/self/stat").exists() {
+            let read = ProcessFigures::read();
+            assert!(read.cpu_seconds.is_some() && read.resident_bytes.unwrap() > 0);
         }
     }
 }

@@ -711,7 +711,10 @@ impl App {
     async fn metrics_page(&self) -> Result<Response> {
         let stats = self.herald.stats_async().await.unwrap_or_default();
         let figures = EngineFigures::from_stats(&stats);
-        let text = self.metrics.render(&figures, self.connections.get());
+        let process = crate::metrics::ProcessFigures::read();
+        let text = self
+            .metrics
+            .render(&figures, &process, self.connections.get());
         Ok(Response {
             content_type: "text/plain; version=0.0.4; charset=utf-8",
             body: text.into_bytes(),

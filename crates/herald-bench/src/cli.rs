@@ -34,7 +34,7 @@ pub struct RunArgs {
 /// Arguments of `herald bench raw`.
 #[derive(Debug, clap::Args)]
 pub struct RawArgs {
-    /// Keep-alive connections (one thread each).
+    /// Keep-alive connections (spread over the load client's event loops).
     #[arg(long, default_value_t = 16)]
     pub connections: usize,
     /// Requests in total (with --duration: per round).
@@ -56,6 +56,10 @@ pub struct RawArgs {
     /// Event-loop threads of the sink.
     #[arg(long, default_value_t = herald_sink::THREADS_DEFAULT)]
     pub sink_threads: usize,
+    /// Sink listeners (origins) the connections are spread over, as `bench run
+    /// --origins` (match its figure for a fair ceiling).
+    #[arg(long, default_value_t = 1)]
+    pub origins: usize,
     /// Write the figures to this file as JSON.
     #[arg(long, value_name = "FILE")]
     pub json: Option<PathBuf>,
@@ -79,7 +83,7 @@ pub struct SweepArgs {
     /// Most steps per shard count.
     #[arg(long, default_value_t = 20)]
     pub steps_max: usize,
-    /// Shard counts to sweep [default: 1 and every core].
+    /// Shard counts to sweep [default: 1 and every core; remote: the server's own].
     #[arg(long, value_delimiter = ',', value_name = "N,…")]
     pub sweep_shards: Vec<usize>,
     /// Size for this rate, events/s [default: the knee at the most shards].
@@ -141,6 +145,12 @@ pub fn raw_command(args: RawArgs) -> Result<(), BenchError> {
             herald_sink::LOAD_CONNECTIONS_MAX
         )));
     }
+    if !(1..=crate::scenario::ORIGINS_MAX).contains(&args.origins) {
+        return Err(BenchError::Config(format!(
+            "origins must be 1..={}",
+            crate::scenario::ORIGINS_MAX
+        )));
+    }
     if args.requests == 0 {
         return Err(BenchError::Config("requests must be at least 1".into()));
     }
@@ -158,6 +168,7 @@ pub fn raw_command(args: RawArgs) -> Result<(), BenchError> {
         tls: args.tls,
         scheme: args.scheme,
         sink_threads: args.sink_threads,
+        origins: args.origins,
     };
     let report = run_raw(&plan)?;
     print!("{}", report.table());
@@ -182,6 +193,12 @@ pub fn sweep_command(args: SweepArgs) -> Result<(), BenchError> {
                 "{name} is set by the sweep itself"
             )));
         }
+    }
+    if knobs.target.is_some() && !args.sweep_shards.is_empty() {
+        return Err(BenchError::Config(
+            "sweep_shards sets the embedded engine's shards; a remote server sweeps at its own"
+                .into(),
+        ));
     }
     let base = Plan::resolve(&knobs)?;
     let shards = if args.sweep_shards.is_empty() {

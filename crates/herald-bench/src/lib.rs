@@ -17,6 +17,7 @@
 #![forbid(unsafe_code)]
 
 pub mod cli;
+pub mod metrics;
 pub mod progress;
 pub mod raw;
 mod receiver;

@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use herald::Scheme;
-use herald_sink::{run_load, LoadConfig, Sink};
+use herald_sink::{run_load_spread, LoadConfig, Sink};
 
 use crate::report::{Latency, RawReport};
 use crate::sysstat;
@@ -50,21 +50,24 @@ pub fn signed_headers(scheme: &Scheme) -> Vec<(String, String)> {
 }
 
 /// Sends `requests` requests of `body_bytes` bytes over `connections` keep-alive
-/// connections to `sink` and measures them; the sink's latency histogram is reset.
+/// connections to `sink` (spread over its listeners, as the engine's pools spread over
+/// the origins) and measures them; the sink's latency histogram is reset. An https sink
+/// is trusted through `tls_ca_pem` (its generated CA, or the chain it was given).
 pub fn measure(
     sink: &Sink,
     connections: usize,
     requests: u64,
     body_bytes: usize,
     scheme: &Scheme,
+    tls_ca_pem: Option<&str>,
 ) -> Result<RawReport, BenchError> {
     sink.reset_latency();
     let cpu_before = sysstat::process_cpu_us();
     let payload_bytes = body_bytes
         .saturating_sub(body_overhead())
         .min(herald_sink::LOAD_PAYLOAD_BYTES_MAX);
-    let report = run_load(
-        sink.addr(),
+    let report = run_load_spread(
+        sink.addrs(),
         &LoadConfig {
             connections,
             requests,
@@ -72,7 +75,17 @@ pub fn measure(
             payload_bytes,
             latency_field: Some(LATENCY_FIELD.into()),
             headers: signed_headers(scheme),
-            tls_ca_pem: sink.ca_pem().map(str::to_owned),
+            tls_ca_pem: match (sink.scheme(), tls_ca_pem) {
+                ("https", Some(pem)) => Some(pem.to_owned()),
+                ("https", None) => {
+                    return Err(BenchError::Config(
+                        "the raw ceiling of an https sink needs the CA that issued its \
+                         certificate (put it at the end of --sink-cert's chain)"
+                            .into(),
+                    ))
+                }
+                _ => None,
+            },
         },
     )
     .map_err(|e| BenchError::Sink(format!("raw load: {e}")))?;
@@ -83,8 +96,9 @@ pub fn measure(
         requests: report.requests,
         non_success: report.non_success,
         connections,
+        origins: sink.addrs().len(),
         body_bytes: payload_bytes + body_overhead(),
-        tls: sink.ca_pem().is_some(),
+        tls: sink.scheme() == "https",
         elapsed_s: report.elapsed.as_secs_f64(),
         raw_per_s: report.per_s,
         latency: Latency::of(&sink.latency()),
@@ -109,6 +123,8 @@ pub struct RawPlan {
     pub scheme: Scheme,
     /// Sink threads.
     pub sink_threads: usize,
+    /// Sink listeners (origins) the connections are spread over.
+    pub origins: usize,
 }
 
 /// `herald bench raw`: a sink of its own and the load client, no engine.
@@ -118,7 +134,8 @@ pub fn run_raw(plan: &RawPlan) -> Result<RawReport, BenchError> {
     let mut builder = Sink::builder()
         .requests_max(0)
         .latency_field(LATENCY_FIELD)
-        .threads(plan.sink_threads);
+        .threads(plan.sink_threads)
+        .listeners(plan.origins);
     if plan.tls {
         builder = builder.ca_pem_out(temp.path().join("ca.pem"));
     }
@@ -132,6 +149,7 @@ pub fn run_raw(plan: &RawPlan) -> Result<RawReport, BenchError> {
             plan.requests,
             plan.body_bytes,
             &plan.scheme,
+            sink.ca_pem(),
         );
         sink.shutdown();
         return report;
@@ -148,6 +166,7 @@ pub fn run_raw(plan: &RawPlan) -> Result<RawReport, BenchError> {
             plan.requests,
             plan.body_bytes,
             &plan.scheme,
+            sink.ca_pem(),
         )?;
         let latest = sink.latency();
         match &mut histogram {
@@ -161,6 +180,7 @@ pub fn run_raw(plan: &RawPlan) -> Result<RawReport, BenchError> {
         total.non_success += round.non_success;
         total.elapsed_s += round.elapsed_s;
         total.connections = round.connections;
+        total.origins = round.origins;
         total.body_bytes = round.body_bytes;
         total.tls = round.tls;
     }

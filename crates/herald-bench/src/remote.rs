@@ -1,12 +1,15 @@
-//! Remote mode: a minimal keep-alive client of `herald serve`'s REST API (plain HTTP,
-//! herald-http's encoder and parser), enough to create tenants and webhooks and to
-//! publish events singly or in batches.
+//! Remote mode: a minimal keep-alive client of `herald serve`'s REST API (http or https
+//! through rustls, herald-http's encoder and parser), enough to create tenants and
+//! webhooks, to publish events singly or in batches, and to read `GET /metrics`.
 
-use std::io::{Read, Write};
+use std::io::{self, Read, Write};
 use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use herald_http::{encode_request, Limits, Response, ResponseParser};
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, ServerName};
 
 use crate::scenario::Target;
 use crate::BenchError;
@@ -16,13 +19,88 @@ const IO_TIMEOUT: Duration = Duration::from_secs(60);
 /// Largest answer read (a batch answer of 1,000 envelopes with their data).
 const RESPONSE_BYTES_MAX: usize = 64 * 1024 * 1024;
 
+/// A connection to the server: plain, or TLS (boxed: rustls's state is large).
+#[derive(Debug)]
+enum Stream {
+    Plain(TcpStream),
+    Tls(Box<rustls::StreamOwned<rustls::ClientConnection, TcpStream>>),
+}
+
+impl Read for Stream {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        match self {
+            Stream::Plain(s) => s.read(buf),
+            Stream::Tls(s) => s.read(buf),
+        }
+    }
+}
+
+impl Write for Stream {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        match self {
+            Stream::Plain(s) => s.write(buf),
+            Stream::Tls(s) => s.write(buf),
+        }
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        match self {
+            Stream::Plain(s) => s.flush(),
+            Stream::Tls(s) => s.flush(),
+        }
+    }
+}
+
+/// The system's trusted roots, read once per process (reading them takes milliseconds
+/// and every publisher opens a client).
+fn system_roots() -> &'static [CertificateDer<'static>] {
+    static ROOTS: OnceLock<Vec<CertificateDer<'static>>> = OnceLock::new();
+    // Certificates the loader could not read are skipped: the CA file, when given,
+    // still applies, and a server nobody trusts fails the handshake with its reason.
+    ROOTS.get_or_init(|| rustls_native_certs::load_native_certs().certs)
+}
+
+/// The TLS settings for `target`: the system's roots plus its CA file.
+fn tls_config(target: &Target) -> Result<Arc<rustls::ClientConfig>, BenchError> {
+    let mut roots = rustls::RootCertStore::empty();
+    let _ = roots.add_parsable_certificates(system_roots().iter().cloned());
+    if let Some(path) = &target.ca_file {
+        let pem = std::fs::read(path).map_err(|e| {
+            BenchError::Config(format!("reading the CA file {}: {e}", path.display()))
+        })?;
+        let mut added = 0;
+        for cert in CertificateDer::pem_slice_iter(&pem) {
+            let cert =
+                cert.map_err(|e| BenchError::Config(format!("CA file {}: {e}", path.display())))?;
+            roots
+                .add(cert)
+                .map_err(|e| BenchError::Config(format!("CA file {}: {e}", path.display())))?;
+            added += 1;
+        }
+        if added == 0 {
+            return Err(BenchError::Config(format!(
+                "CA file {} holds no CERTIFICATE block",
+                path.display()
+            )));
+        }
+    }
+    let config = rustls::ClientConfig::builder_with_provider(herald_sink::crypto_provider())
+        .with_safe_default_protocol_versions()
+        .map_err(|e| BenchError::Config(format!("TLS: {e}")))?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    Ok(Arc::new(config))
+}
+
 /// One keep-alive connection to the server, reconnecting when the server closes it.
 #[derive(Debug)]
 pub struct Client {
     addr: SocketAddr,
     host: String,
+    /// https: the settings and the name the certificate must cover.
+    tls: Option<(Arc<rustls::ClientConfig>, ServerName<'static>)>,
     admin_key: String,
-    stream: Option<TcpStream>,
+    stream: Option<Stream>,
     parser: ResponseParser,
     buf: Vec<u8>,
     out: Vec<u8>,
@@ -41,9 +119,17 @@ impl Client {
             .map_err(|e| remote_error(format!("resolving {}: {e}", url.host)))?
             .next()
             .ok_or_else(|| remote_error(format!("{} has no address", url.host)))?;
+        let tls = if url.is_tls() {
+            let name = ServerName::try_from(url.host.trim_matches(['[', ']']).to_owned())
+                .map_err(|e| remote_error(format!("{} as a TLS name: {e}", url.host)))?;
+            Some((tls_config(target)?, name))
+        } else {
+            None
+        };
         Ok(Client {
             addr,
             host: url.host_header(),
+            tls,
             admin_key: target.api_key.clone(),
             stream: None,
             parser: ResponseParser::new(Limits {
@@ -56,7 +142,7 @@ impl Client {
         })
     }
 
-    fn connect(&mut self) -> Result<&mut TcpStream, BenchError> {
+    fn connect(&mut self) -> Result<&mut Stream, BenchError> {
         if self.stream.is_none() {
             let stream = TcpStream::connect_timeout(&self.addr, IO_TIMEOUT)
                 .map_err(|e| remote_error(format!("connecting to {}: {e}", self.addr)))?;
@@ -64,7 +150,16 @@ impl Client {
             let _ = stream.set_read_timeout(Some(IO_TIMEOUT));
             let _ = stream.set_write_timeout(Some(IO_TIMEOUT));
             self.parser.reset();
-            self.stream = Some(stream);
+            self.stream = Some(match &self.tls {
+                // The handshake runs on the first write; its failure names the reason
+                // (an unknown issuer: give the server's CA with --ca-file).
+                Some((config, name)) => {
+                    let connection = rustls::ClientConnection::new(config.clone(), name.clone())
+                        .map_err(|e| remote_error(format!("TLS: {e}")))?;
+                    Stream::Tls(Box::new(rustls::StreamOwned::new(connection, stream)))
+                }
+                None => Stream::Plain(stream),
+            });
         }
         // Set just above.
         Ok(self.stream.as_mut().expect("connected"))
@@ -125,9 +220,14 @@ impl Client {
     fn exchange_bytes(&mut self, out: &[u8]) -> Result<Response, Exchange> {
         let fresh = self.stream.is_none();
         let stream = self.connect().map_err(Exchange::Failed)?;
-        if let Err(e) = stream.write_all(out) {
+        if let Err(e) = stream.write_all(out).and_then(|()| stream.flush()) {
             return Err(if fresh {
-                Exchange::Failed(remote_error(format!("sending: {e}")))
+                let hint = if matches!(self.stream, Some(Stream::Tls(_))) {
+                    " (an https server signed by a private CA needs --ca-file)"
+                } else {
+                    ""
+                };
+                Exchange::Failed(remote_error(format!("sending: {e}{hint}")))
             } else {
                 Exchange::Closed
             });

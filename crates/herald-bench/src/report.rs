@@ -83,6 +83,8 @@ pub struct RawReport {
     pub non_success: u64,
     /// Keep-alive connections.
     pub connections: usize,
+    /// Sink listeners (origins) the connections were spread over.
+    pub origins: usize,
     /// Body bytes of each request.
     pub body_bytes: usize,
     /// Over TLS.
@@ -121,7 +123,15 @@ pub struct Retries {
 }
 
 /// Everything a run measured; `--json` writes it as is. Figures that do not apply to a
-/// run are `null` (e.g. `raw_per_s` without `--compare-raw`, engine figures remotely).
+/// run, or that cannot be known in its mode, are `null`, never 0 (e.g. `raw_per_s`
+/// without `--compare-raw`; remotely, the server's CPU when its `/metrics` does not
+/// export `process_cpu_seconds_total`, and the device's writes).
+///
+/// Remotely (`mode` = `remote`) the engine figures come from the server's `GET /metrics`
+/// read before and after the run (`figures_source` = `metrics`): `cpu_us_per_delivery`,
+/// `engine_cpu_us_per_delivery` and `disk_write_bytes_per_delivery` are the server
+/// process's, `peak_rss_bytes` is the server's peak since it started, and the journal
+/// and retry figures are the server's counters (which include any other load on it).
 #[derive(Clone, Debug, Default, PartialEq, Serialize)]
 pub struct Report {
     /// `embedded` or `remote`.
@@ -144,8 +154,11 @@ pub struct Report {
     pub scheme: String,
     /// Deliveries over TLS.
     pub tls: bool,
-    /// Engine shards (remote: unknown).
+    /// Engine shards (remote: the server's `herald_shards`).
     pub shards: Option<usize>,
+    /// Where the engine figures come from: `engine` (the embedded engine's stats) or
+    /// `metrics` (the remote server's `GET /metrics`).
+    pub figures_source: String,
     /// Online CPUs of this machine.
     pub cores: usize,
     /// Journal group size asked for.
@@ -208,10 +221,18 @@ pub struct Report {
     pub sink_cpu_us_per_delivery: Option<f64>,
     /// The publishers' threads.
     pub load_cpu_us_per_delivery: Option<f64>,
-    /// Cores kept busy on average (process CPU / elapsed).
+    /// Cores kept busy on average: CPU / elapsed of this process (embedded) or of the
+    /// server (remote).
     pub cores_busy: Option<f64>,
-    /// Peak resident memory of the process during the run (VmHWM), bytes.
+    /// Peak resident memory, bytes: embedded, this process during the run (VmHWM);
+    /// remote, the server process since it started.
     pub peak_rss_bytes: Option<u64>,
+    /// Remote: the server's resident memory at the end of the run, bytes.
+    pub server_rss_bytes: Option<u64>,
+    /// This process's CPU per delivery (sink, publishers and, embedded, the engine), µs.
+    pub harness_cpu_us_per_delivery: Option<f64>,
+    /// This process's peak resident memory during the run, bytes.
+    pub harness_peak_rss_bytes: Option<u64>,
 
     /// Journal bytes appended (frames, headers, padding, checkpoints).
     pub journal_bytes: Option<u64>,
@@ -223,13 +244,24 @@ pub struct Report {
     pub journal_bytes_per_delivery: Option<f64>,
     /// journal_records / delivered.
     pub records_per_delivery: Option<f64>,
-    /// Bytes the process asked the storage layer to write (`/proc/self/io`).
+    /// Bytes the engine's process asked the storage layer to write (`write_bytes` of
+    /// `/proc/self/io`; remotely the server's `herald_process_disk_write_bytes_total`).
     pub disk_write_bytes: Option<u64>,
     /// disk_write_bytes / delivered.
     pub disk_write_bytes_per_delivery: Option<f64>,
+    /// The block device holding the data directory (`/proc/diskstats` name); remote:
+    /// unknown.
+    pub device: Option<String>,
+    /// Bytes written to that device during the run, by every process
+    /// (`/proc/diskstats` sectors written × 512).
+    pub device_write_bytes: Option<u64>,
+    /// device_write_bytes / delivered.
+    pub device_write_bytes_per_delivery: Option<f64>,
 
     /// Keep-alive connections the sender opened to the sink.
     pub connections: u64,
+    /// Sink listeners (origins) the endpoints were spread over.
+    pub origins: usize,
     /// Retries by class.
     pub retries: Retries,
     /// Sink answers by status.
@@ -239,7 +271,7 @@ pub struct Report {
 }
 
 /// Keys every report's JSON holds (tests check them; tools rely on them).
-pub const REPORT_KEYS: [&str; 20] = [
+pub const REPORT_KEYS: [&str; 31] = [
     "deliveries_per_s",
     "accepted_per_s",
     "raw_per_s",
@@ -260,6 +292,17 @@ pub const REPORT_KEYS: [&str; 20] = [
     "latency_spectrum_us",
     "delivered",
     "accepted",
+    "mode",
+    "figures_source",
+    "shards",
+    "origins",
+    "connections",
+    "engine_cpu_us_per_delivery",
+    "harness_cpu_us_per_delivery",
+    "server_rss_bytes",
+    "device_write_bytes_per_delivery",
+    "journal_bytes",
+    "journal_records",
 ];
 
 /// `a / b` when `b > 0`.
@@ -308,10 +351,20 @@ impl Report {
         );
         row(
             "engine",
-            match self.shards {
-                Some(s) => format!("{s} shards on {} cores", self.cores),
-                None => format!("remote; this machine has {} cores", self.cores),
+            match (self.mode.as_str(), self.shards) {
+                ("remote", Some(s)) => {
+                    format!("remote, {s} shards; this machine has {} cores", self.cores)
+                }
+                (_, Some(s)) => format!("{s} shards on {} cores", self.cores),
+                (_, None) => format!("remote; this machine has {} cores", self.cores),
             },
+        );
+        row(
+            "sink",
+            format!(
+                "{} origins, {} connections opened",
+                self.origins, self.connections
+            ),
         );
         row(
             "accepted",
@@ -348,8 +401,8 @@ impl Report {
             row(
                 "raw ceiling",
                 format!(
-                    "{:.0}/s over {} connections; engine / raw = {ratio:.3}",
-                    raw.raw_per_s, raw.connections
+                    "{:.0}/s over {} connections to {} origins; engine / raw = {ratio:.3}",
+                    raw.raw_per_s, raw.connections, raw.origins
                 ),
             );
         }
@@ -377,7 +430,19 @@ impl Report {
             ),
         );
         row("cores busy", opt(self.cores_busy, 2));
-        row("peak RSS", bytes(self.peak_rss_bytes));
+        row(
+            "peak RSS",
+            if self.figures_source == "metrics" {
+                format!(
+                    "server {} (since it started; {} now), this process {}",
+                    bytes(self.peak_rss_bytes),
+                    bytes(self.server_rss_bytes),
+                    bytes(self.harness_peak_rss_bytes)
+                )
+            } else {
+                bytes(self.peak_rss_bytes)
+            },
+        );
         row(
             "journal per delivery",
             format!(
@@ -390,7 +455,14 @@ impl Report {
         );
         row(
             "disk writes per delivery",
-            format!("{} B", opt(self.disk_write_bytes_per_delivery, 0)),
+            format!(
+                "{} B asked by the process; {} B to the device{}",
+                opt(self.disk_write_bytes_per_delivery, 0),
+                opt(self.device_write_bytes_per_delivery, 0),
+                self.device
+                    .as_ref()
+                    .map_or_else(String::new, |d| format!(" ({d}, every process)"))
+            ),
         );
         let r = &self.retries;
         let n = |v: Option<u64>| v.map_or_else(|| "-".to_owned(), |v| v.to_string());
@@ -424,10 +496,11 @@ impl RawReport {
     /// The raw run's table.
     pub fn table(&self) -> String {
         format!(
-            "  {:<32} {} requests over {} connections ({} B bodies{}) in {:.2} s: {:.0}/s\n  {:<32} {} {} {} {}\n  {:<32} {}\n",
+            "  {:<32} {} requests over {} connections to {} origins ({} B bodies{}) in {:.2} s: {:.0}/s\n  {:<32} {} {} {} {}\n  {:<32} {}\n",
             "raw ceiling",
             self.requests,
             self.connections,
+            self.origins,
             self.body_bytes,
             if self.tls { ", TLS" } else { "" },
             self.elapsed_s,

@@ -13,6 +13,7 @@ use herald::{
 };
 use herald_sink::{Action, Sink, SinkBuilder, StatusMix};
 
+use crate::metrics::{self, Scrape, ServerFigures};
 use crate::progress::Progress;
 use crate::remote::{self, Client};
 use crate::report::{per, Latency, Report, Retries, Sample};
@@ -54,6 +55,12 @@ fn endpoint_path(t: usize, w: usize) -> String {
     format!("/t{t}/w{w}")
 }
 
+/// The URL of webhook `w` of tenant `t`: endpoints go round-robin over the sink's
+/// listeners, each a separate origin to the engine's pools.
+fn endpoint_url(sink: &Sink, plan: &Plan, t: usize, w: usize) -> String {
+    sink.url_on(t * plan.webhooks_per_tenant + w, &endpoint_path(t, w))
+}
+
 /// Which endpoints fail and which are slow, chosen by the seed: `(failing, slow)` paths.
 fn bad_endpoints(plan: &Plan) -> (Vec<String>, Vec<String>) {
     let r = &plan.receiver;
@@ -80,11 +87,20 @@ pub(crate) fn sink_builder(plan: &Plan, temp: &std::path::Path) -> Result<SinkBu
     let r = &plan.receiver;
     let mut builder = Sink::builder()
         .listen(plan.sink_listen)
+        .listeners(plan.origins)
         .requests_max(0)
         .latency_field(LATENCY_FIELD)
         .threads(r.threads);
-    if plan.tls {
-        builder = builder.ca_pem_out(temp.join("ca.pem"));
+    match &plan.sink_identity {
+        Some((cert, key)) => {
+            let read = |path: &std::path::Path| {
+                std::fs::read_to_string(path)
+                    .map_err(|e| BenchError::Config(format!("reading {}: {e}", path.display())))
+            };
+            builder = builder.tls_identity(read(cert)?, read(key)?);
+        }
+        None if plan.tls => builder = builder.ca_pem_out(temp.join("ca.pem")),
+        None => {}
     }
     if r.verify {
         let secret = secret(plan);
@@ -169,6 +185,8 @@ enum Engine {
         herald: Herald,
         tenants: Arc<Vec<TenantId>>,
         base: Vec<ShardStats>,
+        /// The journal directory (its block device's writes are reported).
+        data_dir: std::path::PathBuf,
         _temp: Option<tempfile::TempDir>,
     },
     Remote {
@@ -397,7 +415,7 @@ impl Engine {
                     scope.spawn(move || -> Result<(), BenchError> {
                         for t in (i..plan.tenants).step_by(SETUP_THREADS) {
                             for w in 0..plan.webhooks_per_tenant {
-                                let url = Url::parse(&sink.url(&endpoint_path(t, w)))
+                                let url = Url::parse(&endpoint_url(sink, plan, t, w))
                                     .map_err(|e| BenchError::Engine(format!("url: {e}")))?;
                                 let spec = WebhookSpec::new(
                                     url,
@@ -429,6 +447,7 @@ impl Engine {
             herald,
             tenants: Arc::new(tenants),
             base,
+            data_dir,
             _temp: temp,
         })
     }
@@ -470,7 +489,7 @@ impl Engine {
                         for t in (i..plan.tenants).step_by(SETUP_THREADS) {
                             for w in 0..plan.webhooks_per_tenant {
                                 let body = serde_json::json!({
-                                    "url": sink.url(&endpoint_path(t, w)),
+                                    "url": endpoint_url(sink, plan, t, w),
                                     "events": ["*"],
                                     "secret": secret,
                                     "signature": { "scheme": scheme },
@@ -538,6 +557,25 @@ impl Engine {
     fn shards(&self) -> Option<usize> {
         match self {
             Engine::Embedded { herald, .. } => Some(herald.shards()),
+            Engine::Remote { .. } => None,
+        }
+    }
+
+    /// The remote server's `GET /metrics` (`None` embedded).
+    fn scrape(&self) -> Option<Result<Scrape, BenchError>> {
+        match self {
+            Engine::Embedded { .. } => None,
+            Engine::Remote { target, .. } => {
+                Some(Client::new(target).and_then(|mut client| metrics::scrape(&mut client)))
+            }
+        }
+    }
+
+    /// The block device of the embedded engine's journal (`None` remotely: the server's
+    /// disk is not this machine's to read).
+    fn device(&self) -> Option<String> {
+        match self {
+            Engine::Embedded { data_dir, .. } => sysstat::block_device_of(data_dir),
             Engine::Remote { .. } => None,
         }
     }
@@ -621,7 +659,20 @@ pub fn run(plan: &Plan, progress: &mut Progress) -> Result<Report, BenchError> {
         // The engine's bodies as they arrived: the envelope around the data.
         let body_bytes = usize::try_from(sink.stats().body_bytes / report.attempts.max(1))
             .unwrap_or(plan.payload_bytes);
-        let raw = raw::measure(&sink, connections, requests, body_bytes, &plan.scheme)?;
+        // An https sink with a given certificate: its chain file ends with the issuer.
+        let ca_pem = match (sink.ca_pem(), &plan.sink_identity) {
+            (Some(pem), _) => Some(pem.to_owned()),
+            (None, Some((chain, _))) => std::fs::read_to_string(chain).ok(),
+            (None, None) => None,
+        };
+        let raw = raw::measure(
+            &sink,
+            connections,
+            requests,
+            body_bytes,
+            &plan.scheme,
+            ca_pem.as_deref(),
+        )?;
         report.raw_per_s = Some(raw.raw_per_s.round());
         report.ratio_to_raw = (raw.raw_per_s > 0.0)
             .then(|| (report.deliveries_per_s / raw.raw_per_s * 1000.0).round() / 1000.0);
@@ -652,6 +703,9 @@ fn drive(
     sink.reset_latency();
     let rss_reset = sysstat::reset_peak_rss();
     let before = Snapshot::take(SINK_THREAD_PREFIX);
+    let scrape_before = engine.scrape().transpose()?;
+    let device = engine.device();
+    let device_before = device.as_deref().and_then(sysstat::device_write_bytes);
     let mix_total: u64 = plan.event_mix.iter().map(|(_, w)| u64::from(*w)).sum();
     let total = events_total(plan);
     let chunk = plan.batch as u64;
@@ -806,6 +860,15 @@ fn drive(
     let elapsed_s = end.as_secs_f64().max(1e-9);
     let publish_s = publish_elapsed.as_secs_f64().max(1e-9);
     let engine_totals = engine.stats().map(|now| totals(&now, &base_stats));
+    let device_write_bytes = device
+        .as_deref()
+        .and_then(sysstat::device_write_bytes)
+        .zip(device_before)
+        .map(|(a, b)| a.saturating_sub(b));
+    let server = match (&scrape_before, engine.scrape().transpose()?) {
+        (Some(before), Some(after)) => Some(ServerFigures::between(before, &after)),
+        _ => None,
+    };
     // Saturating: the sink's CPU is summed over its live threads, and a thread that
     // ended between the two readings takes its time with it.
     let cpu_us = after
@@ -817,19 +880,35 @@ fn drive(
         .zip(before.sink_cpu_us)
         .map(|(a, b)| a.saturating_sub(b));
     let load_cpu_us = Some(shared.load_cpu_us.load(Ordering::Relaxed));
+    // Remotely the engine is the server process, as its /metrics counts it.
+    let server_cpu_us = server.as_ref().and_then(|f| f.cpu_us);
     let engine_cpu_us = match engine {
         Engine::Embedded { .. } => cpu_us
             .zip(sink_cpu_us)
             .zip(load_cpu_us)
             .map(|((all, sink), load)| all.saturating_sub(sink + load)),
-        Engine::Remote { .. } => None,
+        Engine::Remote { .. } => server_cpu_us,
     };
     let write_bytes = match engine {
         Engine::Embedded { .. } => after
             .write_bytes
             .zip(before.write_bytes)
             .map(|(a, b)| a.saturating_sub(b)),
-        Engine::Remote { .. } => None,
+        Engine::Remote { .. } => server.as_ref().and_then(|f| f.disk_write_bytes),
+    };
+    let journal = match (engine_totals, &server) {
+        (Some(t), _) => (
+            Some(t.journal_bytes),
+            Some(t.journal_records),
+            Some(t.journal_syncs),
+        ),
+        (None, Some(f)) => (f.journal_bytes, f.journal_records, f.journal_syncs),
+        (None, None) => (None, None, None),
+    };
+    let harness_peak_rss_bytes = if rss_reset || matches!(engine, Engine::Embedded { .. }) {
+        sysstat::peak_rss_bytes()
+    } else {
+        None
     };
     let mut statuses = BTreeMap::new();
     for (status, n) in &stats.statuses {
@@ -838,8 +917,11 @@ fn drive(
             statuses.insert(status.to_string(), n);
         }
     }
-    let retries = match engine_totals {
-        Some(t) => Retries {
+    let server_classes = server
+        .as_ref()
+        .filter(|f| f.attempts_succeeded.is_some() && f.attempts_retryable.is_some());
+    let retries = match (engine_totals, server_classes) {
+        (Some(t), _) => Retries {
             attempts_succeeded: Some(t.attempts_succeeded),
             attempts_retryable: Some(t.attempts_retryable),
             attempts_final: Some(t.attempts_final),
@@ -852,7 +934,22 @@ fn drive(
             deliveries_failed: Some(t.deliveries_failed),
             deliveries_exhausted: Some(t.deliveries_exhausted),
         },
-        None => Retries {
+        (None, Some(f)) => Retries {
+            attempts_succeeded: f.attempts_succeeded,
+            attempts_retryable: f.attempts_retryable,
+            attempts_final: f.attempts_final,
+            retries_sent: f
+                .attempts_succeeded
+                .zip(f.attempts_retryable)
+                .zip(f.attempts_final)
+                .map(|((ok, retry), end)| (ok + retry + end).saturating_sub(accepted * fanout)),
+            retries_pending: f.retries_pending,
+            deliveries_pending: f.deliveries_pending,
+            deliveries_failed: f.deliveries_failed,
+            deliveries_exhausted: f.deliveries_exhausted,
+        },
+        // A server without these series: the classes as the sink answered them.
+        (None, None) => Retries {
             attempts_succeeded: Some(delivered),
             attempts_retryable: Some(
                 stats
@@ -899,7 +996,14 @@ fn drive(
         payload_bytes: plan.payload_bytes,
         scheme: plan.scheme.name().to_owned(),
         tls: plan.tls,
-        shards: engine.shards(),
+        shards: engine
+            .shards()
+            .or_else(|| server.as_ref().and_then(|f| f.shards)),
+        figures_source: match engine {
+            Engine::Embedded { .. } => "engine",
+            Engine::Remote { .. } => "metrics",
+        }
+        .to_owned(),
         cores: sysstat::cores(),
         group_records: plan.group_records,
         group_delay_us: plan
@@ -930,27 +1034,43 @@ fn drive(
             Engine::Embedded { .. } => {
                 "one process: engine + sink + publishers (engine = process − sink − publisher threads)"
             }
-            Engine::Remote { .. } => "this process only: sink + publishers (the server is not measured)",
+            Engine::Remote { .. } => {
+                "the server process (process_cpu_seconds_total of its /metrics); sink and \
+                 publishers are this process's"
+            }
         }
         .to_owned(),
-        cpu_us_per_delivery: per(cpu_us, delivered),
+        cpu_us_per_delivery: match engine {
+            Engine::Embedded { .. } => per(cpu_us, delivered),
+            Engine::Remote { .. } => per(server_cpu_us, delivered),
+        },
         engine_cpu_us_per_delivery: per(engine_cpu_us, delivered),
         sink_cpu_us_per_delivery: per(sink_cpu_us, delivered),
         load_cpu_us_per_delivery: per(load_cpu_us, delivered),
-        cores_busy: cpu_us.map(|us| us as f64 / 1e6 / elapsed_s),
-        peak_rss_bytes: if rss_reset || matches!(engine, Engine::Embedded { .. }) {
-            sysstat::peak_rss_bytes()
-        } else {
-            None
+        harness_cpu_us_per_delivery: per(cpu_us, delivered),
+        cores_busy: match engine {
+            Engine::Embedded { .. } => cpu_us,
+            Engine::Remote { .. } => server_cpu_us,
+        }
+        .map(|us| us as f64 / 1e6 / elapsed_s),
+        peak_rss_bytes: match engine {
+            Engine::Embedded { .. } => harness_peak_rss_bytes,
+            Engine::Remote { .. } => server.as_ref().and_then(|f| f.peak_rss_bytes),
         },
-        journal_bytes: engine_totals.map(|t| t.journal_bytes),
-        journal_records: engine_totals.map(|t| t.journal_records),
-        journal_syncs: engine_totals.map(|t| t.journal_syncs),
-        journal_bytes_per_delivery: per(engine_totals.map(|t| t.journal_bytes), delivered),
-        records_per_delivery: per(engine_totals.map(|t| t.journal_records), delivered),
+        server_rss_bytes: server.as_ref().and_then(|f| f.rss_bytes),
+        harness_peak_rss_bytes,
+        journal_bytes: journal.0,
+        journal_records: journal.1,
+        journal_syncs: journal.2,
+        journal_bytes_per_delivery: per(journal.0, delivered),
+        records_per_delivery: per(journal.1, delivered),
         disk_write_bytes: write_bytes,
         disk_write_bytes_per_delivery: per(write_bytes, delivered),
+        device,
+        device_write_bytes,
+        device_write_bytes_per_delivery: per(device_write_bytes, delivered),
         connections: stats.connections_accepted - sink_base.connections_accepted,
+        origins: sink.addrs().len(),
         retries,
         statuses,
         timeline,

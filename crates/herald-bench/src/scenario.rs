@@ -40,6 +40,14 @@ pub const RETRY_SCHEDULE_MAX: usize = 24;
 /// model (immediate) by far, and a flapping receiver is an outage pattern, not noise.
 pub const FLAP_PERIOD_MIN: Duration = Duration::from_millis(200);
 
+/// Most sink listeners (origins) in one run: herald-sink's own limit.
+pub const ORIGINS_MAX: usize = herald_sink::LISTENERS_MAX;
+/// Default origins, at most: the engine caps connections per origin and shard (32), so
+/// one origin would cap a run at 32 connections per shard where a platform's receivers
+/// are spread over many hosts; 8 lift that cap past what a loopback sink can take on a
+/// small machine while keeping the raw ceiling's connection count modest.
+pub const ORIGINS_DEFAULT_MAX: usize = 8;
+
 /// Smallest event payload: the latency and sequence members need this much.
 pub const PAYLOAD_BYTES_MIN: usize = 64;
 
@@ -96,7 +104,8 @@ pub struct Knobs {
     #[arg(long)]
     #[serde(default)]
     pub scheme: Option<String>,
-    /// Deliver over TLS (the sink's generated CA is trusted by the engine).
+    /// Deliver over TLS: embedded, the sink's generated CA is trusted by the engine;
+    /// remote, the sink serves --sink-cert [default: on when --sink-cert is given].
     #[arg(long, num_args = 0..=1, default_missing_value = "true", value_name = "BOOL")]
     #[serde(default)]
     pub tls: Option<bool>,
@@ -156,6 +165,12 @@ pub struct Knobs {
     #[arg(long, value_parser = humantime::parse_duration, value_name = "DURATION")]
     #[serde(default, deserialize_with = "de_duration")]
     pub flap_period: Option<Duration>,
+    /// Sink listeners (ports), each an origin the engine pools connections for
+    /// separately; endpoints are spread over them round-robin, and the raw ceiling uses
+    /// the same ports [default: one per endpoint, at most 8].
+    #[arg(long, value_name = "N")]
+    #[serde(default)]
+    pub origins: Option<usize>,
     /// Event-loop threads of the sink [default: 1].
     #[arg(long, value_name = "N")]
     #[serde(default)]
@@ -190,6 +205,21 @@ pub struct Knobs {
     #[arg(long, value_name = "URL")]
     #[serde(default)]
     pub target: Option<String>,
+    /// PEM file of the CA (or certificate) to trust for an https target, besides the
+    /// system's roots.
+    #[arg(long, value_name = "FILE")]
+    #[serde(default)]
+    pub ca_file: Option<PathBuf>,
+    /// The sink's TLS certificate chain (PEM), for --tls against a remote server: it must
+    /// be issued by a CA the server trusts (`[egress] extra_ca_pems`) for the sink's
+    /// address.
+    #[arg(long, value_name = "FILE", requires = "sink_key")]
+    #[serde(default)]
+    pub sink_cert: Option<PathBuf>,
+    /// The private key (PEM) of --sink-cert.
+    #[arg(long, value_name = "FILE", requires = "sink_cert")]
+    #[serde(default)]
+    pub sink_key: Option<PathBuf>,
     /// The server's admin key (remote mode) [default: $HERALD_ADMIN_KEY].
     #[arg(long, value_name = "KEY")]
     #[serde(skip)]
@@ -260,6 +290,7 @@ impl Knobs {
             slow_endpoints_percent,
             slow_ms,
             flap_period,
+            origins,
             sink_threads,
             verify,
             publishers,
@@ -268,6 +299,9 @@ impl Knobs {
             compare_raw,
             drain_timeout,
             target,
+            ca_file,
+            sink_cert,
+            sink_key,
             api_key,
             sink_listen,
             data_dir,
@@ -348,10 +382,12 @@ impl Receiver {
 /// A remote `herald serve`.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Target {
-    /// Base URL (`http://host:port`).
+    /// Base URL (`http://host:port` or `https://host:port`).
     pub url: herald::Url,
     /// Admin key.
     pub api_key: String,
+    /// PEM of a CA to trust for https, besides the system's roots.
+    pub ca_file: Option<PathBuf>,
 }
 
 /// A checked run: every knob resolved to a value.
@@ -397,8 +433,12 @@ pub struct Plan {
     pub drain_timeout: Duration,
     /// Remote server, if any.
     pub target: Option<Target>,
-    /// Sink address.
+    /// Sink address (the first listener's).
     pub sink_listen: SocketAddr,
+    /// Sink listeners: origins the endpoints are spread over.
+    pub origins: usize,
+    /// The sink's own certificate chain and key (PEM files), remote TLS only.
+    pub sink_identity: Option<(PathBuf, PathBuf)>,
     /// Engine data directory.
     pub data_dir: Option<PathBuf>,
 }
@@ -585,11 +625,9 @@ impl Plan {
             Some(url) => {
                 let url =
                     herald::Url::parse(url).map_err(|e| config(format!("target {url:?}: {e}")))?;
-                if url.is_tls() {
+                if knobs.ca_file.is_some() && !url.is_tls() {
                     return Err(config(
-                        "target: https is not supported by the harness's client yet; use the \
-                         server's plain listener on loopback"
-                            .into(),
+                        "ca_file is for an https target; this one is plain http".into(),
                     ));
                 }
                 let api_key = knobs
@@ -597,10 +635,59 @@ impl Plan {
                     .clone()
                     .or_else(|| std::env::var("HERALD_ADMIN_KEY").ok())
                     .ok_or_else(|| config("target needs --api-key (or HERALD_ADMIN_KEY)".into()))?;
-                Some(Target { url, api_key })
+                Some(Target {
+                    url,
+                    api_key,
+                    ca_file: knobs.ca_file.clone(),
+                })
+            }
+            None if knobs.ca_file.is_some() => {
+                return Err(config(
+                    "ca_file trusts an https target; it needs --target".into(),
+                ))
             }
             None => None,
         };
+        let sink_identity = match (&knobs.sink_cert, &knobs.sink_key) {
+            (Some(cert), Some(key)) => Some((cert.clone(), key.clone())),
+            (None, None) => None,
+            _ => {
+                return Err(config(
+                    "sink_cert and sink_key go together (a certificate chain and its key)".into(),
+                ))
+            }
+        };
+        let tls = knobs.tls.unwrap_or(sink_identity.is_some());
+        match (&target, tls, &sink_identity) {
+            (None, _, Some(_)) => {
+                return Err(config(
+                    "sink_cert is for a remote server; embedded runs generate the sink's \
+                     certificate and trust it"
+                        .into(),
+                ))
+            }
+            (Some(_), true, None) => {
+                return Err(config(
+                    "tls against a remote server needs --sink-cert and --sink-key: a \
+                     certificate for the sink's address issued by a CA the server trusts \
+                     ([egress] extra_ca_pems)"
+                        .into(),
+                ))
+            }
+            (_, false, Some(_)) => {
+                return Err(config("sink_cert with tls = false".into()));
+            }
+            _ => {}
+        }
+        let endpoints = tenants * webhooks_per_tenant;
+        let origins = check_range(
+            "origins",
+            knobs
+                .origins
+                .unwrap_or_else(|| endpoints.min(ORIGINS_DEFAULT_MAX)),
+            1,
+            ORIGINS_MAX,
+        )?;
         if target.is_some() {
             for (set, name) in [
                 (knobs.shards.is_some(), "shards"),
@@ -608,7 +695,6 @@ impl Plan {
                 (knobs.group_delay_us.is_some(), "group_delay_us"),
                 (knobs.retry_schedule_ms.is_some(), "retry_schedule_ms"),
                 (knobs.data_dir.is_some(), "data_dir"),
-                (knobs.tls == Some(true), "tls"),
             ] {
                 if set {
                     return Err(config(format!(
@@ -626,7 +712,7 @@ impl Plan {
             payload_bytes,
             event_mix,
             scheme,
-            tls: knobs.tls.unwrap_or(false),
+            tls,
             shards,
             group_records,
             group_delay,
@@ -646,6 +732,8 @@ impl Plan {
             sink_listen: knobs
                 .sink_listen
                 .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 0))),
+            origins,
+            sink_identity,
             data_dir: knobs.data_dir.clone(),
         })
     }
@@ -692,6 +780,15 @@ mod tests {
             Some(vec![Duration::from_millis(100), Duration::from_secs(1)])
         );
         assert_eq!(plan.name.as_deref(), Some("dinner"));
+        assert_eq!(plan.origins, ORIGINS_DEFAULT_MAX, "30 endpoints, 8 origins");
+        let one = Plan::resolve(&Knobs {
+            tenants: Some(1),
+            ..Knobs::default()
+        })
+        .unwrap();
+        assert_eq!(one.origins, 1, "never more origins than endpoints");
+        let set = Knobs::from_toml("origins = 3").unwrap();
+        assert_eq!(Plan::resolve(&set).unwrap().origins, 3);
     }
 
     #[test]

@@ -209,7 +209,10 @@ pub fn sweep_svg(report: &SweepReport) -> Result<String, BenchError> {
                     colour.stroke_width(2),
                 ))
                 .map_err(draw_error)?
-                .label(format!("{} shard(s)", series.shards))
+                .label(match series.shards {
+                    Some(n) => format!("{n} shard(s)"),
+                    None => "the server's shards".to_owned(),
+                })
                 .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], colour));
             chart
                 .draw_series(points.iter().map(|&p| Circle::new(p, 3, colour.filled())))

@@ -1,5 +1,6 @@
 //! `herald bench sweep`: open-loop runs at rising rates until p99 breaks the SLO, at one
-//! shard and at all shards, and the sizing line that follows from the knee.
+//! shard and at all shards (embedded) or at the remote server's own shard count
+//! (`--target`), and the sizing line that follows from the knee.
 
 use std::time::Duration;
 
@@ -32,7 +33,8 @@ pub struct SweepPlan {
     pub step_rate: Option<f64>,
     /// Most steps per series.
     pub steps_max: usize,
-    /// Shard counts to sweep [default: 1 and all cores].
+    /// Shard counts to sweep [default: 1 and all cores]; ignored remotely (one series
+    /// at the server's shards).
     pub shards: Vec<usize>,
     /// The rate to size for, events/s [default: the knee at the most shards].
     pub need_rate: Option<f64>,
@@ -64,8 +66,8 @@ pub struct Step {
 /// One shard count's sweep.
 #[derive(Clone, Debug, Serialize)]
 pub struct Series {
-    /// Shards.
-    pub shards: usize,
+    /// Shards (remote: the server's `herald_shards`, `null` if it does not say).
+    pub shards: Option<usize>,
     /// Closed-loop deliveries/s ÷ fan-out: the events/s that set the default steps.
     pub probe_events_per_s: f64,
     /// The steps, in order.
@@ -76,7 +78,8 @@ pub struct Series {
     pub slo_broken: bool,
     /// Deliveries/s at the knee.
     pub knee_deliveries_per_s: Option<f64>,
-    /// Deliveries/s per core the engine kept busy at the knee (its CPU per delivery).
+    /// Deliveries/s per core the engine kept busy at the knee (its CPU per delivery;
+    /// remote: the server process's, from its `/metrics`).
     pub deliveries_per_s_per_core: Option<f64>,
     /// Deliveries/s per shard at the knee.
     pub deliveries_per_s_per_shard: Option<f64>,
@@ -91,8 +94,10 @@ pub struct SweepReport {
     pub fanout: u64,
     /// Tenants.
     pub tenants: usize,
-    /// Online CPUs.
+    /// Online CPUs of this machine (remote: the harness's, not the server's).
     pub cores: usize,
+    /// `embedded` or `remote`.
+    pub mode: String,
     /// One series per shard count.
     pub series: Vec<Series>,
     /// Rate sized for.
@@ -124,11 +129,6 @@ fn step_of(rate: f64, report: &Report, slo_p99_ms: f64) -> Step {
 
 /// Runs the sweep. Each step's progress goes to `progress`; a line per step is noted.
 pub fn sweep(plan: &SweepPlan, progress: &mut Progress) -> Result<SweepReport, BenchError> {
-    if plan.base.target.is_some() {
-        return Err(BenchError::Config(
-            "sweep drives an embedded engine (it sets the shard count)".into(),
-        ));
-    }
     if !(plan.slo_p99_ms.is_finite() && plan.slo_p99_ms > 0.0) {
         return Err(BenchError::Config("slo_p99_ms must be above 0".into()));
     }
@@ -137,15 +137,24 @@ pub fn sweep(plan: &SweepPlan, progress: &mut Progress) -> Result<SweepReport, B
             "steps_max must be 1..={STEPS_MAX}"
         )));
     }
+    let remote = plan.base.target.is_some();
+    // Remotely the server has its own shard count: one series at it.
+    let counts: Vec<Option<usize>> = if remote {
+        vec![None]
+    } else {
+        plan.shards.iter().copied().map(Some).collect()
+    };
     let mut series = Vec::new();
-    for &shards in &plan.shards {
+    for shards in counts {
         let mut base = plan.base.clone();
-        base.shards = Some(shards);
+        base.shards = shards;
+        let label = shards.map_or_else(|| "the server's".to_owned(), |s| s.to_string());
         base.compare_raw = false;
         base.amount = Amount::Duration(plan.step_duration);
         base.load = Load::Closed;
-        progress.note(&format!("sweep, {shards} shard(s): closed-loop probe"));
+        progress.note(&format!("sweep, {label} shard(s): closed-loop probe"));
         let probe = run(&base, progress)?;
+        let shards = shards.or(probe.shards);
         // What the engine delivered flat out, in events/s: publishing alone runs far
         // ahead of delivery in a closed loop.
         let probe_rate = (probe.deliveries_per_s / probe.fanout.max(1) as f64).max(1.0);
@@ -164,13 +173,13 @@ pub fn sweep(plan: &SweepPlan, progress: &mut Progress) -> Result<SweepReport, B
                 // end the sweep: a step that fails is run again, and the second word is
                 // the one kept.
                 progress.note(&format!(
-                    "  {shards} shard(s) at {rate:.0} events/s: p99 {:.2} ms; confirming",
+                    "  {label} shard(s) at {rate:.0} events/s: p99 {:.2} ms; confirming",
                     s.p99_us as f64 / 1000.0
                 ));
                 s = step_of(rate, &run(&open, progress)?, plan.slo_p99_ms);
             }
             progress.note(&format!(
-                "  {shards} shard(s) at {rate:.0} events/s: {:.0} deliveries/s, p99 {:.2} ms — {}",
+                "  {label} shard(s) at {rate:.0} events/s: {:.0} deliveries/s, p99 {:.2} ms — {}",
                 s.deliveries_per_s,
                 s.p99_us as f64 / 1000.0,
                 if s.pass {
@@ -200,7 +209,9 @@ pub fn sweep(plan: &SweepPlan, progress: &mut Progress) -> Result<SweepReport, B
                 .and_then(|(_, s)| s.engine_cpu_us_per_delivery)
                 .filter(|us| *us > 0.0)
                 .map(|us| 1e6 / us),
-            deliveries_per_s_per_shard: knee_deliveries.map(|d| d / shards as f64),
+            deliveries_per_s_per_shard: knee_deliveries
+                .zip(shards)
+                .map(|(d, s)| d / s.max(1) as f64),
         });
     }
     let fanout = plan.base.fanout();
@@ -231,6 +242,7 @@ pub fn sweep(plan: &SweepPlan, progress: &mut Progress) -> Result<SweepReport, B
         fanout,
         tenants: plan.base.tenants,
         cores: sysstat::cores(),
+        mode: if remote { "remote" } else { "embedded" }.to_owned(),
         series,
         need_rate,
         cores_needed,
@@ -244,8 +256,14 @@ impl SweepReport {
         let mut out = String::new();
         for s in &self.series {
             out.push_str(&format!(
-                "  {} shard(s): probe {:.0} events/s closed loop\n",
-                s.shards, s.probe_events_per_s
+                "  {} shard(s){}: probe {:.0} events/s closed loop\n",
+                s.shards.map_or_else(|| "?".to_owned(), |n| n.to_string()),
+                if self.mode == "remote" {
+                    " on the server"
+                } else {
+                    ""
+                },
+                s.probe_events_per_s
             ));
             out.push_str("    rate/s   deliveries/s   p50 ms   p99 ms   engine µs/delivery\n");
             for st in &s.steps {

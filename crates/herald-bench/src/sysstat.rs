@@ -3,6 +3,8 @@
 //! reading is `None` where `/proc` does not have it, and the report says so.
 
 use std::fs;
+use std::os::unix::fs::MetadataExt;
+use std::path::Path;
 
 /// Clock ticks per second of `/proc/*/stat` times (`USER_HZ`: 100 on every Linux ABI the
 /// kernel builds for; `sysconf(_SC_CLK_TCK)` would need `unsafe` or a libc binding).
@@ -90,6 +92,42 @@ pub fn disk_write_bytes() -> Option<u64> {
         .ok()
 }
 
+/// The block device holding `path` as `/proc/diskstats` names it (`vda`, `nvme0n1p2`),
+/// found by the device number of the file system; `None` for file systems without one
+/// (tmpfs, overlay) or off Linux.
+pub fn block_device_of(path: &Path) -> Option<String> {
+    let dev = fs::metadata(path).ok()?.dev();
+    // Linux's dev_t encoding (glibc's gnu_dev_major/minor).
+    let major = ((dev >> 8) & 0xfff) | ((dev >> 32) & !0xfff);
+    let minor = (dev & 0xff) | ((dev >> 12) & !0xff);
+    if major == 0 {
+        return None; // an anonymous device: no disk behind it
+    }
+    let stats = fs::read_to_string("/proc/diskstats").ok()?;
+    stats.lines().find_map(|line| {
+        let mut fields = line.split_whitespace();
+        let (ma, mi, name) = (fields.next()?, fields.next()?, fields.next()?);
+        (ma.parse() == Ok(major) && mi.parse() == Ok(minor)).then(|| name.to_owned())
+    })
+}
+
+/// Bytes written to block device `name` since boot, by every process: sectors written
+/// (field 10 of `/proc/diskstats`, always in 512-byte units) × 512.
+pub fn device_write_bytes(name: &str) -> Option<u64> {
+    let stats = fs::read_to_string("/proc/diskstats").ok()?;
+    stats.lines().find_map(|line| {
+        let fields: Vec<&str> = line.split_whitespace().collect();
+        if fields.get(2) != Some(&name) {
+            return None;
+        }
+        fields
+            .get(9)?
+            .parse::<u64>()
+            .ok()
+            .map(|sectors| sectors * 512)
+    })
+}
+
 /// Online CPUs.
 pub fn cores() -> usize {
     std::thread::available_parallelism().map_or(1, |n| n.get())
@@ -138,5 +176,14 @@ mod tests {
         assert!(peak_rss_bytes().unwrap() > 0);
         assert!(rss_bytes().unwrap() > 0);
         assert!(threads_cpu_us("no-such-thread").is_some());
+        if let Some(device) = block_device_of(Path::new(env!("CARGO_MANIFEST_DIR"))) {
+            assert!(device_write_bytes(&device).is_some(), "{device}");
+        }
+        assert_eq!(
+            block_device_of(Path::new("/proc")),
+            None,
+            "procfs has no disk"
+        );
+        assert_eq!(device_write_bytes("no-such-device"), None);
     }
 }

@@ -1,6 +1,10 @@
 //! Smoke runs of each mode with small counts: the report is complete and consistent.
-//! Benchmarks report; nothing here asserts a timing.
+//! Benchmarks report; nothing here asserts a timing. The remote mode drives a real
+//! `herald serve` started in process (herald-api's `Server`), over http and https; the
+//! `tools/` scripts run on reports these runs write.
 
+use std::path::{Path, PathBuf};
+use std::process::Command;
 use std::time::Duration;
 
 use herald_bench::progress::Progress;
@@ -26,6 +30,41 @@ fn assert_keys(json: &serde_json::Value) {
     for key in REPORT_KEYS {
         assert!(json.get(key).is_some(), "JSON lacks {key}: {json}");
     }
+    for key in [
+        "attempts_succeeded",
+        "attempts_retryable",
+        "attempts_final",
+        "retries_sent",
+        "retries_pending",
+        "deliveries_pending",
+        "deliveries_failed",
+        "deliveries_exhausted",
+    ] {
+        assert!(
+            json["retries"].get(key).is_some(),
+            "JSON lacks retries.{key}: {json}"
+        );
+    }
+}
+
+fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+/// Runs a script of `tools/` with python3 (the CI script installs it) and returns its
+/// standard output.
+fn tool(name: &str, args: &[&Path]) -> String {
+    let output = Command::new("python3")
+        .arg(repo().join("tools").join(name))
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| panic!("running python3 tools/{name} (is python3 installed?): {e}"));
+    assert!(
+        output.status.success(),
+        "tools/{name} failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8(output.stdout).unwrap()
 }
 
 fn assert_svg_parses(text: &str) {
@@ -67,12 +106,54 @@ fn closed_loop_delivers_every_event_to_every_webhook() {
     assert!(raw.requests >= 1200);
     assert!(!report.timeline.is_empty());
     assert_eq!(report.timeline.last().unwrap().delivered, 1200);
+    // Six endpoints over six origins by default; the raw ceiling used the same ports and
+    // as many connections as the engine opened.
+    assert_eq!(report.origins, 6);
+    assert_eq!(raw.origins, 6);
+    assert!(report.connections >= 6, "a connection per origin at least");
+    assert_eq!(raw.connections as u64, report.connections);
+    assert_eq!(report.figures_source, "engine");
+    assert_eq!(report.shards, Some(1));
+    assert!(report.engine_cpu_us_per_delivery.is_some());
 
     let json = json_of(&report);
     assert_keys(&json);
     assert!(json["deliveries_per_s"].as_f64().unwrap() > 0.0);
     assert!(json["peak_rss_bytes"].as_u64().unwrap() > 0);
+    assert_eq!(
+        json["server_rss_bytes"],
+        serde_json::Value::Null,
+        "embedded"
+    );
     assert_svg_parses(&svg::run_svg(&report).unwrap());
+
+    // tools/bench-table makes a Markdown table of it, with the median row.
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("closed.json");
+    std::fs::write(&path, serde_json::to_string(&report).unwrap()).unwrap();
+    let table = tool("bench-table", &[Path::new("--median"), &path, &path]);
+    let lines: Vec<&str> = table.lines().collect();
+    assert!(
+        lines[0].starts_with("| file | run | deliveries/s |"),
+        "{table}"
+    );
+    // Python's "{:,.0f}": thousands separated by commas.
+    let digits = format!("{:.0}", report.deliveries_per_s);
+    let mut with_commas = String::new();
+    for (i, c) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i) % 3 == 0 {
+            with_commas.push(',');
+        }
+        with_commas.push(c);
+    }
+    assert!(
+        lines[2].starts_with(&format!(
+            "| closed.json | embedded, closed, 3×2, 1 shards, 6 origins | {with_commas} |"
+        )),
+        "{table}"
+    );
+    assert!(lines[4].starts_with("| **median of 2** |"), "{table}");
+    assert_eq!(lines.len(), 5, "{table}");
 }
 
 #[test]
@@ -159,6 +240,7 @@ fn raw_alone_measures_the_ceiling() {
         tls: false,
         scheme: herald::Scheme::Standard,
         sink_threads: 1,
+        origins: 2,
     })
     .unwrap();
     assert_eq!(report.requests, 2000);
@@ -166,6 +248,7 @@ fn raw_alone_measures_the_ceiling() {
     assert!(report.raw_per_s > 0.0);
     assert_eq!(report.body_bytes, 456);
     assert_eq!(report.latency.samples, 2000);
+    assert_eq!((report.connections, report.origins), (4, 2));
 }
 
 #[test]
@@ -205,6 +288,32 @@ fn sweep_finds_a_knee_and_sizes() {
     );
     assert!(report.sizing.ends_with("cores like this one"));
     assert_svg_parses(&svg::sweep_svg(&report).unwrap());
+
+    // tools/bench-plot draws the sweep; tools/bench-table lists its steps and sizing.
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("sweep.json");
+    std::fs::write(&path, serde_json::to_string(&report).unwrap()).unwrap();
+    let plot = dir.path().join("sweep.svg");
+    tool("bench-plot", &[Path::new("-o"), &plot, &path]);
+    let text = std::fs::read_to_string(&plot).unwrap();
+    assert_svg_parses(&text);
+    let doc = roxmltree::Document::parse(&text).unwrap();
+    let points = doc
+        .descendants()
+        .filter(|n| n.has_tag_name("circle"))
+        .count();
+    assert_eq!(points, 2, "a point per step");
+    assert!(text.contains("SLO 10000 ms"), "{text}");
+    let table = tool("bench-table", &[&path]);
+    assert_eq!(
+        table
+            .lines()
+            .filter(|l| l.starts_with("| sweep.json | 1 |"))
+            .count(),
+        2,
+        "{table}"
+    );
+    assert!(table.contains(&report.sizing), "{table}");
 }
 
 #[test]
@@ -263,4 +372,277 @@ fn flapping_receivers_go_down_and_come_back() {
     .unwrap_err()
     .to_string()
     .contains("flap_period"));
+}
+
+const ADMIN_KEY: &str = "bench-smoke-admin-key-0123456789";
+
+/// A `herald serve` in this process, on loopback, allowed to deliver to loopback.
+struct Server {
+    server: Option<herald_api::Server>,
+    _dir: tempfile::TempDir,
+}
+
+impl Server {
+    fn start(adjust: impl FnOnce(&mut herald_api::Config, &Path)) -> Server {
+        let dir = tempfile::tempdir().unwrap();
+        let mut config = herald_api::Config {
+            listen: "127.0.0.1:0".parse().unwrap(),
+            data_dir: dir.path().join("data"),
+            shards: 1,
+            ..herald_api::Config::default()
+        };
+        config.egress.allow_cidrs.push("127.0.0.0/8".to_owned());
+        adjust(&mut config, dir.path());
+        let server = herald_api::Server::start(config, Some(ADMIN_KEY.to_owned())).unwrap();
+        Server {
+            server: Some(server),
+            _dir: dir,
+        }
+    }
+
+    fn port(&self) -> u16 {
+        self.server.as_ref().unwrap().local_addr().port()
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        if let Some(server) = self.server.take() {
+            let _ = server.shutdown();
+        }
+    }
+}
+
+fn remote_knobs(target: String) -> Knobs {
+    Knobs {
+        target: Some(target),
+        api_key: Some(ADMIN_KEY.to_owned()),
+        drain_timeout: Some(Duration::from_secs(60)),
+        ..Knobs::default()
+    }
+}
+
+/// Checks a remote run against what the server's /metrics counted.
+fn assert_remote_report(report: &herald_bench::Report, accepted: u64, fanout: u64) {
+    assert_eq!(report.mode, "remote");
+    assert_eq!(report.figures_source, "metrics");
+    assert_eq!(report.accepted, accepted);
+    assert_eq!(
+        report.delivered,
+        accepted * fanout,
+        "delivered = accepted × fan-out"
+    );
+    assert!(!report.drain_timed_out);
+    assert_eq!(report.shards, Some(1), "the server's herald_shards");
+    // The server's counters, not the sink's.
+    assert_eq!(report.retries.attempts_succeeded, Some(report.delivered));
+    assert_eq!(report.retries.attempts_retryable, Some(0));
+    assert_eq!(report.retries.retries_sent, Some(0));
+    assert_eq!(report.retries.deliveries_pending, Some(0));
+    assert!(report.records_per_delivery.unwrap() >= 2.0, "{report:?}");
+    assert!(report.journal_bytes_per_delivery.unwrap() > 0.0);
+    assert!(report.journal_syncs.unwrap() > 0);
+    // Where /proc exists (Linux), the server exports its process figures.
+    if Path::new("/proc/self/stat").exists() {
+        assert!(report.cpu_us_per_delivery.is_some(), "{report:?}");
+        assert_eq!(
+            report.engine_cpu_us_per_delivery,
+            report.cpu_us_per_delivery
+        );
+        assert!(report.peak_rss_bytes.unwrap() > 0);
+        assert!(report.server_rss_bytes.unwrap() > 0);
+        assert!(report.disk_write_bytes_per_delivery.is_some());
+    }
+    // The server's disk is not the harness's to read: unknown, not 0.
+    assert_eq!(report.device, None);
+    let json = json_of(report);
+    assert_keys(&json);
+    assert_eq!(
+        json["device_write_bytes_per_delivery"],
+        serde_json::Value::Null
+    );
+    assert_svg_parses(&svg::run_svg(report).unwrap());
+}
+
+#[test]
+fn remote_mode_publishes_over_rest_and_reads_the_server_metrics() {
+    let server = Server::start(|_, _| {});
+    let plan = Plan::resolve(&Knobs {
+        events: Some(200),
+        tenants: Some(2),
+        webhooks_per_tenant: Some(2),
+        batch: Some(10),
+        compare_raw: Some(true),
+        ..remote_knobs(format!("http://127.0.0.1:{}", server.port()))
+    })
+    .unwrap();
+    let report = run(&plan, &mut Progress::quiet()).unwrap();
+    assert_remote_report(&report, 200, 2);
+    assert!(report.raw_per_s.unwrap() > 0.0, "raw > 0");
+    assert_eq!(report.origins, 4);
+}
+
+/// A CA, and a certificate it issued for 127.0.0.1 and localhost: `(ca_pem, chain_pem
+/// (leaf then CA), key_pem)`.
+fn issue() -> (String, String, String) {
+    use rcgen::{BasicConstraints, CertificateParams, IsCa, KeyPair};
+    let ca_key = KeyPair::generate().unwrap();
+    let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    let ca = ca_params.self_signed(&ca_key).unwrap();
+    let key = KeyPair::generate().unwrap();
+    let leaf = CertificateParams::new(vec!["127.0.0.1".to_owned(), "localhost".to_owned()])
+        .unwrap()
+        .signed_by(&key, &ca, &ca_key)
+        .unwrap();
+    (
+        ca.pem(),
+        format!("{}{}", leaf.pem(), ca.pem()),
+        key.serialize_pem(),
+    )
+}
+
+#[test]
+fn remote_mode_over_https_with_a_tls_sink() {
+    let files = tempfile::tempdir().unwrap();
+    let write = |name: &str, text: &str| {
+        let path = files.path().join(name);
+        std::fs::write(&path, text).unwrap();
+        path
+    };
+    let (server_ca, server_chain, server_key) = issue();
+    let (sink_ca, sink_chain, sink_key) = issue();
+    let server_ca = write("server-ca.pem", &server_ca);
+    let (server_chain, server_key) = (
+        write("server.pem", &server_chain),
+        write("server-key.pem", &server_key),
+    );
+    let sink_ca = write("sink-ca.pem", &sink_ca);
+    let (sink_chain, sink_key) = (
+        write("sink.pem", &sink_chain),
+        write("sink-key.pem", &sink_key),
+    );
+    let server = Server::start(|config, _| {
+        config.tls = Some(herald_api::config::TlsConfig {
+            cert: server_chain.clone(),
+            key: server_key.clone(),
+        });
+        config.egress.extra_ca_pems.push(sink_ca.clone());
+    });
+    let target = format!("https://127.0.0.1:{}", server.port());
+
+    // Without the server's CA the harness refuses the certificate and says what to do.
+    let untrusting = Plan::resolve(&Knobs {
+        events: Some(10),
+        tenants: Some(1),
+        ..remote_knobs(target.clone())
+    })
+    .unwrap();
+    let err = run(&untrusting, &mut Progress::quiet())
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("--ca-file"), "{err}");
+
+    let plan = Plan::resolve(&Knobs {
+        events: Some(150),
+        tenants: Some(3),
+        webhooks_per_tenant: Some(1),
+        ca_file: Some(server_ca),
+        sink_cert: Some(sink_chain),
+        sink_key: Some(sink_key),
+        compare_raw: Some(true),
+        ..remote_knobs(target)
+    })
+    .unwrap();
+    assert!(plan.tls, "a sink certificate means TLS");
+    let report = run(&plan, &mut Progress::quiet()).unwrap();
+    assert!(report.tls);
+    assert_remote_report(&report, 150, 1);
+    let raw = report.raw.as_ref().unwrap();
+    assert!(raw.tls && raw.raw_per_s > 0.0, "{raw:?}");
+}
+
+#[test]
+fn remote_knobs_are_checked() {
+    let cases: &[(Knobs, &str)] = &[
+        (
+            Knobs {
+                tls: Some(true),
+                ..remote_knobs("http://127.0.0.1:1".into())
+            },
+            "--sink-cert",
+        ),
+        (
+            Knobs {
+                ca_file: Some("ca.pem".into()),
+                ..remote_knobs("http://127.0.0.1:1".into())
+            },
+            "plain http",
+        ),
+        (
+            Knobs {
+                ca_file: Some("ca.pem".into()),
+                ..Knobs::default()
+            },
+            "needs --target",
+        ),
+        (
+            Knobs {
+                sink_cert: Some("c.pem".into()),
+                sink_key: Some("k.pem".into()),
+                ..Knobs::default()
+            },
+            "embedded runs generate",
+        ),
+        (
+            Knobs {
+                origins: Some(herald_sink::LISTENERS_MAX + 1),
+                ..Knobs::default()
+            },
+            "origins",
+        ),
+    ];
+    for (knobs, needle) in cases {
+        let err = Plan::resolve(knobs).unwrap_err().to_string();
+        assert!(err.contains(needle), "{needle}: {err}");
+    }
+}
+
+#[test]
+fn remote_sweep_steps_the_server_and_sizes() {
+    let server = Server::start(|_, _| {});
+    let base = Plan::resolve(&Knobs {
+        tenants: Some(2),
+        ..remote_knobs(format!("http://127.0.0.1:{}", server.port()))
+    })
+    .unwrap();
+    let report = sweep(
+        &SweepPlan {
+            base,
+            slo_p99_ms: 10_000.0,
+            step_duration: Duration::from_millis(300),
+            start_rate: Some(100.0),
+            step_rate: Some(100.0),
+            steps_max: 1,
+            shards: vec![],
+            need_rate: Some(500.0),
+        },
+        &mut Progress::quiet(),
+    )
+    .unwrap();
+    assert_eq!(report.mode, "remote");
+    assert_eq!(report.series.len(), 1);
+    let series = &report.series[0];
+    assert_eq!(series.shards, Some(1), "the server's shards");
+    assert_eq!(series.steps.len(), 1);
+    assert!(series.steps[0].pass, "{:?}", series.steps);
+    assert!(series.steps[0].engine_cpu_us_per_delivery.is_some());
+    assert!(
+        report
+            .sizing
+            .starts_with("500 events/s at fan-out 1, p99 ≤ 10000 ms: "),
+        "{}",
+        report.sizing
+    );
+    assert_svg_parses(&svg::sweep_svg(&report).unwrap());
 }
