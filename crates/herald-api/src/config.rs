@@ -94,6 +94,8 @@ pub struct Config {
     pub tls: Option<TlsConfig>,
     /// Inbound webhook sources (`POST /v1/inbound/{name}`), by name.
     pub inbound: std::collections::BTreeMap<String, InboundSource>,
+    /// The event stream, `GET /v1/ws`.
+    pub ws: crate::ws::WsConfig,
 }
 
 /// `[inbound.NAME]`: a provider whose signed webhooks become platform events.
@@ -288,6 +290,7 @@ impl Default for Config {
             journal: JournalConfig::default(),
             tls: None,
             inbound: std::collections::BTreeMap::new(),
+            ws: crate::ws::WsConfig::default(),
         }
     }
 }
@@ -376,6 +379,7 @@ impl Config {
             )));
         }
         self.validate_inbound()?;
+        self.ws.validate()?;
         if let Some(key) = &self.admin_key {
             if key.len() < ADMIN_KEY_BYTES_MIN {
                 return Err(ConfigError::new(format!(

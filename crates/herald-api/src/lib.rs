@@ -20,6 +20,7 @@ mod routes;
 mod server;
 pub mod time;
 mod views;
+pub mod ws;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -226,6 +227,11 @@ impl Server {
             .shards(shards)
             .intake_capacity(config.limits.intake_capacity)
             .journal_segment_bytes(config.journal.segment_bytes)
+        .stream_window(
+            config.ws.replay_window(),
+            config.ws.replay_events_max,
+            config.ws.replay_bytes_max,
+        )
             .require_https(config.egress.require_https);
         for cidr in &config.egress.allow_cidrs {
             builder = builder.allow_cidr(cidr.clone());

@@ -13,7 +13,7 @@ use std::sync::Mutex;
 use prometheus_client::encoding::{EncodeLabelSet, EncodeMetric, MetricEncoder, NoLabelSet};
 use prometheus_client::metrics::counter::{ConstCounter, Counter};
 use prometheus_client::metrics::family::Family;
-use prometheus_client::metrics::gauge::ConstGauge;
+use prometheus_client::metrics::gauge::{ConstGauge, Gauge};
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::metrics::{MetricType, TypedMetric};
 use prometheus_client::registry::{Registry, Unit};
@@ -44,6 +44,12 @@ pub struct Metrics {
     inbound: Family<InboundLabels, Counter>,
     /// Requests whose bytes did not arrive in time.
     pub request_timeouts: Counter,
+    /// Open `GET /v1/ws` streams.
+    pub ws_clients: Gauge,
+    /// Messages (events) written to stream clients.
+    pub ws_messages_sent: Counter,
+    /// Stream clients closed because their send queue filled.
+    pub ws_slow_consumer_closes: Counter,
     request_seconds: Histogram,
     /// Serialises scrapes (the registry is built per scrape).
     scrape: Mutex<()>,
@@ -55,6 +61,9 @@ impl Default for Metrics {
             requests: Family::default(),
             inbound: Family::default(),
             request_timeouts: Counter::default(),
+            ws_clients: Gauge::default(),
+            ws_messages_sent: Counter::default(),
+            ws_slow_consumer_closes: Counter::default(),
             request_seconds: Histogram::new([
                 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0, 5.0,
             ]),
@@ -286,6 +295,21 @@ impl Metrics {
             "api_request_timeouts",
             "API requests that did not arrive within limits.header_read_timeout_ms",
             self.request_timeouts.clone(),
+        );
+        registry.register(
+            "ws_clients",
+            "Open WebSocket stream connections (GET /v1/ws)",
+            self.ws_clients.clone(),
+        );
+        registry.register(
+            "ws_messages_sent",
+            "Events written to WebSocket stream clients",
+            self.ws_messages_sent.clone(),
+        );
+        registry.register(
+            "ws_slow_consumer_closes",
+            "WebSocket stream clients closed because their send queue (ws.send_queue_max) filled",
+            self.ws_slow_consumer_closes.clone(),
         );
         registry.register_with_unit(
             "api_request_duration",

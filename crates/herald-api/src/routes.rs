@@ -48,6 +48,8 @@ pub struct App {
     pub connections: Arc<ConnectionCount>,
     /// Inbound webhook sources, by name.
     pub inbound: BTreeMap<String, crate::inbound::Source>,
+    /// `GET /v1/ws`: JWT keys and per-tenant connection counts.
+    pub ws: crate::ws::Hub,
 }
 
 /// An error answer.
@@ -200,7 +202,7 @@ fn parse_target(target: &str) -> Result<Target<'_>> {
     })
 }
 
-fn percent_decode(text: &str) -> Option<String> {
+pub(crate) fn percent_decode(text: &str) -> Option<String> {
     let bytes = text.as_bytes();
     let mut out = Vec::with_capacity(bytes.len());
     let mut i = 0;
@@ -387,7 +389,7 @@ impl<'a> Route<'a> {
 /// The value of header `name` when the request carries it at most once. A repeated
 /// credential, tenant or idempotency header is ambiguous (a proxy and this server could
 /// each believe a different one), so it is refused rather than resolved by position.
-fn sole_header<'r>(request: &'r Request, name: &str) -> std::result::Result<Option<&'r [u8]>, ()> {
+pub(crate) fn sole_header<'r>(request: &'r Request, name: &str) -> std::result::Result<Option<&'r [u8]>, ()> {
     let mut values = request
         .headers
         .iter()
@@ -459,6 +461,7 @@ impl App {
     /// Builds the handler state.
     pub fn new(config: Config, herald: Herald, keys: KeyStore, default_scheme: Scheme) -> App {
         App {
+            ws: crate::ws::Hub::new(&config.ws),
             config,
             herald,
             keys,

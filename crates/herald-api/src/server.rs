@@ -182,7 +182,26 @@ async fn serve_connection<S>(
                         let last = !request.keep_alive
                             || served >= limits.requests_per_connection_max
                             || stopping;
-                        let response = app.handle(&request, peer).await;
+                        let response = if crate::ws::is_stream_request(&request) {
+                            match crate::ws::accept(&app, &request) {
+                                Ok(upgrade) => {
+                                    // Answers to pipelined requests before it go first.
+                                    if write_out(&mut stream, &mut out).await.is_err() {
+                                        return;
+                                    }
+                                    let leftover = buf[start..end].to_vec();
+                                    crate::ws::serve(stream, leftover, upgrade, app, peer, stop)
+                                        .await;
+                                    return;
+                                }
+                                Err(refused) => {
+                                    app.metrics.observe_request(crate::ws::PATH, refused.status);
+                                    refused
+                                }
+                            }
+                        } else {
+                            app.handle(&request, peer).await
+                        };
                         let close = last || response.close;
                         if request.method == "HEAD" {
                             response.encode_head(&mut out, close);
