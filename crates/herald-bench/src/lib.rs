@@ -1,14 +1,17 @@
 //! Herald's capacity-planning harness, shared by `herald bench run|raw|sweep`.
 //!
-//! * [`run::run`] starts a [`herald_sink::Sink`] and either an embedded engine or, with a
-//!   [`scenario::Target`], drives a running `herald serve` over its REST API; publishes
+//! * [`run::run`] starts a [`herald_sink::Sink`] (on several ports: each is an origin to
+//!   the engine's pools, which cap connections per origin) and either an embedded engine
+//!   or, with a [`scenario::Target`], drives a running `herald serve` over its REST API
+//!   (http or https) and reads its `GET /metrics` before and after ([`metrics`]) for the
+//!   server's own CPU, memory, disk, journal and retry figures; publishes
 //!   closed-loop (a bounded window of unanswered publishes) or open-loop at a fixed rate
 //!   (latency counted from each event's scheduled send time, so a stall cannot hide:
 //!   coordinated omission); waits for the deliveries; and returns a [`Report`] with every
 //!   figure (throughput, latency percentiles, CPU, memory, journal and disk bytes per
 //!   delivery, retries by class, a timeline).
-//! * [`raw::measure`] is the ceiling: the same sink, connections and body size with
-//!   requests signed before the run and no engine.
+//! * [`raw::measure`] is the ceiling: the same sink, ports, connections and body size
+//!   with requests signed before the run and no engine.
 //! * [`sweep::sweep`] steps the open-loop rate until p99 breaks an SLO and sizes.
 //!
 //! Latency is measured at the sink: every event's data starts with

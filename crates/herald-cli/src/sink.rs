@@ -35,8 +35,21 @@ pub struct SinkArgs {
     tls: bool,
     /// Where to write the CA PEM senders must trust [default: herald-sink-ca.pem in the
     /// temporary directory]. Implies --tls.
-    #[arg(long, value_name = "PATH")]
+    #[arg(long, value_name = "PATH", conflicts_with = "cert")]
     ca_out: Option<PathBuf>,
+    /// Serve https with this certificate chain (PEM, the leaf first) instead of a
+    /// generated one: for a remote Herald that trusts its issuer (`[egress]
+    /// extra_ca_pems`). Needs --key.
+    #[arg(long, value_name = "PATH", requires = "key")]
+    cert: Option<PathBuf>,
+    /// The private key (PEM) of --cert.
+    #[arg(long, value_name = "PATH", requires = "cert")]
+    key: Option<PathBuf>,
+    /// Listening sockets: the first on --listen, the others on the following ports (or
+    /// free ones with port 0). Each is a separate origin to a sender, which caps
+    /// connections per origin (Herald: 32 per shard).
+    #[arg(long, value_name = "N", default_value_t = 1)]
+    listeners: usize,
     /// Verify signatures with this secret (repeat for rotation; `whpk_…` public keys for
     /// ed25519) and count failures.
     #[arg(long = "secret", value_name = "SECRET")]
@@ -110,14 +123,19 @@ fn start(args: &SinkArgs) -> Result<(Sink, String), String> {
     };
     let mut builder = Sink::builder()
         .listen(args.listen)
+        .listeners(args.listeners)
         .default_action(Action::Status(args.status))
         .seed(seed)
         .connections_max(args.connections_max)
         .threads(args.threads)
         // Counters only: a long run must not accumulate bodies.
         .requests_max(0);
-    let tls = args.tls || args.ca_out.is_some();
-    if tls {
+    if let (Some(cert), Some(key)) = (&args.cert, &args.key) {
+        let read = |path: &PathBuf| {
+            std::fs::read_to_string(path).map_err(|e| format!("reading {}: {e}", path.display()))
+        };
+        builder = builder.tls_identity(read(cert)?, read(key)?);
+    } else if args.tls || args.ca_out.is_some() {
         let path = args
             .ca_out
             .clone()
@@ -146,7 +164,9 @@ fn start(args: &SinkArgs) -> Result<(Sink, String), String> {
 
 fn serve(args: SinkArgs) -> Result<(), String> {
     let (sink, answers) = start(&args)?;
-    println!("listening on {}", sink.url("/"));
+    for i in 0..sink.addrs().len() {
+        println!("listening on {}", sink.url_on(i, "/"));
+    }
     println!("answers: {answers}");
     if let Some(path) = sink.ca_pem_path() {
         println!(
@@ -349,6 +369,31 @@ mod tests {
         assert!(answer.starts_with("HTTP/1.1 503 "), "{answer}");
         assert!(answer.contains("\r\nRetry-After: 9\r\n"), "{answer}");
         assert_eq!(sink.stats().status_count(503), 1);
+    }
+
+    #[test]
+    fn listeners_and_a_given_certificate_reach_the_sink() {
+        let (sink, _) = start(&args(&["--listeners", "3"])).unwrap();
+        assert_eq!(sink.addrs().len(), 3);
+        for addr in sink.addrs() {
+            assert!(std::net::TcpStream::connect(addr).is_ok(), "{addr}");
+        }
+        let missing = args(&[
+            "--cert",
+            "/nonexistent/c.pem",
+            "--key",
+            "/nonexistent/k.pem",
+        ]);
+        let err = start(&missing).unwrap_err();
+        assert!(err.contains("/nonexistent/c.pem"), "{err}");
+        assert!(
+            Wrapper::try_parse_from(["sink", "--cert", "c.pem"]).is_err(),
+            "--cert needs --key"
+        );
+        assert!(Wrapper::try_parse_from([
+            "sink", "--cert", "c.pem", "--key", "k.pem", "--ca-out", "ca.pem"
+        ])
+        .is_err());
     }
 
     #[test]
