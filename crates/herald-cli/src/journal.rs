@@ -235,6 +235,8 @@ impl Drop for Scratch {
     }
 }
 
+/// Records appended per `commit` in the durable phase: a busy shard turn's worth.
+const COMMIT_EVERY: u64 = 64;
 /// How often the loops look at the clock: every this many appends.
 const CLOCK_EVERY: u64 = 256;
 
@@ -318,9 +320,14 @@ fn run_bench(args: &BenchArgs) -> Result<(), String> {
         if written % checkpoint_every == 0 {
             journal.checkpoint(b"bench").map_err(|e| e.to_string())?;
         }
+        // Records reach the file a turn's worth at a time, as in a shard.
+        if written % COMMIT_EVERY == 0 {
+            journal.commit().map_err(|e| e.to_string())?;
+        }
         // Publishers wait for their acknowledgement: at most `window`
         // records are in flight, as with that many concurrent publishers.
         if seq >= first + window {
+            journal.commit().map_err(|e| e.to_string())?;
             handle
                 .wait_durable(seq - window, Duration::from_secs(30))
                 .map_err(|e| e.to_string())?;

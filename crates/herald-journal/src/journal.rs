@@ -9,7 +9,8 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use memmap2::MmapMut;
+use memmap2::Mmap;
+use rkyv::util::AlignedVec;
 
 use crate::error::JournalError;
 use crate::format::{
@@ -33,6 +34,11 @@ pub const GROUP_RECORDS_MAX_LIMIT: usize = 1 << 20;
 pub const GROUP_DELAY_US_MAX: u64 = 1_000_000;
 /// Upper bound for `segments_max`.
 pub const SEGMENTS_MAX_LIMIT: usize = 1 << 16;
+/// Appended frames wait in memory until [`Journal::commit`] or until this many
+/// bytes are staged, then go to the segment file in one `pwrite`. Bounded so a
+/// caller that appends a large batch before committing keeps a bounded buffer,
+/// and large enough that a busy turn costs one system call, not one per record.
+pub const STAGED_BYTES_MAX: usize = 256 * 1024;
 
 const SEGMENT_SUFFIX: &str = ".seg";
 const TEMP_SUFFIX: &str = ".seg.tmp";
@@ -259,8 +265,11 @@ struct Segment {
     base_seq: u64,
     path: PathBuf,
     file: Arc<File>,
-    map: MmapMut,
-    /// Where the next frame goes; everything from here on is zero.
+    /// Read-only shared mapping: it sees the page cache, so frames written
+    /// with `pwrite` are readable through it at once (replay, zero-copy access).
+    map: Mmap,
+    /// Where the next frame goes; everything from here on is zero (in the file,
+    /// or in the journal's staging buffer until it is written).
     end: u64,
     /// Last sequence number in the segment (`base_seq - 1` when empty).
     last_seq: u64,
@@ -275,6 +284,13 @@ pub struct Journal {
     _lock: File,
     segments: Vec<Segment>,
     next_seq: u64,
+    /// Frames appended to the active segment but not yet written to its file:
+    /// they occupy the segment's last `staged.len()` bytes before `end`.
+    /// 16-byte aligned like the file, so replay can hand out rkyv payloads
+    /// from it in place.
+    staged: AlignedVec<16>,
+    /// Records in `staged`.
+    staged_records: u64,
     /// Latest checkpoint: (seq, base_seq of its segment, offset).
     checkpoint: Option<(u64, u64, u64)>,
     shared: Arc<Shared>,
@@ -326,12 +342,14 @@ pub(crate) fn list_segments(dir: &Path, clean: bool) -> Result<Vec<(u64, PathBuf
     Ok(out)
 }
 
-fn map_segment(file: &File, path: &Path) -> Result<MmapMut, JournalError> {
+fn map_segment(file: &File, path: &Path) -> Result<Mmap, JournalError> {
     // SAFETY: the file is a segment of a journal directory this process holds
     // the exclusive flock on, so no other cooperating handle truncates or
-    // writes it while mapped; the journal never shrinks a mapped file.
+    // writes it while mapped; the journal never shrinks a mapped file. The
+    // mapping is read-only; the journal writes with `pwrite`, only past every
+    // byte it has handed out a borrow of (frames before `end` never change).
     #[allow(unsafe_code)]
-    let map = unsafe { MmapMut::map_mut(file) };
+    let map = unsafe { Mmap::map(file) };
     map.map_err(|e| JournalError::io("mmap", path, e))
 }
 
@@ -382,7 +400,7 @@ impl Journal {
         while let Some((i, (name_base, path))) = listed.next() {
             let is_last = i + 1 == count;
             let file = open_rw(&path)?;
-            let mut map = map_segment(&file, &path)?;
+            let map = map_segment(&file, &path)?;
             let scan = scan_segment(&map).map_err(|defect| JournalError::CorruptSegmentHeader {
                 segment: path.clone(),
                 defect,
@@ -421,11 +439,11 @@ impl Journal {
                         bytes_discarded: dirty_end - offset,
                         defect,
                     });
-                    zero_and_flush(&mut map, offset, dirty_end, &path)?;
+                    zero_and_sync(&file, offset, dirty_end, &path)?;
                 } else if config.repair {
                     // Everything after the corruption goes: this segment's
                     // rest and every later segment.
-                    zero_and_flush(&mut map, offset, dirty_end, &path)?;
+                    zero_and_sync(&file, offset, dirty_end, &path)?;
                     let mut bytes_lost = dirty_end - offset;
                     let mut max_seq = intact.map_or(scan.last_seq, |i| i.last_seq);
                     let mut deleted = 0;
@@ -520,6 +538,8 @@ impl Journal {
             _lock: lock,
             segments,
             next_seq,
+            staged: AlignedVec::with_capacity(STAGED_BYTES_MAX),
+            staged_records: 0,
             checkpoint,
             shared,
             since_kick: 0,
@@ -582,18 +602,75 @@ impl Journal {
             self.roll()?;
         }
         let seq = self.next_seq;
-        let segment = self.active_mut();
+        if self.staged.len() + total as usize > STAGED_BYTES_MAX {
+            self.write_staged()?;
+        }
+        let staged_from = self.staged.len();
+        let segment = self
+            .segments
+            .last_mut()
+            .expect("journal has an active segment");
         let start = segment.end as usize;
         let stop = start + total as usize;
-        // Durability invariants: frames are appended in place, in order, aligned.
+        // Durability invariants: frames are appended in place, in order, aligned,
+        // and the staging buffer holds exactly the segment's unwritten tail.
         assert!(stop <= segment.map.len(), "frame past segment end");
         assert_eq!(segment.last_seq + 1, seq, "sequence gap on append");
-        encode_frame(&mut segment.map[start..stop], seq, kind, version, payload);
+        assert_eq!(start % 16, 0, "frame start not aligned");
+        self.staged.resize(staged_from + total as usize, 0);
+        encode_frame(&mut self.staged[staged_from..], seq, kind, version, payload);
         segment.end = stop as u64;
         segment.last_seq = seq;
         self.next_seq += 1;
-        self.shared.published(seq, &mut self.since_kick);
+        self.staged_records += 1;
         Ok(seq)
+    }
+
+    /// Writes the staged frames to the active segment file (one `pwrite`) and
+    /// hands them to the sync thread. Until a frame is committed it cannot
+    /// become durable: call this once per batch of appends (a shard turn).
+    /// [`Journal::sync`], a roll and dropping the journal commit by themselves.
+    ///
+    /// A failed write fails the journal like a failed sync: the frames were
+    /// given sequence numbers, and only a restart (reading the disk) can tell
+    /// which of them reached the file.
+    pub fn commit(&mut self) -> Result<(), JournalError> {
+        self.shared.check_failed()?;
+        if self.staged_records == 0 {
+            return Ok(());
+        }
+        self.write_staged()?;
+        let records = std::mem::take(&mut self.staged_records);
+        self.shared
+            .published(self.next_seq - 1, records, &mut self.since_kick);
+        Ok(())
+    }
+
+    /// Records appended but not yet committed (see [`Journal::commit`]).
+    pub fn staged_records(&self) -> u64 {
+        self.staged_records
+    }
+
+    /// Writes `staged` at the segment's unwritten tail; the records stay
+    /// unpublished (see `commit`).
+    fn write_staged(&mut self) -> Result<(), JournalError> {
+        if self.staged.is_empty() {
+            return Ok(());
+        }
+        let segment = self.segments.last().expect("journal has an active segment");
+        let at = segment.end - self.staged.len() as u64;
+        // Durability invariant: the staged bytes are the segment's tail, frame-aligned.
+        assert!(
+            at >= SEGMENT_HEADER_BYTES && at % 16 == 0,
+            "staged tail offset"
+        );
+        if let Err(e) = segment.file.write_all_at(&self.staged, at) {
+            let error = JournalError::io("pwrite", &segment.path, e);
+            self.shared.fail(error.to_string());
+            return Err(error);
+        }
+        self.staged.clear();
+        Ok(())
     }
 
     /// Makes room for one record of `payload_bytes` (clamped to the largest
@@ -614,15 +691,10 @@ impl Journal {
         self.roll()
     }
 
-    fn active_mut(&mut self) -> &mut Segment {
-        // Invariant: open() always leaves at least one segment and roll()
-        // only ever adds one before removing older ones.
-        self.segments
-            .last_mut()
-            .expect("journal has an active segment")
-    }
-
     fn roll(&mut self) -> Result<(), JournalError> {
+        // The old segment's tail goes to its file before the sync thread is
+        // told about the new one, so a sync after the roll covers it.
+        self.commit()?;
         if self.segments.len() >= self.config.segments_max {
             if self
                 .checkpoint
@@ -721,7 +793,7 @@ impl Journal {
     /// Syncs everything appended so far now and waits for it; returns the
     /// durable sequence number.
     pub fn sync(&mut self) -> Result<u64, JournalError> {
-        self.shared.check_failed()?;
+        self.commit()?;
         let target = self.last_seq();
         if self.durable_seq() >= target {
             return Ok(self.durable_seq());
@@ -764,7 +836,9 @@ impl Journal {
 
     /// Frames from the latest checkpoint on (the checkpoint frame first), in
     /// order; every frame from the start when there is no checkpoint. Frames
-    /// of every kind are returned: see [`Journal::replay_known`].
+    /// of every kind are returned: see [`Journal::replay_known`]. Frames
+    /// appended but not yet committed ([`Journal::commit`]) are included, read
+    /// from memory.
     pub fn replay(&self) -> Replay<'_> {
         match self.checkpoint {
             Some((seq, base, offset)) => {
@@ -782,6 +856,17 @@ impl Journal {
                 }
             }
             None => self.replay_all(),
+        }
+    }
+
+    /// End of what is in segment `index`'s file: the active segment's staged
+    /// tail is not written yet.
+    fn written_end(&self, index: usize) -> u64 {
+        let segment = &self.segments[index];
+        if index + 1 == self.segments.len() {
+            segment.end - self.staged.len() as u64
+        } else {
+            segment.end
         }
     }
 
@@ -848,14 +933,17 @@ impl<'a> Iterator for Replay<'a> {
                 continue;
             }
             // Frames were checked on open or written by us; checking again
-            // catches memory or disk changed behind the journal's back.
-            return match decode_frame(
-                &segment.map[..segment.end as usize],
-                self.offset,
-                self.next_seq,
-            ) {
+            // catches memory or disk changed behind the journal's back. The
+            // active segment's staged tail is read from memory.
+            let written = self.journal.written_end(self.index);
+            let (bytes, base) = if self.offset >= written {
+                (&self.journal.staged[..], written)
+            } else {
+                (&segment.map[..written as usize], 0)
+            };
+            return match decode_frame(bytes, self.offset - base, self.next_seq) {
                 Decoded::Frame(raw, next) => {
-                    self.offset = next;
+                    self.offset = next + base;
                     self.next_seq += 1;
                     Some(Ok(Frame::from_raw(raw)))
                 }
@@ -882,6 +970,9 @@ impl<'a> Iterator for Replay<'a> {
 
 impl Drop for Journal {
     fn drop(&mut self) {
+        // What was appended is synced on the way out; a failure here has no
+        // caller left to tell, and recovery reads what reached the disk.
+        let _ = self.commit();
         self.shared.shutdown();
         if let Some(thread) = self.sync_thread.take() {
             // A panic in the sync thread already reported itself; nothing to add.
@@ -890,13 +981,22 @@ impl Drop for Journal {
     }
 }
 
-fn zero_and_flush(map: &mut MmapMut, from: u64, to: u64, path: &Path) -> Result<(), JournalError> {
+/// Zeroes `from..to` of a segment file with `pwrite` and syncs it, so a torn
+/// tail cannot come back after the next crash.
+fn zero_and_sync(file: &File, from: u64, to: u64, path: &Path) -> Result<(), JournalError> {
     if to <= from {
         return Ok(());
     }
-    map[from as usize..to as usize].fill(0);
-    map.flush_range(from as usize, (to - from) as usize)
-        .map_err(|e| JournalError::io("msync", path, e))
+    let zeros = vec![0u8; (to - from).min(STAGED_BYTES_MAX as u64) as usize];
+    let mut at = from;
+    while at < to {
+        let n = (to - at).min(zeros.len() as u64) as usize;
+        file.write_all_at(&zeros[..n], at)
+            .map_err(|e| JournalError::io("pwrite", path, e))?;
+        at += n as u64;
+    }
+    file.sync_data()
+        .map_err(|e| JournalError::io("fdatasync", path, e))
 }
 
 /// Writes the header of a preallocated spare and maps it; it keeps its

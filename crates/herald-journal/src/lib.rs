@@ -1,10 +1,12 @@
 //! Memory-mapped, append-only, CRC-checked journal with group commit and recovery.
 //!
 //! A journal is a directory of preallocated segment files (see [`format`] for
-//! the byte layout). [`Journal::append`] writes a frame into the mapped active
-//! segment and returns its sequence number at once; a background thread makes
-//! batches durable with `fdatasync` ([`Journal::durable_seq`],
-//! [`Journal::set_durable_notify`], [`Journal::sync`]). [`Journal::open`]
+//! the byte layout). [`Journal::append`] stages a frame in memory and returns
+//! its sequence number at once; [`Journal::commit`] writes the staged frames to
+//! the active segment with one `pwrite`, and a background thread makes batches
+//! durable with `fdatasync` ([`Journal::durable_seq`],
+//! [`Journal::set_durable_notify`], [`Journal::sync`]). Segments are mapped
+//! read-only, so replay and [`Frame::access`] read records in place. [`Journal::open`]
 //! recovers: it checks every frame, zeroes a torn tail in the last segment (damage
 //! with no intact frame after it) and refuses other damage unless asked to repair.
 //! [`Journal::ensure_room`] lets a caller whose append failed on a full disk probe
@@ -41,6 +43,6 @@ pub use format::{frame_bytes, KIND_CHECKPOINT, KIND_RESERVED_MIN, PAYLOAD_BYTES_
 pub use journal::{
     Compaction, Frame, Journal, JournalConfig, KnownKinds, Recovery, Repair, Replay, TornTail,
     GROUP_DELAY_US_MAX, GROUP_RECORDS_MAX_LIMIT, SEGMENTS_MAX_LIMIT, SEGMENT_BYTES_DEFAULT,
-    SEGMENT_BYTES_MAX, SEGMENT_BYTES_MIN,
+    SEGMENT_BYTES_MAX, SEGMENT_BYTES_MIN, STAGED_BYTES_MAX,
 };
 pub use sync::{DurableHandle, SyncStats};

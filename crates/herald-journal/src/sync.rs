@@ -1,12 +1,14 @@
 //! Group commit: a background thread makes appended records durable in
-//! batches while the appender keeps writing into the mapping.
+//! batches while the appender keeps writing.
 //!
-//! The appender publishes `written_seq` after a frame is complete in the
-//! mapping. The sync thread reads it under the state lock, takes the files that
-//! may hold unsynced frames up to it, releases the lock, `fdatasync`s them and
-//! then publishes `durable_seq`. Frames written into a shared file mapping sit
-//! in the page cache, so `fdatasync` on the file writes them back exactly as
-//! `msync` would (on Linux `msync(MS_SYNC)` is `fsync` of the file range).
+//! The appender publishes `written_seq` after its staged frames are written to
+//! the segment file (`pwrite`; see `Journal::commit`). The sync thread reads it
+//! under the state lock, takes the files that may hold unsynced frames up to
+//! it, releases the lock, `fdatasync`s them and then publishes `durable_seq`.
+//! Writing with `pwrite` rather than storing through a writable mapping keeps
+//! writeback to the pages that changed (a dirtied mapping was written back in
+//! whole large folios, many times the bytes appended) and spares the TLB
+//! flushes of write-protecting mapped pages after every sync.
 //!
 //! The appender takes the state lock only to wake an idle sync thread, every
 //! `group_records_max` records, on roll and on explicit `sync`; it never waits
@@ -105,13 +107,14 @@ impl Shared {
         }
     }
 
-    /// Called by the appender after a frame is complete in the mapping.
-    /// `since_kick` counts appends since the last wake-up sent.
-    pub(crate) fn published(&self, seq: u64, since_kick: &mut u64) {
+    /// Called by the appender once `records` more frames, up to `seq`, are
+    /// written to the segment file. `since_kick` counts records since the
+    /// last wake-up sent.
+    pub(crate) fn published(&self, seq: u64, records: u64, since_kick: &mut u64) {
         // SeqCst pairs with the sync thread's `idle` store then `written_seq`
         // load: one of the two sides sees the other, so no wake-up is lost.
         self.written_seq.store(seq, Ordering::SeqCst);
-        *since_kick += 1;
+        *since_kick += records;
         if *since_kick >= self.group_records_max || self.idle.load(Ordering::SeqCst) {
             *since_kick = 0;
             let _guard = lock(&self.state);
@@ -127,6 +130,17 @@ impl Shared {
         let old = std::mem::replace(&mut st.active, new_active);
         st.sealed.push(old);
         st.renames.push(rename);
+    }
+
+    /// The appender could not write committed frames: fail the journal as a
+    /// failed sync does, and wake anyone waiting for durability.
+    pub(crate) fn fail(&self, message: String) {
+        let mut st = lock(&self.state);
+        st.failed.get_or_insert(message);
+        self.failed.store(true, Ordering::Release);
+        drop(st);
+        let _g = lock(&self.durable_lock);
+        self.durable_changed.notify_all();
     }
 
     pub(crate) fn check_failed(&self) -> Result<(), JournalError> {

@@ -128,6 +128,14 @@ fn group_commit_makes_records_durable_without_explicit_sync() {
     for i in 0..10u64 {
         last = journal.append(1, 1, &payload(i, 40)).unwrap();
     }
+    // Appended records are staged until committed: nothing can be durable yet.
+    assert!(matches!(
+        handle.wait_durable(last, Duration::from_millis(10)),
+        Err(JournalError::NotAppended { .. })
+    ));
+    assert_eq!(journal.staged_records(), 10);
+    journal.commit().unwrap();
+    assert_eq!(journal.staged_records(), 0);
     // No explicit sync: the timer (group_delay_us) makes them durable.
     assert_eq!(
         handle.wait_durable(last, Duration::from_secs(10)).unwrap(),
@@ -147,6 +155,7 @@ fn wait_durable_rejects_a_sequence_never_appended() {
     let dir = tempfile::tempdir().unwrap();
     let (mut journal, _) = Journal::open(config(dir.path())).unwrap();
     journal.append(1, 1, b"x").unwrap();
+    journal.commit().unwrap();
     let err = journal
         .wait_durable(5, Duration::from_millis(10))
         .unwrap_err();
@@ -450,6 +459,7 @@ fn handles_cross_threads() {
     let dir = tempfile::tempdir().unwrap();
     let (mut journal, _) = Journal::open(config(dir.path())).unwrap();
     let seq = journal.append(1, 1, b"x").unwrap();
+    journal.commit().unwrap();
     let handle = journal.durable_handle();
     let waiter = std::thread::spawn(move || handle.wait_durable(seq, Duration::from_secs(30)));
     let mut journal = std::thread::spawn(move || {
@@ -489,4 +499,37 @@ fn the_durable_notify_runs_without_journal_locks_held() {
     }
     assert_eq!(journal.sync().unwrap(), seq + 100);
     journal.clear_durable_notify();
+}
+
+#[test]
+fn staged_records_reach_the_file_on_commit_on_overflow_and_on_drop() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut journal, _) = Journal::open(config(dir.path())).unwrap();
+    let first = journal.append(1, 1, &payload(1, 100)).unwrap();
+    // Replay reads a staged record from memory.
+    assert_eq!(collect(&journal).len(), 1);
+    journal.commit().unwrap();
+    assert_eq!(collect(&journal).len(), 1);
+    // More than the staging buffer holds goes out without a commit, whole frames
+    // at a time, across a roll of these small segments.
+    let big = herald_journal::STAGED_BYTES_MAX / 1000 + 300;
+    let mut expected = vec![(first, payload(1, 100))];
+    for i in 0..big as u64 {
+        let p = payload(i, 1000);
+        expected.push((journal.append(1, 1, &p).unwrap(), p));
+    }
+    assert!(journal.staged_records() < big as u64);
+    assert_eq!(collect(&journal).len(), expected.len());
+    // Dropping the journal commits (and syncs) what is staged.
+    drop(journal);
+    let (journal, recovery) = Journal::open(config(dir.path())).unwrap();
+    assert!(recovery.torn_tail.is_none());
+    let replayed: Vec<(u64, Vec<u8>)> = journal
+        .replay_all()
+        .map(|f| {
+            let f = f.unwrap();
+            (f.seq, f.payload.to_vec())
+        })
+        .collect();
+    assert_eq!(replayed, expected);
 }

@@ -698,6 +698,13 @@ impl Shard {
             }
         }
         self.commands = commands;
+        if failure.is_none() {
+            // One write for the turn's records; only written records can become
+            // durable. A failed write fails the journal for good (see `commit`).
+            if let Err(error) = self.journal.commit() {
+                failure = Some(AppendFailure::Permanent(error.to_string()));
+            }
+        }
         match failure {
             None => {}
             Some(AppendFailure::Permanent(message)) => self.storage_failure = Some(message),
@@ -959,7 +966,11 @@ impl Shard {
         self.last_checkpoint = Instant::now();
         self.records_since_checkpoint = 0;
         match record.encode() {
-            Ok((_, _, payload)) => match self.journal.checkpoint(&payload) {
+            Ok((_, _, payload)) => match self
+                .journal
+                .checkpoint(&payload)
+                .and_then(|seq| self.journal.commit().map(|()| seq))
+            {
                 Ok(_) => {
                     self.journal_bytes_appended +=
                         herald_journal::frame_bytes(payload.len() as u64);
