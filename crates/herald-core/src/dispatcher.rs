@@ -660,10 +660,6 @@ fn record_time_ms(record: &Record) -> u64 {
     }
 }
 
-fn truncate_body(body: &[u8]) -> Arc<[u8]> {
-    Arc::from(&body[..body.len().min(RESPONSE_BODY_BYTES_MAX)])
-}
-
 /// The response headers an attempt keeps: in arrival order, names lower-cased, values
 /// as text (invalid UTF-8 replaced), at most [`RESPONSE_HEADERS_MAX`] of them and at most
 /// [`RESPONSE_HEADER_BYTES_MAX`] bytes of names plus values; a header that would cross
@@ -755,12 +751,17 @@ impl Dispatcher {
         self.now_ms
     }
 
-    fn append(&mut self, record: Record) -> AppendId {
-        if self.replaying {
-            return AppendId(0);
-        }
+    /// Live handling's one way to change state: applies `record` (what was decided) and
+    /// queues it for the journal. Replay applies the same records with
+    /// [`Dispatcher::replay`], so live and recovered state cannot drift apart.
+    fn emit(&mut self, record: Record) -> AppendId {
         let id = AppendId(self.next_append);
         self.next_append += 1;
+        if let Err(error) = self.apply(&record, id) {
+            // The record was just built from validated values; one that does not apply
+            // would not replay either, so stop before it reaches the journal.
+            panic!("bug: the dispatcher built a record it cannot apply: {error}");
+        }
         self.commands.push_back(Command::Append { id, record });
         id
     }
@@ -781,7 +782,7 @@ impl Dispatcher {
         spec: WebhookSpec,
     ) -> Result<AppendId, RegistryError> {
         let now = self.observe(now_ms);
-        let signer = spec.validate(now)?;
+        spec.validate(now)?;
         let exists = self
             .tenants
             .get(&tenant)
@@ -792,11 +793,14 @@ impl Dispatcher {
                 max: self.config.webhooks_per_tenant_max,
             });
         }
-        let append = self.append(Record::WebhookUpserted(record::WebhookUpserted {
+        let active = spec.status.is_active();
+        let append = self.emit(Record::WebhookUpserted(record::WebhookUpserted {
             at_ms: now,
             webhook: webhook_to_rec(&tenant, &id, &spec),
         }));
-        self.apply_upsert(now, tenant, id, spec, Some(signer));
+        if !active {
+            self.end_webhook_deliveries(now, &tenant, &id, DeliveryError::WebhookDisabled);
+        }
         Ok(append)
     }
 
@@ -818,12 +822,21 @@ impl Dispatcher {
                 webhook: id.clone(),
             });
         }
-        let append = self.append(Record::WebhookDeleted(record::WebhookDeleted {
+        let pending = self.pending_of(tenant, id);
+        let append = self.emit(Record::WebhookDeleted(record::WebhookDeleted {
             at_ms: now,
             tenant: tenant.as_str().to_string(),
             webhook: id.as_str().to_string(),
         }));
-        self.apply_delete(now, tenant, id);
+        // The journal says why they end: the deletion comes first.
+        for delivery in pending {
+            self.end_delivery(
+                now,
+                delivery,
+                DeliveryStatus::Failed,
+                Some(DeliveryError::WebhookDeleted),
+            );
+        }
         Ok(append)
     }
 
@@ -860,15 +873,11 @@ impl Dispatcher {
             })
     }
 
-    fn apply_upsert(
-        &mut self,
-        now: u64,
-        tenant: TenantId,
-        id: WebhookId,
-        spec: WebhookSpec,
-        signer: Option<Signer>,
-    ) {
-        let signer = signer.or_else(|| spec.signer_at(now).ok());
+    /// Applies a `WebhookUpserted`: the registry only. A disabled webhook's queue and wake
+    /// timer go; its pending deliveries end by their own `DeliveryFinished` records (live
+    /// handling emits them right after; recovery ends those a torn journal left).
+    fn apply_upsert(&mut self, now: u64, tenant: TenantId, id: WebhookId, spec: WebhookSpec) {
+        let signer = spec.signer_at(now).ok();
         let signer_until_ms = spec.next_secret_expiry_ms(now);
         let t = self.tenants.entry(tenant.clone()).or_default();
         let url = Arc::new(spec.url.clone());
@@ -912,13 +921,18 @@ impl Dispatcher {
                 t.matcher.insert(&id, &w.spec.filters);
             }
             self.dirty.insert((tenant, id));
-        } else {
-            self.end_webhook_deliveries(now, &tenant, &id, DeliveryError::WebhookDisabled);
+        } else if let Some(w) = t.webhooks.get_mut(&id) {
+            w.queue.clear();
+            if let Some((key, _)) = w.wake.take() {
+                self.wheel.cancel(key);
+            }
         }
     }
 
-    fn apply_delete(&mut self, now: u64, tenant: &TenantId, id: &WebhookId) {
-        self.end_webhook_deliveries(now, tenant, id, DeliveryError::WebhookDeleted);
+    /// Applies a `WebhookDeleted`: the registry only. Its pending deliveries end by the
+    /// `DeliveryFinished` records live handling emits right after (recovery ends those a
+    /// torn journal left).
+    fn apply_delete(&mut self, tenant: &TenantId, id: &WebhookId) {
         if let Some(t) = self.tenants.get_mut(tenant) {
             if let Some(w) = t.webhooks.remove(id) {
                 if w.spec.status.is_active() {
@@ -934,7 +948,7 @@ impl Dispatcher {
         }
     }
 
-    /// Ends every pending delivery of a webhook (disabled or deleted) as failed.
+    /// Live: ends every pending delivery of a webhook (disabled or deleted) as failed.
     fn end_webhook_deliveries(
         &mut self,
         now: u64,
@@ -942,20 +956,40 @@ impl Dispatcher {
         id: &WebhookId,
         error: DeliveryError,
     ) {
-        let Some(w) = self
-            .tenants
-            .get_mut(tenant)
-            .and_then(|t| t.webhooks.get_mut(id))
-        else {
-            return;
-        };
-        let pending: Vec<DeliveryId> = w.pending.iter().copied().collect();
-        w.queue.clear();
-        if let Some((key, _)) = w.wake.take() {
-            self.wheel.cancel(key);
+        for delivery in self.pending_of(tenant, id) {
+            self.end_delivery(now, delivery, DeliveryStatus::Failed, Some(error));
         }
-        for delivery in pending {
-            self.finish(now, delivery, DeliveryStatus::Failed, Some(error), true);
+    }
+
+    /// A webhook's pending deliveries, in id order.
+    fn pending_of(&self, tenant: &TenantId, id: &WebhookId) -> Vec<DeliveryId> {
+        self.tenants
+            .get(tenant)
+            .and_then(|t| t.webhooks.get(id))
+            .map(|w| w.pending.iter().copied().collect())
+            .unwrap_or_default()
+    }
+
+    /// Live: decides that a pending delivery ends, without an attempt outcome that says
+    /// so.
+    fn end_delivery(
+        &mut self,
+        now: u64,
+        delivery: DeliveryId,
+        status: DeliveryStatus,
+        error: Option<DeliveryError>,
+    ) {
+        let pending = self
+            .deliveries
+            .get(&delivery)
+            .is_some_and(|d| !d.status.is_final());
+        if pending {
+            self.emit(Record::DeliveryFinished(record::DeliveryFinished {
+                at_ms: now,
+                delivery: delivery.0,
+                status: status.name().to_string(),
+                reason: error.map(DeliveryError::name),
+            }));
         }
     }
 
@@ -1083,7 +1117,6 @@ impl Dispatcher {
             });
         }
         let mut refs = Vec::with_capacity(targets.len());
-        let mut ids = Vec::with_capacity(targets.len());
         for webhook in &targets {
             let attempts_max = self.attempts_max_of(tenant, webhook);
             let delivery = DeliveryId(self.next_delivery);
@@ -1093,16 +1126,17 @@ impl Dispatcher {
                 webhook: webhook.as_str().to_string(),
                 attempts_max,
             });
-            ids.push((delivery, attempts_max));
         }
-        let append = self.append(Record::EventAccepted(record::EventAccepted {
+        let count = refs.len();
+        let first_delivery = refs.first().map(|r| DeliveryId(r.delivery));
+        let append = self.emit(Record::EventAccepted(record::EventAccepted {
             at_ms: now,
             tenant: tenant.as_str().to_string(),
             event_id: event_id.as_str().to_string(),
             event_type: event_type.as_str().to_string(),
             // Kept even without deliveries: the event stream's replay window is rebuilt
             // from these records after a restart.
-            body: body.clone(),
+            body,
             deliveries: refs,
             created_at_ms,
             idempotency: idempotency.as_ref().map(|i| record::IdempotencyRec {
@@ -1110,36 +1144,8 @@ impl Dispatcher {
                 fingerprint: i.fingerprint,
             }),
         }));
-        self.remember_key(
-            now,
-            tenant,
-            idempotency.as_ref(),
-            &event_id,
-            created_at_ms,
-            append,
-        );
-        let event = Arc::new(EventData {
-            tenant: tenant.clone(),
-            id: event_id.clone(),
-            event_type,
-            body: Arc::from(body),
-            accepted_at_ms: now,
-        });
-        let count = ids.len();
-        if !self.replaying {
-            self.counters.events_accepted += 1;
-            self.counters.deliveries_created += count as u64;
-        }
-        let first_delivery = ids.first().map(|(delivery, _)| *delivery);
-        let mut created = Vec::with_capacity(count);
-        for ((delivery, attempts_max), webhook) in ids.into_iter().zip(targets) {
-            self.insert_pending(delivery, &event, webhook, attempts_max, now);
-            created.push(delivery);
-        }
-        if !created.is_empty() {
-            self.awaiting_count += created.len();
-            self.awaiting.push_back((append, created));
-        }
+        self.counters.events_accepted += 1;
+        self.counters.deliveries_created += count as u64;
         Ok(Accepted {
             event_id,
             append,
@@ -1223,43 +1229,47 @@ impl Dispatcher {
                     .get(&delivery)
                     .is_some_and(|d| d.stage == Stage::AwaitingDurable)
                 {
-                    self.make_due(delivery);
+                    self.make_due_or_end(delivery);
                 }
             }
         }
     }
 
-    /// Moves a pending delivery into its webhook's queue.
-    fn make_due(&mut self, delivery: DeliveryId) {
+    /// Live: moves a pending delivery into its webhook's queue, or ends it when the
+    /// webhook is gone.
+    fn make_due_or_end(&mut self, delivery: DeliveryId) {
+        if !self.make_due(delivery) {
+            let now = self.now_ms;
+            self.end_delivery(
+                now,
+                delivery,
+                DeliveryStatus::Failed,
+                Some(DeliveryError::WebhookDeleted),
+            );
+        }
+    }
+
+    /// Moves a pending delivery into its webhook's queue. `false` when the webhook is
+    /// gone (the delivery is then left for the caller to end).
+    fn make_due(&mut self, delivery: DeliveryId) -> bool {
         let Some(d) = self.deliveries.get_mut(&delivery) else {
-            return;
+            return true;
         };
         if let Stage::Scheduled(key) = d.stage {
             self.wheel.cancel(key);
         }
         d.stage = Stage::Waiting;
-        let tenant = d.event.tenant.clone();
-        let webhook = d.webhook.clone();
-        match self
+        let Some(w) = self
             .tenants
-            .get_mut(&tenant)
-            .and_then(|t| t.webhooks.get_mut(&webhook))
-        {
-            Some(w) => {
-                w.queue.push_back(delivery);
-                self.dirty.insert((tenant, webhook));
-            }
-            None => {
-                let now = self.now_ms;
-                self.finish(
-                    now,
-                    delivery,
-                    DeliveryStatus::Failed,
-                    Some(DeliveryError::WebhookDeleted),
-                    true,
-                );
-            }
-        }
+            .get_mut(&d.event.tenant)
+            .and_then(|t| t.webhooks.get_mut(&d.webhook))
+        else {
+            return false;
+        };
+        w.queue.push_back(delivery);
+        self.dirty
+            .insert((d.event.tenant.clone(), d.webhook.clone()));
+        true
     }
 
     fn schedule(&mut self, delivery: DeliveryId, due_ms: u64) {
@@ -1274,15 +1284,14 @@ impl Dispatcher {
         d.due_ms = Some(due_ms);
     }
 
-    /// Ends a pending delivery. `record` says whether to journal a `DeliveryFinished`
-    /// (not needed when an `AttemptFinished` already carries the final status).
+    /// Ends a pending delivery (applying a `DeliveryFinished`, or an `AttemptFinished`
+    /// that carries a final status).
     fn finish(
         &mut self,
         now: u64,
         delivery: DeliveryId,
         status: DeliveryStatus,
         error: Option<DeliveryError>,
-        record: bool,
     ) {
         let Some(d) = self.deliveries.get_mut(&delivery) else {
             return;
@@ -1331,14 +1340,6 @@ impl Dispatcher {
         self.pending_count -= 1;
         self.finished_count += 1;
         self.finished.push_back((delivery, self.finish_seq));
-        if record {
-            self.append(Record::DeliveryFinished(record::DeliveryFinished {
-                at_ms: now,
-                delivery: delivery.0,
-                status: status.name().to_string(),
-                reason: error.map(DeliveryError::name),
-            }));
-        }
         self.evict();
     }
 
@@ -1382,14 +1383,14 @@ impl Dispatcher {
     /// attempt number does not match).
     pub fn attempt_finished(&mut self, now_ms: u64, outcome: Outcome) -> bool {
         let now = self.observe(now_ms);
-        let Some(d) = self.deliveries.get_mut(&outcome.delivery) else {
+        let Some(d) = self.deliveries.get(&outcome.delivery) else {
             return false;
         };
         if d.stage != Stage::InFlight || d.attempt != outcome.attempt {
             return false;
         }
-        let tenant = d.event.tenant.clone();
-        let webhook = d.webhook.clone();
+        let (tenant, webhook) = (d.event.tenant.clone(), d.webhook.clone());
+        let (attempt, attempts_max) = (d.attempt, d.attempts_max);
         let class = classify(&outcome.result);
         let counters = &mut self.counters;
         match class {
@@ -1398,60 +1399,24 @@ impl Dispatcher {
             OutcomeClass::Final | OutcomeClass::Gone => counters.attempts_final += 1,
         }
         counters.attempt_latency_ms.observe(outcome.latency_ms);
-        let body = truncate_body(&outcome.response_body);
-        let headers: Arc<[(String, String)]> = bound_response_headers(
-            outcome
-                .response_headers
-                .iter()
-                .map(|(name, value)| (name.as_str(), value.as_bytes())),
-        )
-        .into();
-        let (status_code, error) = match outcome.result {
-            AttemptResult::Response { status, .. } => (
-                Some(status),
-                (class != OutcomeClass::Success).then_some(DeliveryError::Status(status)),
-            ),
-            AttemptResult::Transport(t) => (None, Some(DeliveryError::Transport(t))),
-        };
-        d.last_status = status_code;
-        d.last_latency_ms = Some(outcome.latency_ms);
-        d.last_error = error;
-        d.attempt_ended(outcome.attempt, now, status_code, outcome.latency_ms, error);
-        d.last_body = Arc::clone(&body);
-        d.last_headers = Arc::clone(&headers);
-        d.updated_at_ms = now;
-        d.stage = Stage::Waiting; // transient; settled below
-        self.in_flight_count -= 1;
-        let attempt = d.attempt;
-        let attempts_max = d.attempts_max;
-
         let Some(w) = self
             .tenants
-            .get_mut(&tenant)
-            .and_then(|t| t.webhooks.get_mut(&webhook))
+            .get(&tenant)
+            .and_then(|t| t.webhooks.get(&webhook))
         else {
             // Unreachable by construction (deleting a webhook ends its deliveries), but a
             // delivery must never be left in limbo.
-            self.finish(
+            self.end_delivery(
                 now,
                 outcome.delivery,
                 DeliveryStatus::Failed,
                 Some(DeliveryError::WebhookDeleted),
-                true,
             );
             return true;
         };
-        let signal = match class {
-            OutcomeClass::Success => Signal::Success,
-            OutcomeClass::Retry => Signal::Failure,
-            OutcomeClass::Final | OutcomeClass::Gone => Signal::Responsive,
-        };
-        w.health.finish(now, signal, &self.config.health);
-        let should_disable =
-            class == OutcomeClass::Retry && w.health.should_disable(now, &self.config.health);
-        let schedule = w.spec.schedule(&self.config.retry_schedule);
         let next_at = match class {
             OutcomeClass::Retry if attempt < attempts_max => {
+                let schedule = w.spec.schedule(&self.config.retry_schedule);
                 let scheduled = schedule
                     .delay_before_ms(attempt + 1)
                     .or_else(|| schedule.retry_delays_ms().last().copied())
@@ -1467,33 +1432,47 @@ impl Dispatcher {
             }
             _ => None,
         };
-        self.dirty.insert((tenant.clone(), webhook.clone()));
         let final_status = match (class, next_at) {
             (_, Some(_)) => None,
             (OutcomeClass::Success, None) => Some(DeliveryStatus::Success),
             (OutcomeClass::Retry, None) => Some(DeliveryStatus::Exhausted),
             (OutcomeClass::Final | OutcomeClass::Gone, None) => Some(DeliveryStatus::Failed),
         };
-        self.append(Record::AttemptFinished(record::AttemptFinished {
+        let headers = bound_response_headers(
+            outcome
+                .response_headers
+                .iter()
+                .map(|(name, value)| (name.as_str(), value.as_bytes())),
+        );
+        let body = &outcome.response_body;
+        self.emit(Record::AttemptFinished(record::AttemptFinished {
             at_ms: now,
             delivery: outcome.delivery.0,
             attempt,
-            status: status_code.unwrap_or(0),
+            status: match outcome.result {
+                AttemptResult::Response { status, .. } => status,
+                AttemptResult::Transport(_) => 0,
+            },
             transport_error: match outcome.result {
                 AttemptResult::Transport(t) => Some(t.name().to_string()),
                 AttemptResult::Response { .. } => None,
             },
             latency_ms: outcome.latency_ms,
-            response_body: body.to_vec(),
-            response_headers: headers_to_rec(&headers),
+            response_body: body[..body.len().min(RESPONSE_BODY_BYTES_MAX)].to_vec(),
+            response_headers: headers
+                .into_iter()
+                .map(|(name, value)| record::HeaderRec { name, value })
+                .collect(),
             next_attempt_at_ms: next_at,
             final_status: final_status.map(|s| s.name().to_string()),
         }));
-        match (next_at, final_status) {
-            (Some(at), _) => self.schedule(outcome.delivery, at),
-            (None, Some(status)) => self.finish(now, outcome.delivery, status, None, false),
-            (None, None) => {}
-        }
+        // Applying the outcome updated the endpoint's health; it decides the rest.
+        let should_disable = class == OutcomeClass::Retry
+            && self
+                .tenants
+                .get(&tenant)
+                .and_then(|t| t.webhooks.get(&webhook))
+                .is_some_and(|w| w.health.should_disable(now, &self.config.health));
         if class == OutcomeClass::Gone {
             self.disable(now, &tenant, &webhook, DisableReason::Gone);
         } else if should_disable {
@@ -1517,19 +1496,11 @@ impl Dispatcher {
         let mut spec = w.spec.clone();
         let url = w.url_text.clone();
         spec.status = WebhookStatus::Disabled { reason, at_ms: now };
-        self.append(Record::WebhookUpserted(record::WebhookUpserted {
+        self.emit(Record::WebhookUpserted(record::WebhookUpserted {
             at_ms: now,
             webhook: webhook_to_rec(tenant, webhook, &spec),
         }));
-        let signer = self
-            .tenants
-            .get(tenant)
-            .and_then(|t| t.webhooks.get(webhook))
-            .and_then(|w| w.signer.clone());
-        self.apply_upsert(now, tenant.clone(), webhook.clone(), spec, signer);
-        if self.replaying {
-            return;
-        }
+        self.end_webhook_deliveries(now, tenant, webhook, DeliveryError::WebhookDisabled);
         let data = serde_json::json!({
             "webhook_id": webhook.as_str(),
             "url": &*url,
@@ -1621,14 +1592,14 @@ impl Dispatcher {
             }
             _ => return Err(OpError::InProgress(delivery)),
         };
-        let append = self.append(Record::DeliveryRequeued(record::DeliveryRequeued {
-            at_ms: now,
-            delivery: delivery.0,
-            due_ms: now,
-            attempts_max,
-        }));
-        self.requeue(now, delivery, now, attempts_max);
-        Ok(append)
+        Ok(
+            self.emit(Record::DeliveryRequeued(record::DeliveryRequeued {
+                at_ms: now,
+                delivery: delivery.0,
+                due_ms: now,
+                attempts_max,
+            })),
+        )
     }
 
     /// Re-sends every failed or exhausted delivery of `webhook` whose event was accepted
@@ -1663,13 +1634,12 @@ impl Dispatcher {
             .take(room)
             .collect();
         for &(delivery, attempts_max) in &picked {
-            self.append(Record::DeliveryRequeued(record::DeliveryRequeued {
+            self.emit(Record::DeliveryRequeued(record::DeliveryRequeued {
                 at_ms: now,
                 delivery: delivery.0,
                 due_ms: now,
                 attempts_max,
             }));
-            self.requeue(now, delivery, now, attempts_max);
         }
         Ok(picked.len())
     }
@@ -1808,7 +1778,7 @@ impl Dispatcher {
                     if let Some(d) = scheduled {
                         // The key just fired; forget it so make_due does not cancel it.
                         d.stage = Stage::AwaitingDurable;
-                        self.make_due(delivery);
+                        self.make_due_or_end(delivery);
                     }
                 }
                 Timer::Webhook(tenant, webhook) => {
@@ -1865,10 +1835,18 @@ impl Dispatcher {
                 w.signer = w.spec.signer_at(now).ok();
                 w.signer_until_ms = w.spec.next_secret_expiry_ms(now);
             }
-            while let Some(&delivery) = w.queue.front() {
+            // Looked up again after each start: applying its record needs `self`.
+            while let Some(w) = self
+                .tenants
+                .get_mut(tenant)
+                .and_then(|t| t.webhooks.get_mut(webhook))
+            {
+                let Some(&delivery) = w.queue.front() else {
+                    break;
+                };
                 let Some(d) = self
                     .deliveries
-                    .get_mut(&delivery)
+                    .get(&delivery)
                     .filter(|d| d.stage == Stage::Waiting && &d.webhook == webhook)
                 else {
                     w.queue.pop_front();
@@ -1885,17 +1863,11 @@ impl Dispatcher {
                 }
                 match w.health.admit(now, &w.spec.limits) {
                     crate::health::Admit::Now => {
-                        w.queue.pop_front();
                         w.health.start(now, &w.spec.limits);
-                        set_attempt(&mut self.fresh_pending, d, d.attempt + 1);
-                        d.stage = Stage::InFlight;
-                        d.due_ms = None;
-                        d.updated_at_ms = now;
-                        d.attempt_started(d.attempt, now);
-                        self.in_flight_count += 1;
+                        let attempt = d.attempt + 1;
                         plans.push(Plan {
                             delivery,
-                            attempt: d.attempt,
+                            attempt,
                             tenant: tenant.clone(),
                             webhook: webhook.clone(),
                             event_id: d.event.id.clone(),
@@ -1907,6 +1879,12 @@ impl Dispatcher {
                             connect_timeout_ms: w.spec.limits.connect_timeout_ms,
                             request_timeout_ms: w.spec.limits.request_timeout_ms,
                         });
+                        // Applying it takes the delivery off the queue.
+                        self.emit(Record::AttemptStarted(record::AttemptStarted {
+                            at_ms: now,
+                            delivery: delivery.0,
+                            attempt,
+                        }));
                     }
                     crate::health::Admit::At(at) => {
                         if w.wake.is_none_or(|(_, due)| due > at) {
@@ -1926,12 +1904,11 @@ impl Dispatcher {
         }
         self.dirty.extend(leftover);
         for delivery in no_secret {
-            self.finish(
+            self.end_delivery(
                 now,
                 delivery,
                 DeliveryStatus::Failed,
                 Some(DeliveryError::NoLiveSecret),
-                true,
             );
         }
         if plans.is_empty() {
@@ -1960,11 +1937,6 @@ impl Dispatcher {
                 .sign_batch(&jobs, &mut self.signed[..plans.len()]);
         }
         for (index, plan) in plans.into_iter().enumerate() {
-            self.append(Record::AttemptStarted(record::AttemptStarted {
-                at_ms: now,
-                delivery: plan.delivery.0,
-                attempt: plan.attempt,
-            }));
             let signed = &self.signed[index];
             let mut headers = Vec::with_capacity(2 + signed.len() + plan.custom_headers.len());
             headers.push(("content-type".to_string(), "application/json".to_string()));
@@ -2036,6 +2008,24 @@ impl Dispatcher {
     /// Monotonic counters of live work (replay counts nothing).
     pub fn counters(&self) -> Counters {
         self.counters
+    }
+
+    /// When each pending delivery that is not in flight is (or was) due, as the wheel
+    /// rounds it: from its timer while it waits in the wheel, from its due time once
+    /// fired into its webhook's queue.
+    #[cfg(test)]
+    pub(crate) fn wheel_view(&self) -> BTreeMap<DeliveryId, Option<u64>> {
+        self.deliveries
+            .iter()
+            .filter(|(_, d)| !d.status.is_final() && d.stage != Stage::InFlight)
+            .map(|(id, d)| {
+                let due = match d.stage {
+                    Stage::Scheduled(key) => self.wheel.due_ms_of(key),
+                    _ => d.due_ms.and_then(|due| self.wheel.due_ms(due)),
+                };
+                (*id, due)
+            })
+            .collect()
     }
 
     /// [`Stats::retries_pending`] counted the slow way, to check the fast one.
@@ -2125,20 +2115,31 @@ impl Dispatcher {
 
     /// Applies one journal record during recovery, in journal order, before any other
     /// input. Emits nothing. Call [`Dispatcher::replay_finished`] after the last record.
+    ///
+    /// Live handling changes state through the same function (it applies each record
+    /// it emits), so a replayed journal rebuilds what the live dispatcher held.
     pub fn replay(&mut self, record: &Record) -> Result<(), ReplayError> {
         self.replaying = true;
+        // Replayed records are durable: nothing waits for them.
+        self.apply(record, AppendId(0))
+    }
+
+    /// The one place state changes by a record, live (`append` is the id just assigned:
+    /// an event's deliveries wait until it is durable) and in replay (`AppendId(0)`:
+    /// already durable).
+    fn apply(&mut self, record: &Record, append: AppendId) -> Result<(), ReplayError> {
         let kind = record.kind();
         self.observe(record_time_ms(record));
         let invalid = |reason: String| ReplayError::Invalid { kind, reason };
         match record {
             Record::WebhookUpserted(r) => {
                 let (tenant, id, spec) = webhook_from_rec(&r.webhook).map_err(invalid)?;
-                self.apply_upsert(r.at_ms, tenant, id, spec, None);
+                self.apply_upsert(r.at_ms, tenant, id, spec);
             }
             Record::WebhookDeleted(r) => {
                 let tenant = TenantId::parse(&r.tenant).map_err(|e| invalid(e.to_string()))?;
                 let id = WebhookId::parse(&r.webhook).map_err(|e| invalid(e.to_string()))?;
-                self.apply_delete(r.at_ms, &tenant, &id);
+                self.apply_delete(&tenant, &id);
             }
             Record::EventAccepted(r) => {
                 self.observe_generated_event_id(&r.event_id);
@@ -2154,7 +2155,7 @@ impl Dispatcher {
                     idempotency.as_ref(),
                     &event_id,
                     r.created_at_ms,
-                    AppendId(0),
+                    append,
                 );
                 let event = Arc::new(EventData {
                     tenant,
@@ -2164,6 +2165,7 @@ impl Dispatcher {
                     body: Arc::from(&r.body[..]),
                     accepted_at_ms: r.at_ms,
                 });
+                let mut created = Vec::with_capacity(r.deliveries.len());
                 for d in &r.deliveries {
                     let webhook =
                         WebhookId::parse(&d.webhook).map_err(|e| invalid(e.to_string()))?;
@@ -2172,7 +2174,16 @@ impl Dispatcher {
                         return Err(invalid(format!("duplicate delivery {delivery}")));
                     }
                     self.insert_pending(delivery, &event, webhook, d.attempts_max, r.at_ms);
-                    self.schedule(delivery, r.at_ms);
+                    created.push(delivery);
+                }
+                if append == AppendId(0) {
+                    for delivery in created {
+                        // A webhook gone here is a torn journal: recovery ends the delivery.
+                        self.make_due(delivery);
+                    }
+                } else if !created.is_empty() {
+                    self.awaiting_count += created.len();
+                    self.awaiting.push_back((append, created));
                 }
             }
             Record::AttemptStarted(r) => {
@@ -2193,15 +2204,26 @@ impl Dispatcher {
                     d.due_ms = None;
                     d.updated_at_ms = r.at_ms;
                     d.attempt_started(r.attempt, r.at_ms);
+                    // Live, the delivery is at the head of its queue; replayed, the queue
+                    // may hold it further back, where admission skips it as stale.
+                    if let Some(w) = self
+                        .tenants
+                        .get_mut(&d.event.tenant)
+                        .and_then(|t| t.webhooks.get_mut(&d.webhook))
+                    {
+                        if w.queue.front() == Some(&delivery) {
+                            w.queue.pop_front();
+                        }
+                    }
                 }
             }
-            Record::AttemptFinished(r) => self.replay_attempt_finished(r).map_err(invalid)?,
+            Record::AttemptFinished(r) => self.apply_attempt_finished(r).map_err(invalid)?,
             Record::DeliveryFinished(r) => {
                 let status = DeliveryStatus::from_name(&r.status)
                     .filter(|s| s.is_final())
                     .ok_or_else(|| invalid(format!("status {:?}", r.status)))?;
                 let error = r.reason.as_deref().and_then(DeliveryError::from_name);
-                self.finish(r.at_ms, DeliveryId(r.delivery), status, error, false);
+                self.finish(r.at_ms, DeliveryId(r.delivery), status, error);
             }
             Record::DeliveryRequeued(r) => {
                 self.requeue(r.at_ms, DeliveryId(r.delivery), r.due_ms, r.attempts_max);
@@ -2211,7 +2233,7 @@ impl Dispatcher {
         Ok(())
     }
 
-    fn replay_attempt_finished(&mut self, r: &record::AttemptFinished) -> Result<(), String> {
+    fn apply_attempt_finished(&mut self, r: &record::AttemptFinished) -> Result<(), String> {
         let delivery = DeliveryId(r.delivery);
         let Some(d) = self
             .deliveries
@@ -2266,6 +2288,8 @@ impl Dispatcher {
                 OutcomeClass::Final | OutcomeClass::Gone => Signal::Responsive,
             };
             w.health.finish(r.at_ms, signal, &self.config.health);
+            // The endpoint has room again.
+            self.dirty.insert((tenant, webhook));
         }
         match (r.next_attempt_at_ms, &r.final_status) {
             (Some(at), _) => self.schedule(delivery, at),
@@ -2273,7 +2297,7 @@ impl Dispatcher {
                 let status = DeliveryStatus::from_name(status)
                     .filter(|s| s.is_final())
                     .ok_or_else(|| format!("final status {status:?}"))?;
-                self.finish(r.at_ms, delivery, status, None, false);
+                self.finish(r.at_ms, delivery, status, None);
             }
             (None, None) => {
                 return Err("attempt outcome with neither next attempt nor final status".into())
@@ -2307,19 +2331,17 @@ impl Dispatcher {
                 .and_then(|t| t.webhooks.get(&webhook))
                 .map(|w| w.spec.status.is_active());
             match active {
-                None => self.finish(
+                None => self.end_delivery(
                     now,
                     delivery,
                     DeliveryStatus::Failed,
                     Some(DeliveryError::WebhookDeleted),
-                    true,
                 ),
-                Some(false) => self.finish(
+                Some(false) => self.end_delivery(
                     now,
                     delivery,
                     DeliveryStatus::Failed,
                     Some(DeliveryError::WebhookDisabled),
-                    true,
                 ),
                 Some(true) if stage == Stage::InFlight => {
                     if let Some(d) = self.deliveries.get_mut(&delivery) {
@@ -2452,7 +2474,7 @@ impl Dispatcher {
         self.next_delivery = c.next_delivery;
         for snap in &c.webhooks {
             let (tenant, id, spec) = webhook_from_rec(&snap.webhook)?;
-            self.apply_upsert(c.at_ms, tenant.clone(), id.clone(), spec, None);
+            self.apply_upsert(c.at_ms, tenant.clone(), id.clone(), spec);
             if let Some(w) = self
                 .tenants
                 .get_mut(&tenant)
@@ -2523,7 +2545,7 @@ impl Dispatcher {
                     .collect();
             }
             if status.is_final() {
-                self.finish(s.updated_at_ms, delivery, status, None, false);
+                self.finish(s.updated_at_ms, delivery, status, None);
             } else if s.in_flight {
                 if let Some(d) = self.deliveries.get_mut(&delivery) {
                     d.stage = Stage::InFlight;
