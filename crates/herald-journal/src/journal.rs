@@ -1021,8 +1021,8 @@ fn install_spare(
 }
 
 /// Creates (or truncates) `temp` and preallocates a whole segment's blocks.
-/// Preallocated blocks mean writes through the mapping can never hit ENOSPC (which
-/// would be SIGBUS); the failure surfaces here instead.
+/// Preallocated blocks mean a full disk surfaces here, at a roll, where the
+/// caller can wait for space, rather than in the middle of a batch of appends.
 fn create_preallocated(config: &JournalConfig, temp: &Path) -> Result<File, JournalError> {
     let file = OpenOptions::new()
         .create(true)

@@ -1,7 +1,7 @@
 //! One outbound connection: plain TCP or TLS over glommio's `TcpStream`.
 
 use std::io;
-use std::os::fd::{AsRawFd, RawFd};
+use std::os::fd::{AsRawFd, BorrowedFd, RawFd};
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
@@ -69,36 +69,37 @@ impl Conn {
     /// pending bytes may be a legitimate record (a late session ticket) and are left to
     /// the TLS layer; for plain HTTP they break the framing.
     pub(crate) fn reusable(&self) -> bool {
-        match (peek_idle(self.fd), &self.stream) {
+        match (peek_idle(self.socket()), &self.stream) {
             (Idleness::Quiet, _) => true,
             (Idleness::Unsolicited, Stream::Tls(_)) => true,
             (Idleness::Unsolicited, Stream::Plain(_)) | (Idleness::Closed, _) => false,
         }
     }
+
+    /// The connection's socket, borrowed for as long as the connection is.
+    fn socket(&self) -> BorrowedFd<'_> {
+        // SAFETY: `fd` is the socket of the `TcpStream` inside `self.stream`, which
+        // `self` owns and which closes it only on drop, so the descriptor is open for
+        // the whole borrow of `self` (glommio's stream does not offer `AsFd` itself).
+        #[allow(unsafe_code)]
+        unsafe {
+            BorrowedFd::borrow_raw(self.fd)
+        }
+    }
 }
 
-#[allow(unsafe_code)] // reason: a non-blocking MSG_PEEK has no safe wrapper on glommio's stream
-fn peek_idle(fd: RawFd) -> Idleness {
-    let mut byte = 0u8;
-    // SAFETY: `fd` is the socket of a `TcpStream` owned by the caller's `Conn`, so it is
-    // open for the duration of the call; the buffer is one writable byte that outlives
-    // the call, and its length (1) is passed. MSG_DONTWAIT makes the call non-blocking;
-    // MSG_PEEK leaves any data in the socket for the stream to read.
-    let n = unsafe {
-        libc::recv(
-            fd,
-            std::ptr::addr_of_mut!(byte).cast::<libc::c_void>(),
-            1,
-            libc::MSG_PEEK | libc::MSG_DONTWAIT,
-        )
-    };
-    match n {
-        0 => Idleness::Closed,
-        n if n > 0 => Idleness::Unsolicited,
-        _ => match io::Error::last_os_error().kind() {
-            io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted => Idleness::Quiet,
-            _ => Idleness::Closed,
-        },
+/// Peeks one byte without blocking and without taking it from the socket.
+fn peek_idle(socket: BorrowedFd<'_>) -> Idleness {
+    let mut byte = [0u8; 1];
+    match rustix::net::recv(
+        socket,
+        &mut byte,
+        rustix::net::RecvFlags::PEEK | rustix::net::RecvFlags::DONTWAIT,
+    ) {
+        Ok((0, _)) => Idleness::Closed,
+        Ok(_) => Idleness::Unsolicited,
+        Err(rustix::io::Errno::AGAIN | rustix::io::Errno::INTR) => Idleness::Quiet,
+        Err(_) => Idleness::Closed,
     }
 }
 
@@ -146,19 +147,20 @@ impl AsyncWrite for Stream {
 mod tests {
     use super::*;
     use std::io::Write;
+    use std::os::fd::AsFd;
 
     #[test]
     fn peek_distinguishes_quiet_closed_and_unsolicited() {
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let client = std::net::TcpStream::connect(listener.local_addr().unwrap()).unwrap();
         let (mut server, _) = listener.accept().unwrap();
-        assert_eq!(peek_idle(client.as_raw_fd()), Idleness::Quiet);
+        assert_eq!(peek_idle(client.as_fd()), Idleness::Quiet);
         server.write_all(b"x").unwrap();
         server.flush().unwrap();
         // Wait (bounded) for the byte to arrive on loopback.
         let mut seen = Idleness::Quiet;
         for _ in 0..1000 {
-            seen = peek_idle(client.as_raw_fd());
+            seen = peek_idle(client.as_fd());
             if seen != Idleness::Quiet {
                 break;
             }
@@ -173,7 +175,7 @@ mod tests {
         drop(server2);
         let mut seen = Idleness::Quiet;
         for _ in 0..1000 {
-            seen = peek_idle(client2.as_raw_fd());
+            seen = peek_idle(client2.as_fd());
             if seen != Idleness::Quiet {
                 break;
             }

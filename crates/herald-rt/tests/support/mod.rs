@@ -354,14 +354,10 @@ pub fn closed_port() -> u16 {
 /// (the kernel drops their SYNs), like a receiver behind a black-holing firewall.
 /// Returns the listener (keep it alive) and the connection filling the queue.
 pub fn black_hole() -> (TcpListener, TcpStream) {
-    use std::os::fd::AsRawFd;
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    // SAFETY: the fd belongs to `listener`, which is alive for the call; calling listen
-    // again on a listening socket only changes its backlog (to the minimum: Linux then
-    // queues one connection).
-    #[allow(unsafe_code)]
-    let rc = unsafe { libc::listen(listener.as_raw_fd(), 0) };
-    assert_eq!(rc, 0);
+    // Listening again on a listening socket only changes its backlog (to the minimum:
+    // Linux then queues one connection).
+    rustix::net::listen(&listener, 0).unwrap();
     let filler = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
     (listener, filler)
 }
