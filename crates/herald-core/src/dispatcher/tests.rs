@@ -1889,9 +1889,9 @@ fn generated_event_ids_are_never_reused_even_across_replay() {
 
     // A dispatcher rebuilt from records has seen both ids and must not hand them out.
     let mut rebuilt = Dispatcher::new(DispatcherConfig::default(), T0);
-    rebuilt.observe_generated_event_id(first.as_str());
-    rebuilt.observe_generated_event_id(second.as_str());
-    rebuilt.observe_generated_event_id("evt_customer_ffffffffffffffff");
+    rebuilt.skip_past_generated_event_id(first.as_str());
+    rebuilt.skip_past_generated_event_id(second.as_str());
+    rebuilt.skip_past_generated_event_id("evt_customer_ffffffffffffffff");
     let third = rebuilt.generated_event_id(GENERATED_EVENT_ID_PREFIXES[1]);
     let fourth = rebuilt.generated_event_id(GENERATED_EVENT_ID_PREFIXES[0]);
     for used in [&first, &second] {

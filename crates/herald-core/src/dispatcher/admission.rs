@@ -1,0 +1,391 @@
+//! Admission: accepting events, waiting for durability, timers, and starting due
+//! attempts within each endpoint's limits.
+
+use super::*;
+
+impl Dispatcher {
+    /// Accepts an event for `tenant`: encodes its envelope, matches it against the
+    /// tenant's active webhooks and creates one pending delivery per match. The
+    /// deliveries are held until the returned `EventAccepted` record is reported durable
+    /// ([`Dispatcher::records_durable`]).
+    pub fn accept_event(
+        &mut self,
+        now_ms: u64,
+        tenant: &TenantId,
+        event: NewEvent,
+    ) -> Result<Accepted, AcceptError> {
+        let now = self.advance_clock(now_ms);
+        if let Some(idempotency) = &event.idempotency {
+            if let Some(answer) = self.check_key(now, tenant, idempotency)? {
+                self.counters.events_duplicate += 1;
+                return Ok(answer);
+            }
+        }
+        let body = encode_envelope(tenant, &event)?;
+        let mut targets = Vec::new();
+        if let Some(t) = self.tenants.get(tenant) {
+            t.matcher.matches(&event.event_type, &mut targets);
+        }
+        let created_at_ms = event.created_at_ms;
+        self.accept_with_targets(
+            now,
+            tenant,
+            event.id,
+            event.event_type,
+            body,
+            targets,
+            created_at_ms,
+            event.idempotency,
+        )
+    }
+
+    #[allow(clippy::too_many_arguments)] // reason: the parts of one event, moved in
+    pub(super) fn accept_with_targets(
+        &mut self,
+        now: u64,
+        tenant: &TenantId,
+        event_id: EventId,
+        event_type: EventType,
+        body: Vec<u8>,
+        targets: Vec<WebhookId>,
+        created_at_ms: u64,
+        idempotency: Option<Idempotency>,
+    ) -> Result<Accepted, AcceptError> {
+        let max = self.config.pending_deliveries_max;
+        if self.pending_count + targets.len() > max {
+            return Err(AcceptError::Full {
+                pending: self.pending_count,
+                needed: targets.len(),
+                max,
+            });
+        }
+        let mut refs = Vec::with_capacity(targets.len());
+        for webhook in &targets {
+            let attempts_max = self.attempts_max_of(tenant, webhook);
+            let delivery = DeliveryId(self.next_delivery);
+            self.next_delivery += 1;
+            refs.push(record::DeliveryRef {
+                delivery: delivery.0,
+                webhook: webhook.as_str().to_string(),
+                attempts_max,
+            });
+        }
+        let count = refs.len();
+        let first_delivery = refs.first().map(|r| DeliveryId(r.delivery));
+        let append = self.emit(Record::EventAccepted(record::EventAccepted {
+            at_ms: now,
+            tenant: tenant.as_str().to_string(),
+            event_id: event_id.as_str().to_string(),
+            event_type: event_type.as_str().to_string(),
+            // Kept even without deliveries: the event stream's replay window is rebuilt
+            // from these records after a restart.
+            body,
+            deliveries: refs,
+            created_at_ms,
+            idempotency: idempotency.as_ref().map(|i| record::IdempotencyRec {
+                key: i.key.clone(),
+                fingerprint: i.fingerprint,
+            }),
+        }));
+        self.counters.events_accepted += 1;
+        self.counters.deliveries_created += count as u64;
+        Ok(Accepted {
+            event_id,
+            append,
+            deliveries: count,
+            first_delivery,
+            created_at_ms,
+            duplicate: false,
+        })
+    }
+
+    /// Inserts a pending delivery in stage `AwaitingDurable`.
+    pub(super) fn insert_pending(
+        &mut self,
+        delivery: DeliveryId,
+        event: &Arc<EventData>,
+        webhook: WebhookId,
+        attempts_max: u32,
+        now: u64,
+    ) {
+        if let Some(w) = self
+            .tenants
+            .get_mut(&event.tenant)
+            .and_then(|t| t.webhooks.get_mut(&webhook))
+        {
+            w.pending.insert(delivery);
+        }
+        match self.by_tenant.get_mut(&event.tenant) {
+            Some(set) => {
+                set.insert(delivery);
+            }
+            None => {
+                self.by_tenant
+                    .insert(event.tenant.clone(), BTreeSet::from([delivery]));
+            }
+        }
+        self.pending_count += 1;
+        self.fresh_pending += 1;
+        self.next_delivery = self.next_delivery.max(delivery.0.saturating_add(1));
+        self.deliveries.insert(
+            delivery,
+            Delivery {
+                event: Arc::clone(event),
+                webhook,
+                attempt: 0,
+                attempts_max,
+                status: DeliveryStatus::Pending,
+                stage: Stage::AwaitingDurable,
+                due_ms: Some(event.accepted_at_ms),
+                last_status: None,
+                last_latency_ms: None,
+                last_error: None,
+                last_body: Arc::from(&[][..]),
+                last_headers: Arc::from(Vec::new()),
+                updated_at_ms: now,
+                finish_seq: 0,
+                attempts: VecDeque::new(),
+            },
+        );
+    }
+
+    /// Reports that every record up to and including `through` is durable. Deliveries
+    /// of events accepted by those records become due.
+    pub fn records_durable(&mut self, through: AppendId) {
+        while self.awaiting.front().is_some_and(|(id, _)| *id <= through) {
+            let Some((_, deliveries)) = self.awaiting.pop_front() else {
+                break;
+            };
+            self.awaiting_count -= deliveries.len();
+            for delivery in deliveries {
+                if self
+                    .deliveries
+                    .get(&delivery)
+                    .is_some_and(|d| d.stage == Stage::AwaitingDurable)
+                {
+                    self.make_due_or_end(delivery);
+                }
+            }
+        }
+    }
+
+    /// Live: moves a pending delivery into its webhook's queue, or ends it when the
+    /// webhook is gone.
+    pub(super) fn make_due_or_end(&mut self, delivery: DeliveryId) {
+        if !self.make_due(delivery) {
+            let now = self.now_ms;
+            self.end_delivery(
+                now,
+                delivery,
+                DeliveryStatus::Failed,
+                Some(DeliveryError::WebhookDeleted),
+            );
+        }
+    }
+
+    /// Moves a pending delivery into its webhook's queue. `false` when the webhook is
+    /// gone (the delivery is then left for the caller to end).
+    pub(super) fn make_due(&mut self, delivery: DeliveryId) -> bool {
+        let Some(d) = self.deliveries.get_mut(&delivery) else {
+            return true;
+        };
+        if let Stage::Scheduled(key) = d.stage {
+            self.wheel.cancel(key);
+        }
+        d.stage = Stage::Waiting;
+        let Some(w) = self
+            .tenants
+            .get_mut(&d.event.tenant)
+            .and_then(|t| t.webhooks.get_mut(&d.webhook))
+        else {
+            return false;
+        };
+        w.queue.push_back(delivery);
+        self.ready_webhooks
+            .insert((d.event.tenant.clone(), d.webhook.clone()));
+        true
+    }
+
+    pub(super) fn schedule(&mut self, delivery: DeliveryId, due_ms: u64) {
+        let Some(d) = self.deliveries.get_mut(&delivery) else {
+            return;
+        };
+        if let Stage::Scheduled(key) = d.stage {
+            self.wheel.cancel(key);
+        }
+        let key = self.wheel.insert(due_ms, Timer::Delivery(delivery));
+        d.stage = Stage::Scheduled(key);
+        d.due_ms = Some(due_ms);
+    }
+
+    /// Advances time: fires due timers, admits due deliveries within each endpoint's
+    /// limits, signs them in one batch (timestamp = `now_ms`) and queues their
+    /// `AttemptStarted` records and `Send` commands. Call it after every batch of inputs
+    /// and whenever [`Dispatcher::next_deadline_ms`] has passed.
+    pub fn tick(&mut self, now_ms: u64) {
+        let now = self.advance_clock(now_ms);
+        let mut fired = Vec::new();
+        self.wheel
+            .expire_bounded(now, &mut fired, TIMERS_PER_TICK_MAX);
+        // The wheel's expiry order is its own business; outputs follow id order.
+        fired.sort_unstable();
+        for timer in fired {
+            match timer {
+                Timer::Delivery(delivery) => {
+                    let scheduled = self
+                        .deliveries
+                        .get_mut(&delivery)
+                        .filter(|d| matches!(d.stage, Stage::Scheduled(_)));
+                    if let Some(d) = scheduled {
+                        // The key just fired; forget it so make_due does not cancel it.
+                        d.stage = Stage::AwaitingDurable;
+                        self.make_due_or_end(delivery);
+                    }
+                }
+                Timer::Webhook(tenant, webhook) => {
+                    if let Some(w) = self
+                        .tenants
+                        .get_mut(&tenant)
+                        .and_then(|t| t.webhooks.get_mut(&webhook))
+                    {
+                        w.wake = None;
+                        self.ready_webhooks.insert((tenant, webhook));
+                    }
+                }
+            }
+        }
+        self.start_due_attempts(now);
+    }
+
+    /// Admits due deliveries of the ready webhooks within each endpoint's limits and the
+    /// tick's budget (emitting their `AttemptStarted` records), ends those without a live
+    /// secret, then signs and sends the admitted ones.
+    pub(super) fn start_due_attempts(&mut self, now: u64) {
+        let budget = self.config.sends_per_tick_max;
+        let mut plans: Vec<Plan> = Vec::new();
+        let mut no_secret: Vec<DeliveryId> = Vec::new();
+        let mut ready = std::mem::take(&mut self.ready_webhooks);
+        // Round-robin: when the last tick ran out of budget, start at the first webhook it
+        // did not serve, so that busy webhooks early in id order cannot starve later ones.
+        let order: Vec<(TenantId, WebhookId)> = match self.resume_from.take() {
+            Some(cursor) => {
+                let after = ready.split_off(&cursor);
+                after.into_iter().chain(ready).collect()
+            }
+            None => ready.into_iter().collect(),
+        };
+        let mut leftover = BTreeSet::new();
+        for key in order {
+            if plans.len() >= budget {
+                if self.resume_from.is_none() {
+                    self.resume_from = Some(key.clone());
+                }
+                leftover.insert(key);
+                continue;
+            }
+            let (tenant, webhook) = &key;
+            let Some(w) = self
+                .tenants
+                .get_mut(tenant)
+                .and_then(|t| t.webhooks.get_mut(webhook))
+            else {
+                continue;
+            };
+            if !w.spec.status.is_active() {
+                w.queue.clear();
+                continue;
+            }
+            if w.signer_until_ms.is_some_and(|until| now >= until) {
+                w.signer = w.spec.signer_at(now).ok();
+                w.signer_until_ms = w.spec.next_secret_expiry_ms(now);
+            }
+            // Looked up again after each start: applying its record needs `self`.
+            while let Some(w) = self
+                .tenants
+                .get_mut(tenant)
+                .and_then(|t| t.webhooks.get_mut(webhook))
+            {
+                let Some(&delivery) = w.queue.front() else {
+                    break;
+                };
+                let Some(d) = self
+                    .deliveries
+                    .get(&delivery)
+                    .filter(|d| d.stage == Stage::Waiting && &d.webhook == webhook)
+                else {
+                    w.queue.pop_front();
+                    continue;
+                };
+                let Some(signer) = &w.signer else {
+                    w.queue.pop_front();
+                    no_secret.push(delivery);
+                    continue;
+                };
+                if plans.len() >= budget {
+                    leftover.insert(key.clone());
+                    break;
+                }
+                match w.health.admit(now, &w.spec.limits) {
+                    crate::health::Admit::Now => {
+                        w.health.start(now, &w.spec.limits);
+                        let attempt = d.attempt + 1;
+                        plans.push(Plan {
+                            delivery,
+                            attempt,
+                            tenant: tenant.clone(),
+                            webhook: webhook.clone(),
+                            event_id: d.event.id.clone(),
+                            signer: signer.clone(),
+                            url: Arc::clone(&w.url),
+                            url_text: Arc::clone(&w.url_text),
+                            body: Arc::clone(&d.event.body),
+                            custom_headers: w.spec.headers.clone(),
+                            connect_timeout_ms: w.spec.limits.connect_timeout_ms,
+                            request_timeout_ms: w.spec.limits.request_timeout_ms,
+                        });
+                        // Applying it takes the delivery off the queue.
+                        self.emit(Record::AttemptStarted(record::AttemptStarted {
+                            at_ms: now,
+                            delivery: delivery.0,
+                            attempt,
+                        }));
+                    }
+                    crate::health::Admit::At(at) => {
+                        if w.wake.is_none_or(|(_, due)| due > at) {
+                            if let Some((old, _)) = w.wake.take() {
+                                self.wheel.cancel(old);
+                            }
+                            let timer = self
+                                .wheel
+                                .insert(at, Timer::Webhook(key.0.clone(), key.1.clone()));
+                            w.wake = Some((timer, at));
+                        }
+                        break;
+                    }
+                    crate::health::Admit::AfterOutcome => break,
+                }
+            }
+        }
+        self.ready_webhooks.extend(leftover);
+        for delivery in no_secret {
+            self.end_delivery(
+                now,
+                delivery,
+                DeliveryStatus::Failed,
+                Some(DeliveryError::NoLiveSecret),
+            );
+        }
+        self.sign_and_send(now, plans);
+    }
+
+    /// When [`Dispatcher::tick`] should next be called: the earliest timer, or the
+    /// current time when work is ready (left over from a tick that hit
+    /// [`DispatcherConfig::sends_per_tick_max`], or made ready by an input since the last
+    /// tick). `None` when nothing is scheduled.
+    pub fn next_deadline_ms(&self) -> Option<u64> {
+        if !self.ready_webhooks.is_empty() {
+            return Some(self.now_ms);
+        }
+        self.wheel.next_deadline_ms()
+    }
+}

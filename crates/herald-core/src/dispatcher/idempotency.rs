@@ -1,0 +1,154 @@
+//! Idempotency keys: which repeats of a publish are answered with the first event.
+
+use super::*;
+
+/// What a remembered idempotency key answers.
+pub(super) struct KeyEntry {
+    pub(super) fingerprint: [u8; 16],
+    pub(super) event_id: EventId,
+    pub(super) created_at_ms: u64,
+    pub(super) accepted_at_ms: u64,
+    /// The `EventAccepted` record (`AppendId(0)` when replayed: durable).
+    pub(super) append: AppendId,
+}
+
+/// Remembered idempotency keys of one shard, by tenant, with their acceptance order.
+#[derive(Default)]
+pub(super) struct Keys {
+    pub(super) by_tenant: HashMap<TenantId, HashMap<Arc<str>, KeyEntry>>,
+    /// (accepted_at_ms, tenant, key), oldest first: dispatcher time never runs
+    /// backwards, so this is also expiry order. Entries whose key was replaced are
+    /// skipped when popped.
+    pub(super) order: VecDeque<(u64, TenantId, Arc<str>)>,
+    pub(super) count: usize,
+}
+
+impl Keys {
+    pub(super) fn get(&self, tenant: &TenantId, key: &str) -> Option<&KeyEntry> {
+        self.by_tenant.get(tenant)?.get(key)
+    }
+
+    /// Forgets the oldest key (if the order's front is still current).
+    pub(super) fn pop_oldest(&mut self) {
+        let Some((accepted_at_ms, tenant, key)) = self.order.pop_front() else {
+            return;
+        };
+        let Some(keys) = self.by_tenant.get_mut(&tenant) else {
+            return;
+        };
+        if keys
+            .get(&key)
+            .is_some_and(|entry| entry.accepted_at_ms == accepted_at_ms)
+        {
+            keys.remove(&key);
+            self.count -= 1;
+            if keys.is_empty() {
+                self.by_tenant.remove(&tenant);
+            }
+        }
+    }
+
+    /// Forgets every key accepted `window_ms` or longer before `now`.
+    pub(super) fn forget_expired(&mut self, now: u64, window_ms: u64) {
+        while self
+            .order
+            .front()
+            .is_some_and(|(at, _, _)| at.saturating_add(window_ms) <= now)
+        {
+            self.pop_oldest();
+        }
+    }
+
+    /// Remembers `key`, forgetting the oldest keys beyond `max`.
+    pub(super) fn insert(&mut self, tenant: &TenantId, key: &str, entry: KeyEntry, max: usize) {
+        let key: Arc<str> = Arc::from(key);
+        let accepted_at_ms = entry.accepted_at_ms;
+        let keys = self.by_tenant.entry(tenant.clone()).or_default();
+        if keys.insert(Arc::clone(&key), entry).is_none() {
+            self.count += 1;
+        }
+        self.order.push_back((accepted_at_ms, tenant.clone(), key));
+        while self.count > max {
+            self.pop_oldest();
+        }
+        // Replaced keys leave stale order entries; they cannot outnumber live ones by
+        // much unless the window grew across a restart, so compact rarely.
+        if self.order.len() > 2 * max + 64 {
+            let by_tenant = &self.by_tenant;
+            self.order.retain(|(at, tenant, key)| {
+                by_tenant
+                    .get(tenant)
+                    .and_then(|keys| keys.get(key))
+                    .is_some_and(|entry| entry.accepted_at_ms == *at)
+            });
+        }
+    }
+}
+
+impl Dispatcher {
+    /// An event with an idempotency key: `Some` answer when the key is live (the first
+    /// event again, or a conflict), `None` when the event is new. Changes nothing, so a
+    /// duplicate leaves no trace for replay to reproduce.
+    pub(super) fn check_key(
+        &self,
+        now: u64,
+        tenant: &TenantId,
+        idempotency: &Idempotency,
+    ) -> Result<Option<Accepted>, AcceptError> {
+        if !Idempotency::key_is_valid(&idempotency.key) {
+            return Err(AcceptError::IdempotencyKey {
+                max: crate::envelope::IDEMPOTENCY_KEY_BYTES_MAX,
+            });
+        }
+        let live = self.keys.get(tenant, &idempotency.key).filter(|entry| {
+            entry
+                .accepted_at_ms
+                .saturating_add(self.config.idempotency_window_ms)
+                > now
+        });
+        match live {
+            None => Ok(None),
+            Some(entry) if entry.fingerprint == idempotency.fingerprint => Ok(Some(Accepted {
+                event_id: entry.event_id.clone(),
+                append: entry.append,
+                deliveries: 0,
+                first_delivery: None,
+                created_at_ms: entry.created_at_ms,
+                duplicate: true,
+            })),
+            Some(_) => Err(AcceptError::IdempotencyConflict {
+                key: idempotency.key.clone(),
+            }),
+        }
+    }
+
+    /// Every accepted event (live or replayed, so both forget alike) ages the remembered
+    /// keys; one with a key is then remembered.
+    pub(super) fn remember_key(
+        &mut self,
+        now: u64,
+        tenant: &TenantId,
+        idempotency: Option<&Idempotency>,
+        event_id: &EventId,
+        created_at_ms: u64,
+        append: AppendId,
+    ) {
+        self.keys
+            .forget_expired(now, self.config.idempotency_window_ms);
+        if let Some(idempotency) = idempotency {
+            let entry = KeyEntry {
+                fingerprint: idempotency.fingerprint,
+                event_id: event_id.clone(),
+                created_at_ms,
+                accepted_at_ms: now,
+                append,
+            };
+            self.keys.insert(
+                tenant,
+                &idempotency.key,
+                entry,
+                self.config.idempotency_keys_max,
+            );
+        }
+    }
+}

@@ -1,0 +1,196 @@
+//! Manual operations: retries, re-sends and test events asked for by an operator.
+
+use super::*;
+
+impl Dispatcher {
+    /// Retries one delivery now: a pending delivery waiting for a retry is moved to now;
+    /// a failed or exhausted one gets one more attempt.
+    pub fn retry_delivery(
+        &mut self,
+        now_ms: u64,
+        tenant: &TenantId,
+        delivery: DeliveryId,
+    ) -> Result<AppendId, OpError> {
+        let now = self.advance_clock(now_ms);
+        let d = self
+            .deliveries
+            .get(&delivery)
+            .filter(|d| &d.event.tenant == tenant)
+            .ok_or(OpError::DeliveryNotFound(delivery))?;
+        let webhook = d.webhook.clone();
+        let active = self
+            .tenants
+            .get(tenant)
+            .and_then(|t| t.webhooks.get(&webhook))
+            .map(|w| w.spec.status.is_active())
+            .ok_or_else(|| OpError::WebhookNotFound {
+                tenant: tenant.clone(),
+                webhook: webhook.clone(),
+            })?;
+        if !active {
+            return Err(OpError::WebhookDisabled(webhook));
+        }
+        let attempts_max = match d.stage {
+            Stage::Scheduled(_) => d.attempts_max,
+            Stage::Finished => {
+                if d.status == DeliveryStatus::Success {
+                    return Err(OpError::AlreadySucceeded(delivery));
+                }
+                if self.pending_count >= self.config.pending_deliveries_max {
+                    return Err(OpError::Accept(AcceptError::Full {
+                        pending: self.pending_count,
+                        needed: 1,
+                        max: self.config.pending_deliveries_max,
+                    }));
+                }
+                d.attempt + 1
+            }
+            _ => return Err(OpError::InProgress(delivery)),
+        };
+        Ok(
+            self.emit(Record::DeliveryRequeued(record::DeliveryRequeued {
+                at_ms: now,
+                delivery: delivery.0,
+                due_ms: now,
+                attempts_max,
+            })),
+        )
+    }
+
+    /// Re-sends every failed or exhausted delivery of `webhook` whose event was accepted
+    /// at or after `since_ms` (those still in the log), at most [`RESEND_MAX`] per call.
+    /// Returns how many were re-queued.
+    pub fn resend_failed(
+        &mut self,
+        now_ms: u64,
+        tenant: &TenantId,
+        webhook: &WebhookId,
+        since_ms: u64,
+    ) -> Result<usize, OpError> {
+        let now = self.advance_clock(now_ms);
+        self.require_active_webhook(tenant, webhook)?;
+        let room = self
+            .config
+            .pending_deliveries_max
+            .saturating_sub(self.pending_count)
+            .min(RESEND_MAX);
+        let picked: Vec<(DeliveryId, u32)> = self
+            .by_tenant
+            .get(tenant)
+            .into_iter()
+            .flatten()
+            .filter_map(|id| self.deliveries.get(id).map(|d| (*id, d)))
+            .filter(|(_, d)| {
+                &d.webhook == webhook
+                    && matches!(d.status, DeliveryStatus::Failed | DeliveryStatus::Exhausted)
+                    && d.event.accepted_at_ms >= since_ms
+            })
+            .map(|(id, d)| (id, d.attempt + 1))
+            .take(room)
+            .collect();
+        for &(delivery, attempts_max) in &picked {
+            self.emit(Record::DeliveryRequeued(record::DeliveryRequeued {
+                at_ms: now,
+                delivery: delivery.0,
+                due_ms: now,
+                attempts_max,
+            }));
+        }
+        Ok(picked.len())
+    }
+
+    /// Sends a test event of `event_type` (data [`TEST_EVENT_DATA`]) to one webhook,
+    /// whatever its filters.
+    pub fn send_test_event(
+        &mut self,
+        now_ms: u64,
+        tenant: &TenantId,
+        webhook: &WebhookId,
+        event_type: EventType,
+    ) -> Result<Accepted, OpError> {
+        self.send_test(now_ms, tenant, webhook, |d, now| NewEvent {
+            id: d.generated_event_id(GENERATED_EVENT_ID_PREFIXES[1]),
+            event_type,
+            api_version: API_VERSION_DEFAULT.to_string(),
+            created_at_ms: now,
+            location_id: None,
+            data: TEST_EVENT_DATA.to_vec(),
+            idempotency: None,
+        })
+    }
+
+    /// Sends `event` (the caller's type, data, id and so on) to one webhook only,
+    /// whatever its filters, as a test. [`Accepted::first_delivery`] is the delivery
+    /// created (always `Some` on success).
+    pub fn send_test_event_with(
+        &mut self,
+        now_ms: u64,
+        tenant: &TenantId,
+        webhook: &WebhookId,
+        event: NewEvent,
+    ) -> Result<Accepted, OpError> {
+        self.send_test(now_ms, tenant, webhook, |_, _| event)
+    }
+
+    /// The common part of the test sends: `make` builds the event once the webhook is
+    /// known to be active (so a refused call consumes no generated id).
+    pub(super) fn send_test(
+        &mut self,
+        now_ms: u64,
+        tenant: &TenantId,
+        webhook: &WebhookId,
+        make: impl FnOnce(&mut Self, u64) -> NewEvent,
+    ) -> Result<Accepted, OpError> {
+        let now = self.advance_clock(now_ms);
+        self.require_active_webhook(tenant, webhook)?;
+        let event = make(self, now);
+        let body = encode_envelope(tenant, &event).map_err(AcceptError::from)?;
+        // A test send is never a duplicate: its key (if any) is not consulted or kept.
+        Ok(self.accept_with_targets(
+            now,
+            tenant,
+            event.id,
+            event.event_type,
+            body,
+            vec![webhook.clone()],
+            event.created_at_ms,
+            None,
+        )?)
+    }
+
+    /// Puts a delivery back on the schedule (from any state but in flight).
+    pub(super) fn requeue(
+        &mut self,
+        now: u64,
+        delivery: DeliveryId,
+        due_ms: u64,
+        attempts_max: u32,
+    ) {
+        let Some(d) = self.deliveries.get_mut(&delivery) else {
+            return;
+        };
+        if d.stage == Stage::InFlight {
+            return;
+        }
+        d.attempts_max = attempts_max;
+        d.updated_at_ms = now;
+        if d.status.is_final() {
+            d.status = DeliveryStatus::Pending;
+            d.stage = Stage::AwaitingDurable;
+            self.pending_count += 1;
+            if d.attempt == 0 {
+                self.fresh_pending += 1;
+            }
+            self.finished_count -= 1;
+            let (tenant, webhook) = (d.event.tenant.clone(), d.webhook.clone());
+            if let Some(w) = self
+                .tenants
+                .get_mut(&tenant)
+                .and_then(|t| t.webhooks.get_mut(&webhook))
+            {
+                w.pending.insert(delivery);
+            }
+        }
+        self.schedule(delivery, due_ms);
+    }
+}

@@ -1,0 +1,416 @@
+//! Outcomes: what an attempt's result means for its delivery and its webhook, and how
+//! deliveries end.
+
+use super::*;
+
+/// Prefixes of the ids of events the dispatcher originates itself: operational
+/// `webhook.disabled` events and test events.
+pub(super) const GENERATED_EVENT_ID_PREFIXES: [&str; 2] = ["evt_webhook_disabled_", "evt_test_"];
+
+/// The response headers an attempt keeps: in arrival order, names lower-cased, values
+/// as text (invalid UTF-8 replaced), at most [`RESPONSE_HEADERS_MAX`] of them and at most
+/// [`RESPONSE_HEADER_BYTES_MAX`] bytes of names plus values; a header that would cross
+/// the byte limit is left out. Applying it to its own result changes nothing.
+pub fn bound_response_headers<'a>(
+    headers: impl IntoIterator<Item = (&'a str, &'a [u8])>,
+) -> Vec<(String, String)> {
+    let mut kept = Vec::new();
+    let mut bytes = 0usize;
+    for (name, value) in headers {
+        if kept.len() == RESPONSE_HEADERS_MAX {
+            break;
+        }
+        let value = String::from_utf8_lossy(value);
+        let size = name.len() + value.len();
+        if bytes + size > RESPONSE_HEADER_BYTES_MAX {
+            continue;
+        }
+        bytes += size;
+        kept.push((name.to_ascii_lowercase(), value.into_owned()));
+    }
+    kept
+}
+
+pub(super) fn headers_to_rec(headers: &[(String, String)]) -> Vec<record::HeaderRec> {
+    headers
+        .iter()
+        .map(|(name, value)| record::HeaderRec {
+            name: name.clone(),
+            value: value.clone(),
+        })
+        .collect()
+}
+
+pub(super) fn headers_from_rec(headers: &[record::HeaderRec]) -> Arc<[(String, String)]> {
+    headers
+        .iter()
+        .map(|h| (h.name.clone(), h.value.clone()))
+        .collect()
+}
+
+impl Dispatcher {
+    /// Live: decides that a pending delivery ends, without an attempt outcome that says
+    /// so.
+    pub(super) fn end_delivery(
+        &mut self,
+        now: u64,
+        delivery: DeliveryId,
+        status: DeliveryStatus,
+        error: Option<DeliveryError>,
+    ) {
+        let pending = self
+            .deliveries
+            .get(&delivery)
+            .is_some_and(|d| !d.status.is_final());
+        if pending {
+            self.emit(Record::DeliveryFinished(record::DeliveryFinished {
+                at_ms: now,
+                delivery: delivery.0,
+                status: status.name().to_string(),
+                reason: error.map(DeliveryError::name),
+            }));
+        }
+    }
+
+    /// Ends a pending delivery (applying a `DeliveryFinished`, or an `AttemptFinished`
+    /// that carries a final status).
+    pub(super) fn finish(
+        &mut self,
+        now: u64,
+        delivery: DeliveryId,
+        status: DeliveryStatus,
+        error: Option<DeliveryError>,
+    ) {
+        let Some(d) = self.deliveries.get_mut(&delivery) else {
+            return;
+        };
+        if d.status.is_final() {
+            return;
+        }
+        match d.stage {
+            Stage::Scheduled(key) => {
+                self.wheel.cancel(key);
+            }
+            Stage::InFlight => self.in_flight_count -= 1,
+            _ => {}
+        }
+        if d.attempt == 0 {
+            self.fresh_pending = self.fresh_pending.saturating_sub(1);
+        }
+        d.stage = Stage::Finished;
+        d.status = status;
+        d.due_ms = None;
+        if error.is_some() {
+            d.last_error = error;
+        }
+        if !self.replaying {
+            let c = &mut self.counters;
+            match (status, error) {
+                (DeliveryStatus::Success, _) => c.deliveries_succeeded += 1,
+                (DeliveryStatus::Exhausted, _) => c.deliveries_exhausted += 1,
+                (_, Some(DeliveryError::WebhookDisabled)) => c.deliveries_webhook_disabled += 1,
+                (_, Some(DeliveryError::WebhookDeleted)) => c.deliveries_webhook_deleted += 1,
+                (_, Some(DeliveryError::NoLiveSecret)) => c.deliveries_no_live_secret += 1,
+                _ => c.deliveries_failed += 1,
+            }
+        }
+        d.updated_at_ms = now;
+        self.finish_seq += 1;
+        d.finish_seq = self.finish_seq;
+        let (tenant, webhook) = (d.event.tenant.clone(), d.webhook.clone());
+        if let Some(w) = self
+            .tenants
+            .get_mut(&tenant)
+            .and_then(|t| t.webhooks.get_mut(&webhook))
+        {
+            w.pending.remove(&delivery);
+        }
+        self.pending_count -= 1;
+        self.finished_count += 1;
+        self.finished.push_back((delivery, self.finish_seq));
+        self.evict();
+    }
+
+    /// Drops the oldest finished deliveries beyond the log limit.
+    pub(super) fn evict(&mut self) {
+        while self.finished_count > self.config.log_finished_max {
+            let Some((delivery, seq)) = self.finished.pop_front() else {
+                break;
+            };
+            let current = self
+                .deliveries
+                .get(&delivery)
+                .is_some_and(|d| d.status.is_final() && d.finish_seq == seq);
+            if current {
+                if let Some(d) = self.deliveries.remove(&delivery) {
+                    if let Some(set) = self.by_tenant.get_mut(&d.event.tenant) {
+                        set.remove(&delivery);
+                        if set.is_empty() {
+                            self.by_tenant.remove(&d.event.tenant);
+                        }
+                    }
+                }
+                self.finished_count -= 1;
+            }
+        }
+        // Re-queued deliveries leave stale entries behind; compact before they pile up.
+        if self.finished.len() > 2 * self.config.log_finished_max + 64 {
+            let deliveries = &self.deliveries;
+            self.finished.retain(|(delivery, seq)| {
+                deliveries
+                    .get(delivery)
+                    .is_some_and(|d| d.status.is_final() && d.finish_seq == *seq)
+            });
+        }
+    }
+
+    /// Reports the outcome of an attempt. Returns `false` when the outcome is stale and
+    /// was ignored (the delivery ended meanwhile, e.g. its webhook was deleted, or the
+    /// attempt number does not match).
+    pub fn attempt_finished(&mut self, now_ms: u64, outcome: Outcome) -> bool {
+        let now = self.advance_clock(now_ms);
+        let Some(d) = self.deliveries.get(&outcome.delivery) else {
+            return false;
+        };
+        if d.stage != Stage::InFlight || d.attempt != outcome.attempt {
+            return false;
+        }
+        let (tenant, webhook) = (d.event.tenant.clone(), d.webhook.clone());
+        let (attempt, attempts_max) = (d.attempt, d.attempts_max);
+        let class = classify(&outcome.result);
+        let counters = &mut self.counters;
+        match class {
+            OutcomeClass::Success => counters.attempts_succeeded += 1,
+            OutcomeClass::Retry => counters.attempts_retryable += 1,
+            OutcomeClass::Final | OutcomeClass::Gone => counters.attempts_final += 1,
+        }
+        counters.attempt_latency_ms.observe(outcome.latency_ms);
+        let Some(w) = self
+            .tenants
+            .get(&tenant)
+            .and_then(|t| t.webhooks.get(&webhook))
+        else {
+            // Unreachable by construction (deleting a webhook ends its deliveries), but a
+            // delivery must never be left in limbo.
+            self.end_delivery(
+                now,
+                outcome.delivery,
+                DeliveryStatus::Failed,
+                Some(DeliveryError::WebhookDeleted),
+            );
+            return true;
+        };
+        let next_at = match class {
+            OutcomeClass::Retry if attempt < attempts_max => {
+                let schedule = w.spec.schedule(&self.config.retry_schedule);
+                let scheduled = schedule
+                    .delay_before_ms(attempt + 1)
+                    .or_else(|| schedule.retry_delays_ms().last().copied())
+                    .unwrap_or(0);
+                let jittered = jitter_ms(
+                    scheduled,
+                    self.config.jitter_percent,
+                    self.config.jitter_seed,
+                    outcome.delivery.0,
+                    attempt + 1,
+                );
+                Some(now.saturating_add(retry_delay_ms(jittered, &outcome.result, now)))
+            }
+            _ => None,
+        };
+        let final_status = match (class, next_at) {
+            (_, Some(_)) => None,
+            (OutcomeClass::Success, None) => Some(DeliveryStatus::Success),
+            (OutcomeClass::Retry, None) => Some(DeliveryStatus::Exhausted),
+            (OutcomeClass::Final | OutcomeClass::Gone, None) => Some(DeliveryStatus::Failed),
+        };
+        let headers = bound_response_headers(
+            outcome
+                .response_headers
+                .iter()
+                .map(|(name, value)| (name.as_str(), value.as_bytes())),
+        );
+        let body = &outcome.response_body;
+        self.emit(Record::AttemptFinished(record::AttemptFinished {
+            at_ms: now,
+            delivery: outcome.delivery.0,
+            attempt,
+            status: match outcome.result {
+                AttemptResult::Response { status, .. } => status,
+                AttemptResult::Transport(_) => 0,
+            },
+            transport_error: match outcome.result {
+                AttemptResult::Transport(t) => Some(t.name().to_string()),
+                AttemptResult::Response { .. } => None,
+            },
+            latency_ms: outcome.latency_ms,
+            response_body: body[..body.len().min(RESPONSE_BODY_BYTES_MAX)].to_vec(),
+            response_headers: headers
+                .into_iter()
+                .map(|(name, value)| record::HeaderRec { name, value })
+                .collect(),
+            next_attempt_at_ms: next_at,
+            final_status: final_status.map(|s| s.name().to_string()),
+        }));
+        // Applying the outcome updated the endpoint's health; it decides the rest.
+        let should_disable = class == OutcomeClass::Retry
+            && self
+                .tenants
+                .get(&tenant)
+                .and_then(|t| t.webhooks.get(&webhook))
+                .is_some_and(|w| w.health.should_disable(now, &self.config.health));
+        if class == OutcomeClass::Gone {
+            self.disable(now, &tenant, &webhook, DisableReason::Gone);
+        } else if should_disable {
+            self.disable(now, &tenant, &webhook, DisableReason::FailingTooLong);
+        }
+        true
+    }
+
+    /// Disables a webhook automatically and publishes `webhook.disabled` to the tenant.
+    pub(super) fn disable(
+        &mut self,
+        now: u64,
+        tenant: &TenantId,
+        webhook: &WebhookId,
+        reason: DisableReason,
+    ) {
+        let Some(w) = self
+            .tenants
+            .get(tenant)
+            .and_then(|t| t.webhooks.get(webhook))
+        else {
+            return;
+        };
+        if !w.spec.status.is_active() {
+            return;
+        }
+        let mut spec = w.spec.clone();
+        let url = w.url_text.clone();
+        spec.status = WebhookStatus::Disabled { reason, at_ms: now };
+        self.emit(Record::WebhookUpserted(record::WebhookUpserted {
+            at_ms: now,
+            webhook: webhook_to_rec(tenant, webhook, &spec),
+        }));
+        self.end_webhook_deliveries(now, tenant, webhook, DeliveryError::WebhookDisabled);
+        let data = serde_json::json!({
+            "webhook_id": webhook.as_str(),
+            "url": &*url,
+            "reason": reason.name(),
+            "disabled_at": crate::envelope::rfc3339_ms(now),
+        });
+        let event = NewEvent {
+            id: self.generated_event_id(GENERATED_EVENT_ID_PREFIXES[0]),
+            // The constant is a valid event type; checked by a test.
+            event_type: EventType::parse(WEBHOOK_DISABLED_EVENT)
+                .expect("WEBHOOK_DISABLED_EVENT is a valid event type"),
+            api_version: API_VERSION_DEFAULT.to_string(),
+            created_at_ms: now,
+            location_id: None,
+            data: data.to_string().into_bytes(),
+            idempotency: None,
+        };
+        // A full shard drops the operational event rather than the disable itself: the
+        // webhook's status is the source of truth, the event a courtesy.
+        let _ = self.accept_event(now, tenant, event);
+    }
+
+    /// A deterministic event id for events the dispatcher originates: unique per shard
+    /// because it embeds a number taken from the delivery id counter, which only grows
+    /// (the number is consumed here, so an event that creates no deliveries cannot lend
+    /// its id to the next one; replay restores the counter past it,
+    /// [`Self::skip_past_generated_event_id`]).
+    pub(super) fn generated_event_id(&mut self, prefix: &str) -> EventId {
+        let text = format!("{prefix}{:016x}", self.next_delivery);
+        self.next_delivery += 1;
+        // Prefix and hex digits are within the event id charset and length.
+        EventId::parse(&text).expect("generated event ids are valid")
+    }
+
+    /// Replay: keeps the counter behind generated event ids past every id already used.
+    pub(super) fn skip_past_generated_event_id(&mut self, event_id: &str) {
+        for prefix in GENERATED_EVENT_ID_PREFIXES {
+            if let Some(hex) = event_id.strip_prefix(prefix) {
+                if let Ok(number) = u64::from_str_radix(hex, 16) {
+                    self.next_delivery = self.next_delivery.max(number.saturating_add(1));
+                }
+            }
+        }
+    }
+
+    pub(super) fn apply_attempt_finished(
+        &mut self,
+        r: &record::AttemptFinished,
+    ) -> Result<(), String> {
+        let delivery = DeliveryId(r.delivery);
+        let Some(d) = self
+            .deliveries
+            .get_mut(&delivery)
+            .filter(|d| !d.status.is_final())
+        else {
+            return Ok(());
+        };
+        let result = match &r.transport_error {
+            Some(name) => match DeliveryError::from_name(name) {
+                Some(DeliveryError::Transport(t)) => AttemptResult::Transport(t),
+                _ => return Err(format!("transport error {name:?}")),
+            },
+            None => AttemptResult::Response {
+                status: r.status,
+                retry_after: None,
+            },
+        };
+        let class = classify(&result);
+        set_attempt(&mut self.fresh_pending, d, r.attempt);
+        d.last_status = (r.status != 0).then_some(r.status);
+        d.last_latency_ms = Some(r.latency_ms);
+        d.last_error = match result {
+            AttemptResult::Transport(t) => Some(DeliveryError::Transport(t)),
+            AttemptResult::Response { status, .. } => {
+                (class != OutcomeClass::Success).then_some(DeliveryError::Status(status))
+            }
+        };
+        d.last_body = Arc::from(&r.response_body[..]);
+        d.last_headers = headers_from_rec(&r.response_headers);
+        d.updated_at_ms = r.at_ms;
+        d.attempt_ended(
+            r.attempt,
+            r.at_ms,
+            d.last_status,
+            r.latency_ms,
+            d.last_error,
+        );
+        if d.stage == Stage::InFlight {
+            self.in_flight_count -= 1;
+            d.stage = Stage::Waiting; // settled below
+        }
+        let (tenant, webhook) = (d.event.tenant.clone(), d.webhook.clone());
+        if let Some(w) = self
+            .tenants
+            .get_mut(&tenant)
+            .and_then(|t| t.webhooks.get_mut(&webhook))
+        {
+            let signal = match class {
+                OutcomeClass::Success => Signal::Success,
+                OutcomeClass::Retry => Signal::Failure,
+                OutcomeClass::Final | OutcomeClass::Gone => Signal::Responsive,
+            };
+            w.health.finish(r.at_ms, signal, &self.config.health);
+            // The endpoint has room again.
+            self.ready_webhooks.insert((tenant, webhook));
+        }
+        match (r.next_attempt_at_ms, &r.final_status) {
+            (Some(at), _) => self.schedule(delivery, at),
+            (None, Some(status)) => {
+                let status = DeliveryStatus::from_name(status)
+                    .filter(|s| s.is_final())
+                    .ok_or_else(|| format!("final status {status:?}"))?;
+                self.finish(r.at_ms, delivery, status, None);
+            }
+            (None, None) => {
+                return Err("attempt outcome with neither next attempt nor final status".into())
+            }
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,72 @@
+//! Signing: the admitted attempts of one tick, signed in a batch and turned into
+//! `Send` commands.
+
+use super::*;
+
+/// An attempt admitted this tick, with everything its request needs.
+pub(super) struct Plan {
+    pub(super) delivery: DeliveryId,
+    pub(super) attempt: u32,
+    pub(super) tenant: TenantId,
+    pub(super) webhook: WebhookId,
+    pub(super) event_id: EventId,
+    pub(super) signer: Signer,
+    pub(super) url: Arc<Url>,
+    pub(super) url_text: Arc<str>,
+    pub(super) body: Arc<[u8]>,
+    pub(super) custom_headers: Vec<(String, String)>,
+    pub(super) connect_timeout_ms: u64,
+    pub(super) request_timeout_ms: u64,
+}
+
+impl Dispatcher {
+    /// Signs the admitted attempts in one batch (timestamp = `now`) and queues a `Send`
+    /// command for each, in admission order.
+    pub(super) fn sign_and_send(&mut self, now: u64, plans: Vec<Plan>) {
+        if plans.is_empty() {
+            return;
+        }
+        let timestamp_s = i64::try_from(now / 1000).unwrap_or(i64::MAX);
+        if self.signed.len() < plans.len() {
+            self.signed.resize_with(plans.len(), SignedHeaders::new);
+        }
+        {
+            let jobs: Vec<(&Signer, Message<'_>)> = plans
+                .iter()
+                .map(|p| {
+                    (
+                        &p.signer,
+                        Message {
+                            id: p.event_id.as_str(),
+                            timestamp_s,
+                            url: &p.url_text,
+                            body: &p.body,
+                        },
+                    )
+                })
+                .collect();
+            self.batch_signer
+                .sign_batch(&jobs, &mut self.signed[..plans.len()]);
+        }
+        for (index, plan) in plans.into_iter().enumerate() {
+            let signed = &self.signed[index];
+            let mut headers = Vec::with_capacity(2 + signed.len() + plan.custom_headers.len());
+            headers.push(("content-type".to_string(), "application/json".to_string()));
+            headers.push(("user-agent".to_string(), USER_AGENT.to_string()));
+            headers.extend(signed.iter().map(|(n, v)| (n.to_string(), v.to_string())));
+            headers.extend(plan.custom_headers);
+            self.commands.push_back(Command::Send(SendRequest {
+                delivery: plan.delivery,
+                attempt: plan.attempt,
+                tenant: plan.tenant,
+                webhook: plan.webhook,
+                event_id: plan.event_id,
+                url: plan.url,
+                headers,
+                body: plan.body,
+                connect_timeout_ms: plan.connect_timeout_ms,
+                request_timeout_ms: plan.request_timeout_ms,
+            }));
+        }
+    }
+}
