@@ -17,6 +17,7 @@
 //! * [`browser`]: a WebDriver client driving Debian's headless Chromium, for the
 //!   operator console's tests.
 #![forbid(unsafe_code)]
+#![warn(missing_docs)]
 
 pub mod browser;
 

@@ -18,6 +18,7 @@ pub const ENVELOPE_BYTES: usize = 200;
 /// Arguments of `herald bench run`.
 #[derive(Debug, clap::Args)]
 pub struct RunArgs {
+    /// The scenario's knobs (flags, or a `--scenario` file).
     #[command(flatten)]
     pub knobs: Knobs,
     /// Write every figure to this file as JSON.
@@ -89,6 +90,7 @@ pub struct SweepArgs {
     /// Size for this rate, events/s [default: the knee at the most shards].
     #[arg(long, value_name = "EVENTS_PER_S")]
     pub need_rate: Option<f64>,
+    /// The scenario's knobs (flags, or a `--scenario` file).
     #[command(flatten)]
     pub knobs: Knobs,
     /// Write every figure to this file as JSON.

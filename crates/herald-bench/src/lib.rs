@@ -18,6 +18,7 @@
 //! `"sent_unix_ns": <Unix ns>` ([`LATENCY_FIELD`]) and the sink records arrival minus
 //! that. Benchmarks report; nothing here asserts a timing.
 #![forbid(unsafe_code)]
+#![warn(missing_docs)]
 
 pub mod cli;
 pub mod metrics;

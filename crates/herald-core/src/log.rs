@@ -128,7 +128,7 @@ pub struct AttemptSummary {
 pub struct DeliveryRecord {
     /// Delivery id.
     pub id: DeliveryId,
-    /// Tenant.
+    /// The tenant that published the event (and owns the webhook).
     pub tenant: TenantId,
     /// Event id.
     pub event_id: EventId,

@@ -30,6 +30,7 @@
 //! assert!(response.keep_alive);
 //! ```
 #![forbid(unsafe_code)]
+#![warn(missing_docs)]
 
 mod body;
 mod date;

@@ -34,6 +34,7 @@
 //!     .join()
 //!     .unwrap();
 //! ```
+#![warn(missing_docs)]
 
 mod client;
 mod conn;

@@ -64,6 +64,7 @@
 //!   §5.3), and base64 never contains one. Receivers that compare the whole value only
 //!   accept requests signed with a single secret.
 #![forbid(unsafe_code)]
+#![warn(missing_docs)]
 
 mod encoding;
 mod headers;

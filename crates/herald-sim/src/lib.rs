@@ -13,6 +13,7 @@
 //! the same run, byte for byte: all randomness comes from one seeded generator and all
 //! collections iterate in a fixed order.
 #![forbid(unsafe_code)]
+#![warn(missing_docs)]
 
 pub mod checker;
 pub mod endpoint;

@@ -36,6 +36,7 @@
 //! Everything is bounded: connections, head and body sizes ([`herald_http::Limits`]),
 //! recorded requests, delays, script lengths. Waiting is always given a timeout.
 #![forbid(unsafe_code)]
+#![warn(missing_docs)]
 
 mod action;
 mod conn;

@@ -148,9 +148,9 @@ pub enum Failure {
 /// A webhook as the registry holds it (an owned snapshot).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct WebhookInfo {
-    /// Tenant.
+    /// The tenant that owns the webhook.
     pub tenant: TenantId,
-    /// Id.
+    /// The webhook's id, unique within its tenant.
     pub id: WebhookId,
     /// Configuration, including status.
     pub spec: WebhookSpec,
@@ -253,7 +253,8 @@ pub struct TestSent {
 pub enum Request {
     /// Create or replace a webhook. With `must_exist`, an unknown id is refused.
     UpsertWebhook {
-        /// Tenant.
+        /// The tenant that owns what the request names; it also routes the request
+        /// to the tenant's shard.
         tenant: TenantId,
         /// Webhook id.
         id: WebhookId,
@@ -266,7 +267,8 @@ pub enum Request {
     },
     /// Delete a webhook.
     DeleteWebhook {
-        /// Tenant.
+        /// The tenant that owns what the request names; it also routes the request
+        /// to the tenant's shard.
         tenant: TenantId,
         /// Webhook id.
         id: WebhookId,
@@ -275,7 +277,8 @@ pub enum Request {
     },
     /// One webhook.
     GetWebhook {
-        /// Tenant.
+        /// The tenant that owns what the request names; it also routes the request
+        /// to the tenant's shard.
         tenant: TenantId,
         /// Webhook id.
         id: WebhookId,
@@ -284,7 +287,8 @@ pub enum Request {
     },
     /// A tenant's webhooks in id order, at most `limit` of them after `after`.
     ListWebhooks {
-        /// Tenant.
+        /// The tenant that owns what the request names; it also routes the request
+        /// to the tenant's shard.
         tenant: TenantId,
         /// Start after this id.
         after: Option<WebhookId>,
@@ -295,7 +299,8 @@ pub enum Request {
     },
     /// Accept an event.
     Publish {
-        /// Tenant.
+        /// The tenant that owns what the request names; it also routes the request
+        /// to the tenant's shard.
         tenant: TenantId,
         /// The event.
         event: NewEvent,
@@ -307,7 +312,8 @@ pub enum Request {
     /// [`PUBLISH_BATCH_MAX`]). Answered once every accepted event is durable, with one
     /// result per event in order.
     PublishBatch {
-        /// Tenant.
+        /// The tenant that owns what the request names; it also routes the request
+        /// to the tenant's shard.
         tenant: TenantId,
         /// The events.
         events: Vec<NewEvent>,
@@ -323,7 +329,8 @@ pub enum Request {
     },
     /// One delivery.
     Delivery {
-        /// Tenant.
+        /// The tenant that owns what the request names; it also routes the request
+        /// to the tenant's shard.
         tenant: TenantId,
         /// Delivery id.
         id: DeliveryId,
@@ -332,7 +339,8 @@ pub enum Request {
     },
     /// Retry one delivery now.
     RetryDelivery {
-        /// Tenant.
+        /// The tenant that owns what the request names; it also routes the request
+        /// to the tenant's shard.
         tenant: TenantId,
         /// Delivery id.
         id: DeliveryId,
@@ -341,7 +349,8 @@ pub enum Request {
     },
     /// Re-send a webhook's failed deliveries accepted since `since_ms`.
     ResendFailed {
-        /// Tenant.
+        /// The tenant that owns what the request names; it also routes the request
+        /// to the tenant's shard.
         tenant: TenantId,
         /// Webhook id.
         webhook: WebhookId,
@@ -352,7 +361,8 @@ pub enum Request {
     },
     /// Send a test event to one webhook.
     SendTestEvent {
-        /// Tenant.
+        /// The tenant that owns what the request names; it also routes the request
+        /// to the tenant's shard.
         tenant: TenantId,
         /// Webhook id.
         webhook: WebhookId,
@@ -363,7 +373,8 @@ pub enum Request {
     },
     /// Send a caller-chosen event to one webhook as a test.
     SendTestEventWith {
-        /// Tenant.
+        /// The tenant that owns what the request names; it also routes the request
+        /// to the tenant's shard.
         tenant: TenantId,
         /// Webhook id.
         webhook: WebhookId,
