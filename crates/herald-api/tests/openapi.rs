@@ -13,7 +13,7 @@ const DOCUMENT: &str = include_str!("../openapi.json");
 const ERROR_SCHEMA: &str = "#/components/schemas/Error";
 
 /// Every operation of the API, exactly.
-const OPERATIONS: [(&str, &str); 24] = [
+const OPERATIONS: [(&str, &str); 25] = [
     ("get", "/healthz"),
     ("get", "/readyz"),
     ("get", "/metrics"),
@@ -38,6 +38,7 @@ const OPERATIONS: [(&str, &str); 24] = [
     ("post", "/v1/events"),
     ("post", "/v1/events/batch"),
     ("post", "/v1/inbound/{source}"),
+    ("get", "/v1/ws"),
 ];
 
 /// Routes answered without a bearer key.
@@ -56,7 +57,7 @@ const METHODS: [&str; 8] = [
 
 /// Whether a route acts for one tenant (and so takes `Herald-Tenant`).
 fn uses_tenant(path: &str) -> bool {
-    ["/v1/webhooks", "/v1/deliveries", "/v1/events"]
+    ["/v1/webhooks", "/v1/deliveries", "/v1/events", "/v1/ws"]
         .iter()
         .any(|prefix| path.starts_with(prefix))
 }
@@ -148,12 +149,14 @@ fn every_error_response_uses_the_error_schema() {
         let responses = operation["responses"]
             .as_object()
             .unwrap_or_else(|| panic!("{method} {path} has no responses"));
+        // The stream's success is the WebSocket upgrade, 101.
+        let success = |status: &str| status.starts_with('2') || (path == "/v1/ws" && status == "101");
         assert!(
-            responses.keys().any(|status| status.starts_with('2')),
+            responses.keys().any(|status| success(status)),
             "{method} {path} documents no success response"
         );
         for (status, response) in responses {
-            if status.starts_with('2') {
+            if success(status) {
                 continue;
             }
             let response = deref(&doc, response);
@@ -203,6 +206,8 @@ fn error_schema_has_the_documented_shape_and_codes() {
         "payload_too_large",
         "unsupported_media_type",
         "request_timeout",
+        "upgrade_required",
+        "too_many_connections",
         "unavailable",
         "internal",
     ]

@@ -15,7 +15,7 @@ use serde_json::{json, Value};
 const STRIPE_SECRET: &str = "whsec_inbound_test_secret_0123456789";
 const STANDARD_SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
 
-fn config() -> String {
+pub(crate) fn config() -> String {
     format!(
         r#"{}
 [inbound.payments]
@@ -94,7 +94,7 @@ fn python(snippet: &str, args: &[&str], payload: &str) -> String {
 }
 
 /// `Stripe-Signature` for `payload` at `age_s` seconds ago, made by the `stripe` package.
-fn stripe_header(payload: &str, age_s: i64) -> String {
+pub(crate) fn stripe_header(payload: &str, age_s: i64) -> String {
     python(
         "import stripe, sys, time\n\
          payload = sys.stdin.read()\n\
@@ -125,7 +125,7 @@ fn standard_headers(id: &str, payload: &str) -> Vec<(&'static str, String)> {
     ]
 }
 
-fn post_inbound(
+pub(crate) fn post_inbound(
     server: &Server,
     source: &str,
     payload: &str,
@@ -141,7 +141,7 @@ fn post_inbound(
     })
 }
 
-fn payment_event(id: &str, kind: &str, tenant: &str) -> String {
+pub(crate) fn payment_event(id: &str, kind: &str, tenant: &str) -> String {
     json!({
         "id": id,
         "object": "event",

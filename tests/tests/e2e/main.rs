@@ -20,6 +20,7 @@ mod storage;
 mod story;
 mod tenants;
 mod tls;
+mod ws;
 
 /// Server config with a short default retry schedule, so that retries and exhaustion
 /// happen within a test.

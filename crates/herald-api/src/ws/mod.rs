@@ -79,8 +79,9 @@ pub const CLOSE_IDLE: u16 = 4002;
 pub const CLIENT_MESSAGE_BYTES_MAX: usize = 4 * 1024;
 /// Most `events` filters and most `location_id`s in one subscription.
 pub const FILTERS_MAX: usize = 64;
-/// Time allowed to write one message (or close frame) to a client.
-const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Time allowed to write one message (or close frame) to a client: as long as the API
+/// gives any answer. A client whose socket stays full longer is dropped.
+const WRITE_TIMEOUT: Duration = Duration::from_secs(30);
 /// Time given to a client to answer our close frame before the connection is dropped.
 const CLOSE_TIMEOUT: Duration = Duration::from_secs(2);
 /// Longest close reason RFC 6455 allows (a control frame's 125 bytes less the code).
@@ -237,12 +238,14 @@ pub fn parse_query(query: &str) -> Result<StreamQuery, Response> {
                     return Err(invalid("after", "give after once"));
                 }
             }
-            other => return Err(invalid(
-                other,
-                format!(
+            other => {
+                return Err(invalid(
+                    other,
+                    format!(
                     "unknown parameter {other:?}; the stream takes events, location_id and after"
                 ),
-            )),
+                ))
+            }
         }
     }
     Ok(parsed)
