@@ -180,7 +180,9 @@ pub struct RetryConfig {
 pub struct LimitsConfig {
     /// Largest request body (413 beyond).
     pub body_bytes_max: u64,
-    /// Most open API connections; further ones are closed at once.
+    /// Most open API connections. A connection over it closes the one idle longest (no
+    /// request under way), so idle connections cannot starve new requests; when none is
+    /// idle it gets a 503 with `Retry-After` and is closed.
     pub connections_max: usize,
     /// Time for a request head to arrive once its first byte has (slowloris defence), in
     /// milliseconds.

@@ -1221,7 +1221,11 @@ impl App {
             None => None,
         };
         let event = input.to_event(key)?;
-        let published = self.herald.publish_detailed_async(tenant, event).await?;
+        // A full intake is a 503 at once: a flood must not pile up waiting requests.
+        let published = self
+            .herald
+            .try_publish_detailed_async(tenant, event)?
+            .await?;
         let mut response = Response::serialize(202, &input.envelope(tenant, &published));
         if published.duplicate {
             response = response.with_header("Idempotent-Replayed", "true".to_string());

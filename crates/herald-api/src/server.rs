@@ -2,8 +2,9 @@
 //! `herald-http`'s `RequestParser` under its `Limits`, hands each to the router and
 //! writes the answers in order.
 //!
-//! Defences, each a named setting in `[limits]`: a cap on open connections (further
-//! ones get a 503 and are closed), a deadline for a whole request once its first byte
+//! Defences, each a named setting in `[limits]`: a cap on open connections (a connection
+//! over it closes the oldest idle one, so idle connections cannot starve new requests;
+//! with none idle it gets a 503 and is closed), a deadline for a whole request once its first byte
 //! arrived (slowloris), an idle keep-alive timeout, a cap on requests per connection,
 //! pipelined requests answered in order with at most `pipelined_requests_max` answers
 //! buffered, and the parser's refusal of ambiguous framing (both `Content-Length` and
@@ -31,14 +32,32 @@ const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Time allowed for writing one batch of answers to a client that does not read.
 const WRITE_TIMEOUT: Duration = Duration::from_secs(30);
 
-/// Open API connections, for the cap and the metrics.
+/// Open API connections, for the cap and the metrics, and the idle ones among them (no
+/// request under way: before the first byte, or kept alive between requests).
 #[derive(Debug, Default)]
-pub struct ConnectionCount(AtomicUsize);
+pub struct ConnectionCount {
+    open: AtomicUsize,
+    idle: AtomicUsize,
+    /// Idle connections wait on this too; `notify_one` wakes the one that has waited
+    /// longest (tokio's `Notify` is first in, first out), which closes.
+    shed: tokio::sync::Notify,
+}
 
 impl ConnectionCount {
     /// Currently open.
     pub fn get(&self) -> usize {
-        self.0.load(Ordering::Relaxed)
+        self.open.load(Ordering::Relaxed)
+    }
+
+    /// Closes the connection idle the longest, if any is idle; returns whether one was.
+    /// The count is a hint: a connection may leave idleness meanwhile, and then the
+    /// next one to become idle closes instead.
+    fn shed_idle(&self) -> bool {
+        let any = self.idle.load(Ordering::Relaxed) > 0;
+        if any {
+            self.shed.notify_one();
+        }
+        any
     }
 }
 
@@ -47,7 +66,23 @@ struct ConnectionSlot(Arc<ConnectionCount>);
 
 impl Drop for ConnectionSlot {
     fn drop(&mut self) {
-        self.0 .0.fetch_sub(1, Ordering::Relaxed);
+        self.0.open.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// Counts a connection as idle while it lives.
+struct IdleMark<'a>(&'a ConnectionCount);
+
+impl<'a> IdleMark<'a> {
+    fn new(count: &'a ConnectionCount) -> IdleMark<'a> {
+        count.idle.fetch_add(1, Ordering::Relaxed);
+        IdleMark(count)
+    }
+}
+
+impl Drop for IdleMark<'_> {
+    fn drop(&mut self) {
+        self.0.idle.fetch_sub(1, Ordering::Relaxed);
     }
 }
 
@@ -68,16 +103,20 @@ pub async fn accept_loop(
         let (stream, peer) = match accepted {
             Ok(pair) => pair,
             Err(error) => {
-                // EMFILE and friends: back off instead of spinning.
+                // EMFILE and friends: free a descriptor held by an idle connection, and
+                // back off instead of spinning.
+                app.connections.shed_idle();
                 tracing::warn!(%error, "accept failed");
                 tokio::time::sleep(Duration::from_millis(50)).await;
                 continue;
             }
         };
         let count = Arc::clone(&app.connections);
-        let open = count.0.fetch_add(1, Ordering::Relaxed) + 1;
+        let open = count.open.fetch_add(1, Ordering::Relaxed) + 1;
         let slot = ConnectionSlot(count);
-        if open > app.config.limits.connections_max {
+        // Over the cap, the oldest idle connection makes room (the count stays over the
+        // cap only until it has closed); with none idle, the newcomer is refused.
+        if open > app.config.limits.connections_max && !app.connections.shed_idle() {
             tasks.spawn(refuse_over_cap(stream, slot));
             continue;
         }
@@ -262,13 +301,22 @@ async fn serve_connection<S>(
                 Instant::now() + limits.idle_timeout()
             }
         };
+        let idle = parser.is_idle().then(|| IdleMark::new(&app.connections));
         let read = tokio::select! {
+            // Bytes that arrived win over a request to make room: a connection whose
+            // next request is already here is not idle.
+            biased;
             read = tokio::time::timeout_at(deadline, stream.read(&mut buf[end..])) => read,
             _ = stop.changed(), if parser.is_idle() => {
                 // Stopping: an idle connection is closed now.
                 return;
             }
+            _ = app.connections.shed.notified(), if parser.is_idle() => {
+                // A new connection over the cap needs this one's place.
+                return;
+            }
         };
+        drop(idle);
         match read {
             Ok(Ok(0)) => {
                 if let Err(error) = parser.feed_eof() {

@@ -128,28 +128,36 @@ fn head_answers_have_no_body_and_pipelining_keeps_its_order() {
 }
 
 #[test]
-fn over_the_connection_cap_a_client_gets_a_503_that_closes() {
+fn over_the_connection_cap_an_idle_connection_makes_room_else_a_503_that_closes() {
     let running = Running::start(|config| config.limits.connections_max = 1);
+    let get = b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n";
     let mut first = running.connect();
-    first
-        .write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
-        .unwrap();
-    // Answered: the first connection holds the only slot.
+    first.write_all(get).unwrap();
+    // Answered: the first connection holds the only slot, and is now idle.
     assert_eq!(read_answers(&mut first, &[false])[0].status, 200);
+    // A second one closes it and is served.
     let mut second = running.connect();
-    second
-        .write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
-        .unwrap();
-    let answer = read_to_close(&mut second);
+    second.write_all(get).unwrap();
+    assert_eq!(read_answers(&mut second, &[false])[0].status, 200);
+    assert_eq!(
+        read_to_close(&mut first),
+        "",
+        "the idle connection made room"
+    );
+    // With the only connection busy (half a request head, read by the server before the
+    // third arrives), a third gets a 503 and is closed.
+    second.write_all(b"GET /healthz HTTP/1.1\r\n").unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    let mut third = running.connect();
+    third.write_all(get).unwrap();
+    let answer = read_to_close(&mut third);
     assert!(answer.starts_with("HTTP/1.1 503 "), "{answer}");
     assert!(answer.contains("Connection: close\r\n"), "{answer}");
     assert!(answer.contains("Retry-After: 1\r\n"), "{answer}");
     assert!(answer.contains(r#""code":"unavailable""#), "{answer}");
-    // The first connection still works.
-    first
-        .write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
-        .unwrap();
-    assert_eq!(read_answers(&mut first, &[false])[0].status, 200);
+    // The busy connection still works.
+    second.write_all(b"Host: x\r\n\r\n").unwrap();
+    assert_eq!(read_answers(&mut second, &[false])[0].status, 200);
 }
 
 #[test]

@@ -778,6 +778,30 @@ impl Herald {
         })
     }
 
+    /// [`publish_detailed_async`](Self::publish_detailed_async) without waiting for queue
+    /// room: fails at once with [`Error::Backpressure`] when the shard's queue is full, so
+    /// that a server under a flood answers "retry later" instead of holding every caller
+    /// (and its request) until room frees. The future resolves once the event is durable.
+    pub fn try_publish_detailed_async(
+        &self,
+        tenant: &TenantId,
+        event: Event,
+    ) -> Result<impl Future<Output = Result<Published, Error>> + Send + 'static, Error> {
+        let (_, prepared) = self.publish_request(tenant, event);
+        let Prepared {
+            shard,
+            tenant,
+            request,
+            receiver,
+        } = prepared;
+        self.inner
+            .engine
+            .try_submit(shard, request)
+            .map_err(|error| self.inner.not_taken(shard, error))?;
+        let inner = self.inner.clone();
+        Ok(async move { inner.answer(shard, tenant.as_ref(), receiver.await) })
+    }
+
     fn batch_request(
         &self,
         tenant: &TenantId,

@@ -151,7 +151,8 @@ fn connection_cap_answers_503() {
         &Options::default().config("[limits]\nconnections_max = 4\n"),
     );
     let addr = server.addr();
-    // Four idle connections, each proven accepted by one keep-alive request.
+    // Four busy connections, each proven accepted by one keep-alive request and then
+    // holding half a request head (so none is idle: an idle one would make room).
     let mut held = Vec::new();
     for _ in 0..4 {
         let mut stream = TcpStream::connect(addr).expect("connect");
@@ -160,8 +161,13 @@ fn connection_cap_answers_503() {
             .expect("written");
         let outcome = read_until(&mut stream, 1, BOUND);
         assert_eq!(outcome.responses.first().map(|r| r.status), Some(200));
+        stream
+            .write_all(format!("GET /healthz HTTP/1.1\r\nHost: {addr}\r\n").as_bytes())
+            .expect("written");
         held.push(stream);
     }
+    // Let the server read those halves (until then the connections look idle).
+    std::thread::sleep(Duration::from_millis(300));
     // The fifth gets a 503 with Retry-After and is closed.
     let outcome = exchange(
         addr,
@@ -176,6 +182,7 @@ fn connection_cap_answers_503() {
         "503 without Retry-After"
     );
     // Once one is closed, new connections are served again.
+    // (The head deadline, 10 s by default, is far beyond this test's exchanges.)
     drop(held.pop());
     wait_for("a connection slot to free up", BOUND, || {
         let answer = server.client().send(Req {

@@ -13,6 +13,7 @@ mod hostile_clients;
 mod hostile_receivers;
 mod inbound;
 mod listener;
+mod overload;
 mod readme;
 mod restart;
 mod schemes;
