@@ -17,6 +17,7 @@ pub mod config;
 pub mod console;
 mod inbound;
 mod metrics;
+mod offline;
 mod routes;
 mod server;
 pub mod time;
@@ -27,6 +28,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 pub use config::{Config, ConfigError, LogFormat};
+pub use offline::Offline;
 
 use auth::{AdminKeyOrigin, KeyStore};
 use routes::App;
@@ -176,89 +178,13 @@ impl Server {
     /// store and binds the API listener. `admin_key` (from `HERALD_ADMIN_KEY`) overrides
     /// the config's.
     pub fn start(config: Config, admin_key: Option<String>) -> Result<Server, StartError> {
-        config
-            .validate()
-            .map_err(|e| StartError::Config(e.message))?;
-        let default_scheme = config
-            .default_scheme()
-            .map_err(|e| StartError::Config(e.message))?;
-        let retry = config
-            .retry_schedule()
-            .map_err(|e| StartError::Config(e.message))?;
-        let shards = if config.shards == 0 {
-            std::thread::available_parallelism().map_or(1, |n| n.get())
-        } else {
-            config.shards
-        };
-        let tls = match &config.tls {
-            Some(tls) => {
-                Some(server::tls_acceptor(&tls.cert, &tls.key).map_err(StartError::Config)?)
-            }
-            None => None,
-        };
-        std::fs::create_dir_all(&config.data_dir).map_err(|e| {
-            StartError::Runtime(format!(
-                "cannot create data_dir {}: {e}",
-                config.data_dir.display()
-            ))
-        })?;
-        let admin_key = admin_key.or_else(|| config.admin_key.clone());
-        if let Some(key) = &admin_key {
-            if key.len() < config::ADMIN_KEY_BYTES_MIN {
-                return Err(StartError::Config(format!(
-                    "HERALD_ADMIN_KEY must be at least {} characters",
-                    config::ADMIN_KEY_BYTES_MIN
-                )));
-            }
-        }
-        let (keys, origin) = KeyStore::open(
-            &config.data_dir.join("api"),
-            admin_key.as_deref(),
-            config.limits.tenants_max,
-            config.limits.keys_per_tenant_max,
-        )
-        .map_err(|e| StartError::Runtime(e.to_string()))?;
-        let generated_admin_key = match origin {
-            AdminKeyOrigin::Generated(key) => Some(key),
-            AdminKeyOrigin::Configured | AdminKeyOrigin::Stored => None,
-        };
-
-        let mut builder = herald::Herald::builder()
-            .data_dir(config.data_dir.join("engine"))
-            .shards(shards)
-            .intake_capacity(config.limits.intake_capacity)
-            .journal_segment_bytes(config.journal.segment_bytes)
-        .stream_window(
-            config.ws.replay_window(),
-            config.ws.replay_events_max,
-            config.ws.replay_bytes_max,
-        )
-            .require_https(config.egress.require_https);
-        for cidr in &config.egress.allow_cidrs {
-            builder = builder.allow_cidr(cidr.clone());
-        }
-        for pem in &config.egress.extra_ca_pems {
-            builder = builder.extra_ca_pem(pem.clone());
-        }
-        if let Some(schedule) = retry {
-            let delays = schedule
-                .retry_delays_ms()
-                .iter()
-                .map(|&ms| std::time::Duration::from_millis(ms))
-                .collect();
-            builder = builder.retry_schedule(delays);
-        }
-        let engine_dir = config.data_dir.join("engine");
-        let herald = builder.start().map_err(|e| match e {
-            herald::StartError::Storage { shard, .. } => StartError::Runtime(format!(
-                "{e}\ninspect the journal with `herald journal check --data-dir {}`; \
-                 `--repair` truncates it at the damage, losing what follows (it says what)",
-                engine_dir.join(format!("shard-{shard}")).display()
-            )),
-            e if e.fault() == herald::Fault::Caller => StartError::Config(e.to_string()),
-            e => StartError::Runtime(e.to_string()),
-        })?;
-
+        let Prepared {
+            app,
+            shards,
+            tls,
+            generated_admin_key,
+        } = prepare(config, admin_key)?;
+        let listen = app.config.listen;
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(shards.max(1))
             .thread_name("herald-api")
@@ -266,14 +192,11 @@ impl Server {
             .build()
             .map_err(|e| StartError::Runtime(format!("cannot start the API threads: {e}")))?;
         let listener = runtime
-            .block_on(tokio::net::TcpListener::bind(config.listen))
-            .map_err(|e| StartError::Runtime(format!("cannot listen on {}: {e}", config.listen)))?;
+            .block_on(tokio::net::TcpListener::bind(listen))
+            .map_err(|e| StartError::Runtime(format!("cannot listen on {listen}: {e}")))?;
         let local_addr = listener
             .local_addr()
             .map_err(|e| StartError::Runtime(format!("listener address: {e}")))?;
-        let inbound = inbound::sources(&config.inbound).map_err(StartError::Config)?;
-        let mut app = App::new(config, herald, keys, default_scheme);
-        app.inbound = inbound;
         let app = Arc::new(app);
         let (stop, stop_rx) = tokio::sync::watch::channel(false);
         let tasks = server::tokio_util_tracker::Tracker::default();
@@ -349,6 +272,110 @@ impl Server {
         }
         result
     }
+}
+
+/// What [`Server::start`] and [`Offline::start`] share: the application (validated
+/// config, started engine, opened key store, inbound sources), before any listener.
+struct Prepared {
+    app: App,
+    shards: usize,
+    tls: Option<tokio_rustls::TlsAcceptor>,
+    generated_admin_key: Option<String>,
+}
+
+/// Validates `config`, starts the engine on `config.data_dir` (replaying its journals),
+/// opens the key store and builds the inbound sources. `admin_key` (from
+/// `HERALD_ADMIN_KEY`) overrides the config's.
+fn prepare(config: Config, admin_key: Option<String>) -> Result<Prepared, StartError> {
+    config
+        .validate()
+        .map_err(|e| StartError::Config(e.message))?;
+    let default_scheme = config
+        .default_scheme()
+        .map_err(|e| StartError::Config(e.message))?;
+    let retry = config
+        .retry_schedule()
+        .map_err(|e| StartError::Config(e.message))?;
+    let shards = if config.shards == 0 {
+        std::thread::available_parallelism().map_or(1, |n| n.get())
+    } else {
+        config.shards
+    };
+    let tls = match &config.tls {
+        Some(tls) => Some(server::tls_acceptor(&tls.cert, &tls.key).map_err(StartError::Config)?),
+        None => None,
+    };
+    std::fs::create_dir_all(&config.data_dir).map_err(|e| {
+        StartError::Runtime(format!(
+            "cannot create data_dir {}: {e}",
+            config.data_dir.display()
+        ))
+    })?;
+    let admin_key = admin_key.or_else(|| config.admin_key.clone());
+    if let Some(key) = &admin_key {
+        if key.len() < config::ADMIN_KEY_BYTES_MIN {
+            return Err(StartError::Config(format!(
+                "HERALD_ADMIN_KEY must be at least {} characters",
+                config::ADMIN_KEY_BYTES_MIN
+            )));
+        }
+    }
+    let (keys, origin) = KeyStore::open(
+        &config.data_dir.join("api"),
+        admin_key.as_deref(),
+        config.limits.tenants_max,
+        config.limits.keys_per_tenant_max,
+    )
+    .map_err(|e| StartError::Runtime(e.to_string()))?;
+    let generated_admin_key = match origin {
+        AdminKeyOrigin::Generated(key) => Some(key),
+        AdminKeyOrigin::Configured | AdminKeyOrigin::Stored => None,
+    };
+
+    let mut builder = herald::Herald::builder()
+        .data_dir(config.data_dir.join("engine"))
+        .shards(shards)
+        .intake_capacity(config.limits.intake_capacity)
+        .journal_segment_bytes(config.journal.segment_bytes)
+        .stream_window(
+            config.ws.replay_window(),
+            config.ws.replay_events_max,
+            config.ws.replay_bytes_max,
+        )
+        .require_https(config.egress.require_https);
+    for cidr in &config.egress.allow_cidrs {
+        builder = builder.allow_cidr(cidr.clone());
+    }
+    for pem in &config.egress.extra_ca_pems {
+        builder = builder.extra_ca_pem(pem.clone());
+    }
+    if let Some(schedule) = retry {
+        let delays = schedule
+            .retry_delays_ms()
+            .iter()
+            .map(|&ms| std::time::Duration::from_millis(ms))
+            .collect();
+        builder = builder.retry_schedule(delays);
+    }
+    let engine_dir = config.data_dir.join("engine");
+    let herald = builder.start().map_err(|e| match e {
+        herald::StartError::Storage { shard, .. } => StartError::Runtime(format!(
+            "{e}\ninspect the journal with `herald journal check --data-dir {}`; \
+             `--repair` truncates it at the damage, losing what follows (it says what)",
+            engine_dir.join(format!("shard-{shard}")).display()
+        )),
+        e if e.fault() == herald::Fault::Caller => StartError::Config(e.to_string()),
+        e => StartError::Runtime(e.to_string()),
+    })?;
+    let inbound = inbound::sources(&config.inbound).map_err(StartError::Config)?;
+    let mut app = App::new(config, herald, keys, default_scheme);
+    app.inbound = inbound;
+    Ok(Prepared {
+        app,
+        shards,
+        tls,
+        generated_admin_key,
+    })
 }
 
 /// Time given to API requests in flight at shutdown: a publish waits at most for one

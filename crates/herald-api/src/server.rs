@@ -176,8 +176,8 @@ async fn refuse_over_cap(mut stream: TcpStream, _slot: ConnectionSlot) {
 }
 
 /// Serves one connection until the client closes, a limit or timeout ends it, or the
-/// server stops.
-async fn serve_connection<S>(
+/// server stops. [`crate::Offline`] drives it over an in-memory stream.
+pub(crate) async fn serve_connection<S>(
     mut stream: S,
     peer: SocketAddr,
     app: Arc<App>,
