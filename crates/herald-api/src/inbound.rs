@@ -162,7 +162,11 @@ impl App {
     ) -> Result<Response, ApiError> {
         let Some(source) = self.inbound.get(name) else {
             self.metrics.observe_inbound("unknown", "rejected");
-            return Err(bad(format!("no inbound source {name:?} is configured")));
+            return Err(ApiError::new(
+                404,
+                "not_found",
+                format!("no inbound source {name:?} is configured"),
+            ));
         };
         let result = self.inbound_verified(source, request).await;
         let outcome = match &result {

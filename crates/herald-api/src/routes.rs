@@ -248,6 +248,9 @@ impl Target<'_> {
         match self.query("limit") {
             None => Ok(PAGE_LIMIT_DEFAULT),
             Some(text) => match text.parse::<usize>() {
+                // A whole number too large for usize is served as the most, like any
+                // other above it.
+                Err(e) if *e.kind() == std::num::IntErrorKind::PosOverflow => Ok(PAGE_LIMIT_MAX),
                 Ok(0) | Err(_) => Err(ApiError::invalid(
                     "limit",
                     format!("limit must be a whole number from 1 to {PAGE_LIMIT_MAX}"),
@@ -389,7 +392,10 @@ impl<'a> Route<'a> {
 /// The value of header `name` when the request carries it at most once. A repeated
 /// credential, tenant or idempotency header is ambiguous (a proxy and this server could
 /// each believe a different one), so it is refused rather than resolved by position.
-pub(crate) fn sole_header<'r>(request: &'r Request, name: &str) -> std::result::Result<Option<&'r [u8]>, ()> {
+pub(crate) fn sole_header<'r>(
+    request: &'r Request,
+    name: &str,
+) -> std::result::Result<Option<&'r [u8]>, ()> {
     let mut values = request
         .headers
         .iter()
@@ -753,6 +759,10 @@ impl App {
 
     fn list_tenants(&self, target: &Target<'_>) -> Result<Response> {
         let limit = target.limit()?;
+        // The cursor is the last tenant id of the previous page.
+        if let Some(cursor) = target.cursor() {
+            TenantId::parse(cursor).map_err(|_| ApiError::invalid("cursor", "bad cursor"))?;
+        }
         let (page, more) = self.keys.tenants(target.cursor(), limit);
         let next = if more {
             page.last().map(|t| Value::String(t.id.clone()))
@@ -1759,7 +1769,11 @@ mod tests {
         assert_eq!(limit(""), Ok(PAGE_LIMIT_DEFAULT));
         assert_eq!(limit("limit=5"), Ok(5));
         assert_eq!(limit("limit=100000"), Ok(PAGE_LIMIT_MAX));
+        // Past usize: still a whole number above the most.
+        assert_eq!(limit("limit=458402054748254721015808"), Ok(PAGE_LIMIT_MAX));
         assert_eq!(limit("limit=0"), Err(400));
+        assert_eq!(limit("limit=00"), Err(400));
+        assert_eq!(limit("limit=1x"), Err(400));
         assert_eq!(limit("limit=-1"), Err(400));
     }
 

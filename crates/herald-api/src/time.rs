@@ -36,7 +36,9 @@ pub fn parse_rfc3339(text: &str) -> Result<u64, String> {
         .map_err(|_| format!("{text:?} is before 1970"))?
         .as_millis();
     let ms = i128::try_from(ms).unwrap_or(i128::MAX) - i128::from(offset_s) * 1000;
-    u64::try_from(ms).map_err(|_| format!("{text:?} is out of range"))
+    // A local time in 1970 whose offset puts it before the epoch reads as the epoch:
+    // nothing is older.
+    u64::try_from(ms.max(0)).map_err(|_| format!("{text:?} is out of range"))
 }
 
 /// Splits `…+05:30` / `…-08:00` / `…Z` into the local part and the offset in seconds.
@@ -87,6 +89,8 @@ mod tests {
             ("2023-11-14T22:13:20Z", Ok(1_700_000_000_000)),
             ("2023-11-14T23:13:20+01:00", Ok(1_700_000_000_000)),
             ("2023-11-14T14:13:20-08:00", Ok(1_700_000_000_000)),
+            // Before the epoch only through its offset: the epoch.
+            ("1970-01-01T00:30:00+01:00", Ok(0)),
             ("2023-11-14", Err(())),
             ("yesterday", Err(())),
             ("2023-11-14T22:13:20+1:00", Err(())),

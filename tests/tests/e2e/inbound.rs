@@ -246,7 +246,7 @@ fn provider_signed_events_become_platform_events_once() {
             "nope",
             payload.clone(),
             vec![("Stripe-Signature", stripe_header(&payload, 0))],
-            400,
+            404,
         ),
         (
             "unknown tenant",
