@@ -434,12 +434,20 @@ struct Delivery {
     attempts: VecDeque<AttemptSummary>,
 }
 
+/// Lowers a hand-kept count by one. A count about to go below zero has drifted from
+/// what it counts: stop (in release builds too) rather than wrap and admit or refuse
+/// work by a wrong number.
+fn count_down(count: &mut usize, what: &str) {
+    assert!(*count > 0, "bug: the count of {what} would go below zero");
+    *count -= 1;
+}
+
 /// Sets a delivery's attempt number, keeping `fresh_pending` (pending deliveries that
 /// never made an attempt) in step.
 fn set_attempt(fresh_pending: &mut usize, d: &mut Delivery, attempt: u32) {
     if !d.status.is_final() {
         match (d.attempt == 0, attempt == 0) {
-            (true, false) => *fresh_pending = fresh_pending.saturating_sub(1),
+            (true, false) => count_down(fresh_pending, "deliveries without an attempt"),
             (false, true) => *fresh_pending += 1,
             _ => {}
         }
@@ -624,7 +632,107 @@ impl Dispatcher {
             panic!("bug: the dispatcher built a record it cannot apply: {error}");
         }
         self.commands.push_back(Command::Append { id, record });
+        self.assert_counts();
         id
+    }
+
+    /// Cheap checks, on in release builds, that the hand-kept counts agree with the sets
+    /// they count. A count that drifted would refuse work that fits or take work past a
+    /// limit; a lost or duplicated delivery shows here first.
+    fn assert_counts(&self) {
+        assert_eq!(
+            self.pending_count + self.finished_count,
+            self.deliveries.len(),
+            "bug: pending plus finished deliveries must be the deliveries held"
+        );
+        assert!(
+            self.in_flight_count <= self.pending_count && self.fresh_pending <= self.pending_count,
+            "bug: more deliveries in flight ({}) or without an attempt ({}) than pending ({})",
+            self.in_flight_count,
+            self.fresh_pending,
+            self.pending_count
+        );
+        assert!(
+            self.keys.count <= self.config.idempotency_keys_max,
+            "bug: more idempotency keys than the most allowed"
+        );
+    }
+
+    /// Debug builds: recounts everything the dispatcher keeps by hand from the deliveries
+    /// themselves, and checks that each delivery is where its stage says (its webhook's
+    /// pending set, the wheel, its tenant's log index). O(deliveries): run after a tick
+    /// and at the end of recovery, not per record.
+    #[cfg(debug_assertions)]
+    fn recount(&self) {
+        let (mut pending, mut in_flight, mut fresh) = (0, 0, 0);
+        for (id, d) in &self.deliveries {
+            assert!(
+                self.by_tenant
+                    .get(&d.event.tenant)
+                    .is_some_and(|ids| ids.contains(id)),
+                "delivery {id} is missing from its tenant's index"
+            );
+            if d.status.is_final() {
+                assert_eq!(d.stage, Stage::Finished, "ended delivery {id}");
+                continue;
+            }
+            pending += 1;
+            in_flight += usize::from(d.stage == Stage::InFlight);
+            fresh += usize::from(d.attempt == 0);
+            assert!(
+                d.attempt <= d.attempts_max,
+                "delivery {id} is past its attempts"
+            );
+            if let Stage::Scheduled(key) = d.stage {
+                assert_eq!(
+                    self.wheel.get(key),
+                    Some(&Timer::Delivery(*id)),
+                    "delivery {id}'s timer"
+                );
+            }
+            if let Some(w) = self
+                .tenants
+                .get(&d.event.tenant)
+                .and_then(|t| t.webhooks.get(&d.webhook))
+            {
+                assert!(
+                    w.pending.contains(id),
+                    "delivery {id} is missing from its webhook"
+                );
+            }
+        }
+        for t in self.tenants.values() {
+            for (webhook, w) in &t.webhooks {
+                for id in &w.pending {
+                    assert!(
+                        self.deliveries
+                            .get(id)
+                            .is_some_and(|d| !d.status.is_final() && &d.webhook == webhook),
+                        "webhook {webhook} holds delivery {id}, which is not its pending one"
+                    );
+                }
+            }
+        }
+        let indexed: usize = self.by_tenant.values().map(BTreeSet::len).sum();
+        let awaiting: usize = self.awaiting.iter().map(|(_, ids)| ids.len()).sum();
+        assert_eq!(pending, self.pending_count, "pending deliveries");
+        assert_eq!(in_flight, self.in_flight_count, "deliveries in flight");
+        assert_eq!(fresh, self.fresh_pending, "deliveries without an attempt");
+        assert_eq!(
+            self.deliveries.len() - pending,
+            self.finished_count,
+            "finished deliveries"
+        );
+        assert_eq!(
+            indexed,
+            self.deliveries.len(),
+            "deliveries in the tenant index"
+        );
+        assert_eq!(
+            awaiting, self.awaiting_count,
+            "deliveries awaiting durability"
+        );
+        self.assert_counts();
     }
 }
 

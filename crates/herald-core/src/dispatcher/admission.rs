@@ -156,6 +156,10 @@ impl Dispatcher {
             let Some((_, deliveries)) = self.awaiting.pop_front() else {
                 break;
             };
+            assert!(
+                self.awaiting_count >= deliveries.len(),
+                "bug: fewer deliveries counted awaiting durability than listed"
+            );
             self.awaiting_count -= deliveries.len();
             for delivery in deliveries {
                 if self
@@ -255,6 +259,8 @@ impl Dispatcher {
             }
         }
         self.start_due_attempts(now);
+        #[cfg(debug_assertions)]
+        self.recount();
     }
 
     /// Admits due deliveries of the ready webhooks within each endpoint's limits and the

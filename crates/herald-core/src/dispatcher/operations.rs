@@ -181,7 +181,7 @@ impl Dispatcher {
             if d.attempt == 0 {
                 self.fresh_pending += 1;
             }
-            self.finished_count -= 1;
+            count_down(&mut self.finished_count, "finished deliveries");
             let (tenant, webhook) = (d.event.tenant.clone(), d.webhook.clone());
             if let Some(w) = self
                 .tenants

@@ -73,29 +73,35 @@ impl Dispatcher {
     }
 
     /// Ends a pending delivery (applying a `DeliveryFinished`, or an `AttemptFinished`
-    /// that carries a final status).
+    /// that carries a final status). A delivery no longer held (evicted from the log)
+    /// changes nothing; one that already ended is an error: a delivery ends once
+    /// (requeueing makes it pending again first).
     pub(super) fn finish(
         &mut self,
         now: u64,
         delivery: DeliveryId,
         status: DeliveryStatus,
         error: Option<DeliveryError>,
-    ) {
+    ) -> Result<(), String> {
         let Some(d) = self.deliveries.get_mut(&delivery) else {
-            return;
+            return Ok(());
         };
         if d.status.is_final() {
-            return;
+            return Err(format!(
+                "delivery {delivery} ends again ({}) after it ended {}",
+                status.name(),
+                d.status.name()
+            ));
         }
         match d.stage {
             Stage::Scheduled(key) => {
                 self.wheel.cancel(key);
             }
-            Stage::InFlight => self.in_flight_count -= 1,
+            Stage::InFlight => count_down(&mut self.in_flight_count, "in-flight deliveries"),
             _ => {}
         }
         if d.attempt == 0 {
-            self.fresh_pending = self.fresh_pending.saturating_sub(1);
+            count_down(&mut self.fresh_pending, "deliveries without an attempt");
         }
         d.stage = Stage::Finished;
         d.status = status;
@@ -125,10 +131,11 @@ impl Dispatcher {
         {
             w.pending.remove(&delivery);
         }
-        self.pending_count -= 1;
+        count_down(&mut self.pending_count, "pending deliveries");
         self.finished_count += 1;
         self.finished.push_back((delivery, self.finish_seq));
         self.evict();
+        Ok(())
     }
 
     /// Drops the oldest finished deliveries beyond the log limit.
@@ -150,7 +157,7 @@ impl Dispatcher {
                         }
                     }
                 }
-                self.finished_count -= 1;
+                count_down(&mut self.finished_count, "finished deliveries");
             }
         }
         // Re-queued deliveries leave stale entries behind; compact before they pile up.
@@ -361,6 +368,12 @@ impl Dispatcher {
             },
         };
         let class = classify(&result);
+        if r.attempt < d.attempt.max(1) {
+            return Err(format!(
+                "delivery {delivery} finishes attempt {} after attempt {}",
+                r.attempt, d.attempt
+            ));
+        }
         set_attempt(&mut self.fresh_pending, d, r.attempt);
         d.last_status = (r.status != 0).then_some(r.status);
         d.last_latency_ms = Some(r.latency_ms);
@@ -381,7 +394,7 @@ impl Dispatcher {
             d.last_error,
         );
         if d.stage == Stage::InFlight {
-            self.in_flight_count -= 1;
+            count_down(&mut self.in_flight_count, "in-flight deliveries");
             d.stage = Stage::Waiting; // settled below
         }
         let (tenant, webhook) = (d.event.tenant.clone(), d.webhook.clone());
@@ -405,7 +418,7 @@ impl Dispatcher {
                 let status = DeliveryStatus::from_name(status)
                     .filter(|s| s.is_final())
                     .ok_or_else(|| format!("final status {status:?}"))?;
-                self.finish(r.at_ms, delivery, status, None);
+                self.finish(r.at_ms, delivery, status, None)?;
             }
             (None, None) => {
                 return Err("attempt outcome with neither next attempt nor final status".into())

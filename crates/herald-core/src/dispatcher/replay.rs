@@ -25,7 +25,9 @@ impl Dispatcher {
     pub fn replay(&mut self, record: &Record) -> Result<(), ReplayError> {
         self.replaying = true;
         // Replayed records are durable: nothing waits for them.
-        self.apply(record, AppendId(0))
+        self.apply(record, AppendId(0))?;
+        self.assert_counts();
+        Ok(())
     }
 
     /// The one place state changes by a record, live (`append` is the id just assigned:
@@ -97,6 +99,12 @@ impl Dispatcher {
                     .get_mut(&delivery)
                     .filter(|d| !d.status.is_final())
                 {
+                    if r.attempt < d.attempt.max(1) {
+                        return Err(invalid(format!(
+                            "delivery {delivery} starts attempt {} after attempt {}",
+                            r.attempt, d.attempt
+                        )));
+                    }
                     if let Stage::Scheduled(key) = d.stage {
                         self.wheel.cancel(key);
                     }
@@ -127,7 +135,8 @@ impl Dispatcher {
                     .filter(|s| s.is_final())
                     .ok_or_else(|| invalid(format!("status {:?}", r.status)))?;
                 let error = r.reason.as_deref().and_then(DeliveryError::from_name);
-                self.finish(r.at_ms, DeliveryId(r.delivery), status, error);
+                self.finish(r.at_ms, DeliveryId(r.delivery), status, error)
+                    .map_err(invalid)?;
             }
             Record::DeliveryRequeued(r) => {
                 self.requeue(r.at_ms, DeliveryId(r.delivery), r.due_ms, r.attempts_max);
@@ -179,12 +188,14 @@ impl Dispatcher {
                         set_attempt(&mut self.fresh_pending, d, d.attempt.saturating_sub(1));
                         d.stage = Stage::Waiting;
                     }
-                    self.in_flight_count -= 1;
+                    count_down(&mut self.in_flight_count, "in-flight deliveries");
                     self.schedule(delivery, now);
                 }
                 Some(true) => {}
             }
         }
+        #[cfg(debug_assertions)]
+        self.recount();
     }
 
     /// A snapshot of the live state, for `Journal::checkpoint`. Take it after draining
@@ -376,7 +387,7 @@ impl Dispatcher {
                     .collect();
             }
             if status.is_final() {
-                self.finish(s.updated_at_ms, delivery, status, None);
+                self.finish(s.updated_at_ms, delivery, status, None)?;
             } else if s.in_flight {
                 if let Some(d) = self.deliveries.get_mut(&delivery) {
                     d.stage = Stage::InFlight;

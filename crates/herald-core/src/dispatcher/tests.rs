@@ -2340,3 +2340,50 @@ fn counters_count_live_work_by_outcome() {
     assert_eq!(replayed.counters(), Counters::default());
     assert_eq!(replayed.stats().retries_pending, 0);
 }
+
+#[test]
+fn a_delivery_ends_once_and_its_attempts_only_grow() {
+    let mut drv = one_webhook(DispatcherConfig::default(), spec(&["*"]));
+    drv.d
+        .accept_event(drv.now, &tenant("acme"), event("e1", "a.b"))
+        .unwrap();
+    let sent = drv.step();
+    assert_eq!(sent.len(), 1);
+    drv.reply(&sent[0], status(500));
+    drv.step();
+    let delivery = sent[0].delivery.0;
+    let replayed = |extra: &[Record]| {
+        let mut d = Dispatcher::new(DispatcherConfig::default(), T0);
+        for record in &drv.records {
+            d.replay(record).unwrap();
+        }
+        extra.iter().try_for_each(|record| d.replay(record))
+    };
+    let started = |attempt| {
+        Record::AttemptStarted(record::AttemptStarted {
+            at_ms: T0,
+            delivery,
+            attempt,
+        })
+    };
+    let ended = Record::DeliveryFinished(record::DeliveryFinished {
+        at_ms: T0,
+        delivery,
+        status: "failed".into(),
+        reason: None,
+    });
+    // The journal as written, and a repeat of an attempt (a restart), replay.
+    assert_eq!(replayed(&[]), Ok(()));
+    assert_eq!(replayed(&[started(2), started(2)]), Ok(()));
+    assert_eq!(replayed(std::slice::from_ref(&ended)), Ok(()));
+    // An attempt number going back, or a second end, is refused as corruption.
+    let refused = |result: Result<(), ReplayError>, what: &str| match result {
+        Err(ReplayError::Invalid { reason, .. }) => assert!(reason.contains(what), "{reason}"),
+        other => panic!("expected a refusal naming {what:?}, got {other:?}"),
+    };
+    refused(
+        replayed(&[started(2), started(1)]),
+        "starts attempt 1 after attempt 2",
+    );
+    refused(replayed(&[ended.clone(), ended]), "ends again");
+}
