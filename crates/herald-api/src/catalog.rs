@@ -202,6 +202,24 @@ mod tests {
         assert_eq!(names, EXPECTED);
     }
 
+    /// The OpenAPI document says which types a test send takes without `data`: exactly
+    /// the catalog's.
+    #[test]
+    fn the_document_lists_the_catalog_for_test_sends() {
+        let doc: serde_json::Value = serde_json::from_str(crate::OPENAPI_JSON).unwrap();
+        let branches = doc["components"]["schemas"]["TestRequest"]["anyOf"]
+            .as_array()
+            .expect("TestRequest.anyOf");
+        let listed: Vec<&str> = branches
+            .iter()
+            .find_map(|b| b["properties"]["event_type"]["enum"].as_array())
+            .expect("an anyOf branch with the event_type enum")
+            .iter()
+            .map(|v| v.as_str().expect("a type name"))
+            .collect();
+        assert_eq!(listed, EXPECTED);
+    }
+
     #[test]
     fn every_entry_is_described() {
         for info in catalog() {
