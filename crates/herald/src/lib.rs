@@ -134,8 +134,11 @@ pub struct PublishReceipt {
     tenant: TenantId,
     event_id: EventId,
     engine: Arc<Inner>,
-    receiver: ReplyReceiver<Result<Published, Failure>>,
+    receiver: PublishAnswer,
 }
+
+/// Where a shard's answer to a publish comes.
+type PublishAnswer = ReplyReceiver<Result<Published, Failure>>;
 
 impl std::fmt::Debug for PublishReceipt {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -758,17 +761,7 @@ impl Herald {
     /// queue is full. On success, the returned receipt resolves once the event is
     /// durable.
     pub fn try_publish(&self, tenant: &TenantId, event: Event) -> Result<PublishReceipt, Error> {
-        let (event_id, prepared) = self.publish_request(tenant, event);
-        let Prepared {
-            shard,
-            request,
-            receiver,
-            ..
-        } = prepared;
-        self.inner
-            .engine
-            .try_submit(shard, request)
-            .map_err(|error| self.inner.not_taken(shard, error))?;
+        let (event_id, shard, receiver) = self.try_submit_publish(tenant, event)?;
         Ok(PublishReceipt {
             shard,
             tenant: tenant.clone(),
@@ -787,19 +780,30 @@ impl Herald {
         tenant: &TenantId,
         event: Event,
     ) -> Result<impl Future<Output = Result<Published, Error>> + Send + 'static, Error> {
-        let (_, prepared) = self.publish_request(tenant, event);
+        let (_, shard, receiver) = self.try_submit_publish(tenant, event)?;
+        let (inner, tenant) = (self.inner.clone(), tenant.clone());
+        Ok(async move { inner.answer(shard, Some(&tenant), receiver.await) })
+    }
+
+    /// Hands a publish to its shard without waiting for queue room: the event's id, the
+    /// shard, and where its answer will come.
+    fn try_submit_publish(
+        &self,
+        tenant: &TenantId,
+        event: Event,
+    ) -> Result<(EventId, usize, PublishAnswer), Error> {
+        let (event_id, prepared) = self.publish_request(tenant, event);
         let Prepared {
             shard,
-            tenant,
             request,
             receiver,
+            ..
         } = prepared;
         self.inner
             .engine
             .try_submit(shard, request)
             .map_err(|error| self.inner.not_taken(shard, error))?;
-        let inner = self.inner.clone();
-        Ok(async move { inner.answer(shard, tenant.as_ref(), receiver.await) })
+        Ok((event_id, shard, receiver))
     }
 
     fn batch_request(
