@@ -17,14 +17,24 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use herald_core::record::{self, Record};
-use herald_core::{
-    classify, AttemptResult, OutcomeClass, SendRequest, BREAKER_FAILURES_DEFAULT,
-    BREAKER_OPEN_MS_DEFAULT, DISABLE_AFTER_FAILING_MS_DEFAULT, RETRY_AFTER_MS_MAX,
-    WEBHOOK_DISABLED_EVENT,
-};
+use herald_core::{classify, AttemptResult, OutcomeClass, SendRequest, WEBHOOK_DISABLED_EVENT};
 
 use crate::scenario::{filter_matches, Scenario};
 use crate::{Invariant, Violation};
+
+// The endpoint-protection policy the simulated dispatcher runs with (its defaults), as the
+// delivery contract states it. Written out here rather than imported from herald-core, so
+// that the checker is an independent oracle: a default that drifts in the core is a
+// violation here, not a silently shared mistake.
+
+/// Consecutive retryable failures that open an endpoint's circuit breaker.
+const BREAKER_FAILURES: u32 = 5;
+/// How long a breaker stays open the first time: nothing starts meanwhile.
+const BREAKER_OPEN_MS: u64 = 30_000;
+/// An endpoint failing continuously for this long (5 days) is disabled.
+const DISABLE_AFTER_FAILING_MS: u64 = 5 * 24 * 3_600_000;
+/// The longest delay a receiver's `Retry-After` can ask for (24 hours).
+const RETRY_AFTER_MS_MAX: u64 = 24 * 3_600_000;
 
 /// The default schedule's retry delays (the platform's published policy), which the
 /// checker knows independently of the core.
@@ -698,7 +708,7 @@ impl Checker {
                         "gone" => self.view.gone_seen.contains(&id),
                         "failing_too_long" => {
                             let since = self.view.healthy_at_ms.get(&id).copied().unwrap_or(0);
-                            r.at_ms.saturating_sub(since) >= DISABLE_AFTER_FAILING_MS_DEFAULT
+                            r.at_ms.saturating_sub(since) >= DISABLE_AFTER_FAILING_MS
                         }
                         "manual" => self.op == Some(ManualOp::Disable(id.clone())),
                         _ => false,
@@ -1116,9 +1126,9 @@ impl Checker {
             match (class, *count) {
                 (OutcomeClass::Retry, Some(n)) => {
                     *count = Some(n + 1);
-                    if n + 1 >= BREAKER_FAILURES_DEFAULT {
+                    if n + 1 >= BREAKER_FAILURES {
                         self.breaker_quiet_until_ms
-                            .insert(webhook.to_string(), at_ms + BREAKER_OPEN_MS_DEFAULT);
+                            .insert(webhook.to_string(), at_ms + BREAKER_OPEN_MS);
                         self.breaker_openings += 1;
                         // What follows depends on probes and doubling; stop modelling
                         // until the endpoint answers properly again.

@@ -214,8 +214,8 @@ impl Behaviour {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use rand::rngs::StdRng;
     use rand::SeedableRng;
+    use rand_chacha::ChaCha8Rng;
 
     const NOW_MS: u64 = 1_780_000_000_000;
 
@@ -228,7 +228,7 @@ mod tests {
 
     #[test]
     fn behaviours_answer_as_described() {
-        let mut rng = StdRng::seed_from_u64(7);
+        let mut rng = ChaCha8Rng::seed_from_u64(7);
         // (behaviour, nth request, now, expected status or None for a transport error)
         let cases = [
             (Behaviour::Healthy, 0, NOW_MS, Some(true)),
@@ -270,7 +270,7 @@ mod tests {
 
     #[test]
     fn slow_answers_beyond_the_request_timeout_become_timeouts() {
-        let mut rng = StdRng::seed_from_u64(1);
+        let mut rng = ChaCha8Rng::seed_from_u64(1);
         let slow = Behaviour::Slow {
             latency_ms_max: 60_000,
         };
@@ -288,7 +288,7 @@ mod tests {
 
     #[test]
     fn rate_limited_answers_carry_retry_after() {
-        let mut rng = StdRng::seed_from_u64(3);
+        let mut rng = ChaCha8Rng::seed_from_u64(3);
         let limited = Behaviour::RateLimited {
             p_limited: 1.0,
             retry_after_s: 120,

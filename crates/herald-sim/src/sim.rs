@@ -11,8 +11,9 @@ use herald_core::{
 };
 use herald_http::Url;
 use herald_sign::{generate_secret, public_key, Scheme, Verifier};
-use rand::rngs::StdRng;
-use rand::{Rng, SeedableRng};
+use rand::Rng;
+use rand::SeedableRng;
+use rand_chacha::ChaCha8Rng;
 
 use crate::checker::{Checker, ManualOp};
 use crate::endpoint::Answer;
@@ -64,7 +65,7 @@ struct Receiver {
 
 struct Sim<'a> {
     config: &'a SimConfig,
-    rng: StdRng,
+    rng: ChaCha8Rng,
     scenario: Scenario,
     checker: Checker,
     dispatcher_config: DispatcherConfig,
@@ -107,7 +108,7 @@ fn parse<T, E: std::fmt::Display>(value: Result<T, E>, what: &str) -> Result<T, 
 
 impl<'a> Sim<'a> {
     fn new(seed: u64, config: &'a SimConfig) -> Result<Sim<'a>, Violation> {
-        let mut rng = StdRng::seed_from_u64(seed);
+        let mut rng = ChaCha8Rng::seed_from_u64(seed);
         let scenario = Scenario::random(&mut rng, &config.limits);
         let jitter_percent = if rng.gen_bool(0.3) { 10 } else { 0 };
         let dispatcher_config = DispatcherConfig {
@@ -463,6 +464,11 @@ impl<'a> Sim<'a> {
         self.trace.write_u64(u64::from(request.attempt));
         self.trace.write_u64(self.now_ms);
         for (name, value) in &request.headers {
+            if name == "user-agent" {
+                // It carries the crate's version: pinned traces must not move with a
+                // release.
+                continue;
+            }
             self.trace.write(name.as_bytes());
             self.trace.write(value.as_bytes());
         }
