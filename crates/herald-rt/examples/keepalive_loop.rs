@@ -11,13 +11,11 @@
 //! noisy.
 
 use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream};
+use std::net::TcpStream;
 use std::sync::Arc;
 use std::time::Instant;
 
 use herald_rt::{Cidr, ClientConfig, HttpClient, OutboundRequest, TrustAnchors};
-
-const RESPONSE: &[u8] = b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n";
 
 struct Args {
     requests: usize,
@@ -57,92 +55,19 @@ fn parse_args() -> Args {
     args
 }
 
-/// Answers every request with an empty 200, keep-alive.
-fn serve<S: Read + Write>(mut stream: S) {
-    let mut buf = vec![0u8; 64 * 1024];
-    let mut filled = 0;
-    loop {
-        let mut headers = [httparse::EMPTY_HEADER; 32];
-        let mut request = httparse::Request::new(&mut headers);
-        match request.parse(&buf[..filled]) {
-            Ok(httparse::Status::Complete(head)) => {
-                let length: usize = request
-                    .headers
-                    .iter()
-                    .find(|h| h.name.eq_ignore_ascii_case("content-length"))
-                    .and_then(|h| std::str::from_utf8(h.value).ok()?.parse().ok())
-                    .unwrap_or(0);
-                let total = head + length;
-                if filled >= total {
-                    if stream
-                        .write_all(RESPONSE)
-                        .and_then(|_| stream.flush())
-                        .is_err()
-                    {
-                        return;
-                    }
-                    buf.copy_within(total..filled, 0);
-                    filled -= total;
-                    continue;
-                }
-            }
-            Ok(httparse::Status::Partial) => {}
-            Err(_) => return,
-        }
-        if filled == buf.len() {
-            buf.resize(buf.len() * 2, 0);
-        }
-        match stream.read(&mut buf[filled..]) {
-            Ok(0) | Err(_) => return,
-            Ok(n) => filled += n,
-        }
-    }
-}
-
 fn main() {
     let args = parse_args();
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let addr = listener.local_addr().unwrap();
-
-    let (tls_server, ca_pem) = if args.tls {
-        let ca_key = rcgen::KeyPair::generate().unwrap();
-        let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
-        ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
-        let ca = ca_params.self_signed(&ca_key).unwrap();
-        let leaf_key = rcgen::KeyPair::generate().unwrap();
-        let leaf = rcgen::CertificateParams::new(vec!["localhost".to_owned()])
-            .unwrap()
-            .signed_by(&leaf_key, &ca, &ca_key)
-            .unwrap();
-        let config = rustls::ServerConfig::builder_with_provider(Arc::new(
-            rustls::crypto::ring::default_provider(),
-        ))
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .with_no_client_auth()
-        .with_single_cert(
-            vec![leaf.der().clone()],
-            rustls::pki_types::PrivateKeyDer::Pkcs8(leaf_key.serialize_der().into()),
-        )
-        .unwrap();
-        (Some(Arc::new(config)), Some(ca.pem()))
-    } else {
-        (None, None)
-    };
-    std::thread::spawn(move || {
-        for stream in listener.incoming() {
-            let Ok(stream) = stream else { return };
-            let _ = stream.set_nodelay(true);
-            let tls = tls_server.clone();
-            std::thread::spawn(move || match tls {
-                None => serve(stream),
-                Some(config) => {
-                    let conn = rustls::ServerConnection::new(config).unwrap();
-                    serve(rustls::StreamOwned::new(conn, stream));
-                }
-            });
-        }
-    });
+    // The receiver: herald-sink on its event loop, answering 200 with keep-alive.
+    let sink = herald_sink::Sink::builder()
+        .tls(args.tls)
+        .start()
+        .expect("the sink starts");
+    let addr = sink.addr();
+    let ca_pem = sink.ca_pem().map(str::to_owned);
+    // The sink's 200: the bytes the baselines read back per request.
+    let mut ok = Vec::new();
+    herald_http::encode_response(&mut ok, 200, &[], b"").unwrap();
+    let response_bytes = ok.len();
 
     let body = vec![b'x'; args.body_bytes];
     let scheme = if args.tls { "https" } else { "http" };
@@ -165,7 +90,7 @@ fn main() {
         .unwrap();
         let mut stream = TcpStream::connect(addr).unwrap();
         stream.set_nodelay(true).unwrap();
-        let mut response = vec![0u8; RESPONSE.len()];
+        let mut response = vec![0u8; response_bytes];
         let started = Instant::now();
         for _ in 0..args.requests {
             stream.write_all(&wire).unwrap();
@@ -195,7 +120,7 @@ fn main() {
                 use futures_lite::io::{AsyncReadExt, AsyncWriteExt};
                 let mut stream = glommio::net::TcpStream::connect(addr).await.unwrap();
                 stream.set_nodelay(true).unwrap();
-                let mut response = vec![0u8; RESPONSE.len()];
+                let mut response = vec![0u8; response_bytes];
                 let started = Instant::now();
                 let cpu = thread_cpu_ns();
                 for _ in 0..requests {

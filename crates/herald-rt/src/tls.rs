@@ -267,12 +267,10 @@ mod tests {
 
     #[test]
     fn pem_certificate_count_is_bounded() {
-        let key = rcgen::KeyPair::generate().unwrap();
-        let cert = rcgen::CertificateParams::new(vec!["ca.test".to_owned()])
+        let one = herald_sink::Pki::generate("ca.test")
             .unwrap()
-            .self_signed(&key)
-            .unwrap();
-        let one = cert.pem();
+            .ca_pem()
+            .to_owned();
         let mut trust = TrustAnchors::empty();
         assert_eq!(trust.add_pem(one.as_bytes()).unwrap(), 1);
         assert_eq!(trust.len(), 1);

@@ -1,4 +1,4 @@
-//! https receivers: rustls server with an rcgen certificate, trusted via the extra-CA file.
+//! https receivers: rustls server with a herald-sink PKI certificate, trusted via the extra-CA file.
 
 mod support;
 

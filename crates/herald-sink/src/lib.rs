@@ -68,7 +68,7 @@ pub use load::{
 };
 pub use model::{LatencyModel, StatusMix, STATUS_MIX_ENTRIES_MAX};
 pub use stats::{find_json_integer, Stats, LATENCY_US_MAX};
-pub use tls::{crypto_provider, TLS_NAMES};
+pub use tls::{crypto_provider, Identity, LeafOptions, Pki, Ymd, TLS_NAMES};
 
 use crate::action::Behaviour;
 use crate::stats::{lock, Counters, Latencies};

@@ -1014,29 +1014,22 @@ fn several_listeners_are_origins_sharing_the_counters() {
 
 #[test]
 fn tls_with_a_given_certificate() {
-    use rcgen::{BasicConstraints, CertificateParams, IsCa, KeyPair};
-    let ca_key = KeyPair::generate().unwrap();
-    let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
-    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    let ca = ca_params.self_signed(&ca_key).unwrap();
-    let leaf_key = KeyPair::generate().unwrap();
-    let leaf = CertificateParams::new(vec!["localhost".to_owned(), "127.0.0.1".to_owned()])
-        .unwrap()
-        .signed_by(&leaf_key, &ca, &ca_key)
-        .unwrap();
+    let pki = herald_sink::Pki::generate("given CA").unwrap();
+    let leaf = pki.issue(&["localhost", "127.0.0.1"]).unwrap();
+    let other = pki.issue(&["localhost"]).unwrap();
     let sink = Sink::builder()
-        .tls_identity(leaf.pem(), leaf_key.serialize_pem())
+        .tls_identity(leaf.chain_pem.clone(), leaf.key_pem.clone())
         .start()
         .unwrap();
     assert_eq!(sink.scheme(), "https");
     assert_eq!(sink.ca_pem(), None, "nothing generated");
-    let mut client = tls_client(&sink, Some(&ca.pem()));
+    let mut client = tls_client(&sink, Some(pki.ca_pem()));
     assert_eq!(status(client.post("/given", &[], b"{}")), 200);
 
     for (chain, key, needle) in [
-        (String::new(), leaf_key.serialize_pem(), "no CERTIFICATE"),
-        (leaf.pem(), "garbage".to_owned(), "private key"),
-        (leaf.pem(), ca_key.serialize_pem(), "does the key match"),
+        (String::new(), leaf.key_pem.clone(), "no CERTIFICATE"),
+        (leaf.chain_pem.clone(), "garbage".to_owned(), "private key"),
+        (leaf.chain_pem.clone(), other.key_pem.clone(), "does the key match"),
     ] {
         let err = Sink::builder()
             .tls_identity(chain, key)

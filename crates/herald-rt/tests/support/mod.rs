@@ -310,35 +310,11 @@ pub struct TestPki {
 }
 
 pub fn test_pki() -> TestPki {
-    use rcgen::{BasicConstraints, CertificateParams, IsCa, KeyPair, SanType};
-    let ca_key = KeyPair::generate().unwrap();
-    let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
-    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    ca_params
-        .distinguished_name
-        .push(rcgen::DnType::CommonName, "herald test CA");
-    let ca = ca_params.self_signed(&ca_key).unwrap();
-
-    let leaf_key = KeyPair::generate().unwrap();
-    let mut leaf_params = CertificateParams::new(vec!["localhost".to_owned()]).unwrap();
-    leaf_params
-        .subject_alt_names
-        .push(SanType::IpAddress("127.0.0.1".parse().unwrap()));
-    let leaf = leaf_params.signed_by(&leaf_key, &ca, &ca_key).unwrap();
-
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let config = rustls::ServerConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .with_no_client_auth()
-        .with_single_cert(
-            vec![leaf.der().clone()],
-            rustls::pki_types::PrivateKeyDer::Pkcs8(leaf_key.serialize_der().into()),
-        )
-        .unwrap();
+    let pki = herald_sink::Pki::generate("herald test CA").unwrap();
+    let identity = pki.issue(&["localhost", "127.0.0.1"]).unwrap();
     TestPki {
-        ca_pem: ca.pem(),
-        server_config: Arc::new(config),
+        ca_pem: pki.ca_pem().to_owned(),
+        server_config: identity.server_config().unwrap(),
     }
 }
 
