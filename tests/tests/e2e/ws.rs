@@ -463,8 +463,10 @@ fn a_slow_consumer_is_cut_off_while_another_keeps_up() {
     let (key, acme) = tenant(&server, "acme_slow");
     let (mut slow, _) = connect(&server, "", Auth::Bearer(&key)).expect("slow client");
     let (mut fast, _) = connect(&server, "", Auth::Bearer(&key)).expect("fast client");
-    // Large events, so that the slow client's socket buffers fill with a few dozen.
-    const EVENTS: usize = 100;
+    // Large events, so that the slow client's socket buffers fill with a few dozen:
+    // 10 MB, against at most 4 MiB the server's send buffer grows to and the ~128 KiB
+    // receive buffer of a socket nobody reads.
+    const EVENTS: usize = 50;
     let reader = std::thread::spawn(move || {
         (0..EVENTS)
             .map(|_| seq(&next_event(&mut fast)))
@@ -638,4 +640,31 @@ fn a_stripe_signed_inbound_event_reaches_a_webhook_and_a_stream_client() {
     )
     .expect(200);
     assert_eq!(next_event(&mut stream)["type"], "payment.refunded");
+}
+
+#[test]
+fn a_silent_client_is_pinged_then_closed_after_the_idle_timeout() {
+    use std::io::Read;
+    let site = Site::new();
+    let config = ws_config("ping_interval_ms = 100\nidle_timeout_ms = 400\n");
+    let server = Server::start(&site, &Options::default().config(&config));
+    let (key, _) = tenant(&server, "acme_idle");
+    let (mut ws, _) = connect(&server, "", Auth::Bearer(&key)).expect("subscribe");
+    // Read the raw socket, so that no pong is ever sent: frames from a server are
+    // unmasked, and pings and closes are short (a two-byte head, then the payload).
+    let socket = ws.get_mut();
+    let mut pings = 0;
+    let code = loop {
+        let mut head = [0u8; 2];
+        socket.read_exact(&mut head).expect("a frame head");
+        let mut payload = vec![0u8; usize::from(head[1] & 0x7f)];
+        socket.read_exact(&mut payload).expect("a frame payload");
+        match head[0] & 0x0f {
+            0x9 => pings += 1,
+            0x8 => break u16::from_be_bytes([payload[0], payload[1]]),
+            other => panic!("unexpected frame opcode {other:#x}"),
+        }
+    };
+    assert_eq!(code, 4002, "an idle client is closed with 4002");
+    assert!(pings >= 1, "the server pinged before giving up");
 }
