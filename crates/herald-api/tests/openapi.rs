@@ -150,7 +150,8 @@ fn every_error_response_uses_the_error_schema() {
             .as_object()
             .unwrap_or_else(|| panic!("{method} {path} has no responses"));
         // The stream's success is the WebSocket upgrade, 101.
-        let success = |status: &str| status.starts_with('2') || (path == "/v1/ws" && status == "101");
+        let success =
+            |status: &str| status.starts_with('2') || (path == "/v1/ws" && status == "101");
         assert!(
             responses.keys().any(|status| success(status)),
             "{method} {path} documents no success response"
