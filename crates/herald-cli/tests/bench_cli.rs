@@ -230,8 +230,15 @@ fn run_remote_against_herald_serve() {
             "delivered = accepted × fan-out"
         );
         assert_eq!(report["latency_samples"], events * 2);
+        // Remotely the engine figures are the server's, from its GET /metrics.
+        assert_eq!(report["figures_source"], "metrics");
+        assert!(
+            report["journal_bytes_per_delivery"].as_f64().unwrap() > 0.0,
+            "{report}"
+        );
+        assert_eq!(report["retries"]["attempts_succeeded"], events * 2);
         assert_eq!(
-            report["journal_bytes_per_delivery"],
+            report["device_write_bytes_per_delivery"],
             serde_json::Value::Null
         );
     }
