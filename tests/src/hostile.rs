@@ -53,6 +53,13 @@ pub enum Behaviour {
     /// TLS with this configuration (certificate); answers `200` over it when the
     /// handshake succeeds.
     Tls(Arc<rustls::ServerConfig>),
+    /// Answers `status` (a 3xx) with `Location: location` and an empty body.
+    Redirect {
+        /// The redirect status, e.g. 301, 302, 307 or 308.
+        status: u16,
+        /// Where it points.
+        location: String,
+    },
 }
 
 impl Behaviour {
@@ -67,6 +74,7 @@ impl Behaviour {
             Behaviour::CloseMidResponse => "close-mid-response",
             Behaviour::Reset => "reset",
             Behaviour::Tls(_) => "tls",
+            Behaviour::Redirect { .. } => "redirect",
         }
     }
 }
@@ -346,6 +354,14 @@ fn serve(mut stream: TcpStream, behaviour: &Behaviour, shared: &Shared) -> io::R
             stream.write_all(
                 b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 1000\r\n\r\n{\"half\":",
             )?;
+            stream.flush()?;
+        }
+        Behaviour::Redirect { status, location } => {
+            let answer = format!(
+                "HTTP/1.1 {status} Moved\r\nLocation: {location}\r\nContent-Length: 0\r\n\
+                 Connection: close\r\n\r\n"
+            );
+            stream.write_all(answer.as_bytes())?;
             stream.flush()?;
         }
         Behaviour::Reset | Behaviour::Tls(_) => unreachable!("answered above"),

@@ -4,9 +4,14 @@
 //! a 400 on `url` at create and at PATCH, naming the address class; odd spellings of
 //! loopback and names that resolve to it (`localhost`) too; allowlisted CIDRs
 //! (`[egress] allow_cidrs`) and public neighbours of the refused ranges are accepted.
+//!
+//! At delivery: a name rebound to a refused address after create is refused then
+//! (`egress_denied`, nothing sent), and redirects are final failures, never followed.
 
+use herald_e2e::hostile::{Behaviour, Hostile};
 use herald_e2e::*;
-use serde_json::json;
+use herald_sink::Sink;
+use serde_json::{json, Value};
 
 /// The allowlist of this test's server: one private IPv4 range and one unique-local
 /// IPv6 range.
@@ -183,4 +188,212 @@ fn every_refused_range_is_a_400_at_create_naming_the_class() {
         accepted.len(),
         refused.len().div_ceil(4)
     );
+}
+
+/// A receiver answering a redirect (301, 302, 307, 308) with `Location:` pointing at
+/// another receiver: the delivery fails at once (one attempt, the 3xx recorded), and
+/// the other receiver never gets a request.
+#[test]
+fn redirects_are_final_failures_and_never_followed() {
+    let site = Site::new();
+    let server = Server::start(&site, &Options::default().config(crate::FAST_RETRIES));
+    let tenant = create_tenant(&server.admin(), "tenant_redirects");
+    let target = Sink::start_default().expect("the sink starts");
+
+    let statuses = [301u16, 302, 307, 308];
+    let cases: Vec<(u16, Hostile, String)> = statuses
+        .iter()
+        .map(|&status| {
+            let redirecting = Hostile::start(Behaviour::Redirect {
+                status,
+                location: target.url(&format!("/moved-{status}")),
+            });
+            let webhook = create_webhook(
+                &tenant,
+                &json!({"url": redirecting.url("/hook"), "events": ["order.*"]}),
+            );
+            let id = webhook["id"].as_str().expect("id").to_string();
+            (status, redirecting, id)
+        })
+        .collect();
+    let event = publish(&tenant, &json!({"type": "order.created", "data": {"n": 1}}));
+    let event_id = event["id"].as_str().expect("event id");
+
+    for (status, redirecting, webhook_id) in &cases {
+        let logged = wait_delivery(&tenant, webhook_id, event_id, "failed");
+        assert_eq!(logged["attempts"], 1, "{status}: not retried: {logged}");
+        let detail = tenant
+            .get(&format!(
+                "/v1/deliveries/{}",
+                logged["id"].as_str().expect("id")
+            ))
+            .expect(200);
+        let history = detail["attempt_history"].as_array().expect("history");
+        assert_eq!(history.len(), 1, "{status}: {detail}");
+        assert_eq!(history[0]["response_code"], *status, "{status}: {detail}");
+        assert_eq!(
+            history[0]["error"],
+            format!("status_{status}"),
+            "{status}: {detail}"
+        );
+        assert_eq!(redirecting.requests(), 1, "{status}: one request, no retry");
+    }
+    let followed = target.requests();
+    assert!(
+        followed.is_empty(),
+        "a redirect was followed: the Location target got {:?}",
+        followed
+            .iter()
+            .map(|r| r.target.clone())
+            .collect::<Vec<_>>()
+    );
+}
+
+/// Lines this test adds to `/etc/hosts`, marked so that they (and only they) are
+/// removed again, also when the test fails.
+struct HostsFile {
+    mark: String,
+}
+
+impl HostsFile {
+    const PATH: &'static str = "/etc/hosts";
+
+    /// `None` (with the reason) when `/etc/hosts` cannot be written here (not root).
+    fn open() -> Result<HostsFile, String> {
+        let hosts = HostsFile {
+            mark: format!("# herald-e2e rebinding test {}", std::process::id()),
+        };
+        hosts.set(&[]).map_err(|e| format!("{}: {e}", Self::PATH))?;
+        Ok(hosts)
+    }
+
+    /// Replaces this test's entries with `entries` (address, name). Written in place:
+    /// in containers `/etc/hosts` is often a mount point that cannot be renamed over.
+    fn set(&self, entries: &[(&str, &str)]) -> std::io::Result<()> {
+        let text = std::fs::read_to_string(Self::PATH)?;
+        let mut kept: String = text
+            .lines()
+            .filter(|line| !line.ends_with(&self.mark))
+            .map(|line| format!("{line}\n"))
+            .collect();
+        for (address, name) in entries {
+            kept.push_str(&format!("{address} {name} {}\n", self.mark));
+        }
+        std::fs::OpenOptions::new()
+            .write(true)
+            .truncate(true)
+            .open(Self::PATH)
+            .and_then(|mut file| std::io::Write::write_all(&mut file, kept.as_bytes()))
+    }
+}
+
+impl Drop for HostsFile {
+    fn drop(&mut self) {
+        if let Err(error) = self.set(&[]) {
+            eprintln!(
+                "egress: could not remove this test's lines ({}) from {}: {error}",
+                self.mark,
+                Self::PATH
+            );
+        }
+    }
+}
+
+/// DNS rebinding: a name that resolved to an allowlisted address when its webhook was
+/// created, and resolves to loopback when the delivery is made, is refused at delivery
+/// (a final `egress_denied` attempt) and the loopback receiver gets nothing. A second
+/// name that keeps its allowlisted answer is delivered to (the control).
+///
+/// The server is restarted between the change and the publish: the engine caches
+/// answers (30 s), and a delivery made within that time connects to the address checked
+/// at create, which is safe; the restart makes the delivery resolve afresh.
+///
+/// Names change their answer through `/etc/hosts`, which needs root (CI runs as root);
+/// without it the test says so on stderr and checks nothing.
+#[test]
+fn a_name_rebound_to_a_refused_address_is_refused_at_delivery() {
+    let hosts = match HostsFile::open() {
+        Ok(hosts) => hosts,
+        Err(error) => {
+            eprintln!("egress: cannot edit /etc/hosts here (not root?): {error}; skipped");
+            return;
+        }
+    };
+    let pid = std::process::id();
+    let rebound = format!("rebound-{pid}.herald-e2e.test");
+    let steady = format!("steady-{pid}.herald-e2e.test");
+    // The loopback receiver a rebound delivery would reach, and the control receiver on
+    // the allowlisted 127.0.0.2.
+    let loopback = Sink::start_default().expect("the sink starts");
+    let control = Sink::builder()
+        .listen("127.0.0.2:0".parse().expect("an address"))
+        .start()
+        .expect("the sink starts on 127.0.0.2");
+    let rebound_url = format!("http://{rebound}:{}/hook", loopback.addr().port());
+    let steady_url = format!("http://{steady}:{}/hook", control.addr().port());
+
+    let config = "[egress]\nallow_cidrs = [\"127.0.0.2/32\"]\n";
+    let options = Options::default().no_loopback().config(config);
+    let site = Site::new();
+    let server = Server::start(&site, &options);
+    let tenant = create_tenant(&server.admin(), "tenant_rebinding");
+    hosts
+        .set(&[("127.0.0.2", &rebound), ("127.0.0.2", &steady)])
+        .expect("/etc/hosts written");
+    let rebound_hook = create_webhook(&tenant, &json!({"url": rebound_url, "events": ["order.*"]}));
+    let steady_hook = create_webhook(&tenant, &json!({"url": steady_url, "events": ["order.*"]}));
+    assert_eq!(server.terminate().code(), Some(0));
+
+    // The name now points at loopback, which this server refuses.
+    hosts
+        .set(&[("127.0.0.1", &rebound), ("127.0.0.2", &steady)])
+        .expect("/etc/hosts written");
+    let server = Server::start(&site, &options);
+    let tenant = server.admin().acting_for("tenant_rebinding");
+    // What create says of the name now: refused, naming loopback.
+    let answer = tenant.post(
+        "/v1/webhooks",
+        &json!({"url": rebound_url, "events": ["order.*"]}),
+    );
+    assert_eq!(answer.status, 400, "{}", answer.text());
+    assert!(
+        answer.error_message().contains("loopback"),
+        "{}",
+        answer.text()
+    );
+
+    let event = publish(&tenant, &json!({"type": "order.created", "data": {"n": 1}}));
+    let event_id = event["id"].as_str().expect("event id");
+    let steady_id = steady_hook["id"].as_str().expect("id");
+    wait_delivery(&tenant, steady_id, event_id, "success");
+    assert_eq!(
+        control.requests_to("/hook").len(),
+        1,
+        "the control delivery"
+    );
+
+    let rebound_id = rebound_hook["id"].as_str().expect("id");
+    let logged = wait_delivery(&tenant, rebound_id, event_id, "failed");
+    assert_eq!(
+        logged["attempts"], 1,
+        "an egress refusal is final: {logged}"
+    );
+    let detail = tenant
+        .get(&format!(
+            "/v1/deliveries/{}",
+            logged["id"].as_str().expect("id")
+        ))
+        .expect(200);
+    let attempt = &detail["attempt_history"][0];
+    assert_eq!(attempt["error"], "egress_denied", "{detail}");
+    assert_eq!(
+        attempt["response_code"],
+        Value::Null,
+        "nothing was sent: {detail}"
+    );
+    assert!(
+        loopback.requests().is_empty(),
+        "the loopback receiver got the rebound delivery"
+    );
+    drop(hosts);
 }
