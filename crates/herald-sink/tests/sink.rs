@@ -1029,7 +1029,11 @@ fn tls_with_a_given_certificate() {
     for (chain, key, needle) in [
         (String::new(), leaf.key_pem.clone(), "no CERTIFICATE"),
         (leaf.chain_pem.clone(), "garbage".to_owned(), "private key"),
-        (leaf.chain_pem.clone(), other.key_pem.clone(), "does the key match"),
+        (
+            leaf.chain_pem.clone(),
+            other.key_pem.clone(),
+            "does the key match",
+        ),
     ] {
         let err = Sink::builder()
             .tls_identity(chain, key)
