@@ -12,7 +12,8 @@
 //!   delivery, retries by class, a timeline).
 //! * [`raw::measure`] is the ceiling: the same sink, ports, connections and body size
 //!   with requests signed before the run and no engine.
-//! * [`sweep::sweep`] steps the open-loop rate until p99 breaks an SLO and sizes.
+//! * [`sweep::sweep`] steps the open-loop rate until p99 breaks an SLO and sizes, at 1
+//!   shard and at every core embedded, or at a remote server's own shards.
 //!
 //! Latency is measured at the sink: every event's data starts with
 //! `"sent_unix_ns": <Unix ns>` ([`LATENCY_FIELD`]) and the sink records arrival minus

@@ -104,7 +104,8 @@ pub struct SweepReport {
     pub need_rate: Option<f64>,
     /// Cores like this machine's for it.
     pub cores_needed: Option<u64>,
-    /// "R events/s at fan-out F, p99 ≤ X ms: C cores like this one".
+    /// "R events/s at fan-out F, p99 ≤ X ms: C cores like this one" (remote: "like the
+    /// server's": the per-core figure is the server process's CPU).
     pub sizing: String,
 }
 
@@ -227,13 +228,18 @@ pub fn sweep(plan: &SweepPlan, progress: &mut Progress) -> Result<SweepReport, B
             .map(|per_core| ((rate * fanout as f64) / per_core).ceil().max(1.0) as u64),
         _ => None,
     };
+    let (like, machine) = if remote {
+        ("the server's", "on the server")
+    } else {
+        ("this one", "on this machine")
+    };
     let sizing = match (need_rate, cores_needed) {
         (Some(rate), Some(cores)) => format!(
-            "{rate:.0} events/s at fan-out {fanout}, p99 ≤ {} ms: {cores} cores like this one",
+            "{rate:.0} events/s at fan-out {fanout}, p99 ≤ {} ms: {cores} cores like {like}",
             plan.slo_p99_ms
         ),
         _ => format!(
-            "no rate kept p99 ≤ {} ms at fan-out {fanout} on this machine (try a lower --start-rate)",
+            "no rate kept p99 ≤ {} ms at fan-out {fanout} {machine} (try a lower --start-rate)",
             plan.slo_p99_ms
         ),
     };

@@ -644,5 +644,10 @@ fn remote_sweep_steps_the_server_and_sizes() {
         "{}",
         report.sizing
     );
+    assert!(
+        report.sizing.ends_with("cores like the server's"),
+        "{}",
+        report.sizing
+    );
     assert_svg_parses(&svg::sweep_svg(&report).unwrap());
 }
