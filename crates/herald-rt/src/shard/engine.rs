@@ -3,7 +3,7 @@
 
 use std::panic::AssertUnwindSafe;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{mpsc, Arc, Mutex};
 
 use futures_lite::FutureExt;
@@ -11,6 +11,7 @@ use glommio::{ExecutorJoinHandle, LocalExecutorBuilder, Placement};
 
 use super::intake::{intake, IntakeSender, SendError};
 use super::run::{run_shard, ShardSetup};
+use super::status::{ShardExit, ShardStatus, StartError};
 use super::stream::ShardStream;
 use super::wake::wake_pair;
 use super::{Request, ShardConfig};
@@ -43,97 +44,6 @@ pub struct EngineConfig {
     pub io_memory_bytes: usize,
     /// Everything each shard needs to run.
     pub shard: ShardConfig,
-}
-
-/// The engine could not start. Nothing keeps running after this is returned.
-#[derive(Debug)]
-pub enum StartError {
-    /// The configuration is unusable (the caller's fault).
-    Config(String),
-    /// A shard's journal could not be opened or replayed (storage).
-    Storage {
-        /// The shard.
-        shard: usize,
-        /// What failed, with the path.
-        message: String,
-    },
-    /// A shard thread or executor could not be created (the machine: threads, memlock,
-    /// io_uring).
-    Runtime {
-        /// The shard.
-        shard: usize,
-        /// What failed.
-        message: String,
-    },
-}
-
-impl std::fmt::Display for StartError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            StartError::Config(message) => write!(f, "invalid engine configuration: {message}"),
-            StartError::Storage { shard, message } => {
-                write!(f, "shard {shard}: storage failed at start-up: {message}")
-            }
-            StartError::Runtime { shard, message } => {
-                write!(f, "shard {shard}: could not start its executor: {message}")
-            }
-        }
-    }
-}
-
-impl std::error::Error for StartError {}
-
-/// Why a shard stopped serving.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum ShardExit {
-    /// Asked to stop; everything accepted was journaled.
-    Clean,
-    /// The journal failed; work accepted but not yet acknowledged was refused.
-    Storage(String),
-    /// The shard panicked (a defect); the message is the panic's.
-    Bug(String),
-}
-
-const RUNNING: u8 = 0;
-const CLOSING: u8 = 1;
-const STOPPED: u8 = 2;
-
-/// Shared between a shard and the handles that feed it.
-#[derive(Debug)]
-pub(crate) struct ShardStatus {
-    state: AtomicU8,
-    /// Why the shard stopped on its own (journal failure, panic), for callers that find
-    /// it gone.
-    failure: Mutex<Option<ShardExit>>,
-}
-
-impl ShardStatus {
-    pub(crate) fn new() -> ShardStatus {
-        ShardStatus {
-            state: AtomicU8::new(RUNNING),
-            failure: Mutex::new(None),
-        }
-    }
-
-    pub(crate) fn set_failed(&self, exit: ShardExit) {
-        *self.failure.lock().unwrap_or_else(|p| p.into_inner()) = Some(exit);
-        self.set_stopped();
-    }
-
-    fn failure(&self) -> Option<ShardExit> {
-        self.failure
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone()
-    }
-
-    pub(crate) fn is_closing(&self) -> bool {
-        self.state.load(Ordering::Acquire) != RUNNING
-    }
-
-    pub(crate) fn set_stopped(&self) {
-        self.state.store(STOPPED, Ordering::Release);
-    }
 }
 
 struct ShardHandle {
@@ -453,13 +363,7 @@ impl Engine {
     pub fn shutdown(&self) -> Vec<(usize, Result<ShardExit, String>)> {
         self.shut_down.store(true, Ordering::Release);
         for handle in &self.shards {
-            // Only RUNNING → CLOSING: a shard that already stopped stays STOPPED.
-            let _ = handle.status.state.compare_exchange(
-                RUNNING,
-                CLOSING,
-                Ordering::AcqRel,
-                Ordering::Acquire,
-            );
+            handle.status.set_closing();
             handle.intake.wake();
         }
         // Subscribers learn at once: nothing more comes once intake stops.

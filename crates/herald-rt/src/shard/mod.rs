@@ -37,6 +37,7 @@ mod notify;
 mod oneshot;
 mod route;
 mod run;
+mod status;
 pub mod stream;
 mod wake;
 
@@ -45,13 +46,11 @@ use herald_core::{
     NewEvent, Page, TenantId, WebhookId, WebhookSpec,
 };
 
-pub use engine::{
-    Engine, EngineConfig, ShardExit, StartError, INTAKE_CAPACITY_MAX, IO_MEMORY_BYTES_MAX,
-    SHARDS_MAX,
-};
+pub use engine::{Engine, EngineConfig, INTAKE_CAPACITY_MAX, IO_MEMORY_BYTES_MAX, SHARDS_MAX};
 pub use intake::SendError;
 pub use oneshot::{reply_channel, Canceled, Reply, ReplyReceiver, WaitTimeoutError};
 pub use route::{fnv1a_64, shard_of};
+pub use status::{ShardExit, StartError};
 
 use crate::ClientConfig;
 

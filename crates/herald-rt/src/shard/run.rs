@@ -13,10 +13,10 @@ use herald_core::{
 };
 use herald_journal::{Journal, JournalConfig};
 
-use super::engine::{ShardExit, ShardStatus, StartError};
 use super::intake::IntakeReceiver;
 use super::notify::LocalNotify;
 use super::oneshot::Reply;
+use super::status::{ShardExit, ShardStatus, StartError};
 use super::stream::{ShardStream, StreamTap};
 use super::wake::{Wake, WakeReceiver};
 use super::{
