@@ -515,6 +515,25 @@ struct WebhookState {
     updated_at_ms: u64,
 }
 
+/// The state of webhook `id` of `tenant`.
+fn webhook_state<'a>(
+    tenants: &'a BTreeMap<TenantId, TenantState>,
+    tenant: &TenantId,
+    id: &WebhookId,
+) -> Option<&'a WebhookState> {
+    tenants.get(tenant)?.webhooks.get(id)
+}
+
+/// The state of webhook `id` of `tenant`, to change (borrows the registry only, so the
+/// wheel and the deliveries stay at hand).
+fn webhook_state_mut<'a>(
+    tenants: &'a mut BTreeMap<TenantId, TenantState>,
+    tenant: &TenantId,
+    id: &WebhookId,
+) -> Option<&'a mut WebhookState> {
+    tenants.get_mut(tenant)?.webhooks.get_mut(id)
+}
+
 #[derive(Default)]
 struct TenantState {
     webhooks: BTreeMap<WebhookId, WebhookState>,
@@ -690,11 +709,7 @@ impl Dispatcher {
                     "delivery {id}'s timer"
                 );
             }
-            if let Some(w) = self
-                .tenants
-                .get(&d.event.tenant)
-                .and_then(|t| t.webhooks.get(&d.webhook))
-            {
+            if let Some(w) = webhook_state(&self.tenants, &d.event.tenant, &d.webhook) {
                 assert!(
                     w.pending.contains(id),
                     "delivery {id} is missing from its webhook"

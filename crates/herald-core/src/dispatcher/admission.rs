@@ -108,11 +108,7 @@ impl Dispatcher {
         attempts_max: u32,
         now: u64,
     ) {
-        if let Some(w) = self
-            .tenants
-            .get_mut(&event.tenant)
-            .and_then(|t| t.webhooks.get_mut(&webhook))
-        {
+        if let Some(w) = webhook_state_mut(&mut self.tenants, &event.tenant, &webhook) {
             w.pending.insert(delivery);
         }
         match self.by_tenant.get_mut(&event.tenant) {
@@ -197,11 +193,7 @@ impl Dispatcher {
             self.wheel.cancel(key);
         }
         d.stage = Stage::Waiting;
-        let Some(w) = self
-            .tenants
-            .get_mut(&d.event.tenant)
-            .and_then(|t| t.webhooks.get_mut(&d.webhook))
-        else {
+        let Some(w) = webhook_state_mut(&mut self.tenants, &d.event.tenant, &d.webhook) else {
             return false;
         };
         w.queue.push_back(delivery);
@@ -247,11 +239,7 @@ impl Dispatcher {
                     }
                 }
                 Timer::Webhook(tenant, webhook) => {
-                    if let Some(w) = self
-                        .tenants
-                        .get_mut(&tenant)
-                        .and_then(|t| t.webhooks.get_mut(&webhook))
-                    {
+                    if let Some(w) = webhook_state_mut(&mut self.tenants, &tenant, &webhook) {
                         w.wake = None;
                         self.ready_webhooks.insert((tenant, webhook));
                     }
@@ -290,11 +278,7 @@ impl Dispatcher {
                 continue;
             }
             let (tenant, webhook) = &key;
-            let Some(w) = self
-                .tenants
-                .get_mut(tenant)
-                .and_then(|t| t.webhooks.get_mut(webhook))
-            else {
+            let Some(w) = webhook_state_mut(&mut self.tenants, tenant, webhook) else {
                 continue;
             };
             if !w.spec.status.is_active() {
@@ -306,11 +290,7 @@ impl Dispatcher {
                 w.signer_until_ms = w.spec.next_secret_expiry_ms(now);
             }
             // Looked up again after each start: applying its record needs `self`.
-            while let Some(w) = self
-                .tenants
-                .get_mut(tenant)
-                .and_then(|t| t.webhooks.get_mut(webhook))
-            {
+            while let Some(w) = webhook_state_mut(&mut self.tenants, tenant, webhook) {
                 let Some(&delivery) = w.queue.front() else {
                     break;
                 };

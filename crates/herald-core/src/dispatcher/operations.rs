@@ -18,10 +18,7 @@ impl Dispatcher {
             .filter(|d| &d.event.tenant == tenant)
             .ok_or(OpError::DeliveryNotFound(delivery))?;
         let webhook = d.webhook.clone();
-        let active = self
-            .tenants
-            .get(tenant)
-            .and_then(|t| t.webhooks.get(&webhook))
+        let active = webhook_state(&self.tenants, tenant, &webhook)
             .map(|w| w.spec.status.is_active())
             .ok_or_else(|| OpError::WebhookNotFound {
                 tenant: tenant.clone(),
@@ -183,11 +180,7 @@ impl Dispatcher {
             }
             count_down(&mut self.finished_count, "finished deliveries");
             let (tenant, webhook) = (d.event.tenant.clone(), d.webhook.clone());
-            if let Some(w) = self
-                .tenants
-                .get_mut(&tenant)
-                .and_then(|t| t.webhooks.get_mut(&webhook))
-            {
+            if let Some(w) = webhook_state_mut(&mut self.tenants, &tenant, &webhook) {
                 w.pending.insert(delivery);
             }
         }

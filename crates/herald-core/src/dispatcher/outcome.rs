@@ -124,11 +124,7 @@ impl Dispatcher {
         self.finish_seq += 1;
         d.finish_seq = self.finish_seq;
         let (tenant, webhook) = (d.event.tenant.clone(), d.webhook.clone());
-        if let Some(w) = self
-            .tenants
-            .get_mut(&tenant)
-            .and_then(|t| t.webhooks.get_mut(&webhook))
-        {
+        if let Some(w) = webhook_state_mut(&mut self.tenants, &tenant, &webhook) {
             w.pending.remove(&delivery);
         }
         count_down(&mut self.pending_count, "pending deliveries");
@@ -192,11 +188,7 @@ impl Dispatcher {
             OutcomeClass::Final | OutcomeClass::Gone => counters.attempts_final += 1,
         }
         counters.attempt_latency_ms.observe(outcome.latency_ms);
-        let Some(w) = self
-            .tenants
-            .get(&tenant)
-            .and_then(|t| t.webhooks.get(&webhook))
-        else {
+        let Some(w) = webhook_state(&self.tenants, &tenant, &webhook) else {
             // Unreachable by construction (deleting a webhook ends its deliveries), but a
             // delivery must never be left in limbo.
             self.end_delivery(
@@ -261,10 +253,7 @@ impl Dispatcher {
         }));
         // Applying the outcome updated the endpoint's health; it decides the rest.
         let should_disable = class == OutcomeClass::Retry
-            && self
-                .tenants
-                .get(&tenant)
-                .and_then(|t| t.webhooks.get(&webhook))
+            && webhook_state(&self.tenants, &tenant, &webhook)
                 .is_some_and(|w| w.health.should_disable(now, &self.config.health));
         if class == OutcomeClass::Gone {
             self.disable(now, &tenant, &webhook, DisableReason::Gone);
@@ -282,11 +271,7 @@ impl Dispatcher {
         webhook: &WebhookId,
         reason: DisableReason,
     ) {
-        let Some(w) = self
-            .tenants
-            .get(tenant)
-            .and_then(|t| t.webhooks.get(webhook))
-        else {
+        let Some(w) = webhook_state(&self.tenants, tenant, webhook) else {
             return;
         };
         if !w.spec.status.is_active() {
@@ -398,11 +383,7 @@ impl Dispatcher {
             d.stage = Stage::Waiting; // settled below
         }
         let (tenant, webhook) = (d.event.tenant.clone(), d.webhook.clone());
-        if let Some(w) = self
-            .tenants
-            .get_mut(&tenant)
-            .and_then(|t| t.webhooks.get_mut(&webhook))
-        {
+        if let Some(w) = webhook_state_mut(&mut self.tenants, &tenant, &webhook) {
             let signal = match class {
                 OutcomeClass::Success => Signal::Success,
                 OutcomeClass::Retry => Signal::Failure,

@@ -2,6 +2,20 @@
 
 use super::*;
 
+impl<'a> WebhookView<'a> {
+    fn of(tenant: &'a TenantId, id: &'a WebhookId, w: &'a WebhookState) -> WebhookView<'a> {
+        WebhookView {
+            tenant,
+            id,
+            spec: &w.spec,
+            health: &w.health,
+            pending: w.pending.len(),
+            created_at_ms: w.created_at_ms,
+            updated_at_ms: w.updated_at_ms,
+        }
+    }
+}
+
 impl Dispatcher {
     /// Creates or replaces webhook `id` of `tenant`. Returns the `WebhookUpserted` record's
     /// id (acknowledge the caller once durable).
@@ -79,15 +93,7 @@ impl Dispatcher {
     pub fn webhook(&self, tenant: &TenantId, id: &WebhookId) -> Option<WebhookView<'_>> {
         let (tenant, t) = self.tenants.get_key_value(tenant)?;
         let (id, w) = t.webhooks.get_key_value(id)?;
-        Some(WebhookView {
-            tenant,
-            id,
-            spec: &w.spec,
-            health: &w.health,
-            pending: w.pending.len(),
-            created_at_ms: w.created_at_ms,
-            updated_at_ms: w.updated_at_ms,
-        })
+        Some(WebhookView::of(tenant, id, w))
     }
 
     /// A tenant's webhooks, in id order.
@@ -96,15 +102,9 @@ impl Dispatcher {
             .get_key_value(tenant)
             .into_iter()
             .flat_map(|(tenant, t)| {
-                t.webhooks.iter().map(move |(id, w)| WebhookView {
-                    tenant,
-                    id,
-                    spec: &w.spec,
-                    health: &w.health,
-                    pending: w.pending.len(),
-                    created_at_ms: w.created_at_ms,
-                    updated_at_ms: w.updated_at_ms,
-                })
+                t.webhooks
+                    .iter()
+                    .map(move |(id, w)| WebhookView::of(tenant, id, w))
             })
     }
 
@@ -204,17 +204,13 @@ impl Dispatcher {
 
     /// A webhook's pending deliveries, in id order.
     pub(super) fn pending_of(&self, tenant: &TenantId, id: &WebhookId) -> Vec<DeliveryId> {
-        self.tenants
-            .get(tenant)
-            .and_then(|t| t.webhooks.get(id))
+        webhook_state(&self.tenants, tenant, id)
             .map(|w| w.pending.iter().copied().collect())
             .unwrap_or_default()
     }
 
     pub(super) fn attempts_max_of(&self, tenant: &TenantId, webhook: &WebhookId) -> u32 {
-        self.tenants
-            .get(tenant)
-            .and_then(|t| t.webhooks.get(webhook))
+        webhook_state(&self.tenants, tenant, webhook)
             .map_or(self.config.retry_schedule.attempts_max(), |w| {
                 w.spec.schedule(&self.config.retry_schedule).attempts_max()
             })
@@ -226,10 +222,7 @@ impl Dispatcher {
         tenant: &TenantId,
         webhook: &WebhookId,
     ) -> Result<(), OpError> {
-        let active = self
-            .tenants
-            .get(tenant)
-            .and_then(|t| t.webhooks.get(webhook))
+        let active = webhook_state(&self.tenants, tenant, webhook)
             .map(|w| w.spec.status.is_active())
             .ok_or_else(|| OpError::WebhookNotFound {
                 tenant: tenant.clone(),

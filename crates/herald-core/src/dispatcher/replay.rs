@@ -118,10 +118,8 @@ impl Dispatcher {
                     d.attempt_started(r.attempt, r.at_ms);
                     // Live, the delivery is at the head of its queue; replayed, the queue
                     // may hold it further back, where admission skips it as stale.
-                    if let Some(w) = self
-                        .tenants
-                        .get_mut(&d.event.tenant)
-                        .and_then(|t| t.webhooks.get_mut(&d.webhook))
+                    if let Some(w) =
+                        webhook_state_mut(&mut self.tenants, &d.event.tenant, &d.webhook)
                     {
                         if w.queue.front() == Some(&delivery) {
                             w.queue.pop_front();
@@ -165,11 +163,8 @@ impl Dispatcher {
             .map(|(id, d)| (*id, d.stage, d.event.tenant.clone(), d.webhook.clone()))
             .collect();
         for (delivery, stage, tenant, webhook) in pending {
-            let active = self
-                .tenants
-                .get(&tenant)
-                .and_then(|t| t.webhooks.get(&webhook))
-                .map(|w| w.spec.status.is_active());
+            let active =
+                webhook_state(&self.tenants, &tenant, &webhook).map(|w| w.spec.status.is_active());
             match active {
                 None => self.end_delivery(
                     now,
@@ -317,11 +312,7 @@ impl Dispatcher {
         for snap in &c.webhooks {
             let (tenant, id, spec) = webhook_from_rec(&snap.webhook)?;
             self.apply_upsert(c.at_ms, tenant.clone(), id.clone(), spec);
-            if let Some(w) = self
-                .tenants
-                .get_mut(&tenant)
-                .and_then(|t| t.webhooks.get_mut(&id))
-            {
+            if let Some(w) = webhook_state_mut(&mut self.tenants, &tenant, &id) {
                 w.health.consecutive_failures = snap.health.consecutive_failures;
                 w.health.failing_since_ms = snap.health.failing_since_ms;
                 w.created_at_ms = snap.created_at_ms;
