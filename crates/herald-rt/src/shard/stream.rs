@@ -208,6 +208,16 @@ struct Window {
     next_subscriber: u64,
 }
 
+/// One journaled record as the window's rebuild sees it.
+pub(crate) enum Journaled {
+    /// An accepted event of a tenant.
+    Event(Arc<str>, StreamEvent),
+    /// An accepted event at this seq whose envelope cannot be shown (an older layout).
+    Unreadable(u64),
+    /// The journal could not be read on from here.
+    Broken,
+}
+
 /// One shard's stream: its window and subscribers. Shared between the shard thread
 /// (which adds events) and the threads that subscribe; the lock is held for a few
 /// pointer copies per event and subscriber.
@@ -246,31 +256,53 @@ impl ShardStream {
         self.window.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Rebuilds the window from journaled records: `first_seq` is the first frame still
-    /// on disk (nothing older is known), `last_seq` the journal's last.
+    /// Rebuilds the window from journaled records, oldest first: `first_seq` is the first
+    /// frame still on disk (nothing older is known), `last_seq` the journal's last. The
+    /// window's bounds hold throughout, so a long journal costs no more memory than the
+    /// window.
     pub(crate) fn rebuild(
         &self,
         first_seq: u64,
         last_seq: u64,
-        events: impl IntoIterator<Item = (u64, Option<(Arc<str>, StreamEvent)>)>,
+        records: impl IntoIterator<Item = Journaled>,
         now_ms: u64,
     ) {
         let mut window = self.lock();
         window.floor = first_seq.saturating_sub(1);
         window.last_seq = last_seq;
-        for (seq, event) in events {
-            match event {
-                Some((tenant, event)) => self.insert(&mut window, tenant, Arc::new(event)),
+        for record in records {
+            match record {
+                Journaled::Event(tenant, event) => {
+                    self.insert(&mut window, tenant, Arc::new(event));
+                    self.evict(&mut window, now_ms);
+                }
                 // An accepted event the window cannot show: resuming across it must fail.
-                None => {
-                    window.floor = window.floor.max(seq);
-                    for tenant in window.tenants.values_mut() {
-                        tenant.floor = tenant.floor.max(seq);
-                    }
+                Journaled::Unreadable(seq) => Self::forget_through(&mut window, seq),
+                // The rest cannot be read: nothing up to the journal's end is known.
+                Journaled::Broken => {
+                    Self::forget_through(&mut window, last_seq);
+                    break;
                 }
             }
         }
         self.evict(&mut window, now_ms);
+    }
+
+    /// Drops every event up to `seq` and raises every floor to it.
+    fn forget_through(window: &mut Window, seq: u64) {
+        window.floor = window.floor.max(seq);
+        for tenant in window.tenants.values_mut() {
+            tenant.floor = tenant.floor.max(seq);
+            while tenant.events.front().is_some_and(|event| event.seq <= seq) {
+                if let Some(event) = tenant.events.pop_front() {
+                    window.bytes -= event.message.len();
+                    window.order.remove(&event.seq);
+                }
+            }
+        }
+        window
+            .tenants
+            .retain(|_, tenant| !tenant.events.is_empty() || !tenant.subscribers.is_empty());
     }
 
     /// Adds durable events (in seq order) and hands each to the matching subscribers.
@@ -575,28 +607,40 @@ impl StreamTap {
 
     /// Rebuilds the window from every frame still in `journal`.
     pub(crate) fn rebuild(&self, journal: &herald_journal::Journal, now_ms: u64) {
-        let mut first_seq = None;
-        let events = journal.replay_all().filter_map(|frame| {
-            let frame = frame.ok()?;
-            first_seq.get_or_insert(frame.seq);
-            if frame.kind != record::kind::EVENT_ACCEPTED {
+        let last_seq = journal.last_seq();
+        let first_seq = match journal.replay_all().next() {
+            Some(Ok(frame)) => frame.seq,
+            // Broken at once: the loop below forgets everything.
+            Some(Err(_)) => last_seq,
+            None => last_seq + 1,
+        };
+        let mut frames = journal.replay_all();
+        let mut broken = false;
+        let records = std::iter::from_fn(|| loop {
+            if broken {
                 return None;
             }
-            if frame.version != RECORD_VERSION {
-                return Some((frame.seq, None));
-            }
-            let event = match Record::decode(frame.kind, frame.version, frame.payload) {
-                Ok(Record::EventAccepted(accepted)) => StreamEvent::of(frame.seq, &accepted)
-                    .map(|event| (Arc::<str>::from(accepted.tenant.as_str()), event)),
-                _ => None,
+            let Ok(frame) = frames.next()? else {
+                broken = true;
+                return Some(Journaled::Broken);
             };
-            Some((frame.seq, event))
+            if frame.kind != record::kind::EVENT_ACCEPTED {
+                continue;
+            }
+            if frame.version != RECORD_VERSION {
+                return Some(Journaled::Unreadable(frame.seq));
+            }
+            return Some(
+                match Record::decode(frame.kind, frame.version, frame.payload) {
+                    Ok(Record::EventAccepted(accepted)) => StreamEvent::of(frame.seq, &accepted)
+                        .map_or(Journaled::Unreadable(frame.seq), |event| {
+                            Journaled::Event(Arc::from(accepted.tenant.as_str()), event)
+                        }),
+                    _ => Journaled::Unreadable(frame.seq),
+                },
+            );
         });
-        // Collected first: the first frame's seq sets the floor before any insert.
-        let events: Vec<_> = events.collect();
-        let first = first_seq.unwrap_or(journal.last_seq() + 1);
-        self.stream
-            .rebuild(first, journal.last_seq(), events, now_ms);
+        self.stream.rebuild(first_seq, last_seq, records, now_ms);
     }
 
     /// A record was appended at `seq`; events wait for durability.
@@ -861,6 +905,54 @@ mod tests {
         assert!(stream
             .subscribe("b", StreamFilter::default(), Some(0), 4, 0)
             .is_ok());
+    }
+
+    #[test]
+    fn a_rebuild_keeps_the_bounds_and_forgets_what_it_cannot_read() {
+        let config = StreamConfig {
+            window_ms: 1000,
+            window_events_max: 2,
+            window_bytes_max: usize::MAX,
+        };
+        let event = |seq: u64, tenant: &str| {
+            let record = accepted(tenant, "x.y", None, 5000);
+            Journaled::Event(Arc::from(tenant), StreamEvent::of(seq, &record).unwrap())
+        };
+        let all = StreamFilter::default;
+        let rebuilt = stream(config.clone());
+        let records = vec![
+            event(3, "a"),
+            event(5, "a"),
+            event(6, "b"),
+            event(8, "a"),
+            Journaled::Unreadable(9),
+            event(10, "b"),
+        ];
+        rebuilt.rebuild(3, 20, records, 5000);
+        // Seq 9 could be anyone's: nobody resumes across it.
+        for tenant in ["a", "c"] {
+            assert!(matches!(
+                rebuilt.subscribe(tenant, all(), Some(8), 4, 5000),
+                Err(SubscribeError::OutsideWindow { floor: 9, .. })
+            ));
+        }
+        let mut b = rebuilt.subscribe("b", all(), Some(9), 4, 5000).unwrap();
+        assert_eq!(seqs(&mut b), [10]);
+        assert_eq!(rebuilt.window_size().0, 1);
+        // A journal that cannot be read on: nothing up to its end is known.
+        let broken = stream(config);
+        broken.rebuild(
+            1,
+            7,
+            vec![event(1, "a"), Journaled::Broken, event(7, "a")],
+            5000,
+        );
+        assert!(matches!(
+            broken.subscribe("a", all(), Some(1), 4, 5000),
+            Err(SubscribeError::OutsideWindow { floor: 7, .. })
+        ));
+        assert_eq!(broken.window_size().0, 0);
+        assert!(broken.subscribe("a", all(), Some(7), 4, 5000).is_ok());
     }
 
     #[test]
