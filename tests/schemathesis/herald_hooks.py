@@ -12,7 +12,9 @@ refused; negative cases are sent as generated:
   path and query;
 * the secret's format follows the scheme (`whsec_` + base64 of 16 to 64 bytes for
   `standard`, which is the server's default here, `whsk_` + base64 of a 32-byte seed for
-  `ed25519`): a secret of the wrong form is replaced by a well-formed one;
+  `ed25519`): a secret of the wrong form is replaced by a well-formed one, and a PATCH
+  that changes the scheme to one of these without a secret gets one (the webhook's
+  current secret may not fit the new scheme);
 * a custom header may not reuse the stripe scheme's signature header: such a header is
   dropped.
 """
@@ -57,7 +59,13 @@ def before_call(ctx, case, **kwargs):
     signature = body.get("signature")
     scheme = signature.get("scheme") if isinstance(signature, dict) else None
     secret = body.get("secret")
-    if isinstance(secret, str):
+    if secret is None and "secret" not in body and case.operation.label.startswith("PATCH"):
+        # A scheme change keeps the current secret, which may not fit the new scheme.
+        if scheme == "standard":
+            body["secret"] = STANDARD_SECRET
+        elif scheme == "ed25519":
+            body["secret"] = ED25519_SECRET
+    elif isinstance(secret, str):
         if scheme in (None, "standard") and not secret.startswith("whsec_"):
             body["secret"] = STANDARD_SECRET
         elif scheme == "ed25519" and not secret.startswith("whsk_"):

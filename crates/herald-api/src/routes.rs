@@ -425,14 +425,32 @@ fn json_body<T: DeserializeOwned>(request: &Request) -> Result<T> {
         ));
     }
     check_content_type(request)?;
-    serde_json::from_slice(&request.body).map_err(|e| {
+    let value: T = serde_json::from_slice(&request.body).map_err(|e| {
         let code = if e.is_syntax() || e.is_eof() {
             "invalid_json"
         } else {
             "invalid_request"
         };
         ApiError::new(400, code, format!("request body: {e}"))
-    })
+    })?;
+    // serde reads a struct from an array too (`[]` for a body whose fields are all
+    // optional); every body of this API is an object.
+    if request.body.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
+        return Err(ApiError::new(
+            400,
+            "invalid_request",
+            "the request body must be a JSON object",
+        ));
+    }
+    Ok(value)
+}
+
+/// `Some` for a field that is present, whatever its value (`null` included); with
+/// `#[serde(default)]`, `None` when it is absent.
+fn present<'de, D: serde::Deserializer<'de>>(
+    d: D,
+) -> std::result::Result<Option<Box<RawValue>>, D::Error> {
+    Box::<RawValue>::deserialize(d).map(Some)
 }
 
 /// Like [`json_body`], but an empty body is `T::default()`.
@@ -1071,6 +1089,8 @@ impl App {
         #[serde(deny_unknown_fields)]
         struct Body {
             event_type: Option<String>,
+            /// Present (`null` included) or absent.
+            #[serde(default, deserialize_with = "present")]
             data: Option<Box<RawValue>>,
         }
         let body: Body = optional_json_body(request)?;
@@ -1675,6 +1695,64 @@ impl EventInput {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn json_request(body: &str) -> Request {
+        Request {
+            method: "POST".into(),
+            target: "/v1/x".into(),
+            headers: vec![("Content-Type".into(), b"application/json".to_vec())],
+            body: body.as_bytes().to_vec(),
+            body_bytes_total: body.len() as u64,
+            keep_alive: true,
+            version_minor: 1,
+        }
+    }
+
+    /// Found by Schemathesis: `[]` was read as a body whose fields are all absent.
+    #[test]
+    fn bodies_are_json_objects() {
+        #[derive(Deserialize, Default, Debug)]
+        struct AllOptional {
+            #[allow(dead_code)]
+            grace_s: Option<u64>,
+        }
+        assert!(json_body::<AllOptional>(&json_request(" {} ")).is_ok());
+        assert!(json_body::<AllOptional>(&json_request(r#"{"grace_s": 5}"#)).is_ok());
+        for body in ["[]", " [5]", "null"] {
+            let error = json_body::<AllOptional>(&json_request(body)).unwrap_err();
+            assert_eq!(
+                (error.status, error.code),
+                (400, "invalid_request"),
+                "{body}"
+            );
+        }
+        let error = json_body::<AllOptional>(&json_request("nope")).unwrap_err();
+        assert_eq!(error.code, "invalid_json");
+        // An empty body is still the default where the body is optional.
+        assert!(optional_json_body::<AllOptional>(&json_request("")).is_ok());
+    }
+
+    /// Found by Schemathesis: a test send's `"data": null` was taken for no data.
+    #[test]
+    fn a_present_null_is_not_an_absent_field() {
+        #[derive(Deserialize)]
+        struct Body {
+            #[serde(default, deserialize_with = "present")]
+            data: Option<Box<RawValue>>,
+        }
+        let data = |text: &str| {
+            serde_json::from_str::<Body>(text)
+                .unwrap()
+                .data
+                .map(|raw| raw.get().to_string())
+        };
+        assert_eq!(data("{}"), None);
+        assert_eq!(data(r#"{"data": null}"#).as_deref(), Some("null"));
+        assert_eq!(
+            data(r#"{"data": {"a": 1}}"#).as_deref(),
+            Some(r#"{"a": 1}"#)
+        );
+    }
 
     #[test]
     fn integer_fields_take_whole_doubles_and_nothing_else() {
