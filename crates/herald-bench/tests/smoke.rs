@@ -485,21 +485,9 @@ fn remote_mode_publishes_over_rest_and_reads_the_server_metrics() {
 /// A CA, and a certificate it issued for 127.0.0.1 and localhost: `(ca_pem, chain_pem
 /// (leaf then CA), key_pem)`.
 fn issue() -> (String, String, String) {
-    use rcgen::{BasicConstraints, CertificateParams, IsCa, KeyPair};
-    let ca_key = KeyPair::generate().unwrap();
-    let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
-    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    let ca = ca_params.self_signed(&ca_key).unwrap();
-    let key = KeyPair::generate().unwrap();
-    let leaf = CertificateParams::new(vec!["127.0.0.1".to_owned(), "localhost".to_owned()])
-        .unwrap()
-        .signed_by(&key, &ca, &ca_key)
-        .unwrap();
-    (
-        ca.pem(),
-        format!("{}{}", leaf.pem(), ca.pem()),
-        key.serialize_pem(),
-    )
+    let pki = herald_sink::Pki::generate("bench test CA").unwrap();
+    let leaf = pki.issue(&["127.0.0.1", "localhost"]).unwrap();
+    (pki.ca_pem().to_owned(), leaf.chain_pem, leaf.key_pem)
 }
 
 #[test]
