@@ -377,49 +377,73 @@ fn map_transport(error: &TransportError) -> herald_core::TransportError {
 }
 
 impl Shard {
+    /// The shard loop. Serving, it turns and sleeps until the next deadline or wake-up.
+    /// Once asked to stop it keeps turning (taking what is queued, letting sends in
+    /// flight finish) until nothing is in flight or the grace period is over, then makes
+    /// everything durable and answers every waiter ([`Shard::stop`]).
     async fn serve(&mut self) -> ShardExit {
+        let grace = Duration::from_millis(self.config.shutdown_grace_ms);
+        let mut closing_since: Option<Instant> = None;
         loop {
             self.wake.awake();
             self.local.take();
             self.turn();
             if let Some(message) = self.storage_failure.clone() {
-                // Record the cause first, so callers that find the shard gone see it.
-                self.status.set_failed(ShardExit::Storage(message.clone()));
-                self.fail_everything(&message);
-                return ShardExit::Storage(message);
+                return self.stop_failed(message);
             }
-            if self.status.is_closing() {
-                return self.shut_down().await;
+            if closing_since.is_none() && self.status.is_closing() {
+                closing_since = Some(Instant::now());
             }
-            let now = now_ms();
-            // A blocked shard fires no timers: only its next probe wakes it.
-            let deadline = match &self.blocked {
-                None => self.dispatcher.next_deadline_ms(),
-                Some(blocked) => {
-                    let wait = blocked.next_probe.saturating_duration_since(Instant::now());
-                    Some(now + u64::try_from(wait.as_millis()).unwrap_or(u64::MAX / 2) + 1)
+            let sleep = match closing_since {
+                Some(started) => {
+                    let elapsed = started.elapsed();
+                    let in_flight = *self.sends_in_flight.borrow();
+                    if (in_flight == 0 && self.intake.is_empty()) || elapsed >= grace {
+                        return self.stop();
+                    }
+                    (grace - elapsed).min(Duration::from_millis(100))
+                }
+                None => {
+                    let now = now_ms();
+                    // A blocked shard fires no timers: only its next probe wakes it.
+                    let deadline = match &self.blocked {
+                        None => self.dispatcher.next_deadline_ms(),
+                        Some(blocked) => {
+                            let wait = blocked.next_probe.saturating_duration_since(Instant::now());
+                            Some(now + u64::try_from(wait.as_millis()).unwrap_or(u64::MAX / 2) + 1)
+                        }
+                    };
+                    let ready_now = (!self.intake.is_empty()
+                        && self.acks.len() < self.config.awaiting_durable_max)
+                        || !self.finished.borrow().is_empty()
+                        || (self.blocked.is_none() && deadline.is_some_and(|d| d <= now));
+                    if ready_now {
+                        futures_lite::future::yield_now().await;
+                        continue;
+                    }
+                    let sleep_ms = deadline
+                        .map_or(IDLE_WAKE_MS, |d| d.saturating_sub(now))
+                        .min(IDLE_WAKE_MS);
+                    Duration::from_millis(sleep_ms.max(1))
                 }
             };
-            let ready_now = (!self.intake.is_empty()
-                && self.acks.len() < self.config.awaiting_durable_max)
-                || !self.finished.borrow().is_empty()
-                || (self.blocked.is_none() && deadline.is_some_and(|d| d <= now));
-            // With work at hand, or a notification that arrived during the turn, go round
-            // again, but let send tasks and the reactor run first: a stream of foreign
-            // notifications must not starve them.
-            if ready_now || !self.wake.prepare_sleep() {
+            // A notification that arrived during the turn: go round again, but let send
+            // tasks and the reactor run first, so that a stream of foreign notifications
+            // cannot starve them.
+            if !self.wake.prepare_sleep() {
                 futures_lite::future::yield_now().await;
                 continue;
             }
-            let sleep_ms = deadline
-                .map_or(IDLE_WAKE_MS, |d| d.saturating_sub(now))
-                .min(IDLE_WAKE_MS);
-            futures_lite::future::or(
-                self.local.wait(),
-                glommio::timer::sleep(Duration::from_millis(sleep_ms.max(1))),
-            )
-            .await;
+            futures_lite::future::or(self.local.wait(), glommio::timer::sleep(sleep)).await;
         }
+    }
+
+    /// The journal failed for good: record the cause first (so callers that find the
+    /// shard gone see it), then fail every waiter.
+    fn stop_failed(&mut self, message: String) -> ShardExit {
+        self.status.set_failed(ShardExit::Storage(message.clone()));
+        self.fail_everything(&message);
+        ShardExit::Storage(message)
     }
 
     /// One turn: intake, outcomes, commands, durability, tick, checkpoint.
@@ -998,33 +1022,9 @@ impl Shard {
         }
     }
 
-    /// Stop: take what is queued, wait (bounded) for sends in flight, make everything
-    /// durable, answer every waiter.
-    async fn shut_down(&mut self) -> ShardExit {
-        let grace = Duration::from_millis(self.config.shutdown_grace_ms);
-        let started = Instant::now();
-        loop {
-            self.wake.awake();
-            self.local.take();
-            self.turn();
-            if self.storage_failure.is_some() {
-                break;
-            }
-            let in_flight = *self.sends_in_flight.borrow();
-            let elapsed = started.elapsed();
-            if (in_flight == 0 && self.intake.is_empty()) || elapsed >= grace {
-                break;
-            }
-            if !self.wake.prepare_sleep() {
-                futures_lite::future::yield_now().await;
-                continue;
-            }
-            futures_lite::future::or(
-                self.local.wait(),
-                glommio::timer::sleep((grace - elapsed).min(Duration::from_millis(100))),
-            )
-            .await;
-        }
+    /// Stop, once what was queued was taken and sends in flight finished (or the grace
+    /// period ran out): make everything durable, answer every waiter.
+    fn stop(&mut self) -> ShardExit {
         if self.storage_failure.is_none() {
             self.pump();
             if let Err(error) = self.journal.sync() {
@@ -1034,8 +1034,7 @@ impl Shard {
             }
         }
         if let Some(message) = self.storage_failure.clone() {
-            self.fail_everything(&message);
-            return ShardExit::Storage(message);
+            return self.stop_failed(message);
         }
         // Anything still waiting could not be made durable before stopping.
         for (_, ack) in self.acks.drain(..) {
