@@ -14,11 +14,7 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use rcgen::{
-    BasicConstraints, Certificate, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa,
-    KeyPair,
-};
-use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
+use herald_sink::{Identity, LeafOptions, Pki};
 
 /// Most connections one hostile server holds at once.
 pub const CONNECTIONS_MAX: usize = 32;
@@ -371,16 +367,10 @@ fn serve(mut stream: TcpStream, behaviour: &Behaviour, shared: &Shared) -> io::R
 
 // ---------------------------------------------------------------------- certificates
 
-/// A test certificate authority.
+/// A test certificate authority (herald-sink's [`Pki`]).
+#[derive(Debug)]
 pub struct TestCa {
-    key: KeyPair,
-    cert: Certificate,
-}
-
-impl std::fmt::Debug for TestCa {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("TestCa").finish_non_exhaustive()
-    }
+    pki: Pki,
 }
 
 /// What is wrong with a server certificate.
@@ -399,50 +389,30 @@ pub enum CertDefect {
 impl TestCa {
     /// A fresh CA.
     pub fn new() -> TestCa {
-        let key = KeyPair::generate().expect("a CA key");
-        let mut params = CertificateParams::new(Vec::<String>::new()).expect("CA params");
-        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        params
-            .distinguished_name
-            .push(DnType::CommonName, "herald-e2e hostile CA");
-        let cert = params.self_signed(&key).expect("a CA certificate");
-        TestCa { key, cert }
+        TestCa {
+            pki: Pki::generate("herald-e2e hostile CA").expect("a CA"),
+        }
     }
 
     /// The CA certificate as PEM (what the client must trust).
     pub fn pem(&self) -> String {
-        self.cert.pem()
+        self.pki.ca_pem().to_owned()
     }
 
     /// A TLS server configuration presenting a certificate for `names` with `defect`.
     pub fn server_config(&self, names: &[&str], defect: CertDefect) -> Arc<rustls::ServerConfig> {
-        let names: Vec<String> = match defect {
-            CertDefect::WrongHost => vec!["wrong-host.invalid".to_string()],
-            _ => names.iter().map(|n| n.to_string()).collect(),
-        };
-        let key = KeyPair::generate().expect("a server key");
-        let mut params = CertificateParams::new(names).expect("server params");
-        params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
-        if defect == CertDefect::Expired {
-            params.not_before = rcgen::date_time_ymd(2019, 1, 1);
-            params.not_after = rcgen::date_time_ymd(2020, 1, 1);
-        }
-        let cert = match defect {
-            CertDefect::SelfSigned => params.self_signed(&key),
-            _ => params.signed_by(&key, &self.cert, &self.key),
+        let mut options = LeafOptions::for_names(names);
+        let identity = match defect {
+            CertDefect::None => self.pki.issue_with(&options),
+            CertDefect::Expired => {
+                options.validity = Some(((2019, 1, 1), (2020, 1, 1)));
+                self.pki.issue_with(&options)
+            }
+            CertDefect::WrongHost => self.pki.issue(&["wrong-host.invalid"]),
+            CertDefect::SelfSigned => Identity::self_signed(names),
         }
         .expect("a server certificate");
-        let chain = vec![CertificateDer::from(cert.der().to_vec())];
-        let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.serialize_der()));
-        let config = rustls::ServerConfig::builder_with_provider(Arc::new(
-            rustls::crypto::ring::default_provider(),
-        ))
-        .with_safe_default_protocol_versions()
-        .expect("TLS versions")
-        .with_no_client_auth()
-        .with_single_cert(chain, key)
-        .expect("a usable certificate");
-        Arc::new(config)
+        identity.server_config().expect("a usable certificate")
     }
 }
 

@@ -92,6 +92,25 @@ impl std::fmt::Debug for Identity {
 }
 
 impl Identity {
+    /// A certificate for `names` signed by its own key (no CA will vouch for it), for
+    /// testing that a client refuses it.
+    pub fn self_signed(names: &[&str]) -> Result<Identity, SinkError> {
+        let key = KeyPair::generate().map_err(|e| tls_error("server key", e))?;
+        let mut params =
+            CertificateParams::new(names.iter().map(|n| n.to_string()).collect::<Vec<_>>())
+                .map_err(|e| tls_error("server params", e))?;
+        params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
+        let cert = params
+            .self_signed(&key)
+            .map_err(|e| tls_error("self-signed certificate", e))?;
+        Ok(Identity {
+            chain_pem: cert.pem(),
+            chain: vec![cert.der().clone()],
+            key_pem: key.serialize_pem(),
+            key_der: key.serialize_der(),
+        })
+    }
+
     /// The rustls server configuration that presents this identity.
     pub fn server_config(&self) -> Result<Arc<rustls::ServerConfig>, SinkError> {
         let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(self.key_der.clone()));

@@ -11,31 +11,20 @@ use std::time::Duration;
 use herald_e2e::raw::closed_within;
 use herald_e2e::*;
 use herald_http::{Limits, ResponseParser};
-use rcgen::{BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, KeyPair};
+use herald_sink::Pki;
 use rustls::pki_types::{CertificateDer, ServerName};
 use serde_json::{json, Value};
 
 /// A CA and a leaf for `localhost`/`127.0.0.1` written to the site: (chain PEM path, key
 /// PEM path, CA certificate).
 fn certificates(site: &Site) -> (PathBuf, PathBuf, CertificateDer<'static>) {
-    let ca_key = KeyPair::generate().expect("a CA key");
-    let mut ca_params = CertificateParams::new(Vec::<String>::new()).expect("CA params");
-    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    ca_params
-        .distinguished_name
-        .push(DnType::CommonName, "herald-e2e test CA");
-    let ca = ca_params.self_signed(&ca_key).expect("a CA certificate");
-    let leaf_key = KeyPair::generate().expect("a server key");
-    let mut leaf_params =
-        CertificateParams::new(vec!["localhost".to_string(), "127.0.0.1".to_string()])
-            .expect("server params");
-    leaf_params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
-    let leaf = leaf_params
-        .signed_by(&leaf_key, &ca, &ca_key)
+    let pki = Pki::generate("herald-e2e test CA").expect("a CA");
+    let leaf = pki
+        .issue(&["localhost", "127.0.0.1"])
         .expect("a server certificate");
-    let chain = site.write("api-chain.pem", &format!("{}{}", leaf.pem(), ca.pem()));
-    let key = site.write("api-key.pem", &leaf_key.serialize_pem());
-    (chain, key, ca.der().clone())
+    let chain = site.write("api-chain.pem", &leaf.chain_pem);
+    let key = site.write("api-key.pem", &leaf.key_pem);
+    (chain, key, pki.ca_der().clone())
 }
 
 /// One request over TLS trusting `ca`; returns (status, JSON body).
