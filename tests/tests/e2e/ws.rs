@@ -453,6 +453,20 @@ fn clients_subscribe_filter_resume_and_stay_within_their_tenant() {
     assert!(metric(&server, "herald_ws_messages_sent_total ") >= 16.0);
 }
 
+/// Bytes a TCP connection can hold that its reader never reads: the sender's largest
+/// send buffer (`tcp_wmem` max) plus the receiver's initial receive buffer (`tcp_rmem`
+/// default; it grows only as the application reads).
+fn socket_buffer_bytes() -> usize {
+    let field = |path: &str, index: usize| {
+        std::fs::read_to_string(path)
+            .ok()
+            .and_then(|text| text.split_whitespace().nth(index)?.parse::<usize>().ok())
+    };
+    let send_max = field("/proc/sys/net/ipv4/tcp_wmem", 2).unwrap_or(4 << 20);
+    let receive = field("/proc/sys/net/ipv4/tcp_rmem", 1).unwrap_or(128 << 10);
+    send_max + receive
+}
+
 #[test]
 fn a_slow_consumer_is_cut_off_while_another_keeps_up() {
     let site = Site::new();
@@ -464,23 +478,24 @@ fn a_slow_consumer_is_cut_off_while_another_keeps_up() {
     let (mut slow, _) = connect(&server, "", Auth::Bearer(&key)).expect("slow client");
     let (mut fast, _) = connect(&server, "", Auth::Bearer(&key)).expect("fast client");
     // Large events, so that the slow client's socket buffers fill with a few dozen:
-    // 10 MB, against at most 4 MiB the server's send buffer grows to and the ~128 KiB
-    // receive buffer of a socket nobody reads.
-    const EVENTS: usize = 50;
+    // twice what the kernel lets the server's send buffer grow to plus a receive buffer
+    // nobody reads (about 50 events with Linux's defaults).
+    const FILLER_BYTES: usize = 200 * 1024;
+    let events = (2 * socket_buffer_bytes() / FILLER_BYTES + 8).clamp(20, 400);
     let reader = std::thread::spawn(move || {
-        (0..EVENTS)
+        (0..events)
             .map(|_| seq(&next_event(&mut fast)))
             .collect::<Vec<u64>>()
     });
-    let filler = "x".repeat(200 * 1024);
-    for n in 0..EVENTS {
+    let filler = "x".repeat(FILLER_BYTES);
+    for n in 0..events {
         publish(
             &acme,
             &json!({"type": "order.created", "data": {"n": n, "filler": filler}}),
         );
     }
     let fast_seqs = reader.join().expect("the fast client read every event");
-    assert_eq!(fast_seqs.len(), EVENTS);
+    assert_eq!(fast_seqs.len(), events);
     // The slow client now reads: what was buffered, then the close naming its resume point.
     let mut received = Vec::new();
     let (code, reason) = loop {
@@ -497,7 +512,7 @@ fn a_slow_consumer_is_cut_off_while_another_keeps_up() {
         }
     };
     assert_eq!(code, 4001, "{reason}");
-    assert!(received.len() < EVENTS, "the slow client was cut off early");
+    assert!(received.len() < events, "the slow client was cut off early");
     let last = *received.last().expect("some events arrived before the cut");
     assert!(reason.contains(&format!("after={last}")), "{reason}");
     assert_eq!(
