@@ -249,11 +249,12 @@ fn expect_100_continue_gets_an_interim_answer_before_the_body() {
 #[test]
 fn the_tls_listener_serves_https_and_drops_plain_text() {
     let dir = tempfile::tempdir().unwrap();
-    let certified = rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).unwrap();
+    let pki = herald_sink::Pki::generate("listener test CA").unwrap();
+    let leaf = pki.issue(&["localhost"]).unwrap();
     let cert_path = dir.path().join("cert.pem");
     let key_path = dir.path().join("key.pem");
-    std::fs::write(&cert_path, certified.cert.pem()).unwrap();
-    std::fs::write(&key_path, certified.key_pair.serialize_pem()).unwrap();
+    std::fs::write(&cert_path, &leaf.chain_pem).unwrap();
+    std::fs::write(&key_path, &leaf.key_pem).unwrap();
     let running = Running::start(|config| {
         config.tls = Some(herald_api::config::TlsConfig {
             cert: cert_path.clone(),
@@ -262,9 +263,8 @@ fn the_tls_listener_serves_https_and_drops_plain_text() {
     });
 
     let mut roots = rustls::RootCertStore::empty();
-    roots.add(certified.cert.der().clone()).unwrap();
-    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
-    let client_config = rustls::ClientConfig::builder_with_provider(provider)
+    roots.add(pki.ca_der().clone()).unwrap();
+    let client_config = rustls::ClientConfig::builder_with_provider(herald_sink::crypto_provider())
         .with_safe_default_protocol_versions()
         .unwrap()
         .with_root_certificates(roots)
