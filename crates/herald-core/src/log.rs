@@ -92,6 +92,7 @@ impl DeliveryError {
             RequestTimeout,
             Protocol,
             EgressDenied,
+            InvalidRequest,
         ];
         if let Some(t) = transport.into_iter().find(|t| t.name() == name) {
             return Some(DeliveryError::Transport(t));
@@ -223,6 +224,7 @@ mod tests {
             DeliveryError::Status(503),
             DeliveryError::Transport(TransportError::Tls),
             DeliveryError::Transport(TransportError::EgressDenied),
+            DeliveryError::Transport(TransportError::InvalidRequest),
             DeliveryError::WebhookDisabled,
             DeliveryError::WebhookDeleted,
             DeliveryError::NoLiveSecret,

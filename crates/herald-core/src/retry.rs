@@ -128,6 +128,10 @@ pub enum TransportError {
     /// The egress guard refused the resolved address (private, loopback, metadata…).
     /// Retrying cannot help until the webhook's URL is changed.
     EgressDenied,
+    /// The request could not be encoded (a header that would break the framing), so
+    /// nothing was sent. It would fail the same way every time: a final failure, fixed
+    /// by changing the webhook's custom headers.
+    InvalidRequest,
 }
 
 impl TransportError {
@@ -141,6 +145,7 @@ impl TransportError {
             TransportError::RequestTimeout => "request_timeout",
             TransportError::Protocol => "protocol",
             TransportError::EgressDenied => "egress_denied",
+            TransportError::InvalidRequest => "invalid_request",
         }
     }
 }
@@ -181,7 +186,9 @@ pub fn classify(result: &AttemptResult) -> OutcomeClass {
             408 | 429 | 500..=599 => OutcomeClass::Retry,
             _ => OutcomeClass::Final,
         },
-        AttemptResult::Transport(TransportError::EgressDenied) => OutcomeClass::Final,
+        AttemptResult::Transport(TransportError::EgressDenied | TransportError::InvalidRequest) => {
+            OutcomeClass::Final
+        }
         AttemptResult::Transport(_) => OutcomeClass::Retry,
     }
 }
@@ -278,6 +285,7 @@ mod tests {
             (AttemptResult::Transport(RequestTimeout), Retry),
             (AttemptResult::Transport(Protocol), Retry),
             (AttemptResult::Transport(EgressDenied), Final),
+            (AttemptResult::Transport(InvalidRequest), Final),
         ];
         for (result, want) in cases {
             assert_eq!(classify(&result), want, "{result:?}");

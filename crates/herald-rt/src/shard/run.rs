@@ -370,8 +370,10 @@ fn map_transport(error: &TransportError) -> herald_core::TransportError {
         TransportError::PoolFull(_) => Core::ConnectTimeout,
         TransportError::Tls(_) => Core::Tls,
         TransportError::RequestTimeout(_) => Core::RequestTimeout,
-        // Connection broken mid-exchange, a malformed response, or a request the encoder
-        // refused: all "the exchange failed", retried by schedule.
+        // Nothing was sent and nothing would be: a final failure, not a retry.
+        TransportError::InvalidRequest(_) => Core::InvalidRequest,
+        // Connection broken mid-exchange or a malformed response: "the exchange failed",
+        // retried by schedule.
         _ => Core::Protocol,
     }
 }
@@ -1102,5 +1104,32 @@ fn webhook_info(view: herald_core::WebhookView<'_>) -> WebhookInfo {
         pending: view.pending,
         created_at_ms: view.created_at_ms,
         updated_at_ms: view.updated_at_ms,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use herald_core::{classify, OutcomeClass};
+
+    #[test]
+    fn transport_errors_keep_their_blame() {
+        let detail = || "detail".to_string();
+        let cases = [
+            (TransportError::Dns(detail()), OutcomeClass::Retry),
+            (TransportError::Connection(detail()), OutcomeClass::Retry),
+            (TransportError::Protocol(detail()), OutcomeClass::Retry),
+            (TransportError::PoolFull(detail()), OutcomeClass::Retry),
+            // The receiver is not at fault and retrying cannot help: final.
+            (TransportError::EgressRefused(detail()), OutcomeClass::Final),
+            (
+                TransportError::InvalidRequest(detail()),
+                OutcomeClass::Final,
+            ),
+        ];
+        for (error, want) in cases {
+            let result = AttemptResult::Transport(map_transport(&error));
+            assert_eq!(classify(&result), want, "{error:?}");
+        }
     }
 }
