@@ -74,20 +74,22 @@ fn main() {
     let url =
         herald_http::Url::parse(&format!("{scheme}://localhost:{}/hook", addr.port())).unwrap();
 
+    // The baselines send these bytes: what the client encodes for the same request.
+    let mut wire = Vec::new();
+    herald_http::encode_request(
+        &mut wire,
+        "POST",
+        &url.target,
+        &url.host_header(),
+        &[("Content-Type", b"application/json")],
+        &body,
+    )
+    .unwrap();
+
     // The ceiling: a blocking client, same request bytes (plain only).
     let ceiling = if args.tls {
         None
     } else {
-        let mut wire = Vec::new();
-        herald_http::encode_request(
-            &mut wire,
-            "POST",
-            &url.target,
-            &url.host_header(),
-            &[("Content-Type", b"application/json")],
-            &body,
-        )
-        .unwrap();
         let mut stream = TcpStream::connect(addr).unwrap();
         stream.set_nodelay(true).unwrap();
         let mut response = vec![0u8; response_bytes];
@@ -104,16 +106,6 @@ fn main() {
     let raw_glommio = if args.tls {
         None
     } else {
-        let mut wire = Vec::new();
-        herald_http::encode_request(
-            &mut wire,
-            "POST",
-            &url.target,
-            &url.host_header(),
-            &[("Content-Type", b"application/json")],
-            &body,
-        )
-        .unwrap();
         let rate = glommio::LocalExecutorBuilder::default()
             .io_memory(512 * 1024)
             .spawn(move || async move {
