@@ -24,7 +24,7 @@ use proptest::test_runner::{Config, TestCaseError, TestRunner};
 use serde_json::{json, Value};
 
 /// Generated cases in the default (CI) run.
-const CASES_DEFAULT: u32 = 6;
+const CASES_DEFAULT: u32 = 20;
 /// The tenants of the test.
 const TENANTS: [&str; 3] = ["tenant_iso_a", "tenant_iso_b", "tenant_iso_c"];
 /// Filters a webhook may get.
@@ -85,6 +85,12 @@ struct World {
     sink: Sink,
     keys: Vec<Client>,
     next_case: AtomicUsize,
+    /// Totals over the run, for the summary: webhooks, events, deliveries received,
+    /// requests made with a key for another tenant's data.
+    webhooks: AtomicUsize,
+    events: AtomicUsize,
+    delivered: AtomicUsize,
+    probes: AtomicUsize,
 }
 
 impl World {
@@ -139,6 +145,9 @@ impl World {
             || received_pairs().is_superset(&expected).then_some(()),
         );
 
+        self.webhooks.fetch_add(webhooks.len(), Ordering::Relaxed);
+        self.events.fetch_add(events.len(), Ordering::Relaxed);
+        self.delivered.fetch_add(expected.len(), Ordering::Relaxed);
         // Every request of this case: its webhook's tenant published its event, and
         // the webhook's filter selects its type.
         for record in self.sink.requests() {
@@ -222,12 +231,14 @@ impl World {
                     format!("/v1/deliveries?webhook_id={id}"),
                 ] {
                     let status = key.get(&path).status;
+                    self.probes.fetch_add(1, Ordering::Relaxed);
                     prop_assert_eq!(status, 404, "{} GET {}", TENANTS[tenant], path);
                 }
             }
             for (owner, delivery) in &delivery_ids {
                 if *owner != tenant {
                     let status = key.get(&format!("/v1/deliveries/{delivery}")).status;
+                    self.probes.fetch_add(1, Ordering::Relaxed);
                     prop_assert_eq!(
                         status,
                         404,
@@ -280,6 +291,10 @@ fn events_never_cross_tenants() {
         server,
         keys,
         next_case: AtomicUsize::new(0),
+        webhooks: AtomicUsize::new(0),
+        events: AtomicUsize::new(0),
+        delivered: AtomicUsize::new(0),
+        probes: AtomicUsize::new(0),
     };
     let mut runner = TestRunner::new(Config {
         cases,
@@ -293,4 +308,12 @@ fn events_never_cross_tenants() {
             log_tail(world.server.log_path(), 8192)
         );
     }
+    eprintln!(
+        "isolation: {} cases, {} webhooks, {} events, {} deliveries checked, {} requests for another tenant's data (all 404)",
+        world.next_case.load(Ordering::Relaxed),
+        world.webhooks.load(Ordering::Relaxed),
+        world.events.load(Ordering::Relaxed),
+        world.delivered.load(Ordering::Relaxed),
+        world.probes.load(Ordering::Relaxed),
+    );
 }
