@@ -416,8 +416,7 @@ pub fn tls_acceptor(
         pem::Error::NoItemsFound => format!("tls.key {} holds no private key", key.display()),
         e => format!("tls.key {}: {e}", key.display()),
     })?;
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let config = rustls::ServerConfig::builder_with_provider(provider)
+    let config = rustls::ServerConfig::builder_with_provider(herald::crypto_provider())
         .with_safe_default_protocol_versions()
         .map_err(|e| format!("TLS: {e}"))?
         .with_no_client_auth()

@@ -54,5 +54,6 @@ pub use egress::{AddressClass, Cidr, CidrError, EgressPolicy, EgressRefusal};
 pub use error::TransportError;
 pub use pool::{OriginKey, PoolConfig};
 pub use tls::{
-    RootsSource, TlsSetupError, TrustAnchors, EXTRA_CA_CERTIFICATES_MAX, EXTRA_CA_FILE_BYTES_MAX,
+    crypto_provider, RootsSource, TlsSetupError, TrustAnchors, EXTRA_CA_CERTIFICATES_MAX,
+    EXTRA_CA_FILE_BYTES_MAX,
 };

@@ -194,6 +194,12 @@ impl TrustAnchors {
     }
 }
 
+/// The cryptography every Herald TLS configuration uses, client and server: rustls's
+/// ring provider, named explicitly so that no process-wide default is needed.
+pub fn crypto_provider() -> Arc<rustls::crypto::CryptoProvider> {
+    Arc::new(rustls::crypto::ring::default_provider())
+}
+
 /// A rustls client configuration for one shard: ring provider, TLS 1.2 and 1.3, ALPN
 /// `http/1.1`, and its own session cache (resumption saves a round trip and the
 /// server's signature on every reconnect to a receiver).
@@ -201,8 +207,7 @@ pub(crate) fn client_config(
     trust: &TrustAnchors,
     sessions_max: usize,
 ) -> Arc<rustls::ClientConfig> {
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let builder = rustls::ClientConfig::builder_with_provider(provider)
+    let builder = rustls::ClientConfig::builder_with_provider(crypto_provider())
         .with_safe_default_protocol_versions()
         // Invariant: ring's default provider supports the safe default versions.
         .expect("ring provider supports TLS 1.2 and 1.3");

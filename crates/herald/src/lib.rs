@@ -93,7 +93,7 @@ pub use herald_rt::shard::{
     shard_of, Published, ShardStats, WebhookInfo as Webhook, JOURNAL_SYNC_BOUNDS_US,
     PUBLISH_BATCH_MAX,
 };
-pub use herald_rt::CHECK_URL_TIMEOUT_MS;
+pub use herald_rt::{crypto_provider, CHECK_URL_TIMEOUT_MS};
 pub use herald_sign::{HeaderLookup, Scheme, Verifier, VerifyError};
 
 /// A handle to a running engine. Cheap to clone; share it between threads and async

@@ -37,13 +37,11 @@ fn https_request(
     roots
         .add(ca.clone())
         .expect("the CA is a valid trust anchor");
-    let config = rustls::ClientConfig::builder_with_provider(Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .expect("TLS versions")
-    .with_root_certificates(roots)
-    .with_no_client_auth();
+    let config = rustls::ClientConfig::builder_with_provider(herald_sink::crypto_provider())
+        .with_safe_default_protocol_versions()
+        .expect("TLS versions")
+        .with_root_certificates(roots)
+        .with_no_client_auth();
     let name = ServerName::try_from("localhost").expect("a DNS name");
     let connection = rustls::ClientConnection::new(Arc::new(config), name).expect("a TLS client");
     let tcp = TcpStream::connect_timeout(&addr, Duration::from_secs(5)).expect("connect");
