@@ -353,14 +353,7 @@ impl Dispatcher {
             }
         }
         self.ready_webhooks.extend(leftover);
-        for delivery in no_secret {
-            self.end_delivery(
-                now,
-                delivery,
-                DeliveryStatus::Failed,
-                Some(DeliveryError::NoLiveSecret),
-            );
-        }
+        self.fail_deliveries(now, no_secret, DeliveryError::NoLiveSecret);
         self.sign_and_send(now, plans);
     }
 

@@ -49,6 +49,18 @@ pub(super) fn headers_from_rec(headers: &[record::HeaderRec]) -> Arc<[(String, S
 }
 
 impl Dispatcher {
+    /// Live: ends `deliveries` (those still pending) as failed, for `error`.
+    pub(super) fn fail_deliveries(
+        &mut self,
+        now: u64,
+        deliveries: Vec<DeliveryId>,
+        error: DeliveryError,
+    ) {
+        for delivery in deliveries {
+            self.end_delivery(now, delivery, DeliveryStatus::Failed, Some(error));
+        }
+    }
+
     /// Live: decides that a pending delivery ends, without an attempt outcome that says
     /// so.
     pub(super) fn end_delivery(

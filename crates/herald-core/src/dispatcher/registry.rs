@@ -78,14 +78,7 @@ impl Dispatcher {
             webhook: id.as_str().to_string(),
         }));
         // The journal says why they end: the deletion comes first.
-        for delivery in pending {
-            self.end_delivery(
-                now,
-                delivery,
-                DeliveryStatus::Failed,
-                Some(DeliveryError::WebhookDeleted),
-            );
-        }
+        self.fail_deliveries(now, pending, DeliveryError::WebhookDeleted);
         Ok(append)
     }
 
@@ -197,9 +190,8 @@ impl Dispatcher {
         id: &WebhookId,
         error: DeliveryError,
     ) {
-        for delivery in self.pending_of(tenant, id) {
-            self.end_delivery(now, delivery, DeliveryStatus::Failed, Some(error));
-        }
+        let pending = self.pending_of(tenant, id);
+        self.fail_deliveries(now, pending, error);
     }
 
     /// A webhook's pending deliveries, in id order.
