@@ -127,9 +127,12 @@ fn run(
         .path()
         .join(format!("schemathesis-{}.log", label.replace(' ', "-")));
     let out = std::fs::File::create(&log).expect("a log file in the test directory");
+    let config = hooks.join("schemathesis.toml");
     let mut args: Vec<String> = [
         "-c",
         "import sys; from schemathesis.cli import schemathesis; sys.argv[0] = 'st'; sys.exit(schemathesis())",
+        "--config-file",
+        config.to_str().expect("a UTF-8 path"),
         "run",
     ]
     .iter()
