@@ -16,6 +16,10 @@ pub enum Fault {
     Shutdown,
     /// The disk (journal) failed; an operator must look.
     Storage,
+    /// The host refused what the engine needs to run (a thread, locked memory for
+    /// io_uring, a socket); retrying does not help until an operator changes the host's
+    /// limits or configuration.
+    Environment,
     /// A defect in Herald; please report it with the message.
     Bug,
 }
@@ -315,7 +319,7 @@ impl StartError {
         match self {
             StartError::Config { .. } => Fault::Caller,
             StartError::Storage { .. } => Fault::Storage,
-            StartError::Runtime { .. } => Fault::Capacity,
+            StartError::Runtime { .. } => Fault::Environment,
         }
     }
 }
@@ -335,3 +339,22 @@ impl fmt::Display for StartError {
 }
 
 impl std::error::Error for StartError {}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn start_errors_name_who_must_act() {
+        let config = StartError::Config {
+            message: "shards must be 1..=256".into(),
+        };
+        let runtime = StartError::Runtime {
+            shard: 0,
+            message: "io_uring: locked memory limit".into(),
+        };
+        assert_eq!(config.fault(), Fault::Caller);
+        // The host's limits, not a passing lack of capacity: retrying does not help.
+        assert_eq!(runtime.fault(), Fault::Environment);
+    }
+}
