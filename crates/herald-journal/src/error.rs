@@ -13,6 +13,10 @@ pub enum Fault {
     Caller,
     /// The disk or filesystem failed, or stored bytes are corrupt.
     Storage,
+    /// The host refused something the journal needs to run (a thread for group commit
+    /// or segment preallocation). Nothing on disk is wrong and the call was valid;
+    /// retrying does not help until the host's limits (threads, memory) allow it.
+    Environment,
 }
 
 /// Errors of the journal.
@@ -64,6 +68,16 @@ pub enum JournalError {
     Locked {
         /// The directory.
         dir: PathBuf,
+    },
+    /// A background thread of the journal could not be started (the host's thread or
+    /// memory limits): not a storage fault, nothing was written.
+    #[error("journal could not start its {thread} thread: {source}; the host refused a thread (check its thread and memory limits)")]
+    Spawn {
+        /// The thread's name.
+        thread: &'static str,
+        /// The OS error.
+        #[source]
+        source: io::Error,
     },
     /// A file operation failed. `is_storage_full` tells ENOSPC/EDQUOT apart.
     #[error("journal storage: {op} {path}: {source}")]
@@ -159,6 +173,7 @@ impl JournalError {
             | Self::SegmentGap { .. }
             | Self::SyncFailed { .. }
             | Self::DurableTimeout { .. } => Fault::Storage,
+            Self::Spawn { .. } => Fault::Environment,
         }
     }
 
@@ -181,5 +196,29 @@ impl JournalError {
             path: path.into(),
             source,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_refused_thread_is_the_host_not_the_disk() {
+        let spawn = JournalError::Spawn {
+            thread: "herald-journal-sync",
+            source: io::Error::from(io::ErrorKind::OutOfMemory),
+        };
+        assert_eq!(spawn.fault(), Fault::Environment);
+        assert!(!spawn.is_storage_full());
+        assert!(std::error::Error::source(&spawn).is_some());
+        assert!(spawn.to_string().contains("herald-journal-sync"), "{spawn}");
+        let io = JournalError::io(
+            "fallocate",
+            "/data/shard-0",
+            io::Error::from_raw_os_error(rustix::io::Errno::NOSPC.raw_os_error()),
+        );
+        assert_eq!(io.fault(), Fault::Storage);
+        assert!(io.is_storage_full());
     }
 }

@@ -504,21 +504,26 @@ impl Journal {
 
         let payload_bytes_max = config.payload_bytes_max();
         let next_seq = expected_base.unwrap_or(1);
-        if segments.is_empty() {
-            let segment = create_segment(&config, &dir, next_seq)?;
-            segments.push(segment);
-            recovery.segments = 1;
-        }
-        let active = segments
-            .last()
-            .map(|s| Arc::clone(&s.file))
-            .ok_or_else(|| JournalError::InvalidConfig {
-                field: "dir",
-                reason: "no segment after recovery".into(),
-            })?;
+        // A journal always has an active segment: the last one recovered, or a first
+        // one made now for an empty directory. Taken from the segment in hand, so that
+        // "no segment" cannot arise here.
+        let active = match segments.last() {
+            Some(last) => Arc::clone(&last.file),
+            None => {
+                let segment = create_segment(&config, &dir, next_seq)?;
+                let active = Arc::clone(&segment.file);
+                segments.push(segment);
+                recovery.segments = 1;
+                active
+            }
+        };
         let dir = Arc::new(dir);
-        let spare = Spare::start(config.dir.clone(), config.segment_bytes)
-            .map_err(|e| JournalError::io("spawn spare thread", &config.dir, e))?;
+        let spare = Spare::start(config.dir.clone(), config.segment_bytes).map_err(|source| {
+            JournalError::Spawn {
+                thread: "herald-journal-spare",
+                source,
+            }
+        })?;
         let shared = Arc::new(Shared::new(
             active,
             Arc::clone(&dir),
@@ -530,7 +535,10 @@ impl Journal {
         let sync_thread = std::thread::Builder::new()
             .name("herald-journal-sync".into())
             .spawn(move || thread_shared.run())
-            .map_err(|e| JournalError::io("spawn sync thread", &config.dir, e))?;
+            .map_err(|source| JournalError::Spawn {
+                thread: "herald-journal-sync",
+                source,
+            })?;
         let journal = Journal {
             config,
             dir,

@@ -221,6 +221,11 @@ pub(crate) async fn run_shard(setup: ShardSetup) -> ShardExit {
                     StartError::Config(format!("shard {index}: {message}"))
                 }
                 herald_journal::Fault::Storage => storage(message.clone()),
+                // The host refused the journal a thread: nothing on disk is wrong.
+                herald_journal::Fault::Environment => StartError::Runtime {
+                    shard: index,
+                    message: message.clone(),
+                },
             };
             report(Err(start_error));
             status.set_stopped();
