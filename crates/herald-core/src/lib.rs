@@ -16,7 +16,8 @@
 //! * Envelope: [`NewEvent`] → [`encode_envelope`]; the bytes signed are the bytes sent.
 //! * Policy: [`classify`], [`retry_delay_ms`], [`jitter_ms`]; [`Health`] per endpoint.
 //! * Journal records: [`Record`] (rkyv), kinds in [`record::kind`].
-//! * The state machine: [`Dispatcher`].
+//! * The state machine: [`Dispatcher`]; the driver-side bookkeeping around it (journal
+//!   sequence numbers, replies held until durable, recovery): [`session::Session`].
 //!
 //! # Driving a [`Dispatcher`]
 //!
@@ -131,12 +132,13 @@ mod matcher;
 mod metrics;
 pub mod record;
 mod retry;
+pub mod session;
 mod webhook;
 pub mod wheel;
 
 pub use dispatcher::{
     bound_response_headers, AcceptError, Accepted, AppendId, Command, Dispatcher, DispatcherConfig,
-    OpError, Outcome, RegistryError, ReplayError, SendRequest, Stats, WebhookView,
+    OpError, Outcome, RegistryError, ReplayError, SendRequest, ShardFull, Stats, WebhookView,
     ATTEMPT_HISTORY_MAX, IDEMPOTENCY_KEYS_MAX, IDEMPOTENCY_WINDOW_MS_DEFAULT,
     LOG_FINISHED_MAX_DEFAULT, PENDING_DELIVERIES_MAX_DEFAULT, QUERY_SCAN_MAX, RESEND_MAX,
     RESPONSE_BODY_BYTES_MAX, RESPONSE_HEADERS_MAX, RESPONSE_HEADER_BYTES_MAX,

@@ -18,6 +18,13 @@ impl Dispatcher {
         self.commands.len()
     }
 
+    /// The id of the most recent `Append` the dispatcher made (polled or not);
+    /// `AppendId(0)` before the first. A call that may emit any number of records
+    /// ([`Dispatcher::resend_failed`]) is durable once this id, read right after it, is.
+    pub fn last_append(&self) -> AppendId {
+        AppendId(self.next_append - 1)
+    }
+
     /// Counters.
     pub fn stats(&self) -> Stats {
         Stats {

@@ -53,6 +53,25 @@ impl Dispatcher {
         Ok(append)
     }
 
+    /// Replaces webhook `id` of `tenant` like [`Dispatcher::upsert_webhook`], but refuses
+    /// ([`RegistryError::NotFound`]) a webhook that does not exist instead of creating it:
+    /// an update must not bring back a webhook deleted meanwhile.
+    pub fn update_webhook(
+        &mut self,
+        now_ms: u64,
+        tenant: TenantId,
+        id: WebhookId,
+        spec: WebhookSpec,
+    ) -> Result<AppendId, RegistryError> {
+        if webhook_state(&self.tenants, &tenant, &id).is_none() {
+            return Err(RegistryError::NotFound {
+                tenant,
+                webhook: id,
+            });
+        }
+        self.upsert_webhook(now_ms, tenant, id, spec)
+    }
+
     /// Deletes webhook `id` of `tenant`, ending its pending deliveries as failed.
     pub fn delete_webhook(
         &mut self,
