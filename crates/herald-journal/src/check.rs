@@ -4,7 +4,7 @@ use std::fs;
 use std::path::{Path, PathBuf};
 
 use crate::error::JournalError;
-use crate::format::{scan_segment, ScanStop, SEGMENT_HEADER_BYTES};
+use crate::format::{scan_segment_after, ScanStop, SEGMENT_HEADER_BYTES};
 use crate::journal::{list_segments, TornTail};
 
 /// One segment as found by [`check`].
@@ -71,6 +71,7 @@ pub fn check(dir: &Path) -> Result<CheckReport, JournalError> {
     let mut report = CheckReport::default();
     let count = listed.len();
     let mut expected_base: Option<u64> = None;
+    let mut open_checkpoint = None;
     for (i, (name_base, path)) in listed.into_iter().enumerate() {
         let is_last = i + 1 == count;
         let bytes = fs::read(&path).map_err(|e| JournalError::io("read", &path, e))?;
@@ -85,7 +86,7 @@ pub fn check(dir: &Path) -> Result<CheckReport, JournalError> {
             report.segments.push(summary);
             continue;
         }
-        let scan = match scan_segment(&bytes) {
+        let scan = match scan_segment_after(&bytes, open_checkpoint.take()) {
             Ok(scan) => scan,
             Err(defect) => {
                 report.corruption = Some(Corruption {
@@ -121,9 +122,10 @@ pub fn check(dir: &Path) -> Result<CheckReport, JournalError> {
             report.first_seq.get_or_insert(scan.header.base_seq);
             report.last_seq = Some(scan.last_seq);
         }
-        if let Some((seq, _)) = scan.last_checkpoint {
-            report.checkpoint_seq = Some(seq);
+        if let Some(span) = scan.last_checkpoint {
+            report.checkpoint_seq = Some(span.first_seq);
         }
+        open_checkpoint = scan.open_checkpoint;
         expected_base = Some(scan.last_seq + 1);
         if let ScanStop::Invalid {
             offset,

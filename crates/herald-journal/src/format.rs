@@ -34,6 +34,25 @@
 //! The header CRC lets the scanner trust the length before touching the payload,
 //! so a flipped length bit cannot make it read across unrelated bytes as a payload.
 //! After the last frame the rest of a segment is zero; a zero header marks the end.
+//!
+//! A checkpoint is a run of consecutive frames of kind [`KIND_CHECKPOINT`], version
+//! [`CHECKPOINT_VERSION`], so that a checkpoint of any size fits frames of at most
+//! [`PAYLOAD_BYTES_MAX`]. Each payload starts with a 16-byte part header (so the part's
+//! own bytes stay 16-byte aligned):
+//!
+//! ```text
+//! 0..8   sequence number of the checkpoint's first frame
+//! 8..12  part index (0, 1, 2, … in sequence-number order)
+//! 12     flags: bit 0 set on the end marker, the last frame (which carries no part)
+//! 13..16 reserved, zero
+//! 16..   the part: caller's bytes
+//! ```
+//!
+//! A checkpoint counts only once its end marker is read with every part before it in
+//! order (frame `first + i` is part `i`): a run cut short by a crash, or interrupted by
+//! other frames (a write that failed part way), is ignored, and replay starts at the
+//! latest complete checkpoint. A run may span segments. Version 1 checkpoints (one
+//! frame, the whole payload, no part header) are still read.
 
 use std::fmt;
 
@@ -56,8 +75,150 @@ pub(crate) const FRAME_MAGIC: u32 = 0x4A52_4C48;
 pub const KIND_RESERVED_MIN: u16 = 0xFF00;
 /// Kind of a checkpoint record (written by [`crate::Journal::checkpoint`]).
 pub const KIND_CHECKPOINT: u16 = 0xFF00;
-/// Version written in checkpoint frames.
-pub const CHECKPOINT_VERSION: u16 = 1;
+/// Version written in checkpoint frames: 2, parts with a part header (see the module
+/// documentation); version 1 was one frame holding the whole checkpoint.
+pub const CHECKPOINT_VERSION: u16 = 2;
+/// Bytes of the part header in front of each checkpoint part.
+pub const CHECKPOINT_PART_HEADER_BYTES: u64 = 16;
+/// Flag of the end marker in a part header.
+const CHECKPOINT_FLAG_END: u8 = 1;
+
+/// A decoded checkpoint part header.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct PartHeader {
+    /// Sequence number of the checkpoint's first frame.
+    pub first_seq: u64,
+    /// Index of this part.
+    pub index: u32,
+    /// The end marker.
+    pub end: bool,
+}
+
+/// Encodes a part header.
+pub(crate) fn encode_part_header(first_seq: u64, index: u32, end: bool) -> [u8; 16] {
+    let mut h = [0u8; 16];
+    h[0..8].copy_from_slice(&first_seq.to_le_bytes());
+    h[8..12].copy_from_slice(&index.to_le_bytes());
+    h[12] = if end { CHECKPOINT_FLAG_END } else { 0 };
+    h
+}
+
+/// The part header of a checkpoint frame's payload, if it is a well-formed one of
+/// version [`CHECKPOINT_VERSION`] (an end marker carries nothing after it).
+pub(crate) fn decode_part_header(version: u16, payload: &[u8]) -> Option<PartHeader> {
+    if version != CHECKPOINT_VERSION || payload.len() < CHECKPOINT_PART_HEADER_BYTES as usize {
+        return None;
+    }
+    let flags = payload[12];
+    if flags & !CHECKPOINT_FLAG_END != 0 || payload[13..16] != [0, 0, 0] {
+        return None;
+    }
+    let end = flags & CHECKPOINT_FLAG_END != 0;
+    if end && payload.len() != CHECKPOINT_PART_HEADER_BYTES as usize {
+        return None;
+    }
+    Some(PartHeader {
+        first_seq: le_u64(&payload[0..8]),
+        index: le_u32(&payload[8..12]),
+        end,
+    })
+}
+
+/// Where a complete checkpoint is: replay starts at its first frame.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CheckpointSpan {
+    /// Sequence number of its first frame.
+    pub first_seq: u64,
+    /// Base sequence number of the segment holding its first frame.
+    pub first_base: u64,
+    /// Offset of its first frame in that segment.
+    pub first_offset: u64,
+    /// Sequence number of its last frame (the end marker): the checkpoint counts once
+    /// this is durable.
+    pub last_seq: u64,
+}
+
+/// A checkpoint whose end marker was not read yet, carried from one segment's scan to
+/// the next (a checkpoint may span segments).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct OpenCheckpoint {
+    /// Where it starts (`last_seq` is that of its latest part so far).
+    pub span: CheckpointSpan,
+    /// Index the next part must carry.
+    pub next_index: u32,
+}
+
+/// Follows checkpoint frames in sequence order: the one place that decides which
+/// checkpoints are complete (recovery, `check` and the scanner share it).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct CheckpointTracker {
+    /// The checkpoint being read.
+    pub open: Option<OpenCheckpoint>,
+}
+
+impl CheckpointTracker {
+    /// Takes the next frame (in sequence order) at `offset` of the segment based at
+    /// `base`; returns the checkpoint it completes, if it does.
+    pub fn frame(
+        &mut self,
+        base: u64,
+        offset: u64,
+        seq: u64,
+        kind: u16,
+        version: u16,
+        payload: &[u8],
+    ) -> Option<CheckpointSpan> {
+        if kind != KIND_CHECKPOINT {
+            // Parts are written back to back: anything between them means the write
+            // stopped part way.
+            self.open = None;
+            return None;
+        }
+        if version == 1 {
+            self.open = None;
+            return Some(CheckpointSpan {
+                first_seq: seq,
+                first_base: base,
+                first_offset: offset,
+                last_seq: seq,
+            });
+        }
+        let Some(part) = decode_part_header(version, payload) else {
+            self.open = None;
+            return None;
+        };
+        if part.index == 0 && part.first_seq == seq && !part.end {
+            self.open = Some(OpenCheckpoint {
+                span: CheckpointSpan {
+                    first_seq: seq,
+                    first_base: base,
+                    first_offset: offset,
+                    last_seq: seq,
+                },
+                next_index: 1,
+            });
+            return None;
+        }
+        let continues = self.open.is_some_and(|o| {
+            o.span.first_seq == part.first_seq
+                && o.next_index == part.index
+                && o.span.first_seq + u64::from(part.index) == seq
+        });
+        if !continues {
+            self.open = None;
+            return None;
+        }
+        let open = self.open.as_mut()?;
+        open.span.last_seq = seq;
+        open.next_index += 1;
+        if part.end {
+            let span = open.span;
+            self.open = None;
+            return Some(span);
+        }
+        None
+    }
+}
 
 /// Total bytes a frame with `payload_bytes` of payload occupies.
 pub const fn frame_bytes(payload_bytes: u64) -> u64 {
@@ -373,26 +534,51 @@ pub struct SegmentScan {
     pub end_offset: u64,
     /// Payload bytes of the valid frames.
     pub payload_bytes: u64,
-    /// Sequence number and offset of the last valid checkpoint frame.
-    pub last_checkpoint: Option<(u64, u64)>,
+    /// The latest checkpoint completed in this segment (it may have started in an
+    /// earlier one: see [`scan_segment_after`]).
+    pub last_checkpoint: Option<CheckpointSpan>,
+    /// A checkpoint still waiting for parts at the segment's end: pass it to the scan of
+    /// the next segment.
+    pub open_checkpoint: Option<OpenCheckpoint>,
     /// How the scan ended.
     pub stop: ScanStop,
 }
 
 /// Scans a whole segment file: header, then frames until the first zero
-/// header or invalid frame. Never panics on any input.
+/// header or invalid frame. Never panics on any input. A checkpoint begun in an earlier
+/// segment is not seen complete here: see [`scan_segment_after`].
 pub fn scan_segment(bytes: &[u8]) -> Result<SegmentScan, HeaderDefect> {
+    scan_segment_after(bytes, None)
+}
+
+/// [`scan_segment`] of the segment after one whose scan left `open` (its
+/// [`SegmentScan::open_checkpoint`]), so that a checkpoint spanning both completes.
+pub fn scan_segment_after(
+    bytes: &[u8],
+    open: Option<OpenCheckpoint>,
+) -> Result<SegmentScan, HeaderDefect> {
     let header = decode_segment_header(bytes)?;
     let mut offset = SEGMENT_HEADER_BYTES;
     let mut next_seq = header.base_seq;
     let mut records = 0;
     let mut payload_bytes = 0;
     let mut last_checkpoint = None;
+    // Only a checkpoint open at the very end of the previous segment continues here.
+    let mut tracker = CheckpointTracker {
+        open: open.filter(|o| o.span.last_seq + 1 == header.base_seq),
+    };
     let stop = loop {
         match decode_frame(bytes, offset, next_seq) {
             Decoded::Frame(frame, next) => {
-                if frame.kind == KIND_CHECKPOINT {
-                    last_checkpoint = Some((frame.seq, offset));
+                if let Some(span) = tracker.frame(
+                    header.base_seq,
+                    offset,
+                    frame.seq,
+                    frame.kind,
+                    frame.version,
+                    frame.payload,
+                ) {
+                    last_checkpoint = Some(span);
                 }
                 records += 1;
                 payload_bytes += frame.payload.len() as u64;
@@ -432,6 +618,7 @@ pub fn scan_segment(bytes: &[u8]) -> Result<SegmentScan, HeaderDefect> {
         end_offset: offset,
         payload_bytes,
         last_checkpoint,
+        open_checkpoint: tracker.open,
         stop,
     })
 }

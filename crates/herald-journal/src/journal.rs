@@ -18,6 +18,10 @@ use crate::format::{
     RawFrame, ScanStop, CHECKPOINT_VERSION, FRAME_HEADER_BYTES, KIND_CHECKPOINT, KIND_RESERVED_MIN,
     PAYLOAD_BYTES_MAX, SEGMENT_HEADER_BYTES,
 };
+use crate::format::{
+    decode_part_header, encode_part_header, scan_segment_after, CheckpointSpan,
+    CHECKPOINT_PART_HEADER_BYTES,
+};
 use crate::spare::Spare;
 use crate::sync::{DurableHandle, Shared, SyncStats};
 
@@ -291,8 +295,8 @@ pub struct Journal {
     staged: AlignedVec<16>,
     /// Records in `staged`.
     staged_records: u64,
-    /// Latest checkpoint: (seq, base_seq of its segment, offset).
-    checkpoint: Option<(u64, u64, u64)>,
+    /// Latest complete checkpoint.
+    checkpoint: Option<CheckpointSpan>,
     shared: Arc<Shared>,
     since_kick: u64,
     sync_thread: Option<JoinHandle<()>>,
@@ -393,7 +397,8 @@ impl Journal {
         let listed = list_segments(&config.dir, true)?;
         let mut recovery = Recovery::default();
         let mut segments: Vec<Segment> = Vec::new();
-        let mut checkpoint = None;
+        let mut checkpoint: Option<CheckpointSpan> = None;
+        let mut open_checkpoint = None;
         let mut expected_base: Option<u64> = None;
         let count = listed.len();
         let mut listed = listed.into_iter().enumerate();
@@ -401,9 +406,11 @@ impl Journal {
             let is_last = i + 1 == count;
             let file = open_rw(&path)?;
             let map = map_segment(&file, &path)?;
-            let scan = scan_segment(&map).map_err(|defect| JournalError::CorruptSegmentHeader {
-                segment: path.clone(),
-                defect,
+            let scan = scan_segment_after(&map, open_checkpoint).map_err(|defect| {
+                JournalError::CorruptSegmentHeader {
+                    segment: path.clone(),
+                    defect,
+                }
             })?;
             if scan.header.base_seq != name_base {
                 return Err(JournalError::SegmentGap {
@@ -486,9 +493,10 @@ impl Journal {
                 recovery.first_seq.get_or_insert(scan.header.base_seq);
                 recovery.last_seq = Some(scan.last_seq);
             }
-            if let Some((seq, offset)) = scan.last_checkpoint {
-                checkpoint = Some((seq, scan.header.base_seq, offset));
+            if let Some(span) = scan.last_checkpoint {
+                checkpoint = Some(span);
             }
+            open_checkpoint = scan.open_checkpoint;
             expected_base = Some(scan.last_seq + 1);
             segments.push(Segment {
                 base_seq: scan.header.base_seq,
@@ -500,7 +508,7 @@ impl Journal {
             });
         }
         recovery.segments = segments.len();
-        recovery.checkpoint_seq = checkpoint.map(|c| c.0);
+        recovery.checkpoint_seq = checkpoint.map(|c| c.first_seq);
 
         let payload_bytes_max = config.payload_bytes_max();
         let next_seq = expected_base.unwrap_or(1);
@@ -572,19 +580,56 @@ impl Journal {
         self.append_frame(kind, version, payload)
     }
 
-    /// Appends a checkpoint record describing live state. Once it is durable,
-    /// segments wholly before the one holding it may be deleted (on the next
-    /// roll, or by [`Journal::compact`]), and replay starts at it.
+    /// Appends a checkpoint of one part describing live state (see
+    /// [`Journal::begin_checkpoint`] for checkpoints larger than one frame). Once it
+    /// is durable, segments wholly before the one holding it may be deleted (on the
+    /// next roll, or by [`Journal::compact`]), and replay starts at it. Returns the
+    /// sequence number of its first frame.
     pub fn checkpoint(&mut self, payload: &[u8]) -> Result<u64, JournalError> {
-        let seq = self.append_frame(KIND_CHECKPOINT, CHECKPOINT_VERSION, payload)?;
-        let segment = self.segments.last().map(|s| s.base_seq).unwrap_or(seq);
-        let offset = self
-            .segments
-            .last()
-            .map(|s| s.end - frame_bytes(payload.len() as u64))
-            .unwrap_or(0);
-        self.checkpoint = Some((seq, segment, offset));
-        Ok(seq)
+        let mut writer = self.begin_checkpoint();
+        writer.part(payload)?;
+        writer.finish()
+    }
+
+    /// Starts a checkpoint of any size, written as parts of at most
+    /// [`Journal::checkpoint_part_bytes_max`] bytes each
+    /// ([`CheckpointWriter::part`]) and ended with [`CheckpointWriter::finish`]. It
+    /// counts only once finished: a checkpoint whose writer is dropped, or that a crash
+    /// cuts short, is ignored on recovery and replay, and the previous one stays where
+    /// replay starts. Replay returns the parts in order, one frame each.
+    pub fn begin_checkpoint(&mut self) -> CheckpointWriter<'_> {
+        CheckpointWriter {
+            journal: self,
+            start: None,
+            parts: 0,
+        }
+    }
+
+    /// Largest part of a checkpoint: the largest payload less the part header.
+    pub fn checkpoint_part_bytes_max(&self) -> u64 {
+        self.payload_bytes_max - CHECKPOINT_PART_HEADER_BYTES
+    }
+
+    /// Appends one checkpoint frame: the part header, then `part`.
+    fn append_part(
+        &mut self,
+        first_seq: u64,
+        index: u32,
+        end: bool,
+        part: &[u8],
+    ) -> Result<u64, JournalError> {
+        let part_bytes_max = self.checkpoint_part_bytes_max();
+        if part.len() as u64 > part_bytes_max {
+            return Err(JournalError::RecordTooLarge {
+                payload_bytes: part.len() as u64 + CHECKPOINT_PART_HEADER_BYTES,
+                payload_bytes_max: self.payload_bytes_max,
+            });
+        }
+        let mut payload =
+            AlignedVec::<16>::with_capacity(CHECKPOINT_PART_HEADER_BYTES as usize + part.len());
+        payload.extend_from_slice(&encode_part_header(first_seq, index, end));
+        payload.extend_from_slice(part);
+        self.append_frame(KIND_CHECKPOINT, CHECKPOINT_VERSION, &payload)
     }
 
     fn append_frame(
@@ -706,7 +751,7 @@ impl Journal {
         if self.segments.len() >= self.config.segments_max {
             if self
                 .checkpoint
-                .is_some_and(|(seq, _, _)| seq > self.durable_seq())
+                .is_some_and(|c| c.last_seq > self.durable_seq())
             {
                 // At the limit a checkpoint that is merely not durable yet
                 // would free space: wait for it rather than fail.
@@ -746,10 +791,15 @@ impl Journal {
     /// checkpoint. Called on every roll; callers may call it too.
     pub fn compact(&mut self) -> Result<Compaction, JournalError> {
         let mut done = Compaction::default();
-        let Some((seq, base, _)) = self.checkpoint else {
+        let Some(CheckpointSpan {
+            first_base: base,
+            last_seq,
+            ..
+        }) = self.checkpoint
+        else {
             return Ok(done);
         };
-        if seq > self.durable_seq() {
+        if last_seq > self.durable_seq() {
             return Ok(done);
         }
         // Oldest first, so a crash part way leaves a contiguous suffix.
@@ -837,29 +887,40 @@ impl Journal {
         self.segments.iter().map(|s| s.map.len() as u64).sum()
     }
 
-    /// Sequence number of the latest checkpoint.
+    /// Sequence number of the latest complete checkpoint (its first frame).
     pub fn checkpoint_seq(&self) -> Option<u64> {
-        self.checkpoint.map(|c| c.0)
+        self.checkpoint.map(|c| c.first_seq)
     }
 
-    /// Frames from the latest checkpoint on (the checkpoint frame first), in
+    /// Sequence number of the latest complete checkpoint's last frame: once it is
+    /// durable the checkpoint is where recovery starts.
+    pub fn checkpoint_last_seq(&self) -> Option<u64> {
+        self.checkpoint.map(|c| c.last_seq)
+    }
+
+    /// Frames from the latest complete checkpoint on (its parts first), in
     /// order; every frame from the start when there is no checkpoint. Frames
     /// of every kind are returned: see [`Journal::replay_known`]. Frames
     /// appended but not yet committed ([`Journal::commit`]) are included, read
     /// from memory.
+    ///
+    /// Of checkpoint frames, only the latest complete checkpoint's parts are
+    /// returned, each as a frame of kind [`KIND_CHECKPOINT`] whose payload is the
+    /// part (its header and the end marker are not returned); frames of unfinished
+    /// checkpoints are skipped.
     pub fn replay(&self) -> Replay<'_> {
         match self.checkpoint {
-            Some((seq, base, offset)) => {
+            Some(span) => {
                 let index = self
                     .segments
                     .iter()
-                    .position(|s| s.base_seq == base)
+                    .position(|s| s.base_seq == span.first_base)
                     .unwrap_or(0);
                 Replay {
                     journal: self,
                     index,
-                    offset,
-                    next_seq: seq,
+                    offset: span.first_offset,
+                    next_seq: span.first_seq,
                     done: false,
                 }
             }
@@ -878,7 +939,8 @@ impl Journal {
         }
     }
 
-    /// Every frame still on disk, oldest first.
+    /// Every frame still on disk, oldest first; checkpoint frames as
+    /// [`Journal::replay`] returns them (the latest complete checkpoint's parts).
     pub fn replay_all(&self) -> Replay<'_> {
         let next_seq = self.segments.first().map_or(1, |s| s.base_seq);
         Replay {
@@ -926,6 +988,31 @@ impl std::fmt::Debug for Replay<'_> {
     }
 }
 
+impl<'a> Replay<'a> {
+    /// A checkpoint frame as replay returns it: a part of the latest complete
+    /// checkpoint, without its header; `None` for its end marker and for frames of
+    /// any other checkpoint (unfinished ones).
+    fn checkpoint_part(&self, raw: RawFrame<'a>) -> Option<Frame<'a>> {
+        let span = self.journal.checkpoint?;
+        if !(span.first_seq..=span.last_seq).contains(&raw.seq) {
+            return None;
+        }
+        if raw.version == 1 {
+            return Some(Frame::from_raw(raw));
+        }
+        let part = decode_part_header(raw.version, raw.payload)?;
+        if part.end {
+            return None;
+        }
+        Some(Frame {
+            seq: raw.seq,
+            kind: raw.kind,
+            version: raw.version,
+            payload: &raw.payload[CHECKPOINT_PART_HEADER_BYTES as usize..],
+        })
+    }
+}
+
 impl<'a> Iterator for Replay<'a> {
     type Item = Result<Frame<'a>, JournalError>;
 
@@ -953,7 +1040,14 @@ impl<'a> Iterator for Replay<'a> {
                 Decoded::Frame(raw, next) => {
                     self.offset = next + base;
                     self.next_seq += 1;
-                    Some(Ok(Frame::from_raw(raw)))
+                    if raw.kind == KIND_CHECKPOINT {
+                        match self.checkpoint_part(raw) {
+                            Some(frame) => Some(Ok(frame)),
+                            None => continue,
+                        }
+                    } else {
+                        Some(Ok(Frame::from_raw(raw)))
+                    }
                 }
                 Decoded::End => {
                     self.done = true;
@@ -973,6 +1067,81 @@ impl<'a> Iterator for Replay<'a> {
                 }
             };
         }
+    }
+}
+
+/// A checkpoint being written; see [`Journal::begin_checkpoint`].
+#[must_use = "a checkpoint counts only once finished"]
+pub struct CheckpointWriter<'a> {
+    journal: &'a mut Journal,
+    /// Sequence number, segment base and offset of the first frame, once written.
+    start: Option<(u64, u64, u64)>,
+    parts: u32,
+}
+
+impl std::fmt::Debug for CheckpointWriter<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CheckpointWriter")
+            .field("first_seq", &self.start.map(|s| s.0))
+            .field("parts", &self.parts)
+            .finish()
+    }
+}
+
+impl CheckpointWriter<'_> {
+    /// Appends the next part (at most [`Journal::checkpoint_part_bytes_max`] bytes;
+    /// [`JournalError::RecordTooLarge`] beyond it, and nothing is written).
+    pub fn part(&mut self, part: &[u8]) -> Result<(), JournalError> {
+        let first_seq = self.start.map_or(self.journal.next_seq, |s| s.0);
+        let seq = self
+            .journal
+            .append_part(first_seq, self.parts, false, part)?;
+        if self.start.is_none() {
+            // A roll before the frame moves it into a new segment: read where it went.
+            let segment = self
+                .journal
+                .segments
+                .last()
+                .expect("journal has an active segment");
+            let total = frame_bytes(CHECKPOINT_PART_HEADER_BYTES + part.len() as u64);
+            self.start = Some((seq, segment.base_seq, segment.end - total));
+        }
+        // Durability invariant: parts are consecutive frames, part i at first + i.
+        assert_eq!(
+            seq,
+            first_seq + u64::from(self.parts),
+            "checkpoint parts must be consecutive frames"
+        );
+        self.parts += 1;
+        Ok(())
+    }
+
+    /// Parts appended so far.
+    pub fn parts(&self) -> u32 {
+        self.parts
+    }
+
+    /// Appends the end marker: the checkpoint is complete (and counts once durable).
+    /// Returns the sequence number of its first frame. A checkpoint with no part gets
+    /// one empty part.
+    pub fn finish(mut self) -> Result<u64, JournalError> {
+        if self.start.is_none() {
+            self.part(&[])?;
+        }
+        let (first_seq, first_base, first_offset) = self.start.expect("a part was written above");
+        let last_seq = self.journal.append_part(first_seq, self.parts, true, &[])?;
+        assert_eq!(
+            last_seq,
+            first_seq + u64::from(self.parts),
+            "the end marker must follow the last part"
+        );
+        self.journal.checkpoint = Some(CheckpointSpan {
+            first_seq,
+            first_base,
+            first_offset,
+            last_seq,
+        });
+        Ok(first_seq)
     }
 }
 

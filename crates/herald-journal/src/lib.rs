@@ -11,7 +11,9 @@
 //! with no intact frame after it) and refuses other damage unless asked to repair.
 //! [`Journal::ensure_room`] lets a caller whose append failed on a full disk probe
 //! whether it can write again. Checkpoints
-//! ([`Journal::checkpoint`]) bound replay and disk use.
+//! ([`Journal::checkpoint`], [`Journal::begin_checkpoint`] for one of any size,
+//! written as several frames and counted only once complete) bound replay and
+//! disk use.
 //!
 //! Durability order: a record is acknowledged (counted in `durable_seq`) only
 //! after `fdatasync` of every segment holding records up to it. A rolled
@@ -39,10 +41,13 @@ mod sync;
 pub use check::{check, CheckReport, Corruption, SegmentSummary};
 pub use codec::{access, encode};
 pub use error::{Fault, JournalError};
-pub use format::{frame_bytes, KIND_CHECKPOINT, KIND_RESERVED_MIN, PAYLOAD_BYTES_MAX};
+pub use format::{
+    frame_bytes, CHECKPOINT_PART_HEADER_BYTES, CHECKPOINT_VERSION, KIND_CHECKPOINT,
+    KIND_RESERVED_MIN, PAYLOAD_BYTES_MAX,
+};
 pub use journal::{
-    Compaction, Frame, Journal, JournalConfig, KnownKinds, Recovery, Repair, Replay, TornTail,
-    GROUP_DELAY_US_MAX, GROUP_RECORDS_MAX_LIMIT, SEGMENTS_MAX_LIMIT, SEGMENT_BYTES_DEFAULT,
-    SEGMENT_BYTES_MAX, SEGMENT_BYTES_MIN, STAGED_BYTES_MAX,
+    CheckpointWriter, Compaction, Frame, Journal, JournalConfig, KnownKinds, Recovery, Repair,
+    Replay, TornTail, GROUP_DELAY_US_MAX, GROUP_RECORDS_MAX_LIMIT, SEGMENTS_MAX_LIMIT,
+    SEGMENT_BYTES_DEFAULT, SEGMENT_BYTES_MAX, SEGMENT_BYTES_MIN, STAGED_BYTES_MAX,
 };
 pub use sync::{DurableHandle, SyncStats};

@@ -8,8 +8,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use herald_journal::{
-    check, frame_bytes, Fault, Journal, JournalConfig, JournalError, KnownKinds, KIND_CHECKPOINT,
-    KIND_RESERVED_MIN, SEGMENT_BYTES_MIN,
+    check, frame_bytes, Fault, Journal, JournalConfig, JournalError, KnownKinds,
+    CHECKPOINT_VERSION, KIND_CHECKPOINT, KIND_RESERVED_MIN, SEGMENT_BYTES_MIN,
 };
 
 const SMALL_SEGMENT_BYTES: u64 = SEGMENT_BYTES_MIN;
@@ -311,7 +311,9 @@ fn checkpoint_starts_replay_and_bounds_disk_use() {
     assert_eq!(frames[0].0, last_checkpoint);
     assert_eq!(frames[0].1, KIND_CHECKPOINT);
     assert_eq!(frames[0].3, 5999u64.to_le_bytes());
-    assert_eq!(frames.last().unwrap().0, journal.last_seq());
+    // The checkpoint's one part is returned; its end marker is not.
+    assert_eq!(frames.len(), 1);
+    assert_eq!(journal.last_seq(), last_checkpoint + 1);
     drop(journal);
 
     let (journal, recovery) = Journal::open(cfg).unwrap();
@@ -321,6 +323,101 @@ fn checkpoint_starts_replay_and_bounds_disk_use() {
         last_checkpoint
     );
     assert!(recovery.first_seq.unwrap() > 1, "old segments were deleted");
+}
+
+/// A checkpoint larger than a segment is written as parts over several segments;
+/// after a reopen replay returns every part in order, then the records after it, and
+/// the segments before its first part go.
+#[test]
+fn a_checkpoint_larger_than_a_segment_spans_segments_and_recovers_whole() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = config(dir.path());
+    let (mut journal, _) = Journal::open(cfg.clone()).unwrap();
+    for i in 0..300u64 {
+        journal.append(1, 1, &payload(i, 400)).unwrap();
+    }
+    let part_bytes = 20_000;
+    // Six parts of 20 KB: about twice a 64 KiB segment.
+    let parts: Vec<Vec<u8>> = (0..6u64).map(|i| payload(1000 + i, part_bytes)).collect();
+    let too_large = vec![0u8; journal.checkpoint_part_bytes_max() as usize + 1];
+    let mut writer = journal.begin_checkpoint();
+    assert!(matches!(
+        writer.part(&too_large),
+        Err(JournalError::RecordTooLarge { .. })
+    ));
+    for part in &parts {
+        writer.part(part).unwrap();
+    }
+    assert_eq!(writer.parts(), 6);
+    let first = writer.finish().unwrap();
+    let after = journal.append(1, 1, b"after").unwrap();
+    assert_eq!(after, first + 7, "six parts and the end marker");
+    journal.sync().unwrap();
+    journal.compact().unwrap();
+    drop(journal);
+
+    let (journal, recovery) = Journal::open(cfg).unwrap();
+    assert_eq!(recovery.checkpoint_seq, Some(first));
+    assert!(recovery.segments >= 2, "the checkpoint spans segments");
+    let frames = collect(&journal);
+    assert_eq!(frames.len(), 7);
+    for (i, part) in parts.iter().enumerate() {
+        assert_eq!(frames[i].0, first + i as u64);
+        assert_eq!(frames[i].1, KIND_CHECKPOINT);
+        assert_eq!(&frames[i].3, part);
+    }
+    assert_eq!(frames[6].0, after);
+    assert_eq!(frames[6].3, b"after");
+    assert!(
+        recovery.first_seq.unwrap() > 1,
+        "segments before the checkpoint were deleted"
+    );
+    // check agrees with recovery across the segment boundary.
+    drop(journal);
+    assert_eq!(check(dir.path()).unwrap().checkpoint_seq, Some(first));
+}
+
+/// A crash part way through a checkpoint (parts durable, no end marker) leaves the
+/// previous checkpoint where replay starts, and its segments are kept.
+#[test]
+fn a_checkpoint_cut_short_is_ignored_and_the_previous_one_used() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = config(dir.path());
+    let (mut journal, _) = Journal::open(cfg.clone()).unwrap();
+    journal.append(1, 1, b"before").unwrap();
+    let previous = journal.checkpoint(b"previous state").unwrap();
+    let record = journal.append(1, 1, b"after the previous").unwrap();
+    let mut writer = journal.begin_checkpoint();
+    for i in 0..5u64 {
+        writer.part(&payload(i, 20_000)).unwrap();
+    }
+    // The process dies here: the parts are on disk, the end marker never is.
+    drop(writer);
+    journal.sync().unwrap();
+    drop(journal);
+
+    let (mut journal, recovery) = Journal::open(cfg.clone()).unwrap();
+    assert_eq!(recovery.checkpoint_seq, Some(previous));
+    let frames = collect(&journal);
+    assert_eq!(
+        frames,
+        vec![
+            (
+                previous,
+                KIND_CHECKPOINT,
+                CHECKPOINT_VERSION,
+                b"previous state".to_vec()
+            ),
+            (record, 1, 1, b"after the previous".to_vec()),
+        ]
+    );
+    // Writing goes on after the abandoned parts; the next complete checkpoint counts.
+    let next = journal.checkpoint(b"next state").unwrap();
+    journal.sync().unwrap();
+    drop(journal);
+    let (journal, recovery) = Journal::open(cfg).unwrap();
+    assert_eq!(recovery.checkpoint_seq, Some(next));
+    assert_eq!(collect(&journal).len(), 1);
 }
 
 #[test]
@@ -366,7 +463,8 @@ fn without_checkpoints_segments_max_stops_appends_until_one() {
         .unwrap_or_else(|e| panic!("checkpoint: {e}"));
     journal.sync().unwrap();
     journal.append(1, 1, &p).unwrap();
-    assert_eq!(journal.last_seq(), acknowledged + 2);
+    // The checkpoint's part and end marker, then the record.
+    assert_eq!(journal.last_seq(), acknowledged + 3);
 }
 
 #[test]
@@ -389,8 +487,19 @@ fn check_reports_a_sound_journal() {
 
 #[derive(Debug, Clone)]
 enum Op {
-    Append { kind: u16, version: u16, len: usize },
-    Checkpoint { len: usize },
+    Append {
+        kind: u16,
+        version: u16,
+        len: usize,
+    },
+    Checkpoint {
+        len: usize,
+        parts: usize,
+    },
+    /// A checkpoint whose writer stops before its end marker (a failed write).
+    Abandoned {
+        parts: usize,
+    },
     Sync,
     Reopen,
 }
@@ -399,7 +508,8 @@ fn op() -> impl proptest::strategy::Strategy<Value = Op> {
     use proptest::prelude::*;
     prop_oneof![
         8 => (0u16..4, 0u16..3, 0usize..3000).prop_map(|(kind, version, len)| Op::Append { kind, version, len }),
-        1 => (0usize..64).prop_map(|len| Op::Checkpoint { len }),
+        1 => (0usize..64, 1usize..4).prop_map(|(len, parts)| Op::Checkpoint { len, parts }),
+        1 => (0usize..3).prop_map(|parts| Op::Abandoned { parts }),
         1 => Just(Op::Sync),
         1 => Just(Op::Reopen),
     ]
@@ -408,8 +518,9 @@ fn op() -> impl proptest::strategy::Strategy<Value = Op> {
 proptest::proptest! {
     #![proptest_config(proptest::prelude::ProptestConfig { cases: 48, ..Default::default() })]
 
-    /// Whatever the mix of appends, checkpoints, syncs and reopens, replay
-    /// returns exactly the records from the latest checkpoint on.
+    /// Whatever the mix of appends, checkpoints (of several parts, or abandoned part
+    /// way), syncs and reopens, replay returns exactly the latest complete
+    /// checkpoint's parts and the records after it.
     #[test]
     fn append_replay_round_trip(ops in proptest::collection::vec(op(), 1..120)) {
         let dir = tempfile::tempdir_in(if Path::new("/dev/shm").is_dir() { "/dev/shm" } else { "/tmp" }).unwrap();
@@ -417,29 +528,51 @@ proptest::proptest! {
         // The model: every record, and where the latest checkpoint is.
         let mut model: Vec<(u64, u16, u16, Vec<u8>)> = Vec::new();
         let mut from = 0usize;
+        let mut next_seq = 1u64;
         for op in ops {
             match op {
                 Op::Append { kind, version, len } => {
-                    let seq = model.len() as u64 + 1;
+                    let seq = next_seq;
                     let p = payload(seq, len);
                     proptest::prop_assert_eq!(journal.append(kind, version, &p).unwrap(), seq);
                     model.push((seq, kind, version, p));
+                    next_seq += 1;
                 }
-                Op::Checkpoint { len } => {
-                    let seq = model.len() as u64 + 1;
-                    let p = payload(seq, len);
-                    proptest::prop_assert_eq!(journal.checkpoint(&p).unwrap(), seq);
+                Op::Checkpoint { len, parts } => {
+                    let first = next_seq;
+                    let mut writer = journal.begin_checkpoint();
+                    let mut written = Vec::new();
+                    for i in 0..parts as u64 {
+                        let p = payload(first + i, len);
+                        writer.part(&p).unwrap();
+                        written.push((first + i, KIND_CHECKPOINT, CHECKPOINT_VERSION, p));
+                    }
+                    proptest::prop_assert_eq!(writer.finish().unwrap(), first);
+                    // A complete checkpoint replaces everything before it.
                     from = model.len();
-                    model.push((seq, KIND_CHECKPOINT, 1, p));
+                    model.extend(written);
+                    next_seq += parts as u64 + 1;
+                }
+                Op::Abandoned { parts } => {
+                    let mut writer = journal.begin_checkpoint();
+                    for i in 0..parts as u64 {
+                        writer.part(&payload(next_seq + i, 8)).unwrap();
+                    }
+                    drop(writer);
+                    next_seq += parts as u64;
                 }
                 Op::Sync => {
-                    proptest::prop_assert_eq!(journal.sync().unwrap(), model.len() as u64);
+                    proptest::prop_assert_eq!(journal.sync().unwrap(), next_seq - 1);
                 }
                 Op::Reopen => {
                     drop(journal);
                     let (reopened, recovery) = Journal::open(config(dir.path())).unwrap();
                     proptest::prop_assert_eq!(recovery.torn_tail, None);
-                    proptest::prop_assert_eq!(recovery.last_seq.unwrap_or(0), model.len() as u64);
+                    proptest::prop_assert_eq!(recovery.last_seq.unwrap_or(0), next_seq - 1);
+                    proptest::prop_assert_eq!(
+                        recovery.checkpoint_seq,
+                        model.get(from).filter(|r| r.1 == KIND_CHECKPOINT).map(|r| r.0)
+                    );
                     journal = reopened;
                 }
             }
