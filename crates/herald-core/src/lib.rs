@@ -138,7 +138,7 @@ pub mod wheel;
 
 pub use dispatcher::{
     bound_response_headers, AcceptError, Accepted, AppendId, Command, Dispatcher, DispatcherConfig,
-    OpError, Outcome, RegistryError, ReplayError, SendRequest, ShardFull, Stats, WebhookView,
+    OpError, Outcome, RegistryError, ReplayError, SendRequest, Stats, WebhookView,
     ATTEMPT_HISTORY_MAX, IDEMPOTENCY_KEYS_MAX, IDEMPOTENCY_WINDOW_MS_DEFAULT,
     LOG_FINISHED_MAX_DEFAULT, PENDING_DELIVERIES_MAX_DEFAULT, QUERY_SCAN_MAX, RESEND_MAX,
     RESPONSE_BODY_BYTES_MAX, RESPONSE_HEADERS_MAX, RESPONSE_HEADER_BYTES_MAX,
