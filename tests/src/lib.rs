@@ -10,8 +10,6 @@
 //!   ([`Server::terminate`]), SIGKILL ([`Server::kill`]) or, on drop, SIGKILL.
 //! * [`Client`]: a small blocking HTTP/1.1 client over `std::net::TcpStream` (one
 //!   connection per request), parsing answers with `herald-http`'s `ResponseParser`.
-//! * [`hostile`]: webhook receivers that misbehave (never answer, drip, endless heads
-//!   and bodies, garbage, resets, bad certificates), bounded and stopped on drop.
 //! * [`raw`]: byte-level exchanges for the listener's defences.
 //! * [`wait_for`]: every wait is bounded and names what it waited for.
 //! * [`browser`]: a WebDriver client driving Debian's headless Chromium, for the
@@ -48,8 +46,6 @@ pub const STOP_TIMEOUT: Duration = Duration::from_secs(30);
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 /// Bound on waiting for a delivery or a delivery-log state.
 pub const DELIVERY_TIMEOUT: Duration = Duration::from_secs(30);
-
-pub mod hostile;
 
 // ---------------------------------------------------------------------- the binary
 

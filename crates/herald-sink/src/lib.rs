@@ -35,11 +35,16 @@
 //!
 //! Everything is bounded: connections, head and body sizes ([`herald_http::Limits`]),
 //! recorded requests, delays, script lengths. Waiting is always given a timeout.
+//!
+//! Receivers that misbehave below HTTP (never answer, drip, endless heads and bodies,
+//! garbage, resets, redirects, …) are in [`hostile`]; certificates for tests, good and
+//! bad ([`CertDefect`]), come from [`Pki`].
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
 mod action;
 mod conn;
+pub mod hostile;
 mod load;
 mod model;
 mod server;
@@ -68,7 +73,7 @@ pub use load::{
 };
 pub use model::{LatencyModel, StatusMix, STATUS_MIX_ENTRIES_MAX};
 pub use stats::{find_json_integer, Stats, LATENCY_US_MAX};
-pub use tls::{crypto_provider, Identity, LeafOptions, Pki, Ymd, TLS_NAMES};
+pub use tls::{crypto_provider, CertDefect, Identity, LeafOptions, Pki, Ymd, TLS_NAMES};
 
 use crate::action::Behaviour;
 use crate::stats::{lock, Counters, Latencies};

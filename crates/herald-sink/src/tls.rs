@@ -71,6 +71,25 @@ impl LeafOptions {
     }
 }
 
+/// What is wrong with a server certificate from [`Pki::issue_defective`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CertDefect {
+    /// Nothing: issued by the CA for the names asked for, valid now.
+    None,
+    /// Issued by the CA for the names asked for, but expired (valid 2019–2020 only).
+    Expired,
+    /// For the names asked for, but signed by its own key, not by the CA.
+    SelfSigned,
+    /// Issued by the CA, valid now, but for another name
+    /// ([`CertDefect::WRONG_HOST`]).
+    WrongHost,
+}
+
+impl CertDefect {
+    /// The one name a [`CertDefect::WrongHost`] certificate is valid for.
+    pub const WRONG_HOST: &'static str = "wrong-host.invalid";
+}
+
 /// A server's certificate chain (leaf, then the CA) and private key.
 pub struct Identity {
     /// The chain in DER, leaf first.
@@ -191,6 +210,24 @@ impl Pki {
             key_pem: leaf_key.serialize_pem(),
             key_der: leaf_key.serialize_der(),
         })
+    }
+
+    /// A server certificate for `names` with `defect`, for testing that a client
+    /// refuses it (or, with [`CertDefect::None`], accepts it).
+    pub fn issue_defective(
+        &self,
+        names: &[&str],
+        defect: CertDefect,
+    ) -> Result<Identity, SinkError> {
+        match defect {
+            CertDefect::None => self.issue(names),
+            CertDefect::Expired => self.issue_with(&LeafOptions {
+                validity: Some(((2019, 1, 1), (2020, 1, 1))),
+                ..LeafOptions::for_names(names)
+            }),
+            CertDefect::WrongHost => self.issue(&[CertDefect::WRONG_HOST]),
+            CertDefect::SelfSigned => Identity::self_signed(names),
+        }
     }
 
     /// The CA as rcgen's issuer of leaf certificates.

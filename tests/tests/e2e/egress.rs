@@ -8,8 +8,8 @@
 //! At delivery: a name rebound to a refused address after create is refused then
 //! (`egress_denied`, nothing sent), and redirects are final failures, never followed.
 
-use herald_e2e::hostile::{Behaviour, Hostile};
 use herald_e2e::*;
+use herald_sink::hostile::{Behaviour, Hostile};
 use herald_sink::Sink;
 use serde_json::{json, Value};
 
@@ -207,7 +207,8 @@ fn redirects_are_final_failures_and_never_followed() {
             let redirecting = Hostile::start(Behaviour::Redirect {
                 status,
                 location: target.url(&format!("/moved-{status}")),
-            });
+            })
+            .expect("a redirecting server starts");
             let webhook = create_webhook(
                 &tenant,
                 &json!({"url": redirecting.url("/hook"), "events": ["order.*"]}),

@@ -10,11 +10,12 @@
 //! at once, for a heavier run.
 
 use std::collections::BTreeSet;
+use std::sync::Arc;
 use std::time::Duration;
 
-use herald_e2e::hostile::{Behaviour, CertDefect, Hostile, TestCa};
 use herald_e2e::*;
-use herald_sink::Sink;
+use herald_sink::hostile::{Behaviour, Hostile};
+use herald_sink::{CertDefect, Pki, Sink};
 use serde_json::json;
 
 /// Request timeout of every hostile webhook: short, so the slow cases end quickly.
@@ -38,57 +39,92 @@ fn rss_kib(pid: u32) -> Option<u64> {
         .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
 }
 
+/// A hostile server to start.
+#[derive(Clone)]
+enum Serve {
+    /// Plain HTTP, misbehaving as the behaviour says.
+    Plain(Behaviour),
+    /// TLS with this certificate, answering a well-formed `200` once the handshake
+    /// succeeds.
+    Tls(Arc<rustls::ServerConfig>),
+}
+
+impl Serve {
+    fn start(&self) -> Hostile {
+        match self {
+            Serve::Plain(behaviour) => Hostile::start(behaviour.clone()),
+            Serve::Tls(config) => Hostile::start_tls(Behaviour::OkThenClose, Arc::clone(config)),
+        }
+        .expect("a hostile server starts")
+    }
+}
+
 #[test]
 fn hostile_receivers_end_as_classified_failures_while_others_flow() {
-    let ca = TestCa::new();
+    let ca = Pki::generate("herald-e2e hostile CA").expect("a CA");
     let loopback = ["127.0.0.1"];
-    // (case, behaviour, the error every attempt must end with; None: success)
-    let cases: Vec<(&str, Behaviour, Option<&str>)> = vec![
-        ("never answers", Behaviour::Silent, Some("request_timeout")),
+    let tls = |defect| {
+        let config = ca
+            .issue_defective(&loopback, defect)
+            .and_then(|identity| identity.server_config())
+            .expect("a server certificate");
+        Serve::Tls(config)
+    };
+    // (case, server, the error every attempt must end with; None: success)
+    let cases: Vec<(&str, Serve, Option<&str>)> = vec![
+        (
+            "never answers",
+            Serve::Plain(Behaviour::Silent),
+            Some("request_timeout"),
+        ),
         (
             "one byte a second",
-            Behaviour::Drip,
+            Serve::Plain(Behaviour::Drip(Duration::from_secs(1))),
             Some("request_timeout"),
         ),
         (
             "endless headers",
-            Behaviour::EndlessHeaders,
+            Serve::Plain(Behaviour::EndlessHeaders),
             Some("protocol"),
         ),
         (
             "endless chunked body",
-            Behaviour::EndlessChunkedBody,
+            Serve::Plain(Behaviour::EndlessChunkedBody),
             Some("protocol"),
         ),
         (
             "garbage instead of HTTP",
-            Behaviour::Garbage,
+            Serve::Plain(Behaviour::Garbage),
             Some("protocol"),
         ),
         (
             "closes mid-response",
-            Behaviour::CloseMidResponse,
+            Serve::Plain(Behaviour::CloseMidResponse),
             Some("protocol"),
         ),
-        ("resets the connection", Behaviour::Reset, Some("protocol")),
+        (
+            "resets the connection",
+            Serve::Plain(Behaviour::Reset),
+            Some("protocol"),
+        ),
         (
             "TLS, expired certificate",
-            Behaviour::Tls(ca.server_config(&loopback, CertDefect::Expired)),
+            tls(CertDefect::Expired),
             Some("tls"),
         ),
         (
             "TLS, self-signed certificate",
-            Behaviour::Tls(ca.server_config(&loopback, CertDefect::SelfSigned)),
+            tls(CertDefect::SelfSigned),
             Some("tls"),
         ),
         (
             "TLS, wrong-host certificate",
-            Behaviour::Tls(ca.server_config(&loopback, CertDefect::WrongHost)),
+            tls(CertDefect::WrongHost),
             Some("tls"),
         ),
         (
             "TLS, valid certificate (control)",
-            Behaviour::Tls(ca.server_config(&loopback, CertDefect::None)),
+            tls(CertDefect::None),
             None,
         ),
     ];
@@ -97,15 +133,12 @@ fn hostile_receivers_end_as_classified_failures_while_others_flow() {
         .and_then(|v| v.parse::<usize>().ok())
         .unwrap_or(COPIES_DEFAULT)
         .clamp(1, COPIES_MAX);
-    let cases: Vec<(&str, Behaviour, Option<&str>)> =
+    let cases: Vec<(&str, Serve, Option<&str>)> =
         (0..copies).flat_map(|_| cases.iter().cloned()).collect();
-    let servers: Vec<Hostile> = cases
-        .iter()
-        .map(|(_, behaviour, _)| Hostile::start(behaviour.clone()))
-        .collect();
+    let servers: Vec<Hostile> = cases.iter().map(|(_, serve, _)| serve.start()).collect();
 
     let site = Site::new();
-    let ca_path = site.write("hostile-ca.pem", &ca.pem());
+    let ca_path = site.write("hostile-ca.pem", ca.ca_pem());
     let config = format!(
         "{}\n[egress]\nextra_ca_pems = [{:?}]\n",
         crate::FAST_RETRIES,
