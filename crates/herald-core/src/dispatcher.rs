@@ -3,7 +3,7 @@
 //! See the crate documentation for the driver protocol (input, polling order,
 //! durability, replay).
 
-use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::sync::Arc;
 
 use herald_http::Url;
@@ -39,6 +39,7 @@ mod signing;
 use idempotency::{KeyEntry, Keys};
 pub use outcome::bound_response_headers;
 use outcome::{headers_from_rec, headers_to_rec, GENERATED_EVENT_ID_PREFIXES};
+pub use replay::CheckpointParts;
 use signing::Plan;
 
 /// Most bytes of a response body kept per attempt (log and journal).

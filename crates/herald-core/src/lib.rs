@@ -117,8 +117,10 @@
 //! then call [`Dispatcher::replay_finished`]`(now_ms)`. Replay rebuilds the registry,
 //! pending deliveries, the delivery log and the timing wheel; attempts that were in
 //! flight at the crash are retried with the same attempt number. To write a checkpoint,
-//! first drain and append every queued command, then pass
-//! [`Dispatcher::checkpoint`]`(now_ms)` (encoded) to the journal.
+//! first drain and append every queued command, then write each part of
+//! [`Dispatcher::checkpoint_parts`]`(now_ms, part_bytes_target)` (encoded) as one part
+//! of `Journal::begin_checkpoint`, and finish it; replay hands the parts back one frame
+//! each, and each is decoded with [`Record::decode_checkpoint`] and replayed in order.
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
@@ -137,7 +139,8 @@ mod webhook;
 pub mod wheel;
 
 pub use dispatcher::{
-    bound_response_headers, AcceptError, Accepted, AppendId, Command, Dispatcher, DispatcherConfig,
+    bound_response_headers, AcceptError, Accepted, AppendId, CheckpointParts, Command, Dispatcher,
+    DispatcherConfig,
     OpError, Outcome, RegistryError, ReplayError, SendRequest, Stats, WebhookView,
     ATTEMPT_HISTORY_MAX, IDEMPOTENCY_KEYS_MAX, IDEMPOTENCY_WINDOW_MS_DEFAULT,
     LOG_FINISHED_MAX_DEFAULT, PENDING_DELIVERIES_MAX_DEFAULT, QUERY_SCAN_MAX, RESEND_MAX,

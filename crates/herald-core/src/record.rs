@@ -19,8 +19,10 @@ pub type RecordBuffer = AlignedVec;
 /// event's creation time and idempotency key; checkpoints carry the remembered keys.
 /// Version 3: webhooks carry a description, checkpoints their creation and change times
 /// and each delivery's attempt history. Version 4: `AttemptFinished` and checkpointed
-/// deliveries carry the captured response headers.
-pub const RECORD_VERSION: u16 = 4;
+/// deliveries carry the captured response headers. Version 5: a checkpoint is a
+/// sequence of parts ([`Checkpoint::part`]), one journal frame each, so that its size is
+/// not bounded by one frame.
+pub const RECORD_VERSION: u16 = 5;
 
 /// Journal kind numbers, one per [`Record`] variant. Herald's core uses `0x01xx`.
 pub mod kind {
@@ -369,16 +371,22 @@ pub struct IdempotencySnap {
     pub accepted_at_ms: u64,
 }
 
-/// The live state of a shard, from which replay can start instead of from the beginning.
+/// One part of the live state of a shard, from which replay can start instead of from
+/// the beginning. A checkpoint is parts 0, 1, 2, … in journal order (the journal keeps
+/// them together and counts them only once all are written): part 0 replaces the whole
+/// state, each later part adds to it. Webhooks come before the keys and deliveries that
+/// refer to them, keys and deliveries in their own order.
 #[derive(rkyv::Archive, rkyv::Serialize, rkyv::Deserialize, Clone, Debug, PartialEq, Eq)]
 pub struct Checkpoint {
     /// When it was taken.
     pub at_ms: u64,
     /// Next delivery id to assign.
     pub next_delivery: u64,
-    /// Every webhook.
+    /// Index of this part (0: the first, which resets the state).
+    pub part: u32,
+    /// Webhooks (every one, over all parts).
     pub webhooks: Vec<WebhookSnap>,
-    /// Event bodies referenced by `deliveries`.
+    /// Event bodies referenced by this part's `deliveries`.
     pub events: Vec<EventSnap>,
     /// Pending deliveries and finished ones retained in the delivery log.
     pub deliveries: Vec<DeliverySnap>,
@@ -650,6 +658,7 @@ mod tests {
         let checkpoint = Record::Checkpoint(Checkpoint {
             at_ms: 9,
             next_delivery: 3,
+            part: 0,
             webhooks: vec![],
             events: vec![],
             deliveries: vec![],

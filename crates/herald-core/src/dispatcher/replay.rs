@@ -193,122 +193,60 @@ impl Dispatcher {
         self.recount();
     }
 
-    /// A snapshot of the live state, for `Journal::checkpoint`. Take it after draining
-    /// every queued command into the journal, so that the checkpoint follows every record
-    /// it summarises.
-    ///
-    /// It holds every webhook, every delivery (pending, or finished and still in the log)
-    /// and the event bodies of those not successful. Its size is therefore about the
-    /// distinct event bodies of pending and failed deliveries plus ~100 bytes per
-    /// delivery; successful deliveries cannot be retried ([`OpError::AlreadySucceeded`]).
+    /// A snapshot of the live state in one record, for `Journal::checkpoint`: the
+    /// single part of [`Dispatcher::checkpoint_parts`] with no size limit. Fine for
+    /// small states (tests, the simulator); a shard writes parts.
     pub fn checkpoint(&self, now_ms: u64) -> Record {
-        let mut webhooks = Vec::new();
-        for (tenant, t) in &self.tenants {
-            for (id, w) in &t.webhooks {
-                webhooks.push(record::WebhookSnap {
-                    webhook: webhook_to_rec(tenant, id, &w.spec),
-                    health: record::HealthRec {
-                        consecutive_failures: w.health.consecutive_failures,
-                        failing_since_ms: w.health.failing_since_ms,
-                    },
-                    created_at_ms: w.created_at_ms,
-                    updated_at_ms: w.updated_at_ms,
-                });
-            }
-        }
-        // Bodies are kept only for events with a delivery that may still be sent (pending,
-        // failed or exhausted: retry and re-send need them); successful deliveries stay in
-        // the log as metadata. Keyed by address; never iterated.
-        let needed: HashSet<*const EventData> = self
-            .deliveries
-            .values()
-            .filter(|d| d.status != DeliveryStatus::Success)
-            .map(|d| Arc::as_ptr(&d.event))
-            .collect();
-        let mut events = Vec::new();
-        let mut event_index: HashMap<*const EventData, u32> = HashMap::new();
-        let mut deliveries = Vec::with_capacity(self.deliveries.len());
-        for (id, d) in &self.deliveries {
-            let index = *event_index.entry(Arc::as_ptr(&d.event)).or_insert_with(|| {
-                events.push(record::EventSnap {
-                    tenant: d.event.tenant.as_str().to_string(),
-                    event_id: d.event.id.as_str().to_string(),
-                    event_type: d.event.event_type.as_str().to_string(),
-                    accepted_at_ms: d.event.accepted_at_ms,
-                    body: if needed.contains(&Arc::as_ptr(&d.event)) {
-                        d.event.body.to_vec()
-                    } else {
-                        Vec::new()
-                    },
-                });
-                // Events are bounded by deliveries, which are bounded far below u32::MAX.
-                (events.len() - 1) as u32
-            });
-            deliveries.push(record::DeliverySnap {
-                delivery: id.0,
-                event: index,
-                webhook: d.webhook.as_str().to_string(),
-                attempt: d.attempt,
-                attempts_max: d.attempts_max,
-                status: d.status.name().to_string(),
-                next_attempt_at_ms: if d.status.is_final() { None } else { d.due_ms },
-                in_flight: d.stage == Stage::InFlight,
-                last_status: d.last_status.unwrap_or(0),
-                last_error: d.last_error.map(DeliveryError::name),
-                last_latency_ms: d.last_latency_ms.unwrap_or(u64::MAX),
-                last_response_body: d.last_body.to_vec(),
-                last_response_headers: headers_to_rec(&d.last_headers),
-                updated_at_ms: d.updated_at_ms,
-                attempts: d
-                    .attempts
-                    .iter()
-                    .map(|a| record::AttemptRec {
-                        attempt: a.attempt,
-                        started_at_ms: a.started_at_ms,
-                        finished_at_ms: a.finished_at_ms,
-                        status: a.response_status.unwrap_or(0),
-                        latency_ms: a.response_time_ms,
-                        error: a.error.map(DeliveryError::name),
-                    })
-                    .collect(),
-            });
-        }
-        // Every remembered key, oldest first (expired ones too: live and replayed
-        // dispatchers forget them at the same accepted event).
-        let idempotency = self
-            .keys
-            .order
-            .iter()
-            .filter_map(|(at, tenant, key)| {
-                let entry = self.keys.get(tenant, key)?;
-                (entry.accepted_at_ms == *at).then(|| record::IdempotencySnap {
-                    tenant: tenant.as_str().to_string(),
-                    idempotency: record::IdempotencyRec {
-                        key: key.to_string(),
-                        fingerprint: entry.fingerprint,
-                    },
-                    event_id: entry.event_id.as_str().to_string(),
-                    created_at_ms: entry.created_at_ms,
-                    accepted_at_ms: entry.accepted_at_ms,
-                })
-            })
-            .collect();
-        Record::Checkpoint(record::Checkpoint {
-            at_ms: now_ms.max(self.now_ms),
-            next_delivery: self.next_delivery,
-            webhooks,
-            events,
-            deliveries,
-            idempotency,
-        })
+        let mut parts = self.checkpoint_parts(now_ms, usize::MAX);
+        let part = parts.next();
+        // Invariant: without a size limit every item fits the first part.
+        debug_assert!(parts.next().is_none(), "an unlimited checkpoint is one part");
+        part.expect("a checkpoint has at least one part")
     }
 
+    /// A snapshot of the live state as [`Record::Checkpoint`] parts of about
+    /// `part_bytes_target` encoded bytes each (an item larger than that gets a part of
+    /// its own), for `Journal::begin_checkpoint`: each part one checkpoint frame, in
+    /// order. The first part resets the state on replay and every later one adds to it,
+    /// so replay reads one part at a time and a checkpoint of any size fits frames of
+    /// bounded size. Take it after draining every queued command into the journal, so
+    /// that the checkpoint follows every record it summarises.
+    ///
+    /// It holds every webhook, every remembered idempotency key, every delivery
+    /// (pending, or finished and still in the log) and the event bodies of those not
+    /// successful (successful deliveries cannot be retried:
+    /// [`OpError::AlreadySucceeded`]). An event's body is written once per part that
+    /// holds one of its deliveries: an event's deliveries have consecutive ids and
+    /// stay in one part, so once.
+    pub fn checkpoint_parts(&self, now_ms: u64, part_bytes_target: usize) -> CheckpointParts<'_> {
+        let webhooks = self
+            .tenants
+            .iter()
+            .flat_map(|(tenant, t)| t.webhooks.iter().map(move |(id, w)| (tenant, id, w)))
+            .collect();
+        CheckpointParts {
+            dispatcher: self,
+            at_ms: now_ms.max(self.now_ms),
+            part_bytes_target: part_bytes_target.max(1),
+            part: 0,
+            webhooks,
+            next_webhook: 0,
+            next_key: 0,
+            after_delivery: None,
+            done: false,
+        }
+    }
+
+    /// Applies one checkpoint part: the first ([`record::Checkpoint::part`] 0) replaces
+    /// the whole state, later ones add their webhooks, keys and deliveries.
     pub(super) fn load_checkpoint(&mut self, c: &record::Checkpoint) -> Result<(), String> {
-        let config = self.config.clone();
-        let now = self.now_ms;
-        *self = Dispatcher::new(config, now);
+        if c.part == 0 {
+            let config = self.config.clone();
+            let now = self.now_ms;
+            *self = Dispatcher::new(config, now);
+        }
         self.replaying = true;
-        self.next_delivery = c.next_delivery;
+        self.next_delivery = self.next_delivery.max(c.next_delivery);
         for snap in &c.webhooks {
             let (tenant, id, spec) = webhook_from_rec(&snap.webhook)?;
             self.apply_upsert(c.at_ms, tenant.clone(), id.clone(), spec);
@@ -394,5 +332,233 @@ impl Dispatcher {
             }
         }
         Ok(())
+    }
+}
+
+/// Estimated encoded bytes of items in a checkpoint part: rkyv's fixed layout of each
+/// item plus its variable bytes, rounded up so that a part stays near its target.
+mod estimate {
+    use super::*;
+
+    pub(super) fn webhook(rec: &record::WebhookRec) -> usize {
+        let strings = rec.tenant.len()
+            + rec.webhook.len()
+            + rec.url.len()
+            + rec.scheme.len()
+            + rec.stripe_header.as_ref().map_or(0, String::len)
+            + rec.disabled_reason.as_ref().map_or(0, String::len)
+            + rec.description.as_ref().map_or(0, String::len);
+        let filters: usize = rec.filters.iter().map(|f| f.len() + 16).sum();
+        let secrets: usize = rec.secrets.iter().map(|s| s.value.len() + 32).sum();
+        let headers: usize = rec.headers.iter().map(|h| h.name.len() + h.value.len() + 32).sum();
+        let delays = rec.retry_delays_ms.as_ref().map_or(0, |d| d.len() * 8);
+        256 + strings + filters + secrets + headers + delays
+    }
+
+    pub(super) fn key(tenant: &TenantId, key: &str, entry: &KeyEntry) -> usize {
+        128 + tenant.as_str().len() + key.len() + entry.event_id.as_str().len()
+    }
+
+    pub(super) fn event(e: &EventData, with_body: bool) -> usize {
+        128 + e.tenant.as_str().len()
+            + e.id.as_str().len()
+            + e.event_type.as_str().len()
+            + if with_body { e.body.len() } else { 0 }
+    }
+
+    pub(super) fn delivery(webhook: &WebhookId, d: &Delivery) -> usize {
+        let headers: usize = d.last_headers.iter().map(|(n, v)| n.len() + v.len() + 32).sum();
+        let attempts: usize = d
+            .attempts
+            .iter()
+            .map(|a| 64 + a.error.map_or(0, |e| e.name().len()))
+            .sum();
+        192 + webhook.as_str().len() + d.last_body.len() + headers + attempts
+    }
+}
+
+/// The parts of a checkpoint, built one at a time; see [`Dispatcher::checkpoint_parts`].
+pub struct CheckpointParts<'a> {
+    dispatcher: &'a Dispatcher,
+    at_ms: u64,
+    part_bytes_target: usize,
+    part: u32,
+    webhooks: Vec<(&'a TenantId, &'a WebhookId, &'a WebhookState)>,
+    next_webhook: usize,
+    /// Index into the idempotency keys' order.
+    next_key: usize,
+    /// The last delivery written.
+    after_delivery: Option<DeliveryId>,
+    done: bool,
+}
+
+impl std::fmt::Debug for CheckpointParts<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CheckpointParts")
+            .field("part", &self.part)
+            .field("after_delivery", &self.after_delivery)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Iterator for CheckpointParts<'_> {
+    type Item = Record;
+
+    fn next(&mut self) -> Option<Record> {
+        if self.done {
+            return None;
+        }
+        let d = self.dispatcher;
+        let target = self.part_bytes_target;
+        let mut bytes = 128;
+        let full = |bytes: usize, items: usize| items > 0 && bytes >= target;
+        let mut webhooks = Vec::new();
+        while let Some((tenant, id, w)) = self.webhooks.get(self.next_webhook).copied() {
+            if full(bytes, webhooks.len()) {
+                break;
+            }
+            let rec = webhook_to_rec(tenant, id, &w.spec);
+            bytes += estimate::webhook(&rec);
+            webhooks.push(record::WebhookSnap {
+                webhook: rec,
+                health: record::HealthRec {
+                    consecutive_failures: w.health.consecutive_failures,
+                    failing_since_ms: w.health.failing_since_ms,
+                },
+                created_at_ms: w.created_at_ms,
+                updated_at_ms: w.updated_at_ms,
+            });
+            self.next_webhook += 1;
+        }
+        let mut items = webhooks.len();
+        // Every remembered key, oldest first (expired ones too: live and replayed
+        // dispatchers forget them at the same accepted event).
+        let mut idempotency = Vec::new();
+        while let Some((at, tenant, key)) = d.keys.order.get(self.next_key) {
+            if full(bytes, items) {
+                break;
+            }
+            self.next_key += 1;
+            let Some(entry) = d.keys.get(tenant, key).filter(|e| e.accepted_at_ms == *at) else {
+                continue;
+            };
+            bytes += estimate::key(tenant, key, entry);
+            items += 1;
+            idempotency.push(record::IdempotencySnap {
+                tenant: tenant.as_str().to_string(),
+                idempotency: record::IdempotencyRec {
+                    key: key.to_string(),
+                    fingerprint: entry.fingerprint,
+                },
+                event_id: entry.event_id.as_str().to_string(),
+                created_at_ms: entry.created_at_ms,
+                accepted_at_ms: entry.accepted_at_ms,
+            });
+        }
+        // Bodies are kept only for events with a delivery that may still be sent
+        // (pending, failed or exhausted: retry and re-send need them); successful
+        // deliveries stay in the log as metadata. Keyed by address; never iterated.
+        let mut events: Vec<record::EventSnap> = Vec::new();
+        let mut event_index: HashMap<*const EventData, u32> = HashMap::new();
+        let mut deliveries = Vec::new();
+        let range = match self.after_delivery {
+            Some(after) => d
+                .deliveries
+                .range((std::ops::Bound::Excluded(after), std::ops::Bound::Unbounded)),
+            None => d.deliveries.range(..),
+        };
+        let mut finished = true;
+        let mut last_event: Option<*const EventData> = None;
+        for (id, delivery) in range {
+            // An event's deliveries (consecutive ids) stay in one part, so that replay
+            // shares one copy of the event among them as the live state does.
+            let same_event = last_event == Some(Arc::as_ptr(&delivery.event));
+            if full(bytes, items) && !same_event {
+                finished = false;
+                break;
+            }
+            last_event = Some(Arc::as_ptr(&delivery.event));
+            let needs_body = delivery.status != DeliveryStatus::Success;
+            let key = Arc::as_ptr(&delivery.event);
+            let index = match event_index.get(&key) {
+                Some(&index) => {
+                    let snap = &mut events[index as usize];
+                    if needs_body && snap.body.is_empty() && !delivery.event.body.is_empty() {
+                        snap.body = delivery.event.body.to_vec();
+                        bytes += delivery.event.body.len();
+                    }
+                    index
+                }
+                None => {
+                    bytes += estimate::event(&delivery.event, needs_body);
+                    events.push(record::EventSnap {
+                        tenant: delivery.event.tenant.as_str().to_string(),
+                        event_id: delivery.event.id.as_str().to_string(),
+                        event_type: delivery.event.event_type.as_str().to_string(),
+                        accepted_at_ms: delivery.event.accepted_at_ms,
+                        body: if needs_body {
+                            delivery.event.body.to_vec()
+                        } else {
+                            Vec::new()
+                        },
+                    });
+                    // Events are bounded by deliveries, which are bounded far below
+                    // u32::MAX.
+                    let index = (events.len() - 1) as u32;
+                    event_index.insert(key, index);
+                    index
+                }
+            };
+            bytes += estimate::delivery(&delivery.webhook, delivery);
+            items += 1;
+            self.after_delivery = Some(*id);
+            deliveries.push(delivery_snap(*id, index, delivery));
+        }
+        let part = self.part;
+        self.part += 1;
+        self.done = finished
+            && self.next_webhook >= self.webhooks.len()
+            && self.next_key >= d.keys.order.len();
+        Some(Record::Checkpoint(record::Checkpoint {
+            at_ms: self.at_ms,
+            next_delivery: d.next_delivery,
+            part,
+            webhooks,
+            events,
+            deliveries,
+            idempotency,
+        }))
+    }
+}
+
+/// A delivery as a checkpoint holds it.
+fn delivery_snap(id: DeliveryId, event: u32, d: &Delivery) -> record::DeliverySnap {
+    record::DeliverySnap {
+        delivery: id.0,
+        event,
+        webhook: d.webhook.as_str().to_string(),
+        attempt: d.attempt,
+        attempts_max: d.attempts_max,
+        status: d.status.name().to_string(),
+        next_attempt_at_ms: if d.status.is_final() { None } else { d.due_ms },
+        in_flight: d.stage == Stage::InFlight,
+        last_status: d.last_status.unwrap_or(0),
+        last_error: d.last_error.map(DeliveryError::name),
+        last_latency_ms: d.last_latency_ms.unwrap_or(u64::MAX),
+        last_response_body: d.last_body.to_vec(),
+        last_response_headers: headers_to_rec(&d.last_headers),
+        updated_at_ms: d.updated_at_ms,
+        attempts: d
+            .attempts
+            .iter()
+            .map(|a| record::AttemptRec {
+                attempt: a.attempt,
+                started_at_ms: a.started_at_ms,
+                finished_at_ms: a.finished_at_ms,
+                status: a.response_status.unwrap_or(0),
+                latency_ms: a.response_time_ms,
+                error: a.error.map(DeliveryError::name),
+            })
+            .collect(),
     }
 }

@@ -1348,6 +1348,49 @@ fn replay_from_checkpoint_matches_full_replay() {
     assert_same(&snapshot(&fresh), &snapshot(&drv.d));
 }
 
+/// A checkpoint in parts (any target size, down to one item per part) replays to the
+/// same state as the whole journal; each part stays near its target and encodes within
+/// one journal frame.
+#[test]
+fn checkpoint_parts_replay_like_one_checkpoint() {
+    let mut drv = scenario(DispatcherConfig::default(), 60);
+    drv.step();
+    let whole = drv.d.checkpoint(drv.now);
+    let whole_bytes = whole.encode().unwrap().2.len();
+    let mut from_whole = Dispatcher::new(DispatcherConfig::default(), T0);
+    from_whole.replay(&whole).unwrap();
+    for target in [1, 600, 4096, whole_bytes / 3, usize::MAX] {
+        let parts: Vec<Record> = drv.d.checkpoint_parts(drv.now, target).collect();
+        assert!(!parts.is_empty());
+        let mut fresh = Dispatcher::new(DispatcherConfig::default(), T0);
+        for (i, part) in parts.iter().enumerate() {
+            let Record::Checkpoint(c) = part else {
+                panic!("part {i} is not a checkpoint")
+            };
+            assert_eq!(c.part as usize, i, "parts are numbered in order");
+            let (_, _, payload) = part.encode().unwrap();
+            let items = c.webhooks.len() + c.events.len() + c.idempotency.len();
+            // The estimate is generous: a part of several items stays under twice its
+            // target (one item alone may exceed it; an event's deliveries count as one).
+            assert!(
+                items <= 1 || payload.len() <= target.saturating_mul(2),
+                "part {i} of target {target}: {} bytes, {items} items",
+                payload.len()
+            );
+            fresh
+                .replay(&Record::decode_checkpoint(&payload).unwrap())
+                .unwrap();
+        }
+        if target == usize::MAX {
+            assert_eq!(parts.len(), 1);
+        } else if target == 1 {
+            assert!(parts.len() > 60, "one item per part: {} parts", parts.len());
+        }
+        assert_same(&snapshot(&fresh), &snapshot(&drv.d));
+        assert_eq!(fresh.stats(), from_whole.stats(), "target {target}");
+    }
+}
+
 #[test]
 fn checkpoints_keep_bodies_only_where_needed() {
     let mut drv = one_webhook(DispatcherConfig::default(), spec(&["*"]));
@@ -1573,14 +1616,14 @@ mod random {
         stats: Stats,
         wheel: BTreeMap<DeliveryId, Option<u64>>,
         log: Page<DeliveryRecord>,
-        checkpoint: Option<(usize, Record)>,
+        checkpoint: Option<(usize, Vec<Record>)>,
     }
 
     /// Everything compared between a live and a replayed dispatcher: registry, pending
     /// set, log and health (the checkpoint's view), counts, the wheel's due times and the
     /// delivery log's answer. Due deliveries wait in a ready queue live and may still sit
     /// in the wheel replayed, so the count of timers is left out (the due times are not).
-    fn cut_of(d: &Dispatcher, records: usize, checkpoint: Option<(usize, Record)>) -> Cut {
+    fn cut_of(d: &Dispatcher, records: usize, checkpoint: Option<(usize, Vec<Record>)>) -> Cut {
         Cut {
             records,
             state: snapshot(d),
@@ -1607,7 +1650,7 @@ mod random {
 
     /// Runs the ops; returns the driver, the record index and snapshot of the last
     /// checkpoint taken, and the live state after op `cut_at`.
-    fn run(ops: &[Op], cut_at: usize) -> (Driver, Option<(usize, Record)>, Option<Cut>) {
+    fn run(ops: &[Op], cut_at: usize) -> (Driver, Option<(usize, Vec<Record>)>, Option<Cut>) {
         let mut drv = Driver::new(config());
         let tenants = [tenant("a"), tenant("b")];
         for (i, t) in tenants.iter().enumerate() {
@@ -1696,7 +1739,9 @@ mod random {
                 }
                 Op::Checkpoint => {
                     drv.step();
-                    checkpoint = Some((drv.records.len(), drv.d.checkpoint(drv.now)));
+                    // One item per part: every part boundary is exercised.
+                    let parts = drv.d.checkpoint_parts(drv.now, 1).collect();
+                    checkpoint = Some((drv.records.len(), parts));
                 }
             }
             in_flight.extend(drv.step());
@@ -1738,7 +1783,9 @@ mod random {
             assert_cut(&prefix, &cut);
             if let Some((at, cp)) = &cut.checkpoint {
                 let mut from_cp = Dispatcher::new(config(), T0);
-                from_cp.replay(cp).unwrap();
+                for part in cp {
+                    from_cp.replay(part).unwrap();
+                }
                 for record in &drv.records[*at..cut.records] {
                     from_cp.replay(record).unwrap();
                 }
@@ -1755,7 +1802,9 @@ mod random {
             prop_assert_eq!(without_timers(fresh.stats()), without_timers(drv.d.stats()));
             if let Some((at, cp)) = checkpoint {
                 let mut from_cp = Dispatcher::new(config(), T0);
-                from_cp.replay(&cp).unwrap();
+                for part in &cp {
+                    from_cp.replay(part).unwrap();
+                }
                 for record in &drv.records[at..] {
                     from_cp.replay(record).unwrap();
                 }
