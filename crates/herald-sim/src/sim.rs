@@ -1,8 +1,14 @@
 //! The driver: virtual clock, agenda, journal with a durability model, crashes.
+//!
+//! The bookkeeping between dispatcher and journal (sequence numbers, durability,
+//! publishes answered once durable, outcomes of a dispatcher replaced since, recovery) is
+//! herald-core's [`Session`] and [`recover`], the same code the runtime's shard loop
+//! runs; this driver supplies only what the runtime would do with real IO.
 
 use std::collections::BTreeMap;
 
 use herald_core::record::Record;
+use herald_core::session::{recover, JournalFrame, Session};
 use herald_core::{
     AppendId, Command, DeliveryQuery, DeliveryRecord, DeliveryStatus, DisableReason, Dispatcher,
     DispatcherConfig, EndpointLimits, EventFilter, EventId, EventType, NewEvent, Outcome,
@@ -31,7 +37,8 @@ enum Action {
     Sync,
     /// An attempt's outcome comes back to the process that sent it.
     Outcome {
-        incarnation: u32,
+        /// The session generation (one per process life) that sent it.
+        generation: u64,
         webhook: String,
         delivery: u64,
         attempt: u32,
@@ -50,9 +57,6 @@ struct Frame {
     kind: u16,
     version: u16,
     payload: Vec<u8>,
-    /// Incarnation that appended it and the dispatcher's id for it.
-    incarnation: u32,
-    append: AppendId,
     /// A checkpoint frame (`Journal::checkpoint`), not an `Append` of the dispatcher.
     checkpoint: bool,
 }
@@ -69,16 +73,15 @@ struct Sim<'a> {
     scenario: Scenario,
     checker: Checker,
     dispatcher_config: DispatcherConfig,
-    dispatcher: Dispatcher,
-    incarnation: u32,
+    /// The shard's dispatcher with the shipped driver bookkeeping; a held reply is the
+    /// index of a publish waiting for its `EventAccepted` to be durable.
+    session: Session<usize>,
     now_ms: u64,
     agenda: BTreeMap<(u64, u64), Action>,
     agenda_seq: u64,
     journal: Vec<Frame>,
     durable_len: usize,
     sync_scheduled: bool,
-    /// Publishes waiting for their `EventAccepted` to be durable: (append id, event index).
-    unacked: Vec<(AppendId, usize)>,
     receivers: BTreeMap<String, Receiver>,
     plans: BTreeMap<String, WebhookPlan>,
     /// The spec each webhook was last given, for updates.
@@ -124,16 +127,14 @@ impl<'a> Sim<'a> {
             config,
             rng,
             checker,
-            dispatcher: Dispatcher::new(dispatcher_config.clone(), start_ms),
+            session: Session::new(Dispatcher::new(dispatcher_config.clone(), start_ms)),
             dispatcher_config,
-            incarnation: 0,
             now_ms: start_ms,
             agenda: BTreeMap::new(),
             agenda_seq: 0,
             journal: Vec::new(),
             durable_len: 0,
             sync_scheduled: false,
-            unacked: Vec::new(),
             receivers: BTreeMap::new(),
             plans: BTreeMap::new(),
             specs: BTreeMap::new(),
@@ -245,7 +246,7 @@ impl<'a> Sim<'a> {
             )?;
             let id = parse(WebhookId::parse(&plan.id), "webhook id")?;
             parse(
-                self.dispatcher.upsert_webhook(
+                self.session.dispatcher_mut().upsert_webhook(
                     self.now_ms,
                     tenant.clone(),
                     id.clone(),
@@ -278,12 +279,12 @@ impl<'a> Sim<'a> {
                     format!(
                         "no end after {} steps (stats {:?})",
                         self.config.steps_max,
-                        self.dispatcher.stats()
+                        self.session.dispatcher().stats()
                     ),
                 ));
             }
             let agenda_next = self.agenda.keys().next().map(|&(at, _)| at);
-            let wake = self.dispatcher.next_deadline_ms();
+            let wake = self.session.dispatcher().next_deadline_ms();
             let next = match (agenda_next, wake) {
                 (Some(a), Some(w)) => a.min(w),
                 (Some(a), None) => a,
@@ -299,7 +300,7 @@ impl<'a> Sim<'a> {
                     self.act(action)?;
                 }
             }
-            self.dispatcher.tick(self.now_ms);
+            self.session.dispatcher_mut().tick(self.now_ms);
             self.pump()?;
             self.check_step()?;
             if self.stats.crashes < u64::from(self.config.crashes_max)
@@ -332,13 +333,13 @@ impl<'a> Sim<'a> {
                 Ok(())
             }
             Action::Outcome {
-                incarnation,
+                generation,
                 webhook,
                 delivery,
                 attempt,
                 answer,
             } => {
-                if incarnation != self.incarnation {
+                if !self.session.is_current(generation) {
                     // Sent by a process that has died since: nobody hears the answer.
                     return Ok(());
                 }
@@ -355,7 +356,15 @@ impl<'a> Sim<'a> {
                     response_headers: Vec::new(),
                 };
                 // The record the dispatcher emits is checked when polled, after this.
-                let taken = self.dispatcher.attempt_finished(self.now_ms, outcome);
+                let Some(taken) = self
+                    .session
+                    .attempt_finished(self.now_ms, generation, outcome)
+                else {
+                    return Err(self.violation(
+                        Invariant::Setup,
+                        format!("the session dropped a current outcome of delivery {delivery}"),
+                    ));
+                };
                 if !taken {
                     self.stats.stale_outcomes += 1;
                 }
@@ -400,10 +409,17 @@ impl<'a> Sim<'a> {
         })()
         .map_err(|detail| self.violation(Invariant::Setup, detail))?;
         let (tenant, event) = event;
-        match self.dispatcher.accept_event(self.now_ms, &tenant, event) {
+        match self
+            .session
+            .dispatcher_mut()
+            .accept_event(self.now_ms, &tenant, event)
+        {
             Ok(accepted) => {
                 self.stats.publishes += 1;
-                self.unacked.push((accepted.append, index));
+                if let Some(index) = self.session.hold(accepted.append, index) {
+                    // A repeat of an event already durable: answered at once.
+                    self.ack(index);
+                }
                 Ok(())
             }
             Err(e) => {
@@ -414,7 +430,7 @@ impl<'a> Sim<'a> {
 
     /// Drains the dispatcher's commands: appends go to the journal, sends to endpoints.
     fn pump(&mut self) -> Result<(), Violation> {
-        while let Some(command) = self.dispatcher.pop_command() {
+        while let Some(command) = self.session.pop_command() {
             match command {
                 Command::Append { id, record } => self.append(id, record)?,
                 Command::Send(request) => {
@@ -452,10 +468,11 @@ impl<'a> Sim<'a> {
             kind,
             version,
             payload: payload.to_vec(),
-            incarnation: self.incarnation,
-            append: id,
             checkpoint: false,
         });
+        // A frame's journal sequence number is its position (from 1), as the real
+        // journal's numbering continues after a torn tail was cut.
+        self.session.appended(id, self.journal.len() as u64);
         Ok(())
     }
 
@@ -530,7 +547,7 @@ impl<'a> Sim<'a> {
         self.schedule(
             at,
             Action::Outcome {
-                incarnation: self.incarnation,
+                generation: self.session.generation(),
                 webhook,
                 delivery: request.delivery.0,
                 attempt: request.attempt,
@@ -543,23 +560,17 @@ impl<'a> Sim<'a> {
     /// Group commit: every frame appended so far is durable.
     fn sync(&mut self) {
         self.durable_len = self.journal.len();
-        let latest = self
-            .journal
-            .iter()
-            .rev()
-            .find(|f| f.incarnation == self.incarnation && !f.checkpoint)
-            .map(|f| f.append);
-        if let Some(latest) = latest {
-            self.dispatcher.records_durable(latest);
-            let (acked, waiting): (Vec<_>, Vec<_>) =
-                self.unacked.iter().partition(|(id, _)| *id <= latest);
-            for (_, index) in acked {
-                let id = self.scenario.events[index].id.clone();
-                self.checker.acked(&id);
-                self.stats.acked += 1;
-            }
-            self.unacked = waiting;
+        let released: Vec<usize> = self.session.durable(self.journal.len() as u64).collect();
+        for index in released {
+            self.ack(index);
         }
+    }
+
+    /// A publish is answered: its event is durable.
+    fn ack(&mut self, index: usize) {
+        let id = self.scenario.events[index].id.clone();
+        self.checker.acked(&id);
+        self.stats.acked += 1;
     }
 
     /// The process dies: memory is gone, the journal keeps its durable frames and perhaps
@@ -580,16 +591,30 @@ impl<'a> Sim<'a> {
         self.sync_scheduled = false;
         self.agenda
             .retain(|_, action| !matches!(action, Action::Sync));
-        self.incarnation += 1;
-        let mut survivors = Vec::with_capacity(self.journal.len());
-        let mut replay_from = 0;
-        for (index, frame) in self.journal.iter().enumerate() {
-            let payload = aligned(&frame.payload);
+        let aligned: Vec<_> = self
+            .journal
+            .iter()
+            .map(|frame| aligned(&frame.payload))
+            .collect();
+        let frames: Vec<JournalFrame<'_>> = self
+            .journal
+            .iter()
+            .zip(&aligned)
+            .zip(1..)
+            .map(|((frame, payload), seq)| JournalFrame {
+                seq,
+                kind: frame.kind,
+                version: frame.version,
+                checkpoint: frame.checkpoint,
+                payload,
+            })
+            .collect();
+        let mut survivors = Vec::with_capacity(frames.len());
+        for frame in &frames {
             let record = if frame.checkpoint {
-                replay_from = index;
-                Record::decode_checkpoint(&payload)
+                Record::decode_checkpoint(frame.payload)
             } else {
-                Record::decode(frame.kind, frame.version, &payload)
+                Record::decode(frame.kind, frame.version, frame.payload)
             }
             .map_err(|e| self.violation(Invariant::Records, format!("decode: {e}")))?;
             survivors.push(record);
@@ -598,16 +623,18 @@ impl<'a> Sim<'a> {
         // the last checkpoint and what follows it. A checkpoint that summarises the
         // history wrongly shows up as a dispatcher that disagrees with the checker.
         self.checker.crashed(self.now_ms, &survivors)?;
-        let mut dispatcher = Dispatcher::new(self.dispatcher_config.clone(), self.now_ms);
-        for record in &survivors[replay_from..] {
-            dispatcher
-                .replay(record)
-                .map_err(|e| self.violation(Invariant::Records, format!("replay: {e}")))?;
-        }
-        dispatcher.replay_finished(self.now_ms);
-        self.dispatcher = dispatcher;
-        // Publishers whose events were not acknowledged try again.
-        let retry: Vec<usize> = self.unacked.drain(..).map(|(_, index)| index).collect();
+        let replay_from = frames.iter().rposition(|f| f.checkpoint).unwrap_or(0);
+        let unread = frames[replay_from..].iter().copied().map(Ok);
+        let dispatcher = recover::<std::convert::Infallible>(
+            self.dispatcher_config.clone(),
+            self.now_ms,
+            unread,
+        )
+        .map_err(|e| self.violation(Invariant::Records, format!("replay: {e}")))?;
+        // Publishers whose events were not acknowledged try again; the new process
+        // counts its records from 1 and does not hear the old one's outcomes.
+        let retry: Vec<usize> = self.session.abandon().collect();
+        self.session.replace(dispatcher);
         for index in retry {
             let at = self.now_ms + self.rng.gen_range(1..1_000);
             self.schedule(at, Action::Publish(index));
@@ -695,16 +722,23 @@ impl<'a> Sim<'a> {
                     }
                     _ => {}
                 }
-                let result =
-                    self.dispatcher
-                        .upsert_webhook(now, tenant.clone(), id.clone(), spec.clone());
+                // The runtime's update: a webhook deleted meanwhile is not brought back.
+                let result = self.session.dispatcher_mut().update_webhook(
+                    now,
+                    tenant.clone(),
+                    id.clone(),
+                    spec.clone(),
+                );
                 result.map(|_| ()).map_err(|e| e.to_string()).err()
             }
             ManualOp::Delete(w) => {
                 let Some((tenant, id, _)) = self.specs.get(w) else {
                     return Ok(());
                 };
-                let result = self.dispatcher.delete_webhook(now, tenant, id);
+                let result = self
+                    .session
+                    .dispatcher_mut()
+                    .delete_webhook(now, tenant, id);
                 result.map(|_| ()).map_err(|e| e.to_string()).err()
             }
             ManualOp::Retry(delivery) => {
@@ -715,7 +749,7 @@ impl<'a> Sim<'a> {
                 match tenant {
                     Some(tenant) => {
                         // Refusals (in progress, succeeded, disabled) are answers, not faults.
-                        let _ = self.dispatcher.retry_delivery(
+                        let _ = self.session.dispatcher_mut().retry_delivery(
                             now,
                             &tenant,
                             herald_core::DeliveryId(*delivery),
@@ -728,7 +762,10 @@ impl<'a> Sim<'a> {
             ManualOp::Setup => None,
             ManualOp::Resend { webhook, since_ms } => {
                 if let Some((tenant, id, _)) = self.specs.get(webhook) {
-                    let _ = self.dispatcher.resend_failed(now, tenant, id, *since_ms);
+                    let _ = self
+                        .session
+                        .dispatcher_mut()
+                        .resend_failed(now, tenant, id, *since_ms);
                 }
                 None
             }
@@ -739,7 +776,10 @@ impl<'a> Sim<'a> {
                 if let (Some((tenant, id, _)), Ok(event_type)) =
                     (self.specs.get(webhook), EventType::parse(event_type))
                 {
-                    let _ = self.dispatcher.send_test_event(now, tenant, id, event_type);
+                    let _ = self
+                        .session
+                        .dispatcher_mut()
+                        .send_test_event(now, tenant, id, event_type);
                 }
                 None
             }
@@ -758,7 +798,7 @@ impl<'a> Sim<'a> {
     /// checkpoint follows every record it summarises.
     fn checkpoint(&mut self) -> Result<(), Violation> {
         self.pump()?;
-        let record = self.dispatcher.checkpoint(self.now_ms);
+        let record = self.session.dispatcher().checkpoint(self.now_ms);
         let (kind, version, payload) = record
             .encode()
             .map_err(|e| self.violation(Invariant::Records, format!("encode: {e}")))?;
@@ -767,8 +807,6 @@ impl<'a> Sim<'a> {
             kind,
             version,
             payload: payload.to_vec(),
-            incarnation: self.incarnation,
-            append: AppendId(0),
             checkpoint: true,
         });
         Ok(())
@@ -783,7 +821,7 @@ impl<'a> Sim<'a> {
                 .map_err(|e| self.violation(Invariant::Setup, format!("tenant: {e}")))?;
             let mut after = None;
             loop {
-                let page = self.dispatcher.deliveries(&DeliveryQuery {
+                let page = self.session.dispatcher().deliveries(&DeliveryQuery {
                     after,
                     limit: PAGE_ITEMS_MAX,
                     ..DeliveryQuery::tenant(tenant.clone())
@@ -806,7 +844,7 @@ impl<'a> Sim<'a> {
     }
 
     fn check_step(&self) -> Result<(), Violation> {
-        let stats = self.dispatcher.stats();
+        let stats = self.session.dispatcher().stats();
         let in_flight = self.checker.in_flight_total() as usize;
         // The dispatcher may count fewer (outcomes of deliveries ended meanwhile are
         // dropped early), never more than the requests really out.

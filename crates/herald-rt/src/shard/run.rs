@@ -1,17 +1,18 @@
 //! The shard thread: start-up (journal open + replay) and the serving loop.
 
 use std::cell::RefCell;
-use std::collections::VecDeque;
 use std::path::PathBuf;
 use std::rc::Rc;
 use std::sync::{mpsc, Arc};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use futures_lite::AsyncReadExt;
+use herald_core::session::{self, JournalFrame, RecoveryError, Session};
 use herald_core::{
-    AppendId, AttemptResult, Command, Dispatcher, Outcome, Record, RecordBuffer, SendRequest,
+    AppendId, AttemptResult, Command, Dispatcher, DispatcherConfig, Outcome, Record, RecordBuffer,
+    SendRequest,
 };
-use herald_journal::{Journal, JournalConfig};
+use herald_journal::{Journal, JournalConfig, JournalError};
 
 use super::intake::IntakeReceiver;
 use super::notify::LocalNotify;
@@ -137,7 +138,10 @@ struct Shard {
     index: usize,
     config: ShardConfig,
     journal: Journal,
-    dispatcher: Dispatcher,
+    /// The dispatcher with the bookkeeping every driver shares (herald-core's session,
+    /// which the simulator runs too): journal sequence numbers, replies held until
+    /// their records are durable, the generation of sends.
+    session: Session<Ack>,
     client: Rc<HttpClient>,
     intake: IntakeReceiver<Request>,
     wake: Arc<Wake>,
@@ -145,14 +149,6 @@ struct Shard {
     local: Rc<LocalNotify>,
     finished: Rc<RefCell<Finished>>,
     sends_in_flight: Rc<RefCell<usize>>,
-    /// (journal seq, AppendId) of records appended but not yet known durable, in order.
-    appended: VecDeque<(u64, AppendId)>,
-    /// Highest AppendId appended to the journal.
-    last_append: AppendId,
-    /// Highest AppendId known durable (reported to the dispatcher).
-    durable_append: AppendId,
-    /// Replies waiting for durability, in AppendId order.
-    acks: VecDeque<(AppendId, Ack)>,
     batch: Vec<Request>,
     commands: Vec<Command>,
     records_since_checkpoint: u64,
@@ -166,9 +162,6 @@ struct Shard {
     storage_failure: Option<String>,
     /// Set while the journal cannot take records; see [`Blocked`].
     blocked: Option<Blocked>,
-    /// Bumped when the dispatcher is rebuilt from the journal: outcomes of sends asked
-    /// for by an earlier one are dropped (the new one sends those attempts again).
-    generation: u64,
     /// Counters of dispatchers replaced by a rebuild, so the shard's stay monotonic.
     counters_replaced: herald_core::Counters,
     /// Journal frame bytes appended since start.
@@ -232,15 +225,15 @@ pub(crate) async fn run_shard(setup: ShardSetup) -> ShardExit {
             return ShardExit::Storage(message);
         }
     };
-    let start_ms = now_ms();
-    let mut dispatcher = Dispatcher::new(config.dispatcher.clone(), start_ms);
-    if let Err(message) = replay(&journal, &mut dispatcher) {
-        let message = format!("{}: {message}", dir.display());
-        report(Err(storage(message.clone())));
-        status.set_failed(ShardExit::Storage(message.clone()));
-        return ShardExit::Storage(message);
-    }
-    dispatcher.replay_finished(now_ms());
+    let dispatcher = match recover(&journal, &config.dispatcher, now_ms()) {
+        Ok(dispatcher) => dispatcher,
+        Err(error) => {
+            let message = format!("{}: {error}", dir.display());
+            report(Err(storage(message.clone())));
+            status.set_failed(ShardExit::Storage(message.clone()));
+            return ShardExit::Storage(message);
+        }
+    };
     let tap = StreamTap::new(stream);
     tap.rebuild(&journal, now_ms());
     let stats = dispatcher.stats();
@@ -297,7 +290,7 @@ pub(crate) async fn run_shard(setup: ShardSetup) -> ShardExit {
         index,
         config,
         journal,
-        dispatcher,
+        session: Session::new(dispatcher),
         client,
         intake,
         wake: shard_wake,
@@ -305,10 +298,6 @@ pub(crate) async fn run_shard(setup: ShardSetup) -> ShardExit {
         local,
         finished: Rc::new(RefCell::new(Vec::new())),
         sends_in_flight: Rc::new(RefCell::new(0)),
-        appended: VecDeque::new(),
-        last_append: AppendId(0),
-        durable_append: AppendId(0),
-        acks: VecDeque::new(),
         batch: Vec::new(),
         commands: Vec::new(),
         records_since_checkpoint: 0,
@@ -317,7 +306,6 @@ pub(crate) async fn run_shard(setup: ShardSetup) -> ShardExit {
         last_sweep: Instant::now(),
         storage_failure: None,
         blocked: None,
-        generation: 0,
         counters_replaced: herald_core::Counters::default(),
         journal_bytes_appended: 0,
         journal_sync_us: herald_core::Histogram::new(&super::JOURNAL_SYNC_BOUNDS_US),
@@ -335,22 +323,23 @@ pub(crate) async fn run_shard(setup: ShardSetup) -> ShardExit {
     exit
 }
 
-/// Feeds every frame from the last checkpoint on into the dispatcher.
-fn replay(journal: &Journal, dispatcher: &mut Dispatcher) -> Result<(), String> {
-    for frame in journal.replay() {
-        let frame = frame.map_err(|error| error.to_string())?;
-        let record = if frame.is_checkpoint() {
-            // The journal owns the checkpoint frame kind; its payload is a core record.
-            Record::decode_checkpoint(frame.payload)
-        } else {
-            Record::decode(frame.kind, frame.version, frame.payload)
-        }
-        .map_err(|error| format!("record {}: {error}", frame.seq))?;
-        dispatcher
-            .replay(&record)
-            .map_err(|error| format!("record {}: {error}", frame.seq))?;
-    }
-    Ok(())
+/// Rebuilds a dispatcher from the journal, from its last checkpoint on
+/// ([`herald_core::session::recover`], as the simulator does).
+fn recover(
+    journal: &Journal,
+    config: &DispatcherConfig,
+    now_ms: u64,
+) -> Result<Dispatcher, RecoveryError<JournalError>> {
+    let frames = journal.replay().map(|frame| {
+        frame.map(|frame| JournalFrame {
+            seq: frame.seq,
+            kind: frame.kind,
+            version: frame.version,
+            checkpoint: frame.is_checkpoint(),
+            payload: frame.payload,
+        })
+    });
+    session::recover(config.clone(), now_ms, frames)
 }
 
 /// The receiver's response headers an attempt keeps (bounded as the dispatcher would:
@@ -414,14 +403,14 @@ impl Shard {
                     let now = now_ms();
                     // A blocked shard fires no timers: only its next probe wakes it.
                     let deadline = match &self.blocked {
-                        None => self.dispatcher.next_deadline_ms(),
+                        None => self.session.dispatcher().next_deadline_ms(),
                         Some(blocked) => {
                             let wait = blocked.next_probe.saturating_duration_since(Instant::now());
                             Some(now + u64::try_from(wait.as_millis()).unwrap_or(u64::MAX / 2) + 1)
                         }
                     };
                     let ready_now = (!self.intake.is_empty()
-                        && self.acks.len() < self.config.awaiting_durable_max)
+                        && self.session.held() < self.config.awaiting_durable_max)
                         || !self.finished.borrow().is_empty()
                         || (self.blocked.is_none() && deadline.is_some_and(|d| d <= now));
                     if ready_now {
@@ -463,7 +452,7 @@ impl Shard {
             .config
             .awaiting_durable_max
             .max(1)
-            .saturating_sub(self.acks.len());
+            .saturating_sub(self.session.held());
         self.intake
             .drain_into(self.config.intake_batch_max.max(1).min(room), &mut batch);
         let closing = self.status.is_closing();
@@ -473,13 +462,13 @@ impl Shard {
         self.batch = batch;
         let finished = std::mem::take(&mut *self.finished.borrow_mut());
         for (generation, outcome) in finished {
-            if generation != self.generation {
+            if !self.session.is_current(generation) {
                 // Asked for by a dispatcher since rebuilt from the journal, which holds
                 // this attempt as in flight and sends it again (at least once).
                 continue;
             }
             self.log_outcome(&outcome);
-            self.dispatcher.attempt_finished(now, outcome);
+            self.session.attempt_finished(now, generation, outcome);
         }
         self.pump();
         self.advance_durable();
@@ -487,9 +476,13 @@ impl Shard {
         // A blocked one neither: the attempt could not be journaled.
         if !closing
             && self.blocked.is_none()
-            && self.dispatcher.next_deadline_ms().is_some_and(|d| d <= now)
+            && self
+                .session
+                .dispatcher()
+                .next_deadline_ms()
+                .is_some_and(|d| d <= now)
         {
-            self.dispatcher.tick(now);
+            self.session.dispatcher_mut().tick(now);
             self.pump();
         }
         self.maybe_checkpoint(now);
@@ -520,28 +513,34 @@ impl Shard {
                 must_exist,
                 reply,
             } => {
-                if must_exist && self.dispatcher.webhook(&tenant, &id).is_none() {
-                    reply.send(Err(Failure::Registry(
-                        herald_core::RegistryError::NotFound {
-                            tenant,
-                            webhook: id,
-                        },
-                    )));
-                    return;
-                }
-                match self.dispatcher.upsert_webhook(now, tenant, id, *spec) {
+                let dispatcher = self.session.dispatcher_mut();
+                let changed = if must_exist {
+                    dispatcher.update_webhook(now, tenant, id, *spec)
+                } else {
+                    dispatcher.upsert_webhook(now, tenant, id, *spec)
+                };
+                match changed {
                     Ok(append) => self.defer(append, Ack::Unit(reply)),
                     Err(error) => reply.send(Err(Failure::Registry(error))),
                 }
             }
             Request::DeleteWebhook { tenant, id, reply } => {
-                match self.dispatcher.delete_webhook(now, &tenant, &id) {
+                match self
+                    .session
+                    .dispatcher_mut()
+                    .delete_webhook(now, &tenant, &id)
+                {
                     Ok(append) => self.defer(append, Ack::Unit(reply)),
                     Err(error) => reply.send(Err(Failure::Registry(error))),
                 }
             }
             Request::GetWebhook { tenant, id, reply } => {
-                reply.send(self.dispatcher.webhook(&tenant, &id).map(webhook_info));
+                reply.send(
+                    self.session
+                        .dispatcher()
+                        .webhook(&tenant, &id)
+                        .map(webhook_info),
+                );
             }
             Request::ListWebhooks {
                 tenant,
@@ -550,7 +549,8 @@ impl Shard {
                 reply,
             } => {
                 let list = self
-                    .dispatcher
+                    .session
+                    .dispatcher()
                     .webhooks(&tenant)
                     .filter(|view| after.as_ref().is_none_or(|after| view.id > after))
                     .take(limit)
@@ -562,7 +562,11 @@ impl Shard {
                 tenant,
                 event,
                 reply,
-            } => match self.dispatcher.accept_event(now, &tenant, event) {
+            } => match self
+                .session
+                .dispatcher_mut()
+                .accept_event(now, &tenant, event)
+            {
                 Ok(accepted) => {
                     let append = accepted.append;
                     self.defer(append, Ack::Published(reply, Published::of(accepted)));
@@ -575,28 +579,31 @@ impl Shard {
                 reply,
             } => {
                 let mut last = AppendId(0);
+                let dispatcher = self.session.dispatcher_mut();
                 let results = events
                     .into_iter()
-                    .map(
-                        |event| match self.dispatcher.accept_event(now, &tenant, event) {
-                            Ok(accepted) => {
-                                last = last.max(accepted.append);
-                                Ok(Published::of(accepted))
-                            }
-                            Err(error) => Err(Failure::Accept(error)),
-                        },
-                    )
+                    .map(|event| match dispatcher.accept_event(now, &tenant, event) {
+                        Ok(accepted) => {
+                            last = last.max(accepted.append);
+                            Ok(Published::of(accepted))
+                        }
+                        Err(error) => Err(Failure::Accept(error)),
+                    })
                     .collect();
                 self.defer(last, Ack::Batch(reply, results));
             }
             Request::Deliveries { query, reply } => {
-                reply.send(self.dispatcher.deliveries(&query));
+                reply.send(self.session.dispatcher().deliveries(&query));
             }
             Request::Delivery { tenant, id, reply } => {
-                reply.send(self.dispatcher.delivery(&tenant, id));
+                reply.send(self.session.dispatcher().delivery(&tenant, id));
             }
             Request::RetryDelivery { tenant, id, reply } => {
-                match self.dispatcher.retry_delivery(now, &tenant, id) {
+                match self
+                    .session
+                    .dispatcher_mut()
+                    .retry_delivery(now, &tenant, id)
+                {
                     Ok(append) => self.defer(append, Ack::Unit(reply)),
                     Err(error) => reply.send(Err(Failure::Op(error))),
                 }
@@ -607,12 +614,13 @@ impl Shard {
                 since_ms,
                 reply,
             } => match self
-                .dispatcher
+                .session
+                .dispatcher_mut()
                 .resend_failed(now, &tenant, &webhook, since_ms)
             {
                 Ok(count) => {
-                    // Its records are whatever it queued; wait for the last of them.
-                    let append = self.last_queued_append();
+                    // Its records are whatever it made; wait for the last of them.
+                    let append = self.session.dispatcher().last_append();
                     self.defer(append, Ack::Count(reply, count));
                 }
                 Err(error) => reply.send(Err(Failure::Op(error))),
@@ -623,7 +631,8 @@ impl Shard {
                 event_type,
                 reply,
             } => match self
-                .dispatcher
+                .session
+                .dispatcher_mut()
                 .send_test_event(now, &tenant, &webhook, event_type)
             {
                 Ok(accepted) => self.defer(accepted.append, Ack::Event(reply, accepted.event_id)),
@@ -635,7 +644,8 @@ impl Shard {
                 event,
                 reply,
             } => match self
-                .dispatcher
+                .session
+                .dispatcher_mut()
                 .send_test_event_with(now, &tenant, &webhook, event)
             {
                 Ok(accepted) => {
@@ -662,9 +672,9 @@ impl Shard {
             Request::Stats { reply } => {
                 self.take_sync_samples();
                 let mut counters = self.counters_replaced;
-                counters.merge(&self.dispatcher.counters());
+                counters.merge(&self.session.dispatcher().counters());
                 reply.send(ShardStats {
-                    dispatcher: self.dispatcher.stats(),
+                    dispatcher: self.session.dispatcher().stats(),
                     counters,
                     journal_last_seq: self.journal.last_seq(),
                     journal_durable_seq: self.journal.durable_seq(),
@@ -685,25 +695,10 @@ impl Shard {
         }
     }
 
-    /// The AppendId the dispatcher will give its most recently queued `Append`.
-    fn last_queued_append(&mut self) -> AppendId {
-        // Move queued commands into the journal now so `last_append` covers them.
-        self.pump();
-        self.last_append
-    }
-
     /// Answers `ack` once `append` is durable (at once for `AppendId(0)`).
     fn defer(&mut self, append: AppendId, ack: Ack) {
-        if let Some(blocked) = &self.blocked {
-            // The journal refused a record while this request was being carried out
-            // (`last_queued_append`): its records went with the replaced dispatcher.
-            ack.fail(Failure::Storage(blocked.message.clone()));
-            return;
-        }
-        if append <= self.durable_append {
+        if let Some(ack) = self.session.hold(append, ack) {
             ack.succeed();
-        } else {
-            self.acks.push_back((append, ack));
         }
     }
 
@@ -715,7 +710,7 @@ impl Shard {
             return;
         }
         let mut commands = std::mem::take(&mut self.commands);
-        self.dispatcher.drain_commands(&mut commands);
+        self.session.drain_commands(&mut commands);
         let mut failure = None;
         for command in commands.drain(..) {
             if failure.is_some() {
@@ -765,8 +760,7 @@ impl Shard {
             Ok(seq) => {
                 self.journal_bytes_appended += herald_journal::frame_bytes(payload_bytes);
                 self.stream.appended(seq, record);
-                self.appended.push_back((seq, id));
-                self.last_append = id;
+                self.session.appended(id, seq);
                 self.records_since_checkpoint += 1;
                 Ok(())
             }
@@ -800,25 +794,20 @@ impl Shard {
         self.stream.discard_pending();
         // The rest was never journaled: not carried out.
         let refusal = format!("{message}; changes are refused until the journal can write again");
-        for (_, ack) in self.acks.drain(..) {
+        for ack in self.session.abandon() {
             ack.fail(Failure::Storage(refusal.clone()));
         }
-        let now = now_ms();
-        let mut dispatcher = Dispatcher::new(self.config.dispatcher.clone(), now);
-        if let Err(error) = replay(&self.journal, &mut dispatcher) {
-            self.storage_failure = Some(format!("rebuilding from the journal: {error}"));
-            return;
-        }
-        dispatcher.replay_finished(now);
-        let replaced = std::mem::replace(&mut self.dispatcher, dispatcher);
+        let dispatcher = match recover(&self.journal, &self.config.dispatcher, now_ms()) {
+            Ok(dispatcher) => dispatcher,
+            Err(error) => {
+                self.storage_failure = Some(format!("rebuilding from the journal: {error}"));
+                return;
+            }
+        };
+        // The session asserts that every reply was answered, from the journal's state,
+        // and drops outcomes of sends the replaced dispatcher asked for.
+        let replaced = self.session.replace(dispatcher);
         self.counters_replaced.merge(&replaced.counters());
-        self.generation += 1;
-        // Append ids are the replaced dispatcher's; the new one counts from the start.
-        self.appended.clear();
-        self.last_append = AppendId(0);
-        self.durable_append = AppendId(0);
-        // Durability invariant: every reply was answered, from the journal's state.
-        assert!(self.acks.is_empty(), "replies outlived a rebuild");
         self.blocked = Some(Blocked {
             message: refusal,
             payload_bytes,
@@ -873,7 +862,9 @@ impl Shard {
         if !level_on {
             return;
         }
-        let Some((tenant, webhook, event)) = self.dispatcher.delivery_ids(outcome.delivery) else {
+        let Some((tenant, webhook, event)) =
+            self.session.dispatcher().delivery_ids(outcome.delivery)
+        else {
             return;
         };
         let delivery = outcome.delivery;
@@ -905,7 +896,7 @@ impl Shard {
         };
         let delivery = request.delivery;
         let attempt = request.attempt;
-        let generation = self.generation;
+        let generation = self.session.generation();
         let client = self.client.clone();
         let finished = self.finished.clone();
         let local = self.local.clone();
@@ -950,31 +941,13 @@ impl Shard {
         .detach();
     }
 
-    /// Maps the journal's durable sequence number to AppendIds, tells the dispatcher, and
-    /// answers the replies whose records are durable.
+    /// Tells the session how far the journal is durable (it tells the dispatcher) and
+    /// answers the replies whose records are now durable.
     fn advance_durable(&mut self) {
         let durable_seq = self.journal.durable_seq();
-        let mut through = self.durable_append;
-        while let Some(&(seq, id)) = self.appended.front() {
-            if seq > durable_seq {
-                break;
-            }
-            through = id;
-            self.appended.pop_front();
-        }
         self.stream.durable(durable_seq);
-        if through > self.durable_append {
-            self.durable_append = through;
-            self.dispatcher.records_durable(through);
-        }
-        while self
-            .acks
-            .front()
-            .is_some_and(|(append, _)| *append <= self.durable_append)
-        {
-            if let Some((_, ack)) = self.acks.pop_front() {
-                ack.succeed();
-            }
+        for ack in self.session.durable(durable_seq) {
+            ack.succeed();
         }
     }
 
@@ -991,7 +964,7 @@ impl Shard {
         if self.blocked.is_some() || self.storage_failure.is_some() {
             return;
         }
-        let record = self.dispatcher.checkpoint(now);
+        let record = self.session.dispatcher().checkpoint(now);
         // Whatever happens next, the next attempt waits for another full period: a
         // checkpoint that failed must not be retried on every turn.
         self.last_checkpoint = Instant::now();
@@ -1018,7 +991,7 @@ impl Shard {
 
     /// The journal failed: every waiting reply gets the storage error.
     fn fail_everything(&mut self, message: &str) {
-        for (_, ack) in self.acks.drain(..) {
+        for ack in self.session.abandon() {
             ack.fail(Failure::Storage(message.to_string()));
         }
         let mut batch = Vec::new();
@@ -1044,7 +1017,7 @@ impl Shard {
             return self.stop_failed(message);
         }
         // Anything still waiting could not be made durable before stopping.
-        for (_, ack) in self.acks.drain(..) {
+        for ack in self.session.abandon() {
             ack.fail(Failure::ShuttingDown);
         }
         let mut batch = Vec::new();
