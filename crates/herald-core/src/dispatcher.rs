@@ -36,6 +36,7 @@ mod registry;
 mod replay;
 mod signing;
 
+use admission::KeyUse;
 use idempotency::{KeyEntry, Keys};
 pub use outcome::bound_response_headers;
 use outcome::{headers_from_rec, headers_to_rec, GENERATED_EVENT_ID_PREFIXES};
@@ -274,6 +275,19 @@ pub enum RegistryError {
     },
 }
 
+/// The shard holds the most pending deliveries allowed
+/// ([`DispatcherConfig::pending_deliveries_max`]): back-pressure, retry later.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("shard is full: {pending} pending deliveries, {needed} more needed, at most {max}")]
+pub struct ShardFull {
+    /// Pending deliveries now.
+    pub pending: usize,
+    /// Deliveries the refused work needs.
+    pub needed: usize,
+    /// The limit.
+    pub max: usize,
+}
+
 /// An event that was refused.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum AcceptError {
@@ -281,14 +295,14 @@ pub enum AcceptError {
     #[error(transparent)]
     Envelope(#[from] EnvelopeError),
     /// The shard holds the most pending deliveries allowed: back-pressure, retry later.
-    #[error("shard is full: {pending} pending deliveries, {needed} more needed, at most {max}")]
+    /// The event comes back unchanged ([`AcceptError::into_event`]), so the caller can
+    /// publish it again without having kept a copy.
+    #[error("{full}")]
     Full {
-        /// Pending deliveries now.
-        pending: usize,
-        /// Deliveries the event needs.
-        needed: usize,
-        /// The limit.
-        max: usize,
+        /// The limit, and what the event needed.
+        full: ShardFull,
+        /// The refused event, unchanged.
+        event: Box<NewEvent>,
     },
     /// The idempotency key is not 1..=[`crate::IDEMPOTENCY_KEY_BYTES_MAX`] bytes of
     /// printable ASCII (caller's error).
@@ -304,6 +318,18 @@ pub enum AcceptError {
         /// The key.
         key: String,
     },
+}
+
+impl AcceptError {
+    /// The refused event, when the refusal was back-pressure ([`AcceptError::Full`]):
+    /// publishing it again later can succeed. `None` for the caller's errors, which
+    /// publishing the same event again would only repeat.
+    pub fn into_event(self) -> Option<NewEvent> {
+        match self {
+            AcceptError::Full { event, .. } => Some(*event),
+            _ => None,
+        }
+    }
 }
 
 /// A manual operation that was refused.
@@ -333,9 +359,14 @@ pub enum OpError {
     /// Invalid event type for a test event.
     #[error(transparent)]
     EventType(#[from] IdError),
-    /// Back-pressure, as [`AcceptError::Full`].
+    /// A test event was refused: invalid, or back-pressure ([`AcceptError::Full`], the
+    /// caller's event given back).
     #[error(transparent)]
     Accept(#[from] AcceptError),
+    /// The shard holds the most pending deliveries allowed, so a retry or a test event
+    /// the dispatcher made up cannot be queued: back-pressure, retry later.
+    #[error(transparent)]
+    Full(ShardFull),
 }
 
 /// A record that cannot be replayed (storage's fault: corruption or an incompatible

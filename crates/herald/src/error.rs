@@ -90,7 +90,10 @@ pub enum Error {
         /// The delivery that does not exist.
         delivery: DeliveryId,
     },
-    /// The tenant's shard queue is full (`try_*` forms only). The item is given back.
+    /// The tenant's shard cannot take the item now: its intake queue is full (`try_*`
+    /// forms only), or it holds the most pending deliveries allowed (any form). The item
+    /// is given back: for a publish or a test send of a caller's event, the event
+    /// ([`Error::into_event`]; in a batch, each refused event in its own result).
     Backpressure {
         /// The shard that is full.
         shard: usize,

@@ -374,8 +374,19 @@ fn failure_to_error(shard: usize, tenant: Option<&TenantId>, failure: Failure) -
             Error::invalid_because(Some(field), error)
         }
         Failure::Registry(error) => Error::invalid_because(None, error),
-        Failure::Accept(AcceptError::Full { .. })
-        | Failure::Op(OpError::Accept(AcceptError::Full { .. })) => Error::Backpressure {
+        // The shard's pending deliveries are at their limit: the caller's event comes back.
+        Failure::Accept(AcceptError::Full { event, .. })
+        | Failure::Op(OpError::Accept(AcceptError::Full { event, .. })) => Error::Backpressure {
+            shard,
+            unsent: match tenant {
+                Some(tenant) => Unsent::Event {
+                    tenant: tenant.clone(),
+                    event: Box::new(Event::from_new_event(*event)),
+                },
+                None => Unsent::Request,
+            },
+        },
+        Failure::Op(OpError::Full(_)) => Error::Backpressure {
             shard,
             unsent: Unsent::Request,
         },

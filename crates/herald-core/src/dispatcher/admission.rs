@@ -3,6 +3,15 @@
 
 use super::*;
 
+/// Whether an accepted event's idempotency key is checked and remembered.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum KeyUse {
+    /// A publish: the key goes into the `EventAccepted` record (and so the window).
+    Remember,
+    /// A test send: never a duplicate, its key (if any) neither consulted nor kept.
+    Ignore,
+}
+
 impl Dispatcher {
     /// Accepts an event for `tenant`: encodes its envelope, matches it against the
     /// tenant's active webhooks and creates one pending delivery per match. The
@@ -21,44 +30,47 @@ impl Dispatcher {
                 return Ok(answer);
             }
         }
-        let body = encode_envelope(tenant, &event)?;
         let mut targets = Vec::new();
         if let Some(t) = self.tenants.get(tenant) {
             t.matcher.matches(&event.event_type, &mut targets);
         }
-        let created_at_ms = event.created_at_ms;
-        self.accept_with_targets(
-            now,
-            tenant,
-            event.id,
-            event.event_type,
-            body,
-            targets,
-            created_at_ms,
-            event.idempotency,
-        )
+        self.accept_with_targets(now, tenant, event, targets, KeyUse::Remember)
     }
 
-    #[allow(clippy::too_many_arguments)] // reason: the parts of one event, moved in
+    /// Accepts `event` for exactly `targets`. An invalid event is refused first (the
+    /// caller's error stays the answer however full the shard is); a full shard gives
+    /// the event back unchanged.
     pub(super) fn accept_with_targets(
         &mut self,
         now: u64,
         tenant: &TenantId,
-        event_id: EventId,
-        event_type: EventType,
-        body: Vec<u8>,
+        event: NewEvent,
         targets: Vec<WebhookId>,
-        created_at_ms: u64,
-        idempotency: Option<Idempotency>,
+        key: KeyUse,
     ) -> Result<Accepted, AcceptError> {
+        let body = encode_envelope(tenant, &event)?;
         let max = self.config.pending_deliveries_max;
         if self.pending_count + targets.len() > max {
             return Err(AcceptError::Full {
-                pending: self.pending_count,
-                needed: targets.len(),
-                max,
+                full: ShardFull {
+                    pending: self.pending_count,
+                    needed: targets.len(),
+                    max,
+                },
+                event: Box::new(event),
             });
         }
+        let NewEvent {
+            id: event_id,
+            event_type,
+            created_at_ms,
+            idempotency,
+            ..
+        } = event;
+        let idempotency = match key {
+            KeyUse::Remember => idempotency,
+            KeyUse::Ignore => None,
+        };
         let mut refs = Vec::with_capacity(targets.len());
         for webhook in &targets {
             let attempts_max = self.attempts_max_of(tenant, webhook);

@@ -34,7 +34,7 @@ impl Dispatcher {
                     return Err(OpError::AlreadySucceeded(delivery));
                 }
                 if self.pending_count >= self.config.pending_deliveries_max {
-                    return Err(OpError::Accept(AcceptError::Full {
+                    return Err(OpError::Full(ShardFull {
                         pending: self.pending_count,
                         needed: 1,
                         max: self.config.pending_deliveries_max,
@@ -114,11 +114,17 @@ impl Dispatcher {
             data: TEST_EVENT_DATA.to_vec(),
             idempotency: None,
         })
+        .map_err(|error| match error {
+            // The event was made here, not handed in: nothing to give back.
+            OpError::Accept(AcceptError::Full { full, .. }) => OpError::Full(full),
+            other => other,
+        })
     }
 
     /// Sends `event` (the caller's type, data, id and so on) to one webhook only,
     /// whatever its filters, as a test. [`Accepted::first_delivery`] is the delivery
-    /// created (always `Some` on success).
+    /// created (always `Some` on success). A full shard gives the event back
+    /// (`OpError::Accept(AcceptError::Full { event, .. })`).
     pub fn send_test_event_with(
         &mut self,
         now_ms: u64,
@@ -141,18 +147,7 @@ impl Dispatcher {
         let now = self.advance_clock(now_ms);
         self.require_active_webhook(tenant, webhook)?;
         let event = make(self, now);
-        let body = encode_envelope(tenant, &event).map_err(AcceptError::from)?;
-        // A test send is never a duplicate: its key (if any) is not consulted or kept.
-        Ok(self.accept_with_targets(
-            now,
-            tenant,
-            event.id,
-            event.event_type,
-            body,
-            vec![webhook.clone()],
-            event.created_at_ms,
-            None,
-        )?)
+        Ok(self.accept_with_targets(now, tenant, event, vec![webhook.clone()], KeyUse::Ignore)?)
     }
 
     /// Puts a delivery back on the schedule (from any state but in flight).

@@ -330,6 +330,14 @@ fn outcome_table() {
             None,
             true,
         ),
+        // The request could not be encoded: sending it again cannot help, and the
+        // receiver did nothing wrong (its webhook stays active).
+        (
+            AttemptResult::Transport(TransportError::InvalidRequest),
+            Failed,
+            None,
+            true,
+        ),
         (
             AttemptResult::Response {
                 status: 429,
@@ -957,6 +965,58 @@ fn query_scan_limit() {
 }
 
 #[test]
+fn a_full_shard_gives_the_callers_event_back() {
+    let config = DispatcherConfig {
+        pending_deliveries_max: 1,
+        ..DispatcherConfig::default()
+    };
+    let mut drv = one_webhook(config, spec(&["*"]));
+    let t = tenant("acme");
+    drv.d.accept_event(T0, &t, event("e0", "a.b")).unwrap();
+    let mut keyed = event("e1", "a.b");
+    keyed.idempotency = Some(Idempotency {
+        key: "order-1".into(),
+        fingerprint: [7; 16],
+    });
+    // Publish: the event (its key included) comes back; nothing was recorded for it.
+    let refused = drv.d.accept_event(T0, &t, keyed.clone()).unwrap_err();
+    assert_eq!(refused.clone().into_event(), Some(keyed.clone()));
+    assert!(refused.to_string().contains("at most 1"), "{refused}");
+    drv.step();
+    let accepted: Vec<&str> = drv
+        .records
+        .iter()
+        .filter_map(|r| match r {
+            Record::EventAccepted(e) => Some(e.event_id.as_str()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(accepted, ["e0"]);
+    // An invalid event is the caller's error even on a full shard: nothing to retry.
+    let mut invalid = event("e2", "a.b");
+    invalid.data = b"{".to_vec();
+    let error = drv.d.accept_event(T0, &t, invalid).unwrap_err();
+    assert!(matches!(error, AcceptError::Envelope(_)), "{error}");
+    assert_eq!(error.into_event(), None);
+    // A test send of the caller's event gives it back too.
+    match drv.d.send_test_event_with(T0, &t, &wh("w1"), keyed.clone()) {
+        Err(OpError::Accept(error)) => assert_eq!(error.into_event(), Some(keyed)),
+        other => panic!("expected a full shard, got {other:?}"),
+    }
+    // A test event the dispatcher makes up, or a retry, has nothing to give back.
+    let full = ShardFull {
+        pending: 1,
+        needed: 1,
+        max: 1,
+    };
+    assert_eq!(
+        drv.d
+            .send_test_event(T0, &t, &wh("w1"), EventType::parse("ping").unwrap()),
+        Err(OpError::Full(full))
+    );
+}
+
+#[test]
 fn limits() {
     // Webhooks per tenant.
     let config = DispatcherConfig {
@@ -989,14 +1049,20 @@ fn limits() {
     drv.d
         .accept_event(T0, &tenant("b"), event("e1", "a.b"))
         .unwrap();
+    let refused = drv.d.accept_event(T0, &t, event("e2", "a.b")).unwrap_err();
     assert!(matches!(
-        drv.d.accept_event(T0, &t, event("e2", "a.b")),
-        Err(AcceptError::Full {
-            pending: 3,
-            needed: 2,
-            max: 3
-        })
+        &refused,
+        AcceptError::Full {
+            full: ShardFull {
+                pending: 3,
+                needed: 2,
+                max: 3
+            },
+            ..
+        }
     ));
+    // The refused event comes back unchanged, ready to publish again.
+    assert_eq!(refused.into_event(), Some(event("e2", "a.b")));
     // Sends per tick: 3 due, 2 per tick.
     drv.d.tick(T0);
     let mut cmds = Vec::new();
