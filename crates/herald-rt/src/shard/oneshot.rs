@@ -17,16 +17,25 @@ enum State<T> {
     Done,
 }
 
+struct Slot<T> {
+    state: State<T>,
+    /// A thread is blocked on `ready` (in `wait` or `wait_timeout`). Only then does an
+    /// answer signal the condition variable: signalling always costs a `futex` system
+    /// call, and most answers find their receiver polled as a future or not waiting yet
+    /// (one call per published event showed in profiles of the shard threads).
+    sleeping: bool,
+}
+
 struct Inner<T> {
-    state: Mutex<State<T>>,
+    slot: Mutex<Slot<T>>,
     ready: Condvar,
 }
 
 impl<T> Inner<T> {
-    fn lock(&self) -> MutexGuard<'_, State<T>> {
+    fn lock(&self) -> MutexGuard<'_, Slot<T>> {
         // A panic while holding this lock can only come from a waker's `wake`; the
         // state is still consistent then, so poisoning is ignored.
-        self.state
+        self.slot
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
@@ -67,7 +76,10 @@ pub enum WaitTimeoutError {
 /// A connected reply pair.
 pub fn reply_channel<T>() -> (Reply<T>, ReplyReceiver<T>) {
     let inner = Arc::new(Inner {
-        state: Mutex::new(State::Waiting(None)),
+        slot: Mutex::new(Slot {
+            state: State::Waiting(None),
+            sleeping: false,
+        }),
         ready: Condvar::new(),
     });
     (
@@ -88,18 +100,23 @@ impl<T> Reply<T> {
 }
 
 fn finish<T>(inner: &Inner<T>, outcome: State<T>) {
-    let waker = {
-        let mut state = inner.lock();
-        match std::mem::replace(&mut *state, outcome) {
+    let (waker, sleeping) = {
+        let mut slot = inner.lock();
+        let waker = match std::mem::replace(&mut slot.state, outcome) {
             State::Waiting(waker) => waker,
             // Already answered: keep the first answer.
             previous => {
-                *state = previous;
+                slot.state = previous;
                 None
             }
-        }
+        };
+        // Read under the lock: a receiver sets `sleeping` under it before it blocks, so
+        // either it is set here or the receiver sees the answer before blocking.
+        (waker, slot.sleeping)
     };
-    inner.ready.notify_all();
+    if sleeping {
+        inner.ready.notify_all();
+    }
     if let Some(waker) = waker {
         waker.wake();
     }
@@ -116,18 +133,20 @@ impl<T> Drop for Reply<T> {
 impl<T> ReplyReceiver<T> {
     /// Blocks the calling thread until the answer arrives.
     pub fn wait(self) -> Result<T, Canceled> {
-        let mut state = self.inner.lock();
+        let mut slot = self.inner.lock();
         loop {
-            match std::mem::replace(&mut *state, State::Done) {
+            match std::mem::replace(&mut slot.state, State::Done) {
                 State::Ready(value) => return Ok(value),
                 State::Done => return Err(Canceled),
                 waiting @ State::Waiting(_) => {
-                    *state = waiting;
-                    state = self
+                    slot.state = waiting;
+                    slot.sleeping = true;
+                    slot = self
                         .inner
                         .ready
-                        .wait(state)
+                        .wait(slot)
                         .unwrap_or_else(|poisoned| poisoned.into_inner());
+                    slot.sleeping = false;
                 }
             }
         }
@@ -137,24 +156,26 @@ impl<T> ReplyReceiver<T> {
     /// returned so the caller can decide to keep waiting.
     pub fn wait_timeout(self, timeout: Duration) -> Result<T, (WaitTimeoutError, Option<Self>)> {
         let deadline = Instant::now() + timeout;
-        let mut state = self.inner.lock();
+        let mut slot = self.inner.lock();
         loop {
-            match std::mem::replace(&mut *state, State::Done) {
+            match std::mem::replace(&mut slot.state, State::Done) {
                 State::Ready(value) => return Ok(value),
                 State::Done => return Err((WaitTimeoutError::Canceled, None)),
                 waiting @ State::Waiting(_) => {
-                    *state = waiting;
+                    slot.state = waiting;
                     let now = Instant::now();
                     if now >= deadline {
-                        drop(state);
+                        drop(slot);
                         return Err((WaitTimeoutError::TimedOut, Some(self)));
                     }
-                    state = self
+                    slot.sleeping = true;
+                    slot = self
                         .inner
                         .ready
-                        .wait_timeout(state, deadline - now)
+                        .wait_timeout(slot, deadline - now)
                         .unwrap_or_else(|poisoned| poisoned.into_inner())
                         .0;
+                    slot.sleeping = false;
                 }
             }
         }
@@ -165,12 +186,12 @@ impl<T> Future for ReplyReceiver<T> {
     type Output = Result<T, Canceled>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        let mut state = self.inner.lock();
-        match std::mem::replace(&mut *state, State::Done) {
+        let mut slot = self.inner.lock();
+        match std::mem::replace(&mut slot.state, State::Done) {
             State::Ready(value) => Poll::Ready(Ok(value)),
             State::Done => Poll::Ready(Err(Canceled)),
             State::Waiting(_) => {
-                *state = State::Waiting(Some(cx.waker().clone()));
+                slot.state = State::Waiting(Some(cx.waker().clone()));
                 Poll::Pending
             }
         }
@@ -199,6 +220,28 @@ mod tests {
         let sender = std::thread::spawn(move || reply.send(41 + 1));
         assert_eq!(receiver.wait(), Ok(42));
         sender.join().unwrap();
+    }
+
+    #[test]
+    fn an_answer_racing_a_blocking_wait_is_never_lost() {
+        // The condition variable is signalled only when the receiver is blocked: an
+        // answer landing between the receiver's check and its block must still wake it.
+        // A lost wake-up would show as a timeout (the bound keeps the test finite).
+        for round in 0..2_000u32 {
+            let (reply, receiver) = reply_channel();
+            let sender = std::thread::spawn(move || reply.send(round));
+            let answer = receiver
+                .wait_timeout(Duration::from_secs(10))
+                .map_err(|(error, _)| error);
+            assert_eq!(answer, Ok(round));
+            sender.join().unwrap();
+        }
+        for round in 0..2_000u32 {
+            let (reply, receiver) = reply_channel();
+            let sender = std::thread::spawn(move || reply.send(round));
+            assert_eq!(receiver.wait(), Ok(round));
+            sender.join().unwrap();
+        }
     }
 
     #[test]
