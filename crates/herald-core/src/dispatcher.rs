@@ -6,7 +6,7 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::sync::Arc;
 
-use herald_http::Url;
+use herald_http::{HeaderFields, Url};
 use herald_sign::{BatchSigner, Message, SignedHeaders, Signer};
 
 use crate::convert::{webhook_from_rec, webhook_to_rec};
@@ -171,8 +171,9 @@ pub struct SendRequest {
     /// Endpoint.
     pub url: Arc<Url>,
     /// Headers in send order: `content-type`, `user-agent`, the signature headers, then
-    /// the webhook's custom headers. Names and values are valid header text.
-    pub headers: Vec<(String, String)>,
+    /// the webhook's custom headers. Names and values are valid header text. One buffer
+    /// for all of them (static names are not copied): two allocations per request.
+    pub headers: HeaderFields,
     /// The envelope: exactly the signed bytes, shared by every delivery of the event.
     pub body: Arc<[u8]>,
     /// Connect timeout.
@@ -183,7 +184,7 @@ pub struct SendRequest {
 
 impl std::fmt::Debug for SendRequest {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let header_names: Vec<&str> = self.headers.iter().map(|(n, _)| n.as_str()).collect();
+        let header_names: Vec<&str> = self.headers.names().collect();
         f.debug_struct("SendRequest")
             .field("delivery", &self.delivery)
             .field("attempt", &self.attempt)

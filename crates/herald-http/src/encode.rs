@@ -1,3 +1,5 @@
+use crate::HeaderFields;
+
 /// Why a message could not be encoded. Always the caller's fault: a header, method, target
 /// or host that would break (or inject into) the message framing. Nothing was written.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -75,6 +77,37 @@ pub fn encode_request(
     headers: &[(&str, &[u8])],
     body: &[u8],
 ) -> Result<(), EncodeError> {
+    encode_request_from(out, method, target, host, headers.iter().copied(), body)
+}
+
+/// [`encode_request`] with the header fields of a [`HeaderFields`] list, after
+/// `defaults` (fields the caller adds in front, such as a default `User-Agent`): head and
+/// body land in `out` together, ready for one write. An error's `index` counts
+/// `defaults` first, then `fields`.
+pub fn encode_request_fields(
+    out: &mut Vec<u8>,
+    method: &str,
+    target: &str,
+    host: &str,
+    defaults: &[(&str, &[u8])],
+    fields: &HeaderFields,
+    body: &[u8],
+) -> Result<(), EncodeError> {
+    let headers = defaults
+        .iter()
+        .copied()
+        .chain(fields.iter().map(|(name, value)| (name, value.as_bytes())));
+    encode_request_from(out, method, target, host, headers, body)
+}
+
+fn encode_request_from<'h>(
+    out: &mut Vec<u8>,
+    method: &str,
+    target: &str,
+    host: &str,
+    headers: impl Iterator<Item = (&'h str, &'h [u8])> + Clone,
+    body: &[u8],
+) -> Result<(), EncodeError> {
     if !is_token(method.as_bytes()) {
         return Err(EncodeError::InvalidMethod);
     }
@@ -84,7 +117,7 @@ pub fn encode_request(
     if host.is_empty() || !host.bytes().all(|b| b.is_ascii_graphic()) {
         return Err(EncodeError::InvalidHost);
     }
-    let headers_len = check_headers(headers)?;
+    let headers_len = check_headers(headers.clone())?;
     let send_length = !body.is_empty() || !(method == "GET" || method == "HEAD");
     let mut length_digits = [0u8; 20];
     let length = format_decimal(body.len() as u64, &mut length_digits);
@@ -128,7 +161,7 @@ pub fn encode_response(
     if bodyless && !body.is_empty() {
         return Err(EncodeError::BodyNotAllowed(status));
     }
-    let headers_len = check_headers(headers)?;
+    let headers_len = check_headers(headers.iter().copied())?;
     let reason = reason_phrase(status);
     let mut status_digits = [0u8; 20];
     let status_text = format_decimal(u64::from(status), &mut status_digits);
@@ -141,7 +174,7 @@ pub fn encode_response(
     out.push(b' ');
     out.extend_from_slice(reason.as_bytes());
     out.extend_from_slice(b"\r\n");
-    write_headers(out, headers);
+    write_headers(out, headers.iter().copied());
     // 304 keeps no Content-Length: it would describe the representation, not this message.
     if !bodyless {
         out.extend_from_slice(b"Content-Length: ");
@@ -154,9 +187,11 @@ pub fn encode_response(
 }
 
 /// Validates caller headers; returns the bytes they will take on the wire.
-fn check_headers(headers: &[(&str, &[u8])]) -> Result<usize, EncodeError> {
+fn check_headers<'h>(
+    headers: impl Iterator<Item = (&'h str, &'h [u8])>,
+) -> Result<usize, EncodeError> {
     let mut len = 0;
-    for (index, (name, value)) in headers.iter().enumerate() {
+    for (index, (name, value)) in headers.enumerate() {
         if !is_token(name.as_bytes()) {
             return Err(EncodeError::InvalidHeaderName { index });
         }
@@ -174,7 +209,7 @@ fn check_headers(headers: &[(&str, &[u8])]) -> Result<usize, EncodeError> {
     Ok(len)
 }
 
-fn write_headers(out: &mut Vec<u8>, headers: &[(&str, &[u8])]) {
+fn write_headers<'h>(out: &mut Vec<u8>, headers: impl Iterator<Item = (&'h str, &'h [u8])>) {
     for (name, value) in headers {
         out.extend_from_slice(name.as_bytes());
         out.extend_from_slice(b": ");
@@ -442,6 +477,58 @@ mod tests {
                 "{method:?} {target:?} {host:?} {headers:?}"
             );
             assert_eq!(out, b"keep");
+        }
+    }
+
+    #[test]
+    fn header_fields_encode_like_the_same_slice_and_are_checked_alike() {
+        let mut fields = HeaderFields::new();
+        fields.push_static("webhook-id", "msg_1");
+        fields.push("X-Team", "blue");
+        let defaults: [(&str, &[u8]); 1] = [("User-Agent", b"herald")];
+        let mut from_fields = b"kept".to_vec();
+        encode_request_fields(
+            &mut from_fields,
+            "POST",
+            "/h",
+            "h",
+            &defaults,
+            &fields,
+            b"{}",
+        )
+        .unwrap();
+        let mut from_slice = b"kept".to_vec();
+        let slice: [(&str, &[u8]); 3] = [
+            ("User-Agent", b"herald"),
+            ("webhook-id", b"msg_1"),
+            ("X-Team", b"blue"),
+        ];
+        encode_request(&mut from_slice, "POST", "/h", "h", &slice, b"{}").unwrap();
+        assert_eq!(from_fields, from_slice);
+
+        // The error's index counts the defaults first; nothing is written on error.
+        let cases: [(&str, &str, EncodeError); 3] = [
+            (
+                "X-Evil",
+                "a\r\nInjected: 1",
+                EncodeError::InvalidHeaderValue { index: 2 },
+            ),
+            ("Bad Name", "v", EncodeError::InvalidHeaderName { index: 2 }),
+            (
+                "content-length",
+                "1",
+                EncodeError::ReservedHeader { index: 2 },
+            ),
+        ];
+        for (name, value, expected) in cases {
+            let mut bad = HeaderFields::new();
+            bad.push_static("webhook-id", "msg_1");
+            bad.push(name, value);
+            let mut out = b"kept".to_vec();
+            let error = encode_request_fields(&mut out, "POST", "/", "h", &defaults, &bad, b"")
+                .unwrap_err();
+            assert_eq!(error, expected, "{name}");
+            assert_eq!(out, b"kept");
         }
     }
 

@@ -4,6 +4,8 @@
 //! * [`encode_request`] / [`encode_response`]: write a message head and body into a
 //!   caller-owned, reusable `Vec<u8>`; header names and values are checked so that
 //!   attacker-influenced custom headers cannot inject extra header lines.
+//!   [`HeaderFields`] holds a request's fields in one text buffer (static names are not
+//!   copied), and [`encode_request_fields`] encodes from it.
 //! * [`ResponseParser`] / [`RequestParser`]: incremental parsers fed arbitrary byte
 //!   chunks (built on `httparse` for the head), with every buffer bounded by [`Limits`].
 //! * [`RetryAfter`] / [`parse_retry_after`]: the `Retry-After` header, delta-seconds or
@@ -36,6 +38,7 @@ mod body;
 mod date;
 mod encode;
 mod error;
+mod fields;
 mod head;
 mod limits;
 mod message;
@@ -45,9 +48,11 @@ mod retry_after;
 mod url;
 
 pub use encode::{
-    check_header_name, check_header_value, encode_request, encode_response, EncodeError,
+    check_header_name, check_header_value, encode_request, encode_request_fields, encode_response,
+    EncodeError,
 };
 pub use error::HttpError;
+pub use fields::HeaderFields;
 pub use limits::Limits;
 pub use request::{Request, RequestParser};
 pub use response::{Response, ResponseParser};

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use futures_lite::io::{AsyncReadExt, AsyncWriteExt};
 use glommio::net::TcpStream;
 use glommio::timer::Timer;
-use herald_http::{Limits, Response, ResponseParser, Url};
+use herald_http::{HeaderFields, Limits, Response, ResponseParser, Url};
 
 use crate::conn::Conn;
 use crate::dns::{DnsConfig, Resolver};
@@ -111,10 +111,10 @@ pub struct OutboundRequest {
     /// Where to send it; shared, since every attempt to one webhook goes to the same
     /// place and cloning a URL costs several allocations.
     pub url: Arc<Url>,
-    /// Extra headers (signature headers, the webhook's custom headers). `Host` and
-    /// `Content-Length` are set by the encoder and refused here; `Content-Type` and
-    /// `User-Agent` replace the defaults.
-    pub headers: Vec<(String, String)>,
+    /// Extra headers (signature headers, the webhook's custom headers), in one buffer.
+    /// `Host` and `Content-Length` are set by the encoder and refused here;
+    /// `Content-Type` and `User-Agent` replace the defaults.
+    pub headers: HeaderFields,
     /// The body, shared between the fan-out of one event (and with the dispatcher,
     /// which hands out the same `Arc`): never copied on the way to the socket.
     pub body: Arc<[u8]>,
@@ -129,7 +129,7 @@ impl OutboundRequest {
     pub fn new(url: impl Into<Arc<Url>>, body: impl Into<Arc<[u8]>>) -> OutboundRequest {
         OutboundRequest {
             url: url.into(),
-            headers: Vec::new(),
+            headers: HeaderFields::new(),
             body: body.into(),
             connect_timeout_ms: CONNECT_TIMEOUT_MS_DEFAULT,
             request_timeout_ms: REQUEST_TIMEOUT_MS_DEFAULT,
@@ -137,8 +137,8 @@ impl OutboundRequest {
     }
 
     /// Adds a header (builder style).
-    pub fn header(mut self, name: impl Into<String>, value: impl Into<String>) -> Self {
-        self.headers.push((name.into(), value.into()));
+    pub fn header(mut self, name: impl AsRef<str>, value: impl AsRef<str>) -> Self {
+        self.headers.push(name.as_ref(), value.as_ref());
         self
     }
 }
@@ -374,32 +374,27 @@ impl HttpClient {
                 request.headers.len()
             )));
         }
-        let has = |name: &str| {
-            request
-                .headers
-                .iter()
-                .any(|(n, _)| n.eq_ignore_ascii_case(name))
+        // The defaults the caller did not set, in front of the caller's fields.
+        let content_type: (&str, &[u8]) = ("Content-Type", b"application/json");
+        let user_agent: (&str, &[u8]) = ("User-Agent", USER_AGENT.as_bytes());
+        let defaults = match (
+            request.headers.contains("content-type"),
+            request.headers.contains("user-agent"),
+        ) {
+            (false, false) => &[content_type, user_agent][..],
+            (false, true) => &[content_type][..],
+            (true, false) => &[user_agent][..],
+            (true, true) => &[][..],
         };
-        let mut headers: Vec<(&str, &[u8])> = Vec::with_capacity(request.headers.len() + 2);
-        if !has("content-type") {
-            headers.push(("Content-Type", b"application/json"));
-        }
-        if !has("user-agent") {
-            headers.push(("User-Agent", USER_AGENT.as_bytes()));
-        }
-        headers.extend(
-            request
-                .headers
-                .iter()
-                .map(|(n, v)| (n.as_str(), v.as_bytes())),
-        );
         let host = request.url.host_header();
-        herald_http::encode_request(
+        // Head and body in one buffer: one write (one TLS record for a small request).
+        herald_http::encode_request_fields(
             out,
             "POST",
             &request.url.target,
             &host,
-            &headers,
+            defaults,
+            &request.headers,
             &request.body,
         )
         .map_err(|e| TransportError::InvalidRequest(e.to_string()))

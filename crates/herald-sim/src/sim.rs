@@ -480,7 +480,7 @@ impl<'a> Sim<'a> {
         self.trace.write_u64(request.delivery.0);
         self.trace.write_u64(u64::from(request.attempt));
         self.trace.write_u64(self.now_ms);
-        for (name, value) in &request.headers {
+        for (name, value) in request.headers.iter() {
             if name == "user-agent" {
                 // It carries the crate's version: pinned traces must not move with a
                 // release.
@@ -530,9 +530,10 @@ impl<'a> Sim<'a> {
         if answer.received {
             let now_s = (self.now_ms / 1000) as i64;
             let url = request.url.to_string();
+            let headers: Vec<(&str, &str)> = request.headers.iter().collect();
             if let Err(e) = receiver
                 .verifier
-                .verify(&request.headers, &url, &request.body, now_s)
+                .verify(&headers, &url, &request.body, now_s)
             {
                 return Err(self.violation(
                     Invariant::Signature,

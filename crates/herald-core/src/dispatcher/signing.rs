@@ -3,6 +3,9 @@
 
 use super::*;
 
+/// The content type of every webhook request: the body is the JSON envelope.
+const CONTENT_TYPE_JSON: &str = "application/json";
+
 /// An attempt admitted this tick, with everything its request needs.
 pub(super) struct Plan {
     pub(super) delivery: DeliveryId,
@@ -50,11 +53,26 @@ impl Dispatcher {
         }
         for (index, plan) in plans.into_iter().enumerate() {
             let signed = &self.signed[index];
-            let mut headers = Vec::with_capacity(2 + signed.len() + plan.custom_headers.len());
-            headers.push(("content-type".to_string(), "application/json".to_string()));
-            headers.push(("user-agent".to_string(), USER_AGENT.to_string()));
-            headers.extend(signed.iter().map(|(n, v)| (n.to_string(), v.to_string())));
-            headers.extend(plan.custom_headers);
+            let text_bytes = CONTENT_TYPE_JSON.len()
+                + USER_AGENT.len()
+                + signed.iter().map(|(n, v)| n.len() + v.len()).sum::<usize>()
+                + plan
+                    .custom_headers
+                    .iter()
+                    .map(|(n, v)| n.len() + v.len())
+                    .sum::<usize>();
+            let mut headers = HeaderFields::with_capacity(
+                2 + signed.len() + plan.custom_headers.len(),
+                text_bytes,
+            );
+            headers.push_static("content-type", CONTENT_TYPE_JSON);
+            headers.push_static("user-agent", USER_AGENT);
+            for (name, value) in signed.iter() {
+                headers.push(name, value);
+            }
+            for (name, value) in &plan.custom_headers {
+                headers.push(name, value);
+            }
             self.commands.push_back(Command::Send(SendRequest {
                 delivery: plan.delivery,
                 attempt: plan.attempt,

@@ -157,14 +157,10 @@ fn sends_signed_envelope_after_durability() {
     assert_eq!(body["type"], "order.created");
     assert_eq!(body["tenant_id"], "acme");
     assert_eq!(
-        req.headers[0],
-        ("content-type".into(), "application/json".into())
+        req.headers.iter().next().unwrap(),
+        ("content-type", "application/json")
     );
-    let headers: Vec<(&str, &str)> = req
-        .headers
-        .iter()
-        .map(|(n, v)| (n.as_str(), v.as_str()))
-        .collect();
+    let headers: Vec<(&str, &str)> = req.headers.iter().collect();
     assert_eq!(headers.header("webhook-id"), Some("evt_1"));
     Verifier::new(Scheme::Standard, &[SECRET])
         .unwrap()
@@ -210,11 +206,7 @@ fn every_scheme_verifies() {
             .accept_event(T0, &tenant("acme"), event("evt_1", "a.b"))
             .unwrap();
         let req = drv.step().remove(0);
-        let headers: Vec<(&str, &str)> = req
-            .headers
-            .iter()
-            .map(|(n, v)| (n.as_str(), v.as_str()))
-            .collect();
+        let headers: Vec<(&str, &str)> = req.headers.iter().collect();
         Verifier::new(scheme.clone(), &[&key])
             .unwrap()
             .verify(
@@ -256,19 +248,9 @@ fn custom_headers_and_rotation() {
         .accept_event(T0, &tenant("acme"), event("evt_1", "a.b"))
         .unwrap();
     let first = drv.step().remove(0);
-    let sig = |req: &SendRequest| {
-        req.headers
-            .iter()
-            .find(|(n, _)| n == "webhook-signature")
-            .unwrap()
-            .1
-            .clone()
-    };
+    let sig = |req: &SendRequest| req.headers.get("webhook-signature").unwrap().to_owned();
     assert_eq!(sig(&first).split(' ').count(), 2, "both live secrets sign");
-    assert_eq!(
-        first.headers.last().unwrap(),
-        &("x-team".into(), "blue".into())
-    );
+    assert_eq!(first.headers.iter().last().unwrap(), ("x-team", "blue"));
     drv.now = T0 + 1_000;
     drv.d
         .accept_event(drv.now, &tenant("acme"), event("evt_2", "a.b"))
@@ -279,11 +261,7 @@ fn custom_headers_and_rotation() {
         1,
         "the old secret's grace ended"
     );
-    let headers: Vec<(&str, &str)> = second
-        .headers
-        .iter()
-        .map(|(n, v)| (n.as_str(), v.as_str()))
-        .collect();
+    let headers: Vec<(&str, &str)> = second.headers.iter().collect();
     Verifier::new(Scheme::Standard, &[OLD_SECRET])
         .unwrap()
         .verify(&headers[..], "", &second.body, (drv.now / 1000) as i64)
@@ -1333,7 +1311,7 @@ fn same_inputs_same_outputs() {
     let a = scenario(DispatcherConfig::default(), 40);
     let b = scenario(DispatcherConfig::default(), 40);
     assert_eq!(format!("{:?}", a.records), format!("{:?}", b.records));
-    type Wire = (DeliveryId, u32, Vec<(String, String)>, Vec<u8>);
+    type Wire = (DeliveryId, u32, herald_http::HeaderFields, Vec<u8>);
     let full = |sent: &[SendRequest]| -> Vec<Wire> {
         sent.iter()
             .map(|r| (r.delivery, r.attempt, r.headers.clone(), r.body.to_vec()))
