@@ -4,11 +4,13 @@ mod support;
 
 use std::rc::Rc;
 use std::sync::Arc;
+use std::time::Duration;
 
 use herald_rt::{
     ClientConfig, HttpClient, OutboundRequest, PoolConfig, TransportError, TrustAnchors, USER_AGENT,
 };
-use support::{loopback_config, plain_receiver, run, Behavior};
+use herald_sink::hostile::{closed_port, BlackHole};
+use support::{loopback_config, plain_receiver, run, url, Behaviour};
 
 fn body() -> Arc<[u8]> {
     Arc::from(&br#"{"type":"order.created","id":"evt_1"}"#[..])
@@ -16,8 +18,8 @@ fn body() -> Arc<[u8]> {
 
 #[test]
 fn post_carries_headers_and_body_and_reuses_the_connection() {
-    let receiver = plain_receiver(Behavior::Ok { close: false });
-    let url = receiver.url("http", "/hooks/a?x=1");
+    let receiver = plain_receiver(Behaviour::Ok);
+    let url = url(&receiver, "http", "/hooks/a?x=1");
     let stats = run(move || async move {
         let client = HttpClient::new(loopback_config(TrustAnchors::empty()));
         for i in 0..3 {
@@ -33,20 +35,20 @@ fn post_carries_headers_and_body_and_reuses_the_connection() {
         client.stats()
     });
     assert_eq!(
-        receiver.accepted(),
+        receiver.connections(),
         1,
         "one keep-alive connection for all requests"
     );
     assert_eq!(stats.connections_opened, 1);
     assert_eq!(stats.connections_reused, 2);
-    let seen = receiver.seen();
+    let seen = receiver.received();
     assert_eq!(seen.len(), 3);
     for (i, request) in seen.iter().enumerate() {
         assert_eq!(request.method, "POST");
         assert_eq!(request.target, "/hooks/a?x=1");
         assert_eq!(
             request.header("host"),
-            Some(receiver.addr.to_string().as_str())
+            Some(receiver.addr().to_string().as_str())
         );
         assert_eq!(request.header("content-type"), Some("application/json"));
         assert_eq!(request.header("user-agent"), Some(USER_AGENT));
@@ -61,14 +63,14 @@ fn post_carries_headers_and_body_and_reuses_the_connection() {
             Some(body().len().to_string().as_str())
         );
         assert_eq!(request.body, &body()[..]);
-        assert_eq!(request.connection, 0);
+        assert_eq!(request.connection, 1);
     }
 }
 
 #[test]
 fn caller_content_type_replaces_the_default() {
-    let receiver = plain_receiver(Behavior::Ok { close: false });
-    let url = receiver.url("http", "/");
+    let receiver = plain_receiver(Behaviour::Ok);
+    let url = url(&receiver, "http", "/");
     run(move || async move {
         let client = HttpClient::new(loopback_config(TrustAnchors::empty()));
         let request = OutboundRequest::new(url, body())
@@ -76,21 +78,21 @@ fn caller_content_type_replaces_the_default() {
             .header("User-Agent", "custom/1");
         client.send(request).await.unwrap();
     });
-    let seen = receiver.seen();
+    let seen = receiver.received();
     let ct: Vec<_> = seen[0]
         .headers
         .iter()
         .filter(|(n, _)| n.eq_ignore_ascii_case("content-type"))
         .collect();
     assert_eq!(ct.len(), 1);
-    assert_eq!(ct[0].1, "application/cloudevents+json");
+    assert_eq!(ct[0].1, b"application/cloudevents+json");
     assert_eq!(seen[0].header("user-agent"), Some("custom/1"));
 }
 
 #[test]
 fn invalid_requests_are_refused_before_connecting() {
-    let receiver = plain_receiver(Behavior::Ok { close: false });
-    let url = receiver.url("http", "/");
+    let receiver = plain_receiver(Behaviour::Ok);
+    let url = url(&receiver, "http", "/");
     let errors = run(move || async move {
         let client = HttpClient::new(loopback_config(TrustAnchors::empty()));
         let mut errors = Vec::new();
@@ -114,13 +116,13 @@ fn invalid_requests_are_refused_before_connecting() {
     for e in &errors {
         assert!(matches!(e, TransportError::InvalidRequest(_)), "{e}");
     }
-    assert_eq!(receiver.accepted(), 0);
+    assert_eq!(receiver.connections(), 0);
 }
 
 #[test]
 fn connection_close_is_honoured() {
-    let receiver = plain_receiver(Behavior::Ok { close: true });
-    let url = receiver.url("http", "/");
+    let receiver = plain_receiver(Behaviour::OkThenClose);
+    let url = url(&receiver, "http", "/");
     let stats = run(move || async move {
         let client = HttpClient::new(loopback_config(TrustAnchors::empty()));
         for _ in 0..2 {
@@ -133,15 +135,15 @@ fn connection_close_is_honoured() {
         assert_eq!(client.idle_connections(&url), 0);
         client.stats()
     });
-    assert_eq!(receiver.accepted(), 2);
+    assert_eq!(receiver.connections(), 2);
     assert_eq!(stats.connections_opened, 2);
     assert_eq!(stats.connections_reused, 0);
 }
 
 #[test]
 fn dead_reused_connection_is_retried_once_on_a_fresh_one() {
-    let receiver = plain_receiver(Behavior::DropSecondRequest);
-    let url = receiver.url("http", "/");
+    let receiver = plain_receiver(Behaviour::DropSecondRequest);
+    let url = url(&receiver, "http", "/");
     let stats = run(move || async move {
         let client = HttpClient::new(loopback_config(TrustAnchors::empty()));
         for _ in 0..2 {
@@ -154,12 +156,12 @@ fn dead_reused_connection_is_retried_once_on_a_fresh_one() {
         client.stats()
     });
     assert_eq!(stats.stale_retries, 1);
-    assert_eq!(receiver.accepted(), 2);
+    assert_eq!(receiver.connections(), 2);
     // At-least-once: the receiver saw the second request twice (once per connection).
-    let seen = receiver.seen();
+    let seen = receiver.received();
     assert_eq!(seen.len(), 3);
-    assert_eq!(seen[1].connection, 0);
-    assert_eq!(seen[2].connection, 1);
+    assert_eq!(seen[1].connection, 1);
+    assert_eq!(seen[2].connection, 2);
 }
 
 #[test]
@@ -202,13 +204,13 @@ fn a_fresh_connection_failing_is_not_retried() {
 
 #[test]
 fn egress_refuses_loopback_without_the_allowlist() {
-    let receiver = plain_receiver(Behavior::Ok { close: false });
-    let by_ip = receiver.url("http", "/");
+    let receiver = plain_receiver(Behaviour::Ok);
+    let by_ip = url(&receiver, "http", "/");
     let by_name =
-        herald_http::Url::parse(&format!("http://localhost:{}/", receiver.addr.port())).unwrap();
+        herald_http::Url::parse(&format!("http://localhost:{}/", receiver.addr().port())).unwrap();
     let by_mapped = herald_http::Url::parse(&format!(
         "http://[::ffff:127.0.0.1]:{}/",
-        receiver.addr.port()
+        receiver.addr().port()
     ))
     .unwrap();
     let (errors, allowed) = run(move || async move {
@@ -235,13 +237,17 @@ fn egress_refuses_loopback_without_the_allowlist() {
         assert!(e.detail().contains("loopback"), "{e}");
     }
     assert_eq!(allowed, Ok(200));
-    assert_eq!(receiver.accepted(), 1, "only the allowed request connected");
+    assert_eq!(
+        receiver.connections(),
+        1,
+        "only the allowed request connected"
+    );
 }
 
 #[test]
 fn https_can_be_required() {
-    let receiver = plain_receiver(Behavior::Ok { close: false });
-    let url = receiver.url("http", "/");
+    let receiver = plain_receiver(Behaviour::Ok);
+    let url = url(&receiver, "http", "/");
     let error = run(move || async move {
         let mut config = loopback_config(TrustAnchors::empty());
         config.egress.require_https = true;
@@ -252,12 +258,12 @@ fn https_can_be_required() {
             .unwrap_err()
     });
     assert!(matches!(error, TransportError::EgressRefused(_)), "{error}");
-    assert_eq!(receiver.accepted(), 0);
+    assert_eq!(receiver.connections(), 0);
 }
 
 #[test]
 fn connect_refused_and_unresolvable_names_are_classified() {
-    let port = support::closed_port();
+    let port = closed_port().unwrap();
     let (refused, unresolvable) = run(move || async move {
         let client = HttpClient::new(loopback_config(TrustAnchors::empty()));
         let url = herald_http::Url::parse(&format!("http://127.0.0.1:{port}/")).unwrap();
@@ -280,11 +286,11 @@ fn connect_refused_and_unresolvable_names_are_classified() {
 
 #[test]
 fn receivers_that_stall_or_dribble_hit_the_request_timeout() {
-    let silent = plain_receiver(Behavior::Silent);
-    let dribble = plain_receiver(Behavior::Dribble);
+    let silent = plain_receiver(Behaviour::Silent);
+    let dribble = plain_receiver(Behaviour::Drip(Duration::from_millis(20)));
     let urls = [
-        silent.url("http", "/?token=s3cret"),
-        dribble.url("http", "/?token=s3cret"),
+        url(&silent, "http", "/?token=s3cret"),
+        url(&dribble, "http", "/?token=s3cret"),
     ];
     let errors = run(move || async move {
         let client = HttpClient::new(loopback_config(TrustAnchors::empty()));
@@ -308,9 +314,9 @@ fn receivers_that_stall_or_dribble_hit_the_request_timeout() {
 
 #[test]
 fn endless_headers_and_bodies_are_cut_off_by_the_limits() {
-    let headers = plain_receiver(Behavior::EndlessHeaders);
-    let bodies = plain_receiver(Behavior::EndlessBody);
-    let urls = [headers.url("http", "/"), bodies.url("http", "/")];
+    let headers = plain_receiver(Behaviour::EndlessHeaders);
+    let bodies = plain_receiver(Behaviour::EndlessChunkedBody);
+    let urls = [url(&headers, "http", "/"), url(&bodies, "http", "/")];
     let errors = run(move || async move {
         let mut config = loopback_config(TrustAnchors::empty());
         config.limits.body_bytes_max = 256 * 1024;
@@ -341,8 +347,8 @@ fn endless_headers_and_bodies_are_cut_off_by_the_limits() {
 
 #[test]
 fn connections_per_origin_are_capped_and_waiters_bounded() {
-    let receiver = plain_receiver(Behavior::Slow(150));
-    let url = receiver.url("http", "/");
+    let receiver = plain_receiver(Behaviour::Slow(Duration::from_millis(150)));
+    let url = url(&receiver, "http", "/");
     let results = run(move || async move {
         let mut config = loopback_config(TrustAnchors::empty());
         config.pool = PoolConfig {
@@ -375,7 +381,7 @@ fn connections_per_origin_are_capped_and_waiters_bounded() {
         .count();
     assert_eq!((ok, full), (2, 1), "{results:?}");
     assert_eq!(
-        receiver.accepted(),
+        receiver.connections(),
         1,
         "the waiter reused the one connection"
     );
@@ -383,8 +389,8 @@ fn connections_per_origin_are_capped_and_waiters_bounded() {
 
 #[test]
 fn idle_connections_are_closed_after_the_idle_timeout() {
-    let receiver = plain_receiver(Behavior::Ok { close: false });
-    let url = receiver.url("http", "/");
+    let receiver = plain_receiver(Behaviour::Ok);
+    let url = url(&receiver, "http", "/");
     let stats = run(move || async move {
         let mut config = loopback_config(TrustAnchors::empty());
         config.pool.idle_timeout_ms = 50;
@@ -405,7 +411,7 @@ fn idle_connections_are_closed_after_the_idle_timeout() {
     });
     assert_eq!(stats.idle_closed, 1);
     assert_eq!(stats.connections_opened, 2);
-    assert_eq!(receiver.accepted(), 2);
+    assert_eq!(receiver.connections(), 2);
 }
 
 /// Python's http.server: HTTP/1.0, no keep-alive, an implementation not written here.
@@ -477,8 +483,8 @@ s.serve_forever()
 
 #[test]
 fn concurrent_requests_share_a_bounded_set_of_connections() {
-    let receiver = plain_receiver(Behavior::Slow(5));
-    let url = receiver.url("http", "/");
+    let receiver = plain_receiver(Behaviour::Slow(Duration::from_millis(5)));
+    let url = url(&receiver, "http", "/");
     let (statuses, stats) = run(move || async move {
         let mut config = loopback_config(TrustAnchors::empty());
         config.pool.connections_per_origin_max = 4;
@@ -503,18 +509,18 @@ fn concurrent_requests_share_a_bounded_set_of_connections() {
     });
     assert!(statuses.iter().all(|s| *s == Ok(200)), "{statuses:?}");
     assert!(
-        receiver.accepted() <= 4,
+        receiver.connections() <= 4,
         "{} connections",
-        receiver.accepted()
+        receiver.connections()
     );
-    assert_eq!(stats.connections_opened as usize, receiver.accepted());
-    assert_eq!(receiver.seen().len(), 40);
+    assert_eq!(stats.connections_opened as usize, receiver.connections());
+    assert_eq!(receiver.received().len(), 40);
 }
 
 #[test]
 fn a_tiny_read_buffer_still_parses_responses_across_reads() {
-    let receiver = plain_receiver(Behavior::Ok { close: false });
-    let url = receiver.url("http", "/");
+    let receiver = plain_receiver(Behaviour::Ok);
+    let url = url(&receiver, "http", "/");
     let statuses = run(move || async move {
         let mut config = loopback_config(TrustAnchors::empty());
         config.read_buffer_bytes = 3;
@@ -531,20 +537,20 @@ fn a_tiny_read_buffer_still_parses_responses_across_reads() {
         statuses
     });
     assert_eq!(statuses, [200, 200]);
-    assert_eq!(receiver.accepted(), 1);
+    assert_eq!(receiver.connections(), 1);
 }
 
 #[test]
 fn connections_are_reused_only_after_a_cleanly_framed_response() {
-    // (behavior, pause between requests, connections expected, reuses expected)
+    // (behaviour, pause between requests, connections expected, reuses expected)
     let cases = [
-        (Behavior::Chunked, 0, 1, 1),
-        (Behavior::TrailingGarbage, 0, 2, 0),
-        (Behavior::LateGarbage, 100, 2, 0),
+        (Behaviour::Chunked, 0, 1, 1),
+        (Behaviour::TrailingGarbage, 0, 2, 0),
+        (Behaviour::LateGarbage, 100, 2, 0),
     ];
-    for (behavior, pause_ms, connections, reuses) in cases {
-        let receiver = plain_receiver(behavior);
-        let url = receiver.url("http", "/");
+    for (behaviour, pause_ms, connections, reuses) in cases {
+        let receiver = plain_receiver(behaviour.clone());
+        let url = url(&receiver, "http", "/");
         let (bodies, stats) = run(move || async move {
             let client = HttpClient::new(loopback_config(TrustAnchors::empty()));
             let mut bodies = Vec::new();
@@ -558,26 +564,25 @@ fn connections_are_reused_only_after_a_cleanly_framed_response() {
             }
             (bodies, client.stats())
         });
-        let expected: &[u8] = if behavior == Behavior::Chunked {
+        let expected: &[u8] = if behaviour == Behaviour::Chunked {
             b"ok!!!"
         } else {
             b"ok"
         };
         assert!(
             bodies.iter().all(|b| b == expected),
-            "{behavior:?}: {bodies:?}"
+            "{behaviour:?}: {bodies:?}"
         );
-        assert_eq!(receiver.accepted(), connections, "{behavior:?}");
-        assert_eq!(stats.connections_reused, reuses, "{behavior:?}");
-        assert_eq!(stats.stale_retries, 0, "{behavior:?}");
+        assert_eq!(receiver.connections(), connections, "{behaviour:?}");
+        assert_eq!(stats.connections_reused, reuses, "{behaviour:?}");
+        assert_eq!(stats.stale_retries, 0, "{behaviour:?}");
     }
 }
 
 #[test]
 fn an_unanswered_connect_hits_the_connect_timeout() {
-    let (listener, _filler) = support::black_hole();
-    let url =
-        herald_http::Url::parse(&format!("http://{}/", listener.local_addr().unwrap())).unwrap();
+    let hole = BlackHole::start().unwrap();
+    let url = herald_http::Url::parse(&format!("http://{}/", hole.addr())).unwrap();
     let error = run(move || async move {
         let client = HttpClient::new(loopback_config(TrustAnchors::empty()));
         let mut request = OutboundRequest::new(url, body());
@@ -592,8 +597,8 @@ fn an_unanswered_connect_hits_the_connect_timeout() {
 
 #[test]
 fn the_stale_connection_retry_happens_at_most_once() {
-    let receiver = plain_receiver(Behavior::OnlyFirstAnswered);
-    let url = receiver.url("http", "/");
+    let receiver = plain_receiver(Behaviour::OnlyFirstAnswered);
+    let url = url(&receiver, "http", "/");
     let (first, second, stats) = run(move || async move {
         let client = HttpClient::new(loopback_config(TrustAnchors::empty()));
         let first = client.send(OutboundRequest::new(url.clone(), body())).await;
@@ -610,5 +615,9 @@ fn the_stale_connection_retry_happens_at_most_once() {
         "{second:?}"
     );
     assert_eq!(stats.stale_retries, 1);
-    assert_eq!(receiver.accepted(), 2, "one retry, on one fresh connection");
+    assert_eq!(
+        receiver.connections(),
+        2,
+        "one retry, on one fresh connection"
+    );
 }

@@ -6,7 +6,7 @@ use std::io::Write;
 use std::sync::Arc;
 
 use herald_rt::{HttpClient, OutboundRequest, TransportError, TrustAnchors};
-use support::{loopback_config, plain_receiver, run, test_pki, tls_receiver, Behavior};
+use support::{loopback_config, plain_receiver, run, test_pki, tls_receiver, url, Behaviour};
 
 fn body() -> Arc<[u8]> {
     Arc::from(&br#"{"type":"payment.processed"}"#[..])
@@ -24,13 +24,13 @@ fn trust_with_file(ca_pem: &str) -> TrustAnchors {
 #[test]
 fn https_keeps_alive_and_resumes_sessions_on_reconnect() {
     let pki = test_pki();
-    let keep_alive = tls_receiver(Behavior::Ok { close: false }, pki.server_config.clone());
-    let closing = tls_receiver(Behavior::Ok { close: true }, pki.server_config.clone());
-    let port = |r: &support::Receiver| r.addr.port();
+    let keep_alive = tls_receiver(Behaviour::Ok, pki.server_config.clone());
+    let closing = tls_receiver(Behaviour::OkThenClose, pki.server_config.clone());
+    let port = |r: &support::Hostile| r.addr().port();
     // By name (SNI "localhost") and by IP literal (no SNI; the IP SAN is checked).
     let by_name =
         herald_http::Url::parse(&format!("https://localhost:{}/tls", port(&keep_alive))).unwrap();
-    let by_ip = keep_alive.url("https", "/ip");
+    let by_ip = url(&keep_alive, "https", "/ip");
     let closing_url =
         herald_http::Url::parse(&format!("https://localhost:{}/c", port(&closing))).unwrap();
     let trust = trust_with_file(&pki.ca_pem);
@@ -50,15 +50,15 @@ fn https_keeps_alive_and_resumes_sessions_on_reconnect() {
     });
     assert_eq!(statuses, [200; 5]);
     // localhost and 127.0.0.1 are different origins: two keep-alive connections.
-    assert_eq!(keep_alive.accepted(), 2);
-    assert_eq!(closing.accepted(), 2);
+    assert_eq!(keep_alive.connections(), 2);
+    assert_eq!(closing.connections(), 2);
     assert_eq!(stats.connections_opened, 4);
     assert_eq!(stats.connections_reused, 1);
     assert!(
         stats.tls_resumed >= 1,
         "reconnecting to a known server resumes: {stats:?}"
     );
-    let seen = keep_alive.seen();
+    let seen = keep_alive.received();
     assert_eq!(seen[0].method, "POST");
     assert_eq!(seen[0].target, "/tls");
     assert_eq!(seen[0].header("webhook-id"), Some("msg_1"));
@@ -70,9 +70,9 @@ fn https_keeps_alive_and_resumes_sessions_on_reconnect() {
 fn untrusted_certificates_are_refused() {
     let pki = test_pki();
     let other = test_pki();
-    let receiver = tls_receiver(Behavior::Ok { close: false }, pki.server_config.clone());
+    let receiver = tls_receiver(Behaviour::Ok, pki.server_config.clone());
     let url =
-        herald_http::Url::parse(&format!("https://localhost:{}/", receiver.addr.port())).unwrap();
+        herald_http::Url::parse(&format!("https://localhost:{}/", receiver.addr().port())).unwrap();
     let mut trust = TrustAnchors::empty();
     trust.add_pem(other.ca_pem.as_bytes()).unwrap();
     let error = run(move || async move {
@@ -86,14 +86,14 @@ fn untrusted_certificates_are_refused() {
         matches!(&error, TransportError::Tls(d) if d.contains("certificate")),
         "{error}"
     );
-    assert!(receiver.seen().is_empty());
+    assert!(receiver.received().is_empty());
 }
 
 #[test]
 fn a_stalled_handshake_counts_against_the_connect_timeout() {
     // A plain receiver never answers a ClientHello.
-    let receiver = plain_receiver(Behavior::Ok { close: false });
-    let url = receiver.url("https", "/");
+    let receiver = plain_receiver(Behaviour::Ok);
+    let url = url(&receiver, "https", "/");
     let error = run(move || async move {
         let client = HttpClient::new(loopback_config(TrustAnchors::empty()));
         let mut request = OutboundRequest::new(url, body());
