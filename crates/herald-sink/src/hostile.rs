@@ -671,16 +671,21 @@ fn answer(
 mod tests {
     use super::*;
 
+    /// A request with a two-byte body, as a sender would POST it.
+    const REQUEST: &[u8] = b"POST /hook HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n\r\n{}";
+
+    /// Connects, sets a read timeout and sends [`REQUEST`].
+    fn send(addr: SocketAddr, read_timeout: Duration) -> TcpStream {
+        let mut stream = TcpStream::connect(addr).unwrap();
+        stream.set_read_timeout(Some(read_timeout)).unwrap();
+        stream.write_all(REQUEST).unwrap();
+        stream
+    }
+
     /// Sends one request on a fresh connection and reads until the server closes it or
     /// `limit` bytes came (bounded by a read timeout).
     fn exchange(addr: SocketAddr, limit: usize) -> Vec<u8> {
-        let mut stream = TcpStream::connect(addr).unwrap();
-        stream
-            .set_read_timeout(Some(Duration::from_secs(5)))
-            .unwrap();
-        stream
-            .write_all(b"POST /hook HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n\r\n{}")
-            .unwrap();
+        let mut stream = send(addr, Duration::from_secs(5));
         let mut out = Vec::new();
         let mut chunk = [0u8; 4096];
         while out.len() < limit {
@@ -742,25 +747,13 @@ mod tests {
     #[test]
     fn silence_and_reset_send_nothing() {
         let silent = Hostile::start(Behaviour::Silent).unwrap();
-        let mut stream = TcpStream::connect(silent.addr()).unwrap();
-        stream
-            .set_read_timeout(Some(Duration::from_millis(300)))
-            .unwrap();
-        stream
-            .write_all(b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n")
-            .unwrap();
+        let mut stream = send(silent.addr(), Duration::from_millis(300));
         let error = stream.read(&mut [0u8; 16]).unwrap_err();
         assert!(waiting(&error), "{error}");
         drop(stream);
 
         let reset = Hostile::start(Behaviour::Reset).unwrap();
-        let mut stream = TcpStream::connect(reset.addr()).unwrap();
-        stream
-            .set_read_timeout(Some(Duration::from_secs(5)))
-            .unwrap();
-        stream
-            .write_all(b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n")
-            .unwrap();
+        let mut stream = send(reset.addr(), Duration::from_secs(5));
         let result = stream.read(&mut [0u8; 16]);
         assert!(
             matches!(&result, Err(e) if e.kind() == io::ErrorKind::ConnectionReset),
@@ -772,16 +765,11 @@ mod tests {
     #[test]
     fn a_second_request_is_dropped_and_later_connections_refused() {
         let server = Hostile::start(Behaviour::OnlyFirstAnswered).unwrap();
-        let mut stream = TcpStream::connect(server.addr()).unwrap();
-        stream
-            .set_read_timeout(Some(Duration::from_secs(5)))
-            .unwrap();
-        let request = b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n";
-        stream.write_all(request).unwrap();
+        let mut stream = send(server.addr(), Duration::from_secs(5));
         let mut answer = vec![0u8; OK_KEEP_ALIVE.len()];
         stream.read_exact(&mut answer).unwrap();
         assert_eq!(answer, OK_KEEP_ALIVE);
-        stream.write_all(request).unwrap();
+        stream.write_all(REQUEST).unwrap();
         assert!(matches!(stream.read(&mut [0u8; 16]), Ok(0) | Err(_)));
         // A second connection is closed without reading anything.
         assert!(exchange(server.addr(), 16).is_empty());
