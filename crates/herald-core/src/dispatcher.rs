@@ -459,8 +459,9 @@ struct Delivery {
     last_status: Option<u16>,
     last_latency_ms: Option<u64>,
     last_error: Option<DeliveryError>,
-    last_body: Arc<[u8]>,
-    last_headers: Arc<[(String, String)]>,
+    /// The latest response's captured body and headers; `None` while both are empty
+    /// (no response yet, or none captured), as for most pending deliveries.
+    last_response: Option<Box<LastResponse>>,
     updated_at_ms: u64,
     finish_seq: u64,
     /// The latest attempts, oldest first, at most [`ATTEMPT_HISTORY_MAX`].
@@ -495,7 +496,35 @@ fn set_attempt(fresh_pending: &mut usize, d: &mut Delivery, attempt: u32) {
     d.attempt = attempt;
 }
 
+/// A response body and headers kept for the delivery log.
+struct LastResponse {
+    body: Arc<[u8]>,
+    headers: Arc<[(String, String)]>,
+}
+
 impl Delivery {
+    /// Keeps the latest response's captured body and headers (nothing when both are
+    /// empty: a pending delivery of a receiver that does not answer costs no allocation
+    /// for them).
+    fn set_last_response(&mut self, body: &[u8], headers: Arc<[(String, String)]>) {
+        self.last_response = (!body.is_empty() || !headers.is_empty()).then(|| {
+            Box::new(LastResponse {
+                body: Arc::from(body),
+                headers,
+            })
+        });
+    }
+
+    /// The latest response's captured body (empty when none).
+    fn last_body(&self) -> &[u8] {
+        self.last_response.as_ref().map_or(&[], |r| &r.body)
+    }
+
+    /// The latest response's captured headers (empty when none).
+    fn last_headers(&self) -> &[(String, String)] {
+        self.last_response.as_ref().map_or(&[], |r| &r.headers)
+    }
+
     /// Attempt `attempt` was started. An attempt repeated with the same number (it was
     /// in flight at a restart) replaces its unfinished entry.
     fn attempt_started(&mut self, attempt: u32, now: u64) {
@@ -507,6 +536,10 @@ impl Delivery {
         }
         if self.attempts.len() >= ATTEMPT_HISTORY_MAX {
             self.attempts.pop_front();
+        } else if self.attempts.len() == self.attempts.capacity() {
+            // Grown one entry at a time: most deliveries make one or two attempts, and a
+            // doubling growth would hold four entries (~200 bytes) for each of them.
+            self.attempts.reserve_exact(1);
         }
         self.attempts.push_back(AttemptSummary {
             attempt,

@@ -380,8 +380,7 @@ impl Dispatcher {
                 (class != OutcomeClass::Success).then_some(DeliveryError::Status(status))
             }
         };
-        d.last_body = Arc::from(&r.response_body[..]);
-        d.last_headers = headers_from_rec(&r.response_headers);
+        d.set_last_response(&r.response_body, headers_from_rec(&r.response_headers));
         d.updated_at_ms = r.at_ms;
         d.attempt_ended(
             r.attempt,

@@ -87,8 +87,14 @@ impl Dispatcher {
             response_time_ms: d.last_latency_ms,
             error: d.last_error,
             next_retry_at_ms: if d.status.is_final() { None } else { d.due_ms },
-            response_body: Arc::clone(&d.last_body),
-            response_headers: Arc::clone(&d.last_headers),
+            response_body: d
+                .last_response
+                .as_ref()
+                .map_or_else(|| Arc::from(&[][..]), |r| Arc::clone(&r.body)),
+            response_headers: d
+                .last_response
+                .as_ref()
+                .map_or_else(|| Arc::from(Vec::new()), |r| Arc::clone(&r.headers)),
             accepted_at_ms: d.event.accepted_at_ms,
             updated_at_ms: d.updated_at_ms,
             finished_at_ms: d.status.is_final().then_some(d.updated_at_ms),

@@ -64,7 +64,7 @@ impl Dispatcher {
                     append,
                 );
                 let event = Arc::new(EventData {
-                    tenant,
+                    tenant: self.shared_tenant(tenant),
                     id: event_id,
                     event_type: EventType::parse(&r.event_type)
                         .map_err(|e| invalid(e.to_string()))?,
@@ -200,7 +200,10 @@ impl Dispatcher {
         let mut parts = self.checkpoint_parts(now_ms, usize::MAX);
         let part = parts.next();
         // Invariant: without a size limit every item fits the first part.
-        debug_assert!(parts.next().is_none(), "an unlimited checkpoint is one part");
+        debug_assert!(
+            parts.next().is_none(),
+            "an unlimited checkpoint is one part"
+        );
         part.expect("a checkpoint has at least one part")
     }
 
@@ -234,6 +237,16 @@ impl Dispatcher {
             next_key: 0,
             after_delivery: None,
             done: false,
+        }
+    }
+
+    /// `tenant`, sharing the registry's copy of the id when the tenant has webhooks: an
+    /// event holds its tenant's id, and a backlog of a million events would otherwise
+    /// hold a million copies of it.
+    fn shared_tenant(&self, tenant: TenantId) -> TenantId {
+        match self.tenants.get_key_value(&tenant) {
+            Some((shared, _)) => shared.clone(),
+            None => tenant,
         }
     }
 
@@ -276,7 +289,7 @@ impl Dispatcher {
         let mut events = Vec::with_capacity(c.events.len());
         for e in &c.events {
             events.push(Arc::new(EventData {
-                tenant: TenantId::parse(&e.tenant).map_err(|e| e.to_string())?,
+                tenant: self.shared_tenant(TenantId::parse(&e.tenant).map_err(|e| e.to_string())?),
                 id: EventId::parse(&e.event_id).map_err(|e| e.to_string())?,
                 event_type: EventType::parse(&e.event_type).map_err(|e| e.to_string())?,
                 body: Arc::from(&e.body[..]),
@@ -297,8 +310,10 @@ impl Dispatcher {
                 d.last_status = (s.last_status != 0).then_some(s.last_status);
                 d.last_error = s.last_error.as_deref().and_then(DeliveryError::from_name);
                 d.last_latency_ms = (s.last_latency_ms != u64::MAX).then_some(s.last_latency_ms);
-                d.last_body = Arc::from(&s.last_response_body[..]);
-                d.last_headers = headers_from_rec(&s.last_response_headers);
+                d.set_last_response(
+                    &s.last_response_body,
+                    headers_from_rec(&s.last_response_headers),
+                );
                 d.attempts = s
                     .attempts
                     .iter()
@@ -350,7 +365,11 @@ mod estimate {
             + rec.description.as_ref().map_or(0, String::len);
         let filters: usize = rec.filters.iter().map(|f| f.len() + 16).sum();
         let secrets: usize = rec.secrets.iter().map(|s| s.value.len() + 32).sum();
-        let headers: usize = rec.headers.iter().map(|h| h.name.len() + h.value.len() + 32).sum();
+        let headers: usize = rec
+            .headers
+            .iter()
+            .map(|h| h.name.len() + h.value.len() + 32)
+            .sum();
         let delays = rec.retry_delays_ms.as_ref().map_or(0, |d| d.len() * 8);
         256 + strings + filters + secrets + headers + delays
     }
@@ -367,13 +386,17 @@ mod estimate {
     }
 
     pub(super) fn delivery(webhook: &WebhookId, d: &Delivery) -> usize {
-        let headers: usize = d.last_headers.iter().map(|(n, v)| n.len() + v.len() + 32).sum();
+        let headers: usize = d
+            .last_headers()
+            .iter()
+            .map(|(n, v)| n.len() + v.len() + 32)
+            .sum();
         let attempts: usize = d
             .attempts
             .iter()
             .map(|a| 64 + a.error.map_or(0, |e| e.name().len()))
             .sum();
-        192 + webhook.as_str().len() + d.last_body.len() + headers + attempts
+        192 + webhook.as_str().len() + d.last_body().len() + headers + attempts
     }
 }
 
@@ -545,8 +568,8 @@ fn delivery_snap(id: DeliveryId, event: u32, d: &Delivery) -> record::DeliverySn
         last_status: d.last_status.unwrap_or(0),
         last_error: d.last_error.map(DeliveryError::name),
         last_latency_ms: d.last_latency_ms.unwrap_or(u64::MAX),
-        last_response_body: d.last_body.to_vec(),
-        last_response_headers: headers_to_rec(&d.last_headers),
+        last_response_body: d.last_body().to_vec(),
+        last_response_headers: headers_to_rec(d.last_headers()),
         updated_at_ms: d.updated_at_ms,
         attempts: d
             .attempts
