@@ -333,9 +333,11 @@ impl Builder {
         })
         .map_err(|error| match error {
             herald_rt::shard::StartError::Config(message) => StartError::Config { message },
-            herald_rt::shard::StartError::Storage { shard, message } => {
-                StartError::Storage { shard, message }
-            }
+            herald_rt::shard::StartError::Storage { shard, error } => StartError::Storage {
+                shard,
+                message: error.message().to_string(),
+                source: error.cause(),
+            },
             herald_rt::shard::StartError::Runtime { shard, message } => {
                 StartError::Runtime { shard, message }
             }

@@ -2,6 +2,7 @@
 //! hand-off to the engine failed, gives the item back ([`Unsent`]).
 
 use std::fmt;
+use std::sync::Arc;
 
 use crate::{DeliveryId, Event, TenantId, WebhookId, WebhookSpec};
 
@@ -114,6 +115,19 @@ pub enum Error {
         shard: usize,
         /// What failed.
         message: String,
+        /// The journal's error (a `herald_journal::JournalError`, or a replay error whose
+        /// chain reaches it), for [`std::error::Error::source`]; shared, as every caller
+        /// waiting on the shard gets the same one.
+        source: Option<Arc<dyn std::error::Error + Send + Sync + 'static>>,
+    },
+    /// The host refused a shard something it needs to run (its wake-up socket could not
+    /// be registered with the executor), so it stopped. Nothing on disk is wrong; an
+    /// operator must change the host's limits or configuration.
+    Environment {
+        /// The shard.
+        shard: usize,
+        /// What the host refused.
+        message: String,
     },
     /// A defect in Herald (an invariant did not hold).
     Bug {
@@ -133,6 +147,7 @@ impl Error {
             Error::Backpressure { .. } => Fault::Capacity,
             Error::ShuttingDown { .. } => Fault::Shutdown,
             Error::Storage { .. } => Fault::Storage,
+            Error::Environment { .. } => Fault::Environment,
             Error::Bug { .. } => Fault::Bug,
         }
     }
@@ -270,8 +285,11 @@ impl fmt::Display for Error {
                 write!(f, "shard {shard} is at capacity; the item was not accepted")
             }
             Error::ShuttingDown { .. } => f.write_str("the engine is shutting down"),
-            Error::Storage { shard, message } => {
+            Error::Storage { shard, message, .. } => {
                 write!(f, "shard {shard}: journal failed: {message}")
+            }
+            Error::Environment { shard, message } => {
+                write!(f, "shard {shard}: stopped by its host: {message}")
             }
             Error::Bug { message } => write!(f, "internal error (a bug in herald): {message}"),
         }
@@ -285,7 +303,23 @@ impl std::error::Error for Error {
                 source: Some(source),
                 ..
             } => Some(source.as_ref()),
+            Error::Storage {
+                source: Some(source),
+                ..
+            } => Some(source.as_ref()),
             _ => None,
+        }
+    }
+}
+
+impl Error {
+    /// The [`Error::Storage`] for a shard's journal failure, keeping the journal's error
+    /// as the source.
+    pub(crate) fn storage(shard: usize, error: herald_rt::shard::StorageError) -> Error {
+        Error::Storage {
+            shard,
+            message: error.message().to_string(),
+            source: error.cause(),
         }
     }
 }
@@ -306,6 +340,9 @@ pub enum StartError {
         shard: usize,
         /// What failed, with the path.
         message: String,
+        /// The journal's (or the file system's, or replay's) error, for
+        /// [`std::error::Error::source`].
+        source: Option<Arc<dyn std::error::Error + Send + Sync + 'static>>,
     },
     /// A shard thread or its executor could not be created (threads, memlock, io_uring).
     Runtime {
@@ -331,7 +368,7 @@ impl fmt::Display for StartError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             StartError::Config { message } => write!(f, "invalid configuration: {message}"),
-            StartError::Storage { shard, message } => {
+            StartError::Storage { shard, message, .. } => {
                 write!(f, "shard {shard}: journal could not be opened: {message}")
             }
             StartError::Runtime { shard, message } => {
@@ -341,7 +378,17 @@ impl fmt::Display for StartError {
     }
 }
 
-impl std::error::Error for StartError {}
+impl std::error::Error for StartError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            StartError::Storage {
+                source: Some(source),
+                ..
+            } => Some(source.as_ref()),
+            _ => None,
+        }
+    }
+}
 
 #[cfg(test)]
 mod tests {
@@ -359,5 +406,11 @@ mod tests {
         assert_eq!(config.fault(), Fault::Caller);
         // The host's limits, not a passing lack of capacity: retrying does not help.
         assert_eq!(runtime.fault(), Fault::Environment);
+        // A shard stopped by its host (its wake-up socket) is not a storage failure.
+        let stopped = Error::Environment {
+            shard: 1,
+            message: "binding the wake socket: out of memory".into(),
+        };
+        assert_eq!(stopped.fault(), Fault::Environment);
     }
 }

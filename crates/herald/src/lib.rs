@@ -199,7 +199,8 @@ impl Inner {
     /// The error for a shard that no longer answers.
     fn stopped(&self, shard: usize, unsent: Unsent) -> Error {
         match self.engine.shard_failure(shard) {
-            Some(ShardExit::Storage(message)) => Error::Storage { shard, message },
+            Some(ShardExit::Storage(error)) => Error::storage(shard, error),
+            Some(ShardExit::Runtime(message)) => Error::Environment { shard, message },
             Some(ShardExit::Bug(message)) => Error::Bug { message },
             Some(ShardExit::Clean) | None => Error::ShuttingDown { unsent },
         }
@@ -357,7 +358,7 @@ fn failure_message(failure: &Failure) -> String {
         Failure::Registry(error) => error.to_string(),
         Failure::Accept(error) => error.to_string(),
         Failure::Op(error) => error.to_string(),
-        Failure::Storage(message) => message.clone(),
+        Failure::Storage(error) => error.to_string(),
         Failure::ShuttingDown => "the shard is stopping".to_string(),
     }
 }
@@ -422,7 +423,7 @@ fn failure_to_error(shard: usize, tenant: Option<&TenantId>, failure: Failure) -
         ) => Error::Conflict {
             message: error.to_string(),
         },
-        Failure::Storage(message) => Error::Storage { shard, message },
+        Failure::Storage(error) => Error::storage(shard, error),
         Failure::ShuttingDown => Error::ShuttingDown {
             unsent: Unsent::Request,
         },
@@ -1162,7 +1163,8 @@ impl Herald {
         for (shard, result) in self.inner.engine.shutdown() {
             let error = match result {
                 Ok(ShardExit::Clean) => continue,
-                Ok(ShardExit::Storage(message)) => Error::Storage { shard, message },
+                Ok(ShardExit::Storage(error)) => Error::storage(shard, error),
+                Ok(ShardExit::Runtime(message)) => Error::Environment { shard, message },
                 Ok(ShardExit::Bug(message)) => Error::Bug { message },
                 Err(message) => Error::Bug {
                     message: format!("shard {shard} thread failed: {message}"),

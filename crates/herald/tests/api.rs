@@ -587,3 +587,47 @@ fn stats_count_events_outcomes_latency_journal_and_connections() {
     assert_eq!(blocking.0.events_accepted, 4);
     herald.shutdown().unwrap();
 }
+
+#[test]
+fn a_journal_record_that_does_not_decode_stops_start_up_and_keeps_its_cause() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        // A record of a known kind whose payload is not a record of that kind.
+        let config = herald_journal::JournalConfig::new(dir.path().join("shard-0"));
+        let (mut journal, _) = herald_journal::Journal::open(config).unwrap();
+        journal
+            .append(
+                herald_core::record::kind::EVENT_ACCEPTED,
+                herald_core::RECORD_VERSION,
+                &[0xA5; 16],
+            )
+            .unwrap();
+        journal.commit().unwrap();
+        journal.sync().unwrap();
+    }
+    let error = builder(dir.path()).shards(1).start().unwrap_err();
+    assert!(
+        matches!(error, StartError::Storage { shard: 0, .. }),
+        "{error:?}"
+    );
+    assert_eq!(error.fault(), Fault::Storage);
+    assert!(error.to_string().contains("record 1: "), "{error}");
+    let mut chain: Vec<&(dyn std::error::Error + 'static)> = Vec::new();
+    let mut next = error.source();
+    while let Some(cause) = next {
+        chain.push(cause);
+        next = cause.source();
+    }
+    assert!(
+        chain.iter().any(|e| e
+            .downcast_ref::<herald_core::session::RecoveryError<herald_journal::JournalError>>()
+            .is_some()),
+        "recovery's error is a source: {chain:?}"
+    );
+    assert!(
+        chain
+            .iter()
+            .any(|e| e.downcast_ref::<herald_core::DecodeError>().is_some()),
+        "the decoding error is in the chain: {chain:?}"
+    );
+}

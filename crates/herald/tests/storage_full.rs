@@ -132,6 +132,25 @@ fn a_full_disk_refuses_changes_then_service_resumes_by_itself() {
         error.to_string().contains("No space left on device"),
         "the error says why: {error}"
     );
+    // The journal's own error is in the chain, and under it the OS's.
+    let mut chain: Vec<&(dyn std::error::Error + 'static)> = Vec::new();
+    let mut next = std::error::Error::source(&error);
+    while let Some(cause) = next {
+        chain.push(cause);
+        next = cause.source();
+    }
+    assert!(
+        chain
+            .iter()
+            .any(|e| e.downcast_ref::<herald_journal::JournalError>().is_some()),
+        "the journal's error is a source: {chain:?}"
+    );
+    assert!(
+        chain.iter().any(|e| e
+            .downcast_ref::<std::io::Error>()
+            .is_some_and(|e| e.kind() == std::io::ErrorKind::StorageFull)),
+        "the OS's error is a source: {chain:?}"
+    );
     assert!(
         !acknowledged.is_empty(),
         "some events fitted before the disk filled"

@@ -11,7 +11,7 @@ use glommio::{ExecutorJoinHandle, LocalExecutorBuilder, Placement};
 
 use super::intake::{intake, IntakeSender, SendError};
 use super::run::{run_shard, ShardSetup};
-use super::status::{ShardExit, ShardStatus, StartError};
+use super::status::{ShardExit, ShardStatus, StartError, StorageError};
 use super::stream::ShardStream;
 use super::wake::wake_pair;
 use super::{Request, ShardConfig};
@@ -70,7 +70,10 @@ pub const LAYOUT_FILE: &str = "herald-layout";
 fn check_layout(data_dir: &std::path::Path, shards: usize) -> Result<bool, StartError> {
     let path = data_dir.join(LAYOUT_FILE);
     let expected = layout(shards);
-    let storage = |message: String| StartError::Storage { shard: 0, message };
+    let storage = |context: String, error: std::io::Error| StartError::Storage {
+        shard: 0,
+        error: StorageError::caused(&context, error),
+    };
     match std::fs::read_to_string(&path) {
         Ok(found) if found == expected => Ok(false),
         Ok(found) => Err(StartError::Config(format!(
@@ -83,7 +86,7 @@ fn check_layout(data_dir: &std::path::Path, shards: usize) -> Result<bool, Start
         Err(error) if error.kind() == std::io::ErrorKind::NotFound => {
             // A directory from before layouts were recorded: its shard directories tell.
             let existing = existing_shard_dirs(data_dir)
-                .map_err(|error| storage(format!("listing {}: {error}", data_dir.display())))?;
+                .map_err(|error| storage(format!("listing {}", data_dir.display()), error))?;
             if existing != 0 && existing != shards {
                 return Err(StartError::Config(format!(
                     "{} holds {existing} shard directories; this engine is configured for \
@@ -93,7 +96,7 @@ fn check_layout(data_dir: &std::path::Path, shards: usize) -> Result<bool, Start
             }
             Ok(true)
         }
-        Err(error) => Err(storage(format!("reading {}: {error}", path.display()))),
+        Err(error) => Err(storage(format!("reading {}", path.display()), error)),
     }
 }
 
@@ -111,7 +114,7 @@ fn write_layout(data_dir: &std::path::Path, shards: usize) -> Result<(), StartEr
         .and_then(|()| std::fs::File::open(data_dir)?.sync_all())
         .map_err(|error| StartError::Storage {
             shard: 0,
-            message: format!("writing {}: {error}", path.display()),
+            error: StorageError::caused(&format!("writing {}", path.display()), error),
         })
 }
 
@@ -168,7 +171,7 @@ impl Engine {
         }
         std::fs::create_dir_all(&config.data_dir).map_err(|error| StartError::Storage {
             shard: 0,
-            message: format!("creating {}: {error}", config.data_dir.display()),
+            error: StorageError::caused(&format!("creating {}", config.data_dir.display()), error),
         })?;
         let record_layout = check_layout(&config.data_dir, config.shards)?;
         let io_memory = config
@@ -334,8 +337,8 @@ impl Engine {
         handle.intake.send_async(request).await
     }
 
-    /// Why shard `shard` stopped on its own ([`ShardExit::Storage`] or
-    /// [`ShardExit::Bug`]), if it did.
+    /// Why shard `shard` stopped on its own ([`ShardExit::Storage`],
+    /// [`ShardExit::Runtime`] or [`ShardExit::Bug`]), if it did.
     ///
     /// # Panics
     /// If `shard >= self.shards()`.
@@ -384,7 +387,8 @@ impl Engine {
             .into_iter()
             .filter_map(|(shard, result)| match result {
                 Ok(ShardExit::Clean) => None,
-                Ok(ShardExit::Storage(message) | ShardExit::Bug(message)) | Err(message) => {
+                Ok(ShardExit::Storage(error)) => Some((shard, error.to_string())),
+                Ok(ShardExit::Runtime(message) | ShardExit::Bug(message)) | Err(message) => {
                     Some((shard, message))
                 }
             })

@@ -50,7 +50,7 @@ pub use engine::{Engine, EngineConfig, INTAKE_CAPACITY_MAX, IO_MEMORY_BYTES_MAX,
 pub use intake::SendError;
 pub use oneshot::{reply_channel, Canceled, Reply, ReplyReceiver, WaitTimeoutError};
 pub use route::{fnv1a_64, shard_of};
-pub use status::{ShardExit, StartError};
+pub use status::{ShardExit, StartError, StorageError};
 
 use crate::ClientConfig;
 
@@ -138,8 +138,9 @@ pub enum Failure {
     Op(herald_core::OpError),
     /// The journal could not take the change, so it was not carried out. While the
     /// cause can pass (a full disk) the shard refuses changes and probes the journal,
-    /// taking changes again once it can write; after a failed sync it stops.
-    Storage(String),
+    /// taking changes again once it can write; after a failed sync it stops. The
+    /// journal's error is the [`StorageError`]'s source.
+    Storage(StorageError),
     /// The shard is stopping; the change was not made.
     ShuttingDown,
 }

@@ -17,7 +17,7 @@ use herald_journal::{Journal, JournalConfig, JournalError};
 use super::intake::IntakeReceiver;
 use super::notify::LocalNotify;
 use super::oneshot::Reply;
-use super::status::{ShardExit, ShardStatus, StartError};
+use super::status::{ShardExit, ShardStatus, StartError, StorageError};
 use super::stream::{ShardStream, StreamTap};
 use super::wake::{Wake, WakeReceiver};
 use super::{
@@ -118,20 +118,26 @@ const STORAGE_PROBE_DELAY_MAX: Duration = Duration::from_secs(2);
 /// growing delay.
 struct Blocked {
     /// Why, for callers whose changes are refused.
-    message: String,
+    error: StorageError,
     /// Payload size of the refused record: the probe makes room for one like it.
     payload_bytes: u64,
     next_probe: Instant,
     delay: Duration,
 }
 
+/// What a blocked shard's refusals add to the journal's error.
+const REFUSED_UNTIL_WRITABLE: &str = "; changes are refused until the journal can write again";
+
 /// Why [`Shard::append`] could not journal a record.
 enum AppendFailure {
     /// The journal can take records again once the cause passes (see [`Blocked`]).
-    Passing { message: String, payload_bytes: u64 },
+    Passing {
+        error: StorageError,
+        payload_bytes: u64,
+    },
     /// The journal is unusable for this process (a failed sync: the kernel may have
     /// dropped the written pages, so only reopening from disk tells what is durable).
-    Permanent(String),
+    Permanent(StorageError),
 }
 
 struct Shard {
@@ -159,7 +165,7 @@ struct Shard {
     last_sweep: Instant,
     /// Set when the journal failed for good (a failed sync): the shard stops and answers
     /// nothing more.
-    storage_failure: Option<String>,
+    storage_failure: Option<StorageError>,
     /// Set while the journal cannot take records; see [`Blocked`].
     blocked: Option<Blocked>,
     /// Counters of dispatchers replaced by a rebuild, so the shard's stay monotonic.
@@ -191,9 +197,9 @@ pub(crate) async fn run_shard(setup: ShardSetup) -> ShardExit {
         // channel means start-up already failed elsewhere.
         let _ = ready.send((index, result));
     };
-    let storage = |message: String| StartError::Storage {
+    let storage = |error: StorageError| StartError::Storage {
         shard: index,
-        message,
+        error,
     };
 
     let journal_config = JournalConfig {
@@ -207,31 +213,39 @@ pub(crate) async fn run_shard(setup: ShardSetup) -> ShardExit {
     let (mut journal, recovery) = match Journal::open(journal_config) {
         Ok(opened) => opened,
         Err(error) => {
-            let message = format!("{}: {error}", dir.display());
+            let fault = error.fault();
+            let failure = StorageError::caused(&dir.display().to_string(), error);
+            let message = failure.message().to_string();
             // A bad setting or a directory already open elsewhere is the caller's to fix.
-            let start_error = match error.fault() {
-                herald_journal::Fault::Caller => {
-                    StartError::Config(format!("shard {index}: {message}"))
+            let (start_error, exit) = match fault {
+                herald_journal::Fault::Caller => (
+                    StartError::Config(format!("shard {index}: {message}")),
+                    ShardExit::Storage(failure),
+                ),
+                herald_journal::Fault::Storage => {
+                    (storage(failure.clone()), ShardExit::Storage(failure))
                 }
-                herald_journal::Fault::Storage => storage(message.clone()),
                 // The host refused the journal a thread: nothing on disk is wrong.
-                herald_journal::Fault::Environment => StartError::Runtime {
-                    shard: index,
-                    message: message.clone(),
-                },
+                herald_journal::Fault::Environment => (
+                    StartError::Runtime {
+                        shard: index,
+                        message: message.clone(),
+                    },
+                    ShardExit::Runtime(message),
+                ),
             };
             report(Err(start_error));
             status.set_stopped();
-            return ShardExit::Storage(message);
+            return exit;
         }
     };
     let dispatcher = match recover(&journal, &config.dispatcher, now_ms()) {
         Ok(dispatcher) => dispatcher,
         Err(error) => {
-            let message = format!("{}: {error}", dir.display());
-            report(Err(storage(message.clone())));
-            status.set_failed(ShardExit::Storage(message.clone()));
-            return ShardExit::Storage(message);
+            let failure = StorageError::caused(&dir.display().to_string(), error);
+            report(Err(storage(failure.clone())));
+            status.set_failed(ShardExit::Storage(failure.clone()));
+            return ShardExit::Storage(failure);
         }
     };
     let tap = StreamTap::new(stream);
@@ -259,7 +273,8 @@ pub(crate) async fn run_shard(setup: ShardSetup) -> ShardExit {
                 message: format!("binding the wake socket: {error}"),
             }));
             status.set_stopped();
-            return ShardExit::Storage(format!("wake socket: {error}"));
+            // The host's doing (the executor's reactor), not the disk's.
+            return ShardExit::Runtime(format!("binding the wake socket: {error}"));
         }
     };
     let local = Rc::new(LocalNotify::default());
@@ -384,8 +399,8 @@ impl Shard {
             self.wake.awake();
             self.local.take();
             self.turn();
-            if let Some(message) = self.storage_failure.clone() {
-                return self.stop_failed(message);
+            if let Some(error) = self.storage_failure.clone() {
+                return self.stop_failed(error);
             }
             if closing_since.is_none() && self.status.is_closing() {
                 closing_since = Some(Instant::now());
@@ -436,10 +451,10 @@ impl Shard {
 
     /// The journal failed for good: record the cause first (so callers that find the
     /// shard gone see it), then fail every waiter.
-    fn stop_failed(&mut self, message: String) -> ShardExit {
-        self.status.set_failed(ShardExit::Storage(message.clone()));
-        self.fail_everything(&message);
-        ShardExit::Storage(message)
+    fn stop_failed(&mut self, error: StorageError) -> ShardExit {
+        self.status.set_failed(ShardExit::Storage(error.clone()));
+        self.fail_everything(&error);
+        ShardExit::Storage(error)
     }
 
     /// One turn: intake, outcomes, commands, durability, tick, checkpoint.
@@ -501,7 +516,7 @@ impl Shard {
         }
         if let Some(blocked) = &self.blocked {
             if changes_state(&request) {
-                refuse(request, Failure::Storage(blocked.message.clone()));
+                refuse(request, Failure::Storage(blocked.error.clone()));
                 return;
             }
         }
@@ -728,16 +743,16 @@ impl Shard {
             // One write for the turn's records; only written records can become
             // durable. A failed write fails the journal for good (see `commit`).
             if let Err(error) = self.journal.commit() {
-                failure = Some(AppendFailure::Permanent(error.to_string()));
+                failure = Some(AppendFailure::Permanent(StorageError::of(error)));
             }
         }
         match failure {
             None => {}
-            Some(AppendFailure::Permanent(message)) => self.storage_failure = Some(message),
+            Some(AppendFailure::Permanent(error)) => self.storage_failure = Some(error),
             Some(AppendFailure::Passing {
-                message,
+                error,
                 payload_bytes,
-            }) => self.block(message, payload_bytes),
+            }) => self.block(error, payload_bytes),
         }
     }
 
@@ -746,7 +761,10 @@ impl Shard {
         let (kind, version, payload) = record.encode_into(buffer).map_err(|error| {
             // Refused like a full disk: the rebuilt dispatcher no longer holds the record.
             AppendFailure::Passing {
-                message: format!("encoding record {:#06x}: {error}", record.kind()),
+                error: StorageError::caused(
+                    &format!("encoding record {:#06x}", record.kind()),
+                    error,
+                ),
                 payload_bytes: 0,
             }
         })?;
@@ -765,10 +783,10 @@ impl Shard {
                 Ok(())
             }
             Err(error @ herald_journal::JournalError::SyncFailed { .. }) => {
-                Err(AppendFailure::Permanent(error.to_string()))
+                Err(AppendFailure::Permanent(StorageError::of(error)))
             }
             Err(error) => Err(AppendFailure::Passing {
-                message: error.to_string(),
+                error: StorageError::of(error),
                 payload_bytes,
             }),
         }
@@ -777,30 +795,31 @@ impl Shard {
     /// The journal refused a record for a reason that can pass: answer what is durable,
     /// refuse the rest, rebuild the dispatcher from the journal and wait for the journal
     /// to write again (see [`Blocked`]).
-    fn block(&mut self, message: String, payload_bytes: u64) {
+    fn block(&mut self, error: StorageError, payload_bytes: u64) {
         tracing::error!(
             shard = self.index,
-            %message,
+            %error,
             "the journal refused a record; changes are refused until it can write again"
         );
         // Everything appended before the refused record becomes durable: the replies
         // waiting for it are answered as usual. This waits for one sync on the shard
         // thread; it happens once per refusal.
         if let Err(error) = self.journal.sync() {
-            self.storage_failure = Some(error.to_string());
+            self.storage_failure = Some(StorageError::of(error));
             return;
         }
         self.advance_durable();
         self.stream.discard_pending();
         // The rest was never journaled: not carried out.
-        let refusal = format!("{message}; changes are refused until the journal can write again");
+        let refusal = error.then(REFUSED_UNTIL_WRITABLE);
         for ack in self.session.abandon() {
             ack.fail(Failure::Storage(refusal.clone()));
         }
         let dispatcher = match recover(&self.journal, &self.config.dispatcher, now_ms()) {
             Ok(dispatcher) => dispatcher,
             Err(error) => {
-                self.storage_failure = Some(format!("rebuilding from the journal: {error}"));
+                self.storage_failure =
+                    Some(StorageError::caused("rebuilding from the journal", error));
                 return;
             }
         };
@@ -809,7 +828,7 @@ impl Shard {
         let replaced = self.session.replace(dispatcher);
         self.counters_replaced.merge(&replaced.counters());
         self.blocked = Some(Blocked {
-            message: refusal,
+            error: refusal,
             payload_bytes,
             next_probe: Instant::now() + STORAGE_PROBE_DELAY_MIN,
             delay: STORAGE_PROBE_DELAY_MIN,
@@ -836,14 +855,13 @@ impl Shard {
                 self.pump();
             }
             Err(error @ herald_journal::JournalError::SyncFailed { .. }) => {
-                self.storage_failure = Some(error.to_string());
+                self.storage_failure = Some(StorageError::of(error));
             }
             Err(error) => {
                 blocked.delay = (blocked.delay * 2).min(STORAGE_PROBE_DELAY_MAX);
                 blocked.next_probe = Instant::now() + blocked.delay;
-                blocked.message =
-                    format!("{error}; changes are refused until the journal can write again");
                 tracing::debug!(shard = self.index, %error, delay_ms = blocked.delay.as_millis() as u64, "the journal still cannot write");
+                blocked.error = StorageError::of(error).then(REFUSED_UNTIL_WRITABLE);
             }
         }
     }
@@ -990,14 +1008,14 @@ impl Shard {
     }
 
     /// The journal failed: every waiting reply gets the storage error.
-    fn fail_everything(&mut self, message: &str) {
+    fn fail_everything(&mut self, error: &StorageError) {
         for ack in self.session.abandon() {
-            ack.fail(Failure::Storage(message.to_string()));
+            ack.fail(Failure::Storage(error.clone()));
         }
         let mut batch = Vec::new();
         while self.intake.drain_into(1024, &mut batch) > 0 {
             for request in batch.drain(..) {
-                refuse(request, Failure::Storage(message.to_string()));
+                refuse(request, Failure::Storage(error.clone()));
             }
         }
     }
@@ -1008,13 +1026,13 @@ impl Shard {
         if self.storage_failure.is_none() {
             self.pump();
             if let Err(error) = self.journal.sync() {
-                self.storage_failure = Some(error.to_string());
+                self.storage_failure = Some(StorageError::of(error));
             } else {
                 self.advance_durable();
             }
         }
-        if let Some(message) = self.storage_failure.clone() {
-            return self.stop_failed(message);
+        if let Some(error) = self.storage_failure.clone() {
+            return self.stop_failed(error);
         }
         // Anything still waiting could not be made durable before stopping.
         for ack in self.session.abandon() {

@@ -3,8 +3,81 @@
 //! starts shards) and the shard loop (which reports) both depend on it rather than on
 //! each other.
 
+use std::error::Error;
 use std::sync::atomic::{AtomicU8, Ordering};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
+
+/// A storage failure: what failed, in a message as informative as the journal's own
+/// (paths, record numbers), and the error that caused it as its
+/// [`source`](std::error::Error::source) (a `herald_journal::JournalError`, or a
+/// `herald_core::session::RecoveryError` whose chain reaches the journal's or the
+/// decoder's error), so that a caller can walk the chain instead of parsing text.
+///
+/// Cheap to clone: every caller waiting on a failed shard gets the same one. Two are
+/// equal when their messages are.
+#[derive(Debug, Clone)]
+pub struct StorageError {
+    message: String,
+    source: Option<Arc<dyn Error + Send + Sync + 'static>>,
+}
+
+impl StorageError {
+    /// `error`, with `context` (what was being done) before its text.
+    pub(crate) fn caused(context: &str, error: impl Error + Send + Sync + 'static) -> StorageError {
+        StorageError {
+            message: format!("{context}: {error}"),
+            source: Some(Arc::new(error)),
+        }
+    }
+
+    /// `error` with its own text as the message.
+    pub(crate) fn of(error: impl Error + Send + Sync + 'static) -> StorageError {
+        StorageError {
+            message: error.to_string(),
+            source: Some(Arc::new(error)),
+        }
+    }
+
+    /// The same cause with `text` appended to the message (what follows for the caller).
+    pub(crate) fn then(&self, text: &str) -> StorageError {
+        StorageError {
+            message: format!("{}{text}", self.message),
+            source: self.source.clone(),
+        }
+    }
+
+    /// What failed.
+    pub fn message(&self) -> &str {
+        &self.message
+    }
+
+    /// The cause, shared (for wrapping errors that keep it as their own source).
+    pub fn cause(&self) -> Option<Arc<dyn Error + Send + Sync + 'static>> {
+        self.source.clone()
+    }
+}
+
+impl std::fmt::Display for StorageError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl Error for StorageError {
+    fn source(&self) -> Option<&(dyn Error + 'static)> {
+        self.source
+            .as_deref()
+            .map(|source| source as &(dyn Error + 'static))
+    }
+}
+
+impl PartialEq for StorageError {
+    fn eq(&self, other: &StorageError) -> bool {
+        self.message == other.message
+    }
+}
+
+impl Eq for StorageError {}
 
 /// The engine could not start. Nothing keeps running after this is returned.
 #[derive(Debug)]
@@ -15,8 +88,9 @@ pub enum StartError {
     Storage {
         /// The shard.
         shard: usize,
-        /// What failed, with the path.
-        message: String,
+        /// What failed, with the path; its source is the journal's (or the file
+        /// system's, or recovery's) error.
+        error: StorageError,
     },
     /// A shard thread or executor could not be created (the machine: threads, memlock,
     /// io_uring).
@@ -32,8 +106,8 @@ impl std::fmt::Display for StartError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             StartError::Config(message) => write!(f, "invalid engine configuration: {message}"),
-            StartError::Storage { shard, message } => {
-                write!(f, "shard {shard}: storage failed at start-up: {message}")
+            StartError::Storage { shard, error } => {
+                write!(f, "shard {shard}: storage failed at start-up: {error}")
             }
             StartError::Runtime { shard, message } => {
                 write!(f, "shard {shard}: could not start its executor: {message}")
@@ -42,7 +116,14 @@ impl std::fmt::Display for StartError {
     }
 }
 
-impl std::error::Error for StartError {}
+impl Error for StartError {
+    fn source(&self) -> Option<&(dyn Error + 'static)> {
+        match self {
+            StartError::Storage { error, .. } => Some(error),
+            _ => None,
+        }
+    }
+}
 
 /// Why a shard stopped serving.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -50,7 +131,11 @@ pub enum ShardExit {
     /// Asked to stop; everything accepted was journaled.
     Clean,
     /// The journal failed; work accepted but not yet acknowledged was refused.
-    Storage(String),
+    Storage(StorageError),
+    /// The host refused the shard something it needs to run (its wake-up socket could
+    /// not be registered with the executor): nothing on disk is wrong, and retrying does
+    /// not help until the host changes.
+    Runtime(String),
     /// The shard panicked (a defect); the message is the panic's.
     Bug(String),
 }
