@@ -164,6 +164,19 @@ pub enum AttemptResult {
     Transport(TransportError),
 }
 
+impl AttemptResult {
+    /// Whether the attempt reached the receiver. `false` when it was refused before any
+    /// connection (the egress guard, or a request that cannot be encoded): such an
+    /// attempt fails by our own or the caller's doing and says nothing about the
+    /// receiver's health.
+    pub fn reached_receiver(&self) -> bool {
+        !matches!(
+            self,
+            AttemptResult::Transport(TransportError::EgressDenied | TransportError::InvalidRequest)
+        )
+    }
+}
+
 /// The class of an attempt's result, which decides what happens next.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum OutcomeClass {
@@ -171,7 +184,8 @@ pub enum OutcomeClass {
     Success,
     /// 408, 429, 5xx, timeouts, connect/TLS/protocol/DNS errors: try again per schedule.
     Retry,
-    /// 3xx (redirects are never followed), other 4xx, 1xx, egress refusal: give up now.
+    /// 3xx (redirects are never followed), other 4xx, 1xx, egress refusal, a request
+    /// that cannot be encoded: give up now.
     Final,
     /// 410 Gone: give up and disable the webhook.
     Gone,

@@ -365,6 +365,7 @@ impl Dispatcher {
             },
         };
         let class = classify(&result);
+        let reached_receiver = result.reached_receiver();
         if r.attempt < d.attempt.max(1) {
             return Err(format!(
                 "delivery {delivery} finishes attempt {} after attempt {}",
@@ -400,7 +401,13 @@ impl Dispatcher {
                 OutcomeClass::Retry => Signal::Failure,
                 OutcomeClass::Final | OutcomeClass::Gone => Signal::Responsive,
             };
-            w.health.finish(r.at_ms, signal, &self.config.health);
+            if reached_receiver {
+                w.health.finish(r.at_ms, signal, &self.config.health);
+            } else {
+                // Refused before anything was sent: not a sign of the endpoint being up
+                // (no breaker closes) nor down (no failure counts); its slot is free.
+                w.health.forget();
+            }
             // The endpoint has room again.
             self.ready_webhooks.insert((tenant, webhook));
         }

@@ -531,6 +531,32 @@ fn breaker_holds_deliveries_and_probes_once() {
 }
 
 #[test]
+fn attempts_refused_before_sending_leave_the_endpoints_health_alone() {
+    for refused in [TransportError::InvalidRequest, TransportError::EgressDenied] {
+        let mut drv = one_webhook(DispatcherConfig::default(), spec(&["*"]));
+        let t = tenant("acme");
+        let health = |drv: &Driver| drv.d.webhook(&t, &wh("w1")).unwrap().health.clone();
+        drv.d.accept_event(T0, &t, event("e1", "a.b")).unwrap();
+        let first = drv.step().remove(0);
+        assert!(drv.reply(&first, status(503)));
+        drv.step();
+        assert_eq!(health(&drv).consecutive_failures, 1);
+        // The next attempt never reaches the receiver: the delivery fails for good, the
+        // failure count neither grows nor resets, and the in-flight slot is free.
+        drv.d.accept_event(T0, &t, event("e2", "a.b")).unwrap();
+        let second = drv.step().remove(0);
+        assert!(drv.reply(&second, AttemptResult::Transport(refused)));
+        drv.step();
+        let after = health(&drv);
+        assert_eq!(after.consecutive_failures, 1, "{refused:?}");
+        assert_eq!(after.in_flight, 0, "{refused:?}");
+        assert_eq!(after.breaker, Breaker::Closed, "{refused:?}");
+        let delivery = drv.d.delivery(&t, second.delivery).unwrap();
+        assert_eq!(delivery.status, DeliveryStatus::Failed, "{refused:?}");
+    }
+}
+
+#[test]
 fn failing_too_long_disables_and_publishes_operational_event() {
     let config = DispatcherConfig {
         health: HealthPolicy {
