@@ -18,7 +18,9 @@
 //! * **Bounded**: each shard has a bounded intake queue ([`Builder::intake_capacity`]).
 //!   `try_*` calls fail at once with [`Error::Backpressure`] when it is full and give the
 //!   item back; the other forms wait for room. A slow disk shows up the same way
-//!   ([`Builder::awaiting_durable_max`]).
+//!   ([`Builder::awaiting_durable_max`]). A shard holding the most pending deliveries
+//!   allowed ([`DispatcherConfig::pending_deliveries_max`]) refuses new events in every
+//!   form with [`Error::Backpressure`], giving each event back ([`Error::into_event`]).
 //! * **Errors say whose fault** ([`Error::fault`]): the caller's (invalid input, unknown
 //!   webhook), capacity, shutdown, storage, or a bug; a failed hand-off gives the item
 //!   back ([`Unsent`]).
