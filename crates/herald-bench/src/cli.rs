@@ -66,6 +66,33 @@ pub struct RawArgs {
     pub json: Option<PathBuf>,
 }
 
+/// Arguments of `herald bench pending`.
+#[derive(Debug, clap::Args)]
+pub struct PendingArgs {
+    /// Events to publish, one delivery each, all left pending (the receiver refuses
+    /// connections).
+    #[arg(long, default_value_t = 1_000_000)]
+    pub deliveries: u64,
+    /// Bytes of each event's data.
+    #[arg(long, default_value_t = 100)]
+    pub payload_bytes: usize,
+    /// Engine shards.
+    #[arg(long, default_value_t = 1)]
+    pub shards: usize,
+    /// Publish receipts waited for at once.
+    #[arg(long, default_value_t = crate::pending::WINDOW_DEFAULT)]
+    pub window: usize,
+    /// Keep the journal in this directory (default: a temporary one, removed after).
+    #[arg(long, value_name = "DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// Write the figures to this file as JSON.
+    #[arg(long, value_name = "FILE")]
+    pub json: Option<PathBuf>,
+    /// No progress lines.
+    #[arg(long)]
+    pub quiet: bool,
+}
+
 /// Arguments of `herald bench sweep`.
 #[derive(Debug, clap::Args)]
 pub struct SweepArgs {
@@ -232,6 +259,28 @@ pub fn sweep_command(args: SweepArgs) -> Result<(), BenchError> {
     }
     if let Some(path) = &args.svg {
         write_file(path, &svg::sweep_svg(&report)?)?;
+    }
+    Ok(())
+}
+
+/// `herald bench pending`.
+pub fn pending_command(args: PendingArgs) -> Result<(), BenchError> {
+    let plan = crate::pending::PendingPlan {
+        deliveries: args.deliveries,
+        payload_bytes: args.payload_bytes,
+        shards: args.shards,
+        window: args.window,
+        data_dir: args.data_dir,
+    };
+    let mut progress = if args.quiet {
+        Progress::quiet()
+    } else {
+        Progress::stderr()
+    };
+    let report = crate::pending::run_pending(&plan, &mut progress)?;
+    print!("{}", report.table());
+    if let Some(path) = &args.json {
+        write_file(path, &json_text(&report)?)?;
     }
     Ok(())
 }

@@ -12,6 +12,9 @@
 //!   delivery, retries by class, a timeline).
 //! * [`raw::measure`] is the ceiling: the same sink, ports, connections and body size
 //!   with requests signed before the run and no engine.
+//! * [`pending::run_pending`] holds a backlog of pending retries (a receiver that
+//!   refuses connections) and reports the memory per pending delivery, the checkpoint
+//!   of that state and the time to restart with it.
 //! * [`sweep::sweep`] steps the open-loop rate until p99 breaks an SLO and sizes, at 1
 //!   shard and at every core embedded, or at a remote server's own shards.
 //!
@@ -23,6 +26,7 @@
 
 pub mod cli;
 pub mod metrics;
+pub mod pending;
 pub mod progress;
 pub mod raw;
 mod receiver;

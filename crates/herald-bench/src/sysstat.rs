@@ -70,6 +70,12 @@ pub fn rss_bytes() -> Option<u64> {
     status_kib("VmRSS")
 }
 
+/// Anonymous resident memory now, bytes (`RssAnon`: the heap and stacks, not mapped
+/// files such as the journal's segments).
+pub fn rss_anon_bytes() -> Option<u64> {
+    status_kib("RssAnon")
+}
+
 /// Peak resident set size since start or the last [`reset_peak_rss`], bytes (`VmHWM`).
 pub fn peak_rss_bytes() -> Option<u64> {
     status_kib("VmHWM")

@@ -57,6 +57,9 @@ enum BenchCommand {
     Sweep(Box<herald_bench::cli::SweepArgs>),
     /// Journal append and group-commit throughput on this disk.
     Journal(journal::BenchArgs),
+    /// Memory per pending retry, checkpoint size and restart time with a backlog of
+    /// deliveries to a receiver that refuses connections.
+    Pending(herald_bench::cli::PendingArgs),
 }
 
 /// Exit status of a benchmark that could not run or did not finish (a bad knob, an
@@ -90,5 +93,8 @@ fn main() -> ExitCode {
         Command::Bench(BenchCommand::Raw(args)) => bench(herald_bench::cli::raw_command(args)),
         Command::Bench(BenchCommand::Sweep(args)) => bench(herald_bench::cli::sweep_command(*args)),
         Command::Bench(BenchCommand::Journal(args)) => journal::bench(args),
+        Command::Bench(BenchCommand::Pending(args)) => {
+            bench(herald_bench::cli::pending_command(args))
+        }
     }
 }

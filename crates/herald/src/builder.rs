@@ -197,7 +197,10 @@ impl Builder {
     }
 
     /// Writes a journal checkpoint after this many records (default 200,000), so that
-    /// replay is short and old segments can be deleted. At least 1.
+    /// replay is short and old segments can be deleted. At least 1. A checkpoint is the
+    /// whole state, so one is written by count only once the journal also grew by as
+    /// many bytes as the previous checkpoint took (a large backlog is not written again
+    /// every few records); a clean shutdown writes one too.
     pub fn checkpoint_records(mut self, records: u64) -> Builder {
         self.checkpoint_records = Some(records);
         self

@@ -60,7 +60,9 @@ pub const INTAKE_BATCH_MAX_DEFAULT: usize = 1024;
 /// Default time a shutting-down shard waits for sends in flight before leaving them to
 /// be retried after restart.
 pub const SHUTDOWN_GRACE_MS_DEFAULT: u64 = 5_000;
-/// Default: write a checkpoint after this many journal records…
+/// Default: write a checkpoint after this many journal records (once the journal also
+/// grew by as many bytes as the previous checkpoint took, so that checkpoints of a large
+/// state stay at most about half of the journal's writes)…
 pub const CHECKPOINT_RECORDS_DEFAULT: u64 = 200_000;
 /// …or this long after the previous one if anything was written since.
 pub const CHECKPOINT_INTERVAL_MS_DEFAULT: u64 = 5 * 60 * 1000;
@@ -197,6 +199,19 @@ pub struct ShardStats {
     pub connections_open: usize,
     /// The HTTP client's counters.
     pub client: crate::ClientStats,
+    /// Checkpoints written since start.
+    pub checkpoints_written: u64,
+    /// Journal sequence number of the latest checkpoint written since start (its last
+    /// frame; 0 when none).
+    pub checkpoint_seq_last: u64,
+    /// Bytes of the latest checkpoint written since start (all its frames).
+    pub checkpoint_bytes_last: u64,
+    /// Time the latest checkpoint took to build, encode and append, microseconds.
+    pub checkpoint_us_last: u64,
+    /// Journal frames replayed at start (a checkpoint's frames and the records after it).
+    pub replayed_frames: u64,
+    /// Journal bytes replayed at start.
+    pub replayed_bytes: u64,
 }
 
 impl Default for ShardStats {
@@ -211,6 +226,12 @@ impl Default for ShardStats {
             sends_in_flight: 0,
             connections_open: 0,
             client: crate::ClientStats::default(),
+            checkpoints_written: 0,
+            checkpoint_seq_last: 0,
+            checkpoint_bytes_last: 0,
+            checkpoint_us_last: 0,
+            replayed_frames: 0,
+            replayed_bytes: 0,
         }
     }
 }

@@ -99,6 +99,24 @@ fn fail_batch(results: Vec<BatchResult>, failure: &Failure) -> Vec<BatchResult> 
 /// with many secrets and headers, a checkpoint) is not worth holding on to.
 const RECORD_BUFFER_KEPT_BYTES_MAX: usize = 64 * 1024;
 
+/// A checkpoint part aims at this fraction of the largest part the journal takes: the
+/// dispatcher's size estimate is generous, and a quarter leaves room for any error in
+/// it while keeping parts (and the buffer one is encoded into) a few MiB.
+const CHECKPOINT_PART_TARGET_DIVISOR: u64 = 4;
+
+/// What the shard's checkpoints and its start-up replay cost ([`ShardStats`] figures).
+#[derive(Clone, Copy, Debug, Default)]
+struct CheckpointFigures {
+    written: u64,
+    seq_last: u64,
+    bytes_last: u64,
+    us_last: u64,
+    replayed_frames: u64,
+    replayed_bytes: u64,
+    /// `journal_bytes_appended` right after the latest checkpoint.
+    appended_at_last: u64,
+}
+
 /// What finished send tasks report back to the loop: each outcome with the generation
 /// of the dispatcher that asked for the send.
 type Finished = Vec<(u64, Outcome)>;
@@ -178,6 +196,8 @@ struct Shard {
     journal_sync_us: herald_core::Histogram,
     /// Accepted events on their way to the event stream once durable.
     stream: StreamTap,
+    /// Checkpoints written and the start-up replay, for [`ShardStats`].
+    checkpoints: CheckpointFigures,
 }
 
 /// Entry point of a shard thread (runs inside its glommio executor).
@@ -239,7 +259,12 @@ pub(crate) async fn run_shard(setup: ShardSetup) -> ShardExit {
             return exit;
         }
     };
-    let dispatcher = match recover(&journal, &config.dispatcher, now_ms()) {
+    let mut checkpoints = CheckpointFigures::default();
+    let replayed = (
+        &mut checkpoints.replayed_frames,
+        &mut checkpoints.replayed_bytes,
+    );
+    let dispatcher = match recover(&journal, &config.dispatcher, now_ms(), replayed) {
         Ok(dispatcher) => dispatcher,
         Err(error) => {
             let failure = StorageError::caused(&dir.display().to_string(), error);
@@ -325,6 +350,7 @@ pub(crate) async fn run_shard(setup: ShardSetup) -> ShardExit {
         journal_bytes_appended: 0,
         journal_sync_us: herald_core::Histogram::new(&super::JOURNAL_SYNC_BOUNDS_US),
         stream: tap,
+        checkpoints,
     };
     // Replay may have produced records (deliveries of deleted webhooks ended); journal
     // them before serving.
@@ -339,19 +365,26 @@ pub(crate) async fn run_shard(setup: ShardSetup) -> ShardExit {
 }
 
 /// Rebuilds a dispatcher from the journal, from its last checkpoint on
-/// ([`herald_core::session::recover`], as the simulator does).
+/// ([`herald_core::session::recover`], as the simulator does), counting the frames and
+/// payload bytes it replays into `replayed`.
 fn recover(
     journal: &Journal,
     config: &DispatcherConfig,
     now_ms: u64,
+    replayed: (&mut u64, &mut u64),
 ) -> Result<Dispatcher, RecoveryError<JournalError>> {
+    let (frames_replayed, bytes_replayed) = replayed;
     let frames = journal.replay().map(|frame| {
-        frame.map(|frame| JournalFrame {
-            seq: frame.seq,
-            kind: frame.kind,
-            version: frame.version,
-            checkpoint: frame.is_checkpoint(),
-            payload: frame.payload,
+        frame.map(|frame| {
+            *frames_replayed += 1;
+            *bytes_replayed += frame.payload.len() as u64;
+            JournalFrame {
+                seq: frame.seq,
+                kind: frame.kind,
+                version: frame.version,
+                checkpoint: frame.is_checkpoint(),
+                payload: frame.payload,
+            }
         })
     });
     session::recover(config.clone(), now_ms, frames)
@@ -698,6 +731,12 @@ impl Shard {
                     sends_in_flight: *self.sends_in_flight.borrow(),
                     connections_open: self.client.connections_open(),
                     client: self.client.stats(),
+                    checkpoints_written: self.checkpoints.written,
+                    checkpoint_seq_last: self.checkpoints.seq_last,
+                    checkpoint_bytes_last: self.checkpoints.bytes_last,
+                    checkpoint_us_last: self.checkpoints.us_last,
+                    replayed_frames: self.checkpoints.replayed_frames,
+                    replayed_bytes: self.checkpoints.replayed_bytes,
                 });
             }
         }
@@ -815,7 +854,12 @@ impl Shard {
         for ack in self.session.abandon() {
             ack.fail(Failure::Storage(refusal.clone()));
         }
-        let dispatcher = match recover(&self.journal, &self.config.dispatcher, now_ms()) {
+        let dispatcher = match recover(
+            &self.journal,
+            &self.config.dispatcher,
+            now_ms(),
+            (&mut 0, &mut 0),
+        ) {
             Ok(dispatcher) => dispatcher,
             Err(error) => {
                 self.storage_failure =
@@ -970,11 +1014,29 @@ impl Shard {
     }
 
     fn maybe_checkpoint(&mut self, now: u64) {
-        let due = self.records_since_checkpoint >= self.config.checkpoint_records
+        // By count only once the journal grew by as much as the last checkpoint took:
+        // a large state (a backlog of a million deliveries checkpoints to hundreds of
+        // MiB) would otherwise be written again every `checkpoint_records` records, and
+        // checkpoints would outweigh the records many times. So checkpoints stay at most
+        // about half of what the journal writes, and replay at most about twice the state.
+        let grown = self.journal_bytes_appended - self.checkpoints.appended_at_last
+            >= self.checkpoints.bytes_last;
+        let due = (self.records_since_checkpoint >= self.config.checkpoint_records && grown)
             || (self.records_since_checkpoint > 0
                 && self.last_checkpoint.elapsed()
                     >= Duration::from_millis(self.config.checkpoint_interval_ms));
-        if !due || self.storage_failure.is_some() || self.blocked.is_some() {
+        if due {
+            self.write_checkpoint(now);
+        }
+    }
+
+    /// Writes a checkpoint of the dispatcher's state: its parts one journal frame each
+    /// (`Journal::begin_checkpoint`), so that a state of any size checkpoints and replay
+    /// after a restart is bounded by the state, not the history. A part that cannot be
+    /// written abandons the checkpoint (the journal ignores it; the previous one stays
+    /// where replay starts, and its segments are kept).
+    fn write_checkpoint(&mut self, now: u64) {
+        if self.storage_failure.is_some() || self.blocked.is_some() {
             return;
         }
         // The checkpoint must follow every record it summarises.
@@ -982,28 +1044,62 @@ impl Shard {
         if self.blocked.is_some() || self.storage_failure.is_some() {
             return;
         }
-        let record = self.session.dispatcher().checkpoint(now);
         // Whatever happens next, the next attempt waits for another full period: a
         // checkpoint that failed must not be retried on every turn.
         self.last_checkpoint = Instant::now();
         self.records_since_checkpoint = 0;
-        match record.encode() {
-            Ok((_, _, payload)) => match self
-                .journal
-                .checkpoint(&payload)
-                .and_then(|seq| self.journal.commit().map(|()| seq))
-            {
-                Ok(_) => {
-                    self.journal_bytes_appended +=
-                        herald_journal::frame_bytes(payload.len() as u64);
+        let started = Instant::now();
+        let target =
+            (self.journal.checkpoint_part_bytes_max() / CHECKPOINT_PART_TARGET_DIVISOR) as usize;
+        let mut buffer = std::mem::take(&mut self.record_buffer);
+        let mut bytes = 0;
+        let mut failed = None;
+        let mut writer = self.journal.begin_checkpoint();
+        for part in self.session.dispatcher().checkpoint_parts(now, target) {
+            match part.encode_into(buffer) {
+                Ok((_, _, payload)) => {
+                    let written = writer.part(&payload);
+                    bytes += herald_journal::frame_bytes(
+                        herald_journal::CHECKPOINT_PART_HEADER_BYTES + payload.len() as u64,
+                    );
+                    buffer = payload;
+                    if let Err(error) = written {
+                        failed = Some(error.to_string());
+                        break;
+                    }
                 }
-                Err(error) => tracing::warn!(
-                    shard = self.index,
-                    %error,
-                    "checkpoint not written; old journal segments are kept"
-                ),
-            },
-            Err(error) => tracing::warn!(shard = self.index, %error, "checkpoint not encoded"),
+                Err(error) => {
+                    failed = Some(format!("encoding a checkpoint part: {error}"));
+                    buffer = RecordBuffer::new();
+                    break;
+                }
+            }
+        }
+        // A buffer grown by the checkpoint's parts is not kept.
+        if buffer.capacity() <= RECORD_BUFFER_KEPT_BYTES_MAX {
+            buffer.clear();
+            self.record_buffer = buffer;
+        }
+        let finished = match failed {
+            Some(message) => Err(message),
+            None => writer.finish().map_err(|error| error.to_string()),
+        };
+        match finished.and_then(|_| self.journal.commit().map_err(|error| error.to_string())) {
+            Ok(()) => {
+                bytes += herald_journal::frame_bytes(herald_journal::CHECKPOINT_PART_HEADER_BYTES);
+                self.journal_bytes_appended += bytes;
+                self.checkpoints.appended_at_last = self.journal_bytes_appended;
+                self.checkpoints.written += 1;
+                self.checkpoints.seq_last = self.journal.checkpoint_last_seq().unwrap_or(0);
+                self.checkpoints.bytes_last = bytes;
+                self.checkpoints.us_last =
+                    u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
+            }
+            Err(error) => tracing::warn!(
+                shard = self.index,
+                %error,
+                "checkpoint not written; old journal segments are kept"
+            ),
         }
     }
 
@@ -1024,6 +1120,11 @@ impl Shard {
     /// period ran out): make everything durable, answer every waiter.
     fn stop(&mut self) -> ShardExit {
         if self.storage_failure.is_none() {
+            // A restart then replays the state, not the records since the last
+            // checkpoint.
+            if self.records_since_checkpoint > 0 {
+                self.write_checkpoint(now_ms());
+            }
             self.pump();
             if let Err(error) = self.journal.sync() {
                 self.storage_failure = Some(StorageError::of(error));

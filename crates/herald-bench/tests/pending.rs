@@ -1,0 +1,61 @@
+//! Smoke run of `herald bench pending` with small numbers: every delivery stays
+//! pending, a checkpoint of that state is written, and the restart replays the state
+//! (the checkpoint's parts and what followed it), not the history of every record.
+//! Benchmarks report; nothing here asserts a timing or a memory figure.
+
+use herald_bench::pending::{run_pending, PendingPlan};
+use herald_bench::progress::Progress;
+
+#[test]
+fn pending_backlog_checkpoints_and_restarts_with_every_delivery() {
+    let deliveries = 300;
+    let plan = PendingPlan {
+        deliveries,
+        payload_bytes: 100,
+        shards: 1,
+        window: 64,
+        data_dir: None,
+    };
+    let report = run_pending(&plan, &mut Progress::quiet()).unwrap();
+    assert_eq!(report.pending, deliveries);
+    assert_eq!(report.pending_after_restart, deliveries, "{report:?}");
+    assert!(report.checkpoints_written >= 1, "{report:?}");
+    assert!(report.checkpoint_bytes > 0, "{report:?}");
+    assert!(report.journal_segments >= 1, "{report:?}");
+    // Each delivery journaled its event, an attempt and its outcome: replaying that
+    // history would take three frames per delivery. The restart replays the state.
+    assert!(report.replayed_frames >= 1, "{report:?}");
+    assert!(
+        report.replayed_frames < deliveries,
+        "replay grew with history: {report:?}"
+    );
+    let json = serde_json::to_value(&report).unwrap();
+    for key in [
+        "rss_anon_before_bytes",
+        "rss_anon_after_bytes",
+        "bytes_per_pending",
+        "checkpoint_bytes",
+        "checkpoint_ms",
+        "restart_ready_ms",
+        "replayed_frames",
+    ] {
+        assert!(json.get(key).is_some(), "JSON lacks {key}: {json}");
+    }
+    assert!(report.table().contains("bytes per pending"));
+}
+
+#[test]
+fn pending_refuses_bad_knobs() {
+    let plan = PendingPlan {
+        deliveries: 0,
+        payload_bytes: 100,
+        shards: 1,
+        window: 64,
+        data_dir: None,
+    };
+    let error = run_pending(&plan, &mut Progress::quiet()).unwrap_err();
+    assert!(
+        matches!(error, herald_bench::BenchError::Config(_)),
+        "{error}"
+    );
+}
