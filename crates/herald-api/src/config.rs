@@ -199,7 +199,10 @@ pub struct LimitsConfig {
     pub tenants_max: usize,
     /// Most API keys per tenant.
     pub keys_per_tenant_max: usize,
-    /// Each shard's intake queue (requests waiting for the shard).
+    /// Each shard's intake queue (requests waiting for the shard). When it is full,
+    /// every route that writes (publish, batch, webhook changes, test sends, retries,
+    /// recovers, inbound events) answers 503 with `Retry-After` at once instead of
+    /// holding the request until room frees; reads wait for room.
     pub intake_capacity: usize,
 }
 

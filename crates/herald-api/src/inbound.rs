@@ -226,7 +226,11 @@ impl App {
             .map_err(|e| ApiError::new(500, "internal", format!("data: {e}")))?;
         let mut event = Event::from_json_bytes(event_type, data);
         event.idempotency_key = Some(format!("in:{}:{id}", source.name));
-        let published = self.herald.publish_detailed_async(&tenant, event).await?;
+        // A full intake is a 503 at once; the provider retries later.
+        let published = self
+            .herald
+            .try_publish_detailed_async(&tenant, event)?
+            .await?;
         tracing::info!(
             source = %source.name, %tenant, event = %published.event_id, provider_event = id,
             duplicate = published.duplicate, "inbound event accepted"

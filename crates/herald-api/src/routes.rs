@@ -610,7 +610,7 @@ impl App {
                 match method {
                     "PATCH" => self.patch_webhook(tenant, &id, request).await,
                     "DELETE" => {
-                        self.herald.delete_webhook_async(tenant, &id).await?;
+                        self.herald.try_delete_webhook_async(tenant, &id)?.await?;
                         Ok(Response::empty(204))
                     }
                     _ => {
@@ -645,7 +645,7 @@ impl App {
             }
             Route::DeliveryRetry(id) => {
                 let id = delivery_id(id)?;
-                self.herald.retry_delivery_async(tenant, id).await?;
+                self.herald.try_retry_delivery_async(tenant, id)?.await?;
                 Ok(Response::json(
                     202,
                     &json!({"delivery_id": views::delivery_id(id), "status": "pending"}),
@@ -846,10 +846,17 @@ impl App {
     // ------------------------------------------------------------------ webhooks
 
     async fn existing_webhook(&self, tenant: &TenantId, id: &WebhookId) -> Result<herald::Webhook> {
-        self.herald
-            .webhook_async(tenant, id)
-            .await?
-            .ok_or_else(|| ApiError::not_found(format!("no webhook {id}")))
+        found_webhook(id, self.herald.webhook_async(tenant, id).await?)
+    }
+
+    /// [`existing_webhook`](Self::existing_webhook) for a route about to change it: a
+    /// full intake is a 503 at once, as for the change itself.
+    async fn webhook_to_change(
+        &self,
+        tenant: &TenantId,
+        id: &WebhookId,
+    ) -> Result<herald::Webhook> {
+        found_webhook(id, self.herald.try_webhook_async(tenant, id)?.await?)
     }
 
     async fn create_webhook(&self, tenant: &TenantId, request: &Request) -> Result<Response> {
@@ -876,10 +883,10 @@ impl App {
         };
         let mut spec = WebhookSpec::new(url, filters, scheme, secret.clone());
         input.apply_settings(&mut spec)?;
-        self.herald.check_url_async(&spec.url).await?;
+        self.herald.try_check_url_async(&spec.url)?.await?;
         let id = self
             .herald
-            .create_webhook_async(tenant, spec.clone())
+            .try_create_webhook_async(tenant, spec.clone())?
             .await?;
         tracing::info!(tenant = %tenant, webhook = %id, "webhook created");
         let now = now_ms();
@@ -902,7 +909,11 @@ impl App {
         id: &WebhookId,
         written: impl FnOnce() -> herald::Webhook,
     ) -> herald::Webhook {
-        match self.herald.webhook_async(tenant, id).await {
+        let read = match self.herald.try_webhook_async(tenant, id) {
+            Ok(read) => read.await,
+            Err(error) => Err(error),
+        };
+        match read {
             Ok(Some(webhook)) => webhook,
             Ok(None) => written(),
             Err(error) => {
@@ -945,7 +956,7 @@ impl App {
         request: &Request,
     ) -> Result<Response> {
         let input: WebhookInput = json_body(request)?;
-        let current = self.existing_webhook(tenant, id).await?;
+        let current = self.webhook_to_change(tenant, id).await?;
         let mut spec = current.spec.clone();
         let mut url_changed = false;
         if let Some(url) = &input.url {
@@ -971,10 +982,10 @@ impl App {
         }
         input.apply_settings(&mut spec)?;
         if url_changed {
-            self.herald.check_url_async(&spec.url).await?;
+            self.herald.try_check_url_async(&spec.url)?.await?;
         }
         self.herald
-            .update_webhook_async(tenant, id, spec.clone())
+            .try_update_webhook_async(tenant, id, spec.clone())?
             .await?;
         tracing::info!(tenant = %tenant, webhook = %id, "webhook updated");
         let webhook = self
@@ -1005,7 +1016,7 @@ impl App {
                 format!("grace_s is at most {ROTATE_GRACE_S_MAX} (7 days)"),
             ));
         }
-        let current = self.existing_webhook(tenant, id).await?;
+        let current = self.webhook_to_change(tenant, id).await?;
         let now = now_ms();
         let expires = now.saturating_add(grace_s.saturating_mul(1000));
         let mut spec = current.spec.clone();
@@ -1032,7 +1043,7 @@ impl App {
         .chain(kept)
         .collect();
         self.herald
-            .update_webhook_async(tenant, id, spec.clone())
+            .try_update_webhook_async(tenant, id, spec.clone())?
             .await?;
         tracing::info!(tenant = %tenant, webhook = %id, grace_s, "secret rotated");
         let webhook = self
@@ -1110,7 +1121,7 @@ impl App {
         let event = Event::from_json_bytes(event_type, data);
         let sent = self
             .herald
-            .send_test_event_with_async(tenant, id, event)
+            .try_send_test_event_with_async(tenant, id, event)?
             .await?;
         Ok(Response::json(
             202,
@@ -1230,7 +1241,7 @@ impl App {
         let since_ms = parse_rfc3339(&body.since).map_err(|m| ApiError::invalid("since", m))?;
         let requeued = self
             .herald
-            .resend_failed_async(tenant, webhook, since_ms)
+            .try_resend_failed_async(tenant, webhook, since_ms)?
             .await?;
         tracing::info!(tenant = %tenant, webhook = %webhook, requeued, "recover");
         Ok(Response::json(202, &json!({"requeued": requeued})))
@@ -1310,7 +1321,7 @@ impl App {
         } else {
             let answers = self
                 .herald
-                .publish_batch_detailed_async(tenant, events)
+                .try_publish_batch_detailed_async(tenant, events)?
                 .await?;
             indexes
                 .into_iter()
@@ -1332,6 +1343,11 @@ impl App {
         }
         Ok(Response::serialize(200, &BatchAnswer { data: results }))
     }
+}
+
+/// A webhook read back, or the 404 for its id.
+fn found_webhook(id: &WebhookId, webhook: Option<herald::Webhook>) -> Result<herald::Webhook> {
+    webhook.ok_or_else(|| ApiError::not_found(format!("no webhook {id}")))
 }
 
 /// A webhook just created from `spec`, as the engine would show it.

@@ -12,12 +12,16 @@
 //! * **Usable from anywhere**: [`Herald`] is `Clone + Send + Sync`; every operation has
 //!   a blocking form (`publish`, `create_webhook`, …) and an async form (`publish_async`,
 //!   `create_webhook_async`, …) returning a `Send + 'static` future that needs no
-//!   particular runtime; publishing also has a non-waiting form
-//!   ([`Herald::try_publish`]), and batches of one tenant's events go in one hand-off
-//!   ([`Herald::publish_batch`]). No runtime types leak into the API.
+//!   particular runtime; every change (and the webhook read and URL check that precede
+//!   one) also has a non-waiting form ([`Herald::try_publish`],
+//!   `try_publish_detailed_async`, `try_publish_batch_detailed_async`,
+//!   `try_create_webhook_async`, `try_update_webhook_async`, …), and batches of one
+//!   tenant's events go in one hand-off ([`Herald::publish_batch`]). No runtime types
+//!   leak into the API.
 //! * **Bounded**: each shard has a bounded intake queue ([`Builder::intake_capacity`]).
 //!   `try_*` calls fail at once with [`Error::Backpressure`] when it is full and give the
-//!   item back; the other forms wait for room. A slow disk shows up the same way
+//!   item back (a server answers "retry later" instead of holding the request); the
+//!   other forms wait for room. A slow disk shows up the same way
 //!   ([`Builder::awaiting_durable_max`]). A shard holding the most pending deliveries
 //!   allowed ([`DispatcherConfig::pending_deliveries_max`]) refuses new events in every
 //!   form with [`Error::Backpressure`], giving each event back ([`Error::into_event`]).
@@ -272,6 +276,50 @@ impl Inner {
         self.answer(shard, tenant.as_ref(), result)
     }
 
+    /// Hands `prepared` to its shard without waiting for queue room: a full queue is
+    /// [`Error::Backpressure`] at once (giving the item back); otherwise the returned
+    /// `Send` future resolves with the shard's answer.
+    fn try_call_async<T: Send + 'static>(
+        self: &Arc<Self>,
+        prepared: Prepared<Result<T, Failure>>,
+    ) -> Result<impl Future<Output = Result<T, Error>> + Send + 'static, Error> {
+        let (shard, tenant, receiver) = self.try_hand_off(prepared)?;
+        let inner = self.clone();
+        Ok(async move { inner.answer(shard, tenant.as_ref(), receiver.await) })
+    }
+
+    /// [`try_call_async`](Self::try_call_async) for queries and batches.
+    fn try_query_async<T: Send + 'static>(
+        self: &Arc<Self>,
+        prepared: Prepared<T>,
+    ) -> Result<impl Future<Output = Result<T, Error>> + Send + 'static, Error> {
+        let (shard, _, receiver) = self.try_hand_off(prepared)?;
+        let inner = self.clone();
+        Ok(async move {
+            receiver
+                .await
+                .map_err(|_| inner.stopped(shard, Unsent::Request))
+        })
+    }
+
+    /// Puts `prepared`'s request in its shard's queue if there is room: its shard,
+    /// tenant, and where the answer will come.
+    fn try_hand_off<T>(
+        &self,
+        prepared: Prepared<T>,
+    ) -> Result<(usize, Option<TenantId>, ReplyReceiver<T>), Error> {
+        let Prepared {
+            shard,
+            tenant,
+            request,
+            receiver,
+        } = prepared;
+        self.engine
+            .try_submit(shard, request)
+            .map_err(|error| self.not_taken(shard, error))?;
+        Ok((shard, tenant, receiver))
+    }
+
     /// Like [`call`](Self::call) for queries and batches, whose answers have no error
     /// form of their own.
     fn query<T>(&self, prepared: Prepared<T>) -> Result<T, Error> {
@@ -441,6 +489,15 @@ pub struct TestSend {
     pub delivery: DeliveryId,
 }
 
+impl TestSend {
+    fn from_sent(sent: TestSent) -> TestSend {
+        TestSend {
+            event_id: sent.event_id,
+            delivery: sent.delivery,
+        }
+    }
+}
+
 impl Herald {
     /// Starts configuring an engine.
     pub fn builder() -> Builder {
@@ -587,6 +644,52 @@ impl Herald {
             .call_async(self.delete_request(tenant, id))
     }
 
+    /// [`create_webhook_async`](Self::create_webhook_async) without waiting for queue room: fails at once with [`Error::Backpressure`] (giving the item back) when the shard's queue is full.
+    /// The future resolves once the webhook is durable.
+    pub fn try_create_webhook_async(
+        &self,
+        tenant: &TenantId,
+        spec: WebhookSpec,
+    ) -> Result<impl Future<Output = Result<WebhookId, Error>> + Send + 'static, Error> {
+        let id = event::generate_webhook_id();
+        let put = self.try_put_webhook_async(tenant, &id, spec)?;
+        Ok(async move {
+            put.await?;
+            Ok(id)
+        })
+    }
+
+    /// [`put_webhook_async`](Self::put_webhook_async) without waiting for queue room: fails at once with [`Error::Backpressure`] (giving the item back) when the shard's queue is full.
+    pub fn try_put_webhook_async(
+        &self,
+        tenant: &TenantId,
+        id: &WebhookId,
+        spec: WebhookSpec,
+    ) -> Result<impl Future<Output = Result<(), Error>> + Send + 'static, Error> {
+        self.inner
+            .try_call_async(self.upsert_request(tenant, id, spec, false)?)
+    }
+
+    /// [`update_webhook_async`](Self::update_webhook_async) without waiting for queue room: fails at once with [`Error::Backpressure`] (giving the item back) when the shard's queue is full.
+    pub fn try_update_webhook_async(
+        &self,
+        tenant: &TenantId,
+        id: &WebhookId,
+        spec: WebhookSpec,
+    ) -> Result<impl Future<Output = Result<(), Error>> + Send + 'static, Error> {
+        self.inner
+            .try_call_async(self.upsert_request(tenant, id, spec, true)?)
+    }
+
+    /// [`delete_webhook_async`](Self::delete_webhook_async) without waiting for queue room: fails at once with [`Error::Backpressure`] (giving the item back) when the shard's queue is full.
+    pub fn try_delete_webhook_async(
+        &self,
+        tenant: &TenantId,
+        id: &WebhookId,
+    ) -> Result<impl Future<Output = Result<(), Error>> + Send + 'static, Error> {
+        self.inner.try_call_async(self.delete_request(tenant, id))
+    }
+
     fn webhook_request(&self, tenant: &TenantId, id: &WebhookId) -> Prepared<Option<Webhook>> {
         prepare(self.shard_of(tenant), tenant, |reply| Request::GetWebhook {
             tenant: tenant.clone(),
@@ -609,6 +712,16 @@ impl Herald {
         self.inner
             .clone()
             .query_async(self.webhook_request(tenant, id))
+    }
+
+    /// [`webhook_async`](Self::webhook_async) without waiting for queue room: fails at once with [`Error::Backpressure`] (giving the item back) when the shard's queue is full: for a caller that reads a
+    /// webhook before changing it and must not wait on a full queue for either.
+    pub fn try_webhook_async(
+        &self,
+        tenant: &TenantId,
+        id: &WebhookId,
+    ) -> Result<impl Future<Output = Result<Option<Webhook>, Error>> + Send + 'static, Error> {
+        self.inner.try_query_async(self.webhook_request(tenant, id))
     }
 
     /// All of a tenant's webhooks, in id order (at most the per-tenant limit, 10,000
@@ -689,6 +802,16 @@ impl Herald {
             let answer = inner.query_async(prepared?).await?;
             answer.map_err(error::url_refused)
         }
+    }
+
+    /// [`check_url_async`](Self::check_url_async) without waiting for queue room: fails at once with [`Error::Backpressure`] (giving the item back) when the shard's queue is full (the url's host picks the
+    /// shard that checks it).
+    pub fn try_check_url_async(
+        &self,
+        url: &Url,
+    ) -> Result<impl Future<Output = Result<(), Error>> + Send + 'static, Error> {
+        let answer = self.inner.try_query_async(self.check_url_request(url)?)?;
+        Ok(async move { answer.await?.map_err(error::url_refused) })
     }
 
     fn check_url_request(
@@ -775,7 +898,8 @@ impl Herald {
     /// queue is full. On success, the returned receipt resolves once the event is
     /// durable.
     pub fn try_publish(&self, tenant: &TenantId, event: Event) -> Result<PublishReceipt, Error> {
-        let (event_id, shard, receiver) = self.try_submit_publish(tenant, event)?;
+        let (event_id, prepared) = self.publish_request(tenant, event);
+        let (shard, _, receiver) = self.inner.try_hand_off(prepared)?;
         Ok(PublishReceipt {
             shard,
             tenant: tenant.clone(),
@@ -794,30 +918,8 @@ impl Herald {
         tenant: &TenantId,
         event: Event,
     ) -> Result<impl Future<Output = Result<Published, Error>> + Send + 'static, Error> {
-        let (_, shard, receiver) = self.try_submit_publish(tenant, event)?;
-        let (inner, tenant) = (self.inner.clone(), tenant.clone());
-        Ok(async move { inner.answer(shard, Some(&tenant), receiver.await) })
-    }
-
-    /// Hands a publish to its shard without waiting for queue room: the event's id, the
-    /// shard, and where its answer will come.
-    fn try_submit_publish(
-        &self,
-        tenant: &TenantId,
-        event: Event,
-    ) -> Result<(EventId, usize, PublishAnswer), Error> {
-        let (event_id, prepared) = self.publish_request(tenant, event);
-        let Prepared {
-            shard,
-            request,
-            receiver,
-            ..
-        } = prepared;
-        self.inner
-            .engine
-            .try_submit(shard, request)
-            .map_err(|error| self.inner.not_taken(shard, error))?;
-        Ok((event_id, shard, receiver))
+        let (_, prepared) = self.publish_request(tenant, event);
+        self.inner.try_call_async(prepared)
     }
 
     fn batch_request(
@@ -894,6 +996,24 @@ impl Herald {
             let results = inner.query_async(prepared).await?;
             Ok(batch_results(shard, &tenant, results))
         }
+    }
+
+    /// [`publish_batch_detailed_async`](Self::publish_batch_detailed_async) without waiting for queue room: fails at once with [`Error::Backpressure`] (giving the item back) when the shard's queue is full
+    /// (then the whole batch is given back: a batch is taken or refused as a unit). The
+    /// future resolves once every accepted event is durable.
+    pub fn try_publish_batch_detailed_async(
+        &self,
+        tenant: &TenantId,
+        events: Vec<Event>,
+    ) -> Result<
+        impl Future<Output = Result<Vec<Result<Published, Error>>, Error>> + Send + 'static,
+        Error,
+    > {
+        let prepared = self.batch_request(tenant, events)?;
+        let shard = prepared.shard;
+        let results = self.inner.try_query_async(prepared)?;
+        let tenant = tenant.clone();
+        Ok(async move { Ok(batch_results(shard, &tenant, results.await?)) })
     }
 
     // ------------------------------------------------------------------ deliveries
@@ -980,6 +1100,15 @@ impl Herald {
             .call_async(self.retry_request(tenant, id))
     }
 
+    /// [`retry_delivery_async`](Self::retry_delivery_async) without waiting for queue room: fails at once with [`Error::Backpressure`] (giving the item back) when the shard's queue is full.
+    pub fn try_retry_delivery_async(
+        &self,
+        tenant: &TenantId,
+        id: DeliveryId,
+    ) -> Result<impl Future<Output = Result<(), Error>> + Send + 'static, Error> {
+        self.inner.try_call_async(self.retry_request(tenant, id))
+    }
+
     fn resend_request(
         &self,
         tenant: &TenantId,
@@ -1018,6 +1147,17 @@ impl Herald {
         self.inner
             .clone()
             .call_async(self.resend_request(tenant, webhook, since_ms))
+    }
+
+    /// [`resend_failed_async`](Self::resend_failed_async) without waiting for queue room: fails at once with [`Error::Backpressure`] (giving the item back) when the shard's queue is full.
+    pub fn try_resend_failed_async(
+        &self,
+        tenant: &TenantId,
+        webhook: &WebhookId,
+        since_ms: u64,
+    ) -> Result<impl Future<Output = Result<usize, Error>> + Send + 'static, Error> {
+        self.inner
+            .try_call_async(self.resend_request(tenant, webhook, since_ms))
     }
 
     fn test_request(
@@ -1060,6 +1200,17 @@ impl Herald {
             .call_async(self.test_request(tenant, webhook, event_type))
     }
 
+    /// [`send_test_event_async`](Self::send_test_event_async) without waiting for queue room: fails at once with [`Error::Backpressure`] (giving the item back) when the shard's queue is full.
+    pub fn try_send_test_event_async(
+        &self,
+        tenant: &TenantId,
+        webhook: &WebhookId,
+        event_type: EventType,
+    ) -> Result<impl Future<Output = Result<EventId, Error>> + Send + 'static, Error> {
+        self.inner
+            .try_call_async(self.test_request(tenant, webhook, event_type))
+    }
+
     fn test_with_request(
         &self,
         tenant: &TenantId,
@@ -1087,13 +1238,9 @@ impl Herald {
         webhook: &WebhookId,
         event: Event,
     ) -> Result<TestSend, Error> {
-        let sent = self
-            .inner
-            .call(self.test_with_request(tenant, webhook, event))?;
-        Ok(TestSend {
-            event_id: sent.event_id,
-            delivery: sent.delivery,
-        })
+        self.inner
+            .call(self.test_with_request(tenant, webhook, event))
+            .map(TestSend::from_sent)
     }
 
     /// [`send_test_event_with`](Self::send_test_event_with) as a `Send` future.
@@ -1107,13 +1254,20 @@ impl Herald {
             .inner
             .clone()
             .call_async(self.test_with_request(tenant, webhook, event));
-        async move {
-            let sent = call.await?;
-            Ok(TestSend {
-                event_id: sent.event_id,
-                delivery: sent.delivery,
-            })
-        }
+        async move { call.await.map(TestSend::from_sent) }
+    }
+
+    /// [`send_test_event_with_async`](Self::send_test_event_with_async) without waiting for queue room: fails at once with [`Error::Backpressure`] (giving the item back) when the shard's queue is full.
+    pub fn try_send_test_event_with_async(
+        &self,
+        tenant: &TenantId,
+        webhook: &WebhookId,
+        event: Event,
+    ) -> Result<impl Future<Output = Result<TestSend, Error>> + Send + 'static, Error> {
+        let call = self
+            .inner
+            .try_call_async(self.test_with_request(tenant, webhook, event))?;
+        Ok(async move { call.await.map(TestSend::from_sent) })
     }
 
     fn stats_request(&self, shard: usize) -> Prepared<ShardStats> {

@@ -835,6 +835,202 @@ fn a_slow_disk_turns_into_back_pressure() {
     herald.shutdown().unwrap();
 }
 
+/// Hands publishes to `herald`'s one shard until its queue refuses one; returns the
+/// receipts of those it took.
+fn fill_intake(herald: &Herald, tenant: &TenantId) -> Vec<herald::PublishReceipt> {
+    let mut receipts = Vec::new();
+    loop {
+        let event = Event::parse("tick", &serde_json::json!(receipts.len())).unwrap();
+        match herald.try_publish(tenant, event) {
+            Ok(receipt) => receipts.push(receipt),
+            Err(Error::Backpressure { .. }) => return receipts,
+            Err(error) => panic!("filling the intake: {error}"),
+        }
+        assert!(receipts.len() <= 64, "a queue of 4 was never full");
+    }
+}
+
+/// What a refused `try_*` form must give back.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum GivenBack {
+    Event,
+    Events,
+    Webhook,
+    Nothing,
+}
+
+#[test]
+fn every_try_form_refuses_at_once_when_the_queue_is_full() {
+    use futures_lite::future::block_on;
+    let dir = tempfile::tempdir().unwrap();
+    // As in `a_slow_disk_turns_into_back_pressure`: syncs 250 ms apart keep a queue of 4
+    // full for most of that time once 8 publishes are handed off.
+    let herald = Herald::builder()
+        .data_dir(dir.path())
+        .shards(1)
+        .intake_capacity(4)
+        .awaiting_durable_max(4)
+        .journal_group_delay(Duration::from_millis(250))
+        .allow_cidr("127.0.0.0/8")
+        .start()
+        .unwrap();
+    let acme = tenant("acme");
+    // Nothing listens on the discard port: deliveries fail and wait for their retry.
+    let hook = spec(
+        "http://127.0.0.1:9/full",
+        &["*"],
+        Scheme::Standard,
+        &secret(&Scheme::Standard, 41),
+    );
+    let webhook = herald.create_webhook(&acme, hook.clone()).unwrap();
+    herald
+        .publish(
+            &acme,
+            Event::parse("order.created", &serde_json::json!({})).unwrap(),
+        )
+        .unwrap();
+    let delivery = herald
+        .deliveries(DeliveryQuery::tenant(acme.clone()))
+        .unwrap()
+        .items[0]
+        .id;
+    let test_event = || Event::parse("order.created", &serde_json::json!({"t": 1})).unwrap();
+    // Each form: Ok(()) when it was taken (then it ran to its end), or its refusal.
+    type Form<'a> = Box<dyn Fn() -> Result<(), Error> + 'a>;
+    let forms: Vec<(&str, GivenBack, Form<'_>)> = vec![
+        (
+            "try_publish_detailed_async",
+            GivenBack::Event,
+            Box::new(|| {
+                let f = herald.try_publish_detailed_async(&acme, test_event())?;
+                block_on(f).map(drop)
+            }),
+        ),
+        (
+            "try_publish_batch_detailed_async",
+            GivenBack::Events,
+            Box::new(|| {
+                let f = herald
+                    .try_publish_batch_detailed_async(&acme, vec![test_event(), test_event()])?;
+                block_on(f).map(drop)
+            }),
+        ),
+        (
+            "try_create_webhook_async",
+            GivenBack::Webhook,
+            Box::new(|| block_on(herald.try_create_webhook_async(&acme, hook.clone())?).map(drop)),
+        ),
+        (
+            "try_put_webhook_async",
+            GivenBack::Webhook,
+            Box::new(|| block_on(herald.try_put_webhook_async(&acme, &webhook, hook.clone())?)),
+        ),
+        (
+            "try_update_webhook_async",
+            GivenBack::Webhook,
+            Box::new(|| {
+                block_on(herald.try_update_webhook_async(&acme, &webhook, hook.clone())?)
+            }),
+        ),
+        (
+            "try_webhook_async",
+            GivenBack::Nothing,
+            Box::new(|| block_on(herald.try_webhook_async(&acme, &webhook)?).map(drop)),
+        ),
+        (
+            "try_check_url_async",
+            GivenBack::Nothing,
+            Box::new(|| block_on(herald.try_check_url_async(&hook.url)?)),
+        ),
+        (
+            "try_retry_delivery_async",
+            GivenBack::Nothing,
+            Box::new(|| {
+                // Taken, it may find the delivery in flight: a conflict, not a refusal.
+                match block_on(herald.try_retry_delivery_async(&acme, delivery)?) {
+                    Ok(()) | Err(Error::Conflict { .. }) => Ok(()),
+                    Err(error) => Err(error),
+                }
+            }),
+        ),
+        (
+            "try_resend_failed_async",
+            GivenBack::Nothing,
+            Box::new(|| block_on(herald.try_resend_failed_async(&acme, &webhook, 0)?).map(drop)),
+        ),
+        (
+            "try_send_test_event_async",
+            GivenBack::Nothing,
+            Box::new(|| {
+                let event_type = EventType::parse("order.created").unwrap();
+                block_on(herald.try_send_test_event_async(&acme, &webhook, event_type)?).map(drop)
+            }),
+        ),
+        (
+            "try_send_test_event_with_async",
+            GivenBack::Event,
+            Box::new(|| {
+                block_on(herald.try_send_test_event_with_async(&acme, &webhook, test_event())?)
+                    .map(drop)
+            }),
+        ),
+        (
+            "try_delete_webhook_async",
+            GivenBack::Nothing,
+            Box::new(|| block_on(herald.try_delete_webhook_async(&acme, &webhook)?)),
+        ),
+    ];
+    for (name, given_back, form) in &forms {
+        // The queue could drain between the fill and the call (a sync landing just
+        // then): try again a few times before calling the form a waiting one.
+        let mut refusal = None;
+        for attempt in 0..5 {
+            let receipts = fill_intake(&herald, &acme);
+            let result = form();
+            for receipt in receipts {
+                receipt.wait().unwrap();
+            }
+            match result {
+                Ok(()) => eprintln!("{name} was taken on attempt {attempt}"),
+                Err(error) => {
+                    refusal = Some(error);
+                    break;
+                }
+            }
+        }
+        let error =
+            refusal.unwrap_or_else(|| panic!("{name} was taken 5 times of 5 on a full queue"));
+        assert_eq!(error.fault(), Fault::Capacity, "{name}: {error:?}");
+        let unsent = match error {
+            Error::Backpressure { shard: 0, unsent } => unsent,
+            other => panic!("{name}: {other:?}"),
+        };
+        let back = match unsent {
+            Unsent::Event { .. } => GivenBack::Event,
+            Unsent::Events { events, .. } => {
+                assert_eq!(events.len(), 2, "{name} gives the whole batch back");
+                GivenBack::Events
+            }
+            Unsent::Webhook { spec, .. } => {
+                assert_eq!(spec.url, hook.url, "{name} gives the spec back");
+                GivenBack::Webhook
+            }
+            Unsent::Request => GivenBack::Nothing,
+        };
+        assert_eq!(back, *given_back, "{name}");
+    }
+    // With room again, the forms are taken and carried out.
+    let f = herald
+        .try_publish_batch_detailed_async(&acme, vec![test_event()])
+        .unwrap();
+    assert!(block_on(f).unwrap()[0].is_ok());
+    block_on(herald.try_delete_webhook_async(&acme, &webhook).unwrap()).unwrap();
+    assert!(block_on(herald.try_webhook_async(&acme, &webhook).unwrap())
+        .unwrap()
+        .is_none());
+    herald.shutdown().unwrap();
+}
+
 #[test]
 fn batches_publish_in_one_hand_off_with_per_event_results() {
     let receiver = Receiver::start();

@@ -1,7 +1,8 @@
 //! Overload at the front door: 10,000 idle connections do not stop new requests from
 //! being served (over `connections_max` each newcomer closes the oldest idle
-//! connection), and a flood of publishes against a small intake answers 503 with
-//! `Retry-After` while the server's memory stays bounded.
+//! connection), and a flood of writes (publishes, batches, webhook changes, recovers,
+//! test sends) against a small intake answers 503 with `Retry-After` at once while the
+//! server's memory stays bounded.
 
 use std::io::{ErrorKind, Read};
 use std::net::TcpStream;
@@ -12,7 +13,7 @@ use std::time::Duration;
 use herald_e2e::*;
 use herald_sink::Sink;
 use rustix::process::{getrlimit, setrlimit, Resource, Rlimit};
-use serde_json::json;
+use serde_json::{json, Value};
 
 /// Idle connections opened against the server.
 const IDLE_CONNECTIONS: usize = 10_000;
@@ -30,7 +31,8 @@ const FLOODERS: usize = 48;
 /// Bound on the server's resident memory during the flood: a behaviour bound (intake,
 /// connections and pending deliveries are all capped), far above what it takes.
 const FLOOD_RSS_MAX: u64 = 512 << 20;
-/// Bound on the flood: it ends once this many 503s came back, or fails after
+/// Bound on the flood: it ends once this many publishes (and
+/// [`FLOOD_REFUSALS_PER_ROUTE`] of each other route) got a 503, or fails after
 /// [`FLOOD_TIMEOUT`].
 const FLOOD_REFUSALS: u64 = 200;
 const FLOOD_TIMEOUT: Duration = Duration::from_secs(60);
@@ -179,8 +181,96 @@ fn ten_thousand_idle_connections_do_not_starve_new_requests() {
 /// Bound on one wait for the server's own state.
 const BOUND: Duration = Duration::from_secs(30);
 
+/// A write route the flood calls, and what it answers when it is taken.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Write {
+    /// `POST /v1/events`: 202.
+    Publish,
+    /// `POST /v1/events/batch` of [`FLOOD_BATCH`] events: 200, every item 202.
+    Batch,
+    /// `PATCH /v1/webhooks/{id}` (its description): 200.
+    Patch,
+    /// `POST /v1/webhooks/{id}/recover`: 202.
+    Recover,
+    /// `POST /v1/webhooks/{id}/test`: 202.
+    TestSend,
+}
+
+impl Write {
+    /// The flood's writes, one per kind; flooder thread `t` sends `ALL[t % 5]`.
+    const ALL: [Write; 5] = [
+        Write::Publish,
+        Write::Batch,
+        Write::Patch,
+        Write::Recover,
+        Write::TestSend,
+    ];
+
+    /// 503s the flood waits for from this route.
+    fn refusals_wanted(self) -> u64 {
+        match self {
+            Write::Publish => FLOOD_REFUSALS,
+            _ => FLOOD_REFUSALS_PER_ROUTE,
+        }
+    }
+
+    /// The request's method, path and body for flooder `t`'s `n`-th call.
+    fn request(self, webhook: &str, t: usize, n: u64) -> (&'static str, String, Value) {
+        let event = |i: usize| json!({"type": "order.created", "data": {"t": t, "n": n, "i": i}});
+        match self {
+            Write::Publish => ("POST", "/v1/events".to_string(), event(0)),
+            Write::Batch => (
+                "POST",
+                "/v1/events/batch".to_string(),
+                json!({"events": (0..FLOOD_BATCH).map(event).collect::<Vec<_>>()}),
+            ),
+            Write::Patch => (
+                "PATCH",
+                format!("/v1/webhooks/{webhook}"),
+                json!({"description": format!("flood {t} {n}")}),
+            ),
+            Write::Recover => (
+                "POST",
+                format!("/v1/webhooks/{webhook}/recover"),
+                json!({"since": "2020-01-01T00:00:00Z"}),
+            ),
+            Write::TestSend => (
+                "POST",
+                format!("/v1/webhooks/{webhook}/test"),
+                json!({"event_type": "order.created"}),
+            ),
+        }
+    }
+
+    /// Whether `answer` is this route's answer to a write it took.
+    fn taken(self, answer: &Resp) -> bool {
+        match self {
+            Write::Publish | Write::Recover | Write::TestSend => answer.status == 202,
+            Write::Patch => answer.status == 200,
+            Write::Batch => {
+                answer.status == 200
+                    && answer.json()["data"].as_array().is_some_and(|items| {
+                        items.len() == FLOOD_BATCH && items.iter().all(|i| i["status"] == 202)
+                    })
+            }
+        }
+    }
+}
+
+/// Events per batch in the flood.
+const FLOOD_BATCH: usize = 5;
+/// 503s the flood waits for from each route other than publish.
+const FLOOD_REFUSALS_PER_ROUTE: u64 = 10;
+
+/// Per write route: answers taken, and 503s.
+#[derive(Default)]
+struct Tally {
+    taken: [AtomicU64; Write::ALL.len()],
+    refused: [AtomicU64; Write::ALL.len()],
+}
+
 #[test]
-fn a_publish_flood_answers_503_with_retry_after_in_bounded_memory() {
+fn a_flood_of_writes_answers_503_with_retry_after_in_bounded_memory() {
     let site = Site::new();
     let sink = Sink::start_default().expect("the sink starts");
     let server = Server::start(
@@ -188,74 +278,90 @@ fn a_publish_flood_answers_503_with_retry_after_in_bounded_memory() {
         &Options::default().config("[limits]\nintake_capacity = 1\n"),
     );
     let tenant = create_tenant(&server.admin(), "tenant_flood");
-    create_webhook(
+    let webhook = create_webhook(
         &tenant,
         &json!({"url": sink.url("/flood"), "events": ["order.*"]}),
-    );
+    )["id"]
+        .as_str()
+        .expect("webhook id")
+        .to_string();
     let pid = server.pid();
     let rss_start = rss_bytes(pid).expect("the server's /proc status is readable");
 
     let done = Arc::new(AtomicBool::new(false));
-    let accepted = Arc::new(AtomicU64::new(0));
-    let refused = Arc::new(AtomicU64::new(0));
+    let tally = Arc::new(Tally::default());
     let wrong = Arc::new(Mutex::new(Vec::<String>::new()));
     let flooders: Vec<_> = (0..FLOODERS)
         .map(|t| {
-            let (tenant, done, accepted, refused, wrong) = (
+            let (tenant, webhook, done, tally, wrong) = (
                 tenant.clone(),
+                webhook.clone(),
                 done.clone(),
-                accepted.clone(),
-                refused.clone(),
+                tally.clone(),
                 wrong.clone(),
             );
+            let kind = t % Write::ALL.len();
+            let write = Write::ALL[kind];
             std::thread::spawn(move || {
                 let mut n = 0u64;
                 while !done.load(Ordering::Acquire) {
                     n += 1;
-                    let body = json!({"type": "order.created", "data": {"t": t, "n": n}});
+                    let (method, path, body) = write.request(&webhook, t, n);
                     let answer = tenant.send(Req {
-                        method: "POST",
-                        path: "/v1/events",
+                        method,
+                        path: &path,
                         headers: vec![("Content-Type", "application/json".to_string())],
                         body: Some(serde_json::to_vec(&body).expect("JSON serialises")),
                     });
                     let mut wrong = wrong.lock().unwrap_or_else(|e| e.into_inner());
                     match answer {
-                        Ok(a) if a.status == 202 => {
-                            accepted.fetch_add(1, Ordering::Relaxed);
+                        Ok(a) if write.taken(&a) => {
+                            tally.taken[kind].fetch_add(1, Ordering::Relaxed);
                         }
                         Ok(a) if a.status == 503 => {
-                            refused.fetch_add(1, Ordering::Relaxed);
+                            tally.refused[kind].fetch_add(1, Ordering::Relaxed);
                             let retry_after =
                                 a.header("retry-after").and_then(|v| v.parse::<u64>().ok());
                             if retry_after.is_none() || a.error_code() != "unavailable" {
                                 wrong.push(format!(
-                                    "503 without Retry-After or error shape: {:?} {}",
+                                    "{write:?}: 503 without Retry-After or error shape: {:?} {}",
                                     a.headers,
                                     a.text()
                                 ));
                             }
                         }
-                        Ok(a) => wrong.push(format!("{} {}", a.status, a.text())),
-                        Err(e) => wrong.push(format!("no answer: {e}")),
+                        Ok(a) => wrong.push(format!("{write:?}: {} {}", a.status, a.text())),
+                        Err(e) => wrong.push(format!("{write:?}: no answer: {e}")),
                     }
                 }
             })
         })
         .collect();
 
-    // Sample the server's memory while the flood lasts.
+    // Sample the server's memory while the flood lasts; it ends once every route was
+    // refused often enough.
     let mut rss_max = rss_start;
     let mut samples = 0;
+    let wanted: Vec<String> = Write::ALL
+        .iter()
+        .map(|w| format!("{w:?} {}", w.refusals_wanted()))
+        .collect();
     wait_for(
-        &format!("{FLOOD_REFUSALS} publishes refused with 503 under the flood"),
+        &format!(
+            "503s under the flood from every write route ({})",
+            wanted.join(", ")
+        ),
         FLOOD_TIMEOUT,
         || {
             if let Some(rss) = rss_bytes(pid) {
                 rss_max = rss_max.max(rss);
                 samples += 1;
             }
-            (refused.load(Ordering::Relaxed) >= FLOOD_REFUSALS).then_some(())
+            Write::ALL
+                .iter()
+                .enumerate()
+                .all(|(k, w)| tally.refused[k].load(Ordering::Relaxed) >= w.refusals_wanted())
+                .then_some(())
         },
     );
     done.store(true, Ordering::Release);
@@ -287,11 +393,21 @@ fn a_publish_flood_answers_503_with_retry_after_in_bounded_memory() {
     });
     let after_id = after.json()["id"].as_str().expect("id").to_string();
     wait_received(&sink, "/flood", &after_id);
+    let counts: Vec<String> = Write::ALL
+        .iter()
+        .enumerate()
+        .map(|(k, w)| {
+            format!(
+                "{w:?} {} taken / {} refused",
+                tally.taken[k].load(Ordering::Relaxed),
+                tally.refused[k].load(Ordering::Relaxed)
+            )
+        })
+        .collect();
     println!(
-        "publish flood: {FLOODERS} threads, {} accepted, {} refused with 503 + Retry-After; \
+        "write flood: {FLOODERS} threads; {}; every refusal a 503 + Retry-After; \
          server RSS {:.1} MiB at the start, {:.1} MiB at most over {samples} samples",
-        accepted.load(Ordering::Relaxed),
-        refused.load(Ordering::Relaxed),
+        counts.join(", "),
         rss_start as f64 / 1048576.0,
         rss_max as f64 / 1048576.0
     );

@@ -34,8 +34,13 @@ const SEED_DEFAULT: u64 = 1;
 /// that never ends as an HTTP response, so an HTTP request/response tool cannot drive
 /// it (the `ws` module tests the route end to end).
 const NOT_RUN: [&str; 1] = ["GET /v1/ws"];
-/// Longest one Schemathesis run may take before the test gives up on it.
+/// Longest one Schemathesis run may take before the test gives up on it, at the default
+/// example count.
 const RUN_TIMEOUT: Duration = Duration::from_secs(900);
+/// More time a run may take per example asked for: a long pass (1,000 examples per
+/// operation) took ~2.4 s per example on the 2-core VM, so this leaves room for a
+/// loaded machine.
+const RUN_TIMEOUT_PER_EXAMPLE: Duration = Duration::from_secs(8);
 
 fn python(args: &[&str]) -> std::process::Output {
     Command::new("python3")
@@ -167,11 +172,12 @@ fn run(
         .stderr(out)
         .spawn()
         .expect("python3 starts");
-    let status = wait_exit(&mut child, RUN_TIMEOUT).unwrap_or_else(|| {
+    let timeout = RUN_TIMEOUT.max(RUN_TIMEOUT_PER_EXAMPLE * examples);
+    let status = wait_exit(&mut child, timeout).unwrap_or_else(|| {
         let _ = child.kill();
         let _ = child.wait();
         panic!(
-            "Schemathesis did not finish within {RUN_TIMEOUT:?}:\n{}",
+            "Schemathesis did not finish within {timeout:?}:\n{}",
             log_tail(&log, 16 * 1024)
         )
     });
