@@ -7,6 +7,7 @@
 //! delivery (also shown as throughput).
 
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
+use herald_core::session::Session;
 use herald_core::{
     AttemptResult, Command, Dispatcher, DispatcherConfig, EventFilter, EventId, EventType,
     NewEvent, Outcome, TenantId, WebhookId, WebhookSpec, API_VERSION_DEFAULT,
@@ -93,6 +94,73 @@ fn run(mut d: Dispatcher, events: Vec<NewEvent>) -> usize {
     delivered
 }
 
+/// The same work driven as the shard loop drives it: through a [`Session`], each
+/// `Append` reported with a journal sequence number, each publish's reply held until its
+/// record is durable, one group commit per batch of 100 events.
+fn run_session(d: Dispatcher, events: Vec<NewEvent>) -> usize {
+    let tenant = TenantId::parse("acme").unwrap();
+    let mut session: Session<usize> = Session::new(d);
+    let mut commands = Vec::new();
+    let mut seq = 0;
+    let mut delivered = 0;
+    let mut answered = 0;
+    let mut now = T0;
+    let mut outcomes = Vec::new();
+    for chunk in events.chunks(100) {
+        now += 1;
+        for (i, event) in chunk.iter().enumerate() {
+            let accepted = session
+                .dispatcher_mut()
+                .accept_event(now, &tenant, event.clone())
+                .unwrap();
+            answered += usize::from(session.hold(accepted.append, i).is_some());
+        }
+        for pass in 0..2 {
+            if pass == 1 {
+                session.dispatcher_mut().tick(now);
+            }
+            commands.clear();
+            session.drain_commands(&mut commands);
+            for command in commands.drain(..) {
+                match command {
+                    Command::Append { id, .. } => {
+                        seq += 1;
+                        session.appended(id, seq);
+                    }
+                    Command::Send(req) => {
+                        delivered += 1;
+                        black_box(&req.headers);
+                        outcomes.push(Outcome {
+                            delivery: req.delivery,
+                            attempt: req.attempt,
+                            result: AttemptResult::Response {
+                                status: 200,
+                                retry_after: None,
+                            },
+                            latency_ms: 1,
+                            response_body: Vec::new(),
+                            response_headers: Vec::new(),
+                        });
+                    }
+                }
+            }
+            // The group commit: everything appended so far is durable.
+            answered += session.durable(seq).count();
+        }
+        let generation = session.generation();
+        for outcome in outcomes.drain(..) {
+            session.attempt_finished(now, generation, outcome);
+        }
+    }
+    session.dispatcher_mut().tick(now);
+    assert_eq!(
+        answered,
+        events.len(),
+        "every publish answered once durable"
+    );
+    delivered
+}
+
 fn bench(c: &mut Criterion) {
     let mut group = c.benchmark_group("dispatcher");
     group.sample_size(10);
@@ -103,6 +171,17 @@ fn bench(c: &mut Criterion) {
                 || setup(fanout),
                 |(d, events)| {
                     let delivered = run(d, events);
+                    assert_eq!(delivered, EVENTS * fanout);
+                    delivered
+                },
+                BatchSize::LargeInput,
+            )
+        });
+        group.bench_function(format!("session_fanout_{fanout}"), |b| {
+            b.iter_batched(
+                || setup(fanout),
+                |(d, events)| {
+                    let delivered = run_session(d, events);
                     assert_eq!(delivered, EVENTS * fanout);
                     delivered
                 },

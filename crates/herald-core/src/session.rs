@@ -72,14 +72,17 @@ pub struct Session<R> {
 }
 
 impl<R> Session<R> {
-    /// A session around `dispatcher` (fresh, or rebuilt by [`recover`]).
+    /// A session around `dispatcher` (fresh, or rebuilt by [`recover`]). Records it made
+    /// and that were already polled are taken as handled and durable: the session
+    /// accounts for what is polled through it.
     pub fn new(dispatcher: Dispatcher) -> Session<R> {
+        let handled = handled_before(&dispatcher);
         Session {
             dispatcher,
             appended: VecDeque::new(),
-            last_appended: AppendId(0),
+            last_appended: handled,
             last_seq: 0,
-            durable: AppendId(0),
+            durable: handled,
             waiting: VecDeque::new(),
             generation: 0,
         }
@@ -201,10 +204,11 @@ impl<R> Session<R> {
             self.waiting.is_empty(),
             "bug: replies outlived the dispatcher they waited on"
         );
+        let handled = handled_before(&dispatcher);
         self.appended.clear();
-        self.last_appended = AppendId(0);
+        self.last_appended = handled;
         self.last_seq = 0;
-        self.durable = AppendId(0);
+        self.durable = handled;
         self.generation += 1;
         std::mem::replace(&mut self.dispatcher, dispatcher)
     }
@@ -233,6 +237,16 @@ impl<R> Session<R> {
         }
         Some(self.dispatcher.attempt_finished(now_ms, outcome))
     }
+}
+
+/// The last record `dispatcher` made that was polled before a session took it over
+/// (`AppendId(0)` for a fresh or recovered one: its records are still queued).
+fn handled_before(dispatcher: &Dispatcher) -> AppendId {
+    let queued_appends = dispatcher
+        .queued_commands()
+        .filter(|command| matches!(command, Command::Append { .. }))
+        .count() as u64;
+    AppendId(dispatcher.last_append().0 - queued_appends)
 }
 
 /// One journal frame as recovery reads it.
@@ -585,6 +599,25 @@ mod tests {
         }
         s.appended(AppendId(1), 5);
         s.appended(AppendId(2), 5);
+    }
+
+    #[test]
+    fn records_polled_before_the_session_count_as_handled() {
+        let mut d = Dispatcher::new(DispatcherConfig::default(), T0);
+        let created = d
+            .upsert_webhook(T0, tenant(), WebhookId::parse("wh_1").unwrap(), spec())
+            .unwrap();
+        while d.pop_command().is_some() {}
+        let queued = d
+            .upsert_webhook(T0, tenant(), WebhookId::parse("wh_2").unwrap(), spec())
+            .unwrap();
+        let mut s: Session<&str> = Session::new(d);
+        assert_eq!(s.hold(created, "earlier"), Some("earlier"));
+        assert_eq!(s.hold(queued, "queued"), None);
+        let mut journal = Journal::default();
+        // The first record through the session is the one still queued.
+        pump(&mut s, &mut journal);
+        assert_eq!(s.durable(1).collect::<Vec<_>>(), ["queued"]);
     }
 
     #[test]

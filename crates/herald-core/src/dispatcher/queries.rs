@@ -18,6 +18,11 @@ impl Dispatcher {
         self.commands.len()
     }
 
+    /// The commands waiting to be polled, in order.
+    pub(crate) fn queued_commands(&self) -> impl Iterator<Item = &Command> {
+        self.commands.iter()
+    }
+
     /// The id of the most recent `Append` the dispatcher made (polled or not);
     /// `AppendId(0)` before the first. A call that may emit any number of records
     /// ([`Dispatcher::resend_failed`]) is durable once this id, read right after it, is.

@@ -20,9 +20,11 @@
 //! 2. feed finished attempts ([`herald_core::Dispatcher::attempt_finished`]);
 //! 3. drain the dispatcher's commands in order: `Append` → journal, `Send` → a spawned
 //!    local task on the shard's [`HttpClient`](crate::HttpClient);
-//! 4. map the journal's durable sequence number back to the dispatcher's `AppendId`,
-//!    report it ([`herald_core::Dispatcher::records_durable`]) and answer every request
-//!    whose records are now durable (group commit: one sync answers many publishes);
+//! 4. tell the shard's [`herald_core::session::Session`] the journal's durable sequence
+//!    number: it maps it back to the dispatcher's `AppendId`, reports it
+//!    ([`herald_core::Dispatcher::records_durable`]) and releases every reply whose
+//!    records are now durable (group commit: one sync answers many publishes). The
+//!    session is the same bookkeeping the simulator (`herald-sim`) drives;
 //! 5. `tick` when the dispatcher's deadline has passed (this produces the sends) and
 //!    drain again; write a checkpoint when due;
 //! 6. park until the next deadline, a wake-up from a foreign thread (intake, or the
