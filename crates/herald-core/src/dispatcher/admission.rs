@@ -137,7 +137,7 @@ impl Dispatcher {
         self.next_delivery = self.next_delivery.max(delivery.0.saturating_add(1));
         self.deliveries.insert(
             delivery,
-            Delivery {
+            Box::new(Delivery {
                 event: Arc::clone(event),
                 webhook,
                 attempt: 0,
@@ -152,7 +152,7 @@ impl Dispatcher {
                 updated_at_ms: now,
                 finish_seq: 0,
                 attempts: VecDeque::new(),
-            },
+            }),
         );
     }
 
@@ -249,7 +249,8 @@ impl Dispatcher {
                         self.make_due_or_end(delivery);
                     }
                 }
-                Timer::Webhook(tenant, webhook) => {
+                Timer::Webhook(key) => {
+                    let (tenant, webhook) = *key;
                     if let Some(w) = webhook_state_mut(&mut self.tenants, &tenant, &webhook) {
                         w.wake = None;
                         self.ready_webhooks.insert((tenant, webhook));
@@ -354,7 +355,7 @@ impl Dispatcher {
                             }
                             let timer = self
                                 .wheel
-                                .insert(at, Timer::Webhook(key.0.clone(), key.1.clone()));
+                                .insert(at, Timer::Webhook(Box::new(key.clone())));
                             w.wake = Some((timer, at));
                         }
                         break;
