@@ -1130,6 +1130,12 @@ impl Shard {
                 self.storage_failure = Some(StorageError::of(error));
             } else {
                 self.advance_durable();
+                // The checkpoint just written is durable: the segments before it go
+                // now rather than at the next roll, so the restart opens only what it
+                // replays. A failure here costs disk space, not data.
+                if let Err(error) = self.journal.compact() {
+                    tracing::warn!(shard = self.index, %error, "old journal segments not deleted");
+                }
             }
         }
         if let Some(error) = self.storage_failure.clone() {

@@ -19,7 +19,8 @@
 //!   ([`StreamConfig::window_ms`]), by count per tenant ([`StreamConfig::window_events_max`])
 //!   and by bytes per shard ([`StreamConfig::window_bytes_max`]). On start it is rebuilt
 //!   from every journal frame still on disk, so a restart keeps it as far as the journal
-//!   does (segments before the latest checkpoint's are deleted on roll).
+//!   does (segments before the latest checkpoint's are deleted on roll and on a clean
+//!   stop, which writes a checkpoint).
 //! * **Resume.** A subscriber that gives `after = S` gets every event with `seq > S`
 //!   from the window, then live events, with no gap and no repeat (both are taken under
 //!   one lock). When an event after `S` may have left the window, the subscription is
