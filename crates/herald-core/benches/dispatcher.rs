@@ -10,7 +10,7 @@ use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughpu
 use herald_core::session::Session;
 use herald_core::{
     AttemptResult, Command, Dispatcher, DispatcherConfig, EventFilter, EventId, EventType,
-    NewEvent, Outcome, TenantId, WebhookId, WebhookSpec, API_VERSION_DEFAULT,
+    NewEvent, Outcome, SendRequest, TenantId, WebhookId, WebhookSpec, API_VERSION_DEFAULT,
 };
 use herald_http::Url;
 use herald_sign::Scheme;
@@ -55,6 +55,21 @@ fn setup(fanout: usize) -> (Dispatcher, Vec<NewEvent>) {
     (d, events)
 }
 
+/// The receiver's answer to every request: a 200 after 1 ms.
+fn answered_200(req: &SendRequest) -> Outcome {
+    Outcome {
+        delivery: req.delivery,
+        attempt: req.attempt,
+        result: AttemptResult::Response {
+            status: 200,
+            retry_after: None,
+        },
+        latency_ms: 1,
+        response_body: Vec::new(),
+        response_headers: Vec::new(),
+    }
+}
+
 fn run(mut d: Dispatcher, events: Vec<NewEvent>) -> usize {
     let tenant = TenantId::parse("acme").unwrap();
     let mut commands = Vec::new();
@@ -72,20 +87,7 @@ fn run(mut d: Dispatcher, events: Vec<NewEvent>) -> usize {
         for command in commands.drain(..) {
             if let Command::Send(req) = command {
                 delivered += 1;
-                d.attempt_finished(
-                    now,
-                    Outcome {
-                        delivery: req.delivery,
-                        attempt: req.attempt,
-                        result: AttemptResult::Response {
-                            status: 200,
-                            retry_after: None,
-                        },
-                        latency_ms: 1,
-                        response_body: Vec::new(),
-                        response_headers: Vec::new(),
-                    },
-                );
+                d.attempt_finished(now, answered_200(&req));
                 black_box(&req.headers);
             }
         }
@@ -130,17 +132,7 @@ fn run_session(d: Dispatcher, events: Vec<NewEvent>) -> usize {
                     Command::Send(req) => {
                         delivered += 1;
                         black_box(&req.headers);
-                        outcomes.push(Outcome {
-                            delivery: req.delivery,
-                            attempt: req.attempt,
-                            result: AttemptResult::Response {
-                                status: 200,
-                                retry_after: None,
-                            },
-                            latency_ms: 1,
-                            response_body: Vec::new(),
-                            response_headers: Vec::new(),
-                        });
+                        outcomes.push(answered_200(&req));
                     }
                 }
             }

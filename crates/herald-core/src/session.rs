@@ -410,23 +410,31 @@ mod tests {
         Session::new(Dispatcher::new(DispatcherConfig::default(), T0))
     }
 
+    /// Creates webhook `id` (its record queued, not yet appended).
+    fn create<R>(s: &mut Session<R>, id: &str) -> AppendId {
+        s.dispatcher_mut()
+            .upsert_webhook(T0, tenant(), WebhookId::parse(id).unwrap(), spec())
+            .unwrap()
+    }
+
+    /// Publishes event `id` (its record queued, not yet appended).
+    fn publish<R>(s: &mut Session<R>, now_ms: u64, id: &str) -> crate::Accepted {
+        s.dispatcher_mut()
+            .accept_event(now_ms, &tenant(), event(id))
+            .unwrap()
+    }
+
     #[test]
     fn replies_wait_for_their_records_across_checkpoint_frames() {
         let mut journal = Journal::default();
         let mut s = session();
-        let created = s
-            .dispatcher_mut()
-            .upsert_webhook(T0, tenant(), WebhookId::parse("wh_1").unwrap(), spec())
-            .unwrap();
+        let created = create(&mut s, "wh_1");
         assert_eq!(s.hold(created, "created"), None);
         pump(&mut s, &mut journal);
         // A checkpoint frame between two records: it has a sequence number and no id.
         let checkpoint = s.dispatcher().checkpoint(T0);
         journal.push(true, &checkpoint);
-        let accepted = s
-            .dispatcher_mut()
-            .accept_event(T0, &tenant(), event("evt_1"))
-            .unwrap();
+        let accepted = publish(&mut s, T0, "evt_1");
         assert_eq!(s.hold(accepted.append, "published"), None);
         pump(&mut s, &mut journal);
         assert_eq!(s.held(), 2);
@@ -451,19 +459,9 @@ mod tests {
     fn a_reply_held_behind_a_later_record_is_not_released_early() {
         let mut journal = Journal::default();
         let mut s = session();
-        s.dispatcher_mut()
-            .upsert_webhook(T0, tenant(), WebhookId::parse("wh_1").unwrap(), spec())
-            .unwrap();
-        let first = s
-            .dispatcher_mut()
-            .accept_event(T0, &tenant(), event("evt_1"))
-            .unwrap()
-            .append;
-        let second = s
-            .dispatcher_mut()
-            .accept_event(T0, &tenant(), event("evt_2"))
-            .unwrap()
-            .append;
+        create(&mut s, "wh_1");
+        let first = publish(&mut s, T0, "evt_1").append;
+        let second = publish(&mut s, T0, "evt_2").append;
         assert_eq!(s.hold(second, "second"), None);
         assert_eq!(s.hold(first, "first"), None);
         pump(&mut s, &mut journal);
@@ -513,23 +511,15 @@ mod tests {
     fn a_replaced_dispatcher_drops_its_outcomes_and_numbering() {
         let mut journal = Journal::default();
         let mut s = session();
-        s.dispatcher_mut()
-            .upsert_webhook(T0, tenant(), WebhookId::parse("wh_1").unwrap(), spec())
-            .unwrap();
-        let accepted = s
-            .dispatcher_mut()
-            .accept_event(T0, &tenant(), event("evt_1"))
-            .unwrap();
+        create(&mut s, "wh_1");
+        let accepted = publish(&mut s, T0, "evt_1");
         pump(&mut s, &mut journal);
         let _ = s.durable(journal.next_seq() - 1).count();
         s.dispatcher_mut().tick(T0);
         let sends = pump(&mut s, &mut journal);
         assert_eq!(sends.len(), 1);
         let generation = s.generation();
-        let late = s
-            .dispatcher_mut()
-            .accept_event(T0, &tenant(), event("evt_2"))
-            .unwrap();
+        let late = publish(&mut s, T0, "evt_2");
         assert_eq!(s.hold(late.append, "late"), None);
         // The journal refuses the next record: what waits is abandoned, the dispatcher
         // rebuilt from what the journal holds.
@@ -566,10 +556,7 @@ mod tests {
         assert_eq!(again.len(), 1);
         assert_eq!(again[0].delivery, sends[0].delivery);
         assert_eq!(again[0].event_id, accepted.event_id);
-        let next = s
-            .dispatcher_mut()
-            .accept_event(now, &tenant(), event("evt_3"))
-            .unwrap();
+        let next = publish(&mut s, now, "evt_3");
         pump(&mut s, &mut journal);
         assert_eq!(next.append, s.dispatcher().last_append());
         assert!(next.append <= AppendId(2), "{next:?}");
@@ -579,12 +566,8 @@ mod tests {
     #[should_panic(expected = "in the order made")]
     fn a_skipped_record_is_a_bug() {
         let mut s = session();
-        s.dispatcher_mut()
-            .upsert_webhook(T0, tenant(), WebhookId::parse("wh_1").unwrap(), spec())
-            .unwrap();
-        s.dispatcher_mut()
-            .upsert_webhook(T0, tenant(), WebhookId::parse("wh_2").unwrap(), spec())
-            .unwrap();
+        create(&mut s, "wh_1");
+        create(&mut s, "wh_2");
         s.appended(AppendId(2), 1);
     }
 
@@ -593,9 +576,7 @@ mod tests {
     fn a_sequence_number_that_goes_back_is_a_bug() {
         let mut s = session();
         for id in ["wh_1", "wh_2"] {
-            s.dispatcher_mut()
-                .upsert_webhook(T0, tenant(), WebhookId::parse(id).unwrap(), spec())
-                .unwrap();
+            create(&mut s, id);
         }
         s.appended(AppendId(1), 5);
         s.appended(AppendId(2), 5);
@@ -630,10 +611,7 @@ mod tests {
     #[should_panic(expected = "outlived")]
     fn replies_must_not_outlive_their_dispatcher() {
         let mut s = session();
-        let append = s
-            .dispatcher_mut()
-            .upsert_webhook(T0, tenant(), WebhookId::parse("wh_1").unwrap(), spec())
-            .unwrap();
+        let append = create(&mut s, "wh_1");
         let _ = s.hold(append, "waiting");
         s.replace(Dispatcher::new(DispatcherConfig::default(), T0));
     }
@@ -643,9 +621,7 @@ mod tests {
         use std::error::Error as _;
         let mut journal = Journal::default();
         let mut s = session();
-        s.dispatcher_mut()
-            .upsert_webhook(T0, tenant(), WebhookId::parse("wh_1").unwrap(), spec())
-            .unwrap();
+        create(&mut s, "wh_1");
         pump(&mut s, &mut journal);
         // Cut the payload short so that it no longer decodes.
         let mut short = rkyv::util::AlignedVec::new();
