@@ -143,6 +143,15 @@ impl From<herald::Error> for ApiError {
             E::ShuttingDown { .. } => {
                 ApiError::unavailable("the server is shutting down; retry on another instance", 1)
             }
+            E::Environment { message, .. } => {
+                // The host, not a defect and not the disk: this instance cannot serve the
+                // tenant until an operator changes the host and restarts it.
+                tracing::error!(%message, "a shard was stopped by its host");
+                ApiError::unavailable(
+                    format!("this instance cannot serve the request ({message}); retry on another instance"),
+                    5,
+                )
+            }
             other => {
                 tracing::error!(error = %other, "internal error");
                 ApiError::new(500, "internal", other.to_string())
