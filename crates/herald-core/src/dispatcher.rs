@@ -38,7 +38,7 @@ mod signing;
 
 use admission::KeyUse;
 use idempotency::{KeyEntry, Keys};
-pub use outcome::bound_response_headers;
+pub use outcome::{bound_response_headers, bound_response_headers_owned, response_header_text};
 use outcome::{headers_from_rec, headers_to_rec, GENERATED_EVENT_ID_PREFIXES};
 pub use replay::CheckpointParts;
 use signing::Plan;
@@ -229,7 +229,8 @@ pub struct Outcome {
     /// Captured response body; truncated to [`RESPONSE_BODY_BYTES_MAX`] here.
     pub response_body: Vec<u8>,
     /// Captured response headers, in arrival order; bounded here with
-    /// [`bound_response_headers`] (a driver may bound them first with it too).
+    /// [`bound_response_headers_owned`] (moved, not copied; a driver may bound them first
+    /// with it too).
     pub response_headers: Vec<(String, String)>,
 }
 

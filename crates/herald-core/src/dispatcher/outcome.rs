@@ -15,20 +15,78 @@ pub fn bound_response_headers<'a>(
     headers: impl IntoIterator<Item = (&'a str, &'a [u8])>,
 ) -> Vec<(String, String)> {
     let mut kept = Vec::new();
-    let mut bytes = 0usize;
+    let mut budget = HeaderBudget::default();
     for (name, value) in headers {
-        if kept.len() == RESPONSE_HEADERS_MAX {
-            break;
-        }
         let value = String::from_utf8_lossy(value);
-        let size = name.len() + value.len();
-        if bytes + size > RESPONSE_HEADER_BYTES_MAX {
-            continue;
+        match budget.admit(name.len() + value.len()) {
+            Admit::Stop => break,
+            Admit::Skip => continue,
+            Admit::Keep => kept.push((name.to_ascii_lowercase(), value.into_owned())),
         }
-        bytes += size;
-        kept.push((name.to_ascii_lowercase(), value.into_owned()));
     }
     kept
+}
+
+/// [`bound_response_headers`] for headers the caller owns, with the same result: the
+/// kept ones are moved rather than copied and names are lower-cased in place, so a
+/// response within the limits (the usual case, once per attempt) allocates nothing.
+/// Values that were bytes become text with [`response_header_text`] first.
+pub fn bound_response_headers_owned(mut headers: Vec<(String, String)>) -> Vec<(String, String)> {
+    let mut budget = HeaderBudget::default();
+    let mut stopped = false;
+    headers.retain_mut(|(name, value)| {
+        if stopped {
+            return false;
+        }
+        match budget.admit(name.len() + value.len()) {
+            Admit::Stop => {
+                stopped = true;
+                false
+            }
+            Admit::Skip => false,
+            Admit::Keep => {
+                name.make_ascii_lowercase();
+                true
+            }
+        }
+    });
+    headers
+}
+
+/// A response header value as text, as [`bound_response_headers`] makes it: the bytes
+/// themselves when they are UTF-8 (no copy), invalid sequences replaced otherwise.
+pub fn response_header_text(value: Vec<u8>) -> String {
+    String::from_utf8(value)
+        .unwrap_or_else(|invalid| String::from_utf8_lossy(invalid.as_bytes()).into_owned())
+}
+
+/// What the response-header limits say about the next header, in arrival order.
+#[derive(Default)]
+struct HeaderBudget {
+    kept: usize,
+    bytes: usize,
+}
+
+enum Admit {
+    /// [`RESPONSE_HEADERS_MAX`] are kept: no later header is.
+    Stop,
+    /// This one would cross [`RESPONSE_HEADER_BYTES_MAX`]; a smaller one after it may fit.
+    Skip,
+    Keep,
+}
+
+impl HeaderBudget {
+    fn admit(&mut self, size: usize) -> Admit {
+        if self.kept == RESPONSE_HEADERS_MAX {
+            return Admit::Stop;
+        }
+        if self.bytes + size > RESPONSE_HEADER_BYTES_MAX {
+            return Admit::Skip;
+        }
+        self.kept += 1;
+        self.bytes += size;
+        Admit::Keep
+    }
 }
 
 pub(super) fn headers_to_rec(headers: &[(String, String)]) -> Vec<record::HeaderRec> {
@@ -182,7 +240,7 @@ impl Dispatcher {
     /// Reports the outcome of an attempt. Returns `false` when the outcome is stale and
     /// was ignored (the delivery ended meanwhile, e.g. its webhook was deleted, or the
     /// attempt number does not match).
-    pub fn attempt_finished(&mut self, now_ms: u64, outcome: Outcome) -> bool {
+    pub fn attempt_finished(&mut self, now_ms: u64, mut outcome: Outcome) -> bool {
         let now = self.advance_clock(now_ms);
         let Some(d) = self.deliveries.get(&outcome.delivery) else {
             return false;
@@ -235,12 +293,8 @@ impl Dispatcher {
             (OutcomeClass::Retry, None) => Some(DeliveryStatus::Exhausted),
             (OutcomeClass::Final | OutcomeClass::Gone, None) => Some(DeliveryStatus::Failed),
         };
-        let headers = bound_response_headers(
-            outcome
-                .response_headers
-                .iter()
-                .map(|(name, value)| (name.as_str(), value.as_bytes())),
-        );
+        // The driver's headers are moved into the record, not copied.
+        let headers = bound_response_headers_owned(std::mem::take(&mut outcome.response_headers));
         let body = &outcome.response_body;
         self.emit(Record::AttemptFinished(record::AttemptFinished {
             at_ms: now,

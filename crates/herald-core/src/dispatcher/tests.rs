@@ -1120,8 +1120,23 @@ fn limits() {
 #[test]
 fn response_headers_are_bounded() {
     let raw = |headers: &[(String, String)]| -> Vec<(String, String)> {
-        bound_response_headers(headers.iter().map(|(n, v)| (n.as_str(), v.as_bytes())))
+        let borrowed =
+            bound_response_headers(headers.iter().map(|(n, v)| (n.as_str(), v.as_bytes())));
+        // The owned form (what a driver uses) keeps exactly the same headers.
+        assert_eq!(bound_response_headers_owned(headers.to_vec()), borrowed);
+        borrowed
     };
+    // Owned values become text without a copy when they are UTF-8, replaced otherwise.
+    let utf8 = b"text/plain".to_vec();
+    let at = utf8.as_ptr();
+    let text = response_header_text(utf8);
+    assert_eq!((text.as_str(), text.as_ptr()), ("text/plain", at));
+    assert_eq!(response_header_text(b"a\xffb".to_vec()), "a\u{fffd}b");
+    // Moved, not copied: a name already in lower case keeps its allocation.
+    let name = "x-kept".to_string();
+    let at = name.as_ptr();
+    let kept = bound_response_headers_owned(vec![(name, "v".to_string())]);
+    assert_eq!(kept[0].0.as_ptr(), at);
     // Names are lower-cased; order is kept; values that are not UTF-8 are replaced.
     let kept = bound_response_headers([
         ("Content-Type", &b"text/plain"[..]),

@@ -392,13 +392,15 @@ fn recover(
 
 /// The receiver's response headers an attempt keeps (bounded as the dispatcher would:
 /// [`herald_core::RESPONSE_HEADERS_MAX`], [`herald_core::RESPONSE_HEADER_BYTES_MAX`]),
-/// copied here so that a response with many headers costs no more than the kept ones.
-fn response_headers(response: &herald_http::Response) -> Vec<(String, String)> {
-    herald_core::bound_response_headers(
-        response
-            .headers
-            .iter()
-            .map(|(name, value)| (name.as_str(), value.as_slice())),
+/// bounded here so that a response with many headers costs no more than the kept ones
+/// while it waits for its turn. The parser's strings are moved, not copied: within the
+/// limits this allocates nothing.
+fn response_headers(headers: Vec<(String, Vec<u8>)>) -> Vec<(String, String)> {
+    herald_core::bound_response_headers_owned(
+        headers
+            .into_iter()
+            .map(|(name, value)| (name, herald_core::response_header_text(value)))
+            .collect(),
     )
 }
 
@@ -970,7 +972,7 @@ impl Shard {
             let latency_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
             let (result, response_body, response_headers) = match result {
                 Ok(response) => {
-                    let headers = response_headers(&response);
+                    let headers = response_headers(response.headers);
                     (
                         AttemptResult::Response {
                             status: response.status,
