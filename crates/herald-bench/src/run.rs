@@ -773,10 +773,14 @@ fn drive(
             progress.finish();
         });
 
-        let flapper = plan.receiver.flap_period.map(|period| {
-            let publishing = &publishing;
-            scope.spawn(move || flap(sink, &plan.receiver, period, publishing))
-        });
+        let flapper =
+            plan.receiver
+                .flap_period
+                .zip(plan.receiver.flap_down)
+                .map(|(period, down)| {
+                    let publishing = &publishing;
+                    scope.spawn(move || flap(sink, &plan.receiver, period, down, publishing))
+                });
 
         let publishers: Vec<_> = lanes
             .drain(..)
@@ -1077,14 +1081,20 @@ fn drive(
     })
 }
 
-/// While `publishing`, takes the sink's endpoints down (every answer the scripts leave
-/// alone is a 503) for the second half of each `period` and brings them back (the
-/// receiver's model) for the first; leaves them up.
-fn flap(sink: &Sink, receiver: &Receiver, period: Duration, publishing: &AtomicBool) {
+/// While `publishing`, keeps the sink's endpoints up (the receiver's model) for the
+/// first `period - down` of each `period` and takes them down (every answer the scripts
+/// leave alone is a 503) for the last `down`; leaves them up.
+fn flap(
+    sink: &Sink,
+    receiver: &Receiver,
+    period: Duration,
+    down: Duration,
+    publishing: &AtomicBool,
+) {
     let (_, model) = crate::receiver::parse(receiver).unwrap_or((None, None));
-    let down = Some(StatusMix::new(&[(503, 1)]).expect("503:1 is a valid mix"));
-    let half = period / 2;
-    let mut next = Instant::now() + half;
+    let outage = Some(StatusMix::new(&[(503, 1)]).expect("503:1 is a valid mix"));
+    let up_for = period.saturating_sub(down);
+    let mut next = Instant::now() + up_for;
     let mut up = true;
     while publishing.load(Ordering::Acquire) {
         if Instant::now() < next {
@@ -1092,8 +1102,8 @@ fn flap(sink: &Sink, receiver: &Receiver, period: Duration, publishing: &AtomicB
             continue;
         }
         up = !up;
-        sink.set_status_mix(if up { model.clone() } else { down.clone() });
-        next += half;
+        sink.set_status_mix(if up { model.clone() } else { outage.clone() });
+        next += if up { up_for } else { down };
     }
     sink.set_status_mix(model);
 }

@@ -39,6 +39,9 @@ pub const RETRY_SCHEDULE_MAX: usize = 24;
 /// Shortest flap period: each half must outlast the sink's own reaction to a change of
 /// model (immediate) by far, and a flapping receiver is an outage pattern, not noise.
 pub const FLAP_PERIOD_MIN: Duration = Duration::from_millis(200);
+/// Shortest up or down part of a flap period (half the shortest period, for the same
+/// reason).
+pub const FLAP_PHASE_MIN: Duration = Duration::from_millis(100);
 
 /// Most sink listeners (origins) in one run: herald-sink's own limit.
 pub const ORIGINS_MAX: usize = herald_sink::LISTENERS_MAX;
@@ -159,12 +162,19 @@ pub struct Knobs {
     #[arg(long, value_name = "MS")]
     #[serde(default)]
     pub slow_ms: Option<u64>,
-    /// Receivers flap: for the second half of every period each endpoint the failing
-    /// and slow scripts leave alone answers 503 (down), then its model again (up);
-    /// publishing ends on a healthy receiver (e.g. 20s).
+    /// Receivers flap: at the end of every period (its second half, or the last
+    /// `--flap-down`) each endpoint the failing and slow scripts leave alone answers 503
+    /// (down), then its model again (up); publishing ends on a healthy receiver (e.g.
+    /// 20s).
     #[arg(long, value_parser = humantime::parse_duration, value_name = "DURATION")]
     #[serde(default, deserialize_with = "de_duration")]
     pub flap_period: Option<Duration>,
+    /// How long each outage of a flapping receiver lasts, within `--flap-period`; each
+    /// period is up for the rest (e.g. 5s with a 60s period: available 92 % of the
+    /// time) [default: half the period].
+    #[arg(long, value_parser = humantime::parse_duration, value_name = "DURATION")]
+    #[serde(default, deserialize_with = "de_duration")]
+    pub flap_down: Option<Duration>,
     /// Sink listeners (ports), each an origin the engine pools connections for
     /// separately; endpoints are spread over them round-robin, and the raw ceiling uses
     /// the same ports [default: one per endpoint, at most 8].
@@ -241,6 +251,36 @@ fn de_duration<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::E
         .transpose()
 }
 
+/// The flap period and its down part, checked: the period within
+/// [`FLAP_PERIOD_MIN`]`..=`[`DURATION_MAX`], each part at least [`FLAP_PHASE_MIN`]; the
+/// down part is half the period unless given, and needs a period.
+fn flapping(
+    period: Option<Duration>,
+    down: Option<Duration>,
+) -> Result<(Option<Duration>, Option<Duration>), BenchError> {
+    let Some(period) = period else {
+        return match down {
+            Some(_) => Err(config(
+                "flap_down needs flap_period (the cycle it is part of)".to_string(),
+            )),
+            None => Ok((None, None)),
+        };
+    };
+    if !(FLAP_PERIOD_MIN..=DURATION_MAX).contains(&period) {
+        return Err(config(format!(
+            "flap_period must be {FLAP_PERIOD_MIN:?}..={DURATION_MAX:?}, got {period:?}"
+        )));
+    }
+    let down = down.unwrap_or(period / 2);
+    if down < FLAP_PHASE_MIN || period.saturating_sub(down) < FLAP_PHASE_MIN {
+        return Err(config(format!(
+            "flap_down must leave at least {FLAP_PHASE_MIN:?} down and {FLAP_PHASE_MIN:?} up \
+             in each {period:?} flap_period, got {down:?}"
+        )));
+    }
+    Ok((Some(period), Some(down)))
+}
+
 impl Knobs {
     /// Reads a scenario file: TOML with the knobs' names; unknown keys are refused.
     pub fn from_file(path: &Path) -> Result<Knobs, BenchError> {
@@ -290,6 +330,7 @@ impl Knobs {
             slow_endpoints_percent,
             slow_ms,
             flap_period,
+            flap_down,
             origins,
             sink_threads,
             verify,
@@ -357,8 +398,10 @@ pub struct Receiver {
     pub slow_endpoints_percent: f64,
     /// Their delay.
     pub slow_ms: u64,
-    /// Period of the receivers' down/up cycle, if they flap.
+    /// Period of the receivers' up/down cycle, if they flap.
     pub flap_period: Option<Duration>,
+    /// The down part of each period (set whenever `flap_period` is).
+    pub flap_down: Option<Duration>,
     /// Sink event-loop threads.
     pub threads: usize,
     /// Verify signatures.
@@ -580,6 +623,7 @@ impl Plan {
         };
         let failing_status = knobs.failing_status.unwrap_or(500);
         check_range("failing_status", failing_status, 200, 599)?;
+        let (flap_period, flap_down) = flapping(knobs.flap_period, knobs.flap_down)?;
         let receiver = Receiver {
             latency_ms: knobs.latency_ms.clone(),
             status_mix: knobs.status_mix.clone(),
@@ -600,18 +644,8 @@ impl Plan {
                 0,
                 herald_sink::DELAY_MS_MAX,
             )?,
-            flap_period: knobs
-                .flap_period
-                .map(|period| {
-                    if (FLAP_PERIOD_MIN..=DURATION_MAX).contains(&period) {
-                        Ok(period)
-                    } else {
-                        Err(config(format!(
-                            "flap_period must be {FLAP_PERIOD_MIN:?}..={DURATION_MAX:?}, got {period:?}"
-                        )))
-                    }
-                })
-                .transpose()?,
+            flap_period,
+            flap_down,
             threads: check_range(
                 "sink_threads",
                 knobs.sink_threads.unwrap_or(herald_sink::THREADS_DEFAULT),

@@ -338,6 +338,7 @@ fn flapping_receivers_go_down_and_come_back() {
         rate: Some(400.0),
         tenants: Some(2),
         flap_period: Some(Duration::from_millis(600)),
+        flap_down: Some(Duration::from_millis(200)),
         retry_schedule_ms: Some(vec![50, 100]),
         ..Knobs::default()
     });
@@ -345,7 +346,7 @@ fn flapping_receivers_go_down_and_come_back() {
     let report = run(&plan, &mut Progress::quiet()).unwrap();
     assert!(!report.drain_timed_out);
     assert_eq!(report.accepted, 600);
-    // Down halves answer 503, up halves the model (200).
+    // Down parts answer 503, up parts the model (200).
     assert!(
         report.statuses.get("503").is_some_and(|n| *n > 0),
         "{:?}",
@@ -372,6 +373,38 @@ fn flapping_receivers_go_down_and_come_back() {
     .unwrap_err()
     .to_string()
     .contains("flap_period"));
+}
+
+#[test]
+fn flap_down_sets_the_outage_within_the_period() {
+    let resolve = |period: Option<u64>, down: Option<u64>| {
+        Plan::resolve(&Knobs {
+            flap_period: period.map(Duration::from_millis),
+            flap_down: down.map(Duration::from_millis),
+            ..Knobs::default()
+        })
+        .map(|plan| (plan.receiver.flap_period, plan.receiver.flap_down))
+        .map_err(|e| e.to_string())
+    };
+    let ms = |n| Some(Duration::from_millis(n));
+    assert_eq!(resolve(Some(60_000), None), Ok((ms(60_000), ms(30_000))));
+    assert_eq!(
+        resolve(Some(60_000), Some(5_000)),
+        Ok((ms(60_000), ms(5_000)))
+    );
+    assert_eq!(resolve(None, None), Ok((None, None)));
+    for (period, down, named) in [
+        (None, Some(5_000), "flap_down needs flap_period"),
+        (Some(60_000), Some(60_000), "flap_down must leave"),
+        (Some(60_000), Some(59_950), "flap_down must leave"),
+        (Some(1_000), Some(50), "flap_down must leave"),
+    ] {
+        let error = resolve(period, down).unwrap_err();
+        assert!(error.contains(named), "{period:?} {down:?}: {error}");
+    }
+    // Flags and scenario files both take it.
+    let knobs = Knobs::from_toml("flap_period = \"60s\"\nflap_down = \"5s\"\n").unwrap();
+    assert_eq!(knobs.flap_down, ms(5_000));
 }
 
 const ADMIN_KEY: &str = "bench-smoke-admin-key-0123456789";

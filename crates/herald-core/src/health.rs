@@ -6,9 +6,16 @@ use crate::webhook::EndpointLimits;
 
 /// Default consecutive retryable failures that open the breaker.
 pub const BREAKER_FAILURES_DEFAULT: u32 = 5;
-/// Default first open period of the breaker.
-pub const BREAKER_OPEN_MS_DEFAULT: u64 = 30_000;
-/// Default longest open period (the period doubles on each failed probe up to this).
+/// Default first open period of the breaker. Short, because an open breaker holds back
+/// every delivery to the endpoint, and most outages are short (a deploy, a restart):
+/// each failed probe doubles the period (1, 2, 4, … s up to
+/// [`BREAKER_OPEN_MS_MAX_DEFAULT`]), so an endpoint that comes back is probed again
+/// within about as long as it was down, while one that stays down costs one probe per
+/// period — a few probes in its first minute, then one per 10 minutes. (With a 30 s
+/// first period, a 5 s outage held every delivery to the endpoint for 30 s.)
+pub const BREAKER_OPEN_MS_DEFAULT: u64 = 1_000;
+/// Default longest open period (the period doubles on each failed probe up to this):
+/// the most an endpoint that recovered waits for its next probe.
 pub const BREAKER_OPEN_MS_MAX_DEFAULT: u64 = 10 * 60_000;
 /// Default auto-disable period: failing continuously for 5 days.
 pub const DISABLE_AFTER_FAILING_MS_DEFAULT: u64 = 5 * 24 * 3600 * 1000;
@@ -353,6 +360,66 @@ mod tests {
         assert_eq!(h.breaker, Breaker::Closed);
         assert_eq!(h.failing_since_ms, None);
         assert_eq!(h.consecutive_failures, 0);
+    }
+
+    /// Runs one endpoint under the default policy, down (every request fails) until
+    /// `up_at_ms`, each admitted request taking `answer_ms`, one request whenever the
+    /// endpoint admits one. Returns when the first success started and how many
+    /// requests were sent before it.
+    fn outage(up_at_ms: u64, answer_ms: u64) -> (u64, u64) {
+        let l = EndpointLimits {
+            in_flight_max: 1,
+            ..EndpointLimits::default()
+        };
+        let p = HealthPolicy::default();
+        let mut h = Health::new(0, &l);
+        let (mut now, mut sent) = (0, 0);
+        loop {
+            match h.admit(now, &l) {
+                Admit::Now => {}
+                Admit::At(at) => {
+                    now = at;
+                    continue;
+                }
+                Admit::AfterOutcome => unreachable!("one request at a time finishes first"),
+            }
+            h.start(now, &l);
+            sent += 1;
+            let started = now;
+            now += answer_ms;
+            if started >= up_at_ms {
+                h.finish(now, Signal::Success, &p);
+                return (started, sent);
+            }
+            h.finish(now, Signal::Failure, &p);
+        }
+    }
+
+    #[test]
+    fn default_breaker_follows_short_outages_and_backs_off_from_long_ones() {
+        // A 5 s outage: the breaker opens after 5 failures, and the probes (1, 2, 4 s
+        // apart) find the endpoint back at most about the outage's length later.
+        let (first_success, sent) = outage(5_000, 10);
+        assert!(
+            (5_000..=10_000).contains(&first_success),
+            "a 5 s outage held the endpoint until {first_success} ms"
+        );
+        assert!(sent <= 10, "{sent} requests to an endpoint down for 5 s");
+        // Shorter than the first open period: back within it.
+        let (first_success, _) = outage(500, 10);
+        assert!(first_success <= 500 + 1_000 + 50, "{first_success}");
+        // A day down: the period grows to the maximum, so probes stay rare.
+        let day_ms = 24 * 3_600_000;
+        let (first_success, sent) = outage(day_ms, 10);
+        let probes_max = day_ms / BREAKER_OPEN_MS_MAX_DEFAULT + 20;
+        assert!(
+            sent <= probes_max,
+            "{sent} requests in a day down (at most {probes_max})"
+        );
+        assert!(
+            first_success <= day_ms + BREAKER_OPEN_MS_MAX_DEFAULT + 100,
+            "{first_success}"
+        );
     }
 
     #[test]

@@ -30,7 +30,7 @@ use crate::{Invariant, Violation};
 /// Consecutive retryable failures that open an endpoint's circuit breaker.
 const BREAKER_FAILURES: u32 = 5;
 /// How long a breaker stays open the first time: nothing starts meanwhile.
-const BREAKER_OPEN_MS: u64 = 30_000;
+const BREAKER_OPEN_MS: u64 = 1_000;
 /// An endpoint failing continuously for this long (5 days) is disabled.
 const DISABLE_AFTER_FAILING_MS: u64 = 5 * 24 * 3_600_000;
 /// The longest delay a receiver's `Retry-After` can ask for (24 hours).
