@@ -75,6 +75,7 @@ impl Dispatcher {
                 for d in &r.deliveries {
                     let webhook =
                         WebhookId::parse(&d.webhook).map_err(|e| invalid(e.to_string()))?;
+                    let webhook = self.shared_webhook(&event.tenant, webhook);
                     let delivery = DeliveryId(d.delivery);
                     if self.deliveries.contains_key(&delivery) {
                         return Err(invalid(format!("duplicate delivery {delivery}")));
@@ -250,6 +251,20 @@ impl Dispatcher {
         }
     }
 
+    /// `webhook` of `tenant`, sharing the registry's copy of the id when it exists: each
+    /// pending delivery names its webhook, and a million of them would otherwise hold a
+    /// million copies of the id.
+    fn shared_webhook(&self, tenant: &TenantId, webhook: WebhookId) -> WebhookId {
+        match self
+            .tenants
+            .get(tenant)
+            .and_then(|t| t.webhooks.get_key_value(&webhook))
+        {
+            Some((shared, _)) => shared.clone(),
+            None => webhook,
+        }
+    }
+
     /// Applies one checkpoint part: the first ([`record::Checkpoint::part`] 0) replaces
     /// the whole state, later ones add their webhooks, keys and deliveries.
     pub(super) fn load_checkpoint(&mut self, c: &record::Checkpoint) -> Result<(), String> {
@@ -301,6 +316,7 @@ impl Dispatcher {
                 .get(s.event as usize)
                 .ok_or_else(|| format!("delivery {} names event #{}", s.delivery, s.event))?;
             let webhook = WebhookId::parse(&s.webhook).map_err(|e| e.to_string())?;
+            let webhook = self.shared_webhook(&event.tenant, webhook);
             let status = DeliveryStatus::from_name(&s.status)
                 .ok_or_else(|| format!("status {:?}", s.status))?;
             let delivery = DeliveryId(s.delivery);
