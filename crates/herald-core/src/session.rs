@@ -135,8 +135,9 @@ impl<R> Session<R> {
 
     /// The journal is durable up to and including sequence number `durable_seq`: tells
     /// the dispatcher (whose deliveries of now durable events become due) and returns
-    /// the replies that may be released, in the order they were held. Replies not taken
-    /// from the iterator stay held.
+    /// every reply that may be released, in the order of the records they wait for. The
+    /// replies are taken out of the session whether or not the iterator is consumed:
+    /// dropping one drops an answer.
     pub fn durable(&mut self, durable_seq: u64) -> impl Iterator<Item = R> + '_ {
         let mut through = self.durable;
         while let Some(&(seq, id)) = self.appended.front() {
@@ -156,7 +157,14 @@ impl<R> Session<R> {
             .iter()
             .take_while(|(append, _)| *append <= durable)
             .count();
-        self.waiting.drain(..released).map(|(_, reply)| reply)
+        // Taken now, not lazily: a lazy drain would still remove the whole range when
+        // dropped half-read, and the caller would lose answers it never saw.
+        let released: Vec<R> = self
+            .waiting
+            .drain(..released)
+            .map(|(_, reply)| reply)
+            .collect();
+        released.into_iter()
     }
 
     /// Holds `reply` until record `append` is durable; gives it back at once when it
@@ -173,7 +181,13 @@ impl<R> Session<R> {
         if append <= self.durable {
             return Some(reply);
         }
-        self.waiting.push_back((append, reply));
+        // Kept in record order, so that [`Session::durable`] releases a prefix: a reply
+        // may wait on an older record than the last one held (an idempotent repeat waits
+        // on the first publish's record), and releasing in the order held would keep it
+        // behind a newer record that is not durable, or abandon it although its record
+        // is durable.
+        let at = self.waiting.partition_point(|(held, _)| *held <= append);
+        self.waiting.insert(at, (append, reply));
         None
     }
 
@@ -249,6 +263,12 @@ fn handled_before(dispatcher: &Dispatcher) -> AppendId {
     AppendId(dispatcher.last_append().0 - queued_appends)
 }
 
+/// The journal checkpoint frame version whose payloads are this build's checkpoint parts
+/// (`herald_journal::CHECKPOINT_VERSION`). Checkpoints of journal version 1 were written
+/// whole, with an older record layout ([`crate::RECORD_VERSION`] 4 and before): recovery
+/// refuses them with [`DecodeError::Version`] rather than read them as parts.
+pub const CHECKPOINT_FRAME_VERSION: u16 = 2;
+
 /// One journal frame as recovery reads it.
 #[derive(Clone, Copy, Debug)]
 pub struct JournalFrame<'a> {
@@ -256,7 +276,8 @@ pub struct JournalFrame<'a> {
     pub seq: u64,
     /// Record kind ([`crate::record::kind`]); ignored for checkpoints.
     pub kind: u16,
-    /// Record layout version.
+    /// Record layout version; for a checkpoint, the journal's checkpoint frame version
+    /// (only [`CHECKPOINT_FRAME_VERSION`] is read).
     pub version: u16,
     /// A checkpoint frame (`Journal::checkpoint`) rather than an appended record.
     pub checkpoint: bool,
@@ -302,7 +323,18 @@ pub fn recover<'a, E: std::error::Error + 'static>(
         let frame = frame.map_err(RecoveryError::Journal)?;
         let seq = frame.seq;
         let record = if frame.checkpoint {
-            // The journal owns the checkpoint frame kind; its payload is a core record.
+            // The journal owns the checkpoint frame kind and its version; the payload
+            // is a core record of the layout that frame version was written with.
+            if frame.version != CHECKPOINT_FRAME_VERSION {
+                return Err(RecoveryError::Decode {
+                    seq,
+                    source: DecodeError::Version {
+                        kind: crate::record::kind::CHECKPOINT,
+                        version: frame.version,
+                        supported: CHECKPOINT_FRAME_VERSION,
+                    },
+                });
+            }
             Record::decode_checkpoint(frame.payload)
         } else {
             Record::decode(frame.kind, frame.version, frame.payload)
@@ -366,7 +398,10 @@ mod tests {
         }
 
         fn push(&mut self, checkpoint: bool, record: &Record) -> u64 {
-            let (kind, version, payload) = record.encode().unwrap();
+            let (kind, mut version, payload) = record.encode().unwrap();
+            if checkpoint {
+                version = CHECKPOINT_FRAME_VERSION;
+            }
             let seq = self.next_seq();
             let mut aligned = rkyv::util::AlignedVec::new();
             aligned.extend_from_slice(&payload);
@@ -456,18 +491,38 @@ mod tests {
     }
 
     #[test]
-    fn a_reply_held_behind_a_later_record_is_not_released_early() {
+    fn a_reply_is_released_when_its_own_record_is_durable_whatever_the_order_held() {
         let mut journal = Journal::default();
         let mut s = session();
         create(&mut s, "wh_1");
         let first = publish(&mut s, T0, "evt_1").append;
         let second = publish(&mut s, T0, "evt_2").append;
+        // Held newest first, as an idempotent repeat of the first publish would be.
         assert_eq!(s.hold(second, "second"), None);
         assert_eq!(s.hold(first, "first"), None);
         pump(&mut s, &mut journal);
-        // Only the first event is durable: the reply behind "second" waits with it.
-        assert_eq!(s.durable(first.0).count(), 0);
-        assert_eq!(s.durable(second.0).collect::<Vec<_>>(), ["second", "first"]);
+        assert_eq!(s.durable(0).count(), 0, "nothing is durable yet");
+        // Only the first event is durable: its reply goes, the second's waits.
+        assert_eq!(s.durable(first.0).collect::<Vec<_>>(), ["first"]);
+        assert_eq!(s.held(), 1);
+        // The journal then refuses: only the reply whose record is not durable is
+        // abandoned.
+        assert_eq!(s.abandon().collect::<Vec<_>>(), ["second"]);
+    }
+
+    #[test]
+    fn released_replies_are_taken_even_when_the_iterator_is_dropped_unread() {
+        let mut journal = Journal::default();
+        let mut s = session();
+        let created = create(&mut s, "wh_1");
+        let published = publish(&mut s, T0, "evt_1").append;
+        assert_eq!(s.hold(created, "created"), None);
+        assert_eq!(s.hold(published, "published"), None);
+        pump(&mut s, &mut journal);
+        let mut released = s.durable(published.0);
+        assert_eq!(released.next(), Some("created"));
+        drop(released);
+        assert_eq!(s.held(), 0, "both replies left the session");
     }
 
     #[test]
@@ -614,6 +669,31 @@ mod tests {
         let append = create(&mut s, "wh_1");
         let _ = s.hold(append, "waiting");
         s.replace(Dispatcher::new(DispatcherConfig::default(), T0));
+    }
+
+    #[test]
+    fn a_checkpoint_of_another_frame_version_is_refused_not_misread() {
+        let mut journal = Journal::default();
+        let mut s = session();
+        create(&mut s, "wh_1");
+        pump(&mut s, &mut journal);
+        let checkpoint = s.dispatcher().checkpoint(T0);
+        journal.push(true, &checkpoint);
+        assert!(recover(DispatcherConfig::default(), T0, journal.replay()).is_ok());
+        // The same checkpoint as a whole-checkpoint frame of journal version 1 (written
+        // with an older record layout): the last frame, so nothing after it would fail.
+        journal.frames.last_mut().unwrap().2 = 1;
+        let error = recover(DispatcherConfig::default(), T0, journal.replay()).unwrap_err();
+        assert!(
+            matches!(
+                error,
+                RecoveryError::Decode {
+                    seq: 2,
+                    source: DecodeError::Version { version: 1, .. }
+                }
+            ),
+            "{error:?}"
+        );
     }
 
     #[test]

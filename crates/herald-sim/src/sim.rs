@@ -800,13 +800,14 @@ impl<'a> Sim<'a> {
     fn checkpoint(&mut self) -> Result<(), Violation> {
         self.pump()?;
         let record = self.session.dispatcher().checkpoint(self.now_ms);
-        let (kind, version, payload) = record
+        // The journal numbers its checkpoint frames with its own version.
+        let (kind, _, payload) = record
             .encode()
             .map_err(|e| self.violation(Invariant::Records, format!("encode: {e}")))?;
         self.stats.checkpoints += 1;
         self.journal.push(Frame {
             kind,
-            version,
+            version: herald_core::session::CHECKPOINT_FRAME_VERSION,
             payload: payload.to_vec(),
             checkpoint: true,
         });

@@ -56,6 +56,13 @@ pub use status::{ShardExit, StartError, StorageError};
 
 use crate::ClientConfig;
 
+// Recovery reads the journal's checkpoint frames as parts in this build's record layout:
+// the two crates must agree on which frame version that is.
+const _: () = assert!(
+    herald_core::session::CHECKPOINT_FRAME_VERSION == herald_journal::CHECKPOINT_VERSION,
+    "herald-core reads checkpoint parts of another journal checkpoint version"
+);
+
 /// Most requests a shard takes from its intake queue per turn: bounds the time between
 /// two looks at the network and the journal.
 pub const INTAKE_BATCH_MAX_DEFAULT: usize = 1024;
