@@ -221,7 +221,10 @@ impl Dispatcher {
     /// successful (successful deliveries cannot be retried:
     /// [`OpError::AlreadySucceeded`]). An event's body is written once per part that
     /// holds one of its deliveries: an event's deliveries have consecutive ids and
-    /// stay in one part, so once.
+    /// stay in one part, so once, unless they alone pass twice the target (an event
+    /// fanned out to thousands of webhooks with large responses kept): then they
+    /// continue in the next part, which repeats the event, and replay shares the first
+    /// copy. So no part grows without bound, whatever one event's fan-out.
     pub fn checkpoint_parts(&self, now_ms: u64, part_bytes_target: usize) -> CheckpointParts<'_> {
         let webhooks = self
             .tenants
@@ -301,8 +304,49 @@ impl Dispatcher {
                 self.config.idempotency_keys_max,
             );
         }
+        // An event whose deliveries did not fit one part continues at the start of the
+        // next: share the copy the previous part made (the delivery loaded last), as
+        // the live state shares one event among its deliveries.
+        let continued = if c.part > 0 {
+            self.deliveries
+                .values()
+                .next_back()
+                .map(|d| Arc::clone(&d.event))
+        } else {
+            None
+        };
         let mut events = Vec::with_capacity(c.events.len());
         for e in &c.events {
+            if let Some(previous) = continued.as_ref().filter(|p| {
+                events.is_empty()
+                    && p.id.as_str() == e.event_id
+                    && p.tenant.as_str() == e.tenant
+                    && p.accepted_at_ms == e.accepted_at_ms
+            }) {
+                if e.body.is_empty() || !previous.body.is_empty() {
+                    events.push(Arc::clone(previous));
+                    continue;
+                }
+                // The previous part held only deliveries that no longer need the body
+                // (successful ones) and left it out; this part carries it. Give the
+                // event with its body to the earlier deliveries too (consecutive ids,
+                // the last ones loaded).
+                let with_body = Arc::new(EventData {
+                    tenant: previous.tenant.clone(),
+                    id: previous.id.clone(),
+                    event_type: previous.event_type.clone(),
+                    body: Arc::from(&e.body[..]),
+                    accepted_at_ms: previous.accepted_at_ms,
+                });
+                for d in self.deliveries.values_mut().rev() {
+                    if !Arc::ptr_eq(&d.event, previous) {
+                        break;
+                    }
+                    d.event = Arc::clone(&with_body);
+                }
+                events.push(with_body);
+                continue;
+            }
             events.push(Arc::new(EventData {
                 tenant: self.shared_tenant(TenantId::parse(&e.tenant).map_err(|e| e.to_string())?),
                 id: EventId::parse(&e.event_id).map_err(|e| e.to_string())?,
@@ -512,7 +556,7 @@ impl Iterator for CheckpointParts<'_> {
             // An event's deliveries (consecutive ids) stay in one part, so that replay
             // shares one copy of the event among them as the live state does.
             let same_event = last_event == Some(Arc::as_ptr(&delivery.event));
-            if full(bytes, items) && !same_event {
+            if full(bytes, items) && (!same_event || bytes >= target.saturating_mul(2)) {
                 finished = false;
                 break;
             }

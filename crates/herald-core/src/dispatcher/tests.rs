@@ -1486,6 +1486,75 @@ fn checkpoint_parts_replay_like_one_checkpoint() {
     }
 }
 
+/// One event fanned out to many webhooks whose kept responses alone pass twice a part's
+/// target continues over several parts (no part grows without bound), and replay still
+/// shares one copy of the event among its deliveries.
+#[test]
+fn an_events_deliveries_may_continue_over_parts() {
+    let mut drv = Driver::new(DispatcherConfig::default());
+    let t = tenant("acme");
+    for i in 0..40 {
+        drv.d
+            .upsert_webhook(T0, t.clone(), wh(&format!("w{i}")), spec(&["*"]))
+            .unwrap();
+    }
+    drv.step();
+    drv.d.accept_event(drv.now, &t, event("e1", "a.b")).unwrap();
+    drv.d.accept_event(drv.now, &t, event("e2", "a.b")).unwrap();
+    let sends = drv.step();
+    assert_eq!(sends.len(), 80);
+    for req in &sends {
+        drv.d.attempt_finished(
+            drv.now,
+            Outcome {
+                delivery: req.delivery,
+                attempt: req.attempt,
+                result: status(500),
+                latency_ms: 7,
+                response_body: vec![b'x'; 4096],
+                response_headers: Vec::new(),
+            },
+        );
+    }
+    drv.step();
+    let target = 8 * 1024;
+    let parts: Vec<Record> = drv.d.checkpoint_parts(drv.now, target).collect();
+    let mut fresh = Dispatcher::new(DispatcherConfig::default(), T0);
+    let mut parts_with_e1 = 0;
+    for part in &parts {
+        let Record::Checkpoint(c) = part else {
+            panic!("not a checkpoint")
+        };
+        parts_with_e1 += c.events.iter().filter(|e| e.event_id == "e1").count();
+        let (_, _, payload) = part.encode().unwrap();
+        // Twice the target to split, plus one delivery with its response.
+        assert!(
+            payload.len() <= 3 * target + 4096,
+            "part {}: {} bytes",
+            c.part,
+            payload.len()
+        );
+        fresh
+            .replay(&Record::decode_checkpoint(&payload).unwrap())
+            .unwrap();
+    }
+    assert!(parts_with_e1 > 1, "e1's deliveries continue over parts");
+    assert_same(&snapshot(&fresh), &snapshot(&drv.d));
+    for id in ["e1", "e2"] {
+        let copies: Vec<&Arc<EventData>> = fresh
+            .deliveries
+            .values()
+            .map(|d| &d.event)
+            .filter(|e| e.id.as_str() == id)
+            .collect();
+        assert_eq!(copies.len(), 40);
+        assert!(
+            copies.iter().all(|e| Arc::ptr_eq(e, copies[0])),
+            "{id}: one copy shared by its deliveries"
+        );
+    }
+}
+
 #[test]
 fn checkpoints_keep_bodies_only_where_needed() {
     let mut drv = one_webhook(DispatcherConfig::default(), spec(&["*"]));

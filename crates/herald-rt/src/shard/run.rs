@@ -100,8 +100,9 @@ fn fail_batch(results: Vec<BatchResult>, failure: &Failure) -> Vec<BatchResult> 
 const RECORD_BUFFER_KEPT_BYTES_MAX: usize = 64 * 1024;
 
 /// A checkpoint part aims at this fraction of the largest part the journal takes: the
-/// dispatcher's size estimate is generous, and a quarter leaves room for any error in
-/// it while keeping parts (and the buffer one is encoded into) a few MiB.
+/// dispatcher's size estimate is generous, an event's deliveries may run to twice the
+/// target before they continue in the next part, and a quarter leaves room for both
+/// while keeping parts (and the buffer one is encoded into) a few MiB.
 const CHECKPOINT_PART_TARGET_DIVISOR: u64 = 4;
 
 /// What the shard's checkpoints and its start-up replay cost ([`ShardStats`] figures).
