@@ -147,6 +147,12 @@ impl Url {
         out
     }
 
+    /// Appends [`host_header`](Self::host_header) to `out`, for a caller that reuses one
+    /// buffer per request instead of allocating a `String` each time.
+    pub fn write_host_header(&self, out: &mut String) {
+        self.write_authority(out);
+    }
+
     /// The host as an IP address when it is an IP literal (no DNS lookup needed).
     pub fn ip_literal(&self) -> Option<IpAddr> {
         self.host.parse().ok()
@@ -399,6 +405,9 @@ mod tests {
             assert_eq!(url.port, port, "{input}");
             assert_eq!(url.target, target, "{input}");
             assert_eq!(url.host_header(), host_header, "{input}");
+            let mut appended = String::from("kept:");
+            url.write_host_header(&mut appended);
+            assert_eq!(appended, format!("kept:{host_header}"), "{input}");
         }
     }
 
