@@ -1,6 +1,7 @@
 //! The per-shard outbound HTTP/1.1 client.
 
 use std::cell::{Cell, RefCell};
+use std::collections::HashSet;
 use std::net::{IpAddr, SocketAddr};
 use std::rc::Rc;
 use std::sync::Arc;
@@ -22,6 +23,9 @@ use crate::tls::{self, TrustAnchors};
 pub const CONNECT_TIMEOUT_MS_DEFAULT: u64 = 5_000;
 /// Default whole-request timeout: 30 s.
 pub const REQUEST_TIMEOUT_MS_DEFAULT: u64 = 30_000;
+/// Most hosts [`HttpClient`] keeps shared names for (a few dozen bytes each); past it
+/// they are forgotten and shared again as requests come.
+const ORIGIN_HOSTS_MAX: usize = 4096;
 /// Most caller headers on one request (signature headers plus a webhook's custom ones).
 pub const REQUEST_HEADERS_MAX: usize = 64;
 /// Longest [`HttpClient::check_url`] waits for a name to resolve: the connect timeout
@@ -183,6 +187,10 @@ pub struct HttpClient {
     spare_buffers: RefCell<Vec<Vec<u8>>>,
     /// The `Host` value of the request being encoded, reused (encoding never awaits).
     host_header: RefCell<String>,
+    /// Hosts as the pool's keys hold them, so that looking up a request's origin clones a
+    /// shared name instead of allocating one per request. Keys compare by content, so
+    /// forgetting them (past [`ORIGIN_HOSTS_MAX`]) is always safe.
+    origin_hosts: RefCell<HashSet<Arc<str>>>,
     /// Read buffers kept at their full length, so that taking one does not zero it again
     /// (16 KiB of memset per request showed in profiles).
     spare_read_buffers: RefCell<Vec<Vec<u8>>>,
@@ -218,6 +226,7 @@ impl HttpClient {
             resolver: Resolver::new(config.dns),
             spare_buffers: RefCell::new(Vec::new()),
             host_header: RefCell::new(String::new()),
+            origin_hosts: RefCell::new(HashSet::new()),
             spare_read_buffers: RefCell::new(Vec::new()),
             stats: Cell::new(ClientStats::default()),
             last_sweep: Cell::new(Instant::now()),
@@ -248,7 +257,7 @@ impl HttpClient {
 
     /// Idle connections kept for `url`'s origin.
     pub fn idle_connections(&self, url: &Url) -> usize {
-        self.pool.idle_count(&origin_key(url))
+        self.pool.idle_count(&self.origin_key(url))
     }
 
     /// Closes idle connections past the idle timeout. `send` does this at most once a
@@ -305,7 +314,7 @@ impl HttpClient {
         request: &OutboundRequest,
         wire: &[u8],
     ) -> Result<Response, TransportError> {
-        let key = origin_key(&request.url);
+        let key = self.origin_key(&request.url);
         let checkout = self
             .pool
             .checkout(&key, Instant::now())
@@ -616,6 +625,26 @@ impl HttpClient {
         Ok(conn)
     }
 
+    fn origin_key(&self, url: &Url) -> OriginKey {
+        let mut hosts = self.origin_hosts.borrow_mut();
+        let host = match hosts.get(url.host.as_str()) {
+            Some(host) => Arc::clone(host),
+            None => {
+                if hosts.len() >= ORIGIN_HOSTS_MAX {
+                    hosts.clear();
+                }
+                let host: Arc<str> = Arc::from(url.host.as_str());
+                hosts.insert(Arc::clone(&host));
+                host
+            }
+        };
+        OriginKey {
+            https: url.is_tls(),
+            host,
+            port: url.port,
+        }
+    }
+
     fn parser(&self) -> ResponseParser {
         ResponseParser::new(self.config.limits)
     }
@@ -655,14 +684,6 @@ impl HttpClient {
     }
 }
 
-fn origin_key(url: &Url) -> OriginKey {
-    OriginKey {
-        https: url.is_tls(),
-        host: Arc::from(url.host.as_str()),
-        port: url.port,
-    }
-}
-
 fn is_timeout(e: &glommio::GlommioError<()>) -> bool {
     match e {
         glommio::GlommioError::IoError(io) => io.kind() == std::io::ErrorKind::TimedOut,
@@ -690,6 +711,25 @@ mod tests {
         fn assert_send_sync_clone<T: Send + Sync + Clone>() {}
         assert_send_sync_clone::<ClientConfig>();
         assert_send_sync_clone::<TransportError>();
+    }
+
+    #[test]
+    fn origin_keys_share_their_host_and_stay_equal_past_the_cap() {
+        let client = HttpClient::new(ClientConfig::new(TrustAnchors::empty()));
+        let url = Url::parse("https://hooks.example.com:8443/a").unwrap();
+        let (first, second) = (client.origin_key(&url), client.origin_key(&url));
+        assert_eq!(first, second);
+        assert!(Arc::ptr_eq(&first.host, &second.host), "one shared name");
+        assert_eq!(
+            (first.https, &*first.host, first.port),
+            (true, "hooks.example.com", 8443)
+        );
+        for i in 0..=ORIGIN_HOSTS_MAX {
+            client.origin_key(&Url::parse(&format!("http://h{i}.example/")).unwrap());
+        }
+        assert!(client.origin_hosts.borrow().len() <= ORIGIN_HOSTS_MAX);
+        // Forgotten names are shared again; keys compare by content either way.
+        assert_eq!(client.origin_key(&url), first);
     }
 
     #[test]
