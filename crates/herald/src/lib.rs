@@ -644,7 +644,9 @@ impl Herald {
             .call_async(self.delete_request(tenant, id))
     }
 
-    /// [`create_webhook_async`](Self::create_webhook_async) without waiting for queue room: fails at once with [`Error::Backpressure`] (giving the item back) when the shard's queue is full.
+    /// [`create_webhook_async`](Self::create_webhook_async) without waiting for queue room:
+    /// fails at once with [`Error::Backpressure`] (giving the item back) when the shard's
+    /// queue is full.
     /// The future resolves once the webhook is durable.
     pub fn try_create_webhook_async(
         &self,
@@ -659,7 +661,9 @@ impl Herald {
         })
     }
 
-    /// [`put_webhook_async`](Self::put_webhook_async) without waiting for queue room: fails at once with [`Error::Backpressure`] (giving the item back) when the shard's queue is full.
+    /// [`put_webhook_async`](Self::put_webhook_async) without waiting for queue room: fails
+    /// at once with [`Error::Backpressure`] (giving the item back) when the shard's queue
+    /// is full.
     pub fn try_put_webhook_async(
         &self,
         tenant: &TenantId,
@@ -670,7 +674,9 @@ impl Herald {
             .try_call_async(self.upsert_request(tenant, id, spec, false)?)
     }
 
-    /// [`update_webhook_async`](Self::update_webhook_async) without waiting for queue room: fails at once with [`Error::Backpressure`] (giving the item back) when the shard's queue is full.
+    /// [`update_webhook_async`](Self::update_webhook_async) without waiting for queue room:
+    /// fails at once with [`Error::Backpressure`] (giving the item back) when the shard's
+    /// queue is full.
     pub fn try_update_webhook_async(
         &self,
         tenant: &TenantId,
@@ -681,7 +687,9 @@ impl Herald {
             .try_call_async(self.upsert_request(tenant, id, spec, true)?)
     }
 
-    /// [`delete_webhook_async`](Self::delete_webhook_async) without waiting for queue room: fails at once with [`Error::Backpressure`] (giving the item back) when the shard's queue is full.
+    /// [`delete_webhook_async`](Self::delete_webhook_async) without waiting for queue room:
+    /// fails at once with [`Error::Backpressure`] (giving the item back) when the shard's
+    /// queue is full.
     pub fn try_delete_webhook_async(
         &self,
         tenant: &TenantId,
@@ -714,7 +722,9 @@ impl Herald {
             .query_async(self.webhook_request(tenant, id))
     }
 
-    /// [`webhook_async`](Self::webhook_async) without waiting for queue room: fails at once with [`Error::Backpressure`] (giving the item back) when the shard's queue is full: for a caller that reads a
+    /// [`webhook_async`](Self::webhook_async) without waiting for queue room: fails at once
+    /// with [`Error::Backpressure`] (giving the item back) when the shard's queue is full:
+    /// for a caller that reads a
     /// webhook before changing it and must not wait on a full queue for either.
     pub fn try_webhook_async(
         &self,
@@ -804,7 +814,9 @@ impl Herald {
         }
     }
 
-    /// [`check_url_async`](Self::check_url_async) without waiting for queue room: fails at once with [`Error::Backpressure`] (giving the item back) when the shard's queue is full (the url's host picks the
+    /// [`check_url_async`](Self::check_url_async) without waiting for queue room: fails at
+    /// once with [`Error::Backpressure`] (giving the item back) when the shard's queue is
+    /// full (the url's host picks the
     /// shard that checks it).
     pub fn try_check_url_async(
         &self,
@@ -998,7 +1010,9 @@ impl Herald {
         }
     }
 
-    /// [`publish_batch_detailed_async`](Self::publish_batch_detailed_async) without waiting for queue room: fails at once with [`Error::Backpressure`] (giving the item back) when the shard's queue is full
+    /// [`publish_batch_detailed_async`](Self::publish_batch_detailed_async) without waiting
+    /// for queue room: fails at once with [`Error::Backpressure`] (giving the item back)
+    /// when the shard's queue is full
     /// (then the whole batch is given back: a batch is taken or refused as a unit). The
     /// future resolves once every accepted event is durable.
     pub fn try_publish_batch_detailed_async(
@@ -1100,7 +1114,9 @@ impl Herald {
             .call_async(self.retry_request(tenant, id))
     }
 
-    /// [`retry_delivery_async`](Self::retry_delivery_async) without waiting for queue room: fails at once with [`Error::Backpressure`] (giving the item back) when the shard's queue is full.
+    /// [`retry_delivery_async`](Self::retry_delivery_async) without waiting for queue room:
+    /// fails at once with [`Error::Backpressure`] (giving the item back) when the shard's
+    /// queue is full.
     pub fn try_retry_delivery_async(
         &self,
         tenant: &TenantId,
@@ -1149,7 +1165,9 @@ impl Herald {
             .call_async(self.resend_request(tenant, webhook, since_ms))
     }
 
-    /// [`resend_failed_async`](Self::resend_failed_async) without waiting for queue room: fails at once with [`Error::Backpressure`] (giving the item back) when the shard's queue is full.
+    /// [`resend_failed_async`](Self::resend_failed_async) without waiting for queue room:
+    /// fails at once with [`Error::Backpressure`] (giving the item back) when the shard's
+    /// queue is full.
     pub fn try_resend_failed_async(
         &self,
         tenant: &TenantId,
@@ -1200,7 +1218,9 @@ impl Herald {
             .call_async(self.test_request(tenant, webhook, event_type))
     }
 
-    /// [`send_test_event_async`](Self::send_test_event_async) without waiting for queue room: fails at once with [`Error::Backpressure`] (giving the item back) when the shard's queue is full.
+    /// [`send_test_event_async`](Self::send_test_event_async) without waiting for queue
+    /// room: fails at once with [`Error::Backpressure`] (giving the item back) when the
+    /// shard's queue is full.
     pub fn try_send_test_event_async(
         &self,
         tenant: &TenantId,
@@ -1257,7 +1277,9 @@ impl Herald {
         async move { call.await.map(TestSend::from_sent) }
     }
 
-    /// [`send_test_event_with_async`](Self::send_test_event_with_async) without waiting for queue room: fails at once with [`Error::Backpressure`] (giving the item back) when the shard's queue is full.
+    /// [`send_test_event_with_async`](Self::send_test_event_with_async) without waiting for
+    /// queue room: fails at once with [`Error::Backpressure`] (giving the item back) when
+    /// the shard's queue is full.
     pub fn try_send_test_event_with_async(
         &self,
         tenant: &TenantId,

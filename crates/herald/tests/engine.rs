@@ -799,20 +799,27 @@ fn a_data_directory_keeps_its_shard_count() {
     herald.shutdown().unwrap();
 }
 
+/// One shard with room for 4 queued requests and 4 awaiting the disk, whose journal
+/// syncs `group_delay` apart.
+fn slow_disk_engine(dir: &std::path::Path, group_delay: Duration) -> Herald {
+    Herald::builder()
+        .data_dir(dir)
+        .shards(1)
+        .intake_capacity(4)
+        .awaiting_durable_max(4)
+        .journal_group_delay(group_delay)
+        .allow_cidr("127.0.0.0/8")
+        .start()
+        .unwrap()
+}
+
 #[test]
 fn a_slow_disk_turns_into_back_pressure() {
     let dir = tempfile::tempdir().unwrap();
     // Syncs happen a second apart (or after 256 records), so answers pile up: the shard
     // carries out at most 4 requests that wait for the disk and leaves the rest queued
     // (room for 4), after which hand-offs are refused.
-    let herald = Herald::builder()
-        .data_dir(dir.path())
-        .shards(1)
-        .intake_capacity(4)
-        .awaiting_durable_max(4)
-        .journal_group_delay(Duration::from_secs(1))
-        .start()
-        .unwrap();
+    let herald = slow_disk_engine(dir.path(), Duration::from_secs(1));
     let acme = tenant("acme");
     let mut receipts = Vec::new();
     let refused = loop {
@@ -865,15 +872,7 @@ fn every_try_form_refuses_at_once_when_the_queue_is_full() {
     let dir = tempfile::tempdir().unwrap();
     // As in `a_slow_disk_turns_into_back_pressure`: syncs 250 ms apart keep a queue of 4
     // full for most of that time once 8 publishes are handed off.
-    let herald = Herald::builder()
-        .data_dir(dir.path())
-        .shards(1)
-        .intake_capacity(4)
-        .awaiting_durable_max(4)
-        .journal_group_delay(Duration::from_millis(250))
-        .allow_cidr("127.0.0.0/8")
-        .start()
-        .unwrap();
+    let herald = slow_disk_engine(dir.path(), Duration::from_millis(250));
     let acme = tenant("acme");
     // Nothing listens on the discard port: deliveries fail and wait for their retry.
     let hook = spec(
