@@ -341,9 +341,15 @@ impl Builder {
                 message: error.message().to_string(),
                 source: error.cause(),
             },
-            herald_rt::shard::StartError::Runtime { shard, message } => {
-                StartError::Runtime { shard, message }
-            }
+            herald_rt::shard::StartError::Runtime {
+                shard,
+                message,
+                source,
+            } => StartError::Runtime {
+                shard,
+                message,
+                source,
+            },
         })?;
         Ok(Herald::from_engine(engine, require_https))
     }

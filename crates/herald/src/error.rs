@@ -350,6 +350,9 @@ pub enum StartError {
         shard: usize,
         /// What failed.
         message: String,
+        /// The OS's (or the journal's) error, when there is one, for
+        /// [`std::error::Error::source`].
+        source: Option<Arc<dyn std::error::Error + Send + Sync + 'static>>,
     },
 }
 
@@ -371,7 +374,7 @@ impl fmt::Display for StartError {
             StartError::Storage { shard, message, .. } => {
                 write!(f, "shard {shard}: journal could not be opened: {message}")
             }
-            StartError::Runtime { shard, message } => {
+            StartError::Runtime { shard, message, .. } => {
                 write!(f, "shard {shard}: could not start: {message}")
             }
         }
@@ -382,6 +385,10 @@ impl std::error::Error for StartError {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         match self {
             StartError::Storage {
+                source: Some(source),
+                ..
+            }
+            | StartError::Runtime {
                 source: Some(source),
                 ..
             } => Some(source.as_ref()),
@@ -402,6 +409,7 @@ mod tests {
         let runtime = StartError::Runtime {
             shard: 0,
             message: "io_uring: locked memory limit".into(),
+            source: None,
         };
         assert_eq!(config.fault(), Fault::Caller);
         // The host's limits, not a passing lack of capacity: retrying does not help.
@@ -412,5 +420,21 @@ mod tests {
             message: "binding the wake socket: out of memory".into(),
         };
         assert_eq!(stopped.fault(), Fault::Environment);
+    }
+
+    #[test]
+    fn a_runtime_start_failure_keeps_the_os_error_as_its_source() {
+        use std::error::Error as _;
+        let refused = StartError::Runtime {
+            shard: 2,
+            message: "wake socket: too many open files".into(),
+            source: Some(Arc::new(std::io::Error::from_raw_os_error(24))),
+        };
+        let source = refused.source().expect("the OS error is the source");
+        let os = source
+            .downcast_ref::<std::io::Error>()
+            .expect("an io::Error");
+        assert_eq!(os.raw_os_error(), Some(24));
+        assert_eq!(refused.fault(), Fault::Environment);
     }
 }

@@ -191,9 +191,13 @@ impl Engine {
             let runtime_error = |message: String| StartError::Runtime {
                 shard: index,
                 message,
+                source: None,
             };
-            let (wake, wake_receiver) =
-                wake_pair().map_err(|error| runtime_error(format!("wake socket: {error}")))?;
+            let (wake, wake_receiver) = wake_pair().map_err(|error| StartError::Runtime {
+                shard: index,
+                message: format!("wake socket: {error}"),
+                source: Some(Arc::new(error)),
+            })?;
             let (intake_tx, intake_rx) = intake::<Request>(config.intake_capacity, wake);
             let status = Arc::new(ShardStatus::new());
             let stream = Arc::new(ShardStream::new(config.shard.stream.clone()));
@@ -269,6 +273,7 @@ impl Engine {
                             .map(|(shard, message)| format!("shard {shard}: {message}"))
                             .collect::<Vec<_>>()
                             .join("; "),
+                        source: None,
                     });
                 }
             }

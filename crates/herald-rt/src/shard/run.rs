@@ -251,6 +251,7 @@ pub(crate) async fn run_shard(setup: ShardSetup) -> ShardExit {
                     StartError::Runtime {
                         shard: index,
                         message: message.clone(),
+                        source: failure.cause(),
                     },
                     ShardExit::Runtime(message),
                 ),
@@ -294,13 +295,15 @@ pub(crate) async fn run_shard(setup: ShardSetup) -> ShardExit {
     let stream = match wake.into_glommio() {
         Ok(stream) => stream,
         Err(error) => {
+            let message = format!("binding the wake socket: {error}");
             report(Err(StartError::Runtime {
                 shard: index,
-                message: format!("binding the wake socket: {error}"),
+                message: message.clone(),
+                source: Some(Arc::new(error)),
             }));
             status.set_stopped();
             // The host's doing (the executor's reactor), not the disk's.
-            return ShardExit::Runtime(format!("binding the wake socket: {error}"));
+            return ShardExit::Runtime(message);
         }
     };
     let local = Rc::new(LocalNotify::default());

@@ -99,6 +99,9 @@ pub enum StartError {
         shard: usize,
         /// What failed.
         message: String,
+        /// The OS's (or the journal's) error, when there is one, for
+        /// [`std::error::Error::source`].
+        source: Option<Arc<dyn Error + Send + Sync + 'static>>,
     },
 }
 
@@ -109,7 +112,7 @@ impl std::fmt::Display for StartError {
             StartError::Storage { shard, error } => {
                 write!(f, "shard {shard}: storage failed at start-up: {error}")
             }
-            StartError::Runtime { shard, message } => {
+            StartError::Runtime { shard, message, .. } => {
                 write!(f, "shard {shard}: could not start its executor: {message}")
             }
         }
@@ -120,6 +123,10 @@ impl Error for StartError {
     fn source(&self) -> Option<&(dyn Error + 'static)> {
         match self {
             StartError::Storage { error, .. } => Some(error),
+            StartError::Runtime {
+                source: Some(source),
+                ..
+            } => Some(source.as_ref()),
             _ => None,
         }
     }
