@@ -26,8 +26,10 @@
 //!   allowed ([`DispatcherConfig::pending_deliveries_max`]) refuses new events in every
 //!   form with [`Error::Backpressure`], giving each event back ([`Error::into_event`]).
 //! * **Errors say whose fault** ([`Error::fault`]): the caller's (invalid input, unknown
-//!   webhook), capacity, shutdown, storage, or a bug; a failed hand-off gives the item
-//!   back ([`Unsent`]).
+//!   webhook), capacity, shutdown, storage, the host's (environment), or a bug; a failed
+//!   hand-off gives the item back ([`Unsent`]). A storage error keeps the journal's error
+//!   as its [`source`](std::error::Error::source), so a caller can walk the chain down to
+//!   the OS's error.
 //! * **Stopping**: [`Herald::shutdown`] (or dropping the last handle) refuses new work,
 //!   journals what was accepted, waits a grace period for requests in flight (anything
 //!   unfinished is retried after the next start) and joins the shard threads.
