@@ -353,9 +353,8 @@ impl Dispatcher {
                             if let Some((old, _)) = w.wake.take() {
                                 self.wheel.cancel(old);
                             }
-                            let timer = self
-                                .wheel
-                                .insert(at, Timer::Webhook(Box::new(key.clone())));
+                            let timer =
+                                self.wheel.insert(at, Timer::Webhook(Box::new(key.clone())));
                             w.wake = Some((timer, at));
                         }
                         break;
