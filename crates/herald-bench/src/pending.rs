@@ -93,6 +93,9 @@ pub struct PendingReport {
     /// Time from starting a new engine on the same directory until it serves,
     /// milliseconds.
     pub restart_ready_ms: f64,
+    /// CPU time this process spent in that restart, milliseconds: on a busy machine the
+    /// wall time above stretches with the load, this much less.
+    pub restart_cpu_ms: f64,
     /// Journal frames the restarted shards replayed (a checkpoint's parts and the
     /// records after it).
     pub replayed_frames: u64,
@@ -120,7 +123,7 @@ impl PendingReport {
              checkpoint (publishing) {:>12.1} MiB in {:.0} ms ({} written)\n\
              stop (final checkpoint) {:>12.0} ms\n\
              journal on disk         {:>12.1} MiB in {} segment(s)\n\
-             restart to ready        {:>12.0} ms ({} frames, {:.1} MiB replayed)\n\
+             restart to ready        {:>12.0} ms, {:.0} ms CPU ({} frames, {:.1} MiB replayed)\n\
              pending after restart   {:>12}\n\
              RssAnon after restart   {:>12.1} MiB\n",
             self.deliveries,
@@ -140,6 +143,7 @@ impl PendingReport {
             mib(self.journal_disk_bytes),
             self.journal_segments,
             self.restart_ready_ms,
+            self.restart_cpu_ms,
             self.replayed_frames,
             mib(self.replayed_bytes),
             self.pending_after_restart,
@@ -245,16 +249,8 @@ pub fn run_pending(
             crate::scenario::PAYLOAD_BYTES_MAX
         )));
     }
-    let (data_dir, _temp) = match &plan.data_dir {
-        Some(dir) => (dir.clone(), None),
-        None => {
-            let temp = tempfile::Builder::new()
-                .prefix("herald-bench-pending-")
-                .tempdir()
-                .map_err(|e| BenchError::Io(format!("temporary directory: {e}")))?;
-            (temp.path().join("data"), Some(temp))
-        }
-    };
+    let (data_dir, _temp) =
+        crate::run::data_dir_or_temporary(plan.data_dir.as_deref(), "herald-bench-pending-")?;
     let herald = start(plan, &data_dir)?;
     let tenant = TenantId::parse("bench-pending")
         .map_err(|e| BenchError::Engine(format!("tenant id: {e}")))?;
@@ -341,8 +337,13 @@ pub fn run_pending(
 
     progress.note("restarting on the same data directory");
     let restarted_at = Instant::now();
+    let cpu_before_us = sysstat::process_cpu_us().unwrap_or(0);
     let herald = start(plan, &data_dir)?;
     let restart_ready_ms = restarted_at.elapsed().as_secs_f64() * 1e3;
+    let restart_cpu_ms = sysstat::process_cpu_us()
+        .unwrap_or(0)
+        .saturating_sub(cpu_before_us) as f64
+        / 1e3;
     let after = stats(&herald)?;
     let rss_anon_after_restart = sysstat::rss_anon_bytes().unwrap_or(0);
     herald.shutdown().map_err(engine_error("shutting down"))?;
@@ -369,6 +370,7 @@ pub fn run_pending(
         journal_disk_bytes,
         journal_segments,
         restart_ready_ms,
+        restart_cpu_ms,
         replayed_frames: after.iter().map(|s| s.replayed_frames).sum(),
         replayed_bytes: after.iter().map(|s| s.replayed_bytes).sum(),
         pending_after_restart: pending_of(&after),

@@ -354,6 +354,24 @@ fn settle(receipt: Option<PublishReceipt>, shared: &Shared) {
     }
 }
 
+/// The engine's data directory: `given`, or `data` in a new temporary directory named
+/// with `prefix` (removed when the returned guard is dropped).
+pub(crate) fn data_dir_or_temporary(
+    given: Option<&std::path::Path>,
+    prefix: &str,
+) -> Result<(std::path::PathBuf, Option<tempfile::TempDir>), BenchError> {
+    match given {
+        Some(dir) => Ok((dir.to_path_buf(), None)),
+        None => {
+            let temp = tempfile::Builder::new()
+                .prefix(prefix)
+                .tempdir()
+                .map_err(|e| BenchError::Io(format!("temporary directory: {e}")))?;
+            Ok((temp.path().join("data"), Some(temp)))
+        }
+    }
+}
+
 impl Engine {
     fn start(plan: &Plan, sink: &Sink, progress: &mut Progress) -> Result<Engine, BenchError> {
         match &plan.target {
@@ -363,16 +381,7 @@ impl Engine {
     }
 
     fn embedded(plan: &Plan, sink: &Sink, progress: &mut Progress) -> Result<Engine, BenchError> {
-        let (data_dir, temp) = match &plan.data_dir {
-            Some(dir) => (dir.clone(), None),
-            None => {
-                let temp = tempfile::Builder::new()
-                    .prefix("herald-bench-")
-                    .tempdir()
-                    .map_err(|e| BenchError::Io(format!("temporary directory: {e}")))?;
-                (temp.path().join("data"), Some(temp))
-            }
-        };
+        let (data_dir, temp) = data_dir_or_temporary(plan.data_dir.as_deref(), "herald-bench-")?;
         let mut builder = Herald::builder()
             .data_dir(&data_dir)
             .allow_cidr("127.0.0.0/8")

@@ -38,6 +38,7 @@ fn pending_backlog_checkpoints_and_restarts_with_every_delivery() {
         "checkpoint_ms",
         "stop_ms",
         "restart_ready_ms",
+        "restart_cpu_ms",
         "replayed_frames",
     ] {
         assert!(json.get(key).is_some(), "JSON lacks {key}: {json}");
