@@ -97,12 +97,16 @@ fn a_receiver_that_fails_twice_then_succeeds_gets_the_same_event_three_times() {
             "a stable id receivers can de-duplicate on"
         );
     }
-    // Retries wait at least the scheduled delay after the failed attempt (which ended
-    // after the sink saw the request).
+    // Retries are not early: they wait the scheduled delay after the failed attempt
+    // (which ended after the sink saw the request). The engine's clock counts whole
+    // milliseconds and a shard turn reads it once, so the failure's time may be taken
+    // a little before its true end (on a loaded machine, a turn's length): a tenth of
+    // the delay is allowed for that. A retry sent early (at once, or on the wrong
+    // step of the schedule) still fails.
     for (pair, delay_ms) in attempts.windows(2).zip(SHORT_SCHEDULE_MS) {
         let gap = pair[1].arrived - pair[0].arrived;
         assert!(
-            gap >= Duration::from_millis(delay_ms),
+            gap + Duration::from_millis(delay_ms / 10) >= Duration::from_millis(delay_ms),
             "retry came {gap:?} after the failure; the schedule says {delay_ms} ms"
         );
     }
