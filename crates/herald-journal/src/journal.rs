@@ -43,6 +43,17 @@ pub const SEGMENTS_MAX_LIMIT: usize = 1 << 16;
 /// caller that appends a large batch before committing keeps a bounded buffer,
 /// and large enough that a busy turn costs one system call, not one per record.
 pub const STAGED_BYTES_MAX: usize = 256 * 1024;
+/// Segments a checkpoint being written may add beyond `segments_max`, as a multiple
+/// of `segments_max`: at most `segments_max` more. A checkpoint is written when the
+/// journal already holds the previous checkpoint and the records since, so it may
+/// need segments exactly when the limit is reached; refusing it then would keep
+/// every old segment for good, since only a complete checkpoint lets them go. Once
+/// it is complete and durable, compaction deletes every segment before it, which
+/// brings the count back under the limit. One more `segments_max` is enough for any
+/// state the journal held at its limit (a checkpoint is no larger than the records
+/// it summarises, which fit in `segments_max` segments), and keeps disk use bounded
+/// at twice the configured limit while a checkpoint is written.
+pub const CHECKPOINT_SEGMENTS_EXTRA_FACTOR: usize = 1;
 
 const SEGMENT_SUFFIX: &str = ".seg";
 const TEMP_SUFFIX: &str = ".seg.tmp";
@@ -62,7 +73,10 @@ pub struct JournalConfig {
     pub group_delay_us: u64,
     /// Most segment files the journal may hold (`2..=SEGMENTS_MAX_LIMIT`);
     /// appends fail with [`JournalError::SegmentsExhausted`] beyond it until a
-    /// durable checkpoint lets older segments go. Bounds disk use.
+    /// durable checkpoint lets older segments go. Bounds disk use. A checkpoint
+    /// being written may go past it by up to another `segments_max` segments (see
+    /// [`CHECKPOINT_SEGMENTS_EXTRA_FACTOR`]), so that the limit cannot stop the very
+    /// checkpoint that would free space.
     pub segments_max: usize,
     /// On open, truncate at corruption found before the tail instead of
     /// failing (everything after it is lost; the [`Recovery`] says how much).
@@ -629,7 +643,13 @@ impl Journal {
             AlignedVec::<16>::with_capacity(CHECKPOINT_PART_HEADER_BYTES as usize + part.len());
         payload.extend_from_slice(&encode_part_header(first_seq, index, end));
         payload.extend_from_slice(part);
-        self.append_frame(KIND_CHECKPOINT, CHECKPOINT_VERSION, &payload)
+        let segments_allowed = self.config.segments_max * (1 + CHECKPOINT_SEGMENTS_EXTRA_FACTOR);
+        self.append_frame_within(
+            KIND_CHECKPOINT,
+            CHECKPOINT_VERSION,
+            &payload,
+            segments_allowed,
+        )
     }
 
     fn append_frame(
@@ -637,6 +657,18 @@ impl Journal {
         kind: u16,
         version: u16,
         payload: &[u8],
+    ) -> Result<u64, JournalError> {
+        self.append_frame_within(kind, version, payload, self.config.segments_max)
+    }
+
+    /// Appends a frame, rolling when needed as long as the journal then holds at
+    /// most `segments_allowed` segments (`segments_max`, or more for a checkpoint).
+    fn append_frame_within(
+        &mut self,
+        kind: u16,
+        version: u16,
+        payload: &[u8],
+        segments_allowed: usize,
     ) -> Result<u64, JournalError> {
         self.shared.check_failed()?;
         let payload_bytes = payload.len() as u64;
@@ -652,7 +684,7 @@ impl Journal {
             None => true,
         };
         if needs_roll {
-            self.roll()?;
+            self.roll(segments_allowed)?;
         }
         let seq = self.next_seq;
         if self.staged.len() + total as usize > STAGED_BYTES_MAX {
@@ -741,10 +773,12 @@ impl Journal {
         if fits {
             return Ok(());
         }
-        self.roll()
+        self.roll(self.config.segments_max)
     }
 
-    fn roll(&mut self) -> Result<(), JournalError> {
+    /// Starts a new segment, provided the journal then holds at most
+    /// `segments_allowed` segments (after compacting, at the limit).
+    fn roll(&mut self, segments_allowed: usize) -> Result<(), JournalError> {
         // The old segment's tail goes to its file before the sync thread is
         // told about the new one, so a sync after the roll covers it.
         self.commit()?;
@@ -758,7 +792,7 @@ impl Journal {
                 self.sync()?;
             }
             self.compact()?;
-            if self.segments.len() >= self.config.segments_max {
+            if self.segments.len() >= segments_allowed {
                 return Err(JournalError::SegmentsExhausted {
                     segments_max: self.config.segments_max,
                 });

@@ -20,7 +20,9 @@
 //! segment keeps a temporary name until the segments before it are synced, so
 //! after a crash or power loss a torn frame can only be in the last segment.
 //! The next segment is preallocated in the background, so rolls do not wait
-//! for `fallocate`; disk use is at most `segments_max + 1` segment files.
+//! for `fallocate`; disk use is at most `segments_max + 1` segment files, or
+//! `2 * segments_max + 1` while a checkpoint written at the limit is completed
+//! (the checkpoint frees the older segments; see `CHECKPOINT_SEGMENTS_EXTRA_FACTOR`).
 //!
 //! The journal stores `(kind, version, payload)` and knows nothing of the
 //! records: payloads are rkyv bytes made with [`encode`] and read with
@@ -47,7 +49,8 @@ pub use format::{
 };
 pub use journal::{
     CheckpointWriter, Compaction, Frame, Journal, JournalConfig, KnownKinds, Recovery, Repair,
-    Replay, TornTail, GROUP_DELAY_US_MAX, GROUP_RECORDS_MAX_LIMIT, SEGMENTS_MAX_LIMIT,
-    SEGMENT_BYTES_DEFAULT, SEGMENT_BYTES_MAX, SEGMENT_BYTES_MIN, STAGED_BYTES_MAX,
+    Replay, TornTail, CHECKPOINT_SEGMENTS_EXTRA_FACTOR, GROUP_DELAY_US_MAX,
+    GROUP_RECORDS_MAX_LIMIT, SEGMENTS_MAX_LIMIT, SEGMENT_BYTES_DEFAULT, SEGMENT_BYTES_MAX,
+    SEGMENT_BYTES_MIN, STAGED_BYTES_MAX,
 };
 pub use sync::{DurableHandle, SyncStats};

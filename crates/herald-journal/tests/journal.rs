@@ -467,6 +467,123 @@ fn without_checkpoints_segments_max_stops_appends_until_one() {
     assert_eq!(journal.last_seq(), acknowledged + 3);
 }
 
+/// Fills a journal of `segments_max` 3 (after a first checkpoint) until an ordinary
+/// append is refused at the limit; returns the journal and the records appended.
+fn journal_at_segments_max(dir: &Path) -> (Journal, Vec<(u64, Vec<u8>)>) {
+    let mut cfg = config(dir);
+    cfg.segments_max = 3;
+    let (mut journal, _) = Journal::open(cfg).unwrap();
+    journal.checkpoint(b"old state").unwrap();
+    let mut records = Vec::new();
+    for i in 0.. {
+        let p = payload(i, 1000);
+        match journal.append(1, 1, &p) {
+            Ok(seq) => records.push((seq, p)),
+            Err(JournalError::SegmentsExhausted { segments_max: 3 }) => break,
+            Err(e) => panic!("append {i}: {e}"),
+        }
+    }
+    journal.sync().unwrap();
+    assert_eq!(journal.segment_count(), 3);
+    (journal, records)
+}
+
+/// Writes a checkpoint of `parts` parts of 4000 bytes; `finish` or drop it.
+fn big_checkpoint_parts(
+    journal: &mut Journal,
+    parts: u64,
+    finish: bool,
+) -> Result<(), JournalError> {
+    let mut writer = journal.begin_checkpoint();
+    for i in 0..parts {
+        writer.part(&payload(i, 4000))?;
+    }
+    if finish {
+        writer.finish()?;
+    }
+    Ok(())
+}
+
+#[test]
+fn at_segments_max_a_checkpoint_spanning_rolls_completes_and_frees_segments() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut journal, _) = journal_at_segments_max(dir.path());
+    // About 2.5 segments of checkpoint: it must roll past the limit twice.
+    big_checkpoint_parts(&mut journal, 40, true).unwrap();
+    assert!(journal.segment_count() > 3, "{}", journal.segment_count());
+    let checkpoint_seq = journal.checkpoint_seq().unwrap();
+    // Ordinary records still respect the limit until the checkpoint is durable
+    // and compaction ran; a roll does both.
+    journal.sync().unwrap();
+    let freed = journal.compact().unwrap();
+    assert!(freed.segments_deleted >= 2, "{freed:?}");
+    assert!(journal.segment_count() <= 3, "{}", journal.segment_count());
+    // Ordinary appends work again, until the limit counts the new checkpoint's segments.
+    let mut appended = 0;
+    while journal.append(1, 1, &payload(appended, 1000)).is_ok() {
+        appended += 1;
+    }
+    assert!(appended >= 10, "{appended}");
+    assert_eq!(journal.segment_count(), 3);
+    // Replay starts at the new checkpoint: its 40 parts, then the new records.
+    let frames = collect(&journal);
+    assert_eq!(frames.len() as u64, 40 + appended);
+    assert!(frames[..40].iter().all(|f| f.1 == KIND_CHECKPOINT));
+    assert_eq!(frames[0].0, checkpoint_seq);
+    assert_eq!(frames[39].3, payload(39, 4000));
+}
+
+#[test]
+fn a_checkpoint_past_segments_max_is_bounded_to_twice_the_limit() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut journal, _) = journal_at_segments_max(dir.path());
+    // 100 parts of 4000 bytes are about six segments: more than 3 extra.
+    let err = big_checkpoint_parts(&mut journal, 100, true).unwrap_err();
+    assert!(
+        matches!(err, JournalError::SegmentsExhausted { segments_max: 3 }),
+        "{err}"
+    );
+    assert_eq!(
+        journal.segment_count(),
+        3 * (1 + herald_journal::CHECKPOINT_SEGMENTS_EXTRA_FACTOR)
+    );
+}
+
+#[test]
+fn a_crash_mid_checkpoint_past_segments_max_recovers_the_previous_checkpoint() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut journal, records) = journal_at_segments_max(dir.path());
+    let old_checkpoint = journal.checkpoint_seq().unwrap();
+    // The writer is dropped unfinished: a crash part way through.
+    big_checkpoint_parts(&mut journal, 40, false).unwrap();
+    assert!(journal.segment_count() > 3);
+    drop(journal);
+
+    let mut cfg = config(dir.path());
+    cfg.segments_max = 3;
+    let (mut journal, recovery) = Journal::open(cfg).unwrap();
+    assert_eq!(recovery.checkpoint_seq, Some(old_checkpoint));
+    // Replay: the old checkpoint's part, then every record; the unfinished parts are skipped.
+    let frames = collect(&journal);
+    assert_eq!(frames.len(), 1 + records.len());
+    assert_eq!(frames[0].3, b"old state");
+    for (frame, (seq, p)) in frames[1..].iter().zip(&records) {
+        assert_eq!((frame.0, &frame.3), (*seq, p));
+    }
+    // Past the limit ordinary appends are refused; a checkpoint still completes,
+    // and once durable it frees the segments.
+    let err = journal.append(1, 1, &vec![0; 60_000]).unwrap_err();
+    assert!(
+        matches!(err, JournalError::SegmentsExhausted { .. }),
+        "{err}"
+    );
+    journal.checkpoint(b"new state").unwrap();
+    journal.sync().unwrap();
+    journal.compact().unwrap();
+    assert!(journal.segment_count() <= 3, "{}", journal.segment_count());
+    journal.append(1, 1, &payload(0, 1000)).unwrap();
+}
+
 #[test]
 fn check_reports_a_sound_journal() {
     let dir = tempfile::tempdir().unwrap();
