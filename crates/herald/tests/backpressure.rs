@@ -2,10 +2,13 @@
 //! [`Error::Backpressure`] and gives each refused event back, so a caller can publish
 //! it again later without having kept a copy.
 
+mod support;
+
 use herald::{
     DispatcherConfig, Error, Event, EventFilter, EventId, Fault, Herald, Scheme, TenantId, Unsent,
-    Url, WebhookSpec,
+    WebhookSpec,
 };
+use support::closed_url;
 
 fn tenant(name: &str) -> TenantId {
     TenantId::parse(name).unwrap()
@@ -23,15 +26,6 @@ fn engine(dir: &std::path::Path) -> Herald {
         })
         .start()
         .unwrap()
-}
-
-/// A port on 127.0.0.1 with nothing listening: deliveries there fail to connect and
-/// stay pending, waiting for their next attempt a minute later.
-fn closed_url() -> Url {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let port = listener.local_addr().unwrap().port();
-    drop(listener);
-    Url::parse(&format!("http://127.0.0.1:{port}/hook")).unwrap()
 }
 
 fn event(n: u64) -> Event {

@@ -3,7 +3,10 @@
 //! pending deliveries takes several), and a restart rebuilds every delivery from those
 //! parts: replay reads the checkpoint, not the history of every record.
 
-use herald::{Event, EventFilter, Herald, Scheme, TenantId, Url, WebhookSpec};
+mod support;
+
+use herald::{Event, EventFilter, Herald, Scheme, TenantId, WebhookSpec};
+use support::closed_url;
 
 /// Smallest journal segment: its frames hold at most 64 KiB.
 const SEGMENT_BYTES: u64 = 64 * 1024;
@@ -18,15 +21,6 @@ fn engine(dir: &std::path::Path) -> Herald {
         .journal_segment_bytes(SEGMENT_BYTES)
         .start()
         .unwrap()
-}
-
-/// A port on 127.0.0.1 with nothing listening: deliveries there fail to connect and
-/// stay pending, waiting for their next attempt a minute later.
-fn closed_url() -> Url {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let port = listener.local_addr().unwrap().port();
-    drop(listener);
-    Url::parse(&format!("http://127.0.0.1:{port}/hook")).unwrap()
 }
 
 fn pending(herald: &Herald) -> u64 {

@@ -131,3 +131,12 @@ pub fn wait_for<T>(timeout: Duration, mut probe: impl FnMut() -> Option<T>) -> T
         std::thread::sleep(Duration::from_millis(5));
     }
 }
+
+/// A URL on 127.0.0.1 whose port has nothing listening: deliveries there fail to connect
+/// and stay pending, waiting for their next attempt a minute later.
+pub fn closed_url() -> herald::Url {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    drop(listener);
+    herald::Url::parse(&format!("http://127.0.0.1:{port}/hook")).unwrap()
+}
