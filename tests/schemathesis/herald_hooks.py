@@ -12,9 +12,11 @@ refused; negative cases are sent as generated:
   path and query;
 * the secret's format follows the scheme (`whsec_` + base64 of 16 to 64 bytes for
   `standard`, which is the server's default here, `whsk_` + base64 of a 32-byte seed for
-  `ed25519`): a secret of the wrong form is replaced by a well-formed one, and a PATCH
+  `ed25519`): a secret of the wrong form is replaced by a well-formed one, a PATCH
   that changes the scheme to one of these without a secret gets one (the webhook's
-  current secret may not fit the new scheme);
+  current secret may not fit the new scheme), and a PATCH that sets a secret without
+  naming the scheme names `standard` (the secret must fit the webhook's current scheme,
+  which an earlier PATCH may have made `ed25519`);
 * a custom header may not reuse the stripe scheme's signature header: such a header is
   dropped.
 """
@@ -66,6 +68,11 @@ def before_call(ctx, case, **kwargs):
         elif scheme == "ed25519":
             body["secret"] = ED25519_SECRET
     elif isinstance(secret, str):
+        if scheme is None and case.operation.label.startswith("PATCH"):
+            # The secret must fit the webhook's current scheme, which is server state
+            # (an earlier PATCH may have made it ed25519): name the scheme it fits.
+            body["signature"] = {"scheme": "standard"}
+            scheme = "standard"
         if scheme in (None, "standard") and not secret.startswith("whsec_"):
             body["secret"] = STANDARD_SECRET
         elif scheme == "ed25519" and not secret.startswith("whsk_"):
