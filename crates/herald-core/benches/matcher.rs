@@ -18,8 +18,8 @@ const ACTIONS: &[&str] = &["created", "updated", "deleted", "completed", "failed
 fn random_type(rng: &mut StdRng) -> String {
     format!(
         "{}.{}",
-        RESOURCES[rng.gen_range(0..RESOURCES.len())],
-        ACTIONS[rng.gen_range(0..ACTIONS.len())]
+        RESOURCES[rng.random_range(0..RESOURCES.len())],
+        ACTIONS[rng.random_range(0..ACTIONS.len())]
     )
 }
 
@@ -30,14 +30,14 @@ fn build(webhooks: usize) -> (Matcher, Vec<(WebhookId, Vec<EventFilter>)>) {
     let mut list = Vec::with_capacity(webhooks);
     for i in 0..webhooks {
         let id = WebhookId::parse(&format!("wh_{i:06}")).unwrap();
-        let roll = rng.gen_range(0..100);
+        let roll = rng.random_range(0..100);
         let filters: Vec<EventFilter> = if roll < 1 {
             vec![EventFilter::All]
         } else if roll < 10 {
-            let r = RESOURCES[rng.gen_range(0..RESOURCES.len())];
+            let r = RESOURCES[rng.random_range(0..RESOURCES.len())];
             vec![EventFilter::parse(&format!("{r}.*")).unwrap()]
         } else {
-            (0..rng.gen_range(1..4))
+            (0..rng.random_range(1..4))
                 .map(|_| EventFilter::parse(&random_type(&mut rng)).unwrap())
                 .collect()
         };

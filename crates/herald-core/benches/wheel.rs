@@ -20,10 +20,10 @@ fn deadlines(seed: u64) -> Vec<u64> {
     let mut rng = StdRng::seed_from_u64(seed);
     (0..ENTRIES)
         .map(|_| {
-            let offset = if rng.gen_bool(0.9) {
-                rng.gen_range(0..DAY_MS + DAY_MS / 12)
+            let offset = if rng.random_bool(0.9) {
+                rng.random_range(0..DAY_MS + DAY_MS / 12)
             } else {
-                rng.gen_range(0..30 * DAY_MS)
+                rng.random_range(0..30 * DAY_MS)
             };
             START_MS + offset
         })

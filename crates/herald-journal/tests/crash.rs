@@ -109,7 +109,7 @@ fn sigkill_at_random_moments_loses_nothing_acknowledged() {
     let seed: u64 = std::env::var("HERALD_CRASH_SEED")
         .ok()
         .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| rand::thread_rng().gen());
+        .unwrap_or_else(|| rand::rng().random());
     println!("crash test seed {seed} (set HERALD_CRASH_SEED to reproduce)");
     let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
     let exe = std::env::current_exe().unwrap();
@@ -144,7 +144,7 @@ fn sigkill_at_random_moments_loses_nothing_acknowledged() {
             .recv_timeout(Duration::from_secs(30))
             .expect("child acknowledged nothing");
         assert!(first.starts_with("durable "), "child said {first}");
-        std::thread::sleep(Duration::from_micros(rng.gen_range(0..20_000)));
+        std::thread::sleep(Duration::from_micros(rng.random_range(0..20_000)));
         child.kill().unwrap(); // SIGKILL
         child.wait().unwrap();
         reader.join().unwrap();

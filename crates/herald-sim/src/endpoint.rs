@@ -71,30 +71,30 @@ pub struct Answer {
 impl Behaviour {
     /// A random behaviour for an endpoint of a run starting at `start_ms`.
     pub fn random(rng: &mut impl Rng, start_ms: u64) -> Behaviour {
-        match rng.gen_range(0..100) {
+        match rng.random_range(0..100) {
             0..=34 => Behaviour::Healthy,
             35..=44 => Behaviour::Slow {
-                latency_ms_max: rng.gen_range(1..=60) * SECOND_MS,
+                latency_ms_max: rng.random_range(1..=60) * SECOND_MS,
             },
             45..=59 => Behaviour::Flaky {
-                p_fail: rng.gen_range(0.1..0.9),
+                p_fail: rng.random_range(0.1..0.9),
             },
             60..=67 => Behaviour::RateLimited {
-                p_limited: rng.gen_range(0.2..0.8),
-                retry_after_s: rng.gen_range(0..=7_200),
+                p_limited: rng.random_range(0.2..0.8),
+                retry_after_s: rng.random_range(0..=7_200),
             },
             68..=73 => Behaviour::GoneAfter {
-                after: rng.gen_range(0..6),
+                after: rng.random_range(0..6),
             },
             74..=81 => Behaviour::Rejecting {
-                p_reject: rng.gen_range(0.05..0.5),
+                p_reject: rng.random_range(0.05..0.5),
             },
             82..=89 => Behaviour::TimingOut {
-                p_timeout: rng.gen_range(0.2..0.9),
+                p_timeout: rng.random_range(0.2..0.9),
             },
             _ => {
-                let from_ms = start_ms + rng.gen_range(0..2 * DAY_MS);
-                let days = rng.gen_range(0.1..8.0);
+                let from_ms = start_ms + rng.random_range(0..2 * DAY_MS);
+                let days = rng.random_range(0.1..8.0);
                 Behaviour::Down {
                     from_ms,
                     until_ms: from_ms + (days * DAY_MS as f64) as u64,
@@ -114,9 +114,9 @@ impl Behaviour {
         request_timeout_ms: u64,
     ) -> Answer {
         let ok = |rng: &mut dyn rand::RngCore| Answer {
-            after_ms: rng.gen_range(1..200),
+            after_ms: rng.random_range(1..200),
             result: AttemptResult::Response {
-                status: [200, 201, 202, 204][rng.gen_range(0..4)],
+                status: [200, 201, 202, 204][rng.random_range(0..4)],
                 retry_after: None,
             },
             received: true,
@@ -137,7 +137,7 @@ impl Behaviour {
         match *self {
             Behaviour::Healthy => ok(rng),
             Behaviour::Slow { latency_ms_max } => {
-                let latency_ms = rng.gen_range(1..=latency_ms_max);
+                let latency_ms = rng.random_range(1..=latency_ms_max);
                 if latency_ms > request_timeout_ms {
                     transport(request_timeout_ms, TransportError::RequestTimeout, true)
                 } else {
@@ -145,56 +145,56 @@ impl Behaviour {
                 }
             }
             Behaviour::Flaky { p_fail } => {
-                if !rng.gen_bool(p_fail) {
+                if !rng.random_bool(p_fail) {
                     return ok(rng);
                 }
-                match rng.gen_range(0..6) {
-                    0 => status(rng.gen_range(1..500), 500, None),
-                    1 => status(rng.gen_range(1..500), 502, None),
+                match rng.random_range(0..6) {
+                    0 => status(rng.random_range(1..500), 500, None),
+                    1 => status(rng.random_range(1..500), 502, None),
                     2 => status(
-                        rng.gen_range(1..500),
+                        rng.random_range(1..500),
                         503,
-                        rng.gen_bool(0.5)
-                            .then(|| RetryAfter::DelaySeconds(rng.gen_range(0..600))),
+                        rng.random_bool(0.5)
+                            .then(|| RetryAfter::DelaySeconds(rng.random_range(0..600))),
                     ),
-                    3 => transport(rng.gen_range(1..50), TransportError::Connect, false),
+                    3 => transport(rng.random_range(1..50), TransportError::Connect, false),
                     4 => transport(connect_timeout_ms, TransportError::ConnectTimeout, false),
-                    _ => transport(rng.gen_range(1..500), TransportError::Protocol, true),
+                    _ => transport(rng.random_range(1..500), TransportError::Protocol, true),
                 }
             }
             Behaviour::RateLimited {
                 p_limited,
                 retry_after_s,
             } => {
-                if rng.gen_bool(p_limited) {
-                    let retry_after = if rng.gen_bool(0.5) {
+                if rng.random_bool(p_limited) {
+                    let retry_after = if rng.random_bool(0.5) {
                         RetryAfter::DelaySeconds(retry_after_s)
                     } else {
                         let at_s = (now_ms / SECOND_MS) as i64 + retry_after_s as i64;
                         RetryAfter::AtUnixSeconds(at_s)
                     };
-                    status(rng.gen_range(1..100), 429, Some(retry_after))
+                    status(rng.random_range(1..100), 429, Some(retry_after))
                 } else {
                     ok(rng)
                 }
             }
             Behaviour::GoneAfter { after } => {
                 if nth >= after {
-                    status(rng.gen_range(1..100), 410, None)
+                    status(rng.random_range(1..100), 410, None)
                 } else {
                     ok(rng)
                 }
             }
             Behaviour::Rejecting { p_reject } => {
-                if rng.gen_bool(p_reject) {
-                    let code = [400, 401, 403, 404, 422, 301, 302][rng.gen_range(0..7)];
-                    status(rng.gen_range(1..100), code, None)
+                if rng.random_bool(p_reject) {
+                    let code = [400, 401, 403, 404, 422, 301, 302][rng.random_range(0..7)];
+                    status(rng.random_range(1..100), code, None)
                 } else {
                     ok(rng)
                 }
             }
             Behaviour::TimingOut { p_timeout } => {
-                if rng.gen_bool(p_timeout) {
+                if rng.random_bool(p_timeout) {
                     transport(request_timeout_ms, TransportError::RequestTimeout, true)
                 } else {
                     ok(rng)
@@ -202,7 +202,7 @@ impl Behaviour {
             }
             Behaviour::Down { from_ms, until_ms } => {
                 if (from_ms..until_ms).contains(&now_ms) {
-                    transport(rng.gen_range(1..50), TransportError::Connect, false)
+                    transport(rng.random_range(1..50), TransportError::Connect, false)
                 } else {
                     ok(rng)
                 }

@@ -11,11 +11,12 @@
 //! Every request and record is checked as it appears, cheap cross-checks run after every
 //! step, and the end of the run checks delivery (see [`Invariant`]). The same seed gives
 //! the same run, byte for byte: all randomness comes from one seeded generator (ChaCha8,
-//! whose stream its crate keeps fixed across releases, so a seed reproduces on any
-//! machine and build; `tests/seeds.rs` pins a few seeds to their trace hashes) and all
-//! collections iterate in a fixed order. The checker states the delivery policy (retry
-//! schedule, breaker, auto-disable, `Retry-After` bound) itself instead of importing the
-//! core's constants, so it is an independent oracle.
+//! whose stream its crate keeps fixed across releases, sampled through `rand`, whose
+//! integer ranges sample the same on 32- and 64-bit targets, so a seed reproduces on any
+//! machine and build of one `rand` major version; `tests/seeds.rs` pins a few seeds to
+//! their trace hashes) and all collections iterate in a fixed order. The checker states
+//! the delivery policy (retry schedule, breaker, auto-disable, `Retry-After` bound)
+//! itself instead of importing the core's constants, so it is an independent oracle.
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 

@@ -106,8 +106,8 @@ pub fn filter_matches(filter: &str, event_type: &str) -> bool {
 
 /// A random filter over [`EVENT_TYPES`]: mostly exact, sometimes `prefix.*` or `*`.
 pub fn random_filter(rng: &mut impl Rng) -> String {
-    let event_type = EVENT_TYPES[rng.gen_range(0..EVENT_TYPES.len())];
-    match rng.gen_range(0..10) {
+    let event_type = EVENT_TYPES[rng.random_range(0..EVENT_TYPES.len())];
+    match rng.random_range(0..10) {
         0 => "*".to_string(),
         1..=3 => {
             let first = event_type.split('.').next().unwrap_or(event_type);
@@ -121,19 +121,19 @@ impl Scenario {
     /// A random scenario.
     pub fn random(rng: &mut impl Rng, limits: &ScenarioLimits) -> Scenario {
         // A fixed epoch in 2026 keeps envelopes' `created_at` realistic; the offset varies.
-        let start_ms = 1_780_000_000_000 + rng.gen_range(0..365 * 24 * HOUR_MS);
-        let tenant_count = rng.gen_range(1..=limits.tenants_max);
+        let start_ms = 1_780_000_000_000 + rng.random_range(0..365 * 24 * HOUR_MS);
+        let tenant_count = rng.random_range(1..=limits.tenants_max);
         let tenants: Vec<String> = (0..tenant_count).map(|t| format!("tenant-{t}")).collect();
         let mut webhooks = Vec::new();
         for tenant in 0..tenants.len() {
-            for w in 0..rng.gen_range(0..=limits.webhooks_per_tenant_max) {
-                let filters = (0..rng.gen_range(1..=3))
+            for w in 0..rng.random_range(0..=limits.webhooks_per_tenant_max) {
+                let filters = (0..rng.random_range(1..=3))
                     .map(|_| random_filter(rng))
                     .collect();
-                let retry_delays_ms = match rng.gen_range(0..4) {
+                let retry_delays_ms = match rng.random_range(0..4) {
                     0 => Some(
-                        (0..rng.gen_range(0..5))
-                            .map(|_| rng.gen_range(0..3 * HOUR_MS))
+                        (0..rng.random_range(0..5))
+                            .map(|_| rng.random_range(0..3 * HOUR_MS))
                             .collect(),
                     ),
                     _ => None,
@@ -144,19 +144,22 @@ impl Scenario {
                     url: format!("https://t{tenant}-w{w}.example.com/hooks/{w}"),
                     filters,
                     retry_delays_ms,
-                    in_flight_max: [1, 2, 4, 16][rng.gen_range(0..4)],
-                    request_timeout_ms: [5_000, 10_000, 30_000][rng.gen_range(0..3)],
-                    rate: rng
-                        .gen_bool(0.25)
-                        .then(|| ([1, 2, 5, 20][rng.gen_range(0..4)], rng.gen_range(1..=5))),
+                    in_flight_max: [1, 2, 4, 16][rng.random_range(0..4)],
+                    request_timeout_ms: [5_000, 10_000, 30_000][rng.random_range(0..3)],
+                    rate: rng.random_bool(0.25).then(|| {
+                        (
+                            [1, 2, 5, 20][rng.random_range(0..4)],
+                            rng.random_range(1..=5),
+                        )
+                    }),
                     behaviour: Behaviour::random(rng, start_ms),
                 });
             }
         }
-        let event_count = rng.gen_range(1..=limits.events_max);
+        let event_count = rng.random_range(1..=limits.events_max);
         // Most runs publish within a day and a half (the default schedule's reach); some
         // keep publishing through long outages, which is what auto-disable needs.
-        let window_ms = if rng.gen_bool(0.3) {
+        let window_ms = if rng.random_bool(0.3) {
             limits.publish_window_ms
         } else {
             limits.publish_window_ms.min(36 * HOUR_MS)
@@ -164,10 +167,10 @@ impl Scenario {
         let mut times: Vec<u64> = (0..event_count)
             .map(|_| {
                 // Bursts: half the events land within a few seconds of each other.
-                if rng.gen_bool(0.5) {
-                    start_ms + rng.gen_range(0..5_000)
+                if rng.random_bool(0.5) {
+                    start_ms + rng.random_range(0..5_000)
                 } else {
-                    start_ms + rng.gen_range(0..window_ms)
+                    start_ms + rng.random_range(0..window_ms)
                 }
             })
             .collect();
@@ -177,9 +180,9 @@ impl Scenario {
             .enumerate()
             .map(|(n, at_ms)| EventPlan {
                 at_ms,
-                tenant: rng.gen_range(0..tenants.len()),
+                tenant: rng.random_range(0..tenants.len()),
                 id: format!("evt-{n}"),
-                event_type: EVENT_TYPES[rng.gen_range(0..EVENT_TYPES.len())].to_string(),
+                event_type: EVENT_TYPES[rng.random_range(0..EVENT_TYPES.len())].to_string(),
             })
             .collect();
         Scenario {

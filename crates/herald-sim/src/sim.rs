@@ -113,12 +113,12 @@ impl<'a> Sim<'a> {
     fn new(seed: u64, config: &'a SimConfig) -> Result<Sim<'a>, Violation> {
         let mut rng = ChaCha8Rng::seed_from_u64(seed);
         let scenario = Scenario::random(&mut rng, &config.limits);
-        let jitter_percent = if rng.gen_bool(0.3) { 10 } else { 0 };
+        let jitter_percent = if rng.random_bool(0.3) { 10 } else { 0 };
         let dispatcher_config = DispatcherConfig {
             jitter_percent,
             jitter_seed: seed,
             // Small batches exercise the leftover path of a tick.
-            sends_per_tick_max: [1, 3, 64][rng.gen_range(0..3)],
+            sends_per_tick_max: [1, 3, 64][rng.random_range(0..3)],
             ..DispatcherConfig::default()
         };
         let checker = Checker::new(seed, &scenario, jitter_percent);
@@ -156,26 +156,26 @@ impl<'a> Sim<'a> {
             let at = sim.scenario.events[index].at_ms;
             sim.schedule(at, Action::Publish(index));
         }
-        for _ in 0..sim.rng.gen_range(0..=config.checkpoints_max) {
+        for _ in 0..sim.rng.random_range(0..=config.checkpoints_max) {
             let at = start_ms
                 + sim
                     .rng
-                    .gen_range(0..config.limits.publish_window_ms + DAY_MS);
+                    .random_range(0..config.limits.publish_window_ms + DAY_MS);
             sim.schedule(at, Action::Checkpoint);
         }
-        for _ in 0..sim.rng.gen_range(0..=config.manual_ops_max) {
+        for _ in 0..sim.rng.random_range(0..=config.manual_ops_max) {
             let at = start_ms
                 + sim
                     .rng
-                    .gen_range(0..config.limits.publish_window_ms + DAY_MS);
+                    .random_range(0..config.limits.publish_window_ms + DAY_MS);
             sim.schedule(at, Action::Manage);
         }
-        let crashes = sim.rng.gen_range(0..=config.crashes_max);
+        let crashes = sim.rng.random_range(0..=config.crashes_max);
         for _ in 0..crashes {
             let at = start_ms
                 + sim
                     .rng
-                    .gen_range(0..config.limits.publish_window_ms + 2 * DAY_MS);
+                    .random_range(0..config.limits.publish_window_ms + 2 * DAY_MS);
             sim.schedule(at, Action::Crash);
         }
         Ok(sim)
@@ -198,13 +198,13 @@ impl<'a> Sim<'a> {
     fn create_webhooks(&mut self) -> Result<(), String> {
         let plans = self.scenario.webhooks.clone();
         for plan in plans {
-            let scheme = match self.rng.gen_range(0..4) {
+            let scheme = match self.rng.random_range(0..4) {
                 0 => Scheme::Standard,
                 1 => Scheme::Ed25519,
                 2 => Scheme::stripe(),
                 _ => Scheme::Olo,
             };
-            let random: [u8; 32] = self.rng.gen();
+            let random: [u8; 32] = self.rng.random();
             let secret = generate_secret(&scheme, &random);
             let verify_key = match scheme {
                 Scheme::Ed25519 => parse(public_key(&secret), "public key")?,
@@ -304,7 +304,7 @@ impl<'a> Sim<'a> {
             self.pump()?;
             self.check_step()?;
             if self.stats.crashes < u64::from(self.config.crashes_max)
-                && self.rng.gen_bool(self.config.crash_per_step_p)
+                && self.rng.random_bool(self.config.crash_per_step_p)
             {
                 self.crash()?;
             }
@@ -446,7 +446,7 @@ impl<'a> Sim<'a> {
         if self.journal.len() > self.durable_len && !self.sync_scheduled {
             // Group commit: a sync a few milliseconds later covers everything appended
             // until then.
-            let at = self.now_ms + self.rng.gen_range(0..=5);
+            let at = self.now_ms + self.rng.random_range(0..=5);
             self.schedule(at, Action::Sync);
             self.sync_scheduled = true;
         }
@@ -583,7 +583,7 @@ impl<'a> Sim<'a> {
         }
         self.stats.crashes += 1;
         let unsynced = self.journal.len() - self.durable_len;
-        let mut keep = self.durable_len + self.rng.gen_range(0..=unsynced);
+        let mut keep = self.durable_len + self.rng.random_range(0..=unsynced);
         if self.config.bug == Some(InjectedBug::ForgetDurable) {
             keep = keep.saturating_sub(3);
         }
@@ -637,7 +637,7 @@ impl<'a> Sim<'a> {
         let retry: Vec<usize> = self.session.abandon().collect();
         self.session.replace(dispatcher);
         for index in retry {
-            let at = self.now_ms + self.rng.gen_range(1..1_000);
+            let at = self.now_ms + self.rng.random_range(1..1_000);
             self.schedule(at, Action::Publish(index));
         }
         self.pump()
@@ -654,14 +654,14 @@ impl<'a> Sim<'a> {
         if live.is_empty() {
             return Ok(());
         }
-        let webhook = live[self.rng.gen_range(0..live.len())].clone();
+        let webhook = live[self.rng.random_range(0..live.len())].clone();
         let disabled = self.checker.is_disabled(&webhook);
-        let op = match self.rng.gen_range(0..12) {
+        let op = match self.rng.random_range(0..12) {
             0..=1 if !disabled => ManualOp::Disable(webhook),
             0..=3 if disabled => ManualOp::Enable(webhook),
             2..=3 => ManualOp::Update {
                 webhook,
-                filters: (0..self.rng.gen_range(1..=3))
+                filters: (0..self.rng.random_range(1..=3))
                     .map(|_| random_filter(&mut self.rng))
                     .collect(),
             },
@@ -677,16 +677,18 @@ impl<'a> Sim<'a> {
                 if candidates.is_empty() {
                     return Ok(());
                 }
-                ManualOp::Retry(candidates[self.rng.gen_range(0..candidates.len())])
+                ManualOp::Retry(candidates[self.rng.random_range(0..candidates.len())])
             }
             8..=9 => ManualOp::Resend {
                 webhook,
                 since_ms: self.scenario.start_ms
-                    + self.rng.gen_range(0..=self.now_ms - self.scenario.start_ms),
+                    + self
+                        .rng
+                        .random_range(0..=self.now_ms - self.scenario.start_ms),
             },
             _ => ManualOp::TestEvent {
                 webhook,
-                event_type: EVENT_TYPES[self.rng.gen_range(0..EVENT_TYPES.len())].to_string(),
+                event_type: EVENT_TYPES[self.rng.random_range(0..EVENT_TYPES.len())].to_string(),
             },
         };
         if self.config.trace {

@@ -30,12 +30,12 @@ pub fn chunks(wire: &[u8], split: Split) -> Vec<&[u8]> {
             let mut rest = wire;
             while !rest.is_empty() {
                 // Mostly small pieces, now and then a large one.
-                let max = if rng.gen_bool(0.2) {
+                let max = if rng.random_bool(0.2) {
                     rest.len()
                 } else {
                     7.min(rest.len())
                 };
-                let n = rng.gen_range(1..=max);
+                let n = rng.random_range(1..=max);
                 let (piece, tail) = rest.split_at(n);
                 out.push(piece);
                 rest = tail;
