@@ -47,6 +47,7 @@ pub struct Builder {
     journal_group_delay: Option<Duration>,
     journal_group_records_max: Option<usize>,
     journal_segment_bytes: Option<u64>,
+    journal_segments_max: Option<usize>,
     shutdown_grace: Option<Duration>,
     checkpoint_records: Option<u64>,
     checkpoint_interval: Option<Duration>,
@@ -76,6 +77,7 @@ impl Default for Builder {
             journal_group_delay: None,
             journal_group_records_max: None,
             journal_segment_bytes: None,
+            journal_segments_max: None,
             shutdown_grace: None,
             checkpoint_records: None,
             checkpoint_interval: None,
@@ -186,6 +188,17 @@ impl Builder {
     /// Journal segment file size (default 64 MiB; a multiple of 4096).
     pub fn journal_segment_bytes(mut self, bytes: u64) -> Builder {
         self.journal_segment_bytes = Some(bytes);
+        self
+    }
+
+    /// Most journal segment files per shard (default 1024; 2..=65,536): bounds the
+    /// journal's disk use to this many segments. Changes are refused with a storage
+    /// error while the journal is at the limit and its latest checkpoint frees
+    /// nothing; the shard writes a checkpoint then and takes changes again once the
+    /// state fits. A checkpoint written at the limit may use up to as many segments
+    /// again, until it is complete and the older segments go.
+    pub fn journal_segments_max(mut self, segments: usize) -> Builder {
+        self.journal_segments_max = Some(segments);
         self
     }
 
@@ -305,6 +318,9 @@ impl Builder {
         }
         if let Some(bytes) = self.journal_segment_bytes {
             shard.journal_segment_bytes = bytes;
+        }
+        if let Some(segments) = self.journal_segments_max {
+            shard.journal_segments_max = segments;
         }
         if let Some(grace) = self.shutdown_grace {
             shard.shutdown_grace_ms = millis(grace);

@@ -894,6 +894,15 @@ impl Shard {
         if Instant::now() < blocked.next_probe {
             return;
         }
+        if self.journal.segment_count() >= self.journal.config().segments_max {
+            self.checkpoint_at_segment_limit();
+        }
+        let Some(blocked) = &mut self.blocked else {
+            return;
+        };
+        if self.storage_failure.is_some() {
+            return;
+        }
         match self.journal.ensure_room(blocked.payload_bytes) {
             Ok(()) => {
                 tracing::info!(
@@ -912,6 +921,54 @@ impl Shard {
                 blocked.next_probe = Instant::now() + blocked.delay;
                 tracing::debug!(shard = self.index, %error, delay_ms = blocked.delay.as_millis() as u64, "the journal still cannot write");
                 blocked.error = StorageError::of(error).then(REFUSED_UNTIL_WRITABLE);
+            }
+        }
+    }
+
+    /// While blocked at the journal's segment limit: only a checkpoint lets old segments
+    /// go, and a blocked shard writes none by schedule. So the probe writes one of the
+    /// rebuilt dispatcher's state (which is what the journal holds), waits for it to be
+    /// durable and compacts; when the state fits, the next record has room again. The
+    /// journal lets a checkpoint go past the limit (bounded) to make this possible.
+    fn checkpoint_at_segment_limit(&mut self) {
+        if self.records_since_checkpoint == 0 {
+            // The latest checkpoint already holds this state: another frees nothing.
+            return;
+        }
+        // A checkpoint must follow every record it summarises. The rebuilt dispatcher
+        // may have made records of its own (deliveries of webhooks gone while it was
+        // down are ended) that could not be journaled yet; its state is then ahead of
+        // the journal and no checkpoint can be written until they are.
+        self.session.drain_commands(&mut self.commands);
+        if self
+            .commands
+            .iter()
+            .any(|command| matches!(command, Command::Append { .. }))
+        {
+            tracing::debug!(
+                shard = self.index,
+                "records wait to be journaled; no checkpoint at the segment limit"
+            );
+            return;
+        }
+        if let Err(error) = self.write_checkpoint_parts(now_ms()) {
+            tracing::warn!(shard = self.index, %error, "checkpoint at the journal's segment limit not written");
+            return;
+        }
+        if let Err(error) = self.journal.sync() {
+            self.storage_failure = Some(StorageError::of(error));
+            return;
+        }
+        self.advance_durable();
+        match self.journal.compact() {
+            Ok(done) => tracing::info!(
+                shard = self.index,
+                segments_deleted = done.segments_deleted,
+                segments = self.journal.segment_count(),
+                "checkpoint written at the journal's segment limit"
+            ),
+            Err(error) => {
+                tracing::warn!(shard = self.index, %error, "compacting the journal failed")
             }
         }
     }
@@ -1050,6 +1107,18 @@ impl Shard {
         if self.blocked.is_some() || self.storage_failure.is_some() {
             return;
         }
+        if let Err(error) = self.write_checkpoint_parts(now) {
+            tracing::warn!(
+                shard = self.index,
+                %error,
+                "checkpoint not written; old journal segments are kept"
+            );
+        }
+    }
+
+    /// Writes the dispatcher's state as a checkpoint, whose records must all be in the
+    /// journal already (the callers see to it).
+    fn write_checkpoint_parts(&mut self, now: u64) -> Result<(), String> {
         // Whatever happens next, the next attempt waits for another full period: a
         // checkpoint that failed must not be retried on every turn.
         self.last_checkpoint = Instant::now();
@@ -1090,23 +1159,15 @@ impl Shard {
             Some(message) => Err(message),
             None => writer.finish().map_err(|error| error.to_string()),
         };
-        match finished.and_then(|_| self.journal.commit().map_err(|error| error.to_string())) {
-            Ok(()) => {
-                bytes += herald_journal::frame_bytes(herald_journal::CHECKPOINT_PART_HEADER_BYTES);
-                self.journal_bytes_appended += bytes;
-                self.checkpoints.appended_at_last = self.journal_bytes_appended;
-                self.checkpoints.written += 1;
-                self.checkpoints.seq_last = self.journal.checkpoint_last_seq().unwrap_or(0);
-                self.checkpoints.bytes_last = bytes;
-                self.checkpoints.us_last =
-                    u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
-            }
-            Err(error) => tracing::warn!(
-                shard = self.index,
-                %error,
-                "checkpoint not written; old journal segments are kept"
-            ),
-        }
+        finished.and_then(|_| self.journal.commit().map_err(|error| error.to_string()))?;
+        bytes += herald_journal::frame_bytes(herald_journal::CHECKPOINT_PART_HEADER_BYTES);
+        self.journal_bytes_appended += bytes;
+        self.checkpoints.appended_at_last = self.journal_bytes_appended;
+        self.checkpoints.written += 1;
+        self.checkpoints.seq_last = self.journal.checkpoint_last_seq().unwrap_or(0);
+        self.checkpoints.bytes_last = bytes;
+        self.checkpoints.us_last = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
+        Ok(())
     }
 
     /// The journal failed: every waiting reply gets the storage error.

@@ -1,0 +1,185 @@
+//! The journal's segment limit under the engine: with the smallest segments, a limit of
+//! two segments and no checkpoint by schedule, publishing fills the journal until it
+//! refuses records (`Error::Storage`). The events are delivered, so the state they
+//! leave is small: the blocked shard writes a checkpoint as part of its probes, the
+//! segments before it go, and it takes changes again by itself, without a restart.
+//! Every acknowledged event is delivered, none refused is, and a restart finds every
+//! acknowledged one in the journal.
+
+mod support;
+
+use std::collections::BTreeSet;
+use std::path::Path;
+use std::time::Duration;
+
+use herald::{
+    DeliveryQuery, Error, Event, EventFilter, EventId, Herald, Scheme, TenantId, Url, WebhookSpec,
+};
+use support::Receiver;
+
+/// Upper bound of every wait; a passing run takes a small fraction of it.
+const WAIT: Duration = Duration::from_secs(30);
+/// Most publishes tried before the journal must have reached its limit (two segments of
+/// 64 KiB hold a few dozen events of ~1 KiB with their attempts).
+const PUBLISHES_MAX: usize = 2_000;
+
+fn engine(dir: &Path) -> Herald {
+    Herald::builder()
+        .data_dir(dir)
+        .shards(1)
+        .allow_cidr("127.0.0.1/32")
+        .journal_segment_bytes(herald_journal::SEGMENT_BYTES_MIN)
+        .journal_segments_max(2)
+        // No checkpoint by count or time while the test runs: only the limit's own.
+        .checkpoint_records(u64::MAX)
+        .checkpoint_interval(Duration::from_secs(3600))
+        .shutdown_grace(Duration::from_secs(2))
+        .start()
+        .expect("engine starts")
+}
+
+fn event(n: usize) -> Event {
+    Event::parse(
+        "order.created",
+        &serde_json::json!({"n": n, "pad": "x".repeat(1000)}),
+    )
+    .unwrap()
+    .with_id(EventId::parse(&format!("evt_limit_{n}")).unwrap())
+}
+
+fn arrived(received: &[support::Received]) -> BTreeSet<String> {
+    received
+        .iter()
+        .filter_map(|r| r.header("webhook-id").map(str::to_string))
+        .collect()
+}
+
+#[test]
+fn a_shard_at_the_segment_limit_checkpoints_and_resumes_by_itself() {
+    let data = tempfile::tempdir().unwrap();
+    let receiver = Receiver::start();
+    let tenant = TenantId::parse("acme").unwrap();
+    let secret = herald_sign::generate_secret(&Scheme::Standard, &[7; 32]);
+    let herald = engine(data.path());
+    herald
+        .create_webhook(
+            &tenant,
+            WebhookSpec::new(
+                Url::parse(&receiver.url("/limit")).unwrap(),
+                vec![EventFilter::parse("order.*").unwrap()],
+                Scheme::Standard,
+                secret,
+            ),
+        )
+        .unwrap();
+
+    // Publish, letting each event be delivered, until the journal refuses a record.
+    let mut acknowledged: BTreeSet<String> = BTreeSet::new();
+    let mut refused: BTreeSet<String> = BTreeSet::new();
+    let mut n = 0;
+    let error = loop {
+        assert!(n < PUBLISHES_MAX, "the journal never reached its limit");
+        match herald.publish(&tenant, event(n)) {
+            Ok(id) => {
+                acknowledged.insert(id.to_string());
+                let id = id.to_string();
+                // Delivered (and its attempt journaled) before the next one: the
+                // state left is the webhook and finished deliveries.
+                receiver.wait_until(WAIT, |r| arrived(r).contains(&id));
+            }
+            Err(error) => {
+                refused.insert(format!("evt_limit_{n}"));
+                break error;
+            }
+        }
+        n += 1;
+    };
+    assert!(
+        matches!(error, Error::Storage { .. }),
+        "the segment limit is a storage error: {error:?}"
+    );
+    assert!(
+        error.to_string().contains("segments_max"),
+        "the error names the limit: {error}"
+    );
+    assert!(
+        acknowledged.len() > 10,
+        "{} events fitted",
+        acknowledged.len()
+    );
+
+    // Without a restart, the shard takes changes again: its probe checkpoints the
+    // (small) state and the segments before the checkpoint go. With no other
+    // checkpoint the journal fills again and again: each time the shard resumes by
+    // itself.
+    let refused_at_first_limit = refused.len();
+    let mut publish_until_taken = |n: &mut usize| -> String {
+        support::wait_for(WAIT, || {
+            *n += 1;
+            match herald.publish(&tenant, event(*n)) {
+                Ok(id) => Some(id.to_string()),
+                Err(Error::Storage { .. }) => {
+                    refused.insert(format!("evt_limit_{n}"));
+                    std::thread::sleep(Duration::from_millis(10));
+                    None
+                }
+                Err(other) => panic!("at the segment limit: {other:?}"),
+            }
+        })
+    };
+    let mut taken = Vec::new();
+    for _ in 0..3 * acknowledged.len() {
+        let id = publish_until_taken(&mut n);
+        receiver.wait_until(WAIT, |r| arrived(r).contains(&id));
+        taken.push(id);
+    }
+    acknowledged.extend(taken);
+    assert!(
+        refused.len() > refused_at_first_limit,
+        "the journal reached its limit again (and resumed): {} refused",
+        refused.len()
+    );
+
+    let received = receiver.wait_until(WAIT, |r| arrived(r).is_superset(&acknowledged));
+    let ids = arrived(&received);
+    assert!(
+        ids.is_disjoint(&refused),
+        "refused events were delivered: {:?}",
+        ids.intersection(&refused).collect::<Vec<_>>()
+    );
+    herald.shutdown().expect("a clean stop");
+    drop(herald);
+
+    // After a restart the journal holds every acknowledged event and no refused one.
+    let herald = engine(data.path());
+    let mut logged: BTreeSet<String> = BTreeSet::new();
+    let mut after = None;
+    loop {
+        let page = herald
+            .deliveries(DeliveryQuery {
+                limit: 1000,
+                after,
+                ..DeliveryQuery::tenant(tenant.clone())
+            })
+            .unwrap();
+        logged.extend(page.items.iter().map(|r| r.event_id.to_string()));
+        match page.next_after {
+            Some(next) => after = Some(next),
+            None => break,
+        }
+    }
+    assert!(
+        logged.is_superset(&acknowledged),
+        "acknowledged events missing after the restart: {:?}",
+        acknowledged.difference(&logged).collect::<Vec<_>>()
+    );
+    assert!(
+        logged.is_disjoint(&refused),
+        "refused events were journaled"
+    );
+    eprintln!(
+        "segment_limit: {} acknowledged, {} refused at the limit, none lost",
+        acknowledged.len(),
+        refused.len()
+    );
+}
