@@ -12,10 +12,8 @@ use std::collections::BTreeSet;
 use std::path::Path;
 use std::time::Duration;
 
-use herald::{
-    DeliveryQuery, Error, Event, EventFilter, EventId, Herald, Scheme, TenantId, Url, WebhookSpec,
-};
-use support::Receiver;
+use herald::{Error, EventFilter, Herald, Scheme, TenantId, Url, WebhookSpec};
+use support::{arrived_ids as arrived, Receiver};
 
 /// Upper bound of every wait; a passing run takes a small fraction of it.
 const WAIT: Duration = Duration::from_secs(30);
@@ -38,20 +36,8 @@ fn engine(dir: &Path) -> Herald {
         .expect("engine starts")
 }
 
-fn event(n: usize) -> Event {
-    Event::parse(
-        "order.created",
-        &serde_json::json!({"n": n, "pad": "x".repeat(1000)}),
-    )
-    .unwrap()
-    .with_id(EventId::parse(&format!("evt_limit_{n}")).unwrap())
-}
-
-fn arrived(received: &[support::Received]) -> BTreeSet<String> {
-    received
-        .iter()
-        .filter_map(|r| r.header("webhook-id").map(str::to_string))
-        .collect()
+fn event(n: usize) -> herald::Event {
+    support::padded_event("evt_limit", n)
 }
 
 #[test]
@@ -152,22 +138,7 @@ fn a_shard_at_the_segment_limit_checkpoints_and_resumes_by_itself() {
 
     // After a restart the journal holds every acknowledged event and no refused one.
     let herald = engine(data.path());
-    let mut logged: BTreeSet<String> = BTreeSet::new();
-    let mut after = None;
-    loop {
-        let page = herald
-            .deliveries(DeliveryQuery {
-                limit: 1000,
-                after,
-                ..DeliveryQuery::tenant(tenant.clone())
-            })
-            .unwrap();
-        logged.extend(page.items.iter().map(|r| r.event_id.to_string()));
-        match page.next_after {
-            Some(next) => after = Some(next),
-            None => break,
-        }
-    }
+    let logged = support::logged_event_ids(&herald, &tenant);
     assert!(
         logged.is_superset(&acknowledged),
         "acknowledged events missing after the restart: {:?}",

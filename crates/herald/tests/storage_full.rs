@@ -17,8 +17,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use herald::{
-    DeliveryQuery, Error, Event, EventFilter, EventId, Fault, Herald, Scheme, TenantId, Url,
-    WebhookSpec,
+    DeliveryQuery, Error, EventFilter, Fault, Herald, Scheme, TenantId, Url, WebhookSpec,
 };
 use support::Receiver;
 
@@ -71,13 +70,8 @@ fn engine(dir: &Path) -> Herald {
         .expect("engine starts")
 }
 
-fn event(n: usize) -> Event {
-    Event::parse(
-        "order.created",
-        &serde_json::json!({"n": n, "pad": "x".repeat(1000)}),
-    )
-    .unwrap()
-    .with_id(EventId::parse(&format!("evt_full_{n}")).unwrap())
+fn event(n: usize) -> herald::Event {
+    support::padded_event("evt_full", n)
 }
 
 #[test]
@@ -204,14 +198,9 @@ fn a_full_disk_refuses_changes_then_service_resumes_by_itself() {
     assert!(n > resumed_from);
 
     // Every acknowledged event arrives; no refused one ever does.
-    let arrived = |received: &[support::Received]| -> BTreeSet<String> {
-        received
-            .iter()
-            .filter_map(|r| r.header("webhook-id").map(str::to_string))
-            .collect()
-    };
-    let received = receiver.wait_until(WAIT, |r| arrived(r).is_superset(&acknowledged));
-    let ids = arrived(&received);
+    let received =
+        receiver.wait_until(WAIT, |r| support::arrived_ids(r).is_superset(&acknowledged));
+    let ids = support::arrived_ids(&received);
     assert!(
         ids.is_disjoint(&refused),
         "refused events were delivered: {:?}",
@@ -222,22 +211,7 @@ fn a_full_disk_refuses_changes_then_service_resumes_by_itself() {
 
     // After a restart the journal holds every acknowledged event and no refused one.
     let herald = engine(&data);
-    let mut logged: BTreeSet<String> = BTreeSet::new();
-    let mut after = None;
-    loop {
-        let page = herald
-            .deliveries(DeliveryQuery {
-                limit: 1000,
-                after,
-                ..DeliveryQuery::tenant(tenant.clone())
-            })
-            .unwrap();
-        logged.extend(page.items.iter().map(|r| r.event_id.to_string()));
-        match page.next_after {
-            Some(next) => after = Some(next),
-            None => break,
-        }
-    }
+    let logged = support::logged_event_ids(&herald, &tenant);
     assert!(
         logged.is_superset(&acknowledged),
         "acknowledged events missing after the restart: {:?}",

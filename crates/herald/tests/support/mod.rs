@@ -117,6 +117,47 @@ impl Receiver {
     }
 }
 
+/// Event `n` of a run: an `order.created` of about 1 KiB with id `{prefix}_{n}`.
+pub fn padded_event(prefix: &str, n: usize) -> herald::Event {
+    herald::Event::parse(
+        "order.created",
+        &serde_json::json!({"n": n, "pad": "x".repeat(1000)}),
+    )
+    .unwrap()
+    .with_id(herald::EventId::parse(&format!("{prefix}_{n}")).unwrap())
+}
+
+/// The event ids (`webhook-id`) of the requests received.
+pub fn arrived_ids(received: &[Received]) -> std::collections::BTreeSet<String> {
+    received
+        .iter()
+        .filter_map(|r| r.header("webhook-id").map(str::to_string))
+        .collect()
+}
+
+/// The event ids of every delivery in `tenant`'s delivery log, page by page.
+pub fn logged_event_ids(
+    herald: &herald::Herald,
+    tenant: &herald::TenantId,
+) -> std::collections::BTreeSet<String> {
+    let mut logged = std::collections::BTreeSet::new();
+    let mut after = None;
+    loop {
+        let page = herald
+            .deliveries(herald::DeliveryQuery {
+                limit: 1000,
+                after,
+                ..herald::DeliveryQuery::tenant(tenant.clone())
+            })
+            .unwrap();
+        logged.extend(page.items.iter().map(|r| r.event_id.to_string()));
+        match page.next_after {
+            Some(next) => after = Some(next),
+            None => return logged,
+        }
+    }
+}
+
 /// Polls `probe` every 5 ms until it returns `Some`, or panics after `timeout`.
 pub fn wait_for<T>(timeout: Duration, mut probe: impl FnMut() -> Option<T>) -> T {
     let deadline = Instant::now() + timeout;
