@@ -12,6 +12,19 @@ use std::process::Command;
 
 use herald_journal::{Fault, Journal, JournalConfig, SEGMENT_BYTES_MIN};
 
+/// Held for the whole of each test (mount to unmount): the tests in this file run as
+/// threads of one process, and a child that one of them starts (`mount`, `umount`)
+/// holds a copy of every open descriptor between its fork and its exec, the journal's
+/// directory lock included, so a journal reopened at that moment in another test
+/// would find its directory locked.
+static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn serial() -> std::sync::MutexGuard<'static, ()> {
+    SERIAL
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
 /// Unmounts on drop, even when an assertion fails.
 struct Mount(PathBuf);
 
@@ -51,6 +64,7 @@ fn fill(dir: &Path) -> PathBuf {
 
 #[test]
 fn enospc_on_roll_fails_the_append_then_recovers() {
+    let _serial = serial();
     let mountpoint = tempfile::tempdir().unwrap();
     let Some(_mount) = mount_tmpfs(mountpoint.path(), 1024 * 1024) else {
         eprintln!("storage_full: cannot mount tmpfs here (not root?); skipped");
@@ -132,6 +146,7 @@ fn enospc_on_roll_fails_the_append_then_recovers() {
 /// nothing.
 #[test]
 fn ensure_room_probes_until_space_frees() {
+    let _serial = serial();
     let mountpoint = tempfile::tempdir().unwrap();
     let Some(_mount) = mount_tmpfs(mountpoint.path(), 1024 * 1024) else {
         eprintln!("storage_full: cannot mount tmpfs here (not root?); skipped");
