@@ -202,6 +202,30 @@ pub struct Frame<'a> {
     pub version: u16,
     /// Payload, 16-byte aligned in memory.
     pub payload: &'a [u8],
+    /// Where the payload lies in the journal ([`Journal::bytes_at`] reads it back,
+    /// or any part of it, while its segment is kept).
+    pub position: Position,
+}
+
+/// Where bytes lie in the journal: a segment (named by its first sequence number) and
+/// a byte offset in it. Positions stay valid while the segment is kept, that is until
+/// a later checkpoint is durable and the segment is compacted away.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Position {
+    /// The segment's first sequence number.
+    pub segment: u64,
+    /// Offset from the start of the segment file.
+    pub offset: u64,
+}
+
+impl Position {
+    /// The position `bytes` further on in the same segment.
+    pub fn after(self, bytes: u64) -> Position {
+        Position {
+            segment: self.segment,
+            offset: self.offset + bytes,
+        }
+    }
 }
 
 impl<'a> Frame<'a> {
@@ -222,12 +246,14 @@ impl<'a> Frame<'a> {
         crate::codec::access::<T>(self.payload)
     }
 
-    fn from_raw(raw: RawFrame<'a>) -> Self {
+    /// The frame `raw`, whose header starts at `frame` in the journal.
+    fn from_raw(raw: RawFrame<'a>, frame: Position) -> Self {
         Self {
             seq: raw.seq,
             kind: raw.kind,
             version: raw.version,
             payload: raw.payload,
+            position: frame.after(FRAME_HEADER_BYTES),
         }
     }
 }
@@ -285,7 +311,8 @@ struct Segment {
     file: Arc<File>,
     /// Read-only shared mapping: it sees the page cache, so frames written
     /// with `pwrite` are readable through it at once (replay, zero-copy access).
-    map: Mmap,
+    /// Shared with [`Reader`]s, which keep it mapped after the segment is deleted.
+    map: Arc<Mmap>,
     /// Where the next frame goes; everything from here on is zero (in the file,
     /// or in the journal's staging buffer until it is written).
     end: u64,
@@ -315,6 +342,41 @@ pub struct Journal {
     since_kick: u64,
     sync_thread: Option<JoinHandle<()>>,
     payload_bytes_max: u64,
+    /// Size of the frame appended last (it ends at the active segment's `end`).
+    last_frame_bytes: u64,
+}
+
+/// Read access to the journal's written frames, detached from the journal: see
+/// [`Journal::reader`]. Holds the segments' mappings (a segment compacted away stays
+/// readable through it until it is dropped).
+pub struct Reader {
+    /// (first sequence number, mapping, written end) of each segment, oldest first.
+    segments: Vec<(u64, Arc<Mmap>, u64)>,
+}
+
+impl std::fmt::Debug for Reader {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Reader")
+            .field("segments", &self.segments.len())
+            .finish()
+    }
+}
+
+impl Reader {
+    /// `len` bytes at `at`, if they were written when the reader was made.
+    pub fn bytes_at(&self, at: Position, len: usize) -> Option<&[u8]> {
+        let index = self
+            .segments
+            .binary_search_by_key(&at.segment, |s| s.0)
+            .ok()?;
+        let (_, map, written) = &self.segments[index];
+        let start = at.offset;
+        let stop = start.checked_add(len as u64)?;
+        if start < SEGMENT_HEADER_BYTES || stop > *written {
+            return None;
+        }
+        map.get(start as usize..stop as usize)
+    }
 }
 
 impl std::fmt::Debug for Journal {
@@ -360,7 +422,7 @@ pub(crate) fn list_segments(dir: &Path, clean: bool) -> Result<Vec<(u64, PathBuf
     Ok(out)
 }
 
-fn map_segment(file: &File, path: &Path) -> Result<Mmap, JournalError> {
+fn map_segment(file: &File, path: &Path) -> Result<Arc<Mmap>, JournalError> {
     // SAFETY: the file is a segment of a journal directory this process holds
     // the exclusive flock on, so no other cooperating handle truncates or
     // writes it while mapped; the journal never shrinks a mapped file. The
@@ -368,7 +430,8 @@ fn map_segment(file: &File, path: &Path) -> Result<Mmap, JournalError> {
     // byte it has handed out a borrow of (frames before `end` never change).
     #[allow(unsafe_code)]
     let map = unsafe { Mmap::map(file) };
-    map.map_err(|e| JournalError::io("mmap", path, e))
+    map.map(Arc::new)
+        .map_err(|e| JournalError::io("mmap", path, e))
 }
 
 fn open_rw(path: &Path) -> Result<File, JournalError> {
@@ -575,6 +638,7 @@ impl Journal {
             since_kick: 0,
             sync_thread: Some(sync_thread),
             payload_bytes_max,
+            last_frame_bytes: 0,
         };
         Ok((journal, recovery))
     }
@@ -588,10 +652,79 @@ impl Journal {
     /// durable with a later group sync (see [`Journal::durable_seq`]).
     /// `kind` must be below [`KIND_RESERVED_MIN`].
     pub fn append(&mut self, kind: u16, version: u16, payload: &[u8]) -> Result<u64, JournalError> {
+        self.append_placed(kind, version, payload)
+            .map(|(seq, _)| seq)
+    }
+
+    /// [`Journal::append`], also returning where the payload lies: its bytes can be
+    /// read back through the mapping with [`Journal::bytes_at`] (or a [`Reader`])
+    /// until its segment is compacted away, so a caller may keep the position instead
+    /// of a copy.
+    pub fn append_placed(
+        &mut self,
+        kind: u16,
+        version: u16,
+        payload: &[u8],
+    ) -> Result<(u64, Position), JournalError> {
         if kind >= KIND_RESERVED_MIN {
             return Err(JournalError::ReservedKind { kind });
         }
-        self.append_frame(kind, version, payload)
+        let seq = self.append_frame(kind, version, payload)?;
+        Ok((seq, self.last_frame_at().after(FRAME_HEADER_BYTES)))
+    }
+
+    /// Where the frame appended last starts.
+    fn last_frame_at(&self) -> Position {
+        let segment = self.segments.last().expect("journal has an active segment");
+        Position {
+            segment: segment.base_seq,
+            offset: segment.end - self.last_frame_bytes,
+        }
+    }
+
+    /// `len` bytes at `at`, read through the segment's mapping (or, for frames
+    /// appended but not yet written, from the staging buffer). `None` when they are
+    /// not in the journal: the segment was compacted away, or the range passes the
+    /// end of what was appended.
+    pub fn bytes_at(&self, at: Position, len: usize) -> Option<&[u8]> {
+        let index = self
+            .segments
+            .binary_search_by_key(&at.segment, |s| s.base_seq)
+            .ok()?;
+        let segment = &self.segments[index];
+        let start = at.offset;
+        let stop = start.checked_add(len as u64)?;
+        if start < SEGMENT_HEADER_BYTES || stop > segment.end {
+            return None;
+        }
+        let written = self.written_end(index);
+        if start >= written {
+            let from = (start - written) as usize;
+            return self.staged.get(from..from + len);
+        }
+        if stop > written {
+            // Straddles written and staged bytes: frames never do.
+            return None;
+        }
+        segment.map.get(start as usize..stop as usize)
+    }
+
+    /// A reader of what was written so far, independent of later borrows of the
+    /// journal (a checkpoint being written, say). It sees the segments as they are
+    /// now, up to what was written to their files: commit first for staged frames.
+    pub fn reader(&self) -> Reader {
+        Reader {
+            segments: (0..self.segments.len())
+                .map(|index| {
+                    let segment = &self.segments[index];
+                    (
+                        segment.base_seq,
+                        Arc::clone(&segment.map),
+                        self.written_end(index),
+                    )
+                })
+                .collect(),
+        }
     }
 
     /// Appends a checkpoint of one part describing live state (see
@@ -706,6 +839,7 @@ impl Journal {
         encode_frame(&mut self.staged[staged_from..], seq, kind, version, payload);
         segment.end = stop as u64;
         segment.last_seq = seq;
+        self.last_frame_bytes = total;
         self.next_seq += 1;
         self.staged_records += 1;
         Ok(seq)
@@ -1026,13 +1160,13 @@ impl<'a> Replay<'a> {
     /// A checkpoint frame as replay returns it: a part of the latest complete
     /// checkpoint, without its header; `None` for its end marker and for frames of
     /// any other checkpoint (unfinished ones).
-    fn checkpoint_part(&self, raw: RawFrame<'a>) -> Option<Frame<'a>> {
+    fn checkpoint_part(&self, raw: RawFrame<'a>, frame: Position) -> Option<Frame<'a>> {
         let span = self.journal.checkpoint?;
         if !(span.first_seq..=span.last_seq).contains(&raw.seq) {
             return None;
         }
         if raw.version == 1 {
-            return Some(Frame::from_raw(raw));
+            return Some(Frame::from_raw(raw, frame));
         }
         let part = decode_part_header(raw.version, raw.payload)?;
         if part.end {
@@ -1043,6 +1177,7 @@ impl<'a> Replay<'a> {
             kind: raw.kind,
             version: raw.version,
             payload: &raw.payload[CHECKPOINT_PART_HEADER_BYTES as usize..],
+            position: frame.after(FRAME_HEADER_BYTES + CHECKPOINT_PART_HEADER_BYTES),
         })
     }
 }
@@ -1072,15 +1207,19 @@ impl<'a> Iterator for Replay<'a> {
             };
             return match decode_frame(bytes, self.offset - base, self.next_seq) {
                 Decoded::Frame(raw, next) => {
+                    let at = Position {
+                        segment: segment.base_seq,
+                        offset: self.offset,
+                    };
                     self.offset = next + base;
                     self.next_seq += 1;
                     if raw.kind == KIND_CHECKPOINT {
-                        match self.checkpoint_part(raw) {
+                        match self.checkpoint_part(raw, at) {
                             Some(frame) => Some(Ok(frame)),
                             None => continue,
                         }
                     } else {
-                        Some(Ok(Frame::from_raw(raw)))
+                        Some(Ok(Frame::from_raw(raw, at)))
                     }
                 }
                 Decoded::End => {
@@ -1125,11 +1264,16 @@ impl std::fmt::Debug for CheckpointWriter<'_> {
 impl CheckpointWriter<'_> {
     /// Appends the next part (at most [`Journal::checkpoint_part_bytes_max`] bytes;
     /// [`JournalError::RecordTooLarge`] beyond it, and nothing is written).
-    pub fn part(&mut self, part: &[u8]) -> Result<(), JournalError> {
+    /// Returns where the part's bytes lie (see [`Journal::bytes_at`]).
+    pub fn part(&mut self, part: &[u8]) -> Result<Position, JournalError> {
         let first_seq = self.start.map_or(self.journal.next_seq, |s| s.0);
         let seq = self
             .journal
             .append_part(first_seq, self.parts, false, part)?;
+        let at = self
+            .journal
+            .last_frame_at()
+            .after(FRAME_HEADER_BYTES + CHECKPOINT_PART_HEADER_BYTES);
         if self.start.is_none() {
             // A roll before the frame moves it into a new segment: read where it went.
             let segment = self
@@ -1147,7 +1291,7 @@ impl CheckpointWriter<'_> {
             "checkpoint parts must be consecutive frames"
         );
         self.parts += 1;
-        Ok(())
+        Ok(at)
     }
 
     /// Parts appended so far.
