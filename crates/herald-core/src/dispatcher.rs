@@ -9,6 +9,7 @@ use std::sync::Arc;
 use herald_http::{HeaderFields, Url};
 use herald_sign::{BatchSigner, Message, SignedHeaders, Signer};
 
+use crate::body::{BodyPos, BodyStore, Held, PayloadAt};
 use crate::convert::{webhook_from_rec, webhook_to_rec};
 use crate::envelope::{encode_envelope, EnvelopeError, Idempotency, NewEvent, API_VERSION_DEFAULT};
 use crate::health::{Health, HealthPolicy, Signal};
@@ -40,7 +41,7 @@ use admission::KeyUse;
 use idempotency::{KeyEntry, Keys};
 pub use outcome::{bound_response_headers, bound_response_headers_owned, response_header_text};
 use outcome::{headers_from_rec, headers_to_rec, GENERATED_EVENT_ID_PREFIXES};
-pub use replay::CheckpointParts;
+pub use replay::{BodyMoves, CheckpointParts};
 use signing::Plan;
 
 /// Most bytes of a response body kept per attempt (log and journal).
@@ -431,8 +432,58 @@ struct EventData {
     tenant: TenantId,
     id: EventId,
     event_type: EventType,
-    body: Arc<[u8]>,
+    body: EventBody,
     accepted_at_ms: u64,
+}
+
+impl EventData {
+    /// The same event with its body kept as `body` instead.
+    fn with_body(&self, body: EventBody) -> EventData {
+        EventData {
+            tenant: self.tenant.clone(),
+            id: self.id.clone(),
+            event_type: self.event_type.clone(),
+            body,
+            accepted_at_ms: self.accepted_at_ms,
+        }
+    }
+}
+
+/// An event's envelope: in memory until the driver reports where the journal holds it
+/// (see [`crate::body`]). An empty held body is "not kept" (a checkpoint leaves out the
+/// bodies of events whose deliveries all succeeded).
+#[derive(Clone, Debug)]
+enum EventBody {
+    Held(Arc<[u8]>),
+    Stored(BodyPos),
+}
+
+impl EventBody {
+    fn len(&self) -> usize {
+        match self {
+            EventBody::Held(bytes) => bytes.len(),
+            EventBody::Stored(at) => at.len as usize,
+        }
+    }
+
+    fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The bytes, from memory or from `store`. A stored body the store does not hold is
+    /// a broken promise of the driver's (it said the journal keeps the bytes there):
+    /// stop rather than sign and send something else.
+    fn bytes<'a>(&'a self, store: &'a dyn BodyStore) -> &'a [u8] {
+        match self {
+            EventBody::Held(bytes) => bytes,
+            EventBody::Stored(at) => match store.body(*at) {
+                Some(bytes) if bytes.len() == at.len as usize => bytes,
+                _ => panic!(
+                    "bug: the event body the driver stored at {at:?} is not in its body store"
+                ),
+            },
+        }
+    }
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -724,7 +775,7 @@ impl Dispatcher {
     fn emit(&mut self, record: Record) -> AppendId {
         let id = AppendId(self.next_append);
         self.next_append += 1;
-        if let Err(error) = self.apply(&record, id) {
+        if let Err(error) = self.apply(&record, id, &[]) {
             // The record was just built from validated values; one that does not apply
             // would not replay either, so stop before it reaches the journal.
             panic!("bug: the dispatcher built a record it cannot apply: {error}");

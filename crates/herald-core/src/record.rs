@@ -505,16 +505,7 @@ impl Record {
 
     /// Validates and deserializes a journal payload. Misaligned payloads are copied first.
     pub fn decode(kind: u16, version: u16, payload: &[u8]) -> Result<Record, DecodeError> {
-        if !(kind::WEBHOOK_UPSERTED..=kind::CHECKPOINT).contains(&kind) {
-            return Err(DecodeError::UnknownKind { kind });
-        }
-        if version != RECORD_VERSION {
-            return Err(DecodeError::Version {
-                kind,
-                version,
-                supported: RECORD_VERSION,
-            });
-        }
+        check_kind_version(kind, version)?;
         let record = decode_payload(kind, payload)?;
         if record.kind() != kind {
             return Err(DecodeError::KindMismatch {
@@ -539,6 +530,96 @@ impl Record {
             }),
         }
     }
+}
+
+/// Envelopes' `(offset, length)` in a payload, by event index (see [`body_spans`]).
+pub type BodySpans = Vec<Option<(u32, u32)>>;
+
+/// Where envelopes lie inside an encoded record (the payload of [`Record::encode`]):
+/// for an `EventAccepted` its body, for a checkpoint part each event's body by index
+/// (`None` when left out); nothing for other kinds. Spans are `(offset, length)` in the
+/// payload. A misaligned payload (the journal never hands one out) has no spans.
+pub fn body_spans(payload: &[u8]) -> Result<BodySpans, DecodeError> {
+    if (payload.as_ptr() as usize) % 16 != 0 {
+        return Ok(Vec::new());
+    }
+    let archived = rkyv::access::<ArchivedRecord, rancor::Error>(payload).map_err(|e| {
+        DecodeError::Invalid {
+            kind: 0,
+            reason: e.to_string(),
+        }
+    })?;
+    Ok(archived_body_spans(payload, archived))
+}
+
+fn archived_body_spans(payload: &[u8], archived: &ArchivedRecord) -> BodySpans {
+    let span = |body: &[u8]| {
+        if body.is_empty() {
+            return None;
+        }
+        let offset = (body.as_ptr() as usize).checked_sub(payload.as_ptr() as usize)?;
+        Some((u32::try_from(offset).ok()?, u32::try_from(body.len()).ok()?))
+    };
+    match archived {
+        ArchivedRecord::EventAccepted(e) => vec![span(e.body.as_slice())],
+        ArchivedRecord::Checkpoint(c) => c.events.iter().map(|e| span(e.body.as_slice())).collect(),
+        _ => Vec::new(),
+    }
+}
+
+impl Record {
+    /// [`Record::decode`] (or, with `checkpoint`, [`Record::decode_checkpoint`]) that
+    /// also returns where the record's envelopes lie in `payload` ([`body_spans`]),
+    /// validating once.
+    pub fn decode_located(
+        kind: u16,
+        version: u16,
+        checkpoint: bool,
+        payload: &[u8],
+    ) -> Result<(Record, BodySpans), DecodeError> {
+        if (payload.as_ptr() as usize) % 16 != 0 {
+            let record = if checkpoint {
+                Record::decode_checkpoint(payload)?
+            } else {
+                Record::decode(kind, version, payload)?
+            };
+            return Ok((record, Vec::new()));
+        }
+        let kind = if checkpoint {
+            kind::CHECKPOINT
+        } else {
+            check_kind_version(kind, version)?;
+            kind
+        };
+        let invalid = |e: rancor::Error| DecodeError::Invalid {
+            kind,
+            reason: e.to_string(),
+        };
+        let archived = rkyv::access::<ArchivedRecord, rancor::Error>(payload).map_err(invalid)?;
+        let record = rkyv::deserialize::<Record, rancor::Error>(archived).map_err(invalid)?;
+        if record.kind() != kind {
+            return Err(DecodeError::KindMismatch {
+                kind,
+                found: record.kind(),
+            });
+        }
+        Ok((record, archived_body_spans(payload, archived)))
+    }
+}
+
+/// A frame's kind and version are ones this build reads.
+fn check_kind_version(kind: u16, version: u16) -> Result<(), DecodeError> {
+    if !(kind::WEBHOOK_UPSERTED..=kind::CHECKPOINT).contains(&kind) {
+        return Err(DecodeError::UnknownKind { kind });
+    }
+    if version != RECORD_VERSION {
+        return Err(DecodeError::Version {
+            kind,
+            version,
+            supported: RECORD_VERSION,
+        });
+    }
+    Ok(())
 }
 
 /// Validates and deserializes a payload (copied first when misaligned).

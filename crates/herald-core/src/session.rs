@@ -41,6 +41,7 @@
 
 use std::collections::VecDeque;
 
+use crate::body::{BodyPos, PayloadAt};
 use crate::dispatcher::{AppendId, Command, Dispatcher, DispatcherConfig, Outcome, ReplayError};
 use crate::record::{DecodeError, Record};
 
@@ -283,6 +284,10 @@ pub struct JournalFrame<'a> {
     pub checkpoint: bool,
     /// The encoded record, 16-byte aligned (as the journal stores it).
     pub payload: &'a [u8],
+    /// Where the journal holds the payload, when its bytes stay readable there (through
+    /// the driver's [`crate::BodyStore`]): the recovered events then keep positions
+    /// instead of copies of their bodies (see [`crate::body`]). `None`: copies.
+    pub at: Option<PayloadAt>,
 }
 
 /// Recovery could not rebuild a dispatcher from the journal. The source chain reaches the
@@ -322,7 +327,7 @@ pub fn recover<'a, E: std::error::Error + 'static>(
     for frame in frames {
         let frame = frame.map_err(RecoveryError::Journal)?;
         let seq = frame.seq;
-        let record = if frame.checkpoint {
+        if frame.checkpoint {
             // The journal owns the checkpoint frame kind and its version; the payload
             // is a core record of the layout that frame version was written with.
             if frame.version != CHECKPOINT_FRAME_VERSION {
@@ -335,13 +340,28 @@ pub fn recover<'a, E: std::error::Error + 'static>(
                     },
                 });
             }
-            Record::decode_checkpoint(frame.payload)
-        } else {
-            Record::decode(frame.kind, frame.version, frame.payload)
+        }
+        let (record, spans) = match frame.at {
+            Some(_) => {
+                Record::decode_located(frame.kind, frame.version, frame.checkpoint, frame.payload)
+            }
+            None if frame.checkpoint => {
+                Record::decode_checkpoint(frame.payload).map(|r| (r, Vec::new()))
+            }
+            None => {
+                Record::decode(frame.kind, frame.version, frame.payload).map(|r| (r, Vec::new()))
+            }
         }
         .map_err(|source| RecoveryError::Decode { seq, source })?;
+        let bodies: Vec<Option<BodyPos>> = match frame.at {
+            Some(at) => spans
+                .into_iter()
+                .map(|span| span.and_then(|span| at.body(span)))
+                .collect(),
+            None => Vec::new(),
+        };
         dispatcher
-            .replay(&record)
+            .replay_located(&record, &bodies)
             .map_err(|source| RecoveryError::Replay { seq, source })?;
     }
     dispatcher.replay_finished(now_ms);
@@ -421,6 +441,7 @@ mod tests {
                         version: *version,
                         checkpoint: *checkpoint,
                         payload,
+                        at: None,
                     })
                 })
         }

@@ -608,6 +608,7 @@ impl<'a> Sim<'a> {
                 version: frame.version,
                 checkpoint: frame.checkpoint,
                 payload,
+                at: None,
             })
             .collect();
         let mut survivors = Vec::with_capacity(frames.len());

@@ -180,6 +180,41 @@ impl Dispatcher {
         }
     }
 
+    /// The driver journaled record `append`, an event's `EventAccepted`, and its
+    /// envelope lies at `at` in the journal: the event's deliveries keep the position
+    /// instead of the bytes from now on (see [`crate::body`]). Call it once the record
+    /// is appended (before it is durable is fine: sends wait for durability), only for
+    /// records the dispatcher emitted in this incarnation. An `append` that is not an
+    /// event with deliveries waiting for durability, or a position of another length
+    /// than the event's body, is ignored.
+    pub fn body_stored(&mut self, append: AppendId, at: BodyPos) {
+        let Ok(index) = self.awaiting.binary_search_by_key(&append, |(id, _)| *id) else {
+            return;
+        };
+        let Some(first) = self.awaiting[index]
+            .1
+            .first()
+            .and_then(|delivery| self.deliveries.get(delivery))
+        else {
+            return;
+        };
+        let held = &first.event;
+        if !matches!(held.body, EventBody::Held(_)) || held.body.len() != at.len as usize {
+            return;
+        }
+        let stored = Arc::new(held.with_body(EventBody::Stored(at)));
+        let held = Arc::clone(held);
+        for delivery in &self.awaiting[index].1 {
+            if let Some(d) = self
+                .deliveries
+                .get_mut(delivery)
+                .filter(|d| Arc::ptr_eq(&d.event, &held))
+            {
+                d.event = Arc::clone(&stored);
+            }
+        }
+    }
+
     /// Live: moves a pending delivery into its webhook's queue, or ends it when the
     /// webhook is gone.
     pub(super) fn make_due_or_end(&mut self, delivery: DeliveryId) {
@@ -229,7 +264,16 @@ impl Dispatcher {
     /// limits, signs them in one batch (timestamp = `now_ms`) and queues their
     /// `AttemptStarted` records and `Send` commands. Call it after every batch of inputs
     /// and whenever [`Dispatcher::next_deadline_ms`] has passed.
+    ///
+    /// For a driver that keeps every body in memory (it never calls
+    /// [`Dispatcher::body_stored`]); otherwise [`Dispatcher::tick_with`].
     pub fn tick(&mut self, now_ms: u64) {
+        self.tick_with(now_ms, &Held);
+    }
+
+    /// [`Dispatcher::tick`], reading the bodies of the attempts it signs from `bodies`
+    /// where the driver stored them ([`Dispatcher::body_stored`]).
+    pub fn tick_with(&mut self, now_ms: u64, bodies: &dyn BodyStore) {
         let now = self.advance_clock(now_ms);
         let mut fired = Vec::new();
         self.wheel
@@ -258,7 +302,7 @@ impl Dispatcher {
                 }
             }
         }
-        self.start_due_attempts(now);
+        self.start_due_attempts(now, bodies);
         #[cfg(debug_assertions)]
         self.recount();
     }
@@ -266,7 +310,7 @@ impl Dispatcher {
     /// Admits due deliveries of the ready webhooks within each endpoint's limits and the
     /// tick's budget (emitting their `AttemptStarted` records), ends those without a live
     /// secret, then signs and sends the admitted ones.
-    pub(super) fn start_due_attempts(&mut self, now: u64) {
+    pub(super) fn start_due_attempts(&mut self, now: u64, bodies: &dyn BodyStore) {
         let budget = self.config.sends_per_tick_max;
         let mut plans: Vec<Plan> = Vec::new();
         let mut no_secret: Vec<DeliveryId> = Vec::new();
@@ -336,7 +380,7 @@ impl Dispatcher {
                             signer: signer.clone(),
                             url: Arc::clone(&w.url),
                             url_text: Arc::clone(&w.url_text),
-                            body: Arc::clone(&d.event.body),
+                            body: d.event.body.clone(),
                             custom_headers: w.spec.headers.clone(),
                             connect_timeout_ms: w.spec.limits.connect_timeout_ms,
                             request_timeout_ms: w.spec.limits.request_timeout_ms,
@@ -365,7 +409,7 @@ impl Dispatcher {
         }
         self.ready_webhooks.extend(leftover);
         self.fail_deliveries(now, no_secret, DeliveryError::NoLiveSecret);
-        self.sign_and_send(now, plans);
+        self.sign_and_send(now, plans, bodies);
     }
 
     /// When [`Dispatcher::tick`] should next be called: the earliest timer, or the

@@ -16,6 +16,17 @@ fn record_time_ms(record: &Record) -> u64 {
     }
 }
 
+/// A replayed event's body: the position the journal holds it at when known (and of
+/// the record's length), else a copy of the record's bytes.
+fn event_body(bytes: &[u8], at: Option<&Option<BodyPos>>) -> EventBody {
+    match at {
+        Some(Some(at)) if at.len as usize == bytes.len() && !bytes.is_empty() => {
+            EventBody::Stored(*at)
+        }
+        _ => EventBody::Held(Arc::from(bytes)),
+    }
+}
+
 impl Dispatcher {
     /// Applies one journal record during recovery, in journal order, before any other
     /// input. Emits nothing. Call [`Dispatcher::replay_finished`] after the last record.
@@ -23,17 +34,37 @@ impl Dispatcher {
     /// Live handling changes state through the same function (it applies each record
     /// it emits), so a replayed journal rebuilds what the live dispatcher held.
     pub fn replay(&mut self, record: &Record) -> Result<(), ReplayError> {
+        self.replay_located(record, &[])
+    }
+
+    /// [`Dispatcher::replay`] of a record whose envelopes the journal holds at
+    /// `bodies` ([`crate::session::recover`] finds them with
+    /// [`Record::decode_located`]): for an `EventAccepted` its body, for a checkpoint
+    /// part each event's, by index (`None`, or a position of another length, keeps the
+    /// record's copy in memory). The events keep the positions instead of copies; see
+    /// [`crate::body`].
+    pub fn replay_located(
+        &mut self,
+        record: &Record,
+        bodies: &[Option<BodyPos>],
+    ) -> Result<(), ReplayError> {
         self.replaying = true;
         // Replayed records are durable: nothing waits for them.
-        self.apply(record, AppendId(0))?;
+        self.apply(record, AppendId(0), bodies)?;
         self.assert_counts();
         Ok(())
     }
 
     /// The one place state changes by a record, live (`append` is the id just assigned:
     /// an event's deliveries wait until it is durable) and in replay (`AppendId(0)`:
-    /// already durable).
-    pub(super) fn apply(&mut self, record: &Record, append: AppendId) -> Result<(), ReplayError> {
+    /// already durable). `bodies`: where the journal holds the record's envelopes, when
+    /// known (see [`Dispatcher::replay_located`]).
+    pub(super) fn apply(
+        &mut self,
+        record: &Record,
+        append: AppendId,
+        bodies: &[Option<BodyPos>],
+    ) -> Result<(), ReplayError> {
         let kind = record.kind();
         self.advance_clock(record_time_ms(record));
         let invalid = |reason: String| ReplayError::Invalid { kind, reason };
@@ -68,7 +99,7 @@ impl Dispatcher {
                     id: event_id,
                     event_type: EventType::parse(&r.event_type)
                         .map_err(|e| invalid(e.to_string()))?,
-                    body: Arc::from(&r.body[..]),
+                    body: event_body(&r.body, bodies.first()),
                     accepted_at_ms: r.at_ms,
                 });
                 let mut created = Vec::with_capacity(r.deliveries.len());
@@ -140,7 +171,7 @@ impl Dispatcher {
             Record::DeliveryRequeued(r) => {
                 self.requeue(r.at_ms, DeliveryId(r.delivery), r.due_ms, r.attempts_max);
             }
-            Record::Checkpoint(c) => self.load_checkpoint(c).map_err(invalid)?,
+            Record::Checkpoint(c) => self.load_checkpoint(c, bodies).map_err(invalid)?,
         }
         Ok(())
     }
@@ -225,7 +256,25 @@ impl Dispatcher {
     /// fanned out to thousands of webhooks with large responses kept): then they
     /// continue in the next part, which repeats the event, and replay shares the first
     /// copy. So no part grows without bound, whatever one event's fan-out.
+    ///
+    /// For a driver that keeps every body in memory; otherwise
+    /// [`Dispatcher::checkpoint_parts_with`].
     pub fn checkpoint_parts(&self, now_ms: u64, part_bytes_target: usize) -> CheckpointParts<'_> {
+        self.checkpoint_parts_with(now_ms, part_bytes_target, &Held)
+    }
+
+    /// [`Dispatcher::checkpoint_parts`], reading the bodies the driver stored
+    /// ([`Dispatcher::body_stored`]) from `bodies`. After writing each part, tell the
+    /// parts where it went ([`CheckpointParts::stored`]); once the checkpoint is complete,
+    /// hand [`CheckpointParts::into_moves`] to [`Dispatcher::checkpoint_stored`], so that
+    /// the events keep the checkpoint's copies of their bodies, which outlive the
+    /// segments the checkpoint lets the journal delete.
+    pub fn checkpoint_parts_with<'a>(
+        &'a self,
+        now_ms: u64,
+        part_bytes_target: usize,
+        bodies: &'a dyn BodyStore,
+    ) -> CheckpointParts<'a> {
         let webhooks = self
             .tenants
             .iter()
@@ -241,6 +290,37 @@ impl Dispatcher {
             next_key: 0,
             after_delivery: None,
             done: false,
+            bodies,
+            runs: Vec::new(),
+            moves: BodyMoves::default(),
+        }
+    }
+
+    /// The checkpoint whose parts gave `moves` is complete: the events it copied keep
+    /// the checkpoint's copies of their bodies (see
+    /// [`Dispatcher::checkpoint_parts_with`]). Call it before the journal may delete the
+    /// segments the checkpoint replaces (before the checkpoint can be durable), with no
+    /// other input in between. An event the checkpoint left the body out of (every
+    /// delivery succeeded: nothing will send or copy it again) keeps what it had.
+    pub fn checkpoint_stored(&mut self, moves: BodyMoves) {
+        for (delivery, at) in moves.moves {
+            let Some(at) = at else { continue };
+            let Some(old) = self.deliveries.get(&delivery).map(|d| Arc::clone(&d.event)) else {
+                continue;
+            };
+            if old.body.len() != at.len as usize {
+                continue;
+            }
+            let moved = Arc::new(old.with_body(EventBody::Stored(at)));
+            // An event's deliveries have consecutive ids and share one copy of it.
+            let later = self.deliveries.range_mut(delivery..);
+            for (_, d) in later.take_while(|(_, d)| Arc::ptr_eq(&d.event, &old)) {
+                d.event = Arc::clone(&moved);
+            }
+            let earlier = self.deliveries.range_mut(..delivery).rev();
+            for (_, d) in earlier.take_while(|(_, d)| Arc::ptr_eq(&d.event, &old)) {
+                d.event = Arc::clone(&moved);
+            }
         }
     }
 
@@ -270,7 +350,11 @@ impl Dispatcher {
 
     /// Applies one checkpoint part: the first ([`record::Checkpoint::part`] 0) replaces
     /// the whole state, later ones add their webhooks, keys and deliveries.
-    pub(super) fn load_checkpoint(&mut self, c: &record::Checkpoint) -> Result<(), String> {
+    pub(super) fn load_checkpoint(
+        &mut self,
+        c: &record::Checkpoint,
+        bodies: &[Option<BodyPos>],
+    ) -> Result<(), String> {
         if c.part == 0 {
             let config = self.config.clone();
             let now = self.now_ms;
@@ -316,7 +400,8 @@ impl Dispatcher {
             None
         };
         let mut events = Vec::with_capacity(c.events.len());
-        for e in &c.events {
+        for (index, e) in c.events.iter().enumerate() {
+            let body = || event_body(&e.body, bodies.get(index));
             if let Some(previous) = continued.as_ref().filter(|p| {
                 events.is_empty()
                     && p.id.as_str() == e.event_id
@@ -331,13 +416,7 @@ impl Dispatcher {
                 // (successful ones) and left it out; this part carries it. Give the
                 // event with its body to the earlier deliveries too (consecutive ids,
                 // the last ones loaded).
-                let with_body = Arc::new(EventData {
-                    tenant: previous.tenant.clone(),
-                    id: previous.id.clone(),
-                    event_type: previous.event_type.clone(),
-                    body: Arc::from(&e.body[..]),
-                    accepted_at_ms: previous.accepted_at_ms,
-                });
+                let with_body = Arc::new(previous.with_body(body()));
                 for d in self.deliveries.values_mut().rev() {
                     if !Arc::ptr_eq(&d.event, previous) {
                         break;
@@ -351,7 +430,7 @@ impl Dispatcher {
                 tenant: self.shared_tenant(TenantId::parse(&e.tenant).map_err(|e| e.to_string())?),
                 id: EventId::parse(&e.event_id).map_err(|e| e.to_string())?,
                 event_type: EventType::parse(&e.event_type).map_err(|e| e.to_string())?,
-                body: Arc::from(&e.body[..]),
+                body: body(),
                 accepted_at_ms: e.accepted_at_ms,
             }));
         }
@@ -473,6 +552,45 @@ pub struct CheckpointParts<'a> {
     /// The last delivery written.
     after_delivery: Option<DeliveryId>,
     done: bool,
+    bodies: &'a dyn BodyStore,
+    /// The part returned last: the first delivery of each run of deliveries sharing an
+    /// event, with the event's index in the part.
+    runs: Vec<(DeliveryId, u32)>,
+    moves: BodyMoves,
+}
+
+/// Where a written checkpoint holds the bodies of the events it copied: built by
+/// [`CheckpointParts::stored`], applied by [`Dispatcher::checkpoint_stored`].
+#[derive(Debug, Default)]
+pub struct BodyMoves {
+    /// A delivery of each event copied, and where its body now lies (`None`: left out).
+    moves: Vec<(DeliveryId, Option<BodyPos>)>,
+}
+
+impl CheckpointParts<'_> {
+    /// The part returned last, encoded as `payload` (the bytes of its
+    /// [`Record::encode`]), was written with its payload at `at`: note where each event's
+    /// body now lies. An error (the payload is not that part) means the positions are
+    /// unknown: abandon the checkpoint.
+    pub fn stored(&mut self, payload: &[u8], at: PayloadAt) -> Result<(), record::DecodeError> {
+        let spans = record::body_spans(payload)?;
+        for &(delivery, index) in &self.runs {
+            let body = spans
+                .get(index as usize)
+                .copied()
+                .flatten()
+                .and_then(|span| at.body(span));
+            self.moves.moves.push((delivery, body));
+        }
+        self.runs.clear();
+        Ok(())
+    }
+
+    /// The bodies' new positions, for [`Dispatcher::checkpoint_stored`] once the
+    /// checkpoint is complete.
+    pub fn into_moves(self) -> BodyMoves {
+        self.moves
+    }
 }
 
 impl std::fmt::Debug for CheckpointParts<'_> {
@@ -552,6 +670,7 @@ impl Iterator for CheckpointParts<'_> {
         };
         let mut finished = true;
         let mut last_event: Option<*const EventData> = None;
+        self.runs.clear();
         for (id, delivery) in range {
             // An event's deliveries (consecutive ids) stay in one part, so that replay
             // shares one copy of the event among them as the live state does.
@@ -567,7 +686,7 @@ impl Iterator for CheckpointParts<'_> {
                 Some(&index) => {
                     let snap = &mut events[index as usize];
                     if needs_body && snap.body.is_empty() && !delivery.event.body.is_empty() {
-                        snap.body = delivery.event.body.to_vec();
+                        snap.body = delivery.event.body.bytes(self.bodies).to_vec();
                         bytes += delivery.event.body.len();
                     }
                     index
@@ -580,7 +699,7 @@ impl Iterator for CheckpointParts<'_> {
                         event_type: delivery.event.event_type.as_str().to_string(),
                         accepted_at_ms: delivery.event.accepted_at_ms,
                         body: if needs_body {
-                            delivery.event.body.to_vec()
+                            delivery.event.body.bytes(self.bodies).to_vec()
                         } else {
                             Vec::new()
                         },
@@ -592,6 +711,9 @@ impl Iterator for CheckpointParts<'_> {
                     index
                 }
             };
+            if !same_event {
+                self.runs.push((*id, index));
+            }
             bytes += estimate::delivery(&delivery.webhook, delivery);
             items += 1;
             self.after_delivery = Some(*id);

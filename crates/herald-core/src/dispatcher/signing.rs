@@ -16,7 +16,7 @@ pub(super) struct Plan {
     pub(super) signer: Signer,
     pub(super) url: Arc<Url>,
     pub(super) url_text: Arc<str>,
-    pub(super) body: Arc<[u8]>,
+    pub(super) body: EventBody,
     pub(super) custom_headers: Vec<(String, String)>,
     pub(super) connect_timeout_ms: u64,
     pub(super) request_timeout_ms: u64,
@@ -25,10 +25,27 @@ pub(super) struct Plan {
 impl Dispatcher {
     /// Signs the admitted attempts in one batch (timestamp = `now`) and queues a `Send`
     /// command for each, in admission order.
-    pub(super) fn sign_and_send(&mut self, now: u64, plans: Vec<Plan>) {
+    pub(super) fn sign_and_send(&mut self, now: u64, plans: Vec<Plan>, store: &dyn BodyStore) {
         if plans.is_empty() {
             return;
         }
+        // A stored body is read from the journal once per tick and shared by the
+        // attempts that send it (an event's fan-out is admitted together).
+        let mut read: Option<(BodyPos, Arc<[u8]>)> = None;
+        let bodies: Vec<Arc<[u8]>> = plans
+            .iter()
+            .map(|p| match &p.body {
+                EventBody::Held(bytes) => Arc::clone(bytes),
+                EventBody::Stored(at) => match &read {
+                    Some((last, bytes)) if last == at => Arc::clone(bytes),
+                    _ => {
+                        let bytes: Arc<[u8]> = Arc::from(p.body.bytes(store));
+                        read = Some((*at, Arc::clone(&bytes)));
+                        bytes
+                    }
+                },
+            })
+            .collect();
         let timestamp_s = i64::try_from(now / 1000).unwrap_or(i64::MAX);
         if self.signed.len() < plans.len() {
             self.signed.resize_with(plans.len(), SignedHeaders::new);
@@ -36,14 +53,15 @@ impl Dispatcher {
         {
             let jobs: Vec<(&Signer, Message<'_>)> = plans
                 .iter()
-                .map(|p| {
+                .zip(&bodies)
+                .map(|(p, body)| {
                     (
                         &p.signer,
                         Message {
                             id: p.event_id.as_str(),
                             timestamp_s,
                             url: &p.url_text,
-                            body: &p.body,
+                            body,
                         },
                     )
                 })
@@ -51,7 +69,7 @@ impl Dispatcher {
             self.batch_signer
                 .sign_batch(&jobs, &mut self.signed[..plans.len()]);
         }
-        for (index, plan) in plans.into_iter().enumerate() {
+        for (index, (plan, body)) in plans.into_iter().zip(bodies).enumerate() {
             let signed = &self.signed[index];
             let text_bytes = CONTENT_TYPE_JSON.len()
                 + USER_AGENT.len()
@@ -81,7 +99,7 @@ impl Dispatcher {
                 event_id: plan.event_id,
                 url: plan.url,
                 headers,
-                body: plan.body,
+                body,
                 connect_timeout_ms: plan.connect_timeout_ms,
                 request_timeout_ms: plan.request_timeout_ms,
             }));

@@ -9,8 +9,8 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use futures_lite::AsyncReadExt;
 use herald_core::session::{self, JournalFrame, RecoveryError, Session};
 use herald_core::{
-    AppendId, AttemptResult, Command, Dispatcher, DispatcherConfig, Outcome, Record, RecordBuffer,
-    SendRequest,
+    AppendId, AttemptResult, BodyPos, BodyStore, Command, Dispatcher, DispatcherConfig, Outcome,
+    PayloadAt, Record, RecordBuffer, SendRequest,
 };
 use herald_journal::{Journal, JournalConfig, JournalError};
 
@@ -388,6 +388,10 @@ fn recover(
                 version: frame.version,
                 checkpoint: frame.is_checkpoint(),
                 payload: frame.payload,
+                at: Some(PayloadAt {
+                    segment: frame.position.segment,
+                    offset: frame.position.offset,
+                }),
             }
         })
     });
@@ -536,7 +540,9 @@ impl Shard {
                 .next_deadline_ms()
                 .is_some_and(|d| d <= now)
         {
-            self.session.dispatcher_mut().tick(now);
+            self.session
+                .dispatcher_mut()
+                .tick_with(now, &JournalBodies(&self.journal));
             self.pump();
         }
         self.maybe_checkpoint(now);
@@ -814,13 +820,26 @@ impl Shard {
             }
         })?;
         let payload_bytes = payload.len() as u64;
-        let appended = self.journal.append(kind, version, &payload);
+        let appended = self.journal.append_placed(kind, version, &payload);
+        if let (Ok((_, at)), Record::EventAccepted(event)) = (&appended, record) {
+            if !event.deliveries.is_empty() && !event.body.is_empty() {
+                // The event's deliveries keep where the journal holds its envelope
+                // instead of a copy (read back when signing: see herald_core::body).
+                let span = herald_core::record::body_spans(&payload)
+                    .ok()
+                    .and_then(|spans| spans.first().copied().flatten());
+                let body = span.and_then(|span| payload_at(*at).body(span));
+                if let Some(body) = body {
+                    self.session.dispatcher_mut().body_stored(id, body);
+                }
+            }
+        }
         // A buffer grown by one huge record is not kept.
         if payload.capacity() <= RECORD_BUFFER_KEPT_BYTES_MAX {
             self.record_buffer = payload;
         }
         match appended {
-            Ok(seq) => {
+            Ok((seq, _)) => {
                 self.journal_bytes_appended += herald_journal::frame_bytes(payload_bytes);
                 self.stream.appended(seq, record);
                 self.session.appended(id, seq);
@@ -1124,22 +1143,39 @@ impl Shard {
         self.last_checkpoint = Instant::now();
         self.records_since_checkpoint = 0;
         let started = Instant::now();
+        // Bodies are read back from the segment files (a reader sees what was written).
+        self.journal.commit().map_err(|error| error.to_string())?;
         let target =
             (self.journal.checkpoint_part_bytes_max() / CHECKPOINT_PART_TARGET_DIVISOR) as usize;
         let mut buffer = std::mem::take(&mut self.record_buffer);
         let mut bytes = 0;
         let mut failed = None;
+        // Bodies the events keep positions of are read through a reader: the writer
+        // holds the journal.
+        let reader = self.journal.reader();
+        let bodies = ReaderBodies(&reader);
         let mut writer = self.journal.begin_checkpoint();
-        for part in self.session.dispatcher().checkpoint_parts(now, target) {
+        let mut parts = self
+            .session
+            .dispatcher()
+            .checkpoint_parts_with(now, target, &bodies);
+        while let Some(part) = parts.next() {
             match part.encode_into(buffer) {
                 Ok((_, _, payload)) => {
-                    let written = writer.part(&payload);
+                    let written = writer.part(&payload).map_err(|error| error.to_string());
                     bytes += herald_journal::frame_bytes(
                         herald_journal::CHECKPOINT_PART_HEADER_BYTES + payload.len() as u64,
                     );
+                    // Where its bodies now lie: the events keep those positions once the
+                    // checkpoint is complete (the segments before it may then go).
+                    let stored = written.and_then(|at| {
+                        parts.stored(&payload, payload_at(at)).map_err(|error| {
+                            format!("locating a checkpoint part's bodies: {error}")
+                        })
+                    });
                     buffer = payload;
-                    if let Err(error) = written {
-                        failed = Some(error.to_string());
+                    if let Err(error) = stored {
+                        failed = Some(error);
                         break;
                     }
                 }
@@ -1155,10 +1191,15 @@ impl Shard {
             buffer.clear();
             self.record_buffer = buffer;
         }
+        let moves = parts.into_moves();
         let finished = match failed {
             Some(message) => Err(message),
             None => writer.finish().map_err(|error| error.to_string()),
         };
+        if finished.is_ok() {
+            // Before the checkpoint can be durable, and the segments before it deleted.
+            self.session.dispatcher_mut().checkpoint_stored(moves);
+        }
         finished.and_then(|_| self.journal.commit().map_err(|error| error.to_string()))?;
         bytes += herald_journal::frame_bytes(herald_journal::CHECKPOINT_PART_HEADER_BYTES);
         self.journal_bytes_appended += bytes;
@@ -1274,6 +1315,40 @@ fn webhook_info(view: herald_core::WebhookView<'_>) -> WebhookInfo {
         pending: view.pending,
         created_at_ms: view.created_at_ms,
         updated_at_ms: view.updated_at_ms,
+    }
+}
+
+/// Where a journal payload lies, as the core names it.
+fn payload_at(at: herald_journal::Position) -> PayloadAt {
+    PayloadAt {
+        segment: at.segment,
+        offset: at.offset,
+    }
+}
+
+/// The journal's position of a body the core stored.
+fn journal_position(at: BodyPos) -> herald_journal::Position {
+    herald_journal::Position {
+        segment: at.segment,
+        offset: u64::from(at.offset),
+    }
+}
+
+/// Event bodies read back through the journal's mapping (see `herald_core::body`).
+struct JournalBodies<'a>(&'a Journal);
+
+impl BodyStore for JournalBodies<'_> {
+    fn body(&self, at: BodyPos) -> Option<&[u8]> {
+        self.0.bytes_at(journal_position(at), at.len as usize)
+    }
+}
+
+/// Event bodies read back through a journal reader, while a checkpoint is written.
+struct ReaderBodies<'a>(&'a herald_journal::Reader);
+
+impl BodyStore for ReaderBodies<'_> {
+    fn body(&self, at: BodyPos) -> Option<&[u8]> {
+        self.0.bytes_at(journal_position(at), at.len as usize)
     }
 }
 
