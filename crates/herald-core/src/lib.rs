@@ -43,6 +43,11 @@
 //!      Every `Send` is preceded by the `Append` of its `AttemptStarted` record; the send
 //!      need not wait for that record to be durable (a crash before it is durable only
 //!      repeats the attempt, which at-least-once allows).
+//!
+//!    A driver whose journal keeps records readable in place may report where each
+//!    event's envelope went ([`Dispatcher::body_stored`]) and then tick with
+//!    [`Dispatcher::tick_with`] and checkpoint with [`Dispatcher::checkpoint_parts_with`]:
+//!    pending deliveries then hold the position instead of a copy ([`body`]).
 //! 4. **Sleep until** [`Dispatcher::next_deadline_ms`] or the next input.
 //!
 //! ```
