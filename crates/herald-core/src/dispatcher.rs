@@ -3,7 +3,7 @@
 //! See the crate documentation for the driver protocol (input, polling order,
 //! durability, replay).
 
-use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
 use std::sync::Arc;
 
 use herald_http::{HeaderFields, Url};
@@ -509,16 +509,25 @@ struct Delivery {
     stage: Stage,
     due_ms: Option<u64>,
     last_status: Option<u16>,
-    last_latency_ms: Option<u64>,
+    /// Milliseconds (saturating at `u32::MAX`, 49 days): the delivery is boxed in a
+    /// size class of 128 bytes, and a pending million of them make that matter.
+    last_latency_ms: Option<u32>,
     last_error: Option<DeliveryError>,
     /// The latest response's captured body and headers; `None` while both are empty
     /// (no response yet, or none captured), as for most pending deliveries.
     last_response: Option<Box<LastResponse>>,
     updated_at_ms: u64,
     finish_seq: u64,
-    /// The latest attempts, oldest first, at most [`ATTEMPT_HISTORY_MAX`].
-    attempts: VecDeque<AttemptSummary>,
+    /// The latest attempts, oldest first, at most [`ATTEMPT_HISTORY_MAX`] (a `Vec`, 8
+    /// bytes smaller than a `VecDeque`: dropping the oldest of 32 moves a few hundred
+    /// bytes, once per attempt past the 32nd).
+    attempts: Vec<Attempt>,
 }
+
+// A pending delivery is boxed; at most 128 bytes keeps it in the allocator's 128-byte
+// size class (the next is 160), which a backlog of a million deliveries feels.
+#[cfg(target_pointer_width = "64")]
+const _: () = assert!(std::mem::size_of::<Delivery>() <= 128);
 
 /// Most deliveries held for which debug builds recount the whole state after a tick: the
 /// unit, property and simulation tests stay far below it and are checked on every tick,
@@ -580,27 +589,20 @@ impl Delivery {
     /// Attempt `attempt` was started. An attempt repeated with the same number (it was
     /// in flight at a restart) replaces its unfinished entry.
     fn attempt_started(&mut self, attempt: u32, now: u64) {
-        if let Some(last) = self.attempts.back_mut() {
-            if last.attempt == attempt && last.finished_at_ms.is_none() {
+        if let Some(last) = self.attempts.last_mut() {
+            if last.attempt == attempt && !last.is_finished() {
                 last.started_at_ms = now;
                 return;
             }
         }
         if self.attempts.len() >= ATTEMPT_HISTORY_MAX {
-            self.attempts.pop_front();
+            self.attempts.remove(0);
         } else if self.attempts.len() == self.attempts.capacity() {
             // Grown one entry at a time: most deliveries make one or two attempts, and a
             // doubling growth would hold four entries (~200 bytes) for each of them.
             self.attempts.reserve_exact(1);
         }
-        self.attempts.push_back(AttemptSummary {
-            attempt,
-            started_at_ms: now,
-            finished_at_ms: None,
-            response_status: None,
-            response_time_ms: None,
-            error: None,
-        });
+        self.attempts.push(Attempt::started(attempt, now));
     }
 
     /// Attempt `attempt` ended with `status` (if there was a response) and `error`.
@@ -616,13 +618,90 @@ impl Delivery {
             .attempts
             .iter_mut()
             .rev()
-            .find(|a| a.attempt == attempt && a.finished_at_ms.is_none())
+            .find(|a| a.attempt == attempt && !a.is_finished())
         {
-            entry.finished_at_ms = Some(now);
-            entry.response_status = status;
-            entry.response_time_ms = Some(latency_ms);
-            entry.error = error;
+            entry.finish(now, status, latency_ms, error);
         }
+    }
+}
+
+/// An attempt as a delivery keeps it: an [`AttemptSummary`] in 32 bytes instead of 56
+/// (most pending deliveries hold one), absent values as sentinels.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Attempt {
+    started_at_ms: u64,
+    /// [`Attempt::NOT_FINISHED`] while in flight or abandoned.
+    finished_at_ms: u64,
+    attempt: u32,
+    /// [`Attempt::NO_TIME`] when there was none; saturates just below it.
+    response_time_ms: u32,
+    error: Option<DeliveryError>,
+    /// 0 when there was no response.
+    response_status: u16,
+}
+
+#[cfg(target_pointer_width = "64")]
+const _: () = assert!(std::mem::size_of::<Attempt>() <= 32);
+
+impl Attempt {
+    const NOT_FINISHED: u64 = u64::MAX;
+    const NO_TIME: u32 = u32::MAX;
+
+    fn started(attempt: u32, now: u64) -> Attempt {
+        Attempt {
+            started_at_ms: now,
+            finished_at_ms: Attempt::NOT_FINISHED,
+            attempt,
+            response_time_ms: Attempt::NO_TIME,
+            error: None,
+            response_status: 0,
+        }
+    }
+
+    fn is_finished(&self) -> bool {
+        self.finished_at_ms != Attempt::NOT_FINISHED
+    }
+
+    fn finish(
+        &mut self,
+        now: u64,
+        status: Option<u16>,
+        latency_ms: u64,
+        error: Option<DeliveryError>,
+    ) {
+        self.finished_at_ms = now.min(Attempt::NOT_FINISHED - 1);
+        self.response_status = status.unwrap_or(0);
+        self.response_time_ms = u32::try_from(latency_ms)
+            .unwrap_or(u32::MAX)
+            .min(Attempt::NO_TIME - 1);
+        self.error = error;
+    }
+
+    fn summary(&self) -> AttemptSummary {
+        AttemptSummary {
+            attempt: self.attempt,
+            started_at_ms: self.started_at_ms,
+            finished_at_ms: self.is_finished().then_some(self.finished_at_ms),
+            response_status: (self.response_status != 0).then_some(self.response_status),
+            response_time_ms: (self.response_time_ms != Attempt::NO_TIME)
+                .then_some(u64::from(self.response_time_ms)),
+            error: self.error,
+        }
+    }
+
+    fn from_summary(a: &AttemptSummary) -> Attempt {
+        let mut attempt = Attempt::started(a.attempt, a.started_at_ms);
+        if let Some(finished) = a.finished_at_ms {
+            attempt.finish(finished, a.response_status, 0, a.error);
+        }
+        attempt.response_status = a.response_status.unwrap_or(0);
+        attempt.error = a.error;
+        attempt.response_time_ms = a.response_time_ms.map_or(Attempt::NO_TIME, |ms| {
+            u32::try_from(ms)
+                .unwrap_or(u32::MAX)
+                .min(Attempt::NO_TIME - 1)
+        });
+        attempt
     }
 }
 
@@ -707,7 +786,14 @@ pub struct Dispatcher {
     /// Pending deliveries that never made an attempt (for [`Stats::retries_pending`]).
     fresh_pending: usize,
     counters: Counters,
+    /// One copy of each event type events carry (see `shared_event_type`).
+    event_types: HashSet<EventType>,
 }
+
+/// Most distinct event types whose text events share (see
+/// `Dispatcher::shared_event_type`): publishers use a few dozen, and a bound keeps a
+/// publisher that invents a type per event from growing the set without end.
+const EVENT_TYPES_SHARED_MAX: usize = 4096;
 
 impl std::fmt::Debug for Dispatcher {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -750,6 +836,7 @@ impl Dispatcher {
             keys: Keys::default(),
             fresh_pending: 0,
             counters: Counters::default(),
+            event_types: HashSet::new(),
         }
     }
 

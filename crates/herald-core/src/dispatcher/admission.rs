@@ -151,7 +151,7 @@ impl Dispatcher {
                 last_response: None,
                 updated_at_ms: now,
                 finish_seq: 0,
-                attempts: VecDeque::new(),
+                attempts: Vec::new(),
             }),
         );
     }

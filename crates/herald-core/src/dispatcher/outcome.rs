@@ -428,7 +428,7 @@ impl Dispatcher {
         }
         set_attempt(&mut self.fresh_pending, d, r.attempt);
         d.last_status = (r.status != 0).then_some(r.status);
-        d.last_latency_ms = Some(r.latency_ms);
+        d.last_latency_ms = Some(u32::try_from(r.latency_ms).unwrap_or(u32::MAX));
         d.last_error = match result {
             AttemptResult::Transport(t) => Some(DeliveryError::Transport(t)),
             AttemptResult::Response { status, .. } => {

@@ -89,7 +89,7 @@ impl Dispatcher {
             attempt: d.attempt,
             status: d.status,
             response_status: d.last_status,
-            response_time_ms: d.last_latency_ms,
+            response_time_ms: d.last_latency_ms.map(u64::from),
             error: d.last_error,
             next_retry_at_ms: if d.status.is_final() { None } else { d.due_ms },
             response_body: d
@@ -103,7 +103,7 @@ impl Dispatcher {
             accepted_at_ms: d.event.accepted_at_ms,
             updated_at_ms: d.updated_at_ms,
             finished_at_ms: d.status.is_final().then_some(d.updated_at_ms),
-            attempts: d.attempts.iter().cloned().collect(),
+            attempts: d.attempts.iter().map(Attempt::summary).collect(),
         }
     }
 

@@ -97,8 +97,9 @@ impl Dispatcher {
                 let event = Arc::new(EventData {
                     tenant: self.shared_tenant(tenant),
                     id: event_id,
-                    event_type: EventType::parse(&r.event_type)
-                        .map_err(|e| invalid(e.to_string()))?,
+                    event_type: self.shared_event_type(
+                        EventType::parse(&r.event_type).map_err(|e| invalid(e.to_string()))?,
+                    ),
                     body: event_body(&r.body, bodies.first()),
                     accepted_at_ms: r.at_ms,
                 });
@@ -334,6 +335,19 @@ impl Dispatcher {
         }
     }
 
+    /// `event_type`, sharing one copy of each type among the events that carry it (a
+    /// backlog of a million events has a handful of types), up to
+    /// [`EVENT_TYPES_SHARED_MAX`] distinct types; types beyond that keep their own copy.
+    fn shared_event_type(&mut self, event_type: EventType) -> EventType {
+        if let Some(shared) = self.event_types.get(&event_type) {
+            return shared.clone();
+        }
+        if self.event_types.len() < EVENT_TYPES_SHARED_MAX {
+            self.event_types.insert(event_type.clone());
+        }
+        event_type
+    }
+
     /// `webhook` of `tenant`, sharing the registry's copy of the id when it exists: each
     /// pending delivery names its webhook, and a million of them would otherwise hold a
     /// million copies of the id.
@@ -429,7 +443,8 @@ impl Dispatcher {
             events.push(Arc::new(EventData {
                 tenant: self.shared_tenant(TenantId::parse(&e.tenant).map_err(|e| e.to_string())?),
                 id: EventId::parse(&e.event_id).map_err(|e| e.to_string())?,
-                event_type: EventType::parse(&e.event_type).map_err(|e| e.to_string())?,
+                event_type: self
+                    .shared_event_type(EventType::parse(&e.event_type).map_err(|e| e.to_string())?),
                 body: body(),
                 accepted_at_ms: e.accepted_at_ms,
             }));
@@ -448,7 +463,8 @@ impl Dispatcher {
                 set_attempt(&mut self.fresh_pending, d, s.attempt);
                 d.last_status = (s.last_status != 0).then_some(s.last_status);
                 d.last_error = s.last_error.as_deref().and_then(DeliveryError::from_name);
-                d.last_latency_ms = (s.last_latency_ms != u64::MAX).then_some(s.last_latency_ms);
+                d.last_latency_ms = (s.last_latency_ms != u64::MAX)
+                    .then(|| u32::try_from(s.last_latency_ms).unwrap_or(u32::MAX));
                 d.set_last_response(
                     &s.last_response_body,
                     headers_from_rec(&s.last_response_headers),
@@ -459,13 +475,15 @@ impl Dispatcher {
                     .rev()
                     .take(ATTEMPT_HISTORY_MAX)
                     .rev()
-                    .map(|a| AttemptSummary {
-                        attempt: a.attempt,
-                        started_at_ms: a.started_at_ms,
-                        finished_at_ms: a.finished_at_ms,
-                        response_status: (a.status != 0).then_some(a.status),
-                        response_time_ms: a.latency_ms,
-                        error: a.error.as_deref().and_then(DeliveryError::from_name),
+                    .map(|a| {
+                        Attempt::from_summary(&AttemptSummary {
+                            attempt: a.attempt,
+                            started_at_ms: a.started_at_ms,
+                            finished_at_ms: a.finished_at_ms,
+                            response_status: (a.status != 0).then_some(a.status),
+                            response_time_ms: a.latency_ms,
+                            error: a.error.as_deref().and_then(DeliveryError::from_name),
+                        })
                     })
                     .collect();
             }
@@ -749,13 +767,14 @@ fn delivery_snap(id: DeliveryId, event: u32, d: &Delivery) -> record::DeliverySn
         in_flight: d.stage == Stage::InFlight,
         last_status: d.last_status.unwrap_or(0),
         last_error: d.last_error.map(DeliveryError::name),
-        last_latency_ms: d.last_latency_ms.unwrap_or(u64::MAX),
+        last_latency_ms: d.last_latency_ms.map_or(u64::MAX, u64::from),
         last_response_body: d.last_body().to_vec(),
         last_response_headers: headers_to_rec(d.last_headers()),
         updated_at_ms: d.updated_at_ms,
         attempts: d
             .attempts
             .iter()
+            .map(Attempt::summary)
             .map(|a| record::AttemptRec {
                 attempt: a.attempt,
                 started_at_ms: a.started_at_ms,
