@@ -11,8 +11,8 @@
 //! ([`crate::Dispatcher::checkpoint_stored`]), because the segments before it may be
 //! deleted once it is durable.
 //!
-//! A driver that never reports positions (the simulator, tests) keeps every body in
-//! memory and may pass [`Held`] as the store.
+//! A driver that never reports positions (unit tests, say) keeps every body in memory
+//! and may pass [`Held`] as the store.
 
 /// Where an envelope lies in the journal, as the driver reported it. The core does not
 /// interpret it; it hands it back to the [`BodyStore`].

@@ -10,10 +10,10 @@ use std::collections::BTreeMap;
 use herald_core::record::Record;
 use herald_core::session::{recover, JournalFrame, Session};
 use herald_core::{
-    AppendId, Command, DeliveryQuery, DeliveryRecord, DeliveryStatus, DisableReason, Dispatcher,
-    DispatcherConfig, EndpointLimits, EventFilter, EventId, EventType, NewEvent, Outcome,
-    SendRequest, TenantId, WebhookId, WebhookSpec, WebhookStatus, API_VERSION_DEFAULT,
-    ATTEMPT_HISTORY_MAX, PAGE_ITEMS_MAX,
+    AppendId, BodyPos, BodyStore, Command, DeliveryQuery, DeliveryRecord, DeliveryStatus,
+    DisableReason, Dispatcher, DispatcherConfig, EndpointLimits, EventFilter, EventId, EventType,
+    NewEvent, Outcome, PayloadAt, SendRequest, TenantId, WebhookId, WebhookSpec, WebhookStatus,
+    API_VERSION_DEFAULT, ATTEMPT_HISTORY_MAX, PAGE_ITEMS_MAX,
 };
 use herald_http::Url;
 use herald_sign::{generate_secret, public_key, Scheme, Verifier};
@@ -52,13 +52,44 @@ enum Action {
     Manage,
 }
 
-/// One journal frame as the simulated disk holds it: encoded, as the real journal would.
+/// One journal frame as the simulated disk holds it: encoded, as the real journal would,
+/// 16-byte aligned like the journal's payloads.
 struct Frame {
     kind: u16,
     version: u16,
-    payload: Vec<u8>,
+    payload: rkyv::util::AlignedVec,
     /// A checkpoint frame (`Journal::checkpoint`), not an `Append` of the dispatcher.
     checkpoint: bool,
+}
+
+/// Where the simulated journal holds a frame's payload: the frame's sequence number
+/// stands for the segment, and the payload starts it.
+fn frame_at(seq: u64) -> PayloadAt {
+    PayloadAt {
+        segment: seq,
+        offset: 0,
+    }
+}
+
+/// Event bodies read back from the simulated journal, as a shard reads them through its
+/// mapping. Frames before the latest durable checkpoint count as compacted away (the
+/// real journal deletes their segments), so a body the dispatcher still points at there
+/// is missing, as it would be on disk, and stops the run.
+struct Bodies<'a> {
+    journal: &'a [Frame],
+    compacted_before: usize,
+}
+
+impl BodyStore for Bodies<'_> {
+    fn body(&self, at: BodyPos) -> Option<&[u8]> {
+        let index = usize::try_from(at.segment).ok()?.checked_sub(1)?;
+        if index < self.compacted_before {
+            return None;
+        }
+        let payload = &self.journal.get(index)?.payload;
+        let start = at.offset as usize;
+        payload.get(start..start.checked_add(at.len as usize)?)
+    }
 }
 
 /// Per-webhook signing setup, so that the receiver can verify what it gets.
@@ -81,6 +112,8 @@ struct Sim<'a> {
     agenda_seq: u64,
     journal: Vec<Frame>,
     durable_len: usize,
+    /// Frames before this index are compacted away (see [`Bodies`]).
+    compacted_before: usize,
     sync_scheduled: bool,
     receivers: BTreeMap<String, Receiver>,
     plans: BTreeMap<String, WebhookPlan>,
@@ -134,6 +167,7 @@ impl<'a> Sim<'a> {
             agenda_seq: 0,
             journal: Vec::new(),
             durable_len: 0,
+            compacted_before: 0,
             sync_scheduled: false,
             receivers: BTreeMap::new(),
             plans: BTreeMap::new(),
@@ -300,7 +334,13 @@ impl<'a> Sim<'a> {
                     self.act(action)?;
                 }
             }
-            self.session.dispatcher_mut().tick(self.now_ms);
+            let bodies = Bodies {
+                journal: &self.journal,
+                compacted_before: self.compacted_before,
+            };
+            self.session
+                .dispatcher_mut()
+                .tick_with(self.now_ms, &bodies);
             self.pump()?;
             self.check_step()?;
             if self.stats.crashes < u64::from(self.config.crashes_max)
@@ -464,15 +504,31 @@ impl<'a> Sim<'a> {
         }
         self.checker.record(self.now_ms, &record, true)?;
         self.stats.records += 1;
+        // The event's deliveries keep where the journal holds its envelope, as a shard's
+        // do (herald_core::body).
+        let body = match &record {
+            Record::EventAccepted(e) if !e.deliveries.is_empty() => {
+                herald_core::record::body_spans(&payload)
+                    .map_err(|e| self.violation(Invariant::Records, format!("body spans: {e}")))?
+                    .first()
+                    .copied()
+                    .flatten()
+            }
+            _ => None,
+        };
         self.journal.push(Frame {
             kind,
             version,
-            payload: payload.to_vec(),
+            payload,
             checkpoint: false,
         });
         // A frame's journal sequence number is its position (from 1), as the real
         // journal's numbering continues after a torn tail was cut.
-        self.session.appended(id, self.journal.len() as u64);
+        let seq = self.journal.len() as u64;
+        self.session.appended(id, seq);
+        if let Some(at) = body.and_then(|span| frame_at(seq).body(span)) {
+            self.session.dispatcher_mut().body_stored(id, at);
+        }
         Ok(())
     }
 
@@ -561,6 +617,10 @@ impl<'a> Sim<'a> {
     /// Group commit: every frame appended so far is durable.
     fn sync(&mut self) {
         self.durable_len = self.journal.len();
+        // The journal deletes the segments before its latest durable checkpoint.
+        if let Some(checkpoint) = self.journal.iter().rposition(|f| f.checkpoint) {
+            self.compacted_before = self.compacted_before.max(checkpoint);
+        }
         let released: Vec<usize> = self.session.durable(self.journal.len() as u64).collect();
         for index in released {
             self.ack(index);
@@ -608,7 +668,7 @@ impl<'a> Sim<'a> {
                 version: frame.version,
                 checkpoint: frame.checkpoint,
                 payload,
-                at: None,
+                at: Some(frame_at(seq)),
             })
             .collect();
         let mut survivors = Vec::with_capacity(frames.len());
@@ -626,6 +686,10 @@ impl<'a> Sim<'a> {
         // history wrongly shows up as a dispatcher that disagrees with the checker.
         self.checker.crashed(self.now_ms, &survivors)?;
         let replay_from = frames.iter().rposition(|f| f.checkpoint).unwrap_or(0);
+        // A disk that lost durable frames (an injected defect) may have lost the
+        // checkpoint compaction relied on; the frames from the one replay starts at are
+        // still there, as a real journal keeps them.
+        self.compacted_before = self.compacted_before.min(replay_from);
         let unread = frames[replay_from..].iter().copied().map(Ok);
         let dispatcher = recover::<std::convert::Infallible>(
             self.dispatcher_config.clone(),
@@ -802,18 +866,47 @@ impl<'a> Sim<'a> {
     /// checkpoint follows every record it summarises.
     fn checkpoint(&mut self) -> Result<(), Violation> {
         self.pump()?;
-        let record = self.session.dispatcher().checkpoint(self.now_ms);
-        // The journal numbers its checkpoint frames with its own version.
-        let (kind, _, payload) = record
-            .encode()
-            .map_err(|e| self.violation(Invariant::Records, format!("encode: {e}")))?;
+        let bodies = Bodies {
+            journal: &self.journal,
+            compacted_before: self.compacted_before,
+        };
+        let mut parts =
+            self.session
+                .dispatcher()
+                .checkpoint_parts_with(self.now_ms, usize::MAX, &bodies);
+        let record = parts.next();
+        let encoded = record.as_ref().map(Record::encode);
+        // Where its bodies go: the frame about to be appended.
+        let at = frame_at(self.journal.len() as u64 + 1);
+        let stored = match &encoded {
+            Some(Ok((_, _, payload))) => parts.stored(payload, at).map_err(|e| e.to_string()),
+            Some(Err(e)) => Err(format!("encode: {e}")),
+            None => Err("a checkpoint has at least one part".to_string()),
+        };
+        let more = parts.next().is_some();
+        let moves = parts.into_moves();
+        if let Err(reason) = stored {
+            return Err(self.violation(Invariant::Records, reason));
+        }
+        if more {
+            return Err(self.violation(
+                Invariant::Records,
+                "an unlimited checkpoint is one part".to_string(),
+            ));
+        }
+        let Some(Ok((kind, _, payload))) = encoded else {
+            unreachable!("checked above");
+        };
         self.stats.checkpoints += 1;
+        // The journal numbers its checkpoint frames with its own version.
         self.journal.push(Frame {
             kind,
             version: herald_core::session::CHECKPOINT_FRAME_VERSION,
-            payload: payload.to_vec(),
+            payload,
             checkpoint: true,
         });
+        // Before it can be durable (and the frames before it compacted away).
+        self.session.dispatcher_mut().checkpoint_stored(moves);
         Ok(())
     }
 
