@@ -538,10 +538,14 @@ pub type BodySpans = Vec<Option<(u32, u32)>>;
 /// Where envelopes lie inside an encoded record (the payload of [`Record::encode`]):
 /// for an `EventAccepted` its body, for a checkpoint part each event's body by index
 /// (`None` when left out); nothing for other kinds. Spans are `(offset, length)` in the
-/// payload. A misaligned payload (the journal never hands one out) has no spans.
+/// payload. A misaligned payload (the journal never hands one out, and a span found in a
+/// copy would not name the journal's bytes) is an error.
 pub fn body_spans(payload: &[u8]) -> Result<BodySpans, DecodeError> {
     if (payload.as_ptr() as usize) % 16 != 0 {
-        return Ok(Vec::new());
+        return Err(DecodeError::Invalid {
+            kind: 0,
+            reason: "payload is not 16-byte aligned as the journal stores it".to_string(),
+        });
     }
     let archived = rkyv::access::<ArchivedRecord, rancor::Error>(payload).map_err(|e| {
         DecodeError::Invalid {

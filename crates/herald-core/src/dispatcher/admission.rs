@@ -266,7 +266,8 @@ impl Dispatcher {
     /// and whenever [`Dispatcher::next_deadline_ms`] has passed.
     ///
     /// For a driver that keeps every body in memory (it never calls
-    /// [`Dispatcher::body_stored`]); otherwise [`Dispatcher::tick_with`].
+    /// [`Dispatcher::body_stored`]); otherwise [`Dispatcher::tick_with`]: signing a body
+    /// held only by its position without a store is a bug and panics.
     pub fn tick(&mut self, now_ms: u64) {
         self.tick_with(now_ms, &Held);
     }

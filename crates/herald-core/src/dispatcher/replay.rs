@@ -228,7 +228,8 @@ impl Dispatcher {
 
     /// A snapshot of the live state in one record, for `Journal::checkpoint`: the
     /// single part of [`Dispatcher::checkpoint_parts`] with no size limit. Fine for
-    /// small states (tests, the simulator); a shard writes parts.
+    /// small states of a driver that keeps bodies in memory (tests); a shard writes
+    /// parts with [`Dispatcher::checkpoint_parts_with`].
     pub fn checkpoint(&self, now_ms: u64) -> Record {
         let mut parts = self.checkpoint_parts(now_ms, usize::MAX);
         let part = parts.next();
@@ -259,7 +260,8 @@ impl Dispatcher {
     /// copy. So no part grows without bound, whatever one event's fan-out.
     ///
     /// For a driver that keeps every body in memory; otherwise
-    /// [`Dispatcher::checkpoint_parts_with`].
+    /// [`Dispatcher::checkpoint_parts_with`] (copying a body held only by its position
+    /// without a store is a bug and panics).
     pub fn checkpoint_parts(&self, now_ms: u64, part_bytes_target: usize) -> CheckpointParts<'_> {
         self.checkpoint_parts_with(now_ms, part_bytes_target, &Held)
     }
@@ -309,9 +311,11 @@ impl Dispatcher {
             let Some(old) = self.deliveries.get(&delivery).map(|d| Arc::clone(&d.event)) else {
                 continue;
             };
-            if old.body.len() != at.len as usize {
-                continue;
-            }
+            assert_eq!(
+                old.body.len(),
+                at.len as usize,
+                "bug: a checkpoint moved delivery {delivery}'s event body to a copy of another length"
+            );
             let moved = Arc::new(old.with_body(EventBody::Stored(at)));
             // An event's deliveries have consecutive ids and share one copy of it.
             let later = self.deliveries.range_mut(delivery..);
@@ -421,6 +425,8 @@ impl Dispatcher {
                     && p.id.as_str() == e.event_id
                     && p.tenant.as_str() == e.tenant
                     && p.accepted_at_ms == e.accepted_at_ms
+                    && p.event_type.as_str() == e.event_type
+                    && (p.body.is_empty() || e.body.is_empty() || p.body.len() == e.body.len())
             }) {
                 if e.body.is_empty() || !previous.body.is_empty() {
                     events.push(Arc::clone(previous));
@@ -592,12 +598,23 @@ impl CheckpointParts<'_> {
     /// unknown: abandon the checkpoint.
     pub fn stored(&mut self, payload: &[u8], at: PayloadAt) -> Result<(), record::DecodeError> {
         let spans = record::body_spans(payload)?;
+        let unknown = |reason: String| record::DecodeError::Invalid {
+            kind: record::kind::CHECKPOINT,
+            reason,
+        };
         for &(delivery, index) in &self.runs {
-            let body = spans
-                .get(index as usize)
-                .copied()
-                .flatten()
-                .and_then(|span| at.body(span));
+            // `None`: the part left the body out (every delivery of the event in it
+            // succeeded). A body the part holds must get a position: an event left
+            // pointing at a segment the checkpoint lets go would lose its body.
+            let body = match spans.get(index as usize) {
+                Some(Some(span)) => Some(at.body(*span).ok_or_else(|| {
+                    unknown(format!(
+                        "event #{index}'s body lies past what a position names"
+                    ))
+                })?),
+                Some(None) => None,
+                None => return Err(unknown(format!("the part has no event #{index}"))),
+            };
             self.moves.moves.push((delivery, body));
         }
         self.runs.clear();

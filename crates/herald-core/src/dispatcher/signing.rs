@@ -30,20 +30,17 @@ impl Dispatcher {
             return;
         }
         // A stored body is read from the journal once per tick and shared by the
-        // attempts that send it (an event's fan-out is admitted together).
-        let mut read: Option<(BodyPos, Arc<[u8]>)> = None;
+        // attempts of the tick that send it (plans come webhook by webhook, so one
+        // event's attempts need not be next to each other).
+        let mut read: HashMap<BodyPos, Arc<[u8]>> = HashMap::new();
         let bodies: Vec<Arc<[u8]>> = plans
             .iter()
             .map(|p| match &p.body {
                 EventBody::Held(bytes) => Arc::clone(bytes),
-                EventBody::Stored(at) => match &read {
-                    Some((last, bytes)) if last == at => Arc::clone(bytes),
-                    _ => {
-                        let bytes: Arc<[u8]> = Arc::from(p.body.bytes(store));
-                        read = Some((*at, Arc::clone(&bytes)));
-                        bytes
-                    }
-                },
+                EventBody::Stored(at) => Arc::clone(
+                    read.entry(*at)
+                        .or_insert_with(|| Arc::from(p.body.bytes(store))),
+                ),
             })
             .collect();
         let timestamp_s = i64::try_from(now / 1000).unwrap_or(i64::MAX);

@@ -2748,3 +2748,83 @@ fn stored_bodies_are_read_back_when_signing_and_follow_the_checkpoint() {
         .iter()
         .all(|s| s.body.windows(7).any(|w| w == br#"{"n":7}"#)));
 }
+
+/// One event's deliveries spread over several checkpoint parts (the smallest target
+/// puts one delivery in each), the first of them successful so its part leaves the body
+/// out: every delivery still pending ends up pointing at a part's copy, live and after
+/// recovery from those parts, once the segment the event was first written to is gone.
+#[test]
+fn stored_bodies_follow_an_event_split_over_checkpoint_parts() {
+    let mut d = Dispatcher::new(DispatcherConfig::default(), T0);
+    let mut segments = Segments::default();
+    for webhook in ["wh_a", "wh_b", "wh_c"] {
+        d.upsert_webhook(T0, tenant("acme"), wh(webhook), spec(&["order.*"]))
+            .unwrap();
+    }
+    d.accept_event(T0, &tenant("acme"), event("evt_1", "order.created"))
+        .unwrap();
+    pump_stored(&mut d, &mut segments);
+    d.tick_with(T0, &segments);
+    let sends = pump_stored(&mut d, &mut segments);
+    assert_eq!(sends.len(), 3);
+    let body = sends[0].body.clone();
+    for send in sends {
+        let answer = if send.webhook == wh("wh_a") { 200 } else { 503 };
+        d.attempt_finished(
+            T0,
+            Outcome {
+                delivery: send.delivery,
+                attempt: send.attempt,
+                result: status(answer),
+                latency_ms: 1,
+                response_body: Vec::new(),
+                response_headers: Vec::new(),
+            },
+        );
+    }
+    pump_stored(&mut d, &mut segments);
+
+    // Each part in a segment of its own (2, 3, …); segment 1 is then dropped.
+    let mut moved = Segments::default();
+    let mut frames = Vec::new();
+    let mut parts = d.checkpoint_parts_with(T0, 1, &segments);
+    let mut segment = 2;
+    while let Some(part) = parts.next() {
+        let (_, _, payload) = part.encode().unwrap();
+        let at = moved.append(segment, &payload);
+        parts.stored(moved.payload(at, payload.len()), at).unwrap();
+        frames.push((at, payload.len()));
+        segment += 1;
+    }
+    assert!(frames.len() >= 3, "one delivery per part");
+    let moves = parts.into_moves();
+    d.checkpoint_stored(moves);
+    let later = T0 + HOUR;
+    d.tick_with(later, &moved);
+    let retried = pump_stored(&mut d, &mut moved);
+    assert_eq!(retried.len(), 2, "the two failed deliveries are retried");
+    assert!(
+        retried.iter().all(|s| s.body == body),
+        "with the event's body"
+    );
+
+    let recovered_frames: Vec<_> = frames
+        .iter()
+        .map(|&(at, len)| {
+            Ok::<_, std::io::Error>(crate::session::JournalFrame {
+                seq: at.segment,
+                kind: record::kind::CHECKPOINT,
+                version: crate::session::CHECKPOINT_FRAME_VERSION,
+                checkpoint: true,
+                payload: moved.payload(at, len),
+                at: Some(at),
+            })
+        })
+        .collect();
+    let mut recovered =
+        crate::session::recover(DispatcherConfig::default(), later, recovered_frames).unwrap();
+    recovered.tick_with(later + HOUR, &moved);
+    let resent = pump_stored(&mut recovered, &mut moved);
+    assert_eq!(resent.len(), 2, "both due again after recovery");
+    assert!(resent.iter().all(|s| s.body == body));
+}
