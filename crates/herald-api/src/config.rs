@@ -257,12 +257,23 @@ pub struct JournalConfig {
     /// [`JOURNAL_SEGMENT_BYTES_MIN`]`..=`[`JOURNAL_SEGMENT_BYTES_MAX`]). Each shard holds
     /// its segments plus one prepared ahead, so a small disk wants small segments.
     pub segment_bytes: u64,
+    /// Most segments each shard's journal holds (`1..=`[`JOURNAL_SEGMENTS_MAX_LIMIT`]):
+    /// with `segment_bytes`, the disk a shard may use. At the limit the shard refuses
+    /// changes (503) and checkpoints until old segments can go; a state larger than about
+    /// twice the limit's bytes cannot checkpoint, so size it above the largest backlog.
+    pub segments_max: usize,
 }
+
+/// Largest `[journal] segments_max`: the journal's own bound (`SEGMENTS_MAX_LIMIT`).
+pub const JOURNAL_SEGMENTS_MAX_LIMIT: usize = 1 << 16;
+/// Default `[journal] segments_max` (the journal's default).
+pub const JOURNAL_SEGMENTS_MAX_DEFAULT: usize = 1024;
 
 impl Default for JournalConfig {
     fn default() -> Self {
         JournalConfig {
             segment_bytes: JOURNAL_SEGMENT_BYTES_DEFAULT,
+            segments_max: JOURNAL_SEGMENTS_MAX_DEFAULT,
         }
     }
 }
@@ -381,6 +392,12 @@ impl Config {
         {
             return Err(ConfigError::new(format!(
                 "journal.segment_bytes is {segment_bytes}; it must be a multiple of 4096 from {JOURNAL_SEGMENT_BYTES_MIN} to {JOURNAL_SEGMENT_BYTES_MAX}"
+            )));
+        }
+        let segments_max = self.journal.segments_max;
+        if !(1..=JOURNAL_SEGMENTS_MAX_LIMIT).contains(&segments_max) {
+            return Err(ConfigError::new(format!(
+                "journal.segments_max is {segments_max}; it must be from 1 to {JOURNAL_SEGMENTS_MAX_LIMIT}"
             )));
         }
         self.validate_inbound()?;
@@ -574,10 +591,12 @@ mod tests {
             connections_max = 10
             [journal]
             segment_bytes = 65536
+            segments_max = 16
         "#;
         let config = Config::from_toml(text, "t.toml").unwrap();
         assert_eq!(config.shards, 2);
         assert_eq!(config.journal.segment_bytes, 65536);
+        assert_eq!(config.journal.segments_max, 16);
         assert_eq!(config.log_format, LogFormat::Json);
         assert!(config.egress.require_https);
         assert_eq!(config.egress.extra_ca_pems, [PathBuf::from("/tmp/ca.pem")]);
@@ -607,6 +626,8 @@ mod tests {
             ("[journal]\nsegment_bytes = 4096", "journal.segment_bytes"),
             ("[journal]\nsegment_bytes = 65537", "journal.segment_bytes"),
             ("[journal]\nsize = 65536", "size"),
+            ("[journal]\nsegments_max = 0", "journal.segments_max"),
+            ("[journal]\nsegments_max = 70000", "journal.segments_max"),
             ("admin_key = \"short\"", "admin_key"),
             ("[tls]\ncert = \"a.pem\"", "key"),
             (

@@ -337,6 +337,7 @@ fn prepare(config: Config, admin_key: Option<String>) -> Result<Prepared, StartE
         .shards(shards)
         .intake_capacity(config.limits.intake_capacity)
         .journal_segment_bytes(config.journal.segment_bytes)
+        .journal_segments_max(config.journal.segments_max)
         .stream_window(
             config.ws.replay_window(),
             config.ws.replay_events_max,
