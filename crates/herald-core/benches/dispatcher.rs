@@ -180,5 +180,68 @@ fn bench(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, bench);
+/// Deliveries finished and kept in the log for the checkpoint bench (the shard's log
+/// keeps up to 100,000 per shard by default; a checkpoint writes all of them).
+const LOG_DELIVERIES: usize = 20_000;
+
+/// A dispatcher whose log holds `LOG_DELIVERIES` successful deliveries, each with the
+/// two response headers a typical receiver sends.
+fn with_log() -> Dispatcher {
+    let (mut d, _) = setup(1);
+    let tenant = TenantId::parse("acme").unwrap();
+    let (_, one) = setup(1);
+    let mut commands = Vec::new();
+    let mut now = T0;
+    for i in 0..LOG_DELIVERIES {
+        now += 1;
+        let mut event = one[0].clone();
+        event.id = EventId::parse(&format!("evt_{i:08}")).unwrap();
+        let accepted = d.accept_event(now, &tenant, event).unwrap();
+        d.records_durable(accepted.append);
+        d.tick(now);
+        commands.clear();
+        d.drain_commands(&mut commands);
+        for command in commands.drain(..) {
+            if let Command::Send(req) = command {
+                let mut outcome = answered_200(&req);
+                outcome.response_headers = vec![
+                    ("content-type".to_string(), "application/json".to_string()),
+                    (
+                        "date".to_string(),
+                        "Tue, 01 Dec 2026 21:00:00 GMT".to_string(),
+                    ),
+                ];
+                d.attempt_finished(now, outcome);
+            }
+        }
+    }
+    d.drain_commands(&mut commands);
+    d
+}
+
+/// A checkpoint of a state that is mostly the delivery log: building and encoding its
+/// parts (what a shard does on its thread before writing them). Criterion's time over
+/// `LOG_DELIVERIES` is the cost per delivery held.
+fn bench_checkpoint(c: &mut Criterion) {
+    let mut group = c.benchmark_group("checkpoint");
+    group.sample_size(10);
+    group.throughput(Throughput::Elements(LOG_DELIVERIES as u64));
+    let d = with_log();
+    assert_eq!(d.stats().deliveries_retained, LOG_DELIVERIES);
+    group.bench_function("log_20k_parts_4mib", |b| {
+        b.iter(|| {
+            let mut bytes = 0;
+            let mut buffer = herald_core::RecordBuffer::new();
+            for part in d.checkpoint_parts(T0 + 1_000_000, 4 << 20) {
+                let (_, _, payload) = part.encode_into(buffer).unwrap();
+                bytes += payload.len();
+                buffer = payload;
+            }
+            black_box(bytes)
+        })
+    });
+    group.finish();
+}
+
+criterion_group!(benches, bench, bench_checkpoint);
 criterion_main!(benches);
