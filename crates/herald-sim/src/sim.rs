@@ -60,6 +60,24 @@ struct Frame {
     payload: rkyv::util::AlignedVec,
     /// A checkpoint frame (`Journal::checkpoint`), not an `Append` of the dispatcher.
     checkpoint: bool,
+    /// For a checkpoint frame: its part number and how many parts the checkpoint has (it
+    /// counts only once all of them are on disk, as the journal's end marker makes it).
+    part: (u32, u32),
+}
+
+/// Where the latest complete checkpoint starts (its first part), if there is one: a
+/// checkpoint a crash cut short counts as never written, as in the real journal.
+fn last_complete_checkpoint(journal: &[Frame]) -> Option<usize> {
+    (0..journal.len()).rev().find(|&start| {
+        let (index, count) = journal[start].part;
+        journal[start].checkpoint
+            && index == 0
+            && (0..count as usize).all(|k| {
+                journal
+                    .get(start + k)
+                    .is_some_and(|f| f.checkpoint && f.part == (k as u32, count))
+            })
+    })
 }
 
 /// Where the simulated journal holds a frame's payload: the frame's sequence number
@@ -521,6 +539,7 @@ impl<'a> Sim<'a> {
             version,
             payload,
             checkpoint: false,
+            part: (0, 0),
         });
         // A frame's journal sequence number is its position (from 1), as the real
         // journal's numbering continues after a torn tail was cut.
@@ -618,7 +637,7 @@ impl<'a> Sim<'a> {
     fn sync(&mut self) {
         self.durable_len = self.journal.len();
         // The journal deletes the segments before its latest durable checkpoint.
-        if let Some(checkpoint) = self.journal.iter().rposition(|f| f.checkpoint) {
+        if let Some(checkpoint) = last_complete_checkpoint(&self.journal) {
             self.compacted_before = self.compacted_before.max(checkpoint);
         }
         let released: Vec<usize> = self.session.durable(self.journal.len() as u64).collect();
@@ -685,12 +704,21 @@ impl<'a> Sim<'a> {
         // the last checkpoint and what follows it. A checkpoint that summarises the
         // history wrongly shows up as a dispatcher that disagrees with the checker.
         self.checker.crashed(self.now_ms, &survivors)?;
-        let replay_from = frames.iter().rposition(|f| f.checkpoint).unwrap_or(0);
+        let complete = last_complete_checkpoint(&self.journal);
+        let replay_from = complete.unwrap_or(0);
+        let parts = complete.map_or(0, |start| self.journal[start].part.1 as usize);
         // A disk that lost durable frames (an injected defect) may have lost the
         // checkpoint compaction relied on; the frames from the one replay starts at are
         // still there, as a real journal keeps them.
         self.compacted_before = self.compacted_before.min(replay_from);
-        let unread = frames[replay_from..].iter().copied().map(Ok);
+        // Replay reads that checkpoint's parts and the records after it; the parts of a
+        // later checkpoint the crash cut short are skipped, as the journal skips them.
+        let unread = frames[replay_from..]
+            .iter()
+            .zip(&self.journal[replay_from..])
+            .enumerate()
+            .filter(|(k, (_, frame))| !frame.checkpoint || *k < parts)
+            .map(|(_, (frame, _))| Ok(*frame));
         let dispatcher = recover::<std::convert::Infallible>(
             self.dispatcher_config.clone(),
             self.now_ms,
@@ -866,45 +894,54 @@ impl<'a> Sim<'a> {
     /// checkpoint follows every record it summarises.
     fn checkpoint(&mut self) -> Result<(), Violation> {
         self.pump()?;
+        // One part, parts of a few KiB, or a part per item (an event's deliveries then
+        // continue over parts): every layout the shard's writer can produce, in turn,
+        // without drawing from the seed's random stream.
+        let target = [usize::MAX, 4096, 1][(self.stats.checkpoints % 3) as usize];
         let bodies = Bodies {
             journal: &self.journal,
             compacted_before: self.compacted_before,
         };
+        let first_seq = self.journal.len() as u64 + 1;
         let mut parts =
             self.session
                 .dispatcher()
-                .checkpoint_parts_with(self.now_ms, usize::MAX, &bodies);
-        let record = parts.next();
-        let encoded = record.as_ref().map(Record::encode);
-        // Where its bodies go: the frame about to be appended.
-        let at = frame_at(self.journal.len() as u64 + 1);
-        let stored = match &encoded {
-            Some(Ok((_, _, payload))) => parts.stored(payload, at).map_err(|e| e.to_string()),
-            Some(Err(e)) => Err(format!("encode: {e}")),
-            None => Err("a checkpoint has at least one part".to_string()),
-        };
-        let more = parts.next().is_some();
+                .checkpoint_parts_with(self.now_ms, target, &bodies);
+        let mut encoded = Vec::new();
+        let mut failed = None;
+        while let Some(part) = parts.next() {
+            // Where its bodies go: the frame this part is about to be appended as.
+            let at = frame_at(first_seq + encoded.len() as u64);
+            match part.encode() {
+                Ok((kind, _, payload)) => {
+                    if let Err(e) = parts.stored(&payload, at) {
+                        failed = Some(format!("locating bodies: {e}"));
+                        break;
+                    }
+                    encoded.push((kind, payload));
+                }
+                Err(e) => {
+                    failed = Some(format!("encode: {e}"));
+                    break;
+                }
+            }
+        }
         let moves = parts.into_moves();
-        if let Err(reason) = stored {
+        if let Some(reason) = failed {
             return Err(self.violation(Invariant::Records, reason));
         }
-        if more {
-            return Err(self.violation(
-                Invariant::Records,
-                "an unlimited checkpoint is one part".to_string(),
-            ));
-        }
-        let Some(Ok((kind, _, payload))) = encoded else {
-            unreachable!("checked above");
-        };
         self.stats.checkpoints += 1;
-        // The journal numbers its checkpoint frames with its own version.
-        self.journal.push(Frame {
-            kind,
-            version: herald_core::session::CHECKPOINT_FRAME_VERSION,
-            payload,
-            checkpoint: true,
-        });
+        let count = encoded.len() as u32;
+        for (index, (kind, payload)) in encoded.into_iter().enumerate() {
+            // The journal numbers its checkpoint frames with its own version.
+            self.journal.push(Frame {
+                kind,
+                version: herald_core::session::CHECKPOINT_FRAME_VERSION,
+                payload,
+                checkpoint: true,
+                part: (index as u32, count),
+            });
+        }
         // Before it can be durable (and the frames before it compacted away).
         self.session.dispatcher_mut().checkpoint_stored(moves);
         Ok(())
