@@ -552,7 +552,10 @@ impl Delivery {
         });
     }
 
-    /// Attempt `attempt` ended with `status` (if there was a response) and `error`.
+    /// Attempt `attempt` ended at `now` with `status` (if there was a response) and
+    /// `error`, `latency_ms` after it started. Its start is the outcome's time less its
+    /// latency, live and on replay alike (the outcome record is the attempt's only
+    /// record); a replayed outcome whose start was never marked adds its entry here.
     fn attempt_ended(
         &mut self,
         attempt: u32,
@@ -561,16 +564,32 @@ impl Delivery {
         latency_ms: u64,
         error: Option<DeliveryError>,
     ) {
-        if let Some(entry) = self
+        let marked = self
             .attempts
-            .iter_mut()
-            .rev()
-            .find(|a| a.attempt == attempt && a.finished_at_ms.is_none())
-        {
+            .back()
+            .is_some_and(|a| a.attempt == attempt && a.finished_at_ms.is_none());
+        let started_at_ms = now.saturating_sub(latency_ms);
+        if !marked {
+            self.attempt_started(attempt, started_at_ms);
+        }
+        if let Some(entry) = self.attempts.back_mut() {
+            entry.started_at_ms = started_at_ms;
             entry.finished_at_ms = Some(now);
             entry.response_status = status;
             entry.response_time_ms = Some(latency_ms);
             entry.error = error;
+        }
+    }
+
+    /// The attempt in flight ends without an outcome (its delivery ended meanwhile):
+    /// forgets its unfinished entry, as a replayed journal never had it.
+    fn attempt_abandoned(&mut self) {
+        if self
+            .attempts
+            .back()
+            .is_some_and(|a| a.attempt == self.attempt && a.finished_at_ms.is_none())
+        {
+            self.attempts.pop_back();
         }
     }
 }

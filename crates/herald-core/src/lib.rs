@@ -38,11 +38,13 @@
 //!    * [`Command::Append`]: append the record to the journal
 //!      (`journal.append(kind, version, payload)` with [`Record::encode`]). Records must
 //!      reach the journal in the order polled.
-//!    * [`Command::Send`]: start the HTTP request. When it ends, report
-//!      [`Dispatcher::attempt_finished`] with the same delivery id and attempt number.
-//!      Every `Send` is preceded by the `Append` of its `AttemptStarted` record; the send
-//!      need not wait for that record to be durable (a crash before it is durable only
-//!      repeats the attempt, which at-least-once allows).
+//!    * [`Command::Send`]: start the HTTP request at once: it waits for no record. When
+//!      it ends, report [`Dispatcher::attempt_finished`] with the same delivery id and
+//!      attempt number. Starting an attempt writes no record: its outcome's
+//!      `AttemptFinished` record carries the attempt (its start is the outcome's time
+//!      less its latency). An attempt in flight is the one piece of live state the
+//!      journal does not hold, so a crash before its outcome is durable leaves the
+//!      delivery due with the same attempt number, which is sent again (at-least-once).
 //! 4. **Sleep until** [`Dispatcher::next_deadline_ms`] or the next input.
 //!
 //! ```
@@ -116,7 +118,8 @@
 //! [`Dispatcher::replay`] in order,
 //! then call [`Dispatcher::replay_finished`]`(now_ms)`. Replay rebuilds the registry,
 //! pending deliveries, the delivery log and the timing wheel; attempts that were in
-//! flight at the crash are retried with the same attempt number. To write a checkpoint,
+//! flight at the crash have no outcome in the journal and are retried with the same
+//! attempt number. `AttemptStarted` records, written by older builds, still replay. To write a checkpoint,
 //! first drain and append every queued command, then write each part of
 //! [`Dispatcher::checkpoint_parts`]`(now_ms, part_bytes_target)` (encoded) as one part
 //! of `Journal::begin_checkpoint`, and finish it; replay hands the parts back one frame

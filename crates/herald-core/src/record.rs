@@ -201,7 +201,9 @@ pub struct EventAccepted {
     pub idempotency: Option<IdempotencyRec>,
 }
 
-/// An attempt was handed to the driver for sending.
+/// An attempt was handed to the driver for sending. Written by older builds only: an
+/// attempt's start now has no record (its [`AttemptFinished`] implies it), but journals
+/// that hold these still replay.
 #[derive(rkyv::Archive, rkyv::Serialize, rkyv::Deserialize, Clone, Debug, PartialEq, Eq)]
 pub struct AttemptStarted {
     /// When.
@@ -212,7 +214,8 @@ pub struct AttemptStarted {
     pub attempt: u32,
 }
 
-/// Result of one attempt, as recorded.
+/// Result of one attempt, as recorded: the attempt's only record. It implies the
+/// attempt's start, `latency_ms` before `at_ms`.
 #[derive(rkyv::Archive, rkyv::Serialize, rkyv::Deserialize, Clone, Debug, PartialEq, Eq)]
 pub struct AttemptFinished {
     /// When the outcome was processed.
@@ -403,7 +406,7 @@ pub enum Record {
     WebhookDeleted(WebhookDeleted),
     /// An event was accepted.
     EventAccepted(#[rkyv(with = rkyv::with::AsBox)] EventAccepted),
-    /// An attempt was started.
+    /// An attempt was started (older builds only).
     AttemptStarted(AttemptStarted),
     /// An attempt's outcome.
     AttemptFinished(#[rkyv(with = rkyv::with::AsBox)] AttemptFinished),

@@ -93,41 +93,10 @@ impl Dispatcher {
                     self.awaiting.push_back((append, created));
                 }
             }
-            Record::AttemptStarted(r) => {
-                let delivery = DeliveryId(r.delivery);
-                if let Some(d) = self
-                    .deliveries
-                    .get_mut(&delivery)
-                    .filter(|d| !d.status.is_final())
-                {
-                    if r.attempt < d.attempt.max(1) {
-                        return Err(invalid(format!(
-                            "delivery {delivery} starts attempt {} after attempt {}",
-                            r.attempt, d.attempt
-                        )));
-                    }
-                    if let Stage::Scheduled(key) = d.stage {
-                        self.wheel.cancel(key);
-                    }
-                    if d.stage != Stage::InFlight {
-                        self.in_flight_count += 1;
-                    }
-                    d.stage = Stage::InFlight;
-                    set_attempt(&mut self.fresh_pending, d, r.attempt);
-                    d.due_ms = None;
-                    d.updated_at_ms = r.at_ms;
-                    d.attempt_started(r.attempt, r.at_ms);
-                    // Live, the delivery is at the head of its queue; replayed, the queue
-                    // may hold it further back, where admission skips it as stale.
-                    if let Some(w) =
-                        webhook_state_mut(&mut self.tenants, &d.event.tenant, &d.webhook)
-                    {
-                        if w.queue.front() == Some(&delivery) {
-                            w.queue.pop_front();
-                        }
-                    }
-                }
-            }
+            // Written by older builds only: a start is now implied by its outcome.
+            Record::AttemptStarted(r) => self
+                .mark_in_flight(DeliveryId(r.delivery), r.attempt, r.at_ms)
+                .map_err(invalid)?,
             Record::AttemptFinished(r) => self.apply_attempt_finished(r).map_err(invalid)?,
             Record::DeliveryFinished(r) => {
                 let status = DeliveryStatus::from_name(&r.status)

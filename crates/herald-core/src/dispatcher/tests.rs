@@ -171,11 +171,8 @@ fn sends_signed_envelope_after_durability() {
             (T0 / 1000) as i64,
         )
         .unwrap();
-    // The AttemptStarted record precedes nothing else about this delivery.
-    assert!(matches!(
-        drv.records.last(),
-        Some(Record::AttemptStarted(_))
-    ));
+    // Starting the attempt wrote nothing: its outcome will be its record.
+    assert!(matches!(drv.records.last(), Some(Record::EventAccepted(_))));
 }
 
 use herald_sign::HeaderLookup;
@@ -1362,6 +1359,24 @@ fn same_inputs_same_outputs() {
     assert!(a.sent.len() > 40);
 }
 
+/// `records` replayed, plus the attempts `live` has in flight (which have no record): the
+/// state `live` holds, if replay is faithful.
+fn replayed_like(config: DispatcherConfig, records: &[Record], live: &Dispatcher) -> Dispatcher {
+    let mut d = Dispatcher::new(config, T0);
+    for record in records {
+        d.replay(record).unwrap();
+    }
+    mark_like(&mut d, live);
+    d
+}
+
+/// Marks in `replayed` the attempts that `live` has in flight.
+fn mark_like(replayed: &mut Dispatcher, live: &Dispatcher) {
+    for (delivery, attempt, at) in live.in_flight_marks() {
+        replayed.mark_in_flight(delivery, attempt, at).unwrap();
+    }
+}
+
 /// The dispatcher's state, without the clock (a live dispatcher has ticked past its last
 /// record).
 fn snapshot(d: &Dispatcher) -> Record {
@@ -1392,10 +1407,7 @@ fn replay_rebuilds_state() {
         drv.d.stats().in_flight > 0,
         "the scenario ends with attempts in flight"
     );
-    let mut fresh = Dispatcher::new(DispatcherConfig::default(), T0);
-    for record in &drv.records {
-        fresh.replay(record).unwrap();
-    }
+    let fresh = replayed_like(DispatcherConfig::default(), &drv.records, &drv.d);
     assert_same(&snapshot(&fresh), &snapshot(&drv.d));
     assert_eq!(fresh.stats(), drv.d.stats());
     // The log answers the same.
@@ -1784,6 +1796,8 @@ mod random {
         wheel: BTreeMap<DeliveryId, Option<u64>>,
         log: Page<DeliveryRecord>,
         checkpoint: Checkpointed,
+        /// The attempts in flight (no record holds them).
+        in_flight: Vec<(DeliveryId, u32, u64)>,
     }
 
     /// Everything compared between a live and a replayed dispatcher: registry, pending
@@ -1804,6 +1818,7 @@ mod random {
                 ..DeliveryQuery::tenant(tenant("a"))
             }),
             checkpoint,
+            in_flight: d.in_flight_marks(),
         }
     }
 
@@ -1943,9 +1958,14 @@ mod random {
             // Live and replay share one path: the journal up to any op, replayed whole or
             // from the checkpoint before it, rebuilds what the live dispatcher held there.
             let cut = cut.expect("the cut is one of the ops");
+            // Attempts in flight have no record: the journal plus the live marks of
+            // those in flight is the live state.
             let mut prefix = Dispatcher::new(config(), T0);
             for record in &drv.records[..cut.records] {
                 prefix.replay(record).unwrap();
+            }
+            for &(delivery, attempt, at) in &cut.in_flight {
+                prefix.mark_in_flight(delivery, attempt, at).unwrap();
             }
             assert_cut(&prefix, &cut);
             if let Some((at, cp)) = &cut.checkpoint {
@@ -1956,17 +1976,25 @@ mod random {
                 for record in &drv.records[*at..cut.records] {
                     from_cp.replay(record).unwrap();
                 }
+                for &(delivery, attempt, at) in &cut.in_flight {
+                    from_cp.mark_in_flight(delivery, attempt, at).unwrap();
+                }
                 assert_cut(&from_cp, &cut);
             }
             let mut fresh = Dispatcher::new(config(), T0);
             for record in &drv.records {
                 fresh.replay(record).unwrap();
             }
-            assert_same(&snapshot(&fresh), &snapshot(&drv.d));
+            let mut marked = Dispatcher::new(config(), T0);
+            for record in &drv.records {
+                marked.replay(record).unwrap();
+            }
+            mark_like(&mut marked, &drv.d);
+            assert_same(&snapshot(&marked), &snapshot(&drv.d));
             // Due deliveries wait in the wheel after replay and in a ready queue live: only
             // the timer count may differ.
             let without_timers = |s: Stats| Stats { timers: 0, ..s };
-            prop_assert_eq!(without_timers(fresh.stats()), without_timers(drv.d.stats()));
+            prop_assert_eq!(without_timers(marked.stats()), without_timers(drv.d.stats()));
             if let Some((at, cp)) = checkpoint {
                 let mut from_cp = Dispatcher::new(config(), T0);
                 for part in &cp {
@@ -1975,15 +2003,16 @@ mod random {
                 for record in &drv.records[at..] {
                     from_cp.replay(record).unwrap();
                 }
+                mark_like(&mut from_cp, &drv.d);
                 assert_same(&snapshot(&from_cp), &snapshot(&drv.d));
             }
-            // Recovery: attempts in flight at the "crash" are repeated with their number.
-            let Record::Checkpoint(state) = snapshot(&drv.d) else { unreachable!() };
-            let in_flight: BTreeMap<u64, u32> = state
-                .deliveries
-                .iter()
-                .filter(|d| d.in_flight)
-                .map(|d| (d.delivery, d.attempt))
+            // Recovery: attempts in flight at the "crash" (unknown to the journal) are
+            // repeated with their number.
+            let in_flight: BTreeMap<u64, u32> = drv
+                .d
+                .in_flight_marks()
+                .into_iter()
+                .map(|(delivery, attempt, _)| (delivery.0, attempt))
                 .collect();
             let mut recovered = Driver::new(config());
             recovered.d = fresh;
@@ -2208,10 +2237,7 @@ fn idempotency_keys_answer_repeats_with_the_first_event() {
 
     // Replay, and a checkpoint plus what follows it, remember the keys exactly.
     let checkpoint = drv.d.checkpoint(drv.now);
-    let mut replayed = Dispatcher::new(config.clone(), T0);
-    for record in &drv.records {
-        replayed.replay(record).unwrap();
-    }
+    let mut replayed = replayed_like(config.clone(), &drv.records, &drv.d);
     let mut from_checkpoint = Dispatcher::new(config.clone(), T0);
     from_checkpoint.replay(&checkpoint).unwrap();
     for d in [&mut replayed, &mut from_checkpoint] {
@@ -2324,7 +2350,8 @@ fn deliveries_keep_their_attempt_history() {
     assert_eq!(record.attempts.len(), 3);
     for (i, (summary, (_, code, error))) in record.attempts.iter().zip(&script).enumerate() {
         assert_eq!(summary.attempt, i as u32 + 1);
-        assert_eq!(summary.started_at_ms, starts[i]);
+        // Its start is the outcome's time less the latency the driver reported.
+        assert_eq!(summary.started_at_ms, starts[i] + 40 - 7);
         assert_eq!(summary.finished_at_ms, Some(starts[i] + 40));
         assert_eq!(summary.response_status, *code);
         assert_eq!(summary.response_time_ms, Some(7));
@@ -2394,7 +2421,7 @@ fn attempt_history_is_bounded_and_a_repeated_attempt_is_one_entry() {
     assert_eq!(record.attempts.len(), ATTEMPT_HISTORY_MAX);
     let last = record.attempts.last().unwrap();
     assert_eq!(last.attempt, req.attempt);
-    assert_eq!(last.started_at_ms, restarted.now);
+    assert_eq!(last.started_at_ms, restarted.now - 7);
     assert_eq!(last.response_status, Some(200));
     let previous = &record.attempts[ATTEMPT_HISTORY_MAX - 2];
     assert_eq!(previous.attempt, req.attempt - 1);
@@ -2602,4 +2629,100 @@ fn a_delivery_ends_once_and_its_attempts_only_grow() {
         "starts attempt 1 after attempt 2",
     );
     refused(replayed(&[ended.clone(), ended]), "ends again");
+}
+
+/// Journals of older builds hold an `AttemptStarted` record before each outcome and for
+/// each attempt in flight: they replay to the state the live dispatcher holds, and an
+/// attempt whose start alone was recorded is made again with its number.
+#[test]
+fn journals_with_attempt_started_records_still_replay() {
+    let mut drv = one_webhook(DispatcherConfig::default(), spec(&["*"]));
+    let t = tenant("acme");
+    drv.d.accept_event(drv.now, &t, event("e1", "a.b")).unwrap();
+    let first = drv.step().remove(0);
+    drv.now += 7;
+    drv.reply(&first, status(503));
+    drv.step();
+    let second = drv.advance_to(drv.now + 2 * MIN).remove(0);
+    assert_eq!((second.delivery, second.attempt), (first.delivery, 2));
+    assert!(
+        !drv.records
+            .iter()
+            .any(|r| matches!(r, Record::AttemptStarted(_))),
+        "this build writes no AttemptStarted record"
+    );
+    let started = |delivery, attempt, at_ms| {
+        Record::AttemptStarted(record::AttemptStarted {
+            at_ms,
+            delivery,
+            attempt,
+        })
+    };
+    let mut old = Vec::new();
+    for r in &drv.records {
+        if let Record::AttemptFinished(f) = r {
+            old.push(started(f.delivery, f.attempt, f.at_ms - f.latency_ms));
+        }
+        old.push(r.clone());
+    }
+    let marks = drv.d.in_flight_marks();
+    assert_eq!(marks.len(), 1);
+    old.push(started(second.delivery.0, 2, marks[0].2));
+    let mut replayed = Dispatcher::new(DispatcherConfig::default(), T0);
+    for r in &old {
+        let (kind, version, payload) = r.encode().unwrap();
+        replayed
+            .replay(&Record::decode(kind, version, &payload).unwrap())
+            .unwrap();
+    }
+    assert_same(&snapshot(&replayed), &snapshot(&drv.d));
+    assert_eq!(replayed.stats(), drv.d.stats());
+    let mut restarted = Driver::new(DispatcherConfig::default());
+    restarted.d = replayed;
+    restarted.now = drv.now + 1_000;
+    restarted.d.replay_finished(restarted.now);
+    // Due now, fired on the wheel's next 10 ms boundary.
+    let again = restarted.advance_to(restarted.now + 10);
+    assert_eq!(again.len(), 1);
+    assert_eq!((again[0].delivery, again[0].attempt), (second.delivery, 2));
+}
+
+/// A delivery that ends while an attempt is in flight forgets that attempt, as a replay
+/// of the journal does (the attempt has no record): live and replayed state agree, and a
+/// manual retry makes the attempt's number again.
+#[test]
+fn ending_a_delivery_in_flight_forgets_its_attempt() {
+    let mut drv = one_webhook(DispatcherConfig::default(), spec(&["*"]));
+    let t = tenant("acme");
+    drv.d.accept_event(drv.now, &t, event("e1", "a.b")).unwrap();
+    let first = drv.step().remove(0);
+    drv.now += 7;
+    drv.reply(&first, status(503));
+    drv.step();
+    let second = drv.advance_to(drv.now + 2 * MIN).remove(0);
+    assert_eq!(second.attempt, 2);
+    let mut disabled = spec(&["*"]);
+    disabled.status = WebhookStatus::Disabled {
+        reason: DisableReason::Manual,
+        at_ms: drv.now,
+    };
+    drv.d
+        .upsert_webhook(drv.now, t.clone(), wh("w1"), disabled)
+        .unwrap();
+    drv.step();
+    let record = drv.d.delivery(&t, second.delivery).unwrap();
+    assert_eq!(record.status, DeliveryStatus::Failed);
+    assert_eq!(record.attempt, 1);
+    assert_eq!(record.attempts.len(), 1);
+    // The outcome of the abandoned attempt is stale.
+    assert!(!drv.reply(&second, status(200)));
+    let replayed = replayed_like(DispatcherConfig::default(), &drv.records, &drv.d);
+    assert_same(&snapshot(&replayed), &snapshot(&drv.d));
+    drv.d
+        .upsert_webhook(drv.now, t.clone(), wh("w1"), spec(&["*"]))
+        .unwrap();
+    drv.d.retry_delivery(drv.now, &t, second.delivery).unwrap();
+    let again = drv.advance_to(drv.now + 10);
+    assert_eq!(again.len(), 1);
+    assert_eq!((again[0].delivery, again[0].attempt), (second.delivery, 2));
 }
