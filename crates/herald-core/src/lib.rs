@@ -37,7 +37,11 @@
 //!    [`Dispatcher::drain_commands`]) until empty, and handle them **in order**:
 //!    * [`Command::Append`]: append the record to the journal
 //!      (`journal.append(kind, version, payload)` with [`Record::encode`]). Records must
-//!      reach the journal in the order polled.
+//!      reach the journal in the order polled. The outcomes reported between two polls
+//!      share one record ([`Record::AttemptsFinished`], at most
+//!      [`record::OUTCOMES_RECORD_BYTES_MAX`] estimated bytes, then a new one) and its
+//!      [`AppendId`]: report outcomes as they arrive and poll once per turn, and a busy
+//!      turn's outcomes cost one journal frame.
 //!    * [`Command::Send`]: start the HTTP request at once: it waits for no record. When
 //!      it ends, report [`Dispatcher::attempt_finished`] with the same delivery id and
 //!      attempt number. Starting an attempt writes no record: its outcome's

@@ -310,6 +310,9 @@ impl Checker {
                 Ok(())
             }
             Record::AttemptFinished(r) => self.attempt_finished(now_ms, r),
+            Record::AttemptsFinished(outcomes) => outcomes
+                .iter()
+                .try_for_each(|r| self.attempt_finished(now_ms, r)),
             Record::DeliveryFinished(r) => self.delivery_finished(now_ms, r),
             Record::WebhookUpserted(r) => self.webhook_upserted(now_ms, r, live),
             Record::WebhookDeleted(r) => self.webhook_deleted(now_ms, r, live),

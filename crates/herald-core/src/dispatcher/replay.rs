@@ -13,6 +13,8 @@ fn record_time_ms(record: &Record) -> u64 {
         Record::DeliveryFinished(r) => r.at_ms,
         Record::DeliveryRequeued(r) => r.at_ms,
         Record::Checkpoint(r) => r.at_ms,
+        // Each outcome moves the clock on as it is applied, as it did live.
+        Record::AttemptsFinished(r) => r.first().map_or(0, |o| o.at_ms),
     }
 }
 
@@ -98,6 +100,11 @@ impl Dispatcher {
                 .mark_in_flight(DeliveryId(r.delivery), r.attempt, r.at_ms)
                 .map_err(invalid)?,
             Record::AttemptFinished(r) => self.apply_attempt_finished(r).map_err(invalid)?,
+            Record::AttemptsFinished(outcomes) => {
+                for outcome in outcomes {
+                    self.apply_outcome(outcome).map_err(invalid)?;
+                }
+            }
             Record::DeliveryFinished(r) => {
                 let status = DeliveryStatus::from_name(&r.status)
                     .filter(|s| s.is_final())
@@ -112,6 +119,16 @@ impl Dispatcher {
             Record::Checkpoint(c) => self.load_checkpoint(c).map_err(invalid)?,
         }
         Ok(())
+    }
+
+    /// Applies one outcome of a [`Record::AttemptsFinished`] (live as it joins one, and
+    /// replayed), moving the clock to its time first as a record of its own would.
+    pub(super) fn apply_outcome(
+        &mut self,
+        outcome: &record::AttemptFinished,
+    ) -> Result<(), String> {
+        self.advance_clock(outcome.at_ms);
+        self.apply_attempt_finished(outcome)
     }
 
     /// Ends recovery: attempts that were in flight when the journal ended are due again

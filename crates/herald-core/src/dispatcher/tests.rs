@@ -1696,6 +1696,11 @@ mod random {
             pick: u8,
             result: u8,
         },
+        /// Replies to every request in flight before the commands are polled (one
+        /// driver turn): the outcomes share one record.
+        ReplyAll {
+            results: [u8; 4],
+        },
         Advance {
             ms: u16,
         },
@@ -1724,6 +1729,7 @@ mod random {
             4 => (0u8..2, 0u8..3, proptest::option::weighted(0.5, 0u8..4))
                 .prop_map(|(tenant, kind, key)| Op::Publish { tenant, kind, key }),
             6 => (any::<u8>(), 0u8..7).prop_map(|(pick, result)| Op::Reply { pick, result }),
+            2 => [0u8..7, 0u8..7, 0u8..7, 0u8..7].prop_map(|results| Op::ReplyAll { results }),
             3 => (0u16..1_500).prop_map(|ms| Op::Advance { ms }),
             1 => (0u8..4, 0u8..3, proptest::bool::weighted(0.2))
                 .prop_map(|(webhook, filter, disabled)| Op::Upsert { webhook, filter, disabled }),
@@ -1880,6 +1886,11 @@ mod random {
                     if !in_flight.is_empty() {
                         let req = in_flight.remove(*pick as usize % in_flight.len());
                         drv.reply(&req, result(*r));
+                    }
+                }
+                Op::ReplyAll { results } => {
+                    for (i, req) in in_flight.drain(..).enumerate() {
+                        drv.reply(&req, result(results[i % results.len()]));
                     }
                 }
                 Op::Advance { ms } => drv.now += u64::from(*ms),
@@ -2725,4 +2736,131 @@ fn ending_a_delivery_in_flight_forgets_its_attempt() {
     let again = drv.advance_to(drv.now + 10);
     assert_eq!(again.len(), 1);
     assert_eq!((again[0].delivery, again[0].attempt), (second.delivery, 2));
+}
+
+/// The outcomes reported before the commands are polled share one record, in the order
+/// reported, until a record of another kind comes between them or the batch would pass
+/// its bound; replay applies each as live handling did.
+#[test]
+fn outcomes_of_one_turn_share_a_record() {
+    let mut s = spec(&["*"]);
+    s.limits.in_flight_max = 64;
+    let mut drv = one_webhook(DispatcherConfig::default(), s);
+    let t = tenant("acme");
+    let publish = |drv: &mut Driver, n: usize, from: usize| {
+        for i in from..from + n {
+            drv.d
+                .accept_event(drv.now, &t, event(&format!("e{i}"), "a.b"))
+                .unwrap();
+        }
+        drv.step()
+    };
+    let sent = publish(&mut drv, 6, 0);
+    assert_eq!(sent.len(), 6);
+    let before = drv.records.len();
+    drv.now += 10;
+    // Reported in an order of their own; a 410 in the middle disables the webhook, whose
+    // records come between the outcomes before and after it.
+    let order = [4, 0, 5, 2, 1, 3];
+    for (n, &i) in order.iter().enumerate() {
+        let answer = if n == 3 { status(410) } else { status(200) };
+        drv.reply(&sent[i], answer);
+    }
+    drv.step();
+    let kinds: Vec<u16> = drv.records[before..].iter().map(Record::kind).collect();
+    assert_eq!(kinds[0], record::kind::ATTEMPTS_FINISHED);
+    let Record::AttemptsFinished(first) = &drv.records[before] else {
+        unreachable!("checked above")
+    };
+    let ids = |outcomes: &[record::AttemptFinished]| -> Vec<u64> {
+        outcomes.iter().map(|o| o.delivery).collect()
+    };
+    let want: Vec<u64> = order[..4].iter().map(|&i| sent[i].delivery.0).collect();
+    assert_eq!(ids(first), want, "in the order reported, through the 410");
+    assert_eq!(kinds[1], record::kind::WEBHOOK_UPSERTED, "{kinds:x?}");
+    // The two outcomes after the 410 are stale (their deliveries ended with the
+    // webhook): nothing records them.
+    assert!(!drv.records[before + 1..]
+        .iter()
+        .any(|r| matches!(r, Record::AttemptFinished(_) | Record::AttemptsFinished(_))));
+    let replayed = replayed_like(DispatcherConfig::default(), &drv.records, &drv.d);
+    assert_same(&snapshot(&replayed), &snapshot(&drv.d));
+
+    // An outcome polled before the next is reported is a record of its own.
+    let mut drv = one_webhook(DispatcherConfig::default(), spec(&["*"]));
+    let sent = publish(&mut drv, 2, 0);
+    let before = drv.records.len();
+    drv.reply(&sent[0], status(200));
+    drv.step();
+    drv.reply(&sent[1], status(200));
+    drv.step();
+    let kinds: Vec<u16> = drv.records[before..].iter().map(Record::kind).collect();
+    assert_eq!(kinds, [record::kind::ATTEMPT_FINISHED; 2]);
+}
+
+/// A batch of outcomes that each keep the largest response stays within its bound,
+/// which a journal segment of the smallest size can hold: the next outcome starts a new
+/// record.
+#[test]
+fn outcome_batches_are_bounded() {
+    let mut s = spec(&["*"]);
+    s.limits.in_flight_max = 64;
+    let mut drv = one_webhook(DispatcherConfig::default(), s);
+    let t = tenant("acme");
+    for i in 0..40 {
+        drv.d
+            .accept_event(drv.now, &t, event(&format!("e{i}"), "a.b"))
+            .unwrap();
+    }
+    let sent = drv.step();
+    assert_eq!(sent.len(), 40);
+    let before = drv.records.len();
+    let headers: Vec<(String, String)> = (0..RESPONSE_HEADERS_MAX)
+        .map(|i| {
+            (
+                format!("x-h{i:02}"),
+                "v".repeat(RESPONSE_HEADER_BYTES_MAX / 16 - 5),
+            )
+        })
+        .collect();
+    for req in &sent {
+        let taken = drv.d.attempt_finished(
+            drv.now + 5,
+            Outcome {
+                delivery: req.delivery,
+                attempt: req.attempt,
+                result: AttemptResult::Transport(TransportError::RequestTimeout),
+                latency_ms: 5,
+                response_body: vec![b'x'; RESPONSE_BODY_BYTES_MAX + 100],
+                response_headers: headers.clone(),
+            },
+        );
+        assert!(taken);
+    }
+    drv.step();
+    let mut outcomes = 0;
+    let mut batches = 0;
+    for record in &drv.records[before..] {
+        let (_, _, payload) = record.encode().unwrap();
+        match record {
+            Record::AttemptsFinished(batch) => {
+                batches += 1;
+                outcomes += batch.len();
+                let estimated: usize = batch.iter().map(record::outcome_bytes_estimate).sum();
+                assert!(estimated <= record::OUTCOMES_RECORD_BYTES_MAX);
+                assert!(
+                    payload.len() <= estimated,
+                    "{} > {estimated}",
+                    payload.len()
+                );
+                assert_eq!(batch[0].response_headers.len(), RESPONSE_HEADERS_MAX);
+            }
+            Record::AttemptFinished(_) => outcomes += 1,
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    assert_eq!(outcomes, 40);
+    assert!(batches > 1, "40 outcomes of ~7 KiB do not fit one batch");
+    let replayed = replayed_like(DispatcherConfig::default(), &drv.records, &drv.d);
+    assert_same(&snapshot(&replayed), &snapshot(&drv.d));
 }
