@@ -484,6 +484,18 @@ fn count_down(count: &mut usize, what: &str) {
     *count -= 1;
 }
 
+/// Delivery `id`, to change, if it is held and pending (borrows the deliveries only, so
+/// the wheel and the counts stay at hand).
+fn pending_mut(
+    deliveries: &mut BTreeMap<DeliveryId, Box<Delivery>>,
+    id: DeliveryId,
+) -> Option<&mut Delivery> {
+    deliveries
+        .get_mut(&id)
+        .filter(|d| !d.status.is_final())
+        .map(|d| &mut **d)
+}
+
 /// Sets a delivery's attempt number, keeping `fresh_pending` (pending deliveries that
 /// never made an attempt) in step.
 fn set_attempt(fresh_pending: &mut usize, d: &mut Delivery, attempt: u32) {

@@ -383,11 +383,7 @@ impl Dispatcher {
         attempt: u32,
         at_ms: u64,
     ) -> Result<(), String> {
-        let Some(d) = self
-            .deliveries
-            .get_mut(&delivery)
-            .filter(|d| !d.status.is_final())
-        else {
+        let Some(d) = pending_mut(&mut self.deliveries, delivery) else {
             return Ok(());
         };
         if attempt < d.attempt.max(1) {

@@ -407,11 +407,7 @@ impl Dispatcher {
         r: &record::AttemptFinished,
     ) -> Result<(), String> {
         let delivery = DeliveryId(r.delivery);
-        let Some(d) = self
-            .deliveries
-            .get_mut(&delivery)
-            .filter(|d| !d.status.is_final())
-        else {
+        let Some(d) = pending_mut(&mut self.deliveries, delivery) else {
             return Ok(());
         };
         let result = match &r.transport_error {

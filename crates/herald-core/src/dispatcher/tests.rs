@@ -2642,20 +2642,27 @@ fn a_delivery_ends_once_and_its_attempts_only_grow() {
     refused(replayed(&[ended.clone(), ended]), "ends again");
 }
 
-/// Journals of older builds hold an `AttemptStarted` record before each outcome and for
-/// each attempt in flight: they replay to the state the live dispatcher holds, and an
-/// attempt whose start alone was recorded is made again with its number.
-#[test]
-fn journals_with_attempt_started_records_still_replay() {
+/// One delivery whose first attempt failed and whose second is in flight.
+fn second_attempt_in_flight() -> (Driver, SendRequest) {
     let mut drv = one_webhook(DispatcherConfig::default(), spec(&["*"]));
-    let t = tenant("acme");
-    drv.d.accept_event(drv.now, &t, event("e1", "a.b")).unwrap();
+    drv.d
+        .accept_event(drv.now, &tenant("acme"), event("e1", "a.b"))
+        .unwrap();
     let first = drv.step().remove(0);
     drv.now += 7;
     drv.reply(&first, status(503));
     drv.step();
     let second = drv.advance_to(drv.now + 2 * MIN).remove(0);
     assert_eq!((second.delivery, second.attempt), (first.delivery, 2));
+    (drv, second)
+}
+
+/// Journals of older builds hold an `AttemptStarted` record before each outcome and for
+/// each attempt in flight: they replay to the state the live dispatcher holds, and an
+/// attempt whose start alone was recorded is made again with its number.
+#[test]
+fn journals_with_attempt_started_records_still_replay() {
+    let (drv, second) = second_attempt_in_flight();
     assert!(
         !drv.records
             .iter()
@@ -2703,15 +2710,8 @@ fn journals_with_attempt_started_records_still_replay() {
 /// manual retry makes the attempt's number again.
 #[test]
 fn ending_a_delivery_in_flight_forgets_its_attempt() {
-    let mut drv = one_webhook(DispatcherConfig::default(), spec(&["*"]));
+    let (mut drv, second) = second_attempt_in_flight();
     let t = tenant("acme");
-    drv.d.accept_event(drv.now, &t, event("e1", "a.b")).unwrap();
-    let first = drv.step().remove(0);
-    drv.now += 7;
-    drv.reply(&first, status(503));
-    drv.step();
-    let second = drv.advance_to(drv.now + 2 * MIN).remove(0);
-    assert_eq!(second.attempt, 2);
     let mut disabled = spec(&["*"]);
     disabled.status = WebhookStatus::Disabled {
         reason: DisableReason::Manual,
