@@ -302,7 +302,8 @@ pub struct AttemptRec {
     pub attempt: u32,
     /// When it was started.
     pub started_at_ms: u64,
-    /// When its outcome was processed (`None`: in flight, or abandoned).
+    /// When its outcome was processed (`None`: in flight; checkpoints of older builds may
+    /// also hold attempts abandoned when their delivery ended, which are now forgotten).
     pub finished_at_ms: Option<u64>,
     /// HTTP status (0: none).
     pub status: u16,
@@ -336,7 +337,7 @@ pub struct DeliverySnap {
     pub event: u32,
     /// Webhook id.
     pub webhook: String,
-    /// Attempts started so far.
+    /// The attempt in flight (with `in_flight`), else the last attempt with an outcome.
     pub attempt: u32,
     /// Attempt budget.
     pub attempts_max: u32,
