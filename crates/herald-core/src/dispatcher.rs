@@ -544,6 +544,18 @@ fn count_down(count: &mut usize, what: &str) {
     *count -= 1;
 }
 
+/// Delivery `id`, to change, if it is held and pending (borrows the deliveries only, so
+/// the wheel and the counts stay at hand).
+fn pending_mut(
+    deliveries: &mut BTreeMap<DeliveryId, Box<Delivery>>,
+    id: DeliveryId,
+) -> Option<&mut Delivery> {
+    deliveries
+        .get_mut(&id)
+        .filter(|d| !d.status.is_final())
+        .map(|d| &mut **d)
+}
+
 /// Sets a delivery's attempt number, keeping `fresh_pending` (pending deliveries that
 /// never made an attempt) in step.
 fn set_attempt(fresh_pending: &mut usize, d: &mut Delivery, attempt: u32) {
@@ -605,7 +617,10 @@ impl Delivery {
         self.attempts.push(Attempt::started(attempt, now));
     }
 
-    /// Attempt `attempt` ended with `status` (if there was a response) and `error`.
+    /// Attempt `attempt` ended at `now` with `status` (if there was a response) and
+    /// `error`, `latency_ms` after it started. Its start is the outcome's time less its
+    /// latency, live and on replay alike (the outcome record is the attempt's only
+    /// record); a replayed outcome whose start was never marked adds its entry here.
     fn attempt_ended(
         &mut self,
         attempt: u32,
@@ -614,13 +629,29 @@ impl Delivery {
         latency_ms: u64,
         error: Option<DeliveryError>,
     ) {
-        if let Some(entry) = self
+        let marked = self
             .attempts
-            .iter_mut()
-            .rev()
-            .find(|a| a.attempt == attempt && !a.is_finished())
-        {
+            .last()
+            .is_some_and(|a| a.attempt == attempt && !a.is_finished());
+        let started_at_ms = now.saturating_sub(latency_ms);
+        if !marked {
+            self.attempt_started(attempt, started_at_ms);
+        }
+        if let Some(entry) = self.attempts.last_mut() {
+            entry.started_at_ms = started_at_ms;
             entry.finish(now, status, latency_ms, error);
+        }
+    }
+
+    /// The attempt in flight ends without an outcome (its delivery ended meanwhile):
+    /// forgets its unfinished entry, as a replayed journal never had it.
+    fn attempt_abandoned(&mut self) {
+        if self
+            .attempts
+            .last()
+            .is_some_and(|a| a.attempt == self.attempt && !a.is_finished())
+        {
+            self.attempts.pop();
         }
     }
 }
@@ -778,6 +809,9 @@ pub struct Dispatcher {
     ready_webhooks: BTreeSet<(TenantId, WebhookId)>,
     resume_from: Option<(TenantId, WebhookId)>,
     commands: VecDeque<Command>,
+    /// Estimated bytes of the outcomes in the last queued command, when that is an
+    /// outcome record not yet polled ([`record::outcome_bytes_estimate`]).
+    outcome_batch_bytes: usize,
     next_append: u64,
     replaying: bool,
     batch_signer: BatchSigner,
@@ -829,6 +863,7 @@ impl Dispatcher {
             ready_webhooks: BTreeSet::new(),
             resume_from: None,
             commands: VecDeque::new(),
+            outcome_batch_bytes: 0,
             next_append: 1,
             replaying: false,
             batch_signer: BatchSigner::new(),
@@ -859,17 +894,76 @@ impl Dispatcher {
     /// Live handling's one way to change state: applies `record` (what was decided) and
     /// queues it for the journal. Replay applies the same records with
     /// [`Dispatcher::replay`], so live and recovered state cannot drift apart.
+    ///
+    /// An attempt's outcome joins the last queued command when that holds outcomes and
+    /// was not polled yet, within [`record::OUTCOMES_RECORD_BYTES_MAX`]: the outcomes a
+    /// driver reports in one batch become one [`Record::AttemptsFinished`] and share its
+    /// `AppendId`. Each is still applied at once and in order, as replay applies them,
+    /// and nothing is emitted between them (only the last command is joined), so the
+    /// journal's order is the order of application.
     fn emit(&mut self, record: Record) -> AppendId {
+        if let Record::AttemptFinished(outcome) = &record {
+            let bytes = record::outcome_bytes_estimate(outcome);
+            match self.open_outcome_batch(bytes) {
+                Some(id) => {
+                    self.join_outcome(id, bytes, record);
+                    self.assert_counts();
+                    return id;
+                }
+                None => self.outcome_batch_bytes = bytes,
+            }
+        }
         let id = AppendId(self.next_append);
         self.next_append += 1;
-        if let Err(error) = self.apply(&record, id, &[]) {
+        self.apply_emitted(&record, id);
+        self.commands.push_back(Command::Append { id, record });
+        self.assert_counts();
+        id
+    }
+
+    /// The id of the last queued command when it holds outcomes, was not polled yet and
+    /// has room for `bytes` more.
+    fn open_outcome_batch(&self, bytes: usize) -> Option<AppendId> {
+        match self.commands.back() {
+            Some(Command::Append {
+                id,
+                record: Record::AttemptFinished(_) | Record::AttemptsFinished(_),
+            }) if self.outcome_batch_bytes + bytes <= record::OUTCOMES_RECORD_BYTES_MAX => {
+                Some(*id)
+            }
+            _ => None,
+        }
+    }
+
+    /// Applies `outcome` (an `AttemptFinished`, `bytes` estimated) as `id` and adds it to
+    /// the last queued command, which [`Dispatcher::open_outcome_batch`] found open.
+    fn join_outcome(&mut self, id: AppendId, bytes: usize, outcome: Record) {
+        self.apply_emitted(&outcome, id);
+        let Record::AttemptFinished(outcome) = outcome else {
+            unreachable!("only outcomes join a batch")
+        };
+        if let Some(Command::Append { record, .. }) = self.commands.back_mut() {
+            let outcomes = match std::mem::replace(record, Record::AttemptsFinished(Vec::new())) {
+                Record::AttemptFinished(first) => vec![first, outcome],
+                Record::AttemptsFinished(mut outcomes) => {
+                    outcomes.push(outcome);
+                    outcomes
+                }
+                // `open_outcome_batch` found the last command holding outcomes.
+                other => unreachable!("joined an outcome to {other:?}"),
+            };
+            *record = Record::AttemptsFinished(outcomes);
+        }
+        self.outcome_batch_bytes += bytes;
+    }
+
+    /// Applies a record live, as `id`.
+    fn apply_emitted(&mut self, record: &Record, id: AppendId) {
+        if let Err(error) = self.apply(record, id, &[]) {
             // The record was just built from validated values; one that does not apply
             // would not replay either, so stop before it reaches the journal.
             panic!("bug: the dispatcher built a record it cannot apply: {error}");
         }
-        self.commands.push_back(Command::Append { id, record });
-        self.assert_counts();
-        id
     }
 
     /// Cheap checks, on in release builds, that the hand-kept counts agree with the sets

@@ -37,12 +37,18 @@
 //!    [`Dispatcher::drain_commands`]) until empty, and handle them **in order**:
 //!    * [`Command::Append`]: append the record to the journal
 //!      (`journal.append(kind, version, payload)` with [`Record::encode`]). Records must
-//!      reach the journal in the order polled.
-//!    * [`Command::Send`]: start the HTTP request. When it ends, report
-//!      [`Dispatcher::attempt_finished`] with the same delivery id and attempt number.
-//!      Every `Send` is preceded by the `Append` of its `AttemptStarted` record; the send
-//!      need not wait for that record to be durable (a crash before it is durable only
-//!      repeats the attempt, which at-least-once allows).
+//!      reach the journal in the order polled. The outcomes reported between two polls
+//!      share one record ([`Record::AttemptsFinished`], at most
+//!      [`record::OUTCOMES_RECORD_BYTES_MAX`] estimated bytes, then a new one) and its
+//!      [`AppendId`]: report outcomes as they arrive and poll once per turn, and a busy
+//!      turn's outcomes cost one journal frame.
+//!    * [`Command::Send`]: start the HTTP request at once: it waits for no record. When
+//!      it ends, report [`Dispatcher::attempt_finished`] with the same delivery id and
+//!      attempt number. Starting an attempt writes no record: its outcome's
+//!      `AttemptFinished` record carries the attempt (its start is the outcome's time
+//!      less its latency). An attempt in flight is the one piece of live state the
+//!      journal does not hold, so a crash before its outcome is durable leaves the
+//!      delivery due with the same attempt number, which is sent again (at-least-once).
 //!
 //!    A driver whose journal keeps records readable in place may report where each
 //!    event's envelope went ([`Dispatcher::body_stored`]) and then tick with
@@ -121,7 +127,8 @@
 //! [`Dispatcher::replay`] in order,
 //! then call [`Dispatcher::replay_finished`]`(now_ms)`. Replay rebuilds the registry,
 //! pending deliveries, the delivery log and the timing wheel; attempts that were in
-//! flight at the crash are retried with the same attempt number. To write a checkpoint,
+//! flight at the crash have no outcome in the journal and are retried with the same
+//! attempt number. `AttemptStarted` records, written by older builds, still replay. To write a checkpoint,
 //! first drain and append every queued command, then write each part of
 //! [`Dispatcher::checkpoint_parts`]`(now_ms, part_bytes_target)` (encoded) as one part
 //! of `Journal::begin_checkpoint`, and finish it; replay hands the parts back one frame

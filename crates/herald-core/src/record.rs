@@ -21,7 +21,9 @@ pub type RecordBuffer = AlignedVec;
 /// and each delivery's attempt history. Version 4: `AttemptFinished` and checkpointed
 /// deliveries carry the captured response headers. Version 5: a checkpoint is a
 /// sequence of parts ([`Checkpoint::part`]), one journal frame each, so that its size is
-/// not bounded by one frame.
+/// not bounded by one frame. A kind added since ([`kind::ATTEMPTS_FINISHED`]) left the
+/// others' layout as it was, so it kept the version: journals of version 5 written
+/// before it still replay.
 pub const RECORD_VERSION: u16 = 5;
 
 /// Journal kind numbers, one per [`Record`] variant. Herald's core uses `0x01xx`.
@@ -44,10 +46,12 @@ pub mod kind {
     /// written with `Journal::checkpoint` carries the journal's own checkpoint kind
     /// instead; decode it with [`super::Record::decode_checkpoint`].
     pub const CHECKPOINT: u16 = 0x0108;
+    /// [`super::Record::AttemptsFinished`].
+    pub const ATTEMPTS_FINISHED: u16 = 0x0109;
 
     /// Every kind above, for registering with the journal's known-kinds check (all at
     /// version [`super::RECORD_VERSION`]).
-    pub const ALL: [u16; 8] = [
+    pub const ALL: [u16; 9] = [
         WEBHOOK_UPSERTED,
         WEBHOOK_DELETED,
         EVENT_ACCEPTED,
@@ -56,6 +60,7 @@ pub mod kind {
         DELIVERY_FINISHED,
         DELIVERY_REQUEUED,
         CHECKPOINT,
+        ATTEMPTS_FINISHED,
     ];
 }
 
@@ -201,7 +206,9 @@ pub struct EventAccepted {
     pub idempotency: Option<IdempotencyRec>,
 }
 
-/// An attempt was handed to the driver for sending.
+/// An attempt was handed to the driver for sending. Written by older builds only: an
+/// attempt's start now has no record (its [`AttemptFinished`] implies it), but journals
+/// that hold these still replay.
 #[derive(rkyv::Archive, rkyv::Serialize, rkyv::Deserialize, Clone, Debug, PartialEq, Eq)]
 pub struct AttemptStarted {
     /// When.
@@ -212,7 +219,8 @@ pub struct AttemptStarted {
     pub attempt: u32,
 }
 
-/// Result of one attempt, as recorded.
+/// Result of one attempt, as recorded: the attempt's only record. It implies the
+/// attempt's start, `latency_ms` before `at_ms`.
 #[derive(rkyv::Archive, rkyv::Serialize, rkyv::Deserialize, Clone, Debug, PartialEq, Eq)]
 pub struct AttemptFinished {
     /// When the outcome was processed.
@@ -294,7 +302,8 @@ pub struct AttemptRec {
     pub attempt: u32,
     /// When it was started.
     pub started_at_ms: u64,
-    /// When its outcome was processed (`None`: in flight, or abandoned).
+    /// When its outcome was processed (`None`: in flight; checkpoints of older builds may
+    /// also hold attempts abandoned when their delivery ended, which are now forgotten).
     pub finished_at_ms: Option<u64>,
     /// HTTP status (0: none).
     pub status: u16,
@@ -328,7 +337,7 @@ pub struct DeliverySnap {
     pub event: u32,
     /// Webhook id.
     pub webhook: String,
-    /// Attempts started so far.
+    /// The attempt in flight (with `in_flight`), else the last attempt with an outcome.
     pub attempt: u32,
     /// Attempt budget.
     pub attempts_max: u32,
@@ -403,7 +412,7 @@ pub enum Record {
     WebhookDeleted(WebhookDeleted),
     /// An event was accepted.
     EventAccepted(#[rkyv(with = rkyv::with::AsBox)] EventAccepted),
-    /// An attempt was started.
+    /// An attempt was started (older builds only).
     AttemptStarted(AttemptStarted),
     /// An attempt's outcome.
     AttemptFinished(#[rkyv(with = rkyv::with::AsBox)] AttemptFinished),
@@ -413,6 +422,35 @@ pub enum Record {
     DeliveryRequeued(DeliveryRequeued),
     /// A snapshot of live state.
     Checkpoint(#[rkyv(with = rkyv::with::AsBox)] Checkpoint),
+    /// The outcomes of several attempts reported together (one driver turn), in the
+    /// order they were applied: one journal record instead of one each. At most
+    /// [`OUTCOMES_RECORD_BYTES_MAX`] estimated bytes ([`outcome_bytes_estimate`]).
+    /// Added after the other kinds without changing their layout.
+    AttemptsFinished(Vec<AttemptFinished>),
+}
+
+/// Most estimated bytes ([`outcome_bytes_estimate`]) of the outcomes one
+/// [`Record::AttemptsFinished`] holds; an outcome that would pass it starts a new record.
+/// A journal frame's payload is at most the segment size less its headers, and the
+/// smallest segment the journal accepts is 64 KiB: half of that keeps a batch appendable
+/// with any segment size, even of outcomes that each carry the largest captured response
+/// ([`crate::RESPONSE_BODY_BYTES_MAX`] and [`crate::RESPONSE_HEADER_BYTES_MAX`], ~7 KiB
+/// encoded), while a batch of typical outcomes (~200 bytes) still holds over a hundred.
+pub const OUTCOMES_RECORD_BYTES_MAX: usize = 32 * 1024;
+
+/// Encoded bytes an outcome adds to a [`Record::AttemptsFinished`], rounded up: rkyv's
+/// fixed layout of [`AttemptFinished`] (under 128 bytes) plus its variable bytes, each
+/// string and header with room for its own fixed part and alignment.
+pub fn outcome_bytes_estimate(outcome: &AttemptFinished) -> usize {
+    let headers: usize = outcome
+        .response_headers
+        .iter()
+        .map(|h| h.name.len() + h.value.len() + 32)
+        .sum();
+    128 + outcome.response_body.len()
+        + headers
+        + outcome.transport_error.as_ref().map_or(0, |e| e.len() + 8)
+        + outcome.final_status.as_ref().map_or(0, |s| s.len() + 8)
 }
 
 /// A journal payload that is not a valid record (storage's fault: corruption, or a
@@ -473,6 +511,7 @@ impl Record {
             Record::DeliveryFinished(_) => kind::DELIVERY_FINISHED,
             Record::DeliveryRequeued(_) => kind::DELIVERY_REQUEUED,
             Record::Checkpoint(_) => kind::CHECKPOINT,
+            Record::AttemptsFinished(_) => kind::ATTEMPTS_FINISHED,
         }
     }
 
@@ -613,7 +652,7 @@ impl Record {
 
 /// A frame's kind and version are ones this build reads.
 fn check_kind_version(kind: u16, version: u16) -> Result<(), DecodeError> {
-    if !(kind::WEBHOOK_UPSERTED..=kind::CHECKPOINT).contains(&kind) {
+    if !(kind::WEBHOOK_UPSERTED..=kind::ATTEMPTS_FINISHED).contains(&kind) {
         return Err(DecodeError::UnknownKind { kind });
     }
     if version != RECORD_VERSION {
@@ -689,6 +728,32 @@ mod tests {
                 next_attempt_at_ms: Some(60_004),
                 final_status: None,
             }),
+            Record::AttemptsFinished(vec![
+                AttemptFinished {
+                    at_ms: 4,
+                    delivery: 8,
+                    attempt: 2,
+                    status: 0,
+                    transport_error: Some("connect_refused".into()),
+                    latency_ms: 1,
+                    response_body: Vec::new(),
+                    response_headers: Vec::new(),
+                    next_attempt_at_ms: Some(300_004),
+                    final_status: None,
+                },
+                AttemptFinished {
+                    at_ms: 5,
+                    delivery: 9,
+                    attempt: 1,
+                    status: 200,
+                    transport_error: None,
+                    latency_ms: 3,
+                    response_body: b"ok".to_vec(),
+                    response_headers: Vec::new(),
+                    next_attempt_at_ms: None,
+                    final_status: Some("success".into()),
+                },
+            ]),
             Record::DeliveryFinished(DeliveryFinished {
                 at_ms: 5,
                 delivery: 7,
@@ -814,6 +879,41 @@ mod tests {
             final_status: Some("success".into()),
         });
         assert!(finished.encode().unwrap().2.len() <= 160);
+    }
+
+    /// Payloads written by the build before [`kind::ATTEMPTS_FINISHED`] existed (the
+    /// samples' `AttemptStarted` and `AttemptFinished`, byte for byte): adding the kind
+    /// left every other layout as it was, so journals of that build still decode.
+    #[test]
+    fn payloads_of_older_builds_still_decode() {
+        let hex = |parts: &[&str]| -> Vec<u8> {
+            let text: String = parts.concat();
+            (0..text.len())
+                .step_by(2)
+                .map(|i| u8::from_str_radix(&text[i..i + 2], 16).unwrap())
+                .collect()
+        };
+        let started = hex(&[
+            "0300000000000000030000000000000007000000000000000100000000000000",
+            "00000000000000000000000000000000",
+        ]);
+        let finished = hex(&[
+            "6275737972657472792d6166746572008b000000f4ffffff3630ffffffffffff",
+            "0400000000000000070000000000000001000000f70100000000000000000000",
+            "00000000000000000c00000000000000b0ffffff04000000b8ffffff01000000",
+            "010000000000000064ea00000000000000000000000000000000000000000000",
+            "040000009cffffff000000000000000000000000000000000000000000000000",
+            "00000000000000000000000000000000",
+        ]);
+        let samples = samples();
+        for (kind, payload) in [
+            (kind::ATTEMPT_STARTED, started),
+            (kind::ATTEMPT_FINISHED, finished),
+        ] {
+            let expected = samples.iter().find(|r| r.kind() == kind).unwrap();
+            assert_eq!(&Record::decode(kind, 5, &payload).unwrap(), expected);
+            assert_eq!(expected.encode().unwrap().2.as_slice(), &payload[..]);
+        }
     }
 
     #[test]

@@ -480,6 +480,72 @@ mod tests {
             .unwrap()
     }
 
+    /// Outcomes reported in one turn share one record and one `AppendId`: the ids of the
+    /// records after it still follow it one by one, replies wait for the right frames,
+    /// and recovery applies every outcome.
+    #[test]
+    fn outcomes_of_one_turn_are_one_frame() {
+        let mut journal = Journal::default();
+        let mut s = session();
+        create(&mut s, "wh_1");
+        for i in 0..3 {
+            publish(&mut s, T0, &format!("evt_{i}"));
+        }
+        pump(&mut s, &mut journal);
+        let seq = journal.next_seq() - 1;
+        s.durable(seq).for_each(drop);
+        s.dispatcher_mut().tick(T0);
+        let sends = pump(&mut s, &mut journal);
+        assert_eq!(sends.len(), 3);
+        assert_eq!(
+            journal.next_seq() - 1,
+            seq,
+            "starting attempts writes nothing"
+        );
+        let generation = s.generation();
+        for request in &sends {
+            let outcome = Outcome {
+                delivery: request.delivery,
+                attempt: request.attempt,
+                result: AttemptResult::Response {
+                    status: 200,
+                    retry_after: None,
+                },
+                latency_ms: 3,
+                response_body: Vec::new(),
+                response_headers: Vec::new(),
+            };
+            assert_eq!(s.attempt_finished(T0 + 5, generation, outcome), Some(true));
+        }
+        let outcomes = s.dispatcher().last_append();
+        let created = create(&mut s, "wh_2");
+        assert_eq!(created.0, outcomes.0 + 1);
+        assert_eq!(s.hold(outcomes, "outcomes"), None);
+        assert_eq!(s.hold(created, "created"), None);
+        pump(&mut s, &mut journal);
+        assert_eq!(
+            journal.next_seq() - 1,
+            seq + 2,
+            "one frame of outcomes, one upsert"
+        );
+        let Some((_, kind, _, _, payload)) = journal.frames.get(seq as usize) else {
+            panic!("the outcomes' frame");
+        };
+        let Ok(Record::AttemptsFinished(batch)) =
+            Record::decode(*kind, crate::RECORD_VERSION, payload)
+        else {
+            panic!("the outcomes' frame holds them all");
+        };
+        let delivered: Vec<u64> = batch.iter().map(|o| o.delivery).collect();
+        let sent: Vec<u64> = sends.iter().map(|r| r.delivery.0).collect();
+        assert_eq!(delivered, sent);
+        assert_eq!(s.durable(seq + 1).collect::<Vec<_>>(), ["outcomes"]);
+        assert_eq!(s.durable(seq + 2).collect::<Vec<_>>(), ["created"]);
+        let recovered = recover(DispatcherConfig::default(), T0 + 10, journal.replay()).unwrap();
+        let stats = recovered.stats();
+        assert_eq!((stats.pending_deliveries, stats.webhooks), (0, 2));
+    }
+
     #[test]
     fn replies_wait_for_their_records_across_checkpoint_frames() {
         let mut journal = Journal::default();

@@ -85,7 +85,10 @@ struct DeliveryView {
     finished: Option<(u32, u64)>,
     /// Final status and reason once ended.
     ended: Option<(String, Option<String>)>,
-    /// Highest attempt started (recorded).
+    /// Highest attempt the records know was made: one with a recorded outcome (an
+    /// attempt's start has no record of its own; journals of older builds have
+    /// `AttemptStarted` records, which count too). An attempt abandoned in flight, or
+    /// lost in a crash, does not count.
     started: u32,
     /// The number the next attempt must carry.
     next_attempt: u32,
@@ -299,6 +302,7 @@ impl Checker {
     pub fn record(&mut self, now_ms: u64, record: &Record, live: bool) -> Result<(), Violation> {
         match record {
             Record::EventAccepted(r) => self.event_accepted(now_ms, r, live),
+            // Only in journals of older builds.
             Record::AttemptStarted(r) => {
                 if let Some(d) = self.view.deliveries.get_mut(&r.delivery) {
                     d.started = d.started.max(r.attempt);
@@ -306,6 +310,9 @@ impl Checker {
                 Ok(())
             }
             Record::AttemptFinished(r) => self.attempt_finished(now_ms, r),
+            Record::AttemptsFinished(outcomes) => outcomes
+                .iter()
+                .try_for_each(|r| self.attempt_finished(now_ms, r)),
             Record::DeliveryFinished(r) => self.delivery_finished(now_ms, r),
             Record::WebhookUpserted(r) => self.webhook_upserted(now_ms, r, live),
             Record::WebhookDeleted(r) => self.webhook_deleted(now_ms, r, live),
@@ -569,6 +576,7 @@ impl Checker {
             return Ok(());
         };
         d.finished = Some((r.attempt, r.at_ms));
+        d.started = d.started.max(r.attempt);
         d.next_attempt = r.attempt + 1;
         d.requeued_due_ms = None;
         if let Some(status) = &r.final_status {
@@ -795,7 +803,8 @@ impl Checker {
             }
         }
         // A pending delivery keeps its budget; an ended one gets exactly one more attempt,
-        // numbered after every attempt started so far.
+        // numbered after every attempt with a recorded outcome (one abandoned in flight
+        // when the delivery ended had none, and its number is made again).
         let budget_ok = match ended {
             None => r.attempts_max == d.attempts_max,
             Some(_) => r.attempts_max == d.started + 1 && r.attempts_max >= d.next_attempt,

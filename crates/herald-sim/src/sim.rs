@@ -349,7 +349,14 @@ impl<'a> Sim<'a> {
             self.now_ms = self.now_ms.max(next);
             if agenda_next.is_some_and(|a| a <= self.now_ms) {
                 if let Some((_, action)) = self.agenda.pop_first() {
+                    let outcome = matches!(action, Action::Outcome { .. });
                     self.act(action)?;
+                    // As a driver's turn does, report every outcome that has arrived by
+                    // now before draining the commands: the dispatcher journals them
+                    // as one record.
+                    if outcome {
+                        self.report_arrived_outcomes()?;
+                    }
                 }
             }
             let bodies = Bodies {
@@ -377,6 +384,24 @@ impl<'a> Sim<'a> {
         self.stats.sends = self.checker.sends;
         self.stats.tally = self.checker.tally();
         Ok(self.stats)
+    }
+
+    /// Acts on every outcome due by now at the head of the agenda.
+    fn report_arrived_outcomes(&mut self) -> Result<(), Violation> {
+        loop {
+            let due = self
+                .agenda
+                .first_key_value()
+                .is_some_and(|(&(at, _), action)| {
+                    at <= self.now_ms && matches!(action, Action::Outcome { .. })
+                });
+            if !due {
+                return Ok(());
+            }
+            if let Some((_, action)) = self.agenda.pop_first() {
+                self.act(action)?;
+            }
+        }
     }
 
     fn act(&mut self, action: Action) -> Result<(), Violation> {

@@ -261,8 +261,8 @@ impl Dispatcher {
     }
 
     /// Advances time: fires due timers, admits due deliveries within each endpoint's
-    /// limits, signs them in one batch (timestamp = `now_ms`) and queues their
-    /// `AttemptStarted` records and `Send` commands. Call it after every batch of inputs
+    /// limits, signs them in one batch (timestamp = `now_ms`) and queues their `Send`
+    /// commands. Call it after every batch of inputs
     /// and whenever [`Dispatcher::next_deadline_ms`] has passed.
     ///
     /// For a driver that keeps every body in memory (it never calls
@@ -309,8 +309,8 @@ impl Dispatcher {
     }
 
     /// Admits due deliveries of the ready webhooks within each endpoint's limits and the
-    /// tick's budget (emitting their `AttemptStarted` records), ends those without a live
-    /// secret, then signs and sends the admitted ones.
+    /// tick's budget (marking them in flight), ends those without a live secret, then
+    /// signs and sends the admitted ones.
     pub(super) fn start_due_attempts(&mut self, now: u64, bodies: &dyn BodyStore) {
         let budget = self.config.sends_per_tick_max;
         let mut plans: Vec<Plan> = Vec::new();
@@ -386,12 +386,11 @@ impl Dispatcher {
                             connect_timeout_ms: w.spec.limits.connect_timeout_ms,
                             request_timeout_ms: w.spec.limits.request_timeout_ms,
                         });
-                        // Applying it takes the delivery off the queue.
-                        self.emit(Record::AttemptStarted(record::AttemptStarted {
-                            at_ms: now,
-                            delivery: delivery.0,
-                            attempt,
-                        }));
+                        // Takes the delivery off the queue. No record: see
+                        // `mark_in_flight`.
+                        if let Err(error) = self.mark_in_flight(delivery, attempt, now) {
+                            panic!("bug: a due delivery cannot start its next attempt: {error}");
+                        }
                     }
                     crate::health::Admit::At(at) => {
                         if w.wake.is_none_or(|(_, due)| due > at) {
@@ -411,6 +410,66 @@ impl Dispatcher {
         self.ready_webhooks.extend(leftover);
         self.fail_deliveries(now, no_secret, DeliveryError::NoLiveSecret);
         self.sign_and_send(now, plans, bodies);
+    }
+
+    /// Marks attempt `attempt` of a pending delivery in flight, started at `at_ms`.
+    ///
+    /// Being in flight is not durable state, so this is the one change live handling
+    /// makes without a record (everything else goes through `emit` and `apply`): the
+    /// outcome's `AttemptFinished` record carries the attempt and implies its start, and
+    /// a journal that ends before the outcome leaves the delivery due, with the same
+    /// attempt number to make, exactly as a crash while the request was out would.
+    /// The mark is undone the same way when the delivery ends without the outcome
+    /// (`finish`), so live state is always the journal's state plus the attempts in
+    /// flight. Replay uses it for `AttemptStarted` records of older journals.
+    pub(super) fn mark_in_flight(
+        &mut self,
+        delivery: DeliveryId,
+        attempt: u32,
+        at_ms: u64,
+    ) -> Result<(), String> {
+        let Some(d) = pending_mut(&mut self.deliveries, delivery) else {
+            return Ok(());
+        };
+        if attempt < d.attempt.max(1) {
+            return Err(format!(
+                "delivery {delivery} starts attempt {attempt} after attempt {}",
+                d.attempt
+            ));
+        }
+        if let Stage::Scheduled(key) = d.stage {
+            self.wheel.cancel(key);
+        }
+        if d.stage != Stage::InFlight {
+            self.in_flight_count += 1;
+        }
+        d.stage = Stage::InFlight;
+        set_attempt(&mut self.fresh_pending, d, attempt);
+        d.due_ms = None;
+        d.attempt_started(attempt, at_ms);
+        let (tenant, webhook) = (d.event.tenant.clone(), d.webhook.clone());
+        self.drop_stale_queue_head(&tenant, &webhook);
+        Ok(())
+    }
+
+    /// Pops the entries at the head of a webhook's queue that are no longer due (started,
+    /// rescheduled or ended since they were queued): live, the delivery just started is
+    /// at the head; on replay, outcomes of deliveries never marked in flight leave their
+    /// entries behind, and this keeps a long replay from piling them up.
+    pub(super) fn drop_stale_queue_head(&mut self, tenant: &TenantId, webhook: &WebhookId) {
+        let Some(w) = webhook_state_mut(&mut self.tenants, tenant, webhook) else {
+            return;
+        };
+        while let Some(front) = w.queue.front() {
+            let due = self
+                .deliveries
+                .get(front)
+                .is_some_and(|d| d.stage == Stage::Waiting && &d.webhook == webhook);
+            if due {
+                break;
+            }
+            w.queue.pop_front();
+        }
     }
 
     /// When [`Dispatcher::tick`] should next be called: the earliest timer, or the

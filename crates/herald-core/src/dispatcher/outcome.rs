@@ -167,7 +167,13 @@ impl Dispatcher {
             Stage::Scheduled(key) => {
                 self.wheel.cancel(key);
             }
-            Stage::InFlight => count_down(&mut self.in_flight_count, "in-flight deliveries"),
+            Stage::InFlight => {
+                // Ended without the outcome of the attempt in flight: undo the mark
+                // (`mark_in_flight`), so that the state is the one replay rebuilds.
+                count_down(&mut self.in_flight_count, "in-flight deliveries");
+                d.attempt_abandoned();
+                set_attempt(&mut self.fresh_pending, d, d.attempt.saturating_sub(1));
+            }
             _ => {}
         }
         if d.attempt == 0 {
@@ -401,11 +407,7 @@ impl Dispatcher {
         r: &record::AttemptFinished,
     ) -> Result<(), String> {
         let delivery = DeliveryId(r.delivery);
-        let Some(d) = self
-            .deliveries
-            .get_mut(&delivery)
-            .filter(|d| !d.status.is_final())
-        else {
+        let Some(d) = pending_mut(&mut self.deliveries, delivery) else {
             return Ok(());
         };
         let result = match &r.transport_error {
@@ -444,9 +446,11 @@ impl Dispatcher {
             r.latency_ms,
             d.last_error,
         );
+        // Live, the attempt was marked in flight; replayed, only its outcome was
+        // recorded, and the delivery still waits where it was due (settled below).
         if d.stage == Stage::InFlight {
             count_down(&mut self.in_flight_count, "in-flight deliveries");
-            d.stage = Stage::Waiting; // settled below
+            d.stage = Stage::Waiting;
         }
         let (tenant, webhook) = (d.event.tenant.clone(), d.webhook.clone());
         if let Some(w) = webhook_state_mut(&mut self.tenants, &tenant, &webhook) {
@@ -463,7 +467,8 @@ impl Dispatcher {
                 w.health.forget();
             }
             // The endpoint has room again.
-            self.ready_webhooks.insert((tenant, webhook));
+            self.ready_webhooks
+                .insert((tenant.clone(), webhook.clone()));
         }
         match (r.next_attempt_at_ms, &r.final_status) {
             (Some(at), _) => self.schedule(delivery, at),
@@ -477,6 +482,7 @@ impl Dispatcher {
                 return Err("attempt outcome with neither next attempt nor final status".into())
             }
         }
+        self.drop_stale_queue_head(&tenant, &webhook);
         Ok(())
     }
 }

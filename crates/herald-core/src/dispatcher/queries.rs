@@ -70,6 +70,21 @@ impl Dispatcher {
             .collect()
     }
 
+    /// The attempts in flight: (delivery, attempt, when it started). The journal does
+    /// not hold them (`mark_in_flight`); a replayed dispatcher given these marks is the
+    /// live one.
+    #[cfg(test)]
+    pub(crate) fn in_flight_marks(&self) -> Vec<(DeliveryId, u32, u64)> {
+        self.deliveries
+            .iter()
+            .filter(|(_, d)| d.stage == Stage::InFlight)
+            .map(|(id, d)| {
+                let started = d.attempts.last().map_or(0, |a| a.started_at_ms);
+                (*id, d.attempt, started)
+            })
+            .collect()
+    }
+
     /// [`Stats::retries_pending`] counted the slow way, to check the fast one.
     #[cfg(test)]
     pub(crate) fn retries_pending_scan(&self) -> usize {

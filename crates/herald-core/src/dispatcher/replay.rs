@@ -13,6 +13,8 @@ fn record_time_ms(record: &Record) -> u64 {
         Record::DeliveryFinished(r) => r.at_ms,
         Record::DeliveryRequeued(r) => r.at_ms,
         Record::Checkpoint(r) => r.at_ms,
+        // Each outcome moves the clock on as it is applied, as it did live.
+        Record::AttemptsFinished(r) => r.first().map_or(0, |o| o.at_ms),
     }
 }
 
@@ -125,42 +127,16 @@ impl Dispatcher {
                     self.awaiting.push_back((append, created));
                 }
             }
-            Record::AttemptStarted(r) => {
-                let delivery = DeliveryId(r.delivery);
-                if let Some(d) = self
-                    .deliveries
-                    .get_mut(&delivery)
-                    .filter(|d| !d.status.is_final())
-                {
-                    if r.attempt < d.attempt.max(1) {
-                        return Err(invalid(format!(
-                            "delivery {delivery} starts attempt {} after attempt {}",
-                            r.attempt, d.attempt
-                        )));
-                    }
-                    if let Stage::Scheduled(key) = d.stage {
-                        self.wheel.cancel(key);
-                    }
-                    if d.stage != Stage::InFlight {
-                        self.in_flight_count += 1;
-                    }
-                    d.stage = Stage::InFlight;
-                    set_attempt(&mut self.fresh_pending, d, r.attempt);
-                    d.due_ms = None;
-                    d.updated_at_ms = r.at_ms;
-                    d.attempt_started(r.attempt, r.at_ms);
-                    // Live, the delivery is at the head of its queue; replayed, the queue
-                    // may hold it further back, where admission skips it as stale.
-                    if let Some(w) =
-                        webhook_state_mut(&mut self.tenants, &d.event.tenant, &d.webhook)
-                    {
-                        if w.queue.front() == Some(&delivery) {
-                            w.queue.pop_front();
-                        }
-                    }
+            // Written by older builds only: a start is now implied by its outcome.
+            Record::AttemptStarted(r) => self
+                .mark_in_flight(DeliveryId(r.delivery), r.attempt, r.at_ms)
+                .map_err(invalid)?,
+            Record::AttemptFinished(r) => self.apply_attempt_finished(r).map_err(invalid)?,
+            Record::AttemptsFinished(outcomes) => {
+                for outcome in outcomes {
+                    self.apply_outcome(outcome).map_err(invalid)?;
                 }
             }
-            Record::AttemptFinished(r) => self.apply_attempt_finished(r).map_err(invalid)?,
             Record::DeliveryFinished(r) => {
                 let status = DeliveryStatus::from_name(&r.status)
                     .filter(|s| s.is_final())
@@ -175,6 +151,16 @@ impl Dispatcher {
             Record::Checkpoint(c) => self.load_checkpoint(c, bodies).map_err(invalid)?,
         }
         Ok(())
+    }
+
+    /// Applies one outcome of a [`Record::AttemptsFinished`] (live as it joins one, and
+    /// replayed), moving the clock to its time first as a record of its own would.
+    pub(super) fn apply_outcome(
+        &mut self,
+        outcome: &record::AttemptFinished,
+    ) -> Result<(), String> {
+        self.advance_clock(outcome.at_ms);
+        self.apply_attempt_finished(outcome)
     }
 
     /// Ends recovery: attempts that were in flight when the journal ended are due again

@@ -171,11 +171,8 @@ fn sends_signed_envelope_after_durability() {
             (T0 / 1000) as i64,
         )
         .unwrap();
-    // The AttemptStarted record precedes nothing else about this delivery.
-    assert!(matches!(
-        drv.records.last(),
-        Some(Record::AttemptStarted(_))
-    ));
+    // Starting the attempt wrote nothing: its outcome will be its record.
+    assert!(matches!(drv.records.last(), Some(Record::EventAccepted(_))));
 }
 
 use herald_sign::HeaderLookup;
@@ -1362,6 +1359,24 @@ fn same_inputs_same_outputs() {
     assert!(a.sent.len() > 40);
 }
 
+/// `records` replayed, plus the attempts `live` has in flight (which have no record): the
+/// state `live` holds, if replay is faithful.
+fn replayed_like(config: DispatcherConfig, records: &[Record], live: &Dispatcher) -> Dispatcher {
+    let mut d = Dispatcher::new(config, T0);
+    for record in records {
+        d.replay(record).unwrap();
+    }
+    mark_like(&mut d, live);
+    d
+}
+
+/// Marks in `replayed` the attempts that `live` has in flight.
+fn mark_like(replayed: &mut Dispatcher, live: &Dispatcher) {
+    for (delivery, attempt, at) in live.in_flight_marks() {
+        replayed.mark_in_flight(delivery, attempt, at).unwrap();
+    }
+}
+
 /// The dispatcher's state, without the clock (a live dispatcher has ticked past its last
 /// record).
 fn snapshot(d: &Dispatcher) -> Record {
@@ -1392,10 +1407,7 @@ fn replay_rebuilds_state() {
         drv.d.stats().in_flight > 0,
         "the scenario ends with attempts in flight"
     );
-    let mut fresh = Dispatcher::new(DispatcherConfig::default(), T0);
-    for record in &drv.records {
-        fresh.replay(record).unwrap();
-    }
+    let fresh = replayed_like(DispatcherConfig::default(), &drv.records, &drv.d);
     assert_same(&snapshot(&fresh), &snapshot(&drv.d));
     assert_eq!(fresh.stats(), drv.d.stats());
     // The log answers the same.
@@ -1684,6 +1696,11 @@ mod random {
             pick: u8,
             result: u8,
         },
+        /// Replies to every request in flight before the commands are polled (one
+        /// driver turn): the outcomes share one record.
+        ReplyAll {
+            results: [u8; 4],
+        },
         Advance {
             ms: u16,
         },
@@ -1712,6 +1729,7 @@ mod random {
             4 => (0u8..2, 0u8..3, proptest::option::weighted(0.5, 0u8..4))
                 .prop_map(|(tenant, kind, key)| Op::Publish { tenant, kind, key }),
             6 => (any::<u8>(), 0u8..7).prop_map(|(pick, result)| Op::Reply { pick, result }),
+            2 => [0u8..7, 0u8..7, 0u8..7, 0u8..7].prop_map(|results| Op::ReplyAll { results }),
             3 => (0u16..1_500).prop_map(|ms| Op::Advance { ms }),
             1 => (0u8..4, 0u8..3, proptest::bool::weighted(0.2))
                 .prop_map(|(webhook, filter, disabled)| Op::Upsert { webhook, filter, disabled }),
@@ -1784,6 +1802,8 @@ mod random {
         wheel: BTreeMap<DeliveryId, Option<u64>>,
         log: Page<DeliveryRecord>,
         checkpoint: Checkpointed,
+        /// The attempts in flight (no record holds them).
+        in_flight: Vec<(DeliveryId, u32, u64)>,
     }
 
     /// Everything compared between a live and a replayed dispatcher: registry, pending
@@ -1804,6 +1824,7 @@ mod random {
                 ..DeliveryQuery::tenant(tenant("a"))
             }),
             checkpoint,
+            in_flight: d.in_flight_marks(),
         }
     }
 
@@ -1865,6 +1886,11 @@ mod random {
                     if !in_flight.is_empty() {
                         let req = in_flight.remove(*pick as usize % in_flight.len());
                         drv.reply(&req, result(*r));
+                    }
+                }
+                Op::ReplyAll { results } => {
+                    for (i, req) in in_flight.drain(..).enumerate() {
+                        drv.reply(&req, result(results[i % results.len()]));
                     }
                 }
                 Op::Advance { ms } => drv.now += u64::from(*ms),
@@ -1943,9 +1969,14 @@ mod random {
             // Live and replay share one path: the journal up to any op, replayed whole or
             // from the checkpoint before it, rebuilds what the live dispatcher held there.
             let cut = cut.expect("the cut is one of the ops");
+            // Attempts in flight have no record: the journal plus the live marks of
+            // those in flight is the live state.
             let mut prefix = Dispatcher::new(config(), T0);
             for record in &drv.records[..cut.records] {
                 prefix.replay(record).unwrap();
+            }
+            for &(delivery, attempt, at) in &cut.in_flight {
+                prefix.mark_in_flight(delivery, attempt, at).unwrap();
             }
             assert_cut(&prefix, &cut);
             if let Some((at, cp)) = &cut.checkpoint {
@@ -1956,17 +1987,25 @@ mod random {
                 for record in &drv.records[*at..cut.records] {
                     from_cp.replay(record).unwrap();
                 }
+                for &(delivery, attempt, at) in &cut.in_flight {
+                    from_cp.mark_in_flight(delivery, attempt, at).unwrap();
+                }
                 assert_cut(&from_cp, &cut);
             }
             let mut fresh = Dispatcher::new(config(), T0);
             for record in &drv.records {
                 fresh.replay(record).unwrap();
             }
-            assert_same(&snapshot(&fresh), &snapshot(&drv.d));
+            let mut marked = Dispatcher::new(config(), T0);
+            for record in &drv.records {
+                marked.replay(record).unwrap();
+            }
+            mark_like(&mut marked, &drv.d);
+            assert_same(&snapshot(&marked), &snapshot(&drv.d));
             // Due deliveries wait in the wheel after replay and in a ready queue live: only
             // the timer count may differ.
             let without_timers = |s: Stats| Stats { timers: 0, ..s };
-            prop_assert_eq!(without_timers(fresh.stats()), without_timers(drv.d.stats()));
+            prop_assert_eq!(without_timers(marked.stats()), without_timers(drv.d.stats()));
             if let Some((at, cp)) = checkpoint {
                 let mut from_cp = Dispatcher::new(config(), T0);
                 for part in &cp {
@@ -1975,15 +2014,16 @@ mod random {
                 for record in &drv.records[at..] {
                     from_cp.replay(record).unwrap();
                 }
+                mark_like(&mut from_cp, &drv.d);
                 assert_same(&snapshot(&from_cp), &snapshot(&drv.d));
             }
-            // Recovery: attempts in flight at the "crash" are repeated with their number.
-            let Record::Checkpoint(state) = snapshot(&drv.d) else { unreachable!() };
-            let in_flight: BTreeMap<u64, u32> = state
-                .deliveries
-                .iter()
-                .filter(|d| d.in_flight)
-                .map(|d| (d.delivery, d.attempt))
+            // Recovery: attempts in flight at the "crash" (unknown to the journal) are
+            // repeated with their number.
+            let in_flight: BTreeMap<u64, u32> = drv
+                .d
+                .in_flight_marks()
+                .into_iter()
+                .map(|(delivery, attempt, _)| (delivery.0, attempt))
                 .collect();
             let mut recovered = Driver::new(config());
             recovered.d = fresh;
@@ -2208,10 +2248,7 @@ fn idempotency_keys_answer_repeats_with_the_first_event() {
 
     // Replay, and a checkpoint plus what follows it, remember the keys exactly.
     let checkpoint = drv.d.checkpoint(drv.now);
-    let mut replayed = Dispatcher::new(config.clone(), T0);
-    for record in &drv.records {
-        replayed.replay(record).unwrap();
-    }
+    let mut replayed = replayed_like(config.clone(), &drv.records, &drv.d);
     let mut from_checkpoint = Dispatcher::new(config.clone(), T0);
     from_checkpoint.replay(&checkpoint).unwrap();
     for d in [&mut replayed, &mut from_checkpoint] {
@@ -2324,7 +2361,8 @@ fn deliveries_keep_their_attempt_history() {
     assert_eq!(record.attempts.len(), 3);
     for (i, (summary, (_, code, error))) in record.attempts.iter().zip(&script).enumerate() {
         assert_eq!(summary.attempt, i as u32 + 1);
-        assert_eq!(summary.started_at_ms, starts[i]);
+        // Its start is the outcome's time less the latency the driver reported.
+        assert_eq!(summary.started_at_ms, starts[i] + 40 - 7);
         assert_eq!(summary.finished_at_ms, Some(starts[i] + 40));
         assert_eq!(summary.response_status, *code);
         assert_eq!(summary.response_time_ms, Some(7));
@@ -2394,7 +2432,7 @@ fn attempt_history_is_bounded_and_a_repeated_attempt_is_one_entry() {
     assert_eq!(record.attempts.len(), ATTEMPT_HISTORY_MAX);
     let last = record.attempts.last().unwrap();
     assert_eq!(last.attempt, req.attempt);
-    assert_eq!(last.started_at_ms, restarted.now);
+    assert_eq!(last.started_at_ms, restarted.now - 7);
     assert_eq!(last.response_status, Some(200));
     let previous = &record.attempts[ATTEMPT_HISTORY_MAX - 2];
     assert_eq!(previous.attempt, req.attempt - 1);
@@ -2827,4 +2865,227 @@ fn stored_bodies_follow_an_event_split_over_checkpoint_parts() {
     let resent = pump_stored(&mut recovered, &mut moved);
     assert_eq!(resent.len(), 2, "both due again after recovery");
     assert!(resent.iter().all(|s| s.body == body));
+}
+
+/// One delivery whose first attempt failed and whose second is in flight.
+fn second_attempt_in_flight() -> (Driver, SendRequest) {
+    let mut drv = one_webhook(DispatcherConfig::default(), spec(&["*"]));
+    drv.d
+        .accept_event(drv.now, &tenant("acme"), event("e1", "a.b"))
+        .unwrap();
+    let first = drv.step().remove(0);
+    drv.now += 7;
+    drv.reply(&first, status(503));
+    drv.step();
+    let second = drv.advance_to(drv.now + 2 * MIN).remove(0);
+    assert_eq!((second.delivery, second.attempt), (first.delivery, 2));
+    (drv, second)
+}
+
+/// Journals of older builds hold an `AttemptStarted` record before each outcome and for
+/// each attempt in flight: they replay to the state the live dispatcher holds, and an
+/// attempt whose start alone was recorded is made again with its number.
+#[test]
+fn journals_with_attempt_started_records_still_replay() {
+    let (drv, second) = second_attempt_in_flight();
+    assert!(
+        !drv.records
+            .iter()
+            .any(|r| matches!(r, Record::AttemptStarted(_))),
+        "this build writes no AttemptStarted record"
+    );
+    let started = |delivery, attempt, at_ms| {
+        Record::AttemptStarted(record::AttemptStarted {
+            at_ms,
+            delivery,
+            attempt,
+        })
+    };
+    let mut old = Vec::new();
+    for r in &drv.records {
+        if let Record::AttemptFinished(f) = r {
+            old.push(started(f.delivery, f.attempt, f.at_ms - f.latency_ms));
+        }
+        old.push(r.clone());
+    }
+    let marks = drv.d.in_flight_marks();
+    assert_eq!(marks.len(), 1);
+    old.push(started(second.delivery.0, 2, marks[0].2));
+    let mut replayed = Dispatcher::new(DispatcherConfig::default(), T0);
+    for r in &old {
+        let (kind, version, payload) = r.encode().unwrap();
+        replayed
+            .replay(&Record::decode(kind, version, &payload).unwrap())
+            .unwrap();
+    }
+    assert_same(&snapshot(&replayed), &snapshot(&drv.d));
+    assert_eq!(replayed.stats(), drv.d.stats());
+    let mut restarted = Driver::new(DispatcherConfig::default());
+    restarted.d = replayed;
+    restarted.now = drv.now + 1_000;
+    restarted.d.replay_finished(restarted.now);
+    // Due now, fired on the wheel's next 10 ms boundary.
+    let again = restarted.advance_to(restarted.now + 10);
+    assert_eq!(again.len(), 1);
+    assert_eq!((again[0].delivery, again[0].attempt), (second.delivery, 2));
+}
+
+/// A delivery that ends while an attempt is in flight forgets that attempt, as a replay
+/// of the journal does (the attempt has no record): live and replayed state agree, and a
+/// manual retry makes the attempt's number again.
+#[test]
+fn ending_a_delivery_in_flight_forgets_its_attempt() {
+    let (mut drv, second) = second_attempt_in_flight();
+    let t = tenant("acme");
+    let mut disabled = spec(&["*"]);
+    disabled.status = WebhookStatus::Disabled {
+        reason: DisableReason::Manual,
+        at_ms: drv.now,
+    };
+    drv.d
+        .upsert_webhook(drv.now, t.clone(), wh("w1"), disabled)
+        .unwrap();
+    drv.step();
+    let record = drv.d.delivery(&t, second.delivery).unwrap();
+    assert_eq!(record.status, DeliveryStatus::Failed);
+    assert_eq!(record.attempt, 1);
+    assert_eq!(record.attempts.len(), 1);
+    // The outcome of the abandoned attempt is stale.
+    assert!(!drv.reply(&second, status(200)));
+    let replayed = replayed_like(DispatcherConfig::default(), &drv.records, &drv.d);
+    assert_same(&snapshot(&replayed), &snapshot(&drv.d));
+    drv.d
+        .upsert_webhook(drv.now, t.clone(), wh("w1"), spec(&["*"]))
+        .unwrap();
+    drv.d.retry_delivery(drv.now, &t, second.delivery).unwrap();
+    let again = drv.advance_to(drv.now + 10);
+    assert_eq!(again.len(), 1);
+    assert_eq!((again[0].delivery, again[0].attempt), (second.delivery, 2));
+}
+
+/// The outcomes reported before the commands are polled share one record, in the order
+/// reported, until a record of another kind comes between them or the batch would pass
+/// its bound; replay applies each as live handling did.
+#[test]
+fn outcomes_of_one_turn_share_a_record() {
+    let mut s = spec(&["*"]);
+    s.limits.in_flight_max = 64;
+    let mut drv = one_webhook(DispatcherConfig::default(), s);
+    let t = tenant("acme");
+    let publish = |drv: &mut Driver, n: usize, from: usize| {
+        for i in from..from + n {
+            drv.d
+                .accept_event(drv.now, &t, event(&format!("e{i}"), "a.b"))
+                .unwrap();
+        }
+        drv.step()
+    };
+    let sent = publish(&mut drv, 6, 0);
+    assert_eq!(sent.len(), 6);
+    let before = drv.records.len();
+    drv.now += 10;
+    // Reported in an order of their own; a 410 in the middle disables the webhook, whose
+    // records come between the outcomes before and after it.
+    let order = [4, 0, 5, 2, 1, 3];
+    for (n, &i) in order.iter().enumerate() {
+        let answer = if n == 3 { status(410) } else { status(200) };
+        drv.reply(&sent[i], answer);
+    }
+    drv.step();
+    let kinds: Vec<u16> = drv.records[before..].iter().map(Record::kind).collect();
+    assert_eq!(kinds[0], record::kind::ATTEMPTS_FINISHED);
+    let Record::AttemptsFinished(first) = &drv.records[before] else {
+        unreachable!("checked above")
+    };
+    let ids = |outcomes: &[record::AttemptFinished]| -> Vec<u64> {
+        outcomes.iter().map(|o| o.delivery).collect()
+    };
+    let want: Vec<u64> = order[..4].iter().map(|&i| sent[i].delivery.0).collect();
+    assert_eq!(ids(first), want, "in the order reported, through the 410");
+    assert_eq!(kinds[1], record::kind::WEBHOOK_UPSERTED, "{kinds:x?}");
+    // The two outcomes after the 410 are stale (their deliveries ended with the
+    // webhook): nothing records them.
+    assert!(!drv.records[before + 1..]
+        .iter()
+        .any(|r| matches!(r, Record::AttemptFinished(_) | Record::AttemptsFinished(_))));
+    let replayed = replayed_like(DispatcherConfig::default(), &drv.records, &drv.d);
+    assert_same(&snapshot(&replayed), &snapshot(&drv.d));
+
+    // An outcome polled before the next is reported is a record of its own.
+    let mut drv = one_webhook(DispatcherConfig::default(), spec(&["*"]));
+    let sent = publish(&mut drv, 2, 0);
+    let before = drv.records.len();
+    drv.reply(&sent[0], status(200));
+    drv.step();
+    drv.reply(&sent[1], status(200));
+    drv.step();
+    let kinds: Vec<u16> = drv.records[before..].iter().map(Record::kind).collect();
+    assert_eq!(kinds, [record::kind::ATTEMPT_FINISHED; 2]);
+}
+
+/// A batch of outcomes that each keep the largest response stays within its bound,
+/// which a journal segment of the smallest size can hold: the next outcome starts a new
+/// record.
+#[test]
+fn outcome_batches_are_bounded() {
+    let mut s = spec(&["*"]);
+    s.limits.in_flight_max = 64;
+    let mut drv = one_webhook(DispatcherConfig::default(), s);
+    let t = tenant("acme");
+    for i in 0..40 {
+        drv.d
+            .accept_event(drv.now, &t, event(&format!("e{i}"), "a.b"))
+            .unwrap();
+    }
+    let sent = drv.step();
+    assert_eq!(sent.len(), 40);
+    let before = drv.records.len();
+    let headers: Vec<(String, String)> = (0..RESPONSE_HEADERS_MAX)
+        .map(|i| {
+            (
+                format!("x-h{i:02}"),
+                "v".repeat(RESPONSE_HEADER_BYTES_MAX / 16 - 5),
+            )
+        })
+        .collect();
+    for req in &sent {
+        let taken = drv.d.attempt_finished(
+            drv.now + 5,
+            Outcome {
+                delivery: req.delivery,
+                attempt: req.attempt,
+                result: AttemptResult::Transport(TransportError::RequestTimeout),
+                latency_ms: 5,
+                response_body: vec![b'x'; RESPONSE_BODY_BYTES_MAX + 100],
+                response_headers: headers.clone(),
+            },
+        );
+        assert!(taken);
+    }
+    drv.step();
+    let mut outcomes = 0;
+    let mut batches = 0;
+    for record in &drv.records[before..] {
+        let (_, _, payload) = record.encode().unwrap();
+        match record {
+            Record::AttemptsFinished(batch) => {
+                batches += 1;
+                outcomes += batch.len();
+                let estimated: usize = batch.iter().map(record::outcome_bytes_estimate).sum();
+                assert!(estimated <= record::OUTCOMES_RECORD_BYTES_MAX);
+                assert!(
+                    payload.len() <= estimated,
+                    "{} > {estimated}",
+                    payload.len()
+                );
+                assert_eq!(batch[0].response_headers.len(), RESPONSE_HEADERS_MAX);
+            }
+            Record::AttemptFinished(_) => outcomes += 1,
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    assert_eq!(outcomes, 40);
+    assert!(batches > 1, "40 outcomes of ~7 KiB do not fit one batch");
+    let replayed = replayed_like(DispatcherConfig::default(), &drv.records, &drv.d);
+    assert_same(&snapshot(&replayed), &snapshot(&drv.d));
 }

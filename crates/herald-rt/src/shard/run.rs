@@ -518,6 +518,8 @@ impl Shard {
             self.handle(now, request);
         }
         self.batch = batch;
+        // Every outcome that arrived is reported before the commands are drained, so
+        // the dispatcher journals them as one record (`AttemptsFinished`).
         let finished = std::mem::take(&mut *self.finished.borrow_mut());
         for (generation, outcome) in finished {
             if !self.session.is_current(generation) {
@@ -1356,6 +1358,19 @@ impl BodyStore for ReaderBodies<'_> {
 mod tests {
     use super::*;
     use herald_core::{classify, OutcomeClass};
+
+    /// The dispatcher bounds a record of outcomes by an estimate that its tests check
+    /// against the encoded size; the journal must take that record whatever segment size
+    /// is configured, down to the smallest.
+    #[test]
+    fn a_record_of_outcomes_fits_the_smallest_segment() {
+        let smallest = herald_journal::JournalConfig {
+            segment_bytes: herald_journal::SEGMENT_BYTES_MIN,
+            ..herald_journal::JournalConfig::new("unused")
+        };
+        let bound = herald_core::record::OUTCOMES_RECORD_BYTES_MAX as u64;
+        assert!(bound <= smallest.payload_bytes_max());
+    }
 
     #[test]
     fn transport_errors_keep_their_blame() {
