@@ -71,6 +71,12 @@ fn answered_200(req: &SendRequest) -> Outcome {
 }
 
 fn run(mut d: Dispatcher, events: Vec<NewEvent>) -> usize {
+    deliver(&mut d, &events, answered_200)
+}
+
+/// Accepts `events` 100 at a time (each chunk one millisecond), marks them durable,
+/// ticks and answers every send with `answer`; returns the deliveries made.
+fn deliver(d: &mut Dispatcher, events: &[NewEvent], answer: fn(&SendRequest) -> Outcome) -> usize {
     let tenant = TenantId::parse("acme").unwrap();
     let mut commands = Vec::new();
     let mut delivered = 0;
@@ -87,7 +93,7 @@ fn run(mut d: Dispatcher, events: Vec<NewEvent>) -> usize {
         for command in commands.drain(..) {
             if let Command::Send(req) = command {
                 delivered += 1;
-                d.attempt_finished(now, answered_200(&req));
+                d.attempt_finished(now, answer(&req));
                 black_box(&req.headers);
             }
         }
@@ -187,34 +193,25 @@ const LOG_DELIVERIES: usize = 20_000;
 /// A dispatcher whose log holds `LOG_DELIVERIES` successful deliveries, each with the
 /// two response headers a typical receiver sends.
 fn with_log() -> Dispatcher {
-    let (mut d, _) = setup(1);
-    let tenant = TenantId::parse("acme").unwrap();
-    let (_, one) = setup(1);
+    let (mut d, template) = setup(1);
+    let events: Vec<NewEvent> = (0..LOG_DELIVERIES)
+        .map(|i| NewEvent {
+            id: EventId::parse(&format!("evt_{i:08}")).unwrap(),
+            ..template[0].clone()
+        })
+        .collect();
+    let delivered = deliver(&mut d, &events, |req| Outcome {
+        response_headers: vec![
+            ("content-type".to_string(), "application/json".to_string()),
+            (
+                "date".to_string(),
+                "Tue, 01 Dec 2026 21:00:00 GMT".to_string(),
+            ),
+        ],
+        ..answered_200(req)
+    });
+    assert_eq!(delivered, LOG_DELIVERIES);
     let mut commands = Vec::new();
-    let mut now = T0;
-    for i in 0..LOG_DELIVERIES {
-        now += 1;
-        let mut event = one[0].clone();
-        event.id = EventId::parse(&format!("evt_{i:08}")).unwrap();
-        let accepted = d.accept_event(now, &tenant, event).unwrap();
-        d.records_durable(accepted.append);
-        d.tick(now);
-        commands.clear();
-        d.drain_commands(&mut commands);
-        for command in commands.drain(..) {
-            if let Command::Send(req) = command {
-                let mut outcome = answered_200(&req);
-                outcome.response_headers = vec![
-                    ("content-type".to_string(), "application/json".to_string()),
-                    (
-                        "date".to_string(),
-                        "Tue, 01 Dec 2026 21:00:00 GMT".to_string(),
-                    ),
-                ];
-                d.attempt_finished(now, outcome);
-            }
-        }
-    }
     d.drain_commands(&mut commands);
     d
 }
