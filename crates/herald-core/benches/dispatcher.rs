@@ -237,6 +237,24 @@ fn bench_checkpoint(c: &mut Criterion) {
             black_box(bytes)
         })
     });
+    // As the shard does it: each part also located (where it holds its events' bodies,
+    // which validates a part that holds any), and the moves collected.
+    group.bench_function("log_20k_parts_4mib_located", |b| {
+        b.iter(|| {
+            let mut buffer = herald_core::RecordBuffer::new();
+            let mut parts = d.checkpoint_parts(T0 + 1_000_000, 4 << 20);
+            let at = herald_core::PayloadAt {
+                segment: 1,
+                offset: 0,
+            };
+            while let Some(part) = parts.next() {
+                let (_, _, payload) = part.encode_into(buffer).unwrap();
+                parts.stored(&payload, at).unwrap();
+                buffer = payload;
+            }
+            black_box(parts.into_moves())
+        })
+    });
     group.finish();
 }
 
