@@ -370,13 +370,18 @@ impl Reader {
             .binary_search_by_key(&at.segment, |s| s.0)
             .ok()?;
         let (_, map, written) = &self.segments[index];
-        let start = at.offset;
-        let stop = start.checked_add(len as u64)?;
-        if start < SEGMENT_HEADER_BYTES || stop > *written {
-            return None;
-        }
-        map.get(start as usize..stop as usize)
+        written_bytes(map, *written, at.offset, len)
     }
+}
+
+/// `len` bytes at `offset` of a segment's mapping, if they lie past its header and
+/// before `written` (what reached the file).
+fn written_bytes(map: &Mmap, written: u64, offset: u64, len: usize) -> Option<&[u8]> {
+    let stop = offset.checked_add(len as u64)?;
+    if offset < SEGMENT_HEADER_BYTES || stop > written {
+        return None;
+    }
+    map.get(offset as usize..stop as usize)
 }
 
 impl std::fmt::Debug for Journal {
@@ -691,22 +696,15 @@ impl Journal {
             .segments
             .binary_search_by_key(&at.segment, |s| s.base_seq)
             .ok()?;
-        let segment = &self.segments[index];
-        let start = at.offset;
-        let stop = start.checked_add(len as u64)?;
-        if start < SEGMENT_HEADER_BYTES || stop > segment.end {
-            return None;
-        }
         let written = self.written_end(index);
-        if start >= written {
-            let from = (start - written) as usize;
-            return self.staged.get(from..from + len);
+        if at.offset >= written {
+            // Appended, not yet written: the staging buffer holds the segment's tail.
+            let from = usize::try_from(at.offset - written).ok()?;
+            return self.staged.get(from..from.checked_add(len)?);
         }
-        if stop > written {
-            // Straddles written and staged bytes: frames never do.
-            return None;
-        }
-        segment.map.get(start as usize..stop as usize)
+        // A range reaching past `written` straddles written and staged bytes, which a
+        // frame never does.
+        written_bytes(&self.segments[index].map, written, at.offset, len)
     }
 
     /// A reader of what was written so far, independent of later borrows of the
