@@ -29,6 +29,7 @@ use crate::webhook::{DisableReason, SpecError, WebhookSpec, WebhookStatus};
 use crate::wheel::{TimerKey, TimingWheel};
 
 mod admission;
+mod deliveries;
 mod idempotency;
 mod operations;
 mod outcome;
@@ -38,10 +39,11 @@ mod replay;
 mod signing;
 
 use admission::KeyUse;
+use deliveries::Deliveries;
 use idempotency::{KeyEntry, Keys};
 pub use outcome::{bound_response_headers, bound_response_headers_owned, response_header_text};
 use outcome::{headers_from_rec, headers_to_rec, GENERATED_EVENT_ID_PREFIXES};
-pub use replay::{BodyMoves, CheckpointParts};
+pub use replay::{BodyMoves, Checkpoint, CheckpointParts};
 use signing::Plan;
 
 /// Most bytes of a response body kept per attempt (log and journal).
@@ -500,6 +502,7 @@ enum Stage {
     Finished,
 }
 
+#[derive(Clone)]
 struct Delivery {
     event: Arc<EventData>,
     webhook: WebhookId,
@@ -546,10 +549,7 @@ fn count_down(count: &mut usize, what: &str) {
 
 /// Delivery `id`, to change, if it is held and pending (borrows the deliveries only, so
 /// the wheel and the counts stay at hand).
-fn pending_mut(
-    deliveries: &mut BTreeMap<DeliveryId, Box<Delivery>>,
-    id: DeliveryId,
-) -> Option<&mut Delivery> {
+fn pending_mut(deliveries: &mut Deliveries, id: DeliveryId) -> Option<&mut Delivery> {
     deliveries
         .get_mut(&id)
         .filter(|d| !d.status.is_final())
@@ -570,6 +570,7 @@ fn set_attempt(fresh_pending: &mut usize, d: &mut Delivery, attempt: u32) {
 }
 
 /// A response body and headers kept for the delivery log.
+#[derive(Clone)]
 struct LastResponse {
     body: Arc<[u8]>,
     headers: Arc<[(String, String)]>,
@@ -791,7 +792,7 @@ pub struct Dispatcher {
     tenants: BTreeMap<TenantId, TenantState>,
     /// Boxed: a B-tree filled in id order keeps its nodes about half full, so inline
     /// deliveries would leave about their own size empty beside each of them.
-    deliveries: BTreeMap<DeliveryId, Box<Delivery>>,
+    deliveries: Deliveries,
     /// Each tenant's retained deliveries, for queries. Probed by tenant, never iterated
     /// across tenants.
     by_tenant: HashMap<TenantId, BTreeSet<DeliveryId>>,
@@ -822,6 +823,9 @@ pub struct Dispatcher {
     counters: Counters,
     /// One copy of each event type events carry (see `shared_event_type`).
     event_types: HashSet<EventType>,
+    /// Records applied so far (live and replayed): a checkpoint being built checks
+    /// that none came between its first parts.
+    applied: u64,
 }
 
 /// Most distinct event types whose text events share (see
@@ -849,7 +853,7 @@ impl Dispatcher {
             config,
             now_ms,
             tenants: BTreeMap::new(),
-            deliveries: BTreeMap::new(),
+            deliveries: Deliveries::default(),
             by_tenant: HashMap::new(),
             pending_count: 0,
             in_flight_count: 0,
@@ -872,6 +876,7 @@ impl Dispatcher {
             fresh_pending: 0,
             counters: Counters::default(),
             event_types: HashSet::new(),
+            applied: 0,
         }
     }
 
@@ -999,7 +1004,7 @@ impl Dispatcher {
             return;
         }
         let (mut pending, mut in_flight, mut fresh) = (0, 0, 0);
-        for (id, d) in &self.deliveries {
+        for (id, d) in self.deliveries.iter() {
             assert!(
                 self.by_tenant
                     .get(&d.event.tenant)

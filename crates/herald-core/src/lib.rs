@@ -154,9 +154,9 @@ pub mod wheel;
 pub use body::{BodyPos, BodyStore, PayloadAt};
 pub use dispatcher::{
     bound_response_headers, bound_response_headers_owned, response_header_text, AcceptError,
-    Accepted, AppendId, BodyMoves, CheckpointParts, Command, Dispatcher, DispatcherConfig, OpError,
-    Outcome, RegistryError, ReplayError, SendRequest, ShardFull, Stats, WebhookView,
-    ATTEMPT_HISTORY_MAX, IDEMPOTENCY_KEYS_MAX, IDEMPOTENCY_WINDOW_MS_DEFAULT,
+    Accepted, AppendId, BodyMoves, Checkpoint, CheckpointParts, Command, Dispatcher,
+    DispatcherConfig, OpError, Outcome, RegistryError, ReplayError, SendRequest, ShardFull, Stats,
+    WebhookView, ATTEMPT_HISTORY_MAX, IDEMPOTENCY_KEYS_MAX, IDEMPOTENCY_WINDOW_MS_DEFAULT,
     LOG_FINISHED_MAX_DEFAULT, PENDING_DELIVERIES_MAX_DEFAULT, QUERY_SCAN_MAX, RESEND_MAX,
     RESPONSE_BODY_BYTES_MAX, RESPONSE_HEADERS_MAX, RESPONSE_HEADER_BYTES_MAX,
     SENDS_PER_TICK_MAX_DEFAULT, TEST_EVENT_DATA, TIMERS_PER_TICK_MAX, USER_AGENT,

@@ -68,6 +68,7 @@ impl Dispatcher {
         bodies: &[Option<BodyPos>],
     ) -> Result<(), ReplayError> {
         let kind = record.kind();
+        self.applied += 1;
         self.advance_clock(record_time_ms(record));
         let invalid = |reason: String| ReplayError::Invalid { kind, reason };
         match record {
@@ -264,14 +265,100 @@ impl Dispatcher {
         part_bytes_target: usize,
         bodies: &'a dyn BodyStore,
     ) -> CheckpointParts<'a> {
+        assert!(
+            !self.deliveries.is_frozen(),
+            "bug: a checkpoint taken whole while another is being built"
+        );
+        CheckpointParts {
+            dispatcher: self,
+            bodies,
+            cursor: self.checkpoint_cursor(now_ms, part_bytes_target),
+        }
+    }
+
+    /// Begins a checkpoint of the state as it is now, to be written a part at a time
+    /// ([`Dispatcher::checkpoint_part`]) while other input goes on between parts, so
+    /// that no single turn pays for the whole state. Replay loads it and then every
+    /// record journaled after the moment it began, so journal it as a checkpoint that
+    /// covers the records journaled so far (take it after draining every queued
+    /// command into the journal, as [`Dispatcher::checkpoint_parts`]).
+    ///
+    /// Its first parts hold the webhooks and the idempotency keys: write them before
+    /// any other input ([`Checkpoint::registry_written`]; a record applied before that
+    /// is a bug and panics). The deliveries follow, as they were when it began: a
+    /// delivery changed or removed before its part is written is written from a copy
+    /// taken at its first change ([`Dispatcher::checkpoint_copies`] counts them). End it with
+    /// [`Dispatcher::finish_checkpoint`] once the journal holds every part, or
+    /// [`Dispatcher::abandon_checkpoint`]. One at a time.
+    pub fn begin_checkpoint(&mut self, now_ms: u64, part_bytes_target: usize) -> Checkpoint {
+        let cursor = self.checkpoint_cursor(now_ms, part_bytes_target);
+        self.deliveries.freeze(cursor.upper);
+        Checkpoint { cursor }
+    }
+
+    /// The next part of `checkpoint` ([`Dispatcher::begin_checkpoint`]), reading the
+    /// bodies the driver stored from `bodies`; `None` once every part was returned.
+    /// After writing it, tell the checkpoint where it went ([`Checkpoint::stored`]).
+    pub fn checkpoint_part(
+        &mut self,
+        checkpoint: &mut Checkpoint,
+        bodies: &dyn BodyStore,
+    ) -> Option<Record> {
+        let cursor = &mut checkpoint.cursor;
+        if !cursor.registry_written() {
+            // Webhooks and keys are read as they are now, not from copies.
+            assert_eq!(
+                self.applied, cursor.applied_at_begin,
+                "bug: a record was applied before a checkpoint's webhooks and keys were written"
+            );
+        }
+        let part = self.next_checkpoint_part(cursor, bodies);
+        if let Some(after) = cursor.after_delivery {
+            self.deliveries.written_through(after);
+        }
+        part
+    }
+
+    /// Ends `checkpoint` once the journal holds all its parts and its end (before it can
+    /// be durable, with no other input in between): the events it copied keep the
+    /// checkpoint's copies of their bodies ([`Dispatcher::checkpoint_stored`]).
+    pub fn finish_checkpoint(&mut self, checkpoint: Checkpoint) {
+        assert!(
+            checkpoint.cursor.done,
+            "bug: a checkpoint finished before its last part"
+        );
+        self.deliveries.thaw();
+        self.checkpoint_stored(checkpoint.cursor.moves);
+    }
+
+    /// Drops `checkpoint` unfinished (the journal abandoned it): the copies it kept go.
+    pub fn abandon_checkpoint(&mut self, checkpoint: Checkpoint) {
+        drop(checkpoint);
+        self.deliveries.thaw();
+    }
+
+    /// Deliveries the checkpoint being built keeps a copy of (changed or removed since
+    /// it began, and not yet written): what it costs in memory beyond the live state.
+    pub fn checkpoint_copies(&self) -> usize {
+        self.deliveries.saved_len()
+    }
+
+    fn checkpoint_cursor(&self, now_ms: u64, part_bytes_target: usize) -> CheckpointCursor {
         let webhooks = self
             .tenants
             .iter()
-            .flat_map(|(tenant, t)| t.webhooks.iter().map(move |(id, w)| (tenant, id, w)))
+            .flat_map(|(tenant, t)| {
+                t.webhooks
+                    .keys()
+                    .map(move |id| (tenant.clone(), id.clone()))
+            })
             .collect();
-        CheckpointParts {
-            dispatcher: self,
+        CheckpointCursor {
             at_ms: now_ms.max(self.now_ms),
+            next_delivery: self.next_delivery,
+            upper: DeliveryId(self.next_delivery),
+            keys_len: self.keys.order.len(),
+            applied_at_begin: self.applied,
             part_bytes_target: part_bytes_target.max(1),
             part: 0,
             webhooks,
@@ -279,7 +366,6 @@ impl Dispatcher {
             next_key: 0,
             after_delivery: None,
             done: false,
-            bodies,
             runs: Vec::new(),
             part_has_bodies: false,
             moves: BodyMoves::default(),
@@ -293,23 +379,32 @@ impl Dispatcher {
     /// other input in between. An event the checkpoint left the body out of (every
     /// delivery succeeded: nothing will send or copy it again) keeps what it had.
     pub fn checkpoint_stored(&mut self, moves: BodyMoves) {
-        for (delivery, at) in moves.moves {
-            let Some(at) = at else { continue };
-            let Some(old) = self.deliveries.get(&delivery).map(|d| Arc::clone(&d.event)) else {
-                continue;
-            };
+        for m in moves.moves {
+            let Some(at) = m.at else { continue };
+            let old = m.event;
             assert_eq!(
                 old.body.len(),
                 at.len as usize,
-                "bug: a checkpoint moved delivery {delivery}'s event body to a copy of another length"
+                "bug: a checkpoint moved event {}'s body to a copy of another length",
+                old.id
             );
+            // A delivery of the run still held (the others may have left the log since
+            // the part was written); an event's deliveries have consecutive ids and
+            // share one copy of it, so those still held are neighbours.
+            let Some(anchor) = self
+                .deliveries
+                .range(m.first..=m.last)
+                .find(|(_, d)| Arc::ptr_eq(&d.event, &old))
+                .map(|(id, _)| *id)
+            else {
+                continue;
+            };
             let moved = Arc::new(old.with_body(EventBody::Stored(at)));
-            // An event's deliveries have consecutive ids and share one copy of it.
-            let later = self.deliveries.range_mut(delivery..);
+            let later = self.deliveries.range_mut_from(anchor);
             for (_, d) in later.take_while(|(_, d)| Arc::ptr_eq(&d.event, &old)) {
                 d.event = Arc::clone(&moved);
             }
-            let earlier = self.deliveries.range_mut(..delivery).rev();
+            let earlier = self.deliveries.range_mut_to(anchor).rev();
             for (_, d) in earlier.take_while(|(_, d)| Arc::ptr_eq(&d.event, &old)) {
                 d.event = Arc::clone(&moved);
             }
@@ -553,40 +648,84 @@ mod estimate {
 /// The parts of a checkpoint, built one at a time; see [`Dispatcher::checkpoint_parts`].
 pub struct CheckpointParts<'a> {
     dispatcher: &'a Dispatcher,
+    bodies: &'a dyn BodyStore,
+    cursor: CheckpointCursor,
+}
+
+/// A checkpoint written a part at a time between other input; see
+/// [`Dispatcher::begin_checkpoint`].
+#[must_use = "a checkpoint keeps copies of what changes until it is finished or abandoned"]
+pub struct Checkpoint {
+    cursor: CheckpointCursor,
+}
+
+/// Where a checkpoint's parts have got to (shared by both ways of writing one).
+struct CheckpointCursor {
     at_ms: u64,
+    next_delivery: u64,
+    /// Deliveries from this id on were created after the checkpoint began.
+    upper: DeliveryId,
+    /// Keys remembered when it began (later ones are replayed from their records).
+    keys_len: usize,
+    /// [`Dispatcher::applied`] when it began.
+    applied_at_begin: u64,
     part_bytes_target: usize,
     part: u32,
-    webhooks: Vec<(&'a TenantId, &'a WebhookId, &'a WebhookState)>,
+    webhooks: Vec<(TenantId, WebhookId)>,
     next_webhook: usize,
     /// Index into the idempotency keys' order.
     next_key: usize,
     /// The last delivery written.
     after_delivery: Option<DeliveryId>,
     done: bool,
-    bodies: &'a dyn BodyStore,
-    /// The part returned last: the first delivery of each run of deliveries sharing an
-    /// event, with the event's index in the part.
-    runs: Vec<(DeliveryId, u32)>,
+    /// The part returned last: each run of deliveries sharing an event, with the
+    /// event's index in the part.
+    runs: Vec<Run>,
     /// Whether the part returned last holds any event's body (a part of successful
     /// deliveries holds none, and needs no locating).
     part_has_bodies: bool,
     moves: BodyMoves,
 }
 
-/// Where a written checkpoint holds the bodies of the events it copied: built by
-/// [`CheckpointParts::stored`], applied by [`Dispatcher::checkpoint_stored`].
-#[derive(Debug, Default)]
-pub struct BodyMoves {
-    /// A delivery of each event copied, and where its body now lies (`None`: left out).
-    moves: Vec<(DeliveryId, Option<BodyPos>)>,
+/// Consecutive deliveries of one part that share an event.
+struct Run {
+    first: DeliveryId,
+    last: DeliveryId,
+    event: Arc<EventData>,
+    index: u32,
 }
 
-impl CheckpointParts<'_> {
-    /// The part returned last, encoded as `payload` (the bytes of its
-    /// [`Record::encode`]), was written with its payload at `at`: note where each event's
-    /// body now lies. An error (the payload is not that part) means the positions are
-    /// unknown: abandon the checkpoint.
-    pub fn stored(&mut self, payload: &[u8], at: PayloadAt) -> Result<(), record::DecodeError> {
+/// Where a written checkpoint holds the bodies of the events it copied: built by
+/// [`CheckpointParts::stored`], applied by [`Dispatcher::checkpoint_stored`].
+#[derive(Default)]
+pub struct BodyMoves {
+    moves: Vec<Move>,
+}
+
+impl std::fmt::Debug for BodyMoves {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BodyMoves")
+            .field("events", &self.moves.len())
+            .finish()
+    }
+}
+
+/// An event a checkpoint part copied, the part's deliveries of it, and where its body
+/// now lies (`None`: left out).
+struct Move {
+    first: DeliveryId,
+    last: DeliveryId,
+    event: Arc<EventData>,
+    at: Option<BodyPos>,
+}
+
+impl CheckpointCursor {
+    /// Whether every webhook and key was written.
+    fn registry_written(&self) -> bool {
+        self.next_webhook >= self.webhooks.len() && self.next_key >= self.keys_len
+    }
+
+    fn stored(&mut self, payload: &[u8], at: PayloadAt) -> Result<(), record::DecodeError> {
         if !self.part_has_bodies {
             // Nothing to locate (the usual part of a delivery log of successes): skip
             // validating the part again.
@@ -598,7 +737,8 @@ impl CheckpointParts<'_> {
             kind: record::kind::CHECKPOINT,
             reason,
         };
-        for &(delivery, index) in &self.runs {
+        for run in self.runs.drain(..) {
+            let index = run.index;
             // `None`: the part left the body out (every delivery of the event in it
             // succeeded). A body the part holds must get a position: an event left
             // pointing at a segment the checkpoint lets go would lose its body.
@@ -611,24 +751,71 @@ impl CheckpointParts<'_> {
                 Some(None) => None,
                 None => return Err(unknown(format!("the part has no event #{index}"))),
             };
-            self.moves.moves.push((delivery, body));
+            self.moves.moves.push(Move {
+                first: run.first,
+                last: run.last,
+                event: run.event,
+                at: body,
+            });
         }
-        self.runs.clear();
         Ok(())
+    }
+}
+
+impl CheckpointParts<'_> {
+    /// The part returned last, encoded as `payload` (the bytes of its
+    /// [`Record::encode`]), was written with its payload at `at`: note where each event's
+    /// body now lies. An error (the payload is not that part) means the positions are
+    /// unknown: abandon the checkpoint.
+    pub fn stored(&mut self, payload: &[u8], at: PayloadAt) -> Result<(), record::DecodeError> {
+        self.cursor.stored(payload, at)
     }
 
     /// The bodies' new positions, for [`Dispatcher::checkpoint_stored`] once the
     /// checkpoint is complete.
     pub fn into_moves(self) -> BodyMoves {
-        self.moves
+        self.cursor.moves
+    }
+}
+
+impl Checkpoint {
+    /// See [`CheckpointParts::stored`].
+    pub fn stored(&mut self, payload: &[u8], at: PayloadAt) -> Result<(), record::DecodeError> {
+        self.cursor.stored(payload, at)
+    }
+
+    /// Whether its webhooks and keys were written: other input may come between its
+    /// parts from then on.
+    pub fn registry_written(&self) -> bool {
+        self.cursor.registry_written()
+    }
+
+    /// Whether every part was returned.
+    pub fn is_done(&self) -> bool {
+        self.cursor.done
+    }
+
+    /// Parts returned so far.
+    pub fn parts(&self) -> u32 {
+        self.cursor.part
+    }
+}
+
+impl std::fmt::Debug for Checkpoint {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Checkpoint")
+            .field("part", &self.cursor.part)
+            .field("after_delivery", &self.cursor.after_delivery)
+            .field("done", &self.cursor.done)
+            .finish_non_exhaustive()
     }
 }
 
 impl std::fmt::Debug for CheckpointParts<'_> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("CheckpointParts")
-            .field("part", &self.part)
-            .field("after_delivery", &self.after_delivery)
+            .field("part", &self.cursor.part)
+            .field("after_delivery", &self.cursor.after_delivery)
             .finish_non_exhaustive()
     }
 }
@@ -637,18 +824,35 @@ impl Iterator for CheckpointParts<'_> {
     type Item = Record;
 
     fn next(&mut self) -> Option<Record> {
-        if self.done {
+        self.dispatcher
+            .next_checkpoint_part(&mut self.cursor, self.bodies)
+    }
+}
+
+impl Dispatcher {
+    /// The next part of the checkpoint `c` walks (see [`Dispatcher::checkpoint_parts`]).
+    fn next_checkpoint_part(
+        &self,
+        c: &mut CheckpointCursor,
+        bodies: &dyn BodyStore,
+    ) -> Option<Record> {
+        if c.done {
             return None;
         }
-        let d = self.dispatcher;
-        let target = self.part_bytes_target;
+        let target = c.part_bytes_target;
         let mut bytes = 128;
         let full = |bytes: usize, items: usize| items > 0 && bytes >= target;
         let mut webhooks = Vec::new();
-        while let Some((tenant, id, w)) = self.webhooks.get(self.next_webhook).copied() {
+        while let Some((tenant, id)) = c.webhooks.get(c.next_webhook) {
             if full(bytes, webhooks.len()) {
                 break;
             }
+            c.next_webhook += 1;
+            // Every webhook listed is still there: nothing is applied before the
+            // webhooks and keys are written.
+            let Some(w) = webhook_state(&self.tenants, tenant, id) else {
+                continue;
+            };
             let rec = webhook_to_rec(tenant, id, &w.spec);
             bytes += estimate::webhook(&rec);
             webhooks.push(record::WebhookSnap {
@@ -660,18 +864,24 @@ impl Iterator for CheckpointParts<'_> {
                 created_at_ms: w.created_at_ms,
                 updated_at_ms: w.updated_at_ms,
             });
-            self.next_webhook += 1;
         }
         let mut items = webhooks.len();
         // Every remembered key, oldest first (expired ones too: live and replayed
         // dispatchers forget them at the same accepted event).
         let mut idempotency = Vec::new();
-        while let Some((at, tenant, key)) = d.keys.order.get(self.next_key) {
+        while c.next_key < c.keys_len {
+            let Some((at, tenant, key)) = self.keys.order.get(c.next_key) else {
+                break;
+            };
             if full(bytes, items) {
                 break;
             }
-            self.next_key += 1;
-            let Some(entry) = d.keys.get(tenant, key).filter(|e| e.accepted_at_ms == *at) else {
+            c.next_key += 1;
+            let Some(entry) = self
+                .keys
+                .get(tenant, key)
+                .filter(|e| e.accepted_at_ms == *at)
+            else {
                 continue;
             };
             bytes += estimate::key(tenant, key, entry);
@@ -693,16 +903,11 @@ impl Iterator for CheckpointParts<'_> {
         let mut events: Vec<record::EventSnap> = Vec::new();
         let mut event_index: HashMap<*const EventData, u32> = HashMap::new();
         let mut deliveries = Vec::new();
-        let range = match self.after_delivery {
-            Some(after) => d
-                .deliveries
-                .range((std::ops::Bound::Excluded(after), std::ops::Bound::Unbounded)),
-            None => d.deliveries.range(..),
-        };
         let mut finished = true;
         let mut last_event: Option<*const EventData> = None;
-        self.runs.clear();
-        for (id, delivery) in range {
+        c.runs.clear();
+        // The deliveries as they were when the checkpoint began.
+        for (id, delivery) in self.deliveries.snapshot_after(c.after_delivery, c.upper) {
             // An event's deliveries (consecutive ids) stay in one part, so that replay
             // shares one copy of the event among them as the live state does.
             let same_event = last_event == Some(Arc::as_ptr(&delivery.event));
@@ -717,7 +922,7 @@ impl Iterator for CheckpointParts<'_> {
                 Some(&index) => {
                     let snap = &mut events[index as usize];
                     if needs_body && snap.body.is_empty() && !delivery.event.body.is_empty() {
-                        snap.body = delivery.event.body.bytes(self.bodies).to_vec();
+                        snap.body = delivery.event.body.bytes(bodies).to_vec();
                         bytes += delivery.event.body.len();
                     }
                     index
@@ -730,7 +935,7 @@ impl Iterator for CheckpointParts<'_> {
                         event_type: delivery.event.event_type.as_str().to_string(),
                         accepted_at_ms: delivery.event.accepted_at_ms,
                         body: if needs_body {
-                            delivery.event.body.bytes(self.bodies).to_vec()
+                            delivery.event.body.bytes(bodies).to_vec()
                         } else {
                             Vec::new()
                         },
@@ -742,23 +947,27 @@ impl Iterator for CheckpointParts<'_> {
                     index
                 }
             };
-            if !same_event {
-                self.runs.push((*id, index));
+            match c.runs.last_mut() {
+                Some(run) if same_event => run.last = id,
+                _ => c.runs.push(Run {
+                    first: id,
+                    last: id,
+                    event: Arc::clone(&delivery.event),
+                    index,
+                }),
             }
             bytes += estimate::delivery(&delivery.webhook, delivery);
             items += 1;
-            self.after_delivery = Some(*id);
-            deliveries.push(delivery_snap(*id, index, delivery));
+            c.after_delivery = Some(id);
+            deliveries.push(delivery_snap(id, index, delivery));
         }
-        self.part_has_bodies = events.iter().any(|e| !e.body.is_empty());
-        let part = self.part;
-        self.part += 1;
-        self.done = finished
-            && self.next_webhook >= self.webhooks.len()
-            && self.next_key >= d.keys.order.len();
+        c.part_has_bodies = events.iter().any(|e| !e.body.is_empty());
+        let part = c.part;
+        c.part += 1;
+        c.done = finished && c.registry_written();
         Some(Record::Checkpoint(record::Checkpoint {
-            at_ms: self.at_ms,
-            next_delivery: d.next_delivery,
+            at_ms: c.at_ms,
+            next_delivery: c.next_delivery,
             part,
             webhooks,
             events,

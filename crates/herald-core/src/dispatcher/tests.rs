@@ -1498,6 +1498,155 @@ fn checkpoint_parts_replay_like_one_checkpoint() {
     }
 }
 
+/// A checkpoint written a part at a time with input between its parts (answers to the
+/// attempts in flight when it began, new events and their outcomes, finished deliveries
+/// leaving a short log) holds the state as it was when it began: its parts alone replay
+/// to that state, and with the records journaled after it began, to the live state.
+#[test]
+fn a_checkpoint_built_between_inputs_holds_the_state_it_began_with() {
+    for (target, log_finished_max) in [
+        (1, 12),
+        (600, 12),
+        (4096, 12),
+        (1, LOG_FINISHED_MAX_DEFAULT),
+        (600, LOG_FINISHED_MAX_DEFAULT),
+    ] {
+        let config = DispatcherConfig {
+            log_finished_max,
+            ..DispatcherConfig::default()
+        };
+        let mut drv = scenario(config.clone(), 40);
+        drv.step();
+        let covers = drv.records.len();
+        let at_begin = snapshot(&drv.d);
+        let stats_at_begin = drv.d.stats();
+        let mut in_flight = drv.d.in_flight_marks();
+        assert!(
+            !in_flight.is_empty(),
+            "the scenario ends with attempts in flight"
+        );
+        let mut checkpoint = drv.d.begin_checkpoint(drv.now, target);
+        let mut parts = Vec::new();
+        let mut copies_max = 0;
+        let t = tenant("acme");
+        let mut turn = 0;
+        while let Some(part) = drv.d.checkpoint_part(&mut checkpoint, &Held) {
+            let (kind, version, payload) = part.encode().unwrap();
+            parts.push(Record::decode(kind, version, &payload).unwrap());
+            if !checkpoint.registry_written() {
+                continue;
+            }
+            turn += 1;
+            drv.now += 700;
+            // Answer one attempt that was in flight when the checkpoint began.
+            if let Some((delivery, attempt, _)) = in_flight.pop() {
+                drv.d.attempt_finished(
+                    drv.now,
+                    Outcome {
+                        delivery,
+                        attempt,
+                        result: status(200),
+                        latency_ms: 3,
+                        response_body: b"late".to_vec(),
+                        response_headers: Vec::new(),
+                    },
+                );
+            }
+            drv.d
+                .accept_event(drv.now, &t, event(&format!("late{turn}"), "order.created"))
+                .unwrap();
+            for req in drv.step() {
+                drv.reply(&req, status(if turn % 3 == 0 { 500 } else { 200 }));
+            }
+            drv.step();
+            copies_max = copies_max.max(drv.d.checkpoint_copies());
+        }
+        assert!(checkpoint.is_done());
+        assert!(turn > 1, "target {target}: input came between parts");
+        assert!(
+            copies_max > 0,
+            "target {target}: deliveries not yet written changed (or left the log)"
+        );
+        drv.d.finish_checkpoint(checkpoint);
+        assert_eq!(
+            drv.d.checkpoint_copies(),
+            0,
+            "the copies go with the checkpoint"
+        );
+        drv.step();
+        // The parts alone: the state when the checkpoint began.
+        let mut fresh = Dispatcher::new(config.clone(), T0);
+        for part in &parts {
+            fresh.replay(part).unwrap();
+        }
+        assert_same(&snapshot(&fresh), &at_begin);
+        assert_eq!(fresh.stats(), stats_at_begin, "target {target}");
+        if log_finished_max < LOG_FINISHED_MAX_DEFAULT {
+            // A checkpoint's finished deliveries load in id order, not the order they
+            // finished in, so a log short enough to evict may evict others after a
+            // replay (as after any checkpoint): compare the live state with a log that
+            // keeps everything.
+            continue;
+        }
+        // Then the records journaled since it began: the live state.
+        for record in &drv.records[covers..] {
+            fresh.replay(record).unwrap();
+        }
+        assert_same(&snapshot(&fresh), &snapshot(&drv.d));
+        assert_eq!(fresh.stats(), drv.d.stats(), "target {target}");
+    }
+}
+
+/// Input that reaches the registry (a webhook changed) before a checkpoint's webhooks and
+/// keys are written is a driver bug: the checkpoint stops it rather than write a
+/// registry of no single moment.
+#[test]
+#[should_panic(expected = "before a checkpoint's webhooks and keys were written")]
+fn a_checkpoint_refuses_records_before_its_registry_is_written() {
+    let mut drv = scenario(DispatcherConfig::default(), 4);
+    drv.step();
+    let mut checkpoint = drv.d.begin_checkpoint(drv.now, 1);
+    let _first = drv.d.checkpoint_part(&mut checkpoint, &Held);
+    assert!(!checkpoint.registry_written());
+    drv.d
+        .upsert_webhook(drv.now, tenant("acme"), wh("late"), spec(&["*"]))
+        .unwrap();
+    drv.step();
+    let _ = drv.d.checkpoint_part(&mut checkpoint, &Held);
+}
+
+/// An abandoned checkpoint lets go of its copies, and the next one starts over.
+#[test]
+fn an_abandoned_checkpoint_lets_go_of_its_copies() {
+    let mut drv = scenario(DispatcherConfig::default(), 20);
+    drv.step();
+    let mut checkpoint = drv.d.begin_checkpoint(drv.now, 1);
+    while !checkpoint.registry_written() {
+        drv.d.checkpoint_part(&mut checkpoint, &Held).unwrap();
+    }
+    for (delivery, attempt, _) in drv.d.in_flight_marks() {
+        drv.d.attempt_finished(
+            drv.now,
+            Outcome {
+                delivery,
+                attempt,
+                result: status(200),
+                latency_ms: 3,
+                response_body: Vec::new(),
+                response_headers: Vec::new(),
+            },
+        );
+    }
+    drv.step();
+    assert!(drv.d.checkpoint_copies() > 0);
+    drv.d.abandon_checkpoint(checkpoint);
+    assert_eq!(drv.d.checkpoint_copies(), 0);
+    // A whole checkpoint now sees the live state.
+    let mut fresh = Dispatcher::new(DispatcherConfig::default(), T0);
+    fresh.replay(&drv.d.checkpoint(drv.now)).unwrap();
+    assert_same(&snapshot(&fresh), &snapshot(&drv.d));
+}
+
 /// One event fanned out to many webhooks whose kept responses alone pass twice a part's
 /// target continues over several parts (no part grows without bound), and replay still
 /// shares one copy of the event among its deliveries.
