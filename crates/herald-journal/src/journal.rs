@@ -1737,3 +1737,135 @@ fn create_segment(
         last_seq: base_seq - 1,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    //! Journals written by older builds: their checkpoint frames are made here byte
+    //! for byte, as those builds wrote them.
+
+    use super::*;
+    use crate::format::encode_part_header_v2;
+
+    /// Makes a journal in `dir` whose first segment holds `frames` (kind, version,
+    /// payload), numbered from 1.
+    fn journal_of(dir: &Path, frames: &[(u16, u16, Vec<u8>)]) -> JournalConfig {
+        let mut config = JournalConfig::new(dir);
+        config.segment_bytes = SEGMENT_BYTES_MIN;
+        drop(Journal::open(config.clone()).unwrap());
+        let path = dir.join(segment_name(1));
+        let mut bytes = fs::read(&path).unwrap();
+        let mut offset = SEGMENT_HEADER_BYTES as usize;
+        for (i, (kind, version, payload)) in frames.iter().enumerate() {
+            let n = frame_bytes(payload.len() as u64) as usize;
+            encode_frame(
+                &mut bytes[offset..offset + n],
+                1 + i as u64,
+                *kind,
+                *version,
+                payload,
+            );
+            offset += n;
+        }
+        fs::write(&path, &bytes).unwrap();
+        config
+    }
+
+    fn record(text: &str) -> (u16, u16, Vec<u8>) {
+        (1, 1, text.as_bytes().to_vec())
+    }
+
+    fn v2_part(first_seq: u64, index: u32, end: bool, part: &[u8]) -> (u16, u16, Vec<u8>) {
+        let mut payload = encode_part_header_v2(first_seq, index, end).to_vec();
+        payload.extend_from_slice(part);
+        (KIND_CHECKPOINT, 2, payload)
+    }
+
+    /// Replay as (seq, version, payload), checking that each position reads back.
+    fn replayed(journal: &Journal) -> Vec<(u64, u16, Vec<u8>)> {
+        journal
+            .replay()
+            .map(|f| {
+                let f = f.unwrap();
+                assert_eq!(
+                    journal.bytes_at(f.position, f.payload.len()),
+                    Some(f.payload)
+                );
+                (f.seq, f.version, f.payload.to_vec())
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_version_2_checkpoint_still_recovers_and_a_version_3_one_takes_over() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = journal_of(
+            dir.path(),
+            &[
+                record("one"),
+                record("two"),
+                // Version 2 parts interrupted by a record: abandoned.
+                v2_part(3, 0, false, b"abandoned"),
+                record("three"),
+                v2_part(5, 0, false, b"part zero"),
+                v2_part(5, 1, false, b"part one"),
+                v2_part(5, 2, true, b""),
+                record("four"),
+                record("five"),
+            ],
+        );
+        let (mut journal, recovery) = Journal::open(config.clone()).unwrap();
+        assert_eq!(recovery.checkpoint_seq, Some(5));
+        assert_eq!(recovery.checkpoint_covers_seq, Some(4));
+        assert_eq!(journal.checkpoint_last_seq(), Some(7));
+        let expected = vec![
+            (5, 2, b"part zero".to_vec()),
+            (6, 2, b"part one".to_vec()),
+            (8, 1, b"four".to_vec()),
+            (9, 1, b"five".to_vec()),
+        ];
+        assert_eq!(replayed(&journal), expected);
+        // Parts and records of every version on one pass.
+        let all: Vec<u64> = journal.replay_all().map(|f| f.unwrap().seq).collect();
+        assert_eq!(all, vec![1, 2, 4, 5, 6, 8, 9]);
+
+        // A version 3 checkpoint written across appends on top of it.
+        let mut handle = journal.open_checkpoint();
+        assert_eq!(handle.covers_seq(), 9);
+        journal.append(1, 1, b"six").unwrap();
+        journal.checkpoint_part(&mut handle, b"new state").unwrap();
+        journal.append(1, 1, b"seven").unwrap();
+        assert_eq!(journal.finish_checkpoint(handle).unwrap(), 11);
+        let expected = vec![
+            (11, CHECKPOINT_VERSION, b"new state".to_vec()),
+            (10, 1, b"six".to_vec()),
+            (12, 1, b"seven".to_vec()),
+        ];
+        assert_eq!(replayed(&journal), expected);
+        journal.sync().unwrap();
+        drop(journal);
+        let (journal, recovery) = Journal::open(config).unwrap();
+        assert_eq!(recovery.checkpoint_seq, Some(11));
+        assert_eq!(recovery.checkpoint_covers_seq, Some(9));
+        assert_eq!(replayed(&journal), expected);
+    }
+
+    #[test]
+    fn a_version_1_checkpoint_still_recovers() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = journal_of(
+            dir.path(),
+            &[
+                record("one"),
+                (KIND_CHECKPOINT, 1, b"whole state".to_vec()),
+                record("two"),
+            ],
+        );
+        let (journal, recovery) = Journal::open(config).unwrap();
+        assert_eq!(recovery.checkpoint_seq, Some(2));
+        assert_eq!(recovery.checkpoint_covers_seq, Some(1));
+        assert_eq!(
+            replayed(&journal),
+            vec![(2, 1, b"whole state".to_vec()), (3, 1, b"two".to_vec())]
+        );
+    }
+}
