@@ -609,6 +609,12 @@ enum Op {
         version: u16,
         len: usize,
     },
+    /// Records enough to roll a segment or more (so compaction runs while a
+    /// checkpoint is open, or between what it covers and its first part).
+    Burst {
+        records: usize,
+    },
+    /// A checkpoint written with the journal held (`begin_checkpoint`).
     Checkpoint {
         len: usize,
         parts: usize,
@@ -617,6 +623,15 @@ enum Op {
     Abandoned {
         parts: usize,
     },
+    /// Opens a checkpoint written across appends (abandoning one still open).
+    Open,
+    /// The next part of the open checkpoint; with none open, a part of the latest
+    /// abandoned handle, which must be refused.
+    Part {
+        len: usize,
+    },
+    /// Ends the open checkpoint.
+    Finish,
     Sync,
     Reopen,
 }
@@ -625,26 +640,53 @@ fn op() -> impl proptest::strategy::Strategy<Value = Op> {
     use proptest::prelude::*;
     prop_oneof![
         8 => (0u16..4, 0u16..3, 0usize..3000).prop_map(|(kind, version, len)| Op::Append { kind, version, len }),
+        1 => (10usize..40).prop_map(|records| Op::Burst { records }),
         1 => (0usize..64, 1usize..4).prop_map(|(len, parts)| Op::Checkpoint { len, parts }),
         1 => (0usize..3).prop_map(|parts| Op::Abandoned { parts }),
+        1 => Just(Op::Open),
+        2 => (0usize..5000).prop_map(|len| Op::Part { len }),
+        1 => Just(Op::Finish),
         1 => Just(Op::Sync),
         1 => Just(Op::Reopen),
     ]
 }
 
+/// A checkpoint of the model: what it covers and its parts (seq, payload).
+#[derive(Debug, Clone, Default)]
+struct ModelCheckpoint {
+    covers: u64,
+    parts: Vec<(u64, Vec<u8>)>,
+}
+
+impl ModelCheckpoint {
+    /// What replay returns with this checkpoint: its parts, then the records after
+    /// what it covers.
+    fn replay(&self, records: &[(u64, u16, u16, Vec<u8>)]) -> Vec<(u64, u16, u16, Vec<u8>)> {
+        self.parts
+            .iter()
+            .map(|(seq, p)| (*seq, KIND_CHECKPOINT, CHECKPOINT_VERSION, p.clone()))
+            .chain(records.iter().filter(|r| r.0 > self.covers).cloned())
+            .collect()
+    }
+}
+
 proptest::proptest! {
     #![proptest_config(proptest::prelude::ProptestConfig { cases: 48, ..Default::default() })]
 
-    /// Whatever the mix of appends, checkpoints (of several parts, or abandoned part
-    /// way), syncs and reopens, replay returns exactly the latest complete
-    /// checkpoint's parts and the records after it.
+    /// Whatever the mix of appends, checkpoints (written with the journal held, written
+    /// across appends with records between their parts, or abandoned part way), syncs
+    /// and reopens, replay returns exactly the latest complete checkpoint's parts and
+    /// the records after what it covers; compaction on roll never loses one of them.
     #[test]
     fn append_replay_round_trip(ops in proptest::collection::vec(op(), 1..120)) {
         let dir = tempfile::tempdir_in(if Path::new("/dev/shm").is_dir() { "/dev/shm" } else { "/tmp" }).unwrap();
         let (mut journal, _) = Journal::open(config(dir.path())).unwrap();
-        // The model: every record, and where the latest checkpoint is.
-        let mut model: Vec<(u64, u16, u16, Vec<u8>)> = Vec::new();
-        let mut from = 0usize;
+        // The model: every ordinary record, the latest complete checkpoint, the one
+        // open across appends, and the latest abandoned handle.
+        let mut records: Vec<(u64, u16, u16, Vec<u8>)> = Vec::new();
+        let mut complete: Option<ModelCheckpoint> = None;
+        let mut open: Option<(herald_journal::CheckpointHandle, ModelCheckpoint)> = None;
+        let mut abandoned: Option<herald_journal::CheckpointHandle> = None;
         let mut next_seq = 1u64;
         for op in ops {
             match op {
@@ -652,25 +694,33 @@ proptest::proptest! {
                     let seq = next_seq;
                     let p = payload(seq, len);
                     proptest::prop_assert_eq!(journal.append(kind, version, &p).unwrap(), seq);
-                    model.push((seq, kind, version, p));
+                    records.push((seq, kind, version, p));
                     next_seq += 1;
                 }
+                Op::Burst { records: count } => {
+                    for _ in 0..count {
+                        let p = payload(next_seq, 2500);
+                        proptest::prop_assert_eq!(journal.append(3, 1, &p).unwrap(), next_seq);
+                        records.push((next_seq, 3, 1, p));
+                        next_seq += 1;
+                    }
+                }
                 Op::Checkpoint { len, parts } => {
+                    abandoned = open.take().map(|(handle, _)| handle).or(abandoned);
                     let first = next_seq;
                     let mut writer = journal.begin_checkpoint();
-                    let mut written = Vec::new();
+                    let mut model = ModelCheckpoint { covers: first - 1, parts: Vec::new() };
                     for i in 0..parts as u64 {
                         let p = payload(first + i, len);
                         writer.part(&p).unwrap();
-                        written.push((first + i, KIND_CHECKPOINT, CHECKPOINT_VERSION, p));
+                        model.parts.push((first + i, p));
                     }
                     proptest::prop_assert_eq!(writer.finish().unwrap(), first);
-                    // A complete checkpoint replaces everything before it.
-                    from = model.len();
-                    model.extend(written);
+                    complete = Some(model);
                     next_seq += parts as u64 + 1;
                 }
                 Op::Abandoned { parts } => {
+                    abandoned = open.take().map(|(handle, _)| handle).or(abandoned);
                     let mut writer = journal.begin_checkpoint();
                     for i in 0..parts as u64 {
                         writer.part(&payload(next_seq + i, 8)).unwrap();
@@ -678,22 +728,72 @@ proptest::proptest! {
                     drop(writer);
                     next_seq += parts as u64;
                 }
+                Op::Open => {
+                    abandoned = open.take().map(|(handle, _)| handle).or(abandoned);
+                    let handle = journal.open_checkpoint();
+                    proptest::prop_assert_eq!(handle.covers_seq(), next_seq - 1);
+                    let covers = next_seq - 1;
+                    open = Some((handle, ModelCheckpoint { covers, parts: Vec::new() }));
+                }
+                Op::Part { len } => match (open.as_mut(), abandoned.as_mut()) {
+                    (Some((handle, model)), _) => {
+                        let p = payload(next_seq, len);
+                        let at = journal.checkpoint_part(handle, &p).unwrap();
+                        proptest::prop_assert_eq!(journal.bytes_at(at, len), Some(&p[..]));
+                        model.parts.push((next_seq, p));
+                        next_seq += 1;
+                    }
+                    (None, Some(handle)) => {
+                        let refused = journal.checkpoint_part(handle, b"late");
+                        proptest::prop_assert!(
+                            matches!(refused, Err(JournalError::CheckpointAbandoned { .. })),
+                            "{:?}", refused
+                        );
+                        proptest::prop_assert_eq!(journal.last_seq(), next_seq - 1);
+                    }
+                    (None, None) => {}
+                },
+                Op::Finish => {
+                    if let Some((handle, mut model)) = open.take() {
+                        if model.parts.is_empty() {
+                            // A checkpoint with no part gets one empty part.
+                            model.parts.push((next_seq, Vec::new()));
+                            next_seq += 1;
+                        }
+                        proptest::prop_assert_eq!(
+                            journal.finish_checkpoint(handle).unwrap(),
+                            model.parts[0].0
+                        );
+                        next_seq += 1;
+                        complete = Some(model);
+                    }
+                }
                 Op::Sync => {
                     proptest::prop_assert_eq!(journal.sync().unwrap(), next_seq - 1);
                 }
                 Op::Reopen => {
+                    // A handle of the journal before the reopen is abandoned.
+                    abandoned = open.take().map(|(handle, _)| handle).or(abandoned);
                     drop(journal);
                     let (reopened, recovery) = Journal::open(config(dir.path())).unwrap();
                     proptest::prop_assert_eq!(recovery.torn_tail, None);
                     proptest::prop_assert_eq!(recovery.last_seq.unwrap_or(0), next_seq - 1);
                     proptest::prop_assert_eq!(
                         recovery.checkpoint_seq,
-                        model.get(from).filter(|r| r.1 == KIND_CHECKPOINT).map(|r| r.0)
+                        complete.as_ref().map(|c| c.parts[0].0)
+                    );
+                    proptest::prop_assert_eq!(
+                        recovery.checkpoint_covers_seq,
+                        complete.as_ref().map(|c| c.covers)
                     );
                     journal = reopened;
                 }
             }
-            proptest::prop_assert_eq!(collect(&journal), model[from..].to_vec());
+            let expected = match &complete {
+                Some(checkpoint) => checkpoint.replay(&records),
+                None => records.clone(),
+            };
+            proptest::prop_assert_eq!(collect(&journal), expected);
         }
     }
 }
