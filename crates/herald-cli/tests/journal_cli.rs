@@ -43,6 +43,37 @@ fn build(dir: &Path, records: u64) -> Vec<PathBuf> {
     segments
 }
 
+/// `herald journal check` names the latest checkpoint and what it covers: here one
+/// written across other appends, opened after record 3, its part after record 4.
+#[test]
+fn check_names_the_checkpoint_and_what_it_covers() {
+    let dir = scratch_dir();
+    let mut config = JournalConfig::new(dir.path());
+    config.segment_bytes = SEGMENT_BYTES_MIN;
+    let (mut journal, _) = Journal::open(config).unwrap();
+    for _ in 0..3 {
+        journal.append(1, 1, b"covered").unwrap();
+    }
+    let mut handle = journal.open_checkpoint();
+    journal.append(1, 1, b"after what it covers").unwrap();
+    journal.checkpoint_part(&mut handle, b"state").unwrap();
+    assert_eq!(journal.finish_checkpoint(handle).unwrap(), 5);
+    journal.sync().unwrap();
+    drop(journal);
+    let out = herald(&[
+        "journal",
+        "check",
+        "--data-dir",
+        dir.path().to_str().unwrap(),
+    ]);
+    let stdout = text(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{stdout}{}", text(&out.stderr));
+    assert!(
+        stdout.contains("last_seq 6  bytes 352  checkpoint_seq 5  checkpoint_covers_seq 3\n"),
+        "{stdout}"
+    );
+}
+
 const HEADER: usize = 64;
 const FRAME: usize = 32 + 1008;
 

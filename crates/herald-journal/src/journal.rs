@@ -86,7 +86,8 @@ pub struct JournalConfig {
     /// durable checkpoint lets older segments go. Bounds disk use. A checkpoint
     /// being written may go past it by up to another `segments_max` segments (see
     /// [`CHECKPOINT_SEGMENTS_EXTRA_FACTOR`]), so that the limit cannot stop the very
-    /// checkpoint that would free space.
+    /// checkpoint that would free space; records appended between its parts may fill
+    /// those segments but never start one past `segments_max`.
     pub segments_max: usize,
     /// On open, truncate at corruption found before the tail instead of
     /// failing (everything after it is lost; the [`Recovery`] says how much).

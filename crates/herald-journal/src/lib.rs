@@ -12,8 +12,11 @@
 //! [`Journal::ensure_room`] lets a caller whose append failed on a full disk probe
 //! whether it can write again. Checkpoints
 //! ([`Journal::checkpoint`], [`Journal::begin_checkpoint`] for one of any size,
-//! written as several frames and counted only once complete) bound replay and
-//! disk use.
+//! written as several frames and counted only once complete,
+//! [`Journal::open_checkpoint`] for one written a few parts at a time across other
+//! appends) bound replay and disk use. A checkpoint covers every frame up to the one
+//! appended last when it was begun; [`Journal::replay`] returns the latest complete
+//! checkpoint's parts, then every record after what it covers.
 //!
 //! Durability order: a record is acknowledged (counted in `durable_seq`) only
 //! after `fdatasync` of every segment holding records up to it. A rolled
