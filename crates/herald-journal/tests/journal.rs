@@ -1243,3 +1243,54 @@ fn compaction_keeps_the_segment_after_what_an_interleaved_checkpoint_covers() {
     assert_eq!(recovery.first_seq, Some(keep));
     assert_eq!(replayed_at(&journal), expected);
 }
+
+/// At `segments_max`, a checkpoint written across appends may roll into its allowance;
+/// records appended between its parts fill the segment the parts rolled to but never
+/// start one past the limit. Once the checkpoint is durable, compaction brings the
+/// journal back under the limit and replay returns its parts and those records.
+#[test]
+fn records_between_parts_at_segments_max_never_roll_past_the_limit() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut journal, _) = journal_at_segments_max(dir.path());
+    let mut handle = journal.open_checkpoint();
+    let mut parts = Vec::new();
+    let mut records = Vec::new();
+    while journal.segment_count() == 3 {
+        let part = payload(parts.len() as u64, 4000);
+        let seq = journal.last_seq() + 1;
+        journal.checkpoint_part(&mut handle, &part).unwrap();
+        parts.push((seq, KIND_CHECKPOINT, part));
+    }
+    assert_eq!(
+        journal.segment_count(),
+        4,
+        "a part rolled into the allowance"
+    );
+    // Records fill the new segment, then are refused rather than roll a fifth.
+    let err = loop {
+        let p = payload(records.len() as u64, 1000);
+        match journal.append(1, 1, &p) {
+            Ok(seq) => records.push((seq, 1, p)),
+            Err(e) => break e,
+        }
+    };
+    assert!(
+        matches!(err, JournalError::SegmentsExhausted { segments_max: 3 }),
+        "{err}"
+    );
+    assert!(records.len() >= 10, "{}", records.len());
+    assert_eq!(journal.segment_count(), 4);
+    // The checkpoint's own frames still roll, and it completes.
+    let part = payload(99, 60_000);
+    let seq = journal.last_seq() + 1;
+    journal.checkpoint_part(&mut handle, &part).unwrap();
+    parts.push((seq, KIND_CHECKPOINT, part));
+    assert_eq!(journal.segment_count(), 5);
+    journal.finish_checkpoint(handle).unwrap();
+    journal.sync().unwrap();
+    journal.compact().unwrap();
+    assert!(journal.segment_count() <= 3, "{}", journal.segment_count());
+    let expected: Vec<(u64, u16, Vec<u8>)> = parts.into_iter().chain(records).collect();
+    assert_eq!(replayed_at(&journal), expected);
+    journal.append(1, 1, b"appends resume").unwrap();
+}
