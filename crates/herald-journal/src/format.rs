@@ -59,7 +59,7 @@
 //! seq > covers_seq, wherever those lie: before the first part, between parts, after
 //! the end marker.
 //!
-//! [`CheckpointTracker`] decides which checkpoints are complete, in sequence order:
+//! `CheckpointTracker` decides which checkpoints are complete, in sequence order:
 //! part 0 (whose first_seq is its own seq) opens a checkpoint, replacing one still
 //! open (which is thereby abandoned); a part continues it when it carries the same
 //! first_seq and covers_seq and the next index; any other checkpoint frame abandons
