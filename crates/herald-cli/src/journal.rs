@@ -72,13 +72,14 @@ fn print_report(report: &CheckReport) {
     }
     let seq = |s: Option<u64>| s.map_or_else(|| "-".to_string(), |s| s.to_string());
     println!(
-        "segments {}  records {}  first_seq {}  last_seq {}  bytes {}  checkpoint_seq {}",
+        "segments {}  records {}  first_seq {}  last_seq {}  bytes {}  checkpoint_seq {}  checkpoint_covers_seq {}",
         report.segments.len(),
         report.records,
         seq(report.first_seq),
         seq(report.last_seq),
         report.bytes,
-        seq(report.checkpoint_seq)
+        seq(report.checkpoint_seq),
+        seq(report.checkpoint_covers_seq)
     );
     match &report.torn_tail {
         Some(t) => println!(

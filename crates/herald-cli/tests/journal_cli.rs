@@ -43,6 +43,38 @@ fn build(dir: &Path, records: u64) -> Vec<PathBuf> {
     segments
 }
 
+/// `herald journal check` of `dir`, which must succeed: its output.
+fn check_sound(dir: &Path) -> String {
+    let out = herald(&["journal", "check", "--data-dir", dir.to_str().unwrap()]);
+    let stdout = text(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{stdout}{}", text(&out.stderr));
+    stdout
+}
+
+/// `herald journal check` names the latest checkpoint and what it covers: here one
+/// written across other appends, opened after record 3, its part after record 4.
+#[test]
+fn check_names_the_checkpoint_and_what_it_covers() {
+    let dir = scratch_dir();
+    let mut config = JournalConfig::new(dir.path());
+    config.segment_bytes = SEGMENT_BYTES_MIN;
+    let (mut journal, _) = Journal::open(config).unwrap();
+    for _ in 0..3 {
+        journal.append(1, 1, b"covered").unwrap();
+    }
+    let mut handle = journal.open_checkpoint();
+    journal.append(1, 1, b"after what it covers").unwrap();
+    journal.checkpoint_part(&mut handle, b"state").unwrap();
+    assert_eq!(journal.finish_checkpoint(handle).unwrap(), 5);
+    journal.sync().unwrap();
+    drop(journal);
+    let stdout = check_sound(dir.path());
+    assert!(
+        stdout.contains("last_seq 6  bytes 352  checkpoint_seq 5  checkpoint_covers_seq 3\n"),
+        "{stdout}"
+    );
+}
+
 const HEADER: usize = 64;
 const FRAME: usize = 32 + 1008;
 
@@ -50,14 +82,7 @@ const FRAME: usize = 32 + 1008;
 fn check_reports_a_sound_journal() {
     let dir = scratch_dir();
     let segments = build(dir.path(), 150);
-    let out = herald(&[
-        "journal",
-        "check",
-        "--data-dir",
-        dir.path().to_str().unwrap(),
-    ]);
-    let stdout = text(&out.stdout);
-    assert_eq!(out.status.code(), Some(0), "{stdout}{}", text(&out.stderr));
+    let stdout = check_sound(dir.path());
     let summary = format!(
         "segments {}  records 150  first_seq 1  last_seq 150  bytes {}",
         segments.len(),

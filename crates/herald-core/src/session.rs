@@ -268,7 +268,11 @@ fn handled_before(dispatcher: &Dispatcher) -> AppendId {
 /// (`herald_journal::CHECKPOINT_VERSION`). Checkpoints of journal version 1 were written
 /// whole, with an older record layout ([`crate::RECORD_VERSION`] 4 and before): recovery
 /// refuses them with [`DecodeError::Version`] rather than read them as parts.
-pub const CHECKPOINT_FRAME_VERSION: u16 = 2;
+pub const CHECKPOINT_FRAME_VERSION: u16 = 3;
+/// Oldest journal checkpoint frame version read as parts: versions 2 and 3 differ only
+/// in the journal's own part header, which replay strips, so their parts are the same
+/// records.
+pub const CHECKPOINT_FRAME_VERSION_MIN: u16 = 2;
 
 /// One journal frame as recovery reads it.
 #[derive(Clone, Copy, Debug)]
@@ -278,7 +282,7 @@ pub struct JournalFrame<'a> {
     /// Record kind ([`crate::record::kind`]); ignored for checkpoints.
     pub kind: u16,
     /// Record layout version; for a checkpoint, the journal's checkpoint frame version
-    /// (only [`CHECKPOINT_FRAME_VERSION`] is read).
+    /// ([`CHECKPOINT_FRAME_VERSION_MIN`] to [`CHECKPOINT_FRAME_VERSION`] are read).
     pub version: u16,
     /// A checkpoint frame (`Journal::checkpoint`) rather than an appended record.
     pub checkpoint: bool,
@@ -330,7 +334,7 @@ pub fn recover<'a, E: std::error::Error + 'static>(
         if frame.checkpoint {
             // The journal owns the checkpoint frame kind and its version; the payload
             // is a core record of the layout that frame version was written with.
-            if frame.version != CHECKPOINT_FRAME_VERSION {
+            if !(CHECKPOINT_FRAME_VERSION_MIN..=CHECKPOINT_FRAME_VERSION).contains(&frame.version) {
                 return Err(RecoveryError::Decode {
                     seq,
                     source: DecodeError::Version {
@@ -766,6 +770,10 @@ mod tests {
         pump(&mut s, &mut journal);
         let checkpoint = s.dispatcher().checkpoint(T0);
         journal.push(true, &checkpoint);
+        assert!(recover(DispatcherConfig::default(), T0, journal.replay()).is_ok());
+        // Parts of journal version 2 (an older part header, stripped by replay) are the
+        // same records: journals written before version 3 still recover.
+        journal.frames.last_mut().unwrap().2 = CHECKPOINT_FRAME_VERSION_MIN;
         assert!(recover(DispatcherConfig::default(), T0, journal.replay()).is_ok());
         // The same checkpoint as a whole-checkpoint frame of journal version 1 (written
         // with an older record layout): the last frame, so nothing after it would fail.

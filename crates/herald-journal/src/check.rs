@@ -49,8 +49,11 @@ pub struct CheckReport {
     pub last_seq: Option<u64>,
     /// Bytes of valid frames.
     pub bytes: u64,
-    /// Sequence number of the latest checkpoint.
+    /// Sequence number of the latest checkpoint's first frame.
     pub checkpoint_seq: Option<u64>,
+    /// The latest checkpoint holds the state after every frame up to this sequence
+    /// number: recovery replays the ordinary frames after it.
+    pub checkpoint_covers_seq: Option<u64>,
     /// A torn tail in the last segment (sound: open truncates it).
     pub torn_tail: Option<TornTail>,
     /// The first corruption before the tail, if any.
@@ -124,6 +127,7 @@ pub fn check(dir: &Path) -> Result<CheckReport, JournalError> {
         }
         if let Some(span) = scan.last_checkpoint {
             report.checkpoint_seq = Some(span.first_seq);
+            report.checkpoint_covers_seq = Some(span.covers_seq);
         }
         open_checkpoint = scan.open_checkpoint;
         expected_base = Some(scan.last_seq + 1);

@@ -147,6 +147,17 @@ pub enum JournalError {
         /// The last appended sequence number.
         last_seq: u64,
     },
+    /// A checkpoint part or end marker was given a handle that is no longer the
+    /// journal's open checkpoint: another checkpoint was opened since (which abandoned
+    /// this one), or it belongs to another journal. Nothing was written; open a new
+    /// checkpoint and write it from its first part.
+    #[error(
+        "checkpoint covering seq {covers_seq} was abandoned (another checkpoint was opened since); nothing written, open a new checkpoint"
+    )]
+    CheckpointAbandoned {
+        /// The last sequence number the abandoned checkpoint would have covered.
+        covers_seq: u64,
+    },
     /// A payload failed rkyv validation or encoding.
     #[error("record payload: {message}")]
     Payload {
@@ -166,6 +177,7 @@ impl JournalError {
             | Self::SegmentsExhausted { .. }
             | Self::Locked { .. }
             | Self::NotAppended { .. }
+            | Self::CheckpointAbandoned { .. }
             | Self::Payload { .. } => Fault::Caller,
             Self::Io { .. }
             | Self::CorruptSegmentHeader { .. }

@@ -35,24 +35,43 @@
 //! so a flipped length bit cannot make it read across unrelated bytes as a payload.
 //! After the last frame the rest of a segment is zero; a zero header marks the end.
 //!
-//! A checkpoint is a run of consecutive frames of kind [`KIND_CHECKPOINT`], version
-//! [`CHECKPOINT_VERSION`], so that a checkpoint of any size fits frames of at most
-//! [`PAYLOAD_BYTES_MAX`]. Each payload starts with a 16-byte part header (so the part's
-//! own bytes stay 16-byte aligned):
+//! A checkpoint is a set of frames of kind [`KIND_CHECKPOINT`], version
+//! [`CHECKPOINT_VERSION`] (3), so that a checkpoint of any size fits frames of at most
+//! [`PAYLOAD_BYTES_MAX`]: its parts, then an end marker. Each payload starts with a
+//! 32-byte part header ([`CHECKPOINT_PART_HEADER_BYTES`], so the part's own bytes stay
+//! 16-byte aligned):
 //!
 //! ```text
-//! 0..8   sequence number of the checkpoint's first frame
+//! 0..8   sequence number of the checkpoint's first frame (part 0)
 //! 8..12  part index (0, 1, 2, … in sequence-number order)
 //! 12     flags: bit 0 set on the end marker, the last frame (which carries no part)
 //! 13..16 reserved, zero
-//! 16..   the part: caller's bytes
+//! 16..24 covers_seq: the checkpoint holds the state after every frame with
+//!        seq <= covers_seq (covers_seq < the first frame's seq)
+//! 24..32 reserved, zero
+//! 32..   the part: caller's bytes
 //! ```
 //!
-//! A checkpoint counts only once its end marker is read with every part before it in
-//! order (frame `first + i` is part `i`): a run cut short by a crash, or interrupted by
-//! other frames (a write that failed part way), is ignored, and replay starts at the
-//! latest complete checkpoint. A run may span segments. Version 1 checkpoints (one
-//! frame, the whole payload, no part header) are still read.
+//! A checkpoint is written across other appends: it describes the state as of the
+//! moment it was begun, when the last frame appended was covers_seq, and ordinary
+//! frames may lie between its parts (they are after covers_seq, so they are not in
+//! it). Recovery loads its parts, then replays every ordinary frame with
+//! seq > covers_seq, wherever those lie: before the first part, between parts, after
+//! the end marker.
+//!
+//! `CheckpointTracker` decides which checkpoints are complete, in sequence order:
+//! part 0 (whose first_seq is its own seq) opens a checkpoint, replacing one still
+//! open (which is thereby abandoned); a part continues it when it carries the same
+//! first_seq and covers_seq and the next index; any other checkpoint frame abandons
+//! it. A checkpoint counts only once its end marker is read with every part before it:
+//! one cut short by a crash or abandoned by its writer is ignored, and replay starts
+//! at the latest complete checkpoint. A checkpoint may span segments.
+//!
+//! Older versions are still read. Version 2 had a 16-byte part header (bytes 0..16
+//! above, no covers_seq) and its parts were consecutive frames, part `i` at
+//! `first + i`: any other frame between them abandons it, and it covers every frame
+//! before its first (covers_seq = first_seq - 1). Version 1 was one frame, the whole
+//! payload, no part header, covering every frame before it.
 
 use std::fmt;
 
@@ -75,11 +94,15 @@ pub(crate) const FRAME_MAGIC: u32 = 0x4A52_4C48;
 pub const KIND_RESERVED_MIN: u16 = 0xFF00;
 /// Kind of a checkpoint record (written by [`crate::Journal::checkpoint`]).
 pub const KIND_CHECKPOINT: u16 = 0xFF00;
-/// Version written in checkpoint frames: 2, parts with a part header (see the module
-/// documentation); version 1 was one frame holding the whole checkpoint.
-pub const CHECKPOINT_VERSION: u16 = 2;
-/// Bytes of the part header in front of each checkpoint part.
-pub const CHECKPOINT_PART_HEADER_BYTES: u64 = 16;
+/// Version written in checkpoint frames: 3, parts with a part header carrying
+/// covers_seq (see the module documentation). Versions 2 (a 16-byte part header,
+/// consecutive parts) and 1 (one frame holding the whole checkpoint) are still read.
+pub const CHECKPOINT_VERSION: u16 = 3;
+/// Bytes of the part header in front of each checkpoint part written now (version
+/// [`CHECKPOINT_VERSION`]): a checkpoint frame's payload is this plus the part.
+pub const CHECKPOINT_PART_HEADER_BYTES: u64 = 32;
+/// Bytes of a version 2 part header (read only).
+const CHECKPOINT_PART_HEADER_BYTES_V2: u64 = 16;
 /// Flag of the end marker in a part header.
 const CHECKPOINT_FLAG_END: u8 = 1;
 
@@ -92,10 +115,36 @@ pub(crate) struct PartHeader {
     pub index: u32,
     /// The end marker.
     pub end: bool,
+    /// The checkpoint holds the state after every frame up to this one
+    /// (`first_seq - 1` in version 2).
+    pub covers_seq: u64,
+    /// Bytes of the header: the part follows it.
+    pub header_bytes: usize,
 }
 
-/// Encodes a part header.
-pub(crate) fn encode_part_header(first_seq: u64, index: u32, end: bool) -> [u8; 16] {
+/// Encodes a part header of version [`CHECKPOINT_VERSION`].
+pub(crate) fn encode_part_header(
+    first_seq: u64,
+    index: u32,
+    end: bool,
+    covers_seq: u64,
+) -> [u8; CHECKPOINT_PART_HEADER_BYTES as usize] {
+    // Durability invariant: a checkpoint covers only frames written before it.
+    assert!(
+        covers_seq < first_seq,
+        "checkpoint covers_seq below its first seq"
+    );
+    let mut h = [0u8; CHECKPOINT_PART_HEADER_BYTES as usize];
+    h[0..8].copy_from_slice(&first_seq.to_le_bytes());
+    h[8..12].copy_from_slice(&index.to_le_bytes());
+    h[12] = if end { CHECKPOINT_FLAG_END } else { 0 };
+    h[16..24].copy_from_slice(&covers_seq.to_le_bytes());
+    h
+}
+
+/// Encodes a version 2 part header: what older builds wrote, for tests of reading it.
+#[cfg(test)]
+pub(crate) fn encode_part_header_v2(first_seq: u64, index: u32, end: bool) -> [u8; 16] {
     let mut h = [0u8; 16];
     h[0..8].copy_from_slice(&first_seq.to_le_bytes());
     h[8..12].copy_from_slice(&index.to_le_bytes());
@@ -104,9 +153,14 @@ pub(crate) fn encode_part_header(first_seq: u64, index: u32, end: bool) -> [u8; 
 }
 
 /// The part header of a checkpoint frame's payload, if it is a well-formed one of
-/// version [`CHECKPOINT_VERSION`] (an end marker carries nothing after it).
+/// version 2 or 3 (an end marker carries nothing after it).
 pub(crate) fn decode_part_header(version: u16, payload: &[u8]) -> Option<PartHeader> {
-    if version != CHECKPOINT_VERSION || payload.len() < CHECKPOINT_PART_HEADER_BYTES as usize {
+    let header_bytes = match version {
+        2 => CHECKPOINT_PART_HEADER_BYTES_V2,
+        3 => CHECKPOINT_PART_HEADER_BYTES,
+        _ => return None,
+    } as usize;
+    if payload.len() < header_bytes {
         return None;
     }
     let flags = payload[12];
@@ -114,17 +168,32 @@ pub(crate) fn decode_part_header(version: u16, payload: &[u8]) -> Option<PartHea
         return None;
     }
     let end = flags & CHECKPOINT_FLAG_END != 0;
-    if end && payload.len() != CHECKPOINT_PART_HEADER_BYTES as usize {
+    if end && payload.len() != header_bytes {
+        return None;
+    }
+    let first_seq = le_u64(&payload[0..8]);
+    let covers_seq = if version == 2 {
+        first_seq.checked_sub(1)?
+    } else {
+        if !is_zero(&payload[24..32]) {
+            return None;
+        }
+        le_u64(&payload[16..24])
+    };
+    if covers_seq >= first_seq {
         return None;
     }
     Some(PartHeader {
-        first_seq: le_u64(&payload[0..8]),
+        first_seq,
         index: le_u32(&payload[8..12]),
         end,
+        covers_seq,
+        header_bytes,
     })
 }
 
-/// Where a complete checkpoint is: replay starts at its first frame.
+/// Where a complete checkpoint is: replay reads its parts from its first frame, then
+/// the ordinary frames after `covers_seq`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct CheckpointSpan {
     /// Sequence number of its first frame.
@@ -136,6 +205,10 @@ pub struct CheckpointSpan {
     /// Sequence number of its last frame (the end marker): the checkpoint counts once
     /// this is durable.
     pub last_seq: u64,
+    /// It holds the state after every frame with a sequence number up to this one
+    /// (below `first_seq`; `first_seq - 1` for versions 1 and 2): recovery replays
+    /// the ordinary frames after it.
+    pub covers_seq: u64,
 }
 
 /// A checkpoint whose end marker was not read yet, carried from one segment's scan to
@@ -146,6 +219,9 @@ pub struct OpenCheckpoint {
     pub span: CheckpointSpan,
     /// Index the next part must carry.
     pub next_index: u32,
+    /// Checkpoint version of its frames: version 2 parts must be consecutive frames,
+    /// version 3 parts may have ordinary frames between them.
+    pub version: u16,
 }
 
 /// Follows checkpoint frames in sequence order: the one place that decides which
@@ -169,9 +245,11 @@ impl CheckpointTracker {
         payload: &[u8],
     ) -> Option<CheckpointSpan> {
         if kind != KIND_CHECKPOINT {
-            // Parts are written back to back: anything between them means the write
-            // stopped part way.
-            self.open = None;
+            // Version 2 parts are written back to back: anything between them means
+            // the write stopped part way. Version 3 parts may have records between them.
+            if self.open.is_some_and(|o| o.version < 3) {
+                self.open = None;
+            }
             return None;
         }
         if version == 1 {
@@ -181,6 +259,7 @@ impl CheckpointTracker {
                 first_base: base,
                 first_offset: offset,
                 last_seq: seq,
+                covers_seq: seq.saturating_sub(1),
             });
         }
         let Some(part) = decode_part_header(version, payload) else {
@@ -188,21 +267,26 @@ impl CheckpointTracker {
             return None;
         };
         if part.index == 0 && part.first_seq == seq && !part.end {
+            // A new checkpoint; one still open was abandoned by its writer.
             self.open = Some(OpenCheckpoint {
                 span: CheckpointSpan {
                     first_seq: seq,
                     first_base: base,
                     first_offset: offset,
                     last_seq: seq,
+                    covers_seq: part.covers_seq,
                 },
                 next_index: 1,
+                version,
             });
             return None;
         }
         let continues = self.open.is_some_and(|o| {
-            o.span.first_seq == part.first_seq
+            o.version == version
+                && o.span.first_seq == part.first_seq
+                && o.span.covers_seq == part.covers_seq
                 && o.next_index == part.index
-                && o.span.first_seq + u64::from(part.index) == seq
+                && (version != 2 || o.span.first_seq + u64::from(part.index) == seq)
         });
         if !continues {
             self.open = None;
@@ -441,8 +525,39 @@ pub(crate) enum Decoded<'a> {
     Invalid(FrameDefect),
 }
 
-/// Decodes the frame at `offset` of `segment`, which must carry `expected_seq`.
-pub(crate) fn decode_frame(segment: &[u8], offset: u64, expected_seq: u64) -> Decoded<'_> {
+/// A frame header checked on its own (magic, CRC, bounds, sequence number), its
+/// payload not yet read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct FrameHead {
+    /// Sequence number.
+    pub seq: u64,
+    /// Record kind.
+    pub kind: u16,
+    /// Record version.
+    pub version: u16,
+    /// Payload length.
+    payload_bytes: u64,
+    /// CRC32C the payload must have.
+    payload_crc: u32,
+    /// Offset of the next frame.
+    pub next: u64,
+}
+
+/// Outcome of decoding a frame header at one offset.
+#[derive(Debug)]
+pub(crate) enum DecodedHead {
+    /// A valid header.
+    Head(FrameHead),
+    /// The log ends here: the header is zero.
+    End,
+    /// Invalid bytes.
+    Invalid(FrameDefect),
+}
+
+/// Decodes the header of the frame at `offset` of `segment`, which must carry
+/// `expected_seq`, without reading its payload: enough to step over a frame whose
+/// payload is not wanted (replay passing over frames it does not return).
+pub(crate) fn decode_frame_head(segment: &[u8], offset: u64, expected_seq: u64) -> DecodedHead {
     let len = segment.len() as u64;
     // Callers only pass offsets they reached by stepping over valid frames.
     assert!(
@@ -452,55 +567,70 @@ pub(crate) fn decode_frame(segment: &[u8], offset: u64, expected_seq: u64) -> De
     let start = offset as usize;
     if len - offset < FRAME_HEADER_BYTES {
         return if is_zero(&segment[start..]) {
-            Decoded::End
+            DecodedHead::End
         } else {
-            Decoded::Invalid(FrameDefect::TruncatedHeader)
+            DecodedHead::Invalid(FrameDefect::TruncatedHeader)
         };
     }
     let h = &segment[start..start + FRAME_HEADER_BYTES as usize];
     if is_zero(h) {
-        return Decoded::End;
+        return DecodedHead::End;
     }
     if le_u32(&h[0..4]) != FRAME_MAGIC {
-        return Decoded::Invalid(FrameDefect::BadMagic);
+        return DecodedHead::Invalid(FrameDefect::BadMagic);
     }
     if crc32c::crc32c(&h[0..28]) != le_u32(&h[28..32]) {
-        return Decoded::Invalid(FrameDefect::HeaderCrc);
+        return DecodedHead::Invalid(FrameDefect::HeaderCrc);
     }
     if le_u32(&h[24..28]) != 0 {
-        return Decoded::Invalid(FrameDefect::ReservedBits);
+        return DecodedHead::Invalid(FrameDefect::ReservedBits);
     }
     let payload_bytes = u64::from(le_u32(&h[4..8]));
     let total = frame_bytes(payload_bytes);
     if payload_bytes > PAYLOAD_BYTES_MAX || total > len - offset {
-        return Decoded::Invalid(FrameDefect::LengthOutOfBounds { payload_bytes });
+        return DecodedHead::Invalid(FrameDefect::LengthOutOfBounds { payload_bytes });
     }
     let seq = le_u64(&h[8..16]);
     if seq != expected_seq {
-        return Decoded::Invalid(FrameDefect::SequenceGap {
+        return DecodedHead::Invalid(FrameDefect::SequenceGap {
             expected: expected_seq,
             found: seq,
         });
     }
-    let payload_start = start + FRAME_HEADER_BYTES as usize;
-    let payload_end = payload_start + payload_bytes as usize;
+    DecodedHead::Head(FrameHead {
+        seq,
+        kind: u16::from_le_bytes([h[16], h[17]]),
+        version: u16::from_le_bytes([h[18], h[19]]),
+        payload_bytes,
+        payload_crc: le_u32(&h[20..24]),
+        next: offset + total,
+    })
+}
+
+/// Decodes the frame at `offset` of `segment`, which must carry `expected_seq`.
+pub(crate) fn decode_frame(segment: &[u8], offset: u64, expected_seq: u64) -> Decoded<'_> {
+    let head = match decode_frame_head(segment, offset, expected_seq) {
+        DecodedHead::Head(head) => head,
+        DecodedHead::End => return Decoded::End,
+        DecodedHead::Invalid(defect) => return Decoded::Invalid(defect),
+    };
+    let payload_start = offset as usize + FRAME_HEADER_BYTES as usize;
+    let payload_end = payload_start + head.payload_bytes as usize;
     let payload = &segment[payload_start..payload_end];
-    if crc32c::crc32c(payload) != le_u32(&h[20..24]) {
+    if crc32c::crc32c(payload) != head.payload_crc {
         return Decoded::Invalid(FrameDefect::PayloadCrc);
     }
-    if !is_zero(&segment[payload_end..start + total as usize]) {
+    if !is_zero(&segment[payload_end..head.next as usize]) {
         return Decoded::Invalid(FrameDefect::NonZeroPadding);
     }
-    let kind = u16::from_le_bytes([h[16], h[17]]);
-    let version = u16::from_le_bytes([h[18], h[19]]);
     Decoded::Frame(
         RawFrame {
-            seq,
-            kind,
-            version,
+            seq: head.seq,
+            kind: head.kind,
+            version: head.version,
             payload,
         },
-        offset + total,
+        head.next,
     )
 }
 
@@ -563,9 +693,14 @@ pub fn scan_segment_after(
     let mut records = 0;
     let mut payload_bytes = 0;
     let mut last_checkpoint = None;
-    // Only a checkpoint open at the very end of the previous segment continues here.
+    // A version 2 checkpoint continues here only if it was open at the very end of
+    // the previous segment (its parts are consecutive); a version 3 one if it is open
+    // at all (records may follow its latest part).
     let mut tracker = CheckpointTracker {
-        open: open.filter(|o| o.span.last_seq + 1 == header.base_seq),
+        open: open.filter(|o| {
+            o.span.last_seq < header.base_seq
+                && (o.version >= 3 || o.span.last_seq + 1 == header.base_seq)
+        }),
     };
     let stop = loop {
         match decode_frame(bytes, offset, next_seq) {
@@ -789,6 +924,170 @@ mod tests {
             mutate(&mut s);
             assert_eq!(scan_segment(&s).unwrap_err(), defect);
         }
+    }
+
+    /// A frame fed to the tracker: an ordinary record, a v3 part (first_seq, index,
+    /// end, covers_seq), or a v2 part (first_seq, index, end).
+    #[derive(Clone, Copy)]
+    enum Fed {
+        Record,
+        V3(u64, u32, bool, u64),
+        V2(u64, u32, bool),
+    }
+
+    /// Feeds frames with sequence numbers 10, 11, … and returns the checkpoints
+    /// completed (first_seq, last_seq, covers_seq) and the one left open (first_seq).
+    fn track(frames: &[Fed]) -> (Vec<(u64, u64, u64)>, Option<u64>) {
+        let mut tracker = CheckpointTracker::default();
+        let mut done = Vec::new();
+        for (i, fed) in frames.iter().enumerate() {
+            let seq = 10 + i as u64;
+            let (kind, version, payload) = match *fed {
+                Fed::Record => (1, 1, Vec::new()),
+                Fed::V3(first, index, end, covers) => {
+                    let mut p = encode_part_header(first, index, end, covers).to_vec();
+                    if !end {
+                        p.extend_from_slice(b"part");
+                    }
+                    (KIND_CHECKPOINT, 3, p)
+                }
+                Fed::V2(first, index, end) => {
+                    let mut p = encode_part_header_v2(first, index, end).to_vec();
+                    if !end {
+                        p.extend_from_slice(b"part");
+                    }
+                    (KIND_CHECKPOINT, 2, p)
+                }
+            };
+            if let Some(span) = tracker.frame(7, 64, seq, kind, version, &payload) {
+                done.push((span.first_seq, span.last_seq, span.covers_seq));
+            }
+        }
+        (done, tracker.open.map(|o| o.span.first_seq))
+    }
+
+    #[test]
+    fn the_tracker_follows_parts_across_records_in_v3_only() {
+        use Fed::*;
+        type Case = (&'static str, Vec<Fed>, Vec<(u64, u64, u64)>, Option<u64>);
+        let cases: Vec<Case> = vec![
+            (
+                "v3 parts with records between them complete",
+                vec![
+                    Record,
+                    V3(11, 0, false, 10),
+                    Record,
+                    V3(11, 1, false, 10),
+                    Record,
+                    V3(11, 2, true, 10),
+                ],
+                vec![(11, 15, 10)],
+                None,
+            ),
+            (
+                "v3 covering records before its first part",
+                vec![Record, Record, V3(12, 0, false, 10), V3(12, 1, true, 10)],
+                vec![(12, 13, 10)],
+                None,
+            ),
+            (
+                "v3 without its end marker stays open across records",
+                vec![V3(10, 0, false, 9), Record, Record],
+                vec![],
+                Some(10),
+            ),
+            (
+                "a new part 0 abandons the open v3 checkpoint",
+                vec![
+                    V3(10, 0, false, 9),
+                    Record,
+                    V3(12, 0, false, 11),
+                    V3(10, 1, true, 9),
+                ],
+                vec![],
+                None,
+            ),
+            (
+                "the newer of two v3 checkpoints completes",
+                vec![
+                    V3(10, 0, false, 9),
+                    V3(11, 0, false, 10),
+                    Record,
+                    V3(11, 1, true, 10),
+                ],
+                vec![(11, 13, 10)],
+                None,
+            ),
+            (
+                "a part with another covers_seq abandons",
+                vec![V3(10, 0, false, 9), V3(10, 1, false, 8), V3(10, 2, true, 9)],
+                vec![],
+                None,
+            ),
+            (
+                "a skipped index abandons",
+                vec![V3(10, 0, false, 9), V3(10, 2, false, 9), V3(10, 3, true, 9)],
+                vec![],
+                None,
+            ),
+            (
+                "v2 consecutive parts complete, covering what is before them",
+                vec![V2(10, 0, false), V2(10, 1, false), V2(10, 2, true)],
+                vec![(10, 12, 9)],
+                None,
+            ),
+            (
+                "a record between v2 parts abandons",
+                vec![V2(10, 0, false), Record, V2(10, 1, true)],
+                vec![],
+                None,
+            ),
+            (
+                "a v2 part does not continue a v3 checkpoint",
+                vec![V3(10, 0, false, 9), V2(10, 1, true)],
+                vec![],
+                None,
+            ),
+        ];
+        for (name, frames, done, open) in cases {
+            assert_eq!(track(&frames), (done, open), "{name}");
+        }
+    }
+
+    #[test]
+    fn malformed_v3_part_headers_are_refused() {
+        let good = encode_part_header(20, 1, false, 12);
+        assert_eq!(
+            decode_part_header(3, &good),
+            Some(PartHeader {
+                first_seq: 20,
+                index: 1,
+                end: false,
+                covers_seq: 12,
+                header_bytes: 32
+            })
+        );
+        // A v3 header read as v2 is a v2 header with 16 bytes of part.
+        assert_eq!(decode_part_header(2, &good).map(|h| h.covers_seq), Some(19));
+        type Mutate = fn(&mut [u8; 32]);
+        let cases: [(&str, Mutate); 5] = [
+            ("unknown flag", |h| h[12] = 2),
+            ("reserved 13..16", |h| h[14] = 1),
+            ("reserved 24..32", |h| h[30] = 1),
+            ("covers_seq not below first_seq", |h| {
+                h[16..24].copy_from_slice(&20u64.to_le_bytes())
+            }),
+            ("end marker with bytes after it", |h| h[12] = 1),
+        ];
+        for (name, mutate) in cases {
+            let mut h = good;
+            mutate(&mut h);
+            let mut payload = h.to_vec();
+            payload.extend_from_slice(b"part");
+            assert_eq!(decode_part_header(3, &payload), None, "{name}");
+        }
+        assert_eq!(decode_part_header(3, &good[..31]), None, "short");
+        assert_eq!(decode_part_header(4, &good), None, "unknown version");
     }
 
     #[test]

@@ -12,8 +12,11 @@
 //! [`Journal::ensure_room`] lets a caller whose append failed on a full disk probe
 //! whether it can write again. Checkpoints
 //! ([`Journal::checkpoint`], [`Journal::begin_checkpoint`] for one of any size,
-//! written as several frames and counted only once complete) bound replay and
-//! disk use.
+//! written as several frames and counted only once complete,
+//! [`Journal::open_checkpoint`] for one written a few parts at a time across other
+//! appends) bound replay and disk use. A checkpoint covers every frame up to the one
+//! appended last when it was begun; [`Journal::replay`] returns the latest complete
+//! checkpoint's parts, then every record after what it covers.
 //!
 //! Durability order: a record is acknowledged (counted in `durable_seq`) only
 //! after `fdatasync` of every segment holding records up to it. A rolled
@@ -48,9 +51,9 @@ pub use format::{
     KIND_RESERVED_MIN, PAYLOAD_BYTES_MAX,
 };
 pub use journal::{
-    CheckpointWriter, Compaction, Frame, Journal, JournalConfig, KnownKinds, Position, Reader,
-    Recovery, Repair, Replay, TornTail, CHECKPOINT_SEGMENTS_EXTRA_FACTOR, GROUP_DELAY_US_MAX,
-    GROUP_RECORDS_MAX_LIMIT, SEGMENTS_MAX_LIMIT, SEGMENT_BYTES_DEFAULT, SEGMENT_BYTES_MAX,
-    SEGMENT_BYTES_MIN, STAGED_BYTES_MAX,
+    CheckpointHandle, CheckpointWriter, Compaction, Frame, Journal, JournalConfig, KnownKinds,
+    Position, Reader, Recovery, Repair, Replay, TornTail, CHECKPOINT_SEGMENTS_EXTRA_FACTOR,
+    GROUP_DELAY_US_MAX, GROUP_RECORDS_MAX_LIMIT, SEGMENTS_MAX_LIMIT, SEGMENT_BYTES_DEFAULT,
+    SEGMENT_BYTES_MAX, SEGMENT_BYTES_MIN, STAGED_BYTES_MAX,
 };
 pub use sync::{DurableHandle, SyncStats};

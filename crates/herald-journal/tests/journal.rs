@@ -609,6 +609,12 @@ enum Op {
         version: u16,
         len: usize,
     },
+    /// Records enough to roll a segment or more (so compaction runs while a
+    /// checkpoint is open, or between what it covers and its first part).
+    Burst {
+        records: usize,
+    },
+    /// A checkpoint written with the journal held (`begin_checkpoint`).
     Checkpoint {
         len: usize,
         parts: usize,
@@ -617,6 +623,15 @@ enum Op {
     Abandoned {
         parts: usize,
     },
+    /// Opens a checkpoint written across appends (abandoning one still open).
+    Open,
+    /// The next part of the open checkpoint; with none open, a part of the latest
+    /// abandoned handle, which must be refused.
+    Part {
+        len: usize,
+    },
+    /// Ends the open checkpoint.
+    Finish,
     Sync,
     Reopen,
 }
@@ -625,26 +640,53 @@ fn op() -> impl proptest::strategy::Strategy<Value = Op> {
     use proptest::prelude::*;
     prop_oneof![
         8 => (0u16..4, 0u16..3, 0usize..3000).prop_map(|(kind, version, len)| Op::Append { kind, version, len }),
+        1 => (10usize..40).prop_map(|records| Op::Burst { records }),
         1 => (0usize..64, 1usize..4).prop_map(|(len, parts)| Op::Checkpoint { len, parts }),
         1 => (0usize..3).prop_map(|parts| Op::Abandoned { parts }),
+        1 => Just(Op::Open),
+        2 => (0usize..5000).prop_map(|len| Op::Part { len }),
+        1 => Just(Op::Finish),
         1 => Just(Op::Sync),
         1 => Just(Op::Reopen),
     ]
 }
 
+/// A checkpoint of the model: what it covers and its parts (seq, payload).
+#[derive(Debug, Clone, Default)]
+struct ModelCheckpoint {
+    covers: u64,
+    parts: Vec<(u64, Vec<u8>)>,
+}
+
+impl ModelCheckpoint {
+    /// What replay returns with this checkpoint: its parts, then the records after
+    /// what it covers.
+    fn replay(&self, records: &[(u64, u16, u16, Vec<u8>)]) -> Vec<(u64, u16, u16, Vec<u8>)> {
+        self.parts
+            .iter()
+            .map(|(seq, p)| (*seq, KIND_CHECKPOINT, CHECKPOINT_VERSION, p.clone()))
+            .chain(records.iter().filter(|r| r.0 > self.covers).cloned())
+            .collect()
+    }
+}
+
 proptest::proptest! {
     #![proptest_config(proptest::prelude::ProptestConfig { cases: 48, ..Default::default() })]
 
-    /// Whatever the mix of appends, checkpoints (of several parts, or abandoned part
-    /// way), syncs and reopens, replay returns exactly the latest complete
-    /// checkpoint's parts and the records after it.
+    /// Whatever the mix of appends, checkpoints (written with the journal held, written
+    /// across appends with records between their parts, or abandoned part way), syncs
+    /// and reopens, replay returns exactly the latest complete checkpoint's parts and
+    /// the records after what it covers; compaction on roll never loses one of them.
     #[test]
     fn append_replay_round_trip(ops in proptest::collection::vec(op(), 1..120)) {
         let dir = tempfile::tempdir_in(if Path::new("/dev/shm").is_dir() { "/dev/shm" } else { "/tmp" }).unwrap();
         let (mut journal, _) = Journal::open(config(dir.path())).unwrap();
-        // The model: every record, and where the latest checkpoint is.
-        let mut model: Vec<(u64, u16, u16, Vec<u8>)> = Vec::new();
-        let mut from = 0usize;
+        // The model: every ordinary record, the latest complete checkpoint, the one
+        // open across appends, and the latest abandoned handle.
+        let mut records: Vec<(u64, u16, u16, Vec<u8>)> = Vec::new();
+        let mut complete: Option<ModelCheckpoint> = None;
+        let mut open: Option<(herald_journal::CheckpointHandle, ModelCheckpoint)> = None;
+        let mut abandoned: Option<herald_journal::CheckpointHandle> = None;
         let mut next_seq = 1u64;
         for op in ops {
             match op {
@@ -652,25 +694,33 @@ proptest::proptest! {
                     let seq = next_seq;
                     let p = payload(seq, len);
                     proptest::prop_assert_eq!(journal.append(kind, version, &p).unwrap(), seq);
-                    model.push((seq, kind, version, p));
+                    records.push((seq, kind, version, p));
                     next_seq += 1;
                 }
+                Op::Burst { records: count } => {
+                    for _ in 0..count {
+                        let p = payload(next_seq, 2500);
+                        proptest::prop_assert_eq!(journal.append(3, 1, &p).unwrap(), next_seq);
+                        records.push((next_seq, 3, 1, p));
+                        next_seq += 1;
+                    }
+                }
                 Op::Checkpoint { len, parts } => {
+                    abandoned = open.take().map(|(handle, _)| handle).or(abandoned);
                     let first = next_seq;
                     let mut writer = journal.begin_checkpoint();
-                    let mut written = Vec::new();
+                    let mut model = ModelCheckpoint { covers: first - 1, parts: Vec::new() };
                     for i in 0..parts as u64 {
                         let p = payload(first + i, len);
                         writer.part(&p).unwrap();
-                        written.push((first + i, KIND_CHECKPOINT, CHECKPOINT_VERSION, p));
+                        model.parts.push((first + i, p));
                     }
                     proptest::prop_assert_eq!(writer.finish().unwrap(), first);
-                    // A complete checkpoint replaces everything before it.
-                    from = model.len();
-                    model.extend(written);
+                    complete = Some(model);
                     next_seq += parts as u64 + 1;
                 }
                 Op::Abandoned { parts } => {
+                    abandoned = open.take().map(|(handle, _)| handle).or(abandoned);
                     let mut writer = journal.begin_checkpoint();
                     for i in 0..parts as u64 {
                         writer.part(&payload(next_seq + i, 8)).unwrap();
@@ -678,22 +728,72 @@ proptest::proptest! {
                     drop(writer);
                     next_seq += parts as u64;
                 }
+                Op::Open => {
+                    abandoned = open.take().map(|(handle, _)| handle).or(abandoned);
+                    let handle = journal.open_checkpoint();
+                    proptest::prop_assert_eq!(handle.covers_seq(), next_seq - 1);
+                    let covers = next_seq - 1;
+                    open = Some((handle, ModelCheckpoint { covers, parts: Vec::new() }));
+                }
+                Op::Part { len } => match (open.as_mut(), abandoned.as_mut()) {
+                    (Some((handle, model)), _) => {
+                        let p = payload(next_seq, len);
+                        let at = journal.checkpoint_part(handle, &p).unwrap();
+                        proptest::prop_assert_eq!(journal.bytes_at(at, len), Some(&p[..]));
+                        model.parts.push((next_seq, p));
+                        next_seq += 1;
+                    }
+                    (None, Some(handle)) => {
+                        let refused = journal.checkpoint_part(handle, b"late");
+                        proptest::prop_assert!(
+                            matches!(refused, Err(JournalError::CheckpointAbandoned { .. })),
+                            "{:?}", refused
+                        );
+                        proptest::prop_assert_eq!(journal.last_seq(), next_seq - 1);
+                    }
+                    (None, None) => {}
+                },
+                Op::Finish => {
+                    if let Some((handle, mut model)) = open.take() {
+                        if model.parts.is_empty() {
+                            // A checkpoint with no part gets one empty part.
+                            model.parts.push((next_seq, Vec::new()));
+                            next_seq += 1;
+                        }
+                        proptest::prop_assert_eq!(
+                            journal.finish_checkpoint(handle).unwrap(),
+                            model.parts[0].0
+                        );
+                        next_seq += 1;
+                        complete = Some(model);
+                    }
+                }
                 Op::Sync => {
                     proptest::prop_assert_eq!(journal.sync().unwrap(), next_seq - 1);
                 }
                 Op::Reopen => {
+                    // A handle of the journal before the reopen is abandoned.
+                    abandoned = open.take().map(|(handle, _)| handle).or(abandoned);
                     drop(journal);
                     let (reopened, recovery) = Journal::open(config(dir.path())).unwrap();
                     proptest::prop_assert_eq!(recovery.torn_tail, None);
                     proptest::prop_assert_eq!(recovery.last_seq.unwrap_or(0), next_seq - 1);
                     proptest::prop_assert_eq!(
                         recovery.checkpoint_seq,
-                        model.get(from).filter(|r| r.1 == KIND_CHECKPOINT).map(|r| r.0)
+                        complete.as_ref().map(|c| c.parts[0].0)
+                    );
+                    proptest::prop_assert_eq!(
+                        recovery.checkpoint_covers_seq,
+                        complete.as_ref().map(|c| c.covers)
                     );
                     journal = reopened;
                 }
             }
-            proptest::prop_assert_eq!(collect(&journal), model[from..].to_vec());
+            let expected = match &complete {
+                Some(checkpoint) => checkpoint.replay(&records),
+                None => records.clone(),
+            };
+            proptest::prop_assert_eq!(collect(&journal), expected);
         }
     }
 }
@@ -849,4 +949,348 @@ fn positions_read_payloads_back_until_their_segment_is_compacted() {
     let frame = journal.replay().next().unwrap().unwrap();
     assert_eq!(frame.position, part_at);
     assert_eq!(journal.bytes_at(part_at, part.len()).unwrap(), &part[..]);
+}
+
+/// Replay as (seq, kind, payload), checking that each frame's position reads its
+/// payload back.
+fn replayed_at(journal: &Journal) -> Vec<(u64, u16, Vec<u8>)> {
+    journal
+        .replay()
+        .map(|f| {
+            let f = f.unwrap();
+            assert_eq!(
+                journal.bytes_at(f.position, f.payload.len()),
+                Some(f.payload),
+                "frame {} reads back at its position",
+                f.seq
+            );
+            (f.seq, f.kind, f.payload.to_vec())
+        })
+        .collect()
+}
+
+/// A checkpoint written across other appends, rolling segments between its parts:
+/// replay returns its parts, then exactly the records after what it covers (those
+/// appended after it was opened, before its first part included), in order, live and
+/// after a reopen, each at its position.
+#[test]
+fn parts_interleaved_with_records_across_a_roll_replay_parts_then_records_after_covers() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = config(dir.path());
+    let (mut journal, _) = Journal::open(cfg.clone()).unwrap();
+    let mut records = Vec::new();
+    for i in 0..20u64 {
+        let p = payload(i, 400);
+        records.push((journal.append(1, 1, &p).unwrap(), 1, p));
+    }
+    let mut handle = journal.open_checkpoint();
+    let covers = handle.covers_seq();
+    assert_eq!(covers, journal.last_seq());
+    // Appended after the checkpoint was opened, before its first part: not in it.
+    for i in 0..5u64 {
+        let p = payload(100 + i, 400);
+        records.push((journal.append(1, 1, &p).unwrap(), 1, p));
+    }
+    let mut parts = Vec::new();
+    for i in 0..6u64 {
+        let part = payload(1000 + i, 8000);
+        let at = journal.checkpoint_part(&mut handle, &part).unwrap();
+        assert_eq!(journal.bytes_at(at, part.len()), Some(&part[..]));
+        parts.push(part);
+        for j in 0..10u64 {
+            let p = payload(200 + i * 10 + j, 600);
+            records.push((journal.append(2, 1, &p).unwrap(), 2, p));
+        }
+    }
+    assert_eq!(handle.parts(), 6);
+    let first = handle.first_seq().unwrap();
+    assert_eq!(first, covers + 6, "the first part follows the five records");
+    assert_eq!(journal.finish_checkpoint(handle).unwrap(), first);
+    for i in 0..3u64 {
+        let p = payload(900 + i, 100);
+        records.push((journal.append(1, 1, &p).unwrap(), 1, p));
+    }
+    assert!(journal.segment_count() >= 2, "the checkpoint spans a roll");
+    assert_eq!(journal.checkpoint_seq(), Some(first));
+    assert_eq!(journal.checkpoint_covers_seq(), Some(covers));
+
+    let expected: Vec<(u64, u16, Vec<u8>)> = {
+        let mut parts_seen = Vec::new();
+        for (i, part) in parts.iter().enumerate() {
+            // Part i follows part i - 1 and its ten records.
+            parts_seen.push((first + 11 * i as u64, KIND_CHECKPOINT, part.clone()));
+        }
+        parts_seen
+            .into_iter()
+            .chain(
+                records
+                    .iter()
+                    .filter(|(seq, _, _)| *seq > covers)
+                    .map(|(seq, kind, p)| (*seq, *kind, p.clone())),
+            )
+            .collect()
+    };
+    assert_eq!(expected.len(), 6 + 5 + 60 + 3);
+    assert_eq!(replayed_at(&journal), expected);
+    journal.sync().unwrap();
+    drop(journal);
+
+    let (journal, recovery) = Journal::open(cfg).unwrap();
+    assert_eq!(recovery.checkpoint_seq, Some(first));
+    assert_eq!(recovery.checkpoint_covers_seq, Some(covers));
+    assert_eq!(replayed_at(&journal), expected);
+    drop(journal);
+    let report = check(dir.path()).unwrap();
+    assert_eq!(
+        (report.checkpoint_seq, report.checkpoint_covers_seq),
+        (Some(first), Some(covers))
+    );
+}
+
+/// The last segment's written end, from `check`.
+fn written_end(dir: &Path) -> (PathBuf, u64) {
+    let report = check(dir).unwrap();
+    let last = report.segments.last().unwrap();
+    (last.path.clone(), 64 + last.bytes)
+}
+
+/// A crash that tears the end marker, or the last part before any end marker was
+/// written, leaves the previous checkpoint in force: replay starts from it and returns
+/// every record it does not cover, the interleaved ones included.
+#[test]
+fn a_crash_between_parts_leaves_the_previous_checkpoint_in_force() {
+    for tear_end_marker in [true, false] {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = config(dir.path());
+        let (mut journal, _) = Journal::open(cfg.clone()).unwrap();
+        journal.append(1, 1, b"covered by the previous").unwrap();
+        let previous = journal.checkpoint(b"previous state").unwrap();
+        let mut records = Vec::new();
+        for i in 0..3u64 {
+            let p = payload(i, 300);
+            records.push((journal.append(1, 1, &p).unwrap(), p));
+        }
+        let mut handle = journal.open_checkpoint();
+        for i in 0..4u64 {
+            journal
+                .checkpoint_part(&mut handle, &payload(50 + i, 9000))
+                .unwrap();
+            let p = payload(10 + i, 300);
+            records.push((journal.append(1, 1, &p).unwrap(), p));
+        }
+        // The frame the crash tears: the end marker, or a last part with nothing after it.
+        let torn_bytes = if tear_end_marker {
+            journal.finish_checkpoint(handle).unwrap();
+            frame_bytes(32)
+        } else {
+            journal
+                .checkpoint_part(&mut handle, &payload(99, 500))
+                .unwrap();
+            drop(handle);
+            frame_bytes(32 + 500)
+        };
+        journal.sync().unwrap();
+        drop(journal);
+        let (segment, end) = written_end(dir.path());
+        let mut bytes = fs::read(&segment).unwrap();
+        // Half of the last frame reached the disk.
+        bytes[(end - torn_bytes / 2) as usize..end as usize].fill(0);
+        fs::write(&segment, &bytes).unwrap();
+
+        let (journal, recovery) = Journal::open(cfg).unwrap();
+        assert!(
+            recovery.torn_tail.is_some(),
+            "tear end marker {tear_end_marker}"
+        );
+        assert_eq!(recovery.checkpoint_seq, Some(previous));
+        assert_eq!(recovery.checkpoint_covers_seq, Some(previous - 1));
+        let expected: Vec<(u64, u16, Vec<u8>)> =
+            std::iter::once((previous, KIND_CHECKPOINT, b"previous state".to_vec()))
+                .chain(records.iter().map(|(seq, p)| (*seq, 1, p.clone())))
+                .collect();
+        assert_eq!(
+            replayed_at(&journal),
+            expected,
+            "tear end marker {tear_end_marker}"
+        );
+    }
+}
+
+/// Opening a checkpoint abandons the one open before: its later parts and its end
+/// marker are refused and write nothing; the new one completes. A dropped handle, and
+/// a handle of another journal, are abandoned too.
+#[test]
+fn an_abandoned_checkpoint_is_refused_and_a_new_one_counts() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = config(dir.path());
+    let (mut journal, _) = Journal::open(cfg.clone()).unwrap();
+    journal.append(1, 1, b"one").unwrap();
+    let mut abandoned = journal.open_checkpoint();
+    journal
+        .checkpoint_part(&mut abandoned, b"abandoned part")
+        .unwrap();
+    let between = journal.append(1, 1, b"two").unwrap();
+    let mut current = journal.open_checkpoint();
+    assert_eq!(current.covers_seq(), between);
+    let last = journal.last_seq();
+    let err = journal
+        .checkpoint_part(&mut abandoned, b"late part")
+        .unwrap_err();
+    assert!(
+        matches!(err, JournalError::CheckpointAbandoned { covers_seq: 1 }),
+        "{err}"
+    );
+    assert_eq!(err.fault(), Fault::Caller);
+    assert_eq!(journal.last_seq(), last, "nothing written");
+    journal
+        .checkpoint_part(&mut current, b"current part")
+        .unwrap();
+    let after = journal.append(1, 1, b"three").unwrap();
+    let err = journal.finish_checkpoint(abandoned).unwrap_err();
+    assert!(
+        matches!(err, JournalError::CheckpointAbandoned { .. }),
+        "{err}"
+    );
+    assert_eq!(
+        journal.last_seq(),
+        after,
+        "no end marker for the abandoned one"
+    );
+    let first = journal.finish_checkpoint(current).unwrap();
+    assert_eq!(first, after - 1);
+    let expected = vec![
+        (first, KIND_CHECKPOINT, b"current part".to_vec()),
+        (after, 1, b"three".to_vec()),
+    ];
+    assert_eq!(replayed_at(&journal), expected);
+
+    // A handle of another journal is never this journal's open checkpoint.
+    let other_dir = tempfile::tempdir().unwrap();
+    let (mut other, _) = Journal::open(config(other_dir.path())).unwrap();
+    let mut foreign = other.open_checkpoint();
+    let _open_here = journal.open_checkpoint();
+    assert!(matches!(
+        journal.checkpoint_part(&mut foreign, b"x"),
+        Err(JournalError::CheckpointAbandoned { .. })
+    ));
+    // A dropped handle leaves nothing behind; the next checkpoint counts.
+    let mut dropped = journal.open_checkpoint();
+    journal.checkpoint_part(&mut dropped, b"dropped").unwrap();
+    drop(dropped);
+    let last_record = journal.append(1, 1, b"four").unwrap();
+    let next = journal.checkpoint(b"next state").unwrap();
+    journal.sync().unwrap();
+    drop(journal);
+    let (journal, recovery) = Journal::open(cfg).unwrap();
+    assert_eq!(recovery.checkpoint_seq, Some(next));
+    assert_eq!(recovery.checkpoint_covers_seq, Some(last_record));
+    assert_eq!(
+        replayed_at(&journal),
+        vec![(next, KIND_CHECKPOINT, b"next state".to_vec())]
+    );
+}
+
+/// Compaction after a checkpoint written across rolls keeps the segment holding the
+/// first frame it does not cover (before its first part) and deletes the ones before.
+#[test]
+fn compaction_keeps_the_segment_after_what_an_interleaved_checkpoint_covers() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = config(dir.path());
+    let (mut journal, _) = Journal::open(cfg.clone()).unwrap();
+    for i in 0..150u64 {
+        journal.append(1, 1, &payload(i, 1000)).unwrap();
+    }
+    let mut handle = journal.open_checkpoint();
+    let covers = handle.covers_seq();
+    let mut records = Vec::new();
+    for i in 0..150u64 {
+        let p = payload(500 + i, 1000);
+        records.push((journal.append(1, 1, &p).unwrap(), p));
+    }
+    journal.checkpoint_part(&mut handle, b"state").unwrap();
+    let first = journal.finish_checkpoint(handle).unwrap();
+    journal.sync().unwrap();
+    let bases: Vec<u64> = segment_files(dir.path())
+        .iter()
+        .map(|p| {
+            let name = p.file_stem().unwrap().to_str().unwrap();
+            name.parse().unwrap()
+        })
+        .collect();
+    // The segment holding covers + 1, and the one holding the first part, later.
+    let keep = *bases.iter().filter(|&&b| b <= covers + 1).max().unwrap();
+    let first_base = *bases.iter().filter(|&&b| b <= first).max().unwrap();
+    assert!(
+        keep > bases[0] && keep < first_base,
+        "{bases:?} {covers} {first}"
+    );
+    let freed = journal.compact().unwrap();
+    assert_eq!(
+        freed.segments_deleted,
+        bases.iter().filter(|&&b| b < keep).count()
+    );
+    assert_eq!(
+        segment_files(dir.path()).len(),
+        bases.len() - freed.segments_deleted
+    );
+    let expected: Vec<(u64, u16, Vec<u8>)> =
+        std::iter::once((first, KIND_CHECKPOINT, b"state".to_vec()))
+            .chain(records.iter().map(|(seq, p)| (*seq, 1, p.clone())))
+            .collect();
+    assert_eq!(replayed_at(&journal), expected);
+    drop(journal);
+    let (journal, recovery) = Journal::open(cfg).unwrap();
+    assert_eq!(recovery.first_seq, Some(keep));
+    assert_eq!(replayed_at(&journal), expected);
+}
+
+/// At `segments_max`, a checkpoint written across appends may roll into its allowance;
+/// records appended between its parts fill the segment the parts rolled to but never
+/// start one past the limit. Once the checkpoint is durable, compaction brings the
+/// journal back under the limit and replay returns its parts and those records.
+#[test]
+fn records_between_parts_at_segments_max_never_roll_past_the_limit() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut journal, _) = journal_at_segments_max(dir.path());
+    let mut handle = journal.open_checkpoint();
+    let mut parts = Vec::new();
+    let mut records = Vec::new();
+    while journal.segment_count() == 3 {
+        let part = payload(parts.len() as u64, 4000);
+        let seq = journal.last_seq() + 1;
+        journal.checkpoint_part(&mut handle, &part).unwrap();
+        parts.push((seq, KIND_CHECKPOINT, part));
+    }
+    assert_eq!(
+        journal.segment_count(),
+        4,
+        "a part rolled into the allowance"
+    );
+    // Records fill the new segment, then are refused rather than roll a fifth.
+    let err = loop {
+        let p = payload(records.len() as u64, 1000);
+        match journal.append(1, 1, &p) {
+            Ok(seq) => records.push((seq, 1, p)),
+            Err(e) => break e,
+        }
+    };
+    assert!(
+        matches!(err, JournalError::SegmentsExhausted { segments_max: 3 }),
+        "{err}"
+    );
+    assert!(records.len() >= 10, "{}", records.len());
+    assert_eq!(journal.segment_count(), 4);
+    // The checkpoint's own frames still roll, and it completes.
+    let part = payload(99, 60_000);
+    let seq = journal.last_seq() + 1;
+    journal.checkpoint_part(&mut handle, &part).unwrap();
+    parts.push((seq, KIND_CHECKPOINT, part));
+    assert_eq!(journal.segment_count(), 5);
+    journal.finish_checkpoint(handle).unwrap();
+    journal.sync().unwrap();
+    journal.compact().unwrap();
+    assert!(journal.segment_count() <= 3, "{}", journal.segment_count());
+    let expected: Vec<(u64, u16, Vec<u8>)> = parts.into_iter().chain(records).collect();
+    assert_eq!(replayed_at(&journal), expected);
+    journal.append(1, 1, b"appends resume").unwrap();
 }
