@@ -240,6 +240,14 @@ pub struct Report {
     pub journal_records: Option<u64>,
     /// Journal syncs.
     pub journal_syncs: Option<u64>,
+    /// Checkpoints the engine's shards completed during the run (embedded only).
+    pub checkpoints: Option<u64>,
+    /// Shard-thread time of the latest checkpoint (building, encoding and appending its
+    /// parts, spread over the shard's turns), the largest over the shards, ms (embedded
+    /// only; none completed: `None`).
+    pub checkpoint_busy_ms: Option<f64>,
+    /// Journal bytes of that checkpoint (embedded only).
+    pub checkpoint_bytes: Option<u64>,
     /// journal_bytes / delivered.
     pub journal_bytes_per_delivery: Option<f64>,
     /// journal_records / delivered.
@@ -453,6 +461,19 @@ impl Report {
                     .map_or_else(|| "-".to_owned(), |s| s.to_string())
             ),
         );
+        if let (Some(n), Some(ms), Some(b)) = (
+            self.checkpoints,
+            self.checkpoint_busy_ms,
+            self.checkpoint_bytes,
+        ) {
+            row(
+                "checkpoints",
+                format!(
+                    "{n} written; the latest took {ms:.1} ms of its shard's thread for {}",
+                    bytes(Some(b))
+                ),
+            );
+        }
         row(
             "disk writes per delivery",
             format!(

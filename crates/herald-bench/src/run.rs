@@ -605,6 +605,10 @@ struct EngineTotals {
     journal_bytes: u64,
     journal_records: u64,
     journal_syncs: u64,
+    checkpoints: u64,
+    /// Of the shards that completed one during the run: the largest shard-thread time
+    /// of its latest checkpoint, µs, and that checkpoint's bytes.
+    checkpoint_last: Option<(u64, u64)>,
 }
 
 fn totals(now: &[ShardStats], base: &[ShardStats]) -> EngineTotals {
@@ -625,6 +629,14 @@ fn totals(now: &[ShardStats], base: &[ShardStats]) -> EngineTotals {
         t.journal_bytes += s.journal_bytes_appended - b.journal_bytes_appended;
         t.journal_records += s.journal_last_seq - b.journal_last_seq;
         t.journal_syncs += s.journal_sync_us.count - b.journal_sync_us.count;
+        let checkpoints = s.checkpoints_written - b.checkpoints_written;
+        t.checkpoints += checkpoints;
+        if checkpoints > 0
+            && t.checkpoint_last
+                .is_none_or(|(us, _)| s.checkpoint_us_last > us)
+        {
+            t.checkpoint_last = Some((s.checkpoint_us_last, s.checkpoint_bytes_last));
+        }
     }
     t
 }
@@ -1075,6 +1087,15 @@ fn drive(
         journal_bytes: journal.0,
         journal_records: journal.1,
         journal_syncs: journal.2,
+        checkpoints: engine_totals.as_ref().map(|t| t.checkpoints),
+        checkpoint_busy_ms: engine_totals
+            .as_ref()
+            .and_then(|t| t.checkpoint_last)
+            .map(|(us, _)| us as f64 / 1e3),
+        checkpoint_bytes: engine_totals
+            .as_ref()
+            .and_then(|t| t.checkpoint_last)
+            .map(|(_, bytes)| bytes),
         journal_bytes_per_delivery: per(journal.0, delivered),
         records_per_delivery: per(journal.1, delivered),
         disk_write_bytes: write_bytes,

@@ -19,8 +19,12 @@ use herald::Scheme;
 use herald_sink::{Action, Sink};
 
 const TEST_NAME: &str = "sigkilled_engine_delivers_every_acknowledged_event_after_restart";
+const TEST_NAME_CHECKPOINTING: &str =
+    "sigkilled_engine_while_checkpointing_delivers_every_acknowledged_event_after_restart";
 const CHILD_DIR_ENV: &str = "HERALD_E2E_CRASH_DATA_DIR";
 const CHILD_URL_ENV: &str = "HERALD_E2E_CRASH_SINK_URL";
+/// Checkpoints the checkpointing child reports (`CHECKPOINTS <n>`) before the kill.
+const CHECKPOINTS_BEFORE_KILL: u64 = 3;
 const TENANTS: [&str; 3] = ["crash-a", "crash-b", "crash-c"];
 const SHARDS: usize = 2;
 /// Publishing threads in the child.
@@ -48,9 +52,23 @@ fn dispatcher() -> herald::DispatcherConfig {
 
 #[test]
 fn sigkilled_engine_delivers_every_acknowledged_event_after_restart() {
+    crash_and_recover(TEST_NAME, false);
+}
+
+/// The same with checkpoints every few hundred records in small journal segments: each
+/// checkpoint is written a part at a time over several shard turns while events and
+/// outcomes are journaled between its parts, and compaction deletes the segments
+/// completed ones cover. The kill lands before, during or after one; recovery reads the
+/// latest complete checkpoint and every record journaled since it began.
+#[test]
+fn sigkilled_engine_while_checkpointing_delivers_every_acknowledged_event_after_restart() {
+    crash_and_recover(TEST_NAME_CHECKPOINTING, true);
+}
+
+fn crash_and_recover(test_name: &str, checkpointing: bool) {
     if let Ok(dir) = std::env::var(CHILD_DIR_ENV) {
         let url = std::env::var(CHILD_URL_ENV).expect("the parent passes the sink URL");
-        child(std::path::Path::new(&dir), &url);
+        child(std::path::Path::new(&dir), &url, checkpointing);
         return;
     }
 
@@ -62,7 +80,7 @@ fn sigkilled_engine_delivers_every_acknowledged_event_after_restart() {
         .unwrap();
     let dir = tempfile::tempdir().unwrap();
     let mut child = Command::new(std::env::current_exe().unwrap())
-        .args([TEST_NAME, "--exact", "--nocapture", "--test-threads=1"])
+        .args([test_name, "--exact", "--nocapture", "--test-threads=1"])
         .env(CHILD_DIR_ENV, dir.path())
         .env(CHILD_URL_ENV, sink.url("/crash"))
         .stdin(Stdio::null())
@@ -82,23 +100,31 @@ fn sigkilled_engine_delivers_every_acknowledged_event_after_restart() {
     });
 
     let mut acked = BTreeSet::new();
-    let take = |acked: &mut BTreeSet<String>, line: String| {
+    let mut checkpoints = 0;
+    let mut take = |acked: &mut BTreeSet<String>, line: String| {
         // The harness prints `test <name> ... ` without a newline before the child's
         // first line, so the marker is searched for, not expected at the start.
         if let Some(at) = line.find("ACK ") {
             acked.insert(line[at + 4..].trim().to_owned());
+        } else if let Some(at) = line.find("CHECKPOINTS ") {
+            checkpoints = line[at + 12..].trim().parse().unwrap_or(checkpoints);
         }
+        checkpoints
     };
     let started = Instant::now();
-    while acked.len() < ACKS_BEFORE_KILL || sink.stats().requests < ATTEMPTS_BEFORE_KILL {
+    let mut checkpointed = 0;
+    while acked.len() < ACKS_BEFORE_KILL
+        || sink.stats().requests < ATTEMPTS_BEFORE_KILL
+        || (checkpointing && checkpointed < CHECKPOINTS_BEFORE_KILL)
+    {
         assert!(
             started.elapsed() < WAIT,
-            "the child acknowledged {} events and the receiver saw {:?} in {WAIT:?}",
+            "the child acknowledged {} events, wrote {checkpointed} checkpoints and the receiver saw {:?} in {WAIT:?}",
             acked.len(),
             sink.stats()
         );
         match lines.recv_timeout(Duration::from_millis(10)) {
-            Ok(line) => take(&mut acked, line),
+            Ok(line) => checkpointed = take(&mut acked, line),
             Err(mpsc::RecvTimeoutError::Timeout) => {}
             Err(mpsc::RecvTimeoutError::Disconnected) => {
                 panic!("the child exited early: {:?}", child.wait())
@@ -110,20 +136,20 @@ fn sigkilled_engine_delivers_every_acknowledged_event_after_restart() {
     assert!(!status.success(), "killed, not finished: {status:?}");
     // Everything the child printed before dying: an ACK line means durable.
     while let Ok(line) = lines.recv_timeout(WAIT) {
-        take(&mut acked, line);
+        checkpointed = take(&mut acked, line);
     }
     reader.join().unwrap();
     let acked_count = acked.len();
     assert!(acked_count >= ACKS_BEFORE_KILL);
     let attempts_before = sink.stats().requests;
-    eprintln!("killed the child after {acked_count} acknowledged events and {attempts_before} failed attempts");
+    eprintln!("killed the child after {acked_count} acknowledged events, {attempts_before} failed attempts and {checkpointed} checkpoints");
     let successes_before = sink.stats().successes();
     assert_eq!(successes_before, 0, "nothing succeeded before the restart");
 
     // The receiver recovers; the engine restarts on the same directory. Webhooks and
     // pending deliveries come from the journal alone.
     sink.set_default_action(Action::ok()).unwrap();
-    let herald = engine_with(dir.path(), SHARDS, &[], dispatcher());
+    let herald = engine(dir.path(), checkpointing);
     for name in TENANTS {
         assert_eq!(herald.list_webhooks(&tenant(name)).unwrap().len(), 1);
     }
@@ -153,10 +179,35 @@ fn sigkilled_engine_delivers_every_acknowledged_event_after_restart() {
     herald.shutdown().unwrap();
 }
 
+/// Journal segments of the checkpointing engine: small, so that its checkpoints come in
+/// many parts and compaction deletes segments while it runs.
+const CHECKPOINTING_SEGMENT_BYTES: u64 = 256 * 1024;
+
+/// The engine on `dir`; `checkpointing`: with checkpoints every 300 records (or 300 ms)
+/// in small segments.
+fn engine(dir: &std::path::Path, checkpointing: bool) -> herald::Herald {
+    if !checkpointing {
+        return engine_with(dir, SHARDS, &[], dispatcher());
+    }
+    herald::Herald::builder()
+        .data_dir(dir)
+        .shards(SHARDS)
+        .pin_threads(false)
+        .allow_cidr("127.0.0.0/8")
+        .shutdown_grace(Duration::from_secs(2))
+        .dispatcher_config(dispatcher())
+        .journal_segment_bytes(CHECKPOINTING_SEGMENT_BYTES)
+        .checkpoint_records(300)
+        .checkpoint_interval(Duration::from_millis(300))
+        .start()
+        .expect("the engine starts")
+}
+
 /// The child's side: start the engine, create one webhook per tenant, publish from
-/// several threads and print `ACK <event id>` for each acknowledged publish, until killed.
-fn child(dir: &std::path::Path, url: &str) {
-    let herald = engine_with(dir, SHARDS, &[], dispatcher());
+/// several threads and print `ACK <event id>` for each acknowledged publish, until killed
+/// (and, checkpointing, `CHECKPOINTS <n>` as the shards complete checkpoints).
+fn child(dir: &std::path::Path, url: &str, checkpointing: bool) {
+    let herald = engine(dir, checkpointing);
     let scheme = Scheme::Standard;
     for name in TENANTS {
         let spec = spec(
@@ -169,6 +220,19 @@ fn child(dir: &std::path::Path, url: &str) {
     }
     let started = Instant::now();
     std::thread::scope(|scope| {
+        if checkpointing {
+            let herald = herald.clone();
+            scope.spawn(move || {
+                while started.elapsed() <= CHILD_RUN_MAX {
+                    let written: u64 = herald
+                        .stats()
+                        .map(|shards| shards.iter().map(|s| s.checkpoints_written).sum())
+                        .unwrap_or(0);
+                    println!("CHECKPOINTS {written}");
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+            });
+        }
         for publisher in 0..PUBLISHERS {
             let herald = herald.clone();
             scope.spawn(move || {

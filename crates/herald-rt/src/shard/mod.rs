@@ -215,7 +215,8 @@ pub struct ShardStats {
     pub checkpoint_seq_last: u64,
     /// Bytes of the latest checkpoint written since start (all its frames).
     pub checkpoint_bytes_last: u64,
-    /// Time the latest checkpoint took to build, encode and append, microseconds.
+    /// Time the latest checkpoint took to build, encode and append on the shard's thread,
+    /// summed over the turns it was written in, microseconds.
     pub checkpoint_us_last: u64,
     /// Journal frames replayed at start (a checkpoint's frames and the records after it).
     pub replayed_frames: u64,

@@ -105,6 +105,31 @@ const RECORD_BUFFER_KEPT_BYTES_MAX: usize = 64 * 1024;
 /// while keeping parts (and the buffer one is encoded into) a few MiB.
 const CHECKPOINT_PART_TARGET_DIVISOR: u64 = 4;
 
+/// Target size of a part of a checkpoint written between turns: about a millisecond of
+/// building and encoding (a finished delivery with its kept response costs ~1.2 µs and
+/// ~300 bytes), so that a part holds up the events of its turn by about that much.
+const CHECKPOINT_STEP_PART_BYTES: usize = 256 * 1024;
+
+/// Time a turn gives a checkpoint being written between turns (at least one part): the
+/// shard's own work waits behind it, so this bounds what a checkpoint adds to the
+/// latency of an event, while a state of 100,000 deliveries still checkpoints within a
+/// few hundred turns.
+const CHECKPOINT_TURN_BUDGET: Duration = Duration::from_millis(1);
+
+/// A checkpoint being written a part at a time between turns; see
+/// [`Shard::write_checkpoint`].
+struct CheckpointUnderway {
+    journal: herald_journal::CheckpointHandle,
+    parts: herald_core::Checkpoint,
+    /// Records since the previous checkpoint when it began (counted again if it is
+    /// abandoned).
+    records_before: u64,
+    /// Frame bytes appended for it so far.
+    bytes: u64,
+    /// Time spent on it on the shard thread.
+    busy: Duration,
+}
+
 /// What the shard's checkpoints and its start-up replay cost ([`ShardStats`] figures).
 #[derive(Clone, Copy, Debug, Default)]
 struct CheckpointFigures {
@@ -199,6 +224,8 @@ struct Shard {
     stream: StreamTap,
     /// Checkpoints written and the start-up replay, for [`ShardStats`].
     checkpoints: CheckpointFigures,
+    /// The checkpoint being written between turns.
+    checkpoint: Option<CheckpointUnderway>,
 }
 
 /// Entry point of a shard thread (runs inside its glommio executor).
@@ -355,6 +382,7 @@ pub(crate) async fn run_shard(setup: ShardSetup) -> ShardExit {
         journal_sync_us: herald_core::Histogram::new(&super::JOURNAL_SYNC_BOUNDS_US),
         stream: tap,
         checkpoints,
+        checkpoint: None,
     };
     // Replay may have produced records (deliveries of deleted webhooks ended); journal
     // them before serving.
@@ -470,7 +498,9 @@ impl Shard {
                     let ready_now = (!self.intake.is_empty()
                         && self.session.held() < self.config.awaiting_durable_max)
                         || !self.finished.borrow().is_empty()
-                        || (self.blocked.is_none() && deadline.is_some_and(|d| d <= now));
+                        || (self.blocked.is_none() && deadline.is_some_and(|d| d <= now))
+                        // A checkpoint underway goes on a few parts per turn.
+                        || self.checkpoint.is_some();
                     if ready_now {
                         futures_lite::future::yield_now().await;
                         continue;
@@ -876,6 +906,8 @@ impl Shard {
         }
         self.advance_durable();
         self.stream.discard_pending();
+        // A checkpoint underway describes the dispatcher about to be replaced.
+        self.abandon_checkpoint();
         // The rest was never journaled: not carried out.
         let refusal = error.then(REFUSED_UNTIL_WRITABLE);
         for ack in self.session.abandon() {
@@ -972,8 +1004,11 @@ impl Shard {
             );
             return;
         }
-        if let Err(error) = self.write_checkpoint_parts(now_ms()) {
-            tracing::warn!(shard = self.index, %error, "checkpoint at the journal's segment limit not written");
+        let written = self.checkpoints.written;
+        self.begin_checkpoint(now_ms(), true);
+        self.advance_checkpoint(None);
+        if self.checkpoints.written == written || self.storage_failure.is_some() {
+            // Said why already.
             return;
         }
         if let Err(error) = self.journal.sync() {
@@ -1098,6 +1133,10 @@ impl Shard {
     }
 
     fn maybe_checkpoint(&mut self, now: u64) {
+        if self.checkpoint.is_some() {
+            self.advance_checkpoint(Some(CHECKPOINT_TURN_BUDGET));
+            return;
+        }
         // By count only once the journal grew by as much as the last checkpoint took:
         // a large state (a backlog of a million deliveries checkpoints to hundreds of
         // MiB) would otherwise be written again every `checkpoint_records` records, and
@@ -1110,16 +1149,23 @@ impl Shard {
                 && self.last_checkpoint.elapsed()
                     >= Duration::from_millis(self.config.checkpoint_interval_ms));
         if due {
-            self.write_checkpoint(now);
+            self.write_checkpoint(now, false);
         }
     }
 
-    /// Writes a checkpoint of the dispatcher's state: its parts one journal frame each
-    /// (`Journal::begin_checkpoint`), so that a state of any size checkpoints and replay
-    /// after a restart is bounded by the state, not the history. A part that cannot be
-    /// written abandons the checkpoint (the journal ignores it; the previous one stays
-    /// where replay starts, and its segments are kept).
-    fn write_checkpoint(&mut self, now: u64) {
+    /// Writes a checkpoint of the dispatcher's state as it is now: its parts one journal
+    /// frame each, so that a state of any size checkpoints and replay after a restart is
+    /// bounded by the state, not the history. `now_whole`: all of it in this turn (at
+    /// the segment limit, and on the way out); otherwise its webhooks and keys now and
+    /// its deliveries a few parts per turn ([`CHECKPOINT_TURN_BUDGET`]), while events
+    /// and outcomes are journaled between its parts, so that no turn waits for the whole
+    /// state. The journal's checkpoint covers the records journaled before it began, and
+    /// recovery replays those after (`Journal::open_checkpoint`); the dispatcher keeps
+    /// the deliveries it has yet to write as they were when it began
+    /// (`Dispatcher::begin_checkpoint`). A part that cannot be written abandons the
+    /// checkpoint (the journal ignores it; the previous one stays where replay starts,
+    /// and its segments are kept).
+    fn write_checkpoint(&mut self, now: u64, now_whole: bool) {
         if self.storage_failure.is_some() || self.blocked.is_some() {
             return;
         }
@@ -1128,89 +1174,155 @@ impl Shard {
         if self.blocked.is_some() || self.storage_failure.is_some() {
             return;
         }
-        if let Err(error) = self.write_checkpoint_parts(now) {
-            tracing::warn!(
-                shard = self.index,
-                %error,
-                "checkpoint not written; old journal segments are kept"
-            );
-        }
+        self.begin_checkpoint(now, now_whole);
+        self.advance_checkpoint((!now_whole).then_some(CHECKPOINT_TURN_BUDGET));
     }
 
-    /// Writes the dispatcher's state as a checkpoint, whose records must all be in the
-    /// journal already (the callers see to it).
-    fn write_checkpoint_parts(&mut self, now: u64) -> Result<(), String> {
+    /// Begins a checkpoint whose records are all in the journal already (the callers see
+    /// to it); [`Shard::advance_checkpoint`] writes it.
+    fn begin_checkpoint(&mut self, now: u64, now_whole: bool) {
+        debug_assert!(self.checkpoint.is_none(), "one checkpoint at a time");
         // Whatever happens next, the next attempt waits for another full period: a
         // checkpoint that failed must not be retried on every turn.
         self.last_checkpoint = Instant::now();
-        self.records_since_checkpoint = 0;
-        let started = Instant::now();
-        // Bodies are read back from the segment files (a reader sees what was written).
-        self.journal.commit().map_err(|error| error.to_string())?;
-        let target =
+        let records_before = std::mem::take(&mut self.records_since_checkpoint);
+        let part_bytes_max =
             (self.journal.checkpoint_part_bytes_max() / CHECKPOINT_PART_TARGET_DIVISOR) as usize;
-        let mut buffer = std::mem::take(&mut self.record_buffer);
-        let mut bytes = 0;
-        let mut failed = None;
-        // Bodies the events keep positions of are read through a reader: the writer
-        // holds the journal.
-        let reader = self.journal.reader();
-        let bodies = ReaderBodies(&reader);
-        let mut writer = self.journal.begin_checkpoint();
-        let mut parts = self
+        let part_bytes = if now_whole {
+            part_bytes_max
+        } else {
+            // Small journal segments take smaller parts still.
+            CHECKPOINT_STEP_PART_BYTES.min(part_bytes_max)
+        };
+        let journal = self.journal.open_checkpoint();
+        let parts = self
             .session
-            .dispatcher()
-            .checkpoint_parts_with(now, target, &bodies);
-        while let Some(part) = parts.next() {
-            match part.encode_into(buffer) {
-                Ok((_, _, payload)) => {
-                    let written = writer.part(&payload).map_err(|error| error.to_string());
-                    bytes += herald_journal::frame_bytes(
-                        herald_journal::CHECKPOINT_PART_HEADER_BYTES + payload.len() as u64,
-                    );
-                    // Where its bodies now lie: the events keep those positions once the
-                    // checkpoint is complete (the segments before it may then go).
-                    let stored = written.and_then(|at| {
-                        parts.stored(&payload, payload_at(at)).map_err(|error| {
-                            format!("locating a checkpoint part's bodies: {error}")
-                        })
-                    });
-                    buffer = payload;
-                    if let Err(error) = stored {
-                        failed = Some(error);
-                        break;
-                    }
-                }
-                Err(error) => {
-                    failed = Some(format!("encoding a checkpoint part: {error}"));
-                    buffer = RecordBuffer::new();
-                    break;
-                }
+            .dispatcher_mut()
+            .begin_checkpoint(now, part_bytes);
+        self.checkpoint = Some(CheckpointUnderway {
+            journal,
+            parts,
+            records_before,
+            bytes: 0,
+            busy: Duration::ZERO,
+        });
+    }
+
+    /// Writes parts of the checkpoint underway: its webhooks and keys whatever the
+    /// budget (nothing may change them before they are written), then parts until
+    /// `budget` is spent (`None`: to the end, in this turn), and ends it once its last
+    /// part is written.
+    fn advance_checkpoint(&mut self, budget: Option<Duration>) {
+        let Some(mut underway) = self.checkpoint.take() else {
+            return;
+        };
+        let started = Instant::now();
+        let mut buffer = std::mem::take(&mut self.record_buffer);
+        let mut written = 0;
+        let result = loop {
+            let spent = budget.is_some_and(|budget| started.elapsed() >= budget);
+            if underway.parts.is_done()
+                || (spent && written > 0 && underway.parts.registry_written())
+            {
+                break Ok(());
             }
-        }
+            let Some(part) = self
+                .session
+                .dispatcher_mut()
+                .checkpoint_part(&mut underway.parts, &JournalBodies(&self.journal))
+            else {
+                break Ok(());
+            };
+            let payload = match part.encode_into(buffer) {
+                Ok((_, _, payload)) => payload,
+                Err(error) => {
+                    buffer = RecordBuffer::new();
+                    break Err(format!("encoding a checkpoint part: {error}"));
+                }
+            };
+            let appended = self
+                .journal
+                .checkpoint_part(&mut underway.journal, &payload)
+                .map_err(|error| error.to_string());
+            let bytes = herald_journal::frame_bytes(
+                herald_journal::CHECKPOINT_PART_HEADER_BYTES + payload.len() as u64,
+            );
+            // Where its bodies now lie: the events keep those positions once the
+            // checkpoint is complete (the segments before it may then go).
+            let stored = appended.and_then(|at| {
+                underway
+                    .parts
+                    .stored(&payload, payload_at(at))
+                    .map_err(|error| format!("locating a checkpoint part's bodies: {error}"))
+            });
+            buffer = payload;
+            if let Err(error) = stored {
+                break Err(error);
+            }
+            underway.bytes += bytes;
+            self.journal_bytes_appended += bytes;
+            written += 1;
+        };
         // A buffer grown by the checkpoint's parts is not kept.
         if buffer.capacity() <= RECORD_BUFFER_KEPT_BYTES_MAX {
             buffer.clear();
             self.record_buffer = buffer;
         }
-        let moves = parts.into_moves();
-        let finished = match failed {
-            Some(message) => Err(message),
-            None => writer.finish().map_err(|error| error.to_string()),
+        underway.busy += started.elapsed();
+        let finished = match result {
+            Ok(()) if !underway.parts.is_done() => {
+                self.checkpoint = Some(underway);
+                return;
+            }
+            Ok(()) => self
+                .journal
+                .finish_checkpoint(underway.journal)
+                .map_err(|error| error.to_string()),
+            Err(error) => Err(error),
         };
-        if finished.is_ok() {
-            // Before the checkpoint can be durable, and the segments before it deleted.
-            self.session.dispatcher_mut().checkpoint_stored(moves);
+        match finished {
+            Ok(_) => {
+                // Before the checkpoint can be durable, and the segments before it
+                // deleted.
+                self.session
+                    .dispatcher_mut()
+                    .finish_checkpoint(underway.parts);
+                let end = herald_journal::frame_bytes(herald_journal::CHECKPOINT_PART_HEADER_BYTES);
+                self.journal_bytes_appended += end;
+                self.checkpoints.appended_at_last = self.journal_bytes_appended;
+                self.checkpoints.written += 1;
+                self.checkpoints.seq_last = self.journal.checkpoint_last_seq().unwrap_or(0);
+                self.checkpoints.bytes_last = underway.bytes + end;
+                self.checkpoints.us_last =
+                    u64::try_from(underway.busy.as_micros()).unwrap_or(u64::MAX);
+                if let Err(error) = self.journal.commit() {
+                    self.storage_failure = Some(StorageError::of(error));
+                }
+            }
+            Err(error) => {
+                tracing::warn!(
+                    shard = self.index,
+                    %error,
+                    "checkpoint not written; old journal segments are kept"
+                );
+                // The journal's checkpoint was abandoned with its handle.
+                self.session
+                    .dispatcher_mut()
+                    .abandon_checkpoint(underway.parts);
+                self.records_since_checkpoint += underway.records_before;
+            }
         }
-        finished.and_then(|_| self.journal.commit().map_err(|error| error.to_string()))?;
-        bytes += herald_journal::frame_bytes(herald_journal::CHECKPOINT_PART_HEADER_BYTES);
-        self.journal_bytes_appended += bytes;
-        self.checkpoints.appended_at_last = self.journal_bytes_appended;
-        self.checkpoints.written += 1;
-        self.checkpoints.seq_last = self.journal.checkpoint_last_seq().unwrap_or(0);
-        self.checkpoints.bytes_last = bytes;
-        self.checkpoints.us_last = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
-        Ok(())
+    }
+
+    /// Drops the checkpoint underway, if any (the journal ignores what it wrote of it).
+    fn abandon_checkpoint(&mut self) {
+        if let Some(underway) = self.checkpoint.take() {
+            drop(underway.journal);
+            self.session
+                .dispatcher_mut()
+                .abandon_checkpoint(underway.parts);
+            self.records_since_checkpoint += underway.records_before;
+        }
     }
 
     /// The journal failed: every waiting reply gets the storage error.
@@ -1232,8 +1344,10 @@ impl Shard {
         if self.storage_failure.is_none() {
             // A restart then replays the state, not the records since the last
             // checkpoint.
+            // One begun between turns is dropped: a whole one now covers more.
+            self.abandon_checkpoint();
             if self.records_since_checkpoint > 0 {
-                self.write_checkpoint(now_ms());
+                self.write_checkpoint(now_ms(), true);
             }
             self.pump();
             if let Err(error) = self.journal.sync() {
@@ -1340,15 +1454,6 @@ fn journal_position(at: BodyPos) -> herald_journal::Position {
 struct JournalBodies<'a>(&'a Journal);
 
 impl BodyStore for JournalBodies<'_> {
-    fn body(&self, at: BodyPos) -> Option<&[u8]> {
-        self.0.bytes_at(journal_position(at), at.len as usize)
-    }
-}
-
-/// Event bodies read back through a journal reader, while a checkpoint is written.
-struct ReaderBodies<'a>(&'a herald_journal::Reader);
-
-impl BodyStore for ReaderBodies<'_> {
     fn body(&self, at: BodyPos) -> Option<&[u8]> {
         self.0.bytes_at(journal_position(at), at.len as usize)
     }
