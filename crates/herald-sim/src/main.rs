@@ -94,12 +94,18 @@ fn main() -> ExitCode {
     let progress_every = (count / 10).max(1);
     let mut total = herald_sim::checker::Tally::default();
     let (mut sends, mut crashes, mut checkpoints, mut manual_ops) = (0, 0, 0, 0);
+    let (mut parts, mut cut, mut abandoned, mut amid, mut copies_peak) = (0, 0, 0, 0, 0);
     for (done, seed) in (first..first.saturating_add(count)).enumerate() {
         match run_seed_with(seed, &config) {
             Ok(stats) => {
                 sends += stats.sends;
                 crashes += stats.crashes;
                 checkpoints += stats.checkpoints;
+                parts += stats.checkpoint_parts;
+                cut += stats.checkpoints_cut;
+                abandoned += stats.checkpoints_abandoned;
+                amid += stats.records_amid_checkpoints;
+                copies_peak = stats.checkpoint_copies_peak.max(copies_peak);
                 manual_ops += stats.manual_ops;
                 let t = &stats.tally;
                 total.success += t.success;
@@ -112,12 +118,16 @@ fn main() -> ExitCode {
                 total.breaker_openings += t.breaker_openings;
                 if args.verbose {
                     println!(
-                        "seed={seed} ok steps={} publishes={} acked={} sends={} crashes={} virtual_h={} trace={:016x}",
+                        "seed={seed} ok steps={} publishes={} acked={} sends={} crashes={} checkpoints={} cut={} amid={} copies_peak={} virtual_h={} trace={:016x}",
                         stats.steps,
                         stats.publishes,
                         stats.acked,
                         stats.sends,
                         stats.crashes,
+                        stats.checkpoints,
+                        stats.checkpoints_cut,
+                        stats.records_amid_checkpoints,
+                        stats.checkpoint_copies_peak,
                         stats.virtual_ms / 3_600_000,
                         stats.trace_hash
                     );
@@ -146,6 +156,9 @@ fn main() -> ExitCode {
         total.disabled_gone,
         total.disabled_failing,
         total.disabled_manual
+    );
+    println!(
+        "checkpoints: parts={parts} cut_by_a_crash={cut} abandoned={abandoned} records_between_parts={amid} copies_peak={copies_peak}"
     );
     println!("seeds={count} violations=0");
     ExitCode::SUCCESS
