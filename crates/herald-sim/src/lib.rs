@@ -28,14 +28,16 @@
 //! move what the rest of a run draws.
 //!
 //! Every request and record is checked as it appears, cheap cross-checks run after every
-//! step, and the end of the run checks delivery (see [`Invariant`]). The same seed gives
-//! the same run, byte for byte: all randomness comes from one seeded generator (ChaCha8,
-//! whose stream its crate keeps fixed across releases, sampled through `rand`, whose
-//! integer ranges sample the same on 32- and 64-bit targets, so a seed reproduces on any
-//! machine and build of one `rand` major version; `tests/seeds.rs` pins a few seeds to
-//! their trace hashes) and all collections iterate in a fixed order. The checker states
-//! the delivery policy (retry schedule, breaker, auto-disable, `Retry-After` bound)
-//! itself instead of importing the core's constants, so it is an independent oracle.
+//! step, and the end of the run checks delivery, and that a dispatcher rebuilt from the
+//! journal shows the delivery log the one that ran shows (see [`Invariant`]). The same
+//! seed gives the same run, byte for byte: all randomness comes from one seeded generator
+//! (ChaCha8, whose stream its crate keeps fixed across releases, sampled through `rand`,
+//! whose integer ranges sample the same on 32- and 64-bit targets, so a seed reproduces
+//! on any machine and build of one `rand` major version; `tests/seeds.rs` pins a few
+//! seeds to their trace hashes) and all collections iterate in a fixed order. The checker
+//! states the delivery policy (retry schedule, breaker, auto-disable, `Retry-After`
+//! bound) itself instead of importing the core's constants, so it is an independent
+//! oracle.
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
@@ -81,7 +83,9 @@ pub enum Invariant {
     Durability,
     /// An attempt's recorded outcome follows the rules (status class, next attempt).
     Outcome,
-    /// Records are well-formed and consistent with what happened.
+    /// Records are well-formed and consistent with what happened; at the end, the
+    /// journal (its latest checkpoint and the records it does not cover) replays to the
+    /// delivery log that ran.
     Records,
     /// The run ends: no busy loop, no endless retry.
     Progress,

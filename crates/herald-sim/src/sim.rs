@@ -464,6 +464,7 @@ impl<'a> Sim<'a> {
         self.finish_underway_at_once()?;
         self.sync();
         self.check_history()?;
+        self.check_replay()?;
         self.checker.finish(self.now_ms)?;
         self.stats.trace_hash = self.trace.0;
         self.stats.sends = self.checker.sends;
@@ -790,35 +791,13 @@ impl<'a> Sim<'a> {
         self.sync_scheduled = false;
         self.agenda
             .retain(|_, action| !matches!(action, Action::Sync | Action::CheckpointStep));
-        let aligned: Vec<_> = self
-            .journal
-            .iter()
-            .map(|frame| aligned(&frame.payload))
-            .collect();
-        let frames: Vec<JournalFrame<'_>> = self
-            .journal
-            .iter()
-            .zip(&aligned)
-            .zip(1..)
-            .map(|((frame, payload), seq)| JournalFrame {
-                seq,
-                kind: frame.kind,
-                version: frame.version,
-                checkpoint: frame.checkpoint.is_some(),
-                payload,
-                at: Some(frame_at(seq)),
-            })
-            .collect();
-        let mut survivors = Vec::with_capacity(frames.len());
-        let markers = self
-            .journal
-            .iter()
-            .map(|f| f.checkpoint.is_some_and(|p| p.end));
-        for (frame, _) in frames.iter().zip(markers).filter(|(_, end)| !end) {
-            let record = if frame.checkpoint {
-                Record::decode_checkpoint(frame.payload)
-            } else {
-                Record::decode(frame.kind, frame.version, frame.payload)
+        let mut survivors = Vec::with_capacity(self.journal.len());
+        for frame in &self.journal {
+            let payload = aligned(&frame.payload);
+            let record = match frame.checkpoint {
+                Some(part) if part.end => continue,
+                Some(_) => Record::decode_checkpoint(&payload),
+                None => Record::decode(frame.kind, frame.version, &payload),
             }
             .map_err(|e| self.violation(Invariant::Records, format!("decode: {e}")))?;
             survivors.push(record);
@@ -827,25 +806,13 @@ impl<'a> Sim<'a> {
         // the last checkpoint and what follows it. A checkpoint that summarises the
         // history wrongly shows up as a dispatcher that disagrees with the checker.
         self.checker.crashed(self.now_ms, &survivors)?;
-        let complete = last_complete_checkpoint(&self.journal);
         // A disk that lost durable frames (an injected defect) may have lost the
         // checkpoint compaction relied on; the frames the one replay starts from needs
         // are still there, as a real journal keeps them.
-        self.compacted_before = self
-            .compacted_before
-            .min(complete.as_ref().map_or(0, |c| c.compacts_before()));
-        // Replay reads that checkpoint's parts in order, then every record it does not
-        // cover, wherever it lies (between its parts too); every other checkpoint frame
-        // (earlier ones, and any a crash cut short) is skipped, as the journal skips them.
-        let (parts, covers) = complete.map_or((Vec::new(), 0), |c| (c.parts, c.covers));
-        let records = (covers..frames.len()).filter(|&k| self.journal[k].checkpoint.is_none());
-        let unread = parts.into_iter().chain(records).map(|k| Ok(frames[k]));
-        let dispatcher = recover::<std::convert::Infallible>(
-            self.dispatcher_config.clone(),
-            self.now_ms,
-            unread,
-        )
-        .map_err(|e| self.violation(Invariant::Records, format!("replay: {e}")))?;
+        let compacts_before =
+            last_complete_checkpoint(&self.journal).map_or(0, |c| c.compacts_before());
+        self.compacted_before = self.compacted_before.min(compacts_before);
+        let dispatcher = self.replay_journal()?;
         // Publishers whose events were not acknowledged try again; the new process
         // counts its records from 1 and does not hear the old one's outcomes.
         let retry: Vec<usize> = self.session.abandon().collect();
@@ -855,6 +822,37 @@ impl<'a> Sim<'a> {
             self.schedule(at, Action::Publish(index));
         }
         self.pump()
+    }
+
+    /// A dispatcher rebuilt from the journal as a restarted shard rebuilds it.
+    fn replay_journal(&self) -> Result<Dispatcher, Violation> {
+        let aligned: Vec<_> = self
+            .journal
+            .iter()
+            .map(|frame| aligned(&frame.payload))
+            .collect();
+        let frame = |k: usize| {
+            let seq = k as u64 + 1;
+            JournalFrame {
+                seq,
+                kind: self.journal[k].kind,
+                version: self.journal[k].version,
+                checkpoint: self.journal[k].checkpoint.is_some(),
+                payload: &aligned[k],
+                at: Some(frame_at(seq)),
+            }
+        };
+        // Replay reads the latest complete checkpoint's parts in order, then every record
+        // it does not cover, wherever it lies (between its parts too); every other
+        // checkpoint frame (earlier ones, and any a crash cut short or the driver
+        // abandoned) is skipped, as the journal skips them.
+        let (parts, covers) = last_complete_checkpoint(&self.journal)
+            .map_or((Vec::new(), 0), |c| (c.parts, c.covers));
+        let records =
+            (covers..self.journal.len()).filter(|&k| self.journal[k].checkpoint.is_none());
+        let unread = parts.into_iter().chain(records).map(|k| Ok(frame(k)));
+        recover::<std::convert::Infallible>(self.dispatcher_config.clone(), self.now_ms, unread)
+            .map_err(|e| self.violation(Invariant::Records, format!("replay: {e}")))
     }
 
     /// Performs a random management operation, acknowledged once its records are durable.
@@ -1254,30 +1252,71 @@ impl<'a> Sim<'a> {
     /// many crashes, replays and checkpoints the run had).
     fn check_history(&self) -> Result<(), Violation> {
         for tenant in &self.scenario.tenants {
-            let tenant = TenantId::parse(tenant)
-                .map_err(|e| self.violation(Invariant::Setup, format!("tenant: {e}")))?;
-            let mut after = None;
-            loop {
-                let page = self.session.dispatcher().deliveries(&DeliveryQuery {
-                    after,
-                    limit: PAGE_ITEMS_MAX,
-                    ..DeliveryQuery::tenant(tenant.clone())
-                });
-                for record in &page.items {
-                    if let Some(problem) = history_problem(record) {
-                        return Err(self.violation(
-                            Invariant::History,
-                            format!("delivery {}: {problem}: {:?}", record.id, record.attempts),
-                        ));
-                    }
-                }
-                match page.next_after {
-                    Some(next) => after = Some(next),
-                    None => break,
+            for record in self.delivery_log(self.session.dispatcher(), tenant)? {
+                if let Some(problem) = history_problem(&record) {
+                    return Err(self.violation(
+                        Invariant::History,
+                        format!("delivery {}: {problem}: {:?}", record.id, record.attempts),
+                    ));
                 }
             }
         }
         Ok(())
+    }
+
+    /// The journal as it stands at the end replays to the state that ran: a dispatcher
+    /// rebuilt from it (the latest complete checkpoint, then every record it does not
+    /// cover) shows every tenant the same delivery log.
+    fn check_replay(&self) -> Result<(), Violation> {
+        let replayed = self.replay_journal()?;
+        for tenant in &self.scenario.tenants {
+            let live = self.delivery_log(self.session.dispatcher(), tenant)?;
+            let rebuilt = self.delivery_log(&replayed, tenant)?;
+            if let Some((a, b)) = live.iter().zip(&rebuilt).find(|(a, b)| a != b) {
+                return Err(self.violation(
+                    Invariant::Records,
+                    format!(
+                        "the journal replays delivery {} as {b:?}; it ran as {a:?}",
+                        a.id
+                    ),
+                ));
+            }
+            if live.len() != rebuilt.len() {
+                return Err(self.violation(
+                    Invariant::Records,
+                    format!(
+                        "the journal replays {} deliveries of {tenant}; {} ran",
+                        rebuilt.len(),
+                        live.len()
+                    ),
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// Every delivery of `tenant` in `dispatcher`'s log, page by page.
+    fn delivery_log(
+        &self,
+        dispatcher: &Dispatcher,
+        tenant: &str,
+    ) -> Result<Vec<DeliveryRecord>, Violation> {
+        let tenant = TenantId::parse(tenant)
+            .map_err(|e| self.violation(Invariant::Setup, format!("tenant: {e}")))?;
+        let mut log = Vec::new();
+        let mut after = None;
+        loop {
+            let page = dispatcher.deliveries(&DeliveryQuery {
+                after,
+                limit: PAGE_ITEMS_MAX,
+                ..DeliveryQuery::tenant(tenant.clone())
+            });
+            log.extend(page.items);
+            match page.next_after {
+                Some(next) => after = Some(next),
+                None => return Ok(log),
+            }
+        }
     }
 
     fn check_step(&self) -> Result<(), Violation> {
