@@ -64,6 +64,17 @@ fn config_flags(args: &Args) -> String {
     flags
 }
 
+/// Reports the first failing seed, how to reproduce it, and how many seeds ran.
+fn failed(what: &dyn std::fmt::Display, seed: u64, ran: u64, args: &Args) -> ExitCode {
+    println!("FAILED {what}");
+    println!(
+        "reproduce: cargo run -p herald-sim --release -- --seed {seed}{}",
+        config_flags(args)
+    );
+    println!("seeds={ran} violations=1");
+    ExitCode::FAILURE
+}
+
 fn main() -> ExitCode {
     let args = Args::parse();
     let (first, count) = match args.seed {
@@ -96,7 +107,13 @@ fn main() -> ExitCode {
     let (mut sends, mut crashes, mut checkpoints, mut manual_ops) = (0, 0, 0, 0);
     let (mut parts, mut cut, mut abandoned, mut amid, mut copies_peak) = (0, 0, 0, 0, 0);
     for (done, seed) in (first..first.saturating_add(count)).enumerate() {
-        match run_seed_with(seed, &config) {
+        // A broken promise the core asserts (a body the journal no longer holds, a record
+        // applied in the middle of a checkpoint's first parts) panics: name the seed.
+        let Ok(run) = std::panic::catch_unwind(|| run_seed_with(seed, &config)) else {
+            let what = format!("seed={seed}: the run panicked (its message is above)");
+            return failed(&what, seed, done as u64 + 1, &args);
+        };
+        match run {
             Ok(stats) => {
                 sends += stats.sends;
                 crashes += stats.crashes;
@@ -135,15 +152,7 @@ fn main() -> ExitCode {
                     println!("{}/{count} seeds ok", done + 1);
                 }
             }
-            Err(violation) => {
-                println!("FAILED {violation}");
-                println!(
-                    "reproduce: cargo run -p herald-sim --release -- --seed {seed}{}",
-                    config_flags(&args)
-                );
-                println!("seeds={} violations=1", done + 1);
-                return ExitCode::FAILURE;
-            }
+            Err(violation) => return failed(&violation, seed, done as u64 + 1, &args),
         }
     }
     println!(
