@@ -8,15 +8,36 @@
 //! perhaps a torn part of the rest), and at random moments the process "crashes": the
 //! dispatcher is dropped and a fresh one is rebuilt by replaying the surviving frames.
 //!
+//! Checkpoints are written as `Dispatcher::begin_checkpoint` asks of a driver. Most begin
+//! once every queued command is journaled, write the parts holding the webhooks and keys
+//! at once, and then a few parts at a time on later steps while publishes, outcomes, retries and management operations append records
+//! between them; the end marker and `Dispatcher::finish_checkpoint` follow the last part.
+//! One in every few is written whole in one step. Part sizes rotate between one part,
+//! parts of a few KiB and a part per item. Each checkpoint frame carries what the
+//! journal's part header does: its checkpoint (the index of its first part), its part
+//! index, whether it is the end marker, and what it covers (the journal's length when it
+//! began). A checkpoint counts once its end is on disk after every part; recovery loads
+//! the latest such one's parts, then replays every record after what it covers, those
+//! between its parts included, and skips every other checkpoint frame. Once it is
+//! durable, the frames it covers that lie before its first part count as deleted: a body
+//! the dispatcher still points at there stops the run. A crash part way through one
+//! leaves its frames in the journal without an end, and the new process knows nothing of
+//! it; so does one the driver abandons (`Dispatcher::abandon_checkpoint`) when the next
+//! begins before it is done, as the journal does. Where checkpoints begin and how their
+//! parts are paced come from a second stream of the seed's generator, so that they do not
+//! move what the rest of a run draws.
+//!
 //! Every request and record is checked as it appears, cheap cross-checks run after every
-//! step, and the end of the run checks delivery (see [`Invariant`]). The same seed gives
-//! the same run, byte for byte: all randomness comes from one seeded generator (ChaCha8,
-//! whose stream its crate keeps fixed across releases, sampled through `rand`, whose
-//! integer ranges sample the same on 32- and 64-bit targets, so a seed reproduces on any
-//! machine and build of one `rand` major version; `tests/seeds.rs` pins a few seeds to
-//! their trace hashes) and all collections iterate in a fixed order. The checker states
-//! the delivery policy (retry schedule, breaker, auto-disable, `Retry-After` bound)
-//! itself instead of importing the core's constants, so it is an independent oracle.
+//! step, and the end of the run checks delivery, and that a dispatcher rebuilt from the
+//! journal shows the delivery log the one that ran shows (see [`Invariant`]). The same
+//! seed gives the same run, byte for byte: all randomness comes from one seeded generator
+//! (ChaCha8, whose stream its crate keeps fixed across releases, sampled through `rand`,
+//! whose integer ranges sample the same on 32- and 64-bit targets, so a seed reproduces
+//! on any machine and build of one `rand` major version; `tests/seeds.rs` pins a few
+//! seeds to their trace hashes) and all collections iterate in a fixed order. The checker
+//! states the delivery policy (retry schedule, breaker, auto-disable, `Retry-After`
+//! bound) itself instead of importing the core's constants, so it is an independent
+//! oracle.
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
@@ -62,7 +83,9 @@ pub enum Invariant {
     Durability,
     /// An attempt's recorded outcome follows the rules (status class, next attempt).
     Outcome,
-    /// Records are well-formed and consistent with what happened.
+    /// Records are well-formed and consistent with what happened; at the end, the
+    /// journal (its latest checkpoint and the records it does not cover) replays to the
+    /// delivery log that ran.
     Records,
     /// The run ends: no busy loop, no endless retry.
     Progress,
@@ -145,8 +168,19 @@ pub struct Stats {
     pub stale_outcomes: u64,
     /// Crashes.
     pub crashes: u64,
-    /// Checkpoints written.
+    /// Checkpoints written complete (with their end).
     pub checkpoints: u64,
+    /// Checkpoint parts written (complete checkpoints or not).
+    pub checkpoint_parts: u64,
+    /// Checkpoints a crash cut short while they were being written.
+    pub checkpoints_cut: u64,
+    /// Checkpoints abandoned while they were being written (the next one began).
+    pub checkpoints_abandoned: u64,
+    /// Records appended between the parts of a checkpoint being written.
+    pub records_amid_checkpoints: u64,
+    /// Most deliveries a checkpoint being written kept a copy of at once (changed or
+    /// removed after it began, before their part was written).
+    pub checkpoint_copies_peak: u64,
     /// Management operations performed.
     pub manual_ops: u64,
     /// Virtual time covered.

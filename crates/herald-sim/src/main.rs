@@ -64,6 +64,17 @@ fn config_flags(args: &Args) -> String {
     flags
 }
 
+/// Reports the first failing seed, how to reproduce it, and how many seeds ran.
+fn failed(what: &dyn std::fmt::Display, seed: u64, ran: u64, args: &Args) -> ExitCode {
+    println!("FAILED {what}");
+    println!(
+        "reproduce: cargo run -p herald-sim --release -- --seed {seed}{}",
+        config_flags(args)
+    );
+    println!("seeds={ran} violations=1");
+    ExitCode::FAILURE
+}
+
 fn main() -> ExitCode {
     let args = Args::parse();
     let (first, count) = match args.seed {
@@ -94,12 +105,24 @@ fn main() -> ExitCode {
     let progress_every = (count / 10).max(1);
     let mut total = herald_sim::checker::Tally::default();
     let (mut sends, mut crashes, mut checkpoints, mut manual_ops) = (0, 0, 0, 0);
+    let (mut parts, mut cut, mut abandoned, mut amid, mut copies_peak) = (0, 0, 0, 0, 0);
     for (done, seed) in (first..first.saturating_add(count)).enumerate() {
-        match run_seed_with(seed, &config) {
+        // A broken promise the core asserts (a body the journal no longer holds, a record
+        // applied in the middle of a checkpoint's first parts) panics: name the seed.
+        let Ok(run) = std::panic::catch_unwind(|| run_seed_with(seed, &config)) else {
+            let what = format!("seed={seed}: the run panicked (its message is above)");
+            return failed(&what, seed, done as u64 + 1, &args);
+        };
+        match run {
             Ok(stats) => {
                 sends += stats.sends;
                 crashes += stats.crashes;
                 checkpoints += stats.checkpoints;
+                parts += stats.checkpoint_parts;
+                cut += stats.checkpoints_cut;
+                abandoned += stats.checkpoints_abandoned;
+                amid += stats.records_amid_checkpoints;
+                copies_peak = stats.checkpoint_copies_peak.max(copies_peak);
                 manual_ops += stats.manual_ops;
                 let t = &stats.tally;
                 total.success += t.success;
@@ -112,12 +135,16 @@ fn main() -> ExitCode {
                 total.breaker_openings += t.breaker_openings;
                 if args.verbose {
                     println!(
-                        "seed={seed} ok steps={} publishes={} acked={} sends={} crashes={} virtual_h={} trace={:016x}",
+                        "seed={seed} ok steps={} publishes={} acked={} sends={} crashes={} checkpoints={} cut={} amid={} copies_peak={} virtual_h={} trace={:016x}",
                         stats.steps,
                         stats.publishes,
                         stats.acked,
                         stats.sends,
                         stats.crashes,
+                        stats.checkpoints,
+                        stats.checkpoints_cut,
+                        stats.records_amid_checkpoints,
+                        stats.checkpoint_copies_peak,
                         stats.virtual_ms / 3_600_000,
                         stats.trace_hash
                     );
@@ -125,15 +152,7 @@ fn main() -> ExitCode {
                     println!("{}/{count} seeds ok", done + 1);
                 }
             }
-            Err(violation) => {
-                println!("FAILED {violation}");
-                println!(
-                    "reproduce: cargo run -p herald-sim --release -- --seed {seed}{}",
-                    config_flags(&args)
-                );
-                println!("seeds={} violations=1", done + 1);
-                return ExitCode::FAILURE;
-            }
+            Err(violation) => return failed(&violation, seed, done as u64 + 1, &args),
         }
     }
     println!(
@@ -146,6 +165,9 @@ fn main() -> ExitCode {
         total.disabled_gone,
         total.disabled_failing,
         total.disabled_manual
+    );
+    println!(
+        "checkpoints: parts={parts} cut_by_a_crash={cut} abandoned={abandoned} records_between_parts={amid} copies_peak={copies_peak}"
     );
     println!("seeds={count} violations=0");
     ExitCode::SUCCESS

@@ -10,10 +10,10 @@ use std::collections::BTreeMap;
 use herald_core::record::Record;
 use herald_core::session::{recover, JournalFrame, Session};
 use herald_core::{
-    AppendId, BodyPos, BodyStore, Command, DeliveryQuery, DeliveryRecord, DeliveryStatus,
-    DisableReason, Dispatcher, DispatcherConfig, EndpointLimits, EventFilter, EventId, EventType,
-    NewEvent, Outcome, PayloadAt, SendRequest, TenantId, WebhookId, WebhookSpec, WebhookStatus,
-    API_VERSION_DEFAULT, ATTEMPT_HISTORY_MAX, PAGE_ITEMS_MAX,
+    AppendId, BodyPos, BodyStore, Checkpoint, Command, DeliveryQuery, DeliveryRecord,
+    DeliveryStatus, DisableReason, Dispatcher, DispatcherConfig, EndpointLimits, EventFilter,
+    EventId, EventType, NewEvent, Outcome, PayloadAt, SendRequest, TenantId, WebhookId,
+    WebhookSpec, WebhookStatus, API_VERSION_DEFAULT, ATTEMPT_HISTORY_MAX, PAGE_ITEMS_MAX,
 };
 use herald_http::Url;
 use herald_sign::{generate_secret, public_key, Scheme, Verifier};
@@ -46,8 +46,13 @@ enum Action {
     },
     /// The process dies.
     Crash,
-    /// The driver writes a checkpoint; recovery starts from the last durable one.
+    /// The driver begins a checkpoint, whose other parts it writes on later steps (or,
+    /// one in every few, writes one whole); recovery starts from the last complete
+    /// durable one.
     Checkpoint,
+    /// The driver writes the next few parts of the checkpoint it is writing, and its end
+    /// once it has every part.
+    CheckpointStep,
     /// A management operation: webhook change or manual re-delivery.
     Manage,
 }
@@ -58,25 +63,72 @@ struct Frame {
     kind: u16,
     version: u16,
     payload: rkyv::util::AlignedVec,
-    /// A checkpoint frame (`Journal::checkpoint`), not an `Append` of the dispatcher.
-    checkpoint: bool,
-    /// For a checkpoint frame: its part number and how many parts the checkpoint has (it
-    /// counts only once all of them are on disk, as the journal's end marker makes it).
-    part: (u32, u32),
+    /// For a checkpoint frame (`Journal::checkpoint_part` and its end marker), not an
+    /// `Append` of the dispatcher: its place in its checkpoint.
+    checkpoint: Option<Part>,
 }
 
-/// Where the latest complete checkpoint starts (its first part), if there is one: a
-/// checkpoint a crash cut short counts as never written, as in the real journal.
-fn last_complete_checkpoint(journal: &[Frame]) -> Option<usize> {
-    (0..journal.len()).rev().find(|&start| {
-        let (index, count) = journal[start].part;
-        journal[start].checkpoint
-            && index == 0
-            && (0..count as usize).all(|k| {
-                journal
-                    .get(start + k)
-                    .is_some_and(|f| f.checkpoint && f.part == (k as u32, count))
+/// A checkpoint frame's place in its checkpoint, as the journal's part header holds it.
+/// A checkpoint's frames need not be consecutive: records are appended between its parts.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Part {
+    /// The checkpoint it belongs to: the index of its first part's frame (the journal
+    /// names it by that frame's sequence number).
+    first: usize,
+    /// The part's index; the end marker's is the number of parts before it.
+    index: u32,
+    /// The end marker (no payload): the checkpoint counts once it is on disk after
+    /// every part.
+    end: bool,
+    /// The journal's length when the checkpoint began: it covers the frames before this
+    /// index (sequence numbers up to it), and none appended after, between its parts
+    /// included.
+    covers: usize,
+}
+
+/// A complete checkpoint in the simulated journal.
+#[derive(Debug)]
+struct CompleteCheckpoint {
+    /// The indexes of its part frames, in part order (the end marker excluded).
+    parts: Vec<usize>,
+    /// See [`Part::covers`].
+    covers: usize,
+    /// The index of its first part.
+    first: usize,
+}
+
+impl CompleteCheckpoint {
+    /// Frames before this index are what the journal may delete once the checkpoint is
+    /// durable: frames it covers that also lie before its first part.
+    fn compacts_before(&self) -> usize {
+        self.covers.min(self.first)
+    }
+}
+
+/// The latest complete checkpoint (the last end marker on disk whose every part lies
+/// before it, whatever frames came between them), if there is one: a checkpoint a crash
+/// cut short counts as never written, as in the real journal.
+fn last_complete_checkpoint(journal: &[Frame]) -> Option<CompleteCheckpoint> {
+    journal.iter().enumerate().rev().find_map(|(at, frame)| {
+        let end = frame.checkpoint.filter(|p| p.end)?;
+        let parts: Vec<usize> = (end.first..at)
+            .filter(|&k| {
+                journal[k]
+                    .checkpoint
+                    .is_some_and(|p| p.first == end.first && !p.end)
             })
+            .collect();
+        let in_order = parts.len() == end.index as usize
+            && parts.iter().enumerate().all(|(n, &k)| {
+                journal[k]
+                    .checkpoint
+                    .is_some_and(|p| p.index as usize == n && p.covers == end.covers)
+            });
+        in_order.then_some(CompleteCheckpoint {
+            parts,
+            covers: end.covers,
+            first: end.first,
+        })
     })
 }
 
@@ -90,9 +142,10 @@ fn frame_at(seq: u64) -> PayloadAt {
 }
 
 /// Event bodies read back from the simulated journal, as a shard reads them through its
-/// mapping. Frames before the latest durable checkpoint count as compacted away (the
-/// real journal deletes their segments), so a body the dispatcher still points at there
-/// is missing, as it would be on disk, and stops the run.
+/// mapping. Frames the latest durable complete checkpoint covers and that lie before its
+/// first part count as compacted away (the real journal deletes their segments), so a
+/// body the dispatcher still points at there is missing, as it would be on disk, and
+/// stops the run.
 struct Bodies<'a> {
     journal: &'a [Frame],
     compacted_before: usize,
@@ -110,6 +163,15 @@ impl BodyStore for Bodies<'_> {
     }
 }
 
+/// A checkpoint the driver is writing a part at a time, between other input.
+struct Underway {
+    checkpoint: Checkpoint,
+    /// The index of its first part's frame, once written.
+    first: Option<usize>,
+    /// See [`Part::covers`].
+    covers: usize,
+}
+
 /// Per-webhook signing setup, so that the receiver can verify what it gets.
 struct Receiver {
     verifier: Verifier,
@@ -119,6 +181,9 @@ struct Receiver {
 struct Sim<'a> {
     config: &'a SimConfig,
     rng: ChaCha8Rng,
+    /// The seed's second stream, for where checkpoints begin and how their parts are
+    /// paced, so that these choices do not move what the rest of a run draws.
+    checkpoint_rng: ChaCha8Rng,
     scenario: Scenario,
     checker: Checker,
     dispatcher_config: DispatcherConfig,
@@ -132,6 +197,10 @@ struct Sim<'a> {
     durable_len: usize,
     /// Frames before this index are compacted away (see [`Bodies`]).
     compacted_before: usize,
+    /// The checkpoint being written a part at a time, if one is.
+    underway: Option<Underway>,
+    /// Checkpoints begun (whole ones included): picks each one's layout.
+    checkpoints_begun: u64,
     sync_scheduled: bool,
     receivers: BTreeMap<String, Receiver>,
     plans: BTreeMap<String, WebhookPlan>,
@@ -174,9 +243,12 @@ impl<'a> Sim<'a> {
         };
         let checker = Checker::new(seed, &scenario, jitter_percent);
         let start_ms = scenario.start_ms;
+        let mut checkpoint_rng = ChaCha8Rng::seed_from_u64(seed);
+        checkpoint_rng.set_stream(1);
         let mut sim = Sim {
             config,
             rng,
+            checkpoint_rng,
             checker,
             session: Session::new(Dispatcher::new(dispatcher_config.clone(), start_ms)),
             dispatcher_config,
@@ -186,6 +258,8 @@ impl<'a> Sim<'a> {
             journal: Vec::new(),
             durable_len: 0,
             compacted_before: 0,
+            underway: None,
+            checkpoints_begun: 0,
             sync_scheduled: false,
             receivers: BTreeMap::new(),
             plans: BTreeMap::new(),
@@ -209,10 +283,20 @@ impl<'a> Sim<'a> {
             sim.schedule(at, Action::Publish(index));
         }
         for _ in 0..sim.rng.random_range(0..=config.checkpoints_max) {
-            let at = start_ms
+            let anywhere = start_ms
                 + sim
                     .rng
                     .random_range(0..config.limits.publish_window_ms + DAY_MS);
+            // Half of them amid a burst of publishes (their parts then go out between
+            // the burst's records, and deliveries change before their part is written);
+            // the others anywhere, quiet times included.
+            let events = &sim.scenario.events;
+            let at = if sim.checkpoint_rng.random_bool(0.5) {
+                let near = events[sim.checkpoint_rng.random_range(0..events.len())].at_ms;
+                near + sim.checkpoint_rng.random_range(0..5_000)
+            } else {
+                anywhere
+            };
             sim.schedule(at, Action::Checkpoint);
         }
         for _ in 0..sim.rng.random_range(0..=config.manual_ops_max) {
@@ -377,8 +461,10 @@ impl<'a> Sim<'a> {
         // Let everything in flight come back and everything left be synced before the
         // final check.
         self.stats.virtual_ms = self.now_ms - self.scenario.start_ms;
+        self.finish_underway_at_once()?;
         self.sync();
         self.check_history()?;
+        self.check_replay()?;
         self.checker.finish(self.now_ms)?;
         self.stats.trace_hash = self.trace.0;
         self.stats.sends = self.checker.sends;
@@ -464,6 +550,7 @@ impl<'a> Sim<'a> {
             }
             Action::Crash => self.crash(),
             Action::Checkpoint => self.checkpoint(),
+            Action::CheckpointStep => self.checkpoint_step(),
             Action::Manage => self.manage(),
         }
     }
@@ -528,7 +615,7 @@ impl<'a> Sim<'a> {
         }
         if self.journal.len() > self.durable_len && !self.sync_scheduled {
             // Group commit: a sync a few milliseconds later covers everything appended
-            // until then.
+            // until then (checkpoint frames written since the last step too).
             let at = self.now_ms + self.rng.random_range(0..=5);
             self.schedule(at, Action::Sync);
             self.sync_scheduled = true;
@@ -563,9 +650,11 @@ impl<'a> Sim<'a> {
             kind,
             version,
             payload,
-            checkpoint: false,
-            part: (0, 0),
+            checkpoint: None,
         });
+        if self.underway.is_some() {
+            self.stats.records_amid_checkpoints += 1;
+        }
         // A frame's journal sequence number is its position (from 1), as the real
         // journal's numbering continues after a torn tail was cut.
         let seq = self.journal.len() as u64;
@@ -661,9 +750,10 @@ impl<'a> Sim<'a> {
     /// Group commit: every frame appended so far is durable.
     fn sync(&mut self) {
         self.durable_len = self.journal.len();
-        // The journal deletes the segments before its latest durable checkpoint.
+        // The journal deletes the segments its latest durable checkpoint covers, up to
+        // its first part.
         if let Some(checkpoint) = last_complete_checkpoint(&self.journal) {
-            self.compacted_before = self.compacted_before.max(checkpoint);
+            self.compacted_before = self.compacted_before.max(checkpoint.compacts_before());
         }
         let released: Vec<usize> = self.session.durable(self.journal.len() as u64).collect();
         for index in released {
@@ -686,6 +776,11 @@ impl<'a> Sim<'a> {
             eprintln!("{} crash", self.now_ms);
         }
         self.stats.crashes += 1;
+        if self.underway.take().is_some() {
+            // The new process knows nothing of it; the parts already written stay in the
+            // journal as a checkpoint without an end, which recovery skips.
+            self.stats.checkpoints_cut += 1;
+        }
         let unsynced = self.journal.len() - self.durable_len;
         let mut keep = self.durable_len + self.rng.random_range(0..=unsynced);
         if self.config.bug == Some(InjectedBug::ForgetDurable) {
@@ -695,32 +790,14 @@ impl<'a> Sim<'a> {
         self.durable_len = keep;
         self.sync_scheduled = false;
         self.agenda
-            .retain(|_, action| !matches!(action, Action::Sync));
-        let aligned: Vec<_> = self
-            .journal
-            .iter()
-            .map(|frame| aligned(&frame.payload))
-            .collect();
-        let frames: Vec<JournalFrame<'_>> = self
-            .journal
-            .iter()
-            .zip(&aligned)
-            .zip(1..)
-            .map(|((frame, payload), seq)| JournalFrame {
-                seq,
-                kind: frame.kind,
-                version: frame.version,
-                checkpoint: frame.checkpoint,
-                payload,
-                at: Some(frame_at(seq)),
-            })
-            .collect();
-        let mut survivors = Vec::with_capacity(frames.len());
-        for frame in &frames {
-            let record = if frame.checkpoint {
-                Record::decode_checkpoint(frame.payload)
-            } else {
-                Record::decode(frame.kind, frame.version, frame.payload)
+            .retain(|_, action| !matches!(action, Action::Sync | Action::CheckpointStep));
+        let mut survivors = Vec::with_capacity(self.journal.len());
+        for frame in &self.journal {
+            let payload = aligned(&frame.payload);
+            let record = match frame.checkpoint {
+                Some(part) if part.end => continue,
+                Some(_) => Record::decode_checkpoint(&payload),
+                None => Record::decode(frame.kind, frame.version, &payload),
             }
             .map_err(|e| self.violation(Invariant::Records, format!("decode: {e}")))?;
             survivors.push(record);
@@ -729,27 +806,13 @@ impl<'a> Sim<'a> {
         // the last checkpoint and what follows it. A checkpoint that summarises the
         // history wrongly shows up as a dispatcher that disagrees with the checker.
         self.checker.crashed(self.now_ms, &survivors)?;
-        let complete = last_complete_checkpoint(&self.journal);
-        let replay_from = complete.unwrap_or(0);
-        let parts = complete.map_or(0, |start| self.journal[start].part.1 as usize);
         // A disk that lost durable frames (an injected defect) may have lost the
-        // checkpoint compaction relied on; the frames from the one replay starts at are
-        // still there, as a real journal keeps them.
-        self.compacted_before = self.compacted_before.min(replay_from);
-        // Replay reads that checkpoint's parts and the records after it; the parts of a
-        // later checkpoint the crash cut short are skipped, as the journal skips them.
-        let unread = frames[replay_from..]
-            .iter()
-            .zip(&self.journal[replay_from..])
-            .enumerate()
-            .filter(|(k, (_, frame))| !frame.checkpoint || *k < parts)
-            .map(|(_, (frame, _))| Ok(*frame));
-        let dispatcher = recover::<std::convert::Infallible>(
-            self.dispatcher_config.clone(),
-            self.now_ms,
-            unread,
-        )
-        .map_err(|e| self.violation(Invariant::Records, format!("replay: {e}")))?;
+        // checkpoint compaction relied on; the frames the one replay starts from needs
+        // are still there, as a real journal keeps them.
+        let compacts_before =
+            last_complete_checkpoint(&self.journal).map_or(0, |c| c.compacts_before());
+        self.compacted_before = self.compacted_before.min(compacts_before);
+        let dispatcher = self.replay_journal()?;
         // Publishers whose events were not acknowledged try again; the new process
         // counts its records from 1 and does not hear the old one's outcomes.
         let retry: Vec<usize> = self.session.abandon().collect();
@@ -759,6 +822,37 @@ impl<'a> Sim<'a> {
             self.schedule(at, Action::Publish(index));
         }
         self.pump()
+    }
+
+    /// A dispatcher rebuilt from the journal as a restarted shard rebuilds it.
+    fn replay_journal(&self) -> Result<Dispatcher, Violation> {
+        let aligned: Vec<_> = self
+            .journal
+            .iter()
+            .map(|frame| aligned(&frame.payload))
+            .collect();
+        let frame = |k: usize| {
+            let seq = k as u64 + 1;
+            JournalFrame {
+                seq,
+                kind: self.journal[k].kind,
+                version: self.journal[k].version,
+                checkpoint: self.journal[k].checkpoint.is_some(),
+                payload: &aligned[k],
+                at: Some(frame_at(seq)),
+            }
+        };
+        // Replay reads the latest complete checkpoint's parts in order, then every record
+        // it does not cover, wherever it lies (between its parts too); every other
+        // checkpoint frame (earlier ones, and any a crash cut short or the driver
+        // abandoned) is skipped, as the journal skips them.
+        let (parts, covers) = last_complete_checkpoint(&self.journal)
+            .map_or((Vec::new(), 0), |c| (c.parts, c.covers));
+        let records =
+            (covers..self.journal.len()).filter(|&k| self.journal[k].checkpoint.is_none());
+        let unread = parts.into_iter().chain(records).map(|k| Ok(frame(k)));
+        recover::<std::convert::Infallible>(self.dispatcher_config.clone(), self.now_ms, unread)
+            .map_err(|e| self.violation(Invariant::Records, format!("replay: {e}")))
     }
 
     /// Performs a random management operation, acknowledged once its records are durable.
@@ -915,19 +1009,166 @@ impl<'a> Sim<'a> {
         Ok(())
     }
 
-    /// Writes a checkpoint frame. Commands are drained after every step, so the
-    /// checkpoint follows every record it summarises.
+    /// Begins a checkpoint, written a part at a time over later steps
+    /// ([`Action::CheckpointStep`]) while the other actions go on between its parts; one
+    /// in every few is written whole, as a driver does on a clean stop and at the
+    /// journal's segment limit. One that is still being written is first finished at
+    /// once or abandoned (one is written at a time).
     fn checkpoint(&mut self) -> Result<(), Violation> {
+        // Every queued command is journaled first: the checkpoint covers every record
+        // so far and none after.
         self.pump()?;
+        if self.underway.is_some() && self.checkpoint_rng.random_bool(0.5) {
+            self.abandon_underway();
+        }
+        self.finish_underway_at_once()?;
         // One part, parts of a few KiB, or a part per item (an event's deliveries then
-        // continue over parts): every layout the shard's writer can produce, in turn,
-        // without drawing from the seed's random stream.
-        let target = [usize::MAX, 4096, 1][(self.stats.checkpoints % 3) as usize];
+        // continue over parts), written whole or between other input: every layout the
+        // shard's writer can produce, in turn, without drawing from the seed's random
+        // stream.
+        let nth = self.checkpoints_begun;
+        self.checkpoints_begun += 1;
+        let target = [usize::MAX, 4096, 1][(nth % 3) as usize];
+        if nth % 4 == 3 {
+            return self.checkpoint_whole(target);
+        }
+        let checkpoint = self
+            .session
+            .dispatcher_mut()
+            .begin_checkpoint(self.now_ms, target);
+        let mut underway = Underway {
+            checkpoint,
+            first: None,
+            covers: self.journal.len(),
+        };
+        // The webhooks and keys go out before any other input (the core asserts it):
+        // in this step. The rest, and the end (even of a checkpoint whose one part is
+        // written), on later steps.
+        while !underway.checkpoint.registry_written() {
+            self.write_checkpoint_part(&mut underway)?;
+        }
+        self.underway = Some(underway);
+        self.schedule_checkpoint_step();
+        Ok(())
+    }
+
+    /// Schedules the next step of the checkpoint underway: soon, or after a while in
+    /// which anything else may happen (publishes, outcomes, retries, management
+    /// operations, crashes), as a driver writes a part on a turn between its other work.
+    fn schedule_checkpoint_step(&mut self) {
+        let within_ms = [1_000, 60_000, 600_000, 3_600_000][self.checkpoint_rng.random_range(0..4)];
+        let at = self.now_ms + self.checkpoint_rng.random_range(0..=within_ms);
+        self.schedule(at, Action::CheckpointStep);
+    }
+
+    /// A few more parts of the checkpoint underway (how many is drawn from the seed's
+    /// stream); once it has every part, its end, and it is finished (a checkpoint of
+    /// one part still ends a step after it began). Else the next step is scheduled.
+    fn checkpoint_step(&mut self) -> Result<(), Violation> {
+        let Some(mut underway) = self.underway.take() else {
+            return Ok(());
+        };
+        let parts_max = self.checkpoint_rng.random_range(1..=3);
+        for _ in 0..parts_max {
+            if underway.checkpoint.is_done() {
+                break;
+            }
+            self.write_checkpoint_part(&mut underway)?;
+        }
+        if underway.checkpoint.is_done() {
+            return self.finish_checkpoint(underway);
+        }
+        self.underway = Some(underway);
+        self.schedule_checkpoint_step();
+        Ok(())
+    }
+
+    /// Writes every part left of the checkpoint underway, if there is one, and its end.
+    fn finish_underway_at_once(&mut self) -> Result<(), Violation> {
+        let Some(mut underway) = self.underway.take() else {
+            return Ok(());
+        };
+        self.agenda
+            .retain(|_, action| !matches!(action, Action::CheckpointStep));
+        while !underway.checkpoint.is_done() {
+            self.write_checkpoint_part(&mut underway)?;
+        }
+        self.finish_checkpoint(underway)
+    }
+
+    /// Drops the checkpoint underway unfinished, as when the journal abandons it: its
+    /// frames stay in the journal without an end, which recovery skips.
+    fn abandon_underway(&mut self) {
+        let Some(underway) = self.underway.take() else {
+            return;
+        };
+        self.agenda
+            .retain(|_, action| !matches!(action, Action::CheckpointStep));
+        self.session
+            .dispatcher_mut()
+            .abandon_checkpoint(underway.checkpoint);
+        self.stats.checkpoints_abandoned += 1;
+    }
+
+    /// Appends the next part of `underway`, reading the bodies it copies through the
+    /// journal (frames compacted away stay unreadable).
+    fn write_checkpoint_part(&mut self, underway: &mut Underway) -> Result<(), Violation> {
+        let copies = self.session.dispatcher().checkpoint_copies() as u64;
+        self.stats.checkpoint_copies_peak = self.stats.checkpoint_copies_peak.max(copies);
+        // Where its bodies go: the frame this part is about to be appended as.
+        let at = frame_at(self.journal.len() as u64 + 1);
         let bodies = Bodies {
             journal: &self.journal,
             compacted_before: self.compacted_before,
         };
-        let first_seq = self.journal.len() as u64 + 1;
+        let Some(part) = self
+            .session
+            .dispatcher_mut()
+            .checkpoint_part(&mut underway.checkpoint, &bodies)
+        else {
+            return Err(self.violation(
+                Invariant::Records,
+                "a checkpoint not done has no next part".to_string(),
+            ));
+        };
+        let (kind, _, payload) = part
+            .encode()
+            .map_err(|e| self.violation(Invariant::Records, format!("encode: {e}")))?;
+        underway
+            .checkpoint
+            .stored(&payload, at)
+            .map_err(|e| self.violation(Invariant::Records, format!("locating bodies: {e}")))?;
+        let first = *underway.first.get_or_insert(self.journal.len());
+        let index = underway.checkpoint.parts() - 1;
+        self.push_part(kind, payload, first, index, underway.covers);
+        Ok(())
+    }
+
+    /// Appends the end of `underway`, which has every part, and finishes it.
+    fn finish_checkpoint(&mut self, underway: Underway) -> Result<(), Violation> {
+        let Some(first) = underway.first else {
+            return Err(self.violation(
+                Invariant::Records,
+                "a checkpoint done without a part".to_string(),
+            ));
+        };
+        self.push_end(first, underway.checkpoint.parts(), underway.covers);
+        // Before it can be durable (and the frames it covers compacted away), with no
+        // other input in between.
+        self.session
+            .dispatcher_mut()
+            .finish_checkpoint(underway.checkpoint);
+        self.stats.checkpoints += 1;
+        Ok(())
+    }
+
+    /// Writes a whole checkpoint in this step (`Dispatcher::checkpoint_parts_with`).
+    fn checkpoint_whole(&mut self, target: usize) -> Result<(), Violation> {
+        let bodies = Bodies {
+            journal: &self.journal,
+            compacted_before: self.compacted_before,
+        };
+        let covers = self.journal.len();
         let mut parts =
             self.session
                 .dispatcher()
@@ -936,7 +1177,7 @@ impl<'a> Sim<'a> {
         let mut failed = None;
         while let Some(part) = parts.next() {
             // Where its bodies go: the frame this part is about to be appended as.
-            let at = frame_at(first_seq + encoded.len() as u64);
+            let at = frame_at((covers + encoded.len()) as u64 + 1);
             match part.encode() {
                 Ok((kind, _, payload)) => {
                     if let Err(e) = parts.stored(&payload, at) {
@@ -955,21 +1196,55 @@ impl<'a> Sim<'a> {
         if let Some(reason) = failed {
             return Err(self.violation(Invariant::Records, reason));
         }
-        self.stats.checkpoints += 1;
         let count = encoded.len() as u32;
         for (index, (kind, payload)) in encoded.into_iter().enumerate() {
-            // The journal numbers its checkpoint frames with its own version.
-            self.journal.push(Frame {
-                kind,
-                version: herald_core::session::CHECKPOINT_FRAME_VERSION,
-                payload,
-                checkpoint: true,
-                part: (index as u32, count),
-            });
+            self.push_part(kind, payload, covers, index as u32, covers);
         }
+        self.push_end(covers, count, covers);
         // Before it can be durable (and the frames before it compacted away).
         self.session.dispatcher_mut().checkpoint_stored(moves);
+        self.stats.checkpoints += 1;
         Ok(())
+    }
+
+    /// Appends part `index` of the checkpoint whose first part is frame `first`.
+    fn push_part(
+        &mut self,
+        kind: u16,
+        payload: rkyv::util::AlignedVec,
+        first: usize,
+        index: u32,
+        covers: usize,
+    ) {
+        self.stats.checkpoint_parts += 1;
+        self.journal.push(Frame {
+            kind,
+            // The journal numbers its checkpoint frames with its own version.
+            version: herald_core::session::CHECKPOINT_FRAME_VERSION,
+            payload,
+            checkpoint: Some(Part {
+                first,
+                index,
+                end: false,
+                covers,
+            }),
+        });
+    }
+
+    /// Appends the end marker of the checkpoint whose first part is frame `first`, after
+    /// its `parts` parts: it is complete once this is on disk.
+    fn push_end(&mut self, first: usize, parts: u32, covers: usize) {
+        self.journal.push(Frame {
+            kind: herald_core::record::kind::CHECKPOINT,
+            version: herald_core::session::CHECKPOINT_FRAME_VERSION,
+            payload: rkyv::util::AlignedVec::new(),
+            checkpoint: Some(Part {
+                first,
+                index: parts,
+                end: true,
+                covers,
+            }),
+        });
     }
 
     /// Cheap cross-checks after every step.
@@ -977,30 +1252,71 @@ impl<'a> Sim<'a> {
     /// many crashes, replays and checkpoints the run had).
     fn check_history(&self) -> Result<(), Violation> {
         for tenant in &self.scenario.tenants {
-            let tenant = TenantId::parse(tenant)
-                .map_err(|e| self.violation(Invariant::Setup, format!("tenant: {e}")))?;
-            let mut after = None;
-            loop {
-                let page = self.session.dispatcher().deliveries(&DeliveryQuery {
-                    after,
-                    limit: PAGE_ITEMS_MAX,
-                    ..DeliveryQuery::tenant(tenant.clone())
-                });
-                for record in &page.items {
-                    if let Some(problem) = history_problem(record) {
-                        return Err(self.violation(
-                            Invariant::History,
-                            format!("delivery {}: {problem}: {:?}", record.id, record.attempts),
-                        ));
-                    }
-                }
-                match page.next_after {
-                    Some(next) => after = Some(next),
-                    None => break,
+            for record in self.delivery_log(self.session.dispatcher(), tenant)? {
+                if let Some(problem) = history_problem(&record) {
+                    return Err(self.violation(
+                        Invariant::History,
+                        format!("delivery {}: {problem}: {:?}", record.id, record.attempts),
+                    ));
                 }
             }
         }
         Ok(())
+    }
+
+    /// The journal as it stands at the end replays to the state that ran: a dispatcher
+    /// rebuilt from it (the latest complete checkpoint, then every record it does not
+    /// cover) shows every tenant the same delivery log.
+    fn check_replay(&self) -> Result<(), Violation> {
+        let replayed = self.replay_journal()?;
+        for tenant in &self.scenario.tenants {
+            let live = self.delivery_log(self.session.dispatcher(), tenant)?;
+            let rebuilt = self.delivery_log(&replayed, tenant)?;
+            if let Some((a, b)) = live.iter().zip(&rebuilt).find(|(a, b)| a != b) {
+                return Err(self.violation(
+                    Invariant::Records,
+                    format!(
+                        "the journal replays delivery {} as {b:?}; it ran as {a:?}",
+                        a.id
+                    ),
+                ));
+            }
+            if live.len() != rebuilt.len() {
+                return Err(self.violation(
+                    Invariant::Records,
+                    format!(
+                        "the journal replays {} deliveries of {tenant}; {} ran",
+                        rebuilt.len(),
+                        live.len()
+                    ),
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// Every delivery of `tenant` in `dispatcher`'s log, page by page.
+    fn delivery_log(
+        &self,
+        dispatcher: &Dispatcher,
+        tenant: &str,
+    ) -> Result<Vec<DeliveryRecord>, Violation> {
+        let tenant = TenantId::parse(tenant)
+            .map_err(|e| self.violation(Invariant::Setup, format!("tenant: {e}")))?;
+        let mut log = Vec::new();
+        let mut after = None;
+        loop {
+            let page = dispatcher.deliveries(&DeliveryQuery {
+                after,
+                limit: PAGE_ITEMS_MAX,
+                ..DeliveryQuery::tenant(tenant.clone())
+            });
+            log.extend(page.items);
+            match page.next_after {
+                Some(next) => after = Some(next),
+                None => return Ok(log),
+            }
+        }
     }
 
     fn check_step(&self) -> Result<(), Violation> {
