@@ -22,7 +22,7 @@ use crate::format::{
     decode_frame_head, decode_part_header, encode_part_header, scan_segment_after, CheckpointSpan,
     DecodedHead, CHECKPOINT_PART_HEADER_BYTES,
 };
-use crate::spare::Spare;
+use crate::spare::{Doomed, Spare};
 use crate::sync::{DurableHandle, Shared, SyncStats};
 
 /// Smallest segment: a few frames plus header; smaller would roll constantly.
@@ -335,6 +335,15 @@ struct Segment {
     last_seq: u64,
 }
 
+/// How a compaction deletes the segments it lets go.
+#[derive(Clone, Copy)]
+enum Removal {
+    /// Before it returns.
+    Now,
+    /// On the spare thread (a roll's compaction).
+    Background,
+}
+
 /// An open journal. Owned by one thread (a shard); a background thread does
 /// the syncing. Dropping it syncs what was appended and stops that thread.
 pub struct Journal {
@@ -627,12 +636,11 @@ impl Journal {
             }
         };
         let dir = Arc::new(dir);
-        let spare = Spare::start(config.dir.clone(), config.segment_bytes).map_err(|source| {
-            JournalError::Spawn {
+        let spare = Spare::start(config.dir.clone(), Arc::clone(&dir), config.segment_bytes)
+            .map_err(|source| JournalError::Spawn {
                 thread: "herald-journal-spare",
                 source,
-            }
-        })?;
+            })?;
         let shared = Arc::new(Shared::new(
             active,
             Arc::clone(&dir),
@@ -1085,8 +1093,9 @@ impl Journal {
         self.shared
             .rolled(Arc::clone(&segment.file), (temp, segment.path.clone()));
         self.segments.push(segment);
-        // Retention happens here so steady load needs no explicit call.
-        self.compact()?;
+        // Retention happens here so steady load needs no explicit call; the files go
+        // in the background (see `spare`), not on the appender's thread.
+        self.compact_with(Removal::Background)?;
         Ok(())
     }
 
@@ -1095,7 +1104,23 @@ impl Journal {
     /// to its `covers_seq`) and that lie before its first frame. The segment holding
     /// `covers_seq + 1` is kept, since replay goes on from there. Called on every roll;
     /// callers may call it too.
+    ///
+    /// It deletes the files before it returns (and first waits for the deletions a roll
+    /// queued in the background); a roll's own compaction leaves them to the
+    /// journal's background thread, and a deletion that failed there is reported by the
+    /// next compaction.
     pub fn compact(&mut self) -> Result<Compaction, JournalError> {
+        self.compact_with(Removal::Now)
+    }
+
+    fn compact_with(&mut self, removal: Removal) -> Result<Compaction, JournalError> {
+        let queued = match removal {
+            Removal::Now => self.spare.deleted(),
+            Removal::Background => self.spare.deletion_failed(),
+        };
+        if let Err((path, error)) = queued {
+            return Err(JournalError::io("remove", &path, error));
+        }
         let mut done = Compaction::default();
         let Some(CheckpointSpan {
             first_base,
@@ -1110,20 +1135,32 @@ impl Journal {
             return Ok(done);
         }
         // Oldest first, so a crash part way leaves a contiguous suffix.
+        let mut doomed = Vec::new();
         while self.segments.len() > 1
             && self.segments[0].base_seq < first_base
             && self.segments[0].last_seq <= covers_seq
         {
             let segment = self.segments.remove(0);
-            fs::remove_file(&segment.path)
-                .map_err(|e| JournalError::io("remove", &segment.path, e))?;
             done.segments_deleted += 1;
             done.bytes_freed += segment.map.len() as u64;
+            match removal {
+                Removal::Now => {
+                    fs::remove_file(&segment.path)
+                        .map_err(|e| JournalError::io("remove", &segment.path, e))?;
+                }
+                Removal::Background => doomed.push(Doomed {
+                    path: segment.path.clone(),
+                    keep_until_deleted: Box::new(segment),
+                }),
+            }
         }
-        if done.segments_deleted > 0 {
-            self.dir
+        match removal {
+            Removal::Now if done.segments_deleted > 0 => self
+                .dir
                 .sync_all()
-                .map_err(|e| JournalError::io("fsync", &self.config.dir, e))?;
+                .map_err(|e| JournalError::io("fsync", &self.config.dir, e))?,
+            Removal::Now => {}
+            Removal::Background => self.spare.delete(doomed),
         }
         Ok(done)
     }

@@ -7,6 +7,13 @@
 //!
 //! When no spare is ready (or preparing it failed, e.g. ENOSPC) the roll
 //! creates the segment itself, so errors surface on the append as before.
+//!
+//! The same thread deletes the segments a roll's compaction let go: unlinking a
+//! segment file, dropping its mapping and syncing the directory cost tens of
+//! milliseconds per segment on this kind of disk, which the appender (a shard,
+//! with events waiting) should not pay. It deletes them oldest first, as the
+//! appender would, so a crash part way still leaves a contiguous suffix; a
+//! compaction the appender runs itself first waits for the queue to empty.
 
 use std::fs::{File, OpenOptions};
 use std::io;
@@ -27,12 +34,27 @@ struct State {
     ready: Option<io::Result<(File, PathBuf)>>,
     made: u64,
     shutdown: bool,
+    /// Segments to delete, oldest first.
+    doomed: Vec<Doomed>,
+    /// Segments being deleted right now (taken from `doomed`).
+    deleting: usize,
+    /// The first deletion that failed since the appender last asked.
+    failed: Option<(PathBuf, io::Error)>,
+}
+
+/// A segment the journal let go: its path, and its file and mapping, which are closed
+/// and unmapped here rather than on the appender's thread.
+pub(crate) struct Doomed {
+    pub path: PathBuf,
+    pub keep_until_deleted: Box<dyn Send>,
 }
 
 struct Inner {
     state: Mutex<State>,
     changed: Condvar,
     dir: PathBuf,
+    /// The directory, synced after deletions.
+    dir_file: Arc<File>,
     segment_bytes: u64,
 }
 
@@ -49,7 +71,11 @@ pub(crate) struct Spare {
 
 impl Spare {
     /// Starts the preparer, which makes a first spare at once.
-    pub(crate) fn start(dir: PathBuf, segment_bytes: u64) -> io::Result<Spare> {
+    pub(crate) fn start(
+        dir: PathBuf,
+        dir_file: Arc<File>,
+        segment_bytes: u64,
+    ) -> io::Result<Spare> {
         let inner = Arc::new(Inner {
             state: Mutex::new(State {
                 wanted: true,
@@ -57,6 +83,7 @@ impl Spare {
             }),
             changed: Condvar::new(),
             dir,
+            dir_file,
             segment_bytes,
         });
         let thread_inner = Arc::clone(&inner);
@@ -80,18 +107,69 @@ impl Spare {
         // itself and reports the error to the caller.
         taken.and_then(Result::ok)
     }
+
+    /// Queues segments to delete in the background, oldest first.
+    pub(crate) fn delete(&self, segments: Vec<Doomed>) {
+        if segments.is_empty() {
+            return;
+        }
+        let mut st = lock(&self.inner.state);
+        st.doomed.extend(segments);
+        self.inner.changed.notify_all();
+    }
+
+    /// Waits until every queued deletion is done (and the directory synced), and
+    /// returns the first that failed since the last call.
+    pub(crate) fn deleted(&self) -> Result<(), (PathBuf, io::Error)> {
+        let mut st = lock(&self.inner.state);
+        while !st.doomed.is_empty() || st.deleting > 0 {
+            st = self
+                .inner
+                .changed
+                .wait(st)
+                .unwrap_or_else(PoisonError::into_inner);
+        }
+        match st.failed.take() {
+            Some(failed) => Err(failed),
+            None => Ok(()),
+        }
+    }
+
+    /// The first queued deletion that failed since the last call, without waiting.
+    pub(crate) fn deletion_failed(&self) -> Result<(), (PathBuf, io::Error)> {
+        match lock(&self.inner.state).failed.take() {
+            Some(failed) => Err(failed),
+            None => Ok(()),
+        }
+    }
 }
 
 impl Inner {
     fn run(&self) {
         loop {
             let mut st = lock(&self.state);
-            let work_to_do = |st: &State| st.shutdown || (st.wanted && st.ready.is_none());
+            let work_to_do = |st: &State| {
+                st.shutdown || !st.doomed.is_empty() || (st.wanted && st.ready.is_none())
+            };
             while !work_to_do(&st) {
                 st = self
                     .changed
                     .wait(st)
                     .unwrap_or_else(PoisonError::into_inner);
+            }
+            // Deletions first (they free space and mappings), also on the way out.
+            if !st.doomed.is_empty() {
+                let doomed = std::mem::take(&mut st.doomed);
+                st.deleting = doomed.len();
+                drop(st);
+                let failed = self.remove(doomed);
+                let mut st = lock(&self.state);
+                st.deleting = 0;
+                if st.failed.is_none() {
+                    st.failed = failed;
+                }
+                self.changed.notify_all();
+                continue;
             }
             if st.shutdown {
                 return;
@@ -104,6 +182,34 @@ impl Inner {
             let mut st = lock(&self.state);
             st.ready = Some(prepared);
         }
+    }
+
+    /// Deletes `doomed` oldest first, then syncs the directory; stops at the first
+    /// failure (the later ones stay, a contiguous suffix, deleted by a later compaction
+    /// or the next open).
+    fn remove(&self, doomed: Vec<Doomed>) -> Option<(PathBuf, io::Error)> {
+        let mut removed = 0;
+        let mut failed = None;
+        for Doomed {
+            path,
+            keep_until_deleted,
+        } in doomed
+        {
+            if failed.is_none() {
+                match std::fs::remove_file(&path) {
+                    Ok(()) => removed += 1,
+                    Err(error) => failed = Some((path, error)),
+                }
+            }
+            // The mapping and the file are closed here, not on the appender's thread.
+            drop(keep_until_deleted);
+        }
+        if removed > 0 {
+            if let Err(error) = self.dir_file.sync_all() {
+                failed.get_or_insert((self.dir.clone(), error));
+            }
+        }
+        failed
     }
 
     fn prepare(&self, path: &std::path::Path) -> io::Result<File> {

@@ -1294,3 +1294,59 @@ fn records_between_parts_at_segments_max_never_roll_past_the_limit() {
     assert_eq!(replayed_at(&journal), expected);
     journal.append(1, 1, b"appends resume").unwrap();
 }
+
+/// A roll's compaction leaves deleting the segments to the journal's background thread
+/// (the appender does not wait for unlinking and unmapping them): the journal stops
+/// counting them at once, the files go shortly after, and an explicit `compact` or
+/// closing the journal waits for them, oldest first, so a reopen finds only what
+/// replay needs.
+#[test]
+fn a_rolls_compaction_deletes_segments_in_the_background() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = config(dir.path());
+    let (mut journal, _) = Journal::open(cfg.clone()).unwrap();
+    for i in 0..200u64 {
+        journal.append(1, 1, &payload(i, 1000)).unwrap();
+    }
+    let before = journal.segment_count();
+    assert!(before >= 3, "{before} segments");
+    journal.checkpoint(b"state").unwrap();
+    journal.sync().unwrap();
+    // Records until the next roll, whose compaction lets the old segments go.
+    let mut appended = 0u64;
+    while journal.segment_count() >= before {
+        journal
+            .append(1, 1, &payload(1000 + appended, 1000))
+            .unwrap();
+        appended += 1;
+        assert!(appended < 1000, "the journal never rolled");
+    }
+    let counted = journal.segment_count();
+    // A new segment gets its final name once synced.
+    journal.sync().unwrap();
+    // The background thread deletes them; an explicit compaction waits for it.
+    let freed = journal.compact().unwrap();
+    assert_eq!(freed.segments_deleted, 0, "the roll already let them go");
+    assert_eq!(segment_files(dir.path()).len(), counted);
+    let first_kept = segment_files(dir.path())[0].clone();
+    for i in 0..400u64 {
+        journal.append(1, 1, &payload(5000 + i, 1000)).unwrap();
+    }
+    journal.checkpoint(b"later").unwrap();
+    journal.sync().unwrap();
+    for i in 0..100u64 {
+        journal.append(1, 1, &payload(9000 + i, 1000)).unwrap();
+    }
+    let counted = journal.segment_count();
+    journal.sync().unwrap();
+    // Closing waits for the queued deletions.
+    drop(journal);
+    let files = segment_files(dir.path());
+    assert!(!files.contains(&first_kept), "{files:?}");
+    assert_eq!(files.len(), counted);
+    let (journal, recovery) = Journal::open(cfg).unwrap();
+    assert_eq!(recovery.segments, counted);
+    let replayed = collect(&journal);
+    assert_eq!(replayed[0].3, b"later".to_vec());
+    assert_eq!(replayed.len(), 1 + 100);
+}
