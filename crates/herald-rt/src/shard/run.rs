@@ -105,16 +105,21 @@ const RECORD_BUFFER_KEPT_BYTES_MAX: usize = 64 * 1024;
 /// while keeping parts (and the buffer one is encoded into) a few MiB.
 const CHECKPOINT_PART_TARGET_DIVISOR: u64 = 4;
 
-/// Target size of a part of a checkpoint written between turns: about a millisecond of
-/// building and encoding (a finished delivery with its kept response costs ~1.2 µs and
-/// ~300 bytes), so that a part holds up the events of its turn by about that much.
-const CHECKPOINT_STEP_PART_BYTES: usize = 256 * 1024;
+/// Target size of a part of a checkpoint written between turns: about a quarter of a
+/// millisecond of building and encoding (a finished delivery with its kept response
+/// costs ~1.5 µs and ~330 bytes), so that a part holds up its turn by about that much.
+const CHECKPOINT_STEP_PART_BYTES: usize = 64 * 1024;
 
-/// Time a turn gives a checkpoint being written between turns (at least one part): the
-/// shard's own work waits behind it, so this bounds what a checkpoint adds to the
-/// latency of an event, while a state of 100,000 deliveries still checkpoints within a
-/// few hundred turns.
+/// Most time one turn gives a checkpoint being written between turns (at least one
+/// part, when its share allows one): the shard's own work waits behind it.
 const CHECKPOINT_TURN_BUDGET: Duration = Duration::from_millis(1);
+
+/// Share of the shard's time a checkpoint being written between turns may take, over
+/// its whole course: a checkpoint of 100,000 deliveries costs ~160 ms of the shard's
+/// thread, which taken at once on a busy shard delays every event behind it, while a
+/// quarter of the time spreads it over ~0.65 s that the shard's spare time absorbs.
+/// An idle shard turns back to back while one is underway, so it is done as soon.
+const CHECKPOINT_TIME_SHARE: f64 = 0.25;
 
 /// A checkpoint being written a part at a time between turns; see
 /// [`Shard::write_checkpoint`].
@@ -128,6 +133,8 @@ struct CheckpointUnderway {
     bytes: u64,
     /// Time spent on it on the shard thread.
     busy: Duration,
+    /// When it began.
+    began: Instant,
 }
 
 /// What the shard's checkpoints and its start-up replay cost ([`ShardStats`] figures).
@@ -498,17 +505,20 @@ impl Shard {
                     let ready_now = (!self.intake.is_empty()
                         && self.session.held() < self.config.awaiting_durable_max)
                         || !self.finished.borrow().is_empty()
-                        || (self.blocked.is_none() && deadline.is_some_and(|d| d <= now))
-                        // A checkpoint underway goes on a few parts per turn.
-                        || self.checkpoint.is_some();
-                    if ready_now {
+                        || (self.blocked.is_none() && deadline.is_some_and(|d| d <= now));
+                    // A checkpoint underway goes on a few parts per turn, within its
+                    // share of the shard's time: the shard sleeps until its share allows
+                    // more rather than turn without doing anything.
+                    let checkpoint_wait = self.checkpoint_wait();
+                    if ready_now || checkpoint_wait == Some(Duration::ZERO) {
                         futures_lite::future::yield_now().await;
                         continue;
                     }
                     let sleep_ms = deadline
                         .map_or(IDLE_WAKE_MS, |d| d.saturating_sub(now))
                         .min(IDLE_WAKE_MS);
-                    Duration::from_millis(sleep_ms.max(1))
+                    let sleep = Duration::from_millis(sleep_ms.max(1));
+                    checkpoint_wait.map_or(sleep, |wait| sleep.min(wait))
                 }
             };
             // A notification that arrived during the turn: go round again, but let send
@@ -1157,7 +1167,8 @@ impl Shard {
     /// frame each, so that a state of any size checkpoints and replay after a restart is
     /// bounded by the state, not the history. `now_whole`: all of it in this turn (at
     /// the segment limit, and on the way out); otherwise its webhooks and keys now and
-    /// its deliveries a few parts per turn ([`CHECKPOINT_TURN_BUDGET`]), while events
+    /// its deliveries a few parts per turn ([`CHECKPOINT_TURN_BUDGET`],
+    /// [`CHECKPOINT_TIME_SHARE`]), while events
     /// and outcomes are journaled between its parts, so that no turn waits for the whole
     /// state. The journal's checkpoint covers the records journaled before it began, and
     /// recovery replays those after (`Journal::open_checkpoint`); the dispatcher keeps
@@ -1205,24 +1216,35 @@ impl Shard {
             records_before,
             bytes: 0,
             busy: Duration::ZERO,
+            began: Instant::now(),
         });
     }
 
     /// Writes parts of the checkpoint underway: its webhooks and keys whatever the
-    /// budget (nothing may change them before they are written), then parts until
-    /// `budget` is spent (`None`: to the end, in this turn), and ends it once its last
+    /// budget (nothing may change them before they are written), then parts while it
+    /// stays within its share of the shard's time ([`CHECKPOINT_TIME_SHARE`]) and this
+    /// turn's `budget` (`None`: to the end, in this turn), and ends it once its last
     /// part is written.
     fn advance_checkpoint(&mut self, budget: Option<Duration>) {
         let Some(mut underway) = self.checkpoint.take() else {
             return;
         };
         let started = Instant::now();
+        // Its share of the time since it began, less what it took, up to the budget.
+        let budget = budget.map(|budget| {
+            started
+                .saturating_duration_since(underway.began)
+                .mul_f64(CHECKPOINT_TIME_SHARE)
+                .saturating_sub(underway.busy)
+                .min(budget)
+        });
         let mut buffer = std::mem::take(&mut self.record_buffer);
         let mut written = 0;
         let result = loop {
             let spent = budget.is_some_and(|budget| started.elapsed() >= budget);
+            let one_at_least = written > 0 || budget.is_some_and(|b| b.is_zero());
             if underway.parts.is_done()
-                || (spent && written > 0 && underway.parts.registry_written())
+                || (spent && one_at_least && underway.parts.registry_written())
             {
                 break Ok(());
             }
@@ -1312,6 +1334,14 @@ impl Shard {
                 self.records_since_checkpoint += underway.records_before;
             }
         }
+    }
+
+    /// How long until the checkpoint underway may write its next part (zero: now), if
+    /// one is underway; see [`CHECKPOINT_TIME_SHARE`].
+    fn checkpoint_wait(&self) -> Option<Duration> {
+        let underway = self.checkpoint.as_ref()?;
+        let due = underway.began + underway.busy.div_f64(CHECKPOINT_TIME_SHARE);
+        Some(due.saturating_duration_since(Instant::now()))
     }
 
     /// Drops the checkpoint underway, if any (the journal ignores what it wrote of it).
