@@ -314,8 +314,10 @@ pub fn run_pending(
         settle(receipt)?;
     }
     let publish_s = started.elapsed().as_secs_f64();
+    // And no checkpoint underway: one keeps copies of the deliveries that changed since
+    // it began until it is done, memory beyond the backlog's own.
     let settled = wait_for(&herald, "every delivery pending", |s| {
-        pending_of(s) >= plan.deliveries
+        pending_of(s) >= plan.deliveries && s.iter().all(|s| !s.checkpoint_underway)
     })?;
     let rss_anon_after = sysstat::rss_anon_bytes().unwrap_or(0);
     let rss_after = sysstat::rss_bytes().unwrap_or(0);

@@ -210,6 +210,11 @@ pub struct ShardStats {
     pub client: crate::ClientStats,
     /// Checkpoints written since start.
     pub checkpoints_written: u64,
+    /// Whether a checkpoint is being written between turns now.
+    pub checkpoint_underway: bool,
+    /// Deliveries the checkpoint underway keeps a copy of (changed or removed since it
+    /// began, not yet written): its memory beyond the live state.
+    pub checkpoint_copies: u64,
     /// Journal sequence number of the latest checkpoint written since start (its last
     /// frame; 0 when none).
     pub checkpoint_seq_last: u64,
@@ -237,6 +242,8 @@ impl Default for ShardStats {
             connections_open: 0,
             client: crate::ClientStats::default(),
             checkpoints_written: 0,
+            checkpoint_underway: false,
+            checkpoint_copies: 0,
             checkpoint_seq_last: 0,
             checkpoint_bytes_last: 0,
             checkpoint_us_last: 0,

@@ -786,6 +786,8 @@ impl Shard {
                     connections_open: self.client.connections_open(),
                     client: self.client.stats(),
                     checkpoints_written: self.checkpoints.written,
+                    checkpoint_underway: self.checkpoint.is_some(),
+                    checkpoint_copies: self.session.dispatcher().checkpoint_copies() as u64,
                     checkpoint_seq_last: self.checkpoints.seq_last,
                     checkpoint_bytes_last: self.checkpoints.bytes_last,
                     checkpoint_us_last: self.checkpoints.us_last,
