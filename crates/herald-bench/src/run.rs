@@ -773,12 +773,15 @@ fn drive(
         let sampler = scope.spawn(|| {
             let mut previous = Sample::default();
             let mut next = started;
-            while !sampler_done.load(Ordering::Acquire) {
+            loop {
                 let every = timeline.lock().map(|t| t.every).unwrap_or(SAMPLE_EVERY);
                 next += every;
                 while Instant::now() < next && !sampler_done.load(Ordering::Acquire) {
                     std::thread::sleep(Duration::from_millis(10));
                 }
+                // Read before sampling: the last sample is then taken after the drain
+                // ended, so the timeline ends with every delivery counted.
+                let last = sampler_done.load(Ordering::Acquire);
                 let now = sample(started.elapsed());
                 progress.show(&now, &previous);
                 previous = now.clone();
@@ -789,6 +792,9 @@ fn drive(
                         t.samples = kept;
                         t.every *= 2;
                     }
+                }
+                if last {
+                    break;
                 }
             }
             progress.finish();
