@@ -1106,20 +1106,20 @@ impl Journal {
     /// callers may call it too.
     ///
     /// It deletes the files before it returns (and first waits for the deletions a roll
-    /// queued in the background); a roll's own compaction leaves them to the
-    /// journal's background thread, and a deletion that failed there is reported by the
-    /// next compaction.
+    /// queued in the background, trying again any that failed); a roll's own
+    /// compaction leaves them to the journal's background thread, and a deletion that
+    /// failed there is reported by the next call of this.
     pub fn compact(&mut self) -> Result<Compaction, JournalError> {
         self.compact_with(Removal::Now)
     }
 
     fn compact_with(&mut self, removal: Removal) -> Result<Compaction, JournalError> {
-        let queued = match removal {
-            Removal::Now => self.spare.deleted(),
-            Removal::Background => self.spare.deletion_failed(),
-        };
-        if let Err((path, error)) = queued {
-            return Err(JournalError::io("remove", &path, error));
+        // A roll does not wait for the background, nor fail for it: a deletion that
+        // failed there stays queued and is reported by the next explicit compaction.
+        if let Removal::Now = removal {
+            if let Err((path, error)) = self.spare.deleted() {
+                return Err(JournalError::io("remove", &path, error));
+            }
         }
         let mut done = Compaction::default();
         let Some(CheckpointSpan {
@@ -1140,18 +1140,20 @@ impl Journal {
             && self.segments[0].base_seq < first_base
             && self.segments[0].last_seq <= covers_seq
         {
+            if let Removal::Now = removal {
+                // Listed until its file is gone: one that cannot be deleted stays the
+                // oldest segment, and is tried again by the next compaction.
+                let path = &self.segments[0].path;
+                fs::remove_file(path).map_err(|e| JournalError::io("remove", path, e))?;
+            }
             let segment = self.segments.remove(0);
             done.segments_deleted += 1;
             done.bytes_freed += segment.map.len() as u64;
-            match removal {
-                Removal::Now => {
-                    fs::remove_file(&segment.path)
-                        .map_err(|e| JournalError::io("remove", &segment.path, e))?;
-                }
-                Removal::Background => doomed.push(Doomed {
+            if let Removal::Background = removal {
+                doomed.push(Doomed {
                     path: segment.path.clone(),
-                    keep_until_deleted: Box::new(segment),
-                }),
+                    _open: Box::new(segment),
+                });
             }
         }
         match removal {

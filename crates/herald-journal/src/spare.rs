@@ -13,7 +13,11 @@
 //! milliseconds per segment on this kind of disk, which the appender (a shard,
 //! with events waiting) should not pay. It deletes them oldest first, as the
 //! appender would, so a crash part way still leaves a contiguous suffix; a
-//! compaction the appender runs itself first waits for the queue to empty.
+//! compaction the appender runs itself first waits for the queue to empty. A
+//! segment it cannot delete stays first in the queue with every later one (none
+//! is deleted before it, so the files on disk stay one contiguous run), and is
+//! tried again when more are queued or the appender compacts; the appender's
+//! own compaction reports the error.
 
 use std::fs::{File, OpenOptions};
 use std::io;
@@ -38,6 +42,11 @@ struct State {
     doomed: Vec<Doomed>,
     /// Segments being deleted right now (taken from `doomed`).
     deleting: usize,
+    /// A deletion failed and nothing asked since: the queue waits rather than retry
+    /// the same failure without end.
+    stalled: bool,
+    /// Deletion rounds done (for the appender waiting on one).
+    rounds: u64,
     /// The first deletion that failed since the appender last asked.
     failed: Option<(PathBuf, io::Error)>,
 }
@@ -46,7 +55,7 @@ struct State {
 /// and unmapped here rather than on the appender's thread.
 pub(crate) struct Doomed {
     pub path: PathBuf,
-    pub keep_until_deleted: Box<dyn Send>,
+    pub _open: Box<dyn Send>,
 }
 
 struct Inner {
@@ -115,14 +124,20 @@ impl Spare {
         }
         let mut st = lock(&self.inner.state);
         st.doomed.extend(segments);
+        st.stalled = false;
         self.inner.changed.notify_all();
     }
 
-    /// Waits until every queued deletion is done (and the directory synced), and
-    /// returns the first that failed since the last call.
+    /// Waits until every queued deletion is done (and the directory synced), trying
+    /// again any that failed before; returns the first failure (those segments stay
+    /// queued).
     pub(crate) fn deleted(&self) -> Result<(), (PathBuf, io::Error)> {
         let mut st = lock(&self.inner.state);
-        while !st.doomed.is_empty() || st.deleting > 0 {
+        st.stalled = false;
+        self.inner.changed.notify_all();
+        let asked = st.rounds;
+        // Done, or a round that began after this call failed (stalled again).
+        while (!st.doomed.is_empty() || st.deleting > 0) && !(st.stalled && st.rounds > asked) {
             st = self
                 .inner
                 .changed
@@ -134,14 +149,6 @@ impl Spare {
             None => Ok(()),
         }
     }
-
-    /// The first queued deletion that failed since the last call, without waiting.
-    pub(crate) fn deletion_failed(&self) -> Result<(), (PathBuf, io::Error)> {
-        match lock(&self.inner.state).failed.take() {
-            Some(failed) => Err(failed),
-            None => Ok(()),
-        }
-    }
 }
 
 impl Inner {
@@ -149,7 +156,9 @@ impl Inner {
         loop {
             let mut st = lock(&self.state);
             let work_to_do = |st: &State| {
-                st.shutdown || !st.doomed.is_empty() || (st.wanted && st.ready.is_none())
+                st.shutdown
+                    || (!st.doomed.is_empty() && !st.stalled)
+                    || (st.wanted && st.ready.is_none())
             };
             while !work_to_do(&st) {
                 st = self
@@ -158,15 +167,20 @@ impl Inner {
                     .unwrap_or_else(PoisonError::into_inner);
             }
             // Deletions first (they free space and mappings), also on the way out.
-            if !st.doomed.is_empty() {
+            if !st.doomed.is_empty() && !st.stalled {
                 let doomed = std::mem::take(&mut st.doomed);
                 st.deleting = doomed.len();
                 drop(st);
-                let failed = self.remove(doomed);
+                let (failed, kept) = self.remove(doomed);
                 let mut st = lock(&self.state);
                 st.deleting = 0;
-                if st.failed.is_none() {
-                    st.failed = failed;
+                st.rounds += 1;
+                if let Some(failed) = failed {
+                    // Oldest first: what is kept goes before anything queued since.
+                    let later = std::mem::replace(&mut st.doomed, kept);
+                    st.doomed.extend(later);
+                    st.stalled = true;
+                    st.failed.get_or_insert(failed);
                 }
                 self.changed.notify_all();
                 continue;
@@ -184,32 +198,38 @@ impl Inner {
         }
     }
 
-    /// Deletes `doomed` oldest first, then syncs the directory; stops at the first
-    /// failure (the later ones stay, a contiguous suffix, deleted by a later compaction
-    /// or the next open).
-    fn remove(&self, doomed: Vec<Doomed>) -> Option<(PathBuf, io::Error)> {
+    /// Deletes `doomed` oldest first, then syncs the directory. At the first failure it
+    /// stops, and returns the error with that segment and every later one, kept (so
+    /// the files on disk stay one contiguous run).
+    fn remove(&self, doomed: Vec<Doomed>) -> (Option<(PathBuf, io::Error)>, Vec<Doomed>) {
         let mut removed = 0;
         let mut failed = None;
-        for Doomed {
-            path,
-            keep_until_deleted,
-        } in doomed
-        {
-            if failed.is_none() {
-                match std::fs::remove_file(&path) {
-                    Ok(()) => removed += 1,
-                    Err(error) => failed = Some((path, error)),
+        let mut kept = Vec::new();
+        for segment in doomed {
+            if failed.is_some() {
+                kept.push(segment);
+                continue;
+            }
+            match std::fs::remove_file(&segment.path) {
+                Ok(()) => {
+                    removed += 1;
+                    // The mapping and the file are closed here, not on the appender's
+                    // thread.
+                    drop(segment);
+                }
+                Err(error) if error.kind() == io::ErrorKind::NotFound => drop(segment),
+                Err(error) => {
+                    failed = Some((segment.path.clone(), error));
+                    kept.push(segment);
                 }
             }
-            // The mapping and the file are closed here, not on the appender's thread.
-            drop(keep_until_deleted);
         }
         if removed > 0 {
             if let Err(error) = self.dir_file.sync_all() {
                 failed.get_or_insert((self.dir.clone(), error));
             }
         }
-        failed
+        (failed, kept)
     }
 
     fn prepare(&self, path: &std::path::Path) -> io::Result<File> {

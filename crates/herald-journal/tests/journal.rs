@@ -1350,3 +1350,62 @@ fn a_rolls_compaction_deletes_segments_in_the_background() {
     assert_eq!(replayed[0].3, b"later".to_vec());
     assert_eq!(replayed.len(), 1 + 100);
 }
+
+/// A segment the background thread cannot delete stays queued with every later one (no
+/// later segment goes before it, so the files stay one contiguous run and the journal
+/// still opens), the journal's own compaction reports the error, and once the cause is
+/// gone the next compaction deletes them all.
+#[test]
+fn a_segment_that_cannot_be_deleted_keeps_the_later_ones_until_it_can() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = config(dir.path());
+    let (mut journal, _) = Journal::open(cfg.clone()).unwrap();
+    for i in 0..200u64 {
+        journal.append(1, 1, &payload(i, 1000)).unwrap();
+    }
+    journal.checkpoint(b"state").unwrap();
+    // Synced: every segment has its final name.
+    journal.sync().unwrap();
+    let before = segment_files(dir.path());
+    assert!(before.len() >= 3, "{before:?}");
+    // The oldest segment's name now holds a directory: unlinking it fails.
+    let oldest = before[0].clone();
+    let aside = dir.path().join("aside");
+    fs::rename(&oldest, &aside).unwrap();
+    fs::create_dir(&oldest).unwrap();
+    fs::write(oldest.join("keep"), b"x").unwrap();
+    let mut appended = 0u64;
+    let counted = journal.segment_count();
+    while journal.segment_count() >= counted {
+        journal
+            .append(1, 1, &payload(1000 + appended, 1000))
+            .unwrap();
+        appended += 1;
+        assert!(appended < 1000, "the journal never rolled");
+    }
+    journal.sync().unwrap();
+    let err = journal.compact().unwrap_err();
+    assert!(err.to_string().contains("remove"), "{err}");
+    // Nothing after the oldest was deleted.
+    let now = segment_files(dir.path());
+    for path in &before {
+        assert!(
+            now.contains(path),
+            "{path:?} deleted before the oldest: {now:?}"
+        );
+    }
+    // The cause goes: the next compaction deletes them, oldest first.
+    fs::remove_dir_all(&oldest).unwrap();
+    fs::rename(&aside, &oldest).unwrap();
+    journal.compact().unwrap();
+    let now = segment_files(dir.path());
+    assert!(
+        before[..before.len() - 1].iter().all(|p| !now.contains(p)),
+        "{now:?}"
+    );
+    drop(journal);
+    let (journal, _) = Journal::open(cfg).unwrap();
+    let replayed = collect(&journal);
+    assert_eq!(replayed[0].3, b"state".to_vec());
+    assert_eq!(replayed.len() as u64, 1 + appended);
+}

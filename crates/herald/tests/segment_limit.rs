@@ -21,32 +21,38 @@ const WAIT: Duration = Duration::from_secs(30);
 /// 64 KiB hold a few dozen events of ~1 KiB with their attempts).
 const PUBLISHES_MAX: usize = 2_000;
 
+/// The engine with a limit of two segments and no checkpoint by count or time while
+/// the test runs: only the limit's own.
 fn engine(dir: &Path) -> Herald {
+    engine_with(dir, 2, u64::MAX, Duration::from_secs(3600))
+}
+
+/// The engine on `dir` with the smallest segments, at most `segments_max` of them, and
+/// checkpoints after `checkpoint_records` records or `checkpoint_interval`.
+fn engine_with(
+    dir: &Path,
+    segments_max: usize,
+    checkpoint_records: u64,
+    checkpoint_interval: Duration,
+) -> Herald {
     Herald::builder()
         .data_dir(dir)
         .shards(1)
         .allow_cidr("127.0.0.1/32")
         .journal_segment_bytes(herald_journal::SEGMENT_BYTES_MIN)
-        .journal_segments_max(2)
-        // No checkpoint by count or time while the test runs: only the limit's own.
-        .checkpoint_records(u64::MAX)
-        .checkpoint_interval(Duration::from_secs(3600))
+        .journal_segments_max(segments_max)
+        .checkpoint_records(checkpoint_records)
+        .checkpoint_interval(checkpoint_interval)
         .shutdown_grace(Duration::from_secs(2))
         .start()
         .expect("engine starts")
 }
 
-fn event(n: usize) -> herald::Event {
-    support::padded_event("evt_limit", n)
-}
-
-#[test]
-fn a_shard_at_the_segment_limit_checkpoints_and_resumes_by_itself() {
-    let data = tempfile::tempdir().unwrap();
+/// A receiver, and `herald` with one webhook of tenant `acme` pointing at it.
+fn subscribed(herald: &Herald) -> (Receiver, TenantId) {
     let receiver = Receiver::start();
     let tenant = TenantId::parse("acme").unwrap();
     let secret = herald_sign::generate_secret(&Scheme::Standard, &[7; 32]);
-    let herald = engine(data.path());
     herald
         .create_webhook(
             &tenant,
@@ -58,6 +64,56 @@ fn a_shard_at_the_segment_limit_checkpoints_and_resumes_by_itself() {
             ),
         )
         .unwrap();
+    (receiver, tenant)
+}
+
+/// Publishing without pause into a journal of three small segments while checkpoints
+/// come every few records, each written a part at a time between turns, with records
+/// between its parts, and the segments they let go deleted in the background: the
+/// shard goes on taking events (if the journal refuses one at its limit, it resumes by
+/// itself), and every acknowledged event is delivered.
+#[test]
+fn frequent_checkpoints_between_turns_keep_a_small_journal_going() {
+    let data = tempfile::tempdir().unwrap();
+    // Three segments, checkpoints every few records.
+    let herald = engine_with(data.path(), 3, 8, Duration::from_millis(20));
+    let (receiver, tenant) = subscribed(&herald);
+    let mut acknowledged: BTreeSet<String> = BTreeSet::new();
+    let mut refused = 0;
+    let mut n = 0;
+    while acknowledged.len() < 400 {
+        n += 1;
+        assert!(n < 20 * PUBLISHES_MAX, "the shard stopped taking events");
+        match herald.publish(&tenant, event(n)) {
+            Ok(id) => {
+                acknowledged.insert(id.to_string());
+            }
+            Err(Error::Storage { .. }) => {
+                refused += 1;
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            Err(other) => panic!("at the segment limit: {other:?}"),
+        }
+    }
+    let checkpoints = herald.stats().unwrap()[0].checkpoints_written;
+    assert!(checkpoints > 10, "{checkpoints} checkpoints");
+    receiver.wait_until(WAIT, |r| arrived(r).is_superset(&acknowledged));
+    herald.shutdown().expect("a clean stop");
+    eprintln!(
+        "segment_limit with checkpoints: {} acknowledged, {refused} refused, {checkpoints} checkpoints",
+        acknowledged.len()
+    );
+}
+
+fn event(n: usize) -> herald::Event {
+    support::padded_event("evt_limit", n)
+}
+
+#[test]
+fn a_shard_at_the_segment_limit_checkpoints_and_resumes_by_itself() {
+    let data = tempfile::tempdir().unwrap();
+    let herald = engine(data.path());
+    let (receiver, tenant) = subscribed(&herald);
 
     // Publish, letting each event be delivered, until the journal refuses a record.
     let mut acknowledged: BTreeSet<String> = BTreeSet::new();

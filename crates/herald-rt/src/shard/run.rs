@@ -118,7 +118,8 @@ const CHECKPOINT_TURN_BUDGET: Duration = Duration::from_millis(1);
 /// its whole course: a checkpoint of 100,000 deliveries costs ~160 ms of the shard's
 /// thread, which taken at once on a busy shard delays every event behind it, while a
 /// quarter of the time spreads it over ~0.65 s that the shard's spare time absorbs.
-/// An idle shard turns back to back while one is underway, so it is done as soon.
+/// An idle shard keeps to the share too (the copies a checkpoint keeps live that much
+/// longer; a clean stop abandons one underway and writes a whole one at once).
 const CHECKPOINT_TIME_SHARE: f64 = 0.25;
 
 /// A checkpoint being written a part at a time between turns; see
@@ -829,7 +830,22 @@ impl Shard {
                 continue;
             }
             match command {
-                Command::Append { id, record } => failure = self.append(id, &record).err(),
+                Command::Append { id, record } => {
+                    let mut appended = self.append(id, &record);
+                    if matches!(appended, Err(AppendFailure::Passing { .. }))
+                        && self.checkpoint.is_some()
+                        && self.journal.segment_count() >= self.journal.config().segments_max
+                    {
+                        // At the segment limit only a complete checkpoint frees segments,
+                        // and the one underway has already taken some of the room the
+                        // limit leaves checkpoints: finish it (its parts may pass the
+                        // limit), and the record's roll waits for it to be durable and
+                        // compacts. Abandoning it would leave its segments for good.
+                        self.advance_checkpoint(None);
+                        appended = self.append(id, &record);
+                    }
+                    failure = appended.err();
+                }
                 Command::Send(request) => self.spawn_send(request),
             }
         }
