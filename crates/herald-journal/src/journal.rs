@@ -1075,6 +1075,11 @@ impl Journal {
                 });
             }
         }
+        // Retention happens here so steady load needs no explicit call; the files go
+        // in the background (see `spare`), not on the appender's thread. Queued before
+        // the spare is taken, so that the thread frees their space before it
+        // preallocates the next spare (on a nearly full disk that order matters).
+        self.compact_with(Removal::Background)?;
         let base_seq = self.next_seq;
         let prepared = self.spare.take().and_then(|(file, temp)| {
             match install_spare(&self.config, file, &temp, base_seq) {
@@ -1093,9 +1098,6 @@ impl Journal {
         self.shared
             .rolled(Arc::clone(&segment.file), (temp, segment.path.clone()));
         self.segments.push(segment);
-        // Retention happens here so steady load needs no explicit call; the files go
-        // in the background (see `spare`), not on the appender's thread.
-        self.compact_with(Removal::Background)?;
         Ok(())
     }
 
