@@ -26,10 +26,13 @@
 //!    records are now durable (group commit: one sync answers many publishes). The
 //!    session is the same bookkeeping the simulator (`herald-sim`) drives;
 //! 5. `tick` when the dispatcher's deadline has passed (this produces the sends) and
-//!    drain again; write a checkpoint when due;
+//!    drain again; begin a checkpoint when due, or write the next parts of the one
+//!    underway (a few parts per turn, within a quarter of the shard's time: records go
+//!    on being journaled between its parts);
 //! 6. park until the next deadline, a wake-up from a foreign thread (intake, or the
-//!    journal's sync thread), or a finished send. An idle shard makes no system calls
-//!    apart from a periodic idle-connection sweep.
+//!    journal's sync thread), a finished send, or the time a checkpoint underway may go
+//!    on. An idle shard makes no system calls apart from a periodic idle-connection
+//!    sweep.
 
 #![deny(missing_docs)]
 
