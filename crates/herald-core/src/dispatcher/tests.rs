@@ -104,6 +104,21 @@ impl Driver {
         self.step()
     }
 
+    /// Answers attempt `attempt` of `delivery` (one in flight) with a 200.
+    fn answer(&mut self, delivery: DeliveryId, attempt: u32) -> bool {
+        self.d.attempt_finished(
+            self.now,
+            Outcome {
+                delivery,
+                attempt,
+                result: status(200),
+                latency_ms: 3,
+                response_body: b"late".to_vec(),
+                response_headers: Vec::new(),
+            },
+        )
+    }
+
     fn reply(&mut self, req: &SendRequest, result: AttemptResult) -> bool {
         self.d.attempt_finished(
             self.now,
@@ -1540,17 +1555,7 @@ fn a_checkpoint_built_between_inputs_holds_the_state_it_began_with() {
             drv.now += 700;
             // Answer one attempt that was in flight when the checkpoint began.
             if let Some((delivery, attempt, _)) = in_flight.pop() {
-                drv.d.attempt_finished(
-                    drv.now,
-                    Outcome {
-                        delivery,
-                        attempt,
-                        result: status(200),
-                        latency_ms: 3,
-                        response_body: b"late".to_vec(),
-                        response_headers: Vec::new(),
-                    },
-                );
+                drv.answer(delivery, attempt);
             }
             drv.d
                 .accept_event(drv.now, &t, event(&format!("late{turn}"), "order.created"))
@@ -1625,17 +1630,7 @@ fn an_abandoned_checkpoint_lets_go_of_its_copies() {
         drv.d.checkpoint_part(&mut checkpoint, &Held).unwrap();
     }
     for (delivery, attempt, _) in drv.d.in_flight_marks() {
-        drv.d.attempt_finished(
-            drv.now,
-            Outcome {
-                delivery,
-                attempt,
-                result: status(200),
-                latency_ms: 3,
-                response_body: Vec::new(),
-                response_headers: Vec::new(),
-            },
-        );
+        drv.answer(delivery, attempt);
     }
     drv.step();
     assert!(drv.d.checkpoint_copies() > 0);
