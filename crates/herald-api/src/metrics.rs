@@ -128,6 +128,12 @@ pub struct EngineFigures {
     pub journal_records: u64,
     /// Journal sync latency, microseconds.
     pub journal_sync_us: herald::Histogram,
+    /// Checkpoints the shards completed since they started.
+    pub checkpoints: u64,
+    /// Shards writing a checkpoint between their turns now.
+    pub checkpoints_underway: u64,
+    /// Deliveries those checkpoints keep a copy of (changed since they began).
+    pub checkpoint_copies: u64,
     /// The dispatchers' counters, merged.
     pub counters: herald::Counters,
 }
@@ -148,6 +154,9 @@ impl EngineFigures {
             journal_bytes: 0,
             journal_records: 0,
             journal_sync_us: herald::ShardStats::default().journal_sync_us,
+            checkpoints: 0,
+            checkpoints_underway: 0,
+            checkpoint_copies: 0,
             counters: herald::Counters::default(),
         };
         for shard in stats {
@@ -163,6 +172,9 @@ impl EngineFigures {
             figures.journal_bytes += shard.journal_bytes_appended;
             figures.journal_records += shard.journal_last_seq;
             figures.journal_sync_us.merge(&shard.journal_sync_us);
+            figures.checkpoints += shard.checkpoints_written;
+            figures.checkpoints_underway += u64::from(shard.checkpoint_underway);
+            figures.checkpoint_copies += shard.checkpoint_copies;
             figures.counters.merge(&shard.counters);
         }
         figures
@@ -428,6 +440,21 @@ impl Metrics {
             "Journal records appended over the journals' lives (each shard's last sequence number)",
             ConstCounter::new(engine.journal_records),
         );
+        registry.register(
+            "checkpoints",
+            "Checkpoints the shards completed since they started",
+            ConstCounter::new(engine.checkpoints),
+        );
+        registry.register(
+            "checkpoints_underway",
+            "Shards writing a checkpoint a few parts per turn now",
+            ConstGauge::new(gauge(engine.checkpoints_underway)),
+        );
+        registry.register(
+            "checkpoint_copies",
+            "Deliveries the checkpoints underway keep a copy of (changed since they began)",
+            ConstGauge::new(gauge(engine.checkpoint_copies)),
+        );
         if let Some(bytes) = process.resident_peak_bytes {
             registry.register_with_unit(
                 "process_resident_memory_peak",
@@ -501,6 +528,9 @@ mod tests {
         shard.journal_sync_us.observe(700);
         shard.sends_in_flight = 1;
         shard.journal_last_seq = 40;
+        shard.checkpoints_written = 3;
+        shard.checkpoint_underway = true;
+        shard.checkpoint_copies = 11;
         let figures = EngineFigures::from_stats(&[shard, shard]);
         let metrics = Metrics::default();
         metrics.observe_request("/v1/events", 202);
@@ -524,6 +554,9 @@ mod tests {
             "herald_api_open_connections 7",
             "herald_shards 2",
             "herald_journal_records_total 80",
+            "herald_checkpoints_total 6",
+            "herald_checkpoints_underway 2",
+            "herald_checkpoint_copies 22",
             "herald_api_requests_total{route=\"/v1/events\",status=\"202\"} 1",
             "process_cpu_seconds_total 1.5",
             "process_resident_memory_bytes 4096",
