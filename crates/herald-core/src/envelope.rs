@@ -8,9 +8,9 @@
 //!
 //! The envelope is encoded once, when the event is accepted; those exact bytes are
 //! journaled, signed and sent to every matching webhook (the bytes signed are the bytes
-//! sent). `data` is copied verbatim from the publisher after a syntax check, a nesting
-//! limit ([`DATA_DEPTH_MAX`]), a check that every `\u` escape is a Unicode character and
-//! that every number fits a double.
+//! sent). `data` is copied verbatim from the publisher after one pass checks its syntax
+//! (strict JSON, UTF-8), a nesting limit ([`DATA_DEPTH_MAX`]), that every `\u` escape is a
+//! Unicode character and that every number fits a double (`crate::json_check`).
 
 use crate::ids::{EventId, EventType, LocationId, TenantId};
 
@@ -115,12 +115,7 @@ pub fn encode_envelope(tenant: &TenantId, event: &NewEvent) -> Result<Vec<u8>, E
             max: BODY_BYTES_MAX,
         });
     }
-    serde_json::from_slice::<serde::de::IgnoredAny>(&event.data).map_err(|e| {
-        EnvelopeError::Data {
-            reason: e.to_string(),
-        }
-    })?;
-    check_data_shape(&event.data).map_err(|reason| EnvelopeError::Data { reason })?;
+    crate::json_check::check_data(&event.data).map_err(|reason| EnvelopeError::Data { reason })?;
     // Every string but `data` is an id of a restricted ASCII charset, so it needs no JSON
     // escaping; the quotes are written directly.
     let mut out = Vec::with_capacity(event.data.len() + 256);
@@ -131,7 +126,7 @@ pub fn encode_envelope(tenant: &TenantId, event: &NewEvent) -> Result<Vec<u8>, E
     out.extend_from_slice(b"\",\"api_version\":\"");
     out.extend_from_slice(v);
     out.extend_from_slice(b"\",\"created_at\":\"");
-    out.extend_from_slice(rfc3339_ms(event.created_at_ms).as_bytes());
+    write_rfc3339_ms(&mut out, event.created_at_ms);
     out.extend_from_slice(b"\",\"tenant_id\":\"");
     out.extend_from_slice(tenant.as_str().as_bytes());
     out.extend_from_slice(b"\",\"location_id\":");
@@ -171,16 +166,41 @@ pub fn envelope_location_id(body: &[u8]) -> Option<&str> {
 
 /// Renders Unix milliseconds as `YYYY-MM-DDTHH:MM:SS.mmmZ` (proleptic Gregorian, UTC).
 pub fn rfc3339_ms(unix_ms: u64) -> String {
+    let mut out = Vec::with_capacity(24);
+    write_rfc3339_ms(&mut out, unix_ms);
+    String::from_utf8(out).expect("digits and punctuation are ASCII")
+}
+
+/// [`rfc3339_ms`] appended to `out`, without a `String` of its own (once per accepted
+/// event). Years past 9999 take as many digits as they need, as `{:04}` would.
+fn write_rfc3339_ms(out: &mut Vec<u8>, unix_ms: u64) {
     let days = unix_ms / 86_400_000;
     let ms_of_day = unix_ms % 86_400_000;
     let (year, month, day) = civil_from_days(days);
-    let (h, m, s, ms) = (
-        ms_of_day / 3_600_000,
-        ms_of_day / 60_000 % 60,
-        ms_of_day / 1000 % 60,
-        ms_of_day % 1000,
-    );
-    format!("{year:04}-{month:02}-{day:02}T{h:02}:{m:02}:{s:02}.{ms:03}Z")
+    if year > 9999 {
+        out.extend_from_slice(year.to_string().as_bytes());
+    } else {
+        push_digits(out, year, 4);
+    }
+    for (separator, value, width) in [
+        (b'-', month, 2),
+        (b'-', day, 2),
+        (b'T', ms_of_day / 3_600_000, 2),
+        (b':', ms_of_day / 60_000 % 60, 2),
+        (b':', ms_of_day / 1000 % 60, 2),
+        (b'.', ms_of_day % 1000, 3),
+    ] {
+        out.push(separator);
+        push_digits(out, value, width);
+    }
+    out.push(b'Z');
+}
+
+/// `value` (below `10^width`) as exactly `width` decimal digits, zero-padded.
+fn push_digits(out: &mut Vec<u8>, value: u64, width: u32) {
+    for place in (0..width).rev() {
+        out.push(b'0' + (value / 10u64.pow(place) % 10) as u8);
+    }
 }
 
 /// Howard Hinnant's days-to-civil algorithm, for days since 1970-01-01.
@@ -195,88 +215,6 @@ fn civil_from_days(days: u64) -> (u64, u64, u64) {
     let month = if mp < 10 { mp + 3 } else { mp - 9 };
     let year = yoe + era * 400 + u64::from(month <= 2);
     (year, month, day)
-}
-
-/// What a syntax check lets through and receivers choke on: nesting deeper than
-/// [`DATA_DEPTH_MAX`], `\u` escapes that are lone surrogates (no Unicode character), and
-/// numbers beyond a double's range (`1e400`); strict parsers such as serde_json and Go's
-/// encoding/json refuse each of them, so such an event would fail at every receiver.
-/// `data` is syntactically valid JSON.
-fn check_data_shape(data: &[u8]) -> Result<(), String> {
-    let hex4 = |at: usize| -> Option<u16> {
-        let digits = data.get(at..at + 4)?;
-        u16::from_str_radix(std::str::from_utf8(digits).ok()?, 16).ok()
-    };
-    let lone =
-        || "a \\u escape in a string is a lone surrogate, not a Unicode character".to_string();
-    let mut depth = 0usize;
-    let mut i = 0;
-    while i < data.len() {
-        match data[i] {
-            b'"' => {
-                i += 1;
-                while i < data.len() {
-                    match data[i] {
-                        b'"' => break,
-                        b'\\' if data.get(i + 1) == Some(&b'u') => {
-                            let unit = hex4(i + 2).ok_or_else(lone)?;
-                            i += 6;
-                            if (0xDC00..0xE000).contains(&unit) {
-                                return Err(lone());
-                            }
-                            if (0xD800..0xDC00).contains(&unit) {
-                                let low = (data.get(i) == Some(&b'\\')
-                                    && data.get(i + 1) == Some(&b'u'))
-                                .then(|| hex4(i + 2))
-                                .flatten();
-                                match low {
-                                    Some(low) if (0xDC00..0xE000).contains(&low) => i += 6,
-                                    _ => return Err(lone()),
-                                }
-                            }
-                            continue;
-                        }
-                        // Any other escape is two bytes; the syntax check vouched for it.
-                        b'\\' => i += 2,
-                        _ => i += 1,
-                    }
-                }
-            }
-            b'[' | b'{' => {
-                depth += 1;
-                if depth > DATA_DEPTH_MAX {
-                    return Err(format!(
-                        "arrays and objects nest deeper than {DATA_DEPTH_MAX} levels"
-                    ));
-                }
-            }
-            b']' | b'}' => depth = depth.saturating_sub(1),
-            b'-' | b'0'..=b'9' => {
-                let start = i;
-                while data
-                    .get(i + 1)
-                    .is_some_and(|b| matches!(b, b'0'..=b'9' | b'-' | b'+' | b'.' | b'e' | b'E'))
-                {
-                    i += 1;
-                }
-                let number = &data[start..=i];
-                let fits = std::str::from_utf8(number)
-                    .ok()
-                    .and_then(|text| text.parse::<f64>().ok())
-                    .is_some_and(f64::is_finite);
-                if !fits {
-                    let shown = String::from_utf8_lossy(&number[..number.len().min(24)]);
-                    return Err(format!(
-                        "the number {shown}{} is beyond the range of a double",
-                        if number.len() > 24 { "…" } else { "" }
-                    ));
-                }
-            }
-            _ => {}
-        }
-        i += 1;
-    }
-    Ok(())
 }
 
 #[cfg(test)]
@@ -441,6 +379,30 @@ mod tests {
         ];
         for (ms, text) in cases {
             assert_eq!(rfc3339_ms(*ms), *text);
+        }
+        // The digits written by hand agree with `format!`, past year 9999 too.
+        let formatted = |unix_ms: u64| {
+            let (year, month, day) = civil_from_days(unix_ms / 86_400_000);
+            let d = unix_ms % 86_400_000;
+            format!(
+                "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{:03}Z",
+                d / 3_600_000,
+                d / 60_000 % 60,
+                d / 1000 % 60,
+                d % 1000
+            )
+        };
+        let mut ms = 1u64;
+        while ms < u64::MAX / 3 {
+            for at in [
+                ms,
+                ms + 86_399_999,
+                253_402_300_799_999,
+                253_402_300_800_000,
+            ] {
+                assert_eq!(rfc3339_ms(at), formatted(at), "{at}");
+            }
+            ms = ms * 3 + 7;
         }
     }
 }

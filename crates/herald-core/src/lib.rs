@@ -142,6 +142,7 @@ mod dispatcher;
 mod envelope;
 mod health;
 mod ids;
+mod json_check;
 mod log;
 mod matcher;
 mod metrics;
