@@ -157,10 +157,10 @@ pub fn encode_envelope(tenant: &TenantId, event: &NewEvent) -> Result<Vec<u8>, E
 pub fn envelope_location_id(body: &[u8]) -> Option<&str> {
     const KEY: &[u8] = b"\"location_id\":\"";
     const DATA: &[u8] = b",\"data\":";
-    let data_at = body.windows(DATA.len()).position(|w| w == DATA)?;
+    let data_at = memchr::memmem::find(body, DATA)?;
     let head = &body[..data_at];
-    let at = head.windows(KEY.len()).position(|w| w == KEY)? + KEY.len();
-    let end = head[at..].iter().position(|&b| b == b'"')? + at;
+    let at = memchr::memmem::find(head, KEY)? + KEY.len();
+    let end = memchr::memchr(b'"', &head[at..])? + at;
     std::str::from_utf8(&head[at..end]).ok()
 }
 
