@@ -89,23 +89,74 @@ impl StreamEvent {
     /// Builds the stream event of an accepted record, or `None` when the record holds no
     /// envelope (a record journaled before envelopes were kept for every event).
     pub fn of(seq: u64, accepted: &EventAccepted) -> Option<StreamEvent> {
+        let event_type = EventType::parse(&accepted.event_type).ok()?;
+        StreamEvent::with_type(seq, accepted, event_type, &mut String::new())
+    }
+
+    /// [`StreamEvent::of`] with the event type already parsed, rendering the message in
+    /// `scratch` (kept by the caller, so that only the message's own copy is allocated).
+    fn with_type(
+        seq: u64,
+        accepted: &EventAccepted,
+        event_type: EventType,
+        scratch: &mut String,
+    ) -> Option<StreamEvent> {
+        use std::fmt::Write;
         let body = std::str::from_utf8(&accepted.body).ok()?;
         let members = body.strip_prefix('{')?;
-        let event_type = EventType::parse(&accepted.event_type).ok()?;
         let location_id =
             herald_core::envelope_location_id(accepted.body.as_slice()).map(str::to_string);
-        let mut message = String::with_capacity(body.len() + 24);
-        message.push_str("{\"seq\":");
-        message.push_str(&seq.to_string());
-        message.push(',');
-        message.push_str(members);
+        scratch.clear();
+        scratch.reserve(body.len() + 24);
+        write!(scratch, "{{\"seq\":{seq},").expect("writing to a String");
+        scratch.push_str(members);
         Some(StreamEvent {
             seq,
             event_type,
             location_id,
             accepted_at_ms: accepted.at_ms,
-            message: Arc::from(message),
+            message: Arc::from(scratch.as_str()),
         })
+    }
+}
+
+/// Most names (tenants and event types each) [`Names`] keeps before it starts over: a
+/// shard sees a bounded set of both in practice (event types are at most 4,096 per
+/// dispatcher), and a burst of new names costs only the parses and copies the cache
+/// would have saved.
+const STREAM_NAMES_MAX: usize = 4096;
+
+/// The tap's shared copies of tenant ids and event types, so that an event on the
+/// stream parses and copies neither when its tenant and type were seen before.
+#[derive(Default)]
+struct Names {
+    tenants: HashMap<Box<str>, Arc<str>>,
+    types: HashMap<Box<str>, EventType>,
+}
+
+impl Names {
+    fn tenant(&mut self, tenant: &str) -> Arc<str> {
+        if let Some(shared) = self.tenants.get(tenant) {
+            return Arc::clone(shared);
+        }
+        if self.tenants.len() >= STREAM_NAMES_MAX {
+            self.tenants.clear();
+        }
+        let shared: Arc<str> = Arc::from(tenant);
+        self.tenants.insert(Box::from(tenant), Arc::clone(&shared));
+        shared
+    }
+
+    fn event_type(&mut self, event_type: &str) -> Option<EventType> {
+        if let Some(parsed) = self.types.get(event_type) {
+            return Some(parsed.clone());
+        }
+        let parsed = EventType::parse(event_type).ok()?;
+        if self.types.len() >= STREAM_NAMES_MAX {
+            self.types.clear();
+        }
+        self.types.insert(Box::from(event_type), parsed.clone());
+        Some(parsed)
     }
 }
 
@@ -595,6 +646,8 @@ pub(crate) struct StreamTap {
     stream: Arc<ShardStream>,
     pending: VecDeque<(Arc<str>, Arc<StreamEvent>)>,
     released: Vec<(Arc<str>, Arc<StreamEvent>)>,
+    names: Names,
+    scratch: String,
 }
 
 impl StreamTap {
@@ -603,6 +656,8 @@ impl StreamTap {
             stream,
             pending: VecDeque::new(),
             released: Vec::new(),
+            names: Names::default(),
+            scratch: String::new(),
         }
     }
 
@@ -647,9 +702,14 @@ impl StreamTap {
     /// A record was appended at `seq`; events wait for durability.
     pub(crate) fn appended(&mut self, seq: u64, record: &Record) {
         if let Record::EventAccepted(accepted) = record {
-            if let Some(event) = StreamEvent::of(seq, accepted) {
-                self.pending
-                    .push_back((Arc::from(accepted.tenant.as_str()), Arc::new(event)));
+            let Some(event_type) = self.names.event_type(&accepted.event_type) else {
+                return;
+            };
+            if let Some(event) =
+                StreamEvent::with_type(seq, accepted, event_type, &mut self.scratch)
+            {
+                let tenant = self.names.tenant(&accepted.tenant);
+                self.pending.push_back((tenant, Arc::new(event)));
             }
         }
     }
@@ -1011,5 +1071,50 @@ mod tests {
         tap.discard_pending();
         tap.durable(10);
         assert_eq!(seqs(&mut subscription), Vec::<u64>::new());
+    }
+
+    #[test]
+    fn the_tap_renders_what_stream_event_of_renders_and_shares_names() {
+        let stream = stream(StreamConfig::default());
+        let mut subscription = stream
+            .subscribe("a", StreamFilter::default(), None, 16, 0)
+            .unwrap();
+        let mut tap = StreamTap::new(Arc::clone(&stream));
+        let records: Vec<EventAccepted> = [(5, Some("loc_1")), (7, None), (1234567, None)]
+            .into_iter()
+            .map(|(at, location)| accepted("a", "order.created", location, at))
+            .collect();
+        let seqs = [3u64, 9, 18_446_744_073_709_551_615];
+        for (seq, record) in seqs.iter().zip(&records) {
+            tap.appended(*seq, &Record::EventAccepted(record.clone()));
+        }
+        // An event type no filter could match is left off the stream, as `of` leaves it.
+        tap.appended(
+            20,
+            &Record::EventAccepted(accepted("a", "no..type", None, 0)),
+        );
+        tap.durable(u64::MAX);
+        for (seq, record) in seqs.iter().zip(&records) {
+            let got = subscription.try_recv().unwrap().expect("an event");
+            let want = StreamEvent::of(*seq, record).unwrap();
+            assert_eq!(got.seq, want.seq);
+            assert_eq!(got.message, want.message);
+            assert_eq!(got.location_id, want.location_id);
+            assert_eq!(got.event_type, want.event_type);
+            assert_eq!(got.accepted_at_ms, want.accepted_at_ms);
+        }
+        assert!(subscription.try_recv().unwrap().is_none());
+
+        let mut names = Names::default();
+        let first = names.tenant("acme");
+        assert!(Arc::ptr_eq(&first, &names.tenant("acme")));
+        for n in 0..STREAM_NAMES_MAX * 2 {
+            names.tenant(&format!("t{n}"));
+            names.event_type(&format!("e.t{n}")).unwrap();
+        }
+        assert!(names.tenants.len() <= STREAM_NAMES_MAX);
+        assert!(names.types.len() <= STREAM_NAMES_MAX);
+        assert_eq!(&*names.tenant("acme"), "acme");
+        assert!(names.event_type("no..type").is_none());
     }
 }
