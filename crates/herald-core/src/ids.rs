@@ -144,6 +144,14 @@ macro_rules! string_id {
                 &self.0
             }
         }
+
+        // Equality, order and hash are the text's (derived through `Arc<str>`), so maps
+        // keyed by the id may be searched with a `&str`.
+        impl std::borrow::Borrow<str> for $name {
+            fn borrow(&self) -> &str {
+                &self.0
+            }
+        }
     };
 }
 

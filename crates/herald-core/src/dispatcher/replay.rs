@@ -83,7 +83,9 @@ impl Dispatcher {
             }
             Record::EventAccepted(r) => {
                 self.skip_past_generated_event_id(&r.event_id);
-                let tenant = TenantId::parse(&r.tenant).map_err(|e| invalid(e.to_string()))?;
+                let tenant = self
+                    .tenant_of_record(&r.tenant)
+                    .map_err(|e| invalid(e.to_string()))?;
                 let event_id = EventId::parse(&r.event_id).map_err(|e| invalid(e.to_string()))?;
                 let idempotency = r.idempotency.as_ref().map(|i| Idempotency {
                     key: i.key.clone(),
@@ -100,17 +102,17 @@ impl Dispatcher {
                 let event = Arc::new(EventData {
                     tenant: self.shared_tenant(tenant),
                     id: event_id,
-                    event_type: self.shared_event_type(
-                        EventType::parse(&r.event_type).map_err(|e| invalid(e.to_string()))?,
-                    ),
+                    event_type: self
+                        .event_type_of_record(&r.event_type)
+                        .map_err(|e| invalid(e.to_string()))?,
                     body: event_body(&r.body, bodies.first()),
                     accepted_at_ms: r.at_ms,
                 });
                 let mut created = Vec::with_capacity(r.deliveries.len());
                 for d in &r.deliveries {
-                    let webhook =
-                        WebhookId::parse(&d.webhook).map_err(|e| invalid(e.to_string()))?;
-                    let webhook = self.shared_webhook(&event.tenant, webhook);
+                    let webhook = self
+                        .webhook_of_record(&event.tenant, &d.webhook)
+                        .map_err(|e| invalid(e.to_string()))?;
                     let delivery = DeliveryId(d.delivery);
                     if self.deliveries.contains_key(&delivery) {
                         return Err(invalid(format!("duplicate delivery {delivery}")));
@@ -421,6 +423,39 @@ impl Dispatcher {
         }
     }
 
+    /// The tenant named `text` as a record holds it: the registry's copy when it is
+    /// there (it was checked when it was parsed), else parsed and checked now. Replay and
+    /// live handling read one per event, almost always a known one.
+    fn tenant_of_record(&self, text: &str) -> Result<TenantId, IdError> {
+        match self.tenants.get_key_value(text) {
+            Some((shared, _)) => Ok(shared.clone()),
+            None => TenantId::parse(text),
+        }
+    }
+
+    /// The event type named `text`, as [`Dispatcher::tenant_of_record`] finds tenants,
+    /// through [`Dispatcher::shared_event_type`].
+    fn event_type_of_record(&mut self, text: &str) -> Result<EventType, IdError> {
+        if let Some(shared) = self.event_types.get(text) {
+            return Ok(shared.clone());
+        }
+        Ok(self.shared_event_type(EventType::parse(text)?))
+    }
+
+    /// Webhook `text` of `tenant`, as [`Dispatcher::tenant_of_record`] finds tenants:
+    /// the registry's copy of the id when it exists, since each pending delivery names its
+    /// webhook and a million of them would otherwise hold a million copies of the id.
+    fn webhook_of_record(&self, tenant: &TenantId, text: &str) -> Result<WebhookId, IdError> {
+        match self
+            .tenants
+            .get(tenant)
+            .and_then(|t| t.webhooks.get_key_value(text))
+        {
+            Some((shared, _)) => Ok(shared.clone()),
+            None => WebhookId::parse(text),
+        }
+    }
+
     /// `event_type`, sharing one copy of each type among the events that carry it (a
     /// backlog of a million events has a handful of types), up to
     /// [`EVENT_TYPES_SHARED_MAX`] distinct types; types beyond that keep their own copy.
@@ -432,20 +467,6 @@ impl Dispatcher {
             self.event_types.insert(event_type.clone());
         }
         event_type
-    }
-
-    /// `webhook` of `tenant`, sharing the registry's copy of the id when it exists: each
-    /// pending delivery names its webhook, and a million of them would otherwise hold a
-    /// million copies of the id.
-    fn shared_webhook(&self, tenant: &TenantId, webhook: WebhookId) -> WebhookId {
-        match self
-            .tenants
-            .get(tenant)
-            .and_then(|t| t.webhooks.get_key_value(&webhook))
-        {
-            Some((shared, _)) => shared.clone(),
-            None => webhook,
-        }
     }
 
     /// Applies one checkpoint part: the first ([`record::Checkpoint::part`] 0) replaces
@@ -529,10 +550,13 @@ impl Dispatcher {
                 continue;
             }
             events.push(Arc::new(EventData {
-                tenant: self.shared_tenant(TenantId::parse(&e.tenant).map_err(|e| e.to_string())?),
+                tenant: self
+                    .tenant_of_record(&e.tenant)
+                    .map_err(|e| e.to_string())?,
                 id: EventId::parse(&e.event_id).map_err(|e| e.to_string())?,
                 event_type: self
-                    .shared_event_type(EventType::parse(&e.event_type).map_err(|e| e.to_string())?),
+                    .event_type_of_record(&e.event_type)
+                    .map_err(|e| e.to_string())?,
                 body: body(),
                 accepted_at_ms: e.accepted_at_ms,
             }));
@@ -541,8 +565,9 @@ impl Dispatcher {
             let event = events
                 .get(s.event as usize)
                 .ok_or_else(|| format!("delivery {} names event #{}", s.delivery, s.event))?;
-            let webhook = WebhookId::parse(&s.webhook).map_err(|e| e.to_string())?;
-            let webhook = self.shared_webhook(&event.tenant, webhook);
+            let webhook = self
+                .webhook_of_record(&event.tenant, &s.webhook)
+                .map_err(|e| e.to_string())?;
             let status = DeliveryStatus::from_name(&s.status)
                 .ok_or_else(|| format!("status {:?}", s.status))?;
             let delivery = DeliveryId(s.delivery);
