@@ -75,10 +75,13 @@ fn check(
             max,
         });
     }
-    if let Some((offset, character)) = value.char_indices().find(|&(_, c)| {
-        // Non-ASCII characters are never allowed; `c as u8` is only consulted for ASCII.
-        !c.is_ascii() || !ok(c as u8)
-    }) {
+    // Every allowed character is ASCII, so bytes are checked one by one (no UTF-8
+    // decoding) and the first refused one starts the character the error names.
+    if let Some(offset) = value.bytes().position(|b| !b.is_ascii() || !ok(b)) {
+        let character = value[offset..]
+            .chars()
+            .next()
+            .expect("a character starts here");
         return Err(IdError::Character {
             kind,
             character,
@@ -382,6 +385,24 @@ mod tests {
         for (value, ok) in cases {
             assert_eq!(EventType::parse(value).is_ok(), *ok, "{value:?}");
         }
+    }
+
+    #[test]
+    fn a_refused_character_is_named_whole_with_its_byte_offset() {
+        for (value, character, offset) in [("abé", 'é', 2), ("a b", ' ', 1), ("😀x", '😀', 0)]
+        {
+            match TenantId::parse(value) {
+                Err(IdError::Character {
+                    character: c,
+                    offset: o,
+                    ..
+                }) => assert_eq!((c, o), (character, offset), "{value}"),
+                other => panic!("{value}: {other:?}"),
+            }
+        }
+        // A `.` in an event id is allowed; a `*` never is.
+        assert!(EventId::parse("evt.1:a-b_c").is_ok());
+        assert!(EventId::parse("evt*").is_err());
     }
 
     #[test]
