@@ -2,7 +2,8 @@
 //! valid by construction afterwards, so the rest of the core never re-checks.
 //!
 //! String ids share their text through an `Arc<str>`: deliveries, log entries and matcher
-//! indexes all hold copies, and cloning must not allocate.
+//! indexes all hold copies, and cloning must not allocate. Event ids, which each event
+//! holds alone, are kept inline when short ([`EventId`]).
 
 use std::fmt;
 use std::sync::Arc;
@@ -174,16 +175,124 @@ string_id!(
     "ASCII letters, digits, '_', '-', '.'",
     is_name_byte
 );
-string_id!(
-    /// An event, sent to receivers as the stable de-duplication id (`webhook-id`):
-    /// 1..=[`EVENT_ID_BYTES_MAX`] bytes of `[A-Za-z0-9_.:-]`, which is always a valid
-    /// header value and a valid signing message id.
-    EventId,
-    "event id",
-    EVENT_ID_BYTES_MAX,
-    "ASCII letters, digits, '_', '-', '.', ':'",
-    is_event_id_byte
-);
+/// Longest [`EventId`] kept inline, without an allocation of its own: every common form
+/// fits (`evt_` and a UUID with or without hyphens, 36 or 40 bytes; a ULID or KSUID
+/// with a prefix, ~30), and 46 bytes make the id 48 bytes in place, which keeps the
+/// dispatcher's per-event state in the allocator's 112-byte size class. A pending event
+/// whose id had its own allocation paid 56 bytes more for it; longer ids (up to
+/// [`EVENT_ID_BYTES_MAX`]) are shared through an `Arc<str>` as before.
+const EVENT_ID_INLINE_BYTES_MAX: usize = 46;
+
+/// An event, sent to receivers as the stable de-duplication id (`webhook-id`):
+/// 1..=[`EVENT_ID_BYTES_MAX`] bytes of `[A-Za-z0-9_.:-]`, which is always a valid
+/// header value and a valid signing message id.
+///
+/// Unlike the other string ids it is not always shared: an id of at most
+/// [`EVENT_ID_INLINE_BYTES_MAX`] bytes is held in place (each event holds its own id,
+/// so sharing saved nothing but cost an allocation per event); cloning copies it.
+#[derive(Clone)]
+pub struct EventId(EventIdText);
+
+/// Where an [`EventId`]'s text is.
+#[derive(Clone)]
+enum EventIdText {
+    /// The first `len` bytes of `bytes`: ASCII (the charset checked at parse).
+    Inline {
+        len: u8,
+        bytes: [u8; EVENT_ID_INLINE_BYTES_MAX],
+    },
+    /// Longer than [`EVENT_ID_INLINE_BYTES_MAX`].
+    Shared(Arc<str>),
+}
+
+// 48 bytes: the size a pending event's state was planned around (see
+// `EVENT_ID_INLINE_BYTES_MAX`).
+#[cfg(target_pointer_width = "64")]
+const _: () = assert!(std::mem::size_of::<EventId>() <= 48);
+
+impl EventId {
+    /// Parses an id, checking its length and charset.
+    pub fn parse(value: &str) -> Result<EventId, IdError> {
+        check(
+            "event id",
+            value,
+            EVENT_ID_BYTES_MAX,
+            "ASCII letters, digits, '_', '-', '.', ':'",
+            is_event_id_byte,
+        )?;
+        if value.len() > EVENT_ID_INLINE_BYTES_MAX {
+            return Ok(EventId(EventIdText::Shared(Arc::from(value))));
+        }
+        let mut bytes = [0; EVENT_ID_INLINE_BYTES_MAX];
+        bytes[..value.len()].copy_from_slice(value.as_bytes());
+        Ok(EventId(EventIdText::Inline {
+            // At most EVENT_ID_INLINE_BYTES_MAX (46), checked just above.
+            len: value.len() as u8,
+            bytes,
+        }))
+    }
+
+    /// The id as text.
+    pub fn as_str(&self) -> &str {
+        match &self.0 {
+            EventIdText::Inline { len, bytes } => std::str::from_utf8(&bytes[..usize::from(*len)])
+                // Copied from a `&str` at a char boundary (its length) by `parse`.
+                .expect("an inline event id is the text it was parsed from"),
+            EventIdText::Shared(text) => text,
+        }
+    }
+}
+
+impl PartialEq for EventId {
+    fn eq(&self, other: &EventId) -> bool {
+        self.as_str() == other.as_str()
+    }
+}
+
+impl Eq for EventId {}
+
+impl std::hash::Hash for EventId {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.as_str().hash(state);
+    }
+}
+
+impl PartialOrd for EventId {
+    fn partial_cmp(&self, other: &EventId) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Ord for EventId {
+    fn cmp(&self, other: &EventId) -> std::cmp::Ordering {
+        self.as_str().cmp(other.as_str())
+    }
+}
+
+impl fmt::Display for EventId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl fmt::Debug for EventId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "EventId({:?})", self.as_str())
+    }
+}
+
+impl std::str::FromStr for EventId {
+    type Err = IdError;
+    fn from_str(value: &str) -> Result<EventId, IdError> {
+        EventId::parse(value)
+    }
+}
+
+impl AsRef<str> for EventId {
+    fn as_ref(&self) -> &str {
+        self.as_str()
+    }
+}
 
 /// An event type such as `order.created`: 1..=[`EVENT_TYPE_BYTES_MAX`] bytes, at most
 /// [`EVENT_TYPE_SEGMENTS_MAX`] non-empty segments of `[A-Za-z0-9_-]` separated by `.`.
@@ -345,6 +454,43 @@ mod tests {
             assert_eq!(EventId::parse(value).is_ok(), *ok, "{value:?}");
             if *ok {
                 assert!(herald_sign::validate_message_id(value).is_ok());
+            }
+        }
+    }
+
+    #[test]
+    fn event_ids_inline_or_shared_behave_as_their_text() {
+        use std::collections::hash_map::DefaultHasher;
+        use std::hash::{Hash, Hasher};
+        fn hash_of<T: Hash + ?Sized>(value: &T) -> u64 {
+            let mut h = DefaultHasher::new();
+            value.hash(&mut h);
+            h.finish()
+        }
+        let texts = [
+            "e".to_string(),
+            "evt_0123456789abcdef0123456789abcdef".to_string(),
+            "x".repeat(EVENT_ID_INLINE_BYTES_MAX - 1),
+            "x".repeat(EVENT_ID_INLINE_BYTES_MAX),
+            "x".repeat(EVENT_ID_INLINE_BYTES_MAX + 1),
+            "y".repeat(EVENT_ID_BYTES_MAX),
+        ];
+        for text in &texts {
+            let id = EventId::parse(text).unwrap();
+            let inline = matches!(id.0, EventIdText::Inline { .. });
+            assert_eq!(inline, text.len() <= EVENT_ID_INLINE_BYTES_MAX, "{text}");
+            assert_eq!(id.as_str(), text);
+            assert_eq!(id.as_ref(), text.as_str());
+            assert_eq!(id.to_string(), *text);
+            assert_eq!(format!("{id:?}"), format!("EventId({text:?})"));
+            assert_eq!(id.clone(), id);
+            assert_eq!(hash_of(&id), hash_of(text.as_str()));
+        }
+        for a in &texts {
+            for b in &texts {
+                let (ia, ib) = (EventId::parse(a).unwrap(), EventId::parse(b).unwrap());
+                assert_eq!(ia.cmp(&ib), a.cmp(b), "{a} against {b}");
+                assert_eq!(ia == ib, a == b);
             }
         }
     }
