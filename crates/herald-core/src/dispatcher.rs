@@ -430,6 +430,7 @@ pub struct Stats {
     pub retries_pending: usize,
 }
 
+/// What a pending delivery needs of its event, shared by the event's deliveries.
 struct EventData {
     tenant: TenantId,
     id: EventId,
@@ -437,6 +438,11 @@ struct EventData {
     body: EventBody,
     accepted_at_ms: u64,
 }
+
+// With the `Arc`'s two counts, at most 112 bytes: the allocator's size class below 128,
+// one per pending event (the id inline, the body 16 bytes).
+#[cfg(target_pointer_width = "64")]
+const _: () = assert!(std::mem::size_of::<EventData>() <= 96);
 
 impl EventData {
     /// The same event with its body kept as `body` instead.
@@ -454,17 +460,63 @@ impl EventData {
 /// An event's envelope: in memory until the driver reports where the journal holds it
 /// (see [`crate::body`]). An empty held body is "not kept" (a checkpoint leaves out the
 /// bodies of events whose deliveries all succeeded).
+///
+/// 16 bytes, so that an event's state (with its id inline) fits the allocator's 112-byte
+/// size class: the held bytes sit behind a thin pointer, and a stored position's length
+/// is never zero, which leaves a niche for the tag.
 #[derive(Clone, Debug)]
 enum EventBody {
-    Held(Arc<[u8]>),
-    Stored(BodyPos),
+    /// The bytes (a thin pointer to the shared envelope). Held only until the driver
+    /// reports the event's position, or for a driver that reports none.
+    Held(Arc<Arc<[u8]>>),
+    Stored(StoredAt),
+}
+
+#[cfg(target_pointer_width = "64")]
+const _: () = assert!(std::mem::size_of::<EventBody>() <= 16);
+
+/// A [`BodyPos`] of at least one byte. `repr(C)` keeps the length (the niche) after the
+/// first eight bytes, where [`EventBody::Held`]'s pointer goes.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+struct StoredAt {
+    segment: u64,
+    offset: u32,
+    len: std::num::NonZeroU32,
+}
+
+impl StoredAt {
+    fn pos(self) -> BodyPos {
+        BodyPos {
+            segment: self.segment,
+            offset: self.offset,
+            len: self.len.get(),
+        }
+    }
 }
 
 impl EventBody {
+    /// `bytes` kept in memory.
+    fn held(bytes: Arc<[u8]>) -> EventBody {
+        EventBody::Held(Arc::new(bytes))
+    }
+
+    /// The body the driver stored at `at` (an empty one needs no position).
+    fn stored(at: BodyPos) -> EventBody {
+        match std::num::NonZeroU32::new(at.len) {
+            Some(len) => EventBody::Stored(StoredAt {
+                segment: at.segment,
+                offset: at.offset,
+                len,
+            }),
+            None => EventBody::held(Arc::from(&[][..])),
+        }
+    }
+
     fn len(&self) -> usize {
         match self {
             EventBody::Held(bytes) => bytes.len(),
-            EventBody::Stored(at) => at.len as usize,
+            EventBody::Stored(at) => at.len.get() as usize,
         }
     }
 
@@ -478,8 +530,8 @@ impl EventBody {
     fn bytes<'a>(&'a self, store: &'a dyn BodyStore) -> &'a [u8] {
         match self {
             EventBody::Held(bytes) => bytes,
-            EventBody::Stored(at) => match store.body(*at) {
-                Some(bytes) if bytes.len() == at.len as usize => bytes,
+            EventBody::Stored(at) => match store.body(at.pos()) {
+                Some(bytes) if bytes.len() == at.len.get() as usize => bytes,
                 _ => panic!(
                     "bug: the event body the driver stored at {at:?} is not in its body store"
                 ),

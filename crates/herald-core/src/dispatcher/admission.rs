@@ -202,7 +202,7 @@ impl Dispatcher {
         if !matches!(held.body, EventBody::Held(_)) || held.body.len() != at.len as usize {
             return;
         }
-        let stored = Arc::new(held.with_body(EventBody::Stored(at)));
+        let stored = Arc::new(held.with_body(EventBody::stored(at)));
         let held = Arc::clone(held);
         for delivery in &self.awaiting[index].1 {
             if let Some(d) = self

@@ -23,9 +23,9 @@ fn record_time_ms(record: &Record) -> u64 {
 fn event_body(bytes: &[u8], at: Option<&Option<BodyPos>>) -> EventBody {
     match at {
         Some(Some(at)) if at.len as usize == bytes.len() && !bytes.is_empty() => {
-            EventBody::Stored(*at)
+            EventBody::stored(*at)
         }
-        _ => EventBody::Held(Arc::from(bytes)),
+        _ => EventBody::held(Arc::from(bytes)),
     }
 }
 
@@ -399,7 +399,7 @@ impl Dispatcher {
                 "bug: a checkpoint moved event {}'s body to a copy of another length",
                 old.id
             );
-            let moved = Arc::new(old.with_body(EventBody::Stored(at)));
+            let moved = Arc::new(old.with_body(EventBody::stored(at)));
             let later = self.deliveries.range_mut_from(anchor);
             for (_, d) in later.take_while(|(_, d)| Arc::ptr_eq(&d.event, &old)) {
                 d.event = Arc::clone(&moved);
