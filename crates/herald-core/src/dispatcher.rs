@@ -37,6 +37,7 @@ mod queries;
 mod registry;
 mod replay;
 mod signing;
+mod table;
 
 use admission::KeyUse;
 use deliveries::Deliveries;
@@ -842,8 +843,8 @@ pub struct Dispatcher {
     config: DispatcherConfig,
     now_ms: u64,
     tenants: BTreeMap<TenantId, TenantState>,
-    /// Boxed: a B-tree filled in id order keeps its nodes about half full, so inline
-    /// deliveries would leave about their own size empty beside each of them.
+    /// Boxed, in a table sorted by id (`dispatcher/table.rs`): 16 bytes per delivery
+    /// beside the box, where a B-tree filled in id order took ~35.
     deliveries: Deliveries,
     /// Each tenant's retained deliveries, for queries. Probed by tenant, never iterated
     /// across tenants.
