@@ -121,7 +121,7 @@ impl Dispatcher {
         now: u64,
     ) {
         if let Some(w) = webhook_state_mut(&mut self.tenants, &event.tenant, &webhook) {
-            w.pending.insert(delivery);
+            w.pending += 1;
         }
         match self.by_tenant.get_mut(&event.tenant) {
             Some(set) => {

@@ -176,7 +176,7 @@ impl Dispatcher {
             count_down(&mut self.finished_count, "finished deliveries");
             let (tenant, webhook) = (d.event.tenant.clone(), d.webhook.clone());
             if let Some(w) = webhook_state_mut(&mut self.tenants, &tenant, &webhook) {
-                w.pending.insert(delivery);
+                w.pending += 1;
             }
         }
         self.schedule(delivery, due_ms);

@@ -201,7 +201,7 @@ impl Dispatcher {
         d.finish_seq = self.finish_seq;
         let (tenant, webhook) = (d.event.tenant.clone(), d.webhook.clone());
         if let Some(w) = webhook_state_mut(&mut self.tenants, &tenant, &webhook) {
-            w.pending.remove(&delivery);
+            count_down(&mut w.pending, "a webhook's pending deliveries");
         }
         count_down(&mut self.pending_count, "pending deliveries");
         self.finished_count += 1;
