@@ -128,8 +128,9 @@ impl Dispatcher {
                 set.insert(delivery);
             }
             None => {
-                self.by_tenant
-                    .insert(event.tenant.clone(), BTreeSet::from([delivery]));
+                let mut set = IdSet::default();
+                set.insert(delivery);
+                self.by_tenant.insert(event.tenant.clone(), set);
             }
         }
         self.pending_count += 1;

@@ -75,8 +75,8 @@ impl Dispatcher {
             .by_tenant
             .get(tenant)
             .into_iter()
-            .flatten()
-            .filter_map(|id| self.deliveries.get(id).map(|d| (*id, d)))
+            .flat_map(IdSet::iter)
+            .filter_map(|id| self.deliveries.get(&id).map(|d| (id, d)))
             .filter(|(_, d)| {
                 &d.webhook == webhook
                     && matches!(d.status, DeliveryStatus::Failed | DeliveryStatus::Exhausted)

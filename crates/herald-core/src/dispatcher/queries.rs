@@ -148,7 +148,7 @@ impl Dispatcher {
             .by_tenant
             .get(&query.tenant)
             .into_iter()
-            .flat_map(|set| set.range(start..));
+            .flat_map(|set| set.range_from(start));
         for (scanned, id) in range.enumerate() {
             if scanned == QUERY_SCAN_MAX {
                 // A narrow filter over a long log: hand back what was found and where to
@@ -156,7 +156,7 @@ impl Dispatcher {
                 next_after = Some(DeliveryId(id.0.saturating_sub(1)));
                 break;
             }
-            let Some(d) = self.deliveries.get(id) else {
+            let Some(d) = self.deliveries.get(&id) else {
                 continue;
             };
             if query.webhook.as_ref().is_some_and(|w| w != &d.webhook)
@@ -169,7 +169,7 @@ impl Dispatcher {
                 next_after = items.last().map(|r: &DeliveryRecord| r.id);
                 break;
             }
-            items.push(self.view(*id, d));
+            items.push(self.view(id, d));
         }
         Page { items, next_after }
     }

@@ -224,13 +224,12 @@ impl Dispatcher {
             .by_tenant
             .get(tenant)
             .into_iter()
-            .flatten()
+            .flat_map(IdSet::iter)
             .filter(|delivery| {
                 self.deliveries
                     .get(delivery)
                     .is_some_and(|d| &d.webhook == id && !d.status.is_final())
             })
-            .copied()
             .collect();
         assert_eq!(
             pending.len(),

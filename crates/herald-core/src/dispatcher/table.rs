@@ -1,5 +1,5 @@
 //! [`IdTable`]: values by delivery id in one sorted array, for the dispatcher's held
-//! deliveries.
+//! deliveries; [`IdSet`]: the same for a set of ids, for each tenant's index of them.
 //!
 //! Delivery ids are handed out in increasing order and never reused, so new deliveries
 //! always go at the end, and the deliveries held are a sorted run with gaps where some
@@ -193,6 +193,128 @@ impl<V> IdTable<V> {
     }
 }
 
+/// Delivery ids in increasing order, 8 bytes each: [`IdTable`]'s layout for a set, for
+/// the tenants' indexes of their held deliveries (where a `BTreeSet` filled in id order
+/// took ~20 bytes per delivery). The same rules: new ids go at the end, removed ones are
+/// marked and dropped at either end or in bulk.
+#[derive(Clone, Debug, Default)]
+pub(super) struct IdSet {
+    /// `id << 1 | 1` for an id held, `id << 1` for one removed whose entry has not been
+    /// dropped yet: in strictly increasing order of id, and neither end removed.
+    entries: VecDeque<u64>,
+    /// Ids held.
+    len: usize,
+}
+
+/// The bit of an [`IdSet`] entry that says its id is held.
+const HELD: u64 = 1;
+
+impl IdSet {
+    /// Ids held.
+    pub(super) fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Whether no id is held.
+    pub(super) fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    fn search(&self, id: DeliveryId) -> Result<usize, usize> {
+        self.entries.binary_search_by_key(&id.0, |entry| entry >> 1)
+    }
+
+    /// Whether `id` is held.
+    pub(super) fn contains(&self, id: &DeliveryId) -> bool {
+        self.search(*id)
+            .is_ok_and(|index| self.entries[index] & HELD != 0)
+    }
+
+    /// Adds `id`; false if it was held. An id past every entry (the dispatcher's only
+    /// case) is appended; one below the last is put in place, moving the entries after
+    /// it.
+    pub(super) fn insert(&mut self, id: DeliveryId) -> bool {
+        assert!(
+            id.0 < 1 << 63,
+            "bug: delivery id {id} does not leave room for the held bit"
+        );
+        let index = match self.entries.back() {
+            Some(last) if last >> 1 >= id.0 => self.search(id),
+            _ => Err(self.entries.len()),
+        };
+        let added = match index {
+            Ok(index) => {
+                let added = self.entries[index] & HELD == 0;
+                self.entries[index] |= HELD;
+                added
+            }
+            Err(index) => {
+                self.entries.insert(index, id.0 << 1 | HELD);
+                true
+            }
+        };
+        self.len += usize::from(added);
+        self.check_ends();
+        added
+    }
+
+    /// Removes `id`; false if it was not held.
+    pub(super) fn remove(&mut self, id: &DeliveryId) -> bool {
+        let Ok(index) = self.search(*id) else {
+            return false;
+        };
+        if self.entries[index] & HELD == 0 {
+            return false;
+        }
+        self.entries[index] &= !HELD;
+        self.len -= 1;
+        while self.entries.front().is_some_and(|e| e & HELD == 0) {
+            self.entries.pop_front();
+        }
+        while self.entries.back().is_some_and(|e| e & HELD == 0) {
+            self.entries.pop_back();
+        }
+        let empty = self.entries.len() - self.len;
+        if empty > EMPTY_ENTRIES_KEPT_MIN.max(self.len / 2) {
+            // As in `IdTable::remove`: amortised, at most three moves per removal.
+            self.entries.retain(|e| e & HELD != 0);
+        }
+        if self.entries.capacity() > 2 * self.entries.len().max(EMPTY_ENTRIES_KEPT_MIN) {
+            self.entries
+                .shrink_to(self.entries.len() + self.entries.len() / 2);
+        }
+        self.check_ends();
+        true
+    }
+
+    /// As [`IdTable::check_ends`].
+    fn check_ends(&self) {
+        assert!(
+            self.entries.front().is_none_or(|e| e & HELD != 0)
+                && self.entries.back().is_none_or(|e| e & HELD != 0),
+            "bug: a delivery id set ends with a removed entry"
+        );
+        assert!(
+            self.len <= self.entries.len(),
+            "bug: a delivery id set counts more ids than entries"
+        );
+    }
+
+    /// The ids held from `from` on, in order.
+    pub(super) fn range_from(&self, from: DeliveryId) -> impl Iterator<Item = DeliveryId> + '_ {
+        let start = self.entries.partition_point(|e| e >> 1 < from.0);
+        self.entries
+            .range(start..)
+            .filter(|e| *e & HELD != 0)
+            .map(|e| DeliveryId(e >> 1))
+    }
+
+    /// Every id held, in order.
+    pub(super) fn iter(&self) -> impl Iterator<Item = DeliveryId> + '_ {
+        self.range_from(DeliveryId(0))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -336,6 +458,80 @@ mod tests {
                     prop_assert_eq!(t.get(&id(k)), model.get(&id(k)));
                     prop_assert_eq!(t.contains_key(&id(k)), model.contains_key(&id(k)));
                 }
+            }
+        }
+    }
+
+    #[test]
+    fn a_set_adds_finds_and_removes_in_order() {
+        let mut s = IdSet::default();
+        assert!(s.is_empty());
+        for n in [1, 2, 3, 7, 9] {
+            assert!(s.insert(id(n)));
+        }
+        assert!(!s.insert(id(3)));
+        assert!(s.insert(id(5)));
+        assert_eq!(s.len(), 6);
+        assert!(s.remove(&id(3)));
+        assert!(!s.remove(&id(3)));
+        assert!(!s.remove(&id(4)));
+        assert!(!s.contains(&id(3)));
+        assert!(s.contains(&id(5)));
+        assert_eq!(s.iter().map(|k| k.0).collect::<Vec<_>>(), [1, 2, 5, 7, 9]);
+        assert_eq!(s.range_from(id(6)).map(|k| k.0).collect::<Vec<_>>(), [7, 9]);
+        assert!(s.insert(id(3)));
+        assert_eq!(s.range_from(id(3)).next(), Some(id(3)));
+        for n in [1, 2, 3, 5, 7, 9] {
+            assert!(s.remove(&id(n)));
+        }
+        assert!(s.is_empty());
+        assert_eq!(s.entries.len(), 0);
+    }
+
+    #[test]
+    fn a_set_keeps_removed_entries_bounded() {
+        let mut s = IdSet::default();
+        s.insert(id(0));
+        for n in 1..300_000u64 {
+            s.insert(id(n));
+            if n >= 50 {
+                s.remove(&id(n - 49));
+            }
+            assert!(s.entries.len() <= 3 * s.len() / 2 + EMPTY_ENTRIES_KEPT_MIN + 1);
+        }
+        assert_eq!(s.len(), 50);
+        assert!(s.entries.capacity() <= 4 * (s.len() + EMPTY_ENTRIES_KEPT_MIN));
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(256))]
+        /// Against a `BTreeSet`, the structure it replaces.
+        #[test]
+        fn a_set_matches_a_btree_set(ops in proptest::collection::vec(op(), 1..400)) {
+            let mut s = IdSet::default();
+            let mut model = std::collections::BTreeSet::new();
+            let mut next = 0u64;
+            for op in ops {
+                match op {
+                    Op::Insert(n) => prop_assert_eq!(s.insert(id(n)), model.insert(id(n))),
+                    Op::Append => {
+                        next = next.max(model.iter().next_back().map_or(0, |k: &DeliveryId| k.0 + 1));
+                        prop_assert_eq!(s.insert(id(next)), model.insert(id(next)));
+                        next += 1;
+                    }
+                    Op::Remove(n) => {
+                        let key = model.iter().nth(n as usize % model.len().max(1)).copied().unwrap_or(id(n));
+                        prop_assert_eq!(s.remove(&key), model.remove(&key));
+                        prop_assert_eq!(s.remove(&id(n)), model.remove(&id(n)));
+                    }
+                    Op::Change(n) => prop_assert_eq!(s.contains(&id(n)), model.contains(&id(n))),
+                    Op::Range(a, _) => {
+                        prop_assert!(s.range_from(id(a)).eq(model.range(id(a)..).copied()));
+                    }
+                }
+                prop_assert_eq!(s.len(), model.len());
+                prop_assert_eq!(s.is_empty(), model.is_empty());
+                prop_assert!(s.iter().eq(model.iter().copied()));
             }
         }
     }
