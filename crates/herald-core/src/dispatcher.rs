@@ -564,11 +564,17 @@ struct Delivery {
     attempts_max: u32,
     status: DeliveryStatus,
     stage: Stage,
-    due_ms: Option<u64>,
-    last_status: Option<u16>,
-    /// Milliseconds (saturating at `u32::MAX`, 49 days): the delivery is boxed in a
-    /// size class of 128 bytes, and a pending million of them make that matter.
-    last_latency_ms: Option<u32>,
+    /// When it is (or was last) due; [`Delivery::NOT_DUE`] for none. Absent values
+    /// below are sentinels too, as in [`Attempt`]: the delivery is boxed in the
+    /// allocator's 112-byte size class, and a pending million of them make that matter.
+    /// Read and written through [`Delivery::due_ms`] and [`Delivery::set_due_ms`].
+    due_at_ms: u64,
+    /// The last response's status; 0 when there was none ([`Delivery::last_status`]).
+    last_status_code: u16,
+    /// The last attempt's latency in milliseconds, saturating just below
+    /// [`Attempt::NO_TIME`] (49 days), which stands for none
+    /// ([`Delivery::last_latency_ms`]).
+    last_latency: u32,
     last_error: Option<DeliveryError>,
     /// The latest response's captured body and headers; `None` while both are empty
     /// (no response yet, or none captured), as for most pending deliveries.
@@ -581,10 +587,10 @@ struct Delivery {
     attempts: Vec<Attempt>,
 }
 
-// A pending delivery is boxed; at most 128 bytes keeps it in the allocator's 128-byte
-// size class (the next is 160), which a backlog of a million deliveries feels.
+// A pending delivery is boxed; at most 112 bytes keeps it in the allocator's 112-byte
+// size class (the next is 128), which a backlog of a million deliveries feels.
 #[cfg(target_pointer_width = "64")]
-const _: () = assert!(std::mem::size_of::<Delivery>() <= 128);
+const _: () = assert!(std::mem::size_of::<Delivery>() <= 112);
 
 /// Most deliveries held for which debug builds recount the whole state after a tick: the
 /// unit, property and simulation tests stay far below it and are checked on every tick,
@@ -631,6 +637,38 @@ struct LastResponse {
 }
 
 impl Delivery {
+    /// [`Delivery::due_at_ms`] of a delivery with no due time.
+    const NOT_DUE: u64 = u64::MAX;
+
+    /// When it is (or was last) due. A due time of `u64::MAX` ms (never reached: the
+    /// wheel cannot fire it with its default tick) is kept as one millisecond earlier.
+    fn due_ms(&self) -> Option<u64> {
+        (self.due_at_ms != Delivery::NOT_DUE).then_some(self.due_at_ms)
+    }
+
+    fn set_due_ms(&mut self, due_ms: Option<u64>) {
+        self.due_at_ms = due_ms.map_or(Delivery::NOT_DUE, |due| due.min(Delivery::NOT_DUE - 1));
+    }
+
+    /// The last response's status, if there was one.
+    fn last_status(&self) -> Option<u16> {
+        (self.last_status_code != 0).then_some(self.last_status_code)
+    }
+
+    /// The last attempt's latency, if it made one.
+    fn last_latency_ms(&self) -> Option<u32> {
+        (self.last_latency != Attempt::NO_TIME).then_some(self.last_latency)
+    }
+
+    /// Keeps the last attempt's `latency_ms` (`None`: no attempt).
+    fn set_last_latency_ms(&mut self, latency_ms: Option<u64>) {
+        self.last_latency = latency_ms.map_or(Attempt::NO_TIME, |ms| {
+            u32::try_from(ms)
+                .unwrap_or(u32::MAX)
+                .min(Attempt::NO_TIME - 1)
+        });
+    }
+
     /// Keeps the latest response's captured body and headers (nothing when both are
     /// empty: a pending delivery of a receiver that does not answer costs no allocation
     /// for them).

@@ -145,9 +145,9 @@ impl Dispatcher {
                 attempts_max,
                 status: DeliveryStatus::Pending,
                 stage: Stage::AwaitingDurable,
-                due_ms: Some(event.accepted_at_ms),
-                last_status: None,
-                last_latency_ms: None,
+                due_at_ms: event.accepted_at_ms.min(Delivery::NOT_DUE - 1),
+                last_status_code: 0,
+                last_latency: Attempt::NO_TIME,
                 last_error: None,
                 last_response: None,
                 updated_at_ms: now,
@@ -258,7 +258,7 @@ impl Dispatcher {
         }
         let key = self.wheel.insert(due_ms, Timer::Delivery(delivery));
         d.stage = Stage::Scheduled(key);
-        d.due_ms = Some(due_ms);
+        d.set_due_ms(Some(due_ms));
     }
 
     /// Advances time: fires due timers, admits due deliveries within each endpoint's
@@ -446,7 +446,7 @@ impl Dispatcher {
         }
         d.stage = Stage::InFlight;
         set_attempt(&mut self.fresh_pending, d, attempt);
-        d.due_ms = None;
+        d.set_due_ms(None);
         d.attempt_started(attempt, at_ms);
         let (tenant, webhook) = (d.event.tenant.clone(), d.webhook.clone());
         self.drop_stale_queue_head(&tenant, &webhook);

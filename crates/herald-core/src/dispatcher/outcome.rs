@@ -181,7 +181,7 @@ impl Dispatcher {
         }
         d.stage = Stage::Finished;
         d.status = status;
-        d.due_ms = None;
+        d.set_due_ms(None);
         if error.is_some() {
             d.last_error = error;
         }
@@ -429,8 +429,8 @@ impl Dispatcher {
             ));
         }
         set_attempt(&mut self.fresh_pending, d, r.attempt);
-        d.last_status = (r.status != 0).then_some(r.status);
-        d.last_latency_ms = Some(u32::try_from(r.latency_ms).unwrap_or(u32::MAX));
+        d.last_status_code = r.status;
+        d.set_last_latency_ms(Some(r.latency_ms));
         d.last_error = match result {
             AttemptResult::Transport(t) => Some(DeliveryError::Transport(t)),
             AttemptResult::Response { status, .. } => {
@@ -442,7 +442,7 @@ impl Dispatcher {
         d.attempt_ended(
             r.attempt,
             r.at_ms,
-            d.last_status,
+            d.last_status(),
             r.latency_ms,
             d.last_error,
         );

@@ -63,7 +63,7 @@ impl Dispatcher {
             .map(|(id, d)| {
                 let due = match d.stage {
                     Stage::Scheduled(key) => self.wheel.due_ms_of(key),
-                    _ => d.due_ms.and_then(|due| self.wheel.due_ms(due)),
+                    _ => d.due_ms().and_then(|due| self.wheel.due_ms(due)),
                 };
                 (*id, due)
             })
@@ -103,10 +103,14 @@ impl Dispatcher {
             webhook: d.webhook.clone(),
             attempt: d.attempt,
             status: d.status,
-            response_status: d.last_status,
-            response_time_ms: d.last_latency_ms.map(u64::from),
+            response_status: d.last_status(),
+            response_time_ms: d.last_latency_ms().map(u64::from),
             error: d.last_error,
-            next_retry_at_ms: if d.status.is_final() { None } else { d.due_ms },
+            next_retry_at_ms: if d.status.is_final() {
+                None
+            } else {
+                d.due_ms()
+            },
             response_body: d
                 .last_response
                 .as_ref()

@@ -549,10 +549,9 @@ impl Dispatcher {
             self.insert_pending(delivery, event, webhook, s.attempts_max, s.updated_at_ms);
             if let Some(d) = self.deliveries.get_mut(&delivery) {
                 set_attempt(&mut self.fresh_pending, d, s.attempt);
-                d.last_status = (s.last_status != 0).then_some(s.last_status);
+                d.last_status_code = s.last_status;
                 d.last_error = s.last_error.as_deref().and_then(DeliveryError::from_name);
-                d.last_latency_ms = (s.last_latency_ms != u64::MAX)
-                    .then(|| u32::try_from(s.last_latency_ms).unwrap_or(u32::MAX));
+                d.set_last_latency_ms((s.last_latency_ms != u64::MAX).then_some(s.last_latency_ms));
                 d.set_last_response(
                     &s.last_response_body,
                     headers_from_rec(&s.last_response_headers),
@@ -580,7 +579,7 @@ impl Dispatcher {
             } else if s.in_flight {
                 if let Some(d) = self.deliveries.get_mut(&delivery) {
                     d.stage = Stage::InFlight;
-                    d.due_ms = None;
+                    d.set_due_ms(None);
                 }
                 self.in_flight_count += 1;
             } else {
@@ -985,11 +984,15 @@ fn delivery_snap(id: DeliveryId, event: u32, d: &Delivery) -> record::DeliverySn
         attempt: d.attempt,
         attempts_max: d.attempts_max,
         status: d.status.name().to_string(),
-        next_attempt_at_ms: if d.status.is_final() { None } else { d.due_ms },
+        next_attempt_at_ms: if d.status.is_final() {
+            None
+        } else {
+            d.due_ms()
+        },
         in_flight: d.stage == Stage::InFlight,
-        last_status: d.last_status.unwrap_or(0),
+        last_status: d.last_status_code,
         last_error: d.last_error.map(DeliveryError::name),
-        last_latency_ms: d.last_latency_ms.map_or(u64::MAX, u64::from),
+        last_latency_ms: d.last_latency_ms().map_or(u64::MAX, u64::from),
         last_response_body: d.last_body().to_vec(),
         last_response_headers: headers_to_rec(d.last_headers()),
         updated_at_ms: d.updated_at_ms,
