@@ -130,7 +130,7 @@ impl Dispatcher {
             None => {
                 let mut set = IdSet::default();
                 set.insert(delivery);
-                self.by_tenant.insert(event.tenant.clone(), set);
+                self.by_tenant.insert(TenantId::clone(&event.tenant), set);
             }
         }
         self.pending_count += 1;
@@ -245,7 +245,7 @@ impl Dispatcher {
         };
         w.queue.push_back(delivery);
         self.ready_webhooks
-            .insert((d.event.tenant.clone(), d.webhook.clone()));
+            .insert((TenantId::clone(&d.event.tenant), d.webhook.clone()));
         true
     }
 
@@ -448,7 +448,7 @@ impl Dispatcher {
         set_attempt(&mut self.fresh_pending, d, attempt);
         d.set_due_ms(None);
         d.attempt_started(attempt, at_ms);
-        let (tenant, webhook) = (d.event.tenant.clone(), d.webhook.clone());
+        let (tenant, webhook) = (TenantId::clone(&d.event.tenant), d.webhook.clone());
         self.drop_stale_queue_head(&tenant, &webhook);
         Ok(())
     }

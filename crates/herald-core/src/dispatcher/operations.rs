@@ -15,7 +15,7 @@ impl Dispatcher {
         let d = self
             .deliveries
             .get(&delivery)
-            .filter(|d| &d.event.tenant == tenant)
+            .filter(|d| *d.event.tenant == *tenant)
             .ok_or(OpError::DeliveryNotFound(delivery))?;
         let webhook = d.webhook.clone();
         let active = webhook_state(&self.tenants, tenant, &webhook)
@@ -174,7 +174,7 @@ impl Dispatcher {
                 self.fresh_pending += 1;
             }
             count_down(&mut self.finished_count, "finished deliveries");
-            let (tenant, webhook) = (d.event.tenant.clone(), d.webhook.clone());
+            let (tenant, webhook) = (TenantId::clone(&d.event.tenant), d.webhook.clone());
             if let Some(w) = webhook_state_mut(&mut self.tenants, &tenant, &webhook) {
                 w.pending += 1;
             }

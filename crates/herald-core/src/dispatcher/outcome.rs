@@ -199,7 +199,7 @@ impl Dispatcher {
         d.updated_at_ms = now;
         self.finish_seq += 1;
         d.finish_seq = self.finish_seq;
-        let (tenant, webhook) = (d.event.tenant.clone(), d.webhook.clone());
+        let (tenant, webhook) = (TenantId::clone(&d.event.tenant), d.webhook.clone());
         if let Some(w) = webhook_state_mut(&mut self.tenants, &tenant, &webhook) {
             count_down(&mut w.pending, "a webhook's pending deliveries");
         }
@@ -254,7 +254,7 @@ impl Dispatcher {
         if d.stage != Stage::InFlight || d.attempt != outcome.attempt {
             return false;
         }
-        let (tenant, webhook) = (d.event.tenant.clone(), d.webhook.clone());
+        let (tenant, webhook) = (TenantId::clone(&d.event.tenant), d.webhook.clone());
         let (attempt, attempts_max) = (d.attempt, d.attempts_max);
         let class = classify(&outcome.result);
         let counters = &mut self.counters;
@@ -452,7 +452,7 @@ impl Dispatcher {
             count_down(&mut self.in_flight_count, "in-flight deliveries");
             d.stage = Stage::Waiting;
         }
-        let (tenant, webhook) = (d.event.tenant.clone(), d.webhook.clone());
+        let (tenant, webhook) = (TenantId::clone(&d.event.tenant), d.webhook.clone());
         if let Some(w) = webhook_state_mut(&mut self.tenants, &tenant, &webhook) {
             let signal = match class {
                 OutcomeClass::Success => Signal::Success,

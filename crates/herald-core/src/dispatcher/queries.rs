@@ -97,9 +97,9 @@ impl Dispatcher {
     pub(super) fn view(&self, id: DeliveryId, d: &Delivery) -> DeliveryRecord {
         DeliveryRecord {
             id,
-            tenant: d.event.tenant.clone(),
+            tenant: TenantId::clone(&d.event.tenant),
             event_id: d.event.id.clone(),
-            event_type: d.event.event_type.clone(),
+            event_type: EventType::clone(&d.event.event_type),
             webhook: d.webhook.clone(),
             attempt: d.attempt,
             status: d.status,
@@ -131,14 +131,14 @@ impl Dispatcher {
     pub fn delivery_ids(&self, id: DeliveryId) -> Option<(&TenantId, &WebhookId, &EventId)> {
         self.deliveries
             .get(&id)
-            .map(|d| (&d.event.tenant, &d.webhook, &d.event.id))
+            .map(|d| (&*d.event.tenant, &d.webhook, &d.event.id))
     }
 
     /// One delivery of `tenant`, if it is pending or still in the log.
     pub fn delivery(&self, tenant: &TenantId, id: DeliveryId) -> Option<DeliveryRecord> {
         self.deliveries
             .get(&id)
-            .filter(|d| &d.event.tenant == tenant)
+            .filter(|d| *d.event.tenant == *tenant)
             .map(|d| self.view(id, d))
     }
 

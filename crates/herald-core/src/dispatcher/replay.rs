@@ -180,7 +180,14 @@ impl Dispatcher {
             .deliveries
             .iter()
             .filter(|(_, d)| !d.status.is_final())
-            .map(|(id, d)| (*id, d.stage, d.event.tenant.clone(), d.webhook.clone()))
+            .map(|(id, d)| {
+                (
+                    *id,
+                    d.stage,
+                    TenantId::clone(&d.event.tenant),
+                    d.webhook.clone(),
+                )
+            })
             .collect();
         for (delivery, stage, tenant, webhook) in pending {
             let active =
@@ -414,22 +421,23 @@ impl Dispatcher {
     /// `tenant`, sharing the registry's copy of the id when the tenant has webhooks: an
     /// event holds its tenant's id, and a backlog of a million events would otherwise
     /// hold a million copies of it.
-    fn shared_tenant(&self, tenant: TenantId) -> TenantId {
-        match self.tenants.get_key_value(&tenant) {
-            Some((shared, _)) => shared.clone(),
-            None => tenant,
+    fn shared_tenant(&mut self, tenant: TenantId) -> Arc<TenantId> {
+        match self.tenants.get_mut(&tenant) {
+            Some(t) => Arc::clone(t.shared_id.get_or_insert_with(|| Arc::new(tenant))),
+            None => Arc::new(tenant),
         }
     }
 
     /// `event_type`, sharing one copy of each type among the events that carry it (a
     /// backlog of a million events has a handful of types), up to
     /// [`EVENT_TYPES_SHARED_MAX`] distinct types; types beyond that keep their own copy.
-    fn shared_event_type(&mut self, event_type: EventType) -> EventType {
+    fn shared_event_type(&mut self, event_type: EventType) -> Arc<EventType> {
         if let Some(shared) = self.event_types.get(&event_type) {
-            return shared.clone();
+            return Arc::clone(shared);
         }
+        let event_type = Arc::new(event_type);
         if self.event_types.len() < EVENT_TYPES_SHARED_MAX {
-            self.event_types.insert(event_type.clone());
+            self.event_types.insert(Arc::clone(&event_type));
         }
         event_type
     }
