@@ -562,16 +562,20 @@ enum Stage {
 #[derive(Clone)]
 struct Delivery {
     event: Arc<EventData>,
-    webhook: WebhookId,
+    /// The registry's copy while the webhook exists (`shared_webhook`).
+    webhook: Arc<WebhookId>,
     attempt: u32,
     attempts_max: u32,
     status: DeliveryStatus,
     stage: Stage,
-    /// When it is (or was last) due; [`Delivery::NOT_DUE`] for none. Absent values
-    /// below are sentinels too, as in [`Attempt`]: the delivery is boxed in the
-    /// allocator's 112-byte size class, and a pending million of them make that matter.
-    /// Read and written through [`Delivery::due_ms`] and [`Delivery::set_due_ms`].
-    due_at_ms: u64,
+    /// While pending, when it is (or was last) due, [`Delivery::NOT_DUE`] for none;
+    /// once ended (when it has no due time), its place in the order deliveries ended
+    /// (the dispatcher's `finish_seq` then). One field for two: the delivery is boxed in
+    /// the allocator's 96-byte size class, and a pending million of them make that
+    /// matter (absent values below are sentinels for the same reason, as in
+    /// [`Attempt`]). Read and written through [`Delivery::due_ms`],
+    /// [`Delivery::set_due_ms`], [`Delivery::finish_seq`] and [`Delivery::set_finished`].
+    due_or_finish: u64,
     /// The last response's status; 0 when there was none ([`Delivery::last_status`]).
     last_status_code: u16,
     /// The last attempt's latency in milliseconds, saturating just below
@@ -583,17 +587,16 @@ struct Delivery {
     /// (no response yet, or none captured), as for most pending deliveries.
     last_response: Option<Box<LastResponse>>,
     updated_at_ms: u64,
-    finish_seq: u64,
     /// The latest attempts, oldest first, at most [`ATTEMPT_HISTORY_MAX`] (a `Vec`, 8
     /// bytes smaller than a `VecDeque`: dropping the oldest of 32 moves a few hundred
     /// bytes, once per attempt past the 32nd).
     attempts: Vec<Attempt>,
 }
 
-// A pending delivery is boxed; at most 112 bytes keeps it in the allocator's 112-byte
-// size class (the next is 128), which a backlog of a million deliveries feels.
+// A pending delivery is boxed; at most 96 bytes keeps it in the allocator's 96-byte
+// size class (the next is 112), which a backlog of a million deliveries feels.
 #[cfg(target_pointer_width = "64")]
-const _: () = assert!(std::mem::size_of::<Delivery>() <= 112);
+const _: () = assert!(std::mem::size_of::<Delivery>() <= 96);
 
 /// Most deliveries held for which debug builds recount the whole state after a tick: the
 /// unit, property and simulation tests stay far below it and are checked on every tick,
@@ -640,17 +643,38 @@ struct LastResponse {
 }
 
 impl Delivery {
-    /// [`Delivery::due_at_ms`] of a delivery with no due time.
+    /// [`Delivery::due_or_finish`] of a pending delivery with no due time.
     const NOT_DUE: u64 = u64::MAX;
 
-    /// When it is (or was last) due. A due time of `u64::MAX` ms (never reached: the
-    /// wheel cannot fire it with its default tick) is kept as one millisecond earlier.
+    /// When it is (or was last) due; `None` once it ended. A due time of `u64::MAX` ms
+    /// (never reached: the wheel cannot fire it with its default tick) is kept as one
+    /// millisecond earlier.
     fn due_ms(&self) -> Option<u64> {
-        (self.due_at_ms != Delivery::NOT_DUE).then_some(self.due_at_ms)
+        (!self.status.is_final() && self.due_or_finish != Delivery::NOT_DUE)
+            .then_some(self.due_or_finish)
     }
 
+    /// Sets when a pending delivery is due.
     fn set_due_ms(&mut self, due_ms: Option<u64>) {
-        self.due_at_ms = due_ms.map_or(Delivery::NOT_DUE, |due| due.min(Delivery::NOT_DUE - 1));
+        assert!(
+            !self.status.is_final(),
+            "bug: a due time set on an ended delivery"
+        );
+        self.due_or_finish = due_ms.map_or(Delivery::NOT_DUE, |due| due.min(Delivery::NOT_DUE - 1));
+    }
+
+    /// Its place in the order deliveries ended, once it ended.
+    fn finish_seq(&self) -> Option<u64> {
+        self.status.is_final().then_some(self.due_or_finish)
+    }
+
+    /// It ended (its status is final), as the `finish_seq`-th delivery to end.
+    fn set_finished(&mut self, finish_seq: u64) {
+        assert!(
+            self.status.is_final(),
+            "bug: a pending delivery given a place among the ended ones"
+        );
+        self.due_or_finish = finish_seq;
     }
 
     /// The last response's status, if there was one.
@@ -833,6 +857,8 @@ impl Attempt {
 }
 
 struct WebhookState {
+    /// Its id as its deliveries share it (a thin pointer: 8 bytes in each delivery).
+    shared_id: Arc<WebhookId>,
     spec: WebhookSpec,
     url: Arc<Url>,
     url_text: Arc<str>,
@@ -1134,7 +1160,10 @@ impl Dispatcher {
             }
             if webhook_state(&self.tenants, &d.event.tenant, &d.webhook).is_some() {
                 *by_webhook
-                    .entry((TenantId::clone(&d.event.tenant), d.webhook.clone()))
+                    .entry((
+                        TenantId::clone(&d.event.tenant),
+                        WebhookId::clone(&d.webhook),
+                    ))
                     .or_insert(0usize) += 1;
             }
         }

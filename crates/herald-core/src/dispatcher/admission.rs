@@ -116,7 +116,7 @@ impl Dispatcher {
         &mut self,
         delivery: DeliveryId,
         event: &Arc<EventData>,
-        webhook: WebhookId,
+        webhook: Arc<WebhookId>,
         attempts_max: u32,
         now: u64,
     ) {
@@ -145,13 +145,12 @@ impl Dispatcher {
                 attempts_max,
                 status: DeliveryStatus::Pending,
                 stage: Stage::AwaitingDurable,
-                due_at_ms: event.accepted_at_ms.min(Delivery::NOT_DUE - 1),
+                due_or_finish: event.accepted_at_ms.min(Delivery::NOT_DUE - 1),
                 last_status_code: 0,
                 last_latency: Attempt::NO_TIME,
                 last_error: None,
                 last_response: None,
                 updated_at_ms: now,
-                finish_seq: 0,
                 attempts: Vec::new(),
             }),
         );
@@ -244,8 +243,10 @@ impl Dispatcher {
             return false;
         };
         w.queue.push_back(delivery);
-        self.ready_webhooks
-            .insert((TenantId::clone(&d.event.tenant), d.webhook.clone()));
+        self.ready_webhooks.insert((
+            TenantId::clone(&d.event.tenant),
+            WebhookId::clone(&d.webhook),
+        ));
         true
     }
 
@@ -355,7 +356,7 @@ impl Dispatcher {
                 let Some(d) = self
                     .deliveries
                     .get(&delivery)
-                    .filter(|d| d.stage == Stage::Waiting && &d.webhook == webhook)
+                    .filter(|d| d.stage == Stage::Waiting && *d.webhook == *webhook)
                 else {
                     w.queue.pop_front();
                     continue;
@@ -448,7 +449,10 @@ impl Dispatcher {
         set_attempt(&mut self.fresh_pending, d, attempt);
         d.set_due_ms(None);
         d.attempt_started(attempt, at_ms);
-        let (tenant, webhook) = (TenantId::clone(&d.event.tenant), d.webhook.clone());
+        let (tenant, webhook) = (
+            TenantId::clone(&d.event.tenant),
+            WebhookId::clone(&d.webhook),
+        );
         self.drop_stale_queue_head(&tenant, &webhook);
         Ok(())
     }
@@ -465,7 +469,7 @@ impl Dispatcher {
             let due = self
                 .deliveries
                 .get(front)
-                .is_some_and(|d| d.stage == Stage::Waiting && &d.webhook == webhook);
+                .is_some_and(|d| d.stage == Stage::Waiting && *d.webhook == *webhook);
             if due {
                 break;
             }

@@ -17,7 +17,7 @@ impl Dispatcher {
             .get(&delivery)
             .filter(|d| *d.event.tenant == *tenant)
             .ok_or(OpError::DeliveryNotFound(delivery))?;
-        let webhook = d.webhook.clone();
+        let webhook = WebhookId::clone(&d.webhook);
         let active = webhook_state(&self.tenants, tenant, &webhook)
             .map(|w| w.spec.status.is_active())
             .ok_or_else(|| OpError::WebhookNotFound {
@@ -78,7 +78,7 @@ impl Dispatcher {
             .flat_map(IdSet::iter)
             .filter_map(|id| self.deliveries.get(&id).map(|d| (id, d)))
             .filter(|(_, d)| {
-                &d.webhook == webhook
+                *d.webhook == *webhook
                     && matches!(d.status, DeliveryStatus::Failed | DeliveryStatus::Exhausted)
                     && d.event.accepted_at_ms >= since_ms
             })
@@ -174,7 +174,10 @@ impl Dispatcher {
                 self.fresh_pending += 1;
             }
             count_down(&mut self.finished_count, "finished deliveries");
-            let (tenant, webhook) = (TenantId::clone(&d.event.tenant), d.webhook.clone());
+            let (tenant, webhook) = (
+                TenantId::clone(&d.event.tenant),
+                WebhookId::clone(&d.webhook),
+            );
             if let Some(w) = webhook_state_mut(&mut self.tenants, &tenant, &webhook) {
                 w.pending += 1;
             }

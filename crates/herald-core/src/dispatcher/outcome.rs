@@ -181,7 +181,6 @@ impl Dispatcher {
         }
         d.stage = Stage::Finished;
         d.status = status;
-        d.set_due_ms(None);
         if error.is_some() {
             d.last_error = error;
         }
@@ -198,8 +197,11 @@ impl Dispatcher {
         }
         d.updated_at_ms = now;
         self.finish_seq += 1;
-        d.finish_seq = self.finish_seq;
-        let (tenant, webhook) = (TenantId::clone(&d.event.tenant), d.webhook.clone());
+        d.set_finished(self.finish_seq);
+        let (tenant, webhook) = (
+            TenantId::clone(&d.event.tenant),
+            WebhookId::clone(&d.webhook),
+        );
         if let Some(w) = webhook_state_mut(&mut self.tenants, &tenant, &webhook) {
             count_down(&mut w.pending, "a webhook's pending deliveries");
         }
@@ -219,7 +221,7 @@ impl Dispatcher {
             let current = self
                 .deliveries
                 .get(&delivery)
-                .is_some_and(|d| d.status.is_final() && d.finish_seq == seq);
+                .is_some_and(|d| d.finish_seq() == Some(seq));
             if current {
                 if let Some(d) = self.deliveries.remove(&delivery) {
                     if let Some(set) = self.by_tenant.get_mut(&d.event.tenant) {
@@ -238,7 +240,7 @@ impl Dispatcher {
             self.finished.retain(|(delivery, seq)| {
                 deliveries
                     .get(delivery)
-                    .is_some_and(|d| d.status.is_final() && d.finish_seq == *seq)
+                    .is_some_and(|d| d.finish_seq() == Some(*seq))
             });
         }
     }
@@ -254,7 +256,10 @@ impl Dispatcher {
         if d.stage != Stage::InFlight || d.attempt != outcome.attempt {
             return false;
         }
-        let (tenant, webhook) = (TenantId::clone(&d.event.tenant), d.webhook.clone());
+        let (tenant, webhook) = (
+            TenantId::clone(&d.event.tenant),
+            WebhookId::clone(&d.webhook),
+        );
         let (attempt, attempts_max) = (d.attempt, d.attempts_max);
         let class = classify(&outcome.result);
         let counters = &mut self.counters;
@@ -452,7 +457,10 @@ impl Dispatcher {
             count_down(&mut self.in_flight_count, "in-flight deliveries");
             d.stage = Stage::Waiting;
         }
-        let (tenant, webhook) = (TenantId::clone(&d.event.tenant), d.webhook.clone());
+        let (tenant, webhook) = (
+            TenantId::clone(&d.event.tenant),
+            WebhookId::clone(&d.webhook),
+        );
         if let Some(w) = webhook_state_mut(&mut self.tenants, &tenant, &webhook) {
             let signal = match class {
                 OutcomeClass::Success => Signal::Success,

@@ -100,7 +100,7 @@ impl Dispatcher {
             tenant: TenantId::clone(&d.event.tenant),
             event_id: d.event.id.clone(),
             event_type: EventType::clone(&d.event.event_type),
-            webhook: d.webhook.clone(),
+            webhook: WebhookId::clone(&d.webhook),
             attempt: d.attempt,
             status: d.status,
             response_status: d.last_status(),
@@ -131,7 +131,7 @@ impl Dispatcher {
     pub fn delivery_ids(&self, id: DeliveryId) -> Option<(&TenantId, &WebhookId, &EventId)> {
         self.deliveries
             .get(&id)
-            .map(|d| (&*d.event.tenant, &d.webhook, &d.event.id))
+            .map(|d| (&*d.event.tenant, &*d.webhook, &d.event.id))
     }
 
     /// One delivery of `tenant`, if it is pending or still in the log.
@@ -163,7 +163,7 @@ impl Dispatcher {
             let Some(d) = self.deliveries.get(&id) else {
                 continue;
             };
-            if query.webhook.as_ref().is_some_and(|w| w != &d.webhook)
+            if query.webhook.as_ref().is_some_and(|w| *w != *d.webhook)
                 || query.event.as_ref().is_some_and(|e| e != &d.event.id)
                 || query.status.is_some_and(|s| s != d.status)
             {

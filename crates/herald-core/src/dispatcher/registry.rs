@@ -154,6 +154,7 @@ impl Dispatcher {
                 t.webhooks.insert(
                     id.clone(),
                     WebhookState {
+                        shared_id: Arc::new(id.clone()),
                         health: Health::new(now, &spec.limits),
                         spec,
                         url,
@@ -228,7 +229,7 @@ impl Dispatcher {
             .filter(|delivery| {
                 self.deliveries
                     .get(delivery)
-                    .is_some_and(|d| &d.webhook == id && !d.status.is_final())
+                    .is_some_and(|d| *d.webhook == *id && !d.status.is_final())
             })
             .collect();
         assert_eq!(

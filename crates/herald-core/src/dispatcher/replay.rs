@@ -185,7 +185,7 @@ impl Dispatcher {
                     *id,
                     d.stage,
                     TenantId::clone(&d.event.tenant),
-                    d.webhook.clone(),
+                    WebhookId::clone(&d.webhook),
                 )
             })
             .collect();
@@ -445,14 +445,10 @@ impl Dispatcher {
     /// `webhook` of `tenant`, sharing the registry's copy of the id when it exists: each
     /// pending delivery names its webhook, and a million of them would otherwise hold a
     /// million copies of the id.
-    fn shared_webhook(&self, tenant: &TenantId, webhook: WebhookId) -> WebhookId {
-        match self
-            .tenants
-            .get(tenant)
-            .and_then(|t| t.webhooks.get_key_value(&webhook))
-        {
-            Some((shared, _)) => shared.clone(),
-            None => webhook,
+    fn shared_webhook(&self, tenant: &TenantId, webhook: WebhookId) -> Arc<WebhookId> {
+        match webhook_state(&self.tenants, tenant, &webhook) {
+            Some(w) => Arc::clone(&w.shared_id),
+            None => Arc::new(webhook),
         }
     }
 
