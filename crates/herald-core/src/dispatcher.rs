@@ -466,7 +466,7 @@ impl EventData {
 /// (see [`crate::body`]). An empty held body is "not kept" (a checkpoint leaves out the
 /// bodies of events whose deliveries all succeeded).
 ///
-/// 16 bytes, so that an event's state (with its id inline) fits the allocator's 112-byte
+/// 16 bytes, so that an event's state (with its id inline) fits the allocator's 96-byte
 /// size class: the held bytes sit behind a thin pointer, and a stored position's length
 /// is never zero, which leaves a niche for the tag.
 #[derive(Clone, Debug)]
@@ -491,6 +491,7 @@ struct StoredAt {
 }
 
 impl StoredAt {
+    /// The position as the driver reported it.
     fn pos(self) -> BodyPos {
         BodyPos {
             segment: self.segment,
