@@ -3,7 +3,7 @@
 //! See the crate documentation for the driver protocol (input, polling order,
 //! durability, replay).
 
-use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::sync::Arc;
 
 use herald_http::{HeaderFields, Url};
@@ -37,6 +37,7 @@ mod queries;
 mod registry;
 mod replay;
 mod signing;
+mod table;
 
 use admission::KeyUse;
 use deliveries::Deliveries;
@@ -45,6 +46,7 @@ pub use outcome::{bound_response_headers, bound_response_headers_owned, response
 use outcome::{headers_from_rec, headers_to_rec, GENERATED_EVENT_ID_PREFIXES};
 pub use replay::{BodyMoves, Checkpoint, CheckpointParts};
 use signing::Plan;
+use table::IdSet;
 
 /// Most bytes of a response body kept per attempt (log and journal).
 pub const RESPONSE_BODY_BYTES_MAX: usize = 4096;
@@ -430,13 +432,22 @@ pub struct Stats {
     pub retries_pending: usize,
 }
 
+/// What a pending delivery needs of its event, shared by the event's deliveries.
 struct EventData {
-    tenant: TenantId,
+    /// The registry's copy, shared by the tenant's events (a thin pointer: 8 bytes).
+    tenant: Arc<TenantId>,
     id: EventId,
-    event_type: EventType,
+    /// One copy per type, shared (a thin pointer; see `shared_event_type`).
+    event_type: Arc<EventType>,
     body: EventBody,
     accepted_at_ms: u64,
 }
+
+// With the `Arc`'s two counts, at most 96 bytes: the allocator's size class below 112,
+// one per pending event (the id inline, the body 16 bytes, tenant and type behind thin
+// pointers).
+#[cfg(target_pointer_width = "64")]
+const _: () = assert!(std::mem::size_of::<EventData>() <= 80);
 
 impl EventData {
     /// The same event with its body kept as `body` instead.
@@ -454,17 +465,64 @@ impl EventData {
 /// An event's envelope: in memory until the driver reports where the journal holds it
 /// (see [`crate::body`]). An empty held body is "not kept" (a checkpoint leaves out the
 /// bodies of events whose deliveries all succeeded).
+///
+/// 16 bytes, so that an event's state (with its id inline) fits the allocator's 96-byte
+/// size class: the held bytes sit behind a thin pointer, and a stored position's length
+/// is never zero, which leaves a niche for the tag.
 #[derive(Clone, Debug)]
 enum EventBody {
-    Held(Arc<[u8]>),
-    Stored(BodyPos),
+    /// The bytes (a thin pointer to the shared envelope). Held only until the driver
+    /// reports the event's position, or for a driver that reports none.
+    Held(Arc<Arc<[u8]>>),
+    Stored(StoredAt),
+}
+
+#[cfg(target_pointer_width = "64")]
+const _: () = assert!(std::mem::size_of::<EventBody>() <= 16);
+
+/// A [`BodyPos`] of at least one byte. `repr(C)` keeps the length (the niche) after the
+/// first eight bytes, where [`EventBody::Held`]'s pointer goes.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+struct StoredAt {
+    segment: u64,
+    offset: u32,
+    len: std::num::NonZeroU32,
+}
+
+impl StoredAt {
+    /// The position as the driver reported it.
+    fn pos(self) -> BodyPos {
+        BodyPos {
+            segment: self.segment,
+            offset: self.offset,
+            len: self.len.get(),
+        }
+    }
 }
 
 impl EventBody {
+    /// `bytes` kept in memory.
+    fn held(bytes: Arc<[u8]>) -> EventBody {
+        EventBody::Held(Arc::new(bytes))
+    }
+
+    /// The body the driver stored at `at` (an empty one needs no position).
+    fn stored(at: BodyPos) -> EventBody {
+        match std::num::NonZeroU32::new(at.len) {
+            Some(len) => EventBody::Stored(StoredAt {
+                segment: at.segment,
+                offset: at.offset,
+                len,
+            }),
+            None => EventBody::held(Arc::from(&[][..])),
+        }
+    }
+
     fn len(&self) -> usize {
         match self {
             EventBody::Held(bytes) => bytes.len(),
-            EventBody::Stored(at) => at.len as usize,
+            EventBody::Stored(at) => at.len.get() as usize,
         }
     }
 
@@ -478,8 +536,8 @@ impl EventBody {
     fn bytes<'a>(&'a self, store: &'a dyn BodyStore) -> &'a [u8] {
         match self {
             EventBody::Held(bytes) => bytes,
-            EventBody::Stored(at) => match store.body(*at) {
-                Some(bytes) if bytes.len() == at.len as usize => bytes,
+            EventBody::Stored(at) => match store.body(at.pos()) {
+                Some(bytes) if bytes.len() == at.len.get() as usize => bytes,
                 _ => panic!(
                     "bug: the event body the driver stored at {at:?} is not in its body store"
                 ),
@@ -505,32 +563,41 @@ enum Stage {
 #[derive(Clone)]
 struct Delivery {
     event: Arc<EventData>,
-    webhook: WebhookId,
+    /// The registry's copy while the webhook exists (`shared_webhook`).
+    webhook: Arc<WebhookId>,
     attempt: u32,
     attempts_max: u32,
     status: DeliveryStatus,
     stage: Stage,
-    due_ms: Option<u64>,
-    last_status: Option<u16>,
-    /// Milliseconds (saturating at `u32::MAX`, 49 days): the delivery is boxed in a
-    /// size class of 128 bytes, and a pending million of them make that matter.
-    last_latency_ms: Option<u32>,
+    /// While pending, when it is (or was last) due, [`Delivery::NOT_DUE`] for none;
+    /// once ended (when it has no due time), its place in the order deliveries ended
+    /// (the dispatcher's `finish_seq` then). One field for two: the delivery is boxed in
+    /// the allocator's 96-byte size class, and a pending million of them make that
+    /// matter (absent values below are sentinels for the same reason, as in
+    /// [`Attempt`]). Read and written through [`Delivery::due_ms`],
+    /// [`Delivery::set_due_ms`], [`Delivery::finish_seq`] and [`Delivery::set_finished`].
+    due_or_finish: u64,
+    /// The last response's status; 0 when there was none ([`Delivery::last_status`]).
+    last_status_code: u16,
+    /// The last attempt's latency in milliseconds, saturating just below
+    /// [`Attempt::NO_TIME`] (49 days), which stands for none
+    /// ([`Delivery::last_latency_ms`]).
+    last_latency: u32,
     last_error: Option<DeliveryError>,
     /// The latest response's captured body and headers; `None` while both are empty
     /// (no response yet, or none captured), as for most pending deliveries.
     last_response: Option<Box<LastResponse>>,
     updated_at_ms: u64,
-    finish_seq: u64,
     /// The latest attempts, oldest first, at most [`ATTEMPT_HISTORY_MAX`] (a `Vec`, 8
     /// bytes smaller than a `VecDeque`: dropping the oldest of 32 moves a few hundred
     /// bytes, once per attempt past the 32nd).
     attempts: Vec<Attempt>,
 }
 
-// A pending delivery is boxed; at most 128 bytes keeps it in the allocator's 128-byte
-// size class (the next is 160), which a backlog of a million deliveries feels.
+// A pending delivery is boxed; at most 96 bytes keeps it in the allocator's 96-byte
+// size class (the next is 112), which a backlog of a million deliveries feels.
 #[cfg(target_pointer_width = "64")]
-const _: () = assert!(std::mem::size_of::<Delivery>() <= 128);
+const _: () = assert!(std::mem::size_of::<Delivery>() <= 96);
 
 /// Most deliveries held for which debug builds recount the whole state after a tick: the
 /// unit, property and simulation tests stay far below it and are checked on every tick,
@@ -577,6 +644,59 @@ struct LastResponse {
 }
 
 impl Delivery {
+    /// [`Delivery::due_or_finish`] of a pending delivery with no due time.
+    const NOT_DUE: u64 = u64::MAX;
+
+    /// When it is (or was last) due; `None` once it ended. A due time of `u64::MAX` ms
+    /// (never reached: the wheel cannot fire it with its default tick) is kept as one
+    /// millisecond earlier.
+    fn due_ms(&self) -> Option<u64> {
+        (!self.status.is_final() && self.due_or_finish != Delivery::NOT_DUE)
+            .then_some(self.due_or_finish)
+    }
+
+    /// Sets when a pending delivery is due.
+    fn set_due_ms(&mut self, due_ms: Option<u64>) {
+        assert!(
+            !self.status.is_final(),
+            "bug: a due time set on an ended delivery"
+        );
+        self.due_or_finish = due_ms.map_or(Delivery::NOT_DUE, |due| due.min(Delivery::NOT_DUE - 1));
+    }
+
+    /// Its place in the order deliveries ended, once it ended.
+    fn finish_seq(&self) -> Option<u64> {
+        self.status.is_final().then_some(self.due_or_finish)
+    }
+
+    /// It ended (its status is final), as the `finish_seq`-th delivery to end.
+    fn set_finished(&mut self, finish_seq: u64) {
+        assert!(
+            self.status.is_final(),
+            "bug: a pending delivery given a place among the ended ones"
+        );
+        self.due_or_finish = finish_seq;
+    }
+
+    /// The last response's status, if there was one.
+    fn last_status(&self) -> Option<u16> {
+        (self.last_status_code != 0).then_some(self.last_status_code)
+    }
+
+    /// The last attempt's latency, if it made one.
+    fn last_latency_ms(&self) -> Option<u32> {
+        (self.last_latency != Attempt::NO_TIME).then_some(self.last_latency)
+    }
+
+    /// Keeps the last attempt's `latency_ms` (`None`: no attempt).
+    fn set_last_latency_ms(&mut self, latency_ms: Option<u64>) {
+        self.last_latency = latency_ms.map_or(Attempt::NO_TIME, |ms| {
+            u32::try_from(ms)
+                .unwrap_or(u32::MAX)
+                .min(Attempt::NO_TIME - 1)
+        });
+    }
+
     /// Keeps the latest response's captured body and headers (nothing when both are
     /// empty: a pending delivery of a receiver that does not answer costs no allocation
     /// for them).
@@ -738,6 +858,8 @@ impl Attempt {
 }
 
 struct WebhookState {
+    /// Its id as its deliveries share it (a thin pointer: 8 bytes in each delivery).
+    shared_id: Arc<WebhookId>,
     spec: WebhookSpec,
     url: Arc<Url>,
     url_text: Arc<str>,
@@ -745,7 +867,10 @@ struct WebhookState {
     signer_until_ms: Option<u64>,
     health: Health,
     queue: VecDeque<DeliveryId>,
-    pending: BTreeSet<DeliveryId>,
+    /// Its pending deliveries: a count, not a set of ids, which took ~20 bytes per
+    /// pending delivery. Which they are is found through the tenant's index
+    /// ([`Dispatcher::pending_of`]) when the webhook is disabled or deleted.
+    pending: usize,
     wake: Option<(TimerKey, u64)>,
     created_at_ms: u64,
     updated_at_ms: u64,
@@ -772,6 +897,9 @@ fn webhook_state_mut<'a>(
 
 #[derive(Default)]
 struct TenantState {
+    /// The tenant's id as its events share it (see `shared_tenant`), made by the first
+    /// event that needs it.
+    shared_id: Option<Arc<TenantId>>,
     webhooks: BTreeMap<WebhookId, WebhookState>,
     matcher: Matcher,
 }
@@ -790,12 +918,13 @@ pub struct Dispatcher {
     config: DispatcherConfig,
     now_ms: u64,
     tenants: BTreeMap<TenantId, TenantState>,
-    /// Boxed: a B-tree filled in id order keeps its nodes about half full, so inline
-    /// deliveries would leave about their own size empty beside each of them.
+    /// Boxed, in a table sorted by id (`dispatcher/table.rs`): 16 bytes per delivery
+    /// beside the box, where a B-tree filled in id order took ~35.
     deliveries: Deliveries,
     /// Each tenant's retained deliveries, for queries. Probed by tenant, never iterated
     /// across tenants.
-    by_tenant: HashMap<TenantId, BTreeSet<DeliveryId>>,
+    /// In sets of 8 bytes per delivery (`dispatcher/table.rs`).
+    by_tenant: HashMap<TenantId, IdSet>,
     pending_count: usize,
     in_flight_count: usize,
     finished: VecDeque<(DeliveryId, u64)>,
@@ -822,7 +951,7 @@ pub struct Dispatcher {
     fresh_pending: usize,
     counters: Counters,
     /// One copy of each event type events carry (see `shared_event_type`).
-    event_types: HashSet<EventType>,
+    event_types: HashMap<EventType, Arc<EventType>>,
     /// Records applied so far (live and replayed): a checkpoint being built checks
     /// that none came between its first parts.
     applied: u64,
@@ -875,7 +1004,7 @@ impl Dispatcher {
             keys: Keys::default(),
             fresh_pending: 0,
             counters: Counters::default(),
-            event_types: HashSet::new(),
+            event_types: HashMap::new(),
             applied: 0,
         }
     }
@@ -1004,10 +1133,11 @@ impl Dispatcher {
             return;
         }
         let (mut pending, mut in_flight, mut fresh) = (0, 0, 0);
+        let mut by_webhook: HashMap<(TenantId, WebhookId), usize> = HashMap::new();
         for (id, d) in self.deliveries.iter() {
             assert!(
                 self.by_tenant
-                    .get(&d.event.tenant)
+                    .get(&*d.event.tenant)
                     .is_some_and(|ids| ids.contains(id)),
                 "delivery {id} is missing from its tenant's index"
             );
@@ -1029,26 +1159,25 @@ impl Dispatcher {
                     "delivery {id}'s timer"
                 );
             }
-            if let Some(w) = webhook_state(&self.tenants, &d.event.tenant, &d.webhook) {
-                assert!(
-                    w.pending.contains(id),
-                    "delivery {id} is missing from its webhook"
-                );
+            if webhook_state(&self.tenants, &d.event.tenant, &d.webhook).is_some() {
+                *by_webhook
+                    .entry((
+                        TenantId::clone(&d.event.tenant),
+                        WebhookId::clone(&d.webhook),
+                    ))
+                    .or_insert(0usize) += 1;
             }
         }
-        for t in self.tenants.values() {
+        for (tenant, t) in &self.tenants {
             for (webhook, w) in &t.webhooks {
-                for id in &w.pending {
-                    assert!(
-                        self.deliveries
-                            .get(id)
-                            .is_some_and(|d| !d.status.is_final() && &d.webhook == webhook),
-                        "webhook {webhook} holds delivery {id}, which is not its pending one"
-                    );
-                }
+                let counted = by_webhook
+                    .get(&(tenant.clone(), webhook.clone()))
+                    .copied()
+                    .unwrap_or(0);
+                assert_eq!(w.pending, counted, "webhook {webhook}'s pending deliveries");
             }
         }
-        let indexed: usize = self.by_tenant.values().map(BTreeSet::len).sum();
+        let indexed: usize = self.by_tenant.values().map(IdSet::len).sum();
         let awaiting: usize = self.awaiting.iter().map(|(_, ids)| ids.len()).sum();
         assert_eq!(pending, self.pending_count, "pending deliveries");
         assert_eq!(in_flight, self.in_flight_count, "deliveries in flight");

@@ -116,20 +116,21 @@ impl Dispatcher {
         &mut self,
         delivery: DeliveryId,
         event: &Arc<EventData>,
-        webhook: WebhookId,
+        webhook: Arc<WebhookId>,
         attempts_max: u32,
         now: u64,
     ) {
         if let Some(w) = webhook_state_mut(&mut self.tenants, &event.tenant, &webhook) {
-            w.pending.insert(delivery);
+            w.pending += 1;
         }
-        match self.by_tenant.get_mut(&event.tenant) {
+        match self.by_tenant.get_mut(&*event.tenant) {
             Some(set) => {
                 set.insert(delivery);
             }
             None => {
-                self.by_tenant
-                    .insert(event.tenant.clone(), BTreeSet::from([delivery]));
+                let mut set = IdSet::default();
+                set.insert(delivery);
+                self.by_tenant.insert(TenantId::clone(&event.tenant), set);
             }
         }
         self.pending_count += 1;
@@ -144,13 +145,12 @@ impl Dispatcher {
                 attempts_max,
                 status: DeliveryStatus::Pending,
                 stage: Stage::AwaitingDurable,
-                due_ms: Some(event.accepted_at_ms),
-                last_status: None,
-                last_latency_ms: None,
+                due_or_finish: event.accepted_at_ms.min(Delivery::NOT_DUE - 1),
+                last_status_code: 0,
+                last_latency: Attempt::NO_TIME,
                 last_error: None,
                 last_response: None,
                 updated_at_ms: now,
-                finish_seq: 0,
                 attempts: Vec::new(),
             }),
         );
@@ -202,7 +202,7 @@ impl Dispatcher {
         if !matches!(held.body, EventBody::Held(_)) || held.body.len() != at.len as usize {
             return;
         }
-        let stored = Arc::new(held.with_body(EventBody::Stored(at)));
+        let stored = Arc::new(held.with_body(EventBody::stored(at)));
         let held = Arc::clone(held);
         for delivery in &self.awaiting[index].1 {
             if let Some(d) = self
@@ -243,8 +243,10 @@ impl Dispatcher {
             return false;
         };
         w.queue.push_back(delivery);
-        self.ready_webhooks
-            .insert((d.event.tenant.clone(), d.webhook.clone()));
+        self.ready_webhooks.insert((
+            TenantId::clone(&d.event.tenant),
+            WebhookId::clone(&d.webhook),
+        ));
         true
     }
 
@@ -257,7 +259,7 @@ impl Dispatcher {
         }
         let key = self.wheel.insert(due_ms, Timer::Delivery(delivery));
         d.stage = Stage::Scheduled(key);
-        d.due_ms = Some(due_ms);
+        d.set_due_ms(Some(due_ms));
     }
 
     /// Advances time: fires due timers, admits due deliveries within each endpoint's
@@ -354,7 +356,7 @@ impl Dispatcher {
                 let Some(d) = self
                     .deliveries
                     .get(&delivery)
-                    .filter(|d| d.stage == Stage::Waiting && &d.webhook == webhook)
+                    .filter(|d| d.stage == Stage::Waiting && *d.webhook == *webhook)
                 else {
                     w.queue.pop_front();
                     continue;
@@ -445,9 +447,12 @@ impl Dispatcher {
         }
         d.stage = Stage::InFlight;
         set_attempt(&mut self.fresh_pending, d, attempt);
-        d.due_ms = None;
+        d.set_due_ms(None);
         d.attempt_started(attempt, at_ms);
-        let (tenant, webhook) = (d.event.tenant.clone(), d.webhook.clone());
+        let (tenant, webhook) = (
+            TenantId::clone(&d.event.tenant),
+            WebhookId::clone(&d.webhook),
+        );
         self.drop_stale_queue_head(&tenant, &webhook);
         Ok(())
     }
@@ -464,7 +469,7 @@ impl Dispatcher {
             let due = self
                 .deliveries
                 .get(front)
-                .is_some_and(|d| d.stage == Stage::Waiting && &d.webhook == webhook);
+                .is_some_and(|d| d.stage == Stage::Waiting && *d.webhook == *webhook);
             if due {
                 break;
             }

@@ -11,13 +11,16 @@
 use std::collections::BTreeMap;
 use std::ops::{Bound, Deref};
 
+use super::table::IdTable;
 use super::{Delivery, DeliveryId};
 
-/// Every held delivery by id, read as the map it wraps; changes go through the methods
+/// Every held delivery by id, read as the table it wraps; changes go through the methods
 /// below, which keep a checkpoint being built consistent.
 #[derive(Default)]
 pub(super) struct Deliveries {
-    map: BTreeMap<DeliveryId, Box<Delivery>>,
+    /// Boxed: the table moves its entries (appending, compacting), and 16-byte entries
+    /// move cheaply.
+    map: IdTable<Box<Delivery>>,
     frozen: Option<Frozen>,
 }
 
@@ -39,7 +42,7 @@ impl Frozen {
 }
 
 impl Deref for Deliveries {
-    type Target = BTreeMap<DeliveryId, Box<Delivery>>;
+    type Target = IdTable<Box<Delivery>>;
 
     fn deref(&self) -> &Self::Target {
         &self.map
@@ -95,7 +98,7 @@ impl Deliveries {
     pub(super) fn range_mut_from(
         &mut self,
         from: DeliveryId,
-    ) -> std::collections::btree_map::RangeMut<'_, DeliveryId, Box<Delivery>> {
+    ) -> impl DoubleEndedIterator<Item = (&DeliveryId, &mut Box<Delivery>)> {
         self.assert_not_frozen();
         self.map.range_mut(from..)
     }
@@ -104,15 +107,13 @@ impl Deliveries {
     pub(super) fn range_mut_to(
         &mut self,
         to: DeliveryId,
-    ) -> std::collections::btree_map::RangeMut<'_, DeliveryId, Box<Delivery>> {
+    ) -> impl DoubleEndedIterator<Item = (&DeliveryId, &mut Box<Delivery>)> {
         self.assert_not_frozen();
         self.map.range_mut(..to)
     }
 
     /// Every delivery, to change; see [`Deliveries::range_mut_from`].
-    pub(super) fn values_mut(
-        &mut self,
-    ) -> std::collections::btree_map::ValuesMut<'_, DeliveryId, Box<Delivery>> {
+    pub(super) fn values_mut(&mut self) -> impl DoubleEndedIterator<Item = &mut Box<Delivery>> {
         self.assert_not_frozen();
         self.map.values_mut()
     }

@@ -15,9 +15,9 @@ impl Dispatcher {
         let d = self
             .deliveries
             .get(&delivery)
-            .filter(|d| &d.event.tenant == tenant)
+            .filter(|d| *d.event.tenant == *tenant)
             .ok_or(OpError::DeliveryNotFound(delivery))?;
-        let webhook = d.webhook.clone();
+        let webhook = WebhookId::clone(&d.webhook);
         let active = webhook_state(&self.tenants, tenant, &webhook)
             .map(|w| w.spec.status.is_active())
             .ok_or_else(|| OpError::WebhookNotFound {
@@ -75,10 +75,10 @@ impl Dispatcher {
             .by_tenant
             .get(tenant)
             .into_iter()
-            .flatten()
-            .filter_map(|id| self.deliveries.get(id).map(|d| (*id, d)))
+            .flat_map(IdSet::iter)
+            .filter_map(|id| self.deliveries.get(&id).map(|d| (id, d)))
             .filter(|(_, d)| {
-                &d.webhook == webhook
+                *d.webhook == *webhook
                     && matches!(d.status, DeliveryStatus::Failed | DeliveryStatus::Exhausted)
                     && d.event.accepted_at_ms >= since_ms
             })
@@ -174,9 +174,12 @@ impl Dispatcher {
                 self.fresh_pending += 1;
             }
             count_down(&mut self.finished_count, "finished deliveries");
-            let (tenant, webhook) = (d.event.tenant.clone(), d.webhook.clone());
+            let (tenant, webhook) = (
+                TenantId::clone(&d.event.tenant),
+                WebhookId::clone(&d.webhook),
+            );
             if let Some(w) = webhook_state_mut(&mut self.tenants, &tenant, &webhook) {
-                w.pending.insert(delivery);
+                w.pending += 1;
             }
         }
         self.schedule(delivery, due_ms);

@@ -181,7 +181,6 @@ impl Dispatcher {
         }
         d.stage = Stage::Finished;
         d.status = status;
-        d.due_ms = None;
         if error.is_some() {
             d.last_error = error;
         }
@@ -198,10 +197,13 @@ impl Dispatcher {
         }
         d.updated_at_ms = now;
         self.finish_seq += 1;
-        d.finish_seq = self.finish_seq;
-        let (tenant, webhook) = (d.event.tenant.clone(), d.webhook.clone());
+        d.set_finished(self.finish_seq);
+        let (tenant, webhook) = (
+            TenantId::clone(&d.event.tenant),
+            WebhookId::clone(&d.webhook),
+        );
         if let Some(w) = webhook_state_mut(&mut self.tenants, &tenant, &webhook) {
-            w.pending.remove(&delivery);
+            count_down(&mut w.pending, "a webhook's pending deliveries");
         }
         count_down(&mut self.pending_count, "pending deliveries");
         self.finished_count += 1;
@@ -219,13 +221,13 @@ impl Dispatcher {
             let current = self
                 .deliveries
                 .get(&delivery)
-                .is_some_and(|d| d.status.is_final() && d.finish_seq == seq);
+                .is_some_and(|d| d.finish_seq() == Some(seq));
             if current {
                 if let Some(d) = self.deliveries.remove(&delivery) {
-                    if let Some(set) = self.by_tenant.get_mut(&d.event.tenant) {
+                    if let Some(set) = self.by_tenant.get_mut(&*d.event.tenant) {
                         set.remove(&delivery);
                         if set.is_empty() {
-                            self.by_tenant.remove(&d.event.tenant);
+                            self.by_tenant.remove(&*d.event.tenant);
                         }
                     }
                 }
@@ -238,7 +240,7 @@ impl Dispatcher {
             self.finished.retain(|(delivery, seq)| {
                 deliveries
                     .get(delivery)
-                    .is_some_and(|d| d.status.is_final() && d.finish_seq == *seq)
+                    .is_some_and(|d| d.finish_seq() == Some(*seq))
             });
         }
     }
@@ -254,7 +256,10 @@ impl Dispatcher {
         if d.stage != Stage::InFlight || d.attempt != outcome.attempt {
             return false;
         }
-        let (tenant, webhook) = (d.event.tenant.clone(), d.webhook.clone());
+        let (tenant, webhook) = (
+            TenantId::clone(&d.event.tenant),
+            WebhookId::clone(&d.webhook),
+        );
         let (attempt, attempts_max) = (d.attempt, d.attempts_max);
         let class = classify(&outcome.result);
         let counters = &mut self.counters;
@@ -429,8 +434,8 @@ impl Dispatcher {
             ));
         }
         set_attempt(&mut self.fresh_pending, d, r.attempt);
-        d.last_status = (r.status != 0).then_some(r.status);
-        d.last_latency_ms = Some(u32::try_from(r.latency_ms).unwrap_or(u32::MAX));
+        d.last_status_code = r.status;
+        d.set_last_latency_ms(Some(r.latency_ms));
         d.last_error = match result {
             AttemptResult::Transport(t) => Some(DeliveryError::Transport(t)),
             AttemptResult::Response { status, .. } => {
@@ -442,7 +447,7 @@ impl Dispatcher {
         d.attempt_ended(
             r.attempt,
             r.at_ms,
-            d.last_status,
+            d.last_status(),
             r.latency_ms,
             d.last_error,
         );
@@ -452,7 +457,10 @@ impl Dispatcher {
             count_down(&mut self.in_flight_count, "in-flight deliveries");
             d.stage = Stage::Waiting;
         }
-        let (tenant, webhook) = (d.event.tenant.clone(), d.webhook.clone());
+        let (tenant, webhook) = (
+            TenantId::clone(&d.event.tenant),
+            WebhookId::clone(&d.webhook),
+        );
         if let Some(w) = webhook_state_mut(&mut self.tenants, &tenant, &webhook) {
             let signal = match class {
                 OutcomeClass::Success => Signal::Success,

@@ -63,7 +63,7 @@ impl Dispatcher {
             .map(|(id, d)| {
                 let due = match d.stage {
                     Stage::Scheduled(key) => self.wheel.due_ms_of(key),
-                    _ => d.due_ms.and_then(|due| self.wheel.due_ms(due)),
+                    _ => d.due_ms().and_then(|due| self.wheel.due_ms(due)),
                 };
                 (*id, due)
             })
@@ -97,16 +97,20 @@ impl Dispatcher {
     pub(super) fn view(&self, id: DeliveryId, d: &Delivery) -> DeliveryRecord {
         DeliveryRecord {
             id,
-            tenant: d.event.tenant.clone(),
+            tenant: TenantId::clone(&d.event.tenant),
             event_id: d.event.id.clone(),
-            event_type: d.event.event_type.clone(),
-            webhook: d.webhook.clone(),
+            event_type: EventType::clone(&d.event.event_type),
+            webhook: WebhookId::clone(&d.webhook),
             attempt: d.attempt,
             status: d.status,
-            response_status: d.last_status,
-            response_time_ms: d.last_latency_ms.map(u64::from),
+            response_status: d.last_status(),
+            response_time_ms: d.last_latency_ms().map(u64::from),
             error: d.last_error,
-            next_retry_at_ms: if d.status.is_final() { None } else { d.due_ms },
+            next_retry_at_ms: if d.status.is_final() {
+                None
+            } else {
+                d.due_ms()
+            },
             response_body: d
                 .last_response
                 .as_ref()
@@ -127,14 +131,14 @@ impl Dispatcher {
     pub fn delivery_ids(&self, id: DeliveryId) -> Option<(&TenantId, &WebhookId, &EventId)> {
         self.deliveries
             .get(&id)
-            .map(|d| (&d.event.tenant, &d.webhook, &d.event.id))
+            .map(|d| (&*d.event.tenant, &*d.webhook, &d.event.id))
     }
 
     /// One delivery of `tenant`, if it is pending or still in the log.
     pub fn delivery(&self, tenant: &TenantId, id: DeliveryId) -> Option<DeliveryRecord> {
         self.deliveries
             .get(&id)
-            .filter(|d| &d.event.tenant == tenant)
+            .filter(|d| *d.event.tenant == *tenant)
             .map(|d| self.view(id, d))
     }
 
@@ -148,7 +152,7 @@ impl Dispatcher {
             .by_tenant
             .get(&query.tenant)
             .into_iter()
-            .flat_map(|set| set.range(start..));
+            .flat_map(|set| set.range_from(start));
         for (scanned, id) in range.enumerate() {
             if scanned == QUERY_SCAN_MAX {
                 // A narrow filter over a long log: hand back what was found and where to
@@ -156,10 +160,10 @@ impl Dispatcher {
                 next_after = Some(DeliveryId(id.0.saturating_sub(1)));
                 break;
             }
-            let Some(d) = self.deliveries.get(id) else {
+            let Some(d) = self.deliveries.get(&id) else {
                 continue;
             };
-            if query.webhook.as_ref().is_some_and(|w| w != &d.webhook)
+            if query.webhook.as_ref().is_some_and(|w| *w != *d.webhook)
                 || query.event.as_ref().is_some_and(|e| e != &d.event.id)
                 || query.status.is_some_and(|s| s != d.status)
             {
@@ -169,7 +173,7 @@ impl Dispatcher {
                 next_after = items.last().map(|r: &DeliveryRecord| r.id);
                 break;
             }
-            items.push(self.view(*id, d));
+            items.push(self.view(id, d));
         }
         Page { items, next_after }
     }

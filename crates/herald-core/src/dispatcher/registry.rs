@@ -9,7 +9,7 @@ impl<'a> WebhookView<'a> {
             id,
             spec: &w.spec,
             health: &w.health,
-            pending: w.pending.len(),
+            pending: w.pending,
             created_at_ms: w.created_at_ms,
             updated_at_ms: w.updated_at_ms,
         }
@@ -154,6 +154,7 @@ impl Dispatcher {
                 t.webhooks.insert(
                     id.clone(),
                     WebhookState {
+                        shared_id: Arc::new(id.clone()),
                         health: Health::new(now, &spec.limits),
                         spec,
                         url,
@@ -161,7 +162,7 @@ impl Dispatcher {
                         signer,
                         signer_until_ms,
                         queue: VecDeque::new(),
-                        pending: BTreeSet::new(),
+                        pending: 0,
                         wake: None,
                         created_at_ms: now,
                         updated_at_ms: now,
@@ -213,11 +214,30 @@ impl Dispatcher {
         self.fail_deliveries(now, pending, error);
     }
 
-    /// A webhook's pending deliveries, in id order.
+    /// A webhook's pending deliveries, in id order: its tenant's deliveries that are
+    /// pending and its. O(the tenant's held deliveries), on the rare paths that end a
+    /// webhook (disabled or deleted), so that no webhook keeps a set of ids.
     pub(super) fn pending_of(&self, tenant: &TenantId, id: &WebhookId) -> Vec<DeliveryId> {
-        webhook_state(&self.tenants, tenant, id)
-            .map(|w| w.pending.iter().copied().collect())
-            .unwrap_or_default()
+        let Some(w) = webhook_state(&self.tenants, tenant, id) else {
+            return Vec::new();
+        };
+        let pending: Vec<DeliveryId> = self
+            .by_tenant
+            .get(tenant)
+            .into_iter()
+            .flat_map(IdSet::iter)
+            .filter(|delivery| {
+                self.deliveries
+                    .get(delivery)
+                    .is_some_and(|d| *d.webhook == *id && !d.status.is_final())
+            })
+            .collect();
+        assert_eq!(
+            pending.len(),
+            w.pending,
+            "bug: webhook {id}'s count of pending deliveries differs from its deliveries"
+        );
+        pending
     }
 
     pub(super) fn attempts_max_of(&self, tenant: &TenantId, webhook: &WebhookId) -> u32 {

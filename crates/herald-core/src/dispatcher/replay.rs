@@ -23,9 +23,9 @@ fn record_time_ms(record: &Record) -> u64 {
 fn event_body(bytes: &[u8], at: Option<&Option<BodyPos>>) -> EventBody {
     match at {
         Some(Some(at)) if at.len as usize == bytes.len() && !bytes.is_empty() => {
-            EventBody::Stored(*at)
+            EventBody::stored(*at)
         }
-        _ => EventBody::Held(Arc::from(bytes)),
+        _ => EventBody::held(Arc::from(bytes)),
     }
 }
 
@@ -100,7 +100,7 @@ impl Dispatcher {
                     append,
                 );
                 let event = Arc::new(EventData {
-                    tenant: self.shared_tenant(tenant),
+                    tenant,
                     id: event_id,
                     event_type: self
                         .event_type_of_record(&r.event_type)
@@ -182,7 +182,14 @@ impl Dispatcher {
             .deliveries
             .iter()
             .filter(|(_, d)| !d.status.is_final())
-            .map(|(id, d)| (*id, d.stage, d.event.tenant.clone(), d.webhook.clone()))
+            .map(|(id, d)| {
+                (
+                    *id,
+                    d.stage,
+                    TenantId::clone(&d.event.tenant),
+                    WebhookId::clone(&d.webhook),
+                )
+            })
             .collect();
         for (delivery, stage, tenant, webhook) in pending {
             let active =
@@ -401,7 +408,7 @@ impl Dispatcher {
                 "bug: a checkpoint moved event {}'s body to a copy of another length",
                 old.id
             );
-            let moved = Arc::new(old.with_body(EventBody::Stored(at)));
+            let moved = Arc::new(old.with_body(EventBody::stored(at)));
             let later = self.deliveries.range_mut_from(anchor);
             for (_, d) in later.take_while(|(_, d)| Arc::ptr_eq(&d.event, &old)) {
                 d.event = Arc::clone(&moved);
@@ -416,57 +423,59 @@ impl Dispatcher {
     /// `tenant`, sharing the registry's copy of the id when the tenant has webhooks: an
     /// event holds its tenant's id, and a backlog of a million events would otherwise
     /// hold a million copies of it.
-    fn shared_tenant(&self, tenant: TenantId) -> TenantId {
-        match self.tenants.get_key_value(&tenant) {
-            Some((shared, _)) => shared.clone(),
-            None => tenant,
+    fn shared_tenant(&mut self, tenant: TenantId) -> Arc<TenantId> {
+        match self.tenants.get_mut(&tenant) {
+            Some(t) => Arc::clone(t.shared_id.get_or_insert_with(|| Arc::new(tenant))),
+            None => Arc::new(tenant),
         }
     }
 
-    /// The tenant named `text` as a record holds it: the registry's copy when it is
-    /// there (it was checked when it was parsed), else parsed and checked now. Replay and
-    /// live handling read one per event, almost always a known one.
-    fn tenant_of_record(&self, text: &str) -> Result<TenantId, IdError> {
-        match self.tenants.get_key_value(text) {
-            Some((shared, _)) => Ok(shared.clone()),
-            None => TenantId::parse(text),
+    /// The tenant named `text` as a record holds it, shared as
+    /// [`Dispatcher::shared_tenant`] shares it: a tenant in the registry is not parsed
+    /// again (its id was checked when it was), any other is parsed and checked now.
+    /// Replay and live handling read one per event, almost always a known one.
+    fn tenant_of_record(&mut self, text: &str) -> Result<Arc<TenantId>, IdError> {
+        if let Some(shared) = self.tenants.get(text).and_then(|t| t.shared_id.as_ref()) {
+            return Ok(Arc::clone(shared));
         }
+        let tenant = match self.tenants.get_key_value(text) {
+            Some((known, _)) => known.clone(),
+            None => TenantId::parse(text)?,
+        };
+        Ok(self.shared_tenant(tenant))
     }
 
-    /// The event type named `text`, as [`Dispatcher::tenant_of_record`] finds tenants,
-    /// through [`Dispatcher::shared_event_type`].
-    fn event_type_of_record(&mut self, text: &str) -> Result<EventType, IdError> {
+    /// The event type named `text`, shared as [`Dispatcher::shared_event_type`] shares
+    /// it; parsed and checked only when it is not among the shared ones.
+    fn event_type_of_record(&mut self, text: &str) -> Result<Arc<EventType>, IdError> {
         if let Some(shared) = self.event_types.get(text) {
-            return Ok(shared.clone());
+            return Ok(Arc::clone(shared));
         }
         Ok(self.shared_event_type(EventType::parse(text)?))
     }
 
-    /// Webhook `text` of `tenant`, as [`Dispatcher::tenant_of_record`] finds tenants:
-    /// the registry's copy of the id when it exists, since each pending delivery names its
-    /// webhook and a million of them would otherwise hold a million copies of the id.
-    fn webhook_of_record(&self, tenant: &TenantId, text: &str) -> Result<WebhookId, IdError> {
-        match self
-            .tenants
-            .get(tenant)
-            .and_then(|t| t.webhooks.get_key_value(text))
-        {
-            Some((shared, _)) => Ok(shared.clone()),
-            None => WebhookId::parse(text),
+    /// Webhook `text` of `tenant`: the registry's shared copy of the id when the webhook
+    /// is there (each pending delivery names its webhook, and a million of them would
+    /// otherwise hold a million copies of the id), else parsed and checked now.
+    fn webhook_of_record(&self, tenant: &TenantId, text: &str) -> Result<Arc<WebhookId>, IdError> {
+        match self.tenants.get(tenant).and_then(|t| t.webhooks.get(text)) {
+            Some(w) => Ok(Arc::clone(&w.shared_id)),
+            None => Ok(Arc::new(WebhookId::parse(text)?)),
         }
     }
 
     /// `event_type`, sharing one copy of each type among the events that carry it (a
     /// backlog of a million events has a handful of types), up to
     /// [`EVENT_TYPES_SHARED_MAX`] distinct types; types beyond that keep their own copy.
-    fn shared_event_type(&mut self, event_type: EventType) -> EventType {
+    fn shared_event_type(&mut self, event_type: EventType) -> Arc<EventType> {
         if let Some(shared) = self.event_types.get(&event_type) {
-            return shared.clone();
+            return Arc::clone(shared);
         }
+        let shared = Arc::new(event_type.clone());
         if self.event_types.len() < EVENT_TYPES_SHARED_MAX {
-            self.event_types.insert(event_type.clone());
+            self.event_types.insert(event_type, Arc::clone(&shared));
         }
-        event_type
+        shared
     }
 
     /// Applies one checkpoint part: the first ([`record::Checkpoint::part`] 0) replaces
@@ -574,10 +583,9 @@ impl Dispatcher {
             self.insert_pending(delivery, event, webhook, s.attempts_max, s.updated_at_ms);
             if let Some(d) = self.deliveries.get_mut(&delivery) {
                 set_attempt(&mut self.fresh_pending, d, s.attempt);
-                d.last_status = (s.last_status != 0).then_some(s.last_status);
+                d.last_status_code = s.last_status;
                 d.last_error = s.last_error.as_deref().and_then(DeliveryError::from_name);
-                d.last_latency_ms = (s.last_latency_ms != u64::MAX)
-                    .then(|| u32::try_from(s.last_latency_ms).unwrap_or(u32::MAX));
+                d.set_last_latency_ms((s.last_latency_ms != u64::MAX).then_some(s.last_latency_ms));
                 d.set_last_response(
                     &s.last_response_body,
                     headers_from_rec(&s.last_response_headers),
@@ -605,7 +613,7 @@ impl Dispatcher {
             } else if s.in_flight {
                 if let Some(d) = self.deliveries.get_mut(&delivery) {
                     d.stage = Stage::InFlight;
-                    d.due_ms = None;
+                    d.set_due_ms(None);
                 }
                 self.in_flight_count += 1;
             } else {
@@ -1010,11 +1018,15 @@ fn delivery_snap(id: DeliveryId, event: u32, d: &Delivery) -> record::DeliverySn
         attempt: d.attempt,
         attempts_max: d.attempts_max,
         status: d.status.name().to_string(),
-        next_attempt_at_ms: if d.status.is_final() { None } else { d.due_ms },
+        next_attempt_at_ms: if d.status.is_final() {
+            None
+        } else {
+            d.due_ms()
+        },
         in_flight: d.stage == Stage::InFlight,
-        last_status: d.last_status.unwrap_or(0),
+        last_status: d.last_status_code,
         last_error: d.last_error.map(DeliveryError::name),
-        last_latency_ms: d.last_latency_ms.map_or(u64::MAX, u64::from),
+        last_latency_ms: d.last_latency_ms().map_or(u64::MAX, u64::from),
         last_response_body: d.last_body().to_vec(),
         last_response_headers: headers_to_rec(d.last_headers()),
         updated_at_ms: d.updated_at_ms,

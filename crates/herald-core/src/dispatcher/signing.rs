@@ -36,9 +36,9 @@ impl Dispatcher {
         let bodies: Vec<Arc<[u8]>> = plans
             .iter()
             .map(|p| match &p.body {
-                EventBody::Held(bytes) => Arc::clone(bytes),
+                EventBody::Held(bytes) => Arc::clone(&**bytes),
                 EventBody::Stored(at) => Arc::clone(
-                    read.entry(*at)
+                    read.entry(at.pos())
                         .or_insert_with(|| Arc::from(p.body.bytes(store))),
                 ),
             })

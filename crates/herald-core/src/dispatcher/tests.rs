@@ -3233,3 +3233,52 @@ fn outcome_batches_are_bounded() {
     let replayed = replayed_like(DispatcherConfig::default(), &drv.records, &drv.d);
     assert_same(&snapshot(&replayed), &snapshot(&drv.d));
 }
+
+#[test]
+fn an_event_body_keeps_its_position_or_its_bytes() {
+    let at = BodyPos {
+        segment: u64::MAX - 1,
+        offset: u32::MAX,
+        len: 300,
+    };
+    let stored = EventBody::stored(at);
+    assert!(matches!(stored, EventBody::Stored(s) if s.pos() == at));
+    assert_eq!(stored.len(), 300);
+    // An empty body needs no position: it is held, and reads as empty from any store.
+    let empty = EventBody::stored(BodyPos { len: 0, ..at });
+    assert!(matches!(empty, EventBody::Held(_)));
+    assert!(empty.is_empty());
+    assert_eq!(empty.bytes(&Held), b"");
+    let held = EventBody::held(Arc::from(&b"{}"[..]));
+    assert_eq!(held.len(), 2);
+    assert_eq!(held.bytes(&Held), b"{}");
+}
+
+#[test]
+fn a_delivery_keeps_absent_values_apart_from_present_ones() {
+    let mut drv = Driver::new(DispatcherConfig::default());
+    drv.d
+        .upsert_webhook(T0, tenant("acme"), wh("w1"), spec(&["*"]))
+        .unwrap();
+    drv.d
+        .accept_event(T0, &tenant("acme"), event("evt_1", "order.created"))
+        .unwrap();
+    drv.step();
+    let id = DeliveryId(1);
+    let d = drv.d.deliveries.get_mut(&id).unwrap();
+    assert_eq!(d.last_status(), None);
+    assert_eq!(d.last_latency_ms(), None);
+    d.set_last_latency_ms(Some(u64::MAX));
+    assert_eq!(d.last_latency_ms(), Some(Attempt::NO_TIME - 1));
+    d.set_last_latency_ms(Some(0));
+    assert_eq!(d.last_latency_ms(), Some(0));
+    d.set_due_ms(Some(u64::MAX));
+    assert_eq!(d.due_ms(), Some(u64::MAX - 1));
+    d.set_due_ms(None);
+    assert_eq!(d.due_ms(), None);
+    assert_eq!(d.finish_seq(), None);
+    d.status = DeliveryStatus::Failed;
+    d.set_finished(7);
+    assert_eq!(d.finish_seq(), Some(7));
+    assert_eq!(d.due_ms(), None, "an ended delivery has no due time");
+}
