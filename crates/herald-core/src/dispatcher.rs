@@ -46,7 +46,7 @@ pub use outcome::{bound_response_headers, bound_response_headers_owned, response
 use outcome::{headers_from_rec, headers_to_rec, GENERATED_EVENT_ID_PREFIXES};
 pub use replay::{BodyMoves, Checkpoint, CheckpointParts};
 use signing::Plan;
-use table::IdSet;
+use table::{IdSet, DELIVERY_ID_END};
 
 /// Most bytes of a response body kept per attempt (log and journal).
 pub const RESPONSE_BODY_BYTES_MAX: usize = 4096;

@@ -7,6 +7,13 @@ use super::*;
 /// `webhook.disabled` events and test events.
 pub(super) const GENERATED_EVENT_ID_PREFIXES: [&str; 2] = ["evt_webhook_disabled_", "evt_test_"];
 
+/// Numbers of generated-looking event ids that replay follows are below this. A
+/// publisher may choose an id such as `evt_test_8000000000000000` itself; following it
+/// would move the shared id counter (delivery ids come from it too) to the end of the
+/// range, and every later delivery id would be out of range, on every restart too. No
+/// shard hands out 2^62 ids, so a generated id is always below it.
+pub(super) const GENERATED_EVENT_NUMBER_END: u64 = 1 << 62;
+
 /// The response headers an attempt keeps: in arrival order, names lower-cased, values
 /// as text (invalid UTF-8 replaced), at most [`RESPONSE_HEADERS_MAX`] of them and at most
 /// [`RESPONSE_HEADER_BYTES_MAX`] bytes of names plus values; a header that would cross
@@ -396,12 +403,17 @@ impl Dispatcher {
         EventId::parse(&text).expect("generated event ids are valid")
     }
 
-    /// Replay: keeps the counter behind generated event ids past every id already used.
+    /// Replay: keeps the counter behind generated event ids past every id already used
+    /// (numbers at or past [`GENERATED_EVENT_NUMBER_END`] were never generated here and
+    /// are not followed).
     pub(super) fn skip_past_generated_event_id(&mut self, event_id: &str) {
         for prefix in GENERATED_EVENT_ID_PREFIXES {
             if let Some(hex) = event_id.strip_prefix(prefix) {
-                if let Ok(number) = u64::from_str_radix(hex, 16) {
-                    self.next_delivery = self.next_delivery.max(number.saturating_add(1));
+                match u64::from_str_radix(hex, 16) {
+                    Ok(number) if number < GENERATED_EVENT_NUMBER_END => {
+                        self.next_delivery = self.next_delivery.max(number + 1);
+                    }
+                    _ => {}
                 }
             }
         }

@@ -18,6 +18,18 @@ fn record_time_ms(record: &Record) -> u64 {
     }
 }
 
+/// Delivery `id` as a record names it, if it is within the range of ids a dispatcher
+/// hands out and holds ([`DELIVERY_ID_END`]); a record past it is refused as invalid
+/// rather than held.
+fn delivery_id_of_record(id: u64) -> Result<DeliveryId, String> {
+    if id >= DELIVERY_ID_END {
+        return Err(format!(
+            "delivery id {id:#x} is past the end of their range"
+        ));
+    }
+    Ok(DeliveryId(id))
+}
+
 /// A replayed event's body: the position the journal holds it at when known (and of
 /// the record's length), else a copy of the record's bytes.
 fn event_body(bytes: &[u8], at: Option<&Option<BodyPos>>) -> EventBody {
@@ -113,7 +125,7 @@ impl Dispatcher {
                     let webhook = self
                         .webhook_of_record(&event.tenant, &d.webhook)
                         .map_err(|e| invalid(e.to_string()))?;
-                    let delivery = DeliveryId(d.delivery);
+                    let delivery = delivery_id_of_record(d.delivery).map_err(invalid)?;
                     if self.deliveries.contains_key(&delivery) {
                         return Err(invalid(format!("duplicate delivery {delivery}")));
                     }
@@ -491,6 +503,12 @@ impl Dispatcher {
             *self = Dispatcher::new(config, now);
         }
         self.replaying = true;
+        if c.next_delivery > DELIVERY_ID_END {
+            return Err(format!(
+                "the next delivery id {:#x} is past the end of their range",
+                c.next_delivery
+            ));
+        }
         self.next_delivery = self.next_delivery.max(c.next_delivery);
         for snap in &c.webhooks {
             let (tenant, id, spec) = webhook_from_rec(&snap.webhook)?;
@@ -579,7 +597,7 @@ impl Dispatcher {
                 .map_err(|e| e.to_string())?;
             let status = DeliveryStatus::from_name(&s.status)
                 .ok_or_else(|| format!("status {:?}", s.status))?;
-            let delivery = DeliveryId(s.delivery);
+            let delivery = delivery_id_of_record(s.delivery)?;
             self.insert_pending(delivery, event, webhook, s.attempts_max, s.updated_at_ms);
             if let Some(d) = self.deliveries.get_mut(&delivery) {
                 set_attempt(&mut self.fresh_pending, d, s.attempt);

@@ -209,6 +209,12 @@ pub(super) struct IdSet {
 /// The bit of an [`IdSet`] entry that says its id is held.
 const HELD: u64 = 1;
 
+/// Delivery ids an [`IdSet`] can hold are below this: one bit of each entry is the
+/// held bit. Ids come from a counter that starts at 1 and grows by one per delivery (and
+/// per generated event), so a shard would need 2^63 of them to get here; replay refuses
+/// records naming ids at or past it rather than reach the assertion in `insert`.
+pub(super) const DELIVERY_ID_END: u64 = 1 << 63;
+
 impl IdSet {
     /// Ids held.
     pub(super) fn len(&self) -> usize {
@@ -235,7 +241,7 @@ impl IdSet {
     /// it.
     pub(super) fn insert(&mut self, id: DeliveryId) -> bool {
         assert!(
-            id.0 < 1 << 63,
+            id.0 < DELIVERY_ID_END,
             "bug: delivery id {id} does not leave room for the held bit"
         );
         let index = match self.entries.back() {

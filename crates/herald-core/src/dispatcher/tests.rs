@@ -2301,6 +2301,71 @@ fn generated_event_ids_are_never_reused_even_across_replay() {
     assert_ne!(third, fourth);
 }
 
+#[test]
+fn publisher_ids_that_look_generated_do_not_move_delivery_ids_out_of_range() {
+    let mut drv = one_webhook(DispatcherConfig::default(), spec(&["order.*"]));
+    let t = tenant("acme");
+    // Ids a publisher may choose that look like generated ones, with numbers a shard
+    // never reaches (the last would wrap the counter).
+    for id in [
+        "evt_test_8000000000000000",
+        "evt_webhook_disabled_4000000000000000",
+        "evt_test_ffffffffffffffff",
+    ] {
+        let accepted = drv
+            .d
+            .accept_event(drv.now, &t, event(id, "order.created"))
+            .unwrap();
+        assert_eq!(accepted.deliveries, 1);
+        drv.step();
+    }
+    // A number below the bound is followed, as a generated id's must be.
+    drv.d
+        .accept_event(
+            drv.now,
+            &t,
+            event("evt_test_00000000000000ff", "order.created"),
+        )
+        .unwrap();
+    drv.d
+        .accept_event(drv.now, &t, event("evt_after", "order.created"))
+        .unwrap();
+    let sent = drv.step();
+    let after = sent.last().expect("a send").delivery;
+    assert_eq!(after, DeliveryId(0x100), "{after}");
+
+    // Replayed, the same records rebuild the same ids, and the next generated one is
+    // past every id used.
+    let mut rebuilt = Dispatcher::new(DispatcherConfig::default(), T0);
+    for record in &drv.records {
+        rebuilt.replay(record).unwrap();
+    }
+    let next = rebuilt.generated_event_id(GENERATED_EVENT_ID_PREFIXES[1]);
+    assert_eq!(next.as_str(), "evt_test_0000000000000101");
+
+    // A record naming a delivery id past the range is refused, not held.
+    let mut bad = drv
+        .records
+        .iter()
+        .find_map(|r| match r {
+            Record::EventAccepted(a) if !a.deliveries.is_empty() => Some(a.clone()),
+            _ => None,
+        })
+        .unwrap();
+    bad.event_id = "evt_bad".to_string();
+    bad.deliveries[0].delivery = 1 << 63;
+    let mut fresh = Dispatcher::new(DispatcherConfig::default(), T0);
+    for record in drv
+        .records
+        .iter()
+        .take_while(|r| !matches!(r, Record::EventAccepted(_)))
+    {
+        fresh.replay(record).unwrap();
+    }
+    let refused = fresh.replay(&Record::EventAccepted(bad)).unwrap_err();
+    assert!(refused.to_string().contains("past the end"), "{refused}");
+}
+
 /// Publishes `id` for `t` with idempotency key `key` and fingerprint `[fingerprint; 16]`.
 fn keyed(id: &str, key: &str, fingerprint: u8) -> NewEvent {
     NewEvent {
