@@ -19,6 +19,12 @@ use crate::ids::DeliveryId;
 /// compacted rarely, however its removals fall.
 const EMPTY_ENTRIES_KEPT_MIN: usize = 64;
 
+/// The same floor for an [`IdSet`]. There is one set per tenant, and a platform may have
+/// a great many tenants holding a few deliveries each: a set that once held hundreds of
+/// ids and now holds a handful keeps a few dozen bytes, not a kilobyte. Compaction stays
+/// amortised (it runs once removed entries outnumber half of those held).
+const SET_EMPTY_ENTRIES_KEPT_MIN: usize = 8;
+
 /// Values by [`DeliveryId`], iterated in id order.
 #[derive(Clone, Debug)]
 pub(super) struct IdTable<V> {
@@ -281,11 +287,11 @@ impl IdSet {
             self.entries.pop_back();
         }
         let empty = self.entries.len() - self.len;
-        if empty > EMPTY_ENTRIES_KEPT_MIN.max(self.len / 2) {
+        if empty > SET_EMPTY_ENTRIES_KEPT_MIN.max(self.len / 2) {
             // As in `IdTable::remove`: amortised, at most three moves per removal.
             self.entries.retain(|e| e & HELD != 0);
         }
-        if self.entries.capacity() > 2 * self.entries.len().max(EMPTY_ENTRIES_KEPT_MIN) {
+        if self.entries.capacity() > 2 * self.entries.len().max(SET_EMPTY_ENTRIES_KEPT_MIN) {
             self.entries
                 .shrink_to(self.entries.len() + self.entries.len() / 2);
         }
@@ -503,10 +509,38 @@ mod tests {
             if n >= 50 {
                 s.remove(&id(n - 49));
             }
-            assert!(s.entries.len() <= 3 * s.len() / 2 + EMPTY_ENTRIES_KEPT_MIN + 1);
+            assert!(s.entries.len() <= 3 * s.len() / 2 + SET_EMPTY_ENTRIES_KEPT_MIN + 1);
         }
         assert_eq!(s.len(), 50);
-        assert!(s.entries.capacity() <= 4 * (s.len() + EMPTY_ENTRIES_KEPT_MIN));
+        assert!(s.entries.capacity() <= 4 * (s.len() + SET_EMPTY_ENTRIES_KEPT_MIN));
+    }
+
+    #[test]
+    fn a_set_that_shrinks_to_a_few_ids_gives_its_memory_back() {
+        let mut s = IdSet::default();
+        for n in 1..=1000u64 {
+            s.insert(id(n));
+        }
+        // Removed from the middle (marks) and from the front, as deliveries end in any
+        // order, down to three.
+        for n in (2..1000u64)
+            .filter(|n| n % 7 != 0)
+            .chain((7..1000).step_by(7))
+        {
+            s.remove(&id(n));
+        }
+        assert_eq!(s.len(), 2);
+        assert!(
+            s.entries.len() <= 2 + SET_EMPTY_ENTRIES_KEPT_MIN + 1,
+            "{}",
+            s.entries.len()
+        );
+        assert!(
+            s.entries.capacity() <= 4 * (s.len() + SET_EMPTY_ENTRIES_KEPT_MIN),
+            "{}",
+            s.entries.capacity()
+        );
+        assert!(s.contains(&id(1)) && s.contains(&id(1000)));
     }
 
     proptest! {
