@@ -572,11 +572,36 @@ struct Delivery {
     /// While pending, when it is (or was last) due, [`Delivery::NOT_DUE`] for none;
     /// once ended (when it has no due time), its place in the order deliveries ended
     /// (the dispatcher's `finish_seq` then). One field for two: the delivery is boxed in
-    /// the allocator's 96-byte size class, and a pending million of them make that
+    /// the allocator's 64-byte size class, and a pending million of them make that
     /// matter (absent values below are sentinels for the same reason, as in
     /// [`Attempt`]). Read and written through [`Delivery::due_ms`],
     /// [`Delivery::set_due_ms`], [`Delivery::finish_seq`] and [`Delivery::set_finished`].
     due_or_finish: u64,
+    updated_at_ms: u64,
+    /// What its attempts left (history, last response, status, latency and error);
+    /// `None` until its first attempt or an error that ended it.
+    outcomes: Option<Box<Outcomes>>,
+}
+
+// A pending delivery is boxed; at most 64 bytes keeps it in the allocator's 64-byte
+// size class (the next is 80), which a backlog of a million deliveries feels: most of a
+// backlog behind an open breaker never made an attempt and has no `Outcomes` box.
+#[cfg(target_pointer_width = "64")]
+const _: () = assert!(std::mem::size_of::<Delivery>() <= 64);
+
+/// What a delivery's attempts left, boxed apart from the delivery: a delivery that has
+/// made no attempt (a backlog waiting behind an open breaker, or for its event to be
+/// durable) needs none of it, and without it the delivery is 64 bytes instead of 96. One
+/// that made attempts pays 48 bytes for the box, beside its history's own allocation.
+#[derive(Clone)]
+struct Outcomes {
+    /// The latest attempts, oldest first, at most [`ATTEMPT_HISTORY_MAX`] (a `Vec`, 8
+    /// bytes smaller than a `VecDeque`: dropping the oldest of 32 moves a few hundred
+    /// bytes, once per attempt past the 32nd).
+    attempts: Vec<Attempt>,
+    /// The latest response's captured body and headers; `None` while both are empty
+    /// (no response yet, or none captured), as for most pending deliveries.
+    last_response: Option<Box<LastResponse>>,
     /// The last response's status; 0 when there was none ([`Delivery::last_status`]).
     last_status_code: u16,
     /// The last attempt's latency in milliseconds, saturating just below
@@ -584,20 +609,29 @@ struct Delivery {
     /// ([`Delivery::last_latency_ms`]).
     last_latency: u32,
     last_error: Option<DeliveryError>,
-    /// The latest response's captured body and headers; `None` while both are empty
-    /// (no response yet, or none captured), as for most pending deliveries.
-    last_response: Option<Box<LastResponse>>,
-    updated_at_ms: u64,
-    /// The latest attempts, oldest first, at most [`ATTEMPT_HISTORY_MAX`] (a `Vec`, 8
-    /// bytes smaller than a `VecDeque`: dropping the oldest of 32 moves a few hundred
-    /// bytes, once per attempt past the 32nd).
-    attempts: Vec<Attempt>,
 }
 
-// A pending delivery is boxed; at most 96 bytes keeps it in the allocator's 96-byte
-// size class (the next is 112), which a backlog of a million deliveries feels.
 #[cfg(target_pointer_width = "64")]
-const _: () = assert!(std::mem::size_of::<Delivery>() <= 96);
+const _: () = assert!(std::mem::size_of::<Outcomes>() <= 48);
+
+impl Outcomes {
+    const NONE: Outcomes = Outcomes {
+        attempts: Vec::new(),
+        last_response: None,
+        last_status_code: 0,
+        last_latency: Attempt::NO_TIME,
+        last_error: None,
+    };
+
+    /// Holds nothing a delivery without the box would not answer the same.
+    fn is_none(&self) -> bool {
+        self.attempts.is_empty()
+            && self.last_response.is_none()
+            && self.last_status_code == 0
+            && self.last_latency == Attempt::NO_TIME
+            && self.last_error.is_none()
+    }
+}
 
 /// Most deliveries held for which debug builds recount the whole state after a tick: the
 /// unit, property and simulation tests stay far below it and are checked on every tick,
@@ -678,16 +712,82 @@ impl Delivery {
         self.due_or_finish = finish_seq;
     }
 
+    /// What its attempts left ([`Outcomes::NONE`] when it has no box).
+    fn outcomes(&self) -> &Outcomes {
+        static NONE: Outcomes = Outcomes::NONE;
+        self.outcomes.as_deref().unwrap_or(&NONE)
+    }
+
+    /// What its attempts left, to change: boxed on first use.
+    fn outcomes_mut(&mut self) -> &mut Outcomes {
+        self.outcomes
+            .get_or_insert_with(|| Box::new(Outcomes::NONE))
+    }
+
+    /// Replaces what its attempts left (a restored delivery), without a box when that
+    /// is nothing.
+    fn set_outcomes(&mut self, outcomes: Outcomes) {
+        self.outcomes = (!outcomes.is_none()).then(|| Box::new(outcomes));
+    }
+
+    /// The latest attempts, oldest first.
+    fn attempts(&self) -> &[Attempt] {
+        &self.outcomes().attempts
+    }
+
     /// The last response's status, if there was one.
     fn last_status(&self) -> Option<u16> {
-        (self.last_status_code != 0).then_some(self.last_status_code)
+        let code = self.outcomes().last_status_code;
+        (code != 0).then_some(code)
     }
 
     /// The last attempt's latency, if it made one.
     fn last_latency_ms(&self) -> Option<u32> {
-        (self.last_latency != Attempt::NO_TIME).then_some(self.last_latency)
+        let latency = self.outcomes().last_latency;
+        (latency != Attempt::NO_TIME).then_some(latency)
     }
 
+    /// Why its last attempt failed or it ended, if it did.
+    fn last_error(&self) -> Option<DeliveryError> {
+        self.outcomes().last_error
+    }
+
+    /// The latest response's captured body (empty when none).
+    fn last_body(&self) -> &[u8] {
+        self.outcomes()
+            .last_response
+            .as_ref()
+            .map_or(&[], |r| &r.body)
+    }
+
+    /// The latest response's captured headers (empty when none).
+    fn last_headers(&self) -> &[(String, String)] {
+        self.outcomes()
+            .last_response
+            .as_ref()
+            .map_or(&[], |r| &r.headers)
+    }
+
+    /// The attempt in flight ends without an outcome (its delivery ended meanwhile):
+    /// forgets its unfinished entry, as a replayed journal never had it.
+    fn attempt_abandoned(&mut self) {
+        let attempt = self.attempt;
+        if let Some(outcomes) = self.outcomes.as_mut() {
+            if outcomes
+                .attempts
+                .last()
+                .is_some_and(|a| a.attempt == attempt && !a.is_finished())
+            {
+                outcomes.attempts.pop();
+            }
+            if outcomes.is_none() {
+                self.outcomes = None;
+            }
+        }
+    }
+}
+
+impl Outcomes {
     /// Keeps the last attempt's `latency_ms` (`None`: no attempt).
     fn set_last_latency_ms(&mut self, latency_ms: Option<u64>) {
         self.last_latency = latency_ms.map_or(Attempt::NO_TIME, |ms| {
@@ -707,16 +807,6 @@ impl Delivery {
                 headers,
             })
         });
-    }
-
-    /// The latest response's captured body (empty when none).
-    fn last_body(&self) -> &[u8] {
-        self.last_response.as_ref().map_or(&[], |r| &r.body)
-    }
-
-    /// The latest response's captured headers (empty when none).
-    fn last_headers(&self) -> &[(String, String)] {
-        self.last_response.as_ref().map_or(&[], |r| &r.headers)
     }
 
     /// Attempt `attempt` was started. An attempt repeated with the same number (it was
@@ -761,18 +851,6 @@ impl Delivery {
         if let Some(entry) = self.attempts.last_mut() {
             entry.started_at_ms = started_at_ms;
             entry.finish(now, status, latency_ms, error);
-        }
-    }
-
-    /// The attempt in flight ends without an outcome (its delivery ended meanwhile):
-    /// forgets its unfinished entry, as a replayed journal never had it.
-    fn attempt_abandoned(&mut self) {
-        if self
-            .attempts
-            .last()
-            .is_some_and(|a| a.attempt == self.attempt && !a.is_finished())
-        {
-            self.attempts.pop();
         }
     }
 }

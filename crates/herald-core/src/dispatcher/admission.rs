@@ -146,12 +146,8 @@ impl Dispatcher {
                 status: DeliveryStatus::Pending,
                 stage: Stage::AwaitingDurable,
                 due_or_finish: event.accepted_at_ms.min(Delivery::NOT_DUE - 1),
-                last_status_code: 0,
-                last_latency: Attempt::NO_TIME,
-                last_error: None,
-                last_response: None,
                 updated_at_ms: now,
-                attempts: Vec::new(),
+                outcomes: None,
             }),
         );
     }
@@ -202,8 +198,28 @@ impl Dispatcher {
         if !matches!(held.body, EventBody::Held(_)) || held.body.len() != at.len as usize {
             return;
         }
+        if let [only] = self.awaiting[index].1[..] {
+            // One delivery, the event's only holder (no attempt starts before the event
+            // is durable): the body changes in place, without a second event allocated
+            // beside the first and the first freed.
+            if let Some(event) = self
+                .deliveries
+                .get_mut(&only)
+                .and_then(|d| Arc::get_mut(&mut d.event))
+            {
+                event.body = EventBody::stored(at);
+                return;
+            }
+        }
+        let Some(held) = self.awaiting[index]
+            .1
+            .first()
+            .and_then(|delivery| self.deliveries.get(delivery))
+            .map(|d| Arc::clone(&d.event))
+        else {
+            return;
+        };
         let stored = Arc::new(held.with_body(EventBody::stored(at)));
-        let held = Arc::clone(held);
         for delivery in &self.awaiting[index].1 {
             if let Some(d) = self
                 .deliveries
@@ -227,6 +243,19 @@ impl Dispatcher {
                 Some(DeliveryError::WebhookDeleted),
             );
         }
+    }
+
+    /// A restored delivery that was already due when its checkpoint was written (a
+    /// backlog waiting behind an open breaker, or for its endpoint's limits) goes
+    /// straight to its webhook's queue, due at `due_ms`, as the wheel would put it on
+    /// the first tick: a million of them held in the wheel until then would cost ~46
+    /// bytes each (slot entry and slab node, in vectors that keep their size), the
+    /// queue 8. `false` when the webhook is gone.
+    pub(super) fn make_due_at(&mut self, delivery: DeliveryId, due_ms: u64) -> bool {
+        if let Some(d) = self.deliveries.get_mut(&delivery) {
+            d.set_due_ms(Some(due_ms));
+        }
+        self.make_due(delivery)
     }
 
     /// Moves a pending delivery into its webhook's queue. `false` when the webhook is
@@ -448,7 +477,7 @@ impl Dispatcher {
         d.stage = Stage::InFlight;
         set_attempt(&mut self.fresh_pending, d, attempt);
         d.set_due_ms(None);
-        d.attempt_started(attempt, at_ms);
+        d.outcomes_mut().attempt_started(attempt, at_ms);
         let (tenant, webhook) = (
             TenantId::clone(&d.event.tenant),
             WebhookId::clone(&d.webhook),

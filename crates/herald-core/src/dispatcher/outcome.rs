@@ -189,7 +189,7 @@ impl Dispatcher {
         d.stage = Stage::Finished;
         d.status = status;
         if error.is_some() {
-            d.last_error = error;
+            d.outcomes_mut().last_error = error;
         }
         if !self.replaying {
             let c = &mut self.counters;
@@ -446,23 +446,20 @@ impl Dispatcher {
             ));
         }
         set_attempt(&mut self.fresh_pending, d, r.attempt);
-        d.last_status_code = r.status;
-        d.set_last_latency_ms(Some(r.latency_ms));
-        d.last_error = match result {
+        let last_error = match result {
             AttemptResult::Transport(t) => Some(DeliveryError::Transport(t)),
             AttemptResult::Response { status, .. } => {
                 (class != OutcomeClass::Success).then_some(DeliveryError::Status(status))
             }
         };
-        d.set_last_response(&r.response_body, headers_from_rec(&r.response_headers));
+        let outcomes = d.outcomes_mut();
+        outcomes.last_status_code = r.status;
+        outcomes.set_last_latency_ms(Some(r.latency_ms));
+        outcomes.last_error = last_error;
+        outcomes.set_last_response(&r.response_body, headers_from_rec(&r.response_headers));
+        let last_status = (r.status != 0).then_some(r.status);
+        outcomes.attempt_ended(r.attempt, r.at_ms, last_status, r.latency_ms, last_error);
         d.updated_at_ms = r.at_ms;
-        d.attempt_ended(
-            r.attempt,
-            r.at_ms,
-            d.last_status(),
-            r.latency_ms,
-            d.last_error,
-        );
         // Live, the attempt was marked in flight; replayed, only its outcome was
         // recorded, and the delivery still waits where it was due (settled below).
         if d.stage == Stage::InFlight {

@@ -79,7 +79,7 @@ impl Dispatcher {
             .iter()
             .filter(|(_, d)| d.stage == Stage::InFlight)
             .map(|(id, d)| {
-                let started = d.attempts.last().map_or(0, |a| a.started_at_ms);
+                let started = d.attempts().last().map_or(0, |a| a.started_at_ms);
                 (*id, d.attempt, started)
             })
             .collect()
@@ -105,24 +105,26 @@ impl Dispatcher {
             status: d.status,
             response_status: d.last_status(),
             response_time_ms: d.last_latency_ms().map(u64::from),
-            error: d.last_error,
+            error: d.last_error(),
             next_retry_at_ms: if d.status.is_final() {
                 None
             } else {
                 d.due_ms()
             },
             response_body: d
+                .outcomes()
                 .last_response
                 .as_ref()
                 .map_or_else(|| Arc::from(&[][..]), |r| Arc::clone(&r.body)),
             response_headers: d
+                .outcomes()
                 .last_response
                 .as_ref()
                 .map_or_else(|| Arc::from(Vec::new()), |r| Arc::clone(&r.headers)),
             accepted_at_ms: d.event.accepted_at_ms,
             updated_at_ms: d.updated_at_ms,
             finished_at_ms: d.status.is_final().then_some(d.updated_at_ms),
-            attempts: d.attempts.iter().map(Attempt::summary).collect(),
+            attempts: d.attempts().iter().map(Attempt::summary).collect(),
         }
     }
 

@@ -601,14 +601,17 @@ impl Dispatcher {
             self.insert_pending(delivery, event, webhook, s.attempts_max, s.updated_at_ms);
             if let Some(d) = self.deliveries.get_mut(&delivery) {
                 set_attempt(&mut self.fresh_pending, d, s.attempt);
-                d.last_status_code = s.last_status;
-                d.last_error = s.last_error.as_deref().and_then(DeliveryError::from_name);
-                d.set_last_latency_ms((s.last_latency_ms != u64::MAX).then_some(s.last_latency_ms));
-                d.set_last_response(
+                let mut outcomes = Outcomes::NONE;
+                outcomes.last_status_code = s.last_status;
+                outcomes.last_error = s.last_error.as_deref().and_then(DeliveryError::from_name);
+                outcomes.set_last_latency_ms(
+                    (s.last_latency_ms != u64::MAX).then_some(s.last_latency_ms),
+                );
+                outcomes.set_last_response(
                     &s.last_response_body,
                     headers_from_rec(&s.last_response_headers),
                 );
-                d.attempts = s
+                outcomes.attempts = s
                     .attempts
                     .iter()
                     .rev()
@@ -625,6 +628,7 @@ impl Dispatcher {
                         })
                     })
                     .collect();
+                d.set_outcomes(outcomes);
             }
             if status.is_final() {
                 self.finish(s.updated_at_ms, delivery, status, None)?;
@@ -636,7 +640,9 @@ impl Dispatcher {
                 self.in_flight_count += 1;
             } else {
                 let due = s.next_attempt_at_ms.unwrap_or(c.at_ms);
-                self.schedule(delivery, due);
+                if due > c.at_ms || !self.make_due_at(delivery, due) {
+                    self.schedule(delivery, due);
+                }
             }
             if let Some(d) = self.deliveries.get_mut(&delivery) {
                 d.updated_at_ms = s.updated_at_ms;
@@ -688,7 +694,7 @@ mod estimate {
             .map(|(n, v)| n.len() + v.len() + 32)
             .sum();
         let attempts: usize = d
-            .attempts
+            .attempts()
             .iter()
             .map(|a| 64 + a.error.map_or(0, |e| e.name().len()))
             .sum();
@@ -1042,14 +1048,14 @@ fn delivery_snap(id: DeliveryId, event: u32, d: &Delivery) -> record::DeliverySn
             d.due_ms()
         },
         in_flight: d.stage == Stage::InFlight,
-        last_status: d.last_status_code,
-        last_error: d.last_error.map(DeliveryError::name),
+        last_status: d.last_status().unwrap_or(0),
+        last_error: d.last_error().map(DeliveryError::name),
         last_latency_ms: d.last_latency_ms().map_or(u64::MAX, u64::from),
         last_response_body: d.last_body().to_vec(),
         last_response_headers: headers_to_rec(d.last_headers()),
         updated_at_ms: d.updated_at_ms,
         attempts: d
-            .attempts
+            .attempts()
             .iter()
             .map(Attempt::summary)
             .map(|a| record::AttemptRec {

@@ -1460,6 +1460,70 @@ fn replay_from_checkpoint_matches_full_replay() {
     assert_same(&snapshot(&fresh), &snapshot(&drv.d));
 }
 
+/// Deliveries already due when a checkpoint was written (here: waiting for the
+/// endpoint's in-flight cap) are restored into their webhook's queue, not the wheel, and
+/// are sent as they would have been.
+#[test]
+fn due_deliveries_are_restored_into_their_queue() {
+    let mut s = spec(&["*"]);
+    s.limits = EndpointLimits {
+        in_flight_max: 1,
+        ..EndpointLimits::default()
+    };
+    let mut drv = one_webhook(DispatcherConfig::default(), s);
+    for i in 0..5 {
+        drv.d
+            .accept_event(T0, &tenant("acme"), event(&format!("e{i}"), "a.b"))
+            .unwrap();
+    }
+    let sent = drv.step();
+    assert_eq!(sent.len(), 1);
+    // The first fails: its retry is due later, in the wheel; the next one goes out.
+    drv.reply(&sent[0], status(500));
+    assert_eq!(drv.step().len(), 1);
+    let checkpoint = drv.d.checkpoint(drv.now);
+    let mut fresh = Dispatcher::new(DispatcherConfig::default(), T0);
+    fresh.replay(&checkpoint).unwrap();
+    let waiting = |d: &Dispatcher| {
+        d.deliveries
+            .values()
+            .filter(|d| d.stage == Stage::Waiting)
+            .count()
+    };
+    assert_eq!(waiting(&drv.d), 3, "three behind the cap");
+    assert_eq!(waiting(&fresh), 3, "restored straight into the queue");
+    assert_eq!(
+        fresh.wheel.len(),
+        1,
+        "only the retry due later is in the wheel"
+    );
+    assert_same(&snapshot(&fresh), &snapshot(&drv.d));
+    // Once the attempt in flight ends, the queue goes on in order.
+    assert!(fresh.attempt_finished(
+        drv.now,
+        Outcome {
+            delivery: DeliveryId(2),
+            attempt: 1,
+            result: status(200),
+            latency_ms: 1,
+            response_body: Vec::new(),
+            response_headers: Vec::new(),
+        },
+    ));
+    fresh.tick(drv.now);
+    let mut sends = Vec::new();
+    while let Some(command) = fresh.pop_command() {
+        if let Command::Send(request) = command {
+            sends.push(request.delivery);
+        }
+    }
+    assert_eq!(
+        sends,
+        vec![DeliveryId(3)],
+        "the oldest waiting one, within the cap"
+    );
+}
+
 /// A checkpoint in parts (any target size, down to one item per part) replays to the
 /// same state as the whole journal; each part stays near its target and encodes within
 /// one journal frame.
@@ -2902,6 +2966,84 @@ fn pump_stored(d: &mut Dispatcher, segments: &mut Segments) -> Vec<SendRequest> 
 }
 
 #[test]
+fn an_event_with_one_delivery_takes_its_stored_body_in_place() {
+    let mut d = Dispatcher::new(DispatcherConfig::default(), T0);
+    let mut segments = Segments::default();
+    d.upsert_webhook(T0, tenant("acme"), wh("wh_a"), spec(&["order.*"]))
+        .unwrap();
+    d.accept_event(T0, &tenant("acme"), event("evt_1", "order.created"))
+        .unwrap();
+    let before = Arc::as_ptr(&d.deliveries.get(&DeliveryId(1)).unwrap().event);
+    pump_stored(&mut d, &mut segments);
+    let event = &d.deliveries.get(&DeliveryId(1)).unwrap().event;
+    assert!(
+        matches!(event.body, EventBody::Stored(_)),
+        "the event keeps the body's position"
+    );
+    assert_eq!(
+        Arc::as_ptr(event),
+        before,
+        "the one delivery's event changed in place, not replaced"
+    );
+    // And the send reads the bytes where the store holds them.
+    let (_, bytes) = segments.0.iter_mut().next().unwrap();
+    let from = bytes
+        .windows(7)
+        .position(|w| w == br#"{"n":1}"#)
+        .expect("the envelope holds the data");
+    bytes[from + 5] = b'9';
+    d.tick_with(T0, &segments);
+    let sends = pump_stored(&mut d, &mut segments);
+    assert_eq!(sends.len(), 1);
+    assert!(
+        sends[0].body.windows(7).any(|w| w == br#"{"n":9}"#),
+        "the send carries the stored bytes"
+    );
+}
+
+#[test]
+fn a_delivery_boxes_what_its_attempts_left_only_once_it_has_any() {
+    let mut drv = one_webhook(DispatcherConfig::default(), spec(&["*"]));
+    drv.d
+        .accept_event(T0, &tenant("acme"), event("evt_1", "order.created"))
+        .unwrap();
+    let sends = drv.step();
+    assert_eq!(sends.len(), 1);
+    // In flight: the attempt's entry is kept.
+    let id = sends[0].delivery;
+    assert!(drv.d.deliveries.get(&id).unwrap().outcomes.is_some());
+    // Ended without an outcome (the webhook was deleted meanwhile): the abandoned
+    // entry goes, and the error that ended it is what is left.
+    drv.d
+        .delete_webhook(T0, &tenant("acme"), &wh("w1"))
+        .unwrap();
+    drv.step();
+    let d = drv.d.deliveries.get(&id).unwrap();
+    assert!(d.attempts().is_empty());
+    assert_eq!(d.last_error(), Some(DeliveryError::WebhookDeleted));
+    // A delivery that never made an attempt has no box at all.
+    drv.d
+        .upsert_webhook(T0, tenant("acme"), wh("w2"), spec(&["*"]))
+        .unwrap();
+    drv.auto_durable = false;
+    drv.d
+        .accept_event(T0, &tenant("acme"), event("evt_2", "order.created"))
+        .unwrap();
+    drv.step();
+    let fresh = drv
+        .d
+        .deliveries
+        .values()
+        .find(|d| d.event.id.as_str() == "evt_2")
+        .unwrap();
+    assert!(fresh.outcomes.is_none(), "no attempt, no box");
+    assert_eq!(fresh.last_status(), None);
+    assert_eq!(fresh.last_latency_ms(), None);
+    assert_eq!(fresh.last_error(), None);
+    assert!(fresh.last_body().is_empty() && fresh.last_headers().is_empty());
+}
+
+#[test]
 fn stored_bodies_are_read_back_when_signing_and_follow_the_checkpoint() {
     let mut d = Dispatcher::new(DispatcherConfig::default(), T0);
     let mut segments = Segments::default();
@@ -3333,9 +3475,9 @@ fn a_delivery_keeps_absent_values_apart_from_present_ones() {
     let d = drv.d.deliveries.get_mut(&id).unwrap();
     assert_eq!(d.last_status(), None);
     assert_eq!(d.last_latency_ms(), None);
-    d.set_last_latency_ms(Some(u64::MAX));
+    d.outcomes_mut().set_last_latency_ms(Some(u64::MAX));
     assert_eq!(d.last_latency_ms(), Some(Attempt::NO_TIME - 1));
-    d.set_last_latency_ms(Some(0));
+    d.outcomes_mut().set_last_latency_ms(Some(0));
     assert_eq!(d.last_latency_ms(), Some(0));
     d.set_due_ms(Some(u64::MAX));
     assert_eq!(d.due_ms(), Some(u64::MAX - 1));
