@@ -2965,14 +2965,39 @@ fn pump_stored(d: &mut Dispatcher, segments: &mut Segments) -> Vec<SendRequest> 
     sends
 }
 
-#[test]
-fn an_event_with_one_delivery_takes_its_stored_body_in_place() {
+/// Writes a one-part checkpoint of `d` (bodies read from `segments`) into a new store's
+/// segment 2 and tells the dispatcher; returns that store, where the part went and its
+/// length.
+fn checkpoint_into_segment_2(
+    d: &mut Dispatcher,
+    segments: &Segments,
+) -> (Segments, PayloadAt, usize) {
+    let mut parts = d.checkpoint_parts_with(T0, usize::MAX, segments);
+    let part = parts.next().unwrap();
+    assert!(parts.next().is_none());
+    let (_, _, payload) = part.encode().unwrap();
+    let mut moved = Segments::default();
+    let at = moved.append(2, &payload);
+    parts.stored(moved.payload(at, payload.len()), at).unwrap();
+    let moves = parts.into_moves();
+    d.checkpoint_stored(moves);
+    (moved, at, payload.len())
+}
+
+/// A dispatcher holding one event for one webhook, not yet journaled, and an empty store.
+fn one_event_to_one_webhook() -> (Dispatcher, Segments) {
     let mut d = Dispatcher::new(DispatcherConfig::default(), T0);
-    let mut segments = Segments::default();
+    let segments = Segments::default();
     d.upsert_webhook(T0, tenant("acme"), wh("wh_a"), spec(&["order.*"]))
         .unwrap();
     d.accept_event(T0, &tenant("acme"), event("evt_1", "order.created"))
         .unwrap();
+    (d, segments)
+}
+
+#[test]
+fn an_event_with_one_delivery_takes_its_stored_body_in_place() {
+    let (mut d, mut segments) = one_event_to_one_webhook();
     let before = Arc::as_ptr(&d.deliveries.get(&DeliveryId(1)).unwrap().event);
     pump_stored(&mut d, &mut segments);
     let event = &d.deliveries.get(&DeliveryId(1)).unwrap().event;
@@ -2999,6 +3024,24 @@ fn an_event_with_one_delivery_takes_its_stored_body_in_place() {
         sends[0].body.windows(7).any(|w| w == br#"{"n":9}"#),
         "the send carries the stored bytes"
     );
+}
+
+#[test]
+fn a_checkpoint_moves_a_lone_deliverys_event_body_in_place() {
+    let (mut d, mut segments) = one_event_to_one_webhook();
+    pump_stored(&mut d, &mut segments);
+    let before = Arc::as_ptr(&d.deliveries.get(&DeliveryId(1)).unwrap().event);
+    let (mut moved, _, _) = checkpoint_into_segment_2(&mut d, &segments);
+    let event = &d.deliveries.get(&DeliveryId(1)).unwrap().event;
+    assert!(
+        matches!(event.body, EventBody::Stored(s) if s.pos().segment == 2),
+        "the body now points into the checkpoint"
+    );
+    assert_eq!(Arc::as_ptr(event), before, "moved in place, not replaced");
+    d.tick_with(T0, &moved);
+    let sends = pump_stored(&mut d, &mut moved);
+    assert_eq!(sends.len(), 1);
+    assert!(sends[0].body.windows(7).any(|w| w == br#"{"n":1}"#));
 }
 
 #[test]
@@ -3101,15 +3144,7 @@ fn stored_bodies_are_read_back_when_signing_and_follow_the_checkpoint() {
 
     // A checkpoint copies the bodies into its part (segment 2); once the dispatcher
     // knows, the first segment may go.
-    let mut parts = d.checkpoint_parts_with(T0, usize::MAX, &segments);
-    let part = parts.next().unwrap();
-    assert!(parts.next().is_none());
-    let (_, _, payload) = part.encode().unwrap();
-    let mut moved = Segments::default();
-    let at = moved.append(2, &payload);
-    parts.stored(moved.payload(at, payload.len()), at).unwrap();
-    let moves = parts.into_moves();
-    d.checkpoint_stored(moves);
+    let (mut moved, at, payload_len) = checkpoint_into_segment_2(&mut d, &segments);
     assert_eq!(body_at.0, 1);
     let later = T0 + HOUR;
     d.tick_with(later, &moved);
@@ -3125,7 +3160,7 @@ fn stored_bodies_are_read_back_when_signing_and_follow_the_checkpoint() {
         kind: record::kind::CHECKPOINT,
         version: crate::session::CHECKPOINT_FRAME_VERSION,
         checkpoint: true,
-        payload: moved.payload(at, payload.len()),
+        payload: moved.payload(at, payload_len),
         at: Some(at),
     })];
     let mut recovered =
