@@ -401,6 +401,34 @@ impl Reader {
     }
 }
 
+/// Bytes of a journal segment held through its mapping ([`Journal::mapped`]): readable
+/// from any thread for as long as they are held, also after the segment was compacted
+/// away (its mapping, and the deleted file's disk space, then last until the final
+/// holder drops it, so hold them only as long as the journal keeps the segment).
+#[derive(Clone)]
+pub struct Mapped {
+    map: Arc<Mmap>,
+    offset: u32,
+    len: u32,
+}
+
+impl Mapped {
+    /// The bytes.
+    pub fn bytes(&self) -> &[u8] {
+        // In bounds: checked against the mapping when made (`Journal::mapped`).
+        &self.map[self.offset as usize..self.offset as usize + self.len as usize]
+    }
+}
+
+impl std::fmt::Debug for Mapped {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Mapped")
+            .field("offset", &self.offset)
+            .field("len", &self.len)
+            .finish()
+    }
+}
+
 /// `len` bytes at `offset` of a segment's mapping, if they lie past its header and
 /// before `written` (what reached the file).
 fn written_bytes(map: &Mmap, written: u64, offset: u64, len: usize) -> Option<&[u8]> {
@@ -733,6 +761,32 @@ impl Journal {
         // A range reaching past `written` straddles written and staged bytes, which a
         // frame never does.
         written_bytes(&self.segments[index].map, written, at.offset, len)
+    }
+
+    /// `len` bytes at `at` held through the segment's mapping (see [`Mapped`]); `None`
+    /// unless they were written to the segment's file (staged frames are not: commit
+    /// first; durable ones are).
+    pub fn mapped(&self, at: Position, len: usize) -> Option<Mapped> {
+        let index = self
+            .segments
+            .binary_search_by_key(&at.segment, |s| s.base_seq)
+            .ok()?;
+        let segment = &self.segments[index];
+        written_bytes(&segment.map, self.written_end(index), at.offset, len)?;
+        Some(Mapped {
+            map: Arc::clone(&segment.map),
+            // Segments are at most SEGMENT_BYTES_MAX (1 GiB), so both fit.
+            offset: u32::try_from(at.offset).ok()?,
+            len: u32::try_from(len).ok()?,
+        })
+    }
+
+    /// Sequence number of the oldest frame the journal still holds (the first
+    /// segment's first; the next one to be appended when it holds none).
+    pub fn first_seq(&self) -> u64 {
+        self.segments
+            .first()
+            .map_or(self.next_seq, |segment| segment.base_seq)
     }
 
     /// A reader of what was written so far, independent of later borrows of the

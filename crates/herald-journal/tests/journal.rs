@@ -897,14 +897,21 @@ fn positions_read_payloads_back_until_their_segment_is_compacted() {
     for i in 0..400u64 {
         let bytes = payload(i, 300 + (i as usize % 50));
         let (seq, at) = journal.append_placed(1, 1, &bytes).unwrap();
-        // Staged (not yet written): read from the staging buffer.
+        // Staged (not yet written): read from the staging buffer, not held through the
+        // mapping (which does not see it yet).
         assert_eq!(journal.bytes_at(at, bytes.len()).unwrap(), &bytes[..]);
+        assert!(journal.mapped(at, bytes.len()).is_none());
         placed.push((seq, at, bytes));
     }
     journal.sync().unwrap();
     assert!(journal.segment_count() > 1, "the records span segments");
+    assert_eq!(journal.first_seq(), 1);
     for (_, at, bytes) in &placed {
         assert_eq!(journal.bytes_at(*at, bytes.len()).unwrap(), &bytes[..]);
+        assert_eq!(
+            journal.mapped(*at, bytes.len()).unwrap().bytes(),
+            &bytes[..]
+        );
         // A slice inside the payload.
         assert_eq!(journal.bytes_at(at.after(7), 20).unwrap(), &bytes[7..27]);
     }
@@ -922,6 +929,7 @@ fn positions_read_payloads_back_until_their_segment_is_compacted() {
     assert!(journal.bytes_at(missing, 1).is_none());
 
     let reader = journal.reader();
+    let held = journal.mapped(placed[0].1, placed[0].2.len()).unwrap();
     let part = payload(9, 5000);
     let mut writer = journal.begin_checkpoint();
     let part_at = writer.part(&part).unwrap();
@@ -939,8 +947,14 @@ fn positions_read_payloads_back_until_their_segment_is_compacted() {
         journal.bytes_at(*first_at, first.len()).is_none(),
         "the first segment was compacted away"
     );
-    // The reader made before still reads it.
+    assert!(journal.mapped(*first_at, first.len()).is_none());
+    assert!(
+        journal.first_seq() > placed[0].0,
+        "it holds frames from a later one"
+    );
+    // The reader made before still reads it, and so do bytes held before.
     assert_eq!(reader.bytes_at(*first_at, first.len()).unwrap(), &first[..]);
+    assert_eq!(held.bytes(), &first[..]);
     assert_eq!(journal.bytes_at(part_at, part.len()).unwrap(), &part[..]);
     drop(journal);
 

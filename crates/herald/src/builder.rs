@@ -236,9 +236,10 @@ impl Builder {
 
     /// How far back a subscriber of the event stream ([`crate::Herald::subscribe`]) can
     /// resume: events accepted within `window` (default 10 minutes), at most `events_max`
-    /// per tenant (default 100,000, at least 1) and `bytes_max` of rendered messages per
-    /// shard (default 64 MiB; the oldest go first), as far as the journal still holds
-    /// them after a restart.
+    /// per tenant (default 100,000, at least 1) and `bytes_max` of envelopes per shard
+    /// (default 64 MiB; the oldest go first), as far as the journal still holds them
+    /// (the window reads them from the journal: segments deleted after a checkpoint take
+    /// their events out of it, as a restart would).
     pub fn stream_window(
         mut self,
         window: Duration,

@@ -881,16 +881,19 @@ impl Shard {
         })?;
         let payload_bytes = payload.len() as u64;
         let appended = self.journal.append_placed(kind, version, &payload);
+        // Where the journal holds an accepted event's envelope: its deliveries and the
+        // stream's window keep that instead of a copy (read back when signing, see
+        // herald_core::body, and when streaming).
+        let mut envelope_at = None;
         if let (Ok((_, at)), Record::EventAccepted(event)) = (&appended, record) {
-            if !event.deliveries.is_empty() && !event.body.is_empty() {
-                // The event's deliveries keep where the journal holds its envelope
-                // instead of a copy (read back when signing: see herald_core::body).
-                let span = herald_core::record::body_spans(&payload)
-                    .ok()
-                    .and_then(|spans| spans.first().copied().flatten());
-                let body = span.and_then(|span| payload_at(*at).body(span));
+            if !event.body.is_empty() {
+                let body = super::stream::envelope_position(&payload)
+                    .and_then(|span| payload_at(*at).body(span));
                 if let Some(body) = body {
-                    self.session.dispatcher_mut().body_stored(id, body);
+                    if !event.deliveries.is_empty() {
+                        self.session.dispatcher_mut().body_stored(id, body);
+                    }
+                    envelope_at = Some((journal_position(body), body.len as usize));
                 }
             }
         }
@@ -901,7 +904,7 @@ impl Shard {
         match appended {
             Ok((seq, _)) => {
                 self.journal_bytes_appended += herald_journal::frame_bytes(payload_bytes);
-                self.stream.appended(seq, record);
+                self.stream.appended(seq, record, envelope_at);
                 self.session.appended(id, seq);
                 self.records_since_checkpoint += 1;
                 Ok(())
@@ -1154,7 +1157,11 @@ impl Shard {
     /// answers the replies whose records are now durable.
     fn advance_durable(&mut self) {
         let durable_seq = self.journal.durable_seq();
-        self.stream.durable(durable_seq);
+        let journal = &self.journal;
+        self.stream
+            .durable(durable_seq, journal.first_seq(), |at, len| {
+                journal.mapped(at, len)
+            });
         for ack in self.session.durable(durable_seq) {
             ack.succeed();
         }

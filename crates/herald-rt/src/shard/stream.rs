@@ -15,12 +15,15 @@
 //!   `EventAccepted` record. A tenant lives on exactly one shard and a journal's numbers
 //!   only grow, so `seq` grows per tenant, survives restarts and needs no extra record.
 //!   It is not dense: records of other kinds and other tenants take numbers in between.
-//! * **Window.** The shard keeps each tenant's recent events in memory, bounded by age
+//! * **Window.** The shard keeps each tenant's recent events, bounded by age
 //!   ([`StreamConfig::window_ms`]), by count per tenant ([`StreamConfig::window_events_max`])
-//!   and by bytes per shard ([`StreamConfig::window_bytes_max`]). On start it is rebuilt
-//!   from every journal frame still on disk, so a restart keeps it as far as the journal
-//!   does (segments before the latest checkpoint's are deleted on roll and on a clean
-//!   stop, which writes a checkpoint).
+//!   and by envelope bytes per shard ([`StreamConfig::window_bytes_max`]). It keeps where
+//!   the journal holds each envelope (read through the journal's read-only mapping, also
+//!   from subscribers' threads), not a copy, and renders an event's message only for
+//!   the subscribers it is sent to. It holds only events the journal still holds: on
+//!   start it is rebuilt from every journal frame still on disk, and events in segments
+//!   the journal deletes (those before the latest checkpoint's, on roll and on a clean
+//!   stop) leave it then, so a live window reaches back as far as a restarted one.
 //! * **Resume.** A subscriber that gives `after = S` gets every event with `seq > S`
 //!   from the window, then live events, with no gap and no repeat (both are taken under
 //!   one lock). When an event after `S` may have left the window, the subscription is
@@ -41,8 +44,9 @@ use herald_core::{EventFilter, EventType, Record, RECORD_VERSION};
 pub const STREAM_WINDOW_MS_DEFAULT: u64 = 10 * 60 * 1000;
 /// Default most events kept per tenant for resuming: a busy tenant's ten minutes.
 pub const STREAM_WINDOW_EVENTS_MAX_DEFAULT: usize = 100_000;
-/// Default most bytes of events kept per shard for resuming (the oldest go first): the
-/// window's memory bound, whatever the number of tenants.
+/// Default most bytes of events (their envelopes) kept per shard for resuming (the
+/// oldest go first): what the window may hold the journal's mapped pages for, whatever
+/// the number of tenants.
 pub const STREAM_WINDOW_BYTES_MAX_DEFAULT: usize = 64 * 1024 * 1024;
 /// Largest per-subscription queue: beyond this a client is better served by resuming
 /// from the window than by a queue held for it.
@@ -55,7 +59,7 @@ pub struct StreamConfig {
     pub window_ms: u64,
     /// Most events kept per tenant.
     pub window_events_max: usize,
-    /// Most bytes (rendered messages) kept per shard.
+    /// Most bytes (envelopes) kept per shard.
     pub window_bytes_max: usize,
 }
 
@@ -101,22 +105,104 @@ impl StreamEvent {
         event_type: EventType,
         scratch: &mut String,
     ) -> Option<StreamEvent> {
+        StreamEvent::render(seq, event_type, accepted.at_ms, &accepted.body, scratch)
+    }
+
+    /// The stream event of envelope `body` (`None` unless it is UTF-8 text of a JSON
+    /// object, as every envelope is), rendered in `scratch`.
+    fn render(
+        seq: u64,
+        event_type: EventType,
+        accepted_at_ms: u64,
+        body: &[u8],
+        scratch: &mut String,
+    ) -> Option<StreamEvent> {
         use std::fmt::Write;
-        let body = std::str::from_utf8(&accepted.body).ok()?;
-        let members = body.strip_prefix('{')?;
-        let location_id =
-            herald_core::envelope_location_id(accepted.body.as_slice()).map(str::to_string);
+        let text = std::str::from_utf8(body).ok()?;
+        let members = text.strip_prefix('{')?;
+        let location_id = herald_core::envelope_location_id(body).map(str::to_string);
         scratch.clear();
-        scratch.reserve(body.len() + 24);
+        scratch.reserve(text.len() + 24);
         write!(scratch, "{{\"seq\":{seq},").expect("writing to a String");
         scratch.push_str(members);
         Some(StreamEvent {
             seq,
             event_type,
             location_id,
-            accepted_at_ms: accepted.at_ms,
+            accepted_at_ms,
             message: Arc::from(scratch.as_str()),
         })
+    }
+}
+
+/// An event's envelope as the window keeps it: where the journal holds it, or (events
+/// appended without a position) a copy.
+#[derive(Clone, Debug)]
+pub(crate) enum Envelope {
+    /// Read through the journal's mapping.
+    Mapped(herald_journal::Mapped),
+    /// Its own copy.
+    Owned(Arc<[u8]>),
+}
+
+impl Envelope {
+    fn bytes(&self) -> &[u8] {
+        match self {
+            Envelope::Mapped(mapped) => mapped.bytes(),
+            Envelope::Owned(bytes) => bytes,
+        }
+    }
+}
+
+/// An event as the window keeps it: its envelope where the journal holds it (40 bytes
+/// in all, against ~400 for a rendered message and its [`StreamEvent`]: with a
+/// million deliveries pending, the last 100,000 events of their tenant cost ~40 MB
+/// rendered), rendered into a [`StreamEvent`] only for the subscribers it is sent to.
+#[derive(Clone, Debug)]
+pub(crate) struct Kept {
+    seq: u64,
+    accepted_at_ms: u64,
+    event_type: EventType,
+    envelope: Envelope,
+}
+
+impl Kept {
+    /// `envelope` as the window keeps it, if it can be shown (UTF-8 text of a JSON
+    /// object, as [`StreamEvent::render`] needs).
+    pub(crate) fn new(
+        seq: u64,
+        accepted_at_ms: u64,
+        event_type: EventType,
+        envelope: Envelope,
+    ) -> Option<Kept> {
+        let bytes = envelope.bytes();
+        (bytes.first() == Some(&b'{') && std::str::from_utf8(bytes).is_ok()).then_some(Kept {
+            seq,
+            accepted_at_ms,
+            event_type,
+            envelope,
+        })
+    }
+
+    fn passes(&self, filter: &StreamFilter) -> bool {
+        filter.matches_parts(&self.event_type, || {
+            herald_core::envelope_location_id(self.envelope.bytes())
+        })
+    }
+
+    fn render(&self, scratch: &mut String) -> Option<Arc<StreamEvent>> {
+        StreamEvent::render(
+            self.seq,
+            self.event_type.clone(),
+            self.accepted_at_ms,
+            self.envelope.bytes(),
+            scratch,
+        )
+        .map(Arc::new)
+    }
+
+    fn len(&self) -> usize {
+        self.envelope.bytes().len()
     }
 }
 
@@ -174,14 +260,20 @@ pub struct StreamFilter {
 impl StreamFilter {
     /// Whether `event` passes.
     pub fn matches(&self, event: &StreamEvent) -> bool {
-        let type_ok =
-            self.events.is_empty() || self.events.iter().any(|f| f.matches(&event.event_type));
-        let location_ok = self.locations.is_empty()
-            || event
-                .location_id
-                .as_ref()
-                .is_some_and(|location| self.locations.iter().any(|l| l == location));
-        type_ok && location_ok
+        self.matches_parts(&event.event_type, || event.location_id.as_deref())
+    }
+
+    /// Whether an event of `event_type` at `location` passes (the location is looked
+    /// up only when a filter names locations).
+    fn matches_parts<'a>(
+        &self,
+        event_type: &EventType,
+        location: impl FnOnce() -> Option<&'a str>,
+    ) -> bool {
+        let type_ok = self.events.is_empty() || self.events.iter().any(|f| f.matches(event_type));
+        type_ok
+            && (self.locations.is_empty()
+                || location().is_some_and(|location| self.locations.iter().any(|l| l == location)))
     }
 }
 
@@ -239,7 +331,7 @@ struct Subscriber {
 }
 
 struct TenantStream {
-    events: VecDeque<Arc<StreamEvent>>,
+    events: VecDeque<Kept>,
     /// Highest seq of this tenant's events that is no longer in `events` (or may never
     /// have been): a resume from below it could miss events.
     floor: u64,
@@ -263,7 +355,7 @@ struct Window {
 /// One journaled record as the window's rebuild sees it.
 pub(crate) enum Journaled {
     /// An accepted event of a tenant.
-    Event(Arc<str>, StreamEvent),
+    Event(Arc<str>, Kept),
     /// An accepted event at this seq whose envelope cannot be shown (an older layout).
     Unreadable(u64),
     /// The journal could not be read on from here.
@@ -325,7 +417,7 @@ impl ShardStream {
         for record in records {
             match record {
                 Journaled::Event(tenant, event) => {
-                    self.insert(&mut window, tenant, Arc::new(event));
+                    self.insert(&mut window, tenant, event);
                     self.evict(&mut window, now_ms);
                 }
                 // An accepted event the window cannot show: resuming across it must fail.
@@ -347,7 +439,7 @@ impl ShardStream {
             tenant.floor = tenant.floor.max(seq);
             while tenant.events.front().is_some_and(|event| event.seq <= seq) {
                 if let Some(event) = tenant.events.pop_front() {
-                    window.bytes -= event.message.len();
+                    window.bytes -= event.len();
                     window.order.remove(&event.seq);
                 }
             }
@@ -357,17 +449,41 @@ impl ShardStream {
             .retain(|_, tenant| !tenant.events.is_empty() || !tenant.subscribers.is_empty());
     }
 
-    /// Adds durable events (in seq order) and hands each to the matching subscribers.
-    pub(crate) fn publish(&self, events: &mut Vec<(Arc<str>, Arc<StreamEvent>)>, now_ms: u64) {
+    /// Drops every event the journal no longer holds (it holds `first_seq` on), as a
+    /// restart would: the window reads envelopes through the journal's mappings, which
+    /// would otherwise keep compacted segments on disk.
+    pub(crate) fn journal_from(&self, first_seq: u64) {
+        let through = first_seq.saturating_sub(1);
+        let mut window = self.lock();
+        if window.floor < through {
+            Self::forget_through(&mut window, through);
+        }
+    }
+
+    /// Adds durable events (in seq order) and hands each to the matching subscribers,
+    /// rendered once for all of them (`scratch` is the rendering's buffer).
+    pub(crate) fn publish_with(
+        &self,
+        events: &mut Vec<(Arc<str>, Kept)>,
+        now_ms: u64,
+        scratch: &mut String,
+    ) {
         let mut window = self.lock();
         for (tenant, event) in events.drain(..) {
             window.last_seq = window.last_seq.max(event.seq);
             if let Some(stream) = window.tenants.get_mut(&tenant) {
+                let mut rendered: Option<Arc<StreamEvent>> = None;
                 stream.subscribers.retain(|subscriber| {
-                    if !subscriber.filter.matches(&event) {
+                    if !event.passes(&subscriber.filter) {
                         return !subscriber.sender.is_closed();
                     }
-                    match subscriber.sender.try_send(Arc::clone(&event)) {
+                    if rendered.is_none() {
+                        rendered = event.render(scratch);
+                    }
+                    let Some(rendered) = rendered.as_ref() else {
+                        return true;
+                    };
+                    match subscriber.sender.try_send(Arc::clone(rendered)) {
                         Ok(()) => true,
                         Err(async_channel::TrySendError::Full(_)) => {
                             subscriber.state.store(OVERFLOWED, Ordering::Release);
@@ -383,9 +499,9 @@ impl ShardStream {
         self.evict(&mut window, now_ms);
     }
 
-    fn insert(&self, window: &mut Window, tenant: Arc<str>, event: Arc<StreamEvent>) {
+    fn insert(&self, window: &mut Window, tenant: Arc<str>, event: Kept) {
         let floor = window.floor;
-        window.bytes += event.message.len();
+        window.bytes += event.len();
         window.order.insert(event.seq, Arc::clone(&tenant));
         let stream = window
             .tenants
@@ -399,7 +515,7 @@ impl ShardStream {
         if stream.events.len() > self.config.window_events_max {
             if let Some(oldest) = stream.events.pop_front() {
                 stream.floor = stream.floor.max(oldest.seq);
-                window.bytes -= oldest.message.len();
+                window.bytes -= oldest.len();
                 window.order.remove(&oldest.seq);
             }
         }
@@ -427,7 +543,7 @@ impl ShardStream {
             debug_assert_eq!(stream.events.front().map(|e| e.seq), Some(seq));
             if let Some(oldest) = stream.events.pop_front() {
                 stream.floor = stream.floor.max(oldest.seq);
-                window.bytes -= oldest.message.len();
+                window.bytes -= oldest.len();
             }
             window.order.remove(&seq);
             if stream.events.is_empty() && stream.subscribers.is_empty() {
@@ -491,7 +607,7 @@ impl ShardStream {
                 stream
                     .events
                     .range(start..)
-                    .filter(|event| filter.matches(event))
+                    .filter(|event| event.passes(&filter))
                     .cloned(),
             );
         }
@@ -515,6 +631,7 @@ impl ShardStream {
             backlog,
             receiver,
             state,
+            scratch: String::new(),
         })
     }
 
@@ -562,9 +679,11 @@ pub struct Subscription {
     shard: Arc<ShardStream>,
     tenant: Arc<str>,
     id: u64,
-    backlog: VecDeque<Arc<StreamEvent>>,
+    /// Events from the window, rendered as they are taken.
+    backlog: VecDeque<Kept>,
     receiver: async_channel::Receiver<Arc<StreamEvent>>,
     state: Arc<AtomicU8>,
+    scratch: String,
 }
 
 impl std::fmt::Debug for Subscription {
@@ -581,7 +700,7 @@ impl Subscription {
     /// The next event, waiting for one (runtime-agnostic); `Err` once the subscription
     /// ended.
     pub async fn recv(&mut self) -> Result<Arc<StreamEvent>, StreamEnd> {
-        if let Some(event) = self.backlog.pop_front() {
+        if let Some(event) = self.next_kept() {
             return Ok(event);
         }
         match self.receiver.recv().await {
@@ -592,7 +711,7 @@ impl Subscription {
 
     /// The next event if one is ready: `Ok(None)` when none is yet.
     pub fn try_recv(&mut self) -> Result<Option<Arc<StreamEvent>>, StreamEnd> {
-        if let Some(event) = self.backlog.pop_front() {
+        if let Some(event) = self.next_kept() {
             return Ok(Some(event));
         }
         match self.receiver.try_recv() {
@@ -604,13 +723,24 @@ impl Subscription {
 
     /// Like [`Subscription::recv`], blocking the calling thread.
     pub fn blocking_recv(&mut self) -> Result<Arc<StreamEvent>, StreamEnd> {
-        if let Some(event) = self.backlog.pop_front() {
+        if let Some(event) = self.next_kept() {
             return Ok(event);
         }
         match self.receiver.recv_blocking() {
             Ok(event) => Ok(event),
             Err(_) => Err(self.end()),
         }
+    }
+
+    /// The next event replayed from the window, rendered (every kept envelope renders:
+    /// [`Kept::new`] checked it).
+    fn next_kept(&mut self) -> Option<Arc<StreamEvent>> {
+        while let Some(kept) = self.backlog.pop_front() {
+            if let Some(event) = kept.render(&mut self.scratch) {
+                return Some(event);
+            }
+        }
+        None
     }
 
     /// Events waiting: replayed ones not yet taken plus the live queue.
@@ -632,6 +762,14 @@ impl Drop for Subscription {
     }
 }
 
+/// Where an `EventAccepted` payload holds the event's envelope: offset in the payload
+/// and length.
+pub(crate) fn envelope_position(payload: &[u8]) -> Option<(u32, u32)> {
+    record::body_spans(payload)
+        .ok()
+        .and_then(|spans| spans.first().copied().flatten())
+}
+
 /// Wall-clock Unix milliseconds: the time base of `accepted_at_ms`.
 pub(crate) fn wall_clock_ms() -> u64 {
     std::time::SystemTime::now()
@@ -640,12 +778,29 @@ pub(crate) fn wall_clock_ms() -> u64 {
         .unwrap_or(0)
 }
 
+/// An event appended but not yet durable: where its envelope lies in the journal, or
+/// (appended without a position) a copy.
+struct Appended {
+    tenant: Arc<str>,
+    seq: u64,
+    accepted_at_ms: u64,
+    event_type: EventType,
+    envelope: AppendedEnvelope,
+}
+
+enum AppendedEnvelope {
+    /// In the journal at this position, this long (readable once written).
+    At(herald_journal::Position, usize),
+    /// A copy.
+    Owned(Arc<[u8]>),
+}
+
 /// The shard thread's side: events appended but not yet durable, released to the
 /// [`ShardStream`] once the journal's durable sequence covers them.
 pub(crate) struct StreamTap {
     stream: Arc<ShardStream>,
-    pending: VecDeque<(Arc<str>, Arc<StreamEvent>)>,
-    released: Vec<(Arc<str>, Arc<StreamEvent>)>,
+    pending: VecDeque<Appended>,
+    released: Vec<(Arc<str>, Kept)>,
     names: Names,
     scratch: String,
 }
@@ -686,47 +841,106 @@ impl StreamTap {
             if frame.version != RECORD_VERSION {
                 return Some(Journaled::Unreadable(frame.seq));
             }
-            return Some(
-                match Record::decode(frame.kind, frame.version, frame.payload) {
-                    Ok(Record::EventAccepted(accepted)) => StreamEvent::of(frame.seq, &accepted)
-                        .map_or(Journaled::Unreadable(frame.seq), |event| {
-                            Journaled::Event(Arc::from(accepted.tenant.as_str()), event)
-                        }),
-                    _ => Journaled::Unreadable(frame.seq),
-                },
-            );
+            let kept = match Record::decode(frame.kind, frame.version, frame.payload) {
+                Ok(Record::EventAccepted(accepted)) => envelope_position(frame.payload)
+                    .and_then(|(offset, len)| {
+                        journal.mapped(frame.position.after(u64::from(offset)), len as usize)
+                    })
+                    .zip(EventType::parse(&accepted.event_type).ok())
+                    .and_then(|(mapped, event_type)| {
+                        Kept::new(
+                            frame.seq,
+                            accepted.at_ms,
+                            event_type,
+                            Envelope::Mapped(mapped),
+                        )
+                    })
+                    .map(|kept| (Arc::from(accepted.tenant.as_str()), kept)),
+                _ => None,
+            };
+            return Some(match kept {
+                Some((tenant, kept)) => Journaled::Event(tenant, kept),
+                None => Journaled::Unreadable(frame.seq),
+            });
         });
         self.stream.rebuild(first_seq, last_seq, records, now_ms);
     }
 
-    /// A record was appended at `seq`; events wait for durability.
-    pub(crate) fn appended(&mut self, seq: u64, record: &Record) {
-        if let Record::EventAccepted(accepted) = record {
-            let Some(event_type) = self.names.event_type(&accepted.event_type) else {
-                return;
-            };
-            if let Some(event) =
-                StreamEvent::with_type(seq, accepted, event_type, &mut self.scratch)
-            {
-                let tenant = self.names.tenant(&accepted.tenant);
-                self.pending.push_back((tenant, Arc::new(event)));
-            }
+    /// A record was appended at `seq`; for an event, `envelope_at` is where the journal
+    /// holds its envelope and how long it is (`None`: the stream keeps a copy). Events
+    /// wait for durability.
+    pub(crate) fn appended(
+        &mut self,
+        seq: u64,
+        record: &Record,
+        envelope_at: Option<(herald_journal::Position, usize)>,
+    ) {
+        let Record::EventAccepted(accepted) = record else {
+            return;
+        };
+        // No envelope to show (none is empty): left off, as a rebuild leaves it.
+        if accepted.body.first() != Some(&b'{') {
+            return;
         }
+        let Some(event_type) = self.names.event_type(&accepted.event_type) else {
+            return;
+        };
+        let envelope = match envelope_at {
+            Some((at, len)) => AppendedEnvelope::At(at, len),
+            None => AppendedEnvelope::Owned(Arc::from(accepted.body.as_slice())),
+        };
+        self.pending.push_back(Appended {
+            tenant: self.names.tenant(&accepted.tenant),
+            seq,
+            accepted_at_ms: accepted.at_ms,
+            event_type,
+            envelope,
+        });
     }
 
-    /// The journal is durable through `durable_seq`: release what it covers.
-    pub(crate) fn durable(&mut self, durable_seq: u64) {
+    /// The journal is durable through `durable_seq` and holds frames from `first_seq`
+    /// on: release what it covers, its envelopes read through `mapped` (the journal's
+    /// [`herald_journal::Journal::mapped`]).
+    pub(crate) fn durable(
+        &mut self,
+        durable_seq: u64,
+        first_seq: u64,
+        mapped: impl Fn(herald_journal::Position, usize) -> Option<herald_journal::Mapped>,
+    ) {
         while self
             .pending
             .front()
-            .is_some_and(|(_, event)| event.seq <= durable_seq)
+            .is_some_and(|event| event.seq <= durable_seq)
         {
-            if let Some(pending) = self.pending.pop_front() {
-                self.released.push(pending);
+            let Some(event) = self.pending.pop_front() else {
+                break;
+            };
+            let envelope = match event.envelope {
+                AppendedEnvelope::At(at, len) => mapped(at, len).map(Envelope::Mapped),
+                AppendedEnvelope::Owned(bytes) => Some(Envelope::Owned(bytes)),
+            };
+            let Some(envelope) = envelope else {
+                // Durable but not readable where it was written (never expected):
+                // nobody may resume across it unknowingly.
+                self.release();
+                self.stream.journal_from(event.seq + 1);
+                continue;
+            };
+            // An envelope that is not text is left off, as a rebuild leaves it.
+            if let Some(kept) =
+                Kept::new(event.seq, event.accepted_at_ms, event.event_type, envelope)
+            {
+                self.released.push((event.tenant, kept));
             }
         }
+        self.release();
+        self.stream.journal_from(first_seq);
+    }
+
+    fn release(&mut self) {
         if !self.released.is_empty() {
-            self.stream.publish(&mut self.released, wall_clock_ms());
+            self.stream
+                .publish_with(&mut self.released, wall_clock_ms(), &mut self.scratch);
         }
     }
 
@@ -764,12 +978,25 @@ mod tests {
         }
     }
 
-    fn event(seq: u64, tenant: &str, event_type: &str, at_ms: u64) -> (Arc<str>, Arc<StreamEvent>) {
-        let record = accepted(tenant, event_type, None, at_ms);
-        (
-            Arc::from(tenant),
-            Arc::new(StreamEvent::of(seq, &record).unwrap()),
+    fn kept(seq: u64, accepted: &EventAccepted) -> Kept {
+        Kept::new(
+            seq,
+            accepted.at_ms,
+            EventType::parse(&accepted.event_type).unwrap(),
+            Envelope::Owned(Arc::from(accepted.body.as_slice())),
         )
+        .unwrap()
+    }
+
+    fn event(seq: u64, tenant: &str, event_type: &str, at_ms: u64) -> (Arc<str>, Kept) {
+        let record = accepted(tenant, event_type, None, at_ms);
+        (Arc::from(tenant), kept(seq, &record))
+    }
+
+    impl ShardStream {
+        fn publish(&self, events: &mut Vec<(Arc<str>, Kept)>, now_ms: u64) {
+            self.publish_with(events, now_ms, &mut String::new());
+        }
     }
 
     fn stream(config: StreamConfig) -> Arc<ShardStream> {
@@ -939,7 +1166,7 @@ mod tests {
 
     #[test]
     fn the_byte_bound_evicts_the_oldest_across_tenants() {
-        let one = event(1, "a", "x.y", 0).1.message.len();
+        let one = event(1, "a", "x.y", 0).1.len();
         let stream = stream(StreamConfig {
             window_ms: u64::MAX,
             window_events_max: 100,
@@ -977,7 +1204,7 @@ mod tests {
         };
         let event = |seq: u64, tenant: &str| {
             let record = accepted(tenant, "x.y", None, 5000);
-            Journaled::Event(Arc::from(tenant), StreamEvent::of(seq, &record).unwrap())
+            Journaled::Event(Arc::from(tenant), kept(seq, &record))
         };
         let all = StreamFilter::default;
         let rebuilt = stream(config.clone());
@@ -1064,13 +1291,75 @@ mod tests {
             .unwrap();
         let mut tap = StreamTap::new(Arc::clone(&stream));
         for seq in [2, 4] {
-            tap.appended(seq, &Record::EventAccepted(accepted("a", "x.y", None, 0)));
+            tap.appended(
+                seq,
+                &Record::EventAccepted(accepted("a", "x.y", None, 0)),
+                None,
+            );
         }
-        tap.durable(3);
+        tap.durable(3, 1, |_, _| None);
         assert_eq!(seqs(&mut subscription), [2]);
         tap.discard_pending();
-        tap.durable(10);
+        tap.durable(10, 1, |_, _| None);
         assert_eq!(seqs(&mut subscription), Vec::<u64>::new());
+    }
+
+    #[test]
+    fn the_window_reads_envelopes_through_the_journal_and_forgets_what_it_no_longer_holds() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut journal, _) =
+            herald_journal::Journal::open(herald_journal::JournalConfig::new(dir.path())).unwrap();
+        let stream = stream(StreamConfig::default());
+        let mut tap = StreamTap::new(Arc::clone(&stream));
+        let now = wall_clock_ms();
+        let records = [
+            accepted("a", "order.created", Some("loc_1"), now),
+            accepted("a", "order.paid", None, now),
+        ];
+        let mut seqs_appended = Vec::new();
+        for record in &records {
+            let record = Record::EventAccepted(record.clone());
+            let (kind, version, payload) = record.encode().unwrap();
+            let (seq, at) = journal.append_placed(kind, version, &payload).unwrap();
+            let (offset, len) = envelope_position(&payload).unwrap();
+            tap.appended(
+                seq,
+                &record,
+                Some((at.after(u64::from(offset)), len as usize)),
+            );
+            seqs_appended.push(seq);
+        }
+        journal.sync().unwrap();
+        tap.durable(journal.durable_seq(), journal.first_seq(), |at, len| {
+            journal.mapped(at, len)
+        });
+        assert_eq!(stream.window_size().0, 2);
+        {
+            let window = stream.lock();
+            let kept = &window.tenants.get("a").unwrap().events;
+            assert!(kept
+                .iter()
+                .all(|k| matches!(k.envelope, Envelope::Mapped(_))));
+        }
+        // Replayed from the window, filtered by the location in the envelope, rendered
+        // as `StreamEvent::of` renders it.
+        let located = StreamFilter {
+            events: Vec::new(),
+            locations: vec!["loc_1".to_string()],
+        };
+        let mut subscription = stream.subscribe("a", located, Some(0), 16, now).unwrap();
+        let got = subscription.try_recv().unwrap().expect("the located event");
+        let want = StreamEvent::of(seqs_appended[0], &records[0]).unwrap();
+        assert_eq!(got.message, want.message);
+        assert_eq!(got.location_id.as_deref(), Some("loc_1"));
+        assert!(subscription.try_recv().unwrap().is_none());
+        // Once the journal no longer holds them, they leave the window.
+        stream.journal_from(seqs_appended[1] + 1);
+        assert_eq!(stream.window_size().0, 0);
+        assert!(matches!(
+            stream.subscribe("a", StreamFilter::default(), Some(0), 16, now),
+            Err(SubscribeError::OutsideWindow { .. })
+        ));
     }
 
     #[test]
@@ -1086,14 +1375,15 @@ mod tests {
             .collect();
         let seqs = [3u64, 9, 18_446_744_073_709_551_615];
         for (seq, record) in seqs.iter().zip(&records) {
-            tap.appended(*seq, &Record::EventAccepted(record.clone()));
+            tap.appended(*seq, &Record::EventAccepted(record.clone()), None);
         }
         // An event type no filter could match is left off the stream, as `of` leaves it.
         tap.appended(
             20,
             &Record::EventAccepted(accepted("a", "no..type", None, 0)),
+            None,
         );
-        tap.durable(u64::MAX);
+        tap.durable(u64::MAX, 1, |_, _| None);
         for (seq, record) in seqs.iter().zip(&records) {
             let got = subscription.try_recv().unwrap().expect("an event");
             let want = StreamEvent::of(*seq, record).unwrap();
