@@ -167,16 +167,15 @@ pub(crate) struct Kept {
 }
 
 impl Kept {
-    /// `envelope` as the window keeps it, if it can be shown (UTF-8 text of a JSON
-    /// object, as [`StreamEvent::render`] needs).
+    /// `envelope` as the window keeps it, if it can be shown: a JSON object (its text is
+    /// checked when rendered; the shard wrote it, from data it checked).
     pub(crate) fn new(
         seq: u64,
         accepted_at_ms: u64,
         event_type: EventType,
         envelope: Envelope,
     ) -> Option<Kept> {
-        let bytes = envelope.bytes();
-        (bytes.first() == Some(&b'{') && std::str::from_utf8(bytes).is_ok()).then_some(Kept {
+        (envelope.bytes().first() == Some(&b'{')).then_some(Kept {
             seq,
             accepted_at_ms,
             event_type,
@@ -732,8 +731,8 @@ impl Subscription {
         }
     }
 
-    /// The next event replayed from the window, rendered (every kept envelope renders:
-    /// [`Kept::new`] checked it).
+    /// The next event replayed from the window, rendered (one that is not text, which
+    /// the shard never writes, is skipped).
     fn next_kept(&mut self) -> Option<Arc<StreamEvent>> {
         while let Some(kept) = self.backlog.pop_front() {
             if let Some(event) = kept.render(&mut self.scratch) {
@@ -926,7 +925,7 @@ impl StreamTap {
                 self.stream.journal_from(event.seq + 1);
                 continue;
             };
-            // An envelope that is not text is left off, as a rebuild leaves it.
+            // An envelope that is not an object is left off, as a rebuild leaves it.
             if let Some(kept) =
                 Kept::new(event.seq, event.accepted_at_ms, event.event_type, envelope)
             {
