@@ -802,6 +802,8 @@ pub(crate) struct StreamTap {
     released: Vec<(Arc<str>, Kept)>,
     names: Names,
     scratch: String,
+    /// The journal's first sequence number last told to the stream.
+    journal_first_seq: u64,
 }
 
 impl StreamTap {
@@ -812,6 +814,7 @@ impl StreamTap {
             released: Vec::new(),
             names: Names::default(),
             scratch: String::new(),
+            journal_first_seq: 0,
         }
     }
 
@@ -933,7 +936,11 @@ impl StreamTap {
             }
         }
         self.release();
-        self.stream.journal_from(first_seq);
+        // Only when it moved: the window's lock is not taken for nothing every turn.
+        if first_seq != self.journal_first_seq {
+            self.journal_first_seq = first_seq;
+            self.stream.journal_from(first_seq);
+        }
     }
 
     fn release(&mut self) {
@@ -1353,7 +1360,17 @@ mod tests {
         assert_eq!(got.location_id.as_deref(), Some("loc_1"));
         assert!(subscription.try_recv().unwrap().is_none());
         // Once the journal no longer holds them, they leave the window.
-        stream.journal_from(seqs_appended[1] + 1);
+        tap.durable(journal.durable_seq(), seqs_appended[1], |at, len| {
+            journal.mapped(at, len)
+        });
+        assert_eq!(
+            stream.window_size().0,
+            1,
+            "the journal holds the second one"
+        );
+        tap.durable(journal.durable_seq(), seqs_appended[1] + 1, |at, len| {
+            journal.mapped(at, len)
+        });
         assert_eq!(stream.window_size().0, 0);
         assert!(matches!(
             stream.subscribe("a", StreamFilter::default(), Some(0), 16, now),
