@@ -405,9 +405,14 @@ impl Reader {
 /// from any thread for as long as they are held, also after the segment was compacted
 /// away (its mapping, and the deleted file's disk space, then last until the final
 /// holder drops it, so hold them only as long as the journal keeps the segment).
+///
+/// The last hold of a segment the journal let go unmaps it on a thread of its own, not
+/// on the thread that drops it: unmapping a 64 MiB segment whose pages were read takes
+/// tens of milliseconds, which the journal keeps off a shard's thread (see `spare`).
 #[derive(Clone)]
 pub struct Mapped {
-    map: Arc<Mmap>,
+    /// `None` only while it is dropped.
+    map: Option<Arc<Mmap>>,
     offset: u32,
     len: u32,
 }
@@ -415,9 +420,56 @@ pub struct Mapped {
 impl Mapped {
     /// The bytes.
     pub fn bytes(&self) -> &[u8] {
-        // In bounds: checked against the mapping when made (`Journal::mapped`).
-        &self.map[self.offset as usize..self.offset as usize + self.len as usize]
+        match &self.map {
+            // In bounds: checked against the mapping when made (`Journal::mapped`).
+            Some(map) => &map[self.offset as usize..self.offset as usize + self.len as usize],
+            None => &[],
+        }
     }
+}
+
+impl Drop for Mapped {
+    fn drop(&mut self) {
+        if let Some(map) = self.map.take() {
+            if Arc::strong_count(&map) == 1 {
+                unmap_elsewhere(map);
+            }
+        }
+    }
+}
+
+/// Mappings unmapped on the unmapping thread so far (for tests).
+static UNMAPPED_ELSEWHERE: AtomicU64 = AtomicU64::new(0);
+
+/// Drops `map`, the last hold of a segment's mapping, on a thread kept for it (started
+/// on first use); on this thread only if that thread cannot be started.
+fn unmap_elsewhere(map: Arc<Mmap>) {
+    use std::sync::{mpsc, Mutex, OnceLock};
+    static UNMAPPER: OnceLock<Option<Mutex<mpsc::Sender<Arc<Mmap>>>>> = OnceLock::new();
+    let unmapper = UNMAPPER.get_or_init(|| {
+        let (sender, receiver) = mpsc::channel::<Arc<Mmap>>();
+        std::thread::Builder::new()
+            .name("herald-unmap".into())
+            .spawn(move || {
+                for map in receiver {
+                    drop(map);
+                    UNMAPPED_ELSEWHERE.fetch_add(1, Ordering::Relaxed);
+                }
+            })
+            .ok()
+            .map(|_| Mutex::new(sender))
+    });
+    if let Some(sender) = unmapper {
+        let sender = sender.lock().unwrap_or_else(|p| p.into_inner());
+        // A send fails only if the thread is gone; the map then drops here.
+        let _ = sender.send(map);
+    }
+}
+
+/// Mappings the unmapping thread has dropped so far ([`Mapped`]).
+#[doc(hidden)]
+pub fn unmapped_elsewhere() -> u64 {
+    UNMAPPED_ELSEWHERE.load(Ordering::Relaxed)
 }
 
 impl std::fmt::Debug for Mapped {
@@ -774,7 +826,7 @@ impl Journal {
         let segment = &self.segments[index];
         written_bytes(&segment.map, self.written_end(index), at.offset, len)?;
         Some(Mapped {
-            map: Arc::clone(&segment.map),
+            map: Some(Arc::clone(&segment.map)),
             // Segments are at most SEGMENT_BYTES_MAX (1 GiB), so both fit.
             offset: u32::try_from(at.offset).ok()?,
             len: u32::try_from(len).ok()?,

@@ -51,9 +51,10 @@ pub use format::{
     KIND_RESERVED_MIN, PAYLOAD_BYTES_MAX,
 };
 pub use journal::{
-    CheckpointHandle, CheckpointWriter, Compaction, Frame, Journal, JournalConfig, KnownKinds,
-    Mapped, Position, Reader, Recovery, Repair, Replay, TornTail, CHECKPOINT_SEGMENTS_EXTRA_FACTOR,
-    GROUP_DELAY_US_MAX, GROUP_RECORDS_MAX_LIMIT, SEGMENTS_MAX_LIMIT, SEGMENT_BYTES_DEFAULT,
-    SEGMENT_BYTES_MAX, SEGMENT_BYTES_MIN, STAGED_BYTES_MAX,
+    unmapped_elsewhere, CheckpointHandle, CheckpointWriter, Compaction, Frame, Journal,
+    JournalConfig, KnownKinds, Mapped, Position, Reader, Recovery, Repair, Replay, TornTail,
+    CHECKPOINT_SEGMENTS_EXTRA_FACTOR, GROUP_DELAY_US_MAX, GROUP_RECORDS_MAX_LIMIT,
+    SEGMENTS_MAX_LIMIT, SEGMENT_BYTES_DEFAULT, SEGMENT_BYTES_MAX, SEGMENT_BYTES_MIN,
+    STAGED_BYTES_MAX,
 };
 pub use sync::{DurableHandle, SyncStats};

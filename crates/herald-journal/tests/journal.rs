@@ -955,6 +955,18 @@ fn positions_read_payloads_back_until_their_segment_is_compacted() {
     // The reader made before still reads it, and so do bytes held before.
     assert_eq!(reader.bytes_at(*first_at, first.len()).unwrap(), &first[..]);
     assert_eq!(held.bytes(), &first[..]);
+    // The last hold of the deleted segment unmaps it on the unmapping thread, not here.
+    drop(reader);
+    let unmapped = herald_journal::unmapped_elsewhere();
+    drop(held);
+    let waited = std::time::Instant::now();
+    while herald_journal::unmapped_elsewhere() == unmapped {
+        assert!(
+            waited.elapsed() < std::time::Duration::from_secs(10),
+            "the segment was not unmapped elsewhere"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(1));
+    }
     assert_eq!(journal.bytes_at(part_at, part.len()).unwrap(), &part[..]);
     drop(journal);
 

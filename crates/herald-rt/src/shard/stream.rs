@@ -439,10 +439,15 @@ impl ShardStream {
             while tenant.events.front().is_some_and(|event| event.seq <= seq) {
                 if let Some(event) = tenant.events.pop_front() {
                     window.bytes -= event.len();
-                    window.order.remove(&event.seq);
                 }
             }
         }
+        // The order's entries through `seq` in one split, not one removal each: a
+        // deleted journal segment can take tens of thousands of events at once.
+        window.order = match seq.checked_add(1) {
+            Some(after) => window.order.split_off(&after),
+            None => BTreeMap::new(),
+        };
         window
             .tenants
             .retain(|_, tenant| !tenant.events.is_empty() || !tenant.subscribers.is_empty());
