@@ -85,7 +85,8 @@ pub struct StreamEvent {
     /// When the event was accepted (Unix ms).
     pub accepted_at_ms: u64,
     /// The message: the event's envelope (the webhook body's fields) with a leading
-    /// `"seq"` member, rendered once for every subscriber.
+    /// `"seq"` member, rendered once for all the live subscribers it is sent to (and
+    /// once for each subscriber that replays it from the window).
     pub message: Arc<str>,
 }
 
