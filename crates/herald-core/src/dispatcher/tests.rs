@@ -453,11 +453,12 @@ fn per_webhook_schedule_and_jitter_are_deterministic() {
     assert!(spread.len() > 1, "seeds change the jitter");
 }
 
-#[test]
-fn in_flight_cap_and_rate_limit() {
+/// One webhook that takes at most `in_flight_max` attempts at once, and five events
+/// for it accepted at `T0`.
+fn capped_with_five_events(in_flight_max: u32) -> Driver {
     let mut s = spec(&["*"]);
     s.limits = EndpointLimits {
-        in_flight_max: 3,
+        in_flight_max,
         ..EndpointLimits::default()
     };
     let mut drv = one_webhook(DispatcherConfig::default(), s);
@@ -466,6 +467,12 @@ fn in_flight_cap_and_rate_limit() {
             .accept_event(T0, &tenant("acme"), event(&format!("e{i}"), "a.b"))
             .unwrap();
     }
+    drv
+}
+
+#[test]
+fn in_flight_cap_and_rate_limit() {
+    let mut drv = capped_with_five_events(3);
     let sent = drv.step();
     assert_eq!(sent.len(), 3);
     assert_eq!(drv.d.stats().in_flight, 3);
@@ -1465,17 +1472,7 @@ fn replay_from_checkpoint_matches_full_replay() {
 /// are sent as they would have been.
 #[test]
 fn due_deliveries_are_restored_into_their_queue() {
-    let mut s = spec(&["*"]);
-    s.limits = EndpointLimits {
-        in_flight_max: 1,
-        ..EndpointLimits::default()
-    };
-    let mut drv = one_webhook(DispatcherConfig::default(), s);
-    for i in 0..5 {
-        drv.d
-            .accept_event(T0, &tenant("acme"), event(&format!("e{i}"), "a.b"))
-            .unwrap();
-    }
+    let mut drv = capped_with_five_events(1);
     let sent = drv.step();
     assert_eq!(sent.len(), 1);
     // The first fails: its retry is due later, in the wheel; the next one goes out.
