@@ -237,7 +237,8 @@ const HELD: u64 = 1;
 pub(super) const DELIVERY_ID_END: u64 = 1 << 63;
 
 impl IdSet {
-    /// Ids held.
+    /// Ids held (for the debug builds' recount and the tests).
+    #[cfg(any(test, debug_assertions))]
     pub(super) fn len(&self) -> usize {
         self.len
     }
@@ -251,7 +252,8 @@ impl IdSet {
         self.entries.binary_search_by_key(&id.0, |entry| entry >> 1)
     }
 
-    /// Whether `id` is held.
+    /// Whether `id` is held (for the debug builds' recount and the tests).
+    #[cfg(any(test, debug_assertions))]
     pub(super) fn contains(&self, id: &DeliveryId) -> bool {
         self.search(*id)
             .is_ok_and(|index| self.entries[index] & HELD != 0)
