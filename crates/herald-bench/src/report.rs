@@ -53,6 +53,33 @@ impl Latency {
     }
 }
 
+/// The p99 of `latency`, µs; 0 when it holds nothing.
+pub fn p99_of(latency: &hdrhistogram::Histogram<u64>) -> u64 {
+    if latency.is_empty() {
+        0
+    } else {
+        latency.value_at_quantile(0.99)
+    }
+}
+
+/// The p99 of the latencies in `latency` that were not yet in `before` (an earlier
+/// state of the same histogram), µs; 0 when there are none.
+pub fn p99_since(
+    latency: &hdrhistogram::Histogram<u64>,
+    before: Option<&hdrhistogram::Histogram<u64>>,
+) -> u64 {
+    match before {
+        None => p99_of(latency),
+        Some(before) => {
+            let mut since = latency.clone();
+            // A run's latencies only accumulate, so this cannot fail; if it did the span
+            // would read as everything so far.
+            let _ = since.subtract(before);
+            p99_of(&since)
+        }
+    }
+}
+
 /// One point of the timeline.
 #[derive(Clone, Debug, Default, PartialEq, Serialize)]
 pub struct Sample {
@@ -69,6 +96,9 @@ pub struct Sample {
     pub pending: u64,
     /// p99 of the latencies so far, µs.
     pub p99_us: u64,
+    /// p99 of the latencies recorded since the previous sample, µs (0 when none were):
+    /// where in the run the tail comes from, which the cumulative figure hides.
+    pub p99_interval_us: u64,
     /// Resident set size of this process now (`VmRSS`), bytes: the engine's, sink's and
     /// publishers' memory embedded, the sink's and publishers' against a remote server.
     pub rss_bytes: Option<u64>,
@@ -534,5 +564,35 @@ impl RawReport {
             "CPU µs per request",
             opt(self.cpu_us_per_request, 1),
         )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use hdrhistogram::Histogram;
+
+    #[test]
+    fn the_p99_since_an_earlier_state_counts_only_what_came_after_it() {
+        let mut latency = Histogram::<u64>::new(3).unwrap();
+        assert_eq!(p99_of(&latency), 0);
+        // A slow start...
+        latency.record_n(80_000, 1_000).unwrap();
+        let before = latency.clone();
+        // ...then a fast span.
+        latency.record_n(2_000, 1_000).unwrap();
+        let whole = p99_of(&latency);
+        let since = p99_since(&latency, Some(&before));
+        assert!(
+            whole >= 79_000,
+            "the whole run's p99 is the slow start's: {whole}"
+        );
+        assert!(
+            (1_990..=2_010).contains(&since),
+            "the fast span alone: {since}"
+        );
+        assert_eq!(p99_since(&latency, None), whole);
+        // Nothing new since: no p99 to report.
+        assert_eq!(p99_since(&latency, Some(&latency.clone())), 0);
     }
 }

@@ -7,6 +7,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use hdrhistogram::Histogram;
 use herald::{
     Error as HeraldError, Event, EventFilter, EventType, Herald, PublishReceipt, ShardStats,
     TenantId, Url, WebhookSpec,
@@ -16,7 +17,7 @@ use herald_sink::{Action, Sink, SinkBuilder, StatusMix};
 use crate::metrics::{self, Scrape, ServerFigures};
 use crate::progress::Progress;
 use crate::remote::{self, Client};
-use crate::report::{per, Latency, Report, Retries, Sample};
+use crate::report::{p99_of, p99_since, per, Latency, Report, Retries, Sample};
 use crate::scenario::{Amount, Load, Plan, Receiver};
 use crate::sysstat::{self, Snapshot};
 use crate::{raw, BenchError, LATENCY_FIELD, SINK_THREAD_PREFIX};
@@ -752,7 +753,9 @@ fn drive(
         .collect::<Result<Vec<_>, _>>()?;
     let started = Instant::now();
     let started_unix_ns = unix_ns();
-    let sample = |t: Duration| -> Sample {
+    // A sample, and the latencies so far (the progress line's p99 covers the span since
+    // the line it showed before, which may be several samples back).
+    let sample = |t: Duration, before: &mut Option<Histogram<u64>>| -> (Sample, Histogram<u64>) {
         let stats = sink.stats();
         let accepted = shared.accepted.load(Ordering::Relaxed);
         let delivered = stats.successes() - sink_base.successes();
@@ -761,25 +764,25 @@ fn drive(
             None => (accepted * fanout).saturating_sub(delivered),
         };
         let latency = sink.latency();
-        Sample {
+        let p99_interval_us = p99_since(&latency, before.as_ref());
+        *before = Some(latency.clone());
+        let sample = Sample {
             t_s: t.as_secs_f64(),
             accepted,
             delivered,
             attempts: stats.requests - sink_base.requests,
             pending,
-            p99_us: if latency.is_empty() {
-                0
-            } else {
-                latency.value_at_quantile(0.99)
-            },
+            p99_us: p99_of(&latency),
+            p99_interval_us,
             rss_bytes: sysstat::rss_bytes(),
-        }
+        };
+        (sample, latency)
     };
 
     let sampler_done = AtomicBool::new(false);
     let (publish_elapsed, end, drain_timed_out, after) = std::thread::scope(|scope| {
         let sampler = scope.spawn(|| {
-            let mut previous = Sample::default();
+            let mut latency_before = None;
             let mut next = started;
             loop {
                 let every = timeline.lock().map(|t| t.every).unwrap_or(SAMPLE_EVERY);
@@ -790,9 +793,8 @@ fn drive(
                 // Read before sampling: the last sample is then taken after the drain
                 // ended, so the timeline ends with every delivery counted.
                 let last = sampler_done.load(Ordering::Acquire);
-                let now = sample(started.elapsed());
-                progress.show(&now, &previous);
-                previous = now.clone();
+                let (now, latency) = sample(started.elapsed(), &mut latency_before);
+                progress.show(&now, latency);
                 if let Ok(mut t) = timeline.lock() {
                     t.samples.push(now);
                     if t.samples.len() >= TIMELINE_MAX {
