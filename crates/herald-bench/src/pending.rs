@@ -106,6 +106,17 @@ pub struct PendingReport {
     pub pending_after_restart: u64,
     /// `RssAnon` after the restart.
     pub rss_anon_after_restart_bytes: u64,
+    /// Time deleting the webhook (after the restart) took to return, milliseconds.
+    pub delete_ms: f64,
+    /// Time from that deletion until no delivery was pending, milliseconds: its
+    /// pending deliveries end as failed (`webhook_deleted`).
+    pub ended_ms: f64,
+    /// The longest a call for the engine's figures waited while that went on,
+    /// milliseconds (they are polled every millisecond): how long the shard holding the
+    /// backlog left other callers waiting.
+    pub stall_max_ms: f64,
+    /// Journal bytes appended from the deletion until no delivery was pending.
+    pub end_journal_bytes: u64,
 }
 
 impl PendingReport {
@@ -125,7 +136,10 @@ impl PendingReport {
              journal on disk         {:>12.1} MiB in {} segment(s)\n\
              restart to ready        {:>12.0} ms, {:.0} ms CPU ({} frames, {:.1} MiB replayed)\n\
              pending after restart   {:>12}\n\
-             RssAnon after restart   {:>12.1} MiB\n",
+             RssAnon after restart   {:>12.1} MiB\n\
+             webhook deleted         {:>12.0} ms to return, {:.0} ms until none pending\n\
+             longest stall (figures) {:>12.1} ms\n\
+             journal for the ending  {:>12.1} MiB\n",
             self.deliveries,
             self.payload_bytes,
             self.shards,
@@ -148,6 +162,10 @@ impl PendingReport {
             mib(self.replayed_bytes),
             self.pending_after_restart,
             mib(self.rss_anon_after_restart_bytes),
+            self.delete_ms,
+            self.ended_ms,
+            self.stall_max_ms,
+            mib(self.end_journal_bytes),
         )
     }
 }
@@ -348,6 +366,9 @@ pub fn run_pending(
         / 1e3;
     let after = stats(&herald)?;
     let rss_anon_after_restart = sysstat::rss_anon_bytes().unwrap_or(0);
+
+    progress.note("deleting the webhook: its pending deliveries end");
+    let ending = end_backlog(&herald, &tenant)?;
     herald.shutdown().map_err(engine_error("shutting down"))?;
 
     Ok(PendingReport {
@@ -377,5 +398,65 @@ pub fn run_pending(
         replayed_bytes: after.iter().map(|s| s.replayed_bytes).sum(),
         pending_after_restart: pending_of(&after),
         rss_anon_after_restart_bytes: rss_anon_after_restart,
+        delete_ms: ending.delete_ms,
+        ended_ms: ending.ended_ms,
+        stall_max_ms: ending.stall_max_ms,
+        end_journal_bytes: ending.journal_bytes,
+    })
+}
+
+/// What ending the backlog cost ([`end_backlog`]).
+struct Ending {
+    delete_ms: f64,
+    ended_ms: f64,
+    stall_max_ms: f64,
+    journal_bytes: u64,
+}
+
+/// Deletes the tenant's only webhook and waits until none of its deliveries is
+/// pending, while another thread asks for the engine's figures every millisecond and
+/// times each answer.
+fn end_backlog(herald: &Herald, tenant: &TenantId) -> Result<Ending, BenchError> {
+    let webhooks = herald
+        .list_webhooks(tenant)
+        .map_err(engine_error("listing the webhooks"))?;
+    let Some(webhook) = webhooks.first() else {
+        return Err(BenchError::Engine("the bench's webhook is gone".into()));
+    };
+    let before = stats(herald)?;
+    let ending = std::sync::atomic::AtomicBool::new(true);
+    std::thread::scope(|scope| {
+        let prober = scope.spawn(|| {
+            let mut longest = Duration::ZERO;
+            while ending.load(std::sync::atomic::Ordering::Acquire) {
+                let asked = Instant::now();
+                if herald.stats().is_err() {
+                    break;
+                }
+                longest = longest.max(asked.elapsed());
+                std::thread::sleep(Duration::from_millis(1));
+            }
+            longest
+        });
+        let started = Instant::now();
+        let deleted = herald.delete_webhook(tenant, &webhook.id);
+        let delete_ms = started.elapsed().as_secs_f64() * 1e3;
+        let settled = deleted
+            .map_err(engine_error("deleting the webhook"))
+            .and_then(|()| wait_for(herald, "no delivery pending", |s| pending_of(s) == 0));
+        let ended_ms = started.elapsed().as_secs_f64() * 1e3;
+        ending.store(false, std::sync::atomic::Ordering::Release);
+        let longest = prober.join().unwrap_or_default();
+        let settled = settled?;
+        Ok(Ending {
+            delete_ms,
+            ended_ms,
+            stall_max_ms: longest.as_secs_f64() * 1e3,
+            journal_bytes: settled
+                .iter()
+                .zip(&before)
+                .map(|(s, b)| s.journal_bytes_appended - b.journal_bytes_appended)
+                .sum(),
+        })
     })
 }

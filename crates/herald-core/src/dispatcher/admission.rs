@@ -307,6 +307,8 @@ impl Dispatcher {
     /// where the driver stored them ([`Dispatcher::body_stored`]).
     pub fn tick_with(&mut self, now_ms: u64, bodies: &dyn BodyStore) {
         let now = self.advance_clock(now_ms);
+        self.ending_allowance = self.config.endings_per_tick_max;
+        self.advance_endings(now);
         let mut fired = Vec::new();
         self.wheel
             .expire_bounded(now, &mut fired, TIMERS_PER_TICK_MAX);
@@ -511,7 +513,7 @@ impl Dispatcher {
     /// [`DispatcherConfig::sends_per_tick_max`], or made ready by an input since the last
     /// tick). `None` when nothing is scheduled.
     pub fn next_deadline_ms(&self) -> Option<u64> {
-        if !self.ready_webhooks.is_empty() {
+        if !self.ready_webhooks.is_empty() || !self.endings.is_empty() {
             return Some(self.now_ms);
         }
         self.wheel.next_deadline_ms()

@@ -42,6 +42,7 @@ impl Dispatcher {
                 max: self.config.webhooks_per_tenant_max,
             });
         }
+        self.finish_endings_of(now, &tenant, &id);
         let active = spec.status.is_active();
         let append = self.emit(Record::WebhookUpserted(record::WebhookUpserted {
             at_ms: now,
@@ -90,14 +91,15 @@ impl Dispatcher {
                 webhook: id.clone(),
             });
         }
-        let pending = self.pending_of(tenant, id);
+        self.finish_endings_of(now, tenant, id);
+        let pending = webhook_state(&self.tenants, tenant, id).map_or(0, |w| w.pending);
         let append = self.emit(Record::WebhookDeleted(record::WebhookDeleted {
             at_ms: now,
             tenant: tenant.as_str().to_string(),
             webhook: id.as_str().to_string(),
         }));
         // The journal says why they end: the deletion comes first.
-        self.fail_deliveries(now, pending, DeliveryError::WebhookDeleted);
+        self.start_ending(now, tenant, id, pending, DeliveryError::WebhookDeleted);
         Ok(append)
     }
 
@@ -202,7 +204,9 @@ impl Dispatcher {
         }
     }
 
-    /// Live: ends every pending delivery of a webhook (disabled or deleted) as failed.
+    /// Live: ends every pending delivery of a webhook (disabled or deleted) as failed:
+    /// at once as far as this tick's share allows, the rest over the following ticks
+    /// ([`Dispatcher::advance_endings`]).
     pub(super) fn end_webhook_deliveries(
         &mut self,
         now: u64,
@@ -210,42 +214,117 @@ impl Dispatcher {
         id: &WebhookId,
         error: DeliveryError,
     ) {
-        let pending = self.pending_of(tenant, id);
-        self.fail_deliveries(now, pending, error);
+        let pending = webhook_state(&self.tenants, tenant, id).map_or(0, |w| w.pending);
+        self.start_ending(now, tenant, id, pending, error);
     }
 
-    /// A webhook's pending deliveries, in id order: its tenant's deliveries that are
-    /// pending and its. Up to O(the tenant's held deliveries), on the rare paths that end
-    /// a webhook (disabled or deleted), so that no webhook keeps a set of ids. The scan
-    /// stops once it found as many as the webhook counts, and a webhook with none (an idle
-    /// one deleted from a tenant holding a large log) costs nothing: a count below the
-    /// truth would surface where the uncounted ones end (`count_down`), one above it
-    /// here.
-    pub(super) fn pending_of(&self, tenant: &TenantId, id: &WebhookId) -> Vec<DeliveryId> {
-        let Some(w) = webhook_state(&self.tenants, tenant, id) else {
-            return Vec::new();
-        };
-        if w.pending == 0 {
-            return Vec::new();
+    /// Queues the end of a webhook's `pending` deliveries (its count before it was
+    /// disabled or deleted) and goes on with the endings as far as this tick allows.
+    fn start_ending(
+        &mut self,
+        now: u64,
+        tenant: &TenantId,
+        id: &WebhookId,
+        pending: usize,
+        error: DeliveryError,
+    ) {
+        // A webhook with none (an idle one deleted from a tenant holding a large log)
+        // costs nothing.
+        if pending == 0 {
+            return;
         }
-        let pending: Vec<DeliveryId> = self
-            .by_tenant
-            .get(tenant)
-            .into_iter()
-            .flat_map(IdSet::iter)
-            .filter(|delivery| {
-                self.deliveries
-                    .get(delivery)
-                    .is_some_and(|d| *d.webhook == *id && !d.status.is_final())
-            })
-            .take(w.pending)
-            .collect();
-        assert_eq!(
-            pending.len(),
-            w.pending,
-            "bug: webhook {id}'s count of pending deliveries differs from its deliveries"
-        );
-        pending
+        self.endings.push_back(Ending {
+            tenant: tenant.clone(),
+            webhook: id.clone(),
+            error,
+            next: DeliveryId(0),
+            below: DeliveryId(self.next_delivery),
+            remaining: pending,
+        });
+        self.advance_endings(now);
+    }
+
+    /// Ends pending deliveries of the queued [`Ending`]s, oldest first, looking at no
+    /// more of their tenants' held deliveries than this tick's allowance (at most
+    /// [`DispatcherConfig::endings_per_tick_max`] per tick, see
+    /// [`ENDINGS_PER_TICK_MAX_DEFAULT`] for why). The scan goes in id order from where
+    /// the last one stopped, so deliveries evicted from the log meanwhile are simply not
+    /// met; it stops at the first id handed out after the webhook ended, and once it
+    /// ended as many as the webhook had pending.
+    pub(super) fn advance_endings(&mut self, now: u64) {
+        let mut ends = Vec::new();
+        while self.ending_allowance > 0 {
+            let Some(ending) = self.endings.front_mut() else {
+                break;
+            };
+            let mut looked = 0;
+            let mut done = true;
+            if let Some(held) = self.by_tenant.get(&ending.tenant) {
+                let mut ids = held
+                    .range_from(ending.next)
+                    .take_while(|id| *id < ending.below);
+                loop {
+                    if ends.len() >= ending.remaining {
+                        break;
+                    }
+                    if looked >= self.ending_allowance {
+                        done = false;
+                        break;
+                    }
+                    let Some(id) = ids.next() else {
+                        break;
+                    };
+                    looked += 1;
+                    ending.next = DeliveryId(id.0 + 1);
+                    let its = self
+                        .deliveries
+                        .get(&id)
+                        .is_some_and(|d| *d.webhook == ending.webhook && !d.status.is_final());
+                    if its {
+                        ends.push(id);
+                    }
+                }
+            }
+            self.ending_allowance -= looked;
+            ending.remaining -= ends.len();
+            let error = ending.error;
+            if done {
+                self.endings.pop_front();
+            }
+            for delivery in ends.drain(..) {
+                self.end_delivery(now, delivery, DeliveryStatus::Failed, Some(error));
+            }
+        }
+    }
+
+    /// Ends at once whatever is left of the endings of webhook `id` of `tenant`, before
+    /// a change to that webhook: one made anew under the same id, or enabled again, must
+    /// not take over the deliveries of the one that ended.
+    pub(super) fn finish_endings_of(&mut self, now: u64, tenant: &TenantId, id: &WebhookId) {
+        while let Some(at) = self
+            .endings
+            .iter()
+            .position(|e| e.tenant == *tenant && e.webhook == *id)
+        {
+            // Brought to the front and given the allowance it needs: the scan stops at
+            // its `below` or once it ended them all.
+            if let Some(ending) = self.endings.remove(at) {
+                self.endings.push_front(ending);
+            }
+            let allowance = self.ending_allowance;
+            self.ending_allowance = usize::MAX;
+            let before = self.endings.len();
+            while self.endings.len() == before {
+                self.advance_endings(now);
+            }
+            self.ending_allowance = allowance;
+        }
+    }
+
+    /// Webhooks whose pending deliveries are still being ended (see
+    /// [`Dispatcher::advance_endings`]).
+    pub fn endings_underway(&self) -> usize {
+        self.endings.len()
     }
 
     pub(super) fn attempts_max_of(&self, tenant: &TenantId, webhook: &WebhookId) -> u32 {

@@ -3521,3 +3521,124 @@ fn a_delivery_keeps_absent_values_apart_from_present_ones() {
     assert_eq!(d.finish_seq(), Some(7));
     assert_eq!(d.due_ms(), None, "an ended delivery has no due time");
 }
+
+/// Polls every queued command; records are durable at once.
+fn drain_records(drv: &mut Driver) {
+    while let Some(cmd) = drv.d.pop_command() {
+        if let Command::Append { id, record } = cmd {
+            drv.records.push(record);
+            drv.d.records_durable(id);
+        }
+    }
+}
+
+#[test]
+fn a_large_backlog_ends_over_several_ticks_and_a_webhook_made_anew_keeps_its_own() {
+    let config = DispatcherConfig {
+        endings_per_tick_max: 10,
+        ..DispatcherConfig::default()
+    };
+    let mut drv = one_webhook(config.clone(), spec(&["*"]));
+    drv.d
+        .upsert_webhook(T0, tenant("acme"), wh("w2"), spec(&["*"]))
+        .unwrap();
+    for n in 0..40 {
+        drv.d
+            .accept_event(T0, &tenant("acme"), event(&format!("e{n}"), "a.b"))
+            .unwrap();
+    }
+    drv.step();
+    assert_eq!(drv.d.stats().pending_deliveries, 80);
+
+    // The tenant's held deliveries alternate w1, w2: looking at 10 of them ends 5.
+    drv.d
+        .delete_webhook(T0, &tenant("acme"), &wh("w1"))
+        .unwrap();
+    drain_records(&mut drv);
+    assert_eq!(drv.d.stats().pending_deliveries, 75);
+    assert_eq!(drv.d.endings_underway(), 1);
+    assert_eq!(
+        drv.d.next_deadline_ms(),
+        Some(T0),
+        "the rest is due at once"
+    );
+    drv.d.tick(T0);
+    drain_records(&mut drv);
+    assert_eq!(drv.d.stats().pending_deliveries, 70);
+
+    // Made anew under the same id: the old webhook's deliveries all end first, and the
+    // new one's are its own.
+    drv.d
+        .upsert_webhook(T0, tenant("acme"), wh("w1"), spec(&["*"]))
+        .unwrap();
+    assert_eq!(drv.d.endings_underway(), 0);
+    assert_eq!(drv.d.stats().pending_deliveries, 40);
+    drv.d
+        .accept_event(T0, &tenant("acme"), event("fresh", "a.b"))
+        .unwrap();
+    drv.step();
+    assert_eq!(drv.d.stats().pending_deliveries, 42);
+    let ended: Vec<&record::DeliveryFinished> = drv
+        .records
+        .iter()
+        .filter_map(|r| match r {
+            Record::DeliveryFinished(f) => Some(f),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        ended.len(),
+        40,
+        "one record per delivery of the old webhook"
+    );
+    assert!(ended
+        .iter()
+        .all(|f| f.reason == Some(DeliveryError::WebhookDeleted.name())));
+    let deleted_at = drv
+        .records
+        .iter()
+        .position(|r| matches!(r, Record::WebhookDeleted(_)))
+        .unwrap();
+    let first_end = drv
+        .records
+        .iter()
+        .position(|r| matches!(r, Record::DeliveryFinished(_)))
+        .unwrap();
+    assert!(
+        deleted_at < first_end,
+        "the journal says why they end first"
+    );
+
+    // Replaying the records gives the same state.
+    let fresh = replayed_like(config.clone(), &drv.records, &drv.d);
+    assert_same(&snapshot(&fresh), &snapshot(&drv.d));
+
+    // Disabled, then stopped part way: recovery ends the rest.
+    let mut disabled = spec(&["*"]);
+    disabled.status = WebhookStatus::Disabled {
+        reason: DisableReason::Manual,
+        at_ms: T0,
+    };
+    drv.d
+        .upsert_webhook(T0, tenant("acme"), wh("w2"), disabled)
+        .unwrap();
+    drain_records(&mut drv);
+    assert_eq!(drv.d.endings_underway(), 1);
+    let still = drv.d.stats().pending_deliveries;
+    assert!(still > 1, "w2's backlog is only begun: {still} pending");
+    let mut restarted = Driver::new(config);
+    for record in &drv.records {
+        restarted.d.replay(record).unwrap();
+    }
+    restarted.d.replay_finished(T0);
+    restarted.step();
+    assert_eq!(
+        restarted.d.stats().pending_deliveries,
+        1,
+        "only the new w1's delivery is left"
+    );
+    // Live, the ticks end them all as well.
+    drv.step();
+    assert_eq!(drv.d.stats().pending_deliveries, 1);
+    assert_eq!(drv.d.endings_underway(), 0);
+}
