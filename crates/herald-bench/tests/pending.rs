@@ -1,6 +1,7 @@
 //! Smoke run of `herald bench pending` with small numbers: every delivery stays
 //! pending, the clean stop checkpoints that state, and the restart replays the state
-//! (the checkpoint's parts and what followed it), not the history of every record.
+//! (the checkpoint's parts and what followed it), not the history of every record;
+//! deleting the webhook then ends every delivery.
 //! Benchmarks report; nothing here asserts a timing or a memory figure.
 
 use herald_bench::pending::{run_pending, PendingPlan};
@@ -29,6 +30,13 @@ fn pending_backlog_checkpoints_and_restarts_with_every_delivery() {
         report.replayed_frames < deliveries,
         "replay grew with history: {report:?}"
     );
+    // Deleting the webhook ended every pending delivery (the run waits for none to be
+    // left), each with its record.
+    assert!(
+        report.end_journal_bytes >= deliveries * 20,
+        "the ending wrote a record per delivery: {report:?}"
+    );
+    assert!(report.ended_ms >= report.delete_ms, "{report:?}");
     let json = serde_json::to_value(&report).unwrap();
     for key in [
         "rss_anon_before_bytes",
@@ -40,6 +48,10 @@ fn pending_backlog_checkpoints_and_restarts_with_every_delivery() {
         "restart_ready_ms",
         "restart_cpu_ms",
         "replayed_frames",
+        "delete_ms",
+        "ended_ms",
+        "stall_max_ms",
+        "end_journal_bytes",
     ] {
         assert!(json.get(key).is_some(), "JSON lacks {key}: {json}");
     }
