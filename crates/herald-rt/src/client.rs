@@ -12,7 +12,7 @@ use glommio::net::TcpStream;
 use glommio::timer::Timer;
 use herald_http::{HeaderFields, Limits, Response, ResponseParser, Url};
 
-use crate::conn::Conn;
+use crate::conn::{Conn, LIVENESS_CHECK_AFTER_IDLE};
 use crate::dns::{DnsConfig, Resolver};
 use crate::egress::{EgressPolicy, EgressRefusal};
 use crate::error::TransportError;
@@ -158,6 +158,9 @@ pub struct ClientStats {
     pub tls_resumed: u64,
     /// Requests retried on a fresh connection because a reused one turned out dead.
     pub stale_retries: u64,
+    /// Idle connections peeked at for a close before reuse: those idle long enough for
+    /// the receiver to have closed them (a connection reused within 20 ms is not).
+    pub liveness_checks: u64,
     /// Idle connections closed by the idle timeout.
     pub idle_closed: u64,
 }
@@ -335,7 +338,14 @@ impl HttpClient {
                 })
             })?;
         let lease = checkout.lease;
-        let idle = checkout.conn.filter(|conn| conn.reusable());
+        let idle_for = checkout.idle_for;
+        let idle = checkout.conn.filter(|conn| {
+            if idle_for < LIVENESS_CHECK_AFTER_IDLE {
+                return true;
+            }
+            self.bump(|s| s.liveness_checks += 1);
+            conn.reusable()
+        });
         let mut read_buf = self.take_read_buffer();
 
         let result = async {

@@ -132,6 +132,9 @@ pub(crate) struct Checkout<C> {
     pub(crate) lease: Lease<C>,
     /// An idle connection to reuse, or `None`: open one.
     pub(crate) conn: Option<C>,
+    /// How long that connection sat idle (zero when it came straight from the request
+    /// before, handed over to this waiter).
+    pub(crate) idle_for: Duration,
 }
 
 impl<C> Pool<C> {
@@ -167,10 +170,12 @@ impl<C> Pool<C> {
             // Most recently used first: it is the least likely to have been closed by
             // the peer, and the oldest ones age out.
             if let Some(idle) = origin.idle.pop_back() {
-                if now.saturating_duration_since(idle.since) < self.idle_timeout() {
+                let idle_for = now.saturating_duration_since(idle.since);
+                if idle_for < self.idle_timeout() {
                     return Ok(Checkout {
                         lease: self.lease(key),
                         conn: Some(idle.conn),
+                        idle_for,
                     });
                 }
                 // Too old, and so is everything older.
@@ -204,6 +209,7 @@ impl<C> Pool<C> {
                 return Ok(Checkout {
                     lease: self.lease(key),
                     conn: None,
+                    idle_for: Duration::ZERO,
                 });
             }
             if origin.waiters.len() >= self.config.waiters_per_origin_max {
@@ -230,6 +236,7 @@ impl<C> Pool<C> {
                 Grant::Reuse(conn) => Some(conn),
                 Grant::Open => None,
             },
+            idle_for: Duration::ZERO,
         })
     }
 

@@ -7,13 +7,22 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use herald_rt::{
-    ClientConfig, HttpClient, OutboundRequest, PoolConfig, TransportError, TrustAnchors, USER_AGENT,
+    ClientConfig, ClientStats, HttpClient, OutboundRequest, PoolConfig, TransportError,
+    TrustAnchors, USER_AGENT,
 };
 use herald_sink::hostile::{closed_port, BlackHole};
 use support::{loopback_config, plain_receiver, run, url, Behaviour};
 
 fn body() -> Arc<[u8]> {
     Arc::from(&br#"{"type":"order.created","id":"evt_1"}"#[..])
+}
+
+/// Posts `body()` to `url` and expects an answer.
+async fn post(client: &HttpClient, url: &herald_http::Url) -> herald_http::Response {
+    client
+        .send(OutboundRequest::new(url.clone(), body()))
+        .await
+        .unwrap()
 }
 
 #[test]
@@ -126,10 +135,7 @@ fn connection_close_is_honoured() {
     let stats = run(move || async move {
         let client = HttpClient::new(loopback_config(TrustAnchors::empty()));
         for _ in 0..2 {
-            let response = client
-                .send(OutboundRequest::new(url.clone(), body()))
-                .await
-                .unwrap();
+            let response = post(&client, &url).await;
             assert!(!response.keep_alive);
         }
         assert_eq!(client.idle_connections(&url), 0);
@@ -147,10 +153,7 @@ fn dead_reused_connection_is_retried_once_on_a_fresh_one() {
     let stats = run(move || async move {
         let client = HttpClient::new(loopback_config(TrustAnchors::empty()));
         for _ in 0..2 {
-            let response = client
-                .send(OutboundRequest::new(url.clone(), body()))
-                .await
-                .unwrap();
+            let response = post(&client, &url).await;
             assert_eq!(response.status, 200);
         }
         client.stats()
@@ -395,18 +398,12 @@ fn idle_connections_are_closed_after_the_idle_timeout() {
         let mut config = loopback_config(TrustAnchors::empty());
         config.pool.idle_timeout_ms = 50;
         let client = HttpClient::new(config);
-        client
-            .send(OutboundRequest::new(url.clone(), body()))
-            .await
-            .unwrap();
+        post(&client, &url).await;
         assert_eq!(client.idle_connections(&url), 1);
         glommio::timer::sleep(std::time::Duration::from_millis(60)).await;
         assert_eq!(client.sweep_idle(), 1);
         assert_eq!(client.idle_connections(&url), 0);
-        client
-            .send(OutboundRequest::new(url.clone(), body()))
-            .await
-            .unwrap();
+        post(&client, &url).await;
         client.stats()
     });
     assert_eq!(stats.idle_closed, 1);
@@ -527,10 +524,7 @@ fn a_tiny_read_buffer_still_parses_responses_across_reads() {
         let client = HttpClient::new(config);
         let mut statuses = Vec::new();
         for _ in 0..2 {
-            let response = client
-                .send(OutboundRequest::new(url.clone(), body()))
-                .await
-                .unwrap();
+            let response = post(&client, &url).await;
             assert_eq!(response.body, b"ok");
             statuses.push(response.status);
         }
@@ -555,10 +549,7 @@ fn connections_are_reused_only_after_a_cleanly_framed_response() {
             let client = HttpClient::new(loopback_config(TrustAnchors::empty()));
             let mut bodies = Vec::new();
             for _ in 0..2 {
-                let response = client
-                    .send(OutboundRequest::new(url.clone(), body()))
-                    .await
-                    .unwrap();
+                let response = post(&client, &url).await;
                 bodies.push(response.body);
                 glommio::timer::sleep(std::time::Duration::from_millis(pause_ms)).await;
             }
@@ -620,4 +611,46 @@ fn the_stale_connection_retry_happens_at_most_once() {
         2,
         "one retry, on one fresh connection"
     );
+}
+
+/// Posts to a receiver behaving as `behaviour`, pausing before each request as long as
+/// `pauses_ms` says; every answer must be a 200. Returns the client's counters and the
+/// connections the receiver accepted.
+fn post_after_pauses(behaviour: Behaviour, pauses_ms: &'static [u64]) -> (ClientStats, usize) {
+    let receiver = plain_receiver(behaviour);
+    let url = url(&receiver, "http", "/");
+    let stats = run(move || async move {
+        let client = HttpClient::new(loopback_config(TrustAnchors::empty()));
+        for pause_ms in pauses_ms {
+            glommio::timer::sleep(Duration::from_millis(*pause_ms)).await;
+            assert_eq!(post(&client, &url).await.status, 200);
+        }
+        client.stats()
+    });
+    (stats, receiver.connections())
+}
+
+#[test]
+fn a_connection_reused_at_once_skips_the_liveness_check_and_one_idle_for_a_while_gets_it() {
+    let (stats, connections) = post_after_pauses(Behaviour::Ok, &[0, 0, 100]);
+    assert_eq!(connections, 1);
+    assert_eq!(stats.connections_reused, 2);
+    // Reused straight away: no check. After 100 ms idle (past the 20 ms within which a
+    // connection is taken as it is): one.
+    assert_eq!(stats.liveness_checks, 1);
+}
+
+#[test]
+fn a_connection_the_receiver_closed_while_idle_is_not_reused() {
+    // A receiver with a short keep-alive timeout: it closes each connection 10 ms after
+    // its answer, without `Connection: close`.
+    let (stats, connections) = post_after_pauses(
+        Behaviour::CloseWhenIdle(Duration::from_millis(10)),
+        &[0, 150],
+    );
+    // The check saw the close: a fresh connection, no request sent into a dead one.
+    assert_eq!(stats.liveness_checks, 1);
+    assert_eq!(stats.stale_retries, 0);
+    assert_eq!(stats.connections_opened, 2);
+    assert_eq!(connections, 2);
 }

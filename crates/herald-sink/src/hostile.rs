@@ -113,6 +113,10 @@ pub enum Behaviour {
     /// Answers only the first request of the first connection with `200 ok`; closes
     /// every other connection, and that one at its second request, without answering.
     OnlyFirstAnswered,
+    /// A `200 ok` keeping the connection open (no `Connection: close`), then closes it
+    /// this long later (at most [`HOLD_MAX`]) without a word: a receiver with a short
+    /// keep-alive timeout.
+    CloseWhenIdle(Duration),
 }
 
 impl Behaviour {
@@ -135,6 +139,7 @@ impl Behaviour {
             Behaviour::LateGarbage => "late-garbage",
             Behaviour::DropSecondRequest => "drop-second-request",
             Behaviour::OnlyFirstAnswered => "only-first-answered",
+            Behaviour::CloseWhenIdle(_) => "close-when-idle",
         }
     }
 }
@@ -655,6 +660,12 @@ fn answer(
             stream.flush()?;
             pause(Duration::from_millis(30), shared);
             stream.write_all(b"surprise")?;
+        }
+        Behaviour::CloseWhenIdle(after) => {
+            stream.write_all(OK_KEEP_ALIVE)?;
+            stream.flush()?;
+            pause(*after, shared);
+            return Ok(Next::Drop);
         }
         Behaviour::DropSecondRequest | Behaviour::OnlyFirstAnswered => {
             if nth >= 2 {
