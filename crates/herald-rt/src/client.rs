@@ -12,7 +12,7 @@ use glommio::net::TcpStream;
 use glommio::timer::Timer;
 use herald_http::{HeaderFields, Limits, Response, ResponseParser, Url};
 
-use crate::conn::{Conn, LIVENESS_CHECK_AFTER_IDLE};
+use crate::conn::Conn;
 use crate::dns::{DnsConfig, Resolver};
 use crate::egress::{EgressPolicy, EgressRefusal};
 use crate::error::TransportError;
@@ -158,8 +158,8 @@ pub struct ClientStats {
     pub tls_resumed: u64,
     /// Requests retried on a fresh connection because a reused one turned out dead.
     pub stale_retries: u64,
-    /// Idle connections peeked at for a close before reuse: those idle long enough for
-    /// the receiver to have closed them (a connection reused within 20 ms is not).
+    /// Idle connections peeked at for a close before reuse: those idle at least
+    /// [`PoolConfig::liveness_check_after_idle_us`].
     pub liveness_checks: u64,
     /// Idle connections closed by the idle timeout.
     pub idle_closed: u64,
@@ -339,8 +339,11 @@ impl HttpClient {
             })?;
         let lease = checkout.lease;
         let idle_for = checkout.idle_for;
+        // See `PoolConfig::liveness_check_after_idle_us` for why a connection answered a
+        // moment ago is taken as it is.
+        let check_after = Duration::from_micros(self.config.pool.liveness_check_after_idle_us);
         let idle = checkout.conn.filter(|conn| {
-            if idle_for < LIVENESS_CHECK_AFTER_IDLE {
+            if idle_for < check_after {
                 return true;
             }
             self.bump(|s| s.liveness_checks += 1);

@@ -26,17 +26,6 @@ pub(crate) struct Conn {
     pub(crate) parser: herald_http::ResponseParser,
 }
 
-/// A pooled connection idle for less than this is reused without first peeking at it
-/// for a close ([`Conn::reusable`]): that is one `recv(2)` of the three each request
-/// made on a busy origin, ~6 % of the engine's CPU per delivery in a closed-loop run
-/// (`benches/README.md`). Receivers close idle keep-alive connections after seconds
-/// (nginx 75 s, Node.js and Apache httpd 5 s, load balancers about a minute), and one
-/// that closes after an answer says so (`Connection: close`, honoured before pooling);
-/// a receiver that closes without saying so within this window costs one retried send
-/// on a fresh connection (the client's stale-connection retry), not a failed attempt.
-pub(crate) const LIVENESS_CHECK_AFTER_IDLE: std::time::Duration =
-    std::time::Duration::from_millis(20);
-
 /// What a non-blocking peek says about an idle connection.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Idleness {

@@ -614,13 +614,20 @@ fn the_stale_connection_retry_happens_at_most_once() {
 }
 
 /// Posts to a receiver behaving as `behaviour`, pausing before each request as long as
-/// `pauses_ms` says; every answer must be a 200. Returns the client's counters and the
-/// connections the receiver accepted.
-fn post_after_pauses(behaviour: Behaviour, pauses_ms: &'static [u64]) -> (ClientStats, usize) {
+/// `pauses_ms` says, with pooled connections reused unchecked while idle for less than
+/// `check_after_idle_us`; every answer must be a 200. Returns the client's counters and
+/// the connections the receiver accepted.
+fn post_after_pauses(
+    behaviour: Behaviour,
+    pauses_ms: &'static [u64],
+    check_after_idle_us: u64,
+) -> (ClientStats, usize) {
     let receiver = plain_receiver(behaviour);
     let url = url(&receiver, "http", "/");
     let stats = run(move || async move {
-        let client = HttpClient::new(loopback_config(TrustAnchors::empty()));
+        let mut config = loopback_config(TrustAnchors::empty());
+        config.pool.liveness_check_after_idle_us = check_after_idle_us;
+        let client = HttpClient::new(config);
         for pause_ms in pauses_ms {
             glommio::timer::sleep(Duration::from_millis(*pause_ms)).await;
             assert_eq!(post(&client, &url).await.status, 200);
@@ -631,22 +638,28 @@ fn post_after_pauses(behaviour: Behaviour, pauses_ms: &'static [u64]) -> (Client
 }
 
 #[test]
-fn a_connection_reused_at_once_skips_the_liveness_check_and_one_idle_for_a_while_gets_it() {
-    let (stats, connections) = post_after_pauses(Behaviour::Ok, &[0, 0, 100]);
+fn a_connection_idle_for_less_than_the_threshold_is_reused_unchecked() {
+    // Every reuse within a minute: no check.
+    let (stats, connections) = post_after_pauses(Behaviour::Ok, &[0, 0, 100], 60_000_000);
     assert_eq!(connections, 1);
     assert_eq!(stats.connections_reused, 2);
-    // Reused straight away: no check. After 100 ms idle (past the 20 ms within which a
-    // connection is taken as it is): one.
-    assert_eq!(stats.liveness_checks, 1);
+    assert_eq!(stats.liveness_checks, 0);
+    // A threshold of zero checks every reuse.
+    let (stats, connections) = post_after_pauses(Behaviour::Ok, &[0, 0, 100], 0);
+    assert_eq!(connections, 1);
+    assert_eq!(stats.connections_reused, 2);
+    assert_eq!(stats.liveness_checks, 2);
 }
 
 #[test]
 fn a_connection_the_receiver_closed_while_idle_is_not_reused() {
     // A receiver with a short keep-alive timeout: it closes each connection 10 ms after
-    // its answer, without `Connection: close`.
+    // its answer, without `Connection: close`. The default threshold (1 ms) is far below
+    // the 150 ms pause.
     let (stats, connections) = post_after_pauses(
         Behaviour::CloseWhenIdle(Duration::from_millis(10)),
         &[0, 150],
+        PoolConfig::default().liveness_check_after_idle_us,
     );
     // The check saw the close: a fresh connection, no request sent into a dead one.
     assert_eq!(stats.liveness_checks, 1);

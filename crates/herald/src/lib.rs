@@ -576,8 +576,8 @@ impl Herald {
     /// Replaces the configuration of an existing webhook ([`Error::UnknownWebhook`] if
     /// there is none). Its pending deliveries and health are kept; setting
     /// [`WebhookStatus::Disabled`] ends its pending deliveries as failed (a large backlog
-    /// over the shard's next turns, a bounded number per turn; see
-    /// [`DispatcherConfig::endings_per_tick_max`]).
+    /// over the shard's next turns, a bounded number per turn, counted as pending until
+    /// then; see [`DispatcherConfig::endings_per_tick_max`]).
     pub fn update_webhook(
         &self,
         tenant: &TenantId,
@@ -632,7 +632,7 @@ impl Herald {
     }
 
     /// Deletes a webhook; its pending deliveries end as failed (a large backlog over the
-    /// shard's next turns, a bounded number per turn; see
+    /// shard's next turns, a bounded number per turn, counted as pending until then; see
     /// [`DispatcherConfig::endings_per_tick_max`]). Durable when this
     /// returns.
     pub fn delete_webhook(&self, tenant: &TenantId, id: &WebhookId) -> Result<(), Error> {

@@ -268,6 +268,21 @@ impl Dispatcher {
             WebhookId::clone(&d.webhook),
         );
         let (attempt, attempts_max) = (d.attempt, d.attempts_max);
+        let w = match webhook_state(&self.tenants, &tenant, &webhook) {
+            Some(w) if w.spec.status.is_active() => w,
+            // Its webhook was disabled or deleted while the attempt was out, and the
+            // ending of its pending deliveries (`advance_endings`) has not reached it
+            // yet: it ends as that ending would end it, and the answer does not count,
+            // as when the ending came first.
+            gone_or_disabled => {
+                let error = match gone_or_disabled {
+                    Some(_) => DeliveryError::WebhookDisabled,
+                    None => DeliveryError::WebhookDeleted,
+                };
+                self.end_delivery(now, outcome.delivery, DeliveryStatus::Failed, Some(error));
+                return false;
+            }
+        };
         let class = classify(&outcome.result);
         let counters = &mut self.counters;
         match class {
@@ -276,17 +291,6 @@ impl Dispatcher {
             OutcomeClass::Final | OutcomeClass::Gone => counters.attempts_final += 1,
         }
         counters.attempt_latency_ms.observe(outcome.latency_ms);
-        let Some(w) = webhook_state(&self.tenants, &tenant, &webhook) else {
-            // Unreachable by construction (deleting a webhook ends its deliveries), but a
-            // delivery must never be left in limbo.
-            self.end_delivery(
-                now,
-                outcome.delivery,
-                DeliveryStatus::Failed,
-                Some(DeliveryError::WebhookDeleted),
-            );
-            return true;
-        };
         let next_at = match class {
             OutcomeClass::Retry if attempt < attempts_max => {
                 let schedule = w.spec.schedule(&self.config.retry_schedule);

@@ -252,72 +252,74 @@ impl Dispatcher {
     /// met; it stops at the first id handed out after the webhook ended, and once it
     /// ended as many as the webhook had pending.
     pub(super) fn advance_endings(&mut self, now: u64) {
-        let mut ends = Vec::new();
-        while self.ending_allowance > 0 {
-            let Some(ending) = self.endings.front_mut() else {
-                break;
-            };
-            let mut looked = 0;
-            let mut done = true;
-            if let Some(held) = self.by_tenant.get(&ending.tenant) {
-                let mut ids = held
-                    .range_from(ending.next)
-                    .take_while(|id| *id < ending.below);
-                loop {
-                    if ends.len() >= ending.remaining {
-                        break;
-                    }
-                    if looked >= self.ending_allowance {
-                        done = false;
-                        break;
-                    }
-                    let Some(id) = ids.next() else {
-                        break;
-                    };
-                    looked += 1;
-                    ending.next = DeliveryId(id.0 + 1);
-                    let its = self
-                        .deliveries
-                        .get(&id)
-                        .is_some_and(|d| *d.webhook == ending.webhook && !d.status.is_final());
-                    if its {
-                        ends.push(id);
-                    }
-                }
-            }
-            self.ending_allowance -= looked;
-            ending.remaining -= ends.len();
-            let error = ending.error;
-            if done {
-                self.endings.pop_front();
-            }
-            for delivery in ends.drain(..) {
-                self.end_delivery(now, delivery, DeliveryStatus::Failed, Some(error));
-            }
+        while self.ending_allowance > 0 && !self.endings.is_empty() {
+            let looked = self.advance_first_ending(now, self.ending_allowance);
+            self.ending_allowance = self.ending_allowance.saturating_sub(looked);
         }
     }
 
-    /// Ends at once whatever is left of the endings of webhook `id` of `tenant`, before
-    /// a change to that webhook: one made anew under the same id, or enabled again, must
-    /// not take over the deliveries of the one that ended.
+    /// Goes on with the oldest [`Ending`], looking at no more than `allowance` held
+    /// deliveries, and drops it once it is done. Returns how many it looked at.
+    fn advance_first_ending(&mut self, now: u64, allowance: usize) -> usize {
+        let Some(ending) = self.endings.front_mut() else {
+            return 0;
+        };
+        let mut ends = Vec::new();
+        let mut looked = 0;
+        let mut done = true;
+        if let Some(held) = self.by_tenant.get(&ending.tenant) {
+            let mut ids = held
+                .range_from(ending.next)
+                .take_while(|id| *id < ending.below);
+            loop {
+                if ends.len() >= ending.remaining {
+                    break;
+                }
+                if looked >= allowance {
+                    done = false;
+                    break;
+                }
+                let Some(id) = ids.next() else {
+                    break;
+                };
+                looked += 1;
+                ending.next = DeliveryId(id.0 + 1);
+                let its = self
+                    .deliveries
+                    .get(&id)
+                    .is_some_and(|d| *d.webhook == ending.webhook && !d.status.is_final());
+                if its {
+                    ends.push(id);
+                }
+            }
+        }
+        ending.remaining -= ends.len();
+        let error = ending.error;
+        if done {
+            self.endings.pop_front();
+        }
+        for delivery in ends {
+            self.end_delivery(now, delivery, DeliveryStatus::Failed, Some(error));
+        }
+        looked
+    }
+
+    /// Ends at once whatever is left of the ending of webhook `id` of `tenant`, before a
+    /// change to that webhook: one made anew under the same id, or enabled again, must
+    /// not take over the deliveries of the one that ended. Only that ending: the others
+    /// keep to the per-tick allowance.
     pub(super) fn finish_endings_of(&mut self, now: u64, tenant: &TenantId, id: &WebhookId) {
         while let Some(at) = self
             .endings
             .iter()
             .position(|e| e.tenant == *tenant && e.webhook == *id)
         {
-            // Brought to the front and given the allowance it needs: the scan stops at
-            // its `below` or once it ended them all.
+            // Brought to the front and looked through to its end: the scan stops at its
+            // `below` or once it ended them all, so one call finishes it.
             if let Some(ending) = self.endings.remove(at) {
                 self.endings.push_front(ending);
             }
-            let allowance = self.ending_allowance;
-            self.ending_allowance = usize::MAX;
-            let before = self.endings.len();
-            while self.endings.len() == before {
-                self.advance_endings(now);
-            }
-            self.ending_allowance = allowance;
+            self.advance_first_ending(now, usize::MAX);
         }
     }
 

@@ -56,6 +56,8 @@ struct Driver {
     sent: Vec<SendRequest>,
     records: Vec<Record>,
     auto_durable: bool,
+    /// Most ticks one [`Driver::step`] makes (it stops earlier once quiet).
+    ticks_per_step: usize,
 }
 
 impl Driver {
@@ -66,14 +68,18 @@ impl Driver {
             sent: Vec::new(),
             records: Vec::new(),
             auto_durable: true,
+            ticks_per_step: usize::MAX,
         }
     }
 
-    /// Ticks and polls until quiet; returns the sends of this step.
+    /// Ticks and polls until quiet (or `ticks_per_step` ticks); returns the sends of
+    /// this step.
     fn step(&mut self) -> Vec<SendRequest> {
         let mut out = Vec::new();
+        let mut ticks = 0;
         loop {
             self.d.tick(self.now);
+            ticks += 1;
             let mut any = false;
             while let Some(cmd) = self.d.pop_command() {
                 any = true;
@@ -93,7 +99,9 @@ impl Driver {
                     }
                 }
             }
-            if !any && self.d.next_deadline_ms().is_none_or(|t| t > self.now) {
+            if ticks >= self.ticks_per_step
+                || (!any && self.d.next_deadline_ms().is_none_or(|t| t > self.now))
+            {
                 return out;
             }
         }
@@ -138,6 +146,16 @@ impl Driver {
             },
         )
     }
+}
+
+/// `spec(filters)`, disabled by an operator at `at_ms`.
+fn disabled_by_hand(filters: &[&str], at_ms: u64) -> WebhookSpec {
+    let mut s = spec(filters);
+    s.status = WebhookStatus::Disabled {
+        reason: DisableReason::Manual,
+        at_ms,
+    };
+    s
 }
 
 fn one_webhook(config: DispatcherConfig, s: WebhookSpec) -> Driver {
@@ -2043,8 +2061,19 @@ mod random {
 
     /// Runs the ops; returns the driver, the record index and snapshot of the last
     /// checkpoint taken, and the live state after op `cut_at`.
-    fn run(ops: &[Op], cut_at: usize) -> (Driver, Checkpointed, Option<Cut>) {
-        let mut drv = Driver::new(config());
+    fn run(ops: &[Op], cut_at: usize, slow_endings: bool) -> (Driver, Checkpointed, Option<Cut>) {
+        let mut drv = if slow_endings {
+            // One held delivery looked at per tick, one tick per step: a disabled or
+            // deleted webhook's backlog ends over many ops, which meet it under way.
+            let mut drv = Driver::new(DispatcherConfig {
+                endings_per_tick_max: 1,
+                ..config()
+            });
+            drv.ticks_per_step = 1;
+            drv
+        } else {
+            Driver::new(config())
+        };
         let tenants = [tenant("a"), tenant("b")];
         for (i, t) in tenants.iter().enumerate() {
             for w in 0..2u8 {
@@ -2170,7 +2199,26 @@ mod random {
             ops in prop::collection::vec(op(), 1..80),
             cut in any::<prop::sample::Index>(),
         ) {
-            let (drv, checkpoint, cut) = run(&ops, cut.index(ops.len()));
+            replay_is_faithful_after(&ops, cut.index(ops.len()), false)?;
+        }
+
+        /// The same while disabled or deleted webhooks' backlogs end a delivery per tick.
+        #[test]
+        fn replay_is_faithful_with_endings_under_way(
+            ops in prop::collection::vec(op(), 1..80),
+            cut in any::<prop::sample::Index>(),
+        ) {
+            replay_is_faithful_after(&ops, cut.index(ops.len()), true)?;
+        }
+    }
+
+    fn replay_is_faithful_after(
+        ops: &[Op],
+        cut_at: usize,
+        slow_endings: bool,
+    ) -> Result<(), TestCaseError> {
+        {
+            let (drv, checkpoint, cut) = run(ops, cut_at, slow_endings);
             // Live and replay share one path: the journal up to any op, replayed whole or
             // from the checkpoint before it, rebuilds what the live dispatcher held there.
             let cut = cut.expect("the cut is one of the ops");
@@ -2210,7 +2258,10 @@ mod random {
             // Due deliveries wait in the wheel after replay and in a ready queue live: only
             // the timer count may differ.
             let without_timers = |s: Stats| Stats { timers: 0, ..s };
-            prop_assert_eq!(without_timers(marked.stats()), without_timers(drv.d.stats()));
+            prop_assert_eq!(
+                without_timers(marked.stats()),
+                without_timers(drv.d.stats())
+            );
             if let Some((at, cp)) = checkpoint {
                 let mut from_cp = Dispatcher::new(config(), T0);
                 for part in &cp {
@@ -2244,6 +2295,7 @@ mod random {
                 prop_assert_eq!(body["tenant_id"].as_str(), Some(req.tenant.as_str()));
             }
         }
+        Ok(())
     }
 }
 
@@ -3320,11 +3372,7 @@ fn journals_with_attempt_started_records_still_replay() {
 fn ending_a_delivery_in_flight_forgets_its_attempt() {
     let (mut drv, second) = second_attempt_in_flight();
     let t = tenant("acme");
-    let mut disabled = spec(&["*"]);
-    disabled.status = WebhookStatus::Disabled {
-        reason: DisableReason::Manual,
-        at_ms: drv.now,
-    };
+    let disabled = disabled_by_hand(&["*"], drv.now);
     drv.d
         .upsert_webhook(drv.now, t.clone(), wh("w1"), disabled)
         .unwrap();
@@ -3614,11 +3662,7 @@ fn a_large_backlog_ends_over_several_ticks_and_a_webhook_made_anew_keeps_its_own
     assert_same(&snapshot(&fresh), &snapshot(&drv.d));
 
     // Disabled, then stopped part way: recovery ends the rest.
-    let mut disabled = spec(&["*"]);
-    disabled.status = WebhookStatus::Disabled {
-        reason: DisableReason::Manual,
-        at_ms: T0,
-    };
+    let disabled = disabled_by_hand(&["*"], T0);
     drv.d
         .upsert_webhook(T0, tenant("acme"), wh("w2"), disabled)
         .unwrap();
@@ -3641,4 +3685,90 @@ fn a_large_backlog_ends_over_several_ticks_and_a_webhook_made_anew_keeps_its_own
     drv.step();
     assert_eq!(drv.d.stats().pending_deliveries, 1);
     assert_eq!(drv.d.endings_underway(), 0);
+}
+
+#[test]
+fn ending_a_webhook_at_once_leaves_other_backlogs_to_the_per_tick_allowance() {
+    let config = DispatcherConfig {
+        endings_per_tick_max: 10,
+        ..DispatcherConfig::default()
+    };
+    let mut drv = Driver::new(config);
+    for t in ["acme", "other"] {
+        drv.d
+            .upsert_webhook(T0, tenant(t), wh("w1"), spec(&["*"]))
+            .unwrap();
+    }
+    for n in 0..60 {
+        drv.d
+            .accept_event(T0, &tenant("other"), event(&format!("o{n}"), "a.b"))
+            .unwrap();
+    }
+    for n in 0..3 {
+        drv.d
+            .accept_event(T0, &tenant("acme"), event(&format!("a{n}"), "a.b"))
+            .unwrap();
+    }
+    let sent = drv.step();
+    assert_eq!(drv.d.stats().pending_deliveries, 63);
+    // Other's backlog begins to end (10 looked at), then acme's webhook goes and comes
+    // back under the same id: acme's 3 end at once, other's wait for their ticks.
+    drv.d
+        .delete_webhook(T0, &tenant("other"), &wh("w1"))
+        .unwrap();
+    drv.d
+        .delete_webhook(T0, &tenant("acme"), &wh("w1"))
+        .unwrap();
+    drv.d
+        .upsert_webhook(T0, tenant("acme"), wh("w1"), spec(&["*"]))
+        .unwrap();
+    drain_records(&mut drv);
+    assert_eq!(drv.d.stats().pending_deliveries, 50);
+    assert_eq!(drv.d.endings_underway(), 1);
+
+    // An answer to an attempt of a deleted webhook's delivery that its ending has not
+    // reached yet does not count: the delivery ends as the ending would end it.
+    let late = sent
+        .iter()
+        .rev()
+        .find(|r| r.tenant == tenant("other"))
+        .unwrap();
+    assert!(!drv.reply(late, status(200)));
+    let rec = drv.d.delivery(&tenant("other"), late.delivery).unwrap();
+    assert_eq!(rec.status, DeliveryStatus::Failed);
+    assert_eq!(rec.error, Some(DeliveryError::WebhookDeleted));
+    drv.step();
+    assert_eq!(drv.d.stats().pending_deliveries, 0);
+}
+
+#[test]
+fn an_answer_for_a_disabled_webhook_not_yet_reached_by_its_ending_does_not_count() {
+    let config = DispatcherConfig {
+        endings_per_tick_max: 1,
+        ..DispatcherConfig::default()
+    };
+    let mut drv = one_webhook(config, spec(&["*"]));
+    for n in 0..5 {
+        drv.d
+            .accept_event(T0, &tenant("acme"), event(&format!("e{n}"), "a.b"))
+            .unwrap();
+    }
+    let sent = drv.step();
+    assert_eq!(sent.len(), 5);
+    let disabled = disabled_by_hand(&["*"], T0);
+    drv.d
+        .upsert_webhook(T0, tenant("acme"), wh("w1"), disabled)
+        .unwrap();
+    drain_records(&mut drv);
+    assert!(drv.d.endings_underway() > 0);
+    let last = sent.last().unwrap();
+    assert!(!drv.reply(last, status(200)), "the answer does not count");
+    let rec = drv.d.delivery(&tenant("acme"), last.delivery).unwrap();
+    assert_eq!(rec.status, DeliveryStatus::Failed);
+    assert_eq!(rec.error, Some(DeliveryError::WebhookDisabled));
+    assert_eq!(drv.d.counters().attempts_succeeded, 0);
+    // Replayed, the journal says the same.
+    drv.step();
+    let fresh = replayed_like(drv.d.config().clone(), &drv.records, &drv.d);
+    assert_same(&snapshot(&fresh), &snapshot(&drv.d));
 }

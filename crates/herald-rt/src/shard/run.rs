@@ -1179,10 +1179,15 @@ impl Shard {
         // about half of what the journal writes, and replay at most about twice the state.
         let grown = self.journal_bytes_appended - self.checkpoints.appended_at_last
             >= self.checkpoints.bytes_last;
-        let due = (self.records_since_checkpoint >= self.config.checkpoint_records && grown)
-            || (self.records_since_checkpoint > 0
-                && self.last_checkpoint.elapsed()
-                    >= Duration::from_millis(self.config.checkpoint_interval_ms));
+        // Not while a disabled or deleted webhook's backlog is being ended: its records
+        // would start a checkpoint of deliveries about to end (and keep a copy of each one
+        // the ending reaches before the checkpoint does); the count waits for the end.
+        let ending = self.session.dispatcher().endings_underway() > 0;
+        let due =
+            (self.records_since_checkpoint >= self.config.checkpoint_records && grown && !ending)
+                || (self.records_since_checkpoint > 0
+                    && self.last_checkpoint.elapsed()
+                        >= Duration::from_millis(self.config.checkpoint_interval_ms));
         if due {
             self.write_checkpoint(now, false);
         }
