@@ -134,6 +134,8 @@ pub struct EngineFigures {
     pub checkpoints_underway: u64,
     /// Deliveries those checkpoints keep a copy of (changed since they began).
     pub checkpoint_copies: u64,
+    /// Webhooks disabled or deleted whose pending deliveries are still being ended.
+    pub endings_underway: u64,
     /// The dispatchers' counters, merged.
     pub counters: herald::Counters,
 }
@@ -157,6 +159,7 @@ impl EngineFigures {
             checkpoints: 0,
             checkpoints_underway: 0,
             checkpoint_copies: 0,
+            endings_underway: 0,
             counters: herald::Counters::default(),
         };
         for shard in stats {
@@ -175,6 +178,7 @@ impl EngineFigures {
             figures.checkpoints += shard.checkpoints_written;
             figures.checkpoints_underway += u64::from(shard.checkpoint_underway);
             figures.checkpoint_copies += shard.checkpoint_copies;
+            figures.endings_underway += shard.endings_underway;
             figures.counters.merge(&shard.counters);
         }
         figures
@@ -455,6 +459,11 @@ impl Metrics {
             "Deliveries the checkpoints underway keep a copy of (changed since they began)",
             ConstGauge::new(gauge(engine.checkpoint_copies)),
         );
+        registry.register(
+            "webhook_endings_underway",
+            "Webhooks disabled or deleted whose pending deliveries are still being ended, a bounded number per shard turn (they count as pending until then)",
+            ConstGauge::new(gauge(engine.endings_underway)),
+        );
         if let Some(bytes) = process.resident_peak_bytes {
             registry.register_with_unit(
                 "process_resident_memory_peak",
@@ -531,6 +540,7 @@ mod tests {
         shard.checkpoints_written = 3;
         shard.checkpoint_underway = true;
         shard.checkpoint_copies = 11;
+        shard.endings_underway = 1;
         let figures = EngineFigures::from_stats(&[shard, shard]);
         let metrics = Metrics::default();
         metrics.observe_request("/v1/events", 202);
@@ -557,6 +567,7 @@ mod tests {
             "herald_checkpoints_total 6",
             "herald_checkpoints_underway 2",
             "herald_checkpoint_copies 22",
+            "herald_webhook_endings_underway 2",
             "herald_api_requests_total{route=\"/v1/events\",status=\"202\"} 1",
             "process_cpu_seconds_total 1.5",
             "process_resident_memory_bytes 4096",

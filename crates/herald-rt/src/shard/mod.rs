@@ -226,6 +226,9 @@ pub struct ShardStats {
     /// Time the latest checkpoint took to build, encode and append on the shard's thread,
     /// summed over the turns it was written in, microseconds.
     pub checkpoint_us_last: u64,
+    /// Webhooks disabled or deleted whose pending deliveries are still being ended, a
+    /// bounded number per turn ([`herald_core::Dispatcher::endings_underway`]).
+    pub endings_underway: u64,
     /// Journal frames replayed at start (a checkpoint's frames and the records after it).
     pub replayed_frames: u64,
     /// Journal bytes replayed at start.
@@ -246,6 +249,7 @@ impl Default for ShardStats {
             client: crate::ClientStats::default(),
             checkpoints_written: 0,
             checkpoint_underway: false,
+            endings_underway: 0,
             checkpoint_copies: 0,
             checkpoint_seq_last: 0,
             checkpoint_bytes_last: 0,

@@ -788,6 +788,7 @@ impl Shard {
                     client: self.client.stats(),
                     checkpoints_written: self.checkpoints.written,
                     checkpoint_underway: self.checkpoint.is_some(),
+                    endings_underway: self.session.dispatcher().endings_underway() as u64,
                     checkpoint_copies: self.session.dispatcher().checkpoint_copies() as u64,
                     checkpoint_seq_last: self.checkpoints.seq_last,
                     checkpoint_bytes_last: self.checkpoints.bytes_last,
