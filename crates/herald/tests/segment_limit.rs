@@ -210,3 +210,94 @@ fn a_shard_at_the_segment_limit_checkpoints_and_resumes_by_itself() {
         refused.len()
     );
 }
+
+/// A webhook with a backlog is disabled while another tenant fills the journal: its
+/// deliveries end one per tick, so the ending is still under way when the journal
+/// reaches its limit. The shard must checkpoint and go on taking events (a rebuilt
+/// dispatcher queues the rest of the ending instead of ending it all at once, which left
+/// records waiting that no checkpoint could follow), and again after a restart.
+#[test]
+fn a_journal_at_its_limit_takes_events_again_while_a_backlog_ends() {
+    let data = tempfile::tempdir().unwrap();
+    let start = |dir: &Path| {
+        Herald::builder()
+            .data_dir(dir)
+            .shards(1)
+            .allow_cidr("127.0.0.1/32")
+            .journal_segment_bytes(1024 * 1024)
+            .journal_segments_max(4)
+            .checkpoint_records(200)
+            .checkpoint_interval(Duration::from_secs(3600))
+            .dispatcher_config(herald::DispatcherConfig {
+                endings_per_tick_max: 1,
+                ..herald::DispatcherConfig::default()
+            })
+            .shutdown_grace(Duration::from_secs(2))
+            .start()
+            .expect("engine starts")
+    };
+    let herald = start(data.path());
+    let secret = herald_sign::generate_secret(&Scheme::Standard, &[7; 32]);
+    let backlog = TenantId::parse("backlog").unwrap();
+    let spec = |url: Url| {
+        WebhookSpec::new(
+            url,
+            vec![EventFilter::parse("order.*").unwrap()],
+            Scheme::Standard,
+            secret.clone(),
+        )
+    };
+    let down = herald
+        .create_webhook(&backlog, spec(support::closed_url()))
+        .unwrap();
+    for n in 0..2_000 {
+        herald.publish(&backlog, event(n)).unwrap();
+    }
+    let mut disabled = spec(support::closed_url());
+    disabled.status = herald::WebhookStatus::Disabled {
+        reason: herald::DisableReason::Manual,
+        at_ms: 0,
+    };
+    herald.update_webhook(&backlog, &down, disabled).unwrap();
+
+    // ~6 MiB of events into a journal of 4 MiB: it reaches its limit at least once.
+    let (receiver, tenant) = subscribed(&herald);
+    let big = |n: usize| {
+        herald::Event::parse(
+            "order.created",
+            &serde_json::json!({ "n": n, "pad": "x".repeat(30_000) }),
+        )
+        .unwrap()
+    };
+    let publish_all = |herald: &Herald, from: usize, count: usize| {
+        let deadline = std::time::Instant::now() + 2 * WAIT;
+        let (mut taken, mut refused, mut n) = (0, 0, from);
+        while taken < count && std::time::Instant::now() < deadline {
+            match herald.publish(&tenant, big(n)) {
+                Ok(_) => {
+                    taken += 1;
+                    n += 1;
+                }
+                Err(Error::Storage { .. }) => {
+                    refused += 1;
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+                Err(other) => panic!("publishing: {other}"),
+            }
+        }
+        (taken, refused)
+    };
+    let (taken, refused) = publish_all(&herald, 0, 200);
+    assert_eq!(
+        taken, 200,
+        "the shard stopped taking events ({refused} refused)"
+    );
+    herald.shutdown().unwrap();
+    drop(herald);
+    drop(receiver);
+
+    let herald = start(data.path());
+    let (taken, refused) = publish_all(&herald, 1_000, 20);
+    assert_eq!(taken, 20, "after a restart ({refused} refused)");
+    herald.shutdown().unwrap();
+}

@@ -236,6 +236,13 @@ impl Dispatcher {
     pub(super) fn make_due_or_end(&mut self, delivery: DeliveryId) {
         if !self.make_due(delivery) {
             let now = self.now_ms;
+            if let Some(d) = self.deliveries.get(&delivery) {
+                let (tenant, webhook) = (
+                    TenantId::clone(&d.event.tenant),
+                    WebhookId::clone(&d.webhook),
+                );
+                self.ending_met_one(&tenant, &webhook);
+            }
             self.end_delivery(
                 now,
                 delivery,

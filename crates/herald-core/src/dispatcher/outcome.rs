@@ -279,6 +279,12 @@ impl Dispatcher {
                     Some(_) => DeliveryError::WebhookDisabled,
                     None => DeliveryError::WebhookDeleted,
                 };
+                // The endpoint's slot is free again (its health shows no request that
+                // will never report).
+                if let Some(w) = webhook_state_mut(&mut self.tenants, &tenant, &webhook) {
+                    w.health.forget();
+                }
+                self.ending_met_one(&tenant, &webhook);
                 self.end_delivery(now, outcome.delivery, DeliveryStatus::Failed, Some(error));
                 return false;
             }

@@ -42,8 +42,13 @@ impl Dispatcher {
                 max: self.config.webhooks_per_tenant_max,
             });
         }
-        self.finish_endings_of(now, &tenant, &id);
         let active = spec.status.is_active();
+        // Made anew under the same id, or enabled again: the webhook must not take over
+        // the deliveries of the one that ended. A change that leaves it disabled lets
+        // the ending go on at its pace.
+        if active || !exists {
+            self.finish_endings_of(now, &tenant, &id);
+        }
         let append = self.emit(Record::WebhookUpserted(record::WebhookUpserted {
             at_ms: now,
             webhook: webhook_to_rec(&tenant, &id, &spec),
@@ -91,7 +96,6 @@ impl Dispatcher {
                 webhook: id.clone(),
             });
         }
-        self.finish_endings_of(now, tenant, id);
         let pending = webhook_state(&self.tenants, tenant, id).map_or(0, |w| w.pending);
         let append = self.emit(Record::WebhookDeleted(record::WebhookDeleted {
             at_ms: now,
@@ -233,6 +237,30 @@ impl Dispatcher {
         if pending == 0 {
             return;
         }
+        // Disabled, its ending under way, and now deleted (or disabled again): that
+        // ending already covers every pending delivery it has (a disabled webhook gets
+        // no new ones); they end for the latest reason.
+        if let Some(ending) = self
+            .endings
+            .iter_mut()
+            .find(|e| e.tenant == *tenant && e.webhook == *id)
+        {
+            ending.error = error;
+            return;
+        }
+        self.queue_ending(tenant, id, pending, error);
+        self.advance_endings(now);
+    }
+
+    /// Queues the end of `pending` deliveries of webhook `id` of `tenant`, without
+    /// ending any yet.
+    pub(super) fn queue_ending(
+        &mut self,
+        tenant: &TenantId,
+        id: &WebhookId,
+        pending: usize,
+        error: DeliveryError,
+    ) {
         self.endings.push_back(Ending {
             tenant: tenant.clone(),
             webhook: id.clone(),
@@ -241,7 +269,19 @@ impl Dispatcher {
             below: DeliveryId(self.next_delivery),
             remaining: pending,
         });
-        self.advance_endings(now);
+    }
+
+    /// A delivery of webhook `id` of `tenant` ended by another path than its ending (an
+    /// answer that arrived first, a timer of a deleted webhook's delivery): one fewer for
+    /// that ending to find, so that it stops as soon as none is left.
+    pub(super) fn ending_met_one(&mut self, tenant: &TenantId, id: &WebhookId) {
+        if let Some(ending) = self
+            .endings
+            .iter_mut()
+            .find(|e| e.tenant == *tenant && e.webhook == *id)
+        {
+            ending.remaining = ending.remaining.saturating_sub(1);
+        }
     }
 
     /// Ends pending deliveries of the queued [`Ending`]s, oldest first, looking at no
@@ -304,10 +344,10 @@ impl Dispatcher {
         looked
     }
 
-    /// Ends at once whatever is left of the ending of webhook `id` of `tenant`, before a
-    /// change to that webhook: one made anew under the same id, or enabled again, must
-    /// not take over the deliveries of the one that ended. Only that ending: the others
-    /// keep to the per-tick allowance.
+    /// Ends at once whatever is left of the ending of webhook `id` of `tenant`, before it
+    /// is made anew under the same id or enabled again: it must not take over the
+    /// deliveries of the one that ended. Only that ending: the others keep to the
+    /// per-tick allowance.
     pub(super) fn finish_endings_of(&mut self, now: u64, tenant: &TenantId, id: &WebhookId) {
         while let Some(at) = self
             .endings

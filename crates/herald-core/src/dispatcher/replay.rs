@@ -203,22 +203,23 @@ impl Dispatcher {
                 )
             })
             .collect();
+        // Deliveries of webhooks that are gone or disabled end as a live ending would end
+        // them, a bounded number per tick from the first one on: none is ended here, so
+        // recovery queues no records (a journal at its segment limit can then take the
+        // checkpoint that frees it) and a large backlog does not hold the start.
+        let mut orphans: BTreeMap<(TenantId, WebhookId), (usize, DeliveryError)> = BTreeMap::new();
         for (delivery, stage, tenant, webhook) in pending {
             let active =
                 webhook_state(&self.tenants, &tenant, &webhook).map(|w| w.spec.status.is_active());
             match active {
-                None => self.end_delivery(
-                    now,
-                    delivery,
-                    DeliveryStatus::Failed,
-                    Some(DeliveryError::WebhookDeleted),
-                ),
-                Some(false) => self.end_delivery(
-                    now,
-                    delivery,
-                    DeliveryStatus::Failed,
-                    Some(DeliveryError::WebhookDisabled),
-                ),
+                None | Some(false) => {
+                    let error = if active.is_none() {
+                        DeliveryError::WebhookDeleted
+                    } else {
+                        DeliveryError::WebhookDisabled
+                    };
+                    orphans.entry((tenant, webhook)).or_insert((0, error)).0 += 1;
+                }
                 Some(true) if stage == Stage::InFlight => {
                     if let Some(d) = self.deliveries.get_mut(&delivery) {
                         set_attempt(&mut self.fresh_pending, d, d.attempt.saturating_sub(1));
@@ -229,6 +230,9 @@ impl Dispatcher {
                 }
                 Some(true) => {}
             }
+        }
+        for ((tenant, webhook), (pending, error)) in orphans {
+            self.queue_ending(&tenant, &webhook, pending, error);
         }
         #[cfg(debug_assertions)]
         self.recount();

@@ -3570,6 +3570,18 @@ fn a_delivery_keeps_absent_values_apart_from_present_ones() {
     assert_eq!(d.due_ms(), None, "an ended delivery has no due time");
 }
 
+/// One webhook of tenant `acme` for every event, and `events` events accepted (not yet
+/// stepped).
+fn with_events(config: DispatcherConfig, events: usize) -> Driver {
+    let mut drv = one_webhook(config, spec(&["*"]));
+    for n in 0..events {
+        drv.d
+            .accept_event(T0, &tenant("acme"), event(&format!("e{n}"), "a.b"))
+            .unwrap();
+    }
+    drv
+}
+
 /// Polls every queued command; records are durable at once.
 fn drain_records(drv: &mut Driver) {
     while let Some(cmd) = drv.d.pop_command() {
@@ -3743,16 +3755,13 @@ fn ending_a_webhook_at_once_leaves_other_backlogs_to_the_per_tick_allowance() {
 
 #[test]
 fn an_answer_for_a_disabled_webhook_not_yet_reached_by_its_ending_does_not_count() {
-    let config = DispatcherConfig {
-        endings_per_tick_max: 1,
-        ..DispatcherConfig::default()
-    };
-    let mut drv = one_webhook(config, spec(&["*"]));
-    for n in 0..5 {
-        drv.d
-            .accept_event(T0, &tenant("acme"), event(&format!("e{n}"), "a.b"))
-            .unwrap();
-    }
+    let mut drv = with_events(
+        DispatcherConfig {
+            endings_per_tick_max: 1,
+            ..DispatcherConfig::default()
+        },
+        5,
+    );
     let sent = drv.step();
     assert_eq!(sent.len(), 5);
     let disabled = disabled_by_hand(&["*"], T0);
@@ -3771,4 +3780,86 @@ fn an_answer_for_a_disabled_webhook_not_yet_reached_by_its_ending_does_not_count
     drv.step();
     let fresh = replayed_like(drv.d.config().clone(), &drv.records, &drv.d);
     assert_same(&snapshot(&fresh), &snapshot(&drv.d));
+}
+
+#[test]
+fn a_change_that_leaves_a_webhook_disabled_lets_its_ending_go_on_and_a_deletion_renames_why() {
+    let mut drv = with_events(
+        DispatcherConfig {
+            endings_per_tick_max: 1,
+            ..DispatcherConfig::default()
+        },
+        6,
+    );
+    drv.step();
+    drv.d
+        .upsert_webhook(T0, tenant("acme"), wh("w1"), disabled_by_hand(&["*"], T0))
+        .unwrap();
+    drain_records(&mut drv);
+    let pending = drv.d.stats().pending_deliveries;
+    assert!(pending > 1, "{pending}");
+    // Changed while disabled (here: the same spec again): no rush, no second ending.
+    drv.d
+        .upsert_webhook(T0, tenant("acme"), wh("w1"), disabled_by_hand(&["a.*"], T0))
+        .unwrap();
+    drain_records(&mut drv);
+    assert_eq!(drv.d.endings_underway(), 1);
+    assert_eq!(drv.d.stats().pending_deliveries, pending);
+    // Deleted: the same ending goes on, for the new reason.
+    drv.d
+        .delete_webhook(T0, &tenant("acme"), &wh("w1"))
+        .unwrap();
+    drain_records(&mut drv);
+    assert_eq!(drv.d.endings_underway(), 1);
+    drv.step();
+    assert_eq!(drv.d.stats().pending_deliveries, 0);
+    let reasons: Vec<Option<String>> = drv
+        .records
+        .iter()
+        .filter_map(|r| match r {
+            Record::DeliveryFinished(f) => Some(f.reason.clone()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(reasons.len(), 6);
+    assert_eq!(
+        reasons.last().unwrap().as_deref(),
+        Some(DeliveryError::WebhookDeleted.name().as_str())
+    );
+    assert_eq!(
+        reasons.first().unwrap().as_deref(),
+        Some(DeliveryError::WebhookDisabled.name().as_str())
+    );
+}
+
+#[test]
+fn recovery_queues_the_endings_it_finds_without_writing_records() {
+    let config = DispatcherConfig {
+        endings_per_tick_max: 1,
+        ..DispatcherConfig::default()
+    };
+    let mut drv = with_events(
+        DispatcherConfig {
+            endings_per_tick_max: 1,
+            ..DispatcherConfig::default()
+        },
+        4,
+    );
+    drv.step();
+    // The journal holds the disabling, none of the endings (a stop right after it).
+    let cut = drv.records.len() + 1;
+    drv.d
+        .upsert_webhook(T0, tenant("acme"), wh("w1"), disabled_by_hand(&["*"], T0))
+        .unwrap();
+    drain_records(&mut drv);
+    let mut fresh = Driver::new(config);
+    for record in &drv.records[..cut] {
+        fresh.d.replay(record).unwrap();
+    }
+    fresh.d.replay_finished(T0);
+    assert!(fresh.d.pop_command().is_none(), "recovery writes nothing");
+    assert_eq!(fresh.d.endings_underway(), 1);
+    assert_eq!(fresh.d.stats().pending_deliveries, 4);
+    fresh.step();
+    assert_eq!(fresh.d.stats().pending_deliveries, 0);
 }

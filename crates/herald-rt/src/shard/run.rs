@@ -1182,8 +1182,11 @@ impl Shard {
             >= self.checkpoints.bytes_last;
         // Not while a disabled or deleted webhook's backlog is being ended: its records
         // would start a checkpoint of deliveries about to end (and keep a copy of each one
-        // the ending reaches before the checkpoint does); the count waits for the end.
-        let ending = self.session.dispatcher().endings_underway() > 0;
+        // the ending reaches before the checkpoint does); the count waits for the end,
+        // unless the journal holds half the segments it may: then a checkpoint is what
+        // keeps it from its limit.
+        let ending = self.session.dispatcher().endings_underway() > 0
+            && self.journal.segment_count() * 2 < self.journal.config().segments_max;
         let due =
             (self.records_since_checkpoint >= self.config.checkpoint_records && grown && !ending)
                 || (self.records_since_checkpoint > 0
