@@ -80,7 +80,11 @@ enum Grant<C> {
 
 struct Idle<C> {
     conn: C,
+    /// When it joined the idle list, which is kept in that order (idle timeout).
     since: Instant,
+    /// When the request before it released it (its idle time, for the liveness check):
+    /// `since`, or earlier for one handed to a waiter that gave up before running.
+    released: Instant,
 }
 
 struct WaiterSlot<C> {
@@ -178,12 +182,11 @@ impl<C> Pool<C> {
             // Most recently used first: it is the least likely to have been closed by
             // the peer, and the oldest ones age out.
             if let Some(idle) = origin.idle.pop_back() {
-                let idle_for = now.saturating_duration_since(idle.since);
-                if idle_for < self.idle_timeout() {
+                if now.saturating_duration_since(idle.since) < self.idle_timeout() {
                     return Ok(Checkout {
                         lease: self.lease(key),
                         conn: Some(idle.conn),
-                        idle_for,
+                        idle_for: now.saturating_duration_since(idle.released),
                     });
                 }
                 // Too old, and so is everything older.
@@ -262,16 +265,22 @@ impl<C> Pool<C> {
     }
 
     /// A slot's connection is reusable: hand it to a waiter or keep it idle.
-    fn put_back(&self, key: &OriginKey, conn: C, now: Instant) {
+    /// `released`: when the request before released it (`now` but for a connection a
+    /// waiter gave up).
+    fn put_back(&self, key: &OriginKey, conn: C, now: Instant, released: Instant) {
         let mut origins = self.origins.borrow_mut();
         let Some(origin) = origins.get_mut(key) else {
             debug_assert!(false, "a lease outlived its origin");
             return;
         };
         if let Some(waiter) = origin.waiters.pop_front() {
-            grant(&waiter, Grant::Reuse(conn, now));
+            grant(&waiter, Grant::Reuse(conn, released));
         } else {
-            origin.idle.push_back(Idle { conn, since: now });
+            origin.idle.push_back(Idle {
+                conn,
+                since: now,
+                released,
+            });
         }
     }
 
@@ -382,7 +391,7 @@ impl<C> Lease<C> {
     /// The request finished and the connection may carry another one.
     pub(crate) fn release(mut self, conn: C, now: Instant) {
         self.done = true;
-        self.pool.put_back(&self.key, conn, now);
+        self.pool.put_back(&self.key, conn, now, now);
     }
 }
 
@@ -426,9 +435,12 @@ impl<C> Drop for Wait<C> {
         // to us in the meantime so the slot is not lost.
         let granted = self.slot.grant.borrow_mut().take();
         match granted {
-            // Put back as idle from now: the idle list is kept in release order. Granted
-            // at its release, it was idle only while this waiter had yet to run.
-            Some(Grant::Reuse(conn, _)) => self.pool.put_back(&self.key, conn, Instant::now()),
+            // Back in the idle list from now (it is kept in that order), idle since its
+            // release.
+            Some(Grant::Reuse(conn, released)) => {
+                self.pool
+                    .put_back(&self.key, conn, Instant::now(), released)
+            }
             Some(Grant::Open) => self.pool.free_slot(&self.key),
             None => {
                 let mut origins = self.pool.origins.borrow_mut();
@@ -551,6 +563,30 @@ mod tests {
             drop(got2.lease);
             assert_eq!(pool.open_count(&k), 0);
             assert_eq!(pool.origin_count(), 0);
+        });
+    }
+
+    #[test]
+    fn a_connection_counts_as_idle_from_its_release_even_through_a_waiter_that_gave_up() {
+        let pool = pool(1, 4, 60_000);
+        let k = key("a");
+        let released = Instant::now() - Duration::from_millis(50);
+        future::block_on(async {
+            let first = pool.checkout(&k, released).await.unwrap();
+            let mut waiter = Box::pin(pool.checkout(&k, released));
+            assert!(future::poll_once(&mut waiter).await.is_none());
+            // Handed to the waiter at its release, 50 ms ago; the waiter gives up
+            // without running.
+            first.lease.release(3, released);
+            drop(waiter);
+            assert_eq!(pool.idle_count(&k), 1);
+            let again = pool.checkout(&k, Instant::now()).await.unwrap();
+            assert_eq!(again.conn, Some(3));
+            assert!(
+                again.idle_for >= Duration::from_millis(50),
+                "idle since its release, not since the waiter gave up: {:?}",
+                again.idle_for
+            );
         });
     }
 
