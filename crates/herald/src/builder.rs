@@ -196,7 +196,11 @@ impl Builder {
     /// error while the journal is at the limit and its latest checkpoint frees
     /// nothing; the shard writes a checkpoint then and takes changes again once the
     /// state fits. A checkpoint written at the limit may use up to as many segments
-    /// again, until it is complete and the older segments go.
+    /// again, until it is complete and the older segments go. When that checkpoint itself
+    /// leaves no room (the state, pending deliveries above all, fills the limit), nothing
+    /// the shard can do frees any: changes are refused with an error that says so and
+    /// names this setting and [`Builder::journal_segment_bytes`], until the engine is
+    /// started again with a higher limit.
     pub fn journal_segments_max(mut self, segments: usize) -> Builder {
         self.journal_segments_max = Some(segments);
         self

@@ -250,7 +250,11 @@ fn a_journal_at_its_limit_takes_events_again_while_a_backlog_ends() {
     let down = herald
         .create_webhook(&backlog, spec(support::closed_url()))
         .unwrap();
-    for n in 0..2_000 {
+    // A thousand pending deliveries make a checkpoint of ~1.7 MB, under half of the
+    // journal's 4 MiB: room is left after a checkpoint at the limit. (Twice as many
+    // filled ~85 % of it, and a checkpoint starting part way into a segment then left
+    // none in some runs: `a_state_that_fills_the_limit_is_refused_with_the_settings_to_raise`.)
+    for n in 0..1_000 {
         herald.publish(&backlog, event(n)).unwrap();
     }
     let mut disabled = spec(support::closed_url());
@@ -299,5 +303,62 @@ fn a_journal_at_its_limit_takes_events_again_while_a_backlog_ends() {
     let herald = start(data.path());
     let (taken, refused) = publish_all(&herald, 1_000, 20);
     assert_eq!(taken, 20, "after a restart ({refused} refused)");
+    herald.shutdown().unwrap();
+}
+
+/// Events for a receiver that is down stay pending, so the state they make grows with
+/// the journal: at the limit the shard's checkpoint of it leaves no room, and nothing
+/// the shard can do frees any. Refusals then say so and name the settings to raise,
+/// rather than promise that writes resume; a restart with a higher limit takes events
+/// again, with every acknowledged one still pending.
+#[test]
+fn a_state_that_fills_the_limit_is_refused_with_the_settings_to_raise() {
+    let data = tempfile::tempdir().unwrap();
+    let herald = engine(data.path());
+    let tenant = TenantId::parse("down").unwrap();
+    let secret = herald_sign::generate_secret(&Scheme::Standard, &[7; 32]);
+    let spec = WebhookSpec::new(
+        support::closed_url(),
+        vec![EventFilter::parse("order.*").unwrap()],
+        Scheme::Standard,
+        secret,
+    );
+    herald.create_webhook(&tenant, spec).unwrap();
+    let (mut acknowledged, mut tried) = (0, 0);
+    let deadline = std::time::Instant::now() + 2 * WAIT;
+    let advice = loop {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no refusal named the limit's settings ({acknowledged} acknowledged)"
+        );
+        assert!(tried < PUBLISHES_MAX, "the journal never filled");
+        tried += 1;
+        match herald.publish(&tenant, event(tried)) {
+            Ok(_) => acknowledged += 1,
+            Err(error @ Error::Storage { .. }) => {
+                let text = error.to_string();
+                if text.contains("journal_segments_max") {
+                    break text;
+                }
+                // Refused while the shard's probes (their delays double) checkpoint.
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            Err(other) => panic!("publishing: {other}"),
+        }
+    };
+    assert!(advice.contains("journal_segment_bytes"), "{advice}");
+    assert!(acknowledged > 0);
+    herald.shutdown().unwrap();
+    drop(herald);
+
+    let herald = engine_with(data.path(), 64, u64::MAX, Duration::from_secs(3600));
+    herald.publish(&tenant, event(tried + 1)).unwrap();
+    let pending: usize = herald
+        .stats()
+        .unwrap()
+        .iter()
+        .map(|s| s.dispatcher.pending_deliveries)
+        .sum();
+    assert_eq!(pending, acknowledged + 1);
     herald.shutdown().unwrap();
 }

@@ -175,10 +175,19 @@ struct Blocked {
     payload_bytes: u64,
     next_probe: Instant,
     delay: Duration,
+    /// A checkpoint at the segment limit left no room (logged once).
+    state_fills_the_limit: bool,
 }
 
 /// What a blocked shard's refusals add to the journal's error.
 const REFUSED_UNTIL_WRITABLE: &str = "; changes are refused until the journal can write again";
+
+/// What they add when a checkpoint of the state, written at the segment limit, left no
+/// room: nothing the shard can do frees any (ending deliveries would take records too).
+const STATE_FILLS_THE_LIMIT: &str = "; the shard's state, in a checkpoint written at the \
+     limit, leaves no room under it: changes are refused until the engine is started \
+     again with more segments (journal_segments_max) or larger ones \
+     (journal_segment_bytes)";
 
 /// Why [`Shard::append`] could not journal a record.
 enum AppendFailure {
@@ -967,6 +976,7 @@ impl Shard {
             payload_bytes,
             next_probe: Instant::now() + STORAGE_PROBE_DELAY_MIN,
             delay: STORAGE_PROBE_DELAY_MIN,
+            state_fills_the_limit: false,
         });
     }
 
@@ -1005,7 +1015,25 @@ impl Shard {
                 blocked.delay = (blocked.delay * 2).min(STORAGE_PROBE_DELAY_MAX);
                 blocked.next_probe = Instant::now() + blocked.delay;
                 tracing::debug!(shard = self.index, %error, delay_ms = blocked.delay.as_millis() as u64, "the journal still cannot write");
-                blocked.error = StorageError::of(error).then(REFUSED_UNTIL_WRITABLE);
+                let state_fills_the_limit = self.records_since_checkpoint == 0
+                    && matches!(
+                        error,
+                        herald_journal::JournalError::SegmentsExhausted { .. }
+                    );
+                if state_fills_the_limit && !blocked.state_fills_the_limit {
+                    tracing::error!(
+                        shard = self.index,
+                        segments_max = self.journal.config().segments_max,
+                        segment_bytes = self.journal.config().segment_bytes,
+                        "the shard's state fills the journal's segment limit; raise it and restart"
+                    );
+                }
+                blocked.state_fills_the_limit = state_fills_the_limit;
+                blocked.error = StorageError::of(error).then(if state_fills_the_limit {
+                    STATE_FILLS_THE_LIMIT
+                } else {
+                    REFUSED_UNTIL_WRITABLE
+                });
             }
         }
     }
