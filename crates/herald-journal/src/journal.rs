@@ -1293,8 +1293,7 @@ impl Journal {
     }
 
     /// Registers `f`, called from the sync thread with the new durable
-    /// sequence number each time it advances (and after every sync once
-    /// [`Journal::set_sync_starting_notify`] is set). It runs with no journal lock
+    /// sequence number each time it advances. It runs with no journal lock
     /// held, but it delays the next sync while it runs: keep it short (wake a
     /// task, do not do the work in it).
     pub fn set_durable_notify(&mut self, f: Box<dyn Fn(u64) + Send + Sync>) {
@@ -1304,18 +1303,6 @@ impl Journal {
     /// Removes the durable notify callback.
     pub fn clear_durable_notify(&mut self) {
         self.shared.set_notify(None);
-    }
-
-    /// Registers `f`, called from the sync thread right before each sync starts. Every
-    /// call is followed, once that sync ends, by a call of the durable callback
-    /// ([`Journal::set_durable_notify`]): with the new durable sequence number, or with
-    /// the unchanged one when the sync failed. Records appended after `f` ran are not
-    /// in that sync, so an appender may leave work that only matters once durable
-    /// until the durable callback (the shard does, for requests answered once their
-    /// records are durable, instead of being woken for each). The same rules as for
-    /// the durable callback apply: no journal lock held, keep it short.
-    pub fn set_sync_starting_notify(&mut self, f: Box<dyn Fn() + Send + Sync>) {
-        self.shared.set_starting(Some(Arc::from(f)));
     }
 
     /// Syncs everything appended so far now and waits for it; returns the

@@ -25,9 +25,6 @@ use crate::error::JournalError;
 /// Callback told the new durable sequence number.
 pub(crate) type Notify = Arc<dyn Fn(u64) + Send + Sync>;
 
-/// Callback told that a sync is about to start.
-pub(crate) type Starting = Arc<dyn Fn() + Send + Sync>;
-
 /// Samples kept for [`SyncStats`]: bounded so a long run does not grow memory.
 pub(crate) const SYNC_SAMPLES_MAX: usize = 1 << 16;
 
@@ -66,7 +63,6 @@ pub(crate) struct Shared {
     durable_lock: Mutex<()>,
     durable_changed: Condvar,
     notify: Mutex<Option<Notify>>,
-    starting: Mutex<Option<Starting>>,
     group_records_max: u64,
     group_delay: Duration,
 }
@@ -106,7 +102,6 @@ impl Shared {
             durable_lock: Mutex::new(()),
             durable_changed: Condvar::new(),
             notify: Mutex::new(None),
-            starting: Mutex::new(None),
             group_records_max,
             group_delay,
         }
@@ -168,18 +163,6 @@ impl Shared {
 
     pub(crate) fn set_notify(&self, f: Option<Notify>) {
         *lock(&self.notify) = f;
-    }
-
-    pub(crate) fn set_starting(&self, f: Option<Starting>) {
-        *lock(&self.starting) = f;
-    }
-
-    /// Runs the durable callback, if any, with no lock held.
-    fn tell_durable(&self, seq: u64) {
-        let notify = lock(&self.notify).clone();
-        if let Some(f) = notify {
-            f(seq);
-        }
     }
 
     /// Blocks until `seq` is durable, the journal failed, or `timeout` passed
@@ -281,20 +264,12 @@ impl Shared {
                         st.requested = false;
                     }
                     self.idle.store(true, Ordering::SeqCst);
-                    let idle_since = Instant::now();
                     if self.written_seq.load(Ordering::SeqCst) == durable {
                         st = self.wake.wait(st).unwrap_or_else(PoisonError::into_inner);
                     }
                     self.idle.store(false, Ordering::SeqCst);
-                    // Records that arrive after a pause of a whole window start a new
-                    // one. Those that arrive sooner belong to the load that kept the
-                    // thread busy, and keep the window the last sync opened: an
-                    // appender that leaves records until a sync ends (see the
-                    // `starting` callback) gets them synced no later than had it
-                    // written them during that sync.
-                    if idle_since.elapsed() >= self.group_delay {
-                        batch_start = Instant::now();
-                    }
+                    // Records that arrive while idle start a new batch window.
+                    batch_start = Instant::now();
                     continue;
                 }
                 if st.requested || st.shutdown || pending >= self.group_records_max {
@@ -320,10 +295,6 @@ impl Shared {
             st.requested = false;
             drop(st);
 
-            let starting = lock(&self.starting).clone();
-            if let Some(f) = &starting {
-                f();
-            }
             let started = Instant::now();
             batch_start = started;
             let mut result = Ok(());
@@ -355,12 +326,8 @@ impl Shared {
                 st.failed = Some(e);
                 self.failed.store(true, Ordering::Release);
                 drop(st);
-                {
-                    let _g = lock(&self.durable_lock);
-                    self.durable_changed.notify_all();
-                }
-                // Whoever was told a sync is starting hears that it ended.
-                self.tell_durable(self.durable_seq.load(Ordering::Acquire));
+                let _g = lock(&self.durable_lock);
+                self.durable_changed.notify_all();
                 return;
             }
             {
@@ -384,8 +351,12 @@ impl Shared {
                 let _g = lock(&self.durable_lock);
                 self.durable_changed.notify_all();
             }
-            if previous < target || starting.is_some() {
-                self.tell_durable(target);
+            // Cloned out so the callback runs with no journal lock held.
+            let notify = lock(&self.notify).clone();
+            if let Some(f) = notify {
+                if previous < target {
+                    f(target);
+                }
             }
         }
     }

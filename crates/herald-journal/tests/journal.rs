@@ -823,56 +823,6 @@ fn handles_cross_threads() {
 }
 
 #[test]
-fn every_sync_that_starts_is_followed_by_a_durable_notify() {
-    let dir = tempfile::tempdir().unwrap();
-    let (mut journal, _) = Journal::open(config(dir.path())).unwrap();
-    let started = Arc::new(AtomicU64::new(0));
-    let ended = Arc::new(AtomicU64::new(0));
-    let overlapped = Arc::new(AtomicU64::new(0));
-    {
-        let (started, ended, overlapped) = (started.clone(), ended.clone(), overlapped.clone());
-        journal.set_sync_starting_notify(Box::new(move || {
-            // The one before has ended.
-            if started.load(Ordering::SeqCst) != ended.load(Ordering::SeqCst) {
-                overlapped.fetch_add(1, Ordering::SeqCst);
-            }
-            started.fetch_add(1, Ordering::SeqCst);
-        }));
-    }
-    {
-        let ended = ended.clone();
-        journal.set_durable_notify(Box::new(move |_| {
-            ended.fetch_add(1, Ordering::SeqCst);
-        }));
-    }
-    let handle = journal.durable_handle();
-    for round in 0..20u64 {
-        let mut last = 0;
-        for i in 0..5 {
-            last = journal.append(1, 1, &payload(round * 5 + i, 40)).unwrap();
-        }
-        if round % 2 == 0 {
-            assert_eq!(journal.sync().unwrap(), last);
-        } else {
-            // Left to the group delay.
-            journal.commit().unwrap();
-            handle.wait_durable(last, Duration::from_secs(10)).unwrap();
-        }
-    }
-    // The durable notify of the last sync runs after durable_seq is published.
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    while ended.load(Ordering::SeqCst) < started.load(Ordering::SeqCst)
-        && std::time::Instant::now() < deadline
-    {
-        std::thread::sleep(Duration::from_millis(1));
-    }
-    let (started, ended) = (started.load(Ordering::SeqCst), ended.load(Ordering::SeqCst));
-    assert!(started >= 20, "{started} syncs for 20 rounds");
-    assert_eq!(started, ended);
-    assert_eq!(overlapped.load(Ordering::SeqCst), 0);
-}
-
-#[test]
 fn the_durable_notify_runs_without_journal_locks_held() {
     let dir = tempfile::tempdir().unwrap();
     let (mut journal, _) = Journal::open(config(dir.path())).unwrap();

@@ -67,17 +67,6 @@ impl SpaceWaiters {
     }
 }
 
-/// What a queued item tells about how soon the shard must see it.
-pub(crate) trait Handover {
-    /// Whether the item is answered only once records it makes are durable. Such an
-    /// item cannot join a journal sync under way, so while one is the shard is not
-    /// woken for it: it takes the item when that sync ends
-    /// ([`Wake::notify_or_rely_on_promise`]).
-    fn waits_for_the_journal(&self) -> bool {
-        false
-    }
-}
-
 /// The foreign-thread end of one shard's queue. Cheap to clone.
 pub(crate) struct IntakeSender<T> {
     tx: Sender<T>,
@@ -115,13 +104,12 @@ impl<T> Clone for IntakeSender<T> {
     }
 }
 
-impl<T: Handover> IntakeSender<T> {
+impl<T> IntakeSender<T> {
     /// Hands `item` over if there is room right now.
     pub(crate) fn try_send(&self, item: T) -> Result<(), SendError<T>> {
-        let lazy = item.waits_for_the_journal();
         match self.tx.try_send(item) {
             Ok(()) => {
-                self.notify(lazy);
+                self.wake.notify();
                 Ok(())
             }
             Err(TrySendError::Full(item)) => Err(SendError::Full(item)),
@@ -131,10 +119,9 @@ impl<T: Handover> IntakeSender<T> {
 
     /// Hands `item` over, parking the calling thread while the queue is full.
     pub(crate) fn send_blocking(&self, item: T) -> Result<(), SendError<T>> {
-        let lazy = item.waits_for_the_journal();
         match self.tx.send(item) {
             Ok(()) => {
-                self.notify(lazy);
+                self.wake.notify();
                 Ok(())
             }
             Err(error) => Err(SendError::Closed(error.into_inner())),
@@ -153,14 +140,6 @@ impl<T: Handover> IntakeSender<T> {
     pub(crate) fn wake(&self) {
         self.wake.notify();
     }
-
-    fn notify(&self, lazy: bool) {
-        if lazy {
-            self.wake.notify_or_rely_on_promise();
-        } else {
-            self.wake.notify();
-        }
-    }
 }
 
 /// Future returned by [`IntakeSender::send_async`].
@@ -171,7 +150,7 @@ pub(crate) struct SendAsync<'a, T> {
 
 impl<T> Unpin for SendAsync<'_, T> {}
 
-impl<T: Handover> Future for SendAsync<'_, T> {
+impl<T> Future for SendAsync<'_, T> {
     type Output = Result<(), SendError<T>>;
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
@@ -243,9 +222,6 @@ mod tests {
     use super::super::wake::wake_pair;
     use super::*;
     use std::time::Duration;
-
-    impl Handover for u32 {}
-    impl Handover for &str {}
 
     #[test]
     fn full_queue_gives_the_item_back() {

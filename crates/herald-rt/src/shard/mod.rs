@@ -442,32 +442,3 @@ pub enum Request {
         reply: Reply<ShardStats>,
     },
 }
-
-impl Request {
-    /// Whether a request changes state (so needs the journal), as opposed to a query.
-    pub(crate) fn changes_state(&self) -> bool {
-        match self {
-            Request::UpsertWebhook { .. }
-            | Request::DeleteWebhook { .. }
-            | Request::Publish { .. }
-            | Request::PublishBatch { .. }
-            | Request::RetryDelivery { .. }
-            | Request::ResendFailed { .. }
-            | Request::SendTestEvent { .. }
-            | Request::SendTestEventWith { .. } => true,
-            Request::GetWebhook { .. }
-            | Request::ListWebhooks { .. }
-            | Request::Deliveries { .. }
-            | Request::Delivery { .. }
-            | Request::CheckUrl { .. }
-            | Request::Stats { .. } => false,
-        }
-    }
-}
-
-impl intake::Handover for Request {
-    /// Every change is answered once its records are durable.
-    fn waits_for_the_journal(&self) -> bool {
-        self.changes_state()
-    }
-}

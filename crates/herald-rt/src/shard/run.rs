@@ -334,12 +334,8 @@ pub(crate) async fn run_shard(setup: ShardSetup) -> ShardExit {
     );
 
     let shard_wake = wake.wake().clone();
-    // A sync under way promises a wake-up when it ends: requests answered once durable
-    // wait for it instead of waking the shard each (see `wake`).
-    let promiser = shard_wake.clone();
-    journal.set_sync_starting_notify(Box::new(move || promiser.promise()));
     let notifier = shard_wake.clone();
-    journal.set_durable_notify(Box::new(move |_| notifier.end_promise()));
+    journal.set_durable_notify(Box::new(move |_| notifier.notify()));
     let stream = match wake.into_glommio() {
         Ok(stream) => stream,
         Err(error) => {
@@ -616,7 +612,7 @@ impl Shard {
             return;
         }
         if let Some(blocked) = &self.blocked {
-            if request.changes_state() {
+            if changes_state(&request) {
                 refuse(request, Failure::Storage(blocked.error.clone()));
                 return;
             }
@@ -1472,6 +1468,26 @@ impl Shard {
             }
         }
         ShardExit::Clean
+    }
+}
+
+/// Whether a request changes state (so needs the journal), as opposed to a query.
+fn changes_state(request: &Request) -> bool {
+    match request {
+        Request::UpsertWebhook { .. }
+        | Request::DeleteWebhook { .. }
+        | Request::Publish { .. }
+        | Request::PublishBatch { .. }
+        | Request::RetryDelivery { .. }
+        | Request::ResendFailed { .. }
+        | Request::SendTestEvent { .. }
+        | Request::SendTestEventWith { .. } => true,
+        Request::GetWebhook { .. }
+        | Request::ListWebhooks { .. }
+        | Request::Deliveries { .. }
+        | Request::Delivery { .. }
+        | Request::CheckUrl { .. }
+        | Request::Stats { .. } => false,
     }
 }
 

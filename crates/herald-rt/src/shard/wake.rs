@@ -7,38 +7,25 @@
 //! the shard announced it is going to sleep pays for the syscall; while the shard is
 //! awake, notifying is a single atomic swap.
 //!
-//! Protocol (the shard is the only one to clear `NOTIFIED`):
-//! * shard, before parking: set `SLEEPING` by compare-and-swap, unless `NOTIFIED` is
-//!   set: then there is fresh work and the shard must not park.
-//! * shard, after waking for any reason: clear `SLEEPING` and `NOTIFIED`, then look at
-//!   every input.
-//! * notifier, after publishing its work: clear `SLEEPING` and set `NOTIFIED`; if
-//!   `SLEEPING` was set, write a byte.
+//! Protocol (the shard is the only one to move the flag away from `NOTIFIED`):
+//! * shard, before parking: `AWAKE → SLEEPING` by compare-and-swap; if that fails the
+//!   flag was `NOTIFIED`, so there is fresh work and the shard must not park.
+//! * shard, after waking for any reason: swap to `AWAKE`, then look at every input.
+//! * notifier, after publishing its work: swap to `NOTIFIED`; if the previous value
+//!   was `SLEEPING`, write a byte.
 //!
 //! A byte written while the shard already woke on a timer stays in the socket and
 //! causes one harmless spurious wake-up later; no wake-up is ever lost because the
 //! shard re-checks all inputs after every wake-up.
-//!
-//! Promised wake-ups. The journal's sync thread sets `PROMISED` right before a sync
-//! starts ([`Wake::promise`]) and notifies when it ends, which clears it. Work that
-//! is answered only once its records are durable cannot join a sync under way, so its
-//! notifier ([`Wake::notify_or_rely_on_promise`]) writes no byte while a wake-up is
-//! promised: the shard takes that work when the sync ends, in time for the next one,
-//! and is woken once per sync instead of once per request. All of it is one atomic
-//! value, so a notifier that saw the promise made its change before the sync thread
-//! clears the promise, and the shard looks at its work after that.
 
 use std::io::{self, Write};
 use std::os::unix::net::UnixStream as StdUnixStream;
 use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::Arc;
 
-/// The shard is parked, or about to be: a notifier must write a byte.
+const AWAKE: u8 = 0;
 const SLEEPING: u8 = 1;
-/// Work arrived since the shard last looked: it must not park.
 const NOTIFIED: u8 = 2;
-/// The sync thread will notify once the sync it is starting ends.
-const PROMISED: u8 = 4;
 
 /// The foreign-thread side: cheap to share, safe to call from any thread.
 pub(crate) struct Wake {
@@ -59,7 +46,7 @@ pub(crate) fn wake_pair() -> io::Result<(Arc<Wake>, WakeReceiver)> {
     // never block on it.
     writer.set_nonblocking(true)?;
     let wake = Arc::new(Wake {
-        state: AtomicU8::new(0),
+        state: AtomicU8::new(AWAKE),
         writer,
     });
     Ok((wake.clone(), WakeReceiver { wake, reader }))
@@ -68,74 +55,24 @@ pub(crate) fn wake_pair() -> io::Result<(Arc<Wake>, WakeReceiver)> {
 impl Wake {
     /// Tells the shard there is new work. Call after the work is visible to it.
     pub(crate) fn notify(&self) {
-        self.notify_clearing(0);
-    }
-
-    /// Like [`notify`](Self::notify), for work whose answer waits for the journal:
-    /// while a wake-up is promised it only marks the work as handed over (see the
-    /// module's comment) and leaves waking the shard to the sync thread.
-    pub(crate) fn notify_or_rely_on_promise(&self) {
-        let previous = self.update(|state| {
-            if state & PROMISED != 0 {
-                // An unchanged value, but written: the sync thread's notification
-                // comes after it, and with it this caller's work.
-                state
-            } else {
-                (state & !SLEEPING) | NOTIFIED
-            }
-        });
-        if previous & PROMISED == 0 && previous & SLEEPING != 0 {
-            self.write_byte();
+        if self.state.swap(NOTIFIED, Ordering::AcqRel) == SLEEPING {
+            // WouldBlock: the buffer is full of unread wake-ups, the shard will run.
+            // Other errors: the shard end is gone, so there is nobody to wake.
+            let _ = (&self.writer).write(&[1]);
         }
-    }
-
-    /// Sync thread side: a sync starts, and [`end_promise`](Self::end_promise) follows
-    /// when it ends.
-    pub(crate) fn promise(&self) {
-        self.state.fetch_or(PROMISED, Ordering::AcqRel);
-    }
-
-    /// Sync thread side: the sync ended; notifies the shard.
-    pub(crate) fn end_promise(&self) {
-        self.notify_clearing(PROMISED);
-    }
-
-    fn notify_clearing(&self, also: u8) {
-        let previous = self.update(|state| (state & !(SLEEPING | also)) | NOTIFIED);
-        if previous & SLEEPING != 0 {
-            self.write_byte();
-        }
-    }
-
-    fn update(&self, f: impl Fn(u8) -> u8) -> u8 {
-        match self
-            .state
-            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |state| Some(f(state)))
-        {
-            Ok(previous) | Err(previous) => previous,
-        }
-    }
-
-    fn write_byte(&self) {
-        // WouldBlock: the buffer is full of unread wake-ups, the shard will run.
-        // Other errors: the shard end is gone, so there is nobody to wake.
-        let _ = (&self.writer).write(&[1]);
     }
 
     /// Shard side: about to park. Returns `false` if a notification arrived since the
     /// last [`awake`](Self::awake), in which case the shard must not park.
     pub(crate) fn prepare_sleep(&self) -> bool {
         self.state
-            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |state| {
-                (state & NOTIFIED == 0).then_some(state | SLEEPING)
-            })
+            .compare_exchange(AWAKE, SLEEPING, Ordering::AcqRel, Ordering::Acquire)
             .is_ok()
     }
 
     /// Shard side: awake again; every input must be looked at after this.
     pub(crate) fn awake(&self) {
-        self.state
-            .fetch_and(!(SLEEPING | NOTIFIED), Ordering::AcqRel);
+        self.state.store(AWAKE, Ordering::Release);
     }
 }
 
@@ -217,137 +154,6 @@ mod tests {
         receiver.reader.set_nonblocking(true).unwrap();
         let mut buf = [0u8; 128];
         assert_eq!((&receiver.reader).read_nonblocking(&mut buf).unwrap(), 1);
-    }
-
-    /// Bytes waiting in the socket, read without blocking.
-    fn bytes_waiting(receiver: &WakeReceiver) -> usize {
-        receiver.reader.set_nonblocking(true).unwrap();
-        let mut buf = [0u8; 128];
-        match (&receiver.reader).read_nonblocking(&mut buf) {
-            Ok(read) => read,
-            Err(error) if error.kind() == io::ErrorKind::WouldBlock => 0,
-            Err(error) => panic!("{error}"),
-        }
-    }
-
-    #[test]
-    fn a_promised_wake_up_stands_in_for_the_bytes_of_work_that_waits_for_the_journal() {
-        let (wake, receiver) = wake_pair().unwrap();
-        // Without a promise such work wakes a sleeping shard like any other.
-        assert!(wake.prepare_sleep());
-        wake.notify_or_rely_on_promise();
-        assert_eq!(bytes_waiting(&receiver), 1);
-        wake.awake();
-
-        // A sync starts while the shard sleeps: the work writes no byte, and the shard
-        // sleeps on; the sync's end writes one.
-        assert!(wake.prepare_sleep());
-        wake.promise();
-        for _ in 0..5 {
-            wake.notify_or_rely_on_promise();
-        }
-        assert_eq!(bytes_waiting(&receiver), 0);
-        wake.end_promise();
-        assert_eq!(bytes_waiting(&receiver), 1);
-        wake.awake();
-
-        // Work handed over while the shard is awake does not keep it from parking; the
-        // end of the sync then wakes it.
-        wake.promise();
-        wake.notify_or_rely_on_promise();
-        assert!(wake.prepare_sleep(), "the sync's end will wake it");
-        wake.end_promise();
-        assert_eq!(bytes_waiting(&receiver), 1);
-        wake.awake();
-
-        // Other work still wakes the shard at once, and leaves the promise standing.
-        wake.promise();
-        assert!(wake.prepare_sleep());
-        wake.notify();
-        assert_eq!(bytes_waiting(&receiver), 1);
-        wake.awake();
-        assert!(wake.prepare_sleep());
-        wake.notify_or_rely_on_promise();
-        assert_eq!(bytes_waiting(&receiver), 0, "still promised");
-        wake.end_promise();
-        assert_eq!(bytes_waiting(&receiver), 1);
-        wake.awake();
-
-        // Once the promise is kept, the work wakes the shard itself again.
-        assert!(wake.prepare_sleep());
-        wake.notify_or_rely_on_promise();
-        assert_eq!(bytes_waiting(&receiver), 1);
-    }
-
-    /// A shard loop on plain threads: it counts the work handed over, and parks on the
-    /// socket with a read timeout far beyond any wake-up. Notifiers hand over work,
-    /// most of it relying on promises that a sync thread keeps on and off; a lost
-    /// wake-up shows as a park that times out.
-    #[test]
-    fn no_wake_up_is_lost_between_notifiers_and_promises() {
-        use std::io::Read;
-        use std::sync::atomic::{AtomicBool, AtomicU64};
-        const NOTIFIERS: u64 = 3;
-        const ITEMS: u64 = 20_000;
-        let (wake, receiver) = wake_pair().unwrap();
-        let handed = Arc::new(AtomicU64::new(0));
-        let done = Arc::new(AtomicBool::new(false));
-        let shard = {
-            let (wake, handed) = (wake.clone(), handed.clone());
-            std::thread::spawn(move || {
-                let reader = receiver.reader;
-                reader
-                    .set_read_timeout(Some(Duration::from_secs(10)))
-                    .unwrap();
-                let mut seen = 0;
-                let mut buf = [0u8; 64];
-                while seen < NOTIFIERS * ITEMS {
-                    wake.awake();
-                    seen = handed.load(Ordering::SeqCst);
-                    if seen == NOTIFIERS * ITEMS || !wake.prepare_sleep() {
-                        continue;
-                    }
-                    if let Err(error) = (&reader).read(&mut buf) {
-                        return Err(format!("parked with {seen} items seen: {error}"));
-                    }
-                }
-                Ok(seen)
-            })
-        };
-        let syncer = {
-            let (wake, done) = (wake.clone(), done.clone());
-            std::thread::spawn(move || {
-                while !done.load(Ordering::SeqCst) {
-                    wake.promise();
-                    std::thread::yield_now();
-                    wake.end_promise();
-                }
-            })
-        };
-        let notifiers: Vec<_> = (0..NOTIFIERS)
-            .map(|n| {
-                let (wake, handed) = (wake.clone(), handed.clone());
-                std::thread::spawn(move || {
-                    for i in 0..ITEMS {
-                        handed.fetch_add(1, Ordering::SeqCst);
-                        // The first notifier mixes in work that wakes the shard at
-                        // once; the others only rely on promises.
-                        if n > 0 || i % 2 == 0 {
-                            wake.notify_or_rely_on_promise();
-                        } else {
-                            wake.notify();
-                        }
-                    }
-                })
-            })
-            .collect();
-        for notifier in notifiers {
-            notifier.join().unwrap();
-        }
-        let seen = shard.join().unwrap();
-        done.store(true, Ordering::SeqCst);
-        syncer.join().unwrap();
-        assert_eq!(seen, Ok(NOTIFIERS * ITEMS));
     }
 
     #[test]
