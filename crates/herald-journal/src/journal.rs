@@ -1159,6 +1159,28 @@ impl Journal {
         self.roll(self.config.segments_max)
     }
 
+    /// Starts a new segment for the checkpoint opened next, unless the active segment
+    /// holds no frame yet; returns whether it rolled. Like a checkpoint's own parts it may
+    /// roll into the allowance beyond `segments_max` ([`CHECKPOINT_SEGMENTS_EXTRA_FACTOR`]).
+    ///
+    /// Compaction keeps the segment that holds a checkpoint's first part, frames before
+    /// it included. A checkpoint opened part way into a segment thus keeps that segment
+    /// too, which at the segment limit can be the room the next record needs: a caller
+    /// checkpointing there to make room starts it on a segment of its own.
+    pub fn roll_for_checkpoint(&mut self) -> Result<bool, JournalError> {
+        self.shared.check_failed()?;
+        let empty = self.staged.is_empty()
+            && self
+                .segments
+                .last()
+                .is_some_and(|s| s.end == SEGMENT_HEADER_BYTES);
+        if empty {
+            return Ok(false);
+        }
+        self.roll(self.config.segments_max * (1 + CHECKPOINT_SEGMENTS_EXTRA_FACTOR))?;
+        Ok(true)
+    }
+
     /// Starts a new segment, provided the journal then holds at most
     /// `segments_allowed` segments (after compacting, at the limit).
     fn roll(&mut self, segments_allowed: usize) -> Result<(), JournalError> {

@@ -1435,3 +1435,53 @@ fn a_segment_that_cannot_be_deleted_keeps_the_later_ones_until_it_can() {
     assert_eq!(replayed[0].3, b"state".to_vec());
     assert_eq!(replayed.len() as u64, 1 + appended);
 }
+
+/// A checkpoint that starts part way into a segment keeps that segment, with the
+/// records before it; one started after `roll_for_checkpoint` keeps nothing older than
+/// itself, so the journal is left with the checkpoint's own segments only.
+#[test]
+fn a_checkpoint_on_a_segment_of_its_own_lets_every_segment_before_it_go() {
+    for roll in [false, true] {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut journal, _) = Journal::open(config(dir.path())).unwrap();
+        let mut i = 0;
+        // Two segments and a part of a third.
+        while journal.segment_count() < 3 || i % 10 != 5 {
+            journal.append(1, 1, &payload(i, 1000)).unwrap();
+            i += 1;
+        }
+        if roll {
+            assert!(journal.roll_for_checkpoint().unwrap());
+            assert_eq!(journal.segment_count(), 4);
+            // Nothing in the new segment yet: no second roll.
+            assert!(!journal.roll_for_checkpoint().unwrap());
+        }
+        let first = journal.checkpoint(b"state").unwrap();
+        journal.sync().unwrap();
+        journal.compact().unwrap();
+        let left = segment_files(dir.path());
+        assert_eq!(left.len(), 1, "{left:?}");
+        let base: u64 = left[0]
+            .file_stem()
+            .unwrap()
+            .to_str()
+            .unwrap()
+            .parse()
+            .unwrap();
+        if roll {
+            assert_eq!(base, first, "the checkpoint opens its segment");
+        } else {
+            assert!(
+                base < first,
+                "records before the checkpoint share its segment"
+            );
+        }
+        // Recovery starts from the checkpoint either way.
+        drop(journal);
+        let (journal, recovery) = Journal::open(config(dir.path())).unwrap();
+        assert_eq!(recovery.checkpoint_seq, Some(first));
+        assert!(collect(&journal)
+            .iter()
+            .all(|(seq, kind, ..)| *seq >= first && *kind == herald_journal::KIND_CHECKPOINT));
+    }
+}

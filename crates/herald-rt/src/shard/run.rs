@@ -1064,6 +1064,14 @@ impl Shard {
             );
             return;
         }
+        // On a segment of its own, so that compaction lets go of every segment before it.
+        if let Err(error) = self.journal.roll_for_checkpoint() {
+            tracing::warn!(shard = self.index, %error, "no segment for a checkpoint at the segment limit");
+            if let herald_journal::JournalError::SyncFailed { .. } = error {
+                self.storage_failure = Some(StorageError::of(error));
+            }
+            return;
+        }
         let written = self.checkpoints.written;
         self.begin_checkpoint(now_ms(), true);
         self.advance_checkpoint(None);
