@@ -1281,8 +1281,9 @@ impl Journal {
             done.bytes_freed += segment.map.len() as u64;
             if let Removal::Background = removal {
                 doomed.push(Doomed {
-                    path: segment.path.clone(),
-                    _open: Box::new(segment),
+                    path: segment.path,
+                    file: segment.file,
+                    map: segment.map,
                 });
             }
         }
