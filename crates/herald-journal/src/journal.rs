@@ -406,9 +406,12 @@ impl Reader {
 /// away (its mapping, and the deleted file's disk space, then last until the final
 /// holder drops it, so hold them only as long as the journal keeps the segment).
 ///
-/// The last hold of a segment the journal let go unmaps it on a thread of its own, not
-/// on the thread that drops it: unmapping a 64 MiB segment whose pages were read takes
-/// tens of milliseconds, which the journal keeps off a shard's thread (see `spare`).
+/// A segment the journal let go is unmapped off the thread that drops its last hold:
+/// unmapping a 64 MiB segment whose pages were read, and freeing the deleted file with
+/// it, takes tens of milliseconds, which the journal keeps off a shard's thread. The
+/// spare thread keeps a segment it deleted while held and gives it back a step at a
+/// time once the holds are gone (see `spare`); the last hold of one compacted on the
+/// appender's thread is unmapped on a thread of its own.
 #[derive(Clone)]
 pub struct Mapped {
     /// `None` only while it is dropped.
@@ -438,8 +441,9 @@ impl Drop for Mapped {
     }
 }
 
-/// Mappings unmapped on the unmapping thread so far (for tests).
-static UNMAPPED_ELSEWHERE: AtomicU64 = AtomicU64::new(0);
+/// Mappings a reader held last that were unmapped off the reader's thread so far (for
+/// tests): on the unmapping thread, or on the spare thread once the reader let go.
+pub(crate) static UNMAPPED_ELSEWHERE: AtomicU64 = AtomicU64::new(0);
 
 /// Drops `map`, the last hold of a segment's mapping, on a thread kept for it (started
 /// on first use); on this thread only if that thread cannot be started.
@@ -466,7 +470,7 @@ fn unmap_elsewhere(map: Arc<Mmap>) {
     }
 }
 
-/// Mappings the unmapping thread has dropped so far ([`Mapped`]).
+/// Mappings a reader held last that were unmapped off its thread so far ([`Mapped`]).
 #[doc(hidden)]
 pub fn unmapped_elsewhere() -> u64 {
     UNMAPPED_ELSEWHERE.load(Ordering::Relaxed)

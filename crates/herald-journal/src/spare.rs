@@ -76,6 +76,11 @@ const RELEASE_STEP_BYTES: u64 = 2 << 20;
 /// between them (unless the appender waits for the deletion itself).
 const RELEASE_PAUSE: std::time::Duration = std::time::Duration::from_millis(1);
 
+/// How often the thread looks again at deleted segments a reader still held when they
+/// were deleted, to give each back a step at a time once the reader lets go (rather than
+/// leave the whole of it to the reader's last drop).
+const LINGERING_CHECK: std::time::Duration = std::time::Duration::from_millis(20);
+
 struct Inner {
     state: Mutex<State>,
     changed: Condvar,
@@ -177,6 +182,8 @@ impl Spare {
 
 impl Inner {
     fn run(&self) {
+        // Deleted segments whose mapping a reader still held (see `release`).
+        let mut lingering: Vec<Doomed> = Vec::new();
         loop {
             let mut st = lock(&self.state);
             let work_to_do = |st: &State| {
@@ -185,17 +192,37 @@ impl Inner {
                     || (st.wanted && st.ready.is_none())
             };
             while !work_to_do(&st) {
+                if lingering.is_empty() {
+                    st = self
+                        .changed
+                        .wait(st)
+                        .unwrap_or_else(PoisonError::into_inner);
+                    continue;
+                }
                 st = self
                     .changed
-                    .wait(st)
-                    .unwrap_or_else(PoisonError::into_inner);
+                    .wait_timeout(st, LINGERING_CHECK)
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .0;
+                if lingering.iter().any(|l| Arc::strong_count(&l.map) == 1) {
+                    drop(st);
+                    for segment in std::mem::take(&mut lingering) {
+                        if Arc::strong_count(&segment.map) > 1 {
+                            lingering.push(segment);
+                            continue;
+                        }
+                        self.release(segment, &mut lingering);
+                        crate::journal::UNMAPPED_ELSEWHERE.fetch_add(1, Ordering::Relaxed);
+                    }
+                    st = lock(&self.state);
+                }
             }
             // Deletions first (they free space and mappings), also on the way out.
             if !st.doomed.is_empty() && !st.stalled {
                 let doomed = std::mem::take(&mut st.doomed);
                 st.deleting = doomed.len();
                 drop(st);
-                let (failed, kept) = self.remove(doomed);
+                let (failed, kept) = self.remove(doomed, &mut lingering);
                 let mut st = lock(&self.state);
                 st.deleting = 0;
                 st.rounds += 1;
@@ -225,7 +252,11 @@ impl Inner {
     /// Deletes `doomed` oldest first, then syncs the directory. At the first failure it
     /// stops, and returns the error with that segment and every later one, kept (so
     /// the files on disk stay one contiguous run).
-    fn remove(&self, doomed: Vec<Doomed>) -> (Option<(PathBuf, io::Error)>, Vec<Doomed>) {
+    fn remove(
+        &self,
+        doomed: Vec<Doomed>,
+        lingering: &mut Vec<Doomed>,
+    ) -> (Option<(PathBuf, io::Error)>, Vec<Doomed>) {
         let mut removed = 0;
         let mut failed = None;
         let mut kept = Vec::new();
@@ -239,7 +270,7 @@ impl Inner {
                     removed += 1;
                     // The mapping and the file are closed here, not on the appender's
                     // thread.
-                    self.release(segment);
+                    self.release(segment, lingering);
                 }
                 Err(error) if error.kind() == io::ErrorKind::NotFound => drop(segment),
                 Err(error) => {
@@ -259,12 +290,18 @@ impl Inner {
     /// Closes a deleted segment's mapping and file. When no reader holds the mapping any
     /// more, the file is first shrunk a step at a time ([`RELEASE_STEP_BYTES`]), so that
     /// its last close has nothing left to free. A step that fails leaves the rest to
-    /// that close, as before.
-    fn release(&self, segment: Doomed) {
+    /// that close, as before. A segment a reader still holds goes to `lingering`, and is
+    /// released once the reader lets go ([`LINGERING_CHECK`]); it is never shrunk under a
+    /// reader, whose reads would then fault.
+    fn release(&self, segment: Doomed, lingering: &mut Vec<Doomed>) {
+        if Arc::strong_count(&segment.map) > 1 {
+            lingering.push(segment);
+            return;
+        }
         let Doomed { file, map, .. } = segment;
         let len = map.len() as u64;
-        if Arc::strong_count(&map) > 1 || Arc::strong_count(&file) > 1 {
-            // A reader's hold unmaps it last (see `Mapped`); the file closes with it.
+        if Arc::strong_count(&file) > 1 {
+            // Still open elsewhere (the sync thread, briefly): closed there last.
             return;
         }
         drop(map);
@@ -386,7 +423,7 @@ mod tests {
     }
 
     #[test]
-    fn a_deleted_segment_a_reader_holds_is_left_whole() {
+    fn a_deleted_segment_a_reader_holds_is_left_whole_and_given_back_once_let_go() {
         let dir = tempfile::tempdir().unwrap();
         let (doomed, watch) = doomed(dir.path());
         let held = Arc::clone(&doomed.map);
@@ -395,8 +432,19 @@ mod tests {
         spare.delete(vec![doomed]);
         spare.deleted().unwrap();
         assert!(!path.exists());
+        // Past a few looks of the thread at what readers hold.
+        std::thread::sleep(LINGERING_CHECK * 3);
         assert_eq!(watch.metadata().unwrap().len(), LEN);
         // Shrinking it under the hold would fault this read.
         assert!(held.iter().all(|&b| b == 0xa5));
+        drop(held);
+        let waited = std::time::Instant::now();
+        while watch.metadata().unwrap().len() != 0 {
+            assert!(
+                waited.elapsed() < std::time::Duration::from_secs(10),
+                "the segment was not given back once its reader let go"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
     }
 }

@@ -955,7 +955,8 @@ fn positions_read_payloads_back_until_their_segment_is_compacted() {
     // The reader made before still reads it, and so do bytes held before.
     assert_eq!(reader.bytes_at(*first_at, first.len()).unwrap(), &first[..]);
     assert_eq!(held.bytes(), &first[..]);
-    // The last hold of the deleted segment unmaps it on the unmapping thread, not here.
+    // The last hold of the deleted segment is unmapped off this thread (the spare thread
+    // gives it back once it is let go), not here.
     drop(reader);
     let unmapped = herald_journal::unmapped_elsewhere();
     drop(held);
