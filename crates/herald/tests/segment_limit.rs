@@ -212,8 +212,8 @@ fn a_shard_at_the_segment_limit_checkpoints_and_resumes_by_itself() {
 }
 
 /// A webhook with a backlog is disabled while another tenant fills the journal: its
-/// deliveries end one per tick, so the ending may still be under way when the journal
-/// reaches its limit. The shard must checkpoint and go on taking events (a rebuilt
+/// deliveries end one per tick, so the ending is still under way when the journal
+/// reaches its limit (in a debug build, as the suite runs). The shard must checkpoint and go on taking events (a rebuilt
 /// dispatcher queues the rest of the ending instead of ending it all at once, which left
 /// records waiting that no checkpoint could follow), and again after a restart.
 #[test]
@@ -250,16 +250,19 @@ fn a_journal_at_its_limit_takes_events_again_while_a_backlog_ends() {
     let down = herald
         .create_webhook(&backlog, spec(support::closed_url()))
         .unwrap();
-    // Five hundred pending deliveries leave room after a checkpoint at the limit. With a
-    // thousand, a debug build on a faster machine reached the limit with most of the
-    // backlog still pending and ~16 of the 30 KB events below in flight: a checkpoint of
-    // ~2.3 MB or more, which on segments of its own left none, and the shard rightly
-    // reported a state that fills its limit
-    // (`a_state_that_fills_the_limit_is_refused_with_the_settings_to_raise`). With five
-    // hundred the ending may be over before the limit; the shard must take events at its
-    // limit either way.
-    for n in 0..500 {
-        herald.publish(&backlog, event(n)).unwrap();
+    // 1,500 pending deliveries of small events keep the ending going for 1,500 ticks
+    // (about half of them were ended when a debug build reached the limit), and leave
+    // room after a checkpoint there. With a thousand of the 1 KB events of the other
+    // tests and the journal filled by 30 KB events, a debug build on a faster machine
+    // reached the limit with most of the backlog pending and dozens of those events
+    // waiting to be sent: a checkpoint of ~2.3 MB, which on segments of its own left
+    // none, and the shard rightly reported a state that fills its limit
+    // (`a_state_that_fills_the_limit_is_refused_with_the_settings_to_raise`).
+    for n in 0..1_500 {
+        let small = herald::Event::parse("order.created", &serde_json::json!({ "n": n }))
+            .unwrap()
+            .with_id(herald::EventId::parse(&format!("evt_backlog_{n}")).unwrap());
+        herald.publish(&backlog, small).unwrap();
     }
     let mut disabled = spec(support::closed_url());
     disabled.status = herald::WebhookStatus::Disabled {
@@ -268,12 +271,14 @@ fn a_journal_at_its_limit_takes_events_again_while_a_backlog_ends() {
     };
     herald.update_webhook(&backlog, &down, disabled).unwrap();
 
-    // ~6 MiB of events into a journal of 4 MiB: it reaches its limit at least once.
+    // ~6 MiB of events into a journal of 4 MiB: it reaches its limit at least once (in a
+    // debug build; an optimized one may checkpoint fast enough not to). 10 KB each, so
+    // that those waiting to be sent add little to the state.
     let (receiver, tenant) = subscribed(&herald);
     let big = |n: usize| {
         herald::Event::parse(
             "order.created",
-            &serde_json::json!({ "n": n, "pad": "x".repeat(30_000) }),
+            &serde_json::json!({ "n": n, "pad": "x".repeat(10_000) }),
         )
         .unwrap()
     };
@@ -295,9 +300,9 @@ fn a_journal_at_its_limit_takes_events_again_while_a_backlog_ends() {
         }
         (taken, refused)
     };
-    let (taken, refused) = publish_all(&herald, 0, 200);
+    let (taken, refused) = publish_all(&herald, 0, 600);
     assert_eq!(
-        taken, 200,
+        taken, 600,
         "the shard stopped taking events ({refused} refused)"
     );
     herald.shutdown().unwrap();
