@@ -24,9 +24,9 @@ use std::io;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
+use std::thread::JoinHandle;
 
 use memmap2::Mmap;
-use std::thread::JoinHandle;
 
 /// Spares are named `spare-<n>.seg.tmp` (removed on open like every
 /// `*.seg.tmp`); a fresh name each time, so the preparer never reuses the path
