@@ -75,6 +75,9 @@ pub struct Config {
     pub data_dir: PathBuf,
     /// Shards (0: one per core).
     pub shards: usize,
+    /// Shard threads under Linux's `SCHED_BATCH` policy (see
+    /// `herald::Builder::batch_scheduling`).
+    pub batch_scheduling: bool,
     /// Log format.
     pub log_format: LogFormat,
     /// The admin key in clear (prefer `HERALD_ADMIN_KEY`); when neither is set, one is
@@ -297,6 +300,7 @@ impl Default for Config {
                 .expect("default listen address parses"),
             data_dir: PathBuf::from(DATA_DIR_DEFAULT),
             shards: 0,
+            batch_scheduling: true,
             log_format: LogFormat::Text,
             admin_key: None,
             egress: EgressConfig::default(),
@@ -568,6 +572,7 @@ mod tests {
         assert_eq!(config.data_dir, PathBuf::from(DATA_DIR_DEFAULT));
         assert_eq!(config.limits.body_bytes_max, 256 * 1024);
         assert_eq!(config.default_scheme().unwrap(), herald::Scheme::Standard);
+        assert!(config.batch_scheduling);
     }
 
     #[test]
@@ -576,6 +581,7 @@ mod tests {
             listen = "127.0.0.1:9000"
             data_dir = "/tmp/x"
             shards = 2
+            batch_scheduling = false
             log_format = "json"
             [egress]
             allow_cidrs = ["127.0.0.0/8"]
@@ -595,6 +601,7 @@ mod tests {
         "#;
         let config = Config::from_toml(text, "t.toml").unwrap();
         assert_eq!(config.shards, 2);
+        assert!(!config.batch_scheduling);
         assert_eq!(config.journal.segment_bytes, 65536);
         assert_eq!(config.journal.segments_max, 16);
         assert_eq!(config.log_format, LogFormat::Json);

@@ -335,6 +335,7 @@ fn prepare(config: Config, admin_key: Option<String>) -> Result<Prepared, StartE
     let mut builder = herald::Herald::builder()
         .data_dir(config.data_dir.join("engine"))
         .shards(shards)
+        .batch_scheduling(config.batch_scheduling)
         .intake_capacity(config.limits.intake_capacity)
         .journal_segment_bytes(config.journal.segment_bytes)
         .journal_segments_max(config.journal.segments_max)

@@ -191,6 +191,9 @@ pub struct Report {
     pub figures_source: String,
     /// Online CPUs of this machine.
     pub cores: usize,
+    /// Shard threads under `SCHED_BATCH`, as asked for (`None`: the engine's default,
+    /// on).
+    pub batch_scheduling: Option<bool>,
     /// Journal group size asked for.
     pub group_records: Option<usize>,
     /// Journal group delay asked for, µs.
@@ -393,7 +396,14 @@ impl Report {
                 ("remote", Some(s)) => {
                     format!("remote, {s} shards; this machine has {} cores", self.cores)
                 }
-                (_, Some(s)) => format!("{s} shards on {} cores", self.cores),
+                (_, Some(s)) => format!(
+                    "{s} shards on {} cores{}",
+                    self.cores,
+                    match self.batch_scheduling {
+                        Some(false) => ", default scheduling (SCHED_BATCH off)",
+                        _ => "",
+                    }
+                ),
                 (_, None) => format!("remote; this machine has {} cores", self.cores),
             },
         );

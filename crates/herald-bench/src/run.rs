@@ -401,6 +401,9 @@ impl Engine {
         if let Some(path) = sink.ca_pem_path() {
             builder = builder.extra_ca_pem(path);
         }
+        if let Some(batch) = plan.batch_scheduling {
+            builder = builder.batch_scheduling(batch);
+        }
         if let Some(records) = plan.group_records {
             builder = builder.journal_group_records_max(records);
         }
@@ -1046,6 +1049,7 @@ fn drive(
         }
         .to_owned(),
         cores: sysstat::cores(),
+        batch_scheduling: plan.batch_scheduling,
         group_records: plan.group_records,
         group_delay_us: plan
             .group_delay

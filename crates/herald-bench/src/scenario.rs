@@ -116,6 +116,11 @@ pub struct Knobs {
     #[arg(long)]
     #[serde(default)]
     pub shards: Option<usize>,
+    /// Shard threads under Linux's SCHED_BATCH policy (a woken shard does not preempt
+    /// the running thread) [default: the engine's, on].
+    #[arg(long, num_args = 0..=1, default_missing_value = "true", value_name = "BOOL")]
+    #[serde(default)]
+    pub batch_scheduling: Option<bool>,
     /// Journal group commit: most records per sync [default: the engine's].
     #[arg(long, value_name = "RECORDS")]
     #[serde(default)]
@@ -318,6 +323,7 @@ impl Knobs {
             scheme,
             tls,
             shards,
+            batch_scheduling,
             group_records,
             group_delay_us,
             retry_schedule_ms,
@@ -456,6 +462,8 @@ pub struct Plan {
     pub tls: bool,
     /// Engine shards (`None`: one per core).
     pub shards: Option<usize>,
+    /// Shard threads under `SCHED_BATCH` (`None`: the engine's default).
+    pub batch_scheduling: Option<bool>,
     /// Journal group size.
     pub group_records: Option<usize>,
     /// Journal group delay.
@@ -725,6 +733,7 @@ impl Plan {
         if target.is_some() {
             for (set, name) in [
                 (knobs.shards.is_some(), "shards"),
+                (knobs.batch_scheduling.is_some(), "batch_scheduling"),
                 (knobs.group_records.is_some(), "group_records"),
                 (knobs.group_delay_us.is_some(), "group_delay_us"),
                 (knobs.retry_schedule_ms.is_some(), "retry_schedule_ms"),
@@ -748,6 +757,7 @@ impl Plan {
             scheme,
             tls,
             shards,
+            batch_scheduling: knobs.batch_scheduling,
             group_records,
             group_delay,
             retry_schedule,

@@ -6,9 +6,9 @@
 //! * [`egress`]: the pure address classifier and CIDR allowlist.
 //! * [`TrustAnchors`]: system roots (or bundled Mozilla roots) plus extra CA files.
 //!
-//! The workspace lint denies `unsafe`; this crate allows it in two places (borrowing a
-//! pooled connection's socket, adopting the wake socket), each with a `// SAFETY:`
-//! argument.
+//! The workspace lint denies `unsafe`; this crate allows it in three places (borrowing a
+//! pooled connection's socket, adopting the wake socket, setting a shard thread's
+//! scheduling policy), each with a `// SAFETY:` argument.
 //!
 //! ```no_run
 //! use herald_rt::{Cidr, ClientConfig, HttpClient, OutboundRequest, TransportError, TrustAnchors};

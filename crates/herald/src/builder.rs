@@ -40,6 +40,7 @@ pub struct Builder {
     extra_ca_pems: Vec<PathBuf>,
     require_https: bool,
     pin_threads: bool,
+    batch_scheduling: bool,
     io_memory_bytes: usize,
     dispatcher: DispatcherConfig,
     retry_delays: Option<Vec<Duration>>,
@@ -70,6 +71,7 @@ impl Default for Builder {
             extra_ca_pems: Vec::new(),
             require_https: false,
             pin_threads: true,
+            batch_scheduling: true,
             io_memory_bytes: IO_MEMORY_BYTES_DEFAULT,
             dispatcher: DispatcherConfig::default(),
             retry_delays: None,
@@ -135,6 +137,18 @@ impl Builder {
     /// Pins shard `i` to the `i`-th online CPU when there are enough (default `true`).
     pub fn pin_threads(mut self, pin: bool) -> Builder {
         self.pin_threads = pin;
+        self
+    }
+
+    /// Runs shard threads under Linux's `SCHED_BATCH` policy (default `true`): the same
+    /// share of the CPU, but a shard woken by a response or a publish does not preempt
+    /// the thread running on its core; it runs at the next scheduling point and takes
+    /// the completions waiting by then together. Raises deliveries per second when the
+    /// cores are busy; turn it off if the process shares its cores with latency-bound
+    /// work that shards should preempt. A shard that cannot switch logs a warning and
+    /// runs under the default policy.
+    pub fn batch_scheduling(mut self, batch: bool) -> Builder {
+        self.batch_scheduling = batch;
         self
     }
 
@@ -352,6 +366,7 @@ impl Builder {
             shards,
             intake_capacity: self.intake_capacity,
             pin_threads: self.pin_threads,
+            batch_scheduling: self.batch_scheduling,
             io_memory_bytes: self.io_memory_bytes,
             shard,
         })

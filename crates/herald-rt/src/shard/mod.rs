@@ -42,6 +42,7 @@ mod notify;
 mod oneshot;
 mod route;
 mod run;
+mod sched;
 mod status;
 pub mod stream;
 mod wake;

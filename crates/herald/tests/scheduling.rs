@@ -1,0 +1,91 @@
+//! The shard threads' scheduling policy: `SCHED_BATCH` unless turned off.
+//!
+//! One test in its own binary: the policy is read from `/proc` for every thread named
+//! after a shard, so no other engine may be running in the process meanwhile.
+
+use std::time::{Duration, Instant};
+
+use herald::Herald;
+
+/// `SCHED_OTHER` and `SCHED_BATCH` (`sched.h`).
+const SCHED_OTHER: u32 = 0;
+const SCHED_BATCH: u32 = 3;
+
+/// The scheduling policy of every live thread of this process whose name starts with
+/// `herald-shard-`: each shard's executor thread, and the helper threads glommio starts
+/// from it before the shard runs (they inherit its name, and do no shard work).
+fn shard_thread_policies() -> Vec<u32> {
+    let mut policies = Vec::new();
+    for entry in std::fs::read_dir("/proc/self/task").expect("/proc/self/task lists threads") {
+        let task = entry.expect("a thread entry").path();
+        // A thread that ended between the listing and the read has no files left.
+        let (Ok(name), Ok(stat)) = (
+            std::fs::read_to_string(task.join("comm")),
+            std::fs::read_to_string(task.join("stat")),
+        ) else {
+            continue;
+        };
+        if !name.starts_with("herald-shard-") {
+            continue;
+        }
+        // Fields after the name in parentheses start with the third (state); the
+        // policy is the 41st (proc(5)).
+        let (_, rest) = stat
+            .rsplit_once(')')
+            .expect("stat has the name in parentheses");
+        let policy = rest
+            .split_whitespace()
+            .nth(41 - 3)
+            .expect("stat has a policy field")
+            .parse()
+            .expect("the policy is a number");
+        policies.push(policy);
+    }
+    policies
+}
+
+fn start(dir: &std::path::Path, batch: Option<bool>) -> Herald {
+    let mut builder = Herald::builder()
+        .data_dir(dir)
+        .shards(2)
+        .pin_threads(false)
+        .shutdown_grace(Duration::from_secs(2));
+    if let Some(batch) = batch {
+        builder = builder.batch_scheduling(batch);
+    }
+    builder.start().expect("the engine starts")
+}
+
+#[test]
+fn shard_threads_run_batch_scheduled_unless_turned_off() {
+    let dir = tempfile::tempdir().unwrap();
+
+    let batch = |policies: &[u32]| policies.iter().filter(|p| **p == SCHED_BATCH).count();
+
+    let herald = start(dir.path(), None);
+    let policies = shard_thread_policies();
+    assert_eq!(
+        batch(&policies),
+        2,
+        "by default both shard threads run under SCHED_BATCH: {policies:?}"
+    );
+    herald.shutdown().unwrap();
+    drop(herald);
+    // The shard threads are joined by then; glommio's helpers may take a moment more.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !shard_thread_policies().is_empty() {
+        assert!(
+            Instant::now() < deadline,
+            "the first engine's threads ended"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+
+    let herald = start(dir.path(), Some(false));
+    let policies = shard_thread_policies();
+    assert!(
+        policies.len() >= 2 && policies.iter().all(|p| *p == SCHED_OTHER),
+        "turned off, the shard threads keep the default policy: {policies:?}"
+    );
+    herald.shutdown().unwrap();
+}
