@@ -88,7 +88,11 @@ pub struct ClientConfig {
     pub read_buffer_bytes: usize,
     /// TLS sessions remembered for resumption, per shard. Default 256.
     pub tls_sessions_max: usize,
-    /// Request and read buffers kept for reuse between requests. Default 64.
+    /// Request and read buffers kept for reuse between requests. Default 256: every
+    /// request in flight holds one of each, and a shard keeps 128 or more in flight to
+    /// a busy set of origins (32 connections per origin); with fewer kept, the requests
+    /// beyond them each allocated and zeroed a fresh 16 KiB read buffer (~1 % of a
+    /// shard's time in a closed loop of 128 in flight). At most ~4.5 MiB per shard.
     pub spare_buffers_max: usize,
 }
 
@@ -104,7 +108,7 @@ impl ClientConfig {
             limits: Limits::default(),
             read_buffer_bytes: 16 * 1024,
             tls_sessions_max: 256,
-            spare_buffers_max: 64,
+            spare_buffers_max: 256,
         }
     }
 }
