@@ -12,11 +12,12 @@ use glommio::net::TcpStream;
 use glommio::timer::Timer;
 use herald_http::{HeaderFields, Limits, Response, ResponseParser, Url};
 
-use crate::conn::Conn;
+use crate::conn::{Conn, Socket};
 use crate::dns::{DnsConfig, Resolver};
 use crate::egress::{EgressPolicy, EgressRefusal};
 use crate::error::TransportError;
 use crate::pool::{OriginKey, Pool, PoolConfig, PoolFull};
+use crate::ring::SocketRing;
 use crate::tls::{self, TrustAnchors};
 
 /// Default connect timeout (DNS, TCP and TLS handshake): 5 s.
@@ -88,6 +89,10 @@ pub struct ClientConfig {
     pub read_buffer_bytes: usize,
     /// TLS sessions remembered for resumption, per shard. Default 256.
     pub tls_sessions_max: usize,
+    /// Wait for responses on a ring of the shard's own that never interrupts the shard
+    /// (`IORING_SETUP_COOP_TASKRUN`; see `ring.rs`), instead of glommio's. Default
+    /// `true`; where the kernel has no such ring, connections wait through glommio.
+    pub socket_ring: bool,
     /// Request and read buffers kept for reuse between requests. Default 256: every
     /// request in flight holds one of each, and a shard keeps 128 or more in flight to
     /// a busy set of origins (32 connections per origin); with fewer kept, the requests
@@ -109,6 +114,7 @@ impl ClientConfig {
             read_buffer_bytes: 16 * 1024,
             tls_sessions_max: 256,
             spare_buffers_max: 256,
+            socket_ring: true,
         }
     }
 }
@@ -203,6 +209,9 @@ pub struct HttpClient {
     spare_read_buffers: RefCell<Vec<Vec<u8>>>,
     stats: Cell<ClientStats>,
     last_sweep: Cell<Instant>,
+    /// The shard's socket ring, set up with the first connection (on the executor):
+    /// `Some(None)` once it turned out unavailable or is turned off.
+    socket_ring: RefCell<Option<Option<Rc<SocketRing>>>>,
 }
 
 impl std::fmt::Debug for HttpClient {
@@ -237,6 +246,7 @@ impl HttpClient {
             spare_read_buffers: RefCell::new(Vec::new()),
             stats: Cell::new(ClientStats::default()),
             last_sweep: Cell::new(Instant::now()),
+            socket_ring: RefCell::new(None),
             config,
         }
     }
@@ -611,6 +621,7 @@ impl HttpClient {
         };
         // Webhook requests are small and latency matters more than packet count.
         let _ = stream.set_nodelay(true);
+        let stream = Socket::new(stream, self.socket_ring().as_ref());
 
         let conn = if url.is_tls() {
             let name = tls::server_name(&url.host).map_err(TransportError::Tls)?;
@@ -640,6 +651,26 @@ impl HttpClient {
         };
         self.bump(|s| s.connections_opened += 1);
         Ok(conn)
+    }
+
+    /// Whether connections wait for responses on the shard's own socket ring (see
+    /// [`ClientConfig::socket_ring`]); known once the first connection was opened.
+    pub fn socket_ring_in_use(&self) -> Option<bool> {
+        self.socket_ring.borrow().as_ref().map(Option::is_some)
+    }
+
+    /// The shard's socket ring, set up on first use.
+    fn socket_ring(&self) -> Option<Rc<SocketRing>> {
+        self.socket_ring
+            .borrow_mut()
+            .get_or_insert_with(|| {
+                if self.config.socket_ring {
+                    SocketRing::new()
+                } else {
+                    None
+                }
+            })
+            .clone()
     }
 
     fn origin_key(&self, url: &Url) -> OriginKey {

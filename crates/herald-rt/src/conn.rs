@@ -1,25 +1,112 @@
-//! One outbound connection: plain TCP or TLS over glommio's `TcpStream`.
+//! One outbound connection: plain TCP or TLS over a [`Socket`].
 
 use std::io;
 use std::os::fd::{AsRawFd, BorrowedFd, RawFd};
 use std::pin::Pin;
+use std::rc::Rc;
 use std::task::{Context, Poll};
 
 use futures_lite::io::{AsyncRead, AsyncWrite};
 use glommio::net::TcpStream;
 
+use crate::ring::{Registration, SocketRing};
+
+/// A connected TCP socket: glommio's stream owns it (connect, writes, close); reads wait
+/// on the shard's [`SocketRing`] when there is one (see `ring.rs` for why), else
+/// through glommio.
+pub(crate) struct Socket {
+    // Declared first: dropped (its poll cancelled) before the stream closes the socket.
+    registration: Option<Registration>,
+    tcp: TcpStream,
+    fd: RawFd,
+}
+
+impl Socket {
+    /// Wraps a connected stream, registering it with `ring` if given; a registration
+    /// that fails leaves the socket waiting through glommio.
+    pub(crate) fn new(tcp: TcpStream, ring: Option<&Rc<SocketRing>>) -> Socket {
+        let fd = tcp.as_raw_fd();
+        let registration = ring.and_then(|ring| match ring.register(fd) {
+            Ok(registration) => Some(registration),
+            Err(error) => {
+                tracing::debug!(%error, "socket ring: registering a connection");
+                None
+            }
+        });
+        Socket {
+            registration,
+            tcp,
+            fd,
+        }
+    }
+
+    /// The socket, borrowed for as long as `self` is.
+    fn fd(&self) -> BorrowedFd<'_> {
+        // SAFETY: `fd` is the socket of `self.tcp`, which `self` owns and which closes
+        // it only on drop, so the descriptor is open for the whole borrow of `self`
+        // (glommio's stream does not offer `AsFd` itself).
+        #[allow(unsafe_code)]
+        unsafe {
+            BorrowedFd::borrow_raw(self.fd)
+        }
+    }
+}
+
+impl AsyncRead for Socket {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut [u8],
+    ) -> Poll<io::Result<usize>> {
+        let this = self.get_mut();
+        let Some(registration) = &this.registration else {
+            return Pin::new(&mut this.tcp).poll_read(cx, buf);
+        };
+        loop {
+            match rustix::net::recv(this.fd(), &mut *buf, rustix::net::RecvFlags::DONTWAIT) {
+                Ok((n, _)) => return Poll::Ready(Ok(n)),
+                Err(rustix::io::Errno::INTR) => continue,
+                Err(rustix::io::Errno::AGAIN) => match registration.poll_readable(cx) {
+                    // An event came since: the bytes (or the close) may be there now.
+                    Poll::Ready(Ok(())) => continue,
+                    Poll::Ready(Err(error)) => return Poll::Ready(Err(error)),
+                    Poll::Pending => return Poll::Pending,
+                },
+                Err(errno) => return Poll::Ready(Err(errno.into())),
+            }
+        }
+    }
+}
+
+impl AsyncWrite for Socket {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.get_mut().tcp).poll_write(cx, buf)
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().tcp).poll_flush(cx)
+    }
+
+    fn poll_close(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().tcp).poll_close(cx)
+    }
+}
+
 /// The byte stream of a connection.
 pub(crate) enum Stream {
-    Plain(TcpStream),
+    Plain(Socket),
     // Boxed: the rustls state is large and most connections in a test or a sink are
     // plain; keeps `Conn` small to move through the pool.
-    Tls(Box<futures_rustls::client::TlsStream<TcpStream>>),
+    Tls(Box<futures_rustls::client::TlsStream<Socket>>),
 }
 
 /// A pooled connection.
 pub(crate) struct Conn {
     pub(crate) stream: Stream,
-    fd: RawFd,
     /// Requests completed on this connection (0 = fresh).
     pub(crate) requests: u64,
     /// Kept with the connection so its head buffer is reused.
@@ -38,24 +125,20 @@ pub(crate) enum Idleness {
 }
 
 impl Conn {
-    pub(crate) fn plain(stream: TcpStream, parser: herald_http::ResponseParser) -> Conn {
-        let fd = stream.as_raw_fd();
+    pub(crate) fn plain(stream: Socket, parser: herald_http::ResponseParser) -> Conn {
         Conn {
             stream: Stream::Plain(stream),
-            fd,
             requests: 0,
             parser,
         }
     }
 
     pub(crate) fn tls(
-        stream: futures_rustls::client::TlsStream<TcpStream>,
+        stream: futures_rustls::client::TlsStream<Socket>,
         parser: herald_http::ResponseParser,
     ) -> Conn {
-        let fd = stream.get_ref().0.as_raw_fd();
         Conn {
             stream: Stream::Tls(Box::new(stream)),
-            fd,
             requests: 0,
             parser,
         }
@@ -78,12 +161,9 @@ impl Conn {
 
     /// The connection's socket, borrowed for as long as the connection is.
     fn socket(&self) -> BorrowedFd<'_> {
-        // SAFETY: `fd` is the socket of the `TcpStream` inside `self.stream`, which
-        // `self` owns and which closes it only on drop, so the descriptor is open for
-        // the whole borrow of `self` (glommio's stream does not offer `AsFd` itself).
-        #[allow(unsafe_code)]
-        unsafe {
-            BorrowedFd::borrow_raw(self.fd)
+        match &self.stream {
+            Stream::Plain(socket) => socket.fd(),
+            Stream::Tls(tls) => tls.get_ref().0.fd(),
         }
     }
 }

@@ -6,9 +6,10 @@
 //! * [`egress`]: the pure address classifier and CIDR allowlist.
 //! * [`TrustAnchors`]: system roots (or bundled Mozilla roots) plus extra CA files.
 //!
-//! The workspace lint denies `unsafe`; this crate allows it in three places (borrowing a
-//! pooled connection's socket, adopting the wake socket, setting a shard thread's
-//! scheduling policy), each with a `// SAFETY:` argument.
+//! The workspace lint denies `unsafe`; this crate allows it in a few places (borrowing a
+//! connection's socket, adopting the wake socket and the socket ring's eventfd,
+//! submitting to that ring, setting a shard thread's scheduling policy), each with a
+//! `// SAFETY:` argument.
 //!
 //! ```no_run
 //! use herald_rt::{Cidr, ClientConfig, HttpClient, OutboundRequest, TransportError, TrustAnchors};
@@ -42,6 +43,7 @@ mod dns;
 pub mod egress;
 mod error;
 mod pool;
+mod ring;
 pub mod shard;
 mod tls;
 

@@ -667,3 +667,98 @@ fn a_connection_the_receiver_closed_while_idle_is_not_reused() {
     assert_eq!(stats.connections_opened, 2);
     assert_eq!(connections, 2);
 }
+
+/// A receiver that answers one request with `200 ok` and then sets the flag it returns
+/// when the client closes the connection (end of stream).
+fn receiver_that_waits_for_the_close() -> (std::net::SocketAddr, Arc<std::sync::atomic::AtomicBool>)
+{
+    use std::io::{Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let closed = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let seen_close = Arc::clone(&closed);
+    std::thread::spawn(move || {
+        let (mut socket, _) = listener.accept().unwrap();
+        socket
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .unwrap();
+        let mut seen = Vec::new();
+        let mut buf = [0u8; 4096];
+        // The request: a head and the body it announces.
+        loop {
+            let n = socket.read(&mut buf).unwrap();
+            assert!(n > 0, "the client closed before its request was complete");
+            seen.extend_from_slice(&buf[..n]);
+            if let Some(end) = seen.windows(4).position(|w| w == b"\r\n\r\n") {
+                let head = String::from_utf8_lossy(&seen[..end]).to_ascii_lowercase();
+                let length: usize = head
+                    .lines()
+                    .find_map(|l| l.strip_prefix("content-length:"))
+                    .map_or(0, |v| v.trim().parse().unwrap());
+                if seen.len() >= end + 4 + length {
+                    break;
+                }
+            }
+        }
+        socket
+            .write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+            .unwrap();
+        // Then nothing more comes but the close.
+        if matches!(socket.read(&mut buf), Ok(0)) {
+            seen_close.store(true, std::sync::atomic::Ordering::SeqCst);
+        }
+    });
+    (addr, closed)
+}
+
+/// A connection the client closes is closed on the wire at once, whichever way its
+/// reads wait: a poll left in the socket ring would hold the socket open for as long as
+/// the ring lives.
+#[test]
+fn connections_the_client_closes_reach_the_receiver_as_closed() {
+    for socket_ring in [true, false] {
+        for drop_client in [false, true] {
+            let (addr, closed) = receiver_that_waits_for_the_close();
+            let url = herald_http::Url::parse(&format!("http://{addr}/hook")).unwrap();
+            let seen = Arc::clone(&closed);
+            let (in_use, closed_while_running) = run(move || async move {
+                let mut config = loopback_config(TrustAnchors::empty());
+                config.socket_ring = socket_ring;
+                config.pool.idle_timeout_ms = 20;
+                let client = HttpClient::new(config);
+                let response = post(&client, &url).await;
+                assert_eq!(response.status, 200);
+                assert_eq!(response.body, b"ok");
+                let in_use = client.socket_ring_in_use();
+                // Kept alive until the end of the wait when not dropped now.
+                let mut kept = None;
+                if drop_client {
+                    drop(client);
+                } else {
+                    glommio::timer::sleep(Duration::from_millis(30)).await;
+                    assert_eq!(client.sweep_idle(), 1);
+                    kept = Some(client);
+                }
+                // The executor (and the client, unless dropped) stays up meanwhile.
+                let deadline = std::time::Instant::now() + Duration::from_secs(5);
+                while !seen.load(std::sync::atomic::Ordering::SeqCst)
+                    && std::time::Instant::now() < deadline
+                {
+                    glommio::timer::sleep(Duration::from_millis(5)).await;
+                }
+                drop(kept);
+                (in_use, seen.load(std::sync::atomic::Ordering::SeqCst))
+            });
+            assert_eq!(
+                in_use,
+                Some(socket_ring),
+                "this kernel has COOP_TASKRUN rings; the setting decides"
+            );
+            assert!(
+                closed_while_running,
+                "socket ring {socket_ring}, client dropped {drop_client}: the receiver saw \
+                 the close while the client's executor still ran"
+            );
+        }
+    }
+}
