@@ -55,6 +55,8 @@ struct Inner {
     ring: IoUring,
     slots: Vec<Slot>,
     free: Vec<u32>,
+    /// Slots with a reader waiting (a waker stored).
+    waiting: usize,
 }
 
 /// The ring, one per shard's HTTP client. Not `Send`: it lives on the shard thread.
@@ -117,6 +119,7 @@ impl SocketRing {
                     ring,
                     slots: Vec::new(),
                     free: Vec::new(),
+                    waiting: 0,
                 }),
             },
             file,
@@ -167,7 +170,12 @@ impl SocketRing {
         let mut inner = self.inner.borrow_mut();
         let mut wake: Vec<Waker> = Vec::new();
         let mut taken = 0;
-        let Inner { ring, slots, .. } = &mut *inner;
+        let Inner {
+            ring,
+            slots,
+            waiting,
+            ..
+        } = &mut *inner;
         for entry in ring.completion() {
             taken += 1;
             let data = entry.user_data();
@@ -189,6 +197,7 @@ impl SocketRing {
             }
             slot.ready = true;
             if let Some(waker) = slot.waker.take() {
+                *waiting -= 1;
                 wake.push(waker);
             }
         }
@@ -206,6 +215,18 @@ impl SocketRing {
             // Errors here resurface on the next submission; nothing is lost by waiting.
             let _ = inner.ring.submit();
         }
+    }
+
+    /// Whether a reader waits for one of the ring's sockets.
+    fn awaited(&self) -> bool {
+        self.inner.borrow().waiting > 0
+    }
+
+    /// Enters the kernel for the ring, so that completions it has not posted yet are.
+    fn kick(&self) {
+        let inner = self.inner.borrow();
+        // Errors here resurface on the next submission; the next look comes anyway.
+        let _ = inner.ring.submitter().submit_and_wait(0);
     }
 }
 
@@ -251,11 +272,12 @@ impl Registration {
             slot.ready = false;
             return Poll::Ready(Ok(()));
         }
-        match &slot.waker {
-            Some(waker) if waker.will_wake(cx.waker()) => {}
-            _ => slot.waker = Some(cx.waker().clone()),
+        let armed = slot.armed;
+        match slot.waker.replace(cx.waker().clone()) {
+            Some(_) => {}
+            None => inner.waiting += 1,
         }
-        if !slot.armed {
+        if !armed {
             inner.arm(self.index)?;
         }
         Poll::Pending
@@ -268,9 +290,13 @@ impl Drop for Registration {
         let armed = {
             let slot = &mut inner.slots[self.index as usize];
             slot.in_use = false;
-            slot.waker = None;
+            let had_waker = slot.waker.take().is_some();
             slot.generation = slot.generation.wrapping_add(1);
-            std::mem::replace(&mut slot.armed, false)
+            let armed = std::mem::replace(&mut slot.armed, false);
+            if had_waker {
+                inner.waiting -= 1;
+            }
+            armed
         };
         if armed {
             // The poll holds a reference on the socket: until it is cancelled, closing
@@ -289,24 +315,48 @@ impl Drop for Registration {
     }
 }
 
+/// How long a response may wait at most for the ring to be looked at while a reader
+/// waits on it: completions have been seen to stay unposted until the shard's next
+/// wake-up for another reason (its idle timer, seconds later) under full load; a look
+/// this often bounds that wait. Nothing is looked at while no reader waits.
+const LOOK_EVERY: std::time::Duration = std::time::Duration::from_millis(5);
+
 /// The shard's task for the ring: waits (through glommio, so a sleeping shard wakes) for
-/// the eventfd the ring signals, then takes the completions. Ends with the ring.
+/// the eventfd the ring signals, then takes the completions; while a reader waits, also
+/// every [`LOOK_EVERY`]. Ends with the ring.
 async fn drive(ring: Weak<SocketRing>, eventfd: glommio::io::BufferedFile) {
+    let mut read = Box::pin(eventfd.read_at(0, 8));
     loop {
-        match ring.upgrade() {
+        let awaited = match ring.upgrade() {
             Some(ring) => {
                 ring.drain();
                 ring.flush_overflow();
+                ring.awaited()
             }
             None => break,
-        }
-        if let Err(error) = eventfd.read_at(0, 8).await {
-            tracing::error!(%error, "socket ring: reading its eventfd failed");
-            break;
+        };
+        let signalled = if awaited {
+            futures_lite::future::or(async { Some(read.as_mut().await) }, async {
+                glommio::timer::sleep(LOOK_EVERY).await;
+                None
+            })
+            .await
+        } else {
+            Some(read.as_mut().await)
+        };
+        match signalled {
+            Some(Ok(_)) => read = Box::pin(eventfd.read_at(0, 8)),
+            Some(Err(error)) => {
+                tracing::error!(%error, "socket ring: reading its eventfd failed");
+                break;
+            }
+            None => {
+                if let Some(ring) = ring.upgrade() {
+                    ring.kick();
+                }
+            }
         }
     }
-    // Anything left to wake: the ring is gone only with the client, whose connections
-    // (the only readers) went first.
 }
 
 impl std::fmt::Debug for SocketRing {
