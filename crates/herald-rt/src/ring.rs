@@ -315,10 +315,10 @@ impl Drop for Registration {
     }
 }
 
-/// How long a response may wait at most for the ring to be looked at while a reader
-/// waits on it: completions have been seen to stay unposted until the shard's next
-/// wake-up for another reason (its idle timer, seconds later) under full load; a look
-/// this often bounds that wait. Nothing is looked at while no reader waits.
+/// How often the ring is looked at while a reader waits on it, signal or not. Under full
+/// load a shard was seen asleep for seconds (until its idle timer) with responses waiting
+/// on the ring, cause unknown; if a completion is left unposted, a look this often bounds
+/// the wait. Nothing is looked at while no reader waits.
 const LOOK_EVERY: std::time::Duration = std::time::Duration::from_millis(5);
 
 /// The shard's task for the ring: waits (through glommio, so a sleeping shard wakes) for
