@@ -78,6 +78,8 @@ pub struct Config {
     /// Shard threads under Linux's `SCHED_BATCH` policy (see
     /// `herald::Builder::batch_scheduling`).
     pub batch_scheduling: bool,
+    /// Responses awaited on each shard's own io_uring (see `herald::Builder::socket_ring`).
+    pub socket_ring: bool,
     /// Log format.
     pub log_format: LogFormat,
     /// The admin key in clear (prefer `HERALD_ADMIN_KEY`); when neither is set, one is
@@ -301,6 +303,7 @@ impl Default for Config {
             data_dir: PathBuf::from(DATA_DIR_DEFAULT),
             shards: 0,
             batch_scheduling: true,
+            socket_ring: true,
             log_format: LogFormat::Text,
             admin_key: None,
             egress: EgressConfig::default(),
@@ -573,6 +576,7 @@ mod tests {
         assert_eq!(config.limits.body_bytes_max, 256 * 1024);
         assert_eq!(config.default_scheme().unwrap(), herald::Scheme::Standard);
         assert!(config.batch_scheduling);
+        assert!(config.socket_ring);
     }
 
     #[test]
@@ -582,6 +586,7 @@ mod tests {
             data_dir = "/tmp/x"
             shards = 2
             batch_scheduling = false
+            socket_ring = false
             log_format = "json"
             [egress]
             allow_cidrs = ["127.0.0.0/8"]
@@ -602,6 +607,7 @@ mod tests {
         let config = Config::from_toml(text, "t.toml").unwrap();
         assert_eq!(config.shards, 2);
         assert!(!config.batch_scheduling);
+        assert!(!config.socket_ring);
         assert_eq!(config.journal.segment_bytes, 65536);
         assert_eq!(config.journal.segments_max, 16);
         assert_eq!(config.log_format, LogFormat::Json);

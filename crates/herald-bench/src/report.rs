@@ -194,6 +194,9 @@ pub struct Report {
     /// Shard threads under `SCHED_BATCH`, as asked for (`None`: the engine's default,
     /// on).
     pub batch_scheduling: Option<bool>,
+    /// Responses awaited on the shards' own rings, as asked for (`None`: the engine's
+    /// default, on).
+    pub socket_ring: Option<bool>,
     /// Journal group size asked for.
     pub group_records: Option<usize>,
     /// Journal group delay asked for, µs.
@@ -399,8 +402,11 @@ impl Report {
                 (_, Some(s)) => format!(
                     "{s} shards on {} cores{}",
                     self.cores,
-                    match self.batch_scheduling {
-                        Some(false) => ", default scheduling (SCHED_BATCH off)",
+                    match (self.batch_scheduling, self.socket_ring) {
+                        (Some(false), Some(false)) =>
+                            ", default scheduling (SCHED_BATCH off), glommio's ring for responses",
+                        (Some(false), _) => ", default scheduling (SCHED_BATCH off)",
+                        (_, Some(false)) => ", glommio's ring for responses (socket ring off)",
                         _ => "",
                     }
                 ),

@@ -404,6 +404,9 @@ impl Engine {
         if let Some(batch) = plan.batch_scheduling {
             builder = builder.batch_scheduling(batch);
         }
+        if let Some(ring) = plan.socket_ring {
+            builder = builder.socket_ring(ring);
+        }
         if let Some(records) = plan.group_records {
             builder = builder.journal_group_records_max(records);
         }
@@ -1050,6 +1053,7 @@ fn drive(
         .to_owned(),
         cores: sysstat::cores(),
         batch_scheduling: plan.batch_scheduling,
+        socket_ring: plan.socket_ring,
         group_records: plan.group_records,
         group_delay_us: plan
             .group_delay

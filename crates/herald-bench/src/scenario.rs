@@ -121,6 +121,11 @@ pub struct Knobs {
     #[arg(long, num_args = 0..=1, default_missing_value = "true", value_name = "BOOL")]
     #[serde(default)]
     pub batch_scheduling: Option<bool>,
+    /// Responses awaited on each shard's own io_uring, which never interrupts a running
+    /// shard [default: the engine's, on].
+    #[arg(long, num_args = 0..=1, default_missing_value = "true", value_name = "BOOL")]
+    #[serde(default)]
+    pub socket_ring: Option<bool>,
     /// Journal group commit: most records per sync [default: the engine's].
     #[arg(long, value_name = "RECORDS")]
     #[serde(default)]
@@ -324,6 +329,7 @@ impl Knobs {
             tls,
             shards,
             batch_scheduling,
+            socket_ring,
             group_records,
             group_delay_us,
             retry_schedule_ms,
@@ -464,6 +470,8 @@ pub struct Plan {
     pub shards: Option<usize>,
     /// Shard threads under `SCHED_BATCH` (`None`: the engine's default).
     pub batch_scheduling: Option<bool>,
+    /// Responses awaited on the shards' own rings (`None`: the engine's default).
+    pub socket_ring: Option<bool>,
     /// Journal group size.
     pub group_records: Option<usize>,
     /// Journal group delay.
@@ -734,6 +742,7 @@ impl Plan {
             for (set, name) in [
                 (knobs.shards.is_some(), "shards"),
                 (knobs.batch_scheduling.is_some(), "batch_scheduling"),
+                (knobs.socket_ring.is_some(), "socket_ring"),
                 (knobs.group_records.is_some(), "group_records"),
                 (knobs.group_delay_us.is_some(), "group_delay_us"),
                 (knobs.retry_schedule_ms.is_some(), "retry_schedule_ms"),
@@ -758,6 +767,7 @@ impl Plan {
             tls,
             shards,
             batch_scheduling: knobs.batch_scheduling,
+            socket_ring: knobs.socket_ring,
             group_records,
             group_delay,
             retry_schedule,
