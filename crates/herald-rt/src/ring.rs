@@ -33,8 +33,8 @@ use io_uring::{cqueue, opcode, types, IoUring};
 /// kernel keeps the excess, and a poll it ended is armed again when next needed).
 const RING_ENTRIES: u32 = 512;
 
-/// The `user_data` of the eventfd-less internal submissions (cancellations), whose
-/// completions carry nothing to act on.
+/// The `user_data` of cancellations, whose completions carry nothing to act on (the
+/// cancelled poll's own last completion comes under its slot's old generation).
 const CANCEL_USER_DATA: u64 = u64::MAX;
 
 /// One registered socket.
