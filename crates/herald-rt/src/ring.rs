@@ -325,7 +325,7 @@ const LOOK_EVERY: std::time::Duration = std::time::Duration::from_millis(5);
 /// the eventfd the ring signals, then takes the completions; while a reader waits, also
 /// every [`LOOK_EVERY`]. Ends with the ring.
 async fn drive(ring: Weak<SocketRing>, eventfd: glommio::io::BufferedFile) {
-    let mut read = Box::pin(eventfd.read_at(0, 8));
+    let mut read = Some(Box::pin(eventfd.read_at(0, 8)));
     loop {
         let awaited = match ring.upgrade() {
             Some(ring) => {
@@ -335,20 +335,28 @@ async fn drive(ring: Weak<SocketRing>, eventfd: glommio::io::BufferedFile) {
             }
             None => break,
         };
-        let signalled = if awaited {
-            futures_lite::future::or(async { Some(read.as_mut().await) }, async {
-                glommio::timer::sleep(LOOK_EVERY).await;
-                None
-            })
-            .await
-        } else {
-            Some(read.as_mut().await)
+        let look = async {
+            glommio::timer::sleep(LOOK_EVERY).await;
+            None
+        };
+        let signalled = match read.as_mut() {
+            Some(read) if awaited => {
+                futures_lite::future::or(async { Some(read.as_mut().await) }, look).await
+            }
+            Some(read) => Some(read.as_mut().await),
+            // The eventfd failed: looking every LOOK_EVERY is all that is left.
+            None => look.await,
         };
         match signalled {
-            Some(Ok(_)) => read = Box::pin(eventfd.read_at(0, 8)),
+            Some(Ok(_)) => read = Some(Box::pin(eventfd.read_at(0, 8))),
             Some(Err(error)) => {
-                tracing::error!(%error, "socket ring: reading its eventfd failed");
-                break;
+                // Never expected of an eventfd; readers must not hang on it.
+                tracing::error!(
+                    %error,
+                    "socket ring: reading its eventfd failed; looking at the ring every \
+                     {LOOK_EVERY:?} from now on"
+                );
+                read = None;
             }
             None => {
                 if let Some(ring) = ring.upgrade() {
