@@ -173,6 +173,10 @@ pub struct ClientStats {
     pub liveness_checks: u64,
     /// Idle connections closed by the idle timeout.
     pub idle_closed: u64,
+    /// Reads that found their connection empty (they would have blocked). Counted for
+    /// connections on the socket ring ([`ClientConfig::socket_ring`]), which reads only
+    /// after the kernel reported the socket readable: these come from stale reports.
+    pub reads_found_empty: u64,
 }
 
 /// The outbound HTTP client of one shard: single-threaded, runs inside a glommio
@@ -258,7 +262,11 @@ impl HttpClient {
 
     /// Counters so far.
     pub fn stats(&self) -> ClientStats {
-        self.stats.get()
+        let mut stats = self.stats.get();
+        if let Some(Some(ring)) = self.socket_ring.borrow().as_ref() {
+            stats.reads_found_empty = ring.reads_found_empty();
+        }
+        stats
     }
 
     /// Connections open or being opened, idle ones included.
