@@ -912,9 +912,9 @@ fn drive(
         .and_then(sysstat::device_write_bytes)
         .zip(device_before)
         .map(|(a, b)| a.saturating_sub(b));
-    let server = match (&scrape_before, engine.scrape().transpose()?) {
-        (Some(before), Some(after)) => Some(ServerFigures::between(before, &after)),
-        _ => None,
+    let server = match &scrape_before {
+        Some(before) => Some(settled_server_figures(engine, before, attempts)?),
+        None => None,
     };
     // Saturating: the sink's CPU is summed over its live threads, and a thread that
     // ended between the two readings takes its time with it.
@@ -1210,6 +1210,44 @@ fn publish(
             lane.submit(tenant, event_type, data, shared)?;
         }
         c += publishers;
+    }
+}
+
+/// How long the server may take to record the outcomes of attempts the sink has
+/// already answered, before its figures are reported as they are.
+const SERVER_SETTLE: Duration = Duration::from_secs(5);
+
+/// The server's figures since `before`, once its `/metrics` show an outcome for each of
+/// the `attempts` the sink answered (or after [`SERVER_SETTLE`]). The sink counts a
+/// request when it answers; the server counts it when the answer is back, a moment
+/// later, so a scrape taken at once would miss the last outcomes.
+fn settled_server_figures(
+    engine: &Engine,
+    before: &Scrape,
+    attempts: u64,
+) -> Result<ServerFigures, BenchError> {
+    let deadline = Instant::now() + SERVER_SETTLE;
+    loop {
+        let Some(after) = engine.scrape().transpose()? else {
+            return Err(BenchError::Remote(
+                "the server's /metrics went away during the run".to_owned(),
+            ));
+        };
+        let figures = ServerFigures::between(before, &after);
+        let outcomes = [
+            figures.attempts_succeeded,
+            figures.attempts_retryable,
+            figures.attempts_final,
+        ]
+        .iter()
+        .map(|n| n.unwrap_or(0))
+        .sum::<u64>();
+        // A server without these series cannot tell: take what it gives.
+        let counted = figures.attempts_succeeded.is_some();
+        if !counted || outcomes >= attempts || Instant::now() >= deadline {
+            return Ok(figures);
+        }
+        std::thread::sleep(Duration::from_millis(20));
     }
 }
 
