@@ -171,6 +171,10 @@ pub struct ClientStats {
     /// Idle connections peeked at for a close before reuse: those idle at least
     /// [`PoolConfig::liveness_check_after_idle_us`].
     pub liveness_checks: u64,
+    /// Of those, the checks that looked at the socket (a `recv(2)` peek). On the socket
+    /// ring ([`ClientConfig::socket_ring`]) the ring's reports answer the others: only a
+    /// connection it saw something arrive on is peeked at.
+    pub liveness_peeks: u64,
     /// Idle connections closed by the idle timeout.
     pub idle_closed: u64,
     /// Reads that found their connection empty (they would have blocked). Counted for
@@ -368,8 +372,12 @@ impl HttpClient {
             if idle_for < check_after {
                 return true;
             }
-            self.bump(|s| s.liveness_checks += 1);
-            conn.reusable()
+            let (reusable, peeked) = conn.reusable();
+            self.bump(|s| {
+                s.liveness_checks += 1;
+                s.liveness_peeks += u64::from(peeked);
+            });
+            reusable
         });
         let mut read_buf = self.take_read_buffer();
 

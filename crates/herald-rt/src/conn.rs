@@ -40,6 +40,15 @@ impl Socket {
         }
     }
 
+    /// How an idle socket stands as far as the socket ring knows without a system call
+    /// (`None`: no ring, or it saw something arrive, so only a peek tells).
+    fn idle_report(&self) -> Option<Idleness> {
+        match self.registration.as_ref()?.idle_report()? {
+            true => Some(Idleness::Closed),
+            false => Some(Idleness::Quiet),
+        }
+    }
+
     /// The socket, borrowed for as long as `self` is.
     fn fd(&self) -> BorrowedFd<'_> {
         // SAFETY: `fd` is the socket of `self.tcp`, which `self` owns and which closes
@@ -161,20 +170,34 @@ impl Conn {
     /// stale-connection retry in the client covers the race that remains). For TLS,
     /// pending bytes may be a legitimate record (a late session ticket) and are left to
     /// the TLS layer; for plain HTTP they break the framing.
-    pub(crate) fn reusable(&self) -> bool {
-        match (peek_idle(self.socket()), &self.stream) {
+    ///
+    /// On the socket ring the ring's reports answer without a system call, unless it saw
+    /// something arrive (then a peek tells bytes from a close). Returns whether the
+    /// connection can be used and whether a peek was made.
+    pub(crate) fn reusable(&self) -> (bool, bool) {
+        let (idleness, peeked) = match self.plain_socket().idle_report() {
+            Some(idleness) => (idleness, false),
+            None => (peek_idle(self.socket()), true),
+        };
+        let reusable = match (idleness, &self.stream) {
             (Idleness::Quiet, _) => true,
             (Idleness::Unsolicited, Stream::Tls(_)) => true,
             (Idleness::Unsolicited, Stream::Plain(_)) | (Idleness::Closed, _) => false,
+        };
+        (reusable, peeked)
+    }
+
+    /// The TCP socket under the connection.
+    fn plain_socket(&self) -> &Socket {
+        match &self.stream {
+            Stream::Plain(socket) => socket,
+            Stream::Tls(tls) => tls.get_ref().0,
         }
     }
 
     /// The connection's socket, borrowed for as long as the connection is.
     fn socket(&self) -> BorrowedFd<'_> {
-        match &self.stream {
-            Stream::Plain(socket) => socket.fd(),
-            Stream::Tls(tls) => tls.get_ref().0.fd(),
-        }
+        self.plain_socket().fd()
     }
 }
 

@@ -313,6 +313,25 @@ impl Registration {
         Poll::Pending
     }
 
+    /// What the ring knows of an idle socket, after taking the completions already
+    /// posted: `Some(true)` if it reported a close or an error, `Some(false)` if nothing
+    /// came since a read drained it, `None` if something came (bytes or a close: only a
+    /// look at the socket tells). An event the kernel has not posted yet (the shard has
+    /// not entered the kernel since it arrived: microseconds while it works) is missed,
+    /// which only widens by that much the race a look leaves anyway.
+    pub(crate) fn idle_report(&self) -> Option<bool> {
+        self.ring.drain();
+        let inner = self.ring.inner.borrow();
+        let slot = &inner.slots[self.index as usize];
+        if slot.closed {
+            Some(true)
+        } else if slot.ready {
+            None
+        } else {
+            Some(false)
+        }
+    }
+
     /// A read found the socket drained: it would block, or it returned less than it could
     /// take. Bytes that arrive from now on raise an event (the multishot poll posts one
     /// for every arrival it finds readable; an arrival before this read was taken by it),

@@ -615,18 +615,20 @@ fn the_stale_connection_retry_happens_at_most_once() {
 
 /// Posts to a receiver behaving as `behaviour`, pausing before each request as long as
 /// `pauses_ms` says, with pooled connections reused unchecked while idle for less than
-/// `check_after_idle_us`; every answer must be a 200. Returns the client's counters and
-/// the connections the receiver accepted.
+/// `check_after_idle_us`, reads waiting on the socket ring or not; every answer must be
+/// a 200. Returns the client's counters and the connections the receiver accepted.
 fn post_after_pauses(
     behaviour: Behaviour,
     pauses_ms: &'static [u64],
     check_after_idle_us: u64,
+    socket_ring: bool,
 ) -> (ClientStats, usize) {
     let receiver = plain_receiver(behaviour);
     let url = url(&receiver, "http", "/");
     let stats = run(move || async move {
         let mut config = loopback_config(TrustAnchors::empty());
         config.pool.liveness_check_after_idle_us = check_after_idle_us;
+        config.socket_ring = socket_ring;
         let client = HttpClient::new(config);
         for pause_ms in pauses_ms {
             glommio::timer::sleep(Duration::from_millis(*pause_ms)).await;
@@ -639,33 +641,63 @@ fn post_after_pauses(
 
 #[test]
 fn a_connection_idle_for_less_than_the_threshold_is_reused_unchecked() {
-    // Every reuse within a minute: no check.
-    let (stats, connections) = post_after_pauses(Behaviour::Ok, &[0, 0, 100], 60_000_000);
-    assert_eq!(connections, 1);
-    assert_eq!(stats.connections_reused, 2);
-    assert_eq!(stats.liveness_checks, 0);
-    // A threshold of zero checks every reuse.
-    let (stats, connections) = post_after_pauses(Behaviour::Ok, &[0, 0, 100], 0);
-    assert_eq!(connections, 1);
-    assert_eq!(stats.connections_reused, 2);
-    assert_eq!(stats.liveness_checks, 2);
+    for socket_ring in [true, false] {
+        // Every reuse within a minute: no check.
+        let (stats, connections) =
+            post_after_pauses(Behaviour::Ok, &[0, 0, 100], 60_000_000, socket_ring);
+        assert_eq!(connections, 1);
+        assert_eq!(stats.connections_reused, 2);
+        assert_eq!(stats.liveness_checks, 0);
+        // A threshold of zero checks every reuse; on the socket ring, which saw nothing
+        // arrive after each answer, without a look at the socket.
+        let (stats, connections) = post_after_pauses(Behaviour::Ok, &[0, 0, 100], 0, socket_ring);
+        assert_eq!(connections, 1);
+        assert_eq!(stats.connections_reused, 2);
+        assert_eq!(stats.liveness_checks, 2);
+        let peeks = if socket_ring { 0 } else { 2 };
+        assert_eq!(stats.liveness_peeks, peeks, "socket ring {socket_ring}");
+    }
 }
 
 #[test]
 fn a_connection_the_receiver_closed_while_idle_is_not_reused() {
-    // A receiver with a short keep-alive timeout: it closes each connection 10 ms after
-    // its answer, without `Connection: close`. The default threshold (1 ms) is far below
-    // the 150 ms pause.
-    let (stats, connections) = post_after_pauses(
-        Behaviour::CloseWhenIdle(Duration::from_millis(10)),
-        &[0, 150],
-        PoolConfig::default().liveness_check_after_idle_us,
-    );
-    // The check saw the close: a fresh connection, no request sent into a dead one.
-    assert_eq!(stats.liveness_checks, 1);
-    assert_eq!(stats.stale_retries, 0);
-    assert_eq!(stats.connections_opened, 2);
-    assert_eq!(connections, 2);
+    for socket_ring in [true, false] {
+        // A receiver with a short keep-alive timeout: it closes each connection 10 ms
+        // after its answer, without `Connection: close`. The default threshold (1 ms) is
+        // far below the 150 ms pause.
+        let (stats, connections) = post_after_pauses(
+            Behaviour::CloseWhenIdle(Duration::from_millis(10)),
+            &[0, 150],
+            PoolConfig::default().liveness_check_after_idle_us,
+            socket_ring,
+        );
+        // The check saw the close (on the socket ring, the ring reported it): a fresh
+        // connection, no request sent into a dead one.
+        assert_eq!(stats.liveness_checks, 1, "socket ring {socket_ring}");
+        assert_eq!(stats.liveness_peeks, u64::from(!socket_ring));
+        assert_eq!(stats.stale_retries, 0);
+        assert_eq!(stats.connections_opened, 2);
+        assert_eq!(connections, 2);
+    }
+}
+
+#[test]
+fn bytes_nobody_asked_for_keep_an_idle_connection_from_reuse() {
+    for socket_ring in [true, false] {
+        // 30 ms after its answer the receiver writes bytes no request asked for.
+        let (stats, connections) = post_after_pauses(
+            Behaviour::LateGarbage,
+            &[0, 100],
+            PoolConfig::default().liveness_check_after_idle_us,
+            socket_ring,
+        );
+        // The ring saw bytes arrive; a look told them from a close.
+        assert_eq!(stats.liveness_checks, 1, "socket ring {socket_ring}");
+        assert_eq!(stats.liveness_peeks, 1);
+        assert_eq!(stats.stale_retries, 0);
+        assert_eq!(stats.connections_opened, 2);
+        assert_eq!(connections, 2);
+    }
 }
 
 /// A receiver that answers one request with `200 ok` and then sets the flag it returns
