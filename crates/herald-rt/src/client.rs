@@ -13,6 +13,7 @@ use glommio::timer::Timer;
 use herald_http::{HeaderFields, Limits, Response, ResponseParser, Url};
 
 use crate::conn::{Conn, Socket};
+use crate::deadline::Deadlines;
 use crate::dns::{DnsConfig, Resolver};
 use crate::egress::{EgressPolicy, EgressRefusal};
 use crate::error::TransportError;
@@ -217,6 +218,8 @@ pub struct HttpClient {
     spare_read_buffers: RefCell<Vec<Vec<u8>>>,
     stats: Cell<ClientStats>,
     last_sweep: Cell<Instant>,
+    /// Every request's deadline (see `deadline.rs`).
+    deadlines: Rc<Deadlines>,
     /// The shard's socket ring, set up with the first connection (on the executor):
     /// `Some(None)` once it turned out unavailable or is turned off.
     socket_ring: RefCell<Option<Option<Rc<SocketRing>>>>,
@@ -254,6 +257,7 @@ impl HttpClient {
             spare_read_buffers: RefCell::new(Vec::new()),
             stats: Cell::new(ClientStats::default()),
             last_sweep: Cell::new(Instant::now()),
+            deadlines: Rc::new(Deadlines::default()),
             socket_ring: RefCell::new(None),
             config,
         }
@@ -310,8 +314,9 @@ impl HttpClient {
         let timeout_ms = request.request_timeout_ms.max(1);
         let budget = Duration::from_millis(timeout_ms);
         let exchange = self.exchange(&request);
+        let deadline = self.deadlines.until(started + budget);
         let timer = async {
-            Timer::new(budget).await;
+            deadline.await;
             Err(TransportError::RequestTimeout(format!(
                 "no complete response from {} within {timeout_ms} ms",
                 request.url.host_header()

@@ -39,6 +39,7 @@
 
 mod client;
 mod conn;
+mod deadline;
 mod dns;
 pub mod egress;
 mod error;
