@@ -4,12 +4,14 @@
 //! request cost an insertion into the reactor's timer tree when first polled and a
 //! removal when dropped, plus a clock reading each time the request was polled: ~2 % of
 //! a shard's samples at full load. Deadlines are kept in a slab instead, and one task per
-//! client looks at them every [`TICK`] while any is pending, waking those that passed. A
-//! request polls its deadline without reading the clock.
+//! client sleeps until the earliest pending one, then wakes those that passed. A
+//! request polls its deadline without reading the clock, and registering one costs a
+//! comparison (the task is nudged only by a deadline earlier than its next look).
 //!
-//! A deadline therefore fires up to one tick late (and never early): nothing against
-//! request timeouts of seconds, and the `RequestTimeout` error still names the budget.
-//! While no request is pending, the task waits without a timer.
+//! Deadlines closer together than a [`TICK`] fire in one look, so one may fire up to a
+//! tick late (never early): nothing against request timeouts of seconds, and the
+//! `RequestTimeout` error still names the budget. While no deadline is pending the task
+//! waits without a timer.
 
 use std::cell::RefCell;
 use std::future::Future;
@@ -18,7 +20,7 @@ use std::rc::{Rc, Weak};
 use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
 
-/// How often pending deadlines are looked at, and so how late one may fire.
+/// The shortest sleep between two looks, and so how late a deadline may fire.
 pub(crate) const TICK: Duration = Duration::from_millis(5);
 
 struct Slot {
@@ -36,8 +38,12 @@ struct Inner {
     free: Vec<u32>,
     /// Slots in use and not fired.
     pending: usize,
-    /// The sweeping task, while it waits for a first pending deadline.
-    idle_sweeper: Option<Waker>,
+    /// When the sweeping task looks next; `None` while it waits for a registration.
+    next_look: Option<Instant>,
+    /// A deadline earlier than `next_look` was registered: look again now.
+    nudged: bool,
+    /// The sweeping task, while it waits.
+    sweeper: Option<Waker>,
     sweeper_started: bool,
 }
 
@@ -58,25 +64,27 @@ impl Deadlines {
         }
     }
 
-    /// Fires every pending deadline at or before `now`; returns how many are still
-    /// pending.
-    fn fire_due(&self, now: Instant) -> usize {
+    /// Fires every pending deadline at or before `now`; returns the earliest of those
+    /// still pending.
+    fn fire_due(&self, now: Instant) -> Option<Instant> {
         let mut wake = Vec::new();
+        let mut earliest: Option<Instant> = None;
         let mut inner = self.inner.borrow_mut();
         let Inner { slots, pending, .. } = &mut *inner;
-        for slot in slots.iter_mut() {
-            if slot.in_use && !slot.fired && slot.at <= now {
+        for slot in slots.iter_mut().filter(|slot| slot.in_use && !slot.fired) {
+            if slot.at <= now {
                 slot.fired = true;
                 *pending -= 1;
                 wake.extend(slot.waker.take());
+            } else {
+                earliest = Some(earliest.map_or(slot.at, |e| e.min(slot.at)));
             }
         }
-        let left = *pending;
         drop(inner);
         for waker in wake {
             waker.wake();
         }
-        left
+        earliest
     }
 
     fn release(&self, index: u32, generation: u32) {
@@ -100,7 +108,7 @@ impl Drop for Deadlines {
     fn drop(&mut self) {
         // The sweeper holds only a weak reference: woken, it finds the client gone and
         // ends.
-        if let Some(waker) = self.inner.get_mut().idle_sweeper.take() {
+        if let Some(waker) = self.inner.get_mut().sweeper.take() {
             waker.wake();
         }
     }
@@ -155,12 +163,16 @@ impl Future for Deadline {
         this.slot = Some((index, inner.slots[index as usize].generation));
         inner.pending += 1;
         let start_sweeper = !std::mem::replace(&mut inner.sweeper_started, true);
-        let idle_sweeper = inner.idle_sweeper.take();
+        let mut sweeper = None;
+        if inner.next_look.is_none_or(|look| this.at < look) {
+            inner.nudged = true;
+            sweeper = inner.sweeper.take();
+        }
         // Released first: glommio runs a spawned task at once, and it borrows these.
         drop(inner);
         if start_sweeper {
             glommio::spawn_local(sweep(Rc::downgrade(&this.deadlines))).detach();
-        } else if let Some(waker) = idle_sweeper {
+        } else if let Some(waker) = sweeper {
             waker.wake();
         }
         Poll::Pending
@@ -175,33 +187,42 @@ impl Drop for Deadline {
     }
 }
 
-/// The client's sweeping task: every [`TICK`] while deadlines are pending, fires those
-/// that passed; otherwise waits for one to be registered. Ends with the client.
+/// The client's sweeping task: fires the deadlines that passed, then sleeps until the
+/// earliest pending one (at least a [`TICK`]), or until nudged by an earlier one; with
+/// none pending, waits for a registration. Ends with the client.
 async fn sweep(deadlines: Weak<Deadlines>) {
     loop {
         let Some(strong) = deadlines.upgrade() else {
             return;
         };
-        let pending = strong.fire_due(Instant::now());
-        drop(strong);
-        if pending > 0 {
-            glommio::timer::sleep(TICK).await;
-            continue;
+        let now = Instant::now();
+        let next_look = strong.fire_due(now).map(|at| at.max(now + TICK));
+        {
+            let mut inner = strong.inner.borrow_mut();
+            inner.next_look = next_look;
+            inner.nudged = false;
         }
-        // Nothing pending: wait, without a timer, for the next registration (or for
-        // the client to go).
-        std::future::poll_fn(|cx| {
+        drop(strong);
+        let sleep = async {
+            match next_look {
+                Some(at) => {
+                    glommio::timer::sleep(at.saturating_duration_since(Instant::now())).await
+                }
+                None => std::future::pending::<()>().await,
+            }
+        };
+        let nudge = std::future::poll_fn(|cx| {
             let Some(strong) = deadlines.upgrade() else {
                 return Poll::Ready(());
             };
             let mut inner = strong.inner.borrow_mut();
-            if inner.pending > 0 {
+            if inner.nudged {
                 return Poll::Ready(());
             }
-            inner.idle_sweeper = Some(cx.waker().clone());
+            inner.sweeper = Some(cx.waker().clone());
             Poll::Pending
-        })
-        .await;
+        });
+        futures_lite::future::or(sleep, nudge).await;
     }
 }
 
@@ -255,5 +276,43 @@ mod tests {
             .unwrap();
         assert_eq!(slots, 1, "one slot, reused");
         assert_eq!(pending, 0);
+    }
+
+    #[test]
+    fn an_earlier_deadline_is_not_kept_waiting_behind_a_later_one() {
+        let (fired, pending) = glommio::LocalExecutorBuilder::new(glommio::Placement::Unbound)
+            .io_memory(256 << 10)
+            .spawn(|| async {
+                let deadlines = Rc::new(Deadlines::default());
+                let start = Instant::now();
+                // Registered (polled once) and kept: the sweeper plans its next look for
+                // a minute from now…
+                let mut held = Box::pin(deadlines.until(start + Duration::from_secs(60)));
+                futures_lite::future::or(held.as_mut(), async {}).await;
+                // …then a request with a short budget comes.
+                let short = deadlines.until(start + Duration::from_millis(20));
+                let give_up = async {
+                    glommio::timer::sleep(Duration::from_secs(30)).await;
+                    false
+                };
+                let fired = futures_lite::future::or(
+                    async {
+                        short.await;
+                        true
+                    },
+                    give_up,
+                )
+                .await;
+                let pending = deadlines.inner.borrow().pending;
+                (fired, pending)
+            })
+            .unwrap()
+            .join()
+            .unwrap();
+        assert!(
+            fired,
+            "the short deadline fired before the long one was due"
+        );
+        assert_eq!(pending, 1, "the long one still waits");
     }
 }
