@@ -230,27 +230,36 @@ async fn sweep(deadlines: Weak<Deadlines>) {
 mod tests {
     use super::*;
 
-    #[test]
-    fn deadlines_fire_after_their_time_and_not_before() {
-        let fired = glommio::LocalExecutorBuilder::new(glommio::Placement::Unbound)
+    /// Runs `test` on a glommio executor of its own and returns what it returns.
+    fn on_executor<T, F>(test: impl FnOnce() -> F + Send + 'static) -> T
+    where
+        T: Send + 'static,
+        F: Future<Output = T> + 'static,
+    {
+        glommio::LocalExecutorBuilder::new(glommio::Placement::Unbound)
             .io_memory(256 << 10)
-            .spawn(|| async {
-                let deadlines = Rc::new(Deadlines::default());
-                let start = Instant::now();
-                let short = deadlines.until(start + Duration::from_millis(20));
-                let long = deadlines.until(start + Duration::from_millis(60));
-                short.await;
-                let after_short = start.elapsed();
-                long.await;
-                let after_long = start.elapsed();
-                // One that passed already completes too.
-                deadlines.until(start).await;
-                let pending = deadlines.inner.borrow().pending;
-                (after_short, after_long, pending)
-            })
+            .spawn(test)
             .unwrap()
             .join()
-            .unwrap();
+            .unwrap()
+    }
+
+    #[test]
+    fn deadlines_fire_after_their_time_and_not_before() {
+        let fired = on_executor(|| async {
+            let deadlines = Rc::new(Deadlines::default());
+            let start = Instant::now();
+            let short = deadlines.until(start + Duration::from_millis(20));
+            let long = deadlines.until(start + Duration::from_millis(60));
+            short.await;
+            let after_short = start.elapsed();
+            long.await;
+            let after_long = start.elapsed();
+            // One that passed already completes too.
+            deadlines.until(start).await;
+            let pending = deadlines.inner.borrow().pending;
+            (after_short, after_long, pending)
+        });
         let (after_short, after_long, pending) = fired;
         assert!(after_short >= Duration::from_millis(20), "{after_short:?}");
         assert!(after_long >= Duration::from_millis(60), "{after_long:?}");
@@ -259,56 +268,46 @@ mod tests {
 
     #[test]
     fn dropped_deadlines_free_their_slots_and_never_fire() {
-        let (slots, pending) = glommio::LocalExecutorBuilder::new(glommio::Placement::Unbound)
-            .io_memory(256 << 10)
-            .spawn(|| async {
-                let deadlines = Rc::new(Deadlines::default());
-                for _ in 0..100 {
-                    // Registered (polled once), then dropped: a request that finished.
-                    let deadline = deadlines.until(Instant::now() + Duration::from_secs(60));
-                    futures_lite::future::or(deadline, async {}).await;
-                }
-                let inner = deadlines.inner.borrow();
-                (inner.slots.len(), inner.pending)
-            })
-            .unwrap()
-            .join()
-            .unwrap();
+        let (slots, pending) = on_executor(|| async {
+            let deadlines = Rc::new(Deadlines::default());
+            for _ in 0..100 {
+                // Registered (polled once), then dropped: a request that finished.
+                let deadline = deadlines.until(Instant::now() + Duration::from_secs(60));
+                futures_lite::future::or(deadline, async {}).await;
+            }
+            let inner = deadlines.inner.borrow();
+            (inner.slots.len(), inner.pending)
+        });
         assert_eq!(slots, 1, "one slot, reused");
         assert_eq!(pending, 0);
     }
 
     #[test]
     fn an_earlier_deadline_is_not_kept_waiting_behind_a_later_one() {
-        let (fired, pending) = glommio::LocalExecutorBuilder::new(glommio::Placement::Unbound)
-            .io_memory(256 << 10)
-            .spawn(|| async {
-                let deadlines = Rc::new(Deadlines::default());
-                let start = Instant::now();
-                // Registered (polled once) and kept: the sweeper plans its next look for
-                // a minute from now…
-                let mut held = Box::pin(deadlines.until(start + Duration::from_secs(60)));
-                futures_lite::future::or(held.as_mut(), async {}).await;
-                // …then a request with a short budget comes.
-                let short = deadlines.until(start + Duration::from_millis(20));
-                let give_up = async {
-                    glommio::timer::sleep(Duration::from_secs(30)).await;
-                    false
-                };
-                let fired = futures_lite::future::or(
-                    async {
-                        short.await;
-                        true
-                    },
-                    give_up,
-                )
-                .await;
-                let pending = deadlines.inner.borrow().pending;
-                (fired, pending)
-            })
-            .unwrap()
-            .join()
-            .unwrap();
+        let (fired, pending) = on_executor(|| async {
+            let deadlines = Rc::new(Deadlines::default());
+            let start = Instant::now();
+            // Registered (polled once) and kept: the sweeper plans its next look for
+            // a minute from now…
+            let mut held = Box::pin(deadlines.until(start + Duration::from_secs(60)));
+            futures_lite::future::or(held.as_mut(), async {}).await;
+            // …then a request with a short budget comes.
+            let short = deadlines.until(start + Duration::from_millis(20));
+            let give_up = async {
+                glommio::timer::sleep(Duration::from_secs(30)).await;
+                false
+            };
+            let fired = futures_lite::future::or(
+                async {
+                    short.await;
+                    true
+                },
+                give_up,
+            )
+            .await;
+            let pending = deadlines.inner.borrow().pending;
+            (fired, pending)
+        });
         assert!(
             fired,
             "the short deadline fired before the long one was due"
