@@ -3,10 +3,10 @@
 //! Run: `cargo bench -p herald-http --bench codec -- --warm-up-time 1 --measurement-time 3`
 
 use criterion::{black_box, criterion_group, criterion_main, Criterion, Throughput};
-use herald_http::{encode_request, Limits, ResponseParser, Url};
+use herald_http::{encode_request, Limits, RequestParser, ResponseParser, Url};
 
 /// A signed Standard Webhooks delivery: 1 KiB JSON body, eight headers.
-fn encode_signed_webhook(c: &mut Criterion) {
+fn signed_webhook() -> (Url, Vec<u8>) {
     let url = Url::parse("https://hooks.example.com/webhooks/orders?tenant=t_42").unwrap();
     let host = url.host_header();
     let mut body = br#"{"type":"order.created","data":{"id":"ord_123","items":["#.to_vec();
@@ -15,7 +15,10 @@ fn encode_signed_webhook(c: &mut Criterion) {
     }
     body.extend_from_slice(b"{}]}}");
     body.truncate(1024);
-    let headers: [(&str, &[u8]); 8] = [
+    (url, body)
+}
+
+const SIGNED_HEADERS: [(&str, &[u8]); 8] = [
         ("content-type", b"application/json"),
         ("user-agent", b"herald/0.1"),
         ("webhook-id", b"msg_2KWPBgLlAfxdpx2AI54pPJ85f4W"),
@@ -28,6 +31,11 @@ fn encode_signed_webhook(c: &mut Criterion) {
         ("x-herald-attempt", b"1"),
         ("accept", b"*/*"),
     ];
+
+fn encode_signed_webhook(c: &mut Criterion) {
+    let (url, body) = signed_webhook();
+    let host = url.host_header();
+    let headers = SIGNED_HEADERS;
     let mut out = Vec::with_capacity(4096);
     let mut group = c.benchmark_group("encode");
     group.throughput(Throughput::Elements(1));
@@ -71,6 +79,33 @@ fn parse_small_response(c: &mut Criterion) {
     group.finish();
 }
 
+/// A signed delivery as a receiver (the bench sink, `herald serve`'s ingest) parses it,
+/// by a warm parser: the encoded request of `encode_signed_webhook`.
+fn parse_signed_request(c: &mut Criterion) {
+    let (url, body) = signed_webhook();
+    let mut wire = Vec::new();
+    encode_request(
+        &mut wire,
+        "POST",
+        &url.target,
+        &url.host_header(),
+        &SIGNED_HEADERS,
+        &body,
+    )
+    .unwrap();
+    let mut parser = RequestParser::new(Limits::default());
+    let mut group = c.benchmark_group("parse");
+    group.throughput(Throughput::Elements(1));
+    group.bench_function("signed_webhook_request_1KiB_8_headers", |b| {
+        b.iter(|| {
+            let (n, request) = parser.feed(black_box(&wire)).unwrap();
+            assert_eq!(n, wire.len());
+            black_box(request.unwrap().body.len())
+        })
+    });
+    group.finish();
+}
+
 fn parse_url(c: &mut Criterion) {
     c.bench_function("url/parse", |b| {
         b.iter(|| {
@@ -86,6 +121,7 @@ criterion_group!(
     benches,
     encode_signed_webhook,
     parse_small_response,
+    parse_signed_request,
     parse_url
 );
 criterion_main!(benches);

@@ -1,5 +1,7 @@
 //! Head accumulation and the framing rules shared by both parsers (RFC 9112 §6).
 
+use std::mem::MaybeUninit;
+
 use crate::body::Framing;
 use crate::retry_after::trim_ows;
 use crate::HttpError;
@@ -18,33 +20,44 @@ impl HeadBuffer {
     /// Appends `input` up to and including the first line that may end the head.
     /// Returns the bytes consumed and whether the buffer now holds a start line and ends
     /// with an empty line, i.e. is worth handing to httparse.
+    ///
+    /// One pass over `input` for its line ends and one copy: a head arrives whole in one
+    /// read nearly always, and a copy per line cost more than the rest of the parse.
     pub(crate) fn push(
         &mut self,
         input: &[u8],
         head_bytes_max: usize,
     ) -> Result<(usize, bool), HttpError> {
-        let mut consumed = 0;
-        while consumed < input.len() {
-            let rest = &input[consumed..];
-            let (segment, ends_line) = match rest.iter().position(|&b| b == b'\n') {
-                Some(i) => (&rest[..=i], true),
-                None => (rest, false),
-            };
-            if self.buf.len() + segment.len() > head_bytes_max {
-                return Err(HttpError::HeadTooLarge { head_bytes_max });
-            }
-            self.buf.extend_from_slice(segment);
-            consumed += segment.len();
-            self.content_seen =
-                self.content_seen || segment.iter().any(|&b| b != b'\r' && b != b'\n');
-            if ends_line
-                && self.content_seen
-                && (self.buf.ends_with(b"\n\n") || self.buf.ends_with(b"\n\r\n"))
-            {
-                return Ok((consumed, true));
-            }
+        // A blank line before anything but CR/LF is one of the empty lines tolerated in
+        // front of a start line, not the end of a head: look for ends only after content.
+        let content_from = if self.content_seen {
+            Some(0)
+        } else {
+            input.iter().position(|&b| b != b'\r' && b != b'\n')
+        };
+        let end = content_from.and_then(|from| {
+            memchr::memchr_iter(b'\n', &input[from..])
+                .map(|i| from + i)
+                .find(|&i| {
+                    let before = |back: usize| match i.checked_sub(back) {
+                        Some(at) => Some(input[at]),
+                        None => self.buf.len().checked_sub(back - i).map(|at| self.buf[at]),
+                    };
+                    match before(1) {
+                        Some(b'\n') => true,
+                        Some(b'\r') => before(2) == Some(b'\n'),
+                        _ => false,
+                    }
+                })
+                .map(|i| i + 1)
+        });
+        let take = end.unwrap_or(input.len());
+        if self.buf.len() + take > head_bytes_max {
+            return Err(HttpError::HeadTooLarge { head_bytes_max });
         }
-        Ok((consumed, false))
+        self.buf.extend_from_slice(&input[..take]);
+        self.content_seen = self.content_seen || content_from.is_some_and(|from| from < take);
+        Ok((take, end.is_some()))
     }
 
     pub(crate) fn is_empty(&self) -> bool {
@@ -60,17 +73,18 @@ impl HeadBuffer {
 /// Header slots on the stack for the default limit; larger limits go to the heap.
 const INLINE_HEADERS: usize = 100;
 
-/// Runs `f` with an httparse header array of exactly `count` slots.
+/// Runs `f` with `count` uninitialised httparse header slots (httparse writes each slot it
+/// hands back; initialising 100 of them for every head cost as much as parsing one).
 pub(crate) fn with_header_slots<'b, R>(
     count: usize,
-    f: impl FnOnce(&mut [httparse::Header<'b>]) -> R,
+    f: impl FnOnce(&mut [MaybeUninit<httparse::Header<'b>>]) -> R,
 ) -> R {
     if count <= INLINE_HEADERS {
-        let mut slots: [httparse::Header<'b>; INLINE_HEADERS] =
-            [httparse::EMPTY_HEADER; INLINE_HEADERS];
+        let mut slots = [const { MaybeUninit::<httparse::Header<'b>>::uninit() }; INLINE_HEADERS];
         f(&mut slots[..count])
     } else {
-        let mut slots = vec![httparse::EMPTY_HEADER; count];
+        let mut slots: Vec<MaybeUninit<httparse::Header<'b>>> = Vec::with_capacity(count);
+        slots.resize_with(count, MaybeUninit::uninit);
         f(&mut slots)
     }
 }
@@ -224,4 +238,71 @@ pub(crate) fn length_framing(
         });
     }
     Ok(Framing::Length(length))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Feeds `wire` in the pieces `cuts` makes; returns the head bytes taken (or the
+    /// error) once a piece ends the head.
+    fn feed(wire: &[u8], cuts: &[usize], max: usize) -> Result<Option<usize>, HttpError> {
+        let mut head = HeadBuffer::default();
+        let mut at = 0;
+        for end in cuts.iter().copied().chain([wire.len()]) {
+            let (used, done) = head.push(&wire[at..end], max)?;
+            if done {
+                assert_eq!(
+                    head.buf,
+                    wire[..at + used],
+                    "the buffer holds what was taken"
+                );
+                return Ok(Some(at + used));
+            }
+            assert_eq!(
+                used,
+                end - at,
+                "a piece that does not end the head is taken whole"
+            );
+            at = end;
+        }
+        Ok(None)
+    }
+
+    #[test]
+    fn a_head_ends_at_the_first_blank_line_after_content_however_it_is_cut() {
+        let cases: [(&[u8], Option<usize>); 6] = [
+            (b"POST / HTTP/1.1\r\nHost: a\r\n\r\nbody", Some(28)),
+            (b"HTTP/1.1 200 OK\n\nrest", Some(17)),
+            // Blank lines in front of the start line are not its end.
+            (b"\r\n\n\r\nHTTP/1.1 204 No Content\r\n\r\n", Some(32)),
+            (b"\r\n\r\n\r\n", None),
+            (b"GET / HTTP/1.1\r\nX: \r\r\n\r\n", Some(24)),
+            (b"GET / HTTP/1.1\r\nX: y\r\n", None),
+        ];
+        for (wire, end) in cases {
+            assert_eq!(feed(wire, &[], 1024).unwrap(), end, "{wire:?} whole");
+            for a in 0..=wire.len() {
+                for b in a..=wire.len() {
+                    assert_eq!(
+                        feed(wire, &[a, b], 1024).unwrap(),
+                        end,
+                        "{wire:?} cut at {a}, {b}"
+                    );
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn a_head_past_the_limit_is_refused_wherever_it_is_cut() {
+        let wire = b"POST / HTTP/1.1\r\nHost: a\r\n\r\n";
+        assert_eq!(feed(wire, &[], wire.len()).unwrap(), Some(wire.len()));
+        for cut in 0..=wire.len() {
+            assert!(matches!(
+                feed(wire, &[cut], wire.len() - 1),
+                Err(HttpError::HeadTooLarge { head_bytes_max }) if head_bytes_max == wire.len() - 1
+            ));
+        }
+    }
 }

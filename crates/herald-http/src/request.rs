@@ -130,9 +130,9 @@ fn parse_head(
     let limits = *limits;
     let buf = &buffer.buf;
     head::with_header_slots(limits.header_count_max, |slots| {
-        let mut request = httparse::Request::new(slots);
+        let mut request = httparse::Request::new(&mut []);
         let status = request
-            .parse(buf)
+            .parse_with_uninit_headers(buf, slots)
             .map_err(|e| HttpError::from_httparse(e, limits.header_count_max))?;
         let len = match status {
             httparse::Status::Partial => return Ok(None),

@@ -155,9 +155,9 @@ fn parse_head(
     let limits = *limits;
     let buf = &buffer.buf;
     let parsed = head::with_header_slots(limits.header_count_max, |slots| {
-        let mut response = httparse::Response::new(slots);
-        let status = response
-            .parse(buf)
+        let mut response = httparse::Response::new(&mut []);
+        let status = httparse::ParserConfig::default()
+            .parse_response_with_uninit_headers(&mut response, buf, slots)
             .map_err(|e| HttpError::from_httparse(e, limits.header_count_max))?;
         let len = match status {
             httparse::Status::Partial => return Ok(Parsed::Partial),
