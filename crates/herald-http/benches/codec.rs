@@ -8,7 +8,6 @@ use herald_http::{encode_request, Limits, RequestParser, ResponseParser, Url};
 /// A signed Standard Webhooks delivery: 1 KiB JSON body, eight headers.
 fn signed_webhook() -> (Url, Vec<u8>) {
     let url = Url::parse("https://hooks.example.com/webhooks/orders?tenant=t_42").unwrap();
-    let host = url.host_header();
     let mut body = br#"{"type":"order.created","data":{"id":"ord_123","items":["#.to_vec();
     while body.len() < 1000 {
         body.extend_from_slice(br#"{"sku":"SKU-0001","qty":1},"#);
