@@ -409,7 +409,7 @@ pub(crate) fn sole_header<'r>(
         .headers
         .iter()
         .filter(|(n, _)| n.eq_ignore_ascii_case(name))
-        .map(|(_, v)| v.as_slice());
+        .map(|(_, v)| v);
     let first = values.next();
     match values.next() {
         Some(_) => Err(()),
@@ -1725,7 +1725,9 @@ mod tests {
         Request {
             method: "POST".into(),
             target: "/v1/x".into(),
-            headers: vec![("Content-Type".into(), b"application/json".to_vec())],
+            headers: [("Content-Type", b"application/json")]
+                .into_iter()
+                .collect(),
             body: body.as_bytes().to_vec(),
             body_bytes_total: body.len() as u64,
             keep_alive: true,

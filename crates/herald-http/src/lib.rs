@@ -42,6 +42,7 @@ mod fields;
 mod head;
 mod limits;
 mod message;
+mod received;
 mod request;
 mod response;
 mod retry_after;
@@ -54,6 +55,7 @@ pub use encode::{
 pub use error::HttpError;
 pub use fields::HeaderFields;
 pub use limits::Limits;
+pub use received::ReceivedHeaders;
 pub use request::{Request, RequestParser};
 pub use response::{Response, ResponseParser};
 pub use retry_after::{parse_retry_after, RetryAfter};

@@ -1,7 +1,7 @@
 use crate::body::{Framing, Sink};
 use crate::head::{self, Declared, HeadBuffer};
 use crate::message::{Framer, Message, Phase};
-use crate::{HttpError, Limits};
+use crate::{HttpError, Limits, ReceivedHeaders};
 
 /// A complete HTTP request, as parsed by [`RequestParser`] (server side).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -11,7 +11,7 @@ pub struct Request {
     /// Request target as sent (origin-form `/path?query` for ordinary requests).
     pub target: String,
     /// Header fields in arrival order, names as sent.
-    pub headers: Vec<(String, Vec<u8>)>,
+    pub headers: ReceivedHeaders,
     /// The first `body_captured_bytes_max` bytes of the (de-chunked) body.
     pub body: Vec<u8>,
     /// Length of the whole body, captured or drained. A server that needs the whole body
@@ -26,7 +26,7 @@ pub struct Request {
 impl Request {
     /// First value of header `name` (case-insensitive).
     pub fn header(&self, name: &str) -> Option<&[u8]> {
-        head::find(&self.headers, name)
+        self.headers.get(name)
     }
 
     /// True when the body was longer than what was captured.
@@ -164,7 +164,7 @@ fn parse_head(
             Request {
                 method: method.to_owned(),
                 target: target.to_owned(),
-                headers: head::own_headers(request.headers),
+                headers: received_headers(request.headers),
                 body: Vec::with_capacity(framing.capture_hint(&limits)),
                 body_bytes_total: 0,
                 keep_alive: analysis.keep_alive,
@@ -173,4 +173,16 @@ fn parse_head(
             framing,
         )))
     })
+}
+
+/// Copies parsed header fields out of the head buffer, sized once.
+fn received_headers(headers: &[httparse::Header<'_>]) -> ReceivedHeaders {
+    let (name_bytes, value_bytes) = headers
+        .iter()
+        .fold((0, 0), |(n, v), h| (n + h.name.len(), v + h.value.len()));
+    let mut received = ReceivedHeaders::with_capacity(headers.len(), name_bytes, value_bytes);
+    for header in headers {
+        received.push(header.name, header.value);
+    }
+    received
 }

@@ -14,7 +14,7 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use hdrhistogram::Histogram;
-use herald_http::{encode_response, HttpError, Request, RequestParser};
+use herald_http::{encode_response, HttpError, ReceivedHeaders, Request, RequestParser};
 use herald_sign::HeaderLookup;
 use mio::net::TcpStream;
 
@@ -28,11 +28,13 @@ use crate::{Record, Shared};
 const READS_PER_TURN: usize = 16;
 
 /// Headers of a parsed request, looked up the way `herald-sign` wants (as `&str`).
-pub(crate) struct Lookup<'a>(pub(crate) &'a [(String, Vec<u8>)]);
+pub(crate) struct Lookup<'a>(pub(crate) &'a ReceivedHeaders);
 
 impl HeaderLookup for Lookup<'_> {
     fn header(&self, name: &str) -> Option<&str> {
-        header_str(self.0, name)
+        self.0
+            .get(name)
+            .and_then(|value| std::str::from_utf8(value).ok())
     }
 }
 
@@ -442,7 +444,7 @@ impl Conn {
                     method: request.method,
                     target: request.target,
                     version_minor: request.version_minor,
-                    headers: request.headers,
+                    headers: request.headers.to_pairs(),
                     body: request.body,
                     verify,
                     action: action.clone(),

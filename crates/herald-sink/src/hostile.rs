@@ -566,7 +566,7 @@ fn serve(
                     connection,
                     method: request.method,
                     target: request.target,
-                    headers: request.headers,
+                    headers: request.headers.to_pairs(),
                     body: request.body,
                 });
             }
