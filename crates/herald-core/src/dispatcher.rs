@@ -43,7 +43,7 @@ use admission::KeyUse;
 use deliveries::Deliveries;
 use idempotency::{KeyEntry, Keys};
 pub use outcome::{bound_response_headers, bound_response_headers_owned, response_header_text};
-use outcome::{headers_from_rec, headers_to_rec, GENERATED_EVENT_ID_PREFIXES};
+use outcome::{headers_of_rec, headers_to_rec, GENERATED_EVENT_ID_PREFIXES};
 pub use replay::{BodyMoves, Checkpoint, CheckpointParts};
 use signing::Plan;
 use table::{IdSet, DELIVERY_ID_END};
@@ -681,11 +681,31 @@ fn set_attempt(fresh_pending: &mut usize, d: &mut Delivery, attempt: u32) {
     d.attempt = attempt;
 }
 
-/// A response body and headers kept for the delivery log.
+/// A response body and headers kept for the delivery log: the body, every header name
+/// and value in one text, and where each ends. Three allocations at most, however many
+/// headers (a pair of `String`s each cost two per header).
 #[derive(Clone)]
 struct LastResponse {
-    body: Arc<[u8]>,
-    headers: Arc<[(String, String)]>,
+    body: Box<[u8]>,
+    header_text: Box<str>,
+    /// Where each header's name and value end in `header_text`; each starts where the
+    /// one before ended.
+    header_ends: Box<[(usize, usize)]>,
+}
+
+impl LastResponse {
+    fn headers(&self) -> impl ExactSizeIterator<Item = (&str, &str)> + '_ {
+        (0..self.header_ends.len()).map(move |i| {
+            let start = i
+                .checked_sub(1)
+                .map_or(0, |before| self.header_ends[before].1);
+            let (name_end, value_end) = self.header_ends[i];
+            (
+                &self.header_text[start..name_end],
+                &self.header_text[name_end..value_end],
+            )
+        })
+    }
 }
 
 impl Delivery {
@@ -771,12 +791,13 @@ impl Delivery {
             .map_or(&[], |r| &r.body)
     }
 
-    /// The latest response's captured headers (empty when none).
-    fn last_headers(&self) -> &[(String, String)] {
+    /// The latest response's captured headers (none when none).
+    fn last_headers(&self) -> impl Iterator<Item = (&str, &str)> + '_ {
         self.outcomes()
             .last_response
             .as_ref()
-            .map_or(&[], |r| &r.headers)
+            .into_iter()
+            .flat_map(|r| r.headers())
     }
 
     /// The attempt in flight ends without an outcome (its delivery ended meanwhile):
@@ -811,11 +832,26 @@ impl Outcomes {
     /// Keeps the latest response's captured body and headers (nothing when both are
     /// empty: a pending delivery of a receiver that does not answer costs no allocation
     /// for them).
-    fn set_last_response(&mut self, body: &[u8], headers: Arc<[(String, String)]>) {
-        self.last_response = (!body.is_empty() || !headers.is_empty()).then(|| {
+    fn set_last_response<'h>(
+        &mut self,
+        body: &[u8],
+        headers: impl ExactSizeIterator<Item = (&'h str, &'h str)> + Clone,
+    ) {
+        self.last_response = (!body.is_empty() || headers.len() != 0).then(|| {
+            let text_bytes = headers.clone().map(|(n, v)| n.len() + v.len()).sum();
+            let mut header_text = String::with_capacity(text_bytes);
+            let header_ends = headers
+                .map(|(name, value)| {
+                    header_text.push_str(name);
+                    let name_end = header_text.len();
+                    header_text.push_str(value);
+                    (name_end, header_text.len())
+                })
+                .collect();
             Box::new(LastResponse {
-                body: Arc::from(body),
-                headers,
+                body: Box::from(body),
+                header_text: header_text.into_boxed_str(),
+                header_ends,
             })
         });
     }

@@ -96,21 +96,22 @@ impl HeaderBudget {
     }
 }
 
-pub(super) fn headers_to_rec(headers: &[(String, String)]) -> Vec<record::HeaderRec> {
+pub(super) fn headers_to_rec<'h>(
+    headers: impl Iterator<Item = (&'h str, &'h str)>,
+) -> Vec<record::HeaderRec> {
     headers
-        .iter()
         .map(|(name, value)| record::HeaderRec {
-            name: name.clone(),
-            value: value.clone(),
+            name: name.to_owned(),
+            value: value.to_owned(),
         })
         .collect()
 }
 
-pub(super) fn headers_from_rec(headers: &[record::HeaderRec]) -> Arc<[(String, String)]> {
-    headers
-        .iter()
-        .map(|h| (h.name.clone(), h.value.clone()))
-        .collect()
+/// A record's headers as the pairs [`Outcomes`] keeps.
+pub(super) fn headers_of_rec(
+    headers: &[record::HeaderRec],
+) -> impl ExactSizeIterator<Item = (&str, &str)> + Clone {
+    headers.iter().map(|h| (h.name.as_str(), h.value.as_str()))
 }
 
 impl Dispatcher {
@@ -466,7 +467,7 @@ impl Dispatcher {
         outcomes.last_status_code = r.status;
         outcomes.set_last_latency_ms(Some(r.latency_ms));
         outcomes.last_error = last_error;
-        outcomes.set_last_response(&r.response_body, headers_from_rec(&r.response_headers));
+        outcomes.set_last_response(&r.response_body, headers_of_rec(&r.response_headers));
         let last_status = (r.status != 0).then_some(r.status);
         outcomes.attempt_ended(r.attempt, r.at_ms, last_status, r.latency_ms, last_error);
         d.updated_at_ms = r.at_ms;

@@ -115,12 +115,15 @@ impl Dispatcher {
                 .outcomes()
                 .last_response
                 .as_ref()
-                .map_or_else(|| Arc::from(&[][..]), |r| Arc::clone(&r.body)),
-            response_headers: d
-                .outcomes()
-                .last_response
-                .as_ref()
-                .map_or_else(|| Arc::from(Vec::new()), |r| Arc::clone(&r.headers)),
+                .map_or_else(|| Arc::from(&[][..]), |r| Arc::from(&r.body[..])),
+            response_headers: d.outcomes().last_response.as_ref().map_or_else(
+                || Arc::from(Vec::new()),
+                |r| {
+                    r.headers()
+                        .map(|(name, value)| (name.to_owned(), value.to_owned()))
+                        .collect()
+                },
+            ),
             accepted_at_ms: d.event.accepted_at_ms,
             updated_at_ms: d.updated_at_ms,
             finished_at_ms: d.status.is_final().then_some(d.updated_at_ms),

@@ -631,7 +631,7 @@ impl Dispatcher {
                 );
                 outcomes.set_last_response(
                     &s.last_response_body,
-                    headers_from_rec(&s.last_response_headers),
+                    headers_of_rec(&s.last_response_headers),
                 );
                 outcomes.attempts = s
                     .attempts
@@ -710,11 +710,7 @@ mod estimate {
     }
 
     pub(super) fn delivery(webhook: &WebhookId, d: &Delivery) -> usize {
-        let headers: usize = d
-            .last_headers()
-            .iter()
-            .map(|(n, v)| n.len() + v.len() + 32)
-            .sum();
+        let headers: usize = d.last_headers().map(|(n, v)| n.len() + v.len() + 32).sum();
         let attempts: usize = d
             .attempts()
             .iter()
