@@ -111,19 +111,11 @@ impl Dispatcher {
             } else {
                 d.due_ms()
             },
-            response_body: d
-                .outcomes()
-                .last_response
-                .as_ref()
-                .map_or_else(|| Arc::from(&[][..]), |r| Arc::from(&r.body[..])),
-            response_headers: d.outcomes().last_response.as_ref().map_or_else(
-                || Arc::from(Vec::new()),
-                |r| {
-                    r.headers()
-                        .map(|(name, value)| (name.to_owned(), value.to_owned()))
-                        .collect()
-                },
-            ),
+            response_body: Arc::from(d.last_body()),
+            response_headers: d
+                .last_headers()
+                .map(|(name, value)| (name.to_owned(), value.to_owned()))
+                .collect(),
             accepted_at_ms: d.event.accepted_at_ms,
             updated_at_ms: d.updated_at_ms,
             finished_at_ms: d.status.is_final().then_some(d.updated_at_ms),
