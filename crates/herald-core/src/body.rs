@@ -14,6 +14,8 @@
 //! A driver that never reports positions (unit tests, say) keeps every body in memory
 //! and may pass [`Held`] as the store.
 
+pub use bytes::Bytes;
+
 /// Where an envelope lies in the journal, as the driver reported it. The core does not
 /// interpret it; it hands it back to the [`BodyStore`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -55,6 +57,13 @@ pub trait BodyStore {
     /// in whoever reported the position: the dispatcher refuses to go on without a body
     /// it was promised).
     fn body(&self, at: BodyPos) -> Option<&[u8]>;
+
+    /// The same bytes as an owned [`Bytes`] a request can carry past this call (to a
+    /// socket, across awaits). The default copies them; a store whose bytes can be held
+    /// (a mapping kept alive by a count) returns them without a copy.
+    fn shared(&self, at: BodyPos) -> Option<Bytes> {
+        self.body(at).map(Bytes::copy_from_slice)
+    }
 }
 
 /// The store of a driver that keeps every body in memory: it holds nothing.

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use herald_http::{HeaderFields, Url};
 use herald_sign::{BatchSigner, Message, SignedHeaders, Signer};
 
-use crate::body::{BodyPos, BodyStore, Held, PayloadAt};
+use crate::body::{BodyPos, BodyStore, Bytes, Held, PayloadAt};
 use crate::convert::{webhook_from_rec, webhook_to_rec};
 use crate::envelope::{encode_envelope, EnvelopeError, Idempotency, NewEvent, API_VERSION_DEFAULT};
 use crate::health::{Health, HealthPolicy, Signal};
@@ -190,8 +190,10 @@ pub struct SendRequest {
     /// the webhook's custom headers. Names and values are valid header text. One buffer
     /// for all of them (static names are not copied): two allocations per request.
     pub headers: HeaderFields,
-    /// The envelope: exactly the signed bytes, shared by every delivery of the event.
-    pub body: Arc<[u8]>,
+    /// The envelope: exactly the signed bytes, shared by every delivery of the event in
+    /// one tick, and read from the driver's [`BodyStore::shared`] (a stored body is not
+    /// copied when the store can hold its bytes).
+    pub body: Bytes,
     /// Connect timeout.
     pub connect_timeout_ms: u64,
     /// Whole-request timeout.
@@ -539,6 +541,20 @@ impl EventBody {
 
     fn is_empty(&self) -> bool {
         self.len() == 0
+    }
+
+    /// The bytes as a request carries them: a held body shares its allocation, a stored
+    /// one comes from [`BodyStore::shared`] (the same promise as [`EventBody::bytes`]).
+    fn shared(&self, store: &dyn BodyStore) -> Bytes {
+        match self {
+            EventBody::Held(bytes) => Bytes::from_owner(Arc::clone(&**bytes)),
+            EventBody::Stored(at) => match store.shared(at.pos()) {
+                Some(bytes) if bytes.len() == at.len.get() as usize => bytes,
+                _ => panic!(
+                    "bug: the event body the driver stored at {at:?} is not in its body store"
+                ),
+            },
+        }
     }
 
     /// The bytes, from memory or from `store`. A stored body the store does not hold is

@@ -152,7 +152,7 @@ pub mod session;
 mod webhook;
 pub mod wheel;
 
-pub use body::{BodyPos, BodyStore, PayloadAt};
+pub use body::{BodyPos, BodyStore, Bytes, PayloadAt};
 pub use dispatcher::{
     bound_response_headers, bound_response_headers_owned, response_header_text, AcceptError,
     Accepted, AppendId, BodyMoves, Checkpoint, CheckpointParts, Command, Dispatcher,

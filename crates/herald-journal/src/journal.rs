@@ -431,6 +431,12 @@ impl Mapped {
     }
 }
 
+impl AsRef<[u8]> for Mapped {
+    fn as_ref(&self) -> &[u8] {
+        self.bytes()
+    }
+}
+
 impl Drop for Mapped {
     fn drop(&mut self) {
         if let Some(map) = self.map.take() {

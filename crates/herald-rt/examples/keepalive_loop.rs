@@ -12,7 +12,6 @@
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
-use std::sync::Arc;
 use std::time::Instant;
 
 use herald_rt::{Cidr, ClientConfig, HttpClient, OutboundRequest, TrustAnchors};
@@ -131,7 +130,7 @@ fn main() {
     let (rate, cpu_us, stats) = glommio::LocalExecutorBuilder::default()
         .io_memory(512 * 1024)
         .spawn(move || async move {
-            let body: Arc<[u8]> = Arc::from(body);
+            let body = bytes::Bytes::from(body);
             let trust = match ca_pem {
                 Some(pem) => {
                     let mut trust = TrustAnchors::empty();

@@ -7,6 +7,7 @@ use std::rc::Rc;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use bytes::Bytes;
 use futures_lite::io::{AsyncReadExt, AsyncWriteExt};
 use glommio::net::TcpStream;
 use glommio::timer::Timer;
@@ -131,8 +132,9 @@ pub struct OutboundRequest {
     /// `Content-Type` and `User-Agent` replace the defaults.
     pub headers: HeaderFields,
     /// The body, shared between the fan-out of one event (and with the dispatcher,
-    /// which hands out the same `Arc`): never copied on the way to the socket.
-    pub body: Arc<[u8]>,
+    /// which hands out the same bytes, held through the journal's mapping): copied
+    /// once, into the request's wire buffer.
+    pub body: Bytes,
     /// Budget for DNS, TCP connect and TLS handshake. Default 5 s.
     pub connect_timeout_ms: u64,
     /// Budget for the whole exchange, connect included. Default 30 s.
@@ -141,7 +143,7 @@ pub struct OutboundRequest {
 
 impl OutboundRequest {
     /// A request with no extra headers and the default timeouts.
-    pub fn new(url: impl Into<Arc<Url>>, body: impl Into<Arc<[u8]>>) -> OutboundRequest {
+    pub fn new(url: impl Into<Arc<Url>>, body: impl Into<Bytes>) -> OutboundRequest {
         OutboundRequest {
             url: url.into(),
             headers: HeaderFields::new(),

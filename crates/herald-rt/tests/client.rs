@@ -2,6 +2,7 @@
 
 mod support;
 
+use bytes::Bytes;
 use std::rc::Rc;
 use std::sync::Arc;
 use std::time::Duration;
@@ -13,8 +14,8 @@ use herald_rt::{
 use herald_sink::hostile::{closed_port, BlackHole};
 use support::{loopback_config, plain_receiver, run, url, Behaviour};
 
-fn body() -> Arc<[u8]> {
-    Arc::from(&br#"{"type":"order.created","id":"evt_1"}"#[..])
+fn body() -> Bytes {
+    Bytes::from_static(br#"{"type":"order.created","id":"evt_1"}"#)
 }
 
 /// Posts `body()` to `url` and expects an answer.

@@ -2,14 +2,14 @@
 
 mod support;
 
+use bytes::Bytes;
 use std::io::Write;
-use std::sync::Arc;
 
 use herald_rt::{HttpClient, OutboundRequest, TransportError, TrustAnchors};
 use support::{loopback_config, plain_receiver, run, test_pki, tls_receiver, url, Behaviour};
 
-fn body() -> Arc<[u8]> {
-    Arc::from(&br#"{"type":"payment.processed"}"#[..])
+fn body() -> Bytes {
+    Bytes::from_static(br#"{"type":"payment.processed"}"#)
 }
 
 /// System roots plus the test CA from a PEM file, as an operator would configure it.

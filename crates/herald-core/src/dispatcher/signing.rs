@@ -22,6 +22,13 @@ pub(super) struct Plan {
     pub(super) request_timeout_ms: u64,
 }
 
+/// Which body a plan sends: a held one by its allocation, a stored one by its position.
+#[derive(PartialEq, Eq, Hash)]
+enum BodyKey {
+    Held(*const Arc<[u8]>),
+    Stored(BodyPos),
+}
+
 impl Dispatcher {
     /// Signs the admitted attempts in one batch (timestamp = `now`) and queues a `Send`
     /// command for each, in admission order.
@@ -32,15 +39,17 @@ impl Dispatcher {
         // A stored body is read from the journal once per tick and shared by the
         // attempts of the tick that send it (plans come webhook by webhook, so one
         // event's attempts need not be next to each other).
-        let mut read: HashMap<BodyPos, Arc<[u8]>> = HashMap::new();
-        let bodies: Vec<Arc<[u8]>> = plans
+        let mut read: HashMap<BodyKey, Bytes> = HashMap::new();
+        let bodies: Vec<Bytes> = plans
             .iter()
-            .map(|p| match &p.body {
-                EventBody::Held(bytes) => Arc::clone(&**bytes),
-                EventBody::Stored(at) => Arc::clone(
-                    read.entry(at.pos())
-                        .or_insert_with(|| Arc::from(p.body.bytes(store))),
-                ),
+            .map(|p| {
+                let key = match &p.body {
+                    EventBody::Held(bytes) => BodyKey::Held(Arc::as_ptr(bytes)),
+                    EventBody::Stored(at) => BodyKey::Stored(at.pos()),
+                };
+                read.entry(key)
+                    .or_insert_with(|| p.body.shared(store))
+                    .clone()
             })
             .collect();
         let timestamp_s = i64::try_from(now / 1000).unwrap_or(i64::MAX);

@@ -3160,6 +3160,11 @@ fn stored_bodies_are_read_back_when_signing_and_follow_the_checkpoint() {
     d.tick_with(T0, &segments);
     let sends = pump_stored(&mut d, &mut segments);
     assert_eq!(sends.len(), 2, "one send per webhook");
+    assert_eq!(
+        sends[0].body.as_ptr(),
+        sends[1].body.as_ptr(),
+        "the event's sends of one tick share one read of the store"
+    );
     for send in &sends {
         assert!(
             send.body.windows(7).any(|w| w == br#"{"n":7}"#),

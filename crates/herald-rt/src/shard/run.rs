@@ -6,6 +6,7 @@ use std::rc::Rc;
 use std::sync::{mpsc, Arc};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use bytes::Bytes;
 use futures_lite::AsyncReadExt;
 use herald_core::session::{self, JournalFrame, RecoveryError, Session};
 use herald_core::{
@@ -1557,6 +1558,17 @@ impl BodyStore for JournalBodies<'_> {
     fn body(&self, at: BodyPos) -> Option<&[u8]> {
         self.0.bytes_at(journal_position(at), at.len as usize)
     }
+
+    /// Held through the segment's mapping, not copied: a request in flight keeps the
+    /// mapping (and, if the segment is compacted meanwhile, the deleted file) until it
+    /// ends, which its timeout bounds. Bytes still staged (a checkpoint's part not yet
+    /// written when the checkpoint moved its bodies) are copied.
+    fn shared(&self, at: BodyPos) -> Option<Bytes> {
+        match self.0.mapped(journal_position(at), at.len as usize) {
+            Some(mapped) => Some(Bytes::from_owner(mapped)),
+            None => self.body(at).map(Bytes::copy_from_slice),
+        }
+    }
 }
 
 #[cfg(test)]
@@ -1575,6 +1587,41 @@ mod tests {
         };
         let bound = herald_core::record::OUTCOMES_RECORD_BYTES_MAX as u64;
         assert!(bound <= smallest.payload_bytes_max());
+    }
+
+    /// A body the journal has written is handed to a request through the segment's
+    /// mapping, not copied; one still staged is copied, since the mapping cannot hold it.
+    #[test]
+    fn stored_bodies_are_shared_through_the_mapping_once_written() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut journal, _) =
+            Journal::open(herald_journal::JournalConfig::new(dir.path())).unwrap();
+        let payload = br#"{"type":"order.created","data":{"n":1}}"#;
+        let (_, at) = journal.append_placed(1, 1, payload).unwrap();
+        let pos = BodyPos {
+            segment: at.segment,
+            offset: u32::try_from(at.offset).unwrap(),
+            len: payload.len() as u32,
+        };
+        let staged = JournalBodies(&journal).shared(pos).unwrap();
+        assert_eq!(&staged[..], &payload[..]);
+        journal.commit().unwrap();
+        let store = JournalBodies(&journal);
+        let written = store.shared(pos).unwrap();
+        assert_eq!(&written[..], &payload[..]);
+        assert_eq!(
+            written.as_ptr(),
+            store.body(pos).unwrap().as_ptr(),
+            "held through the mapping"
+        );
+        assert_ne!(
+            staged.as_ptr(),
+            written.as_ptr(),
+            "the staged bytes were copied"
+        );
+        // The request's hold outlives the journal's borrow and the journal itself.
+        drop(journal);
+        assert_eq!(&written[..], &payload[..]);
     }
 
     #[test]
