@@ -276,6 +276,14 @@ pub struct Report {
     pub journal_records: Option<u64>,
     /// Journal syncs.
     pub journal_syncs: Option<u64>,
+    /// The journal's sync time (one group commit's `fdatasync`) at the median and at the
+    /// 99th percentile over the run's syncs, as the upper bound of the histogram bucket
+    /// it falls in (`herald::JOURNAL_SYNC_BOUNDS_US`), µs: a delivery is sent only once
+    /// its event's sync is done, so this is a floor under publish→receive latency
+    /// (embedded only; `None` without syncs or past a second).
+    pub journal_sync_p50_us: Option<u64>,
+    /// See `journal_sync_p50_us`.
+    pub journal_sync_p99_us: Option<u64>,
     /// Checkpoints the engine's shards completed during the run (embedded only).
     pub checkpoints: Option<u64>,
     /// Shard-thread time of the latest checkpoint (building, encoding and appending its
@@ -507,6 +515,24 @@ impl Report {
                     .map_or_else(|| "-".to_owned(), |s| s.to_string())
             ),
         );
+        if self.journal_syncs.is_some_and(|n| n > 0) {
+            let bound = |us: Option<u64>| {
+                us.map_or_else(
+                    || "> 1 s".to_owned(),
+                    |us| format!("≤ {:.1} ms", us as f64 / 1e3),
+                )
+            };
+            if self.journal_sync_p50_us.is_some() || self.journal_sync_p99_us.is_some() {
+                row(
+                    "journal sync p50 / p99",
+                    format!(
+                        "{} / {} (a delivery waits for its event's sync)",
+                        bound(self.journal_sync_p50_us),
+                        bound(self.journal_sync_p99_us)
+                    ),
+                );
+            }
+        }
         if let (Some(n), Some(ms), Some(b)) = (
             self.checkpoints,
             self.checkpoint_busy_ms,

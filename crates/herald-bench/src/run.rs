@@ -620,10 +620,30 @@ struct EngineTotals {
     journal_bytes: u64,
     journal_records: u64,
     journal_syncs: u64,
+    /// Syncs per bucket of [`herald::JOURNAL_SYNC_BOUNDS_US`] (a sync slower than the
+    /// last bound is counted in `journal_syncs` only).
+    journal_sync_buckets: [u64; herald::HISTOGRAM_BUCKETS],
     checkpoints: u64,
     /// Of the shards that completed one during the run: the largest shard-thread time
     /// of its latest checkpoint, µs, and that checkpoint's bytes.
     checkpoint_last: Option<(u64, u64)>,
+}
+
+/// The bucket bound (µs) at or under which the `q` quantile of the run's journal syncs
+/// lies; `None` without syncs, or when it lies past the last bound (over a second).
+fn sync_quantile_bound(t: &EngineTotals, q: f64) -> Option<u64> {
+    if t.journal_syncs == 0 {
+        return None;
+    }
+    let rank = ((t.journal_syncs as f64 * q).ceil() as u64).max(1);
+    let mut seen = 0;
+    t.journal_sync_buckets
+        .iter()
+        .zip(herald::JOURNAL_SYNC_BOUNDS_US)
+        .find_map(|(&count, bound)| {
+            seen += count;
+            (seen >= rank).then_some(bound)
+        })
 }
 
 fn totals(now: &[ShardStats], base: &[ShardStats]) -> EngineTotals {
@@ -644,6 +664,14 @@ fn totals(now: &[ShardStats], base: &[ShardStats]) -> EngineTotals {
         t.journal_bytes += s.journal_bytes_appended - b.journal_bytes_appended;
         t.journal_records += s.journal_last_seq - b.journal_last_seq;
         t.journal_syncs += s.journal_sync_us.count - b.journal_sync_us.count;
+        for ((sum, now), before) in t
+            .journal_sync_buckets
+            .iter_mut()
+            .zip(s.journal_sync_us.counts)
+            .zip(b.journal_sync_us.counts)
+        {
+            *sum += now - before;
+        }
         let checkpoints = s.checkpoints_written - b.checkpoints_written;
         t.checkpoints += checkpoints;
         if checkpoints > 0
@@ -1111,6 +1139,12 @@ fn drive(
         journal_bytes: journal.0,
         journal_records: journal.1,
         journal_syncs: journal.2,
+        journal_sync_p50_us: engine_totals
+            .as_ref()
+            .and_then(|t| sync_quantile_bound(t, 0.50)),
+        journal_sync_p99_us: engine_totals
+            .as_ref()
+            .and_then(|t| sync_quantile_bound(t, 0.99)),
         checkpoints: engine_totals.as_ref().map(|t| t.checkpoints),
         checkpoint_busy_ms: engine_totals
             .as_ref()
@@ -1346,6 +1380,25 @@ fn drain(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn sync_quantiles_are_the_bounds_of_the_buckets_they_fall_in() {
+        let bounds = herald::JOURNAL_SYNC_BOUNDS_US;
+        let mut t = EngineTotals::default();
+        assert_eq!(sync_quantile_bound(&t, 0.5), None, "no syncs");
+        // 98 syncs in the 500 µs bucket, 2 in the 10 ms one.
+        t.journal_sync_buckets[2] = 98;
+        t.journal_sync_buckets[6] = 2;
+        t.journal_syncs = 100;
+        assert_eq!(bounds[2], 500);
+        assert_eq!(sync_quantile_bound(&t, 0.5), Some(500));
+        assert_eq!(sync_quantile_bound(&t, 0.98), Some(500));
+        assert_eq!(sync_quantile_bound(&t, 0.99), Some(bounds[6]));
+        // Two more past the last bound: counted, in no bucket.
+        t.journal_syncs = 102;
+        assert_eq!(sync_quantile_bound(&t, 0.99), None, "past a second");
+        assert_eq!(sync_quantile_bound(&t, 0.5), Some(500));
+    }
 
     #[test]
     fn a_paced_publisher_wakes_at_slot_ends_never_before_the_event_is_due() {
