@@ -67,8 +67,9 @@ pub fn check_header_value(value: &[u8]) -> Result<(), EncodeError> {
 /// `Content-Length` (omitted only for a GET or HEAD without body), blank line, body.
 ///
 /// `out` is not cleared: callers reuse one buffer per connection and clear it
-/// themselves, so steady-state encoding allocates nothing. Everything is validated before
-/// the first byte is written: on error `out` is unchanged.
+/// themselves, so steady-state encoding allocates nothing. Each header is checked just
+/// before it is written; on error what was written is taken back, so `out` holds what it
+/// held before.
 pub fn encode_request(
     out: &mut Vec<u8>,
     method: &str,
@@ -77,7 +78,19 @@ pub fn encode_request(
     headers: &[(&str, &[u8])],
     body: &[u8],
 ) -> Result<(), EncodeError> {
-    encode_request_from(out, method, target, host, headers.iter().copied(), body)
+    let headers_bytes = headers
+        .iter()
+        .map(|(name, value)| name.len() + value.len() + 4)
+        .sum();
+    encode_request_from(
+        out,
+        method,
+        target,
+        host,
+        headers.iter().copied(),
+        headers_bytes,
+        body,
+    )
 }
 
 /// [`encode_request`] with the header fields of a [`HeaderFields`] list, after
@@ -93,37 +106,48 @@ pub fn encode_request_fields(
     fields: &HeaderFields,
     body: &[u8],
 ) -> Result<(), EncodeError> {
+    let headers_bytes = defaults
+        .iter()
+        .map(|(name, value)| name.len() + value.len() + 4)
+        .sum::<usize>()
+        + fields.wire_bytes();
     let headers = defaults
         .iter()
         .copied()
         .chain(fields.iter().map(|(name, value)| (name, value.as_bytes())));
-    encode_request_from(out, method, target, host, headers, body)
+    encode_request_from(out, method, target, host, headers, headers_bytes, body)
 }
 
+/// The request encoder behind both entry points. `headers_bytes`: what the headers take
+/// on the wire (`name: value` and CRLF each), so that `out` grows once. Each header is
+/// checked as it is written, in one pass over the fields (a second pass to check them
+/// first cost as much again, the fields being read twice); an invalid one takes back
+/// everything this call wrote.
 fn encode_request_from<'h>(
     out: &mut Vec<u8>,
     method: &str,
     target: &str,
     host: &str,
-    headers: impl Iterator<Item = (&'h str, &'h [u8])> + Clone,
+    headers: impl Iterator<Item = (&'h str, &'h [u8])>,
+    headers_bytes: usize,
     body: &[u8],
 ) -> Result<(), EncodeError> {
     if !is_token(method.as_bytes()) {
         return Err(EncodeError::InvalidMethod);
     }
-    if target.is_empty() || !target.bytes().all(|b| b.is_ascii_graphic()) {
+    if target.is_empty() || !is_graphic(target.as_bytes()) {
         return Err(EncodeError::InvalidTarget);
     }
-    if host.is_empty() || !host.bytes().all(|b| b.is_ascii_graphic()) {
+    if host.is_empty() || !is_graphic(host.as_bytes()) {
         return Err(EncodeError::InvalidHost);
     }
-    let headers_len = check_headers(headers.clone())?;
     let send_length = !body.is_empty() || !(method == "GET" || method == "HEAD");
     let mut length_digits = [0u8; 20];
     let length = format_decimal(body.len() as u64, &mut length_digits);
 
+    let start = out.len();
     out.reserve(
-        method.len() + target.len() + host.len() + headers_len + length.len() + body.len() + 64,
+        method.len() + target.len() + host.len() + headers_bytes + length.len() + body.len() + 64,
     );
     out.extend_from_slice(method.as_bytes());
     out.push(b' ');
@@ -131,7 +155,13 @@ fn encode_request_from<'h>(
     out.extend_from_slice(b" HTTP/1.1\r\nHost: ");
     out.extend_from_slice(host.as_bytes());
     out.extend_from_slice(b"\r\n");
-    write_headers(out, headers);
+    for (index, (name, value)) in headers.enumerate() {
+        if let Err(error) = check_header(index, name, value) {
+            out.truncate(start);
+            return Err(error);
+        }
+        write_header(out, name, value);
+    }
     if send_length {
         out.extend_from_slice(b"Content-Length: ");
         out.extend_from_slice(length);
@@ -192,30 +222,41 @@ fn check_headers<'h>(
 ) -> Result<usize, EncodeError> {
     let mut len = 0;
     for (index, (name, value)) in headers.enumerate() {
-        if !is_token(name.as_bytes()) {
-            return Err(EncodeError::InvalidHeaderName { index });
-        }
-        if !is_field_value(value) {
-            return Err(EncodeError::InvalidHeaderValue { index });
-        }
-        if ["host", "content-length", "transfer-encoding"]
-            .iter()
-            .any(|reserved| name.eq_ignore_ascii_case(reserved))
-        {
-            return Err(EncodeError::ReservedHeader { index });
-        }
+        check_header(index, name, value)?;
         len += name.len() + value.len() + 4;
     }
     Ok(len)
 }
 
+/// Validates caller header `index`: a token for a name, no control characters in the
+/// value, and none of the framing headers the encoder writes itself.
+fn check_header(index: usize, name: &str, value: &[u8]) -> Result<(), EncodeError> {
+    if !is_token(name.as_bytes()) {
+        return Err(EncodeError::InvalidHeaderName { index });
+    }
+    if !is_field_value(value) {
+        return Err(EncodeError::InvalidHeaderValue { index });
+    }
+    if ["host", "content-length", "transfer-encoding"]
+        .iter()
+        .any(|reserved| name.eq_ignore_ascii_case(reserved))
+    {
+        return Err(EncodeError::ReservedHeader { index });
+    }
+    Ok(())
+}
+
 fn write_headers<'h>(out: &mut Vec<u8>, headers: impl Iterator<Item = (&'h str, &'h [u8])>) {
     for (name, value) in headers {
-        out.extend_from_slice(name.as_bytes());
-        out.extend_from_slice(b": ");
-        out.extend_from_slice(value);
-        out.extend_from_slice(b"\r\n");
+        write_header(out, name, value);
     }
+}
+
+fn write_header(out: &mut Vec<u8>, name: &str, value: &[u8]) {
+    out.extend_from_slice(name.as_bytes());
+    out.extend_from_slice(b": ");
+    out.extend_from_slice(value);
+    out.extend_from_slice(b"\r\n");
 }
 
 /// RFC 9110 `tchar`.
@@ -252,15 +293,24 @@ static TCHAR: [bool; 256] = {
     table
 };
 
+// The checks below look at every byte, without stopping at the first bad one: a loop
+// without an early exit has no branch per byte (and the comparisons vectorize), and
+// every request is checked in full on the way out, so it is the common case that counts.
+
 pub(crate) fn is_token(s: &[u8]) -> bool {
-    !s.is_empty() && s.iter().all(|&b| is_tchar(b))
+    !s.is_empty() && s.iter().fold(true, |ok, &b| ok & is_tchar(b))
 }
 
 /// RFC 9110 field-value: VCHAR, obs-text, SP and HTAB. No CR, LF, NUL or other CTL.
 pub(crate) fn is_field_value(value: &[u8]) -> bool {
-    value
-        .iter()
-        .all(|&b| b == b'\t' || (b >= b' ' && b != 0x7f))
+    value.iter().fold(true, |ok, &b| {
+        ok & ((b >= b' ') & (b != 0x7f) | (b == b'\t'))
+    })
+}
+
+/// Visible ASCII only (`0x21..=0x7e`): a request target or a Host value.
+fn is_graphic(s: &[u8]) -> bool {
+    s.iter().fold(true, |ok, &b| ok & b.is_ascii_graphic())
 }
 
 /// Writes `n` in decimal into the tail of `buf` without allocating.
@@ -478,6 +528,39 @@ mod tests {
             );
             assert_eq!(out, b"keep");
         }
+    }
+
+    /// The checks read every byte without stopping early (their loops are unrolled and
+    /// vectorized): a bad byte is caught at any position of a value of any length, in
+    /// the unrolled part and in the tail.
+    #[test]
+    fn a_bad_byte_is_caught_at_every_position() {
+        for len in [1usize, 7, 16, 31, 33, 64, 65, 200] {
+            let value: Vec<u8> = (0..len).map(|i| b"aZ9 \t~\x80\xff"[i % 8]).collect();
+            assert!(is_field_value(&value), "a valid value of {len} bytes");
+            let name: Vec<u8> = (0..len).map(|i| b"aZ9-_.~!"[i % 8]).collect();
+            assert!(is_token(&name), "a valid name of {len} bytes");
+            assert!(is_graphic(&name), "visible ASCII of {len} bytes");
+            for at in 0..len {
+                for bad in [b'\r', b'\n', 0, 0x1f, 0x7f] {
+                    let mut v = value.clone();
+                    v[at] = bad;
+                    assert!(!is_field_value(&v), "byte {bad:#x} at {at} of {len}");
+                }
+                for bad in [b':', b' ', b'\r', b'"', 0x80] {
+                    let mut n = name.clone();
+                    n[at] = bad;
+                    assert!(!is_token(&n), "name byte {bad:#x} at {at} of {len}");
+                }
+                for bad in [b' ', b'\n', 0x7f, 0x80] {
+                    let mut n = name.clone();
+                    n[at] = bad;
+                    assert!(!is_graphic(&n), "target byte {bad:#x} at {at} of {len}");
+                }
+            }
+        }
+        assert!(!is_token(b""));
+        assert!(is_field_value(b""));
     }
 
     #[test]

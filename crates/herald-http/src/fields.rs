@@ -107,6 +107,20 @@ impl HeaderFields {
         })
     }
 
+    /// Bytes the fields take in a message head: `name: value` and CRLF each.
+    pub(crate) fn wire_bytes(&self) -> usize {
+        self.fields
+            .iter()
+            .map(|field| {
+                let name = match field.name {
+                    Name::Static(name) => name.len(),
+                    Name::Text { start, end } => end - start,
+                };
+                name + (field.value_end - field.value_start) + 4
+            })
+            .sum()
+    }
+
     /// Names in send order.
     pub fn names(&self) -> impl ExactSizeIterator<Item = &str> + Clone + '_ {
         self.iter().map(|(name, _)| name)
