@@ -335,21 +335,25 @@ impl HttpClient {
                 url.host_header()
             )));
         }
+        // Encoded before any connection is taken: a request that cannot be sent is
+        // refused without touching the network.
         let mut wire = self.take_buffer();
-        let encoded = self.encode(request, &mut wire);
-        let result = match encoded {
-            Ok(()) => self.exchange_encoded(request, &wire).await,
-            Err(e) => Err(e),
-        };
-        self.give_buffer(wire);
-        result
+        if let Err(e) = self.encode(request, &mut wire) {
+            self.give_buffer(wire);
+            return Err(e);
+        }
+        self.exchange_encoded(request, wire).await
     }
 
+    /// Sends `wire`, the encoded `request`, and reads the response. The buffer goes back
+    /// to the spares as soon as it is written ([`HttpClient::attempt`]); a retry on a
+    /// fresh connection encodes the request again.
     async fn exchange_encoded(
         &self,
         request: &OutboundRequest,
-        wire: &[u8],
+        wire: Vec<u8>,
     ) -> Result<Response, TransportError> {
+        let mut wire = Some(wire);
         let key = self.origin_key(&request.url);
         let checkout = self
             .pool
@@ -391,7 +395,8 @@ impl HttpClient {
         let result = async {
             if let Some(mut conn) = idle {
                 self.bump(|s| s.connections_reused += 1);
-                match self.attempt(&mut conn, wire, &mut read_buf).await {
+                let first = wire.take().expect("the encoded request is sent once first");
+                match self.attempt(&mut conn, first, &mut read_buf).await {
                     Ok(response) => return Ok((conn, response)),
                     Err(e) if !e.before_response => return Err(e.error),
                     Err(_) => {
@@ -411,6 +416,15 @@ impl HttpClient {
             // future is several KiB; inline it would make every send task that large, and
             // allocations of that size are the slow ones in glibc malloc.
             let mut conn = Box::pin(self.open(&request.url, deadline)).await?;
+            let wire = match wire.take() {
+                Some(wire) => wire,
+                None => {
+                    // The first copy went out on a connection that turned out dead.
+                    let mut again = self.take_buffer();
+                    self.encode(request, &mut again)?;
+                    again
+                }
+            };
             match self.attempt(&mut conn, wire, &mut read_buf).await {
                 Ok(response) => Ok((conn, response)),
                 Err(e) => Err(e.error),
@@ -469,17 +483,20 @@ impl HttpClient {
     async fn attempt(
         &self,
         conn: &mut Conn,
-        wire: &[u8],
+        wire: Vec<u8>,
         buf: &mut [u8],
     ) -> Result<(Response, bool), AttemptError> {
         let before = |e: std::io::Error, what: &str| AttemptError {
             error: TransportError::Connection(format!("{what}: {e}")),
             before_response: true,
         };
-        conn.stream
-            .write_all(wire)
-            .await
-            .map_err(|e| before(e, "sending request"))?;
+        let written = conn.stream.write_all(&wire).await;
+        // Back to the spares at once, not after the response: the shard's next send
+        // encodes into it while it is still in the cache (a buffer kept for the whole
+        // exchange comes back cold, and writing a request into cold lines cost more than
+        // encoding it).
+        self.give_buffer(wire);
+        written.map_err(|e| before(e, "sending request"))?;
         conn.stream
             .flush()
             .await
