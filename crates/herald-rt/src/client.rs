@@ -3,12 +3,14 @@
 use std::cell::{Cell, RefCell};
 use std::collections::HashSet;
 use std::net::{IpAddr, SocketAddr};
+use std::pin::Pin;
 use std::rc::Rc;
 use std::sync::Arc;
+use std::task::Poll;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use futures_lite::io::{AsyncReadExt, AsyncWriteExt};
+use futures_lite::io::{AsyncRead, AsyncWriteExt};
 use glommio::net::TcpStream;
 use glommio::timer::Timer;
 use herald_http::{HeaderFields, Limits, Response, ResponseParser, Url};
@@ -215,9 +217,12 @@ pub struct HttpClient {
     /// shared name instead of allocating one per request. Keys compare by content, so
     /// forgetting them (past [`ORIGIN_HOSTS_MAX`]) is always safe.
     origin_hosts: RefCell<HashSet<Arc<str>>>,
-    /// Read buffers kept at their full length, so that taking one does not zero it again
-    /// (16 KiB of memset per request showed in profiles).
-    spare_read_buffers: RefCell<Vec<Vec<u8>>>,
+    /// The one buffer every socket read of this client fills ([`ClientConfig::read_buffer_bytes`]),
+    /// borrowed only while a read and the parse of what it brought run, which never
+    /// await: the parser keeps what it needs. One for all exchanges instead of one per
+    /// exchange in flight (16 KiB each, held for as long as a receiver takes to answer),
+    /// and a buffer in constant use stays in the cache.
+    read_scratch: RefCell<Vec<u8>>,
     stats: Cell<ClientStats>,
     last_sweep: Cell<Instant>,
     /// Every request's deadline (see `deadline.rs`).
@@ -256,7 +261,7 @@ impl HttpClient {
             spare_buffers: RefCell::new(Vec::new()),
             host_header: RefCell::new(String::new()),
             origin_hosts: RefCell::new(HashSet::new()),
-            spare_read_buffers: RefCell::new(Vec::new()),
+            read_scratch: RefCell::new(vec![0; config.read_buffer_bytes.max(1)]),
             stats: Cell::new(ClientStats::default()),
             last_sweep: Cell::new(Instant::now()),
             deadlines: Rc::new(Deadlines::default()),
@@ -390,13 +395,12 @@ impl HttpClient {
             });
             reusable
         });
-        let mut read_buf = self.take_read_buffer();
 
         let result = async {
             if let Some(mut conn) = idle {
                 self.bump(|s| s.connections_reused += 1);
                 let first = wire.take().expect("the encoded request is sent once first");
-                match self.attempt(&mut conn, first, &mut read_buf).await {
+                match self.attempt(&mut conn, first).await {
                     Ok(response) => return Ok((conn, response)),
                     Err(e) if !e.before_response => return Err(e.error),
                     Err(_) => {
@@ -425,13 +429,12 @@ impl HttpClient {
                     again
                 }
             };
-            match self.attempt(&mut conn, wire, &mut read_buf).await {
+            match self.attempt(&mut conn, wire).await {
                 Ok(response) => Ok((conn, response)),
                 Err(e) => Err(e.error),
             }
         }
         .await;
-        self.give_read_buffer(read_buf);
 
         let (conn, (response, reusable)) = result?;
         if reusable {
@@ -484,7 +487,6 @@ impl HttpClient {
         &self,
         conn: &mut Conn,
         wire: Vec<u8>,
-        buf: &mut [u8],
     ) -> Result<(Response, bool), AttemptError> {
         let before = |e: std::io::Error, what: &str| AttemptError {
             error: TransportError::Connection(format!("{what}: {e}")),
@@ -504,16 +506,24 @@ impl HttpClient {
         conn.parser.reset();
         let mut received = false;
         loop {
-            let n = match conn.stream.read(buf).await {
-                Ok(n) => n,
-                Err(e) => {
-                    return Err(AttemptError {
-                        error: TransportError::Connection(format!("reading response: {e}")),
-                        before_response: !received,
-                    })
+            // A read into the shared buffer and the parse of its bytes, in one poll.
+            let (n, parsed) = std::future::poll_fn(|cx| {
+                let mut scratch = self.read_scratch.borrow_mut();
+                match Pin::new(&mut conn.stream).poll_read(cx, &mut scratch) {
+                    Poll::Pending => Poll::Pending,
+                    Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
+                    Poll::Ready(Ok(0)) => Poll::Ready(Ok((0, None))),
+                    Poll::Ready(Ok(n)) => {
+                        Poll::Ready(Ok((n, Some(conn.parser.feed(&scratch[..n])))))
+                    }
                 }
-            };
-            if n == 0 {
+            })
+            .await
+            .map_err(|e| AttemptError {
+                error: TransportError::Connection(format!("reading response: {e}")),
+                before_response: !received,
+            })?;
+            let Some(parsed) = parsed else {
                 return match conn.parser.feed_eof() {
                     Ok(Some(response)) => Ok((response, false)),
                     Ok(None) => Err(AttemptError {
@@ -527,9 +537,9 @@ impl HttpClient {
                         before_response: false,
                     }),
                 };
-            }
+            };
             received = true;
-            let (used, response) = conn.parser.feed(&buf[..n]).map_err(|e| AttemptError {
+            let (used, response) = parsed.map_err(|e| AttemptError {
                 error: TransportError::Protocol(e.to_string()),
                 before_response: false,
             })?;
@@ -741,24 +751,6 @@ impl HttpClient {
         let mut buf = self.spare_buffers.borrow_mut().pop().unwrap_or_default();
         buf.clear();
         buf
-    }
-
-    fn take_read_buffer(&self) -> Vec<u8> {
-        let len = self.config.read_buffer_bytes.max(1);
-        match self.spare_read_buffers.borrow_mut().pop() {
-            // Old contents are never read: `attempt` only looks at the bytes a read filled.
-            Some(buf) => buf,
-            None => vec![0; len],
-        }
-    }
-
-    fn give_read_buffer(&self, buf: Vec<u8>) {
-        let mut spare = self.spare_read_buffers.borrow_mut();
-        if spare.len() < self.config.spare_buffers_max
-            && buf.len() == self.config.read_buffer_bytes.max(1)
-        {
-            spare.push(buf);
-        }
     }
 
     fn give_buffer(&self, buf: Vec<u8>) {
