@@ -97,11 +97,10 @@ pub struct ClientConfig {
     /// (`IORING_SETUP_COOP_TASKRUN`; see `ring.rs`), instead of glommio's. Default
     /// `true`; where the kernel has no such ring, connections wait through glommio.
     pub socket_ring: bool,
-    /// Request and read buffers kept for reuse between requests. Default 256: every
-    /// request in flight holds one of each, and a shard keeps 128 or more in flight to
-    /// a busy set of origins (32 connections per origin); with fewer kept, the requests
-    /// beyond them each allocated and zeroed a fresh 16 KiB read buffer (~1 % of a
-    /// shard's time in a closed loop of 128 in flight). At most ~4.5 MiB per shard.
+    /// Request buffers kept for reuse between requests. Default 256. A request holds
+    /// one only while it is encoded and written, so in steady state one or two are in
+    /// use and the rest wait for a burst of retries on fresh connections. (Reads all
+    /// fill one buffer per client of [`ClientConfig::read_buffer_bytes`].)
     pub spare_buffers_max: usize,
 }
 
