@@ -78,10 +78,7 @@ pub fn encode_request(
     headers: &[(&str, &[u8])],
     body: &[u8],
 ) -> Result<(), EncodeError> {
-    let headers_bytes = headers
-        .iter()
-        .map(|(name, value)| name.len() + value.len() + 4)
-        .sum();
+    let headers_bytes = slice_wire_bytes(headers);
     encode_request_from(
         out,
         method,
@@ -106,11 +103,7 @@ pub fn encode_request_fields(
     fields: &HeaderFields,
     body: &[u8],
 ) -> Result<(), EncodeError> {
-    let headers_bytes = defaults
-        .iter()
-        .map(|(name, value)| name.len() + value.len() + 4)
-        .sum::<usize>()
-        + fields.wire_bytes();
+    let headers_bytes = slice_wire_bytes(defaults) + fields.wire_bytes();
     let headers = defaults
         .iter()
         .copied()
@@ -223,7 +216,7 @@ fn check_headers<'h>(
     let mut len = 0;
     for (index, (name, value)) in headers.enumerate() {
         check_header(index, name, value)?;
-        len += name.len() + value.len() + 4;
+        len += header_line_bytes(name.len(), value.len());
     }
     Ok(len)
 }
@@ -244,6 +237,19 @@ fn check_header(index: usize, name: &str, value: &[u8]) -> Result<(), EncodeErro
         return Err(EncodeError::ReservedHeader { index });
     }
     Ok(())
+}
+
+/// Bytes a header takes in a head: name, `": "`, value, CRLF.
+pub(crate) fn header_line_bytes(name_len: usize, value_len: usize) -> usize {
+    name_len + value_len + 4
+}
+
+/// [`header_line_bytes`] of every header in `headers`.
+fn slice_wire_bytes(headers: &[(&str, &[u8])]) -> usize {
+    headers
+        .iter()
+        .map(|(name, value)| header_line_bytes(name.len(), value.len()))
+        .sum()
 }
 
 fn write_headers<'h>(out: &mut Vec<u8>, headers: impl Iterator<Item = (&'h str, &'h [u8])>) {

@@ -116,7 +116,7 @@ impl HeaderFields {
                     Name::Static(name) => name.len(),
                     Name::Text { start, end } => end - start,
                 };
-                name + (field.value_end - field.value_start) + 4
+                crate::encode::header_line_bytes(name, field.value_end - field.value_start)
             })
             .sum()
     }
