@@ -6,7 +6,7 @@
 //! webhooks subscribed; criterion's time divided by `1,000 * fanout` is the cost per
 //! delivery (also shown as throughput).
 
-use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
+use criterion::{criterion_group, BatchSize, Criterion, Throughput};
 use herald_core::session::Session;
 use herald_core::{
     AttemptResult, Command, Dispatcher, DispatcherConfig, EventFilter, EventId, EventType,
@@ -259,4 +259,33 @@ fn bench_checkpoint(c: &mut Criterion) {
 }
 
 criterion_group!(benches, bench, bench_checkpoint);
-criterion_main!(benches);
+
+/// `DISPATCHER_FIXED=FANOUT,ITERATIONS` runs the session driver that many times on
+/// fresh dispatchers and nothing else: a fixed amount of work whose instruction count
+/// (`valgrind --tool=callgrind --toggle-collect='dispatcher::fixed_session*'`) is the
+/// same on every run, so that a change of a few percent shows on a noisy machine where
+/// criterion's times spread by ±15 %. Without it, the criterion benches.
+fn main() {
+    if let Ok(spec) = std::env::var("DISPATCHER_FIXED") {
+        let parsed = spec
+            .split_once(',')
+            .and_then(|(fanout, n)| Some((fanout.parse().ok()?, n.parse().ok()?)));
+        let Some((fanout, iterations)) = parsed else {
+            eprintln!("DISPATCHER_FIXED={spec:?}: expected FANOUT,ITERATIONS, e.g. 1,4");
+            std::process::exit(2);
+        };
+        for _ in 0..iterations {
+            let (d, events) = setup(fanout);
+            assert_eq!(fixed_session(d, events), EVENTS * fanout);
+        }
+        return;
+    }
+    benches();
+    Criterion::default().configure_from_args().final_summary();
+}
+
+/// [`run_session`] under a name of its own, for callgrind to count.
+#[inline(never)]
+fn fixed_session(d: Dispatcher, events: Vec<NewEvent>) -> usize {
+    run_session(d, events)
+}

@@ -1087,6 +1087,9 @@ pub struct Dispatcher {
     replaying: bool,
     batch_signer: BatchSigner,
     signed: Vec<SignedHeaders>,
+    /// The attempts a tick admits, kept empty between ticks so that its capacity (up to
+    /// [`DispatcherConfig::sends_per_tick_max`] plans) is not grown again on every tick.
+    plans: Vec<Plan>,
     keys: Keys,
     /// Pending deliveries that never made an attempt (for [`Stats::retries_pending`]).
     fresh_pending: usize,
@@ -1168,6 +1171,7 @@ impl Dispatcher {
             replaying: false,
             batch_signer: BatchSigner::new(),
             signed: Vec::new(),
+            plans: Vec::new(),
             keys: Keys::default(),
             fresh_pending: 0,
             counters: Counters::default(),

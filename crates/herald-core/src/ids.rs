@@ -133,8 +133,26 @@ fn check(
 macro_rules! string_id {
     ($(#[$doc:meta])* $name:ident, $kind:literal, $max:expr, $allowed:literal, $ok:expr) => {
         $(#[$doc])*
-        #[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+        #[derive(Clone, PartialEq, Eq, Hash)]
         pub struct $name(Arc<str>);
+
+        // The text's order, decided without reading it when both share one allocation:
+        // a lookup by an id the registry handed out (most of them) ends on that
+        // comparison. (`Arc`'s equality already checks the pointer first.)
+        impl PartialOrd for $name {
+            fn partial_cmp(&self, other: &$name) -> Option<std::cmp::Ordering> {
+                Some(self.cmp(other))
+            }
+        }
+
+        impl Ord for $name {
+            fn cmp(&self, other: &$name) -> std::cmp::Ordering {
+                if Arc::ptr_eq(&self.0, &other.0) {
+                    return std::cmp::Ordering::Equal;
+                }
+                self.0.cmp(&other.0)
+            }
+        }
 
         impl $name {
             /// Parses an id, checking its length and charset.
@@ -472,6 +490,30 @@ mod tests {
             assert_eq!(WebhookId::parse(value).is_ok(), *ok, "{value:?}");
             assert_eq!(LocationId::parse(value).is_ok(), *ok, "{value:?}");
         }
+    }
+
+    #[test]
+    fn string_ids_order_as_their_text_shared_or_not() {
+        use std::cmp::Ordering;
+        use std::collections::BTreeMap;
+        let a = TenantId::parse("tenant-a").unwrap();
+        let b = TenantId::parse("tenant-b").unwrap();
+        let a_again = TenantId::parse("tenant-a").unwrap();
+        assert_eq!(a.cmp(&a.clone()), Ordering::Equal, "one allocation");
+        assert_eq!(
+            a.cmp(&a_again),
+            Ordering::Equal,
+            "two allocations, one text"
+        );
+        assert_eq!(a.cmp(&b), Ordering::Less);
+        assert_eq!(b.cmp(&a_again), Ordering::Greater);
+        // Maps find a key by an id that shares its allocation, by another copy of the
+        // text, and by the text itself.
+        let map: BTreeMap<TenantId, u32> = [(a.clone(), 1), (b.clone(), 2)].into();
+        assert_eq!(map.get(&a), Some(&1));
+        assert_eq!(map.get(&a_again), Some(&1));
+        assert_eq!(map.get("tenant-b"), Some(&2));
+        assert_eq!(map.get(&TenantId::parse("tenant-c").unwrap()), None);
     }
 
     #[test]

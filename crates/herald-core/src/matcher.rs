@@ -8,7 +8,7 @@
 use std::collections::HashMap;
 use std::fmt;
 
-use crate::ids::{check_segments, EventType, IdError, WebhookId};
+use crate::ids::{check_segments, EventType, IdError, WebhookId, EVENT_TYPE_SEGMENTS_MAX};
 
 /// Which events a webhook receives. Parsed from text:
 /// * `*`: every event type;
@@ -149,19 +149,22 @@ impl Matcher {
     /// Appends the webhooks matching `event_type` to `out`, sorted by id and without
     /// duplicates (a webhook whose several filters match appears once).
     pub fn matches(&self, event_type: &EventType, out: &mut Vec<WebhookId>) {
-        // At most 2 + EVENT_TYPE_SEGMENTS_MAX sorted lists: merge them, no sort needed.
-        let mut lists: Vec<&[WebhookId]> = Vec::with_capacity(4);
+        // At most 2 + EVENT_TYPE_SEGMENTS_MAX sorted lists (all, exact, one per prefix):
+        // merge them, no sort needed. Gathered on the stack: this runs for every event.
+        let mut lists: [&[WebhookId]; 2 + EVENT_TYPE_SEGMENTS_MAX] =
+            [&[]; 2 + EVENT_TYPE_SEGMENTS_MAX];
         let sets = std::iter::once(&self.all)
             .chain(self.exact.get(event_type.as_str()))
             .chain(event_type.prefixes().filter_map(|p| self.prefix.get(p)));
-        lists.extend(
-            sets.filter(|set| !set.is_empty())
-                .map(|set| set.0.as_slice()),
-        );
-        match lists.as_slice() {
+        let mut count = 0;
+        for set in sets.filter(|set| !set.is_empty()) {
+            lists[count] = set.0.as_slice();
+            count += 1;
+        }
+        match &mut lists[..count] {
             [] => {}
             [only] => out.extend_from_slice(only),
-            _ => merge_unique(&mut lists, out),
+            several => merge_unique(several, out),
         }
     }
 
@@ -275,6 +278,33 @@ mod tests {
         m.remove(&a, &fa);
         m.remove(&b, &fb);
         assert!(m.is_empty());
+    }
+
+    #[test]
+    fn every_list_an_event_type_can_meet_is_merged() {
+        // The deepest event type meets the most lists: `*`, its exact type, and one
+        // per prefix (seven for eight segments).
+        let segments: Vec<String> = (0..EVENT_TYPE_SEGMENTS_MAX)
+            .map(|i| format!("s{i}"))
+            .collect();
+        let event = t(&segments.join("."));
+        let mut filters = vec!["*".to_string(), segments.join(".")];
+        for end in 1..EVENT_TYPE_SEGMENTS_MAX {
+            filters.push(format!("{}.*", segments[..end].join(".")));
+        }
+        let mut m = Matcher::new();
+        let mut want = Vec::new();
+        // Inserted in reverse so that the lists' order differs from the ids'.
+        for (i, filter) in filters.iter().enumerate().rev() {
+            let id = WebhookId::parse(&format!("w{i:02}")).unwrap();
+            m.insert(&id, &[EventFilter::parse(filter).unwrap()]);
+            want.push(id);
+        }
+        want.sort();
+        let mut got = Vec::new();
+        m.matches(&event, &mut got);
+        assert_eq!(got.len(), 2 + (EVENT_TYPE_SEGMENTS_MAX - 1));
+        assert_eq!(got, want);
     }
 
     fn segment() -> impl Strategy<Value = String> {

@@ -353,7 +353,8 @@ impl Dispatcher {
     /// signs and sends the admitted ones.
     pub(super) fn start_due_attempts(&mut self, now: u64, bodies: &dyn BodyStore) {
         let budget = self.config.sends_per_tick_max;
-        let mut plans: Vec<Plan> = Vec::new();
+        let mut plans = std::mem::take(&mut self.plans);
+        debug_assert!(plans.is_empty(), "the last tick sent every plan it made");
         let mut no_secret: Vec<DeliveryId> = Vec::new();
         let mut ready = std::mem::take(&mut self.ready_webhooks);
         // Round-robin: when the last tick ran out of budget, start at the first webhook it
@@ -449,7 +450,8 @@ impl Dispatcher {
         }
         self.ready_webhooks.extend(leftover);
         self.fail_deliveries(now, no_secret, DeliveryError::NoLiveSecret);
-        self.sign_and_send(now, plans, bodies);
+        self.sign_and_send(now, &mut plans, bodies);
+        self.plans = plans;
     }
 
     /// Marks attempt `attempt` of a pending delivery in flight, started at `at_ms`.

@@ -32,7 +32,8 @@ enum BodyKey {
 impl Dispatcher {
     /// Signs the admitted attempts in one batch (timestamp = `now`) and queues a `Send`
     /// command for each, in admission order.
-    pub(super) fn sign_and_send(&mut self, now: u64, plans: Vec<Plan>, store: &dyn BodyStore) {
+    /// Leaves `plans` empty.
+    pub(super) fn sign_and_send(&mut self, now: u64, plans: &mut Vec<Plan>, store: &dyn BodyStore) {
         if plans.is_empty() {
             return;
         }
@@ -75,7 +76,7 @@ impl Dispatcher {
             self.batch_signer
                 .sign_batch(&jobs, &mut self.signed[..plans.len()]);
         }
-        for (index, (plan, body)) in plans.into_iter().zip(bodies).enumerate() {
+        for (index, (plan, body)) in plans.drain(..).zip(bodies).enumerate() {
             let signed = &self.signed[index];
             let text_bytes = CONTENT_TYPE_JSON.len()
                 + USER_AGENT.len()
