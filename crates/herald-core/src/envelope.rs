@@ -180,27 +180,27 @@ fn write_rfc3339_ms(out: &mut Vec<u8>, unix_ms: u64) {
     if year > 9999 {
         out.extend_from_slice(year.to_string().as_bytes());
     } else {
-        push_digits(out, year, 4);
+        out.extend_from_slice(&digits::<4>(year));
     }
-    for (separator, value, width) in [
-        (b'-', month, 2),
-        (b'-', day, 2),
-        (b'T', ms_of_day / 3_600_000, 2),
-        (b':', ms_of_day / 60_000 % 60, 2),
-        (b':', ms_of_day / 1000 % 60, 2),
-        (b'.', ms_of_day % 1000, 3),
-    ] {
-        out.push(separator);
-        push_digits(out, value, width);
-    }
-    out.push(b'Z');
+    // `-MM-DDTHH:MM:SS.mmmZ`, made on the stack and appended at once.
+    let mut rest = *b"-00-00T00:00:00.000Z";
+    rest[1..3].copy_from_slice(&digits::<2>(month));
+    rest[4..6].copy_from_slice(&digits::<2>(day));
+    rest[7..9].copy_from_slice(&digits::<2>(ms_of_day / 3_600_000));
+    rest[10..12].copy_from_slice(&digits::<2>(ms_of_day / 60_000 % 60));
+    rest[13..15].copy_from_slice(&digits::<2>(ms_of_day / 1000 % 60));
+    rest[16..19].copy_from_slice(&digits::<3>(ms_of_day % 1000));
+    out.extend_from_slice(&rest);
 }
 
-/// `value` (below `10^width`) as exactly `width` decimal digits, zero-padded.
-fn push_digits(out: &mut Vec<u8>, value: u64, width: u32) {
-    for place in (0..width).rev() {
-        out.push(b'0' + (value / 10u64.pow(place) % 10) as u8);
+/// `value` (below `10^WIDTH`) as exactly `WIDTH` decimal digits, zero-padded.
+fn digits<const WIDTH: usize>(mut value: u64) -> [u8; WIDTH] {
+    let mut text = [b'0'; WIDTH];
+    for digit in text.iter_mut().rev() {
+        *digit = b'0' + (value % 10) as u8;
+        value /= 10;
     }
+    text
 }
 
 /// Howard Hinnant's days-to-civil algorithm, for days since 1970-01-01.
