@@ -73,6 +73,7 @@
 //! before its first (covers_seq = first_seq - 1). Version 1 was one frame, the whole
 //! payload, no part header, covering every frame before it.
 
+use rkyv::util::AlignedVec;
 use std::fmt;
 
 /// Bytes of the segment header at the start of every segment file.
@@ -418,7 +419,9 @@ pub fn decode_segment_header(bytes: &[u8]) -> Result<SegmentHeader, HeaderDefect
 }
 
 /// Writes one frame at the start of `dst`, which must be exactly
-/// `frame_bytes(payload.len())` long and zero where padding goes.
+/// `frame_bytes(payload.len())` long and zero where padding goes (tests build segments
+/// with it; the journal appends with [`push_frame`]).
+#[cfg(test)]
 pub(crate) fn encode_frame(dst: &mut [u8], seq: u64, kind: u16, version: u16, payload: &[u8]) {
     let total = frame_bytes(payload.len() as u64) as usize;
     // Durability invariant: a frame never spills past the space reserved for it.
@@ -427,16 +430,55 @@ pub(crate) fn encode_frame(dst: &mut [u8], seq: u64, kind: u16, version: u16, pa
     let payload_end = header_bytes + payload.len();
     dst[header_bytes..payload_end].copy_from_slice(payload);
     dst[payload_end..].fill(0);
+    dst[..header_bytes].copy_from_slice(&frame_header(seq, kind, version, &[payload]));
+}
+
+/// Appends one frame to `out` whose payload is `pieces` one after another, writing each
+/// byte once (no slot zeroed first, no payload gathered into a buffer of its own first).
+/// `out` grows by exactly `frame_bytes` of the pieces' total length; the frame is the
+/// same as [`encode_frame`] makes of the joined payload.
+pub(crate) fn push_frame(
+    out: &mut AlignedVec<16>,
+    seq: u64,
+    kind: u16,
+    version: u16,
+    pieces: &[&[u8]],
+) {
+    let payload_bytes: usize = pieces.iter().map(|piece| piece.len()).sum();
+    let total = frame_bytes(payload_bytes as u64) as usize;
+    let start = out.len();
+    out.reserve(total);
+    out.extend_from_slice(&frame_header(seq, kind, version, pieces));
+    for piece in pieces {
+        out.extend_from_slice(piece);
+    }
+    let padding = total - FRAME_HEADER_BYTES as usize - payload_bytes;
+    out.extend_from_slice(&[0u8; 16][..padding]);
+    // Durability invariant: a frame takes exactly the space its length promises.
+    assert_eq!(out.len() - start, total, "frame length");
+}
+
+/// A frame's header for the payload made of `pieces` joined.
+fn frame_header(
+    seq: u64,
+    kind: u16,
+    version: u16,
+    pieces: &[&[u8]],
+) -> [u8; FRAME_HEADER_BYTES as usize] {
+    let payload_bytes: usize = pieces.iter().map(|piece| piece.len()).sum();
+    let payload_crc = pieces
+        .iter()
+        .fold(0, |crc, piece| crc32c::crc32c_append(crc, piece));
     let mut h = [0u8; FRAME_HEADER_BYTES as usize];
     h[0..4].copy_from_slice(&FRAME_MAGIC.to_le_bytes());
-    h[4..8].copy_from_slice(&(payload.len() as u32).to_le_bytes());
+    h[4..8].copy_from_slice(&(payload_bytes as u32).to_le_bytes());
     h[8..16].copy_from_slice(&seq.to_le_bytes());
     h[16..18].copy_from_slice(&kind.to_le_bytes());
     h[18..20].copy_from_slice(&version.to_le_bytes());
-    h[20..24].copy_from_slice(&crc32c::crc32c(payload).to_le_bytes());
+    h[20..24].copy_from_slice(&payload_crc.to_le_bytes());
     let crc = crc32c::crc32c(&h[0..28]);
     h[28..32].copy_from_slice(&crc.to_le_bytes());
-    dst[..header_bytes].copy_from_slice(&h);
+    h
 }
 
 /// Why a frame was rejected.
@@ -872,6 +914,30 @@ mod tests {
             offset += n;
         }
         seg
+    }
+
+    #[test]
+    fn a_frame_pushed_in_pieces_is_the_frame_of_the_joined_payload() {
+        let payload: Vec<u8> = (0..200u8).collect();
+        for len in [0usize, 1, 15, 16, 17, 31, 32, 100, 200] {
+            let joined = &payload[..len];
+            let mut want = vec![0u8; frame_bytes(len as u64) as usize];
+            encode_frame(&mut want, 9, 3, 2, joined);
+            for cut in [0, len / 3, len] {
+                let mut out = AlignedVec::<16>::new();
+                out.extend_from_slice(&[0xEE; 16]); // frames follow others
+                push_frame(&mut out, 9, 3, 2, &[&joined[..cut], &joined[cut..]]);
+                assert_eq!(&out[..16], &[0xEE; 16]);
+                assert_eq!(&out[16..], &want[..], "len {len}, cut at {cut}");
+                match decode_frame(&out, 16, 9) {
+                    Decoded::Frame(frame, next) => {
+                        assert_eq!(frame.payload, joined);
+                        assert_eq!(next as usize, out.len());
+                    }
+                    other => panic!("len {len}, cut at {cut}: {other:?}"),
+                }
+            }
+        }
     }
 
     #[test]

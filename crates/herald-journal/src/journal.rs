@@ -14,7 +14,7 @@ use rkyv::util::AlignedVec;
 
 use crate::error::JournalError;
 use crate::format::{
-    self, decode_frame, encode_frame, encode_segment_header, frame_bytes, scan_segment, Decoded,
+    self, decode_frame, encode_segment_header, frame_bytes, push_frame, scan_segment, Decoded,
     RawFrame, ScanStop, CHECKPOINT_VERSION, FRAME_HEADER_BYTES, KIND_CHECKPOINT, KIND_RESERVED_MIN,
     PAYLOAD_BYTES_MAX, SEGMENT_HEADER_BYTES,
 };
@@ -1031,15 +1031,14 @@ impl Journal {
                 payload_bytes_max: self.payload_bytes_max,
             });
         }
-        let mut payload =
-            AlignedVec::<16>::with_capacity(CHECKPOINT_PART_HEADER_BYTES as usize + part.len());
-        payload.extend_from_slice(&encode_part_header(first_seq, index, end, covers_seq));
-        payload.extend_from_slice(part);
+        // The part header and the part go into the frame as they are: a part is up to
+        // several MiB, and gathering them into one buffer first would copy it once more.
+        let header = encode_part_header(first_seq, index, end, covers_seq);
         let segments_allowed = self.config.segments_max * (1 + CHECKPOINT_SEGMENTS_EXTRA_FACTOR);
         self.append_frame_within(
             KIND_CHECKPOINT,
             CHECKPOINT_VERSION,
-            &payload,
+            &[&header, part],
             segments_allowed,
         )
     }
@@ -1050,20 +1049,21 @@ impl Journal {
         version: u16,
         payload: &[u8],
     ) -> Result<u64, JournalError> {
-        self.append_frame_within(kind, version, payload, self.config.segments_max)
+        self.append_frame_within(kind, version, &[payload], self.config.segments_max)
     }
 
-    /// Appends a frame, rolling when needed as long as the journal then holds at
-    /// most `segments_allowed` segments (`segments_max`, or more for a checkpoint).
+    /// Appends a frame whose payload is `pieces` joined, rolling when needed as long as
+    /// the journal then holds at most `segments_allowed` segments (`segments_max`, or
+    /// more for a checkpoint).
     fn append_frame_within(
         &mut self,
         kind: u16,
         version: u16,
-        payload: &[u8],
+        pieces: &[&[u8]],
         segments_allowed: usize,
     ) -> Result<u64, JournalError> {
         self.shared.check_failed()?;
-        let payload_bytes = payload.len() as u64;
+        let payload_bytes: u64 = pieces.iter().map(|piece| piece.len() as u64).sum();
         if payload_bytes > self.payload_bytes_max {
             return Err(JournalError::RecordTooLarge {
                 payload_bytes,
@@ -1094,8 +1094,12 @@ impl Journal {
         assert!(stop <= segment.map.len(), "frame past segment end");
         assert_eq!(segment.last_seq + 1, seq, "sequence gap on append");
         assert_eq!(start % 16, 0, "frame start not aligned");
-        self.staged.resize(staged_from + total as usize, 0);
-        encode_frame(&mut self.staged[staged_from..], seq, kind, version, payload);
+        push_frame(&mut self.staged, seq, kind, version, pieces);
+        assert_eq!(
+            self.staged.len() - staged_from,
+            stop - start,
+            "staged frame length"
+        );
         segment.end = stop as u64;
         segment.last_seq = seq;
         self.last_frame_bytes = total;
@@ -1925,7 +1929,7 @@ mod tests {
     //! for byte, as those builds wrote them.
 
     use super::*;
-    use crate::format::encode_part_header_v2;
+    use crate::format::{encode_frame, encode_part_header_v2};
 
     /// Makes a journal in `dir` whose first segment holds `frames` (kind, version,
     /// payload), numbered from 1.
