@@ -1090,6 +1090,9 @@ pub struct Dispatcher {
     /// The attempts a tick admits, kept empty between ticks so that its capacity (up to
     /// [`DispatcherConfig::sends_per_tick_max`] plans) is not grown again on every tick.
     plans: Vec<Plan>,
+    /// The webhooks an event being accepted matched, kept empty between events so that
+    /// matching allocates nothing once it has seen the largest fan-out.
+    targets: Vec<WebhookId>,
     keys: Keys,
     /// Pending deliveries that never made an attempt (for [`Stats::retries_pending`]).
     fresh_pending: usize,
@@ -1172,6 +1175,7 @@ impl Dispatcher {
             batch_signer: BatchSigner::new(),
             signed: Vec::new(),
             plans: Vec::new(),
+            targets: Vec::new(),
             keys: Keys::default(),
             fresh_pending: 0,
             counters: Counters::default(),

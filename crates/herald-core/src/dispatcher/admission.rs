@@ -30,11 +30,15 @@ impl Dispatcher {
                 return Ok(answer);
             }
         }
-        let mut targets = Vec::new();
+        // The matches go into a list the dispatcher keeps, empty between events.
+        let mut targets = std::mem::take(&mut self.targets);
         if let Some(t) = self.tenants.get(tenant) {
             t.matcher.matches(&event.event_type, &mut targets);
         }
-        self.accept_with_targets(now, tenant, event, targets, KeyUse::Remember)
+        let accepted = self.accept_with_targets(now, tenant, event, &targets, KeyUse::Remember);
+        targets.clear();
+        self.targets = targets;
+        accepted
     }
 
     /// Accepts `event` for exactly `targets`. An invalid event is refused first (the
@@ -45,7 +49,7 @@ impl Dispatcher {
         now: u64,
         tenant: &TenantId,
         event: NewEvent,
-        targets: Vec<WebhookId>,
+        targets: &[WebhookId],
         key: KeyUse,
     ) -> Result<Accepted, AcceptError> {
         let body = encode_envelope(tenant, &event)?;
@@ -72,7 +76,7 @@ impl Dispatcher {
             KeyUse::Ignore => None,
         };
         let mut refs = Vec::with_capacity(targets.len());
-        for webhook in &targets {
+        for webhook in targets {
             let attempts_max = self.attempts_max_of(tenant, webhook);
             let delivery = DeliveryId(self.next_delivery);
             self.next_delivery += 1;

@@ -147,7 +147,13 @@ impl Dispatcher {
         let now = self.advance_clock(now_ms);
         self.require_active_webhook(tenant, webhook)?;
         let event = make(self, now);
-        Ok(self.accept_with_targets(now, tenant, event, vec![webhook.clone()], KeyUse::Ignore)?)
+        Ok(self.accept_with_targets(
+            now,
+            tenant,
+            event,
+            std::slice::from_ref(webhook),
+            KeyUse::Ignore,
+        )?)
     }
 
     /// Puts a delivery back on the schedule (from any state but in flight).

@@ -40,7 +40,9 @@ impl Dispatcher {
         // A stored body is read from the journal once per tick and shared by the
         // attempts of the tick that send it (plans come webhook by webhook, so one
         // event's attempts need not be next to each other).
-        let mut read: HashMap<BodyKey, Bytes> = HashMap::new();
+        // Sized for every plan at once: grown from empty it rehashed every key it held
+        // several times per tick.
+        let mut read: HashMap<BodyKey, Bytes> = HashMap::with_capacity(plans.len());
         let bodies: Vec<Bytes> = plans
             .iter()
             .map(|p| {
