@@ -7,9 +7,9 @@ use std::time::Duration;
 use herald::Scheme;
 use herald_sink::{run_load_spread, LoadConfig, Sink};
 
-use crate::report::{Latency, RawReport};
+use crate::report::{HostCpuShares, Latency, RawReport};
 use crate::sysstat;
-use crate::{BenchError, LATENCY_FIELD};
+use crate::{BenchError, LATENCY_FIELD, SINK_THREAD_PREFIX};
 
 /// Body bytes run_load adds around its padding: `{"<field>":<19 digits>,"pad":""}`.
 fn body_overhead() -> usize {
@@ -63,6 +63,8 @@ pub fn measure(
 ) -> Result<RawReport, BenchError> {
     sink.reset_latency();
     let cpu_before = sysstat::process_cpu_us();
+    let sink_before = sysstat::threads_cpu_us(SINK_THREAD_PREFIX);
+    let host_before = sysstat::host_cpu();
     let payload_bytes = body_bytes
         .saturating_sub(body_overhead())
         .min(herald_sink::LOAD_PAYLOAD_BYTES_MAX);
@@ -92,6 +94,10 @@ pub fn measure(
     let cpu = sysstat::process_cpu_us()
         .zip(cpu_before)
         .map(|(a, b)| a - b);
+    // Saturating: a sink thread that ended between the readings takes its time with it.
+    let sink_cpu = sysstat::threads_cpu_us(SINK_THREAD_PREFIX)
+        .zip(sink_before)
+        .map(|(a, b)| a.saturating_sub(b));
     Ok(RawReport {
         requests: report.requests,
         non_success: report.non_success,
@@ -103,6 +109,8 @@ pub fn measure(
         raw_per_s: report.per_s,
         latency: Latency::of(&sink.latency()),
         cpu_us_per_request: crate::report::per(cpu, report.requests),
+        sink_cpu_us_per_request: crate::report::per(sink_cpu, report.requests),
+        host_cpu: HostCpuShares::between(host_before, sysstat::host_cpu()),
     })
 }
 
@@ -157,6 +165,8 @@ pub fn run_raw(plan: &RawPlan) -> Result<RawReport, BenchError> {
     // Rounds until the duration is spent; the figures are the sum of the rounds.
     let started = std::time::Instant::now();
     let cpu_before = sysstat::process_cpu_us();
+    let sink_before = sysstat::threads_cpu_us(SINK_THREAD_PREFIX);
+    let host_before = sysstat::host_cpu();
     let mut total = RawReport::default();
     let mut histogram = None::<hdrhistogram::Histogram<u64>>;
     while started.elapsed() < duration {
@@ -193,5 +203,10 @@ pub fn run_raw(plan: &RawPlan) -> Result<RawReport, BenchError> {
         .zip(cpu_before)
         .map(|(a, b)| a - b);
     total.cpu_us_per_request = crate::report::per(cpu, total.requests);
+    let sink_cpu = sysstat::threads_cpu_us(SINK_THREAD_PREFIX)
+        .zip(sink_before)
+        .map(|(a, b)| a.saturating_sub(b));
+    total.sink_cpu_us_per_request = crate::report::per(sink_cpu, total.requests);
+    total.host_cpu = HostCpuShares::between(host_before, sysstat::host_cpu());
     Ok(total)
 }

@@ -127,6 +127,49 @@ pub struct RawReport {
     pub latency: Latency,
     /// Process CPU per request, µs (load client + sink).
     pub cpu_us_per_request: Option<f64>,
+    /// The sink's threads' share of it, µs per request: with one sink thread, a share
+    /// near `1e6 / raw_per_s` means that thread was the bound.
+    pub sink_cpu_us_per_request: Option<f64>,
+    /// Shares of the machine's CPU time during the run (every process).
+    pub host_cpu: Option<HostCpuShares>,
+}
+
+/// How the machine's CPUs spent the run (`/proc/stat`, every process and the kernel):
+/// shares of all cores' time, summing to 1.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Serialize)]
+pub struct HostCpuShares {
+    /// Running anything.
+    pub busy: f64,
+    /// Idle, waiting for I/O included (a thread waiting on io_uring counts there too).
+    pub idle: f64,
+    /// Taken by the hypervisor (`steal`): time the figures lost to other guests.
+    pub steal: f64,
+}
+
+impl HostCpuShares {
+    /// Between two readings.
+    pub fn between(
+        before: Option<crate::sysstat::HostCpu>,
+        after: Option<crate::sysstat::HostCpu>,
+    ) -> Option<HostCpuShares> {
+        let shares = after?.shares_since(&before?)?;
+        Some(HostCpuShares {
+            busy: shares.busy,
+            idle: shares.idle,
+            steal: shares.steal,
+        })
+    }
+
+    /// The table's text: `busy 86.0 %, idle 12.1 %, steal 1.9 % of 2 cores`.
+    pub fn text(&self) -> String {
+        format!(
+            "busy {:.1} %, idle {:.1} % (I/O wait included), steal {:.1} % of {} cores (this machine, every process)",
+            self.busy * 100.0,
+            self.idle * 100.0,
+            self.steal * 100.0,
+            crate::sysstat::cores()
+        )
+    }
 }
 
 /// Attempts and deliveries by outcome class (the engine's counters; remote runs have
@@ -260,6 +303,10 @@ pub struct Report {
     /// Cores kept busy on average: CPU / elapsed of this process (embedded) or of the
     /// server (remote).
     pub cores_busy: Option<f64>,
+    /// How this machine's CPUs spent the run, every process's time and the
+    /// hypervisor's: idle time in a closed loop is time the run waited on something
+    /// other than CPU; steal is time taken from the figures by other guests.
+    pub host_cpu: Option<HostCpuShares>,
     /// Peak resident memory, bytes: embedded, this process during the run (VmHWM);
     /// remote, the server process since it started.
     pub peak_rss_bytes: Option<u64>,
@@ -323,7 +370,7 @@ pub struct Report {
 }
 
 /// Keys every report's JSON holds (tests check them; tools rely on them).
-pub const REPORT_KEYS: [&str; 31] = [
+pub const REPORT_KEYS: [&str; 32] = [
     "deliveries_per_s",
     "accepted_per_s",
     "raw_per_s",
@@ -355,6 +402,7 @@ pub const REPORT_KEYS: [&str; 31] = [
     "device_write_bytes_per_delivery",
     "journal_bytes",
     "journal_records",
+    "host_cpu",
 ];
 
 /// `a / b` when `b > 0`.
@@ -463,8 +511,15 @@ impl Report {
             row(
                 "raw ceiling",
                 format!(
-                    "{:.0}/s over {} connections to {} origins; engine / raw = {ratio:.3}",
-                    raw.raw_per_s, raw.connections, raw.origins
+                    "{:.0}/s over {} connections to {} origins; engine / raw = {ratio:.3} \
+                     (raw: {} µs of CPU per request, sink {}; host busy {})",
+                    raw.raw_per_s,
+                    raw.connections,
+                    raw.origins,
+                    opt(raw.cpu_us_per_request, 1),
+                    opt(raw.sink_cpu_us_per_request, 1),
+                    raw.host_cpu
+                        .map_or_else(|| "-".to_owned(), |h| format!("{:.1} %", h.busy * 100.0)),
                 ),
             );
         }
@@ -492,6 +547,9 @@ impl Report {
             ),
         );
         row("cores busy", opt(self.cores_busy, 2));
+        if let Some(host) = &self.host_cpu {
+            row("host CPU", host.text());
+        }
         row(
             "peak RSS",
             if self.figures_source == "metrics" {
@@ -589,7 +647,7 @@ impl RawReport {
     /// The raw run's table.
     pub fn table(&self) -> String {
         format!(
-            "  {:<32} {} requests over {} connections to {} origins ({} B bodies{}) in {:.2} s: {:.0}/s\n  {:<32} {} {} {} {}\n  {:<32} {}\n",
+            "  {:<32} {} requests over {} connections to {} origins ({} B bodies{}) in {:.2} s: {:.0}/s\n  {:<32} {} {} {} {}\n  {:<32} {} (sink {})\n{}",
             "raw ceiling",
             self.requests,
             self.connections,
@@ -605,6 +663,12 @@ impl RawReport {
             self.latency.max_us,
             "CPU µs per request",
             opt(self.cpu_us_per_request, 1),
+            opt(self.sink_cpu_us_per_request, 1),
+            self.host_cpu.map_or_else(String::new, |host| format!(
+                "  {:<32} {}\n",
+                "host CPU",
+                host.text()
+            )),
         )
     }
 }

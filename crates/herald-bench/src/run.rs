@@ -1130,6 +1130,7 @@ fn drive(
             Engine::Remote { .. } => server_cpu_us,
         }
         .map(|us| us as f64 / 1e6 / elapsed_s),
+        host_cpu: crate::report::HostCpuShares::between(before.host, after.host),
         peak_rss_bytes: match engine {
             Engine::Embedded { .. } => harness_peak_rss_bytes,
             Engine::Remote { .. } => server.as_ref().and_then(|f| f.peak_rss_bytes),

@@ -1,5 +1,6 @@
 //! What the process cost: CPU time (whole process and by thread name), peak resident
-//! memory and bytes the kernel was asked to write, read from `/proc` (Linux). Every
+//! memory and bytes the kernel was asked to write, and how the machine's CPUs spent
+//! their time (busy, idle, stolen by the hypervisor), read from `/proc` (Linux). Every
 //! reading is `None` where `/proc` does not have it, and the report says so.
 
 use std::fs;
@@ -139,6 +140,71 @@ pub fn cores() -> usize {
     std::thread::available_parallelism().map_or(1, |n| n.get())
 }
 
+/// Time all of the machine's CPUs spent, from the `cpu` line of `/proc/stat`, in clock
+/// ticks: every process's, the kernel's and the host's (on a VM, `steal` is time a CPU
+/// wanted to run and the hypervisor ran something else).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct HostCpu {
+    /// user, nice, system, irq and softirq (guest time is already in user and nice).
+    pub busy: u64,
+    /// idle and iowait (a CPU with nothing to run while some task waits for I/O; on
+    /// Linux this includes threads waiting on io_uring completions).
+    pub idle: u64,
+    /// steal.
+    pub steal: u64,
+}
+
+/// Shares of all CPUs' time between two [`HostCpu`] readings; they sum to 1.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct HostShares {
+    /// Running anything.
+    pub busy: f64,
+    /// Idle, waiting for I/O included.
+    pub idle: f64,
+    /// Taken by the hypervisor.
+    pub steal: f64,
+}
+
+fn parse_host_cpu(stat: &str) -> Option<HostCpu> {
+    let line = stat.lines().find(|l| l.starts_with("cpu "))?;
+    let ticks: Vec<u64> = line
+        .split_whitespace()
+        .skip(1)
+        .map(|v| v.parse().ok())
+        .collect::<Option<_>>()?;
+    // user nice system idle, then (since 2.6) iowait irq softirq, (2.6.11) steal.
+    if ticks.len() < 4 {
+        return None;
+    }
+    let at = |i: usize| ticks.get(i).copied().unwrap_or(0);
+    Some(HostCpu {
+        busy: at(0) + at(1) + at(2) + at(5) + at(6),
+        idle: at(3) + at(4),
+        steal: at(7),
+    })
+}
+
+/// All CPUs' time so far.
+pub fn host_cpu() -> Option<HostCpu> {
+    parse_host_cpu(&fs::read_to_string("/proc/stat").ok()?)
+}
+
+impl HostCpu {
+    /// How the CPUs' time since `before` was shared; `None` when no tick passed (or the
+    /// counters went backwards).
+    pub fn shares_since(&self, before: &HostCpu) -> Option<HostShares> {
+        let busy = self.busy.checked_sub(before.busy)?;
+        let idle = self.idle.checked_sub(before.idle)?;
+        let steal = self.steal.checked_sub(before.steal)?;
+        let total = (busy + idle + steal) as f64;
+        (total > 0.0).then(|| HostShares {
+            busy: busy as f64 / total,
+            idle: idle as f64 / total,
+            steal: steal as f64 / total,
+        })
+    }
+}
+
 /// A reading of the counters above, to subtract.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct Snapshot {
@@ -148,6 +214,8 @@ pub struct Snapshot {
     pub sink_cpu_us: Option<u64>,
     /// Bytes written.
     pub write_bytes: Option<u64>,
+    /// The machine's CPU time.
+    pub host: Option<HostCpu>,
 }
 
 impl Snapshot {
@@ -157,6 +225,7 @@ impl Snapshot {
             cpu_us: process_cpu_us(),
             sink_cpu_us: threads_cpu_us(sink_prefix),
             write_bytes: disk_write_bytes(),
+            host: host_cpu(),
         }
     }
 }
@@ -173,6 +242,45 @@ mod tests {
     }
 
     #[test]
+    fn host_cpu_shares_come_from_the_cpu_line() {
+        let before = "cpu  100 0 50 800 50 0 0 0 0 0\ncpu0 50 0 25 400 25 0 0 0 0 0\n";
+        let after = "cpu  160 10 70 860 70 5 15 10 0 0\ncpu0 1 1 1 1 1 1 1 1 1 1\n";
+        let before = parse_host_cpu(before).unwrap();
+        let after = parse_host_cpu(after).unwrap();
+        assert_eq!(
+            after,
+            HostCpu {
+                busy: 160 + 10 + 70 + 5 + 15,
+                idle: 930,
+                steal: 10
+            }
+        );
+        // 110 busy, 80 idle (iowait included), 10 stolen of 200 ticks.
+        let shares = after.shares_since(&before).unwrap();
+        assert!((shares.busy - 0.55).abs() < 1e-9, "{shares:?}");
+        assert!((shares.idle - 0.40).abs() < 1e-9, "{shares:?}");
+        assert!((shares.steal - 0.05).abs() < 1e-9, "{shares:?}");
+        assert_eq!(after.shares_since(&after), None, "no tick passed");
+        assert_eq!(before.shares_since(&after), None, "counters went backwards");
+        // Kernels before steal was counted: four fields are enough.
+        assert_eq!(
+            parse_host_cpu("cpu 1 2 3 4\n"),
+            Some(HostCpu {
+                busy: 6,
+                idle: 4,
+                steal: 0
+            })
+        );
+        assert_eq!(parse_host_cpu("cpu 1 2 3\n"), None);
+        assert_eq!(
+            parse_host_cpu("cpu0 1 2 3 4 5\n"),
+            None,
+            "only the total line"
+        );
+        assert_eq!(parse_host_cpu("cpu 1 x 3 4\n"), None);
+    }
+
+    #[test]
     fn readings_exist_on_linux() {
         if !std::path::Path::new("/proc/self/stat").exists() {
             return;
@@ -182,6 +290,7 @@ mod tests {
         assert!(peak_rss_bytes().unwrap() > 0);
         assert!(rss_bytes().unwrap() > 0);
         assert!(threads_cpu_us("no-such-thread").is_some());
+        assert!(host_cpu().is_some());
         if let Some(device) = block_device_of(Path::new(env!("CARGO_MANIFEST_DIR"))) {
             assert!(device_write_bytes(&device).is_some(), "{device}");
         }

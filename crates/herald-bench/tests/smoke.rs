@@ -125,8 +125,15 @@ fn closed_loop_delivers_every_event_to_every_webhook() {
     assert_eq!(report.shards, Some(1));
     assert!(report.engine_cpu_us_per_delivery.is_some());
 
+    let host = report
+        .host_cpu
+        .expect("a run of thousands of deliveries spans clock ticks of /proc/stat");
+    assert_host_shares(&host);
+    assert!(host.busy > 0.0, "the run kept a CPU busy: {host:?}");
+
     let json = json_of(&report);
     assert_keys(&json);
+    assert!(json["host_cpu"]["steal"].is_f64(), "{}", json["host_cpu"]);
     assert!(json["deliveries_per_s"].as_f64().unwrap() > 0.0);
     assert!(json["peak_rss_bytes"].as_u64().unwrap() > 0);
     assert_eq!(
@@ -258,6 +265,22 @@ fn raw_alone_measures_the_ceiling() {
     assert_eq!(report.body_bytes, 456);
     assert_eq!(report.latency.samples, 2000);
     assert_eq!((report.connections, report.origins), (4, 2));
+    assert!(report.sink_cpu_us_per_request.is_some());
+    if let Some(host) = &report.host_cpu {
+        assert_host_shares(host);
+    }
+    assert!(report.table().contains("(sink "), "{}", report.table());
+}
+
+/// Shares of the machine's CPU time: each within 0..=1, together all of it.
+fn assert_host_shares(host: &herald_bench::report::HostCpuShares) {
+    for share in [host.busy, host.idle, host.steal] {
+        assert!((0.0..=1.0).contains(&share), "{host:?}");
+    }
+    assert!(
+        (host.busy + host.idle + host.steal - 1.0).abs() < 1e-9,
+        "{host:?}"
+    );
 }
 
 #[test]
