@@ -4,10 +4,16 @@
 //! surrogate, no number beyond a double's range.
 //!
 //! It runs once per accepted event on the shard's thread, over up to
-//! [`crate::BODY_BYTES_MAX`] bytes, so it does the least work a byte allows: the UTF-8
-//! check is the standard library's (vectorised for ASCII), string contents are skipped
-//! eight bytes at a time, and a number is parsed as a double only when its digits alone
-//! cannot show it is in range. Nothing is allocated unless the data is refused.
+//! [`crate::BODY_BYTES_MAX`] bytes, so it does the least work a byte allows: string
+//! contents are skipped eight bytes at a time, UTF-8 is checked only where a byte is not
+//! ASCII (by the standard library, over each run of such bytes), and a number is parsed
+//! as a double only when its digits alone cannot show it is in range. Nothing is
+//! allocated unless the data is refused.
+//!
+//! Outside strings the grammar allows ASCII only, so a byte that is not ASCII there is
+//! refused as out of place; inside a string each maximal run of such bytes must be valid
+//! UTF-8 on its own (an ASCII byte is never part of a multi-byte sequence), so checking
+//! the runs checks the whole input: one pass instead of a UTF-8 pass and a JSON pass.
 
 use crate::envelope::DATA_DEPTH_MAX;
 
@@ -20,9 +26,6 @@ const PLAIN_INTEGER_DIGITS_MAX: usize = 308;
 
 /// Checks `data`; on refusal says why and where (a byte offset from 0).
 pub(crate) fn check_data(data: &[u8]) -> Result<(), String> {
-    if let Err(e) = std::str::from_utf8(data) {
-        return Err(format!("invalid UTF-8 at byte {}", e.valid_up_to()));
-    }
     Checker { data, at: 0 }.run()
 }
 
@@ -170,15 +173,20 @@ impl Checker<'_> {
         }
     }
 
-    /// A string, from its opening quote. The input is known to be UTF-8, so only the
-    /// quote, escapes and control characters need looking at.
+    /// A string, from its opening quote: the quote, escapes, control characters and
+    /// bytes that are not ASCII (checked as UTF-8) need looking at, nothing else.
     fn string(&mut self) -> Result<(), String> {
+        const HIGHS: u64 = 0x8080_8080_8080_8080;
         self.at += 1;
         loop {
-            // Eight bytes at a time up to the first quote, backslash or control byte.
+            // Eight bytes at a time up to the first quote, backslash, control byte or
+            // byte that is not ASCII.
             while let Some(chunk) = self.data.get(self.at..self.at + 8) {
                 let x = u64::from_le_bytes(chunk.try_into().expect("eight bytes"));
-                let stops = lanes_below(x, 0x20) | lanes_equal(x, b'"') | lanes_equal(x, b'\\');
+                let stops = lanes_below(x, 0x20)
+                    | lanes_equal(x, b'"')
+                    | lanes_equal(x, b'\\')
+                    | (x & HIGHS);
                 if stops != 0 {
                     self.at += (stops.trailing_zeros() / 8) as usize;
                     break;
@@ -195,8 +203,24 @@ impl Checker<'_> {
                 Some(0x00..=0x1f) => {
                     return self.fail("control character in a string (escape it)");
                 }
+                Some(0x80..=0xff) => self.utf8_run()?,
                 Some(_) => self.at += 1,
             }
+        }
+    }
+
+    /// A run of bytes that are not ASCII, from its first: valid UTF-8 on its own, since
+    /// no multi-byte sequence holds an ASCII byte.
+    fn utf8_run(&mut self) -> Result<(), String> {
+        let start = self.at;
+        let rest = &self.data[start..];
+        let end = start + rest.iter().position(u8::is_ascii).unwrap_or(rest.len());
+        match std::str::from_utf8(&self.data[start..end]) {
+            Ok(_) => {
+                self.at = end;
+                Ok(())
+            }
+            Err(e) => Err(format!("invalid UTF-8 at byte {}", start + e.valid_up_to())),
         }
     }
 
@@ -392,6 +416,17 @@ mod tests {
             b"[1,2,3]\n",
             b"\"abcdefgh\\\"ijklmnop\"",
             b"\"abcdefghijklmno\x00pq\"",
+            // Bytes that are not ASCII across the eight-byte steps, valid and not:
+            // sequences split by a step, an overlong form, a surrogate, a stray
+            // continuation byte, a sequence cut by the closing quote.
+            b"\"abcdefg\xc3\xa9hijklmn\"",
+            b"\"abcdef\xf0\x9f\x98\x80ghijklmnop\xe2\x82\xac\"",
+            b"{\"\xc3\xa9t\xc3\xa9\":\"\xe6\x97\xa5\xe6\x9c\xac\"}",
+            b"\"abcdefg\xc0\xaf\"",
+            b"\"abcdefg\xed\xa0\x80\"",
+            b"\"abcdefg\x80\"",
+            b"\"abcdefg\xe2\x82\"",
+            b"[\"ok\"]\xc3\xa9",
         ];
         for data in cases {
             assert_eq!(
@@ -414,6 +449,15 @@ mod tests {
                 "control character in a string (escape it) at byte 2, found byte 0x01",
             ),
             (b"[\"\xff\"]", "invalid UTF-8 at byte 2"),
+            (b"[\"\xc3\xa9\xc3\"]", "invalid UTF-8 at byte 4"),
+            (
+                b"\"abcdefgh\xe2\x82\xacijk\xf0\x9f\x98\"",
+                "invalid UTF-8 at byte 15",
+            ),
+            (
+                b"[1, \xc3\xa9]",
+                "expected a value at byte 4, found byte 0xc3",
+            ),
         ];
         for (data, reason) in cases {
             assert_eq!(check_data(data).unwrap_err(), *reason);
