@@ -226,16 +226,7 @@ fn bench_checkpoint(c: &mut Criterion) {
     let d = with_log();
     assert_eq!(d.stats().deliveries_retained, LOG_DELIVERIES);
     group.bench_function("log_20k_parts_4mib", |b| {
-        b.iter(|| {
-            let mut bytes = 0;
-            let mut buffer = herald_core::RecordBuffer::new();
-            for part in d.checkpoint_parts(T0 + 1_000_000, 4 << 20) {
-                let (_, _, payload) = part.encode_into(buffer).unwrap();
-                bytes += payload.len();
-                buffer = payload;
-            }
-            black_box(bytes)
-        })
+        b.iter(|| black_box(encode_checkpoint(&d)))
     });
     // As the shard does it: each part also located (where it holds its events' bodies,
     // which validates a part that holds any), and the moves collected.
@@ -247,10 +238,8 @@ fn bench_checkpoint(c: &mut Criterion) {
                 segment: 1,
                 offset: 0,
             };
-            while let Some(part) = parts.next() {
-                let (_, _, payload) = part.encode_into(buffer).unwrap();
-                parts.stored(&payload, at).unwrap();
-                buffer = payload;
+            while parts.next_into(&mut buffer).unwrap() {
+                parts.stored(&buffer, at).unwrap();
             }
             black_box(parts.into_moves())
         })
@@ -280,8 +269,39 @@ fn main() {
         }
         return;
     }
+    if let Ok(spec) = std::env::var("DISPATCHER_FIXED_CHECKPOINT") {
+        let Ok(iterations) = spec.parse::<usize>() else {
+            eprintln!("DISPATCHER_FIXED_CHECKPOINT={spec:?}: expected ITERATIONS, e.g. 4");
+            std::process::exit(2);
+        };
+        let d = with_log();
+        for _ in 0..iterations {
+            assert!(fixed_checkpoint(&d) > LOG_DELIVERIES);
+        }
+        return;
+    }
     benches();
     Criterion::default().configure_from_args().final_summary();
+}
+
+/// `checkpoint/log_20k_parts_4mib`'s work once, under a name of its own for callgrind
+/// (`DISPATCHER_FIXED_CHECKPOINT=ITERATIONS`, `--toggle-collect='dispatcher::fixed_checkpoint*'`;
+/// instructions per delivery held = the total / (ITERATIONS × `LOG_DELIVERIES`)).
+#[inline(never)]
+fn fixed_checkpoint(d: &Dispatcher) -> usize {
+    encode_checkpoint(d)
+}
+
+/// Builds and encodes every part of `d`'s checkpoint into one reused buffer, as a shard
+/// does; the bytes encoded.
+fn encode_checkpoint(d: &Dispatcher) -> usize {
+    let mut bytes = 0;
+    let mut buffer = herald_core::RecordBuffer::new();
+    let mut parts = d.checkpoint_parts(T0 + 1_000_000, 4 << 20);
+    while parts.next_into(&mut buffer).unwrap() {
+        bytes += buffer.len();
+    }
+    bytes
 }
 
 /// [`run_session`] under a name of its own, for callgrind to count.

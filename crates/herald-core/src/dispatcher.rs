@@ -43,7 +43,7 @@ use admission::KeyUse;
 use deliveries::Deliveries;
 use idempotency::{KeyEntry, Keys};
 pub use outcome::{bound_response_headers, bound_response_headers_owned, response_header_text};
-use outcome::{headers_of_rec, headers_to_rec, GENERATED_EVENT_ID_PREFIXES};
+use outcome::{headers_of_rec, GENERATED_EVENT_ID_PREFIXES};
 pub use replay::{BodyMoves, Checkpoint, CheckpointParts};
 use signing::Plan;
 use table::{IdSet, DELIVERY_ID_END};

@@ -1,5 +1,6 @@
 //! Delivery log types: what a query returns about each delivery.
 
+use std::borrow::Cow;
 use std::sync::Arc;
 
 use crate::ids::{DeliveryId, EventId, EventType, TenantId, WebhookId};
@@ -69,12 +70,17 @@ pub enum DeliveryError {
 impl DeliveryError {
     /// Stable name: `status_503`, `request_timeout`, `webhook_disabled`, …
     pub fn name(self) -> String {
+        self.name_cow().into_owned()
+    }
+
+    /// [`DeliveryError::name`], allocating only for a status.
+    pub(crate) fn name_cow(self) -> Cow<'static, str> {
         match self {
-            DeliveryError::Status(code) => format!("status_{code}"),
-            DeliveryError::Transport(t) => t.name().to_string(),
-            DeliveryError::WebhookDisabled => "webhook_disabled".to_string(),
-            DeliveryError::WebhookDeleted => "webhook_deleted".to_string(),
-            DeliveryError::NoLiveSecret => "no_live_secret".to_string(),
+            DeliveryError::Status(code) => Cow::Owned(format!("status_{code}")),
+            DeliveryError::Transport(t) => Cow::Borrowed(t.name()),
+            DeliveryError::WebhookDisabled => Cow::Borrowed("webhook_disabled"),
+            DeliveryError::WebhookDeleted => Cow::Borrowed("webhook_deleted"),
+            DeliveryError::NoLiveSecret => Cow::Borrowed("no_live_secret"),
         }
     }
 

@@ -1124,19 +1124,23 @@ impl<'a> Sim<'a> {
             journal: &self.journal,
             compacted_before: self.compacted_before,
         };
-        let Some(part) = self
-            .session
-            .dispatcher_mut()
-            .checkpoint_part(&mut underway.checkpoint, &bodies)
-        else {
-            return Err(self.violation(
-                Invariant::Records,
-                "a checkpoint not done has no next part".to_string(),
-            ));
-        };
-        let (kind, _, payload) = part
-            .encode()
-            .map_err(|e| self.violation(Invariant::Records, format!("encode: {e}")))?;
+        let mut payload = herald_core::RecordBuffer::new();
+        let encoded = self.session.dispatcher_mut().checkpoint_part_into(
+            &mut underway.checkpoint,
+            &bodies,
+            &mut payload,
+        );
+        match encoded {
+            Ok(true) => {}
+            Ok(false) => {
+                return Err(self.violation(
+                    Invariant::Records,
+                    "a checkpoint not done has no next part".to_string(),
+                ))
+            }
+            Err(e) => return Err(self.violation(Invariant::Records, format!("encode: {e}"))),
+        }
+        let kind = herald_core::record::kind::CHECKPOINT;
         underway
             .checkpoint
             .stored(&payload, at)
@@ -1178,17 +1182,19 @@ impl<'a> Sim<'a> {
                 .checkpoint_parts_with(self.now_ms, target, &bodies);
         let mut encoded = Vec::new();
         let mut failed = None;
-        while let Some(part) = parts.next() {
+        loop {
             // Where its bodies go: the frame this part is about to be appended as.
             let at = frame_at((covers + encoded.len()) as u64 + 1);
-            match part.encode() {
-                Ok((kind, _, payload)) => {
+            let mut payload = herald_core::RecordBuffer::new();
+            match parts.next_into(&mut payload) {
+                Ok(true) => {
                     if let Err(e) = parts.stored(&payload, at) {
                         failed = Some(format!("locating bodies: {e}"));
                         break;
                     }
-                    encoded.push((kind, payload));
+                    encoded.push((herald_core::record::kind::CHECKPOINT, payload));
                 }
+                Ok(false) => break,
                 Err(e) => {
                     failed = Some(format!("encode: {e}"));
                     break;

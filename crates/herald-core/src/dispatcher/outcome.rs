@@ -96,17 +96,6 @@ impl HeaderBudget {
     }
 }
 
-pub(super) fn headers_to_rec<'h>(
-    headers: impl Iterator<Item = (&'h str, &'h str)>,
-) -> Vec<record::HeaderRec> {
-    headers
-        .map(|(name, value)| record::HeaderRec {
-            name: name.to_owned(),
-            value: value.to_owned(),
-        })
-        .collect()
-}
-
 /// A record's headers as the pairs [`Outcomes`] keeps.
 pub(super) fn headers_of_rec(
     headers: &[record::HeaderRec],

@@ -1,7 +1,10 @@
 //! Replay: the one `apply` of a record (live and recovered), recovery's end, and
 //! checkpoints.
 
+use std::borrow::Cow;
+
 use super::*;
+use crate::record::{EncodeError, RecordBuffer};
 
 fn record_time_ms(record: &Record) -> u64 {
     match record {
@@ -324,11 +327,32 @@ impl Dispatcher {
     /// The next part of `checkpoint` ([`Dispatcher::begin_checkpoint`]), reading the
     /// bodies the driver stored from `bodies`; `None` once every part was returned.
     /// After writing it, tell the checkpoint where it went ([`Checkpoint::stored`]).
+    ///
+    /// Each part is built and encoded ([`Dispatcher::checkpoint_part_into`]), then
+    /// decoded: for inspection and tests. A driver writes the encoded part.
     pub fn checkpoint_part(
         &mut self,
         checkpoint: &mut Checkpoint,
         bodies: &dyn BodyStore,
     ) -> Option<Record> {
+        let mut buffer = RecordBuffer::new();
+        let encoded = self
+            .checkpoint_part_into(checkpoint, bodies, &mut buffer)
+            .expect("bug: a checkpoint part that cannot be encoded");
+        encoded.then(|| decoded_part(&buffer))
+    }
+
+    /// The next part of `checkpoint`, encoded into `buffer` (cleared first) as the
+    /// payload of a [`Record::Checkpoint`], straight from the dispatcher's own ids,
+    /// responses and bodies (no owned record is built first); `Ok(false)` once every
+    /// part was returned. After writing it, tell the checkpoint where it went
+    /// ([`Checkpoint::stored`]). An error leaves the checkpoint to be abandoned.
+    pub fn checkpoint_part_into(
+        &mut self,
+        checkpoint: &mut Checkpoint,
+        bodies: &dyn BodyStore,
+        buffer: &mut RecordBuffer,
+    ) -> Result<bool, EncodeError> {
         let cursor = &mut checkpoint.cursor;
         if !cursor.registry_written() {
             // Webhooks and keys are read as they are now, not from copies.
@@ -337,11 +361,14 @@ impl Dispatcher {
                 "bug: a record was applied before a checkpoint's webhooks and keys were written"
             );
         }
-        let part = self.next_checkpoint_part(cursor, bodies);
+        let encoded = match self.next_checkpoint_part(cursor, bodies) {
+            Some(part) => encode_part(part, buffer).map(|()| true),
+            None => Ok(false),
+        };
         if let Some(after) = cursor.after_delivery {
             self.deliveries.written_through(after);
         }
-        part
+        encoded
     }
 
     /// Ends `checkpoint` once the journal holds all its parts and its end (before it can
@@ -895,22 +922,57 @@ impl std::fmt::Debug for CheckpointParts<'_> {
     }
 }
 
+impl CheckpointParts<'_> {
+    /// The next part encoded into `buffer` (cleared first), as a driver writes it (see
+    /// [`Dispatcher::checkpoint_part_into`]); `Ok(false)` once every part was returned.
+    pub fn next_into(&mut self, buffer: &mut RecordBuffer) -> Result<bool, EncodeError> {
+        match self
+            .dispatcher
+            .next_checkpoint_part(&mut self.cursor, self.bodies)
+        {
+            Some(part) => encode_part(part, buffer).map(|()| true),
+            None => Ok(false),
+        }
+    }
+}
+
+/// Each part encoded ([`CheckpointParts::next_into`]), then decoded: for inspection and
+/// tests.
 impl Iterator for CheckpointParts<'_> {
     type Item = Record;
 
     fn next(&mut self) -> Option<Record> {
-        self.dispatcher
-            .next_checkpoint_part(&mut self.cursor, self.bodies)
+        let mut buffer = RecordBuffer::new();
+        let encoded = self
+            .next_into(&mut buffer)
+            .expect("bug: a checkpoint part that cannot be encoded");
+        encoded.then(|| decoded_part(&buffer))
     }
 }
 
+/// Encodes `part` into `buffer`, which it replaces.
+fn encode_part(
+    part: record::out::CheckpointOut<'_>,
+    buffer: &mut RecordBuffer,
+) -> Result<(), EncodeError> {
+    let (_, _, bytes) = part.encode_into(std::mem::take(buffer))?;
+    *buffer = bytes;
+    Ok(())
+}
+
+/// An encoded part read back.
+fn decoded_part(payload: &[u8]) -> Record {
+    Record::decode_checkpoint(payload).expect("bug: an encoded checkpoint part does not decode")
+}
+
 impl Dispatcher {
-    /// The next part of the checkpoint `c` walks (see [`Dispatcher::checkpoint_parts`]).
-    fn next_checkpoint_part(
-        &self,
+    /// The next part of the checkpoint `c` walks (see [`Dispatcher::checkpoint_parts`]),
+    /// borrowing its strings and bodies from the dispatcher and `bodies`.
+    fn next_checkpoint_part<'a>(
+        &'a self,
         c: &mut CheckpointCursor,
-        bodies: &dyn BodyStore,
-    ) -> Option<Record> {
+        bodies: &'a dyn BodyStore,
+    ) -> Option<record::out::CheckpointOut<'a>> {
         if c.done {
             return None;
         }
@@ -961,22 +1023,21 @@ impl Dispatcher {
             };
             bytes += estimate::key(tenant, key, entry);
             items += 1;
-            idempotency.push(record::IdempotencySnap {
-                tenant: tenant.as_str().to_string(),
-                idempotency: record::IdempotencyRec {
-                    key: key.to_string(),
+            idempotency.push(record::out::IdempotencySnapOut {
+                tenant: Cow::Borrowed(tenant.as_str()),
+                idempotency: record::out::IdempotencyRecOut {
+                    key: Cow::Borrowed(key.as_ref()),
                     fingerprint: entry.fingerprint,
                 },
-                event_id: entry.event_id.as_str().to_string(),
+                event_id: Cow::Borrowed(entry.event_id.as_str()),
                 created_at_ms: entry.created_at_ms,
                 accepted_at_ms: entry.accepted_at_ms,
             });
         }
         // Bodies are kept only for events with a delivery that may still be sent
         // (pending, failed or exhausted: retry and re-send need them); successful
-        // deliveries stay in the log as metadata. Keyed by address; never iterated.
-        let mut events: Vec<record::EventSnap> = Vec::new();
-        let mut event_index: HashMap<*const EventData, u32> = HashMap::new();
+        // deliveries stay in the log as metadata.
+        let mut events: Vec<record::out::EventSnapOut<'a>> = Vec::new();
         let mut deliveries = Vec::new();
         let mut finished = true;
         let mut last_event: Option<*const EventData> = None;
@@ -992,36 +1053,34 @@ impl Dispatcher {
             }
             last_event = Some(Arc::as_ptr(&delivery.event));
             let needs_body = delivery.status != DeliveryStatus::Success;
-            let key = Arc::as_ptr(&delivery.event);
-            let index = match event_index.get(&key) {
-                Some(&index) => {
-                    let snap = &mut events[index as usize];
-                    if needs_body && snap.body.is_empty() && !delivery.event.body.is_empty() {
-                        snap.body = delivery.event.body.bytes(bodies).to_vec();
-                        bytes += delivery.event.body.len();
+            let event: &'a EventData = &delivery.event;
+            // An event's deliveries are created together with consecutive ids, so they
+            // come one after another here: the event is written once, before its first
+            // delivery in the part, and the others refer to it.
+            match events.last_mut() {
+                Some(snap) if same_event => {
+                    if needs_body && snap.body.is_empty() && !event.body.is_empty() {
+                        snap.body = Cow::Borrowed(event.body.bytes(bodies));
+                        bytes += event.body.len();
                     }
-                    index
                 }
-                None => {
-                    bytes += estimate::event(&delivery.event, needs_body);
-                    events.push(record::EventSnap {
-                        tenant: delivery.event.tenant.as_str().to_string(),
-                        event_id: delivery.event.id.as_str().to_string(),
-                        event_type: delivery.event.event_type.as_str().to_string(),
-                        accepted_at_ms: delivery.event.accepted_at_ms,
-                        body: if needs_body {
-                            delivery.event.body.bytes(bodies).to_vec()
+                _ => {
+                    bytes += estimate::event(event, needs_body);
+                    events.push(record::out::EventSnapOut {
+                        tenant: Cow::Borrowed(event.tenant.as_str()),
+                        event_id: Cow::Borrowed(event.id.as_str()),
+                        event_type: Cow::Borrowed(event.event_type.as_str()),
+                        accepted_at_ms: event.accepted_at_ms,
+                        body: Cow::Borrowed(if needs_body {
+                            event.body.bytes(bodies)
                         } else {
-                            Vec::new()
-                        },
+                            &[]
+                        }),
                     });
-                    // Events are bounded by deliveries, which are bounded far below
-                    // u32::MAX.
-                    let index = (events.len() - 1) as u32;
-                    event_index.insert(key, index);
-                    index
                 }
-            };
+            }
+            // Events are bounded by deliveries, which are bounded far below u32::MAX.
+            let index = (events.len() - 1) as u32;
             match c.runs.last_mut() {
                 Some(run) if same_event => run.last = id,
                 _ => c.runs.push(Run {
@@ -1039,7 +1098,7 @@ impl Dispatcher {
         let part = c.part;
         c.part += 1;
         c.done = finished && c.registry_written();
-        Some(Record::Checkpoint(record::Checkpoint {
+        Some(record::out::CheckpointOut {
             at_ms: c.at_ms,
             next_delivery: c.next_delivery,
             part,
@@ -1047,19 +1106,19 @@ impl Dispatcher {
             events,
             deliveries,
             idempotency,
-        }))
+        })
     }
 }
 
 /// A delivery as a checkpoint holds it.
-fn delivery_snap(id: DeliveryId, event: u32, d: &Delivery) -> record::DeliverySnap {
-    record::DeliverySnap {
+fn delivery_snap(id: DeliveryId, event: u32, d: &Delivery) -> record::out::DeliverySnapOut<'_> {
+    record::out::DeliverySnapOut {
         delivery: id.0,
         event,
-        webhook: d.webhook.as_str().to_string(),
+        webhook: Cow::Borrowed(d.webhook.as_str()),
         attempt: d.attempt,
         attempts_max: d.attempts_max,
-        status: d.status.name().to_string(),
+        status: Cow::Borrowed(d.status.name()),
         next_attempt_at_ms: if d.status.is_final() {
             None
         } else {
@@ -1067,22 +1126,28 @@ fn delivery_snap(id: DeliveryId, event: u32, d: &Delivery) -> record::DeliverySn
         },
         in_flight: d.stage == Stage::InFlight,
         last_status: d.last_status().unwrap_or(0),
-        last_error: d.last_error().map(DeliveryError::name),
+        last_error: d.last_error().map(DeliveryError::name_cow),
         last_latency_ms: d.last_latency_ms().map_or(u64::MAX, u64::from),
-        last_response_body: d.last_body().to_vec(),
-        last_response_headers: headers_to_rec(d.last_headers()),
+        last_response_body: Cow::Borrowed(d.last_body()),
+        last_response_headers: d
+            .last_headers()
+            .map(|(name, value)| record::out::HeaderRecOut {
+                name: Cow::Borrowed(name),
+                value: Cow::Borrowed(value),
+            })
+            .collect(),
         updated_at_ms: d.updated_at_ms,
         attempts: d
             .attempts()
             .iter()
             .map(Attempt::summary)
-            .map(|a| record::AttemptRec {
+            .map(|a| record::out::AttemptRecOut {
                 attempt: a.attempt,
                 started_at_ms: a.started_at_ms,
                 finished_at_ms: a.finished_at_ms,
                 status: a.response_status.unwrap_or(0),
                 latency_ms: a.response_time_ms,
-                error: a.error.map(DeliveryError::name),
+                error: a.error.map(DeliveryError::name_cow),
             })
             .collect(),
     }

@@ -1319,20 +1319,17 @@ impl Shard {
             {
                 break Ok(());
             }
-            let Some(part) = self
-                .session
-                .dispatcher_mut()
-                .checkpoint_part(&mut underway.parts, &JournalBodies(&self.journal))
-            else {
-                break Ok(());
-            };
-            let payload = match part.encode_into(buffer) {
-                Ok((_, _, payload)) => payload,
-                Err(error) => {
-                    buffer = RecordBuffer::new();
-                    break Err(format!("encoding a checkpoint part: {error}"));
-                }
-            };
+            let encoded = self.session.dispatcher_mut().checkpoint_part_into(
+                &mut underway.parts,
+                &JournalBodies(&self.journal),
+                &mut buffer,
+            );
+            match encoded {
+                Ok(true) => {}
+                Ok(false) => break Ok(()),
+                Err(error) => break Err(format!("encoding a checkpoint part: {error}")),
+            }
+            let payload = std::mem::take(&mut buffer);
             let appended = self
                 .journal
                 .checkpoint_part(&mut underway.journal, &payload)
