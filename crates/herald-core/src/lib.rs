@@ -130,7 +130,8 @@
 //! flight at the crash have no outcome in the journal and are retried with the same
 //! attempt number. `AttemptStarted` records, written by older builds, still replay. To write a checkpoint,
 //! first drain and append every queued command, then write each part of
-//! [`Dispatcher::checkpoint_parts`]`(now_ms, part_bytes_target)` (encoded) as one part
+//! [`Dispatcher::checkpoint_parts`]`(now_ms, part_bytes_target)`, each encoded with
+//! [`CheckpointParts::next_into`], as one part
 //! of `Journal::begin_checkpoint`, and finish it; replay hands the parts back one frame
 //! each, and each is decoded with [`Record::decode_checkpoint`] and replayed in order.
 #![forbid(unsafe_code)]
