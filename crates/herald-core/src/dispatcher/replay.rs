@@ -335,11 +335,7 @@ impl Dispatcher {
         checkpoint: &mut Checkpoint,
         bodies: &dyn BodyStore,
     ) -> Option<Record> {
-        let mut buffer = RecordBuffer::new();
-        let encoded = self
-            .checkpoint_part_into(checkpoint, bodies, &mut buffer)
-            .expect("bug: a checkpoint part that cannot be encoded");
-        encoded.then(|| decoded_part(&buffer))
+        read_back(|buffer| self.checkpoint_part_into(checkpoint, bodies, buffer))
     }
 
     /// The next part of `checkpoint`, encoded into `buffer` (cleared first) as the
@@ -361,10 +357,7 @@ impl Dispatcher {
                 "bug: a record was applied before a checkpoint's webhooks and keys were written"
             );
         }
-        let encoded = match self.next_checkpoint_part(cursor, bodies) {
-            Some(part) => encode_part(part, buffer).map(|()| true),
-            None => Ok(false),
-        };
+        let encoded = self.encode_next_part(cursor, bodies, buffer);
         if let Some(after) = cursor.after_delivery {
             self.deliveries.written_through(after);
         }
@@ -926,13 +919,8 @@ impl CheckpointParts<'_> {
     /// The next part encoded into `buffer` (cleared first), as a driver writes it (see
     /// [`Dispatcher::checkpoint_part_into`]); `Ok(false)` once every part was returned.
     pub fn next_into(&mut self, buffer: &mut RecordBuffer) -> Result<bool, EncodeError> {
-        match self
-            .dispatcher
-            .next_checkpoint_part(&mut self.cursor, self.bodies)
-        {
-            Some(part) => encode_part(part, buffer).map(|()| true),
-            None => Ok(false),
-        }
+        self.dispatcher
+            .encode_next_part(&mut self.cursor, self.bodies, buffer)
     }
 }
 
@@ -942,30 +930,38 @@ impl Iterator for CheckpointParts<'_> {
     type Item = Record;
 
     fn next(&mut self) -> Option<Record> {
-        let mut buffer = RecordBuffer::new();
-        let encoded = self
-            .next_into(&mut buffer)
-            .expect("bug: a checkpoint part that cannot be encoded");
-        encoded.then(|| decoded_part(&buffer))
+        read_back(|buffer| self.next_into(buffer))
     }
 }
 
-/// Encodes `part` into `buffer`, which it replaces.
-fn encode_part(
-    part: record::out::CheckpointOut<'_>,
-    buffer: &mut RecordBuffer,
-) -> Result<(), EncodeError> {
-    let (_, _, bytes) = part.encode_into(std::mem::take(buffer))?;
-    *buffer = bytes;
-    Ok(())
-}
-
-/// An encoded part read back.
-fn decoded_part(payload: &[u8]) -> Record {
-    Record::decode_checkpoint(payload).expect("bug: an encoded checkpoint part does not decode")
+/// The part `encode` writes into a fresh buffer, read back as its record.
+fn read_back(
+    encode: impl FnOnce(&mut RecordBuffer) -> Result<bool, EncodeError>,
+) -> Option<Record> {
+    let mut buffer = RecordBuffer::new();
+    let encoded = encode(&mut buffer).expect("bug: a checkpoint part that cannot be encoded");
+    encoded.then(|| {
+        Record::decode_checkpoint(&buffer).expect("bug: an encoded checkpoint part does not decode")
+    })
 }
 
 impl Dispatcher {
+    /// The next part of the checkpoint `c` walks, encoded into `buffer` (which it
+    /// replaces); `Ok(false)` once every part was returned.
+    fn encode_next_part(
+        &self,
+        c: &mut CheckpointCursor,
+        bodies: &dyn BodyStore,
+        buffer: &mut RecordBuffer,
+    ) -> Result<bool, EncodeError> {
+        let Some(part) = self.next_checkpoint_part(c, bodies) else {
+            return Ok(false);
+        };
+        let (_, _, bytes) = part.encode_into(std::mem::take(buffer))?;
+        *buffer = bytes;
+        Ok(true)
+    }
+
     /// The next part of the checkpoint `c` walks (see [`Dispatcher::checkpoint_parts`]),
     /// borrowing its strings and bodies from the dispatcher and `bodies`.
     fn next_checkpoint_part<'a>(
