@@ -62,6 +62,13 @@ impl<V> IdTable<V> {
 
     /// Position of `id` among the entries, or where it would go.
     fn search(&self, id: DeliveryId) -> Result<usize, usize> {
+        // An id past the last entry (a new delivery, checked before it is inserted) is
+        // known absent without a search.
+        match self.entries.back() {
+            None => return Err(0),
+            Some((last, _)) if *last < id => return Err(self.entries.len()),
+            _ => {}
+        }
         // Ids are handed out one after another, and deliveries mostly leave the log from
         // the front: `id` is usually as far from the first entry as its number is from
         // the first id, found with one probe instead of a search that misses the cache
