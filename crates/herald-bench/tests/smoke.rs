@@ -704,3 +704,49 @@ fn remote_sweep_steps_the_server_and_sizes() {
     );
     assert_svg_parses(&svg::sweep_svg(&report).unwrap());
 }
+
+/// tools/perf-split turns sample counts into µs per delivery by kind of work: each
+/// sample is 1/hz s of a thread's time, split over the deliveries of the span.
+#[test]
+fn perf_split_divides_samples_by_kind_of_work_and_deliveries() {
+    let dir = tempfile::tempdir().unwrap();
+    let report = dir.path().join("report.txt");
+    // The shape of `perf report --no-children --sort sym --stdio -g none -n`.
+    std::fs::write(
+        &report,
+        "# Samples: 100 of event 'cpu-clock:ppp'\n\
+         #\n\
+         # Overhead       Samples  Symbol\n\
+         #\n\
+         \x20   40.00%            40  [k] tcp_sendmsg_locked\n\
+         \x20   20.00%            20  [.] herald_core::dispatcher::Dispatcher::emit\n\
+         \x20   10.00%            10  [.] _mi_page_malloc_zero\n\
+         \x20   10.00%            10  [k] native_write_msr\n\
+         \x20   10.00%            10  [.] __memmove_avx512_unaligned_erms\n\
+         \x20   10.00%            10  [k] something_else\n",
+    )
+    .unwrap();
+    let table = tool(
+        "perf-split",
+        &[
+            Path::new("--deliveries"),
+            Path::new("100"),
+            Path::new("--hz"),
+            Path::new("1000"),
+            Path::new("--report"),
+            &report,
+        ],
+    );
+    // 40 samples at 1 kHz = 40 ms over 100 deliveries = 400 µs each.
+    for row in [
+        "| kernel: network (TCP, loopback, sockets) | 400.00 |",
+        "| user: Herald's code | 200.00 |",
+        "| user: allocator | 100.00 |",
+        "| kernel: timers, IPIs, scheduler, membarrier | 100.00 |",
+        "| user: copies | 100.00 |",
+        "| kernel: other | 100.00 |",
+        "| all | 1000.00 |",
+    ] {
+        assert!(table.lines().any(|line| line == row), "{row} in\n{table}");
+    }
+}
