@@ -144,7 +144,16 @@ pub struct HostCpuShares {
     pub idle: f64,
     /// Taken by the hypervisor (`steal`): time the figures lost to other guests.
     pub steal: f64,
+    /// Share of the run's wall time in which some task (of any process) waited for I/O
+    /// (`/proc/pressure/io`); `null` where the kernel does not report it.
+    pub io_stalled: Option<f64>,
 }
+
+/// Steal above this share of the run marks its figures as taken on a machine other
+/// guests were using: run to run they then vary by more than most changes being
+/// compared (on a 2-core VM with 23–43 % steal, the same build's closed loop ranged
+/// over ±20 %). I/O stalls are not a sign of it: the journal's own syncs are stalls.
+pub const CONTENDED_STEAL: f64 = 0.10;
 
 impl HostCpuShares {
     /// Between two readings.
@@ -157,13 +166,33 @@ impl HostCpuShares {
             busy: shares.busy,
             idle: shares.idle,
             steal: shares.steal,
+            io_stalled: shares.io_stalled,
         })
     }
 
-    /// The table's text: `busy 86.0 %, idle 12.1 %, steal 1.9 % of 2 cores`.
+    /// A warning when other guests took much of the machine during the run (see
+    /// [`CONTENDED_STEAL`]).
+    pub fn caution(&self) -> Option<String> {
+        (self.steal >= CONTENDED_STEAL).then(|| {
+            format!(
+                "other guests took {:.1} % of the cores: figures vary run to run; compare \
+                 builds in alternated runs, or on a quiet machine",
+                self.steal * 100.0
+            )
+        })
+    }
+
+    /// The table's text: `busy 86.0 %, idle 12.1 %, steal 1.9 % of 2 cores`, then the
+    /// I/O stalls when known.
     pub fn text(&self) -> String {
+        let io = self.io_stalled.map_or_else(String::new, |io| {
+            format!(
+                "; some task waited for I/O {:.1} % of the time (this run's own syncs included)",
+                io * 100.0
+            )
+        });
         format!(
-            "busy {:.1} %, idle {:.1} % (I/O wait included), steal {:.1} % of {} cores (this machine, every process)",
+            "busy {:.1} %, idle {:.1} % (I/O wait included), steal {:.1} % of {} cores (this machine, every process){io}",
             self.busy * 100.0,
             self.idle * 100.0,
             self.steal * 100.0,
@@ -549,6 +578,9 @@ impl Report {
         row("cores busy", opt(self.cores_busy, 2));
         if let Some(host) = &self.host_cpu {
             row("host CPU", host.text());
+            if let Some(caution) = host.caution() {
+                row("caution", caution);
+            }
         }
         row(
             "peak RSS",
@@ -664,11 +696,12 @@ impl RawReport {
             "CPU µs per request",
             opt(self.cpu_us_per_request, 1),
             opt(self.sink_cpu_us_per_request, 1),
-            self.host_cpu.map_or_else(String::new, |host| format!(
-                "  {:<32} {}\n",
-                "host CPU",
-                host.text()
-            )),
+            self.host_cpu.map_or_else(String::new, |host| {
+                let caution = host
+                    .caution()
+                    .map_or_else(String::new, |c| format!("  {:<32} {c}\n", "caution"));
+                format!("  {:<32} {}\n{caution}", "host CPU", host.text())
+            }),
         )
     }
 }
@@ -676,6 +709,42 @@ impl RawReport {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_contended_machine_is_flagged_in_the_table() {
+        let quiet = HostCpuShares {
+            busy: 0.9,
+            idle: 0.08,
+            steal: 0.02,
+            io_stalled: Some(0.01),
+        };
+        assert_eq!(quiet.caution(), None);
+        assert!(
+            quiet
+                .text()
+                .contains("; some task waited for I/O 1.0 % of the time"),
+            "{}",
+            quiet.text()
+        );
+        let stolen = HostCpuShares {
+            steal: 0.34,
+            io_stalled: None,
+            ..quiet
+        };
+        let caution = stolen.caution().unwrap();
+        assert!(caution.contains("took 34.0 % of the cores"), "{caution}");
+        assert!(
+            !stolen.text().contains("waited for I/O"),
+            "{}",
+            stolen.text()
+        );
+        // The journal's own syncs stall on I/O: that alone is no sign of a shared machine.
+        let syncing = HostCpuShares {
+            io_stalled: Some(0.25),
+            ..quiet
+        };
+        assert_eq!(syncing.caution(), None);
+    }
     use hdrhistogram::Histogram;
 
     #[test]

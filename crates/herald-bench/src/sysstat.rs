@@ -152,6 +152,49 @@ pub struct HostCpu {
     pub idle: u64,
     /// steal.
     pub steal: u64,
+    /// Time some task waited for I/O, when the kernel reports it.
+    pub io: Option<IoStall>,
+}
+
+/// The `some` line of `/proc/pressure/io` (time in which at least one task was stalled
+/// waiting for I/O, every process's, µs since boot) and when it was read.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct IoStall {
+    /// `total=` of the `some` line, µs.
+    pub some_us: u64,
+    /// When it was read, µs of a monotonic clock.
+    pub at_us: u64,
+}
+
+/// `total=` of the `some` line of a `/proc/pressure/io` text.
+fn parse_io_pressure(text: &str) -> Option<u64> {
+    let line = text.lines().find(|l| l.starts_with("some "))?;
+    line.split_whitespace()
+        .find_map(|field| field.strip_prefix("total="))?
+        .parse()
+        .ok()
+}
+
+/// µs since this process first asked.
+fn monotonic_us() -> u64 {
+    static START: std::sync::OnceLock<std::time::Instant> = std::sync::OnceLock::new();
+    u64::try_from(
+        START
+            .get_or_init(std::time::Instant::now)
+            .elapsed()
+            .as_micros(),
+    )
+    .unwrap_or(u64::MAX)
+}
+
+/// I/O stall time so far; `None` without pressure stall information (kernels before
+/// 4.20, or built without it).
+pub fn io_stall() -> Option<IoStall> {
+    let at_us = monotonic_us();
+    Some(IoStall {
+        some_us: parse_io_pressure(&fs::read_to_string("/proc/pressure/io").ok()?)?,
+        at_us,
+    })
 }
 
 /// Shares of all CPUs' time between two [`HostCpu`] readings; they sum to 1.
@@ -163,6 +206,9 @@ pub struct HostShares {
     pub idle: f64,
     /// Taken by the hypervisor.
     pub steal: f64,
+    /// Share of the wall time in which some task waited for I/O, when both readings
+    /// have it.
+    pub io_stalled: Option<f64>,
 }
 
 fn parse_host_cpu(stat: &str) -> Option<HostCpu> {
@@ -181,12 +227,15 @@ fn parse_host_cpu(stat: &str) -> Option<HostCpu> {
         busy: at(0) + at(1) + at(2) + at(5) + at(6),
         idle: at(3) + at(4),
         steal: at(7),
+        io: None,
     })
 }
 
-/// All CPUs' time so far.
+/// All CPUs' time so far, and the I/O stall time.
 pub fn host_cpu() -> Option<HostCpu> {
-    parse_host_cpu(&fs::read_to_string("/proc/stat").ok()?)
+    let mut host = parse_host_cpu(&fs::read_to_string("/proc/stat").ok()?)?;
+    host.io = io_stall();
+    Some(host)
 }
 
 impl HostCpu {
@@ -197,10 +246,16 @@ impl HostCpu {
         let idle = self.idle.checked_sub(before.idle)?;
         let steal = self.steal.checked_sub(before.steal)?;
         let total = (busy + idle + steal) as f64;
+        let io_stalled = self.io.zip(before.io).and_then(|(after, before)| {
+            let stalled = after.some_us.checked_sub(before.some_us)?;
+            let wall = after.at_us.checked_sub(before.at_us)?;
+            (wall > 0).then(|| (stalled as f64 / wall as f64).min(1.0))
+        });
         (total > 0.0).then(|| HostShares {
             busy: busy as f64 / total,
             idle: idle as f64 / total,
             steal: steal as f64 / total,
+            io_stalled,
         })
     }
 }
@@ -252,7 +307,8 @@ mod tests {
             HostCpu {
                 busy: 160 + 10 + 70 + 5 + 15,
                 idle: 930,
-                steal: 10
+                steal: 10,
+                io: None,
             }
         );
         // 110 busy, 80 idle (iowait included), 10 stolen of 200 ticks.
@@ -268,7 +324,8 @@ mod tests {
             Some(HostCpu {
                 busy: 6,
                 idle: 4,
-                steal: 0
+                steal: 0,
+                io: None,
             })
         );
         assert_eq!(parse_host_cpu("cpu 1 2 3\n"), None);
@@ -278,6 +335,34 @@ mod tests {
             "only the total line"
         );
         assert_eq!(parse_host_cpu("cpu 1 x 3 4\n"), None);
+    }
+
+    #[test]
+    fn io_stalls_are_a_share_of_the_wall_time_between_readings() {
+        let text = "some avg10=0.00 avg60=1.37 avg300=4.44 total=729841737\n\
+                    full avg10=0.00 avg60=0.00 avg300=0.00 total=406780330\n";
+        assert_eq!(parse_io_pressure(text), Some(729_841_737));
+        assert_eq!(parse_io_pressure("full avg10=0.00 total=5\n"), None);
+        assert_eq!(parse_io_pressure("some avg10=0.00 total=x\n"), None);
+        let at = |some_us, at_us| HostCpu {
+            busy: at_us,
+            idle: 0,
+            steal: 0,
+            io: Some(IoStall { some_us, at_us }),
+        };
+        // 250 ms of stalls in a second.
+        let shares = at(1_250_000, 2_000_000)
+            .shares_since(&at(1_000_000, 1_000_000))
+            .unwrap();
+        assert!(
+            (shares.io_stalled.unwrap() - 0.25).abs() < 1e-9,
+            "{shares:?}"
+        );
+        // Without a reading on either side there is no share.
+        let mut without = at(1_250_000, 2_000_000);
+        without.io = None;
+        let shares = without.shares_since(&at(1_000_000, 1_000_000)).unwrap();
+        assert_eq!(shares.io_stalled, None);
     }
 
     #[test]
