@@ -151,8 +151,9 @@ pub struct HostCpuShares {
 
 /// Steal above this share of the run marks its figures as taken on a machine other
 /// guests were using: run to run they then vary by more than most changes being
-/// compared (on a 2-core VM with 23–43 % steal, the same build's closed loop ranged
-/// over ±20 %). I/O stalls are not a sign of it: the journal's own syncs are stalls.
+/// compared (on a 2-core VM whose steal reached 23–43 % that day, the same build's
+/// closed loop ran 40,000 to 62,000 deliveries/s within an hour). I/O stalls are not a
+/// sign of it: the journal's own syncs are stalls.
 pub const CONTENDED_STEAL: f64 = 0.10;
 
 impl HostCpuShares {
@@ -709,6 +710,7 @@ impl RawReport {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use hdrhistogram::Histogram;
 
     #[test]
     fn a_contended_machine_is_flagged_in_the_table() {
@@ -745,7 +747,6 @@ mod tests {
         };
         assert_eq!(syncing.caution(), None);
     }
-    use hdrhistogram::Histogram;
 
     #[test]
     fn the_p99_since_an_earlier_state_counts_only_what_came_after_it() {
