@@ -8,6 +8,8 @@ use std::sync::Arc;
 
 use herald_http::{HeaderFields, Url};
 use herald_sign::{BatchSigner, Message, SignedHeaders, Signer};
+use smallvec::SmallVec;
+use thin_vec::ThinVec;
 
 use crate::body::{BodyPos, BodyStore, Bytes, Held, PayloadAt};
 use crate::convert::{webhook_from_rec, webhook_to_rec};
@@ -618,17 +620,20 @@ const _: () = assert!(std::mem::size_of::<Delivery>() <= 64);
 
 /// What a delivery's attempts left, boxed apart from the delivery: a delivery that has
 /// made no attempt (a backlog waiting behind an open breaker, or for its event to be
-/// durable) needs none of it, and without it the delivery is 64 bytes instead of 96. One
-/// that made attempts pays 48 bytes for the box, beside its history's own allocation.
+/// durable) needs none of it, and without it the delivery is 64 bytes instead of 128.
+/// One that made attempts pays 64 bytes for the box, which holds its first attempt and
+/// one pointer to its last response: a delivery that succeeded at once, or a pending
+/// one that failed once, costs two allocations here (the box and the response), not
+/// six (four for the response and one for the history besides the box).
 #[derive(Clone)]
 struct Outcomes {
-    /// The latest attempts, oldest first, at most [`ATTEMPT_HISTORY_MAX`] (a `Vec`, 8
-    /// bytes smaller than a `VecDeque`: dropping the oldest of 32 moves a few hundred
-    /// bytes, once per attempt past the 32nd).
-    attempts: Vec<Attempt>,
-    /// The latest response's captured body and headers; `None` while both are empty
-    /// (no response yet, or none captured), as for most pending deliveries.
-    last_response: Option<Box<LastResponse>>,
+    /// The latest attempts, oldest first, at most [`ATTEMPT_HISTORY_MAX`]; the first
+    /// inline (most deliveries make one), more on the heap (dropping the oldest of 32
+    /// moves a few hundred bytes, once per attempt past the 32nd).
+    attempts: SmallVec<[Attempt; 1]>,
+    /// The latest response's captured body and headers; empty (no allocation) while
+    /// both are empty (no response yet, or none captured).
+    last_response: LastResponse,
     /// The last response's status; 0 when there was none ([`Delivery::last_status`]).
     last_status_code: u16,
     /// The last attempt's latency in milliseconds, saturating just below
@@ -638,13 +643,15 @@ struct Outcomes {
     last_error: Option<DeliveryError>,
 }
 
+// The allocator's 64-byte size class (the next is 80): a million pending deliveries
+// that failed once each hold one of these.
 #[cfg(target_pointer_width = "64")]
-const _: () = assert!(std::mem::size_of::<Outcomes>() <= 48);
+const _: () = assert!(std::mem::size_of::<Outcomes>() <= 64);
 
 impl Outcomes {
     const NONE: Outcomes = Outcomes {
-        attempts: Vec::new(),
-        last_response: None,
+        attempts: SmallVec::new_const(),
+        last_response: LastResponse::NONE,
         last_status_code: 0,
         last_latency: Attempt::NO_TIME,
         last_error: None,
@@ -697,29 +704,101 @@ fn set_attempt(fresh_pending: &mut usize, d: &mut Delivery, attempt: u32) {
     d.attempt = attempt;
 }
 
-/// A response body and headers kept for the delivery log: the body, every header name
-/// and value in one text, and where each ends. Three allocations at most, however many
-/// headers (a pair of `String`s each cost two per header).
+/// A response body and headers kept for the delivery log, in one allocation behind one
+/// pointer (none while both are empty):
+///
+/// ```text
+/// 0..4          body length, u32 little-endian
+/// 4..8          header count n, u32 little-endian
+/// 8..8+8n       per header: where its name and its value end in the header text,
+///               u32 little-endian each (each starts where the one before ended)
+/// 8+8n..        the body, then the header text (names and values, UTF-8)
+/// ```
+///
+/// Written only by [`LastResponse::new`], which a body of at most
+/// [`RESPONSE_BODY_BYTES_MAX`] and at most [`RESPONSE_HEADERS_MAX`] headers of at most
+/// [`RESPONSE_HEADER_BYTES_MAX`] keep far below `u32::MAX`.
 #[derive(Clone)]
-struct LastResponse {
-    body: Box<[u8]>,
-    header_text: Box<str>,
-    /// Where each header's name and value end in `header_text`; each starts where the
-    /// one before ended.
-    header_ends: Box<[(usize, usize)]>,
-}
+struct LastResponse(ThinVec<u8>);
 
 impl LastResponse {
+    const NONE: LastResponse = LastResponse(ThinVec::new());
+    const FIXED_BYTES: usize = 8;
+
+    fn new<'h>(
+        body: &[u8],
+        headers: impl ExactSizeIterator<Item = (&'h str, &'h str)> + Clone,
+    ) -> LastResponse {
+        let count = headers.len();
+        if body.is_empty() && count == 0 {
+            return LastResponse::NONE;
+        }
+        let text_bytes: usize = headers.clone().map(|(n, v)| n.len() + v.len()).sum();
+        let total = Self::FIXED_BYTES + 8 * count + body.len() + text_bytes;
+        let as_u32 = |n: usize| u32::try_from(n).expect("a kept response is far below 4 GiB");
+        let mut bytes = ThinVec::with_capacity(total);
+        bytes.extend_from_slice(&as_u32(body.len()).to_le_bytes());
+        bytes.extend_from_slice(&as_u32(count).to_le_bytes());
+        let mut end = 0;
+        for (name, value) in headers.clone() {
+            end += name.len();
+            bytes.extend_from_slice(&as_u32(end).to_le_bytes());
+            end += value.len();
+            bytes.extend_from_slice(&as_u32(end).to_le_bytes());
+        }
+        bytes.extend_from_slice(body);
+        for (name, value) in headers {
+            bytes.extend_from_slice(name.as_bytes());
+            bytes.extend_from_slice(value.as_bytes());
+        }
+        debug_assert_eq!(bytes.len(), total);
+        LastResponse(bytes)
+    }
+
+    fn is_none(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    fn word(&self, at: usize) -> usize {
+        let mut word = [0u8; 4];
+        word.copy_from_slice(&self.0[at..at + 4]);
+        u32::from_le_bytes(word) as usize
+    }
+
+    /// Body length and header count; (0, 0) for none.
+    fn counts(&self) -> (usize, usize) {
+        if self.is_none() {
+            return (0, 0);
+        }
+        (self.word(0), self.word(4))
+    }
+
+    fn body(&self) -> &[u8] {
+        if self.is_none() {
+            return &[];
+        }
+        let (body_len, count) = self.counts();
+        let start = Self::FIXED_BYTES + 8 * count;
+        &self.0[start..start + body_len]
+    }
+
     fn headers(&self) -> impl ExactSizeIterator<Item = (&str, &str)> + '_ {
-        (0..self.header_ends.len()).map(move |i| {
-            let start = i
-                .checked_sub(1)
-                .map_or(0, |before| self.header_ends[before].1);
-            let (name_end, value_end) = self.header_ends[i];
-            (
-                &self.header_text[start..name_end],
-                &self.header_text[name_end..value_end],
-            )
+        let (body_len, count) = self.counts();
+        let text_at = Self::FIXED_BYTES + 8 * count + body_len;
+        let text = if self.is_none() {
+            ""
+        } else {
+            // Written from `&str`s whole, and every end below is at the end of one.
+            std::str::from_utf8(&self.0[text_at..]).expect("header text is the UTF-8 written")
+        };
+        (0..count).map(move |i| {
+            let start = match i.checked_sub(1) {
+                Some(before) => self.word(Self::FIXED_BYTES + 8 * before + 4),
+                None => 0,
+            };
+            let name_end = self.word(Self::FIXED_BYTES + 8 * i);
+            let value_end = self.word(Self::FIXED_BYTES + 8 * i + 4);
+            (&text[start..name_end], &text[name_end..value_end])
         })
     }
 }
@@ -801,19 +880,12 @@ impl Delivery {
 
     /// The latest response's captured body (empty when none).
     fn last_body(&self) -> &[u8] {
-        self.outcomes()
-            .last_response
-            .as_ref()
-            .map_or(&[], |r| &r.body)
+        self.outcomes().last_response.body()
     }
 
     /// The latest response's captured headers (none when none).
     fn last_headers(&self) -> impl Iterator<Item = (&str, &str)> + '_ {
-        self.outcomes()
-            .last_response
-            .as_ref()
-            .into_iter()
-            .flat_map(|r| r.headers())
+        self.outcomes().last_response.headers()
     }
 
     /// The attempt in flight ends without an outcome (its delivery ended meanwhile):
@@ -853,23 +925,7 @@ impl Outcomes {
         body: &[u8],
         headers: impl ExactSizeIterator<Item = (&'h str, &'h str)> + Clone,
     ) {
-        self.last_response = (!body.is_empty() || headers.len() != 0).then(|| {
-            let text_bytes = headers.clone().map(|(n, v)| n.len() + v.len()).sum();
-            let mut header_text = String::with_capacity(text_bytes);
-            let header_ends = headers
-                .map(|(name, value)| {
-                    header_text.push_str(name);
-                    let name_end = header_text.len();
-                    header_text.push_str(value);
-                    (name_end, header_text.len())
-                })
-                .collect();
-            Box::new(LastResponse {
-                body: Box::from(body),
-                header_text: header_text.into_boxed_str(),
-                header_ends,
-            })
-        });
+        self.last_response = LastResponse::new(body, headers);
     }
 
     /// Attempt `attempt` was started. An attempt repeated with the same number (it was
@@ -884,8 +940,9 @@ impl Outcomes {
         if self.attempts.len() >= ATTEMPT_HISTORY_MAX {
             self.attempts.remove(0);
         } else if self.attempts.len() == self.attempts.capacity() {
-            // Grown one entry at a time: most deliveries make one or two attempts, and a
-            // doubling growth would hold four entries (~200 bytes) for each of them.
+            // Grown one entry at a time past the inline one: most deliveries make one or
+            // two attempts, and a doubling growth would hold four entries (128 bytes)
+            // for each of them.
             self.attempts.reserve_exact(1);
         }
         self.attempts.push(Attempt::started(attempt, now));

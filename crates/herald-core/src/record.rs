@@ -596,18 +596,34 @@ pub fn body_spans(payload: &[u8]) -> Result<BodySpans, DecodeError> {
 }
 
 fn archived_body_spans(payload: &[u8], archived: &ArchivedRecord) -> BodySpans {
-    let span = |body: &[u8]| {
-        if body.is_empty() {
-            return None;
-        }
-        let offset = (body.as_ptr() as usize).checked_sub(payload.as_ptr() as usize)?;
-        Some((u32::try_from(offset).ok()?, u32::try_from(body.len()).ok()?))
-    };
     match archived {
-        ArchivedRecord::EventAccepted(e) => vec![span(e.body.as_slice())],
-        ArchivedRecord::Checkpoint(c) => c.events.iter().map(|e| span(e.body.as_slice())).collect(),
+        ArchivedRecord::EventAccepted(e) => vec![span_in(payload, e.body.as_slice())],
+        ArchivedRecord::Checkpoint(c) => c
+            .events
+            .iter()
+            .map(|e| span_in(payload, e.body.as_slice()))
+            .collect(),
         _ => Vec::new(),
     }
+}
+
+/// Where an archived `EventAccepted` holds its envelope in `payload`, the bytes
+/// `archived` was accessed from: `(offset, length)`, or `None` for another kind of
+/// record or an empty envelope ([`body_spans`] for one event, without a list).
+pub fn archived_event_body_span(payload: &[u8], archived: &ArchivedRecord) -> Option<(u32, u32)> {
+    match archived {
+        ArchivedRecord::EventAccepted(e) => span_in(payload, e.body.as_slice()),
+        _ => None,
+    }
+}
+
+/// `body`'s `(offset, length)` in `payload`, which holds it; `None` when it is empty.
+fn span_in(payload: &[u8], body: &[u8]) -> Option<(u32, u32)> {
+    if body.is_empty() {
+        return None;
+    }
+    let offset = (body.as_ptr() as usize).checked_sub(payload.as_ptr() as usize)?;
+    Some((u32::try_from(offset).ok()?, u32::try_from(body.len()).ok()?))
 }
 
 impl Record {

@@ -1,12 +1,14 @@
-//! The header fields of one outgoing request, in two allocations whatever their number.
+//! The header fields of one outgoing request, in one allocation whatever their number.
+
+use smallvec::SmallVec;
 
 /// Header fields of one outgoing request, in send order.
 ///
 /// A webhook request carries about ten fields (content type, user agent, signature
 /// headers, the webhook's own). As `(String, String)` pairs that is twenty allocations
-/// per request; here names known when the program is built are `&'static str`, and every
-/// other name and every value is appended to one text buffer, so a list costs the buffer
-/// and the field index however many fields it holds. Size it once with
+/// per request; here every name and value is appended to one text buffer, and where each
+/// ends is kept inline for up to eight fields, so a list costs one
+/// allocation however many fields it holds (two past that many). Size it once with
 /// [`with_capacity`](Self::with_capacity) and it does not grow.
 ///
 /// Nothing is validated on the way in: [`encode_request_fields`](crate::encode_request_fields)
@@ -17,25 +19,19 @@
 #[derive(Clone, Default, PartialEq, Eq)]
 pub struct HeaderFields {
     text: String,
-    fields: Vec<Field>,
+    fields: SmallVec<[Field; FIELDS_INLINE]>,
 }
 
+/// Fields whose ends a [`HeaderFields`] keeps without an allocation of their own: a
+/// request's defaults and signature headers, and a few of the webhook's.
+const FIELDS_INLINE: usize = 8;
+
+/// Where a field's name and value end in the text; its name starts where the field
+/// before it ended (at 0 for the first), its value where its name ends.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 struct Field {
-    name: Name,
-    /// `text[value_start..value_end]`.
-    value_start: usize,
-    value_end: usize,
-}
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Name {
-    Static(&'static str),
-    /// `text[start..end]`.
-    Text {
-        start: usize,
-        end: usize,
-    },
+    name_end: u32,
+    value_end: u32,
 }
 
 impl HeaderFields {
@@ -44,40 +40,53 @@ impl HeaderFields {
         HeaderFields::default()
     }
 
-    /// An empty list with room for `fields` fields and `text_bytes` bytes of names (those
-    /// not pushed as `'static`) and values.
+    /// An empty list with room for `fields` fields and `text_bytes` bytes of names and
+    /// values.
     pub fn with_capacity(fields: usize, text_bytes: usize) -> HeaderFields {
         HeaderFields {
             text: String::with_capacity(text_bytes),
-            fields: Vec::with_capacity(fields),
+            fields: SmallVec::with_capacity(fields),
         }
     }
 
-    /// Appends a field whose name lives for the whole program (no copy of the name).
+    /// Appends a field whose name is a constant of the program ([`push`](Self::push);
+    /// kept for callers that name their defaults this way).
     pub fn push_static(&mut self, name: &'static str, value: &str) {
-        let (value_start, value_end) = self.append(value);
-        self.fields.push(Field {
-            name: Name::Static(name),
-            value_start,
-            value_end,
-        });
+        self.push(name, value);
     }
 
     /// Appends a field, copying name and value into the list's buffer.
+    ///
+    /// # Panics
+    ///
+    /// When the list's text would pass 4 GiB (requests are bounded far below it).
     pub fn push(&mut self, name: &str, value: &str) {
-        let (start, end) = self.append(name);
-        let (value_start, value_end) = self.append(value);
+        let name_end = self.append(name);
+        let value_end = self.append(value);
         self.fields.push(Field {
-            name: Name::Text { start, end },
-            value_start,
+            name_end,
             value_end,
         });
     }
 
-    fn append(&mut self, text: &str) -> (usize, usize) {
-        let start = self.text.len();
+    fn append(&mut self, text: &str) -> u32 {
         self.text.push_str(text);
-        (start, self.text.len())
+        u32::try_from(self.text.len()).expect("header fields' text within 4 GiB")
+    }
+
+    fn field(&self, index: usize) -> (&str, &str) {
+        let start = match index.checked_sub(1) {
+            Some(before) => self.fields[before].value_end as usize,
+            None => 0,
+        };
+        let Field {
+            name_end,
+            value_end,
+        } = self.fields[index];
+        (
+            &self.text[start..name_end as usize],
+            &self.text[name_end as usize..value_end as usize],
+        )
     }
 
     /// Number of fields.
@@ -98,26 +107,13 @@ impl HeaderFields {
 
     /// Names and values in send order.
     pub fn iter(&self) -> impl ExactSizeIterator<Item = (&str, &str)> + Clone + '_ {
-        self.fields.iter().map(move |field| {
-            let name = match field.name {
-                Name::Static(name) => name,
-                Name::Text { start, end } => &self.text[start..end],
-            };
-            (name, &self.text[field.value_start..field.value_end])
-        })
+        (0..self.fields.len()).map(move |index| self.field(index))
     }
 
     /// Bytes the fields take in a message head: `name: value` and CRLF each.
     pub(crate) fn wire_bytes(&self) -> usize {
-        self.fields
-            .iter()
-            .map(|field| {
-                let name = match field.name {
-                    Name::Static(name) => name.len(),
-                    Name::Text { start, end } => end - start,
-                };
-                crate::encode::header_line_bytes(name, field.value_end - field.value_start)
-            })
+        self.iter()
+            .map(|(name, value)| crate::encode::header_line_bytes(name.len(), value.len()))
             .sum()
     }
 
@@ -183,16 +179,17 @@ mod tests {
         assert_eq!(fields.get("WEBHOOK-ID"), Some("msg_1"));
         assert_eq!(fields.get("missing"), None);
         assert!(fields.contains("Content-Type"));
-        // The static names took no room in the buffer.
+        // One buffer for every name and value, nothing else allocated.
         assert_eq!(
             fields.text.len(),
-            "application/json".len() + "webhook-idmsg_1".len() + "X-Teamblue".len()
+            "content-typeapplication/jsonwebhook-idmsg_1user-agentX-Teamblue".len()
         );
+        assert!(!fields.fields.spilled());
     }
 
     #[test]
     fn sized_once_it_does_not_grow() {
-        let mut fields = HeaderFields::with_capacity(3, 32);
+        let mut fields = HeaderFields::with_capacity(3, 33);
         let (text, index) = (fields.text.as_ptr(), fields.fields.as_ptr());
         fields.push_static("a", "0123456789");
         fields.push("b", "0123456789");
@@ -204,6 +201,22 @@ mod tests {
         fields.clear();
         assert!(fields.is_empty());
         assert_eq!(fields.iter().count(), 0);
+    }
+
+    #[test]
+    fn more_fields_than_kept_inline_read_back_in_order() {
+        let pairs: Vec<(String, String)> = (0..FIELDS_INLINE * 2 + 1)
+            .map(|i| (format!("x-field-{i}"), "v".repeat(i)))
+            .collect();
+        let fields: HeaderFields = pairs.iter().cloned().collect();
+        assert!(fields.fields.spilled());
+        let read: Vec<(String, String)> = fields
+            .iter()
+            .map(|(n, v)| (n.to_owned(), v.to_owned()))
+            .collect();
+        assert_eq!(read, pairs);
+        assert_eq!(fields.len(), pairs.len());
+        assert_eq!(fields.get("X-FIELD-16"), Some(&*"v".repeat(16)));
     }
 
     #[test]

@@ -8,7 +8,8 @@
 //!
 //! The workspace lint denies `unsafe`; this crate allows it in a few places (borrowing a
 //! connection's socket, adopting the wake socket and the socket ring's eventfd,
-//! submitting to that ring, setting a shard thread's scheduling policy), each with a
+//! submitting to that ring, setting a shard thread's scheduling policy, reading back a
+//! record the shard has just serialized without validating it again), each with a
 //! `// SAFETY:` argument.
 //!
 //! ```no_run

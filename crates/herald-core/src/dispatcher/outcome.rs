@@ -311,9 +311,10 @@ impl Dispatcher {
             (OutcomeClass::Retry, None) => Some(DeliveryStatus::Exhausted),
             (OutcomeClass::Final | OutcomeClass::Gone, None) => Some(DeliveryStatus::Failed),
         };
-        // The driver's headers are moved into the record, not copied.
+        // The driver's headers and body are moved into the record, not copied.
         let headers = bound_response_headers_owned(std::mem::take(&mut outcome.response_headers));
-        let body = &outcome.response_body;
+        let mut body = std::mem::take(&mut outcome.response_body);
+        body.truncate(RESPONSE_BODY_BYTES_MAX);
         self.emit(Record::AttemptFinished(record::AttemptFinished {
             at_ms: now,
             delivery: outcome.delivery.0,
@@ -327,7 +328,7 @@ impl Dispatcher {
                 AttemptResult::Response { .. } => None,
             },
             latency_ms: outcome.latency_ms,
-            response_body: body[..body.len().min(RESPONSE_BODY_BYTES_MAX)].to_vec(),
+            response_body: body,
             response_headers: headers
                 .into_iter()
                 .map(|(name, value)| record::HeaderRec { name, value })

@@ -670,6 +670,8 @@ impl Dispatcher {
                         })
                     })
                     .collect();
+                // Collecting rounds the heap's room up to a power of two.
+                outcomes.attempts.shrink_to_fit();
                 d.set_outcomes(outcomes);
             }
             if status.is_final() {

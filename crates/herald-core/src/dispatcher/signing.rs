@@ -6,6 +6,10 @@ use super::*;
 /// The content type of every webhook request: the body is the JSON envelope.
 const CONTENT_TYPE_JSON: &str = "application/json";
 
+/// The default fields' names, as sent.
+const CONTENT_TYPE: &str = "content-type";
+const USER_AGENT_NAME: &str = "user-agent";
+
 /// An attempt admitted this tick, with everything its request needs.
 pub(super) struct Plan {
     pub(super) delivery: DeliveryId,
@@ -80,7 +84,9 @@ impl Dispatcher {
         }
         for (index, (plan, body)) in plans.drain(..).zip(bodies).enumerate() {
             let signed = &self.signed[index];
-            let text_bytes = CONTENT_TYPE_JSON.len()
+            let text_bytes = CONTENT_TYPE.len()
+                + CONTENT_TYPE_JSON.len()
+                + USER_AGENT_NAME.len()
                 + USER_AGENT.len()
                 + signed.iter().map(|(n, v)| n.len() + v.len()).sum::<usize>()
                 + plan
@@ -92,8 +98,8 @@ impl Dispatcher {
                 2 + signed.len() + plan.custom_headers.len(),
                 text_bytes,
             );
-            headers.push_static("content-type", CONTENT_TYPE_JSON);
-            headers.push_static("user-agent", USER_AGENT);
+            headers.push_static(CONTENT_TYPE, CONTENT_TYPE_JSON);
+            headers.push_static(USER_AGENT_NAME, USER_AGENT);
             for (name, value) in signed.iter() {
                 headers.push(name, value);
             }

@@ -3868,3 +3868,47 @@ fn recovery_queues_the_endings_it_finds_without_writing_records() {
     fresh.step();
     assert_eq!(fresh.d.stats().pending_deliveries, 0);
 }
+
+mod last_response {
+    use super::super::LastResponse;
+    use proptest::prelude::*;
+
+    fn kept(body: &[u8], headers: &[(String, String)]) -> (Vec<u8>, Vec<(String, String)>) {
+        let last = LastResponse::new(body, headers.iter().map(|(n, v)| (&n[..], &v[..])));
+        let read = last
+            .headers()
+            .map(|(n, v)| (n.to_owned(), v.to_owned()))
+            .collect();
+        (last.body().to_vec(), read)
+    }
+
+    #[test]
+    fn nothing_kept_is_no_allocation() {
+        let none = LastResponse::new(b"", std::iter::empty());
+        assert!(none.is_none());
+        assert_eq!(none.body(), b"");
+        assert_eq!(none.headers().len(), 0);
+    }
+
+    #[test]
+    fn a_header_without_a_body_and_empty_names_and_values_read_back() {
+        let headers = vec![
+            ("content-length".to_owned(), "0".to_owned()),
+            (String::new(), String::new()),
+            ("x-ünïcode".to_owned(), "wert ✓".to_owned()),
+        ];
+        assert_eq!(kept(b"", &headers), (Vec::new(), headers.clone()));
+        assert_eq!(kept(b"ok", &[]), (b"ok".to_vec(), Vec::new()));
+    }
+
+    proptest! {
+        /// Whatever a response leaves within the limits reads back as it was given.
+        #[test]
+        fn body_and_headers_read_back_as_given(
+            body in prop::collection::vec(any::<u8>(), 0..crate::RESPONSE_BODY_BYTES_MAX),
+            headers in prop::collection::vec((".{0,12}", ".{0,40}"), 0..crate::RESPONSE_HEADERS_MAX),
+        ) {
+            prop_assert_eq!(kept(&body, &headers), (body.clone(), headers.clone()));
+        }
+    }
+}

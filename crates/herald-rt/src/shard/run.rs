@@ -898,7 +898,7 @@ impl Shard {
         let mut envelope_at = None;
         if let (Ok((_, at)), Record::EventAccepted(event)) = (&appended, record) {
             if !event.body.is_empty() {
-                let body = super::stream::envelope_position(&payload)
+                let body = super::stream::encoded_envelope_position(&payload)
                     .and_then(|span| payload_at(*at).body(span));
                 if let Some(body) = body {
                     if !event.deliveries.is_empty() {

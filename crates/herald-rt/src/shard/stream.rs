@@ -775,6 +775,21 @@ pub(crate) fn envelope_position(payload: &[u8]) -> Option<(u32, u32)> {
         .and_then(|spans| spans.first().copied().flatten())
 }
 
+/// [`envelope_position`] of the payload [`Record::encode_into`] just wrote into
+/// `encoded`, without validating those bytes again: an append of an event found its
+/// envelope by checked access, which walked every string of the record it had itself
+/// serialized a moment before (and listed the one span in a `Vec`).
+pub(crate) fn encoded_envelope_position(encoded: &record::RecordBuffer) -> Option<(u32, u32)> {
+    // SAFETY: `encoded` holds exactly the bytes rkyv's serializer wrote for a `Record`
+    // (`Record::encode_into` returns the buffer it serialized into, and callers pass it
+    // on unchanged), in rkyv's own aligned buffer. Unchecked access is sound for bytes
+    // the serializer of the same type produced: every offset and every string in them
+    // is one it wrote.
+    #[allow(unsafe_code)]
+    let archived = unsafe { rkyv::access_unchecked::<record::ArchivedRecord>(encoded) };
+    record::archived_event_body_span(encoded, archived)
+}
+
 /// Wall-clock Unix milliseconds: the time base of `accepted_at_ms`.
 pub(crate) fn wall_clock_ms() -> u64 {
     std::time::SystemTime::now()
@@ -1314,6 +1329,38 @@ mod tests {
         tap.discard_pending();
         tap.durable(10, 1, |_, _| None);
         assert_eq!(seqs(&mut subscription), Vec::<u64>::new());
+    }
+
+    #[test]
+    fn an_envelope_is_found_in_a_record_just_encoded_as_in_one_read_back() {
+        let now = wall_clock_ms();
+        let mut buffer = record::RecordBuffer::new();
+        for record in [
+            Record::EventAccepted(accepted("a", "order.created", Some("loc_1"), now)),
+            Record::EventAccepted(EventAccepted {
+                body: Vec::new(),
+                ..accepted("b", "order.paid", None, now)
+            }),
+            Record::DeliveryFinished(record::DeliveryFinished {
+                at_ms: now,
+                delivery: 7,
+                status: "failed".to_owned(),
+                reason: None,
+            }),
+        ] {
+            let (_, _, payload) = record.encode_into(buffer).unwrap();
+            let found = encoded_envelope_position(&payload);
+            assert_eq!(found, envelope_position(&payload), "{record:?}");
+            match &record {
+                Record::EventAccepted(event) if !event.body.is_empty() => {
+                    let (offset, len) = found.unwrap();
+                    let span = offset as usize..(offset + len) as usize;
+                    assert_eq!(&payload[span], &event.body[..]);
+                }
+                _ => assert_eq!(found, None),
+            }
+            buffer = payload;
+        }
     }
 
     #[test]
