@@ -643,6 +643,12 @@ struct Outcomes {
     last_error: Option<DeliveryError>,
 }
 
+// An event's list of deliveries awaiting durability is no larger inline than a `Vec`.
+#[cfg(target_pointer_width = "64")]
+const _: () = assert!(
+    std::mem::size_of::<SmallVec<[DeliveryId; 2]>>() <= std::mem::size_of::<Vec<DeliveryId>>()
+);
+
 // The allocator's 64-byte size class (the next is 80): a million pending deliveries
 // that failed once each hold one of these.
 #[cfg(target_pointer_width = "64")]
@@ -1130,7 +1136,10 @@ pub struct Dispatcher {
     finish_seq: u64,
     next_delivery: u64,
     wheel: TimingWheel<Timer>,
-    awaiting: VecDeque<(AppendId, Vec<DeliveryId>)>,
+    /// Events' deliveries waiting for their records to be durable, by record; an
+    /// event's list inline up to two deliveries (the size of a `Vec`'s own fields, so
+    /// most events list theirs without an allocation).
+    awaiting: VecDeque<(AppendId, SmallVec<[DeliveryId; 2]>)>,
     awaiting_count: usize,
     /// Webhooks whose queue may hold deliveries to admit at the next tick (new due work,
     /// a freed in-flight slot, a fired wake-up, or budget left over).

@@ -123,7 +123,7 @@ impl Dispatcher {
                     body: event_body(&r.body, bodies.first()),
                     accepted_at_ms: r.at_ms,
                 });
-                let mut created = Vec::with_capacity(r.deliveries.len());
+                let mut created = SmallVec::<[DeliveryId; 2]>::with_capacity(r.deliveries.len());
                 for d in &r.deliveries {
                     let webhook = self
                         .webhook_of_record(&event.tenant, &d.webhook)
