@@ -489,6 +489,9 @@ enum EventBody {
     /// The bytes (a thin pointer to the shared envelope). Held only until the driver
     /// reports the event's position, or for a driver that reports none.
     Held(Arc<Arc<[u8]>>),
+    /// Where the driver stored the bytes; or, at [`StoredAt::AWAITING`], that it is about
+    /// to say where (a live event of a driver that reports every envelope,
+    /// [`Dispatcher::report_envelopes`]).
     Stored(StoredAt),
 }
 
@@ -506,6 +509,10 @@ struct StoredAt {
 }
 
 impl StoredAt {
+    /// The segment of no position: the body of a live event whose position the driver
+    /// is about to report ([`EventBody::awaiting`]). No journal numbers a segment so.
+    const AWAITING: u64 = u64::MAX;
+
     /// The position as the driver reported it.
     fn pos(self) -> BodyPos {
         BodyPos {
@@ -534,6 +541,36 @@ impl EventBody {
         }
     }
 
+    /// The body of a live event, `len` bytes, whose position the driver reports right
+    /// after it appends the event's record ([`Dispatcher::report_envelopes`]): nothing
+    /// is copied in between. Empty bodies are held as ever.
+    fn awaiting(len: usize) -> EventBody {
+        match u32::try_from(len).ok().and_then(std::num::NonZeroU32::new) {
+            Some(len) => EventBody::Stored(StoredAt {
+                segment: StoredAt::AWAITING,
+                offset: 0,
+                len,
+            }),
+            None => EventBody::held(Arc::from(&[][..])),
+        }
+    }
+
+    /// Whether the driver has yet to report where it stored the body.
+    fn is_awaiting(&self) -> bool {
+        matches!(self, EventBody::Stored(at) if at.segment == StoredAt::AWAITING)
+    }
+
+    /// The driver reported every envelope it was to report: a body still awaiting its
+    /// position is a broken promise (the dispatcher cannot sign or checkpoint bytes it
+    /// does not have), so stop.
+    fn assert_not_awaiting(&self) {
+        assert!(
+            !self.is_awaiting(),
+            "bug: the driver promised to report where it stored an event's envelope and \
+             did not (Dispatcher::report_envelopes)"
+        );
+    }
+
     fn len(&self) -> usize {
         match self {
             EventBody::Held(bytes) => bytes.len(),
@@ -548,6 +585,7 @@ impl EventBody {
     /// The bytes as a request carries them: a held body shares its allocation, a stored
     /// one comes from [`BodyStore::shared`] (the same promise as [`EventBody::bytes`]).
     fn shared(&self, store: &dyn BodyStore) -> Bytes {
+        self.assert_not_awaiting();
         match self {
             EventBody::Held(bytes) => Bytes::from_owner(Arc::clone(&**bytes)),
             EventBody::Stored(at) => match store.shared(at.pos()) {
@@ -563,6 +601,7 @@ impl EventBody {
     /// a broken promise of the driver's (it said the journal keeps the bytes there):
     /// stop rather than sign and send something else.
     fn bytes<'a>(&'a self, store: &'a dyn BodyStore) -> &'a [u8] {
+        self.assert_not_awaiting();
         match self {
             EventBody::Held(bytes) => bytes,
             EventBody::Stored(at) => match store.body(at.pos()) {
@@ -1151,6 +1190,9 @@ pub struct Dispatcher {
     outcome_batch_bytes: usize,
     next_append: u64,
     replaying: bool,
+    /// The driver reports where the journal holds every live event's envelope
+    /// ([`Dispatcher::report_envelopes`]).
+    envelopes_reported: bool,
     batch_signer: BatchSigner,
     signed: Vec<SignedHeaders>,
     /// The attempts a tick admits, kept empty between ticks so that its capacity (up to
@@ -1238,6 +1280,7 @@ impl Dispatcher {
             outcome_batch_bytes: 0,
             next_append: 1,
             replaying: false,
+            envelopes_reported: false,
             batch_signer: BatchSigner::new(),
             signed: Vec::new(),
             plans: Vec::new(),

@@ -253,7 +253,10 @@ impl<'a> Sim<'a> {
             rng,
             checkpoint_rng,
             checker,
-            session: Session::new(Dispatcher::new(dispatcher_config.clone(), start_ms)),
+            session: Session::new(reporting(Dispatcher::new(
+                dispatcher_config.clone(),
+                start_ms,
+            ))),
             dispatcher_config,
             now_ms: start_ms,
             agenda: BTreeMap::new(),
@@ -662,8 +665,11 @@ impl<'a> Sim<'a> {
         // journal's numbering continues after a torn tail was cut.
         let seq = self.journal.len() as u64;
         self.session.appended(id, seq);
-        if let Some(at) = body.and_then(|span| frame_at(seq).body(span)) {
-            self.session.dispatcher_mut().body_stored(id, at);
+        let dispatcher = self.session.dispatcher_mut();
+        match (&record, body.and_then(|span| frame_at(seq).body(span))) {
+            (_, Some(at)) => dispatcher.body_stored(id, at),
+            (Record::EventAccepted(e), None) => dispatcher.body_kept(id, &e.body),
+            _ => {}
         }
         Ok(())
     }
@@ -855,6 +861,7 @@ impl<'a> Sim<'a> {
             (covers..self.journal.len()).filter(|&k| self.journal[k].checkpoint.is_none());
         let unread = parts.into_iter().chain(records).map(|k| Ok(frame(k)));
         recover::<std::convert::Infallible>(self.dispatcher_config.clone(), self.now_ms, unread)
+            .map(reporting)
             .map_err(|e| self.violation(Invariant::Records, format!("replay: {e}")))
     }
 
@@ -1412,4 +1419,11 @@ fn history_problem(record: &DeliveryRecord) -> Option<String> {
         ));
     }
     None
+}
+
+/// A dispatcher told that every event's envelope is reported once appended (the sim's
+/// `append` reports each, as a shard's does), so live events hold no copy until then.
+fn reporting(mut dispatcher: Dispatcher) -> Dispatcher {
+    dispatcher.report_envelopes();
+    dispatcher
 }

@@ -180,6 +180,18 @@ impl Dispatcher {
         }
     }
 
+    /// The driver reports where the journal holds every live event's envelope: right
+    /// after appending each `EventAccepted` record the dispatcher emits, and before any
+    /// other input, it calls [`Dispatcher::body_stored`] with the position, or
+    /// [`Dispatcher::body_kept`] with the bytes when it cannot name one. A live event then
+    /// keeps no copy of its body while its record waits to be appended (without this,
+    /// each event's body is copied into memory and freed again once its position is
+    /// reported). Signing or checkpointing a body whose position was never reported is a
+    /// bug and panics. Replayed events are unaffected.
+    pub fn report_envelopes(&mut self) {
+        self.envelopes_reported = true;
+    }
+
     /// The driver journaled record `append`, an event's `EventAccepted`, and its
     /// envelope lies at `at` in the journal: the event's deliveries keep the position
     /// instead of the bytes from now on (see [`crate::body`]). Call it once the record
@@ -188,49 +200,80 @@ impl Dispatcher {
     /// event with deliveries waiting for durability, or a position of another length
     /// than the event's body, is ignored.
     pub fn body_stored(&mut self, append: AppendId, at: BodyPos) {
+        self.replace_body(append, at.len as usize, || EventBody::stored(at));
+    }
+
+    /// [`Dispatcher::body_stored`] for a driver that reports envelopes
+    /// ([`Dispatcher::report_envelopes`]) but could not name where the journal holds
+    /// this one: the event's deliveries keep `bytes`, the body of record `append`, in
+    /// memory. Ignored like `body_stored`, and for an event whose body is already known.
+    pub fn body_kept(&mut self, append: AppendId, bytes: &[u8]) {
+        if self
+            .awaiting_event(append)
+            .is_some_and(|e| e.body.is_awaiting())
+        {
+            self.replace_body(append, bytes.len(), || EventBody::held(Arc::from(bytes)));
+        }
+    }
+
+    /// The event of record `append` whose deliveries wait for durability.
+    fn awaiting_event(&self, append: AppendId) -> Option<&Arc<EventData>> {
+        let index = self
+            .awaiting
+            .binary_search_by_key(&append, |(id, _)| *id)
+            .ok()?;
+        let first = self.awaiting[index].1.first()?;
+        self.deliveries.get(first).map(|d| &d.event)
+    }
+
+    /// Gives the event of record `append` (its deliveries waiting for durability) the
+    /// body `body` makes, when its body is held or awaiting its position and is `len`
+    /// bytes long.
+    fn replace_body(&mut self, append: AppendId, len: usize, body: impl FnOnce() -> EventBody) {
         let Ok(index) = self.awaiting.binary_search_by_key(&append, |(id, _)| *id) else {
             return;
         };
-        let Some(first) = self.awaiting[index]
-            .1
-            .first()
-            .and_then(|delivery| self.deliveries.get(delivery))
-        else {
+        let Some(held) = self.awaiting_event(append) else {
             return;
         };
-        let held = &first.event;
-        if !matches!(held.body, EventBody::Held(_)) || held.body.len() != at.len as usize {
+        let replaceable = matches!(held.body, EventBody::Held(_)) || held.body.is_awaiting();
+        if !replaceable || held.body.len() != len {
             return;
         }
+        let held = Arc::clone(held);
         if let [only] = self.awaiting[index].1[..] {
             // One delivery, the event's only holder (no attempt starts before the event
             // is durable): the body changes in place, without a second event allocated
             // beside the first and the first freed.
+            drop(held);
             if let Some(event) = self
                 .deliveries
                 .get_mut(&only)
                 .and_then(|d| Arc::get_mut(&mut d.event))
             {
-                event.body = EventBody::stored(at);
+                event.body = body();
                 return;
             }
+            // Another holder shares it after all: a copy for its deliveries, as below.
+            let Some(held) = self.awaiting_event(append).map(Arc::clone) else {
+                return;
+            };
+            return self.replace_shared(index, &held, body());
         }
-        let Some(held) = self.awaiting[index]
-            .1
-            .first()
-            .and_then(|delivery| self.deliveries.get(delivery))
-            .map(|d| Arc::clone(&d.event))
-        else {
-            return;
-        };
-        let stored = Arc::new(held.with_body(EventBody::stored(at)));
+        self.replace_shared(index, &held, body());
+    }
+
+    /// Gives every delivery of `awaiting[index]` that shares `held` a copy of it with
+    /// `body`.
+    fn replace_shared(&mut self, index: usize, held: &Arc<EventData>, body: EventBody) {
+        let replaced = Arc::new(held.with_body(body));
         for delivery in &self.awaiting[index].1 {
             if let Some(d) = self
                 .deliveries
                 .get_mut(delivery)
-                .filter(|d| Arc::ptr_eq(&d.event, &held))
+                .filter(|d| Arc::ptr_eq(&d.event, held))
             {
-                d.event = Arc::clone(&stored);
+                d.event = Arc::clone(&replaced);
             }
         }
     }

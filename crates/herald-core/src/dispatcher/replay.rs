@@ -120,7 +120,11 @@ impl Dispatcher {
                     event_type: self
                         .event_type_of_record(&r.event_type)
                         .map_err(|e| invalid(e.to_string()))?,
-                    body: event_body(&r.body, bodies.first()),
+                    body: if append != AppendId(0) && self.envelopes_reported {
+                        EventBody::awaiting(r.body.len())
+                    } else {
+                        event_body(&r.body, bodies.first())
+                    },
                     accepted_at_ms: r.at_ms,
                 });
                 let mut created = SmallVec::<[DeliveryId; 2]>::with_capacity(r.deliveries.len());

@@ -3912,3 +3912,85 @@ mod last_response {
         }
     }
 }
+
+/// A dispatcher whose driver reports envelopes, holding one event for three webhooks
+/// and one for one, not yet journaled.
+fn reported_events() -> Dispatcher {
+    let mut d = Dispatcher::new(DispatcherConfig::default(), T0);
+    d.report_envelopes();
+    for name in ["wh_a", "wh_b", "wh_c"] {
+        d.upsert_webhook(T0, tenant("acme"), wh(name), spec(&["order.*"]))
+            .unwrap();
+    }
+    d.upsert_webhook(T0, tenant("solo"), wh("wh_s"), spec(&["order.*"]))
+        .unwrap();
+    d.accept_event(T0, &tenant("acme"), event("evt_1", "order.created"))
+        .unwrap();
+    d.accept_event(T0, &tenant("solo"), event("evt_2", "order.created"))
+        .unwrap();
+    d
+}
+
+#[test]
+fn a_reported_envelope_is_not_copied_before_its_position_and_reaches_every_delivery() {
+    let mut d = reported_events();
+    for id in 1..=4 {
+        let event = &d.deliveries.get(&DeliveryId(id)).unwrap().event;
+        assert!(event.body.is_awaiting(), "delivery {id} holds no copy yet");
+    }
+    let mut segments = Segments::default();
+    pump_stored(&mut d, &mut segments);
+    for id in 1..=4 {
+        let event = &d.deliveries.get(&DeliveryId(id)).unwrap().event;
+        assert!(
+            matches!(event.body, EventBody::Stored(at) if at.pos().segment == 1),
+            "delivery {id} reads its body from the journal"
+        );
+    }
+    d.tick_with(T0, &segments);
+    let sends = pump_stored(&mut d, &mut segments);
+    assert_eq!(sends.len(), 4);
+    for send in &sends {
+        assert!(send.body.windows(7).any(|w| w == br#"{"n":1}"#), "{send:?}");
+    }
+}
+
+#[test]
+fn a_reported_envelope_without_a_position_is_kept_in_memory() {
+    let mut d = reported_events();
+    while let Some(command) = d.pop_command() {
+        if let Command::Append { id, record } = command {
+            if let Record::EventAccepted(event) = &record {
+                d.body_kept(id, &event.body);
+                // Reported once: a second report changes nothing.
+                d.body_kept(id, b"{}");
+            }
+            d.records_durable(id);
+        }
+    }
+    for id in 1..=4 {
+        let event = &d.deliveries.get(&DeliveryId(id)).unwrap().event;
+        assert!(matches!(event.body, EventBody::Held(_)), "delivery {id}");
+    }
+    d.tick(T0);
+    let mut sends = 0;
+    while let Some(command) = d.pop_command() {
+        if let Command::Send(send) = command {
+            assert!(send.body.windows(7).any(|w| w == br#"{"n":1}"#), "{send:?}");
+            sends += 1;
+        }
+    }
+    assert_eq!(sends, 4);
+}
+
+#[test]
+#[should_panic(expected = "Dispatcher::report_envelopes")]
+fn an_envelope_promised_and_never_reported_stops_the_dispatcher() {
+    let mut d = reported_events();
+    while let Some(command) = d.pop_command() {
+        if let Command::Append { id, .. } = command {
+            d.records_durable(id);
+        }
+    }
+    d.tick(T0);
+}

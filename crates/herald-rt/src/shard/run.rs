@@ -441,7 +441,11 @@ fn recover(
             }
         })
     });
-    session::recover(config.clone(), now_ms, frames)
+    // Every append of an event reports where its envelope landed (`Shard::append`).
+    session::recover(config.clone(), now_ms, frames).map(|mut dispatcher| {
+        dispatcher.report_envelopes();
+        dispatcher
+    })
 }
 
 /// The receiver's response headers an attempt keeps (bounded as the dispatcher would:
@@ -895,16 +899,23 @@ impl Shard {
         // Where the journal holds an accepted event's envelope: its deliveries and the
         // stream's window keep that instead of a copy (read back when signing, see
         // herald_core::body, and when streaming).
+        // The dispatcher was told this report follows every append of an event
+        // (`Dispatcher::report_envelopes`, in `recover`): its deliveries hold no copy of
+        // the body until then.
         let mut envelope_at = None;
         if let (Ok((_, at)), Record::EventAccepted(event)) = (&appended, record) {
             if !event.body.is_empty() {
                 let body = super::stream::encoded_envelope_position(&payload)
                     .and_then(|span| payload_at(*at).body(span));
-                if let Some(body) = body {
-                    if !event.deliveries.is_empty() {
-                        self.session.dispatcher_mut().body_stored(id, body);
+                let dispatcher = self.session.dispatcher_mut();
+                match body {
+                    Some(body) => {
+                        if !event.deliveries.is_empty() {
+                            dispatcher.body_stored(id, body);
+                        }
+                        envelope_at = Some((journal_position(body), body.len as usize));
                     }
-                    envelope_at = Some((journal_position(body), body.len as usize));
+                    None => dispatcher.body_kept(id, &event.body),
                 }
             }
         }
