@@ -231,8 +231,11 @@ pub struct AttemptFinished {
     pub attempt: u32,
     /// HTTP status, 0 when there was no response.
     pub status: u16,
-    /// Transport error name when there was no response.
-    pub transport_error: Option<String>,
+    /// Transport error name when there was no response. Borrowed when written (the
+    /// names are the program's constants: no allocation per outcome), owned when read
+    /// back; archived as a string either way.
+    #[rkyv(with = rkyv::with::Map<rkyv::with::AsOwned>)]
+    pub transport_error: Option<std::borrow::Cow<'static, str>>,
     /// Latency reported by the driver.
     pub latency_ms: u64,
     /// Captured response body (at most [`crate::RESPONSE_BODY_BYTES_MAX`] bytes).
@@ -243,8 +246,10 @@ pub struct AttemptFinished {
     /// When the next attempt is due, if there is one.
     pub next_attempt_at_ms: Option<u64>,
     /// The delivery's final status when this attempt ended it (`success`, `failed`,
-    /// `exhausted`), so that the outcome alone settles the delivery on replay.
-    pub final_status: Option<String>,
+    /// `exhausted`), so that the outcome alone settles the delivery on replay. Borrowed
+    /// or owned as `transport_error` is.
+    #[rkyv(with = rkyv::with::Map<rkyv::with::AsOwned>)]
+    pub final_status: Option<std::borrow::Cow<'static, str>>,
 }
 
 /// A delivery reached a final state.

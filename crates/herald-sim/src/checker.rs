@@ -580,7 +580,7 @@ impl Checker {
         d.next_attempt = r.attempt + 1;
         d.requeued_due_ms = None;
         if let Some(status) = &r.final_status {
-            d.ended = Some((status.clone(), None));
+            d.ended = Some((status.to_string(), None));
         }
         // The records are what the dispatcher's health is rebuilt from after a crash, so
         // auto-disable is judged by them (each checked above against a real outcome).

@@ -324,7 +324,7 @@ impl Dispatcher {
                 AttemptResult::Transport(_) => 0,
             },
             transport_error: match outcome.result {
-                AttemptResult::Transport(t) => Some(t.name().to_string()),
+                AttemptResult::Transport(t) => Some(t.name().into()),
                 AttemptResult::Response { .. } => None,
             },
             latency_ms: outcome.latency_ms,
@@ -334,7 +334,7 @@ impl Dispatcher {
                 .map(|(name, value)| record::HeaderRec { name, value })
                 .collect(),
             next_attempt_at_ms: next_at,
-            final_status: final_status.map(|s| s.name().to_string()),
+            final_status: final_status.map(|s| s.name().into()),
         }));
         // Applying the outcome updated the endpoint's health; it decides the rest.
         let should_disable = class == OutcomeClass::Retry
