@@ -165,6 +165,11 @@ macro_rules! string_id {
             pub fn as_str(&self) -> &str {
                 &self.0
             }
+
+            /// The id's text, shared (a record written live holds it without a copy).
+            pub fn shared_text(&self) -> Arc<str> {
+                Arc::clone(&self.0)
+            }
         }
 
         impl fmt::Display for $name {
@@ -372,6 +377,11 @@ impl EventType {
     /// The type as text.
     pub fn as_str(&self) -> &str {
         &self.0
+    }
+
+    /// The type's text, shared (a record written live holds it without a copy).
+    pub fn shared_text(&self) -> Arc<str> {
+        Arc::clone(&self.0)
     }
 
     /// The proper prefixes of this type at segment boundaries, shortest first:

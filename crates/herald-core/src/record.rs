@@ -1,6 +1,8 @@
 //! Journal records: everything a shard must remember across a restart.
 //!
-//! Records are plain data (strings and integers, no core newtypes) serialized with rkyv.
+//! Records are plain data (strings and integers, no core newtypes; ids a live record
+//! shares with the dispatcher are `Arc<str>`, archived as strings: [`SharedText`])
+//! serialized with rkyv.
 //! [`Record::encode`] gives the `(kind, version, payload)` triple for
 //! `Journal::append(kind, version, payload)`; [`Record::decode`] reverses it with
 //! validation (bytecheck). The kind numbers are stable on disk: never renumber one, add new
@@ -14,6 +16,52 @@ use rkyv::util::AlignedVec;
 
 /// The 16-byte aligned buffer a record serializes into ([`Record::encode_into`]).
 pub type RecordBuffer = AlignedVec;
+
+/// Archives a shared `Arc<str>` as the plain string a `String` archives to, and reads
+/// it back into a fresh `Arc<str>`: a record written live shares the dispatcher's ids
+/// (a tenant's, an event type's, a webhook's) instead of copying each into a `String`
+/// of its own, and the journal's bytes are the same as a `String`'s.
+#[derive(Debug)]
+pub struct SharedText;
+
+impl rkyv::with::ArchiveWith<std::sync::Arc<str>> for SharedText {
+    type Archived = rkyv::string::ArchivedString;
+    type Resolver = rkyv::string::StringResolver;
+
+    fn resolve_with(
+        field: &std::sync::Arc<str>,
+        resolver: Self::Resolver,
+        out: rkyv::Place<Self::Archived>,
+    ) {
+        rkyv::string::ArchivedString::resolve_from_str(field, resolver, out);
+    }
+}
+
+impl<S> rkyv::with::SerializeWith<std::sync::Arc<str>, S> for SharedText
+where
+    S: rancor::Fallible + rkyv::ser::Writer + ?Sized,
+    S::Error: rancor::Source,
+{
+    fn serialize_with(
+        field: &std::sync::Arc<str>,
+        serializer: &mut S,
+    ) -> Result<Self::Resolver, S::Error> {
+        rkyv::string::ArchivedString::serialize_from_str(field, serializer)
+    }
+}
+
+impl<D> rkyv::with::DeserializeWith<rkyv::string::ArchivedString, std::sync::Arc<str>, D>
+    for SharedText
+where
+    D: rancor::Fallible + ?Sized,
+{
+    fn deserialize_with(
+        field: &rkyv::string::ArchivedString,
+        _: &mut D,
+    ) -> Result<std::sync::Arc<str>, D::Error> {
+        Ok(std::sync::Arc::from(field.as_str()))
+    }
+}
 
 /// Layout version of every record kind below. Version 2: `EventAccepted` carries the
 /// event's creation time and idempotency key; checkpoints carry the remembered keys.
@@ -167,8 +215,9 @@ pub struct WebhookDeleted {
 pub struct DeliveryRef {
     /// Delivery id.
     pub delivery: u64,
-    /// Webhook id.
-    pub webhook: String,
+    /// Webhook id (shared with the registry's when written live; see [`SharedText`]).
+    #[rkyv(with = SharedText)]
+    pub webhook: std::sync::Arc<str>,
     /// Attempts the delivery may make.
     pub attempts_max: u32,
 }
@@ -187,12 +236,14 @@ pub struct IdempotencyRec {
 pub struct EventAccepted {
     /// When.
     pub at_ms: u64,
-    /// Tenant id.
-    pub tenant: String,
+    /// Tenant id (shared with the dispatcher's when written live; see [`SharedText`]).
+    #[rkyv(with = SharedText)]
+    pub tenant: std::sync::Arc<str>,
     /// Event id.
     pub event_id: String,
-    /// Event type.
-    pub event_type: String,
+    /// Event type (shared like the tenant id).
+    #[rkyv(with = SharedText)]
+    pub event_type: std::sync::Arc<str>,
     /// The encoded envelope: the exact bytes signed and sent, and streamed to
     /// subscribers (`herald_rt::shard::stream`).
     pub body: Vec<u8>,
@@ -866,6 +917,45 @@ pub(crate) mod out {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[derive(rkyv::Archive, rkyv::Serialize, rkyv::Deserialize, Debug, PartialEq)]
+    struct AsStrings {
+        tenant: String,
+        names: Vec<String>,
+    }
+
+    #[derive(rkyv::Archive, rkyv::Serialize, rkyv::Deserialize, Debug, PartialEq)]
+    struct AsShared {
+        #[rkyv(with = SharedText)]
+        tenant: std::sync::Arc<str>,
+        #[rkyv(with = rkyv::with::Map<SharedText>)]
+        names: Vec<std::sync::Arc<str>>,
+    }
+
+    /// Shared text is written byte for byte as a `String` (journals written before it
+    /// still read, and records written with it read as before), and reads back as it was.
+    #[test]
+    fn shared_text_is_archived_as_a_string_is() {
+        for (tenant, names) in [
+            ("", vec![]),
+            ("acme", vec!["wh_a", ""]),
+            ("a-tenant-id-longer-than-inline", vec!["ünïcode ✓"; 3]),
+        ] {
+            let strings = AsStrings {
+                tenant: tenant.to_owned(),
+                names: names.iter().map(|n| n.to_string()).collect(),
+            };
+            let shared = AsShared {
+                tenant: tenant.into(),
+                names: names.iter().map(|n| std::sync::Arc::from(*n)).collect(),
+            };
+            let a = rkyv::to_bytes::<rancor::Error>(&strings).unwrap();
+            let b = rkyv::to_bytes::<rancor::Error>(&shared).unwrap();
+            assert_eq!(&a[..], &b[..], "{tenant:?}");
+            let back = rkyv::from_bytes::<AsShared, rancor::Error>(&a).unwrap();
+            assert_eq!(back, shared);
+        }
+    }
 
     fn samples() -> Vec<Record> {
         vec![

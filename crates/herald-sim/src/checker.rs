@@ -332,7 +332,7 @@ impl Checker {
                 .events
                 .get(&r.event_id)
                 .map(|e| (&e.tenant, &e.event_type));
-            let invariant = if r.event_type == WEBHOOK_DISABLED_EVENT {
+            let invariant = if *r.event_type == *WEBHOOK_DISABLED_EVENT {
                 // The dispatcher made the id up: two of its own events share an id.
                 Invariant::Records
             } else {
@@ -369,7 +369,7 @@ impl Checker {
         }
         // Routing: exactly the tenant's active webhooks whose filters match. Only checked
         // when the record is fresh: on replay the registry of that moment is gone.
-        let got: BTreeSet<&str> = r.deliveries.iter().map(|d| d.webhook.as_str()).collect();
+        let got: BTreeSet<&str> = r.deliveries.iter().map(|d| &*d.webhook).collect();
         if live {
             let test_target = match &self.op {
                 Some(ManualOp::TestEvent { webhook, .. })
@@ -405,7 +405,7 @@ impl Checker {
             }
         }
         for d in &r.deliveries {
-            let Some(w) = self.webhooks.get(&d.webhook) else {
+            let Some(w) = self.webhooks.get(&*d.webhook) else {
                 return Err(self.violation(
                     now_ms,
                     Invariant::TenantIsolation,
@@ -446,7 +446,7 @@ impl Checker {
                 d.delivery,
                 DeliveryView {
                     event_id: r.event_id.clone(),
-                    webhook: d.webhook.clone(),
+                    webhook: d.webhook.to_string(),
                     attempts_max: d.attempts_max,
                     accepted_at_ms: r.at_ms,
                     finished: None,

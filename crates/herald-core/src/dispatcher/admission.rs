@@ -82,7 +82,7 @@ impl Dispatcher {
             self.next_delivery += 1;
             refs.push(record::DeliveryRef {
                 delivery: delivery.0,
-                webhook: webhook.as_str().to_string(),
+                webhook: webhook.shared_text(),
                 attempts_max,
             });
         }
@@ -90,9 +90,9 @@ impl Dispatcher {
         let first_delivery = refs.first().map(|r| DeliveryId(r.delivery));
         let append = self.emit(Record::EventAccepted(record::EventAccepted {
             at_ms: now,
-            tenant: tenant.as_str().to_string(),
+            tenant: tenant.shared_text(),
             event_id: event_id.as_str().to_string(),
-            event_type: event_type.as_str().to_string(),
+            event_type: event_type.shared_text(),
             // Kept even without deliveries: the event stream's replay window is rebuilt
             // from these records after a restart.
             body,

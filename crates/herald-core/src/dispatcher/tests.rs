@@ -924,7 +924,7 @@ fn timers_per_tick_limit() {
                 next += 1;
                 record::DeliveryRef {
                     delivery: next,
-                    webhook: w.clone(),
+                    webhook: w.as_str().into(),
                     attempts_max: 7,
                 }
             })

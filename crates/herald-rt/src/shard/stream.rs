@@ -878,7 +878,7 @@ impl StreamTap {
                             Envelope::Mapped(mapped),
                         )
                     })
-                    .map(|kept| (Arc::from(accepted.tenant.as_str()), kept)),
+                    .map(|kept| (Arc::clone(&accepted.tenant), kept)),
                 _ => None,
             };
             return Some(match kept {
@@ -990,9 +990,9 @@ mod tests {
         let location = location.map_or("null".to_string(), |l| format!("\"{l}\""));
         EventAccepted {
             at_ms,
-            tenant: tenant.to_string(),
+            tenant: tenant.into(),
             event_id: "evt_1".to_string(),
-            event_type: event_type.to_string(),
+            event_type: event_type.into(),
             body: format!(
                 "{{\"id\":\"evt_1\",\"type\":\"{event_type}\",\"api_version\":\"2024-06-01\",\
                  \"created_at\":\"2026-01-01T00:00:00.000Z\",\"tenant_id\":\"{tenant}\",\
