@@ -371,7 +371,7 @@ mod tests {
     #[test]
     fn a_scan_stops_exactly_at_the_bytes_a_string_must_look_at() {
         for b in 0..=255u8 {
-            let must = b < 0x20 || b >= 0x80 || b == b'"' || b == b'\\';
+            let must = !(0x20..0x80).contains(&b) || b == b'"' || b == b'\\';
             assert_eq!(needs_a_look(b) & 0x80 != 0, must, "byte {b:#04x}");
         }
     }
