@@ -827,6 +827,16 @@ impl LastResponse {
         &self.0[start..start + body_len]
     }
 
+    /// The number of headers and the bytes of their names and values.
+    fn headers_size(&self) -> (usize, usize) {
+        let (body_len, count) = self.counts();
+        if self.is_none() {
+            return (0, 0);
+        }
+        let text_at = Self::FIXED_BYTES + 8 * count + body_len;
+        (count, self.0.len() - text_at)
+    }
+
     fn headers(&self) -> impl ExactSizeIterator<Item = (&str, &str)> + '_ {
         let (body_len, count) = self.counts();
         let text_at = Self::FIXED_BYTES + 8 * count + body_len;
@@ -926,6 +936,12 @@ impl Delivery {
     /// The latest response's captured body (empty when none).
     fn last_body(&self) -> &[u8] {
         self.outcomes().last_response.body()
+    }
+
+    /// How many headers the latest response left and the bytes of their names and
+    /// values, without reading them.
+    fn last_headers_size(&self) -> (usize, usize) {
+        self.outcomes().last_response.headers_size()
     }
 
     /// The latest response's captured headers (none when none).

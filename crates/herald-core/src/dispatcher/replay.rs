@@ -736,7 +736,8 @@ mod estimate {
     }
 
     pub(super) fn delivery(webhook: &WebhookId, d: &Delivery) -> usize {
-        let headers: usize = d.last_headers().map(|(n, v)| n.len() + v.len() + 32).sum();
+        let (header_count, header_text_bytes) = d.last_headers_size();
+        let headers = header_text_bytes + 32 * header_count;
         let attempts: usize = d
             .attempts()
             .iter()

@@ -3875,6 +3875,8 @@ mod last_response {
 
     fn kept(body: &[u8], headers: &[(String, String)]) -> (Vec<u8>, Vec<(String, String)>) {
         let last = LastResponse::new(body, headers.iter().map(|(n, v)| (&n[..], &v[..])));
+        let text: usize = headers.iter().map(|(n, v)| n.len() + v.len()).sum();
+        assert_eq!(last.headers_size(), (headers.len(), text));
         let read = last
             .headers()
             .map(|(n, v)| (n.to_owned(), v.to_owned()))
