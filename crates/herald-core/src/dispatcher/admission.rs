@@ -233,33 +233,28 @@ impl Dispatcher {
         let Ok(index) = self.awaiting.binary_search_by_key(&append, |(id, _)| *id) else {
             return;
         };
-        let Some(held) = self.awaiting_event(append) else {
+        let deliveries = &self.awaiting[index].1;
+        let Some(d) = deliveries
+            .first()
+            .and_then(|first| self.deliveries.get_mut(first))
+        else {
             return;
         };
-        let replaceable = matches!(held.body, EventBody::Held(_)) || held.body.is_awaiting();
-        if !replaceable || held.body.len() != len {
+        let current = &d.event.body;
+        let replaceable = matches!(current, EventBody::Held(_)) || current.is_awaiting();
+        if !replaceable || current.len() != len {
             return;
         }
-        let held = Arc::clone(held);
-        if let [only] = self.awaiting[index].1[..] {
+        if deliveries.len() == 1 {
             // One delivery, the event's only holder (no attempt starts before the event
             // is durable): the body changes in place, without a second event allocated
             // beside the first and the first freed.
-            drop(held);
-            if let Some(event) = self
-                .deliveries
-                .get_mut(&only)
-                .and_then(|d| Arc::get_mut(&mut d.event))
-            {
+            if let Some(event) = Arc::get_mut(&mut d.event) {
                 event.body = body();
                 return;
             }
-            // Another holder shares it after all: a copy for its deliveries, as below.
-            let Some(held) = self.awaiting_event(append).map(Arc::clone) else {
-                return;
-            };
-            return self.replace_shared(index, &held, body());
         }
+        let held = Arc::clone(&d.event);
         self.replace_shared(index, &held, body());
     }
 
