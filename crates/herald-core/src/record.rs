@@ -231,6 +231,67 @@ pub struct IdempotencyRec {
     pub fingerprint: [u8; 16],
 }
 
+/// Archives a [`smallvec::SmallVec`] as the `Vec` of the same elements archives (and
+/// reads it back into one): a list that is most often one long, such as an event's
+/// deliveries, is built without an allocation of its own, and the journal's bytes are
+/// the same as a `Vec`'s.
+#[derive(Debug)]
+pub struct InlineList;
+
+impl<A> rkyv::with::ArchiveWith<smallvec::SmallVec<A>> for InlineList
+where
+    A: smallvec::Array,
+    A::Item: rkyv::Archive,
+{
+    type Archived = rkyv::vec::ArchivedVec<<A::Item as rkyv::Archive>::Archived>;
+    type Resolver = rkyv::vec::VecResolver;
+
+    fn resolve_with(
+        field: &smallvec::SmallVec<A>,
+        resolver: Self::Resolver,
+        out: rkyv::Place<Self::Archived>,
+    ) {
+        rkyv::vec::ArchivedVec::resolve_from_slice(field.as_slice(), resolver, out);
+    }
+}
+
+impl<A, S> rkyv::with::SerializeWith<smallvec::SmallVec<A>, S> for InlineList
+where
+    A: smallvec::Array,
+    A::Item: rkyv::Serialize<S>,
+    S: rancor::Fallible + rkyv::ser::Allocator + rkyv::ser::Writer + ?Sized,
+{
+    fn serialize_with(
+        field: &smallvec::SmallVec<A>,
+        serializer: &mut S,
+    ) -> Result<Self::Resolver, S::Error> {
+        rkyv::vec::ArchivedVec::serialize_from_slice(field.as_slice(), serializer)
+    }
+}
+
+impl<A, D>
+    rkyv::with::DeserializeWith<
+        rkyv::vec::ArchivedVec<<A::Item as rkyv::Archive>::Archived>,
+        smallvec::SmallVec<A>,
+        D,
+    > for InlineList
+where
+    A: smallvec::Array,
+    A::Item: rkyv::Archive,
+    <A::Item as rkyv::Archive>::Archived: rkyv::Deserialize<A::Item, D>,
+    D: rancor::Fallible + ?Sized,
+{
+    fn deserialize_with(
+        field: &rkyv::vec::ArchivedVec<<A::Item as rkyv::Archive>::Archived>,
+        deserializer: &mut D,
+    ) -> Result<smallvec::SmallVec<A>, D::Error> {
+        field
+            .iter()
+            .map(|item| rkyv::Deserialize::deserialize(item, deserializer))
+            .collect()
+    }
+}
+
 /// An event was accepted, with the deliveries it fans out to.
 #[derive(rkyv::Archive, rkyv::Serialize, rkyv::Deserialize, Clone, Debug, PartialEq, Eq)]
 pub struct EventAccepted {
@@ -247,8 +308,9 @@ pub struct EventAccepted {
     /// The encoded envelope: the exact bytes signed and sent, and streamed to
     /// subscribers (`herald_rt::shard::stream`).
     pub body: Vec<u8>,
-    /// The deliveries (possibly none).
-    pub deliveries: Vec<DeliveryRef>,
+    /// The deliveries (possibly none; one without an allocation, see [`InlineList`]).
+    #[rkyv(with = InlineList)]
+    pub deliveries: smallvec::SmallVec<[DeliveryRef; 1]>,
     /// The event's creation time (also inside `body`; records journaled before envelopes
     /// were kept for every event have an empty `body` when there are no deliveries): a
     /// duplicate publish is answered with it.
@@ -925,6 +987,43 @@ mod tests {
     }
 
     #[derive(rkyv::Archive, rkyv::Serialize, rkyv::Deserialize, Debug, PartialEq)]
+    struct AsVec {
+        deliveries: Vec<DeliveryRef>,
+    }
+
+    #[derive(rkyv::Archive, rkyv::Serialize, rkyv::Deserialize, Debug, PartialEq)]
+    struct AsInline {
+        #[rkyv(with = InlineList)]
+        deliveries: smallvec::SmallVec<[DeliveryRef; 1]>,
+    }
+
+    /// An inline list is written byte for byte as a `Vec` of its elements, spilled or
+    /// not, and reads back as it was.
+    #[test]
+    fn an_inline_list_is_archived_as_a_vec_is() {
+        for n in [0usize, 1, 2, 5] {
+            let refs: Vec<DeliveryRef> = (0..n)
+                .map(|i| DeliveryRef {
+                    delivery: i as u64 + 1,
+                    webhook: format!("wh_{i}").into(),
+                    attempts_max: 3,
+                })
+                .collect();
+            let a = rkyv::to_bytes::<rancor::Error>(&AsVec {
+                deliveries: refs.clone(),
+            })
+            .unwrap();
+            let inline = AsInline {
+                deliveries: refs.into_iter().collect(),
+            };
+            let b = rkyv::to_bytes::<rancor::Error>(&inline).unwrap();
+            assert_eq!(&a[..], &b[..], "{n} deliveries");
+            let back = rkyv::from_bytes::<AsInline, rancor::Error>(&a).unwrap();
+            assert_eq!(back, inline);
+        }
+    }
+
+    #[derive(rkyv::Archive, rkyv::Serialize, rkyv::Deserialize, Debug, PartialEq)]
     struct AsShared {
         #[rkyv(with = SharedText)]
         tenant: std::sync::Arc<str>,
@@ -970,7 +1069,7 @@ mod tests {
                 event_id: "e".into(),
                 event_type: "a.b".into(),
                 body: b"{}".to_vec(),
-                deliveries: vec![DeliveryRef {
+                deliveries: smallvec::smallvec![DeliveryRef {
                     delivery: 7,
                     webhook: "w".into(),
                     attempts_max: 7,

@@ -75,7 +75,7 @@ impl Dispatcher {
             KeyUse::Remember => idempotency,
             KeyUse::Ignore => None,
         };
-        let mut refs = Vec::with_capacity(targets.len());
+        let mut refs = SmallVec::<[record::DeliveryRef; 1]>::with_capacity(targets.len());
         for webhook in targets {
             let attempts_max = self.attempts_max_of(tenant, webhook);
             let delivery = DeliveryId(self.next_delivery);

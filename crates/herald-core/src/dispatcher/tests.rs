@@ -936,7 +936,7 @@ fn timers_per_tick_limit() {
             event_id: format!("e{e}"),
             event_type: "a.b".into(),
             body: b"{}".to_vec(),
-            deliveries,
+            deliveries: deliveries.into(),
             created_at_ms: T0,
             idempotency: None,
         }));

@@ -999,7 +999,7 @@ mod tests {
                  \"location_id\":{location},\"data\":{{\"location_id\":\"decoy\"}}}}"
             )
             .into_bytes(),
-            deliveries: Vec::new(),
+            deliveries: Default::default(),
             created_at_ms: at_ms,
             idempotency: None,
         }
