@@ -1,0 +1,97 @@
+//! Wake-ups from other threads reach a shard's executor whenever they come, in particular
+//! while it is going to sleep.
+//!
+//! glommio's reactor announces that it sleeps (a flag), then looks once more at the
+//! work other threads handed it, then sleeps; a thread that wakes one of its tasks
+//! queues the waker, then writes the executor's eventfd if the flag is set. Herald's
+//! copy of glommio orders the two sides with a full fence on each (see
+//! `vendor/glommio/HERALD-PATCHES.md`) instead of a process-wide `membarrier`. If either
+//! side could miss the other, a wake-up landing in that window would be lost and the
+//! executor would sleep through it: here, a round that never finishes.
+
+mod support;
+
+use std::future::poll_fn;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc;
+use std::sync::{Arc, Mutex};
+use std::task::{Poll, Waker};
+use std::time::{Duration, Instant};
+
+/// Rounds of one wake-up each: enough for the foreign thread's wake to land in every
+/// phase of the executor's loop (running, polling, announcing sleep, asleep) many times.
+const ROUNDS: u32 = 20_000;
+/// How long all rounds may take before wake-ups count as lost. The rounds take a few
+/// seconds; a lost wake-up leaves its round waiting until something else wakes the
+/// executor (its rare timers), which at this many rounds takes far longer.
+const ROUNDS_LIMIT: Duration = Duration::from_secs(120);
+
+#[derive(Default)]
+struct Round {
+    done: AtomicBool,
+    waker: Mutex<Option<Waker>>,
+}
+
+#[test]
+fn a_wake_up_from_another_thread_is_never_lost_while_the_executor_goes_to_sleep() {
+    let (rounds_tx, rounds_rx) = mpsc::channel::<Arc<Round>>();
+    let (finished_tx, finished_rx) = mpsc::channel::<u32>();
+    // The foreign thread: waits for each round's waker, lets a varying moment pass
+    // (0 to ~60 µs, so the wake lands in a different phase each time), then wakes.
+    let waker_thread = std::thread::spawn(move || {
+        let mut spin: u32 = 0;
+        for round in rounds_rx {
+            let waker = loop {
+                if let Some(waker) = round.waker.lock().unwrap().take() {
+                    break waker;
+                }
+                std::hint::spin_loop();
+            };
+            spin = spin.wrapping_mul(1_103_515_245).wrapping_add(12_345);
+            let pause = (spin >> 16) % 64;
+            if pause < 8 {
+                std::thread::yield_now();
+            } else {
+                std::thread::sleep(Duration::from_micros(u64::from(pause)));
+            }
+            round.done.store(true, Ordering::Release);
+            waker.wake();
+        }
+    });
+    let executor = std::thread::spawn(move || {
+        support::run(move || async move {
+            for i in 0..ROUNDS {
+                let round = Arc::new(Round::default());
+                rounds_tx.send(Arc::clone(&round)).unwrap();
+                poll_fn(|cx| {
+                    if round.done.load(Ordering::Acquire) {
+                        return Poll::Ready(());
+                    }
+                    *round.waker.lock().unwrap() = Some(cx.waker().clone());
+                    // Woken between the check and the store: the wake went to the
+                    // waker taken before, so look again.
+                    if round.done.load(Ordering::Acquire) {
+                        Poll::Ready(())
+                    } else {
+                        Poll::Pending
+                    }
+                })
+                .await;
+                finished_tx.send(i).unwrap();
+            }
+        })
+    });
+    let deadline = Instant::now() + ROUNDS_LIMIT;
+    for expected in 0..ROUNDS {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match finished_rx.recv_timeout(left) {
+            Ok(i) => assert_eq!(i, expected),
+            Err(_) => panic!(
+                "{expected} of {ROUNDS} rounds finished in {ROUNDS_LIMIT:?}: wake-ups from \
+                 another thread are being lost (the executor sleeps through them)"
+            ),
+        }
+    }
+    executor.join().unwrap();
+    waker_thread.join().unwrap();
+}
