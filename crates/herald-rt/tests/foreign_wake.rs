@@ -1,5 +1,5 @@
 //! Wake-ups from other threads reach a shard's executor whenever they come, in particular
-//! while it is going to sleep.
+//! while it is going to sleep; and its timers fire whatever those wake-ups interleave.
 //!
 //! glommio's reactor announces that it sleeps (a flag), then looks once more at the
 //! work other threads handed it, then sleeps; a thread that wakes one of its tasks
@@ -7,7 +7,10 @@
 //! copy of glommio orders the two sides with a full fence on each (see
 //! `vendor/glommio/HERALD-PATCHES.md`) instead of a process-wide `membarrier`. If either
 //! side could miss the other, a wake-up landing in that window would be lost and the
-//! executor would sleep through it: here, a round that never finishes.
+//! executor would sleep through it: here, a round that never finishes. The second test
+//! keeps the executor's preemption timer firing while such wake-ups land around the
+//! timers it sleeps on: a change to how that timer is armed once left the executor
+//! parked with a task ready (patch 3 there), and the test stuck.
 
 mod support;
 
@@ -63,20 +66,7 @@ fn a_wake_up_from_another_thread_is_never_lost_while_the_executor_goes_to_sleep(
             for i in 0..ROUNDS {
                 let round = Arc::new(Round::default());
                 rounds_tx.send(Arc::clone(&round)).unwrap();
-                poll_fn(|cx| {
-                    if round.done.load(Ordering::Acquire) {
-                        return Poll::Ready(());
-                    }
-                    *round.waker.lock().unwrap() = Some(cx.waker().clone());
-                    // Woken between the check and the store: the wake went to the
-                    // waker taken before, so look again.
-                    if round.done.load(Ordering::Acquire) {
-                        Poll::Ready(())
-                    } else {
-                        Poll::Pending
-                    }
-                })
-                .await;
+                woken(&round).await;
                 finished_tx.send(i).unwrap();
             }
         })
@@ -94,4 +84,86 @@ fn a_wake_up_from_another_thread_is_never_lost_while_the_executor_goes_to_sleep(
     }
     executor.join().unwrap();
     waker_thread.join().unwrap();
+}
+
+/// Rounds of the timer test: each sleeps on a timer while a wake-up from another thread
+/// lands at a random moment around its expiry.
+const TIMER_ROUNDS: u32 = 5_000;
+
+/// The executor's preemption period in the timer test: short, so that its preemption
+/// timer is pending, fires, is kept and is replaced in every phase of the rounds.
+const PREEMPT_PERIOD: Duration = Duration::from_micros(300);
+
+#[test]
+fn timers_fire_while_wake_ups_from_another_thread_land_around_them() {
+    let (rounds_tx, rounds_rx) = mpsc::channel::<Arc<Round>>();
+    let (finished_tx, finished_rx) = mpsc::channel::<u32>();
+    let waker_thread = std::thread::spawn(move || {
+        let mut draw: u32 = 7;
+        for round in rounds_rx {
+            let waker = loop {
+                if let Some(waker) = round.waker.lock().unwrap().take() {
+                    break waker;
+                }
+                std::hint::spin_loop();
+            };
+            draw = draw.wrapping_mul(1_103_515_245).wrapping_add(12_345);
+            std::thread::sleep(Duration::from_micros(u64::from((draw >> 16) % 600)));
+            round.done.store(true, Ordering::Release);
+            waker.wake();
+        }
+    });
+    let executor = std::thread::spawn(move || {
+        glommio::LocalExecutorBuilder::default()
+            .io_memory(128 * 1024)
+            .ring_depth(64)
+            .preempt_timer(PREEMPT_PERIOD)
+            .spawn(move || async move {
+                let mut draw: u32 = 11;
+                for i in 0..TIMER_ROUNDS {
+                    let round = Arc::new(Round::default());
+                    rounds_tx.send(Arc::clone(&round)).unwrap();
+                    draw = draw.wrapping_mul(1_103_515_245).wrapping_add(12_345);
+                    let pause = Duration::from_micros(u64::from(50 + (draw >> 16) % 500));
+                    // Both must finish: the wake-up (any moment) and the timer, which only
+                    // the executor's own kernel timer can end once the wake-up came.
+                    futures_lite::future::zip(glommio::timer::sleep(pause), woken(&round)).await;
+                    finished_tx.send(i).unwrap();
+                }
+            })
+            .unwrap()
+            .join()
+            .unwrap()
+    });
+    let deadline = Instant::now() + ROUNDS_LIMIT;
+    for expected in 0..TIMER_ROUNDS {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match finished_rx.recv_timeout(left) {
+            Ok(i) => assert_eq!(i, expected),
+            Err(_) => panic!(
+                "{expected} of {TIMER_ROUNDS} rounds finished in {ROUNDS_LIMIT:?}: a timer \
+                 did not fire (the executor slept without its timer armed)"
+            ),
+        }
+    }
+    executor.join().unwrap();
+    waker_thread.join().unwrap();
+}
+
+/// Resolves once `round` is marked done (by the other thread, which then wakes it).
+async fn woken(round: &Round) {
+    poll_fn(|cx| {
+        if round.done.load(Ordering::Acquire) {
+            return Poll::Ready(());
+        }
+        *round.waker.lock().unwrap() = Some(cx.waker().clone());
+        // Woken between the check and the store: the wake went to the waker taken
+        // before, so look again.
+        if round.done.load(Ordering::Acquire) {
+            Poll::Ready(())
+        } else {
+            Poll::Pending
+        }
+    })
+    .await
 }

@@ -1325,7 +1325,13 @@ impl LocalExecutor {
         loop {
             self.reactor.sys.install_eventfd();
             if self.need_preempt() {
-                break;
+                // [Herald patch 3] Preempted with task queues still runnable: say so, or
+                // the caller takes "nothing ran" for "nothing to run" and parks, and the
+                // reactor (which looks only at its rings and channels) sleeps with those
+                // tasks ready until something else wakes it. Upstream returns `ran`
+                // here: a completion on the latency ring between the poll before this
+                // call and this check (a preemption timer firing) left it asleep.
+                break ran || !self.queues.borrow().active_executors.is_empty();
             }
             if !self.run_one_task_queue() {
                 return false;
@@ -1333,7 +1339,6 @@ impl LocalExecutor {
                 ran = true;
             }
         }
-        ran
     }
 
     fn run_one_task_queue(&self) -> bool {

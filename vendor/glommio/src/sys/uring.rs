@@ -1774,23 +1774,19 @@ impl Reactor {
         // consume all events from the rings
         consume_rings!(into &mut woke; lat_ring, poll_ring, main_ring);
 
-        // [Herald patch 2] The latency preemption timer still pending stays armed while
-        // the executor does not sleep: cancelling and re-arming it on every poll cost two
-        // submissions and a kernel timer per loop iteration. It is dropped below before
-        // sleeping (a sleeper must wake on its user timer, not on this one).
-        let mut kept_latency_timer = match self.latency_preemption_timeout_src.take() {
-            Some(src) if src.result().is_none() => Some(src),
-            other => {
-                drop(other);
-                None
-            }
-        };
+        // Cancel the old timer regardless of whether we can sleep:
+        // if we won't sleep, we will register the new timer with its new
+        // value.
+        //
+        // But if we will sleep, there might be a timer registered that needs
+        // to be removed otherwise we'll wake up when it expires.
+        drop(self.latency_preemption_timeout_src.take());
 
-        // [Herald patch 3] No throughput (completion-count) preemption timer: it was
+        // [Herald patch 2] No throughput (completion-count) preemption timer: it was
         // re-armed on every poll (a timeout, a linked eventfd write and the old one's
         // cancellation), and an armed one left in place preempts the task queue after
-        // every `ring_depth` completions. The latency timer above still preempts a task
-        // queue that runs too long.
+        // every `ring_depth` completions. The latency preemption timer (armed below, as
+        // upstream) still preempts a task queue that runs too long.
 
         // This will only dispatch if we run out of sqes. Which means until
         // flush_rings! nothing is really send to the kernel...
@@ -1809,7 +1805,6 @@ impl Reactor {
             && lat_ring.can_sleep();
 
         if should_sleep {
-            drop(kept_latency_timer.take());
             // We are about to go to sleep. It's ok to sleep, but if there
             // is a timer set, we need to make sure we wake up to handle it.
             if let Some(dur) = user_timer {
@@ -1845,16 +1840,9 @@ impl Reactor {
         }
 
         if let Some(preempt) = preempt_timer() {
-            match kept_latency_timer.take() {
-                Some(src) => self.latency_preemption_timeout_src.set(Some(src)),
-                None => {
-                    self.latency_preemption_timeout_src
-                        .set(Some(lat_ring.prepare_latency_preemption_timer(preempt)));
-                    flush_rings!(lat_ring, main_ring)?;
-                }
-            }
-        } else {
-            drop(kept_latency_timer.take());
+            self.latency_preemption_timeout_src
+                .set(Some(lat_ring.prepare_latency_preemption_timer(preempt)));
+            flush_rings!(lat_ring, main_ring)?;
         }
 
         // A Note about `need_preempt`:
