@@ -39,26 +39,13 @@ struct Round {
 fn a_wake_up_from_another_thread_is_never_lost_while_the_executor_goes_to_sleep() {
     let (rounds_tx, rounds_rx) = mpsc::channel::<Arc<Round>>();
     let (finished_tx, finished_rx) = mpsc::channel::<u32>();
-    // The foreign thread: waits for each round's waker, lets a varying moment pass
-    // (0 to ~60 µs, so the wake lands in a different phase each time), then wakes.
-    let waker_thread = std::thread::spawn(move || {
-        let mut spin: u32 = 0;
-        for round in rounds_rx {
-            let waker = loop {
-                if let Some(waker) = round.waker.lock().unwrap().take() {
-                    break waker;
-                }
-                std::hint::spin_loop();
-            };
-            spin = spin.wrapping_mul(1_103_515_245).wrapping_add(12_345);
-            let pause = (spin >> 16) % 64;
-            if pause < 8 {
-                std::thread::yield_now();
-            } else {
-                std::thread::sleep(Duration::from_micros(u64::from(pause)));
-            }
-            round.done.store(true, Ordering::Release);
-            waker.wake();
+    // 0 to ~60 µs, so that the wake lands in a different phase each time.
+    let waker_thread = wake_each_round(rounds_rx, 0, |draw| {
+        let pause = draw % 64;
+        if pause < 8 {
+            std::thread::yield_now();
+        } else {
+            std::thread::sleep(Duration::from_micros(u64::from(pause)));
         }
     });
     let executor = std::thread::spawn(move || {
@@ -71,17 +58,11 @@ fn a_wake_up_from_another_thread_is_never_lost_while_the_executor_goes_to_sleep(
             }
         })
     });
-    let deadline = Instant::now() + ROUNDS_LIMIT;
-    for expected in 0..ROUNDS {
-        let left = deadline.saturating_duration_since(Instant::now());
-        match finished_rx.recv_timeout(left) {
-            Ok(i) => assert_eq!(i, expected),
-            Err(_) => panic!(
-                "{expected} of {ROUNDS} rounds finished in {ROUNDS_LIMIT:?}: wake-ups from \
-                 another thread are being lost (the executor sleeps through them)"
-            ),
-        }
-    }
+    expect_rounds(
+        &finished_rx,
+        ROUNDS,
+        "wake-ups from another thread are being lost (the executor sleeps through them)",
+    );
     executor.join().unwrap();
     waker_thread.join().unwrap();
 }
@@ -91,27 +72,15 @@ fn a_wake_up_from_another_thread_is_never_lost_while_the_executor_goes_to_sleep(
 const TIMER_ROUNDS: u32 = 5_000;
 
 /// The executor's preemption period in the timer test: short, so that its preemption
-/// timer is pending, fires, is kept and is replaced in every phase of the rounds.
+/// timer fires while the executor is awake, in every phase of the rounds.
 const PREEMPT_PERIOD: Duration = Duration::from_micros(300);
 
 #[test]
 fn timers_fire_while_wake_ups_from_another_thread_land_around_them() {
     let (rounds_tx, rounds_rx) = mpsc::channel::<Arc<Round>>();
     let (finished_tx, finished_rx) = mpsc::channel::<u32>();
-    let waker_thread = std::thread::spawn(move || {
-        let mut draw: u32 = 7;
-        for round in rounds_rx {
-            let waker = loop {
-                if let Some(waker) = round.waker.lock().unwrap().take() {
-                    break waker;
-                }
-                std::hint::spin_loop();
-            };
-            draw = draw.wrapping_mul(1_103_515_245).wrapping_add(12_345);
-            std::thread::sleep(Duration::from_micros(u64::from((draw >> 16) % 600)));
-            round.done.store(true, Ordering::Release);
-            waker.wake();
-        }
+    let waker_thread = wake_each_round(rounds_rx, 7, |draw| {
+        std::thread::sleep(Duration::from_micros(u64::from(draw % 600)));
     });
     let executor = std::thread::spawn(move || {
         glommio::LocalExecutorBuilder::default()
@@ -123,7 +92,7 @@ fn timers_fire_while_wake_ups_from_another_thread_land_around_them() {
                 for i in 0..TIMER_ROUNDS {
                     let round = Arc::new(Round::default());
                     rounds_tx.send(Arc::clone(&round)).unwrap();
-                    draw = draw.wrapping_mul(1_103_515_245).wrapping_add(12_345);
+                    draw = next_draw(draw);
                     let pause = Duration::from_micros(u64::from(50 + (draw >> 16) % 500));
                     // Both must finish: the wake-up (any moment) and the timer, which only
                     // the executor's own kernel timer can end once the wake-up came.
@@ -135,19 +104,57 @@ fn timers_fire_while_wake_ups_from_another_thread_land_around_them() {
             .join()
             .unwrap()
     });
-    let deadline = Instant::now() + ROUNDS_LIMIT;
-    for expected in 0..TIMER_ROUNDS {
-        let left = deadline.saturating_duration_since(Instant::now());
-        match finished_rx.recv_timeout(left) {
-            Ok(i) => assert_eq!(i, expected),
-            Err(_) => panic!(
-                "{expected} of {TIMER_ROUNDS} rounds finished in {ROUNDS_LIMIT:?}: a timer \
-                 did not fire (the executor slept without its timer armed)"
-            ),
-        }
-    }
+    expect_rounds(
+        &finished_rx,
+        TIMER_ROUNDS,
+        "a timer did not fire, or a woken task did not run (the executor slept with work \
+         due)",
+    );
     executor.join().unwrap();
     waker_thread.join().unwrap();
+}
+
+/// A linear congruential step: draws that vary from round to round, the same every run.
+fn next_draw(draw: u32) -> u32 {
+    draw.wrapping_mul(1_103_515_245).wrapping_add(12_345)
+}
+
+/// The other thread: for each round, waits until the executor's task has left its
+/// waker, pauses as `pause` says for this round's draw, then marks the round done and
+/// wakes the task.
+fn wake_each_round(
+    rounds: mpsc::Receiver<Arc<Round>>,
+    seed: u32,
+    pause: impl Fn(u32) + Send + 'static,
+) -> std::thread::JoinHandle<()> {
+    std::thread::spawn(move || {
+        let mut draw = seed;
+        for round in rounds {
+            let waker = loop {
+                if let Some(waker) = round.waker.lock().unwrap().take() {
+                    break waker;
+                }
+                std::hint::spin_loop();
+            };
+            draw = next_draw(draw);
+            pause(draw >> 16);
+            round.done.store(true, Ordering::Release);
+            waker.wake();
+        }
+    })
+}
+
+/// Waits for `rounds` rounds, in order, all within [`ROUNDS_LIMIT`]; else fails with
+/// `lost` (what the missing rounds mean).
+fn expect_rounds(finished: &mpsc::Receiver<u32>, rounds: u32, lost: &str) {
+    let deadline = Instant::now() + ROUNDS_LIMIT;
+    for expected in 0..rounds {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match finished.recv_timeout(left) {
+            Ok(i) => assert_eq!(i, expected),
+            Err(_) => panic!("{expected} of {rounds} rounds finished in {ROUNDS_LIMIT:?}: {lost}"),
+        }
+    }
 }
 
 /// Resolves once `round` is marked done (by the other thread, which then wakes it).
