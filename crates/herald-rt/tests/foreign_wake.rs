@@ -134,7 +134,8 @@ fn wake_each_round(
                 if let Some(waker) = round.waker.lock().unwrap().take() {
                     break waker;
                 }
-                std::hint::spin_loop();
+                // Not a bare spin: on a busy machine the executor may share this core.
+                std::thread::yield_now();
             };
             draw = next_draw(draw);
             pause(draw >> 16);
