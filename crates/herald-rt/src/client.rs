@@ -313,13 +313,23 @@ impl HttpClient {
     /// POSTs `request` and returns the receiver's response (any status), or why there
     /// is none.
     pub async fn send(&self, request: OutboundRequest) -> Result<Response, TransportError> {
-        let started = Instant::now();
+        self.send_from(request, Instant::now()).await
+    }
+
+    /// [`HttpClient::send`] for a caller that has just read the clock: `started` (now, to
+    /// within the caller's own work) starts the request timeout's budget and dates the
+    /// pool checkout, so that a send reads the clock once for all three.
+    pub async fn send_from(
+        &self,
+        request: OutboundRequest,
+        started: Instant,
+    ) -> Result<Response, TransportError> {
         if started.saturating_duration_since(self.last_sweep.get()) >= Duration::from_secs(1) {
             self.sweep_idle();
         }
         let timeout_ms = request.request_timeout_ms.max(1);
         let budget = Duration::from_millis(timeout_ms);
-        let exchange = self.exchange(&request);
+        let exchange = self.exchange(&request, started);
         let deadline = self.deadlines.until(started + budget);
         let timer = async {
             deadline.await;
@@ -331,7 +341,11 @@ impl HttpClient {
         futures_lite::future::or(exchange, timer).await
     }
 
-    async fn exchange(&self, request: &OutboundRequest) -> Result<Response, TransportError> {
+    async fn exchange(
+        &self,
+        request: &OutboundRequest,
+        started: Instant,
+    ) -> Result<Response, TransportError> {
         let url = &request.url;
         if self.config.egress.require_https && !url.is_tls() {
             return Err(TransportError::EgressRefused(format!(
@@ -346,7 +360,7 @@ impl HttpClient {
             self.give_buffer(wire);
             return Err(e);
         }
-        self.exchange_encoded(request, wire).await
+        self.exchange_encoded(request, wire, started).await
     }
 
     /// Sends `wire`, the encoded `request`, and reads the response. The buffer goes back
@@ -356,28 +370,25 @@ impl HttpClient {
         &self,
         request: &OutboundRequest,
         wire: Vec<u8>,
+        started: Instant,
     ) -> Result<Response, TransportError> {
         let mut wire = Some(wire);
         let key = self.origin_key(&request.url);
-        let checkout = self
-            .pool
-            .checkout(&key, Instant::now())
-            .await
-            .map_err(|full| {
-                let limits = &self.config.pool;
-                TransportError::PoolFull(match full {
-                    PoolFull::OriginQueue => format!(
-                        "{} connections to {} busy and {} requests waiting",
-                        limits.connections_per_origin_max,
-                        request.url.host_header(),
-                        limits.waiters_per_origin_max
-                    ),
-                    PoolFull::ShardConnections => format!(
-                        "shard has {} connections open, none idle",
-                        limits.connections_total_max
-                    ),
-                })
-            })?;
+        let checkout = self.pool.checkout(&key, started).await.map_err(|full| {
+            let limits = &self.config.pool;
+            TransportError::PoolFull(match full {
+                PoolFull::OriginQueue => format!(
+                    "{} connections to {} busy and {} requests waiting",
+                    limits.connections_per_origin_max,
+                    request.url.host_header(),
+                    limits.waiters_per_origin_max
+                ),
+                PoolFull::ShardConnections => format!(
+                    "shard has {} connections open, none idle",
+                    limits.connections_total_max
+                ),
+            })
+        })?;
         let lease = checkout.lease;
         let idle_for = checkout.idle_for;
         // See `PoolConfig::liveness_check_after_idle_us` for why a connection answered a
