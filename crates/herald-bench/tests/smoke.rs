@@ -706,24 +706,28 @@ fn remote_sweep_steps_the_server_and_sizes() {
 }
 
 /// tools/perf-split turns sample counts into µs per delivery by kind of work: each
-/// sample is 1/hz s of a thread's time, split over the deliveries of the span.
+/// sample is 1/hz s of a thread's time, split over the deliveries of the span. Only the
+/// named threads count, even where another thread's samples fell in the same symbol.
 #[test]
 fn perf_split_divides_samples_by_kind_of_work_and_deliveries() {
     let dir = tempfile::tempdir().unwrap();
     let report = dir.path().join("report.txt");
-    // The shape of `perf report --no-children --sort sym --stdio -g none -n`.
+    // The shape of `perf report --no-children --sort comm,sym --stdio -g none -n`.
     std::fs::write(
         &report,
-        "# Samples: 100 of event 'cpu-clock:ppp'\n\
+        "# Samples: 170 of event 'cpu-clock:ppp'\n\
          #\n\
-         # Overhead       Samples  Symbol\n\
+         # Overhead       Samples  Command          Symbol\n\
          #\n\
-         \x20   40.00%            40  [k] tcp_sendmsg_locked\n\
-         \x20   20.00%            20  [.] herald_core::dispatcher::Dispatcher::emit\n\
-         \x20   10.00%            10  [.] _mi_page_malloc_zero\n\
-         \x20   10.00%            10  [k] native_write_msr\n\
-         \x20   10.00%            10  [.] __memmove_avx512_unaligned_erms\n\
-         \x20   10.00%            10  [k] something_else\n",
+         \x20   35.29%            60  herald-sink-0    [k] tcp_sendmsg_locked\n\
+         \x20   17.65%            30  herald-shard-0-  [k] tcp_sendmsg_locked\n\
+         \x20    5.88%            10  herald-shard-1-  [k] tcp_sendmsg_locked\n\
+         \x20   11.76%            20  herald-shard-1-  [.] herald_core::dispatcher::Dispatcher::emit\n\
+         \x20    5.88%            10  herald-shard-0-  [.] _mi_page_malloc_zero\n\
+         \x20    5.88%            10  herald-shard-0-  [k] native_write_msr\n\
+         \x20    5.88%            10  herald-shard-1-  [.] __memmove_avx512_unaligned_erms\n\
+         \x20    5.88%            10  herald-shard-0-  [k] something_else\n\
+         \x20    5.88%            10  swapper          [k] pv_native_safe_halt\n",
     )
     .unwrap();
     let table = tool(
