@@ -10,7 +10,9 @@
 //! executor would sleep through it: here, a round that never finishes. The second test
 //! keeps the executor's preemption timer firing while such wake-ups land around the
 //! timers it sleeps on: a change to how that timer is armed once left the executor
-//! parked with a task ready (patch 3 there), and the test stuck.
+//! parked with a task ready (patch 3 there), and the test stuck. The third checks that
+//! an idle executor is not woken periodically by that timer, which its reactor now keeps
+//! armed while pending instead of re-arming on every poll (patch 5).
 
 mod support;
 
@@ -112,6 +114,65 @@ fn timers_fire_while_wake_ups_from_another_thread_land_around_them() {
     );
     executor.join().unwrap();
     waker_thread.join().unwrap();
+}
+
+/// The executor's preemption period in the idle test: short, so that an executor woken
+/// by its own preemption timer while idle would wake hundreds of times in [`IDLE_FOR`].
+const IDLE_PREEMPT_PERIOD: Duration = Duration::from_millis(1);
+/// How long the idle test's executor sleeps on one timer after a burst of work.
+const IDLE_FOR: Duration = Duration::from_millis(300);
+/// Most times the executor may block during that sleep: the sleep itself, the timer's
+/// wake-up and the preemption timer kept from the burst firing once, with room to spare;
+/// an executor woken once per preemption period would block ~300 times.
+const IDLE_BLOCKS_MAX: u64 = 30;
+
+/// The reactor keeps a pending preemption timer through a sleep instead of cancelling and
+/// arming it again (patch 5 there). Such a timer may end a sleep once; it must not be
+/// armed again by the poll that follows, or an idle executor would wake once per
+/// preemption period for as long as it is idle.
+#[test]
+fn an_idle_executor_is_not_woken_again_and_again_by_its_preemption_timer() {
+    let blocked = std::thread::spawn(|| {
+        glommio::LocalExecutorBuilder::default()
+            .io_memory(128 * 1024)
+            .ring_depth(64)
+            .preempt_timer(IDLE_PREEMPT_PERIOD)
+            .spawn(|| async {
+                // A burst of short sleeps and yields: polls with runnable tasks, which arm
+                // (and keep) the preemption timer, and short sleeps with it pending.
+                for i in 0..200u64 {
+                    if i % 4 == 0 {
+                        glommio::timer::sleep(Duration::from_micros(50 + i)).await;
+                    } else {
+                        futures_lite::future::yield_now().await;
+                    }
+                }
+                let before = voluntary_switches();
+                glommio::timer::sleep(IDLE_FOR).await;
+                voluntary_switches() - before
+            })
+            .unwrap()
+            .join()
+            .unwrap()
+    })
+    .join()
+    .unwrap();
+    assert!(
+        blocked <= IDLE_BLOCKS_MAX,
+        "the executor blocked {blocked} times while idle for {IDLE_FOR:?} (at most \
+         {IDLE_BLOCKS_MAX} expected): something wakes it periodically"
+    );
+}
+
+/// Times the calling thread blocked so far (`voluntary_ctxt_switches` of
+/// `/proc/thread-self/status`).
+fn voluntary_switches() -> u64 {
+    let status = std::fs::read_to_string("/proc/thread-self/status").unwrap();
+    status
+        .lines()
+        .find_map(|line| line.strip_prefix("voluntary_ctxt_switches:"))
+        .and_then(|n| n.trim().parse().ok())
+        .expect("voluntary_ctxt_switches in /proc/thread-self/status")
 }
 
 /// A linear congruential step: draws that vary from round to round, the same every run.

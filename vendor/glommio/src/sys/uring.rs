@@ -1183,13 +1183,64 @@ impl UringCommon for SleepableRing {
     }
 }
 
+/// [Herald patch 5] A timeout on the latency ring that is kept while it is pending rather
+/// than cancelled and armed again on every poll. Dropping the source of a pending one
+/// queues its cancellation; dropping a fired one costs nothing.
+#[derive(Default)]
+struct KeptTimeout {
+    src: Cell<Option<Source>>,
+    /// When it fires, and the duration it was armed with.
+    armed: Cell<Option<(Instant, Duration)>>,
+}
+
+impl KeptTimeout {
+    /// Armed and not fired yet (as far as the completions consumed so far tell).
+    fn pending(&self) -> bool {
+        let src = self.src.take();
+        let pending = src.as_ref().is_some_and(|src| src.result().is_none());
+        self.src.set(src);
+        pending && self.armed.get().is_some()
+    }
+
+    /// Pending, and due at `at` at the latest.
+    fn fires_by(&self, at: Instant) -> bool {
+        self.armed.get().is_some_and(|(due, _)| due <= at) && self.pending()
+    }
+
+    /// Armed with a duration of at most `d`, and pending.
+    fn pending_within(&self, d: Duration) -> bool {
+        self.armed.get().is_some_and(|(_, armed)| armed <= d) && self.pending()
+    }
+
+    /// Cancels it if pending.
+    fn clear(&self) {
+        drop(self.src.take());
+        self.armed.set(None);
+    }
+
+    /// Arms it anew on `ring` for `d` from `now`, cancelling the old one if pending.
+    fn arm(&self, ring: &mut SleepableRing, d: Duration, now: Instant) {
+        self.src.set(Some(ring.prepare_latency_preemption_timer(d)));
+        self.armed.set(Some((now + d, d)));
+    }
+}
+
 pub(crate) struct Reactor {
     // FIXME: it is starting to feel we should clean this up to a Inner pattern
     main_ring: RefCell<SleepableRing>,
     latency_ring: RefCell<SleepableRing>,
     poll_ring: RefCell<PollRing>,
 
-    latency_preemption_timeout_src: Cell<Option<Source>>,
+    // [Herald patch 5] Upstream keeps one timeout here, cancelled on every poll: the
+    // preemption timer while a task queue runs, the next user timer while asleep.
+    /// The preemption timer, kept while it is pending.
+    preemption_timeout: KeptTimeout,
+    /// The timeout armed for the next user timer before a sleep, kept while pending.
+    user_timeout: KeptTimeout,
+    /// The kept preemption timer fired during a sleep: the next poll does not arm it
+    /// again, or an idle executor would wake once per period for ever (each wake's
+    /// poll arming the timer that ends its next sleep).
+    preemption_fired_asleep: Cell<bool>,
 
     link_fd: RawFd,
 
@@ -1319,7 +1370,9 @@ impl Reactor {
             main_ring: RefCell::new(main_ring),
             latency_ring: RefCell::new(latency_ring),
             poll_ring: RefCell::new(poll_ring),
-            latency_preemption_timeout_src: Cell::new(None),
+            preemption_timeout: KeptTimeout::default(),
+            user_timeout: KeptTimeout::default(),
+            preemption_fired_asleep: Cell::new(false),
             blocking_thread,
             link_fd,
             notifier,
@@ -1786,7 +1839,32 @@ impl Reactor {
         //
         // But if we will sleep, there might be a timer registered that needs
         // to be removed otherwise we'll wake up when it expires.
-        drop(self.latency_preemption_timeout_src.take());
+        //
+        // [Herald patch 5] Except a timeout still pending that fires no later than the
+        // one it would be replaced with: a preemption timer armed with a period no
+        // longer than the one wanted now (or kept through a sleep), and a user timeout
+        // due no later than the next user timer. Cancelling and arming again cost two
+        // `io_uring_enter`s and two reprogrammings of the kernel's timer on every poll,
+        // around every sleep as well as between two runs of the task queues. A kept
+        // timeout fires at most once more than upstream's: a preemption earlier than
+        // upstream's by the time since it was armed, at most once per period, or one
+        // wake-up from a sleep that nothing needed, which finds nothing to do and
+        // sleeps again.
+        let keep_preemption = match preempt_timer() {
+            Some(wanted) => self.preemption_timeout.pending_within(wanted),
+            None => self.preemption_timeout.pending(),
+        };
+        if !keep_preemption {
+            self.preemption_timeout.clear();
+        }
+        let user_due = user_timer.map(|d| Instant::now() + d);
+        let keep_user = match user_due {
+            Some(due) => self.user_timeout.fires_by(due),
+            None => self.user_timeout.pending(),
+        };
+        if !keep_user {
+            self.user_timeout.clear();
+        }
 
         // [Herald patch 2] No throughput (completion-count) preemption timer: it was
         // re-armed on every poll (a timeout, a linked eventfd write and the old one's
@@ -1813,10 +1891,12 @@ impl Reactor {
         if should_sleep {
             // We are about to go to sleep. It's ok to sleep, but if there
             // is a timer set, we need to make sure we wake up to handle it.
-            if let Some(dur) = user_timer {
-                self.latency_preemption_timeout_src
-                    .set(Some(lat_ring.prepare_latency_preemption_timer(dur)));
-                assert!(flush_rings!(lat_ring)? > 0);
+            if let (Some(dur), Some(due)) = (user_timer, user_due) {
+                // [Herald patch 5] Unless a kept timeout wakes us by then.
+                if !self.preemption_timeout.fires_by(due) && !self.user_timeout.fires_by(due) {
+                    self.user_timeout.arm(&mut lat_ring, dur, due - dur);
+                    assert!(flush_rings!(lat_ring)? > 0);
+                }
             }
             // From this moment on the remote executors are aware that we are sleeping
             // We have to sweep the remote channels function once more because since
@@ -1833,12 +1913,16 @@ impl Reactor {
             let events = process_remote_channels() + self.flush_syscall_thread();
             if events == 0 {
                 if self.eventfd_src.is_installed().unwrap() {
+                    let preemption_pending = self.preemption_timeout.pending();
                     self.link_rings_and_sleep(&mut main_ring)
                         .expect("some error");
                     // May have new cancellations related to the link ring fd.
                     flush_cancellations!(into &mut 0; lat_ring, poll_ring, main_ring);
                     flush_rings!(lat_ring, poll_ring, main_ring)?;
                     consume_rings!(into &mut 0; lat_ring, poll_ring, main_ring);
+                    if preemption_pending && !self.preemption_timeout.pending() {
+                        self.preemption_fired_asleep.set(true);
+                    }
                 }
                 // Woke up, so no need to notify us anymore.
                 self.notifier.wake_up();
@@ -1846,8 +1930,14 @@ impl Reactor {
         }
 
         if let Some(preempt) = preempt_timer() {
-            self.latency_preemption_timeout_src
-                .set(Some(lat_ring.prepare_latency_preemption_timer(preempt)));
+            // [Herald patch 5] Armed only when none is pending with this period or less,
+            // and not in the first poll after it ended a sleep.
+            if !self.preemption_fired_asleep.replace(false)
+                && !self.preemption_timeout.pending_within(preempt)
+            {
+                self.preemption_timeout
+                    .arm(&mut lat_ring, preempt, Instant::now());
+            }
             flush_rings!(lat_ring, main_ring)?;
         }
 
