@@ -12,7 +12,8 @@
 //! timers it sleeps on: a change to how that timer is armed once left the executor
 //! parked with a task ready (patch 3 there), and the test stuck. The third checks that
 //! an idle executor is not woken periodically by that timer, which its reactor now keeps
-//! armed while pending instead of re-arming on every poll (patch 5).
+//! armed while pending instead of re-arming on every poll (patch 5), and the fourth that
+//! a task woken from a sleep is still preempted.
 
 mod support;
 
@@ -85,26 +86,19 @@ fn timers_fire_while_wake_ups_from_another_thread_land_around_them() {
         std::thread::sleep(Duration::from_micros(u64::from(draw % 600)));
     });
     let executor = std::thread::spawn(move || {
-        glommio::LocalExecutorBuilder::default()
-            .io_memory(128 * 1024)
-            .ring_depth(64)
-            .preempt_timer(PREEMPT_PERIOD)
-            .spawn(move || async move {
-                let mut draw: u32 = 11;
-                for i in 0..TIMER_ROUNDS {
-                    let round = Arc::new(Round::default());
-                    rounds_tx.send(Arc::clone(&round)).unwrap();
-                    draw = next_draw(draw);
-                    let pause = Duration::from_micros(u64::from(50 + (draw >> 16) % 500));
-                    // Both must finish: the wake-up (any moment) and the timer, which only
-                    // the executor's own kernel timer can end once the wake-up came.
-                    futures_lite::future::zip(glommio::timer::sleep(pause), woken(&round)).await;
-                    finished_tx.send(i).unwrap();
-                }
-            })
-            .unwrap()
-            .join()
-            .unwrap()
+        with_preempt_period(PREEMPT_PERIOD, move || async move {
+            let mut draw: u32 = 11;
+            for i in 0..TIMER_ROUNDS {
+                let round = Arc::new(Round::default());
+                rounds_tx.send(Arc::clone(&round)).unwrap();
+                draw = next_draw(draw);
+                let pause = Duration::from_micros(u64::from(50 + (draw >> 16) % 500));
+                // Both must finish: the wake-up (any moment) and the timer, which only
+                // the executor's own kernel timer can end once the wake-up came.
+                futures_lite::future::zip(glommio::timer::sleep(pause), woken(&round)).await;
+                finished_tx.send(i).unwrap();
+            }
+        })
     });
     expect_rounds(
         &finished_rx,
@@ -133,27 +127,20 @@ const IDLE_BLOCKS_MAX: u64 = 30;
 #[test]
 fn an_idle_executor_is_not_woken_again_and_again_by_its_preemption_timer() {
     let blocked = std::thread::spawn(|| {
-        glommio::LocalExecutorBuilder::default()
-            .io_memory(128 * 1024)
-            .ring_depth(64)
-            .preempt_timer(IDLE_PREEMPT_PERIOD)
-            .spawn(|| async {
-                // A burst of short sleeps and yields: polls with runnable tasks, which arm
-                // (and keep) the preemption timer, and short sleeps with it pending.
-                for i in 0..200u64 {
-                    if i % 4 == 0 {
-                        glommio::timer::sleep(Duration::from_micros(50 + i)).await;
-                    } else {
-                        futures_lite::future::yield_now().await;
-                    }
+        with_preempt_period(IDLE_PREEMPT_PERIOD, || async {
+            // A burst of short sleeps and yields: polls with runnable tasks, which arm
+            // (and keep) the preemption timer, and short sleeps with it pending.
+            for i in 0..200u64 {
+                if i % 4 == 0 {
+                    glommio::timer::sleep(Duration::from_micros(50 + i)).await;
+                } else {
+                    futures_lite::future::yield_now().await;
                 }
-                let before = voluntary_switches();
-                glommio::timer::sleep(IDLE_FOR).await;
-                voluntary_switches() - before
-            })
-            .unwrap()
-            .join()
-            .unwrap()
+            }
+            let before = voluntary_switches();
+            glommio::timer::sleep(IDLE_FOR).await;
+            voluntary_switches() - before
+        })
     })
     .join()
     .unwrap();
@@ -162,6 +149,71 @@ fn an_idle_executor_is_not_woken_again_and_again_by_its_preemption_timer() {
         "the executor blocked {blocked} times while idle for {IDLE_FOR:?} (at most \
          {IDLE_BLOCKS_MAX} expected): something wakes it periodically"
     );
+}
+
+/// Rounds of the preemption test: each wakes the executor from a sleep at a random
+/// moment around its preemption period, then runs a task until it is told to yield.
+const PREEMPT_ROUNDS: u32 = 1_000;
+/// How long a task in the preemption test may run without being told to yield before
+/// the round counts as not preempted: 200 periods of [`IDLE_PREEMPT_PERIOD`].
+const UNPREEMPTED_AFTER: Duration = Duration::from_millis(200);
+
+/// A task woken from a sleep is preempted like any other, whatever ended the sleep: the
+/// preemption timer kept through a sleep (patch 5 there) may fire just as another
+/// thread's wake-up ends it, and the run that follows must still get a timer. A round
+/// spins on `need_preempt` until the executor says to yield; one that is never told
+/// counts as a failure.
+#[test]
+fn a_task_woken_from_a_sleep_is_still_preempted() {
+    let (rounds_tx, rounds_rx) = mpsc::channel::<Arc<Round>>();
+    let waker_thread = wake_each_round(rounds_rx, 3, |draw| {
+        std::thread::sleep(Duration::from_micros(u64::from(draw % 3_000)));
+    });
+    let unpreempted = std::thread::spawn(move || {
+        with_preempt_period(IDLE_PREEMPT_PERIOD, move || async move {
+            let mut unpreempted = 0u32;
+            for _ in 0..PREEMPT_ROUNDS {
+                let round = Arc::new(Round::default());
+                rounds_tx.send(Arc::clone(&round)).unwrap();
+                woken(&round).await;
+                let started = Instant::now();
+                while !glommio::executor().need_preempt() {
+                    if started.elapsed() > UNPREEMPTED_AFTER {
+                        unpreempted += 1;
+                        break;
+                    }
+                    std::hint::spin_loop();
+                }
+                futures_lite::future::yield_now().await;
+            }
+            unpreempted
+        })
+    })
+    .join()
+    .unwrap();
+    waker_thread.join().unwrap();
+    assert_eq!(
+        unpreempted, 0,
+        "{unpreempted} of {PREEMPT_ROUNDS} runs after a wake-up were never preempted"
+    );
+}
+
+/// Runs `body` on a small executor of its own with preemption period `period`, and
+/// returns its output.
+fn with_preempt_period<T, F, Fut>(period: Duration, body: F) -> T
+where
+    T: Send + 'static,
+    F: FnOnce() -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = T> + 'static,
+{
+    glommio::LocalExecutorBuilder::default()
+        .io_memory(128 * 1024)
+        .ring_depth(64)
+        .preempt_timer(period)
+        .spawn(body)
+        .unwrap()
+        .join()
+        .unwrap()
 }
 
 /// Times the calling thread blocked so far (`voluntary_ctxt_switches` of

@@ -204,6 +204,12 @@ impl Reactor {
         self.sys.task_queue_io_stats(handle)
     }
 
+    /// [Herald patch 5] Tells the reactor, before a park, whether task queues ran since
+    /// the previous one.
+    pub(crate) fn set_ran_since_park(&self, ran: bool) {
+        self.sys.set_ran_since_park(ran);
+    }
+
     #[inline(always)]
     pub(crate) fn need_preempt(&self) -> bool {
         unsafe { *self.preempt_ptr_head != (*self.preempt_ptr_tail).load(Ordering::Acquire) }

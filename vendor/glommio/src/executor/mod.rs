@@ -47,7 +47,7 @@ use latch::{Latch, LatchState};
 use log::warn;
 pub use placement::{CpuSet, Placement, PoolPlacement};
 use std::{
-    cell::RefCell,
+    cell::{Cell, RefCell},
     collections::{hash_map::Entry, BinaryHeap},
     fmt,
     future::Future,
@@ -1116,6 +1116,8 @@ pub struct LocalExecutor {
     id: usize,
     reactor: Rc<reactor::Reactor>,
     stall_detector: RefCell<Option<StallDetector>>,
+    /// [Herald patch 5] A task ran since the executor last parked.
+    ran_since_park: Cell<bool>,
 }
 
 impl LocalExecutor {
@@ -1161,6 +1163,7 @@ impl LocalExecutor {
         let id = notifier.id();
         trace!(id = id, "Creating executor");
         Ok(LocalExecutor {
+            ran_since_park: Cell::new(false),
             queues: Rc::new(RefCell::new(queues)),
             parker: p,
             id,
@@ -1337,6 +1340,7 @@ impl LocalExecutor {
                 return false;
             } else {
                 ran = true;
+                self.ran_since_park.set(true);
             }
         }
     }
@@ -1501,6 +1505,8 @@ impl LocalExecutor {
                     } else {
                         while !this.reactor.spin_poll_io().unwrap() {
                             if pre_time.elapsed() > spin_before_park {
+                                this.reactor
+                                    .set_ran_since_park(this.ran_since_park.replace(false));
                                 this.parker
                                     .park()
                                     .expect("Failed to park! This is actually pretty bad!");

@@ -1183,6 +1183,13 @@ impl UringCommon for SleepableRing {
     }
 }
 
+/// [Herald patch 5] How much later than the next user timer a kept user timeout may be
+/// due. The due time a poll computes for the same user timer varies by the few
+/// microseconds between the timer wheel's clock read and the reactor's, so without it a
+/// kept timeout would be replaced about every other poll for nothing; with it, a user
+/// timer may fire this much late.
+const USER_TIMEOUT_SLACK: Duration = Duration::from_micros(50);
+
 /// [Herald patch 5] A timeout on the latency ring that is kept while it is pending rather
 /// than cancelled and armed again on every poll. Dropping the source of a pending one
 /// queues its cancellation; dropping a fired one costs nothing.
@@ -1218,7 +1225,8 @@ impl KeptTimeout {
         self.armed.set(None);
     }
 
-    /// Arms it anew on `ring` for `d` from `now`, cancelling the old one if pending.
+    /// Arms it anew on `ring` for `d` from `now`; the old one, if pending, has its
+    /// cancellation queued (sent with the ring's next cancellations).
     fn arm(&self, ring: &mut SleepableRing, d: Duration, now: Instant) {
         self.src.set(Some(ring.prepare_latency_preemption_timer(d)));
         self.armed.set(Some((now + d, d)));
@@ -1237,10 +1245,12 @@ pub(crate) struct Reactor {
     preemption_timeout: KeptTimeout,
     /// The timeout armed for the next user timer before a sleep, kept while pending.
     user_timeout: KeptTimeout,
-    /// The kept preemption timer fired during a sleep: the next poll does not arm it
-    /// again, or an idle executor would wake once per period for ever (each wake's
-    /// poll arming the timer that ends its next sleep).
-    preemption_fired_asleep: Cell<bool>,
+    /// Task queues ran since the executor last parked: only then is a pending
+    /// preemption timer kept through the next sleep. A wake-up after which nothing ran
+    /// (the kept timer ending a sleep nothing else ended, say) parks with the timer
+    /// cancelled, as upstream: else an idle executor would wake once per period for ever,
+    /// each wake's poll arming the timer that ends its next sleep.
+    keep_preemption_through_sleep: Cell<bool>,
 
     link_fd: RawFd,
 
@@ -1372,7 +1382,7 @@ impl Reactor {
             poll_ring: RefCell::new(poll_ring),
             preemption_timeout: KeptTimeout::default(),
             user_timeout: KeptTimeout::default(),
-            preemption_fired_asleep: Cell::new(false),
+            keep_preemption_through_sleep: Cell::new(false),
             blocking_thread,
             link_fd,
             notifier,
@@ -1804,7 +1814,11 @@ impl Reactor {
     ///   take us out of the CPU and if there is no task queue running, we don't
     ///   want to wake up and spend power just for that. However, if there is a
     ///   user timer that needs to fire in the future we must register it.
-    ///   Otherwise, we will sleep and never wake up.
+    ///   Otherwise, we will sleep and never wake up. [Herald patch 5] A preemption
+    ///   timer still pending is kept through a sleep when task queues ran since the
+    ///   last one (it then ends at most one sleep, and is not kept through the next).
+    ///   [Herald patch 5] A user timeout still pending and due by the next user timer
+    ///   is kept as well rather than registered again.
     ///
     /// * The user timer point of expiration never changes. So once we register
     ///   it we don't need to rearm it until it fires. But the preempt timer has
@@ -1852,14 +1866,16 @@ impl Reactor {
         // sleeps again.
         let keep_preemption = match preempt_timer() {
             Some(wanted) => self.preemption_timeout.pending_within(wanted),
-            None => self.preemption_timeout.pending(),
+            None => {
+                self.keep_preemption_through_sleep.get() && self.preemption_timeout.pending()
+            }
         };
         if !keep_preemption {
             self.preemption_timeout.clear();
         }
         let user_due = user_timer.map(|d| Instant::now() + d);
         let keep_user = match user_due {
-            Some(due) => self.user_timeout.fires_by(due),
+            Some(due) => self.user_timeout.fires_by(due + USER_TIMEOUT_SLACK),
             None => self.user_timeout.pending(),
         };
         if !keep_user {
@@ -1893,7 +1909,9 @@ impl Reactor {
             // is a timer set, we need to make sure we wake up to handle it.
             if let (Some(dur), Some(due)) = (user_timer, user_due) {
                 // [Herald patch 5] Unless a kept timeout wakes us by then.
-                if !self.preemption_timeout.fires_by(due) && !self.user_timeout.fires_by(due) {
+                if !self.preemption_timeout.fires_by(due)
+                    && !self.user_timeout.fires_by(due + USER_TIMEOUT_SLACK)
+                {
                     self.user_timeout.arm(&mut lat_ring, dur, due - dur);
                     assert!(flush_rings!(lat_ring)? > 0);
                 }
@@ -1913,16 +1931,12 @@ impl Reactor {
             let events = process_remote_channels() + self.flush_syscall_thread();
             if events == 0 {
                 if self.eventfd_src.is_installed().unwrap() {
-                    let preemption_pending = self.preemption_timeout.pending();
                     self.link_rings_and_sleep(&mut main_ring)
                         .expect("some error");
                     // May have new cancellations related to the link ring fd.
                     flush_cancellations!(into &mut 0; lat_ring, poll_ring, main_ring);
                     flush_rings!(lat_ring, poll_ring, main_ring)?;
                     consume_rings!(into &mut 0; lat_ring, poll_ring, main_ring);
-                    if preemption_pending && !self.preemption_timeout.pending() {
-                        self.preemption_fired_asleep.set(true);
-                    }
                 }
                 // Woke up, so no need to notify us anymore.
                 self.notifier.wake_up();
@@ -1930,11 +1944,8 @@ impl Reactor {
         }
 
         if let Some(preempt) = preempt_timer() {
-            // [Herald patch 5] Armed only when none is pending with this period or less,
-            // and not in the first poll after it ended a sleep.
-            if !self.preemption_fired_asleep.replace(false)
-                && !self.preemption_timeout.pending_within(preempt)
-            {
+            // [Herald patch 5] Armed only when none is pending with this period or less.
+            if !self.preemption_timeout.pending_within(preempt) {
                 self.preemption_timeout
                     .arm(&mut lat_ring, preempt, Instant::now());
             }
@@ -1949,6 +1960,12 @@ impl Reactor {
         // need_preempt() should be false at this point. As soon as the next event
         // in the preempt ring completes, though, then it will be true.
         Ok(should_sleep)
+    }
+
+    /// [Herald patch 5] Whether task queues ran since the executor last parked (see
+    /// `keep_preemption_through_sleep`).
+    pub(crate) fn set_ran_since_park(&self, ran: bool) {
+        self.keep_preemption_through_sleep.set(ran);
     }
 
     pub(crate) fn flush_syscall_thread(&self) -> usize {
