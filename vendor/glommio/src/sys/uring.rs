@@ -1209,9 +1209,14 @@ impl KeptTimeout {
         pending && self.armed.get().is_some()
     }
 
+    /// Armed to be due at `at` at the latest (fired or not).
+    fn due_by(&self, at: Instant) -> bool {
+        self.armed.get().is_some_and(|(due, _)| due <= at)
+    }
+
     /// Pending, and due at `at` at the latest.
     fn fires_by(&self, at: Instant) -> bool {
-        self.armed.get().is_some_and(|(due, _)| due <= at) && self.pending()
+        self.due_by(at) && self.pending()
     }
 
     /// Armed with a duration of at most `d`, and pending.
@@ -1873,11 +1878,13 @@ impl Reactor {
         if !keep_preemption {
             self.preemption_timeout.clear();
         }
-        let user_due = user_timer.map(|d| Instant::now() + d);
-        let keep_user = match user_due {
-            Some(due) => self.user_timeout.fires_by(due + USER_TIMEOUT_SLACK),
-            None => self.user_timeout.pending(),
-        };
+        // The clock is read only to compare with a pending user timeout, or to arm one.
+        let mut now_read = None;
+        let mut now = || *now_read.get_or_insert_with(Instant::now);
+        let keep_user = self.user_timeout.pending()
+            && user_timer.map_or(true, |d| {
+                self.user_timeout.due_by(now() + d + USER_TIMEOUT_SLACK)
+            });
         if !keep_user {
             self.user_timeout.clear();
         }
@@ -1907,7 +1914,8 @@ impl Reactor {
         if should_sleep {
             // We are about to go to sleep. It's ok to sleep, but if there
             // is a timer set, we need to make sure we wake up to handle it.
-            if let (Some(dur), Some(due)) = (user_timer, user_due) {
+            if let Some(dur) = user_timer {
+                let due = now() + dur;
                 // [Herald patch 5] Unless a kept timeout wakes us by then.
                 if !self.preemption_timeout.fires_by(due)
                     && !self.user_timeout.fires_by(due + USER_TIMEOUT_SLACK)
