@@ -14,10 +14,27 @@ const SCHED_BATCH: u32 = 3;
 /// The scheduling policy of every live thread of this process whose name starts with
 /// `herald-shard-`: each shard's executor thread, and the helper threads glommio starts
 /// from it before the shard runs (they inherit its name, and do no shard work).
+///
+/// A thread a shard starts takes the shard's name and policy until it names itself,
+/// a moment after it starts (the journal's threads do, `herald-journal-…`); read at that
+/// moment it would count as a shard thread. So the threads are read twice, 200 ms apart,
+/// and only those named after a shard both times count.
 fn shard_thread_policies() -> Vec<u32> {
+    let first = named_thread_policies();
+    std::thread::sleep(Duration::from_millis(200));
+    named_thread_policies()
+        .into_iter()
+        .filter(|(task, _)| first.iter().any(|(before, _)| before == task))
+        .map(|(_, policy)| policy)
+        .collect()
+}
+
+/// Each live thread named after a shard, with its scheduling policy, read once.
+fn named_thread_policies() -> Vec<(std::ffi::OsString, u32)> {
     let mut policies = Vec::new();
     for entry in std::fs::read_dir("/proc/self/task").expect("/proc/self/task lists threads") {
-        let task = entry.expect("a thread entry").path();
+        let entry = entry.expect("a thread entry");
+        let task = entry.path();
         // A thread that ended between the listing and the read has no files left.
         let (Ok(name), Ok(stat)) = (
             std::fs::read_to_string(task.join("comm")),
@@ -39,7 +56,7 @@ fn shard_thread_policies() -> Vec<u32> {
             .expect("stat has a policy field")
             .parse()
             .expect("the policy is a number");
-        policies.push(policy);
+        policies.push((entry.file_name(), policy));
     }
     policies
 }
