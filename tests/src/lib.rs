@@ -590,7 +590,7 @@ impl Resp {
     fn from_parsed(response: Response) -> Resp {
         Resp {
             status: response.status,
-            headers: response.headers,
+            headers: response.headers.to_pairs(),
             body: response.body,
             keep_alive: response.keep_alive,
         }

@@ -10,7 +10,8 @@ use criterion::{criterion_group, BatchSize, Criterion, Throughput};
 use herald_core::session::Session;
 use herald_core::{
     AttemptResult, Command, Dispatcher, DispatcherConfig, EventFilter, EventId, EventType,
-    NewEvent, Outcome, SendRequest, TenantId, WebhookId, WebhookSpec, API_VERSION_DEFAULT,
+    NewEvent, Outcome, ResponseHeaders, SendRequest, TenantId, WebhookId, WebhookSpec,
+    API_VERSION_DEFAULT,
 };
 use herald_http::Url;
 use herald_sign::Scheme;
@@ -66,7 +67,7 @@ fn answered_200(req: &SendRequest) -> Outcome {
         },
         latency_ms: 1,
         response_body: Vec::new(),
-        response_headers: Vec::new(),
+        response_headers: ResponseHeaders::new(),
     }
 }
 
@@ -201,13 +202,10 @@ fn with_log() -> Dispatcher {
         })
         .collect();
     let delivered = deliver(&mut d, &events, |req| Outcome {
-        response_headers: vec![
-            ("content-type".to_string(), "application/json".to_string()),
-            (
-                "date".to_string(),
-                "Tue, 01 Dec 2026 21:00:00 GMT".to_string(),
-            ),
-        ],
+        response_headers: ResponseHeaders::bounded([
+            ("content-type", "application/json"),
+            ("date", "Tue, 01 Dec 2026 21:00:00 GMT"),
+        ]),
         ..answered_200(req)
     });
     assert_eq!(delivered, LOG_DELIVERIES);

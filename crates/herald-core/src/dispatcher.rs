@@ -14,6 +14,7 @@ use thin_vec::ThinVec;
 use crate::body::{BodyPos, BodyStore, Bytes, Held, PayloadAt};
 use crate::convert::{webhook_from_rec, webhook_to_rec};
 use crate::envelope::{encode_envelope, EnvelopeError, Idempotency, NewEvent, API_VERSION_DEFAULT};
+use crate::headers::ResponseHeaders;
 use crate::health::{Health, HealthPolicy, Signal};
 use crate::ids::{DeliveryId, EventId, EventType, IdError, TenantId, WebhookId};
 use crate::log::{
@@ -44,7 +45,6 @@ mod table;
 use admission::KeyUse;
 use deliveries::Deliveries;
 use idempotency::{KeyEntry, Keys};
-pub use outcome::{bound_response_headers, bound_response_headers_owned, response_header_text};
 use outcome::{headers_of_rec, GENERATED_EVENT_ID_PREFIXES};
 pub use replay::{BodyMoves, Checkpoint, CheckpointParts};
 use signing::Plan;
@@ -248,10 +248,9 @@ pub struct Outcome {
     pub latency_ms: u64,
     /// Captured response body; truncated to [`RESPONSE_BODY_BYTES_MAX`] here.
     pub response_body: Vec<u8>,
-    /// Captured response headers, in arrival order; bounded here with
-    /// [`bound_response_headers_owned`] (moved, not copied; a driver may bound them first
-    /// with it too).
-    pub response_headers: Vec<(String, String)>,
+    /// Captured response headers, in arrival order, as the limits keep them
+    /// ([`ResponseHeaders::bounded`]); moved into the outcome record, not copied.
+    pub response_headers: ResponseHeaders,
 }
 
 /// An accepted event.

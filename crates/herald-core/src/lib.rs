@@ -102,7 +102,7 @@
 //!     result: AttemptResult::Response { status: 200, retry_after: None },
 //!     latency_ms: 40,
 //!     response_body: b"ok".to_vec(),
-//!     response_headers: vec![("content-type".into(), "text/plain".into())],
+//!     response_headers: ResponseHeaders::bounded([("Content-Type", "text/plain")]),
 //! });
 //! let record = d.delivery(&tenant, request.delivery).unwrap();
 //! assert_eq!(record.status, DeliveryStatus::Success);
@@ -141,6 +141,7 @@ pub mod body;
 mod convert;
 mod dispatcher;
 mod envelope;
+mod headers;
 mod health;
 mod ids;
 mod json_check;
@@ -155,8 +156,7 @@ pub mod wheel;
 
 pub use body::{BodyPos, BodyStore, Bytes, PayloadAt};
 pub use dispatcher::{
-    bound_response_headers, bound_response_headers_owned, response_header_text, AcceptError,
-    Accepted, AppendId, BodyMoves, Checkpoint, CheckpointParts, Command, Dispatcher,
+    AcceptError, Accepted, AppendId, BodyMoves, Checkpoint, CheckpointParts, Command, Dispatcher,
     DispatcherConfig, OpError, Outcome, RegistryError, ReplayError, SendRequest, ShardFull, Stats,
     WebhookView, ATTEMPT_HISTORY_MAX, IDEMPOTENCY_KEYS_MAX, IDEMPOTENCY_WINDOW_MS_DEFAULT,
     LOG_FINISHED_MAX_DEFAULT, PENDING_DELIVERIES_MAX_DEFAULT, QUERY_SCAN_MAX, RESEND_MAX,
@@ -169,6 +169,7 @@ pub use envelope::{
     API_VERSION_BYTES_MAX, API_VERSION_DEFAULT, BODY_BYTES_MAX, DATA_DEPTH_MAX,
     IDEMPOTENCY_KEY_BYTES_MAX,
 };
+pub use headers::ResponseHeaders;
 pub use health::{
     Admit, Breaker, Health, HealthPolicy, Signal, BREAKER_FAILURES_DEFAULT,
     BREAKER_OPEN_MS_DEFAULT, BREAKER_OPEN_MS_MAX_DEFAULT, DISABLE_AFTER_FAILING_MS_DEFAULT,

@@ -292,6 +292,66 @@ where
     }
 }
 
+/// Archives [`crate::ResponseHeaders`] as the `Vec` of [`HeaderRec`] it replaced (the
+/// journal's bytes are the same), and reads such a list back through
+/// [`crate::ResponseHeaders::bounded`] (which keeps a list it made as it is).
+#[derive(Debug)]
+pub struct HeaderList;
+
+impl rkyv::with::ArchiveWith<crate::ResponseHeaders> for HeaderList {
+    type Archived = rkyv::vec::ArchivedVec<ArchivedHeaderRec>;
+    type Resolver = rkyv::vec::VecResolver;
+
+    fn resolve_with(
+        field: &crate::ResponseHeaders,
+        resolver: Self::Resolver,
+        out: rkyv::Place<Self::Archived>,
+    ) {
+        rkyv::vec::ArchivedVec::resolve_from_len(field.len(), resolver, out);
+    }
+}
+
+impl<S> rkyv::with::SerializeWith<crate::ResponseHeaders, S> for HeaderList
+where
+    S: rancor::Fallible + rkyv::ser::Allocator + rkyv::ser::Writer + ?Sized,
+    S::Error: rancor::Source,
+{
+    fn serialize_with(
+        field: &crate::ResponseHeaders,
+        serializer: &mut S,
+    ) -> Result<Self::Resolver, S::Error> {
+        use std::borrow::Cow;
+        rkyv::vec::ArchivedVec::serialize_from_iter::<out::HeaderRecOut<'_>, _, _>(
+            field.iter().map(|(name, value)| out::HeaderRecOut {
+                name: Cow::Borrowed(name),
+                value: Cow::Borrowed(value),
+            }),
+            serializer,
+        )
+    }
+}
+
+impl<D>
+    rkyv::with::DeserializeWith<
+        rkyv::vec::ArchivedVec<ArchivedHeaderRec>,
+        crate::ResponseHeaders,
+        D,
+    > for HeaderList
+where
+    D: rancor::Fallible + ?Sized,
+{
+    fn deserialize_with(
+        field: &rkyv::vec::ArchivedVec<ArchivedHeaderRec>,
+        _: &mut D,
+    ) -> Result<crate::ResponseHeaders, D::Error> {
+        Ok(crate::ResponseHeaders::bounded(
+            field
+                .iter()
+                .map(|h| (h.name.as_str(), h.value.as_str().as_bytes())),
+        ))
+    }
+}
+
 /// An event was accepted, with the deliveries it fans out to.
 #[derive(rkyv::Archive, rkyv::Serialize, rkyv::Deserialize, Clone, Debug, PartialEq, Eq)]
 pub struct EventAccepted {
@@ -354,8 +414,10 @@ pub struct AttemptFinished {
     /// Captured response body (at most [`crate::RESPONSE_BODY_BYTES_MAX`] bytes).
     pub response_body: Vec<u8>,
     /// Captured response headers, names lower-cased (at most
-    /// [`crate::RESPONSE_HEADERS_MAX`] and [`crate::RESPONSE_HEADER_BYTES_MAX`] bytes).
-    pub response_headers: Vec<HeaderRec>,
+    /// [`crate::RESPONSE_HEADERS_MAX`] and [`crate::RESPONSE_HEADER_BYTES_MAX`] bytes),
+    /// archived as a list of [`HeaderRec`] ([`HeaderList`]).
+    #[rkyv(with = HeaderList)]
+    pub response_headers: crate::ResponseHeaders,
     /// When the next attempt is due, if there is one.
     pub next_attempt_at_ms: Option<u64>,
     /// The delivery's final status when this attempt ended it (`success`, `failed`,
@@ -563,7 +625,7 @@ pub fn outcome_bytes_estimate(outcome: &AttemptFinished) -> usize {
     let headers: usize = outcome
         .response_headers
         .iter()
-        .map(|h| h.name.len() + h.value.len() + 32)
+        .map(|(name, value)| name.len() + value.len() + 32)
         .sum();
     128 + outcome.response_body.len()
         + headers
@@ -1056,6 +1118,53 @@ mod tests {
         }
     }
 
+    #[derive(rkyv::Archive, rkyv::Serialize)]
+    struct HeadersAsVec {
+        at: u64,
+        headers: Vec<HeaderRec>,
+    }
+
+    #[derive(rkyv::Archive, rkyv::Serialize, rkyv::Deserialize, Debug, PartialEq)]
+    struct HeadersAsList {
+        at: u64,
+        #[rkyv(with = HeaderList)]
+        headers: crate::ResponseHeaders,
+    }
+
+    /// Response headers are written byte for byte as the `Vec<HeaderRec>` they replaced
+    /// (journals written before still read, and records written now read as before), and
+    /// read back as they were.
+    #[test]
+    fn response_headers_are_archived_as_a_list_of_header_records_is() {
+        let long = "v".repeat(300);
+        for pairs in [
+            vec![],
+            vec![("content-type", "text/plain")],
+            vec![("x-a", ""), ("ünïcode", "✓ ✓"), ("x-long", long.as_str())],
+        ] {
+            let vec = HeadersAsVec {
+                at: 7,
+                headers: pairs
+                    .iter()
+                    .map(|(name, value)| HeaderRec {
+                        name: name.to_string(),
+                        value: value.to_string(),
+                    })
+                    .collect(),
+            };
+            let list = HeadersAsList {
+                at: 7,
+                headers: crate::ResponseHeaders::bounded(pairs.iter().copied()),
+            };
+            let a = rkyv::to_bytes::<rancor::Error>(&vec).unwrap();
+            let b = rkyv::to_bytes::<rancor::Error>(&list).unwrap();
+            assert_eq!(&a[..], &b[..], "{pairs:?}");
+            let back = rkyv::from_bytes::<HeadersAsList, rancor::Error>(&a).unwrap();
+            assert_eq!(back, list);
+            assert_eq!(back.headers.len(), pairs.len());
+        }
+    }
+
     fn samples() -> Vec<Record> {
         vec![
             Record::WebhookDeleted(WebhookDeleted {
@@ -1093,10 +1202,7 @@ mod tests {
                 transport_error: None,
                 latency_ms: 12,
                 response_body: b"busy".to_vec(),
-                response_headers: vec![HeaderRec {
-                    name: "retry-after".into(),
-                    value: "60".into(),
-                }],
+                response_headers: crate::ResponseHeaders::bounded([("retry-after", "60")]),
                 next_attempt_at_ms: Some(60_004),
                 final_status: None,
             }),
@@ -1109,7 +1215,7 @@ mod tests {
                     transport_error: Some("connect_refused".into()),
                     latency_ms: 1,
                     response_body: Vec::new(),
-                    response_headers: Vec::new(),
+                    response_headers: crate::ResponseHeaders::new(),
                     next_attempt_at_ms: Some(300_004),
                     final_status: None,
                 },
@@ -1121,7 +1227,7 @@ mod tests {
                     transport_error: None,
                     latency_ms: 3,
                     response_body: b"ok".to_vec(),
-                    response_headers: Vec::new(),
+                    response_headers: crate::ResponseHeaders::new(),
                     next_attempt_at_ms: None,
                     final_status: Some("success".into()),
                 },
@@ -1476,7 +1582,7 @@ mod tests {
             transport_error: None,
             latency_ms: 5,
             response_body: vec![],
-            response_headers: vec![],
+            response_headers: crate::ResponseHeaders::new(),
             next_attempt_at_ms: None,
             final_status: Some("success".into()),
         });

@@ -517,7 +517,7 @@ mod tests {
                 },
                 latency_ms: 3,
                 response_body: Vec::new(),
-                response_headers: Vec::new(),
+                response_headers: crate::ResponseHeaders::new(),
             };
             assert_eq!(s.attempt_finished(T0 + 5, generation, outcome), Some(true));
         }
@@ -682,7 +682,7 @@ mod tests {
             },
             latency_ms: 1,
             response_body: Vec::new(),
-            response_headers: Vec::new(),
+            response_headers: crate::ResponseHeaders::new(),
         };
         assert_eq!(s.attempt_finished(T0 + 2, generation, outcome), None);
         // The rebuilt dispatcher sends the attempt that was in flight again, and numbers

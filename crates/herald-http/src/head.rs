@@ -209,22 +209,6 @@ fn parse_length(value: &[u8]) -> Result<u64, HttpError> {
     })
 }
 
-/// Copies parsed header fields out of the head buffer.
-pub(crate) fn own_headers(headers: &[httparse::Header<'_>]) -> Vec<(String, Vec<u8>)> {
-    headers
-        .iter()
-        .map(|h| (h.name.to_owned(), h.value.to_vec()))
-        .collect()
-}
-
-/// First value of header `name` (case-insensitive).
-pub(crate) fn find<'a>(headers: &'a [(String, Vec<u8>)], name: &str) -> Option<&'a [u8]> {
-    headers
-        .iter()
-        .find(|(n, _)| n.eq_ignore_ascii_case(name))
-        .map(|(_, v)| v.as_slice())
-}
-
 /// The framing a body decoder needs for a declared length, checked against the drain cap.
 pub(crate) fn length_framing(
     length: u64,

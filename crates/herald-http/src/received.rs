@@ -1,18 +1,24 @@
-//! The header fields of a received request, in three allocations whatever their number.
+//! The header fields of a received message, in one allocation whatever their number.
 
-/// Header fields of a received request, in arrival order, names as sent.
+use smallvec::SmallVec;
+
+/// Fields whose ends are held inline: a webhook request carries about ten, a response
+/// fewer; a head with more moves the ends to the heap (one allocation more).
+const INLINE_FIELDS: usize = 12;
+
+/// Header fields of a received request or response, in arrival order, names as sent.
 ///
-/// A webhook or an ingest request carries about ten fields. As `(String, Vec<u8>)` pairs
-/// owning them cost two allocations per field; here every name is appended to one text
-/// buffer and every value to one byte buffer, so a head costs those two buffers and the
-/// field index however many fields it holds. Values are bytes: a field may carry
-/// `obs-text`, which is not text.
+/// As `(String, Vec<u8>)` pairs, owning a head's fields costs two allocations per field;
+/// here every name and value is appended to one byte buffer and the ends of up to
+/// [`INLINE_FIELDS`] fields are held inline, so a head costs one allocation however many
+/// fields it holds. Values are bytes: a field may carry `obs-text`, which is not text.
 #[derive(Clone, Default, PartialEq, Eq)]
 pub struct ReceivedHeaders {
-    names: String,
-    values: Vec<u8>,
-    /// Where each field's name and value end; each starts where the one before ended.
-    ends: Vec<(usize, usize)>,
+    /// Each field's name, then its value, then the next field's name.
+    bytes: Vec<u8>,
+    /// Where each field's name and value end in `bytes`; a name starts where the value
+    /// before it ended.
+    ends: SmallVec<[(u32, u32); INLINE_FIELDS]>,
 }
 
 impl ReceivedHeaders {
@@ -25,17 +31,32 @@ impl ReceivedHeaders {
     /// without growing.
     pub fn with_capacity(fields: usize, name_bytes: usize, value_bytes: usize) -> ReceivedHeaders {
         ReceivedHeaders {
-            names: String::with_capacity(name_bytes),
-            values: Vec::with_capacity(value_bytes),
-            ends: Vec::with_capacity(fields),
+            bytes: Vec::with_capacity(name_bytes + value_bytes),
+            ends: SmallVec::with_capacity(fields),
         }
     }
 
+    /// Copies parsed header fields out of a head buffer, sized once.
+    pub(crate) fn from_parsed(headers: &[httparse::Header<'_>]) -> ReceivedHeaders {
+        let bytes = headers.iter().map(|h| h.name.len() + h.value.len()).sum();
+        let mut received = ReceivedHeaders::with_capacity(headers.len(), bytes, 0);
+        for header in headers {
+            received.push(header.name, header.value);
+        }
+        received
+    }
+
     /// Appends a field.
+    ///
+    /// # Panics
+    /// When the list would pass 4 GiB (a parsed head is bounded by
+    /// [`crate::Limits::head_bytes_max`], far below it).
     pub fn push(&mut self, name: &str, value: &[u8]) {
-        self.names.push_str(name);
-        self.values.extend_from_slice(value);
-        self.ends.push((self.names.len(), self.values.len()));
+        self.bytes.extend_from_slice(name.as_bytes());
+        let name_end = self.bytes.len();
+        self.bytes.extend_from_slice(value);
+        let offset = |at: usize| u32::try_from(at).expect("header fields of less than 4 GiB");
+        self.ends.push((offset(name_end), offset(self.bytes.len())));
     }
 
     /// Number of fields.
@@ -50,24 +71,35 @@ impl ReceivedHeaders {
 
     /// The fields in arrival order.
     pub fn iter(&self) -> impl ExactSizeIterator<Item = (&str, &[u8])> + Clone + '_ {
+        self.spans().map(|(name, value)| {
+            let name = std::str::from_utf8(&self.bytes[name])
+                .expect("names are pushed as text and end where pushed");
+            (name, &self.bytes[value])
+        })
+    }
+
+    /// Where each field's name and value are in `bytes`.
+    fn spans(
+        &self,
+    ) -> impl ExactSizeIterator<Item = (std::ops::Range<usize>, std::ops::Range<usize>)> + Clone + '_
+    {
         (0..self.ends.len()).map(move |i| {
-            let (name_start, value_start) = match i.checked_sub(1) {
-                Some(before) => self.ends[before],
-                None => (0, 0),
+            let start = match i.checked_sub(1) {
+                Some(before) => self.ends[before].1 as usize,
+                None => 0,
             };
-            let (name_end, value_end) = self.ends[i];
-            (
-                &self.names[name_start..name_end],
-                &self.values[value_start..value_end],
-            )
+            let (name_end, value_end) = (self.ends[i].0 as usize, self.ends[i].1 as usize);
+            (start..name_end, name_end..value_end)
         })
     }
 
     /// The value of the first field called `name` (case-insensitive).
     pub fn get(&self, name: &str) -> Option<&[u8]> {
-        self.iter()
-            .find(|(candidate, _)| candidate.eq_ignore_ascii_case(name))
-            .map(|(_, value)| value)
+        self.spans()
+            .find(|(candidate, _)| {
+                self.bytes[candidate.clone()].eq_ignore_ascii_case(name.as_bytes())
+            })
+            .map(|(_, value)| &self.bytes[value])
     }
 
     /// The fields as owned pairs.
@@ -143,20 +175,21 @@ mod tests {
     #[test]
     fn sized_once_it_does_not_grow() {
         let mut headers = ReceivedHeaders::with_capacity(2, 8, 8);
-        let (names, values, ends) = (
-            headers.names.as_ptr(),
-            headers.values.as_ptr(),
-            headers.ends.as_ptr(),
-        );
+        let bytes = headers.bytes.as_ptr();
         headers.push("Host", b"a.b");
         headers.push("Accept", b"*/*");
+        assert_eq!(headers.bytes.as_ptr(), bytes);
+        assert!(
+            !headers.ends.spilled(),
+            "the ends of a few fields are inline"
+        );
+        let many: ReceivedHeaders = (0..INLINE_FIELDS + 1)
+            .map(|i| (format!("x-{i}"), b"v"))
+            .collect();
+        assert_eq!(many.len(), INLINE_FIELDS + 1);
         assert_eq!(
-            (
-                headers.names.as_ptr(),
-                headers.values.as_ptr(),
-                headers.ends.as_ptr()
-            ),
-            (names, values, ends)
+            many.iter().last(),
+            Some((&*format!("x-{INLINE_FIELDS}"), &b"v"[..]))
         );
     }
 }

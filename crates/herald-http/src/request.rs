@@ -164,7 +164,7 @@ fn parse_head(
             Request {
                 method: method.to_owned(),
                 target: target.to_owned(),
-                headers: received_headers(request.headers),
+                headers: ReceivedHeaders::from_parsed(request.headers),
                 body: Vec::with_capacity(framing.capture_hint(&limits)),
                 body_bytes_total: 0,
                 keep_alive: analysis.keep_alive,
@@ -173,16 +173,4 @@ fn parse_head(
             framing,
         )))
     })
-}
-
-/// Copies parsed header fields out of the head buffer, sized once.
-fn received_headers(headers: &[httparse::Header<'_>]) -> ReceivedHeaders {
-    let (name_bytes, value_bytes) = headers
-        .iter()
-        .fold((0, 0), |(n, v), h| (n + h.name.len(), v + h.value.len()));
-    let mut received = ReceivedHeaders::with_capacity(headers.len(), name_bytes, value_bytes);
-    for header in headers {
-        received.push(header.name, header.value);
-    }
-    received
 }

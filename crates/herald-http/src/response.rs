@@ -1,7 +1,7 @@
 use crate::body::{Framing, Sink};
 use crate::head::{self, Declared, HeadBuffer};
 use crate::message::{Framer, Message, Phase};
-use crate::{parse_retry_after, HttpError, Limits, RetryAfter};
+use crate::{parse_retry_after, HttpError, Limits, ReceivedHeaders, RetryAfter};
 
 /// A complete HTTP response, as parsed by [`ResponseParser`].
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -9,7 +9,7 @@ pub struct Response {
     /// Status code, 200..=999 (interim 1xx responses are skipped by the parser).
     pub status: u16,
     /// Header fields in arrival order, names as sent.
-    pub headers: Vec<(String, Vec<u8>)>,
+    pub headers: ReceivedHeaders,
     /// The first `body_captured_bytes_max` bytes of the (de-chunked) body.
     pub body: Vec<u8>,
     /// Length of the whole body, captured or drained.
@@ -27,7 +27,7 @@ pub struct Response {
 impl Response {
     /// First value of header `name` (case-insensitive).
     pub fn header(&self, name: &str) -> Option<&[u8]> {
-        head::find(&self.headers, name)
+        self.headers.get(name)
     }
 
     /// True when the body was longer than what was captured.
@@ -199,7 +199,7 @@ fn parse_head(
         Ok(Parsed::Final(
             Response {
                 status: code,
-                headers: head::own_headers(response.headers),
+                headers: ReceivedHeaders::from_parsed(response.headers),
                 body: Vec::with_capacity(framing.capture_hint(&limits)),
                 body_bytes_total: 0,
                 keep_alive: analysis.keep_alive && framing != Framing::UntilClose,

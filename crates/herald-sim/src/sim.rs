@@ -528,7 +528,7 @@ impl<'a> Sim<'a> {
                     result: answer.result.clone(),
                     latency_ms: answer.after_ms,
                     response_body: Vec::new(),
-                    response_headers: Vec::new(),
+                    response_headers: herald_core::ResponseHeaders::new(),
                 };
                 // The record the dispatcher emits is checked when polled, after this.
                 let Some(taken) = self

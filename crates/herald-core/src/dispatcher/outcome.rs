@@ -14,88 +14,6 @@ pub(super) const GENERATED_EVENT_ID_PREFIXES: [&str; 2] = ["evt_webhook_disabled
 /// shard hands out 2^62 ids, so a generated id is always below it.
 pub(super) const GENERATED_EVENT_NUMBER_END: u64 = 1 << 62;
 
-/// The response headers an attempt keeps: in arrival order, names lower-cased, values
-/// as text (invalid UTF-8 replaced), at most [`RESPONSE_HEADERS_MAX`] of them and at most
-/// [`RESPONSE_HEADER_BYTES_MAX`] bytes of names plus values; a header that would cross
-/// the byte limit is left out. Applying it to its own result changes nothing.
-pub fn bound_response_headers<'a>(
-    headers: impl IntoIterator<Item = (&'a str, &'a [u8])>,
-) -> Vec<(String, String)> {
-    let mut kept = Vec::new();
-    let mut budget = HeaderBudget::default();
-    for (name, value) in headers {
-        let value = String::from_utf8_lossy(value);
-        match budget.admit(name.len() + value.len()) {
-            Admit::Stop => break,
-            Admit::Skip => continue,
-            Admit::Keep => kept.push((name.to_ascii_lowercase(), value.into_owned())),
-        }
-    }
-    kept
-}
-
-/// [`bound_response_headers`] for headers the caller owns, with the same result: the
-/// kept ones are moved rather than copied and names are lower-cased in place, so a
-/// response within the limits (the usual case, once per attempt) allocates nothing.
-/// Values that were bytes become text with [`response_header_text`] first.
-pub fn bound_response_headers_owned(mut headers: Vec<(String, String)>) -> Vec<(String, String)> {
-    let mut budget = HeaderBudget::default();
-    let mut stopped = false;
-    headers.retain_mut(|(name, value)| {
-        if stopped {
-            return false;
-        }
-        match budget.admit(name.len() + value.len()) {
-            Admit::Stop => {
-                stopped = true;
-                false
-            }
-            Admit::Skip => false,
-            Admit::Keep => {
-                name.make_ascii_lowercase();
-                true
-            }
-        }
-    });
-    headers
-}
-
-/// A response header value as text, as [`bound_response_headers`] makes it: the bytes
-/// themselves when they are UTF-8 (no copy), invalid sequences replaced otherwise.
-pub fn response_header_text(value: Vec<u8>) -> String {
-    String::from_utf8(value)
-        .unwrap_or_else(|invalid| String::from_utf8_lossy(invalid.as_bytes()).into_owned())
-}
-
-/// What the response-header limits say about the next header, in arrival order.
-#[derive(Default)]
-struct HeaderBudget {
-    kept: usize,
-    bytes: usize,
-}
-
-enum Admit {
-    /// [`RESPONSE_HEADERS_MAX`] are kept: no later header is.
-    Stop,
-    /// This one would cross [`RESPONSE_HEADER_BYTES_MAX`]; a smaller one after it may fit.
-    Skip,
-    Keep,
-}
-
-impl HeaderBudget {
-    fn admit(&mut self, size: usize) -> Admit {
-        if self.kept == RESPONSE_HEADERS_MAX {
-            return Admit::Stop;
-        }
-        if self.bytes + size > RESPONSE_HEADER_BYTES_MAX {
-            return Admit::Skip;
-        }
-        self.kept += 1;
-        self.bytes += size;
-        Admit::Keep
-    }
-}
-
 /// A record's headers as the pairs [`Outcomes`] keeps.
 pub(super) fn headers_of_rec(
     headers: &[record::HeaderRec],
@@ -312,7 +230,7 @@ impl Dispatcher {
             (OutcomeClass::Final | OutcomeClass::Gone, None) => Some(DeliveryStatus::Failed),
         };
         // The driver's headers and body are moved into the record, not copied.
-        let headers = bound_response_headers_owned(std::mem::take(&mut outcome.response_headers));
+        let headers = std::mem::take(&mut outcome.response_headers);
         let mut body = std::mem::take(&mut outcome.response_body);
         body.truncate(RESPONSE_BODY_BYTES_MAX);
         self.emit(Record::AttemptFinished(record::AttemptFinished {
@@ -329,10 +247,7 @@ impl Dispatcher {
             },
             latency_ms: outcome.latency_ms,
             response_body: body,
-            response_headers: headers
-                .into_iter()
-                .map(|(name, value)| record::HeaderRec { name, value })
-                .collect(),
+            response_headers: headers,
             next_attempt_at_ms: next_at,
             final_status: final_status.map(|s| s.name().into()),
         }));
@@ -457,7 +372,7 @@ impl Dispatcher {
         outcomes.last_status_code = r.status;
         outcomes.set_last_latency_ms(Some(r.latency_ms));
         outcomes.last_error = last_error;
-        outcomes.set_last_response(&r.response_body, headers_of_rec(&r.response_headers));
+        outcomes.set_last_response(&r.response_body, r.response_headers.iter());
         let last_status = (r.status != 0).then_some(r.status);
         outcomes.attempt_ended(r.attempt, r.at_ms, last_status, r.latency_ms, last_error);
         d.updated_at_ms = r.at_ms;

@@ -122,7 +122,7 @@ impl Driver {
                 result: status(200),
                 latency_ms: 3,
                 response_body: b"late".to_vec(),
-                response_headers: Vec::new(),
+                response_headers: ResponseHeaders::new(),
             },
         )
     }
@@ -136,13 +136,13 @@ impl Driver {
                 result,
                 latency_ms: 7,
                 response_body: b"ok".to_vec(),
-                response_headers: vec![
-                    ("Content-Type".into(), "text/plain".into()),
+                response_headers: ResponseHeaders::bounded([
+                    ("Content-Type", "text/plain".to_string()),
                     (
-                        "X-Request-Id".into(),
+                        "X-Request-Id",
                         format!("r{}-{}", req.delivery.0, req.attempt),
                     ),
-                ],
+                ]),
             },
         )
     }
@@ -954,7 +954,7 @@ fn timers_per_tick_limit() {
                 transport_error: None,
                 latency_ms: 1,
                 response_body: Vec::new(),
-                response_headers: Vec::new(),
+                response_headers: ResponseHeaders::new(),
                 next_attempt_at_ms: Some(T0 + 500),
                 final_status: None,
             }));
@@ -1147,7 +1147,7 @@ fn limits() {
             result: status(200),
             latency_ms: 1,
             response_body: vec![b'x'; RESPONSE_BODY_BYTES_MAX + 100],
-            response_headers: Vec::new(),
+            response_headers: ResponseHeaders::new(),
         },
     );
     let rec = drv.d.delivery(&t, req.delivery).unwrap();
@@ -1157,34 +1157,32 @@ fn limits() {
 #[test]
 fn response_headers_are_bounded() {
     let raw = |headers: &[(String, String)]| -> Vec<(String, String)> {
-        let borrowed =
-            bound_response_headers(headers.iter().map(|(n, v)| (n.as_str(), v.as_bytes())));
-        // The owned form (what a driver uses) keeps exactly the same headers.
-        assert_eq!(bound_response_headers_owned(headers.to_vec()), borrowed);
-        borrowed
+        ResponseHeaders::bounded(headers.iter().map(|(n, v)| (n, v))).to_pairs()
     };
-    // Owned values become text without a copy when they are UTF-8, replaced otherwise.
-    let utf8 = b"text/plain".to_vec();
-    let at = utf8.as_ptr();
-    let text = response_header_text(utf8);
-    assert_eq!((text.as_str(), text.as_ptr()), ("text/plain", at));
-    assert_eq!(response_header_text(b"a\xffb".to_vec()), "a\u{fffd}b");
-    // Moved, not copied: a name already in lower case keeps its allocation.
-    let name = "x-kept".to_string();
-    let at = name.as_ptr();
-    let kept = bound_response_headers_owned(vec![(name, "v".to_string())]);
-    assert_eq!(kept[0].0.as_ptr(), at);
     // Names are lower-cased; order is kept; values that are not UTF-8 are replaced.
-    let kept = bound_response_headers([
+    let kept = ResponseHeaders::bounded([
         ("Content-Type", &b"text/plain"[..]),
         ("X-Odd", &b"a\xffb"[..]),
+        ("X-Empty", &b""[..]),
     ]);
     assert_eq!(
-        kept,
+        kept.to_pairs(),
         [
             ("content-type".to_string(), "text/plain".to_string()),
             ("x-odd".to_string(), "a\u{fffd}b".to_string()),
+            ("x-empty".to_string(), String::new()),
         ]
+    );
+    assert_eq!((kept.len(), kept.is_empty()), (3, false));
+    assert_eq!(kept.get("CONTENT-type"), Some("text/plain"));
+    assert_eq!(kept.get("x-empty"), Some(""));
+    assert_eq!(kept.get("missing"), None);
+    assert!(ResponseHeaders::new().is_empty());
+    // Names only in Debug: a receiver's header values may be credentials.
+    let debug = format!("{kept:?}");
+    assert!(
+        debug.contains("content-type") && !debug.contains("text/plain"),
+        "{debug}"
     );
     // At most RESPONSE_HEADERS_MAX headers, the first ones.
     let many: Vec<(String, String)> = (0..RESPONSE_HEADERS_MAX + 5)
@@ -1213,6 +1211,15 @@ fn response_headers_are_bounded() {
     assert!(
         kept.iter().map(|(n, v)| n.len() + v.len()).sum::<usize>() <= RESPONSE_HEADER_BYTES_MAX
     );
+    // The whole budget in one header, and a value whose replacement characters make it
+    // longer than its bytes: the text buffer grows past its first size.
+    let whole = "w".repeat(RESPONSE_HEADER_BYTES_MAX - 1);
+    assert_eq!(
+        raw(&[("z".to_string(), whole.clone())]),
+        [("z".to_string(), whole)]
+    );
+    let odd = ResponseHeaders::bounded([("x", &[0xff_u8; 40][..])]);
+    assert_eq!(odd.get("x"), Some("\u{fffd}".repeat(40).as_str()));
     // Bounding twice changes nothing.
     assert_eq!(raw(&kept), kept);
     assert_eq!(raw(&raw(&many)), raw(&many));
@@ -1230,7 +1237,7 @@ fn response_headers_are_bounded() {
             result: status(200),
             latency_ms: 1,
             response_body: Vec::new(),
-            response_headers: many.clone(),
+            response_headers: ResponseHeaders::bounded(many.iter().map(|(n, v)| (n, v))),
         },
     );
     let rec = drv.d.delivery(&t, req.delivery).unwrap();
@@ -1522,7 +1529,7 @@ fn due_deliveries_are_restored_into_their_queue() {
             result: status(200),
             latency_ms: 1,
             response_body: Vec::new(),
-            response_headers: Vec::new(),
+            response_headers: ResponseHeaders::new(),
         },
     ));
     fresh.tick(drv.now);
@@ -1747,7 +1754,7 @@ fn an_events_deliveries_may_continue_over_parts() {
                 result: status(500),
                 latency_ms: 7,
                 response_body: vec![b'x'; 4096],
-                response_headers: Vec::new(),
+                response_headers: ResponseHeaders::new(),
             },
         );
     }
@@ -3190,7 +3197,7 @@ fn stored_bodies_are_read_back_when_signing_and_follow_the_checkpoint() {
                 result: status(503),
                 latency_ms: 1,
                 response_body: Vec::new(),
-                response_headers: Vec::new(),
+                response_headers: ResponseHeaders::new(),
             },
         );
     }
@@ -3256,7 +3263,7 @@ fn stored_bodies_follow_an_event_split_over_checkpoint_parts() {
                 result: status(answer),
                 latency_ms: 1,
                 response_body: Vec::new(),
-                response_headers: Vec::new(),
+                response_headers: ResponseHeaders::new(),
             },
         );
     }
@@ -3493,7 +3500,7 @@ fn outcome_batches_are_bounded() {
                 result: AttemptResult::Transport(TransportError::RequestTimeout),
                 latency_ms: 5,
                 response_body: vec![b'x'; RESPONSE_BODY_BYTES_MAX + 100],
-                response_headers: headers.clone(),
+                response_headers: ResponseHeaders::bounded(headers.iter().map(|(n, v)| (n, v))),
             },
         );
         assert!(taken);

@@ -11,7 +11,7 @@ use futures_lite::AsyncReadExt;
 use herald_core::session::{self, JournalFrame, RecoveryError, Session};
 use herald_core::{
     AppendId, AttemptResult, BodyPos, BodyStore, Command, Dispatcher, DispatcherConfig, Outcome,
-    PayloadAt, Record, RecordBuffer, SendRequest,
+    PayloadAt, Record, RecordBuffer, ResponseHeaders, SendRequest,
 };
 use herald_journal::{Journal, JournalConfig, JournalError};
 
@@ -453,15 +453,6 @@ fn recover(
 /// bounded here so that a response with many headers costs no more than the kept ones
 /// while it waits for its turn. The parser's strings are moved, not copied: within the
 /// limits this allocates nothing.
-fn response_headers(headers: Vec<(String, Vec<u8>)>) -> Vec<(String, String)> {
-    herald_core::bound_response_headers_owned(
-        headers
-            .into_iter()
-            .map(|(name, value)| (name, herald_core::response_header_text(value)))
-            .collect(),
-    )
-}
-
 fn map_transport(error: &TransportError) -> herald_core::TransportError {
     use herald_core::TransportError as Core;
     match error {
@@ -1169,7 +1160,7 @@ impl Shard {
             let latency_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
             let (result, response_body, response_headers) = match result {
                 Ok(response) => {
-                    let headers = response_headers(response.headers);
+                    let headers = ResponseHeaders::bounded(response.headers.iter());
                     (
                         AttemptResult::Response {
                             status: response.status,
@@ -1182,7 +1173,7 @@ impl Shard {
                 Err(error) => (
                     AttemptResult::Transport(map_transport(&error)),
                     error.to_string().into_bytes(),
-                    Vec::new(),
+                    ResponseHeaders::new(),
                 ),
             };
             finished.borrow_mut().push((
