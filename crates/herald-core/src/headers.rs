@@ -80,6 +80,34 @@ impl ResponseHeaders {
         kept
     }
 
+    /// [`ResponseHeaders::bounded`] of a parsed response's headers, taking over their
+    /// buffer when the limits keep every one and all of it is UTF-8 (a receiver's usual
+    /// answer): the names are lower-cased in place and nothing is allocated or copied.
+    pub fn from_received(received: herald_http::ReceivedHeaders) -> ResponseHeaders {
+        let bytes = received.as_bytes();
+        if received.len() > RESPONSE_HEADERS_MAX
+            || bytes.len() > RESPONSE_HEADER_BYTES_MAX
+            || std::str::from_utf8(bytes).is_err()
+        {
+            return ResponseHeaders::bounded(received.iter());
+        }
+        // Every field fits within both limits, and the text is the fields' own: what
+        // `bounded` would keep, byte for byte, once the names are lower-case.
+        let (bytes, ends) = received.into_parts();
+        let mut text = String::from_utf8(bytes).expect("checked to be UTF-8 above");
+        let mut kept = SmallVec::new();
+        let mut start = 0;
+        for (name_end, value_end) in ends {
+            // A name ends where its value starts and starts where the value before it
+            // ended: both are boundaries of the text's characters (names are text).
+            text[start..name_end].make_ascii_lowercase();
+            // Both within RESPONSE_HEADER_BYTES_MAX, checked above to fit.
+            kept.push((name_end as u16, value_end as u16));
+            start = value_end;
+        }
+        ResponseHeaders { text, ends: kept }
+    }
+
     /// Number of headers.
     pub fn len(&self) -> usize {
         self.ends.len()
@@ -153,5 +181,63 @@ impl HeaderBudget {
         self.kept += 1;
         self.bytes += size;
         Admit::Keep
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use herald_http::ReceivedHeaders;
+    use proptest::prelude::*;
+
+    fn received(fields: &[(String, Vec<u8>)]) -> ReceivedHeaders {
+        fields
+            .iter()
+            .map(|(n, v)| (n.as_str(), v.as_slice()))
+            .collect()
+    }
+
+    #[test]
+    fn a_usual_answer_keeps_the_parsers_buffer() {
+        let fields = received(&[
+            ("Content-Type".into(), b"application/json".to_vec()),
+            ("X-Request-Id".into(), b"r-1".to_vec()),
+        ]);
+        let at = fields.as_bytes().as_ptr();
+        let kept = ResponseHeaders::from_received(fields);
+        assert_eq!(kept.text.as_ptr(), at, "taken over, not copied");
+        assert_eq!(
+            kept.to_pairs(),
+            [
+                ("content-type".to_string(), "application/json".to_string()),
+                ("x-request-id".to_string(), "r-1".to_string()),
+            ]
+        );
+    }
+
+    proptest! {
+        /// Taking over the parser's buffer keeps exactly what bounding a copy keeps:
+        /// names in any case, values that are not UTF-8, more headers or bytes than
+        /// the limits allow.
+        #[test]
+        fn taking_over_the_buffer_keeps_what_bounding_keeps(
+            fields in prop::collection::vec(
+                (
+                    "[A-Za-z][A-Za-z0-9-]{0,15}",
+                    prop_oneof![
+                        prop::collection::vec(any::<u8>(), 0..40),
+                        "[ -~]{0,300}".prop_map(String::into_bytes),
+                    ],
+                ),
+                0..24,
+            )
+        ) {
+            let bounded = ResponseHeaders::bounded(
+                fields.iter().map(|(n, v)| (n.as_str(), v.as_slice())),
+            );
+            let taken = ResponseHeaders::from_received(received(&fields));
+            prop_assert_eq!(taken.to_pairs(), bounded.to_pairs());
+            prop_assert_eq!(taken, bounded);
+        }
     }
 }

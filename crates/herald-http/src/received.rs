@@ -102,6 +102,23 @@ impl ReceivedHeaders {
             .map(|(_, value)| &self.bytes[value])
     }
 
+    /// Every name and value, back to back in arrival order (a field's name, its value,
+    /// the next field's name).
+    pub fn as_bytes(&self) -> &[u8] {
+        &self.bytes
+    }
+
+    /// The buffer of [`ReceivedHeaders::as_bytes`], and where each field's name and value
+    /// end in it, for a caller that keeps the fields in a form of its own without copying
+    /// them.
+    pub fn into_parts(self) -> (Vec<u8>, impl ExactSizeIterator<Item = (usize, usize)>) {
+        let ends = self
+            .ends
+            .into_iter()
+            .map(|(name_end, value_end)| (name_end as usize, value_end as usize));
+        (self.bytes, ends)
+    }
+
     /// The fields as owned pairs.
     pub fn to_pairs(&self) -> Vec<(String, Vec<u8>)> {
         self.iter()
@@ -163,6 +180,16 @@ mod tests {
         assert_eq!(
             headers.to_pairs()[2],
             ("x-bytes".to_owned(), b"caf\xe9".to_vec())
+        );
+        assert_eq!(
+            headers.as_bytes(),
+            b"Hosta.exampleX-Emptyx-bytescaf\xe9hostsecond"
+        );
+        let (bytes, ends) = headers.clone().into_parts();
+        assert_eq!(bytes, headers.as_bytes());
+        assert_eq!(
+            ends.collect::<Vec<_>>(),
+            [(4, 13), (20, 20), (27, 31), (35, 41)]
         );
         assert!(ReceivedHeaders::new().iter().next().is_none());
         let debug = format!("{headers:?}");

@@ -1160,7 +1160,7 @@ impl Shard {
             let latency_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
             let (result, response_body, response_headers) = match result {
                 Ok(response) => {
-                    let headers = ResponseHeaders::bounded(response.headers.iter());
+                    let headers = ResponseHeaders::from_received(response.headers);
                     (
                         AttemptResult::Response {
                             status: response.status,
