@@ -292,6 +292,52 @@ where
     }
 }
 
+/// Archives an [`crate::EventId`] as the string a `String` archives to (the journal's
+/// bytes are the same), and reads it back through [`crate::EventId::parse`]: a record
+/// whose id is not a valid event id does not decode. A short id is held in place, so an
+/// accepted event's record costs no allocation for it.
+#[derive(Debug)]
+pub struct EventIdText;
+
+impl rkyv::with::ArchiveWith<crate::EventId> for EventIdText {
+    type Archived = rkyv::string::ArchivedString;
+    type Resolver = rkyv::string::StringResolver;
+
+    fn resolve_with(
+        field: &crate::EventId,
+        resolver: Self::Resolver,
+        out: rkyv::Place<Self::Archived>,
+    ) {
+        rkyv::string::ArchivedString::resolve_from_str(field.as_str(), resolver, out);
+    }
+}
+
+impl<S> rkyv::with::SerializeWith<crate::EventId, S> for EventIdText
+where
+    S: rancor::Fallible + rkyv::ser::Writer + ?Sized,
+    S::Error: rancor::Source,
+{
+    fn serialize_with(
+        field: &crate::EventId,
+        serializer: &mut S,
+    ) -> Result<Self::Resolver, S::Error> {
+        rkyv::string::ArchivedString::serialize_from_str(field.as_str(), serializer)
+    }
+}
+
+impl<D> rkyv::with::DeserializeWith<rkyv::string::ArchivedString, crate::EventId, D> for EventIdText
+where
+    D: rancor::Fallible + ?Sized,
+    D::Error: rancor::Source,
+{
+    fn deserialize_with(
+        field: &rkyv::string::ArchivedString,
+        _: &mut D,
+    ) -> Result<crate::EventId, D::Error> {
+        crate::EventId::parse(field.as_str()).map_err(<D::Error as rancor::Source>::new)
+    }
+}
+
 /// Archives [`crate::ResponseHeaders`] as the `Vec` of [`HeaderRec`] it replaced (the
 /// journal's bytes are the same), and reads such a list back through
 /// [`crate::ResponseHeaders::bounded`] (which keeps a list it made as it is).
@@ -360,8 +406,10 @@ pub struct EventAccepted {
     /// Tenant id (shared with the dispatcher's when written live; see [`SharedText`]).
     #[rkyv(with = SharedText)]
     pub tenant: std::sync::Arc<str>,
-    /// Event id.
-    pub event_id: String,
+    /// Event id (the dispatcher's own, held in place when short: no allocation per
+    /// event; archived as a string, [`EventIdText`]).
+    #[rkyv(with = EventIdText)]
+    pub event_id: crate::EventId,
     /// Event type (shared like the tenant id).
     #[rkyv(with = SharedText)]
     pub event_type: std::sync::Arc<str>,
@@ -1119,6 +1167,48 @@ mod tests {
     }
 
     #[derive(rkyv::Archive, rkyv::Serialize)]
+    struct IdAsString {
+        at: u64,
+        id: String,
+    }
+
+    #[derive(rkyv::Archive, rkyv::Serialize, rkyv::Deserialize, Debug, PartialEq)]
+    struct IdAsEventId {
+        at: u64,
+        #[rkyv(with = EventIdText)]
+        id: crate::EventId,
+    }
+
+    /// An event id is written byte for byte as a `String` (journals written before read
+    /// as before), held in place or shared alike, and reads back as it was; text that is
+    /// not an event id does not decode.
+    #[test]
+    fn event_ids_are_archived_as_a_string_is() {
+        let long = format!("evt_{}", "x".repeat(100));
+        for id in ["e", "evt_2Q8fJx0000000000000000000", long.as_str()] {
+            let a = rkyv::to_bytes::<rancor::Error>(&IdAsString {
+                at: 3,
+                id: id.to_owned(),
+            })
+            .unwrap();
+            let typed = IdAsEventId {
+                at: 3,
+                id: crate::EventId::parse(id).unwrap(),
+            };
+            let b = rkyv::to_bytes::<rancor::Error>(&typed).unwrap();
+            assert_eq!(&a[..], &b[..], "{id}");
+            let back = rkyv::from_bytes::<IdAsEventId, rancor::Error>(&a).unwrap();
+            assert_eq!(back, typed);
+        }
+        let bad = rkyv::to_bytes::<rancor::Error>(&IdAsString {
+            at: 3,
+            id: "not an id".to_owned(),
+        })
+        .unwrap();
+        assert!(rkyv::from_bytes::<IdAsEventId, rancor::Error>(&bad).is_err());
+    }
+
+    #[derive(rkyv::Archive, rkyv::Serialize)]
     struct HeadersAsVec {
         at: u64,
         headers: Vec<HeaderRec>,
@@ -1175,7 +1265,7 @@ mod tests {
             Record::EventAccepted(EventAccepted {
                 at_ms: 2,
                 tenant: "t".into(),
-                event_id: "e".into(),
+                event_id: crate::EventId::parse("e").unwrap(),
                 event_type: "a.b".into(),
                 body: b"{}".to_vec(),
                 deliveries: smallvec::smallvec![DeliveryRef {

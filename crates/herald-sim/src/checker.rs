@@ -327,10 +327,10 @@ impl Checker {
         r: &record::EventAccepted,
         live: bool,
     ) -> Result<(), Violation> {
-        let Some(truth) = self.event_truth(&r.tenant, &r.event_id, &r.event_type) else {
+        let Some(truth) = self.event_truth(&r.tenant, r.event_id.as_str(), &r.event_type) else {
             let earlier = self
                 .events
-                .get(&r.event_id)
+                .get(r.event_id.as_str())
                 .map(|e| (&e.tenant, &e.event_type));
             let invariant = if *r.event_type == *WEBHOOK_DISABLED_EVENT {
                 // The dispatcher made the id up: two of its own events share an id.
@@ -348,7 +348,7 @@ impl Checker {
             ));
         };
         let (tenant, event_type) = (truth.tenant.clone(), truth.event_type.clone());
-        let mismatch = match self.events.get_mut(&r.event_id) {
+        let mismatch = match self.events.get_mut(r.event_id.as_str()) {
             Some(e) if !r.body.is_empty() => match &e.body {
                 Some(earlier) if *earlier != r.body => Some(format!(
                     "event id {} accepted twice with different envelopes:\n  {}\n  {}",
@@ -373,7 +373,7 @@ impl Checker {
         if live {
             let test_target = match &self.op {
                 Some(ManualOp::TestEvent { webhook, .. })
-                    if r.event_id.starts_with("evt_test_") =>
+                    if r.event_id.as_str().starts_with("evt_test_") =>
                 {
                     Some(webhook.as_str())
                 }
@@ -445,7 +445,7 @@ impl Checker {
             self.view.deliveries.insert(
                 d.delivery,
                 DeliveryView {
-                    event_id: r.event_id.clone(),
+                    event_id: r.event_id.to_string(),
                     webhook: d.webhook.to_string(),
                     attempts_max: d.attempts_max,
                     accepted_at_ms: r.at_ms,
@@ -457,7 +457,7 @@ impl Checker {
                 },
             );
         }
-        self.view.accepted_events.insert(r.event_id.clone());
+        self.view.accepted_events.insert(r.event_id.to_string());
         Ok(())
     }
 

@@ -91,7 +91,7 @@ impl Dispatcher {
         let append = self.emit(Record::EventAccepted(record::EventAccepted {
             at_ms: now,
             tenant: tenant.shared_text(),
-            event_id: event_id.as_str().to_string(),
+            event_id: event_id.clone(),
             event_type: event_type.shared_text(),
             // Kept even without deliveries: the event stream's replay window is rebuilt
             // from these records after a restart.

@@ -97,11 +97,11 @@ impl Dispatcher {
                 self.apply_delete(&tenant, &id);
             }
             Record::EventAccepted(r) => {
-                self.skip_past_generated_event_id(&r.event_id);
+                self.skip_past_generated_event_id(r.event_id.as_str());
                 let tenant = self
                     .tenant_of_record(&r.tenant)
                     .map_err(|e| invalid(e.to_string()))?;
-                let event_id = EventId::parse(&r.event_id).map_err(|e| invalid(e.to_string()))?;
+                let event_id = r.event_id.clone();
                 let idempotency = r.idempotency.as_ref().map(|i| Idempotency {
                     key: i.key.clone(),
                     fingerprint: i.fingerprint,

@@ -933,7 +933,7 @@ fn timers_per_tick_limit() {
         records.push(Record::EventAccepted(record::EventAccepted {
             at_ms: T0,
             tenant: "acme".into(),
-            event_id: format!("e{e}"),
+            event_id: EventId::parse(&format!("e{e}")).unwrap(),
             event_type: "a.b".into(),
             body: b"{}".to_vec(),
             deliveries: deliveries.into(),
@@ -2472,7 +2472,7 @@ fn publisher_ids_that_look_generated_do_not_move_delivery_ids_out_of_range() {
             _ => None,
         })
         .unwrap();
-    bad.event_id = "evt_bad".to_string();
+    bad.event_id = EventId::parse("evt_bad").unwrap();
     bad.deliveries[0].delivery = 1 << 63;
     let mut fresh = Dispatcher::new(DispatcherConfig::default(), T0);
     for record in drv

@@ -991,7 +991,7 @@ mod tests {
         EventAccepted {
             at_ms,
             tenant: tenant.into(),
-            event_id: "evt_1".to_string(),
+            event_id: herald_core::EventId::parse("evt_1").unwrap(),
             event_type: event_type.into(),
             body: format!(
                 "{{\"id\":\"evt_1\",\"type\":\"{event_type}\",\"api_version\":\"2024-06-01\",\
