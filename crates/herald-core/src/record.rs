@@ -1,8 +1,10 @@
 //! Journal records: everything a shard must remember across a restart.
 //!
-//! Records are plain data (strings and integers, no core newtypes; ids a live record
-//! shares with the dispatcher are `Arc<str>`, archived as strings: [`SharedText`])
-//! serialized with rkyv.
+//! Records are plain data (strings and integers; ids a live record shares with the
+//! dispatcher are `Arc<str>`, archived as strings: [`SharedText`]; the two core types a
+//! record holds, an event's id and an attempt's response headers, archive as the string
+//! and the list of strings they replaced: [`EventIdText`], [`HeaderList`]) serialized
+//! with rkyv.
 //! [`Record::encode`] gives the `(kind, version, payload)` triple for
 //! `Journal::append(kind, version, payload)`; [`Record::decode`] reverses it with
 //! validation (bytecheck). The kind numbers are stable on disk: never renumber one, add new
