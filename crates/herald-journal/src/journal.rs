@@ -829,18 +829,50 @@ impl Journal {
     /// unless they were written to the segment's file (staged frames are not: commit
     /// first; durable ones are).
     pub fn mapped(&self, at: Position, len: usize) -> Option<Mapped> {
-        let index = self
-            .segments
-            .binary_search_by_key(&at.segment, |s| s.base_seq)
-            .ok()?;
-        let segment = &self.segments[index];
-        written_bytes(&segment.map, self.written_end(index), at.offset, len)?;
+        let segment = &self.segments[self.written_in(at, len)?];
         Some(Mapped {
             map: Some(Arc::clone(&segment.map)),
             // Segments are at most SEGMENT_BYTES_MAX (1 GiB), so both fit.
             offset: u32::try_from(at.offset).ok()?,
             len: u32::try_from(len).ok()?,
         })
+    }
+
+    /// The whole mapping of the segment that holds `len` bytes at `at`, when those bytes
+    /// were written to its file (as for [`Journal::mapped`]): a reader that hands out
+    /// many ranges of one segment takes its mapping once and slices it. The hold keeps
+    /// the whole segment mapped, also after the journal lets it go: drop it once the
+    /// segment is older than [`Journal::first_seq`].
+    pub fn mapped_segment(&self, at: Position, len: usize) -> Option<Mapped> {
+        let segment = &self.segments[self.written_in(at, len)?];
+        Some(Mapped {
+            map: Some(Arc::clone(&segment.map)),
+            offset: 0,
+            // Segments are at most SEGMENT_BYTES_MAX (1 GiB).
+            len: u32::try_from(segment.map.len()).ok()?,
+        })
+    }
+
+    /// Whether the `len` bytes at `at` were written to their segment's file (so
+    /// [`Journal::mapped`] and [`Journal::mapped_segment`] give them).
+    pub fn is_written(&self, at: Position, len: usize) -> bool {
+        self.written_in(at, len).is_some()
+    }
+
+    /// The index of the segment holding `len` bytes at `at`, when they were written to
+    /// its file.
+    fn written_in(&self, at: Position, len: usize) -> Option<usize> {
+        let index = self
+            .segments
+            .binary_search_by_key(&at.segment, |s| s.base_seq)
+            .ok()?;
+        written_bytes(
+            &self.segments[index].map,
+            self.written_end(index),
+            at.offset,
+            len,
+        )?;
+        Some(index)
     }
 
     /// Sequence number of the oldest frame the journal still holds (the first

@@ -901,6 +901,8 @@ fn positions_read_payloads_back_until_their_segment_is_compacted() {
         // mapping (which does not see it yet).
         assert_eq!(journal.bytes_at(at, bytes.len()).unwrap(), &bytes[..]);
         assert!(journal.mapped(at, bytes.len()).is_none());
+        assert!(journal.mapped_segment(at, bytes.len()).is_none());
+        assert!(!journal.is_written(at, bytes.len()));
         placed.push((seq, at, bytes));
     }
     journal.sync().unwrap();
@@ -914,6 +916,12 @@ fn positions_read_payloads_back_until_their_segment_is_compacted() {
         );
         // A slice inside the payload.
         assert_eq!(journal.bytes_at(at.after(7), 20).unwrap(), &bytes[7..27]);
+        // The whole segment's mapping holds the payload at its offset.
+        assert!(journal.is_written(*at, bytes.len()));
+        let whole = journal.mapped_segment(*at, bytes.len()).unwrap();
+        let offset = at.offset as usize;
+        assert_eq!(&whole.bytes()[offset..offset + bytes.len()], &bytes[..]);
+        assert_eq!(whole.bytes().len() as u64, cfg.segment_bytes);
     }
     // Replay names the same positions.
     for (frame, (seq, at, bytes)) in journal.replay().zip(&placed) {
@@ -948,6 +956,8 @@ fn positions_read_payloads_back_until_their_segment_is_compacted() {
         "the first segment was compacted away"
     );
     assert!(journal.mapped(*first_at, first.len()).is_none());
+    assert!(journal.mapped_segment(*first_at, first.len()).is_none());
+    assert!(!journal.is_written(*first_at, first.len()));
     assert!(
         journal.first_seq() > placed[0].0,
         "it holds frames from a later one"

@@ -206,6 +206,8 @@ struct Shard {
     index: usize,
     config: ShardConfig,
     journal: Journal,
+    /// The segments event bodies are handed to requests from.
+    segment_bytes: SegmentBytes,
     /// The dispatcher with the bookkeeping every driver shares (herald-core's session,
     /// which the simulator runs too): journal sequence numbers, replies held until
     /// their records are durable, the generation of sends.
@@ -379,6 +381,7 @@ pub(crate) async fn run_shard(setup: ShardSetup) -> ShardExit {
         index,
         config,
         journal,
+        segment_bytes: SegmentBytes::default(),
         session: Session::new(dispatcher),
         client,
         intake,
@@ -590,10 +593,12 @@ impl Shard {
         {
             self.session
                 .dispatcher_mut()
-                .tick_with(now, &JournalBodies(&self.journal));
+                .tick_with(now, &JournalBodies(&self.journal, &self.segment_bytes));
             self.pump();
         }
         self.maybe_checkpoint(now);
+        // A segment compaction let go is unmapped once its requests end, not held here.
+        self.segment_bytes.prune(self.journal.first_seq());
         self.probe_storage();
         if self.last_sweep.elapsed() >= Duration::from_millis(IDLE_WAKE_MS) {
             self.last_sweep = Instant::now();
@@ -1323,7 +1328,7 @@ impl Shard {
             }
             let encoded = self.session.dispatcher_mut().checkpoint_part_into(
                 &mut underway.parts,
-                &JournalBodies(&self.journal),
+                &JournalBodies(&self.journal, &self.segment_bytes),
                 &mut buffer,
             );
             match encoded {
@@ -1550,8 +1555,57 @@ fn journal_position(at: BodyPos) -> herald_journal::Position {
     }
 }
 
+/// Segments' mappings as `Bytes`, for handing event bodies to requests: a body is a
+/// slice of its segment's (a reference count more), not a `Bytes` of its own (an
+/// allocation per send). At most [`SEGMENT_BYTES_HELD`] segments, the latest used; a
+/// segment the journal let go is dropped at the shard's next turn ([`SegmentBytes::
+/// prune`]) or next send, so that it is unmapped (and its file's space freed) once the
+/// requests that still hold its bodies end.
+#[derive(Default)]
+struct SegmentBytes {
+    held: RefCell<Vec<(u64, Bytes)>>,
+}
+
+/// Segments [`SegmentBytes`] holds at once: sends take their bodies from the newest
+/// segments, and retries of older events from one or two more.
+const SEGMENT_BYTES_HELD: usize = 4;
+
+impl SegmentBytes {
+    /// Drops the segments older than `first_seq`, the journal's oldest frame.
+    fn prune(&self, first_seq: u64) {
+        let mut held = self.held.borrow_mut();
+        if held.iter().any(|(base, _)| *base < first_seq) {
+            held.retain(|(base, _)| *base >= first_seq);
+        }
+    }
+
+    /// The `len` bytes at `at`, when they were written to their segment's file.
+    fn slice(&self, journal: &Journal, at: herald_journal::Position, len: usize) -> Option<Bytes> {
+        if !journal.is_written(at, len) {
+            return None;
+        }
+        self.prune(journal.first_seq());
+        let mut held = self.held.borrow_mut();
+        let index = match held.iter().position(|(base, _)| *base == at.segment) {
+            Some(index) => index,
+            None => {
+                let whole = Bytes::from_owner(journal.mapped_segment(at, len)?);
+                if held.len() == SEGMENT_BYTES_HELD {
+                    // The least recently added; its requests keep their own slices.
+                    held.remove(0);
+                }
+                held.push((at.segment, whole));
+                held.len() - 1
+            }
+        };
+        // In bounds: `is_written` checked the range against the segment's mapping.
+        let start = at.offset as usize;
+        Some(held[index].1.slice(start..start + len))
+    }
+}
+
 /// Event bodies read back through the journal's mapping (see `herald_core::body`).
-struct JournalBodies<'a>(&'a Journal);
+struct JournalBodies<'a>(&'a Journal, &'a SegmentBytes);
 
 impl BodyStore for JournalBodies<'_> {
     fn body(&self, at: BodyPos) -> Option<&[u8]> {
@@ -1563,8 +1617,8 @@ impl BodyStore for JournalBodies<'_> {
     /// ends, which its timeout bounds. Bytes still staged (a checkpoint's part not yet
     /// written when the checkpoint moved its bodies) are copied.
     fn shared(&self, at: BodyPos) -> Option<Bytes> {
-        match self.0.mapped(journal_position(at), at.len as usize) {
-            Some(mapped) => Some(Bytes::from_owner(mapped)),
+        match self.1.slice(self.0, journal_position(at), at.len as usize) {
+            Some(slice) => Some(slice),
             None => self.body(at).map(Bytes::copy_from_slice),
         }
     }
@@ -1602,10 +1656,15 @@ mod tests {
             offset: u32::try_from(at.offset).unwrap(),
             len: payload.len() as u32,
         };
-        let staged = JournalBodies(&journal).shared(pos).unwrap();
+        let segments = SegmentBytes::default();
+        let staged = JournalBodies(&journal, &segments).shared(pos).unwrap();
         assert_eq!(&staged[..], &payload[..]);
+        assert!(
+            segments.held.borrow().is_empty(),
+            "staged bytes hold no segment"
+        );
         journal.commit().unwrap();
-        let store = JournalBodies(&journal);
+        let store = JournalBodies(&journal, &segments);
         let written = store.shared(pos).unwrap();
         assert_eq!(&written[..], &payload[..]);
         assert_eq!(
@@ -1618,9 +1677,55 @@ mod tests {
             written.as_ptr(),
             "the staged bytes were copied"
         );
+        // A second send of the body is a slice of the same segment's mapping.
+        let again = store.shared(pos).unwrap();
+        assert_eq!(again.as_ptr(), written.as_ptr());
+        assert_eq!(segments.held.borrow().len(), 1);
+        // A segment the journal still holds stays; one older than its first frame goes.
+        segments.prune(journal.first_seq());
+        assert_eq!(segments.held.borrow().len(), 1);
+        segments.prune(at.segment + 1);
+        assert!(segments.held.borrow().is_empty());
         // The request's hold outlives the journal's borrow and the journal itself.
         drop(journal);
+        drop(segments);
         assert_eq!(&written[..], &payload[..]);
+        assert_eq!(&again[..], &payload[..]);
+    }
+
+    /// Bodies from many segments: at most SEGMENT_BYTES_HELD segments are held, and each
+    /// body still reads back.
+    #[test]
+    fn bodies_of_many_segments_hold_a_few_segments() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = herald_journal::JournalConfig {
+            segment_bytes: herald_journal::SEGMENT_BYTES_MIN,
+            ..herald_journal::JournalConfig::new(dir.path())
+        };
+        let (mut journal, _) = Journal::open(config).unwrap();
+        let mut placed = Vec::new();
+        for i in 0..400u32 {
+            let payload = vec![b'a' + (i % 26) as u8; 1000];
+            let (_, at) = journal.append_placed(1, 1, &payload).unwrap();
+            placed.push((at, payload));
+        }
+        journal.commit().unwrap();
+        assert!(journal.segment_count() > SEGMENT_BYTES_HELD + 1);
+        let segments = SegmentBytes::default();
+        let store = JournalBodies(&journal, &segments);
+        let mut sent = Vec::new();
+        for (at, payload) in &placed {
+            let pos = BodyPos {
+                segment: at.segment,
+                offset: u32::try_from(at.offset).unwrap(),
+                len: payload.len() as u32,
+            };
+            sent.push(store.shared(pos).unwrap());
+            assert!(segments.held.borrow().len() <= SEGMENT_BYTES_HELD);
+        }
+        for (bytes, (_, payload)) in sent.iter().zip(&placed) {
+            assert_eq!(&bytes[..], &payload[..]);
+        }
     }
 
     #[test]
