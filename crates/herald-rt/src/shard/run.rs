@@ -451,11 +451,8 @@ fn recover(
     })
 }
 
-/// The receiver's response headers an attempt keeps (bounded as the dispatcher would:
-/// [`herald_core::RESPONSE_HEADERS_MAX`], [`herald_core::RESPONSE_HEADER_BYTES_MAX`]),
-/// bounded here so that a response with many headers costs no more than the kept ones
-/// while it waits for its turn. The parser's strings are moved, not copied: within the
-/// limits this allocates nothing.
+/// The core's class of a transport error (the outcome's; the detail goes into the
+/// attempt's response body).
 fn map_transport(error: &TransportError) -> herald_core::TransportError {
     use herald_core::TransportError as Core;
     match error {
@@ -1165,6 +1162,9 @@ impl Shard {
             let latency_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
             let (result, response_body, response_headers) = match result {
                 Ok(response) => {
+                    // Bounded here, so that a response with many headers costs no more
+                    // than the kept ones while its outcome waits for the shard's turn;
+                    // within the limits the parser's buffer is taken over, not copied.
                     let headers = ResponseHeaders::from_received(response.headers);
                     (
                         AttemptResult::Response {
