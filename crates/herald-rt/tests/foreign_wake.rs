@@ -13,7 +13,8 @@
 //! parked with a task ready (patch 3 there), and the test stuck. The third checks that
 //! an idle executor is not woken periodically by that timer, which its reactor now keeps
 //! armed while pending instead of re-arming on every poll (patch 5), and the fourth that
-//! a task woken from a sleep is still preempted.
+//! a task woken from a sleep is still preempted. The fifth runs two executors on one
+//! thread: each task must keep its own executor's notifier (patch 6).
 
 mod support;
 
@@ -196,6 +197,65 @@ fn a_task_woken_from_a_sleep_is_still_preempted() {
         unpreempted, 0,
         "{unpreempted} of {PREEMPT_ROUNDS} runs after a wake-up were never preempted"
     );
+}
+
+/// Rounds per executor in the two-executor test.
+const TWO_EXECUTOR_ROUNDS: u32 = 200;
+
+#[test]
+fn tasks_of_two_executors_on_one_thread_are_woken_on_their_own() {
+    // A task records its executor's notifier when spawned; the thread's latest executor
+    // has its notifier at hand (patch 6), so a task of the first, spawned while the
+    // second exists, must not be given the second's: its wake-ups from another thread
+    // would go to an executor that is not running, and its rounds would never finish.
+    let (finished_tx, finished_rx) = mpsc::channel::<u32>();
+    let thread = std::thread::spawn(move || {
+        let make = || {
+            glommio::LocalExecutorBuilder::default()
+                .io_memory(128 * 1024)
+                .ring_depth(64)
+                .make()
+                .unwrap()
+        };
+        let first = make();
+        let second = make();
+        let rounds = |executor: &glommio::LocalExecutor, seed: u32, finished: mpsc::Sender<u32>| {
+            let (rounds_tx, rounds_rx) = mpsc::channel::<Arc<Round>>();
+            let waker_thread = wake_each_round(rounds_rx, seed, |draw| {
+                std::thread::sleep(Duration::from_micros(u64::from(draw % 32)));
+            });
+            executor.run(async move {
+                for i in 0..TWO_EXECUTOR_ROUNDS {
+                    let round = Arc::new(Round::default());
+                    let task = glommio::spawn_local({
+                        let round = Arc::clone(&round);
+                        async move { woken(&round).await }
+                    });
+                    rounds_tx.send(round).unwrap();
+                    task.await;
+                    finished.send(i).unwrap();
+                }
+            });
+            waker_thread.join().unwrap();
+        };
+        rounds(&first, 1, finished_tx.clone());
+        rounds(&second, 2, finished_tx.clone());
+        drop(second);
+        // The thread's executor gone, the first one's spawns still find theirs.
+        rounds(&first, 3, finished_tx);
+    });
+    for pass in [
+        "the first executor",
+        "the second",
+        "the first, the second gone",
+    ] {
+        expect_rounds(
+            &finished_rx,
+            TWO_EXECUTOR_ROUNDS,
+            &format!("wake-ups of {pass}'s tasks went to another executor"),
+        );
+    }
+    thread.join().unwrap();
 }
 
 /// Runs `body` on a small executor of its own with preemption period `period`, and

@@ -274,13 +274,53 @@ pub(super) fn new_sleep_notifier() -> io::Result<Arc<SleepNotifier>> {
     state.new_local_state()
 }
 
+std::thread_local! {
+    /// [Herald patch 6] The notifier of the executor whose reactor lives on this thread,
+    /// from the reactor's making to its drop. Each task spawned records its executor's
+    /// notifier; found here, it costs neither the process-wide lock nor the map that
+    /// every executor's spawns would otherwise share (a read lock is a write to one
+    /// cache line all their cores contend for).
+    static LOCAL_SLEEP_NOTIFIER: std::cell::RefCell<Option<Arc<SleepNotifier>>> =
+        const { std::cell::RefCell::new(None) };
+}
+
+/// [Herald patch 6] Makes `notifier` the one [`get_sleep_notifier_for`] finds on this
+/// thread without the process-wide lock (the reactor's making).
+pub(crate) fn set_local_sleep_notifier(notifier: &Arc<SleepNotifier>) {
+    LOCAL_SLEEP_NOTIFIER.with(|local| *local.borrow_mut() = Some(notifier.clone()));
+}
+
+/// [Herald patch 6] Forgets this thread's notifier if it is `id`'s (the reactor's drop),
+/// so that the notifier's own drop is not held up by the thread.
+pub(crate) fn clear_local_sleep_notifier(id: usize) {
+    let _ = LOCAL_SLEEP_NOTIFIER.try_with(|local| {
+        let mut local = local.borrow_mut();
+        if local.as_ref().is_some_and(|notifier| notifier.id == id) {
+            *local = None;
+        }
+    });
+}
+
 pub(crate) fn get_sleep_notifier_for(id: usize) -> Option<Arc<SleepNotifier>> {
     if id == usize::MAX {
-        Some(REACTOR_DISCONNECTED.clone())
-    } else {
-        let state = REACTOR_GLOBAL_STATE.read().unwrap();
-        state.sleep_notifiers.get(&id).and_then(|x| x.upgrade())
+        return Some(REACTOR_DISCONNECTED.clone());
     }
+    // [Herald patch 6] This thread's own executor first.
+    let local = LOCAL_SLEEP_NOTIFIER
+        .try_with(|local| {
+            local
+                .borrow()
+                .as_ref()
+                .filter(|notifier| notifier.id == id)
+                .cloned()
+        })
+        .ok()
+        .flatten();
+    if local.is_some() {
+        return local;
+    }
+    let state = REACTOR_GLOBAL_STATE.read().unwrap();
+    state.sleep_notifiers.get(&id).and_then(|x| x.upgrade())
 }
 
 impl SleepNotifier {

@@ -1381,6 +1381,8 @@ impl Reactor {
             latency_ring.install_eventfd(&eventfd_src);
         }
 
+        // [Herald patch 6]
+        sys::set_local_sleep_notifier(&notifier);
         Ok(Reactor {
             main_ring: RefCell::new(main_ring),
             latency_ring: RefCell::new(latency_ring),
@@ -2106,7 +2108,10 @@ fn queue_request_into_ring(
 }
 
 impl Drop for Reactor {
-    fn drop(&mut self) {}
+    fn drop(&mut self) {
+        // [Herald patch 6]
+        sys::clear_local_sleep_notifier(self.notifier.id());
+    }
 }
 
 #[cfg(test)]
