@@ -836,15 +836,31 @@ impl LastResponse {
         (count, self.0.len() - text_at)
     }
 
-    fn headers(&self) -> impl ExactSizeIterator<Item = (&str, &str)> + '_ {
+    /// The header text and, per header, where its name and value end in it.
+    fn header_parts(&self) -> (&str, &[u8]) {
+        if self.is_none() {
+            return ("", &[]);
+        }
         let (body_len, count) = self.counts();
         let text_at = Self::FIXED_BYTES + 8 * count + body_len;
-        let text = if self.is_none() {
-            ""
-        } else {
-            // Written from `&str`s whole, and every end below is at the end of one.
-            std::str::from_utf8(&self.0[text_at..]).expect("header text is the UTF-8 written")
-        };
+        // Written from `&str`s whole, and every end is at the end of one.
+        let text =
+            std::str::from_utf8(&self.0[text_at..]).expect("header text is the UTF-8 written");
+        (
+            text,
+            &self.0[Self::FIXED_BYTES..Self::FIXED_BYTES + 8 * count],
+        )
+    }
+
+    /// The headers as a checkpoint writes them, from these bytes.
+    fn headers_out(&self) -> crate::record::out::HeadersOut<'_> {
+        let (text, ends) = self.header_parts();
+        crate::record::out::HeadersOut::Packed { text, ends }
+    }
+
+    fn headers(&self) -> impl ExactSizeIterator<Item = (&str, &str)> + '_ {
+        let (_, count) = self.counts();
+        let (text, _) = self.header_parts();
         (0..count).map(move |i| {
             let start = match i.checked_sub(1) {
                 Some(before) => self.word(Self::FIXED_BYTES + 8 * before + 4),

@@ -1018,10 +1018,135 @@ pub(crate) mod out {
         #[rkyv(with = AsOwned, omit_bounds)]
         pub last_response_body: Cow<'a, [u8]>,
         #[rkyv(omit_bounds)]
-        pub last_response_headers: Vec<HeaderRecOut<'a>>,
+        pub last_response_headers: HeadersOut<'a>,
         pub updated_at_ms: u64,
         #[rkyv(omit_bounds)]
-        pub attempts: Vec<AttemptRecOut<'a>>,
+        pub attempts: AttemptsOut<'a>,
+    }
+
+    /// A checkpointed delivery's kept response headers, archived as the `Vec` of
+    /// [`super::HeaderRec`] a delivery snapshot holds, straight from where they are kept:
+    /// a checkpoint writes every delivery it holds, and a list of its own for each would
+    /// be an allocation per delivery.
+    #[derive(Clone, Copy)]
+    pub(crate) enum HeadersOut<'a> {
+        /// As a delivery keeps them: `ends` holds, per header, where its name and its value
+        /// end in `text` (little-endian `u32`s; each name starts where the header before
+        /// ended, the first at 0). Made by the dispatcher, which checks the ends.
+        Packed { text: &'a str, ends: &'a [u8] },
+        /// As a decoded record holds them (the tests' checkpoints).
+        #[cfg(test)]
+        Records(&'a [super::HeaderRec]),
+    }
+
+    impl<'a> HeadersOut<'a> {
+        fn len(&self) -> usize {
+            match self {
+                HeadersOut::Packed { ends, .. } => ends.len() / 8,
+                #[cfg(test)]
+                HeadersOut::Records(records) => records.len(),
+            }
+        }
+
+        fn get(&self, i: usize) -> HeaderRecOut<'a> {
+            let (name, value) = match *self {
+                HeadersOut::Packed { text, ends } => {
+                    let end = |at: usize| {
+                        let mut word = [0u8; 4];
+                        word.copy_from_slice(&ends[at..at + 4]);
+                        u32::from_le_bytes(word) as usize
+                    };
+                    let start = if i == 0 { 0 } else { end(8 * i - 4) };
+                    let (name_end, value_end) = (end(8 * i), end(8 * i + 4));
+                    (&text[start..name_end], &text[name_end..value_end])
+                }
+                #[cfg(test)]
+                HeadersOut::Records(records) => {
+                    (records[i].name.as_str(), records[i].value.as_str())
+                }
+            };
+            HeaderRecOut {
+                name: Cow::Borrowed(name),
+                value: Cow::Borrowed(value),
+            }
+        }
+    }
+
+    impl rkyv::Archive for HeadersOut<'_> {
+        type Archived = rkyv::vec::ArchivedVec<ArchivedHeaderRec>;
+        type Resolver = rkyv::vec::VecResolver;
+
+        fn resolve(&self, resolver: Self::Resolver, out: rkyv::Place<Self::Archived>) {
+            rkyv::vec::ArchivedVec::resolve_from_len(self.len(), resolver, out);
+        }
+    }
+
+    impl<S> rkyv::Serialize<S> for HeadersOut<'_>
+    where
+        S: rkyv::rancor::Fallible + Allocator + Writer + ?Sized,
+        S::Error: Source,
+    {
+        fn serialize(&self, serializer: &mut S) -> Result<Self::Resolver, S::Error> {
+            let list = *self;
+            rkyv::vec::ArchivedVec::serialize_from_iter::<HeaderRecOut<'_>, _, _>(
+                (0..list.len()).map(move |i| list.get(i)),
+                serializer,
+            )
+        }
+    }
+
+    /// Attempts as a checkpoint writes them ([`AttemptsOut`]).
+    pub(crate) trait AttemptList {
+        fn len(&self) -> usize;
+        fn get(&self, i: usize) -> AttemptRecOut<'_>;
+    }
+
+    #[cfg(test)]
+    impl AttemptList for Vec<super::AttemptRec> {
+        fn len(&self) -> usize {
+            Vec::len(self)
+        }
+
+        fn get(&self, i: usize) -> AttemptRecOut<'_> {
+            let a = &self[i];
+            AttemptRecOut {
+                attempt: a.attempt,
+                started_at_ms: a.started_at_ms,
+                finished_at_ms: a.finished_at_ms,
+                status: a.status,
+                latency_ms: a.latency_ms,
+                error: a.error.as_deref().map(Cow::Borrowed),
+            }
+        }
+    }
+
+    /// A checkpointed delivery's attempts, archived as the `Vec` of
+    /// [`super::AttemptRec`] a delivery snapshot holds, straight from where they are
+    /// kept (no list of their own per delivery; see [`HeadersOut`]).
+    #[derive(Clone, Copy)]
+    pub(crate) struct AttemptsOut<'a>(pub &'a dyn AttemptList);
+
+    impl rkyv::Archive for AttemptsOut<'_> {
+        type Archived = rkyv::vec::ArchivedVec<ArchivedAttemptRec>;
+        type Resolver = rkyv::vec::VecResolver;
+
+        fn resolve(&self, resolver: Self::Resolver, out: rkyv::Place<Self::Archived>) {
+            rkyv::vec::ArchivedVec::resolve_from_len(self.0.len(), resolver, out);
+        }
+    }
+
+    impl<S> rkyv::Serialize<S> for AttemptsOut<'_>
+    where
+        S: rkyv::rancor::Fallible + Allocator + Writer + ?Sized,
+        S::Error: Source,
+    {
+        fn serialize(&self, serializer: &mut S) -> Result<Self::Resolver, S::Error> {
+            let list = self.0;
+            rkyv::vec::ArchivedVec::serialize_from_iter::<AttemptRecOut<'_>, _, _>(
+                (0..list.len()).map(move |i| list.get(i)),
+                serializer,
+            )
+        }
     }
 
     /// [`super::HeaderRec`].
@@ -1469,12 +1594,6 @@ mod tests {
     /// The writing twin of `c`, borrowing every string and body from it.
     fn borrowed(c: &Checkpoint) -> out::CheckpointOut<'_> {
         use std::borrow::Cow::Borrowed;
-        fn header(h: &HeaderRec) -> out::HeaderRecOut<'_> {
-            out::HeaderRecOut {
-                name: Borrowed(h.name.as_str()),
-                value: Borrowed(h.value.as_str()),
-            }
-        }
         out::CheckpointOut {
             at_ms: c.at_ms,
             next_delivery: c.next_delivery,
@@ -1507,20 +1626,9 @@ mod tests {
                     last_error: d.last_error.as_deref().map(Borrowed),
                     last_latency_ms: d.last_latency_ms,
                     last_response_body: Borrowed(d.last_response_body.as_slice()),
-                    last_response_headers: d.last_response_headers.iter().map(header).collect(),
+                    last_response_headers: out::HeadersOut::Records(&d.last_response_headers),
                     updated_at_ms: d.updated_at_ms,
-                    attempts: d
-                        .attempts
-                        .iter()
-                        .map(|a| out::AttemptRecOut {
-                            attempt: a.attempt,
-                            started_at_ms: a.started_at_ms,
-                            finished_at_ms: a.finished_at_ms,
-                            status: a.status,
-                            latency_ms: a.latency_ms,
-                            error: a.error.as_deref().map(Borrowed),
-                        })
-                        .collect(),
+                    attempts: out::AttemptsOut(&d.attempts),
                 })
                 .collect(),
             idempotency: c
@@ -1566,6 +1674,47 @@ mod tests {
                 Record::Checkpoint(case.clone())
             );
             assert_eq!(body_spans(&twin.2).unwrap(), body_spans(&owned.2).unwrap());
+        }
+    }
+
+    #[test]
+    fn packed_headers_archive_as_their_records_do() {
+        let records = [
+            ("content-type", "text/plain"),
+            ("x-empty", ""),
+            ("x-id", "r7"),
+        ]
+        .map(|(name, value)| HeaderRec {
+            name: name.into(),
+            value: value.into(),
+        });
+        let mut text = String::new();
+        let mut ends = Vec::new();
+        for h in &records {
+            text.push_str(&h.name);
+            ends.extend_from_slice(&(text.len() as u32).to_le_bytes());
+            text.push_str(&h.value);
+            ends.extend_from_slice(&(text.len() as u32).to_le_bytes());
+        }
+        for n in 0..=records.len() {
+            let packed = out::HeadersOut::Packed {
+                text: &text,
+                ends: &ends[..8 * n],
+            };
+            let as_records = out::HeadersOut::Records(&records[..n]);
+            let owned = records[..n].to_vec();
+            let bytes = rkyv::to_bytes::<rancor::Error>(&packed).unwrap();
+            assert_eq!(
+                bytes.as_slice(),
+                rkyv::to_bytes::<rancor::Error>(&as_records)
+                    .unwrap()
+                    .as_slice()
+            );
+            assert_eq!(
+                bytes.as_slice(),
+                rkyv::to_bytes::<rancor::Error>(&owned).unwrap().as_slice(),
+                "{n} headers"
+            );
         }
     }
 

@@ -1132,26 +1132,26 @@ fn delivery_snap(id: DeliveryId, event: u32, d: &Delivery) -> record::out::Deliv
         last_error: d.last_error().map(DeliveryError::name_cow),
         last_latency_ms: d.last_latency_ms().map_or(u64::MAX, u64::from),
         last_response_body: Cow::Borrowed(d.last_body()),
-        last_response_headers: d
-            .last_headers()
-            .map(|(name, value)| record::out::HeaderRecOut {
-                name: Cow::Borrowed(name),
-                value: Cow::Borrowed(value),
-            })
-            .collect(),
+        last_response_headers: d.outcomes().last_response.headers_out(),
         updated_at_ms: d.updated_at_ms,
-        attempts: d
-            .attempts()
-            .iter()
-            .map(Attempt::summary)
-            .map(|a| record::out::AttemptRecOut {
-                attempt: a.attempt,
-                started_at_ms: a.started_at_ms,
-                finished_at_ms: a.finished_at_ms,
-                status: a.response_status.unwrap_or(0),
-                latency_ms: a.response_time_ms,
-                error: a.error.map(DeliveryError::name_cow),
-            })
-            .collect(),
+        attempts: record::out::AttemptsOut(&d.outcomes().attempts),
+    }
+}
+
+impl record::out::AttemptList for SmallVec<[Attempt; 1]> {
+    fn len(&self) -> usize {
+        SmallVec::len(self)
+    }
+
+    fn get(&self, i: usize) -> record::out::AttemptRecOut<'_> {
+        let a = self[i].summary();
+        record::out::AttemptRecOut {
+            attempt: a.attempt,
+            started_at_ms: a.started_at_ms,
+            finished_at_ms: a.finished_at_ms,
+            status: a.response_status.unwrap_or(0),
+            latency_ms: a.response_time_ms,
+            error: a.error.map(DeliveryError::name_cow),
+        }
     }
 }
