@@ -330,6 +330,10 @@ pub struct Report {
     pub sink_cpu_us_per_delivery: Option<f64>,
     /// The publishers' threads.
     pub load_cpu_us_per_delivery: Option<f64>,
+    /// Embedded: the part of the engine's that its journals' threads took (the group
+    /// commit's `fdatasync`s and the next segments' preparation): what the device's
+    /// syncs cost in CPU. `null` remotely.
+    pub journal_cpu_us_per_delivery: Option<f64>,
     /// Cores kept busy on average: CPU / elapsed of this process (embedded) or of the
     /// server (remote).
     pub cores_busy: Option<f64>,
@@ -400,7 +404,7 @@ pub struct Report {
 }
 
 /// Keys every report's JSON holds (tests check them; tools rely on them).
-pub const REPORT_KEYS: [&str; 32] = [
+pub const REPORT_KEYS: [&str; 33] = [
     "deliveries_per_s",
     "accepted_per_s",
     "raw_per_s",
@@ -427,6 +431,7 @@ pub const REPORT_KEYS: [&str; 32] = [
     "origins",
     "connections",
     "engine_cpu_us_per_delivery",
+    "journal_cpu_us_per_delivery",
     "harness_cpu_us_per_delivery",
     "server_rss_bytes",
     "device_write_bytes_per_delivery",
@@ -576,6 +581,12 @@ impl Report {
                 self.cpu_scope
             ),
         );
+        if let Some(journal) = self.journal_cpu_us_per_delivery {
+            row(
+                "journal threads",
+                format!("{journal:.1} µs of CPU per delivery (part of the engine's: its syncs)"),
+            );
+        }
         row("cores busy", opt(self.cores_busy, 2));
         if let Some(host) = &self.host_cpu {
             row("host CPU", host.text());

@@ -955,6 +955,13 @@ fn drive(
         .zip(before.sink_cpu_us)
         .map(|(a, b)| a.saturating_sub(b));
     let load_cpu_us = Some(shared.load_cpu_us.load(Ordering::Relaxed));
+    let journal_cpu_us = match engine {
+        Engine::Embedded { .. } => after
+            .journal_cpu_us
+            .zip(before.journal_cpu_us)
+            .map(|(a, b)| a.saturating_sub(b)),
+        Engine::Remote { .. } => None,
+    };
     // Remotely the engine is the server process, as its /metrics counts it.
     let server_cpu_us = server.as_ref().and_then(|f| f.cpu_us);
     let engine_cpu_us = match engine {
@@ -1124,6 +1131,7 @@ fn drive(
         engine_cpu_us_per_delivery: per(engine_cpu_us, delivered),
         sink_cpu_us_per_delivery: per(sink_cpu_us, delivered),
         load_cpu_us_per_delivery: per(load_cpu_us, delivered),
+        journal_cpu_us_per_delivery: per(journal_cpu_us, delivered),
         harness_cpu_us_per_delivery: per(cpu_us, delivered),
         cores_busy: match engine {
             Engine::Embedded { .. } => cpu_us,

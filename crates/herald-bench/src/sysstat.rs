@@ -32,9 +32,11 @@ pub fn thread_cpu_us() -> Option<u64> {
     stat_cpu_us(&fs::read_to_string("/proc/thread-self/stat").ok()?)
 }
 
-/// CPU time of the live threads whose name starts with `prefix`, µs.
+/// CPU time of the live threads whose name starts with `prefix`, µs; `None` when no
+/// live thread has such a name (a name that changed is not read as no CPU).
 pub fn threads_cpu_us(prefix: &str) -> Option<u64> {
     let mut total = 0;
+    let mut found = false;
     for entry in fs::read_dir("/proc/self/task").ok()?.flatten() {
         let path = entry.path();
         let Ok(name) = fs::read_to_string(path.join("comm")) else {
@@ -48,9 +50,10 @@ pub fn threads_cpu_us(prefix: &str) -> Option<u64> {
             .and_then(|s| stat_cpu_us(&s))
         {
             total += us;
+            found = true;
         }
     }
-    Some(total)
+    found.then_some(total)
 }
 
 /// A `Key:   value kB` line of `/proc/self/status`, in bytes.
@@ -267,6 +270,8 @@ pub struct Snapshot {
     pub cpu_us: Option<u64>,
     /// Sink threads' CPU, µs.
     pub sink_cpu_us: Option<u64>,
+    /// The embedded engine's journal threads' CPU (its syncs), µs.
+    pub journal_cpu_us: Option<u64>,
     /// Bytes written.
     pub write_bytes: Option<u64>,
     /// The machine's CPU time.
@@ -279,6 +284,7 @@ impl Snapshot {
         Snapshot {
             cpu_us: process_cpu_us(),
             sink_cpu_us: threads_cpu_us(sink_prefix),
+            journal_cpu_us: threads_cpu_us(herald_journal::THREAD_NAME_PREFIX),
             write_bytes: disk_write_bytes(),
             host: host_cpu(),
         }
@@ -288,6 +294,24 @@ impl Snapshot {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn threads_are_found_by_their_names_only() {
+        let (started_tx, started_rx) = std::sync::mpsc::channel();
+        let (done_tx, done_rx) = std::sync::mpsc::channel::<()>();
+        let thread = std::thread::Builder::new()
+            .name("hb-threads-probe".into())
+            .spawn(move || {
+                started_tx.send(()).unwrap();
+                let _ = done_rx.recv();
+            })
+            .unwrap();
+        started_rx.recv().unwrap();
+        assert!(threads_cpu_us("hb-threads-pro").is_some());
+        assert_eq!(threads_cpu_us("hb-no-such-thread"), None);
+        done_tx.send(()).unwrap();
+        thread.join().unwrap();
+    }
 
     #[test]
     fn stat_line_with_spaces_in_the_name() {
@@ -374,7 +398,6 @@ mod tests {
         assert!(thread_cpu_us().is_some());
         assert!(peak_rss_bytes().unwrap() > 0);
         assert!(rss_bytes().unwrap() > 0);
-        assert!(threads_cpu_us("no-such-thread").is_some());
         assert!(host_cpu().is_some());
         if let Some(device) = block_device_of(Path::new(env!("CARGO_MANIFEST_DIR"))) {
             assert!(device_write_bytes(&device).is_some(), "{device}");

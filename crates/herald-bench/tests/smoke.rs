@@ -124,6 +124,12 @@ fn closed_loop_delivers_every_event_to_every_webhook() {
     assert_eq!(report.figures_source, "engine");
     assert_eq!(report.shards, Some(1));
     assert!(report.engine_cpu_us_per_delivery.is_some());
+    // The journal's sync thread lives through the run (a spare thread may come and go):
+    // its CPU is read, and it is part of the engine's.
+    let journal = report
+        .journal_cpu_us_per_delivery
+        .expect("the journal's threads are found by their names");
+    assert!(journal <= report.engine_cpu_us_per_delivery.unwrap() + 0.1);
 
     let host = report
         .host_cpu
@@ -526,6 +532,8 @@ fn assert_remote_report(report: &herald_bench::Report, accepted: u64, fanout: u6
         json["device_write_bytes_per_delivery"],
         serde_json::Value::Null
     );
+    // The server's threads are not the harness's to read either.
+    assert_eq!(json["journal_cpu_us_per_delivery"], serde_json::Value::Null);
     assert_svg_parses(&svg::run_svg(report).unwrap());
 }
 

@@ -740,7 +740,7 @@ impl Journal {
         ));
         let thread_shared = Arc::clone(&shared);
         let sync_thread = std::thread::Builder::new()
-            .name("herald-journal-sync".into())
+            .name(format!("{}-sync", crate::THREAD_NAME_PREFIX))
             .spawn(move || thread_shared.run())
             .map_err(|source| JournalError::Spawn {
                 thread: "herald-journal-sync",

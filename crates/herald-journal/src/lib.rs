@@ -58,3 +58,10 @@ pub use journal::{
     STAGED_BYTES_MAX,
 };
 pub use sync::{DurableHandle, SyncStats};
+
+/// What the names of the threads a journal starts begin with (its group commit's sync
+/// thread, `herald-journal-sync`, and the thread that makes its next segment ready,
+/// `herald-journal-spare`): a harness that splits a process's CPU by thread finds them
+/// by it. Short enough to survive Linux's 15-byte thread names.
+pub const THREAD_NAME_PREFIX: &str = "herald-journal";
+const _: () = assert!(THREAD_NAME_PREFIX.len() <= 15);

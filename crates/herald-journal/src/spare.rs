@@ -124,7 +124,7 @@ impl Spare {
         });
         let thread_inner = Arc::clone(&inner);
         let thread = std::thread::Builder::new()
-            .name("herald-journal-spare".into())
+            .name(format!("{}-spare", crate::THREAD_NAME_PREFIX))
             .spawn(move || thread_inner.run())?;
         Ok(Spare {
             inner,
