@@ -124,12 +124,19 @@ impl Timers {
     fn process_timers(&mut self) -> (Option<Duration>, usize) {
         let now = Instant::now();
 
-        // Split timers into ready and pending timers.
-        let pending = self.timers.split_off(&(now, 0));
-        let ready = mem::replace(&mut self.timers, pending);
-        let woke = ready.len();
-        for (_, waker) in ready {
+        // [Herald patch 7] The ready timers (those due before `now`, as upstream's
+        // `split_off(&(now, 0))` leaves them) are taken off the front one by one.
+        // Upstream split the map on every call, ready timers or not, which builds a new
+        // tree for the pending ones (an allocation and a free each time the reactor
+        // polls with a timer pending, as a busy shard's always is).
+        let mut woke = 0;
+        while let Some(entry) = self.timers.first_entry() {
+            if *entry.key() >= (now, 0) {
+                break;
+            }
+            let (_, waker) = entry.remove_entry();
             wake!(waker);
+            woke += 1;
         }
 
         // Calculate the duration until the next event.
