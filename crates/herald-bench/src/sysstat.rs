@@ -32,9 +32,22 @@ pub fn thread_cpu_us() -> Option<u64> {
     stat_cpu_us(&fs::read_to_string("/proc/thread-self/stat").ok()?)
 }
 
-/// CPU time of the live threads whose name starts with `prefix`, µs; `None` when no
-/// live thread has such a name (a name that changed is not read as no CPU).
+/// CPU time of the live threads whose name starts with `prefix`, µs (0 when none has
+/// it yet: a thread names itself once it runs, so one just started may not).
 pub fn threads_cpu_us(prefix: &str) -> Option<u64> {
+    named_threads_cpu_us(prefix).map(|(us, _)| us)
+}
+
+/// CPU time of the threads whose name starts with `prefix`, µs, when some live thread
+/// has it (a name that changed is then not read as no CPU): for threads that run long
+/// before the reading.
+pub fn threads_cpu_us_found(prefix: &str) -> Option<u64> {
+    named_threads_cpu_us(prefix).and_then(|(us, found)| found.then_some(us))
+}
+
+/// CPU time of the live threads whose name starts with `prefix`, µs, and whether any
+/// did.
+fn named_threads_cpu_us(prefix: &str) -> Option<(u64, bool)> {
     let mut total = 0;
     let mut found = false;
     for entry in fs::read_dir("/proc/self/task").ok()?.flatten() {
@@ -53,7 +66,7 @@ pub fn threads_cpu_us(prefix: &str) -> Option<u64> {
             found = true;
         }
     }
-    found.then_some(total)
+    Some((total, found))
 }
 
 /// A `Key:   value kB` line of `/proc/self/status`, in bytes.
@@ -270,7 +283,7 @@ pub struct Snapshot {
     pub cpu_us: Option<u64>,
     /// Sink threads' CPU, µs.
     pub sink_cpu_us: Option<u64>,
-    /// The embedded engine's journal threads' CPU (its syncs), µs.
+    /// The embedded engine's journal threads' CPU (its syncs), µs; `None` without them.
     pub journal_cpu_us: Option<u64>,
     /// Bytes written.
     pub write_bytes: Option<u64>,
@@ -284,7 +297,7 @@ impl Snapshot {
         Snapshot {
             cpu_us: process_cpu_us(),
             sink_cpu_us: threads_cpu_us(sink_prefix),
-            journal_cpu_us: threads_cpu_us(herald_journal::THREAD_NAME_PREFIX),
+            journal_cpu_us: threads_cpu_us_found(herald_journal::THREAD_NAME_PREFIX),
             write_bytes: disk_write_bytes(),
             host: host_cpu(),
         }
@@ -307,8 +320,9 @@ mod tests {
             })
             .unwrap();
         started_rx.recv().unwrap();
-        assert!(threads_cpu_us("hb-threads-pro").is_some());
-        assert_eq!(threads_cpu_us("hb-no-such-thread"), None);
+        assert!(threads_cpu_us_found("hb-threads-pro").is_some());
+        assert_eq!(threads_cpu_us_found("hb-no-such-thread"), None);
+        assert_eq!(threads_cpu_us("hb-no-such-thread"), Some(0));
         done_tx.send(()).unwrap();
         thread.join().unwrap();
     }
