@@ -859,17 +859,8 @@ impl LastResponse {
     }
 
     fn headers(&self) -> impl ExactSizeIterator<Item = (&str, &str)> + '_ {
-        let (_, count) = self.counts();
-        let (text, _) = self.header_parts();
-        (0..count).map(move |i| {
-            let start = match i.checked_sub(1) {
-                Some(before) => self.word(Self::FIXED_BYTES + 8 * before + 4),
-                None => 0,
-            };
-            let name_end = self.word(Self::FIXED_BYTES + 8 * i);
-            let value_end = self.word(Self::FIXED_BYTES + 8 * i + 4);
-            (&text[start..name_end], &text[name_end..value_end])
-        })
+        let (text, ends) = self.header_parts();
+        (0..ends.len() / 8).map(move |i| crate::record::out::packed_header(text, ends, i))
     }
 }
 

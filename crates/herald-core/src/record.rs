@@ -1030,9 +1030,7 @@ pub(crate) mod out {
     /// be an allocation per delivery.
     #[derive(Clone, Copy)]
     pub(crate) enum HeadersOut<'a> {
-        /// As a delivery keeps them: `ends` holds, per header, where its name and its value
-        /// end in `text` (little-endian `u32`s; each name starts where the header before
-        /// ended, the first at 0). Made by the dispatcher, which checks the ends.
+        /// As a delivery keeps them ([`packed_header`]).
         Packed { text: &'a str, ends: &'a [u8] },
         /// As a decoded record holds them (the tests' checkpoints).
         #[cfg(test)]
@@ -1050,16 +1048,7 @@ pub(crate) mod out {
 
         fn get(&self, i: usize) -> HeaderRecOut<'a> {
             let (name, value) = match *self {
-                HeadersOut::Packed { text, ends } => {
-                    let end = |at: usize| {
-                        let mut word = [0u8; 4];
-                        word.copy_from_slice(&ends[at..at + 4]);
-                        u32::from_le_bytes(word) as usize
-                    };
-                    let start = if i == 0 { 0 } else { end(8 * i - 4) };
-                    let (name_end, value_end) = (end(8 * i), end(8 * i + 4));
-                    (&text[start..name_end], &text[name_end..value_end])
-                }
+                HeadersOut::Packed { text, ends } => packed_header(text, ends, i),
                 #[cfg(test)]
                 HeadersOut::Records(records) => {
                     (records[i].name.as_str(), records[i].value.as_str())
@@ -1093,6 +1082,21 @@ pub(crate) mod out {
                 serializer,
             )
         }
+    }
+
+    /// Header `i` of headers packed as a delivery keeps them: `ends` holds, per header,
+    /// where its name and its value end in `text` (little-endian `u32`s; each name starts
+    /// where the header before ended, the first at 0), every end between two of the
+    /// `&str`s the text was written from.
+    pub(crate) fn packed_header<'t>(text: &'t str, ends: &[u8], i: usize) -> (&'t str, &'t str) {
+        let end = |at: usize| {
+            let mut word = [0u8; 4];
+            word.copy_from_slice(&ends[at..at + 4]);
+            u32::from_le_bytes(word) as usize
+        };
+        let start = if i == 0 { 0 } else { end(8 * i - 4) };
+        let (name_end, value_end) = (end(8 * i), end(8 * i + 4));
+        (&text[start..name_end], &text[name_end..value_end])
     }
 
     /// Attempts as a checkpoint writes them ([`AttemptsOut`]).
