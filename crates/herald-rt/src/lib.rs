@@ -7,7 +7,7 @@
 //! * [`TrustAnchors`]: system roots (or bundled Mozilla roots) plus extra CA files.
 //!
 //! The workspace lint denies `unsafe`; this crate allows it in a few places (borrowing a
-//! connection's socket, adopting the wake socket and the socket ring's eventfd,
+//! connection's socket, adopting the wake eventfd and the socket ring's eventfd,
 //! submitting to that ring, setting a shard thread's scheduling policy, reading back a
 //! record the shard has just serialized without validating it again), each with a
 //! `// SAFETY:` argument.

@@ -414,10 +414,10 @@ mod tests {
         assert_eq!(config.fault(), Fault::Caller);
         // The host's limits, not a passing lack of capacity: retrying does not help.
         assert_eq!(runtime.fault(), Fault::Environment);
-        // A shard stopped by its host (its wake-up socket) is not a storage failure.
+        // A shard stopped by its host (its wake-up eventfd) is not a storage failure.
         let stopped = Error::Environment {
             shard: 1,
-            message: "binding the wake socket: out of memory".into(),
+            message: "binding the wake eventfd: out of memory".into(),
         };
         assert_eq!(stopped.fault(), Fault::Environment);
     }
@@ -427,7 +427,7 @@ mod tests {
         use std::error::Error as _;
         let refused = StartError::Runtime {
             shard: 2,
-            message: "wake socket: too many open files".into(),
+            message: "wake eventfd: too many open files".into(),
             source: Some(Arc::new(std::io::Error::from_raw_os_error(24))),
         };
         let source = refused.source().expect("the OS error is the source");

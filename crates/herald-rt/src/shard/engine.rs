@@ -200,7 +200,7 @@ impl Engine {
             };
             let (wake, wake_receiver) = wake_pair().map_err(|error| StartError::Runtime {
                 shard: index,
-                message: format!("wake socket: {error}"),
+                message: format!("wake eventfd: {error}"),
                 source: Some(Arc::new(error)),
             })?;
             let (intake_tx, intake_rx) = intake::<Request>(config.intake_capacity, wake);

@@ -5,7 +5,7 @@
 //!
 //! ```text
 //! foreign threads ── Request ──► bounded intake (crossbeam) ──► shard i (glommio thread)
-//!        ▲                           + wake byte when parked        ├─ Journal (data_dir/shard-i)
+//!        ▲                         + eventfd wake when parked       ├─ Journal (data_dir/shard-i)
 //!        └──── Reply (oneshot) ◄── after the record is durable ─────├─ Dispatcher (herald-core)
 //!                                                                   └─ HttpClient (sends as tasks)
 //! ```

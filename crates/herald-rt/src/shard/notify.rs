@@ -1,7 +1,7 @@
 //! A wake-up signal between tasks of one shard (same thread, no atomics needed).
 //!
 //! The shard loop parks on it; tasks that finish a send, and the task that reads the
-//! cross-thread wake socket, raise it.
+//! cross-thread wake eventfd, raise it.
 
 use std::cell::{Cell, RefCell};
 use std::future::Future;

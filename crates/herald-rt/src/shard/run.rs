@@ -7,7 +7,6 @@ use std::sync::{mpsc, Arc};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
-use futures_lite::AsyncReadExt;
 use herald_core::session::{self, JournalFrame, RecoveryError, Session};
 use herald_core::{
     AppendId, AttemptResult, BodyPos, BodyStore, Command, Dispatcher, DispatcherConfig, Outcome,
@@ -339,10 +338,10 @@ pub(crate) async fn run_shard(setup: ShardSetup) -> ShardExit {
     let shard_wake = wake.wake().clone();
     let notifier = shard_wake.clone();
     journal.set_durable_notify(Box::new(move |_| notifier.notify()));
-    let stream = match wake.into_glommio() {
-        Ok(stream) => stream,
+    let wake_file = match wake.into_glommio() {
+        Ok(file) => file,
         Err(error) => {
-            let message = format!("binding the wake socket: {error}");
+            let message = format!("binding the wake eventfd: {error}");
             report(Err(StartError::Runtime {
                 shard: index,
                 message: message.clone(),
@@ -355,20 +354,15 @@ pub(crate) async fn run_shard(setup: ShardSetup) -> ShardExit {
     };
     let local = Rc::new(LocalNotify::default());
     let reader_notify = local.clone();
-    // Turns bytes from foreign threads into local wake-ups; ends when every writer is
-    // gone or the executor stops.
+    // Turns foreign threads' wake-ups into local ones; ends with the executor.
     glommio::spawn_local(async move {
-        let mut stream = stream;
-        let mut buf = [0u8; 64];
         loop {
-            match stream.read(&mut buf).await {
-                // Every writer is gone: nobody is left to wake the shard.
-                Ok(0) => break,
+            match wake_file.read_at(0, 8).await {
                 Ok(_) => reader_notify.notify(),
                 Err(error) => {
                     // Without this task the shard still wakes on its timers (at most
                     // IDLE_WAKE_MS apart), so it degrades instead of hanging.
-                    tracing::error!(shard = index, %error, "wake socket failed");
+                    tracing::error!(shard = index, %error, "reading the wake eventfd failed");
                     break;
                 }
             }

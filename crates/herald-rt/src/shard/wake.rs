@@ -2,24 +2,30 @@
 //!
 //! A shard sleeps inside glommio's reactor (io_uring). Foreign threads — callers
 //! handing in work, and the journal's sync thread reporting durability — wake it by
-//! writing one byte into a Unix socket pair whose other end the shard awaits as a
-//! glommio stream. An atomic flag coalesces wake-ups: only the first notifier after
-//! the shard announced it is going to sleep pays for the syscall; while the shard is
-//! awake, notifying is a single atomic swap.
+//! adding to an eventfd that a task of the shard reads through glommio (so the read
+//! completes on the shard's ring and a sleeping shard wakes for it). An atomic flag
+//! coalesces wake-ups: only the first notifier after the shard announced it is going to
+//! sleep pays for the system call; while the shard is awake, notifying is a single
+//! atomic swap.
+//!
+//! An eventfd rather than a socket pair: a wake-up is an 8-byte counter addition for
+//! the notifier (no socket buffer to allocate), and the read that takes it completes
+//! with its value in the ring, where a socket's reader took a `recv` of its own after
+//! each readiness and armed a new poll.
 //!
 //! Protocol (the shard is the only one to move the flag away from `NOTIFIED`):
 //! * shard, before parking: `AWAKE → SLEEPING` by compare-and-swap; if that fails the
 //!   flag was `NOTIFIED`, so there is fresh work and the shard must not park.
 //! * shard, after waking for any reason: swap to `AWAKE`, then look at every input.
 //! * notifier, after publishing its work: swap to `NOTIFIED`; if the previous value
-//!   was `SLEEPING`, write a byte.
+//!   was `SLEEPING`, add 1 to the eventfd.
 //!
-//! A byte written while the shard already woke on a timer stays in the socket and
+//! A wake-up added while the shard already woke on a timer stays in the counter and
 //! causes one harmless spurious wake-up later; no wake-up is ever lost because the
 //! shard re-checks all inputs after every wake-up.
 
-use std::io::{self, Write};
-use std::os::unix::net::UnixStream as StdUnixStream;
+use std::io;
+use std::os::fd::{AsFd, OwnedFd};
 use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::Arc;
 
@@ -30,35 +36,34 @@ const NOTIFIED: u8 = 2;
 /// The foreign-thread side: cheap to share, safe to call from any thread.
 pub(crate) struct Wake {
     state: AtomicU8,
-    writer: StdUnixStream,
+    /// Blocking, as glommio's read of it must wait rather than fail with `EAGAIN`; a
+    /// write of 1 blocks only when the counter would pass `u64::MAX - 1`, which one
+    /// write per parking of the shard between two reads cannot reach.
+    eventfd: OwnedFd,
 }
 
 /// The shard side, before it is bound to the shard's executor.
 pub(crate) struct WakeReceiver {
     wake: Arc<Wake>,
-    reader: StdUnixStream,
 }
 
 /// A connected wake pair.
 pub(crate) fn wake_pair() -> io::Result<(Arc<Wake>, WakeReceiver)> {
-    let (writer, reader) = StdUnixStream::pair()?;
-    // A full socket buffer means plenty of wake-ups are already pending: a notifier must
-    // never block on it.
-    writer.set_nonblocking(true)?;
+    let eventfd = rustix::event::eventfd(0, rustix::event::EventfdFlags::CLOEXEC)?;
     let wake = Arc::new(Wake {
         state: AtomicU8::new(AWAKE),
-        writer,
+        eventfd,
     });
-    Ok((wake.clone(), WakeReceiver { wake, reader }))
+    Ok((wake.clone(), WakeReceiver { wake }))
 }
 
 impl Wake {
     /// Tells the shard there is new work. Call after the work is visible to it.
     pub(crate) fn notify(&self) {
         if self.state.swap(NOTIFIED, Ordering::AcqRel) == SLEEPING {
-            // WouldBlock: the buffer is full of unread wake-ups, the shard will run.
-            // Other errors: the shard end is gone, so there is nobody to wake.
-            let _ = (&self.writer).write(&[1]);
+            // An error is not expected of an eventfd write of 1 (see `eventfd`); the
+            // shard's idle timer bounds how long it could sleep through one.
+            let _ = rustix::io::write(&self.eventfd, &1u64.to_ne_bytes());
         }
     }
 
@@ -82,17 +87,22 @@ impl WakeReceiver {
         &self.wake
     }
 
-    /// Binds the reading end to the current glommio executor.
-    pub(crate) fn into_glommio(self) -> io::Result<glommio::net::UnixStream> {
+    /// The eventfd as a file of the current glommio executor, to read wake-ups from
+    /// (8 bytes at offset 0: the count added since the last read).
+    pub(crate) fn into_glommio(self) -> io::Result<glommio::io::BufferedFile> {
         use std::os::fd::{FromRawFd, IntoRawFd};
-        self.reader.set_nonblocking(true)?;
-        let fd = self.reader.into_raw_fd();
-        // SAFETY: `fd` comes from `into_raw_fd` on a connected Unix stream socket we own,
-        // so it is open, of the right type, and nothing else will close it; ownership
-        // passes to the glommio stream, which closes it on drop.
+        let fd = self
+            .wake
+            .eventfd
+            .as_fd()
+            .try_clone_to_owned()?
+            .into_raw_fd();
+        // SAFETY: `fd` comes from `into_raw_fd` of a descriptor we own (a duplicate of
+        // the eventfd), so it is open and nothing else will close it; ownership passes to
+        // the glommio file, which closes it on drop.
         #[allow(unsafe_code)]
-        let stream = unsafe { glommio::net::UnixStream::from_raw_fd(fd) };
-        Ok(stream)
+        let file = unsafe { glommio::io::BufferedFile::from_raw_fd(fd) };
+        Ok(file)
     }
 }
 
@@ -113,12 +123,26 @@ impl std::fmt::Debug for WakeReceiver {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use futures_lite::AsyncReadExt;
     use std::time::Duration;
 
+    /// The eventfd's count, without waiting: 0 when nothing was added.
+    fn take_count(wake: &Wake) -> u64 {
+        // A duplicate shares the file status flags: the eventfd is non-blocking from
+        // here on, which only this test's reads see.
+        let fd = wake.eventfd.as_fd().try_clone_to_owned().unwrap();
+        rustix::io::ioctl_fionbio(&fd, true).unwrap();
+        let mut buf = [0u8; 8];
+        match rustix::io::read(&fd, &mut buf) {
+            Ok(8) => u64::from_ne_bytes(buf),
+            Ok(n) => panic!("an eventfd read of {n} bytes"),
+            Err(rustix::io::Errno::AGAIN) => 0,
+            Err(error) => panic!("{error}"),
+        }
+    }
+
     #[test]
-    fn notify_while_awake_prevents_sleep_without_a_byte() {
-        let (wake, receiver) = wake_pair().unwrap();
+    fn notify_while_awake_prevents_sleep_without_a_write() {
+        let (wake, _receiver) = wake_pair().unwrap();
         wake.notify();
         assert!(
             !wake.prepare_sleep(),
@@ -126,44 +150,35 @@ mod tests {
         );
         wake.awake();
         assert!(wake.prepare_sleep());
-        // No byte was written for the notification that arrived while awake.
-        receiver.reader.set_nonblocking(true).unwrap();
-        let mut buf = [0u8; 8];
-        let error = (&receiver.reader).read_nonblocking(&mut buf).unwrap_err();
-        assert_eq!(error.kind(), io::ErrorKind::WouldBlock);
-    }
-
-    trait ReadNonblocking {
-        fn read_nonblocking(self, buf: &mut [u8]) -> io::Result<usize>;
-    }
-    impl ReadNonblocking for &StdUnixStream {
-        fn read_nonblocking(self, buf: &mut [u8]) -> io::Result<usize> {
-            use std::io::Read;
-            let mut stream = self;
-            stream.read(buf)
-        }
+        // Nothing was added for the notification that arrived while awake.
+        assert_eq!(take_count(&wake), 0);
     }
 
     #[test]
-    fn many_notifies_while_sleeping_write_one_byte() {
-        let (wake, receiver) = wake_pair().unwrap();
+    fn many_notifies_while_sleeping_add_one() {
+        let (wake, _receiver) = wake_pair().unwrap();
         assert!(wake.prepare_sleep());
         for _ in 0..100 {
             wake.notify();
         }
-        receiver.reader.set_nonblocking(true).unwrap();
-        let mut buf = [0u8; 128];
-        assert_eq!((&receiver.reader).read_nonblocking(&mut buf).unwrap(), 1);
+        assert_eq!(take_count(&wake), 1);
+        // Awake and parked again: the next notification adds again.
+        wake.awake();
+        assert!(wake.prepare_sleep());
+        wake.notify();
+        assert_eq!(take_count(&wake), 1);
     }
 
     #[test]
     fn foreign_thread_wakes_a_parked_glommio_executor() {
         let (wake, receiver) = wake_pair().unwrap();
         let shard_wake = receiver.wake().clone();
-        let executor = glommio::LocalExecutorBuilder::new(glommio::Placement::Unbound)
+        let (parked_tx, parked_rx) = std::sync::mpsc::channel();
+        let (done_tx, done_rx) = std::sync::mpsc::channel();
+        let _executor = glommio::LocalExecutorBuilder::new(glommio::Placement::Unbound)
             .io_memory(256 << 10)
             .spawn(move || async move {
-                let mut stream = receiver.into_glommio().unwrap();
+                let file = receiver.into_glommio().unwrap();
                 let mut woken = 0;
                 while woken < 3 {
                     shard_wake.awake();
@@ -171,18 +186,27 @@ mod tests {
                         woken += 1;
                         continue;
                     }
-                    let mut buf = [0u8; 16];
-                    let read = stream.read(&mut buf).await.unwrap();
-                    assert!(read > 0);
+                    parked_tx.send(()).unwrap();
+                    let read = file.read_at(0, 8).await.unwrap();
+                    assert_eq!(read.len(), 8);
+                    let count = u64::from_ne_bytes(read[..8].try_into().unwrap());
+                    assert!(count >= 1, "a wake-up reads a count of at least 1");
                     woken += 1;
                 }
-                woken
+                done_tx.send(woken).unwrap();
             })
             .unwrap();
         for _ in 0..3 {
-            std::thread::sleep(Duration::from_millis(20));
+            parked_rx
+                .recv_timeout(Duration::from_secs(60))
+                .expect("the executor parks again after each wake-up");
+            std::thread::sleep(Duration::from_millis(5));
             wake.notify();
         }
-        assert_eq!(executor.join().unwrap(), 3);
+        // A lost wake-up leaves the executor parked for good: bounded here.
+        let woken = done_rx
+            .recv_timeout(Duration::from_secs(60))
+            .expect("every wake-up reaches the parked executor");
+        assert_eq!(woken, 3);
     }
 }

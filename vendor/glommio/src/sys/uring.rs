@@ -1009,12 +1009,24 @@ impl SleepableRing {
         }
     }
 
-    fn sleep(&mut self, link: &Source) -> io::Result<usize> {
+    /// [Herald patch 8] `arm_link`: whether `link`'s poll must be submitted (it is not in
+    /// the ring already); when it is, the sleep submits nothing and only waits.
+    fn sleep(&mut self, link: &Source, arm_link: bool) -> io::Result<usize> {
         assert_eq!(
             self.waiting_kernel_submission(),
             0,
             "sleeping with pending SQEs"
         );
+        if !arm_link {
+            return self
+                .ring
+                .cq()
+                .wait(1)
+                .map(|_| 1)
+                .or_else(Reactor::busy_ok)
+                .or_else(Reactor::again_ok)
+                .or_else(Reactor::intr_ok);
+        }
         if let Some(mut sqe) = self.ring.sq().prepare_sqe() {
             let sqe_ptr = unsafe { sqe.raw_mut() as *mut _ };
             let op = UringDescriptor {
@@ -1036,14 +1048,21 @@ impl SleepableRing {
 
             // We have now prepared the SQE that links the two rings. We now need to submit
             // it successfully to be able to safely sleep.
-
-            if self
-                .submit_sqes()
+            //
+            // [Herald patch 8] Submitted and waited for in one `io_uring_enter` (upstream:
+            // one to submit, one to wait). The kernel waits only once every SQE it was
+            // given is submitted, and then returns the count submitted whatever ends the
+            // wait (a signal included): a count of 1 says the rings are linked; an error
+            // or 0 says nothing was submitted and nothing was waited for.
+            let submitted = self
+                .ring
+                .submit_sqes_and_wait(1)
+                .map(|x| x as usize)
                 .or_else(Reactor::busy_ok)
                 .or_else(Reactor::again_ok)
-                .or_else(Reactor::intr_ok)?
-                != 1
-            {
+                .or_else(Reactor::intr_ok)?;
+            self.in_kernel += submitted;
+            if submitted != 1 {
                 // We failed to submit the `SQE` that links the rings. Just can't sleep.
                 // Waiting here is unsafe because we could end up waiting much longer than
                 // needed.
@@ -1051,14 +1070,8 @@ impl SleepableRing {
                 unsafe { crate::uring_sys::io_uring_prep_nop(sqe_ptr) };
                 Err(io::Error::from_raw_os_error(libc::EBUSY))
             } else {
-                // The rings are linked. Goodnight!
-                self.ring
-                    .cq()
-                    .wait(1)
-                    .map(|_| 1)
-                    .or_else(Reactor::busy_ok)
-                    .or_else(Reactor::again_ok)
-                    .or_else(Reactor::intr_ok)
+                // The rings were linked, and we slept.
+                Ok(1)
             }
         } else {
             // Can't link rings because we ran out of `CQE`s. Just can't sleep.
@@ -1266,6 +1279,9 @@ pub(crate) struct Reactor {
     // that it will be in the ring through many calls to the reactor loop. It only ever gets
     // completed if this reactor is woken up from another one
     eventfd_src: Source,
+    /// [Herald patch 8] The poll of the latency ring's fd that ends a sleep on the main
+    /// ring when the latency ring completes something; kept while it is in the ring.
+    link_rings_src: RefCell<Option<Source>>,
     source_map: Rc<RefCell<SourceMap>>,
 
     blocking_thread: BlockingThreadPool,
@@ -1394,6 +1410,7 @@ impl Reactor {
             link_fd,
             notifier,
             eventfd_src,
+            link_rings_src: RefCell::new(None),
             source_map,
             rings_depth: ring_depth,
         })
@@ -1762,14 +1779,30 @@ impl Reactor {
     /// We may not be able to register an `SQE` at this point, so we return an
     /// Error and will just not sleep.
     fn link_rings_and_sleep(&self, ring: &mut SleepableRing) -> io::Result<()> {
-        let link_rings = Source::new(
-            IoRequirements::default(),
-            self.link_fd,
-            SourceType::LinkRings,
-            None,
-            None,
-        );
-        ring.sleep(&link_rings).or_else(Self::busy_ok).map(|_| {})
+        // [Herald patch 8] The poll linking the rings is kept from one sleep to the next
+        // until it fires (a completion on the latency ring), and only then armed again.
+        // Upstream made a new one for every sleep and let it go when the sleep ended,
+        // without cancelling it: each sleep cost a submission of its own, and the polls
+        // of the sleeps the latency ring did not end stayed in the kernel until it next
+        // completed something, all firing together.
+        let mut kept = self.link_rings_src.borrow_mut();
+        let armed = kept.as_ref().is_some_and(Source::is_in_ring);
+        if !armed {
+            *kept = Some(Source::new(
+                IoRequirements::default(),
+                self.link_fd,
+                SourceType::LinkRings,
+                None,
+                None,
+            ));
+        }
+        let link = kept.as_ref().expect("the link poll was just made");
+        let slept = ring.sleep(link, !armed);
+        if slept.is_err() && !armed {
+            // Not submitted (made a no-op in the ring): the next sleep arms a new one.
+            *kept = None;
+        }
+        slept.or_else(Self::busy_ok).map(|_| {})
     }
 
     pub(crate) fn poll_io(&self, woke: &mut usize) -> io::Result<()> {
