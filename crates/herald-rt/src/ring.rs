@@ -125,11 +125,7 @@ impl SocketRing {
         // Blocking on purpose: glommio's read of it must wait, not fail with EAGAIN.
         let eventfd = rustix::event::eventfd(0, rustix::event::EventfdFlags::CLOEXEC)?;
         ring.submitter().register_eventfd(eventfd.as_raw_fd())?;
-        let raw = std::os::fd::IntoRawFd::into_raw_fd(eventfd);
-        // SAFETY: `raw` comes from `into_raw_fd` of an eventfd we own, so it is open and
-        // nothing else closes it; ownership passes to the glommio file, which closes it.
-        #[allow(unsafe_code)]
-        let file = unsafe { glommio::io::BufferedFile::from_raw_fd(raw) };
+        let file = glommio_file(eventfd);
         Ok((
             SocketRing {
                 inner: RefCell::new(Inner {
@@ -374,6 +370,18 @@ impl Drop for Registration {
             }
         }
         inner.free.push(self.index);
+    }
+}
+
+/// `fd` (an eventfd) as a file of the current glommio executor, which closes it on drop:
+/// read 8 bytes at offset 0 for the count added since the last read.
+pub(crate) fn glommio_file(fd: std::os::fd::OwnedFd) -> glommio::io::BufferedFile {
+    let raw = std::os::fd::IntoRawFd::into_raw_fd(fd);
+    // SAFETY: `raw` comes from `into_raw_fd` of a descriptor we own, so it is open and
+    // nothing else closes it; ownership passes to the glommio file, which closes it.
+    #[allow(unsafe_code)]
+    unsafe {
+        glommio::io::BufferedFile::from_raw_fd(raw)
     }
 }
 

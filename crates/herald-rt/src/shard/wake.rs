@@ -90,19 +90,8 @@ impl WakeReceiver {
     /// The eventfd as a file of the current glommio executor, to read wake-ups from
     /// (8 bytes at offset 0: the count added since the last read).
     pub(crate) fn into_glommio(self) -> io::Result<glommio::io::BufferedFile> {
-        use std::os::fd::{FromRawFd, IntoRawFd};
-        let fd = self
-            .wake
-            .eventfd
-            .as_fd()
-            .try_clone_to_owned()?
-            .into_raw_fd();
-        // SAFETY: `fd` comes from `into_raw_fd` of a descriptor we own (a duplicate of
-        // the eventfd), so it is open and nothing else will close it; ownership passes to
-        // the glommio file, which closes it on drop.
-        #[allow(unsafe_code)]
-        let file = unsafe { glommio::io::BufferedFile::from_raw_fd(fd) };
-        Ok(file)
+        let reader = self.wake.eventfd.as_fd().try_clone_to_owned()?;
+        Ok(crate::ring::glommio_file(reader))
     }
 }
 
