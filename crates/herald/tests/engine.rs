@@ -976,7 +976,12 @@ fn every_try_form_refuses_at_once_when_the_queue_is_full() {
         (
             "try_delete_webhook_async",
             GivenBack::Nothing,
-            Box::new(|| block_on(herald.try_delete_webhook_async(&acme, &webhook)?)),
+            Box::new(|| {
+                block_on(herald.try_delete_webhook_async(&acme, &webhook)?)?;
+                // Taken, it deleted the webhook: put it back, so that the next attempt
+                // and the checks after the loop find it.
+                herald.put_webhook(&acme, &webhook, hook.clone())
+            }),
         ),
     ];
     for (name, given_back, form) in &forms {
