@@ -91,11 +91,30 @@ pub(crate) struct Ctx<'a> {
 }
 
 enum ReadOutcome {
-    Data(usize),
+    /// Plaintext bytes read, and whether the socket read behind them was shorter than
+    /// asked (the socket is empty for now).
+    Data(usize, bool),
     Blocked,
     Eof,
     TlsError,
     Failed,
+}
+
+/// The socket as rustls reads it, noting whether the last read returned less than
+/// asked: on a socket whose readiness reported no hang-up or error that means it is
+/// empty, and reading it again would only say `WouldBlock` (a system call for nothing
+/// on every TLS request).
+struct ShortReads<'a> {
+    stream: &'a mut TcpStream,
+    short: bool,
+}
+
+impl Read for ShortReads<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.stream.read(buf)?;
+        self.short = n < buf.len();
+        Ok(n)
+    }
 }
 
 pub(crate) struct Conn {
@@ -163,7 +182,11 @@ impl Conn {
         short_read_drains: bool,
     ) -> Progress {
         let mut reads = 0;
+        // A plain read shorter than asked: nothing more to read until the next event.
         let mut drained = false;
+        // A TLS connection's socket read shorter than asked: the same for the socket, but
+        // what rustls already decrypted is read first.
+        let mut socket_drained = false;
         loop {
             // Answers already due go out before anything else is read.
             match self.flush() {
@@ -193,10 +216,18 @@ impl Conn {
                 return Progress::Again;
             }
             reads += 1;
-            match self.read(buf) {
-                ReadOutcome::Data(n) => {
+            match self.read(buf, socket_drained, short_read_drains) {
+                ReadOutcome::Data(n, socket_short) => {
                     self.last_active = ctx.now;
-                    drained = short_read_drains && self.tls.is_none() && n < buf.len();
+                    let short = short_read_drains && socket_short;
+                    if self.tls.is_none() {
+                        drained = short;
+                    } else {
+                        // rustls may still hold plaintext of records that came with the
+                        // short read: those are read (without a system call) before
+                        // the connection waits.
+                        socket_drained |= short;
+                    }
                     self.parse(&buf[..n], ctx);
                 }
                 ReadOutcome::Blocked => {
@@ -245,12 +276,23 @@ impl Conn {
         let _ = self.stream.shutdown(Shutdown::Both);
     }
 
-    fn read(&mut self, buf: &mut [u8]) -> ReadOutcome {
+    /// Reads plaintext into `buf`. `socket_drained`: a TLS connection's socket was
+    /// emptied by an earlier read of this turn, so only what rustls holds is read (plain
+    /// connections are not read again once drained; see `drive`). `short_read_drains`
+    /// as for `drive`: without it a short socket read says nothing, and the socket is
+    /// read until it says `WouldBlock`. `Data` says whether the socket read was shorter
+    /// than asked.
+    fn read(
+        &mut self,
+        buf: &mut [u8],
+        socket_drained: bool,
+        short_read_drains: bool,
+    ) -> ReadOutcome {
         let Some(tls) = &mut self.tls else {
             return loop {
                 match self.stream.read(buf) {
                     Ok(0) => break ReadOutcome::Eof,
-                    Ok(n) => break ReadOutcome::Data(n),
+                    Ok(n) => break ReadOutcome::Data(n, n < buf.len()),
                     Err(e) if e.kind() == io::ErrorKind::WouldBlock => break ReadOutcome::Blocked,
                     Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                     Err(_) => break ReadOutcome::Failed,
@@ -258,16 +300,27 @@ impl Conn {
             };
         };
         let mut tcp_eof = false;
+        let mut socket = ShortReads {
+            stream: &mut self.stream,
+            short: socket_drained,
+        };
         loop {
             match tls.reader().read(buf) {
                 // close_notify: the client ended the session cleanly.
                 Ok(0) => return ReadOutcome::Eof,
-                Ok(n) => return ReadOutcome::Data(n),
+                Ok(n) => return ReadOutcome::Data(n, socket.short),
+                Err(e)
+                    if e.kind() == io::ErrorKind::WouldBlock
+                        && short_read_drains
+                        && socket.short =>
+                {
+                    return ReadOutcome::Blocked
+                }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock && !tcp_eof => {}
                 // The peer closed the socket (without close_notify): it went away.
                 Err(_) => return ReadOutcome::Eof,
             }
-            match tls.read_tls(&mut self.stream) {
+            match tls.read_tls(&mut socket) {
                 Ok(0) => tcp_eof = true,
                 Ok(_) => {
                     if tls.process_new_packets().is_err() {

@@ -483,6 +483,49 @@ fn tls_with_the_generated_ca() {
     assert_eq!(sink.stats().requests, 2);
 }
 
+/// Requests that arrive together over TLS, many records in one write and more bytes than
+/// one socket read takes, are all answered: the sink stops reading a socket a read left
+/// empty only once rustls holds no more plaintext.
+#[test]
+fn pipelined_tls_requests_in_one_write_are_all_answered() {
+    let sink = Sink::builder().tls(true).start().unwrap();
+    let pem = sink.ca_pem().unwrap().to_owned();
+    let mut client = tls_client(&sink, Some(&pem));
+    // Small requests first (several to a TLS record), then large ones (several records
+    // each): 40 KiB and more in one write.
+    let mut out = Vec::new();
+    let mut bodies = Vec::new();
+    for i in 0..48 {
+        let pad = if i < 24 { 8 } else { 1600 };
+        let body = format!("{{\"n\":{i},\"pad\":\"{}\"}}", "x".repeat(pad));
+        encode_request(&mut out, "POST", "/p", &client.host, &[], body.as_bytes()).unwrap();
+        bodies.push(body);
+    }
+    client.stream.write_all(&out).unwrap();
+    client.stream.flush().unwrap();
+    let mut statuses = Vec::new();
+    let mut pending: Vec<u8> = Vec::new();
+    let mut buf = [0u8; 4096];
+    while statuses.len() < bodies.len() {
+        let n = client.stream.read(&mut buf).unwrap();
+        assert!(n > 0, "closed after {} responses", statuses.len());
+        pending.extend_from_slice(&buf[..n]);
+        loop {
+            let (used, response) = client.parser.feed(&pending).unwrap();
+            pending.drain(..used);
+            match response {
+                Some(response) => statuses.push(response.status),
+                None => break,
+            }
+        }
+    }
+    assert!(statuses.iter().all(|s| *s == 200), "{statuses:?}");
+    let recorded: Vec<Vec<u8>> = sink.requests().iter().map(|r| r.body.clone()).collect();
+    let sent: Vec<Vec<u8>> = bodies.into_iter().map(String::into_bytes).collect();
+    assert_eq!(recorded, sent, "every request arrived whole and in order");
+    assert_eq!(sink.stats().connections_accepted, 1);
+}
+
 #[test]
 fn shutdown_closes_open_connections() {
     let sink = Sink::builder()
