@@ -313,15 +313,19 @@ impl HttpClient {
     /// POSTs `request` and returns the receiver's response (any status), or why there
     /// is none.
     pub async fn send(&self, request: OutboundRequest) -> Result<Response, TransportError> {
-        self.send_from(request, Instant::now()).await
+        self.send_from(&request, Instant::now()).await
     }
 
-    /// [`HttpClient::send`] for a caller that has just read the clock: `started` (now, to
-    /// within the caller's own work) starts the request timeout's budget and dates the
-    /// pool checkout, so that a send reads the clock once for all three.
+    /// [`HttpClient::send`] of a borrowed request, for a caller that has just read the
+    /// clock: `started` (now, to within the caller's own work) starts the request
+    /// timeout's budget and dates the pool checkout, so that a send reads the clock once
+    /// for all three. Borrowed, so that a caller's task that owns the request holds it
+    /// once: a request taken by value is held twice by this function's future (as its
+    /// argument and as the local its body uses), and the task is copied whole into its
+    /// allocation when spawned.
     pub async fn send_from(
         &self,
-        request: OutboundRequest,
+        request: &OutboundRequest,
         started: Instant,
     ) -> Result<Response, TransportError> {
         if started.saturating_duration_since(self.last_sweep.get()) >= Duration::from_secs(1) {
@@ -329,7 +333,7 @@ impl HttpClient {
         }
         let timeout_ms = request.request_timeout_ms.max(1);
         let budget = Duration::from_millis(timeout_ms);
-        let exchange = self.exchange(&request, started);
+        let exchange = self.exchange(request, started);
         let deadline = self.deadlines.until(started + budget);
         let timer = async {
             deadline.await;

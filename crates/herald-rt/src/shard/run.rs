@@ -1152,7 +1152,7 @@ impl Shard {
         *in_flight.borrow_mut() += 1;
         glommio::spawn_local(async move {
             let started = Instant::now();
-            let result = client.send_from(outbound, started).await;
+            let result = client.send_from(&outbound, started).await;
             let latency_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
             let (result, response_body, response_headers) = match result {
                 Ok(response) => {
