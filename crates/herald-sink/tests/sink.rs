@@ -491,8 +491,8 @@ fn pipelined_tls_requests_in_one_write_are_all_answered() {
     let sink = Sink::builder().tls(true).start().unwrap();
     let pem = sink.ca_pem().unwrap().to_owned();
     let mut client = tls_client(&sink, Some(&pem));
-    // Small requests first (several to a TLS record), then large ones (several records
-    // each): 40 KiB and more in one write.
+    // Small requests first (several to a TLS record), then larger ones: ~41 KiB in one
+    // write, three TLS records at least (16 KiB of plaintext at most each).
     let mut out = Vec::new();
     let mut bodies = Vec::new();
     for i in 0..48 {
