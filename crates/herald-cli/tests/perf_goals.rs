@@ -181,20 +181,25 @@ fn perf_goals_measures_every_goal_with_the_binary_and_reads_its_reports_back() {
         10.0,
         false,
     );
-    assert_goal(
-        goals,
-        "disk writes per delivery, many tenants",
-        median(plain.iter().map(disk).collect()),
-        2.0,
-        false,
-    );
-    assert_goal(
-        goals,
-        "disk writes per delivery, fan-out 10",
-        disk(&fanout),
-        2.0,
-        false,
-    );
+    // Known only where the journals were on a block device (not `tmpfs`).
+    if plain.iter().all(|r| !r["device"].is_null()) {
+        assert_goal(
+            goals,
+            "disk writes per delivery, many tenants",
+            median(plain.iter().map(disk).collect()),
+            2.0,
+            false,
+        );
+    }
+    if !fanout["device"].is_null() {
+        assert_goal(
+            goals,
+            "disk writes per delivery, fan-out 10",
+            disk(&fanout),
+            2.0,
+            false,
+        );
+    }
     assert_goal(
         goals,
         "`RssAnon` per pending delivery",
