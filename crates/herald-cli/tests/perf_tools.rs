@@ -1,20 +1,28 @@
-//! `tools/perf-goals` drives the real binary's `herald bench` through every goal's
-//! measurement (at its quick sizes, which judge nothing) and tables what the reports
-//! hold: each goal's figure is the median of its reports, judged against the goal's
-//! target, and the open loop runs at half the closed loops' median rate.
+//! The performance scripts of `tools/` driving the real binary's `herald bench`:
+//! `tools/perf-goals` through every goal's measurement (at its quick sizes, which judge
+//! nothing), each goal's figure the median of its reports judged against the goal's
+//! target and the open loop at half the closed loops' median rate; `tools/perf-pairs`
+//! alternating two builds, each pair's ratios and their medians taken from the reports.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 use serde_json::Value;
 
-fn perf_goals(args: &[&str]) -> Output {
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tools/perf-goals");
+/// Runs a script of `tools/` with python3 (the CI script installs it).
+fn script(name: &str, args: &[&str]) -> Output {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../tools")
+        .join(name);
     Command::new("python3")
-        .arg(script)
+        .arg(path)
         .args(args)
         .output()
-        .unwrap_or_else(|e| panic!("running python3 tools/perf-goals (is python3 installed?): {e}"))
+        .unwrap_or_else(|e| panic!("running python3 tools/{name} (is python3 installed?): {e}"))
+}
+
+fn perf_goals(args: &[&str]) -> Output {
+    script("perf-goals", args)
 }
 
 fn read_json(path: PathBuf) -> Value {
@@ -83,7 +91,10 @@ fn perf_goals_measures_every_goal_with_the_binary_and_reads_its_reports_back() {
     ]);
     let stderr = String::from_utf8_lossy(&run.stderr);
     assert!(run.status.success(), "tools/perf-goals failed: {stderr}");
-    assert!(stderr.contains("[7/7] bench pending"), "progress: {stderr}");
+    assert!(
+        stderr.contains(&format!("[7/7] {bin} bench pending")),
+        "progress: {stderr}"
+    );
     let table = String::from_utf8(run.stdout).unwrap();
 
     let plain: Vec<Value> = (1..=2)
@@ -270,4 +281,121 @@ fn perf_goals_names_the_log_of_a_measurement_that_failed() {
         !out.join("goals.json").exists(),
         "no table from a failed run"
     );
+}
+
+/// B's figure over A's, as the table gives it.
+fn ratio_of(a: &Value, b: &Value, key: &str) -> f64 {
+    let scale = if key.ends_with("_us") { 1000.0 } else { 1.0 };
+    (figure(b, key) / scale) / (figure(a, key) / scale)
+}
+
+#[test]
+fn perf_pairs_alternates_the_builds_and_takes_each_pairs_ratios() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("pairs");
+    let a = env!("CARGO_BIN_EXE_herald");
+    // The same build under a second name: the tool runs whichever binary it is given.
+    let b_path = dir.path().join("herald-b");
+    std::os::unix::fs::symlink(a, &b_path).unwrap();
+    let b = b_path.to_str().unwrap();
+    let bench = [
+        "bench",
+        "run",
+        "--events",
+        "300",
+        "--tenants",
+        "2",
+        "--payload-bytes",
+        "64",
+    ];
+    let mut args = vec!["--pairs", "3", "--out", out.to_str().unwrap(), a, b, "--"];
+    args.extend(bench);
+    let run = script("perf-pairs", &args);
+    let stderr = String::from_utf8_lossy(&run.stderr);
+    assert!(run.status.success(), "tools/perf-pairs failed: {stderr}");
+    // A B, then B A, then A B: the order alternates from pair to pair.
+    let order: Vec<&str> = stderr
+        .lines()
+        .filter(|l| l.starts_with('['))
+        .map(|l| l.split(' ').nth(1).unwrap())
+        .collect();
+    assert_eq!(order, [a, b, b, a, a, b], "{stderr}");
+    let table = String::from_utf8(run.stdout).unwrap();
+    assert!(table.starts_with(&format!("A = {a}\nB = {b}\n")), "{table}");
+
+    let summary = read_json(out.join("pairs.json"));
+    let pairs = summary["pairs"].as_array().unwrap();
+    assert_eq!(pairs.len(), 3);
+    let keys = [
+        ("deliveries/s", "deliveries_per_s"),
+        ("engine µs/delivery", "engine_cpu_us_per_delivery"),
+        ("box µs/delivery", "cpu_us_per_delivery"),
+        ("p50 ms", "p50_us"),
+        ("p99 ms", "p99_us"),
+    ];
+    let mut ratios: Vec<Vec<f64>> = vec![Vec::new(); keys.len()];
+    for (i, pair) in pairs.iter().enumerate() {
+        let n = i + 1;
+        let ra = read_json(out.join(format!("a-{n}.json")));
+        let rb = read_json(out.join(format!("b-{n}.json")));
+        for r in [&ra, &rb] {
+            assert_eq!(r["delivered"], 300, "the bench command ran as given: {r}");
+            assert_eq!(r["tenants"], 2);
+        }
+        for (k, (heading, key)) in keys.iter().enumerate() {
+            let expected = ratio_of(&ra, &rb, key);
+            let got = pair["figures"][heading]["ratio"].as_f64().unwrap();
+            assert!(
+                (got - expected).abs() <= 1e-9 * expected.abs().max(1.0),
+                "pair {n}, {heading}: {got} against {expected}"
+            );
+            ratios[k].push(expected);
+        }
+    }
+    // No --compare-raw: no ratio to raw to compare, and no column for it.
+    assert!(summary["summary"].get("ratio to raw").is_none());
+    for (k, (heading, _key)) in keys.iter().enumerate() {
+        let s = &summary["summary"][heading];
+        let m = median(ratios[k].clone());
+        let got = s["ratio_median"].as_f64().unwrap();
+        assert!((got - m).abs() <= 1e-9 * m.abs().max(1.0), "{heading}: {s}");
+        let more_is_better = *heading == "deliveries/s";
+        let ahead = ratios[k]
+            .iter()
+            .filter(|&&q| if more_is_better { q > 1.0 } else { q < 1.0 })
+            .count();
+        assert_eq!(s["b_ahead"].as_u64(), Some(ahead as u64), "{heading}: {s}");
+    }
+    assert_eq!(
+        table.lines().filter(|l| l.starts_with("| ")).count(),
+        5,
+        "{table}"
+    );
+}
+
+#[test]
+fn perf_pairs_refuses_what_it_cannot_compare() {
+    let bin = env!("CARGO_BIN_EXE_herald");
+    for (args, says) in [
+        (vec![bin, bin, "bench", "run"], "follows `--`"),
+        (vec![bin, "--", "bench", "run"], "give two herald binaries"),
+        (vec![bin, bin, "--", "bench", "raw"], "`bench run …`"),
+        (
+            vec![bin, bin, "--", "bench", "run", "--json", "x"],
+            "--json is set by the tool",
+        ),
+        (
+            vec!["/nonexistent/herald", bin, "--", "bench", "run"],
+            "not an executable",
+        ),
+        (
+            vec!["--pairs", "0", bin, bin, "--", "bench", "run"],
+            "--pairs takes a count",
+        ),
+    ] {
+        let run = script("perf-pairs", &args);
+        assert_eq!(run.status.code(), Some(1), "{args:?}");
+        let stderr = String::from_utf8_lossy(&run.stderr);
+        assert!(stderr.contains(says), "{args:?}: {stderr}");
+    }
 }
