@@ -98,8 +98,8 @@ pub use herald_core::{
 };
 pub use herald_http::Url;
 pub use herald_rt::shard::{
-    shard_of, Published, ShardStats, WebhookInfo as Webhook, JOURNAL_SYNC_BOUNDS_US,
-    PUBLISH_BATCH_MAX,
+    set_memory_release, shard_of, Published, ShardStats, WebhookInfo as Webhook,
+    JOURNAL_SYNC_BOUNDS_US, PUBLISH_BATCH_MAX,
 };
 pub use herald_rt::{crypto_provider, CHECK_URL_TIMEOUT_MS};
 pub use herald_sign::{HeaderLookup, Scheme, Verifier, VerifyError};

@@ -241,14 +241,17 @@ impl Engine {
                         }
                         // A panic must not leave callers guessing: record it as the
                         // shard's failure so they get a "bug" error, then stop.
-                        match AssertUnwindSafe(run_shard(setup)).catch_unwind().await {
+                        let exit = match AssertUnwindSafe(run_shard(setup)).catch_unwind().await {
                             Ok(exit) => exit,
                             Err(panic) => {
                                 let exit = ShardExit::Bug(panic_message(panic.as_ref()));
                                 status.set_failed(exit.clone());
                                 exit
                             }
-                        }
+                        };
+                        // The shard's whole state is freed.
+                        super::memory::release_freed_memory();
+                        exit
                     }
                 });
             match spawned {

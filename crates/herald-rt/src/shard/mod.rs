@@ -38,6 +38,7 @@
 
 mod engine;
 mod intake;
+mod memory;
 mod notify;
 mod oneshot;
 mod route;
@@ -54,6 +55,7 @@ use herald_core::{
 
 pub use engine::{Engine, EngineConfig, INTAKE_CAPACITY_MAX, IO_MEMORY_BYTES_MAX, SHARDS_MAX};
 pub use intake::SendError;
+pub use memory::set_memory_release;
 pub use oneshot::{reply_channel, Canceled, Reply, ReplyReceiver, WaitTimeoutError};
 pub use route::{fnv1a_64, shard_of};
 pub use status::{ShardExit, StartError, StorageError};

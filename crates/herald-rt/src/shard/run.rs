@@ -403,6 +403,9 @@ pub(crate) async fn run_shard(setup: ShardSetup) -> ShardExit {
     // them before serving.
     shard.pump();
     report(Ok(()));
+    // Replay's buffers are freed; what stays is the state. (After the start is
+    // reported, so that readiness does not wait for it.)
+    super::memory::release_freed_memory();
     let exit = shard.serve().await;
     match &exit {
         ShardExit::Clean => shard.status.set_stopped(),
@@ -1382,6 +1385,9 @@ impl Shard {
                 self.journal_bytes_appended += end;
                 self.checkpoints.appended_at_last = self.journal_bytes_appended;
                 self.checkpoints.written += 1;
+                // Its parts and its copies of the deliveries it had yet to write are
+                // freed now.
+                super::memory::release_freed_memory();
                 self.checkpoints.seq_last = self.journal.checkpoint_last_seq().unwrap_or(0);
                 self.checkpoints.bytes_last = underway.bytes + end;
                 self.checkpoints.us_last =
