@@ -92,7 +92,7 @@ fn perf_goals_measures_every_goal_with_the_binary_and_reads_its_reports_back() {
     let stderr = String::from_utf8_lossy(&run.stderr);
     assert!(run.status.success(), "tools/perf-goals failed: {stderr}");
     assert!(
-        stderr.contains(&format!("[7/7] {bin} bench pending")),
+        stderr.contains(&format!("[9/9] {bin} bench pending")),
         "progress: {stderr}"
     );
     let table = String::from_utf8(run.stdout).unwrap();
@@ -105,6 +105,9 @@ fn perf_goals_measures_every_goal_with_the_binary_and_reads_its_reports_back() {
         .collect();
     let fanout = read_json(out.join("fanout.json"));
     let open = read_json(out.join("open.json"));
+    let one_shard: Vec<Value> = (1..=2)
+        .map(|i| read_json(out.join(format!("one-shard-{i}.json"))))
+        .collect();
     let pending = read_json(out.join("pending.json"));
     for name in [
         "plain-1", "plain-2", "tls-1", "tls-2", "fanout", "open", "pending",
@@ -144,7 +147,7 @@ fn perf_goals_measures_every_goal_with_the_binary_and_reads_its_reports_back() {
     let summary = read_json(out.join("goals.json"));
     assert_eq!(summary["quick"], true);
     let goals = summary["goals"].as_array().unwrap();
-    assert_eq!(goals.len(), 10, "{summary}");
+    assert_eq!(goals.len(), 11, "{summary}");
     let of =
         |reports: &[Value], key: &str| median(reports.iter().map(|r| figure(r, key)).collect());
     let disk = |r: &Value| {
@@ -229,9 +232,25 @@ fn perf_goals_measures_every_goal_with_the_binary_and_reads_its_reports_back() {
         table.starts_with("Quick sizes: these figures check the tool"),
         "{table}"
     );
+    // Scaling is reported, not judged: the plain runs' shards (one per core) against
+    // one shard.
+    for r in &one_shard {
+        assert_eq!(r["shards"], 1, "{r}");
+        assert_eq!(r["tenants"], 16);
+    }
+    let shards = plain[0]["shards"].as_u64().unwrap();
+    let scaling = goal(
+        goals,
+        &format!("deliveries/s, 1 shard against {shards} shards (scaling)"),
+    );
+    let expected = of(&plain, "deliveries_per_s") / of(&one_shard, "deliveries_per_s");
+    let value = scaling["value"].as_f64().unwrap();
+    assert!((value - expected).abs() <= 1e-9 * expected, "{scaling}");
+    assert_eq!(scaling["met"], Value::Null, "{scaling}");
+    assert_eq!(scaling["status"], "reported");
     assert_eq!(
         table.lines().filter(|l| l.starts_with("| ")).count(),
-        11,
+        12,
         "{table}"
     );
 
