@@ -33,6 +33,11 @@
 //! * **Stopping**: [`Herald::shutdown`] (or dropping the last handle) refuses new work,
 //!   journals what was accepted, waits a grace period for requests in flight (anything
 //!   unfinished is retried after the next start) and joins the shard threads.
+//! * **Memory given back**: an allocator that caches freed pages per thread keeps what a
+//!   shard frees in bursts (a checkpoint's copies, replay's buffers). Register how to
+//!   give it back once per process with [`set_memory_release`] (the `herald` binary
+//!   registers mimalloc's `mi_collect`); shards call it on their own threads at those
+//!   moments only.
 //!
 //! # Example
 //!
