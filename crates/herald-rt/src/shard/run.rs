@@ -1385,9 +1385,6 @@ impl Shard {
                 self.journal_bytes_appended += end;
                 self.checkpoints.appended_at_last = self.journal_bytes_appended;
                 self.checkpoints.written += 1;
-                // Its parts and its copies of the deliveries it had yet to write are
-                // freed now.
-                super::memory::release_freed_memory();
                 self.checkpoints.seq_last = self.journal.checkpoint_last_seq().unwrap_or(0);
                 self.checkpoints.bytes_last = underway.bytes + end;
                 self.checkpoints.us_last =
@@ -1395,6 +1392,9 @@ impl Shard {
                 if let Err(error) = self.journal.commit() {
                     self.storage_failure = Some(StorageError::of(error));
                 }
+                // Its parts and its copies of the deliveries it had yet to write are
+                // freed now (after the commit, which is not delayed by it).
+                super::memory::release_freed_memory();
             }
             Err(error) => {
                 tracing::warn!(
