@@ -2,7 +2,8 @@
 //! `tools/perf-goals` through every goal's measurement (at its quick sizes, which judge
 //! nothing), each goal's figure the median of its reports judged against the goal's
 //! target and the open loop at half the closed loops' median rate; `tools/perf-pairs`
-//! alternating two builds, each pair's ratios and their medians taken from the reports.
+//! alternating two builds, each pair's ratios and their medians taken from the reports;
+//! `tools/pgo-build`'s training workloads, each run with the binary.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -273,6 +274,20 @@ fn perf_goals_measures_every_goal_with_the_binary_and_reads_its_reports_back() {
     );
 }
 
+/// A script stopped with status 1 at the run `report` of a `herald` that failed, and
+/// said where that run's output is.
+fn assert_failed_naming_log(run: &Output, report: &str, log: &Path) {
+    assert_eq!(run.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&run.stderr);
+    assert!(
+        stderr.contains(&format!(
+            "{report}: herald exited with status 1; its output is in {}",
+            log.display()
+        )),
+        "{stderr}"
+    );
+}
+
 #[test]
 fn perf_goals_names_the_log_of_a_measurement_that_failed() {
     let dir = tempfile::tempdir().unwrap();
@@ -285,16 +300,8 @@ fn perf_goals_names_the_log_of_a_measurement_that_failed() {
         "--out",
         out.to_str().unwrap(),
     ]);
-    assert_eq!(run.status.code(), Some(1));
-    let stderr = String::from_utf8_lossy(&run.stderr);
     let log = out.join("plain-1.log");
-    assert!(
-        stderr.contains(&format!(
-            "herald exited with status 1; its output is in {}",
-            log.display()
-        )),
-        "{stderr}"
-    );
+    assert_failed_naming_log(&run, "plain-1.json", &log);
     assert!(log.is_file());
     assert!(
         !out.join("goals.json").exists(),
@@ -417,4 +424,116 @@ fn perf_pairs_refuses_what_it_cannot_compare() {
         let stderr = String::from_utf8_lossy(&run.stderr);
         assert!(stderr.contains(says), "{args:?}: {stderr}");
     }
+}
+
+/// `tools/pgo-build --train-with`: every training workload of the profile-guided build
+/// runs with the binary, each a real run whose report shows the path it is there to
+/// train (retries sent, TLS, each scheme, the served API), and the server it drives is
+/// stopped cleanly.
+#[test]
+fn pgo_build_training_runs_every_workload_with_the_binary() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("training");
+    let run = script(
+        "pgo-build",
+        &[
+            "--train-with",
+            env!("CARGO_BIN_EXE_herald"),
+            "--quick",
+            "--out",
+            out.to_str().unwrap(),
+        ],
+    );
+    let stderr = String::from_utf8_lossy(&run.stderr);
+    assert_eq!(run.status.code(), Some(0), "{stderr}");
+    let stdout = String::from_utf8_lossy(&run.stdout);
+    let runs = [
+        "plain",
+        "tls",
+        "open-loop",
+        "fanout",
+        "retries",
+        "stripe",
+        "olo",
+        "ed25519",
+        "pending",
+        "serve-batches",
+        "serve-single",
+    ];
+    assert!(
+        stdout.contains(&format!(
+            "{} training runs passed ({})",
+            runs.len(),
+            runs.join(", ")
+        )),
+        "{stdout}"
+    );
+    let report = |name: &str| read_json(out.join(format!("{name}.json")));
+    for name in runs.iter().filter(|n| **n != "pending") {
+        let r = report(name);
+        let expected = figure(&r, "deliveries_expected");
+        assert!(expected > 0.0, "{name}: {r}");
+        assert_eq!(
+            figure(&r, "delivered"),
+            expected,
+            "{name}: every delivery arrived"
+        );
+        let remote = name.starts_with("serve-");
+        assert_eq!(
+            r["mode"],
+            if remote { "remote" } else { "embedded" },
+            "{name}"
+        );
+    }
+    assert!(
+        figure(&report("retries")["retries"], "retries_sent") > 0.0,
+        "failing answers were retried"
+    );
+    assert_eq!(report("tls")["tls"], true);
+    for scheme in ["stripe", "olo", "ed25519"] {
+        assert_eq!(report(scheme)["scheme"], scheme);
+    }
+    assert_eq!(report("fanout")["fanout"], 10);
+    assert_eq!(report("open-loop")["load_model"], "open");
+    let pending = report("pending");
+    assert!(figure(&pending, "pending") > 0.0, "{pending}");
+    assert_eq!(
+        figure(&pending, "pending_after_restart"),
+        figure(&pending, "pending"),
+        "the backlog was replayed"
+    );
+    for name in ["serve-batches", "serve-single"] {
+        assert_eq!(report(name)["figures_source"], "metrics", "{name}");
+    }
+    let serve_log = std::fs::read_to_string(out.join("serve.log")).unwrap();
+    assert!(serve_log.contains("stopped cleanly"), "{serve_log}");
+}
+
+#[test]
+fn pgo_build_names_what_failed() {
+    let dir = tempfile::tempdir().unwrap();
+    let missing = script(
+        "pgo-build",
+        &["--train-with", "/nonexistent/herald", "--quick"],
+    );
+    assert_eq!(missing.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&missing.stderr)
+            .contains("--train-with /nonexistent/herald: not an executable file"),
+        "{}",
+        String::from_utf8_lossy(&missing.stderr)
+    );
+    let out = dir.path().join("training");
+    // `false` exits with status 1 whatever it is asked.
+    let failing = script(
+        "pgo-build",
+        &[
+            "--train-with",
+            "/bin/false",
+            "--quick",
+            "--out",
+            out.to_str().unwrap(),
+        ],
+    );
+    assert_failed_naming_log(&failing, "plain.json", &out.join("plain.log"));
 }
