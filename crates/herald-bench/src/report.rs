@@ -297,12 +297,21 @@ pub struct Report {
     pub deliveries_per_s: f64,
     /// attempts / elapsed_s.
     pub attempts_per_s: f64,
-    /// The raw ceiling's requests/s (`--compare-raw`).
+    /// The raw ceiling's requests/s (`--compare-raw`): the mean of the measurements
+    /// before and after the engine's run when both used its connections
+    /// (`raw_bracketed`), else the one after it.
     pub raw_per_s: Option<f64>,
     /// deliveries_per_s / raw_per_s.
     pub ratio_to_raw: Option<f64>,
-    /// The raw run's details.
+    /// The raw run after the engine's, over the connections the engine opened.
     pub raw: Option<RawReport>,
+    /// The raw run before the engine's (a closed loop with a count of events), over the
+    /// connections the engine was expected to open: every endpoint's in-flight limit.
+    pub raw_before: Option<RawReport>,
+    /// `raw_per_s` is the mean of `raw_before` and `raw`: the engine opened the
+    /// connections `raw_before` used, so that the host's drift during the run, which
+    /// moves the raw ceiling by a fifth within minutes, counts on both sides of it.
+    pub raw_bracketed: bool,
 
     /// Latency median, µs: each event's publish (closed loop) or scheduled send time
     /// (open loop) to the arrival of a request at the sink.
@@ -542,13 +551,27 @@ impl Report {
                 }
             ),
         );
-        if let (Some(raw), Some(ratio)) = (&self.raw, self.ratio_to_raw) {
+        if let (Some(raw), Some(ratio), Some(raw_per_s)) =
+            (&self.raw, self.ratio_to_raw, self.raw_per_s)
+        {
+            let bracket = match (&self.raw_before, self.raw_bracketed) {
+                (Some(before), true) => format!(
+                    " (mean of {:.0}/s before and {:.0}/s after the engine)",
+                    before.raw_per_s, raw.raw_per_s
+                ),
+                (Some(before), false) => format!(
+                    " (after the engine; the {:.0}/s before it used {} connections, \
+                     not the engine's {})",
+                    before.raw_per_s, before.connections, raw.connections
+                ),
+                (None, _) => String::new(),
+            };
             row(
                 "raw ceiling",
                 format!(
-                    "{:.0}/s over {} connections to {} origins; engine / raw = {ratio:.3} \
-                     (raw: {} µs of CPU per request, sink {}; host busy {})",
-                    raw.raw_per_s,
+                    "{raw_per_s:.0}/s{bracket} over {} connections to {} origins; \
+                     engine / raw = {ratio:.3} (raw: {} µs of CPU per request, sink {}; \
+                     host busy {})",
                     raw.connections,
                     raw.origins,
                     opt(raw.cpu_us_per_request, 1),

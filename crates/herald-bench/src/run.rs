@@ -706,6 +706,25 @@ pub fn run(plan: &Plan, progress: &mut Progress) -> Result<Report, BenchError> {
         plan.receiver.threads,
         if plan.receiver.threads == 1 { "" } else { "s" }
     ));
+    // The raw ceiling before the engine's run too, where the connections it will open
+    // are known, so that the ratio does not rest on one moment of a drifting host.
+    let raw_before = match raw_bracket(plan) {
+        Some(bracket) if plan.compare_raw => {
+            progress.note(&format!(
+                "raw ceiling before the engine: {} requests over {} connections",
+                bracket.requests, bracket.connections
+            ));
+            Some(raw_ceiling(
+                plan,
+                &sink,
+                bracket.connections,
+                bracket.requests,
+                bracket.body_bytes,
+            )?)
+        }
+        _ => None,
+    };
+    let body_bytes_base = sink.stats().body_bytes;
     let engine = Engine::start(plan, &sink, progress)?;
     let result = drive(plan, &sink, &engine, progress);
     if let Engine::Embedded { herald, .. } = &engine {
@@ -721,29 +740,100 @@ pub fn run(plan: &Plan, progress: &mut Progress) -> Result<Report, BenchError> {
             "raw ceiling: {requests} requests over {connections} connections"
         ));
         // The engine's bodies as they arrived: the envelope around the data.
-        let body_bytes = usize::try_from(sink.stats().body_bytes / report.attempts.max(1))
-            .unwrap_or(plan.payload_bytes);
-        // An https sink with a given certificate: its chain file ends with the issuer.
-        let ca_pem = match (sink.ca_pem(), &plan.sink_identity) {
-            (Some(pem), _) => Some(pem.to_owned()),
-            (None, Some((chain, _))) => std::fs::read_to_string(chain).ok(),
-            (None, None) => None,
+        let body_bytes = usize::try_from(
+            sink.stats().body_bytes.saturating_sub(body_bytes_base) / report.attempts.max(1),
+        )
+        .unwrap_or(plan.payload_bytes);
+        let raw = raw_ceiling(plan, &sink, connections, requests, body_bytes)?;
+        report.raw_bracketed = raw_before
+            .as_ref()
+            .is_some_and(|before| before.connections == raw.connections);
+        let raw_per_s = match &raw_before {
+            Some(before) if report.raw_bracketed => (before.raw_per_s + raw.raw_per_s) / 2.0,
+            _ => raw.raw_per_s,
         };
-        let raw = raw::measure(
-            &sink,
-            connections,
-            requests,
-            body_bytes,
-            &plan.scheme,
-            ca_pem.as_deref(),
-        )?;
-        report.raw_per_s = Some(raw.raw_per_s.round());
-        report.ratio_to_raw = (raw.raw_per_s > 0.0)
-            .then(|| (report.deliveries_per_s / raw.raw_per_s * 1000.0).round() / 1000.0);
+        report.raw_per_s = Some(raw_per_s.round());
+        report.ratio_to_raw = (raw_per_s > 0.0)
+            .then(|| (report.deliveries_per_s / raw_per_s * 1000.0).round() / 1000.0);
         report.raw = Some(raw);
+        report.raw_before = raw_before;
     }
     sink.shutdown();
     Ok(report)
+}
+
+/// What the raw run before the engine's sends: as many requests as the engine will
+/// deliver, over the connections it will open, with bodies of its envelopes' size.
+struct RawBracket {
+    connections: usize,
+    requests: u64,
+    body_bytes: usize,
+}
+
+/// The raw run before the engine's, for a closed loop with a count of events: a backlog
+/// from the start, so every endpoint's pool grows to its in-flight limit (the bench's
+/// webhooks keep the default). Other runs open what their rate needs, known only after.
+fn raw_bracket(plan: &Plan) -> Option<RawBracket> {
+    let (Load::Closed, Amount::Events(events)) = (plan.load, plan.amount) else {
+        return None;
+    };
+    let endpoints = plan.tenants.saturating_mul(plan.webhooks_per_tenant);
+    let in_flight = usize::try_from(herald_core::IN_FLIGHT_DEFAULT).unwrap_or(usize::MAX);
+    let deliveries = events.saturating_mul(plan.webhooks_per_tenant as u64);
+    Some(RawBracket {
+        connections: endpoints
+            .saturating_mul(in_flight)
+            .clamp(1, herald_sink::LOAD_CONNECTIONS_MAX),
+        requests: deliveries.clamp(RAW_REQUESTS_MIN, RAW_REQUESTS_MAX),
+        body_bytes: envelope_bytes(plan),
+    })
+}
+
+/// Bytes of the envelope the engine will wrap around one event of this run's size.
+fn envelope_bytes(plan: &Plan) -> usize {
+    let data = event_data(unix_ns(), 0, plan.payload_bytes);
+    let fallback = data.len();
+    let (Ok(id), Ok(tenant), Some((event_type, _))) = (
+        herald_core::EventId::parse(&format!("evt_{}", "0".repeat(32))),
+        TenantId::parse("bench-0"),
+        plan.event_mix.first(),
+    ) else {
+        return fallback;
+    };
+    let event = herald_core::NewEvent {
+        id,
+        event_type: event_type.clone(),
+        api_version: herald_core::API_VERSION_DEFAULT.to_owned(),
+        created_at_ms: unix_ns() / 1_000_000,
+        location_id: None,
+        data,
+        idempotency: None,
+    };
+    herald_core::encode_envelope(&tenant, &event).map_or(fallback, |body| body.len())
+}
+
+/// One raw-ceiling run against the run's sink.
+fn raw_ceiling(
+    plan: &Plan,
+    sink: &Sink,
+    connections: usize,
+    requests: u64,
+    body_bytes: usize,
+) -> Result<crate::report::RawReport, BenchError> {
+    // An https sink with a given certificate: its chain file ends with the issuer.
+    let ca_pem = match (sink.ca_pem(), &plan.sink_identity) {
+        (Some(pem), _) => Some(pem.to_owned()),
+        (None, Some((chain, _))) => std::fs::read_to_string(chain).ok(),
+        (None, None) => None,
+    };
+    raw::measure(
+        sink,
+        connections,
+        requests,
+        body_bytes,
+        &plan.scheme,
+        ca_pem.as_deref(),
+    )
 }
 
 /// Stop condition of one publisher.
@@ -1107,6 +1197,8 @@ fn drive(
         raw_per_s: None,
         ratio_to_raw: None,
         raw: None,
+        raw_before: None,
+        raw_bracketed: false,
         p50_us: latency.p50_us,
         p90_us: latency.p90_us,
         p99_us: latency.p99_us,

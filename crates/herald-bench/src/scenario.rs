@@ -212,7 +212,8 @@ pub struct Knobs {
     #[arg(long, value_name = "N")]
     #[serde(default)]
     pub batch: Option<usize>,
-    /// Also measure the raw ceiling of the same sink and report the ratio.
+    /// Also measure the raw ceiling of the same sink and report the ratio (a closed
+    /// loop of --events N: before and after the engine's run, their mean)
     #[arg(long, num_args = 0..=1, default_missing_value = "true", value_name = "BOOL")]
     #[serde(default)]
     pub compare_raw: Option<bool>,

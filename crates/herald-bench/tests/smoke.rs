@@ -82,6 +82,96 @@ fn assert_svg_parses(text: &str) {
     assert_eq!(doc.root_element().tag_name().name(), "svg");
 }
 
+/// `raw_per_s` is the mean of the raw runs before and after the engine's exactly when
+/// the one before used the connections the engine opened (`raw_bracketed`), else the
+/// one after; the ratio is taken against it.
+fn assert_raw_rule(report: &herald_bench::report::Report) {
+    let raw = report
+        .raw
+        .as_ref()
+        .expect("--compare-raw measured after the run");
+    let before = report
+        .raw_before
+        .as_ref()
+        .expect("a closed loop with a count of events is measured before the run too");
+    assert_eq!(
+        report.raw_bracketed,
+        before.connections == raw.connections,
+        "bracketed when the connections agree: {} before, {} after",
+        before.connections,
+        raw.connections
+    );
+    let expected = if report.raw_bracketed {
+        (before.raw_per_s + raw.raw_per_s) / 2.0
+    } else {
+        raw.raw_per_s
+    };
+    assert_eq!(report.raw_per_s, Some(expected.round()));
+    assert_eq!(
+        report.ratio_to_raw,
+        Some((report.deliveries_per_s / expected * 1000.0).round() / 1000.0)
+    );
+    assert_eq!(
+        before.body_bytes, raw.body_bytes,
+        "the envelopes' size, foreseen"
+    );
+}
+
+/// One endpoint and a backlog from the start: the engine opens its whole in-flight
+/// limit, as the raw run before it foresaw, so the ceiling is taken on both sides of
+/// the run.
+#[test]
+fn the_raw_ceiling_brackets_a_closed_loop() {
+    let plan = plan(Knobs {
+        events: Some(3000),
+        tenants: Some(1),
+        webhooks_per_tenant: Some(1),
+        payload_bytes: Some(300),
+        compare_raw: Some(true),
+        ..Knobs::default()
+    });
+    let report = run(&plan, &mut Progress::quiet()).unwrap();
+    assert_eq!(report.delivered, 3000);
+    let before = report.raw_before.as_ref().unwrap();
+    assert_eq!(
+        before.connections, 16,
+        "the default in-flight limit of one webhook"
+    );
+    assert_eq!(before.requests, 3000, "as many requests as deliveries");
+    assert_eq!(before.non_success, 0);
+    assert_eq!(report.connections, 16);
+    assert!(report.raw_bracketed);
+    assert_raw_rule(&report);
+    let json = json_of(&report);
+    assert_eq!(json["raw_bracketed"], true);
+    assert_eq!(json["raw_before"]["connections"], 16);
+    let text = report.table();
+    assert!(
+        text.contains(&format!(
+            "(mean of {:.0}/s before and {:.0}/s after the engine)",
+            before.raw_per_s,
+            report.raw.as_ref().unwrap().raw_per_s
+        )),
+        "{text}"
+    );
+
+    // Four events open at most four connections: the run before foresaw sixteen, so
+    // only the one after counts.
+    let plan = self::plan(Knobs {
+        events: Some(4),
+        tenants: Some(1),
+        webhooks_per_tenant: Some(1),
+        compare_raw: Some(true),
+        ..Knobs::default()
+    });
+    let report = run(&plan, &mut Progress::quiet()).unwrap();
+    assert!(report.connections <= 4, "{}", report.connections);
+    assert_eq!(report.raw_before.as_ref().unwrap().connections, 16);
+    assert!(!report.raw_bracketed);
+    assert_raw_rule(&report);
+    assert!(report.table().contains("not the engine's"));
+}
+
 #[test]
 fn closed_loop_delivers_every_event_to_every_webhook() {
     let plan = plan(Knobs {
@@ -121,6 +211,7 @@ fn closed_loop_delivers_every_event_to_every_webhook() {
     assert_eq!(raw.origins, 6);
     assert!(report.connections >= 6, "a connection per origin at least");
     assert_eq!(raw.connections as u64, report.connections);
+    assert_raw_rule(&report);
     assert_eq!(report.figures_source, "engine");
     assert_eq!(report.shards, Some(1));
     assert!(report.engine_cpu_us_per_delivery.is_some());
