@@ -40,6 +40,29 @@ pub const KEYS_PER_TENANT_MAX_DEFAULT: usize = 16;
 /// Default grace period of a rotated secret.
 pub const ROTATE_GRACE_DEFAULT: Duration = Duration::from_secs(24 * 3600);
 
+/// Whether shard threads are pinned to CPUs (see `herald::Pinning`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum PinningSetting {
+    /// Pinned when there are more CPUs than shards, floating when they take every CPU.
+    #[default]
+    Auto,
+    /// Pinned whenever there are at least as many CPUs as shards.
+    Always,
+    /// Never pinned.
+    Never,
+}
+
+impl From<PinningSetting> for herald::Pinning {
+    fn from(setting: PinningSetting) -> herald::Pinning {
+        match setting {
+            PinningSetting::Auto => herald::Pinning::Auto,
+            PinningSetting::Always => herald::Pinning::Always,
+            PinningSetting::Never => herald::Pinning::Never,
+        }
+    }
+}
+
 /// How log lines are written.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
 #[serde(rename_all = "lowercase")]
@@ -78,6 +101,9 @@ pub struct Config {
     /// Shard threads under Linux's `SCHED_BATCH` policy (see
     /// `herald::Builder::batch_scheduling`).
     pub batch_scheduling: bool,
+    /// Shard threads pinned to CPUs: `auto` (pinned when there are more CPUs than shards),
+    /// `always` or `never` (see `herald::Pinning`).
+    pub pinning: PinningSetting,
     /// Responses awaited on each shard's own io_uring (see `herald::Builder::socket_ring`).
     pub socket_ring: bool,
     /// Log format.
@@ -303,6 +329,7 @@ impl Default for Config {
             data_dir: PathBuf::from(DATA_DIR_DEFAULT),
             shards: 0,
             batch_scheduling: true,
+            pinning: PinningSetting::Auto,
             socket_ring: true,
             log_format: LogFormat::Text,
             admin_key: None,
@@ -576,6 +603,7 @@ mod tests {
         assert_eq!(config.limits.body_bytes_max, 256 * 1024);
         assert_eq!(config.default_scheme().unwrap(), herald::Scheme::Standard);
         assert!(config.batch_scheduling);
+        assert_eq!(config.pinning, PinningSetting::Auto);
         assert!(config.socket_ring);
     }
 
@@ -586,6 +614,7 @@ mod tests {
             data_dir = "/tmp/x"
             shards = 2
             batch_scheduling = false
+            pinning = "never"
             socket_ring = false
             log_format = "json"
             [egress]
@@ -607,6 +636,7 @@ mod tests {
         let config = Config::from_toml(text, "t.toml").unwrap();
         assert_eq!(config.shards, 2);
         assert!(!config.batch_scheduling);
+        assert_eq!(config.pinning, PinningSetting::Never);
         assert!(!config.socket_ring);
         assert_eq!(config.journal.segment_bytes, 65536);
         assert_eq!(config.journal.segments_max, 16);
@@ -636,6 +666,8 @@ mod tests {
             ("[retry]\nschedule_s = [-1]", "retry.schedule_s"),
             ("[limits]\nconnections_max = 0", "limits.connections_max"),
             ("log_format = \"xml\"", "log_format"),
+            ("pinning = true", "pinning"),
+            ("pinning = \"sometimes\"", "pinning"),
             ("[journal]\nsegment_bytes = 4096", "journal.segment_bytes"),
             ("[journal]\nsegment_bytes = 65537", "journal.segment_bytes"),
             ("[journal]\nsize = 65536", "size"),

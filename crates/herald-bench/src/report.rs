@@ -267,6 +267,8 @@ pub struct Report {
     /// Shard threads under `SCHED_BATCH`, as asked for (`None`: the engine's default,
     /// on).
     pub batch_scheduling: Option<bool>,
+    /// Whether the embedded engine's shard threads were pinned to CPUs (`None`: remote).
+    pub pinned: Option<bool>,
     /// Responses awaited on the shards' own rings, as asked for (`None`: the engine's
     /// default, on).
     pub socket_ring: Option<bool>,
@@ -500,8 +502,13 @@ impl Report {
                     format!("remote, {s} shards; this machine has {} cores", self.cores)
                 }
                 (_, Some(s)) => format!(
-                    "{s} shards on {} cores{}",
+                    "{s} shards on {} cores{}{}",
                     self.cores,
+                    match self.pinned {
+                        Some(true) => ", pinned",
+                        Some(false) => ", floating",
+                        None => "",
+                    },
                     match (self.batch_scheduling, self.socket_ring) {
                         (Some(false), Some(false)) =>
                             ", default scheduling (SCHED_BATCH off), glommio's ring for responses",

@@ -404,6 +404,9 @@ impl Engine {
         if let Some(batch) = plan.batch_scheduling {
             builder = builder.batch_scheduling(batch);
         }
+        if let Some(pinning) = plan.pinning {
+            builder = builder.pinning(pinning);
+        }
         if let Some(ring) = plan.socket_ring {
             builder = builder.socket_ring(ring);
         }
@@ -581,6 +584,14 @@ impl Engine {
     fn shards(&self) -> Option<usize> {
         match self {
             Engine::Embedded { herald, .. } => Some(herald.shards()),
+            Engine::Remote { .. } => None,
+        }
+    }
+
+    /// Whether the embedded engine's shards are pinned to CPUs (`None` remotely).
+    fn pinned(&self) -> Option<bool> {
+        match self {
+            Engine::Embedded { herald, .. } => Some(herald.pinned()),
             Engine::Remote { .. } => None,
         }
     }
@@ -1178,6 +1189,7 @@ fn drive(
         .to_owned(),
         cores: sysstat::cores(),
         batch_scheduling: plan.batch_scheduling,
+        pinned: engine.pinned(),
         socket_ring: plan.socket_ring,
         group_records: plan.group_records,
         group_delay_us: plan

@@ -121,6 +121,11 @@ pub struct Knobs {
     #[arg(long, num_args = 0..=1, default_missing_value = "true", value_name = "BOOL")]
     #[serde(default)]
     pub batch_scheduling: Option<bool>,
+    /// Shard threads pinned to CPUs: auto (pinned when there are more CPUs than
+    /// shards), always or never [default: the engine's, auto].
+    #[arg(long, value_name = "auto|always|never")]
+    #[serde(default)]
+    pub pinning: Option<String>,
     /// Responses awaited on each shard's own io_uring, which never interrupts a running
     /// shard [default: the engine's, on].
     #[arg(long, num_args = 0..=1, default_missing_value = "true", value_name = "BOOL")]
@@ -330,6 +335,7 @@ impl Knobs {
             tls,
             shards,
             batch_scheduling,
+            pinning,
             socket_ring,
             group_records,
             group_delay_us,
@@ -471,6 +477,8 @@ pub struct Plan {
     pub shards: Option<usize>,
     /// Shard threads under `SCHED_BATCH` (`None`: the engine's default).
     pub batch_scheduling: Option<bool>,
+    /// Shard threads pinned to CPUs (`None`: the engine's default).
+    pub pinning: Option<herald::Pinning>,
     /// Responses awaited on the shards' own rings (`None`: the engine's default).
     pub socket_ring: Option<bool>,
     /// Journal group size.
@@ -613,6 +621,14 @@ impl Plan {
             PAYLOAD_BYTES_MAX,
         )?;
         let event_mix = parse_event_mix(knobs.event_mix.as_deref().unwrap_or("order.created"))?;
+        let pinning = match knobs.pinning.as_deref() {
+            Some(name) => Some(herald::Pinning::parse(name).ok_or_else(|| {
+                config(format!(
+                    "pinning must be auto, always or never, not {name:?}"
+                ))
+            })?),
+            None => None,
+        };
         let scheme = match &knobs.scheme {
             Some(name) => Scheme::from_str(name).map_err(|e| config(format!("scheme: {e}")))?,
             None => Scheme::Standard,
@@ -743,6 +759,7 @@ impl Plan {
             for (set, name) in [
                 (knobs.shards.is_some(), "shards"),
                 (knobs.batch_scheduling.is_some(), "batch_scheduling"),
+                (knobs.pinning.is_some(), "pinning"),
                 (knobs.socket_ring.is_some(), "socket_ring"),
                 (knobs.group_records.is_some(), "group_records"),
                 (knobs.group_delay_us.is_some(), "group_delay_us"),
@@ -768,6 +785,7 @@ impl Plan {
             tls,
             shards,
             batch_scheduling: knobs.batch_scheduling,
+            pinning,
             socket_ring: knobs.socket_ring,
             group_records,
             group_delay,
@@ -913,6 +931,22 @@ mod tests {
                     ..Knobs::default()
                 },
                 "shards configures the embedded engine",
+            ),
+            (
+                Knobs {
+                    pinning: Some("sometimes".into()),
+                    ..Knobs::default()
+                },
+                "pinning must be auto, always or never, not \"sometimes\"",
+            ),
+            (
+                Knobs {
+                    target: Some("http://127.0.0.1:1".into()),
+                    api_key: Some("k".into()),
+                    pinning: Some("never".into()),
+                    ..Knobs::default()
+                },
+                "pinning configures the embedded engine",
             ),
         ];
         for (knobs, needle) in cases {

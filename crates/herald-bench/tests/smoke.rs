@@ -214,6 +214,19 @@ fn closed_loop_delivers_every_event_to_every_webhook() {
     assert_raw_rule(&report);
     assert_eq!(report.figures_source, "engine");
     assert_eq!(report.shards, Some(1));
+    // One shard leaves a CPU over on a machine of several: pinned by default.
+    let pinned = report.cores > 1;
+    assert_eq!(report.pinned, Some(pinned));
+    let engine_row = if pinned {
+        "1 shards on 2 cores, pinned"
+    } else {
+        "1 shards on 1 cores, floating"
+    };
+    assert!(
+        report.cores > 2 || report.table().contains(engine_row),
+        "{}",
+        report.table()
+    );
     assert!(report.engine_cpu_us_per_delivery.is_some());
     // The journal's sync thread lives through the run (a spare thread may come and go):
     // its CPU is read, and it is part of the engine's.

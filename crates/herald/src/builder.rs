@@ -6,7 +6,8 @@ use std::time::Duration;
 use herald_core::{DispatcherConfig, RetrySchedule};
 use herald_rt::shard::stream::StreamConfig;
 use herald_rt::shard::{
-    Engine, EngineConfig, ShardConfig, INTAKE_CAPACITY_MAX, IO_MEMORY_BYTES_MAX, SHARDS_MAX,
+    Engine, EngineConfig, Pinning, ShardConfig, INTAKE_CAPACITY_MAX, IO_MEMORY_BYTES_MAX,
+    SHARDS_MAX,
 };
 use herald_rt::{Cidr, ClientConfig, EgressPolicy, TrustAnchors};
 
@@ -39,7 +40,7 @@ pub struct Builder {
     allow_cidrs: Vec<String>,
     extra_ca_pems: Vec<PathBuf>,
     require_https: bool,
-    pin_threads: bool,
+    pinning: Pinning,
     batch_scheduling: bool,
     socket_ring: bool,
     io_memory_bytes: usize,
@@ -71,7 +72,7 @@ impl Default for Builder {
             allow_cidrs: Vec::new(),
             extra_ca_pems: Vec::new(),
             require_https: false,
-            pin_threads: true,
+            pinning: Pinning::Auto,
             batch_scheduling: true,
             socket_ring: true,
             io_memory_bytes: IO_MEMORY_BYTES_DEFAULT,
@@ -136,9 +137,18 @@ impl Builder {
         self
     }
 
-    /// Pins shard `i` to the `i`-th online CPU when there are enough (default `true`).
+    /// Whether shard threads are pinned to CPUs (default [`Pinning::Auto`]: shard `i` on
+    /// the `i`-th online CPU when there are more CPUs than shards, floating when the
+    /// shards take every CPU; see [`Pinning`] for why).
+    pub fn pinning(mut self, pinning: Pinning) -> Builder {
+        self.pinning = pinning;
+        self
+    }
+
+    /// `true`: [`Pinning::Always`] (shard `i` on the `i`-th online CPU whenever there are
+    /// enough); `false`: [`Pinning::Never`].
     pub fn pin_threads(mut self, pin: bool) -> Builder {
-        self.pin_threads = pin;
+        self.pinning = if pin { Pinning::Always } else { Pinning::Never };
         self
     }
 
@@ -377,7 +387,7 @@ impl Builder {
             data_dir,
             shards,
             intake_capacity: self.intake_capacity,
-            pin_threads: self.pin_threads,
+            pinning: self.pinning,
             batch_scheduling: self.batch_scheduling,
             io_memory_bytes: self.io_memory_bytes,
             shard,

@@ -103,7 +103,7 @@ pub use herald_core::{
 };
 pub use herald_http::Url;
 pub use herald_rt::shard::{
-    set_memory_release, shard_of, Published, ShardStats, WebhookInfo as Webhook,
+    set_memory_release, shard_of, Pinning, Published, ShardStats, WebhookInfo as Webhook,
     JOURNAL_SYNC_BOUNDS_US, PUBLISH_BATCH_MAX,
 };
 pub use herald_rt::{crypto_provider, CHECK_URL_TIMEOUT_MS};
@@ -523,6 +523,11 @@ impl Herald {
     /// Number of shards.
     pub fn shards(&self) -> usize {
         self.inner.engine.shards()
+    }
+
+    /// Whether the shard threads are pinned to CPUs ([`Builder::pinning`]).
+    pub fn pinned(&self) -> bool {
+        self.inner.engine.pinned()
     }
 
     /// The shard that owns `tenant`.

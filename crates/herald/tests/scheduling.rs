@@ -7,58 +7,29 @@ use std::time::{Duration, Instant};
 
 use herald::Herald;
 
+mod shard_threads;
+
 /// `SCHED_OTHER` and `SCHED_BATCH` (`sched.h`).
 const SCHED_OTHER: u32 = 0;
 const SCHED_BATCH: u32 = 3;
 
-/// The scheduling policy of every live thread of this process whose name starts with
-/// `herald-shard-`: each shard's executor thread, and the helper threads glommio starts
-/// from it before the shard runs (they inherit its name, and do no shard work).
-///
-/// A thread a shard starts takes the shard's name and policy until it names itself,
-/// a moment after it starts (the journal's threads do, `herald-journal-…`); read at that
-/// moment it would count as a shard thread. So the threads are read twice, 200 ms apart,
-/// and only those named after a shard both times count.
+/// The scheduling policy of every live thread named after a shard.
 fn shard_thread_policies() -> Vec<u32> {
-    let first = named_thread_policies();
-    std::thread::sleep(Duration::from_millis(200));
-    named_thread_policies()
-        .into_iter()
-        .filter(|(task, _)| first.iter().any(|(before, _)| before == task))
-        .map(|(_, policy)| policy)
-        .collect()
-}
-
-/// Each live thread named after a shard, with its scheduling policy, read once.
-fn named_thread_policies() -> Vec<(std::ffi::OsString, u32)> {
-    let mut policies = Vec::new();
-    for entry in std::fs::read_dir("/proc/self/task").expect("/proc/self/task lists threads") {
-        let entry = entry.expect("a thread entry");
-        let task = entry.path();
-        // A thread that ended between the listing and the read has no files left.
-        let (Ok(name), Ok(stat)) = (
-            std::fs::read_to_string(task.join("comm")),
-            std::fs::read_to_string(task.join("stat")),
-        ) else {
-            continue;
-        };
-        if !name.starts_with("herald-shard-") {
-            continue;
-        }
+    shard_threads::read(|task| {
+        let stat = std::fs::read_to_string(task.join("stat")).ok()?;
         // Fields after the name in parentheses start with the third (state); the
         // policy is the 41st (proc(5)).
         let (_, rest) = stat
             .rsplit_once(')')
             .expect("stat has the name in parentheses");
-        let policy = rest
-            .split_whitespace()
-            .nth(41 - 3)
-            .expect("stat has a policy field")
-            .parse()
-            .expect("the policy is a number");
-        policies.push((entry.file_name(), policy));
-    }
-    policies
+        Some(
+            rest.split_whitespace()
+                .nth(41 - 3)
+                .expect("stat has a policy field")
+                .parse()
+                .expect("the policy is a number"),
+        )
+    })
 }
 
 fn start(dir: &std::path::Path, batch: Option<bool>) -> Herald {
@@ -90,7 +61,7 @@ fn shard_threads_run_batch_scheduled_unless_turned_off() {
     drop(herald);
     // The shard threads are joined by then; glommio's helpers may take a moment more.
     let deadline = Instant::now() + Duration::from_secs(10);
-    while !shard_thread_policies().is_empty() {
+    while !shard_threads::named().is_empty() {
         assert!(
             Instant::now() < deadline,
             "the first engine's threads ended"

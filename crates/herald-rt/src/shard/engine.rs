@@ -1,5 +1,6 @@
-//! Engine start-up and shutdown: one OS thread per shard, each running a pinned glommio
-//! `LocalExecutor`, and the foreign-thread handles that feed them.
+//! Engine start-up and shutdown: one OS thread per shard, each running a glommio
+//! `LocalExecutor` (pinned to a CPU when [`Pinning`] says so), and the foreign-thread
+//! handles that feed them.
 
 use std::panic::AssertUnwindSafe;
 use std::path::PathBuf;
@@ -26,6 +27,62 @@ pub const SHARDS_MAX: usize = 256;
 /// Largest per-shard intake queue.
 pub const INTAKE_CAPACITY_MAX: usize = 1 << 20;
 
+/// Whether shard threads are pinned to CPUs.
+///
+/// Pinning keeps a shard's state in one core's caches, but a pinned shard cannot move
+/// away from whatever else wakes up on its core: the journal's sync threads, an API's
+/// threads, a receiver or publisher on the same machine. When the shards take every
+/// CPU, such a thread shares one shard's core while the other shards wait on work it
+/// holds up, and those cores idle. Measured on a 2-core machine with the receiver on
+/// the same box (`herald bench run --events 200000 --tenants 16 --payload-bytes 1024
+/// --compare-raw`, alternated pairs; `benches/README.md`, "Shard threads pinned only
+/// when a CPU is left over"): two floating shards delivered 6 % more per second than
+/// two pinned ones in plain text (6 of 6 pairs) and their ratio to the raw ceiling was
+/// 14 % higher over TLS (4 of 4), while one shard of two CPUs did as well or slightly
+/// better pinned. So [`Pinning::Auto`] pins only when at least one CPU is left over.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Pinning {
+    /// Pin shard `i` to the `i`-th online CPU when there are more CPUs than shards;
+    /// otherwise threads float (the default).
+    #[default]
+    Auto,
+    /// Pin shard `i` to the `i`-th online CPU whenever there are at least as many CPUs
+    /// as shards.
+    Always,
+    /// Never pin: the kernel places shard threads.
+    Never,
+}
+
+impl Pinning {
+    /// Its name in configuration: `auto`, `always` or `never`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Pinning::Auto => "auto",
+            Pinning::Always => "always",
+            Pinning::Never => "never",
+        }
+    }
+
+    /// Parses [`Pinning::as_str`]'s names.
+    pub fn parse(text: &str) -> Option<Pinning> {
+        match text {
+            "auto" => Some(Pinning::Auto),
+            "always" => Some(Pinning::Always),
+            "never" => Some(Pinning::Never),
+            _ => None,
+        }
+    }
+
+    /// Whether `shards` shard threads are pinned on a machine with `cpus` online CPUs.
+    pub fn pins(self, shards: usize, cpus: usize) -> bool {
+        match self {
+            Pinning::Auto => shards < cpus,
+            Pinning::Always => shards <= cpus,
+            Pinning::Never => false,
+        }
+    }
+}
+
 /// How the whole engine is set up. Every shard gets the same [`ShardConfig`].
 #[derive(Debug, Clone)]
 pub struct EngineConfig {
@@ -36,9 +93,8 @@ pub struct EngineConfig {
     pub shards: usize,
     /// Bounded intake queue per shard (1..=[`INTAKE_CAPACITY_MAX`]).
     pub intake_capacity: usize,
-    /// Pin shard `i` to the `i`-th online CPU when there are at least as many CPUs as
-    /// shards; otherwise (or when `false`) threads float.
-    pub pin_threads: bool,
+    /// Whether shard threads are pinned to CPUs.
+    pub pinning: Pinning,
     /// Run shard threads under Linux's `SCHED_BATCH` policy: the same share of the CPU,
     /// but a shard woken by a completion does not preempt the thread running on its
     /// core, so it takes completions in batches (see `sched.rs` for the figures). When
@@ -63,6 +119,7 @@ pub struct Engine {
     shards: Vec<ShardHandle>,
     threads: Mutex<Vec<ExecutorJoinHandle<ShardExit>>>,
     shut_down: AtomicBool,
+    pinned: bool,
 }
 
 /// Name of the file that records how a data directory is sharded.
@@ -183,12 +240,13 @@ impl Engine {
             .io_memory_bytes
             .clamp(IO_MEMORY_BYTES_MIN, IO_MEMORY_BYTES_MAX);
         let cpus = online_cpus();
-        let pin = config.pin_threads && config.shards <= cpus.len();
+        let pin = config.pinning.pins(config.shards, cpus.len());
 
         let mut engine = Engine {
             shards: Vec::with_capacity(config.shards),
             threads: Mutex::new(Vec::with_capacity(config.shards)),
             shut_down: AtomicBool::new(false),
+            pinned: pin,
         };
         let (ready_tx, ready_rx) = mpsc::channel::<(usize, Result<(), StartError>)>();
         for (index, cpu) in (0..config.shards).zip(cpus.iter().copied().chain(std::iter::repeat(0)))
@@ -310,6 +368,11 @@ impl Engine {
     /// Number of shards.
     pub fn shards(&self) -> usize {
         self.shards.len()
+    }
+
+    /// Whether the shard threads are pinned to CPUs (see [`Pinning`]).
+    pub fn pinned(&self) -> bool {
+        self.pinned
     }
 
     /// Hands `request` to shard `shard` if its queue has room now.

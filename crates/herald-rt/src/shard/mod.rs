@@ -53,7 +53,9 @@ use herald_core::{
     NewEvent, Page, TenantId, WebhookId, WebhookSpec,
 };
 
-pub use engine::{Engine, EngineConfig, INTAKE_CAPACITY_MAX, IO_MEMORY_BYTES_MAX, SHARDS_MAX};
+pub use engine::{
+    Engine, EngineConfig, Pinning, INTAKE_CAPACITY_MAX, IO_MEMORY_BYTES_MAX, SHARDS_MAX,
+};
 pub use intake::SendError;
 pub use memory::set_memory_release;
 pub use oneshot::{reply_channel, Canceled, Reply, ReplyReceiver, WaitTimeoutError};
