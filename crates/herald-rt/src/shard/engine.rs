@@ -36,10 +36,11 @@ pub const INTAKE_CAPACITY_MAX: usize = 1 << 20;
 /// holds up, and those cores idle. Measured on a 2-core machine with the receiver on
 /// the same box (`herald bench run --events 200000 --tenants 16 --payload-bytes 1024
 /// --compare-raw`, alternated pairs; `benches/README.md`, "Shard threads pinned only
-/// when a CPU is left over"): two floating shards delivered 6 % more per second than
-/// two pinned ones in plain text (6 of 6 pairs) and their ratio to the raw ceiling was
-/// 14 % higher over TLS (4 of 4), while one shard of two CPUs did as well or slightly
-/// better pinned. So [`Pinning::Auto`] pins only when at least one CPU is left over.
+/// when a CPU is left over"): two floating shards left 7.5 % of the cores idle instead
+/// of 9.4 % and delivered a median 3 % more per second than two pinned ones in plain
+/// text (ahead in 13 of 20 pairs), 6 % more over TLS (8 of 10), while one shard of two
+/// CPUs did as well or slightly better pinned. So [`Pinning::Auto`] pins only when at
+/// least one CPU is left over.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Pinning {
     /// Pin shard `i` to the `i`-th online CPU when there are more CPUs than shards;
