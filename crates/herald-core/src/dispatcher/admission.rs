@@ -418,6 +418,8 @@ impl Dispatcher {
                 continue;
             }
             let (tenant, webhook) = &key;
+            // Looked up once per webhook: starting an attempt changes the delivery, the
+            // wheel and the counts, which are other fields than the webhook's state.
             let Some(w) = webhook_state_mut(&mut self.tenants, tenant, webhook) else {
                 continue;
             };
@@ -429,11 +431,7 @@ impl Dispatcher {
                 w.signer = w.spec.signer_at(now).ok();
                 w.signer_until_ms = w.spec.next_secret_expiry_ms(now);
             }
-            // Looked up again after each start: applying its record needs `self`.
-            while let Some(w) = webhook_state_mut(&mut self.tenants, tenant, webhook) {
-                let Some(&delivery) = w.queue.front() else {
-                    break;
-                };
+            while let Some(&delivery) = w.queue.front() {
                 let Some(d) = self
                     .deliveries
                     .get(&delivery)
@@ -470,10 +468,22 @@ impl Dispatcher {
                             request_timeout_ms: w.spec.limits.request_timeout_ms,
                         });
                         // Takes the delivery off the queue. No record: see
-                        // `mark_in_flight`.
-                        if let Err(error) = self.mark_in_flight(delivery, attempt, now) {
+                        // `mark_in_flight`, which this is with the webhook at hand.
+                        let Some(d) = pending_mut(&mut self.deliveries, delivery) else {
+                            panic!("bug: a waiting delivery {delivery} is not pending");
+                        };
+                        if let Err(error) = start_attempt(
+                            delivery,
+                            d,
+                            &mut self.wheel,
+                            &mut self.in_flight_count,
+                            &mut self.fresh_pending,
+                            attempt,
+                            now,
+                        ) {
                             panic!("bug: a due delivery cannot start its next attempt: {error}");
                         }
+                        drop_stale(&mut w.queue, &self.deliveries, webhook);
                     }
                     crate::health::Admit::At(at) => {
                         if w.wake.is_none_or(|(_, due)| due > at) {
@@ -515,22 +525,15 @@ impl Dispatcher {
         let Some(d) = pending_mut(&mut self.deliveries, delivery) else {
             return Ok(());
         };
-        if attempt < d.attempt.max(1) {
-            return Err(format!(
-                "delivery {delivery} starts attempt {attempt} after attempt {}",
-                d.attempt
-            ));
-        }
-        if let Stage::Scheduled(key) = d.stage {
-            self.wheel.cancel(key);
-        }
-        if d.stage != Stage::InFlight {
-            self.in_flight_count += 1;
-        }
-        d.stage = Stage::InFlight;
-        set_attempt(&mut self.fresh_pending, d, attempt);
-        d.set_due_ms(None);
-        d.outcomes_mut().attempt_started(attempt, at_ms);
+        start_attempt(
+            delivery,
+            d,
+            &mut self.wheel,
+            &mut self.in_flight_count,
+            &mut self.fresh_pending,
+            attempt,
+            at_ms,
+        )?;
         let (tenant, webhook) = (
             TenantId::clone(&d.event.tenant),
             WebhookId::clone(&d.webhook),
@@ -544,18 +547,8 @@ impl Dispatcher {
     /// at the head; on replay, outcomes of deliveries never marked in flight leave their
     /// entries behind, and this keeps a long replay from piling them up.
     pub(super) fn drop_stale_queue_head(&mut self, tenant: &TenantId, webhook: &WebhookId) {
-        let Some(w) = webhook_state_mut(&mut self.tenants, tenant, webhook) else {
-            return;
-        };
-        while let Some(front) = w.queue.front() {
-            let due = self
-                .deliveries
-                .get(front)
-                .is_some_and(|d| d.stage == Stage::Waiting && *d.webhook == *webhook);
-            if due {
-                break;
-            }
-            w.queue.pop_front();
+        if let Some(w) = webhook_state_mut(&mut self.tenants, tenant, webhook) {
+            drop_stale(&mut w.queue, &self.deliveries, webhook);
         }
     }
 
@@ -568,5 +561,49 @@ impl Dispatcher {
             return Some(self.now_ms);
         }
         self.wheel.next_deadline_ms()
+    }
+}
+
+/// Attempt `attempt` of pending delivery `d` in flight from `at_ms` ([`Dispatcher::mark_in_flight`]
+/// without the webhook's queue): off the wheel, counted in flight, its attempt set.
+fn start_attempt(
+    delivery: DeliveryId,
+    d: &mut Delivery,
+    wheel: &mut TimingWheel<Timer>,
+    in_flight_count: &mut usize,
+    fresh_pending: &mut usize,
+    attempt: u32,
+    at_ms: u64,
+) -> Result<(), String> {
+    if attempt < d.attempt.max(1) {
+        return Err(format!(
+            "delivery {delivery} starts attempt {attempt} after attempt {}",
+            d.attempt
+        ));
+    }
+    if let Stage::Scheduled(key) = d.stage {
+        wheel.cancel(key);
+    }
+    if d.stage != Stage::InFlight {
+        *in_flight_count += 1;
+    }
+    d.stage = Stage::InFlight;
+    set_attempt(fresh_pending, d, attempt);
+    d.set_due_ms(None);
+    d.outcomes_mut().attempt_started(attempt, at_ms);
+    Ok(())
+}
+
+/// Pops the entries at the head of `webhook`'s `queue` that are no longer due
+/// ([`Dispatcher::drop_stale_queue_head`] with the queue at hand).
+fn drop_stale(queue: &mut VecDeque<DeliveryId>, deliveries: &Deliveries, webhook: &WebhookId) {
+    while let Some(front) = queue.front() {
+        let due = deliveries
+            .get(front)
+            .is_some_and(|d| d.stage == Stage::Waiting && *d.webhook == *webhook);
+        if due {
+            break;
+        }
+        queue.pop_front();
     }
 }
