@@ -428,8 +428,8 @@ fn perf_pairs_refuses_what_it_cannot_compare() {
 
 /// `tools/pgo-build --train-with`: every training workload of the profile-guided build
 /// runs with the binary, each a real run whose report shows the path it is there to
-/// train (retries sent, TLS, each scheme, the served API), and the server it drives is
-/// stopped cleanly.
+/// train (retries sent, TLS, each scheme, the served API and its stream), and the server
+/// it drives is stopped cleanly.
 #[test]
 fn pgo_build_training_runs_every_workload_with_the_binary() {
     let dir = tempfile::tempdir().unwrap();
@@ -459,6 +459,7 @@ fn pgo_build_training_runs_every_workload_with_the_binary() {
         "pending",
         "serve-batches",
         "serve-single",
+        "stream",
     ];
     assert!(
         stdout.contains(&format!(
@@ -469,7 +470,7 @@ fn pgo_build_training_runs_every_workload_with_the_binary() {
         "{stdout}"
     );
     let report = |name: &str| read_json(out.join(format!("{name}.json")));
-    for name in runs.iter().filter(|n| **n != "pending") {
+    for name in runs.iter().filter(|n| !["pending", "stream"].contains(*n)) {
         let r = report(name);
         let expected = figure(&r, "deliveries_expected");
         assert!(expected > 0.0, "{name}: {r}");
@@ -504,6 +505,34 @@ fn pgo_build_training_runs_every_workload_with_the_binary() {
     );
     for name in ["serve-batches", "serve-single"] {
         assert_eq!(report(name)["figures_source"], "metrics", "{name}");
+    }
+    // The served stream: every event to the unfiltered subscriber, a quarter to the
+    // filtered one, the last ten to the one resumed from the window; the console served.
+    let stream = report("stream");
+    let published = figure(&stream, "published");
+    assert!(published > 0.0, "{stream}");
+    let subscribers = stream["subscribers"].as_array().unwrap();
+    let queries: Vec<&str> = subscribers
+        .iter()
+        .map(|s| s["query"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        queries[..2],
+        ["all", "events=order.*&location_id=loc_1"],
+        "{stream}"
+    );
+    assert!(queries[2].starts_with("after="), "{stream}");
+    let expected: Vec<f64> = subscribers.iter().map(|s| figure(s, "expected")).collect();
+    assert_eq!(
+        expected,
+        [published, (published / 4.0).ceil(), 10.0],
+        "{stream}"
+    );
+    for s in subscribers {
+        assert_eq!(figure(s, "received"), figure(s, "expected"), "{stream}");
+    }
+    for path in ["/console", "/console/console.js", "/console/console.css"] {
+        assert_eq!(stream["console"][path], 200, "{stream}");
     }
     let serve_log = std::fs::read_to_string(out.join("serve.log")).unwrap();
     assert!(serve_log.contains("stopped cleanly"), "{serve_log}");
