@@ -657,6 +657,21 @@ fn sync_quantile_bound(t: &EngineTotals, q: f64) -> Option<u64> {
         })
 }
 
+/// Syncs slower than `us` (a bound of [`herald::JOURNAL_SYNC_BOUNDS_US`]): those in the
+/// buckets above it and those past the last bound.
+fn syncs_over(t: &EngineTotals, us: u64) -> u64 {
+    debug_assert!(herald::JOURNAL_SYNC_BOUNDS_US.contains(&us));
+    let bucketed: u64 = t.journal_sync_buckets.iter().sum();
+    let above: u64 = t
+        .journal_sync_buckets
+        .iter()
+        .zip(herald::JOURNAL_SYNC_BOUNDS_US)
+        .filter(|(_, bound)| *bound > us)
+        .map(|(count, _)| count)
+        .sum();
+    above + t.journal_syncs.saturating_sub(bucketed)
+}
+
 fn totals(now: &[ShardStats], base: &[ShardStats]) -> EngineTotals {
     let mut t = EngineTotals::default();
     for (i, s) in now.iter().enumerate() {
@@ -1258,6 +1273,10 @@ fn drive(
         journal_sync_p99_us: engine_totals
             .as_ref()
             .and_then(|t| sync_quantile_bound(t, 0.99)),
+        journal_sync_max_us: engine_totals
+            .as_ref()
+            .and_then(|t| sync_quantile_bound(t, 1.0)),
+        journal_syncs_over_10ms: engine_totals.as_ref().map(|t| syncs_over(t, 10_000)),
         checkpoints: engine_totals.as_ref().map(|t| t.checkpoints),
         checkpoint_busy_ms: engine_totals
             .as_ref()
@@ -1507,10 +1526,24 @@ mod tests {
         assert_eq!(sync_quantile_bound(&t, 0.5), Some(500));
         assert_eq!(sync_quantile_bound(&t, 0.98), Some(500));
         assert_eq!(sync_quantile_bound(&t, 0.99), Some(bounds[6]));
+        assert_eq!(sync_quantile_bound(&t, 1.0), Some(bounds[6]), "the slowest");
+        assert_eq!(
+            syncs_over(&t, 10_000),
+            0,
+            "10 ms is the bucket's bound: not over"
+        );
+        assert_eq!(syncs_over(&t, 5_000), 2);
+        // One in the 250 ms bucket: the slowest, and over 10 ms.
+        t.journal_sync_buckets[10] = 1;
+        t.journal_syncs = 101;
+        assert_eq!(sync_quantile_bound(&t, 1.0), Some(250_000));
+        assert_eq!(syncs_over(&t, 10_000), 1);
         // Two more past the last bound: counted, in no bucket.
-        t.journal_syncs = 102;
+        t.journal_syncs = 103;
         assert_eq!(sync_quantile_bound(&t, 0.99), None, "past a second");
+        assert_eq!(sync_quantile_bound(&t, 1.0), None);
         assert_eq!(sync_quantile_bound(&t, 0.5), Some(500));
+        assert_eq!(syncs_over(&t, 10_000), 3);
     }
 
     #[test]

@@ -228,6 +228,17 @@ fn closed_loop_delivers_every_event_to_every_webhook() {
         report.table()
     );
     assert!(report.engine_cpu_us_per_delivery.is_some());
+    // The syncs' tail: the slowest at or past the p99, and how many were over 10 ms.
+    let over = report
+        .journal_syncs_over_10ms
+        .expect("embedded: syncs counted");
+    assert!(over <= report.journal_syncs.unwrap());
+    match (report.journal_sync_p99_us, report.journal_sync_max_us) {
+        (Some(p99), Some(max)) => assert!(max >= p99, "{p99} {max}"),
+        (p99, None) => assert!(over > 0 || p99.is_none(), "past a second is over 10 ms"),
+        (None, Some(max)) => panic!("a p99 past a second under a slowest of {max} µs"),
+    }
+    assert!(report.table().contains("over 10 ms"), "{}", report.table());
     // The journal's sync thread lives through the run (a spare thread may come and go):
     // its CPU is read, and it is part of the engine's.
     let journal = report
