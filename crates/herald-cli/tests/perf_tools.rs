@@ -57,6 +57,19 @@ fn goal<'a>(goals: &'a [Value], name: &str) -> &'a Value {
 }
 
 /// The row's value is `expected` and its verdict follows the target.
+/// `n` with thousands separated by commas, as Python's `{:,.0f}` prints it.
+fn fmt_thousands(n: u64) -> String {
+    let digits = n.to_string();
+    let mut out = String::new();
+    for (i, c) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i) % 3 == 0 {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
+}
+
 fn assert_goal(goals: &[Value], name: &str, expected: f64, target: f64, higher_is_better: bool) {
     let row = goal(goals, name);
     let value = row["value"]
@@ -195,6 +208,19 @@ fn perf_goals_measures_every_goal_with_the_binary_and_reads_its_reports_back() {
         figure(&open, "p99_us") / 1000.0,
         10.0,
         false,
+    );
+    // The open loop's rate and its slowest journal sync, beside the table.
+    let slowest = match open["journal_sync_max_us"].as_f64() {
+        Some(us) => format!("≤ {} ms", us / 1000.0),
+        None => "over 1 s".to_owned(),
+    };
+    assert!(
+        table.contains(&format!(
+            "open loop at {} events/s (its slowest journal sync {slowest}, {} over 10 ms)",
+            fmt_thousands(rate),
+            open["journal_syncs_over_10ms"]
+        )),
+        "{table}"
     );
     // Known only where the journals were on a block device (not `tmpfs`).
     if plain.iter().all(|r| !r["device"].is_null()) {
