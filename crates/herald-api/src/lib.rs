@@ -224,6 +224,12 @@ impl Server {
         self.local_addr
     }
 
+    /// The engine's shards, and whether their threads are pinned to CPUs (see the
+    /// config's `pinning`).
+    pub fn shards(&self) -> (usize, bool) {
+        (self.app.herald.shards(), self.app.herald.pinned())
+    }
+
     /// The admin key generated on this first start, to print once.
     pub fn generated_admin_key(&self) -> Option<&str> {
         self.generated_admin_key.as_deref()

@@ -138,9 +138,12 @@ pub fn run(args: ServeArgs) -> ExitCode {
         // Printed once: only its hash is stored.
         println!("admin key (shown once; only its hash is stored): {key}");
     }
+    let (shards, pinned) = server.shards();
     tracing::info!(
         listen = %server.local_addr(),
         data_dir = %data_dir.display(),
+        shards,
+        pinned,
         "herald serve ready"
     );
     println!("listening on {}", server.local_addr());

@@ -254,3 +254,30 @@ fn json_logs_and_sigint_stop() {
         assert!(parsed.is_object(), "{line}");
     }
 }
+
+/// The ready line names the shards and whether their threads are pinned, as the
+/// config's `pinning` asked.
+#[test]
+fn the_ready_line_says_whether_shards_are_pinned() {
+    for (pinning, pinned) in [("never", false), ("always", true)] {
+        let site = Site::new();
+        let server = Server::start(
+            &site,
+            &Options::default()
+                .config(&format!("shards = 1\npinning = \"{pinning}\"\n"))
+                .arg("--log-format")
+                .arg("json"),
+        );
+        let log_path = server.log_path().to_path_buf();
+        let status = server.stop_with("TERM");
+        assert!(status.success(), "SIGTERM → exit 0; got {status}");
+        let log = std::fs::read_to_string(&log_path).expect("the log is readable");
+        let ready: serde_json::Value = log
+            .lines()
+            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+            .find(|l| l["message"] == "herald serve ready")
+            .unwrap_or_else(|| panic!("no ready line: {log}"));
+        assert_eq!(ready["shards"], 1, "{ready}");
+        assert_eq!(ready["pinned"], pinned, "pinning = {pinning}: {ready}");
+    }
+}
