@@ -32,7 +32,7 @@
 //!   subscriber whose queue is full is cut off ([`StreamEnd::Overflowed`]) and never
 //!   slows the shard or other subscribers.
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
@@ -51,6 +51,10 @@ pub const STREAM_WINDOW_BYTES_MAX_DEFAULT: usize = 64 * 1024 * 1024;
 /// Largest per-subscription queue: beyond this a client is better served by resuming
 /// from the window than by a queue held for it.
 pub const STREAM_QUEUE_MAX_LIMIT: usize = 1 << 20;
+/// Entries of departed events the window's order queue may hold beyond as many as the
+/// live ones before it is compacted: a small window compacts now and then, not at every
+/// event.
+const ORDER_SLACK: usize = 64;
 
 /// The stream's replay window.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -340,9 +344,15 @@ struct TenantStream {
 
 struct Window {
     tenants: HashMap<Arc<str>, TenantStream>,
-    /// Every event in the window by seq, naming its tenant: oldest first for age and
-    /// byte eviction across tenants.
-    order: BTreeMap<u64, Arc<str>>,
+    /// Every event in the window by seq, naming its tenant, oldest first, for age and
+    /// byte eviction across tenants; events are added in seq order, so a queue. An event
+    /// that left its tenant's entry by the per-tenant count stays here until it reaches
+    /// the front or the queue is compacted (`stale`): an entry is live exactly when its
+    /// tenant's oldest event is at or before its seq, since a tenant's events only leave
+    /// from the front.
+    order: VecDeque<(u64, Arc<str>)>,
+    /// Events held in the tenants' entries (the live entries of `order`).
+    events: usize,
     bytes: usize,
     /// Floor of tenants without an entry (entries are dropped when they hold nothing).
     floor: u64,
@@ -385,7 +395,8 @@ impl ShardStream {
             config,
             window: Mutex::new(Window {
                 tenants: HashMap::new(),
-                order: BTreeMap::new(),
+                order: VecDeque::new(),
+                events: 0,
                 bytes: 0,
                 floor: 0,
                 last_seq: 0,
@@ -440,15 +451,13 @@ impl ShardStream {
             while tenant.events.front().is_some_and(|event| event.seq <= seq) {
                 if let Some(event) = tenant.events.pop_front() {
                     window.bytes -= event.len();
+                    window.events -= 1;
                 }
             }
         }
-        // The order's entries through `seq` in one split, not one removal each: a
-        // deleted journal segment can take tens of thousands of events at once.
-        window.order = match seq.checked_add(1) {
-            Some(after) => window.order.split_off(&after),
-            None => BTreeMap::new(),
-        };
+        while window.order.front().is_some_and(|(at, _)| *at <= seq) {
+            window.order.pop_front();
+        }
         window
             .tenants
             .retain(|_, tenant| !tenant.events.is_empty() || !tenant.subscribers.is_empty());
@@ -506,8 +515,13 @@ impl ShardStream {
 
     fn insert(&self, window: &mut Window, tenant: Arc<str>, event: Kept) {
         let floor = window.floor;
+        debug_assert!(
+            window.order.back().is_none_or(|(at, _)| *at < event.seq),
+            "events are added in seq order"
+        );
         window.bytes += event.len();
-        window.order.insert(event.seq, Arc::clone(&tenant));
+        window.events += 1;
+        window.order.push_back((event.seq, Arc::clone(&tenant)));
         let stream = window
             .tenants
             .entry(tenant)
@@ -521,7 +535,18 @@ impl ShardStream {
             if let Some(oldest) = stream.events.pop_front() {
                 stream.floor = stream.floor.max(oldest.seq);
                 window.bytes -= oldest.len();
-                window.order.remove(&oldest.seq);
+                window.events -= 1;
+                // Its entry in `order` goes when it reaches the front, or here when the
+                // entries of such events outnumber the live ones (a queue bounded by
+                // twice the window, in amortised constant time per event).
+                if window.order.len() > 2 * window.events + ORDER_SLACK {
+                    let tenants = &window.tenants;
+                    window.order.retain(|(seq, tenant)| {
+                        tenants.get(tenant).is_some_and(|stream| {
+                            stream.events.front().is_some_and(|front| front.seq <= *seq)
+                        })
+                    });
+                }
             }
         }
     }
@@ -530,11 +555,16 @@ impl ShardStream {
     /// entries of tenants left with neither events nor subscribers.
     fn evict(&self, window: &mut Window, now_ms: u64) {
         let oldest_kept_ms = now_ms.saturating_sub(self.config.window_ms);
-        while let Some((&seq, tenant)) = window.order.first_key_value() {
+        while let Some((seq, tenant)) = window.order.front() {
+            let seq = *seq;
             let tenant = Arc::clone(tenant);
-            let Some(stream) = window.tenants.get_mut(&tenant) else {
-                // Invariant: every event in `order` is in its tenant's entry.
-                window.order.remove(&seq);
+            let Some(stream) = window
+                .tenants
+                .get_mut(&tenant)
+                .filter(|stream| stream.events.front().is_some_and(|front| front.seq == seq))
+            else {
+                // An event that already left its tenant's entry (by the per-tenant count).
+                window.order.pop_front();
                 continue;
             };
             let too_old = stream
@@ -549,8 +579,9 @@ impl ShardStream {
             if let Some(oldest) = stream.events.pop_front() {
                 stream.floor = stream.floor.max(oldest.seq);
                 window.bytes -= oldest.len();
+                window.events -= 1;
             }
-            window.order.remove(&seq);
+            window.order.pop_front();
             if stream.events.is_empty() && stream.subscribers.is_empty() {
                 let floor = stream.floor;
                 window.tenants.remove(&tenant);
@@ -674,7 +705,7 @@ impl ShardStream {
     pub fn window_size(&self) -> (usize, usize, usize) {
         let window = self.lock();
         let subscribers = window.tenants.values().map(|t| t.subscribers.len()).sum();
-        (window.order.len(), window.bytes, subscribers)
+        (window.events, window.bytes, subscribers)
     }
 }
 
@@ -1189,6 +1220,56 @@ mod tests {
             .subscribe("a", StreamFilter::default(), Some(4), 4, 1001)
             .is_ok());
         assert_eq!(stream.window_size().0, 0);
+    }
+
+    /// A busy tenant held to its count while others' events stay: the order queue keeps
+    /// within twice the window (entries of events that left by count are dropped), and
+    /// the byte bound still takes the oldest event overall, skipping those entries.
+    #[test]
+    fn the_count_bound_keeps_the_order_queue_bounded_and_true() {
+        let busy_bytes = event(1, "busy", "x.y", 0).1.len();
+        let quiet_bytes = event(1, "quiet", "x.y", 0).1.len();
+        let stream = stream(StreamConfig {
+            window_ms: u64::MAX,
+            window_events_max: 10,
+            window_bytes_max: usize::MAX,
+        });
+        stream.publish(&mut vec![event(1, "quiet", "x.y", 0)], 0);
+        for seq in 2..=10_001 {
+            stream.publish(&mut vec![event(seq, "busy", "x.y", 0)], 0);
+            let window = stream.lock();
+            assert!(
+                window.order.len() <= 2 * window.events + ORDER_SLACK + 1,
+                "at {seq}: {} entries for {} events",
+                window.order.len(),
+                window.events
+            );
+        }
+        assert_eq!(stream.window_size(), (11, quiet_bytes + 10 * busy_bytes, 0));
+        let mut busy = stream
+            .subscribe("busy", StreamFilter::default(), Some(9_991), 16, 0)
+            .unwrap();
+        assert_eq!(seqs(&mut busy), (9_992..=10_001).collect::<Vec<_>>());
+        // Now a byte bound of ten events: the quiet tenant's (the oldest) goes first, then
+        // the busy one's oldest, however many departed entries sit in front of it.
+        let stream2 = Arc::new(ShardStream::new(StreamConfig {
+            window_ms: u64::MAX,
+            window_events_max: 10,
+            window_bytes_max: busy_bytes * 10,
+        }));
+        stream2.publish(&mut vec![event(1, "quiet", "x.y", 0)], 0);
+        for seq in 2..=50 {
+            stream2.publish(&mut vec![event(seq, "busy", "x.y", 0)], 0);
+        }
+        assert_eq!(stream2.window_size().0, 10);
+        assert!(matches!(
+            stream2.subscribe("quiet", StreamFilter::default(), Some(0), 4, 0),
+            Err(SubscribeError::OutsideWindow { .. })
+        ));
+        let mut busy = stream2
+            .subscribe("busy", StreamFilter::default(), Some(40), 16, 0)
+            .unwrap();
+        assert_eq!(seqs(&mut busy), (41..=50).collect::<Vec<_>>());
     }
 
     #[test]
