@@ -564,8 +564,9 @@ impl Dispatcher {
     }
 }
 
-/// Attempt `attempt` of pending delivery `d` in flight from `at_ms` ([`Dispatcher::mark_in_flight`]
-/// without the webhook's queue): off the wheel, counted in flight, its attempt set.
+/// Attempt `attempt` of pending delivery `d` in flight from `at_ms`
+/// ([`Dispatcher::mark_in_flight`] without the webhook's queue): off the wheel, counted in
+/// flight, its attempt set.
 fn start_attempt(
     delivery: DeliveryId,
     d: &mut Delivery,
