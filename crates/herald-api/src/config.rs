@@ -40,27 +40,14 @@ pub const KEYS_PER_TENANT_MAX_DEFAULT: usize = 16;
 /// Default grace period of a rotated secret.
 pub const ROTATE_GRACE_DEFAULT: Duration = Duration::from_secs(24 * 3600);
 
-/// Whether shard threads are pinned to CPUs (see `herald::Pinning`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
-#[serde(rename_all = "lowercase")]
-pub enum PinningSetting {
-    /// Pinned when there are more CPUs than shards, floating when they take every CPU.
-    #[default]
-    Auto,
-    /// Pinned whenever there are at least as many CPUs as shards.
-    Always,
-    /// Never pinned.
-    Never,
-}
-
-impl From<PinningSetting> for herald::Pinning {
-    fn from(setting: PinningSetting) -> herald::Pinning {
-        match setting {
-            PinningSetting::Auto => herald::Pinning::Auto,
-            PinningSetting::Always => herald::Pinning::Always,
-            PinningSetting::Never => herald::Pinning::Never,
-        }
-    }
+/// `pinning`'s value: one of `herald::Pinning`'s names.
+fn de_pinning<'de, D: serde::Deserializer<'de>>(d: D) -> Result<herald::Pinning, D::Error> {
+    let name = String::deserialize(d)?;
+    herald::Pinning::parse(&name).ok_or_else(|| {
+        serde::de::Error::custom(format!(
+            "pinning must be \"auto\", \"always\" or \"never\", not {name:?}"
+        ))
+    })
 }
 
 /// How log lines are written.
@@ -103,7 +90,8 @@ pub struct Config {
     pub batch_scheduling: bool,
     /// Shard threads pinned to CPUs: `auto` (pinned when there are more CPUs than shards),
     /// `always` or `never` (see `herald::Pinning`).
-    pub pinning: PinningSetting,
+    #[serde(deserialize_with = "de_pinning")]
+    pub pinning: herald::Pinning,
     /// Responses awaited on each shard's own io_uring (see `herald::Builder::socket_ring`).
     pub socket_ring: bool,
     /// Log format.
@@ -329,7 +317,7 @@ impl Default for Config {
             data_dir: PathBuf::from(DATA_DIR_DEFAULT),
             shards: 0,
             batch_scheduling: true,
-            pinning: PinningSetting::Auto,
+            pinning: herald::Pinning::Auto,
             socket_ring: true,
             log_format: LogFormat::Text,
             admin_key: None,
@@ -603,7 +591,7 @@ mod tests {
         assert_eq!(config.limits.body_bytes_max, 256 * 1024);
         assert_eq!(config.default_scheme().unwrap(), herald::Scheme::Standard);
         assert!(config.batch_scheduling);
-        assert_eq!(config.pinning, PinningSetting::Auto);
+        assert_eq!(config.pinning, herald::Pinning::Auto);
         assert!(config.socket_ring);
     }
 
@@ -636,7 +624,7 @@ mod tests {
         let config = Config::from_toml(text, "t.toml").unwrap();
         assert_eq!(config.shards, 2);
         assert!(!config.batch_scheduling);
-        assert_eq!(config.pinning, PinningSetting::Never);
+        assert_eq!(config.pinning, herald::Pinning::Never);
         assert!(!config.socket_ring);
         assert_eq!(config.journal.segment_bytes, 65536);
         assert_eq!(config.journal.segments_max, 16);

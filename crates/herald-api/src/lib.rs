@@ -342,7 +342,7 @@ fn prepare(config: Config, admin_key: Option<String>) -> Result<Prepared, StartE
         .data_dir(config.data_dir.join("engine"))
         .shards(shards)
         .batch_scheduling(config.batch_scheduling)
-        .pinning(config.pinning.into())
+        .pinning(config.pinning)
         .socket_ring(config.socket_ring)
         .intake_capacity(config.limits.intake_capacity)
         .journal_segment_bytes(config.journal.segment_bytes)
