@@ -37,6 +37,7 @@
 #![deny(missing_docs)]
 
 mod engine;
+mod fds;
 mod intake;
 mod memory;
 mod notify;
