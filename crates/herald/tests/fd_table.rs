@@ -1,6 +1,7 @@
-//! Starting an engine grows the process's file descriptor table to what its shards may
-//! need, once, so that it does not grow (waiting for an RCU grace period with every
-//! thread that opens a socket meanwhile) while shards connect.
+//! Starting an engine raises the soft limit on open files toward what its shards may
+//! need, and grows the process's file descriptor table to it once, so that it does not
+//! grow (waiting for an RCU grace period with every thread that opens a socket
+//! meanwhile) while shards connect.
 //!
 //! One test in its own binary: the table is the process's, and any other test opening
 //! descriptors would grow it too.
@@ -8,6 +9,7 @@
 use std::time::Duration;
 
 use herald::Herald;
+use rustix::process::{getrlimit, setrlimit, Resource, Rlimit};
 
 /// The table's size as the kernel reports it (`FDSize` in `/proc/self/status`).
 fn fd_table_size() -> usize {
@@ -21,25 +23,24 @@ fn fd_table_size() -> usize {
         .expect("FDSize is a number")
 }
 
-/// The soft `RLIMIT_NOFILE`, from `/proc/self/limits` (`None`: unlimited).
-fn soft_nofile_limit() -> Option<usize> {
-    let limits = std::fs::read_to_string("/proc/self/limits").expect("/proc/self/limits");
-    let line = limits
-        .lines()
-        .find(|line| line.starts_with("Max open files"))
-        .expect("limits has Max open files");
-    let soft = line["Max open files".len()..]
-        .split_whitespace()
-        .next()
-        .expect("a soft limit");
-    soft.parse().ok()
-}
-
 #[test]
-fn starting_the_engine_grows_the_descriptor_table_in_advance() {
+fn starting_the_engine_raises_the_open_files_limit_and_grows_the_table_in_advance() {
+    // Start as a service under a common default would: a soft limit of 1,024.
+    let limit = getrlimit(Resource::Nofile);
+    let low = limit.maximum.unwrap_or(u64::MAX).min(1024);
+    setrlimit(
+        Resource::Nofile,
+        Rlimit {
+            current: Some(low),
+            maximum: limit.maximum,
+        },
+    )
+    .expect("lowering the soft limit is allowed");
     // The slots reserved besides the shards' connections (API connections, listeners,
-    // segment files): the table holds at least these once the engine runs.
-    let wanted = soft_nofile_limit().unwrap_or(usize::MAX).min(4096);
+    // segment files): the table holds at least these once the engine runs, where the
+    // hard limit allows.
+    let hard = limit.maximum.unwrap_or(u64::MAX);
+    let wanted = hard.min(4096) as usize;
     let before = fd_table_size();
     assert!(
         before < wanted,
@@ -53,7 +54,17 @@ fn starting_the_engine_grows_the_descriptor_table_in_advance() {
         .start()
         .expect("the engine starts");
     let after = fd_table_size();
+    let soft = getrlimit(Resource::Nofile).current;
     herald.shutdown().unwrap();
+    assert!(
+        soft.is_none_or(|soft| soft >= wanted as u64),
+        "the soft limit is {soft:?} after the start, not {wanted} or more"
+    );
+    assert_eq!(
+        getrlimit(Resource::Nofile).maximum,
+        limit.maximum,
+        "the hard limit is left alone"
+    );
     assert!(
         after >= wanted,
         "the table has {after} slots after the start ({before} before), not {wanted}"

@@ -239,6 +239,18 @@ impl Engine {
         let record_layout = check_layout(&config.data_dir, config.shards)?;
         // Before the shards' threads exist, so that the table grows once, here, and
         // not while they connect (see `fds`).
+        let needed = super::fds::fd_slots_wanted(
+            config.shards,
+            config.shard.client.pool.connections_total_max,
+            None,
+        );
+        if let Err(error) = super::fds::raise_soft_nofile_limit(needed as u64) {
+            tracing::warn!(
+                needed,
+                %error,
+                "could not raise the soft limit on open files; connections past it will fail"
+            );
+        }
         let slots = super::fds::fd_slots_wanted(
             config.shards,
             config.shard.client.pool.connections_total_max,

@@ -11,6 +11,10 @@
 //! 28–37 ms there, ~3 ms after), and `perf` showed shards and the sink in
 //! uninterruptible sleep in `expand_files` < `alloc_fd` < `socket`.
 //!
+//! Before that, the soft `RLIMIT_NOFILE` is raised (never lowered, never past the hard
+//! limit) to fit the same count: a soft limit of 1,024 is common and below what the
+//! shards' pools may open.
+//!
 //! A table never shrinks, so taking a descriptor at the highest slot the engine may
 //! need and closing it again grows the table once, at start, to its final size: later
 //! sockets find their slot free. The cost is the table itself, 8 bytes per slot plus
@@ -20,7 +24,7 @@ use std::fs::File;
 use std::io;
 use std::path::Path;
 
-use rustix::process::{getrlimit, Resource};
+use rustix::process::{getrlimit, setrlimit, Resource, Rlimit};
 
 /// Slots reserved besides the shards' outbound connections: the management API's
 /// accepted connections (its default `connections_max` is 4,096), listeners, journal
@@ -71,6 +75,31 @@ pub(crate) fn soft_nofile_limit() -> Option<u64> {
     getrlimit(Resource::Nofile).current
 }
 
+/// Raises the soft `RLIMIT_NOFILE` to `wanted` descriptors, or to the hard limit if that
+/// is lower; never lowers it. Many systems start processes at a soft limit of 1,024
+/// (systemd's default for services, with a hard limit of 524,288), below what the
+/// shards' pools may open (1,024 connections each by default) beside the API's: past it
+/// a connect fails with `EMFILE`, a transport error that turns deliveries into retries.
+/// Returns the soft limit in force afterwards (`None`: unlimited).
+pub(crate) fn raise_soft_nofile_limit(wanted: u64) -> io::Result<Option<u64>> {
+    let limit = getrlimit(Resource::Nofile);
+    let Some(current) = limit.current else {
+        return Ok(None);
+    };
+    let raised = limit.maximum.map_or(wanted, |hard| hard.min(wanted));
+    if raised <= current {
+        return Ok(Some(current));
+    }
+    setrlimit(
+        Resource::Nofile,
+        Rlimit {
+            current: Some(raised),
+            maximum: limit.maximum,
+        },
+    )?;
+    Ok(Some(raised))
+}
+
 /// The table's size as the kernel reports it (`FDSize` in `/proc/self/status`).
 #[cfg(test)]
 pub(crate) fn fd_table_size() -> Option<usize> {
@@ -104,6 +133,22 @@ mod tests {
                 "{shards} shards × {per_shard}, limit {limit:?}"
             );
         }
+    }
+
+    #[test]
+    fn the_soft_limit_is_raised_toward_the_hard_one_and_never_lowered() {
+        let before = getrlimit(Resource::Nofile);
+        let Some(current) = before.current else {
+            return; // unlimited: nothing to raise
+        };
+        assert_eq!(raise_soft_nofile_limit(0).unwrap(), Some(current));
+        assert_eq!(getrlimit(Resource::Nofile), before, "never lowered");
+        let hard = before.maximum.unwrap_or(u64::MAX);
+        let wanted = current.saturating_add(1);
+        let after = raise_soft_nofile_limit(wanted).unwrap();
+        assert_eq!(after, Some(wanted.min(hard)));
+        assert_eq!(getrlimit(Resource::Nofile).current, after);
+        assert_eq!(getrlimit(Resource::Nofile).maximum, before.maximum);
     }
 
     #[test]
