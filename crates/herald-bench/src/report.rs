@@ -102,6 +102,12 @@ pub struct Sample {
     /// Resident set size of this process now (`VmRSS`), bytes: the engine's, sink's and
     /// publishers' memory embedded, the sink's and publishers' against a remote server.
     pub rss_bytes: Option<u64>,
+    /// Checkpoints the engine's shards finished so far in the run (embedded only): where
+    /// one ends, its segments before it are deleted, so a tail that lines up with a
+    /// change here is the checkpoint's.
+    pub checkpoints: Option<u64>,
+    /// Shards writing a checkpoint between their turns at this sample (embedded only).
+    pub checkpoints_underway: Option<u64>,
 }
 
 /// Figures of the raw ceiling: the same sink, no engine.

@@ -909,10 +909,15 @@ fn drive(
         let stats = sink.stats();
         let accepted = shared.accepted.load(Ordering::Relaxed);
         let delivered = stats.successes() - sink_base.successes();
-        let pending = match engine.stats() {
-            Some(now) => totals(&now, &base_stats).pending,
+        let now_stats = engine.stats();
+        let engine_totals = now_stats.as_deref().map(|now| totals(now, &base_stats));
+        let pending = match &engine_totals {
+            Some(t) => t.pending,
             None => (accepted * fanout).saturating_sub(delivered),
         };
+        let checkpoints_underway = now_stats
+            .as_deref()
+            .map(|now| now.iter().filter(|shard| shard.checkpoint_underway).count() as u64);
         let latency = sink.latency();
         let p99_interval_us = p99_since(&latency, before.as_ref());
         *before = Some(latency.clone());
@@ -925,6 +930,8 @@ fn drive(
             p99_us: p99_of(&latency),
             p99_interval_us,
             rss_bytes: sysstat::rss_bytes(),
+            checkpoints: engine_totals.as_ref().map(|t| t.checkpoints),
+            checkpoints_underway,
         };
         (sample, latency)
     };

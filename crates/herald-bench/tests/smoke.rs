@@ -205,6 +205,19 @@ fn closed_loop_delivers_every_event_to_every_webhook() {
     assert!(raw.requests >= 1200);
     assert!(!report.timeline.is_empty());
     assert_eq!(report.timeline.last().unwrap().delivered, 1200);
+    // Embedded, every sample counts the engine's checkpoints; the last one was taken
+    // after the drain, as the report's total was.
+    for sample in &report.timeline {
+        assert!(sample.checkpoints.is_some(), "{sample:?}");
+        assert!(
+            sample.checkpoints_underway.is_some_and(|n| n <= 2),
+            "{sample:?}"
+        );
+    }
+    assert_eq!(
+        report.timeline.last().unwrap().checkpoints,
+        report.checkpoints
+    );
     // Six endpoints over six origins by default; the raw ceiling used the same ports and
     // as many connections as the engine opened.
     assert_eq!(report.origins, 6);
@@ -620,6 +633,13 @@ fn assert_remote_report(report: &herald_bench::Report, accepted: u64, fanout: u6
     );
     assert!(!report.drain_timed_out);
     assert_eq!(report.shards, Some(1), "the server's herald_shards");
+    assert!(
+        report
+            .timeline
+            .iter()
+            .all(|s| s.checkpoints.is_none() && s.checkpoints_underway.is_none()),
+        "a remote server's shards are not sampled"
+    );
     // The server's counters, not the sink's.
     assert_eq!(report.retries.attempts_succeeded, Some(report.delivered));
     assert_eq!(report.retries.attempts_retryable, Some(0));
