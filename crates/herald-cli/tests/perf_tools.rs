@@ -214,11 +214,34 @@ fn perf_goals_measures_every_goal_with_the_binary_and_reads_its_reports_back() {
         Some(us) => format!("≤ {} ms", us / 1000.0),
         None => "over 1 s".to_owned(),
     };
+    // Then where its tail came from: the first and the worst interval of its timeline.
+    let intervals: Vec<&Value> = open["timeline"]
+        .as_array()
+        .expect("a timeline")
+        .iter()
+        .filter(|s| s["p99_interval_us"].as_u64().is_some_and(|us| us > 0))
+        .collect();
+    let first = intervals.first().expect("an interval with deliveries");
+    let worst = intervals
+        .iter()
+        .rev()
+        .max_by_key(|s| s["p99_interval_us"].as_u64())
+        .expect("an interval with deliveries");
+    let ms = |s: &Value| s["p99_interval_us"].as_u64().unwrap() as f64 / 1000.0;
+    let during = if worst["checkpoints_underway"].as_u64().unwrap_or(0) > 0 {
+        " during a checkpoint"
+    } else {
+        ""
+    };
     assert!(
         table.contains(&format!(
-            "open loop at {} events/s (its slowest journal sync {slowest}, {} over 10 ms)",
+            "open loop at {} events/s (its slowest journal sync {slowest}, {} over 10 ms; \
+             p99 per timeline interval: the first {:.1} ms, the worst {:.1} ms at {:.2} s{during})",
             fmt_thousands(rate),
-            open["journal_syncs_over_10ms"]
+            open["journal_syncs_over_10ms"],
+            ms(first),
+            ms(worst),
+            worst["t_s"].as_f64().unwrap(),
         )),
         "{table}"
     );
