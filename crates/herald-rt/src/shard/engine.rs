@@ -239,30 +239,11 @@ impl Engine {
         let record_layout = check_layout(&config.data_dir, config.shards)?;
         // Before the shards' threads exist, so that the table grows once, here, and
         // not while they connect (see `fds`).
-        let needed = super::fds::fd_slots_wanted(
+        super::fds::prepare(
             config.shards,
             config.shard.client.pool.connections_total_max,
-            None,
+            &config.data_dir,
         );
-        if let Err(error) = super::fds::raise_soft_nofile_limit(needed as u64) {
-            tracing::warn!(
-                needed,
-                %error,
-                "could not raise the soft limit on open files; connections past it will fail"
-            );
-        }
-        let slots = super::fds::fd_slots_wanted(
-            config.shards,
-            config.shard.client.pool.connections_total_max,
-            super::fds::soft_nofile_limit(),
-        );
-        if let Err(error) = super::fds::presize_fd_table(slots, &config.data_dir) {
-            tracing::warn!(
-                slots,
-                %error,
-                "could not grow the file descriptor table in advance; it grows as sockets open"
-            );
-        }
         let io_memory = config
             .io_memory_bytes
             .clamp(IO_MEMORY_BYTES_MIN, IO_MEMORY_BYTES_MAX);

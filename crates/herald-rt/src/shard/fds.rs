@@ -35,6 +35,29 @@ pub(crate) const FDS_BESIDE_CONNECTIONS: usize = 4096;
 /// descriptors still gets them; the table then grows past this as it did before.
 pub(crate) const FD_TABLE_PRESIZE_MAX: usize = 65_536;
 
+/// Readies the process for `shards` shards of up to `connections_per_shard` connections
+/// each: raises the soft `RLIMIT_NOFILE` to the slots they may need, then grows the
+/// descriptor table to as many as the limit allows. Neither is required to run, so a
+/// failure is a warning.
+pub(crate) fn prepare(shards: usize, connections_per_shard: usize, dir: &Path) {
+    let needed = fd_slots_wanted(shards, connections_per_shard, None);
+    if let Err(error) = raise_soft_nofile_limit(needed as u64) {
+        tracing::warn!(
+            needed,
+            %error,
+            "could not raise the soft limit on open files; connections past it will fail"
+        );
+    }
+    let slots = fd_slots_wanted(shards, connections_per_shard, soft_nofile_limit());
+    if let Err(error) = presize_fd_table(slots, dir) {
+        tracing::warn!(
+            slots,
+            %error,
+            "could not grow the file descriptor table in advance; it grows as sockets open"
+        );
+    }
+}
+
 /// Slots the engine asks for: every shard's outbound connections at their cap, and
 /// [`FDS_BESIDE_CONNECTIONS`], within [`FD_TABLE_PRESIZE_MAX`] and the process's soft
 /// `RLIMIT_NOFILE` (`None`: unlimited).
@@ -63,8 +86,8 @@ pub(crate) fn presize_fd_table(slots: usize, dir: &Path) -> io::Result<Option<us
         return Ok(None);
     };
     let probe = File::open(dir)?;
-    let highest = u32::try_from(highest).map_err(|_| io::ErrorKind::InvalidInput)?;
-    let duplicate = rustix::io::fcntl_dupfd_cloexec(&probe, highest as rustix::fd::RawFd)?;
+    let highest = rustix::fd::RawFd::try_from(highest).map_err(|_| io::ErrorKind::InvalidInput)?;
+    let duplicate = rustix::io::fcntl_dupfd_cloexec(&probe, highest)?;
     let slot = std::os::fd::AsRawFd::as_raw_fd(&duplicate) as usize;
     drop(duplicate);
     Ok(Some(slot))
