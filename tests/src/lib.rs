@@ -274,6 +274,9 @@ pub struct Options {
     pub admin_key: Option<String>,
     /// More arguments after `serve`.
     pub args: Vec<String>,
+    /// Start the server with this soft limit on open files (`ulimit -Sn`), as a service
+    /// manager would; `None` inherits the suite's.
+    pub soft_open_files: Option<u64>,
 }
 
 impl Default for Options {
@@ -284,6 +287,7 @@ impl Default for Options {
             allow_loopback: true,
             admin_key: Some(ADMIN_KEY.to_string()),
             args: Vec::new(),
+            soft_open_files: None,
         }
     }
 }
@@ -312,11 +316,28 @@ impl Options {
         self.args.push(arg.to_string());
         self
     }
+
+    /// Started under this soft limit on open files.
+    pub fn soft_open_files(mut self, limit: u64) -> Options {
+        self.soft_open_files = Some(limit);
+        self
+    }
 }
 
 /// A `herald serve` process that has not been stopped yet.
 fn command(site: &Site, options: &Options, log: &Path) -> Command {
-    let mut command = Command::new(herald_bin());
+    let mut command = match options.soft_open_files {
+        // The shell sets the limit and becomes the server (same process id).
+        Some(limit) => {
+            let mut shell = Command::new("sh");
+            shell
+                .arg("-c")
+                .arg(format!("ulimit -Sn {limit} && exec \"$0\" \"$@\""))
+                .arg(herald_bin());
+            shell
+        }
+        None => Command::new(herald_bin()),
+    };
     command
         .arg("serve")
         .args(["--listen", "127.0.0.1:0", "--shards", "1", "--data-dir"])

@@ -281,3 +281,44 @@ fn the_ready_line_says_whether_shards_are_pinned() {
         assert_eq!(ready["pinned"], pinned, "pinning = {pinning}: {ready}");
     }
 }
+
+/// The `Max open files` soft and hard limits of a process, from `/proc/PID/limits`
+/// (`None`: unlimited).
+fn open_files_limits(pid: u32) -> (Option<u64>, Option<u64>) {
+    let limits = std::fs::read_to_string(format!("/proc/{pid}/limits")).expect("limits");
+    let line = limits
+        .lines()
+        .find(|l| l.starts_with("Max open files"))
+        .expect("a Max open files line");
+    let mut fields = line["Max open files".len()..].split_whitespace();
+    let mut next = || fields.next().and_then(|f| f.parse().ok());
+    (next(), next())
+}
+
+/// Started under a soft limit of 1,024 open files (systemd's default for services), the
+/// server raises it toward the hard limit to what its shard's connections and the API's
+/// may need, and grows its descriptor table to that once at start.
+#[test]
+fn serve_raises_a_low_open_files_limit_and_sizes_its_descriptor_table() {
+    let site = Site::new();
+    let server = Server::start(&site, &Options::default().soft_open_files(1024));
+    let pid = server.pid();
+    let (soft, hard) = open_files_limits(pid);
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("status");
+    let table: u64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("FDSize:"))
+        .and_then(|v| v.trim().parse().ok())
+        .expect("an FDSize line");
+    let _ = server.stop_with("TERM");
+    // One shard: 1,024 connections and 4,096 slots besides, within the hard limit.
+    let wanted = hard.unwrap_or(u64::MAX).min(1024 + 4096);
+    assert!(
+        soft.is_none_or(|soft| soft >= wanted),
+        "soft limit {soft:?} after the start, wanted {wanted} (hard {hard:?})"
+    );
+    assert!(
+        table >= wanted.min(4096),
+        "descriptor table of {table} slots, wanted {wanted}"
+    );
+}
