@@ -73,6 +73,7 @@ pub use load::{
 };
 pub use model::{LatencyModel, StatusMix, STATUS_MIX_ENTRIES_MAX};
 pub use stats::{find_json_integer, Stats, LATENCY_US_MAX};
+pub use sys::fd_table_size;
 pub use tls::{crypto_provider, CertDefect, Identity, LeafOptions, Pki, Ymd, TLS_NAMES};
 
 use crate::action::Behaviour;
@@ -505,6 +506,7 @@ impl SinkBuilder {
             })?;
         }
         sys::fit_descriptors(self.connections_max + self.listeners);
+        sys::presize_descriptor_table(self.connections_max + self.listeners);
         let mut listeners = Vec::with_capacity(self.listeners);
         let mut addrs = Vec::with_capacity(self.listeners);
         for i in 0..self.listeners {

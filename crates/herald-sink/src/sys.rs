@@ -1,6 +1,6 @@
 //! What the sink asks of the operating system for many connections: descriptors (the
-//! usual soft limit, 1024 on many systems, is far below what an event-driven sink holds)
-//! and a deep accept queue.
+//! usual soft limit, 1024 on many systems, is far below what an event-driven sink holds),
+//! a descriptor table grown once at start, and a deep accept queue.
 
 use std::net::TcpListener;
 
@@ -45,6 +45,57 @@ pub(crate) fn fit_descriptors(connections_max: usize) {
             maximum: limit.maximum,
         },
     );
+}
+
+/// The largest descriptor table grown in advance (512 KiB of slots): a sink allowed
+/// more connections still gets them, its table growing past this as they come.
+const PRESIZE_SLOTS_MAX: u64 = 65_536;
+
+/// Grows the process's descriptor table at start to fit `connections_max` plus the
+/// reserve, within the soft `RLIMIT_NOFILE` and [`PRESIZE_SLOTS_MAX`]; returns the
+/// slots asked for (0 when nothing was done).
+///
+/// Linux keeps a process's descriptors in one table that starts small and doubles when
+/// a new descriptor does not fit; in a process with more than one thread each growth
+/// waits for an RCU grace period (7–12 ms on a 2-core VM), and every thread opening a
+/// descriptor meanwhile waits with it. A sink accepting its first few hundred
+/// connections would stop answering for that long, several times, at the start of a
+/// measurement. A table never shrinks, so duplicating a descriptor to the highest slot
+/// needed and closing it grows the table once, here. The engine does the same for its
+/// shards (`herald-rt`'s `shard::fds`); the sink has its own, since it does not depend
+/// on the engine. Best effort: on failure the table grows on demand as before.
+pub(crate) fn presize_descriptor_table(connections_max: usize) -> u64 {
+    let wanted = (connections_max as u64 + DESCRIPTORS_RESERVED).min(PRESIZE_SLOTS_MAX);
+    let slots = getrlimit(Resource::Nofile)
+        .current
+        .map_or(wanted, |soft| soft.min(wanted));
+    let Some(highest) = slots
+        .checked_sub(1)
+        .and_then(|h| rustix::fd::RawFd::try_from(h).ok())
+    else {
+        return 0;
+    };
+    let Ok(probe) = std::fs::File::open("/") else {
+        return 0;
+    };
+    match rustix::io::fcntl_dupfd_cloexec(&probe, highest) {
+        Ok(duplicate) => {
+            drop(duplicate);
+            slots
+        }
+        Err(_) => 0,
+    }
+}
+
+/// Slots in the calling process's descriptor table as the kernel reports them
+/// (`FDSize` in `/proc/self/status`); `None` where that cannot be read. For tests of
+/// the presizing, here and in the engine.
+pub fn fd_table_size() -> Option<usize> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    status
+        .lines()
+        .find_map(|line| line.strip_prefix("FDSize:"))
+        .and_then(|size| size.trim().parse().ok())
 }
 
 #[cfg(test)]

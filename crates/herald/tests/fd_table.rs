@@ -9,19 +9,8 @@
 use std::time::Duration;
 
 use herald::Herald;
+use herald_sink::fd_table_size;
 use rustix::process::{getrlimit, setrlimit, Resource, Rlimit};
-
-/// The table's size as the kernel reports it (`FDSize` in `/proc/self/status`).
-fn fd_table_size() -> usize {
-    let status = std::fs::read_to_string("/proc/self/status").expect("/proc/self/status");
-    status
-        .lines()
-        .find_map(|line| line.strip_prefix("FDSize:"))
-        .expect("status has FDSize")
-        .trim()
-        .parse()
-        .expect("FDSize is a number")
-}
 
 #[test]
 fn starting_the_engine_raises_the_open_files_limit_and_grows_the_table_in_advance() {
@@ -41,7 +30,7 @@ fn starting_the_engine_raises_the_open_files_limit_and_grows_the_table_in_advanc
     // hard limit allows.
     let hard = limit.maximum.unwrap_or(u64::MAX);
     let wanted = hard.min(4096) as usize;
-    let before = fd_table_size();
+    let before = fd_table_size().expect("FDSize in /proc/self/status");
     assert!(
         before < wanted,
         "a fresh test process has a small table ({before} slots), so the test can tell"
@@ -53,7 +42,7 @@ fn starting_the_engine_raises_the_open_files_limit_and_grows_the_table_in_advanc
         .shutdown_grace(Duration::from_secs(2))
         .start()
         .expect("the engine starts");
-    let after = fd_table_size();
+    let after = fd_table_size().expect("FDSize in /proc/self/status");
     let soft = getrlimit(Resource::Nofile).current;
     herald.shutdown().unwrap();
     assert!(

@@ -123,19 +123,10 @@ pub(crate) fn raise_soft_nofile_limit(wanted: u64) -> io::Result<Option<u64>> {
     Ok(Some(raised))
 }
 
-/// The table's size as the kernel reports it (`FDSize` in `/proc/self/status`).
-#[cfg(test)]
-pub(crate) fn fd_table_size() -> Option<usize> {
-    let status = std::fs::read_to_string("/proc/self/status").ok()?;
-    status
-        .lines()
-        .find_map(|line| line.strip_prefix("FDSize:"))
-        .and_then(|size| size.trim().parse().ok())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use herald_sink::fd_table_size;
 
     #[test]
     fn the_wanted_slots_cover_every_connection_within_the_caps() {
