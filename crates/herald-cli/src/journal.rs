@@ -62,12 +62,13 @@ pub fn run(command: JournalCommand) -> ExitCode {
 fn print_report(report: &CheckReport) {
     for s in &report.segments {
         println!(
-            "segment {}  base_seq {}  records {}  bytes {}  file_bytes {}",
+            "segment {}  base_seq {}  records {}  bytes {}  file_bytes {}{}",
             s.path.display(),
             s.base_seq,
             s.records,
             s.bytes,
-            s.file_bytes
+            s.file_bytes,
+            if s.reused { "  reused" } else { "" }
         );
     }
     let seq = |s: Option<u64>| s.map_or_else(|| "-".to_string(), |s| s.to_string());

@@ -20,6 +20,9 @@ pub struct SegmentSummary {
     pub records: u64,
     /// Bytes of valid frames.
     pub bytes: u64,
+    /// Written over a segment file used before (format version 2): the bytes after its
+    /// last frame are that earlier use's, not zeros.
+    pub reused: bool,
 }
 
 /// Corruption before the tail: the journal is not sound.
@@ -84,6 +87,7 @@ pub fn check(dir: &Path) -> Result<CheckReport, JournalError> {
             base_seq: 0,
             records: 0,
             bytes: 0,
+            reused: false,
         };
         if report.corruption.is_some() {
             report.segments.push(summary);
@@ -103,6 +107,7 @@ pub fn check(dir: &Path) -> Result<CheckReport, JournalError> {
             }
         };
         summary.base_seq = scan.header.base_seq;
+        summary.reused = scan.header.reused;
         let expected = expected_base.unwrap_or(name_base);
         if scan.header.base_seq != expected || name_base != scan.header.base_seq {
             report.corruption = Some(Corruption {

@@ -6,7 +6,7 @@
 //! ```text
 //! offset 0   segment header (64 bytes)
 //!            0..8   magic "HRLDJSEG"
-//!            8..12  format version (1)
+//!            8..12  format version (1, or 2 for a reused file: see below)
 //!            12..16 reserved, zero
 //!            16..24 base sequence number (seq of the first frame in the segment)
 //!            24..32 segment length in bytes (the preallocated file length)
@@ -34,6 +34,17 @@
 //! The header CRC lets the scanner trust the length before touching the payload,
 //! so a flipped length bit cannot make it read across unrelated bytes as a payload.
 //! After the last frame the rest of a segment is zero; a zero header marks the end.
+//!
+//! A segment of version 2 is written over a file the journal used before (a segment it
+//! deleted, reused with its page cache rather than a new file): after its last frame
+//! come that earlier use's bytes, not zeros. They cannot pass for the log's next frame,
+//! which must carry the next sequence number: every frame an earlier use of the file
+//! held has a lower one (that use ended before this segment's base, and sequence numbers
+//! only grow). So in a version 2 segment the log ends at the first frame that does not
+//! decode, and what follows is not looked at, unless intact frames with higher sequence
+//! numbers lie beyond it: then, as in version 1, the damage is in the middle of the log.
+//! A torn tail is not told apart from the stale bytes there and needs no zeroing: a
+//! frame torn by a crash stays invalid, and the next append writes over it.
 //!
 //! A checkpoint is a set of frames of kind [`KIND_CHECKPOINT`], version
 //! [`CHECKPOINT_VERSION`] (3), so that a checkpoint of any size fits frames of at most
@@ -89,6 +100,9 @@ pub const PAYLOAD_BYTES_MAX: u64 = 16 * 1024 * 1024;
 
 pub(crate) const SEGMENT_MAGIC: [u8; 8] = *b"HRLDJSEG";
 pub(crate) const FORMAT_VERSION: u32 = 1;
+/// Format version of a segment written over a reused file: the bytes after its last
+/// frame may be stale (see the module documentation).
+pub(crate) const FORMAT_VERSION_REUSED: u32 = 2;
 pub(crate) const FRAME_MAGIC: u32 = 0x4A52_4C48;
 
 /// Kinds at or above this number are reserved for the journal itself.
@@ -310,11 +324,17 @@ pub const fn frame_bytes(payload_bytes: u64) -> u64 {
     FRAME_HEADER_BYTES + payload_bytes.div_ceil(FRAME_ALIGN_BYTES) * FRAME_ALIGN_BYTES
 }
 
-/// Encodes a segment header.
-pub(crate) fn encode_segment_header(base_seq: u64, segment_bytes: u64) -> [u8; 64] {
+/// Encodes a segment header; `reused`: written over a file used before, whose bytes
+/// after the last frame may be stale (version [`FORMAT_VERSION_REUSED`]).
+pub(crate) fn encode_segment_header(base_seq: u64, segment_bytes: u64, reused: bool) -> [u8; 64] {
     let mut h = [0u8; 64];
+    let version = if reused {
+        FORMAT_VERSION_REUSED
+    } else {
+        FORMAT_VERSION
+    };
     h[0..8].copy_from_slice(&SEGMENT_MAGIC);
-    h[8..12].copy_from_slice(&FORMAT_VERSION.to_le_bytes());
+    h[8..12].copy_from_slice(&version.to_le_bytes());
     h[16..24].copy_from_slice(&base_seq.to_le_bytes());
     h[24..32].copy_from_slice(&segment_bytes.to_le_bytes());
     let crc = crc32c::crc32c(&h[0..60]);
@@ -329,6 +349,9 @@ pub struct SegmentHeader {
     pub base_seq: u64,
     /// Length of the segment file the header claims.
     pub segment_bytes: u64,
+    /// Written over a file used before (version 2): the bytes after the last frame may
+    /// be stale rather than zero.
+    pub reused: bool,
 }
 
 /// Why a segment header was rejected.
@@ -398,7 +421,7 @@ pub fn decode_segment_header(bytes: &[u8]) -> Result<SegmentHeader, HeaderDefect
         return Err(HeaderDefect::BadCrc);
     }
     let version = le_u32(&h[8..12]);
-    if version != FORMAT_VERSION {
+    if version != FORMAT_VERSION && version != FORMAT_VERSION_REUSED {
         return Err(HeaderDefect::UnsupportedVersion { version });
     }
     let base_seq = le_u64(&h[16..24]);
@@ -415,6 +438,7 @@ pub fn decode_segment_header(bytes: &[u8]) -> Result<SegmentHeader, HeaderDefect
     Ok(SegmentHeader {
         base_seq,
         segment_bytes,
+        reused: version == FORMAT_VERSION_REUSED,
     })
 }
 
@@ -679,9 +703,12 @@ pub(crate) fn decode_frame(segment: &[u8], offset: u64, expected_seq: u64) -> De
 /// Where a scan of one segment stopped.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ScanStop {
-    /// After the last frame the segment is zero to its end.
+    /// After the last frame the segment is zero to its end (in a reused segment: no
+    /// intact frame of this log lies after it; its bytes there are stale).
     Clean,
-    /// An invalid frame at `offset`; bytes up to `dirty_end` are not zero.
+    /// An invalid frame at `offset`; bytes up to `dirty_end` are not zero. In a reused
+    /// segment, only when intact frames of this log lie after it (`dirty_end` is then
+    /// the segment's end).
     Invalid {
         /// Offset of the first invalid byte range (a frame start).
         offset: u64,
@@ -761,6 +788,27 @@ pub fn scan_segment_after(
                 payload_bytes += frame.payload.len() as u64;
                 next_seq += 1;
                 offset = next;
+            }
+            // A reused file's log ends at the first frame that does not decode; past
+            // it only intact frames of this log would be damage (module documentation).
+            Decoded::End | Decoded::Invalid(_) if header.reused => {
+                let len = bytes.len() as u64;
+                match intact_frames_after(bytes, offset, len, next_seq - 1) {
+                    None => break ScanStop::Clean,
+                    Some(intact) => {
+                        let defect = match decode_frame(bytes, offset, next_seq) {
+                            Decoded::Invalid(defect) => defect,
+                            _ => FrameDefect::GarbageAfterEnd {
+                                first_nonzero_offset: intact.first_offset,
+                            },
+                        };
+                        break ScanStop::Invalid {
+                            offset,
+                            defect,
+                            dirty_end: len,
+                        };
+                    }
+                }
             }
             Decoded::End => match last_nonzero(&bytes[offset as usize..]) {
                 None => break ScanStop::Clean,
@@ -906,7 +954,7 @@ mod tests {
 
     fn segment_with(payloads: &[&[u8]], segment_bytes: usize) -> Vec<u8> {
         let mut seg = vec![0u8; segment_bytes];
-        seg[..64].copy_from_slice(&encode_segment_header(7, segment_bytes as u64));
+        seg[..64].copy_from_slice(&encode_segment_header(7, segment_bytes as u64, false));
         let mut offset = 64usize;
         for (i, p) in payloads.iter().enumerate() {
             let n = frame_bytes(p.len() as u64) as usize;
@@ -1154,6 +1202,72 @@ mod tests {
         }
         assert_eq!(decode_part_header(3, &good[..31]), None, "short");
         assert_eq!(decode_part_header(4, &good), None, "unknown version");
+    }
+
+    /// `old` (a segment of base 7, see [`segment_with`]) reused from `base`: a version 2
+    /// header and `payloads` written over its start, its later frames left as they were.
+    fn reused_with(old: &[u8], base: u64, payloads: &[&[u8]]) -> (Vec<u8>, u64) {
+        let mut seg = old.to_vec();
+        seg[..64].copy_from_slice(&encode_segment_header(base, old.len() as u64, true));
+        let mut offset = 64usize;
+        for (i, p) in payloads.iter().enumerate() {
+            let n = frame_bytes(p.len() as u64) as usize;
+            encode_frame(&mut seg[offset..offset + n], base + i as u64, 3, 1, p);
+            offset += n;
+        }
+        (seg, offset as u64)
+    }
+
+    #[test]
+    fn a_reused_segment_ends_at_its_first_frame_that_does_not_decode() {
+        let old = segment_with(&[b"a", b"b", b"c", b"d", b"e"], 4096);
+        // Two frames over the first two: the old frames 9..=11 follow, then zeros.
+        let (seg, end) = reused_with(&old, 20, &[b"x", b"y"]);
+        let scan = scan_segment(&seg).unwrap();
+        assert!(scan.header.reused);
+        assert_eq!(scan.header.base_seq, 20);
+        assert_eq!((scan.records, scan.last_seq, scan.end_offset), (2, 21, end));
+        assert_eq!(scan.stop, ScanStop::Clean);
+        // A frame torn by a crash (its payload not all written) is the end too.
+        let (mut torn, end) = reused_with(&old, 20, &[b"x", b"y", b"zzzzzzzz"]);
+        torn[end as usize - 16] ^= 0xff;
+        let scan = scan_segment(&torn).unwrap();
+        assert_eq!((scan.records, scan.last_seq), (2, 21));
+        assert_eq!(scan.stop, ScanStop::Clean);
+        // The same bytes under a version 1 header: the old frames are damage.
+        let mut strict = seg.clone();
+        strict[..64].copy_from_slice(&encode_segment_header(20, 4096, false));
+        assert!(matches!(
+            scan_segment(&strict).unwrap().stop,
+            ScanStop::Invalid {
+                defect: FrameDefect::SequenceGap {
+                    expected: 22,
+                    found: 9
+                },
+                ..
+            }
+        ));
+    }
+
+    #[test]
+    fn a_reused_segment_with_frames_of_its_own_after_damage_is_invalid() {
+        let old = segment_with(&[b"a", b"b", b"c", b"d", b"e"], 4096);
+        // Frames 20..=22; the second's payload damaged, the third intact after it.
+        let (mut seg, _) = reused_with(&old, 20, &[b"x", b"y", b"z"]);
+        let second = 64 + frame_bytes(1) as usize;
+        seg[second + FRAME_HEADER_BYTES as usize] ^= 0xff;
+        let scan = scan_segment(&seg).unwrap();
+        assert_eq!((scan.records, scan.last_seq), (1, 20));
+        assert_eq!(
+            scan.stop,
+            ScanStop::Invalid {
+                offset: second as u64,
+                defect: FrameDefect::PayloadCrc,
+                dirty_end: 4096
+            }
+        );
+        let after = intact_frames_after(&seg, second as u64, 4096, 20).unwrap();
+        assert_eq!((after.frames, after.last_seq), (1, 22));
     }
 
     #[test]

@@ -329,7 +329,8 @@ struct Segment {
     /// Shared with [`Reader`]s, which keep it mapped after the segment is deleted.
     map: Arc<Mmap>,
     /// Where the next frame goes; everything from here on is zero (in the file,
-    /// or in the journal's staging buffer until it is written).
+    /// or in the journal's staging buffer until it is written), or in a reused file
+    /// the stale frames of its earlier use, which the next appends write over.
     end: u64,
     /// Last sequence number in the segment (`base_seq - 1` when empty).
     last_seq: u64,
@@ -1255,12 +1256,18 @@ impl Journal {
         // preallocates the next spare (on a nearly full disk that order matters).
         self.compact_with(Removal::Background)?;
         let base_seq = self.next_seq;
-        let prepared = self.spare.take().and_then(|(file, temp)| {
-            match install_spare(&self.config, file, &temp, base_seq) {
-                Ok(segment) => Some((segment, temp)),
+        let prepared = self.spare.take().and_then(|spare| {
+            match install_spare(
+                &self.config,
+                spare.file,
+                &spare.path,
+                base_seq,
+                spare.reused,
+            ) {
+                Ok(segment) => Some((segment, spare.path)),
                 Err(_) => {
                     // Fall back to creating one here, which reports its error.
-                    let _ = fs::remove_file(&temp);
+                    let _ = fs::remove_file(&spare.path);
                     None
                 }
             }
@@ -1849,15 +1856,21 @@ fn zero_and_sync(file: &File, from: u64, to: u64, path: &Path) -> Result<(), Jou
 }
 
 /// Writes the header of a preallocated spare and maps it; it keeps its
-/// temporary name until the sync thread renames it (see [`Shared::rolled`]).
+/// temporary name until the sync thread renames it (see [`Shared::rolled`]), which
+/// syncs it first. `reused`: the file held an earlier segment, whose frames stay after
+/// the new one's end (a segment of format version 2, see [`format`]).
 fn install_spare(
     config: &JournalConfig,
     file: File,
     temp: &Path,
     base_seq: u64,
+    reused: bool,
 ) -> Result<Segment, JournalError> {
-    file.write_all_at(&encode_segment_header(base_seq, config.segment_bytes), 0)
-        .map_err(|e| JournalError::io("write", temp, e))?;
+    file.write_all_at(
+        &encode_segment_header(base_seq, config.segment_bytes, reused),
+        0,
+    )
+    .map_err(|e| JournalError::io("write", temp, e))?;
     let map = map_segment(&file, temp)?;
     Ok(Segment {
         base_seq,
@@ -1902,7 +1915,7 @@ fn create_unnamed_segment(
         let file = create_preallocated(config, &temp)?;
         file.sync_all()
             .map_err(|e| JournalError::io("fsync", &temp, e))?;
-        install_spare(config, file, &temp, base_seq)
+        install_spare(config, file, &temp, base_seq, false)
     })();
     match result {
         Ok(segment) => Ok((segment, temp)),
@@ -1927,8 +1940,11 @@ fn create_segment(
     let temp = config.dir.join(format!("{base_seq:020}{TEMP_SUFFIX}"));
     let result = (|| {
         let file = create_preallocated(config, &temp)?;
-        file.write_all_at(&encode_segment_header(base_seq, config.segment_bytes), 0)
-            .map_err(|e| JournalError::io("write", &temp, e))?;
+        file.write_all_at(
+            &encode_segment_header(base_seq, config.segment_bytes, false),
+            0,
+        )
+        .map_err(|e| JournalError::io("write", &temp, e))?;
         file.sync_all()
             .map_err(|e| JournalError::io("fsync", &temp, e))?;
         fs::rename(&temp, &path).map_err(|e| JournalError::io("rename", &temp, e))?;

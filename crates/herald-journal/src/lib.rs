@@ -23,9 +23,13 @@
 //! segment keeps a temporary name until the segments before it are synced, so
 //! after a crash or power loss a torn frame can only be in the last segment.
 //! The next segment is preallocated in the background, so rolls do not wait
-//! for `fallocate`; disk use is at most `segments_max + 1` segment files, or
-//! `2 * segments_max + 1` while a checkpoint written at the limit is completed
-//! (the checkpoint frees the older segments; see `CHECKPOINT_SEGMENTS_EXTRA_FACTOR`).
+//! for `fallocate`; or it is the file of a segment a checkpoint let go, written over
+//! in place so that its pages stay in the page cache (format version 2: after its last
+//! frame come its earlier frames, whose lower sequence numbers end the log; see
+//! [`format`]). Disk use is at most `segments_max + 3` segment files (the spare and up
+//! to two let-go segments kept for reuse), or `2 * segments_max + 3` while a checkpoint
+//! written at the limit is completed (the checkpoint frees the older segments; see
+//! `CHECKPOINT_SEGMENTS_EXTRA_FACTOR`).
 //!
 //! The journal stores `(kind, version, payload)` and knows nothing of the
 //! records: payloads are rkyv bytes made with [`encode`] and read with

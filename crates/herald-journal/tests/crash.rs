@@ -4,8 +4,10 @@
 //! record is present and intact. The child also writes checkpoints of several parts,
 //! large enough that kills land inside them and that they span segments: after every
 //! reopen, replay starts at the latest complete checkpoint, returns exactly its parts,
-//! and skips a checkpoint the kill cut short. The child is this test binary re-run with
-//! an environment variable naming the journal directory.
+//! and skips a checkpoint the kill cut short. Its checkpoints let segments go often
+//! enough that later segments are written over their files (format version 2), and the
+//! kills land there too. The child is this test binary re-run with an environment
+//! variable naming the journal directory.
 
 use std::io::{BufRead, BufReader};
 use std::path::Path;
@@ -115,6 +117,10 @@ fn sigkill_at_random_moments_loses_nothing_acknowledged() {
     let exe = std::env::current_exe().unwrap();
     let mut acknowledged_max = 0u64;
     let mut torn_tails = 0;
+    // Segments found written over a reused file (format version 2) after a kill: the
+    // journal reuses the files of segments its checkpoints let go, and the kills must
+    // land among those too.
+    let mut reused_seen = 0;
     let started = Instant::now();
     for round in 0..ROUNDS {
         let mut child = Command::new(&exe)
@@ -161,6 +167,12 @@ fn sigkill_at_random_moments_loses_nothing_acknowledged() {
         if recovery.torn_tail.is_some() {
             torn_tails += 1;
         }
+        reused_seen += std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|entry| entry.unwrap().path())
+            .filter(|path| path.extension().is_some_and(|e| e == "seg"))
+            .filter(|path| std::fs::read(path).unwrap()[8..12] == 2u32.to_le_bytes())
+            .count();
         let last = recovery.last_seq.unwrap_or(0);
         assert!(
             last >= acknowledged_max,
@@ -227,8 +239,13 @@ fn sigkill_at_random_moments_loses_nothing_acknowledged() {
         drop(journal);
     }
     println!(
-        "{ROUNDS} rounds in {:?}: acknowledged up to {acknowledged_max}, {torn_tails} torn tails",
+        "{ROUNDS} rounds in {:?}: acknowledged up to {acknowledged_max}, {torn_tails} torn tails, \
+         {reused_seen} segments on reused files",
         started.elapsed()
     );
     assert!(acknowledged_max > 0);
+    assert!(
+        reused_seen > 0,
+        "no kill left a segment written over a reused file"
+    );
 }

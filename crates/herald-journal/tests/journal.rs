@@ -1496,3 +1496,106 @@ fn a_checkpoint_on_a_segment_of_its_own_lets_every_segment_before_it_go() {
             .all(|(seq, kind, ..)| *seq >= first && *kind == herald_journal::KIND_CHECKPOINT));
     }
 }
+
+/// Format version of a segment file, from its header (a reused file's is 2).
+fn segment_version(path: &Path) -> u32 {
+    let bytes = fs::read(path).unwrap();
+    u32::from_le_bytes(bytes[8..12].try_into().unwrap())
+}
+
+/// Appends under steady load with a checkpoint every ~2 segments until the active
+/// segment is a reused file (the journal reuses the files of segments its checkpoints
+/// let go); returns the last checkpoint's seq and every record appended after it.
+fn until_the_active_segment_is_reused(journal: &mut Journal, dir: &Path) -> (u64, Vec<u64>) {
+    let mut last_checkpoint = 0;
+    let mut after: Vec<u64> = Vec::new();
+    for i in 0..20_000u64 {
+        let seq = journal.append(1, 1, &payload(i, 400)).unwrap();
+        after.push(seq);
+        if i % 50 == 49 {
+            journal.sync().unwrap();
+            let files = segment_files(dir);
+            if i > 600 && segment_version(files.last().unwrap()) == 2 {
+                return (last_checkpoint, after);
+            }
+        }
+        if i % 300 == 299 {
+            last_checkpoint = journal.checkpoint(&i.to_le_bytes()).unwrap();
+            after.clear();
+        }
+    }
+    panic!("no segment file was reused in 20,000 records");
+}
+
+/// Segments that checkpoints let go are reused as the next segments' files (version 2,
+/// their old frames after the end): the journal reads back, recovers and checks as one
+/// of new files does, and stale or torn bytes after a reused segment's end are neither
+/// records nor damage.
+#[test]
+fn segments_written_over_reused_files_recover_and_check_clean() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = config(dir.path());
+    let (mut journal, _) = Journal::open(cfg.clone()).unwrap();
+    let (checkpoint, after) = until_the_active_segment_is_reused(&mut journal, dir.path());
+    journal.sync().unwrap();
+    let expected: Vec<u64> = std::iter::once(checkpoint).chain(after.clone()).collect();
+    let replayed =
+        |journal: &Journal| -> Vec<u64> { collect(journal).iter().map(|f| f.0).collect() };
+    assert_eq!(replayed(&journal), expected);
+    drop(journal);
+
+    let report = check(dir.path()).unwrap();
+    assert!(
+        report.corruption.is_none() && report.torn_tail.is_none(),
+        "{report:?}"
+    );
+    assert!(report.segments.last().unwrap().reused);
+    let (journal, recovery) = Journal::open(cfg.clone()).unwrap();
+    assert_eq!(recovery.torn_tail, None);
+    assert_eq!(recovery.last_seq, after.last().copied());
+    assert_eq!(replayed(&journal), expected);
+    drop(journal);
+
+    // A frame a crash tore at the active segment's end: the next frame's header, half
+    // its payload. The records before it stay; the next appends write over it.
+    let last = report.segments.last().unwrap();
+    let end = 64 + last.bytes;
+    let mut torn = Vec::new();
+    {
+        // A segment that holds that many empty frames (32 bytes each) and the next.
+        let mut scratch_cfg = config(&dir.path().join("scratch"));
+        scratch_cfg.segment_bytes = (64 + (after.last().unwrap() + 2) * 32 + 4096)
+            .next_multiple_of(4096)
+            .max(SMALL_SEGMENT_BYTES);
+        let (mut scratch, _) = Journal::open(scratch_cfg).unwrap();
+        for _ in 0..*after.last().unwrap() {
+            scratch.append(1, 1, &[]).unwrap();
+        }
+        scratch.append(1, 1, &payload(7, 400)).unwrap();
+        scratch.sync().unwrap();
+        drop(scratch);
+        let seg = &segment_files(&dir.path().join("scratch"))[0];
+        let bytes = fs::read(seg).unwrap();
+        let at = 64 + (*after.last().unwrap() as usize) * 32;
+        torn.extend_from_slice(&bytes[at..at + 32 + 200]);
+        let seq = u64::from_le_bytes(torn[8..16].try_into().unwrap());
+        assert_eq!(seq, after.last().unwrap() + 1, "the next frame's header");
+    }
+    {
+        use std::os::unix::fs::FileExt;
+        let file = fs::OpenOptions::new().write(true).open(&last.path).unwrap();
+        file.write_all_at(&torn, end).unwrap();
+    }
+    let (mut journal, recovery) = Journal::open(cfg.clone()).unwrap();
+    assert_eq!(recovery.last_seq, after.last().copied());
+    assert_eq!(replayed(&journal), expected);
+    let more: Vec<u64> = (0..20)
+        .map(|i| journal.append(1, 1, &payload(10_000 + i, 100)).unwrap())
+        .collect();
+    journal.sync().unwrap();
+    drop(journal);
+    let (journal, recovery) = Journal::open(cfg).unwrap();
+    assert_eq!(recovery.torn_tail, None);
+    let expected: Vec<u64> = expected.into_iter().chain(more).collect();
+    assert_eq!(replayed(&journal), expected);
+}
