@@ -1337,6 +1337,7 @@ impl Journal {
                     path: segment.path,
                     file: segment.file,
                     map: segment.map,
+                    set_aside: false,
                 });
             }
         }

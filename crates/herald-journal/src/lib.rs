@@ -26,8 +26,8 @@
 //! for `fallocate`; or it is the file of a segment a checkpoint let go, written over
 //! in place so that its pages stay in the page cache (format version 2: after its last
 //! frame come its earlier frames, whose lower sequence numbers end the log; see
-//! [`format`]). Disk use is at most `segments_max + 3` segment files (the spare and up
-//! to two let-go segments kept for reuse), or `2 * segments_max + 3` while a checkpoint
+//! [`format`]). Disk use is at most `segments_max + 5` segment files (the spare and up
+//! to four let-go segments kept for reuse), or `2 * segments_max + 5` while a checkpoint
 //! written at the limit is completed (the checkpoint frees the older segments; see
 //! `CHECKPOINT_SEGMENTS_EXTRA_FACTOR`).
 //!
