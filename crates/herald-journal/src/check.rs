@@ -143,8 +143,13 @@ pub fn check(dir: &Path) -> Result<CheckReport, JournalError> {
         } = scan.stop
         {
             // As on open: damage followed by intact frames is corruption, not a torn tail.
-            let intact =
-                crate::format::intact_frames_after(&bytes, offset, dirty_end, scan.last_seq);
+            let intact = crate::format::intact_frames_after(
+                &bytes,
+                offset,
+                dirty_end,
+                scan.last_seq,
+                scan.header.salt,
+            );
             if is_last && intact.is_none() {
                 report.torn_tail = Some(TornTail {
                     segment: path,

@@ -10,7 +10,8 @@
 //!            12..16 reserved, zero
 //!            16..24 base sequence number (seq of the first frame in the segment)
 //!            24..32 segment length in bytes (the preallocated file length)
-//!            32..60 reserved, zero
+//!            32..36 version 2: the salt of its frames' header CRCs (non-zero); else zero
+//!            36..60 reserved, zero
 //!            60..64 CRC32C of bytes 0..60
 //! offset 64  frames, back to back, each 16-byte aligned
 //! ```
@@ -25,7 +26,7 @@
 //! 18..20 version
 //! 20..24 CRC32C of the payload
 //! 24..28 reserved, zero
-//! 28..32 CRC32C of bytes 0..28 of this header
+//! 28..32 CRC32C of bytes 0..28 of this header, XOR the segment's salt (0 in version 1)
 //! 32..   payload, then zero padding up to the next multiple of 16
 //! ```
 //!
@@ -37,14 +38,15 @@
 //!
 //! A segment of version 2 is written over a file the journal used before (a segment it
 //! deleted, reused with its page cache rather than a new file): after its last frame
-//! come that earlier use's bytes, not zeros. They cannot pass for the log's next frame,
-//! which must carry the next sequence number: every frame an earlier use of the file
-//! held has a lower one (that use ended before this segment's base, and sequence numbers
-//! only grow). So in a version 2 segment the log ends at the first frame that does not
-//! decode, and what follows is not looked at, unless intact frames with higher sequence
-//! numbers lie beyond it: then, as in version 1, the damage is in the middle of the log.
-//! A torn tail is not told apart from the stale bytes there and needs no zeroing: a
-//! frame torn by a crash stays invalid, and the next append writes over it.
+//! come that earlier use's bytes, not zeros. Its header holds a random salt, XORed into
+//! every frame's header CRC, so that no frame of an earlier use, nor frame-shaped bytes
+//! inside an earlier use's payloads (a receiver's response body, say), pass for a frame
+//! of this one: they fail the header CRC. So in a version 2 segment the log ends at the
+//! first frame that does not decode, and what follows is not looked at, unless intact
+//! frames of this use with higher sequence numbers lie beyond it: then, as in version 1,
+//! the damage is in the middle of the log. A torn tail is not told apart from the stale
+//! bytes there and needs no zeroing: a frame torn by a crash stays invalid, and the next
+//! append writes over it.
 //!
 //! A checkpoint is a set of frames of kind [`KIND_CHECKPOINT`], version
 //! [`CHECKPOINT_VERSION`] (3), so that a checkpoint of any size fits frames of at most
@@ -324,14 +326,23 @@ pub const fn frame_bytes(payload_bytes: u64) -> u64 {
     FRAME_HEADER_BYTES + payload_bytes.div_ceil(FRAME_ALIGN_BYTES) * FRAME_ALIGN_BYTES
 }
 
-/// Encodes a segment header; `reused`: written over a file used before, whose bytes
-/// after the last frame may be stale (version [`FORMAT_VERSION_REUSED`]).
-pub(crate) fn encode_segment_header(base_seq: u64, segment_bytes: u64, reused: bool) -> [u8; 64] {
+/// Encodes a segment header; `salt`: written over a file used before, whose bytes
+/// after the last frame may be stale, with this salt in its frames' header CRCs
+/// (version [`FORMAT_VERSION_REUSED`]; [`new_salt`]).
+pub(crate) fn encode_segment_header(
+    base_seq: u64,
+    segment_bytes: u64,
+    salt: Option<u32>,
+) -> [u8; 64] {
     let mut h = [0u8; 64];
-    let version = if reused {
-        FORMAT_VERSION_REUSED
-    } else {
-        FORMAT_VERSION
+    let version = match salt {
+        Some(salt) => {
+            // A salt of 0 would let an earlier use's version 1 frames pass.
+            assert_ne!(salt, 0, "a reused segment's salt is not zero");
+            h[32..36].copy_from_slice(&salt.to_le_bytes());
+            FORMAT_VERSION_REUSED
+        }
+        None => FORMAT_VERSION,
     };
     h[0..8].copy_from_slice(&SEGMENT_MAGIC);
     h[8..12].copy_from_slice(&version.to_le_bytes());
@@ -352,6 +363,26 @@ pub struct SegmentHeader {
     /// Written over a file used before (version 2): the bytes after the last frame may
     /// be stale rather than zero.
     pub reused: bool,
+    /// XORed into its frames' header CRCs: random and non-zero in version 2, 0 in 1.
+    pub salt: u32,
+}
+
+/// A salt for a reused segment's frames: unpredictable (the process's random hash keys
+/// over the base, the time and a counter), never zero.
+pub(crate) fn new_salt(base_seq: u64) -> u32 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
+    hasher.write_u64(base_seq);
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos());
+    hasher.write_u128(now);
+    let salt = hasher.finish() as u32;
+    if salt == 0 {
+        1
+    } else {
+        salt
+    }
 }
 
 /// Why a segment header was rejected.
@@ -435,10 +466,16 @@ pub fn decode_segment_header(bytes: &[u8]) -> Result<SegmentHeader, HeaderDefect
     if base_seq == 0 {
         return Err(HeaderDefect::ZeroBaseSeq);
     }
+    let reused = version == FORMAT_VERSION_REUSED;
+    let salt = le_u32(&h[32..36]);
+    if reused && salt == 0 {
+        return Err(HeaderDefect::UnsupportedVersion { version });
+    }
     Ok(SegmentHeader {
         base_seq,
         segment_bytes,
-        reused: version == FORMAT_VERSION_REUSED,
+        reused,
+        salt: if reused { salt } else { 0 },
     })
 }
 
@@ -446,7 +483,14 @@ pub fn decode_segment_header(bytes: &[u8]) -> Result<SegmentHeader, HeaderDefect
 /// `frame_bytes(payload.len())` long and zero where padding goes (tests build segments
 /// with it; the journal appends with [`push_frame`]).
 #[cfg(test)]
-pub(crate) fn encode_frame(dst: &mut [u8], seq: u64, kind: u16, version: u16, payload: &[u8]) {
+pub(crate) fn encode_frame(
+    dst: &mut [u8],
+    salt: u32,
+    seq: u64,
+    kind: u16,
+    version: u16,
+    payload: &[u8],
+) {
     let total = frame_bytes(payload.len() as u64) as usize;
     // Durability invariant: a frame never spills past the space reserved for it.
     assert_eq!(dst.len(), total, "frame slot length");
@@ -454,7 +498,7 @@ pub(crate) fn encode_frame(dst: &mut [u8], seq: u64, kind: u16, version: u16, pa
     let payload_end = header_bytes + payload.len();
     dst[header_bytes..payload_end].copy_from_slice(payload);
     dst[payload_end..].fill(0);
-    dst[..header_bytes].copy_from_slice(&frame_header(seq, kind, version, &[payload]));
+    dst[..header_bytes].copy_from_slice(&frame_header(salt, seq, kind, version, &[payload]));
 }
 
 /// Appends one frame to `out` whose payload is `pieces` one after another, writing each
@@ -463,6 +507,7 @@ pub(crate) fn encode_frame(dst: &mut [u8], seq: u64, kind: u16, version: u16, pa
 /// same as [`encode_frame`] makes of the joined payload.
 pub(crate) fn push_frame(
     out: &mut AlignedVec<16>,
+    salt: u32,
     seq: u64,
     kind: u16,
     version: u16,
@@ -472,7 +517,7 @@ pub(crate) fn push_frame(
     let total = frame_bytes(payload_bytes as u64) as usize;
     let start = out.len();
     out.reserve(total);
-    out.extend_from_slice(&frame_header(seq, kind, version, pieces));
+    out.extend_from_slice(&frame_header(salt, seq, kind, version, pieces));
     for piece in pieces {
         out.extend_from_slice(piece);
     }
@@ -484,6 +529,7 @@ pub(crate) fn push_frame(
 
 /// A frame's header for the payload made of `pieces` joined.
 fn frame_header(
+    salt: u32,
     seq: u64,
     kind: u16,
     version: u16,
@@ -500,7 +546,7 @@ fn frame_header(
     h[16..18].copy_from_slice(&kind.to_le_bytes());
     h[18..20].copy_from_slice(&version.to_le_bytes());
     h[20..24].copy_from_slice(&payload_crc.to_le_bytes());
-    let crc = crc32c::crc32c(&h[0..28]);
+    let crc = crc32c::crc32c(&h[0..28]) ^ salt;
     h[28..32].copy_from_slice(&crc.to_le_bytes());
     h
 }
@@ -623,7 +669,12 @@ pub(crate) enum DecodedHead {
 /// Decodes the header of the frame at `offset` of `segment`, which must carry
 /// `expected_seq`, without reading its payload: enough to step over a frame whose
 /// payload is not wanted (replay passing over frames it does not return).
-pub(crate) fn decode_frame_head(segment: &[u8], offset: u64, expected_seq: u64) -> DecodedHead {
+pub(crate) fn decode_frame_head(
+    segment: &[u8],
+    offset: u64,
+    expected_seq: u64,
+    salt: u32,
+) -> DecodedHead {
     let len = segment.len() as u64;
     // Callers only pass offsets they reached by stepping over valid frames.
     assert!(
@@ -645,7 +696,7 @@ pub(crate) fn decode_frame_head(segment: &[u8], offset: u64, expected_seq: u64) 
     if le_u32(&h[0..4]) != FRAME_MAGIC {
         return DecodedHead::Invalid(FrameDefect::BadMagic);
     }
-    if crc32c::crc32c(&h[0..28]) != le_u32(&h[28..32]) {
+    if crc32c::crc32c(&h[0..28]) ^ salt != le_u32(&h[28..32]) {
         return DecodedHead::Invalid(FrameDefect::HeaderCrc);
     }
     if le_u32(&h[24..28]) != 0 {
@@ -674,8 +725,13 @@ pub(crate) fn decode_frame_head(segment: &[u8], offset: u64, expected_seq: u64) 
 }
 
 /// Decodes the frame at `offset` of `segment`, which must carry `expected_seq`.
-pub(crate) fn decode_frame(segment: &[u8], offset: u64, expected_seq: u64) -> Decoded<'_> {
-    let head = match decode_frame_head(segment, offset, expected_seq) {
+pub(crate) fn decode_frame(
+    segment: &[u8],
+    offset: u64,
+    expected_seq: u64,
+    salt: u32,
+) -> Decoded<'_> {
+    let head = match decode_frame_head(segment, offset, expected_seq, salt) {
         DecodedHead::Head(head) => head,
         DecodedHead::End => return Decoded::End,
         DecodedHead::Invalid(defect) => return Decoded::Invalid(defect),
@@ -772,7 +828,7 @@ pub fn scan_segment_after(
         }),
     };
     let stop = loop {
-        match decode_frame(bytes, offset, next_seq) {
+        match decode_frame(bytes, offset, next_seq, header.salt) {
             Decoded::Frame(frame, next) => {
                 if let Some(span) = tracker.frame(
                     header.base_seq,
@@ -793,10 +849,10 @@ pub fn scan_segment_after(
             // it only intact frames of this log would be damage (module documentation).
             Decoded::End | Decoded::Invalid(_) if header.reused => {
                 let len = bytes.len() as u64;
-                match intact_frames_after(bytes, offset, len, next_seq - 1) {
+                match intact_frames_after(bytes, offset, len, next_seq - 1, header.salt) {
                     None => break ScanStop::Clean,
                     Some(intact) => {
-                        let defect = match decode_frame(bytes, offset, next_seq) {
+                        let defect = match decode_frame(bytes, offset, next_seq, header.salt) {
                             Decoded::Invalid(defect) => defect,
                             _ => FrameDefect::GarbageAfterEnd {
                                 first_nonzero_offset: intact.first_offset,
@@ -860,8 +916,8 @@ pub struct IntactAfter {
 }
 
 /// Looks past an invalid frame at `offset` (up to `dirty_end`) for intact frames: whole
-/// frames (magic, both CRCs, zero padding) with sequence numbers above `last_seq`, the
-/// last valid one. A write torn by a crash leaves damage only at the end of what was
+/// frames (magic, both CRCs with the segment's `salt`, zero padding) with sequence
+/// numbers above `last_seq`, the last valid one. A write torn by a crash leaves damage only at the end of what was
 /// written, so intact frames after the damage mean it is in the middle of the log:
 /// corruption, not a torn tail. Never panics on any input.
 pub fn intact_frames_after(
@@ -869,6 +925,7 @@ pub fn intact_frames_after(
     offset: u64,
     dirty_end: u64,
     last_seq: u64,
+    salt: u32,
 ) -> Option<IntactAfter> {
     let end = dirty_end.min(bytes.len() as u64);
     let mut found: Option<IntactAfter> = None;
@@ -884,7 +941,7 @@ pub fn intact_frames_after(
             at += FRAME_ALIGN_BYTES;
             continue;
         }
-        match decode_frame(bytes, at, seq) {
+        match decode_frame(bytes, at, seq, salt) {
             Decoded::Frame(frame, next) => {
                 let intact = found.get_or_insert(IntactAfter {
                     first_offset: at,
@@ -954,11 +1011,11 @@ mod tests {
 
     fn segment_with(payloads: &[&[u8]], segment_bytes: usize) -> Vec<u8> {
         let mut seg = vec![0u8; segment_bytes];
-        seg[..64].copy_from_slice(&encode_segment_header(7, segment_bytes as u64, false));
+        seg[..64].copy_from_slice(&encode_segment_header(7, segment_bytes as u64, None));
         let mut offset = 64usize;
         for (i, p) in payloads.iter().enumerate() {
             let n = frame_bytes(p.len() as u64) as usize;
-            encode_frame(&mut seg[offset..offset + n], 7 + i as u64, 3, 1, p);
+            encode_frame(&mut seg[offset..offset + n], 0, 7 + i as u64, 3, 1, p);
             offset += n;
         }
         seg
@@ -970,14 +1027,14 @@ mod tests {
         for len in [0usize, 1, 15, 16, 17, 31, 32, 100, 200] {
             let joined = &payload[..len];
             let mut want = vec![0u8; frame_bytes(len as u64) as usize];
-            encode_frame(&mut want, 9, 3, 2, joined);
+            encode_frame(&mut want, 0, 9, 3, 2, joined);
             for cut in [0, len / 3, len] {
                 let mut out = AlignedVec::<16>::new();
                 out.extend_from_slice(&[0xEE; 16]); // frames follow others
-                push_frame(&mut out, 9, 3, 2, &[&joined[..cut], &joined[cut..]]);
+                push_frame(&mut out, 0, 9, 3, 2, &[&joined[..cut], &joined[cut..]]);
                 assert_eq!(&out[..16], &[0xEE; 16]);
                 assert_eq!(&out[16..], &want[..], "len {len}, cut at {cut}");
-                match decode_frame(&out, 16, 9) {
+                match decode_frame(&out, 16, 9, 0) {
                     Decoded::Frame(frame, next) => {
                         assert_eq!(frame.payload, joined);
                         assert_eq!(next as usize, out.len());
@@ -1204,15 +1261,29 @@ mod tests {
         assert_eq!(decode_part_header(4, &good), None, "unknown version");
     }
 
+    /// The salt of [`reused_with`]'s segments.
+    const SALT: u32 = 0x5a17_5a17;
+
     /// `old` (a segment of base 7, see [`segment_with`]) reused from `base`: a version 2
     /// header and `payloads` written over its start, its later frames left as they were.
     fn reused_with(old: &[u8], base: u64, payloads: &[&[u8]]) -> (Vec<u8>, u64) {
+        written_over(old, base, payloads, Some(SALT))
+    }
+
+    /// [`reused_with`], with this salt (`None`: a version 1 header, unsalted frames).
+    fn written_over(
+        old: &[u8],
+        base: u64,
+        payloads: &[&[u8]],
+        salt: Option<u32>,
+    ) -> (Vec<u8>, u64) {
         let mut seg = old.to_vec();
-        seg[..64].copy_from_slice(&encode_segment_header(base, old.len() as u64, true));
+        seg[..64].copy_from_slice(&encode_segment_header(base, old.len() as u64, salt));
         let mut offset = 64usize;
         for (i, p) in payloads.iter().enumerate() {
             let n = frame_bytes(p.len() as u64) as usize;
-            encode_frame(&mut seg[offset..offset + n], base + i as u64, 3, 1, p);
+            let salt = salt.unwrap_or(0);
+            encode_frame(&mut seg[offset..offset + n], salt, base + i as u64, 3, 1, p);
             offset += n;
         }
         (seg, offset as u64)
@@ -1234,9 +1305,8 @@ mod tests {
         let scan = scan_segment(&torn).unwrap();
         assert_eq!((scan.records, scan.last_seq), (2, 21));
         assert_eq!(scan.stop, ScanStop::Clean);
-        // The same bytes under a version 1 header: the old frames are damage.
-        let mut strict = seg.clone();
-        strict[..64].copy_from_slice(&encode_segment_header(20, 4096, false));
+        // The same frames in a version 1 segment: the old frames after them are damage.
+        let (strict, _) = written_over(&old, 20, &[b"x", b"y"], None);
         assert!(matches!(
             scan_segment(&strict).unwrap().stop,
             ScanStop::Invalid {
@@ -1247,6 +1317,32 @@ mod tests {
                 ..
             }
         ));
+    }
+
+    /// An intact frame of an earlier use (or bytes shaped like one inside an earlier
+    /// payload, such as a receiver's response body) with a sequence number far above
+    /// the log's: it fails the reused segment's salted header CRC, so it is neither a
+    /// record nor damage.
+    #[test]
+    fn frames_of_an_earlier_use_after_a_reused_segments_end_are_not_its_own() {
+        let mut old = segment_with(&[b"a", b"b", b"c", b"d", b"e"], 4096);
+        let forged_at = 64 + 5 * frame_bytes(1) as usize;
+        let n = frame_bytes(8) as usize;
+        encode_frame(
+            &mut old[forged_at..forged_at + n],
+            0,
+            1 << 62,
+            3,
+            1,
+            b"forged!!",
+        );
+        let (seg, end) = reused_with(&old, 20, &[b"x", b"y"]);
+        let scan = scan_segment(&seg).unwrap();
+        assert_eq!((scan.records, scan.last_seq, scan.end_offset), (2, 21, end));
+        assert_eq!(scan.stop, ScanStop::Clean);
+        assert_eq!(intact_frames_after(&seg, end, 4096, 21, SALT), None);
+        // Unsalted, the same bytes would be an intact frame after the end.
+        assert!(intact_frames_after(&seg, end, 4096, 21, 0).is_some());
     }
 
     #[test]
@@ -1266,7 +1362,7 @@ mod tests {
                 dirty_end: 4096
             }
         );
-        let after = intact_frames_after(&seg, second as u64, 4096, 20).unwrap();
+        let after = intact_frames_after(&seg, second as u64, 4096, 20, SALT).unwrap();
         assert_eq!((after.frames, after.last_seq), (1, 22));
     }
 

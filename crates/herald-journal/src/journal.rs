@@ -334,6 +334,9 @@ struct Segment {
     end: u64,
     /// Last sequence number in the segment (`base_seq - 1` when empty).
     last_seq: u64,
+    /// XORed into its frames' header CRCs: non-zero in a segment written over a reused
+    /// file (format version 2), 0 otherwise.
+    salt: u32,
 }
 
 /// How a compaction deletes the segments it lets go.
@@ -557,6 +560,36 @@ fn map_segment(file: &File, path: &Path) -> Result<Arc<Mmap>, JournalError> {
         .map_err(|e| JournalError::io("mmap", path, e))
 }
 
+/// Deletes the segment files `later` (a repair drops everything after the damage), then
+/// syncs the directory. Returns the bytes of records they held (a file that does not
+/// scan counts whole), the highest sequence number among them and `max_seq`, and how
+/// many were deleted.
+fn delete_later_segments(
+    config: &JournalConfig,
+    dir: &File,
+    later: impl Iterator<Item = PathBuf>,
+    mut max_seq: u64,
+) -> Result<(u64, u64, usize), JournalError> {
+    let mut bytes_lost = 0;
+    let mut deleted = 0;
+    for later in later {
+        let later_bytes = fs::metadata(&later).map(|m| m.len()).unwrap_or(0);
+        if let Ok(bytes) = fs::read(&later) {
+            if let Ok(later_scan) = scan_segment(&bytes) {
+                max_seq = max_seq.max(later_scan.last_seq);
+                bytes_lost += later_scan.end_offset - SEGMENT_HEADER_BYTES;
+            } else {
+                bytes_lost += later_bytes;
+            }
+        }
+        fs::remove_file(&later).map_err(|e| JournalError::io("remove", &later, e))?;
+        deleted += 1;
+    }
+    dir.sync_all()
+        .map_err(|e| JournalError::io("fsync", &config.dir, e))?;
+    Ok((bytes_lost, max_seq, deleted))
+}
+
 fn open_rw(path: &Path) -> Result<File, JournalError> {
     OpenOptions::new()
         .read(true)
@@ -621,6 +654,31 @@ impl Journal {
             }
             if let Some(expected) = expected_base {
                 if scan.header.base_seq != expected {
+                    // A reused segment (version 2) ends at its first frame that does not
+                    // decode, so damage to its last frames shows only here, as a gap
+                    // before the next segment. Repair truncates there: this segment and
+                    // every later one go, as for damage found inside a segment.
+                    let previous = segments.last().filter(|p| p.salt != 0);
+                    if let (true, Some(previous)) = (config.repair, previous) {
+                        let later = std::iter::once(path.clone())
+                            .chain(listed.by_ref().map(|(_, (_, later))| later));
+                        let (bytes_lost, max_seq, deleted) =
+                            delete_later_segments(&config, &dir, later, scan.last_seq)?;
+                        recovery.repair = Some(Repair {
+                            segment: previous.path.clone(),
+                            offset: previous.end,
+                            defect: format!(
+                                "the segment's last frames are missing or damaged: it ends \
+                                 at seq {}, the next segment starts at seq {}",
+                                expected - 1,
+                                scan.header.base_seq
+                            ),
+                            bytes_lost,
+                            records_lost: max_seq.saturating_sub(expected - 1),
+                            segments_deleted: deleted,
+                        });
+                        break;
+                    }
                     return Err(JournalError::SegmentGap {
                         segment: path,
                         expected,
@@ -638,7 +696,13 @@ impl Journal {
                 // A crash tears only the end of what was written; intact frames after
                 // the damage mean it is in the middle of the log, even in the last
                 // segment, and are never dropped silently.
-                let intact = format::intact_frames_after(&map, offset, dirty_end, scan.last_seq);
+                let intact = format::intact_frames_after(
+                    &map,
+                    offset,
+                    dirty_end,
+                    scan.last_seq,
+                    scan.header.salt,
+                );
                 if is_last && intact.is_none() {
                     recovery.torn_tail = Some(TornTail {
                         segment: path.clone(),
@@ -651,25 +715,11 @@ impl Journal {
                     // Everything after the corruption goes: this segment's
                     // rest and every later segment.
                     zero_and_sync(&file, offset, dirty_end, &path)?;
-                    let mut bytes_lost = dirty_end - offset;
-                    let mut max_seq = intact.map_or(scan.last_seq, |i| i.last_seq);
-                    let mut deleted = 0;
-                    for (_, (_, later)) in listed.by_ref() {
-                        let later_bytes = fs::metadata(&later).map(|m| m.len()).unwrap_or(0);
-                        if let Ok(bytes) = fs::read(&later) {
-                            if let Ok(later_scan) = scan_segment(&bytes) {
-                                max_seq = max_seq.max(later_scan.last_seq);
-                                bytes_lost += later_scan.end_offset - SEGMENT_HEADER_BYTES;
-                            } else {
-                                bytes_lost += later_bytes;
-                            }
-                        }
-                        fs::remove_file(&later)
-                            .map_err(|e| JournalError::io("remove", &later, e))?;
-                        deleted += 1;
-                    }
-                    dir.sync_all()
-                        .map_err(|e| JournalError::io("fsync", &config.dir, e))?;
+                    let later = listed.by_ref().map(|(_, (_, later))| later);
+                    let max_seq = intact.map_or(scan.last_seq, |i| i.last_seq);
+                    let (later_bytes, max_seq, deleted) =
+                        delete_later_segments(&config, &dir, later, max_seq)?;
+                    let bytes_lost = dirty_end - offset + later_bytes;
                     recovery.repair = Some(Repair {
                         segment: path.clone(),
                         offset,
@@ -705,6 +755,7 @@ impl Journal {
                 map,
                 end,
                 last_seq: scan.last_seq,
+                salt: scan.header.salt,
             });
         }
         recovery.segments = segments.len();
@@ -1127,7 +1178,7 @@ impl Journal {
         assert!(stop <= segment.map.len(), "frame past segment end");
         assert_eq!(segment.last_seq + 1, seq, "sequence gap on append");
         assert_eq!(start % 16, 0, "frame start not aligned");
-        push_frame(&mut self.staged, seq, kind, version, pieces);
+        push_frame(&mut self.staged, segment.salt, seq, kind, version, pieces);
         assert_eq!(
             self.staged.len() - staged_from,
             stop - start,
@@ -1714,18 +1765,19 @@ impl<'a> Iterator for Replay<'a> {
                 segment: segment.base_seq,
                 offset: self.offset,
             };
-            let head = match decode_frame_head(bytes, self.offset - base, self.next_seq) {
-                DecodedHead::Head(head) => head,
-                DecodedHead::End => {
-                    return Some(Err(self.fail(format::FrameDefect::TruncatedHeader)))
-                }
-                DecodedHead::Invalid(defect) => return Some(Err(self.fail(defect))),
-            };
+            let head =
+                match decode_frame_head(bytes, self.offset - base, self.next_seq, segment.salt) {
+                    DecodedHead::Head(head) => head,
+                    DecodedHead::End => {
+                        return Some(Err(self.fail(format::FrameDefect::TruncatedHeader)))
+                    }
+                    DecodedHead::Invalid(defect) => return Some(Err(self.fail(defect))),
+                };
             if !self.wants(head.seq, head.kind) {
                 self.step(head.seq, head.next + base);
                 continue;
             }
-            let raw = match decode_frame(bytes, self.offset - base, self.next_seq) {
+            let raw = match decode_frame(bytes, self.offset - base, self.next_seq, segment.salt) {
                 Decoded::Frame(raw, _) => raw,
                 Decoded::End => return Some(Err(self.fail(format::FrameDefect::TruncatedHeader))),
                 Decoded::Invalid(defect) => return Some(Err(self.fail(defect))),
@@ -1867,8 +1919,9 @@ fn install_spare(
     base_seq: u64,
     reused: bool,
 ) -> Result<Segment, JournalError> {
+    let salt = reused.then(|| format::new_salt(base_seq));
     file.write_all_at(
-        &encode_segment_header(base_seq, config.segment_bytes, reused),
+        &encode_segment_header(base_seq, config.segment_bytes, salt),
         0,
     )
     .map_err(|e| JournalError::io("write", temp, e))?;
@@ -1880,6 +1933,7 @@ fn install_spare(
         map,
         end: SEGMENT_HEADER_BYTES,
         last_seq: base_seq - 1,
+        salt: salt.unwrap_or(0),
     })
 }
 
@@ -1942,7 +1996,7 @@ fn create_segment(
     let result = (|| {
         let file = create_preallocated(config, &temp)?;
         file.write_all_at(
-            &encode_segment_header(base_seq, config.segment_bytes, false),
+            &encode_segment_header(base_seq, config.segment_bytes, None),
             0,
         )
         .map_err(|e| JournalError::io("write", &temp, e))?;
@@ -1969,6 +2023,7 @@ fn create_segment(
         map,
         end: SEGMENT_HEADER_BYTES,
         last_seq: base_seq - 1,
+        salt: 0,
     })
 }
 
@@ -1993,6 +2048,7 @@ mod tests {
             let n = frame_bytes(payload.len() as u64) as usize;
             encode_frame(
                 &mut bytes[offset..offset + n],
+                0,
                 1 + i as u64,
                 *kind,
                 *version,

@@ -1599,3 +1599,63 @@ fn segments_written_over_reused_files_recover_and_check_clean() {
     let expected: Vec<u64> = expected.into_iter().chain(more).collect();
     assert_eq!(replayed(&journal), expected);
 }
+
+/// A reused segment (version 2) ends at its first frame that does not decode, so damage
+/// to its last frames shows as a gap before the next segment: opening refuses it, and
+/// `repair` truncates there (that segment's damaged frames and every later segment go).
+#[test]
+fn damage_at_the_end_of_a_reused_segment_before_the_last_is_refused_then_repaired() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = config(dir.path());
+    let (mut journal, _) = Journal::open(cfg.clone()).unwrap();
+    until_the_active_segment_is_reused(&mut journal, dir.path());
+    // One more segment after it: the reused one is no longer the last.
+    let reused = segment_files(dir.path()).last().unwrap().clone();
+    let mut i = 0;
+    while segment_files(dir.path()).last().unwrap() == &reused {
+        journal.append(1, 1, &payload(50_000 + i, 400)).unwrap();
+        i += 1;
+    }
+    journal.sync().unwrap();
+    drop(journal);
+    let report = check(dir.path()).unwrap();
+    let at = report
+        .segments
+        .iter()
+        .position(|s| s.path == reused)
+        .unwrap();
+    let (damaged, next) = (&report.segments[at], &report.segments[at + 1]);
+    assert!(damaged.reused);
+    let last_seq = damaged.base_seq + damaged.records - 1;
+    // The last frame's last payload byte (frames here are 400-byte payloads: 432 bytes).
+    {
+        use std::os::unix::fs::FileExt;
+        let file = fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(&damaged.path)
+            .unwrap();
+        let end = 64 + damaged.bytes;
+        let at = end - frame_bytes(400) + 32 + 399;
+        let mut byte = [0u8];
+        file.read_exact_at(&mut byte, at).unwrap();
+        file.write_all_at(&[byte[0] ^ 0xff], at).unwrap();
+    }
+    let err = Journal::open(cfg.clone()).unwrap_err();
+    assert!(matches!(err, JournalError::SegmentGap { .. }), "{err}");
+    let mut repairing = cfg.clone();
+    repairing.repair = true;
+    let (journal, recovery) = Journal::open(repairing).unwrap();
+    let repair = recovery.repair.expect("repaired");
+    assert_eq!(repair.segment, damaged.path);
+    assert_eq!(repair.segments_deleted, report.segments.len() - at - 1);
+    assert!(!next.path.exists());
+    assert_eq!(recovery.last_seq, Some(last_seq - 1));
+    assert_eq!(journal.last_seq(), last_seq - 1);
+    assert!(repair.records_lost > next.records, "{repair:?}");
+    drop(journal);
+    // Sound again, and appends go on from there.
+    let (mut journal, recovery) = Journal::open(cfg).unwrap();
+    assert_eq!(recovery.last_seq, Some(last_seq - 1));
+    assert_eq!(journal.append(1, 1, b"after").unwrap(), last_seq);
+}

@@ -15,7 +15,10 @@ fn le_u32(b: &[u8]) -> u32 {
     u32::from_le_bytes([b[0], b[1], b[2], b[3]])
 }
 
-fn fix_crcs(frames: &mut [u8]) {
+/// The salt the reused-segment mode writes in the header (version 2).
+const SALT: u32 = 0x9e37_79b9;
+
+fn fix_crcs(frames: &mut [u8], salt: u32) {
     let mut offset = 0;
     while offset + 32 <= frames.len() {
         let len = le_u32(&frames[offset + 4..offset + 8]) as usize;
@@ -25,7 +28,7 @@ fn fix_crcs(frames: &mut [u8]) {
         }
         let payload_crc = crc32c::crc32c(&frames[offset + 32..offset + 32 + len]);
         frames[offset + 20..offset + 24].copy_from_slice(&payload_crc.to_le_bytes());
-        let header_crc = crc32c::crc32c(&frames[offset..offset + 28]);
+        let header_crc = crc32c::crc32c(&frames[offset..offset + 28]) ^ salt;
         frames[offset + 28..offset + 32].copy_from_slice(&header_crc.to_le_bytes());
         offset += total;
     }
@@ -55,15 +58,17 @@ fuzz_target!(|data: &[u8]| {
     let (mode, body) = data.split_first().unwrap_or((&0, &[]));
     let n = body.len().min(bytes.len() - header);
     bytes[header..header + n].copy_from_slice(&body[..n]);
+    let salt = if mode & 2 == 2 { SALT } else { 0 };
     if mode & 1 == 1 {
         // CRCs are a wall the fuzzer rarely climbs: in this mode fix them up
         // frame by frame, so it explores the structural checks behind them.
-        fix_crcs(&mut bytes[header..header + n]);
+        fix_crcs(&mut bytes[header..header + n], salt);
     }
     if mode & 2 == 2 {
-        // A segment written over a reused file: format version 2, its header's CRC
-        // made again.
+        // A segment written over a reused file: format version 2 with a salt, its
+        // header's CRC made again.
         bytes[8..12].copy_from_slice(&2u32.to_le_bytes());
+        bytes[32..36].copy_from_slice(&SALT.to_le_bytes());
         let crc = crc32c::crc32c(&bytes[0..60]);
         bytes[60..64].copy_from_slice(&crc.to_le_bytes());
     }
@@ -79,7 +84,7 @@ fuzz_target!(|data: &[u8]| {
         // Independent check against the input bytes at that position.
         let h = &bytes[offset..offset + 32];
         assert_eq!(le_u32(&h[4..8]) as usize, frame.payload.len());
-        assert_eq!(crc32c::crc32c(&h[0..28]), le_u32(&h[28..32]));
+        assert_eq!(crc32c::crc32c(&h[0..28]) ^ salt, le_u32(&h[28..32]));
         let payload = &bytes[offset + 32..offset + 32 + frame.payload.len()];
         assert_eq!(payload, frame.payload);
         assert_eq!(crc32c::crc32c(payload), le_u32(&h[20..24]));
