@@ -768,7 +768,16 @@ impl Journal {
         // one made now for an empty directory. Taken from the segment in hand, so that
         // "no segment" cannot arise here.
         let active = match segments.last() {
-            Some(last) => Arc::clone(&last.file),
+            Some(last) => {
+                // Frames a stopped process wrote but had not synced may be in the page
+                // cache only, yet count as durable from here on (`durable_seq` starts at
+                // the last one recovered): synced first. Earlier segments were synced
+                // before the roll that sealed them.
+                last.file
+                    .sync_data()
+                    .map_err(|e| JournalError::io("fdatasync", &last.path, e))?;
+                Arc::clone(&last.file)
+            }
             None => {
                 let segment = create_segment(&config, &dir, next_seq)?;
                 let active = Arc::clone(&segment.file);
