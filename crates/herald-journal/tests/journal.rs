@@ -1580,6 +1580,13 @@ fn segments_written_over_reused_files_recover_and_check_clean() {
         torn.extend_from_slice(&bytes[at..at + 32 + 200]);
         let seq = u64::from_le_bytes(torn[8..16].try_into().unwrap());
         assert_eq!(seq, after.last().unwrap() + 1, "the next frame's header");
+        // Its header CRC salted as the reused segment's own frames are, so that only
+        // its payload is torn.
+        let header = fs::read(&last.path).unwrap();
+        let salt = u32::from_le_bytes(header[32..36].try_into().unwrap());
+        assert_ne!(salt, 0, "a reused segment's salt");
+        let crc = crc32c::crc32c(&torn[0..28]) ^ salt;
+        torn[28..32].copy_from_slice(&crc.to_le_bytes());
     }
     {
         use std::os::unix::fs::FileExt;
