@@ -240,10 +240,11 @@ impl Inner {
                     .wait_timeout(st, LINGERING_CHECK)
                     .unwrap_or_else(PoisonError::into_inner)
                     .0;
+                // A glance (the count may be stale); `unread` decides below.
                 if lingering.iter().any(|l| Arc::strong_count(&l.map) == 1) {
                     drop(st);
-                    for segment in std::mem::take(&mut lingering) {
-                        if Arc::strong_count(&segment.map) > 1 {
+                    for mut segment in std::mem::take(&mut lingering) {
+                        if !unread(&mut segment.map) {
                             lingering.push(segment);
                             continue;
                         }
@@ -377,8 +378,8 @@ impl Inner {
     /// hold segments for a few milliseconds after the journal lets them go. Only one of
     /// the current segment length whose name is still its own; otherwise given back to
     /// be deleted.
-    fn set_aside(&self, segment: Doomed) -> Result<Doomed, Doomed> {
-        if Arc::strong_count(&segment.map) == 1
+    fn set_aside(&self, mut segment: Doomed) -> Result<Doomed, Doomed> {
+        if unread(&mut segment.map)
             || segment.map.len() as u64 != self.segment_bytes
             || !names_file(&segment.path, &segment.file)
         {
@@ -442,10 +443,10 @@ impl Inner {
         let Doomed {
             path: old,
             file,
-            map,
+            mut map,
             set_aside,
         } = segment;
-        if Arc::strong_count(&map) > 1 || map.len() as u64 != self.segment_bytes {
+        if !unread(&mut map) || map.len() as u64 != self.segment_bytes {
             return Err(Doomed {
                 path: old,
                 file,
@@ -499,14 +500,14 @@ impl Inner {
     /// that close, as before. A segment a reader still holds goes to `lingering`, and is
     /// released once the reader lets go ([`LINGERING_CHECK`]); it is never shrunk under a
     /// reader, whose reads would then fault.
-    fn release(&self, segment: Doomed, lingering: &mut Vec<Doomed>) {
-        if Arc::strong_count(&segment.map) > 1 {
+    fn release(&self, mut segment: Doomed, lingering: &mut Vec<Doomed>) {
+        if !unread(&mut segment.map) {
             lingering.push(segment);
             return;
         }
-        let Doomed { file, map, .. } = segment;
+        let Doomed { mut file, map, .. } = segment;
         let len = map.len() as u64;
-        if Arc::strong_count(&file) > 1 {
+        if Arc::get_mut(&mut file).is_none() {
             // Still open elsewhere (the sync thread, briefly): closed there last.
             return;
         }
@@ -546,6 +547,15 @@ impl Inner {
         }
         Ok(file)
     }
+}
+
+/// Whether this thread holds the only reference to a segment's mapping: no reader maps
+/// it any more. `Arc::get_mut` rather than `Arc::strong_count`, whose load is relaxed:
+/// it reads the count with Acquire ordering, so that a reader's last use of the mapping
+/// (before its drop, a Release) happens before whatever this thread does to the file
+/// next: rename it to be written over, or shrink it.
+fn unread(map: &mut Arc<Mmap>) -> bool {
+    Arc::get_mut(map).is_some()
 }
 
 /// Whether `path` still names `file` (renaming whatever else took the name, a directory
