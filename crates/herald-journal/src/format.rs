@@ -1374,7 +1374,7 @@ mod tests {
     /// The salt of [`reused_with`]'s segments.
     const SALT: u32 = 0x5a17_5a17;
 
-    /// `old` (a segment of base 7, see [`segment_with`]) reused from `base`: a version 3
+    /// `old` (a segment of base 7, see [`segment_with`]) reused from `base`: a version 2
     /// header and `payloads` written over its start, its later frames left as they were.
     fn reused_with(old: &[u8], base: u64, payloads: &[&[u8]]) -> (Vec<u8>, u64) {
         written_over(old, base, payloads, Some(SALT), &[])
