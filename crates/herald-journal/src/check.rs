@@ -142,8 +142,7 @@ pub fn check(dir: &Path) -> Result<CheckReport, JournalError> {
             dirty_end,
         } = scan.stop
         {
-            // As on open: damage followed by intact frames is corruption, not a torn tail,
-            // unless they were all written before anything from the damage on was durable.
+            // As on open: damage followed by intact frames is corruption, not a torn tail.
             let intact = crate::format::intact_frames_after(
                 &bytes,
                 offset,
@@ -151,13 +150,11 @@ pub fn check(dir: &Path) -> Result<CheckReport, JournalError> {
                 scan.last_seq,
                 scan.header.salt,
             );
-            let torn_to =
-                crate::format::torn_tail_end(&scan.header, scan.last_seq, dirty_end, intact);
-            if let (true, Some(torn_to)) = (is_last, torn_to) {
+            if is_last && intact.is_none() {
                 report.torn_tail = Some(TornTail {
                     segment: path,
                     offset,
-                    bytes_discarded: torn_to - offset,
+                    bytes_discarded: dirty_end - offset,
                     defect,
                 });
             } else {

@@ -6,12 +6,11 @@
 //! ```text
 //! offset 0   segment header (64 bytes)
 //!            0..8   magic "HRLDJSEG"
-//!            8..12  format version (1; 2 or 3 for a reused file: see below)
+//!            8..12  format version (1, or 2 for a reused file: see below)
 //!            12..16 reserved, zero
 //!            16..24 base sequence number (seq of the first frame in the segment)
 //!            24..32 segment length in bytes (the preallocated file length)
-//!            32..36 versions 2 and 3: the salt of its frames' header CRCs (non-zero);
-//!                   else zero
+//!            32..36 version 2: the salt of its frames' header CRCs (non-zero); else zero
 //!            36..60 reserved, zero
 //!            60..64 CRC32C of bytes 0..60
 //! offset 64  frames, back to back, each 16-byte aligned
@@ -26,9 +25,7 @@
 //! 16..18 kind
 //! 18..20 version
 //! 20..24 CRC32C of the payload
-//! 24..28 version 3: frames not yet durable when this one was written, itself included
-//!        (seq minus the last durable seq then; 0 when not recorded); earlier versions:
-//!        reserved, zero (version 2 does not check)
+//! 24..28 reserved, zero
 //! 28..32 CRC32C of bytes 0..28 of this header, XOR the segment's salt (0 in version 1)
 //! 32..   payload, then zero padding up to the next multiple of 16
 //! ```
@@ -50,17 +47,6 @@
 //! the damage is in the middle of the log. A torn tail is not told apart from the stale
 //! bytes there and needs no zeroing: a frame torn by a crash stays invalid, and the next
 //! append writes over it.
-//!
-//! Version 3 (what this build writes over reused files; version 2 segments are still
-//! read) adds to each frame's header how far the log was durable when the frame was
-//! written. A power loss during a sync may leave a later page of what the sync was
-//! writing on the device and an earlier one not: in a reused file no extent conversion
-//! (and so no file-system commit) orders those writes. The frames after the lost one are
-//! then intact, yet none of them was ever durable. When every intact frame after damage
-//! in the last segment records that it was written while nothing from the damage on was
-//! known durable, recovery takes the damage and those frames for a torn tail (and zeroes
-//! them, so that none is read back once appends reach it); otherwise, as before, the
-//! damage is corruption ([`IntactAfter::written_before_damage_was_durable`]).
 //!
 //! A checkpoint is a set of frames of kind [`KIND_CHECKPOINT`], version
 //! [`CHECKPOINT_VERSION`] (3), so that a checkpoint of any size fits frames of at most
@@ -117,12 +103,8 @@ pub const PAYLOAD_BYTES_MAX: u64 = 16 * 1024 * 1024;
 pub(crate) const SEGMENT_MAGIC: [u8; 8] = *b"HRLDJSEG";
 pub(crate) const FORMAT_VERSION: u32 = 1;
 /// Format version of a segment written over a reused file: the bytes after its last
-/// frame may be stale (see the module documentation). Read, no longer written.
+/// frame may be stale (see the module documentation).
 pub(crate) const FORMAT_VERSION_REUSED: u32 = 2;
-/// Format version of a segment written over a reused file whose frames each record how
-/// far the log was durable when they were written (frame header bytes 24..28): version 2
-/// and that count. What this build writes over reused files.
-pub(crate) const FORMAT_VERSION_COUNTED: u32 = 3;
 pub(crate) const FRAME_MAGIC: u32 = 0x4A52_4C48;
 
 /// Kinds at or above this number are reserved for the journal itself.
@@ -345,9 +327,8 @@ pub const fn frame_bytes(payload_bytes: u64) -> u64 {
 }
 
 /// Encodes a segment header; `salt`: written over a file used before, whose bytes
-/// after the last frame may be stale, with this salt in its frames' header CRCs and a
-/// count of frames not yet durable in each frame's header (version
-/// [`FORMAT_VERSION_COUNTED`]; [`new_salt`]).
+/// after the last frame may be stale, with this salt in its frames' header CRCs
+/// (version [`FORMAT_VERSION_REUSED`]; [`new_salt`]).
 pub(crate) fn encode_segment_header(
     base_seq: u64,
     segment_bytes: u64,
@@ -359,7 +340,7 @@ pub(crate) fn encode_segment_header(
             // A salt of 0 would let an earlier use's version 1 frames pass.
             assert_ne!(salt, 0, "a reused segment's salt is not zero");
             h[32..36].copy_from_slice(&salt.to_le_bytes());
-            FORMAT_VERSION_COUNTED
+            FORMAT_VERSION_REUSED
         }
         None => FORMAT_VERSION,
     };
@@ -379,14 +360,11 @@ pub struct SegmentHeader {
     pub base_seq: u64,
     /// Length of the segment file the header claims.
     pub segment_bytes: u64,
-    /// Written over a file used before (version 2 or 3): the bytes after the last frame
-    /// may be stale rather than zero.
+    /// Written over a file used before (version 2): the bytes after the last frame may
+    /// be stale rather than zero.
     pub reused: bool,
-    /// XORed into its frames' header CRCs: random and non-zero in versions 2 and 3, 0 in 1.
+    /// XORed into its frames' header CRCs: random and non-zero in version 2, 0 in 1.
     pub salt: u32,
-    /// Version 3: each frame's header records how many frames, itself included, were not
-    /// yet durable when it was written ([`IntactAfter::durable_when_written`]).
-    pub counted: bool,
 }
 
 /// A salt for a reused segment's frames: unpredictable (the process's random hash keys
@@ -474,13 +452,7 @@ pub fn decode_segment_header(bytes: &[u8]) -> Result<SegmentHeader, HeaderDefect
         return Err(HeaderDefect::BadCrc);
     }
     let version = le_u32(&h[8..12]);
-    if ![
-        FORMAT_VERSION,
-        FORMAT_VERSION_REUSED,
-        FORMAT_VERSION_COUNTED,
-    ]
-    .contains(&version)
-    {
+    if version != FORMAT_VERSION && version != FORMAT_VERSION_REUSED {
         return Err(HeaderDefect::UnsupportedVersion { version });
     }
     let base_seq = le_u64(&h[16..24]);
@@ -494,8 +466,7 @@ pub fn decode_segment_header(bytes: &[u8]) -> Result<SegmentHeader, HeaderDefect
     if base_seq == 0 {
         return Err(HeaderDefect::ZeroBaseSeq);
     }
-    let counted = version == FORMAT_VERSION_COUNTED;
-    let reused = version == FORMAT_VERSION_REUSED || counted;
+    let reused = version == FORMAT_VERSION_REUSED;
     let salt = le_u32(&h[32..36]);
     if reused && salt == 0 {
         return Err(HeaderDefect::UnsupportedVersion { version });
@@ -505,7 +476,6 @@ pub fn decode_segment_header(bytes: &[u8]) -> Result<SegmentHeader, HeaderDefect
         segment_bytes,
         reused,
         salt: if reused { salt } else { 0 },
-        counted,
     })
 }
 
@@ -516,7 +486,6 @@ pub fn decode_segment_header(bytes: &[u8]) -> Result<SegmentHeader, HeaderDefect
 pub(crate) fn encode_frame(
     dst: &mut [u8],
     salt: u32,
-    unsynced: u32,
     seq: u64,
     kind: u16,
     version: u16,
@@ -529,14 +498,7 @@ pub(crate) fn encode_frame(
     let payload_end = header_bytes + payload.len();
     dst[header_bytes..payload_end].copy_from_slice(payload);
     dst[payload_end..].fill(0);
-    dst[..header_bytes].copy_from_slice(&frame_header(
-        salt,
-        unsynced,
-        seq,
-        kind,
-        version,
-        &[payload],
-    ));
+    dst[..header_bytes].copy_from_slice(&frame_header(salt, seq, kind, version, &[payload]));
 }
 
 /// Appends one frame to `out` whose payload is `pieces` one after another, writing each
@@ -546,7 +508,6 @@ pub(crate) fn encode_frame(
 pub(crate) fn push_frame(
     out: &mut AlignedVec<16>,
     salt: u32,
-    unsynced: u32,
     seq: u64,
     kind: u16,
     version: u16,
@@ -556,7 +517,7 @@ pub(crate) fn push_frame(
     let total = frame_bytes(payload_bytes as u64) as usize;
     let start = out.len();
     out.reserve(total);
-    out.extend_from_slice(&frame_header(salt, unsynced, seq, kind, version, pieces));
+    out.extend_from_slice(&frame_header(salt, seq, kind, version, pieces));
     for piece in pieces {
         out.extend_from_slice(piece);
     }
@@ -566,13 +527,9 @@ pub(crate) fn push_frame(
     assert_eq!(out.len() - start, total, "frame length");
 }
 
-/// A frame's header for the payload made of `pieces` joined. `unsynced`: in a segment of
-/// version 3, how many frames up to this one were not yet durable when it was written
-/// (`seq` minus the journal's durable sequence number then; 0 when not recorded); 0 in
-/// earlier versions, where those bytes are reserved.
+/// A frame's header for the payload made of `pieces` joined.
 fn frame_header(
     salt: u32,
-    unsynced: u32,
     seq: u64,
     kind: u16,
     version: u16,
@@ -589,7 +546,6 @@ fn frame_header(
     h[16..18].copy_from_slice(&kind.to_le_bytes());
     h[18..20].copy_from_slice(&version.to_le_bytes());
     h[20..24].copy_from_slice(&payload_crc.to_le_bytes());
-    h[24..28].copy_from_slice(&unsynced.to_le_bytes());
     let crc = crc32c::crc32c(&h[0..28]) ^ salt;
     h[28..32].copy_from_slice(&crc.to_le_bytes());
     h
@@ -743,10 +699,7 @@ pub(crate) fn decode_frame_head(
     if crc32c::crc32c(&h[0..28]) ^ salt != le_u32(&h[28..32]) {
         return DecodedHead::Invalid(FrameDefect::HeaderCrc);
     }
-    // Reserved in version 1; in a salted segment (2 or 3) the count of frames not yet
-    // durable, covered by the header CRC like the rest, and only read by recovery from
-    // segments of version 3.
-    if salt == 0 && le_u32(&h[24..28]) != 0 {
+    if le_u32(&h[24..28]) != 0 {
         return DecodedHead::Invalid(FrameDefect::ReservedBits);
     }
     let payload_bytes = u64::from(le_u32(&h[4..8]));
@@ -960,58 +913,6 @@ pub struct IntactAfter {
     pub frames: u64,
     /// Highest sequence number among them.
     pub last_seq: u64,
-    /// Where the last of them ends.
-    pub end: u64,
-    /// The highest sequence number the journal knew durable when any of them was
-    /// written, as their headers record it (version 3); `None` when one of them does not
-    /// record it.
-    pub durable_when_written: Option<u64>,
-}
-
-impl IntactAfter {
-    /// Whether these intact frames, found after damage that follows the frame `last_seq`
-    /// of the last segment of a `header` segment, are consistent with a power loss in
-    /// the middle of a sync rather than with damage to durable frames.
-    ///
-    /// A sync that completes makes every frame written before it durable, so frames
-    /// damaged while later ones are intact were never durable unless the device lost or
-    /// corrupted durable data. A device that loses power while a sync is under way may
-    /// have stored any subset of the pages that sync was writing: in a segment written
-    /// over a reused file (whose pages already hold an earlier use's bytes, so no
-    /// extent is converted and no file-system commit orders the writes) a later page
-    /// may be stored and an earlier one not. When every intact frame after the damage
-    /// was written while nothing past `last_seq` was yet known durable, nothing from the
-    /// damage on was acknowledged by the time those frames were written; a frame past it
-    /// acknowledged later would have been followed by frames recording so, unless the
-    /// device lost exactly the last moments' durable writes. Such a tail is torn, not
-    /// corrupt: recovery drops it (and reports it) as it drops a torn frame at the end.
-    /// Frames that do not record the count (versions 1 and 2) never qualify.
-    pub fn written_before_damage_was_durable(&self, header: &SegmentHeader, last_seq: u64) -> bool {
-        header.counted
-            && self
-                .durable_when_written
-                .is_some_and(|durable| durable <= last_seq)
-    }
-}
-
-/// Where the torn tail of the last segment ends, when its scan stopped at damage ending
-/// at `dirty_end` with `intact` frames after it ([`intact_frames_after`]) and the frame
-/// `last_seq` the last valid one before it: at `dirty_end` when nothing intact follows;
-/// at the end of the last intact frame when they were all written before anything from
-/// the damage on was durable ([`IntactAfter::written_before_damage_was_durable`]).
-/// `None`: the damage is in the middle of the log. Recovery and `check` decide by it.
-pub fn torn_tail_end(
-    header: &SegmentHeader,
-    last_seq: u64,
-    dirty_end: u64,
-    intact: Option<IntactAfter>,
-) -> Option<u64> {
-    match intact {
-        None => Some(dirty_end),
-        Some(intact) => intact
-            .written_before_damage_was_durable(header, last_seq)
-            .then_some(intact.end),
-    }
 }
 
 /// Looks past an invalid frame at `offset` (up to `dirty_end`) for intact frames: whole
@@ -1042,24 +943,13 @@ pub fn intact_frames_after(
         }
         match decode_frame(bytes, at, seq, salt) {
             Decoded::Frame(frame, next) => {
-                // 0 (not recorded), or more frames than precede it: no durable point.
-                let unsynced = u64::from(le_u32(&bytes[start + 24..start + 28]));
-                let durable =
-                    (unsynced != 0 && unsynced <= frame.seq).then(|| frame.seq - unsynced);
                 let intact = found.get_or_insert(IntactAfter {
                     first_offset: at,
                     frames: 0,
                     last_seq: frame.seq,
-                    end: next,
-                    durable_when_written: durable,
                 });
                 intact.frames += 1;
                 intact.last_seq = intact.last_seq.max(frame.seq);
-                intact.end = next;
-                intact.durable_when_written = intact
-                    .durable_when_written
-                    .zip(durable)
-                    .map(|(a, b)| a.max(b));
                 at = next;
             }
             Decoded::End | Decoded::Invalid(_) => at += FRAME_ALIGN_BYTES,
@@ -1125,7 +1015,7 @@ mod tests {
         let mut offset = 64usize;
         for (i, p) in payloads.iter().enumerate() {
             let n = frame_bytes(p.len() as u64) as usize;
-            encode_frame(&mut seg[offset..offset + n], 0, 0, 7 + i as u64, 3, 1, p);
+            encode_frame(&mut seg[offset..offset + n], 0, 7 + i as u64, 3, 1, p);
             offset += n;
         }
         seg
@@ -1137,11 +1027,11 @@ mod tests {
         for len in [0usize, 1, 15, 16, 17, 31, 32, 100, 200] {
             let joined = &payload[..len];
             let mut want = vec![0u8; frame_bytes(len as u64) as usize];
-            encode_frame(&mut want, 0, 0, 9, 3, 2, joined);
+            encode_frame(&mut want, 0, 9, 3, 2, joined);
             for cut in [0, len / 3, len] {
                 let mut out = AlignedVec::<16>::new();
                 out.extend_from_slice(&[0xEE; 16]); // frames follow others
-                push_frame(&mut out, 0, 0, 9, 3, 2, &[&joined[..cut], &joined[cut..]]);
+                push_frame(&mut out, 0, 9, 3, 2, &[&joined[..cut], &joined[cut..]]);
                 assert_eq!(&out[..16], &[0xEE; 16]);
                 assert_eq!(&out[16..], &want[..], "len {len}, cut at {cut}");
                 match decode_frame(&out, 16, 9, 0) {
@@ -1377,17 +1267,15 @@ mod tests {
     /// `old` (a segment of base 7, see [`segment_with`]) reused from `base`: a version 2
     /// header and `payloads` written over its start, its later frames left as they were.
     fn reused_with(old: &[u8], base: u64, payloads: &[&[u8]]) -> (Vec<u8>, u64) {
-        written_over(old, base, payloads, Some(SALT), &[])
+        written_over(old, base, payloads, Some(SALT))
     }
 
-    /// [`reused_with`], with this salt (`None`: a version 1 header, unsalted frames), and
-    /// `unsynced[i]` in frame `i`'s header (0 where not given).
+    /// [`reused_with`], with this salt (`None`: a version 1 header, unsalted frames).
     fn written_over(
         old: &[u8],
         base: u64,
         payloads: &[&[u8]],
         salt: Option<u32>,
-        unsynced: &[u32],
     ) -> (Vec<u8>, u64) {
         let mut seg = old.to_vec();
         seg[..64].copy_from_slice(&encode_segment_header(base, old.len() as u64, salt));
@@ -1395,16 +1283,7 @@ mod tests {
         for (i, p) in payloads.iter().enumerate() {
             let n = frame_bytes(p.len() as u64) as usize;
             let salt = salt.unwrap_or(0);
-            let unsynced = unsynced.get(i).copied().unwrap_or(0);
-            encode_frame(
-                &mut seg[offset..offset + n],
-                salt,
-                unsynced,
-                base + i as u64,
-                3,
-                1,
-                p,
-            );
+            encode_frame(&mut seg[offset..offset + n], salt, base + i as u64, 3, 1, p);
             offset += n;
         }
         (seg, offset as u64)
@@ -1427,7 +1306,7 @@ mod tests {
         assert_eq!((scan.records, scan.last_seq), (2, 21));
         assert_eq!(scan.stop, ScanStop::Clean);
         // The same frames in a version 1 segment: the old frames after them are damage.
-        let (strict, _) = written_over(&old, 20, &[b"x", b"y"], None, &[]);
+        let (strict, _) = written_over(&old, 20, &[b"x", b"y"], None);
         assert!(matches!(
             scan_segment(&strict).unwrap().stop,
             ScanStop::Invalid {
@@ -1451,7 +1330,6 @@ mod tests {
         let n = frame_bytes(8) as usize;
         encode_frame(
             &mut old[forged_at..forged_at + n],
-            0,
             0,
             1 << 62,
             3,
@@ -1486,62 +1364,6 @@ mod tests {
         );
         let after = intact_frames_after(&seg, second as u64, 4096, 20, SALT).unwrap();
         assert_eq!((after.frames, after.last_seq), (1, 22));
-    }
-
-    /// A power loss during a sync on a reused file: the device stored a later page of
-    /// what the sync was writing and not an earlier one, so an earlier frame is still
-    /// the file's earlier use while a later one is intact. Frames 20..=23; 20 and 21
-    /// written while 19 was the last durable, 22 and 23 once 21 was.
-    #[test]
-    fn intact_frames_written_before_the_damage_was_durable_end_a_torn_tail() {
-        let old = segment_with(&[b"a", b"b", b"c", b"d", b"e"], 4096);
-        let payloads: [&[u8]; 4] = [b"w", b"x", b"y", b"z"];
-        let unsynced = [1, 2, 1, 2];
-        let (seg, end) = written_over(&old, 20, &payloads, Some(SALT), &unsynced);
-        let frame =
-            |i: usize| 64 + i * frame_bytes(1) as usize..64 + (i + 1) * frame_bytes(1) as usize;
-        // Frame `i` as the earlier use left it.
-        let lost = |i: usize| {
-            let mut seg = seg.clone();
-            seg[frame(i)].copy_from_slice(&old[frame(i)]);
-            seg
-        };
-        // The scan, and where recovery takes the torn tail to end (`None`: corruption).
-        let stop_of = |seg: &[u8]| {
-            let scan = scan_segment(seg).unwrap();
-            let &ScanStop::Invalid {
-                offset, dirty_end, ..
-            } = &scan.stop
-            else {
-                panic!("the scan does not stop at the damage: {:?}", scan.stop);
-            };
-            let intact = intact_frames_after(seg, offset, dirty_end, scan.last_seq, SALT);
-            let torn_end = torn_tail_end(&scan.header, scan.last_seq, dirty_end, intact);
-            (scan, torn_end)
-        };
-        // 22 lost, 23 intact: nothing from 22 on was durable when 23 was written.
-        let (scan, torn_end) = stop_of(&lost(2));
-        assert!(scan.header.counted);
-        assert_eq!((scan.records, scan.last_seq), (2, 21));
-        assert_eq!(torn_end, Some(end), "torn up to the end of frame 23");
-        // 21 lost, 22 and 23 intact: 21 was durable when they were written, so its loss
-        // is damage to durable frames.
-        let (scan, torn_end) = stop_of(&lost(1));
-        assert_eq!((scan.records, scan.last_seq), (1, 20));
-        assert_eq!(torn_end, None);
-        // Frames that do not record the count never make a torn tail: a version 2
-        // header, or a frame that records 0.
-        let mut v2 = lost(2);
-        v2[8..12].copy_from_slice(&FORMAT_VERSION_REUSED.to_le_bytes());
-        let crc = crc32c::crc32c(&v2[0..60]);
-        v2[60..64].copy_from_slice(&crc.to_le_bytes());
-        let (scan, torn_end) = stop_of(&v2);
-        assert!(scan.header.reused && !scan.header.counted);
-        assert_eq!(torn_end, None);
-        let (unrecorded, _) = written_over(&old, 20, &payloads, Some(SALT), &[1, 2, 1, 0]);
-        let mut unrecorded = unrecorded;
-        unrecorded[frame(2)].copy_from_slice(&old[frame(2)]);
-        assert_eq!(stop_of(&unrecorded).1, None);
     }
 
     #[test]

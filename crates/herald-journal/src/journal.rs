@@ -335,11 +335,8 @@ struct Segment {
     /// Last sequence number in the segment (`base_seq - 1` when empty).
     last_seq: u64,
     /// XORed into its frames' header CRCs: non-zero in a segment written over a reused
-    /// file (format version 2 or 3), 0 otherwise.
+    /// file (format version 2), 0 otherwise.
     salt: u32,
-    /// Format version 3: each frame records how many frames up to it were not yet
-    /// durable when it was written ([`format::IntactAfter::durable_when_written`]).
-    counted: bool,
 }
 
 /// How a compaction deletes the segments it lets go.
@@ -698,9 +695,7 @@ impl Journal {
             {
                 // A crash tears only the end of what was written; intact frames after
                 // the damage mean it is in the middle of the log, even in the last
-                // segment, and are never dropped silently, unless each of them records
-                // that it was written before anything from the damage on was durable
-                // (a power loss during a sync; `IntactAfter` explains).
+                // segment, and are never dropped silently.
                 let intact = format::intact_frames_after(
                     &map,
                     offset,
@@ -708,17 +703,14 @@ impl Journal {
                     scan.last_seq,
                     scan.header.salt,
                 );
-                let torn_to = format::torn_tail_end(&scan.header, scan.last_seq, dirty_end, intact);
-                if let (true, Some(torn_to)) = (is_last, torn_to) {
+                if is_last && intact.is_none() {
                     recovery.torn_tail = Some(TornTail {
                         segment: path.clone(),
                         offset,
-                        bytes_discarded: torn_to - offset,
+                        bytes_discarded: dirty_end - offset,
                         defect,
                     });
-                    // Zeroed whole: an intact frame left there could be read as the
-                    // next one once appends reach it.
-                    zero_and_sync(&file, offset, torn_to, &path)?;
+                    zero_and_sync(&file, offset, dirty_end, &path)?;
                 } else if config.repair {
                     // Everything after the corruption goes: this segment's
                     // rest and every later segment.
@@ -764,7 +756,6 @@ impl Journal {
                 end,
                 last_seq: scan.last_seq,
                 salt: scan.header.salt,
-                counted: scan.header.counted,
             });
         }
         recovery.segments = segments.len();
@@ -1185,11 +1176,6 @@ impl Journal {
             self.write_staged()?;
         }
         let staged_from = self.staged.len();
-        // How far the log is known durable as this frame is written, for recovery to
-        // tell a sync cut short from damage to durable frames (see
-        // `format::IntactAfter::written_before_damage_was_durable`); read before the
-        // frame exists, so it is below `seq`.
-        let durable_seq = self.durable_seq();
         let segment = self
             .segments
             .last_mut()
@@ -1201,20 +1187,7 @@ impl Journal {
         assert!(stop <= segment.map.len(), "frame past segment end");
         assert_eq!(segment.last_seq + 1, seq, "sequence gap on append");
         assert_eq!(start % 16, 0, "frame start not aligned");
-        let unsynced = if segment.counted {
-            u32::try_from(seq - durable_seq).unwrap_or(0)
-        } else {
-            0
-        };
-        push_frame(
-            &mut self.staged,
-            segment.salt,
-            unsynced,
-            seq,
-            kind,
-            version,
-            pieces,
-        );
+        push_frame(&mut self.staged, segment.salt, seq, kind, version, pieces);
         assert_eq!(
             self.staged.len() - staged_from,
             stop - start,
@@ -1970,7 +1943,6 @@ fn install_spare(
         end: SEGMENT_HEADER_BYTES,
         last_seq: base_seq - 1,
         salt: salt.unwrap_or(0),
-        counted: reused,
     })
 }
 
@@ -2061,7 +2033,6 @@ fn create_segment(
         end: SEGMENT_HEADER_BYTES,
         last_seq: base_seq - 1,
         salt: 0,
-        counted: false,
     })
 }
 
@@ -2086,7 +2057,6 @@ mod tests {
             let n = frame_bytes(payload.len() as u64) as usize;
             encode_frame(
                 &mut bytes[offset..offset + n],
-                0,
                 0,
                 1 + i as u64,
                 *kind,

@@ -117,7 +117,7 @@ fn sigkill_at_random_moments_loses_nothing_acknowledged() {
     let exe = std::env::current_exe().unwrap();
     let mut acknowledged_max = 0u64;
     let mut torn_tails = 0;
-    // Segments found written over a reused file (format version 3) after a kill: the
+    // Segments found written over a reused file (format version 2) after a kill: the
     // journal reuses the files of segments its checkpoints let go, and the kills must
     // land among those too.
     let mut reused_seen = 0;
@@ -171,7 +171,7 @@ fn sigkill_at_random_moments_loses_nothing_acknowledged() {
             .unwrap()
             .map(|entry| entry.unwrap().path())
             .filter(|path| path.extension().is_some_and(|e| e == "seg"))
-            .filter(|path| std::fs::read(path).unwrap()[8..12] == 3u32.to_le_bytes())
+            .filter(|path| std::fs::read(path).unwrap()[8..12] == 2u32.to_le_bytes())
             .count();
         let last = recovery.last_seq.unwrap_or(0);
         assert!(

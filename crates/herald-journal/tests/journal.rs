@@ -1497,8 +1497,7 @@ fn a_checkpoint_on_a_segment_of_its_own_lets_every_segment_before_it_go() {
     }
 }
 
-/// Format version of a segment file, from its header (a reused file's is 3; 2 from
-/// builds before frames recorded how far the log was durable).
+/// Format version of a segment file, from its header (a reused file's is 2).
 fn segment_version(path: &Path) -> u32 {
     let bytes = fs::read(path).unwrap();
     u32::from_le_bytes(bytes[8..12].try_into().unwrap())
@@ -1516,7 +1515,7 @@ fn until_the_active_segment_is_reused(journal: &mut Journal, dir: &Path) -> (u64
         if i % 50 == 49 {
             journal.sync().unwrap();
             let files = segment_files(dir);
-            if i > 600 && segment_version(files.last().unwrap()) == 3 {
+            if i > 600 && segment_version(files.last().unwrap()) == 2 {
                 return (last_checkpoint, after);
             }
         }
@@ -1666,98 +1665,4 @@ fn damage_at_the_end_of_a_reused_segment_before_the_last_is_refused_then_repaire
     let (mut journal, recovery) = Journal::open(cfg).unwrap();
     assert_eq!(recovery.last_seq, Some(last_seq - 1));
     assert_eq!(journal.append(1, 1, b"after").unwrap(), last_seq);
-}
-
-/// A power loss during a sync on a reused file may leave a later page of what the sync
-/// was writing stored and an earlier one not (no extent conversion orders those writes).
-/// The frames after the lost one were all written before anything from it on was
-/// durable, and record so: opening drops them as a torn tail, zeroed so that none is
-/// read back once appends reach it, rather than refusing the journal. Damage to a frame
-/// that was durable before the intact ones after it were written is still refused.
-#[test]
-fn a_sync_cut_short_on_a_reused_segment_is_a_torn_tail_and_damage_to_durable_frames_is_not() {
-    use std::os::unix::fs::FileExt;
-    let dir = tempfile::tempdir().unwrap();
-    let cfg = config(dir.path());
-    let (mut journal, _) = Journal::open(cfg.clone()).unwrap();
-    let (checkpoint, after) = until_the_active_segment_is_reused(&mut journal, dir.path());
-    journal.sync().unwrap();
-    let durable = *after.last().unwrap();
-    let expected: Vec<u64> = std::iter::once(checkpoint).chain(after).collect();
-    // Three frames appended while `durable` was the last durable one.
-    for i in 0..3 {
-        journal.append(1, 1, &payload(70_000 + i, 400)).unwrap();
-    }
-    drop(journal);
-    let report = check(dir.path()).unwrap();
-    assert!(
-        report.is_sound() && report.torn_tail.is_none(),
-        "{report:?}"
-    );
-    let segment = report.segments.last().unwrap().clone();
-    assert!(segment.reused);
-    let end = 64 + segment.bytes;
-    let lost = end - 3 * frame_bytes(400);
-    let file = fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .open(&segment.path)
-        .unwrap();
-    // The first of them not stored: its bytes are not its own (a byte of its payload
-    // here), while the two after it are intact.
-    let flip = |at: u64| {
-        let mut byte = [0u8];
-        file.read_exact_at(&mut byte, at).unwrap();
-        file.write_all_at(&[byte[0] ^ 0xff], at).unwrap();
-    };
-    flip(lost + 32 + 100);
-    let report = check(dir.path()).unwrap();
-    assert!(report.is_sound(), "{report:?}");
-    assert_eq!(
-        report
-            .torn_tail
-            .as_ref()
-            .map(|t| (t.offset, t.bytes_discarded)),
-        Some((lost, end - lost))
-    );
-    let (mut journal, recovery) = Journal::open(cfg.clone()).unwrap();
-    let torn = recovery.torn_tail.expect("a torn tail");
-    assert_eq!((torn.offset, torn.bytes_discarded), (lost, end - lost));
-    assert_eq!(recovery.last_seq, Some(durable));
-    let replayed =
-        |journal: &Journal| -> Vec<u64> { collect(journal).iter().map(|f| f.0).collect() };
-    assert_eq!(replayed(&journal), expected);
-    let mut zeros = vec![0xffu8; (end - lost) as usize];
-    file.read_exact_at(&mut zeros, lost).unwrap();
-    assert!(zeros.iter().all(|&b| b == 0), "the torn tail is zeroed");
-    // One frame of the same size in the lost one's place: the next frame after it would
-    // be where the second of the three was, with its sequence number.
-    let next = journal.append(1, 1, &payload(80_000, 400)).unwrap();
-    assert_eq!(next, durable + 1);
-    journal.sync().unwrap();
-    drop(journal);
-    let (mut journal, recovery) = Journal::open(cfg.clone()).unwrap();
-    assert_eq!(recovery.torn_tail, None);
-    let mut expected = expected;
-    expected.push(next);
-    assert_eq!(replayed(&journal), expected, "nothing torn is read back");
-    assert_eq!(collect(&journal).last().unwrap().3, payload(80_000, 400));
-    // Two more once it is durable, for the second case below.
-    let later: Vec<u64> = (0..2)
-        .map(|i| journal.append(1, 1, &payload(80_001 + i, 400)).unwrap())
-        .collect();
-    journal.sync().unwrap();
-    drop(journal);
-    let (journal, _) = Journal::open(cfg.clone()).unwrap();
-    expected.extend(&later);
-    assert_eq!(replayed(&journal), expected);
-    drop(journal);
-
-    // `next` was durable when the two after it were written: its damage is damage to a
-    // durable frame, and the journal is refused.
-    flip(lost + 32 + 100);
-    let report = check(dir.path()).unwrap();
-    assert!(!report.is_sound(), "{report:?}");
-    let err = Journal::open(cfg).unwrap_err();
-    assert!(matches!(err, JournalError::CorruptFrame { .. }), "{err}");
 }

@@ -1,9 +1,7 @@
 //! Recovery over arbitrary bytes: the input becomes the frames of the last
 //! segment of a journal (behind a valid segment header, so the fuzzer spends
-//! its time on frames; in one mode a reused file's, version 2 or 3, whose bytes after
-//! the last frame are not looked at, and whose frames in version 3 record how far the
-//! log was durable, which decides whether damage followed by intact frames is a torn
-//! tail), and the journal is opened. Opening must never panic,
+//! its time on frames; in one mode a reused file's, version 2, whose bytes after the
+//! last frame are not looked at), and the journal is opened. Opening must never panic,
 //! and every record it returns must be one whose header and payload really are
 //! in the input with matching CRCs.
 //!
@@ -17,7 +15,7 @@ fn le_u32(b: &[u8]) -> u32 {
     u32::from_le_bytes([b[0], b[1], b[2], b[3]])
 }
 
-/// The salt the reused-segment mode writes in the header (version 2 or 3).
+/// The salt the reused-segment mode writes in the header (version 2).
 const SALT: u32 = 0x9e37_79b9;
 
 fn fix_crcs(frames: &mut [u8], salt: u32) {
@@ -67,10 +65,9 @@ fuzz_target!(|data: &[u8]| {
         fix_crcs(&mut bytes[header..header + n], salt);
     }
     if mode & 2 == 2 {
-        // A segment written over a reused file: format version 2, or 3 when bit 2 is set,
-        // with a salt, its header's CRC made again.
-        let version: u32 = if mode & 4 == 4 { 3 } else { 2 };
-        bytes[8..12].copy_from_slice(&version.to_le_bytes());
+        // A segment written over a reused file: format version 2 with a salt, its
+        // header's CRC made again.
+        bytes[8..12].copy_from_slice(&2u32.to_le_bytes());
         bytes[32..36].copy_from_slice(&SALT.to_le_bytes());
         let crc = crc32c::crc32c(&bytes[0..60]);
         bytes[60..64].copy_from_slice(&crc.to_le_bytes());
