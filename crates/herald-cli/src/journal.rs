@@ -84,11 +84,17 @@ fn print_report(report: &CheckReport) {
     );
     match &report.torn_tail {
         Some(t) => println!(
-            "torn tail: {} at offset {}: {} ({} bytes to discard on open)",
+            "torn tail: {} at offset {}: {} ({} bytes to discard on open{})",
             t.segment.display(),
             t.offset,
             t.defect,
-            t.bytes_discarded
+            t.bytes_discarded,
+            match t.intact_frames_discarded {
+                0 => String::new(),
+                n => format!(
+                    ", with {n} intact records after the damage that were never made durable"
+                ),
+            }
         ),
         None => println!("torn tail: none"),
     }

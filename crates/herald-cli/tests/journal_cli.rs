@@ -118,6 +118,46 @@ fn check_reports_a_torn_tail_as_sound() {
     assert!(stdout.contains(&torn), "{stdout}");
 }
 
+/// Damage in the last segment with intact frames after it, all past what the journal's
+/// durable mark says was made durable (a sync cut short by a power loss): a torn tail,
+/// sound, and the check says how many intact records go with it. Once the mark covers
+/// the damaged frame, the same damage is corruption.
+#[test]
+fn check_reports_damage_past_the_durable_mark_as_a_torn_tail_naming_the_intact_records() {
+    let dir = scratch_dir();
+    let segments = build(dir.path(), 80);
+    let last = segments.last().unwrap();
+    let records_in_last = 80 - (segments.len() - 1) * 62;
+    assert!(records_in_last >= 4, "{records_in_last}");
+    // The third-last frame damaged, the two after it intact; durable up to the frame
+    // before it.
+    let damaged = HEADER + (records_in_last - 3) * FRAME;
+    let mut bytes = fs::read(last).unwrap();
+    bytes[damaged + 100] ^= 4;
+    fs::write(last, &bytes).unwrap();
+    let mark = dir.path().join(herald_journal::format::DURABLE_MARK_FILE);
+    fs::write(&mark, herald_journal::format::encode_durable_mark(77)).unwrap();
+    let stdout = check_sound(dir.path());
+    assert!(stdout.contains("records 77"), "{stdout}");
+    let torn = format!(
+        "torn tail: {} at offset {damaged}: payload CRC mismatch ({} bytes to discard on open, \
+         with 2 intact records after the damage that were never made durable)",
+        last.display(),
+        // Up to the last non-zero byte: the last frame's padding is zero already.
+        3 * FRAME - 8
+    );
+    assert!(stdout.contains(&torn), "{stdout}");
+    fs::write(&mark, herald_journal::format::encode_durable_mark(78)).unwrap();
+    let out = herald(&[
+        "journal",
+        "check",
+        "--data-dir",
+        dir.path().to_str().unwrap(),
+    ]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out.stdout));
+    assert!(text(&out.stderr).contains("2 intact records follow it"));
+}
+
 #[test]
 fn check_fails_on_corruption_before_the_tail_and_repair_truncates() {
     let dir = scratch_dir();

@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 
 use crate::error::JournalError;
 use crate::format::{scan_segment_after, ScanStop, SEGMENT_HEADER_BYTES};
-use crate::journal::{list_segments, TornTail};
+use crate::journal::{judge_damage, list_segments, read_durable_mark, TornTail};
 
 /// One segment as found by [`check`].
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -74,6 +74,7 @@ impl CheckReport {
 /// Corruption is reported in the result; errors are only for unreadable files.
 pub fn check(dir: &Path) -> Result<CheckReport, JournalError> {
     let listed = list_segments(dir, false)?;
+    let durable_mark = read_durable_mark(dir)?;
     let mut report = CheckReport::default();
     let count = listed.len();
     let mut expected_base: Option<u64> = None;
@@ -140,30 +141,26 @@ pub fn check(dir: &Path) -> Result<CheckReport, JournalError> {
             offset,
             defect,
             dirty_end,
-        } = scan.stop
+        } = scan.stop.clone()
         {
-            // As on open: damage followed by intact frames is corruption, not a torn tail.
-            let intact = crate::format::intact_frames_after(
+            // As on open.
+            match judge_damage(
                 &bytes,
-                offset,
-                dirty_end,
-                scan.last_seq,
-                scan.header.salt,
-            );
-            if is_last && intact.is_none() {
-                report.torn_tail = Some(TornTail {
-                    segment: path,
-                    offset,
-                    bytes_discarded: dirty_end - offset,
-                    defect,
-                });
-            } else {
-                report.corruption = Some(Corruption {
-                    segment: path,
-                    offset,
-                    defect: defect.to_string(),
-                    records_after: intact.map_or(0, |i| i.frames),
-                });
+                &scan,
+                &path,
+                is_last,
+                durable_mark,
+                (offset, &defect, dirty_end),
+            ) {
+                Ok(torn) => report.torn_tail = Some(torn),
+                Err(intact) => {
+                    report.corruption = Some(Corruption {
+                        segment: path,
+                        offset,
+                        defect: defect.to_string(),
+                        records_after: intact.map_or(0, |i| i.frames),
+                    });
+                }
             }
         }
         report.segments.push(summary);

@@ -48,6 +48,34 @@
 //! bytes there and needs no zeroing: a frame torn by a crash stays invalid, and the next
 //! append writes over it.
 //!
+//! Beside the segments, the file `durable.mark` records how far the log is known
+//! durable: the sync thread writes it (without syncing it) after each `fdatasync` and
+//! before any record it made durable is acknowledged, and open writes and syncs it once
+//! recovery is done. Its 32 bytes:
+//!
+//! ```text
+//! 0..8   magic "HRLDJDUR"
+//! 8..12  version (1)
+//! 12..16 reserved, zero
+//! 16..24 sequence number: every frame up to it was durable when this was written
+//! 24..28 reserved, zero
+//! 28..32 CRC32C of bytes 0..28
+//! ```
+//!
+//! It lets recovery tell a sync cut short by a power loss from damage to durable frames.
+//! A power loss during a sync may leave a later page of what the sync was writing on the
+//! device and an earlier one not: in a reused file no extent conversion (and so no
+//! file-system commit) orders those writes, so the frames after the lost one are intact
+//! although none of them was ever durable. Damage in the last segment with intact frames
+//! after it is therefore a torn tail when the damaged frame is past the mark (nothing
+//! from it on was ever acknowledged), and is zeroed up to the last intact frame so that
+//! none of them is read back once appends reach it; damage at or before the mark is
+//! corruption, as is any such damage when the mark is missing or does not decode
+//! ([`torn_tail_end`]). The mark is behind the truth only after a power loss (the page
+//! cache holds its latest value across a crash of the process), so only a power loss
+//! together with damage to frames synced just before it could pass such damage for a
+//! torn tail.
+//!
 //! A checkpoint is a set of frames of kind [`KIND_CHECKPOINT`], version
 //! [`CHECKPOINT_VERSION`] (3), so that a checkpoint of any size fits frames of at most
 //! [`PAYLOAD_BYTES_MAX`]: its parts, then an end marker. Each payload starts with a
@@ -106,6 +134,37 @@ pub(crate) const FORMAT_VERSION: u32 = 1;
 /// frame may be stale (see the module documentation).
 pub(crate) const FORMAT_VERSION_REUSED: u32 = 2;
 pub(crate) const FRAME_MAGIC: u32 = 0x4A52_4C48;
+
+/// The file beside the segments that records how far the log is known durable (see the
+/// module documentation).
+pub const DURABLE_MARK_FILE: &str = "durable.mark";
+/// Bytes of the durable mark.
+pub const DURABLE_MARK_BYTES: usize = 32;
+const DURABLE_MARK_MAGIC: [u8; 8] = *b"HRLDJDUR";
+const DURABLE_MARK_VERSION: u32 = 1;
+
+/// The durable mark's bytes for `seq`: every frame up to `seq` is durable.
+pub fn encode_durable_mark(seq: u64) -> [u8; DURABLE_MARK_BYTES] {
+    let mut m = [0u8; DURABLE_MARK_BYTES];
+    m[0..8].copy_from_slice(&DURABLE_MARK_MAGIC);
+    m[8..12].copy_from_slice(&DURABLE_MARK_VERSION.to_le_bytes());
+    m[16..24].copy_from_slice(&seq.to_le_bytes());
+    let crc = crc32c::crc32c(&m[0..28]);
+    m[28..32].copy_from_slice(&crc.to_le_bytes());
+    m
+}
+
+/// The sequence number a durable mark records; `None` when `bytes` are not one whole
+/// mark of this version with a matching CRC and zero reserved bytes. Never panics.
+pub fn decode_durable_mark(bytes: &[u8]) -> Option<u64> {
+    let m: &[u8; DURABLE_MARK_BYTES] = bytes.try_into().ok()?;
+    let sound = m[0..8] == DURABLE_MARK_MAGIC
+        && le_u32(&m[8..12]) == DURABLE_MARK_VERSION
+        && le_u32(&m[12..16]) == 0
+        && le_u32(&m[24..28]) == 0
+        && crc32c::crc32c(&m[0..28]) == le_u32(&m[28..32]);
+    sound.then(|| le_u64(&m[16..24]))
+}
 
 /// Kinds at or above this number are reserved for the journal itself.
 pub const KIND_RESERVED_MIN: u16 = 0xFF00;
@@ -913,13 +972,43 @@ pub struct IntactAfter {
     pub frames: u64,
     /// Highest sequence number among them.
     pub last_seq: u64,
+    /// Where the last of them ends.
+    pub end: u64,
+}
+
+/// Where the torn tail of the last segment ends, when its scan stopped at damage at
+/// `offset` with non-zero bytes up to `dirty_end` and `intact` frames after it
+/// ([`intact_frames_after`]), `last_seq` the last valid frame before it, and
+/// `durable_mark` what the journal's durable mark records (`None`: missing or not
+/// decodable). `None` means the damage is corruption. Open and `check` decide by it.
+///
+/// With nothing intact after it, the damage is the end of what was written: torn up to
+/// `dirty_end`. With intact frames after it, it is torn only when the damaged frame
+/// (`last_seq + 1`) is past the mark: no frame from it on was ever made durable, so
+/// none was acknowledged, and a power loss during the sync that was writing them may
+/// have stored a later page and not an earlier one (module documentation). It then
+/// ends after the last intact frame in a reused segment (whose bytes after that are an
+/// earlier use's) and at `dirty_end` in a new one.
+pub fn torn_tail_end(
+    header: &SegmentHeader,
+    last_seq: u64,
+    dirty_end: u64,
+    intact: Option<IntactAfter>,
+    durable_mark: Option<u64>,
+) -> Option<u64> {
+    let Some(intact) = intact else {
+        return Some(dirty_end);
+    };
+    let never_durable = durable_mark.is_some_and(|mark| mark <= last_seq);
+    never_durable.then_some(if header.reused { intact.end } else { dirty_end })
 }
 
 /// Looks past an invalid frame at `offset` (up to `dirty_end`) for intact frames: whole
 /// frames (magic, both CRCs with the segment's `salt`, zero padding) with sequence
-/// numbers above `last_seq`, the last valid one. A write torn by a crash leaves damage only at the end of what was
-/// written, so intact frames after the damage mean it is in the middle of the log:
-/// corruption, not a torn tail. Never panics on any input.
+/// numbers above `last_seq`, the last valid one. A write torn by a crash leaves damage
+/// only at the end of what was written, so intact frames after the damage mean it is in
+/// the middle of the log: corruption, not a torn tail, unless none of it was ever durable
+/// ([`torn_tail_end`]). Never panics on any input.
 pub fn intact_frames_after(
     bytes: &[u8],
     offset: u64,
@@ -947,9 +1036,11 @@ pub fn intact_frames_after(
                     first_offset: at,
                     frames: 0,
                     last_seq: frame.seq,
+                    end: next,
                 });
                 intact.frames += 1;
                 intact.last_seq = intact.last_seq.max(frame.seq);
+                intact.end = next;
                 at = next;
             }
             Decoded::End | Decoded::Invalid(_) => at += FRAME_ALIGN_BYTES,
@@ -1364,6 +1455,88 @@ mod tests {
         );
         let after = intact_frames_after(&seg, second as u64, 4096, 20, SALT).unwrap();
         assert_eq!((after.frames, after.last_seq), (1, 22));
+    }
+
+    /// A power loss during a sync on a reused file: the device stored a later page of
+    /// what the sync was writing and not an earlier one, so frame 22 is still the file's
+    /// earlier use while 23 after it is intact. Whether that is a torn tail depends on
+    /// the durable mark: past it, nothing from 22 on was ever acknowledged.
+    #[test]
+    fn damage_past_the_durable_mark_is_a_torn_tail_and_at_or_before_it_corruption() {
+        let old = segment_with(&[b"a", b"b", b"c", b"d", b"e"], 4096);
+        let (seg, end) = reused_with(&old, 20, &[b"w", b"x", b"y", b"z"]);
+        let frame = |i: usize| {
+            let n = frame_bytes(1) as usize;
+            64 + i * n..64 + (i + 1) * n
+        };
+        let mut lost = seg.clone();
+        lost[frame(2)].copy_from_slice(&old[frame(2)]);
+        let scan = scan_segment(&lost).unwrap();
+        assert_eq!((scan.records, scan.last_seq), (2, 21));
+        let &ScanStop::Invalid {
+            offset, dirty_end, ..
+        } = &scan.stop
+        else {
+            panic!("the scan does not stop at the damage: {:?}", scan.stop);
+        };
+        assert_eq!(offset, frame(2).start as u64);
+        let intact = intact_frames_after(&lost, offset, dirty_end, scan.last_seq, SALT);
+        assert_eq!(intact.map(|i| (i.frames, i.end)), Some((1, end)));
+        let torn_end = |mark| torn_tail_end(&scan.header, scan.last_seq, dirty_end, intact, mark);
+        // Durable up to 21 or less: 22 and 23 were never acknowledged.
+        assert_eq!(
+            torn_end(Some(21)),
+            Some(end),
+            "torn up to the end of frame 23"
+        );
+        assert_eq!(torn_end(Some(0)), Some(end));
+        // 22 (or more) durable: the damage is to an acknowledged frame.
+        assert_eq!(torn_end(Some(22)), None);
+        assert_eq!(torn_end(Some(23)), None);
+        assert_eq!(torn_end(Some(u64::MAX)), None);
+        // Without a mark nothing tells, and damage before intact frames is corruption.
+        assert_eq!(torn_end(None), None);
+        // Nothing intact after the damage: torn up to the last non-zero byte, mark or not.
+        assert_eq!(
+            torn_tail_end(&scan.header, scan.last_seq, dirty_end, None, None),
+            Some(dirty_end)
+        );
+        // In a new file the bytes after the frames are zeros to be restored: the tail
+        // ends at the last non-zero byte rather than after the last intact frame.
+        let mut new = segment_with(&[b"w", b"x", b"y", b"z"], 4096);
+        new[frame(2).start + FRAME_HEADER_BYTES as usize] ^= 0xff;
+        new[frame(4).start + 40] = 1;
+        let scan = scan_segment(&new).unwrap();
+        let &ScanStop::Invalid {
+            offset, dirty_end, ..
+        } = &scan.stop
+        else {
+            panic!("the scan does not stop at the damage: {:?}", scan.stop);
+        };
+        assert_eq!(dirty_end, frame(4).start as u64 + 41);
+        let intact = intact_frames_after(&new, offset, dirty_end, scan.last_seq, 0);
+        assert!(intact.is_some());
+        let torn_end = |mark| torn_tail_end(&scan.header, scan.last_seq, dirty_end, intact, mark);
+        assert_eq!(torn_end(Some(8)), Some(dirty_end));
+        assert_eq!(torn_end(Some(9)), None);
+    }
+
+    #[test]
+    fn the_durable_mark_decodes_only_whole_and_unchanged() {
+        for seq in [0, 1, 1 << 40, u64::MAX] {
+            assert_eq!(decode_durable_mark(&encode_durable_mark(seq)), Some(seq));
+        }
+        let good = encode_durable_mark(77);
+        assert_eq!(decode_durable_mark(&good[..31]), None, "short");
+        assert_eq!(decode_durable_mark(&[good, good].concat()), None, "long");
+        assert_eq!(decode_durable_mark(&[]), None, "empty");
+        for byte in 0..DURABLE_MARK_BYTES {
+            for bit in 0..8 {
+                let mut bad = good;
+                bad[byte] ^= 1 << bit;
+                assert_eq!(decode_durable_mark(&bad), None, "bit {bit} of byte {byte}");
+            }
+        }
     }
 
     #[test]

@@ -161,6 +161,10 @@ pub struct TornTail {
     pub bytes_discarded: u64,
     /// What made the frame invalid.
     pub defect: format::FrameDefect,
+    /// Intact frames after the damage discarded with it: written, but past everything
+    /// the journal had made durable (a sync cut short by a power loss; see
+    /// [`format::torn_tail_end`]), so never acknowledged. 0 for a tail torn at its end.
+    pub intact_frames_discarded: u64,
 }
 
 /// What an opt-in repair threw away.
@@ -628,6 +632,7 @@ impl Journal {
         )?;
 
         let listed = list_segments(&config.dir, true)?;
+        let durable_mark = read_durable_mark(&config.dir)?;
         let mut recovery = Recovery::default();
         let mut segments: Vec<Segment> = Vec::new();
         let mut checkpoint: Option<CheckpointSpan> = None;
@@ -693,47 +698,46 @@ impl Journal {
                 dirty_end,
             } = scan.stop.clone()
             {
-                // A crash tears only the end of what was written; intact frames after
-                // the damage mean it is in the middle of the log, even in the last
-                // segment, and are never dropped silently.
-                let intact = format::intact_frames_after(
+                let judged = judge_damage(
                     &map,
-                    offset,
-                    dirty_end,
-                    scan.last_seq,
-                    scan.header.salt,
+                    &scan,
+                    &path,
+                    is_last,
+                    durable_mark,
+                    (offset, &defect, dirty_end),
                 );
-                if is_last && intact.is_none() {
-                    recovery.torn_tail = Some(TornTail {
-                        segment: path.clone(),
-                        offset,
-                        bytes_discarded: dirty_end - offset,
-                        defect,
-                    });
-                    zero_and_sync(&file, offset, dirty_end, &path)?;
-                } else if config.repair {
-                    // Everything after the corruption goes: this segment's
-                    // rest and every later segment.
-                    zero_and_sync(&file, offset, dirty_end, &path)?;
-                    let later = listed.by_ref().map(|(_, (_, later))| later);
-                    let max_seq = intact.map_or(scan.last_seq, |i| i.last_seq);
-                    let (later_bytes, max_seq, deleted) =
-                        delete_later_segments(&config, &dir, later, max_seq)?;
-                    let bytes_lost = dirty_end - offset + later_bytes;
-                    recovery.repair = Some(Repair {
-                        segment: path.clone(),
-                        offset,
-                        defect: defect.to_string(),
-                        bytes_lost,
-                        records_lost: max_seq - scan.last_seq,
-                        segments_deleted: deleted,
-                    });
-                } else {
-                    return Err(JournalError::CorruptFrame {
-                        segment: path,
-                        offset,
-                        defect,
-                    });
+                match judged {
+                    Ok(torn) => {
+                        // Zeroed whole: an intact frame left there could be read as the
+                        // next one once appends reach it.
+                        zero_and_sync(&file, offset, offset + torn.bytes_discarded, &path)?;
+                        recovery.torn_tail = Some(torn);
+                    }
+                    Err(intact) if config.repair => {
+                        // Everything after the corruption goes: this segment's
+                        // rest and every later segment.
+                        zero_and_sync(&file, offset, dirty_end, &path)?;
+                        let later = listed.by_ref().map(|(_, (_, later))| later);
+                        let max_seq = intact.map_or(scan.last_seq, |i| i.last_seq);
+                        let (later_bytes, max_seq, deleted) =
+                            delete_later_segments(&config, &dir, later, max_seq)?;
+                        let bytes_lost = dirty_end - offset + later_bytes;
+                        recovery.repair = Some(Repair {
+                            segment: path.clone(),
+                            offset,
+                            defect: defect.to_string(),
+                            bytes_lost,
+                            records_lost: max_seq - scan.last_seq,
+                            segments_deleted: deleted,
+                        });
+                    }
+                    Err(_) => {
+                        return Err(JournalError::CorruptFrame {
+                            segment: path,
+                            offset,
+                            defect,
+                        })
+                    }
                 }
             }
             end = end.max(SEGMENT_HEADER_BYTES);
@@ -786,6 +790,10 @@ impl Journal {
                 active
             }
         };
+        // Everything recovered is durable now: the mark says so before the sync thread
+        // moves it on. It is written whatever it held, so after a repair it does not
+        // name sequence numbers the log no longer has.
+        let mark = write_durable_mark(&config.dir, &dir, next_seq - 1)?;
         let dir = Arc::new(dir);
         let spare = Spare::start(config.dir.clone(), Arc::clone(&dir), config.segment_bytes)
             .map_err(|source| JournalError::Spawn {
@@ -795,6 +803,7 @@ impl Journal {
         let shared = Arc::new(Shared::new(
             active,
             Arc::clone(&dir),
+            mark,
             next_seq - 1,
             config.group_records_max as u64,
             Duration::from_micros(config.group_delay_us),
@@ -1897,6 +1906,75 @@ impl Drop for Journal {
             let _ = thread.join();
         }
     }
+}
+
+/// How recovery and `check` take the damage where the scan of a segment stopped (its
+/// offset, defect and the end of its non-zero bytes): a torn tail to discard (`Ok`),
+/// or corruption (`Err`, with the intact frames found
+/// after it). A crash tears only the end of what was written, so intact frames after the
+/// damage mean it is in the middle of the log, even in the last segment, and are never
+/// dropped silently, unless the damage is past everything the journal made durable (a
+/// sync cut short by a power loss; [`format::torn_tail_end`] explains).
+pub(crate) fn judge_damage(
+    bytes: &[u8],
+    scan: &format::SegmentScan,
+    path: &Path,
+    is_last: bool,
+    durable_mark: Option<u64>,
+    (offset, defect, dirty_end): (u64, &format::FrameDefect, u64),
+) -> Result<TornTail, Option<format::IntactAfter>> {
+    let intact =
+        format::intact_frames_after(bytes, offset, dirty_end, scan.last_seq, scan.header.salt);
+    let torn_to =
+        format::torn_tail_end(&scan.header, scan.last_seq, dirty_end, intact, durable_mark);
+    match (is_last, torn_to) {
+        (true, Some(torn_to)) => Ok(TornTail {
+            segment: path.to_path_buf(),
+            offset,
+            bytes_discarded: torn_to - offset,
+            defect: defect.clone(),
+            intact_frames_discarded: intact.map_or(0, |i| i.frames),
+        }),
+        _ => Err(intact),
+    }
+}
+
+/// What the durable mark in `dir` records (see [`format`]): `None` when the file is
+/// missing or does not decode, which makes recovery take any damage followed by intact
+/// frames for corruption.
+pub(crate) fn read_durable_mark(dir: &Path) -> Result<Option<u64>, JournalError> {
+    let path = dir.join(format::DURABLE_MARK_FILE);
+    match fs::read(&path) {
+        Ok(bytes) => Ok(format::decode_durable_mark(&bytes)),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(JournalError::io("read", &path, e)),
+    }
+}
+
+/// Writes and syncs the durable mark of `dir` (created when missing, its directory
+/// entry synced then), recording `seq`; returns the file for the sync thread to move on.
+fn write_durable_mark(dir_path: &Path, dir: &File, seq: u64) -> Result<File, JournalError> {
+    let path = dir_path.join(format::DURABLE_MARK_FILE);
+    let existed = path.exists();
+    let file = OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .read(true)
+        .write(true)
+        .open(&path)
+        .map_err(|e| JournalError::io("open", &path, e))?;
+    file.write_all_at(&format::encode_durable_mark(seq), 0)
+        .map_err(|e| JournalError::io("pwrite", &path, e))?;
+    // A longer file (not one this build wrote) would not decode: cut to the mark.
+    file.set_len(format::DURABLE_MARK_BYTES as u64)
+        .map_err(|e| JournalError::io("truncate", &path, e))?;
+    file.sync_data()
+        .map_err(|e| JournalError::io("fdatasync", &path, e))?;
+    if !existed {
+        dir.sync_all()
+            .map_err(|e| JournalError::io("fsync", dir_path, e))?;
+    }
+    Ok(file)
 }
 
 /// Zeroes `from..to` of a segment file with `pwrite` and syncs it, so a torn

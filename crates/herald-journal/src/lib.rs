@@ -8,7 +8,8 @@
 //! [`Journal::set_durable_notify`], [`Journal::sync`]). Segments are mapped
 //! read-only, so replay and [`Frame::access`] read records in place. [`Journal::open`]
 //! recovers: it checks every frame, zeroes a torn tail in the last segment (damage
-//! with no intact frame after it) and refuses other damage unless asked to repair.
+//! with no intact frame after it, or past what the journal's durable mark says was
+//! ever made durable) and refuses other damage unless asked to repair.
 //! [`Journal::ensure_room`] lets a caller whose append failed on a full disk probe
 //! whether it can write again. Checkpoints
 //! ([`Journal::checkpoint`], [`Journal::begin_checkpoint`] for one of any size,

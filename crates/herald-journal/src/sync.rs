@@ -15,6 +15,7 @@
 //! for a sync in progress unless it asked to.
 
 use std::fs::File;
+use std::os::unix::fs::FileExt;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
@@ -63,6 +64,9 @@ pub(crate) struct Shared {
     durable_lock: Mutex<()>,
     durable_changed: Condvar,
     notify: Mutex<Option<Notify>>,
+    /// The durable mark (`format::DURABLE_MARK_FILE`): written after each sync, before
+    /// what it made durable is published.
+    mark: File,
     group_records_max: u64,
     group_delay: Duration,
 }
@@ -77,6 +81,7 @@ impl Shared {
     pub(crate) fn new(
         active: Arc<File>,
         dir: Arc<File>,
+        mark: File,
         last_seq: u64,
         group_records_max: u64,
         group_delay: Duration,
@@ -102,6 +107,7 @@ impl Shared {
             durable_lock: Mutex::new(()),
             durable_changed: Condvar::new(),
             notify: Mutex::new(None),
+            mark,
             group_records_max,
             group_delay,
         }
@@ -316,6 +322,16 @@ impl Shared {
                     if let Err(e) = dir.sync_all() {
                         result = Err(format!("fsync of the journal directory: {e}"));
                     }
+                }
+            }
+            if result.is_ok() {
+                // Before anything up to `target` is acknowledged, so that recovery never
+                // takes damage to an acknowledged frame for a sync cut short. Not synced:
+                // the page cache keeps it across a crash of the process, and only a power
+                // loss can leave it behind (see `format::torn_tail_end`).
+                let mark = crate::format::encode_durable_mark(target);
+                if let Err(e) = self.mark.write_all_at(&mark, 0) {
+                    result = Err(format!("write of the durable mark: {e}"));
                 }
             }
             let elapsed_us = started.elapsed().as_micros() as u64;

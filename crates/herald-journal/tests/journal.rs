@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use herald_journal::{
-    check, frame_bytes, Fault, Journal, JournalConfig, JournalError, KnownKinds,
+    check, format, frame_bytes, Fault, Journal, JournalConfig, JournalError, KnownKinds, TornTail,
     CHECKPOINT_VERSION, KIND_CHECKPOINT, KIND_RESERVED_MIN, SEGMENT_BYTES_MIN,
 };
 
@@ -1661,8 +1661,127 @@ fn damage_at_the_end_of_a_reused_segment_before_the_last_is_refused_then_repaire
     assert_eq!(journal.last_seq(), last_seq - 1);
     assert!(repair.records_lost > next.records, "{repair:?}");
     drop(journal);
+    // The mark no longer names the sequence numbers the repair threw away.
+    assert_eq!(durable_mark(dir.path()), Some(last_seq - 1));
     // Sound again, and appends go on from there.
     let (mut journal, recovery) = Journal::open(cfg).unwrap();
     assert_eq!(recovery.last_seq, Some(last_seq - 1));
     assert_eq!(journal.append(1, 1, b"after").unwrap(), last_seq);
+}
+
+/// What the journal's durable mark records (`None`: missing or not decodable).
+fn durable_mark(dir: &Path) -> Option<u64> {
+    let bytes = fs::read(dir.join(format::DURABLE_MARK_FILE)).ok()?;
+    format::decode_durable_mark(&bytes)
+}
+
+/// A power loss during a sync on a reused file may leave a later page of what the sync
+/// was writing stored and an earlier one not (no extent conversion orders those writes).
+/// The frames after the lost one were never durable, and the durable mark says so:
+/// opening drops them as a torn tail, zeroed so that none is read back once appends reach
+/// them, rather than refusing the journal. Damage to a frame at or before the mark (one
+/// acknowledged), or with no mark to tell, is still refused.
+#[test]
+fn damage_past_the_durable_mark_is_a_torn_tail_and_damage_to_acknowledged_frames_is_not() {
+    use std::os::unix::fs::FileExt;
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = config(dir.path());
+    let (mut journal, _) = Journal::open(cfg.clone()).unwrap();
+    let (checkpoint, after) = until_the_active_segment_is_reused(&mut journal, dir.path());
+    let durable = journal.sync().unwrap();
+    assert_eq!(durable, *after.last().unwrap());
+    // Each sync moves the mark on before it acknowledges.
+    assert_eq!(durable_mark(dir.path()), Some(durable));
+    let expected: Vec<u64> = std::iter::once(checkpoint).chain(after).collect();
+    for i in 0..3 {
+        journal.append(1, 1, &payload(70_000 + i, 400)).unwrap();
+    }
+    drop(journal);
+    assert_eq!(
+        durable_mark(dir.path()),
+        Some(durable + 3),
+        "synced on drop"
+    );
+    let report = check(dir.path()).unwrap();
+    assert!(
+        report.is_sound() && report.torn_tail.is_none(),
+        "{report:?}"
+    );
+    let segment = report.segments.last().unwrap().clone();
+    assert!(segment.reused);
+    let end = 64 + segment.bytes;
+    let lost = end - 3 * frame_bytes(400);
+    let file = fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(&segment.path)
+        .unwrap();
+    // The first of the three damaged (a byte of its payload), the two after it intact.
+    let flip = |at: u64| {
+        let mut byte = [0u8];
+        file.read_exact_at(&mut byte, at).unwrap();
+        file.write_all_at(&[byte[0] ^ 0xff], at).unwrap();
+    };
+    let set_mark = |seq: Option<u64>| {
+        let path = dir.path().join(format::DURABLE_MARK_FILE);
+        match seq {
+            Some(seq) => fs::write(&path, format::encode_durable_mark(seq)).unwrap(),
+            None => fs::remove_file(&path).unwrap(),
+        }
+    };
+    let refused = |why: &str| {
+        let report = check(dir.path()).unwrap();
+        assert!(!report.is_sound(), "{why}: {report:?}");
+        let err = Journal::open(cfg.clone()).unwrap_err();
+        assert!(
+            matches!(err, JournalError::CorruptFrame { .. }),
+            "{why}: {err}"
+        );
+    };
+    flip(lost + 32 + 100);
+    // The three were synced (the mark says so): damage to acknowledged frames.
+    refused("damage before the mark");
+    // No mark, or one that does not decode: nothing tells, so it is corruption.
+    set_mark(None);
+    refused("no mark");
+    fs::write(dir.path().join(format::DURABLE_MARK_FILE), b"not a mark").unwrap();
+    refused("a mark that does not decode");
+
+    // The sync of the three cut short: the mark still at `durable`.
+    set_mark(Some(durable));
+    // From the first of the three to the end of the last, the two intact ones with it.
+    let torn_as_expected = |torn: Option<TornTail>| {
+        let torn = torn.expect("a torn tail");
+        let found = (torn.offset, torn.bytes_discarded);
+        assert_eq!(
+            (found, torn.intact_frames_discarded),
+            ((lost, end - lost), 2)
+        );
+    };
+    let report = check(dir.path()).unwrap();
+    assert!(report.is_sound(), "{report:?}");
+    torn_as_expected(report.torn_tail);
+    let (mut journal, recovery) = Journal::open(cfg.clone()).unwrap();
+    torn_as_expected(recovery.torn_tail);
+    assert_eq!(recovery.last_seq, Some(durable));
+    let replayed =
+        |journal: &Journal| -> Vec<u64> { collect(journal).iter().map(|f| f.0).collect() };
+    assert_eq!(replayed(&journal), expected);
+    let mut zeros = vec![0xffu8; (end - lost) as usize];
+    file.read_exact_at(&mut zeros, lost).unwrap();
+    assert!(zeros.iter().all(|&b| b == 0), "the torn tail is zeroed");
+    // One frame of the same size in the first one's place: the next frame after it
+    // would be where the second of the three was, with its sequence number.
+    let next = journal.append(1, 1, &payload(80_000, 400)).unwrap();
+    assert_eq!(next, durable + 1);
+    journal.sync().unwrap();
+    drop(journal);
+    let (journal, recovery) = Journal::open(cfg.clone()).unwrap();
+    assert_eq!(recovery.torn_tail, None);
+    let mut expected = expected;
+    expected.push(next);
+    assert_eq!(replayed(&journal), expected, "nothing torn is read back");
+    assert_eq!(collect(&journal).last().unwrap().3, payload(80_000, 400));
+    drop(journal);
+    assert_eq!(durable_mark(dir.path()), Some(next));
 }

@@ -1,9 +1,11 @@
 //! Recovery over arbitrary bytes: the input becomes the frames of the last
 //! segment of a journal (behind a valid segment header, so the fuzzer spends
 //! its time on frames; in one mode a reused file's, version 2, whose bytes after the
-//! last frame are not looked at), and the journal is opened. Opening must never panic,
-//! and every record it returns must be one whose header and payload really are
-//! in the input with matching CRCs.
+//! last frame are not looked at; in another with a durable mark, which decides whether
+//! damage followed by intact frames is a torn tail), and the journal is opened. Opening
+//! must never panic, every record it returns must be one whose header and payload
+//! really are in the input with matching CRCs, and intact frames are dropped with a torn
+//! tail only past the mark.
 //!
 //! Run with `cargo +nightly fuzz run recover` in this directory.
 #![no_main]
@@ -73,6 +75,14 @@ fuzz_target!(|data: &[u8]| {
         bytes[60..64].copy_from_slice(&crc.to_le_bytes());
     }
     std::fs::write(&segment, &bytes).unwrap();
+    // Bit 2: a durable mark at a small sequence number (bits 3..8), so that frames from
+    // the input lie on both sides of it.
+    let mark = (mode & 4 == 4).then_some(u64::from(mode >> 3));
+    let mark_path = dir.path().join(format::DURABLE_MARK_FILE);
+    match mark {
+        Some(seq) => std::fs::write(&mark_path, format::encode_durable_mark(seq)).unwrap(),
+        None => std::fs::remove_file(&mark_path).unwrap(),
+    }
 
     let Ok((journal, recovery)) = Journal::open(config) else {
         return;
@@ -92,4 +102,13 @@ fuzz_target!(|data: &[u8]| {
         count += 1;
     }
     assert_eq!(count, recovery.records);
+    if let Some(torn) = &recovery.torn_tail {
+        if torn.intact_frames_discarded > 0 {
+            let mark = mark.expect("intact frames dropped only with a durable mark");
+            assert!(
+                recovery.last_seq.unwrap_or(0) >= mark,
+                "intact frames dropped at or before the mark {mark}: {recovery:?}"
+            );
+        }
+    }
 });

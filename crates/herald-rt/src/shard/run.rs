@@ -330,6 +330,11 @@ pub(crate) async fn run_shard(setup: ShardSetup) -> ShardExit {
         records = recovery.records,
         checkpoint_seq = ?recovery.checkpoint_seq,
         torn_tail = recovery.torn_tail.is_some(),
+        torn_tail_bytes = recovery.torn_tail.as_ref().map_or(0, |t| t.bytes_discarded),
+        torn_tail_intact_records = recovery
+            .torn_tail
+            .as_ref()
+            .map_or(0, |t| t.intact_frames_discarded),
         webhooks = stats.webhooks,
         pending_deliveries = stats.pending_deliveries,
         "shard recovered its journal"
