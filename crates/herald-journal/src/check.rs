@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 
 use crate::error::JournalError;
 use crate::format::{scan_segment_after, ScanStop, SEGMENT_HEADER_BYTES};
-use crate::journal::{judge_damage, list_segments, read_durable_mark, TornTail};
+use crate::journal::{judge_damage, list_segments, TornTail};
 
 /// One segment as found by [`check`].
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -74,7 +74,7 @@ impl CheckReport {
 /// Corruption is reported in the result; errors are only for unreadable files.
 pub fn check(dir: &Path) -> Result<CheckReport, JournalError> {
     let listed = list_segments(dir, false)?;
-    let durable_mark = read_durable_mark(dir)?;
+    let durable_mark = crate::mark::read(dir)?;
     let mut report = CheckReport::default();
     let count = listed.len();
     let mut expected_base: Option<u64> = None;
@@ -164,6 +164,23 @@ pub fn check(dir: &Path) -> Result<CheckReport, JournalError> {
             }
         }
         report.segments.push(summary);
+    }
+    // As on open: records the mark says were made durable must all be here.
+    let last_seq = expected_base.map_or(0, |next| next - 1);
+    if let (None, Some(mark)) = (&report.corruption, durable_mark) {
+        if mark > last_seq {
+            let last = report.segments.last();
+            report.corruption = Some(Corruption {
+                segment: last.map_or_else(|| dir.to_path_buf(), |s| s.path.clone()),
+                offset: last.map_or(0, |s| SEGMENT_HEADER_BYTES + s.bytes),
+                defect: format!(
+                    "the log ends at seq {last_seq}, but records up to seq {mark} were made \
+                     durable (seq {}..={mark} missing)",
+                    last_seq + 1
+                ),
+                records_after: 0,
+            });
+        }
     }
     Ok(report)
 }

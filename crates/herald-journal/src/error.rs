@@ -119,6 +119,23 @@ pub enum JournalError {
         /// The base sequence number of the segment.
         found: u64,
     },
+    /// The log ends before records the journal had made durable: its durable mark
+    /// names a later sequence number than the last intact frame. The end of the log was
+    /// damaged or lost (in a reused segment, damage to the last frames ends the log as
+    /// stale bytes would), or segment files were removed. Reopen with `repair` to accept
+    /// the loss (it says how many records go).
+    #[error(
+        "journal in {dir} ends at seq {last_seq}, but records up to seq {durable_mark} were made durable: the end of the log is damaged or missing (`herald journal check` inspects it; repair accepts the loss of seq {}..={durable_mark})",
+        last_seq + 1
+    )]
+    DurableMissing {
+        /// The journal directory.
+        dir: PathBuf,
+        /// The last intact record's sequence number (0 when none).
+        last_seq: u64,
+        /// The sequence number the durable mark records.
+        durable_mark: u64,
+    },
     /// A previous sync failed. After a failed fsync the kernel may have dropped
     /// the dirty pages, so nothing written since the last durable sequence can
     /// be trusted: the journal refuses further work until reopened.
@@ -183,6 +200,7 @@ impl JournalError {
             | Self::CorruptSegmentHeader { .. }
             | Self::CorruptFrame { .. }
             | Self::SegmentGap { .. }
+            | Self::DurableMissing { .. }
             | Self::SyncFailed { .. }
             | Self::DurableTimeout { .. } => Fault::Storage,
             Self::Spawn { .. } => Fault::Environment,

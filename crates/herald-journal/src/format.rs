@@ -44,14 +44,17 @@
 //! of this one: they fail the header CRC. So in a version 2 segment the log ends at the
 //! first frame that does not decode, and what follows is not looked at, unless intact
 //! frames of this use with higher sequence numbers lie beyond it: then, as in version 1,
-//! the damage is in the middle of the log. A torn tail is not told apart from the stale
-//! bytes there and needs no zeroing: a frame torn by a crash stays invalid, and the next
-//! append writes over it.
+//! the damage is in the middle of the log (unless it is past the durable mark, below). A
+//! torn tail is not told apart from the stale bytes there and needs no zeroing: a frame
+//! torn by a crash stays invalid, and the next append writes over it (intact frames
+//! after one, past the mark, are zeroed).
 //!
 //! Beside the segments, the file `durable.mark` records how far the log is known
-//! durable: the sync thread writes it (without syncing it) after each `fdatasync` and
-//! before any record it made durable is acknowledged, and open writes and syncs it once
-//! recovery is done. Its 32 bytes:
+//! durable: the sync thread moves it on after each `fdatasync` and before any record it
+//! made durable is acknowledged (not syncing it each time: the page cache keeps it across
+//! a crash of the process, its page is handed to the device at most a second after it
+//! moves and made durable by the next sync's flush, and it is synced when the journal
+//! stops); open writes and syncs it once recovery is done. Its 32 bytes:
 //!
 //! ```text
 //! 0..8   magic "HRLDJDUR"
@@ -62,19 +65,30 @@
 //! 28..32 CRC32C of bytes 0..28
 //! ```
 //!
-//! It lets recovery tell a sync cut short by a power loss from damage to durable frames.
-//! A power loss during a sync may leave a later page of what the sync was writing on the
-//! device and an earlier one not: in a reused file no extent conversion (and so no
-//! file-system commit) orders those writes, so the frames after the lost one are intact
-//! although none of them was ever durable. Damage in the last segment with intact frames
-//! after it is therefore a torn tail when the damaged frame is past the mark (nothing
-//! from it on was ever acknowledged), and is zeroed up to the last intact frame so that
-//! none of them is read back once appends reach it; damage at or before the mark is
-//! corruption, as is any such damage when the mark is missing or does not decode
-//! ([`torn_tail_end`]). The mark is behind the truth only after a power loss (the page
-//! cache holds its latest value across a crash of the process), so only a power loss
-//! together with damage to frames synced just before it could pass such damage for a
-//! torn tail.
+//! Recovery holds the log to it ([`torn_tail_end`], and open's check of the end):
+//!
+//! * Damage in the last segment with intact frames after it is a torn tail when the
+//!   damaged frame is past the mark. A power loss during a sync may leave a later page of
+//!   what the sync was writing on the device and an earlier one not: in a reused file no
+//!   extent conversion (and so no file-system commit) orders those writes, so the frames
+//!   after the lost one are intact although none of them was ever durable, nor
+//!   acknowledged. They are dropped with the damage (and counted), and zeroed up to the
+//!   last of them so that none is read back once appends reach it. Damage at or before
+//!   the mark, or with no mark that decodes, is corruption.
+//! * Damage with nothing intact after it is a torn tail only when it is past the mark:
+//!   at or before it, an acknowledged frame is damaged, and that is corruption too.
+//! * A log that ends before the mark (damage to a reused segment's last frames ends its
+//!   log as that file's stale bytes would; segment files removed) is refused:
+//!   acknowledged records are missing. Repair accepts the loss and says so.
+//!
+//! The mark is behind the log only after a power loss (by what was acknowledged in the
+//! last second or so) or after a build that does not keep it wrote to the journal. This
+//! assumes, as most logs do, that a write cut short by a power loss damages no stored
+//! byte it was not writing (a device that rewrites a whole physical sector to store part
+//! of it, without power-loss protection, may damage the end of the last synced frame
+//! that shares a sector with the next; with the mark behind, that frame would be dropped
+//! as a torn tail). With no mark that decodes, recovery falls back to the rules above
+//! without it: a torn tail only at the end, and no check of where the log ends.
 //!
 //! A checkpoint is a set of frames of kind [`KIND_CHECKPOINT`], version
 //! [`CHECKPOINT_VERSION`] (3), so that a checkpoint of any size fits frames of at most
@@ -982,9 +996,10 @@ pub struct IntactAfter {
 /// `durable_mark` what the journal's durable mark records (`None`: missing or not
 /// decodable). `None` means the damage is corruption. Open and `check` decide by it.
 ///
-/// With nothing intact after it, the damage is the end of what was written: torn up to
-/// `dirty_end`. With intact frames after it, it is torn only when the damaged frame
-/// (`last_seq + 1`) is past the mark: no frame from it on was ever made durable, so
+/// With nothing intact after it, the damage is the end of what was written, torn up to
+/// `dirty_end`, unless the damaged frame (`last_seq + 1`) is at or before the mark: an
+/// acknowledged frame damaged. With intact frames after it, it is torn only when the
+/// damaged frame is past the mark: no frame from it on was ever made durable, so
 /// none was acknowledged, and a power loss during the sync that was writing them may
 /// have stored a later page and not an earlier one (module documentation). It then
 /// ends after the last intact frame in a reused segment (whose bytes after that are an
@@ -997,7 +1012,10 @@ pub fn torn_tail_end(
     durable_mark: Option<u64>,
 ) -> Option<u64> {
     let Some(intact) = intact else {
-        return Some(dirty_end);
+        // The end of what was written, unless the mark says the damaged frame was made
+        // durable: then it is damage to an acknowledged frame.
+        let acknowledged = durable_mark.is_some_and(|mark| mark > last_seq);
+        return (!acknowledged).then_some(dirty_end);
     };
     let never_durable = durable_mark.is_some_and(|mark| mark <= last_seq);
     never_durable.then_some(if header.reused { intact.end } else { dirty_end })
@@ -1496,11 +1514,12 @@ mod tests {
         assert_eq!(torn_end(Some(u64::MAX)), None);
         // Without a mark nothing tells, and damage before intact frames is corruption.
         assert_eq!(torn_end(None), None);
-        // Nothing intact after the damage: torn up to the last non-zero byte, mark or not.
-        assert_eq!(
-            torn_tail_end(&scan.header, scan.last_seq, dirty_end, None, None),
-            Some(dirty_end)
-        );
+        // Nothing intact after the damage: torn up to the last non-zero byte, unless the
+        // mark says the damaged frame was made durable.
+        let alone = |mark| torn_tail_end(&scan.header, scan.last_seq, dirty_end, None, mark);
+        assert_eq!(alone(None), Some(dirty_end));
+        assert_eq!(alone(Some(21)), Some(dirty_end));
+        assert_eq!(alone(Some(22)), None);
         // In a new file the bytes after the frames are zeros to be restored: the tail
         // ends at the last non-zero byte rather than after the last intact frame.
         let mut new = segment_with(&[b"w", b"x", b"y", b"z"], 4096);

@@ -632,7 +632,7 @@ impl Journal {
         )?;
 
         let listed = list_segments(&config.dir, true)?;
-        let durable_mark = read_durable_mark(&config.dir)?;
+        let durable_mark = crate::mark::read(&config.dir)?;
         let mut recovery = Recovery::default();
         let mut segments: Vec<Segment> = Vec::new();
         let mut checkpoint: Option<CheckpointSpan> = None;
@@ -768,6 +768,33 @@ impl Journal {
 
         let payload_bytes_max = config.payload_bytes_max();
         let next_seq = expected_base.unwrap_or(1);
+        // Records the mark says were made durable must all be here: a log that ends
+        // before it lost acknowledged records (damage to a reused segment's last frames
+        // ends its log as stale bytes would; or segment files were removed).
+        let last_seq = next_seq - 1;
+        if let Some(mark) = durable_mark.filter(|&mark| mark > last_seq) {
+            if !config.repair {
+                return Err(JournalError::DurableMissing {
+                    dir: config.dir.clone(),
+                    last_seq,
+                    durable_mark: mark,
+                });
+            }
+            let repair = recovery.repair.get_or_insert_with(|| Repair {
+                segment: segments
+                    .last()
+                    .map_or_else(|| config.dir.clone(), |s| s.path.clone()),
+                offset: segments.last().map_or(0, |s| s.end),
+                defect: format!(
+                    "the log ends at seq {last_seq}, but records up to seq {mark} were made \
+                     durable"
+                ),
+                bytes_lost: 0,
+                records_lost: 0,
+                segments_deleted: 0,
+            });
+            repair.records_lost = repair.records_lost.max(mark - last_seq);
+        }
         // A journal always has an active segment: the last one recovered, or a first
         // one made now for an empty directory. Taken from the segment in hand, so that
         // "no segment" cannot arise here.
@@ -793,7 +820,7 @@ impl Journal {
         // Everything recovered is durable now: the mark says so before the sync thread
         // moves it on. It is written whatever it held, so after a repair it does not
         // name sequence numbers the log no longer has.
-        let mark = write_durable_mark(&config.dir, &dir, next_seq - 1)?;
+        let mark = crate::mark::DurableMark::create(&config.dir, &dir, next_seq - 1)?;
         let dir = Arc::new(dir);
         let spare = Spare::start(config.dir.clone(), Arc::clone(&dir), config.segment_bytes)
             .map_err(|source| JournalError::Spawn {
@@ -1937,44 +1964,6 @@ pub(crate) fn judge_damage(
         }),
         _ => Err(intact),
     }
-}
-
-/// What the durable mark in `dir` records (see [`format`]): `None` when the file is
-/// missing or does not decode, which makes recovery take any damage followed by intact
-/// frames for corruption.
-pub(crate) fn read_durable_mark(dir: &Path) -> Result<Option<u64>, JournalError> {
-    let path = dir.join(format::DURABLE_MARK_FILE);
-    match fs::read(&path) {
-        Ok(bytes) => Ok(format::decode_durable_mark(&bytes)),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-        Err(e) => Err(JournalError::io("read", &path, e)),
-    }
-}
-
-/// Writes and syncs the durable mark of `dir` (created when missing, its directory
-/// entry synced then), recording `seq`; returns the file for the sync thread to move on.
-fn write_durable_mark(dir_path: &Path, dir: &File, seq: u64) -> Result<File, JournalError> {
-    let path = dir_path.join(format::DURABLE_MARK_FILE);
-    let existed = path.exists();
-    let file = OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .read(true)
-        .write(true)
-        .open(&path)
-        .map_err(|e| JournalError::io("open", &path, e))?;
-    file.write_all_at(&format::encode_durable_mark(seq), 0)
-        .map_err(|e| JournalError::io("pwrite", &path, e))?;
-    // A longer file (not one this build wrote) would not decode: cut to the mark.
-    file.set_len(format::DURABLE_MARK_BYTES as u64)
-        .map_err(|e| JournalError::io("truncate", &path, e))?;
-    file.sync_data()
-        .map_err(|e| JournalError::io("fdatasync", &path, e))?;
-    if !existed {
-        dir.sync_all()
-            .map_err(|e| JournalError::io("fsync", dir_path, e))?;
-    }
-    Ok(file)
 }
 
 /// Zeroes `from..to` of a segment file with `pwrite` and syncs it, so a torn

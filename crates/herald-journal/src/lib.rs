@@ -45,6 +45,7 @@ mod codec;
 mod error;
 pub mod format;
 mod journal;
+mod mark;
 mod spare;
 mod sync;
 

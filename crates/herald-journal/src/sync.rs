@@ -15,13 +15,13 @@
 //! for a sync in progress unless it asked to.
 
 use std::fs::File;
-use std::os::unix::fs::FileExt;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
 use crate::error::JournalError;
+use crate::mark::DurableMark;
 
 /// Callback told the new durable sequence number.
 pub(crate) type Notify = Arc<dyn Fn(u64) + Send + Sync>;
@@ -64,9 +64,9 @@ pub(crate) struct Shared {
     durable_lock: Mutex<()>,
     durable_changed: Condvar,
     notify: Mutex<Option<Notify>>,
-    /// The durable mark (`format::DURABLE_MARK_FILE`): written after each sync, before
-    /// what it made durable is published.
-    mark: File,
+    /// The durable mark (`format::DURABLE_MARK_FILE`): stored after each sync, before
+    /// what it made durable is published. Only the sync thread locks it.
+    mark: Mutex<DurableMark>,
     group_records_max: u64,
     group_delay: Duration,
 }
@@ -81,7 +81,7 @@ impl Shared {
     pub(crate) fn new(
         active: Arc<File>,
         dir: Arc<File>,
-        mark: File,
+        mark: DurableMark,
         last_seq: u64,
         group_records_max: u64,
         group_delay: Duration,
@@ -107,7 +107,7 @@ impl Shared {
             durable_lock: Mutex::new(()),
             durable_changed: Condvar::new(),
             notify: Mutex::new(None),
-            mark,
+            mark: Mutex::new(mark),
             group_records_max,
             group_delay,
         }
@@ -263,6 +263,11 @@ impl Shared {
                 let pending = written - durable;
                 if pending == 0 {
                     if st.shutdown {
+                        // The last mark reaches the disk with the last frames.
+                        if let Err(e) = lock(&self.mark).sync_if_due(true) {
+                            drop(st);
+                            self.fail_sync(e);
+                        }
                         return;
                     }
                     if st.requested {
@@ -326,24 +331,16 @@ impl Shared {
             }
             if result.is_ok() {
                 // Before anything up to `target` is acknowledged, so that recovery never
-                // takes damage to an acknowledged frame for a sync cut short. Not synced:
-                // the page cache keeps it across a crash of the process, and only a power
-                // loss can leave it behind (see `format::torn_tail_end`).
-                let mark = crate::format::encode_durable_mark(target);
-                if let Err(e) = self.mark.write_all_at(&mark, 0) {
-                    result = Err(format!("write of the durable mark: {e}"));
-                }
+                // takes damage to an acknowledged frame for a sync cut short. Not synced
+                // here: the page cache keeps it across a crash of the process, and only a
+                // power loss can leave it behind (see `format::torn_tail_end`).
+                result = lock(&self.mark).store(target);
             }
             let elapsed_us = started.elapsed().as_micros() as u64;
             drop(files);
 
             if let Err(e) = result {
-                let mut st = lock(&self.state);
-                st.failed = Some(e);
-                self.failed.store(true, Ordering::Release);
-                drop(st);
-                let _g = lock(&self.durable_lock);
-                self.durable_changed.notify_all();
+                self.fail_sync(e);
                 return;
             }
             {
@@ -374,7 +371,23 @@ impl Shared {
                     f(target);
                 }
             }
+            // After the acknowledgement: bounds how far behind a power loss can leave it.
+            if let Err(e) = lock(&self.mark).sync_if_due(false) {
+                self.fail_sync(e);
+                return;
+            }
         }
+    }
+
+    /// A sync (or the mark's) failed: every later caller is told `message`, and waiters
+    /// wake to see it.
+    fn fail_sync(&self, message: String) {
+        let mut st = lock(&self.state);
+        st.failed = Some(message);
+        self.failed.store(true, Ordering::Release);
+        drop(st);
+        let _g = lock(&self.durable_lock);
+        self.durable_changed.notify_all();
     }
 }
 

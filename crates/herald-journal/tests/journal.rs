@@ -1126,13 +1126,14 @@ fn a_crash_between_parts_leaves_the_previous_checkpoint_in_force() {
             drop(handle);
             frame_bytes(32 + 500)
         };
-        journal.sync().unwrap();
+        let last = journal.sync().unwrap();
         drop(journal);
         let (segment, end) = written_end(dir.path());
         let mut bytes = fs::read(&segment).unwrap();
-        // Half of the last frame reached the disk.
+        // Half of the last frame reached the disk, and its sync never completed.
         bytes[(end - torn_bytes / 2) as usize..end as usize].fill(0);
         fs::write(&segment, &bytes).unwrap();
+        set_durable_mark(dir.path(), last - 1);
 
         let (journal, recovery) = Journal::open(cfg).unwrap();
         assert!(
@@ -1675,6 +1676,16 @@ fn durable_mark(dir: &Path) -> Option<u64> {
     format::decode_durable_mark(&bytes)
 }
 
+/// Sets the journal's durable mark to `seq`, as a power loss or crash leaves it when the
+/// sync of the frames after `seq` never completed.
+fn set_durable_mark(dir: &Path, seq: u64) {
+    fs::write(
+        dir.join(format::DURABLE_MARK_FILE),
+        format::encode_durable_mark(seq),
+    )
+    .unwrap();
+}
+
 /// A power loss during a sync on a reused file may leave a later page of what the sync
 /// was writing stored and an earlier one not (no extent conversion orders those writes).
 /// The frames after the lost one were never durable, and the durable mark says so:
@@ -1722,13 +1733,6 @@ fn damage_past_the_durable_mark_is_a_torn_tail_and_damage_to_acknowledged_frames
         file.read_exact_at(&mut byte, at).unwrap();
         file.write_all_at(&[byte[0] ^ 0xff], at).unwrap();
     };
-    let set_mark = |seq: Option<u64>| {
-        let path = dir.path().join(format::DURABLE_MARK_FILE);
-        match seq {
-            Some(seq) => fs::write(&path, format::encode_durable_mark(seq)).unwrap(),
-            None => fs::remove_file(&path).unwrap(),
-        }
-    };
     let refused = |why: &str| {
         let report = check(dir.path()).unwrap();
         assert!(!report.is_sound(), "{why}: {report:?}");
@@ -1742,13 +1746,13 @@ fn damage_past_the_durable_mark_is_a_torn_tail_and_damage_to_acknowledged_frames
     // The three were synced (the mark says so): damage to acknowledged frames.
     refused("damage before the mark");
     // No mark, or one that does not decode: nothing tells, so it is corruption.
-    set_mark(None);
+    fs::remove_file(dir.path().join(format::DURABLE_MARK_FILE)).unwrap();
     refused("no mark");
     fs::write(dir.path().join(format::DURABLE_MARK_FILE), b"not a mark").unwrap();
     refused("a mark that does not decode");
 
     // The sync of the three cut short: the mark still at `durable`.
-    set_mark(Some(durable));
+    set_durable_mark(dir.path(), durable);
     // From the first of the three to the end of the last, the two intact ones with it.
     let torn_as_expected = |torn: Option<TornTail>| {
         let torn = torn.expect("a torn tail");
@@ -1761,6 +1765,10 @@ fn damage_past_the_durable_mark_is_a_torn_tail_and_damage_to_acknowledged_frames
     let report = check(dir.path()).unwrap();
     assert!(report.is_sound(), "{report:?}");
     torn_as_expected(report.torn_tail);
+    // An open that crashed part way through zeroing it (the first frame zeroed, the two
+    // after it not yet) leaves the same torn tail to the next.
+    file.write_all_at(&vec![0u8; frame_bytes(400) as usize], lost)
+        .unwrap();
     let (mut journal, recovery) = Journal::open(cfg.clone()).unwrap();
     torn_as_expected(recovery.torn_tail);
     assert_eq!(recovery.last_seq, Some(durable));
@@ -1842,12 +1850,7 @@ proptest::proptest! {
             }
         }
         fs::write(&segment, &image).unwrap();
-        let mark = durable - mark_back.min(durable - opened_mark);
-        fs::write(
-            dir.path().join(format::DURABLE_MARK_FILE),
-            format::encode_durable_mark(mark),
-        )
-        .unwrap();
+        set_durable_mark(dir.path(), durable - mark_back.min(durable - opened_mark));
 
         let (journal, recovery) = Journal::open(cfg)
             .unwrap_or_else(|e| panic!("refused after a power loss mid-sync: {e}"));
@@ -1861,4 +1864,148 @@ proptest::proptest! {
             collect(&journal).into_iter().map(|f| (f.0, f.3)).collect();
         proptest::prop_assert_eq!(read, expected);
     }
+}
+
+/// Damage to the last frames of a reused segment ends its log as stale bytes would, with
+/// nothing after it to tell; the durable mark tells: those frames were acknowledged, so
+/// the journal is refused (and `check` says which records are missing) rather than
+/// opened without them. Repair accepts the loss and says so; the mark then follows the
+/// log again. Segment files removed from under a journal are refused the same way.
+#[test]
+fn a_log_that_ends_before_the_durable_mark_is_refused_until_repaired() {
+    use std::os::unix::fs::FileExt;
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = config(dir.path());
+    let (mut journal, _) = Journal::open(cfg.clone()).unwrap();
+    until_the_active_segment_is_reused(&mut journal, dir.path());
+    let durable = journal.sync().unwrap();
+    drop(journal);
+    let segment = check(dir.path()).unwrap().segments.pop().unwrap();
+    assert!(segment.reused);
+    let file = fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(&segment.path)
+        .unwrap();
+    let at = 64 + segment.bytes - frame_bytes(400) + 132;
+    let mut byte = [0u8];
+    file.read_exact_at(&mut byte, at).unwrap();
+    file.write_all_at(&[byte[0] ^ 0xff], at).unwrap();
+
+    let err = Journal::open(cfg.clone()).unwrap_err();
+    assert!(
+        matches!(
+            err,
+            JournalError::DurableMissing { last_seq, durable_mark, .. }
+                if (last_seq, durable_mark) == (durable - 1, durable)
+        ),
+        "{err}"
+    );
+    assert_eq!(err.fault(), Fault::Storage);
+    assert_eq!(
+        durable_mark(dir.path()),
+        Some(durable),
+        "open changed nothing"
+    );
+    let report = check(dir.path()).unwrap();
+    let corruption = report.corruption.expect("the missing record is reported");
+    assert_eq!(corruption.segment, segment.path);
+    assert!(
+        corruption
+            .defect
+            .contains(&format!("seq {durable}..={durable} missing")),
+        "{}",
+        corruption.defect
+    );
+
+    let mut repairing = cfg.clone();
+    repairing.repair = true;
+    let (journal, recovery) = Journal::open(repairing).unwrap();
+    let repair = recovery.repair.expect("repaired");
+    assert_eq!(repair.records_lost, 1);
+    assert_eq!(journal.last_seq(), durable - 1);
+    drop(journal);
+    assert_eq!(durable_mark(dir.path()), Some(durable - 1));
+    let (mut journal, _) = Journal::open(cfg.clone()).unwrap();
+    assert_eq!(journal.append(1, 1, b"after").unwrap(), durable);
+    drop(journal);
+
+    // Every segment file removed, the mark left: the records it names are missing.
+    for segment in segment_files(dir.path()) {
+        fs::remove_file(segment).unwrap();
+    }
+    let err = Journal::open(cfg).unwrap_err();
+    assert!(
+        matches!(err, JournalError::DurableMissing { last_seq: 0, .. }),
+        "{err}"
+    );
+    assert!(!check(dir.path()).unwrap().is_sound());
+}
+
+/// Damage with intact frames after it in a segment that is not the last is corruption
+/// whatever the mark says (a segment is named only after the ones before it are synced,
+/// so no power loss leaves it): refused, and nothing zeroed.
+#[test]
+fn damage_before_intact_frames_in_a_segment_before_the_last_is_refused_whatever_the_mark() {
+    use std::os::unix::fs::FileExt;
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = config(dir.path());
+    let (mut journal, _) = Journal::open(cfg.clone()).unwrap();
+    while segment_files(dir.path()).len() < 3 {
+        journal
+            .append(1, 1, &payload(journal.last_seq(), 400))
+            .unwrap();
+    }
+    journal.sync().unwrap();
+    drop(journal);
+    let report = check(dir.path()).unwrap();
+    let first = &report.segments[0];
+    // The second frame of the first segment damaged, the rest of it intact.
+    let at = 64 + frame_bytes(400) + 32 + 7;
+    let file = fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(&first.path)
+        .unwrap();
+    let mut byte = [0u8];
+    file.read_exact_at(&mut byte, at).unwrap();
+    file.write_all_at(&[byte[0] ^ 0xff], at).unwrap();
+    let before = fs::read(&first.path).unwrap();
+    set_durable_mark(dir.path(), first.base_seq);
+    let err = Journal::open(cfg).unwrap_err();
+    assert!(matches!(err, JournalError::CorruptFrame { .. }), "{err}");
+    assert_eq!(fs::read(&first.path).unwrap(), before, "nothing zeroed");
+    let report = check(dir.path()).unwrap();
+    assert!(
+        report.torn_tail.is_none() && !report.is_sound(),
+        "{report:?}"
+    );
+}
+
+/// The durable notify runs once the mark covers what it announces: a crash right after
+/// an acknowledgement finds the mark at or past it.
+#[test]
+fn the_durable_mark_covers_every_sequence_number_announced_durable() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut journal, _) = Journal::open(config(dir.path())).unwrap();
+    let behind = Arc::new(AtomicU64::new(0));
+    let announced = Arc::new(AtomicU64::new(0));
+    let (path, b, a) = (dir.path().to_path_buf(), behind.clone(), announced.clone());
+    journal.set_durable_notify(Box::new(move |seq| {
+        a.fetch_add(1, Ordering::Relaxed);
+        if durable_mark(&path).is_none_or(|mark| mark < seq) {
+            b.fetch_add(1, Ordering::Relaxed);
+        }
+    }));
+    for i in 0..400u64 {
+        journal.append(1, 1, &payload(i, 100)).unwrap();
+        journal.commit().unwrap();
+        if i % 40 == 39 {
+            journal.sync().unwrap();
+        }
+    }
+    journal.sync().unwrap();
+    journal.clear_durable_notify();
+    assert!(announced.load(Ordering::Relaxed) >= 10);
+    assert_eq!(behind.load(Ordering::Relaxed), 0);
 }

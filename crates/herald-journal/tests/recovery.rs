@@ -6,7 +6,7 @@ use std::fs;
 use std::path::{Path, PathBuf};
 
 use herald_journal::{
-    check, frame_bytes, Fault, Journal, JournalConfig, JournalError, SEGMENT_BYTES_MIN,
+    check, format, frame_bytes, Fault, Journal, JournalConfig, JournalError, SEGMENT_BYTES_MIN,
 };
 use proptest::prelude::*;
 
@@ -69,6 +69,19 @@ fn build(dir: &Path, lens: &[usize]) -> Vec<(u64, Vec<u8>)> {
     records
 }
 
+/// Sets the journal's durable mark to `seq` (`None`: removes it), as a crash or power
+/// loss leaves it when the sync of the frames after `seq` never completed.
+fn set_durable_mark(dir: &Path, seq: Option<u64>) {
+    let path = dir.join(format::DURABLE_MARK_FILE);
+    match seq {
+        Some(seq) => fs::write(path, format::encode_durable_mark(seq)).unwrap(),
+        None => match fs::remove_file(path) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => panic!("{e}"),
+            _ => {}
+        },
+    }
+}
+
 /// Offsets (start, payload end) of the frames of a segment holding `lens`.
 fn frame_spans(lens: &[usize]) -> Vec<(u64, u64)> {
     let mut offset = HEADER_BYTES;
@@ -114,8 +127,24 @@ fn torn_tail_at_every_byte_offset_of_the_last_frames() {
             .iter()
             .take_while(|&&(_, payload_end)| payload_end <= cut)
             .count() as u64;
-        let (mut journal, recovery) = Journal::open(config(dir.path())).unwrap();
         let expected_last = first_in_last + survivors - 1;
+        // Frames the cut reached had been made durable: acknowledged records damaged or
+        // missing, refused without a change.
+        if expected_last < records.len() as u64 {
+            set_durable_mark(dir.path(), Some(expected_last + 1));
+            let err = Journal::open(config(dir.path())).unwrap_err();
+            assert!(
+                matches!(
+                    err,
+                    JournalError::CorruptFrame { .. } | JournalError::DurableMissing { .. }
+                ),
+                "cut at {cut}: {err}"
+            );
+            assert_eq!(fs::read(&last).unwrap(), bytes, "cut at {cut}");
+        }
+        // A crash before the frames the cut reached were synced.
+        set_durable_mark(dir.path(), Some(expected_last));
+        let (mut journal, recovery) = Journal::open(config(dir.path())).unwrap();
         assert_eq!(recovery.last_seq, Some(expected_last), "cut at {cut}");
         // Torn only when the cut leaves part of a frame; a cut between
         // frames looks like records that were never written.
@@ -188,53 +217,60 @@ fn single_bit_flips_are_detected_never_returned() {
             .map(|&l| frame_bytes(l as u64))
             .sum::<u64>();
     let mut detected = 0;
-    for (file_index, offset) in targets {
-        for bit in 0..8 {
-            let mut bytes = originals[file_index].clone();
-            bytes[offset as usize] ^= 1 << bit;
-            fs::write(&files[file_index], &bytes).unwrap();
-            match Journal::open(config(dir.path())) {
-                Err(e) => {
-                    assert_eq!(
-                        e.fault(),
-                        Fault::Storage,
-                        "flip {file_index}:{offset}:{bit}: {e}"
-                    );
-                    assert!(
-                        file_index == 0 || offset < seg2_last_frame,
-                        "flip in the last frame of the last segment is a torn tail, not an error: {e}"
-                    );
+    // With the durable mark as the sync left it (every record acknowledged), and with
+    // none (a journal that cannot tell which records were acknowledged).
+    for marked in [true, false] {
+        for &(file_index, offset) in &targets {
+            for bit in 0..8 {
+                let mut bytes = originals[file_index].clone();
+                bytes[offset as usize] ^= 1 << bit;
+                fs::write(&files[file_index], &bytes).unwrap();
+                set_durable_mark(dir.path(), marked.then_some(records.len() as u64));
+                match Journal::open(config(dir.path())) {
+                    Err(e) => {
+                        assert_eq!(
+                            e.fault(),
+                            Fault::Storage,
+                            "flip {file_index}:{offset}:{bit}: {e}"
+                        );
+                        assert!(
+                            file_index == 0 || offset < seg2_last_frame || marked,
+                            "flip in the last frame of the last segment, unmarked, is a torn tail, not an error: {e}"
+                        );
+                    }
+                    Ok((journal, recovery)) => {
+                        // Only the last segment may lose its tail, and it says so.
+                        assert_eq!(
+                            file_index, 1,
+                            "flip {offset}:{bit} in segment 1 went unnoticed"
+                        );
+                        assert!(
+                            offset >= seg2_last_frame,
+                            "flip {offset}:{bit} before the last frame of the last segment was taken for a torn tail"
+                        );
+                        assert!(
+                            recovery.torn_tail.is_some(),
+                            "flip {offset}:{bit} unreported"
+                        );
+                        let got = replayed(&journal);
+                        // Marked, no acknowledged record is dropped: only bytes past
+                        // the last frame may go.
+                        assert!(
+                            (got.len() < records.len() && !marked) || offset >= seg2_end,
+                            "flip {offset}:{bit}, marked {marked}"
+                        );
+                        assert_eq!(got, records[..got.len()].to_vec(), "flip {offset}:{bit}");
+                    }
                 }
-                Ok((journal, recovery)) => {
-                    // Only the last segment may lose its tail, and it says so.
-                    assert_eq!(
-                        file_index, 1,
-                        "flip {offset}:{bit} in segment 1 went unnoticed"
-                    );
-                    assert!(
-                        offset >= seg2_last_frame,
-                        "flip {offset}:{bit} before the last frame of the last segment was taken for a torn tail"
-                    );
-                    assert!(
-                        recovery.torn_tail.is_some(),
-                        "flip {offset}:{bit} unreported"
-                    );
-                    let got = replayed(&journal);
-                    assert!(
-                        got.len() < records.len() || offset >= seg2_end,
-                        "flip {offset}:{bit}"
-                    );
-                    assert_eq!(got, records[..got.len()].to_vec(), "flip {offset}:{bit}");
+                detected += 1;
+                // Restore both files: recovery may have zeroed a tail.
+                for (f, original) in files.iter().zip(&originals) {
+                    fs::write(f, original).unwrap();
                 }
-            }
-            detected += 1;
-            // Restore both files: recovery may have zeroed a tail.
-            for (f, original) in files.iter().zip(&originals) {
-                fs::write(f, original).unwrap();
             }
         }
     }
-    assert!(detected > 4000);
+    assert!(detected > 8000);
 }
 
 #[test]
@@ -346,7 +382,8 @@ fn damage_in_the_middle_of_the_last_segment_is_corruption() {
     drop(journal);
     assert!(check(dir.path()).unwrap().is_sound());
 
-    // Damage to the last frame only is still a torn tail.
+    // Damage to the last frame only: corruption once it was made durable (the mark
+    // says so), a torn tail when its sync never completed.
     let dir = scratch_dir();
     let records = build(dir.path(), &lens);
     let file = segment_files(dir.path()).remove(0);
@@ -354,6 +391,13 @@ fn damage_in_the_middle_of_the_last_segment_is_corruption() {
     let mut bytes = fs::read(&file).unwrap();
     bytes[last as usize + 40] ^= 0x01;
     fs::write(&file, &bytes).unwrap();
+    assert!(!check(dir.path()).unwrap().is_sound());
+    let err = Journal::open(config(dir.path())).unwrap_err();
+    assert!(
+        matches!(&err, JournalError::CorruptFrame { offset, .. } if *offset == last),
+        "{err}"
+    );
+    set_durable_mark(dir.path(), Some(lens.len() as u64 - 1));
     assert!(check(dir.path()).unwrap().is_sound());
     let (journal, recovery) = Journal::open(config(dir.path())).unwrap();
     assert_eq!(recovery.torn_tail.map(|t| t.offset), Some(last));
