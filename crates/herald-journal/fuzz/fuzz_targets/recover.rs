@@ -4,8 +4,8 @@
 //! last frame are not looked at; in another with a durable mark, which decides whether
 //! damage followed by intact frames is a torn tail), and the journal is opened. Opening
 //! must never panic, every record it returns must be one whose header and payload
-//! really are in the input with matching CRCs, and intact frames are dropped with a torn
-//! tail only past the mark.
+//! really are in the input with matching CRCs, intact frames are dropped with a torn
+//! tail only past the mark, and an opened log reaches the mark.
 //!
 //! Run with `cargo +nightly fuzz run recover` in this directory.
 #![no_main]
@@ -102,6 +102,13 @@ fuzz_target!(|data: &[u8]| {
         count += 1;
     }
     assert_eq!(count, recovery.records);
+    // The log reaches every record the mark says was made durable.
+    if let Some(mark) = mark {
+        assert!(
+            recovery.last_seq.unwrap_or(0) >= mark,
+            "opened without records up to the mark {mark}: {recovery:?}"
+        );
+    }
     if let Some(torn) = &recovery.torn_tail {
         if torn.intact_frames_discarded > 0 {
             let mark = mark.expect("intact frames dropped only with a durable mark");
