@@ -73,8 +73,10 @@ impl CheckReport {
 /// Validates every frame of the journal in `dir` without changing anything.
 /// Corruption is reported in the result; errors are only for unreadable files.
 pub fn check(dir: &Path) -> Result<CheckReport, JournalError> {
-    let listed = list_segments(dir, false)?;
+    // Read before the segments: on a journal in use, the mark only moves on after the
+    // frames it covers are in them.
     let durable_mark = crate::mark::read(dir)?;
+    let listed = list_segments(dir, false)?;
     let mut report = CheckReport::default();
     let count = listed.len();
     let mut expected_base: Option<u64> = None;

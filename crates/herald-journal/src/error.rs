@@ -122,7 +122,7 @@ pub enum JournalError {
     /// The log ends before records the journal had made durable: its durable mark
     /// names a later sequence number than the last intact frame. The end of the log was
     /// damaged or lost (in a reused segment, damage to the last frames ends the log as
-    /// stale bytes would), or segment files were removed. Reopen with `repair` to accept
+    /// stale bytes would), or the last segment files were removed. Reopen with `repair` to accept
     /// the loss (it says how many records go).
     #[error(
         "journal in {dir} ends at seq {last_seq}, but records up to seq {durable_mark} were made durable: the end of the log is damaged or missing (`herald journal check` inspects it; repair accepts the loss of seq {}..={durable_mark})",

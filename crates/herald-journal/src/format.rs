@@ -53,8 +53,10 @@
 //! durable: the sync thread moves it on after each `fdatasync` and before any record it
 //! made durable is acknowledged (not syncing it each time: the page cache keeps it across
 //! a crash of the process, its page is handed to the device at most a second after it
-//! moves and made durable by the next sync's flush, and it is synced when the journal
-//! stops); open writes and syncs it once recovery is done. Its 32 bytes:
+//! moves while syncs go on and made durable by a later sync's flush, and it is synced
+//! when the journal stops); open writes and syncs it once recovery is done. It holds two slots of 32
+//! bytes, stored alternately, and records the higher of those that decode (a store cut
+//! short leaves the other); each slot:
 //!
 //! ```text
 //! 0..8   magic "HRLDJDUR"
@@ -78,11 +80,12 @@
 //! * Damage with nothing intact after it is a torn tail only when it is past the mark:
 //!   at or before it, an acknowledged frame is damaged, and that is corruption too.
 //! * A log that ends before the mark (damage to a reused segment's last frames ends its
-//!   log as that file's stale bytes would; segment files removed) is refused:
+//!   log as that file's stale bytes would; the last segment files removed) is refused:
 //!   acknowledged records are missing. Repair accepts the loss and says so.
 //!
 //! The mark is behind the log only after a power loss (by what was acknowledged in the
-//! last second or so) or after a build that does not keep it wrote to the journal. This
+//! last second or so, or since the journal went quiet) or after a build that does not
+//! keep it wrote to the journal. This
 //! assumes, as most logs do, that a write cut short by a power loss damages no stored
 //! byte it was not writing (a device that rewrites a whole physical sector to store part
 //! of it, without power-loss protection, may damage the end of the last synced frame
@@ -168,7 +171,21 @@ pub fn encode_durable_mark(seq: u64) -> [u8; DURABLE_MARK_BYTES] {
     m
 }
 
-/// The sequence number a durable mark records; `None` when `bytes` are not one whole
+/// The sequence number the durable mark's file records: the higher of its two slots
+/// that decode (a store cut short leaves the other), or its one slot; `None` when no slot
+/// decodes or the file is neither one slot nor two long. Never panics.
+pub fn decode_durable_mark_file(bytes: &[u8]) -> Option<u64> {
+    match bytes.len() {
+        DURABLE_MARK_BYTES => decode_durable_mark(bytes),
+        n if n == 2 * DURABLE_MARK_BYTES => {
+            let (a, b) = bytes.split_at(DURABLE_MARK_BYTES);
+            decode_durable_mark(a).max(decode_durable_mark(b))
+        }
+        _ => None,
+    }
+}
+
+/// The sequence number one slot of a durable mark records; `None` when `bytes` are not one whole
 /// mark of this version with a matching CRC and zero reserved bytes. Never panics.
 pub fn decode_durable_mark(bytes: &[u8]) -> Option<u64> {
     let m: &[u8; DURABLE_MARK_BYTES] = bytes.try_into().ok()?;
@@ -1549,6 +1566,17 @@ mod tests {
         assert_eq!(decode_durable_mark(&good[..31]), None, "short");
         assert_eq!(decode_durable_mark(&[good, good].concat()), None, "long");
         assert_eq!(decode_durable_mark(&[]), None, "empty");
+        // The file: one slot, or the higher of two that decode.
+        let older = encode_durable_mark(76);
+        assert_eq!(decode_durable_mark_file(&good), Some(77));
+        assert_eq!(decode_durable_mark_file(&[older, good].concat()), Some(77));
+        assert_eq!(decode_durable_mark_file(&[good, older].concat()), Some(77));
+        let mut torn = good;
+        torn[17] ^= 1;
+        assert_eq!(decode_durable_mark_file(&[older, torn].concat()), Some(76));
+        assert_eq!(decode_durable_mark_file(&[torn, torn].concat()), None);
+        assert_eq!(decode_durable_mark_file(&[good, good, good].concat()), None);
+        assert_eq!(decode_durable_mark_file(&good[..20]), None);
         for byte in 0..DURABLE_MARK_BYTES {
             for bit in 0..8 {
                 let mut bad = good;

@@ -576,7 +576,9 @@ fn delete_later_segments(
 ) -> Result<(u64, u64, usize), JournalError> {
     let mut bytes_lost = 0;
     let mut deleted = 0;
-    for later in later {
+    // Newest first: what a crash part way through leaves still follows on.
+    let later: Vec<PathBuf> = later.collect();
+    for later in later.into_iter().rev() {
         let later_bytes = fs::metadata(&later).map(|m| m.len()).unwrap_or(0);
         if let Ok(bytes) = fs::read(&later) {
             if let Ok(later_scan) = scan_segment(&bytes) {
@@ -714,13 +716,14 @@ impl Journal {
                         recovery.torn_tail = Some(torn);
                     }
                     Err(intact) if config.repair => {
-                        // Everything after the corruption goes: this segment's
-                        // rest and every later segment.
-                        zero_and_sync(&file, offset, dirty_end, &path)?;
+                        // Everything after the corruption goes: every later segment,
+                        // then this segment's rest, so that a repair cut short by a
+                        // crash leaves damage the next repair finds again, not a gap.
                         let later = listed.by_ref().map(|(_, (_, later))| later);
                         let max_seq = intact.map_or(scan.last_seq, |i| i.last_seq);
                         let (later_bytes, max_seq, deleted) =
                             delete_later_segments(&config, &dir, later, max_seq)?;
+                        zero_and_sync(&file, offset, dirty_end, &path)?;
                         let bytes_lost = dirty_end - offset + later_bytes;
                         recovery.repair = Some(Repair {
                             segment: path.clone(),
@@ -820,6 +823,10 @@ impl Journal {
         // Everything recovered is durable now: the mark says so before the sync thread
         // moves it on. It is written whatever it held, so after a repair it does not
         // name sequence numbers the log no longer has.
+        // The last segment's name too: a crashed process may have renamed it without
+        // syncing the directory yet, and the mark is about to cover its frames.
+        dir.sync_all()
+            .map_err(|e| JournalError::io("fsync", &config.dir, e))?;
         let mark = crate::mark::DurableMark::create(&config.dir, &dir, next_seq - 1)?;
         let dir = Arc::new(dir);
         let spare = Spare::start(config.dir.clone(), Arc::clone(&dir), config.segment_bytes)
@@ -830,7 +837,6 @@ impl Journal {
         let shared = Arc::new(Shared::new(
             active,
             Arc::clone(&dir),
-            mark,
             next_seq - 1,
             config.group_records_max as u64,
             Duration::from_micros(config.group_delay_us),
@@ -838,7 +844,7 @@ impl Journal {
         let thread_shared = Arc::clone(&shared);
         let sync_thread = std::thread::Builder::new()
             .name(format!("{}-sync", crate::THREAD_NAME_PREFIX))
-            .spawn(move || thread_shared.run())
+            .spawn(move || thread_shared.run(mark))
             .map_err(|source| JournalError::Spawn {
                 thread: "herald-journal-sync",
                 source,

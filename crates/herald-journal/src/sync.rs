@@ -64,9 +64,6 @@ pub(crate) struct Shared {
     durable_lock: Mutex<()>,
     durable_changed: Condvar,
     notify: Mutex<Option<Notify>>,
-    /// The durable mark (`format::DURABLE_MARK_FILE`): stored after each sync, before
-    /// what it made durable is published. Only the sync thread locks it.
-    mark: Mutex<DurableMark>,
     group_records_max: u64,
     group_delay: Duration,
 }
@@ -81,7 +78,6 @@ impl Shared {
     pub(crate) fn new(
         active: Arc<File>,
         dir: Arc<File>,
-        mark: DurableMark,
         last_seq: u64,
         group_records_max: u64,
         group_delay: Duration,
@@ -107,7 +103,6 @@ impl Shared {
             durable_lock: Mutex::new(()),
             durable_changed: Condvar::new(),
             notify: Mutex::new(None),
-            mark: Mutex::new(mark),
             group_records_max,
             group_delay,
         }
@@ -251,8 +246,9 @@ impl Shared {
         std::mem::take(&mut st.samples_us)
     }
 
-    /// The sync thread's loop.
-    pub(crate) fn run(&self) {
+    /// The sync thread's loop. `mark`: the durable mark (`format::DURABLE_MARK_FILE`),
+    /// stored after each sync, before what it made durable is published.
+    pub(crate) fn run(&self, mut mark: DurableMark) {
         let mut batch_start = Instant::now();
         loop {
             let mut st = lock(&self.state);
@@ -263,11 +259,9 @@ impl Shared {
                 let pending = written - durable;
                 if pending == 0 {
                     if st.shutdown {
-                        // The last mark reaches the disk with the last frames.
-                        if let Err(e) = lock(&self.mark).sync_if_due(true) {
-                            drop(st);
-                            self.fail_sync(e);
-                        }
+                        drop(st);
+                        // The last mark reaches the disk after the last frames.
+                        mark.sync_if_due(true);
                         return;
                     }
                     if st.requested {
@@ -334,13 +328,13 @@ impl Shared {
                 // takes damage to an acknowledged frame for a sync cut short. Not synced
                 // here: the page cache keeps it across a crash of the process, and only a
                 // power loss can leave it behind (see `format::torn_tail_end`).
-                result = lock(&self.mark).store(target);
+                result = mark.store(target);
             }
             let elapsed_us = started.elapsed().as_micros() as u64;
             drop(files);
 
             if let Err(e) = result {
-                self.fail_sync(e);
+                self.fail(e);
                 return;
             }
             {
@@ -372,22 +366,8 @@ impl Shared {
                 }
             }
             // After the acknowledgement: bounds how far behind a power loss can leave it.
-            if let Err(e) = lock(&self.mark).sync_if_due(false) {
-                self.fail_sync(e);
-                return;
-            }
+            mark.sync_if_due(false);
         }
-    }
-
-    /// A sync (or the mark's) failed: every later caller is told `message`, and waiters
-    /// wake to see it.
-    fn fail_sync(&self, message: String) {
-        let mut st = lock(&self.state);
-        st.failed = Some(message);
-        self.failed.store(true, Ordering::Release);
-        drop(st);
-        let _g = lock(&self.durable_lock);
-        self.durable_changed.notify_all();
     }
 }
 

@@ -167,7 +167,7 @@ fn sigkill_at_random_moments_loses_nothing_acknowledged() {
         // recovery never takes damage to an acknowledged frame for a torn tail.
         let mark = std::fs::read(dir.path().join(format::DURABLE_MARK_FILE))
             .ok()
-            .and_then(|bytes| format::decode_durable_mark(&bytes));
+            .and_then(|bytes| format::decode_durable_mark_file(&bytes));
         assert!(
             mark.is_some_and(|mark| mark >= acknowledged_max),
             "round {round} (seed {seed}): durable mark {mark:?}, acknowledged {acknowledged_max}"

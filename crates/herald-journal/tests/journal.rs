@@ -1673,7 +1673,7 @@ fn damage_at_the_end_of_a_reused_segment_before_the_last_is_refused_then_repaire
 /// What the journal's durable mark records (`None`: missing or not decodable).
 fn durable_mark(dir: &Path) -> Option<u64> {
     let bytes = fs::read(dir.join(format::DURABLE_MARK_FILE)).ok()?;
-    format::decode_durable_mark(&bytes)
+    format::decode_durable_mark_file(&bytes)
 }
 
 /// Sets the journal's durable mark to `seq`, as a power loss or crash leaves it when the
@@ -1870,7 +1870,7 @@ proptest::proptest! {
 /// nothing after it to tell; the durable mark tells: those frames were acknowledged, so
 /// the journal is refused (and `check` says which records are missing) rather than
 /// opened without them. Repair accepts the loss and says so; the mark then follows the
-/// log again. Segment files removed from under a journal are refused the same way.
+/// log again. The last segment files removed from under a journal are refused the same way.
 #[test]
 fn a_log_that_ends_before_the_durable_mark_is_refused_until_repaired() {
     use std::os::unix::fs::FileExt;
