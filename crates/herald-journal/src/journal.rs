@@ -663,9 +663,12 @@ impl Journal {
                 if scan.header.base_seq != expected {
                     // A reused segment (version 2) ends at its first frame that does not
                     // decode, so damage to its last frames shows only here, as a gap
-                    // before the next segment. Repair truncates there: this segment and
-                    // every later one go, as for damage found inside a segment.
-                    let previous = segments.last().filter(|p| p.salt != 0);
+                    // before the next segment; so does a segment file removed from the
+                    // middle, or a repair cut short by a crash once it had zeroed the
+                    // damage (before it deleted later segments first). Repair truncates
+                    // there: this segment and every later one go, as for damage found
+                    // inside a segment.
+                    let previous = segments.last();
                     if let (true, Some(previous)) = (config.repair, previous) {
                         let later = std::iter::once(path.clone())
                             .chain(listed.by_ref().map(|(_, (_, later))| later));

@@ -418,6 +418,48 @@ fn a_segment_gap_is_an_error() {
         "{err}"
     );
     assert!(!check(dir.path()).unwrap().is_sound());
+    // Repair truncates at the gap: the segment after it goes, and the journal opens.
+    let mut cfg = config(dir.path());
+    cfg.repair = true;
+    let (journal, recovery) = Journal::open(cfg).unwrap();
+    let repair = recovery.repair.expect("repaired");
+    // Seq 2 (the removed file) and 3 (the segment after the gap).
+    assert_eq!((repair.segments_deleted, repair.records_lost), (1, 2));
+    assert_eq!(journal.last_seq(), 1);
+    assert!(!files[2].exists());
+    drop(journal);
+    assert!(check(dir.path()).unwrap().is_sound());
+}
+
+/// A repair cut short by a crash after it had zeroed the damage but before it deleted
+/// the later segments (the order of builds before this one) leaves a gap: the next
+/// repair truncates there rather than refusing.
+#[test]
+fn a_repair_cut_short_after_zeroing_is_finished_by_the_next() {
+    let dir = scratch_dir();
+    let big = (SEGMENT_BYTES_MIN - HEADER_BYTES - 32 - 300) as usize;
+    let lens = [10usize, 10, 10, big - 200, big, 500, 8];
+    let records = build(dir.path(), &lens);
+    let files = segment_files(dir.path());
+    assert_eq!(files.len(), 3);
+    // Record 3 damaged, then zeroed with everything after it in its segment.
+    let offset = frame_spans(&lens[..4])[2].0 as usize;
+    let mut bytes = fs::read(&files[0]).unwrap();
+    bytes[offset..].fill(0);
+    fs::write(&files[0], &bytes).unwrap();
+    let err = Journal::open(config(dir.path())).unwrap_err();
+    assert!(matches!(err, JournalError::SegmentGap { .. }), "{err}");
+    let mut cfg = config(dir.path());
+    cfg.repair = true;
+    let (journal, recovery) = Journal::open(cfg).unwrap();
+    let repair = recovery.repair.expect("repaired");
+    assert_eq!(repair.segments_deleted, 2);
+    assert_eq!(replayed(&journal), records[..2].to_vec());
+    drop(journal);
+    let (journal, recovery) = Journal::open(config(dir.path())).unwrap();
+    assert_eq!(recovery.last_seq, Some(2));
+    drop(journal);
+    assert!(check(dir.path()).unwrap().is_sound());
 }
 
 proptest! {
