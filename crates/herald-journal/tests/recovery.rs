@@ -273,15 +273,23 @@ fn single_bit_flips_are_detected_never_returned() {
     assert!(detected > 8000);
 }
 
+/// Records as written: (seq, payload).
+type Records = Vec<(u64, Vec<u8>)>;
+
+/// Three segments: 4 records; 1 big; 2 records. Their lengths, the records, the files.
+fn three_segments(dir: &Path) -> ([usize; 7], Records, Vec<PathBuf>) {
+    let big = (SEGMENT_BYTES_MIN - HEADER_BYTES - 32 - 300) as usize;
+    let lens = [10usize, 10, 10, big - 200, big, 500, 8];
+    let records = build(dir, &lens);
+    let files = segment_files(dir);
+    assert_eq!(files.len(), 3);
+    (lens, records, files)
+}
+
 #[test]
 fn corruption_before_the_tail_is_an_error_then_repair_truncates() {
     let dir = scratch_dir();
-    let big = (SEGMENT_BYTES_MIN - HEADER_BYTES - 32 - 300) as usize;
-    // Segment 1: 4 records; segment 2: 1 big; segment 3: 2 records.
-    let lens = [10usize, 10, 10, big - 200, big, 500, 8];
-    let records = build(dir.path(), &lens);
-    let files = segment_files(dir.path());
-    assert_eq!(files.len(), 3);
+    let (lens, records, files) = three_segments(dir.path());
     // Corrupt the payload of the third record (seq 3) in segment 1.
     let spans = frame_spans(&lens[..4]);
     let offset = spans[2].0;
@@ -437,11 +445,7 @@ fn a_segment_gap_is_an_error() {
 #[test]
 fn a_repair_cut_short_after_zeroing_is_finished_by_the_next() {
     let dir = scratch_dir();
-    let big = (SEGMENT_BYTES_MIN - HEADER_BYTES - 32 - 300) as usize;
-    let lens = [10usize, 10, 10, big - 200, big, 500, 8];
-    let records = build(dir.path(), &lens);
-    let files = segment_files(dir.path());
-    assert_eq!(files.len(), 3);
+    let (lens, records, files) = three_segments(dir.path());
     // Record 3 damaged, then zeroed with everything after it in its segment.
     let offset = frame_spans(&lens[..4])[2].0 as usize;
     let mut bytes = fs::read(&files[0]).unwrap();
