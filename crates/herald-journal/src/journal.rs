@@ -776,7 +776,7 @@ impl Journal {
         let next_seq = expected_base.unwrap_or(1);
         // Records the mark says were made durable must all be here: a log that ends
         // before it lost acknowledged records (damage to a reused segment's last frames
-        // ends its log as stale bytes would; or segment files were removed).
+        // ends its log as stale bytes would; or the last segment files were removed).
         let last_seq = next_seq - 1;
         if let Some(mark) = durable_mark.filter(|&mark| mark > last_seq) {
             if !config.repair {
@@ -823,11 +823,10 @@ impl Journal {
                 active
             }
         };
-        // Everything recovered is durable now: the mark says so before the sync thread
-        // moves it on. It is written whatever it held, so after a repair it does not
-        // name sequence numbers the log no longer has.
-        // The last segment's name too: a crashed process may have renamed it without
-        // syncing the directory yet, and the mark is about to cover its frames.
+        // Everything recovered is durable now, the last segment's name too (a crashed
+        // process may have renamed it without syncing the directory yet): the mark
+        // says so before the sync thread moves it on. It is written whatever it held,
+        // so after a repair it does not name sequence numbers the log no longer has.
         dir.sync_all()
             .map_err(|e| JournalError::io("fsync", &config.dir, e))?;
         let mark = crate::mark::DurableMark::create(&config.dir, &dir, next_seq - 1)?;
