@@ -173,6 +173,13 @@ pub struct Server {
     generated_admin_key: Option<String>,
 }
 
+/// SIGTERM and SIGINT, watched since [`Server::watch_signals`].
+#[derive(Debug)]
+pub struct Signals {
+    term: tokio::signal::unix::Signal,
+    int: tokio::signal::unix::Signal,
+}
+
 impl Server {
     /// Starts the engine on `config.data_dir` (replaying its journals), opens the key
     /// store and binds the API listener. `admin_key` (from `HERALD_ADMIN_KEY`) overrides
@@ -237,17 +244,32 @@ impl Server {
 
     /// Serves until SIGTERM or SIGINT, then shuts down.
     pub fn run_until_signal(self) -> Result<(), String> {
+        let signals = self.watch_signals()?;
+        self.run_until(signals)
+    }
+
+    /// Watches SIGTERM and SIGINT from now on: a signal that arrives after this call, even
+    /// before [`Server::run_until`], stops the server cleanly rather than killing the
+    /// process. Call it before telling anyone the server is up.
+    pub fn watch_signals(&self) -> Result<Signals, String> {
+        use tokio::signal::unix::{signal, SignalKind};
+        let _guard = self.runtime.enter();
+        Ok(Signals {
+            term: signal(SignalKind::terminate())
+                .map_err(|e| format!("cannot watch SIGTERM: {e}"))?,
+            int: signal(SignalKind::interrupt())
+                .map_err(|e| format!("cannot watch SIGINT: {e}"))?,
+        })
+    }
+
+    /// Serves until one of `signals` arrives, then shuts down.
+    pub fn run_until(self, mut signals: Signals) -> Result<(), String> {
         let signal = self.runtime.block_on(async {
-            use tokio::signal::unix::{signal, SignalKind};
-            let mut term = signal(SignalKind::terminate())
-                .map_err(|e| format!("cannot watch SIGTERM: {e}"))?;
-            let mut int =
-                signal(SignalKind::interrupt()).map_err(|e| format!("cannot watch SIGINT: {e}"))?;
-            Ok::<_, String>(tokio::select! {
-                _ = term.recv() => "SIGTERM",
-                _ = int.recv() => "SIGINT",
-            })
-        })?;
+            tokio::select! {
+                _ = signals.term.recv() => "SIGTERM",
+                _ = signals.int.recv() => "SIGINT",
+            }
+        });
         tracing::info!(
             signal,
             "stopping: no new connections; finishing requests in flight"

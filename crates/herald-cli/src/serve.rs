@@ -138,6 +138,15 @@ pub fn run(args: ServeArgs) -> ExitCode {
         // Printed once: only its hash is stored.
         println!("admin key (shown once; only its hash is stored): {key}");
     }
+    // Watched before anyone hears the server is up: a SIGTERM right after the line below
+    // stops it cleanly instead of killing it.
+    let signals = match server.watch_signals() {
+        Ok(signals) => signals,
+        Err(message) => {
+            eprintln!("herald serve: {message}");
+            return ExitCode::FAILURE;
+        }
+    };
     let (shards, pinned) = server.shards();
     tracing::info!(
         listen = %server.local_addr(),
@@ -147,7 +156,7 @@ pub fn run(args: ServeArgs) -> ExitCode {
         "herald serve ready"
     );
     println!("listening on {}", server.local_addr());
-    match server.run_until_signal() {
+    match server.run_until(signals) {
         Ok(()) => ExitCode::SUCCESS,
         Err(message) => {
             eprintln!("herald serve: {message}");
