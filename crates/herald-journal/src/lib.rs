@@ -3,7 +3,8 @@
 //! A journal is a directory of preallocated segment files (see [`format`] for
 //! the byte layout). [`Journal::append`] stages a frame in memory and returns
 //! its sequence number at once; [`Journal::commit`] writes the staged frames to
-//! the active segment with one `pwrite`, and a background thread makes batches
+//! the active segment (one `pwrite` per [`WRITE_PIECE_BYTES`] piece of the file it
+//! spans), and a background thread makes batches
 //! durable with `fdatasync` ([`Journal::durable_seq`],
 //! [`Journal::set_durable_notify`], [`Journal::sync`]). Segments are mapped
 //! read-only, so replay and [`Frame::access`] read records in place. [`Journal::open`]
@@ -61,7 +62,7 @@ pub use journal::{
     JournalConfig, KnownKinds, Mapped, Position, Reader, Recovery, Repair, Replay, TornTail,
     CHECKPOINT_SEGMENTS_EXTRA_FACTOR, GROUP_DELAY_US_MAX, GROUP_RECORDS_MAX_LIMIT,
     SEGMENTS_MAX_LIMIT, SEGMENT_BYTES_DEFAULT, SEGMENT_BYTES_MAX, SEGMENT_BYTES_MIN,
-    STAGED_BYTES_MAX,
+    STAGED_BYTES_MAX, WRITE_PIECE_BYTES,
 };
 pub use sync::{DurableHandle, SyncStats};
 

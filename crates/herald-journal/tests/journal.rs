@@ -1,6 +1,9 @@
 //! Behaviour of the journal through its public API: append/replay, group
 //! commit, recovery, checkpoints and retention, limits.
 
+mod common;
+use common::{replayed, segment_files};
+
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -25,16 +28,6 @@ fn payload(seq: u64, len: usize) -> Vec<u8> {
     (0..len)
         .map(|i| (seq as usize * 31 + i * 7) as u8)
         .collect()
-}
-
-fn segment_files(dir: &Path) -> Vec<PathBuf> {
-    let mut v: Vec<PathBuf> = fs::read_dir(dir)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .filter(|p| p.extension().is_some_and(|e| e == "seg"))
-        .collect();
-    v.sort();
-    v
 }
 
 fn collect(journal: &Journal) -> Vec<(u64, u16, u16, Vec<u8>)> {
@@ -874,13 +867,49 @@ fn staged_records_reach_the_file_on_commit_on_overflow_and_on_drop() {
     drop(journal);
     let (journal, recovery) = Journal::open(config(dir.path())).unwrap();
     assert!(recovery.torn_tail.is_none());
-    let replayed: Vec<(u64, Vec<u8>)> = journal
-        .replay_all()
-        .map(|f| {
-            let f = f.unwrap();
-            (f.seq, f.payload.to_vec())
-        })
-        .collect();
+    let replayed = replayed(&journal);
+    assert_eq!(replayed, expected);
+}
+
+/// A commit larger than [`herald_journal::WRITE_PIECE_BYTES`] goes to the file in pieces
+/// that end on multiples of it; every byte lands where its frame belongs, from a start
+/// that is not a piece boundary, across an overflow of the staging buffer and over
+/// several pieces in one commit.
+#[test]
+fn a_commit_written_in_pieces_replays_byte_for_byte() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = config(dir.path());
+    cfg.segment_bytes = 4 * 1024 * 1024;
+    let piece = herald_journal::WRITE_PIECE_BYTES as usize;
+    let (mut journal, _) = Journal::open(cfg.clone()).unwrap();
+    let mut expected = Vec::new();
+    // One small committed record, so the big commit starts off a piece boundary.
+    let p = payload(0, 333);
+    expected.push((journal.append(3, 1, &p).unwrap(), p));
+    journal.commit().unwrap();
+    // Then more than the staging buffer holds, in odd sizes, committed at once.
+    let mut staged_bytes = 0;
+    let mut i = 1u64;
+    while staged_bytes < herald_journal::STAGED_BYTES_MAX + 3 * piece {
+        let p = payload(i, 1 + (i as usize * 977) % 5000);
+        staged_bytes += frame_bytes(p.len() as u64) as usize;
+        expected.push((journal.append(3, 1, &p).unwrap(), p));
+        i += 1;
+    }
+    journal.commit().unwrap();
+    journal.sync().unwrap();
+    assert_eq!(
+        journal.segment_count(),
+        1,
+        "one segment holds the whole test"
+    );
+    let read = replayed(&journal);
+    assert_eq!(read, expected);
+    drop(journal);
+    let (journal, recovery) = Journal::open(cfg).unwrap();
+    assert!(recovery.torn_tail.is_none());
+    assert_eq!(recovery.records, expected.len() as u64);
+    let replayed = replayed(&journal);
     assert_eq!(replayed, expected);
 }
 

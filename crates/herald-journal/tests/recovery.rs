@@ -2,6 +2,9 @@
 //! flips anywhere in the written bytes, damage in the middle of the last segment,
 //! opt-in repair, and read-only check.
 
+mod common;
+use common::{replayed, segment_files};
+
 use std::fs;
 use std::path::{Path, PathBuf};
 
@@ -31,26 +34,6 @@ fn config(dir: &Path) -> JournalConfig {
 fn payload(seq: u64, len: usize) -> Vec<u8> {
     (0..len)
         .map(|i| 1 + ((seq as usize * 37 + i * 11) % 255) as u8)
-        .collect()
-}
-
-fn segment_files(dir: &Path) -> Vec<PathBuf> {
-    let mut v: Vec<PathBuf> = fs::read_dir(dir)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .filter(|p| p.extension().is_some_and(|e| e == "seg"))
-        .collect();
-    v.sort();
-    v
-}
-
-fn replayed(journal: &Journal) -> Vec<(u64, Vec<u8>)> {
-    journal
-        .replay_all()
-        .map(|f| {
-            let f = f.unwrap();
-            (f.seq, f.payload.to_vec())
-        })
         .collect()
 }
 
