@@ -59,7 +59,7 @@ pub use engine::{
 };
 pub use intake::SendError;
 pub use memory::set_memory_release;
-pub use oneshot::{reply_channel, Canceled, Reply, ReplyReceiver, WaitTimeoutError};
+pub use oneshot::{reply_channel, Canceled, Reply, ReplyReceiver, WaitTimeoutError, Wakeups};
 pub use route::{fnv1a_64, shard_of};
 pub use status::{ShardExit, StartError, StorageError};
 

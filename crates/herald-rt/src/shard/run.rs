@@ -16,7 +16,7 @@ use herald_journal::{Journal, JournalConfig, JournalError};
 
 use super::intake::IntakeReceiver;
 use super::notify::LocalNotify;
-use super::oneshot::Reply;
+use super::oneshot::{Reply, Wakeups};
 use super::status::{ShardExit, ShardStatus, StartError, StorageError};
 use super::stream::{ShardStream, StreamTap};
 use super::wake::{Wake, WakeReceiver};
@@ -65,13 +65,20 @@ type BatchResult = Result<Published, Failure>;
 
 impl Ack {
     fn succeed(self) {
+        let mut wakeups = Wakeups::default();
+        self.succeed_deferred(&mut wakeups);
+    }
+
+    /// Answers with success, the receiver's wake-up left to `wakeups`
+    /// ([`Reply::send_deferred`]).
+    fn succeed_deferred(self, wakeups: &mut Wakeups) {
         match self {
-            Ack::Unit(reply) => reply.send(Ok(())),
-            Ack::Event(reply, id) => reply.send(Ok(id)),
-            Ack::Count(reply, count) => reply.send(Ok(count)),
-            Ack::Published(reply, published) => reply.send(Ok(published)),
-            Ack::Test(reply, sent) => reply.send(Ok(sent)),
-            Ack::Batch(reply, results) => reply.send(results),
+            Ack::Unit(reply) => reply.send_deferred(Ok(()), wakeups),
+            Ack::Event(reply, id) => reply.send_deferred(Ok(id), wakeups),
+            Ack::Count(reply, count) => reply.send_deferred(Ok(count), wakeups),
+            Ack::Published(reply, published) => reply.send_deferred(Ok(published), wakeups),
+            Ack::Test(reply, sent) => reply.send_deferred(Ok(sent), wakeups),
+            Ack::Batch(reply, results) => reply.send_deferred(results, wakeups),
         }
     }
 
@@ -211,6 +218,8 @@ struct Shard {
     /// which the simulator runs too): journal sequence numbers, replies held until
     /// their records are durable, the generation of sends.
     session: Session<Ack>,
+    /// Receivers of the replies answered in one go, woken once all are answered.
+    wakeups: Wakeups,
     client: Rc<HttpClient>,
     intake: IntakeReceiver<Request>,
     wake: Arc<Wake>,
@@ -382,6 +391,7 @@ pub(crate) async fn run_shard(setup: ShardSetup) -> ShardExit {
         journal,
         segment_bytes: SegmentBytes::default(),
         session: Session::new(dispatcher),
+        wakeups: Wakeups::default(),
         client,
         intake,
         wake: shard_wake,
@@ -1210,8 +1220,9 @@ impl Shard {
                 journal.mapped(at, len)
             });
         for ack in self.session.durable(durable_seq) {
-            ack.succeed();
+            ack.succeed_deferred(&mut self.wakeups);
         }
+        self.wakeups.wake();
     }
 
     fn maybe_checkpoint(&mut self, now: u64) {
