@@ -12,13 +12,17 @@ pub enum JournalCommand {
     /// Validate every frame of a journal directory, like fsck.
     ///
     /// Exit status: 0 when sound (a torn tail in the last segment is reported
-    /// but sound), 1 when a frame before the tail is corrupt, 2 when the
-    /// directory cannot be read.
+    /// but sound), 1 when a frame before the tail is corrupt, the log ends before
+    /// its durable mark, or records replay needs are missing before the first
+    /// segment (its oldest segment files removed), 2 when the directory cannot be
+    /// read.
     Check {
         /// The journal directory (holding the *.seg files).
         #[arg(long)]
         data_dir: PathBuf,
-        /// Truncate at the first corrupt frame, deleting everything after it.
+        /// Truncate at the first corrupt frame, deleting everything after it. Refused,
+        /// changing nothing, when records replay needs are missing before the first
+        /// segment: only restoring the missing segment files from a backup mends that.
         #[arg(long)]
         repair: bool,
     },
@@ -113,11 +117,14 @@ fn run_check(dir: &Path, repair: bool) -> ExitCode {
         }
     };
     print_report(&report);
-    let Some(corruption) = &report.corruption else {
+    if report.is_sound() {
         println!("sound");
         return ExitCode::SUCCESS;
-    };
-    if !repair {
+    }
+    if let Some(missing) = &report.history_missing {
+        eprintln!("history missing: {missing}");
+    }
+    if let Some(corruption) = report.corruption.as_ref().filter(|_| !repair) {
         let later_segments = report
             .segments
             .iter()
@@ -125,12 +132,28 @@ fn run_check(dir: &Path, repair: bool) -> ExitCode {
             .skip(1)
             .count();
         eprintln!(
-            "corrupt: segment {} offset {}: {}; {} intact records follow it in that segment, and {} later segments (rerun with --repair to truncate there, losing what follows)",
+            "corrupt: segment {} offset {}: {}; {} intact records follow it in that segment, and {} later segments{}",
             corruption.segment.display(),
             corruption.offset,
             corruption.defect,
             corruption.records_after,
-            later_segments
+            later_segments,
+            match report.history_missing {
+                None => " (rerun with --repair to truncate there, losing what follows)",
+                Some(_) => "",
+            }
+        );
+    }
+    if !repair {
+        return ExitCode::from(1);
+    }
+    if report.history_missing.is_some() {
+        // Records no segment holds cannot be brought back, and a journal opened without
+        // them replays as if their webhooks, events and idempotency keys never were
+        // (and may hand out again ids receivers already saw): nothing to accept safely.
+        eprintln!(
+            "not repaired, nothing changed: no repair can bring back records no segment \
+             holds; restore the missing segment files from a backup, then check again"
         );
         return ExitCode::from(1);
     }

@@ -196,6 +196,42 @@ fn check_fails_on_corruption_before_the_tail_and_repair_truncates() {
     assert!(text(&out.stdout).contains("records 10  first_seq 1  last_seq 10"));
 }
 
+/// The first segment file removed from a journal that never checkpointed: its records
+/// are missing, which check reports naming them, the first segment present and the way
+/// out; `--repair` refuses, changing nothing.
+#[test]
+fn check_reports_missing_oldest_segments_and_repair_refuses_them() {
+    let dir = scratch_dir();
+    let segments = build(dir.path(), 150);
+    assert!(segments.len() >= 3);
+    fs::remove_file(&segments[0]).unwrap();
+    let kept: Vec<Vec<u8>> = segments[1..].iter().map(|s| fs::read(s).unwrap()).collect();
+    let dir_arg = dir.path().to_str().unwrap();
+    let missing = format!(
+        "history missing: seq 1..=62 missing: the first segment present, {}, starts at seq 63, \
+         but no complete checkpoint is present to start from, so replay needs every record \
+         from seq 1; restore the missing segment files from a backup",
+        segments[1].display()
+    );
+
+    let out = herald(&["journal", "check", "--data-dir", dir_arg]);
+    let stderr = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{}{stderr}", text(&out.stdout));
+    assert!(stderr.contains(&missing), "{stderr}");
+    assert!(!stderr.contains("--repair"), "{stderr}");
+    assert!(!text(&out.stdout).contains("sound"));
+
+    let out = herald(&["journal", "check", "--data-dir", dir_arg, "--repair"]);
+    let stderr = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{}{stderr}", text(&out.stdout));
+    assert!(stderr.contains(&missing), "{stderr}");
+    assert!(stderr.contains("not repaired, nothing changed"), "{stderr}");
+    assert!(!segments[0].exists());
+    for (segment, bytes) in segments[1..].iter().zip(&kept) {
+        assert_eq!(&fs::read(segment).unwrap(), bytes, "{}", segment.display());
+    }
+}
+
 #[test]
 fn check_of_a_missing_directory_is_an_error() {
     let dir = scratch_dir();

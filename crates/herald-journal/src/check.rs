@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 
 use crate::error::JournalError;
 use crate::format::{scan_segment_after, ScanStop, SEGMENT_HEADER_BYTES};
-use crate::journal::{judge_damage, list_segments, TornTail};
+use crate::journal::{judge_damage, list_segments, missing_history, MissingHistory, TornTail};
 
 /// One segment as found by [`check`].
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -61,17 +61,24 @@ pub struct CheckReport {
     pub torn_tail: Option<TornTail>,
     /// The first corruption before the tail, if any.
     pub corruption: Option<Corruption>,
+    /// Records replay needs that no segment holds: the first segment starts after the
+    /// record following what the latest complete checkpoint read covers (before any
+    /// corruption: what a repair would keep). Open refuses such a journal, repair
+    /// included; only restoring the missing segment files from a backup mends it.
+    pub history_missing: Option<MissingHistory>,
 }
 
 impl CheckReport {
-    /// Sound: no corruption before the tail.
+    /// Sound: no corruption before the tail, and no record replay needs missing.
     pub fn is_sound(&self) -> bool {
-        self.corruption.is_none()
+        self.corruption.is_none() && self.history_missing.is_none()
     }
 }
 
 /// Validates every frame of the journal in `dir` without changing anything.
-/// Corruption is reported in the result; errors are only for unreadable files.
+/// Corruption, a log that ends before the durable mark and records replay needs missing
+/// before the first segment are reported in the result; errors are only for unreadable
+/// files.
 pub fn check(dir: &Path) -> Result<CheckReport, JournalError> {
     // Read before the segments: on a journal in use, the mark only moves on after the
     // frames it covers are in them.
@@ -184,5 +191,15 @@ pub fn check(dir: &Path) -> Result<CheckReport, JournalError> {
             });
         }
     }
+    // As on open: replay needs every record after what the latest complete checkpoint
+    // covers. Judged on what was read before any corruption, which is what a repair
+    // keeps, so that a repair refused for it is known beforehand.
+    report.history_missing = report
+        .segments
+        .first()
+        .filter(|first| first.base_seq != 0)
+        .and_then(|first| {
+            missing_history(first.base_seq, &first.path, report.checkpoint_covers_seq)
+        });
     Ok(report)
 }

@@ -5,6 +5,7 @@ use std::io;
 use std::path::PathBuf;
 
 use crate::format::{FrameDefect, HeaderDefect};
+use crate::journal::MissingHistory;
 
 /// Whose fault an error is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -99,7 +100,8 @@ pub enum JournalError {
         defect: HeaderDefect,
     },
     /// A frame before the tail of the journal is corrupt. Reopen with
-    /// `repair` to truncate there (losing everything after it).
+    /// `repair` to truncate there (losing everything after it), unless that would cut
+    /// off the checkpoint replay needs ([`JournalError::HistoryMissing`]).
     #[error("corrupt frame in {segment} at offset {offset}: {defect}")]
     CorruptFrame {
         /// The segment file.
@@ -135,6 +137,23 @@ pub enum JournalError {
         last_seq: u64,
         /// The sequence number the durable mark records.
         durable_mark: u64,
+    },
+    /// The journal lacks its oldest records replay needs: its first segment starts
+    /// after the frame following what its latest complete checkpoint covers (after its
+    /// first frame, with no complete checkpoint), which compaction never leaves. The
+    /// segment files before it were removed (by hand, a backup restored in part), or a
+    /// repair asked for would cut off, at damage, the checkpoint that covered them.
+    /// Opening without them would silently lose every event and webhook they held, and
+    /// no repair can bring them back: restore the missing segment files from a backup.
+    /// Repair refuses it too, before changing anything.
+    #[error(
+        "journal in {dir} lacks the oldest records replay needs (segment files removed from its start, or the checkpoint that covered them damaged): {missing}"
+    )]
+    HistoryMissing {
+        /// The journal directory.
+        dir: PathBuf,
+        /// Which records are missing, and the first segment present.
+        missing: MissingHistory,
     },
     /// A previous sync failed. After a failed fsync the kernel may have dropped
     /// the dirty pages, so nothing written since the last durable sequence can
@@ -201,6 +220,7 @@ impl JournalError {
             | Self::CorruptFrame { .. }
             | Self::SegmentGap { .. }
             | Self::DurableMissing { .. }
+            | Self::HistoryMissing { .. }
             | Self::SyncFailed { .. }
             | Self::DurableTimeout { .. } => Fault::Storage,
             Self::Spawn { .. } => Fault::Environment,

@@ -130,10 +130,23 @@
 //! `first + i`: any other frame between them abandons it, and it covers every frame
 //! before its first (covers_seq = first_seq - 1). Version 1 was one frame, the whole
 //! payload, no part header, covering every frame before it.
+//!
+//! Compaction deletes a segment only once a durable complete checkpoint covers every
+//! frame in it, oldest first, and keeps the segment holding `covers_seq + 1`, where
+//! replay goes on. So in a sound journal the first segment present starts at or before
+//! [`history_needed_from`]: the frame after what the latest complete checkpoint
+//! present covers, or [`FIRST_SEQ`] when no complete checkpoint is present (then no
+//! segment was ever deleted). A first segment that starts later means the segment files
+//! before it were removed (by hand, or a backup restored in part) with records replay
+//! needs: recovery refuses it, with or without repair, since no repair can bring those
+//! records back and replaying without them would silently lose every event and webhook
+//! they held.
 
 use rkyv::util::AlignedVec;
 use std::fmt;
 
+/// Sequence number of a new journal's first frame: its first segment's base.
+pub const FIRST_SEQ: u64 = 1;
 /// Bytes of the segment header at the start of every segment file.
 pub const SEGMENT_HEADER_BYTES: u64 = 64;
 /// Bytes of the fixed frame header in front of every payload.
@@ -316,6 +329,16 @@ pub struct CheckpointSpan {
     /// (below `first_seq`; `first_seq - 1` for versions 1 and 2): recovery replays
     /// the ordinary frames after it.
     pub covers_seq: u64,
+}
+
+/// The oldest sequence number recovery needs, given what the latest complete
+/// checkpoint present covers (`None`: no complete checkpoint): the frame after it,
+/// where replay goes on after the checkpoint's parts, or [`FIRST_SEQ`] without one,
+/// since replay then starts from the journal's first frame. The first segment of a sound
+/// journal starts at or before it (see the module documentation).
+pub fn history_needed_from(checkpoint_covers_seq: Option<u64>) -> u64 {
+    // covers_seq is below its checkpoint's first frame's sequence number: no overflow.
+    checkpoint_covers_seq.map_or(FIRST_SEQ, |covers_seq| covers_seq + 1)
 }
 
 /// A checkpoint whose end marker was not read yet, carried from one segment's scan to

@@ -101,7 +101,10 @@ pub struct JournalConfig {
     /// those segments but never start one past `segments_max`.
     pub segments_max: usize,
     /// On open, truncate at corruption found before the tail instead of
-    /// failing (everything after it is lost; the [`Recovery`] says how much).
+    /// failing (everything after it is lost; the [`Recovery`] says how much), and
+    /// accept a log that ends before the durable mark. A journal missing records replay
+    /// needs before its first segment, or that a truncation would leave so, is refused
+    /// all the same, unchanged ([`JournalError::HistoryMissing`]).
     pub repair: bool,
 }
 
@@ -194,6 +197,68 @@ pub struct Repair {
     pub records_lost: u64,
     /// Later segment files deleted.
     pub segments_deleted: usize,
+}
+
+/// Records recovery needs that no segment holds: the journal's first segment starts
+/// after the frame following what its latest complete checkpoint covers (after the
+/// journal's first frame, with no complete checkpoint). Compaction never leaves a journal
+/// so (see [`format::history_needed_from`]): the segment files before it were removed,
+/// or a backup restored in part. [`Journal::open`] refuses it
+/// ([`JournalError::HistoryMissing`]), repair included, and [`crate::check`] reports it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MissingHistory {
+    /// The first segment file present.
+    pub first_segment: PathBuf,
+    /// Its base sequence number: records before it are missing.
+    pub first_seq: u64,
+    /// The oldest record replay needs, the first one missing.
+    pub needed_from: u64,
+    /// What the latest complete checkpoint present covers; `None` when there is none,
+    /// and replay needs every record from the journal's first.
+    pub checkpoint_covers_seq: Option<u64>,
+}
+
+impl std::fmt::Display for MissingHistory {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "seq {}..={} missing: the first segment present, {}, starts at seq {}, but ",
+            self.needed_from,
+            self.first_seq - 1,
+            self.first_segment.display(),
+            self.first_seq
+        )?;
+        match self.checkpoint_covers_seq {
+            Some(covers_seq) => write!(
+                f,
+                "the latest complete checkpoint present covers only up to seq {covers_seq}"
+            )?,
+            None => f.write_str("no complete checkpoint is present to start from")?,
+        }
+        write!(
+            f,
+            ", so replay needs every record from seq {}; restore the missing segment files \
+             from a backup (no repair can bring their records back)",
+            self.needed_from
+        )
+    }
+}
+
+/// The records missing before the first segment present (its base sequence number and
+/// path), given what the latest complete checkpoint present covers; `None` when replay
+/// has every record it needs. Open and `check` both judge by it.
+pub(crate) fn missing_history(
+    first_seq: u64,
+    first_segment: &Path,
+    checkpoint_covers_seq: Option<u64>,
+) -> Option<MissingHistory> {
+    let needed_from = format::history_needed_from(checkpoint_covers_seq);
+    (first_seq > needed_from).then(|| MissingHistory {
+        first_segment: first_segment.to_path_buf(),
+        first_seq,
+        needed_from,
+        checkpoint_covers_seq,
+    })
 }
 
 /// What opening (or checking) a journal found.
@@ -618,7 +683,14 @@ fn open_rw(path: &Path) -> Result<File, JournalError> {
 impl Journal {
     /// Opens (or creates) the journal in `config.dir`, recovering it: every
     /// frame is checked; a torn tail in the last segment is zeroed; corruption
-    /// earlier is an error (or, with `repair`, truncated there).
+    /// earlier is an error (or, with `repair`, truncated there), and so is a log that
+    /// ends before the durable mark ([`JournalError::DurableMissing`]; `repair` accepts
+    /// the loss). A journal whose oldest records replay needs are missing (its first
+    /// segment starts after the record following what its latest complete checkpoint
+    /// covers, or after the first record with no complete checkpoint:
+    /// [`JournalError::HistoryMissing`]) is refused with or without `repair`, as is a
+    /// repair that would leave one. A refused journal's segment files are left as they
+    /// were (a torn tail is zeroed only once the journal opens).
     pub fn open(config: JournalConfig) -> Result<(Journal, Recovery), JournalError> {
         config.validate()?;
         fs::create_dir_all(&config.dir)
@@ -681,6 +753,10 @@ impl Journal {
                     // inside a segment.
                     let previous = segments.last();
                     if let (true, Some(previous)) = (config.repair, previous) {
+                        // Not if what it keeps lacks records replay needs: refused
+                        // before anything is deleted.
+                        let first = &segments[0];
+                        ensure_history(&config.dir, (first.base_seq, &first.path), checkpoint)?;
                         let later = std::iter::once(path.clone())
                             .chain(listed.by_ref().map(|(_, (_, later))| later));
                         let (bytes_lost, max_seq, deleted) =
@@ -723,13 +799,16 @@ impl Journal {
                     (offset, &defect, dirty_end),
                 );
                 match judged {
-                    Ok(torn) => {
-                        // Zeroed whole: an intact frame left there could be read as the
-                        // next one once appends reach it.
-                        zero_and_sync(&file, offset, offset + torn.bytes_discarded, &path)?;
-                        recovery.torn_tail = Some(torn);
-                    }
+                    // Zeroed below, once the journal is known to open.
+                    Ok(torn) => recovery.torn_tail = Some(torn),
                     Err(intact) if config.repair => {
+                        // Not if what it keeps lacks records replay needs (the damage
+                        // cuts off the checkpoint that let them go): refused before
+                        // anything is deleted or zeroed.
+                        let first = segments
+                            .first()
+                            .map_or((name_base, &path), |s| (s.base_seq, &s.path));
+                        ensure_history(&config.dir, first, scan.last_checkpoint.or(checkpoint))?;
                         // Everything after the corruption goes: every later segment,
                         // then this segment's rest, so that a repair cut short by a
                         // crash leaves damage the next repair finds again, not a gap.
@@ -783,8 +862,16 @@ impl Journal {
         recovery.checkpoint_seq = checkpoint.map(|c| c.first_seq);
         recovery.checkpoint_covers_seq = checkpoint.map(|c| c.covers_seq);
 
+        // Replay needs every record after what the latest complete checkpoint covers
+        // (every record, without one), and compaction never deletes one of them: a first
+        // segment that starts later lost its predecessors. Refused whatever `repair`
+        // says, before the mark below or anything else is written.
+        if let Some(first) = segments.first() {
+            ensure_history(&config.dir, (first.base_seq, &first.path), checkpoint)?;
+        }
+
         let payload_bytes_max = config.payload_bytes_max();
-        let next_seq = expected_base.unwrap_or(1);
+        let next_seq = expected_base.unwrap_or(format::FIRST_SEQ);
         // Records the mark says were made durable must all be here: a log that ends
         // before it lost acknowledged records (damage to a reused segment's last frames
         // ends its log as stale bytes would; or the last segment files were removed).
@@ -811,6 +898,14 @@ impl Journal {
                 segments_deleted: 0,
             });
             repair.records_lost = repair.records_lost.max(mark - last_seq);
+        }
+        if let Some(torn) = &recovery.torn_tail {
+            // Zeroed whole: an intact frame left there could be read as the next one once
+            // appends reach it. Only a journal that opens gets here, so a refused one
+            // keeps its segment files as they were. A torn tail is in the last segment.
+            let last = segments.last().expect("a torn tail is in a segment");
+            let end = torn.offset + torn.bytes_discarded;
+            zero_and_sync(&last.file, torn.offset, end, &last.path)?;
         }
         // A journal always has an active segment: the last one recovered, or a first
         // one made now for an empty directory. Taken from the segment in hand, so that
@@ -1465,6 +1560,13 @@ impl Journal {
                 });
             }
         }
+        // Durability invariant: the first segment kept starts at or before the record
+        // after what the checkpoint covers, where its replay goes on; recovery refuses a
+        // journal whose first segment starts later (`HistoryMissing`).
+        assert!(
+            self.segments[0].base_seq <= format::history_needed_from(Some(covers_seq)),
+            "compaction let go of a segment replay needs"
+        );
         match removal {
             Removal::Now if done.segments_deleted > 0 => self
                 .dir
@@ -1622,7 +1724,10 @@ impl Journal {
     /// as [`Journal::replay`] returns them (the latest complete checkpoint's parts,
     /// here in place among the other frames).
     pub fn replay_all(&self) -> Replay<'_> {
-        let next_seq = self.segments.first().map_or(1, |s| s.base_seq);
+        let next_seq = self
+            .segments
+            .first()
+            .map_or(format::FIRST_SEQ, |s| s.base_seq);
         Replay {
             journal: self,
             index: 0,
@@ -1767,8 +1872,8 @@ impl<'a> Replay<'a> {
                 self.offset = SEGMENT_HEADER_BYTES;
                 self.next_seq = segment.base_seq;
             }
-            // Compaction keeps that segment; reported rather than skipped should that
-            // ever break.
+            // Compaction keeps that segment, and open refuses a journal without it
+            // (`HistoryMissing`); reported rather than skipped should that ever break.
             _ => self.fail_missing(after),
         }
     }
@@ -1960,6 +2065,23 @@ impl Drop for Journal {
             // A panic in the sync thread already reported itself; nothing to add.
             let _ = thread.join();
         }
+    }
+}
+
+/// Refuses ([`JournalError::HistoryMissing`]) a journal in `dir` whose first segment
+/// (its base sequence number and path) starts after the oldest record replay needs from
+/// the latest complete checkpoint, `checkpoint` ([`missing_history`]).
+fn ensure_history(
+    dir: &Path,
+    (first_seq, first_segment): (u64, &PathBuf),
+    checkpoint: Option<CheckpointSpan>,
+) -> Result<(), JournalError> {
+    match missing_history(first_seq, first_segment, checkpoint.map(|c| c.covers_seq)) {
+        Some(missing) => Err(JournalError::HistoryMissing {
+            dir: dir.to_path_buf(),
+            missing,
+        }),
+        None => Ok(()),
     }
 }
 

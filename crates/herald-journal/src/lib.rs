@@ -10,7 +10,10 @@
 //! read-only, so replay and [`Frame::access`] read records in place. [`Journal::open`]
 //! recovers: it checks every frame, zeroes a torn tail in the last segment (damage
 //! with no intact frame after it, or past what the journal's durable mark says was
-//! ever made durable) and refuses other damage unless asked to repair.
+//! ever made durable) and refuses other damage unless asked to repair. It refuses, even
+//! when asked to repair, a journal whose oldest segment files are gone with records
+//! replay needs (before the record after what its latest complete checkpoint covers):
+//! only restoring them from a backup brings those records back.
 //! [`Journal::ensure_room`] lets a caller whose append failed on a full disk probe
 //! whether it can write again. Checkpoints
 //! ([`Journal::checkpoint`], [`Journal::begin_checkpoint`] for one of any size,
@@ -59,8 +62,8 @@ pub use format::{
 };
 pub use journal::{
     unmapped_elsewhere, CheckpointHandle, CheckpointWriter, Compaction, Frame, Journal,
-    JournalConfig, KnownKinds, Mapped, Position, Reader, Recovery, Repair, Replay, TornTail,
-    CHECKPOINT_SEGMENTS_EXTRA_FACTOR, GROUP_DELAY_US_MAX, GROUP_RECORDS_MAX_LIMIT,
+    JournalConfig, KnownKinds, Mapped, MissingHistory, Position, Reader, Recovery, Repair, Replay,
+    TornTail, CHECKPOINT_SEGMENTS_EXTRA_FACTOR, GROUP_DELAY_US_MAX, GROUP_RECORDS_MAX_LIMIT,
     SEGMENTS_MAX_LIMIT, SEGMENT_BYTES_DEFAULT, SEGMENT_BYTES_MAX, SEGMENT_BYTES_MIN,
     STAGED_BYTES_MAX, WRITE_PIECE_BYTES,
 };

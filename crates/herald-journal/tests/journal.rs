@@ -11,8 +11,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use herald_journal::{
-    check, format, frame_bytes, Fault, Journal, JournalConfig, JournalError, KnownKinds, TornTail,
-    CHECKPOINT_VERSION, KIND_CHECKPOINT, KIND_RESERVED_MIN, SEGMENT_BYTES_MIN,
+    check, format, frame_bytes, Fault, Journal, JournalConfig, JournalError, KnownKinds,
+    MissingHistory, TornTail, CHECKPOINT_VERSION, KIND_CHECKPOINT, KIND_RESERVED_MIN,
+    SEGMENT_BYTES_MIN,
 };
 
 const SMALL_SEGMENT_BYTES: u64 = SEGMENT_BYTES_MIN;
@@ -2037,4 +2038,269 @@ fn the_durable_mark_covers_every_sequence_number_announced_durable() {
     journal.clear_durable_notify();
     assert!(announced.load(Ordering::Relaxed) >= 10);
     assert_eq!(behind.load(Ordering::Relaxed), 0);
+}
+
+/// The base sequence number of a segment file, from its name.
+fn segment_base(path: &Path) -> u64 {
+    path.file_stem().unwrap().to_str().unwrap().parse().unwrap()
+}
+
+/// Every segment file of `dir` and its durable mark, with their bytes.
+fn snapshot(dir: &Path) -> Vec<(PathBuf, Vec<u8>)> {
+    let mut files = segment_files(dir);
+    files.push(dir.join(format::DURABLE_MARK_FILE));
+    files
+        .into_iter()
+        .map(|path| {
+            let bytes = fs::read(&path).unwrap();
+            (path, bytes)
+        })
+        .collect()
+}
+
+/// The records `err` says are missing: it must be a storage fault of its own kind whose
+/// message names them, the first segment present and the way out.
+fn missing_history_of(err: JournalError) -> MissingHistory {
+    let text = err.to_string();
+    assert_eq!(err.fault(), Fault::Storage, "{text}");
+    let JournalError::HistoryMissing { missing, .. } = err else {
+        panic!("expected HistoryMissing, got {text}");
+    };
+    let named = [
+        format!(
+            "seq {}..={} missing",
+            missing.needed_from,
+            missing.first_seq - 1
+        ),
+        format!(
+            "{}, starts at seq {}",
+            missing.first_segment.display(),
+            missing.first_seq
+        ),
+        "restore the missing segment files from a backup".to_string(),
+    ];
+    for part in named {
+        assert!(text.contains(&part), "{part:?} not in {text}");
+    }
+    missing
+}
+
+/// Opens the journal of `cfg` with repair: refused for records replay needs missing,
+/// the ones `check` reports, and nothing in the directory changed. Returns them.
+fn repair_refused_for_missing_history(cfg: &JournalConfig) -> MissingHistory {
+    let before = snapshot(&cfg.dir);
+    let mut repairing = cfg.clone();
+    repairing.repair = true;
+    let missing = missing_history_of(Journal::open(repairing).unwrap_err());
+    assert_eq!(snapshot(&cfg.dir), before, "nothing changed");
+    let report = check(&cfg.dir).unwrap();
+    assert!(!report.is_sound(), "{report:?}");
+    assert_eq!(report.history_missing.as_ref(), Some(&missing));
+    missing
+}
+
+/// Appends `records` records of 1000 bytes (62 fill a segment).
+fn append_records(journal: &mut Journal, records: u64) {
+    for i in 0..records {
+        journal.append(1, 1, &payload(i, 1000)).unwrap();
+    }
+}
+
+/// A new journal of small segments in a directory of its own, with `records` records
+/// ([`append_records`]).
+fn new_journal(records: u64) -> (tempfile::TempDir, JournalConfig, Journal) {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = config(dir.path());
+    let (mut journal, _) = Journal::open(cfg.clone()).unwrap();
+    append_records(&mut journal, records);
+    (dir, cfg, journal)
+}
+
+/// A new journal with 150 records, a checkpoint of `state`, 150 more records, synced
+/// and compacted: its first segment holds the checkpoint and the records before it that
+/// share that segment.
+fn compacted_after_a_checkpoint(state: &[u8]) -> (tempfile::TempDir, JournalConfig, Journal) {
+    let (dir, cfg, mut journal) = new_journal(150);
+    let checkpoint = journal.checkpoint(state).unwrap();
+    append_records(&mut journal, 150);
+    journal.sync().unwrap();
+    journal.compact().unwrap();
+    let files = segment_files(&cfg.dir);
+    assert!(segment_base(&files[0]) < checkpoint && checkpoint < segment_base(&files[1]));
+    (dir, cfg, journal)
+}
+
+/// Removes the first segment file of the journal of `cfg`, whose latest complete
+/// checkpoint left then covers up to `checkpoint_covers_seq`: open refuses it, and so
+/// does repair, changing nothing, for the records from the one after what that covers
+/// up to the next segment, which `check` reports; neither changes any file. Returns
+/// them.
+fn first_segment_removed_is_refused(
+    cfg: &JournalConfig,
+    checkpoint_covers_seq: Option<u64>,
+) -> MissingHistory {
+    let files = segment_files(&cfg.dir);
+    fs::remove_file(&files[0]).unwrap();
+    let expected = MissingHistory {
+        first_segment: files[1].clone(),
+        first_seq: segment_base(&files[1]),
+        needed_from: checkpoint_covers_seq.map_or(1, |covers| covers + 1),
+        checkpoint_covers_seq,
+    };
+    let before = snapshot(&cfg.dir);
+    let missing = missing_history_of(Journal::open(cfg.clone()).unwrap_err());
+    assert_eq!(missing, expected);
+    assert_eq!(snapshot(&cfg.dir), before, "nothing changed");
+    assert_eq!(repair_refused_for_missing_history(cfg), expected);
+    missing
+}
+
+/// Opens the journal of `cfg`: it must start at the journal's first record and replay
+/// `records` records.
+fn opens_whole(cfg: JournalConfig, records: usize) {
+    let (journal, recovery) = Journal::open(cfg).unwrap();
+    assert_eq!(recovery.first_seq, Some(format::FIRST_SEQ));
+    assert_eq!(replayed(&journal).len(), records);
+}
+
+/// A new journal, and one reopened empty or with records and no checkpoint, start at
+/// the journal's first sequence number: nothing is missing, and `check` agrees.
+#[test]
+fn a_fresh_or_reopened_journal_misses_no_history() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = config(dir.path());
+    for records in [0, 0, 150] {
+        let (mut journal, recovery) = Journal::open(cfg.clone()).unwrap();
+        assert_eq!(recovery.checkpoint_seq, None);
+        assert_eq!(journal.first_seq(), format::FIRST_SEQ);
+        append_records(&mut journal, records);
+        journal.sync().unwrap();
+        drop(journal);
+        let report = check(dir.path()).unwrap();
+        assert!(
+            report.is_sound() && report.history_missing.is_none(),
+            "{report:?}"
+        );
+    }
+    assert!(segment_files(dir.path()).len() >= 3);
+    opens_whole(cfg, 150);
+}
+
+/// Removing the first segment file of a journal that never checkpointed loses records
+/// replay starts from: refused, with repair too, naming them and the first segment
+/// present; so is a repair of a gap further on that would keep that first segment (it
+/// deletes nothing). With the files put back, as from a backup, the journal opens whole.
+#[test]
+fn a_journal_without_a_checkpoint_missing_its_first_segment_is_refused() {
+    let (dir, cfg, mut journal) = new_journal(300);
+    journal.sync().unwrap();
+    drop(journal);
+    let files = segment_files(dir.path());
+    assert!(files.len() >= 5, "{files:?}");
+    let backup: Vec<Vec<u8>> = files.iter().map(|f| fs::read(f).unwrap()).collect();
+    let missing = first_segment_removed_is_refused(&cfg, None);
+    assert!(
+        missing.to_string().contains("no complete checkpoint"),
+        "{missing}"
+    );
+
+    // A gap further on as well: the repair that would truncate there is refused first.
+    fs::remove_file(&files[3]).unwrap();
+    assert_eq!(repair_refused_for_missing_history(&cfg), missing);
+
+    for i in [0, 3] {
+        fs::write(&files[i], &backup[i]).unwrap();
+    }
+    opens_whole(cfg, 300);
+}
+
+/// A journal compacted after a checkpoint opens without the segments it let go; once
+/// its first segment file, holding the checkpoint, is removed too, no checkpoint is left
+/// and the records before the next segment are missing: refused, with repair too.
+#[test]
+fn a_compacted_journal_opens_but_not_once_its_first_segment_is_removed() {
+    let (dir, cfg, journal) = compacted_after_a_checkpoint(b"state");
+    let checkpoint = journal.checkpoint_seq();
+    drop(journal);
+    let (journal, recovery) = Journal::open(cfg.clone()).unwrap();
+    assert_eq!(recovery.checkpoint_seq, checkpoint);
+    assert!(recovery.first_seq.unwrap() > 1, "{recovery:?}");
+    drop(journal);
+    let report = check(dir.path()).unwrap();
+    assert!(report.is_sound(), "{report:?}");
+
+    // Its last record torn as well, past the durable mark: a refused open leaves it as
+    // it is (an open that succeeds zeroes it).
+    let last = report.segments.last().unwrap();
+    let at = (64 + last.bytes - frame_bytes(1000)) as usize;
+    let mut bytes = fs::read(&last.path).unwrap();
+    bytes[at + 500..at + frame_bytes(1000) as usize].fill(0);
+    fs::write(&last.path, &bytes).unwrap();
+    set_durable_mark(dir.path(), report.last_seq.unwrap() - 1);
+    assert!(check(dir.path()).unwrap().torn_tail.is_some());
+    first_segment_removed_is_refused(&cfg, None);
+}
+
+/// A checkpoint written across appends covers less than what lies before its first
+/// part, and compaction keeps the segment holding the record after what it covers. With
+/// that segment file removed the checkpoint is still there, but the records replay needs
+/// after it are not: refused, naming them and what the checkpoint covers.
+#[test]
+fn the_records_after_what_a_present_checkpoint_covers_must_be_present() {
+    let (dir, cfg, mut journal) = new_journal(150);
+    let mut handle = journal.open_checkpoint();
+    let covers = handle.covers_seq();
+    append_records(&mut journal, 150);
+    journal.checkpoint_part(&mut handle, b"state").unwrap();
+    let checkpoint = journal.finish_checkpoint(handle).unwrap();
+    journal.sync().unwrap();
+    journal.compact().unwrap();
+    drop(journal);
+    let (journal, recovery) = Journal::open(cfg.clone()).unwrap();
+    assert_eq!(recovery.checkpoint_covers_seq, Some(covers));
+    drop(journal);
+
+    let files = segment_files(dir.path());
+    assert!(segment_base(&files[0]) <= covers + 1 && covers + 1 < segment_base(&files[1]));
+    assert!(segment_base(&files[1]) < checkpoint);
+    let missing = first_segment_removed_is_refused(&cfg, Some(covers));
+    assert!(
+        missing.to_string().contains(&format!(
+            "checkpoint present covers only up to seq {covers}"
+        )),
+        "{missing}"
+    );
+}
+
+/// Damage to the checkpoint that let the earlier segments go is corruption, and a
+/// repair there would cut the checkpoint off and keep a journal missing every record
+/// before its first segment: `check` reports both, and repair is refused before it
+/// deletes or zeroes anything.
+#[test]
+fn a_repair_that_would_cut_off_the_checkpoint_that_let_segments_go_is_refused() {
+    use std::os::unix::fs::FileExt;
+    let (dir, cfg, journal) = compacted_after_a_checkpoint(b"the state of every record before it");
+    let part = journal.replay().next().unwrap().unwrap().position;
+    drop(journal);
+    let files = segment_files(dir.path());
+    assert_eq!(segment_base(&files[0]), part.segment);
+    let file = fs::OpenOptions::new().write(true).open(&files[0]).unwrap();
+    file.write_all_at(b"X", part.offset).unwrap();
+
+    assert!(matches!(
+        Journal::open(cfg.clone()).unwrap_err(),
+        JournalError::CorruptFrame { .. }
+    ));
+    let report = check(dir.path()).unwrap();
+    assert_eq!(report.corruption.as_ref().unwrap().segment, files[0]);
+    let missing = repair_refused_for_missing_history(&cfg);
+    assert_eq!(
+        missing,
+        MissingHistory {
+            first_segment: files[0].clone(),
+            first_seq: part.segment,
+            needed_from: 1,
+            checkpoint_covers_seq: None,
+        }
+    );
 }
