@@ -393,7 +393,9 @@ fn prepare(config: Config, admin_key: Option<String>) -> Result<Prepared, StartE
     let herald = builder.start().map_err(|e| match e {
         herald::StartError::Storage { shard, .. } => StartError::Runtime(format!(
             "{e}\ninspect the journal with `herald journal check --data-dir {}`; \
-             `--repair` truncates it at the damage, losing what follows (it says what)",
+             `--repair` truncates it at damage, losing what follows (it says what), \
+             and refuses a journal missing its oldest segment files (restore those \
+             from a backup)",
             engine_dir.join(format!("shard-{shard}")).display()
         )),
         e if e.fault() == herald::Fault::Caller => StartError::Config(e.to_string()),
