@@ -3,6 +3,9 @@
 // Denied, not forbidden: one call into the allocator below is allowed, with its SAFETY
 // argument.
 #![deny(unsafe_code)]
+// The doc comments of the command-line types are their `--help` text, where `<name>`
+// stands for a value to give, not an HTML tag.
+#![allow(rustdoc::invalid_html_tags)]
 
 use std::process::ExitCode;
 

@@ -136,7 +136,7 @@ pub struct DispatcherConfig {
     pub sends_per_tick_max: usize,
     /// Most held deliveries one tick looks at to end the pending deliveries of a
     /// webhook that was disabled or deleted; a larger backlog ends over several ticks
-    /// ([`ENDINGS_PER_TICK_MAX_DEFAULT`]).
+    /// (`ENDINGS_PER_TICK_MAX_DEFAULT`).
     pub endings_per_tick_max: usize,
     /// How long an idempotency key is remembered after its event was accepted.
     pub idempotency_window_ms: u64,

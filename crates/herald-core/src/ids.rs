@@ -248,7 +248,7 @@ const EVENT_ID_INLINE_BYTES_MAX: usize = 38;
 /// header value and a valid signing message id.
 ///
 /// Unlike the other string ids it is not always shared: an id of at most
-/// [`EVENT_ID_INLINE_BYTES_MAX`] bytes is held in place (each event holds its own id,
+/// `EVENT_ID_INLINE_BYTES_MAX` bytes is held in place (each event holds its own id,
 /// so sharing saved nothing but cost an allocation per event); cloning copies it.
 #[derive(Clone)]
 pub struct EventId(EventIdText);

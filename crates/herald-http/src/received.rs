@@ -10,7 +10,7 @@ const INLINE_FIELDS: usize = 12;
 ///
 /// As `(String, Vec<u8>)` pairs, owning a head's fields costs two allocations per field;
 /// here every name and value is appended to one byte buffer and the ends of up to
-/// [`INLINE_FIELDS`] fields are held inline, so a head costs one allocation however many
+/// `INLINE_FIELDS` fields are held inline, so a head costs one allocation however many
 /// fields it holds. Values are bytes: a field may carry `obs-text`, which is not text.
 #[derive(Clone, Default, PartialEq, Eq)]
 pub struct ReceivedHeaders {

@@ -1,6 +1,6 @@
 //! Memory-mapped, append-only, CRC-checked journal with group commit and recovery.
 //!
-//! A journal is a directory of preallocated segment files (see [`format`] for
+//! A journal is a directory of preallocated segment files (see [`format`](mod@format) for
 //! the byte layout). [`Journal::append`] stages a frame in memory and returns
 //! its sequence number at once; [`Journal::commit`] writes the staged frames to
 //! the active segment (one `pwrite` per [`WRITE_PIECE_BYTES`] piece of the file it
@@ -31,7 +31,7 @@
 //! for `fallocate`; or it is the file of a segment a checkpoint let go, written over
 //! in place so that its pages stay in the page cache (format version 2: after its last
 //! frame come its earlier frames, whose lower sequence numbers end the log; see
-//! [`format`]). Disk use is at most `segments_max + 5` segment files (the spare and up
+//! [`format`](mod@format)). Disk use is at most `segments_max + 5` segment files (the spare and up
 //! to four let-go segments kept for reuse), or `2 * segments_max + 5` while a checkpoint
 //! written at the limit is completed (the checkpoint frees the older segments; see
 //! `CHECKPOINT_SEGMENTS_EXTRA_FACTOR`).

@@ -364,7 +364,7 @@ impl Dispatcher {
     }
 
     /// Webhooks whose pending deliveries are still being ended (see
-    /// [`Dispatcher::advance_endings`]).
+    /// `Dispatcher::advance_endings`).
     pub fn endings_underway(&self) -> usize {
         self.endings.len()
     }
