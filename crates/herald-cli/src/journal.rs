@@ -153,7 +153,7 @@ fn run_check(dir: &Path, repair: bool) -> ExitCode {
         // (and may hand out again ids receivers already saw): nothing to accept safely.
         eprintln!(
             "not repaired, nothing changed: no repair can bring back records no segment \
-             holds; restore the missing segment files from a backup, then check again"
+             holds; restore the missing or damaged segment files from a backup, then check again"
         );
         return ExitCode::from(1);
     }

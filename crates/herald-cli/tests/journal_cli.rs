@@ -210,7 +210,7 @@ fn check_reports_missing_oldest_segments_and_repair_refuses_them() {
     let missing = format!(
         "history missing: seq 1..=62 missing: the first segment present, {}, starts at seq 63, \
          but no complete checkpoint is present to start from, so replay needs every record \
-         from seq 1; restore the missing segment files from a backup",
+         from seq 1; restore the journal's missing or damaged segment files from a backup",
         segments[1].display()
     );
 

@@ -144,7 +144,7 @@ pub enum JournalError {
     /// segment files before it were removed (by hand, a backup restored in part), or a
     /// repair asked for would cut off, at damage, the checkpoint that covered them.
     /// Opening without them would silently lose every event and webhook they held, and
-    /// no repair can bring them back: restore the missing segment files from a backup.
+    /// no repair can bring them back: restore the missing (or damaged) segment files from a backup.
     /// Repair refuses it too, before changing anything.
     #[error(
         "journal in {dir} lacks the oldest records replay needs (segment files removed from its start, or the checkpoint that covered them damaged): {missing}"

@@ -42,7 +42,8 @@ pub const SEGMENTS_MAX_LIMIT: usize = 1 << 16;
 /// bytes are staged, then go to the segment file (one `pwrite` per
 /// [`WRITE_PIECE_BYTES`] piece). Bounded so a
 /// caller that appends a large batch before committing keeps a bounded buffer,
-/// and large enough that a busy turn costs one system call, not one per record.
+/// and large enough that a busy turn costs a few system calls (one per piece), not
+/// one per record.
 pub const STAGED_BYTES_MAX: usize = 256 * 1024;
 /// Largest piece of the segment file one `pwrite` of staged frames covers: a larger
 /// batch is written in pieces that end on multiples of this offset. The page cache
@@ -237,8 +238,8 @@ impl std::fmt::Display for MissingHistory {
         }
         write!(
             f,
-            ", so replay needs every record from seq {}; restore the missing segment files \
-             from a backup (no repair can bring their records back)",
+            ", so replay needs every record from seq {}; restore the journal's missing or \
+             damaged segment files from a backup (no repair can bring their records back)",
             self.needed_from
         )
     }

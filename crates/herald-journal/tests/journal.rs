@@ -2077,7 +2077,7 @@ fn missing_history_of(err: JournalError) -> MissingHistory {
             missing.first_segment.display(),
             missing.first_seq
         ),
-        "restore the missing segment files from a backup".to_string(),
+        "restore the journal's missing or damaged segment files from a backup".to_string(),
     ];
     for part in named {
         assert!(text.contains(&part), "{part:?} not in {text}");

@@ -140,10 +140,12 @@ pub struct Wakeups {
 impl Wakeups {
     /// Wakes every receiver whose answer was stored since the last call.
     pub fn wake(&mut self) {
-        for sleeper in self.sleepers.drain(..) {
+        // Taken one at a time, not drained: should a waker panic, the rest stay listed
+        // and the drop during the unwind wakes them.
+        while let Some(sleeper) = self.sleepers.pop() {
             sleeper.notify();
         }
-        for waker in self.wakers.drain(..) {
+        while let Some(waker) = self.wakers.pop() {
             waker.wake();
         }
     }
@@ -417,6 +419,40 @@ mod tests {
                 "woken by drop: {wake_by_drop}"
             );
         }
+    }
+
+    /// A waker that panics when woken.
+    struct Panicking;
+
+    impl std::task::Wake for Panicking {
+        fn wake(self: Arc<Self>) {
+            panic!("a waker that panics");
+        }
+    }
+
+    #[test]
+    fn a_panicking_waker_leaves_the_other_receivers_woken() {
+        let mut wakeups = Wakeups::default();
+        let counter = Arc::new(Counting(Default::default()));
+        let mut receivers = Vec::new();
+        // Woken last to first: the counting receivers on both sides of the panicking one.
+        for waker in [
+            Waker::from(counter.clone()),
+            Waker::from(Arc::new(Panicking)),
+            Waker::from(counter.clone()),
+        ] {
+            let (reply, mut receiver) = reply_channel::<u32>();
+            let mut cx = Context::from_waker(&waker);
+            assert!(Pin::new(&mut receiver).poll(&mut cx).is_pending());
+            reply.send_deferred(1, &mut wakeups);
+            receivers.push(receiver);
+        }
+        let woke = std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || {
+            let mut wakeups = wakeups;
+            wakeups.wake();
+        }));
+        assert!(woke.is_err(), "the waker's panic propagates");
+        assert_eq!(woken(&counter), 2, "both other receivers were woken");
     }
 
     #[test]
