@@ -2304,3 +2304,84 @@ fn a_repair_that_would_cut_off_the_checkpoint_that_let_segments_go_is_refused() 
         }
     );
 }
+
+/// Puts `dir` back as `snapshot` took it: its segment files and mark, nothing else.
+fn put_back(dir: &Path, snapshot: &[(PathBuf, Vec<u8>)]) {
+    for entry in fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        let name = path.file_name().unwrap().to_str().unwrap();
+        if name.ends_with(".seg") || name.ends_with(".seg.tmp") {
+            fs::remove_file(&path).unwrap();
+        }
+    }
+    for (path, bytes) in snapshot {
+        fs::write(path, bytes).unwrap();
+    }
+}
+
+/// Compaction deletes the segments a checkpoint lets go oldest first, so a crash part
+/// way through leaves every later one: each such state opens (no false refusal of the
+/// oldest records replay needs) and replays the checkpoint and everything after it. A
+/// later one deleted with an earlier one left, which compaction never does, is a gap.
+#[test]
+fn a_crash_part_way_through_compaction_leaves_a_journal_that_opens() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = config(dir.path());
+    cfg.segments_max = 1024;
+    let (mut journal, _) = Journal::open(cfg.clone()).unwrap();
+    for i in 0..600u64 {
+        journal.append(1, 1, &payload(i, 400)).unwrap();
+    }
+    let checkpoint = journal.checkpoint(b"state").unwrap();
+    let mut after = Vec::new();
+    for i in 0..40u64 {
+        let p = payload(i, 300);
+        after.push((journal.append(1, 1, &p).unwrap(), p));
+    }
+    journal.sync().unwrap();
+    drop(journal);
+    let before = snapshot(dir.path());
+    let (mut journal, _) = Journal::open(cfg.clone()).unwrap();
+    journal.compact().unwrap();
+    drop(journal);
+    let present = segment_files(dir.path());
+    let doomed: Vec<PathBuf> = before
+        .iter()
+        .map(|(path, _)| path.clone())
+        .filter(|path| path.extension().is_some_and(|e| e == "seg") && !present.contains(path))
+        .collect();
+    assert!(doomed.len() >= 3, "compaction let go of {doomed:?}");
+
+    for deleted in 0..=doomed.len() {
+        put_back(dir.path(), &before);
+        for path in &doomed[..deleted] {
+            fs::remove_file(path).unwrap();
+        }
+        let (journal, recovery) = Journal::open(cfg.clone())
+            .unwrap_or_else(|e| panic!("{deleted} of {} deleted: {e}", doomed.len()));
+        assert_eq!(recovery.checkpoint_seq, Some(checkpoint));
+        let replayed: Vec<(u64, u16, Vec<u8>)> = journal
+            .replay()
+            .map(|f| {
+                let f = f.unwrap();
+                (f.seq, f.kind, f.payload.to_vec())
+            })
+            .collect();
+        assert_eq!(
+            replayed[0],
+            (checkpoint, KIND_CHECKPOINT, b"state".to_vec())
+        );
+        let records: Vec<(u64, Vec<u8>)> = replayed[1..]
+            .iter()
+            .map(|(seq, _, p)| (*seq, p.clone()))
+            .collect();
+        assert_eq!(records, after);
+    }
+
+    put_back(dir.path(), &before);
+    fs::remove_file(doomed.last().unwrap()).unwrap();
+    assert!(matches!(
+        Journal::open(cfg).map(|_| ()),
+        Err(JournalError::SegmentGap { .. })
+    ));
+}
