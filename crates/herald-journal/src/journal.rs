@@ -50,10 +50,10 @@ pub const STAGED_BYTES_MAX: usize = 256 * 1024;
 /// sizes the pages it takes for a write by the write's length (large folios), and
 /// large blocks of free memory are the ones a virtual machine's free-page reporting
 /// has handed back to its host: on such a machine a 256 KiB write into new pages
-/// cost 1.5–4.4 µs per 4 KiB (spread from run to run, every page faulted in by the
-/// host), the same bytes in aligned 64 KiB pieces 0.8 µs, in 16 KiB pieces 1.3 µs
-/// (system calls dominate below). Pieces aligned to their size get pages of that
-/// size.
+/// cost 0.7–6.4 µs per 4 KiB from one round to the next (every page faulted in by the
+/// host), the same bytes in aligned 64 KiB pieces 0.8–1.2 µs bar one round, in 16 KiB
+/// pieces 1.2–1.9 µs (system calls dominate below; `examples/write_pieces.rs` measures
+/// it). Pieces aligned to their size get pages of that size.
 pub const WRITE_PIECE_BYTES: u64 = 64 * 1024;
 /// Segments a checkpoint being written may add beyond `segments_max`, as a multiple
 /// of `segments_max`: at most `segments_max` more. Only checkpoint frames (parts and
