@@ -303,6 +303,13 @@ pub struct Report {
     pub accepted_per_s: f64,
     /// delivered / elapsed_s.
     pub deliveries_per_s: f64,
+    /// Deliveries per second once the publishing was over, from the first timeline
+    /// sample after it to the last delivery ([`after_publishing_per_s`]): what the
+    /// engine delivers when it accepts nothing, which a closed loop's figure above mixes
+    /// with the publishing phase (where accepting the events takes much of the CPU).
+    /// `None` when less than [`AFTER_PUBLISHING_S_MIN`] of the run followed the
+    /// publishing (open loops publish until their end).
+    pub deliveries_after_publishing_per_s: Option<f64>,
     /// attempts / elapsed_s.
     pub attempts_per_s: f64,
     /// The raw ceiling's requests/s (`--compare-raw`): the mean of the measurements
@@ -426,9 +433,29 @@ pub struct Report {
     pub timeline: Vec<Sample>,
 }
 
+/// Shortest stretch after the publishing that [`after_publishing_per_s`] reports a rate
+/// for: a quarter of a second holds one timeline sample's worth of deliveries at least.
+pub const AFTER_PUBLISHING_S_MIN: f64 = 0.25;
+
+/// Deliveries per second from the first `timeline` sample at or after `publish_s` to
+/// `elapsed_s`, when `delivered` were done in all: `None` when that stretch is shorter
+/// than [`AFTER_PUBLISHING_S_MIN`] or no sample falls in it.
+pub fn after_publishing_per_s(
+    timeline: &[Sample],
+    publish_s: f64,
+    elapsed_s: f64,
+    delivered: u64,
+) -> Option<f64> {
+    let from = timeline.iter().find(|s| s.t_s >= publish_s)?;
+    let span_s = elapsed_s - from.t_s;
+    (span_s >= AFTER_PUBLISHING_S_MIN)
+        .then(|| delivered.saturating_sub(from.delivered) as f64 / span_s)
+}
+
 /// Keys every report's JSON holds (tests check them; tools rely on them).
-pub const REPORT_KEYS: [&str; 33] = [
+pub const REPORT_KEYS: [&str; 34] = [
     "deliveries_per_s",
+    "deliveries_after_publishing_per_s",
     "accepted_per_s",
     "raw_per_s",
     "ratio_to_raw",
@@ -556,13 +583,17 @@ impl Report {
         row(
             "delivered",
             format!(
-                "{} of {} in {:.2} s: {:.0}/s ({} attempts, {:.0}/s){}",
+                "{} of {} in {:.2} s: {:.0}/s ({} attempts, {:.0}/s){}{}",
                 self.delivered,
                 self.deliveries_expected,
                 self.elapsed_s,
                 self.deliveries_per_s,
                 self.attempts,
                 self.attempts_per_s,
+                match self.deliveries_after_publishing_per_s {
+                    Some(rate) => format!("; {rate:.0}/s once the publishing was over"),
+                    None => String::new(),
+                },
                 if self.drain_timed_out {
                     " — gave up waiting"
                 } else {
@@ -767,6 +798,30 @@ impl RawReport {
 mod tests {
     use super::*;
     use hdrhistogram::Histogram;
+
+    #[test]
+    fn the_rate_after_the_publishing_counts_from_the_first_sample_after_it() {
+        let at = |t_s: f64, delivered: u64| Sample {
+            t_s,
+            delivered,
+            ..Sample::default()
+        };
+        let timeline = [at(0.25, 100), at(0.5, 250), at(0.75, 400), at(1.0, 1_000)];
+        // Published for 0.6 s: counted from the sample at 0.75 s (400 delivered) to the
+        // last delivery at 1.75 s (2,400 delivered): 2,000 in 1 s.
+        assert_eq!(
+            after_publishing_per_s(&timeline, 0.6, 1.75, 2_400),
+            Some(2_000.0)
+        );
+        // A publishing that ends on a sample counts from that sample.
+        assert_eq!(
+            after_publishing_per_s(&timeline, 0.5, 1.5, 1_250),
+            Some(1_000.0)
+        );
+        // Too short a stretch after it, or no sample after it: no figure.
+        assert_eq!(after_publishing_per_s(&timeline, 0.9, 1.2, 1_100), None);
+        assert_eq!(after_publishing_per_s(&timeline, 1.1, 3.0, 5_000), None);
+    }
 
     #[test]
     fn a_contended_machine_is_flagged_in_the_table() {

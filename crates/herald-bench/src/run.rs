@@ -1227,6 +1227,9 @@ fn drive(
         drain_timed_out,
         accepted_per_s: accepted as f64 / publish_s,
         deliveries_per_s: delivered as f64 / elapsed_s,
+        deliveries_after_publishing_per_s: crate::report::after_publishing_per_s(
+            &timeline, publish_s, elapsed_s, delivered,
+        ),
         attempts_per_s: attempts as f64 / elapsed_s,
         raw_per_s: None,
         ratio_to_raw: None,
