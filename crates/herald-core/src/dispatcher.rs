@@ -3,7 +3,9 @@
 //! See the crate documentation for the driver protocol (input, polling order,
 //! durability, replay).
 
-use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+
+use crate::FastHashMap;
 use std::sync::Arc;
 
 use herald_http::{HeaderFields, Url};
@@ -1189,7 +1191,7 @@ pub struct Dispatcher {
     /// Each tenant's retained deliveries, for queries. Probed by tenant, never iterated
     /// across tenants.
     /// In sets of 8 bytes per delivery (`dispatcher/table.rs`).
-    by_tenant: HashMap<TenantId, IdSet>,
+    by_tenant: FastHashMap<TenantId, IdSet>,
     pending_count: usize,
     in_flight_count: usize,
     finished: VecDeque<(DeliveryId, u64)>,
@@ -1228,7 +1230,7 @@ pub struct Dispatcher {
     fresh_pending: usize,
     counters: Counters,
     /// One copy of each event type events carry (see `shared_event_type`).
-    event_types: HashMap<EventType, Arc<EventType>>,
+    event_types: FastHashMap<EventType, Arc<EventType>>,
     /// Records applied so far (live and replayed): a checkpoint being built checks
     /// that none came between its first parts.
     applied: u64,
@@ -1286,7 +1288,7 @@ impl Dispatcher {
             now_ms,
             tenants: BTreeMap::new(),
             deliveries: Deliveries::default(),
-            by_tenant: HashMap::new(),
+            by_tenant: FastHashMap::default(),
             pending_count: 0,
             in_flight_count: 0,
             finished: VecDeque::new(),
@@ -1310,7 +1312,7 @@ impl Dispatcher {
             keys: Keys::default(),
             fresh_pending: 0,
             counters: Counters::default(),
-            event_types: HashMap::new(),
+            event_types: FastHashMap::default(),
             applied: 0,
             endings: VecDeque::new(),
             ending_allowance,
@@ -1441,7 +1443,7 @@ impl Dispatcher {
             return;
         }
         let (mut pending, mut in_flight, mut fresh) = (0, 0, 0);
-        let mut by_webhook: HashMap<(TenantId, WebhookId), usize> = HashMap::new();
+        let mut by_webhook: FastHashMap<(TenantId, WebhookId), usize> = FastHashMap::default();
         for (id, d) in self.deliveries.iter() {
             assert!(
                 self.by_tenant

@@ -5,10 +5,10 @@
 //! segment boundary of the event type, at most [`crate::EVENT_TYPE_SEGMENTS_MAX`]), and `*`
 //! subscribers are kept in their own set.
 
-use std::collections::HashMap;
 use std::fmt;
 
 use crate::ids::{check_segments, EventType, IdError, WebhookId, EVENT_TYPE_SEGMENTS_MAX};
+use crate::FastHashMap;
 
 /// Which events a webhook receives. Parsed from text:
 /// * `*`: every event type;
@@ -105,8 +105,8 @@ impl IdSet {
 /// outputs; results come out in id order.
 #[derive(Debug, Default, Clone)]
 pub struct Matcher {
-    exact: HashMap<EventType, IdSet>,
-    prefix: HashMap<EventType, IdSet>,
+    exact: FastHashMap<EventType, IdSet>,
+    prefix: FastHashMap<EventType, IdSet>,
     all: IdSet,
 }
 
@@ -129,7 +129,11 @@ impl Matcher {
 
     /// Removes `webhook` from under each of `filters` (the ones it was inserted with).
     pub fn remove(&mut self, webhook: &WebhookId, filters: &[EventFilter]) {
-        fn remove_from(map: &mut HashMap<EventType, IdSet>, key: &EventType, webhook: &WebhookId) {
+        fn remove_from(
+            map: &mut FastHashMap<EventType, IdSet>,
+            key: &EventType,
+            webhook: &WebhookId,
+        ) {
             if let Some(set) = map.get_mut(key) {
                 set.remove(webhook);
                 if set.is_empty() {

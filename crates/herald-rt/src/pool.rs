@@ -12,7 +12,9 @@
 //! Invariant: an origin has waiters only while all its slots are taken and none is idle.
 
 use std::cell::{Cell, RefCell};
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
+
+use herald_core::FastHashMap;
 use std::future::Future;
 use std::pin::Pin;
 use std::rc::Rc;
@@ -115,7 +117,7 @@ impl<C> Origin<C> {
 /// The pool of one shard.
 pub(crate) struct Pool<C> {
     config: PoolConfig,
-    origins: RefCell<HashMap<OriginKey, Origin<C>>>,
+    origins: RefCell<FastHashMap<OriginKey, Origin<C>>>,
     /// Sum of every origin's `open`.
     total_open: Cell<usize>,
 }
@@ -153,7 +155,7 @@ impl<C> Pool<C> {
     pub(crate) fn new(config: PoolConfig) -> Pool<C> {
         Pool {
             config,
-            origins: RefCell::new(HashMap::new()),
+            origins: RefCell::new(FastHashMap::default()),
             total_open: Cell::new(0),
         }
     }
@@ -363,7 +365,10 @@ impl<C> Pool<C> {
 }
 
 /// Removes the oldest idle connection of any origin other than `except`.
-fn evict_one_idle<C>(origins: &mut HashMap<OriginKey, Origin<C>>, except: &OriginKey) -> Option<C> {
+fn evict_one_idle<C>(
+    origins: &mut FastHashMap<OriginKey, Origin<C>>,
+    except: &OriginKey,
+) -> Option<C> {
     let (victim_key, since) = origins
         .iter()
         .filter(|(k, _)| *k != except)

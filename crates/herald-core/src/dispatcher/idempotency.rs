@@ -15,7 +15,7 @@ pub(super) struct KeyEntry {
 /// Remembered idempotency keys of one shard, by tenant, with their acceptance order.
 #[derive(Default)]
 pub(super) struct Keys {
-    pub(super) by_tenant: HashMap<TenantId, HashMap<Arc<str>, KeyEntry>>,
+    pub(super) by_tenant: FastHashMap<TenantId, FastHashMap<Arc<str>, KeyEntry>>,
     /// (accepted_at_ms, tenant, key), oldest first: dispatcher time never runs
     /// backwards, so this is also expiry order. Entries whose key was replaced are
     /// skipped when popped.

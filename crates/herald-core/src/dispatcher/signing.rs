@@ -46,7 +46,8 @@ impl Dispatcher {
         // event's attempts need not be next to each other).
         // Sized for every plan at once: grown from empty it rehashed every key it held
         // several times per tick.
-        let mut read: HashMap<BodyKey, Bytes> = HashMap::with_capacity(plans.len());
+        let mut read: FastHashMap<BodyKey, Bytes> =
+            FastHashMap::with_capacity_and_hasher(plans.len(), Default::default());
         let bodies: Vec<Bytes> = plans
             .iter()
             .map(|p| {

@@ -32,12 +32,12 @@
 //!   subscriber whose queue is full is cut off ([`StreamEnd::Overflowed`]) and never
 //!   slows the shard or other subscribers.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use herald_core::record::{self, EventAccepted};
-use herald_core::{EventFilter, EventType, Record, RECORD_VERSION};
+use herald_core::{EventFilter, EventType, FastHashMap, Record, RECORD_VERSION};
 
 /// Default age of the oldest event kept for resuming: ten minutes covers a client's
 /// reconnect after a network change, a redeploy or a laptop lid.
@@ -220,8 +220,8 @@ const STREAM_NAMES_MAX: usize = 4096;
 /// stream parses and copies neither when its tenant and type were seen before.
 #[derive(Default)]
 struct Names {
-    tenants: HashMap<Box<str>, Arc<str>>,
-    types: HashMap<Box<str>, EventType>,
+    tenants: FastHashMap<Box<str>, Arc<str>>,
+    types: FastHashMap<Box<str>, EventType>,
 }
 
 impl Names {
@@ -343,7 +343,7 @@ struct TenantStream {
 }
 
 struct Window {
-    tenants: HashMap<Arc<str>, TenantStream>,
+    tenants: FastHashMap<Arc<str>, TenantStream>,
     /// Every event in the window by seq, naming its tenant, oldest first, for age and
     /// byte eviction across tenants; events are added in seq order, so a queue. An event
     /// that left its tenant's entry by the per-tenant count stays here until it reaches
@@ -394,7 +394,7 @@ impl ShardStream {
         ShardStream {
             config,
             window: Mutex::new(Window {
-                tenants: HashMap::new(),
+                tenants: FastHashMap::default(),
                 order: VecDeque::new(),
                 events: 0,
                 bytes: 0,
