@@ -20,9 +20,12 @@ pub enum JournalCommand {
         /// The journal directory (holding the *.seg files).
         #[arg(long)]
         data_dir: PathBuf,
-        /// Truncate at the first corrupt frame, deleting everything after it. Refused,
-        /// changing nothing, when records replay needs are missing before the first
-        /// segment: only restoring the missing segment files from a backup mends that.
+        /// Mend damage (or a gap between segment files) before the tail: when a later
+        /// complete checkpoint covers every record up to it, delete the segment files up
+        /// to it whole, losing nothing; otherwise truncate at the first corrupt frame,
+        /// deleting everything after it. Refused, changing nothing, when records replay
+        /// needs are missing before the first segment kept: only restoring the missing
+        /// segment files from a backup mends that.
         #[arg(long)]
         repair: bool,
     },
@@ -124,6 +127,20 @@ fn run_check(dir: &Path, repair: bool) -> ExitCode {
     if let Some(missing) = &report.history_missing {
         eprintln!("history missing: {missing}");
     }
+    if let Some(covered) = report.covered.as_ref().filter(|_| !repair) {
+        eprintln!(
+            "corrupt: segment {} offset {}: {}; the checkpoint at seq {} covers every record \
+             up to seq {}, so a repair deletes the {} segment files up to it whole (every \
+             record before seq {}), losing nothing (rerun with --repair to do so)",
+            covered.segment.display(),
+            covered.offset,
+            covered.defect,
+            covered.checkpoint_seq,
+            covered.checkpoint_covers_seq,
+            covered.segments_deleted,
+            covered.first_seq_kept
+        );
+    }
     if let Some(corruption) = report.corruption.as_ref().filter(|_| !repair) {
         let later_segments = report
             .segments
@@ -162,6 +179,21 @@ fn run_check(dir: &Path, repair: bool) -> ExitCode {
     match Journal::open(config) {
         Ok((journal, recovery)) => {
             drop(journal);
+            if let Some(c) = &recovery.covered {
+                println!(
+                    "repaired: deleted {} segment files whole, every record before seq {} \
+                     ({} valid records; {} at offset {}: {}); the checkpoint at seq {} covers \
+                     them (up to seq {}); lost 0 records",
+                    c.segments_deleted,
+                    c.first_seq_kept,
+                    c.records,
+                    c.segment.display(),
+                    c.offset,
+                    c.defect,
+                    c.checkpoint_seq,
+                    c.checkpoint_covers_seq
+                );
+            }
             match recovery.repair {
                 Some(r) => {
                     let kept = recovery.last_seq.unwrap_or(0);
@@ -180,7 +212,8 @@ fn run_check(dir: &Path, repair: bool) -> ExitCode {
                         r.segments_deleted
                     )
                 }
-                None => println!("repaired: nothing to truncate"),
+                None if recovery.covered.is_none() => println!("repaired: nothing to truncate"),
+                None => {}
             }
             match check(dir) {
                 Ok(after) if after.is_sound() => {

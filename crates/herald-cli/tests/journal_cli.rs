@@ -26,12 +26,19 @@ fn scratch_dir() -> tempfile::TempDir {
 
 /// A journal of small segments: `records` records of 1000 bytes.
 fn build(dir: &Path, records: u64) -> Vec<PathBuf> {
+    build_then(dir, records, |_| {})
+}
+
+/// [`build`], then `then` with the journal before it is synced and closed: its segment
+/// files.
+fn build_then(dir: &Path, records: u64, then: impl FnOnce(&mut Journal)) -> Vec<PathBuf> {
     let mut config = JournalConfig::new(dir);
     config.segment_bytes = SEGMENT_BYTES_MIN;
     let (mut journal, _) = Journal::open(config).unwrap();
     for _ in 0..records {
         journal.append(1, 1, &[7u8; 1000]).unwrap();
     }
+    then(&mut journal);
     journal.sync().unwrap();
     drop(journal);
     let mut segments: Vec<PathBuf> = fs::read_dir(dir)
@@ -230,6 +237,68 @@ fn check_reports_missing_oldest_segments_and_repair_refuses_them() {
     for (segment, bytes) in segments[1..].iter().zip(&kept) {
         assert_eq!(&fs::read(segment).unwrap(), bytes, "{}", segment.display());
     }
+}
+
+/// A segment file removed from the middle of a journal whose later complete checkpoint
+/// covers every record up to the gap: check exits 1 and says that a repair deletes the
+/// segment files before the gap whole, losing nothing; `--repair` does so and says what
+/// went, keeping the checkpoint and every record after it.
+#[test]
+fn check_reports_a_gap_a_later_checkpoint_covers_and_repair_drops_the_segments_before_it() {
+    let dir = scratch_dir();
+    let segments = build_then(dir.path(), 300, |journal| {
+        assert_eq!(journal.checkpoint(b"state").unwrap(), 301);
+        for _ in 0..5 {
+            journal.append(1, 1, &[8u8; 1000]).unwrap();
+        }
+    });
+    assert_eq!(segments.len(), 5);
+    fs::remove_file(&segments[2]).unwrap();
+    let kept: Vec<Vec<u8>> = segments[3..].iter().map(|s| fs::read(s).unwrap()).collect();
+    let dir_arg = dir.path().to_str().unwrap();
+    let defect = "the segment's last frames are missing or damaged: it ends at seq 124, the \
+                  next segment starts at seq 187";
+    let (gap_segment, gap_offset) = (segments[1].display(), HEADER + 62 * FRAME);
+
+    let out = herald(&["journal", "check", "--data-dir", dir_arg]);
+    let stderr = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{}{stderr}", text(&out.stdout));
+    let covered = format!(
+        "corrupt: segment {gap_segment} offset {gap_offset}: {defect}; the checkpoint at seq 301 covers every record up to seq 300, so a \
+         repair deletes the 2 segment files up to it whole (every record before seq 187), \
+         losing nothing (rerun with --repair to do so)\n"
+    );
+    assert!(stderr.contains(&covered), "{stderr}");
+    assert!(!stderr.contains("history missing"), "{stderr}");
+    assert!(
+        segments[0].exists() && segments[1].exists(),
+        "check changed nothing"
+    );
+
+    let out = herald(&["journal", "check", "--data-dir", dir_arg, "--repair"]);
+    let stdout = text(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{stdout}{}", text(&out.stderr));
+    let repaired = format!(
+        "repaired: deleted 2 segment files whole, every record before seq 187 (124 valid \
+         records; {gap_segment} at offset {gap_offset}: {defect}); the checkpoint at seq 301 covers them (up to seq 300); lost 0 \
+         records\n"
+    );
+    assert!(stdout.contains(&repaired), "{stdout}");
+    assert!(!stdout.contains("truncated"), "{stdout}");
+    assert_eq!(stdout.lines().last(), Some("sound"), "{stdout}");
+    assert!(!segments[0].exists() && !segments[1].exists());
+    for (segment, bytes) in segments[3..].iter().zip(&kept) {
+        assert_eq!(&fs::read(segment).unwrap(), bytes, "{}", segment.display());
+    }
+    let stdout = check_sound(dir.path());
+    assert!(
+        stdout.contains("records 121  first_seq 187  last_seq 307"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("checkpoint_seq 301  checkpoint_covers_seq 300"),
+        "{stdout}"
+    );
 }
 
 #[test]

@@ -5,7 +5,10 @@ use std::path::{Path, PathBuf};
 
 use crate::error::JournalError;
 use crate::format::{scan_segment_after, ScanStop, SEGMENT_HEADER_BYTES};
-use crate::journal::{judge_damage, list_segments, missing_history, MissingHistory, TornTail};
+use crate::journal::{
+    covered_before, gap_defect, judge_damage, list_segments, missing_history, CoveredSegments,
+    MissingHistory, TornTail,
+};
 
 /// One segment as found by [`check`].
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -39,10 +42,12 @@ pub struct Corruption {
     pub records_after: u64,
 }
 
-/// What [`check`] found.
+/// What [`check`] found. Counts, sequence numbers and the checkpoint describe what a
+/// repair keeps: the segments after any it deletes whole as covered ([`Self::covered`]),
+/// up to the first problem among them.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct CheckReport {
-    /// Every segment, oldest first.
+    /// Every segment, oldest first (those a repair deletes whole included).
     pub segments: Vec<SegmentSummary>,
     /// Valid records up to the first problem.
     pub records: u64,
@@ -59,19 +64,26 @@ pub struct CheckReport {
     pub checkpoint_covers_seq: Option<u64>,
     /// A torn tail in the last segment (sound: open truncates it).
     pub torn_tail: Option<TornTail>,
-    /// The first corruption before the tail, if any.
+    /// Damage or a gap that a repair mends by deleting the segment files up to it whole,
+    /// losing nothing, because a later complete checkpoint covers every record in them
+    /// (as [`crate::Journal::open`] with `repair` does). Open without repair refuses the
+    /// journal until then.
+    pub covered: Option<CoveredSegments>,
+    /// The first corruption before the tail in what a repair keeps (after the segments
+    /// it deletes as [`Self::covered`]), if any: where a repair truncates.
     pub corruption: Option<Corruption>,
     /// Records replay needs that no segment holds: the first segment starts after the
-    /// record following what the latest complete checkpoint read covers (before any
-    /// corruption: what a repair would keep). Open refuses such a journal, repair
-    /// included; only restoring the missing segment files from a backup mends it.
+    /// record following what the latest complete checkpoint read covers (judged on what a
+    /// repair would keep: after the segments it deletes as covered, before any
+    /// corruption). Open refuses such a journal, repair included; only restoring the
+    /// missing segment files from a backup mends it.
     pub history_missing: Option<MissingHistory>,
 }
 
 impl CheckReport {
-    /// Sound: no corruption before the tail, and no record replay needs missing.
+    /// Sound: no damage or gap before the tail, and no record replay needs missing.
     pub fn is_sound(&self) -> bool {
-        self.corruption.is_none() && self.history_missing.is_none()
+        self.corruption.is_none() && self.covered.is_none() && self.history_missing.is_none()
     }
 }
 
@@ -88,8 +100,13 @@ pub fn check(dir: &Path) -> Result<CheckReport, JournalError> {
     let count = listed.len();
     let mut expected_base: Option<u64> = None;
     let mut open_checkpoint = None;
-    for (i, (name_base, path)) in listed.into_iter().enumerate() {
+    // The first segment a repair keeps, after those it deletes whole as covered.
+    let mut kept_from = 0;
+    let mut i = 0;
+    while i < count {
+        let (name_base, path) = (listed[i].0, listed[i].1.clone());
         let is_last = i + 1 == count;
+        i += 1;
         let bytes = fs::read(&path).map_err(|e| JournalError::io("read", &path, e))?;
         let mut summary = SegmentSummary {
             path: path.clone(),
@@ -120,13 +137,35 @@ pub fn check(dir: &Path) -> Result<CheckReport, JournalError> {
         summary.reused = scan.header.reused;
         let expected = expected_base.unwrap_or(name_base);
         if scan.header.base_seq != expected || name_base != scan.header.base_seq {
+            let defect = format!(
+                "segment starts at seq {} but seq {expected} must come next",
+                scan.header.base_seq
+            );
+            // As a repair: a gap (the segment file's name agrees with its header) that a
+            // later checkpoint covers goes with every segment before it. Reported at the
+            // end of the segment before it, as the repair reports it.
+            let previous = report
+                .segments
+                .last()
+                .filter(|_| name_base == scan.header.base_seq);
+            let gap = previous.map(|p| {
+                let offset = SEGMENT_HEADER_BYTES + p.bytes;
+                (p.path.clone(), offset, gap_defect(expected, name_base))
+            });
+            let covered = gap.and_then(|gap| {
+                covered_before(&listed, i - 1, gap, i - 1 - kept_from, report.records)
+            });
+            if let Some(covered) = covered {
+                // This segment is read again, as the first one kept.
+                (kept_from, i) = (i - 1, i - 1);
+                report = start_over(report, covered);
+                (expected_base, open_checkpoint) = (None, None);
+                continue;
+            }
             report.corruption = Some(Corruption {
                 segment: path,
                 offset: 0,
-                defect: format!(
-                    "segment starts at seq {} but seq {expected} must come next",
-                    scan.header.base_seq
-                ),
+                defect,
                 records_after: 0,
             });
             report.segments.push(summary);
@@ -146,6 +185,7 @@ pub fn check(dir: &Path) -> Result<CheckReport, JournalError> {
         }
         open_checkpoint = scan.open_checkpoint;
         expected_base = Some(scan.last_seq + 1);
+        report.segments.push(summary);
         if let ScanStop::Invalid {
             offset,
             defect,
@@ -163,16 +203,28 @@ pub fn check(dir: &Path) -> Result<CheckReport, JournalError> {
             ) {
                 Ok(torn) => report.torn_tail = Some(torn),
                 Err(intact) => {
-                    report.corruption = Some(Corruption {
-                        segment: path,
-                        offset,
-                        defect: defect.to_string(),
-                        records_after: intact.map_or(0, |i| i.frames),
-                    });
+                    // As a repair: this segment and every one before it go whole when a
+                    // later checkpoint covers every record in them.
+                    let damage = (path.clone(), offset, defect.to_string());
+                    let records = report.records;
+                    match covered_before(&listed, i, damage, i - kept_from, records) {
+                        Some(covered) => {
+                            kept_from = i;
+                            report = start_over(report, covered);
+                            (expected_base, open_checkpoint) = (None, None);
+                        }
+                        None => {
+                            report.corruption = Some(Corruption {
+                                segment: path,
+                                offset,
+                                defect: defect.to_string(),
+                                records_after: intact.map_or(0, |i| i.frames),
+                            })
+                        }
+                    }
                 }
             }
         }
-        report.segments.push(summary);
     }
     // As on open: records the mark says were made durable must all be here.
     let last_seq = expected_base.map_or(0, |next| next - 1);
@@ -196,10 +248,20 @@ pub fn check(dir: &Path) -> Result<CheckReport, JournalError> {
     // keeps, so that a repair refused for it is known beforehand.
     report.history_missing = report
         .segments
-        .first()
+        .get(kept_from)
         .filter(|first| first.base_seq != 0)
         .and_then(|first| {
             missing_history(first.base_seq, &first.path, report.checkpoint_covers_seq)
         });
     Ok(report)
+}
+
+/// `report` as it starts over after the segments a repair deletes whole as `covered`:
+/// what it says of the journal is about the segments kept, read from the next one on.
+fn start_over(report: CheckReport, covered: CoveredSegments) -> CheckReport {
+    CheckReport {
+        segments: report.segments,
+        covered: Some(covered.after(report.covered)),
+        ..CheckReport::default()
+    }
 }

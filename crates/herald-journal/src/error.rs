@@ -99,9 +99,11 @@ pub enum JournalError {
         /// What is wrong.
         defect: HeaderDefect,
     },
-    /// A frame before the tail of the journal is corrupt. Reopen with
-    /// `repair` to truncate there (losing everything after it), unless that would cut
-    /// off the checkpoint replay needs ([`JournalError::HistoryMissing`]).
+    /// A frame before the tail of the journal is corrupt. Reopen with `repair` to mend
+    /// it: the segment files up to it go whole when a later complete checkpoint covers
+    /// every record in them (nothing lost); otherwise the log is truncated there (losing
+    /// everything after it), unless that would cut off the checkpoint replay needs
+    /// ([`JournalError::HistoryMissing`]). `herald journal check` says which beforehand.
     #[error("corrupt frame in {segment} at offset {offset}: {defect}")]
     CorruptFrame {
         /// The segment file.
@@ -111,7 +113,10 @@ pub enum JournalError {
         /// What is wrong.
         defect: FrameDefect,
     },
-    /// Segment files do not follow on from each other.
+    /// Segment files do not follow on from each other: a segment file is missing, or a
+    /// reused one's last frames are damaged. `repair` mends a gap as it mends a corrupt
+    /// frame ([`JournalError::CorruptFrame`]); a segment file whose name disagrees with
+    /// its header (`expected` is then the name's) is beyond any repair.
     #[error("segment {segment} starts at seq {found} but seq {expected} must come next")]
     SegmentGap {
         /// The segment file.
@@ -142,7 +147,8 @@ pub enum JournalError {
     /// after the frame following what its latest complete checkpoint covers (after its
     /// first frame, with no complete checkpoint), which compaction never leaves. The
     /// segment files before it were removed (by hand, a backup restored in part), or a
-    /// repair asked for would cut off, at damage, the checkpoint that covered them.
+    /// repair asked for would cut off, at damage, the checkpoint that covered them (with
+    /// no later complete checkpoint covering them either).
     /// Opening without them would silently lose every event and webhook they held, and
     /// no repair can bring them back: restore the missing (or damaged) segment files from a backup.
     /// Repair refuses it too, before changing anything.

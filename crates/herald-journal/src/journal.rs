@@ -101,11 +101,14 @@ pub struct JournalConfig {
     /// checkpoint that would free space; records appended between its parts may fill
     /// those segments but never start one past `segments_max`.
     pub segments_max: usize,
-    /// On open, truncate at corruption found before the tail instead of
-    /// failing (everything after it is lost; the [`Recovery`] says how much), and
-    /// accept a log that ends before the durable mark. A journal missing records replay
-    /// needs before its first segment, or that a truncation would leave so, is refused
-    /// all the same, unchanged ([`JournalError::HistoryMissing`]).
+    /// On open, mend corruption found before the tail (damage, or a gap between segment
+    /// files) instead of failing: when a later complete checkpoint covers every record up
+    /// to it, by deleting the segment files up to it whole, losing nothing
+    /// ([`Recovery::covered`]); otherwise by truncating there (everything after it is
+    /// lost; [`Recovery::repair`] says how much). Also accept a log that ends before the
+    /// durable mark. A journal missing records replay needs before its first segment,
+    /// or that a truncation would leave so, is refused all the same, unchanged
+    /// ([`JournalError::HistoryMissing`]).
     pub repair: bool,
 }
 
@@ -200,6 +203,112 @@ pub struct Repair {
     pub segments_deleted: usize,
 }
 
+/// Segment files a repair deletes whole instead of truncating at damage (or a gap) among
+/// them: a later complete checkpoint, in the segments it keeps, covers every record they
+/// held and every record missing between them, so replay, which starts from that
+/// checkpoint, needs none of them and nothing is lost (see [`Journal::open`]). Only whole
+/// files go, and only when every record in them is covered: damage in a segment that
+/// also holds a record the checkpoint does not cover is repaired as before (truncated
+/// there, counting the loss, or refused).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CoveredSegments {
+    /// The segment file where the damage was found; for a gap, the segment before it.
+    pub segment: PathBuf,
+    /// Offset of the damaged frame; for a gap, the end of that segment's frames.
+    pub offset: u64,
+    /// What was wrong.
+    pub defect: String,
+    /// Segment files deleted: every one from the journal's first up to the damage (the
+    /// damaged one included) or the gap.
+    pub segments_deleted: usize,
+    /// Valid records they held, none of them needed any more (records in a damaged
+    /// stretch cannot be counted).
+    pub records: u64,
+    /// Base sequence number of the first segment kept: every record before it is
+    /// covered.
+    pub first_seq_kept: u64,
+    /// Sequence number of the covering checkpoint's first frame.
+    pub checkpoint_seq: u64,
+    /// What that checkpoint covers: at least `first_seq_kept - 1`.
+    pub checkpoint_covers_seq: u64,
+}
+
+impl CoveredSegments {
+    /// This drop following `earlier`, made by the same repair further on (damage in
+    /// the segments the earlier one kept, covered by a still later checkpoint): one
+    /// report of both, naming the later damage.
+    pub(crate) fn after(mut self, earlier: Option<CoveredSegments>) -> Self {
+        if let Some(earlier) = earlier {
+            self.segments_deleted += earlier.segments_deleted;
+            self.records += earlier.records;
+        }
+        self
+    }
+}
+
+/// What a repair (or `check`) says of a gap before a segment starting at `found` when
+/// `expected` must come next.
+pub(crate) fn gap_defect(expected: u64, found: u64) -> String {
+    format!(
+        "the segment's last frames are missing or damaged: it ends at seq {}, the next \
+         segment starts at seq {found}",
+        expected - 1
+    )
+}
+
+/// A repair's way out of damage (or a gap) just before the segment file `listed[from]`
+/// that loses nothing: when the segment files from there on, read as a journal of their
+/// own, hold a complete checkpoint covering every record before `listed[from]`, every
+/// segment file before it can go whole ([`CoveredSegments`], with the damage, how many
+/// segment files that is and the valid records they held). `None` when there is no such
+/// checkpoint: the repair truncates at the damage as before.
+///
+/// Only segments that follow on from `listed[from]` without a gap count, up to the first
+/// damage (a checkpoint completed before it counts; the damage is then the repair's next
+/// concern), and a checkpoint begun before `listed[from]` does not (its first parts go
+/// with the files). A file that cannot be read ends the search. Each segment is read
+/// whole, one at a time, as `check` reads it: a repair reads what it keeps twice, once
+/// here and once as it opens it, which it can afford since it is run by hand.
+pub(crate) fn covered_before(
+    listed: &[(u64, PathBuf)],
+    from: usize,
+    (segment, offset, defect): (PathBuf, u64, String),
+    segments_deleted: usize,
+    records: u64,
+) -> Option<CoveredSegments> {
+    let &(first_seq_kept, _) = listed.get(from)?;
+    let mut open = None;
+    let mut expected = first_seq_kept;
+    for (name_base, path) in &listed[from..] {
+        let bytes = fs::read(path).ok()?;
+        let scan = scan_segment_after(&bytes, open).ok()?;
+        if scan.header.base_seq != *name_base || *name_base != expected {
+            return None;
+        }
+        let covering = scan
+            .last_checkpoint
+            .filter(|span| format::history_needed_from(Some(span.covers_seq)) >= first_seq_kept);
+        if let Some(span) = covering {
+            return Some(CoveredSegments {
+                segment,
+                offset,
+                defect,
+                segments_deleted,
+                records,
+                first_seq_kept,
+                checkpoint_seq: span.first_seq,
+                checkpoint_covers_seq: span.covers_seq,
+            });
+        }
+        if scan.stop != ScanStop::Clean {
+            return None;
+        }
+        open = scan.open_checkpoint;
+        expected = scan.last_seq + 1;
+    }
+    None
+}
+
 /// Records recovery needs that no segment holds: the journal's first segment starts
 /// after the frame following what its latest complete checkpoint covers (after the
 /// journal's first frame, with no complete checkpoint). Compaction never leaves a journal
@@ -285,6 +394,9 @@ pub struct Recovery {
     pub torn_tail: Option<TornTail>,
     /// What `repair` discarded, when it had to.
     pub repair: Option<Repair>,
+    /// Segment files `repair` deleted whole, losing nothing, because a later complete
+    /// checkpoint covers every record they held (damage or a gap among them).
+    pub covered: Option<CoveredSegments>,
 }
 
 /// A record read back from the journal.
@@ -673,6 +785,41 @@ fn delete_later_segments(
     Ok((bytes_lost, max_seq, deleted))
 }
 
+/// Deletes `covered`, the segment files before those kept that a repair lets go whole
+/// ([`CoveredSegments`]), then syncs the directory. Called once the segments kept
+/// (`kept`, the latest complete checkpoint among them `checkpoint`) were read whole, the
+/// history replay needs in them checked, and all of them synced: the checkpoint that
+/// covers the files is durable before they go. Oldest first, as compaction deletes: every
+/// state a crash part way through leaves still holds the damage (or gap) that made the
+/// repair let them go, which opening refuses as before and the next repair finishes, with
+/// nothing lost.
+fn delete_covered_segments(
+    config: &JournalConfig,
+    dir: &File,
+    covered: &[(u64, PathBuf)],
+    kept: &[Segment],
+    checkpoint: Option<CheckpointSpan>,
+) -> Result<(), JournalError> {
+    if covered.is_empty() {
+        return Ok(());
+    }
+    // Durability invariant: replay from the latest complete checkpoint kept needs no
+    // record before the first segment kept, so the files going hold nothing it needs.
+    assert!(
+        checkpoint.is_some_and(|c| {
+            kept.first().is_some_and(|first| {
+                first.base_seq <= format::history_needed_from(Some(c.covers_seq))
+            })
+        }),
+        "a repair let go of segments replay needs"
+    );
+    for (_, path) in covered {
+        fs::remove_file(path).map_err(|e| JournalError::io("remove", path, e))?;
+    }
+    dir.sync_all()
+        .map_err(|e| JournalError::io("fsync", &config.dir, e))
+}
+
 fn open_rw(path: &Path) -> Result<File, JournalError> {
     OpenOptions::new()
         .read(true)
@@ -684,14 +831,31 @@ fn open_rw(path: &Path) -> Result<File, JournalError> {
 impl Journal {
     /// Opens (or creates) the journal in `config.dir`, recovering it: every
     /// frame is checked; a torn tail in the last segment is zeroed; corruption
-    /// earlier is an error (or, with `repair`, truncated there), and so is a log that
-    /// ends before the durable mark ([`JournalError::DurableMissing`]; `repair` accepts
-    /// the loss). A journal whose oldest records replay needs are missing (its first
-    /// segment starts after the record following what its latest complete checkpoint
-    /// covers, or after the first record with no complete checkpoint:
+    /// earlier (damage, or a gap between segment files) is an error, and so is a log
+    /// that ends before the durable mark ([`JournalError::DurableMissing`]; `repair`
+    /// accepts the loss). A journal whose oldest records replay needs are missing (its
+    /// first segment starts after the record following what its latest complete
+    /// checkpoint covers, or after the first record with no complete checkpoint:
     /// [`JournalError::HistoryMissing`]) is refused with or without `repair`, as is a
     /// repair that would leave one. A refused journal's segment files are left as they
     /// were (a torn tail is zeroed only once the journal opens).
+    ///
+    /// With `repair`, corruption is mended in the way that loses least:
+    ///
+    /// * When the segment files after it, read on their own, hold a complete checkpoint
+    ///   that covers every record before them (those of the damaged segment and every
+    ///   earlier one, and any missing in a gap), replay from that checkpoint needs none
+    ///   of the earlier files: they are deleted whole and nothing is lost
+    ///   ([`Recovery::covered`]). Only whole files go, and only when every record in them
+    ///   is covered; segments after the damage that the checkpoint covers too stay for
+    ///   compaction to let go. The files are deleted only once the segments kept have
+    ///   been read whole, their history checked and all of them synced, oldest first: a
+    ///   crash part way through leaves the damage (or gap) in place, which opening
+    ///   refuses as before and the next repair finishes. Damage further on, in what is
+    ///   kept, is then mended the same way.
+    /// * Otherwise the log is truncated there: every later segment file is deleted
+    ///   (newest first), then the rest of the damaged segment is zeroed, and
+    ///   [`Recovery::repair`] counts what was lost.
     pub fn open(config: JournalConfig) -> Result<(Journal, Recovery), JournalError> {
         config.validate()?;
         fs::create_dir_all(&config.dir)
@@ -724,9 +888,25 @@ impl Journal {
         let mut checkpoint: Option<CheckpointSpan> = None;
         let mut open_checkpoint = None;
         let mut expected_base: Option<u64> = None;
+        // Segment files before `listed[kept_from]` go whole, as a repair found them covered
+        // by a later checkpoint (`covered`); deleted only once the rest has opened.
+        let mut kept_from = 0;
+        let mut covered: Option<CoveredSegments> = None;
         let count = listed.len();
-        let mut listed = listed.into_iter().enumerate();
-        while let Some((i, (name_base, path))) = listed.next() {
+        let mut i = 0;
+        while i < count {
+            if i == kept_from {
+                // The first segment kept: read on its own, after a repair let those before
+                // it go as covered (nothing read yet for the first segment of all).
+                (
+                    segments,
+                    recovery,
+                    checkpoint,
+                    open_checkpoint,
+                    expected_base,
+                ) = Default::default();
+            }
+            let (name_base, path) = (listed[i].0, listed[i].1.clone());
             let is_last = i + 1 == count;
             let file = open_rw(&path)?;
             let map = map_segment(&file, &path)?;
@@ -749,28 +929,36 @@ impl Journal {
                     // decode, so damage to its last frames shows only here, as a gap
                     // before the next segment; so does a segment file removed from the
                     // middle, or a repair cut short by a crash once it had zeroed the
-                    // damage (before it deleted later segments first). Repair truncates
-                    // there: this segment and every later one go, as for damage found
-                    // inside a segment.
+                    // damage (before it deleted later segments first). Repair deletes the
+                    // segments before the gap when a later checkpoint covers them and
+                    // every record missing in the gap; otherwise it truncates there: this
+                    // segment and every later one go, as for damage found inside a segment.
                     let previous = segments.last();
                     if let (true, Some(previous)) = (config.repair, previous) {
+                        let gap = (
+                            previous.path.clone(),
+                            previous.end,
+                            gap_defect(expected, scan.header.base_seq),
+                        );
+                        let records = recovery.records;
+                        let drop = covered_before(&listed, i, gap.clone(), i - kept_from, records);
+                        if let Some(drop) = drop {
+                            // This segment is read again, as the first one kept.
+                            covered = Some(drop.after(covered.take()));
+                            kept_from = i;
+                            continue;
+                        }
                         // Not if what it keeps lacks records replay needs: refused
                         // before anything is deleted.
                         let first = &segments[0];
                         ensure_history(&config.dir, (first.base_seq, &first.path), checkpoint)?;
-                        let later = std::iter::once(path.clone())
-                            .chain(listed.by_ref().map(|(_, (_, later))| later));
+                        let later = listed[i..].iter().map(|(_, later)| later.clone());
                         let (bytes_lost, max_seq, deleted) =
                             delete_later_segments(&config, &dir, later, scan.last_seq)?;
                         recovery.repair = Some(Repair {
-                            segment: previous.path.clone(),
-                            offset: previous.end,
-                            defect: format!(
-                                "the segment's last frames are missing or damaged: it ends \
-                                 at seq {}, the next segment starts at seq {}",
-                                expected - 1,
-                                scan.header.base_seq
-                            ),
+                            segment: gap.0,
+                            offset: gap.1,
+                            defect: gap.2,
                             bytes_lost,
                             records_lost: max_seq.saturating_sub(expected - 1),
                             segments_deleted: deleted,
@@ -803,6 +991,17 @@ impl Journal {
                     // Zeroed below, once the journal is known to open.
                     Ok(torn) => recovery.torn_tail = Some(torn),
                     Err(intact) if config.repair => {
+                        // Every record of this segment and those before it covered by a
+                        // later checkpoint: they go whole, nothing is lost.
+                        let damage = (path.clone(), offset, defect.to_string());
+                        let (deleted, records) =
+                            (i + 1 - kept_from, recovery.records + scan.records);
+                        let drop = covered_before(&listed, i + 1, damage, deleted, records);
+                        if let Some(drop) = drop {
+                            covered = Some(drop.after(covered.take()));
+                            (kept_from, i) = (i + 1, i + 1);
+                            continue;
+                        }
                         // Not if what it keeps lacks records replay needs (the damage
                         // cuts off the checkpoint that let them go): refused before
                         // anything is deleted or zeroed.
@@ -813,7 +1012,7 @@ impl Journal {
                         // Everything after the corruption goes: every later segment,
                         // then this segment's rest, so that a repair cut short by a
                         // crash leaves damage the next repair finds again, not a gap.
-                        let later = listed.by_ref().map(|(_, (_, later))| later);
+                        let later = listed[i + 1..].iter().map(|(_, later)| later.clone());
                         let max_seq = intact.map_or(scan.last_seq, |i| i.last_seq);
                         let (later_bytes, max_seq, deleted) =
                             delete_later_segments(&config, &dir, later, max_seq)?;
@@ -858,6 +1057,11 @@ impl Journal {
                 last_seq: scan.last_seq,
                 salt: scan.header.salt,
             });
+            if recovery.repair.is_some() {
+                // Truncated here: every later segment was deleted.
+                break;
+            }
+            i += 1;
         }
         recovery.segments = segments.len();
         recovery.checkpoint_seq = checkpoint.map(|c| c.first_seq);
@@ -936,6 +1140,10 @@ impl Journal {
         // so after a repair it does not name sequence numbers the log no longer has.
         dir.sync_all()
             .map_err(|e| JournalError::io("fsync", &config.dir, e))?;
+        // Only now, with the segments kept read whole, replay's history in them checked
+        // and all of them durable, do the files a repair found covered go.
+        delete_covered_segments(&config, &dir, &listed[..kept_from], &segments, checkpoint)?;
+        recovery.covered = covered;
         let mark = crate::mark::DurableMark::create(&config.dir, &dir, next_seq - 1)?;
         let dir = Arc::new(dir);
         let spare = Spare::start(config.dir.clone(), Arc::clone(&dir), config.segment_bytes)

@@ -10,7 +10,9 @@
 //! read-only, so replay and [`Frame::access`] read records in place. [`Journal::open`]
 //! recovers: it checks every frame, zeroes a torn tail in the last segment (damage
 //! with no intact frame after it, or past what the journal's durable mark says was
-//! ever made durable) and refuses other damage unless asked to repair. It refuses, even
+//! ever made durable) and refuses other damage unless asked to repair. A repair deletes
+//! the segment files up to the damage whole when a later complete checkpoint covers every
+//! record in them (losing nothing), and otherwise truncates there. It refuses, even
 //! when asked to repair, a journal whose oldest segment files are gone with records
 //! replay needs (before the record after what its latest complete checkpoint covers):
 //! only restoring them from a backup brings those records back.
@@ -61,11 +63,11 @@ pub use format::{
     KIND_RESERVED_MIN, PAYLOAD_BYTES_MAX,
 };
 pub use journal::{
-    unmapped_elsewhere, CheckpointHandle, CheckpointWriter, Compaction, Frame, Journal,
-    JournalConfig, KnownKinds, Mapped, MissingHistory, Position, Reader, Recovery, Repair, Replay,
-    TornTail, CHECKPOINT_SEGMENTS_EXTRA_FACTOR, GROUP_DELAY_US_MAX, GROUP_RECORDS_MAX_LIMIT,
-    SEGMENTS_MAX_LIMIT, SEGMENT_BYTES_DEFAULT, SEGMENT_BYTES_MAX, SEGMENT_BYTES_MIN,
-    STAGED_BYTES_MAX, WRITE_PIECE_BYTES,
+    unmapped_elsewhere, CheckpointHandle, CheckpointWriter, Compaction, CoveredSegments, Frame,
+    Journal, JournalConfig, KnownKinds, Mapped, MissingHistory, Position, Reader, Recovery, Repair,
+    Replay, TornTail, CHECKPOINT_SEGMENTS_EXTRA_FACTOR, GROUP_DELAY_US_MAX,
+    GROUP_RECORDS_MAX_LIMIT, SEGMENTS_MAX_LIMIT, SEGMENT_BYTES_DEFAULT, SEGMENT_BYTES_MAX,
+    SEGMENT_BYTES_MIN, STAGED_BYTES_MAX, WRITE_PIECE_BYTES,
 };
 pub use sync::{DurableHandle, SyncStats};
 

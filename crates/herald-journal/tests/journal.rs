@@ -11,8 +11,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use herald_journal::{
-    check, format, frame_bytes, Fault, Journal, JournalConfig, JournalError, KnownKinds,
-    MissingHistory, TornTail, CHECKPOINT_VERSION, KIND_CHECKPOINT, KIND_RESERVED_MIN,
+    check, format, frame_bytes, CoveredSegments, Fault, Journal, JournalConfig, JournalError,
+    KnownKinds, MissingHistory, TornTail, CHECKPOINT_VERSION, KIND_CHECKPOINT, KIND_RESERVED_MIN,
     SEGMENT_BYTES_MIN,
 };
 
@@ -2384,4 +2384,398 @@ fn a_crash_part_way_through_compaction_leaves_a_journal_that_opens() {
         Journal::open(cfg).map(|_| ()),
         Err(JournalError::SegmentGap { .. })
     ));
+}
+
+/// The replay of a journal from its latest complete checkpoint on: its parts, then every
+/// record after what it covers, as (sequence number, kind, version, payload).
+type Replayed = Vec<(u64, u16, u16, Vec<u8>)>;
+
+/// A journal of small segments with 300 records of 1000 bytes (five segments: seq 1..=62,
+/// 63..=124, 125..=186, 187..=248, then 249 on), a checkpoint of `state` covering them
+/// (seq 301, its end marker 302) and 5 records after it (303..=307), synced. Nothing
+/// rolls once the checkpoint is complete, so no compaction has let a segment go. Returns
+/// the checkpoint's sequence number and the replay from it.
+fn checkpointed_journal() -> (tempfile::TempDir, JournalConfig, u64, Replayed) {
+    let (dir, cfg, mut journal) = new_journal(300);
+    let checkpoint = journal.checkpoint(b"state").unwrap();
+    append_records(&mut journal, 5);
+    journal.sync().unwrap();
+    let expected = collect(&journal);
+    drop(journal);
+    assert_eq!(checkpoint, 301);
+    let bases: Vec<u64> = segment_files(dir.path())
+        .iter()
+        .map(|f| segment_base(f))
+        .collect();
+    assert_eq!(bases, [1, 63, 125, 187, 249]);
+    (dir, cfg, checkpoint, expected)
+}
+
+/// A journal of small segments with 100 records of 1000 bytes, a checkpoint opened then
+/// (covering them) and written across 200 more (its part at seq 301, so it lies in the
+/// fifth segment, which starts at 249), then `after` records.
+fn covering_100_from_301(after: u64) -> (tempfile::TempDir, JournalConfig, Journal) {
+    let (dir, cfg, mut journal) = new_journal(100);
+    let mut handle = journal.open_checkpoint();
+    append_records(&mut journal, 200);
+    journal
+        .checkpoint_part(&mut handle, b"as of seq 100")
+        .unwrap();
+    assert_eq!(journal.finish_checkpoint(handle).unwrap(), 301);
+    append_records(&mut journal, after);
+    (dir, cfg, journal)
+}
+
+/// `cfg` with repair allowed.
+fn repairing(cfg: &JournalConfig) -> JournalConfig {
+    let mut repairing = cfg.clone();
+    repairing.repair = true;
+    repairing
+}
+
+/// Offset in its segment of the frame of record `seq` of a journal made by
+/// [`append_records`] alone, in the segment starting at `base`.
+fn record_offset(base: u64, seq: u64) -> u64 {
+    64 + (seq - base) * frame_bytes(1000)
+}
+
+/// Flips a payload byte of the frame at `offset` of `segment`.
+fn damage(segment: &Path, offset: u64) {
+    let mut bytes = fs::read(segment).unwrap();
+    bytes[offset as usize + 32 + 100] ^= 0x10;
+    fs::write(segment, &bytes).unwrap();
+}
+
+/// Repairs the journal of `cfg`, damaged or with a gap that a later checkpoint covers,
+/// where `check` says: the repair deletes whole, losing nothing, what `check` reported
+/// (`covered`), every segment file before `kept`, and replays `expected` from the
+/// checkpoint; then the journal is sound and opens without repair, replaying the same.
+fn repair_drops_covered(
+    cfg: &JournalConfig,
+    covered: &CoveredSegments,
+    kept: &[PathBuf],
+    expected: &Replayed,
+) {
+    let report = check(&cfg.dir).unwrap();
+    assert!(!report.is_sound(), "{report:?}");
+    assert_eq!(report.covered.as_ref(), Some(covered));
+    assert_eq!(
+        (&report.corruption, &report.history_missing),
+        (&None, &None)
+    );
+    assert_eq!(report.first_seq, Some(segment_base(&kept[0])));
+    assert_eq!(report.checkpoint_seq, Some(covered.checkpoint_seq));
+
+    let (journal, recovery) = Journal::open(repairing(cfg)).unwrap();
+    assert_eq!(recovery.covered.as_ref(), Some(covered));
+    assert_eq!(recovery.repair, None, "nothing lost");
+    assert_eq!(recovery.first_seq, Some(segment_base(&kept[0])));
+    assert_eq!(recovery.last_seq, Some(expected.last().unwrap().0));
+    assert_eq!(recovery.checkpoint_seq, Some(covered.checkpoint_seq));
+    assert_eq!(&collect(&journal), expected);
+    drop(journal);
+    assert_eq!(segment_files(&cfg.dir), kept);
+    assert!(check(&cfg.dir).unwrap().is_sound());
+    let (journal, recovery) = Journal::open(cfg.clone()).unwrap();
+    assert_eq!((recovery.repair, recovery.covered), (None, None));
+    assert_eq!(&collect(&journal), expected);
+}
+
+/// A segment file removed from the middle of a journal whose later complete checkpoint
+/// covers every record up to the gap: open refuses it (a gap), and a repair, rather than
+/// truncate at the gap and lose the checkpoint and every record after it, deletes the
+/// segment files before the gap, whose records the checkpoint covers: replay from the
+/// checkpoint is what it was, and the repair (and `check` before it) says what went.
+#[test]
+fn a_repair_at_a_gap_a_later_checkpoint_covers_drops_the_segments_before_it() {
+    let (dir, cfg, checkpoint, expected) = checkpointed_journal();
+    let files = segment_files(dir.path());
+    fs::remove_file(&files[2]).unwrap();
+    assert!(
+        matches!(
+            Journal::open(cfg.clone()).unwrap_err(),
+            JournalError::SegmentGap {
+                expected: 125,
+                found: 187,
+                ..
+            }
+        ),
+        "a gap without repair is refused as before"
+    );
+    let covered = CoveredSegments {
+        segment: files[1].clone(),
+        offset: record_offset(63, 125),
+        defect: "the segment's last frames are missing or damaged: it ends at seq 124, the \
+                 next segment starts at seq 187"
+            .to_string(),
+        segments_deleted: 2,
+        records: 124,
+        first_seq_kept: 187,
+        checkpoint_seq: checkpoint,
+        checkpoint_covers_seq: 300,
+    };
+    repair_drops_covered(&cfg, &covered, &files[3..], &expected);
+}
+
+/// A segment file removed from the middle of a journal where no complete checkpoint after
+/// the gap covers every record up to it: there is none at all, there is one only before
+/// the gap, or the one after it was opened before the gap (written across appends) and
+/// covers less. Repair truncates at the gap as it always did, counting what it lost.
+#[test]
+fn a_repair_at_a_gap_no_later_checkpoint_covers_truncates_there_counting_the_loss() {
+    let no_checkpoint = || {
+        let (dir, cfg, journal) = new_journal(310);
+        (dir, cfg, journal)
+    };
+    let checkpoint_before_the_gap = || {
+        let (dir, cfg, mut journal) = new_journal(50);
+        journal.checkpoint(b"early").unwrap();
+        append_records(&mut journal, 258);
+        (dir, cfg, journal)
+    };
+    let checkpoint_covering_too_little = || covering_100_from_301(6);
+    type Build = Box<dyn Fn() -> (tempfile::TempDir, JournalConfig, Journal)>;
+    let cases: [(&str, Build); 3] = [
+        ("no checkpoint", Box::new(no_checkpoint)),
+        (
+            "a checkpoint before the gap",
+            Box::new(checkpoint_before_the_gap),
+        ),
+        (
+            "a checkpoint covering too little",
+            Box::new(checkpoint_covering_too_little),
+        ),
+    ];
+    for (case, build) in cases {
+        let (dir, cfg, mut journal) = build();
+        journal.sync().unwrap();
+        let last_seq = journal.last_seq();
+        drop(journal);
+        let files = segment_files(dir.path());
+        assert_eq!(files.len(), 5, "{case}");
+        fs::remove_file(&files[2]).unwrap();
+        let report = check(dir.path()).unwrap();
+        assert_eq!(report.covered, None, "{case}");
+        assert_eq!(report.corruption.unwrap().segment, files[3], "{case}");
+
+        let (journal, recovery) = Journal::open(repairing(&cfg)).unwrap();
+        assert_eq!(recovery.covered, None, "{case}");
+        let repair = recovery.repair.expect("truncated");
+        let kept_to = segment_base(&files[2]) - 1;
+        assert_eq!(
+            (repair.segment, repair.segments_deleted, repair.records_lost),
+            (files[1].clone(), 2, last_seq - kept_to),
+            "{case}: seq {}..={last_seq} lost and counted",
+            kept_to + 1
+        );
+        assert_eq!(journal.last_seq(), kept_to, "{case}");
+        drop(journal);
+        assert_eq!(segment_files(dir.path()), files[..2], "{case}");
+        assert!(check(dir.path()).unwrap().is_sound(), "{case}");
+    }
+}
+
+/// Damage in a segment whose every record a later complete checkpoint covers, in a record
+/// or in an earlier checkpoint's part (one that let the segments before it go, so that a
+/// repair truncating there was refused: it would cut that checkpoint off and keep a
+/// journal missing its oldest records). Replay starts from the later checkpoint and needs
+/// none of the damaged bytes: the repair deletes the damaged segment file and every one
+/// before it, losing nothing.
+#[test]
+fn damage_a_later_checkpoint_covers_is_repaired_by_dropping_the_segments_up_to_it() {
+    // A record damaged in the second segment.
+    let (dir, cfg, checkpoint, expected) = checkpointed_journal();
+    let files = segment_files(dir.path());
+    let offset = record_offset(63, 70);
+    damage(&files[1], offset);
+    assert!(matches!(
+        Journal::open(cfg.clone()).unwrap_err(),
+        JournalError::CorruptFrame { .. }
+    ));
+    let covered = CoveredSegments {
+        segment: files[1].clone(),
+        offset,
+        defect: check(dir.path()).unwrap().covered.unwrap().defect,
+        segments_deleted: 2,
+        records: 62 + 7,
+        first_seq_kept: 125,
+        checkpoint_seq: checkpoint,
+        checkpoint_covers_seq: 300,
+    };
+    repair_drops_covered(&cfg, &covered, &files[2..], &expected);
+
+    // The part of an earlier checkpoint, which compaction left first, damaged.
+    let (dir, cfg, mut journal) = new_journal(69);
+    assert_eq!(journal.checkpoint(b"early").unwrap(), 70);
+    let part = journal.replay().next().unwrap().unwrap().position;
+    append_records(&mut journal, 229);
+    journal.sync().unwrap();
+    journal.compact().unwrap();
+    let checkpoint = journal.checkpoint(b"late").unwrap();
+    append_records(&mut journal, 5);
+    journal.sync().unwrap();
+    let expected = collect(&journal);
+    drop(journal);
+    let files = segment_files(dir.path());
+    assert_eq!(segment_base(&files[0]), part.segment);
+    let file = fs::OpenOptions::new().write(true).open(&files[0]).unwrap();
+    std::os::unix::fs::FileExt::write_all_at(&file, b"X", part.offset).unwrap();
+    assert!(matches!(
+        Journal::open(cfg.clone()).unwrap_err(),
+        JournalError::CorruptFrame { .. }
+    ));
+    let report = check(dir.path()).unwrap();
+    let covered = CoveredSegments {
+        segment: files[0].clone(),
+        offset: record_offset(63, 70),
+        defect: report.covered.clone().unwrap().defect,
+        segments_deleted: 1,
+        records: 7,
+        first_seq_kept: segment_base(&files[1]),
+        checkpoint_seq: checkpoint,
+        checkpoint_covers_seq: checkpoint - 1,
+    };
+    repair_drops_covered(&cfg, &covered, &files[1..], &expected);
+}
+
+/// Damage in a segment that also holds records a later checkpoint does not cover (the
+/// checkpoint was opened part way into it, or lies in it): the segment cannot go whole,
+/// so repair truncates at the damage as it always did, counting every record it loses,
+/// checkpoint and all; none is dropped silently. So is damage in a record the
+/// checkpoint does not cover.
+#[test]
+fn damage_in_a_segment_holding_records_a_later_checkpoint_does_not_cover_is_truncated() {
+    let covering_100 = || {
+        let (dir, cfg, mut journal) = covering_100_from_301(5);
+        journal.sync().unwrap();
+        drop(journal);
+        (dir, cfg)
+    };
+    let covering_300 = || {
+        let (dir, cfg, _, _) = checkpointed_journal();
+        (dir, cfg)
+    };
+    type Build = Box<dyn Fn() -> (tempfile::TempDir, JournalConfig)>;
+    // (case, journal, damaged segment index, its base, damaged record)
+    let cases: [(&str, Build, usize, u64, u64); 3] = [
+        (
+            "a covered record beside uncovered ones",
+            Box::new(covering_100),
+            1,
+            63,
+            70,
+        ),
+        ("an uncovered record", Box::new(covering_100), 1, 63, 110),
+        (
+            "a covered record beside the checkpoint",
+            Box::new(covering_300),
+            4,
+            249,
+            260,
+        ),
+    ];
+    for (case, build, index, base, seq) in cases {
+        let (dir, cfg) = build();
+        let files = segment_files(dir.path());
+        assert_eq!(segment_base(&files[index]), base, "{case}");
+        let last_seq = check(dir.path()).unwrap().last_seq.unwrap();
+        damage(&files[index], record_offset(base, seq));
+        let report = check(dir.path()).unwrap();
+        assert_eq!(report.covered, None, "{case}");
+        let corruption = report.corruption.expect("reported");
+        assert_eq!(
+            (&corruption.segment, corruption.offset),
+            (&files[index], record_offset(base, seq)),
+            "{case}"
+        );
+
+        let (journal, recovery) = Journal::open(repairing(&cfg)).unwrap();
+        assert_eq!(recovery.covered, None, "{case}");
+        let repair = recovery.repair.expect("truncated");
+        assert_eq!(
+            (repair.segment, repair.records_lost),
+            (files[index].clone(), last_seq - seq + 1),
+            "{case}: seq {seq}..={last_seq} lost and counted"
+        );
+        assert_eq!(journal.last_seq(), seq - 1, "{case}");
+        assert_eq!(recovery.checkpoint_seq, None, "{case}");
+        drop(journal);
+        assert_eq!(segment_files(dir.path()), files[..=index], "{case}");
+    }
+}
+
+/// A repair that lets covered segment files go deletes them oldest first, and only once
+/// the rest has opened: each state a crash part way through leaves (each prefix of them
+/// deleted) still holds the damage or the gap, so opening without repair refuses it as
+/// before, changing nothing, and the next repair finishes the job, losing nothing. With
+/// all of them gone the journal opens without repair.
+#[test]
+fn a_crash_part_way_through_a_repair_dropping_covered_segments_loses_nothing() {
+    // (case, how the journal is harmed, segment files a repair lets go)
+    type Harm = fn(&[PathBuf]);
+    let cases: [(&str, Harm, usize); 2] = [
+        ("a gap", |files| fs::remove_file(&files[3]).unwrap(), 3),
+        (
+            "damage",
+            |files| damage(&files[2], record_offset(125, 130)),
+            3,
+        ),
+    ];
+    for (case, harm, doomed) in cases {
+        let (dir, cfg, _, expected) = checkpointed_journal();
+        let files = segment_files(dir.path());
+        harm(&files);
+        let before = snapshot(dir.path());
+        let kept: Vec<PathBuf> = segment_files(dir.path())[doomed..].to_vec();
+        for deleted in 0..=doomed {
+            put_back(dir.path(), &before);
+            for path in &files[..deleted] {
+                fs::remove_file(path).unwrap();
+            }
+            let state = snapshot(dir.path());
+            if deleted < doomed {
+                let err = Journal::open(cfg.clone()).unwrap_err();
+                assert!(
+                    matches!(
+                        err,
+                        JournalError::SegmentGap { .. } | JournalError::CorruptFrame { .. }
+                    ),
+                    "{case}, {deleted} deleted: {err}"
+                );
+                assert_eq!(snapshot(dir.path()), state, "{case}: nothing changed");
+                let covered = check(dir.path()).unwrap().covered.expect("reported");
+                assert_eq!(covered.segments_deleted, doomed - deleted, "{case}");
+                let (journal, recovery) = Journal::open(repairing(&cfg)).unwrap();
+                assert_eq!(recovery.covered, Some(covered), "{case}");
+                assert_eq!(recovery.repair, None, "{case}");
+                drop(journal);
+            }
+            let (journal, recovery) = Journal::open(cfg.clone())
+                .unwrap_or_else(|e| panic!("{case}, {deleted} deleted: {e}"));
+            assert_eq!(recovery.covered, None, "{case}");
+            assert_eq!(collect(&journal), expected, "{case}, {deleted} deleted");
+            drop(journal);
+            assert_eq!(segment_files(dir.path()), kept, "{case}");
+        }
+    }
+}
+
+/// A repair that would let covered segment files go but then finds the journal it keeps
+/// cannot open (here a segment file whose name and header disagree, which no repair
+/// mends) is refused having changed nothing: the covered files are deleted only once the
+/// rest has opened.
+#[test]
+fn a_repair_refused_further_on_deletes_no_covered_segment() {
+    let (dir, cfg, _, _) = checkpointed_journal();
+    let files = segment_files(dir.path());
+    fs::remove_file(&files[2]).unwrap();
+    let stray = dir.path().join(format!("{:020}.seg", 400));
+    fs::copy(&files[0], &stray).unwrap();
+    let before = snapshot(dir.path());
+    let err = Journal::open(repairing(&cfg)).unwrap_err();
+    assert!(
+        matches!(&err, JournalError::SegmentGap { segment, expected: 400, found: 1 } if *segment == stray),
+        "{err}"
+    );
+    assert_eq!(snapshot(dir.path()), before, "nothing changed");
 }
