@@ -2779,3 +2779,51 @@ fn a_repair_refused_further_on_deletes_no_covered_segment() {
     );
     assert_eq!(snapshot(dir.path()), before, "nothing changed");
 }
+
+/// Damage in two places, each covered by a later complete checkpoint: one before the
+/// first checkpoint, one between the two. The repair lets the segment files up to the
+/// first damage go as the first checkpoint covers them, then those up to the second as
+/// the second covers them, and reports both as one: every segment file before the
+/// second damage's next, nothing lost.
+#[test]
+fn damage_in_two_places_each_covered_by_a_later_checkpoint_loses_nothing() {
+    let (dir, cfg, mut journal) = new_journal(150);
+    journal.sync().unwrap();
+    // Compaction after the first checkpoint lets the first two segments go: kept aside
+    // and put back below, as they were (sealed segments never change).
+    let early: Vec<(PathBuf, Vec<u8>)> = snapshot(dir.path())[..2].to_vec();
+    let first = journal.checkpoint(b"first").unwrap();
+    append_records(&mut journal, 150);
+    let second = journal.checkpoint(b"second").unwrap();
+    append_records(&mut journal, 5);
+    journal.sync().unwrap();
+    let expected = collect(&journal);
+    drop(journal);
+    for (path, bytes) in &early {
+        fs::write(path, bytes).unwrap();
+    }
+    let files = segment_files(dir.path());
+    let bases: Vec<u64> = files.iter().map(|f| segment_base(f)).collect();
+    assert_eq!(bases.len(), 5, "{bases:?}");
+    assert!(bases[2] < first && first < bases[3], "{bases:?}");
+    assert!(bases[4] < second, "{bases:?}");
+    assert!(check(dir.path()).unwrap().is_sound());
+
+    damage(&files[1], record_offset(63, 70));
+    damage(&files[3], record_offset(bases[3], bases[3] + 5));
+    let report = check(dir.path()).unwrap();
+    let covered = report.covered.clone().expect("reported");
+    assert_eq!(report.corruption, None);
+    assert_eq!(
+        (covered.segment.clone(), covered.segments_deleted),
+        (files[3].clone(), 4)
+    );
+    let records_before_first = 62 + 7;
+    let records_between = (bases[3] - bases[2]) + 5;
+    assert_eq!(covered.records, records_before_first + records_between);
+    assert_eq!(
+        (covered.first_seq_kept, covered.checkpoint_seq),
+        (bases[4], second)
+    );
+    repair_drops_covered(&cfg, &covered, &files[4..], &expected);
+}
