@@ -15,7 +15,12 @@ pub enum JournalCommand {
     /// but sound), 1 when a frame before the tail is corrupt, the log ends before
     /// its durable mark, or records replay needs are missing before the first
     /// segment (its oldest segment files removed), 2 when the directory cannot be
-    /// read.
+    /// read or `--repair` is asked of a journal in use.
+    ///
+    /// A journal a running process holds (`herald serve`) can be checked: it changes while
+    /// it is read, so a problem found is checked again (three checks, 200 ms apart) before
+    /// it is reported, with a note that the journal was in use. It is never repaired
+    /// while in use.
     Check {
         /// The journal directory (holding the *.seg files).
         #[arg(long)]
@@ -107,12 +112,55 @@ fn print_report(report: &CheckReport) {
     }
 }
 
+/// Checks of a journal in use made before its problems are reported: a roll, a
+/// compaction or a segment reused in place can show one reading a gap, a missing
+/// segment or damage that the next reading no longer finds.
+const LIVE_CHECK_ATTEMPTS: u32 = 3;
+/// The pause between those checks: longer than a roll or a compaction's deletions take.
+const LIVE_CHECK_PAUSE: Duration = Duration::from_millis(200);
+
+/// [`check`] of `dir`, made again (up to [`LIVE_CHECK_ATTEMPTS`] in all) while the journal
+/// is in use and the check fails or finds a problem; the last result, and how many checks
+/// were made.
+fn check_settled(dir: &Path) -> (Result<CheckReport, herald_journal::JournalError>, u32) {
+    let mut attempts = 1;
+    loop {
+        let result = check(dir);
+        let settled = match &result {
+            Ok(report) => report.is_sound() || !report.in_use,
+            // Read errors on a journal in use may be a file deleted or renamed under way.
+            Err(_) => !matches!(herald_journal::in_use(dir), Ok(true)),
+        };
+        if settled || attempts >= LIVE_CHECK_ATTEMPTS {
+            return (result, attempts);
+        }
+        attempts += 1;
+        std::thread::sleep(LIVE_CHECK_PAUSE);
+    }
+}
+
 fn run_check(dir: &Path, repair: bool) -> ExitCode {
     if !dir.is_dir() {
         eprintln!("herald journal check: {} is not a directory", dir.display());
         return ExitCode::from(2);
     }
-    let report = match check(dir) {
+    match herald_journal::in_use(dir) {
+        Ok(true) if repair => {
+            eprintln!(
+                "herald journal check: {} is in use by a running process (it holds its \
+                 journal.lock): stop it before repairing; a journal in use is never repaired",
+                dir.display()
+            );
+            return ExitCode::from(2);
+        }
+        Ok(_) => {}
+        Err(e) => {
+            eprintln!("herald journal check: {e}");
+            return ExitCode::from(2);
+        }
+    }
+    let (result, attempts) = check_settled(dir);
+    let report = match result {
         Ok(report) => report,
         Err(e) => {
             eprintln!("herald journal check: {e}");
@@ -120,6 +168,20 @@ fn run_check(dir: &Path, repair: bool) -> ExitCode {
         }
     };
     print_report(&report);
+    if report.in_use {
+        eprintln!(
+            "in use: a running process holds this journal, so it was read while it changed{}",
+            if report.is_sound() {
+                String::new()
+            } else {
+                format!(
+                    "; the same problem was found in {attempts} checks {LIVE_CHECK_PAUSE:?} \
+                     apart, so it is no roll or compaction under way, but stop the process \
+                     before repairing"
+                )
+            }
+        );
+    }
     if report.is_sound() {
         println!("sound");
         return ExitCode::SUCCESS;

@@ -41,13 +41,7 @@ fn build_then(dir: &Path, records: u64, then: impl FnOnce(&mut Journal)) -> Vec<
     then(&mut journal);
     journal.sync().unwrap();
     drop(journal);
-    let mut segments: Vec<PathBuf> = fs::read_dir(dir)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .filter(|p| p.extension().is_some_and(|e| e == "seg"))
-        .collect();
-    segments.sort();
-    segments
+    segment_files(dir)
 }
 
 /// `herald journal check` of `dir`, which must succeed: its output.
@@ -201,6 +195,75 @@ fn check_fails_on_corruption_before_the_tail_and_repair_truncates() {
     let out = herald(&["journal", "check", "--data-dir", dir_arg]);
     assert_eq!(out.status.code(), Some(0));
     assert!(text(&out.stdout).contains("records 10  first_seq 1  last_seq 10"));
+}
+
+/// A journal a running process holds is checked with a note that it was in use, a
+/// problem found only after three checks in a row, and never repaired: `--repair`
+/// refuses before reading it, changing nothing.
+#[test]
+fn a_journal_in_use_is_checked_again_before_a_problem_is_reported_and_never_repaired() {
+    let dir = scratch_dir();
+    let segments = build(dir.path(), 150);
+    let dir_arg = dir.path().to_str().unwrap();
+    let mut config = JournalConfig::new(dir.path());
+    config.segment_bytes = SEGMENT_BYTES_MIN;
+    let (held, _) = Journal::open(config).unwrap();
+
+    let out = herald(&["journal", "check", "--data-dir", dir_arg]);
+    let (stdout, stderr) = (text(&out.stdout), text(&out.stderr));
+    assert_eq!(out.status.code(), Some(0), "{stdout}{stderr}");
+    assert!(stdout.lines().last() == Some("sound"), "{stdout}");
+    assert!(
+        stderr.contains("in use: a running process holds this journal"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("checks"), "{stderr}");
+
+    let mut bytes = fs::read(&segments[0]).unwrap();
+    bytes[HEADER + 10 * FRAME + 100] ^= 4;
+    fs::write(&segments[0], &bytes).unwrap();
+    let out = herald(&["journal", "check", "--data-dir", dir_arg]);
+    let stderr = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("the same problem was found in 3 checks 200ms apart"),
+        "{stderr}"
+    );
+
+    let out = herald(&["journal", "check", "--data-dir", dir_arg, "--repair"]);
+    let stderr = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("stop it before repairing"), "{stderr}");
+    assert!(out.stdout.is_empty(), "{}", text(&out.stdout));
+    assert_eq!(fs::read(&segments[0]).unwrap(), bytes);
+    assert_eq!(
+        segment_files(dir.path()),
+        segments,
+        "a refused repair deletes no segment"
+    );
+
+    // Once the process lets go, the journal is no longer in use and is repaired.
+    drop(held);
+    let out = herald(&["journal", "check", "--data-dir", dir_arg, "--repair"]);
+    let stdout = text(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{stdout}{}", text(&out.stderr));
+    assert!(stdout.contains("repaired: truncated"), "{stdout}");
+    assert!(
+        !text(&out.stderr).contains("in use"),
+        "{}",
+        text(&out.stderr)
+    );
+}
+
+/// The segment files in `dir`, sorted.
+fn segment_files(dir: &Path) -> Vec<PathBuf> {
+    let mut segments: Vec<PathBuf> = fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "seg"))
+        .collect();
+    segments.sort();
+    segments
 }
 
 /// The first segment file removed from a journal that never checkpointed: its records

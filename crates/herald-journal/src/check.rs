@@ -78,6 +78,11 @@ pub struct CheckReport {
     /// corruption). Open refuses such a journal, repair included; only restoring the
     /// missing segment files from a backup mends it.
     pub history_missing: Option<MissingHistory>,
+    /// Another handle held the journal when the check began ([`crate::in_use`]): it was
+    /// read while it changed, and a gap, a missing segment or damage found may be a
+    /// roll, a compaction or a reuse under way rather than a fault (check it again, or
+    /// with the process stopped, before repairing).
+    pub in_use: bool,
 }
 
 impl CheckReport {
@@ -94,9 +99,13 @@ impl CheckReport {
 pub fn check(dir: &Path) -> Result<CheckReport, JournalError> {
     // Read before the segments: on a journal in use, the mark only moves on after the
     // frames it covers are in them.
+    let in_use = crate::journal::in_use(dir)?;
     let durable_mark = crate::mark::read(dir)?;
     let listed = list_segments(dir, false)?;
-    let mut report = CheckReport::default();
+    let mut report = CheckReport {
+        in_use,
+        ..CheckReport::default()
+    };
     let count = listed.len();
     let mut expected_base: Option<u64> = None;
     let mut open_checkpoint = None;
@@ -262,6 +271,7 @@ fn start_over(report: CheckReport, covered: CoveredSegments) -> CheckReport {
     CheckReport {
         segments: report.segments,
         covered: Some(covered.after(report.covered)),
+        in_use: report.in_use,
         ..CheckReport::default()
     }
 }

@@ -721,6 +721,27 @@ fn parse_segment_name(name: &str) -> Option<u64> {
     digits.parse().ok()
 }
 
+/// Whether another handle (a running `herald serve`, or any process with the journal
+/// open) holds the journal in `dir`: its lock file is locked. Probed without taking the
+/// lock and without creating the file, so that a check never keeps a server from
+/// starting. A journal in use changes while it is read: a roll, a compaction or a
+/// segment reused in place can show a reader a gap, a missing segment or damage that is
+/// not there ([`crate::check`] says so in [`crate::CheckReport::in_use`]).
+pub fn in_use(dir: &Path) -> Result<bool, JournalError> {
+    let path = dir.join(LOCK_FILE);
+    let lock = match File::open(&path) {
+        Ok(lock) => lock,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(false),
+        Err(e) => return Err(JournalError::io("open", &path, e)),
+    };
+    match rustix::fs::flock(&lock, rustix::fs::FlockOperation::NonBlockingLockShared) {
+        // Released at once (and with the file): only a probe.
+        Ok(()) => Ok(false),
+        Err(rustix::io::Errno::WOULDBLOCK) => Ok(true),
+        Err(e) => Err(JournalError::io("flock", &path, e.into())),
+    }
+}
+
 /// Segment files of `dir` as (base_seq, path), oldest first. Removes leftover
 /// temporary files of an interrupted roll when `clean` is set.
 pub(crate) fn list_segments(dir: &Path, clean: bool) -> Result<Vec<(u64, PathBuf)>, JournalError> {

@@ -63,9 +63,9 @@ pub use format::{
     KIND_RESERVED_MIN, PAYLOAD_BYTES_MAX,
 };
 pub use journal::{
-    unmapped_elsewhere, CheckpointHandle, CheckpointWriter, Compaction, CoveredSegments, Frame,
-    Journal, JournalConfig, KnownKinds, Mapped, MissingHistory, Position, Reader, Recovery, Repair,
-    Replay, TornTail, CHECKPOINT_SEGMENTS_EXTRA_FACTOR, GROUP_DELAY_US_MAX,
+    in_use, unmapped_elsewhere, CheckpointHandle, CheckpointWriter, Compaction, CoveredSegments,
+    Frame, Journal, JournalConfig, KnownKinds, Mapped, MissingHistory, Position, Reader, Recovery,
+    Repair, Replay, TornTail, CHECKPOINT_SEGMENTS_EXTRA_FACTOR, GROUP_DELAY_US_MAX,
     GROUP_RECORDS_MAX_LIMIT, SEGMENTS_MAX_LIMIT, SEGMENT_BYTES_DEFAULT, SEGMENT_BYTES_MAX,
     SEGMENT_BYTES_MIN, STAGED_BYTES_MAX, WRITE_PIECE_BYTES,
 };

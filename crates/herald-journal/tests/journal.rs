@@ -2827,3 +2827,32 @@ fn damage_in_two_places_each_covered_by_a_later_checkpoint_loses_nothing() {
     );
     repair_drops_covered(&cfg, &covered, &files[4..], &expected);
 }
+
+/// A journal is in use while a handle holds it, and only then; the probe neither takes
+/// the lock for long nor creates the lock file, so a journal opens right after it, and
+/// `check` says whether it read a journal in use.
+#[test]
+fn a_journal_is_in_use_while_a_handle_holds_it_and_the_probe_keeps_no_lock() {
+    let dir = tempfile::tempdir().unwrap();
+    assert!(!herald_journal::in_use(dir.path()).unwrap());
+    assert!(
+        !dir.path().join("journal.lock").exists(),
+        "the probe creates no lock file"
+    );
+    let (mut journal, _) = Journal::open(config(dir.path())).unwrap();
+    journal.append(1, 1, b"held").unwrap();
+    journal.sync().unwrap();
+    assert!(herald_journal::in_use(dir.path()).unwrap());
+    assert!(check(dir.path()).unwrap().in_use);
+    assert!(matches!(
+        Journal::open(config(dir.path())),
+        Err(JournalError::Locked { .. })
+    ));
+    drop(journal);
+    assert!(!herald_journal::in_use(dir.path()).unwrap());
+    let report = check(dir.path()).unwrap();
+    assert!(!report.in_use && report.is_sound(), "{report:?}");
+    // Probed just before: it opens.
+    let (journal, _) = Journal::open(config(dir.path())).unwrap();
+    assert_eq!(collect(&journal).len(), 1);
+}
