@@ -2,11 +2,14 @@
 //! checkpoints, syncs and compactions, closed cleanly, then damaged in one or two places
 //! (a flipped byte in a frame, a segment file deleted, a segment file cut short), is
 //! checked and repaired, and what the repair keeps is held to a model of everything that
-//! was appended.
+//! was appended. A second property injures the durable mark as well (removed, rewound,
+//! advanced past the log, corrupt, or as a crash leaves it), and holds open without
+//! repair, open with repair and the loss a repair reports to what the mark says.
 
 mod common;
 use common::{replayed, segment_files};
 
+use std::collections::BTreeSet;
 use std::fs;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
@@ -202,6 +205,9 @@ struct Model {
     frame_payload_bytes: Vec<u64>,
     records: Vec<(u64, Vec<u8>)>,
     checkpoints: Vec<ModelCheckpoint>,
+    /// The last frame an explicit sync (or compaction) made durable: what the durable
+    /// mark may hold after a crash that cut off the syncs after it.
+    synced_seq: u64,
 }
 
 impl Model {
@@ -348,9 +354,11 @@ fn build(dir: &Path, ops: &[Op]) -> Model {
             }
             Op::Sync => {
                 assert_eq!(journal.sync().unwrap(), model.last_seq());
+                model.synced_seq = model.last_seq();
             }
             Op::Compact => {
                 journal.sync().unwrap();
+                model.synced_seq = model.last_seq();
                 journal.compact().unwrap();
             }
         }
@@ -420,6 +428,8 @@ struct Damage {
     shortened: Vec<bool>,
     /// The first frame whose bytes changed.
     damaged_from: Vec<Option<u64>>,
+    /// Every frame whose bytes changed.
+    damaged: Vec<BTreeSet<u64>>,
 }
 
 impl Damage {
@@ -428,6 +438,7 @@ impl Damage {
             deleted: vec![false; segments],
             shortened: vec![false; segments],
             damaged_from: vec![None; segments],
+            damaged: vec![BTreeSet::new(); segments],
         }
     }
 
@@ -437,6 +448,16 @@ impl Damage {
 
     fn damage(&mut self, i: usize, seq: u64) {
         self.damaged_from[i] = Some(self.damaged_from[i].map_or(seq, |d| d.min(seq)));
+        self.damaged[i].insert(seq);
+    }
+
+    /// The last frame of `segment` (at index `i`) still intact after its first damaged
+    /// one, if any: what a scan past the damage finds.
+    fn intact_after_damage(&self, i: usize, segment: &Segment) -> Option<u64> {
+        let from = self.damaged_from[i]?;
+        (from + 1..=segment.last_seq)
+            .rev()
+            .find(|seq| !self.damaged[i].contains(seq))
     }
 
     /// Indexes of the segment files left.
@@ -538,7 +559,10 @@ fn injure(model: &Model, segments: &[Segment], damage: &mut Damage, injury: &Inj
             // Bytes after the last frame (an earlier use's, in a reused file) are no
             // frame's.
             if let Some(seq) = frame_at(model, segment, at + first_nonzero as u64) {
-                damage.damage(i, seq);
+                // That frame and every one after it.
+                for seq in seq..=segment.last_seq {
+                    damage.damage(i, seq);
+                }
             }
         }
     }
@@ -638,78 +662,408 @@ fn journal_dir() -> tempfile::TempDir {
     tempfile::tempdir_in(base).unwrap()
 }
 
-/// One case: build, injure, check, repair, reopen.
-fn repair_case(ops: &[Op], injuries: &[Injury]) -> Result<(), TestCaseError> {
-    let dir = journal_dir();
-    let cfg = config(dir.path());
-    let model = build(dir.path(), ops);
-    // Closed cleanly: every frame made durable, and the mark says so, so any damage
-    // found on open is to an acknowledged frame (no torn tail is legitimate).
-    let mark = fs::read(dir.path().join(format::DURABLE_MARK_FILE)).unwrap();
-    prop_assert_eq!(
-        format::decode_durable_mark_file(&mark),
-        Some(model.last_seq())
-    );
-    let segments = segments_of(dir.path(), &model);
-    prop_assert!(check(dir.path()).unwrap().is_sound());
-
-    let mut damage = Damage::new(segments.len());
-    for injury in injuries {
-        injure(&model, &segments, &mut damage, injury);
+/// What the durable mark of `dir` records, as open reads it: `None` when the file is
+/// missing or no slot of it decodes.
+fn read_mark(dir: &Path) -> Option<u64> {
+    match fs::read(dir.join(format::DURABLE_MARK_FILE)) {
+        Ok(bytes) => format::decode_durable_mark_file(&bytes),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+        Err(e) => panic!("read of the durable mark: {e}"),
     }
-    let shortened = damage.unreadable();
-    let covered_whole = all_covered(&model, &segments, &damage) && !shortened;
-    let truncated = truncation(&model, &segments, &damage);
+}
 
-    let before = snapshot(dir.path());
-    let report = check(dir.path()).unwrap();
-    prop_assert_eq!(
-        changed(&before, dir.path()),
-        Vec::<PathBuf>::new(),
-        "check changed files"
-    );
+/// How a valid mark is written over the durable mark's file.
+#[derive(Debug, Clone)]
+enum Slots {
+    /// In both slots, as open writes it.
+    Both,
+    /// A file of one slot.
+    One,
+    /// Beside an earlier mark in the other slot (`first`: this one in the first slot), as
+    /// the sync thread's alternate stores leave them.
+    BesideEarlier { first: bool, earlier: Index },
+    /// Beside a store of a later mark cut short (one byte of it wrong).
+    BesideTorn { first: bool, byte: Index },
+}
 
-    let (journal, recovery) = match Journal::open(repairing(&cfg)) {
-        Ok(opened) => opened,
-        Err(err) => {
-            // Refused: nothing changed, and `check` said why beforehand.
-            prop_assert_eq!(
-                changed(&before, dir.path()),
-                Vec::<PathBuf>::new(),
-                "a refused repair changed files: {}",
-                err
-            );
-            prop_assert!(!report.is_sound(), "{err}; {report:?}");
-            match &err {
-                JournalError::HistoryMissing { missing, .. } => {
-                    prop_assert_eq!(report.history_missing.as_ref(), Some(missing));
-                    prop_assert!(!covered_whole, "covered damage refused: {err}");
-                    // Only when a truncation at the first damage would lack records
-                    // replay needs too (not judged with a file cut short before that
-                    // damage, which no repair gets past).
-                    prop_assert!(
-                        truncated.is_none_or(|(_, history_kept)| !history_kept),
-                        "refused, but truncating at the first damage keeps what replay \
-                         needs ({truncated:?}): {err}"
-                    );
-                }
-                // A segment file cut short no longer matches its header: no repair
-                // mends that (an operator removes or restores the file).
-                JournalError::CorruptSegmentHeader { .. } if shortened => {}
-                _ => prop_assert!(false, "repair refused: {err}; {report:?}"),
-            }
-            return Ok(());
+/// What is done to the durable mark, beside the injuries to segment files.
+#[derive(Debug, Clone)]
+enum MarkInjury {
+    /// Nothing: it says every frame was made durable, as the clean close left it.
+    Kept,
+    /// Back at the last frame an explicit sync made durable, as a crash (a power loss
+    /// before its page reached the device) leaves it with the frames after it written but
+    /// never known durable. Every close syncs, so this stands in for a close without one.
+    Unclean,
+    Removed,
+    /// A valid mark for a random earlier sequence number.
+    Rewound {
+        to: Index,
+        slots: Slots,
+    },
+    /// A valid mark `by` past the log's last frame, as after records made durable and
+    /// then lost.
+    Advanced {
+        by: u64,
+        slots: Slots,
+    },
+    /// A valid mark `by` from the first frame the injuries took from the end of the log
+    /// (in the last segment file left: its first damaged frame, or the one after its
+    /// last): the boundary between a torn tail and damage to a durable frame.
+    AtLogEnd {
+        by: i64,
+        slots: Slots,
+    },
+    /// A byte of the first slot (`which` 0), the second (1) or both (2) changed.
+    Corrupt {
+        which: u8,
+        byte: Index,
+        bits: u8,
+    },
+    /// The file cut short to a random length below its two slots (32 leaves the first
+    /// slot alone, which still decodes).
+    CutShort {
+        len: Index,
+    },
+}
+
+fn slots() -> impl Strategy<Value = Slots> {
+    prop_oneof![
+        Just(Slots::Both),
+        Just(Slots::One),
+        (any::<bool>(), any::<Index>())
+            .prop_map(|(first, earlier)| Slots::BesideEarlier { first, earlier }),
+        (any::<bool>(), any::<Index>()).prop_map(|(first, byte)| Slots::BesideTorn { first, byte }),
+    ]
+}
+
+fn mark_injury() -> impl Strategy<Value = MarkInjury> {
+    prop_oneof![
+        1 => Just(MarkInjury::Kept),
+        2 => Just(MarkInjury::Unclean),
+        2 => Just(MarkInjury::Removed),
+        3 => (any::<Index>(), slots()).prop_map(|(to, slots)| MarkInjury::Rewound { to, slots }),
+        2 => (1u64..=64, slots()).prop_map(|(by, slots)| MarkInjury::Advanced { by, slots }),
+        3 => (-2i64..=1, slots()).prop_map(|(by, slots)| MarkInjury::AtLogEnd { by, slots }),
+        2 => (0u8..3, any::<Index>(), 1u8..=255)
+            .prop_map(|(which, byte, bits)| MarkInjury::Corrupt { which, byte, bits }),
+        1 => any::<Index>().prop_map(|len| MarkInjury::CutShort { len }),
+    ]
+}
+
+/// The bytes of a mark file recording `seq`, written as `slots` says.
+fn mark_bytes(seq: u64, slots: &Slots) -> Vec<u8> {
+    let mark = format::encode_durable_mark(seq);
+    let beside = |other: [u8; format::DURABLE_MARK_BYTES], first: bool| {
+        if first {
+            [mark, other].concat()
+        } else {
+            [other, mark].concat()
         }
     };
+    match slots {
+        Slots::Both => [mark, mark].concat(),
+        Slots::One => mark.to_vec(),
+        Slots::BesideEarlier { first, earlier } => {
+            let earlier = match seq {
+                0 => 0,
+                _ => earlier.index(seq as usize) as u64,
+            };
+            beside(format::encode_durable_mark(earlier), *first)
+        }
+        Slots::BesideTorn { first, byte } => {
+            let mut torn = format::encode_durable_mark(seq + 1 + byte.index(100) as u64);
+            torn[byte.index(format::DURABLE_MARK_BYTES)] ^= 0xA5;
+            beside(torn, *first)
+        }
+    }
+}
+
+/// Applies `injury` to the durable mark of the journal of `model` in `dir`, whose segment
+/// files (`segments`) took `damage`; returns what the mark then records, as open reads it.
+fn injure_mark(
+    dir: &Path,
+    model: &Model,
+    segments: &[Segment],
+    damage: &Damage,
+    injury: &MarkInjury,
+) -> Option<u64> {
+    let path = dir.join(format::DURABLE_MARK_FILE);
+    let last_seq = model.last_seq();
+    match injury {
+        MarkInjury::Kept => {}
+        MarkInjury::Unclean => {
+            fs::write(&path, mark_bytes(model.synced_seq, &Slots::Both)).unwrap();
+        }
+        MarkInjury::Removed => fs::remove_file(&path).unwrap(),
+        MarkInjury::Rewound { to, slots } => {
+            if last_seq > 0 {
+                let to = to.index(last_seq as usize) as u64;
+                fs::write(&path, mark_bytes(to, slots)).unwrap();
+            }
+        }
+        MarkInjury::Advanced { by, slots } => {
+            fs::write(&path, mark_bytes(last_seq + by, slots)).unwrap();
+        }
+        MarkInjury::AtLogEnd { by, slots } => {
+            let lost_from = damage.present().last().map_or(format::FIRST_SEQ, |&i| {
+                damage.damaged_from[i].unwrap_or(segments[i].last_seq + 1)
+            });
+            let to = lost_from.saturating_add_signed(*by);
+            fs::write(&path, mark_bytes(to, slots)).unwrap();
+        }
+        MarkInjury::Corrupt { which, byte, bits } => {
+            let mut bytes = fs::read(&path).unwrap();
+            let slot_bytes = format::DURABLE_MARK_BYTES;
+            let slots: &[usize] = match which {
+                0 => &[0],
+                1 => &[1],
+                _ => &[0, 1],
+            };
+            for slot in slots {
+                bytes[slot * slot_bytes + byte.index(slot_bytes)] ^= bits;
+            }
+            fs::write(&path, bytes).unwrap();
+        }
+        MarkInjury::CutShort { len } => {
+            let file = fs::OpenOptions::new().write(true).open(&path).unwrap();
+            file.set_len(len.index(2 * format::DURABLE_MARK_BYTES) as u64)
+                .unwrap();
+        }
+    }
+    read_mark(dir)
+}
+
+/// A journal as the injuries left it, as the test knows it.
+#[derive(Clone, Copy)]
+struct Injured<'a> {
+    model: &'a Model,
+    /// The segment files the journal was closed with.
+    segments: &'a [Segment],
+    damage: &'a Damage,
+    /// What the durable mark records after the injuries (`None`: missing or unreadable).
+    mark: Option<u64>,
+}
+
+impl Injured<'_> {
+    /// The highest sequence number a repair that keeps the log up to `kept` finds beyond
+    /// it in what it discards: in each segment file after the cut, every frame before its
+    /// first damage (at least its base - 1, which its header names); in the file it cuts,
+    /// the frames still intact after the damage. A file cut short is not read.
+    fn seen_past(&self, kept: u64) -> u64 {
+        let mut seen = kept;
+        for i in self.damage.present() {
+            let segment = &self.segments[i];
+            if segment.last_seq <= kept || self.damage.shortened[i] {
+                continue;
+            }
+            let damaged_from = self.damage.damaged_from[i];
+            seen = seen.max(damaged_from.map_or(segment.last_seq, |d| d - 1));
+            if damaged_from == Some(kept + 1) {
+                if let Some(intact) = self.damage.intact_after_damage(i, segment) {
+                    seen = seen.max(intact);
+                }
+            }
+        }
+        seen
+    }
+
+    /// Whether open without repair accepts the journal (`Ok` with the last frame its log
+    /// keeps) or refuses it; `None` when the oldest segment file is gone (whether replay's
+    /// history went with it is left to `check`).
+    fn opens_unrepaired(&self) -> Option<Result<u64, ()>> {
+        let (model, segments, damage) = (self.model, self.segments, self.damage);
+        if damage.deleted[0] {
+            return None;
+        }
+        let present = damage.present();
+        let (&last, earlier) = present.split_last()?;
+        // Damage anywhere but in the last file, a gap between files, or a file cut short:
+        // corruption.
+        let gap = present
+            .windows(2)
+            .any(|w| segments[w[1]].first_seq != segments[w[0]].last_seq + 1);
+        if gap || earlier.iter().any(|&i| damage.harmed(i)) || damage.shortened[last] {
+            return Some(Err(()));
+        }
+        // The log ends before the last file's first damage, if any. That is accepted
+        // (a torn tail, or a reused file's log ending there) only when it keeps every
+        // frame up to the mark; with no mark, only when nothing intact follows the damage.
+        let end = damage.damaged_from[last].map_or(segments[last].last_seq, |d| d - 1);
+        let accepted = match self.mark {
+            Some(mark) => mark <= end,
+            None => damage.intact_after_damage(last, &segments[last]).is_none(),
+        };
+        // And only with the history replay needs from the latest complete checkpoint kept.
+        let first = segments[0].first_seq;
+        let covers_seq = latest_checkpoint(model, first, end).map(|c| c.covers_seq);
+        let history_kept = first <= format::history_needed_from(covers_seq);
+        Some(if accepted && history_kept {
+            Ok(end)
+        } else {
+            Err(())
+        })
+    }
+}
+
+/// A torn tail drops only frames past the mark, never one it says was made durable; with
+/// no mark, only damage with nothing intact after it.
+fn torn_only_past_the_mark(
+    recovery: &Recovery,
+    mark: Option<u64>,
+    last_seq: u64,
+) -> Result<(), TestCaseError> {
+    if let Some(torn) = &recovery.torn_tail {
+        match mark {
+            Some(mark) => prop_assert!(
+                last_seq >= mark,
+                "a torn tail dropped frames at or below the mark {}: {:?}",
+                mark,
+                torn
+            ),
+            None => prop_assert_eq!(
+                torn.intact_frames_discarded,
+                0,
+                "intact frames dropped as a torn tail with no mark: {:?}",
+                torn
+            ),
+        }
+    }
+    Ok(())
+}
+
+/// Replay of the journal opened (its log from seq `kept_from` to `last_seq`) starts from
+/// the latest complete checkpoint of the model kept and holds every record after it.
+fn replays_the_model(
+    model: &Model,
+    recovery: &Recovery,
+    kept_from: u64,
+    last_seq: u64,
+    replay: &Replayed,
+) -> Result<(), TestCaseError> {
+    let latest = latest_checkpoint(model, kept_from, last_seq).map(|c| c.first_seq);
+    prop_assert_eq!(
+        recovery.checkpoint_seq,
+        latest,
+        "the latest complete checkpoint kept"
+    );
+    let expected = model.replay(recovery.checkpoint_seq, last_seq);
+    prop_assert!(
+        expected.is_some(),
+        "checkpoint {:?} is none of the model's",
+        recovery.checkpoint_seq
+    );
+    prop_assert_eq!(replay, expected.as_ref().unwrap());
+    Ok(())
+}
+
+/// The journal opened, recovered or repaired, left a sound one: `check` finds nothing
+/// wrong, its mark records where its log ends (`last_seq`: no more than it holds), and it
+/// opens without repair to the same replay.
+fn reopens_sound(
+    dir: &Path,
+    cfg: &JournalConfig,
+    last_seq: u64,
+    replay: &Replayed,
+    every_frame: &[(u64, Vec<u8>)],
+) -> Result<(), TestCaseError> {
+    let report = check(dir).unwrap();
+    prop_assert!(report.is_sound(), "{report:?}");
+    prop_assert_eq!(&report.torn_tail, &None);
+    prop_assert!(
+        report.last_seq.is_none_or(|l| l == last_seq),
+        "check's last seq {:?}, open's {}",
+        report.last_seq,
+        last_seq
+    );
+    prop_assert_eq!(read_mark(dir), Some(last_seq), "the mark left by open");
+    let (journal, again) = Journal::open(cfg.clone()).unwrap();
+    prop_assert_eq!(
+        (&again.repair, &again.covered, &again.torn_tail),
+        (&None, &None, &None)
+    );
+    prop_assert_eq!(journal.last_seq(), last_seq);
+    prop_assert_eq!(&collect(&journal), replay);
+    prop_assert_eq!(&replayed(&journal), every_frame);
+    Ok(())
+}
+
+/// A repair that was refused changed nothing, `check` said why beforehand, and it was
+/// refused only for missing history or a file cut short.
+fn refused_repair(
+    injured: Injured<'_>,
+    dir: &Path,
+    before: &[(PathBuf, Vec<u8>)],
+    report: &CheckReport,
+    err: &JournalError,
+) -> Result<(), TestCaseError> {
+    let Injured {
+        model,
+        segments,
+        damage,
+        ..
+    } = injured;
+    let shortened = damage.unreadable();
+    let covered_whole = all_covered(model, segments, damage) && !shortened;
+    let truncated = truncation(model, segments, damage);
+    prop_assert_eq!(
+        changed(before, dir),
+        Vec::<PathBuf>::new(),
+        "a refused repair changed files: {}",
+        err
+    );
+    prop_assert!(!report.is_sound(), "{err}; {report:?}");
+    match err {
+        JournalError::HistoryMissing { missing, .. } => {
+            prop_assert_eq!(report.history_missing.as_ref(), Some(missing));
+            prop_assert!(!covered_whole, "covered damage refused: {err}");
+            // Only when a truncation at the first damage would lack records replay needs
+            // too (not judged with a file cut short before that damage, which no repair
+            // gets past).
+            prop_assert!(
+                truncated.is_none_or(|(_, history_kept)| !history_kept),
+                "refused, but truncating at the first damage keeps what replay needs \
+                 ({truncated:?}): {err}"
+            );
+        }
+        // A segment file cut short no longer matches its header: no repair mends that
+        // (an operator removes or restores the file).
+        JournalError::CorruptSegmentHeader { .. } if shortened => {}
+        _ => prop_assert!(false, "repair refused: {err}; {report:?}"),
+    }
+    Ok(())
+}
+
+/// A repair that opened: `check` agreed with it beforehand, it kept the model up to
+/// where it cut (at the first damage or gap, or later when it let covered files go),
+/// counted every record it lost (all it saw evidence of past the cut, and at least every
+/// one up to the mark), and left a sound journal.
+fn repaired(
+    injured: Injured<'_>,
+    dir: &Path,
+    cfg: &JournalConfig,
+    before: &[(PathBuf, Vec<u8>)],
+    report: &CheckReport,
+    journal: Journal,
+    recovery: Recovery,
+) -> Result<(), TestCaseError> {
+    let Injured {
+        model,
+        segments,
+        damage,
+        mark,
+    } = injured;
+    let covered_whole = all_covered(model, segments, damage) && !damage.unreadable();
+    let truncated = truncation(model, segments, damage);
     prop_assert_eq!(&report.history_missing, &None, "check said missing history");
-    agree(&report, &recovery)?;
-    prop_assert_eq!(&recovery.torn_tail, &None, "every frame was acknowledged");
+    agree(report, &recovery)?;
+    let last_seq = journal.last_seq();
+    torn_only_past_the_mark(&recovery, mark, last_seq)?;
 
     // What is kept is the model up to where the repair cut, from the latest complete
     // checkpoint of the model in what it kept. Without segment files let go as covered,
     // it cut at the first damage (or gap), as a truncation does, and only where that
     // keeps every record replay needs; letting them go, it cut there or later.
-    let last_seq = journal.last_seq();
     let replay = collect(&journal);
     let every_frame = replayed(&journal);
     let truncated = truncated.expect("no repair opens a file cut short");
@@ -727,32 +1081,39 @@ fn repair_case(ops: &[Op], injuries: &[Injury]) -> Result<(), TestCaseError> {
         (Some(covered), _) => covered.first_seq_kept,
         (None, first) => first.unwrap_or(format::FIRST_SEQ),
     };
-    let latest = latest_checkpoint(&model, kept_from, last_seq).map(|c| c.first_seq);
-    prop_assert_eq!(
-        recovery.checkpoint_seq,
-        latest,
-        "the latest complete checkpoint kept"
-    );
-    let expected = model.replay(recovery.checkpoint_seq, last_seq);
+    replays_the_model(model, &recovery, kept_from, last_seq, &replay)?;
+
+    // Nothing up to the mark goes without being counted; what is counted is every record
+    // the repair found evidence of past its cut: the mark, later segment files, intact
+    // frames after the damage.
+    let reported = recovery.repair.as_ref().map_or(0, |r| r.records_lost);
     prop_assert!(
-        expected.is_some(),
-        "checkpoint {:?} is none of the model's",
-        recovery.checkpoint_seq
+        reported >= mark.unwrap_or(0).saturating_sub(last_seq),
+        "kept up to seq {}, the mark says {:?}, {} reported lost",
+        last_seq,
+        mark,
+        reported
     );
-    prop_assert_eq!(&replay, expected.as_ref().unwrap());
     match &recovery.repair {
-        None => prop_assert_eq!(last_seq, model.last_seq(), "lost without a word"),
+        None => {
+            if mark.is_some_and(|mark| mark >= model.last_seq()) {
+                prop_assert_eq!(last_seq, model.last_seq(), "lost without a word");
+            }
+        }
         Some(repair) => {
+            let seen = mark.unwrap_or(0).max(injured.seen_past(last_seq));
             prop_assert_eq!(
                 repair.records_lost,
-                model.last_seq() - last_seq,
-                "records lost: seq {}..={}",
+                seen - last_seq,
+                "records lost: seq {}..={} (mark {:?})",
                 last_seq + 1,
-                model.last_seq()
+                seen,
+                mark
             );
         }
     }
-    if covered_whole {
+    // (Unless the mark names records past the log's end: those are gone either way.)
+    if covered_whole && mark.is_none_or(|mark| mark <= model.last_seq()) {
         prop_assert_eq!(&recovery.repair, &None, "covered damage lost records");
     }
     if let Some(covered) = &recovery.covered {
@@ -780,26 +1141,201 @@ fn repair_case(ops: &[Op], injuries: &[Injury]) -> Result<(), TestCaseError> {
             .collect();
         prop_assert_eq!(before_kept.len(), covered.segments_deleted, "{:?}", covered);
         prop_assert!(
-            segment_files(dir.path())
+            segment_files(dir)
                 .iter()
                 .all(|p| segment_base(p) >= covered.first_seq_kept),
             "{covered:?}"
         );
     }
     drop(journal);
+    reopens_sound(dir, cfg, last_seq, &replay, &every_frame)
+}
 
-    // The repair left a sound journal, which opens without repair to the same replay.
+/// One case: build, injure, check, repair, reopen.
+fn repair_case(ops: &[Op], injuries: &[Injury]) -> Result<(), TestCaseError> {
+    let dir = journal_dir();
+    let cfg = config(dir.path());
+    let model = build(dir.path(), ops);
+    // Closed cleanly: every frame made durable, and the mark says so, so any damage
+    // found on open is to an acknowledged frame (no torn tail is legitimate).
+    prop_assert_eq!(read_mark(dir.path()), Some(model.last_seq()));
+    let segments = segments_of(dir.path(), &model);
+    prop_assert!(check(dir.path()).unwrap().is_sound());
+
+    let mut damage = Damage::new(segments.len());
+    for injury in injuries {
+        injure(&model, &segments, &mut damage, injury);
+    }
+    let injured = Injured {
+        model: &model,
+        segments: &segments,
+        damage: &damage,
+        mark: Some(model.last_seq()),
+    };
+
+    let before = snapshot(dir.path());
     let report = check(dir.path()).unwrap();
-    prop_assert!(report.is_sound(), "{report:?}");
-    prop_assert_eq!(&report.torn_tail, &None);
-    let (journal, again) = Journal::open(cfg).unwrap();
     prop_assert_eq!(
-        (&again.repair, &again.covered, &again.torn_tail),
-        (&None, &None, &None)
+        changed(&before, dir.path()),
+        Vec::<PathBuf>::new(),
+        "check changed files"
     );
-    prop_assert_eq!(collect(&journal), replay);
-    prop_assert_eq!(replayed(&journal), every_frame);
+    match Journal::open(repairing(&cfg)) {
+        Ok((journal, recovery)) => {
+            prop_assert_eq!(&recovery.torn_tail, &None, "every frame was acknowledged");
+            repaired(
+                injured,
+                dir.path(),
+                &cfg,
+                &before,
+                &report,
+                journal,
+                recovery,
+            )
+        }
+        Err(err) => refused_repair(injured, dir.path(), &before, &report, &err),
+    }
+}
+
+/// The error of an open refused without repair names the problem `check` reported.
+fn names_the_problem(
+    err: &JournalError,
+    report: &CheckReport,
+    mark: Option<u64>,
+) -> Result<(), TestCaseError> {
+    let corruption = report.corruption.as_ref();
+    // With segment files a repair would let go as covered, `check` reports what lies
+    // past them; open without repair stops at the first damage.
+    let first_problem = report.covered.is_none();
+    match err {
+        JournalError::DurableMissing {
+            last_seq,
+            durable_mark,
+            ..
+        } => {
+            prop_assert_eq!(Some(*durable_mark), mark, "{}", err);
+            prop_assert!(durable_mark > last_seq, "{err}");
+            prop_assert!(
+                corruption.is_some_and(|c| c.defect.contains(&format!(
+                    "the log ends at seq {last_seq}, but records up to seq {durable_mark}"
+                ))),
+                "{err}; {report:?}"
+            );
+        }
+        JournalError::HistoryMissing { missing, .. } => {
+            prop_assert_eq!(report.history_missing.as_ref(), Some(missing));
+        }
+        JournalError::CorruptFrame {
+            segment, offset, ..
+        } => {
+            if first_problem {
+                prop_assert!(
+                    corruption.is_some_and(|c| (&c.segment, c.offset) == (segment, *offset)),
+                    "{err}; {report:?}"
+                );
+            }
+        }
+        JournalError::SegmentGap { segment, .. }
+        | JournalError::CorruptSegmentHeader { segment, .. } => {
+            if first_problem {
+                prop_assert!(
+                    corruption.is_some_and(|c| (&c.segment, c.offset) == (segment, 0)),
+                    "{err}; {report:?}"
+                );
+            }
+        }
+        _ => prop_assert!(false, "refused: {err}; {report:?}"),
+    }
     Ok(())
+}
+
+/// One case with the durable mark injured too: build, injure, check, open without
+/// repair, and when that is refused, repair; then reopen.
+fn mark_case(
+    ops: &[Op],
+    mark_injury: &MarkInjury,
+    injuries: &[Injury],
+) -> Result<(), TestCaseError> {
+    let dir = journal_dir();
+    let cfg = config(dir.path());
+    let model = build(dir.path(), ops);
+    prop_assert_eq!(read_mark(dir.path()), Some(model.last_seq()));
+    let segments = segments_of(dir.path(), &model);
+
+    let mut damage = Damage::new(segments.len());
+    for injury in injuries {
+        injure(&model, &segments, &mut damage, injury);
+    }
+    let mark = injure_mark(dir.path(), &model, &segments, &damage, mark_injury);
+    let injured = Injured {
+        model: &model,
+        segments: &segments,
+        damage: &damage,
+        mark,
+    };
+
+    let before = snapshot(dir.path());
+    let report = check(dir.path()).unwrap();
+    prop_assert_eq!(
+        changed(&before, dir.path()),
+        Vec::<PathBuf>::new(),
+        "check changed files"
+    );
+    let expected = injured.opens_unrepaired();
+    let (journal, recovery) = match Journal::open(cfg.clone()) {
+        Ok(opened) => opened,
+        Err(err) => {
+            // Refused: exactly when `check` calls the journal unsound, naming the same
+            // problem, and with nothing changed. Then repaired.
+            prop_assert_eq!(
+                changed(&before, dir.path()),
+                Vec::<PathBuf>::new(),
+                "a refused open changed files: {}",
+                err
+            );
+            prop_assert!(!report.is_sound(), "{err}; {report:?}");
+            prop_assert!(
+                expected.is_none_or(|expected| expected.is_err()),
+                "refused, where the log up to seq {expected:?} opens: {err}"
+            );
+            names_the_problem(&err, &report, mark)?;
+            return match Journal::open(repairing(&cfg)) {
+                Ok((journal, recovery)) => repaired(
+                    injured,
+                    dir.path(),
+                    &cfg,
+                    &before,
+                    &report,
+                    journal,
+                    recovery,
+                ),
+                Err(err) => refused_repair(injured, dir.path(), &before, &report, &err),
+            };
+        }
+    };
+    // Opened without repair: `check` called it sound, agreeing on what is kept (a torn
+    // tail only past the mark), and nothing up to the mark is gone.
+    prop_assert!(report.is_sound(), "opened, but {report:?}");
+    let last_seq = journal.last_seq();
+    prop_assert!(
+        expected.is_none_or(|expected| expected == Ok(last_seq)),
+        "opened to seq {last_seq}, where {expected:?} was expected: {recovery:?}"
+    );
+    prop_assert_eq!((&recovery.repair, &recovery.covered), (&None, &None));
+    agree(&report, &recovery)?;
+    torn_only_past_the_mark(&recovery, mark, last_seq)?;
+    prop_assert!(
+        last_seq >= mark.unwrap_or(0),
+        "opened to seq {}, the mark says {:?}",
+        last_seq,
+        mark
+    );
+    let replay = collect(&journal);
+    let every_frame = replayed(&journal);
+    let kept_from = recovery.first_seq.unwrap_or(format::FIRST_SEQ);
+    replays_the_model(&model, &recovery, kept_from, last_seq, &replay)?;
+    drop(journal);
+    reopens_sound(dir.path(), &cfg, last_seq, &replay, &every_frame)
 }
 
 proptest::proptest! {
@@ -816,5 +1352,22 @@ proptest::proptest! {
         injuries in proptest::collection::vec(injury(), 1..=2),
     ) {
         repair_case(&ops, &injuries)?;
+    }
+
+    /// The same journals with the durable mark injured too (kept, as after a crash that
+    /// cut off the last syncs, removed, rewound, advanced past the log, corrupt, cut
+    /// short), alone or beside up to two injuries to segment files: open without repair
+    /// refuses exactly what `check` calls unsound, changing nothing, and accepts a torn
+    /// tail only past the mark (with no mark, only one with nothing intact after it);
+    /// a repair keeps the model up to the first damage or gap, counts exactly the
+    /// records it found evidence of past its cut (every one up to the mark among them),
+    /// and leaves a sound journal whose mark claims no more than its log holds.
+    #[test]
+    fn repair_against_the_durable_mark_loses_only_what_it_reports(
+        ops in proptest::collection::vec(op(), 1..80),
+        mark in mark_injury(),
+        injuries in proptest::collection::vec(injury(), 0..=2),
+    ) {
+        mark_case(&ops, &mark, &injuries)?;
     }
 }
