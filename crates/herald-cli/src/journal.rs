@@ -94,6 +94,13 @@ fn print_report(report: &CheckReport) {
         seq(report.checkpoint_seq),
         seq(report.checkpoint_covers_seq)
     );
+    match report.durable_mark {
+        Some(mark) => println!("durable mark: seq {mark}"),
+        None => println!(
+            "durable mark: none (the end of the log cannot be checked against what was \
+             acknowledged)"
+        ),
+    }
     match &report.torn_tail {
         Some(t) => println!(
             "torn tail: {} at offset {}: {} ({} bytes to discard on open{})",

@@ -90,8 +90,19 @@ fn check_reports_a_sound_journal() {
         150 * FRAME
     );
     assert!(stdout.contains(&summary), "{stdout}");
+    assert!(stdout.contains("durable mark: seq 150\n"), "{stdout}");
     assert!(stdout.contains("torn tail: none"), "{stdout}");
     assert!(stdout.lines().last() == Some("sound"), "{stdout}");
+    // Without its mark the journal is still sound, and check says what it cannot tell.
+    fs::remove_file(dir.path().join(herald_journal::format::DURABLE_MARK_FILE)).unwrap();
+    let stdout = check_sound(dir.path());
+    assert!(
+        stdout.contains(
+            "durable mark: none (the end of the log cannot be checked against what was \
+             acknowledged)\n"
+        ),
+        "{stdout}"
+    );
 }
 
 #[test]

@@ -83,6 +83,10 @@ pub struct CheckReport {
     /// roll, a compaction or a reuse under way rather than a fault (check it again, or
     /// with the process stopped, before repairing).
     pub in_use: bool,
+    /// What the durable mark says: the last sequence number a sync made durable
+    /// (`None`: no mark that decodes, so the end of the log cannot be checked against
+    /// what was acknowledged; see [`crate::Recovery::durable_mark`]).
+    pub durable_mark: Option<u64>,
 }
 
 impl CheckReport {
@@ -104,6 +108,7 @@ pub fn check(dir: &Path) -> Result<CheckReport, JournalError> {
     let listed = list_segments(dir, false)?;
     let mut report = CheckReport {
         in_use,
+        durable_mark,
         ..CheckReport::default()
     };
     let count = listed.len();
@@ -272,6 +277,7 @@ fn start_over(report: CheckReport, covered: CoveredSegments) -> CheckReport {
         segments: report.segments,
         covered: Some(covered.after(report.covered)),
         in_use: report.in_use,
+        durable_mark: report.durable_mark,
         ..CheckReport::default()
     }
 }

@@ -397,6 +397,13 @@ pub struct Recovery {
     /// Segment files `repair` deleted whole, losing nothing, because a later complete
     /// checkpoint covers every record they held (damage or a gap among them).
     pub covered: Option<CoveredSegments>,
+    /// What the durable mark said when the journal was opened: the last sequence number
+    /// a sync had made durable. `None` when there was none that decodes (a new journal,
+    /// one written by a build from before the mark, or one whose mark could not be
+    /// written and was removed): the end of the log could not then be checked against
+    /// what was acknowledged, and damage followed by intact frames was taken for
+    /// corruption, never for a torn tail.
+    pub durable_mark: Option<u64>,
 }
 
 /// A record read back from the journal.
@@ -1096,6 +1103,7 @@ impl Journal {
             ensure_history(&config.dir, (first.base_seq, &first.path), checkpoint)?;
         }
 
+        recovery.durable_mark = durable_mark;
         let payload_bytes_max = config.payload_bytes_max();
         let next_seq = expected_base.unwrap_or(format::FIRST_SEQ);
         // Records the mark says were made durable must all be here: a log that ends

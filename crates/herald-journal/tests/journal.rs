@@ -2856,3 +2856,38 @@ fn a_journal_is_in_use_while_a_handle_holds_it_and_the_probe_keeps_no_lock() {
     let (journal, _) = Journal::open(config(dir.path())).unwrap();
     assert_eq!(collect(&journal).len(), 1);
 }
+
+/// Open and `check` say what the durable mark held: the last synced sequence number
+/// after a clean close, and none once the mark is gone (whereupon open writes one again).
+#[test]
+fn open_and_check_report_the_durable_mark_and_its_absence() {
+    let dir = tempfile::tempdir().unwrap();
+    let (journal, recovery) = Journal::open(config(dir.path())).unwrap();
+    assert_eq!(recovery.durable_mark, None, "a new journal has no mark yet");
+    drop(journal);
+    let (mut journal, recovery) = Journal::open(config(dir.path())).unwrap();
+    assert_eq!(recovery.durable_mark, Some(0));
+    for i in 0..5 {
+        journal.append(1, 1, &payload(i, 40)).unwrap();
+    }
+    journal.sync().unwrap();
+    drop(journal);
+    assert_eq!(check(dir.path()).unwrap().durable_mark, Some(5));
+    let (journal, recovery) = Journal::open(config(dir.path())).unwrap();
+    assert_eq!(recovery.durable_mark, Some(5));
+    drop(journal);
+
+    fs::remove_file(dir.path().join(format::DURABLE_MARK_FILE)).unwrap();
+    let report = check(dir.path()).unwrap();
+    assert_eq!(report.durable_mark, None);
+    assert!(report.is_sound(), "{report:?}");
+    let (journal, recovery) = Journal::open(config(dir.path())).unwrap();
+    assert_eq!(recovery.durable_mark, None);
+    assert_eq!(recovery.records, 5);
+    drop(journal);
+    assert_eq!(
+        durable_mark(dir.path()),
+        Some(5),
+        "open wrote the mark again"
+    );
+}

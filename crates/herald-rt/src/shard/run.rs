@@ -344,10 +344,20 @@ pub(crate) async fn run_shard(setup: ShardSetup) -> ShardExit {
             .torn_tail
             .as_ref()
             .map_or(0, |t| t.intact_frames_discarded),
+        durable_mark = ?recovery.durable_mark,
         webhooks = stats.webhooks,
         pending_deliveries = stats.pending_deliveries,
         "shard recovered its journal"
     );
+    if recovery.durable_mark.is_none() && recovery.records > 0 {
+        tracing::warn!(
+            shard = index,
+            dir = %dir.display(),
+            "the journal had no durable mark: whether its log ends where the acknowledged \
+             records do could not be checked (a journal from an older build, or a mark that \
+             could not be written)"
+        );
+    }
 
     let shard_wake = wake.wake().clone();
     let notifier = shard_wake.clone();
