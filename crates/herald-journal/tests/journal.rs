@@ -2,7 +2,7 @@
 //! commit, recovery, checkpoints and retention, limits.
 
 mod common;
-use common::{replayed, segment_files};
+use common::{replayed, segment_files, snapshot};
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -2043,19 +2043,6 @@ fn the_durable_mark_covers_every_sequence_number_announced_durable() {
 /// The base sequence number of a segment file, from its name.
 fn segment_base(path: &Path) -> u64 {
     path.file_stem().unwrap().to_str().unwrap().parse().unwrap()
-}
-
-/// Every segment file of `dir` and its durable mark, with their bytes.
-fn snapshot(dir: &Path) -> Vec<(PathBuf, Vec<u8>)> {
-    let mut files = segment_files(dir);
-    files.push(dir.join(format::DURABLE_MARK_FILE));
-    files
-        .into_iter()
-        .map(|path| {
-            let bytes = fs::read(&path).unwrap();
-            (path, bytes)
-        })
-        .collect()
 }
 
 /// The records `err` says are missing: it must be a storage fault of its own kind whose
