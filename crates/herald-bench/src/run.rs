@@ -779,8 +779,12 @@ pub fn run(plan: &Plan, progress: &mut Progress) -> Result<Report, BenchError> {
             _ => raw.raw_per_s,
         };
         report.raw_per_s = Some(raw_per_s.round());
-        report.ratio_to_raw = (raw_per_s > 0.0)
-            .then(|| (report.deliveries_per_s / raw_per_s * 1000.0).round() / 1000.0);
+        let ratio = |per_s: f64| (per_s / raw_per_s * 1000.0).round() / 1000.0;
+        report.ratio_to_raw = (raw_per_s > 0.0).then(|| ratio(report.deliveries_per_s));
+        report.ratio_after_publishing_to_raw = report
+            .deliveries_after_publishing_per_s
+            .filter(|_| raw_per_s > 0.0)
+            .map(ratio);
         report.raw = Some(raw);
         report.raw_before = raw_before;
     }
@@ -1233,6 +1237,7 @@ fn drive(
         attempts_per_s: attempts as f64 / elapsed_s,
         raw_per_s: None,
         ratio_to_raw: None,
+        ratio_after_publishing_to_raw: None,
         raw: None,
         raw_before: None,
         raw_bracketed: false,

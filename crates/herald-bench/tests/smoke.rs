@@ -112,8 +112,45 @@ fn assert_raw_rule(report: &herald_bench::report::Report) {
         Some((report.deliveries_per_s / expected * 1000.0).round() / 1000.0)
     );
     assert_eq!(
+        report.ratio_after_publishing_to_raw,
+        report
+            .deliveries_after_publishing_per_s
+            .map(|after| (after / expected * 1000.0).round() / 1000.0),
+        "the rate once the publishing was over, against the same ceiling"
+    );
+    assert_eq!(
         before.body_bytes, raw.body_bytes,
         "the envelopes' size, foreseen"
+    );
+}
+
+/// A closed loop whose receiver answers slowly goes on delivering well after its
+/// publishing: the rate after it is reported, and so is that rate against the ceiling.
+#[test]
+fn the_rate_after_the_publishing_is_set_against_the_raw_ceiling() {
+    let plan = plan(Knobs {
+        events: Some(400),
+        tenants: Some(1),
+        webhooks_per_tenant: Some(1),
+        latency_ms: Some("20".to_owned()),
+        compare_raw: Some(true),
+        ..Knobs::default()
+    });
+    let report = run(&plan, &mut Progress::quiet()).unwrap();
+    assert_eq!(report.delivered, 400);
+    assert!(
+        report.deliveries_after_publishing_per_s.is_some(),
+        "400 deliveries of 20 ms over 16 connections outlast their publishing: {:?}",
+        report.timeline
+    );
+    assert!(report.ratio_after_publishing_to_raw.unwrap() > 0.0);
+    assert_raw_rule(&report);
+    assert!(
+        report
+            .table()
+            .contains("once the publishing was over) (raw:"),
+        "{}",
+        report.table()
     );
 }
 
