@@ -971,15 +971,42 @@ fn reopens_sound(
     Ok(())
 }
 
+/// The injured journal as opening meets it: its directory and configuration, its files
+/// before anything opened it, and what `check` made of them.
+struct Scene<'a> {
+    dir: &'a Path,
+    cfg: &'a JournalConfig,
+    before: Vec<(PathBuf, Vec<u8>)>,
+    report: CheckReport,
+}
+
+impl<'a> Scene<'a> {
+    /// Snapshots the files and checks the journal, which must change nothing.
+    fn checked(dir: &'a Path, cfg: &'a JournalConfig) -> Result<Self, TestCaseError> {
+        let before = snapshot(dir);
+        let report = check(dir).unwrap();
+        prop_assert_eq!(
+            changed(&before, dir),
+            Vec::<PathBuf>::new(),
+            "check changed files"
+        );
+        Ok(Scene {
+            dir,
+            cfg,
+            before,
+            report,
+        })
+    }
+}
+
 /// A repair that was refused changed nothing, `check` said why beforehand, and it was
 /// refused only for missing history or a file cut short.
 fn refused_repair(
     injured: Injured<'_>,
-    dir: &Path,
-    before: &[(PathBuf, Vec<u8>)],
-    report: &CheckReport,
+    scene: &Scene<'_>,
     err: &JournalError,
 ) -> Result<(), TestCaseError> {
+    let (dir, before, report) = (scene.dir, &scene.before[..], &scene.report);
     let Injured {
         model,
         segments,
@@ -1023,13 +1050,11 @@ fn refused_repair(
 /// one up to the mark), and left a sound journal.
 fn repaired(
     injured: Injured<'_>,
-    dir: &Path,
-    cfg: &JournalConfig,
-    before: &[(PathBuf, Vec<u8>)],
-    report: &CheckReport,
+    scene: &Scene<'_>,
     journal: Journal,
     recovery: Recovery,
 ) -> Result<(), TestCaseError> {
+    let (dir, cfg, before, report) = (scene.dir, scene.cfg, &scene.before[..], &scene.report);
     let Injured {
         model,
         segments,
@@ -1156,14 +1181,8 @@ fn repair_case(ops: &[Op], injuries: &[Injury]) -> Result<(), TestCaseError> {
         mark: Some(model.last_seq()),
     };
 
-    let before = snapshot(dir.path());
-    let report = check(dir.path()).unwrap();
-    prop_assert_eq!(
-        changed(&before, dir.path()),
-        Vec::<PathBuf>::new(),
-        "check changed files"
-    );
-    open_repairing(injured, dir.path(), &cfg, &before, &report, true)
+    let scene = Scene::checked(dir.path(), &cfg)?;
+    open_repairing(injured, &scene, true)
 }
 
 /// Opens the injured journal with repair and judges what it did ([`repaired`]) or why
@@ -1171,20 +1190,17 @@ fn repair_case(ops: &[Op], injuries: &[Injury]) -> Result<(), TestCaseError> {
 /// whole log as written, so no torn tail may be dropped.
 fn open_repairing(
     injured: Injured<'_>,
-    dir: &Path,
-    cfg: &JournalConfig,
-    before: &[(PathBuf, Vec<u8>)],
-    report: &CheckReport,
+    scene: &Scene<'_>,
     every_frame_acknowledged: bool,
 ) -> Result<(), TestCaseError> {
-    match Journal::open(repairing(cfg)) {
+    match Journal::open(repairing(scene.cfg)) {
         Ok((journal, recovery)) => {
             if every_frame_acknowledged {
                 prop_assert_eq!(&recovery.torn_tail, &None, "every frame was acknowledged");
             }
-            repaired(injured, dir, cfg, before, report, journal, recovery)
+            repaired(injured, scene, journal, recovery)
         }
-        Err(err) => refused_repair(injured, dir, before, report, &err),
+        Err(err) => refused_repair(injured, scene, &err),
     }
 }
 
@@ -1265,13 +1281,8 @@ fn mark_case(
         mark,
     };
 
-    let before = snapshot(dir.path());
-    let report = check(dir.path()).unwrap();
-    prop_assert_eq!(
-        changed(&before, dir.path()),
-        Vec::<PathBuf>::new(),
-        "check changed files"
-    );
+    let scene = Scene::checked(dir.path(), &cfg)?;
+    let (before, report) = (&scene.before, &scene.report);
     let expected = injured.opens_unrepaired();
     let (journal, recovery) = match Journal::open(cfg.clone()) {
         Ok(opened) => opened,
@@ -1279,7 +1290,7 @@ fn mark_case(
             // Refused: exactly when `check` calls the journal unsound, naming the same
             // problem, and with nothing changed. Then repaired.
             prop_assert_eq!(
-                changed(&before, dir.path()),
+                changed(before, dir.path()),
                 Vec::<PathBuf>::new(),
                 "a refused open changed files: {}",
                 err
@@ -1289,8 +1300,8 @@ fn mark_case(
                 expected.is_none_or(|expected| expected.is_err()),
                 "refused, where the log up to seq {expected:?} opens: {err}"
             );
-            names_the_problem(&err, &report, mark)?;
-            return open_repairing(injured, dir.path(), &cfg, &before, &report, false);
+            names_the_problem(&err, report, mark)?;
+            return open_repairing(injured, &scene, false);
         }
     };
     // Opened without repair: `check` called it sound, agreeing on what is kept (a torn
@@ -1302,7 +1313,7 @@ fn mark_case(
         "opened to seq {last_seq}, where {expected:?} was expected: {recovery:?}"
     );
     prop_assert_eq!((&recovery.repair, &recovery.covered), (&None, &None));
-    agree(&report, &recovery)?;
+    agree(report, &recovery)?;
     torn_only_past_the_mark(&recovery, mark, last_seq)?;
     prop_assert!(
         last_seq >= mark.unwrap_or(0),
