@@ -224,9 +224,13 @@ fn run_check(dir: &Path, repair: bool) -> ExitCode {
             corruption.defect,
             corruption.records_after,
             later_segments,
-            match report.history_missing {
-                None => " (rerun with --repair to truncate there, losing what follows)",
-                Some(_) => "",
+            match (&report.history_missing, corruption.repairable) {
+                (None, true) => " (rerun with --repair to truncate there, losing what follows)",
+                (None, false) => {
+                    " (no repair mends a segment of a format this build does not read: run \
+                     the build that wrote it)"
+                }
+                (Some(_), _) => "",
             }
         );
     }
@@ -240,6 +244,15 @@ fn run_check(dir: &Path, repair: bool) -> ExitCode {
         eprintln!(
             "not repaired, nothing changed: no repair can bring back records no segment \
              holds; restore the missing or damaged segment files from a backup, then check again"
+        );
+        return ExitCode::from(1);
+    }
+    if let Some(c) = report.corruption.as_ref().filter(|c| !c.repairable) {
+        eprintln!(
+            "not repaired, nothing changed: segment {} is of a format this build does not \
+             read ({}); run the build that wrote it",
+            c.segment.display(),
+            c.defect
         );
         return ExitCode::from(1);
     }
@@ -272,7 +285,7 @@ fn run_check(dir: &Path, repair: bool) -> ExitCode {
                         String::new()
                     };
                     println!(
-                        "repaired: truncated {} at offset {} ({}); kept records up to seq {kept}; lost {} records{lost}, {} bytes, {} later segments",
+                        "repaired: truncated {} at offset {} ({}); kept records up to seq {kept}; lost {} records{lost}, {} bytes, {} segment files deleted",
                         r.segment.display(),
                         r.offset,
                         r.defect,

@@ -52,6 +52,80 @@ fn check_sound(dir: &Path) -> String {
     stdout
 }
 
+/// What `herald journal check` said of a damaged journal, and then `--repair`.
+struct Repaired {
+    /// The check's standard error.
+    problem: String,
+    /// The repair's standard output.
+    repaired: String,
+    /// The output of the check after it, which found the journal sound.
+    sound: String,
+}
+
+/// `herald journal check` of `dir` fails (exit 1) saying `problem` and changes no file;
+/// `--repair` then succeeds saying `repaired` and ends with "sound", and a check after
+/// it finds the journal sound.
+fn check_then_repair(dir: &Path, problem: &str, repaired: &str) -> Repaired {
+    let dir_arg = dir.to_str().unwrap();
+    let files = |dir: &Path| -> Vec<(PathBuf, Vec<u8>)> {
+        let mut files: Vec<_> = fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .map(|p| (p.clone(), fs::read(p).unwrap()))
+            .collect();
+        files.sort();
+        files
+    };
+    let before = files(dir);
+    let out = herald(&["journal", "check", "--data-dir", dir_arg]);
+    let stderr = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{}{stderr}", text(&out.stdout));
+    assert!(stderr.contains(problem), "{stderr}");
+    assert!(files(dir) == before, "check changed files");
+
+    let out = herald(&["journal", "check", "--data-dir", dir_arg, "--repair"]);
+    let stdout = text(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{stdout}{}", text(&out.stderr));
+    assert!(stdout.contains(repaired), "{stdout}");
+    assert_eq!(stdout.lines().last(), Some("sound"), "{stdout}");
+    Repaired {
+        problem: stderr,
+        repaired: stdout,
+        sound: check_sound(dir),
+    }
+}
+
+/// What `check` and `--repair` say of `damage` ("SEGMENT at offset N: DEFECT") when the
+/// checkpoint at seq 301, covering every record up to seq 300, lets the two segment
+/// files up to it go whole, holding `records` valid records, every one before
+/// `first_kept`.
+fn let_go_whole(damage: &str, first_kept: u64, records: u64) -> (String, String) {
+    let (segment, rest) = damage.split_once(" at offset ").unwrap();
+    let (offset, defect) = rest.split_once(": ").unwrap();
+    (
+        format!(
+            "corrupt: segment {segment} offset {offset}: {defect}; the checkpoint at seq 301 \
+             covers every record up to seq 300, so a repair deletes the 2 segment files up \
+             to it whole (every record before seq {first_kept}), losing nothing (rerun with \
+             --repair to do so)\n"
+        ),
+        format!(
+            "repaired: deleted 2 segment files whole, every record before seq {first_kept} \
+             ({records} valid records; {damage}); the checkpoint at seq 301 covers them (up \
+             to seq 300); lost 0 records\n"
+        ),
+    )
+}
+
+/// Cuts the file at `path` to half a smallest segment: its header no longer matches it.
+/// The defect `check` names.
+fn cut_short(path: &Path) -> String {
+    let half = SEGMENT_BYTES_MIN / 2;
+    let file = fs::OpenOptions::new().write(true).open(path);
+    file.unwrap().set_len(half).unwrap();
+    format!("header says {SEGMENT_BYTES_MIN} bytes but the file has {half}")
+}
+
 /// `herald journal check` names the latest checkpoint and what it covers: here one
 /// written across other appends, opened after record 3, its part after record 4.
 #[test]
@@ -233,6 +307,7 @@ fn a_journal_in_use_is_checked_again_before_a_problem_is_reported_and_never_repa
     let mut bytes = fs::read(&segments[0]).unwrap();
     bytes[HEADER + 10 * FRAME + 100] ^= 4;
     fs::write(&segments[0], &bytes).unwrap();
+    let dir_arg = dir.path().to_str().unwrap();
     let out = herald(&["journal", "check", "--data-dir", dir_arg]);
     let stderr = text(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{stderr}");
@@ -329,50 +404,106 @@ fn check_reports_a_gap_a_later_checkpoint_covers_and_repair_drops_the_segments_b
     assert_eq!(segments.len(), 5);
     fs::remove_file(&segments[2]).unwrap();
     let kept: Vec<Vec<u8>> = segments[3..].iter().map(|s| fs::read(s).unwrap()).collect();
-    let dir_arg = dir.path().to_str().unwrap();
     let defect = "the segment's last frames are missing or damaged: it ends at seq 124, the \
                   next segment starts at seq 187";
     let (gap_segment, gap_offset) = (segments[1].display(), HEADER + 62 * FRAME);
 
-    let out = herald(&["journal", "check", "--data-dir", dir_arg]);
-    let stderr = text(&out.stderr);
-    assert_eq!(out.status.code(), Some(1), "{}{stderr}", text(&out.stdout));
-    let covered = format!(
-        "corrupt: segment {gap_segment} offset {gap_offset}: {defect}; the checkpoint at seq 301 covers every record up to seq 300, so a \
-         repair deletes the 2 segment files up to it whole (every record before seq 187), \
-         losing nothing (rerun with --repair to do so)\n"
-    );
-    assert!(stderr.contains(&covered), "{stderr}");
-    assert!(!stderr.contains("history missing"), "{stderr}");
-    assert!(
-        segments[0].exists() && segments[1].exists(),
-        "check changed nothing"
-    );
-
-    let out = herald(&["journal", "check", "--data-dir", dir_arg, "--repair"]);
-    let stdout = text(&out.stdout);
-    assert_eq!(out.status.code(), Some(0), "{stdout}{}", text(&out.stderr));
-    let repaired = format!(
-        "repaired: deleted 2 segment files whole, every record before seq 187 (124 valid \
-         records; {gap_segment} at offset {gap_offset}: {defect}); the checkpoint at seq 301 covers them (up to seq 300); lost 0 \
-         records\n"
-    );
-    assert!(stdout.contains(&repaired), "{stdout}");
-    assert!(!stdout.contains("truncated"), "{stdout}");
-    assert_eq!(stdout.lines().last(), Some("sound"), "{stdout}");
+    let damage = format!("{gap_segment} at offset {gap_offset}: {defect}");
+    let (covered, repaired) = let_go_whole(&damage, 187, 124);
+    let out = check_then_repair(dir.path(), &covered, &repaired);
+    assert!(!out.problem.contains("history missing"), "{}", out.problem);
+    assert!(!out.repaired.contains("truncated"), "{}", out.repaired);
     assert!(!segments[0].exists() && !segments[1].exists());
     for (segment, bytes) in segments[3..].iter().zip(&kept) {
         assert_eq!(&fs::read(segment).unwrap(), bytes, "{}", segment.display());
     }
-    let stdout = check_sound(dir.path());
+    let sound = out.sound;
     assert!(
-        stdout.contains("records 121  first_seq 187  last_seq 307"),
-        "{stdout}"
+        sound.contains("records 121  first_seq 187  last_seq 307"),
+        "{sound}"
     );
     assert!(
-        stdout.contains("checkpoint_seq 301  checkpoint_covers_seq 300"),
-        "{stdout}"
+        sound.contains("checkpoint_seq 301  checkpoint_covers_seq 300"),
+        "{sound}"
     );
+}
+
+/// A segment file cut short (its header no longer matches its length) that a later
+/// checkpoint covers: `check` says a repair deletes it and the files before it whole,
+/// and `--repair` does so, losing nothing.
+#[test]
+fn check_reports_a_file_cut_short_a_later_checkpoint_covers_and_repair_drops_it() {
+    let dir = scratch_dir();
+    let segments = build_then(dir.path(), 300, |journal| {
+        assert_eq!(journal.checkpoint(b"state").unwrap(), 301);
+    });
+    assert_eq!(segments.len(), 5);
+    let defect = cut_short(&segments[1]);
+    let damaged = segments[1].display();
+    let (covered, repaired) = let_go_whole(&format!("{damaged} at offset 0: {defect}"), 125, 62);
+    let sound = check_then_repair(dir.path(), &covered, &repaired).sound;
+    assert!(!segments[0].exists() && !segments[1].exists());
+    assert!(
+        sound.contains("records 178  first_seq 125  last_seq 302"),
+        "{sound}"
+    );
+}
+
+/// A segment file cut short that no later checkpoint covers: `check` names it at offset
+/// 0 and `--repair` truncates there, deleting it and every later file, counting what
+/// they held. A segment of a format this build does not read is named too, and
+/// `--repair` refuses it, changing nothing.
+#[test]
+fn repair_truncates_at_a_file_cut_short_and_refuses_a_newer_format() {
+    let dir = scratch_dir();
+    let segments = build(dir.path(), 150);
+    assert_eq!(segments.len(), 3);
+    let defect = cut_short(&segments[1]);
+    let damaged = segments[1].display();
+    let named = format!(
+        "corrupt: segment {damaged} offset 0: {defect}; 0 intact records follow it in that \
+         segment, and 1 later segments (rerun with --repair to truncate there, losing what \
+         follows)\n"
+    );
+    let repaired = format!(
+        "repaired: truncated {damaged} at offset 0 ({defect}); kept records up to seq 62; \
+         lost 88 records (seq 63..=150), "
+    );
+    let out = check_then_repair(dir.path(), &named, &repaired);
+    assert!(
+        out.repaired.contains(" bytes, 2 segment files deleted\n"),
+        "{}",
+        out.repaired
+    );
+    assert!(!segments[1].exists() && !segments[2].exists());
+    assert!(out.sound.contains("records 62  first_seq 1  last_seq 62"));
+
+    // Version 99 in the first segment's header, with its CRC made to match.
+    let mut bytes = fs::read(&segments[0]).unwrap();
+    bytes[8..12].copy_from_slice(&99u32.to_le_bytes());
+    let crc = crc32c::crc32c(&bytes[..60]);
+    bytes[60..64].copy_from_slice(&crc.to_le_bytes());
+    fs::write(&segments[0], &bytes).unwrap();
+    let dir_arg = dir.path().to_str().unwrap();
+    let out = herald(&["journal", "check", "--data-dir", dir_arg]);
+    let stderr = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("unsupported format version 99; 0 intact records follow it in that segment, and 0 later segments (no repair mends a segment of a format this build does not read: run the build that wrote it)"),
+        "{stderr}"
+    );
+    let out = herald(&["journal", "check", "--data-dir", dir_arg, "--repair"]);
+    let stderr = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains(&format!(
+            "not repaired, nothing changed: segment {} is of a format this build does not \
+             read (unsupported format version 99); run the build that wrote it",
+            segments[0].display()
+        )),
+        "{stderr}"
+    );
+    assert_eq!(fs::read(&segments[0]).unwrap(), bytes);
 }
 
 #[test]

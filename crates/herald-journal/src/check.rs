@@ -40,6 +40,9 @@ pub struct Corruption {
     /// Intact records found after the damage in the same segment: what a repair loses
     /// beyond the damaged stretch itself (with every later segment).
     pub records_after: u64,
+    /// Whether a repair mends it: not for a segment header of a format this build does
+    /// not read (run a build that reads it instead).
+    pub repairable: bool,
 }
 
 /// What [`check`] found. Counts, sequence numbers and the checkpoint describe what a
@@ -137,13 +140,27 @@ pub fn check(dir: &Path) -> Result<CheckReport, JournalError> {
         let scan = match scan_segment_after(&bytes, open_checkpoint.take()) {
             Ok(scan) => scan,
             Err(defect) => {
+                report.segments.push(summary);
+                // As a repair: a damaged header is damage at the file's start, and this
+                // file goes with every one before it when a later checkpoint covers them.
+                let damage = (path.clone(), 0, defect.to_string());
+                let covered = defect
+                    .is_damage()
+                    .then(|| covered_before(&listed, i, damage, i - kept_from, report.records))
+                    .flatten();
+                if let Some(covered) = covered {
+                    kept_from = i;
+                    report = start_over(report, covered);
+                    (expected_base, open_checkpoint) = (None, None);
+                    continue;
+                }
                 report.corruption = Some(Corruption {
                     segment: path,
                     offset: 0,
                     defect: defect.to_string(),
                     records_after: 0,
+                    repairable: defect.is_damage(),
                 });
-                report.segments.push(summary);
                 continue;
             }
         };
@@ -181,6 +198,7 @@ pub fn check(dir: &Path) -> Result<CheckReport, JournalError> {
                 offset: 0,
                 defect,
                 records_after: 0,
+                repairable: true,
             });
             report.segments.push(summary);
             continue;
@@ -233,6 +251,7 @@ pub fn check(dir: &Path) -> Result<CheckReport, JournalError> {
                                 offset,
                                 defect: defect.to_string(),
                                 records_after: intact.map_or(0, |i| i.frames),
+                                repairable: true,
                             })
                         }
                     }
@@ -254,19 +273,22 @@ pub fn check(dir: &Path) -> Result<CheckReport, JournalError> {
                     last_seq + 1
                 ),
                 records_after: 0,
+                repairable: true,
             });
         }
     }
     // As on open: replay needs every record after what the latest complete checkpoint
     // covers. Judged on what was read before any corruption, which is what a repair
     // keeps, so that a repair refused for it is known beforehand.
-    report.history_missing = report
-        .segments
-        .get(kept_from)
-        .filter(|first| first.base_seq != 0)
-        .and_then(|first| {
-            missing_history(first.base_seq, &first.path, report.checkpoint_covers_seq)
-        });
+    // A first file whose header does not decode is judged by its name's base, where a
+    // repair that truncates there starts the journal again.
+    report.history_missing = report.segments.get(kept_from).and_then(|first| {
+        let first_seq = match first.base_seq {
+            0 => listed[kept_from].0,
+            base_seq => base_seq,
+        };
+        missing_history(first_seq, &first.path, report.checkpoint_covers_seq)
+    });
     Ok(report)
 }
 

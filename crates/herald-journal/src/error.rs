@@ -91,7 +91,9 @@ pub enum JournalError {
         #[source]
         source: io::Error,
     },
-    /// A segment header is corrupt or not a segment.
+    /// A segment header is corrupt or not a segment. Reopen with `repair` to mend it as
+    /// damage at the file's start ([`JournalError::CorruptFrame`] says how), unless the
+    /// header names a format this build does not read (then run a build that does).
     #[error("corrupt segment header in {segment}: {defect}")]
     CorruptSegmentHeader {
         /// The segment file.

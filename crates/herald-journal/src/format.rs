@@ -551,6 +551,15 @@ impl fmt::Display for HeaderDefect {
     }
 }
 
+impl HeaderDefect {
+    /// Whether the header was damaged (cut short, overwritten) rather than written by a
+    /// build with a format this one does not read: a repair may let a damaged segment
+    /// file go, never one it cannot read.
+    pub fn is_damage(&self) -> bool {
+        !matches!(self, Self::UnsupportedVersion { .. })
+    }
+}
+
 /// Decodes and checks a segment header at the start of `bytes` (the whole file).
 pub fn decode_segment_header(bytes: &[u8]) -> Result<SegmentHeader, HeaderDefect> {
     let file_bytes = bytes.len() as u64;

@@ -190,7 +190,7 @@ pub struct TornTail {
 pub struct Repair {
     /// The segment file where corruption was found.
     pub segment: PathBuf,
-    /// Offset of the corrupt frame.
+    /// Offset of the corrupt frame (0: the segment's header did not decode).
     pub offset: u64,
     /// What was wrong.
     pub defect: String,
@@ -199,7 +199,8 @@ pub struct Repair {
     /// Records discarded whose sequence numbers are known from later
     /// segments (records in the corrupt stretch itself cannot be counted).
     pub records_lost: u64,
-    /// Later segment files deleted.
+    /// Segment files deleted: every one after the corruption, and the corrupt one too
+    /// when its header did not decode.
     pub segments_deleted: usize,
 }
 
@@ -307,6 +308,33 @@ pub(crate) fn covered_before(
         expected = scan.last_seq + 1;
     }
     None
+}
+
+/// Damage in `listed[i]` (or at its start) that a later checkpoint covers with every
+/// record before it ([`covered_before`] from the next file): the files up to it are let go
+/// whole, noted in `covered` after those an earlier damage let go. Whether they were.
+fn let_go_covered(
+    listed: &[(u64, PathBuf)],
+    i: usize,
+    damage: (PathBuf, u64, String),
+    segments_deleted: usize,
+    records: u64,
+    covered: &mut Option<CoveredSegments>,
+) -> bool {
+    match covered_before(listed, i + 1, damage, segments_deleted, records) {
+        Some(drop) => {
+            *covered = Some(drop.after(covered.take()));
+            true
+        }
+        None => false,
+    }
+}
+
+/// The first segment a repair that truncates keeps, as [`ensure_history`] takes it: the
+/// first of `segments` read so far, or else the damaged file (`damaged`, its base), where
+/// the journal would start again.
+fn first_kept<'a>(segments: &'a [Segment], damaged: (u64, &'a PathBuf)) -> (u64, &'a PathBuf) {
+    segments.first().map_or(damaged, |s| (s.base_seq, &s.path))
 }
 
 /// Records recovery needs that no segment holds: the journal's first segment starts
@@ -884,6 +912,12 @@ impl Journal {
     /// * Otherwise the log is truncated there: every later segment file is deleted
     ///   (newest first), then the rest of the damaged segment is zeroed, and
     ///   [`Recovery::repair`] counts what was lost.
+    ///
+    /// A segment file whose header does not decode (cut short, or overwritten) is damage
+    /// at its start: let go whole when covered, as above; otherwise the truncation
+    /// deletes it with every later file (newest first, so that it goes last). Only a
+    /// header of a format this build does not read is refused, repair or not
+    /// ([`JournalError::CorruptSegmentHeader`]).
     pub fn open(config: JournalConfig) -> Result<(Journal, Recovery), JournalError> {
         config.validate()?;
         fs::create_dir_all(&config.dir)
@@ -938,12 +972,50 @@ impl Journal {
             let is_last = i + 1 == count;
             let file = open_rw(&path)?;
             let map = map_segment(&file, &path)?;
-            let scan = scan_segment_after(&map, open_checkpoint).map_err(|defect| {
-                JournalError::CorruptSegmentHeader {
-                    segment: path.clone(),
-                    defect,
+            let scan = match scan_segment_after(&map, open_checkpoint) {
+                Ok(scan) => scan,
+                // A damaged header (a file cut short, or overwritten) hides every frame
+                // in the file. A repair takes it as damage at the file's start: the file
+                // and those before it go whole when a later checkpoint covers them;
+                // otherwise the log is truncated there, this file and every later one
+                // deleted. Never a header of a format this build does not read.
+                Err(defect) if config.repair && defect.is_damage() => {
+                    let damage = (path.clone(), 0, defect.to_string());
+                    let (deleted, records) = (i + 1 - kept_from, recovery.records);
+                    if let_go_covered(&listed, i, damage, deleted, records, &mut covered) {
+                        (kept_from, i) = (i + 1, i + 1);
+                        continue;
+                    }
+                    // Not if what it keeps lacks records replay needs: refused before
+                    // anything is deleted. Keeping nothing, the journal starts again at
+                    // this file's base, which only the journal's first file may do.
+                    let first = first_kept(&segments, (name_base, &path));
+                    ensure_history(&config.dir, first, checkpoint)?;
+                    // This file and every later one go, newest first, so that a repair
+                    // cut short by a crash leaves this file for the next one to find.
+                    let from_here = listed[i..].iter().map(|(_, later)| later.clone());
+                    let kept_seq =
+                        expected_base.map_or(name_base.saturating_sub(1), |next| next - 1);
+                    let (bytes_lost, max_seq, deleted) =
+                        delete_later_segments(&config, &dir, from_here, kept_seq)?;
+                    expected_base.get_or_insert(name_base);
+                    recovery.repair = Some(Repair {
+                        segment: path,
+                        offset: 0,
+                        defect: defect.to_string(),
+                        bytes_lost,
+                        records_lost: max_seq - kept_seq,
+                        segments_deleted: deleted,
+                    });
+                    break;
                 }
-            })?;
+                Err(defect) => {
+                    return Err(JournalError::CorruptSegmentHeader {
+                        segment: path,
+                        defect,
+                    })
+                }
+            };
             if scan.header.base_seq != name_base {
                 return Err(JournalError::SegmentGap {
                     segment: path,
@@ -1024,18 +1096,14 @@ impl Journal {
                         let damage = (path.clone(), offset, defect.to_string());
                         let (deleted, records) =
                             (i + 1 - kept_from, recovery.records + scan.records);
-                        let drop = covered_before(&listed, i + 1, damage, deleted, records);
-                        if let Some(drop) = drop {
-                            covered = Some(drop.after(covered.take()));
+                        if let_go_covered(&listed, i, damage, deleted, records, &mut covered) {
                             (kept_from, i) = (i + 1, i + 1);
                             continue;
                         }
                         // Not if what it keeps lacks records replay needs (the damage
                         // cuts off the checkpoint that let them go): refused before
                         // anything is deleted or zeroed.
-                        let first = segments
-                            .first()
-                            .map_or((name_base, &path), |s| (s.base_seq, &s.path));
+                        let first = first_kept(&segments, (name_base, &path));
                         ensure_history(&config.dir, first, scan.last_checkpoint.or(checkpoint))?;
                         // Everything after the corruption goes: every later segment,
                         // then this segment's rest, so that a repair cut short by a

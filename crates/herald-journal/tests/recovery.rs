@@ -9,7 +9,8 @@ use std::fs;
 use std::path::{Path, PathBuf};
 
 use herald_journal::{
-    check, format, frame_bytes, Fault, Journal, JournalConfig, JournalError, SEGMENT_BYTES_MIN,
+    check, format, format::HeaderDefect, frame_bytes, Fault, Journal, JournalConfig, JournalError,
+    SEGMENT_BYTES_MIN,
 };
 use proptest::prelude::*;
 
@@ -320,6 +321,95 @@ fn corruption_before_the_tail_is_an_error_then_repair_truncates() {
     journal.sync().unwrap();
     drop(journal);
     assert!(check(dir.path()).unwrap().is_sound());
+}
+
+/// A segment file whose header does not decode (here its CRC, then its length) is
+/// corruption at the file's start: open refuses it naming the file, `check` reports it
+/// there, and repair truncates there, deleting it with every later file and counting the
+/// records they held. With the journal's first file damaged so, repair keeps nothing and
+/// says every record is lost. A header of a format this build does not read is refused,
+/// repair or not, and nothing changes.
+#[test]
+fn a_damaged_segment_header_is_truncated_there_and_a_newer_format_refused() {
+    let cut_short = HeaderDefect::LengthMismatch {
+        header_bytes: SEGMENT_BYTES_MIN,
+        file_bytes: SEGMENT_BYTES_MIN / 2,
+    };
+    for (damaged, last_seq, expected) in [(1, 4, HeaderDefect::BadCrc), (0, 0, cut_short)] {
+        let dir = scratch_dir();
+        let (_, records, files) = three_segments(dir.path());
+        if expected == HeaderDefect::BadCrc {
+            // The base sequence number: the header's CRC no longer matches.
+            let mut bytes = fs::read(&files[damaged]).unwrap();
+            bytes[20] ^= 0x01;
+            fs::write(&files[damaged], &bytes).unwrap();
+        } else {
+            let file = fs::OpenOptions::new().write(true).open(&files[damaged]);
+            file.unwrap().set_len(SEGMENT_BYTES_MIN / 2).unwrap();
+        }
+
+        match Journal::open(config(dir.path())).unwrap_err() {
+            JournalError::CorruptSegmentHeader { segment, defect } => {
+                assert_eq!(segment, files[damaged]);
+                assert_eq!(defect, expected);
+            }
+            other => panic!("expected CorruptSegmentHeader, got {other}"),
+        }
+        let report = check(dir.path()).unwrap();
+        let corruption = report.corruption.clone().unwrap();
+        assert_eq!(
+            (&corruption.segment, corruption.offset),
+            (&files[damaged], 0)
+        );
+        assert_eq!(report.covered, None);
+        assert_eq!(
+            report.history_missing, None,
+            "the damaged file starts at seq 1"
+        );
+
+        let mut cfg = config(dir.path());
+        cfg.repair = true;
+        let (mut journal, recovery) = Journal::open(cfg).unwrap();
+        let repair = recovery.repair.clone().unwrap();
+        assert_eq!((&repair.segment, repair.offset), (&files[damaged], 0));
+        assert_eq!(repair.segments_deleted, 3 - damaged);
+        assert_eq!(
+            repair.records_lost,
+            7 - last_seq,
+            "seq {}..=7",
+            last_seq + 1
+        );
+        assert_eq!(recovery.last_seq, (last_seq > 0).then_some(last_seq));
+        assert_eq!(replayed(&journal), records[..last_seq as usize].to_vec());
+        // Kept nothing: the journal starts again in a new first file of the same name.
+        let gone = if damaged == 0 { 1 } else { damaged };
+        assert!(files[gone..].iter().all(|f| !f.exists()));
+        assert_eq!(journal.append(1, 1, b"after repair").unwrap(), last_seq + 1);
+        journal.sync().unwrap();
+        drop(journal);
+        assert!(check(dir.path()).unwrap().is_sound());
+    }
+
+    // Version 99, with a header CRC that matches.
+    let dir = scratch_dir();
+    let (_, _, files) = three_segments(dir.path());
+    let mut bytes = fs::read(&files[1]).unwrap();
+    bytes[8..12].copy_from_slice(&99u32.to_le_bytes());
+    let crc = crc32c::crc32c(&bytes[0..60]);
+    bytes[60..64].copy_from_slice(&crc.to_le_bytes());
+    fs::write(&files[1], &bytes).unwrap();
+    let before: Vec<Vec<u8>> = files.iter().map(|f| fs::read(f).unwrap()).collect();
+    let mut cfg = config(dir.path());
+    cfg.repair = true;
+    match Journal::open(cfg).unwrap_err() {
+        JournalError::CorruptSegmentHeader { segment, defect } => {
+            assert_eq!(segment, files[1]);
+            assert_eq!(defect, HeaderDefect::UnsupportedVersion { version: 99 });
+        }
+        other => panic!("expected CorruptSegmentHeader, got {other}"),
+    }
+    let after: Vec<Vec<u8>> = files.iter().map(|f| fs::read(f).unwrap()).collect();
+    assert!(before == after, "a refused repair changed a segment file");
 }
 
 /// Damage in the middle of the last (here the only) segment, with intact frames after

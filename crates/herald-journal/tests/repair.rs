@@ -449,11 +449,6 @@ impl Damage {
             .filter(|&i| !self.deleted[i])
             .collect()
     }
-
-    /// A segment file left whose header no longer matches it: no repair opens that.
-    fn unreadable(&self) -> bool {
-        self.present().into_iter().any(|i| self.shortened[i])
-    }
 }
 
 /// The frame of `segment` holding byte `offset`, if any.
@@ -579,23 +574,20 @@ fn latest_checkpoint(model: &Model, first: u64, last: u64) -> Option<&ModelCheck
 }
 
 /// What a repair that only truncates would keep: the segment files left up to the first
-/// frame it cannot read in order (damaged, or missing in a gap between files), so the log
-/// up to the returned cut, starting from the first file's base; and whether that misses
-/// no record replay needs (from the latest complete checkpoint kept). `None` when it
-/// reads a file whose header no longer matches it first (which no repair opens).
-fn truncation(model: &Model, segments: &[Segment], damage: &Damage) -> Option<(u64, bool)> {
+/// frame it cannot read in order (damaged, missing in a gap between files, or in a file
+/// whose header no longer matches it), so the log up to the returned cut, starting from
+/// the first file's base; and whether that misses no record replay needs (from the latest
+/// complete checkpoint kept).
+fn truncation(model: &Model, segments: &[Segment], damage: &Damage) -> (u64, bool) {
     let present = damage.present();
     let Some(&first) = present.first() else {
-        return Some((0, true));
+        return (0, true);
     };
     let first_base = segments[first].first_seq;
     let mut expected = first_base;
     let mut cut = None;
     for i in present {
-        if damage.shortened[i] {
-            return None;
-        }
-        if segments[i].first_seq != expected {
+        if damage.shortened[i] || segments[i].first_seq != expected {
             cut = Some(expected - 1);
             break;
         }
@@ -609,7 +601,7 @@ fn truncation(model: &Model, segments: &[Segment], damage: &Damage) -> Option<(u
     let needed_from = format::history_needed_from(
         latest_checkpoint(model, first_base, cut).map(|c| c.covers_seq),
     );
-    Some((cut, first_base <= needed_from))
+    (cut, first_base <= needed_from)
 }
 
 /// `check` and a repair agree, field by field, on what the repair keeps.
@@ -1013,8 +1005,7 @@ fn refused_repair(
         damage,
         ..
     } = injured;
-    let shortened = damage.unreadable();
-    let covered_whole = all_covered(model, segments, damage) && !shortened;
+    let covered_whole = all_covered(model, segments, damage);
     let truncated = truncation(model, segments, damage);
     prop_assert_eq!(
         changed(before, dir),
@@ -1028,17 +1019,13 @@ fn refused_repair(
             prop_assert_eq!(report.history_missing.as_ref(), Some(missing));
             prop_assert!(!covered_whole, "covered damage refused: {err}");
             // Only when a truncation at the first damage would lack records replay needs
-            // too (not judged with a file cut short before that damage, which no repair
-            // gets past).
+            // too.
             prop_assert!(
-                truncated.is_none_or(|(_, history_kept)| !history_kept),
+                !truncated.1,
                 "refused, but truncating at the first damage keeps what replay needs \
                  ({truncated:?}): {err}"
             );
         }
-        // A segment file cut short no longer matches its header: no repair mends that
-        // (an operator removes or restores the file).
-        JournalError::CorruptSegmentHeader { .. } if shortened => {}
         _ => prop_assert!(false, "repair refused: {err}; {report:?}"),
     }
     Ok(())
@@ -1061,7 +1048,7 @@ fn repaired(
         damage,
         mark,
     } = injured;
-    let covered_whole = all_covered(model, segments, damage) && !damage.unreadable();
+    let covered_whole = all_covered(model, segments, damage);
     let truncated = truncation(model, segments, damage);
     prop_assert_eq!(&report.history_missing, &None, "check said missing history");
     agree(report, &recovery)?;
@@ -1074,7 +1061,6 @@ fn repaired(
     // keeps every record replay needs; letting them go, it cut there or later.
     let replay = collect(&journal);
     let every_frame = replayed(&journal);
-    let truncated = truncated.expect("no repair opens a file cut short");
     match &recovery.covered {
         None => prop_assert_eq!(
             (last_seq, true),
