@@ -135,7 +135,7 @@ pub struct Knobs {
     #[arg(long, value_name = "RECORDS")]
     #[serde(default)]
     pub group_records: Option<usize>,
-    /// Journal group commit: longest wait to fill a group, µs [default: the engine's].
+    /// Journal group commit: least time between the starts of two syncs, µs [default: the engine's].
     #[arg(long, value_name = "US")]
     #[serde(default)]
     pub group_delay_us: Option<u64>,

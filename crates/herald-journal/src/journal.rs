@@ -91,7 +91,9 @@ pub struct JournalConfig {
     pub segment_bytes: u64,
     /// Sync once this many records are waiting (`1..=GROUP_RECORDS_MAX_LIMIT`).
     pub group_records_max: usize,
-    /// Sync once the oldest waiting record has waited this long (`0..=GROUP_DELAY_US_MAX`).
+    /// Syncs start at least this far apart (`0..=GROUP_DELAY_US_MAX`), so that records
+    /// appended meanwhile share one; a record appended after a longer pause is synced
+    /// at once.
     pub group_delay_us: u64,
     /// Most segment files the journal may hold (`2..=SEGMENTS_MAX_LIMIT`);
     /// appends fail with [`JournalError::SegmentsExhausted`] beyond it until a

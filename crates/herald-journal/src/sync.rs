@@ -273,8 +273,12 @@ impl Shared {
                         st = self.wake.wait(st).unwrap_or_else(PoisonError::into_inner);
                     }
                     self.idle.store(false, Ordering::SeqCst);
-                    // Records that arrive while idle start a new batch window.
-                    batch_start = Instant::now();
+                    // The window stays the last sync's (or the journal's open): records
+                    // that arrive after a pause of a group delay or more are synced at
+                    // once, not a group delay later, and syncs still start at most one
+                    // group delay apart. A closed loop of callers (each waiting for its
+                    // last record before appending the next) then pays one sync per
+                    // round, not a sync and a group delay.
                     continue;
                 }
                 if st.requested || st.shutdown || pending >= self.group_records_max {

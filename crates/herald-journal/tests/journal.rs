@@ -144,6 +144,38 @@ fn group_commit_makes_records_durable_without_explicit_sync() {
     assert_eq!(notified.load(Ordering::SeqCst), last);
 }
 
+/// Group commit spaces syncs a group delay apart, counted from the last sync's start:
+/// a record committed after a pause of a whole delay is synced at once, not a delay
+/// later, and one committed just after that sync waits for the next window.
+#[test]
+fn a_record_after_a_pause_is_synced_at_once_and_the_next_waits_for_the_window() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = config(dir.path());
+    cfg.group_delay_us = herald_journal::GROUP_DELAY_US_MAX;
+    let delay = Duration::from_micros(cfg.group_delay_us);
+    let (mut journal, _) = Journal::open(cfg).unwrap();
+    let handle = journal.durable_handle();
+    std::thread::sleep(delay + Duration::from_millis(50));
+    let first = journal.append(1, 1, b"after a pause").unwrap();
+    journal.commit().unwrap();
+    // Waiting a whole delay from here would run out first.
+    assert_eq!(
+        handle.wait_durable(first, delay * 4 / 5).unwrap(),
+        first,
+        "a record after a pause waited for a group delay"
+    );
+    let second = journal.append(1, 1, b"right after").unwrap();
+    journal.commit().unwrap();
+    assert!(
+        matches!(
+            handle.wait_durable(second, delay / 4),
+            Err(JournalError::DurableTimeout { .. })
+        ),
+        "a sync started within a group delay of the last one"
+    );
+    assert_eq!(handle.wait_durable(second, delay * 2).unwrap(), second);
+}
+
 #[test]
 fn wait_durable_rejects_a_sequence_never_appended() {
     let dir = tempfile::tempdir().unwrap();

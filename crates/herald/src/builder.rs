@@ -206,9 +206,10 @@ impl Builder {
         self
     }
 
-    /// Group commit: sync the journal once the oldest unsynced record waited this long
-    /// (default 1 ms, at most 1 s; microsecond resolution). Publishes are acknowledged
-    /// after the sync.
+    /// Group commit: journal syncs start at least this far apart, so that records
+    /// appended meanwhile share one; a record appended after a longer pause is synced at
+    /// once (default 1 ms, at most 1 s; microsecond resolution). Publishes are
+    /// acknowledged after the sync.
     pub fn journal_group_delay(mut self, delay: Duration) -> Builder {
         self.journal_group_delay = Some(delay);
         self
