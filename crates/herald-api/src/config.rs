@@ -281,7 +281,27 @@ pub struct JournalConfig {
     /// changes (503) and checkpoints until old segments can go; a state larger than about
     /// twice the limit's bytes cannot checkpoint, so size it above the largest backlog.
     pub segments_max: usize,
+    /// Group commit: a shard's journal starts its syncs at least this many µs apart
+    /// (`0..=`[`JOURNAL_GROUP_DELAY_US_MAX`]), so that records appended meanwhile share
+    /// one; a record appended after a longer pause is synced at once. Every write is
+    /// answered after its sync: a shorter delay answers sooner at the cost of more syncs
+    /// (CPU, and device writes) while the server is busy.
+    pub group_delay_us: u64,
+    /// Group commit: a sync starts at once when this many records wait
+    /// (`1..=`[`JOURNAL_GROUP_RECORDS_MAX_LIMIT`]).
+    pub group_records_max: usize,
 }
+
+/// Largest `[journal] group_delay_us`: the journal's own bound (`GROUP_DELAY_US_MAX`),
+/// above which a write would wait more than a second for its answer.
+pub const JOURNAL_GROUP_DELAY_US_MAX: u64 = 1_000_000;
+/// Default `[journal] group_delay_us` (the journal's default).
+pub const JOURNAL_GROUP_DELAY_US_DEFAULT: u64 = 1_000;
+/// Largest `[journal] group_records_max`: the journal's own bound
+/// (`GROUP_RECORDS_MAX_LIMIT`).
+pub const JOURNAL_GROUP_RECORDS_MAX_LIMIT: usize = 1 << 20;
+/// Default `[journal] group_records_max` (the journal's default).
+pub const JOURNAL_GROUP_RECORDS_MAX_DEFAULT: usize = 256;
 
 /// Largest `[journal] segments_max`: the journal's own bound (`SEGMENTS_MAX_LIMIT`).
 pub const JOURNAL_SEGMENTS_MAX_LIMIT: usize = 1 << 16;
@@ -293,6 +313,8 @@ impl Default for JournalConfig {
         JournalConfig {
             segment_bytes: JOURNAL_SEGMENT_BYTES_DEFAULT,
             segments_max: JOURNAL_SEGMENTS_MAX_DEFAULT,
+            group_delay_us: JOURNAL_GROUP_DELAY_US_DEFAULT,
+            group_records_max: JOURNAL_GROUP_RECORDS_MAX_DEFAULT,
         }
     }
 }
@@ -420,6 +442,18 @@ impl Config {
         if !(1..=JOURNAL_SEGMENTS_MAX_LIMIT).contains(&segments_max) {
             return Err(ConfigError::new(format!(
                 "journal.segments_max is {segments_max}; it must be from 1 to {JOURNAL_SEGMENTS_MAX_LIMIT}"
+            )));
+        }
+        let group_delay_us = self.journal.group_delay_us;
+        if group_delay_us > JOURNAL_GROUP_DELAY_US_MAX {
+            return Err(ConfigError::new(format!(
+                "journal.group_delay_us is {group_delay_us}; it must be from 0 to {JOURNAL_GROUP_DELAY_US_MAX} (a second)"
+            )));
+        }
+        let group_records_max = self.journal.group_records_max;
+        if !(1..=JOURNAL_GROUP_RECORDS_MAX_LIMIT).contains(&group_records_max) {
+            return Err(ConfigError::new(format!(
+                "journal.group_records_max is {group_records_max}; it must be from 1 to {JOURNAL_GROUP_RECORDS_MAX_LIMIT}"
             )));
         }
         self.validate_inbound()?;
@@ -593,6 +627,30 @@ mod tests {
         assert!(config.batch_scheduling);
         assert_eq!(config.pinning, herald::Pinning::Auto);
         assert!(config.socket_ring);
+        assert_eq!(config.journal.group_delay_us, 1000);
+        assert_eq!(config.journal.group_records_max, 256);
+    }
+
+    /// The configuration file the README shows is one the server takes, with the
+    /// journal's group commit at its defaults.
+    #[test]
+    fn the_readme_configuration_parses() {
+        let readme = include_str!("../../../README.md");
+        let start = readme
+            .find("```toml\nlisten = ")
+            .expect("the README shows a configuration file");
+        let block = &readme[start + "```toml\n".len()..];
+        let block = &block[..block.find("```").expect("the block ends")];
+        let config = Config::from_toml(block, "README.md").unwrap();
+        assert_eq!(
+            config.journal.group_delay_us,
+            JOURNAL_GROUP_DELAY_US_DEFAULT
+        );
+        assert_eq!(
+            config.journal.group_records_max,
+            JOURNAL_GROUP_RECORDS_MAX_DEFAULT
+        );
+        assert_eq!(config.journal.segments_max, JOURNAL_SEGMENTS_MAX_DEFAULT);
     }
 
     #[test]
@@ -620,6 +678,8 @@ mod tests {
             [journal]
             segment_bytes = 65536
             segments_max = 16
+            group_delay_us = 250
+            group_records_max = 64
         "#;
         let config = Config::from_toml(text, "t.toml").unwrap();
         assert_eq!(config.shards, 2);
@@ -628,6 +688,8 @@ mod tests {
         assert!(!config.socket_ring);
         assert_eq!(config.journal.segment_bytes, 65536);
         assert_eq!(config.journal.segments_max, 16);
+        assert_eq!(config.journal.group_delay_us, 250);
+        assert_eq!(config.journal.group_records_max, 64);
         assert_eq!(config.log_format, LogFormat::Json);
         assert!(config.egress.require_https);
         assert_eq!(config.egress.extra_ca_pems, [PathBuf::from("/tmp/ca.pem")]);
@@ -661,6 +723,9 @@ mod tests {
             ("[journal]\nsize = 65536", "size"),
             ("[journal]\nsegments_max = 0", "journal.segments_max"),
             ("[journal]\nsegments_max = 70000", "journal.segments_max"),
+            ("[journal]\ngroup_delay_us = 1000001", "journal.group_delay_us"),
+            ("[journal]\ngroup_records_max = 0", "journal.group_records_max"),
+            ("[journal]\ngroup_records_max = 1048577", "journal.group_records_max"),
             ("admin_key = \"short\"", "admin_key"),
             ("[tls]\ncert = \"a.pem\"", "key"),
             (

@@ -369,6 +369,10 @@ fn prepare(config: Config, admin_key: Option<String>) -> Result<Prepared, StartE
         .intake_capacity(config.limits.intake_capacity)
         .journal_segment_bytes(config.journal.segment_bytes)
         .journal_segments_max(config.journal.segments_max)
+        .journal_group_delay(std::time::Duration::from_micros(
+            config.journal.group_delay_us,
+        ))
+        .journal_group_records_max(config.journal.group_records_max)
         .stream_window(
             config.ws.replay_window(),
             config.ws.replay_events_max,
