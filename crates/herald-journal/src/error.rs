@@ -64,7 +64,9 @@ pub enum JournalError {
         /// The limit.
         segments_max: usize,
     },
-    /// Another journal handle (maybe in another process) holds the directory.
+    /// Another journal handle (maybe in another process) holds the directory: held
+    /// throughout a quarter of a second (a lock let go a moment before can still be held
+    /// by a child process being started then).
     #[error("journal directory {dir} is locked by another handle")]
     Locked {
         /// The directory.

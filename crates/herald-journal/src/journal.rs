@@ -771,11 +771,36 @@ pub fn in_use(dir: &Path) -> Result<bool, JournalError> {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(false),
         Err(e) => return Err(JournalError::io("open", &path, e)),
     };
-    match rustix::fs::flock(&lock, rustix::fs::FlockOperation::NonBlockingLockShared) {
+    match flock_settled(&lock, rustix::fs::FlockOperation::NonBlockingLockShared) {
         // Released at once (and with the file): only a probe.
         Ok(()) => Ok(false),
         Err(rustix::io::Errno::WOULDBLOCK) => Ok(true),
         Err(e) => Err(JournalError::io("flock", &path, e.into())),
+    }
+}
+
+/// How long a lock found held is tried again before it counts as held. A process that
+/// closed its journal has let go of the lock, but a child process another of its threads
+/// was starting at that moment holds a copy of the lock's file description (every
+/// descriptor is copied when the child is created, and closed only as it runs its
+/// program), so the lock stays held for that moment: long enough for a journal reopened
+/// at once, or a check run then, to find it taken. A real holder holds it throughout.
+const LOCK_SETTLE: std::time::Duration = std::time::Duration::from_millis(250);
+
+/// `flock(lock, operation)` (non-blocking), tried again every few milliseconds for up to
+/// [`LOCK_SETTLE`] while it finds the lock held.
+fn flock_settled(
+    lock: &File,
+    operation: rustix::fs::FlockOperation,
+) -> Result<(), rustix::io::Errno> {
+    let deadline = std::time::Instant::now() + LOCK_SETTLE;
+    loop {
+        match rustix::fs::flock(lock, operation) {
+            Err(rustix::io::Errno::WOULDBLOCK) if std::time::Instant::now() < deadline => {
+                std::thread::sleep(std::time::Duration::from_millis(5));
+            }
+            result => return result,
+        }
     }
 }
 
@@ -933,7 +958,7 @@ impl Journal {
             .write(true)
             .open(&lock_path)
             .map_err(|e| JournalError::io("open", &lock_path, e))?;
-        rustix::fs::flock(&lock, rustix::fs::FlockOperation::NonBlockingLockExclusive).map_err(
+        flock_settled(&lock, rustix::fs::FlockOperation::NonBlockingLockExclusive).map_err(
             |e| {
                 if e == rustix::io::Errno::WOULDBLOCK {
                     JournalError::Locked {

@@ -267,6 +267,37 @@ fn a_second_handle_on_the_same_directory_is_refused() {
     assert!(matches!(err, JournalError::Locked { .. }), "{err}");
 }
 
+/// A lock let go a moment ago may still be held for that moment (by a child process
+/// another thread was starting as the journal closed, which holds a copy of the lock's
+/// file description until it runs its program): open and the in-use probe wait for it
+/// to be let go rather than refuse at once. Here a second description of the lock file,
+/// locked and let go 50 ms later, stands for that child.
+#[test]
+fn a_lock_held_for_a_moment_is_waited_for() {
+    let dir = tempfile::tempdir().unwrap();
+    drop(Journal::open(config(dir.path())).unwrap());
+    let lock_path = dir.path().join("journal.lock");
+    let hold = || {
+        let lock = fs::File::open(&lock_path).unwrap();
+        rustix::fs::flock(&lock, rustix::fs::FlockOperation::NonBlockingLockExclusive).unwrap();
+        std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(50));
+            drop(lock);
+        })
+    };
+    let holder = hold();
+    assert!(!herald_journal::in_use(dir.path()).unwrap());
+    holder.join().unwrap();
+    let holder = hold();
+    let (journal, _) = Journal::open(config(dir.path())).unwrap();
+    holder.join().unwrap();
+    assert!(
+        herald_journal::in_use(dir.path()).unwrap(),
+        "held by the journal"
+    );
+    drop(journal);
+}
+
 #[test]
 fn unknown_kinds_are_named_not_skipped() {
     let dir = tempfile::tempdir().unwrap();
