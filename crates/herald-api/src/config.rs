@@ -276,14 +276,15 @@ pub struct JournalConfig {
     /// [`JOURNAL_SEGMENT_BYTES_MIN`]`..=`[`JOURNAL_SEGMENT_BYTES_MAX`]). Each shard holds
     /// its segments plus one prepared ahead, so a small disk wants small segments.
     pub segment_bytes: u64,
-    /// Most segments each shard's journal holds (`1..=`[`JOURNAL_SEGMENTS_MAX_LIMIT`]):
+    /// Most segments each shard's journal holds (`2..=`[`JOURNAL_SEGMENTS_MAX_LIMIT`]):
     /// with `segment_bytes`, the disk a shard may use. At the limit the shard refuses
     /// changes (503) and checkpoints until old segments can go; a state larger than about
     /// twice the limit's bytes cannot checkpoint, so size it above the largest backlog.
     pub segments_max: usize,
     /// Group commit: a shard's journal starts its syncs at least this many µs apart
-    /// (`0..=`[`JOURNAL_GROUP_DELAY_US_MAX`]), so that records appended meanwhile share
-    /// one; a record appended after a longer pause is synced at once. Every write is
+    /// (`0..=`[`JOURNAL_GROUP_DELAY_US_MAX`]) unless `group_records_max` records wait, so
+    /// that records appended meanwhile share one; a record appended after a longer pause
+    /// is synced at once. Every write is
     /// answered after its sync: a shorter delay answers sooner at the cost of more syncs
     /// (CPU, and device writes) while the server is busy.
     pub group_delay_us: u64,
@@ -439,9 +440,9 @@ impl Config {
             )));
         }
         let segments_max = self.journal.segments_max;
-        if !(1..=JOURNAL_SEGMENTS_MAX_LIMIT).contains(&segments_max) {
+        if !(2..=JOURNAL_SEGMENTS_MAX_LIMIT).contains(&segments_max) {
             return Err(ConfigError::new(format!(
-                "journal.segments_max is {segments_max}; it must be from 1 to {JOURNAL_SEGMENTS_MAX_LIMIT}"
+                "journal.segments_max is {segments_max}; it must be from 2 to {JOURNAL_SEGMENTS_MAX_LIMIT}"
             )));
         }
         let group_delay_us = self.journal.group_delay_us;
@@ -722,6 +723,7 @@ mod tests {
             ("[journal]\nsegment_bytes = 65537", "journal.segment_bytes"),
             ("[journal]\nsize = 65536", "size"),
             ("[journal]\nsegments_max = 0", "journal.segments_max"),
+            ("[journal]\nsegments_max = 1", "journal.segments_max"),
             ("[journal]\nsegments_max = 70000", "journal.segments_max"),
             ("[journal]\ngroup_delay_us = 1000001", "journal.group_delay_us"),
             ("[journal]\ngroup_records_max = 0", "journal.group_records_max"),

@@ -224,13 +224,16 @@ fn run_check(dir: &Path, repair: bool) -> ExitCode {
             corruption.defect,
             corruption.records_after,
             later_segments,
-            match (&report.history_missing, corruption.repairable) {
-                (None, true) => " (rerun with --repair to truncate there, losing what follows)",
-                (None, false) => {
-                    " (no repair mends a segment of a format this build does not read: run \
-                     the build that wrote it)"
+            match (&report.history_missing, &corruption.newer_format) {
+                (None, None) => {
+                    " (rerun with --repair to truncate there, losing what follows)".to_owned()
                 }
-                (Some(_), _) => "",
+                (None, Some(newer)) => format!(
+                    " (no repair proceeds: {} is of a format this build does not read; run \
+                     the build that wrote it)",
+                    newer.display()
+                ),
+                (Some(_), _) => String::new(),
             }
         );
     }
@@ -247,12 +250,15 @@ fn run_check(dir: &Path, repair: bool) -> ExitCode {
         );
         return ExitCode::from(1);
     }
-    if let Some(c) = report.corruption.as_ref().filter(|c| !c.repairable) {
+    if let Some(newer) = report
+        .corruption
+        .as_ref()
+        .and_then(|c| c.newer_format.as_ref())
+    {
         eprintln!(
             "not repaired, nothing changed: segment {} is of a format this build does not \
-             read ({}); run the build that wrote it",
-            c.segment.display(),
-            c.defect
+             read, and a repair would delete it; run the build that wrote it",
+            newer.display()
         );
         return ExitCode::from(1);
     }

@@ -489,7 +489,12 @@ fn repair_truncates_at_a_file_cut_short_and_refuses_a_newer_format() {
     let stderr = text(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{stderr}");
     assert!(
-        stderr.contains("unsupported format version 99; 0 intact records follow it in that segment, and 0 later segments (no repair mends a segment of a format this build does not read: run the build that wrote it)"),
+        stderr.contains(&format!(
+            "unsupported format version 99; 0 intact records follow it in that segment, and 0 \
+             later segments (no repair proceeds: {} is of a format this build does not read; \
+             run the build that wrote it)",
+            segments[0].display()
+        )),
         "{stderr}"
     );
     let out = herald(&["journal", "check", "--data-dir", dir_arg, "--repair"]);
@@ -498,7 +503,7 @@ fn repair_truncates_at_a_file_cut_short_and_refuses_a_newer_format() {
     assert!(
         stderr.contains(&format!(
             "not repaired, nothing changed: segment {} is of a format this build does not \
-             read (unsupported format version 99); run the build that wrote it",
+             read, and a repair would delete it; run the build that wrote it",
             segments[0].display()
         )),
         "{stderr}"

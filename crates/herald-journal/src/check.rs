@@ -6,8 +6,8 @@ use std::path::{Path, PathBuf};
 use crate::error::JournalError;
 use crate::format::{scan_segment_after, ScanStop, SEGMENT_HEADER_BYTES};
 use crate::journal::{
-    covered_before, gap_defect, judge_damage, list_segments, missing_history, CoveredSegments,
-    MissingHistory, TornTail,
+    covered_before, gap_defect, header_repairable, judge_damage, list_segments, missing_history,
+    newer_format, CoveredSegments, MissingHistory, TornTail,
 };
 
 /// One segment as found by [`check`].
@@ -40,9 +40,10 @@ pub struct Corruption {
     /// Intact records found after the damage in the same segment: what a repair loses
     /// beyond the damaged stretch itself (with every later segment).
     pub records_after: u64,
-    /// Whether a repair mends it: not for a segment header of a format this build does
-    /// not read (run a build that reads it instead).
-    pub repairable: bool,
+    /// A segment file of a format this build does not read, at the corruption or after
+    /// it: no repair proceeds (it would delete that file), and nothing changes; run the
+    /// build that wrote it instead. `None`: a repair mends the corruption.
+    pub newer_format: Option<PathBuf>,
 }
 
 /// What [`check`] found. Counts, sequence numbers and the checkpoint describe what a
@@ -144,8 +145,7 @@ pub fn check(dir: &Path) -> Result<CheckReport, JournalError> {
                 // As a repair: a damaged header is damage at the file's start, and this
                 // file goes with every one before it when a later checkpoint covers them.
                 let damage = (path.clone(), 0, defect.to_string());
-                let covered = defect
-                    .is_damage()
+                let covered = header_repairable(&defect, name_base)
                     .then(|| covered_before(&listed, i, damage, i - kept_from, report.records))
                     .flatten();
                 if let Some(covered) = covered {
@@ -154,12 +154,13 @@ pub fn check(dir: &Path) -> Result<CheckReport, JournalError> {
                     (expected_base, open_checkpoint) = (None, None);
                     continue;
                 }
+                let newer_format = (!defect.is_damage()).then(|| path.clone());
                 report.corruption = Some(Corruption {
                     segment: path,
                     offset: 0,
                     defect: defect.to_string(),
                     records_after: 0,
-                    repairable: defect.is_damage(),
+                    newer_format,
                 });
                 continue;
             }
@@ -198,7 +199,7 @@ pub fn check(dir: &Path) -> Result<CheckReport, JournalError> {
                 offset: 0,
                 defect,
                 records_after: 0,
-                repairable: true,
+                newer_format: None,
             });
             report.segments.push(summary);
             continue;
@@ -251,7 +252,7 @@ pub fn check(dir: &Path) -> Result<CheckReport, JournalError> {
                                 offset,
                                 defect: defect.to_string(),
                                 records_after: intact.map_or(0, |i| i.frames),
-                                repairable: true,
+                                newer_format: None,
                             })
                         }
                     }
@@ -273,8 +274,20 @@ pub fn check(dir: &Path) -> Result<CheckReport, JournalError> {
                     last_seq + 1
                 ),
                 records_after: 0,
-                repairable: true,
+                newer_format: None,
             });
+        }
+    }
+    // As a repair: a segment of a format this build does not read, from the corruption
+    // on, stops it before it deletes anything.
+    if let Some(corruption) = report.corruption.as_mut() {
+        let from: Vec<PathBuf> = listed
+            .iter()
+            .map(|(_, path)| path.clone())
+            .skip_while(|path| *path != corruption.segment)
+            .collect();
+        if corruption.newer_format.is_none() {
+            corruption.newer_format = newer_format(&from).map(|(path, _)| path);
         }
     }
     // As on open: replay needs every record after what the latest complete checkpoint

@@ -524,6 +524,9 @@ pub enum HeaderDefect {
     },
     /// Base sequence 0 is never written (sequence numbers start at 1).
     ZeroBaseSeq,
+    /// A segment written over a reused file (version 2) with a salt of 0, which is never
+    /// written.
+    ZeroSalt,
 }
 
 impl fmt::Display for HeaderDefect {
@@ -547,6 +550,7 @@ impl fmt::Display for HeaderDefect {
                 )
             }
             Self::ZeroBaseSeq => f.write_str("base sequence number 0"),
+            Self::ZeroSalt => f.write_str("a reused segment's salt is 0"),
         }
     }
 }
@@ -562,11 +566,20 @@ impl HeaderDefect {
 
 /// Decodes and checks a segment header at the start of `bytes` (the whole file).
 pub fn decode_segment_header(bytes: &[u8]) -> Result<SegmentHeader, HeaderDefect> {
-    let file_bytes = bytes.len() as u64;
-    if file_bytes < SEGMENT_HEADER_BYTES {
+    let header = &bytes[..bytes.len().min(SEGMENT_HEADER_BYTES as usize)];
+    decode_segment_header_of(header, bytes.len() as u64)
+}
+
+/// Decodes and checks the segment header `header` (the file's first bytes) of a file of
+/// `file_bytes` bytes, without the rest of the file.
+pub fn decode_segment_header_of(
+    header: &[u8],
+    file_bytes: u64,
+) -> Result<SegmentHeader, HeaderDefect> {
+    if file_bytes < SEGMENT_HEADER_BYTES || header.len() < SEGMENT_HEADER_BYTES as usize {
         return Err(HeaderDefect::TooShort { bytes: file_bytes });
     }
-    let h = &bytes[..64];
+    let h = &header[..64];
     if h[0..8] != SEGMENT_MAGIC {
         return Err(HeaderDefect::BadMagic);
     }
@@ -591,7 +604,7 @@ pub fn decode_segment_header(bytes: &[u8]) -> Result<SegmentHeader, HeaderDefect
     let reused = version == FORMAT_VERSION_REUSED;
     let salt = le_u32(&h[32..36]);
     if reused && salt == 0 {
-        return Err(HeaderDefect::UnsupportedVersion { version });
+        return Err(HeaderDefect::ZeroSalt);
     }
     Ok(SegmentHeader {
         base_seq,
@@ -1246,6 +1259,25 @@ mod tests {
                     header_bytes: 4096,
                     file_bytes: 2048,
                 },
+            ),
+            // With the header's CRC made to match: a version this build does not read
+            // (no damage), and a reused segment with a salt of 0 (damage).
+            (
+                Box::new(|s| {
+                    s[8..12].copy_from_slice(&99u32.to_le_bytes());
+                    let crc = crc32c::crc32c(&s[0..60]);
+                    s[60..64].copy_from_slice(&crc.to_le_bytes());
+                }),
+                HeaderDefect::UnsupportedVersion { version: 99 },
+            ),
+            (
+                Box::new(|s| {
+                    s[8..12].copy_from_slice(&FORMAT_VERSION_REUSED.to_le_bytes());
+                    s[32..36].copy_from_slice(&0u32.to_le_bytes());
+                    let crc = crc32c::crc32c(&s[0..60]);
+                    s[60..64].copy_from_slice(&crc.to_le_bytes());
+                }),
+                HeaderDefect::ZeroSalt,
             ),
         ];
         for (mutate, defect) in cases {

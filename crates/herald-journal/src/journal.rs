@@ -91,9 +91,10 @@ pub struct JournalConfig {
     pub segment_bytes: u64,
     /// Sync once this many records are waiting (`1..=GROUP_RECORDS_MAX_LIMIT`).
     pub group_records_max: usize,
-    /// Syncs start at least this far apart (`0..=GROUP_DELAY_US_MAX`), so that records
-    /// appended meanwhile share one; a record appended after a longer pause is synced
-    /// at once.
+    /// Syncs start at least this far apart (`0..=GROUP_DELAY_US_MAX`) unless
+    /// `group_records_max` records wait or a sync is asked for ([`Journal::sync`]), so
+    /// that records appended meanwhile share one; a record appended after a longer pause
+    /// is synced at once.
     pub group_delay_us: u64,
     /// Most segment files the journal may hold (`2..=SEGMENTS_MAX_LIMIT`);
     /// appends fail with [`JournalError::SegmentsExhausted`] beyond it until a
@@ -755,7 +756,11 @@ fn parse_segment_name(name: &str) -> Option<u64> {
     if digits.len() != 20 || !digits.bytes().all(|b| b.is_ascii_digit()) {
         return None;
     }
-    digits.parse().ok()
+    // Sequence numbers start at 1: a file named for 0 is none of the journal's segments.
+    digits
+        .parse()
+        .ok()
+        .filter(|&base| base >= format::FIRST_SEQ)
 }
 
 /// Whether another handle (a running `herald serve`, or any process with the journal
@@ -777,6 +782,28 @@ pub fn in_use(dir: &Path) -> Result<bool, JournalError> {
         Err(rustix::io::Errno::WOULDBLOCK) => Ok(true),
         Err(e) => Err(JournalError::io("flock", &path, e.into())),
     }
+}
+
+/// Whether a repair may take the header defect of the segment file named `name_base` as
+/// damage at the file's start: not a format this build does not read (a newer build's
+/// file is no damage). (Names start at seq 1: [`list_segments`] lists no file named 0.)
+pub(crate) fn header_repairable(defect: &format::HeaderDefect, name_base: u64) -> bool {
+    defect.is_damage() && name_base >= format::FIRST_SEQ
+}
+
+/// The first of `files` whose header names a format this build does not read, with its
+/// defect: what a repair must not delete. A file that cannot be read is left to the caller.
+pub(crate) fn newer_format(files: &[PathBuf]) -> Option<(PathBuf, format::HeaderDefect)> {
+    files.iter().find_map(|path| {
+        let mut header = [0u8; SEGMENT_HEADER_BYTES as usize];
+        let file = File::open(path).ok()?;
+        std::os::unix::fs::FileExt::read_exact_at(&file, &mut header, 0).ok()?;
+        let file_bytes = file.metadata().ok()?.len();
+        match format::decode_segment_header_of(&header, file_bytes) {
+            Err(defect) if !defect.is_damage() => Some((path.clone(), defect)),
+            _ => None,
+        }
+    })
 }
 
 /// How long a lock found held is tried again before it counts as held. A process that
@@ -848,8 +875,13 @@ fn delete_later_segments(
 ) -> Result<(u64, u64, usize), JournalError> {
     let mut bytes_lost = 0;
     let mut deleted = 0;
-    // Newest first: what a crash part way through leaves still follows on.
     let later: Vec<PathBuf> = later.collect();
+    // Never a segment of a format this build does not read (a newer build's, written
+    // after the damage): refused before anything is deleted.
+    if let Some((segment, defect)) = newer_format(&later) {
+        return Err(JournalError::CorruptSegmentHeader { segment, defect });
+    }
+    // Newest first: what a crash part way through leaves still follows on.
     for later in later.into_iter().rev() {
         let later_bytes = fs::metadata(&later).map(|m| m.len()).unwrap_or(0);
         if let Ok(bytes) = fs::read(&later) {
@@ -1006,7 +1038,7 @@ impl Journal {
                 // and those before it go whole when a later checkpoint covers them;
                 // otherwise the log is truncated there, this file and every later one
                 // deleted. Never a header of a format this build does not read.
-                Err(defect) if config.repair && defect.is_damage() => {
+                Err(defect) if config.repair && header_repairable(&defect, name_base) => {
                     let damage = (path.clone(), 0, defect.to_string());
                     let (deleted, records) = (i + 1 - kept_from, recovery.records);
                     if let_go_covered(&listed, i, damage, deleted, records, &mut covered) {

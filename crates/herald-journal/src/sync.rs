@@ -277,8 +277,8 @@ impl Shared {
                     // that arrive after a pause of a group delay or more are synced at
                     // once, not a group delay later, and syncs still start at most one
                     // group delay apart. A closed loop of callers (each waiting for its
-                    // last record before appending the next) then pays one sync per
-                    // round, not a sync and a group delay.
+                    // last record before appending the next) then pays the longer of a
+                    // sync and a group delay per round, not their sum.
                     continue;
                 }
                 if st.requested || st.shutdown || pending >= self.group_records_max {

@@ -390,26 +390,68 @@ fn a_damaged_segment_header_is_truncated_there_and_a_newer_format_refused() {
         assert!(check(dir.path()).unwrap().is_sound());
     }
 
-    // Version 99, with a header CRC that matches.
+    // Version 99 in the second file: refused, nothing changed.
     let dir = scratch_dir();
     let (_, _, files) = three_segments(dir.path());
-    let mut bytes = fs::read(&files[1]).unwrap();
+    set_newer_format(&files[1]);
+    refused_for_newer_format(dir.path(), &files, &files[1]);
+
+    // Damage in the first file, and the last one of a newer format: a truncation there
+    // would delete that file, so the repair refuses before changing anything, and `check`
+    // names the file.
+    let dir = scratch_dir();
+    let (lens, _, files) = three_segments(dir.path());
+    let mut bytes = fs::read(&files[0]).unwrap();
+    bytes[frame_spans(&lens[..4])[2].0 as usize + 40] ^= 0x10;
+    fs::write(&files[0], &bytes).unwrap();
+    set_newer_format(&files[2]);
+    let corruption = check(dir.path()).unwrap().corruption.unwrap();
+    assert_eq!(corruption.segment, files[0]);
+    assert_eq!(corruption.newer_format.as_ref(), Some(&files[2]));
+    refused_for_newer_format(dir.path(), &files, &files[2]);
+}
+
+/// Gives the segment file at `path` format version 99, with a header CRC that matches.
+fn set_newer_format(path: &Path) {
+    let mut bytes = fs::read(path).unwrap();
     bytes[8..12].copy_from_slice(&99u32.to_le_bytes());
     let crc = crc32c::crc32c(&bytes[0..60]);
     bytes[60..64].copy_from_slice(&crc.to_le_bytes());
-    fs::write(&files[1], &bytes).unwrap();
-    let before: Vec<Vec<u8>> = files.iter().map(|f| fs::read(f).unwrap()).collect();
-    let mut cfg = config(dir.path());
+    fs::write(path, &bytes).unwrap();
+}
+
+/// A repair of the journal in `dir` is refused naming `newer`, a segment of version 99,
+/// and changes none of `files`.
+fn refused_for_newer_format(dir: &Path, files: &[PathBuf], newer: &Path) {
+    let read = || -> Vec<Vec<u8>> { files.iter().map(|f| fs::read(f).unwrap()).collect() };
+    let before = read();
+    let mut cfg = config(dir);
     cfg.repair = true;
     match Journal::open(cfg).unwrap_err() {
         JournalError::CorruptSegmentHeader { segment, defect } => {
-            assert_eq!(segment, files[1]);
+            assert_eq!(segment, newer);
             assert_eq!(defect, HeaderDefect::UnsupportedVersion { version: 99 });
         }
         other => panic!("expected CorruptSegmentHeader, got {other}"),
     }
-    let after: Vec<Vec<u8>> = files.iter().map(|f| fs::read(f).unwrap()).collect();
-    assert!(before == after, "a refused repair changed a segment file");
+    assert!(read() == before, "a refused repair changed a segment file");
+}
+
+/// A file named like a segment for seq 0 is none of the journal's (sequence numbers
+/// start at 1): open and `check` leave it alone.
+#[test]
+fn a_file_named_for_seq_0_is_no_segment() {
+    let dir = scratch_dir();
+    let (_, records, _) = three_segments(dir.path());
+    let stray = dir.path().join(format!("{:020}.seg", 0));
+    fs::write(&stray, b"not a segment").unwrap();
+    let report = check(dir.path()).unwrap();
+    assert!(report.is_sound(), "{report:?}");
+    assert_eq!(report.segments.len(), 3);
+    let (journal, _) = Journal::open(config(dir.path())).unwrap();
+    assert_eq!(replayed(&journal), records);
+    drop(journal);
+    assert_eq!(fs::read(&stray).unwrap(), b"not a segment");
 }
 
 /// Damage in the middle of the last (here the only) segment, with intact frames after

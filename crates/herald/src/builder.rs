@@ -206,9 +206,10 @@ impl Builder {
         self
     }
 
-    /// Group commit: journal syncs start at least this far apart, so that records
-    /// appended meanwhile share one; a record appended after a longer pause is synced at
-    /// once (default 1 ms, at most 1 s; microsecond resolution). Publishes are
+    /// Group commit: journal syncs start at least this far apart unless
+    /// [`Builder::journal_group_records_max`] records wait, so that records appended
+    /// meanwhile share one; a record appended after a longer pause is synced at once
+    /// (default 1 ms, at most 1 s; microsecond resolution). Publishes are
     /// acknowledged after the sync.
     pub fn journal_group_delay(mut self, delay: Duration) -> Builder {
         self.journal_group_delay = Some(delay);
