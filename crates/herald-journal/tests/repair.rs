@@ -150,6 +150,13 @@ enum Injury {
         at: Index,
         shorten: bool,
     },
+    /// XORs `bits` into a byte of a segment's header (every byte is under its CRC, so the
+    /// header no longer decodes).
+    Header {
+        segment: Index,
+        byte: Index,
+        bits: u8,
+    },
 }
 
 fn injury() -> impl Strategy<Value = Injury> {
@@ -165,6 +172,9 @@ fn injury() -> impl Strategy<Value = Injury> {
         2 => which.prop_map(Injury::Delete),
         2 => (any::<Index>(), any::<Index>(), proptest::bool::weighted(0.25)).prop_map(
             |(segment, at, shorten)| Injury::Truncate { segment, at, shorten }
+        ),
+        1 => (any::<Index>(), any::<Index>(), 1u8..=255).prop_map(
+            |(segment, byte, bits)| Injury::Header { segment, byte, bits }
         ),
     ]
 }
@@ -407,7 +417,8 @@ fn frame_offset(model: &Model, segment: &Segment, seq: u64) -> u64 {
 #[derive(Debug, Clone)]
 struct Damage {
     deleted: Vec<bool>,
-    /// Cut short: its length no longer matches its header.
+    /// Cut short (its length no longer matches its header) or its header overwritten:
+    /// its header no longer decodes.
     shortened: Vec<bool>,
     /// The first frame whose bytes changed.
     damaged_from: Vec<Option<u64>>,
@@ -542,6 +553,21 @@ fn injure(model: &Model, segments: &[Segment], damage: &mut Damage, injury: &Inj
                     damage.damage(i, seq);
                 }
             }
+        }
+        Injury::Header {
+            segment,
+            byte,
+            bits,
+        } => {
+            let i = present[segment.index(present.len())];
+            let file = open(&segments[i].path);
+            let offset = byte.index(format::SEGMENT_HEADER_BYTES as usize) as u64;
+            let mut b = [0u8];
+            if file.read_at(&mut b, offset).unwrap() == 0 {
+                return;
+            }
+            file.write_all_at(&[b[0] ^ bits], offset).unwrap();
+            damage.shortened[i] = true;
         }
     }
 }
