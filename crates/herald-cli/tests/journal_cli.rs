@@ -117,13 +117,18 @@ fn let_go_whole(damage: &str, first_kept: u64, records: u64) -> (String, String)
     )
 }
 
-/// Cuts the file at `path` to half a smallest segment: its header no longer matches it.
-/// The defect `check` names.
-fn cut_short(path: &Path) -> String {
+/// Cuts the second of `segments` (of which there must be `count`) to half a smallest
+/// segment, so that its header no longer matches it: its path as shown, and the defect
+/// `check` names.
+fn second_cut_short(segments: &[PathBuf], count: usize) -> (String, String) {
+    assert_eq!(segments.len(), count);
     let half = SEGMENT_BYTES_MIN / 2;
-    let file = fs::OpenOptions::new().write(true).open(path);
+    let file = fs::OpenOptions::new().write(true).open(&segments[1]);
     file.unwrap().set_len(half).unwrap();
-    format!("header says {SEGMENT_BYTES_MIN} bytes but the file has {half}")
+    (
+        segments[1].display().to_string(),
+        format!("header says {SEGMENT_BYTES_MIN} bytes but the file has {half}"),
+    )
 }
 
 /// `herald journal check` names the latest checkpoint and what it covers: here one
@@ -437,9 +442,7 @@ fn check_reports_a_file_cut_short_a_later_checkpoint_covers_and_repair_drops_it(
     let segments = build_then(dir.path(), 300, |journal| {
         assert_eq!(journal.checkpoint(b"state").unwrap(), 301);
     });
-    assert_eq!(segments.len(), 5);
-    let defect = cut_short(&segments[1]);
-    let damaged = segments[1].display();
+    let (damaged, defect) = second_cut_short(&segments, 5);
     let (covered, repaired) = let_go_whole(&format!("{damaged} at offset 0: {defect}"), 125, 62);
     let sound = check_then_repair(dir.path(), &covered, &repaired).sound;
     assert!(!segments[0].exists() && !segments[1].exists());
@@ -457,9 +460,7 @@ fn check_reports_a_file_cut_short_a_later_checkpoint_covers_and_repair_drops_it(
 fn repair_truncates_at_a_file_cut_short_and_refuses_a_newer_format() {
     let dir = scratch_dir();
     let segments = build(dir.path(), 150);
-    assert_eq!(segments.len(), 3);
-    let defect = cut_short(&segments[1]);
-    let damaged = segments[1].display();
+    let (damaged, defect) = second_cut_short(&segments, 3);
     let named = format!(
         "corrupt: segment {damaged} offset 0: {defect}; 0 intact records follow it in that \
          segment, and 1 later segments (rerun with --repair to truncate there, losing what \
