@@ -290,14 +290,27 @@ fn run_check(dir: &Path, repair: bool) -> ExitCode {
                     } else {
                         String::new()
                     };
+                    // Offset 0 with files deleted: the segment's header did not decode,
+                    // and the file went whole with every one after it.
+                    let cut = if r.offset == 0 && r.segments_deleted > 0 {
+                        format!(
+                            "deleted {} ({}) and the {} segment files after it",
+                            r.segment.display(),
+                            r.defect,
+                            r.segments_deleted - 1
+                        )
+                    } else {
+                        format!(
+                            "truncated {} at offset {} ({}), {} later segment files deleted",
+                            r.segment.display(),
+                            r.offset,
+                            r.defect,
+                            r.segments_deleted
+                        )
+                    };
                     println!(
-                        "repaired: truncated {} at offset {} ({}); kept records up to seq {kept}; lost {} records{lost}, {} bytes, {} segment files deleted",
-                        r.segment.display(),
-                        r.offset,
-                        r.defect,
-                        r.records_lost,
-                        r.bytes_lost,
-                        r.segments_deleted
+                        "repaired: {cut}; kept records up to seq {kept}; lost {} records{lost}, {} bytes",
+                        r.records_lost, r.bytes_lost
                     )
                 }
                 None if recovery.covered.is_none() => println!("repaired: nothing to truncate"),
