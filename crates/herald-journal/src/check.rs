@@ -6,8 +6,8 @@ use std::path::{Path, PathBuf};
 use crate::error::JournalError;
 use crate::format::{scan_segment_after, ScanStop, SEGMENT_HEADER_BYTES};
 use crate::journal::{
-    covered_before, gap_defect, header_repairable, judge_damage, list_segments, missing_history,
-    newer_format, CoveredSegments, MissingHistory, TornTail,
+    covered_before, gap_defect, judge_damage, list_segments, missing_history, newer_format,
+    CoveredSegments, MissingHistory, TornTail,
 };
 
 /// One segment as found by [`check`].
@@ -145,7 +145,8 @@ pub fn check(dir: &Path) -> Result<CheckReport, JournalError> {
                 // As a repair: a damaged header is damage at the file's start, and this
                 // file goes with every one before it when a later checkpoint covers them.
                 let damage = (path.clone(), 0, defect.to_string());
-                let covered = header_repairable(&defect, name_base)
+                let covered = defect
+                    .is_damage()
                     .then(|| covered_before(&listed, i, damage, i - kept_from, report.records))
                     .flatten();
                 if let Some(covered) = covered {

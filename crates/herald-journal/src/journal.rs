@@ -784,13 +784,6 @@ pub fn in_use(dir: &Path) -> Result<bool, JournalError> {
     }
 }
 
-/// Whether a repair may take the header defect of the segment file named `name_base` as
-/// damage at the file's start: not a format this build does not read (a newer build's
-/// file is no damage). (Names start at seq 1: [`list_segments`] lists no file named 0.)
-pub(crate) fn header_repairable(defect: &format::HeaderDefect, name_base: u64) -> bool {
-    defect.is_damage() && name_base >= format::FIRST_SEQ
-}
-
 /// The first of `files` whose header names a format this build does not read, with its
 /// defect: what a repair must not delete. A file that cannot be read is left to the caller.
 pub(crate) fn newer_format(files: &[PathBuf]) -> Option<(PathBuf, format::HeaderDefect)> {
@@ -1038,7 +1031,7 @@ impl Journal {
                 // and those before it go whole when a later checkpoint covers them;
                 // otherwise the log is truncated there, this file and every later one
                 // deleted. Never a header of a format this build does not read.
-                Err(defect) if config.repair && header_repairable(&defect, name_base) => {
+                Err(defect) if config.repair && defect.is_damage() => {
                     let damage = (path.clone(), 0, defect.to_string());
                     let (deleted, records) = (i + 1 - kept_from, recovery.records);
                     if let_go_covered(&listed, i, damage, deleted, records, &mut covered) {
