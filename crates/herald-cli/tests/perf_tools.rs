@@ -358,8 +358,11 @@ fn perf_goals_names_the_log_of_a_measurement_that_failed() {
     );
 }
 
-/// B's figure over A's, as the table gives it.
+/// B's figure over A's, as the table gives it; a key `x/y` is the quotient of two.
 fn ratio_of(a: &Value, b: &Value, key: &str) -> f64 {
+    if let Some((num, den)) = key.split_once('/') {
+        return (figure(b, num) / figure(b, den)) / (figure(a, num) / figure(a, den));
+    }
     let scale = if key.ends_with("_us") { 1000.0 } else { 1.0 };
     (figure(b, key) / scale) / (figure(a, key) / scale)
 }
@@ -376,8 +379,10 @@ fn perf_pairs_alternates_the_builds_and_takes_each_pairs_ratios() {
     let bench = [
         "bench",
         "run",
+        // Enough that the receiver's CPU time reads above zero (it is counted in clock
+        // ticks), so that the engine/receiver quotient is defined in every run.
         "--events",
-        "300",
+        "5000",
         "--tenants",
         "2",
         "--payload-bytes",
@@ -405,6 +410,10 @@ fn perf_pairs_alternates_the_builds_and_takes_each_pairs_ratios() {
         ("deliveries/s", "deliveries_per_s"),
         ("engine µs/delivery", "engine_cpu_us_per_delivery"),
         ("box µs/delivery", "cpu_us_per_delivery"),
+        (
+            "engine/receiver CPU",
+            "engine_cpu_us_per_delivery/sink_cpu_us_per_delivery",
+        ),
         ("p50 ms", "p50_us"),
         ("p99 ms", "p99_us"),
     ];
@@ -414,7 +423,7 @@ fn perf_pairs_alternates_the_builds_and_takes_each_pairs_ratios() {
         let ra = read_json(out.join(format!("a-{n}.json")));
         let rb = read_json(out.join(format!("b-{n}.json")));
         for r in [&ra, &rb] {
-            assert_eq!(r["delivered"], 300, "the bench command ran as given: {r}");
+            assert_eq!(r["delivered"], 5000, "the bench command ran as given: {r}");
             assert_eq!(r["tenants"], 2);
         }
         for (k, (heading, key)) in keys.iter().enumerate() {
@@ -444,6 +453,10 @@ fn perf_pairs_alternates_the_builds_and_takes_each_pairs_ratios() {
     assert_eq!(
         table.lines().filter(|l| l.starts_with("| ")).count(),
         5,
+        "{table}"
+    );
+    assert!(
+        table.contains("engine/receiver CPU: A → B (B/A)"),
         "{table}"
     );
 }
