@@ -197,7 +197,9 @@ pub struct Repair {
     pub offset: u64,
     /// What was wrong.
     pub defect: String,
-    /// Bytes discarded (the rest of that segment's data plus later segments).
+    /// Bytes discarded (the rest of that segment's data plus later segments). A file
+    /// whose header did not decode counts up to its last byte that is not zero (its
+    /// preallocated tail held nothing), which bounds what it held from above.
     pub bytes_lost: u64,
     /// Records discarded whose sequence numbers are known from later
     /// segments (records in the corrupt stretch itself cannot be counted).
@@ -856,10 +858,23 @@ fn map_segment(file: &File, path: &Path) -> Result<Arc<Mmap>, JournalError> {
         .map_err(|e| JournalError::io("mmap", path, e))
 }
 
+/// What a segment file whose frames cannot be read (its header did not decode) may have
+/// held past its header: up to its last byte that is not zero. A segment file is
+/// preallocated and its unwritten tail reads as zeros, so counting the file's whole
+/// length would report a nearly empty file's preallocation as records lost. An upper
+/// bound still: a reused file's tail holds an earlier use's frames.
+fn bytes_before_zeros(bytes: &[u8]) -> u64 {
+    let end = bytes
+        .iter()
+        .rposition(|&b| b != 0)
+        .map_or(0, |last| last + 1);
+    (end as u64).saturating_sub(SEGMENT_HEADER_BYTES)
+}
+
 /// Deletes the segment files `later` (a repair drops everything after the damage), then
 /// syncs the directory. Returns the bytes of records they held (a file that does not
-/// scan counts whole), the highest sequence number among them and `max_seq`, and how
-/// many were deleted.
+/// scan counts up to its last byte that is not zero: [`bytes_before_zeros`]), the highest
+/// sequence number among them and `max_seq`, and how many were deleted.
 fn delete_later_segments(
     config: &JournalConfig,
     dir: &File,
@@ -876,13 +891,12 @@ fn delete_later_segments(
     }
     // Newest first: what a crash part way through leaves still follows on.
     for later in later.into_iter().rev() {
-        let later_bytes = fs::metadata(&later).map(|m| m.len()).unwrap_or(0);
         if let Ok(bytes) = fs::read(&later) {
             if let Ok(later_scan) = scan_segment(&bytes) {
                 max_seq = max_seq.max(later_scan.last_seq);
                 bytes_lost += later_scan.end_offset - SEGMENT_HEADER_BYTES;
             } else {
-                bytes_lost += later_bytes;
+                bytes_lost += bytes_before_zeros(&bytes);
             }
         }
         fs::remove_file(&later).map_err(|e| JournalError::io("remove", &later, e))?;

@@ -411,6 +411,44 @@ fn a_damaged_segment_header_is_truncated_there_and_a_newer_format_refused() {
     refused_for_newer_format(dir.path(), &files, &files[2]);
 }
 
+/// A damaged header in a nearly empty segment file: the repair counts what the file may
+/// have held (up to its last byte that is not zero), not its preallocated length.
+#[test]
+fn a_repair_at_a_damaged_header_counts_the_written_bytes_not_the_preallocation() {
+    let dir = scratch_dir();
+    let (lens, records, files) = three_segments(dir.path());
+    // The last file holds seqs 6 and 7: two small frames at the start of a whole
+    // preallocated segment.
+    let file_bytes = fs::metadata(&files[2]).unwrap().len();
+    let mut bytes = fs::read(&files[2]).unwrap();
+    bytes[20] ^= 0x01;
+    fs::write(&files[2], &bytes).unwrap();
+
+    let mut cfg = config(dir.path());
+    cfg.repair = true;
+    let (journal, recovery) = Journal::open(cfg).unwrap();
+    let repair = recovery.repair.clone().unwrap();
+    assert_eq!((&repair.segment, repair.offset), (&files[2], 0));
+    assert_eq!(repair.segments_deleted, 1);
+    assert_eq!(recovery.last_seq, Some(5));
+    assert_eq!(replayed(&journal), records[..5].to_vec());
+    // The first frame whole (the second one's header follows it and is not zero), and
+    // no more than both frames.
+    let (first, both) = (
+        frame_bytes(lens[5] as u64),
+        frame_bytes(lens[5] as u64) + frame_bytes(lens[6] as u64),
+    );
+    assert!(
+        (first..=both).contains(&repair.bytes_lost),
+        "{} bytes lost, the frames {first}..={both}, the file {file_bytes}",
+        repair.bytes_lost
+    );
+    assert!(
+        file_bytes > 2 * both,
+        "the file is preallocated: {file_bytes}"
+    );
+}
+
 /// Gives the segment file at `path` format version 99, with a header CRC that matches.
 fn set_newer_format(path: &Path) {
     let mut bytes = fs::read(path).unwrap();
