@@ -308,9 +308,25 @@ fn run_check(dir: &Path, repair: bool) -> ExitCode {
                             r.segments_deleted
                         )
                     };
+                    // A deleted file whose header did not decode counts its records only
+                    // through the files after it: with none after it, their number is not
+                    // known, and "0 records" would say nothing was lost.
+                    let records = if r.offset == 0
+                        && r.segments_deleted == 1
+                        && r.records_lost == 0
+                        && r.bytes_lost > 0
+                    {
+                        format!(
+                            "lost the records {} held (how many is not known: its header did \
+                             not decode)",
+                            r.segment.display()
+                        )
+                    } else {
+                        format!("lost {} records{lost}", r.records_lost)
+                    };
                     println!(
-                        "repaired: {cut}; kept records up to seq {kept}; lost {} records{lost}, {} bytes",
-                        r.records_lost, r.bytes_lost
+                        "repaired: {cut}; kept records up to seq {kept}; {records}, {} bytes",
+                        r.bytes_lost
                     )
                 }
                 None if recovery.covered.is_none() => println!("repaired: nothing to truncate"),

@@ -452,6 +452,53 @@ fn check_reports_a_file_cut_short_a_later_checkpoint_covers_and_repair_drops_it(
     );
 }
 
+/// The last segment file's header damaged: `--repair` deletes it and counts its bytes up
+/// to its last non-zero byte, not its preallocated length; its records are counted by
+/// the durable mark, and without one it says that how many is not known (no later file
+/// tells) instead of "0 records".
+#[test]
+fn repair_of_the_last_file_s_header_counts_what_it_can_and_says_what_it_cannot() {
+    for with_mark in [true, false] {
+        let dir = scratch_dir();
+        let segments = build(dir.path(), 150);
+        let last = segments.last().unwrap();
+        let file_bytes = fs::metadata(last).unwrap().len();
+        let mut bytes = fs::read(last).unwrap();
+        bytes[20] ^= 0x01;
+        fs::write(last, &bytes).unwrap();
+        if !with_mark {
+            fs::remove_file(dir.path().join(herald_journal::format::DURABLE_MARK_FILE)).unwrap();
+        }
+        let damaged = last.display().to_string();
+        let lost = if with_mark {
+            "; kept records up to seq 124; lost 26 records (seq 125..=150), ".to_owned()
+        } else {
+            format!(
+                "; kept records up to seq 124; lost the records {damaged} held (how many is not \
+                 known: its header did not decode), "
+            )
+        };
+        let out = check_then_repair(
+            dir.path(),
+            &format!("corrupt: segment {damaged} offset 0: "),
+            &lost,
+        );
+        assert!(!last.exists());
+        let bytes_lost: u64 = out
+            .repaired
+            .lines()
+            .find(|l| l.starts_with("repaired: "))
+            .and_then(|l| l.strip_suffix(" bytes"))
+            .and_then(|l| l.rsplit(' ').next())
+            .and_then(|n| n.parse().ok())
+            .unwrap_or_else(|| panic!("{}", out.repaired));
+        assert!(
+            0 < bytes_lost && bytes_lost < file_bytes / 2,
+            "{bytes_lost} of a {file_bytes}-byte file"
+        );
+    }
+}
+
 /// A segment file cut short that no later checkpoint covers: `check` names it at offset
 /// 0 and `--repair` truncates there, deleting it and every later file, counting what
 /// they held. A segment of a format this build does not read is named too, and
