@@ -172,8 +172,9 @@ pub struct ClientStats {
     pub tls_resumed: u64,
     /// Requests retried on a fresh connection because a reused one turned out dead.
     pub stale_retries: u64,
-    /// Idle connections peeked at for a close before reuse: those idle at least
-    /// [`PoolConfig::liveness_check_after_idle_us`].
+    /// Idle connections checked for a close or for bytes nobody asked for before reuse:
+    /// those idle at least [`PoolConfig::liveness_check_after_idle_us`], and on the socket
+    /// ring any it saw something arrive on.
     pub liveness_checks: u64,
     /// Of those, the checks that looked at the socket (a `recv(2)` peek). On the socket
     /// ring ([`ClientConfig::socket_ring`]) the ring's reports answer the others: only a
@@ -396,17 +397,17 @@ impl HttpClient {
         let lease = checkout.lease;
         let idle_for = checkout.idle_for;
         // See `PoolConfig::liveness_check_after_idle_us` for why a connection answered a
-        // moment ago is taken as it is.
+        // moment ago is not looked at off the socket ring.
         let check_after = Duration::from_micros(self.config.pool.liveness_check_after_idle_us);
         let idle = checkout.conn.filter(|conn| {
-            if idle_for < check_after {
-                return true;
+            let past_window = idle_for >= check_after;
+            let (reusable, peeked) = conn.reusable(past_window);
+            if past_window || peeked {
+                self.bump(|s| {
+                    s.liveness_checks += 1;
+                    s.liveness_peeks += u64::from(peeked);
+                });
             }
-            let (reusable, peeked) = conn.reusable();
-            self.bump(|s| {
-                s.liveness_checks += 1;
-                s.liveness_peeks += u64::from(peeked);
-            });
             reusable
         });
 

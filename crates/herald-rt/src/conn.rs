@@ -40,12 +40,15 @@ impl Socket {
         }
     }
 
-    /// How an idle socket stands as far as the socket ring knows without a system call
-    /// (`None`: no ring, or it saw something arrive, so only a peek tells).
-    fn idle_report(&self) -> Option<Idleness> {
-        match self.registration.as_ref()?.idle_report()? {
-            true => Some(Idleness::Closed),
-            false => Some(Idleness::Quiet),
+    /// How an idle socket stands as far as the socket ring knows without a system call.
+    fn idle_report(&self) -> IdleReport {
+        let Some(registration) = self.registration.as_ref() else {
+            return IdleReport::NoRing;
+        };
+        match registration.idle_report() {
+            Some(true) => IdleReport::Known(Idleness::Closed),
+            Some(false) => IdleReport::Known(Idleness::Quiet),
+            None => IdleReport::Arrived,
         }
     }
 
@@ -132,6 +135,17 @@ pub(crate) struct Conn {
     pub(crate) parser: herald_http::ResponseParser,
 }
 
+/// What the socket ring knows of an idle socket, without a system call.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum IdleReport {
+    /// The ring's reports tell how it stands.
+    Known(Idleness),
+    /// The ring saw something arrive (bytes or a close): only a peek tells which.
+    Arrived,
+    /// The socket is not on a ring.
+    NoRing,
+}
+
 /// What a non-blocking peek says about an idle connection.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Idleness {
@@ -167,24 +181,26 @@ impl Conn {
     ///
     /// A receiver closes idle keep-alive connections on its own schedule; catching the
     /// FIN here avoids sending a request into a dead socket in the common case (the
-    /// stale-connection retry in the client covers the race that remains). For TLS,
-    /// pending bytes may be a legitimate record (a late session ticket) and are left to
-    /// the TLS layer; for plain HTTP they break the framing.
+    /// stale-connection retry in the client covers the race that remains). Bytes that
+    /// arrived while no request was outstanding mean the connection can no longer be
+    /// trusted to pair a response with its request: a receiver that answered twice would
+    /// have its second answer read as the next request's, and every later one shifted by
+    /// one. So such a connection is never reused, over TLS as well (a record there could
+    /// be a late session ticket, but also application data; telling them apart would
+    /// mean reading it, and a ticket lost costs one new connection).
     ///
     /// On the socket ring the ring's reports answer without a system call, unless it saw
-    /// something arrive (then a peek tells bytes from a close). Returns whether the
-    /// connection can be used and whether a peek was made.
-    pub(crate) fn reusable(&self) -> (bool, bool) {
+    /// something arrive (then a peek tells bytes from a close): that is asked at every
+    /// reuse. Off the ring only a peek (a system call) tells, made when `look` is set.
+    /// Returns whether the connection can be used and whether a peek was made.
+    pub(crate) fn reusable(&self, look: bool) -> (bool, bool) {
         let (idleness, peeked) = match self.plain_socket().idle_report() {
-            Some(idleness) => (idleness, false),
-            None => (peek_idle(self.socket()), true),
+            IdleReport::Known(idleness) => (idleness, false),
+            IdleReport::Arrived => (peek_idle(self.socket()), true),
+            IdleReport::NoRing if look => (peek_idle(self.socket()), true),
+            IdleReport::NoRing => (Idleness::Quiet, false),
         };
-        let reusable = match (idleness, &self.stream) {
-            (Idleness::Quiet, _) => true,
-            (Idleness::Unsolicited, Stream::Tls(_)) => true,
-            (Idleness::Unsolicited, Stream::Plain(_)) | (Idleness::Closed, _) => false,
-        };
-        (reusable, peeked)
+        (idleness == Idleness::Quiet, peeked)
     }
 
     /// The TCP socket under the connection.

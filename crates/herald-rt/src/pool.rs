@@ -40,12 +40,16 @@ pub struct PoolConfig {
     /// keep-alive timeout of common servers (nginx 75 s, Node 5 s is the outlier handled
     /// by the stale-connection retry).
     pub idle_timeout_ms: u64,
-    /// A connection idle for less than this is reused without first peeking at it for a
+    /// Off the socket ring (`ClientConfig::socket_ring`, or a kernel without one), a
+    /// connection idle for less than this is reused without first peeking at it for a
     /// close or for bytes nobody asked for. The check only narrows a race that remains
     /// anyway (the receiver may close, or write, after it and before it reads the
     /// request: half a round trip), so skipping it for a connection that was answered a
     /// moment ago widens that window by at most this much while saving one `recv(2)` per
-    /// request on a busy origin. Default 1 ms; 0 checks every reuse.
+    /// request on a busy origin. On the ring, what arrived while a connection was idle is
+    /// known without a system call and asked at every reuse, whatever this says: a
+    /// receiver that answered twice cannot have its extra answer taken for the next
+    /// request's. Default 1 ms; 0 checks every reuse.
     pub liveness_check_after_idle_us: u64,
 }
 

@@ -833,3 +833,32 @@ fn the_socket_ring_reads_only_what_the_kernel_reported() {
     assert_eq!(dripped.status, 200);
     assert_eq!(dripped.body, b"ok");
 }
+
+/// A receiver that answers twice: its second, unasked-for answer (a `299`, 5 ms after
+/// the first) is never taken for the next request's. On the socket ring the ring saw it
+/// arrive, so the idle connection is looked at and dropped even inside the window that
+/// spares the look (here a minute); off the ring a look past the window (0) finds it.
+#[test]
+fn a_receiver_that_answered_twice_never_has_its_extra_answer_taken_for_the_next() {
+    for (socket_ring, check_after_idle_us) in [(true, 60_000_000), (false, 0)] {
+        let receiver = plain_receiver(Behaviour::AnsweredTwice);
+        let url = url(&receiver, "http", "/");
+        let (statuses, stats) = run(move || async move {
+            let mut config = loopback_config(TrustAnchors::empty());
+            config.pool.liveness_check_after_idle_us = check_after_idle_us;
+            config.socket_ring = socket_ring;
+            let client = HttpClient::new(config);
+            let mut statuses = Vec::new();
+            for _ in 0..3 {
+                statuses.push(post(&client, &url).await.status);
+                glommio::timer::sleep(Duration::from_millis(50)).await;
+            }
+            (statuses, client.stats())
+        });
+        assert_eq!(statuses, [200; 3], "socket ring {socket_ring}");
+        assert_eq!(stats.connections_reused, 0, "socket ring {socket_ring}");
+        assert_eq!(stats.liveness_checks, 2, "socket ring {socket_ring}");
+        assert_eq!(stats.liveness_peeks, 2, "socket ring {socket_ring}");
+        assert_eq!(receiver.connections(), 3);
+    }
+}

@@ -66,6 +66,37 @@ fn https_keeps_alive_and_resumes_sessions_on_reconnect() {
     assert_eq!(seen[2].target, "/ip");
 }
 
+/// Over TLS too, a record that arrived on an idle connection keeps it from reuse: here a
+/// whole second answer (a `299`) that a reused connection would have handed to the next
+/// request. Checked inside the window that spares a look off the socket ring (a minute):
+/// on the ring, what arrived is known at every reuse.
+#[test]
+fn an_extra_answer_over_tls_keeps_the_connection_from_reuse() {
+    let pki = test_pki();
+    let receiver = tls_receiver(Behaviour::AnsweredTwice, pki.server_config.clone());
+    let url = url(&receiver, "https", "/twice");
+    let trust = trust_with_file(&pki.ca_pem);
+    let (statuses, stats) = run(move || async move {
+        let mut config = loopback_config(trust);
+        config.pool.liveness_check_after_idle_us = 60_000_000;
+        let client = HttpClient::new(config);
+        let mut statuses = Vec::new();
+        for _ in 0..3 {
+            let response = client
+                .send(OutboundRequest::new(url.clone(), body()))
+                .await
+                .unwrap();
+            statuses.push(response.status);
+            glommio::timer::sleep(std::time::Duration::from_millis(50)).await;
+        }
+        (statuses, client.stats())
+    });
+    assert_eq!(statuses, [200; 3], "{stats:?}");
+    assert_eq!(stats.connections_reused, 0, "{stats:?}");
+    assert_eq!(stats.connections_opened, 3, "{stats:?}");
+    assert_eq!(receiver.connections(), 3);
+}
+
 #[test]
 fn untrusted_certificates_are_refused() {
     let pki = test_pki();

@@ -107,6 +107,10 @@ pub enum Behaviour {
     TrailingGarbage,
     /// A `200 ok` keeping the connection open, then 30 ms later bytes nobody asked for.
     LateGarbage,
+    /// A `200 ok` keeping the connection open, then 5 ms later a whole second response
+    /// (`299`, keeping it open) nobody asked for: a receiver that answers twice. A client
+    /// that reused the connection would take the `299` for its next request's answer.
+    AnsweredTwice,
     /// Answers the first request of each connection with `200 ok`; at the second,
     /// closes without answering (a keep-alive connection the server dropped).
     DropSecondRequest,
@@ -137,6 +141,7 @@ impl Behaviour {
             Behaviour::Chunked => "chunked",
             Behaviour::TrailingGarbage => "trailing-garbage",
             Behaviour::LateGarbage => "late-garbage",
+            Behaviour::AnsweredTwice => "answered-twice",
             Behaviour::DropSecondRequest => "drop-second-request",
             Behaviour::OnlyFirstAnswered => "only-first-answered",
             Behaviour::CloseWhenIdle(_) => "close-when-idle",
@@ -660,6 +665,12 @@ fn answer(
             stream.flush()?;
             pause(Duration::from_millis(30), shared);
             stream.write_all(b"surprise")?;
+        }
+        Behaviour::AnsweredTwice => {
+            stream.write_all(OK_KEEP_ALIVE)?;
+            stream.flush()?;
+            pause(Duration::from_millis(5), shared);
+            stream.write_all(b"HTTP/1.1 299 Twice\r\nContent-Length: 0\r\n\r\n")?;
         }
         Behaviour::CloseWhenIdle(after) => {
             stream.write_all(OK_KEEP_ALIVE)?;
