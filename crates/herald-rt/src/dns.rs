@@ -28,8 +28,10 @@ pub struct DnsConfig {
     pub cache_ttl_ms: u64,
     /// Most names cached per shard. Default 4096.
     pub cache_entries_max: usize,
-    /// Most lookups running at once per shard; further lookups wait. Default 4: the
-    /// blocking pool is shared with other blocking work.
+    /// Most lookups running at once per shard; further lookups wait. Default 4. The
+    /// shard's blocking thread pool has as many threads ([`blocking_pool`]), so that
+    /// many lookups do run at once: one name whose servers do not answer holds one of
+    /// them, not every lookup of the shard.
     pub lookups_in_flight_max: u64,
 }
 
@@ -41,6 +43,18 @@ impl Default for DnsConfig {
             lookups_in_flight_max: 4,
         }
     }
+}
+
+/// Most threads a shard's blocking pool is given for lookups, whatever
+/// `lookups_in_flight_max` says: threads are cheap while idle, but not free.
+pub(crate) const LOOKUP_THREADS_MAX: u64 = 64;
+
+/// The blocking thread pool a shard's executor needs for `config`: one thread per lookup
+/// allowed in flight (glommio's default is a single thread, which would run the
+/// lookups one after the other behind the slowest).
+pub(crate) fn blocking_pool(config: &DnsConfig) -> glommio::PoolPlacement {
+    let threads = config.lookups_in_flight_max.clamp(1, LOOKUP_THREADS_MAX);
+    glommio::PoolPlacement::Unbound(usize::try_from(threads).unwrap_or(1))
 }
 
 /// Why a name could not be resolved.
@@ -215,12 +229,65 @@ mod tests {
     use super::*;
 
     fn run<T: Send + 'static>(f: impl std::future::Future<Output = T> + 'static) -> T {
+        run_with(glommio::PoolPlacement::Unbound(1), f)
+    }
+
+    fn run_with<T: Send + 'static>(
+        pool: glommio::PoolPlacement,
+        f: impl std::future::Future<Output = T> + 'static,
+    ) -> T {
         glommio::LocalExecutorBuilder::default()
             .io_memory(128 * 1024)
             .ring_depth(64)
+            .blocking_thread_pool_placement(pool)
             .make()
             .unwrap()
             .run(f)
+    }
+
+    /// Lookups that have started in `meeting_lookup`.
+    static MET: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
+    /// A lookup that answers only once four lookups are running at the same time (or
+    /// fails after 5 s alone): run one after the other, none of them would answer.
+    fn meeting_lookup(_name: &str) -> Result<Vec<IpAddr>, String> {
+        use std::sync::atomic::Ordering;
+        MET.fetch_add(1, Ordering::SeqCst);
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while MET.load(Ordering::SeqCst) < 4 {
+            if Instant::now() >= deadline {
+                return Err(format!("{} lookups met", MET.load(Ordering::SeqCst)));
+            }
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        Ok(vec![IpAddr::from([192, 0, 2, 1])])
+    }
+
+    /// With the shard's blocking pool, as many lookups as `lookups_in_flight_max` run at
+    /// once: a name whose servers hang holds one lookup, not the shard's every lookup.
+    #[test]
+    fn lookups_in_flight_run_at_once() {
+        let config = DnsConfig::default();
+        assert_eq!(config.lookups_in_flight_max, 4, "meeting_lookup meets four");
+        let answers = run_with(blocking_pool(&config), async move {
+            let resolver = Rc::new(Resolver::with_lookup(config, meeting_lookup));
+            let lookups: Vec<_> = (0..4)
+                .map(|i| {
+                    let resolver = Rc::clone(&resolver);
+                    glommio::spawn_local(async move {
+                        resolver.resolve(&format!("meet-{i}.test")).await
+                    })
+                })
+                .collect();
+            let mut answers = Vec::new();
+            for lookup in lookups {
+                answers.push(lookup.await.map(|a| a.to_vec()));
+            }
+            answers
+        });
+        for answer in answers {
+            assert_eq!(answer, Ok(vec![IpAddr::from([192, 0, 2, 1])]));
+        }
     }
 
     #[test]
