@@ -157,6 +157,12 @@ fn classify_v6(ip: Ipv6Addr) -> AddressClass {
         let v4 = Ipv4Addr::new(octets[2], octets[3], octets[4], octets[5]);
         return classify_v4(v4);
     }
+    // SIIT's IPv4-translated addresses (`::ffff:0:a.b.c.d`, RFC 6145) carry one in their
+    // last 32 bits as well.
+    if in_v6(ip, [0, 0, 0, 0, 0xffff, 0, 0, 0], 96) {
+        let v4 = Ipv4Addr::new(octets[12], octets[13], octets[14], octets[15]);
+        return classify_v4(v4);
+    }
     const TABLE: &[([u16; 8], u8, AddressClass)] = &[
         (
             [0xfd00, 0x0ec2, 0, 0, 0, 0, 0, 0x0254],
@@ -165,6 +171,17 @@ fn classify_v6(ip: Ipv6Addr) -> AddressClass {
         ),
         ([0, 0, 0, 0, 0, 0, 0, 0], 96, AddressClass::Reserved),
         ([0x0100, 0, 0, 0, 0, 0, 0, 0], 64, AddressClass::Reserved),
+        // The local-use NAT64 prefix (RFC 8215): a network's own translator, embedding
+        // an IPv4 address where its prefix length puts it; refused whole (an operator
+        // who translates through it allows it by name).
+        (
+            [0x0064, 0xff9b, 0x0001, 0, 0, 0, 0, 0],
+            48,
+            AddressClass::Reserved,
+        ),
+        // Teredo (RFC 4380): the client's IPv4 address, obfuscated, in the last 32 bits;
+        // a tunnel, not a receiver.
+        ([0x2001, 0, 0, 0, 0, 0, 0, 0], 32, AddressClass::Reserved),
         (
             [0x2001, 0x0002, 0, 0, 0, 0, 0, 0],
             48,
@@ -281,15 +298,21 @@ impl Cidr {
         match (self.network, canonical(ip)) {
             (IpAddr::V4(net), IpAddr::V4(v4)) => in_v4(v4, net.octets(), self.prefix_len),
             (IpAddr::V6(net), IpAddr::V6(v6)) => in_v6(v6, net.segments(), self.prefix_len),
-            // An IPv6 network written with a mapped prefix (::ffff:0:0/96) still covers
-            // the IPv4 addresses it maps.
+            // An IPv6 network written inside the mapped prefix (::ffff:0:0/96) still
+            // covers the IPv4 addresses it maps; a wider one (`::/0`, allowing IPv6)
+            // covers none: allowing IPv6 networks must not allow IPv4's private ones.
             (IpAddr::V6(net), IpAddr::V4(v4)) => {
-                in_v6(v4.to_ipv6_mapped(), net.segments(), self.prefix_len)
+                self.prefix_len >= 96
+                    && in_v6(net, MAPPED_PREFIX, 96)
+                    && in_v6(v4.to_ipv6_mapped(), net.segments(), self.prefix_len)
             }
             (IpAddr::V4(_), IpAddr::V6(_)) => false,
         }
     }
 }
+
+/// `::ffff:0:0/96`, where IPv4-mapped addresses live.
+const MAPPED_PREFIX: [u16; 8] = [0, 0, 0, 0, 0, 0xffff, 0, 0];
 
 fn mask(ip: IpAddr, prefix_len: u8) -> IpAddr {
     match ip {
@@ -466,6 +489,18 @@ mod tests {
             ("64:ff9b::808:808", Public),
             ("2002:c0a8:0101::1", Private),
             ("2002:0808:0808::1", Public),
+            // SIIT's IPv4-translated form embeds one too.
+            ("::ffff:0:7f00:1", Loopback),
+            ("::ffff:0:a9fe:a9fe", CloudMetadata),
+            ("::ffff:0:808:808", Public),
+            // The local-use NAT64 prefix and Teredo: refused whole.
+            ("64:ff9b:1::7f00:1", Reserved),
+            ("64:ff9b:1::a9fe:a9fe", Reserved),
+            ("64:ff9b:1:ffff::808:808", Reserved),
+            ("2001:0:4136:e378:8000:63bf:3fff:fdd2", Reserved),
+            // Just outside them: public.
+            ("64:ff9b:2::1", Public),
+            ("2001:1::1", Public),
         ];
         for (text, expected) in cases {
             assert_eq!(classify(ip(text)), *expected, "classify({text})");
@@ -528,6 +563,14 @@ mod tests {
             ("fd00::/8", "fd12:3456::1", true),
             ("fd00::/8", "fc00::1", false),
             ("::ffff:0:0/96", "10.0.0.1", true),
+            ("::ffff:10.0.0.0/104", "10.1.2.3", true),
+            ("::ffff:10.0.0.0/104", "11.0.0.1", false),
+            // Allowing IPv6 networks does not allow IPv4 addresses through their mapped form.
+            ("::/0", "127.0.0.1", false),
+            ("::/0", "::ffff:169.254.169.254", false),
+            ("::/1", "10.0.0.1", false),
+            ("::/16", "10.0.0.1", false),
+            ("::/95", "10.0.0.1", false),
             ("192.168.1.7", "192.168.1.7", true),
             ("192.168.1.7", "192.168.1.8", false),
         ];
@@ -602,8 +645,14 @@ mod tests {
             let net = mask(IpAddr::V6(Ipv6Addr::from(raw)), len);
             let cidr = Cidr::parse(&format!("{net}/{len}")).unwrap();
             let probe = IpAddr::V6(Ipv6Addr::from(probe));
-            // A mapped probe is judged as IPv4, which the v6 rule covers by re-mapping.
-            prop_assert_eq!(cidr.contains(probe), mask(probe, len) == net);
+            // A mapped probe is judged as IPv4: only a network inside the mapped prefix
+            // covers it.
+            let mapped = matches!(canonical(probe), IpAddr::V4(_));
+            let inside_mapped = len >= 96 && mask(net, 96) == ip("::ffff:0:0");
+            prop_assert_eq!(
+                cidr.contains(probe),
+                mask(probe, len) == net && (!mapped || inside_mapped)
+            );
         }
     }
 }
