@@ -75,6 +75,9 @@ pub(crate) struct BodyDecoder {
     line: Vec<u8>,
     trailer_bytes: usize,
     trailer_count: usize,
+    /// Bytes of chunk framing read (chunk-size lines and the CRLFs after chunk data),
+    /// bounded by [`Limits::chunk_framing_bytes_max`].
+    framing_bytes: u64,
 }
 
 impl Default for BodyDecoder {
@@ -84,6 +87,7 @@ impl Default for BodyDecoder {
             line: Vec::new(),
             trailer_bytes: 0,
             trailer_count: 0,
+            framing_bytes: 0,
         }
     }
 }
@@ -93,6 +97,7 @@ impl BodyDecoder {
         self.line.clear();
         self.trailer_bytes = 0;
         self.trailer_count = 0;
+        self.framing_bytes = 0;
         self.state = match framing {
             Framing::Empty | Framing::Length(0) => State::Done,
             Framing::Length(n) => State::Length { remaining: n },
@@ -147,6 +152,7 @@ impl BodyDecoder {
                         return Err(HttpError::MalformedChunk("chunk data not followed by CRLF"));
                     }
                     consumed += 1;
+                    self.count_framing(1, limits)?;
                     self.state = if cr_seen {
                         State::ChunkSize
                     } else {
@@ -163,6 +169,7 @@ impl BodyDecoder {
                         },
                     )?;
                     consumed += n;
+                    self.count_framing(n, limits)?;
                     if complete {
                         let size = parse_chunk_line(&self.line)?;
                         self.line.clear();
@@ -213,6 +220,20 @@ impl BodyDecoder {
                 }
             }
         }
+    }
+}
+
+impl BodyDecoder {
+    /// Counts `n` more bytes of chunk framing, which may not pass
+    /// [`Limits::chunk_framing_bytes_max`].
+    fn count_framing(&mut self, n: usize, limits: &Limits) -> Result<(), HttpError> {
+        self.framing_bytes = self.framing_bytes.saturating_add(n as u64);
+        if self.framing_bytes > limits.chunk_framing_bytes_max() {
+            return Err(HttpError::ChunkFramingTooLarge {
+                chunk_framing_bytes_max: limits.chunk_framing_bytes_max(),
+            });
+        }
+        Ok(())
     }
 }
 

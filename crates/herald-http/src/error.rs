@@ -58,6 +58,13 @@ pub enum HttpError {
         /// The limit in force.
         chunk_line_bytes_max: usize,
     },
+    /// A chunked body's framing (chunk-size lines, extensions, CRLFs) passed
+    /// [`Limits::chunk_framing_bytes_max`](crate::Limits::chunk_framing_bytes_max).
+    #[error("chunk framing exceeds chunk_framing_bytes_max = {chunk_framing_bytes_max}")]
+    ChunkFramingTooLarge {
+        /// The limit in force.
+        chunk_framing_bytes_max: u64,
+    },
     /// A trailer field is malformed.
     #[error("malformed trailer field")]
     MalformedTrailer,
@@ -94,6 +101,7 @@ impl HttpError {
                 | HttpError::TooManyHeaders { .. }
                 | HttpError::TooManyInformational { .. }
                 | HttpError::ChunkLineTooLong { .. }
+                | HttpError::ChunkFramingTooLarge { .. }
                 | HttpError::TrailersTooLarge { .. }
                 | HttpError::BodyTooLarge { .. }
         )
@@ -104,7 +112,7 @@ impl HttpError {
     pub fn server_status(&self) -> u16 {
         match self {
             HttpError::HeadTooLarge { .. } | HttpError::TooManyHeaders { .. } => 431,
-            HttpError::BodyTooLarge { .. } => 413,
+            HttpError::BodyTooLarge { .. } | HttpError::ChunkFramingTooLarge { .. } => 413,
             _ => 400,
         }
     }

@@ -20,6 +20,8 @@ pub struct Limits {
     /// [`HttpError::BodyTooLarge`](crate::HttpError::BodyTooLarge); the caller then closes
     /// the connection instead of draining further. Default 1 MiB: draining a little keeps
     /// a keep-alive connection usable, draining a lot costs more than a new connection.
+    /// A chunked body's framing (its chunk-size lines and CRLFs) is bounded apart:
+    /// [`Limits::chunk_framing_bytes_max`].
     pub body_bytes_max: u64,
     /// Longest chunk-size line (size, extensions, CRLF). Default 1 KiB: chunk extensions
     /// are practically unused, so a long line is either a bug or an attack.
@@ -42,6 +44,22 @@ impl Limits {
     pub const CHUNK_LINE_BYTES_MAX_DEFAULT: usize = 1024;
     /// Default [`Limits::informational_count_max`]: 16.
     pub const INFORMATIONAL_COUNT_MAX_DEFAULT: usize = 16;
+    /// Framing a chunked body may take beyond `body_bytes_max` (see
+    /// [`Limits::chunk_framing_bytes_max`]): 64 KiB, some 13,000 chunks' sizes and CRLFs
+    /// more than a body of the largest size's own bytes.
+    pub const CHUNK_FRAMING_SLACK_BYTES: u64 = 64 * 1024;
+
+    /// Most bytes of chunk framing (chunk-size lines with their extensions, and the CRLF
+    /// after each chunk's data) read for one body before giving up with
+    /// [`HttpError::ChunkFramingTooLarge`](crate::HttpError::ChunkFramingTooLarge):
+    /// `body_bytes_max` plus [`Limits::CHUNK_FRAMING_SLACK_BYTES`]. Only the data counts
+    /// toward `body_bytes_max`, so without this bound a peer could send about a thousand
+    /// times that many bytes, in chunks of one byte behind long extensions; with it, a
+    /// body costs at most about twice its limit on the wire, whatever its chunks.
+    pub fn chunk_framing_bytes_max(&self) -> u64 {
+        self.body_bytes_max
+            .saturating_add(Self::CHUNK_FRAMING_SLACK_BYTES)
+    }
 }
 
 impl Default for Limits {

@@ -601,6 +601,49 @@ fn body_bytes_max() {
     );
 }
 
+/// A chunked body's framing is bounded apart from its data: one-byte chunks behind long
+/// extensions cannot make a body within `body_bytes_max` cost a thousand times its size
+/// on the wire.
+#[test]
+fn chunk_framing_bytes_max() {
+    let limits = Limits {
+        body_bytes_max: 1024,
+        ..Limits::default()
+    };
+    let framing_max = limits.chunk_framing_bytes_max();
+    assert_eq!(framing_max, 1024 + Limits::CHUNK_FRAMING_SLACK_BYTES);
+    // Chunks of one byte, each behind a chunk-size line of 1,000 bytes (within
+    // chunk_line_bytes_max): `chunks` bytes of data, ~1,002 bytes of framing each.
+    let wire = |chunks: usize| {
+        let mut w = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n".to_vec();
+        for _ in 0..chunks {
+            w.extend_from_slice(b"1;");
+            w.extend(std::iter::repeat_n(b'e', 996));
+            w.extend_from_slice(b"\r\nx\r\n");
+        }
+        w.extend_from_slice(b"0\r\n\r\n");
+        w
+    };
+    // 60 chunks: ~60 KiB of framing for 60 bytes, within the bound.
+    check(
+        "framing within the bound",
+        &wire(60),
+        limits,
+        &[],
+        &Ok(vec![want(200, &[b'x'; 60], true)]),
+    );
+    // 100 chunks: 100 bytes of data, well within body_bytes_max, but ~100 KiB framing.
+    check(
+        "framing over the bound",
+        &wire(100),
+        limits,
+        &[],
+        &Err(HttpError::ChunkFramingTooLarge {
+            chunk_framing_bytes_max: framing_max,
+        }),
+    );
+}
+
 #[test]
 fn chunk_line_bytes_max() {
     let limits = Limits {

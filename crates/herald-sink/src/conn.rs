@@ -410,12 +410,7 @@ impl Conn {
 
     fn bad_request(&mut self, error: &HttpError, shared: &Shared) {
         bump(&shared.counters.bad_requests);
-        let status = match error {
-            HttpError::HeadTooLarge { .. } | HttpError::TooManyHeaders { .. } => 431,
-            HttpError::BodyTooLarge { .. } => 413,
-            _ => 400,
-        };
-        self.answer(status, None, false, shared);
+        self.answer(error.server_status(), None, false, shared);
     }
 
     fn handle(&mut self, request: Request, ctx: &mut Ctx<'_>) {
