@@ -31,6 +31,13 @@ const READ_CHUNK_BYTES: usize = 16 * 1024;
 const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Time allowed for writing one batch of answers to a client that does not read.
 const WRITE_TIMEOUT: Duration = Duration::from_secs(30);
+/// Bytes of answers to pipelined requests kept before they are written. Answers are
+/// batched by count too (`pipelined_requests_max`), but one answer can be megabytes (a
+/// page of large webhooks): a client that pipelines such requests and does not read
+/// would otherwise have the server build and hold every answer. Past this, the server
+/// writes what it has and reads no further request until it is written, so such a
+/// client holds at most one answer and this much.
+const OUT_BUFFERED_BYTES_MAX: usize = 64 * 1024;
 
 /// Open API connections, for the cap and the metrics, and the idle ones among them (no
 /// request under way: before the first byte, or kept alive between requests).
@@ -253,8 +260,12 @@ pub(crate) async fn serve_connection<S>(
                             let _ = stream.shutdown().await;
                             return;
                         }
-                        // Keep answering pipelined requests, flushing every so often.
-                        if start < end && buffered_answers < limits.pipelined_requests_max {
+                        // Keep answering pipelined requests, flushing every so often (by
+                        // count and by bytes).
+                        if start < end
+                            && buffered_answers < limits.pipelined_requests_max
+                            && out.len() < OUT_BUFFERED_BYTES_MAX
+                        {
                             continue;
                         }
                         if write_out(&mut stream, &mut out).await.is_err() {
