@@ -29,7 +29,7 @@ pub struct DnsConfig {
     /// Most names cached per shard. Default 4096.
     pub cache_entries_max: usize,
     /// Most lookups running at once per shard; further lookups wait. Default 4. The
-    /// shard's blocking thread pool has as many threads ([`blocking_pool`]), so that
+    /// shard's blocking thread pool has as many threads (`dns::blocking_pool`), so that
     /// many lookups do run at once: one name whose servers do not answer holds one of
     /// them, not every lookup of the shard.
     pub lookups_in_flight_max: u64,
