@@ -535,6 +535,25 @@ impl App {
         response
     }
 
+    /// The answer to a request decided by its head alone, before its body is read: a
+    /// route that needs a key, and no valid key (401). The server then writes it and
+    /// closes without reading the body or sending `100 Continue`, so a client without a
+    /// key cannot have bodies read and buffered for it. `None`: read the body and
+    /// [`handle`](Self::handle) the request.
+    pub fn refuse_before_body(&self, head: &Request, peer: SocketAddr) -> Option<Response> {
+        let target = parse_target(&head.target).ok()?;
+        let route = Route::parse(&target.segments)?;
+        if !route.needs_auth() {
+            return None;
+        }
+        let error = self.authenticate(head).err()?;
+        let response = error.into_response();
+        self.metrics
+            .observe_request(route.pattern(), response.status);
+        tracing::debug!(method = %head.method, route = route.pattern(), status = response.status, %peer, "refused before its body");
+        Some(response)
+    }
+
     async fn dispatch(
         &self,
         route: Route<'_>,

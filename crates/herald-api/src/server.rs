@@ -275,6 +275,17 @@ pub(crate) async fn serve_connection<S>(
                         continue;
                     }
                     if parser.is_reading_body() && !reading_body {
+                        let refused = parser
+                            .head_in_progress()
+                            .and_then(|head| app.refuse_before_body(head, peer));
+                        if let Some(response) = refused {
+                            // Answered on its head: the body is never read, and the
+                            // connection, with the body still coming, closes.
+                            response.encode(&mut out, true);
+                            let _ = write_out(&mut stream, &mut out).await;
+                            let _ = stream.shutdown().await;
+                            return;
+                        }
                         reading_body = true;
                         request_deadline = Some(Instant::now() + limits.body_read_timeout());
                     }

@@ -356,3 +356,54 @@ fn a_client_that_does_not_read_holds_about_one_large_answer() {
         .iter()
         .all(|a| a.status == 200 && !a.body.is_empty()));
 }
+
+/// A request without a valid key to a route that needs one is answered 401 on its head:
+/// no `100 Continue` is sent and its body is not waited for (before, the server read
+/// and buffered up to `body_bytes_max` of it first, for anyone). A request with the key
+/// is read whole as before.
+#[test]
+fn a_request_without_a_key_is_refused_before_its_body() {
+    let running = Running::start(|_| {});
+    let body_len = 200 * 1024;
+    for (expect, auth) in [
+        ("Expect: 100-continue\r\n", String::new()),
+        ("", String::new()),
+        ("", "Authorization: Bearer not-a-key\r\n".to_owned()),
+    ] {
+        let mut stream = running.connect();
+        // Long enough for an answer on the head, far shorter than the body timeout.
+        stream
+            .set_read_timeout(Some(Duration::from_secs(5)))
+            .unwrap();
+        let head = format!(
+            "POST /v1/webhooks HTTP/1.1\r\nHost: x\r\n{auth}{expect}Content-Type: \
+             application/json\r\nContent-Length: {body_len}\r\n\r\n"
+        );
+        stream.write_all(head.as_bytes()).unwrap();
+        // Ten bytes of the body, then nothing.
+        if expect.is_empty() {
+            stream.write_all(b"{\"url\": \"h").unwrap();
+        }
+        let text = read_to_close(&mut stream);
+        assert!(
+            text.starts_with("HTTP/1.1 401 "),
+            "{expect:?} {auth:?}: {text}"
+        );
+        assert!(!text.contains("100 Continue"), "{text}");
+    }
+    // With the admin key the body is read (and the missing tenant header refused).
+    let mut stream = running.connect();
+    let body = br#"{"url":"https://example.com/h","events":["*"]}"#;
+    let head = format!(
+        "POST /v1/webhooks HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {ADMIN_KEY}\r\n\
+         Expect: 100-continue\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
+        body.len()
+    );
+    stream.write_all(head.as_bytes()).unwrap();
+    let mut continued = [0u8; 25];
+    stream.read_exact(&mut continued).unwrap();
+    assert_eq!(&continued, b"HTTP/1.1 100 Continue\r\n\r\n");
+    stream.write_all(body).unwrap();
+    let answer = &read_answers(&mut stream, &[false])[0];
+    assert_ne!(answer.status, 401, "{answer:?}");
+}

@@ -97,6 +97,16 @@ impl RequestParser {
         }
     }
 
+    /// The request whose body is being received ([`is_reading_body`](Self::is_reading_body)):
+    /// its method, target and headers, with the body so far. A server may answer from
+    /// the head alone (a request it refuses whatever its body) without reading the body.
+    pub fn head_in_progress(&self) -> Option<&Request> {
+        match &self.framer.phase {
+            Phase::Body(request) => Some(request),
+            _ => None,
+        }
+    }
+
     /// Forgets all state (for a new connection); buffers keep their capacity.
     pub fn reset(&mut self) {
         self.framer.reset();
