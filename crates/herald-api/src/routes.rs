@@ -114,9 +114,24 @@ impl ApiError {
     }
 }
 
+/// The operating system's reason at the bottom of `error`'s chain (say, "No space left
+/// on device (os error 28)"), without the operation and path around it: what a caller
+/// may learn of a storage fault. The server's paths and the rest stay in its log.
+fn os_reason(error: &(dyn std::error::Error + 'static)) -> Option<String> {
+    let mut cause = Some(error);
+    while let Some(current) = cause {
+        if let Some(io) = current.downcast_ref::<std::io::Error>() {
+            return Some(io.to_string());
+        }
+        cause = current.source();
+    }
+    None
+}
+
 impl From<herald::Error> for ApiError {
     fn from(error: herald::Error) -> ApiError {
         use herald::Error as E;
+        let os = os_reason(&error);
         match error {
             E::Invalid { message, field, .. } => ApiError {
                 field,
@@ -135,8 +150,9 @@ impl From<herald::Error> for ApiError {
             ),
             E::Storage { message, .. } => {
                 tracing::error!(%message, "journal write failed");
+                let reason = os.unwrap_or_else(|| "a storage fault".to_owned());
                 ApiError::unavailable(
-                    format!("the journal could not be written ({message}); nothing was accepted; retry later"),
+                    format!("the journal could not be written ({reason}); nothing was accepted; retry later"),
                     5,
                 )
             }
@@ -148,13 +164,17 @@ impl From<herald::Error> for ApiError {
                 // tenant until an operator changes the host and restarts it.
                 tracing::error!(%message, "a shard was stopped by its host");
                 ApiError::unavailable(
-                    format!("this instance cannot serve the request ({message}); retry on another instance"),
+                    "this instance cannot serve the request (its host stopped a shard); retry on another instance",
                     5,
                 )
             }
             other => {
                 tracing::error!(error = %other, "internal error");
-                ApiError::new(500, "internal", other.to_string())
+                ApiError::new(
+                    500,
+                    "internal",
+                    "an internal error; the server's log has the details",
+                )
             }
         }
     }
@@ -1752,6 +1772,52 @@ mod tests {
             keep_alive: true,
             version_minor: 1,
         }
+    }
+
+    /// A storage fault tells the caller the operating system's reason, not the server's
+    /// paths or operations; other faults tell nothing of the server.
+    #[test]
+    fn faults_tell_callers_the_reason_not_the_server_s_paths() {
+        #[derive(Debug)]
+        struct JournalIo(std::io::Error);
+        impl std::fmt::Display for JournalIo {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                write!(
+                    f,
+                    "fallocate /srv/secret/journal/shard-0/17.seg: {}",
+                    self.0
+                )
+            }
+        }
+        impl std::error::Error for JournalIo {
+            fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+                Some(&self.0)
+            }
+        }
+        let source = JournalIo(std::io::Error::from_raw_os_error(28));
+        let storage = herald::Error::Storage {
+            shard: 0,
+            message: source.to_string(),
+            source: Some(std::sync::Arc::new(source)),
+        };
+        let error = ApiError::from(storage);
+        assert_eq!(error.status, 503);
+        assert!(
+            error.message.contains("No space left on device"),
+            "{}",
+            error.message
+        );
+        assert!(error.message.contains("journal"), "{}", error.message);
+        assert!(!error.message.contains("/srv/secret"), "{}", error.message);
+        assert!(!error.message.contains("fallocate"), "{}", error.message);
+
+        let environment = herald::Error::Environment {
+            shard: 1,
+            message: "cannot register /proc/self/fd/9 with the executor".to_owned(),
+        };
+        let error = ApiError::from(environment);
+        assert_eq!(error.status, 503);
+        assert!(!error.message.contains("/proc"), "{}", error.message);
     }
 
     /// Found by Schemathesis: `[]` was read as a body whose fields are all absent.
