@@ -51,10 +51,23 @@ pub(crate) const LOOKUP_THREADS_MAX: u64 = 64;
 
 /// The blocking thread pool a shard's executor needs for `config`: one thread per lookup
 /// allowed in flight (glommio's default is a single thread, which would run the
-/// lookups one after the other behind the slowest).
-pub(crate) fn blocking_pool(config: &DnsConfig) -> glommio::PoolPlacement {
+/// lookups one after the other behind the slowest), placed as glommio places its
+/// default one: on the shard's CPU when the shard is pinned to `pinned_cpu`, anywhere
+/// otherwise.
+pub(crate) fn blocking_pool(
+    config: &DnsConfig,
+    pinned_cpu: Option<usize>,
+) -> glommio::PoolPlacement {
     let threads = config.lookups_in_flight_max.clamp(1, LOOKUP_THREADS_MAX);
-    glommio::PoolPlacement::Unbound(usize::try_from(threads).unwrap_or(1))
+    let threads = usize::try_from(threads).unwrap_or(1);
+    let cpu_set = pinned_cpu.and_then(|cpu| {
+        let set = glommio::CpuSet::online().ok()?.filter(|l| l.cpu == cpu);
+        (!set.is_empty()).then_some(set)
+    });
+    match cpu_set {
+        Some(set) => glommio::PoolPlacement::Custom(vec![set; threads]),
+        None => glommio::PoolPlacement::Unbound(threads),
+    }
 }
 
 /// Why a name could not be resolved.
@@ -269,7 +282,7 @@ mod tests {
     fn lookups_in_flight_run_at_once() {
         let config = DnsConfig::default();
         assert_eq!(config.lookups_in_flight_max, 4, "meeting_lookup meets four");
-        let answers = run_with(blocking_pool(&config), async move {
+        let answers = run_with(blocking_pool(&config, None), async move {
             let resolver = Rc::new(Resolver::with_lookup(config, meeting_lookup));
             let lookups: Vec<_> = (0..4)
                 .map(|i| {

@@ -290,7 +290,10 @@ impl Engine {
             let spawned = LocalExecutorBuilder::new(placement)
                 .name(&format!("herald-shard-{index}"))
                 .io_memory(io_memory)
-                .blocking_thread_pool_placement(crate::dns::blocking_pool(&config.shard.client.dns))
+                .blocking_thread_pool_placement(crate::dns::blocking_pool(
+                    &config.shard.client.dns,
+                    pin.then_some(cpu),
+                ))
                 .spawn({
                     let status = status.clone();
                     let batch_scheduling = config.batch_scheduling;
