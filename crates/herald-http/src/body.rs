@@ -106,6 +106,18 @@ impl BodyDecoder {
         };
     }
 
+    /// Counts `n` more bytes of chunk framing, which may not pass
+    /// [`Limits::chunk_framing_bytes_max`].
+    fn count_framing(&mut self, n: usize, limits: &Limits) -> Result<(), HttpError> {
+        self.framing_bytes = self.framing_bytes.saturating_add(n as u64);
+        if self.framing_bytes > limits.chunk_framing_bytes_max() {
+            return Err(HttpError::ChunkFramingTooLarge {
+                chunk_framing_bytes_max: limits.chunk_framing_bytes_max(),
+            });
+        }
+        Ok(())
+    }
+
     pub(crate) fn is_done(&self) -> bool {
         self.state == State::Done
     }
@@ -220,20 +232,6 @@ impl BodyDecoder {
                 }
             }
         }
-    }
-}
-
-impl BodyDecoder {
-    /// Counts `n` more bytes of chunk framing, which may not pass
-    /// [`Limits::chunk_framing_bytes_max`].
-    fn count_framing(&mut self, n: usize, limits: &Limits) -> Result<(), HttpError> {
-        self.framing_bytes = self.framing_bytes.saturating_add(n as u64);
-        if self.framing_bytes > limits.chunk_framing_bytes_max() {
-            return Err(HttpError::ChunkFramingTooLarge {
-                chunk_framing_bytes_max: limits.chunk_framing_bytes_max(),
-            });
-        }
-        Ok(())
     }
 }
 
