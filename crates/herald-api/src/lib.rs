@@ -20,6 +20,7 @@ mod metrics;
 mod offline;
 mod routes;
 mod server;
+mod stats;
 pub mod time;
 mod views;
 pub mod ws;

@@ -50,6 +50,9 @@ pub struct App {
     pub inbound: BTreeMap<String, crate::inbound::Source>,
     /// `GET /v1/ws`: JWT keys and per-tenant connection counts.
     pub ws: crate::ws::Hub,
+    /// The shards' figures for `/readyz` and `/metrics`, queried at most ten times a
+    /// second however many ask.
+    stats: crate::stats::SharedStats<Vec<herald::ShardStats>>,
 }
 
 /// An error answer.
@@ -522,6 +525,7 @@ impl App {
             metrics: Metrics::default(),
             connections: Arc::new(ConnectionCount::default()),
             inbound: BTreeMap::new(),
+            stats: crate::stats::SharedStats::default(),
         }
     }
 
@@ -775,7 +779,7 @@ impl App {
     // ------------------------------------------------------------------ operations
 
     async fn readyz(&self) -> Result<Response> {
-        match self.herald.stats_async().await {
+        match self.stats.fresh(|| self.herald.stats_async()).await {
             Ok(stats) if stats.len() == self.herald.shards() => {
                 Ok(Response::json(200, &json!({"status": "ready"})))
             }
@@ -784,8 +788,8 @@ impl App {
     }
 
     async fn metrics_page(&self) -> Result<Response> {
-        let stats = self.herald.stats_async().await.unwrap_or_default();
-        let figures = EngineFigures::from_stats(&stats);
+        let stats = self.stats.fresh(|| self.herald.stats_async()).await;
+        let figures = EngineFigures::from_stats(stats.as_deref().map_or(&[], |s| &s[..]));
         let process = crate::metrics::ProcessFigures::read();
         let text = self
             .metrics
