@@ -122,13 +122,15 @@ pub struct Config {
 #[serde(deny_unknown_fields)]
 pub struct InboundSource {
     /// `stripe` (`Stripe-Signature: t=…,v1=…`), `standard` (Standard Webhooks) or `hmac`
-    /// (hex HMAC-SHA256 of the body in one header, optionally `sha256=`-prefixed).
+    /// (hex HMAC-SHA256 of the body in one header, optionally `sha256=`-prefixed; no
+    /// timestamp, so a replay is refused only within the idempotency window).
     pub scheme: String,
     /// The provider's signing secret (`whsec_…` for stripe and standard).
     pub secret: String,
     /// The tenant every event of this source belongs to ...
     pub tenant: Option<String>,
-    /// ... or a dotted path to it in the payload, e.g. `data.object.metadata.tenant_id`.
+    /// ... or a dotted path to it in the payload, e.g. `data.object.metadata.tenant_id`:
+    /// the payload picks the tenant, so the field must be one only the platform sets.
     pub tenant_path: Option<String>,
     /// The signature header of the `hmac` scheme [default: X-Signature].
     pub header: Option<String>,
