@@ -99,6 +99,7 @@ impl DeliveryError {
             Protocol,
             EgressDenied,
             InvalidRequest,
+            PoolFull,
         ];
         if let Some(t) = transport.into_iter().find(|t| t.name() == name) {
             return Some(DeliveryError::Transport(t));
@@ -231,6 +232,7 @@ mod tests {
             DeliveryError::Transport(TransportError::Tls),
             DeliveryError::Transport(TransportError::EgressDenied),
             DeliveryError::Transport(TransportError::InvalidRequest),
+            DeliveryError::Transport(TransportError::PoolFull),
             DeliveryError::WebhookDisabled,
             DeliveryError::WebhookDeleted,
             DeliveryError::NoLiveSecret,

@@ -132,6 +132,12 @@ pub enum TransportError {
     /// nothing was sent. It would fail the same way every time: a final failure, fixed
     /// by changing the webhook's custom headers.
     InvalidRequest,
+    /// The driver had no connection to send on: its connection budget was spent on
+    /// other endpoints, or this endpoint's queue for a connection was full. Nothing was
+    /// sent, and the endpoint is not to blame: retried by schedule, without counting
+    /// toward the endpoint's breaker or auto-disable. (Counted as the endpoint's
+    /// failure, one busy endpoint could open the breakers of the shard's others.)
+    PoolFull,
 }
 
 impl TransportError {
@@ -146,6 +152,7 @@ impl TransportError {
             TransportError::Protocol => "protocol",
             TransportError::EgressDenied => "egress_denied",
             TransportError::InvalidRequest => "invalid_request",
+            TransportError::PoolFull => "pool_full",
         }
     }
 }
@@ -166,13 +173,17 @@ pub enum AttemptResult {
 
 impl AttemptResult {
     /// Whether the attempt reached the receiver. `false` when it was refused before any
-    /// connection (the egress guard, or a request that cannot be encoded): such an
-    /// attempt fails by our own or the caller's doing and says nothing about the
-    /// receiver's health.
+    /// connection (the egress guard, a request that cannot be encoded, no connection to
+    /// send on): such an attempt fails by our own or the caller's doing and says nothing
+    /// about the receiver's health.
     pub fn reached_receiver(&self) -> bool {
         !matches!(
             self,
-            AttemptResult::Transport(TransportError::EgressDenied | TransportError::InvalidRequest)
+            AttemptResult::Transport(
+                TransportError::EgressDenied
+                    | TransportError::InvalidRequest
+                    | TransportError::PoolFull
+            )
         )
     }
 }
@@ -300,6 +311,7 @@ mod tests {
             (AttemptResult::Transport(Protocol), Retry),
             (AttemptResult::Transport(EgressDenied), Final),
             (AttemptResult::Transport(InvalidRequest), Final),
+            (AttemptResult::Transport(PoolFull), Retry),
         ];
         for (result, want) in cases {
             assert_eq!(classify(&result), want, "{result:?}");

@@ -34,7 +34,10 @@ pub struct PoolConfig {
     pub waiters_per_origin_max: usize,
     /// Most connections from one shard to all origins together (file descriptors are
     /// finite). At the limit an idle connection of another origin is closed to make room;
-    /// with none idle, `send` fails at once with `PoolFull`. Default 1024.
+    /// with none idle, `send` fails at once with `PoolFull`. Default 1024. A shard
+    /// records such an attempt as `pool_full`: retried by the webhook's schedule, and
+    /// not counted against the endpoint's health (the endpoints holding the connections
+    /// are the busy ones, not this one).
     pub connections_total_max: usize,
     /// An idle connection is closed after this long unused. Default 30 s: below the
     /// keep-alive timeout of common servers (nginx 75 s, Node 5 s is the outlier handled

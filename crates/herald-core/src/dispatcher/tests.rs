@@ -594,6 +594,53 @@ fn attempts_refused_before_sending_leave_the_endpoints_health_alone() {
 }
 
 #[test]
+fn attempts_without_a_connection_are_retried_and_never_count_against_the_endpoint() {
+    // One endpoint's connections can be refused because others hold the driver's whole
+    // connection budget: more such refusals than the breaker's threshold, and for longer
+    // than the auto-disable period, leave the endpoint's breaker closed and its webhook
+    // enabled; the delivery is retried by schedule and succeeds.
+    let config = DispatcherConfig {
+        health: HealthPolicy {
+            breaker_failures: 2,
+            disable_after_failing_ms: 2 * MIN,
+            ..HealthPolicy::default()
+        },
+        ..DispatcherConfig::default()
+    };
+    let mut busy = spec(&["*"]);
+    busy.retry_schedule = Some(RetrySchedule::new(vec![MIN; 8]).unwrap());
+    let mut drv = one_webhook(config.clone(), busy);
+    let t = tenant("acme");
+    drv.d.accept_event(T0, &t, event("e1", "a.b")).unwrap();
+    let mut req = drv.step().remove(0);
+    for refused in 1..=5 {
+        assert!(drv.reply(&req, AttemptResult::Transport(TransportError::PoolFull)));
+        drv.step();
+        let view = drv.d.webhook(&t, &wh("w1")).unwrap();
+        assert_eq!(view.health.consecutive_failures, 0, "refusal {refused}");
+        assert_eq!(view.health.failing_since_ms, None, "refusal {refused}");
+        assert_eq!(view.health.breaker, Breaker::Closed, "refusal {refused}");
+        assert_eq!(view.health.in_flight, 0, "refusal {refused}");
+        assert!(view.spec.status.is_active(), "refusal {refused}");
+        let rec = drv.d.delivery(&t, req.delivery).unwrap();
+        assert_eq!(rec.status, DeliveryStatus::Pending, "refusal {refused}");
+        assert_eq!(
+            rec.error,
+            Some(DeliveryError::Transport(TransportError::PoolFull))
+        );
+        req = drv.advance_to(rec.next_retry_at_ms.unwrap()).remove(0);
+        assert_eq!(req.attempt, refused + 1);
+    }
+    assert!(drv.reply(&req, status(200)));
+    drv.step();
+    let rec = drv.d.delivery(&t, req.delivery).unwrap();
+    assert_eq!(rec.status, DeliveryStatus::Success);
+    // Replay rebuilds the same health from the records.
+    let replayed = replayed_like(config, &drv.records, &drv.d);
+    assert_same(&snapshot(&replayed), &snapshot(&drv.d));
+}
+
+#[test]
 fn failing_too_long_disables_and_publishes_operational_event() {
     let config = DispatcherConfig {
         health: HealthPolicy {

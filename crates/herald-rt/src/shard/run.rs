@@ -482,7 +482,7 @@ fn map_transport(error: &TransportError) -> herald_core::TransportError {
         TransportError::EgressRefused(_) => Core::EgressDenied,
         TransportError::Connect(_) => Core::Connect,
         TransportError::ConnectTimeout(_) => Core::ConnectTimeout,
-        TransportError::PoolFull(_) => Core::ConnectTimeout,
+        TransportError::PoolFull(_) => Core::PoolFull,
         TransportError::Tls(_) => Core::Tls,
         TransportError::RequestTimeout(_) => Core::RequestTimeout,
         // Nothing was sent and nothing would be: a final failure, not a retry.
@@ -1757,21 +1757,42 @@ mod tests {
     #[test]
     fn transport_errors_keep_their_blame() {
         let detail = || "detail".to_string();
+        // (error, its class, whether it tells of the receiver's health)
         let cases = [
-            (TransportError::Dns(detail()), OutcomeClass::Retry),
-            (TransportError::Connection(detail()), OutcomeClass::Retry),
-            (TransportError::Protocol(detail()), OutcomeClass::Retry),
-            (TransportError::PoolFull(detail()), OutcomeClass::Retry),
+            (TransportError::Dns(detail()), OutcomeClass::Retry, true),
+            (
+                TransportError::Connection(detail()),
+                OutcomeClass::Retry,
+                true,
+            ),
+            (
+                TransportError::Protocol(detail()),
+                OutcomeClass::Retry,
+                true,
+            ),
+            // The shard's own connection budget, not the receiver: retried, and not
+            // counted against the endpoint.
+            (
+                TransportError::PoolFull(detail()),
+                OutcomeClass::Retry,
+                false,
+            ),
             // The receiver is not at fault and retrying cannot help: final.
-            (TransportError::EgressRefused(detail()), OutcomeClass::Final),
+            (
+                TransportError::EgressRefused(detail()),
+                OutcomeClass::Final,
+                false,
+            ),
             (
                 TransportError::InvalidRequest(detail()),
                 OutcomeClass::Final,
+                false,
             ),
         ];
-        for (error, want) in cases {
+        for (error, want, blames_receiver) in cases {
             let result = AttemptResult::Transport(map_transport(&error));
             assert_eq!(classify(&result), want, "{error:?}");
+            assert_eq!(result.reached_receiver(), blames_receiver, "{error:?}");
         }
     }
 }
