@@ -29,8 +29,9 @@
 //! `"seq"`. The server pings every `ws.ping_interval_ms`; a client silent (no frame, no
 //! pong) for `ws.idle_timeout_ms` is closed. Close codes: [`CLOSE_GOING_AWAY`] (server
 //! stopping), [`CLOSE_RESYNC`] (`after` outside the replay window: resynchronise, then
-//! subscribe without `after`), [`CLOSE_SLOW_CONSUMER`] (the send queue filled: resume with
-//! the `after` in the reason), [`CLOSE_IDLE`] (no frame within the idle timeout).
+//! subscribe without `after`), [`CLOSE_SLOW_CONSUMER`] (the send queue filled, or a replay
+//! read so slowly that the window dropped events it had yet to send: resume with the
+//! `after` in the reason), [`CLOSE_IDLE`] (no frame within the idle timeout).
 
 pub mod config;
 pub mod jwt;
@@ -606,7 +607,7 @@ pub async fn serve<S>(
                     app.metrics.ws_slow_consumer_closes.inc();
                     tracing::info!(%peer, %tenant, queue_max = settings.send_queue_max, "stream client too slow; closed");
                     let reason = format!(
-                        "slow consumer: more than {} events queued; resume with {}",
+                        "slow consumer: more than {} events queued, or the replay fell behind the window; resume with {}",
                         settings.send_queue_max,
                         resume(last_seq)
                     );

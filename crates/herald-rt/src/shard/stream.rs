@@ -8,7 +8,7 @@
 //! shard thread: append(EventAccepted) ─► StreamTap.pending ─► durable ─► ShardStream
 //!                                                                         ├─ window: per tenant, bounded
 //!                                                                         └─ subscribers: bounded queues
-//! foreign thread: Subscription::recv ◄── backlog (replayed from the window) then the queue
+//! foreign thread: Subscription::recv ◄── backlog (replayed from the window, a chunk at a time) then the queue
 //! ```
 //!
 //! * **Sequence.** An event's `seq` is the journal sequence number of its
@@ -25,9 +25,13 @@
 //!   the journal deletes (those before the latest checkpoint's, on roll and on a clean
 //!   stop) leave it then, so a live window reaches back as far as a restarted one.
 //! * **Resume.** A subscriber that gives `after = S` gets every event with `seq > S`
-//!   from the window, then live events, with no gap and no repeat (both are taken under
-//!   one lock). When an event after `S` may have left the window, the subscription is
-//!   refused with [`SubscribeError::OutsideWindow`], so the client knows to resynchronise.
+//!   from the window, then live events, with no gap and no repeat (where the replay ends
+//!   and the queue begins is fixed under one lock). When an event after `S` may have
+//!   left the window, the subscription is refused with [`SubscribeError::OutsideWindow`],
+//!   so the client knows to resynchronise. The replay is taken from the window
+//!   [`REPLAY_CHUNK_EVENTS`] at a time as the subscriber reads; one that reads so slowly
+//!   that the window drops events it has yet to replay is cut off
+//!   ([`StreamEnd::Overflowed`]), as one whose queue fills is.
 //! * **Bounds.** The shard only ever `try_send`s into a subscriber's bounded queue; a
 //!   subscriber whose queue is full is cut off ([`StreamEnd::Overflowed`]) and never
 //!   slows the shard or other subscribers.
@@ -51,6 +55,14 @@ pub const STREAM_WINDOW_BYTES_MAX_DEFAULT: usize = 64 * 1024 * 1024;
 /// Largest per-subscription queue: beyond this a client is better served by resuming
 /// from the window than by a queue held for it.
 pub const STREAM_QUEUE_MAX_LIMIT: usize = 1 << 20;
+/// Most events a replaying subscription copies out of the window per hold of its lock.
+/// The lock is the shard thread's too (every durable event passes through it), and a
+/// resume from the window's far end reaches back up to `window_events_max` events
+/// (100,000 by default): copied whole, with a location filter read per event, that held
+/// the shard for tens of milliseconds per subscriber and kept a copy of the range (40
+/// bytes an event, and the journal segments it maps) for as long as the client took to
+/// read it. 1,024 entries copy in microseconds; the filter is applied outside the lock.
+pub const REPLAY_CHUNK_EVENTS: usize = 1024;
 /// Entries of departed events the window's order queue may hold beyond as many as the
 /// live ones before it is compacted: a small window compacts now and then, not at every
 /// event.
@@ -316,8 +328,9 @@ pub enum SubscribeError {
 /// Why a subscription ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum StreamEnd {
-    /// Its queue was full when an event arrived: the subscriber read too slowly and was
-    /// cut off. Resume with `after` = the last seq received.
+    /// Its queue was full when an event arrived, or (replaying from the window) events
+    /// it had yet to replay left the window: the subscriber read too slowly and was cut
+    /// off. Resume with `after` = the last seq received.
     Overflowed,
     /// The engine stopped.
     ShuttingDown,
@@ -620,7 +633,7 @@ impl ShardStream {
                 floor,
                 subscribers: Vec::new(),
             });
-        let mut backlog = VecDeque::new();
+        let mut replay = None;
         if let Some(after) = after {
             let refusal = if after > last {
                 Some(SubscribeError::Ahead { after, last })
@@ -638,14 +651,12 @@ impl ShardStream {
                 }
                 return Err(refusal);
             }
-            let start = stream.events.partition_point(|event| event.seq <= after);
-            backlog.extend(
-                stream
-                    .events
-                    .range(start..)
-                    .filter(|event| event.passes(&filter))
-                    .cloned(),
-            );
+            // Events up to `last` come from the window, taken a chunk at a time as the
+            // subscriber reads (`Subscription::next_kept`); later ones reach its queue.
+            replay = Some(Replay {
+                after,
+                through: last,
+            });
         }
         let (sender, receiver) = async_channel::bounded(queue_max.clamp(1, STREAM_QUEUE_MAX_LIMIT));
         let state = Arc::new(AtomicU8::new(OPEN));
@@ -655,7 +666,7 @@ impl ShardStream {
         if let Some(stream) = window.tenants.get_mut(&key) {
             stream.subscribers.push(Subscriber {
                 id,
-                filter,
+                filter: filter.clone(),
                 sender,
                 state: Arc::clone(&state),
             });
@@ -664,11 +675,43 @@ impl ShardStream {
             shard: Arc::clone(self),
             tenant: key,
             id,
-            backlog,
+            filter,
+            replay,
+            backlog: VecDeque::new(),
             receiver,
             state,
+            cut_off: false,
             scratch: String::new(),
         })
+    }
+
+    /// Appends to `out` up to [`REPLAY_CHUNK_EVENTS`] of `tenant`'s events in the window
+    /// with `after < seq <= through`, in order; `Err` when an event after `after` may
+    /// have left the window (or the tenant's entry is gone: the stream closed).
+    fn replay_chunk(
+        &self,
+        tenant: &str,
+        after: u64,
+        through: u64,
+        out: &mut VecDeque<Kept>,
+    ) -> Result<(), ()> {
+        let window = self.lock();
+        let Some(stream) = window.tenants.get(tenant) else {
+            return Err(());
+        };
+        if stream.floor > after {
+            return Err(());
+        }
+        let start = stream.events.partition_point(|event| event.seq <= after);
+        out.extend(
+            stream
+                .events
+                .range(start..)
+                .take_while(|event| event.seq <= through)
+                .take(REPLAY_CHUNK_EVENTS)
+                .cloned(),
+        );
+        Ok(())
     }
 
     /// Ends every subscription ([`StreamEnd::ShuttingDown`]) and refuses new ones.
@@ -709,16 +752,31 @@ impl ShardStream {
     }
 }
 
+/// What a subscription has yet to replay from the window: its tenant's events with
+/// `after < seq <= through`.
+#[derive(Debug, Clone, Copy)]
+struct Replay {
+    after: u64,
+    through: u64,
+}
+
 /// A live subscription: events replayed from the window, then live ones. Dropping it
 /// unsubscribes.
 pub struct Subscription {
     shard: Arc<ShardStream>,
     tenant: Arc<str>,
     id: u64,
-    /// Events from the window, rendered as they are taken.
+    filter: StreamFilter,
+    /// What is left to take from the window, if anything.
+    replay: Option<Replay>,
+    /// Events taken from the window (at most [`REPLAY_CHUNK_EVENTS`]), filtered and
+    /// rendered as they are received.
     backlog: VecDeque<Kept>,
     receiver: async_channel::Receiver<Arc<StreamEvent>>,
     state: Arc<AtomicU8>,
+    /// Events it had yet to replay left the window: it ended, whatever its queue holds
+    /// (received, those would follow a gap).
+    cut_off: bool,
     scratch: String,
 }
 
@@ -736,7 +794,7 @@ impl Subscription {
     /// The next event, waiting for one (runtime-agnostic); `Err` once the subscription
     /// ended.
     pub async fn recv(&mut self) -> Result<Arc<StreamEvent>, StreamEnd> {
-        if let Some(event) = self.next_kept() {
+        if let Some(event) = self.next_kept()? {
             return Ok(event);
         }
         match self.receiver.recv().await {
@@ -747,7 +805,7 @@ impl Subscription {
 
     /// The next event if one is ready: `Ok(None)` when none is yet.
     pub fn try_recv(&mut self) -> Result<Option<Arc<StreamEvent>>, StreamEnd> {
-        if let Some(event) = self.next_kept() {
+        if let Some(event) = self.next_kept()? {
             return Ok(Some(event));
         }
         match self.receiver.try_recv() {
@@ -759,7 +817,7 @@ impl Subscription {
 
     /// Like [`Subscription::recv`], blocking the calling thread.
     pub fn blocking_recv(&mut self) -> Result<Arc<StreamEvent>, StreamEnd> {
-        if let Some(event) = self.next_kept() {
+        if let Some(event) = self.next_kept()? {
             return Ok(event);
         }
         match self.receiver.recv_blocking() {
@@ -768,18 +826,60 @@ impl Subscription {
         }
     }
 
-    /// The next event replayed from the window, rendered (one that is not text, which
-    /// the shard never writes, is skipped).
-    fn next_kept(&mut self) -> Option<Arc<StreamEvent>> {
-        while let Some(kept) = self.backlog.pop_front() {
-            if let Some(event) = kept.render(&mut self.scratch) {
-                return Some(event);
+    /// The next event replayed from the window that passes the filter, rendered (one
+    /// that is not text, which the shard never writes, is skipped); `Ok(None)` once the
+    /// replay is done. `Err` when the subscription was cut off because events it had
+    /// yet to replay left the window (the window moves on while a client reads).
+    fn next_kept(&mut self) -> Result<Option<Arc<StreamEvent>>, StreamEnd> {
+        if self.cut_off {
+            return Err(self.end());
+        }
+        loop {
+            while let Some(kept) = self.backlog.pop_front() {
+                if !kept.passes(&self.filter) {
+                    continue;
+                }
+                if let Some(event) = kept.render(&mut self.scratch) {
+                    return Ok(Some(event));
+                }
+            }
+            let Some(replay) = self.replay.as_mut() else {
+                return Ok(None);
+            };
+            if self
+                .shard
+                .replay_chunk(
+                    &self.tenant,
+                    replay.after,
+                    replay.through,
+                    &mut self.backlog,
+                )
+                .is_err()
+            {
+                return Err(self.cut_off());
+            }
+            match self.backlog.back() {
+                Some(last) => replay.after = last.seq,
+                None => self.replay = None,
             }
         }
-        None
     }
 
-    /// Events waiting: replayed ones not yet taken plus the live queue.
+    /// Ends the subscription: the live queue is closed and what it holds never received.
+    fn cut_off(&mut self) -> StreamEnd {
+        self.cut_off = true;
+        self.replay = None;
+        // Unless the engine stopped first, which keeps its reason.
+        let _ = self
+            .state
+            .compare_exchange(OPEN, OVERFLOWED, Ordering::AcqRel, Ordering::Acquire);
+        self.receiver.close();
+        self.shard.unsubscribe(&self.tenant, self.id);
+        self.end()
+    }
+
+    /// Events waiting: those taken from the window (up to [`REPLAY_CHUNK_EVENTS`] at a
+    /// time; some may not pass the filter) and not yet received, plus the live queue.
     pub fn pending(&self) -> usize {
         self.backlog.len() + self.receiver.len()
     }
@@ -1175,6 +1275,101 @@ mod tests {
             .subscribe("b", StreamFilter::default(), Some(0), 16, 11)
             .unwrap();
         assert_eq!(seqs(&mut b), [5]);
+    }
+
+    /// A resume from far back is taken from the window a chunk at a time: every event
+    /// after the resume point that passes the filter, in order, then live ones, with no
+    /// more than a chunk copied out of the window at once.
+    #[test]
+    fn a_long_replay_is_taken_a_chunk_at_a_time_without_gap_or_repeat() {
+        let stream = stream(StreamConfig::default());
+        let total = 3 * REPLAY_CHUNK_EVENTS as u64 + 5;
+        let kind = |seq: u64| {
+            if seq % 3 == 0 {
+                "order.paid"
+            } else {
+                "order.created"
+            }
+        };
+        // Another tenant's events in between (seqs are the journal's, shared).
+        for seq in 1..=total {
+            stream.publish(
+                &mut vec![
+                    event(2 * seq, "a", kind(seq), 10),
+                    event(2 * seq + 1, "b", "x.y", 10),
+                ],
+                10,
+            );
+        }
+        let only_paid = StreamFilter {
+            events: vec![EventFilter::parse("order.paid").unwrap()],
+            locations: Vec::new(),
+        };
+        let mut paid = stream.subscribe("a", only_paid, Some(14), 4, 10).unwrap();
+        let mut all = stream
+            .subscribe("a", StreamFilter::default(), Some(0), 4, 10)
+            .unwrap();
+        // Nothing is copied out of the window before it is read.
+        assert_eq!(all.pending(), 0);
+        stream.publish(&mut vec![event(500_000, "a", "order.paid", 11)], 11);
+        let mut got = Vec::new();
+        while let Some(event) = all.try_recv().unwrap() {
+            assert!(all.pending() <= REPLAY_CHUNK_EVENTS + 1);
+            got.push(event.seq);
+        }
+        let want: Vec<u64> = (1..=total).map(|seq| 2 * seq).chain([500_000]).collect();
+        assert_eq!(got, want);
+        let want: Vec<u64> = (8..=total)
+            .filter(|seq| seq % 3 == 0)
+            .map(|seq| 2 * seq)
+            .chain([500_000])
+            .collect();
+        assert_eq!(seqs(&mut paid), want);
+    }
+
+    /// Events a slow replay has yet to take leave the window: the subscription ends as
+    /// an overflow does, and what its live queue holds is not received after the gap.
+    #[test]
+    fn a_replay_the_window_moves_past_is_cut_off() {
+        let config = StreamConfig {
+            window_ms: 60_000,
+            window_events_max: 2 * REPLAY_CHUNK_EVENTS,
+            window_bytes_max: usize::MAX,
+        };
+        let stream = stream(config);
+        let n = 2 * REPLAY_CHUNK_EVENTS as u64;
+        for seq in 1..=n {
+            stream.publish(&mut vec![event(seq, "a", "x.y", 0)], 0);
+        }
+        // Its queue has room for every live event: only the replay falls behind.
+        let mut slow = stream
+            .subscribe("a", StreamFilter::default(), Some(0), 2 * n as usize, 0)
+            .unwrap();
+        assert_eq!(slow.try_recv().unwrap().unwrap().seq, 1);
+        // Over half the window moves on while the first chunk is read: the second
+        // chunk's first event is gone.
+        for seq in n + 1..=n + n / 2 + 1 {
+            stream.publish(&mut vec![event(seq, "a", "x.y", 0)], 0);
+        }
+        for seq in 2..=REPLAY_CHUNK_EVENTS as u64 {
+            assert_eq!(slow.try_recv().unwrap().unwrap().seq, seq);
+        }
+        assert_eq!(slow.pending(), n as usize / 2 + 1, "the live events queued");
+        assert_eq!(slow.try_recv().unwrap_err(), StreamEnd::Overflowed);
+        assert_eq!(slow.try_recv().unwrap_err(), StreamEnd::Overflowed);
+        assert_eq!(slow.blocking_recv().unwrap_err(), StreamEnd::Overflowed);
+        assert_eq!(stream.window_size().2, 0, "it left the subscribers");
+        // A resume from the last seq received is refused, so the client resynchronises.
+        assert!(matches!(
+            stream.subscribe(
+                "a",
+                StreamFilter::default(),
+                Some(REPLAY_CHUNK_EVENTS as u64),
+                8,
+                0
+            ),
+            Err(SubscribeError::OutsideWindow { .. })
+        ));
     }
 
     #[test]
