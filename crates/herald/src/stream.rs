@@ -20,7 +20,10 @@ impl Herald {
     /// Some(seq)` the subscription first replays the tenant's events after `seq` from
     /// the replay window ([`crate::Builder::stream_window`]), then continues live, with no
     /// gap or repeat; if some may have left the window it is refused with
-    /// [`SubscribeError::OutsideWindow`] and the client must resynchronise.
+    /// [`SubscribeError::OutsideWindow`] and the client must resynchronise. The replay is
+    /// taken from the window a chunk at a time as the subscription is read; one read so
+    /// slowly that the window drops events it has yet to replay ends with
+    /// [`StreamEnd::Overflowed`].
     ///
     /// Live events wait in a queue of `queue_max` events (clamped to
     /// 1..=[`STREAM_QUEUE_MAX_LIMIT`]); the shard never waits for a subscriber: when the
