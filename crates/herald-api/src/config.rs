@@ -225,7 +225,19 @@ pub struct LimitsConfig {
     /// recovers, inbound events) answers 503 with `Retry-After` at once instead of
     /// holding the request until room frees; reads wait for room.
     pub intake_capacity: usize,
+    /// Most pending deliveries per shard; beyond it every publish to the shard answers
+    /// 503 with `Retry-After` (at most [`PENDING_DELIVERIES_MAX_LIMIT`]).
+    pub pending_deliveries_max: usize,
+    /// Most pending deliveries of one tenant in its shard; beyond it that tenant's
+    /// publishes answer 429 `too_many_pending` with `Retry-After`, while the shard's
+    /// other tenants go on. Default half the shard's default, so that one tenant whose
+    /// receivers are down cannot take its shard's whole room.
+    pub pending_deliveries_per_tenant_max: usize,
 }
+
+/// Largest `limits.pending_deliveries_max`: a pending delivery holds ~230 bytes of
+/// memory (`herald bench pending`), so 50 million are ~11 GiB for one shard.
+pub const PENDING_DELIVERIES_MAX_LIMIT: usize = 50_000_000;
 
 impl Default for LimitsConfig {
     fn default() -> Self {
@@ -240,6 +252,8 @@ impl Default for LimitsConfig {
             tenants_max: TENANTS_MAX_DEFAULT,
             keys_per_tenant_max: KEYS_PER_TENANT_MAX_DEFAULT,
             intake_capacity: herald::INTAKE_CAPACITY_DEFAULT,
+            pending_deliveries_max: herald::PENDING_DELIVERIES_MAX_DEFAULT,
+            pending_deliveries_per_tenant_max: herald::PENDING_DELIVERIES_PER_TENANT_MAX_DEFAULT,
         }
     }
 }
@@ -423,9 +437,34 @@ impl Config {
                 limits.keys_per_tenant_max == 0,
             ),
             ("limits.intake_capacity", limits.intake_capacity == 0),
+            (
+                "limits.pending_deliveries_max",
+                limits.pending_deliveries_max == 0,
+            ),
+            (
+                "limits.pending_deliveries_per_tenant_max",
+                limits.pending_deliveries_per_tenant_max == 0,
+            ),
         ];
         if let Some((key, _)) = positive.iter().find(|(_, zero)| *zero) {
             return Err(ConfigError::new(format!("{key} must be greater than 0")));
+        }
+        for (key, value) in [
+            (
+                "limits.pending_deliveries_max",
+                limits.pending_deliveries_max,
+            ),
+            (
+                "limits.pending_deliveries_per_tenant_max",
+                limits.pending_deliveries_per_tenant_max,
+            ),
+        ] {
+            if value > PENDING_DELIVERIES_MAX_LIMIT {
+                return Err(ConfigError::new(format!(
+                    "{key} is {value}; at most {PENDING_DELIVERIES_MAX_LIMIT} is allowed \
+                     (each pending delivery holds ~230 bytes of memory)"
+                )));
+            }
         }
         if limits.body_bytes_max > BODY_BYTES_MAX_LIMIT {
             return Err(ConfigError::new(format!(
@@ -718,6 +757,14 @@ mod tests {
             ),
             ("[retry]\nschedule_s = [-1]", "retry.schedule_s"),
             ("[limits]\nconnections_max = 0", "limits.connections_max"),
+            (
+                "[limits]\npending_deliveries_per_tenant_max = 0",
+                "limits.pending_deliveries_per_tenant_max",
+            ),
+            (
+                "[limits]\npending_deliveries_max = 50000001",
+                "limits.pending_deliveries_max",
+            ),
             ("log_format = \"xml\"", "log_format"),
             ("pinning = true", "pinning"),
             ("pinning = \"sometimes\"", "pinning"),

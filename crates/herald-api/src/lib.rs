@@ -368,6 +368,11 @@ fn prepare(config: Config, admin_key: Option<String>) -> Result<Prepared, StartE
         .pinning(config.pinning)
         .socket_ring(config.socket_ring)
         .intake_capacity(config.limits.intake_capacity)
+        .dispatcher_config(herald::DispatcherConfig {
+            pending_deliveries_max: config.limits.pending_deliveries_max,
+            pending_deliveries_per_tenant_max: config.limits.pending_deliveries_per_tenant_max,
+            ..herald::DispatcherConfig::default()
+        })
         .journal_segment_bytes(config.journal.segment_bytes)
         .journal_segments_max(config.journal.segments_max)
         .journal_group_delay(std::time::Duration::from_micros(

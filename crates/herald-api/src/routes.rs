@@ -131,6 +131,11 @@ fn os_reason(error: &(dyn std::error::Error + 'static)) -> Option<String> {
     None
 }
 
+/// `Retry-After` of a tenant at its pending limit: its backlog drains at its receivers'
+/// pace (a retry schedule's first step is a minute), so asking again sooner mostly
+/// repeats the refusal.
+const TENANT_FULL_RETRY_AFTER_S: u32 = 10;
+
 impl From<herald::Error> for ApiError {
     fn from(error: herald::Error) -> ApiError {
         use herald::Error as E;
@@ -148,9 +153,20 @@ impl From<herald::Error> for ApiError {
             }
             E::Conflict { message } => ApiError::new(409, "conflict", message),
             E::Backpressure { .. } => ApiError::unavailable(
-                "the server is at capacity (its intake queue is full); retry shortly",
+                "the server is at capacity (its intake queue or its pending deliveries are full); retry shortly",
                 1,
             ),
+            E::TenantFull { pending, max, .. } => ApiError {
+                retry_after_s: Some(TENANT_FULL_RETRY_AFTER_S),
+                ..ApiError::new(
+                    429,
+                    "too_many_pending",
+                    format!(
+                        "the tenant has {pending} deliveries pending (at most {max}): its receivers are failing or slow; \
+                         retry once they catch up, or fix, disable or delete the failing webhooks"
+                    ),
+                )
+            },
             E::Storage { message, .. } => {
                 tracing::error!(%message, "journal write failed");
                 let reason = os.unwrap_or_else(|| "a storage fault".to_owned());

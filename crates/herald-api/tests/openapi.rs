@@ -209,6 +209,7 @@ fn error_schema_has_the_documented_shape_and_codes() {
         "request_timeout",
         "upgrade_required",
         "too_many_connections",
+        "too_many_pending",
         "unavailable",
         "internal",
     ]
@@ -265,6 +266,22 @@ fn statuses_are_documented_where_they_apply() {
             let retry_after = deref(&doc, retry_after);
             assert_eq!(retry_after["schema"]["type"], "integer");
         }
+    }
+    // Routes that add a tenant's pending deliveries document its limit.
+    for path in [
+        "/v1/events",
+        "/v1/inbound/{source}",
+        "/v1/webhooks/{id}/test",
+        "/v1/deliveries/{id}/retry",
+    ] {
+        let refused = deref(&doc, &doc["paths"][path]["post"]["responses"]["429"]);
+        assert!(
+            refused["description"]
+                .as_str()
+                .is_some_and(|d| d.contains("too_many_pending")),
+            "post {path} lacks its 429"
+        );
+        assert!(refused.pointer("/headers/Retry-After").is_some(), "{path}");
     }
     let conflicts = [
         ("post", "/v1/tenants"),

@@ -18,8 +18,8 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use herald::{
-    Error as HeraldError, Event, EventFilter, EventType, Herald, PublishReceipt, ShardStats,
-    TenantId, Url, WebhookSpec,
+    DispatcherConfig, Error as HeraldError, Event, EventFilter, EventType, Herald, PublishReceipt,
+    ShardStats, TenantId, Url, WebhookSpec,
 };
 use serde::Serialize;
 
@@ -179,6 +179,11 @@ fn start(plan: &PendingPlan, data_dir: &std::path::Path) -> Result<Herald, Bench
         .data_dir(data_dir)
         .shards(plan.shards)
         .allow_cidr("127.0.0.0/8")
+        // The backlog is one tenant's: it may take its shard's whole room.
+        .dispatcher_config(DispatcherConfig {
+            pending_deliveries_per_tenant_max: herald::PENDING_DELIVERIES_MAX_DEFAULT,
+            ..DispatcherConfig::default()
+        })
         .start()
         .map_err(|e| BenchError::Engine(format!("starting the engine: {e}")))
 }

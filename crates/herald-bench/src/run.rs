@@ -394,7 +394,13 @@ impl Engine {
         let mut builder = Herald::builder()
             .data_dir(&data_dir)
             .allow_cidr("127.0.0.0/8")
-            .intake_capacity(herald::INTAKE_CAPACITY_DEFAULT);
+            .intake_capacity(herald::INTAKE_CAPACITY_DEFAULT)
+            // A few tenants may hold a run's whole backlog: the harness measures the
+            // engine, not the per-tenant limit.
+            .dispatcher_config(herald::DispatcherConfig {
+                pending_deliveries_per_tenant_max: herald::PENDING_DELIVERIES_MAX_DEFAULT,
+                ..herald::DispatcherConfig::default()
+            });
         if let Some(shards) = plan.shards {
             builder = builder.shards(shards);
         }

@@ -66,6 +66,11 @@ pub const RESPONSE_HEADER_BYTES_MAX: usize = 2048;
 /// Default cap on pending deliveries per shard; beyond it new events are refused with
 /// [`AcceptError::Full`] (back-pressure) rather than growing memory without bound.
 pub const PENDING_DELIVERIES_MAX_DEFAULT: usize = 1_000_000;
+/// Default cap on one tenant's pending deliveries in its shard; beyond it the tenant's
+/// new events are refused with [`AcceptError::TenantFull`]. Half the shard's default:
+/// a tenant whose receivers are down (its backlog grows by every event it publishes)
+/// cannot take its shard's whole room, so the shard's other tenants keep at least half.
+pub const PENDING_DELIVERIES_PER_TENANT_MAX_DEFAULT: usize = PENDING_DELIVERIES_MAX_DEFAULT / 2;
 /// Default number of finished deliveries kept in the log; the oldest are evicted. Each
 /// holds its latest response body (at most [`RESPONSE_BODY_BYTES_MAX`]) and headers (at
 /// most [`RESPONSE_HEADER_BYTES_MAX`] plus [`RESPONSE_HEADERS_MAX`] string headers) and
@@ -132,6 +137,10 @@ pub struct DispatcherConfig {
     pub webhooks_per_tenant_max: usize,
     /// Most pending deliveries in the shard.
     pub pending_deliveries_max: usize,
+    /// Most pending deliveries of one tenant in the shard (at least 1; the shard's
+    /// limit still applies). Deliveries of a deleted webhook count until they have
+    /// ended.
+    pub pending_deliveries_per_tenant_max: usize,
     /// Most finished deliveries kept in the log.
     pub log_finished_max: usize,
     /// Most requests started per tick.
@@ -156,6 +165,7 @@ impl Default for DispatcherConfig {
             health: HealthPolicy::default(),
             webhooks_per_tenant_max: WEBHOOKS_PER_TENANT_MAX_DEFAULT,
             pending_deliveries_max: PENDING_DELIVERIES_MAX_DEFAULT,
+            pending_deliveries_per_tenant_max: PENDING_DELIVERIES_PER_TENANT_MAX_DEFAULT,
             log_finished_max: LOG_FINISHED_MAX_DEFAULT,
             sends_per_tick_max: SENDS_PER_TICK_MAX_DEFAULT,
             endings_per_tick_max: ENDINGS_PER_TICK_MAX_DEFAULT,
@@ -311,6 +321,24 @@ pub struct ShardFull {
     pub max: usize,
 }
 
+/// The tenant holds the most pending deliveries allowed in its shard
+/// ([`DispatcherConfig::pending_deliveries_per_tenant_max`]): its receivers are failing
+/// or slow, and must catch up (or its webhooks be fixed or disabled) before more of its
+/// events are accepted. The shard's other tenants are not held back.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "the tenant has {pending} pending deliveries, {needed} more needed, at most {max}; \
+     its receivers must catch up before more of its events are accepted"
+)]
+pub struct TenantFull {
+    /// The tenant's pending deliveries now.
+    pub pending: usize,
+    /// Deliveries the refused work needs.
+    pub needed: usize,
+    /// The limit.
+    pub max: usize,
+}
+
 /// An event that was refused.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum AcceptError {
@@ -324,6 +352,16 @@ pub enum AcceptError {
     Full {
         /// The limit, and what the event needed.
         full: ShardFull,
+        /// The refused event, unchanged.
+        event: Box<NewEvent>,
+    },
+    /// The tenant holds the most pending deliveries allowed in its shard: back-pressure
+    /// on this tenant only. The event comes back unchanged, as with
+    /// [`AcceptError::Full`].
+    #[error("{full}")]
+    TenantFull {
+        /// The limit, and what the event needed.
+        full: TenantFull,
         /// The refused event, unchanged.
         event: Box<NewEvent>,
     },
@@ -344,12 +382,12 @@ pub enum AcceptError {
 }
 
 impl AcceptError {
-    /// The refused event, when the refusal was back-pressure ([`AcceptError::Full`]):
-    /// publishing it again later can succeed. `None` for the caller's errors, which
-    /// publishing the same event again would only repeat.
+    /// The refused event, when the refusal was back-pressure ([`AcceptError::Full`],
+    /// [`AcceptError::TenantFull`]): publishing it again later can succeed. `None` for
+    /// the caller's errors, which publishing the same event again would only repeat.
     pub fn into_event(self) -> Option<NewEvent> {
         match self {
-            AcceptError::Full { event, .. } => Some(*event),
+            AcceptError::Full { event, .. } | AcceptError::TenantFull { event, .. } => Some(*event),
             _ => None,
         }
     }
@@ -390,6 +428,10 @@ pub enum OpError {
     /// the dispatcher made up cannot be queued: back-pressure, retry later.
     #[error(transparent)]
     Full(ShardFull),
+    /// The tenant holds the most pending deliveries allowed in its shard, so a retry
+    /// cannot be queued: back-pressure on this tenant, retry once its receivers caught up.
+    #[error(transparent)]
+    TenantFull(TenantFull),
 }
 
 /// A record that cannot be replayed (storage's fault: corruption or an incompatible
@@ -1193,6 +1235,9 @@ pub struct Dispatcher {
     /// In sets of 8 bytes per delivery (`dispatcher/table.rs`).
     by_tenant: FastHashMap<TenantId, IdSet>,
     pending_count: usize,
+    /// Pending deliveries per tenant (tenants with none have no entry): the sum is
+    /// `pending_count`.
+    pending_by_tenant: FastHashMap<TenantId, usize>,
     in_flight_count: usize,
     finished: VecDeque<(DeliveryId, u64)>,
     finished_count: usize,
@@ -1281,6 +1326,7 @@ impl Dispatcher {
         config.jitter_percent = config.jitter_percent.min(JITTER_PERCENT_MAX);
         config.sends_per_tick_max = config.sends_per_tick_max.max(1);
         config.endings_per_tick_max = config.endings_per_tick_max.max(1);
+        config.pending_deliveries_per_tenant_max = config.pending_deliveries_per_tenant_max.max(1);
         let ending_allowance = config.endings_per_tick_max;
         config.idempotency_keys_max = config.idempotency_keys_max.clamp(1, IDEMPOTENCY_KEYS_MAX);
         Dispatcher {
@@ -1290,6 +1336,7 @@ impl Dispatcher {
             deliveries: Deliveries::default(),
             by_tenant: FastHashMap::default(),
             pending_count: 0,
+            pending_by_tenant: FastHashMap::default(),
             in_flight_count: 0,
             finished: VecDeque::new(),
             finished_count: 0,
@@ -1490,6 +1537,16 @@ impl Dispatcher {
         let indexed: usize = self.by_tenant.values().map(IdSet::len).sum();
         let awaiting: usize = self.awaiting.iter().map(|(_, ids)| ids.len()).sum();
         assert_eq!(pending, self.pending_count, "pending deliveries");
+        let mut by_tenant: FastHashMap<TenantId, usize> = FastHashMap::default();
+        for d in self.deliveries.values().filter(|d| !d.status.is_final()) {
+            *by_tenant
+                .entry(TenantId::clone(&d.event.tenant))
+                .or_insert(0) += 1;
+        }
+        assert_eq!(
+            by_tenant, self.pending_by_tenant,
+            "pending deliveries per tenant"
+        );
         assert_eq!(in_flight, self.in_flight_count, "deliveries in flight");
         assert_eq!(fresh, self.fresh_pending, "deliveries without an attempt");
         assert_eq!(

@@ -101,6 +101,21 @@ pub enum Error {
         /// What was not handed over.
         unsent: Unsent,
     },
+    /// The tenant holds the most pending deliveries allowed in its shard
+    /// ([`crate::DispatcherConfig::pending_deliveries_per_tenant_max`]): its receivers
+    /// are failing or slow. Retry once they catch up (or fix, disable or delete the
+    /// webhooks that fail); the shard's other tenants are not held back. The item is
+    /// given back as with [`Error::Backpressure`].
+    TenantFull {
+        /// The tenant.
+        tenant: TenantId,
+        /// Its pending deliveries in its shard.
+        pending: usize,
+        /// The limit.
+        max: usize,
+        /// What was not handed over.
+        unsent: Unsent,
+    },
     /// The engine is shutting down or stopped. The item is given back when it was never
     /// handed over; `Unsent::Request` when the shard stopped before answering.
     ShuttingDown {
@@ -144,7 +159,7 @@ impl Error {
             | Error::Conflict { .. }
             | Error::UnknownWebhook { .. }
             | Error::UnknownDelivery { .. } => Fault::Caller,
-            Error::Backpressure { .. } => Fault::Capacity,
+            Error::Backpressure { .. } | Error::TenantFull { .. } => Fault::Capacity,
             Error::ShuttingDown { .. } => Fault::Shutdown,
             Error::Storage { .. } => Fault::Storage,
             Error::Environment { .. } => Fault::Environment,
@@ -155,7 +170,9 @@ impl Error {
     /// The item that was not handed over, if this error carries one.
     pub fn into_unsent(self) -> Option<Unsent> {
         match self {
-            Error::Backpressure { unsent, .. } | Error::ShuttingDown { unsent } => Some(unsent),
+            Error::Backpressure { unsent, .. }
+            | Error::TenantFull { unsent, .. }
+            | Error::ShuttingDown { unsent } => Some(unsent),
             _ => None,
         }
     }
@@ -284,6 +301,16 @@ impl fmt::Display for Error {
             Error::Backpressure { shard, .. } => {
                 write!(f, "shard {shard} is at capacity; the item was not accepted")
             }
+            Error::TenantFull {
+                tenant,
+                pending,
+                max,
+                ..
+            } => write!(
+                f,
+                "tenant {tenant} has {pending} pending deliveries (at most {max}); its receivers \
+                 must catch up before more are accepted"
+            ),
             Error::ShuttingDown { .. } => f.write_str("the engine is shutting down"),
             Error::Storage { shard, message, .. } => {
                 write!(f, "shard {shard}: journal failed: {message}")

@@ -24,7 +24,11 @@
 //!   other forms wait for room. A slow disk shows up the same way
 //!   ([`Builder::awaiting_durable_max`]). A shard holding the most pending deliveries
 //!   allowed ([`DispatcherConfig::pending_deliveries_max`]) refuses new events in every
-//!   form with [`Error::Backpressure`], giving each event back ([`Error::into_event`]).
+//!   form with [`Error::Backpressure`], giving each event back ([`Error::into_event`]);
+//!   a tenant holding the most allowed to one tenant
+//!   ([`DispatcherConfig::pending_deliveries_per_tenant_max`], half the shard's by
+//!   default) has its new events refused with [`Error::TenantFull`] likewise, while the
+//!   shard's other tenants go on.
 //! * **Errors say whose fault** ([`Error::fault`]): the caller's (invalid input, unknown
 //!   webhook), capacity, shutdown, storage, the host's (environment), or a bug; a failed
 //!   hand-off gives the item back ([`Unsent`]). A storage error keeps the journal's error
@@ -97,6 +101,7 @@ pub use herald_core::{
     EventType, Health, HealthPolicy, IdError, LocationId, Page, RateLimit, RetrySchedule,
     SecretSpec, TenantId, WebhookId, WebhookSpec, WebhookStatus, API_VERSION_DEFAULT,
     ATTEMPT_HISTORY_MAX, DESCRIPTION_BYTES_MAX, IDEMPOTENCY_KEY_BYTES_MAX,
+    PENDING_DELIVERIES_MAX_DEFAULT, PENDING_DELIVERIES_PER_TENANT_MAX_DEFAULT,
 };
 pub use herald_core::{
     Counters, Histogram, Stats as DispatcherStats, ATTEMPT_LATENCY_BOUNDS_MS, HISTOGRAM_BUCKETS,
@@ -448,6 +453,11 @@ fn failure_to_error(shard: usize, tenant: Option<&TenantId>, failure: Failure) -
             shard,
             unsent: Unsent::Request,
         },
+        Failure::Accept(AcceptError::TenantFull { full, event })
+        | Failure::Op(OpError::Accept(AcceptError::TenantFull { full, event })) => {
+            tenant_full(tenant, full, Some(*event))
+        }
+        Failure::Op(OpError::TenantFull(full)) => tenant_full(tenant, full, None),
         Failure::Accept(AcceptError::Envelope(error))
         | Failure::Op(OpError::Accept(AcceptError::Envelope(error))) => {
             let field = error::envelope_field(&error);
@@ -483,6 +493,32 @@ fn failure_to_error(shard: usize, tenant: Option<&TenantId>, failure: Failure) -
         Failure::Storage(error) => Error::storage(shard, error),
         Failure::ShuttingDown => Error::ShuttingDown {
             unsent: Unsent::Request,
+        },
+    }
+}
+
+/// [`Error::TenantFull`] for `tenant`'s refused work, giving `event` back when there
+/// is one.
+fn tenant_full(
+    tenant: Option<&TenantId>,
+    full: herald_core::TenantFull,
+    event: Option<herald_core::NewEvent>,
+) -> Error {
+    let Some(tenant) = tenant else {
+        return Error::Bug {
+            message: format!("a tenant's limit refused a request without a tenant: {full}"),
+        };
+    };
+    Error::TenantFull {
+        tenant: tenant.clone(),
+        pending: full.pending,
+        max: full.max,
+        unsent: match event {
+            Some(event) => Unsent::Event {
+                tenant: tenant.clone(),
+                event: Box::new(Event::from_new_event(event)),
+            },
+            None => Unsent::Request,
         },
     }
 }

@@ -1,6 +1,9 @@
 //! Tenant isolation and API keys: another tenant's ids are 404 whatever the route, the
 //! admin acts for a tenant with `Herald-Tenant`, tenant keys do not see admin routes,
-//! and a revoked key stops working at once.
+//! and a revoked key stops working at once; a tenant at its pending limit is refused
+//! while others publish.
+
+use std::time::Duration;
 
 use herald_e2e::*;
 use herald_sink::Sink;
@@ -200,5 +203,67 @@ fn tenants_are_isolated_and_keys_revocable() {
             .delete(&format!("/v1/tenants/tenant_b/keys/{key_id}"))
             .status,
         404
+    );
+}
+
+/// A tenant whose receiver fails holds its backlog to `[limits]
+/// pending_deliveries_per_tenant_max`: past it its publishes (single and in a batch)
+/// answer 429 `too_many_pending` with `Retry-After`, while another tenant publishes on;
+/// once its backlog ends (its webhook deleted) it publishes again.
+#[test]
+fn a_tenant_at_its_pending_limit_gets_429_while_others_publish() {
+    let site = Site::new();
+    let sink = Sink::start_default().expect("the sink starts");
+    sink.set_script("/down", vec![herald_sink::Action::Status(503)])
+        .expect("the script is valid");
+    let server = Server::start(
+        &site,
+        &Options::default().config("[limits]\npending_deliveries_per_tenant_max = 2\n"),
+    );
+    let admin = server.admin();
+    let busy = create_tenant(&admin, "tenant_busy");
+    let calm = create_tenant(&admin, "tenant_calm");
+    // Retried in an hour: each delivery stays pending after its first attempt fails.
+    let down = json!({"url": sink.url("/down"), "events": ["*"], "retry_schedule_s": [3600]});
+    let busy_webhook = create_webhook(&busy, &down);
+    create_webhook(&calm, &down);
+    let event = json!({"type": "order.created", "data": {"n": 1}});
+    publish(&busy, &event);
+    publish(&busy, &event);
+
+    let refused = busy.post("/v1/events", &event);
+    assert_eq!(refused.status, 429, "{}", refused.text());
+    assert_eq!(refused.error_code(), "too_many_pending");
+    assert_eq!(refused.header("retry-after"), Some("10"));
+    assert!(
+        refused
+            .error_message()
+            .contains("2 deliveries pending (at most 2)"),
+        "{}",
+        refused.error_message()
+    );
+    let batch = busy
+        .post("/v1/events/batch", &json!({ "events": [event.clone()] }))
+        .expect(200);
+    assert_eq!(batch["data"][0]["status"], 429, "{batch}");
+    assert_eq!(
+        batch["data"][0]["error"]["code"], "too_many_pending",
+        "{batch}"
+    );
+
+    // The other tenant is not held back.
+    publish(&calm, &event);
+    publish(&calm, &event);
+
+    // Deleting the failing webhook ends its backlog; the tenant publishes again.
+    let id = busy_webhook["id"].as_str().expect("id");
+    busy.delete(&format!("/v1/webhooks/{id}")).expect(204);
+    wait_for(
+        "the busy tenant to publish again",
+        Duration::from_secs(10),
+        || {
+            let answer = busy.post("/v1/events", &event);
+            (answer.status == 202).then_some(())
+        },
     );
 }

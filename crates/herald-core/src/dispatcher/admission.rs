@@ -64,6 +64,12 @@ impl Dispatcher {
                 event: Box::new(event),
             });
         }
+        if let Err(full) = self.tenant_room(tenant, targets.len()) {
+            return Err(AcceptError::TenantFull {
+                full,
+                event: Box::new(event),
+            });
+        }
         let NewEvent {
             id: event_id,
             event_type,
@@ -115,6 +121,44 @@ impl Dispatcher {
         })
     }
 
+    /// Whether `tenant` may have `needed` more pending deliveries
+    /// ([`DispatcherConfig::pending_deliveries_per_tenant_max`]); nothing needed always
+    /// may (an event no webhook matched still reaches the stream).
+    pub(super) fn tenant_room(&self, tenant: &TenantId, needed: usize) -> Result<(), TenantFull> {
+        let pending = self.pending_by_tenant.get(tenant).copied().unwrap_or(0);
+        let max = self.config.pending_deliveries_per_tenant_max;
+        if needed == 0 || pending + needed <= max {
+            return Ok(());
+        }
+        Err(TenantFull {
+            pending,
+            needed,
+            max,
+        })
+    }
+
+    /// Counts a delivery of `tenant` that became pending.
+    pub(super) fn tenant_pending_up(&mut self, tenant: &TenantId) {
+        match self.pending_by_tenant.get_mut(tenant) {
+            Some(count) => *count += 1,
+            None => {
+                self.pending_by_tenant.insert(tenant.clone(), 1);
+            }
+        }
+    }
+
+    /// Counts a delivery of `tenant` that ended.
+    pub(super) fn tenant_pending_down(&mut self, tenant: &TenantId) {
+        let Some(count) = self.pending_by_tenant.get_mut(tenant) else {
+            debug_assert!(false, "a delivery of {tenant} ends that was not counted");
+            return;
+        };
+        *count -= 1;
+        if *count == 0 {
+            self.pending_by_tenant.remove(tenant);
+        }
+    }
+
     /// Inserts a pending delivery in stage `AwaitingDurable`.
     pub(super) fn insert_pending(
         &mut self,
@@ -138,6 +182,7 @@ impl Dispatcher {
             }
         }
         self.pending_count += 1;
+        self.tenant_pending_up(&event.tenant);
         self.fresh_pending += 1;
         self.next_delivery = self.next_delivery.max(delivery.0.saturating_add(1));
         self.deliveries.insert(

@@ -40,6 +40,7 @@ impl Dispatcher {
                         max: self.config.pending_deliveries_max,
                     }));
                 }
+                self.tenant_room(tenant, 1).map_err(OpError::TenantFull)?;
                 d.attempt + 1
             }
             _ => return Err(OpError::InProgress(delivery)),
@@ -66,10 +67,16 @@ impl Dispatcher {
     ) -> Result<usize, OpError> {
         let now = self.advance_clock(now_ms);
         self.require_active_webhook(tenant, webhook)?;
+        let tenant_pending = self.pending_by_tenant.get(tenant).copied().unwrap_or(0);
         let room = self
             .config
             .pending_deliveries_max
             .saturating_sub(self.pending_count)
+            .min(
+                self.config
+                    .pending_deliveries_per_tenant_max
+                    .saturating_sub(tenant_pending),
+            )
             .min(RESEND_MAX);
         let picked: Vec<(DeliveryId, u32)> = self
             .by_tenant
@@ -184,6 +191,7 @@ impl Dispatcher {
                 TenantId::clone(&d.event.tenant),
                 WebhookId::clone(&d.webhook),
             );
+            self.tenant_pending_up(&tenant);
             if let Some(w) = webhook_state_mut(&mut self.tenants, &tenant, &webhook) {
                 w.pending += 1;
             }

@@ -121,6 +121,7 @@ impl Dispatcher {
             count_down(&mut w.pending, "a webhook's pending deliveries");
         }
         count_down(&mut self.pending_count, "pending deliveries");
+        self.tenant_pending_down(&tenant);
         self.finished_count += 1;
         self.finished.push_back((delivery, self.finish_seq));
         self.evict();

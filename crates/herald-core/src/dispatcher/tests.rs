@@ -1105,6 +1105,104 @@ fn a_full_shard_gives_the_callers_event_back() {
 }
 
 #[test]
+fn a_tenant_at_its_pending_limit_is_refused_while_others_publish() {
+    let config = DispatcherConfig {
+        pending_deliveries_max: 100,
+        pending_deliveries_per_tenant_max: 3,
+        ..DispatcherConfig::default()
+    };
+    let mut drv = Driver::new(config.clone());
+    let (acme, other) = (tenant("acme"), tenant("other"));
+    let mut short = spec(&["*"]);
+    short.retry_schedule = Some(RetrySchedule::new(vec![]).unwrap());
+    drv.d
+        .upsert_webhook(T0, acme.clone(), wh("w1"), short.clone())
+        .unwrap();
+    drv.d
+        .upsert_webhook(T0, acme.clone(), wh("w2"), short)
+        .unwrap();
+    drv.d
+        .upsert_webhook(T0, other.clone(), wh("w1"), spec(&["*"]))
+        .unwrap();
+    // Two deliveries per event of acme's: 2 fit, 2 more do not (3 at most).
+    drv.d.accept_event(T0, &acme, event("e0", "a.b")).unwrap();
+    let refused = drv
+        .d
+        .accept_event(T0, &acme, event("e1", "a.b"))
+        .unwrap_err();
+    assert_eq!(
+        refused,
+        AcceptError::TenantFull {
+            full: TenantFull {
+                pending: 2,
+                needed: 2,
+                max: 3
+            },
+            event: Box::new(event("e1", "a.b")),
+        }
+    );
+    assert!(refused.to_string().contains("receivers must catch up"));
+    assert_eq!(refused.into_event(), Some(event("e1", "a.b")));
+    // Another tenant of the shard is not held back (it has a limit of its own).
+    for n in 0..3 {
+        drv.d
+            .accept_event(T0, &other, event(&format!("o{n}"), "a.b"))
+            .unwrap();
+    }
+    // An event no webhook matches only reaches the stream: accepted.
+    drv.d
+        .upsert_webhook(T0, acme.clone(), wh("w2"), spec(&["only.this"]))
+        .unwrap();
+    drv.d
+        .upsert_webhook(T0, acme.clone(), wh("w1"), spec(&["only.this"]))
+        .unwrap();
+    drv.d.accept_event(T0, &acme, event("e2", "a.b")).unwrap();
+    // Once acme's deliveries end, it has room again; a manual retry needs room too.
+    let sent = drv.step();
+    let acme_sends: Vec<_> = sent.iter().filter(|r| r.tenant == acme).cloned().collect();
+    assert_eq!(acme_sends.len(), 2);
+    for r in &acme_sends {
+        assert!(drv.reply(r, status(500)));
+    }
+    drv.step();
+    for r in &acme_sends {
+        let d = drv.d.delivery(&acme, r.delivery).unwrap();
+        assert_eq!(d.status, DeliveryStatus::Exhausted);
+    }
+    let mut wide = spec(&["*"]);
+    wide.retry_schedule = Some(RetrySchedule::new(vec![HOUR]).unwrap());
+    drv.d
+        .upsert_webhook(T0, acme.clone(), wh("w1"), wide.clone())
+        .unwrap();
+    drv.d
+        .upsert_webhook(T0, acme.clone(), wh("w2"), wide)
+        .unwrap();
+    drv.d.accept_event(T0, &acme, event("e3", "a.b")).unwrap();
+    drv.step();
+    // Two pending: one retry fits, the second does not.
+    drv.d
+        .retry_delivery(T0, &acme, acme_sends[0].delivery)
+        .unwrap();
+    assert_eq!(
+        drv.d.retry_delivery(T0, &acme, acme_sends[1].delivery),
+        Err(OpError::TenantFull(TenantFull {
+            pending: 3,
+            needed: 1,
+            max: 3
+        }))
+    );
+    assert_eq!(
+        drv.d.resend_failed(T0, &acme, &wh("w2"), 0),
+        Ok(0),
+        "no room for a re-send either"
+    );
+    drv.step();
+    // Replay rebuilds the same counts (the recount checks them per tenant).
+    let replayed = replayed_like(config, &drv.records, &drv.d);
+    assert_same(&snapshot(&replayed), &snapshot(&drv.d));
+}
+
+#[test]
 fn limits() {
     // Webhooks per tenant.
     let config = DispatcherConfig {
