@@ -500,8 +500,17 @@ impl ShardStream {
             window.last_seq = window.last_seq.max(event.seq);
             if let Some(stream) = window.tenants.get_mut(&tenant) {
                 let mut rendered: Option<Arc<StreamEvent>> = None;
+                // Read from the envelope once for all the subscribers whose filters name
+                // locations (a tenant may have hundreds, and this runs on the shard's
+                // thread under the window's lock).
+                let mut location: Option<Option<&str>> = None;
                 stream.subscribers.retain(|subscriber| {
-                    if !event.passes(&subscriber.filter) {
+                    let passes = subscriber.filter.matches_parts(&event.event_type, || {
+                        *location.get_or_insert_with(|| {
+                            herald_core::envelope_location_id(event.envelope.bytes())
+                        })
+                    });
+                    if !passes {
                         return !subscriber.sender.is_closed();
                     }
                     if rendered.is_none() {
@@ -1275,6 +1284,39 @@ mod tests {
             .subscribe("b", StreamFilter::default(), Some(0), 16, 11)
             .unwrap();
         assert_eq!(seqs(&mut b), [5]);
+    }
+
+    /// Live events reach each subscriber whose filter they pass, the location read once
+    /// per event for all the subscribers that name locations.
+    #[test]
+    fn live_events_reach_the_subscribers_of_their_location() {
+        let stream = stream(StreamConfig::default());
+        let at = |locations: &[&str]| StreamFilter {
+            events: Vec::new(),
+            locations: locations.iter().map(|l| l.to_string()).collect(),
+        };
+        let mut loc_1 = stream.subscribe("a", at(&["loc_1"]), None, 16, 0).unwrap();
+        let mut loc_2 = stream.subscribe("a", at(&["loc_2"]), None, 16, 0).unwrap();
+        let mut both = stream
+            .subscribe("a", at(&["loc_2", "loc_1"]), None, 16, 0)
+            .unwrap();
+        let mut all = stream
+            .subscribe("a", StreamFilter::default(), None, 16, 0)
+            .unwrap();
+        let events = [
+            (1, Some("loc_1")),
+            (2, Some("loc_2")),
+            (3, None),
+            (4, Some("loc_1")),
+        ];
+        for (seq, location) in events {
+            let record = accepted("a", "order.created", location, 0);
+            stream.publish(&mut vec![(Arc::from("a"), kept(seq, &record))], 0);
+        }
+        assert_eq!(seqs(&mut loc_1), [1, 4]);
+        assert_eq!(seqs(&mut loc_2), [2]);
+        assert_eq!(seqs(&mut both), [1, 2, 4]);
+        assert_eq!(seqs(&mut all), [1, 2, 3, 4]);
     }
 
     /// A resume from far back is taken from the window a chunk at a time: every event
