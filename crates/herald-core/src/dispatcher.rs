@@ -109,6 +109,11 @@ pub const TEST_EVENT_DATA: &[u8] = b"{\"test\":true}";
 /// so a flood of keys costs bounded memory (about the key's length plus ~120 bytes each)
 /// and only shortens how long the oldest keys protect against duplicates.
 pub const IDEMPOTENCY_KEYS_MAX: usize = 1_000_000;
+/// Default of [`DispatcherConfig::idempotency_keys_per_tenant_max`]: half the shard's
+/// bound, so that one tenant publishing a flood of keys (which, at 40,000 events a
+/// second, fill a million in 25 s) shortens how long its own keys are remembered, and
+/// leaves the shard's other tenants at least half of the room.
+pub const IDEMPOTENCY_KEYS_PER_TENANT_MAX_DEFAULT: usize = IDEMPOTENCY_KEYS_MAX / 2;
 /// Default of [`DispatcherConfig::idempotency_window_ms`]: 24 hours, long enough for a
 /// publisher's retries across its own restarts and outages.
 pub const IDEMPOTENCY_WINDOW_MS_DEFAULT: u64 = 24 * 3600 * 1000;
@@ -154,6 +159,9 @@ pub struct DispatcherConfig {
     /// Most idempotency keys remembered (1..=[`IDEMPOTENCY_KEYS_MAX`]); the oldest is
     /// forgotten first.
     pub idempotency_keys_max: usize,
+    /// Most idempotency keys remembered for one tenant (at least 1); beyond it the
+    /// tenant's own oldest key is forgotten first.
+    pub idempotency_keys_per_tenant_max: usize,
 }
 
 impl Default for DispatcherConfig {
@@ -171,6 +179,7 @@ impl Default for DispatcherConfig {
             endings_per_tick_max: ENDINGS_PER_TICK_MAX_DEFAULT,
             idempotency_window_ms: IDEMPOTENCY_WINDOW_MS_DEFAULT,
             idempotency_keys_max: IDEMPOTENCY_KEYS_MAX,
+            idempotency_keys_per_tenant_max: IDEMPOTENCY_KEYS_PER_TENANT_MAX_DEFAULT,
         }
     }
 }
@@ -1327,6 +1336,7 @@ impl Dispatcher {
         config.sends_per_tick_max = config.sends_per_tick_max.max(1);
         config.endings_per_tick_max = config.endings_per_tick_max.max(1);
         config.pending_deliveries_per_tenant_max = config.pending_deliveries_per_tenant_max.max(1);
+        config.idempotency_keys_per_tenant_max = config.idempotency_keys_per_tenant_max.max(1);
         let ending_allowance = config.endings_per_tick_max;
         config.idempotency_keys_max = config.idempotency_keys_max.clamp(1, IDEMPOTENCY_KEYS_MAX);
         Dispatcher {
@@ -1546,6 +1556,15 @@ impl Dispatcher {
         assert_eq!(
             by_tenant, self.pending_by_tenant,
             "pending deliveries per tenant"
+        );
+        let keys: usize = self.keys.by_tenant.values().map(|t| t.keys.len()).sum();
+        assert_eq!(keys, self.keys.count, "idempotency keys");
+        assert!(
+            self.keys
+                .by_tenant
+                .values()
+                .all(|t| t.keys.len() <= self.config.idempotency_keys_per_tenant_max),
+            "a tenant's idempotency keys"
         );
         assert_eq!(in_flight, self.in_flight_count, "deliveries in flight");
         assert_eq!(fresh, self.fresh_pending, "deliveries without an attempt");

@@ -12,10 +12,36 @@ pub(super) struct KeyEntry {
     pub(super) append: AppendId,
 }
 
+/// One tenant's remembered keys, with their acceptance order.
+#[derive(Default)]
+pub(super) struct TenantKeys {
+    pub(super) keys: FastHashMap<Arc<str>, KeyEntry>,
+    /// (accepted_at_ms, key), oldest first, for forgetting the tenant's oldest when it
+    /// is at its limit. Entries whose key was replaced or forgotten since are skipped.
+    order: VecDeque<(u64, Arc<str>)>,
+}
+
+impl TenantKeys {
+    /// Forgets the oldest of these keys; `false` when none is left.
+    fn pop_oldest(&mut self) -> bool {
+        while let Some((accepted_at_ms, key)) = self.order.pop_front() {
+            if self
+                .keys
+                .get(&key)
+                .is_some_and(|entry| entry.accepted_at_ms == accepted_at_ms)
+            {
+                self.keys.remove(&key);
+                return true;
+            }
+        }
+        false
+    }
+}
+
 /// Remembered idempotency keys of one shard, by tenant, with their acceptance order.
 #[derive(Default)]
 pub(super) struct Keys {
-    pub(super) by_tenant: FastHashMap<TenantId, FastHashMap<Arc<str>, KeyEntry>>,
+    pub(super) by_tenant: FastHashMap<TenantId, TenantKeys>,
     /// (accepted_at_ms, tenant, key), oldest first: dispatcher time never runs
     /// backwards, so this is also expiry order. Entries whose key was replaced are
     /// skipped when popped.
@@ -25,7 +51,7 @@ pub(super) struct Keys {
 
 impl Keys {
     pub(super) fn get(&self, tenant: &TenantId, key: &str) -> Option<&KeyEntry> {
-        self.by_tenant.get(tenant)?.get(key)
+        self.by_tenant.get(tenant)?.keys.get(key)
     }
 
     /// Forgets the oldest key (if the order's front is still current).
@@ -37,12 +63,13 @@ impl Keys {
             return;
         };
         if keys
+            .keys
             .get(&key)
             .is_some_and(|entry| entry.accepted_at_ms == accepted_at_ms)
         {
-            keys.remove(&key);
+            keys.keys.remove(&key);
             self.count -= 1;
-            if keys.is_empty() {
+            if keys.keys.is_empty() {
                 self.by_tenant.remove(&tenant);
             }
         }
@@ -59,13 +86,37 @@ impl Keys {
         }
     }
 
-    /// Remembers `key`, forgetting the oldest keys beyond `max`.
-    pub(super) fn insert(&mut self, tenant: &TenantId, key: &str, entry: KeyEntry, max: usize) {
+    /// Remembers `key`, forgetting the tenant's own oldest keys beyond
+    /// `per_tenant_max` (at least 1), then the shard's oldest beyond `max`: a tenant
+    /// publishing a flood of keys shortens how long its own keys are remembered, and
+    /// no more than its share of everyone else's.
+    pub(super) fn insert(
+        &mut self,
+        tenant: &TenantId,
+        key: &str,
+        entry: KeyEntry,
+        max: usize,
+        per_tenant_max: usize,
+    ) {
         let key: Arc<str> = Arc::from(key);
         let accepted_at_ms = entry.accepted_at_ms;
         let keys = self.by_tenant.entry(tenant.clone()).or_default();
-        if keys.insert(Arc::clone(&key), entry).is_none() {
+        if keys.keys.insert(Arc::clone(&key), entry).is_none() {
             self.count += 1;
+        }
+        keys.order.push_back((accepted_at_ms, Arc::clone(&key)));
+        // The key just remembered is the newest: at least one is kept.
+        while keys.keys.len() > per_tenant_max.max(1) && keys.pop_oldest() {
+            self.count -= 1;
+        }
+        // Entries of keys forgotten by the shard's bound or replaced stay behind until
+        // they reach the front; compact before they outnumber the live ones.
+        if keys.order.len() > 2 * keys.keys.len() + 64 {
+            let live = &keys.keys;
+            keys.order.retain(|(at, key)| {
+                live.get(key)
+                    .is_some_and(|entry| entry.accepted_at_ms == *at)
+            });
         }
         self.order.push_back((accepted_at_ms, tenant.clone(), key));
         while self.count > max {
@@ -78,7 +129,7 @@ impl Keys {
             self.order.retain(|(at, tenant, key)| {
                 by_tenant
                     .get(tenant)
-                    .and_then(|keys| keys.get(key))
+                    .and_then(|keys| keys.keys.get(key))
                     .is_some_and(|entry| entry.accepted_at_ms == *at)
             });
         }
@@ -148,6 +199,7 @@ impl Dispatcher {
                 &idempotency.key,
                 entry,
                 self.config.idempotency_keys_max,
+                self.config.idempotency_keys_per_tenant_max,
             );
         }
     }

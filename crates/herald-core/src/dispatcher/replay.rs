@@ -580,6 +580,7 @@ impl Dispatcher {
                 &k.idempotency.key,
                 entry,
                 self.config.idempotency_keys_max,
+                self.config.idempotency_keys_per_tenant_max,
             );
         }
         // An event whose deliveries did not fit one part continues at the start of the

@@ -2139,6 +2139,10 @@ mod random {
             // Short enough that keys expire within a run; small enough a bound to hit.
             idempotency_window_ms: 20_000,
             idempotency_keys_max: 3,
+            // Each of the two tenants uses up to four keys: both bounds are reached.
+            idempotency_keys_per_tenant_max: 2,
+            // Small enough that a tenant's backlog reaches it now and then.
+            pending_deliveries_per_tenant_max: 12,
             retry_schedule: RetrySchedule::new(vec![100, 200, 400]).unwrap(),
             jitter_percent: 20,
             jitter_seed: 99,
@@ -2800,6 +2804,51 @@ fn remembered_keys_are_bounded_oldest_first() {
             "{key}: {result:?}"
         );
     }
+}
+
+/// A tenant that floods keys forgets its own oldest first: a quiet tenant's keys,
+/// older than all of the flood's, are still remembered.
+#[test]
+fn a_tenant_flooding_keys_forgets_its_own_first() {
+    let config = DispatcherConfig {
+        idempotency_keys_max: 6,
+        idempotency_keys_per_tenant_max: 3,
+        ..DispatcherConfig::default()
+    };
+    let mut drv = Driver::new(config.clone());
+    let (quiet, noisy) = (tenant("quiet"), tenant("noisy"));
+    for (i, key) in ["q0", "q1"].into_iter().enumerate() {
+        drv.now += 1;
+        drv.d
+            .accept_event(drv.now, &quiet, keyed(&format!("eq{i}"), key, 1))
+            .unwrap();
+    }
+    for i in 0..20 {
+        drv.now += 1;
+        drv.d
+            .accept_event(
+                drv.now,
+                &noisy,
+                keyed(&format!("en{i}"), &format!("n{i}"), 1),
+            )
+            .unwrap();
+    }
+    assert_eq!(drv.d.stats().idempotency_keys, 5);
+    let remembered = |drv: &mut Driver, t: &TenantId, key: &str| {
+        let result = drv.d.accept_event(drv.now, t, keyed("x", key, 2));
+        matches!(result, Err(AcceptError::IdempotencyConflict { .. }))
+    };
+    for key in ["q0", "q1"] {
+        assert!(remembered(&mut drv, &quiet, key), "{key}");
+    }
+    // (A key found forgotten is remembered anew by the probe: the kept ones first.)
+    for (key, kept) in [("n17", true), ("n19", true), ("n0", false), ("n16", false)] {
+        assert_eq!(remembered(&mut drv, &noisy, key), kept, "{key}");
+    }
+    drv.step();
+    // Replay forgets alike.
+    let replayed = replayed_like(config, &drv.records, &drv.d);
+    assert_same(&snapshot(&replayed), &snapshot(&drv.d));
 }
 
 #[test]
