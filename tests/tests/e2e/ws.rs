@@ -683,3 +683,47 @@ fn a_silent_client_is_pinged_then_closed_after_the_idle_timeout() {
     assert_eq!(code, 4002, "an idle client is closed with 4002");
     assert!(pings >= 1, "the server pinged before giving up");
 }
+
+/// An open stream does not outlive its credential: revoking the API key it was opened
+/// with, or its JWT's `exp` passing, closes it with 4003 at the next ping, while a
+/// stream opened with a key still valid stays open.
+#[test]
+fn a_stream_closes_once_its_key_is_revoked_or_its_token_expires() {
+    let site = Site::new();
+    let config = ws_config("ping_interval_ms = 200\nidle_timeout_ms = 60000\n");
+    let server = Server::start(&site, &Options::default().config(&config));
+    let (key, client) = tenant(&server, "acme_cred");
+    let admin = server.admin();
+    let minted = admin
+        .post("/v1/tenants/acme_cred/keys", &json!({}))
+        .expect(201);
+    let second_key = minted["api_key"].as_str().expect("api_key");
+    let key_id = minted["id"].as_str().expect("id");
+    let (mut kept, _) = connect(&server, "", Auth::Bearer(&key)).expect("subscribe");
+    let (mut revoked, _) = connect(&server, "", Auth::Bearer(second_key)).expect("subscribe");
+    // Within the leeway (30 s) of an exp 27 s ago: accepted, and lapses 3 s on.
+    let exp = now_s() - 27;
+    let token = jwt(
+        Algorithm::HS256,
+        &json!({"tenant_id": "acme_cred", "exp": exp}),
+    );
+    let (mut expiring, _) = connect(&server, "", Auth::Bearer(&token)).expect("subscribe");
+
+    admin
+        .delete(&format!("/v1/tenants/acme_cred/keys/{key_id}"))
+        .expect(204);
+    let (code, reason) = expect_close(&mut revoked);
+    assert_eq!(code, 4003, "{reason}");
+    assert!(reason.contains("revoked"), "{reason}");
+    let (code, reason) = expect_close(&mut expiring);
+    assert_eq!(code, 4003, "{reason}");
+    assert!(reason.contains("expired"), "{reason}");
+    // The stream of the key still valid goes on.
+    client
+        .post(
+            "/v1/events",
+            &json!({"type": "order.created", "data": {"n": 1}}),
+        )
+        .expect(202);
+    assert_eq!(next_event(&mut kept)["data"]["n"], 1);
+}

@@ -66,6 +66,12 @@ impl JwtVerifier {
 
     /// The tenant a valid token speaks for; otherwise why it is refused.
     pub fn tenant(&self, token: &str) -> Result<TenantId, String> {
+        self.verify(token).map(|verified| verified.tenant)
+    }
+
+    /// The tenant a valid token speaks for and when it expires; otherwise why it is
+    /// refused.
+    pub fn verify(&self, token: &str) -> Result<Verified, String> {
         if token.len() > TOKEN_BYTES_MAX {
             return Err(format!("the token is longer than {TOKEN_BYTES_MAX} bytes"));
         }
@@ -111,8 +117,29 @@ impl JwtVerifier {
             .get(&self.tenant_claim)
             .and_then(|value| value.as_str())
             .ok_or_else(|| format!("the JWT has no string claim {:?}", self.tenant_claim))?;
-        TenantId::parse(tenant).map_err(|e| format!("claim {:?}: {e}", self.tenant_claim))
+        let tenant =
+            TenantId::parse(tenant).map_err(|e| format!("claim {:?}: {e}", self.tenant_claim))?;
+        // Required and checked above; a fractional one counts from its whole seconds.
+        let expires_at_s = data
+            .claims
+            .get("exp")
+            .and_then(|exp| exp.as_u64().or_else(|| exp.as_f64().map(|f| f as u64)))
+            .ok_or("the JWT's exp is not a number of seconds")?;
+        Ok(Verified {
+            tenant,
+            expires_at_s,
+        })
     }
+}
+
+/// What a valid token says.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Verified {
+    /// The tenant it speaks for.
+    pub tenant: TenantId,
+    /// Its `exp` (Unix seconds): a stream opened with it is closed once this (and
+    /// [`LEEWAY_S`]) is past.
+    pub expires_at_s: u64,
 }
 
 #[cfg(test)]

@@ -31,7 +31,10 @@
 //! stopping), [`CLOSE_RESYNC`] (`after` outside the replay window: resynchronise, then
 //! subscribe without `after`), [`CLOSE_SLOW_CONSUMER`] (the send queue filled, or a replay
 //! read so slowly that the window dropped events it had yet to send: resume with the
-//! `after` in the reason), [`CLOSE_IDLE`] (no frame within the idle timeout).
+//! `after` in the reason), [`CLOSE_IDLE`] (no frame within the idle timeout),
+//! [`CLOSE_CREDENTIAL`] (the credential lapsed: a revoked key, an expired JWT, a
+//! deleted tenant; checked at every ping, so an open stream never outlives it by more
+//! than `ws.ping_interval_ms`).
 
 pub mod config;
 pub mod jwt;
@@ -75,6 +78,10 @@ pub const CLOSE_RESYNC: u16 = 4000;
 pub const CLOSE_SLOW_CONSUMER: u16 = 4001;
 /// Close code: nothing (not even a pong) arrived within `ws.idle_timeout_ms`.
 pub const CLOSE_IDLE: u16 = 4002;
+/// Close code: the credential the stream was opened with no longer holds (the API key
+/// was revoked, the JWT expired, the tenant was deleted); reconnect with a valid one.
+/// Checked at every ping (`ws.ping_interval_ms`).
+pub const CLOSE_CREDENTIAL: u16 = 4003;
 /// Largest frame or message a client may send: the protocol needs none beyond control
 /// frames (whose payload is at most 125 bytes), so anything large is refused early.
 pub const CLIENT_MESSAGE_BYTES_MAX: usize = 4 * 1024;
@@ -158,6 +165,7 @@ pub struct Upgrade {
     accept: String,
     protocol: bool,
     tenant: TenantId,
+    credential: Credential,
     after: Option<u64>,
     start: Result<Subscription, SubscribeError>,
     _slot: TenantSlot,
@@ -169,6 +177,36 @@ impl std::fmt::Debug for Upgrade {
             .field("tenant", &self.tenant)
             .field("after", &self.after)
             .finish_non_exhaustive()
+    }
+}
+
+/// What a stream was opened with, checked again at every ping: an open stream must not
+/// outlive its credential (a key revoked because it leaked, a short-lived JWT).
+enum Credential {
+    /// An API key (a tenant's or the admin's), authenticated again.
+    Key(Vec<u8>),
+    /// A JWT, valid until its `exp` (Unix seconds).
+    Jwt { expires_at_s: u64 },
+}
+
+impl Credential {
+    /// Why the stream for `tenant` must close now, if it must.
+    fn lapsed(&self, app: &App, tenant: &TenantId) -> Option<&'static str> {
+        match self {
+            Credential::Key(token) => match app.keys.authenticate(token) {
+                Some(Principal::Tenant(own)) if own == *tenant => None,
+                Some(Principal::Admin) => None,
+                _ => return Some("credential revoked: the API key is no longer valid; reconnect with a valid one"),
+            },
+            Credential::Jwt { expires_at_s } => {
+                (crate::time::now_ms() / 1000 > expires_at_s.saturating_add(jwt::LEEWAY_S))
+                    .then_some("credential expired: the JWT's exp is past; reconnect with a fresh token")
+            }
+        }
+        .or_else(|| {
+            (!app.keys.has_tenant(tenant))
+                .then_some("credential revoked: the tenant no longer exists")
+        })
     }
 }
 
@@ -360,15 +398,22 @@ pub fn accept(app: &App, request: &Request) -> Result<Upgrade, Response> {
             ))
         }
     };
-    let principal = match app.keys.authenticate(&token) {
-        Some(principal) => principal,
+    let (principal, credential) = match app.keys.authenticate(&token) {
+        Some(principal) => (principal, Credential::Key(token)),
         None => {
             let text = std::str::from_utf8(&token).unwrap_or("");
             let looks_like_jwt = text.split('.').count() == 3;
             match (&app.ws.jwt, looks_like_jwt) {
                 (Some(verifier), true) => verifier
-                    .tenant(text)
-                    .map(Principal::Tenant)
+                    .verify(text)
+                    .map(|verified| {
+                        (
+                            Principal::Tenant(verified.tenant),
+                            Credential::Jwt {
+                                expires_at_s: verified.expires_at_s,
+                            },
+                        )
+                    })
                     .map_err(|reason| unauthorized(&reason))?,
                 (None, true) => {
                     return Err(unauthorized(
@@ -448,6 +493,7 @@ pub fn accept(app: &App, request: &Request) -> Result<Upgrade, Response> {
         accept,
         protocol: offered_protocol,
         tenant,
+        credential,
         after: query.after,
         start,
         _slot: slot,
@@ -531,6 +577,7 @@ pub async fn serve<S>(
     let _gauge = ClientGauge(&app);
     let Upgrade {
         tenant,
+        credential,
         after,
         start,
         _slot,
@@ -622,6 +669,11 @@ pub async fn serve<S>(
             _ = pings.tick() => {
                 if last_heard.elapsed() >= idle {
                     close(&mut ws, CLOSE_IDLE, "idle timeout: no frame or pong within ws.idle_timeout_ms").await;
+                    return;
+                }
+                if let Some(reason) = credential.lapsed(&app, &tenant) {
+                    tracing::info!(%peer, %tenant, reason, "stream closed: its credential lapsed");
+                    close(&mut ws, CLOSE_CREDENTIAL, reason).await;
                     return;
                 }
                 if !matches!(tokio::time::timeout(WRITE_TIMEOUT, ws.send(Message::Ping(Vec::new().into()))).await, Ok(Ok(()))) {
