@@ -209,7 +209,9 @@ pub(crate) async fn serve_connection<S>(
     let mut request_deadline: Option<Instant> = None;
     let mut reading_body = false;
     let mut continue_sent = false;
-    loop {
+    // The loop ends only by handing the connection to the event stream; every other
+    // end returns.
+    let (upgrade, leftover) = loop {
         // Parse what is buffered first: pipelined requests need no read.
         if start < end {
             if request_deadline.is_none() {
@@ -235,10 +237,7 @@ pub(crate) async fn serve_connection<S>(
                                     if write_out(&mut stream, &mut out).await.is_err() {
                                         return;
                                     }
-                                    let leftover = buf[start..end].to_vec();
-                                    crate::ws::serve(stream, leftover, upgrade, app, peer, stop)
-                                        .await;
-                                    return;
+                                    break (upgrade, buf[start..end].to_vec());
                                 }
                                 Err(refused) => {
                                     app.metrics.observe_request(crate::ws::PATH, refused.status);
@@ -370,7 +369,11 @@ pub(crate) async fn serve_connection<S>(
                 return;
             }
         }
-    }
+    };
+    // A stream lives for hours: the request path's buffers and parser (a read buffer, a
+    // body of up to body_bytes_max, an earlier answer's capacity) go before it starts.
+    drop((parser, buf, out));
+    crate::ws::serve(stream, leftover, upgrade, app, peer, stop).await;
 }
 
 async fn answer_bad_request<S>(stream: &mut S, out: &mut Vec<u8>, app: &App, error: &HttpError)

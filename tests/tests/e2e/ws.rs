@@ -708,6 +708,21 @@ fn a_stream_closes_once_its_key_is_revoked_or_its_token_expires() {
         &json!({"tenant_id": "acme_cred", "exp": exp}),
     );
     let (mut expiring, _) = connect(&server, "", Auth::Bearer(&token)).expect("subscribe");
+    // A handshake with a body is refused: the body would be held for the stream's life.
+    for framing in [
+        "Content-Length: 5\r\n\r\nhello",
+        "Transfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+    ] {
+        let handshake = format!(
+            "GET /v1/ws HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+             Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\
+             Authorization: Bearer {key}\r\n{framing}"
+        );
+        let outcome = raw::exchange(server.addr(), handshake.as_bytes(), 1, READ_TIMEOUT);
+        let answer = outcome.responses.first().expect("an answer");
+        assert_eq!(answer.status, 400, "{framing}: {}", answer.text());
+        assert!(answer.text().contains("no body"), "{}", answer.text());
+    }
 
     admin
         .delete(&format!("/v1/tenants/acme_cred/keys/{key_id}"))

@@ -85,6 +85,9 @@ pub const CLOSE_CREDENTIAL: u16 = 4003;
 /// Largest frame or message a client may send: the protocol needs none beyond control
 /// frames (whose payload is at most 125 bytes), so anything large is refused early.
 pub const CLIENT_MESSAGE_BYTES_MAX: usize = 4 * 1024;
+/// The stream's read buffer: room for a client message (at most
+/// [`CLIENT_MESSAGE_BYTES_MAX`]) twice over.
+const STREAM_READ_BUFFER_BYTES: usize = 2 * CLIENT_MESSAGE_BYTES_MAX;
 /// Most `events` filters and most `location_id`s in one subscription.
 pub const FILTERS_MAX: usize = 64;
 /// Time allowed to write one message (or close frame) to a client: as long as the API
@@ -332,6 +335,15 @@ pub fn accept(app: &App, request: &Request) -> Result<Upgrade, Response> {
             "a WebSocket handshake needs Connection: Upgrade",
         ));
     }
+    // A handshake has no body (RFC 6455 4.1); one sent with it would be buffered for the
+    // stream's whole life.
+    if !request.body.is_empty() || request.header("transfer-encoding").is_some() {
+        return Err(refuse(
+            400,
+            "invalid_request",
+            "a WebSocket handshake has no body",
+        ));
+    }
     if request.header("sec-websocket-version") != Some(b"13".as_slice()) {
         return Err(refuse(
             426,
@@ -568,9 +580,12 @@ pub async fn serve<S>(
         return;
     }
     app.metrics.observe_request(PATH, 101);
+    // Clients send control frames only: a read buffer of 8 KiB instead of tungstenite's
+    // 128 KiB, allocated per stream for its whole life.
     let config = WebSocketConfig::default()
         .max_message_size(Some(CLIENT_MESSAGE_BYTES_MAX))
-        .max_frame_size(Some(CLIENT_MESSAGE_BYTES_MAX));
+        .max_frame_size(Some(CLIENT_MESSAGE_BYTES_MAX))
+        .read_buffer_size(STREAM_READ_BUFFER_BYTES);
     let mut ws =
         WebSocketStream::from_partially_read(stream, leftover, Role::Server, Some(config)).await;
     app.metrics.ws_clients.inc();
