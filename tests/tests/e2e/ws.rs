@@ -742,3 +742,40 @@ fn a_stream_closes_once_its_key_is_revoked_or_its_token_expires() {
         .expect(202);
     assert_eq!(next_event(&mut kept)["data"]["n"], 1);
 }
+
+/// Streams are never closed to make room for a new connection, so they may take at
+/// most half of `limits.connections_max` (and `ws.connections_max`): past that a new
+/// stream gets 503, and requests still find a connection.
+#[test]
+fn streams_leave_room_for_requests() {
+    let site = Site::new();
+    let config = format!(
+        "{}\n[limits]\nconnections_max = 8\n",
+        ws_config("connections_max = 100\n")
+    );
+    let server = Server::start(&site, &Options::default().config(&config));
+    let (first, _) = tenant(&server, "acme_room_a");
+    let (second, _) = tenant(&server, "acme_room_b");
+    let mut open = Vec::new();
+    for key in [&first, &second, &first, &second] {
+        open.push(
+            connect(&server, "", Auth::Bearer(key))
+                .expect("subscribe")
+                .0,
+        );
+    }
+    let (status, body) = connect(&server, "", Auth::Bearer(&first))
+        .err()
+        .expect("a fifth stream is refused");
+    assert_eq!(status, 503, "{body}");
+    assert!(body.contains("ws.connections_max"), "{body}");
+    for _ in 0..3 {
+        server.client().get("/healthz").expect(200);
+    }
+    // A stream that closes gives its place back.
+    let mut closing = open.pop().expect("a stream");
+    closing.close(None).expect("close sent");
+    wait_for("the closed stream's place", READ_TIMEOUT, || {
+        connect(&server, "", Auth::Bearer(&first)).ok()
+    });
+}

@@ -23,6 +23,12 @@ pub const REPLAY_BYTES_MAX_LIMIT: usize = 4 << 30;
 pub const SEND_QUEUE_MAX_DEFAULT: usize = 1024;
 /// Default most stream connections per tenant (each holds a subscription and a queue).
 pub const CONNECTIONS_PER_TENANT_MAX_DEFAULT: usize = 256;
+/// Default most stream connections across tenants. A stream holds a connection of
+/// `limits.connections_max` for hours and is never closed to make room, so streams
+/// alone could take every connection the API has and leave none for requests (health
+/// checks, publishes, providers' inbound webhooks): at most half of
+/// `limits.connections_max` is ever used, whatever this says.
+pub const CONNECTIONS_MAX_DEFAULT: usize = 2048;
 /// Default time between two pings from the server.
 pub const PING_INTERVAL_MS_DEFAULT: u64 = 20_000;
 /// Default time without any frame from the client (pongs included) before it is
@@ -55,6 +61,9 @@ pub struct WsConfig {
     pub send_queue_max: usize,
     /// Most open stream connections per tenant.
     pub connections_per_tenant_max: usize,
+    /// Most open stream connections across tenants (at most half of
+    /// `limits.connections_max` is used, [`CONNECTIONS_MAX_DEFAULT`]).
+    pub connections_max: usize,
     /// Time between server pings, milliseconds.
     pub ping_interval_ms: u64,
     /// Time without any frame from the client before it is closed, milliseconds.
@@ -72,6 +81,7 @@ impl Default for WsConfig {
             replay_bytes_max: herald::STREAM_WINDOW_BYTES_MAX_DEFAULT,
             send_queue_max: SEND_QUEUE_MAX_DEFAULT,
             connections_per_tenant_max: CONNECTIONS_PER_TENANT_MAX_DEFAULT,
+            connections_max: CONNECTIONS_MAX_DEFAULT,
             ping_interval_ms: PING_INTERVAL_MS_DEFAULT,
             idle_timeout_ms: IDLE_TIMEOUT_MS_DEFAULT,
         }
@@ -79,6 +89,13 @@ impl Default for WsConfig {
 }
 
 impl WsConfig {
+    /// The most streams open at once: `ws.connections_max`, and at most half of the
+    /// API's `connections_max` (at least 1), so that streams never take every
+    /// connection.
+    pub fn streams_max(&self, api_connections_max: usize) -> usize {
+        self.connections_max.min((api_connections_max / 2).max(1))
+    }
+
     /// The replay window's age bound.
     pub fn replay_window(&self) -> Duration {
         Duration::from_secs(self.replay_window_s)
@@ -131,6 +148,9 @@ impl WsConfig {
         }
         if self.connections_per_tenant_max == 0 {
             return error("ws.connections_per_tenant_max must be greater than 0".to_string());
+        }
+        if self.connections_max == 0 {
+            return error("ws.connections_max must be greater than 0".to_string());
         }
         if self.ping_interval_ms < PING_INTERVAL_MS_MIN {
             return error(format!(

@@ -98,11 +98,26 @@ const CLOSE_TIMEOUT: Duration = Duration::from_secs(2);
 /// Longest close reason RFC 6455 allows (a control frame's 125 bytes less the code).
 const CLOSE_REASON_BYTES_MAX: usize = 123;
 
-/// The stream's shared state: the JWT verifier and the per-tenant connection counts.
+/// The stream's shared state: the JWT verifier and the connection counts.
 #[derive(Debug)]
 pub struct Hub {
     jwt: Option<JwtVerifier>,
-    connections: Arc<Mutex<HashMap<TenantId, usize>>>,
+    connections: Arc<Mutex<Counts>>,
+}
+
+/// Open stream connections, per tenant and in all.
+#[derive(Debug, Default)]
+struct Counts {
+    per_tenant: HashMap<TenantId, usize>,
+    total: usize,
+}
+
+/// Why a stream connection has no slot.
+enum NoSlot {
+    /// The tenant has `ws.connections_per_tenant_max` open.
+    Tenant,
+    /// The server has its most streams open (`WsConfig::streams_max`).
+    Server,
 }
 
 impl Hub {
@@ -115,24 +130,33 @@ impl Hub {
         });
         Hub {
             jwt,
-            connections: Arc::new(Mutex::new(HashMap::new())),
+            connections: Arc::new(Mutex::new(Counts::default())),
         }
     }
 
     /// Open stream connections of `tenant`.
     pub fn connections_of(&self, tenant: &TenantId) -> usize {
         let counts = self.connections.lock().unwrap_or_else(|p| p.into_inner());
-        counts.get(tenant).copied().unwrap_or(0)
+        counts.per_tenant.get(tenant).copied().unwrap_or(0)
     }
 
-    fn take_slot(&self, tenant: &TenantId, max: usize) -> Option<TenantSlot> {
+    fn take_slot(
+        &self,
+        tenant: &TenantId,
+        per_tenant_max: usize,
+        total_max: usize,
+    ) -> Result<TenantSlot, NoSlot> {
         let mut counts = self.connections.lock().unwrap_or_else(|p| p.into_inner());
-        let count = counts.entry(tenant.clone()).or_insert(0);
-        if *count >= max {
-            return None;
+        if counts.total >= total_max {
+            return Err(NoSlot::Server);
+        }
+        let count = counts.per_tenant.entry(tenant.clone()).or_insert(0);
+        if *count >= per_tenant_max {
+            return Err(NoSlot::Tenant);
         }
         *count += 1;
-        Some(TenantSlot {
+        counts.total += 1;
+        Ok(TenantSlot {
             counts: Arc::clone(&self.connections),
             tenant: tenant.clone(),
         })
@@ -141,17 +165,18 @@ impl Hub {
 
 /// One of a tenant's stream connections; given back when dropped.
 struct TenantSlot {
-    counts: Arc<Mutex<HashMap<TenantId, usize>>>,
+    counts: Arc<Mutex<Counts>>,
     tenant: TenantId,
 }
 
 impl Drop for TenantSlot {
     fn drop(&mut self) {
         let mut counts = self.counts.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(count) = counts.get_mut(&self.tenant) {
+        counts.total -= 1;
+        if let Some(count) = counts.per_tenant.get_mut(&self.tenant) {
             *count -= 1;
             if *count == 0 {
-                counts.remove(&self.tenant);
+                counts.per_tenant.remove(&self.tenant);
             }
         }
     }
@@ -476,11 +501,12 @@ pub fn accept(app: &App, request: &Request) -> Result<Upgrade, Response> {
     }
     let query = parse_query(request.target.split_once('?').map_or("", |(_, q)| q))?;
     let config = &app.config.ws;
+    let streams_max = config.streams_max(app.config.limits.connections_max);
     let slot = app
         .ws
-        .take_slot(&tenant, config.connections_per_tenant_max)
-        .ok_or_else(|| {
-            refuse(
+        .take_slot(&tenant, config.connections_per_tenant_max, streams_max)
+        .map_err(|no_slot| match no_slot {
+            NoSlot::Tenant => refuse(
                 429,
                 "too_many_connections",
                 format!(
@@ -488,7 +514,15 @@ pub fn accept(app: &App, request: &Request) -> Result<Upgrade, Response> {
                     config.connections_per_tenant_max
                 ),
             )
-            .with_header("Retry-After", "5".to_string())
+            .with_header("Retry-After", "5".to_string()),
+            NoSlot::Server => refuse(
+                503,
+                "unavailable",
+                format!(
+                    "the server has its most stream connections open ({streams_max}: ws.connections_max, at most half of limits.connections_max); retry later or on another instance"
+                ),
+            )
+            .with_header("Retry-After", "5".to_string()),
         })?;
     let start = app
         .herald
