@@ -564,6 +564,10 @@ impl Shard {
     /// shard gone see it), then fail every waiter.
     fn stop_failed(&mut self, error: StorageError) -> ShardExit {
         self.status.set_failed(ShardExit::Storage(error.clone()));
+        // Records the sync thread made durable before the failure (the journal's
+        // durable sequence moves only after a sync that succeeded) are answered as
+        // such: their publishers must not be told they failed, and publish them again.
+        self.advance_durable();
         self.fail_everything(&error);
         ShardExit::Storage(error)
     }
