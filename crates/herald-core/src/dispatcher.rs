@@ -162,6 +162,12 @@ pub struct DispatcherConfig {
     /// Most idempotency keys remembered for one tenant (at least 1); beyond it the
     /// tenant's own oldest key is forgotten first.
     pub idempotency_keys_per_tenant_max: usize,
+    /// Largest record the driver's journal takes, less room for a checkpoint's part to
+    /// hold the record's event with one delivery's state. An event whose record could
+    /// be larger ([`crate::record::event_record_bytes_estimate`]) is refused with
+    /// [`AcceptError::TooLarge`], the caller's error, instead of a record the journal
+    /// would refuse. Default: no bound (the runtime sets its journal's).
+    pub record_bytes_max: usize,
 }
 
 impl Default for DispatcherConfig {
@@ -180,6 +186,7 @@ impl Default for DispatcherConfig {
             idempotency_window_ms: IDEMPOTENCY_WINDOW_MS_DEFAULT,
             idempotency_keys_max: IDEMPOTENCY_KEYS_MAX,
             idempotency_keys_per_tenant_max: IDEMPOTENCY_KEYS_PER_TENANT_MAX_DEFAULT,
+            record_bytes_max: usize::MAX,
         }
     }
 }
@@ -379,6 +386,22 @@ pub enum AcceptError {
     #[error("idempotency key must be 1..={max} bytes of printable ASCII")]
     IdempotencyKey {
         /// [`crate::IDEMPOTENCY_KEY_BYTES_MAX`].
+        max: usize,
+    },
+    /// The event's record, with one delivery reference per webhook it matched, could be
+    /// larger than the journal takes ([`DispatcherConfig::record_bytes_max`]): the
+    /// caller's error (send less data, or fewer webhooks match), or a journal whose
+    /// segments are too small for the server's body limit.
+    #[error(
+        "the event's record (up to {bytes} bytes with its {deliveries} deliveries) is larger \
+         than this server's journal takes ({max} bytes); send less data"
+    )]
+    TooLarge {
+        /// The record's estimated size.
+        bytes: usize,
+        /// Deliveries it would create.
+        deliveries: usize,
+        /// [`DispatcherConfig::record_bytes_max`].
         max: usize,
     },
     /// The idempotency key was used, within the window, for an event with a different

@@ -683,6 +683,21 @@ pub fn outcome_bytes_estimate(outcome: &AttemptFinished) -> usize {
         + outcome.final_status.as_ref().map_or(0, |s| s.len() + 8)
 }
 
+/// Encoded bytes of an [`EventAccepted`] record at most, from its parts' sizes: rkyv's
+/// fixed layout of the record (under 128 bytes) plus each string and byte vector with
+/// room for its own fixed part and alignment, and each delivery reference (its fixed
+/// 24 bytes, its webhook id, alignment) within 40 bytes beyond its id. An upper bound,
+/// so that an event it admits is never one the journal refuses.
+pub fn event_record_bytes_estimate<'a>(
+    strings: impl IntoIterator<Item = &'a str>,
+    body_bytes: usize,
+    webhooks: impl IntoIterator<Item = &'a str>,
+) -> usize {
+    let strings: usize = strings.into_iter().map(|s| s.len() + 16).sum();
+    let deliveries: usize = webhooks.into_iter().map(|w| w.len() + 40).sum();
+    256 + strings + body_bytes + 16 + deliveries
+}
+
 /// A journal payload that is not a valid record (storage's fault: corruption, or a
 /// journal written by an incompatible version).
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
@@ -1788,6 +1803,48 @@ mod tests {
     }
 
     proptest::proptest! {
+        /// The estimate of an event's record is never below its encoded size.
+        #[test]
+        fn an_event_record_is_never_larger_than_its_estimate(
+            tenant in "[a-z_]{1,64}",
+            event_id in "[a-zA-Z0-9_]{1,128}",
+            event_type in "[a-z.]{1,128}",
+            body_bytes in 0usize..5000,
+            webhooks in proptest::collection::vec("[a-z0-9_]{1,64}", 0..40),
+            key in proptest::option::of("[ -~]{1,255}"),
+        ) {
+            let record = EventAccepted {
+                at_ms: u64::MAX,
+                tenant: tenant.as_str().into(),
+                event_id: crate::EventId::parse(&event_id).unwrap(),
+                event_type: event_type.as_str().into(),
+                body: vec![b'x'; body_bytes],
+                deliveries: webhooks
+                    .iter()
+                    .enumerate()
+                    .map(|(n, w)| DeliveryRef {
+                        delivery: u64::MAX - n as u64,
+                        webhook: w.as_str().into(),
+                        attempts_max: u32::MAX,
+                    })
+                    .collect(),
+                created_at_ms: u64::MAX,
+                idempotency: key.as_ref().map(|k| IdempotencyRec {
+                    key: k.clone(),
+                    fingerprint: [7; 16],
+                }),
+            };
+            let (_, _, payload) = Record::EventAccepted(record).encode().unwrap();
+            let estimate = event_record_bytes_estimate(
+                [tenant.as_str(), event_id.as_str(), event_type.as_str()]
+                    .into_iter()
+                    .chain(key.as_deref()),
+                body_bytes,
+                webhooks.iter().map(String::as_str),
+            );
+            proptest::prop_assert!(payload.len() <= estimate, "{} > {estimate}", payload.len());
+        }
+
         /// Arbitrary or damaged payloads never panic the decoder (damage that still
         /// validates is the journal CRC's to catch).
         #[test]

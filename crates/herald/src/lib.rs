@@ -478,6 +478,10 @@ fn failure_to_error(shard: usize, tenant: Option<&TenantId>, failure: Failure) -
                 message: failure_message(&failure),
             }
         }
+        Failure::Accept(error @ AcceptError::TooLarge { .. })
+        | Failure::Op(OpError::Accept(error @ AcceptError::TooLarge { .. })) => {
+            Error::invalid_because(Some("data"), error)
+        }
         Failure::Accept(error @ AcceptError::IdempotencyKey { .. })
         | Failure::Op(OpError::Accept(error @ AcceptError::IdempotencyKey { .. })) => {
             Error::invalid_because(Some("idempotency_key"), error)

@@ -371,3 +371,44 @@ fn a_state_that_fills_the_limit_is_refused_with_the_settings_to_raise() {
     assert_eq!(pending, acknowledged + 1);
     herald.shutdown().unwrap();
 }
+
+/// With the smallest segments, an event whose record the journal could not take is the
+/// caller's error, refused when published (field `data`), and the shard goes on: the
+/// next event to the same shard is accepted and delivered, with nothing refused as a
+/// storage fault.
+#[test]
+fn an_event_too_large_for_the_segments_is_the_callers_error() {
+    let data = tempfile::tempdir().unwrap();
+    let herald = engine(data.path());
+    let (receiver, tenant) = subscribed(&herald);
+    let large = herald::Event::parse(
+        "order.created",
+        &serde_json::json!({ "pad": "x".repeat(100_000) }),
+    )
+    .unwrap();
+    match herald.publish(&tenant, large) {
+        Err(Error::Invalid { field, message, .. }) => {
+            assert_eq!(field.as_deref(), Some("data"), "{message}");
+            assert!(
+                message.contains("larger than this server's journal takes"),
+                "{message}"
+            );
+        }
+        other => panic!("expected the caller's error, got {other:?}"),
+    }
+    // Just under what 64 KiB segments take, and a small one: both accepted.
+    let fits = herald::Event::parse(
+        "order.created",
+        &serde_json::json!({ "pad": "x".repeat(30_000) }),
+    )
+    .unwrap();
+    let fits = herald
+        .publish(&tenant, fits)
+        .expect("an event that fits is accepted");
+    let small = herald
+        .publish(&tenant, event(1))
+        .expect("the shard goes on");
+    let ids: BTreeSet<String> = [fits.as_str().to_string(), small.as_str().to_string()].into();
+    receiver.wait_until(WAIT, |r| arrived(r).is_superset(&ids));
+    herald.shutdown().expect("a clean stop");
+}

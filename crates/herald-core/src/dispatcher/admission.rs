@@ -53,6 +53,30 @@ impl Dispatcher {
         key: KeyUse,
     ) -> Result<Accepted, AcceptError> {
         let body = encode_envelope(tenant, &event)?;
+        if self.config.record_bytes_max != usize::MAX {
+            let key = match key {
+                KeyUse::Remember => event.idempotency.as_ref().map(|i| i.key.as_str()),
+                KeyUse::Ignore => None,
+            };
+            let bytes = record::event_record_bytes_estimate(
+                [
+                    tenant.as_str(),
+                    event.id.as_str(),
+                    event.event_type.as_str(),
+                ]
+                .into_iter()
+                .chain(key),
+                body.len(),
+                targets.iter().map(WebhookId::as_str),
+            );
+            if bytes > self.config.record_bytes_max {
+                return Err(AcceptError::TooLarge {
+                    bytes,
+                    deliveries: targets.len(),
+                    max: self.config.record_bytes_max,
+                });
+            }
+        }
         let max = self.config.pending_deliveries_max;
         if self.pending_count + targets.len() > max {
             return Err(AcceptError::Full {

@@ -261,7 +261,7 @@ pub(crate) async fn run_shard(setup: ShardSetup) -> ShardExit {
     let ShardSetup {
         index,
         dir,
-        config,
+        mut config,
         intake,
         wake,
         status,
@@ -316,6 +316,13 @@ pub(crate) async fn run_shard(setup: ShardSetup) -> ShardExit {
             return exit;
         }
     };
+    // An event whose record the journal would refuse is the caller's error, refused when
+    // it is accepted: not a storage fault found at the append, which holds the shard.
+    config.dispatcher.record_bytes_max = config.dispatcher.record_bytes_max.min(
+        usize::try_from(journal.checkpoint_part_bytes_max())
+            .unwrap_or(usize::MAX)
+            .saturating_sub(CHECKPOINT_ITEM_SLACK_BYTES),
+    );
     let mut checkpoints = CheckpointFigures::default();
     let replayed = (
         &mut checkpoints.replayed_frames,
@@ -438,6 +445,11 @@ pub(crate) async fn run_shard(setup: ShardSetup) -> ShardExit {
     }
     exit
 }
+
+/// Room kept in a record's bound for a checkpoint's part, which holds an event with at
+/// least one of its deliveries: the delivery's kept response body (4 KiB), headers
+/// (2 KiB), attempt history (32 entries of under 80 bytes) and ids, under 10 KiB.
+const CHECKPOINT_ITEM_SLACK_BYTES: usize = 16 * 1024;
 
 /// Rebuilds a dispatcher from the journal, from its last checkpoint on
 /// ([`herald_core::session::recover`], as the simulator does), counting the frames and
