@@ -51,6 +51,12 @@ pub struct WsConfig {
     pub jwt_public_key_pem: Option<String>,
     /// The claim holding the tenant id.
     pub tenant_claim: String,
+    /// When set, a JWT must name this audience (`aud`, a string or a list holding it):
+    /// an identity provider shared with other applications issues tokens for them too,
+    /// and one of those must not open a stream.
+    pub jwt_audience: Option<String>,
+    /// When set, a JWT's issuer (`iss`) must be this.
+    pub jwt_issuer: Option<String>,
     /// Events accepted longer ago than this leave the replay window, seconds.
     pub replay_window_s: u64,
     /// Most events kept per tenant for resuming.
@@ -76,6 +82,8 @@ impl Default for WsConfig {
             jwt_secret: None,
             jwt_public_key_pem: None,
             tenant_claim: TENANT_CLAIM_DEFAULT.to_string(),
+            jwt_audience: None,
+            jwt_issuer: None,
             replay_window_s: REPLAY_WINDOW_S_DEFAULT,
             replay_events_max: herald::STREAM_WINDOW_EVENTS_MAX_DEFAULT,
             replay_bytes_max: herald::STREAM_WINDOW_BYTES_MAX_DEFAULT,
@@ -114,6 +122,20 @@ impl WsConfig {
         }
         if let Some(pem) = &self.jwt_public_key_pem {
             super::jwt::rsa_key(pem).map_err(|message| ConfigError { message })?;
+        }
+        for (key, value) in [
+            ("ws.jwt_audience", &self.jwt_audience),
+            ("ws.jwt_issuer", &self.jwt_issuer),
+        ] {
+            if value
+                .as_ref()
+                .is_some_and(|v| v.is_empty() || v.len() > TENANT_CLAIM_BYTES_MAX * 4)
+            {
+                return error(format!(
+                    "{key} must be 1 to {} bytes when set",
+                    TENANT_CLAIM_BYTES_MAX * 4
+                ));
+            }
         }
         let claim = &self.tenant_claim;
         if claim.is_empty() || claim.len() > TENANT_CLAIM_BYTES_MAX {

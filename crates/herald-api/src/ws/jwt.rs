@@ -30,6 +30,8 @@ pub struct JwtVerifier {
     hs256: Option<DecodingKey>,
     rs256: Option<DecodingKey>,
     tenant_claim: String,
+    audience: Option<String>,
+    issuer: Option<String>,
 }
 
 impl std::fmt::Debug for JwtVerifier {
@@ -38,6 +40,8 @@ impl std::fmt::Debug for JwtVerifier {
             .field("hs256", &self.hs256.is_some())
             .field("rs256", &self.rs256.is_some())
             .field("tenant_claim", &self.tenant_claim)
+            .field("audience", &self.audience)
+            .field("issuer", &self.issuer)
             .finish()
     }
 }
@@ -61,6 +65,8 @@ impl JwtVerifier {
             hs256,
             rs256,
             tenant_claim: config.tenant_claim.clone(),
+            audience: config.jwt_audience.clone(),
+            issuer: config.jwt_issuer.clone(),
         }))
     }
 
@@ -96,8 +102,19 @@ impl JwtVerifier {
         validation.leeway = LEEWAY_S;
         validation.validate_exp = true;
         validation.validate_nbf = true;
-        validation.validate_aud = false;
-        validation.set_required_spec_claims(&["exp"]);
+        let mut required = vec!["exp"];
+        match &self.audience {
+            Some(audience) => {
+                validation.set_audience(&[audience]);
+                required.push("aud");
+            }
+            None => validation.validate_aud = false,
+        }
+        if let Some(issuer) = &self.issuer {
+            validation.set_issuer(&[issuer]);
+            required.push("iss");
+        }
+        validation.set_required_spec_claims(&required);
         let data = jsonwebtoken::decode::<serde_json::Map<String, serde_json::Value>>(
             token,
             key,
@@ -109,6 +126,15 @@ impl JwtVerifier {
             }
             jsonwebtoken::errors::ErrorKind::InvalidSignature => {
                 "the JWT's signature does not verify".to_string()
+            }
+            jsonwebtoken::errors::ErrorKind::InvalidAudience => {
+                "the JWT is not for this server (its aud does not name ws.jwt_audience)".to_string()
+            }
+            jsonwebtoken::errors::ErrorKind::InvalidIssuer => {
+                "the JWT's iss is not ws.jwt_issuer".to_string()
+            }
+            jsonwebtoken::errors::ErrorKind::MissingRequiredClaim(claim) => {
+                format!("the JWT has no {claim} claim, which this server requires")
             }
             _ => format!("the JWT is not valid: {e}"),
         })?;
@@ -210,6 +236,65 @@ mod tests {
             let refused = verifier.tenant(&token).unwrap_err();
             assert!(refused.contains(reason), "{reason}: {refused}");
         }
+    }
+
+    #[test]
+    fn an_audience_and_an_issuer_when_configured_are_required() {
+        let config = WsConfig {
+            jwt_secret: Some(SECRET.to_string()),
+            jwt_audience: Some("herald-stream".to_string()),
+            jwt_issuer: Some("https://id.example".to_string()),
+            ..WsConfig::default()
+        };
+        let verifier = JwtVerifier::from_config(&config).unwrap().unwrap();
+        let exp = now_s() + 600;
+        let claims = |extra: serde_json::Value| {
+            let mut claims = serde_json::json!({"tenant_id": "acme", "exp": exp});
+            claims
+                .as_object_mut()
+                .unwrap()
+                .extend(extra.as_object().unwrap().clone());
+            token(claims, SECRET)
+        };
+        let iss = "https://id.example";
+        for good in [
+            claims(serde_json::json!({"aud": "herald-stream", "iss": iss})),
+            claims(serde_json::json!({"aud": ["billing", "herald-stream"], "iss": iss})),
+        ] {
+            assert_eq!(verifier.tenant(&good).unwrap().as_str(), "acme");
+        }
+        let cases = [
+            (
+                claims(serde_json::json!({"aud": "billing", "iss": iss})),
+                "not for this server",
+            ),
+            (claims(serde_json::json!({"iss": iss})), "no aud claim"),
+            (
+                claims(serde_json::json!({"aud": "herald-stream", "iss": "https://other"})),
+                "iss is not",
+            ),
+            (
+                claims(serde_json::json!({"aud": "herald-stream"})),
+                "no iss claim",
+            ),
+        ];
+        for (token, reason) in cases {
+            let refused = verifier.tenant(&token).unwrap_err();
+            assert!(refused.contains(reason), "{reason}: {refused}");
+        }
+        // Without them configured, neither is looked at (as before).
+        let plain = verifier_with_claim("tenant_id");
+        let any = claims(serde_json::json!({"aud": "billing", "iss": "https://other"}));
+        assert_eq!(plain.tenant(&any).unwrap().as_str(), "acme");
+    }
+
+    fn verifier_with_claim(claim: &str) -> JwtVerifier {
+        let config = WsConfig {
+            jwt_secret: Some(SECRET.to_string()),
+            tenant_claim: claim.to_string(),
+            ..WsConfig::default()
+        };
+        JwtVerifier::from_config(&config).unwrap().unwrap()
     }
 
     #[test]
