@@ -640,8 +640,11 @@ pub async fn serve<S>(
                 SubscribeError::OutsideWindow { after, floor } => format!(
                     "resync: after={after} is outside the replay window (it resumes from after={floor})"
                 ),
-                SubscribeError::Ahead { after, last } => {
-                    format!("resync: after={after} is ahead of this stream (last seq {last})")
+                // The shard's last seq is not the tenant's: it moves with every tenant's
+                // records, so a reason naming it would let one tenant watch the others'
+                // rate. The log has it.
+                SubscribeError::Ahead { after, .. } => {
+                    format!("resync: after={after} is ahead of this stream")
                 }
                 SubscribeError::ShuttingDown => "server shutting down".to_string(),
             };
