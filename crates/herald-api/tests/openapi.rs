@@ -418,3 +418,29 @@ fn openapi_spec_validator_accepts_the_document() {
         String::from_utf8_lossy(&output.stderr)
     );
 }
+
+/// What the server can answer is what the document allows: a batch item refused for
+/// its tenant's pending limit (429) or an internal error (500), and retry delays with
+/// fractions of a second, which the server keeps to the millisecond.
+#[test]
+fn batch_refusals_and_retry_delays_are_documented_as_served() {
+    let doc = document();
+    let statuses: Vec<u64> = doc
+        .pointer("/components/schemas/BatchRejected/properties/status/enum")
+        .and_then(Value::as_array)
+        .expect("the batch item's statuses are an enum")
+        .iter()
+        .map(|s| s.as_u64().expect("statuses are integers"))
+        .collect();
+    for status in [400, 409, 429, 500, 503] {
+        assert!(statuses.contains(&status), "{status} in {statuses:?}");
+    }
+    for schema in ["Webhook", "WebhookCreate", "WebhookUpdate"] {
+        let items = doc
+            .pointer(&format!(
+                "/components/schemas/{schema}/properties/retry_schedule_s/items/type"
+            ))
+            .unwrap_or_else(|| panic!("{schema} has retry_schedule_s"));
+        assert_eq!(items, "number", "{schema}");
+    }
+}
