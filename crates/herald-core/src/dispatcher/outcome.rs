@@ -206,22 +206,24 @@ impl Dispatcher {
             OutcomeClass::Final | OutcomeClass::Gone => counters.attempts_final += 1,
         }
         counters.attempt_latency_ms.observe(outcome.latency_ms);
+        // The delay comes from the schedule in force now: past its end, its last delay;
+        // a schedule changed to no retries at all ends the delivery (the attempts its
+        // old schedule allowed are not made back to back).
+        let schedule = w.spec.schedule(&self.config.retry_schedule);
         let next_at = match class {
-            OutcomeClass::Retry if attempt < attempts_max => {
-                let schedule = w.spec.schedule(&self.config.retry_schedule);
-                let scheduled = schedule
-                    .delay_before_ms(attempt + 1)
-                    .or_else(|| schedule.retry_delays_ms().last().copied())
-                    .unwrap_or(0);
-                let jittered = jitter_ms(
-                    scheduled,
-                    self.config.jitter_percent,
-                    self.config.jitter_seed,
-                    outcome.delivery.0,
-                    attempt + 1,
-                );
-                Some(now.saturating_add(retry_delay_ms(jittered, &outcome.result, now)))
-            }
+            OutcomeClass::Retry if attempt < attempts_max => schedule
+                .delay_before_ms(attempt + 1)
+                .or_else(|| schedule.retry_delays_ms().last().copied())
+                .map(|scheduled| {
+                    let jittered = jitter_ms(
+                        scheduled,
+                        self.config.jitter_percent,
+                        self.config.jitter_seed,
+                        outcome.delivery.0,
+                        attempt + 1,
+                    );
+                    now.saturating_add(retry_delay_ms(jittered, &outcome.result, now))
+                }),
             _ => None,
         };
         let final_status = match (class, next_at) {

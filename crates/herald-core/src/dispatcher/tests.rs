@@ -2851,6 +2851,30 @@ fn a_tenant_flooding_keys_forgets_its_own_first() {
     assert_same(&snapshot(&replayed), &snapshot(&drv.d));
 }
 
+/// A delivery made under a schedule of seven attempts, whose webhook is then set to
+/// no retries, ends as exhausted at its next failure instead of making the rest of its
+/// attempts back to back.
+#[test]
+fn a_schedule_changed_to_no_retries_ends_pending_deliveries_at_their_next_failure() {
+    let mut drv = one_webhook(DispatcherConfig::default(), spec(&["*"]));
+    let t = tenant("acme");
+    drv.d.accept_event(T0, &t, event("e0", "a.b")).unwrap();
+    let req = drv.step().remove(0);
+    let mut single = spec(&["*"]);
+    single.retry_schedule = Some(RetrySchedule::new(vec![]).unwrap());
+    drv.d
+        .update_webhook(T0, t.clone(), wh("w1"), single)
+        .unwrap();
+    assert!(drv.reply(&req, status(503)));
+    assert!(drv.advance_to(T0 + 10).is_empty(), "retried with no delay");
+    let d = drv.d.delivery(&t, req.delivery).unwrap();
+    assert_eq!(d.status, DeliveryStatus::Exhausted);
+    assert_eq!(d.attempt, 1);
+    // A manual retry still makes one more attempt.
+    drv.d.retry_delivery(drv.now, &t, req.delivery).unwrap();
+    assert_eq!(drv.step().len(), 1);
+}
+
 #[test]
 fn deliveries_keep_their_attempt_history() {
     let s = WebhookSpec {
