@@ -226,6 +226,15 @@ impl KeyStore {
         let origin = match admin_key {
             Some(key) => {
                 store.admin_sha256 = sha256(key.as_bytes());
+                // A generated key is forgotten once one is configured (often because the
+                // printed one leaked): a later start without the configured key makes a
+                // new one instead of letting the old one work again.
+                if store.read().stored_admin_sha256.is_some() {
+                    store.change(|state| {
+                        state.stored_admin_sha256 = None;
+                        Ok(())
+                    })?;
+                }
                 AdminKeyOrigin::Configured
             }
             None => {
@@ -454,6 +463,27 @@ mod tests {
         let (store, origin) = KeyStore::open(dir.path(), None, 10, 4).unwrap();
         assert!(matches!(origin, AdminKeyOrigin::Stored));
         assert_eq!(store.authenticate(key.as_bytes()), Some(Principal::Admin));
+    }
+
+    #[test]
+    fn a_configured_admin_key_forgets_the_generated_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let (store, origin) = KeyStore::open(dir.path(), None, 10, 4).unwrap();
+        let AdminKeyOrigin::Generated(printed) = origin else {
+            panic!("first start generates a key");
+        };
+        drop(store);
+        let (store, _) = KeyStore::open(dir.path(), Some("admin-key-0123456789"), 10, 4).unwrap();
+        assert_eq!(store.authenticate(printed.as_bytes()), None);
+        drop(store);
+        // Started again without it: a new key, the printed one still refused.
+        let (store, origin) = KeyStore::open(dir.path(), None, 10, 4).unwrap();
+        let AdminKeyOrigin::Generated(fresh) = origin else {
+            panic!("a new key is generated, not the forgotten one restored");
+        };
+        assert_ne!(fresh, printed);
+        assert_eq!(store.authenticate(printed.as_bytes()), None);
+        assert_eq!(store.authenticate(fresh.as_bytes()), Some(Principal::Admin));
     }
 
     #[test]

@@ -239,6 +239,26 @@ pub struct LimitsConfig {
 /// memory (`herald bench pending`), so 50 million are ~11 GiB for one shard.
 pub const PENDING_DELIVERIES_MAX_LIMIT: usize = 50_000_000;
 
+/// A configured admin key (`setting` names where it came from) is one a client can
+/// present: [`ADMIN_KEY_BYTES_MIN`] to [`crate::auth::BEARER_BYTES_MAX`] bytes of
+/// visible ASCII. A longer one, or one with spaces at its ends (which a bearer token
+/// loses), would start cleanly and then refuse every admin call.
+pub fn check_admin_key(key: &str, setting: &str) -> Result<(), String> {
+    let max = crate::auth::BEARER_BYTES_MAX;
+    if key.len() < ADMIN_KEY_BYTES_MIN || key.len() > max {
+        return Err(format!(
+            "{setting} must be {ADMIN_KEY_BYTES_MIN} to {max} characters; it is {}",
+            key.len()
+        ));
+    }
+    if !key.bytes().all(|b| b.is_ascii_graphic()) {
+        return Err(format!(
+            "{setting} must be visible ASCII only (no spaces or control characters), as a bearer token is"
+        ));
+    }
+    Ok(())
+}
+
 impl Default for LimitsConfig {
     fn default() -> Self {
         LimitsConfig {
@@ -501,11 +521,7 @@ impl Config {
         self.validate_inbound()?;
         self.ws.validate()?;
         if let Some(key) = &self.admin_key {
-            if key.len() < ADMIN_KEY_BYTES_MIN {
-                return Err(ConfigError::new(format!(
-                    "admin_key must be at least {ADMIN_KEY_BYTES_MIN} characters"
-                )));
-            }
+            check_admin_key(key, "admin_key").map_err(ConfigError::new)?;
         }
         Ok(())
     }
@@ -778,6 +794,14 @@ mod tests {
             ("[journal]\ngroup_records_max = 0", "journal.group_records_max"),
             ("[journal]\ngroup_records_max = 1048577", "journal.group_records_max"),
             ("admin_key = \"short\"", "admin_key"),
+            (
+                "admin_key = \" admin-key-0123456789abcdef \"",
+                "admin_key",
+            ),
+            (
+                "admin_key = \"admin key 0123456789abcdef\"",
+                "admin_key",
+            ),
             ("[tls]\ncert = \"a.pem\"", "key"),
             (
                 "[inbound.s]\nscheme = \"md5\"\nsecret = \"x\"\ntenant = \"t\"",
@@ -808,5 +832,13 @@ mod tests {
                 error.message
             );
         }
+    }
+    #[test]
+    fn an_admin_key_is_one_a_client_can_present() {
+        assert!(check_admin_key(&"k".repeat(512), "admin_key").is_ok());
+        let long = check_admin_key(&"k".repeat(513), "admin_key").unwrap_err();
+        assert!(long.contains("to 512 characters"), "{long}");
+        let spaced = check_admin_key(" admin-key-0123456789abcdef", "admin_key").unwrap_err();
+        assert!(spaced.contains("visible ASCII"), "{spaced}");
     }
 }

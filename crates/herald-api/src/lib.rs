@@ -342,12 +342,8 @@ fn prepare(config: Config, admin_key: Option<String>) -> Result<Prepared, StartE
     })?;
     let admin_key = admin_key.or_else(|| config.admin_key.clone());
     if let Some(key) = &admin_key {
-        if key.len() < config::ADMIN_KEY_BYTES_MIN {
-            return Err(StartError::Config(format!(
-                "HERALD_ADMIN_KEY must be at least {} characters",
-                config::ADMIN_KEY_BYTES_MIN
-            )));
-        }
+        config::check_admin_key(key, "HERALD_ADMIN_KEY (or admin_key)")
+            .map_err(StartError::Config)?;
     }
     let (keys, origin) = KeyStore::open(
         &config.data_dir.join("api"),

@@ -828,6 +828,14 @@ impl App {
         let body: Body = json_body(request)?;
         let tenant =
             TenantId::parse(&body.id).map_err(|e| ApiError::invalid("id", e.to_string()))?;
+        // `.` and `..` are path segments to clients (curl, browsers) that normalise URLs:
+        // /v1/tenants/../keys/K would never reach this tenant's key routes.
+        if body.id.bytes().all(|b| b == b'.') {
+            return Err(ApiError::invalid(
+                "id",
+                "a tenant id must not be made of dots only (URLs would lose it)",
+            ));
+        }
         let minted = self
             .blocking(move |keys| keys.create_tenant(&tenant, now_ms()))
             .await?;

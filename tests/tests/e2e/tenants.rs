@@ -175,6 +175,16 @@ fn tenants_are_isolated_and_keys_revocable() {
         "tenant_c was not created: {tenants}"
     );
 
+    // Ids of dots only are refused: URL-normalising clients would lose them.
+    for id in [".", ".."] {
+        let refused = admin.post("/v1/tenants", &json!({ "id": id }));
+        assert_eq!(refused.status, 400, "{id}: {}", refused.text());
+        assert_eq!(refused.json()["error"]["field"], "id");
+    }
+    admin
+        .post("/v1/tenants", &json!({ "id": "a.b" }))
+        .expect(201);
+
     // A second key works, and stops working the moment it is revoked.
     let minted = admin
         .post("/v1/tenants/tenant_a/keys", &json!({}))
