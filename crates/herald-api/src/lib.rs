@@ -13,6 +13,7 @@
 
 pub mod auth;
 pub mod catalog;
+mod changes;
 pub mod config;
 pub mod console;
 mod inbound;

@@ -53,6 +53,8 @@ pub struct App {
     /// The shards' figures for `/readyz` and `/metrics`, queried at most ten times a
     /// second however many ask.
     stats: crate::stats::SharedStats<Vec<herald::ShardStats>>,
+    /// Changes of one webhook (`PATCH`, secret rotation) take turns.
+    webhook_changes: crate::changes::WebhookChanges,
 }
 
 /// An error answer.
@@ -542,6 +544,7 @@ impl App {
             connections: Arc::new(ConnectionCount::default()),
             inbound: BTreeMap::new(),
             stats: crate::stats::SharedStats::default(),
+            webhook_changes: crate::changes::WebhookChanges::default(),
         }
     }
 
@@ -1032,6 +1035,8 @@ impl App {
         request: &Request,
     ) -> Result<Response> {
         let input: WebhookInput = json_body(request)?;
+        // Read, changed and written back whole: no other change of it in between.
+        let _turn = self.webhook_changes.turn(tenant, id).await;
         let current = self.webhook_to_change(tenant, id).await?;
         let mut spec = current.spec.clone();
         let mut url_changed = false;
@@ -1092,6 +1097,7 @@ impl App {
                 format!("grace_s is at most {ROTATE_GRACE_S_MAX} (7 days)"),
             ));
         }
+        let _turn = self.webhook_changes.turn(tenant, id).await;
         let current = self.webhook_to_change(tenant, id).await?;
         let now = now_ms();
         let expires = now.saturating_add(grace_s.saturating_mul(1000));

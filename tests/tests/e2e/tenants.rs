@@ -277,3 +277,41 @@ fn a_tenant_at_its_pending_limit_gets_429_while_others_publish() {
         },
     );
 }
+
+/// Changes of one webhook take turns: a disable and a description change sent at once,
+/// again and again, always leave the webhook disabled with the new description (each
+/// reads the whole configuration and writes it back; at once, one undid the other).
+#[test]
+fn concurrent_changes_of_a_webhook_never_undo_each_other() {
+    let site = Site::new();
+    let server = Server::start(&site, &Options::default());
+    let admin = server.admin();
+    let tenant = create_tenant(&admin, "tenant_race");
+    let webhook = create_webhook(
+        &tenant,
+        &json!({"url": "http://127.0.0.1:9/race", "events": ["*"]}),
+    );
+    let id = webhook["id"].as_str().expect("id").to_string();
+    let path = format!("/v1/webhooks/{id}");
+    for round in 0..40 {
+        let description = format!("round {round}");
+        let (disabled, described) = std::thread::scope(|scope| {
+            let disable = scope.spawn(|| tenant.patch(&path, &json!({"status": "disabled"})));
+            let describe =
+                scope.spawn(|| tenant.patch(&path, &json!({ "description": description })));
+            (disable.join().unwrap(), describe.join().unwrap())
+        });
+        disabled.expect(200);
+        described.expect(200);
+        let now = tenant.get(&path).expect(200);
+        assert_eq!(now["status"], "disabled", "round {round}: {now}");
+        assert_eq!(
+            now["description"],
+            description.as_str(),
+            "round {round}: {now}"
+        );
+        tenant
+            .patch(&path, &json!({"status": "active"}))
+            .expect(200);
+    }
+}
