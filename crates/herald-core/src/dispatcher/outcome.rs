@@ -255,7 +255,10 @@ impl Dispatcher {
             final_status: final_status.map(|s| s.name().into()),
         }));
         // Applying the outcome updated the endpoint's health; it decides the rest.
+        // Only a failure of the endpoint itself: an attempt refused before it was sent
+        // (no connection to send on) says nothing of it, so it decides nothing either.
         let should_disable = class == OutcomeClass::Retry
+            && outcome.result.reached_receiver()
             && webhook_state(&self.tenants, &tenant, &webhook)
                 .is_some_and(|w| w.health.should_disable(now, &self.config.health));
         if class == OutcomeClass::Gone {

@@ -640,6 +640,59 @@ fn attempts_without_a_connection_are_retried_and_never_count_against_the_endpoin
     assert_same(&snapshot(&replayed), &snapshot(&drv.d));
 }
 
+/// An endpoint failing for longer than the auto-disable period is disabled at its next
+/// failure, not at an attempt the driver had no connection for.
+#[test]
+fn an_attempt_without_a_connection_never_disables_a_webhook() {
+    let config = DispatcherConfig {
+        health: HealthPolicy {
+            breaker_failures: 1_000,
+            disable_after_failing_ms: 10 * MIN,
+            ..HealthPolicy::default()
+        },
+        ..DispatcherConfig::default()
+    };
+    let mut failing = spec(&["*"]);
+    failing.retry_schedule = Some(RetrySchedule::new(vec![6 * MIN; 10]).unwrap());
+    let mut drv = one_webhook(config, failing);
+    let t = tenant("acme");
+    drv.d.accept_event(T0, &t, event("e0", "a.b")).unwrap();
+    let req = drv.step().remove(0);
+    assert!(drv.reply(&req, status(503)));
+    let next = drv
+        .d
+        .delivery(&t, req.delivery)
+        .unwrap()
+        .next_retry_at_ms
+        .unwrap();
+    let req = drv.advance_to(next).remove(0);
+    assert!(drv.reply(&req, status(503)));
+    // 12 minutes failing: past the period. No connection: still enabled.
+    let next = drv
+        .d
+        .delivery(&t, req.delivery)
+        .unwrap()
+        .next_retry_at_ms
+        .unwrap();
+    let req = drv.advance_to(next).remove(0);
+    assert!(drv.reply(&req, AttemptResult::Transport(TransportError::PoolFull)));
+    drv.step();
+    let view = drv.d.webhook(&t, &wh("w1")).unwrap();
+    assert!(view.spec.status.is_active(), "{:?}", view.spec.status);
+    // The endpoint's own next failure disables it.
+    let next = drv
+        .d
+        .delivery(&t, req.delivery)
+        .unwrap()
+        .next_retry_at_ms
+        .unwrap();
+    let req = drv.advance_to(next).remove(0);
+    assert!(drv.reply(&req, status(503)));
+    drv.step();
+    let view = drv.d.webhook(&t, &wh("w1")).unwrap();
+    assert!(!view.spec.status.is_active());
+}
+
 #[test]
 fn failing_too_long_disables_and_publishes_operational_event() {
     let config = DispatcherConfig {
