@@ -10,26 +10,28 @@ pub(super) struct KeyEntry {
     pub(super) accepted_at_ms: u64,
     /// The `EventAccepted` record (`AppendId(0)` when replayed: durable).
     pub(super) append: AppendId,
+    /// When it was remembered, in the order of remembering ([`Keys::insert`] sets it):
+    /// tells an order entry of this very entry from a stale one of the same key. (Its
+    /// time cannot: a key forgotten and remembered again within one millisecond would
+    /// match its stale entry and be forgotten early, live only, as a dispatcher rebuilt
+    /// from a checkpoint has no stale entries.)
+    pub(super) seq: u64,
 }
 
 /// One tenant's remembered keys, with their acceptance order.
 #[derive(Default)]
 pub(super) struct TenantKeys {
     pub(super) keys: FastHashMap<Arc<str>, KeyEntry>,
-    /// (accepted_at_ms, key), oldest first, for forgetting the tenant's oldest when it
-    /// is at its limit. Entries whose key was replaced or forgotten since are skipped.
+    /// (seq, key), oldest first, for forgetting the tenant's oldest when it is at its
+    /// limit. Entries whose key was replaced or forgotten since are skipped.
     order: VecDeque<(u64, Arc<str>)>,
 }
 
 impl TenantKeys {
     /// Forgets the oldest of these keys; `false` when none is left.
     fn pop_oldest(&mut self) -> bool {
-        while let Some((accepted_at_ms, key)) = self.order.pop_front() {
-            if self
-                .keys
-                .get(&key)
-                .is_some_and(|entry| entry.accepted_at_ms == accepted_at_ms)
-            {
+        while let Some((seq, key)) = self.order.pop_front() {
+            if self.keys.get(&key).is_some_and(|entry| entry.seq == seq) {
                 self.keys.remove(&key);
                 return true;
             }
@@ -42,11 +44,13 @@ impl TenantKeys {
 #[derive(Default)]
 pub(super) struct Keys {
     pub(super) by_tenant: FastHashMap<TenantId, TenantKeys>,
-    /// (accepted_at_ms, tenant, key), oldest first: dispatcher time never runs
-    /// backwards, so this is also expiry order. Entries whose key was replaced are
-    /// skipped when popped.
-    pub(super) order: VecDeque<(u64, TenantId, Arc<str>)>,
+    /// (accepted_at_ms, seq, tenant, key), oldest first: dispatcher time never runs
+    /// backwards, so this is also expiry order. Entries whose key was replaced or
+    /// forgotten since are skipped when popped.
+    pub(super) order: VecDeque<(u64, u64, TenantId, Arc<str>)>,
     pub(super) count: usize,
+    /// The next entry's [`KeyEntry::seq`].
+    next_seq: u64,
 }
 
 impl Keys {
@@ -56,17 +60,13 @@ impl Keys {
 
     /// Forgets the oldest key (if the order's front is still current).
     pub(super) fn pop_oldest(&mut self) {
-        let Some((accepted_at_ms, tenant, key)) = self.order.pop_front() else {
+        let Some((_, seq, tenant, key)) = self.order.pop_front() else {
             return;
         };
         let Some(keys) = self.by_tenant.get_mut(&tenant) else {
             return;
         };
-        if keys
-            .keys
-            .get(&key)
-            .is_some_and(|entry| entry.accepted_at_ms == accepted_at_ms)
-        {
+        if keys.keys.get(&key).is_some_and(|entry| entry.seq == seq) {
             keys.keys.remove(&key);
             self.count -= 1;
             if keys.keys.is_empty() {
@@ -80,7 +80,7 @@ impl Keys {
         while self
             .order
             .front()
-            .is_some_and(|(at, _, _)| at.saturating_add(window_ms) <= now)
+            .is_some_and(|(at, _, _, _)| at.saturating_add(window_ms) <= now)
         {
             self.pop_oldest();
         }
@@ -94,17 +94,20 @@ impl Keys {
         &mut self,
         tenant: &TenantId,
         key: &str,
-        entry: KeyEntry,
+        mut entry: KeyEntry,
         max: usize,
         per_tenant_max: usize,
     ) {
         let key: Arc<str> = Arc::from(key);
         let accepted_at_ms = entry.accepted_at_ms;
+        let seq = self.next_seq;
+        self.next_seq += 1;
+        entry.seq = seq;
         let keys = self.by_tenant.entry(tenant.clone()).or_default();
         if keys.keys.insert(Arc::clone(&key), entry).is_none() {
             self.count += 1;
         }
-        keys.order.push_back((accepted_at_ms, Arc::clone(&key)));
+        keys.order.push_back((seq, Arc::clone(&key)));
         // The key just remembered is the newest: at least one is kept.
         while keys.keys.len() > per_tenant_max.max(1) && keys.pop_oldest() {
             self.count -= 1;
@@ -113,24 +116,23 @@ impl Keys {
         // they reach the front; compact before they outnumber the live ones.
         if keys.order.len() > 2 * keys.keys.len() + 64 {
             let live = &keys.keys;
-            keys.order.retain(|(at, key)| {
-                live.get(key)
-                    .is_some_and(|entry| entry.accepted_at_ms == *at)
-            });
+            keys.order
+                .retain(|(seq, key)| live.get(key).is_some_and(|entry| entry.seq == *seq));
         }
-        self.order.push_back((accepted_at_ms, tenant.clone(), key));
+        self.order
+            .push_back((accepted_at_ms, seq, tenant.clone(), key));
         while self.count > max {
             self.pop_oldest();
         }
-        // Replaced keys leave stale order entries; they cannot outnumber live ones by
-        // much unless the window grew across a restart, so compact rarely.
+        // Keys replaced or forgotten by their tenant's bound leave stale order entries;
+        // compact before they outnumber the live ones by much.
         if self.order.len() > 2 * max + 64 {
             let by_tenant = &self.by_tenant;
-            self.order.retain(|(at, tenant, key)| {
+            self.order.retain(|(_, seq, tenant, key)| {
                 by_tenant
                     .get(tenant)
                     .and_then(|keys| keys.keys.get(key))
-                    .is_some_and(|entry| entry.accepted_at_ms == *at)
+                    .is_some_and(|entry| entry.seq == *seq)
             });
         }
     }
@@ -193,6 +195,7 @@ impl Dispatcher {
                 created_at_ms,
                 accepted_at_ms: now,
                 append,
+                seq: 0,
             };
             self.keys.insert(
                 tenant,

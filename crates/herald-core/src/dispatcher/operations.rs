@@ -124,6 +124,7 @@ impl Dispatcher {
         .map_err(|error| match error {
             // The event was made here, not handed in: nothing to give back.
             OpError::Accept(AcceptError::Full { full, .. }) => OpError::Full(full),
+            OpError::Accept(AcceptError::TenantFull { full, .. }) => OpError::TenantFull(full),
             other => other,
         })
     }
@@ -153,14 +154,21 @@ impl Dispatcher {
     ) -> Result<Accepted, OpError> {
         let now = self.advance_clock(now_ms);
         self.require_active_webhook(tenant, webhook)?;
+        let ids_before = self.next_delivery;
         let event = make(self, now);
-        Ok(self.accept_with_targets(
+        // Refused before any record (or delivery id): a generated event id goes back,
+        // as a dispatcher rebuilt from the journal would not have taken it.
+        self.accept_with_targets(
             now,
             tenant,
             event,
             std::slice::from_ref(webhook),
             KeyUse::Ignore,
-        )?)
+        )
+        .map_err(|error| {
+            self.next_delivery = ids_before;
+            OpError::from(error)
+        })
     }
 
     /// Puts a delivery back on the schedule (from any state but in flight).

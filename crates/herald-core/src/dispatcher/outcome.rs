@@ -297,6 +297,7 @@ impl Dispatcher {
             "reason": reason.name(),
             "disabled_at": crate::envelope::rfc3339_ms(now),
         });
+        let ids_before = self.next_delivery;
         let event = NewEvent {
             id: self.generated_event_id(GENERATED_EVENT_ID_PREFIXES[0]),
             // The constant is a valid event type; checked by a test.
@@ -308,9 +309,13 @@ impl Dispatcher {
             data: data.to_string().into_bytes(),
             idempotency: None,
         };
-        // A full shard drops the operational event rather than the disable itself: the
-        // webhook's status is the source of truth, the event a courtesy.
-        let _ = self.accept_event(now, tenant, event);
+        // A full shard (or a tenant at its limit) drops the operational event rather
+        // than the disable itself: the webhook's status is the source of truth, the
+        // event a courtesy. Its id was never journaled: the number goes back, as a
+        // dispatcher rebuilt from the journal would not have taken it.
+        if self.accept_event(now, tenant, event).is_err() {
+            self.next_delivery = ids_before;
+        }
     }
 
     /// A deterministic event id for events the dispatcher originates: unique per shard

@@ -574,6 +574,7 @@ impl Dispatcher {
                 created_at_ms: k.created_at_ms,
                 accepted_at_ms: k.accepted_at_ms,
                 append: AppendId(0),
+                seq: 0,
             };
             self.keys.insert(
                 &tenant,
@@ -1011,18 +1012,14 @@ impl Dispatcher {
         // dispatchers forget them at the same accepted event).
         let mut idempotency = Vec::new();
         while c.next_key < c.keys_len {
-            let Some((at, tenant, key)) = self.keys.order.get(c.next_key) else {
+            let Some((_, seq, tenant, key)) = self.keys.order.get(c.next_key) else {
                 break;
             };
             if full(bytes, items) {
                 break;
             }
             c.next_key += 1;
-            let Some(entry) = self
-                .keys
-                .get(tenant, key)
-                .filter(|e| e.accepted_at_ms == *at)
-            else {
+            let Some(entry) = self.keys.get(tenant, key).filter(|e| e.seq == *seq) else {
                 continue;
             };
             bytes += estimate::key(tenant, key, entry);
