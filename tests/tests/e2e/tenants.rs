@@ -265,9 +265,11 @@ fn a_tenant_at_its_pending_limit_gets_429_while_others_publish() {
     publish(&calm, &event);
     publish(&calm, &event);
 
-    // Deleting the failing webhook ends its backlog; the tenant publishes again.
+    // Deleting the failing webhook ends its backlog; with a new webhook (so that an
+    // event needs room again) the tenant publishes again, up to its limit.
     let id = busy_webhook["id"].as_str().expect("id");
     busy.delete(&format!("/v1/webhooks/{id}")).expect(204);
+    create_webhook(&busy, &down);
     wait_for(
         "the busy tenant to publish again",
         Duration::from_secs(10),
@@ -275,6 +277,14 @@ fn a_tenant_at_its_pending_limit_gets_429_while_others_publish() {
             let answer = busy.post("/v1/events", &event);
             (answer.status == 202).then_some(())
         },
+    );
+    publish(&busy, &event);
+    let refused = busy.post("/v1/events", &event);
+    assert_eq!(
+        refused.status,
+        429,
+        "at the limit again: {}",
+        refused.text()
     );
 }
 
