@@ -112,6 +112,16 @@ impl Driver {
         self.step()
     }
 
+    /// The next attempt of `req`'s delivery (of `tenant`), once its retry is due.
+    fn next_attempt(&mut self, tenant: &TenantId, req: &SendRequest) -> SendRequest {
+        let due = self
+            .d
+            .delivery(tenant, req.delivery)
+            .and_then(|d| d.next_retry_at_ms)
+            .unwrap_or_else(|| panic!("delivery {} has no retry due", req.delivery));
+        self.advance_to(due).remove(0)
+    }
+
     /// Answers attempt `attempt` of `delivery` (one in flight) with a 200.
     fn answer(&mut self, delivery: DeliveryId, attempt: u32) -> bool {
         self.d.attempt_finished(
@@ -628,7 +638,7 @@ fn attempts_without_a_connection_are_retried_and_never_count_against_the_endpoin
             rec.error,
             Some(DeliveryError::Transport(TransportError::PoolFull))
         );
-        req = drv.advance_to(rec.next_retry_at_ms.unwrap()).remove(0);
+        req = drv.next_attempt(&t, &req);
         assert_eq!(req.attempt, refused + 1);
     }
     assert!(drv.reply(&req, status(200)));
@@ -659,34 +669,16 @@ fn an_attempt_without_a_connection_never_disables_a_webhook() {
     drv.d.accept_event(T0, &t, event("e0", "a.b")).unwrap();
     let req = drv.step().remove(0);
     assert!(drv.reply(&req, status(503)));
-    let next = drv
-        .d
-        .delivery(&t, req.delivery)
-        .unwrap()
-        .next_retry_at_ms
-        .unwrap();
-    let req = drv.advance_to(next).remove(0);
+    let req = drv.next_attempt(&t, &req);
     assert!(drv.reply(&req, status(503)));
     // 12 minutes failing: past the period. No connection: still enabled.
-    let next = drv
-        .d
-        .delivery(&t, req.delivery)
-        .unwrap()
-        .next_retry_at_ms
-        .unwrap();
-    let req = drv.advance_to(next).remove(0);
+    let req = drv.next_attempt(&t, &req);
     assert!(drv.reply(&req, AttemptResult::Transport(TransportError::PoolFull)));
     drv.step();
     let view = drv.d.webhook(&t, &wh("w1")).unwrap();
     assert!(view.spec.status.is_active(), "{:?}", view.spec.status);
     // The endpoint's own next failure disables it.
-    let next = drv
-        .d
-        .delivery(&t, req.delivery)
-        .unwrap()
-        .next_retry_at_ms
-        .unwrap();
-    let req = drv.advance_to(next).remove(0);
+    let req = drv.next_attempt(&t, &req);
     assert!(drv.reply(&req, status(503)));
     drv.step();
     let view = drv.d.webhook(&t, &wh("w1")).unwrap();
