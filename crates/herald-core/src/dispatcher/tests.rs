@@ -31,6 +31,25 @@ fn spec(filters: &[&str]) -> WebhookSpec {
         SECRET.to_string(),
     )
 }
+/// A webhook of `filters` retried after each of `delays_ms`.
+fn spec_retrying(filters: &[&str], delays_ms: Vec<u64>) -> WebhookSpec {
+    let mut s = spec(filters);
+    s.retry_schedule = Some(RetrySchedule::new(delays_ms).unwrap());
+    s
+}
+
+/// The default policy with the breaker's threshold and the auto-disable period given.
+fn health_config(breaker_failures: u32, disable_after_failing_ms: u64) -> DispatcherConfig {
+    DispatcherConfig {
+        health: HealthPolicy {
+            breaker_failures,
+            disable_after_failing_ms,
+            ..HealthPolicy::default()
+        },
+        ..DispatcherConfig::default()
+    }
+}
+
 fn event(id: &str, event_type: &str) -> NewEvent {
     NewEvent {
         id: EventId::parse(id).unwrap(),
@@ -459,8 +478,7 @@ fn per_webhook_schedule_and_jitter_are_deterministic() {
             jitter_seed: seed,
             ..DispatcherConfig::default()
         };
-        let mut s = spec(&["*"]);
-        s.retry_schedule = Some(RetrySchedule::new(vec![1_000, 1_000]).unwrap());
+        let s = spec_retrying(&["*"], vec![1_000, 1_000]);
         let mut drv = one_webhook(config, s);
         drv.d
             .accept_event(T0, &tenant("acme"), event("evt_1", "a.b"))
@@ -533,8 +551,7 @@ fn breaker_holds_deliveries_and_probes_once() {
         },
         ..DispatcherConfig::default()
     };
-    let mut s = spec(&["*"]);
-    s.retry_schedule = Some(RetrySchedule::new(vec![1_000; 5]).unwrap());
+    let s = spec_retrying(&["*"], vec![1_000; 5]);
     let mut drv = one_webhook(config, s);
     drv.d
         .accept_event(T0, &tenant("acme"), event("e0", "a.b"))
@@ -609,16 +626,8 @@ fn attempts_without_a_connection_are_retried_and_never_count_against_the_endpoin
     // connection budget: more such refusals than the breaker's threshold, and for longer
     // than the auto-disable period, leave the endpoint's breaker closed and its webhook
     // enabled; the delivery is retried by schedule and succeeds.
-    let config = DispatcherConfig {
-        health: HealthPolicy {
-            breaker_failures: 2,
-            disable_after_failing_ms: 2 * MIN,
-            ..HealthPolicy::default()
-        },
-        ..DispatcherConfig::default()
-    };
-    let mut busy = spec(&["*"]);
-    busy.retry_schedule = Some(RetrySchedule::new(vec![MIN; 8]).unwrap());
+    let config = health_config(2, 2 * MIN);
+    let busy = spec_retrying(&["*"], vec![MIN; 8]);
     let mut drv = one_webhook(config.clone(), busy);
     let t = tenant("acme");
     drv.d.accept_event(T0, &t, event("e1", "a.b")).unwrap();
@@ -654,16 +663,8 @@ fn attempts_without_a_connection_are_retried_and_never_count_against_the_endpoin
 /// failure, not at an attempt the driver had no connection for.
 #[test]
 fn an_attempt_without_a_connection_never_disables_a_webhook() {
-    let config = DispatcherConfig {
-        health: HealthPolicy {
-            breaker_failures: 1_000,
-            disable_after_failing_ms: 10 * MIN,
-            ..HealthPolicy::default()
-        },
-        ..DispatcherConfig::default()
-    };
-    let mut failing = spec(&["*"]);
-    failing.retry_schedule = Some(RetrySchedule::new(vec![6 * MIN; 10]).unwrap());
+    let config = health_config(1_000, 10 * MIN);
+    let failing = spec_retrying(&["*"], vec![6 * MIN; 10]);
     let mut drv = one_webhook(config, failing);
     let t = tenant("acme");
     drv.d.accept_event(T0, &t, event("e0", "a.b")).unwrap();
@@ -687,16 +688,8 @@ fn an_attempt_without_a_connection_never_disables_a_webhook() {
 
 #[test]
 fn failing_too_long_disables_and_publishes_operational_event() {
-    let config = DispatcherConfig {
-        health: HealthPolicy {
-            breaker_failures: 1_000,
-            disable_after_failing_ms: 10 * MIN,
-            ..HealthPolicy::default()
-        },
-        ..DispatcherConfig::default()
-    };
-    let mut failing = spec(&["order.*"]);
-    failing.retry_schedule = Some(RetrySchedule::new(vec![4 * MIN; 10]).unwrap());
+    let config = health_config(1_000, 10 * MIN);
+    let failing = spec_retrying(&["order.*"], vec![4 * MIN; 10]);
     let mut drv = one_webhook(config, failing);
     // A second webhook of the same tenant subscribes to operational events; one of
     // another tenant must not see them.
@@ -810,8 +803,7 @@ fn delete_ends_pending_and_ignores_stale_outcomes() {
 
 #[test]
 fn manual_operations() {
-    let mut s = spec(&["*"]);
-    s.retry_schedule = Some(RetrySchedule::new(vec![HOUR]).unwrap());
+    let s = spec_retrying(&["*"], vec![HOUR]);
     let mut drv = one_webhook(DispatcherConfig::default(), s);
     let t = tenant("acme");
     drv.d.accept_event(T0, &t, event("e0", "a.b")).unwrap();
@@ -1158,8 +1150,7 @@ fn a_tenant_at_its_pending_limit_is_refused_while_others_publish() {
     };
     let mut drv = Driver::new(config.clone());
     let (acme, other) = (tenant("acme"), tenant("other"));
-    let mut short = spec(&["*"]);
-    short.retry_schedule = Some(RetrySchedule::new(vec![]).unwrap());
+    let short = spec_retrying(&["*"], vec![]);
     drv.d
         .upsert_webhook(T0, acme.clone(), wh("w1"), short.clone())
         .unwrap();
@@ -1214,8 +1205,7 @@ fn a_tenant_at_its_pending_limit_is_refused_while_others_publish() {
         let d = drv.d.delivery(&acme, r.delivery).unwrap();
         assert_eq!(d.status, DeliveryStatus::Exhausted);
     }
-    let mut wide = spec(&["*"]);
-    wide.retry_schedule = Some(RetrySchedule::new(vec![HOUR]).unwrap());
+    let wide = spec_retrying(&["*"], vec![HOUR]);
     drv.d
         .upsert_webhook(T0, acme.clone(), wh("w1"), wide.clone())
         .unwrap();
@@ -1538,8 +1528,7 @@ fn operational_event_type_is_valid() {
 fn scenario(config: DispatcherConfig, steps: usize) -> Driver {
     let mut drv = Driver::new(config);
     let t = tenant("acme");
-    let mut flaky = spec(&["order.*"]);
-    flaky.retry_schedule = Some(RetrySchedule::new(vec![1_000, 2_000, 4_000]).unwrap());
+    let flaky = spec_retrying(&["order.*"], vec![1_000, 2_000, 4_000]);
     drv.d
         .upsert_webhook(T0, t.clone(), wh("flaky"), flaky)
         .unwrap();
@@ -2526,8 +2515,7 @@ fn rate_limit_holds_after_outcomes() {
 
 #[test]
 fn update_keeps_pending_deliveries_and_applies_new_filters() {
-    let mut s = spec(&["order.*"]);
-    s.retry_schedule = Some(RetrySchedule::new(vec![MIN]).unwrap());
+    let s = spec_retrying(&["order.*"], vec![MIN]);
     let mut drv = one_webhook(DispatcherConfig::default(), s);
     let t = tenant("acme");
     drv.d
@@ -2905,8 +2893,7 @@ fn a_schedule_changed_to_no_retries_ends_pending_deliveries_at_their_next_failur
     let t = tenant("acme");
     drv.d.accept_event(T0, &t, event("e0", "a.b")).unwrap();
     let req = drv.step().remove(0);
-    let mut single = spec(&["*"]);
-    single.retry_schedule = Some(RetrySchedule::new(vec![]).unwrap());
+    let single = spec_retrying(&["*"], vec![]);
     drv.d
         .update_webhook(T0, t.clone(), wh("w1"), single)
         .unwrap();
