@@ -58,8 +58,10 @@ pub enum Breaker {
     },
     /// One probe is allowed; its outcome closes or re-opens the breaker.
     HalfOpen {
-        /// Whether the probe is in flight (no other request may start).
-        probe_in_flight: bool,
+        /// The probe in flight, by its caller's key (no other request may start), or
+        /// none yet. Requests started before the breaker opened may still be out: only
+        /// the probe's failure re-opens the breaker.
+        probe: Option<u64>,
         /// Length of the last open period.
         open_ms: u64,
     },
@@ -137,15 +139,11 @@ impl Health {
                 return Admit::At(until_ms);
             }
             self.breaker = Breaker::HalfOpen {
-                probe_in_flight: false,
+                probe: None,
                 open_ms,
             };
         }
-        if let Breaker::HalfOpen {
-            probe_in_flight: true,
-            ..
-        } = self.breaker
-        {
+        if let Breaker::HalfOpen { probe: Some(_), .. } = self.breaker {
             return Admit::AfterOutcome;
         }
         if self.in_flight >= limits.in_flight_max {
@@ -162,24 +160,39 @@ impl Health {
         Admit::Now
     }
 
-    /// Records the start of a request admitted by [`Health::admit`].
-    pub fn start(&mut self, now_ms: u64, limits: &EndpointLimits) {
+    /// Records the start of a request admitted by [`Health::admit`]. `request` is the
+    /// caller's key for it, unique among the requests in flight (the dispatcher's
+    /// delivery number: a delivery has one attempt out at a time); its
+    /// [`Health::finish`] or [`Health::forget`] names it again.
+    pub fn start(&mut self, now_ms: u64, limits: &EndpointLimits, request: u64) {
         self.in_flight += 1;
         if limits.rate.is_some() {
             self.refill(now_ms, limits);
             self.tokens_milli = self.tokens_milli.saturating_sub(1000);
         }
-        if let Breaker::HalfOpen { open_ms, .. } = self.breaker {
+        if let Breaker::HalfOpen {
+            probe: None,
+            open_ms,
+        } = self.breaker
+        {
             self.breaker = Breaker::HalfOpen {
-                probe_in_flight: true,
+                probe: Some(request),
                 open_ms,
             };
         }
     }
 
-    /// Records a request's end. `was_probe`-ness is implied: in half-open state the only
-    /// request in flight is the probe.
-    pub fn finish(&mut self, now_ms: u64, signal: Signal, policy: &HealthPolicy) {
+    /// Whether `request` is the half-open breaker's probe.
+    fn is_probe(&self, request: u64) -> bool {
+        matches!(self.breaker, Breaker::HalfOpen { probe: Some(p), .. } if p == request)
+    }
+
+    /// Records the end of the request started as `request`. Any request's success or
+    /// answer closes the breaker (the endpoint is up); a failure re-opens a half-open
+    /// breaker only if it is the probe's: a request started before the breaker opened
+    /// tells nothing of the endpoint since.
+    pub fn finish(&mut self, now_ms: u64, request: u64, signal: Signal, policy: &HealthPolicy) {
+        let was_probe = self.is_probe(request);
         self.in_flight = self.in_flight.saturating_sub(1);
         match signal {
             Signal::Success => {
@@ -195,7 +208,7 @@ impl Health {
                 self.consecutive_failures = self.consecutive_failures.saturating_add(1);
                 self.failing_since_ms.get_or_insert(now_ms);
                 match self.breaker {
-                    Breaker::HalfOpen { open_ms, .. } => {
+                    Breaker::HalfOpen { open_ms, .. } if was_probe => {
                         // Not `clamp`: a policy with max < min must not panic; the
                         // first period then simply stays.
                         let open_ms = open_ms
@@ -215,34 +228,49 @@ impl Health {
                             open_ms: policy.breaker_open_ms,
                         };
                     }
-                    // Failures of requests started before the breaker opened change
-                    // nothing more.
+                    // Failures of requests started before the breaker opened (or
+                    // before its probe) change nothing more.
                     _ => {}
                 }
             }
         }
     }
 
-    /// Forgets a request that will never report (its webhook changed or the delivery was
-    /// abandoned); the probe slot is released too.
-    pub fn forget(&mut self) {
-        self.in_flight = self.in_flight.saturating_sub(1);
-        if let Breaker::HalfOpen { open_ms, .. } = self.breaker {
-            self.breaker = Breaker::HalfOpen {
-                probe_in_flight: false,
-                open_ms,
-            };
+    /// Forgets the request started as `request`, which will never report or whose
+    /// report says nothing of the endpoint (its webhook changed, the delivery was
+    /// abandoned, no connection was had); if it was the probe, another may start.
+    pub fn forget(&mut self, request: u64) {
+        if self.is_probe(request) {
+            if let Breaker::HalfOpen { open_ms, .. } = self.breaker {
+                self.breaker = Breaker::HalfOpen {
+                    probe: None,
+                    open_ms,
+                };
+            }
         }
+        self.in_flight = self.in_flight.saturating_sub(1);
     }
 
-    /// Forgets every request in flight (after a restart nothing is in flight any more).
-    pub fn reset_in_flight(&mut self) {
+    /// After a restart: forgets every request in flight (nothing is any more), and
+    /// gives an endpoint that failed the breaker's count of requests in a row, whose
+    /// breaker a checkpoint does not keep, one probe before any other request (rather
+    /// than as many as its in-flight cap allows, to an endpoint that is likely down).
+    pub fn restarted(&mut self, policy: &HealthPolicy) {
         self.in_flight = 0;
-        if let Breaker::HalfOpen { open_ms, .. } = self.breaker {
-            self.breaker = Breaker::HalfOpen {
-                probe_in_flight: false,
-                open_ms,
-            };
+        match self.breaker {
+            Breaker::HalfOpen { open_ms, .. } => {
+                self.breaker = Breaker::HalfOpen {
+                    probe: None,
+                    open_ms,
+                };
+            }
+            Breaker::Closed if self.consecutive_failures >= policy.breaker_failures.max(1) => {
+                self.breaker = Breaker::HalfOpen {
+                    probe: None,
+                    open_ms: policy.breaker_open_ms,
+                };
+            }
+            Breaker::Closed | Breaker::Open { .. } => {}
         }
     }
 
@@ -271,10 +299,10 @@ mod tests {
         let mut h = Health::new(0, &l);
         for _ in 0..2 {
             assert_eq!(h.admit(0, &l), Admit::Now);
-            h.start(0, &l);
+            h.start(0, &l, 1);
         }
         assert_eq!(h.admit(0, &l), Admit::AfterOutcome);
-        h.finish(1, Signal::Success, &HealthPolicy::default());
+        h.finish(1, 1, Signal::Success, &HealthPolicy::default());
         assert_eq!(h.admit(1, &l), Admit::Now);
     }
 
@@ -291,17 +319,17 @@ mod tests {
         let mut h = Health::new(1_000, &l);
         for _ in 0..3 {
             assert_eq!(h.admit(1_000, &l), Admit::Now);
-            h.start(1_000, &l);
+            h.start(1_000, &l, 1);
         }
         // One token per 100 ms.
         assert_eq!(h.admit(1_000, &l), Admit::At(1_100));
         assert_eq!(h.admit(1_050, &l), Admit::At(1_100));
         assert_eq!(h.admit(1_100, &l), Admit::Now);
-        h.start(1_100, &l);
+        h.start(1_100, &l, 1);
         // Long idle refills only up to the burst.
         for _ in 0..3 {
             assert_eq!(h.admit(100_000, &l), Admit::Now);
-            h.start(100_000, &l);
+            h.start(100_000, &l, 1);
         }
         assert!(matches!(h.admit(100_000, &l), Admit::At(_)));
     }
@@ -318,8 +346,8 @@ mod tests {
         let mut h = Health::new(0, &l);
         for t in [0, 1_000, 2_000] {
             assert_eq!(h.admit(t, &l), Admit::Now);
-            h.start(t, &l);
-            h.finish(t, Signal::Failure, &p);
+            h.start(t, &l, 1);
+            h.finish(t, 1, Signal::Failure, &p);
         }
         assert_eq!(
             h.breaker,
@@ -331,10 +359,10 @@ mod tests {
         assert_eq!(h.admit(2_500, &l), Admit::At(3_000));
         // Half-open: one probe only.
         assert_eq!(h.admit(3_000, &l), Admit::Now);
-        h.start(3_000, &l);
+        h.start(3_000, &l, 1);
         assert_eq!(h.admit(3_000, &l), Admit::AfterOutcome);
         // Probe fails: open again, period doubled.
-        h.finish(3_010, Signal::Failure, &p);
+        h.finish(3_010, 1, Signal::Failure, &p);
         assert_eq!(
             h.breaker,
             Breaker::Open {
@@ -344,8 +372,8 @@ mod tests {
         );
         // Failing again: capped at the max.
         assert_eq!(h.admit(5_010, &l), Admit::Now);
-        h.start(5_010, &l);
-        h.finish(5_010, Signal::Failure, &p);
+        h.start(5_010, &l, 1);
+        h.finish(5_010, 1, Signal::Failure, &p);
         assert_eq!(
             h.breaker,
             Breaker::Open {
@@ -355,8 +383,8 @@ mod tests {
         );
         // Probe succeeds: closed.
         assert_eq!(h.admit(8_010, &l), Admit::Now);
-        h.start(8_010, &l);
-        h.finish(8_020, Signal::Success, &p);
+        h.start(8_010, &l, 1);
+        h.finish(8_020, 1, Signal::Success, &p);
         assert_eq!(h.breaker, Breaker::Closed);
         assert_eq!(h.failing_since_ms, None);
         assert_eq!(h.consecutive_failures, 0);
@@ -383,15 +411,15 @@ mod tests {
                 }
                 Admit::AfterOutcome => unreachable!("one request at a time finishes first"),
             }
-            h.start(now, &l);
+            h.start(now, &l, 1);
             sent += 1;
             let started = now;
             now += answer_ms;
             if started >= up_at_ms {
-                h.finish(now, Signal::Success, &p);
+                h.finish(now, 1, Signal::Success, &p);
                 return (started, sent);
             }
-            h.finish(now, Signal::Failure, &p);
+            h.finish(now, 1, Signal::Failure, &p);
         }
     }
 
@@ -430,22 +458,79 @@ mod tests {
             ..HealthPolicy::default()
         };
         let mut h = Health::new(0, &l);
-        h.start(0, &l);
-        h.finish(5, Signal::Failure, &p);
+        h.start(0, &l, 1);
+        h.finish(5, 1, Signal::Failure, &p);
         assert!(matches!(h.breaker, Breaker::Open { .. }));
         let until = match h.breaker {
             Breaker::Open { until_ms, .. } => until_ms,
             _ => unreachable!(),
         };
         assert_eq!(h.admit(until, &l), Admit::Now);
-        h.start(until, &l);
-        h.forget();
+        h.start(until, &l, 1);
+        h.forget(1);
         // A forgotten probe frees the probe slot.
         assert_eq!(h.admit(until, &l), Admit::Now);
-        h.start(until, &l);
-        h.finish(until, Signal::Responsive, &p);
+        h.start(until, &l, 1);
+        h.finish(until, 1, Signal::Responsive, &p);
         assert_eq!(h.breaker, Breaker::Closed);
         assert_eq!(h.failing_since_ms, Some(5));
+    }
+
+    #[test]
+    fn only_the_probe_decides_a_half_open_breaker() {
+        let l = EndpointLimits {
+            in_flight_max: 10,
+            ..EndpointLimits::default()
+        };
+        let p = HealthPolicy {
+            breaker_failures: 2,
+            breaker_open_ms: 1_000,
+            breaker_open_ms_max: 60_000,
+            disable_after_failing_ms: 1_000_000,
+        };
+        let mut h = Health::new(0, &l);
+        // Requests 1..=5 out at once; two failures open the breaker, 3..=5 still out.
+        for request in 1..=5 {
+            assert_eq!(h.admit(0, &l), Admit::Now);
+            h.start(0, &l, request);
+        }
+        h.finish(10, 1, Signal::Failure, &p);
+        h.finish(10, 2, Signal::Failure, &p);
+        let open = Breaker::Open {
+            until_ms: 1_010,
+            open_ms: 1_000,
+        };
+        assert_eq!(h.breaker, open);
+        // Half-open: request 6 is the probe.
+        assert_eq!(h.admit(1_010, &l), Admit::Now);
+        h.start(1_010, &l, 6);
+        // An earlier request's failure is not the probe's: the breaker stays half-open
+        // and admits no second probe.
+        h.finish(1_020, 3, Signal::Failure, &p);
+        assert_eq!(
+            h.breaker,
+            Breaker::HalfOpen {
+                probe: Some(6),
+                open_ms: 1_000
+            }
+        );
+        assert_eq!(h.admit(1_020, &l), Admit::AfterOutcome);
+        // Nor does forgetting an earlier request free the probe's slot.
+        h.forget(4);
+        assert_eq!(h.admit(1_020, &l), Admit::AfterOutcome);
+        // The probe's failure re-opens it, the period doubled.
+        h.finish(1_030, 6, Signal::Failure, &p);
+        assert_eq!(
+            h.breaker,
+            Breaker::Open {
+                until_ms: 3_030,
+                open_ms: 2_000
+            }
+        );
+        // Request 5, out since before the breaker opened, answers: the endpoint is up.
+        h.finish(1_040, 5, Signal::Success, &p);
+        assert_eq!(h.breaker, Breaker::Closed);
+        assert_eq!(h.in_flight, 0);
     }
 
     #[test]
@@ -458,11 +543,11 @@ mod tests {
             ..HealthPolicy::default()
         };
         let mut h = Health::new(0, &l);
-        h.start(0, &l);
-        h.finish(0, Signal::Failure, &p);
+        h.start(0, &l, 1);
+        h.finish(0, 1, Signal::Failure, &p);
         assert_eq!(h.admit(1_000, &l), Admit::Now);
-        h.start(1_000, &l);
-        h.finish(1_000, Signal::Failure, &p);
+        h.start(1_000, &l, 1);
+        h.finish(1_000, 1, Signal::Failure, &p);
         assert_eq!(
             h.breaker,
             Breaker::Open {
@@ -478,12 +563,12 @@ mod tests {
         let p = HealthPolicy::default();
         let mut h = Health::new(0, &l);
         assert!(!h.should_disable(u64::MAX, &p));
-        h.start(10, &l);
-        h.finish(10, Signal::Failure, &p);
+        h.start(10, &l, 1);
+        h.finish(10, 1, Signal::Failure, &p);
         assert!(!h.should_disable(10 + p.disable_after_failing_ms - 1, &p));
         assert!(h.should_disable(10 + p.disable_after_failing_ms, &p));
-        h.start(20, &l);
-        h.finish(20, Signal::Success, &p);
+        h.start(20, &l, 1);
+        h.finish(20, 1, Signal::Success, &p);
         assert!(!h.should_disable(u64::MAX, &p));
     }
 }

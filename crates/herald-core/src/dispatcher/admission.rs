@@ -520,7 +520,7 @@ impl Dispatcher {
                 }
                 match w.health.admit(now, &w.spec.limits) {
                     crate::health::Admit::Now => {
-                        w.health.start(now, &w.spec.limits);
+                        w.health.start(now, &w.spec.limits, delivery.0);
                         let attempt = d.attempt + 1;
                         plans.push(Plan {
                             delivery,

@@ -191,7 +191,7 @@ impl Dispatcher {
                 // The endpoint's slot is free again (its health shows no request that
                 // will never report).
                 if let Some(w) = webhook_state_mut(&mut self.tenants, &tenant, &webhook) {
-                    w.health.forget();
+                    w.health.forget(outcome.delivery.0);
                 }
                 self.ending_met_one(&tenant, &webhook);
                 self.end_delivery(now, outcome.delivery, DeliveryStatus::Failed, Some(error));
@@ -404,11 +404,12 @@ impl Dispatcher {
                 OutcomeClass::Final | OutcomeClass::Gone => Signal::Responsive,
             };
             if reached_receiver {
-                w.health.finish(r.at_ms, signal, &self.config.health);
+                w.health
+                    .finish(r.at_ms, r.delivery, signal, &self.config.health);
             } else {
                 // Refused before anything was sent: not a sign of the endpoint being up
                 // (no breaker closes) nor down (no failure counts); its slot is free.
-                w.health.forget();
+                w.health.forget(r.delivery);
             }
             // The endpoint has room again.
             self.ready_webhooks

@@ -188,13 +188,14 @@ impl Dispatcher {
     /// Ends recovery: attempts that were in flight when the journal ended are due again
     /// now (with the same attempt number: they are repeated, not counted twice);
     /// deliveries of webhooks that are gone or disabled are ended (journaled); endpoint
-    /// in-flight counts start from zero. Inputs may follow.
+    /// in-flight counts start from zero, and an endpoint that was failing is probed first
+    /// ([`crate::health::Health::restarted`]). Inputs may follow.
     pub fn replay_finished(&mut self, now_ms: u64) {
         self.replaying = false;
         let now = self.advance_clock(now_ms);
         for t in self.tenants.values_mut() {
             for w in t.webhooks.values_mut() {
-                w.health.reset_in_flight();
+                w.health.restarted(&self.config.health);
             }
         }
         let pending: Vec<(DeliveryId, Stage, TenantId, WebhookId)> = self

@@ -540,9 +540,9 @@ fn in_flight_cap_and_rate_limit() {
     assert_eq!(drv.advance_to(T0 + 1_000).len(), 1);
 }
 
-#[test]
-fn breaker_holds_deliveries_and_probes_once() {
-    let config = DispatcherConfig {
+/// A breaker that opens after two failures in a row, for 10 s at first.
+fn breaker_config() -> DispatcherConfig {
+    DispatcherConfig {
         health: HealthPolicy {
             breaker_failures: 2,
             breaker_open_ms: 10_000,
@@ -550,9 +550,13 @@ fn breaker_holds_deliveries_and_probes_once() {
             disable_after_failing_ms: 1_000 * HOUR,
         },
         ..DispatcherConfig::default()
-    };
+    }
+}
+
+#[test]
+fn breaker_holds_deliveries_and_probes_once() {
     let s = spec_retrying(&["*"], vec![1_000; 5]);
-    let mut drv = one_webhook(config, s);
+    let mut drv = one_webhook(breaker_config(), s);
     drv.d
         .accept_event(T0, &tenant("acme"), event("e0", "a.b"))
         .unwrap();
@@ -592,6 +596,45 @@ fn breaker_holds_deliveries_and_probes_once() {
             .breaker,
         Breaker::Closed
     );
+}
+
+/// A checkpoint keeps an endpoint's failure count but not its breaker: after a restart
+/// from one, an endpoint that had opened its breaker is probed once before the rest of
+/// its backlog is sent again.
+#[test]
+fn after_a_restart_a_failing_endpoint_is_probed_first() {
+    let s = spec_retrying(&["*"], vec![1_000; 5]);
+    let mut drv = one_webhook(breaker_config(), s);
+    for i in 0..4 {
+        drv.d
+            .accept_event(T0, &tenant("acme"), event(&format!("e{i}"), "a.b"))
+            .unwrap();
+    }
+    let sent = drv.step();
+    assert_eq!(sent.len(), 4);
+    for req in &sent {
+        drv.reply(req, status(503));
+    }
+    drv.step();
+    let checkpoint = drv.d.checkpoint(drv.now);
+    let mut restarted = Dispatcher::new(breaker_config(), T0);
+    restarted.replay(&checkpoint).unwrap();
+    restarted.replay_finished(drv.now);
+    let mut drv = Driver {
+        d: restarted,
+        now: drv.now,
+        sent: Vec::new(),
+        records: Vec::new(),
+        auto_durable: true,
+        ticks_per_step: usize::MAX,
+    };
+    drv.step();
+    // The retries are due at +1 s: one goes, the rest wait for its outcome.
+    let probe = drv.advance_to(T0 + 1_000);
+    assert_eq!(probe.len(), 1, "one probe after the restart");
+    assert!(drv.advance_to(T0 + 1_500).is_empty());
+    drv.reply(&probe[0], status(200));
+    assert_eq!(drv.step().len(), 3, "the endpoint answered: the rest flow");
 }
 
 #[test]
