@@ -1065,9 +1065,17 @@ impl App {
         if url_changed {
             self.herald.try_check_url_async(&spec.url)?.await?;
         }
-        self.herald
-            .try_update_webhook_async(tenant, id, spec.clone())?
-            .await?;
+        // Without a status of its own, the change keeps the one the webhook has when it
+        // is applied: the engine may have disabled it since it was read (a 410).
+        if input.status.is_some() {
+            self.herald
+                .try_update_webhook_async(tenant, id, spec.clone())?
+                .await?;
+        } else {
+            self.herald
+                .try_update_webhook_settings_async(tenant, id, spec.clone())?
+                .await?;
+        }
         tracing::info!(tenant = %tenant, webhook = %id, "webhook updated");
         let webhook = self
             .written_webhook(tenant, id, || updated_webhook(current, spec))
@@ -1125,7 +1133,7 @@ impl App {
         .chain(kept)
         .collect();
         self.herald
-            .try_update_webhook_async(tenant, id, spec.clone())?
+            .try_update_webhook_settings_async(tenant, id, spec.clone())?
             .await?;
         tracing::info!(tenant = %tenant, webhook = %id, grace_s, "secret rotated");
         let webhook = self

@@ -85,6 +85,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use herald_rt::shard::{
     reply_channel, Engine, Failure, Reply, ReplyReceiver, Request, SendError, ShardExit, TestSent,
+    WebhookWrite,
 };
 
 pub use builder::{Builder, INTAKE_CAPACITY_DEFAULT, IO_MEMORY_BYTES_DEFAULT};
@@ -608,7 +609,7 @@ impl Herald {
         spec: WebhookSpec,
     ) -> Result<(), Error> {
         self.inner
-            .call(self.upsert_request(tenant, id, spec, false)?)
+            .call(self.upsert_request(tenant, id, spec, WebhookWrite::Put)?)
     }
 
     /// [`put_webhook`](Self::put_webhook) as a `Send` future.
@@ -618,7 +619,7 @@ impl Herald {
         id: &WebhookId,
         spec: WebhookSpec,
     ) -> impl Future<Output = Result<(), Error>> + Send + 'static {
-        let prepared = self.upsert_request(tenant, id, spec, false);
+        let prepared = self.upsert_request(tenant, id, spec, WebhookWrite::Put);
         let inner = self.inner.clone();
         async move { inner.call_async(prepared?).await }
     }
@@ -635,7 +636,7 @@ impl Herald {
         spec: WebhookSpec,
     ) -> Result<(), Error> {
         self.inner
-            .call(self.upsert_request(tenant, id, spec, true)?)
+            .call(self.upsert_request(tenant, id, spec, WebhookWrite::Update)?)
     }
 
     /// [`update_webhook`](Self::update_webhook) as a `Send` future.
@@ -645,9 +646,24 @@ impl Herald {
         id: &WebhookId,
         spec: WebhookSpec,
     ) -> impl Future<Output = Result<(), Error>> + Send + 'static {
-        let prepared = self.upsert_request(tenant, id, spec, true);
+        let prepared = self.upsert_request(tenant, id, spec, WebhookWrite::Update);
         let inner = self.inner.clone();
         async move { inner.call_async(prepared?).await }
+    }
+
+    /// [`update_webhook`](Self::update_webhook), except that the webhook keeps the
+    /// status it has when the change is applied (`spec`'s is ignored). For a change made
+    /// to a configuration read earlier ([`webhook`](Self::webhook)): the engine may have
+    /// disabled the webhook since (a `410`, failing too long), and writing back the
+    /// status that was read would enable it again.
+    pub fn update_webhook_settings(
+        &self,
+        tenant: &TenantId,
+        id: &WebhookId,
+        spec: WebhookSpec,
+    ) -> Result<(), Error> {
+        self.inner
+            .call(self.upsert_request(tenant, id, spec, WebhookWrite::Settings)?)
     }
 
     fn upsert_request(
@@ -655,7 +671,7 @@ impl Herald {
         tenant: &TenantId,
         id: &WebhookId,
         spec: WebhookSpec,
-        must_exist: bool,
+        write: WebhookWrite,
     ) -> Result<Prepared<Result<(), Failure>>, Error> {
         if self.inner.require_https && !spec.url.is_tls() {
             return Err(Error::invalid_field("url", error::PLAIN_HTTP_REFUSED));
@@ -665,7 +681,7 @@ impl Herald {
                 tenant: tenant.clone(),
                 id: id.clone(),
                 spec: Box::new(spec),
-                must_exist,
+                write,
                 reply,
             }
         }))
@@ -727,7 +743,7 @@ impl Herald {
         spec: WebhookSpec,
     ) -> Result<impl Future<Output = Result<(), Error>> + Send + 'static, Error> {
         self.inner
-            .try_call_async(self.upsert_request(tenant, id, spec, false)?)
+            .try_call_async(self.upsert_request(tenant, id, spec, WebhookWrite::Put)?)
     }
 
     /// [`update_webhook_async`](Self::update_webhook_async) without waiting for queue room:
@@ -740,7 +756,20 @@ impl Herald {
         spec: WebhookSpec,
     ) -> Result<impl Future<Output = Result<(), Error>> + Send + 'static, Error> {
         self.inner
-            .try_call_async(self.upsert_request(tenant, id, spec, true)?)
+            .try_call_async(self.upsert_request(tenant, id, spec, WebhookWrite::Update)?)
+    }
+
+    /// [`update_webhook_settings`](Self::update_webhook_settings) as a `Send` future
+    /// that fails at once with [`Error::Backpressure`] (giving the item back) when the
+    /// shard's queue is full.
+    pub fn try_update_webhook_settings_async(
+        &self,
+        tenant: &TenantId,
+        id: &WebhookId,
+        spec: WebhookSpec,
+    ) -> Result<impl Future<Output = Result<(), Error>> + Send + 'static, Error> {
+        self.inner
+            .try_call_async(self.upsert_request(tenant, id, spec, WebhookWrite::Settings)?)
     }
 
     /// [`delete_webhook_async`](Self::delete_webhook_async) without waiting for queue room:

@@ -131,6 +131,8 @@ fn gone_disables_the_webhook() {
     let control = herald
         .create_webhook(&tenant, standard_spec(&sink.url("/control"), &[50]))
         .unwrap();
+    // A change of settings prepared from what was read before the engine disabled it.
+    let read_before = herald.webhook(&tenant, &gone).unwrap().unwrap().spec;
     herald
         .publish(&tenant, event(serde_json::json!({"n": 1})))
         .unwrap();
@@ -203,6 +205,18 @@ fn gone_disables_the_webhook() {
     assert!(
         notice["data"].to_string().contains(gone.as_str()),
         "the notice names the disabled webhook: {notice}"
+    );
+    // Written now, the change keeps the webhook disabled; its settings are taken.
+    let mut changed = read_before;
+    changed.headers = vec![("X-Team".to_string(), "kitchen".to_string())];
+    herald
+        .update_webhook_settings(&tenant, &gone, changed)
+        .unwrap();
+    let after = herald.webhook(&tenant, &gone).unwrap().unwrap().spec;
+    assert_eq!(after.status, webhook.spec.status);
+    assert_eq!(
+        after.headers,
+        [("X-Team".to_string(), "kitchen".to_string())]
     );
     herald.shutdown().unwrap();
 }

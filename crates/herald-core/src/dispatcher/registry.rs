@@ -78,6 +78,27 @@ impl Dispatcher {
         self.upsert_webhook(now_ms, tenant, id, spec)
     }
 
+    /// Replaces webhook `id`'s settings like [`Dispatcher::update_webhook`], keeping its
+    /// status as it is now (`spec`'s is ignored): for a change read from the webhook
+    /// earlier, which must not undo a status changed since, such as the dispatcher's own
+    /// auto-disable (a `410`, failing too long).
+    pub fn update_webhook_settings(
+        &mut self,
+        now_ms: u64,
+        tenant: TenantId,
+        id: WebhookId,
+        mut spec: WebhookSpec,
+    ) -> Result<AppendId, RegistryError> {
+        let Some(current) = webhook_state(&self.tenants, &tenant, &id) else {
+            return Err(RegistryError::NotFound {
+                tenant,
+                webhook: id,
+            });
+        };
+        spec.status = current.spec.status;
+        self.upsert_webhook(now_ms, tenant, id, spec)
+    }
+
     /// Deletes webhook `id` of `tenant`, ending its pending deliveries as failed.
     pub fn delete_webhook(
         &mut self,

@@ -2102,6 +2102,61 @@ fn replay_after_partial_disable_ends_orphans() {
     assert_eq!(rec.error, Some(DeliveryError::WebhookDisabled));
 }
 
+/// A change of settings read before the dispatcher disabled the webhook (a 410) keeps it
+/// disabled; a whole update writes the status it carries.
+#[test]
+fn a_change_of_settings_keeps_a_status_changed_since() {
+    let mut drv = one_webhook(DispatcherConfig::default(), spec(&["*"]));
+    let read = drv
+        .d
+        .webhook(&tenant("acme"), &wh("w1"))
+        .unwrap()
+        .spec
+        .clone();
+    assert!(read.status.is_active());
+    drv.d
+        .accept_event(T0, &tenant("acme"), event("e0", "a.b"))
+        .unwrap();
+    let req = drv.step().remove(0);
+    drv.reply(&req, status(410));
+    drv.step();
+    let mut changed = read.clone();
+    changed.filters = spec(&["order.*"]).filters;
+    drv.d
+        .update_webhook_settings(drv.now, tenant("acme"), wh("w1"), changed.clone())
+        .unwrap();
+    drv.step();
+    let now = drv
+        .d
+        .webhook(&tenant("acme"), &wh("w1"))
+        .unwrap()
+        .spec
+        .clone();
+    assert_eq!(
+        now.status,
+        WebhookStatus::Disabled {
+            reason: DisableReason::Gone,
+            at_ms: T0
+        }
+    );
+    assert_eq!(now.filters, changed.filters, "the settings are written");
+    // A replayed journal agrees.
+    let fresh = replayed_like(DispatcherConfig::default(), &drv.records, &drv.d);
+    assert_same(&snapshot(&fresh), &snapshot(&drv.d));
+    // An unknown webhook is refused, not created.
+    assert!(matches!(
+        drv.d
+            .update_webhook_settings(drv.now, tenant("acme"), wh("w2"), changed.clone()),
+        Err(RegistryError::NotFound { .. })
+    ));
+    // The whole update writes what it carries.
+    drv.d
+        .update_webhook(drv.now, tenant("acme"), wh("w1"), changed)
+        .unwrap();
+    let view = drv.d.webhook(&tenant("acme"), &wh("w1")).unwrap();
+    assert!(view.spec.status.is_active());
+}
+
 #[test]
 fn reenabling_resets_health() {
     let mut drv = one_webhook(DispatcherConfig::default(), spec(&["*"]));

@@ -297,12 +297,25 @@ pub struct TestSent {
     pub delivery: DeliveryId,
 }
 
+/// How a [`Request::UpsertWebhook`] treats the webhook it names.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum WebhookWrite {
+    /// Create it, or replace its whole configuration.
+    Put,
+    /// Replace the whole configuration of one that exists (an unknown id is refused).
+    Update,
+    /// Like `Update`, but keep the status it has when the change is applied: for a
+    /// change read from the webhook earlier, which must not undo a status changed since
+    /// (an auto-disable).
+    Settings,
+}
+
 /// Work handed to a shard. Each carries the reply half of a oneshot; the shard answers
 /// exactly once (mutations only after their journal records are durable), or drops the
 /// reply when it stops, which the waiter sees as [`Canceled`].
 #[derive(Debug)]
 pub enum Request {
-    /// Create or replace a webhook. With `must_exist`, an unknown id is refused.
+    /// Create or replace a webhook, as `write` says.
     UpsertWebhook {
         /// The tenant that owns what the request names; it also routes the request
         /// to the tenant's shard.
@@ -311,8 +324,8 @@ pub enum Request {
         id: WebhookId,
         /// Full configuration.
         spec: Box<WebhookSpec>,
-        /// Refuse unknown ids (update) instead of creating them.
-        must_exist: bool,
+        /// Whether an unknown id is created, and whether the status is written.
+        write: WebhookWrite,
         /// Answered once the change is durable.
         reply: Reply<Result<(), Failure>>,
     },

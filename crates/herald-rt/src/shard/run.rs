@@ -21,7 +21,8 @@ use super::status::{ShardExit, ShardStatus, StartError, StorageError};
 use super::stream::{ShardStream, StreamTap};
 use super::wake::{Wake, WakeReceiver};
 use super::{
-    Failure, Published, Request, ShardConfig, ShardStats, TestSent, WebhookInfo, IDLE_WAKE_MS,
+    Failure, Published, Request, ShardConfig, ShardStats, TestSent, WebhookInfo, WebhookWrite,
+    IDLE_WAKE_MS,
 };
 use crate::{HttpClient, OutboundRequest, TransportError};
 
@@ -658,14 +659,16 @@ impl Shard {
                 tenant,
                 id,
                 spec,
-                must_exist,
+                write,
                 reply,
             } => {
                 let dispatcher = self.session.dispatcher_mut();
-                let changed = if must_exist {
-                    dispatcher.update_webhook(now, tenant, id, *spec)
-                } else {
-                    dispatcher.upsert_webhook(now, tenant, id, *spec)
+                let changed = match write {
+                    WebhookWrite::Put => dispatcher.upsert_webhook(now, tenant, id, *spec),
+                    WebhookWrite::Update => dispatcher.update_webhook(now, tenant, id, *spec),
+                    WebhookWrite::Settings => {
+                        dispatcher.update_webhook_settings(now, tenant, id, *spec)
+                    }
                 };
                 match changed {
                     Ok(append) => self.defer(append, Ack::Unit(reply)),
