@@ -198,12 +198,17 @@ fn existing_shard_dirs(data_dir: &std::path::Path) -> std::io::Result<usize> {
 }
 
 fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
+    format!("shard panicked: {}", panic_text(panic))
+}
+
+/// A panic's message, when it has one of the usual kinds.
+pub(crate) fn panic_text(panic: &(dyn std::any::Any + Send)) -> &str {
     if let Some(text) = panic.downcast_ref::<&str>() {
-        format!("shard panicked: {text}")
+        text
     } else if let Some(text) = panic.downcast_ref::<String>() {
-        format!("shard panicked: {text}")
+        text
     } else {
-        "shard panicked".to_string()
+        "(no message)"
     }
 }
 

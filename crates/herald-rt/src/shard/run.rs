@@ -1,12 +1,14 @@
 //! The shard thread: start-up (journal open + replay) and the serving loop.
 
 use std::cell::RefCell;
+use std::panic::AssertUnwindSafe;
 use std::path::PathBuf;
 use std::rc::Rc;
 use std::sync::{mpsc, Arc};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
+use futures_lite::FutureExt;
 use herald_core::session::{self, JournalFrame, RecoveryError, Session};
 use herald_core::{
     AppendId, AttemptResult, BodyPos, BodyStore, Command, Dispatcher, DispatcherConfig, Outcome,
@@ -445,6 +447,68 @@ pub(crate) async fn run_shard(setup: ShardSetup) -> ShardExit {
         failed => shard.status.set_failed(failed.clone()),
     }
     exit
+}
+
+/// One attempt's exchange with its receiver, as the outcome reports it: the result, the
+/// response's body (or the error's text) and its kept headers.
+async fn exchange(
+    client: &HttpClient,
+    outbound: &OutboundRequest,
+    started: Instant,
+) -> (AttemptResult, Vec<u8>, ResponseHeaders) {
+    match client.send_from(outbound, started).await {
+        Ok(response) => {
+            // Bounded here, so that a response with many headers costs no more than the
+            // kept ones while its outcome waits for the shard's turn; within the limits
+            // the parser's buffer is taken over, not copied.
+            let headers = ResponseHeaders::from_received(response.headers);
+            (
+                AttemptResult::Response {
+                    status: response.status,
+                    retry_after: response.retry_after,
+                },
+                response.body,
+                headers,
+            )
+        }
+        Err(error) => (
+            AttemptResult::Transport(map_transport(&error)),
+            error.to_string().into_bytes(),
+            ResponseHeaders::new(),
+        ),
+    }
+}
+
+/// `work`'s output, or `instead`'s for the panic that ended it.
+async fn unless_it_panics<T>(
+    work: impl std::future::Future<Output = T>,
+    instead: impl FnOnce(&(dyn std::any::Any + Send)) -> T,
+) -> T {
+    match AssertUnwindSafe(work).catch_unwind().await {
+        Ok(output) => output,
+        Err(panic) => instead(panic.as_ref()),
+    }
+}
+
+/// The outcome of an attempt whose exchange panicked: a protocol failure (retried by
+/// schedule) whose text says so; the panic is logged with the attempt it ended.
+fn ended_by_a_defect(
+    delivery: herald_core::DeliveryId,
+    attempt: u32,
+    panic: &(dyn std::any::Any + Send),
+) -> (AttemptResult, Vec<u8>, ResponseHeaders) {
+    let message = super::engine::panic_text(panic);
+    tracing::error!(
+        delivery = delivery.0,
+        attempt,
+        panic = message,
+        "sending an attempt panicked; it ends as a protocol failure and is retried"
+    );
+    (
+        AttemptResult::Transport(herald_core::TransportError::Protocol),
+        format!("the attempt failed inside the sender (a defect): {message}").into_bytes(),
+        ResponseHeaders::new(),
+    )
 }
 
 /// Room kept in a record's bound for a checkpoint's part, which holds an event with at
@@ -1199,29 +1263,16 @@ impl Shard {
         *in_flight.borrow_mut() += 1;
         glommio::spawn_local(async move {
             let started = Instant::now();
-            let result = client.send_from(&outbound, started).await;
+            // A panic while sending (a defect, most likely met on a receiver's input)
+            // ends this attempt as a protocol failure, retried by schedule, instead of
+            // unwinding through the executor and ending the shard's thread, and with it
+            // every tenant's deliveries on the shard.
+            let (result, response_body, response_headers) =
+                unless_it_panics(exchange(&client, &outbound, started), |panic| {
+                    ended_by_a_defect(delivery, attempt, panic)
+                })
+                .await;
             let latency_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
-            let (result, response_body, response_headers) = match result {
-                Ok(response) => {
-                    // Bounded here, so that a response with many headers costs no more
-                    // than the kept ones while its outcome waits for the shard's turn;
-                    // within the limits the parser's buffer is taken over, not copied.
-                    let headers = ResponseHeaders::from_received(response.headers);
-                    (
-                        AttemptResult::Response {
-                            status: response.status,
-                            retry_after: response.retry_after,
-                        },
-                        response.body,
-                        headers,
-                    )
-                }
-                Err(error) => (
-                    AttemptResult::Transport(map_transport(&error)),
-                    error.to_string().into_bytes(),
-                    ResponseHeaders::new(),
-                ),
-            };
             finished.borrow_mut().push((
                 generation,
                 Outcome {
@@ -1673,6 +1724,40 @@ impl BodyStore for JournalBodies<'_> {
 mod tests {
     use super::*;
     use herald_core::{classify, OutcomeClass};
+
+    /// A send task whose exchange panics reports an outcome like any other; the shard's
+    /// thread and its other tasks go on.
+    #[test]
+    fn a_panicking_exchange_ends_its_attempt_not_the_thread() {
+        let thread = glommio::LocalExecutorBuilder::new(glommio::Placement::Unbound)
+            .spawn(|| async {
+                let other = glommio::spawn_local(async {
+                    glommio::timer::sleep(Duration::from_millis(5)).await;
+                    7
+                });
+                let outcome = glommio::spawn_local(unless_it_panics(
+                    async {
+                        glommio::timer::sleep(Duration::from_millis(1)).await;
+                        panic!("a parser's defect")
+                    },
+                    |panic| ended_by_a_defect(herald_core::DeliveryId(3), 2, panic),
+                ))
+                .await;
+                (outcome, other.await)
+            })
+            .unwrap();
+        let ((result, body, headers), other) = thread.join().unwrap();
+        assert_eq!(
+            result,
+            AttemptResult::Transport(herald_core::TransportError::Protocol)
+        );
+        assert_eq!(
+            String::from_utf8(body).unwrap(),
+            "the attempt failed inside the sender (a defect): a parser's defect"
+        );
+        assert!(headers.is_empty());
+        assert_eq!(other, 7, "the thread's other tasks went on");
+    }
 
     /// The dispatcher bounds a record of outcomes by an estimate that its tests check
     /// against the encoded size; the journal must take that record whatever segment size
