@@ -748,6 +748,66 @@ fn a_stream_closes_once_its_key_is_revoked_or_its_token_expires() {
     assert_eq!(next_event(&mut kept)["data"]["n"], 1);
 }
 
+/// A stream that always has an event ready (here a long replay read slowly) is still
+/// pinged, and its credential checked: a revoked key stops it mid-replay.
+#[test]
+fn a_busy_stream_closes_once_its_key_is_revoked() {
+    let site = Site::new();
+    let config = ws_config("ping_interval_ms = 100\nidle_timeout_ms = 60000\n");
+    let server = Server::start(&site, &Options::default().config(&config));
+    let (key, client) = tenant(&server, "acme_busy");
+    let admin = server.admin();
+    let minted = admin
+        .post("/v1/tenants/acme_busy/keys", &json!({}))
+        .expect(201);
+    let second_key = minted["api_key"].as_str().expect("api_key");
+    let key_id = minted["id"].as_str().expect("id");
+    let (mut first, _) = connect(&server, "", Auth::Bearer(&key)).expect("subscribe");
+    // Large events, twice what the socket's buffers hold: the replay cannot be written
+    // ahead of the reader, so the stream has an event ready for as long as it reads.
+    const FILLER_BYTES: usize = 200 * 1024;
+    let events = (2 * socket_buffer_bytes() / FILLER_BYTES + 8).clamp(20, 400);
+    let filler = "x".repeat(FILLER_BYTES);
+    for n in 0..events {
+        publish(
+            &client,
+            &json!({"type": "order.created", "data": {"n": n, "filler": filler}}),
+        );
+    }
+    let oldest = seq(&next_event(&mut first));
+    drop(first);
+    let (mut busy, _) = connect(
+        &server,
+        &format!("?after={oldest}"),
+        Auth::Bearer(second_key),
+    )
+    .expect("subscribe");
+    assert_eq!(next_event(&mut busy)["data"]["n"], 1);
+    admin
+        .delete(&format!("/v1/tenants/acme_busy/keys/{key_id}"))
+        .expect(204);
+    // A message every few milliseconds: the replay alone lasts a while.
+    let mut read = 1;
+    let (code, reason) = loop {
+        match busy.read() {
+            Ok(Message::Text(_)) => read += 1,
+            Ok(Message::Close(Some(frame))) => {
+                break (u16::from(frame.code), frame.reason.to_string())
+            }
+            Ok(Message::Close(None)) => panic!("closed without a code"),
+            Ok(_) => {}
+            Err(error) => panic!("expected a close frame, the stream failed: {error}"),
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    };
+    assert_eq!(code, 4003, "{reason}");
+    assert!(reason.contains("revoked"), "{reason}");
+    assert!(
+        read < events - 1,
+        "the revoked key's stream replayed all {read} events before it closed"
+    );
+}
+
 /// Streams are never closed to make room for a new connection, so they may take at
 /// most half of `limits.connections_max` (and `ws.connections_max`): past that a new
 /// stream gets 503, and requests still find a connection.

@@ -682,6 +682,22 @@ pub async fn serve<S>(
                     return;
                 }
             },
+            // Before the events: a stream with events always ready (a long replay, a
+            // busy tenant) must still be pinged and have its credential checked.
+            _ = pings.tick() => {
+                if last_heard.elapsed() >= idle {
+                    close(&mut ws, CLOSE_IDLE, "idle timeout: no frame or pong within ws.idle_timeout_ms").await;
+                    return;
+                }
+                if let Some(reason) = credential.lapsed(&app, &tenant) {
+                    tracing::info!(%peer, %tenant, reason, "stream closed: its credential lapsed");
+                    close(&mut ws, CLOSE_CREDENTIAL, reason).await;
+                    return;
+                }
+                if !matches!(tokio::time::timeout(WRITE_TIMEOUT, ws.send(Message::Ping(Vec::new().into()))).await, Ok(Ok(()))) {
+                    return;
+                }
+            }
             event = subscription.recv() => match event {
                 Ok(event) => {
                     let message = Message::text(event.message.as_ref());
@@ -718,20 +734,6 @@ pub async fn serve<S>(
                     return;
                 }
             },
-            _ = pings.tick() => {
-                if last_heard.elapsed() >= idle {
-                    close(&mut ws, CLOSE_IDLE, "idle timeout: no frame or pong within ws.idle_timeout_ms").await;
-                    return;
-                }
-                if let Some(reason) = credential.lapsed(&app, &tenant) {
-                    tracing::info!(%peer, %tenant, reason, "stream closed: its credential lapsed");
-                    close(&mut ws, CLOSE_CREDENTIAL, reason).await;
-                    return;
-                }
-                if !matches!(tokio::time::timeout(WRITE_TIMEOUT, ws.send(Message::Ping(Vec::new().into()))).await, Ok(Ok(()))) {
-                    return;
-                }
-            }
         }
     }
 }
