@@ -81,6 +81,15 @@ impl herald::HeaderLookup for Headers<'_> {
     }
 }
 
+/// The answer to a request for a source that is not configured.
+pub(crate) fn unknown_source(name: &str) -> ApiError {
+    ApiError::new(
+        404,
+        "not_found",
+        format!("no inbound source {name:?} is configured"),
+    )
+}
+
 fn unauthorized(message: impl Into<String>) -> ApiError {
     ApiError::new(401, "unauthorized", message)
 }
@@ -162,11 +171,7 @@ impl App {
     ) -> Result<Response, ApiError> {
         let Some(source) = self.inbound.get(name) else {
             self.metrics.observe_inbound("unknown", "rejected");
-            return Err(ApiError::new(
-                404,
-                "not_found",
-                format!("no inbound source {name:?} is configured"),
-            ));
+            return Err(unknown_source(name));
         };
         let result = self.inbound_verified(source, request).await;
         let outcome = match &result {

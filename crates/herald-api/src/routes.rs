@@ -439,6 +439,22 @@ impl<'a> Route<'a> {
     }
 }
 
+/// The 405 for a method `route` does not answer (`HEAD` goes where `GET` does).
+fn method_refused(route: Route<'_>, method: &str) -> Option<Response> {
+    let allowed = route.allowed();
+    let method_ok =
+        allowed.split(", ").any(|m| m == method) || (method == "HEAD" && allowed.contains("GET"));
+    (!method_ok).then(|| {
+        ApiError::new(
+            405,
+            "method_not_allowed",
+            format!("{} answers {allowed}", route.pattern()),
+        )
+        .into_response()
+        .with_header("Allow", allowed.to_string())
+    })
+}
+
 /// The value of header `name` when the request carries it at most once. A repeated
 /// credential, tenant or idempotency header is ambiguous (a proxy and this server could
 /// each believe a different one), so it is refused rather than resolved by position.
@@ -578,23 +594,57 @@ impl App {
         response
     }
 
-    /// The answer to a request decided by its head alone, before its body is read: a
-    /// route that needs a key, and no valid key (401). The server then writes it and
+    /// The answer to a request with a body decided by its head alone, before the body
+    /// is read: a target that names no route or is malformed (404, 400), an inbound
+    /// source that is not configured (404), a stream handshake (which has no body, 400),
+    /// a route that needs a key and no valid key (401). The server then writes it and
     /// closes without reading the body or sending `100 Continue`, so a client without a
     /// key cannot have bodies read and buffered for it. `None`: read the body and
     /// [`handle`](Self::handle) the request.
     pub fn refuse_before_body(&self, head: &Request, peer: SocketAddr) -> Option<Response> {
-        let target = parse_target(&head.target).ok()?;
-        let route = Route::parse(&target.segments)?;
-        if !route.needs_auth() {
-            return None;
+        let (pattern, response) = self.answer_on_head(head)?;
+        self.metrics.observe_request(pattern, response.status);
+        tracing::debug!(method = %head.method, route = pattern, status = response.status, %peer, "refused before its body");
+        Some(response)
+    }
+
+    fn answer_on_head(&self, head: &Request) -> Option<(&'static str, Response)> {
+        if crate::ws::is_stream_request(head) {
+            return Some((crate::ws::PATH, crate::ws::refuse_body()));
+        }
+        let target = match parse_target(&head.target) {
+            Ok(target) => target,
+            Err(error) => return Some(("unmatched", error.into_response())),
+        };
+        let Some(route) = Route::parse(&target.segments) else {
+            let error = ApiError::not_found(format!("no route {}", head.target));
+            return Some(("unmatched", error.into_response()));
+        };
+        match route {
+            Route::Inbound(name) if !self.inbound.contains_key(name) => {
+                self.metrics.observe_inbound("unknown", "rejected");
+                let error = crate::inbound::unknown_source(name);
+                return Some((route.pattern(), error.into_response()));
+            }
+            // Signed by the provider: read, then verified.
+            Route::Inbound(_) => return None,
+            // Health, metrics, the API's description and the console are read, never
+            // written to: none takes a body.
+            _ if !route.needs_auth() => {
+                if let Some(refused) = method_refused(route, head.method.as_str()) {
+                    return Some((route.pattern(), refused));
+                }
+                let error = ApiError::new(
+                    400,
+                    "invalid_request",
+                    format!("{} takes no request body", route.pattern()),
+                );
+                return Some((route.pattern(), error.into_response()));
+            }
+            _ => {}
         }
         let error = self.authenticate(head).err()?;
-        let response = error.into_response();
-        self.metrics
-            .observe_request(route.pattern(), response.status);
-        tracing::debug!(method = %head.method, route = route.pattern(), status = response.status, %peer, "refused before its body");
-        Some(response)
+        Some((route.pattern(), error.into_response()))
     }
 
     async fn dispatch(
@@ -615,17 +665,8 @@ impl App {
         } else {
             None
         };
-        let allowed = route.allowed();
-        let method_ok = allowed.split(", ").any(|m| m == method)
-            || (method == "HEAD" && allowed.contains("GET"));
-        if !method_ok {
-            return Ok(ApiError::new(
-                405,
-                "method_not_allowed",
-                format!("{} answers {allowed}", route.pattern()),
-            )
-            .into_response()
-            .with_header("Allow", allowed.to_string()));
+        if let Some(refused) = method_refused(route, method) {
+            return Ok(refused);
         }
         match route {
             Route::Healthz => Ok(Response::json(200, &json!({"status": "ok"}))),

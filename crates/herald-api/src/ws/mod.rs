@@ -247,6 +247,11 @@ pub struct StreamQuery {
     pub after: Option<u64>,
 }
 
+/// The answer to a handshake that comes with a body.
+pub(crate) fn refuse_body() -> Response {
+    refuse(400, "invalid_request", "a WebSocket handshake has no body")
+}
+
 fn refuse(status: u16, code: &str, message: impl AsRef<str>) -> Response {
     let mut response = Response::error(status, code, message.as_ref());
     response.close = true;
@@ -361,13 +366,10 @@ pub fn accept(app: &App, request: &Request) -> Result<Upgrade, Response> {
         ));
     }
     // A handshake has no body (RFC 6455 4.1); one sent with it would be buffered for the
-    // stream's whole life.
+    // stream's whole life. (The server answers this on the head, before reading a body:
+    // `refuse_body`.)
     if !request.body.is_empty() || request.header("transfer-encoding").is_some() {
-        return Err(refuse(
-            400,
-            "invalid_request",
-            "a WebSocket handshake has no body",
-        ));
+        return Err(refuse_body());
     }
     if request.header("sec-websocket-version") != Some(b"13".as_slice()) {
         return Err(refuse(
