@@ -98,8 +98,45 @@ fn bad(message: impl Into<String>) -> ApiError {
     ApiError::new(400, "invalid_request", message)
 }
 
+/// The prefix of the idempotency keys of inbound events; a client's own keys and event
+/// ids may not begin with it (`routes.rs`), so that no tenant can take a provider
+/// event's key before the provider's event arrives.
+pub const INBOUND_KEY_PREFIX: &str = "in:";
+
+/// The idempotency key of provider event `id` from source `source`: `in:{source}:{id}`,
+/// or, when that is longer than the engine takes, the id's SHA-256 in its place
+/// (`in:{source}:sha256:{hex}`), so that a long id is still de-duplicated and never
+/// refused after its signature passed.
+fn inbound_key(source: &str, id: &str) -> String {
+    let key = format!("{INBOUND_KEY_PREFIX}{source}:{id}");
+    if key.len() <= crate::routes::IDEMPOTENCY_KEY_BYTES_MAX {
+        return key;
+    }
+    let digest = ring::digest::digest(&ring::digest::SHA256, id.as_bytes());
+    format!(
+        "{INBOUND_KEY_PREFIX}{source}:sha256:{}",
+        hex::encode(digest.as_ref())
+    )
+}
+
 impl Source {
+    /// The headers the source's scheme reads its signature from.
+    fn signature_headers(&self) -> Vec<&str> {
+        match self.config.scheme.as_str() {
+            "stripe" => vec![STRIPE_HEADER],
+            "standard" => vec!["webhook-id", "webhook-timestamp", "webhook-signature"],
+            _ => vec![self.config.header.as_deref().unwrap_or(HMAC_HEADER_DEFAULT)],
+        }
+    }
+
     fn verify(&self, request: &Request) -> Result<(), ApiError> {
+        // A header sent twice is ambiguous (a proxy and this server could each believe
+        // a different one): refused, as the API's credential headers are.
+        for name in self.signature_headers() {
+            if crate::routes::sole_header(request, name).is_err() {
+                return Err(unauthorized(format!("send one {name} header, not several")));
+            }
+        }
         if let Some(verifier) = &self.verifier {
             let now_s = i64::try_from(now_ms() / 1000).unwrap_or(i64::MAX);
             return verifier
@@ -134,14 +171,35 @@ impl Source {
     }
 
     /// The platform event's data: the provider's object (`data.object` for the payment
-    /// provider, `data` otherwise), or the whole payload when it has none.
-    fn data<'a>(&self, body: &'a Value) -> &'a Value {
-        let data = body.get("data");
-        match (self.config.scheme.as_str(), data) {
-            ("stripe", Some(data)) => data.get("object").unwrap_or(data),
-            (_, Some(data)) => data,
-            (_, None) => body,
+    /// provider, `data` otherwise), or the whole payload when it has none; its bytes as
+    /// the provider signed them, never decoded and encoded again (which would round
+    /// large numbers and merge repeated members).
+    fn data<'a>(&self, body: &'a [u8]) -> Result<&'a [u8], ApiError> {
+        #[derive(serde::Deserialize)]
+        struct Data<'a> {
+            #[serde(borrow, default)]
+            data: Option<&'a serde_json::value::RawValue>,
         }
+        #[derive(serde::Deserialize)]
+        struct Object<'a> {
+            #[serde(borrow, default)]
+            object: Option<&'a serde_json::value::RawValue>,
+        }
+        let outer: Data<'a> = serde_json::from_slice(body)
+            .map_err(|e| ApiError::new(400, "invalid_json", format!("request body: {e}")))?;
+        let Some(data) = outer.data else {
+            return Ok(body.trim_ascii());
+        };
+        if self.config.scheme == "stripe" {
+            // `data` of another kind than an object has no `object`: it is the data.
+            if let Ok(Object {
+                object: Some(object),
+            }) = serde_json::from_str::<Object<'a>>(data.get())
+            {
+                return Ok(object.get().as_bytes());
+            }
+        }
+        Ok(data.get().as_bytes())
     }
 
     fn tenant(&self, body: &Value) -> Result<TenantId, ApiError> {
@@ -227,10 +285,9 @@ impl App {
         // Validated at start-up.
         let event_type = EventType::parse(platform_type)
             .map_err(|e| ApiError::new(500, "internal", format!("mapped type: {e}")))?;
-        let data = serde_json::to_vec(source.data(&body))
-            .map_err(|e| ApiError::new(500, "internal", format!("data: {e}")))?;
+        let data = source.data(&request.body)?.to_vec();
         let mut event = Event::from_json_bytes(event_type, data);
-        event.idempotency_key = Some(format!("in:{}:{id}", source.name));
+        event.idempotency_key = Some(inbound_key(&source.name, id));
         // A full intake is a 503 at once; the provider retries later.
         let published = self
             .herald

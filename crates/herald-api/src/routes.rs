@@ -1592,8 +1592,21 @@ fn parse_idempotency_key(value: &[u8]) -> Result<String> {
             format!("Idempotency-Key must be 1 to {IDEMPOTENCY_KEY_BYTES_MAX} printable ASCII characters without spaces"),
         ));
     }
+    refuse_inbound_prefix("Idempotency-Key", value)?;
     // Checked to be ASCII above.
     Ok(String::from_utf8_lossy(value).into_owned())
+}
+
+/// Refuses a client's key or event id in the namespace of inbound events' keys.
+fn refuse_inbound_prefix(field: &str, value: &[u8]) -> Result<()> {
+    let prefix = crate::inbound::INBOUND_KEY_PREFIX;
+    if value.starts_with(prefix.as_bytes()) {
+        return Err(ApiError::invalid(
+            field,
+            format!("{field} may not begin with {prefix:?}: that prefix is kept for the keys of inbound events"),
+        ));
+    }
+    Ok(())
 }
 
 /// Checks a caller's secret against its scheme's format, explaining the format.
@@ -1789,6 +1802,8 @@ impl EventInput {
         if let Some(id) = &self.id {
             event.id =
                 Some(EventId::parse(id).map_err(|e| ApiError::invalid("id", format!("id: {e}")))?);
+            // The id de-duplicates like a key (below).
+            refuse_inbound_prefix("id", id.as_bytes())?;
         }
         if let Some(location) = &self.location_id {
             event.location_id = Some(

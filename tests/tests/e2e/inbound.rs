@@ -32,10 +32,21 @@ secret = "{STANDARD_SECRET}"
 tenant = "tenant_in"
 [inbound.orders.types]
 "order.placed" = "order.created"
+
+[inbound.{LONG_SOURCE}]
+scheme = "standard"
+secret = "{STANDARD_SECRET}"
+tenant = "tenant_in"
+[inbound.{LONG_SOURCE}.types]
+"order.placed" = "order.created"
 "#,
         crate::FAST_RETRIES
     )
 }
+
+/// A source name of 60 characters: with a provider id of 200, `in:{source}:{id}` would
+/// be longer than an idempotency key may be.
+const LONG_SOURCE: &str = "orders_from_the_point_of_sale_of_the_flagship_restaurant_xyz";
 
 /// Installs the providers' Python libraries once (PyPI is reachable from CI).
 fn python_ready() {
@@ -154,16 +165,20 @@ pub(crate) fn payment_event(id: &str, kind: &str, tenant: &str) -> String {
     .to_string()
 }
 
+/// A server with the sources of [`config`], and tenant `tenant_in` with a webhook of
+/// `events` to a receiver's `/in`.
+fn receiving(site: &Site, events: Value) -> (Sink, Server, Client) {
+    let sink = Sink::start_default().expect("the sink starts");
+    let server = Server::start(site, &Options::default().config(&config()));
+    let tenant = create_tenant(&server.admin(), "tenant_in");
+    create_webhook(&tenant, &json!({"url": sink.url("/in"), "events": events}));
+    (sink, server, tenant)
+}
+
 #[test]
 fn provider_signed_events_become_platform_events_once() {
     let site = Site::new();
-    let sink = Sink::start_default().expect("the sink starts");
-    let server = Server::start(&site, &Options::default().config(&config()));
-    let tenant = create_tenant(&server.admin(), "tenant_in");
-    create_webhook(
-        &tenant,
-        &json!({"url": sink.url("/in"), "events": ["payment.*", "order.*"]}),
-    );
+    let (sink, server, _tenant) = receiving(&site, json!(["payment.*", "order.*"]));
 
     // The payment provider's event, signed by its own library, delivered once.
     let payload = payment_event("evt_1NxPay", "payment_intent.succeeded", "tenant_in");
@@ -274,6 +289,22 @@ fn provider_signed_events_become_platform_events_once() {
             "{name}: a reason is given"
         );
     }
+    // A header the signature is read from, sent twice, is refused.
+    let twice = post_inbound(
+        &server,
+        "payments",
+        &payload,
+        vec![
+            ("Stripe-Signature", stripe_header(&payload, 0)),
+            ("Stripe-Signature", stripe_header(&payload, 0)),
+        ],
+    );
+    assert_eq!(twice.status, 401, "{}", twice.text());
+    assert!(
+        twice.error_message().contains("not several"),
+        "{}",
+        twice.text()
+    );
     // Exactly the two accepted events reached the receiver.
     let delivered = sink.requests_to("/in");
     assert_eq!(delivered.len(), 2, "one delivery per accepted event");
@@ -282,4 +313,66 @@ fn provider_signed_events_become_platform_events_once() {
         metrics.contains("herald_inbound_requests_total{source=\"payments\",result=\"rejected\"}"),
         "{metrics}"
     );
+}
+
+/// The data is published as the provider signed it: numbers past 64 bits keep every
+/// digit. A provider id that makes too long a key is still de-duplicated. A tenant's own
+/// keys and event ids cannot take an inbound event's key first.
+#[test]
+fn inbound_data_keys_and_the_tenants_keys_stay_apart() {
+    let site = Site::new();
+    let (sink, server, tenant) = receiving(&site, json!(["order.*"]));
+    let big = "123456789012345678901234567890";
+    let order = format!(r#"{{"type":"order.placed","data":{{"total":{big},"items":[1,2]}}}}"#);
+    let long_id = format!("msg_{}", "7".repeat(196));
+    assert_eq!(long_id.len(), 200);
+    let first = post_inbound(
+        &server,
+        LONG_SOURCE,
+        &order,
+        standard_headers(&long_id, &order),
+    )
+    .expect(200);
+    assert_eq!(first["status"], "accepted", "{first}");
+    let event_id = first["event_id"].as_str().expect("event_id").to_string();
+    let received = wait_received(&sink, "/in", &event_id);
+    let body = String::from_utf8_lossy(&received[0].body).to_string();
+    assert!(
+        body.contains(&format!(r#""data":{{"total":{big},"items":[1,2]}}"#)),
+        "the data as signed: {body}"
+    );
+    let again = post_inbound(
+        &server,
+        LONG_SOURCE,
+        &order,
+        standard_headers(&long_id, &order),
+    )
+    .expect(200);
+    assert_eq!(again["status"], "duplicate", "{again}");
+    assert_eq!(again["event_id"], event_id.as_str(), "{again}");
+    // The inbound keys' prefix is not the tenant's to use, as a key or as an event id.
+    let event = json!({"type": "order.created", "data": {"n": 1}});
+    let keyed = tenant.json_request(
+        "POST",
+        "/v1/events",
+        &event,
+        vec![("Idempotency-Key", "in:orders:msg_3003".to_string())],
+    );
+    assert_eq!(keyed.status, 400, "{}", keyed.text());
+    assert!(keyed.text().contains("Idempotency-Key"), "{}", keyed.text());
+    let with_id = tenant.post(
+        "/v1/events",
+        &json!({"id": "in:orders:msg_3003", "type": "order.created", "data": {"n": 1}}),
+    );
+    assert_eq!(with_id.status, 400, "{}", with_id.text());
+    // The provider's event with that id is its own.
+    let order = json!({"type": "order.placed", "data": {"order_id": "ord_3003"}}).to_string();
+    let accepted = post_inbound(
+        &server,
+        "orders",
+        &order,
+        standard_headers("msg_3003", &order),
+    )
+    .expect(200);
+    assert_eq!(accepted["status"], "accepted", "{accepted}");
 }
