@@ -139,6 +139,44 @@ fn classify_v4(ip: Ipv4Addr) -> AddressClass {
         .map_or(AddressClass::Public, |(_, _, class)| *class)
 }
 
+/// An IPv4 address carried in an IPv6 one, and the prefix that carries it.
+struct Carried {
+    v4: Ipv4Addr,
+    prefix: [u16; 8],
+    prefix_len: u8,
+}
+
+impl Carried {
+    /// The IPv4 address `ip` carries, for the prefixes whose packets end up at it
+    /// (through a NAT64 or 6to4 gateway, or SIIT's translation): that address decides
+    /// where `ip` leads. (The mapped form, `::ffff:a.b.c.d`, is the IPv4 address itself:
+    /// [`canonical`].)
+    fn in_v6(ip: Ipv6Addr) -> Option<Carried> {
+        let o = ip.octets();
+        let last = Ipv4Addr::new(o[12], o[13], o[14], o[15]);
+        let prefixes = [
+            // NAT64's well-known prefix (RFC 6052).
+            ([0x64, 0xff9b, 0, 0, 0, 0, 0, 0], 96, last),
+            // 6to4 (RFC 3056): the address in bits 16..48.
+            (
+                [0x2002, 0, 0, 0, 0, 0, 0, 0],
+                16,
+                Ipv4Addr::new(o[2], o[3], o[4], o[5]),
+            ),
+            // SIIT's IPv4-translated addresses (`::ffff:0:a.b.c.d`, RFC 6145).
+            ([0, 0, 0, 0, 0xffff, 0, 0, 0], 96, last),
+        ];
+        prefixes
+            .into_iter()
+            .find(|(prefix, prefix_len, _)| in_v6(ip, *prefix, *prefix_len))
+            .map(|(prefix, prefix_len, v4)| Carried {
+                v4,
+                prefix,
+                prefix_len,
+            })
+    }
+}
+
 fn classify_v6(ip: Ipv6Addr) -> AddressClass {
     if ip.is_unspecified() {
         return AddressClass::Unspecified;
@@ -146,22 +184,8 @@ fn classify_v6(ip: Ipv6Addr) -> AddressClass {
     if ip.is_loopback() {
         return AddressClass::Loopback;
     }
-    // Prefixes that carry an IPv4 address: the packet ends up at that IPv4 address
-    // (through a NAT64 or 6to4 gateway), so the embedded address decides.
-    let octets = ip.octets();
-    if in_v6(ip, [0x64, 0xff9b, 0, 0, 0, 0, 0, 0], 96) {
-        let v4 = Ipv4Addr::new(octets[12], octets[13], octets[14], octets[15]);
-        return classify_v4(v4);
-    }
-    if in_v6(ip, [0x2002, 0, 0, 0, 0, 0, 0, 0], 16) {
-        let v4 = Ipv4Addr::new(octets[2], octets[3], octets[4], octets[5]);
-        return classify_v4(v4);
-    }
-    // SIIT's IPv4-translated addresses (`::ffff:0:a.b.c.d`, RFC 6145) carry one in their
-    // last 32 bits as well.
-    if in_v6(ip, [0, 0, 0, 0, 0xffff, 0, 0, 0], 96) {
-        let v4 = Ipv4Addr::new(octets[12], octets[13], octets[14], octets[15]);
-        return classify_v4(v4);
+    if let Some(carried) = Carried::in_v6(ip) {
+        return classify_v4(carried.v4);
     }
     const TABLE: &[([u16; 8], u8, AddressClass)] = &[
         (
@@ -293,9 +317,25 @@ impl Cidr {
     }
 
     /// Whether `ip` lies in this network. IPv4-mapped IPv6 addresses match IPv4
-    /// networks (they are the same destination).
+    /// networks (they are the same destination), and so do the IPv6 addresses that
+    /// carry an IPv4 one to a gateway (NAT64, 6to4, SIIT): those match an IPv6 network
+    /// only when it lies inside their prefix, so that allowing IPv6 (`::/0`) does not
+    /// allow IPv4's private addresses through a translator.
     pub fn contains(&self, ip: IpAddr) -> bool {
-        match (self.network, canonical(ip)) {
+        let ip = canonical(ip);
+        if let IpAddr::V6(v6) = ip {
+            if let Some(carried) = Carried::in_v6(v6) {
+                return match self.network {
+                    IpAddr::V4(net) => in_v4(carried.v4, net.octets(), self.prefix_len),
+                    IpAddr::V6(net) => {
+                        self.prefix_len >= carried.prefix_len
+                            && in_v6(net, carried.prefix, carried.prefix_len)
+                            && in_v6(v6, net.segments(), self.prefix_len)
+                    }
+                };
+            }
+        }
+        match (self.network, ip) {
             (IpAddr::V4(net), IpAddr::V4(v4)) => in_v4(v4, net.octets(), self.prefix_len),
             (IpAddr::V6(net), IpAddr::V6(v6)) => in_v6(v6, net.segments(), self.prefix_len),
             // An IPv6 network written inside the mapped prefix (::ffff:0:0/96) still
@@ -571,6 +611,21 @@ mod tests {
             ("::/1", "10.0.0.1", false),
             ("::/16", "10.0.0.1", false),
             ("::/95", "10.0.0.1", false),
+            // Nor through the prefixes that carry them to a gateway (NAT64, 6to4, SIIT).
+            ("::/0", "64:ff9b::a9fe:a9fe", false),
+            ("::/0", "64:ff9b::10.0.0.1", false),
+            ("2000::/3", "2002:7f00:1::1", false),
+            ("::/0", "::ffff:0:127.0.0.1", false),
+            ("64:ff9b::/32", "64:ff9b::10.0.0.1", false),
+            // An IPv4 network covers its addresses in those forms; the prefix itself,
+            // allowed whole or in part, covers what it carries.
+            ("10.0.0.0/8", "64:ff9b::10.0.0.1", true),
+            ("10.0.0.0/8", "2002:a00:1::", true),
+            ("10.0.0.0/8", "::ffff:0:10.0.0.1", true),
+            ("10.0.0.0/8", "64:ff9b::11.0.0.1", false),
+            ("64:ff9b::/96", "64:ff9b::10.0.0.1", true),
+            ("64:ff9b::10.0.0.0/104", "64:ff9b::10.9.0.1", true),
+            ("64:ff9b::10.0.0.0/104", "64:ff9b::11.0.0.1", false),
             ("192.168.1.7", "192.168.1.7", true),
             ("192.168.1.7", "192.168.1.8", false),
         ];
