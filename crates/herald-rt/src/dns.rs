@@ -6,15 +6,20 @@
 //! semaphore. The permit belongs to the lookup, not to the caller: a caller that gives up
 //! (its connect timeout) cannot free the slot while `getaddrinfo` still runs, so a
 //! resolver that hangs holds at most `lookups_in_flight_max` blocking calls per shard,
-//! however many deliveries time out waiting. An answer that arrives after its caller gave
-//! up is still cached for the next attempt. `getaddrinfo` reports no TTL, so answers are
-//! cached for a fixed short time; caching never weakens the egress guard because the
-//! guard judges the exact addresses that are then connected to.
+//! however many deliveries time out waiting. One lookup runs per name at a time, and
+//! every caller that needs the name meanwhile waits for it: a name whose servers do not
+//! answer takes one slot, however many deliveries need it, and the shard's other names
+//! are looked up beside it. An answer that arrives after its callers gave up is still
+//! cached for the next attempt, a failure for at most [`FAILURE_TTL_MS`]. `getaddrinfo`
+//! reports no TTL, so answers are cached for a fixed short time; caching never weakens
+//! the egress guard because the guard judges the exact addresses that are then
+//! connected to.
 
 use std::cell::RefCell;
 use std::collections::HashMap;
 use std::net::{IpAddr, ToSocketAddrs};
 use std::rc::Rc;
+use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
 
 /// Most addresses kept from one answer: enough for dual-stack round-robin records,
@@ -83,9 +88,52 @@ pub enum DnsError {
     },
 }
 
+/// How long a failed lookup's answer is reused (or `cache_ttl_ms`, if shorter): a name
+/// whose servers fail or do not answer is asked again at most this often, however many
+/// deliveries need it meanwhile.
+pub const FAILURE_TTL_MS: u64 = 5_000;
+
+/// A lookup's answer: the addresses, or what the resolver said.
+type Answer = Result<Rc<[IpAddr]>, String>;
+
 struct CacheEntry {
-    addresses: Rc<[IpAddr]>,
+    answer: Answer,
     expires: Instant,
+}
+
+/// A lookup under way: every caller that needs the name meanwhile waits for it, so one
+/// name takes one of the shard's lookups however many deliveries wait for it.
+#[derive(Default)]
+struct Flight {
+    answer: RefCell<Option<Answer>>,
+    waiting: RefCell<Vec<Waker>>,
+}
+
+impl Flight {
+    fn land(&self, answer: Answer) {
+        *self.answer.borrow_mut() = Some(answer);
+        for waker in self.waiting.take() {
+            waker.wake();
+        }
+    }
+}
+
+/// A caller's wait for a [`Flight`]'s answer.
+struct Boarded(Rc<Flight>);
+
+impl std::future::Future for Boarded {
+    type Output = Answer;
+
+    fn poll(self: std::pin::Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Answer> {
+        if let Some(answer) = &*self.0.answer.borrow() {
+            return Poll::Ready(answer.clone());
+        }
+        let mut waiting = self.0.waiting.borrow_mut();
+        if !waiting.iter().any(|w| w.will_wake(cx.waker())) {
+            waiting.push(cx.waker().clone());
+        }
+        Poll::Pending
+    }
 }
 
 /// The blocking lookup: `getaddrinfo`, or a stand-in in tests.
@@ -96,6 +144,8 @@ pub(crate) struct Resolver {
     config: DnsConfig,
     /// Shared with lookup tasks that outlive their caller.
     cache: Rc<RefCell<HashMap<String, CacheEntry>>>,
+    /// The lookups under way, by name.
+    flights: Rc<RefCell<HashMap<String, Rc<Flight>>>>,
     in_flight: Rc<glommio::sync::Semaphore>,
     lookup: LookupFn,
 }
@@ -127,6 +177,7 @@ impl Resolver {
         Resolver {
             config,
             cache: Rc::new(RefCell::new(HashMap::new())),
+            flights: Rc::new(RefCell::new(HashMap::new())),
             in_flight: Rc::new(glommio::sync::Semaphore::new(
                 config.lookups_in_flight_max.max(1),
             )),
@@ -140,56 +191,69 @@ impl Resolver {
             return Ok(Rc::from([ip]));
         }
         let key = host.to_ascii_lowercase();
-        let now = Instant::now();
-        if let Some(entry) = self.cache.borrow().get(&key) {
-            if entry.expires > now {
-                return Ok(entry.addresses.clone());
-            }
-        }
-        // The semaphore is never closed, so acquiring only waits.
-        let permit =
-            self.in_flight
-                .acquire_static_permit(1)
-                .await
-                .map_err(|e| DnsError::Lookup {
-                    host: host.to_owned(),
-                    detail: format!("resolver unavailable: {e}"),
-                })?;
-        // Connections opened together to a new host all miss the cache; the first
-        // lookup to finish answers the ones that queued behind it.
-        if let Some(entry) = self.cache.borrow().get(&key) {
-            if entry.expires > Instant::now() {
-                return Ok(entry.addresses.clone());
-            }
-        }
-        let (config, cache, lookup) = (self.config, Rc::clone(&self.cache), self.lookup);
-        // Detached: it runs to the end of the blocking call even when this caller is
-        // dropped (a timeout), and only then releases the permit.
-        let task = glommio::spawn_local(async move {
-            let name = key.clone();
-            let answer = glommio::executor()
-                .spawn_blocking(move || lookup(&name))
-                .await
-                .map(Rc::<[IpAddr]>::from);
-            drop(permit);
-            if let Ok(addresses) = &answer {
-                insert(&config, &cache, key, addresses.clone(), Instant::now());
-            }
-            answer
-        })
-        .detach();
-        let answer = task
-            .await
-            .unwrap_or_else(|| Err("the lookup task was cancelled".to_owned()));
+        let cached = self
+            .cache
+            .borrow()
+            .get(&key)
+            .filter(|entry| entry.expires > Instant::now())
+            .map(|entry| entry.answer.clone());
+        let answer = match cached {
+            Some(answer) => answer,
+            None => Boarded(self.flight(key)).await,
+        };
         answer.map_err(|detail| DnsError::Lookup {
             host: host.to_owned(),
             detail,
         })
     }
 
+    /// The lookup of `key` under way, started if there is none.
+    fn flight(&self, key: String) -> Rc<Flight> {
+        if let Some(flight) = self.flights.borrow().get(&key) {
+            return Rc::clone(flight);
+        }
+        let flight = Rc::new(Flight::default());
+        self.flights
+            .borrow_mut()
+            .insert(key.clone(), Rc::clone(&flight));
+        let (config, cache, flights, in_flight, lookup) = (
+            self.config,
+            Rc::clone(&self.cache),
+            Rc::clone(&self.flights),
+            Rc::clone(&self.in_flight),
+            self.lookup,
+        );
+        let landing = Rc::clone(&flight);
+        // Detached: it runs to the end of the blocking call even when every caller is
+        // gone (their timeouts), and only then releases the permit; the answer is cached
+        // for the next attempt.
+        glommio::spawn_local(async move {
+            // The semaphore is never closed, so acquiring only waits.
+            let answer = match in_flight.acquire_static_permit(1).await {
+                // Everyone who waited for it gave up before it could start: no lookup.
+                Ok(_) if Rc::strong_count(&landing) <= 2 => None,
+                Ok(permit) => {
+                    let name = key.clone();
+                    let answer: Answer = glommio::executor()
+                        .spawn_blocking(move || lookup(&name))
+                        .await
+                        .map(Rc::<[IpAddr]>::from);
+                    drop(permit);
+                    insert(&config, &cache, key.clone(), answer.clone(), Instant::now());
+                    Some(answer)
+                }
+                Err(error) => Some(Err(format!("resolver unavailable: {error}"))),
+            };
+            flights.borrow_mut().remove(&key);
+            landing.land(answer.unwrap_or_else(|| Err("no caller waits".to_owned())));
+        })
+        .detach();
+        flight
+    }
+
     #[cfg(test)]
     fn insert(&self, key: String, addresses: Rc<[IpAddr]>, now: Instant) {
-        insert(&self.config, &self.cache, key, addresses, now);
+        insert(&self.config, &self.cache, key, Ok(addresses), now);
     }
 
     #[cfg(test)]
@@ -202,7 +266,7 @@ fn insert(
     config: &DnsConfig,
     cache: &RefCell<HashMap<String, CacheEntry>>,
     key: String,
-    addresses: Rc<[IpAddr]>,
+    answer: Answer,
     now: Instant,
 ) {
     let mut cache = cache.borrow_mut();
@@ -215,8 +279,12 @@ fn insert(
         }
     }
     if config.cache_entries_max > 0 {
-        let expires = now + Duration::from_millis(config.cache_ttl_ms);
-        cache.insert(key, CacheEntry { addresses, expires });
+        let ttl_ms = match answer {
+            Ok(_) => config.cache_ttl_ms,
+            Err(_) => config.cache_ttl_ms.min(FAILURE_TTL_MS),
+        };
+        let expires = now + Duration::from_millis(ttl_ms);
+        cache.insert(key, CacheEntry { answer, expires });
     }
 }
 
@@ -386,6 +454,79 @@ mod tests {
             SLOW_STARTED.load(Ordering::SeqCst),
             2,
             "blocking lookups started in all"
+        );
+    }
+
+    /// Blocking calls started for a `hung-*` name by `hung_or_fast`, and those running.
+    static HUNG_STARTED: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    static HUNG_RUNNING: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
+    /// A resolver whose `hung-*` names take 2 s and then fail (servers that do not
+    /// answer); every other name answers at once.
+    fn hung_or_fast(name: &str) -> Result<Vec<IpAddr>, String> {
+        use std::sync::atomic::Ordering;
+        if !name.starts_with("hung-") {
+            return Ok(vec![IpAddr::from([192, 0, 2, 7])]);
+        }
+        HUNG_STARTED.fetch_add(1, Ordering::SeqCst);
+        HUNG_RUNNING.fetch_add(1, Ordering::SeqCst);
+        std::thread::sleep(Duration::from_secs(2));
+        HUNG_RUNNING.fetch_sub(1, Ordering::SeqCst);
+        Err("timed out".to_owned())
+    }
+
+    /// Many deliveries to a name whose servers hang share one lookup: the shard's other
+    /// lookups go on meanwhile, and the failure is kept for a while, not asked again by
+    /// every delivery.
+    #[test]
+    fn a_hung_name_takes_one_lookup_however_many_wait_for_it() {
+        use std::sync::atomic::Ordering;
+        let config = DnsConfig {
+            lookups_in_flight_max: 2,
+            ..DnsConfig::default()
+        };
+        let (answers, other, hung_running_then, started, again) =
+            run_with(blocking_pool(&config, None), async move {
+                let resolver = Rc::new(Resolver::with_lookup(config, hung_or_fast));
+                let waiting: Vec<_> = (0..10)
+                    .map(|_| {
+                        let resolver = Rc::clone(&resolver);
+                        glommio::spawn_local(async move {
+                            resolver.resolve("HUNG-1.test").await.map(|a| a.to_vec())
+                        })
+                    })
+                    .collect();
+                while HUNG_RUNNING.load(Ordering::SeqCst) == 0 {
+                    glommio::timer::sleep(Duration::from_millis(1)).await;
+                }
+                // Another name is answered while the hung one is still being asked.
+                let other = resolver.resolve("fast.test").await.map(|a| a.to_vec());
+                let hung_running_then = HUNG_RUNNING.load(Ordering::SeqCst);
+                let mut answers = Vec::new();
+                for wait in waiting {
+                    answers.push(wait.await);
+                }
+                let started = HUNG_STARTED.load(Ordering::SeqCst);
+                let again = resolver.resolve("hung-1.test").await.map(|a| a.to_vec());
+                (answers, other, hung_running_then, started, again)
+            });
+        assert_eq!(other, Ok(vec![IpAddr::from([192, 0, 2, 7])]));
+        assert_eq!(hung_running_then, 1, "the other name did not wait for it");
+        assert_eq!(started, 1, "one blocking lookup for ten callers");
+        for answer in answers {
+            assert_eq!(
+                answer,
+                Err(DnsError::Lookup {
+                    host: "HUNG-1.test".to_owned(),
+                    detail: "timed out".to_owned()
+                })
+            );
+        }
+        assert!(again.is_err());
+        assert_eq!(
+            HUNG_STARTED.load(Ordering::SeqCst),
+            1,
+            "the failure is kept, not asked again at once"
         );
     }
 
