@@ -522,7 +522,7 @@ impl HttpClient {
         let mut received = false;
         loop {
             // A read into the shared buffer and the parse of its bytes, in one poll.
-            let (n, parsed) = std::future::poll_fn(|cx| {
+            let read = std::future::poll_fn(|cx| {
                 let mut scratch = self.read_scratch.borrow_mut();
                 match Pin::new(&mut conn.stream).poll_read(cx, &mut scratch) {
                     Poll::Pending => Poll::Pending,
@@ -533,11 +533,21 @@ impl HttpClient {
                     }
                 }
             })
-            .await
-            .map_err(|e| AttemptError {
-                error: TransportError::Connection(format!("reading response: {e}")),
-                before_response: !received,
-            })?;
+            .await;
+            let (n, parsed) = match read {
+                Ok(read) => read,
+                // A TLS peer that closed without a `close_notify` (many do): the end of a
+                // body that ends with the connection, as a plain close is. (Truncating
+                // such a body takes a forged close; the status was read whole, and a
+                // body truncated anywhere else is an error still.)
+                Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => (0, None),
+                Err(e) => {
+                    return Err(AttemptError {
+                        error: TransportError::Connection(format!("reading response: {e}")),
+                        before_response: !received,
+                    })
+                }
+            };
             let Some(parsed) = parsed else {
                 return match conn.parser.feed_eof() {
                     Ok(Some(response)) => Ok((response, false)),

@@ -53,7 +53,7 @@ pub use client::{
     ClientConfig, ClientStats, HttpClient, OutboundRequest, UrlRefusal, CHECK_URL_TIMEOUT_MS,
     CONNECT_TIMEOUT_MS_DEFAULT, REQUEST_HEADERS_MAX, REQUEST_TIMEOUT_MS_DEFAULT, USER_AGENT,
 };
-pub use dns::{DnsConfig, DnsError, ADDRESSES_PER_NAME_MAX};
+pub use dns::{DnsConfig, DnsError, ADDRESSES_PER_NAME_MAX, FAILURE_TTL_MS};
 pub use egress::{AddressClass, Cidr, CidrError, EgressPolicy, EgressRefusal};
 pub use error::TransportError;
 pub use pool::{OriginKey, PoolConfig};

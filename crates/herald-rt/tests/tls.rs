@@ -97,6 +97,27 @@ fn an_extra_answer_over_tls_keeps_the_connection_from_reuse() {
     assert_eq!(receiver.connections(), 3);
 }
 
+/// A response whose body ends where the connection closes, from a receiver that closes
+/// without a TLS `close_notify` (as many do), is the response: not an error retried
+/// (the receiver would get the event again).
+#[test]
+fn a_close_delimited_answer_without_close_notify_is_taken() {
+    let pki = test_pki();
+    let receiver = tls_receiver(Behaviour::CloseDelimited, pki.server_config.clone());
+    let url = url(&receiver, "https", "/until-close");
+    let trust = trust_with_file(&pki.ca_pem);
+    let answer = run(move || async move {
+        let client = HttpClient::new(loopback_config(trust));
+        client
+            .send(OutboundRequest::new(url, body()))
+            .await
+            .map(|response| (response.status, response.body))
+    });
+    let (status, body) = answer.expect("the response");
+    assert_eq!(status, 200);
+    assert_eq!(body, b"ok until close");
+}
+
 #[test]
 fn untrusted_certificates_are_refused() {
     let pki = test_pki();

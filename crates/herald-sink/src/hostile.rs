@@ -64,6 +64,7 @@ const WRITE_TIMEOUT: Duration = Duration::from_secs(5);
 const OK_KEEP_ALIVE: &[u8] = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok";
 /// A well-formed `200` announcing that the server closes the connection.
 const OK_CLOSE: &[u8] = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok";
+const CLOSE_DELIMITED: &[u8] = b"HTTP/1.1 200 OK\r\nConnection: close\r\n\r\nok until close";
 
 /// How a hostile server answers each request it reads.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -121,6 +122,10 @@ pub enum Behaviour {
     /// this long later (at most [`HOLD_MAX`]) without a word: a receiver with a short
     /// keep-alive timeout.
     CloseWhenIdle(Duration),
+    /// A `200` without `Content-Length` or chunking, its body ending where the
+    /// connection closes (as an HTTP/1.0 server answers); over TLS the connection closes
+    /// without a `close_notify`, as many servers close it.
+    CloseDelimited,
 }
 
 impl Behaviour {
@@ -145,6 +150,7 @@ impl Behaviour {
             Behaviour::DropSecondRequest => "drop-second-request",
             Behaviour::OnlyFirstAnswered => "only-first-answered",
             Behaviour::CloseWhenIdle(_) => "close-when-idle",
+            Behaviour::CloseDelimited => "close-delimited",
         }
     }
 }
@@ -600,6 +606,11 @@ fn answer(
         Behaviour::OkThenClose => {
             stream.write_all(OK_CLOSE)?;
             return Ok(Next::Close);
+        }
+        Behaviour::CloseDelimited => {
+            stream.write_all(CLOSE_DELIMITED)?;
+            stream.flush()?;
+            return Ok(Next::Drop);
         }
         Behaviour::Silent => {
             hold(stream, shared);
