@@ -571,8 +571,9 @@ impl HttpClient {
             if let Some(response) = response {
                 conn.requests += 1;
                 // Bytes after the response would be an unrequested second response
-                // (we never pipeline): the framing cannot be trusted any more.
-                let reusable = response.keep_alive && used == n;
+                // (we never pipeline): the framing cannot be trusted any more. Over TLS
+                // they may sit in the session, past the end of this read.
+                let reusable = response.keep_alive && used == n && !conn.holds_unread();
                 return Ok((response, reusable));
             }
         }

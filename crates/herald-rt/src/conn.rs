@@ -203,6 +203,19 @@ impl Conn {
         (idleness == Idleness::Quiet, peeked)
     }
 
+    /// Whether TLS holds bytes of the peer's that were read off the socket but not by
+    /// us: plaintext decrypted past the end of the last read (a second answer that came
+    /// in the same records as the first), or a `close_notify`. The socket's own checks
+    /// ([`Conn::reusable`]) cannot see them.
+    pub(crate) fn holds_unread(&self) -> bool {
+        match &self.stream {
+            Stream::Plain(_) => false,
+            // rustls wants to read exactly when it holds no plaintext and has not been
+            // told the peer closed.
+            Stream::Tls(tls) => !tls.get_ref().1.wants_read(),
+        }
+    }
+
     /// The TCP socket under the connection.
     fn plain_socket(&self) -> &Socket {
         match &self.stream {

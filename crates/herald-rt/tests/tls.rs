@@ -4,6 +4,7 @@ mod support;
 
 use bytes::Bytes;
 use std::io::Write;
+use std::time::Duration;
 
 use herald_rt::{HttpClient, OutboundRequest, TransportError, TrustAnchors};
 use support::{loopback_config, plain_receiver, run, test_pki, tls_receiver, url, Behaviour};
@@ -70,6 +71,24 @@ fn https_keeps_alive_and_resumes_sessions_on_reconnect() {
 /// whole second answer (a `299`) that a reused connection would have handed to the next
 /// request. Checked inside the window that spares a look off the socket ring (a minute):
 /// on the ring, what arrived is known at every reuse.
+/// The statuses of three requests to `url`, `pause` apart.
+async fn statuses_of_three(
+    client: &HttpClient,
+    url: &herald_http::Url,
+    pause: Duration,
+) -> Vec<u16> {
+    let mut statuses = Vec::new();
+    for _ in 0..3 {
+        let response = client
+            .send(OutboundRequest::new(url.clone(), body()))
+            .await
+            .unwrap();
+        statuses.push(response.status);
+        glommio::timer::sleep(pause).await;
+    }
+    statuses
+}
+
 #[test]
 fn an_extra_answer_over_tls_keeps_the_connection_from_reuse() {
     let pki = test_pki();
@@ -80,21 +99,34 @@ fn an_extra_answer_over_tls_keeps_the_connection_from_reuse() {
         let mut config = loopback_config(trust);
         config.pool.liveness_check_after_idle_us = 60_000_000;
         let client = HttpClient::new(config);
-        let mut statuses = Vec::new();
-        for _ in 0..3 {
-            let response = client
-                .send(OutboundRequest::new(url.clone(), body()))
-                .await
-                .unwrap();
-            statuses.push(response.status);
-            glommio::timer::sleep(std::time::Duration::from_millis(50)).await;
-        }
+        let statuses = statuses_of_three(&client, &url, Duration::from_millis(50)).await;
         (statuses, client.stats())
     });
     assert_eq!(statuses, [200; 3], "{stats:?}");
     assert_eq!(stats.connections_reused, 0, "{stats:?}");
     assert_eq!(stats.connections_opened, 3, "{stats:?}");
     assert_eq!(receiver.connections(), 3);
+}
+
+/// A second answer decrypted with the first, past the end of the read that finished the
+/// first, is seen: the connection is not reused (its next request would take it).
+#[test]
+fn an_extra_answer_held_by_the_session_keeps_the_connection_from_reuse() {
+    let pki = test_pki();
+    let read_buffer = loopback_config(trust_with_file(&pki.ca_pem)).read_buffer_bytes;
+    let receiver = tls_receiver(
+        Behaviour::AnsweredTwiceAtOnce(read_buffer),
+        pki.server_config.clone(),
+    );
+    let url = url(&receiver, "https", "/twice-at-once");
+    let trust = trust_with_file(&pki.ca_pem);
+    let (statuses, stats) = run(move || async move {
+        let client = HttpClient::new(loopback_config(trust));
+        let statuses = statuses_of_three(&client, &url, Duration::ZERO).await;
+        (statuses, client.stats())
+    });
+    assert_eq!(statuses, [200; 3], "{stats:?}");
+    assert_eq!(stats.connections_reused, 0, "{stats:?}");
 }
 
 /// A response whose body ends where the connection closes, from a receiver that closes

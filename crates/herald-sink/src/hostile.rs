@@ -66,6 +66,20 @@ const OK_KEEP_ALIVE: &[u8] = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok";
 const OK_CLOSE: &[u8] = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok";
 const CLOSE_DELIMITED: &[u8] = b"HTTP/1.1 200 OK\r\nConnection: close\r\n\r\nok until close";
 
+/// A `200` keeping the connection open, `len` bytes long in all (its body pads it; at
+/// least its head).
+fn sized_ok(len: usize) -> Vec<u8> {
+    let head = |body: usize| format!("HTTP/1.1 200 OK\r\nContent-Length: {body}\r\n\r\n");
+    // The head's length depends on the body's digits: settle it.
+    let mut body = len.saturating_sub(head(0).len());
+    while head(body).len() + body > len && body > 0 {
+        body -= 1;
+    }
+    let mut answer = head(body).into_bytes();
+    answer.resize(answer.len() + body, b'x');
+    answer
+}
+
 /// How a hostile server answers each request it reads.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Behaviour {
@@ -112,6 +126,11 @@ pub enum Behaviour {
     /// (`299`, keeping it open) nobody asked for: a receiver that answers twice. A client
     /// that reused the connection would take the `299` for its next request's answer.
     AnsweredTwice,
+    /// A `200` of exactly this many bytes, keeping the connection open, and in the same
+    /// write a second response (`299`) nobody asked for. Over TLS both arrive in the
+    /// records of one read: a client whose read buffer is this size reads the first
+    /// response to its end, while the session holds the second.
+    AnsweredTwiceAtOnce(usize),
     /// Answers the first request of each connection with `200 ok`; at the second,
     /// closes without answering (a keep-alive connection the server dropped).
     DropSecondRequest,
@@ -147,6 +166,7 @@ impl Behaviour {
             Behaviour::TrailingGarbage => "trailing-garbage",
             Behaviour::LateGarbage => "late-garbage",
             Behaviour::AnsweredTwice => "answered-twice",
+            Behaviour::AnsweredTwiceAtOnce(_) => "answered-twice-at-once",
             Behaviour::DropSecondRequest => "drop-second-request",
             Behaviour::OnlyFirstAnswered => "only-first-answered",
             Behaviour::CloseWhenIdle(_) => "close-when-idle",
@@ -682,6 +702,11 @@ fn answer(
             stream.flush()?;
             pause(Duration::from_millis(5), shared);
             stream.write_all(b"HTTP/1.1 299 Twice\r\nContent-Length: 0\r\n\r\n")?;
+        }
+        Behaviour::AnsweredTwiceAtOnce(len) => {
+            let mut answers = sized_ok(*len);
+            answers.extend_from_slice(b"HTTP/1.1 299 Twice\r\nContent-Length: 0\r\n\r\n");
+            stream.write_all(&answers)?;
         }
         Behaviour::CloseWhenIdle(after) => {
             stream.write_all(OK_KEEP_ALIVE)?;
