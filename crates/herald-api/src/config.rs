@@ -132,7 +132,8 @@ pub struct InboundSource {
     /// ... or a dotted path to it in the payload, e.g. `data.object.metadata.tenant_id`:
     /// the payload picks the tenant, so the field must be one only the platform sets.
     pub tenant_path: Option<String>,
-    /// The signature header of the `hmac` scheme [default: X-Signature].
+    /// The signature header of the `hmac` scheme [default: X-Signature]; refused for the
+    /// other schemes, which read their own headers.
     pub header: Option<String>,
     /// Allowed clock difference for timestamped schemes, seconds [default: 300].
     pub tolerance_s: Option<u64>,
@@ -584,6 +585,15 @@ impl Config {
                 }
             }
             if let Some(header) = &source.header {
+                // The other schemes name their own headers: a setting they would ignore
+                // is refused, not left to look as if it were obeyed.
+                if source.scheme != "hmac" {
+                    return Err(ConfigError::new(format!(
+                        "{} is for the hmac scheme only; {} reads its own headers",
+                        at("header"),
+                        source.scheme
+                    )));
+                }
                 herald_http::check_header_name(header).map_err(|_| {
                     ConfigError::new(format!("{} {header:?} is not a header name", at("header")))
                 })?;
@@ -822,6 +832,10 @@ mod tests {
             (
                 "[inbound.s]\nscheme = \"stripe\"\nsecret = \"x\"\ntenant_path = \"data..x\"",
                 "inbound.s.tenant_path",
+            ),
+            (
+                "[inbound.s]\nscheme = \"stripe\"\nsecret = \"x\"\ntenant = \"t\"\nheader = \"X-Sig\"",
+                "inbound.s.header is for the hmac scheme only",
             ),
         ];
         for (text, key) in cases {
