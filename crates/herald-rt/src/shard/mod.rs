@@ -54,6 +54,7 @@ use herald_core::{
     NewEvent, Page, TenantId, WebhookId, WebhookSpec,
 };
 
+pub(crate) use engine::panic_text;
 pub use engine::{
     Engine, EngineConfig, Pinning, INTAKE_CAPACITY_MAX, IO_MEMORY_BYTES_MAX, SHARDS_MAX,
 };

@@ -1,14 +1,12 @@
 //! The shard thread: start-up (journal open + replay) and the serving loop.
 
 use std::cell::RefCell;
-use std::panic::AssertUnwindSafe;
 use std::path::PathBuf;
 use std::rc::Rc;
 use std::sync::{mpsc, Arc};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
-use futures_lite::FutureExt;
 use herald_core::session::{self, JournalFrame, RecoveryError, Session};
 use herald_core::{
     AppendId, AttemptResult, BodyPos, BodyStore, Command, Dispatcher, DispatcherConfig, Outcome,
@@ -477,38 +475,6 @@ async fn exchange(
             ResponseHeaders::new(),
         ),
     }
-}
-
-/// `work`'s output, or `instead`'s for the panic that ended it.
-async fn unless_it_panics<T>(
-    work: impl std::future::Future<Output = T>,
-    instead: impl FnOnce(&(dyn std::any::Any + Send)) -> T,
-) -> T {
-    match AssertUnwindSafe(work).catch_unwind().await {
-        Ok(output) => output,
-        Err(panic) => instead(panic.as_ref()),
-    }
-}
-
-/// The outcome of an attempt whose exchange panicked: a protocol failure (retried by
-/// schedule) whose text says so; the panic is logged with the attempt it ended.
-fn ended_by_a_defect(
-    delivery: herald_core::DeliveryId,
-    attempt: u32,
-    panic: &(dyn std::any::Any + Send),
-) -> (AttemptResult, Vec<u8>, ResponseHeaders) {
-    let message = super::engine::panic_text(panic);
-    tracing::error!(
-        delivery = delivery.0,
-        attempt,
-        panic = message,
-        "sending an attempt panicked; it ends as a protocol failure and is retried"
-    );
-    (
-        AttemptResult::Transport(herald_core::TransportError::Protocol),
-        format!("the attempt failed inside the sender (a defect): {message}").into_bytes(),
-        ResponseHeaders::new(),
-    )
 }
 
 /// Room kept in a record's bound for a checkpoint's part, which holds an event with at
@@ -1263,15 +1229,8 @@ impl Shard {
         *in_flight.borrow_mut() += 1;
         glommio::spawn_local(async move {
             let started = Instant::now();
-            // A panic while sending (a defect, most likely met on a receiver's input)
-            // ends this attempt as a protocol failure, retried by schedule, instead of
-            // unwinding through the executor and ending the shard's thread, and with it
-            // every tenant's deliveries on the shard.
             let (result, response_body, response_headers) =
-                unless_it_panics(exchange(&client, &outbound, started), |panic| {
-                    ended_by_a_defect(delivery, attempt, panic)
-                })
-                .await;
+                exchange(&client, &outbound, started).await;
             let latency_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
             finished.borrow_mut().push((
                 generation,
@@ -1724,40 +1683,6 @@ impl BodyStore for JournalBodies<'_> {
 mod tests {
     use super::*;
     use herald_core::{classify, OutcomeClass};
-
-    /// A send task whose exchange panics reports an outcome like any other; the shard's
-    /// thread and its other tasks go on.
-    #[test]
-    fn a_panicking_exchange_ends_its_attempt_not_the_thread() {
-        let thread = glommio::LocalExecutorBuilder::new(glommio::Placement::Unbound)
-            .spawn(|| async {
-                let other = glommio::spawn_local(async {
-                    glommio::timer::sleep(Duration::from_millis(5)).await;
-                    7
-                });
-                let outcome = glommio::spawn_local(unless_it_panics(
-                    async {
-                        glommio::timer::sleep(Duration::from_millis(1)).await;
-                        panic!("a parser's defect")
-                    },
-                    |panic| ended_by_a_defect(herald_core::DeliveryId(3), 2, panic),
-                ))
-                .await;
-                (outcome, other.await)
-            })
-            .unwrap();
-        let ((result, body, headers), other) = thread.join().unwrap();
-        assert_eq!(
-            result,
-            AttemptResult::Transport(herald_core::TransportError::Protocol)
-        );
-        assert_eq!(
-            String::from_utf8(body).unwrap(),
-            "the attempt failed inside the sender (a defect): a parser's defect"
-        );
-        assert!(headers.is_empty());
-        assert_eq!(other, 7, "the thread's other tasks went on");
-    }
 
     /// The dispatcher bounds a record of outcomes by an estimate that its tests check
     /// against the encoded size; the journal must take that record whatever segment size
