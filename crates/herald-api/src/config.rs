@@ -75,6 +75,31 @@ impl std::str::FromStr for LogFormat {
     }
 }
 
+/// A secret of the configuration (the admin key, an inbound source's signing secret,
+/// the stream's JWT key): used, never shown. Its `Debug` gives its length, not its text,
+/// so a configuration that is printed or logged leaks no key.
+#[derive(Clone, PartialEq, Eq, Deserialize)]
+#[serde(transparent)]
+pub struct Secret(String);
+
+impl Secret {
+    /// A secret of `text`.
+    pub fn new(text: impl Into<String>) -> Secret {
+        Secret(text.into())
+    }
+
+    /// Its text, for the one use it is for.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Secret(<{} bytes, not shown>)", self.0.len())
+    }
+}
+
 /// The whole configuration.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -98,7 +123,7 @@ pub struct Config {
     pub log_format: LogFormat,
     /// The admin key in clear (prefer `HERALD_ADMIN_KEY`); when neither is set, one is
     /// generated on first start and only its hash is stored.
-    pub admin_key: Option<String>,
+    pub admin_key: Option<Secret>,
     /// Outbound address policy.
     pub egress: EgressConfig,
     /// Signing defaults for new webhooks.
@@ -126,7 +151,7 @@ pub struct InboundSource {
     /// timestamp, so a replay is refused only within the idempotency window).
     pub scheme: String,
     /// The provider's signing secret (`whsec_…` for stripe and standard).
-    pub secret: String,
+    pub secret: Secret,
     /// The tenant every event of this source belongs to ...
     pub tenant: Option<String>,
     /// ... or a dotted path to it in the payload, e.g. `data.object.metadata.tenant_id`:
@@ -522,7 +547,7 @@ impl Config {
         self.validate_inbound()?;
         self.ws.validate()?;
         if let Some(key) = &self.admin_key {
-            check_admin_key(key, "admin_key").map_err(ConfigError::new)?;
+            check_admin_key(key.expose(), "admin_key").map_err(ConfigError::new)?;
         }
         Ok(())
     }
@@ -552,18 +577,17 @@ impl Config {
                     source.scheme
                 )));
             }
-            if source.secret.is_empty() {
+            if source.secret.expose().is_empty() {
                 return Err(ConfigError::new(format!(
                     "{} must not be empty",
                     at("secret")
                 )));
             }
             if source.scheme == "standard" {
-                herald::Verifier::new(herald::Scheme::Standard, &[&source.secret]).map_err(
-                    |e| {
+                herald::Verifier::new(herald::Scheme::Standard, &[source.secret.expose()])
+                    .map_err(|e| {
                         ConfigError::new(format!("{}: {e} (expected whsec_<base64>)", at("secret")))
-                    },
-                )?;
+                    })?;
             }
             match (&source.tenant, &source.tenant_path) {
                 (Some(tenant), None) => {
@@ -847,6 +871,31 @@ mod tests {
             );
         }
     }
+    #[test]
+    fn a_printed_configuration_shows_no_secret() {
+        let text = "admin_key = \"admin-key-0123456789abcdefXYZ\"\n\
+                    [ws]\njwt_secret = \"jwt-secret-0123456789abcdef0123456789\"\n\
+                    [inbound.pay]\nscheme = \"hmac\"\nsecret = \"inbound-secret-42\"\ntenant = \"t\"\n";
+        let config = Config::from_toml(text, "t.toml").unwrap();
+        let printed = format!("{config:?}");
+        for secret in [
+            "admin-key-0123456789abcdefXYZ",
+            "jwt-secret-0123456789abcdef0123456789",
+            "inbound-secret-42",
+        ] {
+            assert!(!printed.contains(secret), "{secret} printed: {printed}");
+        }
+        assert!(
+            printed.contains("Secret(<17 bytes, not shown>)"),
+            "{printed}"
+        );
+        assert_eq!(
+            config.inbound["pay"].secret.expose(),
+            "inbound-secret-42",
+            "the secret is kept"
+        );
+    }
+
     #[test]
     fn an_admin_key_is_one_a_client_can_present() {
         assert!(check_admin_key(&"k".repeat(512), "admin_key").is_ok());

@@ -46,9 +46,9 @@ pub fn sources(
                     Scheme::Stripe {
                         header: STRIPE_HEADER.to_string(),
                     },
-                    &[&source.secret],
+                    &[source.secret.expose()],
                 )),
-                "standard" => Some(Verifier::new(Scheme::Standard, &[&source.secret])),
+                "standard" => Some(Verifier::new(Scheme::Standard, &[source.secret.expose()])),
                 _ => None,
             }
             .transpose()
@@ -151,7 +151,10 @@ impl Source {
         let hex_sig = value.trim().strip_prefix("sha256=").unwrap_or(value.trim());
         let signature = hex::decode(hex_sig)
             .map_err(|_| unauthorized(format!("header {name} is not a hex HMAC-SHA256")))?;
-        let key = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, self.config.secret.as_bytes());
+        let key = ring::hmac::Key::new(
+            ring::hmac::HMAC_SHA256,
+            self.config.secret.expose().as_bytes(),
+        );
         // ring compares in constant time.
         ring::hmac::verify(&key, &request.body, &signature)
             .map_err(|_| unauthorized("signature not verified: no matching signature"))

@@ -341,7 +341,7 @@ fn prepare(config: Config, admin_key: Option<String>) -> Result<Prepared, StartE
             config.data_dir.display()
         ))
     })?;
-    let admin_key = admin_key.or_else(|| config.admin_key.clone());
+    let admin_key = admin_key.or_else(|| config.admin_key.as_ref().map(|k| k.expose().to_owned()));
     if let Some(key) = &admin_key {
         config::check_admin_key(key, "HERALD_ADMIN_KEY (or admin_key)")
             .map_err(StartError::Config)?;

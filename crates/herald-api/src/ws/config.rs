@@ -46,7 +46,7 @@ pub const TENANT_CLAIM_BYTES_MAX: usize = 128;
 #[serde(deny_unknown_fields, default)]
 pub struct WsConfig {
     /// HS256 key for JWTs (at least [`JWT_SECRET_BYTES_MIN`] bytes).
-    pub jwt_secret: Option<String>,
+    pub jwt_secret: Option<crate::config::Secret>,
     /// RS256 public key for JWTs: PEM text, or the path of a PEM file.
     pub jwt_public_key_pem: Option<String>,
     /// The claim holding the tenant id.
@@ -113,10 +113,10 @@ impl WsConfig {
     pub fn validate(&self) -> Result<(), ConfigError> {
         let error = |message: String| Err(ConfigError { message });
         if let Some(secret) = &self.jwt_secret {
-            if secret.len() < JWT_SECRET_BYTES_MIN {
+            if secret.expose().len() < JWT_SECRET_BYTES_MIN {
                 return error(format!(
                     "ws.jwt_secret is {} bytes; an HS256 key needs at least {JWT_SECRET_BYTES_MIN}",
-                    secret.len()
+                    secret.expose().len()
                 ));
             }
         }

@@ -52,7 +52,7 @@ impl JwtVerifier {
         let hs256 = config
             .jwt_secret
             .as_ref()
-            .map(|secret| DecodingKey::from_secret(secret.as_bytes()));
+            .map(|secret| DecodingKey::from_secret(secret.expose().as_bytes()));
         let rs256 = config
             .jwt_public_key_pem
             .as_deref()
@@ -181,7 +181,7 @@ mod tests {
 
     fn verifier() -> JwtVerifier {
         let config = WsConfig {
-            jwt_secret: Some(SECRET.to_string()),
+            jwt_secret: Some(crate::config::Secret::new(SECRET)),
             tenant_claim: "org".to_string(),
             ..WsConfig::default()
         };
@@ -241,7 +241,7 @@ mod tests {
     #[test]
     fn an_audience_and_an_issuer_when_configured_are_required() {
         let config = WsConfig {
-            jwt_secret: Some(SECRET.to_string()),
+            jwt_secret: Some(crate::config::Secret::new(SECRET)),
             jwt_audience: Some("herald-stream".to_string()),
             jwt_issuer: Some("https://id.example".to_string()),
             ..WsConfig::default()
@@ -290,7 +290,7 @@ mod tests {
 
     fn verifier_with_claim(claim: &str) -> JwtVerifier {
         let config = WsConfig {
-            jwt_secret: Some(SECRET.to_string()),
+            jwt_secret: Some(crate::config::Secret::new(SECRET)),
             tenant_claim: claim.to_string(),
             ..WsConfig::default()
         };
@@ -300,7 +300,7 @@ mod tests {
     #[test]
     fn an_algorithm_without_a_configured_key_is_refused() {
         let config = WsConfig {
-            jwt_secret: Some(SECRET.to_string()),
+            jwt_secret: Some(crate::config::Secret::new(SECRET)),
             ..WsConfig::default()
         };
         let verifier = JwtVerifier::from_config(&config).unwrap().unwrap();
