@@ -404,7 +404,7 @@
   }
 
   /** A just-created or rotated secret, shown once, with a copy button. */
-  function secretPanel(secret, note) {
+  function secretPanel(secret, note, onDone) {
     const titleId = uid('secret');
     const input = h('input', { type: 'text', readonly: true, id: 'secret-value', 'aria-labelledby': titleId, spellcheck: 'false' });
     input.value = secret;
@@ -440,9 +440,25 @@
       input.value = '';
       panel.remove();
       announce('The secret was removed from the page.');
+      if (onDone) onDone();
     });
     panel.append(h('p', null, done));
     return panel;
+  }
+
+  /**
+   * A secret shown once, for a page that was left while the request that made it was
+   * under way: in a dialog over whatever is shown now, closed only by "I have stored it"
+   * (not by Escape), so that it is never lost unseen.
+   */
+  function secretDialog(secret, note) {
+    const dlg = h('dialog', { 'aria-label': 'New signing secret', id: 'secret-dialog' });
+    dlg.append(secretPanel(secret, note, () => dlg.close()));
+    dlg.addEventListener('cancel', (e) => e.preventDefault());
+    dlg.addEventListener('close', () => dlg.remove());
+    document.body.append(dlg);
+    dlg.showModal();
+    byId('secret-value').focus();
   }
 
   // ------------------------------------------------------------------ views and routing
@@ -953,13 +969,16 @@
 
   async function webhooksPage(view, main, _match, params) {
     main.append(heading('Webhooks'));
-    const refresh = h('button', { type: 'button' }, 'Refresh');
+    const refresh = h('button', { type: 'button', id: 'refresh-webhooks' }, 'Refresh');
     main.append(h('div', { class: 'toolbar' },
       h('a', { class: 'button primary', href: '#/webhooks/new', id: 'new-webhook' }, 'New webhook'),
       h('span', { class: 'spacer' }), refresh));
     const flash = h('div', { id: 'flash' });
+    // A rotated secret stays here until it is acknowledged: the page's other actions
+    // and Refresh clear the flash area, not this.
+    const secrets = h('div', { id: 'secrets' });
     const body = h('div', { id: 'webhook-list' });
-    main.append(flash, body);
+    main.append(secrets, flash, body);
     if (params.get('saved')) flash.append(h('p', { class: 'success-box', role: 'status' }, `Saved webhook ${params.get('saved')}.`));
     const cursors = [null];
 
@@ -1043,10 +1062,15 @@
         if (answer.grace_s !== '') body.grace_s = Number(answer.grace_s);
         try {
           const rotated = await api('POST', `/v1/webhooks/${encodeURIComponent(w.id)}/secret/rotate`, body);
-          clear(flash).append(secretPanel(rotated.secret,
-            rotated.previous_secret_expires_at
-              ? `The previous secret keeps signing until ${fmtTime(rotated.previous_secret_expires_at)}.`
-              : 'The previous secret no longer signs.'));
+          const note = rotated.previous_secret_expires_at
+            ? `The previous secret keeps signing until ${fmtTime(rotated.previous_secret_expires_at)}.`
+            : 'The previous secret no longer signs.';
+          if (!view.live) {
+            secretDialog(rotated.secret, note);
+            return;
+          }
+          clear(flash);
+          clear(secrets).append(secretPanel(rotated.secret, note));
           announce('Secret rotated. The new secret is shown once at the top of the list.');
           byId('secret-value').focus();
         } catch (error) {
@@ -1194,7 +1218,10 @@
           return;
         }
         const created = await api('POST', '/v1/webhooks', body);
-        if (!view.live) return;
+        if (!view.live) {
+          secretDialog(created.secret, `Webhook ${created.id} for ${created.url} was created. Receivers verify signatures with this secret.`);
+          return;
+        }
         form.remove();
         main.append(h('p', { class: 'success-box', role: 'status', id: 'created' },
           `Created webhook ${created.id} for ${created.url}.`),

@@ -447,6 +447,14 @@ fn operator_console_in_a_real_browser() {
     );
     browser.click("#copy-secret");
     browser.wait_text("#secret-panel [role=\"status\"]", "C");
+    // The list's other actions do not take it away before it is acknowledged.
+    browser.click("#refresh-webhooks");
+    browser.wait(&row);
+    assert_eq!(
+        string(browser.property("#secret-value", "value")),
+        rotated,
+        "a refresh keeps the secret shown"
+    );
     open(&browser, &base, "/overview", "Overview");
     open(&browser, &base, "/webhooks", "Webhooks");
     browser.wait(&row);
