@@ -782,6 +782,11 @@ fn a_busy_stream_closes_once_its_key_is_revoked() {
         Auth::Bearer(second_key),
     )
     .expect("subscribe");
+    // A receive buffer of a set size: the kernel would otherwise grow it as the client
+    // reads (up to `tcp_rmem`'s maximum, 32 MiB on some hosts), and the whole replay
+    // would fit in the buffers before the revocation is noticed.
+    rustix::net::sockopt::set_socket_recv_buffer_size(busy.get_ref(), 64 * 1024)
+        .expect("SO_RCVBUF set");
     assert_eq!(next_event(&mut busy)["data"]["n"], 1);
     admin
         .delete(&format!("/v1/tenants/acme_busy/keys/{key_id}"))
