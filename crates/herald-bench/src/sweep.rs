@@ -9,7 +9,7 @@ use serde::Serialize;
 use crate::progress::Progress;
 use crate::report::Report;
 use crate::run::run;
-use crate::scenario::{Amount, Load, Plan};
+use crate::scenario::{Amount, Load, Plan, DURATION_MAX, RATE_MAX};
 use crate::{sysstat, BenchError};
 
 /// Most steps of one series.
@@ -102,8 +102,12 @@ pub struct SweepReport {
     pub series: Vec<Series>,
     /// Rate sized for.
     pub need_rate: Option<f64>,
-    /// Cores like this machine's for it.
+    /// Cores like this machine's for it: a shard per core, each at the rate per shard of
+    /// the knee of the series with the most shards.
     pub cores_needed: Option<u64>,
+    /// What the engine's CPU per delivery at that knee alone says: cores kept fully busy
+    /// (lower, since the knee was reached with cores to spare).
+    pub cores_needed_by_cpu: Option<u64>,
     /// "R events/s at fan-out F, p99 ≤ X ms: C cores like this one" (remote: "like the
     /// server's": the per-core figure is the server process's CPU).
     pub sizing: String,
@@ -136,6 +140,35 @@ pub fn sweep(plan: &SweepPlan, progress: &mut Progress) -> Result<SweepReport, B
     if plan.steps_max == 0 || plan.steps_max > STEPS_MAX {
         return Err(BenchError::Config(format!(
             "steps_max must be 1..={STEPS_MAX}"
+        )));
+    }
+    // Checked before the closed-loop probe, not found out after it: each would make a
+    // sweep that measures nothing (no time per step, no shards) or a rate no run takes.
+    if plan.step_duration.is_zero() || plan.step_duration > DURATION_MAX {
+        return Err(BenchError::Config(format!(
+            "step_duration = {:?} must be above 0 and at most {DURATION_MAX:?}",
+            plan.step_duration
+        )));
+    }
+    for (name, rate) in [
+        ("start_rate", plan.start_rate),
+        ("step_rate", plan.step_rate),
+        ("need_rate", plan.need_rate),
+    ] {
+        if let Some(rate) = rate.filter(|r| !(r.is_finite() && *r > 0.0 && *r <= RATE_MAX)) {
+            return Err(BenchError::Config(format!(
+                "{name} = {rate} is outside (0, {RATE_MAX}] events/s"
+            )));
+        }
+    }
+    if let Some(n) = plan
+        .shards
+        .iter()
+        .find(|&&n| !(1..=herald::SHARDS_MAX).contains(&n))
+    {
+        return Err(BenchError::Config(format!(
+            "sweep_shards holds {n}; each must be 1..={}",
+            herald::SHARDS_MAX
         )));
     }
     let remote = plan.base.target.is_some();
@@ -222,10 +255,24 @@ pub fn sweep(plan: &SweepPlan, progress: &mut Progress) -> Result<SweepReport, B
         .filter(|s| s.knee_rate.is_some())
         .max_by_key(|s| s.shards);
     let need_rate = plan.need_rate.or(best.and_then(|s| s.knee_rate));
-    let cores_needed = match (best, need_rate) {
+    // Cores as shards (one per core) at the knee's rate per shard: what was measured to
+    // keep the objective. The engine's CPU at the knee alone would size for cores kept
+    // fully busy, which the knee's latency did not allow (it was reached with cores to
+    // spare): it answers lower, and is reported beside it.
+    let cores_needed_by_cpu = match (best, need_rate) {
         (Some(s), Some(rate)) => s
             .deliveries_per_s_per_core
             .map(|per_core| ((rate * fanout as f64) / per_core).ceil().max(1.0) as u64),
+        _ => None,
+    };
+    let cores_needed = match (best, need_rate) {
+        (Some(s), Some(rate)) => s
+            .knee_rate
+            .zip(s.shards)
+            .map(|(knee, shards)| knee / shards.max(1) as f64)
+            .filter(|per_shard| *per_shard > 0.0)
+            .map(|per_shard| (rate / per_shard).ceil().max(1.0) as u64)
+            .or(cores_needed_by_cpu),
         _ => None,
     };
     let (like, machine) = if remote {
@@ -235,8 +282,15 @@ pub fn sweep(plan: &SweepPlan, progress: &mut Progress) -> Result<SweepReport, B
     };
     let sizing = match (need_rate, cores_needed) {
         (Some(rate), Some(cores)) => format!(
-            "{rate:.0} events/s at fan-out {fanout}, p99 ≤ {} ms: {cores} cores like {like}",
-            plan.slo_p99_ms
+            "{rate:.0} events/s at fan-out {fanout}, p99 ≤ {} ms: {cores} cores like {like}{}",
+            plan.slo_p99_ms,
+            match cores_needed_by_cpu {
+                Some(by_cpu) if by_cpu != cores => format!(
+                    " (a shard per core at the knee's rate per shard; the engine's CPU at the knee, \
+                     cores kept fully busy, would say {by_cpu})"
+                ),
+                _ => String::new(),
+            }
         ),
         _ => format!(
             "no rate kept p99 ≤ {} ms at fan-out {fanout} {machine} (try a lower --start-rate)",
@@ -252,6 +306,7 @@ pub fn sweep(plan: &SweepPlan, progress: &mut Progress) -> Result<SweepReport, B
         series,
         need_rate,
         cores_needed,
+        cores_needed_by_cpu,
         sizing,
     })
 }

@@ -454,6 +454,71 @@ fn assert_host_shares(host: &herald_bench::report::HostCpuShares) {
     );
 }
 
+/// A sweep that could measure nothing is refused before its probe runs.
+#[test]
+fn a_sweep_that_measures_nothing_is_refused_at_once() {
+    let good = || SweepPlan {
+        base: plan(Knobs::default()),
+        slo_p99_ms: 50.0,
+        step_duration: Duration::from_secs(1),
+        start_rate: None,
+        step_rate: None,
+        steps_max: 2,
+        shards: vec![1],
+        need_rate: None,
+    };
+    let cases: Vec<(&str, SweepPlan)> = vec![
+        (
+            "step_duration",
+            SweepPlan {
+                step_duration: Duration::ZERO,
+                ..good()
+            },
+        ),
+        (
+            "start_rate",
+            SweepPlan {
+                start_rate: Some(f64::INFINITY),
+                ..good()
+            },
+        ),
+        (
+            "step_rate",
+            SweepPlan {
+                step_rate: Some(0.0),
+                ..good()
+            },
+        ),
+        (
+            "need_rate",
+            SweepPlan {
+                need_rate: Some(-5.0),
+                ..good()
+            },
+        ),
+        (
+            "sweep_shards",
+            SweepPlan {
+                shards: vec![1, 0],
+                ..good()
+            },
+        ),
+        (
+            "sweep_shards",
+            SweepPlan {
+                shards: vec![257],
+                ..good()
+            },
+        ),
+    ];
+    for (name, plan) in cases {
+        let error = sweep(&plan, &mut Progress::quiet())
+            .unwrap_err()
+            .to_string();
+        assert!(error.contains(name), "{name}: {error}");
+    }
+}
+
 #[test]
 fn sweep_finds_a_knee_and_sizes() {
     let base = plan(Knobs {
@@ -489,7 +554,14 @@ fn sweep_finds_a_knee_and_sizes() {
         "{}",
         report.sizing
     );
-    assert!(report.sizing.ends_with("cores like this one"));
+    // A shard per core at the knee's 400 events/s per shard: 1,000 events/s take 3.
+    assert_eq!(report.cores_needed, Some(3), "{}", report.sizing);
+    assert!(
+        report.sizing.contains(": 3 cores like this one"),
+        "{}",
+        report.sizing
+    );
+    assert!(report.cores_needed_by_cpu.is_some());
     assert_svg_parses(&svg::sweep_svg(&report).unwrap());
 
     // tools/bench-plot draws the sweep; tools/bench-table lists its steps and sizing.
@@ -878,7 +950,7 @@ fn remote_sweep_steps_the_server_and_sizes() {
         report.sizing
     );
     assert!(
-        report.sizing.ends_with("cores like the server's"),
+        report.sizing.contains("cores like the server's"),
         "{}",
         report.sizing
     );

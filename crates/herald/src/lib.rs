@@ -110,7 +110,7 @@ pub use herald_core::{
 pub use herald_http::Url;
 pub use herald_rt::shard::{
     set_memory_release, shard_of, Pinning, Published, ShardStats, WebhookInfo as Webhook,
-    JOURNAL_SYNC_BOUNDS_US, PUBLISH_BATCH_MAX,
+    JOURNAL_SYNC_BOUNDS_US, PUBLISH_BATCH_MAX, SHARDS_MAX,
 };
 pub use herald_rt::{crypto_provider, CHECK_URL_TIMEOUT_MS};
 pub use herald_sign::{HeaderLookup, Scheme, Verifier, VerifyError};
