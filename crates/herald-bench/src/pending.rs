@@ -30,8 +30,8 @@ use crate::{sysstat, BenchError};
 /// Longest the harness waits for the deliveries to become pending: a stalled engine
 /// ends the run with an error instead of a hang.
 pub const SETTLE_TIMEOUT: Duration = Duration::from_secs(600);
-/// Most deliveries one run may ask for: the engine's default cap on pending deliveries
-/// per shard times the most shards the harness starts.
+/// Most deliveries one run may ask for (one tenant's backlog, on one shard, whose room is
+/// raised to hold it): at ~230 bytes each, about 14 GiB of memory.
 pub const DELIVERIES_MAX: u64 = 64_000_000;
 /// Receipts waited for at once while publishing (the measurement used 2,048).
 pub const WINDOW_DEFAULT: usize = 2048;
@@ -179,10 +179,18 @@ fn start(plan: &PendingPlan, data_dir: &std::path::Path) -> Result<Herald, Bench
         .data_dir(data_dir)
         .shards(plan.shards)
         .allow_cidr("127.0.0.0/8")
-        // The backlog is one tenant's: it may take its shard's whole room.
-        .dispatcher_config(DispatcherConfig {
-            pending_deliveries_per_tenant_max: herald::PENDING_DELIVERIES_MAX_DEFAULT,
-            ..DispatcherConfig::default()
+        // The backlog is one tenant's, on one shard: the shard's room, all of it the
+        // tenant's, is made to hold it (past the default million, `--deliveries` would
+        // otherwise fail only once a million were published).
+        .dispatcher_config({
+            let room = usize::try_from(plan.deliveries)
+                .unwrap_or(usize::MAX)
+                .max(herald::PENDING_DELIVERIES_MAX_DEFAULT);
+            DispatcherConfig {
+                pending_deliveries_max: room,
+                pending_deliveries_per_tenant_max: room,
+                ..DispatcherConfig::default()
+            }
         })
         .start()
         .map_err(|e| BenchError::Engine(format!("starting the engine: {e}")))
