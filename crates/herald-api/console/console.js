@@ -640,7 +640,8 @@
       message ? h('p', { class: 'notice', role: 'status', id: 'signin-message' }, message) : null,
       field('API key', input,
         'A tenant key, or the admin key (you then choose a tenant). The key is kept in this tab\'s ' +
-        'session storage only, sent only to this server\'s API, and forgotten when you sign out or close the tab.'),
+        'session storage only and sent only to this server\'s API. Sign out to forget it: a browser that ' +
+        'restores closed tabs or sessions restores their session storage too.'),
       errors, submit);
     form.addEventListener('submit', async (event) => {
       event.preventDefault();
