@@ -396,10 +396,22 @@ impl Engine {
             .allow_cidr("127.0.0.0/8")
             .intake_capacity(herald::INTAKE_CAPACITY_DEFAULT)
             // A few tenants may hold a run's whole backlog: the harness measures the
-            // engine, not the per-tenant limit.
-            .dispatcher_config(herald::DispatcherConfig {
-                pending_deliveries_per_tenant_max: herald::PENDING_DELIVERIES_MAX_DEFAULT,
-                ..herald::DispatcherConfig::default()
+            // engine, not the per-tenant limit. A closed loop of more deliveries than a
+            // shard's default room has the room to hold them all: it would otherwise
+            // shed events once a shard held a million, and measure something else.
+            .dispatcher_config({
+                let room = match plan.amount {
+                    Amount::Events(events) => {
+                        usize::try_from(events.saturating_mul(plan.fanout())).unwrap_or(usize::MAX)
+                    }
+                    Amount::Duration(_) => 0,
+                }
+                .max(herald::PENDING_DELIVERIES_MAX_DEFAULT);
+                herald::DispatcherConfig {
+                    pending_deliveries_max: room,
+                    pending_deliveries_per_tenant_max: room,
+                    ..herald::DispatcherConfig::default()
+                }
             });
         if let Some(shards) = plan.shards {
             builder = builder.shards(shards);
