@@ -352,11 +352,13 @@ pub struct Report {
     pub cpu_scope: String,
     /// Process CPU (user + system) per delivery, µs.
     pub cpu_us_per_delivery: Option<f64>,
-    /// The engine's share: process CPU less the sink's and the publishers' threads.
+    /// The engine's share: process CPU less the sink's and the harness's threads.
     pub engine_cpu_us_per_delivery: Option<f64>,
     /// The sink's threads.
     pub sink_cpu_us_per_delivery: Option<f64>,
-    /// The publishers' threads.
+    /// The harness's threads: the publishers, and the sampler behind the progress line
+    /// and the timeline (embedded runs; before 6 Dec 2026, evening, the publishers only,
+    /// and the sampler's CPU was counted as the engine's).
     pub load_cpu_us_per_delivery: Option<f64>,
     /// Embedded: the part of the engine's that its journals' threads took (the group
     /// commit's `fdatasync`s and the next segments' preparation): what the device's

@@ -184,7 +184,8 @@ struct Shared {
     /// First error that stopped a publisher.
     failure: Mutex<Option<String>>,
     stop: AtomicBool,
-    /// CPU of the publisher threads that ended, µs.
+    /// CPU of the harness's own threads in the run, µs: the publishers that ended, and the
+    /// sampler up to the run's end.
     load_cpu_us: AtomicU64,
 }
 
@@ -961,6 +962,9 @@ fn drive(
     let sampler_done = AtomicBool::new(false);
     let (publish_elapsed, end, drain_timed_out, after) = std::thread::scope(|scope| {
         let sampler = scope.spawn(|| {
+            // The sampler's own CPU (merging every connection's latency histogram at each
+            // sample) is the harness's, not the engine's: counted with the publishers'.
+            let cpu_at_start = sysstat::thread_cpu_us();
             let mut latency_before = None;
             let mut next = started;
             loop {
@@ -972,6 +976,16 @@ fn drive(
                 // Read before sampling: the last sample is then taken after the drain
                 // ended, so the timeline ends with every delivery counted.
                 let last = sampler_done.load(Ordering::Acquire);
+                if last {
+                    // Up to the run's end (its CPU figures were taken before `last`);
+                    // the last sample comes after it.
+                    if let Some(used) = cpu_at_start
+                        .zip(sysstat::thread_cpu_us())
+                        .map(|(start, now)| now.saturating_sub(start))
+                    {
+                        shared.load_cpu_us.fetch_add(used, Ordering::Relaxed);
+                    }
+                }
                 let (now, latency) = sample(started.elapsed(), &mut latency_before);
                 progress.show(&now, latency);
                 if let Ok(mut t) = timeline.lock() {
@@ -1268,7 +1282,7 @@ fn drive(
         latency_spectrum_us: latency.spectrum,
         cpu_scope: match engine {
             Engine::Embedded { .. } => {
-                "one process: engine + sink + publishers (engine = process − sink − publisher threads)"
+                "one process: engine + sink + the harness's load (engine = process − sink − publisher and sampler threads)"
             }
             Engine::Remote { .. } => {
                 "the server process (process_cpu_seconds_total of its /metrics); sink and \
