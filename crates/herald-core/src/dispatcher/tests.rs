@@ -553,22 +553,28 @@ fn breaker_config() -> DispatcherConfig {
     }
 }
 
-#[test]
-fn breaker_holds_deliveries_and_probes_once() {
+/// A webhook of [`breaker_config`], retried after 1 s, whose `events` first attempts
+/// all failed (503): its breaker is open.
+fn breaker_opened_by(events: usize) -> Driver {
     let s = spec_retrying(&["*"], vec![1_000; 5]);
     let mut drv = one_webhook(breaker_config(), s);
-    drv.d
-        .accept_event(T0, &tenant("acme"), event("e0", "a.b"))
-        .unwrap();
-    drv.d
-        .accept_event(T0, &tenant("acme"), event("e1", "a.b"))
-        .unwrap();
+    for i in 0..events {
+        drv.d
+            .accept_event(T0, &tenant("acme"), event(&format!("e{i}"), "a.b"))
+            .unwrap();
+    }
     let sent = drv.step();
-    assert_eq!(sent.len(), 2);
+    assert_eq!(sent.len(), events);
     for req in &sent {
         drv.reply(req, status(503));
     }
     drv.step();
+    drv
+}
+
+#[test]
+fn breaker_holds_deliveries_and_probes_once() {
+    let mut drv = breaker_opened_by(2);
     let health = drv
         .d
         .webhook(&tenant("acme"), &wh("w1"))
@@ -603,19 +609,7 @@ fn breaker_holds_deliveries_and_probes_once() {
 /// its backlog is sent again.
 #[test]
 fn after_a_restart_a_failing_endpoint_is_probed_first() {
-    let s = spec_retrying(&["*"], vec![1_000; 5]);
-    let mut drv = one_webhook(breaker_config(), s);
-    for i in 0..4 {
-        drv.d
-            .accept_event(T0, &tenant("acme"), event(&format!("e{i}"), "a.b"))
-            .unwrap();
-    }
-    let sent = drv.step();
-    assert_eq!(sent.len(), 4);
-    for req in &sent {
-        drv.reply(req, status(503));
-    }
-    drv.step();
+    let drv = breaker_opened_by(4);
     let checkpoint = drv.d.checkpoint(drv.now);
     let mut restarted = Dispatcher::new(breaker_config(), T0);
     restarted.replay(&checkpoint).unwrap();
