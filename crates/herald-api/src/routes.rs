@@ -23,6 +23,10 @@ use crate::server::ConnectionCount;
 use crate::time::{now_ms, parse_rfc3339, rfc3339};
 use crate::{catalog, console, views, Response};
 
+/// A cursor the route did not hand out.
+const BAD_CURSOR: &str =
+    "bad cursor: pass the previous page's `next_cursor` back unchanged, or omit `cursor` for the first page";
+
 /// Most items on one page of a listing; `limit` above it is clamped.
 pub const PAGE_LIMIT_MAX: usize = 100;
 /// Items on a page when `limit` is not given.
@@ -586,7 +590,9 @@ impl App {
         self.metrics.observe_request(pattern, response.status);
         self.metrics
             .observe_latency(started.elapsed().as_secs_f64());
-        if response.status >= 500 {
+        // A 503 is back-pressure the caller is told to retry: under the flood it answers,
+        // a line per request would be a flood of its own (the metrics count them).
+        if response.status >= 500 && response.status != 503 {
             tracing::warn!(method = %request.method, route = pattern, status = response.status, %peer, "request failed");
         } else {
             tracing::debug!(method = %request.method, route = pattern, status = response.status, %peer, "request");
@@ -899,7 +905,7 @@ impl App {
         let limit = target.limit()?;
         // The cursor is the last tenant id of the previous page.
         if let Some(cursor) = target.cursor() {
-            TenantId::parse(cursor).map_err(|_| ApiError::invalid("cursor", "bad cursor"))?;
+            TenantId::parse(cursor).map_err(|_| ApiError::invalid("cursor", BAD_CURSOR))?;
         }
         let (page, more) = self.keys.tenants(target.cursor(), limit);
         let next = if more {
@@ -1047,7 +1053,7 @@ impl App {
         let limit = target.limit()?;
         let after = match target.cursor() {
             Some(cursor) => Some(
-                WebhookId::parse(cursor).map_err(|_| ApiError::invalid("cursor", "bad cursor"))?,
+                WebhookId::parse(cursor).map_err(|_| ApiError::invalid("cursor", BAD_CURSOR))?,
             ),
             None => None,
         };
@@ -1279,9 +1285,15 @@ impl App {
         }
         let limit = target.limit()?;
         let time = |name: &str| match target.query(name) {
-            Some(text) => parse_rfc3339(text)
-                .map(Some)
-                .map_err(|m| ApiError::invalid(name, format!("{name}: {m}"))),
+            Some(text) => parse_rfc3339(text).map(Some).map_err(|m| {
+                // `+` in a query string is a space: the offset's sign was lost on the way.
+                let hint = if text.contains(' ') {
+                    "; a `+` in a query string reads as a space, so send the offset's `+` as `%2B`"
+                } else {
+                    ""
+                };
+                ApiError::invalid(name, format!("{name}: {m}{hint}"))
+            }),
             None => Ok(None),
         };
         let (since_ms, until_ms) = (time("since")?, time("until")?);
@@ -1308,7 +1320,7 @@ impl App {
         let mut after = match target.cursor() {
             Some(cursor) => Some(
                 views::parse_delivery_id(cursor)
-                    .ok_or_else(|| ApiError::invalid("cursor", "bad cursor"))?,
+                    .ok_or_else(|| ApiError::invalid("cursor", BAD_CURSOR))?,
             ),
             None => None,
         };

@@ -358,11 +358,20 @@ pub(crate) async fn serve_connection<S>(
             Err(_) => {
                 if !parser.is_idle() {
                     app.metrics.request_timeouts.inc();
-                    let response = Response::error(
-                        408,
-                        "request_timeout",
-                        "the request did not arrive in time",
-                    );
+                    let message = if reading_body {
+                        format!(
+                            "the request body did not arrive within {} ms of its head \
+                             (limits.body_read_timeout_ms); send it at once after the head",
+                            limits.body_read_timeout_ms
+                        )
+                    } else {
+                        format!(
+                            "the request head did not arrive within {} ms of its first byte \
+                             (limits.header_read_timeout_ms)",
+                            limits.header_read_timeout_ms
+                        )
+                    };
+                    let response = Response::error(408, "request_timeout", &message);
                     response.encode(&mut out, true);
                     let _ = write_out(&mut stream, &mut out).await;
                 }

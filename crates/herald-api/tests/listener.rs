@@ -166,6 +166,7 @@ fn bad_framing_large_bodies_and_slow_heads_are_answered_then_closed() {
         config.limits.body_bytes_max = 1024;
         config.limits.header_read_timeout_ms = 300;
         config.limits.idle_timeout_ms = 300;
+        config.limits.body_read_timeout_ms = 300;
     });
     let auth = format!("Authorization: Bearer {ADMIN_KEY}\r\n");
     let cases: &[(&str, String, &str)] = &[
@@ -207,12 +208,29 @@ fn bad_framing_large_bodies_and_slow_heads_are_answered_then_closed() {
             "GET /healthz HTTP/1.1\r\nHost: x\r\nX-Slow: ".to_string(),
             "HTTP/1.1 408 ",
         ),
+        (
+            "a body that stops short",
+            format!(
+                "POST /v1/tenants HTTP/1.1\r\nHost: x\r\n{auth}Content-Type: application/json\r\n\
+                 Content-Length: 100\r\n\r\n{{\"id\":"
+            ),
+            "HTTP/1.1 408 ",
+        ),
     ];
     for (what, request, status_line) in cases {
         let mut stream = running.connect();
         stream.write_all(request.as_bytes()).unwrap();
         let answer = read_to_close(&mut stream);
         assert!(answer.starts_with(status_line), "{what}: {answer}");
+        // A timeout names the setting that ended it.
+        if status_line.contains("408") {
+            let setting = if what.contains("body") {
+                "limits.body_read_timeout_ms"
+            } else {
+                "limits.header_read_timeout_ms"
+            };
+            assert!(answer.contains(setting), "{what}: {answer}");
+        }
         assert!(answer.contains("Connection: close\r\n"), "{what}: {answer}");
         assert!(!answer.contains("100 Continue"), "{what}: {answer}");
     }

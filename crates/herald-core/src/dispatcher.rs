@@ -309,7 +309,7 @@ pub enum RegistryError {
     #[error(transparent)]
     Spec(#[from] SpecError),
     /// The tenant already has the most webhooks allowed (caller's error).
-    #[error("tenant already has {max} webhooks, the most allowed")]
+    #[error("tenant already has {max} webhooks, the most allowed; delete one first")]
     TooManyWebhooks {
         /// The limit.
         max: usize,

@@ -72,7 +72,8 @@ pub enum Error {
     },
     /// The request conflicts with the current state: an idempotency key reused for a
     /// different event, a delivery already in flight or already successful, a disabled
-    /// webhook. The caller's fault; retrying the same call fails again.
+    /// webhook, the tenant's most webhooks reached. The caller's fault; retrying the same
+    /// call fails again until the state changes.
     Conflict {
         /// What conflicts, and what to do instead.
         message: String,

@@ -437,7 +437,11 @@ fn failure_to_error(shard: usize, tenant: Option<&TenantId>, failure: Failure) -
             let field = error::spec_field(&error);
             Error::invalid_because(Some(field), error)
         }
-        Failure::Registry(error) => Error::invalid_because(None, error),
+        // A limit reached is the state's doing, not the request's: the same call succeeds
+        // once a webhook is deleted.
+        Failure::Registry(error @ RegistryError::TooManyWebhooks { .. }) => Error::Conflict {
+            message: error.to_string(),
+        },
         // The shard's pending deliveries are at their limit: the caller's event comes back.
         Failure::Accept(AcceptError::Full { event, .. })
         | Failure::Op(OpError::Accept(AcceptError::Full { event, .. })) => Error::Backpressure {

@@ -360,6 +360,35 @@ fn require_https_refuses_plain_http_at_create_check_and_delivery() {
 }
 
 #[test]
+fn a_tenant_at_its_most_webhooks_conflicts_until_one_is_deleted() {
+    let dir = tempfile::tempdir().unwrap();
+    let herald = builder(dir.path())
+        .allow_cidr("127.0.0.0/8")
+        .dispatcher_config(herald::DispatcherConfig {
+            webhooks_per_tenant_max: 2,
+            ..herald::DispatcherConfig::default()
+        })
+        .start()
+        .unwrap();
+    let acme = tenant("acme");
+    let url = "http://127.0.0.1:9/hook";
+    let first = herald.create_webhook(&acme, spec(url, &["*"])).unwrap();
+    herald.create_webhook(&acme, spec(url, &["*"])).unwrap();
+    let error = herald.create_webhook(&acme, spec(url, &["*"])).unwrap_err();
+    // A state the caller can change, not bad input: the same call succeeds later.
+    assert!(matches!(error, Error::Conflict { .. }), "{error:?}");
+    assert_eq!(error.fault(), Fault::Caller);
+    assert!(error.to_string().contains("delete one first"), "{error}");
+    // Another tenant's room is its own.
+    herald
+        .create_webhook(&tenant("other"), spec(url, &["*"]))
+        .unwrap();
+    herald.delete_webhook(&acme, &first).unwrap();
+    herald.create_webhook(&acme, spec(url, &["*"])).unwrap();
+    herald.shutdown().unwrap();
+}
+
+#[test]
 fn invalid_input_names_its_field_and_keeps_its_source() {
     let dir = tempfile::tempdir().unwrap();
     let herald = builder(dir.path()).start().unwrap();

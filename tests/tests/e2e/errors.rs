@@ -284,7 +284,17 @@ fn error_answers_are_the_promised_ones() {
             "/v1/webhooks?cursor=%21%21",
             400,
         )
-        .field("cursor"),
+        .field("cursor")
+        .message_has("next_cursor"),
+        Case::new(
+            "an offset's + not encoded in a query",
+            Tenant,
+            "GET",
+            &format!("{wh}/deliveries?since=2026-01-31T12:00:00+01:00"),
+            400,
+        )
+        .field("since")
+        .message_has("%2B"),
         Case::new(
             "unknown delivery status",
             Tenant,
