@@ -1968,9 +1968,11 @@ impl Journal {
     }
 
     /// Registers `f`, called from the sync thread with the new durable
-    /// sequence number each time it advances. It runs with no journal lock
-    /// held, but it delays the next sync while it runs: keep it short (wake a
-    /// task, do not do the work in it).
+    /// sequence number each time it advances, and once when the journal fails
+    /// (a sync, a rename or a write; with the durable sequence then, unchanged:
+    /// [`Journal::commit`] and [`DurableHandle::wait_durable`] then report the
+    /// failure). It runs with no journal lock held, but it delays the next sync
+    /// while it runs: keep it short (wake a task, do not do the work in it).
     pub fn set_durable_notify(&mut self, f: Box<dyn Fn(u64) + Send + Sync>) {
         self.shared.set_notify(Some(Arc::from(f)));
     }
@@ -2681,6 +2683,40 @@ mod tests {
                 (f.seq, f.version, f.payload.to_vec())
             })
             .collect()
+    }
+
+    #[test]
+    fn a_failed_sync_calls_the_durable_notify() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut config = JournalConfig::new(dir.path());
+        config.segment_bytes = SEGMENT_BYTES_MIN;
+        let (mut journal, _) = Journal::open(config).unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        let tx = std::sync::Mutex::new(tx);
+        journal.set_durable_notify(Box::new(move |seq| {
+            let _ = tx.lock().unwrap().send(seq);
+        }));
+        let first = journal.append(1, 1, b"one").unwrap();
+        assert_eq!(journal.sync().unwrap(), first);
+        assert_eq!(rx.recv_timeout(Duration::from_secs(20)), Ok(first));
+        // A rename the next sync cannot do fails the journal as a failed fdatasync does.
+        let active = Arc::clone(&journal.segments.last().unwrap().file);
+        journal.shared.rolled(
+            active,
+            (dir.path().join("missing"), dir.path().join("never")),
+        );
+        journal.append(1, 1, b"two").unwrap();
+        journal.commit().unwrap();
+        journal.shared.request_sync();
+        // Told with the durable sequence unchanged, and the journal says why.
+        assert_eq!(rx.recv_timeout(Duration::from_secs(20)), Ok(first));
+        assert!(matches!(
+            journal.durable_handle().wait_durable(first + 1, Duration::from_secs(20)),
+            Err(JournalError::SyncFailed { durable_seq, .. }) if durable_seq == first
+        ));
+        // Once: a second failure report does not call it again.
+        journal.shared.fail("again".into());
+        assert!(rx.recv_timeout(Duration::from_millis(100)).is_err());
     }
 
     #[test]

@@ -137,11 +137,23 @@ impl Shared {
     /// failed sync does, and wake anyone waiting for durability.
     pub(crate) fn fail(&self, message: String) {
         let mut st = lock(&self.state);
+        let first = st.failed.is_none();
         st.failed.get_or_insert(message);
         self.failed.store(true, Ordering::Release);
         drop(st);
-        let _g = lock(&self.durable_lock);
-        self.durable_changed.notify_all();
+        {
+            let _g = lock(&self.durable_lock);
+            self.durable_changed.notify_all();
+        }
+        // The notify's owner may be parked until the next durable advance, which will
+        // not come: it learns of the failure now (e.g. a shard answers its waiting
+        // publishers with the error instead of at its next idle wake-up).
+        if first {
+            let notify = lock(&self.notify).clone();
+            if let Some(f) = notify {
+                f(self.durable_seq.load(Ordering::Acquire));
+            }
+        }
     }
 
     pub(crate) fn check_failed(&self) -> Result<(), JournalError> {
