@@ -192,6 +192,13 @@ impl<R> Session<R> {
         None
     }
 
+    /// The last record known durable (`AppendId(0)` before any): a reply taken by
+    /// [`Session::abandon`] that covers several records (a batch) may still hold some
+    /// that are durable and will be carried out.
+    pub fn durable_through(&self) -> AppendId {
+        self.durable
+    }
+
     /// Replies waiting for durability.
     pub fn held(&self) -> usize {
         self.waiting.len()

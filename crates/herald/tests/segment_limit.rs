@@ -211,6 +211,87 @@ fn a_shard_at_the_segment_limit_checkpoints_and_resumes_by_itself() {
     );
 }
 
+/// A batch that reaches the segment limit part way: the events whose records the
+/// journal took before the refused one are durable and will be delivered, so they are
+/// answered as accepted, and only the rest are refused. (Answering every event of the
+/// batch with the error had publishers send the journaled ones again: duplicates.)
+#[test]
+fn a_batch_cut_by_the_segment_limit_is_answered_event_by_event() {
+    /// Events per batch: ~40 KiB, so that most batches cross a 64 KiB segment's end.
+    const BATCH: usize = 40;
+    let data = tempfile::tempdir().unwrap();
+    let herald = engine(data.path());
+    let (receiver, tenant) = subscribed(&herald);
+    let mut acknowledged: BTreeSet<String> = BTreeSet::new();
+    let mut refused: BTreeSet<String> = BTreeSet::new();
+    let mut cut = None;
+    let mut n = 0;
+    while cut.is_none() {
+        assert!(n < PUBLISHES_MAX, "no batch was cut by the segment limit");
+        let ids: Vec<String> = (n..n + BATCH).map(|i| format!("evt_limit_{i}")).collect();
+        let events = (n..n + BATCH).map(event).collect();
+        n += BATCH;
+        let results = match herald.publish_batch(&tenant, events) {
+            Ok(results) => results,
+            // A shard that is refusing changes refuses the whole batch.
+            Err(Error::Storage { .. }) => {
+                refused.extend(ids);
+                continue;
+            }
+            Err(other) => panic!("publishing a batch: {other:?}"),
+        };
+        let taken = results.iter().take_while(|r| r.is_ok()).count();
+        for (id, result) in ids.iter().zip(&results) {
+            match result {
+                Ok(event_id) => {
+                    assert_eq!(event_id.as_str(), id);
+                    acknowledged.insert(id.clone());
+                }
+                Err(error) => {
+                    assert!(matches!(error, Error::Storage { .. }), "{error:?}");
+                    refused.insert(id.clone());
+                }
+            }
+        }
+        // The journal takes records in order: the accepted events come first.
+        assert!(
+            results[taken..].iter().all(Result::is_err),
+            "accepted events after a refused one: {results:?}"
+        );
+        if taken > 0 && taken < BATCH {
+            cut = Some(taken);
+        }
+        // Delivered before the next batch: the state left is small.
+        receiver.wait_until(WAIT, |r| arrived(r).is_superset(&acknowledged));
+    }
+    let received = receiver.wait_until(WAIT, |r| arrived(r).is_superset(&acknowledged));
+    let ids = arrived(&received);
+    assert!(
+        ids.is_disjoint(&refused),
+        "events answered as refused were delivered: {:?}",
+        ids.intersection(&refused).collect::<Vec<_>>()
+    );
+    herald.shutdown().expect("a clean stop");
+    drop(herald);
+    let herald = engine(data.path());
+    let logged = support::logged_event_ids(&herald, &tenant);
+    assert!(
+        logged.is_superset(&acknowledged),
+        "acknowledged events missing after the restart: {:?}",
+        acknowledged.difference(&logged).collect::<Vec<_>>()
+    );
+    assert!(
+        logged.is_disjoint(&refused),
+        "refused events were journaled"
+    );
+    eprintln!(
+        "segment_limit: a batch of {BATCH} cut after {} events; {} acknowledged, {} refused",
+        cut.unwrap_or_default(),
+        acknowledged.len(),
+        refused.len()
+    );
+}
+
 /// A webhook with a backlog is disabled while another tenant fills the journal: its
 /// deliveries end one per tick, so the ending is still under way when the journal
 /// reaches its limit (in a debug build, as the suite runs). The shard must checkpoint and go on taking events (a rebuilt

@@ -57,8 +57,9 @@ enum Ack {
     Count(Reply<Result<usize, Failure>>, usize),
     Published(Reply<Result<Published, Failure>>, Published),
     Test(Reply<Result<TestSent, Failure>>, TestSent),
-    /// Per-event results of a batch; the accepted ones become `Ok` when durable.
-    Batch(Reply<Vec<BatchResult>>, Vec<BatchResult>),
+    /// Per-event results of a batch, each accepted one with the record it waits for
+    /// (the reply is held for the last); the accepted ones become `Ok` when durable.
+    Batch(Reply<Vec<BatchResult>>, Vec<(AppendId, BatchResult)>),
 }
 
 /// One event's result in a batch publish.
@@ -79,27 +80,45 @@ impl Ack {
             Ack::Count(reply, count) => reply.send_deferred(Ok(count), wakeups),
             Ack::Published(reply, published) => reply.send_deferred(Ok(published), wakeups),
             Ack::Test(reply, sent) => reply.send_deferred(Ok(sent), wakeups),
-            Ack::Batch(reply, results) => reply.send_deferred(results, wakeups),
+            Ack::Batch(reply, results) => {
+                reply.send_deferred(results.into_iter().map(|(_, r)| r).collect(), wakeups);
+            }
         }
     }
 
-    fn fail(self, failure: Failure) {
+    /// Answers with `failure` a reply whose records will not become durable through
+    /// this dispatcher; `durable` is the last record that did.
+    fn fail(self, failure: Failure, durable: AppendId) {
         match self {
             Ack::Unit(reply) => reply.send(Err(failure)),
             Ack::Event(reply, _) => reply.send(Err(failure)),
             Ack::Count(reply, _) => reply.send(Err(failure)),
             Ack::Published(reply, _) => reply.send(Err(failure)),
             Ack::Test(reply, _) => reply.send(Err(failure)),
-            Ack::Batch(reply, results) => reply.send(fail_batch(results, &failure)),
+            Ack::Batch(reply, results) => reply.send(fail_batch(results, &failure, durable)),
         }
     }
 }
 
-/// Every accepted event of a batch gets `failure`; refused ones keep their own error.
-fn fail_batch(results: Vec<BatchResult>, failure: &Failure) -> Vec<BatchResult> {
+/// The accepted events of a batch whose records are durable keep their success (the
+/// journal holds them: they will be delivered, and a publisher told otherwise would
+/// send them again); the others get `failure`; refused ones keep their own error.
+fn fail_batch(
+    results: Vec<(AppendId, BatchResult)>,
+    failure: &Failure,
+    durable: AppendId,
+) -> Vec<BatchResult> {
     results
         .into_iter()
-        .map(|result| result.and_then(|_| Err(failure.clone())))
+        .map(|(append, result)| {
+            result.and_then(|published| {
+                if append <= durable {
+                    Ok(published)
+                } else {
+                    Err(failure.clone())
+                }
+            })
+        })
         .collect()
 }
 
@@ -765,10 +784,11 @@ impl Shard {
                     .into_iter()
                     .map(|event| match dispatcher.accept_event(now, &tenant, event) {
                         Ok(accepted) => {
-                            last = last.max(accepted.append);
-                            Ok(Published::of(accepted))
+                            let append = accepted.append;
+                            last = last.max(append);
+                            (append, Ok(Published::of(accepted)))
                         }
-                        Err(error) => Err(Failure::Accept(error)),
+                        Err(error) => (AppendId(0), Err(Failure::Accept(error))),
                     })
                     .collect();
                 self.defer(last, Ack::Batch(reply, results));
@@ -1027,8 +1047,9 @@ impl Shard {
         self.abandon_checkpoint();
         // The rest was never journaled: not carried out.
         let refusal = error.then(REFUSED_UNTIL_WRITABLE);
+        let durable = self.session.durable_through();
         for ack in self.session.abandon() {
-            ack.fail(Failure::Storage(refusal.clone()));
+            ack.fail(Failure::Storage(refusal.clone()), durable);
         }
         let dispatcher = match recover(
             &self.journal,
@@ -1487,8 +1508,9 @@ impl Shard {
 
     /// The journal failed: every waiting reply gets the storage error.
     fn fail_everything(&mut self, error: &StorageError) {
+        let durable = self.session.durable_through();
         for ack in self.session.abandon() {
-            ack.fail(Failure::Storage(error.clone()));
+            ack.fail(Failure::Storage(error.clone()), durable);
         }
         let mut batch = Vec::new();
         while self.intake.drain_into(1024, &mut batch) > 0 {
@@ -1526,8 +1548,9 @@ impl Shard {
             return self.stop_failed(error);
         }
         // Anything still waiting could not be made durable before stopping.
+        let durable = self.session.durable_through();
         for ack in self.session.abandon() {
-            ack.fail(Failure::ShuttingDown);
+            ack.fail(Failure::ShuttingDown, durable);
         }
         let mut batch = Vec::new();
         while self.intake.drain_into(1024, &mut batch) > 0 {
