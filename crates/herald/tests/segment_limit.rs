@@ -184,26 +184,13 @@ fn a_shard_at_the_segment_limit_checkpoints_and_resumes_by_itself() {
 
     let received = receiver.wait_until(WAIT, |r| arrived(r).is_superset(&acknowledged));
     let ids = arrived(&received);
-    assert!(
-        ids.is_disjoint(&refused),
-        "refused events were delivered: {:?}",
-        ids.intersection(&refused).collect::<Vec<_>>()
-    );
+    support::assert_none_refused_delivered(&ids, &refused);
     herald.shutdown().expect("a clean stop");
     drop(herald);
 
     // After a restart the journal holds every acknowledged event and no refused one.
     let herald = engine(data.path());
-    let logged = support::logged_event_ids(&herald, &tenant);
-    assert!(
-        logged.is_superset(&acknowledged),
-        "acknowledged events missing after the restart: {:?}",
-        acknowledged.difference(&logged).collect::<Vec<_>>()
-    );
-    assert!(
-        logged.is_disjoint(&refused),
-        "refused events were journaled"
-    );
+    support::assert_journal_holds(&herald, &tenant, &acknowledged, &refused);
     eprintln!(
         "segment_limit: {} acknowledged, {} refused at the limit, none lost",
         acknowledged.len(),
@@ -266,24 +253,11 @@ fn a_batch_cut_by_the_segment_limit_is_answered_event_by_event() {
     }
     let received = receiver.wait_until(WAIT, |r| arrived(r).is_superset(&acknowledged));
     let ids = arrived(&received);
-    assert!(
-        ids.is_disjoint(&refused),
-        "events answered as refused were delivered: {:?}",
-        ids.intersection(&refused).collect::<Vec<_>>()
-    );
+    support::assert_none_refused_delivered(&ids, &refused);
     herald.shutdown().expect("a clean stop");
     drop(herald);
     let herald = engine(data.path());
-    let logged = support::logged_event_ids(&herald, &tenant);
-    assert!(
-        logged.is_superset(&acknowledged),
-        "acknowledged events missing after the restart: {:?}",
-        acknowledged.difference(&logged).collect::<Vec<_>>()
-    );
-    assert!(
-        logged.is_disjoint(&refused),
-        "refused events were journaled"
-    );
+    support::assert_journal_holds(&herald, &tenant, &acknowledged, &refused);
     eprintln!(
         "segment_limit: a batch of {BATCH} cut after {} events; {} acknowledged, {} refused",
         cut.unwrap_or_default(),

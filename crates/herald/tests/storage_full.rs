@@ -201,26 +201,13 @@ fn a_full_disk_refuses_changes_then_service_resumes_by_itself() {
     let received =
         receiver.wait_until(WAIT, |r| support::arrived_ids(r).is_superset(&acknowledged));
     let ids = support::arrived_ids(&received);
-    assert!(
-        ids.is_disjoint(&refused),
-        "refused events were delivered: {:?}",
-        ids.intersection(&refused).collect::<Vec<_>>()
-    );
+    support::assert_none_refused_delivered(&ids, &refused);
     herald.shutdown().expect("a clean stop");
     drop(herald);
 
     // After a restart the journal holds every acknowledged event and no refused one.
     let herald = engine(&data);
-    let logged = support::logged_event_ids(&herald, &tenant);
-    assert!(
-        logged.is_superset(&acknowledged),
-        "acknowledged events missing after the restart: {:?}",
-        acknowledged.difference(&logged).collect::<Vec<_>>()
-    );
-    assert!(
-        logged.is_disjoint(&refused),
-        "refused events were journaled"
-    );
+    support::assert_journal_holds(&herald, &tenant, &acknowledged, &refused);
     eprintln!(
         "storage_full: {} acknowledged, {} refused while the disk was full, none lost",
         acknowledged.len(),

@@ -136,6 +136,36 @@ pub fn arrived_ids(received: &[Received]) -> std::collections::BTreeSet<String> 
 }
 
 /// The event ids of every delivery in `tenant`'s delivery log, page by page.
+/// What a refusal may leave, checked: no event answered as refused was delivered
+/// (`delivered`: the ids the receiver saw).
+pub fn assert_none_refused_delivered(
+    delivered: &std::collections::BTreeSet<String>,
+    refused: &std::collections::BTreeSet<String>,
+) {
+    assert!(
+        delivered.is_disjoint(refused),
+        "refused events were delivered: {:?}",
+        delivered.intersection(refused).collect::<Vec<_>>()
+    );
+}
+
+/// After a restart (`herald`, on the same data), the journal holds every acknowledged
+/// event of `tenant` and no refused one.
+pub fn assert_journal_holds(
+    herald: &herald::Herald,
+    tenant: &herald::TenantId,
+    acknowledged: &std::collections::BTreeSet<String>,
+    refused: &std::collections::BTreeSet<String>,
+) {
+    let logged = logged_event_ids(herald, tenant);
+    assert!(
+        logged.is_superset(acknowledged),
+        "acknowledged events missing after the restart: {:?}",
+        acknowledged.difference(&logged).collect::<Vec<_>>()
+    );
+    assert!(logged.is_disjoint(refused), "refused events were journaled");
+}
+
 pub fn logged_event_ids(
     herald: &herald::Herald,
     tenant: &herald::TenantId,
