@@ -78,6 +78,11 @@ pub const PENDING_DELIVERIES_PER_TENANT_MAX_DEFAULT: usize = PENDING_DELIVERIES_
 /// most about `log_finished_max * (RESPONSE_BODY_BYTES_MAX + RESPONSE_HEADER_BYTES_MAX +
 /// 1000)` bytes plus the retained events.
 pub const LOG_FINISHED_MAX_DEFAULT: usize = 100_000;
+/// Default of [`DispatcherConfig::log_finished_per_tenant_max`]: half the shard's, so
+/// that one tenant publishing a flood (each delivery ends in the log) shortens its own
+/// history and leaves the shard's other tenants at least half of the log: their
+/// deliveries stay queryable, retryable and recoverable.
+pub const LOG_FINISHED_PER_TENANT_MAX_DEFAULT: usize = LOG_FINISHED_MAX_DEFAULT / 2;
 /// Default cap on requests started by one [`Dispatcher::tick`]: bounds the latency of a
 /// tick and the size of a signing batch. Leftover work keeps
 /// [`Dispatcher::next_deadline_ms`] at "now".
@@ -146,8 +151,11 @@ pub struct DispatcherConfig {
     /// limit still applies). Deliveries of a deleted webhook count until they have
     /// ended.
     pub pending_deliveries_per_tenant_max: usize,
-    /// Most finished deliveries kept in the log.
+    /// Most finished deliveries kept in the log; the oldest are evicted.
     pub log_finished_max: usize,
+    /// Most finished deliveries of one tenant kept in the log (at least 1); beyond it
+    /// the tenant's own oldest is evicted first. The shard's limit still applies.
+    pub log_finished_per_tenant_max: usize,
     /// Most requests started per tick.
     pub sends_per_tick_max: usize,
     /// Most held deliveries one tick looks at to end the pending deliveries of a
@@ -181,6 +189,7 @@ impl Default for DispatcherConfig {
             pending_deliveries_max: PENDING_DELIVERIES_MAX_DEFAULT,
             pending_deliveries_per_tenant_max: PENDING_DELIVERIES_PER_TENANT_MAX_DEFAULT,
             log_finished_max: LOG_FINISHED_MAX_DEFAULT,
+            log_finished_per_tenant_max: LOG_FINISHED_PER_TENANT_MAX_DEFAULT,
             sends_per_tick_max: SENDS_PER_TICK_MAX_DEFAULT,
             endings_per_tick_max: ENDINGS_PER_TICK_MAX_DEFAULT,
             idempotency_window_ms: IDEMPOTENCY_WINDOW_MS_DEFAULT,
@@ -1271,8 +1280,13 @@ pub struct Dispatcher {
     /// `pending_count`.
     pending_by_tenant: FastHashMap<TenantId, usize>,
     in_flight_count: usize,
+    /// Finished deliveries with their finish sequence, oldest first, for evicting the
+    /// log's oldest; entries whose delivery was re-queued or evicted since are skipped.
     finished: VecDeque<(DeliveryId, u64)>,
     finished_count: usize,
+    /// The same per tenant (tenants with none have no entry): the counts sum to
+    /// `finished_count`.
+    finished_by_tenant: FastHashMap<TenantId, outcome::TenantFinished>,
     finish_seq: u64,
     next_delivery: u64,
     wheel: TimingWheel<Timer>,
@@ -1360,6 +1374,7 @@ impl Dispatcher {
         config.endings_per_tick_max = config.endings_per_tick_max.max(1);
         config.pending_deliveries_per_tenant_max = config.pending_deliveries_per_tenant_max.max(1);
         config.idempotency_keys_per_tenant_max = config.idempotency_keys_per_tenant_max.max(1);
+        config.log_finished_per_tenant_max = config.log_finished_per_tenant_max.max(1);
         let ending_allowance = config.endings_per_tick_max;
         config.idempotency_keys_max = config.idempotency_keys_max.clamp(1, IDEMPOTENCY_KEYS_MAX);
         Dispatcher {
@@ -1373,6 +1388,7 @@ impl Dispatcher {
             in_flight_count: 0,
             finished: VecDeque::new(),
             finished_count: 0,
+            finished_by_tenant: FastHashMap::default(),
             finish_seq: 0,
             next_delivery: 1,
             wheel: TimingWheel::new(now_ms),
@@ -1579,6 +1595,27 @@ impl Dispatcher {
         assert_eq!(
             by_tenant, self.pending_by_tenant,
             "pending deliveries per tenant"
+        );
+        let mut finished_by_tenant: FastHashMap<TenantId, usize> = FastHashMap::default();
+        for d in self.deliveries.values().filter(|d| d.status.is_final()) {
+            *finished_by_tenant
+                .entry(TenantId::clone(&d.event.tenant))
+                .or_insert(0) += 1;
+        }
+        let counted: FastHashMap<TenantId, usize> = self
+            .finished_by_tenant
+            .iter()
+            .map(|(tenant, t)| (tenant.clone(), t.count))
+            .collect();
+        assert_eq!(
+            finished_by_tenant, counted,
+            "finished deliveries per tenant"
+        );
+        assert!(
+            counted
+                .values()
+                .all(|&n| n <= self.config.log_finished_per_tenant_max),
+            "a tenant's finished deliveries"
         );
         let keys: usize = self.keys.by_tenant.values().map(|t| t.keys.len()).sum();
         assert_eq!(keys, self.keys.count, "idempotency keys");

@@ -194,11 +194,11 @@ impl Dispatcher {
             if d.attempt == 0 {
                 self.fresh_pending += 1;
             }
-            count_down(&mut self.finished_count, "finished deliveries");
             let (tenant, webhook) = (
                 TenantId::clone(&d.event.tenant),
                 WebhookId::clone(&d.webhook),
             );
+            self.finished_down(&tenant);
             self.tenant_pending_up(&tenant);
             if let Some(w) = webhook_state_mut(&mut self.tenants, &tenant, &webhook) {
                 w.pending += 1;

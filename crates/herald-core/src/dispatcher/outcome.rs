@@ -14,6 +14,16 @@ pub(super) const GENERATED_EVENT_ID_PREFIXES: [&str; 2] = ["evt_webhook_disabled
 /// shard hands out 2^62 ids, so a generated id is always below it.
 pub(super) const GENERATED_EVENT_NUMBER_END: u64 = 1 << 62;
 
+/// A tenant's finished deliveries in the log: how many, and with their finish sequence,
+/// oldest first, for evicting its own oldest when it holds its most
+/// ([`crate::DispatcherConfig::log_finished_per_tenant_max`]). Entries whose delivery
+/// was re-queued or evicted since are skipped.
+#[derive(Debug, Default)]
+pub(super) struct TenantFinished {
+    pub(super) count: usize,
+    pub(super) order: VecDeque<(DeliveryId, u64)>,
+}
+
 /// A record's headers as the pairs [`Outcomes`] keeps.
 pub(super) fn headers_of_rec(
     headers: &[record::HeaderRec],
@@ -124,8 +134,76 @@ impl Dispatcher {
         self.tenant_pending_down(&tenant);
         self.finished_count += 1;
         self.finished.push_back((delivery, self.finish_seq));
+        let mine = self.finished_by_tenant.entry(tenant.clone()).or_default();
+        mine.count += 1;
+        mine.order.push_back((delivery, self.finish_seq));
+        self.evict_tenant(&tenant);
         self.evict();
         Ok(())
+    }
+
+    /// Whether `delivery` is held and ended as the `seq`-th delivery to end (not
+    /// re-queued or evicted since the log's entry was made).
+    fn finished_as(&self, delivery: DeliveryId, seq: u64) -> bool {
+        self.deliveries
+            .get(&delivery)
+            .is_some_and(|d| d.finish_seq() == Some(seq))
+    }
+
+    /// Drops a finished delivery from the log and the counts.
+    fn drop_finished(&mut self, delivery: DeliveryId) {
+        if let Some(d) = self.deliveries.remove(&delivery) {
+            let tenant = &*d.event.tenant;
+            if let Some(set) = self.by_tenant.get_mut(tenant) {
+                set.remove(&delivery);
+                if set.is_empty() {
+                    self.by_tenant.remove(tenant);
+                }
+            }
+            self.finished_down(tenant);
+        }
+    }
+
+    /// One finished delivery of `tenant` fewer (evicted, or pending again).
+    pub(super) fn finished_down(&mut self, tenant: &TenantId) {
+        count_down(&mut self.finished_count, "finished deliveries");
+        let Some(mine) = self.finished_by_tenant.get_mut(tenant) else {
+            panic!("bug: tenant {tenant} has no finished deliveries to count down");
+        };
+        count_down(&mut mine.count, "a tenant's finished deliveries");
+        if mine.count == 0 {
+            // Every entry left is stale.
+            self.finished_by_tenant.remove(tenant);
+        }
+    }
+
+    /// Drops `tenant`'s oldest finished deliveries beyond its share of the log
+    /// ([`crate::DispatcherConfig::log_finished_per_tenant_max`]).
+    fn evict_tenant(&mut self, tenant: &TenantId) {
+        let max = self.config.log_finished_per_tenant_max;
+        loop {
+            let Some(mine) = self.finished_by_tenant.get_mut(tenant) else {
+                return;
+            };
+            if mine.count <= max {
+                // Re-queued deliveries leave stale entries behind.
+                if mine.order.len() > 2 * mine.count + 64 {
+                    let deliveries = &self.deliveries;
+                    mine.order.retain(|(delivery, seq)| {
+                        deliveries
+                            .get(delivery)
+                            .is_some_and(|d| d.finish_seq() == Some(*seq))
+                    });
+                }
+                return;
+            }
+            let Some((delivery, seq)) = mine.order.pop_front() else {
+                panic!("bug: tenant {tenant} counts more finished deliveries than it lists");
+            };
+            if self.finished_as(delivery, seq) {
+                self.drop_finished(delivery);
+            }
+        }
     }
 
     /// Drops the oldest finished deliveries beyond the log limit.
@@ -134,20 +212,8 @@ impl Dispatcher {
             let Some((delivery, seq)) = self.finished.pop_front() else {
                 break;
             };
-            let current = self
-                .deliveries
-                .get(&delivery)
-                .is_some_and(|d| d.finish_seq() == Some(seq));
-            if current {
-                if let Some(d) = self.deliveries.remove(&delivery) {
-                    if let Some(set) = self.by_tenant.get_mut(&*d.event.tenant) {
-                        set.remove(&delivery);
-                        if set.is_empty() {
-                            self.by_tenant.remove(&*d.event.tenant);
-                        }
-                    }
-                }
-                count_down(&mut self.finished_count, "finished deliveries");
+            if self.finished_as(delivery, seq) {
+                self.drop_finished(delivery);
             }
         }
         // Re-queued deliveries leave stale entries behind; compact before they pile up.

@@ -940,6 +940,86 @@ fn manual_operations() {
     ));
 }
 
+/// One tenant's flood of finished deliveries evicts its own oldest once it holds its
+/// share of the log, not the shard's other tenants' history; a re-queued delivery
+/// leaves the tenant's count, and the log replays to the same state.
+#[test]
+fn one_tenant_flooding_the_log_evicts_its_own_deliveries_first() {
+    let config = DispatcherConfig {
+        log_finished_max: 10,
+        log_finished_per_tenant_max: 6,
+        ..DispatcherConfig::default()
+    };
+    let mut drv = Driver::new(config.clone());
+    let (busy, quiet) = (tenant("busy"), tenant("quiet"));
+    for t in [&busy, &quiet] {
+        drv.d
+            .upsert_webhook(T0, t.clone(), wh("w"), spec(&["*"]))
+            .unwrap();
+    }
+    // Publishes and answers `code` until every delivery ended (in the order sent).
+    let finish = |drv: &mut Driver, t: &TenantId, names: std::ops::Range<usize>, code: u16| {
+        for i in names {
+            drv.d
+                .accept_event(T0, t, event(&format!("{t}{i}"), "x.y"))
+                .unwrap();
+        }
+        let mut all = Vec::new();
+        let mut sent = drv.step();
+        while !sent.is_empty() {
+            for req in &sent {
+                drv.reply(req, status(code));
+            }
+            all.append(&mut sent);
+            sent = drv.step();
+        }
+        all
+    };
+    let quiet_sent = finish(&mut drv, &quiet, 0..3, 200);
+    // Failed finally (400): retryable by hand below.
+    let busy_sent = finish(&mut drv, &busy, 0..20, 400);
+    assert_eq!(busy_sent.len(), 20);
+    // The quiet tenant's history stays; the busy one keeps its newest six.
+    for req in &quiet_sent {
+        assert!(drv.d.delivery(&quiet, req.delivery).is_some());
+    }
+    let kept: Vec<_> = busy_sent
+        .iter()
+        .filter(|req| drv.d.delivery(&busy, req.delivery).is_some())
+        .map(|req| req.delivery)
+        .collect();
+    let newest: Vec<_> = busy_sent[14..].iter().map(|req| req.delivery).collect();
+    assert_eq!(kept, newest);
+    assert_eq!(drv.d.stats().deliveries_retained, 9);
+    // Retried by hand, a kept failed delivery is pending again: out of the busy tenant's
+    // count, so the next one to end takes its place without evicting another.
+    drv.d.retry_delivery(drv.now, &busy, newest[0]).unwrap();
+    let again = drv.step();
+    assert_eq!(again.len(), 1);
+    drv.reply(&again[0], status(200));
+    drv.step();
+    assert!(newest.iter().all(|&id| drv.d.delivery(&busy, id).is_some()));
+    // More of the busy tenant's endings push out its own oldest, not the quiet one's.
+    finish(&mut drv, &busy, 20..22, 200);
+    assert_eq!(drv.d.stats().deliveries_retained, 9);
+    assert!(quiet_sent
+        .iter()
+        .all(|req| drv.d.delivery(&quiet, req.delivery).is_some()));
+    // The shard's limit still applies, the oldest first across tenants: a third
+    // tenant's five endings push out the quiet tenant's three and one of the busy's.
+    let third = tenant("third");
+    drv.d
+        .upsert_webhook(T0, third.clone(), wh("w"), spec(&["*"]))
+        .unwrap();
+    finish(&mut drv, &third, 0..5, 200);
+    assert_eq!(drv.d.stats().deliveries_retained, 10);
+    assert!(quiet_sent
+        .iter()
+        .all(|req| drv.d.delivery(&quiet, req.delivery).is_none()));
+    let replayed = replayed_like(config, &drv.records, &drv.d);
+    assert_eq!(snapshot(&replayed), snapshot(&drv.d));
+}
+
 #[test]
 fn delivery_log_queries_and_eviction() {
     let config = DispatcherConfig {
@@ -2279,6 +2359,8 @@ mod random {
                 disable_after_failing_ms: 5_000,
             },
             log_finished_max: 40,
+            // Below the shard's: a tenant's share of the log is reached too.
+            log_finished_per_tenant_max: 25,
             ..DispatcherConfig::default()
         }
     }
