@@ -197,6 +197,8 @@ fn main() {
         };
         config.limits.body_bytes_max = 1 << 20;
         config.ws.connections_per_tenant_max = clients.max(1);
+        // Every client comes from this host's one address.
+        config.limits.connections_per_address_max = config.limits.connections_max;
         let server =
             herald_api::Server::start(config, Some(ADMIN_KEY.to_string())).expect("server starts");
         let addr = server.local_addr();

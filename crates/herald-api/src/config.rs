@@ -19,6 +19,13 @@ pub const BODY_BYTES_MAX_DEFAULT: u64 = 256 * 1024;
 /// Default most open API connections (per process): a platform back end keeps a few
 /// dozen keep-alive connections; the cap bounds file descriptors and buffers.
 pub const CONNECTIONS_MAX_DEFAULT: usize = 4096;
+/// Default most open API connections from one client address (an IPv6 client's whole
+/// /64, which one host is commonly given): a quarter of [`CONNECTIONS_MAX_DEFAULT`], so
+/// that one client holding connections that are never idle (heads sent a byte at a
+/// time, stalled TLS handshakes) cannot take every slot. Far above what a platform back
+/// end or a reverse proxy in front of Herald keeps open; raise it (up to
+/// `connections_max`) when every client arrives through one proxy address.
+pub const CONNECTIONS_PER_ADDRESS_MAX_DEFAULT: usize = CONNECTIONS_MAX_DEFAULT / 4;
 /// Default time allowed for a request head to arrive once its first byte did
 /// (slowloris defence).
 pub const HEADER_READ_TIMEOUT_DEFAULT: Duration = Duration::from_secs(10);
@@ -231,6 +238,10 @@ pub struct LimitsConfig {
     /// request under way), so idle connections cannot starve new requests; when none is
     /// idle it gets a 503 with `Retry-After` and is closed.
     pub connections_max: usize,
+    /// Most open API connections from one client address (IPv6: one /64). A connection
+    /// over it gets a 429 `too_many_connections` with `Retry-After` and is closed, and
+    /// takes no other client's room.
+    pub connections_per_address_max: usize,
     /// Time for a request head to arrive once its first byte has (slowloris defence), in
     /// milliseconds.
     pub header_read_timeout_ms: u64,
@@ -290,6 +301,7 @@ impl Default for LimitsConfig {
         LimitsConfig {
             body_bytes_max: BODY_BYTES_MAX_DEFAULT,
             connections_max: CONNECTIONS_MAX_DEFAULT,
+            connections_per_address_max: CONNECTIONS_PER_ADDRESS_MAX_DEFAULT,
             header_read_timeout_ms: millis(HEADER_READ_TIMEOUT_DEFAULT),
             body_read_timeout_ms: millis(BODY_READ_TIMEOUT_DEFAULT),
             idle_timeout_ms: millis(IDLE_TIMEOUT_DEFAULT),
@@ -460,6 +472,10 @@ impl Config {
         let positive = [
             ("limits.body_bytes_max", limits.body_bytes_max == 0),
             ("limits.connections_max", limits.connections_max == 0),
+            (
+                "limits.connections_per_address_max",
+                limits.connections_per_address_max == 0,
+            ),
             (
                 "limits.header_read_timeout_ms",
                 limits.header_read_timeout_ms == 0,

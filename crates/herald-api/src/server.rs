@@ -4,15 +4,18 @@
 //!
 //! Defences, each a named setting in `[limits]`: a cap on open connections (a connection
 //! over it closes the oldest idle one, so idle connections cannot starve new requests;
-//! with none idle it gets a 503 and is closed), a deadline for a whole request once its first byte
+//! with none idle it gets a 503 and is closed), a cap per client address (IPv6: per
+//! /64) checked first, so that one client cannot hold every slot with connections that
+//! are never idle (a 429), a deadline for a whole request once its first byte
 //! arrived (slowloris), an idle keep-alive timeout, a cap on requests per connection,
 //! pipelined requests answered in order with at most `pipelined_requests_max` answers
 //! buffered, and the parser's refusal of ambiguous framing (both `Content-Length` and
 //! `Transfer-Encoding`, repeated lengths) with a 400 and a close.
 
-use std::net::SocketAddr;
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use herald_http::{HttpError, Limits, RequestParser};
@@ -48,6 +51,27 @@ pub struct ConnectionCount {
     /// Idle connections wait on this too; `notify_one` wakes the one that has waited
     /// longest (tokio's `Notify` is first in, first out), which closes.
     shed: tokio::sync::Notify,
+    /// Open connections per client address ([`address_key`]); addresses with none have
+    /// no entry, so the map holds at most `connections_max` entries.
+    by_address: Mutex<HashMap<IpAddr, usize>>,
+}
+
+/// The client a connection's address stands for: an IPv4 address (or one mapped into
+/// IPv6) as itself, an IPv6 address by its /64, the block a single host or home network
+/// is commonly given (counting per address would let one host open a connection from
+/// each of its 2^64 addresses).
+fn address_key(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V4(v4) => IpAddr::V4(v4),
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => IpAddr::V4(v4),
+            None => {
+                let mut segments = v6.segments();
+                segments[4..].fill(0);
+                IpAddr::V6(segments.into())
+            }
+        },
+    }
 }
 
 impl ConnectionCount {
@@ -66,14 +90,49 @@ impl ConnectionCount {
         }
         any
     }
+
+    /// Counts a new connection from `peer`; returns its slot and how many connections
+    /// are open in all and from its address, itself included.
+    fn open(self: &Arc<Self>, peer: IpAddr) -> (ConnectionSlot, usize, usize) {
+        let address = address_key(peer);
+        let from_address = {
+            let mut by_address = self
+                .by_address
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner);
+            let count = by_address.entry(address).or_insert(0);
+            *count += 1;
+            *count
+        };
+        let open = self.open.fetch_add(1, Ordering::Relaxed) + 1;
+        let slot = ConnectionSlot {
+            count: Arc::clone(self),
+            address,
+        };
+        (slot, open, from_address)
+    }
 }
 
-/// Decrements the count when a connection ends, however it ends.
-struct ConnectionSlot(Arc<ConnectionCount>);
+/// Decrements the counts when a connection ends, however it ends.
+struct ConnectionSlot {
+    count: Arc<ConnectionCount>,
+    address: IpAddr,
+}
 
 impl Drop for ConnectionSlot {
     fn drop(&mut self) {
-        self.0.open.fetch_sub(1, Ordering::Relaxed);
+        self.count.open.fetch_sub(1, Ordering::Relaxed);
+        let mut by_address = self
+            .count
+            .by_address
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        if let Some(count) = by_address.get_mut(&self.address) {
+            *count -= 1;
+            if *count == 0 {
+                by_address.remove(&self.address);
+            }
+        }
     }
 }
 
@@ -118,13 +177,16 @@ pub async fn accept_loop(
                 continue;
             }
         };
-        let count = Arc::clone(&app.connections);
-        let open = count.open.fetch_add(1, Ordering::Relaxed) + 1;
-        let slot = ConnectionSlot(count);
+        let (slot, open, from_address) = app.connections.open(peer.ip());
+        // One client over its share is refused without touching anyone else's room.
+        if from_address > app.config.limits.connections_per_address_max {
+            tasks.spawn(refuse(stream, slot, Refusal::Address));
+            continue;
+        }
         // Over the cap, the oldest idle connection makes room (the count stays over the
         // cap only until it has closed); with none idle, the newcomer is refused.
         if open > app.config.limits.connections_max && !app.connections.shed_idle() {
-            tasks.spawn(refuse_over_cap(stream, slot));
+            tasks.spawn(refuse(stream, slot, Refusal::Cap));
             continue;
         }
         let _ = stream.set_nodelay(true);
@@ -154,15 +216,32 @@ const REFUSE_TIME: Duration = Duration::from_secs(1);
 /// Most request bytes read (and dropped) from a connection refused over the cap.
 const REFUSE_DRAIN_BYTES_MAX: usize = 64 * 1024;
 
-/// Answers 503 and closes. The answer says `Connection: close`, and what the client
-/// already sent is read and dropped before closing: closing a socket with unread bytes
-/// makes the kernel send a reset, which can destroy the 503 before the client reads it.
-async fn refuse_over_cap(mut stream: TcpStream, _slot: ConnectionSlot) {
-    let response = Response::error(
-        503,
-        "unavailable",
-        "too many open connections; retry shortly",
-    )
+/// Why a new connection is refused.
+enum Refusal {
+    /// The server holds `connections_max` connections and none is idle: 503.
+    Cap,
+    /// Its client address holds `connections_per_address_max`: 429.
+    Address,
+}
+
+/// Answers 503 or 429 and closes. The answer says `Connection: close`, and what the
+/// client already sent is read and dropped before closing: closing a socket with unread
+/// bytes makes the kernel send a reset, which can destroy the answer before the client
+/// reads it.
+async fn refuse(mut stream: TcpStream, _slot: ConnectionSlot, why: Refusal) {
+    let response = match why {
+        Refusal::Cap => Response::error(
+            503,
+            "unavailable",
+            "too many open connections; retry shortly",
+        ),
+        Refusal::Address => Response::error(
+            429,
+            "too_many_connections",
+            "too many open connections from this address (limits.connections_per_address_max); \
+             reuse or close some, or retry shortly",
+        ),
+    }
     .with_header("Retry-After", "1".to_string());
     let mut out = Vec::new();
     response.encode(&mut out, true);
@@ -502,5 +581,21 @@ pub mod tokio_util_tracker {
             // Holding every permit means no task holds one.
             let _all = self.live.acquire_many(TASKS_MAX).await;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_ipv6_client_is_its_64_and_a_mapped_ipv4_one_itself() {
+        let key = |text: &str| address_key(text.parse().unwrap());
+        assert_eq!(key("192.0.2.7"), key("192.0.2.7"));
+        assert_ne!(key("192.0.2.7"), key("192.0.2.8"));
+        assert_eq!(key("::ffff:192.0.2.7"), key("192.0.2.7"));
+        assert_eq!(key("2001:db8:1:2:aaaa::1"), key("2001:db8:1:2:ffff:1:2:3"));
+        assert_eq!(key("2001:db8:1:2:aaaa::1"), key("2001:db8:1:2::"));
+        assert_ne!(key("2001:db8:1:2::1"), key("2001:db8:1:3::1"));
     }
 }

@@ -160,6 +160,71 @@ fn over_the_connection_cap_an_idle_connection_makes_room_else_a_503_that_closes(
     assert_eq!(read_answers(&mut second, &[false])[0].status, 200);
 }
 
+/// A connection to `to` from `source` (another loopback address: another client).
+fn connect_from(source: std::net::Ipv4Addr, to: std::net::SocketAddr) -> TcpStream {
+    use rustix::net::{AddressFamily, SocketType};
+    let fd = rustix::net::socket(AddressFamily::INET, SocketType::STREAM, None).unwrap();
+    rustix::net::bind(&fd, &std::net::SocketAddr::new(source.into(), 0)).unwrap();
+    rustix::net::connect(&fd, &to).unwrap();
+    let stream = TcpStream::from(fd);
+    stream.set_read_timeout(Some(READ_TIMEOUT)).unwrap();
+    stream
+}
+
+#[test]
+fn one_address_holds_at_most_its_share_of_connections() {
+    let running = Running::start(|config| config.limits.connections_per_address_max = 2);
+    let addr = running.server.as_ref().unwrap().local_addr();
+    let get = b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n";
+    // Two connections that are never idle (half a head each) from 127.0.0.1.
+    let mut held: Vec<TcpStream> = (0..2)
+        .map(|_| {
+            let mut stream = running.connect();
+            stream.write_all(b"GET /healthz HTTP/1.1\r\n").unwrap();
+            stream
+        })
+        .collect();
+    // A third from the same address is refused, with what to do.
+    let mut third = running.connect();
+    third.write_all(get).unwrap();
+    let answer = read_to_close(&mut third);
+    assert!(answer.starts_with("HTTP/1.1 429 "), "{answer}");
+    assert!(answer.contains("Retry-After: 1\r\n"), "{answer}");
+    assert!(
+        answer.contains(r#""code":"too_many_connections""#),
+        "{answer}"
+    );
+    assert!(
+        answer.contains("limits.connections_per_address_max"),
+        "{answer}"
+    );
+    // Another client is served meanwhile.
+    let mut other = connect_from(std::net::Ipv4Addr::new(127, 0, 0, 2), addr);
+    other.write_all(get).unwrap();
+    assert_eq!(read_answers(&mut other, &[false])[0].status, 200);
+    // The held connections still work; one closed frees its place for a new one.
+    held[0].write_all(b"Host: x\r\n\r\n").unwrap();
+    assert_eq!(read_answers(&mut held[0], &[false])[0].status, 200);
+    drop(held.remove(0));
+    let answer = first_status_with_room(&running, get);
+    assert_eq!(answer, 200);
+}
+
+/// Connects from 127.0.0.1 until a request is answered other than 429 (a closed
+/// connection's place frees once the server has seen it close); returns that status.
+fn first_status_with_room(running: &Running, request: &[u8]) -> u16 {
+    let deadline = std::time::Instant::now() + READ_TIMEOUT;
+    loop {
+        let mut stream = running.connect();
+        stream.write_all(request).unwrap();
+        let status = read_answers(&mut stream, &[false])[0].status;
+        if status != 429 || std::time::Instant::now() > deadline {
+            return status;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
 #[test]
 fn bad_framing_large_bodies_and_slow_heads_are_answered_then_closed() {
     let running = Running::start(|config| {
