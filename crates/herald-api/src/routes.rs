@@ -20,6 +20,7 @@ use crate::auth::{KeyStore, Principal, StoreError};
 use crate::config::{self, Config};
 use crate::metrics::{EngineFigures, Metrics};
 use crate::server::ConnectionCount;
+use crate::stats::{Unanswered, FIGURES_WAIT};
 use crate::time::{now_ms, parse_rfc3339, rfc3339};
 use crate::{catalog, console, views, Response};
 
@@ -845,16 +846,27 @@ impl App {
     // ------------------------------------------------------------------ operations
 
     async fn readyz(&self) -> Result<Response> {
-        match self.stats.fresh(|| self.herald.stats_async()).await {
+        let stats = self
+            .stats
+            .fresh_within(FIGURES_WAIT, || self.herald.stats_async())
+            .await;
+        match stats {
             Ok(stats) if stats.len() == self.herald.shards() => {
                 Ok(Response::json(200, &json!({"status": "ready"})))
+            }
+            Err(Unanswered::TimedOut) => {
+                Ok(Response::json(503, &json!({"status": "unresponsive"})))
             }
             _ => Ok(Response::json(503, &json!({"status": "replaying"}))),
         }
     }
 
     async fn metrics_page(&self) -> Result<Response> {
-        let stats = self.stats.fresh(|| self.herald.stats_async()).await;
+        // Without the shards' figures (not answered in time), the listener's own.
+        let stats = self
+            .stats
+            .fresh_within(FIGURES_WAIT, || self.herald.stats_async())
+            .await;
         let figures = EngineFigures::from_stats(stats.as_deref().map_or(&[], |s| &s[..]));
         let process = crate::metrics::ProcessFigures::read();
         let text = self

@@ -19,6 +19,21 @@ use tokio::time::Instant;
 /// at most this long for one, and a flood of them costs the shards ten queries a second.
 pub(crate) const STATS_INTERVAL: Duration = Duration::from_millis(100);
 
+/// Most time `/readyz` and `/metrics` wait for the shards' figures, the wait for an
+/// earlier caller's query included. A probe must get an answer, and a shard that cannot
+/// answer in this time (a stalled disk under its journal, an intake full for that
+/// long) is not ready; scrapes must not pile up behind it either.
+pub(crate) const FIGURES_WAIT: Duration = Duration::from_secs(2);
+
+/// Why [`SharedStats::fresh_within`] has no figures.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum Unanswered<E> {
+    /// The query failed.
+    Failed(E),
+    /// No figures within the wait (the query, or the one before it, still under way).
+    TimedOut,
+}
+
 /// The latest figures taken, shared by the callers that arrived before they were.
 #[derive(Debug)]
 pub(crate) struct SharedStats<T> {
@@ -65,6 +80,24 @@ impl<T> SharedStats<T> {
             figures: Arc::clone(&figures),
         });
         Ok(figures)
+    }
+
+    /// [`SharedStats::fresh`] within `wait`: a query that has not answered by then is
+    /// dropped (a later caller starts another) and the caller told so.
+    pub(crate) async fn fresh_within<F, Fut, E>(
+        &self,
+        wait: Duration,
+        query: F,
+    ) -> Result<Arc<T>, Unanswered<E>>
+    where
+        F: FnOnce() -> Fut,
+        Fut: Future<Output = Result<T, E>>,
+    {
+        match tokio::time::timeout(wait, self.fresh(query)).await {
+            Ok(Ok(figures)) => Ok(figures),
+            Ok(Err(error)) => Err(Unanswered::Failed(error)),
+            Err(_) => Err(Unanswered::TimedOut),
+        }
     }
 }
 
@@ -124,6 +157,43 @@ mod tests {
             assert_eq!(failed.unwrap_err(), "shard gone");
             let (called, taken) = ask(Arc::clone(&shared), Arc::clone(&queries)).await;
             assert!(taken >= called);
+        });
+    }
+
+    /// A query that never answers (a stalled shard) times its caller out, and callers
+    /// behind it too; one after it starts a query of its own.
+    #[test]
+    fn a_query_that_never_answers_times_out_and_does_not_hold_the_next() {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .build()
+            .unwrap();
+        // Shorter than the routes' wait: the test waits it out twice.
+        const WAIT: Duration = Duration::from_millis(200);
+        runtime.block_on(async {
+            let shared = Arc::new(SharedStats::<u32>::default());
+            let stalled = {
+                let shared = Arc::clone(&shared);
+                tokio::spawn(async move {
+                    shared
+                        .fresh_within(WAIT, std::future::pending::<Result<u32, ()>>)
+                        .await
+                })
+            };
+            tokio::task::yield_now().await;
+            let behind = shared
+                .fresh_within(WAIT, || async { Ok::<u32, ()>(1) })
+                .await;
+            assert_eq!(behind, Err(Unanswered::TimedOut));
+            assert_eq!(stalled.await.unwrap(), Err(Unanswered::TimedOut));
+            let after = shared
+                .fresh_within(WAIT, || async { Ok::<u32, ()>(2) })
+                .await;
+            assert_eq!(after.map(|figures| *figures), Ok(2));
+            let failed = shared
+                .fresh_within(WAIT, || async { Err::<u32, _>("gone") })
+                .await;
+            assert_eq!(failed, Err(Unanswered::Failed("gone")));
         });
     }
 }
