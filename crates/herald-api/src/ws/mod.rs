@@ -79,7 +79,7 @@ pub const CLOSE_SLOW_CONSUMER: u16 = 4001;
 /// Close code: nothing (not even a pong) arrived within `ws.idle_timeout_ms`.
 pub const CLOSE_IDLE: u16 = 4002;
 /// Close code: the credential the stream was opened with no longer holds (the API key
-/// was revoked, the JWT expired, the tenant was deleted); reconnect with a valid one.
+/// was revoked, the JWT expired); reconnect with a valid one.
 /// Checked at every ping (`ws.ping_interval_ms`).
 pub const CLOSE_CREDENTIAL: u16 = 4003;
 /// Largest frame or message a client may send: the protocol needs none beyond control
