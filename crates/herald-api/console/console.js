@@ -354,12 +354,14 @@
     return h('td', { 'data-label': label }, ...children);
   }
 
-  /** Marks the control the API named in `error.field` and focuses it. */
+  /** Marks the control the API named in `error.field` (a JSON path such as
+   *  `events[1]` or `signature.scheme`: its first member when no control has it all)
+   *  and focuses it. */
   function markField(form, error) {
     for (const el of form.querySelectorAll('[aria-invalid]')) el.removeAttribute('aria-invalid');
     if (!(error instanceof ApiError) || !error.field) return;
     const control = form.querySelector(`[data-field="${CSS.escape(error.field)}"]`) ||
-      form.querySelector(`[data-field="${CSS.escape(error.field.split('.')[0])}"]`);
+      form.querySelector(`[data-field="${CSS.escape(error.field.split(/[.[]/)[0])}"]`);
     if (control) {
       control.setAttribute('aria-invalid', 'true');
       control.focus();

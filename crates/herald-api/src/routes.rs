@@ -1597,11 +1597,17 @@ fn parse_filters(events: &[String]) -> Result<Vec<EventFilter>> {
             "events needs at least one filter (e.g. \"order.*\" or \"*\")",
         ));
     }
+    // The field names the filter at fault by its place, as a JSON path.
     events
         .iter()
-        .map(|e| {
-            EventFilter::parse(e)
-                .map_err(|error| ApiError::invalid("events", format!("events: {e:?}: {error}")))
+        .enumerate()
+        .map(|(i, e)| {
+            EventFilter::parse(e).map_err(|error| {
+                ApiError::invalid(
+                    &format!("events[{i}]"),
+                    format!("events[{i}]: {e:?}: {error}"),
+                )
+            })
         })
         .collect()
 }

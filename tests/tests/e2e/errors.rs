@@ -158,8 +158,8 @@ fn error_answers_are_the_promised_ones() {
             "/v1/webhooks",
             400,
         )
-        .json(&json!({"url": url, "events": ["order created"]}))
-        .field("events"),
+        .json(&json!({"url": url, "events": ["order.*", "order created"]}))
+        .field("events[1]"),
         Case::new("unknown field", Tenant, "POST", "/v1/webhooks", 400)
             .json(&json!({"url": url, "events": ["*"], "colour": "red"})),
         Case::new("url not a URL", Tenant, "POST", "/v1/webhooks", 400)
