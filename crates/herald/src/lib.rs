@@ -102,7 +102,7 @@ pub use herald_core::{
     EventType, Health, HealthPolicy, IdError, LocationId, Page, RateLimit, RetrySchedule,
     SecretSpec, TenantId, WebhookId, WebhookSpec, WebhookStatus, API_VERSION_DEFAULT,
     ATTEMPT_HISTORY_MAX, DESCRIPTION_BYTES_MAX, IDEMPOTENCY_KEY_BYTES_MAX,
-    PENDING_DELIVERIES_MAX_DEFAULT, PENDING_DELIVERIES_PER_TENANT_MAX_DEFAULT,
+    PENDING_DELIVERIES_MAX_DEFAULT, PENDING_DELIVERIES_PER_TENANT_MAX_DEFAULT, RESEND_MAX,
 };
 pub use herald_core::{
     Counters, Histogram, Stats as DispatcherStats, ATTEMPT_LATENCY_BOUNDS_MS, HISTOGRAM_BUCKETS,
@@ -1230,8 +1230,12 @@ impl Herald {
         })
     }
 
-    /// Re-sends every failed or exhausted delivery of `webhook` whose event was
-    /// accepted at or after `since_ms` (Unix ms); returns how many were re-queued.
+    /// Re-sends the failed or exhausted deliveries of `webhook` whose event was
+    /// accepted at or after `since_ms` (Unix ms) and that are still in the delivery
+    /// log; returns how many were re-queued. One call re-queues at most [`RESEND_MAX`],
+    /// and no more than the tenant's and the shard's pending room: when it returns that
+    /// many, call again once they are delivered (the ones re-queued are pending, not
+    /// failed, so the next call takes the rest).
     pub fn resend_failed(
         &self,
         tenant: &TenantId,
