@@ -101,6 +101,17 @@ fn print_report(report: &CheckReport) {
              acknowledged)"
         ),
     }
+    if let Some(said) = &report.after_failure {
+        println!(
+            "after a failure: {said:?} ({}; the next open reads them from the disk and \
+             clears this)",
+            if report.in_use {
+                "a process holds the journal: the segments were read through the page cache"
+            } else {
+                "the segments were read from the disk, not the page cache"
+            }
+        );
+    }
     match &report.torn_tail {
         Some(t) => println!(
             "torn tail: {} at offset {}: {} ({} bytes to discard on open{})",

@@ -91,6 +91,11 @@ pub struct CheckReport {
     /// (`None`: no mark that decodes, so the end of the log cannot be checked against
     /// what was acknowledged; see [`crate::Recovery::durable_mark`]).
     pub durable_mark: Option<u64>,
+    /// A sync, rename or write of this journal failed and no open has read it since
+    /// ([`crate::SYNC_FAILED_FILE`], with what it says). When no process held the
+    /// journal, the check read the segments from the disk, not the page cache (which
+    /// after a failed writeback may hold frames the disk does not).
+    pub after_failure: Option<String>,
 }
 
 impl CheckReport {
@@ -110,9 +115,16 @@ pub fn check(dir: &Path) -> Result<CheckReport, JournalError> {
     let in_use = crate::journal::in_use(dir)?;
     let durable_mark = crate::mark::read(dir)?;
     let listed = list_segments(dir, false)?;
+    let after_failure = crate::journal::failure_mark(dir)?;
+    if after_failure.is_some() && !in_use {
+        for (_, path) in &listed {
+            crate::journal::drop_cached_pages(path)?;
+        }
+    }
     let mut report = CheckReport {
         in_use,
         durable_mark,
+        after_failure,
         ..CheckReport::default()
     };
     let count = listed.len();

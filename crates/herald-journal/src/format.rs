@@ -170,6 +170,16 @@ pub(crate) const FRAME_MAGIC: u32 = 0x4A52_4C48;
 pub const DURABLE_MARK_FILE: &str = "durable.mark";
 /// Bytes of the durable mark.
 pub const DURABLE_MARK_BYTES: usize = 32;
+/// The file beside the segments that says a sync, a rename or a write of this journal
+/// failed. After a failed writeback Linux keeps the pages it could not write in the
+/// page cache, marked clean: a process that opens the journal in the same boot would
+/// read frames that are not on the disk, take them as recovered, and append after
+/// them; a later boot would find damage before acknowledged frames. With this file
+/// present, opening drops the segments' cached pages first, so that it reads what the
+/// disk holds (the frames never written are then a torn tail), and removes the file
+/// once that is durable. Written without a sync: it matters only until the page cache
+/// goes, i.e. in the same boot.
+pub const SYNC_FAILED_FILE: &str = "sync-failed";
 const DURABLE_MARK_MAGIC: [u8; 8] = *b"HRLDJDUR";
 const DURABLE_MARK_VERSION: u32 = 1;
 

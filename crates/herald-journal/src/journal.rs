@@ -404,6 +404,24 @@ pub(crate) fn missing_history(
     })
 }
 
+/// What [`crate::SYNC_FAILED_FILE`] in `dir` says, if it is there.
+pub(crate) fn failure_mark(dir: &Path) -> Result<Option<String>, JournalError> {
+    let path = dir.join(format::SYNC_FAILED_FILE);
+    match fs::read(&path) {
+        Ok(text) => Ok(Some(String::from_utf8_lossy(&text).into_owned())),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(JournalError::io("read", &path, e)),
+    }
+}
+
+/// Drops the page cache's clean pages of the file at `path` (dirty ones are written
+/// first), so that the next reads come from the disk.
+pub(crate) fn drop_cached_pages(path: &Path) -> Result<(), JournalError> {
+    let file = File::open(path).map_err(|e| JournalError::io("open", path, e))?;
+    rustix::fs::fadvise(&file, 0, None, rustix::fs::Advice::DontNeed)
+        .map_err(|e| JournalError::io("posix_fadvise", path, e.into()))
+}
+
 /// What opening (or checking) a journal found.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Recovery {
@@ -437,6 +455,10 @@ pub struct Recovery {
     /// what was acknowledged, and damage followed by intact frames was taken for
     /// corruption, never for a torn tail.
     pub durable_mark: Option<u64>,
+    /// A sync, rename or write of this journal had failed ([`crate::SYNC_FAILED_FILE`]
+    /// was there): the segments were read from the disk, not the page cache, and
+    /// frames the disk did not take were a torn tail.
+    pub after_failure: Option<String>,
 }
 
 /// A record read back from the journal.
@@ -1010,6 +1032,15 @@ impl Journal {
         )?;
 
         let listed = list_segments(&config.dir, true)?;
+        // After a failure in this boot the page cache may hold frames the disk does not:
+        // read the disk (see `SYNC_FAILED_FILE`).
+        let failure_path = config.dir.join(format::SYNC_FAILED_FILE);
+        let after_failure = failure_mark(&config.dir)?;
+        if after_failure.is_some() {
+            for (_, path) in &listed {
+                drop_cached_pages(path)?;
+            }
+        }
         let durable_mark = crate::mark::read(&config.dir)?;
         let mut recovery = Recovery::default();
         let mut segments: Vec<Segment> = Vec::new();
@@ -1308,6 +1339,12 @@ impl Journal {
         delete_covered_segments(&config, &dir, &listed[..kept_from], &segments, checkpoint)?;
         recovery.covered = covered;
         let mark = crate::mark::DurableMark::create(&config.dir, &dir, next_seq - 1)?;
+        if after_failure.is_some() {
+            // What was read is the disk's, and durable: the failure is behind.
+            fs::remove_file(&failure_path)
+                .map_err(|e| JournalError::io("remove", &failure_path, e))?;
+        }
+        recovery.after_failure = after_failure;
         let dir = Arc::new(dir);
         let spare = Spare::start(config.dir.clone(), Arc::clone(&dir), config.segment_bytes)
             .map_err(|source| JournalError::Spawn {
@@ -2717,6 +2754,61 @@ mod tests {
         // Once: a second failure report does not call it again.
         journal.shared.fail("again".into());
         assert!(rx.recv_timeout(Duration::from_millis(100)).is_err());
+    }
+
+    /// A failure leaves its mark; the next open reads the segments from the disk (what
+    /// it can check here: that it opens and recovers what the disk holds), says so,
+    /// and clears the mark once that is durable.
+    #[test]
+    fn a_journal_opened_after_a_failure_reads_the_disk_and_clears_the_mark() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut config = JournalConfig::new(dir.path());
+        config.segment_bytes = SEGMENT_BYTES_MIN;
+        let mark = dir.path().join(format::SYNC_FAILED_FILE);
+        let (mut journal, recovery) = Journal::open(config.clone()).unwrap();
+        assert_eq!(recovery.after_failure, None);
+        let first = journal.append(1, 1, b"one").unwrap();
+        journal.sync().unwrap();
+        assert!(!mark.exists());
+        // A rename the next sync cannot do fails the journal as a failed fdatasync does.
+        let active = Arc::clone(&journal.segments.last().unwrap().file);
+        journal.shared.rolled(
+            active,
+            (dir.path().join("missing"), dir.path().join("never")),
+        );
+        journal.append(1, 1, b"two").unwrap();
+        journal.commit().unwrap();
+        journal.shared.request_sync();
+        assert!(matches!(
+            journal
+                .durable_handle()
+                .wait_durable(first + 1, Duration::from_secs(20)),
+            Err(JournalError::SyncFailed { .. })
+        ));
+        let said = fs::read_to_string(&mark).unwrap();
+        assert!(said.contains("rename"), "{said}");
+        drop(journal);
+        // A check says so, and leaves the mark for the open.
+        let report = crate::check(dir.path()).unwrap();
+        assert_eq!(report.after_failure.as_deref(), Some(said.as_str()));
+        assert!(mark.exists());
+
+        let (journal, recovery) = Journal::open(config.clone()).unwrap();
+        assert_eq!(recovery.after_failure.as_deref(), Some(said.as_str()));
+        assert!(
+            !mark.exists(),
+            "the mark is cleared once the journal opened"
+        );
+        assert_eq!(
+            replayed(&journal)
+                .into_iter()
+                .map(|(_, _, payload)| payload)
+                .collect::<Vec<_>>(),
+            [b"one".to_vec(), b"two".to_vec()]
+        );
+        drop(journal);
+        let (_journal, recovery) = Journal::open(config).unwrap();
+        assert_eq!(recovery.after_failure, None);
     }
 
     #[test]

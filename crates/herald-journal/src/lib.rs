@@ -60,7 +60,7 @@ pub use codec::{access, encode};
 pub use error::{Fault, JournalError};
 pub use format::{
     frame_bytes, CHECKPOINT_PART_HEADER_BYTES, CHECKPOINT_VERSION, KIND_CHECKPOINT,
-    KIND_RESERVED_MIN, PAYLOAD_BYTES_MAX,
+    KIND_RESERVED_MIN, PAYLOAD_BYTES_MAX, SYNC_FAILED_FILE,
 };
 pub use journal::{
     in_use, unmapped_elsewhere, CheckpointHandle, CheckpointWriter, Compaction, CoveredSegments,

@@ -15,6 +15,7 @@
 //! for a sync in progress unless it asked to.
 
 use std::fs::File;
+use std::io::Write;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
@@ -66,6 +67,22 @@ pub(crate) struct Shared {
     notify: Mutex<Option<Notify>>,
     group_records_max: u64,
     group_delay: Duration,
+}
+
+/// Leaves [`crate::format::SYNC_FAILED_FILE`] in the journal's directory `dir`, saying
+/// why. Best effort: on a disk that fails every write this may fail too, and there is
+/// nothing better to do (the journal has failed already).
+fn leave_failure_mark(dir: &File, message: &str) {
+    use rustix::fs::{Mode, OFlags};
+    let opened = rustix::fs::openat(
+        dir,
+        crate::format::SYNC_FAILED_FILE,
+        OFlags::WRONLY | OFlags::CREATE | OFlags::TRUNC | OFlags::CLOEXEC,
+        Mode::from_raw_mode(0o644),
+    );
+    if let Ok(fd) = opened {
+        let _ = File::from(fd).write_all(message.as_bytes());
+    }
 }
 
 /// Locks, ignoring poison: every critical section here leaves the state
@@ -138,6 +155,9 @@ impl Shared {
     pub(crate) fn fail(&self, message: String) {
         let mut st = lock(&self.state);
         let first = st.failed.is_none();
+        if first {
+            leave_failure_mark(&st.dir, &message);
+        }
         st.failed.get_or_insert(message);
         self.failed.store(true, Ordering::Release);
         drop(st);

@@ -376,6 +376,15 @@ pub(crate) async fn run_shard(setup: ShardSetup) -> ShardExit {
         pending_deliveries = stats.pending_deliveries,
         "shard recovered its journal"
     );
+    if let Some(failure) = &recovery.after_failure {
+        tracing::warn!(
+            shard = index,
+            dir = %dir.display(),
+            %failure,
+            "the journal had failed before: its segments were read from the disk, not the \
+             page cache, so that frames the disk did not take are not taken as recovered"
+        );
+    }
     if recovery.durable_mark.is_none() && recovery.records > 0 {
         tracing::warn!(
             shard = index,
