@@ -2736,15 +2736,7 @@ mod tests {
         let first = journal.append(1, 1, b"one").unwrap();
         assert_eq!(journal.sync().unwrap(), first);
         assert_eq!(rx.recv_timeout(Duration::from_secs(20)), Ok(first));
-        // A rename the next sync cannot do fails the journal as a failed fdatasync does.
-        let active = Arc::clone(&journal.segments.last().unwrap().file);
-        journal.shared.rolled(
-            active,
-            (dir.path().join("missing"), dir.path().join("never")),
-        );
-        journal.append(1, 1, b"two").unwrap();
-        journal.commit().unwrap();
-        journal.shared.request_sync();
+        fail_next_sync(&mut journal, dir.path(), b"two");
         // Told with the durable sequence unchanged, and the journal says why.
         assert_eq!(rx.recv_timeout(Duration::from_secs(20)), Ok(first));
         assert!(matches!(
@@ -2754,6 +2746,18 @@ mod tests {
         // Once: a second failure report does not call it again.
         journal.shared.fail("again".into());
         assert!(rx.recv_timeout(Duration::from_millis(100)).is_err());
+    }
+
+    /// Appends `payload` and has the sync that follows fail: a rename it cannot do
+    /// fails the journal as a failed fdatasync does.
+    fn fail_next_sync(journal: &mut Journal, dir: &Path, payload: &[u8]) {
+        let active = Arc::clone(&journal.segments.last().unwrap().file);
+        journal
+            .shared
+            .rolled(active, (dir.join("missing"), dir.join("never")));
+        journal.append(1, 1, payload).unwrap();
+        journal.commit().unwrap();
+        journal.shared.request_sync();
     }
 
     /// A failure leaves its mark; the next open reads the segments from the disk (what
@@ -2770,15 +2774,7 @@ mod tests {
         let first = journal.append(1, 1, b"one").unwrap();
         journal.sync().unwrap();
         assert!(!mark.exists());
-        // A rename the next sync cannot do fails the journal as a failed fdatasync does.
-        let active = Arc::clone(&journal.segments.last().unwrap().file);
-        journal.shared.rolled(
-            active,
-            (dir.path().join("missing"), dir.path().join("never")),
-        );
-        journal.append(1, 1, b"two").unwrap();
-        journal.commit().unwrap();
-        journal.shared.request_sync();
+        fail_next_sync(&mut journal, dir.path(), b"two");
         assert!(matches!(
             journal
                 .durable_handle()
