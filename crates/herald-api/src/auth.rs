@@ -175,6 +175,11 @@ fn parse_hash(text: &str, path: &Path) -> Result<[u8; 32], StoreError> {
 impl KeyStore {
     /// Opens (or creates) `dir/keys.json`. `admin_key` is the configured admin key, if
     /// any; without one, a key is generated on first start and only its hash is stored.
+    /// What the admin key's origin changes in the file (a generated key's hash stored, a
+    /// stored one forgotten once a key is configured) is written only by
+    /// [`KeyStore::settle_admin_key`], which the server calls once it has started: a
+    /// start that fails (a port in use, a journal another process holds) neither stores
+    /// a key nobody saw printed nor changes a file another server uses.
     pub fn open(
         dir: &Path,
         admin_key: Option<&str>,
@@ -226,15 +231,6 @@ impl KeyStore {
         let origin = match admin_key {
             Some(key) => {
                 store.admin_sha256 = sha256(key.as_bytes());
-                // A generated key is forgotten once one is configured (often because the
-                // printed one leaked): a later start without the configured key makes a
-                // new one instead of letting the old one work again.
-                if store.read().stored_admin_sha256.is_some() {
-                    store.change(|state| {
-                        state.stored_admin_sha256 = None;
-                        Ok(())
-                    })?;
-                }
                 AdminKeyOrigin::Configured
             }
             None => {
@@ -246,18 +242,37 @@ impl KeyStore {
                     }
                     None => {
                         let key = format!("{ADMIN_KEY_PREFIX}{}", random_token(32));
-                        let hash = sha256(key.as_bytes());
-                        store.admin_sha256 = hash;
-                        store.change(|state| {
-                            state.stored_admin_sha256 = Some(hex::encode(hash));
-                            Ok(())
-                        })?;
+                        store.admin_sha256 = sha256(key.as_bytes());
                         AdminKeyOrigin::Generated(key)
                     }
                 }
             }
         };
         Ok((store, origin))
+    }
+
+    /// Writes what the admin key's `origin` ([`KeyStore::open`]'s) changes in the file:
+    /// a generated key's hash is stored (a later start uses it); a stored one is
+    /// forgotten once a key is configured (often because the printed one leaked: a
+    /// later start without the configured key makes a new one instead of letting the
+    /// old one work again).
+    pub fn settle_admin_key(&self, origin: &AdminKeyOrigin) -> Result<(), StoreError> {
+        match origin {
+            AdminKeyOrigin::Generated(_) => {
+                let hash = hex::encode(self.admin_sha256);
+                self.change(|state| {
+                    state.stored_admin_sha256 = Some(hash);
+                    Ok(())
+                })
+            }
+            AdminKeyOrigin::Configured if self.read().stored_admin_sha256.is_some() => {
+                self.change(|state| {
+                    state.stored_admin_sha256 = None;
+                    Ok(())
+                })
+            }
+            AdminKeyOrigin::Configured | AdminKeyOrigin::Stored => Ok(()),
+        }
     }
 
     fn read(&self) -> std::sync::RwLockReadGuard<'_, State> {
@@ -452,11 +467,13 @@ mod tests {
     fn generated_admin_key_works_and_only_its_hash_is_stored() {
         let dir = tempfile::tempdir().unwrap();
         let (store, origin) = KeyStore::open(dir.path(), None, 10, 4).unwrap();
-        let AdminKeyOrigin::Generated(key) = origin else {
+        let AdminKeyOrigin::Generated(key) = &origin else {
             panic!("first start generates a key");
         };
+        let key = key.clone();
         assert_eq!(store.authenticate(key.as_bytes()), Some(Principal::Admin));
         assert_eq!(store.authenticate(b"hra_wrong"), None);
+        store.settle_admin_key(&origin).unwrap();
         let text = std::fs::read_to_string(dir.path().join("keys.json")).unwrap();
         assert!(!text.contains(&key), "the clear key is never stored");
         drop(store);
@@ -469,11 +486,14 @@ mod tests {
     fn a_configured_admin_key_forgets_the_generated_one() {
         let dir = tempfile::tempdir().unwrap();
         let (store, origin) = KeyStore::open(dir.path(), None, 10, 4).unwrap();
+        store.settle_admin_key(&origin).unwrap();
         let AdminKeyOrigin::Generated(printed) = origin else {
             panic!("first start generates a key");
         };
         drop(store);
-        let (store, _) = KeyStore::open(dir.path(), Some("admin-key-0123456789"), 10, 4).unwrap();
+        let (store, origin) =
+            KeyStore::open(dir.path(), Some("admin-key-0123456789"), 10, 4).unwrap();
+        store.settle_admin_key(&origin).unwrap();
         assert_eq!(store.authenticate(printed.as_bytes()), None);
         drop(store);
         // Started again without it: a new key, the printed one still refused.
@@ -484,6 +504,31 @@ mod tests {
         assert_ne!(fresh, printed);
         assert_eq!(store.authenticate(printed.as_bytes()), None);
         assert_eq!(store.authenticate(fresh.as_bytes()), Some(Principal::Admin));
+    }
+
+    /// A start that fails before the key is settled (the port in use, the journal held
+    /// by another server) leaves the file as it was: the next start generates a key
+    /// and prints it, instead of trusting one nobody saw; and a configured key does not
+    /// make a running server's file forget its stored one.
+    #[test]
+    fn nothing_is_written_before_the_admin_key_is_settled() {
+        let dir = tempfile::tempdir().unwrap();
+        let (store, origin) = KeyStore::open(dir.path(), None, 10, 4).unwrap();
+        assert!(matches!(origin, AdminKeyOrigin::Generated(_)));
+        drop(store);
+        assert!(!dir.path().join("keys.json").exists());
+        let (store, origin) = KeyStore::open(dir.path(), None, 10, 4).unwrap();
+        let AdminKeyOrigin::Generated(key) = &origin else {
+            panic!("a key nobody saw is not kept");
+        };
+        let key = key.clone();
+        store.settle_admin_key(&origin).unwrap();
+        drop(store);
+        let (store, _) = KeyStore::open(dir.path(), Some("admin-key-0123456789"), 10, 4).unwrap();
+        drop(store);
+        let (store, origin) = KeyStore::open(dir.path(), None, 10, 4).unwrap();
+        assert!(matches!(origin, AdminKeyOrigin::Stored));
+        assert_eq!(store.authenticate(key.as_bytes()), Some(Principal::Admin));
     }
 
     #[test]

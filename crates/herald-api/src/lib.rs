@@ -175,11 +175,15 @@ pub struct Server {
     generated_admin_key: Option<String>,
 }
 
-/// SIGTERM and SIGINT, watched since [`Server::watch_signals`].
+/// SIGTERM, SIGINT and SIGHUP, watched since [`Server::watch_signals`]. SIGHUP stops
+/// the server cleanly too: its default action would end the process without
+/// journaling what is in flight (a terminal that went away, a service manager's
+/// reload request, which has nothing to reload here).
 #[derive(Debug)]
 pub struct Signals {
     term: tokio::signal::unix::Signal,
     int: tokio::signal::unix::Signal,
+    hup: tokio::signal::unix::Signal,
 }
 
 impl Server {
@@ -191,7 +195,7 @@ impl Server {
             app,
             shards,
             tls,
-            generated_admin_key,
+            admin_key,
         } = prepare(config, admin_key)?;
         let listen = app.config.listen;
         let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -206,6 +210,15 @@ impl Server {
         let local_addr = listener
             .local_addr()
             .map_err(|e| StartError::Runtime(format!("listener address: {e}")))?;
+        // Only now that nothing else can fail: a generated key stored before a failed
+        // start would be one nobody saw printed (the next start would print none).
+        app.keys
+            .settle_admin_key(&admin_key)
+            .map_err(|e| StartError::Runtime(e.to_string()))?;
+        let generated_admin_key = match admin_key {
+            AdminKeyOrigin::Generated(key) => Some(key),
+            AdminKeyOrigin::Configured | AdminKeyOrigin::Stored => None,
+        };
         let app = Arc::new(app);
         let (stop, stop_rx) = tokio::sync::watch::channel(false);
         let tasks = server::tokio_util_tracker::Tracker::default();
@@ -244,7 +257,7 @@ impl Server {
         self.generated_admin_key.as_deref()
     }
 
-    /// Serves until SIGTERM or SIGINT, then shuts down.
+    /// Serves until SIGTERM, SIGINT or SIGHUP, then shuts down.
     pub fn run_until_signal(self) -> Result<(), String> {
         let signals = self.watch_signals()?;
         self.run_until(signals)
@@ -261,6 +274,7 @@ impl Server {
                 .map_err(|e| format!("cannot watch SIGTERM: {e}"))?,
             int: signal(SignalKind::interrupt())
                 .map_err(|e| format!("cannot watch SIGINT: {e}"))?,
+            hup: signal(SignalKind::hangup()).map_err(|e| format!("cannot watch SIGHUP: {e}"))?,
         })
     }
 
@@ -270,6 +284,7 @@ impl Server {
             tokio::select! {
                 _ = signals.term.recv() => "SIGTERM",
                 _ = signals.int.recv() => "SIGINT",
+                _ = signals.hup.recv() => "SIGHUP",
             }
         });
         tracing::info!(
@@ -310,7 +325,8 @@ struct Prepared {
     app: App,
     shards: usize,
     tls: Option<tokio_rustls::TlsAcceptor>,
-    generated_admin_key: Option<String>,
+    /// Where the admin key came from, settled in the key store once the server started.
+    admin_key: AdminKeyOrigin,
 }
 
 /// Validates `config`, starts the engine on `config.data_dir` (replaying its journals),
@@ -353,10 +369,6 @@ fn prepare(config: Config, admin_key: Option<String>) -> Result<Prepared, StartE
         config.limits.keys_per_tenant_max,
     )
     .map_err(|e| StartError::Runtime(e.to_string()))?;
-    let generated_admin_key = match origin {
-        AdminKeyOrigin::Generated(key) => Some(key),
-        AdminKeyOrigin::Configured | AdminKeyOrigin::Stored => None,
-    };
 
     let mut builder = herald::Herald::builder()
         .data_dir(config.data_dir.join("engine"))
@@ -415,7 +427,7 @@ fn prepare(config: Config, admin_key: Option<String>) -> Result<Prepared, StartE
         app,
         shards,
         tls,
-        generated_admin_key,
+        admin_key: origin,
     })
 }
 

@@ -204,6 +204,17 @@ fn egress_settings_refuse_webhook_urls() {
 #[test]
 fn generated_admin_key_is_shown_once_and_works() {
     let site = Site::new();
+    // A first start that fails once the key store is open (here a CA file that cannot
+    // be read, found when the engine starts) keeps no key: nobody saw one printed.
+    let failed = run_to_exit(
+        &site,
+        &Options::default()
+            .admin_key(None)
+            .config("[egress]\nextra_ca_pems = [\"/nonexistent/ca.pem\"]\n"),
+        EXIT_TIMEOUT,
+    );
+    assert_eq!(failed.status.code(), Some(2), "{}", failed.stderr);
+    assert!(!failed.stdout.contains("hra_"), "{}", failed.stdout);
     let server = Server::start(&site, &Options::default().admin_key(None));
     let line = server
         .stdout_lines()
@@ -234,6 +245,23 @@ fn generated_admin_key_is_shown_once_and_works() {
     );
     let tenants = admin.on(&server).get("/v1/tenants").expect(200);
     assert_eq!(tenants["data"][0]["id"], "tenant_first", "{tenants}");
+}
+
+/// SIGHUP (a terminal gone, a service manager's reload) stops the server cleanly, as
+/// SIGTERM does, instead of its default action ending it with work in flight.
+#[test]
+fn sighup_stops_cleanly() {
+    let site = Site::new();
+    let server = Server::start(&site, &Options::default());
+    create_tenant(&server.admin(), "tenant_hup");
+    let log_path = server.log_path().to_path_buf();
+    let status = server.stop_with("HUP");
+    assert!(status.success(), "SIGHUP → exit 0; got {status}");
+    let log = std::fs::read_to_string(&log_path).expect("the log is readable");
+    assert!(log.contains("SIGHUP"), "{log}");
+    let server = Server::start(&site, &Options::default());
+    let tenants = server.admin().get("/v1/tenants").expect(200);
+    assert_eq!(tenants["data"][0]["id"], "tenant_hup", "{tenants}");
 }
 
 #[test]
