@@ -15,14 +15,18 @@ pub enum JournalCommand {
     /// but sound), 1 when a frame before the tail is corrupt, the log ends before
     /// its durable mark, or records replay needs are missing before the first
     /// segment (its oldest segment files removed), 2 when the directory cannot be
-    /// read or `--repair` is asked of a journal in use.
+    /// read or holds no journal, or `--repair` is asked of a journal in use or of a
+    /// server's data directory. Given a server's data directory, each shard's journal
+    /// is checked in turn and the status is the worst of theirs.
     ///
     /// A journal a running process holds (`herald serve`) can be checked: it changes while
     /// it is read, so a problem found is checked again (three checks, 200 ms apart) before
     /// it is reported, with a note that the journal was in use. It is never repaired
     /// while in use.
     Check {
-        /// The journal directory (holding the *.seg files).
+        /// A shard's journal directory (`DATA_DIR/engine/shard-N`, holding the *.seg
+        /// files), or a server's data directory (or its `engine` directory): then every
+        /// shard's journal.
         #[arg(long)]
         data_dir: PathBuf,
         /// Mend damage (or a gap between segment files) before the tail: when a later
@@ -67,7 +71,29 @@ pub struct BenchArgs {
 /// Runs a journal subcommand.
 pub fn run(command: JournalCommand) -> ExitCode {
     match command {
-        JournalCommand::Check { data_dir, repair } => run_check(&data_dir, repair),
+        JournalCommand::Check { data_dir, repair } => {
+            let shards = shard_journals(&data_dir);
+            if shards.is_empty() {
+                return ExitCode::from(run_check(&data_dir, repair));
+            }
+            if repair {
+                eprintln!(
+                    "herald journal check: {} holds {} shards' journals; repair one at a time \
+                     (--data-dir {}), after checking them all without --repair",
+                    data_dir.display(),
+                    shards.len(),
+                    shards[0].display()
+                );
+                return ExitCode::from(2);
+            }
+            // Each shard's journal in turn; the status is the worst of theirs.
+            let mut worst = 0;
+            for shard in &shards {
+                crate::say(format_args!("journal {}", shard.display()));
+                worst = worst.max(run_check(shard, false));
+            }
+            ExitCode::from(worst)
+        }
     }
 }
 
@@ -130,6 +156,30 @@ fn print_report(report: &CheckReport) {
     }
 }
 
+/// The shards' journals under a server's data directory (`DIR/engine/shard-N`) or its
+/// engine directory (`DIR/shard-N`), in shard order; empty when `dir` is neither.
+fn shard_journals(dir: &Path) -> Vec<PathBuf> {
+    for base in [dir.join("engine"), dir.to_path_buf()] {
+        let Ok(entries) = std::fs::read_dir(&base) else {
+            continue;
+        };
+        let mut shards: Vec<(usize, PathBuf)> = entries
+            .filter_map(Result::ok)
+            .filter(|entry| entry.path().is_dir())
+            .filter_map(|entry| {
+                let name = entry.file_name();
+                let n = name.to_str()?.strip_prefix("shard-")?.parse().ok()?;
+                Some((n, entry.path()))
+            })
+            .collect();
+        if !shards.is_empty() {
+            shards.sort();
+            return shards.into_iter().map(|(_, path)| path).collect();
+        }
+    }
+    Vec::new()
+}
+
 /// Checks of a journal in use made before its problems are reported: a roll, a
 /// compaction or a segment reused in place can show one reading a gap, a missing
 /// segment or damage that the next reading no longer finds.
@@ -157,10 +207,10 @@ fn check_settled(dir: &Path) -> (Result<CheckReport, herald_journal::JournalErro
     }
 }
 
-fn run_check(dir: &Path, repair: bool) -> ExitCode {
+fn run_check(dir: &Path, repair: bool) -> u8 {
     if !dir.is_dir() {
         eprintln!("herald journal check: {} is not a directory", dir.display());
-        return ExitCode::from(2);
+        return 2;
     }
     match herald_journal::in_use(dir) {
         Ok(true) if repair => {
@@ -169,12 +219,12 @@ fn run_check(dir: &Path, repair: bool) -> ExitCode {
                  journal.lock): stop it before repairing; a journal in use is never repaired",
                 dir.display()
             );
-            return ExitCode::from(2);
+            return 2;
         }
         Ok(_) => {}
         Err(e) => {
             eprintln!("herald journal check: {e}");
-            return ExitCode::from(2);
+            return 2;
         }
     }
     let (result, attempts) = check_settled(dir);
@@ -182,9 +232,17 @@ fn run_check(dir: &Path, repair: bool) -> ExitCode {
         Ok(report) => report,
         Err(e) => {
             eprintln!("herald journal check: {e}");
-            return ExitCode::from(2);
+            return 2;
         }
     };
+    if report.segments.is_empty() && report.durable_mark.is_none() {
+        eprintln!(
+            "herald journal check: no journal in {} (no segment files); a server keeps its \
+             shards' journals in DATA_DIR/engine/shard-N",
+            dir.display()
+        );
+        return 2;
+    }
     print_report(&report);
     if report.in_use {
         eprintln!(
@@ -202,7 +260,7 @@ fn run_check(dir: &Path, repair: bool) -> ExitCode {
     }
     if report.is_sound() {
         println!("sound");
-        return ExitCode::SUCCESS;
+        return 0;
     }
     if let Some(missing) = &report.history_missing {
         eprintln!("history missing: {missing}");
@@ -249,7 +307,7 @@ fn run_check(dir: &Path, repair: bool) -> ExitCode {
         );
     }
     if !repair {
-        return ExitCode::from(1);
+        return 1;
     }
     if report.history_missing.is_some() {
         // Records no segment holds cannot be brought back, and a journal opened without
@@ -259,7 +317,7 @@ fn run_check(dir: &Path, repair: bool) -> ExitCode {
             "not repaired, nothing changed: no repair can bring back records no segment \
              holds; restore the missing or damaged segment files from a backup, then check again"
         );
-        return ExitCode::from(1);
+        return 1;
     }
     if let Some(newer) = report
         .corruption
@@ -271,7 +329,7 @@ fn run_check(dir: &Path, repair: bool) -> ExitCode {
              read, and a repair would delete it; run the build that wrote it",
             newer.display()
         );
-        return ExitCode::from(1);
+        return 1;
     }
     let mut config = JournalConfig::new(dir);
     config.repair = true;
@@ -346,22 +404,22 @@ fn run_check(dir: &Path, repair: bool) -> ExitCode {
             match check(dir) {
                 Ok(after) if after.is_sound() => {
                     println!("sound");
-                    ExitCode::SUCCESS
+                    0
                 }
                 Ok(after) => {
                     print_report(&after);
                     eprintln!("still corrupt after repair: {:?}", after.corruption);
-                    ExitCode::from(1)
+                    1
                 }
                 Err(e) => {
                     eprintln!("herald journal check: {e}");
-                    ExitCode::from(2)
+                    2
                 }
             }
         }
         Err(e) => {
             eprintln!("repair failed: {e}");
-            ExitCode::from(1)
+            1
         }
     }
 }

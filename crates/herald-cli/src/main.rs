@@ -105,6 +105,14 @@ fn bench(result: Result<(), herald_bench::BenchError>) -> ExitCode {
     }
 }
 
+/// Writes `line` and a newline to standard output; `false` when it could not (closed,
+/// e.g. by `| head -1` that has exited). Never panics, as `println!` does then.
+pub(crate) fn say(line: std::fmt::Arguments<'_>) -> bool {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    writeln!(out, "{line}").and_then(|()| out.flush()).is_ok()
+}
+
 fn main() -> ExitCode {
     // The first registration in the process; nothing registered one before `main`.
     let _ = herald::set_memory_release(release_freed_memory);

@@ -135,8 +135,12 @@ pub fn run(args: ServeArgs) -> ExitCode {
         }
     };
     if let Some(key) = server.generated_admin_key() {
-        // Printed once: only its hash is stored.
-        println!("admin key (shown once; only its hash is stored): {key}");
+        // Printed once: only its hash is stored. A closed standard output (`| head -1`
+        // that has exited) must not lose it, nor stop the server: standard error then.
+        let line = format!("admin key (shown once; only its hash is stored): {key}");
+        if !crate::say(format_args!("{line}")) {
+            eprintln!("{line}");
+        }
     }
     // Watched before anyone hears the server is up: a SIGTERM right after the line below
     // stops it cleanly instead of killing it.
@@ -155,7 +159,7 @@ pub fn run(args: ServeArgs) -> ExitCode {
         pinned,
         "herald serve ready"
     );
-    println!("listening on {}", server.local_addr());
+    let _ = crate::say(format_args!("listening on {}", server.local_addr()));
     match server.run_until(signals) {
         Ok(()) => ExitCode::SUCCESS,
         Err(message) => {

@@ -164,15 +164,22 @@ fn start(args: &SinkArgs) -> Result<(Sink, String), String> {
 
 fn serve(args: SinkArgs) -> Result<(), String> {
     let (sink, answers) = start(&args)?;
+    // The sink's lines are its output: once standard output is closed (`| head -1` has
+    // exited), it stops, as `yes | head` does.
+    let mut open = true;
     for i in 0..sink.addrs().len() {
-        println!("listening on {}", sink.url_on(i, "/"));
+        open &= crate::say(format_args!("listening on {}", sink.url_on(i, "/")));
     }
-    println!("answers: {answers}");
+    open &= crate::say(format_args!("answers: {answers}"));
     if let Some(path) = sink.ca_pem_path() {
-        println!(
+        open &= crate::say(format_args!(
             "CA certificate (trust it in the sender): {}",
             path.display()
-        );
+        ));
+    }
+    if !open {
+        sink.shutdown();
+        return Ok(());
     }
 
     let started = Instant::now();
@@ -185,7 +192,12 @@ fn serve(args: SinkArgs) -> Result<(), String> {
             std::thread::sleep(wait);
         }
         let stats = sink.stats();
-        println!("{}", rate_line(tick, &previous, &stats, &sink));
+        if !crate::say(format_args!(
+            "{}",
+            rate_line(tick, &previous, &stats, &sink)
+        )) {
+            break;
+        }
         previous = stats;
         if args.duration_s.is_some_and(|limit| tick >= limit) {
             break;

@@ -158,6 +158,61 @@ fn check_names_the_checkpoint_and_what_it_covers() {
 const HEADER: usize = 64;
 const FRAME: usize = 32 + 1008;
 
+/// Given a server's data directory, every shard's journal is checked in turn (never
+/// repaired at once); a directory without a journal is an error, not "sound".
+#[test]
+fn a_servers_data_directory_is_checked_shard_by_shard_and_an_empty_one_holds_no_journal() {
+    let dir = scratch_dir();
+    let engine = dir.path().join("engine");
+    for shard in 0..2u64 {
+        build(&engine.join(format!("shard-{shard}")), 10 + shard);
+    }
+    for given in [dir.path(), engine.as_path()] {
+        let out = herald(&["journal", "check", "--data-dir", given.to_str().unwrap()]);
+        let stdout = text(&out.stdout);
+        assert_eq!(out.status.code(), Some(0), "{stdout}{}", text(&out.stderr));
+        for (shard, records) in [(0, 10), (1, 11)] {
+            let header = format!(
+                "journal {}",
+                engine.join(format!("shard-{shard}")).display()
+            );
+            assert!(stdout.contains(&header), "{stdout}");
+            assert!(stdout.contains(&format!("records {records} ")), "{stdout}");
+        }
+        assert_eq!(
+            stdout.lines().filter(|l| *l == "sound").count(),
+            2,
+            "{stdout}"
+        );
+    }
+    let out = herald(&[
+        "journal",
+        "check",
+        "--repair",
+        "--data-dir",
+        dir.path().to_str().unwrap(),
+    ]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        text(&out.stderr).contains("shard-0"),
+        "{}",
+        text(&out.stderr)
+    );
+    let empty = scratch_dir();
+    let out = herald(&[
+        "journal",
+        "check",
+        "--data-dir",
+        empty.path().to_str().unwrap(),
+    ]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out.stdout));
+    assert!(
+        text(&out.stderr).contains("no journal"),
+        "{}",
+        text(&out.stderr)
+    );
+}
+
 #[test]
 fn check_reports_a_sound_journal() {
     let dir = scratch_dir();
