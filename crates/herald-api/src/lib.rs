@@ -162,6 +162,11 @@ pub enum StartError {
     /// The engine, the key store or the listener failed.
     #[error("{0}")]
     Runtime(String),
+    /// A shard's journal could not be opened (damaged, missing segments, its disk
+    /// failing or full): starting again will fail the same way until it is checked
+    /// and mended. The message says how.
+    #[error("{0}")]
+    Storage(String),
 }
 
 /// A running server: the engine, the key store and the API listener.
@@ -410,7 +415,7 @@ fn prepare(config: Config, admin_key: Option<String>) -> Result<Prepared, StartE
     }
     let engine_dir = config.data_dir.join("engine");
     let herald = builder.start().map_err(|e| match e {
-        herald::StartError::Storage { shard, .. } => StartError::Runtime(format!(
+        herald::StartError::Storage { shard, .. } => StartError::Storage(format!(
             "{e}\ninspect the journal with `herald journal check --data-dir {}`; \
              `--repair` truncates it at damage, losing what follows (it says what), \
              and refuses a journal missing its oldest segment files (restore those \

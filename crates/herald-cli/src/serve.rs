@@ -9,6 +9,10 @@ use herald_api::{Config, LogFormat, Server, StartError};
 
 /// Exit status for a configuration that cannot be used.
 const EXIT_CONFIG: u8 = 2;
+/// Exit status when a shard's journal could not be opened: a service manager should
+/// not restart the server until it is checked (e.g. systemd's
+/// `RestartPreventExitStatus=3`).
+const EXIT_STORAGE: u8 = 3;
 
 #[derive(Debug, Args)]
 pub struct ServeArgs {
@@ -132,6 +136,10 @@ pub fn run(args: ServeArgs) -> ExitCode {
         Err(StartError::Runtime(message)) => {
             eprintln!("herald serve: {message}");
             return ExitCode::FAILURE;
+        }
+        Err(StartError::Storage(message)) => {
+            eprintln!("herald serve: {message}");
+            return ExitCode::from(EXIT_STORAGE);
         }
     };
     if let Some(key) = server.generated_admin_key() {

@@ -308,10 +308,11 @@ fn a_segment_damaged_in_the_middle_stops_start_up_naming_file_and_offset() {
     std::fs::write(&segment, &bytes).expect("the segment is written");
     let after = frames.len() - frames.len() / 2 - 1;
 
-    // Start-up refuses, naming the file and the offset, with a non-zero status.
+    // Start-up refuses, naming the file and the offset, with the status that tells a
+    // service manager not to restart it (3).
     let exited = run_to_exit(&site, &options, Duration::from_secs(30));
     let stderr = exited.stderr;
-    assert_eq!(exited.status.code(), Some(1), "{stderr}");
+    assert_eq!(exited.status.code(), Some(3), "{stderr}");
     assert!(
         stderr.contains(&segment.display().to_string())
             && stderr.contains(&format!("offset {damaged}")),
