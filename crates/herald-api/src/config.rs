@@ -44,6 +44,12 @@ pub const TENANTS_MAX_DEFAULT: usize = 100_000;
 /// Default most API keys per tenant: rotation needs two; a handful covers every
 /// deployment pattern.
 pub const KEYS_PER_TENANT_MAX_DEFAULT: usize = 16;
+/// Default most requests of one tenant under way at once: an eighth of a shard's
+/// default intake queue, so that one tenant's flood of requests (reads wait for room in
+/// the queue instead of being refused) cannot fill the queue its shard's other tenants
+/// publish through; far above what a publisher needs (a few connections, batches of
+/// up to 1,000 events).
+pub const REQUESTS_IN_FLIGHT_PER_TENANT_MAX_DEFAULT: usize = herald::INTAKE_CAPACITY_DEFAULT / 8;
 /// Default grace period of a rotated secret.
 pub const ROTATE_GRACE_DEFAULT: Duration = Duration::from_secs(24 * 3600);
 
@@ -257,6 +263,9 @@ pub struct LimitsConfig {
     pub tenants_max: usize,
     /// Most API keys per tenant.
     pub keys_per_tenant_max: usize,
+    /// Most requests of one tenant under way at once (on tenant routes, whichever key);
+    /// beyond it a request gets a 429 `too_many_requests` with `Retry-After`.
+    pub requests_in_flight_per_tenant_max: usize,
     /// Each shard's intake queue (requests waiting for the shard). When it is full,
     /// every route that writes (publish, batch, webhook changes, test sends, retries,
     /// recovers, inbound events) answers 503 with `Retry-After` at once instead of
@@ -309,6 +318,7 @@ impl Default for LimitsConfig {
             pipelined_requests_max: PIPELINED_REQUESTS_MAX_DEFAULT,
             tenants_max: TENANTS_MAX_DEFAULT,
             keys_per_tenant_max: KEYS_PER_TENANT_MAX_DEFAULT,
+            requests_in_flight_per_tenant_max: REQUESTS_IN_FLIGHT_PER_TENANT_MAX_DEFAULT,
             intake_capacity: herald::INTAKE_CAPACITY_DEFAULT,
             pending_deliveries_max: herald::PENDING_DELIVERIES_MAX_DEFAULT,
             pending_deliveries_per_tenant_max: herald::PENDING_DELIVERIES_PER_TENANT_MAX_DEFAULT,
@@ -475,6 +485,10 @@ impl Config {
             (
                 "limits.connections_per_address_max",
                 limits.connections_per_address_max == 0,
+            ),
+            (
+                "limits.requests_in_flight_per_tenant_max",
+                limits.requests_in_flight_per_tenant_max == 0,
             ),
             (
                 "limits.header_read_timeout_ms",
@@ -823,6 +837,14 @@ mod tests {
             ),
             ("[retry]\nschedule_s = [-1]", "retry.schedule_s"),
             ("[limits]\nconnections_max = 0", "limits.connections_max"),
+            (
+                "[limits]\nconnections_per_address_max = 0",
+                "limits.connections_per_address_max",
+            ),
+            (
+                "[limits]\nrequests_in_flight_per_tenant_max = 0",
+                "limits.requests_in_flight_per_tenant_max",
+            ),
             (
                 "[limits]\npending_deliveries_per_tenant_max = 0",
                 "limits.pending_deliveries_per_tenant_max",

@@ -60,6 +60,54 @@ pub struct App {
     stats: crate::stats::SharedStats<Vec<herald::ShardStats>>,
     /// Changes of one webhook (`PATCH`, secret rotation) take turns.
     webhook_changes: crate::changes::WebhookChanges,
+    /// Requests under way per tenant, for `requests_in_flight_per_tenant_max`.
+    tenant_requests: TenantRequests,
+}
+
+/// Requests under way per tenant (tenants with none have no entry).
+#[derive(Debug, Default)]
+struct TenantRequests(std::sync::Mutex<std::collections::HashMap<TenantId, usize>>);
+
+impl TenantRequests {
+    /// Counts a request of `tenant` while the returned guard lives; `None` when the
+    /// tenant already has `max` under way.
+    fn enter(&self, tenant: &TenantId, max: usize) -> Option<TenantRequest<'_>> {
+        let mut counts = self
+            .0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let count = counts.entry(tenant.clone()).or_insert(0);
+        if *count >= max {
+            return None;
+        }
+        *count += 1;
+        Some(TenantRequest {
+            counts: self,
+            tenant: tenant.clone(),
+        })
+    }
+}
+
+/// One request counted in [`TenantRequests`] until dropped.
+struct TenantRequest<'a> {
+    counts: &'a TenantRequests,
+    tenant: TenantId,
+}
+
+impl Drop for TenantRequest<'_> {
+    fn drop(&mut self) {
+        let mut counts = self
+            .counts
+            .0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(count) = counts.get_mut(&self.tenant) {
+            *count -= 1;
+            if *count == 0 {
+                counts.remove(&self.tenant);
+            }
+        }
+    }
 }
 
 /// An error answer.
@@ -566,6 +614,7 @@ impl App {
             inbound: BTreeMap::new(),
             stats: crate::stats::SharedStats::default(),
             webhook_changes: crate::changes::WebhookChanges::default(),
+            tenant_requests: TenantRequests::default(),
         }
     }
 
@@ -708,6 +757,21 @@ impl App {
                 // Checked above: every other route needs auth.
                 let principal = principal.expect("tenant routes are authenticated");
                 let tenant = self.tenant_of(&principal, request)?;
+                let max = self.config.limits.requests_in_flight_per_tenant_max;
+                let Some(_counted) = self.tenant_requests.enter(&tenant, max) else {
+                    return Err(ApiError {
+                        retry_after_s: Some(1),
+                        ..ApiError::new(
+                            429,
+                            "too_many_requests",
+                            format!(
+                                "tenant {tenant} has {max} requests under way, the most allowed \
+                                 (limits.requests_in_flight_per_tenant_max); wait for their \
+                                 answers, or send events in batches"
+                            ),
+                        )
+                    });
+                };
                 self.tenant_route(route, target, request, &tenant).await
             }
         }
@@ -1887,6 +1951,30 @@ impl EventInput {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_tenant_has_at_most_its_requests_under_way_and_others_theirs() {
+        let requests = TenantRequests::default();
+        let (acme, zed) = (
+            TenantId::parse("acme").unwrap(),
+            TenantId::parse("zed").unwrap(),
+        );
+        let first = requests.enter(&acme, 2).expect("room");
+        let second = requests.enter(&acme, 2).expect("room");
+        assert!(requests.enter(&acme, 2).is_none(), "a third is refused");
+        let other = requests
+            .enter(&zed, 2)
+            .expect("another tenant's room is its own");
+        drop(first);
+        let third = requests
+            .enter(&acme, 2)
+            .expect("an answered request frees its place");
+        drop((second, third, other));
+        assert!(
+            requests.0.lock().unwrap().is_empty(),
+            "tenants with none under way keep no entry"
+        );
+    }
 
     fn json_request(body: &str) -> Request {
         Request {

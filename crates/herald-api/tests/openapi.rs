@@ -209,6 +209,7 @@ fn error_schema_has_the_documented_shape_and_codes() {
         "request_timeout",
         "upgrade_required",
         "too_many_connections",
+        "too_many_requests",
         "too_many_pending",
         "unavailable",
         "internal",
