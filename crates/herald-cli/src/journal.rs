@@ -32,7 +32,8 @@ pub enum JournalCommand {
         /// Mend damage (or a gap between segment files) before the tail: when a later
         /// complete checkpoint covers every record up to it, delete the segment files up
         /// to it whole, losing nothing; otherwise truncate at the first corrupt frame,
-        /// deleting everything after it. Refused, changing nothing, when records replay
+        /// deleting everything after it (the segment files that changes are copied to
+        /// `repair-saved-<unix ms>` in the directory first). Refused, changing nothing, when records replay
         /// needs are missing before the first segment kept: only restoring the missing
         /// segment files from a backup mends that.
         #[arg(long)]
@@ -154,6 +155,26 @@ fn print_report(report: &CheckReport) {
         ),
         None => println!("torn tail: none"),
     }
+}
+
+/// Copies `damaged` and every segment after it (what a truncation there changes) into
+/// a new directory `repair-saved-<unix ms>` beside them (the journal reads only segment
+/// files, so it is left alone there); returns that directory.
+fn save_before_repair(
+    dir: &Path,
+    report: &CheckReport,
+    damaged: &Path,
+) -> std::io::Result<PathBuf> {
+    let now_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis());
+    let saved = dir.join(format!("repair-saved-{now_ms}"));
+    std::fs::create_dir(&saved)?;
+    for segment in report.segments.iter().skip_while(|s| s.path != damaged) {
+        let name = segment.path.file_name().unwrap_or_default();
+        std::fs::copy(&segment.path, saved.join(name))?;
+    }
+    Ok(saved)
 }
 
 /// The shards' journals under a server's data directory (`DIR/engine/shard-N`) or its
@@ -330,6 +351,24 @@ fn run_check(dir: &Path, repair: bool) -> u8 {
             newer.display()
         );
         return 1;
+    }
+    // A truncation loses what follows the damage: the files it changes are copied aside
+    // first, so that nothing is gone for good (a record someone can still read out, a
+    // repair done by mistake).
+    if let Some(corruption) = &report.corruption {
+        match save_before_repair(dir, &report, &corruption.segment) {
+            Ok(saved) => println!(
+                "saved the segment files a repair changes to {} (remove it once no longer needed)",
+                saved.display()
+            ),
+            Err(e) => {
+                eprintln!(
+                    "not repaired, nothing changed: could not copy the segment files a \
+                     repair changes aside first ({e}); free some space or copy them yourself"
+                );
+                return 1;
+            }
+        }
     }
     let mut config = JournalConfig::new(dir);
     config.repair = true;

@@ -326,6 +326,7 @@ fn check_fails_on_corruption_before_the_tail_and_repair_truncates() {
     // Check alone changes nothing.
     assert_eq!(fs::read(&segments[0]).unwrap(), bytes);
 
+    let originals: Vec<Vec<u8>> = segments.iter().map(|s| fs::read(s).unwrap()).collect();
     let out = herald(&["journal", "check", "--data-dir", dir_arg, "--repair"]);
     let stdout = text(&out.stdout);
     assert_eq!(out.status.code(), Some(0), "{stdout}{}", text(&out.stderr));
@@ -337,6 +338,19 @@ fn check_fails_on_corruption_before_the_tail_and_repair_truncates() {
         "{stdout}"
     );
     assert!(stdout.contains("140 records"), "{stdout}");
+    // What the truncation changed was copied aside first, byte for byte, and the
+    // journal leaves the copy alone.
+    let saved: Vec<PathBuf> = fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.is_dir())
+        .collect();
+    assert_eq!(saved.len(), 1, "{saved:?}");
+    assert!(stdout.contains(&saved[0].display().to_string()), "{stdout}");
+    for (segment, original) in segments.iter().zip(&originals) {
+        let copy = fs::read(saved[0].join(segment.file_name().unwrap())).unwrap();
+        assert!(copy == *original, "{}", segment.display());
+    }
     let out = herald(&["journal", "check", "--data-dir", dir_arg]);
     assert_eq!(out.status.code(), Some(0));
     assert!(text(&out.stdout).contains("records 10  first_seq 1  last_seq 10"));
