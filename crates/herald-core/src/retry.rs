@@ -6,8 +6,9 @@ use herald_http::RetryAfter;
 /// Most retries a schedule may hold (attempts = retries + 1). Bounds the work one event
 /// can cause per webhook.
 pub const RETRIES_MAX: usize = 24;
-/// Longest delay between two attempts: 7 days. Keeps every pending attempt well inside
-/// the timing wheel's horizon and the auto-disable window.
+/// Longest delay between two attempts in a schedule: 7 days, before jitter (which may
+/// add up to [`JITTER_PERCENT_MAX`] of it). Bounds how long a pending delivery waits
+/// for its next attempt (the timing wheel itself has no horizon).
 pub const RETRY_DELAY_MS_MAX: u64 = 7 * 24 * 3600 * 1000;
 /// Longest `Retry-After` honoured: 24 hours. A receiver cannot park a delivery for longer.
 pub const RETRY_AFTER_MS_MAX: u64 = 24 * 3600 * 1000;

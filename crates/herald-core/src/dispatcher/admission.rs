@@ -454,15 +454,16 @@ impl Dispatcher {
                 }
             }
         }
-        self.start_due_attempts(now, bodies);
+        self.start_due_attempts(now, now_ms, bodies);
         #[cfg(debug_assertions)]
         self.recount();
     }
 
     /// Admits due deliveries of the ready webhooks within each endpoint's limits and the
     /// tick's budget (marking them in flight), ends those without a live secret, then
-    /// signs and sends the admitted ones.
-    pub(super) fn start_due_attempts(&mut self, now: u64, bodies: &dyn BodyStore) {
+    /// signs and sends the admitted ones: due at `now` (the dispatcher's clock), signed
+    /// at `wall_ms` (the driver's clock: see `sign_and_send`).
+    pub(super) fn start_due_attempts(&mut self, now: u64, wall_ms: u64, bodies: &dyn BodyStore) {
         let budget = self.config.sends_per_tick_max;
         let mut plans = std::mem::take(&mut self.plans);
         debug_assert!(plans.is_empty(), "the last tick sent every plan it made");
@@ -571,7 +572,7 @@ impl Dispatcher {
         }
         self.ready_webhooks.extend(leftover);
         self.fail_deliveries(now, no_secret, DeliveryError::NoLiveSecret);
-        self.sign_and_send(now, &mut plans, bodies);
+        self.sign_and_send(wall_ms, &mut plans, bodies);
         self.plans = plans;
     }
 

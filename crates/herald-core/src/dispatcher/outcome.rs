@@ -14,6 +14,18 @@ pub(super) const GENERATED_EVENT_ID_PREFIXES: [&str; 2] = ["evt_webhook_disabled
 /// shard hands out 2^62 ids, so a generated id is always below it.
 pub(super) const GENERATED_EVENT_NUMBER_END: u64 = 1 << 62;
 
+/// Whether webhook `w` changed (`WebhookState::updated_at_ms`: its URL, limits or
+/// status) while an attempt that ended at `at_ms` after `latency_ms` was out, so that
+/// its answer came from the endpoint as configured before. Its start is the outcome's
+/// time less its latency, as the delivery's history has it; a change in the very
+/// millisecond the outcome is handled cannot be ordered against it and counts as
+/// before the attempt (the answer then counts, as it always did). Both live handling
+/// and replay decide it from the outcome's record, so they agree.
+fn attempt_began_before_change(at_ms: u64, latency_ms: u64, w: &WebhookState) -> bool {
+    let started = at_ms.saturating_sub(latency_ms);
+    started < w.updated_at_ms && w.updated_at_ms < at_ms
+}
+
 /// A tenant's finished deliveries in the log: how many, and with their finish sequence,
 /// oldest first, for evicting its own oldest when it holds its most
 /// ([`crate::DispatcherConfig::log_finished_per_tenant_max`]). Entries whose delivery
@@ -142,6 +154,36 @@ impl Dispatcher {
         Ok(())
     }
 
+    /// [`Dispatcher::finish`] as a record says (an outcome's or a `DeliveryFinished`;
+    /// not a checkpoint's, which holds the endpoints' failing clocks as they were): a
+    /// webhook left with nothing pending shows nothing of its endpoint until its next
+    /// attempt, so "failing continuously" starts again at that attempt's failure (a
+    /// weekly event after an outage days ago must not find the webhook failing for a
+    /// week).
+    pub(super) fn finish_recorded(
+        &mut self,
+        now: u64,
+        delivery: DeliveryId,
+        status: DeliveryStatus,
+        error: Option<DeliveryError>,
+    ) -> Result<(), String> {
+        let ids = self.deliveries.get(&delivery).map(|d| {
+            (
+                TenantId::clone(&d.event.tenant),
+                WebhookId::clone(&d.webhook),
+            )
+        });
+        self.finish(now, delivery, status, error)?;
+        if let Some((tenant, webhook)) = ids {
+            if let Some(w) = webhook_state_mut(&mut self.tenants, &tenant, &webhook) {
+                if w.pending == 0 {
+                    w.health.failing_since_ms = None;
+                }
+            }
+        }
+        Ok(())
+    }
+
     /// Whether `delivery` is held and ended as the `seq`-th delivery to end (not
     /// re-queued or evicted since the log's entry was made).
     fn finished_as(&self, delivery: DeliveryId, seq: u64) -> bool {
@@ -264,7 +306,15 @@ impl Dispatcher {
                 return false;
             }
         };
-        let class = classify(&outcome.result);
+        // An attempt started before the webhook last changed (its URL, say) went to the
+        // endpoint as it was: its answer says nothing of the endpoint now (applying it
+        // forgets the request, see `apply_attempt_finished`), and a 410 from an address
+        // the webhook has left is retried at the new one instead of disabling it.
+        let stale = attempt_began_before_change(now, outcome.latency_ms, w);
+        let class = match classify(&outcome.result) {
+            OutcomeClass::Gone if stale => OutcomeClass::Retry,
+            class => class,
+        };
         let counters = &mut self.counters;
         match class {
             OutcomeClass::Success => counters.attempts_succeeded += 1,
@@ -324,6 +374,7 @@ impl Dispatcher {
         // Only a failure of the endpoint itself: an attempt refused before it was sent
         // (no connection to send on) says nothing of it, so it decides nothing either.
         let should_disable = class == OutcomeClass::Retry
+            && !stale
             && outcome.result.reached_receiver()
             && webhook_state(&self.tenants, &tenant, &webhook)
                 .is_some_and(|w| w.health.should_disable(now, &self.config.health));
@@ -469,7 +520,7 @@ impl Dispatcher {
                 OutcomeClass::Retry => Signal::Failure,
                 OutcomeClass::Final | OutcomeClass::Gone => Signal::Responsive,
             };
-            if reached_receiver {
+            if reached_receiver && !attempt_began_before_change(r.at_ms, r.latency_ms, w) {
                 w.health
                     .finish(r.at_ms, r.delivery, signal, &self.config.health);
             } else {
@@ -487,7 +538,7 @@ impl Dispatcher {
                 let status = DeliveryStatus::from_name(status)
                     .filter(|s| s.is_final())
                     .ok_or_else(|| format!("final status {status:?}"))?;
-                self.finish(r.at_ms, delivery, status, None)?;
+                self.finish_recorded(r.at_ms, delivery, status, None)?;
             }
             (None, None) => {
                 return Err("attempt outcome with neither next attempt nor final status".into())

@@ -34,10 +34,18 @@ enum BodyKey {
 }
 
 impl Dispatcher {
-    /// Signs the admitted attempts in one batch (timestamp = `now`) and queues a `Send`
-    /// command for each, in admission order.
+    /// Signs the admitted attempts in one batch (their timestamp `signed_at_ms`, the
+    /// wall clock as the driver gave it: receivers compare it with their own clock, so
+    /// it must not be the dispatcher's clock, which never goes back and would stay ahead
+    /// of the wall clock for as long as a clock stepped back had run fast) and queues a
+    /// `Send` command for each, in admission order.
     /// Leaves `plans` empty.
-    pub(super) fn sign_and_send(&mut self, now: u64, plans: &mut Vec<Plan>, store: &dyn BodyStore) {
+    pub(super) fn sign_and_send(
+        &mut self,
+        signed_at_ms: u64,
+        plans: &mut Vec<Plan>,
+        store: &dyn BodyStore,
+    ) {
         if plans.is_empty() {
             return;
         }
@@ -60,7 +68,7 @@ impl Dispatcher {
                     .clone()
             })
             .collect();
-        let timestamp_s = i64::try_from(now / 1000).unwrap_or(i64::MAX);
+        let timestamp_s = i64::try_from(signed_at_ms / 1000).unwrap_or(i64::MAX);
         if self.signed.len() < plans.len() {
             self.signed.resize_with(plans.len(), SignedHeaders::new);
         }

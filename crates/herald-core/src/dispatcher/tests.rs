@@ -775,6 +775,132 @@ fn failing_too_long_disables_and_publishes_operational_event() {
     assert_eq!(accepted.deliveries, 0);
 }
 
+/// An endpoint that failed, then had nothing pending for longer than the auto-disable
+/// period, is not "failing continuously" at its next failure: the clock starts again.
+#[test]
+fn a_webhook_with_nothing_pending_starts_its_failing_clock_again() {
+    let config = health_config(1_000, 10 * MIN);
+    let mut drv = one_webhook(config, spec_retrying(&["order.*"], vec![MIN; 20]));
+    let t = tenant("acme");
+    drv.d
+        .accept_event(T0, &t, event("e0", "order.created"))
+        .unwrap();
+    // A failure starts the clock; a 404 a minute later ends the delivery (an answer,
+    // not a success: the clock runs on), and nothing is pending.
+    let req = drv.step().remove(0);
+    drv.reply(&req, status(503));
+    drv.step();
+    let req = drv.next_attempt(&t, &req);
+    drv.reply(&req, status(404));
+    drv.step();
+    assert_eq!(
+        drv.d.delivery(&t, req.delivery).unwrap().status,
+        DeliveryStatus::Failed
+    );
+    // An hour later (six periods), the next event's first attempt fails.
+    drv.advance_to(T0 + 60 * MIN);
+    drv.d
+        .accept_event(drv.now, &t, event("e1", "order.created"))
+        .unwrap();
+    let mut req = drv.step().remove(0);
+    drv.reply(&req, status(502));
+    drv.step();
+    let view = drv.d.webhook(&t, &wh("w1")).unwrap();
+    assert!(view.spec.status.is_active(), "{:?}", view.spec.status);
+    assert_eq!(view.health.failing_since_ms, Some(drv.now));
+    // Failing on for the whole period, the delivery pending throughout, disables it.
+    let since = drv.now;
+    while drv
+        .d
+        .webhook(&t, &wh("w1"))
+        .unwrap()
+        .spec
+        .status
+        .is_active()
+    {
+        assert!(drv.now <= since + 12 * MIN, "still enabled at {}", drv.now);
+        req = drv.next_attempt(&t, &req);
+        drv.reply(&req, status(502));
+        drv.step();
+    }
+    assert_eq!(
+        drv.d.webhook(&t, &wh("w1")).unwrap().spec.status,
+        WebhookStatus::Disabled {
+            reason: DisableReason::FailingTooLong,
+            at_ms: since + 10 * MIN
+        }
+    );
+}
+
+/// An answer to an attempt that was out while the webhook changed (a new URL) says
+/// nothing of the endpoint now: a 410 from the address it left is retried at the new
+/// one, and no failure counts toward the breaker or the failing clock.
+#[test]
+fn an_answer_from_before_a_change_of_url_does_not_disable_or_count() {
+    let mut drv = one_webhook(health_config(1, 10 * MIN), spec(&["order.*"]));
+    let t = tenant("acme");
+    drv.d
+        .accept_event(T0, &t, event("e0", "order.created"))
+        .unwrap();
+    drv.d
+        .accept_event(T0, &t, event("e1", "order.created"))
+        .unwrap();
+    let sent = drv.step();
+    assert_eq!(sent.len(), 2);
+    // The URL changes while both attempts are out; then their answers come.
+    drv.now += 5;
+    let mut moved = spec(&["order.*"]);
+    moved.url = Url::parse("https://new.example/hook").unwrap();
+    drv.d
+        .update_webhook(drv.now, t.clone(), wh("w1"), moved)
+        .unwrap();
+    drv.now += 5;
+    drv.reply(&sent[0], status(410));
+    drv.reply(&sent[1], status(503));
+    drv.step();
+    let view = drv.d.webhook(&t, &wh("w1")).unwrap();
+    assert!(view.spec.status.is_active(), "{:?}", view.spec.status);
+    assert_eq!(view.health.breaker, Breaker::Closed);
+    assert_eq!(view.health.failing_since_ms, None);
+    for req in &sent {
+        let rec = drv.d.delivery(&t, req.delivery).unwrap();
+        assert_eq!(rec.status, DeliveryStatus::Pending, "{rec:?}");
+    }
+    // The retry goes to the new address, and its answer counts.
+    let retry = drv.next_attempt(&t, &sent[0]);
+    assert_eq!(retry.url.to_string(), "https://new.example/hook");
+    drv.reply(&retry, status(410));
+    drv.step();
+    assert!(matches!(
+        drv.d.webhook(&t, &wh("w1")).unwrap().spec.status,
+        WebhookStatus::Disabled {
+            reason: DisableReason::Gone,
+            ..
+        }
+    ));
+    let replayed = replayed_like(health_config(1, 10 * MIN), &drv.records, &drv.d);
+    assert_eq!(snapshot(&replayed), snapshot(&drv.d));
+}
+
+/// Signatures carry the driver's clock, not the dispatcher's, which never goes back:
+/// after the host's clock ran ahead and was stepped back, a receiver comparing the
+/// timestamp with its own clock must not see it in the future.
+#[test]
+fn signatures_carry_the_wall_clock_after_it_stepped_back() {
+    let mut drv = one_webhook(DispatcherConfig::default(), spec(&["order.*"]));
+    let t = tenant("acme");
+    drv.d.tick(T0 + 3_600_000);
+    drv.now = T0 + 2_000;
+    drv.d
+        .accept_event(drv.now, &t, event("e0", "order.created"))
+        .unwrap();
+    let req = drv.step().remove(0);
+    assert_eq!(
+        req.headers.get("webhook-timestamp"),
+        Some(((T0 + 2_000) / 1000).to_string().as_str())
+    );
+}
+
 #[test]
 fn filters_and_tenant_isolation() {
     let mut drv = Driver::new(DispatcherConfig::default());
