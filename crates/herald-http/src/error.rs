@@ -75,7 +75,9 @@ pub enum HttpError {
         head_bytes_max: usize,
     },
     /// The body is (or is announced to be) longer than `body_bytes_max`. The caller
-    /// should close the connection; `status` lets a client still classify the response.
+    /// should close the connection; `status` lets a client still classify the response,
+    /// and [`ResponseParser::take_oversized`](crate::ResponseParser::take_oversized)
+    /// gives it whole (headers, the body bytes captured).
     #[error("body exceeds body_bytes_max = {body_bytes_max}")]
     BodyTooLarge {
         /// The limit in force.

@@ -27,6 +27,9 @@ pub(crate) struct Framer<M> {
     pub(crate) phase: Phase<M>,
     pub(crate) head: HeadBuffer,
     pub(crate) body: BodyDecoder,
+    /// The message whose body ran past `body_bytes_max` (the last error), with its head
+    /// and the body bytes captured until then, until taken or reset.
+    pub(crate) oversized: Option<M>,
 }
 
 impl<M: Message> Framer<M> {
@@ -36,10 +39,12 @@ impl<M: Message> Framer<M> {
             phase: Phase::Head,
             head: HeadBuffer::default(),
             body: BodyDecoder::default(),
+            oversized: None,
         }
     }
 
     pub(crate) fn reset(&mut self) {
+        self.oversized = None;
         self.phase = Phase::Head;
         self.head.clear();
         self.body.start(Framing::Empty);
@@ -64,7 +69,10 @@ impl<M: Message> Framer<M> {
         }
         let result = self.feed_inner(input, parse_head);
         if let Err(error) = &result {
-            self.phase = Phase::Failed(error.clone());
+            let phase = std::mem::replace(&mut self.phase, Phase::Failed(error.clone()));
+            if let (Phase::Body(message), HttpError::BodyTooLarge { .. }) = (phase, error) {
+                self.oversized = Some(message);
+            }
         }
         result
     }

@@ -114,14 +114,37 @@ impl ResponseParser {
     pub fn feed(&mut self, input: &[u8]) -> Result<(usize, Option<Response>), HttpError> {
         let request_is_head = self.request_is_head;
         let informational_count = &mut self.informational_count;
+        let mut announced_oversized = None;
         let result = self.framer.feed(input, |buffer, limits| {
-            parse_head(buffer, limits, request_is_head, informational_count)
+            parse_head(
+                buffer,
+                limits,
+                request_is_head,
+                informational_count,
+                &mut announced_oversized,
+            )
         });
+        if announced_oversized.is_some() {
+            self.framer.oversized = announced_oversized;
+        }
         if let Ok((_, Some(_))) = &result {
             self.request_is_head = false;
             self.informational_count = 0;
         }
         result
+    }
+
+    /// After [`HttpError::BodyTooLarge`]: the response whose body ran past
+    /// `body_bytes_max`, with its status, headers and the body bytes captured (at most
+    /// `body_captured_bytes_max`; `body_bytes_total` counts what was read), so that a
+    /// client can still classify it by its status; `keep_alive` is false (the rest of
+    /// the body was not read: the connection must be closed). `None` after any other
+    /// error, or once taken.
+    pub fn take_oversized(&mut self) -> Option<Response> {
+        self.framer.oversized.take().map(|mut response| {
+            response.keep_alive = false;
+            response
+        })
     }
 
     /// The peer closed the connection: completes a close-delimited body. Returns
@@ -146,11 +169,14 @@ impl ResponseParser {
 
 /// Parses a head that ends in a blank line. `Ok(None)`: not a final response yet
 /// (more bytes needed, or an interim 1xx that was skipped).
+/// Parses a response head. One whose `Content-Length` is over `body_bytes_max` is
+/// [`HttpError::BodyTooLarge`], the response (its body unread) left in `oversized`.
 fn parse_head(
     buffer: &mut HeadBuffer,
     limits: &Limits,
     request_is_head: bool,
     informational_count: &mut usize,
+    oversized: &mut Option<Response>,
 ) -> Result<Option<(Response, Framing)>, HttpError> {
     let limits = *limits;
     let buf = &buffer.buf;
@@ -182,20 +208,31 @@ fn parse_head(
             return Ok(Parsed::Informational);
         }
         let analysis = head::analyze(response.headers, version_minor)?;
+        let retry_after = response
+            .headers
+            .iter()
+            .find(|h| h.name.eq_ignore_ascii_case("retry-after"))
+            .and_then(|h| parse_retry_after(h.value));
         let framing = if request_is_head || code == 204 || code == 304 {
             Framing::Empty
         } else {
             match analysis.declared {
                 Declared::Chunked => Framing::Chunked,
                 Declared::OtherCoding | Declared::Nothing => Framing::UntilClose,
-                Declared::Length(n) => head::length_framing(n, limits.body_bytes_max, Some(code))?,
+                Declared::Length(n) => head::length_framing(n, limits.body_bytes_max, Some(code))
+                    .inspect_err(|_| {
+                    *oversized = Some(Response {
+                        status: code,
+                        headers: ReceivedHeaders::from_parsed(response.headers),
+                        body: Vec::new(),
+                        body_bytes_total: 0,
+                        keep_alive: false,
+                        retry_after,
+                        version_minor,
+                    });
+                })?,
             }
         };
-        let retry_after = response
-            .headers
-            .iter()
-            .find(|h| h.name.eq_ignore_ascii_case("retry-after"))
-            .and_then(|h| parse_retry_after(h.value));
         Ok(Parsed::Final(
             Response {
                 status: code,

@@ -601,6 +601,63 @@ fn body_bytes_max() {
     );
 }
 
+/// A response whose body is over `body_bytes_max` is an error, and the response itself
+/// (status, headers, the body captured so far) stays to be taken, so that a client can
+/// still classify it by its status; its connection cannot be reused.
+#[test]
+fn an_oversized_response_can_still_be_read_by_its_status() {
+    let limits = Limits {
+        body_bytes_max: 8,
+        body_captured_bytes_max: 4,
+        ..Limits::default()
+    };
+    let cases: [(&str, &[u8], u16, &[u8]); 3] = [
+        (
+            "announced",
+            b"HTTP/1.1 410 Gone\r\nRetry-After: 5\r\nContent-Length: 9\r\n\r\n",
+            410,
+            b"",
+        ),
+        (
+            "chunked",
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n4\r\n0123\r\n5\r\n45678\r\n",
+            200,
+            b"0123",
+        ),
+        // The bytes that passed the limit came in one piece: none of them was kept.
+        (
+            "close-delimited",
+            b"HTTP/1.1 503 X\r\nRetry-After: 5\r\n\r\n012345678",
+            503,
+            b"",
+        ),
+    ];
+    for (what, input, status, body) in cases {
+        let mut parser = herald_http::ResponseParser::new(limits);
+        let error = parser.feed(input).unwrap_err();
+        assert!(
+            matches!(error, HttpError::BodyTooLarge { .. }),
+            "{what}: {error:?}"
+        );
+        let response = parser.take_oversized().unwrap_or_else(|| panic!("{what}"));
+        assert_eq!(response.status, status, "{what}");
+        assert_eq!(response.body, body, "{what}");
+        assert!(!response.keep_alive, "{what}");
+        if status != 200 {
+            assert_eq!(
+                response.retry_after,
+                Some(RetryAfter::DelaySeconds(5)),
+                "{what}"
+            );
+        }
+        assert!(parser.take_oversized().is_none(), "{what}: taken once");
+    }
+    // Any other error leaves nothing to take.
+    let mut parser = herald_http::ResponseParser::new(limits);
+    assert!(parser.feed(b"HTTP/1.1 abc\r\n\r\n").is_err());
+    assert!(parser.take_oversized().is_none());
+}
+
 /// A chunked body's framing is bounded apart from its data: one-byte chunks behind long
 /// extensions cannot make a body within `body_bytes_max` cost a thousand times its size
 /// on the wire.

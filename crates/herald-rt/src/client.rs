@@ -565,10 +565,21 @@ impl HttpClient {
                 };
             };
             received = true;
-            let (used, response) = parsed.map_err(|e| AttemptError {
-                error: TransportError::Protocol(e),
-                before_response: false,
-            })?;
+            let (used, response) = match parsed {
+                Ok(parsed) => parsed,
+                // A body past the client's limit: the response is still its status (a
+                // 200 with a huge echo succeeded, a 410 is gone), read without the rest
+                // of its body, and its connection closed.
+                Err(e) => match conn.parser.take_oversized() {
+                    Some(response) => return Ok((response, false)),
+                    None => {
+                        return Err(AttemptError {
+                            error: TransportError::Protocol(e),
+                            before_response: false,
+                        })
+                    }
+                },
+            };
             if let Some(response) = response {
                 conn.requests += 1;
                 // Bytes after the response would be an unrequested second response

@@ -145,6 +145,9 @@ pub enum Behaviour {
     /// connection closes (as an HTTP/1.0 server answers); over TLS the connection closes
     /// without a `close_notify`, as many servers close it.
     CloseDelimited,
+    /// Answers this status announcing a 2 GiB body (`Content-Length`), sends its first
+    /// 4 KiB and closes: an answer whose body is past any client's limit.
+    Oversized(u16),
 }
 
 impl Behaviour {
@@ -171,6 +174,7 @@ impl Behaviour {
             Behaviour::OnlyFirstAnswered => "only-first-answered",
             Behaviour::CloseWhenIdle(_) => "close-when-idle",
             Behaviour::CloseDelimited => "close-delimited",
+            Behaviour::Oversized(_) => "oversized",
         }
     }
 }
@@ -669,6 +673,13 @@ fn answer(
             stream.write_all(
                 b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 1000\r\n\r\n{\"half\":",
             )?;
+            return Ok(Next::Close);
+        }
+        Behaviour::Oversized(status) => {
+            let head = format!("HTTP/1.1 {status} Big\r\nContent-Length: 2147483648\r\n\r\n");
+            stream.write_all(head.as_bytes())?;
+            // The client may close once it read the head: what follows may not be read.
+            let _ = stream.write_all(&[b'x'; 4096]);
             return Ok(Next::Close);
         }
         Behaviour::Redirect { status, location } => {
