@@ -180,15 +180,11 @@ pub struct Server {
     generated_admin_key: Option<String>,
 }
 
-/// SIGTERM, SIGINT and SIGHUP, watched since [`Server::watch_signals`]. SIGHUP stops
-/// the server cleanly too: its default action would end the process without
-/// journaling what is in flight (a terminal that went away, a service manager's
-/// reload request, which has nothing to reload here).
+/// SIGTERM and SIGINT, watched since [`Server::watch_signals`].
 #[derive(Debug)]
 pub struct Signals {
     term: tokio::signal::unix::Signal,
     int: tokio::signal::unix::Signal,
-    hup: tokio::signal::unix::Signal,
 }
 
 impl Server {
@@ -262,7 +258,7 @@ impl Server {
         self.generated_admin_key.as_deref()
     }
 
-    /// Serves until SIGTERM, SIGINT or SIGHUP, then shuts down.
+    /// Serves until SIGTERM or SIGINT, then shuts down.
     pub fn run_until_signal(self) -> Result<(), String> {
         let signals = self.watch_signals()?;
         self.run_until(signals)
@@ -279,7 +275,6 @@ impl Server {
                 .map_err(|e| format!("cannot watch SIGTERM: {e}"))?,
             int: signal(SignalKind::interrupt())
                 .map_err(|e| format!("cannot watch SIGINT: {e}"))?,
-            hup: signal(SignalKind::hangup()).map_err(|e| format!("cannot watch SIGHUP: {e}"))?,
         })
     }
 
@@ -289,7 +284,6 @@ impl Server {
             tokio::select! {
                 _ = signals.term.recv() => "SIGTERM",
                 _ = signals.int.recv() => "SIGINT",
-                _ = signals.hup.recv() => "SIGHUP",
             }
         });
         tracing::info!(

@@ -926,11 +926,19 @@ impl App {
     }
 
     async fn metrics_page(&self) -> Result<Response> {
-        // Without the shards' figures (not answered in time), the listener's own.
         let stats = self
             .stats
             .fresh_within(FIGURES_WAIT, || self.herald.stats_async())
             .await;
+        // Shards that did not answer in time: a failed scrape, not a page of zeros (a
+        // scraper would take zeroed counters for a reset, and the totals when they come
+        // back for a burst).
+        if matches!(stats, Err(Unanswered::TimedOut)) {
+            return Err(ApiError::unavailable(
+                "the shards did not give their figures within 2 s; scrape again",
+                1,
+            ));
+        }
         let figures = EngineFigures::from_stats(stats.as_deref().map_or(&[], |s| &s[..]));
         let process = crate::metrics::ProcessFigures::read();
         let text = self

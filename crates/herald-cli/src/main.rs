@@ -56,7 +56,7 @@ struct Cli {
 enum Command {
     /// Run the dispatcher and its management REST API.
     ///
-    /// Exit status: 0 after a clean stop (SIGTERM, SIGINT or SIGHUP), 2 for a bad
+    /// Exit status: 0 after a clean stop (SIGTERM or SIGINT), 2 for a bad
     /// configuration, 3 when a shard's journal cannot be opened (check it with `herald
     /// journal check` before starting again), 1 for any other failure.
     Serve(serve::ServeArgs),

@@ -29,9 +29,7 @@ pub struct HealthPolicy {
     pub breaker_open_ms: u64,
     /// Longest open period.
     pub breaker_open_ms_max: u64,
-    /// Failing this long disables the webhook: no success, and always a delivery
-    /// pending (a webhook with none has shown nothing of its endpoint meanwhile: its
-    /// clock starts again at the next failure).
+    /// Failing (no success) for this long disables the webhook.
     pub disable_after_failing_ms: u64,
 }
 

@@ -247,23 +247,6 @@ fn generated_admin_key_is_shown_once_and_works() {
     assert_eq!(tenants["data"][0]["id"], "tenant_first", "{tenants}");
 }
 
-/// SIGHUP (a terminal gone, a service manager's reload) stops the server cleanly, as
-/// SIGTERM does, instead of its default action ending it with work in flight.
-#[test]
-fn sighup_stops_cleanly() {
-    let site = Site::new();
-    let server = Server::start(&site, &Options::default());
-    create_tenant(&server.admin(), "tenant_hup");
-    let log_path = server.log_path().to_path_buf();
-    let status = server.stop_with("HUP");
-    assert!(status.success(), "SIGHUP → exit 0; got {status}");
-    let log = std::fs::read_to_string(&log_path).expect("the log is readable");
-    assert!(log.contains("SIGHUP"), "{log}");
-    let server = Server::start(&site, &Options::default());
-    let tenants = server.admin().get("/v1/tenants").expect(200);
-    assert_eq!(tenants["data"][0]["id"], "tenant_hup", "{tenants}");
-}
-
 #[test]
 fn json_logs_and_sigint_stop() {
     let site = Site::new();

@@ -154,36 +154,6 @@ impl Dispatcher {
         Ok(())
     }
 
-    /// [`Dispatcher::finish`] as a record says (an outcome's or a `DeliveryFinished`;
-    /// not a checkpoint's, which holds the endpoints' failing clocks as they were): a
-    /// webhook left with nothing pending shows nothing of its endpoint until its next
-    /// attempt, so "failing continuously" starts again at that attempt's failure (a
-    /// weekly event after an outage days ago must not find the webhook failing for a
-    /// week).
-    pub(super) fn finish_recorded(
-        &mut self,
-        now: u64,
-        delivery: DeliveryId,
-        status: DeliveryStatus,
-        error: Option<DeliveryError>,
-    ) -> Result<(), String> {
-        let ids = self.deliveries.get(&delivery).map(|d| {
-            (
-                TenantId::clone(&d.event.tenant),
-                WebhookId::clone(&d.webhook),
-            )
-        });
-        self.finish(now, delivery, status, error)?;
-        if let Some((tenant, webhook)) = ids {
-            if let Some(w) = webhook_state_mut(&mut self.tenants, &tenant, &webhook) {
-                if w.pending == 0 {
-                    w.health.failing_since_ms = None;
-                }
-            }
-        }
-        Ok(())
-    }
-
     /// Whether `delivery` is held and ended as the `seq`-th delivery to end (not
     /// re-queued or evicted since the log's entry was made).
     fn finished_as(&self, delivery: DeliveryId, seq: u64) -> bool {
@@ -538,7 +508,7 @@ impl Dispatcher {
                 let status = DeliveryStatus::from_name(status)
                     .filter(|s| s.is_final())
                     .ok_or_else(|| format!("final status {status:?}"))?;
-                self.finish_recorded(r.at_ms, delivery, status, None)?;
+                self.finish(r.at_ms, delivery, status, None)?;
             }
             (None, None) => {
                 return Err("attempt outcome with neither next attempt nor final status".into())

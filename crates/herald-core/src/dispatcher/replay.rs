@@ -164,7 +164,7 @@ impl Dispatcher {
                     .filter(|s| s.is_final())
                     .ok_or_else(|| invalid(format!("status {:?}", r.status)))?;
                 let error = r.reason.as_deref().and_then(DeliveryError::from_name);
-                self.finish_recorded(r.at_ms, DeliveryId(r.delivery), status, error)
+                self.finish(r.at_ms, DeliveryId(r.delivery), status, error)
                     .map_err(invalid)?;
             }
             Record::DeliveryRequeued(r) => {

@@ -775,63 +775,6 @@ fn failing_too_long_disables_and_publishes_operational_event() {
     assert_eq!(accepted.deliveries, 0);
 }
 
-/// An endpoint that failed, then had nothing pending for longer than the auto-disable
-/// period, is not "failing continuously" at its next failure: the clock starts again.
-#[test]
-fn a_webhook_with_nothing_pending_starts_its_failing_clock_again() {
-    let config = health_config(1_000, 10 * MIN);
-    let mut drv = one_webhook(config, spec_retrying(&["order.*"], vec![MIN; 20]));
-    let t = tenant("acme");
-    drv.d
-        .accept_event(T0, &t, event("e0", "order.created"))
-        .unwrap();
-    // A failure starts the clock; a 404 a minute later ends the delivery (an answer,
-    // not a success: the clock runs on), and nothing is pending.
-    let req = drv.step().remove(0);
-    drv.reply(&req, status(503));
-    drv.step();
-    let req = drv.next_attempt(&t, &req);
-    drv.reply(&req, status(404));
-    drv.step();
-    assert_eq!(
-        drv.d.delivery(&t, req.delivery).unwrap().status,
-        DeliveryStatus::Failed
-    );
-    // An hour later (six periods), the next event's first attempt fails.
-    drv.advance_to(T0 + 60 * MIN);
-    drv.d
-        .accept_event(drv.now, &t, event("e1", "order.created"))
-        .unwrap();
-    let mut req = drv.step().remove(0);
-    drv.reply(&req, status(502));
-    drv.step();
-    let view = drv.d.webhook(&t, &wh("w1")).unwrap();
-    assert!(view.spec.status.is_active(), "{:?}", view.spec.status);
-    assert_eq!(view.health.failing_since_ms, Some(drv.now));
-    // Failing on for the whole period, the delivery pending throughout, disables it.
-    let since = drv.now;
-    while drv
-        .d
-        .webhook(&t, &wh("w1"))
-        .unwrap()
-        .spec
-        .status
-        .is_active()
-    {
-        assert!(drv.now <= since + 12 * MIN, "still enabled at {}", drv.now);
-        req = drv.next_attempt(&t, &req);
-        drv.reply(&req, status(502));
-        drv.step();
-    }
-    assert_eq!(
-        drv.d.webhook(&t, &wh("w1")).unwrap().spec.status,
-        WebhookStatus::Disabled {
-            reason: DisableReason::FailingTooLong,
-            at_ms: since + 10 * MIN
-        }
-    );
-}
-
 /// An answer to an attempt that was out while the webhook changed (a new URL) says
 /// nothing of the endpoint now: a 410 from the address it left is retried at the new
 /// one, and no failure counts toward the breaker or the failing clock.
