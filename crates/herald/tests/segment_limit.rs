@@ -105,6 +105,24 @@ fn frequent_checkpoints_between_turns_keep_a_small_journal_going() {
     );
 }
 
+/// Every acknowledged event arrives and no refused one does; after a clean stop and a
+/// restart on `dir`, the journal holds every acknowledged event and no refused one.
+fn delivered_and_kept(
+    herald: Herald,
+    receiver: &Receiver,
+    dir: &Path,
+    tenant: &TenantId,
+    acknowledged: &BTreeSet<String>,
+    refused: &BTreeSet<String>,
+) {
+    let received = receiver.wait_until(WAIT, |r| arrived(r).is_superset(acknowledged));
+    support::assert_none_refused_delivered(&arrived(&received), refused);
+    herald.shutdown().expect("a clean stop");
+    drop(herald);
+    let herald = engine(dir);
+    support::assert_journal_holds(&herald, tenant, acknowledged, refused);
+}
+
 fn event(n: usize) -> herald::Event {
     support::padded_event("evt_limit", n)
 }
@@ -182,15 +200,14 @@ fn a_shard_at_the_segment_limit_checkpoints_and_resumes_by_itself() {
         refused.len()
     );
 
-    let received = receiver.wait_until(WAIT, |r| arrived(r).is_superset(&acknowledged));
-    let ids = arrived(&received);
-    support::assert_none_refused_delivered(&ids, &refused);
-    herald.shutdown().expect("a clean stop");
-    drop(herald);
-
-    // After a restart the journal holds every acknowledged event and no refused one.
-    let herald = engine(data.path());
-    support::assert_journal_holds(&herald, &tenant, &acknowledged, &refused);
+    delivered_and_kept(
+        herald,
+        &receiver,
+        data.path(),
+        &tenant,
+        &acknowledged,
+        &refused,
+    );
     eprintln!(
         "segment_limit: {} acknowledged, {} refused at the limit, none lost",
         acknowledged.len(),
@@ -251,13 +268,14 @@ fn a_batch_cut_by_the_segment_limit_is_answered_event_by_event() {
         // Delivered before the next batch: the state left is small.
         receiver.wait_until(WAIT, |r| arrived(r).is_superset(&acknowledged));
     }
-    let received = receiver.wait_until(WAIT, |r| arrived(r).is_superset(&acknowledged));
-    let ids = arrived(&received);
-    support::assert_none_refused_delivered(&ids, &refused);
-    herald.shutdown().expect("a clean stop");
-    drop(herald);
-    let herald = engine(data.path());
-    support::assert_journal_holds(&herald, &tenant, &acknowledged, &refused);
+    delivered_and_kept(
+        herald,
+        &receiver,
+        data.path(),
+        &tenant,
+        &acknowledged,
+        &refused,
+    );
     eprintln!(
         "segment_limit: a batch of {BATCH} cut after {} events; {} acknowledged, {} refused",
         cut.unwrap_or_default(),
