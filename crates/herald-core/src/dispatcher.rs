@@ -1280,9 +1280,13 @@ pub struct Dispatcher {
     /// `pending_count`.
     pending_by_tenant: FastHashMap<TenantId, usize>,
     in_flight_count: usize,
-    /// Finished deliveries with their finish sequence, oldest first, for evicting the
-    /// log's oldest; entries whose delivery was re-queued or evicted since are skipped.
-    finished: VecDeque<(DeliveryId, u64)>,
+    /// Finished deliveries in the order the log evicts them (`outcome::Ended`: by when
+    /// they ended, then by id); entries whose delivery was re-queued or evicted since
+    /// are skipped.
+    finished: VecDeque<outcome::Ended>,
+    /// `finished` and the tenants' orders hold deliveries loaded from a checkpoint in
+    /// the order it listed them (`Dispatcher::order_finished` sorts them).
+    finished_unordered: bool,
     finished_count: usize,
     /// The same per tenant (tenants with none have no entry): the counts sum to
     /// `finished_count`.
@@ -1387,6 +1391,7 @@ impl Dispatcher {
             pending_by_tenant: FastHashMap::default(),
             in_flight_count: 0,
             finished: VecDeque::new(),
+            finished_unordered: false,
             finished_count: 0,
             finished_by_tenant: FastHashMap::default(),
             finish_seq: 0,

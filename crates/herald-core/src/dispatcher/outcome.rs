@@ -26,14 +26,56 @@ fn attempt_began_before_change(at_ms: u64, latency_ms: u64, w: &WebhookState) ->
     started < w.updated_at_ms && w.updated_at_ms < at_ms
 }
 
-/// A tenant's finished deliveries in the log: how many, and with their finish sequence,
-/// oldest first, for evicting its own oldest when it holds its most
+/// A tenant's finished deliveries in the log: how many, and in the order they are
+/// evicted ([`Ended`]), for evicting its own oldest when it holds its most
 /// ([`crate::DispatcherConfig::log_finished_per_tenant_max`]). Entries whose delivery
 /// was re-queued or evicted since are skipped.
 #[derive(Debug, Default)]
 pub(super) struct TenantFinished {
     pub(super) count: usize,
-    pub(super) order: VecDeque<(DeliveryId, u64)>,
+    pub(super) order: VecDeque<Ended>,
+}
+
+/// A finished delivery's place in the log's eviction order: by when it ended, then by
+/// id. Not the order deliveries ended in: a checkpoint lists them by id and keeps only
+/// their end time, so a log restored from one can rebuild this order and no other, and
+/// the live log must evict what a replay of its journal would (a retry by hand of a
+/// delivery the replay had evicted would be lost). The dispatcher's clock never goes
+/// back, so a live delivery's entry goes at the end, behind only those that ended in
+/// the same millisecond with a higher id.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) struct Ended {
+    pub(super) at_ms: u64,
+    pub(super) delivery: DeliveryId,
+    /// Its finish sequence ([`Delivery::finish_seq`]): tells a stale entry (the
+    /// delivery was re-queued or evicted since) from the current one.
+    pub(super) seq: u64,
+}
+
+impl Ended {
+    fn key(&self) -> (u64, DeliveryId) {
+        (self.at_ms, self.delivery)
+    }
+}
+
+/// Puts `entry` in its place in `order`, which is in [`Ended`] order.
+fn insert_ended(order: &mut VecDeque<Ended>, entry: Ended) {
+    let mut at = order.len();
+    while at > 0 && order[at - 1].key() > entry.key() {
+        at -= 1;
+    }
+    order.insert(at, entry);
+}
+
+/// How [`Dispatcher::finish_as`] places a delivery in the log's eviction order.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(super) enum LogOrder {
+    /// In its place, then evicting what the limits ask.
+    Placed,
+    /// At the end, loaded from a checkpoint (which lists deliveries by id): the order
+    /// and the limits are restored before the log is next used
+    /// ([`Dispatcher::order_finished`]).
+    Loaded,
 }
 
 /// A record's headers as the pairs [`Outcomes`] keeps.
@@ -90,6 +132,18 @@ impl Dispatcher {
         status: DeliveryStatus,
         error: Option<DeliveryError>,
     ) -> Result<(), String> {
+        self.finish_as(now, delivery, status, error, LogOrder::Placed)
+    }
+
+    /// [`Dispatcher::finish`], placing the delivery in the log as `order` says.
+    pub(super) fn finish_as(
+        &mut self,
+        now: u64,
+        delivery: DeliveryId,
+        status: DeliveryStatus,
+        error: Option<DeliveryError>,
+        order: LogOrder,
+    ) -> Result<(), String> {
         let Some(d) = self.deliveries.get_mut(&delivery) else {
             return Ok(());
         };
@@ -145,13 +199,52 @@ impl Dispatcher {
         count_down(&mut self.pending_count, "pending deliveries");
         self.tenant_pending_down(&tenant);
         self.finished_count += 1;
-        self.finished.push_back((delivery, self.finish_seq));
-        let mine = self.finished_by_tenant.entry(tenant.clone()).or_default();
-        mine.count += 1;
-        mine.order.push_back((delivery, self.finish_seq));
-        self.evict_tenant(&tenant);
-        self.evict();
+        let entry = Ended {
+            at_ms: now,
+            delivery,
+            seq: self.finish_seq,
+        };
+        match order {
+            LogOrder::Loaded => {
+                self.finished.push_back(entry);
+                let mine = self.finished_by_tenant.entry(tenant).or_default();
+                mine.count += 1;
+                mine.order.push_back(entry);
+                self.finished_unordered = true;
+            }
+            LogOrder::Placed => {
+                self.order_finished();
+                insert_ended(&mut self.finished, entry);
+                let mine = self.finished_by_tenant.entry(tenant.clone()).or_default();
+                mine.count += 1;
+                insert_ended(&mut mine.order, entry);
+                self.evict_tenant(&tenant);
+                self.evict();
+            }
+        }
         Ok(())
+    }
+
+    /// Puts a log loaded from a checkpoint in eviction order ([`Ended`]) and evicts
+    /// what its limits ask (a checkpoint written under larger ones holds more); does
+    /// nothing when the log is in order.
+    pub(super) fn order_finished(&mut self) {
+        if !std::mem::take(&mut self.finished_unordered) {
+            return;
+        }
+        self.finished
+            .make_contiguous()
+            .sort_unstable_by_key(Ended::key);
+        let tenants: Vec<TenantId> = self.finished_by_tenant.keys().cloned().collect();
+        for mine in self.finished_by_tenant.values_mut() {
+            mine.order
+                .make_contiguous()
+                .sort_unstable_by_key(Ended::key);
+        }
+        for tenant in &tenants {
+            self.evict_tenant(tenant);
+        }
+        self.evict();
     }
 
     /// Whether `delivery` is held and ended as the `seq`-th delivery to end (not
@@ -201,19 +294,19 @@ impl Dispatcher {
                 // Re-queued deliveries leave stale entries behind.
                 if mine.order.len() > 2 * mine.count + 64 {
                     let deliveries = &self.deliveries;
-                    mine.order.retain(|(delivery, seq)| {
+                    mine.order.retain(|e| {
                         deliveries
-                            .get(delivery)
-                            .is_some_and(|d| d.finish_seq() == Some(*seq))
+                            .get(&e.delivery)
+                            .is_some_and(|d| d.finish_seq() == Some(e.seq))
                     });
                 }
                 return;
             }
-            let Some((delivery, seq)) = mine.order.pop_front() else {
+            let Some(oldest) = mine.order.pop_front() else {
                 panic!("bug: tenant {tenant} counts more finished deliveries than it lists");
             };
-            if self.finished_as(delivery, seq) {
-                self.drop_finished(delivery);
+            if self.finished_as(oldest.delivery, oldest.seq) {
+                self.drop_finished(oldest.delivery);
             }
         }
     }
@@ -221,20 +314,20 @@ impl Dispatcher {
     /// Drops the oldest finished deliveries beyond the log limit.
     pub(super) fn evict(&mut self) {
         while self.finished_count > self.config.log_finished_max {
-            let Some((delivery, seq)) = self.finished.pop_front() else {
+            let Some(oldest) = self.finished.pop_front() else {
                 break;
             };
-            if self.finished_as(delivery, seq) {
-                self.drop_finished(delivery);
+            if self.finished_as(oldest.delivery, oldest.seq) {
+                self.drop_finished(oldest.delivery);
             }
         }
         // Re-queued deliveries leave stale entries behind; compact before they pile up.
         if self.finished.len() > 2 * self.config.log_finished_max + 64 {
             let deliveries = &self.deliveries;
-            self.finished.retain(|(delivery, seq)| {
+            self.finished.retain(|e| {
                 deliveries
-                    .get(delivery)
-                    .is_some_and(|d| d.finish_seq() == Some(*seq))
+                    .get(&e.delivery)
+                    .is_some_and(|d| d.finish_seq() == Some(e.seq))
             });
         }
     }

@@ -3,6 +3,7 @@
 
 use std::borrow::Cow;
 
+use super::outcome::LogOrder;
 use super::*;
 use crate::record::{EncodeError, RecordBuffer};
 
@@ -191,6 +192,7 @@ impl Dispatcher {
     /// in-flight counts start from zero, and an endpoint that was failing is probed first
     /// ([`crate::health::Health::restarted`]). Inputs may follow.
     pub fn replay_finished(&mut self, now_ms: u64) {
+        self.order_finished();
         self.replaying = false;
         let now = self.advance_clock(now_ms);
         for t in self.tenants.values_mut() {
@@ -682,7 +684,7 @@ impl Dispatcher {
                 d.set_outcomes(outcomes);
             }
             if status.is_final() {
-                self.finish(s.updated_at_ms, delivery, status, None)?;
+                self.finish_as(s.updated_at_ms, delivery, status, None, LogOrder::Loaded)?;
             } else if s.in_flight {
                 if let Some(d) = self.deliveries.get_mut(&delivery) {
                     d.stage = Stage::InFlight;
