@@ -82,6 +82,19 @@ pub enum JournalError {
         #[source]
         source: io::Error,
     },
+    /// A write of appended records found no space (ENOSPC or EDQUOT: on a filesystem
+    /// that copies on write, or on thin storage, a preallocated segment holds no
+    /// blocks), and the records from `from_seq` on were withdrawn: they are not in the
+    /// journal, and their sequence numbers go to the next records. The records before
+    /// them stay and become durable with the next sync. Appends are refused until the
+    /// owner has dropped what it made of the withdrawn records (replies waiting for
+    /// them, state built from them) and called `Journal::resume_after_withdrawal`;
+    /// `Journal::ensure_room` then tells when there is space again.
+    #[error("journal records from {from_seq} on were withdrawn: a write of them found no space; drop what was made of them, resume the journal, and probe for room")]
+    Withdrawn {
+        /// The first withdrawn sequence number.
+        from_seq: u64,
+    },
     /// A file operation failed. `is_storage_full` tells ENOSPC/EDQUOT apart.
     #[error("journal storage: {op} {path}: {source}")]
     Io {
@@ -226,6 +239,7 @@ impl JournalError {
             | Self::CheckpointAbandoned { .. }
             | Self::Payload { .. } => Fault::Caller,
             Self::Io { .. }
+            | Self::Withdrawn { .. }
             | Self::CorruptSegmentHeader { .. }
             | Self::CorruptFrame { .. }
             | Self::SegmentGap { .. }
@@ -241,6 +255,7 @@ impl JournalError {
     /// EDQUOT): appends may work again once space is freed.
     pub fn is_storage_full(&self) -> bool {
         match self {
+            Self::Withdrawn { .. } => true,
             Self::Io { source, .. } => matches!(
                 source.raw_os_error(),
                 Some(code) if code == rustix::io::Errno::NOSPC.raw_os_error()

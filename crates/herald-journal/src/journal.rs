@@ -630,6 +630,17 @@ pub struct Journal {
     payload_bytes_max: u64,
     /// Size of the frame appended last (it ends at the active segment's `end`).
     last_frame_bytes: u64,
+    /// The latest complete checkpoint when the first frame now staged was appended:
+    /// what a withdrawal of staged frames restores.
+    checkpoint_before_staged: Option<CheckpointSpan>,
+    /// Records from this sequence number on were withdrawn (a write of them found no
+    /// space): appends are refused until the owner resumes the journal
+    /// ([`Journal::resume_after_withdrawal`]).
+    withdrawn_from: Option<u64>,
+    /// A write found no space: [`Journal::ensure_room`] writes before it says there is
+    /// room again (a preallocated segment's room is not space on a filesystem that
+    /// copies on write, or on thin storage).
+    write_probe_pending: bool,
 }
 
 /// Read access to the journal's written frames, detached from the journal: see
@@ -1382,6 +1393,9 @@ impl Journal {
             sync_thread: Some(sync_thread),
             payload_bytes_max,
             last_frame_bytes: 0,
+            checkpoint_before_staged: checkpoint,
+            withdrawn_from: None,
+            write_probe_pending: false,
         };
         Ok((journal, recovery))
     }
@@ -1715,6 +1729,7 @@ impl Journal {
         segments_allowed: usize,
     ) -> Result<u64, JournalError> {
         self.shared.check_failed()?;
+        self.check_withdrawn()?;
         let payload_bytes: u64 = pieces.iter().map(|piece| piece.len() as u64).sum();
         if payload_bytes > self.payload_bytes_max {
             return Err(JournalError::RecordTooLarge {
@@ -1735,6 +1750,9 @@ impl Journal {
             self.write_staged()?;
         }
         let staged_from = self.staged.len();
+        if staged_from == 0 {
+            self.checkpoint_before_staged = self.checkpoint;
+        }
         let segment = self
             .segments
             .last_mut()
@@ -1766,9 +1784,11 @@ impl Journal {
     /// become durable: call this once per batch of appends (a shard turn).
     /// [`Journal::sync`], a roll and dropping the journal commit by themselves.
     ///
-    /// A failed write fails the journal like a failed sync: the frames were
-    /// given sequence numbers, and only a restart (reading the disk) can tell
-    /// which of them reached the file.
+    /// A write that finds no space (ENOSPC, EDQUOT: possible on a filesystem that
+    /// copies on write, or on thin storage, where a preallocated segment holds no
+    /// blocks) withdraws the frames it did not write whole and returns the error; see
+    /// [`JournalError::Withdrawn`]. Any other failed write fails the journal like a
+    /// failed sync: only a restart (reading the disk) can tell what reached the file.
     pub fn commit(&mut self) -> Result<(), JournalError> {
         self.shared.check_failed()?;
         if self.staged_records == 0 {
@@ -1800,20 +1820,124 @@ impl Journal {
             "staged tail offset"
         );
         let mut written = 0usize;
+        let mut failure = None;
         while written < self.staged.len() {
             let offset = at + written as u64;
             let piece = (self.staged.len() - written)
                 .min((WRITE_PIECE_BYTES - offset % WRITE_PIECE_BYTES) as usize);
             let bytes = &self.staged[written..written + piece];
-            if let Err(e) = segment.file.write_all_at(bytes, offset) {
-                let error = JournalError::io("pwrite", &segment.path, e);
-                self.shared.fail(error.to_string());
-                return Err(error);
+            // Counted, not `write_all_at`: a withdrawal must know which bytes reached
+            // the file.
+            match segment.file.write_at(bytes, offset) {
+                Ok(0) => {
+                    failure = Some(JournalError::io(
+                        "pwrite",
+                        &segment.path,
+                        io::ErrorKind::WriteZero.into(),
+                    ));
+                    break;
+                }
+                Ok(n) => written += n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => {
+                    failure = Some(JournalError::io("pwrite", &segment.path, e));
+                    break;
+                }
             }
-            written += piece;
+        }
+        if let Some(error) = failure {
+            if error.is_storage_full() {
+                self.withdraw_unwritten(written);
+            } else {
+                self.shared.fail(error.to_string());
+            }
+            return Err(error);
         }
         self.staged.clear();
         Ok(())
+    }
+
+    /// A write of the staged frames found no space after `written` of their bytes.
+    /// The frames written whole stay: they are in the file, and the next commit hands
+    /// them to the sync thread. The others are withdrawn: their sequence numbers and
+    /// their room go to the next appends, which write over what of them reached the
+    /// file (a torn frame past the end, as a crash leaves). The journal refuses appends
+    /// until its owner resumes it ([`JournalError::Withdrawn`]).
+    fn withdraw_unwritten(&mut self, written: usize) {
+        let mut frames = 0u64;
+        let mut kept = 0u64;
+        let mut kept_bytes = 0usize;
+        let mut at = 0usize;
+        while at < self.staged.len() {
+            let payload_bytes = u32::from_le_bytes(
+                self.staged[at + 4..at + 8]
+                    .try_into()
+                    .expect("a frame header holds its payload's length"),
+            );
+            let total = frame_bytes(u64::from(payload_bytes)) as usize;
+            frames += 1;
+            at += total;
+            if at <= written {
+                kept += 1;
+                kept_bytes = at;
+                self.last_frame_bytes = total as u64;
+            }
+        }
+        // Durability invariant: the staging buffer holds whole frames, and the write
+        // stopped within them.
+        assert_eq!(at, self.staged.len(), "staged frames' lengths");
+        assert!(kept < frames, "a withdrawal withdraws a frame");
+        let withdrawn = frames - kept;
+        let segment = self
+            .segments
+            .last_mut()
+            .expect("journal has an active segment");
+        segment.end -= (self.staged.len() - kept_bytes) as u64;
+        segment.last_seq -= withdrawn;
+        self.next_seq -= withdrawn;
+        self.staged_records -= withdrawn;
+        // Durability invariants: the segment ends where its last kept frame does, and
+        // the next append follows it.
+        assert_eq!(
+            segment.last_seq + 1,
+            self.next_seq,
+            "sequence after withdrawal"
+        );
+        assert!(
+            segment.end >= SEGMENT_HEADER_BYTES && segment.end % 16 == 0,
+            "segment end after withdrawal"
+        );
+        self.staged.clear();
+        if self.checkpoint.is_some_and(|c| c.last_seq >= self.next_seq) {
+            // Its end marker was withdrawn: the one before it is the latest again.
+            self.checkpoint = self.checkpoint_before_staged;
+        }
+        // Its parts may be among the withdrawn frames.
+        self.checkpoint_open = None;
+        self.withdrawn_from = Some(self.next_seq);
+        self.write_probe_pending = true;
+    }
+
+    /// Refuses appends after a withdrawal, until the owner resumes the journal.
+    fn check_withdrawn(&self) -> Result<(), JournalError> {
+        match self.withdrawn_from {
+            Some(from_seq) => Err(JournalError::Withdrawn { from_seq }),
+            None => Ok(()),
+        }
+    }
+
+    /// The first sequence number of the records a write that found no space withdrew,
+    /// while the journal waits for its owner to resume it ([`JournalError::Withdrawn`]).
+    pub fn withdrawn_from(&self) -> Option<u64> {
+        self.withdrawn_from
+    }
+
+    /// Takes appends again after a withdrawal ([`JournalError::Withdrawn`]), once the
+    /// owner no longer holds anything it made of the withdrawn records (replies waiting
+    /// for them to be durable, state rebuilt from them): their sequence numbers go to
+    /// the next records. [`Journal::ensure_room`] then tells when there is space again.
+    pub fn resume_after_withdrawal(&mut self) {
+        self.withdrawn_from = None;
     }
 
     /// Makes room for one record of `payload_bytes` (clamped to the largest
@@ -1821,17 +1945,38 @@ impl Journal {
     /// now; otherwise does nothing. Appends nothing and takes no sequence
     /// number, so a caller whose append failed on a full disk can probe, with
     /// backoff, whether it can write again before it takes on new work.
+    ///
+    /// After a write found no space it also writes (zeros, where the next record goes)
+    /// before it says there is room: on a filesystem that copies on write, or on thin
+    /// storage, the segment's preallocated room is not space.
     pub fn ensure_room(&mut self, payload_bytes: u64) -> Result<(), JournalError> {
         self.shared.check_failed()?;
+        self.check_withdrawn()?;
         let total = frame_bytes(payload_bytes.min(self.payload_bytes_max));
         let fits = self
             .segments
             .last()
             .is_some_and(|s| s.end + total <= s.map.len() as u64);
-        if fits {
-            return Ok(());
+        if !fits {
+            self.roll(self.config.segments_max)?;
         }
-        self.roll(self.config.segments_max)
+        if self.write_probe_pending {
+            self.commit()?;
+            let segment = self.segments.last().expect("journal has an active segment");
+            // As much as one write of staged frames covers, so that a probe that fits
+            // in a block the torn write left allocated does not pass for space.
+            let room = segment.map.len() as u64 - segment.end;
+            let zeros = vec![0u8; WRITE_PIECE_BYTES.max(total).min(room) as usize];
+            if let Err(e) = segment.file.write_all_at(&zeros, segment.end) {
+                let error = JournalError::io("pwrite", &segment.path, e);
+                if !error.is_storage_full() {
+                    self.shared.fail(error.to_string());
+                }
+                return Err(error);
+            }
+            self.write_probe_pending = false;
+        }
+        Ok(())
     }
 
     /// Starts a new segment for the checkpoint opened next, unless the active segment
@@ -1859,6 +2004,7 @@ impl Journal {
     /// Starts a new segment, provided the journal then holds at most
     /// `segments_allowed` segments (after compacting, at the limit).
     fn roll(&mut self, segments_allowed: usize) -> Result<(), JournalError> {
+        self.check_withdrawn()?;
         // The old segment's tail goes to its file before the sync thread is
         // told about the new one, so a sync after the roll covers it.
         self.commit()?;

@@ -10,7 +10,7 @@ use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use herald_journal::{Fault, Journal, JournalConfig, SEGMENT_BYTES_MIN};
+use herald_journal::{Fault, Journal, JournalConfig, JournalError, SEGMENT_BYTES_MIN};
 
 /// Held for the whole of each test (mount to unmount): the tests in this file run as
 /// threads of one process, and a child that one of them starts (`mount`, `umount`)
@@ -203,4 +203,110 @@ fn ensure_room_probes_until_space_frees() {
     assert_eq!(recovery.torn_tail, None);
     let replayed: Vec<u64> = journal.replay().map(|f| f.unwrap().seq).collect();
     assert_eq!(replayed, (1..=seq).collect::<Vec<_>>());
+}
+
+/// Where the journal's hole starts in the active segment: past the records appended
+/// before it, on a page boundary.
+const HOLE_FROM: u64 = 64 * 1024;
+
+/// On a filesystem where a preallocated segment holds no blocks (one that copies on
+/// write, or thin storage; here a hole punched in the segment on a full tmpfs) a
+/// commit's write finds no space part way. The frames it wrote whole stay and become
+/// durable; the rest are withdrawn, and their sequence numbers go to the next records.
+/// Appends are refused until the owner resumes the journal, a probe fails until space
+/// frees, and a reopened journal holds the kept frames and those appended after, none
+/// of the withdrawn ones.
+#[test]
+fn enospc_on_write_withdraws_the_frames_it_did_not_write() {
+    let _serial = serial();
+    let mountpoint = tempfile::tempdir().unwrap();
+    let Some(_mount) = mount_tmpfs(mountpoint.path(), 8 * 1024 * 1024) else {
+        eprintln!("storage_full: cannot mount tmpfs here (not root?); skipped");
+        return;
+    };
+    let dir = mountpoint.path().join("journal");
+    let mut config = JournalConfig::new(&dir);
+    config.segment_bytes = 1024 * 1024;
+    let (mut journal, _) = Journal::open(config.clone()).unwrap();
+    let payload = vec![5u8; 1000];
+    for _ in 0..3 {
+        journal.append(1, 1, &payload).unwrap();
+    }
+    assert_eq!(journal.sync().unwrap(), 3);
+
+    let segments: Vec<PathBuf> = fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|x| x == "seg"))
+        .collect();
+    assert_eq!(segments.len(), 1, "{segments:?}");
+    let segment = fs::OpenOptions::new()
+        .write(true)
+        .open(&segments[0])
+        .unwrap();
+    let len = segment.metadata().unwrap().len();
+    rustix::fs::fallocate(
+        &segment,
+        rustix::fs::FallocateFlags::PUNCH_HOLE | rustix::fs::FallocateFlags::KEEP_SIZE,
+        HOLE_FROM,
+        len - HOLE_FROM,
+    )
+    .unwrap();
+    drop(segment);
+    let filler = fill(mountpoint.path());
+
+    // A turn's records, staged, then written at once: those past the hole's start
+    // find no space.
+    for i in 0..100u64 {
+        assert_eq!(journal.append(1, 1, &payload).unwrap(), 4 + i);
+    }
+    let err = journal.commit().unwrap_err();
+    assert!(err.is_storage_full(), "{err}");
+    assert_eq!(err.fault(), Fault::Storage);
+    let from = journal.withdrawn_from().expect("the write withdrew frames");
+    assert!((4..103).contains(&from), "kept some, withdrew some: {from}");
+    assert_eq!(journal.last_seq(), from - 1);
+    let refused = journal.append(1, 1, &payload).unwrap_err();
+    assert!(
+        matches!(refused, JournalError::Withdrawn { from_seq } if from_seq == from),
+        "{refused}"
+    );
+    assert!(refused.is_storage_full());
+    // What was written whole becomes durable.
+    assert_eq!(journal.sync().unwrap(), from - 1);
+
+    journal.resume_after_withdrawal();
+    for _ in 0..3 {
+        let probe = journal.ensure_room(payload.len() as u64).unwrap_err();
+        assert!(probe.is_storage_full(), "{probe}");
+    }
+    assert_eq!(
+        journal.last_seq(),
+        from - 1,
+        "a probe takes no sequence number"
+    );
+    fs::remove_file(&filler).unwrap();
+    journal.ensure_room(payload.len() as u64).unwrap();
+    let after = vec![6u8; 1000];
+    assert_eq!(journal.append(1, 1, &after).unwrap(), from);
+    assert_eq!(journal.sync().unwrap(), from);
+    drop(journal);
+
+    let (journal, recovery) = Journal::open(config).unwrap();
+    assert_eq!(recovery.last_seq, Some(from));
+    let replayed: Vec<(u64, Vec<u8>)> = journal
+        .replay()
+        .map(|f| {
+            let f = f.unwrap();
+            (f.seq, f.payload.to_vec())
+        })
+        .collect();
+    assert_eq!(
+        replayed.iter().map(|(seq, _)| *seq).collect::<Vec<_>>(),
+        (1..=from).collect::<Vec<_>>()
+    );
+    for (seq, bytes) in &replayed {
+        let expected = if *seq == from { &after } else { &payload };
+        assert_eq!(bytes, expected, "record {seq}");
+    }
 }

@@ -216,6 +216,17 @@ const STATE_FILLS_THE_LIMIT: &str = "; the shard's state, in a checkpoint writte
      again with more segments (journal_segments_max) or larger ones \
      (journal_segment_bytes)";
 
+/// Syncs the journal. A write that found no space withdrew what it could not write
+/// ([`JournalError::Withdrawn`]); what it wrote is synced then.
+fn sync_written(journal: &mut Journal) -> Result<u64, JournalError> {
+    match journal.sync() {
+        Err(error) if error.is_storage_full() && journal.withdrawn_from().is_some() => {
+            journal.sync()
+        }
+        synced => synced,
+    }
+}
+
 /// Why [`Shard::append`] could not journal a record.
 enum AppendFailure {
     /// The journal can take records again once the cause passes (see [`Blocked`]).
@@ -691,9 +702,11 @@ impl Shard {
             self.pump();
         }
         self.maybe_checkpoint(now);
+        self.block_after_withdrawal();
         // A segment compaction let go is unmapped once its requests end, not held here.
         self.segment_bytes.prune(self.journal.first_seq());
         self.probe_storage();
+        self.block_after_withdrawal();
         if self.last_sweep.elapsed() >= Duration::from_millis(IDLE_WAKE_MS) {
             self.last_sweep = Instant::now();
             self.client.sweep_idle();
@@ -960,9 +973,18 @@ impl Shard {
         self.commands = commands;
         if failure.is_none() {
             // One write for the turn's records; only written records can become
-            // durable. A failed write fails the journal for good (see `commit`).
+            // durable. A write that found no space withdrew the records it did not
+            // write (the shard blocks as for a refused record); any other failed write
+            // fails the journal for good (see `commit`).
             if let Err(error) = self.journal.commit() {
-                failure = Some(AppendFailure::Permanent(StorageError::of(error)));
+                failure = Some(if error.is_storage_full() {
+                    AppendFailure::Passing {
+                        error: StorageError::of(error),
+                        payload_bytes: 0,
+                    }
+                } else {
+                    AppendFailure::Permanent(StorageError::of(error))
+                });
             }
         }
         match failure {
@@ -1046,7 +1068,7 @@ impl Shard {
         // Everything appended before the refused record becomes durable: the replies
         // waiting for it are answered as usual. This waits for one sync on the shard
         // thread; it happens once per refusal.
-        if let Err(error) = self.journal.sync() {
+        if let Err(error) = sync_written(&mut self.journal) {
             self.storage_failure = Some(StorageError::of(error));
             return;
         }
@@ -1077,6 +1099,9 @@ impl Shard {
         // and drops outcomes of sends the replaced dispatcher asked for.
         let replaced = self.session.replace(dispatcher);
         self.counters_replaced.merge(&replaced.counters());
+        // Nothing made of records a write withdrew is held any more: their sequence
+        // numbers may go to the rebuilt dispatcher's records.
+        self.journal.resume_after_withdrawal();
         self.blocked = Some(Blocked {
             error: refusal,
             payload_bytes,
@@ -1084,6 +1109,19 @@ impl Shard {
             delay: STORAGE_PROBE_DELAY_MIN,
             state_fills_the_limit: false,
         });
+    }
+
+    /// A write that found no space withdrew records outside [`Shard::pump`] (which
+    /// blocks at once): a checkpoint's part, or its commit. The records before them are
+    /// written; the dispatcher made the withdrawn ones, so it is rebuilt as for a refused
+    /// record.
+    fn block_after_withdrawal(&mut self) {
+        if self.storage_failure.is_some() {
+            return;
+        }
+        if let Some(from_seq) = self.journal.withdrawn_from() {
+            self.block(StorageError::of(JournalError::Withdrawn { from_seq }), 0);
+        }
     }
 
     /// While blocked: when the probe is due, asks the journal to make room for a record
@@ -1185,7 +1223,7 @@ impl Shard {
             // Said why already.
             return;
         }
-        if let Err(error) = self.journal.sync() {
+        if let Err(error) = sync_written(&mut self.journal) {
             self.storage_failure = Some(StorageError::of(error));
             return;
         }
@@ -1475,7 +1513,11 @@ impl Shard {
                 self.checkpoints.us_last =
                     u64::try_from(underway.busy.as_micros()).unwrap_or(u64::MAX);
                 if let Err(error) = self.journal.commit() {
-                    self.storage_failure = Some(StorageError::of(error));
+                    // A write that found no space withdrew records: the turn blocks
+                    // after it (`block_after_withdrawal`).
+                    if !error.is_storage_full() {
+                        self.storage_failure = Some(StorageError::of(error));
+                    }
                 }
                 // Its parts and its copies of the deliveries it had yet to write are
                 // freed now (after the commit, which is not delayed by it).
@@ -1541,7 +1583,7 @@ impl Shard {
                 self.write_checkpoint(now_ms(), true);
             }
             self.pump();
-            if let Err(error) = self.journal.sync() {
+            if let Err(error) = sync_written(&mut self.journal) {
                 self.storage_failure = Some(StorageError::of(error));
             } else {
                 self.advance_durable();
