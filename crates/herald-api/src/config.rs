@@ -44,8 +44,8 @@ pub const TENANTS_MAX_DEFAULT: usize = 100_000;
 /// Default most API keys per tenant: rotation needs two; a handful covers every
 /// deployment pattern.
 pub const KEYS_PER_TENANT_MAX_DEFAULT: usize = 16;
-/// Default most requests of one tenant under way at once: an eighth of a shard's
-/// default intake queue, so that one tenant's flood of requests (reads wait for room in
+/// Most requests of one tenant under way at once with the default intake queue: an
+/// eighth of it (an eighth of the configured one otherwise), so that one tenant's flood of requests (reads wait for room in
 /// the queue instead of being refused) cannot fill the queue its shard's other tenants
 /// publish through; far above what a publisher needs (a few connections, batches of
 /// up to 1,000 events).
@@ -264,8 +264,9 @@ pub struct LimitsConfig {
     /// Most API keys per tenant.
     pub keys_per_tenant_max: usize,
     /// Most requests of one tenant under way at once (on tenant routes, whichever key);
-    /// beyond it a request gets a 429 `too_many_requests` with `Retry-After`.
-    pub requests_in_flight_per_tenant_max: usize,
+    /// beyond it a request gets a 429 `too_many_requests` with `Retry-After`. Unset: an
+    /// eighth of `intake_capacity` ([`LimitsConfig::requests_in_flight_per_tenant_max`]).
+    pub requests_in_flight_per_tenant_max: Option<usize>,
     /// Each shard's intake queue (requests waiting for the shard). When it is full,
     /// every route that writes (publish, batch, webhook changes, test sends, retries,
     /// recovers, inbound events) answers 503 with `Retry-After` at once instead of
@@ -276,9 +277,28 @@ pub struct LimitsConfig {
     pub pending_deliveries_max: usize,
     /// Most pending deliveries of one tenant in its shard; beyond it that tenant's
     /// publishes answer 429 `too_many_pending` with `Retry-After`, while the shard's
-    /// other tenants go on. Default half the shard's default, so that one tenant whose
+    /// other tenants go on. Unset: half of `pending_deliveries_max`
+    /// ([`LimitsConfig::pending_deliveries_per_tenant_max`]), so that one tenant whose
     /// receivers are down cannot take its shard's whole room.
-    pub pending_deliveries_per_tenant_max: usize,
+    pub pending_deliveries_per_tenant_max: Option<usize>,
+}
+
+impl LimitsConfig {
+    /// `requests_in_flight_per_tenant_max` as set, or an eighth of `intake_capacity`
+    /// (at least 1): reads wait for room in the intake queue, so one tenant's flood of
+    /// requests must not fill the queue its shard's other tenants publish through,
+    /// whatever its configured size.
+    pub fn requests_in_flight_per_tenant_max(&self) -> usize {
+        self.requests_in_flight_per_tenant_max
+            .unwrap_or((self.intake_capacity / 8).max(1))
+    }
+
+    /// `pending_deliveries_per_tenant_max` as set, or half of `pending_deliveries_max`
+    /// (at least 1), so that the tenant's share follows the shard's room as configured.
+    pub fn pending_deliveries_per_tenant_max(&self) -> usize {
+        self.pending_deliveries_per_tenant_max
+            .unwrap_or((self.pending_deliveries_max / 2).max(1))
+    }
 }
 
 /// Largest `limits.pending_deliveries_max`: a pending delivery holds ~230 bytes of
@@ -318,10 +338,10 @@ impl Default for LimitsConfig {
             pipelined_requests_max: PIPELINED_REQUESTS_MAX_DEFAULT,
             tenants_max: TENANTS_MAX_DEFAULT,
             keys_per_tenant_max: KEYS_PER_TENANT_MAX_DEFAULT,
-            requests_in_flight_per_tenant_max: REQUESTS_IN_FLIGHT_PER_TENANT_MAX_DEFAULT,
+            requests_in_flight_per_tenant_max: None,
             intake_capacity: herald::INTAKE_CAPACITY_DEFAULT,
             pending_deliveries_max: herald::PENDING_DELIVERIES_MAX_DEFAULT,
-            pending_deliveries_per_tenant_max: herald::PENDING_DELIVERIES_PER_TENANT_MAX_DEFAULT,
+            pending_deliveries_per_tenant_max: None,
         }
     }
 }
@@ -488,7 +508,7 @@ impl Config {
             ),
             (
                 "limits.requests_in_flight_per_tenant_max",
-                limits.requests_in_flight_per_tenant_max == 0,
+                limits.requests_in_flight_per_tenant_max == Some(0),
             ),
             (
                 "limits.header_read_timeout_ms",
@@ -519,7 +539,7 @@ impl Config {
             ),
             (
                 "limits.pending_deliveries_per_tenant_max",
-                limits.pending_deliveries_per_tenant_max == 0,
+                limits.pending_deliveries_per_tenant_max == Some(0),
             ),
         ];
         if let Some((key, _)) = positive.iter().find(|(_, zero)| *zero) {
@@ -532,7 +552,7 @@ impl Config {
             ),
             (
                 "limits.pending_deliveries_per_tenant_max",
-                limits.pending_deliveries_per_tenant_max,
+                limits.pending_deliveries_per_tenant_max(),
             ),
         ] {
             if value > PENDING_DELIVERIES_MAX_LIMIT {
@@ -941,5 +961,44 @@ mod tests {
         assert!(long.contains("to 512 characters"), "{long}");
         let spaced = check_admin_key(" admin-key-0123456789abcdef", "admin_key").unwrap_err();
         assert!(spaced.contains("visible ASCII"), "{spaced}");
+    }
+    /// Unset, the per-tenant limits follow the shard's as configured: a smaller intake
+    /// queue or pending room gives each tenant its share of that, not of the defaults.
+    #[test]
+    fn per_tenant_limits_follow_the_shards_unless_set() {
+        let defaults = Config::from_toml("", "test").unwrap().limits;
+        assert_eq!(
+            defaults.requests_in_flight_per_tenant_max(),
+            REQUESTS_IN_FLIGHT_PER_TENANT_MAX_DEFAULT
+        );
+        assert_eq!(
+            defaults.pending_deliveries_per_tenant_max(),
+            herald::PENDING_DELIVERIES_PER_TENANT_MAX_DEFAULT
+        );
+        let smaller = Config::from_toml(
+            "[limits]\nintake_capacity = 64\npending_deliveries_max = 1000",
+            "test",
+        )
+        .unwrap()
+        .limits;
+        assert_eq!(smaller.requests_in_flight_per_tenant_max(), 8);
+        assert_eq!(smaller.pending_deliveries_per_tenant_max(), 500);
+        let tiny = Config::from_toml(
+            "[limits]\nintake_capacity = 1\npending_deliveries_max = 1",
+            "test",
+        )
+        .unwrap()
+        .limits;
+        assert_eq!(tiny.requests_in_flight_per_tenant_max(), 1);
+        assert_eq!(tiny.pending_deliveries_per_tenant_max(), 1);
+        let set = Config::from_toml(
+            "[limits]\nintake_capacity = 64\nrequests_in_flight_per_tenant_max = 100\n\
+             pending_deliveries_per_tenant_max = 7",
+            "test",
+        )
+        .unwrap()
+        .limits;
+        assert_eq!(set.requests_in_flight_per_tenant_max(), 100);
+        assert_eq!(set.pending_deliveries_per_tenant_max(), 7);
     }
 }

@@ -378,7 +378,7 @@ fn prepare(config: Config, admin_key: Option<String>) -> Result<Prepared, StartE
         .intake_capacity(config.limits.intake_capacity)
         .dispatcher_config(herald::DispatcherConfig {
             pending_deliveries_max: config.limits.pending_deliveries_max,
-            pending_deliveries_per_tenant_max: config.limits.pending_deliveries_per_tenant_max,
+            pending_deliveries_per_tenant_max: config.limits.pending_deliveries_per_tenant_max(),
             ..herald::DispatcherConfig::default()
         })
         .journal_segment_bytes(config.journal.segment_bytes)

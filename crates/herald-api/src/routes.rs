@@ -757,7 +757,7 @@ impl App {
                 // Checked above: every other route needs auth.
                 let principal = principal.expect("tenant routes are authenticated");
                 let tenant = self.tenant_of(&principal, request)?;
-                let max = self.config.limits.requests_in_flight_per_tenant_max;
+                let max = self.config.limits.requests_in_flight_per_tenant_max();
                 let Some(_counted) = self.tenant_requests.enter(&tenant, max) else {
                     return Err(ApiError {
                         retry_after_s: Some(1),
