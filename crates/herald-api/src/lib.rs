@@ -409,6 +409,12 @@ fn prepare(config: Config, admin_key: Option<String>) -> Result<Prepared, StartE
     }
     let engine_dir = config.data_dir.join("engine");
     let herald = builder.start().map_err(|e| match e {
+        herald::StartError::Storage { .. } if !e.journal_damaged() => StartError::Storage(format!(
+            "{e}\ncheck {} and the file system under it: its owner and permissions, \
+             nothing else in the way of its directories, free space, and no other \
+             herald process using it",
+            config.data_dir.display()
+        )),
         herald::StartError::Storage { shard, .. } => StartError::Storage(format!(
             "{e}\ninspect the journal with `herald journal check --data-dir {}`; \
              `--repair` truncates it at damage, losing what follows (it says what), \

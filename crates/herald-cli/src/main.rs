@@ -57,8 +57,9 @@ enum Command {
     /// Run the dispatcher and its management REST API.
     ///
     /// Exit status: 0 after a clean stop (SIGTERM or SIGINT), 2 for a bad
-    /// configuration, 3 when a shard's journal cannot be opened (check it with `herald
-    /// journal check` before starting again), 1 for any other failure.
+    /// configuration, 3 when a shard's journal cannot be opened (a damaged journal:
+    /// check it with `herald journal check` before starting again; a data directory the
+    /// file system refuses: the error says what to look at), 1 for any other failure.
     Serve(serve::ServeArgs),
     /// Sign a body read from stdin and print the headers to send.
     Sign(sign::SignArgs),

@@ -393,6 +393,34 @@ impl StartError {
             StartError::Runtime { .. } => Fault::Environment,
         }
     }
+
+    /// For [`StartError::Storage`]: whether the journal's contents are at fault (a
+    /// damaged or incomplete segment, a record replay cannot apply), which
+    /// `herald journal check` names and `--repair` can mend. Otherwise the file system
+    /// refused something (permissions, a file where a directory belongs, no space) or
+    /// another process holds the journal, and the data directory is what to look at.
+    pub fn journal_damaged(&self) -> bool {
+        let StartError::Storage { source, .. } = self else {
+            return false;
+        };
+        let mut next: Option<&(dyn std::error::Error + 'static)> = match source {
+            Some(source) => Some(source.as_ref()),
+            None => None,
+        };
+        while let Some(error) = next {
+            if error.downcast_ref::<std::io::Error>().is_some() {
+                return false;
+            }
+            if let Some(journal) = error.downcast_ref::<herald_journal::JournalError>() {
+                use herald_journal::JournalError as J;
+                if matches!(journal, J::Io { .. } | J::Locked { .. } | J::Spawn { .. }) {
+                    return false;
+                }
+            }
+            next = error.source();
+        }
+        true
+    }
 }
 
 impl fmt::Display for StartError {
@@ -448,6 +476,39 @@ mod tests {
             message: "binding the wake eventfd: out of memory".into(),
         };
         assert_eq!(stopped.fault(), Fault::Environment);
+    }
+
+    /// Damage is the journal's contents; a refusal of the file system, or a lock held
+    /// elsewhere, is not (its fix is not `herald journal check`).
+    #[test]
+    fn a_storage_start_failure_tells_damage_from_the_file_system() {
+        let storage = |source: Arc<dyn std::error::Error + Send + Sync>| StartError::Storage {
+            shard: 0,
+            message: source.to_string(),
+            source: Some(source),
+        };
+        let damaged = storage(Arc::new(herald_journal::JournalError::SegmentGap {
+            segment: "/data/shard-0/00000000000000000009.seg".into(),
+            expected: 5,
+            found: 9,
+        }));
+        assert!(damaged.journal_damaged());
+        let refused = storage(Arc::new(herald_journal::JournalError::Io {
+            op: "open",
+            path: "/data/shard-0".into(),
+            source: std::io::Error::from_raw_os_error(20),
+        }));
+        assert!(!refused.journal_damaged());
+        let io = storage(Arc::new(std::io::Error::from_raw_os_error(13)));
+        assert!(!io.journal_damaged());
+        let locked = storage(Arc::new(herald_journal::JournalError::Locked {
+            dir: "/data/shard-0".into(),
+        }));
+        assert!(!locked.journal_damaged());
+        let config = StartError::Config {
+            message: "shards must be 1..=256".into(),
+        };
+        assert!(!config.journal_damaged());
     }
 
     #[test]

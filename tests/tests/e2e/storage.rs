@@ -357,3 +357,24 @@ fn a_segment_damaged_in_the_middle_stops_start_up_naming_file_and_offset() {
         segment.display()
     );
 }
+
+/// A data directory the file system refuses (here a file where the engine's directory
+/// belongs) is not journal damage: start-up exits 3 naming the data directory and what
+/// to check there, not `herald journal check`.
+#[test]
+fn a_data_dir_the_file_system_refuses_is_not_called_journal_damage() {
+    let site = Site::new();
+    std::fs::create_dir_all(site.data_dir()).expect("the data directory");
+    std::fs::write(site.data_dir().join("engine"), b"not a directory").expect("a file");
+    let exited = run_to_exit(&site, &Options::default(), Duration::from_secs(30));
+    let stderr = exited.stderr;
+    assert_eq!(exited.status.code(), Some(3), "{stderr}");
+    assert!(
+        stderr.contains(&site.data_dir().display().to_string()) && stderr.contains("permissions"),
+        "the error names the data directory and what to check: {stderr}"
+    );
+    assert!(
+        !stderr.contains("herald journal check"),
+        "nothing to check in a journal: {stderr}"
+    );
+}
