@@ -277,9 +277,12 @@ struct Tally {
 fn a_flood_of_writes_answers_503_with_retry_after_in_bounded_memory() {
     let site = Site::new();
     let sink = Sink::start_default().expect("the sink starts");
+    // One tenant's flood fills the intake queue: its own cap on requests under way (left
+    // unset, an eighth of the queue) is set above the flood.
     let server = Server::start(
         &site,
-        &Options::default().config("[limits]\nintake_capacity = 1\n"),
+        &Options::default()
+            .config("[limits]\nintake_capacity = 1\nrequests_in_flight_per_tenant_max = 512\n"),
     );
     let tenant = create_tenant(&server.admin(), "tenant_flood");
     let webhook = create_webhook(
