@@ -29,8 +29,25 @@ pub struct HealthPolicy {
     pub breaker_open_ms: u64,
     /// Longest open period.
     pub breaker_open_ms_max: u64,
-    /// Failing (no success) for this long disables the webhook.
+    /// Failing (no success) for this long disables the webhook, at a failure that comes
+    /// within [`HealthPolicy::unobserved_restart_ms`] after the period is up; a later
+    /// failure starts a new run instead.
     pub disable_after_failing_ms: u64,
+}
+
+impl HealthPolicy {
+    /// A failure this long or longer past the end of its run's disable period starts a
+    /// new run: a fifth of [`HealthPolicy::disable_after_failing_ms`] (a day of the
+    /// default five). The webhook is still enabled then, so no failure came in that
+    /// time (each failure past the period disables it): nothing says the endpoint
+    /// failed while it was quiet. An endpoint that failed, went quiet (a weekly event,
+    /// an outage over a long weekend) and fails once more a week later is not disabled
+    /// for that one failure; one that fails at least once a day (the default schedule's
+    /// longest delay is a day) is disabled a period after its first failure. Decided
+    /// from the run's start alone, which checkpoints keep.
+    pub fn unobserved_restart_ms(&self) -> u64 {
+        self.disable_after_failing_ms / 5
+    }
 }
 
 impl Default for HealthPolicy {
@@ -206,7 +223,22 @@ impl Health {
             }
             Signal::Failure => {
                 self.consecutive_failures = self.consecutive_failures.saturating_add(1);
-                self.failing_since_ms.get_or_insert(now_ms);
+                // A run that has gone on past the disable period by the restart gap without
+                // the webhook being disabled had no failure in that gap (every failure
+                // past the period disables it): the endpoint went unobserved that long,
+                // and this failure starts a new run. Decided from the run's start alone,
+                // which checkpoints keep, so replay decides alike.
+                let unobserved = self.failing_since_ms.is_some_and(|since| {
+                    now_ms.saturating_sub(since)
+                        >= policy
+                            .disable_after_failing_ms
+                            .saturating_add(policy.unobserved_restart_ms())
+                });
+                if unobserved {
+                    self.failing_since_ms = Some(now_ms);
+                } else {
+                    self.failing_since_ms.get_or_insert(now_ms);
+                }
                 match self.breaker {
                     Breaker::HalfOpen { open_ms, .. } if was_probe => {
                         // Not `clamp`: a policy with max < min must not panic; the
@@ -570,5 +602,34 @@ mod tests {
         h.start(20, &l, 1);
         h.finish(20, 1, Signal::Success, &p);
         assert!(!h.should_disable(u64::MAX, &p));
+    }
+
+    /// A failure past the disable period by the restart gap starts a new run (the
+    /// webhook was not disabled, so no failure came in that gap); one within the gap
+    /// leaves the run as it is, and the caller disables the webhook.
+    #[test]
+    fn a_failure_after_an_unobserved_gap_starts_a_new_run() {
+        let l = EndpointLimits::default();
+        let p = HealthPolicy::default();
+        let period = p.disable_after_failing_ms;
+        let gap = p.unobserved_restart_ms();
+        assert_eq!(gap, 24 * 3600 * 1000);
+        let mut h = Health::new(0, &l);
+        h.start(10, &l, 1);
+        h.finish(10, 1, Signal::Failure, &p);
+        let late = 10 + period + gap;
+        h.start(late, &l, 2);
+        h.finish(late, 2, Signal::Failure, &p);
+        assert_eq!(h.failing_since_ms, Some(late));
+        assert!(!h.should_disable(late, &p));
+
+        let mut h = Health::new(0, &l);
+        h.start(10, &l, 1);
+        h.finish(10, 1, Signal::Failure, &p);
+        let within = 10 + period + gap - 1;
+        h.start(within, &l, 2);
+        h.finish(within, 2, Signal::Failure, &p);
+        assert_eq!(h.failing_since_ms, Some(10));
+        assert!(h.should_disable(within, &p));
     }
 }

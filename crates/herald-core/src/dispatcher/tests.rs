@@ -701,7 +701,9 @@ fn attempts_without_a_connection_are_retried_and_never_count_against_the_endpoin
 #[test]
 fn an_attempt_without_a_connection_never_disables_a_webhook() {
     let config = health_config(1_000, 10 * MIN);
-    let failing = spec_retrying(&["*"], vec![6 * MIN; 10]);
+    // Failures at 0 and 6 minutes, no connection at 10, a failure at 11: within the
+    // restart gap after the period (`a_failure_after_a_quiet_spell_...`).
+    let failing = spec_retrying(&["*"], vec![6 * MIN, 4 * MIN, MIN, MIN]);
     let mut drv = one_webhook(config, failing);
     let t = tenant("acme");
     drv.d.accept_event(T0, &t, event("e0", "a.b")).unwrap();
@@ -709,7 +711,7 @@ fn an_attempt_without_a_connection_never_disables_a_webhook() {
     assert!(drv.reply(&req, status(503)));
     let req = drv.next_attempt(&t, &req);
     assert!(drv.reply(&req, status(503)));
-    // 12 minutes failing: past the period. No connection: still enabled.
+    // 10 minutes failing: past the period. No connection: still enabled.
     let req = drv.next_attempt(&t, &req);
     assert!(drv.reply(&req, AttemptResult::Transport(TransportError::PoolFull)));
     drv.step();
@@ -723,10 +725,65 @@ fn an_attempt_without_a_connection_never_disables_a_webhook() {
     assert!(!view.spec.status.is_active());
 }
 
+/// Auto-disable counts failing the endpoint was seen doing. A webhook whose one event
+/// failed and that then went quiet for longer than the period and a fifth is not
+/// disabled by the next event's failure: that failure starts a new run. Failing events
+/// that keep coming (here every 90 s, with no retries, so each delivery is exhausted at
+/// once and none is pending between them) disable it a period into the new run; and a
+/// journal replays to the same state.
+#[test]
+fn a_failure_after_a_quiet_spell_starts_the_failing_clock_again() {
+    let config = health_config(1_000, 10 * MIN);
+    let gap = config.health.unobserved_restart_ms();
+    assert_eq!(gap, 2 * MIN);
+    let mut drv = one_webhook(config.clone(), spec_retrying(&["*"], vec![]));
+    let t = tenant("acme");
+    let mut n = 0;
+    let mut fail_one = |drv: &mut Driver| {
+        n += 1;
+        drv.d
+            .accept_event(drv.now, &t, event(&format!("e{n}"), "order.created"))
+            .unwrap();
+        let req = drv.step().remove(0);
+        drv.reply(&req, AttemptResult::Transport(TransportError::Connect));
+        drv.step();
+        let rec = drv.d.delivery(&t, req.delivery).unwrap();
+        assert_eq!(rec.status, DeliveryStatus::Exhausted);
+    };
+    let status = |drv: &Driver| drv.d.webhook(&t, &wh("w1")).unwrap().spec.status;
+    fail_one(&mut drv);
+    let view = drv.d.webhook(&t, &wh("w1")).unwrap();
+    assert_eq!(view.health.failing_since_ms, Some(T0));
+    // Quiet for the period and the gap: the next failure starts a new run.
+    drv.advance_to(T0 + 10 * MIN + gap);
+    let restarted = drv.now;
+    fail_one(&mut drv);
+    assert!(status(&drv).is_active(), "{:?}", status(&drv));
+    let view = drv.d.webhook(&t, &wh("w1")).unwrap();
+    assert_eq!(view.health.failing_since_ms, Some(restarted));
+    // Failing events keep coming: a period into the new run the webhook is disabled.
+    while status(&drv).is_active() {
+        assert!(drv.now < restarted + 20 * MIN, "never disabled");
+        drv.advance_to(drv.now + 90_000);
+        fail_one(&mut drv);
+    }
+    let WebhookStatus::Disabled { reason, at_ms } = status(&drv) else {
+        unreachable!()
+    };
+    assert_eq!(reason, DisableReason::FailingTooLong);
+    assert!(
+        (restarted + 10 * MIN..restarted + 10 * MIN + 90_000).contains(&at_ms),
+        "disabled at {at_ms}, the run began at {restarted}"
+    );
+    let replayed = replayed_like(config, &drv.records, &drv.d);
+    assert_same(&snapshot(&replayed), &snapshot(&drv.d));
+}
+
 #[test]
 fn failing_too_long_disables_and_publishes_operational_event() {
     let config = health_config(1_000, 10 * MIN);
-    let failing = spec_retrying(&["order.*"], vec![4 * MIN; 10]);
+    // Failures at 0, 4, 8 and 10 minutes.
+    let failing = spec_retrying(&["order.*"], vec![4 * MIN, 4 * MIN, 2 * MIN, 2 * MIN]);
     let mut drv = one_webhook(config, failing);
     // A second webhook of the same tenant subscribes to operational events; one of
     // another tenant must not see them.
@@ -756,7 +813,7 @@ fn failing_too_long_disables_and_publishes_operational_event() {
         view.spec.status,
         WebhookStatus::Disabled {
             reason: DisableReason::FailingTooLong,
-            at_ms: T0 + 12 * MIN
+            at_ms: T0 + 10 * MIN
         }
     );
     let rec = drv.d.delivery(&tenant("acme"), req.delivery).unwrap();
