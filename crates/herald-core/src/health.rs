@@ -30,21 +30,15 @@ pub struct HealthPolicy {
     /// Longest open period.
     pub breaker_open_ms_max: u64,
     /// Failing (no success) for this long disables the webhook, at a failure that comes
-    /// within [`HealthPolicy::unobserved_restart_ms`] after the period is up; a later
+    /// soon enough after the period is up ([`Health::restart_if_unobserved`]); a later
     /// failure starts a new run instead.
     pub disable_after_failing_ms: u64,
 }
 
 impl HealthPolicy {
-    /// A failure this long or longer past the end of its run's disable period starts a
-    /// new run: a fifth of [`HealthPolicy::disable_after_failing_ms`] (a day of the
-    /// default five). The webhook is still enabled then, so no failure came in that
-    /// time (each failure past the period disables it): nothing says the endpoint
-    /// failed while it was quiet. An endpoint that failed, went quiet (a weekly event,
-    /// an outage over a long weekend) and fails once more a week later is not disabled
-    /// for that one failure; one that fails at least once a day (the default schedule's
-    /// longest delay is a day) is disabled a period after its first failure. Decided
-    /// from the run's start alone, which checkpoints keep.
+    /// The least time past the end of a run's disable period after which a failure
+    /// starts a new run ([`Health::restart_if_unobserved`]): a fifth of
+    /// [`HealthPolicy::disable_after_failing_ms`] (a day of the default five).
     pub fn unobserved_restart_ms(&self) -> u64 {
         self.disable_after_failing_ms / 5
     }
@@ -223,22 +217,7 @@ impl Health {
             }
             Signal::Failure => {
                 self.consecutive_failures = self.consecutive_failures.saturating_add(1);
-                // A run that has gone on past the disable period by the restart gap without
-                // the webhook being disabled had no failure in that gap (every failure
-                // past the period disables it): the endpoint went unobserved that long,
-                // and this failure starts a new run. Decided from the run's start alone,
-                // which checkpoints keep, so replay decides alike.
-                let unobserved = self.failing_since_ms.is_some_and(|since| {
-                    now_ms.saturating_sub(since)
-                        >= policy
-                            .disable_after_failing_ms
-                            .saturating_add(policy.unobserved_restart_ms())
-                });
-                if unobserved {
-                    self.failing_since_ms = Some(now_ms);
-                } else {
-                    self.failing_since_ms.get_or_insert(now_ms);
-                }
+                self.failing_since_ms.get_or_insert(now_ms);
                 match self.breaker {
                     Breaker::HalfOpen { open_ms, .. } if was_probe => {
                         // Not `clamp`: a policy with max < min must not panic; the
@@ -303,6 +282,34 @@ impl Health {
                 };
             }
             Breaker::Closed | Breaker::Open { .. } => {}
+        }
+    }
+
+    /// Before a failure at `now_ms` is recorded: ends the failing run when the failure
+    /// comes too long after the run's disable period was up, so that it starts a new
+    /// run rather than disable the webhook. Too long: the later of the policy's
+    /// [`HealthPolicy::unobserved_restart_ms`] and `longest_wait_ms`, the longest the
+    /// endpoint's own deliveries wait between two attempts (its retry schedule's longest
+    /// delay with jitter, a `Retry-After`, the request timeout). The webhook is still
+    /// enabled then, so no failure came in that time (each failure past the period
+    /// disables it), and nothing says the endpoint failed while it was quiet: an
+    /// endpoint that failed, went quiet (a weekly event, an outage over a long weekend)
+    /// and fails once more a week later is not disabled for that one failure, while one
+    /// that keeps failing, by its retries or by new events, is disabled a period after
+    /// its first failure. Decided from the run's start alone, which checkpoints keep,
+    /// and from the webhook's configuration, so replay decides alike.
+    pub fn restart_if_unobserved(
+        &mut self,
+        now_ms: u64,
+        policy: &HealthPolicy,
+        longest_wait_ms: u64,
+    ) {
+        let gap = policy.unobserved_restart_ms().max(longest_wait_ms);
+        let unobserved = self.failing_since_ms.is_some_and(|since| {
+            now_ms.saturating_sub(since) >= policy.disable_after_failing_ms.saturating_add(gap)
+        });
+        if unobserved {
+            self.failing_since_ms = None;
         }
     }
 
@@ -614,22 +621,34 @@ mod tests {
         let period = p.disable_after_failing_ms;
         let gap = p.unobserved_restart_ms();
         assert_eq!(gap, 24 * 3600 * 1000);
+        let fail = |h: &mut Health, at: u64, longest_wait_ms: u64| {
+            h.start(at, &l, at);
+            h.restart_if_unobserved(at, &p, longest_wait_ms);
+            h.finish(at, at, Signal::Failure, &p);
+        };
         let mut h = Health::new(0, &l);
-        h.start(10, &l, 1);
-        h.finish(10, 1, Signal::Failure, &p);
+        fail(&mut h, 10, 0);
         let late = 10 + period + gap;
-        h.start(late, &l, 2);
-        h.finish(late, 2, Signal::Failure, &p);
+        fail(&mut h, late, 0);
         assert_eq!(h.failing_since_ms, Some(late));
         assert!(!h.should_disable(late, &p));
 
         let mut h = Health::new(0, &l);
-        h.start(10, &l, 1);
-        h.finish(10, 1, Signal::Failure, &p);
+        fail(&mut h, 10, 0);
         let within = 10 + period + gap - 1;
-        h.start(within, &l, 2);
-        h.finish(within, 2, Signal::Failure, &p);
+        fail(&mut h, within, 0);
         assert_eq!(h.failing_since_ms, Some(10));
         assert!(h.should_disable(within, &p));
+
+        // An endpoint whose deliveries wait longer between attempts than the policy's
+        // gap: the gap is that wait.
+        let wait = 2 * gap;
+        let mut h = Health::new(0, &l);
+        fail(&mut h, 10, wait);
+        fail(&mut h, late, wait);
+        assert_eq!(h.failing_since_ms, Some(10));
+        assert!(h.should_disable(late, &p));
+        fail(&mut h, 10 + period + wait, wait);
+        assert_eq!(h.failing_since_ms, Some(10 + period + wait));
     }
 }

@@ -26,6 +26,24 @@ fn attempt_began_before_change(at_ms: u64, latency_ms: u64, w: &WebhookState) ->
     started < w.updated_at_ms && w.updated_at_ms < at_ms
 }
 
+/// The longest an endpoint's own deliveries wait between two attempts: its retry
+/// schedule's longest delay with the most jitter can add, or a `Retry-After` (honoured up
+/// to [`crate::retry::RETRY_AFTER_MS_MAX`]), whichever is longer, plus the request's
+/// timeout. A failing run with no failure for longer than this was not being tried (see
+/// `Health::restart_if_unobserved`).
+fn longest_wait_ms(schedule: &RetrySchedule, jitter_percent: u8, request_timeout_ms: u64) -> u64 {
+    let delay = schedule
+        .retry_delays_ms()
+        .iter()
+        .copied()
+        .max()
+        .unwrap_or(0);
+    let jittered = delay.saturating_add(delay / 100 * u64::from(jitter_percent) + 1);
+    jittered
+        .max(crate::retry::RETRY_AFTER_MS_MAX)
+        .saturating_add(request_timeout_ms)
+}
+
 /// A tenant's finished deliveries in the log: how many, and in the order they are
 /// evicted ([`Ended`]), for evicting its own oldest when it holds its most
 /// ([`crate::DispatcherConfig::log_finished_per_tenant_max`]). Entries whose delivery
@@ -584,6 +602,15 @@ impl Dispatcher {
                 OutcomeClass::Final | OutcomeClass::Gone => Signal::Responsive,
             };
             if reached_receiver && !attempt_began_before_change(r.at_ms, r.latency_ms, w) {
+                if signal == Signal::Failure {
+                    let longest_wait_ms = longest_wait_ms(
+                        w.spec.schedule(&self.config.retry_schedule),
+                        self.config.jitter_percent,
+                        w.spec.limits.request_timeout_ms,
+                    );
+                    w.health
+                        .restart_if_unobserved(r.at_ms, &self.config.health, longest_wait_ms);
+                }
                 w.health
                     .finish(r.at_ms, r.delivery, signal, &self.config.health);
             } else {

@@ -701,9 +701,7 @@ fn attempts_without_a_connection_are_retried_and_never_count_against_the_endpoin
 #[test]
 fn an_attempt_without_a_connection_never_disables_a_webhook() {
     let config = health_config(1_000, 10 * MIN);
-    // Failures at 0 and 6 minutes, no connection at 10, a failure at 11: within the
-    // restart gap after the period (`a_failure_after_a_quiet_spell_...`).
-    let failing = spec_retrying(&["*"], vec![6 * MIN, 4 * MIN, MIN, MIN]);
+    let failing = spec_retrying(&["*"], vec![6 * MIN; 10]);
     let mut drv = one_webhook(config, failing);
     let t = tenant("acme");
     drv.d.accept_event(T0, &t, event("e0", "a.b")).unwrap();
@@ -711,7 +709,7 @@ fn an_attempt_without_a_connection_never_disables_a_webhook() {
     assert!(drv.reply(&req, status(503)));
     let req = drv.next_attempt(&t, &req);
     assert!(drv.reply(&req, status(503)));
-    // 10 minutes failing: past the period. No connection: still enabled.
+    // 12 minutes failing: past the period. No connection: still enabled.
     let req = drv.next_attempt(&t, &req);
     assert!(drv.reply(&req, AttemptResult::Transport(TransportError::PoolFull)));
     drv.step();
@@ -726,17 +724,19 @@ fn an_attempt_without_a_connection_never_disables_a_webhook() {
 }
 
 /// Auto-disable counts failing the endpoint was seen doing. A webhook whose one event
-/// failed and that then went quiet for longer than the period and a fifth is not
-/// disabled by the next event's failure: that failure starts a new run. Failing events
+/// failed and that then went quiet for longer than the period and the longest its
+/// deliveries could wait between attempts is not disabled by the next event's failure:
+/// that failure starts a new run. Failing events
 /// that keep coming (here every 90 s, with no retries, so each delivery is exhausted at
 /// once and none is pending between them) disable it a period into the new run; and a
 /// journal replays to the same state.
 #[test]
 fn a_failure_after_a_quiet_spell_starts_the_failing_clock_again() {
     let config = health_config(1_000, 10 * MIN);
-    let gap = config.health.unobserved_restart_ms();
-    assert_eq!(gap, 2 * MIN);
     let mut drv = one_webhook(config.clone(), spec_retrying(&["*"], vec![]));
+    // The longest its deliveries could wait between attempts: a `Retry-After` (no
+    // retries here, no jitter) and the request's timeout.
+    let gap = crate::retry::RETRY_AFTER_MS_MAX + EndpointLimits::default().request_timeout_ms;
     let t = tenant("acme");
     let mut n = 0;
     let mut fail_one = |drv: &mut Driver| {
@@ -779,11 +779,39 @@ fn a_failure_after_a_quiet_spell_starts_the_failing_clock_again() {
     assert_same(&snapshot(&replayed), &snapshot(&drv.d));
 }
 
+/// An endpoint whose schedule waits longer between attempts than a `Retry-After` may
+/// (two days here) is being tried all along: its failure two days after the last, past
+/// the period, disables it rather than start a new run.
+#[test]
+fn a_long_retry_schedule_still_disables_a_failing_webhook() {
+    let config = health_config(1_000, 10 * MIN);
+    let days = 24 * 60 * MIN;
+    let failing = spec_retrying(&["*"], vec![6 * MIN, 2 * days, 2 * days]);
+    let mut drv = one_webhook(config, failing);
+    let t = tenant("acme");
+    drv.d.accept_event(T0, &t, event("e0", "a.b")).unwrap();
+    let mut req = drv.step().remove(0);
+    for _ in 0..2 {
+        assert!(drv.reply(&req, status(503)));
+        req = drv.next_attempt(&t, &req);
+    }
+    assert_eq!(drv.now, T0 + 6 * MIN + 2 * days);
+    assert!(drv.reply(&req, status(503)));
+    drv.step();
+    let view = drv.d.webhook(&t, &wh("w1")).unwrap();
+    assert_eq!(
+        view.spec.status,
+        WebhookStatus::Disabled {
+            reason: DisableReason::FailingTooLong,
+            at_ms: T0 + 6 * MIN + 2 * days
+        }
+    );
+}
+
 #[test]
 fn failing_too_long_disables_and_publishes_operational_event() {
     let config = health_config(1_000, 10 * MIN);
-    // Failures at 0, 4, 8 and 10 minutes.
-    let failing = spec_retrying(&["order.*"], vec![4 * MIN, 4 * MIN, 2 * MIN, 2 * MIN]);
+    let failing = spec_retrying(&["order.*"], vec![4 * MIN; 10]);
     let mut drv = one_webhook(config, failing);
     // A second webhook of the same tenant subscribes to operational events; one of
     // another tenant must not see them.
@@ -813,7 +841,7 @@ fn failing_too_long_disables_and_publishes_operational_event() {
         view.spec.status,
         WebhookStatus::Disabled {
             reason: DisableReason::FailingTooLong,
-            at_ms: T0 + 10 * MIN
+            at_ms: T0 + 12 * MIN
         }
     );
     let rec = drv.d.delivery(&tenant("acme"), req.delivery).unwrap();
