@@ -90,7 +90,7 @@ pub enum JournalError {
     /// owner has dropped what it made of the withdrawn records (replies waiting for
     /// them, state built from them) and called `Journal::resume_after_withdrawal`;
     /// `Journal::ensure_room` then tells when there is space again.
-    #[error("journal records from {from_seq} on were withdrawn: a write of them found no space; drop what was made of them, resume the journal, and probe for room")]
+    #[error("journal records from {from_seq} on were withdrawn: a write of them found no space on the device")]
     Withdrawn {
         /// The first withdrawn sequence number.
         from_seq: u64,

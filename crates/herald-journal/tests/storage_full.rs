@@ -209,32 +209,60 @@ fn ensure_room_probes_until_space_frees() {
 /// before it, on a page boundary.
 const HOLE_FROM: u64 = 64 * 1024;
 
-/// On a filesystem where a preallocated segment holds no blocks (one that copies on
-/// write, or thin storage; here a hole punched in the segment on a full tmpfs) a
-/// commit's write finds no space part way. The frames it wrote whole stay and become
-/// durable; the rest are withdrawn, and their sequence numbers go to the next records.
-/// Appends are refused until the owner resumes the journal, a probe fails until space
-/// frees, and a reopened journal holds the kept frames and those appended after, none
-/// of the withdrawn ones.
-#[test]
-fn enospc_on_write_withdraws_the_frames_it_did_not_write() {
-    let _serial = serial();
-    let mountpoint = tempfile::tempdir().unwrap();
-    let Some(_mount) = mount_tmpfs(mountpoint.path(), 8 * 1024 * 1024) else {
-        eprintln!("storage_full: cannot mount tmpfs here (not root?); skipped");
-        return;
-    };
-    let dir = mountpoint.path().join("journal");
-    let mut config = JournalConfig::new(&dir);
-    config.segment_bytes = 1024 * 1024;
-    let (mut journal, _) = Journal::open(config.clone()).unwrap();
-    let payload = vec![5u8; 1000];
-    for _ in 0..3 {
-        journal.append(1, 1, &payload).unwrap();
-    }
-    assert_eq!(journal.sync().unwrap(), 3);
+/// A fresh 8 MiB tmpfs for a journal of 1 MiB segments (unmounted when dropped, before
+/// its mount point is removed).
+struct Tmpfs {
+    _mount: Mount,
+    mountpoint: tempfile::TempDir,
+    dir: PathBuf,
+    config: JournalConfig,
+}
 
-    let segments: Vec<PathBuf> = fs::read_dir(&dir)
+impl Tmpfs {
+    /// `None` where mounting is not permitted (said on stderr).
+    fn mount() -> Option<Tmpfs> {
+        let mountpoint = tempfile::tempdir().unwrap();
+        let Some(mount) = mount_tmpfs(mountpoint.path(), 8 * 1024 * 1024) else {
+            eprintln!("storage_full: cannot mount tmpfs here (not root?); skipped");
+            return None;
+        };
+        let dir = mountpoint.path().join("journal");
+        let mut config = JournalConfig::new(&dir);
+        config.segment_bytes = 1024 * 1024;
+        Some(Tmpfs {
+            _mount: mount,
+            mountpoint,
+            dir,
+            config,
+        })
+    }
+}
+
+/// Punches a hole from [`HOLE_FROM`] to the end of the journal's one segment in `dir`:
+/// its preallocated blocks go, as on a filesystem where preallocation reserves none.
+/// Waits first for the spare segment the journal prepares in the background, so that a
+/// spare failing for want of space once the disk is filled cannot give space back.
+fn punch_hole(dir: &Path) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    let spare_ready = || {
+        fs::read_dir(dir).unwrap().any(|e| {
+            use std::os::unix::fs::MetadataExt;
+            // Renamed into place or removed since it was listed: not a spare.
+            let Some(e) = e.ok() else { return false };
+            let Ok(meta) = e.metadata() else { return false };
+            e.file_name().to_string_lossy().ends_with(".seg.tmp")
+                && meta.len() > 0
+                && meta.blocks() * 512 >= meta.len()
+        })
+    };
+    while !spare_ready() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no spare segment prepared"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    let segments: Vec<PathBuf> = fs::read_dir(dir)
         .unwrap()
         .map(|e| e.unwrap().path())
         .filter(|p| p.extension().is_some_and(|x| x == "seg"))
@@ -252,8 +280,31 @@ fn enospc_on_write_withdraws_the_frames_it_did_not_write() {
         len - HOLE_FROM,
     )
     .unwrap();
-    drop(segment);
-    let filler = fill(mountpoint.path());
+}
+
+/// On a filesystem where a preallocated segment holds no blocks (one that copies on
+/// write, or thin storage; here a hole punched in the segment on a full tmpfs) a
+/// commit's write finds no space part way. The frames it wrote whole stay and become
+/// durable; the rest are withdrawn, and their sequence numbers go to the next records.
+/// Appends are refused until the owner resumes the journal, a probe fails until space
+/// frees, and a reopened journal holds the kept frames and those appended after, none
+/// of the withdrawn ones.
+#[test]
+fn enospc_on_write_withdraws_the_frames_it_did_not_write() {
+    let _serial = serial();
+    let Some(site) = Tmpfs::mount() else {
+        return;
+    };
+    let (dir, config) = (site.dir.clone(), site.config.clone());
+    let (mut journal, _) = Journal::open(config.clone()).unwrap();
+    let payload = vec![5u8; 1000];
+    for _ in 0..3 {
+        journal.append(1, 1, &payload).unwrap();
+    }
+    assert_eq!(journal.sync().unwrap(), 3);
+
+    punch_hole(&dir);
+    let filler = fill(site.mountpoint.path());
 
     // A turn's records, staged, then written at once: those past the hole's start
     // find no space.
@@ -309,4 +360,47 @@ fn enospc_on_write_withdraws_the_frames_it_did_not_write() {
         let expected = if *seq == from { &after } else { &payload };
         assert_eq!(bytes, expected, "record {seq}");
     }
+}
+
+/// A checkpoint whose end marker a write that found no space withdrew does not count:
+/// the one before it stays the latest, now and after a reopen.
+#[test]
+fn a_withdrawn_checkpoint_leaves_the_one_before_it_the_latest() {
+    let _serial = serial();
+    let Some(site) = Tmpfs::mount() else {
+        return;
+    };
+    let (dir, config) = (site.dir.clone(), site.config.clone());
+    let (mut journal, _) = Journal::open(config.clone()).unwrap();
+    journal.append(1, 1, b"before").unwrap();
+    journal.checkpoint(b"state-1").unwrap();
+    let first = journal.checkpoint_last_seq().expect("a checkpoint");
+    journal.sync().unwrap();
+
+    punch_hole(&dir);
+    let filler = fill(site.mountpoint.path());
+
+    // A part that runs past the hole's start, and its end marker after it.
+    journal.checkpoint(&vec![2u8; 70_000]).unwrap();
+    assert_ne!(journal.checkpoint_last_seq(), Some(first));
+    let err = journal.commit().unwrap_err();
+    assert!(err.is_storage_full(), "{err}");
+    assert_eq!(journal.checkpoint_last_seq(), Some(first));
+    assert_eq!(journal.sync().unwrap(), first);
+
+    journal.resume_after_withdrawal();
+    fs::remove_file(&filler).unwrap();
+    journal.ensure_room(8).unwrap();
+    let after = journal.append(1, 1, b"after").unwrap();
+    assert_eq!(after, first + 1);
+    assert_eq!(journal.sync().unwrap(), after);
+    drop(journal);
+
+    let (journal, _) = Journal::open(config).unwrap();
+    assert_eq!(journal.checkpoint_last_seq(), Some(first));
+    let replayed: Vec<Vec<u8>> = journal
+        .replay()
+        .map(|f| f.unwrap().payload.to_vec())
+        .collect();
+    assert_eq!(replayed, [b"state-1".to_vec(), b"after".to_vec()]);
 }

@@ -256,6 +256,27 @@ const HOLE_FROM: u64 = 256 * 1024;
 /// Segments of this size: the hole is in the first one.
 const LARGE_SEGMENT_BYTES: u64 = 1024 * 1024;
 
+/// Whether a spare segment under `dir` is fully allocated.
+fn spare_ready(dir: &Path) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::read_dir(dir).unwrap().any(|entry| {
+        let Ok(entry) = entry else {
+            return false;
+        };
+        let path = entry.path();
+        if path.is_dir() {
+            return spare_ready(&path);
+        }
+        // Renamed into place or removed since it was listed: not a spare.
+        let Ok(meta) = std::fs::metadata(&path) else {
+            return false;
+        };
+        path.to_string_lossy().ends_with(".seg.tmp")
+            && meta.len() > 0
+            && meta.blocks() * 512 >= meta.len()
+    })
+}
+
 /// The journal segment files (not spares) under `dir`.
 fn segment_files(dir: &Path) -> Vec<PathBuf> {
     let mut found = Vec::new();
@@ -282,6 +303,9 @@ fn a_segment_without_blocks_withdraws_what_it_cannot_write_then_service_resumes(
     let tenant = TenantId::parse("acme").unwrap();
     let herald = engine_with_segments(&data, LARGE_SEGMENT_BYTES);
     subscribe(&herald, &tenant, &receiver);
+    // The spare segment the journal prepares in the background is ready first: one
+    // failing for want of space once the disk is filled would give space back.
+    support::wait_for(WAIT, || spare_ready(&data).then_some(()));
     let segments = segment_files(&data);
     assert_eq!(segments.len(), 1, "{segments:?}");
     let segment = std::fs::OpenOptions::new()

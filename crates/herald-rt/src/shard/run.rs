@@ -1102,6 +1102,7 @@ impl Shard {
         // Nothing made of records a write withdrew is held any more: their sequence
         // numbers may go to the rebuilt dispatcher's records.
         self.journal.resume_after_withdrawal();
+
         self.blocked = Some(Blocked {
             error: refusal,
             payload_bytes,
@@ -1506,18 +1507,25 @@ impl Shard {
                     .finish_checkpoint(underway.parts);
                 let end = herald_journal::frame_bytes(herald_journal::CHECKPOINT_PART_HEADER_BYTES);
                 self.journal_bytes_appended += end;
-                self.checkpoints.appended_at_last = self.journal_bytes_appended;
-                self.checkpoints.written += 1;
-                self.checkpoints.seq_last = self.journal.checkpoint_last_seq().unwrap_or(0);
-                self.checkpoints.bytes_last = underway.bytes + end;
-                self.checkpoints.us_last =
-                    u64::try_from(underway.busy.as_micros()).unwrap_or(u64::MAX);
+                let seq_last = self.journal.checkpoint_last_seq();
                 if let Err(error) = self.journal.commit() {
                     // A write that found no space withdrew records: the turn blocks
                     // after it (`block_after_withdrawal`).
                     if !error.is_storage_full() {
                         self.storage_failure = Some(StorageError::of(error));
                     }
+                }
+                if self.journal.checkpoint_last_seq() == seq_last {
+                    self.checkpoints.appended_at_last = self.journal_bytes_appended;
+                    self.checkpoints.written += 1;
+                    self.checkpoints.seq_last = seq_last.unwrap_or(0);
+                    self.checkpoints.bytes_last = underway.bytes + end;
+                    self.checkpoints.us_last =
+                        u64::try_from(underway.busy.as_micros()).unwrap_or(u64::MAX);
+                } else {
+                    // Its end marker was withdrawn: the journal's latest checkpoint is
+                    // the one before it, and the records it covered are owed another.
+                    self.records_since_checkpoint += underway.records_before.max(1);
                 }
                 // Its parts and its copies of the deliveries it had yet to write are
                 // freed now (after the commit, which is not delayed by it).
