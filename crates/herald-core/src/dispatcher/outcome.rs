@@ -38,7 +38,9 @@ fn longest_wait_ms(schedule: &RetrySchedule, jitter_percent: u8, request_timeout
         .copied()
         .max()
         .unwrap_or(0);
-    let jittered = delay.saturating_add(delay / 100 * u64::from(jitter_percent) + 1);
+    // At least `jitter_ms`'s widest spread.
+    let jittered =
+        delay.saturating_add(delay / 100 * u64::from(jitter_percent) + u64::from(jitter_percent));
     jittered
         .max(crate::retry::RETRY_AFTER_MS_MAX)
         .saturating_add(request_timeout_ms)
