@@ -288,23 +288,31 @@ impl Health {
     /// Before a failure at `now_ms` is recorded: ends the failing run when the failure
     /// comes too long after the run's disable period was up, so that it starts a new
     /// run rather than disable the webhook. Too long: the later of the policy's
-    /// [`HealthPolicy::unobserved_restart_ms`] and `longest_wait_ms`, the longest the
-    /// endpoint's own deliveries wait between two attempts (its retry schedule's longest
-    /// delay with jitter, a `Retry-After`, the request timeout). The webhook is still
+    /// [`HealthPolicy::unobserved_restart_ms`], the breaker's longest open period and
+    /// `longest_wait_ms`, the longest the endpoint's own deliveries wait between two
+    /// attempts (its retry schedule's longest delay with jitter, a `Retry-After`, the
+    /// request timeout). The webhook is still
     /// enabled then, so no failure came in that time (each failure past the period
     /// disables it), and nothing says the endpoint failed while it was quiet: an
     /// endpoint that failed, went quiet (a weekly event, an outage over a long weekend)
     /// and fails once more a week later is not disabled for that one failure, while one
     /// that keeps failing, by its retries or by new events, is disabled a period after
-    /// its first failure. Decided from the run's start alone, which checkpoints keep,
-    /// and from the webhook's configuration, so replay decides alike.
+    /// its first failure. A quiet spell shorter than that wait is not told from a
+    /// retry's delay: with a schedule of multi-day delays, a failure a few quiet days
+    /// after the period was up still disables. Decided from the run's start alone, which
+    /// checkpoints keep, and from the webhook's and the dispatcher's configuration, so
+    /// replay decides alike while the configuration stays.
     pub fn restart_if_unobserved(
         &mut self,
         now_ms: u64,
         policy: &HealthPolicy,
         longest_wait_ms: u64,
     ) {
-        let gap = policy.unobserved_restart_ms().max(longest_wait_ms);
+        // An open breaker holds the endpoint's attempts back for up to its longest period.
+        let gap = policy
+            .unobserved_restart_ms()
+            .max(longest_wait_ms)
+            .max(policy.breaker_open_ms_max);
         let unobserved = self.failing_since_ms.is_some_and(|since| {
             now_ms.saturating_sub(since) >= policy.disable_after_failing_ms.saturating_add(gap)
         });
@@ -650,5 +658,20 @@ mod tests {
         assert!(h.should_disable(late, &p));
         fail(&mut h, 10 + period + wait, wait);
         assert_eq!(h.failing_since_ms, Some(10 + period + wait));
+
+        // A breaker that stays open longer than the gap holds the endpoint's attempts
+        // back as long: the gap is that period.
+        let held = HealthPolicy {
+            breaker_open_ms_max: 2 * gap,
+            ..p
+        };
+        let mut h = Health::new(0, &l);
+        for at in [10, late] {
+            h.start(at, &l, at);
+            h.restart_if_unobserved(at, &held, 0);
+            h.finish(at, at, Signal::Failure, &held);
+        }
+        assert_eq!(h.failing_since_ms, Some(10));
+        assert!(h.should_disable(late, &held));
     }
 }
