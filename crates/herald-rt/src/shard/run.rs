@@ -1103,11 +1103,20 @@ impl Shard {
         // numbers may go to the rebuilt dispatcher's records.
         self.journal.resume_after_withdrawal();
 
+        // Blocked again while blocked (a probe's checkpoint at the segment limit withdrawn
+        // on storage that copies on write): the probes keep backing off rather than
+        // rebuild the dispatcher every 50 ms while the disk stays full.
+        let delay = self
+            .blocked
+            .as_ref()
+            .map_or(STORAGE_PROBE_DELAY_MIN, |blocked| {
+                (blocked.delay * 2).min(STORAGE_PROBE_DELAY_MAX)
+            });
         self.blocked = Some(Blocked {
             error: refusal,
             payload_bytes,
-            next_probe: Instant::now() + STORAGE_PROBE_DELAY_MIN,
-            delay: STORAGE_PROBE_DELAY_MIN,
+            next_probe: Instant::now() + delay,
+            delay,
             state_fills_the_limit: false,
         });
     }
