@@ -188,6 +188,27 @@ pub fn wait_for<T>(what: &str, timeout: Duration, mut probe: impl FnMut() -> Opt
     }
 }
 
+/// Polls `probe` every 20 ms until what it reads satisfies `done`, for at most
+/// `timeout`; panics naming `what` and the last reading when it never does.
+pub fn wait_until<T: std::fmt::Debug>(
+    what: &str,
+    timeout: Duration,
+    mut probe: impl FnMut() -> T,
+    done: impl Fn(&T) -> bool,
+) -> T {
+    let start = Instant::now();
+    loop {
+        let value = probe();
+        if done(&value) {
+            return value;
+        }
+        if start.elapsed() >= timeout {
+            panic!("gave up after {timeout:?} waiting for {what}; last read {value:?}");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
 /// Waits for a child to exit, at most `timeout`.
 pub fn wait_exit(child: &mut Child, timeout: Duration) -> Option<ExitStatus> {
     let start = Instant::now();

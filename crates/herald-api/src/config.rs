@@ -241,8 +241,10 @@ pub struct LimitsConfig {
     /// Largest request body (413 beyond).
     pub body_bytes_max: u64,
     /// Most open API connections. A connection over it closes the one idle longest (no
-    /// request under way), so idle connections cannot starve new requests; when none is
-    /// idle it gets a 503 with `Retry-After` and is closed.
+    /// request under way; a connection not yet read from or still in its TLS handshake
+    /// counts as idle), so idle connections cannot starve new requests; when none is
+    /// idle, or each idle one is already closing for an earlier newcomer, it gets a 503
+    /// with `Retry-After` and is closed.
     pub connections_max: usize,
     /// Most open API connections from one client address (IPv6: one /64). A connection
     /// over it gets a 429 `too_many_connections` with `Retry-After` and is closed, and

@@ -205,9 +205,11 @@ impl Server {
             .enable_all()
             .build()
             .map_err(|e| StartError::Runtime(format!("cannot start the API threads: {e}")))?;
-        let listener = runtime
-            .block_on(tokio::net::TcpListener::bind(listen))
-            .map_err(|e| StartError::Runtime(format!("cannot listen on {listen}: {e}")))?;
+        let listener = {
+            let _runtime = runtime.enter();
+            server::listen(listen)
+        }
+        .map_err(|e| StartError::Runtime(format!("cannot listen on {listen}: {e}")))?;
         let local_addr = listener
             .local_addr()
             .map_err(|e| StartError::Runtime(format!("listener address: {e}")))?;

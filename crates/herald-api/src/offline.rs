@@ -62,7 +62,8 @@ impl Offline {
             let (mut from_server, mut to_server) = tokio::io::split(client);
             // The handler only stops early on a shutdown, which never comes here.
             let (_stop, stop_rx) = tokio::sync::watch::channel(false);
-            let serve = server::serve_connection(server_side, PEER, Arc::clone(&self.app), stop_rx);
+            let serve =
+                server::serve_connection(server_side, PEER, Arc::clone(&self.app), stop_rx, None);
             let send = async {
                 // The handler may close before it has read everything (an answer
                 // with `Connection: close`); what it did not read is dropped.

@@ -4,7 +4,9 @@
 //!
 //! Defences, each a named setting in `[limits]`: a cap on open connections (a connection
 //! over it closes the oldest idle one, so idle connections cannot starve new requests;
-//! with none idle it gets a 503 and is closed), a cap per client address (IPv6: per
+//! with none idle, or every idle one already closing for an earlier newcomer, it gets a
+//! 503 and is closed), a listen backlog that holds a burst of them, a cap per client
+//! address (IPv6: per
 //! /64) checked first, so that one client cannot hold every slot with connections that
 //! are never idle (a 429), a deadline for a whole request once its first byte
 //! arrived (slowloris), an idle keep-alive timeout, a cap on requests per connection,
@@ -44,16 +46,33 @@ const OUT_BUFFERED_BYTES_MAX: usize = 64 * 1024;
 
 /// Open API connections, for the cap and the metrics, and the idle ones among them (no
 /// request under way: before the first byte, or kept alive between requests).
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct ConnectionCount {
     open: AtomicUsize,
     idle: AtomicUsize,
-    /// Idle connections wait on this too; `notify_one` wakes the one that has waited
-    /// longest (tokio's `Notify` is first in, first out), which closes.
-    shed: tokio::sync::Notify,
+    /// Idle connections wait on this too, one permit per idle connection owed to a
+    /// newcomer over the cap: the one that has waited longest takes it (tokio's
+    /// semaphore is fair) and closes. A permit given while none waits is kept for the
+    /// next connection to wait, and one that reached a connection whose next request
+    /// arrived first goes back to the next in line: every owed connection closes.
+    shed: tokio::sync::Semaphore,
+    /// Permits given to `shed` whose connection has not closed yet.
+    owed: AtomicUsize,
     /// Open connections per client address ([`address_key`]); addresses with none have
     /// no entry, so the map holds at most `connections_max` entries.
     by_address: Mutex<HashMap<IpAddr, usize>>,
+}
+
+impl Default for ConnectionCount {
+    fn default() -> Self {
+        ConnectionCount {
+            open: AtomicUsize::new(0),
+            idle: AtomicUsize::new(0),
+            shed: tokio::sync::Semaphore::new(0),
+            owed: AtomicUsize::new(0),
+            by_address: Mutex::default(),
+        }
+    }
 }
 
 /// The client a connection's address stands for: an IPv4 address (or one mapped into
@@ -80,15 +99,30 @@ impl ConnectionCount {
         self.open.load(Ordering::Relaxed)
     }
 
-    /// Closes the connection idle the longest, if any is idle; returns whether one was.
-    /// The count is a hint: a connection may leave idleness meanwhile, and then the
-    /// next one to become idle closes instead.
+    /// Has the connection idle the longest close, unless every idle one is already
+    /// owed; returns whether one was. The count is a hint: a connection may leave
+    /// idleness meanwhile, and then the next one to become idle closes instead.
     fn shed_idle(&self) -> bool {
-        let any = self.idle.load(Ordering::Relaxed) > 0;
-        if any {
-            self.shed.notify_one();
+        if self.idle.load(Ordering::Relaxed) <= self.owed.load(Ordering::Relaxed) {
+            return false;
         }
-        any
+        self.owed.fetch_add(1, Ordering::Relaxed);
+        self.shed.add_permits(1);
+        true
+    }
+
+    /// For an idle connection: resolves once it is to close to make room. Dropped
+    /// before then (its next request arrived), a permit it was given goes to the next
+    /// connection waiting.
+    async fn shed_me(&self) {
+        match self.shed.acquire().await {
+            Ok(permit) => {
+                permit.forget();
+                self.owed.fetch_sub(1, Ordering::Relaxed);
+            }
+            // Never closed; were it, no connection would be shed.
+            Err(_) => std::future::pending().await,
+        }
     }
 
     /// Counts a new connection from `peer`; returns its slot and how many connections
@@ -137,19 +171,41 @@ impl Drop for ConnectionSlot {
 }
 
 /// Counts a connection as idle while it lives.
-struct IdleMark<'a>(&'a ConnectionCount);
+pub(crate) struct IdleMark(Arc<ConnectionCount>);
 
-impl<'a> IdleMark<'a> {
-    fn new(count: &'a ConnectionCount) -> IdleMark<'a> {
+impl IdleMark {
+    fn new(count: &Arc<ConnectionCount>) -> IdleMark {
         count.idle.fetch_add(1, Ordering::Relaxed);
-        IdleMark(count)
+        IdleMark(Arc::clone(count))
     }
 }
 
-impl Drop for IdleMark<'_> {
+impl Drop for IdleMark {
     fn drop(&mut self) {
         self.0.idle.fetch_sub(1, Ordering::Relaxed);
     }
+}
+
+/// Connections the kernel completes and queues for the accept loop (capped by
+/// `net.core.somaxconn`, 4096 by default). A burst of clients (publishers reconnecting
+/// after a restart, a load balancer's pool opening) arrives faster than one accept loop
+/// takes them; past the queue the kernel drops their handshakes, and each client waits a
+/// full second before its SYN is sent again. The standard library's 128 turned 10,000
+/// connections opened by ten threads into a 13-second wait.
+const LISTEN_BACKLOG: u32 = 4096;
+
+/// The API's listening socket on `addr`, with [`LISTEN_BACKLOG`] and `SO_REUSEADDR` (a
+/// restart binds again while the last run's connections linger in `TIME_WAIT`). Call
+/// within the runtime that will accept on it.
+pub fn listen(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    let socket = if addr.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()?
+    } else {
+        tokio::net::TcpSocket::new_v6()?
+    };
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(LISTEN_BACKLOG)
 }
 
 /// Accepts until `stop` turns true; each connection runs as its own task and closes
@@ -184,23 +240,37 @@ pub async fn accept_loop(
             continue;
         }
         // Over the cap, the oldest idle connection makes room (the count stays over the
-        // cap only until it has closed); with none idle, the newcomer is refused.
+        // cap only until it has closed); with none idle, or each idle one already owed
+        // to an earlier newcomer, the newcomer is refused.
         if open > app.config.limits.connections_max && !app.connections.shed_idle() {
             tasks.spawn(refuse(stream, slot, Refusal::Cap));
             continue;
         }
         let _ = stream.set_nodelay(true);
+        // Idle from now: a burst of newcomers not yet run is room for the ones after
+        // them, as they will wait (or send) once they run.
+        let idle = IdleMark::new(&app.connections);
         let app = Arc::clone(&app);
         let stop = stop.clone();
         let tls = tls.clone();
         tasks.spawn(async move {
             let _slot = slot;
             match tls {
-                None => serve_connection(stream, peer, app, stop).await,
+                None => serve_connection(stream, peer, app, stop, Some(idle)).await,
                 Some(acceptor) => {
-                    match tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await
-                    {
-                        Ok(Ok(stream)) => serve_connection(stream, peer, app, stop).await,
+                    // No request is under way before the handshake is done: the
+                    // connection can be shed meanwhile like any idle one.
+                    let handshake = tokio::select! {
+                        handshake = tokio::time::timeout(
+                            TLS_HANDSHAKE_TIMEOUT,
+                            acceptor.accept(stream),
+                        ) => handshake,
+                        _ = app.connections.shed_me() => return,
+                    };
+                    match handshake {
+                        Ok(Ok(stream)) => {
+                            serve_connection(stream, peer, app, stop, Some(idle)).await
+                        }
                         Ok(Err(error)) => tracing::debug!(%peer, %error, "TLS handshake failed"),
                         Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
                     }
@@ -218,7 +288,8 @@ const REFUSE_DRAIN_BYTES_MAX: usize = 64 * 1024;
 
 /// Why a new connection is refused.
 enum Refusal {
-    /// The server holds `connections_max` connections and none is idle: 503.
+    /// The server holds `connections_max` connections and none is idle (or each idle
+    /// one is closing for an earlier newcomer): 503.
     Cap,
     /// Its client address holds `connections_per_address_max`: 429.
     Address,
@@ -268,6 +339,7 @@ pub(crate) async fn serve_connection<S>(
     peer: SocketAddr,
     app: Arc<App>,
     mut stop: watch::Receiver<bool>,
+    mut idle_since_accept: Option<IdleMark>,
 ) where
     S: AsyncRead + AsyncWrite + Unpin,
 {
@@ -401,17 +473,25 @@ pub(crate) async fn serve_connection<S>(
                 Instant::now() + limits.idle_timeout()
             }
         };
-        let idle = parser.is_idle().then(|| IdleMark::new(&app.connections));
+        let idle = match parser.is_idle() {
+            true => Some(
+                idle_since_accept
+                    .take()
+                    .unwrap_or_else(|| IdleMark::new(&app.connections)),
+            ),
+            false => None,
+        };
         let read = tokio::select! {
             // Bytes that arrived win over a request to make room: a connection whose
-            // next request is already here is not idle.
+            // next request is already here is not idle (a wake-up it received passes
+            // to the next connection waiting).
             biased;
             read = tokio::time::timeout_at(deadline, stream.read(&mut buf[end..])) => read,
-            _ = stop.changed(), if parser.is_idle() => {
+            _ = stop.changed(), if idle.is_some() => {
                 // Stopping: an idle connection is closed now.
                 return;
             }
-            _ = app.connections.shed.notified(), if parser.is_idle() => {
+            _ = app.connections.shed_me(), if idle.is_some() => {
                 // A new connection over the cap needs this one's place.
                 return;
             }
@@ -587,6 +667,72 @@ pub mod tokio_util_tracker {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A connection that waits until it is shed, or until `leave` fires (its next
+    /// request arrived); returns whether it was shed.
+    async fn idle_connection(
+        count: Arc<ConnectionCount>,
+        mark: IdleMark,
+        leave: tokio::sync::oneshot::Receiver<()>,
+    ) -> bool {
+        let _mark = mark;
+        tokio::select! {
+            biased;
+            _ = leave => false,
+            _ = count.shed_me() => true,
+        }
+    }
+
+    #[tokio::test]
+    async fn every_idle_connection_owed_to_a_newcomer_closes_though_none_was_waiting_yet() {
+        let count = Arc::new(ConnectionCount::default());
+        // Ten idle connections whose tasks have not waited yet (as after a burst of
+        // accepts): twelve newcomers over the cap, ten of them granted room.
+        let marks: Vec<_> = (0..10).map(|_| IdleMark::new(&count)).collect();
+        let granted = (0..12).filter(|_| count.shed_idle()).count();
+        assert_eq!(
+            granted, 10,
+            "ten idle connections make room for ten newcomers"
+        );
+        let (_keep, leave): (Vec<_>, Vec<_>) =
+            (0..10).map(|_| tokio::sync::oneshot::channel()).unzip();
+        let tasks: Vec<_> = marks
+            .into_iter()
+            .zip(leave)
+            .map(|(mark, leave)| tokio::spawn(idle_connection(Arc::clone(&count), mark, leave)))
+            .collect();
+        for task in tasks {
+            let shed = tokio::time::timeout(Duration::from_secs(10), task)
+                .await
+                .expect("an idle connection owed to a newcomer never closed")
+                .unwrap();
+            assert!(shed);
+        }
+        assert_eq!(count.idle.load(Ordering::Relaxed), 0);
+    }
+
+    #[tokio::test]
+    async fn a_wake_up_that_reaches_a_connection_whose_request_arrived_passes_on() {
+        let count = Arc::new(ConnectionCount::default());
+        let (first_leaves, first_leave) = tokio::sync::oneshot::channel();
+        let (_second_stays, second_leave) = tokio::sync::oneshot::channel();
+        let idle = |leave| idle_connection(Arc::clone(&count), IdleMark::new(&count), leave);
+        let first = tokio::spawn(idle(first_leave));
+        let second = tokio::spawn(idle(second_leave));
+        // Both wait (this test's runtime runs them as it yields), the first the longest.
+        for _ in 0..4 {
+            tokio::task::yield_now().await;
+        }
+        // The first's request arrives as a newcomer asks for its place.
+        first_leaves.send(()).unwrap();
+        assert!(count.shed_idle());
+        assert!(!first.await.unwrap(), "the first had a request to serve");
+        let shed = tokio::time::timeout(Duration::from_secs(10), second)
+            .await
+            .expect("the wake-up the first received was lost")
+            .unwrap();
+        assert!(shed);
+    }
 
     #[test]
     fn an_ipv6_client_is_its_64_and_a_mapped_ipv4_one_itself() {

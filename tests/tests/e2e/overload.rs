@@ -146,14 +146,13 @@ fn ten_thousand_idle_connections_do_not_starve_new_requests() {
 
     // They made room: the server closed the oldest ones, so that it never holds more
     // than its cap (plus connections closing at this moment).
-    let open = wait_for(
+    let open = wait_until(
         "the server's open connections back under its cap",
         BOUND,
-        || {
-            gauge(&server, "herald_api_open_connections")
-                .filter(|n| *n <= CONNECTIONS_MAX as u64 + 1)
-        },
-    );
+        || gauge(&server, "herald_api_open_connections"),
+        |open| open.is_some_and(|n| n <= CONNECTIONS_MAX as u64 + 1),
+    )
+    .unwrap_or_default();
     let closed = idle.iter().filter(|s| closed_by_server(s)).count();
     assert!(
         closed >= IDLE_CONNECTIONS - CONNECTIONS_MAX,
