@@ -5,8 +5,9 @@
 //! Defences, each a named setting in `[limits]`: a cap on open connections (a connection
 //! over it closes the oldest idle one, so idle connections cannot starve new requests;
 //! with none idle, or every idle one already closing for an earlier newcomer, it gets a
-//! 503 and is closed), a listen backlog that holds a burst of them, a cap per client
-//! address (IPv6: per
+//! 503 and is closed), a listen backlog that holds a burst of them, refusals kept out of
+//! the counts and bounded in number (past 256 under way a connection to refuse is
+//! closed unanswered), a cap per client address (IPv6: per
 //! /64) checked first, so that one client cannot hold every slot with connections that
 //! are never idle (a 429), a deadline for a whole request once its first byte
 //! arrived (slowloris), an idle keep-alive timeout, a cap on requests per connection,
@@ -58,6 +59,10 @@ pub struct ConnectionCount {
     shed: tokio::sync::Semaphore,
     /// Permits given to `shed` whose connection has not closed yet.
     owed: AtomicUsize,
+    /// Connections being refused (answered 503 or 429, then drained): not counted in
+    /// `open` or per address, so that refusals cannot take anyone's room; at most
+    /// [`REFUSALS_UNDER_WAY_MAX`].
+    refusing: AtomicUsize,
     /// Open connections per client address ([`address_key`]); addresses with none have
     /// no entry, so the map holds at most `connections_max` entries.
     by_address: Mutex<HashMap<IpAddr, usize>>,
@@ -70,6 +75,7 @@ impl Default for ConnectionCount {
             idle: AtomicUsize::new(0),
             shed: tokio::sync::Semaphore::new(0),
             owed: AtomicUsize::new(0),
+            refusing: AtomicUsize::new(0),
             by_address: Mutex::default(),
         }
     }
@@ -144,6 +150,29 @@ impl ConnectionCount {
             address,
         };
         (slot, open, from_address)
+    }
+}
+
+/// A refusal under way, counted in [`ConnectionCount::refusing`] while it lives.
+struct RefusingSlot(Arc<ConnectionCount>);
+
+impl RefusingSlot {
+    /// A place for one more refusal, if fewer than [`REFUSALS_UNDER_WAY_MAX`] are under
+    /// way.
+    fn take(count: &Arc<ConnectionCount>) -> Option<RefusingSlot> {
+        count
+            .refusing
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                (n < REFUSALS_UNDER_WAY_MAX).then_some(n + 1)
+            })
+            .ok()
+            .map(|_| RefusingSlot(Arc::clone(count)))
+    }
+}
+
+impl Drop for RefusingSlot {
+    fn drop(&mut self) {
+        self.0.refusing.fetch_sub(1, Ordering::AcqRel);
     }
 }
 
@@ -235,15 +264,27 @@ pub async fn accept_loop(
         };
         let (slot, open, from_address) = app.connections.open(peer.ip());
         // One client over its share is refused without touching anyone else's room.
-        if from_address > app.config.limits.connections_per_address_max {
-            tasks.spawn(refuse(stream, slot, Refusal::Address));
-            continue;
-        }
         // Over the cap, the oldest idle connection makes room (the count stays over the
         // cap only until it has closed); with none idle, or each idle one already owed
         // to an earlier newcomer, the newcomer is refused.
-        if open > app.config.limits.connections_max && !app.connections.shed_idle() {
-            tasks.spawn(refuse(stream, slot, Refusal::Cap));
+        let refusal = if from_address > app.config.limits.connections_per_address_max {
+            Some(Refusal::Address)
+        } else if open > app.config.limits.connections_max && !app.connections.shed_idle() {
+            Some(Refusal::Cap)
+        } else {
+            None
+        };
+        if let Some(why) = refusal {
+            // A refused connection leaves the counts at once: refusals held for their
+            // answer must not fill the room of the clients within their share.
+            drop(slot);
+            match RefusingSlot::take(&app.connections) {
+                Some(refusing) => {
+                    tasks.spawn(refuse(stream, refusing, why));
+                }
+                // A flood of refusals: closed without an answer.
+                None => drop(stream),
+            }
             continue;
         }
         let _ = stream.set_nodelay(true);
@@ -285,6 +326,12 @@ pub async fn accept_loop(
 const REFUSE_TIME: Duration = Duration::from_secs(1);
 /// Most request bytes read (and dropped) from a connection refused over the cap.
 const REFUSE_DRAIN_BYTES_MAX: usize = 64 * 1024;
+/// Most refusals under way at once. Each holds a descriptor for up to [`REFUSE_TIME`]
+/// outside the connection caps (counted in them, one address's refused connections
+/// would take every other client's room); past this many, a flood, a connection to be
+/// refused is closed without an answer. A client within reason gets its 429 or 503
+/// with `Retry-After`.
+const REFUSALS_UNDER_WAY_MAX: usize = 256;
 
 /// Why a new connection is refused.
 enum Refusal {
@@ -299,7 +346,7 @@ enum Refusal {
 /// client already sent is read and dropped before closing: closing a socket with unread
 /// bytes makes the kernel send a reset, which can destroy the answer before the client
 /// reads it.
-async fn refuse(mut stream: TcpStream, _slot: ConnectionSlot, why: Refusal) {
+async fn refuse(mut stream: TcpStream, _refusing: RefusingSlot, why: Refusal) {
     let response = match why {
         Refusal::Cap => Response::error(
             503,

@@ -210,6 +210,45 @@ fn one_address_holds_at_most_its_share_of_connections() {
     assert_eq!(answer, 200);
 }
 
+#[test]
+fn refusals_under_way_take_no_other_clients_room() {
+    let running = Running::start(|config| {
+        config.limits.connections_max = 6;
+        config.limits.connections_per_address_max = 2;
+    });
+    let addr = running.server.as_ref().unwrap().local_addr();
+    let get = b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n";
+    // Two busy connections from 127.0.0.1, each proven served once and then holding
+    // half a head (so neither is idle: an idle one would make room).
+    let _held: Vec<TcpStream> = (0..2)
+        .map(|_| {
+            let mut stream = running.connect();
+            stream.write_all(get).unwrap();
+            assert_eq!(read_answers(&mut stream, &[false])[0].status, 200);
+            stream.write_all(b"GET /healthz HTTP/1.1\r\n").unwrap();
+            stream
+        })
+        .collect();
+    // Let the server read those halves (until then the connections look idle).
+    std::thread::sleep(Duration::from_millis(300));
+    // Twice the cap's worth of connections from the same address, each refused and
+    // kept open: the server holds each for its answer's drain (up to a second).
+    let refused: Vec<TcpStream> = (0..12)
+        .map(|_| {
+            let mut stream = running.connect();
+            stream.write_all(get).unwrap();
+            let answer = read_to_close(&mut stream);
+            assert!(answer.starts_with("HTTP/1.1 429 "), "{answer}");
+            stream
+        })
+        .collect();
+    // Another client is served: the refusals under way are not in the server's count.
+    let mut other = connect_from(std::net::Ipv4Addr::new(127, 0, 0, 2), addr);
+    other.write_all(get).unwrap();
+    assert_eq!(read_answers(&mut other, &[false])[0].status, 200);
+    drop(refused);
+}
+
 /// Connects from 127.0.0.1 until a request is answered other than 429 (a closed
 /// connection's place frees once the server has seen it close); returns that status.
 fn first_status_with_room(running: &Running, request: &[u8]) -> u16 {
