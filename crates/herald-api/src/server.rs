@@ -16,9 +16,12 @@
 //! `Transfer-Encoding`, repeated lengths) with a 400 and a close.
 
 use std::collections::HashMap;
+use std::future::Future;
 use std::net::{IpAddr, SocketAddr};
+use std::pin::Pin;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use herald_http::{HttpError, Limits, RequestParser};
@@ -51,12 +54,14 @@ const OUT_BUFFERED_BYTES_MAX: usize = 64 * 1024;
 pub struct ConnectionCount {
     open: AtomicUsize,
     idle: AtomicUsize,
-    /// Idle connections wait on this too, one permit per idle connection owed to a
-    /// newcomer over the cap: the one that has waited longest takes it (tokio's
-    /// semaphore is fair) and closes. A permit given while none waits is kept for the
-    /// next connection to wait, and one that reached a connection whose next request
-    /// arrived first goes back to the next in line: every owed connection closes.
-    shed: tokio::sync::Semaphore,
+    /// Each idle connection holds a place in this semaphore's queue from the moment it
+    /// became idle (a new one from its accept, so that the queue's order is the order
+    /// of idleness, not of the tasks' first runs), and a newcomer over the cap adds one
+    /// permit: the one idle longest takes it (tokio's semaphore is fair) and closes. A
+    /// permit given while none waits is kept for the next connection to become idle,
+    /// and one that reached a connection whose next request arrived first goes back to
+    /// the next in line: every owed connection closes.
+    shed: Arc<tokio::sync::Semaphore>,
     /// Permits given to `shed` whose connection has not closed yet.
     owed: AtomicUsize,
     /// Connections being refused (answered 503 or 429, then drained): not counted in
@@ -73,7 +78,7 @@ impl Default for ConnectionCount {
         ConnectionCount {
             open: AtomicUsize::new(0),
             idle: AtomicUsize::new(0),
-            shed: tokio::sync::Semaphore::new(0),
+            shed: Arc::new(tokio::sync::Semaphore::new(0)),
             owed: AtomicUsize::new(0),
             refusing: AtomicUsize::new(0),
             by_address: Mutex::default(),
@@ -115,20 +120,6 @@ impl ConnectionCount {
         self.owed.fetch_add(1, Ordering::Relaxed);
         self.shed.add_permits(1);
         true
-    }
-
-    /// For an idle connection: resolves once it is to close to make room. Dropped
-    /// before then (its next request arrived), a permit it was given goes to the next
-    /// connection waiting.
-    async fn shed_me(&self) {
-        match self.shed.acquire().await {
-            Ok(permit) => {
-                permit.forget();
-                self.owed.fetch_sub(1, Ordering::Relaxed);
-            }
-            // Never closed; were it, no connection would be shed.
-            Err(_) => std::future::pending().await,
-        }
     }
 
     /// Counts a new connection from `peer`; returns its slot and how many connections
@@ -199,19 +190,79 @@ impl Drop for ConnectionSlot {
     }
 }
 
-/// Counts a connection as idle while it lives.
-pub(crate) struct IdleMark(Arc<ConnectionCount>);
+/// A permit of [`ConnectionCount::shed`], once a connection's place in its queue comes.
+type ShedPlace = Pin<
+    Box<
+        dyn Future<Output = Result<tokio::sync::OwnedSemaphorePermit, tokio::sync::AcquireError>>
+            + Send,
+    >,
+>;
+
+/// Counts a connection as idle while it lives, and holds its place in the queue of idle
+/// connections that make room for newcomers.
+pub(crate) struct IdleMark {
+    count: Arc<ConnectionCount>,
+    /// `None` once a permit was taken: the connection is to close.
+    place: Option<ShedPlace>,
+}
 
 impl IdleMark {
+    /// Counts the connection idle and queues it behind every connection idle before it.
     fn new(count: &Arc<ConnectionCount>) -> IdleMark {
         count.idle.fetch_add(1, Ordering::Relaxed);
-        IdleMark(Arc::clone(count))
+        let mut place: ShedPlace = Box::pin(Arc::clone(&count.shed).acquire_owned());
+        // Polled once here, so that the queue holds it from now, whenever its task
+        // first runs; the task's own polls give it their waker.
+        let taken = match place
+            .as_mut()
+            .poll(&mut Context::from_waker(std::task::Waker::noop()))
+        {
+            Poll::Ready(acquired) => {
+                take_permit(count, acquired);
+                true
+            }
+            Poll::Pending => false,
+        };
+        IdleMark {
+            count: Arc::clone(count),
+            place: (!taken).then_some(place),
+        }
+    }
+
+    /// Resolves once this connection is to close to make room. Dropped before then
+    /// (its next request arrived), a permit that reached it goes to the next in line.
+    async fn shed(&mut self) {
+        if let Some(place) = &mut self.place {
+            let acquired = place.await;
+            self.place = None;
+            take_permit(&self.count, acquired);
+        }
     }
 }
 
 impl Drop for IdleMark {
     fn drop(&mut self) {
-        self.0.idle.fetch_sub(1, Ordering::Relaxed);
+        self.count.idle.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// Spends a permit of [`ConnectionCount::shed`]: one owed connection fewer.
+fn take_permit(
+    count: &ConnectionCount,
+    acquired: Result<tokio::sync::OwnedSemaphorePermit, tokio::sync::AcquireError>,
+) {
+    // The semaphore is never closed.
+    if let Ok(permit) = acquired {
+        permit.forget();
+        count.owed.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// [`IdleMark::shed`] of a connection that is idle; never, for one that is not.
+async fn shed(idle: Option<&mut IdleMark>) {
+    match idle {
+        Some(idle) => idle.shed().await,
+        None => std::future::pending().await,
     }
 }
 
@@ -288,9 +339,9 @@ pub async fn accept_loop(
             continue;
         }
         let _ = stream.set_nodelay(true);
-        // Idle from now: a burst of newcomers not yet run is room for the ones after
-        // them, as they will wait (or send) once they run.
-        let idle = IdleMark::new(&app.connections);
+        // Idle from now, and queued to make room in the order of its accept: a burst of
+        // newcomers not yet run is room for the ones after them, oldest first.
+        let mut idle = IdleMark::new(&app.connections);
         let app = Arc::clone(&app);
         let stop = stop.clone();
         let tls = tls.clone();
@@ -306,7 +357,7 @@ pub async fn accept_loop(
                             TLS_HANDSHAKE_TIMEOUT,
                             acceptor.accept(stream),
                         ) => handshake,
-                        _ = app.connections.shed_me() => return,
+                        _ = idle.shed() => return,
                     };
                     match handshake {
                         Ok(Ok(stream)) => {
@@ -528,17 +579,18 @@ pub(crate) async fn serve_connection<S>(
             ),
             false => None,
         };
+        let mut idle = idle;
         let read = tokio::select! {
             // Bytes that arrived win over a request to make room: a connection whose
-            // next request is already here is not idle (a wake-up it received passes
-            // to the next connection waiting).
+            // next request is already here is not idle (a permit that reached it
+            // passes to the next in line).
             biased;
             read = tokio::time::timeout_at(deadline, stream.read(&mut buf[end..])) => read,
             _ = stop.changed(), if idle.is_some() => {
                 // Stopping: an idle connection is closed now.
                 return;
             }
-            _ = app.connections.shed_me(), if idle.is_some() => {
+            _ = shed(idle.as_mut()), if idle.is_some() => {
                 // A new connection over the cap needs this one's place.
                 return;
             }
@@ -718,15 +770,13 @@ mod tests {
     /// A connection that waits until it is shed, or until `leave` fires (its next
     /// request arrived); returns whether it was shed.
     async fn idle_connection(
-        count: Arc<ConnectionCount>,
-        mark: IdleMark,
+        mut mark: IdleMark,
         leave: tokio::sync::oneshot::Receiver<()>,
     ) -> bool {
-        let _mark = mark;
         tokio::select! {
             biased;
             _ = leave => false,
-            _ = count.shed_me() => true,
+            _ = mark.shed() => true,
         }
     }
 
@@ -746,7 +796,7 @@ mod tests {
         let tasks: Vec<_> = marks
             .into_iter()
             .zip(leave)
-            .map(|(mark, leave)| tokio::spawn(idle_connection(Arc::clone(&count), mark, leave)))
+            .map(|(mark, leave)| tokio::spawn(idle_connection(mark, leave)))
             .collect();
         for task in tasks {
             let shed = tokio::time::timeout(Duration::from_secs(10), task)
@@ -758,12 +808,42 @@ mod tests {
         assert_eq!(count.idle.load(Ordering::Relaxed), 0);
     }
 
+    /// Whether `mark` is to close, polled once.
+    fn shed_now(mark: &mut IdleMark) -> bool {
+        let mut shed = std::pin::pin!(mark.shed());
+        shed.as_mut()
+            .poll(&mut Context::from_waker(std::task::Waker::noop()))
+            .is_ready()
+    }
+
+    #[tokio::test]
+    async fn the_connection_idle_longest_closes_whichever_task_runs_first() {
+        let count = Arc::new(ConnectionCount::default());
+        let mut oldest = IdleMark::new(&count);
+        let mut middle = IdleMark::new(&count);
+        let mut newest = IdleMark::new(&count);
+        assert!(count.shed_idle());
+        // The newest connection's task runs first (a runtime runs the task spawned
+        // last first): it stays, and so does the next.
+        assert!(!shed_now(&mut newest));
+        assert!(!shed_now(&mut middle));
+        assert!(shed_now(&mut oldest));
+        assert_eq!(count.owed.load(Ordering::Relaxed), 0);
+        // One idle again after a request queues behind those still idle.
+        drop(oldest);
+        let mut again = IdleMark::new(&count);
+        assert!(count.shed_idle());
+        assert!(!shed_now(&mut again));
+        assert!(shed_now(&mut middle));
+        assert!(!shed_now(&mut newest));
+    }
+
     #[tokio::test]
     async fn a_wake_up_that_reaches_a_connection_whose_request_arrived_passes_on() {
         let count = Arc::new(ConnectionCount::default());
         let (first_leaves, first_leave) = tokio::sync::oneshot::channel();
         let (_second_stays, second_leave) = tokio::sync::oneshot::channel();
-        let idle = |leave| idle_connection(Arc::clone(&count), IdleMark::new(&count), leave);
+        let idle = |leave| idle_connection(IdleMark::new(&count), leave);
         let first = tokio::spawn(idle(first_leave));
         let second = tokio::spawn(idle(second_leave));
         // Both wait (this test's runtime runs them as it yields), the first the longest.
