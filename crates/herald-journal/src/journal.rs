@@ -634,9 +634,9 @@ pub struct Journal {
     /// what a withdrawal of staged frames restores.
     checkpoint_before_staged: Option<CheckpointSpan>,
     /// Records from this sequence number on were withdrawn (a write of them found no
-    /// space): appends are refused until the owner resumes the journal
-    /// ([`Journal::resume_after_withdrawal`]).
-    withdrawn_from: Option<u64>,
+    /// space, with this OS error): appends are refused until the owner resumes the
+    /// journal ([`Journal::resume_after_withdrawal`]).
+    withdrawn_from: Option<(u64, i32)>,
     /// A write found no space: [`Journal::ensure_room`] writes before it says there is
     /// room again (a preallocated segment's room is not space on a filesystem that
     /// copies on write, or on thin storage).
@@ -1846,8 +1846,11 @@ impl Journal {
             }
         }
         if let Some(error) = failure {
-            if error.is_storage_full() {
-                self.withdraw_unwritten(written);
+            if let (true, JournalError::Io { source, .. }) = (error.is_storage_full(), &error) {
+                let os_error = source
+                    .raw_os_error()
+                    .expect("storage full is told by its OS error");
+                self.withdraw_unwritten(written, os_error);
             } else {
                 self.shared.fail(error.to_string());
             }
@@ -1863,7 +1866,7 @@ impl Journal {
     /// their room go to the next appends, which write over what of them reached the
     /// file (a torn frame past the end, as a crash leaves). The journal refuses appends
     /// until its owner resumes it ([`JournalError::Withdrawn`]).
-    fn withdraw_unwritten(&mut self, written: usize) {
+    fn withdraw_unwritten(&mut self, written: usize, os_error: i32) {
         let mut frames = 0u64;
         let mut kept = 0u64;
         let mut kept_bytes = 0usize;
@@ -1914,14 +1917,14 @@ impl Journal {
         }
         // Its parts may be among the withdrawn frames.
         self.checkpoint_open = None;
-        self.withdrawn_from = Some(self.next_seq);
+        self.withdrawn_from = Some((self.next_seq, os_error));
         self.write_probe_pending = true;
     }
 
     /// Refuses appends after a withdrawal, until the owner resumes the journal.
     fn check_withdrawn(&self) -> Result<(), JournalError> {
-        match self.withdrawn_from {
-            Some(from_seq) => Err(JournalError::Withdrawn { from_seq }),
+        match self.withdrawal() {
+            Some(refusal) => Err(refusal),
             None => Ok(()),
         }
     }
@@ -1929,7 +1932,14 @@ impl Journal {
     /// The first sequence number of the records a write that found no space withdrew,
     /// while the journal waits for its owner to resume it ([`JournalError::Withdrawn`]).
     pub fn withdrawn_from(&self) -> Option<u64> {
+        self.withdrawn_from.map(|(from_seq, _)| from_seq)
+    }
+
+    /// The refusal appends get while the journal waits for its owner to resume it
+    /// after a withdrawal: which records went, and the OS error of the write.
+    pub fn withdrawal(&self) -> Option<JournalError> {
         self.withdrawn_from
+            .map(|(from_seq, os_error)| JournalError::Withdrawn { from_seq, os_error })
     }
 
     /// Takes appends again after a withdrawal ([`JournalError::Withdrawn`]), once the

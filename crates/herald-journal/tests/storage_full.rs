@@ -319,7 +319,12 @@ fn enospc_on_write_withdraws_the_frames_it_did_not_write() {
     assert_eq!(journal.last_seq(), from - 1);
     let refused = journal.append(1, 1, &payload).unwrap_err();
     assert!(
-        matches!(refused, JournalError::Withdrawn { from_seq } if from_seq == from),
+        matches!(refused, JournalError::Withdrawn { from_seq, .. } if from_seq == from),
+        "{refused}"
+    );
+    // It names the write's OS error, which tells a full device from a full quota.
+    assert!(
+        refused.to_string().contains("No space left on device"),
         "{refused}"
     );
     assert!(refused.is_storage_full());

@@ -1129,8 +1129,8 @@ impl Shard {
         if self.storage_failure.is_some() {
             return;
         }
-        if let Some(from_seq) = self.journal.withdrawn_from() {
-            self.block(StorageError::of(JournalError::Withdrawn { from_seq }), 0);
+        if let Some(refusal) = self.journal.withdrawal() {
+            self.block(StorageError::of(refusal), 0);
         }
     }
 
