@@ -244,11 +244,12 @@ pub struct LimitsConfig {
     /// request under way; a connection not yet read from or still in its TLS handshake
     /// counts as idle), so idle connections cannot starve new requests; when none is
     /// idle, or each idle one is already closing for an earlier newcomer, it gets a 503
-    /// with `Retry-After` and is closed.
+    /// with `Retry-After` and is closed (unanswered while 256 refusals are under way,
+    /// a flood).
     pub connections_max: usize,
     /// Most open API connections from one client address (IPv6: one /64). A connection
-    /// over it gets a 429 `too_many_connections` with `Retry-After` and is closed, and
-    /// takes no other client's room.
+    /// over it gets a 429 `too_many_connections` with `Retry-After` and is closed
+    /// (unanswered while 256 refusals are under way), and takes no other client's room.
     pub connections_per_address_max: usize,
     /// Time for a request head to arrive once its first byte has (slowloris defence), in
     /// milliseconds.

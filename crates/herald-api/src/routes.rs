@@ -603,6 +603,7 @@ pub(crate) fn check_content_type(request: &Request) -> Result<()> {
 impl App {
     /// Builds the handler state.
     pub fn new(config: Config, herald: Herald, keys: KeyStore, default_scheme: Scheme) -> App {
+        let connections_max = config.limits.connections_max;
         App {
             ws: crate::ws::Hub::new(&config.ws),
             config,
@@ -610,7 +611,7 @@ impl App {
             keys,
             default_scheme,
             metrics: Metrics::default(),
-            connections: Arc::new(ConnectionCount::default()),
+            connections: Arc::new(ConnectionCount::new(connections_max)),
             inbound: BTreeMap::new(),
             stats: crate::stats::SharedStats::default(),
             webhook_changes: crate::changes::WebhookChanges::default(),

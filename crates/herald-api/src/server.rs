@@ -49,20 +49,25 @@ const WRITE_TIMEOUT: Duration = Duration::from_secs(30);
 const OUT_BUFFERED_BYTES_MAX: usize = 64 * 1024;
 
 /// Open API connections, for the cap and the metrics, and the idle ones among them (no
-/// request under way: before the first byte, or kept alive between requests).
+/// request under way: before the first byte, in the TLS handshake, or kept alive
+/// between requests).
 #[derive(Debug)]
 pub struct ConnectionCount {
+    /// `connections_max`.
+    max: usize,
     open: AtomicUsize,
     idle: AtomicUsize,
     /// Each idle connection holds a place in this semaphore's queue from the moment it
     /// became idle (a new one from its accept, so that the queue's order is the order
     /// of idleness, not of the tasks' first runs), and a newcomer over the cap adds one
-    /// permit: the one idle longest takes it (tokio's semaphore is fair) and closes. A
-    /// permit given while none waits is kept for the next connection to become idle,
-    /// and one that reached a connection whose next request arrived first goes back to
-    /// the next in line: every owed connection closes.
+    /// permit: the one idle longest takes it (tokio's semaphore is fair) and closes
+    /// while the server is still over its cap. A permit that reaches a connection whose
+    /// next request arrived first goes on to the next in line (or, with none waiting,
+    /// to the next connection to become idle); one that reaches a connection ending
+    /// anyway is spent by its end; one that comes once the server is back under its
+    /// cap is spent without closing anything (see [`IdleMark`]).
     shed: Arc<tokio::sync::Semaphore>,
-    /// Permits given to `shed` whose connection has not closed yet.
+    /// Permits given to `shed` and not yet spent.
     owed: AtomicUsize,
     /// Connections being refused (answered 503 or 429, then drained): not counted in
     /// `open` or per address, so that refusals cannot take anyone's room; at most
@@ -73,9 +78,11 @@ pub struct ConnectionCount {
     by_address: Mutex<HashMap<IpAddr, usize>>,
 }
 
-impl Default for ConnectionCount {
-    fn default() -> Self {
+impl ConnectionCount {
+    /// No connections yet, at most `max` open (`connections_max`).
+    pub fn new(max: usize) -> Self {
         ConnectionCount {
+            max,
             open: AtomicUsize::new(0),
             idle: AtomicUsize::new(0),
             shed: Arc::new(tokio::sync::Semaphore::new(0)),
@@ -199,62 +206,104 @@ type ShedPlace = Pin<
 >;
 
 /// Counts a connection as idle while it lives, and holds its place in the queue of idle
-/// connections that make room for newcomers.
+/// connections that make room for newcomers, then the permit that reaches it. Dropped,
+/// it spends that permit: the connection ends, which makes the room; one whose next
+/// request arrived gives it up instead ([`IdleMark::hand_on`]).
 pub(crate) struct IdleMark {
     count: Arc<ConnectionCount>,
-    /// `None` once a permit was taken: the connection is to close.
+    /// Its place in the queue, until a permit reached it.
     place: Option<ShedPlace>,
+    /// A permit that reached it: one connection owed to a newcomer.
+    permit: Option<tokio::sync::OwnedSemaphorePermit>,
 }
 
 impl IdleMark {
     /// Counts the connection idle and queues it behind every connection idle before it.
     fn new(count: &Arc<ConnectionCount>) -> IdleMark {
         count.idle.fetch_add(1, Ordering::Relaxed);
-        let mut place: ShedPlace = Box::pin(Arc::clone(&count.shed).acquire_owned());
+        let mut mark = IdleMark {
+            count: Arc::clone(count),
+            place: None,
+            permit: None,
+        };
         // Polled once here, so that the queue holds it from now, whenever its task
         // first runs; the task's own polls give it their waker.
-        let taken = match place
+        mark.queue();
+        mark
+    }
+
+    /// Takes a place at the end of the queue, and a permit if one is free.
+    fn queue(&mut self) {
+        self.place = Some(Box::pin(Arc::clone(&self.count.shed).acquire_owned()));
+        self.collect();
+    }
+
+    /// Takes the permit that reached its place, if one did, without waiting.
+    fn collect(&mut self) {
+        let Some(place) = &mut self.place else {
+            return;
+        };
+        if let Poll::Ready(acquired) = place
             .as_mut()
             .poll(&mut Context::from_waker(std::task::Waker::noop()))
         {
-            Poll::Ready(acquired) => {
-                take_permit(count, acquired);
-                true
-            }
-            Poll::Pending => false,
-        };
-        IdleMark {
-            count: Arc::clone(count),
-            place: (!taken).then_some(place),
+            self.place = None;
+            // The semaphore is never closed.
+            self.permit = acquired.ok();
         }
     }
 
-    /// Resolves once this connection is to close to make room. Dropped before then
-    /// (its next request arrived), a permit that reached it goes to the next in line.
-    async fn shed(&mut self) {
-        if let Some(place) = &mut self.place {
-            let acquired = place.await;
-            self.place = None;
-            take_permit(&self.count, acquired);
+    /// Spends the permit it holds: what it was owed for is done.
+    fn spend(&mut self) {
+        if let Some(permit) = self.permit.take() {
+            permit.forget();
+            self.count.owed.fetch_sub(1, Ordering::Relaxed);
         }
+    }
+
+    /// Resolves once this connection is to close to make room: a permit reached it while
+    /// the server is over its cap. One that comes once the server is back under its cap
+    /// (another connection ended meanwhile) is spent, and the connection waits on at the
+    /// end of the queue.
+    async fn shed(&mut self) {
+        loop {
+            if self.permit.is_none() {
+                match &mut self.place {
+                    Some(place) => {
+                        let acquired = place.await;
+                        self.place = None;
+                        match acquired {
+                            Ok(permit) => self.permit = Some(permit),
+                            // The semaphore is never closed.
+                            Err(_) => std::future::pending().await,
+                        }
+                    }
+                    None => {
+                        self.queue();
+                        continue;
+                    }
+                }
+            }
+            if self.count.get() > self.count.max {
+                return;
+            }
+            self.spend();
+        }
+    }
+
+    /// The connection's next request arrived: it is not idle, and a permit that reached
+    /// it (or its place, unseen) goes to the next connection in line.
+    fn hand_on(mut self) {
+        self.place = None;
+        self.permit = None;
     }
 }
 
 impl Drop for IdleMark {
     fn drop(&mut self) {
+        self.collect();
+        self.spend();
         self.count.idle.fetch_sub(1, Ordering::Relaxed);
-    }
-}
-
-/// Spends a permit of [`ConnectionCount::shed`]: one owed connection fewer.
-fn take_permit(
-    count: &ConnectionCount,
-    acquired: Result<tokio::sync::OwnedSemaphorePermit, tokio::sync::AcquireError>,
-) {
-    // The semaphore is never closed.
-    if let Ok(permit) = acquired {
-        permit.forget();
-        count.owed.fetch_sub(1, Ordering::Relaxed);
     }
 }
 
@@ -267,11 +316,12 @@ async fn shed(idle: Option<&mut IdleMark>) {
 }
 
 /// Connections the kernel completes and queues for the accept loop (capped by
-/// `net.core.somaxconn`, 4096 by default). A burst of clients (publishers reconnecting
-/// after a restart, a load balancer's pool opening) arrives faster than one accept loop
-/// takes them; past the queue the kernel drops their handshakes, and each client waits a
-/// full second before its SYN is sent again. The standard library's 128 turned 10,000
-/// connections opened by ten threads into a 13-second wait.
+/// `net.core.somaxconn`, 4096 by default since Linux 5.4, 128 before). A burst of
+/// clients (publishers reconnecting after a restart, a load balancer's pool opening)
+/// arrives faster than one accept loop takes them; past the queue the kernel drops their
+/// handshakes, and each client waits a full second before its SYN is sent again. The
+/// standard library's 128 turned the end-to-end suite's 10,000 connections, opened by
+/// ten threads, into a 40-second wait (0.2–2.3 s with this).
 const LISTEN_BACKLOG: u32 = 4096;
 
 /// The API's listening socket on `addr`, with [`LISTEN_BACKLOG`] and `SO_REUSEADDR` (a
@@ -343,7 +393,7 @@ pub async fn accept_loop(
         // newcomers not yet run is room for the ones after them, oldest first.
         let mut idle = IdleMark::new(&app.connections);
         let app = Arc::clone(&app);
-        let stop = stop.clone();
+        let mut stop = stop.clone();
         let tls = tls.clone();
         tasks.spawn(async move {
             let _slot = slot;
@@ -351,13 +401,15 @@ pub async fn accept_loop(
                 None => serve_connection(stream, peer, app, stop, Some(idle)).await,
                 Some(acceptor) => {
                     // No request is under way before the handshake is done: the
-                    // connection can be shed meanwhile like any idle one.
+                    // connection can be shed meanwhile, and is closed on stopping, like
+                    // any idle one.
                     let handshake = tokio::select! {
                         handshake = tokio::time::timeout(
                             TLS_HANDSHAKE_TIMEOUT,
                             acceptor.accept(stream),
                         ) => handshake,
                         _ = idle.shed() => return,
+                        _ = stop.changed() => return,
                     };
                     match handshake {
                         Ok(Ok(stream)) => {
@@ -595,7 +647,12 @@ pub(crate) async fn serve_connection<S>(
                 return;
             }
         };
-        drop(idle);
+        match (&read, idle) {
+            // A request is arriving: a permit that reached the connection goes on.
+            (Ok(Ok(n)), Some(idle)) if *n > 0 => idle.hand_on(),
+            // Ending (or busy already): a permit it holds is spent by its end.
+            (_, idle) => drop(idle),
+        }
         match read {
             Ok(Ok(0)) => {
                 if let Err(error) = parser.feed_eof() {
@@ -767,22 +824,45 @@ pub mod tokio_util_tracker {
 mod tests {
     use super::*;
 
+    /// A count at its cap of none, with one connection open: every newcomer is over it.
+    fn over_cap() -> (Arc<ConnectionCount>, ConnectionSlot) {
+        let count = Arc::new(ConnectionCount::new(0));
+        let (slot, _, _) = count.open(IpAddr::from([127, 0, 0, 1]));
+        (count, slot)
+    }
+
+    fn owed(count: &ConnectionCount) -> usize {
+        count.owed.load(Ordering::Relaxed)
+    }
+
     /// A connection that waits until it is shed, or until `leave` fires (its next
     /// request arrived); returns whether it was shed.
     async fn idle_connection(
         mut mark: IdleMark,
         leave: tokio::sync::oneshot::Receiver<()>,
     ) -> bool {
-        tokio::select! {
+        let request_arrived = tokio::select! {
             biased;
-            _ = leave => false,
-            _ = mark.shed() => true,
+            _ = leave => true,
+            _ = mark.shed() => false,
+        };
+        if request_arrived {
+            mark.hand_on();
         }
+        !request_arrived
+    }
+
+    /// Whether `mark` is to close, polled once.
+    fn shed_now(mark: &mut IdleMark) -> bool {
+        let mut shed = std::pin::pin!(mark.shed());
+        shed.as_mut()
+            .poll(&mut Context::from_waker(std::task::Waker::noop()))
+            .is_ready()
     }
 
     #[tokio::test]
     async fn every_idle_connection_owed_to_a_newcomer_closes_though_none_was_waiting_yet() {
-        let count = Arc::new(ConnectionCount::default());
+        let (count, _open) = over_cap();
         // Ten idle connections whose tasks have not waited yet (as after a burst of
         // accepts): twelve newcomers over the cap, ten of them granted room.
         let marks: Vec<_> = (0..10).map(|_| IdleMark::new(&count)).collect();
@@ -806,19 +886,12 @@ mod tests {
             assert!(shed);
         }
         assert_eq!(count.idle.load(Ordering::Relaxed), 0);
-    }
-
-    /// Whether `mark` is to close, polled once.
-    fn shed_now(mark: &mut IdleMark) -> bool {
-        let mut shed = std::pin::pin!(mark.shed());
-        shed.as_mut()
-            .poll(&mut Context::from_waker(std::task::Waker::noop()))
-            .is_ready()
+        assert_eq!(owed(&count), 0);
     }
 
     #[tokio::test]
     async fn the_connection_idle_longest_closes_whichever_task_runs_first() {
-        let count = Arc::new(ConnectionCount::default());
+        let (count, _open) = over_cap();
         let mut oldest = IdleMark::new(&count);
         let mut middle = IdleMark::new(&count);
         let mut newest = IdleMark::new(&count);
@@ -828,9 +901,9 @@ mod tests {
         assert!(!shed_now(&mut newest));
         assert!(!shed_now(&mut middle));
         assert!(shed_now(&mut oldest));
-        assert_eq!(count.owed.load(Ordering::Relaxed), 0);
-        // One idle again after a request queues behind those still idle.
         drop(oldest);
+        assert_eq!(owed(&count), 0);
+        // One idle again after a request queues behind those still idle.
         let mut again = IdleMark::new(&count);
         assert!(count.shed_idle());
         assert!(!shed_now(&mut again));
@@ -839,8 +912,8 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_wake_up_that_reaches_a_connection_whose_request_arrived_passes_on() {
-        let count = Arc::new(ConnectionCount::default());
+    async fn a_permit_that_reaches_a_connection_whose_request_arrived_passes_on() {
+        let (count, _open) = over_cap();
         let (first_leaves, first_leave) = tokio::sync::oneshot::channel();
         let (_second_stays, second_leave) = tokio::sync::oneshot::channel();
         let idle = |leave| idle_connection(IdleMark::new(&count), leave);
@@ -856,9 +929,59 @@ mod tests {
         assert!(!first.await.unwrap(), "the first had a request to serve");
         let shed = tokio::time::timeout(Duration::from_secs(10), second)
             .await
-            .expect("the wake-up the first received was lost")
+            .expect("the permit the first received was lost")
             .unwrap();
         assert!(shed);
+    }
+
+    #[tokio::test]
+    async fn a_permit_taken_as_a_connection_became_idle_is_owed_until_one_closes() {
+        let (count, _open) = over_cap();
+        let first = IdleMark::new(&count);
+        assert!(count.shed_idle());
+        // Its request arrived: with nobody else idle, the permit waits for the next.
+        first.hand_on();
+        assert_eq!(owed(&count), 1);
+        // The next takes it as it becomes idle, and its request too arrives first.
+        let second = IdleMark::new(&count);
+        second.hand_on();
+        assert_eq!(owed(&count), 1, "the newcomer's room is still owed");
+        let mut third = IdleMark::new(&count);
+        assert!(
+            shed_now(&mut third),
+            "the next idle connection makes the room"
+        );
+        drop(third);
+        assert_eq!(owed(&count), 0);
+        assert_eq!(count.idle.load(Ordering::Relaxed), 0);
+    }
+
+    #[tokio::test]
+    async fn a_connection_that_ends_holding_a_permit_makes_the_room_by_itself() {
+        let (count, _open) = over_cap();
+        let first = IdleMark::new(&count);
+        let mut second = IdleMark::new(&count);
+        assert!(count.shed_idle());
+        // The first's client closes (or it times out) as the permit reaches it.
+        drop(first);
+        assert_eq!(owed(&count), 0);
+        assert!(
+            !shed_now(&mut second),
+            "one newcomer, one connection closed"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_permit_that_comes_once_the_server_is_under_its_cap_closes_nothing() {
+        let count = Arc::new(ConnectionCount::new(1));
+        let mut idle = IdleMark::new(&count);
+        let mut next = IdleMark::new(&count);
+        // A newcomer over the cap, gone again (its connection closed) before the idle
+        // one ran: nothing open, nothing to make room for.
+        assert!(count.shed_idle());
+        assert!(!shed_now(&mut idle));
+        assert!(!shed_now(&mut next), "the permit is spent, not passed on");
+        assert_eq!(owed(&count), 0);
     }
 
     #[test]

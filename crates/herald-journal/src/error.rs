@@ -90,15 +90,12 @@ pub enum JournalError {
     /// owner has dropped what it made of the withdrawn records (replies waiting for
     /// them, state built from them) and called `Journal::resume_after_withdrawal`;
     /// `Journal::ensure_room` then tells when there is space again.
-    #[error(
-        "journal records from {from_seq} on were withdrawn: a write of them failed: {}",
-        io::Error::from_raw_os_error(*os_error)
-    )]
+    #[error("journal records from {from_seq} on were withdrawn: a write of them failed: {source}")]
     Withdrawn {
         /// The first withdrawn sequence number.
         from_seq: u64,
         /// The write's OS error (ENOSPC, or EDQUOT: a quota, not the device, is full).
-        os_error: i32,
+        source: io::Error,
     },
     /// A file operation failed. `is_storage_full` tells ENOSPC/EDQUOT apart.
     #[error("journal storage: {op} {path}: {source}")]

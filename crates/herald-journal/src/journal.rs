@@ -1939,7 +1939,10 @@ impl Journal {
     /// after a withdrawal: which records went, and the OS error of the write.
     pub fn withdrawal(&self) -> Option<JournalError> {
         self.withdrawn_from
-            .map(|(from_seq, os_error)| JournalError::Withdrawn { from_seq, os_error })
+            .map(|(from_seq, os_error)| JournalError::Withdrawn {
+                from_seq,
+                source: std::io::Error::from_raw_os_error(os_error),
+            })
     }
 
     /// Takes appends again after a withdrawal ([`JournalError::Withdrawn`]), once the
