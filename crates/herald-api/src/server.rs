@@ -985,6 +985,21 @@ mod tests {
     }
 
     #[test]
+    fn refusals_under_way_are_bounded() {
+        let count = Arc::new(ConnectionCount::new(0));
+        let mut under_way: Vec<_> = (0..REFUSALS_UNDER_WAY_MAX)
+            .map(|_| RefusingSlot::take(&count).expect("room for a refusal"))
+            .collect();
+        assert!(
+            RefusingSlot::take(&count).is_none(),
+            "a flood is not answered"
+        );
+        under_way.pop();
+        assert!(RefusingSlot::take(&count).is_some(), "one ended makes room");
+        assert_eq!(count.get(), 0, "refusals are not open connections");
+    }
+
+    #[test]
     fn an_ipv6_client_is_its_64_and_a_mapped_ipv4_one_itself() {
         let key = |text: &str| address_key(text.parse().unwrap());
         assert_eq!(key("192.0.2.7"), key("192.0.2.7"));
