@@ -637,6 +637,9 @@ pub struct Journal {
     /// space, with this OS error): appends are refused until the owner resumes the
     /// journal ([`Journal::resume_after_withdrawal`]).
     withdrawn_from: Option<(u64, i32)>,
+    /// Bytes of frames withdrawn since the journal was opened: appended, then given
+    /// back to the next appends.
+    withdrawn_bytes: u64,
     /// A write found no space: [`Journal::ensure_room`] writes before it says there is
     /// room again (a preallocated segment's room is not space on a filesystem that
     /// copies on write, or on thin storage).
@@ -1395,6 +1398,7 @@ impl Journal {
             last_frame_bytes: 0,
             checkpoint_before_staged: checkpoint,
             withdrawn_from: None,
+            withdrawn_bytes: 0,
             write_probe_pending: false,
         };
         Ok((journal, recovery))
@@ -1895,7 +1899,9 @@ impl Journal {
             .segments
             .last_mut()
             .expect("journal has an active segment");
-        segment.end -= (self.staged.len() - kept_bytes) as u64;
+        let withdrawn_bytes = (self.staged.len() - kept_bytes) as u64;
+        segment.end -= withdrawn_bytes;
+        self.withdrawn_bytes += withdrawn_bytes;
         segment.last_seq -= withdrawn;
         self.next_seq -= withdrawn;
         self.staged_records -= withdrawn;
@@ -1933,6 +1939,13 @@ impl Journal {
     /// while the journal waits for its owner to resume it ([`JournalError::Withdrawn`]).
     pub fn withdrawn_from(&self) -> Option<u64> {
         self.withdrawn_from.map(|(from_seq, _)| from_seq)
+    }
+
+    /// Bytes of frames withdrawn since the journal was opened (see
+    /// [`JournalError::Withdrawn`]): what its owner counted as appended and the file
+    /// does not hold.
+    pub fn withdrawn_bytes(&self) -> u64 {
+        self.withdrawn_bytes
     }
 
     /// The refusal appends get while the journal waits for its owner to resume it

@@ -317,6 +317,11 @@ fn enospc_on_write_withdraws_the_frames_it_did_not_write() {
     let from = journal.withdrawn_from().expect("the write withdrew frames");
     assert!((4..103).contains(&from), "kept some, withdrew some: {from}");
     assert_eq!(journal.last_seq(), from - 1);
+    // Records 4..=103 were appended; those from `from` on are counted withdrawn.
+    assert_eq!(
+        journal.withdrawn_bytes(),
+        (104 - from) * herald_journal::frame_bytes(payload.len() as u64)
+    );
     let refused = journal.append(1, 1, &payload).unwrap_err();
     assert!(
         matches!(refused, JournalError::Withdrawn { from_seq, .. } if from_seq == from),

@@ -901,7 +901,7 @@ impl Shard {
                     counters,
                     journal_last_seq: self.journal.last_seq(),
                     journal_durable_seq: self.journal.durable_seq(),
-                    journal_bytes_appended: self.journal_bytes_appended,
+                    journal_bytes_appended: self.journal_bytes(),
                     journal_sync_us: self.journal_sync_us,
                     sends_in_flight: *self.sends_in_flight.borrow(),
                     connections_open: self.client.connections_open(),
@@ -1119,6 +1119,13 @@ impl Shard {
             delay,
             state_fills_the_limit: false,
         });
+    }
+
+    /// Bytes of the records this shard appended and the journal holds: the frames a
+    /// write that found no space withdrew are not counted (their sequence numbers go to
+    /// the next records, which are).
+    fn journal_bytes(&self) -> u64 {
+        self.journal_bytes_appended - self.journal.withdrawn_bytes()
     }
 
     /// A write that found no space withdrew records outside [`Shard::pump`] (which
@@ -1352,7 +1359,9 @@ impl Shard {
         // MiB) would otherwise be written again every `checkpoint_records` records, and
         // checkpoints would outweigh the records many times. So checkpoints stay at most
         // about half of what the journal writes, and replay at most about twice the state.
-        let grown = self.journal_bytes_appended - self.checkpoints.appended_at_last
+        let grown = self
+            .journal_bytes()
+            .saturating_sub(self.checkpoints.appended_at_last)
             >= self.checkpoints.bytes_last;
         // Not while a disabled or deleted webhook's backlog is being ended: its records
         // would start a checkpoint of deliveries about to end (and keep a copy of each one
@@ -1525,7 +1534,7 @@ impl Shard {
                     }
                 }
                 if self.journal.checkpoint_last_seq() == seq_last {
-                    self.checkpoints.appended_at_last = self.journal_bytes_appended;
+                    self.checkpoints.appended_at_last = self.journal_bytes();
                     self.checkpoints.written += 1;
                     self.checkpoints.seq_last = seq_last.unwrap_or(0);
                     self.checkpoints.bytes_last = underway.bytes + end;
