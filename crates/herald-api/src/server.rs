@@ -391,36 +391,44 @@ pub async fn accept_loop(
         let _ = stream.set_nodelay(true);
         // Idle from now, and queued to make room in the order of its accept: a burst of
         // newcomers not yet run is room for the ones after them, oldest first.
-        let mut idle = IdleMark::new(&app.connections);
+        let idle = IdleMark::new(&app.connections);
         let app = Arc::clone(&app);
-        let mut stop = stop.clone();
+        let stop = stop.clone();
         let tls = tls.clone();
         tasks.spawn(async move {
             let _slot = slot;
             match tls {
                 None => serve_connection(stream, peer, app, stop, Some(idle)).await,
+                // Boxed: a TLS connection's state (its handshake, its session) is large,
+                // and inline it would size every connection's task, plain text too.
                 Some(acceptor) => {
-                    // No request is under way before the handshake is done: the
-                    // connection can be shed meanwhile, and is closed on stopping, like
-                    // any idle one.
-                    let handshake = tokio::select! {
-                        handshake = tokio::time::timeout(
-                            TLS_HANDSHAKE_TIMEOUT,
-                            acceptor.accept(stream),
-                        ) => handshake,
-                        _ = idle.shed() => return,
-                        _ = stop.changed() => return,
-                    };
-                    match handshake {
-                        Ok(Ok(stream)) => {
-                            serve_connection(stream, peer, app, stop, Some(idle)).await
-                        }
-                        Ok(Err(error)) => tracing::debug!(%peer, %error, "TLS handshake failed"),
-                        Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
-                    }
+                    Box::pin(serve_tls(acceptor, stream, peer, app, stop, idle)).await
                 }
             }
         });
+    }
+}
+
+/// Serves one connection over TLS: its handshake, then [`serve_connection`].
+async fn serve_tls(
+    acceptor: tokio_rustls::TlsAcceptor,
+    stream: TcpStream,
+    peer: SocketAddr,
+    app: Arc<App>,
+    mut stop: watch::Receiver<bool>,
+    mut idle: IdleMark,
+) {
+    // No request is under way before the handshake is done: the connection can be shed
+    // meanwhile, and is closed on stopping, like any idle one.
+    let handshake = tokio::select! {
+        handshake = tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(stream)) => handshake,
+        _ = idle.shed() => return,
+        _ = stop.changed() => return,
+    };
+    match handshake {
+        Ok(Ok(stream)) => serve_connection(stream, peer, app, stop, Some(idle)).await,
+        Ok(Err(error)) => tracing::debug!(%peer, %error, "TLS handshake failed"),
+        Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
     }
 }
 
@@ -697,7 +705,9 @@ pub(crate) async fn serve_connection<S>(
     // A stream lives for hours: the request path's buffers and parser (a read buffer, a
     // body of up to body_bytes_max, an earlier answer's capacity) go before it starts.
     drop((parser, buf, out));
-    crate::ws::serve(stream, leftover, upgrade, app, peer, stop).await;
+    // Boxed: inline, a stream's state would size every connection's task, idle ones
+    // too.
+    Box::pin(crate::ws::serve(stream, leftover, upgrade, app, peer, stop)).await;
 }
 
 async fn answer_bad_request<S>(stream: &mut S, out: &mut Vec<u8>, app: &App, error: &HttpError)
