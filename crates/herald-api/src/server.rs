@@ -69,6 +69,10 @@ pub struct ConnectionCount {
     shed: Arc<tokio::sync::Semaphore>,
     /// Permits given to `shed` and not yet spent.
     owed: AtomicUsize,
+    /// Permits given for a descriptor (an accept that found none, EMFILE) rather than
+    /// for a newcomer over the cap: a connection that takes one closes over the cap or
+    /// not.
+    for_descriptors: AtomicUsize,
     /// Connections being refused (answered 503 or 429, then drained): not counted in
     /// `open` or per address, so that refusals cannot take anyone's room; at most
     /// [`REFUSALS_UNDER_WAY_MAX`].
@@ -87,6 +91,7 @@ impl ConnectionCount {
             idle: AtomicUsize::new(0),
             shed: Arc::new(tokio::sync::Semaphore::new(0)),
             owed: AtomicUsize::new(0),
+            for_descriptors: AtomicUsize::new(0),
             refusing: AtomicUsize::new(0),
             by_address: Mutex::default(),
         }
@@ -127,6 +132,26 @@ impl ConnectionCount {
         self.owed.fetch_add(1, Ordering::Relaxed);
         self.shed.add_permits(1);
         true
+    }
+
+    /// Has the connection idle the longest close to free its descriptor, under the cap
+    /// too (see [`ConnectionCount::shed_idle`]).
+    fn shed_idle_for_descriptor(&self) -> bool {
+        if self.idle.load(Ordering::Relaxed) <= self.owed.load(Ordering::Relaxed) {
+            return false;
+        }
+        self.for_descriptors.fetch_add(1, Ordering::Relaxed);
+        self.shed_idle()
+    }
+
+    /// Whether a connection that took a permit closes: while the server is over its
+    /// cap, or for a descriptor wanted.
+    fn closes_for_permit(&self) -> bool {
+        self.get() > self.max
+            || self
+                .for_descriptors
+                .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| n.checked_sub(1))
+                .is_ok()
     }
 
     /// Counts a new connection from `peer`; returns its slot and how many connections
@@ -284,7 +309,7 @@ impl IdleMark {
                     }
                 }
             }
-            if self.count.get() > self.count.max {
+            if self.count.closes_for_permit() {
                 return;
             }
             self.spend();
@@ -357,7 +382,7 @@ pub async fn accept_loop(
             Err(error) => {
                 // EMFILE and friends: free a descriptor held by an idle connection, and
                 // back off instead of spinning.
-                app.connections.shed_idle();
+                app.connections.shed_idle_for_descriptor();
                 tracing::warn!(%error, "accept failed");
                 tokio::time::sleep(Duration::from_millis(50)).await;
                 continue;
@@ -991,6 +1016,18 @@ mod tests {
         assert!(count.shed_idle());
         assert!(!shed_now(&mut idle));
         assert!(!shed_now(&mut next), "the permit is spent, not passed on");
+        assert_eq!(owed(&count), 0);
+    }
+
+    #[tokio::test]
+    async fn a_connection_shed_for_a_descriptor_closes_under_the_cap_too() {
+        let count = Arc::new(ConnectionCount::new(10));
+        let mut idle = IdleMark::new(&count);
+        let mut next = IdleMark::new(&count);
+        assert!(count.shed_idle_for_descriptor());
+        assert!(shed_now(&mut idle), "an accept found no descriptor");
+        drop(idle);
+        assert!(!shed_now(&mut next), "one descriptor wanted, one freed");
         assert_eq!(owed(&count), 0);
     }
 
