@@ -165,9 +165,16 @@ impl Event {
 }
 
 fn generate_event_id() -> EventId {
-    let text = format!("evt_{}", uuid::Uuid::new_v4().simple());
+    // Made on the stack (once per published event without an id of its own).
+    let mut text = [0u8; 4 + uuid::fmt::Simple::LENGTH];
+    text[..4].copy_from_slice(b"evt_");
+    let digits = uuid::Uuid::new_v4()
+        .simple()
+        .encode_lower(&mut text[4..])
+        .len();
+    let text = std::str::from_utf8(&text[..4 + digits]).expect("\"evt_\" and hex digits");
     // "evt_" + 32 hex digits: within the event id charset and its 128-byte limit.
-    EventId::parse(&text).expect("generated event ids are valid")
+    EventId::parse(text).expect("generated event ids are valid")
 }
 
 pub(crate) fn generate_webhook_id() -> herald_core::WebhookId {
@@ -256,6 +263,16 @@ mod tests {
             .unwrap()
             .into_new_event(0);
         assert_ne!(a.id, b.id);
+        for id in [&a.id, &b.id] {
+            let digits = id.as_str().strip_prefix("evt_").expect("evt_ first");
+            assert_eq!(digits.len(), 32, "{id}");
+            assert!(
+                digits
+                    .bytes()
+                    .all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')),
+                "{id}"
+            );
+        }
         assert_ne!(generate_webhook_id(), generate_webhook_id());
     }
 

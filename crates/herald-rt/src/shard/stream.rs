@@ -1089,12 +1089,18 @@ impl StreamTap {
                 self.stream.journal_from(event.seq + 1);
                 continue;
             };
-            // An envelope that is not an object is left off, as a rebuild leaves it.
-            if let Some(kept) =
-                Kept::new(event.seq, event.accepted_at_ms, event.event_type, envelope)
-            {
-                self.released.push((event.tenant, kept));
-            }
+            // `appended` kept only envelopes that are objects, and the journal holds the
+            // same bytes: not checked again here, where reading the first byte through
+            // the mapping would fault in each new journal page on the shard's thread.
+            self.released.push((
+                event.tenant,
+                Kept {
+                    seq: event.seq,
+                    accepted_at_ms: event.accepted_at_ms,
+                    event_type: event.event_type,
+                    envelope,
+                },
+            ));
         }
         self.release();
         // Only when it moved: the window's lock is not taken for nothing every turn.
