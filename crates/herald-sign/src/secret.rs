@@ -108,9 +108,25 @@ pub enum SecretError {
 
 /// A key schedule ready to sign with.
 pub(crate) enum SigningKey {
-    /// ring precomputes the inner and outer padded SHA-256 states here, once.
-    Hmac(hmac::Key),
+    Hmac(HmacKey),
     Ed25519(Ed25519KeyPair),
+}
+
+/// An HMAC-SHA256 key's inner and outer padded SHA-256 states, computed once: ring's,
+/// and where the CPU has the SHA extensions the same states for signing several
+/// messages at once ([`crate::lanes`]).
+pub(crate) struct HmacKey {
+    pub(crate) ring: hmac::Key,
+    pub(crate) lanes: Option<crate::lanes::HmacState>,
+}
+
+impl HmacKey {
+    fn new(bytes: &[u8]) -> HmacKey {
+        HmacKey {
+            ring: hmac::Key::new(hmac::HMAC_SHA256, bytes),
+            lanes: crate::lanes::HmacState::new(bytes),
+        }
+    }
 }
 
 /// A key schedule ready to verify with.
@@ -164,7 +180,8 @@ fn decode_prefixed(
         .map_err(|_| SecretError::Base64 { index })
 }
 
-fn standard_key(index: usize, secret: &str) -> Result<hmac::Key, SecretError> {
+/// The key bytes of a `standard` secret.
+fn standard_key(index: usize, secret: &str) -> Result<Vec<u8>, SecretError> {
     let bytes = decode_prefixed(index, secret, STANDARD_PREFIX)?;
     if !(STANDARD_KEY_BYTES_MIN..=STANDARD_KEY_BYTES_MAX).contains(&bytes.len()) {
         return Err(SecretError::Length {
@@ -173,12 +190,13 @@ fn standard_key(index: usize, secret: &str) -> Result<hmac::Key, SecretError> {
             expected: "24..=64",
         });
     }
-    Ok(hmac::Key::new(hmac::HMAC_SHA256, &bytes))
+    Ok(bytes)
 }
 
-fn utf8_key(index: usize, secret: &str) -> Result<hmac::Key, SecretError> {
+/// The key bytes of a `stripe` or `olo` secret: its text.
+fn utf8_key(index: usize, secret: &str) -> Result<&[u8], SecretError> {
     check_text(index, secret)?;
-    Ok(hmac::Key::new(hmac::HMAC_SHA256, secret.as_bytes()))
+    Ok(secret.as_bytes())
 }
 
 /// `whsk_` + base64 of the 32-byte seed; the 64-byte seed‖public-key form that libsodium
@@ -212,8 +230,12 @@ pub(crate) fn signing_keys(
         .iter()
         .enumerate()
         .map(|(index, secret)| match scheme {
-            Scheme::Standard => standard_key(index, secret).map(SigningKey::Hmac),
-            Scheme::Stripe { .. } | Scheme::Olo => utf8_key(index, secret).map(SigningKey::Hmac),
+            Scheme::Standard => {
+                standard_key(index, secret).map(|k| SigningKey::Hmac(HmacKey::new(&k)))
+            }
+            Scheme::Stripe { .. } | Scheme::Olo => {
+                utf8_key(index, secret).map(|k| SigningKey::Hmac(HmacKey::new(k)))
+            }
             Scheme::Ed25519 => ed25519_pair(index, secret).map(SigningKey::Ed25519),
         })
         .collect()
@@ -230,8 +252,10 @@ pub(crate) fn verifying_keys(
     keys.iter()
         .enumerate()
         .map(|(index, key)| match scheme {
-            Scheme::Standard => standard_key(index, key).map(VerifyingKey::Hmac),
-            Scheme::Stripe { .. } | Scheme::Olo => utf8_key(index, key).map(VerifyingKey::Hmac),
+            Scheme::Standard => standard_key(index, key).map(|k| VerifyingKey::Hmac(hmac_key(&k))),
+            Scheme::Stripe { .. } | Scheme::Olo => {
+                utf8_key(index, key).map(|k| VerifyingKey::Hmac(hmac_key(k)))
+            }
             Scheme::Ed25519 => ed25519_public(index, key).map(|public| {
                 VerifyingKey::Ed25519(signature::UnparsedPublicKey::new(
                     &signature::ED25519,
@@ -240,6 +264,10 @@ pub(crate) fn verifying_keys(
             }),
         })
         .collect()
+}
+
+fn hmac_key(bytes: &[u8]) -> hmac::Key {
+    hmac::Key::new(hmac::HMAC_SHA256, bytes)
 }
 
 fn ed25519_public(index: usize, key: &str) -> Result<[u8; ED25519_SEED_BYTES], SecretError> {

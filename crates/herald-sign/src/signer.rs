@@ -7,7 +7,8 @@ use std::sync::Arc;
 use ring::hmac;
 
 use crate::encoding::{push_ascii, push_base64, push_hex, unix_s_to_ticks, Decimal};
-use crate::secret::{signing_keys, SigningKey};
+use crate::lanes;
+use crate::secret::{signing_keys, HmacKey, SigningKey};
 use crate::{Scheme, SecretError, SignedHeaders};
 
 /// Longest message id accepted by [`validate_message_id`]: ids are sent in a header and
@@ -140,10 +141,18 @@ impl Signer {
     /// `{id}.{ts}.{body}` buffer per call (use [`BatchSigner`] to reuse it).
     pub fn sign_into(&self, msg: &Message<'_>, out: &mut SignedHeaders) {
         let mut scratch = Vec::new();
-        self.sign_with_scratch(msg, out, &mut scratch);
+        self.sign_with_scratch(msg, out, &mut scratch, &[]);
     }
 
-    fn sign_with_scratch(&self, msg: &Message<'_>, out: &mut SignedHeaders, scratch: &mut Vec<u8>) {
+    /// Signs `msg` into `out`; `tags` holds the HMAC tags of its keys, in order, where
+    /// they were computed already (empty: computed here).
+    fn sign_with_scratch(
+        &self,
+        msg: &Message<'_>,
+        out: &mut SignedHeaders,
+        scratch: &mut Vec<u8>,
+        tags: &[[u8; 32]],
+    ) {
         out.clear();
         let inner = &*self.inner;
         match &inner.scheme {
@@ -159,10 +168,14 @@ impl Signer {
                     match key {
                         SigningKey::Hmac(key) => {
                             text.push_str("v1,");
-                            push_base64(
-                                text,
-                                standard_tag(key, msg.id, ts.as_bytes(), msg.body).as_ref(),
-                            );
+                            match tags.get(index) {
+                                Some(tag) => push_base64(text, tag),
+                                None => push_base64(
+                                    text,
+                                    standard_tag(&key.ring, msg.id, ts.as_bytes(), msg.body)
+                                        .as_ref(),
+                                ),
+                            }
                         }
                         SigningKey::Ed25519(pair) => {
                             // ring's ed25519 hashes the message twice, so it needs it whole.
@@ -181,9 +194,15 @@ impl Signer {
                 let text = out.start(header);
                 text.push_str("t=");
                 push_ascii(text, ts.as_bytes());
-                for key in hmac_keys(&inner.keys) {
+                for (index, key) in hmac_keys(&inner.keys).enumerate() {
                     text.push_str(",v1=");
-                    push_hex(text, stripe_tag(key, ts.as_bytes(), msg.body).as_ref());
+                    match tags.get(index) {
+                        Some(tag) => push_hex(text, tag),
+                        None => push_hex(
+                            text,
+                            stripe_tag(&key.ring, ts.as_bytes(), msg.body).as_ref(),
+                        ),
+                    }
                 }
                 out.finish();
             }
@@ -198,7 +217,7 @@ impl Signer {
                     }
                     push_base64(
                         text,
-                        olo_tag(key, msg.url, msg.body, msg.id, ticks.as_bytes()).as_ref(),
+                        olo_tag(&key.ring, msg.url, msg.body, msg.id, ticks.as_bytes()).as_ref(),
                     );
                 }
                 out.finish();
@@ -262,7 +281,7 @@ fn update_standard_prefix(context: &mut hmac::Context, id: &str, ts: &[u8]) {
 
 /// The HMAC keys of a signer; HMAC schemes hold nothing else (an invariant of
 /// [`signing_keys`]).
-fn hmac_keys(keys: &[SigningKey]) -> impl Iterator<Item = &hmac::Key> {
+fn hmac_keys(keys: &[SigningKey]) -> impl Iterator<Item = &HmacKey> {
     keys.iter().filter_map(|key| match key {
         SigningKey::Hmac(key) => Some(key),
         SigningKey::Ed25519(_) => None,
@@ -317,7 +336,26 @@ fn touch_lines(bytes: &[u8]) -> u8 {
 #[derive(Debug, Default)]
 pub struct BatchSigner {
     scratch: Vec<u8>,
+    /// The signed prefixes (`{id}.{ts}.`, `{ts}.`) of the jobs hashed in lanes.
+    heads: Vec<u8>,
+    /// One per HMAC tag hashed in lanes, in job order and each job's key order.
+    units: Vec<Unit>,
+    /// The tags of `units`, in their order.
+    tags: Vec<[u8; 32]>,
 }
+
+/// One HMAC tag to compute in lanes: job `job`'s key `key` over `heads[head]` then the
+/// job's body.
+#[derive(Clone, Debug)]
+struct Unit {
+    job: usize,
+    key: usize,
+    head: std::ops::Range<usize>,
+}
+
+/// Fewest tags worth hashing in lanes: a message alone on the lanes costs more than
+/// through ring, whose single stream is tighter.
+const LANE_TAGS_MIN: usize = 2;
 
 impl BatchSigner {
     /// A batch signer with empty scratch space.
@@ -354,8 +392,20 @@ impl BatchSigner {
                 warmed ^= touch_lines(msg.body);
                 end += 1;
             }
-            for ((signer, msg), headers) in jobs[start..end].iter().zip(&mut out[start..end]) {
-                signer.sign_with_scratch(msg, headers, &mut self.scratch);
+            self.hash_in_lanes(&jobs[start..end]);
+            let mut next = 0;
+            for (index, ((signer, msg), headers)) in jobs[start..end]
+                .iter()
+                .zip(&mut out[start..end])
+                .enumerate()
+            {
+                let tags = self.units[next..]
+                    .iter()
+                    .take_while(|unit| unit.job == index)
+                    .count();
+                let tags = &self.tags[next..next + tags];
+                next += tags.len();
+                signer.sign_with_scratch(msg, headers, &mut self.scratch, tags);
             }
             start = end;
         }
@@ -363,6 +413,72 @@ impl BatchSigner {
         if self.scratch.capacity() > SCRATCH_RETAINED_BYTES_MAX {
             self.scratch = Vec::new();
         }
+        if self.heads.capacity() > SCRATCH_RETAINED_BYTES_MAX {
+            self.heads = Vec::new();
+        }
+    }
+
+    /// Computes in lanes the HMAC tags of `jobs` whose scheme signs `{prefix}{body}`
+    /// (standard and stripe) with keys that have lane states, into `tags` (`units` says
+    /// whose); the others, and a lone tag, are left to ring.
+    fn hash_in_lanes(&mut self, jobs: &[(&Signer, Message<'_>)]) {
+        self.heads.clear();
+        self.units.clear();
+        self.tags.clear();
+        for (job, (signer, msg)) in jobs.iter().enumerate() {
+            let keys = &signer.inner.keys;
+            let all_in_lanes = keys
+                .iter()
+                .all(|key| matches!(key, SigningKey::Hmac(HmacKey { lanes: Some(_), .. })));
+            if !all_in_lanes {
+                continue;
+            }
+            let from = self.heads.len();
+            let ts = Decimal::new(msg.timestamp_s);
+            match &signer.inner.scheme {
+                Scheme::Standard => {
+                    self.heads.extend_from_slice(msg.id.as_bytes());
+                    self.heads.push(b'.');
+                    self.heads.extend_from_slice(ts.as_bytes());
+                    self.heads.push(b'.');
+                }
+                Scheme::Stripe { .. } => {
+                    self.heads.extend_from_slice(ts.as_bytes());
+                    self.heads.push(b'.');
+                }
+                Scheme::Olo | Scheme::Ed25519 => continue,
+            }
+            let head = from..self.heads.len();
+            self.units.extend((0..keys.len()).map(|key| Unit {
+                job,
+                key,
+                head: head.clone(),
+            }));
+        }
+        if self.units.len() < LANE_TAGS_MIN {
+            self.units.clear();
+            return;
+        }
+        let (units, heads) = (&self.units, &self.heads);
+        lanes::tags(
+            units.len(),
+            |index| {
+                let unit = &units[index];
+                let (signer, msg) = &jobs[unit.job];
+                let SigningKey::Hmac(HmacKey {
+                    lanes: Some(state), ..
+                }) = &signer.inner.keys[unit.key]
+                else {
+                    unreachable!("only keys with lane states are made units")
+                };
+                lanes::Job {
+                    state,
+                    head: &heads[unit.head.clone()],
+                    body: msg.body,
+                }
+            },
+            &mut self.tags,
+        );
     }
 }
 
