@@ -573,7 +573,7 @@ impl Config {
         }
         let segment_bytes = self.journal.segment_bytes;
         if !(JOURNAL_SEGMENT_BYTES_MIN..=JOURNAL_SEGMENT_BYTES_MAX).contains(&segment_bytes)
-            || segment_bytes % 4096 != 0
+            || !segment_bytes.is_multiple_of(4096)
         {
             return Err(ConfigError::new(format!(
                 "journal.segment_bytes is {segment_bytes}; it must be a multiple of 4096 from {JOURNAL_SEGMENT_BYTES_MIN} to {JOURNAL_SEGMENT_BYTES_MAX}"

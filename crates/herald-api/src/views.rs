@@ -102,7 +102,7 @@ fn reason_name(reason: &herald::DisableReason) -> String {
 
 /// Whole seconds as an integer, fractions as a float.
 fn seconds_value(ms: u64) -> Value {
-    if ms % 1000 == 0 {
+    if ms.is_multiple_of(1000) {
         Value::from(ms / 1000)
     } else {
         Value::from(ms as f64 / 1000.0)

@@ -566,10 +566,10 @@ fn run_bench(args: &BenchArgs) -> Result<(), String> {
     loop {
         journal.append(1, 1, &payload).map_err(|e| e.to_string())?;
         appended += 1;
-        if appended % checkpoint_every == 0 {
+        if appended.is_multiple_of(checkpoint_every) {
             journal.checkpoint(b"bench").map_err(|e| e.to_string())?;
         }
-        if appended % CLOCK_EVERY == 0 {
+        if appended.is_multiple_of(CLOCK_EVERY) {
             let now = Instant::now();
             batches.saturating_record((now - batch_started).as_micros().max(1) as u64);
             batch_started = now;
@@ -606,11 +606,11 @@ fn run_bench(args: &BenchArgs) -> Result<(), String> {
     loop {
         let seq = journal.append(1, 1, &payload).map_err(|e| e.to_string())?;
         written += 1;
-        if written % checkpoint_every == 0 {
+        if written.is_multiple_of(checkpoint_every) {
             journal.checkpoint(b"bench").map_err(|e| e.to_string())?;
         }
         // Records reach the file a turn's worth at a time, as in a shard.
-        if written % COMMIT_EVERY == 0 {
+        if written.is_multiple_of(COMMIT_EVERY) {
             journal.commit().map_err(|e| e.to_string())?;
         }
         // Publishers wait for their acknowledgement: at most `window`
@@ -621,7 +621,7 @@ fn run_bench(args: &BenchArgs) -> Result<(), String> {
                 .wait_durable(seq - window, Duration::from_secs(30))
                 .map_err(|e| e.to_string())?;
         }
-        if written % CLOCK_EVERY == 0 {
+        if written.is_multiple_of(CLOCK_EVERY) {
             let elapsed = started.elapsed();
             if elapsed >= next_report {
                 eprintln!(

@@ -825,7 +825,7 @@ pub type BodySpans = Vec<Option<(u32, u32)>>;
 /// payload. A misaligned payload (the journal never hands one out, and a span found in a
 /// copy would not name the journal's bytes) is an error.
 pub fn body_spans(payload: &[u8]) -> Result<BodySpans, DecodeError> {
-    if (payload.as_ptr() as usize) % 16 != 0 {
+    if !(payload.as_ptr() as usize).is_multiple_of(16) {
         return Err(DecodeError::Invalid {
             kind: 0,
             reason: "payload is not 16-byte aligned as the journal stores it".to_string(),
@@ -881,7 +881,7 @@ impl Record {
         checkpoint: bool,
         payload: &[u8],
     ) -> Result<(Record, BodySpans), DecodeError> {
-        if (payload.as_ptr() as usize) % 16 != 0 {
+        if !(payload.as_ptr() as usize).is_multiple_of(16) {
             let record = if checkpoint {
                 Record::decode_checkpoint(payload)?
             } else {
@@ -928,7 +928,7 @@ fn check_kind_version(kind: u16, version: u16) -> Result<(), DecodeError> {
 
 /// Validates and deserializes a payload (copied first when misaligned).
 fn decode_payload(kind: u16, payload: &[u8]) -> Result<Record, DecodeError> {
-    let record = if (payload.as_ptr() as usize) % 16 == 0 {
+    let record = if (payload.as_ptr() as usize).is_multiple_of(16) {
         rkyv::from_bytes::<Record, rancor::Error>(payload)
     } else {
         let mut aligned = AlignedVec::<16>::with_capacity(payload.len());

@@ -382,7 +382,7 @@ impl<T> TimingWheel<T> {
 
     fn due_tick(&self, deadline_ms: u64) -> u64 {
         // Cannot overflow: for tick_ms >= 2 the quotient is at most u64::MAX / 2.
-        deadline_ms / self.tick_ms + u64::from(deadline_ms % self.tick_ms != 0)
+        deadline_ms / self.tick_ms + u64::from(!deadline_ms.is_multiple_of(self.tick_ms))
     }
 
     fn live_node(&self, key: TimerKey) -> Option<&Node> {

@@ -22,7 +22,7 @@ fn append(c: &mut Criterion) {
                     let seq = journal.append(1, 1, payload).unwrap();
                     appended += 1;
                     // Checkpoint now and then so old segments go and disk use stays bounded.
-                    if appended % 200_000 == 0 {
+                    if appended.is_multiple_of(200_000) {
                         journal.checkpoint(b"bench").unwrap();
                     }
                     seq

@@ -823,7 +823,7 @@ pub(crate) fn decode_frame_head(
     let len = segment.len() as u64;
     // Callers only pass offsets they reached by stepping over valid frames.
     assert!(
-        offset % FRAME_ALIGN_BYTES == 0 && offset <= len,
+        offset.is_multiple_of(FRAME_ALIGN_BYTES) && offset <= len,
         "frame offset invariant"
     );
     let start = offset as usize;

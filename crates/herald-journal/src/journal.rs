@@ -136,7 +136,7 @@ impl JournalConfig {
     fn validate(&self) -> Result<(), JournalError> {
         let bad = |field, reason: String| Err(JournalError::InvalidConfig { field, reason });
         if !(SEGMENT_BYTES_MIN..=SEGMENT_BYTES_MAX).contains(&self.segment_bytes)
-            || self.segment_bytes % 4096 != 0
+            || !self.segment_bytes.is_multiple_of(4096)
         {
             return bad(
                 "segment_bytes",
@@ -1820,7 +1820,7 @@ impl Journal {
         let at = segment.end - self.staged.len() as u64;
         // Durability invariant: the staged bytes are the segment's tail, frame-aligned.
         assert!(
-            at >= SEGMENT_HEADER_BYTES && at % 16 == 0,
+            at >= SEGMENT_HEADER_BYTES && at.is_multiple_of(16),
             "staged tail offset"
         );
         let mut written = 0usize;
@@ -1913,7 +1913,7 @@ impl Journal {
             "sequence after withdrawal"
         );
         assert!(
-            segment.end >= SEGMENT_HEADER_BYTES && segment.end % 16 == 0,
+            segment.end >= SEGMENT_HEADER_BYTES && segment.end.is_multiple_of(16),
             "segment end after withdrawal"
         );
         self.staged.clear();

@@ -53,7 +53,7 @@ fn config(dir: &Path) -> JournalConfig {
 fn payload(seq: u64) -> Vec<u8> {
     // Mostly small, now and then large: large copies widen the window in
     // which a kill tears a frame.
-    let len = if seq % 5 == 0 {
+    let len = if seq.is_multiple_of(5) {
         (seq * 7919 % 30_000) as usize
     } else {
         (seq * 7919 % 700) as usize

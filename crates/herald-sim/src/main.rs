@@ -148,7 +148,7 @@ fn main() -> ExitCode {
                         stats.virtual_ms / 3_600_000,
                         stats.trace_hash
                     );
-                } else if (done as u64 + 1) % progress_every == 0 {
+                } else if (done as u64 + 1).is_multiple_of(progress_every) {
                     println!("{}/{count} seeds ok", done + 1);
                 }
             }

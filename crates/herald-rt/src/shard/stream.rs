@@ -1333,7 +1333,7 @@ mod tests {
         let stream = stream(StreamConfig::default());
         let total = 3 * REPLAY_CHUNK_EVENTS as u64 + 5;
         let kind = |seq: u64| {
-            if seq % 3 == 0 {
+            if seq.is_multiple_of(3) {
                 "order.paid"
             } else {
                 "order.created"
