@@ -413,8 +413,14 @@ impl BatchSigner {
         if self.scratch.capacity() > SCRATCH_RETAINED_BYTES_MAX {
             self.scratch = Vec::new();
         }
-        if self.heads.capacity() > SCRATCH_RETAINED_BYTES_MAX {
+        // The lanes' lists grow with the jobs of the largest window; one huge batch
+        // does not pin them.
+        if self.heads.capacity() > SCRATCH_RETAINED_BYTES_MAX
+            || self.units.capacity() * std::mem::size_of::<Unit>() > SCRATCH_RETAINED_BYTES_MAX
+        {
             self.heads = Vec::new();
+            self.units = Vec::new();
+            self.tags = Vec::new();
         }
     }
 
@@ -611,6 +617,85 @@ mod tests {
             };
             assert_eq!(pairs(headers), pairs(&single), "job {index}");
         }
+    }
+
+    /// Batches that mix what the lanes hash (standard and stripe, one key or eight, ids
+    /// up to the longest) with what ring signs (olo, ed25519), and a batch with a single
+    /// tag for the lanes (left to ring), sign every job as one at a time would; the
+    /// lanes run exactly where they should.
+    #[test]
+    fn mixed_batches_sign_in_lanes_and_through_ring_as_one_at_a_time() {
+        let secrets = |scheme: &Scheme, count: u8| -> Vec<String> {
+            (0..count)
+                .map(|i| crate::generate_secret(scheme, &[i + 1; 32]))
+                .collect()
+        };
+        let signer = |scheme: Scheme, count: u8| {
+            let owned = secrets(&scheme, count);
+            let refs: Vec<&str> = owned.iter().map(String::as_str).collect();
+            Signer::new(scheme, &refs).unwrap()
+        };
+        let standard_one = signer(Scheme::Standard, 1);
+        let standard_eight = signer(Scheme::Standard, crate::SECRETS_MAX as u8);
+        let stripe_one = signer(Scheme::stripe(), 1);
+        let olo = signer(Scheme::Olo, 2);
+        let ed25519 = signer(Scheme::Ed25519, 1);
+        let ids = [
+            "m".to_string(),
+            "msg_0123".to_string(),
+            "i".repeat(MESSAGE_ID_BYTES_MAX),
+        ];
+        let bodies: Vec<Vec<u8>> = [0usize, 63, 1000]
+            .iter()
+            .map(|&len| (0..len).map(|b| (b * 7 + len) as u8).collect())
+            .collect();
+        let message = |i: usize| Message {
+            id: &ids[i % ids.len()],
+            timestamp_s: 1_700_000_000 + i as i64,
+            url: "https://example.com/hook",
+            body: &bodies[i % bodies.len()],
+        };
+        let one_lane_tag = vec![
+            (&olo, message(0)),
+            (&standard_one, message(1)),
+            (&ed25519, message(2)),
+        ];
+        let all: Vec<(&Signer, Message<'_>)> = (0..30)
+            .map(|i| {
+                let signer = [&standard_one, &olo, &standard_eight, &ed25519, &stripe_one][i % 5];
+                (signer, message(i))
+            })
+            .collect();
+        let lanes_run = lanes_available();
+        for (jobs, lane_tags) in [(&one_lane_tag, 0), (&all, 6 * (1 + 8 + 1))] {
+            let mut batch = BatchSigner::new();
+            let mut out = vec![SignedHeaders::new(); jobs.len()];
+            batch.sign_batch(jobs, &mut out);
+            assert_eq!(
+                batch.tags.len(),
+                if lanes_run { lane_tags } else { 0 },
+                "tags hashed in lanes"
+            );
+            for (index, ((signer, msg), headers)) in jobs.iter().zip(&out).enumerate() {
+                let mut single = SignedHeaders::new();
+                signer.sign_into(msg, &mut single);
+                let pairs = |h: &SignedHeaders| {
+                    h.iter()
+                        .map(|(n, v)| (n.to_string(), v.to_string()))
+                        .collect::<Vec<_>>()
+                };
+                assert_eq!(pairs(headers), pairs(&single), "job {index}");
+            }
+        }
+    }
+
+    /// Whether this CPU runs the lanes (a key gets lane states).
+    fn lanes_available() -> bool {
+        let available = crate::lanes::HmacState::new(b"key").is_some();
+        if !available {
+            eprintln!("this CPU lacks the SHA extensions: every tag is ring's");
+        }
+        available
     }
 
     #[test]
