@@ -446,9 +446,14 @@ impl Engine {
             .collect::<Result<_, _>>()
             .map_err(|e| BenchError::Engine(format!("tenant id: {e}")))?;
         progress.note(&format!(
-            "engine: {} shards, data in {}; creating {} webhooks",
+            "engine: {} shards, data in {}; HMAC {}; creating {} webhooks",
             herald.shards(),
             data_dir.display(),
+            if herald_sign::hmac_lanes() {
+                "hashed four messages at a time (SHA extensions)"
+            } else {
+                "hashed one message at a time (no SHA extensions)"
+            },
             plan.tenants * plan.webhooks_per_tenant
         ));
         let secret = secret(plan);

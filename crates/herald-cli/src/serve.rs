@@ -165,6 +165,7 @@ pub fn run(args: ServeArgs) -> ExitCode {
         data_dir = %data_dir.display(),
         shards,
         pinned,
+        hmac_lanes = herald_sign::hmac_lanes(),
         "herald serve ready"
     );
     let _ = crate::say(format_args!("listening on {}", server.local_addr()));

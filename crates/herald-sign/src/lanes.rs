@@ -83,7 +83,7 @@ impl HmacState {
 }
 
 /// Whether this CPU has the instructions the lanes use.
-fn available() -> bool {
+pub(crate) fn available() -> bool {
     std::arch::is_x86_feature_detected!("sha")
         && std::arch::is_x86_feature_detected!("sse4.1")
         && std::arch::is_x86_feature_detected!("ssse3")

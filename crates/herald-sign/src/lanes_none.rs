@@ -1,6 +1,11 @@
 //! Where the SHA extensions' lanes do not exist (not x86-64): every key signs through
 //! ring alone, as [`HmacState::new`] says by giving `None`.
 
+/// No lanes here.
+pub(crate) fn available() -> bool {
+    false
+}
+
 /// Never made here.
 #[derive(Clone)]
 pub(crate) enum HmacState {}

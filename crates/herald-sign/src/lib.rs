@@ -88,6 +88,14 @@ pub use signer::{
     validate_message_id, BatchSigner, Message, MessageIdError, Signer, MESSAGE_ID_BYTES_MAX,
     SCRATCH_RETAINED_BYTES_MAX,
 };
+/// Whether [`BatchSigner`] hashes the HMAC tags of its `standard` and `stripe` messages
+/// several at a time on this CPU (x86-64 with the SHA extensions); otherwise every tag is
+/// hashed one message at a time. The signatures are the same either way; only the CPU
+/// they cost differs (`crates/herald-sign/BENCHES.md`).
+pub fn hmac_lanes() -> bool {
+    lanes::available()
+}
+
 pub use verify::{
     ticks_to_unix_s, unix_s_to_ticks, verify, Verifier, VerifyError, SIGNATURES_MAX,
     SIGNATURE_HEADER_BYTES_MAX, TOLERANCE_S_DEFAULT,

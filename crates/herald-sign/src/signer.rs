@@ -687,7 +687,12 @@ mod tests {
 
     /// Whether this CPU runs the lanes (a key gets lane states).
     fn lanes_available() -> bool {
-        let available = crate::lanes::HmacState::new(b"key").is_some();
+        let available = crate::hmac_lanes();
+        assert_eq!(
+            available,
+            crate::lanes::HmacState::new(b"key").is_some(),
+            "keys get lane states exactly where the lanes run"
+        );
         if !available {
             eprintln!("this CPU lacks the SHA extensions: every tag is ring's");
         }

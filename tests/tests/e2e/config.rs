@@ -290,6 +290,8 @@ fn the_ready_line_says_whether_shards_are_pinned() {
             .unwrap_or_else(|| panic!("no ready line: {log}"));
         assert_eq!(ready["shards"], 1, "{ready}");
         assert_eq!(ready["pinned"], pinned, "pinning = {pinning}: {ready}");
+        // Whether signing hashes HMAC tags in lanes on this CPU, as the library says.
+        assert_eq!(ready["hmac_lanes"], herald_sign::hmac_lanes(), "{ready}");
     }
 }
 
