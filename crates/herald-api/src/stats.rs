@@ -131,8 +131,18 @@ mod tests {
                     .unwrap();
                 (called, *taken)
             };
+            // Released together, so that they call at once however slowly they were
+            // spawned.
+            let start = Arc::new(tokio::sync::Barrier::new(100));
             let callers: Vec<_> = (0..100)
-                .map(|_| tokio::spawn(ask(Arc::clone(&shared), Arc::clone(&queries))))
+                .map(|_| {
+                    let start = Arc::clone(&start);
+                    let ask = ask(Arc::clone(&shared), Arc::clone(&queries));
+                    tokio::spawn(async move {
+                        start.wait().await;
+                        ask.await
+                    })
+                })
                 .collect();
             for caller in callers {
                 let (called, taken) = caller.await.unwrap();
@@ -141,9 +151,11 @@ mod tests {
                     "figures from a query started before the call"
                 );
             }
+            // A query or two; a few more where a loaded machine held some callers back
+            // for a query's length (10 ms), and a hundred without the sharing.
             let at_once = queries.load(Ordering::SeqCst);
             assert!(
-                (1..=3).contains(&at_once),
+                (1..=10).contains(&at_once),
                 "{at_once} queries for a hundred callers at once"
             );
             // A caller after them gets a query of its own, started after it called.

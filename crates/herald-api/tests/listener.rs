@@ -147,7 +147,9 @@ fn over_the_connection_cap_an_idle_connection_makes_room_else_a_503_that_closes(
     // With the only connection busy (half a request head, read by the server before the
     // third arrives), a third gets a 503 and is closed.
     second.write_all(b"GET /healthz HTTP/1.1\r\n").unwrap();
-    std::thread::sleep(Duration::from_millis(300));
+    // Long enough for the server to read it on a loaded machine (it waits up to its
+    // header read timeout, 10 s, for the rest).
+    std::thread::sleep(Duration::from_secs(2));
     let mut third = running.connect();
     third.write_all(get).unwrap();
     let answer = read_to_close(&mut third);
@@ -229,8 +231,9 @@ fn refusals_under_way_take_no_other_clients_room() {
             stream
         })
         .collect();
-    // Let the server read those halves (until then the connections look idle).
-    std::thread::sleep(Duration::from_millis(300));
+    // Let the server read those halves (until then the connections look idle); 2 s,
+    // for a loaded machine, within the header read timeout (10 s).
+    std::thread::sleep(Duration::from_secs(2));
     // Twice the cap's worth of connections from the same address, each refused and
     // kept open: the server holds each for its answer's drain (up to a second).
     let refused: Vec<TcpStream> = (0..12)

@@ -531,7 +531,10 @@ fn sweep_finds_a_knee_and_sizes() {
             // Loose enough that loopback meets it at these rates on any machine; the
             // test checks the shape of the report, not the figures.
             slo_p99_ms: 10_000.0,
-            step_duration: Duration::from_millis(300),
+            // A step keeps up when its deliveries over publishing and draining reach 0.9
+            // of the rate: 2 s leaves the drain 0.2 s on a loaded machine (300 ms left
+            // it 33 ms).
+            step_duration: Duration::from_secs(2),
             start_rate: Some(200.0),
             step_rate: Some(200.0),
             steps_max: 2,
@@ -925,7 +928,8 @@ fn remote_sweep_steps_the_server_and_sizes() {
         &SweepPlan {
             base,
             slo_p99_ms: 10_000.0,
-            step_duration: Duration::from_millis(300),
+            // Long enough that the drain fits the keep-up share under load (see above).
+            step_duration: Duration::from_secs(2),
             start_rate: Some(100.0),
             step_rate: Some(100.0),
             steps_max: 1,

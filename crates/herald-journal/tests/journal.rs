@@ -157,6 +157,7 @@ fn a_record_after_a_pause_is_synced_at_once_and_the_next_waits_for_the_window() 
     let handle = journal.durable_handle();
     std::thread::sleep(delay + Duration::from_millis(50));
     let first = journal.append(1, 1, b"after a pause").unwrap();
+    let first_committed = std::time::Instant::now();
     journal.commit().unwrap();
     // Waiting a whole delay from here would run out first.
     assert_eq!(
@@ -166,13 +167,19 @@ fn a_record_after_a_pause_is_synced_at_once_and_the_next_waits_for_the_window() 
     );
     let second = journal.append(1, 1, b"right after").unwrap();
     journal.commit().unwrap();
-    assert!(
-        matches!(
-            handle.wait_durable(second, delay / 4),
-            Err(JournalError::DurableTimeout { .. })
-        ),
-        "a sync started within a group delay of the last one"
-    );
+    // Its window opens a delay after the first sync started. Checked only while the
+    // check ends well inside that window: a machine so loaded that the first sync and
+    // the wake-up took half a delay could see the window open during the check.
+    let waited = delay / 4;
+    if first_committed.elapsed() + waited < delay / 2 {
+        assert!(
+            matches!(
+                handle.wait_durable(second, waited),
+                Err(JournalError::DurableTimeout { .. })
+            ),
+            "a sync started within a group delay of the last one"
+        );
+    }
     assert_eq!(handle.wait_durable(second, delay * 2).unwrap(), second);
 }
 

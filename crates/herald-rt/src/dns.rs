@@ -395,12 +395,21 @@ mod tests {
     static SLOW_STARTED: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
     static SLOW_RUNNING: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
 
-    /// A resolver that hangs for a while (as one does when its servers do not answer).
+    static SLOW_RELEASED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+    /// A resolver that hangs (as one does when its servers do not answer) until the test
+    /// releases it, or 30 s pass: however slowly the test's callers run, the lookups are
+    /// still hung while they give up.
     fn slow_lookup(_name: &str) -> Result<Vec<IpAddr>, String> {
         use std::sync::atomic::Ordering;
         SLOW_STARTED.fetch_add(1, Ordering::SeqCst);
         SLOW_RUNNING.fetch_add(1, Ordering::SeqCst);
-        std::thread::sleep(Duration::from_millis(300));
+        let hung_since = std::time::Instant::now();
+        while !SLOW_RELEASED.load(Ordering::SeqCst)
+            && hung_since.elapsed() < Duration::from_secs(30)
+        {
+            std::thread::sleep(Duration::from_millis(5));
+        }
         SLOW_RUNNING.fetch_sub(1, Ordering::SeqCst);
         Ok(vec![IpAddr::from([192, 0, 2, 1])])
     }
@@ -436,6 +445,7 @@ mod tests {
                 }
             }
             let started_while_hung = SLOW_STARTED.load(Ordering::SeqCst);
+            SLOW_RELEASED.store(true, Ordering::SeqCst);
             // The two lookups that started finish and are cached.
             for _ in 0..200 {
                 if SLOW_RUNNING.load(Ordering::SeqCst) == 0 && resolver.cached_len() == 2 {

@@ -546,7 +546,9 @@ fn connections_are_reused_only_after_a_cleanly_framed_response() {
     let cases = [
         (Behaviour::Chunked, 0, 1, 1),
         (Behaviour::TrailingGarbage, 0, 2, 0),
-        (Behaviour::LateGarbage, 100, 2, 0),
+        // The pause leaves the receiver's late bytes (30 ms after its answer) time to
+        // arrive however slowly it runs.
+        (Behaviour::LateGarbage, 500, 2, 0),
     ];
     for (behaviour, pause_ms, connections, reuses) in cases {
         let receiver = plain_receiver(behaviour.clone());
@@ -670,10 +672,11 @@ fn a_connection_the_receiver_closed_while_idle_is_not_reused() {
     for socket_ring in [true, false] {
         // A receiver with a short keep-alive timeout: it closes each connection 10 ms
         // after its answer, without `Connection: close`. The default threshold (1 ms) is
-        // far below the 150 ms pause.
+        // far below the 500 ms pause, which leaves the close time to arrive on a loaded
+        // machine.
         let (stats, connections) = post_after_pauses(
             Behaviour::CloseWhenIdle(Duration::from_millis(10)),
-            &[0, 150],
+            &[0, 500],
             PoolConfig::default().liveness_check_after_idle_us,
             socket_ring,
         );
@@ -690,10 +693,11 @@ fn a_connection_the_receiver_closed_while_idle_is_not_reused() {
 #[test]
 fn bytes_nobody_asked_for_keep_an_idle_connection_from_reuse() {
     for socket_ring in [true, false] {
-        // 30 ms after its answer the receiver writes bytes no request asked for.
+        // 30 ms after its answer the receiver writes bytes no request asked for (the
+        // 500 ms pause leaves them time to arrive on a loaded machine).
         let (stats, connections) = post_after_pauses(
             Behaviour::LateGarbage,
-            &[0, 100],
+            &[0, 500],
             PoolConfig::default().liveness_check_after_idle_us,
             socket_ring,
         );
@@ -856,7 +860,8 @@ fn a_receiver_that_answered_twice_never_has_its_extra_answer_taken_for_the_next(
             let mut statuses = Vec::new();
             for _ in 0..3 {
                 statuses.push(post(&client, &url).await.status);
-                glommio::timer::sleep(Duration::from_millis(50)).await;
+                // Time for the extra answer to arrive, however slowly the receiver runs.
+                glommio::timer::sleep(Duration::from_millis(500)).await;
             }
             (statuses, client.stats())
         });

@@ -1132,10 +1132,14 @@ fn shutdown_answers_every_publisher_under_load() {
             .unwrap();
     }
     let (done_tx, done_rx) = std::sync::mpsc::channel();
+    // Publishers that got an event through: the engine stops only once each has, so
+    // that every one is under way at the stop however slowly the threads start.
+    let through = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let mut publishers = Vec::new();
     for p in 0..6 {
         let herald = herald.clone();
         let done_tx = done_tx.clone();
+        let through = std::sync::Arc::clone(&through);
         publishers.push(std::thread::spawn(move || {
             let t = tenant(&format!("t{p}"));
             let mut acknowledged = 0u64;
@@ -1150,7 +1154,12 @@ fn shutdown_answers_every_publisher_under_load() {
                     _ => herald.publish_batch(&t, vec![event]).map(|_| ()),
                 };
                 match result {
-                    Ok(()) => acknowledged += 1,
+                    Ok(()) => {
+                        acknowledged += 1;
+                        if acknowledged == 1 {
+                            through.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                        }
+                    }
                     Err(error) => {
                         assert_eq!(error.fault(), Fault::Shutdown, "{error:?}");
                         break;
@@ -1161,7 +1170,11 @@ fn shutdown_answers_every_publisher_under_load() {
         }));
     }
     drop(done_tx);
-    std::thread::sleep(Duration::from_millis(200));
+    support::wait_for(WAIT, || {
+        (through.load(std::sync::atomic::Ordering::SeqCst) == 6).then_some(())
+    });
+    // A while more, so that the stop meets publishes in flight.
+    std::thread::sleep(Duration::from_millis(100));
     herald.shutdown().unwrap();
     let mut acknowledged = BTreeMap::new();
     for _ in 0..6 {

@@ -166,8 +166,9 @@ fn connection_cap_answers_503() {
             .expect("written");
         held.push(stream);
     }
-    // Let the server read those halves (until then the connections look idle).
-    std::thread::sleep(Duration::from_millis(300));
+    // Let the server read those halves (until then the connections look idle); 2 s,
+    // for a loaded machine, within the header read timeout (10 s).
+    std::thread::sleep(Duration::from_secs(2));
     // The fifth gets a 503 with Retry-After and is closed.
     let outcome = exchange(
         addr,
