@@ -9,9 +9,9 @@
 //! against ~715 ns).
 //!
 //! Only the hashing is here: a key's padded states are computed once
-//! ([`HmacState::new`]), each message is `head` then `body` (the scheme's prefix and the
-//! request body, never copied but for the blocks that straddle them or hold the
-//! padding), and the result is the HMAC tag. Everything is checked against ring
+//! ([`HmacState::new`]), each message is `head`, `body` and `tail` (the scheme's text
+//! around the request body, which is never copied but for the blocks that straddle
+//! the pieces or hold the padding), and the result is the HMAC tag. Everything is checked against ring
 //! (`tests` below, and the signer's tests, which compare whole headers). On a CPU without
 //! the extensions [`HmacState::new`] gives `None` and the signer uses ring alone.
 //!
@@ -89,12 +89,14 @@ pub(crate) fn available() -> bool {
         && std::arch::is_x86_feature_detected!("ssse3")
 }
 
-/// One message to authenticate: `head` then `body`, under `state`.
+/// One message to authenticate: `head`, `body` and `tail` one after the other, under
+/// `state`.
 #[derive(Clone, Copy)]
 pub(crate) struct Job<'a> {
     pub(crate) state: &'a HmacState,
     pub(crate) head: &'a [u8],
     pub(crate) body: &'a [u8],
+    pub(crate) tail: &'a [u8],
 }
 
 /// Appends the HMAC tag of `job(i)` to `out` for every `i` in `0..count`, in order.
@@ -120,22 +122,25 @@ fn padded_blocks(len: usize) -> usize {
     (len + 1 + 8).div_ceil(BLOCK)
 }
 
-/// What a lane hashes: `head` then `body`, `len` bytes in all and `blocks` blocks once
-/// padded (the padding ends with the length in bits, the key's block included).
+/// What a lane hashes: `head`, `body` and `tail` one after the other, `len` bytes in
+/// all and `blocks` blocks once padded (the padding ends with the length in bits, the
+/// key's block included).
 #[derive(Clone, Copy)]
 struct Content<'a> {
     head: &'a [u8],
     body: &'a [u8],
+    tail: &'a [u8],
     len: usize,
     blocks: usize,
 }
 
 impl<'a> Content<'a> {
-    fn new(head: &'a [u8], body: &'a [u8]) -> Content<'a> {
-        let len = head.len() + body.len();
+    fn new(head: &'a [u8], body: &'a [u8], tail: &'a [u8]) -> Content<'a> {
+        let len = head.len() + body.len() + tail.len();
         Content {
             head,
             body,
+            tail,
             len,
             blocks: padded_blocks(len),
         }
@@ -149,22 +154,21 @@ impl<'a> Content<'a> {
     {
         let start = index * BLOCK;
         let end = start + BLOCK;
-        let head = self.head.len();
-        if start >= head && end <= self.len {
-            return self.body[start - head..end - head]
+        let body_at = self.head.len();
+        let tail_at = body_at + self.body.len();
+        if start >= body_at && end <= tail_at {
+            return self.body[start - body_at..end - body_at]
                 .try_into()
                 .expect("a block is 64 bytes");
         }
         buffer.fill(0);
-        if start < head {
-            let upto = head.min(end);
-            buffer[..upto - start].copy_from_slice(&self.head[start..upto]);
-        }
-        let from = start.max(head);
-        let upto = end.min(self.len);
-        if from < upto {
-            buffer[from - start..upto - start]
-                .copy_from_slice(&self.body[from - head..upto - head]);
+        // Each piece's share of [start, end), at its offset in the message.
+        for (at, piece) in [(0, self.head), (body_at, self.body), (tail_at, self.tail)] {
+            let from = start.max(at);
+            let upto = end.min(at + piece.len());
+            if from < upto {
+                buffer[from - start..upto - start].copy_from_slice(&piece[from - at..upto - at]);
+            }
         }
         if (start..end).contains(&self.len) {
             buffer[self.len - start] = 0x80;
@@ -198,10 +202,15 @@ fn inner_digests<'a>(count: usize, job: &impl Fn(usize) -> Job<'a>, out: &mut [[
             if next_job == count {
                 break;
             }
-            let Job { state, head, body } = job(next_job);
+            let Job {
+                state,
+                head,
+                body,
+                tail,
+            } = job(next_job);
             *lane = Some(Lane {
                 state: State::of(&state.inner),
-                content: Content::new(head, body),
+                content: Content::new(head, body, tail),
                 next: 0,
                 slot: next_job,
             });
@@ -407,10 +416,11 @@ mod tests {
     use super::*;
     use ring::hmac;
 
-    fn ring_tag(key: &[u8], head: &[u8], body: &[u8]) -> [u8; 32] {
+    fn ring_tag(key: &[u8], head: &[u8], body: &[u8], tail: &[u8]) -> [u8; 32] {
         let mut context = hmac::Context::with_key(&hmac::Key::new(hmac::HMAC_SHA256, key));
         context.update(head);
         context.update(body);
+        context.update(tail);
         context.sign().as_ref().try_into().unwrap()
     }
 
@@ -423,10 +433,11 @@ mod tests {
 
     /// Every padding case (a length just under, at and over each place the padding's
     /// length can go), heads that end inside, at the end of and past the first block,
-    /// keys shorter than, as long as and longer than a block, and batches of every size
-    /// up to past two rounds of lanes, messages of different lengths side by side.
+    /// tails that fit the body's last block or take blocks of their own, keys shorter
+    /// than, as long as and longer than a block, and batches of every size up to past
+    /// two rounds of lanes, messages of different lengths side by side.
     #[test]
-    fn tags_are_rings_for_every_length_head_key_and_batch() {
+    fn tags_are_rings_for_every_length_head_tail_key_and_batch() {
         if !available() {
             eprintln!("skipped: this CPU lacks the SHA extensions, so no key gets lane states");
             return;
@@ -446,11 +457,17 @@ mod tests {
         .iter()
         .map(|&len| bytes(len + 3, len))
         .collect();
+        let tails: Vec<Vec<u8>> = [0usize, 1, 30, 64, 100]
+            .iter()
+            .map(|&len| bytes(len + 11, len))
+            .collect();
         let mut cases = Vec::new();
-        for (k, _) in keys.iter().enumerate() {
-            for (h, _) in heads.iter().enumerate() {
-                for (b, _) in bodies.iter().enumerate() {
-                    cases.push((k, h, b));
+        for k in 0..keys.len() {
+            for h in 0..heads.len() {
+                for b in 0..bodies.len() {
+                    for t in 0..tails.len() {
+                        cases.push((k, h, b, t));
+                    }
                 }
             }
         }
@@ -461,25 +478,27 @@ mod tests {
                 tags(
                     chosen.len(),
                     |i| {
-                        let (k, h, b) = *chosen[i];
+                        let (k, h, b, t) = *chosen[i];
                         Job {
                             state: &states[k],
                             head: &heads[h],
                             body: &bodies[b],
+                            tail: &tails[t],
                         }
                     },
                     &mut out,
                 );
                 assert_eq!(out.len(), 1 + chosen.len());
                 assert_eq!(out[0], [9u8; 32], "what `out` held stays");
-                for (i, &&(k, h, b)) in chosen.iter().enumerate() {
+                for (i, &&(k, h, b, t)) in chosen.iter().enumerate() {
                     assert_eq!(
                         out[1 + i],
-                        ring_tag(&keys[k], &heads[h], &bodies[b]),
-                        "key {} bytes, head {}, body {}, {i} of a batch of {batch}",
+                        ring_tag(&keys[k], &heads[h], &bodies[b], &tails[t]),
+                        "key {} bytes, head {}, body {}, tail {}, {i} of a batch of {batch}",
                         keys[k].len(),
                         heads[h].len(),
-                        bodies[b].len()
+                        bodies[b].len(),
+                        tails[t].len()
                     );
                 }
             }

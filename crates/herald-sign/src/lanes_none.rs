@@ -22,6 +22,7 @@ pub(crate) struct Job<'a> {
     pub(crate) state: &'a HmacState,
     pub(crate) head: &'a [u8],
     pub(crate) body: &'a [u8],
+    pub(crate) tail: &'a [u8],
 }
 
 /// Never called: no job exists without an [`HmacState`].

@@ -88,7 +88,7 @@ pub use signer::{
     validate_message_id, BatchSigner, Message, MessageIdError, Signer, MESSAGE_ID_BYTES_MAX,
     SCRATCH_RETAINED_BYTES_MAX,
 };
-/// Whether [`BatchSigner`] hashes the HMAC tags of its `standard` and `stripe` messages
+/// Whether [`BatchSigner`] hashes the HMAC tags of its `standard`, `stripe` and `olo` messages
 /// several at a time on this CPU (x86-64 with the SHA extensions); otherwise every tag is
 /// hashed one message at a time. The signatures are the same either way; only the CPU
 /// they cost differs (`crates/herald-sign/BENCHES.md`).

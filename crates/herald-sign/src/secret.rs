@@ -121,16 +121,10 @@ pub(crate) struct HmacKey {
 }
 
 impl HmacKey {
-    /// The key's states; the lanes' too when `in_lanes` (the schemes whose messages
-    /// the lanes hash: `standard` and `stripe`).
-    fn new(bytes: &[u8], in_lanes: bool) -> HmacKey {
+    fn new(bytes: &[u8]) -> HmacKey {
         HmacKey {
             ring: hmac::Key::new(hmac::HMAC_SHA256, bytes),
-            lanes: if in_lanes {
-                crate::lanes::HmacState::new(bytes)
-            } else {
-                None
-            },
+            lanes: crate::lanes::HmacState::new(bytes),
         }
     }
 }
@@ -237,14 +231,10 @@ pub(crate) fn signing_keys(
         .enumerate()
         .map(|(index, secret)| match scheme {
             Scheme::Standard => {
-                standard_key(index, secret).map(|k| SigningKey::Hmac(HmacKey::new(&k, true)))
+                standard_key(index, secret).map(|k| SigningKey::Hmac(HmacKey::new(&k)))
             }
-            Scheme::Stripe { .. } => {
-                utf8_key(index, secret).map(|k| SigningKey::Hmac(HmacKey::new(k, true)))
-            }
-            // Olo signs four pieces per message, which ring hashes.
-            Scheme::Olo => {
-                utf8_key(index, secret).map(|k| SigningKey::Hmac(HmacKey::new(k, false)))
+            Scheme::Stripe { .. } | Scheme::Olo => {
+                utf8_key(index, secret).map(|k| SigningKey::Hmac(HmacKey::new(k)))
             }
             Scheme::Ed25519 => ed25519_pair(index, secret).map(SigningKey::Ed25519),
         })

@@ -215,10 +215,14 @@ impl Signer {
                     if index > 0 {
                         text.push(',');
                     }
-                    push_base64(
-                        text,
-                        olo_tag(&key.ring, msg.url, msg.body, msg.id, ticks.as_bytes()).as_ref(),
-                    );
+                    match tags.get(index) {
+                        Some(tag) => push_base64(text, tag),
+                        None => push_base64(
+                            text,
+                            olo_tag(&key.ring, msg.url, msg.body, msg.id, ticks.as_bytes())
+                                .as_ref(),
+                        ),
+                    }
                 }
                 out.finish();
             }
@@ -344,13 +348,14 @@ pub struct BatchSigner {
     tags: Vec<[u8; 32]>,
 }
 
-/// One HMAC tag to compute in lanes: job `job`'s key `key` over `heads[head]` then the
-/// job's body.
+/// One HMAC tag to compute in lanes: job `job`'s key `key` over `heads[head]`, the
+/// job's body and `heads[tail]`.
 #[derive(Clone, Debug)]
 struct Unit {
     job: usize,
     key: usize,
     head: std::ops::Range<usize>,
+    tail: std::ops::Range<usize>,
 }
 
 /// Fewest tags worth hashing in lanes: a message alone on the lanes costs more than
@@ -424,9 +429,9 @@ impl BatchSigner {
         }
     }
 
-    /// Computes in lanes the HMAC tags of `jobs` whose scheme signs `{prefix}{body}`
-    /// (standard and stripe) with keys that have lane states, into `tags` (`units` says
-    /// whose); the others, and a lone tag, are left to ring.
+    /// Computes in lanes the HMAC tags of `jobs` whose keys have lane states (standard,
+    /// stripe and olo: their content is text, the body, and for olo text again), into
+    /// `tags` (`units` says whose); ed25519, and a lone tag, are left to ring.
     fn hash_in_lanes(&mut self, jobs: &[(&Signer, Message<'_>)]) {
         self.heads.clear();
         self.units.clear();
@@ -452,13 +457,34 @@ impl BatchSigner {
                     self.heads.extend_from_slice(ts.as_bytes());
                     self.heads.push(b'.');
                 }
-                Scheme::Olo | Scheme::Ed25519 => continue,
+                Scheme::Olo => self.heads.extend_from_slice(msg.url.as_bytes()),
+                Scheme::Ed25519 => continue,
             }
             let head = from..self.heads.len();
+            // Olo's content goes on after the body: `\n{id}\n{ticks}` (see `olo_tag`).
+            if matches!(signer.inner.scheme, Scheme::Olo) {
+                self.heads.push(b'\n');
+                let ticks = Decimal::new(unix_s_to_ticks(msg.timestamp_s));
+                let tail_from = self.heads.len();
+                self.heads.push(b'\n');
+                self.heads.extend_from_slice(msg.id.as_bytes());
+                self.heads.push(b'\n');
+                self.heads.extend_from_slice(ticks.as_bytes());
+                let head = from..tail_from;
+                let tail = tail_from..self.heads.len();
+                self.units.extend((0..keys.len()).map(|key| Unit {
+                    job,
+                    key,
+                    head: head.clone(),
+                    tail: tail.clone(),
+                }));
+                continue;
+            }
             self.units.extend((0..keys.len()).map(|key| Unit {
                 job,
                 key,
                 head: head.clone(),
+                tail: 0..0,
             }));
         }
         if self.units.len() < LANE_TAGS_MIN {
@@ -481,6 +507,7 @@ impl BatchSigner {
                     state,
                     head: &heads[unit.head.clone()],
                     body: msg.body,
+                    tail: &heads[unit.tail.clone()],
                 }
             },
             &mut self.tags,
@@ -624,10 +651,10 @@ mod tests {
         }
     }
 
-    /// Batches that mix what the lanes hash (standard and stripe, one key or eight, ids
-    /// up to the longest) with what ring signs (olo, ed25519), and a batch with a single
-    /// tag for the lanes (left to ring), sign every job as one at a time would; the
-    /// lanes run exactly where they should.
+    /// Batches that mix what the lanes hash (standard, stripe and olo, one key or eight,
+    /// ids up to the longest, an olo URL that ends past a block) with what ring signs
+    /// (ed25519), and a batch with a single tag for the lanes (left to ring), sign every
+    /// job as one at a time would; the lanes run exactly where they should.
     #[test]
     fn mixed_batches_sign_in_lanes_and_through_ring_as_one_at_a_time() {
         let secrets = |scheme: &Scheme, count: u8| -> Vec<String> {
@@ -654,14 +681,18 @@ mod tests {
             .iter()
             .map(|&len| (0..len).map(|b| (b * 7 + len) as u8).collect())
             .collect();
+        let urls = [
+            "https://example.com/hook".to_string(),
+            format!("https://example.com/{}", "p".repeat(100)),
+        ];
         let message = |i: usize| Message {
             id: &ids[i % ids.len()],
             timestamp_s: 1_700_000_000 + i as i64,
-            url: "https://example.com/hook",
+            url: &urls[i % urls.len()],
             body: &bodies[i % bodies.len()],
         };
         let one_lane_tag = vec![
-            (&olo, message(0)),
+            (&ed25519, message(0)),
             (&standard_one, message(1)),
             (&ed25519, message(2)),
         ];
@@ -672,7 +703,7 @@ mod tests {
             })
             .collect();
         let lanes_run = lanes_available();
-        for (jobs, lane_tags) in [(&one_lane_tag, 0), (&all, 6 * (1 + 8 + 1))] {
+        for (jobs, lane_tags) in [(&one_lane_tag, 0), (&all, 6 * (1 + 2 + 8 + 1))] {
             let mut batch = BatchSigner::new();
             let mut out = vec![SignedHeaders::new(); jobs.len()];
             batch.sign_batch(jobs, &mut out);
