@@ -89,15 +89,7 @@ pub(crate) fn available() -> bool {
         && std::arch::is_x86_feature_detected!("ssse3")
 }
 
-/// One message to authenticate: `head`, `body` and `tail` one after the other, under
-/// `state`.
-#[derive(Clone, Copy)]
-pub(crate) struct Job<'a> {
-    pub(crate) state: &'a HmacState,
-    pub(crate) head: &'a [u8],
-    pub(crate) body: &'a [u8],
-    pub(crate) tail: &'a [u8],
-}
+pub(crate) use crate::LaneJob as Job;
 
 /// Appends the HMAC tag of `job(i)` to `out` for every `i` in `0..count`, in order.
 ///

@@ -16,14 +16,8 @@ impl HmacState {
     }
 }
 
-/// One message to authenticate (see the x86-64 module); never made here.
-#[derive(Clone, Copy)]
-pub(crate) struct Job<'a> {
-    pub(crate) state: &'a HmacState,
-    pub(crate) head: &'a [u8],
-    pub(crate) body: &'a [u8],
-    pub(crate) tail: &'a [u8],
-}
+/// Never made here (no [`HmacState`] exists).
+pub(crate) use crate::LaneJob as Job;
 
 /// Never called: no job exists without an [`HmacState`].
 pub(crate) fn tags<'a>(count: usize, job: impl Fn(usize) -> Job<'a>, _out: &mut Vec<[u8; 32]>) {

@@ -75,6 +75,16 @@ mod lanes;
 mod lanes;
 mod scheme;
 mod secret;
+
+/// One message for the lanes to authenticate: `head`, `body` and `tail` one after the
+/// other, under `state` (the lanes of this architecture, or none).
+#[derive(Clone, Copy)]
+pub(crate) struct LaneJob<'a> {
+    pub(crate) state: &'a lanes::HmacState,
+    pub(crate) head: &'a [u8],
+    pub(crate) body: &'a [u8],
+    pub(crate) tail: &'a [u8],
+}
 mod signer;
 mod verify;
 
