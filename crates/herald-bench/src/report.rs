@@ -287,6 +287,11 @@ pub struct Report {
     pub accepted: u64,
     /// Publishes refused (errors other than back-pressure).
     pub publish_errors: u64,
+    /// Events per hand-off asked for (`--batch`).
+    pub batch: usize,
+    /// Hand-offs to the engine: publish calls it took (embedded: `try_publish`, or
+    /// `publish_batch` with `--batch` above 1) or REST requests sent (remote).
+    pub publish_calls: u64,
     /// accepted × fan-out.
     pub deliveries_expected: u64,
     /// 2xx answers at the sink.
@@ -576,12 +581,20 @@ impl Report {
         row(
             "accepted",
             format!(
-                "{} events in {:.2} s: {:.0}/s{}",
+                "{} events in {:.2} s: {:.0}/s{}{}",
                 self.accepted,
                 self.publish_s,
                 self.accepted_per_s,
                 if self.publish_errors > 0 {
                     format!(" ({} refused)", self.publish_errors)
+                } else {
+                    String::new()
+                },
+                if self.batch > 1 {
+                    format!(
+                        ", in {} hand-offs of up to {} events",
+                        self.publish_calls, self.batch
+                    )
                 } else {
                     String::new()
                 }

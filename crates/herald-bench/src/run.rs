@@ -9,8 +9,8 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use hdrhistogram::Histogram;
 use herald::{
-    Error as HeraldError, Event, EventFilter, EventType, Herald, PublishReceipt, ShardStats,
-    TenantId, Url, WebhookSpec,
+    Error as HeraldError, Event, EventFilter, EventType, Herald, PublishReceipt, Published,
+    ShardStats, TenantId, Url, WebhookSpec,
 };
 use herald_sink::{Action, Sink, SinkBuilder, StatusMix};
 
@@ -181,6 +181,9 @@ fn event_type_of(mix: &[(EventType, u32)], total: u64, seed: u64, n: u64) -> &Ev
 struct Shared {
     accepted: AtomicU64,
     publish_errors: AtomicU64,
+    /// Hand-offs to the engine: publish calls it took (embedded) or REST requests sent
+    /// (remote).
+    publish_calls: AtomicU64,
     /// First error that stopped a publisher.
     failure: Mutex<Option<String>>,
     stop: AtomicBool,
@@ -205,13 +208,46 @@ enum Engine {
     },
 }
 
+/// What [`Herald::try_publish_batch_detailed_async`] hands back: one answer per event
+/// once every accepted one is durable.
+type BatchReceipt = std::pin::Pin<
+    Box<
+        dyn std::future::Future<Output = Result<Vec<Result<Published, HeraldError>>, HeraldError>>
+            + Send,
+    >,
+>;
+
+/// An embedded publisher's outstanding hand-offs, oldest first.
+enum Outstanding {
+    /// One event (`--batch 1`).
+    Event(PublishReceipt),
+    /// A batch of this many events.
+    Batch(usize, BatchReceipt),
+}
+
+impl Outstanding {
+    fn events(&self) -> usize {
+        match self {
+            Outstanding::Event(_) => 1,
+            Outstanding::Batch(count, _) => *count,
+        }
+    }
+}
+
 /// A publisher's side of the engine.
 enum Lane {
     Embedded {
         herald: Herald,
         tenants: Arc<Vec<TenantId>>,
-        window: VecDeque<PublishReceipt>,
+        window: VecDeque<Outstanding>,
+        /// Events in `window`.
+        window_events: usize,
+        /// Most events outstanding (`--window`).
         window_max: usize,
+        /// Events gathered for the next `publish_batch` (with `--batch` above 1).
+        batch: Vec<Event>,
+        batch_tenant: Option<usize>,
+        batch_max: usize,
     },
     Remote {
         /// Boxed: a client holds its buffers inline.
@@ -234,46 +270,51 @@ impl Lane {
         shared: &Shared,
     ) -> Result<(), BenchError> {
         // A batch holds one tenant's events: a new tenant sends what is gathered.
-        if matches!(self, Lane::Remote { batch_tenant: Some(t), .. } if *t != tenant) {
-            self.flush(shared)?;
+        match self {
+            Lane::Remote {
+                batch_tenant: Some(t),
+                ..
+            } if *t != tenant => self.flush(shared)?,
+            Lane::Embedded {
+                batch_tenant: Some(t),
+                ..
+            } if *t != tenant => self.hand_over_batch(shared)?,
+            _ => {}
         }
         match self {
+            Lane::Embedded {
+                batch,
+                batch_tenant,
+                batch_max,
+                ..
+            } if *batch_max > 1 => {
+                batch.push(Event::from_json_bytes(event_type.clone(), data));
+                *batch_tenant = Some(tenant);
+                if batch.len() >= *batch_max {
+                    self.hand_over_batch(shared)?;
+                }
+                Ok(())
+            }
             Lane::Embedded {
                 herald,
                 tenants,
                 window,
+                window_events,
                 window_max,
+                ..
             } => {
-                if window.len() >= *window_max {
-                    settle(window.pop_front(), shared);
+                while *window_events >= *window_max {
+                    settle_oldest(window, window_events, shared);
                 }
-                let mut event = Event::from_json_bytes(event_type.clone(), data);
-                loop {
-                    match herald.try_publish(&tenants[tenant], event) {
-                        Ok(receipt) => {
-                            window.push_back(receipt);
-                            return Ok(());
-                        }
-                        Err(error @ HeraldError::Backpressure { .. }) => {
-                            // The intake is full: the oldest receipt resolving makes room.
-                            event = match error.into_event() {
-                                Some((_, event)) => event,
-                                None => {
-                                    return Err(BenchError::Engine(
-                                        "back-pressure without the event".into(),
-                                    ))
-                                }
-                            };
-                            match window.pop_front() {
-                                Some(receipt) => settle(Some(receipt), shared),
-                                None => std::thread::sleep(Duration::from_micros(100)),
-                            }
-                        }
-                        Err(error) => {
-                            return Err(BenchError::Engine(format!("publish failed: {error}")))
-                        }
-                    }
-                }
+                let tenant = &tenants[tenant];
+                hand_over(
+                    Event::from_json_bytes(event_type.clone(), data),
+                    |event| herald.try_publish(tenant, event).map(Outstanding::Event),
+                    |error| error.into_event().map(|(_, event)| event),
+                    window,
+                    window_events,
+                    shared,
+                )
             }
             Lane::Remote {
                 batch,
@@ -300,12 +341,64 @@ impl Lane {
         }
     }
 
-    /// Waits for everything handed over (embedded) or sends the partial batch (remote).
+    /// Hands the gathered batch to the engine in one `publish_batch` (embedded), once
+    /// the window has room for it; under back-pressure it waits for the oldest
+    /// hand-off and tries again, as single events do.
+    fn hand_over_batch(&mut self, shared: &Shared) -> Result<(), BenchError> {
+        let Lane::Embedded {
+            herald,
+            tenants,
+            window,
+            window_events,
+            window_max,
+            batch,
+            batch_tenant,
+            ..
+        } = self
+        else {
+            return Ok(());
+        };
+        let Some(tenant) = batch_tenant.take() else {
+            return Ok(());
+        };
+        let events = std::mem::take(batch);
+        let count = events.len();
+        while !window.is_empty() && *window_events + count > *window_max {
+            settle_oldest(window, window_events, shared);
+        }
+        let tenant = &tenants[tenant];
+        hand_over(
+            events,
+            |events| {
+                herald
+                    .try_publish_batch_detailed_async(tenant, events)
+                    .map(|receipt| Outstanding::Batch(count, Box::pin(receipt)))
+            },
+            |error| match error.into_unsent() {
+                Some(herald::Unsent::Events { events, .. }) => Some(events),
+                _ => None,
+            },
+            window,
+            window_events,
+            shared,
+        )
+    }
+
+    /// Waits for everything handed over (embedded; a partial batch is handed over
+    /// first) or sends the partial batch (remote).
     fn flush(&mut self, shared: &Shared) -> Result<(), BenchError> {
         match self {
-            Lane::Embedded { window, .. } => {
-                while let Some(receipt) = window.pop_front() {
-                    settle(Some(receipt), shared);
+            Lane::Embedded { .. } => {
+                self.hand_over_batch(shared)?;
+                if let Lane::Embedded {
+                    window,
+                    window_events,
+                    ..
+                } = self
+                {
+                    while !window.is_empty() {
+                        settle_oldest(window, window_events, shared);
+                    }
                 }
                 Ok(())
             }
@@ -338,6 +431,7 @@ impl Lane {
                     }
                 };
                 batch.clear();
+                shared.publish_calls.fetch_add(1, Ordering::Relaxed);
                 shared.accepted.fetch_add(accepted, Ordering::Relaxed);
                 shared
                     .publish_errors
@@ -354,14 +448,62 @@ fn count_batch_accepted(body: &[u8]) -> u64 {
     body.windows(needle.len()).filter(|w| w == needle).count() as u64
 }
 
-/// Waits for one receipt (the event is durable once it resolves) and counts it.
-fn settle(receipt: Option<PublishReceipt>, shared: &Shared) {
-    if let Some(receipt) = receipt {
-        match receipt.wait() {
-            Ok(_) => shared.accepted.fetch_add(1, Ordering::Relaxed),
-            Err(_) => shared.publish_errors.fetch_add(1, Ordering::Relaxed),
-        };
+/// Hands `item` over with `try_hand_over` and lists it in `window`. Under back-pressure
+/// (`give_back` takes the item back out of the error) the oldest hand-off resolving makes
+/// room, and the item is tried again.
+fn hand_over<T>(
+    mut item: T,
+    mut try_hand_over: impl FnMut(T) -> Result<Outstanding, HeraldError>,
+    give_back: impl Fn(HeraldError) -> Option<T>,
+    window: &mut VecDeque<Outstanding>,
+    window_events: &mut usize,
+    shared: &Shared,
+) -> Result<(), BenchError> {
+    loop {
+        match try_hand_over(item) {
+            Ok(outstanding) => {
+                *window_events += outstanding.events();
+                window.push_back(outstanding);
+                shared.publish_calls.fetch_add(1, Ordering::Relaxed);
+                return Ok(());
+            }
+            Err(error @ HeraldError::Backpressure { .. }) => {
+                item = give_back(error).ok_or_else(|| {
+                    BenchError::Engine("back-pressure without what was handed over".into())
+                })?;
+                if window.is_empty() {
+                    std::thread::sleep(Duration::from_micros(100));
+                } else {
+                    settle_oldest(window, window_events, shared);
+                }
+            }
+            Err(error) => return Err(BenchError::Engine(format!("publish failed: {error}"))),
+        }
     }
+}
+
+/// Waits for the oldest hand-off in `window` (its events are durable once it resolves)
+/// and counts its events.
+fn settle_oldest(window: &mut VecDeque<Outstanding>, window_events: &mut usize, shared: &Shared) {
+    let Some(oldest) = window.pop_front() else {
+        return;
+    };
+    *window_events -= oldest.events();
+    let (accepted, failed) = match oldest {
+        Outstanding::Event(receipt) => match receipt.wait() {
+            Ok(_) => (1, 0),
+            Err(_) => (0, 1),
+        },
+        Outstanding::Batch(count, receipt) => match futures_lite::future::block_on(receipt) {
+            Ok(answers) => {
+                let accepted = answers.iter().filter(|a| a.is_ok()).count() as u64;
+                (accepted, answers.len() as u64 - accepted)
+            }
+            Err(_) => (0, count as u64),
+        },
+    };
+    shared.accepted.fetch_add(accepted, Ordering::Relaxed);
+    shared.publish_errors.fetch_add(failed, Ordering::Relaxed);
 }
 
 /// The engine's data directory: `given`, or `data` in a new temporary directory named
@@ -585,7 +727,12 @@ impl Engine {
                 herald: herald.clone(),
                 tenants: tenants.clone(),
                 window: VecDeque::with_capacity(plan.window),
+                window_events: 0,
                 window_max: plan.window,
+                batch: Vec::with_capacity(plan.batch),
+                batch_tenant: None,
+                // Never more than the window (the plan refuses it), so a batch always fits.
+                batch_max: plan.batch,
             },
             Engine::Remote { target, tenants } => Lane::Remote {
                 client: Box::new(Client::new(target)?),
@@ -1260,6 +1407,8 @@ fn drive(
             .map(|d| u64::try_from(d.as_micros()).unwrap_or(u64::MAX)),
         accepted,
         publish_errors: shared.publish_errors.load(Ordering::Relaxed),
+        batch: plan.batch,
+        publish_calls: shared.publish_calls.load(Ordering::Relaxed),
         deliveries_expected: accepted * fanout,
         delivered,
         attempts,

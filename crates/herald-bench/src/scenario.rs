@@ -209,11 +209,14 @@ pub struct Knobs {
     #[arg(long, value_name = "N")]
     #[serde(default)]
     pub publishers: Option<usize>,
-    /// Receipts each publisher keeps outstanding (embedded) [default: 2048].
+    /// Events each publisher keeps outstanding (embedded), published and not yet durable
+    /// [default: 2048].
     #[arg(long, value_name = "N")]
     #[serde(default)]
     pub window: Option<usize>,
-    /// Events per REST request (remote; 1 uses POST /v1/events) [default: 1].
+    /// Events per hand-off, all of one tenant: embedded, one `publish_batch` (at most
+    /// --window); remote, one REST request (1 uses POST /v1/events, more
+    /// POST /v1/events/batch) [default: 1].
     #[arg(long, value_name = "N")]
     #[serde(default)]
     pub batch: Option<usize>,
@@ -491,9 +494,9 @@ pub struct Plan {
     pub receiver: Receiver,
     /// Publisher threads.
     pub publishers: usize,
-    /// Receipts per publisher.
+    /// Events outstanding per embedded publisher.
     pub window: usize,
-    /// Events per REST request.
+    /// Events per hand-off (embedded `publish_batch`, remote REST request).
     pub batch: usize,
     /// Measure the raw ceiling too.
     pub compare_raw: bool,
@@ -773,6 +776,16 @@ impl Plan {
                 }
             }
         }
+        let window = check_range("window", knobs.window.unwrap_or(2048), 1, WINDOW_MAX)?;
+        let batch = check_range("batch", knobs.batch.unwrap_or(1), 1, BATCH_MAX)?;
+        // An embedded publisher keeps at most `window` events outstanding: a batch larger
+        // than that could never be handed over whole.
+        if target.is_none() && batch > window {
+            return Err(config(format!(
+                "batch {batch} is larger than window {window}: an embedded publisher keeps \
+                 at most `window` events outstanding, so raise window or lower batch"
+            )));
+        }
         Ok(Plan {
             name: knobs.name.clone(),
             tenants,
@@ -797,8 +810,8 @@ impl Plan {
                 1,
                 PUBLISHERS_MAX,
             )?,
-            window: check_range("window", knobs.window.unwrap_or(2048), 1, WINDOW_MAX)?,
-            batch: check_range("batch", knobs.batch.unwrap_or(1), 1, BATCH_MAX)?,
+            window,
+            batch,
             compare_raw: knobs.compare_raw.unwrap_or(false),
             drain_timeout: knobs.drain_timeout.unwrap_or(Duration::from_secs(300)),
             target,
@@ -948,11 +961,36 @@ mod tests {
                 },
                 "pinning configures the embedded engine",
             ),
+            (
+                Knobs {
+                    batch: Some(65),
+                    window: Some(64),
+                    ..Knobs::default()
+                },
+                "batch 65 is larger than window 64",
+            ),
         ];
         for (knobs, needle) in cases {
             let err = Plan::resolve(knobs).unwrap_err().to_string();
             assert!(err.contains(needle), "{needle}: {err}");
         }
+        // The window bounds only an embedded publisher's batches.
+        let remote = Plan::resolve(&Knobs {
+            target: Some("http://127.0.0.1:1".into()),
+            api_key: Some("k".into()),
+            batch: Some(65),
+            window: Some(64),
+            ..Knobs::default()
+        })
+        .unwrap();
+        assert_eq!(remote.batch, 65);
+        let embedded = Plan::resolve(&Knobs {
+            batch: Some(64),
+            window: Some(64),
+            ..Knobs::default()
+        })
+        .unwrap();
+        assert_eq!(embedded.batch, 64);
     }
 
     #[test]
