@@ -12,20 +12,9 @@ use std::time::Duration;
 
 use herald::{Event, EventFilter, Herald, RetrySchedule, Scheme, TenantId, Url, WebhookSpec};
 
-/// User + system CPU time of this process, in clock ticks (`/proc/self/stat`).
-fn cpu_ticks() -> u64 {
-    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
-    // Fields after the parenthesised command name; utime and stime are 14th and 15th.
-    let after = stat.rsplit(')').next().unwrap_or_default();
-    let fields: Vec<&str> = after.split_whitespace().collect();
-    let field = |i: usize| {
-        fields
-            .get(i)
-            .and_then(|f| f.parse::<u64>().ok())
-            .unwrap_or(0)
-    };
-    field(11) + field(12)
-}
+#[path = "support/cpu.rs"]
+mod cpu;
+use cpu::cpu_ticks;
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let args: Vec<String> = std::env::args().collect();

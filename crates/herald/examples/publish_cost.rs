@@ -16,19 +16,9 @@ use std::time::Instant;
 
 use herald::{Event, EventType, Herald, TenantId};
 
-/// User + system CPU time of this process, in clock ticks (`/proc/self/stat`).
-fn cpu_ticks() -> u64 {
-    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
-    let after = stat.rsplit(')').next().unwrap_or_default();
-    let fields: Vec<&str> = after.split_whitespace().collect();
-    let field = |i: usize| {
-        fields
-            .get(i)
-            .and_then(|f| f.parse::<u64>().ok())
-            .unwrap_or(0)
-    };
-    field(11) + field(12)
-}
+#[path = "support/cpu.rs"]
+mod cpu;
+use cpu::cpu_ticks;
 
 fn arg(args: &[String], name: &str, default: usize, max: usize) -> Result<usize, String> {
     match args.iter().position(|a| a == name) {
