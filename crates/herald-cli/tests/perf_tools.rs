@@ -106,7 +106,7 @@ fn perf_goals_measures_every_goal_with_the_binary_and_reads_its_reports_back() {
     let stderr = String::from_utf8_lossy(&run.stderr);
     assert!(run.status.success(), "tools/perf-goals failed: {stderr}");
     assert!(
-        stderr.contains(&format!("[9/9] {bin} bench pending")),
+        stderr.contains(&format!("[11/11] {bin} bench pending")),
         "progress: {stderr}"
     );
     let table = String::from_utf8(run.stdout).unwrap();
@@ -161,7 +161,7 @@ fn perf_goals_measures_every_goal_with_the_binary_and_reads_its_reports_back() {
     let summary = read_json(out.join("goals.json"));
     assert_eq!(summary["quick"], true);
     let goals = summary["goals"].as_array().unwrap();
-    assert_eq!(goals.len(), 11, "{summary}");
+    assert_eq!(goals.len(), 12, "{summary}");
     let of =
         |reports: &[Value], key: &str| median(reports.iter().map(|r| figure(r, key)).collect());
     let disk = |r: &Value| {
@@ -298,9 +298,37 @@ fn perf_goals_measures_every_goal_with_the_binary_and_reads_its_reports_back() {
     assert!((value - expected).abs() <= 1e-9 * expected, "{scaling}");
     assert_eq!(scaling["met"], Value::Null, "{scaling}");
     assert_eq!(scaling["status"], "reported");
+    // The ratio with events handed over in batches is reported beside the goal's.
+    let batched: Vec<Value> = (1..=2)
+        .map(|i| read_json(out.join(format!("batched-{i}.json"))))
+        .collect();
+    for r in &batched {
+        assert_eq!(r["batch"], 64, "{r}");
+        assert_eq!(r["tenants"], 16);
+        assert!(
+            figure(r, "publish_calls") < figure(r, "accepted"),
+            "handed over in batches: {r}"
+        );
+    }
+    let row = goal(
+        goals,
+        "ratio to `herald bench raw`, plain text, events handed over in batches of 64",
+    );
+    let expected = of(&batched, "ratio_to_raw");
+    let value = row["value"].as_f64().unwrap();
+    assert!((value - expected).abs() <= 1e-9 * expected, "{row}");
+    assert_eq!(row["met"], Value::Null, "{row}");
+    assert_eq!(row["status"], "reported");
+    assert!(
+        row["measured"].as_str().unwrap().ends_with(&format!(
+            "against {:.3} one event at a time",
+            of(&plain, "ratio_to_raw")
+        )),
+        "{row}"
+    );
     assert_eq!(
         table.lines().filter(|l| l.starts_with("| ")).count(),
-        12,
+        13,
         "{table}"
     );
 
