@@ -269,7 +269,9 @@ impl Lane {
         data: Vec<u8>,
         shared: &Shared,
     ) -> Result<(), BenchError> {
-        // A batch holds one tenant's events: a new tenant sends what is gathered.
+        // A batch holds one tenant's events: a new tenant sends what is gathered. (The
+        // publishers change tenants every `--batch` events, when a batch was just sent;
+        // this keeps a batch to one tenant whatever the order of the events.)
         match self {
             Lane::Remote {
                 batch_tenant: Some(t),
@@ -303,9 +305,7 @@ impl Lane {
                 window_max,
                 ..
             } => {
-                while *window_events >= *window_max {
-                    settle_oldest(window, window_events, shared);
-                }
+                make_room(1, window, window_events, *window_max, shared);
                 let tenant = &tenants[tenant];
                 hand_over(
                     Event::from_json_bytes(event_type.clone(), data),
@@ -363,9 +363,7 @@ impl Lane {
         };
         let events = std::mem::take(batch);
         let count = events.len();
-        while !window.is_empty() && *window_events + count > *window_max {
-            settle_oldest(window, window_events, shared);
-        }
+        make_room(count, window, window_events, *window_max, shared);
         let tenant = &tenants[tenant];
         hand_over(
             events,
@@ -446,6 +444,20 @@ impl Lane {
 fn count_batch_accepted(body: &[u8]) -> u64 {
     let needle = b"\"status\":202";
     body.windows(needle.len()).filter(|w| w == needle).count() as u64
+}
+
+/// Waits for the oldest hand-offs until `count` more events fit in the window (or none
+/// is left outstanding).
+fn make_room(
+    count: usize,
+    window: &mut VecDeque<Outstanding>,
+    window_events: &mut usize,
+    window_max: usize,
+    shared: &Shared,
+) {
+    while !window.is_empty() && *window_events + count > window_max {
+        settle_oldest(window, window_events, shared);
+    }
 }
 
 /// Hands `item` over with `try_hand_over` and lists it in `window`. Under back-pressure

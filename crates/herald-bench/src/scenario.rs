@@ -27,7 +27,7 @@ pub const RATE_MAX: f64 = 10_000_000.0;
 pub const PAYLOAD_BYTES_MAX: usize = 200 * 1024;
 /// Most publisher threads (each holds a window of receipts or one API connection).
 pub const PUBLISHERS_MAX: usize = 256;
-/// Most receipts one publisher keeps outstanding.
+/// Most events one publisher keeps outstanding (published, not yet durable).
 pub const WINDOW_MAX: usize = 65_536;
 /// Largest REST batch (the API's own limit).
 pub const BATCH_MAX: usize = 1_000;
@@ -216,7 +216,8 @@ pub struct Knobs {
     pub window: Option<usize>,
     /// Events per hand-off, all of one tenant: embedded, one `publish_batch` (at most
     /// --window); remote, one REST request (1 uses POST /v1/events, more
-    /// POST /v1/events/batch) [default: 1].
+    /// POST /v1/events/batch). In an open loop a batch goes when its last event is due,
+    /// and its events' latency includes the wait [default: 1].
     #[arg(long, value_name = "N")]
     #[serde(default)]
     pub batch: Option<usize>,
@@ -783,7 +784,8 @@ impl Plan {
         if target.is_none() && batch > window {
             return Err(config(format!(
                 "batch {batch} is larger than window {window}: an embedded publisher keeps \
-                 at most `window` events outstanding, so raise window or lower batch"
+                 at most `window` events outstanding, so raise --window (window) or lower \
+                 --batch (batch)"
             )));
         }
         Ok(Plan {

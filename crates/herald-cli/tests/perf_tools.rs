@@ -341,6 +341,36 @@ fn perf_goals_measures_every_goal_with_the_binary_and_reads_its_reports_back() {
     );
     assert_eq!(String::from_utf8(again.stdout).unwrap(), table);
 
+    // Reports of runs that handed events over one at a time (a binary from before
+    // embedded runs took --batch) are not read as batched.
+    let older = dir.path().join("older");
+    std::fs::create_dir(&older).unwrap();
+    for entry in std::fs::read_dir(&out).unwrap() {
+        let path = entry.unwrap().path();
+        let name = path.file_name().unwrap().to_str().unwrap().to_owned();
+        if !name.ends_with(".json") {
+            continue;
+        }
+        let mut report = read_json(path.clone());
+        if name.starts_with("batched-") {
+            report["batch"] = Value::from(1);
+            report["publish_calls"] = report["accepted"].clone();
+        }
+        std::fs::write(older.join(&name), report.to_string()).unwrap();
+    }
+    let relabelled = perf_goals(&["--from", older.to_str().unwrap()]);
+    assert!(relabelled.status.success());
+    let summary = read_json(older.join("goals.json"));
+    let row = goal(
+        summary["goals"].as_array().unwrap(),
+        "ratio to `herald bench raw`, plain text, events handed over in batches of 64",
+    );
+    assert_eq!(row["value"], Value::Null, "{row}");
+    assert_eq!(
+        row["status"],
+        "not measured (the binary did not hand events over in batches of 64)"
+    );
+
     // A directory that holds reports is not written over.
     let refused = perf_goals(&["--herald", bin, "--out", out.to_str().unwrap()]);
     assert_eq!(refused.status.code(), Some(1));

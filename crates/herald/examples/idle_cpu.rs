@@ -14,7 +14,7 @@ use herald::{Event, EventFilter, Herald, RetrySchedule, Scheme, TenantId, Url, W
 
 #[path = "support/cpu.rs"]
 mod cpu;
-use cpu::cpu_ticks;
+use cpu::cpu_us;
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let args: Vec<String> = std::env::args().collect();
@@ -53,11 +53,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     }
     // Let the first attempts fail, then measure.
     std::thread::sleep(Duration::from_millis(500));
-    let before = cpu_ticks();
+    let before = cpu_us();
     std::thread::sleep(Duration::from_secs(seconds));
-    let ticks = cpu_ticks() - before;
-    // Clock ticks are 1/100 s on Linux (USER_HZ).
-    let cpu_ms = ticks * 10;
+    let cpu_ms = (cpu_us() - before) / 1000;
     let pending: usize = herald
         .stats()?
         .iter()

@@ -1,17 +1,8 @@
 //! The process's CPU time, for the examples that measure it.
 
-/// User + system CPU time of this process, in clock ticks (`/proc/self/stat`; 1/100 s
-/// on Linux, USER_HZ).
-pub fn cpu_ticks() -> u64 {
-    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
-    // Fields after the parenthesised command name; utime and stime are 14th and 15th.
-    let after = stat.rsplit(')').next().unwrap_or_default();
-    let fields: Vec<&str> = after.split_whitespace().collect();
-    let field = |i: usize| {
-        fields
-            .get(i)
-            .and_then(|f| f.parse::<u64>().ok())
-            .unwrap_or(0)
-    };
-    field(11) + field(12)
+/// User + system CPU time of this process so far, in µs (`CLOCK_PROCESS_CPUTIME_ID`:
+/// every thread's, to the nanosecond rather than `/proc`'s hundredths of a second).
+pub fn cpu_us() -> u64 {
+    let t = rustix::time::clock_gettime(rustix::time::ClockId::ProcessCPUTime);
+    u64::try_from(t.tv_sec).unwrap_or(0) * 1_000_000 + u64::try_from(t.tv_nsec).unwrap_or(0) / 1_000
 }
