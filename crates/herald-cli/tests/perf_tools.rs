@@ -519,6 +519,57 @@ fn perf_pairs_alternates_the_builds_and_takes_each_pairs_ratios() {
     );
 }
 
+/// `--a-args` and `--b-args`: two settings of one build, each run with its own.
+#[test]
+fn perf_pairs_compares_two_settings_of_one_build() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("settings");
+    let bin = env!("CARGO_BIN_EXE_herald");
+    let run = script(
+        "perf-pairs",
+        &[
+            "--pairs",
+            "2",
+            "--out",
+            out.to_str().unwrap(),
+            "--a-args",
+            "--batch 1",
+            "--b-args",
+            "--batch 10",
+            bin,
+            bin,
+            "--",
+            "bench",
+            "run",
+            "--events",
+            "200",
+            "--tenants",
+            "2",
+            "--payload-bytes",
+            "64",
+        ],
+    );
+    let stderr = String::from_utf8_lossy(&run.stderr);
+    assert!(run.status.success(), "tools/perf-pairs failed: {stderr}");
+    for n in 1..=2 {
+        let a = read_json(out.join(format!("a-{n}.json")));
+        let b = read_json(out.join(format!("b-{n}.json")));
+        assert_eq!((&a["batch"], &a["publish_calls"]), (&1.into(), &200.into()));
+        assert_eq!((&b["batch"], &b["publish_calls"]), (&10.into(), &20.into()));
+        for r in [&a, &b] {
+            assert_eq!(r["delivered"], 200, "the bench command ran too: {r}");
+        }
+    }
+    let table = String::from_utf8(run.stdout).unwrap();
+    assert!(
+        table.starts_with(&format!("A = {bin} (--batch 1)\nB = {bin} (--batch 10)\n")),
+        "{table}"
+    );
+    let summary = read_json(out.join("pairs.json"));
+    assert_eq!(summary["a_args"], serde_json::json!(["--batch", "1"]));
+    assert_eq!(summary["b_args"], serde_json::json!(["--batch", "10"]));
+}
+
 #[test]
 fn perf_pairs_refuses_what_it_cannot_compare() {
     let bin = env!("CARGO_BIN_EXE_herald");
@@ -537,6 +588,14 @@ fn perf_pairs_refuses_what_it_cannot_compare() {
         (
             vec!["--pairs", "0", bin, bin, "--", "bench", "run"],
             "--pairs takes a count",
+        ),
+        (
+            vec!["--b-args", "--json x", bin, bin, "--", "bench", "run"],
+            "leave it out of --b-args",
+        ),
+        (
+            vec!["--a-args", "--batch '1", bin, bin, "--", "bench", "run"],
+            "--a-args: No closing quotation",
         ),
     ] {
         let run = script("perf-pairs", &args);
