@@ -395,6 +395,13 @@ pub struct JournalConfig {
     /// answered after its sync: a shorter delay answers sooner at the cost of more syncs
     /// (CPU, and device writes) while the server is busy.
     pub group_delay_us: u64,
+    /// Group commit for records nobody waits for (a shard's attempt outcomes, while no
+    /// write and no delivery waits for a record): synced this many µs after the last sync
+    /// began (`0..=`[`JOURNAL_GROUP_DELAY_US_MAX`], never less than `group_delay_us`),
+    /// unless a record someone waits for comes first. A crash of the process loses none
+    /// of them; a power loss may lose this much of them, whose deliveries are then sent
+    /// again.
+    pub lazy_delay_us: u64,
     /// Group commit: a sync starts at once when this many records wait
     /// (`1..=`[`JOURNAL_GROUP_RECORDS_MAX_LIMIT`]).
     pub group_records_max: usize,
@@ -405,6 +412,8 @@ pub struct JournalConfig {
 pub const JOURNAL_GROUP_DELAY_US_MAX: u64 = 1_000_000;
 /// Default `[journal] group_delay_us` (the journal's default).
 pub const JOURNAL_GROUP_DELAY_US_DEFAULT: u64 = 1_000;
+/// Default `[journal] lazy_delay_us` (the journal's default).
+pub const JOURNAL_LAZY_DELAY_US_DEFAULT: u64 = 10_000;
 /// Largest `[journal] group_records_max`: the journal's own bound
 /// (`GROUP_RECORDS_MAX_LIMIT`).
 pub const JOURNAL_GROUP_RECORDS_MAX_LIMIT: usize = 1 << 20;
@@ -422,6 +431,7 @@ impl Default for JournalConfig {
             segment_bytes: JOURNAL_SEGMENT_BYTES_DEFAULT,
             segments_max: JOURNAL_SEGMENTS_MAX_DEFAULT,
             group_delay_us: JOURNAL_GROUP_DELAY_US_DEFAULT,
+            lazy_delay_us: JOURNAL_LAZY_DELAY_US_DEFAULT,
             group_records_max: JOURNAL_GROUP_RECORDS_MAX_DEFAULT,
         }
     }
@@ -589,6 +599,12 @@ impl Config {
         if group_delay_us > JOURNAL_GROUP_DELAY_US_MAX {
             return Err(ConfigError::new(format!(
                 "journal.group_delay_us is {group_delay_us}; it must be from 0 to {JOURNAL_GROUP_DELAY_US_MAX} (a second)"
+            )));
+        }
+        let lazy_delay_us = self.journal.lazy_delay_us;
+        if lazy_delay_us > JOURNAL_GROUP_DELAY_US_MAX {
+            return Err(ConfigError::new(format!(
+                "journal.lazy_delay_us is {lazy_delay_us}; it must be from 0 to {JOURNAL_GROUP_DELAY_US_MAX} (a second)"
             )));
         }
         let group_records_max = self.journal.group_records_max;
@@ -773,6 +789,7 @@ mod tests {
         assert_eq!(config.pinning, herald::Pinning::Auto);
         assert!(config.socket_ring);
         assert_eq!(config.journal.group_delay_us, 1000);
+        assert_eq!(config.journal.lazy_delay_us, 10_000);
         assert_eq!(config.journal.group_records_max, 256);
     }
 
@@ -795,6 +812,7 @@ mod tests {
             config.journal.group_records_max,
             JOURNAL_GROUP_RECORDS_MAX_DEFAULT
         );
+        assert_eq!(config.journal.lazy_delay_us, JOURNAL_LAZY_DELAY_US_DEFAULT);
         assert_eq!(config.journal.segments_max, JOURNAL_SEGMENTS_MAX_DEFAULT);
     }
 
@@ -824,6 +842,7 @@ mod tests {
             segment_bytes = 65536
             segments_max = 16
             group_delay_us = 250
+            lazy_delay_us = 2000
             group_records_max = 64
         "#;
         let config = Config::from_toml(text, "t.toml").unwrap();
@@ -834,6 +853,7 @@ mod tests {
         assert_eq!(config.journal.segment_bytes, 65536);
         assert_eq!(config.journal.segments_max, 16);
         assert_eq!(config.journal.group_delay_us, 250);
+        assert_eq!(config.journal.lazy_delay_us, 2000);
         assert_eq!(config.journal.group_records_max, 64);
         assert_eq!(config.log_format, LogFormat::Json);
         assert!(config.egress.require_https);
@@ -886,6 +906,7 @@ mod tests {
             ("[journal]\nsegments_max = 1", "journal.segments_max"),
             ("[journal]\nsegments_max = 70000", "journal.segments_max"),
             ("[journal]\ngroup_delay_us = 1000001", "journal.group_delay_us"),
+            ("[journal]\nlazy_delay_us = 1000001", "journal.lazy_delay_us"),
             ("[journal]\ngroup_records_max = 0", "journal.group_records_max"),
             ("[journal]\ngroup_records_max = 1048577", "journal.group_records_max"),
             ("admin_key = \"short\"", "admin_key"),

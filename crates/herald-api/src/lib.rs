@@ -388,6 +388,9 @@ fn prepare(config: Config, admin_key: Option<String>) -> Result<Prepared, StartE
         .journal_group_delay(std::time::Duration::from_micros(
             config.journal.group_delay_us,
         ))
+        .journal_lazy_delay(std::time::Duration::from_micros(
+            config.journal.lazy_delay_us,
+        ))
         .journal_group_records_max(config.journal.group_records_max)
         .stream_window(
             config.ws.replay_window(),

@@ -282,6 +282,9 @@ pub struct Report {
     pub group_records: Option<usize>,
     /// Journal group delay asked for, µs.
     pub group_delay_us: Option<u64>,
+    /// Journal group delay for records nobody waits for asked for, µs.
+    #[serde(default)]
+    pub lazy_delay_us: Option<u64>,
 
     /// Events published and acknowledged.
     pub accepted: u64,

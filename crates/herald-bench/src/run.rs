@@ -589,6 +589,9 @@ impl Engine {
         if let Some(delay) = plan.group_delay {
             builder = builder.journal_group_delay(delay);
         }
+        if let Some(delay) = plan.lazy_delay {
+            builder = builder.journal_lazy_delay(delay);
+        }
         if let Some(schedule) = &plan.retry_schedule {
             builder = builder.retry_schedule(schedule.clone());
         }
@@ -1416,6 +1419,9 @@ fn drive(
         group_records: plan.group_records,
         group_delay_us: plan
             .group_delay
+            .map(|d| u64::try_from(d.as_micros()).unwrap_or(u64::MAX)),
+        lazy_delay_us: plan
+            .lazy_delay
             .map(|d| u64::try_from(d.as_micros()).unwrap_or(u64::MAX)),
         accepted,
         publish_errors: shared.publish_errors.load(Ordering::Relaxed),

@@ -139,6 +139,11 @@ pub struct Knobs {
     #[arg(long, value_name = "US")]
     #[serde(default)]
     pub group_delay_us: Option<u64>,
+    /// Journal group commit for records nobody waits for (attempt outcomes while no
+    /// publish or delivery waits), µs [default: the engine's].
+    #[arg(long, value_name = "US")]
+    #[serde(default)]
+    pub lazy_delay_us: Option<u64>,
     /// Retry delays in ms (comma-separated), so that retries happen within the run
     /// [default: the engine's schedule, minutes to hours].
     #[arg(long, value_delimiter = ',', value_name = "MS,…")]
@@ -343,6 +348,7 @@ impl Knobs {
             socket_ring,
             group_records,
             group_delay_us,
+            lazy_delay_us,
             retry_schedule_ms,
             latency_ms,
             status_mix,
@@ -489,6 +495,8 @@ pub struct Plan {
     pub group_records: Option<usize>,
     /// Journal group delay.
     pub group_delay: Option<Duration>,
+    /// Journal group delay for records nobody waits for.
+    pub lazy_delay: Option<Duration>,
     /// Retry delays.
     pub retry_schedule: Option<Vec<Duration>>,
     /// The receiver.
@@ -649,6 +657,10 @@ impl Plan {
             .group_delay_us
             .map(|us| check_range("group_delay_us", us, 0, 1_000_000).map(Duration::from_micros))
             .transpose()?;
+        let lazy_delay = knobs
+            .lazy_delay_us
+            .map(|us| check_range("lazy_delay_us", us, 0, 1_000_000).map(Duration::from_micros))
+            .transpose()?;
         let retry_schedule = match &knobs.retry_schedule_ms {
             Some(delays) if delays.len() > RETRY_SCHEDULE_MAX => {
                 return Err(config(format!(
@@ -767,6 +779,7 @@ impl Plan {
                 (knobs.socket_ring.is_some(), "socket_ring"),
                 (knobs.group_records.is_some(), "group_records"),
                 (knobs.group_delay_us.is_some(), "group_delay_us"),
+                (knobs.lazy_delay_us.is_some(), "lazy_delay_us"),
                 (knobs.retry_schedule_ms.is_some(), "retry_schedule_ms"),
                 (knobs.data_dir.is_some(), "data_dir"),
             ] {
@@ -804,6 +817,7 @@ impl Plan {
             socket_ring: knobs.socket_ring,
             group_records,
             group_delay,
+            lazy_delay,
             retry_schedule,
             receiver,
             publishers: check_range(

@@ -66,8 +66,8 @@ pub use journal::{
     in_use, unmapped_elsewhere, CheckpointHandle, CheckpointWriter, Compaction, CoveredSegments,
     Frame, Journal, JournalConfig, KnownKinds, Mapped, MissingHistory, Position, Reader, Recovery,
     Repair, Replay, TornTail, CHECKPOINT_SEGMENTS_EXTRA_FACTOR, GROUP_DELAY_US_MAX,
-    GROUP_RECORDS_MAX_LIMIT, SEGMENTS_MAX_LIMIT, SEGMENT_BYTES_DEFAULT, SEGMENT_BYTES_MAX,
-    SEGMENT_BYTES_MIN, STAGED_BYTES_MAX, WRITE_PIECE_BYTES,
+    GROUP_RECORDS_MAX_LIMIT, LAZY_DELAY_US_DEFAULT, SEGMENTS_MAX_LIMIT, SEGMENT_BYTES_DEFAULT,
+    SEGMENT_BYTES_MAX, SEGMENT_BYTES_MIN, STAGED_BYTES_MAX, WRITE_PIECE_BYTES,
 };
 pub use sync::{DurableHandle, SyncStats};
 

@@ -10,9 +10,13 @@
 //! whole large folios, many times the bytes appended) and spares the TLB
 //! flushes of write-protecting mapped pages after every sync.
 //!
+//! Records committed lazily (nobody waits for them) wait a longer delay, unless an
+//! urgent commit follows: the sync thread then syncs everything written.
+//!
 //! The appender takes the state lock only to wake an idle sync thread, every
-//! `group_records_max` records, on roll and on explicit `sync`; it never waits
-//! for a sync in progress unless it asked to.
+//! `group_records_max` records, on roll, on explicit `sync` and when an urgent commit
+//! finds the thread waiting out the lazy delay; it never waits for a sync in progress
+//! unless it asked to.
 
 use std::fs::File;
 use std::io::Write;
@@ -57,8 +61,15 @@ pub(crate) struct SyncState {
 pub(crate) struct Shared {
     pub(crate) written_seq: AtomicU64,
     pub(crate) durable_seq: AtomicU64,
+    /// The last record written by an urgent commit (`Journal::commit`): records after it
+    /// were committed lazily (`Journal::commit_lazy`) and may wait the lazy delay.
+    /// Written by the appender only.
+    urgent_seq: AtomicU64,
     /// The sync thread is (about to be) waiting for work with nothing pending.
     idle: AtomicBool,
+    /// The sync thread is (about to be) waiting out the lazy delay: an urgent commit
+    /// wakes it.
+    lazy_wait: AtomicBool,
     failed: AtomicBool,
     state: Mutex<SyncState>,
     wake: Condvar,
@@ -67,6 +78,7 @@ pub(crate) struct Shared {
     notify: Mutex<Option<Notify>>,
     group_records_max: u64,
     group_delay: Duration,
+    lazy_delay: Duration,
 }
 
 /// Leaves [`crate::format::SYNC_FAILED_FILE`] in the journal's directory `dir`, saying
@@ -98,11 +110,14 @@ impl Shared {
         last_seq: u64,
         group_records_max: u64,
         group_delay: Duration,
+        lazy_delay: Duration,
     ) -> Self {
         Self {
             written_seq: AtomicU64::new(last_seq),
             durable_seq: AtomicU64::new(last_seq),
+            urgent_seq: AtomicU64::new(last_seq),
             idle: AtomicBool::new(false),
+            lazy_wait: AtomicBool::new(false),
             failed: AtomicBool::new(false),
             state: Mutex::new(SyncState {
                 sealed: Vec::new(),
@@ -122,19 +137,41 @@ impl Shared {
             notify: Mutex::new(None),
             group_records_max,
             group_delay,
+            lazy_delay,
         }
     }
 
     /// Called by the appender once `records` more frames, up to `seq`, are
-    /// written to the segment file. `since_kick` counts records since the
-    /// last wake-up sent.
-    pub(crate) fn published(&self, seq: u64, records: u64, since_kick: &mut u64) {
+    /// written to the segment file; `urgent` when a caller waits for them. `since_kick`
+    /// counts records since the last wake-up sent.
+    pub(crate) fn published(&self, seq: u64, records: u64, urgent: bool, since_kick: &mut u64) {
         // SeqCst pairs with the sync thread's `idle` store then `written_seq`
-        // load: one of the two sides sees the other, so no wake-up is lost.
+        // load: one of the two sides sees the other, so no wake-up is lost. Likewise
+        // `urgent_seq` with `lazy_wait`.
         self.written_seq.store(seq, Ordering::SeqCst);
+        if urgent {
+            self.urgent_seq.store(seq, Ordering::SeqCst);
+        }
         *since_kick += records;
-        if *since_kick >= self.group_records_max || self.idle.load(Ordering::SeqCst) {
+        if *since_kick >= self.group_records_max
+            || self.idle.load(Ordering::SeqCst)
+            || (urgent && self.lazy_wait.load(Ordering::SeqCst))
+        {
             *since_kick = 0;
+            let _guard = lock(&self.state);
+            self.wake.notify_one();
+        }
+    }
+
+    /// A caller now waits for every record written so far: records committed lazily
+    /// are synced within the group delay, not the lazy one. Called by the appender.
+    pub(crate) fn urge(&self) {
+        let written = self.written_seq.load(Ordering::Acquire);
+        if self.urgent_seq.load(Ordering::Relaxed) >= written {
+            return;
+        }
+        self.urgent_seq.store(written, Ordering::SeqCst);
+        if self.lazy_wait.load(Ordering::SeqCst) {
             let _guard = lock(&self.state);
             self.wake.notify_one();
         }
@@ -316,16 +353,37 @@ impl Shared {
                 if st.requested || st.shutdown || pending >= self.group_records_max {
                     break;
                 }
-                let deadline = batch_start + self.group_delay;
+                // Records a caller waits for are synced a group delay after the last
+                // sync began; records committed lazily wait the lazy delay, so that a
+                // shard whose records are all outcomes pays a sync's fixed cost (the
+                // flush, the mark, two wake-ups) every 10 ms rather than every 1 ms.
+                let urgent = self.urgent_seq.load(Ordering::SeqCst) > durable;
+                let deadline = batch_start
+                    + if urgent {
+                        self.group_delay
+                    } else {
+                        self.lazy_delay
+                    };
                 let now = Instant::now();
                 if now >= deadline {
                     break;
+                }
+                if !urgent {
+                    // Dekker with `published`/`urge`: either they see the flag and wake
+                    // this thread (under the lock it holds until it waits), or this load
+                    // sees their urgent commit.
+                    self.lazy_wait.store(true, Ordering::SeqCst);
+                    if self.urgent_seq.load(Ordering::SeqCst) > durable {
+                        self.lazy_wait.store(false, Ordering::SeqCst);
+                        continue;
+                    }
                 }
                 st = self
                     .wake
                     .wait_timeout(st, deadline - now)
                     .unwrap_or_else(PoisonError::into_inner)
                     .0;
+                self.lazy_wait.store(false, Ordering::SeqCst);
             }
             // Under the lock: every frame up to `target` is in `sealed` or `active`.
             let target = self.written_seq.load(Ordering::SeqCst);
@@ -445,5 +503,108 @@ impl DurableHandle {
     /// sequence number. Fails if `seq` was not appended yet, or a sync failed.
     pub fn wait_durable(&self, seq: u64, timeout: Duration) -> Result<u64, JournalError> {
         self.shared.wait_durable(seq, Some(timeout))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Waits far longer than any sync takes, yet finitely: a test whose wake-up was lost
+    /// fails here instead of hanging.
+    const PATIENCE: Duration = Duration::from_secs(60);
+
+    /// A sync thread over a scratch file, with no group delay and a lazy delay of an
+    /// hour: a lazily committed record is synced only when something else asks.
+    struct Thread {
+        shared: Arc<Shared>,
+        handle: Option<std::thread::JoinHandle<()>>,
+        _dir: tempfile::TempDir,
+    }
+
+    impl Thread {
+        fn start(group_records_max: u64) -> Thread {
+            let dir = tempfile::tempdir().unwrap();
+            let dir_file = File::open(dir.path()).unwrap();
+            let active = File::create(dir.path().join("segment")).unwrap();
+            let mark = DurableMark::create(dir.path(), &dir_file, 0).unwrap();
+            let shared = Arc::new(Shared::new(
+                Arc::new(active),
+                Arc::new(dir_file),
+                0,
+                group_records_max,
+                Duration::ZERO,
+                Duration::from_secs(3600),
+            ));
+            let running = Arc::clone(&shared);
+            let handle = std::thread::spawn(move || running.run(mark));
+            Thread {
+                shared,
+                handle: Some(handle),
+                _dir: dir,
+            }
+        }
+
+        fn durable_within_patience(&self, seq: u64) -> u64 {
+            self.shared
+                .wait_durable(seq, Some(PATIENCE))
+                .unwrap_or_else(|e| panic!("record {seq} not made durable: {e}"))
+        }
+    }
+
+    impl Drop for Thread {
+        fn drop(&mut self) {
+            self.shared.shutdown();
+            if let Some(handle) = self.handle.take() {
+                handle.join().unwrap();
+            }
+        }
+    }
+
+    /// A lazily committed record waits (here an hour); an urgent commit after it, or an
+    /// urge with nothing new, wakes the waiting thread and both are synced together.
+    #[test]
+    fn an_urgent_commit_syncs_the_lazy_records_before_it() {
+        let thread = Thread::start(256);
+        let mut since_kick = 0;
+        thread.shared.published(1, 1, false, &mut since_kick);
+        // The thread has had ample time to sync it, were the record not lazy.
+        std::thread::sleep(Duration::from_millis(50));
+        assert_eq!(thread.shared.durable_seq.load(Ordering::Acquire), 0);
+        thread.shared.published(2, 1, true, &mut since_kick);
+        assert!(thread.durable_within_patience(2) >= 2);
+
+        // Lazy again; then a caller waits for it without appending anything.
+        thread.shared.published(3, 1, false, &mut since_kick);
+        std::thread::sleep(Duration::from_millis(50));
+        assert_eq!(thread.shared.durable_seq.load(Ordering::Acquire), 2);
+        thread.shared.urge();
+        assert_eq!(thread.durable_within_patience(3), 3);
+        assert_eq!(thread.shared.stats().syncs, 2, "one sync per urgent commit");
+        // Nothing left to urge: no sync for nothing.
+        thread.shared.urge();
+        assert_eq!(thread.shared.urgent_seq.load(Ordering::Acquire), 3);
+    }
+
+    /// Lazy records still count towards `group_records_max`: enough of them are synced
+    /// without any urgent commit.
+    #[test]
+    fn lazy_records_are_synced_once_a_group_is_full() {
+        let thread = Thread::start(4);
+        let mut since_kick = 0;
+        for seq in 1..=4 {
+            thread.shared.published(seq, 1, false, &mut since_kick);
+        }
+        assert_eq!(thread.durable_within_patience(4), 4);
+    }
+
+    /// An explicit sync (what `Journal::sync` asks) takes lazy records with it.
+    #[test]
+    fn a_requested_sync_takes_the_lazy_records() {
+        let thread = Thread::start(256);
+        let mut since_kick = 0;
+        thread.shared.published(1, 1, false, &mut since_kick);
+        thread.shared.request_sync();
+        assert_eq!(thread.durable_within_patience(1), 1);
     }
 }

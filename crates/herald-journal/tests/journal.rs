@@ -144,6 +144,31 @@ fn group_commit_makes_records_durable_without_explicit_sync() {
     assert_eq!(notified.load(Ordering::SeqCst), last);
 }
 
+/// Records committed lazily are made durable without anyone asking (within the lazy
+/// delay), and a reopened journal holds them.
+#[test]
+fn lazily_committed_records_become_durable_by_themselves() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = config(dir.path());
+    cfg.lazy_delay_us = 20_000;
+    let (mut journal, _) = Journal::open(cfg).unwrap();
+    let handle = journal.durable_handle();
+    let mut last = 0;
+    for i in 0..5u64 {
+        last = journal.append(1, 1, &payload(i, 40)).unwrap();
+    }
+    journal.commit_lazy().unwrap();
+    assert_eq!(journal.staged_records(), 0);
+    assert_eq!(
+        handle.wait_durable(last, Duration::from_secs(30)).unwrap(),
+        last
+    );
+    journal.commit().unwrap();
+    drop(journal);
+    let (journal, _) = Journal::open(config(dir.path())).unwrap();
+    assert_eq!(journal.last_seq(), last);
+}
+
 /// Group commit spaces syncs a group delay apart, counted from the last sync's start:
 /// a record committed after a pause of a whole delay is synced at once, not a delay
 /// later, and one committed just after that sync waits for the next window.
@@ -231,7 +256,7 @@ fn limits_are_enforced() {
 fn config_bounds_are_checked() {
     let dir = tempfile::tempdir().unwrap();
     type Edit = fn(&mut JournalConfig);
-    let cases: [(Edit, &str); 8] = [
+    let cases: [(Edit, &str); 9] = [
         (
             |c| c.segment_bytes = SEGMENT_BYTES_MIN - 4096,
             "segment_bytes",
@@ -249,6 +274,10 @@ fn config_bounds_are_checked() {
         (
             |c| c.group_delay_us = herald_journal::GROUP_DELAY_US_MAX + 1,
             "group_delay_us",
+        ),
+        (
+            |c| c.lazy_delay_us = herald_journal::GROUP_DELAY_US_MAX + 1,
+            "lazy_delay_us",
         ),
         (|c| c.segments_max = 1, "segments_max"),
         (

@@ -48,6 +48,7 @@ pub struct Builder {
     retry_delays: Option<Vec<Duration>>,
     idempotency_window: Option<Duration>,
     journal_group_delay: Option<Duration>,
+    journal_lazy_delay: Option<Duration>,
     journal_group_records_max: Option<usize>,
     journal_segment_bytes: Option<u64>,
     journal_segments_max: Option<usize>,
@@ -80,6 +81,7 @@ impl Default for Builder {
             retry_delays: None,
             idempotency_window: None,
             journal_group_delay: None,
+            journal_lazy_delay: None,
             journal_group_records_max: None,
             journal_segment_bytes: None,
             journal_segments_max: None,
@@ -213,6 +215,17 @@ impl Builder {
     /// acknowledged after the sync.
     pub fn journal_group_delay(mut self, delay: Duration) -> Builder {
         self.journal_group_delay = Some(delay);
+        self
+    }
+
+    /// Group commit for records nobody waits for: a shard turn's attempt outcomes,
+    /// while no publish, operation or delivery waits for a record, are synced this long
+    /// after the last sync began (default 10 ms, at most 1 s, never less than the group
+    /// delay), sharing a sync with later records; any record someone waits for syncs
+    /// them at once with it. A crash of the process loses none of them; a power loss may
+    /// lose this much of them, and their deliveries are sent again (at least once).
+    pub fn journal_lazy_delay(mut self, delay: Duration) -> Builder {
+        self.journal_lazy_delay = Some(delay);
         self
     }
 
@@ -362,6 +375,9 @@ impl Builder {
         shard.dispatcher = dispatcher;
         if let Some(delay) = self.journal_group_delay {
             shard.journal_group_delay_us = u64::try_from(delay.as_micros()).unwrap_or(u64::MAX);
+        }
+        if let Some(delay) = self.journal_lazy_delay {
+            shard.journal_lazy_delay_us = u64::try_from(delay.as_micros()).unwrap_or(u64::MAX);
         }
         if let Some(records) = self.journal_group_records_max {
             shard.journal_group_records_max = records;

@@ -225,6 +225,13 @@ impl Dispatcher {
         );
     }
 
+    /// Whether deliveries wait for a record to become durable before they are sent (the
+    /// driver then asks the journal to sync promptly; records nobody waits for, such as
+    /// attempt outcomes alone, may share a later sync).
+    pub fn awaits_durability(&self) -> bool {
+        !self.awaiting.is_empty()
+    }
+
     /// Reports that every record up to and including `through` is durable. Deliveries
     /// of events accepted by those records become due.
     pub fn records_durable(&mut self, through: AppendId) {

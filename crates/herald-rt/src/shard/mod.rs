@@ -109,6 +109,10 @@ pub struct ShardConfig {
     pub journal_group_records_max: usize,
     /// …or after the oldest unsynced record waited this long.
     pub journal_group_delay_us: u64,
+    /// …but a turn's records that nobody waits for (its attempt outcomes, while no
+    /// reply and no delivery waits for a record) only after this long (never less than
+    /// the group delay; see `herald_journal::JournalConfig::lazy_delay_us`).
+    pub journal_lazy_delay_us: u64,
     /// Most journal segment files (bounds disk use).
     pub journal_segments_max: usize,
     /// Requests taken from the intake queue per turn.
@@ -137,6 +141,7 @@ impl ShardConfig {
             journal_segment_bytes: journal.segment_bytes,
             journal_group_records_max: journal.group_records_max,
             journal_group_delay_us: journal.group_delay_us,
+            journal_lazy_delay_us: journal.lazy_delay_us,
             journal_segments_max: journal.segments_max,
             intake_batch_max: INTAKE_BATCH_MAX_DEFAULT,
             shutdown_grace_ms: SHUTDOWN_GRACE_MS_DEFAULT,

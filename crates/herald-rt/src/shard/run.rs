@@ -314,6 +314,7 @@ pub(crate) async fn run_shard(setup: ShardSetup) -> ShardExit {
         segment_bytes: config.journal_segment_bytes,
         group_records_max: config.journal_group_records_max,
         group_delay_us: config.journal_group_delay_us,
+        lazy_delay_us: config.journal_lazy_delay_us,
         segments_max: config.journal_segments_max,
         repair: false,
     };
@@ -975,8 +976,17 @@ impl Shard {
             // One write for the turn's records; only written records can become
             // durable. A write that found no space withdrew the records it did not
             // write (the shard blocks as for a refused record); any other failed write
-            // fails the journal for good (see `commit`).
-            if let Err(error) = self.journal.commit() {
+            // fails the journal for good (see `commit`). Synced within the group delay
+            // while a reply or a delivery waits for a record; otherwise (attempt
+            // outcomes alone: nobody waits for them, and a crash of the process keeps
+            // them) within the journal's lazy delay, sharing the sync's fixed cost.
+            let urgent = self.session.held() > 0 || self.session.dispatcher().awaits_durability();
+            let committed = if urgent {
+                self.journal.commit()
+            } else {
+                self.journal.commit_lazy()
+            };
+            if let Err(error) = committed {
                 failure = Some(if error.is_storage_full() {
                     AppendFailure::Passing {
                         error: StorageError::of(error),
