@@ -398,9 +398,9 @@ pub struct JournalConfig {
     /// Group commit for records nobody waits for (a shard's attempt outcomes, while no
     /// write and no delivery waits for a record): synced this many µs after the last sync
     /// began (`0..=`[`JOURNAL_GROUP_DELAY_US_MAX`], never less than `group_delay_us`),
-    /// unless a record someone waits for comes first. A crash of the process loses none
-    /// of them; a power loss may lose this much of them, whose deliveries are then sent
-    /// again.
+    /// unless a record someone waits for comes first. A power loss (or a crash right
+    /// after the journal began a new segment) may lose this much of them, whose
+    /// deliveries are then sent again.
     pub lazy_delay_us: u64,
     /// Group commit: a sync starts at once when this many records wait
     /// (`1..=`[`JOURNAL_GROUP_RECORDS_MAX_LIMIT`]).

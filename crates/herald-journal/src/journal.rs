@@ -105,9 +105,12 @@ pub struct JournalConfig {
     /// Records committed with [`Journal::commit_lazy`] (nobody waits for them: a shard's
     /// attempt outcomes) wait this long after the last sync began (`0..=GROUP_DELAY_US_MAX`,
     /// never less than `group_delay_us`) unless an urgent commit, `group_records_max`
-    /// records or an explicit sync come first. A process crash loses none of them (they
-    /// are in the page cache); a power loss may lose this much more than the group
-    /// delay of them, which at-least-once delivery pays for with repeats.
+    /// records or an explicit sync come first. Until synced, a power loss may lose them,
+    /// and so may a crash of the process while they lie in a segment not yet renamed
+    /// into place (a roll's new segment gets its name at the next sync); elsewhere a
+    /// crash of the process keeps them (the page cache). Whoever commits lazily must
+    /// afford to lose this much more than the group delay's worth (a shard: outcomes,
+    /// whose deliveries are sent again).
     pub lazy_delay_us: u64,
     /// Most segment files the journal may hold (`2..=SEGMENTS_MAX_LIMIT`);
     /// appends fail with [`JournalError::SegmentsExhausted`] beyond it until a

@@ -222,8 +222,9 @@ impl Builder {
     /// while no publish, operation or delivery waits for a record, are synced this long
     /// after the last sync began (default 10 ms, at most 1 s, never less than the group
     /// delay), sharing a sync with later records; any record someone waits for syncs
-    /// them at once with it. A crash of the process loses none of them; a power loss may
-    /// lose this much of them, and their deliveries are sent again (at least once).
+    /// them at once with it. A power loss (or a crash right after the journal began a new
+    /// segment) may lose this much of them, and their deliveries are then sent again (at
+    /// least once).
     pub fn journal_lazy_delay(mut self, delay: Duration) -> Builder {
         self.journal_lazy_delay = Some(delay);
         self

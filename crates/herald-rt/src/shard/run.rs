@@ -978,8 +978,9 @@ impl Shard {
             // write (the shard blocks as for a refused record); any other failed write
             // fails the journal for good (see `commit`). Synced within the group delay
             // while a reply or a delivery waits for a record; otherwise (attempt
-            // outcomes alone: nobody waits for them, and a crash of the process keeps
-            // them) within the journal's lazy delay, sharing the sync's fixed cost.
+            // outcomes alone: nobody waits for them, and one lost before its sync only
+            // sends its delivery again) within the journal's lazy delay, sharing the
+            // sync's fixed cost.
             let urgent = self.session.held() > 0 || self.session.dispatcher().awaits_durability();
             let committed = if urgent {
                 self.journal.commit()
