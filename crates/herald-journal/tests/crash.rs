@@ -6,8 +6,10 @@
 //! reopen, replay starts at the latest complete checkpoint, returns exactly its parts,
 //! and skips a checkpoint the kill cut short. Its checkpoints let segments go often
 //! enough that later segments are written over their files (format version 2), and the
-//! kills land there too. The child is this test binary re-run with an environment
-//! variable naming the journal directory.
+//! kills land there too. Every third record is committed lazily (written at once,
+//! synced within a longer delay or with the next acknowledgement), so kills also land
+//! among records that wait for a lazy sync. The child is this test binary re-run with an
+//! environment variable naming the journal directory.
 
 use std::io::{BufRead, BufReader};
 use std::path::Path;
@@ -45,6 +47,8 @@ fn config(dir: &Path) -> JournalConfig {
     c.segment_bytes = SEGMENT_BYTES_MIN;
     c.group_records_max = 16;
     c.group_delay_us = 200;
+    // Lazily committed records (every third, below) wait longer than the group's.
+    c.lazy_delay_us = 5_000;
     c
 }
 
@@ -77,6 +81,11 @@ fn child(dir: &Path) {
         let got = journal.append(1, 1, &payload(seq)).unwrap();
         assert_eq!(got, seq);
         appended += 1;
+        if seq % 3 == 0 {
+            // Written now, synced within the lazy delay or by the next acknowledgement:
+            // kills land among records waiting either way.
+            journal.commit_lazy().unwrap();
+        }
         if seq % 97 == 0 {
             // Each part names the checkpoint's first frame and its own index.
             let checkpoint_seq = seq + 1;
