@@ -799,6 +799,53 @@ fn a_data_directory_keeps_its_shard_count() {
     herald.shutdown().unwrap();
 }
 
+/// A turn whose records someone waits for (a webhook's creation, a publish) is committed
+/// to be synced within the group delay; the turn that brings a delivery's outcome alone,
+/// while nothing waits, is committed lazily, and that outcome still becomes durable.
+#[test]
+fn outcomes_alone_are_committed_lazily_and_what_is_waited_for_is_not() {
+    let receiver = Receiver::start();
+    let dir = tempfile::tempdir().unwrap();
+    let herald = engine(dir.path(), 1);
+    let acme = tenant("acme");
+    let url = receiver.url("/lazy");
+    let standard = secret(&Scheme::Standard, 17);
+    herald
+        .create_webhook(&acme, spec(&url, &["*"], Scheme::Standard, &standard))
+        .unwrap();
+    let stats = || herald.stats().unwrap().remove(0);
+    let created = stats();
+    assert!(
+        created.journal_commits_urgent >= 1,
+        "the webhook's record was waited for: {created:?}"
+    );
+    herald
+        .publish(
+            &acme,
+            Event::parse("order.created", &serde_json::json!({"n": 1})).unwrap(),
+        )
+        .unwrap();
+    let published = stats();
+    assert!(
+        published.journal_commits_urgent > created.journal_commits_urgent,
+        "the event's record was waited for: {published:?}"
+    );
+    settle(&herald, &acme);
+    assert_eq!(receiver.received().len(), 1);
+    // The outcome's turn held no reply and no delivery waiting for a record.
+    let settled = support::wait_for(WAIT, || {
+        let now = stats();
+        (now.journal_commits_lazy > published.journal_commits_lazy
+            && now.journal_durable_seq >= now.journal_last_seq)
+            .then_some(now)
+    });
+    assert_eq!(
+        settled.journal_commits_urgent, published.journal_commits_urgent,
+        "nothing else was waited for"
+    );
+    herald.shutdown().unwrap();
+}
+
 /// One shard with room for 4 queued requests and 4 awaiting the disk, whose journal
 /// syncs `group_delay` apart.
 fn slow_disk_engine(dir: &std::path::Path, group_delay: Duration) -> Herald {

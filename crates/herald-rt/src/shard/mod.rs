@@ -214,6 +214,12 @@ pub struct ShardStats {
     /// Bytes appended to the journal since start (frames with their headers and padding,
     /// checkpoints included).
     pub journal_bytes_appended: u64,
+    /// Turns whose records the shard committed to be synced within the group delay (a
+    /// reply or a delivery waited for a record) since start.
+    pub journal_commits_urgent: u64,
+    /// Turns whose records it committed lazily (attempt outcomes while nothing waited:
+    /// synced within the journal's lazy delay) since start.
+    pub journal_commits_lazy: u64,
     /// Latency of the journal's syncs since start, microseconds
     /// ([`JOURNAL_SYNC_BOUNDS_US`]); `count` is the number of syncs.
     pub journal_sync_us: herald_core::Histogram,
@@ -255,6 +261,8 @@ impl Default for ShardStats {
             journal_last_seq: 0,
             journal_durable_seq: 0,
             journal_bytes_appended: 0,
+            journal_commits_urgent: 0,
+            journal_commits_lazy: 0,
             journal_sync_us: herald_core::Histogram::new(&JOURNAL_SYNC_BOUNDS_US),
             sends_in_flight: 0,
             connections_open: 0,

@@ -275,6 +275,9 @@ struct Shard {
     counters_replaced: herald_core::Counters,
     /// Journal frame bytes appended since start.
     journal_bytes_appended: u64,
+    /// Turns whose records were committed to be synced within the group delay, and
+    /// within the lazy delay ([`ShardStats::journal_commits_urgent`]).
+    journal_commits: (u64, u64),
     /// Journal sync latencies since start, folded in from the journal's bounded sample
     /// ring at every idle sweep and stats request (the ring holds far more syncs than
     /// happen between two).
@@ -467,6 +470,7 @@ pub(crate) async fn run_shard(setup: ShardSetup) -> ShardExit {
         blocked: None,
         counters_replaced: herald_core::Counters::default(),
         journal_bytes_appended: 0,
+        journal_commits: (0, 0),
         journal_sync_us: herald_core::Histogram::new(&super::JOURNAL_SYNC_BOUNDS_US),
         stream: tap,
         checkpoints,
@@ -903,6 +907,8 @@ impl Shard {
                     journal_last_seq: self.journal.last_seq(),
                     journal_durable_seq: self.journal.durable_seq(),
                     journal_bytes_appended: self.journal_bytes(),
+                    journal_commits_urgent: self.journal_commits.0,
+                    journal_commits_lazy: self.journal_commits.1,
                     journal_sync_us: self.journal_sync_us,
                     sends_in_flight: *self.sends_in_flight.borrow(),
                     connections_open: self.client.connections_open(),
@@ -982,6 +988,10 @@ impl Shard {
             // sends its delivery again) within the journal's lazy delay, sharing the
             // sync's fixed cost.
             let urgent = self.session.held() > 0 || self.session.dispatcher().awaits_durability();
+            if self.journal.staged_records() > 0 {
+                let (urgent_commits, lazy_commits) = &mut self.journal_commits;
+                *if urgent { urgent_commits } else { lazy_commits } += 1;
+            }
             let committed = if urgent {
                 self.journal.commit()
             } else {
