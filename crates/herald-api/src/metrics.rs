@@ -101,6 +101,12 @@ struct OutcomeLabels {
     outcome: &'static str,
 }
 
+/// Labels of the journal's commits by kind.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct KindLabels {
+    kind: &'static str,
+}
+
 /// Engine figures summed over shards.
 #[derive(Debug)]
 pub struct EngineFigures {
@@ -126,6 +132,9 @@ pub struct EngineFigures {
     pub journal_bytes: u64,
     /// Journal records over the journals' lives (each shard's last sequence number).
     pub journal_records: u64,
+    /// Shard turns whose records were committed to be synced within the group delay
+    /// (something waited for them), and lazily (attempt outcomes alone).
+    pub journal_commits: (u64, u64),
     /// Journal sync latency, microseconds.
     pub journal_sync_us: herald::Histogram,
     /// Checkpoints the shards completed since they started.
@@ -155,6 +164,7 @@ impl EngineFigures {
             connections_reused: 0,
             journal_bytes: 0,
             journal_records: 0,
+            journal_commits: (0, 0),
             journal_sync_us: herald::ShardStats::default().journal_sync_us,
             checkpoints: 0,
             checkpoints_underway: 0,
@@ -174,6 +184,8 @@ impl EngineFigures {
             figures.connections_reused += shard.client.connections_reused;
             figures.journal_bytes += shard.journal_bytes_appended;
             figures.journal_records += shard.journal_last_seq;
+            figures.journal_commits.0 += shard.journal_commits_urgent;
+            figures.journal_commits.1 += shard.journal_commits_lazy;
             figures.journal_sync_us.merge(&shard.journal_sync_us);
             figures.checkpoints += shard.checkpoints_written;
             figures.checkpoints_underway += u64::from(shard.checkpoint_underway);
@@ -444,6 +456,18 @@ impl Metrics {
             "Journal records appended over the journals' lives (each shard's last sequence number)",
             ConstCounter::new(engine.journal_records),
         );
+        let commits = Family::<KindLabels, Counter>::default();
+        for (kind, value) in [
+            ("urgent", engine.journal_commits.0),
+            ("lazy", engine.journal_commits.1),
+        ] {
+            commits.get_or_create(&KindLabels { kind }).inc_by(value);
+        }
+        registry.register(
+            "journal_commits",
+            "Shard turns whose records were committed to the journal since start: urgent (a reply or a delivery waited for a record: synced within the group delay) or lazy (attempt outcomes alone: synced within the lazy delay)",
+            commits,
+        );
         registry.register(
             "checkpoints",
             "Checkpoints the shards completed since they started",
@@ -535,6 +559,8 @@ mod tests {
         shard.counters.attempt_latency_ms.observe(1_000_000);
         shard.journal_bytes_appended = 4096;
         shard.journal_sync_us.observe(700);
+        shard.journal_commits_urgent = 9;
+        shard.journal_commits_lazy = 4;
         shard.sends_in_flight = 1;
         shard.journal_last_seq = 40;
         shard.checkpoints_written = 3;
@@ -560,6 +586,8 @@ mod tests {
             "herald_attempt_duration_seconds_bucket{le=\"+Inf\"} 6",
             "herald_journal_appended_bytes_total 8192",
             "herald_journal_sync_duration_seconds_count 2",
+            "herald_journal_commits_total{kind=\"urgent\"} 18",
+            "herald_journal_commits_total{kind=\"lazy\"} 8",
             "herald_in_flight_requests 2",
             "herald_api_open_connections 7",
             "herald_shards 2",
