@@ -1000,10 +1000,12 @@ impl Herald {
     /// durable.
     pub fn try_publish(&self, tenant: &TenantId, event: Event) -> Result<PublishReceipt, Error> {
         let (event_id, prepared) = self.publish_request(tenant, event);
-        let (shard, _, receiver) = self.inner.try_hand_off(prepared)?;
+        let (shard, prepared_tenant, receiver) = self.inner.try_hand_off(prepared)?;
         Ok(PublishReceipt {
             shard,
-            tenant: tenant.clone(),
+            // The request's own copy: another clone would be one more count taken and
+            // given back on a line other threads write.
+            tenant: prepared_tenant.unwrap_or_else(|| tenant.clone()),
             event_id,
             engine: self.inner.clone(),
             receiver,
