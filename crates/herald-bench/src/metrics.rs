@@ -96,6 +96,12 @@ pub struct ServerFigures {
     pub journal_records: Option<u64>,
     /// Journal syncs.
     pub journal_syncs: Option<u64>,
+    /// Shard turns whose records were committed urgently (synced within the group
+    /// delay: someone waited for one of them).
+    pub journal_commits_urgent: Option<u64>,
+    /// Shard turns whose records were committed lazily (attempt outcomes alone, synced
+    /// within the lazy delay).
+    pub journal_commits_lazy: Option<u64>,
     /// Attempts answered 2xx.
     pub attempts_succeeded: Option<u64>,
     /// Attempts that failed retryably.
@@ -128,6 +134,8 @@ impl ServerFigures {
             journal_bytes: delta("herald_journal_appended_bytes_total"),
             journal_records: delta("herald_journal_records_total"),
             journal_syncs: delta("herald_journal_sync_duration_seconds_count"),
+            journal_commits_urgent: delta("herald_journal_commits_total{kind=\"urgent\"}"),
+            journal_commits_lazy: delta("herald_journal_commits_total{kind=\"lazy\"}"),
             attempts_succeeded: delta("herald_attempts_total{outcome=\"success\"}"),
             attempts_retryable: delta("herald_attempts_total{outcome=\"retryable\"}"),
             attempts_final: delta("herald_attempts_total{outcome=\"final\"}"),
@@ -149,6 +157,8 @@ mod tests {
         herald_attempts_total{outcome=\"success\"} 10\n\
         herald_attempts_total{outcome=\"retryable\"} 1\n\
         herald_journal_appended_bytes_total 1000\n\
+        herald_journal_commits_total{kind=\"urgent\"} 7\n\
+        herald_journal_commits_total{kind=\"lazy\"} 3\n\
         herald_api_requests_total{route=\"/v1/events\",status=\"202\"} 5\n\
         process_cpu_seconds_total 1.25\n\
         # EOF\n";
@@ -160,6 +170,8 @@ mod tests {
             &BEFORE
                 .replace("success\"} 10", "success\"} 110")
                 .replace("bytes_total 1000", "bytes_total 51000")
+                .replace("urgent\"} 7", "urgent\"} 27")
+                .replace("lazy\"} 3", "lazy\"} 43")
                 .replace("seconds_total 1.25", "seconds_total 1.75")
                 .replace(
                     "herald_shards 2",
@@ -172,6 +184,8 @@ mod tests {
         assert_eq!(f.attempts_succeeded, Some(100));
         assert_eq!(f.attempts_retryable, Some(0));
         assert_eq!(f.journal_bytes, Some(50_000));
+        assert_eq!(f.journal_commits_urgent, Some(20));
+        assert_eq!(f.journal_commits_lazy, Some(40));
         assert_eq!(f.cpu_us, Some(500_000));
         assert_eq!(f.deliveries_pending, Some(3));
         // Not exported: unknown, not zero.

@@ -395,6 +395,12 @@ pub struct Report {
     pub journal_records: Option<u64>,
     /// Journal syncs.
     pub journal_syncs: Option<u64>,
+    /// Shard turns whose records were committed urgently: synced within the group delay
+    /// because a reply or a delivery waited for one of them.
+    pub journal_commits_urgent: Option<u64>,
+    /// Shard turns whose records (attempt outcomes alone) were committed lazily: synced
+    /// within the lazy delay (`lazy_delay_us`), sharing a later sync.
+    pub journal_commits_lazy: Option<u64>,
     /// The journal's sync time (one group commit's `fdatasync`) at the median and at the
     /// 99th percentile over the run's syncs, as the upper bound of the histogram bucket
     /// it falls in (`herald::JOURNAL_SYNC_BOUNDS_US`), µs: a delivery is sent only once
@@ -467,7 +473,7 @@ pub fn after_publishing_per_s(
 }
 
 /// Keys every report's JSON holds (tests check them; tools rely on them).
-pub const REPORT_KEYS: [&str; 35] = [
+pub const REPORT_KEYS: [&str; 37] = [
     "deliveries_per_s",
     "deliveries_after_publishing_per_s",
     "accepted_per_s",
@@ -502,6 +508,8 @@ pub const REPORT_KEYS: [&str; 35] = [
     "device_write_bytes_per_delivery",
     "journal_bytes",
     "journal_records",
+    "journal_commits_urgent",
+    "journal_commits_lazy",
     "host_cpu",
 ];
 
@@ -710,11 +718,17 @@ impl Report {
         row(
             "journal per delivery",
             format!(
-                "{} B, {} records ({} syncs)",
+                "{} B, {} records ({} syncs{})",
                 opt(self.journal_bytes_per_delivery, 0),
                 opt(self.records_per_delivery, 2),
                 self.journal_syncs
-                    .map_or_else(|| "-".to_owned(), |s| s.to_string())
+                    .map_or_else(|| "-".to_owned(), |s| s.to_string()),
+                match (self.journal_commits_urgent, self.journal_commits_lazy) {
+                    (Some(urgent), Some(lazy)) => {
+                        format!("; turns committed {urgent} urgently, {lazy} lazily")
+                    }
+                    _ => String::new(),
+                }
             ),
         );
         // Embedded runs only (a server's figures have no sync histogram here); with

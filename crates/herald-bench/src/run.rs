@@ -817,6 +817,9 @@ struct EngineTotals {
     journal_bytes: u64,
     journal_records: u64,
     journal_syncs: u64,
+    /// Shard turns committed urgently and lazily (`ShardStats::journal_commits_urgent`,
+    /// `journal_commits_lazy`).
+    journal_commits: (u64, u64),
     /// Syncs per bucket of [`herald::JOURNAL_SYNC_BOUNDS_US`] (a sync slower than the
     /// last bound is counted in `journal_syncs` only).
     journal_sync_buckets: [u64; herald::HISTOGRAM_BUCKETS],
@@ -876,6 +879,8 @@ fn totals(now: &[ShardStats], base: &[ShardStats]) -> EngineTotals {
         t.journal_bytes += s.journal_bytes_appended - b.journal_bytes_appended;
         t.journal_records += s.journal_last_seq - b.journal_last_seq;
         t.journal_syncs += s.journal_sync_us.count - b.journal_sync_us.count;
+        t.journal_commits.0 += s.journal_commits_urgent - b.journal_commits_urgent;
+        t.journal_commits.1 += s.journal_commits_lazy - b.journal_commits_lazy;
         for ((sum, now), before) in t
             .journal_sync_buckets
             .iter_mut()
@@ -1313,6 +1318,11 @@ fn drive(
         (None, Some(f)) => (f.journal_bytes, f.journal_records, f.journal_syncs),
         (None, None) => (None, None, None),
     };
+    let journal_commits = match (engine_totals, &server) {
+        (Some(t), _) => (Some(t.journal_commits.0), Some(t.journal_commits.1)),
+        (None, Some(f)) => (f.journal_commits_urgent, f.journal_commits_lazy),
+        (None, None) => (None, None),
+    };
     let harness_peak_rss_bytes = if rss_reset || matches!(engine, Engine::Embedded { .. }) {
         sysstat::peak_rss_bytes()
     } else {
@@ -1486,6 +1496,8 @@ fn drive(
         journal_bytes: journal.0,
         journal_records: journal.1,
         journal_syncs: journal.2,
+        journal_commits_urgent: journal_commits.0,
+        journal_commits_lazy: journal_commits.1,
         journal_sync_p50_us: engine_totals
             .as_ref()
             .and_then(|t| sync_quantile_bound(t, 0.50)),

@@ -316,6 +316,17 @@ fn closed_loop_delivers_every_event_to_every_webhook() {
         (None, Some(max)) => panic!("a p99 past a second under a slowest of {max} µs"),
     }
     assert!(report.table().contains("over 10 ms"), "{}", report.table());
+    // Every publish waits for its sync: its turn is committed urgently.
+    let urgent = report
+        .journal_commits_urgent
+        .expect("embedded: commits counted");
+    assert!(urgent > 0, "{report:?}");
+    assert!(report.journal_commits_lazy.is_some());
+    assert!(
+        report.table().contains(&format!("{urgent} urgently")),
+        "{}",
+        report.table()
+    );
     // The journal's sync thread lives through the run (a spare thread may come and go):
     // its CPU is read, and it is part of the engine's.
     let journal = report
@@ -787,6 +798,9 @@ fn assert_remote_report(report: &herald_bench::Report, accepted: u64, fanout: u6
     assert_journal_records(report);
     assert!(report.journal_bytes_per_delivery.unwrap() > 0.0);
     assert!(report.journal_syncs.unwrap() > 0);
+    // From the server's herald_journal_commits_total: its publishes were urgent.
+    assert!(report.journal_commits_urgent.unwrap() > 0, "{report:?}");
+    assert!(report.journal_commits_lazy.is_some());
     // Where /proc exists (Linux), the server exports its process figures.
     if Path::new("/proc/self/stat").exists() {
         assert!(report.cpu_us_per_delivery.is_some(), "{report:?}");
