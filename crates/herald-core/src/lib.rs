@@ -194,7 +194,8 @@ pub use metrics::{Counters, Histogram, ATTEMPT_LATENCY_BOUNDS_MS, HISTOGRAM_BUCK
 pub use record::{DecodeError, EncodeError, Record, RecordBuffer, RECORD_VERSION};
 pub use retry::{
     classify, jitter_ms, retry_delay_ms, AttemptResult, OutcomeClass, RetrySchedule, ScheduleError,
-    TransportError, JITTER_PERCENT_MAX, RETRIES_MAX, RETRY_AFTER_MS_MAX, RETRY_DELAY_MS_MAX,
+    TransportError, JITTER_PERCENT_MAX, NO_CONNECTION_RETRY_MS, RETRIES_MAX, RETRY_AFTER_MS_MAX,
+    RETRY_DELAY_MS_MAX,
 };
 pub use webhook::{
     DisableReason, EndpointLimits, RateLimit, SecretSpec, SpecError, WebhookSpec, WebhookStatus,

@@ -37,7 +37,8 @@ pub struct PoolConfig {
     /// with none idle, `send` fails at once with `PoolFull`. Default 1024. A shard
     /// records such an attempt as `pool_full`: retried by the webhook's schedule, and
     /// not counted against the endpoint's health (the endpoints holding the connections
-    /// are the busy ones, not this one).
+    /// are the busy ones, not this one) nor against the delivery's attempts (nothing was
+    /// sent).
     pub connections_total_max: usize,
     /// An idle connection is closed after this long unused. Default 30 s: below the
     /// keep-alive timeout of common servers (nginx 75 s, Node 5 s is the outlier handled

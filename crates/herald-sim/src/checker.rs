@@ -188,6 +188,8 @@ pub struct Checker {
     breaker_quiet_until_ms: BTreeMap<String, u64>,
     /// Breaker openings modelled.
     breaker_openings: u64,
+    /// Outcomes taken that gave their attempt back (no connection to send on).
+    attempts_given_back: u64,
     /// Token buckets of rate-limited webhooks: (thousandths of a token, as of when). A
     /// webhook without an entry has a full bucket (created, re-enabled or restarted).
     buckets: BTreeMap<String, (u64, u64)>,
@@ -212,6 +214,9 @@ pub struct Tally {
     pub repeats: u64,
     /// Breaker openings (checked: nothing starts while open).
     pub breaker_openings: u64,
+    /// Attempts the driver had no connection for (checked: given back, never the one
+    /// that exhausts a delivery, and never counted against the endpoint's breaker).
+    pub attempts_given_back: u64,
 }
 
 impl Checker {
@@ -272,6 +277,7 @@ impl Checker {
                 .collect(),
             breaker_quiet_until_ms: BTreeMap::new(),
             breaker_openings: 0,
+            attempts_given_back: 0,
             buckets: BTreeMap::new(),
         }
     }
@@ -532,6 +538,8 @@ impl Checker {
         let expected_final = match class {
             OutcomeClass::Success => Some("success"),
             OutcomeClass::Final | OutcomeClass::Gone => Some("failed"),
+            // An attempt that sent nothing never uses up the allowance (it grows by one).
+            OutcomeClass::Retry if truth.result.gives_attempt_back() => None,
             OutcomeClass::Retry if r.attempt >= attempts_max => Some("exhausted"),
             OutcomeClass::Retry => None,
         };
@@ -578,6 +586,9 @@ impl Checker {
         d.finished = Some((r.attempt, r.at_ms));
         d.started = d.started.max(r.attempt);
         d.next_attempt = r.attempt + 1;
+        if truth.result.gives_attempt_back() {
+            d.attempts_max = d.attempts_max.saturating_add(1);
+        }
         d.requeued_due_ms = None;
         if let Some(status) = &r.final_status {
             d.ended = Some((status.to_string(), None));
@@ -1127,11 +1138,19 @@ impl Checker {
         if !taken {
             return;
         }
+        if result.gives_attempt_back() {
+            self.attempts_given_back += 1;
+        }
         // The breaker, modelled up to its first opening after a known-closed state:
         // `breaker_failures` consecutive retryable failures open it for at least
         // `breaker_open_ms`, during which nothing may start.
         let class = classify(&result);
-        if let Some(count) = self.breakers.get_mut(webhook) {
+        // An attempt refused before anything was sent says nothing of the endpoint.
+        let breaker = self
+            .breakers
+            .get_mut(webhook)
+            .filter(|_| result.reached_receiver());
+        if let Some(count) = breaker {
             match (class, *count) {
                 (OutcomeClass::Retry, Some(n)) => {
                     *count = Some(n + 1);
@@ -1208,6 +1227,7 @@ impl Checker {
         let mut tally = Tally {
             repeats: self.repeats,
             breaker_openings: self.breaker_openings,
+            attempts_given_back: self.attempts_given_back,
             ..Tally::default()
         };
         for d in self.view.deliveries.values() {

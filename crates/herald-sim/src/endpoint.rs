@@ -18,7 +18,8 @@ pub enum Behaviour {
         /// Longest answer time.
         latency_ms_max: u64,
     },
-    /// Fails with a retryable error (5xx or a transport error) with probability `p_fail`.
+    /// Fails with a retryable error (5xx or a transport error, or no connection for the
+    /// driver to send on: `pool_full`, which never reaches it) with probability `p_fail`.
     Flaky {
         /// Probability of failure per request.
         p_fail: f64,
@@ -148,7 +149,7 @@ impl Behaviour {
                 if !rng.random_bool(p_fail) {
                     return ok(rng);
                 }
-                match rng.random_range(0..6) {
+                match rng.random_range(0..7) {
                     0 => status(rng.random_range(1..500), 500, None),
                     1 => status(rng.random_range(1..500), 502, None),
                     2 => status(
@@ -159,6 +160,9 @@ impl Behaviour {
                     ),
                     3 => transport(rng.random_range(1..50), TransportError::Connect, false),
                     4 => transport(connect_timeout_ms, TransportError::ConnectTimeout, false),
+                    // The driver had no connection to send on: nothing reached the
+                    // receiver, and the attempt is given back.
+                    5 => transport(1, TransportError::PoolFull, false),
                     _ => transport(rng.random_range(1..500), TransportError::Protocol, true),
                 }
             }

@@ -133,6 +133,7 @@ fn main() -> ExitCode {
                 total.disabled_manual += t.disabled_manual;
                 total.repeats += t.repeats;
                 total.breaker_openings += t.breaker_openings;
+                total.attempts_given_back += t.attempts_given_back;
                 if args.verbose {
                     println!(
                         "seed={seed} ok steps={} publishes={} acked={} sends={} crashes={} checkpoints={} cut={} amid={} copies_peak={} virtual_h={} trace={:016x}",
@@ -156,9 +157,10 @@ fn main() -> ExitCode {
         }
     }
     println!(
-        "requests={sends} crashes={crashes} checkpoints={checkpoints} manual_ops={manual_ops} repeats_after_crash={} breaker_openings={} deliveries: success={} failed={} exhausted={}; webhooks disabled at the end: gone={} failing_too_long={} manual={}",
+        "requests={sends} crashes={crashes} checkpoints={checkpoints} manual_ops={manual_ops} repeats_after_crash={} breaker_openings={} attempts_given_back={} deliveries: success={} failed={} exhausted={}; webhooks disabled at the end: gone={} failing_too_long={} manual={}",
         total.repeats,
         total.breaker_openings,
+        total.attempts_given_back,
         total.success,
         total.failed,
         total.exhausted,

@@ -407,12 +407,22 @@ impl Dispatcher {
         counters.attempt_latency_ms.observe(outcome.latency_ms);
         // The delay comes from the schedule in force now: past its end, its last delay;
         // a schedule changed to no retries at all ends the delivery (the attempts its
-        // old schedule allowed are not made back to back).
+        // old schedule allowed are not made back to back), unless its attempt sent
+        // nothing (below).
         let schedule = w.spec.schedule(&self.config.retry_schedule);
+        // An attempt that sent nothing gives its attempt back (applying the record
+        // raises the delivery's allowance by one, live and replayed alike).
+        let gives_back = outcome.result.gives_attempt_back();
+        let allowance = if gives_back {
+            attempts_max.saturating_add(1)
+        } else {
+            attempts_max
+        };
         let next_at = match class {
-            OutcomeClass::Retry if attempt < attempts_max => schedule
+            OutcomeClass::Retry if attempt < allowance => schedule
                 .delay_before_ms(attempt + 1)
                 .or_else(|| schedule.retry_delays_ms().last().copied())
+                .or(gives_back.then_some(crate::retry::NO_CONNECTION_RETRY_MS))
                 .map(|scheduled| {
                     let jittered = jitter_ms(
                         scheduled,
@@ -573,6 +583,11 @@ impl Dispatcher {
             ));
         }
         set_attempt(&mut self.fresh_pending, d, r.attempt);
+        if result.gives_attempt_back() && r.final_status.is_none() {
+            // Sent nothing: the attempt does not count (`attempt_finished` scheduled the
+            // next one on this allowance).
+            d.attempts_max = d.attempts_max.saturating_add(1);
+        }
         let last_error = match result {
             AttemptResult::Transport(t) => Some(DeliveryError::Transport(t)),
             AttemptResult::Response { status, .. } => {

@@ -696,6 +696,87 @@ fn attempts_without_a_connection_are_retried_and_never_count_against_the_endpoin
     assert_same(&snapshot(&replayed), &snapshot(&drv.d));
 }
 
+/// An attempt the driver had no connection for sends nothing, so it does not use up the
+/// delivery's schedule: a webhook that allows two attempts, refused a connection four
+/// times, still makes both (the delivery ends exhausted at its sixth attempt, not its
+/// second), each refusal retried at the schedule's next delay. One whose schedule allows
+/// no retry at all is tried again after `NO_CONNECTION_RETRY_MS`. Replay and a
+/// checkpoint rebuild the same allowances.
+#[test]
+fn attempts_without_a_connection_do_not_use_up_the_schedule() {
+    let config = DispatcherConfig {
+        jitter_percent: 0,
+        ..DispatcherConfig::default()
+    };
+    let mut drv = one_webhook(config.clone(), spec_retrying(&["*"], vec![MIN]));
+    let t = tenant("acme");
+    drv.d.accept_event(T0, &t, event("e1", "a.b")).unwrap();
+    let mut req = drv.step().remove(0);
+    for refused in 1..=4 {
+        let at = drv.now;
+        assert!(drv.reply(&req, AttemptResult::Transport(TransportError::PoolFull)));
+        drv.step();
+        let rec = drv.d.delivery(&t, req.delivery).unwrap();
+        assert_eq!(rec.status, DeliveryStatus::Pending, "refusal {refused}");
+        // Past the schedule's end its last delay: a minute each time here.
+        assert_eq!(rec.next_retry_at_ms, Some(at + MIN), "refusal {refused}");
+        req = drv.next_attempt(&t, &req);
+        assert_eq!(req.attempt, refused + 1);
+    }
+    // The two attempts the schedule allows, both still owed.
+    assert!(drv.reply(&req, status(503)));
+    drv.step();
+    let rec = drv.d.delivery(&t, req.delivery).unwrap();
+    assert_eq!(rec.status, DeliveryStatus::Pending);
+    req = drv.next_attempt(&t, &req);
+    assert_eq!(req.attempt, 6);
+    assert!(drv.reply(&req, status(503)));
+    drv.step();
+    let rec = drv.d.delivery(&t, req.delivery).unwrap();
+    assert_eq!(rec.status, DeliveryStatus::Exhausted);
+    assert_eq!(rec.attempts.len(), 6);
+
+    // A schedule without retries: the one attempt it allows is still owed.
+    drv.d
+        .upsert_webhook(drv.now, t.clone(), wh("w2"), spec_retrying(&["*"], vec![]))
+        .unwrap();
+    drv.d
+        .upsert_webhook(
+            drv.now,
+            t.clone(),
+            wh("w1"),
+            disabled_by_hand(&["*"], drv.now),
+        )
+        .unwrap();
+    drv.step();
+    drv.d.accept_event(drv.now, &t, event("e2", "a.b")).unwrap();
+    let req = drv.step().remove(0);
+    let at = drv.now;
+    assert!(drv.reply(&req, AttemptResult::Transport(TransportError::PoolFull)));
+    drv.step();
+    let rec = drv.d.delivery(&t, req.delivery).unwrap();
+    assert_eq!(rec.status, DeliveryStatus::Pending);
+    assert_eq!(
+        rec.next_retry_at_ms,
+        Some(at + crate::retry::NO_CONNECTION_RETRY_MS)
+    );
+    // Replayed with a refusal in flight's stead: the same state, from the records alone
+    // and through a checkpoint.
+    let replayed = replayed_like(config.clone(), &drv.records, &drv.d);
+    assert_same(&snapshot(&replayed), &snapshot(&drv.d));
+    let req = drv.next_attempt(&t, &req);
+    assert_eq!(req.attempt, 2);
+    assert!(drv.reply(&req, status(503)));
+    drv.step();
+    let rec = drv.d.delivery(&t, req.delivery).unwrap();
+    assert_eq!(rec.status, DeliveryStatus::Exhausted);
+    let replayed = replayed_like(config.clone(), &drv.records, &drv.d);
+    assert_same(&snapshot(&replayed), &snapshot(&drv.d));
+    let mut restored = Dispatcher::new(config, T0);
+    restored.replay(&snapshot(&drv.d)).unwrap();
+    assert_same(&snapshot(&restored), &snapshot(&drv.d));
+}
+
 /// An endpoint failing for longer than the auto-disable period is disabled at its next
 /// failure, not at an attempt the driver had no connection for.
 #[test]
