@@ -194,6 +194,18 @@ impl<T> IntakeReceiver<T> {
         taken
     }
 
+    /// Takes the next queued item, if any. Call [`made_room`](Self::made_room) after a
+    /// run of takes, so that callers waiting for room hear of it.
+    pub(crate) fn try_take(&self) -> Option<T> {
+        self.rx.try_recv().ok()
+    }
+
+    /// Wakes the callers waiting for room (after items were taken with
+    /// [`try_take`](Self::try_take)).
+    pub(crate) fn made_room(&self) {
+        self.space.wake_all();
+    }
+
     /// Whether anything is queued.
     pub(crate) fn is_empty(&self) -> bool {
         self.rx.is_empty()
@@ -263,8 +275,11 @@ mod tests {
         assert!(rx.is_empty());
     }
 
-    #[test]
-    fn async_sender_waits_for_room_and_is_woken_by_drain() {
+    /// A sender waiting for room in a queue of one hands over 50 items while `take`
+    /// (which returns whether it took one) empties the queue.
+    fn a_waiting_sender_gets_through(
+        mut take: impl FnMut(&IntakeReceiver<u32>, &mut Vec<u32>) -> bool,
+    ) {
         let (wake, _receiver) = wake_pair().unwrap();
         let (tx, rx) = intake::<u32>(1, wake);
         tx.try_send(0).unwrap();
@@ -279,11 +294,29 @@ mod tests {
         let deadline = std::time::Instant::now() + Duration::from_secs(10);
         while out.len() < 51 {
             assert!(std::time::Instant::now() < deadline, "got {out:?}");
-            if rx.drain_into(1, &mut out) == 0 {
+            if !take(&rx, &mut out) {
                 std::thread::sleep(Duration::from_millis(1));
             }
         }
         sender.join().unwrap();
         assert_eq!(out, (0..=50).collect::<Vec<_>>());
+        assert!(rx.is_empty());
+    }
+
+    #[test]
+    fn async_sender_waits_for_room_and_is_woken_by_drain() {
+        a_waiting_sender_gets_through(|rx, out| rx.drain_into(1, out) > 0);
+    }
+
+    #[test]
+    fn items_taken_one_at_a_time_make_room_for_a_waiting_sender() {
+        a_waiting_sender_gets_through(|rx, out| match rx.try_take() {
+            Some(item) => {
+                out.push(item);
+                rx.made_room();
+                true
+            }
+            None => false,
+        });
     }
 }

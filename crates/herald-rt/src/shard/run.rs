@@ -258,7 +258,6 @@ struct Shard {
     local: Rc<LocalNotify>,
     finished: Rc<RefCell<Finished>>,
     sends_in_flight: Rc<RefCell<usize>>,
-    batch: Vec<Request>,
     commands: Vec<Command>,
     records_since_checkpoint: u64,
     /// Reused for every record's serialization (one allocation per record otherwise,
@@ -460,7 +459,6 @@ pub(crate) async fn run_shard(setup: ShardSetup) -> ShardExit {
         local,
         finished: Rc::new(RefCell::new(Vec::new())),
         sends_in_flight: Rc::new(RefCell::new(0)),
-        batch: Vec::new(),
         commands: Vec::new(),
         records_since_checkpoint: 0,
         record_buffer: RecordBuffer::new(),
@@ -662,7 +660,6 @@ impl Shard {
     /// One turn: intake, outcomes, commands, durability, tick, checkpoint.
     fn turn(&mut self) {
         let now = now_ms();
-        let mut batch = std::mem::take(&mut self.batch);
         // While too many replies wait for the disk, leave requests in the intake queue:
         // callers then see back-pressure instead of the shard buffering without bound.
         let room = self
@@ -670,13 +667,20 @@ impl Shard {
             .awaiting_durable_max
             .max(1)
             .saturating_sub(self.session.held());
-        self.intake
-            .drain_into(self.config.intake_batch_max.max(1).min(room), &mut batch);
-        let closing = self.status.is_closing();
-        for request in batch.drain(..) {
+        // Each request is handled as it is taken, not gathered first: a publish is a
+        // few hundred bytes, and every move of it is a copy.
+        let mut taken = 0;
+        while taken < self.config.intake_batch_max.max(1).min(room) {
+            let Some(request) = self.intake.try_take() else {
+                break;
+            };
+            taken += 1;
             self.handle(now, request);
         }
-        self.batch = batch;
+        if taken > 0 {
+            self.intake.made_room();
+        }
+        let closing = self.status.is_closing();
         // Every outcome that arrived is reported before the commands are drained, so
         // the dispatcher journals them as one record (`AttemptsFinished`).
         let finished = std::mem::take(&mut *self.finished.borrow_mut());
@@ -1333,7 +1337,9 @@ impl Shard {
         let local = self.local.clone();
         let in_flight = self.sends_in_flight.clone();
         *in_flight.borrow_mut() += 1;
-        glommio::spawn_local(async move {
+        // Boxed before it is spawned: the future is ~900 bytes, and handing it to the
+        // executor by value copied it several times on the way into its task.
+        glommio::spawn_local(Box::pin(async move {
             let started = Instant::now();
             let (result, response_body, response_headers) =
                 exchange(&client, &outbound, started).await;
@@ -1351,7 +1357,7 @@ impl Shard {
             ));
             *in_flight.borrow_mut() -= 1;
             local.notify();
-        })
+        }))
         .detach();
     }
 
