@@ -760,8 +760,8 @@ fn attempts_without_a_connection_do_not_use_up_the_schedule() {
         rec.next_retry_at_ms,
         Some(at + crate::retry::NO_CONNECTION_RETRY_MS)
     );
-    // Replayed with a refusal in flight's stead: the same state, from the records alone
-    // and through a checkpoint.
+    // Replay rebuilds the raised allowance from the records alone (here and once the
+    // delivery ended, and through a checkpoint).
     let replayed = replayed_like(config.clone(), &drv.records, &drv.d);
     assert_same(&snapshot(&replayed), &snapshot(&drv.d));
     let req = drv.next_attempt(&t, &req);
