@@ -18,12 +18,15 @@ pub const JITTER_PERCENT_MAX: u8 = 50;
 const MINUTE_MS: u64 = 60 * 1000;
 const HOUR_MS: u64 = 60 * MINUTE_MS;
 
-/// Delay before trying again a delivery whose attempt found no connection to send on
-/// ([`AttemptResult::gives_attempt_back`]) when its schedule has no retry delay at all:
-/// such an attempt sent nothing, so even a schedule without retries owes the delivery
-/// its one attempt. A minute, the default schedule's first retry: the shard's
-/// connections are held by other deliveries, which take about that long to free them at
-/// worst (a request timeout).
+/// Shortest delay before trying again a delivery whose attempt found no connection to
+/// send on ([`AttemptResult::gives_attempt_back`]), and the delay when its schedule has
+/// no retry at all (such an attempt sent nothing, so even a schedule without retries
+/// owes the delivery its one attempt). A minute, the default schedule's first retry:
+/// the shard's connections are held by other deliveries, which take about that long to
+/// free them at worst (a request timeout). As a floor it keeps a schedule of immediate
+/// retries from being refused again and again, a journal record each time, for as long
+/// as the connections stay busy: the attempt is given back, so nothing else would end
+/// that.
 pub const NO_CONNECTION_RETRY_MS: u64 = MINUTE_MS;
 
 /// Delays before each retry, measured from the failed attempt's outcome. The first attempt
@@ -202,8 +205,9 @@ impl AttemptResult {
     /// so the receiver has not had the attempt its schedule promises; the delivery's
     /// allowance grows by one and it is tried again by schedule. A burst that keeps an
     /// origin's connections busy for a while delays its deliveries but never exhausts
-    /// them. Such outcomes are retried at the schedule's next delay, so a delivery
-    /// refused again and again waits longer each time, up to the schedule's last delay.
+    /// them. Such outcomes are retried at the schedule's next delay (at least
+    /// [`NO_CONNECTION_RETRY_MS`]), so a delivery refused again and again waits longer
+    /// each time, up to the schedule's last delay.
     pub fn gives_attempt_back(&self) -> bool {
         matches!(self, AttemptResult::Transport(TransportError::PoolFull))
     }

@@ -880,6 +880,12 @@ impl Checker {
             .get(attempt as usize - 2)
             .copied()
             .unwrap_or_default();
+        // An attempt that sent nothing is retried no sooner than the floor.
+        let scheduled = if previous.result.gives_attempt_back() {
+            scheduled.max(herald_core::NO_CONNECTION_RETRY_MS)
+        } else {
+            scheduled
+        };
         // Jitter may shorten a delay by up to `jitter_percent`.
         let spread = scheduled / 100 * u64::from(self.jitter_percent)
             + scheduled % 100 * u64::from(self.jitter_percent) / 100;

@@ -422,7 +422,17 @@ impl Dispatcher {
             OutcomeClass::Retry if attempt < allowance => schedule
                 .delay_before_ms(attempt + 1)
                 .or_else(|| schedule.retry_delays_ms().last().copied())
-                .or(gives_back.then_some(crate::retry::NO_CONNECTION_RETRY_MS))
+                .or(gives_back.then_some(0))
+                .map(|scheduled| {
+                    // Never sooner than the floor: a schedule of immediate retries
+                    // would otherwise be refused again at once, and again, while the
+                    // connections stay busy, without ever using up its attempts.
+                    if gives_back {
+                        scheduled.max(crate::retry::NO_CONNECTION_RETRY_MS)
+                    } else {
+                        scheduled
+                    }
+                })
                 .map(|scheduled| {
                     let jittered = jitter_ms(
                         scheduled,

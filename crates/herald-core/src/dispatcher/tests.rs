@@ -696,6 +696,39 @@ fn attempts_without_a_connection_are_retried_and_never_count_against_the_endpoin
     assert_same(&snapshot(&replayed), &snapshot(&drv.d));
 }
 
+/// Makes `webhook` (retried after `delays_ms`) the tenant's only active one, publishes
+/// `event_id` and answers its first attempt `pool_full`: that attempt and when.
+fn refused_with_a_schedule_of(
+    drv: &mut Driver,
+    t: &TenantId,
+    webhook: &str,
+    delays_ms: Vec<u64>,
+    event_id: &str,
+) -> (SendRequest, u64) {
+    let others: Vec<WebhookId> = drv.d.webhooks(t).map(|view| view.id.clone()).collect();
+    for other in others {
+        drv.d
+            .upsert_webhook(drv.now, t.clone(), other, disabled_by_hand(&["*"], drv.now))
+            .unwrap();
+    }
+    drv.d
+        .upsert_webhook(
+            drv.now,
+            t.clone(),
+            wh(webhook),
+            spec_retrying(&["*"], delays_ms),
+        )
+        .unwrap();
+    drv.step();
+    drv.d
+        .accept_event(drv.now, t, event(event_id, "a.b"))
+        .unwrap();
+    let req = drv.step().remove(0);
+    let at = drv.now;
+    assert!(drv.reply(&req, AttemptResult::Transport(TransportError::PoolFull)));
+    (req, at)
+}
+
 /// An attempt the driver had no connection for sends nothing, so it does not use up the
 /// delivery's schedule: a webhook that allows two attempts, refused a connection four
 /// times, still makes both (the delivery ends exhausted at its sixth attempt, not its
@@ -736,23 +769,26 @@ fn attempts_without_a_connection_do_not_use_up_the_schedule() {
     assert_eq!(rec.status, DeliveryStatus::Exhausted);
     assert_eq!(rec.attempts.len(), 6);
 
-    // A schedule without retries: the one attempt it allows is still owed.
-    drv.d
-        .upsert_webhook(drv.now, t.clone(), wh("w2"), spec_retrying(&["*"], vec![]))
-        .unwrap();
-    drv.d
-        .upsert_webhook(
-            drv.now,
-            t.clone(),
-            wh("w1"),
-            disabled_by_hand(&["*"], drv.now),
-        )
-        .unwrap();
-    drv.step();
-    drv.d.accept_event(drv.now, &t, event("e2", "a.b")).unwrap();
-    let req = drv.step().remove(0);
+    // A schedule of immediate retries: a refusal still waits the floor, rather than be
+    // refused again at once for as long as the connections stay busy.
+    let (req, at) = refused_with_a_schedule_of(&mut drv, &t, "w3", vec![0, 0], "e3");
+    assert!(drv.step().is_empty(), "no attempt at once");
+    let rec = drv.d.delivery(&t, req.delivery).unwrap();
+    assert_eq!(
+        rec.next_retry_at_ms,
+        Some(at + crate::retry::NO_CONNECTION_RETRY_MS)
+    );
+    // A 503 is retried at once, as its schedule says.
+    let req = drv.next_attempt(&t, &req);
     let at = drv.now;
-    assert!(drv.reply(&req, AttemptResult::Transport(TransportError::PoolFull)));
+    assert!(drv.reply(&req, status(503)));
+    let req = drv.step().remove(0);
+    assert_eq!((req.attempt, drv.now), (3, at));
+    assert!(drv.reply(&req, status(200)));
+    drv.step();
+
+    // A schedule without retries: the one attempt it allows is still owed.
+    let (req, at) = refused_with_a_schedule_of(&mut drv, &t, "w2", vec![], "e2");
     drv.step();
     let rec = drv.d.delivery(&t, req.delivery).unwrap();
     assert_eq!(rec.status, DeliveryStatus::Pending);
