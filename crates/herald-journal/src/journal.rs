@@ -759,7 +759,7 @@ fn unmap_elsewhere(map: Arc<Mmap>) {
             .name("herald-unmap".into())
             .spawn(move || {
                 for map in receiver {
-                    drop(map);
+                    crate::spare::unmap_in_steps(map, true);
                     UNMAPPED_ELSEWHERE.fetch_add(1, Ordering::Relaxed);
                 }
             })
