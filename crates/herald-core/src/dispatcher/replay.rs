@@ -1047,7 +1047,8 @@ impl Dispatcher {
         let mut last_event: Option<*const EventData> = None;
         c.runs.clear();
         // The deliveries as they were when the checkpoint began.
-        for (id, delivery) in self.deliveries.snapshot_after(c.after_delivery, c.upper) {
+        let snapshot = self.deliveries.snapshot_after(c.after_delivery, c.upper);
+        for (id, delivery) in ReadAhead::new(snapshot) {
             // An event's deliveries (consecutive ids) stay in one part, so that replay
             // shares one copy of the event among them as the live state does.
             let same_event = last_event == Some(Arc::as_ptr(&delivery.event));
@@ -1111,6 +1112,58 @@ impl Dispatcher {
             deliveries,
             idempotency,
         })
+    }
+}
+
+/// Deliveries a checkpoint part is made of, read a batch ahead of their encoding.
+const READ_AHEAD: usize = 16;
+
+/// The deliveries a checkpoint walks, [`READ_AHEAD`] at a time, each batch's memory
+/// read in three passes before any is encoded: the deliveries, then their outcomes and
+/// events, then their kept responses. Each is a separate allocation (a finished
+/// delivery's ~four cache misses, one after the other as the encoding reaches them);
+/// a pass's reads do not depend on one another, so the processor has a batch's misses
+/// in flight at once, and a delivery costs about a pass's wait per batch instead of
+/// each miss in turn.
+struct ReadAhead<'a, I: Iterator<Item = (DeliveryId, &'a Delivery)>> {
+    inner: I,
+    batch: std::collections::VecDeque<(DeliveryId, &'a Delivery)>,
+}
+
+impl<'a, I: Iterator<Item = (DeliveryId, &'a Delivery)>> ReadAhead<'a, I> {
+    fn new(inner: I) -> Self {
+        ReadAhead {
+            inner,
+            batch: std::collections::VecDeque::with_capacity(READ_AHEAD),
+        }
+    }
+}
+
+impl<'a, I: Iterator<Item = (DeliveryId, &'a Delivery)>> Iterator for ReadAhead<'a, I> {
+    type Item = (DeliveryId, &'a Delivery);
+
+    fn next(&mut self) -> Option<Self::Item> {
+        if self.batch.is_empty() {
+            self.batch.extend(self.inner.by_ref().take(READ_AHEAD));
+            // Values folded together and handed to `black_box`, so that the reads stay.
+            let mut folded = 0u64;
+            for (_, d) in &self.batch {
+                folded ^= d.updated_at_ms;
+            }
+            for (_, d) in &self.batch {
+                folded ^= d.event.accepted_at_ms;
+                if let Some(outcomes) = &d.outcomes {
+                    folded ^= u64::from(outcomes.last_status_code);
+                }
+            }
+            for (_, d) in &self.batch {
+                if let Some(outcomes) = &d.outcomes {
+                    folded ^= outcomes.last_response.0.len() as u64;
+                }
+            }
+            std::hint::black_box(folded);
+        }
+        self.batch.pop_front()
     }
 }
 
