@@ -472,6 +472,23 @@ pub fn after_publishing_per_s(
         .then(|| delivered.saturating_sub(from.delivered) as f64 / span_s)
 }
 
+/// Where a run's tail came from: the timeline sample whose own p99 (`p99_interval_us`)
+/// was the highest, and how many samples' p99 exceeded `over_us` of those that recorded
+/// any latency. `None` without such a sample.
+pub fn worst_interval(timeline: &[Sample], over_us: u64) -> Option<(&Sample, usize, usize)> {
+    let recorded = timeline.iter().filter(|s| s.p99_interval_us > 0);
+    let worst = recorded.clone().max_by_key(|s| s.p99_interval_us)?;
+    let over = recorded
+        .clone()
+        .filter(|s| s.p99_interval_us > over_us)
+        .count();
+    Some((worst, over, recorded.count()))
+}
+
+/// The latency a timeline sample's p99 is compared with in the text report: the
+/// open-loop goal's.
+const INTERVAL_P99_US_FLAGGED: u64 = 10_000;
+
 /// Keys every report's JSON holds (tests check them; tools rely on them).
 pub const REPORT_KEYS: [&str; 37] = [
     "deliveries_per_s",
@@ -678,6 +695,17 @@ impl Report {
                 self.latency_samples
             ),
         );
+        if let Some((worst, over, of)) = worst_interval(&self.timeline, INTERVAL_P99_US_FLAGGED) {
+            row(
+                "worst interval p99",
+                format!(
+                    "{:.1} ms at {:.2} s ({over} of {of} timeline samples over {} ms)",
+                    worst.p99_interval_us as f64 / 1000.0,
+                    worst.t_s,
+                    INTERVAL_P99_US_FLAGGED / 1000
+                ),
+            );
+        }
         row(
             "CPU µs per delivery",
             format!(
@@ -862,6 +890,27 @@ mod tests {
         // Too short a stretch after it, or no sample after it: no figure.
         assert_eq!(after_publishing_per_s(&timeline, 0.9, 1.2, 1_100), None);
         assert_eq!(after_publishing_per_s(&timeline, 1.1, 3.0, 5_000), None);
+    }
+
+    #[test]
+    fn the_worst_interval_is_the_sample_with_the_highest_own_p99() {
+        let at = |t_s: f64, p99_interval_us: u64| Sample {
+            t_s,
+            p99_interval_us,
+            ..Sample::default()
+        };
+        // A sample that recorded no latency (0) counts neither way.
+        let timeline = [
+            at(0.25, 4_000),
+            at(0.5, 0),
+            at(0.75, 31_000),
+            at(1.0, 12_000),
+        ];
+        let (worst, over, of) = worst_interval(&timeline, 10_000).unwrap();
+        assert_eq!((worst.t_s, worst.p99_interval_us), (0.75, 31_000));
+        assert_eq!((over, of), (2, 3));
+        assert!(worst_interval(&[at(0.25, 0)], 10_000).is_none());
+        assert!(worst_interval(&[], 10_000).is_none());
     }
 
     #[test]
