@@ -118,10 +118,10 @@ const RELEASE_PAUSE: std::time::Duration = std::time::Duration::from_millis(1);
 ///
 /// Unmapping a 64 MiB segment whose pages a shard read (bodies sent from the mapping,
 /// the stream's window) tears down its 16,384 page-table entries in one system call:
-/// 2–20 ms each on this kind of machine, and a checkpoint that lets go of four segments
-/// per shard unmapped eight in one burst of ~40 ms, which the shards waiting for the two
-/// cores felt as the open loop's worst second (p99 of its deliveries ~26–40 ms there,
-/// against 3–8 ms in the others). 2 MiB (512 entries) takes ~0.1–0.2 ms.
+/// 2–20 ms each on this kind of machine, and a checkpoint that let go of four segments
+/// per shard unmapped eight within ~25 ms, on threads that share the two cores with the
+/// shards. 2 MiB (512 entries) takes ~0.1–0.2 ms; a 64 MiB segment is given back over
+/// ~35 ms with the pauses between steps.
 const UNMAP_STEP_BYTES: usize = 2 << 20;
 
 /// How often the thread looks again at deleted segments a reader still held when they
