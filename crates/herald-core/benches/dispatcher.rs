@@ -267,6 +267,14 @@ fn main() {
         }
         return;
     }
+    if let Ok(spec) = std::env::var("DISPATCHER_LOG_TURNS") {
+        let Ok(events) = spec.parse::<usize>() else {
+            eprintln!("DISPATCHER_LOG_TURNS={spec:?}: expected EVENTS, e.g. 400000");
+            std::process::exit(2);
+        };
+        log_turns(events);
+        return;
+    }
     if let Ok(spec) = std::env::var("DISPATCHER_FIXED_CHECKPOINT") {
         let Ok(iterations) = spec.parse::<usize>() else {
             eprintln!("DISPATCHER_FIXED_CHECKPOINT={spec:?}: expected ITERATIONS, e.g. 4");
@@ -306,4 +314,92 @@ fn encode_checkpoint(d: &Dispatcher) -> usize {
 #[inline(never)]
 fn fixed_session(d: Dispatcher, events: Vec<NewEvent>) -> usize {
     run_session(d, events)
+}
+
+/// Events per turn of [`log_turns`].
+const LOG_TURN: usize = 200;
+
+/// `DISPATCHER_LOG_TURNS=EVENTS`: how long the dispatcher's turns take while one tenant
+/// floods its share of the delivery log and another keeps an old delivery at the log's
+/// front (the flooding tenant's evictions then stand behind other entries in the log's
+/// own order). Publishes EVENTS to the flooding tenant in turns of [`LOG_TURN`]
+/// (accept, send, answer 200) with the default limits (a log of 100,000, half of it
+/// per tenant), and prints the median, p99.9 and longest turn once the tenant's share
+/// is full, and the turns over 1.5 ms. Figures only.
+fn log_turns(events: usize) {
+    let mut d = Dispatcher::new(DispatcherConfig::default(), T0);
+    let quiet = TenantId::parse("quiet").unwrap();
+    let flooding = TenantId::parse("flooding").unwrap();
+    for tenant in [&quiet, &flooding] {
+        let mut spec = WebhookSpec::new(
+            Url::parse("http://127.0.0.1:9000/hook").unwrap(),
+            vec![EventFilter::parse("order.*").unwrap()],
+            Scheme::Standard,
+            "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw".to_string(),
+        );
+        spec.limits.in_flight_max = 256;
+        let webhook = WebhookId::parse("wh_0").unwrap();
+        d.upsert_webhook(T0, tenant.clone(), webhook, spec).unwrap();
+    }
+    let (_, template) = setup(0);
+    let event = |i: usize| NewEvent {
+        id: EventId::parse(&format!("evt_{i:08}")).unwrap(),
+        ..template[0].clone()
+    };
+    let mut commands = Vec::new();
+    let mut turn = |d: &mut Dispatcher, tenant: &TenantId, ids: std::ops::Range<usize>, now| {
+        for i in ids {
+            let accepted = d.accept_event(now, tenant, event(i)).unwrap();
+            d.records_durable(accepted.append);
+        }
+        d.tick(now);
+        commands.clear();
+        d.drain_commands(&mut commands);
+        for command in commands.drain(..) {
+            if let Command::Send(req) = command {
+                d.attempt_finished(now, answered_200(&req));
+            }
+        }
+        d.tick(now);
+        commands.clear();
+        d.drain_commands(&mut commands);
+    };
+    let mut now = T0 + 1;
+    turn(&mut d, &quiet, 0..1, now);
+    let share = DispatcherConfig::default().log_finished_per_tenant_max;
+    let mut times = Vec::new();
+    for n in 0..events / LOG_TURN {
+        now += 1;
+        let started = std::time::Instant::now();
+        turn(
+            &mut d,
+            &flooding,
+            1 + n * LOG_TURN..1 + (n + 1) * LOG_TURN,
+            now,
+        );
+        if (n + 1) * LOG_TURN > share {
+            times.push((n, started.elapsed().as_micros()));
+        }
+    }
+    let slow: Vec<(usize, u128)> = times
+        .iter()
+        .copied()
+        .filter(|&(_, us)| us > 1_500)
+        .collect();
+    let mut sorted: Vec<u128> = times.iter().map(|&(_, us)| us).collect();
+    sorted.sort_unstable();
+    if sorted.is_empty() {
+        println!("no turn after the share filled: give more than {share} events");
+        return;
+    }
+    println!(
+        "{} turns of {LOG_TURN} events after the flooding tenant's share filled: median {} µs, \
+         p99.9 {} µs, longest {} µs; {} over 1.5 ms (turn, µs): {:?}",
+        sorted.len(),
+        sorted[sorted.len() / 2],
+        sorted[sorted.len() * 999 / 1000],
+        sorted[sorted.len() - 1],
+        slow.len(),
+        &slow[..slow.len().min(8)],
+    );
 }

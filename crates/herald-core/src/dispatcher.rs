@@ -1288,6 +1288,9 @@ pub struct Dispatcher {
     /// the order it listed them (`Dispatcher::order_finished` sorts them).
     finished_unordered: bool,
     finished_count: usize,
+    /// Entries of `finished` marked as evicted by their tenant's share
+    /// (`outcome::EVICTED`), not dropped yet.
+    finished_evicted: usize,
     /// The same per tenant (tenants with none have no entry): the counts sum to
     /// `finished_count`.
     finished_by_tenant: FastHashMap<TenantId, outcome::TenantFinished>,
@@ -1393,6 +1396,7 @@ impl Dispatcher {
             finished: VecDeque::new(),
             finished_unordered: false,
             finished_count: 0,
+            finished_evicted: 0,
             finished_by_tenant: FastHashMap::default(),
             finish_seq: 0,
             next_delivery: 1,

@@ -1394,6 +1394,60 @@ fn evicting_leaves_no_stale_entries_in_the_orders() {
     }
 }
 
+/// A tenant over its share of the log evicts its own oldest, which stands behind other
+/// tenants' older deliveries in the log's order: its entry there is marked evicted in
+/// place, so that every stale entry of the log's order is either marked (dropped
+/// without a look-up) or, for re-queued deliveries, left to the compaction of last
+/// resort.
+#[test]
+fn a_tenant_over_its_share_marks_its_entries_in_the_logs_order() {
+    let config = DispatcherConfig {
+        log_finished_max: 8,
+        log_finished_per_tenant_max: 5,
+        ..DispatcherConfig::default()
+    };
+    let mut drv = Driver::new(config);
+    let (quiet, hot) = (tenant("quiet"), tenant("hot"));
+    for t in [&quiet, &hot] {
+        drv.d
+            .upsert_webhook(T0, t.clone(), wh("w"), spec(&["*"]))
+            .unwrap();
+    }
+    // One old delivery of a quiet tenant stays at the log's front throughout.
+    drv.d
+        .accept_event(drv.now, &quiet, event("q", "x.y"))
+        .unwrap();
+    for req in drv.step() {
+        drv.reply(&req, status(200));
+    }
+    drv.step();
+    let mut marked_most = 0;
+    for round in 0..200 {
+        drv.now += 1;
+        drv.d
+            .accept_event(drv.now, &hot, event(&format!("h{round}"), "x.y"))
+            .unwrap();
+        for req in drv.step() {
+            drv.reply(&req, status(200));
+        }
+        drv.step();
+        let d = &drv.d;
+        let marked = d
+            .finished
+            .iter()
+            .filter(|e| e.seq == outcome::EVICTED)
+            .count();
+        assert_eq!(marked, d.finished_evicted, "round {round}");
+        assert_eq!(d.finished.len(), d.finished_count + marked, "round {round}");
+        assert!(d.finished_count <= 6);
+        marked_most = marked_most.max(marked);
+    }
+    // Marked entries pile up behind the quiet tenant's and are compacted in bulk.
+    assert!(marked_most > 6, "{marked_most}");
+    assert!(marked_most <= 65, "{marked_most}");
+    assert!(drv.d.delivery(&quiet, DeliveryId(1)).is_some());
+}
+
 #[test]
 fn delivery_log_queries_and_eviction() {
     let config = DispatcherConfig {
