@@ -1291,6 +1291,9 @@ pub struct Dispatcher {
     /// Entries of `finished` marked as evicted by their tenant's share
     /// (`outcome::EVICTED`), not dropped yet.
     finished_evicted: usize,
+    /// Where in `finished` the last entry was marked evicted: where the next search
+    /// for one starts (a hint; `outcome`'s `mark_evicted`).
+    finished_marked_at: usize,
     /// The same per tenant (tenants with none have no entry): the counts sum to
     /// `finished_count`.
     finished_by_tenant: FastHashMap<TenantId, outcome::TenantFinished>,
@@ -1397,6 +1400,7 @@ impl Dispatcher {
             finished_unordered: false,
             finished_count: 0,
             finished_evicted: 0,
+            finished_marked_at: 0,
             finished_by_tenant: FastHashMap::default(),
             finish_seq: 0,
             next_delivery: 1,

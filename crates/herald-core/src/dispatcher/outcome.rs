@@ -292,6 +292,7 @@ impl Dispatcher {
         self.finished
             .make_contiguous()
             .sort_unstable_by_key(Ended::key);
+        self.finished_marked_at = 0;
         let tenants: Vec<TenantId> = self.finished_by_tenant.keys().cloned().collect();
         for mine in self.finished_by_tenant.values_mut() {
             mine.order
@@ -366,9 +367,50 @@ impl Dispatcher {
     /// other tenants' older ones (a tenant flooding its share while others keep a few
     /// old deliveries at the log's front) piled up until a compaction looked up every
     /// entry of the log in one turn.
+    ///
+    /// A tenant's share evicts its entries in the log's order one after another, so the
+    /// search starts where the last mark was (`finished_marked_at`, kept through the
+    /// front's pops) and gallops forward: a few entries read, not a search of the whole
+    /// order each time. The place is only a hint: an entry before it is found by a
+    /// search of the whole order.
     fn mark_evicted(&mut self, entry: &Ended) {
         let key = entry.key();
-        if let Ok(at) = self.finished.binary_search_by_key(&key, Ended::key) {
+        let order = &self.finished;
+        let from = self.finished_marked_at.min(order.len());
+        let found = if order.get(from).is_some_and(|e| e.key() <= key) {
+            // Past `lo` lies the key; find an end beyond it, doubling the step.
+            let (mut lo, mut step) = (from, 1);
+            let mut hi = loop {
+                let probe = lo + step;
+                if probe >= order.len() || order[probe].key() > key {
+                    break probe.min(order.len());
+                }
+                lo = probe;
+                step *= 2;
+            };
+            // Then a binary search of [lo, hi), where order[lo].key() <= key.
+            while hi - lo > 1 {
+                let mid = lo + (hi - lo) / 2;
+                if order[mid].key() <= key {
+                    lo = mid;
+                } else {
+                    hi = mid;
+                }
+            }
+            (order[lo].key() == key).then_some(lo)
+        } else {
+            order.binary_search_by_key(&key, Ended::key).ok()
+        };
+        // The same entry a search of the whole order finds (or one of the same key).
+        debug_assert_eq!(
+            found.map(|at| order[at].key()),
+            order
+                .binary_search_by_key(&key, Ended::key)
+                .ok()
+                .map(|at| order[at].key())
+        );
+        if let Some(at) = found {
+            self.finished_marked_at = at;
             let listed = &mut self.finished[at];
             if listed.seq == entry.seq {
                 listed.seq = EVICTED;
@@ -379,6 +421,7 @@ impl Dispatcher {
 
     /// Drops the oldest finished deliveries beyond the log limit.
     pub(super) fn evict(&mut self) {
+        let listed = self.finished.len();
         while self.finished_count > self.config.log_finished_max {
             let Some(oldest) = self.finished.pop_front() else {
                 break;
@@ -402,17 +445,22 @@ impl Dispatcher {
             self.finished_count + self.finished_evicted,
             &self.deliveries,
         );
+        // Entries leave only from the front here: the last mark's place moves with them.
+        let popped = listed - self.finished.len();
+        self.finished_marked_at = self.finished_marked_at.saturating_sub(popped);
         if self.finished_evicted > self.finished_count.max(64) {
             // Reads the entries only: ~200,000 for a log of 100,000, a fraction of a
             // millisecond.
             self.finished.retain(|e| e.seq != EVICTED);
             self.finished_evicted = 0;
+            self.finished_marked_at = 0;
         }
         // Re-queued deliveries leave stale entries behind; compact before they pile up.
         if self.finished.len() > 2 * self.config.log_finished_max + 64 {
             let deliveries = &self.deliveries;
             self.finished.retain(|e| is_current(deliveries, e));
             self.finished_evicted = 0;
+            self.finished_marked_at = 0;
         }
     }
 
