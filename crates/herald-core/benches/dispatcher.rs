@@ -84,23 +84,45 @@ fn deliver(d: &mut Dispatcher, events: &[NewEvent], answer: fn(&SendRequest) -> 
     let mut now = T0;
     for chunk in events.chunks(100) {
         now += 1;
-        for event in chunk {
-            let accepted = d.accept_event(now, &tenant, event.clone()).unwrap();
-            d.records_durable(accepted.append);
-        }
-        d.tick(now);
-        commands.clear();
-        d.drain_commands(&mut commands);
-        for command in commands.drain(..) {
-            if let Command::Send(req) = command {
-                delivered += 1;
-                d.attempt_finished(now, answer(&req));
-                black_box(&req.headers);
-            }
-        }
+        delivered += turn(
+            d,
+            &tenant,
+            chunk.iter().cloned(),
+            now,
+            &mut commands,
+            answer,
+        );
     }
     d.tick(now);
     delivered
+}
+
+/// One turn at `now`: `events` accepted for `tenant` and made durable, the sends due
+/// started and each answered with `answer` at once; the sends made.
+fn turn(
+    d: &mut Dispatcher,
+    tenant: &TenantId,
+    events: impl IntoIterator<Item = NewEvent>,
+    now: u64,
+    commands: &mut Vec<Command>,
+    answer: fn(&SendRequest) -> Outcome,
+) -> usize {
+    for event in events {
+        let accepted = d.accept_event(now, tenant, event).unwrap();
+        d.records_durable(accepted.append);
+    }
+    d.tick(now);
+    commands.clear();
+    d.drain_commands(commands);
+    let mut sent = 0;
+    for command in commands.drain(..) {
+        if let Command::Send(req) = command {
+            sent += 1;
+            d.attempt_finished(now, answer(&req));
+            black_box(&req.headers);
+        }
+    }
+    sent
 }
 
 /// The same work driven as the shard loop drives it: through a [`Session`], each
@@ -347,35 +369,21 @@ fn log_turns(events: usize) {
         ..template[0].clone()
     };
     let mut commands = Vec::new();
-    let mut turn = |d: &mut Dispatcher, tenant: &TenantId, ids: std::ops::Range<usize>, now| {
-        for i in ids {
-            let accepted = d.accept_event(now, tenant, event(i)).unwrap();
-            d.records_durable(accepted.append);
-        }
-        d.tick(now);
-        commands.clear();
-        d.drain_commands(&mut commands);
-        for command in commands.drain(..) {
-            if let Command::Send(req) = command {
-                d.attempt_finished(now, answered_200(&req));
-            }
-        }
-        d.tick(now);
-        commands.clear();
-        d.drain_commands(&mut commands);
-    };
     let mut now = T0 + 1;
-    turn(&mut d, &quiet, 0..1, now);
+    turn(&mut d, &quiet, [event(0)], now, &mut commands, answered_200);
     let share = DispatcherConfig::default().log_finished_per_tenant_max;
     let mut times = Vec::new();
     for n in 0..events / LOG_TURN {
         now += 1;
         let started = std::time::Instant::now();
+        let ids = 1 + n * LOG_TURN..1 + (n + 1) * LOG_TURN;
         turn(
             &mut d,
             &flooding,
-            1 + n * LOG_TURN..1 + (n + 1) * LOG_TURN,
+            ids.map(event),
             now,
+            &mut commands,
+            answered_200,
         );
         if (n + 1) * LOG_TURN > share {
             times.push((n, started.elapsed().as_micros()));
