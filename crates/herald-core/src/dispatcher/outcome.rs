@@ -432,19 +432,19 @@ impl Dispatcher {
                 self.drop_finished(oldest.delivery);
             }
         }
-        // Marked entries at the front go now, without a look-up.
-        while self.finished.front().is_some_and(|e| e.seq == EVICTED) {
+        // The front's stale entries go now: marked ones without a look-up; unmarked ones
+        // (a re-queued delivery's) looked for only while the order lists more than its
+        // held and marked ones.
+        while let Some(front) = self.finished.front() {
+            if front.seq == EVICTED {
+                self.finished_evicted -= 1;
+            } else if self.finished.len() <= self.finished_count + self.finished_evicted
+                || is_current(&self.deliveries, front)
+            {
+                break;
+            }
             self.finished.pop_front();
-            self.finished_evicted -= 1;
         }
-        // Unmarked stale entries (a re-queued delivery's, one evicted from the front of
-        // a tenant's order while it was not the log's) are looked for at the front only
-        // while the order lists more than its held and marked ones.
-        pop_stale_front(
-            &mut self.finished,
-            self.finished_count + self.finished_evicted,
-            &self.deliveries,
-        );
         // Entries leave only from the front here: the last mark's place moves with them.
         let popped = listed - self.finished.len();
         self.finished_marked_at = self.finished_marked_at.saturating_sub(popped);
