@@ -28,7 +28,7 @@ use crate::metrics::Counters;
 use crate::record::{self, Record};
 use crate::retry::{
     classify, jitter_ms, retry_delay_ms, AttemptResult, OutcomeClass, RetrySchedule,
-    JITTER_PERCENT_MAX,
+    TransportError, JITTER_PERCENT_MAX,
 };
 use crate::webhook::{DisableReason, SpecError, WebhookSpec, WebhookStatus};
 use crate::wheel::{TimerKey, TimingWheel};
@@ -1005,6 +1005,23 @@ impl Delivery {
     /// The latest attempts, oldest first.
     fn attempts(&self) -> &[Attempt] {
         &self.outcomes().attempts
+    }
+
+    /// Its ended attempts that found no connection to send on and gave their attempt
+    /// back ([`AttemptResult::gives_attempt_back`]), as its history shows them: exact
+    /// while the history holds every attempt (up to [`ATTEMPT_HISTORY_MAX`]); past that,
+    /// the attempts dropped from it count as sent, which places the delivery later in
+    /// its schedule, never earlier.
+    fn attempts_given_back(&self) -> u32 {
+        let given_back = self
+            .attempts()
+            .iter()
+            .filter(|a| {
+                a.is_finished()
+                    && a.error == Some(DeliveryError::Transport(TransportError::PoolFull))
+            })
+            .count();
+        u32::try_from(given_back).unwrap_or(u32::MAX)
     }
 
     /// The last response's status, if there was one.

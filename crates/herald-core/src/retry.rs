@@ -18,15 +18,16 @@ pub const JITTER_PERCENT_MAX: u8 = 50;
 const MINUTE_MS: u64 = 60 * 1000;
 const HOUR_MS: u64 = 60 * MINUTE_MS;
 
-/// Shortest delay before trying again a delivery whose attempt found no connection to
-/// send on ([`AttemptResult::gives_attempt_back`]), and the delay when its schedule has
-/// no retry at all (such an attempt sent nothing, so even a schedule without retries
-/// owes the delivery its one attempt). A minute, the default schedule's first retry:
-/// the shard's connections are held by other deliveries, which take about that long to
-/// free them at worst (a request timeout). As a floor it keeps a schedule of immediate
-/// retries from being refused again and again, a journal record each time, for as long
-/// as the connections stay busy: the attempt is given back, so nothing else would end
-/// that.
+/// Delay before trying again a delivery whose attempt found no connection to send on
+/// ([`AttemptResult::gives_attempt_back`]), whatever its schedule says (such an attempt
+/// sent nothing, so even a schedule without retries owes the delivery its one attempt).
+/// A minute, the default schedule's first retry: the shard's connections are held by
+/// other deliveries, which take about that long to free them at worst (a request
+/// timeout). Not the schedule's delays: a delivery refused during a burst would
+/// otherwise wait 5 minutes, then 30, then hours, though its endpoint never failed; and
+/// not a schedule of immediate retries, which would be refused again and again, a
+/// journal record each time, for as long as the connections stay busy (the attempt is
+/// given back, so nothing else would end that).
 pub const NO_CONNECTION_RETRY_MS: u64 = MINUTE_MS;
 
 /// Delays before each retry, measured from the failed attempt's outcome. The first attempt
@@ -203,11 +204,12 @@ impl AttemptResult {
     /// connection to send on (`pool_full`: the shard's connection budget held by other
     /// endpoints, or the queue for this endpoint's connections full). Nothing was sent,
     /// so the receiver has not had the attempt its schedule promises; the delivery's
-    /// allowance grows by one and it is tried again by schedule. A burst that keeps an
-    /// origin's connections busy for a while delays its deliveries but never exhausts
-    /// them. Such outcomes are retried at the schedule's next delay (at least
-    /// [`NO_CONNECTION_RETRY_MS`]), so a delivery refused again and again waits longer
-    /// each time, up to the schedule's last delay.
+    /// allowance grows by one and it stays where it stood in its schedule. A burst that
+    /// keeps an origin's connections busy for a while delays its deliveries but never
+    /// exhausts them. Such outcomes are retried after [`NO_CONNECTION_RETRY_MS`], each
+    /// time (refusals do not move a delivery down its schedule), and the next failure of
+    /// an attempt that was sent waits the delay the schedule gives the attempts that were
+    /// sent, not one later for every refusal before it.
     pub fn gives_attempt_back(&self) -> bool {
         matches!(self, AttemptResult::Transport(TransportError::PoolFull))
     }

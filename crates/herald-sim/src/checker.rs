@@ -94,6 +94,20 @@ struct DeliveryView {
     next_attempt: u32,
     /// Due time set by a manual re-queue, until the next outcome.
     requeued_due_ms: Option<u64>,
+    /// Attempts whose recorded outcome gave the attempt back (no connection to send on).
+    given_back: BTreeSet<u32>,
+}
+
+impl DeliveryView {
+    /// The place in its schedule that attempt `attempt` (just ended, and sent) takes, as
+    /// the dispatcher counts it: its attempt number less the attempts before it that
+    /// gave their attempt back, among those its history keeps (the latest
+    /// [`herald_core::ATTEMPT_HISTORY_MAX`] attempts, this one included).
+    fn schedule_place(&self, attempt: u32) -> u32 {
+        let kept_from = attempt.saturating_sub(herald_core::ATTEMPT_HISTORY_MAX as u32 - 1);
+        let given_back = self.given_back.range(kept_from..attempt).count() as u32;
+        attempt - given_back
+    }
 }
 
 /// A management operation the simulator performs; records it causes are justified by it.
@@ -460,6 +474,7 @@ impl Checker {
                     started: 0,
                     next_attempt: 1,
                     requeued_due_ms: None,
+                    given_back: BTreeSet::new(),
                 },
             );
         }
@@ -555,7 +570,8 @@ impl Checker {
         }
         match (expected_final, r.next_attempt_at_ms) {
             (None, Some(next)) => {
-                let due = self.retry_due_min_ms(&webhook, r.attempt + 1, &truth);
+                let place = d.schedule_place(r.attempt);
+                let due = self.retry_due_min_ms(&webhook, place, &truth);
                 if next < due {
                     return Err(self.violation(
                         now_ms,
@@ -588,6 +604,7 @@ impl Checker {
         d.next_attempt = r.attempt + 1;
         if truth.result.gives_attempt_back() {
             d.attempts_max = d.attempts_max.saturating_add(1);
+            d.given_back.insert(r.attempt);
         }
         d.requeued_due_ms = None;
         if let Some(status) = &r.final_status {
@@ -869,22 +886,26 @@ impl Checker {
         self.view.deleted.contains(webhook)
     }
 
-    /// Earliest time attempt `attempt` (2-based and up) may start after `previous`.
-    fn retry_due_min_ms(&self, webhook: &str, attempt: u32, previous: &OutcomeTruth) -> u64 {
+    /// Earliest time the attempt after `previous` may start, `previous` being the
+    /// attempt at place `place` (1-based) in its schedule
+    /// ([`DeliveryView::schedule_place`]).
+    fn retry_due_min_ms(&self, webhook: &str, place: u32, previous: &OutcomeTruth) -> u64 {
         let delays = self
             .webhooks
             .get(webhook)
             .map(|w| w.retry_delays_ms.as_slice())
             .unwrap_or(&[]);
-        let scheduled = delays
-            .get(attempt as usize - 2)
-            .copied()
-            .unwrap_or_default();
-        // An attempt that sent nothing is retried no sooner than the floor.
+        // An attempt that sent nothing is tried again after the floor, wherever the
+        // delivery stands in its schedule; one that was sent waits the delay before the
+        // next place (past the schedule's end, its last delay).
         let scheduled = if previous.result.gives_attempt_back() {
-            scheduled.max(herald_core::NO_CONNECTION_RETRY_MS)
+            herald_core::NO_CONNECTION_RETRY_MS
         } else {
-            scheduled
+            delays
+                .get(place as usize - 1)
+                .or(delays.last())
+                .copied()
+                .unwrap_or_default()
         };
         // Jitter may shorten a delay by up to `jitter_percent`.
         let spread = scheduled / 100 * u64::from(self.jitter_percent)
@@ -1047,7 +1068,9 @@ impl Checker {
                     .and_then(|v| v.iter().find(|o| o.at_ms == at_ms))
                     .cloned();
                 match previous {
-                    Some(previous) => self.retry_due_min_ms(&webhook, req.attempt, &previous),
+                    Some(previous) => {
+                        self.retry_due_min_ms(&webhook, d.schedule_place(attempt), &previous)
+                    }
                     None => {
                         return Err(self.violation(
                             now_ms,

@@ -480,6 +480,12 @@ impl Dispatcher {
             WebhookId::clone(&d.webhook),
         );
         let (attempt, attempts_max) = (d.attempt, d.attempts_max);
+        // Where the delivery stands in its schedule: the attempts it made, not counting
+        // those that found no connection and sent nothing (this one is not in the count
+        // yet: its outcome is applied below).
+        let sent_before = attempt
+            .saturating_sub(1)
+            .saturating_sub(d.attempts_given_back());
         let w = match webhook_state(&self.tenants, &tenant, &webhook) {
             Some(w) if w.spec.status.is_active() => w,
             // Its webhook was disabled or deleted while the attempt was out, and the
@@ -531,30 +537,30 @@ impl Dispatcher {
             attempts_max
         };
         let next_at = match class {
-            OutcomeClass::Retry if attempt < allowance => schedule
-                .delay_before_ms(attempt + 1)
-                .or_else(|| schedule.retry_delays_ms().last().copied())
-                .or(gives_back.then_some(0))
-                .map(|scheduled| {
-                    // Never sooner than the floor: a schedule of immediate retries
-                    // would otherwise be refused again at once, and again, while the
-                    // connections stay busy, without ever using up its attempts.
-                    if gives_back {
-                        scheduled.max(crate::retry::NO_CONNECTION_RETRY_MS)
-                    } else {
-                        scheduled
-                    }
-                })
-                .map(|scheduled| {
-                    let jittered = jitter_ms(
-                        scheduled,
-                        self.config.jitter_percent,
-                        self.config.jitter_seed,
-                        outcome.delivery.0,
-                        attempt + 1,
-                    );
-                    now.saturating_add(retry_delay_ms(jittered, &outcome.result, now))
-                }),
+            // An attempt that sent nothing leaves the delivery where it stood in its
+            // schedule: it owes the same attempt, tried again after the floor (whatever
+            // the schedule's delays; a schedule of immediate retries would otherwise be
+            // refused again at once, and again, while the connections stay busy). One
+            // that was sent waits the delay before the next attempt its schedule counts,
+            // so refusals neither push a delivery down its schedule nor make its next
+            // failure wait a later delay.
+            OutcomeClass::Retry if attempt < allowance => if gives_back {
+                Some(crate::retry::NO_CONNECTION_RETRY_MS)
+            } else {
+                schedule
+                    .delay_before_ms(sent_before.saturating_add(2))
+                    .or_else(|| schedule.retry_delays_ms().last().copied())
+            }
+            .map(|scheduled| {
+                let jittered = jitter_ms(
+                    scheduled,
+                    self.config.jitter_percent,
+                    self.config.jitter_seed,
+                    outcome.delivery.0,
+                    attempt + 1,
+                );
+                now.saturating_add(retry_delay_ms(jittered, &outcome.result, now))
+            }),
             _ => None,
         };
         let final_status = match (class, next_at) {

@@ -156,6 +156,21 @@ impl Driver {
         )
     }
 
+    /// Answers `req` with `result` and steps: how long after the answer the delivery's
+    /// next attempt is due, if one is.
+    fn retried_after(
+        &mut self,
+        tenant: &TenantId,
+        req: &SendRequest,
+        result: AttemptResult,
+    ) -> Option<u64> {
+        let at = self.now;
+        assert!(self.reply(req, result));
+        self.step();
+        let rec = self.d.delivery(tenant, req.delivery).unwrap();
+        rec.next_retry_at_ms.map(|due| due - at)
+    }
+
     fn reply(&mut self, req: &SendRequest, result: AttemptResult) -> bool {
         self.d.attempt_finished(
             self.now,
@@ -732,7 +747,7 @@ fn refused_with_a_schedule_of(
 /// An attempt the driver had no connection for sends nothing, so it does not use up the
 /// delivery's schedule: a webhook that allows two attempts, refused a connection four
 /// times, still makes both (the delivery ends exhausted at its sixth attempt, not its
-/// second), each refusal retried at the schedule's next delay. One whose schedule allows
+/// second), each refusal retried after the floor. One whose schedule allows
 /// no retry at all is tried again after `NO_CONNECTION_RETRY_MS`. Replay and a
 /// checkpoint rebuild the same allowances.
 #[test]
@@ -746,13 +761,13 @@ fn attempts_without_a_connection_do_not_use_up_the_schedule() {
     drv.d.accept_event(T0, &t, event("e1", "a.b")).unwrap();
     let mut req = drv.step().remove(0);
     for refused in 1..=4 {
-        let at = drv.now;
-        assert!(drv.reply(&req, AttemptResult::Transport(TransportError::PoolFull)));
-        drv.step();
-        let rec = drv.d.delivery(&t, req.delivery).unwrap();
-        assert_eq!(rec.status, DeliveryStatus::Pending, "refusal {refused}");
-        // Past the schedule's end its last delay: a minute each time here.
-        assert_eq!(rec.next_retry_at_ms, Some(at + MIN), "refusal {refused}");
+        // The floor, whatever the schedule: a minute each time.
+        let refusal = AttemptResult::Transport(TransportError::PoolFull);
+        assert_eq!(
+            drv.retried_after(&t, &req, refusal),
+            Some(MIN),
+            "refusal {refused}"
+        );
         req = drv.next_attempt(&t, &req);
         assert_eq!(req.attempt, refused + 1);
     }
@@ -811,6 +826,53 @@ fn attempts_without_a_connection_do_not_use_up_the_schedule() {
     let mut restored = Dispatcher::new(config, T0);
     restored.replay(&snapshot(&drv.d)).unwrap();
     assert_same(&snapshot(&restored), &snapshot(&drv.d));
+}
+
+/// Attempts that found no connection leave a delivery where it stood in its schedule:
+/// each is tried again after the floor, however many came before (not at the
+/// schedule's later delays), and the next failure of an attempt that was sent waits the
+/// delay its schedule gives the attempts that were sent. Replay and a checkpoint
+/// rebuild the same schedule.
+#[test]
+fn attempts_without_a_connection_keep_the_delivery_in_its_schedule() {
+    let config = DispatcherConfig {
+        jitter_percent: 0,
+        ..DispatcherConfig::default()
+    };
+    let delays = vec![2 * MIN, 5 * MIN, 30 * MIN, 120 * MIN];
+    let mut drv = one_webhook(config.clone(), spec_retrying(&["*"], delays));
+    let t = tenant("acme");
+    drv.d.accept_event(T0, &t, event("e1", "a.b")).unwrap();
+    let mut req = drv.step().remove(0);
+    let refusal = || AttemptResult::Transport(TransportError::PoolFull);
+    let floor = crate::retry::NO_CONNECTION_RETRY_MS;
+    // Refused three times: each waits the floor, not 2, 5 and 30 minutes.
+    for refused in 1..=3 {
+        let after = drv.retried_after(&t, &req, refusal());
+        assert_eq!(after, Some(floor), "refusal {refused}");
+        req = drv.next_attempt(&t, &req);
+    }
+    // The first attempt that was sent fails: the schedule's first delay.
+    assert_eq!(req.attempt, 4);
+    assert_eq!(drv.retried_after(&t, &req, status(503)), Some(2 * MIN));
+    // Refused once more: the floor again.
+    req = drv.next_attempt(&t, &req);
+    assert_eq!(drv.retried_after(&t, &req, refusal()), Some(floor));
+    // The second attempt that was sent fails: the schedule's second delay.
+    req = drv.next_attempt(&t, &req);
+    assert_eq!(req.attempt, 6);
+    assert_eq!(drv.retried_after(&t, &req, status(503)), Some(5 * MIN));
+    // Rebuilt from the records, and from a checkpoint, the delivery stands in the same
+    // place: its next failure waits the third delay.
+    let replayed = replayed_like(config.clone(), &drv.records, &drv.d);
+    assert_same(&snapshot(&replayed), &snapshot(&drv.d));
+    let mut restored = Dispatcher::new(config, T0);
+    restored.replay(&snapshot(&drv.d)).unwrap();
+    assert_same(&snapshot(&restored), &snapshot(&drv.d));
+    drv.d = restored;
+    req = drv.next_attempt(&t, &req);
+    assert_eq!(req.attempt, 7);
+    assert_eq!(drv.retried_after(&t, &req, status(503)), Some(30 * MIN));
 }
 
 /// An endpoint failing for longer than the auto-disable period is disabled at its next
