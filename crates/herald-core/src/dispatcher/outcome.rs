@@ -482,10 +482,14 @@ impl Dispatcher {
         let (attempt, attempts_max) = (d.attempt, d.attempts_max);
         // Where the delivery stands in its schedule: the attempts it made, not counting
         // those that found no connection and sent nothing (this one is not in the count
-        // yet: its outcome is applied below).
-        let sent_before = attempt
-            .saturating_sub(1)
-            .saturating_sub(d.attempts_given_back());
+        // yet: its outcome is applied below). Read only when it may be retried (a 410 is
+        // retried when stale, below).
+        let sent_before = match classify(&outcome.result) {
+            OutcomeClass::Retry | OutcomeClass::Gone => attempt
+                .saturating_sub(1)
+                .saturating_sub(d.attempts_given_back()),
+            OutcomeClass::Success | OutcomeClass::Final => 0,
+        };
         let w = match webhook_state(&self.tenants, &tenant, &webhook) {
             Some(w) if w.spec.status.is_active() => w,
             // Its webhook was disabled or deleted while the attempt was out, and the
