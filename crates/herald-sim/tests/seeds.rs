@@ -84,7 +84,7 @@ fn pinned_seeds_give_pinned_traces() {
         (1, 0xf578_c44a_de37_5983),
         (7, 0xb7f3_2c98_6c91_683d),
         (42, 0xe810_8f57_91f3_473d),
-        (299, 0xcc8f_ea31_8708_b158),
+        (299, 0x196d_b5a4_906d_d81c),
     ];
     let traces: Vec<(u64, u64)> = PINNED
         .iter()
