@@ -143,6 +143,10 @@ pub struct EngineFigures {
     pub checkpoints_underway: u64,
     /// Deliveries those checkpoints keep a copy of (changed since they began).
     pub checkpoint_copies: u64,
+    /// Shard-thread time spent writing checkpoints since start, microseconds.
+    pub checkpoint_us: u64,
+    /// Journal bytes of the checkpoints written since start.
+    pub checkpoint_bytes: u64,
     /// Webhooks disabled or deleted whose pending deliveries are still being ended.
     pub endings_underway: u64,
     /// The dispatchers' counters, merged.
@@ -169,6 +173,8 @@ impl EngineFigures {
             checkpoints: 0,
             checkpoints_underway: 0,
             checkpoint_copies: 0,
+            checkpoint_us: 0,
+            checkpoint_bytes: 0,
             endings_underway: 0,
             counters: herald::Counters::default(),
         };
@@ -190,6 +196,8 @@ impl EngineFigures {
             figures.checkpoints += shard.checkpoints_written;
             figures.checkpoints_underway += u64::from(shard.checkpoint_underway);
             figures.checkpoint_copies += shard.checkpoint_copies;
+            figures.checkpoint_us += shard.checkpoint_us_total;
+            figures.checkpoint_bytes += shard.checkpoint_bytes_total;
             figures.endings_underway += shard.endings_underway;
             figures.counters.merge(&shard.counters);
         }
@@ -483,6 +491,18 @@ impl Metrics {
             "Deliveries the checkpoints underway keep a copy of (changed since they began)",
             ConstGauge::new(gauge(engine.checkpoint_copies)),
         );
+        registry.register_with_unit(
+            "checkpoint_busy",
+            "Shard-thread time spent writing checkpoints since start (abandoned ones included; each copies every pending event's body)",
+            Unit::Seconds,
+            ConstCounter::new(engine.checkpoint_us as f64 / 1e6),
+        );
+        registry.register_with_unit(
+            "checkpoint_written",
+            "Journal bytes of the checkpoints written since start (abandoned ones included; part of herald_journal_appended_bytes_total)",
+            Unit::Bytes,
+            ConstCounter::new(engine.checkpoint_bytes),
+        );
         registry.register(
             "webhook_endings_underway",
             "Webhooks disabled or deleted whose pending deliveries are still being ended, a bounded number per shard turn (they count as pending until then)",
@@ -566,6 +586,8 @@ mod tests {
         shard.checkpoints_written = 3;
         shard.checkpoint_underway = true;
         shard.checkpoint_copies = 11;
+        shard.checkpoint_us_total = 250_000;
+        shard.checkpoint_bytes_total = 1024;
         shard.endings_underway = 1;
         let figures = EngineFigures::from_stats(&[shard, shard]);
         let metrics = Metrics::default();
@@ -595,6 +617,8 @@ mod tests {
             "herald_checkpoints_total 6",
             "herald_checkpoints_underway 2",
             "herald_checkpoint_copies 22",
+            "herald_checkpoint_busy_seconds_total 0.5",
+            "herald_checkpoint_written_bytes_total 2048",
             "herald_webhook_endings_underway 2",
             "herald_api_requests_total{route=\"/v1/events\",status=\"202\"} 1",
             "process_cpu_seconds_total 1.5",

@@ -176,6 +176,10 @@ struct CheckpointFigures {
     replayed_bytes: u64,
     /// `journal_bytes_appended` right after the latest checkpoint.
     appended_at_last: u64,
+    /// Shard-thread time and journal bytes of every checkpoint since start, abandoned
+    /// ones included ([`ShardStats::checkpoint_us_total`]).
+    us_total: u64,
+    bytes_total: u64,
 }
 
 /// What finished send tasks report back to the loop: each outcome with the generation
@@ -924,6 +928,8 @@ impl Shard {
                     checkpoint_seq_last: self.checkpoints.seq_last,
                     checkpoint_bytes_last: self.checkpoints.bytes_last,
                     checkpoint_us_last: self.checkpoints.us_last,
+                    checkpoint_us_total: self.checkpoints.us_total,
+                    checkpoint_bytes_total: self.checkpoints.bytes_total,
                     replayed_frames: self.checkpoints.replayed_frames,
                     replayed_bytes: self.checkpoints.replayed_bytes,
                 });
@@ -1523,6 +1529,7 @@ impl Shard {
                 break Err(error);
             }
             underway.bytes += bytes;
+            self.checkpoints.bytes_total += bytes;
             self.journal_bytes_appended += bytes;
             written += 1;
         };
@@ -1531,7 +1538,12 @@ impl Shard {
             buffer.clear();
             self.record_buffer = buffer;
         }
-        underway.busy += started.elapsed();
+        let busy = started.elapsed();
+        underway.busy += busy;
+        self.checkpoints.us_total = self
+            .checkpoints
+            .us_total
+            .saturating_add(u64::try_from(busy.as_micros()).unwrap_or(u64::MAX));
         let finished = match result {
             Ok(()) if !underway.parts.is_done() => {
                 self.checkpoint = Some(underway);
@@ -1552,6 +1564,7 @@ impl Shard {
                     .finish_checkpoint(underway.parts);
                 let end = herald_journal::frame_bytes(herald_journal::CHECKPOINT_PART_HEADER_BYTES);
                 self.journal_bytes_appended += end;
+                self.checkpoints.bytes_total += end;
                 let seq_last = self.journal.checkpoint_last_seq();
                 if let Err(error) = self.journal.commit() {
                     // A write that found no space withdrew records: the turn blocks
