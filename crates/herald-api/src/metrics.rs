@@ -143,8 +143,8 @@ pub struct EngineFigures {
     pub checkpoints_underway: u64,
     /// Deliveries those checkpoints keep a copy of (changed since they began).
     pub checkpoint_copies: u64,
-    /// Shard-thread time spent writing checkpoints since start, microseconds.
-    pub checkpoint_us: u64,
+    /// Shard-thread CPU time spent writing checkpoints since start, microseconds.
+    pub checkpoint_cpu_us: u64,
     /// Journal bytes of the checkpoints written since start.
     pub checkpoint_bytes: u64,
     /// Webhooks disabled or deleted whose pending deliveries are still being ended.
@@ -173,7 +173,7 @@ impl EngineFigures {
             checkpoints: 0,
             checkpoints_underway: 0,
             checkpoint_copies: 0,
-            checkpoint_us: 0,
+            checkpoint_cpu_us: 0,
             checkpoint_bytes: 0,
             endings_underway: 0,
             counters: herald::Counters::default(),
@@ -196,7 +196,7 @@ impl EngineFigures {
             figures.checkpoints += shard.checkpoints_written;
             figures.checkpoints_underway += u64::from(shard.checkpoint_underway);
             figures.checkpoint_copies += shard.checkpoint_copies;
-            figures.checkpoint_us += shard.checkpoint_us_total;
+            figures.checkpoint_cpu_us += shard.checkpoint_cpu_us_total;
             figures.checkpoint_bytes += shard.checkpoint_bytes_total;
             figures.endings_underway += shard.endings_underway;
             figures.counters.merge(&shard.counters);
@@ -492,10 +492,10 @@ impl Metrics {
             ConstGauge::new(gauge(engine.checkpoint_copies)),
         );
         registry.register_with_unit(
-            "checkpoint_busy",
-            "Shard-thread time spent writing checkpoints since start (abandoned ones included; each copies every pending event's body)",
+            "checkpoint_cpu",
+            "CPU time the shards' threads spent writing checkpoints since start (abandoned ones included; each copies every pending event's body)",
             Unit::Seconds,
-            ConstCounter::new(engine.checkpoint_us as f64 / 1e6),
+            ConstCounter::new(engine.checkpoint_cpu_us as f64 / 1e6),
         );
         registry.register_with_unit(
             "checkpoint_written",
@@ -586,7 +586,7 @@ mod tests {
         shard.checkpoints_written = 3;
         shard.checkpoint_underway = true;
         shard.checkpoint_copies = 11;
-        shard.checkpoint_us_total = 250_000;
+        shard.checkpoint_cpu_us_total = 250_000;
         shard.checkpoint_bytes_total = 1024;
         shard.endings_underway = 1;
         let figures = EngineFigures::from_stats(&[shard, shard]);
@@ -617,7 +617,7 @@ mod tests {
             "herald_checkpoints_total 6",
             "herald_checkpoints_underway 2",
             "herald_checkpoint_copies 22",
-            "herald_checkpoint_busy_seconds_total 0.5",
+            "herald_checkpoint_cpu_seconds_total 0.5",
             "herald_checkpoint_written_bytes_total 2048",
             "herald_webhook_endings_underway 2",
             "herald_api_requests_total{route=\"/v1/events\",status=\"202\"} 1",

@@ -423,19 +423,19 @@ pub struct Report {
     pub checkpoint_busy_ms: Option<f64>,
     /// Journal bytes of that checkpoint (embedded only).
     pub checkpoint_bytes: Option<u64>,
-    /// Shard-thread time of every checkpoint written during the run, summed over the
-    /// shards (abandoned ones included), ms (embedded only). With a backlog, each
+    /// Shard-thread CPU time of every checkpoint written during the run, summed over
+    /// the shards (abandoned ones included), ms (embedded only). With a backlog, each
     /// checkpoint copies every pending event's body: a closed loop long enough to
     /// checkpoint pays it, a 200,000-event one does not.
     #[serde(default)]
-    pub checkpoint_busy_ms_total: Option<f64>,
+    pub checkpoint_cpu_ms_total: Option<f64>,
     /// Journal bytes of every checkpoint written during the run (embedded only; part of
     /// `journal_bytes`).
     #[serde(default)]
     pub checkpoint_bytes_total: Option<u64>,
-    /// `checkpoint_busy_ms_total` per delivery, µs (part of the engine's CPU).
+    /// `checkpoint_cpu_ms_total` per delivery, µs (part of the engine's CPU).
     #[serde(default)]
-    pub checkpoint_us_per_delivery: Option<f64>,
+    pub checkpoint_cpu_us_per_delivery: Option<f64>,
     /// journal_bytes / delivered.
     pub journal_bytes_per_delivery: Option<f64>,
     /// journal_records / delivered.
@@ -799,12 +799,12 @@ impl Report {
             self.checkpoint_bytes,
         ) {
             let all = match (
-                self.checkpoint_busy_ms_total,
+                self.checkpoint_cpu_ms_total,
                 self.checkpoint_bytes_total,
-                self.checkpoint_us_per_delivery,
+                self.checkpoint_cpu_us_per_delivery,
             ) {
                 (Some(total_ms), Some(total_b), Some(us)) => format!(
-                    "; in all {total_ms:.0} ms of the shards' threads ({us:.2} µs per delivery) \
+                    "; in all {total_ms:.0} ms of the shards' CPU ({us:.2} µs per delivery) \
                      for {} ({} B per delivery)",
                     bytes(Some(total_b)),
                     opt(per(Some(total_b), self.delivered), 0)
@@ -814,7 +814,7 @@ impl Report {
             row(
                 "checkpoints",
                 format!(
-                    "{n} written; the latest took {ms:.1} ms of its shard's thread for {}{all}",
+                    "{n} written; the latest took {ms:.1} ms on its shard's thread for {}{all}",
                     bytes(Some(b))
                 ),
             );

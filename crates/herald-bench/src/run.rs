@@ -827,9 +827,9 @@ struct EngineTotals {
     /// Of the shards that completed one during the run: the largest shard-thread time
     /// of its latest checkpoint, µs, and that checkpoint's bytes.
     checkpoint_last: Option<(u64, u64)>,
-    /// Shard-thread time (µs) and journal bytes of every checkpoint written during the
-    /// run, summed over the shards (abandoned ones included).
-    checkpoint_us_total: u64,
+    /// Shard-thread CPU time (µs) and journal bytes of every checkpoint written during
+    /// the run, summed over the shards (abandoned ones included).
+    checkpoint_cpu_us_total: u64,
     checkpoint_bytes_total: u64,
 }
 
@@ -895,7 +895,7 @@ fn totals(now: &[ShardStats], base: &[ShardStats]) -> EngineTotals {
         }
         let checkpoints = s.checkpoints_written - b.checkpoints_written;
         t.checkpoints += checkpoints;
-        t.checkpoint_us_total += s.checkpoint_us_total - b.checkpoint_us_total;
+        t.checkpoint_cpu_us_total += s.checkpoint_cpu_us_total - b.checkpoint_cpu_us_total;
         t.checkpoint_bytes_total += s.checkpoint_bytes_total - b.checkpoint_bytes_total;
         if checkpoints > 0
             && t.checkpoint_last
@@ -1523,13 +1523,13 @@ fn drive(
             .as_ref()
             .and_then(|t| t.checkpoint_last)
             .map(|(_, bytes)| bytes),
-        checkpoint_busy_ms_total: engine_totals
+        checkpoint_cpu_ms_total: engine_totals
             .as_ref()
-            .map(|t| t.checkpoint_us_total as f64 / 1e3),
+            .map(|t| t.checkpoint_cpu_us_total as f64 / 1e3),
         checkpoint_bytes_total: engine_totals.as_ref().map(|t| t.checkpoint_bytes_total),
-        checkpoint_us_per_delivery: engine_totals
+        checkpoint_cpu_us_per_delivery: engine_totals
             .as_ref()
-            .and_then(|t| per(Some(t.checkpoint_us_total), delivered)),
+            .and_then(|t| per(Some(t.checkpoint_cpu_us_total), delivered)),
         journal_bytes_per_delivery: per(journal.0, delivered),
         records_per_delivery: per(journal.1, delivered),
         disk_write_bytes: write_bytes,

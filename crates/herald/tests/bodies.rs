@@ -106,10 +106,7 @@ fn bodies_read_back_from_the_journal_survive_checkpoints_compaction_and_restart(
             && stats.checkpoint_bytes_total <= stats.journal_bytes_appended,
         "{stats:?}"
     );
-    assert!(
-        stats.checkpoint_us_total >= stats.checkpoint_us_last,
-        "{stats:?}"
-    );
+    assert!(stats.checkpoint_cpu_us_total > 0, "{stats:?}");
     herald.shutdown().unwrap();
     drop(herald);
 

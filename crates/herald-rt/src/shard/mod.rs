@@ -244,11 +244,12 @@ pub struct ShardStats {
     /// Time the latest checkpoint took to build, encode and append on the shard's thread,
     /// summed over the turns it was written in, microseconds.
     pub checkpoint_us_last: u64,
-    /// Time the shard's thread spent writing checkpoints since start (building, encoding
-    /// and appending their parts; abandoned ones included), microseconds: with a large
-    /// backlog each checkpoint copies every pending event's body, so this is where a
-    /// backlog's cost shows.
-    pub checkpoint_us_total: u64,
+    /// CPU time the shard's thread spent writing checkpoints since start (building,
+    /// encoding and appending their parts; abandoned ones included), microseconds: with
+    /// a large backlog each checkpoint copies every pending event's body, so this is
+    /// where a backlog's cost shows. (`checkpoint_us_last` is the time the latest took
+    /// on the thread, waits for a core included.)
+    pub checkpoint_cpu_us_total: u64,
     /// Journal bytes of every checkpoint written since start (abandoned ones included).
     pub checkpoint_bytes_total: u64,
     /// Webhooks disabled or deleted whose pending deliveries are still being ended, a
@@ -281,7 +282,7 @@ impl Default for ShardStats {
             checkpoint_seq_last: 0,
             checkpoint_bytes_last: 0,
             checkpoint_us_last: 0,
-            checkpoint_us_total: 0,
+            checkpoint_cpu_us_total: 0,
             checkpoint_bytes_total: 0,
             replayed_frames: 0,
             replayed_bytes: 0,

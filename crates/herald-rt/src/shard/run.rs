@@ -165,6 +165,13 @@ struct CheckpointUnderway {
     began: Instant,
 }
 
+/// CPU time of the calling thread, µs (a system call: read around a checkpoint's turn
+/// only, not per delivery).
+fn thread_cpu_us() -> u64 {
+    let t = rustix::time::clock_gettime(rustix::time::ClockId::ThreadCPUTime);
+    u64::try_from(t.tv_sec).unwrap_or(0) * 1_000_000 + u64::try_from(t.tv_nsec).unwrap_or(0) / 1_000
+}
+
 /// What the shard's checkpoints and its start-up replay cost ([`ShardStats`] figures).
 #[derive(Clone, Copy, Debug, Default)]
 struct CheckpointFigures {
@@ -176,9 +183,9 @@ struct CheckpointFigures {
     replayed_bytes: u64,
     /// `journal_bytes_appended` right after the latest checkpoint.
     appended_at_last: u64,
-    /// Shard-thread time and journal bytes of every checkpoint since start, abandoned
-    /// ones included ([`ShardStats::checkpoint_us_total`]).
-    us_total: u64,
+    /// Shard-thread CPU time and journal bytes of every checkpoint since start, abandoned
+    /// ones included ([`ShardStats::checkpoint_cpu_us_total`]).
+    cpu_us_total: u64,
     bytes_total: u64,
 }
 
@@ -928,7 +935,7 @@ impl Shard {
                     checkpoint_seq_last: self.checkpoints.seq_last,
                     checkpoint_bytes_last: self.checkpoints.bytes_last,
                     checkpoint_us_last: self.checkpoints.us_last,
-                    checkpoint_us_total: self.checkpoints.us_total,
+                    checkpoint_cpu_us_total: self.checkpoints.cpu_us_total,
                     checkpoint_bytes_total: self.checkpoints.bytes_total,
                     replayed_frames: self.checkpoints.replayed_frames,
                     replayed_bytes: self.checkpoints.replayed_bytes,
@@ -1480,6 +1487,7 @@ impl Shard {
             return;
         };
         let started = Instant::now();
+        let cpu_started = thread_cpu_us();
         // Its share of the time since it began, less what it took, up to the budget.
         let budget = budget.map(|budget| {
             started
@@ -1538,12 +1546,11 @@ impl Shard {
             buffer.clear();
             self.record_buffer = buffer;
         }
-        let busy = started.elapsed();
-        underway.busy += busy;
-        self.checkpoints.us_total = self
+        underway.busy += started.elapsed();
+        self.checkpoints.cpu_us_total = self
             .checkpoints
-            .us_total
-            .saturating_add(u64::try_from(busy.as_micros()).unwrap_or(u64::MAX));
+            .cpu_us_total
+            .saturating_add(thread_cpu_us().saturating_sub(cpu_started));
         let finished = match result {
             Ok(()) if !underway.parts.is_done() => {
                 self.checkpoint = Some(underway);
