@@ -397,6 +397,11 @@ impl Metrics {
             "Deliveries ended since start, by outcome",
             deliveries,
         );
+        registry.register(
+            "deliveries_evicted",
+            "Finished deliveries dropped from the delivery log for its limits since start (none until the log is full)",
+            ConstCounter::new(c.deliveries_evicted),
+        );
         let attempts = Family::<OutcomeLabels, Counter>::default();
         for (outcome, value) in [
             ("success", c.attempts_succeeded),
@@ -574,6 +579,7 @@ mod tests {
         shard.counters.events_accepted = 5;
         shard.counters.deliveries_succeeded = 3;
         shard.counters.attempts_retryable = 2;
+        shard.counters.deliveries_evicted = 4;
         shard.counters.attempt_latency_ms.observe(3);
         shard.counters.attempt_latency_ms.observe(40);
         shard.counters.attempt_latency_ms.observe(1_000_000);
@@ -603,6 +609,7 @@ mod tests {
             "herald_events_accepted_total 10",
             "herald_deliveries_total{outcome=\"success\"} 6",
             "herald_attempts_total{outcome=\"retryable\"} 4",
+            "herald_deliveries_evicted_total 8",
             "herald_attempt_duration_seconds_count 6",
             "herald_attempt_duration_seconds_bucket{le=\"0.005\"} 2",
             "herald_attempt_duration_seconds_bucket{le=\"+Inf\"} 6",

@@ -116,6 +116,9 @@ pub struct ServerFigures {
     pub deliveries_pending: Option<u64>,
     /// Deliveries waiting for a retry at the end (gauge).
     pub retries_pending: Option<u64>,
+    /// Finished deliveries the delivery log evicted (`None`: a server without the
+    /// series).
+    pub deliveries_evicted: Option<u64>,
 }
 
 impl ServerFigures {
@@ -143,6 +146,7 @@ impl ServerFigures {
             deliveries_exhausted: delta("herald_deliveries_total{outcome=\"exhausted\"}"),
             deliveries_pending: after.count("herald_pending_deliveries"),
             retries_pending: after.count("herald_pending_retries"),
+            deliveries_evicted: delta("herald_deliveries_evicted_total"),
         }
     }
 }

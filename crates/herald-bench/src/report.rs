@@ -436,6 +436,11 @@ pub struct Report {
     /// `checkpoint_cpu_ms_total` per delivery, µs (part of the engine's CPU).
     #[serde(default)]
     pub checkpoint_cpu_us_per_delivery: Option<f64>,
+    /// Finished deliveries the delivery log evicted during the run (none until it is
+    /// full: 100,000 finished deliveries per shard by default). `None`: a server
+    /// without the series.
+    #[serde(default)]
+    pub deliveries_evicted: Option<u64>,
     /// journal_bytes / delivered.
     pub journal_bytes_per_delivery: Option<f64>,
     /// journal_records / delivered.
@@ -562,6 +567,23 @@ fn bytes(value: Option<u64>) -> String {
 }
 
 impl Report {
+    /// A warning when an embedded run ended before the engine's steady state: it wrote
+    /// no checkpoint and its delivery log evicted nothing, so its CPU per delivery
+    /// leaves out what a longer run at the same load also pays.
+    pub fn short_run_caution(&self) -> Option<String> {
+        (self.checkpoints == Some(0) && self.deliveries_evicted == Some(0)).then(|| {
+            format!(
+                "no checkpoint written and no delivery evicted: a longer run also pays for \
+                 checkpoints (each copies the pending events' bodies) and for evicting \
+                 deliveries from the full log, which this run's CPU per delivery leaves \
+                 out; for the steady state, run until both happen (by default a shard \
+                 checkpoints every {} records and its log keeps {} finished deliveries)",
+                herald::CHECKPOINT_RECORDS_DEFAULT,
+                herald::LOG_FINISHED_MAX_DEFAULT
+            )
+        })
+    }
+
     /// The end-of-run table.
     pub fn table(&self) -> String {
         let mut t = String::new();
@@ -819,6 +841,19 @@ impl Report {
                 ),
             );
         }
+        if let Some(evicted) = self.deliveries_evicted {
+            row(
+                "delivery log",
+                if evicted > 0 {
+                    format!("{evicted} finished deliveries evicted (the log was full)")
+                } else {
+                    "none evicted (the log never filled)".to_owned()
+                },
+            );
+        }
+        if let Some(caution) = self.short_run_caution() {
+            row("caution", caution);
+        }
         row(
             "disk writes per delivery",
             format!(
@@ -937,6 +972,41 @@ mod tests {
         assert_eq!((over, of), (2, 3));
         assert!(worst_interval(&[at(0.25, 0)], 10_000).is_none());
         assert!(worst_interval(&[], 10_000).is_none());
+    }
+
+    #[test]
+    fn a_run_short_of_the_steady_state_is_flagged_in_the_table() {
+        let short = Report {
+            checkpoints: Some(0),
+            deliveries_evicted: Some(0),
+            ..Report::default()
+        };
+        let caution = short.short_run_caution().unwrap();
+        assert!(caution.contains("no checkpoint written"), "{caution}");
+        let table = short.table();
+        assert!(
+            table.contains("none evicted (the log never filled)"),
+            "{table}"
+        );
+        assert!(table.contains(&caution), "{table}");
+        // Either one seen: the run reached the steady state's costs.
+        let evicting = Report {
+            deliveries_evicted: Some(5),
+            ..short.clone()
+        };
+        assert_eq!(evicting.short_run_caution(), None);
+        assert!(evicting
+            .table()
+            .contains("5 finished deliveries evicted (the log was full)"));
+        let checkpointed = Report {
+            checkpoints: Some(1),
+            ..short.clone()
+        };
+        assert_eq!(checkpointed.short_run_caution(), None);
+        // Not known (a server without the series): no warning, no row.
+        let remote = Report::default();
+        assert_eq!(remote.short_run_caution(), None);
+        assert!(!remote.table().contains("delivery log"));
     }
 
     #[test]

@@ -814,6 +814,8 @@ struct EngineTotals {
     attempts_final: u64,
     deliveries_failed: u64,
     deliveries_exhausted: u64,
+    /// Finished deliveries the delivery logs evicted (`Counters::deliveries_evicted`).
+    deliveries_evicted: u64,
     journal_bytes: u64,
     journal_records: u64,
     journal_syncs: u64,
@@ -880,6 +882,7 @@ fn totals(now: &[ShardStats], base: &[ShardStats]) -> EngineTotals {
         t.attempts_final += c.attempts_final - bc.attempts_final;
         t.deliveries_failed += c.deliveries_failed - bc.deliveries_failed;
         t.deliveries_exhausted += c.deliveries_exhausted - bc.deliveries_exhausted;
+        t.deliveries_evicted += c.deliveries_evicted - bc.deliveries_evicted;
         t.journal_bytes += s.journal_bytes_appended - b.journal_bytes_appended;
         t.journal_records += s.journal_last_seq - b.journal_last_seq;
         t.journal_syncs += s.journal_sync_us.count - b.journal_sync_us.count;
@@ -1530,6 +1533,11 @@ fn drive(
         checkpoint_cpu_us_per_delivery: engine_totals
             .as_ref()
             .and_then(|t| per(Some(t.checkpoint_cpu_us_total), delivered)),
+        deliveries_evicted: match (&engine_totals, &server) {
+            (Some(t), _) => Some(t.deliveries_evicted),
+            (None, Some(f)) => f.deliveries_evicted,
+            (None, None) => None,
+        },
         journal_bytes_per_delivery: per(journal.0, delivered),
         records_per_delivery: per(journal.1, delivered),
         disk_write_bytes: write_bytes,

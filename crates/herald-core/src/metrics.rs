@@ -99,6 +99,10 @@ pub struct Counters {
     pub attempts_retryable: u64,
     /// Attempts that failed finally (3xx, other 4xx, 410).
     pub attempts_final: u64,
+    /// Finished deliveries dropped from the delivery log for its limits (the oldest
+    /// first: `log_finished_max`, a tenant's `log_finished_per_tenant_max`). None until
+    /// the log is full: a run too short to fill it has not paid for evictions yet.
+    pub deliveries_evicted: u64,
     /// Attempt latency (send to outcome), milliseconds
     /// ([`ATTEMPT_LATENCY_BOUNDS_MS`]).
     pub attempt_latency_ms: Histogram,
@@ -119,6 +123,7 @@ impl Default for Counters {
             attempts_succeeded: 0,
             attempts_retryable: 0,
             attempts_final: 0,
+            deliveries_evicted: 0,
             attempt_latency_ms: Histogram::new(&ATTEMPT_LATENCY_BOUNDS_MS),
         }
     }
@@ -140,6 +145,7 @@ impl Counters {
         self.attempts_succeeded += other.attempts_succeeded;
         self.attempts_retryable += other.attempts_retryable;
         self.attempts_final += other.attempts_final;
+        self.deliveries_evicted += other.deliveries_evicted;
         self.attempt_latency_ms.merge(&other.attempt_latency_ms);
     }
 }
@@ -196,6 +202,7 @@ mod tests {
             attempts_succeeded: 10,
             attempts_retryable: 11,
             attempts_final: 12,
+            deliveries_evicted: 13,
             attempt_latency_ms: Histogram::new(&ATTEMPT_LATENCY_BOUNDS_MS),
         };
         one.attempt_latency_ms.observe(7);
@@ -215,6 +222,7 @@ mod tests {
             attempts_succeeded: 20,
             attempts_retryable: 22,
             attempts_final: 24,
+            deliveries_evicted: 26,
             attempt_latency_ms: {
                 let mut h = Histogram::new(&ATTEMPT_LATENCY_BOUNDS_MS);
                 h.observe(7);

@@ -102,7 +102,8 @@ pub use herald_core::{
     EventType, Health, HealthPolicy, IdError, LocationId, Page, RateLimit, RetrySchedule,
     SecretSpec, TenantId, WebhookId, WebhookSpec, WebhookStatus, API_VERSION_DEFAULT,
     ATTEMPT_HISTORY_MAX, DESCRIPTION_BYTES_MAX, IDEMPOTENCY_KEY_BYTES_MAX,
-    PENDING_DELIVERIES_MAX_DEFAULT, PENDING_DELIVERIES_PER_TENANT_MAX_DEFAULT, RESEND_MAX,
+    LOG_FINISHED_MAX_DEFAULT, PENDING_DELIVERIES_MAX_DEFAULT,
+    PENDING_DELIVERIES_PER_TENANT_MAX_DEFAULT, RESEND_MAX,
 };
 pub use herald_core::{
     Counters, Histogram, Stats as DispatcherStats, ATTEMPT_LATENCY_BOUNDS_MS, HISTOGRAM_BUCKETS,
@@ -110,7 +111,7 @@ pub use herald_core::{
 pub use herald_http::Url;
 pub use herald_rt::shard::{
     set_memory_release, shard_of, Pinning, Published, ShardStats, WebhookInfo as Webhook,
-    JOURNAL_SYNC_BOUNDS_US, PUBLISH_BATCH_MAX, SHARDS_MAX,
+    CHECKPOINT_RECORDS_DEFAULT, JOURNAL_SYNC_BOUNDS_US, PUBLISH_BATCH_MAX, SHARDS_MAX,
 };
 pub use herald_rt::{crypto_provider, CHECK_URL_TIMEOUT_MS};
 pub use herald_sign::{HeaderLookup, Scheme, Verifier, VerifyError};

@@ -305,9 +305,13 @@ impl Dispatcher {
         self.evict();
     }
 
-    /// Drops a finished delivery from the log and the counts.
+    /// Drops a finished delivery from the log and the counts (evicted for the log's
+    /// limits).
     fn drop_finished(&mut self, delivery: DeliveryId) {
         if let Some(d) = self.deliveries.remove(&delivery) {
+            if !self.replaying {
+                self.counters.deliveries_evicted += 1;
+            }
             let tenant = &*d.event.tenant;
             if let Some(set) = self.by_tenant.get_mut(tenant) {
                 set.remove(&delivery);

@@ -1516,7 +1516,7 @@ fn delivery_log_queries_and_eviction() {
         log_finished_max: 5,
         ..DispatcherConfig::default()
     };
-    let mut drv = Driver::new(config);
+    let mut drv = Driver::new(config.clone());
     let t = tenant("acme");
     drv.d
         .upsert_webhook(T0, t.clone(), wh("w1"), spec(&["*"]))
@@ -1565,6 +1565,12 @@ fn delivery_log_queries_and_eviction() {
     }
     drv.step();
     assert_eq!(drv.d.stats().deliveries_retained, 5);
+    // Counted as evicted, live only: a replay of the same records evicts as much and
+    // counts nothing.
+    assert_eq!(drv.d.counters().deliveries_evicted, 12 - 5);
+    let replayed = replayed_like(config.clone(), &drv.records, &drv.d);
+    assert_eq!(replayed.stats().deliveries_retained, 5);
+    assert_eq!(replayed.counters().deliveries_evicted, 0);
     // Evicted in the order they finished, by id within a millisecond (all of these
     // finished in one): the five highest ids stay.
     let mut by_id: Vec<&SendRequest> = sent.iter().collect();
