@@ -122,11 +122,13 @@ pub const IDEMPOTENCY_KEYS_PER_TENANT_MAX_DEFAULT: usize = IDEMPOTENCY_KEYS_MAX 
 /// Default of [`DispatcherConfig::idempotency_window_ms`]: 24 hours, long enough for a
 /// publisher's retries across its own restarts and outages.
 pub const IDEMPOTENCY_WINDOW_MS_DEFAULT: u64 = 24 * 3600 * 1000;
-/// Most attempts a delivery's history keeps ([`DeliveryRecord::attempts`]); older ones are
-/// dropped first. A schedule allows at most [`crate::RETRIES_MAX`] + 1 = 25 attempts, so
-/// the history holds a whole schedule plus a few manual retries, while a delivery retried
-/// by hand without end still costs bounded memory (~50 bytes per attempt) in the log and
-/// in checkpoints.
+/// Most attempts a delivery's history keeps ([`DeliveryRecord::attempts`]): past it, the
+/// oldest attempt that found no connection to send on (`pool_full`) is dropped first,
+/// else the oldest. A schedule allows at most [`crate::RETRIES_MAX`] + 1 = 25 attempts,
+/// so the history holds every attempt a whole schedule sends plus a few manual retries
+/// however many were refused a connection meanwhile (where the delivery stands in its
+/// schedule is counted from it), while a delivery retried by hand without end still
+/// costs bounded memory (~50 bytes per attempt) in the log and in checkpoints.
 pub const ATTEMPT_HISTORY_MAX: usize = 32;
 /// `User-Agent` of every request.
 pub const USER_AGENT: &str = concat!("herald/", env!("CARGO_PKG_VERSION"));
@@ -750,9 +752,9 @@ const _: () = assert!(std::mem::size_of::<Delivery>() <= 64);
 /// six (four for the response and one for the history besides the box).
 #[derive(Clone)]
 struct Outcomes {
-    /// The latest attempts, oldest first, at most [`ATTEMPT_HISTORY_MAX`]; the first
-    /// inline (most deliveries make one), more on the heap (dropping the oldest of 32
-    /// moves a few hundred bytes, once per attempt past the 32nd).
+    /// The latest attempts, oldest first, at most [`ATTEMPT_HISTORY_MAX`] (refused ones
+    /// dropped first); the first inline (most deliveries make one), more on the heap
+    /// (dropping one of 32 moves a few hundred bytes, once per attempt past the 32nd).
     attempts: SmallVec<[Attempt; 1]>,
     /// The latest response's captured body and headers; empty (no allocation) while
     /// both are empty (no response yet, or none captured).
@@ -1007,21 +1009,17 @@ impl Delivery {
         &self.outcomes().attempts
     }
 
-    /// Its ended attempts that found no connection to send on and gave their attempt
-    /// back ([`AttemptResult::gives_attempt_back`]), as its history shows them: exact
-    /// while the history holds every attempt (up to [`ATTEMPT_HISTORY_MAX`]); past that,
-    /// the attempts dropped from it count as sent, which places the delivery later in
-    /// its schedule, never earlier.
-    fn attempts_given_back(&self) -> u32 {
-        let given_back = self
+    /// Its ended attempts that were sent: all but those that found no connection to
+    /// send on ([`AttemptResult::gives_attempt_back`]), which the history drops first
+    /// when full, so that it holds every attempt sent (a schedule's 25 and a few manual
+    /// retries) however many were refused. Where the delivery stands in its schedule.
+    fn attempts_sent(&self) -> u32 {
+        let sent = self
             .attempts()
             .iter()
-            .filter(|a| {
-                a.is_finished()
-                    && a.error == Some(DeliveryError::Transport(TransportError::PoolFull))
-            })
+            .filter(|a| a.is_finished() && !a.was_refused())
             .count();
-        u32::try_from(given_back).unwrap_or(u32::MAX)
+        u32::try_from(sent).unwrap_or(u32::MAX)
     }
 
     /// The last response's status, if there was one.
@@ -1107,7 +1105,14 @@ impl Outcomes {
             }
         }
         if self.attempts.len() >= ATTEMPT_HISTORY_MAX {
-            self.attempts.remove(0);
+            // The oldest refused attempt goes first: the attempts that were sent are
+            // where the delivery stands in its schedule.
+            let dropped = self
+                .attempts
+                .iter()
+                .position(|a| a.is_finished() && a.was_refused())
+                .unwrap_or(0);
+            self.attempts.remove(dropped);
         } else if self.attempts.len() == self.attempts.capacity() {
             // Grown one entry at a time past the inline one: most deliveries make one or
             // two attempts, and a doubling growth would hold four entries (128 bytes)
@@ -1179,6 +1184,11 @@ impl Attempt {
 
     fn is_finished(&self) -> bool {
         self.finished_at_ms != Attempt::NOT_FINISHED
+    }
+
+    /// It found no connection to send on (`pool_full`) and sent nothing.
+    fn was_refused(&self) -> bool {
+        self.error == Some(DeliveryError::Transport(TransportError::PoolFull))
     }
 
     fn finish(

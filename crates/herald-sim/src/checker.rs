@@ -99,14 +99,14 @@ struct DeliveryView {
 }
 
 impl DeliveryView {
-    /// The place in its schedule that attempt `attempt` (just ended, and sent) takes, as
-    /// the dispatcher counts it: its attempt number less the attempts before it that
-    /// gave their attempt back, among those its history keeps (the latest
-    /// [`herald_core::ATTEMPT_HISTORY_MAX`] attempts, this one included).
+    /// The place in its schedule that attempt `attempt` (just ended, and sent) takes:
+    /// the attempts sent up to it, its number less the attempts before it that gave
+    /// their attempt back. (The dispatcher counts the attempts its history keeps, which
+    /// drops refused ones first: the same while at most
+    /// [`herald_core::ATTEMPT_HISTORY_MAX`] were sent, and past the longest schedule's
+    /// end, where every place waits the last delay, beyond.)
     fn schedule_place(&self, attempt: u32) -> u32 {
-        let kept_from = attempt.saturating_sub(herald_core::ATTEMPT_HISTORY_MAX as u32 - 1);
-        let given_back = self.given_back.range(kept_from..attempt).count() as u32;
-        attempt - given_back
+        attempt - self.given_back.range(..attempt).count() as u32
     }
 }
 

@@ -484,14 +484,12 @@ impl Dispatcher {
             WebhookId::clone(&d.webhook),
         );
         let (attempt, attempts_max) = (d.attempt, d.attempts_max);
-        // Where the delivery stands in its schedule: the attempts it made, not counting
-        // those that found no connection and sent nothing (this one is not in the count
-        // yet: its outcome is applied below). Read only when it may be retried (a 410 is
+        // Where the delivery stands in its schedule: the attempts it sent, not those
+        // that found no connection and sent nothing (this one is not in the count yet:
+        // its outcome is applied below). Read only when it may be retried (a 410 is
         // retried when stale, below).
         let sent_before = match classify(&outcome.result) {
-            OutcomeClass::Retry | OutcomeClass::Gone => attempt
-                .saturating_sub(1)
-                .saturating_sub(d.attempts_given_back()),
+            OutcomeClass::Retry | OutcomeClass::Gone => d.attempts_sent(),
             OutcomeClass::Success | OutcomeClass::Final => 0,
         };
         let w = match webhook_state(&self.tenants, &tenant, &webhook) {

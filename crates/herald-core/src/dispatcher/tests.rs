@@ -875,6 +875,58 @@ fn attempts_without_a_connection_keep_the_delivery_in_its_schedule() {
     assert_eq!(drv.retried_after(&t, &req, status(503)), Some(30 * MIN));
 }
 
+/// A congestion longer than the history holds attempts: the delivery refused a minute at
+/// a time, 40 times, between two failures that were sent. The history drops refused
+/// attempts first, so it still holds both that were sent, and the second failure waits
+/// the schedule's second delay (dropping the oldest entry instead lost the first
+/// failure, and the delivery went back to its first delay).
+#[test]
+fn a_congestion_longer_than_the_history_keeps_the_delivery_in_its_schedule() {
+    let config = DispatcherConfig {
+        jitter_percent: 0,
+        ..DispatcherConfig::default()
+    };
+    let delays = vec![2 * MIN, 5 * MIN, 30 * MIN];
+    let mut drv = one_webhook(config.clone(), spec_retrying(&["*"], delays));
+    let t = tenant("acme");
+    drv.d.accept_event(T0, &t, event("e1", "a.b")).unwrap();
+    let mut req = drv.step().remove(0);
+    assert_eq!(drv.retried_after(&t, &req, status(503)), Some(2 * MIN));
+    let refusals = ATTEMPT_HISTORY_MAX as u32 + 8;
+    for refused in 1..=refusals {
+        req = drv.next_attempt(&t, &req);
+        let refusal = AttemptResult::Transport(TransportError::PoolFull);
+        let after = drv.retried_after(&t, &req, refusal);
+        assert_eq!(
+            after,
+            Some(crate::retry::NO_CONNECTION_RETRY_MS),
+            "{refused}"
+        );
+    }
+    req = drv.next_attempt(&t, &req);
+    assert_eq!(req.attempt, refusals + 2);
+    assert_eq!(drv.retried_after(&t, &req, status(503)), Some(5 * MIN));
+    let rec = drv.d.delivery(&t, req.delivery).unwrap();
+    assert_eq!(rec.attempts.len(), ATTEMPT_HISTORY_MAX);
+    let sent: Vec<u32> = rec
+        .attempts
+        .iter()
+        .filter(|a| a.error != Some(DeliveryError::Transport(TransportError::PoolFull)))
+        .map(|a| a.attempt)
+        .collect();
+    assert_eq!(
+        sent,
+        vec![1, refusals + 2],
+        "both attempts that were sent are kept"
+    );
+    // Replayed and restored alike.
+    let replayed = replayed_like(config.clone(), &drv.records, &drv.d);
+    assert_same(&snapshot(&replayed), &snapshot(&drv.d));
+    let mut restored = Dispatcher::new(config, T0);
+    restored.replay(&snapshot(&drv.d)).unwrap();
+    assert_same(&snapshot(&restored), &snapshot(&drv.d));
+}
+
 /// An endpoint failing for longer than the auto-disable period is disabled at its next
 /// failure, not at an attempt the driver had no connection for.
 #[test]
