@@ -106,7 +106,7 @@ fn perf_goals_measures_every_goal_with_the_binary_and_reads_its_reports_back() {
     let stderr = String::from_utf8_lossy(&run.stderr);
     assert!(run.status.success(), "tools/perf-goals failed: {stderr}");
     assert!(
-        stderr.contains(&format!("[11/11] {bin} bench pending")),
+        stderr.contains(&format!("[12/12] {bin} bench pending")),
         "progress: {stderr}"
     );
     let table = String::from_utf8(run.stdout).unwrap();
@@ -161,7 +161,7 @@ fn perf_goals_measures_every_goal_with_the_binary_and_reads_its_reports_back() {
     let summary = read_json(out.join("goals.json"));
     assert_eq!(summary["quick"], true);
     let goals = summary["goals"].as_array().unwrap();
-    assert_eq!(goals.len(), 12, "{summary}");
+    assert_eq!(goals.len(), 13, "{summary}");
     let of =
         |reports: &[Value], key: &str| median(reports.iter().map(|r| figure(r, key)).collect());
     let disk = |r: &Value| {
@@ -326,9 +326,42 @@ fn perf_goals_measures_every_goal_with_the_binary_and_reads_its_reports_back() {
         )),
         "{row}"
     );
+    // So is the long closed loop's CPU per delivery, with what its checkpoints took
+    // and how many deliveries its log evicted.
+    let long = read_json(out.join("long.json"));
+    assert_eq!(long["load_model"], "closed");
+    assert_eq!(long["tenants"], 16);
+    assert!(long["raw_per_s"].is_null(), "no raw ceiling: {long}");
+    let row = goal(
+        goals,
+        &format!(
+            "CPU µs per delivery, whole box, closed loop of {} events",
+            fmt_thousands(figure(&long, "accepted") as u64)
+        ),
+    );
+    assert_eq!(
+        row["value"].as_f64(),
+        long["cpu_us_per_delivery"].as_f64(),
+        "{row}"
+    );
+    assert_eq!(row["met"], Value::Null, "{row}");
+    assert_eq!(row["status"], "reported");
+    let measured = row["measured"].as_str().unwrap();
+    assert!(
+        measured.contains(&format!("{} checkpoints", long["checkpoints"]))
+            && measured.contains(&format!(
+                "{} deliveries evicted",
+                fmt_thousands(figure(&long, "deliveries_evicted") as u64)
+            ))
+            && measured.ends_with(&format!(
+                "against {:.1} µs in the goal's runs",
+                of(&plain, "cpu_us_per_delivery")
+            )),
+        "{row}"
+    );
     assert_eq!(
         table.lines().filter(|l| l.starts_with("| ")).count(),
-        13,
+        14,
         "{table}"
     );
 
