@@ -294,7 +294,18 @@ fn main() {
             eprintln!("DISPATCHER_LOG_TURNS={spec:?}: expected EVENTS, e.g. 400000");
             std::process::exit(2);
         };
-        log_turns(events);
+        let spread = match std::env::var("DISPATCHER_LOG_TENANTS") {
+            Ok(spec) => match spec.parse::<usize>() {
+                Ok(n) if n >= 1 => Some(n),
+                _ => {
+                    eprintln!("DISPATCHER_LOG_TENANTS={spec:?}: expected TENANTS >= 1, e.g. 8");
+                    std::process::exit(2);
+                }
+            },
+            Err(_) => None,
+        };
+        let unbounded = std::env::var_os("DISPATCHER_LOG_UNBOUNDED").is_some();
+        log_turns(events, spread, unbounded);
         return;
     }
     if let Ok(spec) = std::env::var("DISPATCHER_FIXED_CHECKPOINT") {
@@ -348,11 +359,24 @@ const LOG_TURN: usize = 200;
 /// (accept, send, answer 200) with the default limits (a log of 100,000, half of it
 /// per tenant), and prints the median, p99.9 and longest turn once the tenant's share
 /// is full, and the turns over 1.5 ms. Figures only.
-fn log_turns(events: usize) {
-    let mut d = Dispatcher::new(DispatcherConfig::default(), T0);
+///
+/// With `DISPATCHER_LOG_TENANTS=N` the turns go to N other tenants in turn instead (an
+/// even load: the log's own limit evicts); with `DISPATCHER_LOG_UNBOUNDED=1` the log's
+/// limits are too high to evict anything, so that the same turns without evictions are
+/// the baseline an eviction's cost is read against.
+fn log_turns(events: usize, spread: Option<usize>, unbounded: bool) {
+    let mut config = DispatcherConfig::default();
+    if unbounded {
+        config.log_finished_max = usize::MAX / 4;
+        config.log_finished_per_tenant_max = usize::MAX / 4;
+    }
+    let mut d = Dispatcher::new(config, T0);
     let quiet = TenantId::parse("quiet").unwrap();
     let flooding = TenantId::parse("flooding").unwrap();
-    for tenant in [&quiet, &flooding] {
+    let spread: Vec<TenantId> = (0..spread.unwrap_or(0))
+        .map(|i| TenantId::parse(&format!("even_{i}")).unwrap())
+        .collect();
+    for tenant in [&quiet, &flooding].into_iter().chain(&spread) {
         let mut spec = WebhookSpec::new(
             Url::parse("http://127.0.0.1:9000/hook").unwrap(),
             vec![EventFilter::parse("order.*").unwrap()],
@@ -371,20 +395,25 @@ fn log_turns(events: usize) {
     let mut commands = Vec::new();
     let mut now = T0 + 1;
     turn(&mut d, &quiet, [event(0)], now, &mut commands, answered_200);
-    let share = DispatcherConfig::default().log_finished_per_tenant_max;
+    // Turns are counted once the limit that evicts is reached (with the default limits):
+    // the flooding tenant's share, or the whole log's when the load is spread.
+    let defaults = DispatcherConfig::default();
+    let share = if spread.is_empty() {
+        defaults.log_finished_per_tenant_max
+    } else {
+        defaults.log_finished_max
+    };
     let mut times = Vec::new();
     for n in 0..events / LOG_TURN {
         now += 1;
         let started = std::time::Instant::now();
         let ids = 1 + n * LOG_TURN..1 + (n + 1) * LOG_TURN;
-        turn(
-            &mut d,
-            &flooding,
-            ids.map(event),
-            now,
-            &mut commands,
-            answered_200,
-        );
+        let to = if spread.is_empty() {
+            &flooding
+        } else {
+            &spread[n % spread.len()]
+        };
+        turn(&mut d, to, ids.map(event), now, &mut commands, answered_200);
         if (n + 1) * LOG_TURN > share {
             times.push((n, started.elapsed().as_micros()));
         }
@@ -397,13 +426,19 @@ fn log_turns(events: usize) {
     let mut sorted: Vec<u128> = times.iter().map(|&(_, us)| us).collect();
     sorted.sort_unstable();
     if sorted.is_empty() {
-        println!("no turn after the share filled: give more than {share} events");
+        println!("no turn after the log's limit was reached: give more than {share} events");
         return;
     }
     println!(
-        "{} turns of {LOG_TURN} events after the flooding tenant's share filled: median {} µs, \
+        "{} turns of {LOG_TURN} events after the log's limit was reached{}: median {} µs, \
          p99.9 {} µs, longest {} µs; {} over 1.5 ms (turn, µs): {:?}",
         sorted.len(),
+        match (spread.len(), unbounded) {
+            (0, false) => " (the flooding tenant's share)".to_owned(),
+            (0, true) => " (the flooding tenant's share, none evicted)".to_owned(),
+            (n, false) => format!(" ({n} tenants in turn)"),
+            (n, true) => format!(" ({n} tenants in turn, none evicted)"),
+        },
         sorted[sorted.len() / 2],
         sorted[sorted.len() * 999 / 1000],
         sorted[sorted.len() - 1],

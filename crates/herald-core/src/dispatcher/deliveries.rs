@@ -70,9 +70,13 @@ impl Deliveries {
         self.map.get_mut(id)
     }
 
-    /// Removes delivery `id`.
-    pub(super) fn remove(&mut self, id: &DeliveryId) -> Option<Box<Delivery>> {
-        let removed = self.map.remove(id)?;
+    /// Removes delivery `id` if `pred` holds for it (one search of the table).
+    pub(super) fn remove_if(
+        &mut self,
+        id: &DeliveryId,
+        pred: impl FnOnce(&Delivery) -> bool,
+    ) -> Option<Box<Delivery>> {
+        let removed = self.map.remove_if(id, |d| pred(d))?;
         if let Some(frozen) = self.frozen.as_mut() {
             if frozen.covers(*id) && !frozen.saved.contains_key(id) {
                 frozen.saved.insert(*id, removed.clone());

@@ -115,6 +115,22 @@ fn pop_stale_front(order: &mut VecDeque<Ended>, held: usize, deliveries: &Delive
     }
 }
 
+/// Counts one finished delivery of `tenant` fewer in the log's and its tenant's counts;
+/// the tenant's entry, which its caller removes when its count is down to 0 (every entry
+/// its order still lists is stale then).
+fn count_finished_down<'a>(
+    finished_count: &mut usize,
+    finished_by_tenant: &'a mut FastHashMap<TenantId, TenantFinished>,
+    tenant: &TenantId,
+) -> &'a mut TenantFinished {
+    count_down(finished_count, "finished deliveries");
+    let Some(mine) = finished_by_tenant.get_mut(tenant) else {
+        panic!("bug: tenant {tenant} has no finished deliveries to count down");
+    };
+    count_down(&mut mine.count, "a tenant's finished deliveries");
+    mine
+}
+
 /// Puts `entry` in its place in `order`, which is in [`Ended`] order.
 fn insert_ended(order: &mut VecDeque<Ended>, entry: Ended) {
     let mut at = order.len();
@@ -305,36 +321,47 @@ impl Dispatcher {
         self.evict();
     }
 
-    /// Drops a finished delivery from the log and the counts (evicted for the log's
-    /// limits).
-    fn drop_finished(&mut self, delivery: DeliveryId) {
-        if let Some(d) = self.deliveries.remove(&delivery) {
-            if !self.replaying {
-                self.counters.deliveries_evicted += 1;
-            }
-            let tenant = &*d.event.tenant;
-            if let Some(set) = self.by_tenant.get_mut(tenant) {
-                set.remove(&delivery);
-                if set.is_empty() {
-                    self.by_tenant.remove(tenant);
-                }
-            }
-            self.finished_down(tenant);
-            if let Some(mine) = self.finished_by_tenant.get_mut(tenant) {
-                pop_stale_front(&mut mine.order, mine.count, &self.deliveries);
+    /// Drops the finished delivery `entry` lists from the log and the counts (evicted
+    /// for the log's limits), if the entry is still current ([`is_current`]): whether
+    /// it dropped one.
+    fn drop_finished(&mut self, entry: &Ended) -> bool {
+        let current = |d: &Delivery| d.finish_seq() == Some(entry.seq);
+        let Some(d) = self.deliveries.remove_if(&entry.delivery, current) else {
+            return false;
+        };
+        if !self.replaying {
+            self.counters.deliveries_evicted += 1;
+        }
+        let tenant = &*d.event.tenant;
+        if let Some(set) = self.by_tenant.get_mut(tenant) {
+            set.remove(&entry.delivery);
+            if set.is_empty() {
+                self.by_tenant.remove(tenant);
             }
         }
+        // The stale entries its tenant's order then shows at its front, with the same
+        // look-up of the tenant.
+        let mine = count_finished_down(
+            &mut self.finished_count,
+            &mut self.finished_by_tenant,
+            tenant,
+        );
+        if mine.count > 0 {
+            pop_stale_front(&mut mine.order, mine.count, &self.deliveries);
+        } else {
+            self.finished_by_tenant.remove(tenant);
+        }
+        true
     }
 
     /// One finished delivery of `tenant` fewer (evicted, or pending again).
     pub(super) fn finished_down(&mut self, tenant: &TenantId) {
-        count_down(&mut self.finished_count, "finished deliveries");
-        let Some(mine) = self.finished_by_tenant.get_mut(tenant) else {
-            panic!("bug: tenant {tenant} has no finished deliveries to count down");
-        };
-        count_down(&mut mine.count, "a tenant's finished deliveries");
+        let mine = count_finished_down(
+            &mut self.finished_count,
+            &mut self.finished_by_tenant,
+            tenant,
+        );
         if mine.count == 0 {
-            // Every entry left is stale.
             self.finished_by_tenant.remove(tenant);
         }
     }
@@ -358,8 +385,7 @@ impl Dispatcher {
             let Some(oldest) = mine.order.pop_front() else {
                 panic!("bug: tenant {tenant} counts more finished deliveries than it lists");
             };
-            if is_current(&self.deliveries, &oldest) {
-                self.drop_finished(oldest.delivery);
+            if self.drop_finished(&oldest) {
                 self.mark_evicted(&oldest);
             }
         }
@@ -432,8 +458,8 @@ impl Dispatcher {
             };
             if oldest.seq == EVICTED {
                 self.finished_evicted -= 1;
-            } else if is_current(&self.deliveries, &oldest) {
-                self.drop_finished(oldest.delivery);
+            } else {
+                self.drop_finished(&oldest);
             }
         }
         // The front's stale entries go now: marked ones without a look-up; unmarked ones

@@ -127,8 +127,22 @@ impl<V> IdTable<V> {
     }
 
     /// Removes the value of `id`.
-    pub(super) fn remove(&mut self, id: &DeliveryId) -> Option<V> {
+    #[cfg(test)]
+    fn remove(&mut self, id: &DeliveryId) -> Option<V> {
+        self.remove_if(id, |_| true)
+    }
+
+    /// Removes the value of `id` if `pred` holds for it: one search where a look-up and
+    /// then a removal would make two.
+    pub(super) fn remove_if(
+        &mut self,
+        id: &DeliveryId,
+        pred: impl FnOnce(&V) -> bool,
+    ) -> Option<V> {
         let index = self.search(*id).ok()?;
+        if !self.entries[index].1.as_ref().is_some_and(pred) {
+            return None;
+        }
         let removed = self.entries[index].1.take()?;
         self.len -= 1;
         while self.entries.front().is_some_and(|(_, v)| v.is_none()) {
@@ -378,6 +392,14 @@ mod tests {
         assert_eq!(t.remove(&id(4)), Some(40));
         assert_eq!(t.remove(&id(4)), None);
         assert!(!t.contains_key(&id(4)));
+        assert_eq!(t.len(), 9);
+        // Removed only where the predicate holds.
+        assert_eq!(t.remove_if(&id(6), |&v| v == 61), None);
+        assert_eq!(t.get(&id(6)), Some(&60));
+        assert_eq!(t.remove_if(&id(6), |&v| v == 60), Some(60));
+        assert_eq!(t.remove_if(&id(6), |_| true), None);
+        assert_eq!(t.len(), 8);
+        assert_eq!(t.insert(id(6), 60), None);
         assert_eq!(t.len(), 9);
         if let Some(v) = t.get_mut(&id(5)) {
             *v = 55;
