@@ -1022,6 +1022,22 @@ impl Delivery {
         u32::try_from(sent).unwrap_or(u32::MAX)
     }
 
+    /// Its latest ended attempts that were all refused a connection, in a row (its
+    /// unfinished attempt, the one in flight, aside): how long its next refusal waits
+    /// ([`crate::retry::no_connection_retry_ms`]). The history keeps the latest refusals
+    /// when it drops older ones, so a long row reads as long as the history holds, which
+    /// is past where the delay stops growing.
+    fn refusals_in_a_row(&self) -> u32 {
+        let in_a_row = self
+            .attempts()
+            .iter()
+            .rev()
+            .skip_while(|a| !a.is_finished())
+            .take_while(|a| a.was_refused())
+            .count();
+        u32::try_from(in_a_row).unwrap_or(u32::MAX)
+    }
+
     /// The last response's status, if there was one.
     fn last_status(&self) -> Option<u16> {
         let code = self.outcomes().last_status_code;

@@ -193,9 +193,9 @@ pub type FastHashMap<K, V> = std::collections::HashMap<K, V, foldhash::fast::Ran
 pub use metrics::{Counters, Histogram, ATTEMPT_LATENCY_BOUNDS_MS, HISTOGRAM_BUCKETS};
 pub use record::{DecodeError, EncodeError, Record, RecordBuffer, RECORD_VERSION};
 pub use retry::{
-    classify, jitter_ms, retry_delay_ms, AttemptResult, OutcomeClass, RetrySchedule, ScheduleError,
-    TransportError, JITTER_PERCENT_MAX, NO_CONNECTION_RETRY_MS, RETRIES_MAX, RETRY_AFTER_MS_MAX,
-    RETRY_DELAY_MS_MAX,
+    classify, jitter_ms, no_connection_retry_ms, retry_delay_ms, AttemptResult, OutcomeClass,
+    RetrySchedule, ScheduleError, TransportError, JITTER_PERCENT_MAX, NO_CONNECTION_RETRY_MAX_MS,
+    NO_CONNECTION_RETRY_MS, RETRIES_MAX, RETRY_AFTER_MS_MAX, RETRY_DELAY_MS_MAX,
 };
 pub use webhook::{
     DisableReason, EndpointLimits, RateLimit, SecretSpec, SpecError, WebhookSpec, WebhookStatus,

@@ -20,15 +20,32 @@ const HOUR_MS: u64 = 60 * MINUTE_MS;
 
 /// Delay before trying again a delivery whose attempt found no connection to send on
 /// ([`AttemptResult::gives_attempt_back`]), whatever its schedule says (such an attempt
-/// sent nothing, so even a schedule without retries owes the delivery its one attempt).
-/// A minute, the default schedule's first retry: the shard's connections are held by
-/// other deliveries, which take about that long to free them at worst (a request
-/// timeout). Not the schedule's delays: a delivery refused during a burst would
-/// otherwise wait 5 minutes, then 30, then hours, though its endpoint never failed; and
-/// not a schedule of immediate retries, which would be refused again and again, a
-/// journal record each time, for as long as the connections stay busy (the attempt is
-/// given back, so nothing else would end that).
+/// sent nothing, so even a schedule without retries owes the delivery its one attempt):
+/// after its first refusal in a row. A minute, the default schedule's first retry: the
+/// shard's connections are held by other deliveries, which take about that long to free
+/// them at worst (a request timeout). Not the schedule's delays: a delivery refused
+/// during a burst would otherwise wait 5 minutes, then 30, then hours, though its
+/// endpoint never failed; and not a schedule of immediate retries, which would be
+/// refused again and again, a journal record each time, for as long as the connections
+/// stay busy (the attempt is given back, so nothing else would end that). Each further
+/// refusal in a row doubles it, up to [`NO_CONNECTION_RETRY_MAX_MS`]
+/// ([`no_connection_retry_ms`]).
 pub const NO_CONNECTION_RETRY_MS: u64 = MINUTE_MS;
+
+/// Longest delay between two attempts of a delivery refused a connection again and
+/// again: half an hour. A congestion that lasts (an origin's receiver slow for hours
+/// behind a large backlog) then costs each waiting delivery a record every half hour,
+/// not every minute, while one that ends within minutes delays its deliveries by
+/// minutes, not by the hours a schedule's later delays would.
+pub const NO_CONNECTION_RETRY_MAX_MS: u64 = 30 * MINUTE_MS;
+
+/// The delay after the `in_a_row`-th refusal in a row (1-based) of a delivery's
+/// attempts: [`NO_CONNECTION_RETRY_MS`] doubled for each refusal before it in the row,
+/// at most [`NO_CONNECTION_RETRY_MAX_MS`].
+pub fn no_connection_retry_ms(in_a_row: u32) -> u64 {
+    let doublings = in_a_row.saturating_sub(1).min(16);
+    (NO_CONNECTION_RETRY_MS << doublings).min(NO_CONNECTION_RETRY_MAX_MS)
+}
 
 /// Delays before each retry, measured from the failed attempt's outcome. The first attempt
 /// is always immediate; attempt `n` (1-based, `n >= 2`) waits `retry_delays_ms[n - 2]`.
@@ -206,10 +223,11 @@ impl AttemptResult {
     /// so the receiver has not had the attempt its schedule promises; the delivery's
     /// allowance grows by one and it stays where it stood in its schedule. A burst that
     /// keeps an origin's connections busy for a while delays its deliveries but never
-    /// exhausts them. Such outcomes are retried after [`NO_CONNECTION_RETRY_MS`], each
-    /// time (refusals do not move a delivery down its schedule), and the next failure of
-    /// an attempt that was sent waits the delay the schedule gives the attempts that were
-    /// sent, not one later for every refusal before it.
+    /// exhausts them. Such outcomes are retried after [`NO_CONNECTION_RETRY_MS`], doubled
+    /// for each refusal in a row up to [`NO_CONNECTION_RETRY_MAX_MS`]
+    /// ([`no_connection_retry_ms`]; refusals do not move a delivery down its schedule),
+    /// and the next failure of an attempt that was sent waits the delay the schedule
+    /// gives the attempts that were sent, not one later for every refusal before it.
     pub fn gives_attempt_back(&self) -> bool {
         matches!(self, AttemptResult::Transport(TransportError::PoolFull))
     }
@@ -291,6 +309,18 @@ pub(crate) fn splitmix64(x: u64) -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn refusals_in_a_row_double_the_wait_up_to_half_an_hour() {
+        let waits: Vec<u64> = (1..=8).map(no_connection_retry_ms).collect();
+        assert_eq!(
+            waits,
+            [1, 2, 4, 8, 16, 30, 30, 30].map(|m| m * MINUTE_MS),
+            "minutes after the n-th refusal in a row"
+        );
+        assert_eq!(no_connection_retry_ms(0), NO_CONNECTION_RETRY_MS);
+        assert_eq!(no_connection_retry_ms(u32::MAX), NO_CONNECTION_RETRY_MAX_MS);
+    }
 
     fn status(status: u16) -> AttemptResult {
         AttemptResult::Response {

@@ -35,7 +35,8 @@ pub struct PoolConfig {
     /// Most connections from one shard to all origins together (file descriptors are
     /// finite). At the limit an idle connection of another origin is closed to make room;
     /// with none idle, `send` fails at once with `PoolFull`. Default 1024. A shard
-    /// records such an attempt as `pool_full`: retried a minute later, and
+    /// records such an attempt as `pool_full`: retried a minute later (doubled for each
+    /// refusal in a row, up to half an hour), and
     /// not counted against the endpoint's health (the endpoints holding the connections
     /// are the busy ones, not this one) nor against the delivery's attempts (nothing was
     /// sent).

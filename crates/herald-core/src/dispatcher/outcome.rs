@@ -518,6 +518,12 @@ impl Dispatcher {
             OutcomeClass::Retry | OutcomeClass::Gone => d.attempts_sent(),
             OutcomeClass::Success | OutcomeClass::Final => 0,
         };
+        // Refusals in a row before this one (read only for a refusal).
+        let refused_before = if outcome.result.gives_attempt_back() {
+            d.refusals_in_a_row()
+        } else {
+            0
+        };
         let w = match webhook_state(&self.tenants, &tenant, &webhook) {
             Some(w) if w.spec.status.is_active() => w,
             // Its webhook was disabled or deleted while the attempt was out, and the
@@ -570,14 +576,16 @@ impl Dispatcher {
         };
         let next_at = match class {
             // An attempt that sent nothing leaves the delivery where it stood in its
-            // schedule: it owes the same attempt, tried again after the floor (whatever
-            // the schedule's delays; a schedule of immediate retries would otherwise be
-            // refused again at once, and again, while the connections stay busy). One
-            // that was sent waits the delay before the next attempt its schedule counts,
-            // so refusals neither push a delivery down its schedule nor make its next
-            // failure wait a later delay.
+            // schedule: it owes the same attempt, tried again after a minute, doubled for
+            // each refusal in a row up to half an hour (whatever the schedule's delays; a
+            // schedule of immediate retries would otherwise be refused again at once, and
+            // again, while the connections stay busy). One that was sent waits the delay
+            // before the next attempt its schedule counts, so refusals neither push a
+            // delivery down its schedule nor make its next failure wait a later delay.
             OutcomeClass::Retry if attempt < allowance => if gives_back {
-                Some(crate::retry::NO_CONNECTION_RETRY_MS)
+                Some(crate::retry::no_connection_retry_ms(
+                    refused_before.saturating_add(1),
+                ))
             } else {
                 schedule
                     .delay_before_ms(sent_before.saturating_add(2))

@@ -747,7 +747,8 @@ fn refused_with_a_schedule_of(
 /// An attempt the driver had no connection for sends nothing, so it does not use up the
 /// delivery's schedule: a webhook that allows two attempts, refused a connection four
 /// times, still makes both (the delivery ends exhausted at its sixth attempt, not its
-/// second), each refusal retried after the floor. One whose schedule allows
+/// second), each refusal retried after a minute doubled for each one before it in a row.
+/// One whose schedule allows
 /// no retry at all is tried again after `NO_CONNECTION_RETRY_MS`. Replay and a
 /// checkpoint rebuild the same allowances.
 #[test]
@@ -761,11 +762,11 @@ fn attempts_without_a_connection_do_not_use_up_the_schedule() {
     drv.d.accept_event(T0, &t, event("e1", "a.b")).unwrap();
     let mut req = drv.step().remove(0);
     for refused in 1..=4 {
-        // The floor, whatever the schedule: a minute each time.
+        // Whatever the schedule: a minute, doubled for each refusal in a row.
         let refusal = AttemptResult::Transport(TransportError::PoolFull);
         assert_eq!(
             drv.retried_after(&t, &req, refusal),
-            Some(MIN),
+            Some(MIN << (refused - 1)),
             "refusal {refused}"
         );
         req = drv.next_attempt(&t, &req);
@@ -829,7 +830,7 @@ fn attempts_without_a_connection_do_not_use_up_the_schedule() {
 }
 
 /// Attempts that found no connection leave a delivery where it stood in its schedule:
-/// each is tried again after the floor, however many came before (not at the
+/// each is tried again after a minute doubled for each refusal in a row (not at the
 /// schedule's later delays), and the next failure of an attempt that was sent waits the
 /// delay its schedule gives the attempts that were sent. Replay and a checkpoint
 /// rebuild the same schedule.
@@ -846,16 +847,16 @@ fn attempts_without_a_connection_keep_the_delivery_in_its_schedule() {
     let mut req = drv.step().remove(0);
     let refusal = || AttemptResult::Transport(TransportError::PoolFull);
     let floor = crate::retry::NO_CONNECTION_RETRY_MS;
-    // Refused three times: each waits the floor, not 2, 5 and 30 minutes.
+    // Refused three times in a row: 1, 2 and 4 minutes, not 2, 5 and 30.
     for refused in 1..=3 {
         let after = drv.retried_after(&t, &req, refusal());
-        assert_eq!(after, Some(floor), "refusal {refused}");
+        assert_eq!(after, Some(floor << (refused - 1)), "refusal {refused}");
         req = drv.next_attempt(&t, &req);
     }
     // The first attempt that was sent fails: the schedule's first delay.
     assert_eq!(req.attempt, 4);
     assert_eq!(drv.retried_after(&t, &req, status(503)), Some(2 * MIN));
-    // Refused once more: the floor again.
+    // Refused once more: the row starts again at a minute.
     req = drv.next_attempt(&t, &req);
     assert_eq!(drv.retried_after(&t, &req, refusal()), Some(floor));
     // The second attempt that was sent fails: the schedule's second delay.
@@ -875,8 +876,9 @@ fn attempts_without_a_connection_keep_the_delivery_in_its_schedule() {
     assert_eq!(drv.retried_after(&t, &req, status(503)), Some(30 * MIN));
 }
 
-/// A congestion longer than the history holds attempts: the delivery refused a minute at
-/// a time, 40 times, between two failures that were sent. The history drops refused
+/// A congestion longer than the history holds attempts: the delivery refused 40 times in
+/// a row (a minute, doubled each time up to half an hour) between two failures that
+/// were sent. The history drops refused
 /// attempts first, so it still holds both that were sent, and the second failure waits
 /// the schedule's second delay (dropping the oldest entry instead lost the first
 /// failure, and the delivery went back to its first delay).
@@ -897,11 +899,9 @@ fn a_congestion_longer_than_the_history_keeps_the_delivery_in_its_schedule() {
         req = drv.next_attempt(&t, &req);
         let refusal = AttemptResult::Transport(TransportError::PoolFull);
         let after = drv.retried_after(&t, &req, refusal);
-        assert_eq!(
-            after,
-            Some(crate::retry::NO_CONNECTION_RETRY_MS),
-            "{refused}"
-        );
+        // A minute doubled for each refusal in a row, at most half an hour.
+        let expected = (MIN << (refused - 1).min(5)).min(30 * MIN);
+        assert_eq!(after, Some(expected), "{refused}");
     }
     req = drv.next_attempt(&t, &req);
     assert_eq!(req.attempt, refusals + 2);
