@@ -108,6 +108,16 @@ impl DeliveryView {
     fn schedule_place(&self, attempt: u32) -> u32 {
         attempt - self.given_back.range(..attempt).count() as u32
     }
+
+    /// The refusals recorded in a row that end with attempt `last` (0 when `last` was
+    /// not refused): what a refusal after them waits, as the dispatcher reads them from
+    /// its history (a row longer than that holds is past where the wait stops growing).
+    fn refusals_ending_at(&self, last: u32) -> u32 {
+        (1..=last)
+            .rev()
+            .take_while(|n| self.given_back.contains(n))
+            .count() as u32
+    }
 }
 
 /// A management operation the simulator performs; records it causes are justified by it.
@@ -571,7 +581,9 @@ impl Checker {
         match (expected_final, r.next_attempt_at_ms) {
             (None, Some(next)) => {
                 let place = d.schedule_place(r.attempt);
-                let due = self.retry_due_min_ms(&webhook, place, &truth);
+                // This refusal is not recorded in the view yet: it extends the row.
+                let in_a_row = d.refusals_ending_at(r.attempt - 1) + 1;
+                let due = self.retry_due_min_ms(&webhook, place, in_a_row, &truth);
                 if next < due {
                     return Err(self.violation(
                         now_ms,
@@ -888,18 +900,26 @@ impl Checker {
 
     /// Earliest time the attempt after `previous` may start, `previous` being the
     /// attempt at place `place` (1-based) in its schedule
-    /// ([`DeliveryView::schedule_place`]).
-    fn retry_due_min_ms(&self, webhook: &str, place: u32, previous: &OutcomeTruth) -> u64 {
+    /// ([`DeliveryView::schedule_place`]) or, refused a connection, the last of
+    /// `refused_in_a_row` refusals in a row ([`DeliveryView::refusals_ending_at`]).
+    fn retry_due_min_ms(
+        &self,
+        webhook: &str,
+        place: u32,
+        refused_in_a_row: u32,
+        previous: &OutcomeTruth,
+    ) -> u64 {
         let delays = self
             .webhooks
             .get(webhook)
             .map(|w| w.retry_delays_ms.as_slice())
             .unwrap_or(&[]);
-        // An attempt that sent nothing is tried again after the floor, wherever the
-        // delivery stands in its schedule; one that was sent waits the delay before the
-        // next place (past the schedule's end, its last delay).
+        // An attempt that sent nothing is tried again after a minute doubled for each
+        // refusal before it in the row, wherever the delivery stands in its schedule; one
+        // that was sent waits the delay before the next place (past the schedule's end,
+        // its last delay).
         let scheduled = if previous.result.gives_attempt_back() {
-            herald_core::NO_CONNECTION_RETRY_MS
+            herald_core::no_connection_retry_ms(refused_in_a_row)
         } else {
             delays
                 .get(place as usize - 1)
@@ -1069,7 +1089,13 @@ impl Checker {
                     .cloned();
                 match previous {
                     Some(previous) => {
-                        self.retry_due_min_ms(&webhook, d.schedule_place(attempt), &previous)
+                        let in_a_row = d.refusals_ending_at(attempt);
+                        self.retry_due_min_ms(
+                            &webhook,
+                            d.schedule_place(attempt),
+                            in_a_row,
+                            &previous,
+                        )
                     }
                     None => {
                         return Err(self.violation(
