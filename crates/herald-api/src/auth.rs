@@ -329,7 +329,8 @@ impl KeyStore {
             }
             if state.tenants.len() >= self.tenants_max {
                 return Err(StoreError::Limit(format!(
-                    "this server holds at most {} tenants (limits.tenants_max)",
+                    "this server holds at most {} tenants (limits.tenants_max); delete one \
+                     first (DELETE /v1/tenants/{{id}})",
                     self.tenants_max
                 )));
             }
@@ -390,6 +391,26 @@ impl KeyStore {
             state.keys.remove(key_id);
             Ok(())
         })
+    }
+
+    /// Deletes a tenant and every key it has: they stop authenticating at once, and the
+    /// tenant no longer counts against `limits.tenants_max`. Its webhooks, events and
+    /// deliveries are the engine's, not the store's: the caller sees to them.
+    pub fn delete_tenant(&self, tenant: &TenantId) -> Result<(), StoreError> {
+        self.change(|state| {
+            let Some(entry) = state.tenants.remove(tenant.as_str()) else {
+                return Err(StoreError::NotFound(format!("no tenant {tenant}")));
+            };
+            for key in &entry.keys {
+                state.keys.remove(&key.id);
+            }
+            Ok(())
+        })
+    }
+
+    /// One tenant, if it exists.
+    pub fn tenant(&self, tenant: &TenantId) -> Option<TenantEntry> {
+        self.read().tenants.get(tenant.as_str()).cloned()
     }
 
     /// A page of tenants in id order: at most `limit` after `after`.
@@ -669,6 +690,58 @@ mod tests {
             store.create_tenant(&tenant("b"), 1),
             Err(StoreError::Limit(_))
         ));
+    }
+
+    #[test]
+    fn a_deleted_tenant_loses_every_key_and_frees_its_place() {
+        let dir = tempfile::tempdir().unwrap();
+        let (store, _) = KeyStore::open(dir.path(), None, 2, 4).unwrap();
+        let (acme, globex) = (tenant("acme"), tenant("globex"));
+        let first = store.create_tenant(&acme, 1).unwrap();
+        let second = store.mint_key(&acme, 2).unwrap();
+        let other = store.create_tenant(&globex, 3).unwrap();
+        assert!(matches!(
+            store.create_tenant(&tenant("initech"), 4),
+            Err(StoreError::Limit(_))
+        ));
+        store.delete_tenant(&acme).unwrap();
+        assert!(!store.has_tenant(&acme));
+        assert_eq!(store.tenant(&acme), None);
+        for key in [&first, &second] {
+            assert_eq!(store.authenticate(key.api_key.as_bytes()), None);
+        }
+        assert_eq!(
+            store.authenticate(other.api_key.as_bytes()),
+            Some(Principal::Tenant(globex.clone()))
+        );
+        assert!(matches!(
+            store.delete_tenant(&acme),
+            Err(StoreError::NotFound(_))
+        ));
+        // Its place under the cap is free again.
+        store.create_tenant(&tenant("initech"), 5).unwrap();
+        drop(store);
+        let (store, _) = KeyStore::open(dir.path(), None, 2, 4).unwrap();
+        assert!(!store.has_tenant(&acme));
+        assert_eq!(store.authenticate(first.api_key.as_bytes()), None);
+        assert_eq!(
+            store.tenant(&globex).map(|t| t.keys.len()),
+            Some(1),
+            "the other tenant keeps its key"
+        );
+        // A tenant of the same id made again gets new keys; the old ones stay dead.
+        let again = store.create_tenant(&acme, 6);
+        assert!(
+            matches!(again, Err(StoreError::Limit(_))),
+            "the cap still holds"
+        );
+        store.delete_tenant(&tenant("initech")).unwrap();
+        let again = store.create_tenant(&acme, 7).unwrap();
+        assert_eq!(store.authenticate(first.api_key.as_bytes()), None);
+        assert_eq!(
+            store.authenticate(again.api_key.as_bytes()),
+            Some(Principal::Tenant(acme))
+        );
     }
 
     #[test]

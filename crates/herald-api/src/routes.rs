@@ -4,6 +4,7 @@
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use base64::Engine as _;
 use herald::{
@@ -69,6 +70,15 @@ pub struct App {
 struct TenantRequests(std::sync::Mutex<std::collections::HashMap<TenantId, usize>>);
 
 impl TenantRequests {
+    /// Requests of `tenant` under way.
+    fn under_way(&self, tenant: &TenantId) -> usize {
+        let counts = self
+            .0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        counts.get(tenant).copied().unwrap_or(0)
+    }
+
     /// Counts a request of `tenant` while the returned guard lives; `None` when the
     /// tenant already has `max` under way.
     fn enter(&self, tenant: &TenantId, max: usize) -> Option<TenantRequest<'_>> {
@@ -190,6 +200,16 @@ fn os_reason(error: &(dyn std::error::Error + 'static)) -> Option<String> {
 /// pace (a retry schedule's first step is a minute), so asking again sooner mostly
 /// repeats the refusal.
 const TENANT_FULL_RETRY_AFTER_S: u32 = 10;
+
+/// Longest a tenant's deletion waits for the tenant's requests already under way (one
+/// may be creating a webhook) before it deletes the webhooks they left: their bodies are
+/// read already, so what remains is the engine's answer and, for a new webhook, the
+/// lookup of its URL's name, which take milliseconds unless a resolver hangs. A request
+/// still under way after this is logged, and a webhook it creates stays.
+const TENANT_DELETE_SETTLE: Duration = Duration::from_secs(10);
+
+/// Webhooks listed at a time when a deleted tenant's strays are deleted.
+const STRAY_WEBHOOKS_PAGE: usize = 100;
 
 impl From<herald::Error> for ApiError {
     fn from(error: herald::Error) -> ApiError {
@@ -372,6 +392,7 @@ enum Route<'a> {
     Metrics,
     OpenApi,
     Tenants,
+    Tenant(&'a str),
     TenantKeys(&'a str),
     TenantKey(&'a str, &'a str),
     Webhooks,
@@ -399,6 +420,7 @@ impl<'a> Route<'a> {
             ["metrics"] => Route::Metrics,
             ["v1", "openapi.json"] => Route::OpenApi,
             ["v1", "tenants"] => Route::Tenants,
+            ["v1", "tenants", id] => Route::Tenant(id),
             ["v1", "tenants", id, "keys"] => Route::TenantKeys(id),
             ["v1", "tenants", id, "keys", key] => Route::TenantKey(id, key),
             ["v1", "webhooks"] => Route::Webhooks,
@@ -427,6 +449,7 @@ impl<'a> Route<'a> {
             Route::Metrics => "/metrics",
             Route::OpenApi => "/v1/openapi.json",
             Route::Tenants => "/v1/tenants",
+            Route::Tenant(_) => "/v1/tenants/{id}",
             Route::TenantKeys(_) => "/v1/tenants/{id}/keys",
             Route::TenantKey(..) => "/v1/tenants/{id}/keys/{key_id}",
             Route::Webhooks => "/v1/webhooks",
@@ -468,6 +491,7 @@ impl<'a> Route<'a> {
             | Route::EventsBatch
             | Route::Inbound(_) => "POST",
             Route::TenantKey(..) => "DELETE",
+            Route::Tenant(_) => "GET, DELETE",
             Route::Webhook(_) => "GET, PATCH, DELETE",
         }
     }
@@ -475,7 +499,7 @@ impl<'a> Route<'a> {
     fn is_admin(self) -> bool {
         matches!(
             self,
-            Route::Tenants | Route::TenantKeys(_) | Route::TenantKey(..)
+            Route::Tenants | Route::Tenant(_) | Route::TenantKeys(_) | Route::TenantKey(..)
         )
     }
 
@@ -746,6 +770,14 @@ impl App {
                     self.list_tenants(target)
                 }
             }
+            Route::Tenant(id) => {
+                self.require_admin(principal.as_ref())?;
+                if method == "DELETE" {
+                    self.delete_tenant(id).await
+                } else {
+                    self.get_tenant(id)
+                }
+            }
             Route::TenantKeys(id) => {
                 self.require_admin(principal.as_ref())?;
                 self.mint_key(id).await
@@ -998,24 +1030,98 @@ impl App {
         } else {
             None
         };
-        let data: Vec<Value> = page
-            .iter()
-            .map(|t| {
-                json!({
-                    "id": t.id,
-                    "created_at": rfc3339(t.created_at_ms),
-                    "keys": t.keys.iter().map(|k| json!({
-                        "id": k.id,
-                        "prefix": k.prefix,
-                        "created_at": rfc3339(k.created_at_ms),
-                    })).collect::<Vec<_>>(),
-                })
-            })
-            .collect();
+        let data: Vec<Value> = page.iter().map(tenant_view).collect();
         Ok(Response::json(
             200,
             &json!({"data": data, "next_cursor": next.unwrap_or(Value::Null)}),
         ))
+    }
+
+    fn get_tenant(&self, id: &str) -> Result<Response> {
+        let no_tenant = || ApiError::not_found(format!("no tenant {id}"));
+        let tenant = TenantId::parse(id).map_err(|_| no_tenant())?;
+        let entry = self.keys.tenant(&tenant).ok_or_else(no_tenant)?;
+        Ok(Response::json(200, &tenant_view(&entry)))
+    }
+
+    /// Deletes a tenant that has no webhook left: its keys stop working at once, and
+    /// its streams close at their next ping. Webhooks go first, each through its own
+    /// route, so that deleting a tenant never drops pending deliveries unseen.
+    async fn delete_tenant(&self, id: &str) -> Result<Response> {
+        let no_tenant = || ApiError::not_found(format!("no tenant {id}"));
+        let tenant = TenantId::parse(id).map_err(|_| no_tenant())?;
+        if !self.keys.has_tenant(&tenant) {
+            return Err(no_tenant());
+        }
+        let left = self
+            .herald
+            .list_webhooks_page_async(&tenant, None, 1)
+            .await?;
+        if let Some(webhook) = left.first() {
+            return Err(ApiError::new(
+                409,
+                "conflict",
+                format!(
+                    "tenant {tenant} still has webhooks ({} among them); delete them first \
+                     (DELETE /v1/webhooks/{{id}} with the admin key and Herald-Tenant: {tenant})",
+                    webhook.id
+                ),
+            ));
+        }
+        let removed = tenant.clone();
+        self.blocking(move |keys| keys.delete_tenant(&removed))
+            .await?;
+        tracing::info!(tenant = %tenant, "tenant deleted");
+        // A request authenticated just before the deletion may still be under way, and
+        // a webhook it creates would outlive its tenant (and reappear under a tenant
+        // made later with the same id). Wait for the tenant's requests to end, then
+        // delete whatever webhook they left.
+        let settle_until = std::time::Instant::now() + TENANT_DELETE_SETTLE;
+        while self.tenant_requests.under_way(&tenant) > 0 {
+            if std::time::Instant::now() >= settle_until {
+                tracing::warn!(tenant = %tenant, "requests of a deleted tenant still under way; a webhook one of them creates stays (delete it with Herald-Tenant once a tenant of this id is made again)");
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        self.delete_stray_webhooks(&tenant).await;
+        Ok(Response::empty(204))
+    }
+
+    /// Deletes the webhooks of a tenant that no longer exists (see `delete_tenant`);
+    /// a failure is logged, not answered: the tenant is gone already.
+    async fn delete_stray_webhooks(&self, tenant: &TenantId) {
+        loop {
+            let stray = match self
+                .herald
+                .list_webhooks_page_async(tenant, None, STRAY_WEBHOOKS_PAGE)
+                .await
+            {
+                Ok(stray) => stray,
+                Err(error) => {
+                    tracing::warn!(tenant = %tenant, %error, "webhooks of a deleted tenant not listed; delete them with Herald-Tenant once the tenant is made again");
+                    return;
+                }
+            };
+            if stray.is_empty() {
+                return;
+            }
+            for webhook in &stray {
+                let deleted = match self.herald.try_delete_webhook_async(tenant, &webhook.id) {
+                    Ok(deleting) => deleting.await,
+                    Err(error) => Err(error),
+                };
+                match deleted {
+                    Ok(()) => {
+                        tracing::info!(tenant = %tenant, webhook = %webhook.id, "webhook created while its tenant was deleted, deleted")
+                    }
+                    Err(error) => {
+                        tracing::warn!(tenant = %tenant, webhook = %webhook.id, %error, "webhook of a deleted tenant not deleted");
+                        return;
+                    }
+                }
+            }
+        }
     }
 
     async fn mint_key(&self, id: &str) -> Result<Response> {
@@ -1574,6 +1680,20 @@ impl App {
 }
 
 /// A webhook read back, or the 404 for its id.
+/// A tenant as `GET /v1/tenants` and `GET /v1/tenants/{id}` show it: its keys by id and
+/// prefix, never their hashes.
+fn tenant_view(t: &crate::auth::TenantEntry) -> Value {
+    json!({
+        "id": t.id,
+        "created_at": rfc3339(t.created_at_ms),
+        "keys": t.keys.iter().map(|k| json!({
+            "id": k.id,
+            "prefix": k.prefix,
+            "created_at": rfc3339(k.created_at_ms),
+        })).collect::<Vec<_>>(),
+    })
+}
+
 fn found_webhook(id: &WebhookId, webhook: Option<herald::Webhook>) -> Result<herald::Webhook> {
     webhook.ok_or_else(|| ApiError::not_found(format!("no webhook {id}")))
 }

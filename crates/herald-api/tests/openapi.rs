@@ -13,13 +13,15 @@ const DOCUMENT: &str = include_str!("../openapi.json");
 const ERROR_SCHEMA: &str = "#/components/schemas/Error";
 
 /// Every operation of the API, exactly.
-const OPERATIONS: [(&str, &str); 25] = [
+const OPERATIONS: [(&str, &str); 27] = [
     ("get", "/healthz"),
     ("get", "/readyz"),
     ("get", "/metrics"),
     ("get", "/v1/openapi.json"),
     ("post", "/v1/tenants"),
     ("get", "/v1/tenants"),
+    ("get", "/v1/tenants/{id}"),
+    ("delete", "/v1/tenants/{id}"),
     ("post", "/v1/tenants/{id}/keys"),
     ("delete", "/v1/tenants/{id}/keys/{key_id}"),
     ("post", "/v1/webhooks"),

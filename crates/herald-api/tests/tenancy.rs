@@ -54,8 +54,9 @@ fn bearer(key: &str) -> String {
     format!("Bearer {key}")
 }
 
-#[test]
-fn tenants_see_only_their_own_resources() {
+/// A server of one shard that may send to loopback, with `adjust` applied to its
+/// configuration, and the directory it keeps its data in.
+fn start(adjust: impl FnOnce(&mut Config)) -> (Server, tempfile::TempDir) {
     let dir = tempfile::tempdir().unwrap();
     let mut config = Config {
         listen: "127.0.0.1:0".parse().unwrap(),
@@ -64,34 +65,55 @@ fn tenants_see_only_their_own_resources() {
         ..Config::default()
     };
     config.egress.allow_cidrs.push("127.0.0.0/8".to_string());
-    let server = Server::start(config, Some(ADMIN_KEY.to_string())).unwrap();
+    adjust(&mut config);
+    (
+        Server::start(config, Some(ADMIN_KEY.to_string())).unwrap(),
+        dir,
+    )
+}
+
+/// Creates each tenant of `ids` with the admin key; their keys as `Bearer` values.
+fn create_tenants(server: &Server, ids: &[&str]) -> Vec<String> {
+    let admin = bearer(ADMIN_KEY);
+    ids.iter()
+        .map(|id| {
+            let (status, created) = call(
+                server,
+                "POST",
+                "/v1/tenants",
+                &[("Authorization", admin.as_str())],
+                Some(&json!({"id": id})),
+            );
+            assert_eq!(status, 201, "{created}");
+            bearer(created["api_key"].as_str().unwrap())
+        })
+        .collect()
+}
+
+/// Creates a webhook to a closed loopback port as `headers`; the create answer.
+fn create_webhook(server: &Server, headers: &[(&str, &str)]) -> Value {
+    let (status, webhook) = call(
+        server,
+        "POST",
+        "/v1/webhooks",
+        headers,
+        Some(&json!({"url": "http://127.0.0.1:9/hook", "events": ["order.*"]})),
+    );
+    assert_eq!(status, 201, "{webhook}");
+    webhook
+}
+
+#[test]
+fn tenants_see_only_their_own_resources() {
+    let (server, _dir) = start(|_| {});
     let admin = bearer(ADMIN_KEY);
     let admin = [("Authorization", admin.as_str())];
-
-    let mut keys = Vec::new();
-    for id in ["acme", "globex"] {
-        let (status, created) = call(
-            &server,
-            "POST",
-            "/v1/tenants",
-            &admin,
-            Some(&json!({"id": id})),
-        );
-        assert_eq!(status, 201, "{created}");
-        keys.push(bearer(created["api_key"].as_str().unwrap()));
-    }
+    let keys = create_tenants(&server, &["acme", "globex"]);
     let acme = [("Authorization", keys[0].as_str())];
     let globex = [("Authorization", keys[1].as_str())];
 
     // acme's webhook: the create answer has the documented shape.
-    let (status, webhook) = call(
-        &server,
-        "POST",
-        "/v1/webhooks",
-        &acme,
-        Some(&json!({"url": "http://127.0.0.1:9/hook", "events": ["order.*"]})),
-    );
-    assert_eq!(status, 201, "{webhook}");
+    let webhook = create_webhook(&server, &acme);
     for key in ["id", "url", "events", "status", "created_at", "secret"] {
         assert!(webhook.get(key).is_some(), "{key} missing from {webhook}");
     }
@@ -210,5 +232,130 @@ fn tenants_see_only_their_own_resources() {
         call(&server, "PUT", "/v1/webhooks", &tenant_key, None).0,
         405
     );
+    server.shutdown().unwrap();
+}
+
+#[test]
+fn a_tenant_is_deleted_once_its_webhooks_are_and_its_keys_die_with_it() {
+    let (server, _dir) = start(|config| config.limits.tenants_max = 2);
+    let keys = create_tenants(&server, &["acme", "globex"]);
+    let admin = bearer(ADMIN_KEY);
+    let admin = [("Authorization", admin.as_str())];
+    // The cap is reached, and its message says how to make room.
+    let (status, full) = call(
+        &server,
+        "POST",
+        "/v1/tenants",
+        &admin,
+        Some(&json!({"id": "initech"})),
+    );
+    assert_eq!(status, 409, "{full}");
+    assert!(
+        full["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("DELETE /v1/tenants/{id}"),
+        "{full}"
+    );
+
+    let acme = [("Authorization", keys[0].as_str())];
+    let globex = [("Authorization", keys[1].as_str())];
+    let (status, shown) = call(&server, "GET", "/v1/tenants/acme", &admin, None);
+    assert_eq!(status, 200, "{shown}");
+    assert_eq!(shown["id"], "acme");
+    assert_eq!(shown["keys"].as_array().map(Vec::len), Some(1), "{shown}");
+    assert!(shown["keys"][0].get("sha256").is_none(), "{shown}");
+
+    let webhook = create_webhook(&server, &acme);
+    let id = webhook["id"].as_str().unwrap().to_string();
+    // Refused while a webhook is left, and the answer names it.
+    let (status, refused) = call(&server, "DELETE", "/v1/tenants/acme", &admin, None);
+    assert_eq!(status, 409, "{refused}");
+    assert_eq!(refused["error"]["code"], "conflict", "{refused}");
+    assert!(
+        refused["error"]["message"].as_str().unwrap().contains(&id),
+        "{refused}"
+    );
+    assert_eq!(
+        call(&server, "GET", "/v1/webhooks", &acme, None).0,
+        200,
+        "nothing changed"
+    );
+
+    // Tenant keys find the route absent, as every admin route.
+    assert_eq!(
+        call(&server, "DELETE", "/v1/tenants/acme", &acme, None).0,
+        404
+    );
+    assert_eq!(call(&server, "GET", "/v1/tenants/acme", &acme, None).0, 404);
+    assert_eq!(
+        call(&server, "PATCH", "/v1/tenants/acme", &admin, None).0,
+        405
+    );
+
+    let (status, _) = call(
+        &server,
+        "DELETE",
+        &format!("/v1/webhooks/{id}"),
+        &acme,
+        None,
+    );
+    assert_eq!(status, 204);
+    let (status, answer) = call(&server, "DELETE", "/v1/tenants/acme", &admin, None);
+    assert_eq!(status, 204, "{answer}");
+
+    // Gone: its key no longer authenticates, the admin cannot act for it, and it is
+    // neither shown nor listed; the other tenant is untouched.
+    let (status, answer) = call(&server, "GET", "/v1/webhooks", &acme, None);
+    assert_eq!(status, 401, "{answer}");
+    let acme_named = [("Authorization", admin[0].1), ("Herald-Tenant", "acme")];
+    assert_eq!(
+        call(&server, "GET", "/v1/webhooks", &acme_named, None).0,
+        404
+    );
+    assert_eq!(
+        call(&server, "GET", "/v1/tenants/acme", &admin, None).0,
+        404
+    );
+    let (status, answer) = call(&server, "DELETE", "/v1/tenants/acme", &admin, None);
+    assert_eq!(
+        (status, &answer["error"]["code"]),
+        (404, &json!("not_found")),
+        "{answer}"
+    );
+    let (_, list) = call(&server, "GET", "/v1/tenants", &admin, None);
+    let ids: Vec<&str> = list["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids, ["globex"], "{list}");
+    assert_eq!(call(&server, "GET", "/v1/webhooks", &globex, None).0, 200);
+    for bad in ["/v1/tenants/..", "/v1/tenants/a%20b", "/v1/tenants/nobody"] {
+        let (status, answer) = call(&server, "DELETE", bad, &admin, None);
+        assert!(matches!(status, 400 | 404), "{bad}: {status} {answer}");
+    }
+
+    // Its place under the cap is free; made again, it has a new key and the old one
+    // stays dead.
+    let (status, again) = call(
+        &server,
+        "POST",
+        "/v1/tenants",
+        &admin,
+        Some(&json!({"id": "acme"})),
+    );
+    assert_eq!(status, 201, "{again}");
+    assert_eq!(call(&server, "GET", "/v1/webhooks", &acme, None).0, 401);
+    let renewed = bearer(again["api_key"].as_str().unwrap());
+    let (status, list) = call(
+        &server,
+        "GET",
+        "/v1/webhooks",
+        &[("Authorization", renewed.as_str())],
+        None,
+    );
+    assert_eq!((status, &list["data"]), (200, &json!([])), "{list}");
     server.shutdown().unwrap();
 }
