@@ -1406,6 +1406,7 @@
     const filters = {
       status: params.get('status') || '',
       type: params.get('type') || '',
+      event: params.get('event') || '',
       webhook: params.get('webhook') || '',
       from: params.get('from') || '',
       to: params.get('to') || '',
@@ -1424,6 +1425,7 @@
       status: selectEl({ name: 'status', id: 'filter-status' },
         [['', 'Any status'], ['success', 'Success'], ['failed', 'Failed'], ['pending', 'Pending']], filters.status),
       type: h('input', { name: 'event_type', id: 'filter-type', type: 'text', list: listId, value: filters.type, spellcheck: 'false', 'data-field': 'event_type' }),
+      event: h('input', { name: 'event_id', id: 'filter-event', type: 'text', value: filters.event, spellcheck: 'false', placeholder: 'evt_… or your own id', 'data-field': 'event_id' }),
       webhook: selectEl({ name: 'webhook_id', id: 'filter-webhook', 'data-field': 'webhook_id' }, webhookOptions, filters.webhook),
       from: h('input', { name: 'since', id: 'filter-from', type: 'datetime-local', value: filters.from, 'data-field': 'since' }),
       to: h('input', { name: 'until', id: 'filter-to', type: 'datetime-local', value: filters.to, 'data-field': 'until' }),
@@ -1432,7 +1434,8 @@
     const datalist = h('datalist', { id: listId }, types.map((t) => h('option', { value: t.type })));
     const filterForm = h('form', { id: 'delivery-filters', role: 'search', 'aria-label': 'Filter deliveries' },
       h('div', { class: 'fields' },
-        field('Status', inputs.status), field('Event type', inputs.type), field('Webhook', inputs.webhook),
+        field('Status', inputs.status), field('Event type', inputs.type), field('Event id', inputs.event),
+        field('Webhook', inputs.webhook),
         field('Created from', inputs.from), field('Created until', inputs.to), field('Page size', inputs.limit)),
       datalist,
       h('div', { class: 'actions' },
@@ -1441,13 +1444,14 @@
     filterForm.addEventListener('submit', (event) => {
       event.preventDefault();
       go('/deliveries' + query({
-        status: inputs.status.value, type: inputs.type.value.trim(), webhook: inputs.webhook.value,
+        status: inputs.status.value, type: inputs.type.value.trim(), event: inputs.event.value.trim(),
+        webhook: inputs.webhook.value,
         from: inputs.from.value, to: inputs.to.value, limit: inputs.limit.value,
       }));
     });
     const results = h('div', { id: 'delivery-results' });
     // Open on wide screens, or when a filter is set; a phone sees the results first.
-    const filtered = Boolean(filters.status || filters.type || filters.webhook || filters.from || filters.to);
+    const filtered = Boolean(filters.status || filters.type || filters.event || filters.webhook || filters.from || filters.to);
     const filterPanel = h('details', {
       class: 'panel', id: 'filters',
       open: filtered || window.matchMedia('(min-width: 701px)').matches,
@@ -1462,6 +1466,7 @@
         page = await api('GET', '/v1/deliveries' + query({
           status: filters.status,
           event_type: filters.type,
+          event_id: filters.event,
           webhook_id: filters.webhook,
           since: localToIso(filters.from),
           until: localToIso(filters.to),

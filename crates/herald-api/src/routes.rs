@@ -1508,6 +1508,15 @@ impl App {
             ),
             None => None,
         };
+        // Answered by the shard's own scan (an exact match on the event's id), so a page
+        // holds the event's deliveries to every webhook however many others the log has
+        // between them.
+        let event = match target.query("event_id") {
+            Some(id) => {
+                Some(EventId::parse(id).map_err(|e| ApiError::invalid("event_id", e.to_string()))?)
+            }
+            None => None,
+        };
         let mut after = match target.cursor() {
             Some(cursor) => Some(
                 views::parse_delivery_id(cursor)
@@ -1523,7 +1532,7 @@ impl App {
                 .deliveries_async(DeliveryQuery {
                     tenant: tenant.clone(),
                     webhook: webhook.cloned(),
-                    event: None,
+                    event: event.clone(),
                     status,
                     after,
                     limit: limit - data.len(),

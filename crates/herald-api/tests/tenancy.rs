@@ -359,3 +359,79 @@ fn a_tenant_is_deleted_once_its_webhooks_are_and_its_keys_die_with_it() {
     assert_eq!((status, &list["data"]), (200, &json!([])), "{list}");
     server.shutdown().unwrap();
 }
+
+#[test]
+fn deliveries_are_found_by_event_within_the_tenant() {
+    let (server, _dir) = start(|_| {});
+    let keys = create_tenants(&server, &["acme", "globex"]);
+    let acme = [("Authorization", keys[0].as_str())];
+    let globex = [("Authorization", keys[1].as_str())];
+    let webhooks: Vec<String> = (0..2)
+        .map(|_| {
+            create_webhook(&server, &acme)["id"]
+                .as_str()
+                .unwrap()
+                .to_string()
+        })
+        .collect();
+    create_webhook(&server, &globex);
+    let events: Vec<String> = (0..3)
+        .map(|n| {
+            let body =
+                json!({"type": "order.created", "id": format!("order-{n}"), "data": {"n": n}});
+            let (status, envelope) = call(&server, "POST", "/v1/events", &acme, Some(&body));
+            assert_eq!(status, 202, "{envelope}");
+            envelope["id"].as_str().unwrap().to_string()
+        })
+        .collect();
+    // globex publishes an event of the same id: its deliveries are globex's alone.
+    let body = json!({"type": "order.created", "id": "order-1", "data": {}});
+    assert_eq!(
+        call(&server, "POST", "/v1/events", &globex, Some(&body)).0,
+        202
+    );
+
+    let list = |headers: &[(&str, &str)], path: &str| {
+        let (status, page) = call(&server, "GET", path, headers, None);
+        assert_eq!(status, 200, "{path}: {page}");
+        page["data"].as_array().unwrap().clone()
+    };
+    // Every webhook's delivery of the event, and nothing else (the deliveries are in
+    // the log as soon as the event is accepted, pending or not).
+    let found = list(&acme, &format!("/v1/deliveries?event_id={}", events[1]));
+    let mut to: Vec<&str> = found
+        .iter()
+        .map(|d| d["webhook_id"].as_str().unwrap())
+        .collect();
+    to.sort_unstable();
+    let mut expected: Vec<&str> = webhooks.iter().map(String::as_str).collect();
+    expected.sort_unstable();
+    assert_eq!(to, expected, "{found:?}");
+    assert!(
+        found.iter().all(|d| d["event_id"] == events[1].as_str()),
+        "{found:?}"
+    );
+    // Narrowed to one webhook, by its route or by `webhook_id`.
+    for path in [
+        format!(
+            "/v1/webhooks/{}/deliveries?event_id={}",
+            webhooks[0], events[1]
+        ),
+        format!(
+            "/v1/deliveries?webhook_id={}&event_id={}",
+            webhooks[0], events[1]
+        ),
+    ] {
+        let found = list(&acme, &path);
+        assert_eq!(found.len(), 1, "{path}: {found:?}");
+        assert_eq!(found[0]["webhook_id"], webhooks[0].as_str(), "{found:?}");
+        assert_eq!(found[0]["event_id"], events[1].as_str(), "{found:?}");
+    }
+    let found = list(&globex, &format!("/v1/deliveries?event_id={}", events[1]));
+    assert_eq!(found.len(), 1, "globex's own event only: {found:?}");
+    assert!(list(&acme, "/v1/deliveries?event_id=order-9").is_empty());
+    let (status, refused) = call(&server, "GET", "/v1/deliveries?event_id=a%20b", &acme, None);
+    assert_eq!(status, 400, "{refused}");
+    assert_eq!(refused["error"]["field"], "event_id", "{refused}");
+    server.shutdown().unwrap();
+}

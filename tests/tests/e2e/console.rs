@@ -346,6 +346,26 @@ fn operator_console_in_a_real_browser() {
         "Deliveries",
     );
     browser.wait(&format!("#deliveries-table tr[data-id=\"{delivery_id}\"]"));
+    // By its event's id (the filter `event_id` of `GET /v1/deliveries`).
+    let test_event = string(
+        acme.get(&format!("/v1/deliveries/{delivery_id}"))
+            .expect(200)["event_id"]
+            .clone(),
+    );
+    open(
+        &browser,
+        &base,
+        &format!("/deliveries?event={test_event}"),
+        "Deliveries",
+    );
+    browser.wait(&format!("#deliveries-table tr[data-id=\"{delivery_id}\"]"));
+    assert_eq!(
+        browser.count("#deliveries-table tbody tr"),
+        1,
+        "only its event's delivery"
+    );
+    open(&browser, &base, "/deliveries?event=evt_none", "Deliveries");
+    browser.wait_text("#delivery-results", "No deliveries match");
 
     // ---- edit: move the webhook to a receiver that fails with a hostile body.
     open(
