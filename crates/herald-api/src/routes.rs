@@ -211,6 +211,11 @@ const TENANT_DELETE_SETTLE: Duration = Duration::from_secs(10);
 /// Webhooks listed at a time when a deleted tenant's strays are deleted.
 const STRAY_WEBHOOKS_PAGE: usize = 100;
 
+/// Most pages of strays deleted: each round deletes a page and lists what is left, and
+/// a tenant holds at most 10,000 webhooks (the engine's `webhooks_per_tenant_max`), so
+/// more rounds than this mean deletions that do not take, which more would not change.
+const STRAY_WEBHOOKS_ROUNDS_MAX: usize = 10_000 / STRAY_WEBHOOKS_PAGE + 2;
+
 impl From<herald::Error> for ApiError {
     fn from(error: herald::Error) -> ApiError {
         use herald::Error as E;
@@ -1089,9 +1094,11 @@ impl App {
     }
 
     /// Deletes the webhooks of a tenant that no longer exists (see `delete_tenant`);
-    /// a failure is logged, not answered: the tenant is gone already.
+    /// a failure is logged, not answered: the tenant is gone already. Stops, deleting
+    /// nothing more, if a tenant of the same id was made meanwhile: its webhooks are
+    /// its own.
     async fn delete_stray_webhooks(&self, tenant: &TenantId) {
-        loop {
+        for _ in 0..STRAY_WEBHOOKS_ROUNDS_MAX {
             let stray = match self
                 .herald
                 .list_webhooks_page_async(tenant, None, STRAY_WEBHOOKS_PAGE)
@@ -1107,6 +1114,10 @@ impl App {
                 return;
             }
             for webhook in &stray {
+                if self.keys.has_tenant(tenant) {
+                    tracing::warn!(tenant = %tenant, "a tenant of a deleted tenant's id was made while its strays were deleted; its webhooks are left to it");
+                    return;
+                }
                 let deleted = match self.herald.try_delete_webhook_async(tenant, &webhook.id) {
                     Ok(deleting) => deleting.await,
                     Err(error) => Err(error),
@@ -1122,6 +1133,7 @@ impl App {
                 }
             }
         }
+        tracing::warn!(tenant = %tenant, "webhooks of a deleted tenant still listed after deleting them; delete them with Herald-Tenant once a tenant of this id is made again");
     }
 
     async fn mint_key(&self, id: &str) -> Result<Response> {
