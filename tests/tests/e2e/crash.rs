@@ -1,8 +1,8 @@
 //! Crash consistency under repeated SIGKILL: one `herald serve` site is killed at seeded
 //! random moments, again and again, while publishers load it over the REST API (several
 //! tenants and webhooks, some publishes with `Idempotency-Key`, keys reused), a changer
-//! thread creates tenants, mints and revokes keys and creates, patches, disables,
-//! enables and deletes webhooks, and the receivers are flaky (a seeded status mix of
+//! thread creates and deletes tenants, mints and revokes keys and creates, patches,
+//! disables, enables and deletes webhooks, and the receivers are flaky (a seeded status mix of
 //! 500s and 503s with slow answers) or go down and come back (closed, then not
 //! listening at all).
 //!
@@ -164,6 +164,8 @@ struct MintedKey {
 #[derive(Default)]
 struct Changes {
     tenants: Vec<(String, String)>,
+    /// Tenants whose deletion was acknowledged, with the key they had.
+    deleted_tenants: Vec<(String, String)>,
     keys: Vec<MintedKey>,
     hooks: Vec<ChurnHook>,
     acknowledged: usize,
@@ -459,6 +461,28 @@ fn changer(
                         .unexpected
                         .push(format!("revoke key: {} {}", a.status, a.text())),
                     None => c.keys[i].uncertain = true,
+                }
+            }
+            // A tenant the changer made (it has no webhook): one whose deletion gets no
+            // answer is in neither list, so nothing is checked of it.
+            5 if !c.tenants.is_empty() => {
+                let mut c = c;
+                let i = rng.below(c.tenants.len() as u64) as usize;
+                let (id, key) = c.tenants.swap_remove(i);
+                drop(c);
+                let target = format!("/v1/tenants/{id}");
+                let answer = send_json(&admin, "DELETE", &target, None, vec![]);
+                let mut c = lock(&changes);
+                match answer {
+                    Some(a) if a.status == 204 => {
+                        c.deleted_tenants.push((id, key));
+                        c.acknowledged += 1;
+                    }
+                    Some(a) => {
+                        c.unexpected
+                            .push(format!("delete tenant: {} {}", a.status, a.text()))
+                    }
+                    None => c.unanswered += 1,
                 }
             }
             3 | 4 if hooks_alive.len() < 4 || choice == 3 => {
@@ -863,6 +887,15 @@ fn repeated_sigkill_loses_no_acknowledged_event_or_change() {
             answer.text()
         );
     }
+    for (id, key) in &changes.deleted_tenants {
+        let answer = server.client().key(key).get("/v1/webhooks");
+        assert_eq!(
+            answer.status, 401,
+            "tenant {id} was deleted before a kill: its key"
+        );
+        let answer = server.admin().get(&format!("/v1/tenants/{id}"));
+        assert_eq!(answer.status, 404, "tenant {id} was deleted before a kill");
+    }
     let mut keys_checked = (0, 0);
     for key in changes.keys.iter().filter(|k| !k.uncertain) {
         let status = server.client().key(&key.api_key).get("/v1/webhooks").status;
@@ -932,7 +965,7 @@ fn repeated_sigkill_loses_no_acknowledged_event_or_change() {
          ({} with an Idempotency-Key, {keys_reused} keys answered, {} replays answered), {} unanswered, {} refused with 503; \
          {} deliveries wanted, 0 lost, {duplicates} duplicates, {logged} log entries checked; \
          {} missing at the last start, all in after {settled_in:.1?}; changes: {} acknowledged \
-         ({} tenants, {} live and {} revoked keys, {} webhooks checked), {} unanswered; \
+         ({} tenants, {} deleted, {} live and {} revoked keys, {} webhooks checked), {} unanswered; \
          receiver outages {}",
         load_time.as_secs_f64(),
         published.acked.len(),
@@ -944,6 +977,7 @@ fn repeated_sigkill_loses_no_acknowledged_event_or_change() {
         missing_at_restart.unwrap_or(0),
         changes.acknowledged,
         changes.tenants.len(),
+        changes.deleted_tenants.len(),
         keys_checked.0,
         keys_checked.1,
         certain.len(),
