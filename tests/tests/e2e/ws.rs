@@ -749,6 +749,56 @@ fn a_stream_closes_once_its_key_is_revoked_or_its_token_expires() {
     assert_eq!(next_event(&mut kept)["data"]["n"], 1);
 }
 
+/// Deleting a tenant closes its streams at their next ping, whatever opened them: a
+/// JWT naming it and the admin key naming it in `Herald-Tenant`, whose credentials
+/// stay valid, as well as its own key; another tenant's stream goes on.
+#[test]
+fn a_deleted_tenants_streams_close() {
+    let site = Site::new();
+    let config = ws_config("ping_interval_ms = 200\nidle_timeout_ms = 60000\n");
+    let server = Server::start(&site, &Options::default().config(&config));
+    let (key, _) = tenant(&server, "acme_gone");
+    let (_, other) = tenant(&server, "globex_stays");
+    let token = jwt(
+        Algorithm::HS256,
+        &json!({"tenant_id": "acme_gone", "exp": now_s() + 3600}),
+    );
+    let (mut by_key, _) = connect(&server, "", Auth::Bearer(&key)).expect("subscribe");
+    let (mut by_token, _) = connect(&server, "", Auth::Bearer(&token)).expect("subscribe");
+    let (mut by_admin, _) = connect_with(
+        &server,
+        "",
+        Auth::Bearer(ADMIN_KEY),
+        &[("Herald-Tenant", "acme_gone")],
+    )
+    .expect("subscribe");
+    let other_token = jwt(
+        Algorithm::HS256,
+        &json!({"tenant_id": "globex_stays", "exp": now_s() + 3600}),
+    );
+    let (mut kept, _) = connect(&server, "", Auth::Bearer(&other_token)).expect("subscribe");
+
+    server.admin().delete("/v1/tenants/acme_gone").expect(204);
+    for (opened_with, ws, why) in [
+        ("its key", &mut by_key, "no longer valid"),
+        ("a JWT", &mut by_token, "no longer exists"),
+        ("the admin key", &mut by_admin, "no longer exists"),
+    ] {
+        let (code, reason) = expect_close(ws);
+        assert_eq!(code, 4003, "{opened_with}: {reason}");
+        assert!(reason.contains(why), "{opened_with}: {reason}");
+    }
+    // A JWT naming it cannot open a new one either.
+    assert!(connect(&server, "", Auth::Bearer(&token)).is_err());
+    other
+        .post(
+            "/v1/events",
+            &json!({"type": "order.created", "data": {"n": 7}}),
+        )
+        .expect(202);
+    assert_eq!(next_event(&mut kept)["data"]["n"], 7);
+}
+
 /// A stream that always has an event ready (here a long replay read slowly) is still
 /// pinged, and its credential checked: a revoked key stops it mid-replay.
 #[test]
