@@ -208,13 +208,22 @@ const TENANT_FULL_RETRY_AFTER_S: u32 = 10;
 /// still under way after this is logged, and a webhook it creates stays.
 const TENANT_DELETE_SETTLE: Duration = Duration::from_secs(10);
 
-/// Webhooks listed at a time when a deleted tenant's strays are deleted.
-const STRAY_WEBHOOKS_PAGE: usize = 100;
+/// Whose webhooks [`App::delete_webhooks_of`] deletes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Whose {
+    /// A tenant being deleted with them.
+    Live,
+    /// A tenant deleted already (strays a request under way left).
+    Deleted,
+}
 
-/// Most pages of strays deleted: each round deletes a page and lists what is left, and
+/// Webhooks listed at a time when a tenant's webhooks are deleted with it.
+const TENANT_WEBHOOKS_PAGE: usize = 100;
+
+/// Most pages of a tenant's webhooks deleted: each round deletes a page and lists what is left, and
 /// a tenant holds at most 10,000 webhooks (the engine's `webhooks_per_tenant_max`), so
 /// more rounds than this mean deletions that do not take, which more would not change.
-const STRAY_WEBHOOKS_ROUNDS_MAX: usize = 10_000 / STRAY_WEBHOOKS_PAGE + 2;
+const TENANT_WEBHOOKS_ROUNDS_MAX: usize = 10_000 / TENANT_WEBHOOKS_PAGE + 2;
 
 impl From<herald::Error> for ApiError {
     fn from(error: herald::Error) -> ApiError {
@@ -778,7 +787,7 @@ impl App {
             Route::Tenant(id) => {
                 self.require_admin(principal.as_ref())?;
                 if method == "DELETE" {
-                    self.delete_tenant(id).await
+                    self.delete_tenant(id, target).await
                 } else {
                     self.get_tenant(id)
                 }
@@ -1051,12 +1060,27 @@ impl App {
 
     /// Deletes a tenant that has no webhook left: its keys stop working at once, and
     /// its streams close at their next ping. Webhooks go first, each through its own
-    /// route, so that deleting a tenant never drops pending deliveries unseen.
-    async fn delete_tenant(&self, id: &str) -> Result<Response> {
+    /// route or all at once with `?with_webhooks=true`, so that deleting a tenant never
+    /// drops pending deliveries unseen (a deleted webhook's end as failed, in the log).
+    async fn delete_tenant(&self, id: &str, target: &Target<'_>) -> Result<Response> {
         let no_tenant = || ApiError::not_found(format!("no tenant {id}"));
         let tenant = TenantId::parse(id).map_err(|_| no_tenant())?;
+        let with_webhooks = match target.query("with_webhooks") {
+            None | Some("false") => false,
+            Some("true") => true,
+            Some(other) => {
+                return Err(ApiError::invalid(
+                    "with_webhooks",
+                    format!("with_webhooks is true or false, not {other:?}"),
+                ))
+            }
+        };
         if !self.keys.has_tenant(&tenant) {
             return Err(no_tenant());
+        }
+        if with_webhooks {
+            let deleted = self.delete_webhooks_of(&tenant, Whose::Live).await?;
+            tracing::info!(tenant = %tenant, deleted, "webhooks deleted with their tenant");
         }
         let left = self
             .herald
@@ -1068,7 +1092,8 @@ impl App {
                 "conflict",
                 format!(
                     "tenant {tenant} still has webhooks ({} among them); delete them first \
-                     (DELETE /v1/webhooks/{{id}} with the admin key and Herald-Tenant: {tenant})",
+                     (DELETE /v1/webhooks/{{id}} with the admin key and Herald-Tenant: {tenant}), \
+                     or ask for them to go with it (?with_webhooks=true)",
                     webhook.id
                 ),
             ));
@@ -1089,51 +1114,45 @@ impl App {
             }
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
-        self.delete_stray_webhooks(&tenant).await;
+        if let Err(error) = self.delete_webhooks_of(&tenant, Whose::Deleted).await {
+            tracing::warn!(tenant = %tenant, %error, "webhooks of a deleted tenant not deleted; delete them with Herald-Tenant once a tenant of this id is made again");
+        }
         Ok(Response::empty(204))
     }
 
-    /// Deletes the webhooks of a tenant that no longer exists (see `delete_tenant`);
-    /// a failure is logged, not answered: the tenant is gone already. Stops, deleting
-    /// nothing more, if a tenant of the same id was made meanwhile: its webhooks are
-    /// its own.
-    async fn delete_stray_webhooks(&self, tenant: &TenantId) {
-        for _ in 0..STRAY_WEBHOOKS_ROUNDS_MAX {
-            let stray = match self
+    /// Deletes every webhook of `tenant`, a page at a time; how many. For a tenant that
+    /// no longer exists ([`Whose::Deleted`], see `delete_tenant`) it stops, deleting
+    /// nothing more, once a tenant of the same id is made again: its webhooks are its own.
+    async fn delete_webhooks_of(
+        &self,
+        tenant: &TenantId,
+        whose: Whose,
+    ) -> std::result::Result<usize, herald::Error> {
+        let mut deleted = 0;
+        for _ in 0..TENANT_WEBHOOKS_ROUNDS_MAX {
+            let page = self
                 .herald
-                .list_webhooks_page_async(tenant, None, STRAY_WEBHOOKS_PAGE)
-                .await
-            {
-                Ok(stray) => stray,
-                Err(error) => {
-                    tracing::warn!(tenant = %tenant, %error, "webhooks of a deleted tenant not listed; delete them with Herald-Tenant once the tenant is made again");
-                    return;
-                }
-            };
-            if stray.is_empty() {
-                return;
+                .list_webhooks_page_async(tenant, None, TENANT_WEBHOOKS_PAGE)
+                .await?;
+            if page.is_empty() {
+                return Ok(deleted);
             }
-            for webhook in &stray {
-                if self.keys.has_tenant(tenant) {
+            for webhook in &page {
+                if whose == Whose::Deleted && self.keys.has_tenant(tenant) {
                     tracing::warn!(tenant = %tenant, "a tenant of a deleted tenant's id was made while its strays were deleted; its webhooks are left to it");
-                    return;
+                    return Ok(deleted);
                 }
-                let deleted = match self.herald.try_delete_webhook_async(tenant, &webhook.id) {
-                    Ok(deleting) => deleting.await,
-                    Err(error) => Err(error),
-                };
-                match deleted {
-                    Ok(()) => {
-                        tracing::info!(tenant = %tenant, webhook = %webhook.id, "webhook created while its tenant was deleted, deleted")
-                    }
-                    Err(error) => {
-                        tracing::warn!(tenant = %tenant, webhook = %webhook.id, %error, "webhook of a deleted tenant not deleted");
-                        return;
-                    }
+                self.herald
+                    .try_delete_webhook_async(tenant, &webhook.id)?
+                    .await?;
+                if whose == Whose::Deleted {
+                    tracing::info!(tenant = %tenant, webhook = %webhook.id, "webhook created while its tenant was deleted, deleted");
                 }
+                deleted += 1;
             }
         }
-        tracing::warn!(tenant = %tenant, "webhooks of a deleted tenant still listed after deleting them; delete them with Herald-Tenant once a tenant of this id is made again");
+        tracing::warn!(tenant = %tenant, deleted, "webhooks still listed after deleting them");
+        Ok(deleted)
     }
 
     async fn mint_key(&self, id: &str) -> Result<Response> {

@@ -337,6 +337,61 @@ fn a_tenant_is_deleted_once_its_webhooks_are_and_its_keys_die_with_it() {
         assert!(matches!(status, 400 | 404), "{bad}: {status} {answer}");
     }
 
+    // globex goes with its webhooks when asked to (and only with a yes or a no).
+    for _ in 0..2 {
+        create_webhook(&server, &globex);
+    }
+    let (status, refused) = call(
+        &server,
+        "DELETE",
+        "/v1/tenants/globex?with_webhooks=maybe",
+        &admin,
+        None,
+    );
+    assert_eq!(
+        (status, &refused["error"]["field"]),
+        (400, &json!("with_webhooks")),
+        "{refused}"
+    );
+    assert_eq!(
+        call(
+            &server,
+            "DELETE",
+            "/v1/tenants/globex?with_webhooks=false",
+            &admin,
+            None
+        )
+        .0,
+        409
+    );
+    assert_eq!(
+        call(&server, "GET", "/v1/webhooks", &globex, None).0,
+        200,
+        "nothing changed"
+    );
+    let (status, answer) = call(
+        &server,
+        "DELETE",
+        "/v1/tenants/globex?with_webhooks=true",
+        &admin,
+        None,
+    );
+    assert_eq!(status, 204, "{answer}");
+    assert_eq!(call(&server, "GET", "/v1/webhooks", &globex, None).0, 401);
+    let globex_again = create_tenants(&server, &["globex"]);
+    let (status, list) = call(
+        &server,
+        "GET",
+        "/v1/webhooks",
+        &[("Authorization", globex_again[0].as_str())],
+        None,
+    );
+    assert_eq!(
+        (status, &list["data"]),
+        (200, &json!([])),
+        "its webhooks went with it: {list}"
+    );
+
     // Its place under the cap is free; made again, it has a new key and the old one
     // stays dead.
     let (status, again) = call(
