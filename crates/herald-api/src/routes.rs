@@ -63,6 +63,9 @@ pub struct App {
     webhook_changes: crate::changes::WebhookChanges,
     /// Requests under way per tenant, for `requests_in_flight_per_tenant_max`.
     tenant_requests: TenantRequests,
+    /// Tenants are created and deleted one at a time: a creation purges what a deleted
+    /// tenant of its id left, which must not race a creation of the same id.
+    tenant_changes: tokio::sync::Mutex<()>,
 }
 
 /// Requests under way per tenant (tenants with none have no entry).
@@ -207,6 +210,13 @@ const TENANT_FULL_RETRY_AFTER_S: u32 = 10;
 /// lookup of its URL's name, which take milliseconds unless a resolver hangs. A request
 /// still under way after this is logged, and a webhook it creates stays.
 const TENANT_DELETE_SETTLE: Duration = Duration::from_secs(10);
+
+/// Longest a tenant's purge (the last step of its deletion, and the first of a tenant
+/// made with its id) is asked again while the engine refuses it because a deleted
+/// webhook's pending deliveries are still ending: they end a bounded number per shard
+/// tick, thousands a millisecond, so even a tenant at its pending limit is through well
+/// within this.
+const TENANT_PURGE_SETTLE: Duration = Duration::from_secs(10);
 
 /// Whose webhooks [`App::delete_webhooks_of`] deletes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -654,6 +664,7 @@ impl App {
             stats: crate::stats::SharedStats::default(),
             webhook_changes: crate::changes::WebhookChanges::default(),
             tenant_requests: TenantRequests::default(),
+            tenant_changes: tokio::sync::Mutex::new(()),
         }
     }
 
@@ -1017,6 +1028,20 @@ impl App {
                 "a tenant id must not be made of dots only (URLs would lose it)",
             ));
         }
+        let _turn = self.tenant_changes.lock().await;
+        if !self.keys.has_tenant(&tenant) {
+            // What a deleted tenant of this id left (its deletion purges it, unless that
+            // failed) is never shown to the new one.
+            self.purge_tenant(&tenant).await.map_err(|error| {
+                ApiError::unavailable(
+                    format!(
+                        "a deleted tenant {tenant} left data that could not be purged yet \
+                         ({error}); create the tenant again in a moment"
+                    ),
+                    1,
+                )
+            })?;
+        }
         let minted = self
             .blocking(move |keys| keys.create_tenant(&tenant, now_ms()))
             .await?;
@@ -1075,6 +1100,7 @@ impl App {
                 ))
             }
         };
+        let _turn = self.tenant_changes.lock().await;
         if !self.keys.has_tenant(&tenant) {
             return Err(no_tenant());
         }
@@ -1117,7 +1143,45 @@ impl App {
         if let Err(error) = self.delete_webhooks_of(&tenant, Whose::Deleted).await {
             tracing::warn!(tenant = %tenant, %error, "webhooks of a deleted tenant not deleted; delete them with Herald-Tenant once a tenant of this id is made again");
         }
-        Ok(Response::empty(204))
+        match self.purge_tenant(&tenant).await {
+            Ok(deliveries) => {
+                tracing::info!(tenant = %tenant, deliveries, "deleted tenant's data purged");
+                Ok(Response::empty(204))
+            }
+            Err(error) => {
+                tracing::warn!(tenant = %tenant, %error, "deleted tenant's data not purged");
+                let message = format!(
+                    "tenant {tenant} is deleted (its keys no longer work), but what it left \
+                     (delivery log, stream window, idempotency keys) could not be purged: \
+                     {error}; it is purged before a tenant of this id is made again, and \
+                     ages out until then"
+                );
+                // The deletion stands: asking again would find no tenant.
+                let mut answer = ApiError::from(error);
+                answer.message = message;
+                answer.retry_after_s = None;
+                Err(answer)
+            }
+        }
+    }
+
+    /// Purges what the engine retained of `tenant` (its finished deliveries, stream
+    /// events and idempotency keys), asking again while a deleted webhook's pending
+    /// deliveries are still ending (at most [`TENANT_PURGE_SETTLE`]) and deleting a
+    /// webhook a request under way left meanwhile; how many deliveries left the log.
+    async fn purge_tenant(&self, tenant: &TenantId) -> std::result::Result<usize, herald::Error> {
+        let until = std::time::Instant::now() + TENANT_PURGE_SETTLE;
+        loop {
+            match self.herald.purge_tenant_async(tenant).await {
+                Err(herald::Error::Conflict { .. }) if std::time::Instant::now() < until => {
+                    if !self.keys.has_tenant(tenant) {
+                        self.delete_webhooks_of(tenant, Whose::Deleted).await?;
+                    }
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+                result => return result,
+            }
+        }
     }
 
     /// Deletes every webhook of `tenant`, a page at a time; how many. For a tenant that

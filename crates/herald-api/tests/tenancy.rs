@@ -490,3 +490,67 @@ fn deliveries_are_found_by_event_within_the_tenant() {
     assert_eq!(refused["error"]["field"], "event_id", "{refused}");
     server.shutdown().unwrap();
 }
+
+#[test]
+fn a_tenant_made_with_a_deleted_ones_id_sees_nothing_it_left() {
+    let (server, _dir) = start(|_| {});
+    let keys = create_tenants(&server, &["acme", "globex"]);
+    let admin = bearer(ADMIN_KEY);
+    let admin = [("Authorization", admin.as_str())];
+    let list = |headers: &[(&str, &str)], path: &str| {
+        let (status, page) = call(&server, "GET", path, headers, None);
+        assert_eq!(status, 200, "{path}: {page}");
+        page["data"].as_array().unwrap().clone()
+    };
+    let publish = |headers: &[(&str, &str)], key: &str| {
+        let body = json!({"type": "order.created", "data": {"n": 1}});
+        let headers: Vec<(&str, &str)> = [headers, &[("Idempotency-Key", key)]].concat();
+        let (status, envelope) = call(&server, "POST", "/v1/events", &headers, Some(&body));
+        assert_eq!(status, 202, "{envelope}");
+        envelope["id"].as_str().unwrap().to_string()
+    };
+    // acme's deliveries are pending (the receiver's port is closed) when it is deleted.
+    for key in &keys {
+        let tenant = [("Authorization", key.as_str())];
+        create_webhook(&server, &tenant);
+        publish(&tenant, "order-1");
+    }
+    let acme = [("Authorization", keys[0].as_str())];
+    let old = list(&acme, "/v1/deliveries");
+    assert_eq!(old.len(), 1, "{old:?}");
+    let old_event = old[0]["event_id"].as_str().unwrap().to_string();
+    assert_eq!(
+        publish(&acme, "order-1"),
+        old_event,
+        "a repeat while remembered"
+    );
+
+    let (status, answer) = call(
+        &server,
+        "DELETE",
+        "/v1/tenants/acme?with_webhooks=true",
+        &admin,
+        None,
+    );
+    assert_eq!(status, 204, "{answer}");
+    let again = create_tenants(&server, &["acme"]);
+    let acme = [("Authorization", again[0].as_str())];
+    assert!(list(&acme, "/v1/deliveries").is_empty());
+    let old_id = old[0]["id"].as_str().unwrap();
+    assert_eq!(
+        call(
+            &server,
+            "GET",
+            &format!("/v1/deliveries/{old_id}"),
+            &acme,
+            None
+        )
+        .0,
+        404
+    );
+    assert_ne!(publish(&acme, "order-1"), old_event, "the key is forgotten");
+    // globex kept its own.
+    let globex = [("Authorization", keys[1].as_str())];
+    assert_eq!(list(&globex, "/v1/deliveries").len(), 1);
+    server.shutdown().unwrap();
+}

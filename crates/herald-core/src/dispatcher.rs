@@ -313,6 +313,17 @@ pub struct Accepted {
     pub duplicate: bool,
 }
 
+/// What [`Dispatcher::purge_tenant`] dropped of a tenant.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TenantPurge {
+    /// The `TenantPurged` record; the purge stands once it is durable.
+    pub append: AppendId,
+    /// Finished deliveries dropped from the log.
+    pub deliveries: usize,
+    /// Remembered idempotency keys forgotten.
+    pub idempotency_keys: usize,
+}
+
 /// A webhook create/update/delete that was refused.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum RegistryError {
@@ -475,6 +486,26 @@ pub enum OpError {
     /// cannot be queued: back-pressure on this tenant, retry once its receivers caught up.
     #[error(transparent)]
     TenantFull(TenantFull),
+    /// A purge was refused: the tenant still has webhooks (caller's error).
+    #[error("tenant {tenant} still has {webhooks} webhook(s); delete them before purging it")]
+    TenantHasWebhooks {
+        /// Tenant.
+        tenant: TenantId,
+        /// Its webhooks in this shard.
+        webhooks: usize,
+    },
+    /// A purge was refused: the tenant still has pending deliveries (a deleted webhook's
+    /// end a bounded number per tick). Ask again in a moment.
+    #[error(
+        "tenant {tenant} still has {pending} pending deliveries (a deleted webhook's are \
+         being ended); purge it again in a moment"
+    )]
+    TenantBusy {
+        /// Tenant.
+        tenant: TenantId,
+        /// Its pending deliveries in this shard.
+        pending: usize,
+    },
 }
 
 /// A record that cannot be replayed (storage's fault: corruption or an incompatible

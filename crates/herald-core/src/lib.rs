@@ -158,7 +158,7 @@ pub use body::{BodyPos, BodyStore, Bytes, PayloadAt};
 pub use dispatcher::{
     AcceptError, Accepted, AppendId, BodyMoves, Checkpoint, CheckpointParts, Command, Dispatcher,
     DispatcherConfig, OpError, Outcome, RegistryError, ReplayError, SendRequest, ShardFull, Stats,
-    TenantFull, WebhookView, ATTEMPT_HISTORY_MAX, IDEMPOTENCY_KEYS_MAX,
+    TenantFull, TenantPurge, WebhookView, ATTEMPT_HISTORY_MAX, IDEMPOTENCY_KEYS_MAX,
     IDEMPOTENCY_KEYS_PER_TENANT_MAX_DEFAULT, IDEMPOTENCY_WINDOW_MS_DEFAULT,
     LOG_FINISHED_MAX_DEFAULT, PENDING_DELIVERIES_MAX_DEFAULT,
     PENDING_DELIVERIES_PER_TENANT_MAX_DEFAULT, QUERY_SCAN_MAX, RESEND_MAX, RESPONSE_BODY_BYTES_MAX,

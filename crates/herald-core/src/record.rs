@@ -71,9 +71,9 @@ where
 /// and each delivery's attempt history. Version 4: `AttemptFinished` and checkpointed
 /// deliveries carry the captured response headers. Version 5: a checkpoint is a
 /// sequence of parts ([`Checkpoint::part`]), one journal frame each, so that its size is
-/// not bounded by one frame. A kind added since ([`kind::ATTEMPTS_FINISHED`]) left the
-/// others' layout as it was, so it kept the version: journals of version 5 written
-/// before it still replay.
+/// not bounded by one frame. Kinds added since ([`kind::ATTEMPTS_FINISHED`],
+/// [`kind::TENANT_PURGED`]) left the others' layout as it was, so they kept the version:
+/// journals of version 5 written before them still replay.
 pub const RECORD_VERSION: u16 = 5;
 
 /// Journal kind numbers, one per [`Record`] variant. Herald's core uses `0x01xx`.
@@ -98,10 +98,12 @@ pub mod kind {
     pub const CHECKPOINT: u16 = 0x0108;
     /// [`super::Record::AttemptsFinished`].
     pub const ATTEMPTS_FINISHED: u16 = 0x0109;
+    /// [`super::Record::TenantPurged`].
+    pub const TENANT_PURGED: u16 = 0x010a;
 
     /// Every kind above, for registering with the journal's known-kinds check (all at
     /// version [`super::RECORD_VERSION`]).
-    pub const ALL: [u16; 9] = [
+    pub const ALL: [u16; 10] = [
         WEBHOOK_UPSERTED,
         WEBHOOK_DELETED,
         EVENT_ACCEPTED,
@@ -111,6 +113,7 @@ pub mod kind {
         DELIVERY_REQUEUED,
         CHECKPOINT,
         ATTEMPTS_FINISHED,
+        TENANT_PURGED,
     ];
 }
 
@@ -503,6 +506,18 @@ pub struct DeliveryRequeued {
     pub attempts_max: u32,
 }
 
+/// What a shard retained of a tenant was purged: its finished deliveries in the log,
+/// its remembered idempotency keys and its events in the stream's window (the last step
+/// of deleting a tenant, once it has no webhook and no pending delivery left). Replay
+/// drops them again; events accepted after it are the tenant's anew.
+#[derive(rkyv::Archive, rkyv::Serialize, rkyv::Deserialize, Clone, Debug, PartialEq, Eq)]
+pub struct TenantPurged {
+    /// When.
+    pub at_ms: u64,
+    /// Tenant id.
+    pub tenant: String,
+}
+
 /// Endpoint health carried in a checkpoint.
 #[derive(rkyv::Archive, rkyv::Serialize, rkyv::Deserialize, Clone, Debug, PartialEq, Eq)]
 pub struct HealthRec {
@@ -657,6 +672,9 @@ pub enum Record {
     /// [`OUTCOMES_RECORD_BYTES_MAX`] estimated bytes ([`outcome_bytes_estimate`]).
     /// Added after the other kinds without changing their layout.
     AttemptsFinished(Vec<AttemptFinished>),
+    /// A tenant's retained data was purged. Added last, without changing the others'
+    /// layout.
+    TenantPurged(TenantPurged),
 }
 
 /// Most estimated bytes ([`outcome_bytes_estimate`]) of the outcomes one
@@ -757,6 +775,7 @@ impl Record {
             Record::DeliveryRequeued(_) => kind::DELIVERY_REQUEUED,
             Record::Checkpoint(_) => kind::CHECKPOINT,
             Record::AttemptsFinished(_) => kind::ATTEMPTS_FINISHED,
+            Record::TenantPurged(_) => kind::TENANT_PURGED,
         }
     }
 
@@ -913,7 +932,7 @@ impl Record {
 
 /// A frame's kind and version are ones this build reads.
 fn check_kind_version(kind: u16, version: u16) -> Result<(), DecodeError> {
-    if !(kind::WEBHOOK_UPSERTED..=kind::ATTEMPTS_FINISHED).contains(&kind) {
+    if !(kind::WEBHOOK_UPSERTED..=kind::TENANT_PURGED).contains(&kind) {
         return Err(DecodeError::UnknownKind { kind });
     }
     if version != RECORD_VERSION {

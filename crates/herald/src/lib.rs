@@ -496,7 +496,9 @@ fn failure_to_error(shard: usize, tenant: Option<&TenantId>, failure: Failure) -
         Failure::Op(
             error @ (OpError::WebhookDisabled(_)
             | OpError::InProgress(_)
-            | OpError::AlreadySucceeded(_)),
+            | OpError::AlreadySucceeded(_)
+            | OpError::TenantHasWebhooks { .. }
+            | OpError::TenantBusy { .. }),
         ) => Error::Conflict {
             message: error.to_string(),
         },
@@ -1272,6 +1274,37 @@ impl Herald {
     ) -> Result<impl Future<Output = Result<usize, Error>> + Send + 'static, Error> {
         self.inner
             .try_call_async(self.resend_request(tenant, webhook, since_ms))
+    }
+
+    fn purge_request(&self, tenant: &TenantId) -> Prepared<Result<usize, Failure>> {
+        prepare(self.shard_of(tenant), tenant, |reply| {
+            Request::PurgeTenant {
+                tenant: tenant.clone(),
+                reply,
+            }
+        })
+    }
+
+    /// Purges what Herald retained of `tenant`: its finished deliveries in the log,
+    /// its remembered idempotency keys and its events in the stream's replay window, in
+    /// one journaled step that a restart replays; returns how many deliveries left the
+    /// log. For a tenant being deleted, so that nothing of it is shown again, even to a
+    /// tenant later made with the same id.
+    ///
+    /// Refused with [`Error::Conflict`] while the tenant has a webhook (delete them
+    /// first), or a pending delivery: a deleted webhook's pending deliveries end a
+    /// bounded number per tick, so call again a moment later. Events published after it
+    /// are kept as any tenant's; stop publishing for the tenant first.
+    pub fn purge_tenant(&self, tenant: &TenantId) -> Result<usize, Error> {
+        self.inner.call(self.purge_request(tenant))
+    }
+
+    /// [`purge_tenant`](Self::purge_tenant) as a `Send` future.
+    pub fn purge_tenant_async(
+        &self,
+        tenant: &TenantId,
+    ) -> impl Future<Output = Result<usize, Error>> + Send + 'static {
+        self.inner.clone().call_async(self.purge_request(tenant))
     }
 
     fn test_request(

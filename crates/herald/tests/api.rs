@@ -660,3 +660,79 @@ fn a_journal_record_that_does_not_decode_stops_start_up_and_keeps_its_cause() {
         "the decoding error is in the chain: {chain:?}"
     );
 }
+
+#[test]
+fn a_purged_tenant_shows_nothing_again_even_after_a_restart() {
+    let receiver = Receiver::start();
+    let dir = tempfile::tempdir().unwrap();
+    let (acme, initech) = (tenant("acme"), tenant("initech"));
+    let start = || {
+        builder(dir.path())
+            .allow_cidr("127.0.0.0/8")
+            .start()
+            .unwrap()
+    };
+    let herald = start();
+    let url = receiver.url("/purge");
+    let webhook = herald.create_webhook(&acme, spec(&url, &["*"])).unwrap();
+    herald.create_webhook(&initech, spec(&url, &["*"])).unwrap();
+    let order = |n: u64| Event::parse("order.created", &serde_json::json!({ "n": n })).unwrap();
+    let first = herald
+        .publish(&acme, order(1).with_idempotency_key("order-1"))
+        .unwrap();
+    herald.publish(&acme, order(2)).unwrap();
+    herald.publish(&initech, order(3)).unwrap();
+    let all_of = |herald: &Herald, t: &TenantId| {
+        herald
+            .deliveries(DeliveryQuery::tenant(t.clone()))
+            .unwrap()
+            .items
+    };
+    let acme_deliveries = support::wait_for(WAIT, || {
+        let items = all_of(&herald, &acme);
+        (items.len() == 2 && items.iter().all(|d| d.status == DeliveryStatus::Success))
+            .then_some(items)
+    });
+    let mut seen = herald
+        .subscribe(&acme, herald::StreamFilter::default(), Some(0), 8)
+        .unwrap();
+    let last_seq = (0..2).map(|_| seen.blocking_recv().unwrap().seq).max();
+
+    // Refused while the tenant has a webhook.
+    let refused = herald.purge_tenant(&acme).unwrap_err();
+    assert!(matches!(refused, Error::Conflict { .. }), "{refused:?}");
+    assert!(refused.to_string().contains("webhook"), "{refused}");
+    herald.delete_webhook(&acme, &webhook).unwrap();
+    assert_eq!(herald.purge_tenant(&acme).unwrap(), 2);
+
+    let shows_nothing_of_the_old_tenant = |herald: &Herald| {
+        assert!(all_of(herald, &acme).is_empty());
+        for d in &acme_deliveries {
+            assert!(herald.delivery(&acme, d.id).unwrap().is_none());
+        }
+        assert_eq!(
+            all_of(herald, &initech).len(),
+            1,
+            "another tenant's log stays"
+        );
+        let refused = herald
+            .subscribe(&acme, herald::StreamFilter::default(), Some(0), 8)
+            .unwrap_err();
+        assert!(
+            matches!(refused, herald::SubscribeError::OutsideWindow { floor, .. } if Some(floor) > last_seq),
+            "{refused:?}"
+        );
+    };
+    shows_nothing_of_the_old_tenant(&herald);
+    herald.shutdown().unwrap();
+    drop(herald);
+
+    let herald = start();
+    shows_nothing_of_the_old_tenant(&herald);
+    // The idempotency key is forgotten: the same publish is a new event.
+    let again = herald
+        .publish(&acme, order(1).with_idempotency_key("order-1"))
+        .unwrap();
+    assert_ne!(again, first);
+    herald.shutdown().unwrap();
+}

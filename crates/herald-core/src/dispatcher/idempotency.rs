@@ -75,6 +75,17 @@ impl Keys {
         }
     }
 
+    /// Forgets every key of `tenant` (a purge); how many. Their entries in the shard's
+    /// order are skipped when they reach its front, as a replaced key's are.
+    pub(super) fn purge_tenant(&mut self, tenant: &TenantId) -> usize {
+        let Some(keys) = self.by_tenant.remove(tenant) else {
+            return 0;
+        };
+        let forgotten = keys.keys.len();
+        self.count -= forgotten;
+        forgotten
+    }
+
     /// Forgets every key accepted `window_ms` or longer before `now`.
     pub(super) fn forget_expired(&mut self, now: u64, window_ms: u64) {
         while self

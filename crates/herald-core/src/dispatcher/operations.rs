@@ -103,6 +103,43 @@ impl Dispatcher {
         Ok(picked.len())
     }
 
+    /// Purges what this shard retained of `tenant`, the last step of deleting it: its
+    /// finished deliveries in the log and its remembered idempotency keys (a driver's
+    /// event stream drops the tenant's events on the same record). Refused while the
+    /// tenant has a webhook ([`OpError::TenantHasWebhooks`]) or a pending delivery
+    /// ([`OpError::TenantBusy`]: a deleted webhook's deliveries end a bounded number per
+    /// tick, so ask again shortly), so that nothing pending is ever dropped unseen.
+    /// Events accepted after it start the tenant afresh. The log's drop takes one step
+    /// per delivery on the shard's thread (bounded by the tenant's share of the log).
+    pub fn purge_tenant(&mut self, now_ms: u64, tenant: &TenantId) -> Result<TenantPurge, OpError> {
+        let now = self.advance_clock(now_ms);
+        let webhooks = self.tenants.get(tenant).map_or(0, |t| t.webhooks.len());
+        if webhooks > 0 {
+            return Err(OpError::TenantHasWebhooks {
+                tenant: tenant.clone(),
+                webhooks,
+            });
+        }
+        let pending = self.pending_by_tenant.get(tenant).copied().unwrap_or(0);
+        if pending > 0 {
+            return Err(OpError::TenantBusy {
+                tenant: tenant.clone(),
+                pending,
+            });
+        }
+        let deliveries = self.finished_by_tenant.get(tenant).map_or(0, |f| f.count);
+        let idempotency_keys = self.keys.by_tenant.get(tenant).map_or(0, |k| k.keys.len());
+        let append = self.emit(Record::TenantPurged(record::TenantPurged {
+            at_ms: now,
+            tenant: tenant.as_str().to_string(),
+        }));
+        Ok(TenantPurge {
+            append,
+            deliveries,
+            idempotency_keys,
+        })
+    }
+
     /// Sends a test event of `event_type` (data [`TEST_EVENT_DATA`]) to one webhook,
     /// whatever its filters.
     pub fn send_test_event(

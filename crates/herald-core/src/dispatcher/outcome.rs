@@ -321,17 +321,22 @@ impl Dispatcher {
         self.evict();
     }
 
+    /// Counts a delivery the log's limits evicted (live only: a replay evicts again what
+    /// was counted when it happened).
+    fn count_evicted(&mut self) {
+        if !self.replaying {
+            self.counters.deliveries_evicted += 1;
+        }
+    }
+
     /// Drops the finished delivery `entry` lists from the log and the counts (evicted
-    /// for the log's limits), if the entry is still current ([`is_current`]): whether
-    /// it dropped one.
+    /// for the log's limits, or purged with its tenant), if the entry is still current
+    /// ([`is_current`]): whether it dropped one.
     fn drop_finished(&mut self, entry: &Ended) -> bool {
         let current = |d: &Delivery| d.finish_seq() == Some(entry.seq);
         let Some(d) = self.deliveries.remove_if(&entry.delivery, current) else {
             return false;
         };
-        if !self.replaying {
-            self.counters.deliveries_evicted += 1;
-        }
         let tenant = &*d.event.tenant;
         if let Some(set) = self.by_tenant.get_mut(tenant) {
             set.remove(&entry.delivery);
@@ -386,9 +391,36 @@ impl Dispatcher {
                 panic!("bug: tenant {tenant} counts more finished deliveries than it lists");
             };
             if self.drop_finished(&oldest) {
+                self.count_evicted();
                 self.mark_evicted(&oldest);
             }
         }
+    }
+
+    /// Applies a `TenantPurged`: drops every finished delivery of `tenant` from the log
+    /// and forgets its idempotency keys. Pending deliveries stay (a live purge is refused
+    /// while there are any, so a replay finds none either).
+    pub(super) fn apply_purge(&mut self, tenant: &TenantId) {
+        // A log loaded from a checkpoint is sorted first, as a delivery's end sorts it.
+        self.order_finished();
+        let order = self
+            .finished_by_tenant
+            .get_mut(tenant)
+            .map(|mine| std::mem::take(&mut mine.order))
+            .unwrap_or_default();
+        for entry in order {
+            if self.drop_finished(&entry) {
+                self.mark_evicted(&entry);
+            }
+        }
+        assert!(
+            !self.finished_by_tenant.contains_key(tenant),
+            "bug: tenant {tenant} counts finished deliveries its order did not list"
+        );
+        self.keys.purge_tenant(tenant);
+        // The log's order lost entries in the middle: compact it before marked ones pile
+        // up, as an eviction would.
+        self.evict();
     }
 
     /// Marks `entry`, whose delivery its tenant's share just evicted, in the log's own
@@ -458,8 +490,8 @@ impl Dispatcher {
             };
             if oldest.seq == EVICTED {
                 self.finished_evicted -= 1;
-            } else {
-                self.drop_finished(&oldest);
+            } else if self.drop_finished(&oldest) {
+                self.count_evicted();
             }
         }
         // The front's stale entries go now: marked ones without a look-up; unmarked ones

@@ -19,6 +19,7 @@ fn record_time_ms(record: &Record) -> u64 {
         Record::Checkpoint(r) => r.at_ms,
         // Each outcome moves the clock on as it is applied, as it did live.
         Record::AttemptsFinished(r) => r.first().map_or(0, |o| o.at_ms),
+        Record::TenantPurged(r) => r.at_ms,
     }
 }
 
@@ -172,6 +173,10 @@ impl Dispatcher {
                 self.requeue(r.at_ms, DeliveryId(r.delivery), r.due_ms, r.attempts_max);
             }
             Record::Checkpoint(c) => self.load_checkpoint(c, bodies).map_err(invalid)?,
+            Record::TenantPurged(r) => {
+                let tenant = TenantId::parse(&r.tenant).map_err(|e| invalid(e.to_string()))?;
+                self.apply_purge(&tenant);
+            }
         }
         Ok(())
     }

@@ -4971,3 +4971,106 @@ fn an_envelope_promised_and_never_reported_stops_the_dispatcher() {
     }
     d.tick(T0);
 }
+
+#[test]
+fn a_purged_tenant_leaves_no_log_or_keys_and_replay_agrees() {
+    // A deleted webhook's pending deliveries end one per tick.
+    let config = DispatcherConfig {
+        endings_per_tick_max: 1,
+        ..DispatcherConfig::default()
+    };
+    let mut drv = one_webhook(config.clone(), spec(&["*"]));
+    let (acme, initech) = (tenant("acme"), tenant("initech"));
+    drv.d
+        .upsert_webhook(T0, initech.clone(), wh("w1"), spec(&["*"]))
+        .unwrap();
+    drv.step();
+    let mut acme_deliveries = Vec::new();
+    for (i, t) in [&acme, &acme, &initech].into_iter().enumerate() {
+        drv.d
+            .accept_event(drv.now, t, keyed(&format!("e{i}"), "k0", 1))
+            .unwrap_or_else(|e| panic!("event {i}: {e}"));
+    }
+    for req in drv.step() {
+        drv.reply(&req, status(if req.attempt == 1 { 200 } else { 500 }));
+        if drv.d.delivery(&acme, req.delivery).is_some() {
+            acme_deliveries.push(req.delivery);
+        }
+    }
+    drv.step();
+    // The key's repeat is a duplicate while remembered (the second acme event was one).
+    assert_eq!(acme_deliveries.len(), 1);
+    assert!(
+        drv.d
+            .accept_event(drv.now, &acme, keyed("e0", "k0", 1))
+            .unwrap()
+            .duplicate
+    );
+
+    let refused = drv.d.purge_tenant(drv.now, &acme).unwrap_err();
+    assert!(
+        matches!(refused, OpError::TenantHasWebhooks { webhooks: 1, .. }),
+        "{refused}"
+    );
+    // Deliveries in flight when their webhook goes are pending until the ending ends them.
+    drv.d
+        .accept_event(drv.now, &acme, event("e8", "a.b"))
+        .unwrap();
+    drv.d
+        .accept_event(drv.now, &acme, event("e9", "a.b"))
+        .unwrap();
+    let in_flight = drv.step();
+    assert_eq!(in_flight.len(), 2);
+    acme_deliveries.extend(in_flight.iter().map(|req| req.delivery));
+    drv.d.delete_webhook(drv.now, &acme, &wh("w1")).unwrap();
+    let busy = drv.d.purge_tenant(drv.now, &acme).unwrap_err();
+    assert!(
+        matches!(busy, OpError::TenantBusy { pending: 2, .. }),
+        "{busy}"
+    );
+    drv.step();
+    for req in &in_flight {
+        let ended = drv.d.delivery(&acme, req.delivery).unwrap();
+        assert_eq!(ended.error, Some(DeliveryError::WebhookDeleted));
+    }
+
+    let before_purge = drv.records.len();
+    let checkpoint = drv.d.checkpoint(drv.now);
+    let purge = drv.d.purge_tenant(drv.now, &acme).unwrap();
+    assert_eq!((purge.deliveries, purge.idempotency_keys), (3, 1));
+    drv.step();
+    assert!(matches!(drv.records.last(), Some(Record::TenantPurged(r)) if r.tenant == "acme"));
+    for id in &acme_deliveries {
+        assert!(
+            drv.d.delivery(&acme, *id).is_none(),
+            "delivery {id} outlived its tenant"
+        );
+    }
+    let query =
+        |d: &Dispatcher, t: &TenantId| d.deliveries(&DeliveryQuery::tenant(t.clone())).items.len();
+    assert_eq!(query(&drv.d, &acme), 0);
+    assert_eq!(query(&drv.d, &initech), 1, "another tenant's log stays");
+    // The key is forgotten for acme only: the same publish is a new event now.
+    assert!(
+        drv.d
+            .accept_event(drv.now, &initech, keyed("e2", "k0", 1))
+            .unwrap()
+            .duplicate
+    );
+    let again = drv
+        .d
+        .accept_event(drv.now, &acme, keyed("e0", "k0", 1))
+        .unwrap();
+    assert!(!again.duplicate);
+    drv.step();
+
+    // Replayed from the start, and from the checkpoint taken before the purge.
+    let live = snapshot(&drv.d);
+    let replayed = replayed_like(config.clone(), &drv.records, &drv.d);
+    assert_same(&snapshot(&replayed), &live);
+    let mut from_checkpoint = vec![checkpoint];
+    from_checkpoint.extend(drv.records[before_purge..].iter().cloned());
+    let replayed = replayed_like(config, &from_checkpoint, &drv.d);
+    assert_same(&snapshot(&replayed), &live);
+    assert_eq!(query(&replayed, &acme), 0);
+}

@@ -447,6 +447,14 @@ pub enum Request {
         /// Answered with the number re-queued, once durable.
         reply: Reply<Result<usize, Failure>>,
     },
+    /// Purge what the shard retained of a tenant that has no webhook and no pending
+    /// delivery left: its finished deliveries, idempotency keys and streamed events.
+    PurgeTenant {
+        /// The tenant purged; it also routes the request to the tenant's shard.
+        tenant: TenantId,
+        /// Answered with the finished deliveries dropped, once durable.
+        reply: Reply<Result<usize, Failure>>,
+    },
     /// Send a test event to one webhook.
     SendTestEvent {
         /// The tenant that owns what the request names; it also routes the request

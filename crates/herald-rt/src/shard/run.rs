@@ -868,6 +868,12 @@ impl Shard {
                 }
                 Err(error) => reply.send(Err(Failure::Op(error))),
             },
+            Request::PurgeTenant { tenant, reply } => {
+                match self.session.dispatcher_mut().purge_tenant(now, &tenant) {
+                    Ok(purge) => self.defer(purge.append, Ack::Count(reply, purge.deliveries)),
+                    Err(error) => reply.send(Err(Failure::Op(error))),
+                }
+            }
             Request::SendTestEvent {
                 tenant,
                 webhook,
@@ -1695,6 +1701,7 @@ fn changes_state(request: &Request) -> bool {
         | Request::PublishBatch { .. }
         | Request::RetryDelivery { .. }
         | Request::ResendFailed { .. }
+        | Request::PurgeTenant { .. }
         | Request::SendTestEvent { .. }
         | Request::SendTestEventWith { .. } => true,
         Request::GetWebhook { .. }
@@ -1714,7 +1721,9 @@ fn refuse(request: Request, failure: Failure) {
         | Request::RetryDelivery { reply, .. } => reply.send(Err(failure)),
         Request::Publish { reply, .. } => reply.send(Err(failure)),
         Request::SendTestEvent { reply, .. } => reply.send(Err(failure)),
-        Request::ResendFailed { reply, .. } => reply.send(Err(failure)),
+        Request::ResendFailed { reply, .. } | Request::PurgeTenant { reply, .. } => {
+            reply.send(Err(failure))
+        }
         Request::SendTestEventWith { reply, .. } => reply.send(Err(failure)),
         Request::PublishBatch { events, reply, .. } => {
             reply.send(events.iter().map(|_| Err(failure.clone())).collect())

@@ -381,6 +381,8 @@ pub(crate) enum Journaled {
     Event(Arc<str>, Kept),
     /// An accepted event at this seq whose envelope cannot be shown (an older layout).
     Unreadable(u64),
+    /// A tenant's events were purged at this seq.
+    Purged(Arc<str>, u64),
     /// The journal could not be read on from here.
     Broken,
 }
@@ -446,6 +448,7 @@ impl ShardStream {
                 }
                 // An accepted event the window cannot show: resuming across it must fail.
                 Journaled::Unreadable(seq) => Self::forget_through(&mut window, seq),
+                Journaled::Purged(tenant, seq) => Self::purge_in(&mut window, &tenant, seq),
                 // The rest cannot be read: nothing up to the journal's end is known.
                 Journaled::Broken => {
                     Self::forget_through(&mut window, last_seq);
@@ -454,6 +457,30 @@ impl ShardStream {
             }
         }
         self.evict(&mut window, now_ms);
+    }
+
+    /// Drops every event of `tenant` (purged at `seq`): resuming its stream from before
+    /// `seq` is refused as outside the window. Its subscribers, if any, stay.
+    pub(crate) fn purge(&self, tenant: &str, seq: u64) {
+        let mut window = self.lock();
+        Self::purge_in(&mut window, tenant, seq);
+    }
+
+    fn purge_in(window: &mut Window, tenant: &str, seq: u64) {
+        let Some(stream) = window.tenants.get_mut(tenant) else {
+            return;
+        };
+        stream.floor = stream.floor.max(seq);
+        for event in stream.events.drain(..) {
+            window.bytes -= event.len();
+            window.events -= 1;
+        }
+        // Their entries in `order` are skipped as they reach its front (an event that
+        // already left its tenant's entry).
+        if stream.subscribers.is_empty() {
+            window.tenants.remove(tenant);
+            window.floor = window.floor.max(seq);
+        }
     }
 
     /// Drops every event up to `seq` and raises every floor to it.
@@ -998,11 +1025,23 @@ impl StreamTap {
                 broken = true;
                 return Some(Journaled::Broken);
             };
-            if frame.kind != record::kind::EVENT_ACCEPTED {
+            let purge = frame.kind == record::kind::TENANT_PURGED;
+            if frame.kind != record::kind::EVENT_ACCEPTED && !purge {
                 continue;
             }
             if frame.version != RECORD_VERSION {
                 return Some(Journaled::Unreadable(frame.seq));
+            }
+            if purge {
+                return Some(
+                    match Record::decode(frame.kind, frame.version, frame.payload) {
+                        Ok(Record::TenantPurged(purged)) => {
+                            Journaled::Purged(Arc::from(purged.tenant.as_str()), frame.seq)
+                        }
+                        // A purge that cannot be read: nothing before it may be shown.
+                        _ => Journaled::Unreadable(frame.seq),
+                    },
+                );
             }
             let kept = match Record::decode(frame.kind, frame.version, frame.payload) {
                 Ok(Record::EventAccepted(accepted)) => envelope_position(frame.payload)
@@ -1038,8 +1077,15 @@ impl StreamTap {
         record: &Record,
         envelope_at: Option<(herald_journal::Position, usize)>,
     ) {
-        let Record::EventAccepted(accepted) = record else {
-            return;
+        let accepted = match record {
+            Record::EventAccepted(accepted) => accepted,
+            Record::TenantPurged(purged) => {
+                // Gone at once, durable or not: the tenant is being deleted.
+                self.pending.retain(|event| *event.tenant != *purged.tenant);
+                self.stream.purge(&purged.tenant, seq);
+                return;
+            }
+            _ => return,
         };
         // No envelope to show (none is empty): left off, as a rebuild leaves it.
         if accepted.body.first() != Some(&b'{') {
@@ -1592,6 +1638,67 @@ mod tests {
         ));
         assert_eq!(broken.window_size().0, 0);
         assert!(broken.subscribe("a", all(), Some(7), 4, 5000).is_ok());
+    }
+
+    #[test]
+    fn a_purged_tenants_events_leave_the_window_and_stay_gone_after_a_rebuild() {
+        let all = StreamFilter::default;
+        let check = |s: &Arc<ShardStream>| {
+            assert!(matches!(
+                s.subscribe("a", all(), Some(0), 8, 0),
+                Err(SubscribeError::OutsideWindow { floor: 4, .. })
+            ));
+            let mut a = s.subscribe("a", all(), Some(4), 8, 0).unwrap();
+            assert_eq!(seqs(&mut a), [5]);
+            let mut b = s.subscribe("b", all(), Some(0), 8, 0).unwrap();
+            assert_eq!(seqs(&mut b), [2]);
+            assert_eq!(s.window_size().0, 2);
+        };
+        let live = stream(StreamConfig::default());
+        live.publish(
+            &mut vec![
+                event(1, "a", "x.y", 0),
+                event(2, "b", "x.y", 0),
+                event(3, "a", "x.y", 0),
+            ],
+            0,
+        );
+        live.purge("a", 4);
+        live.publish(&mut vec![event(5, "a", "x.y", 0)], 0);
+        check(&live);
+
+        let journaled = |seq: u64, tenant: &str| {
+            let record = accepted(tenant, "x.y", None, 0);
+            Journaled::Event(Arc::from(tenant), kept(seq, &record))
+        };
+        let rebuilt = stream(StreamConfig::default());
+        let records = vec![
+            journaled(1, "a"),
+            journaled(2, "b"),
+            journaled(3, "a"),
+            Journaled::Purged(Arc::from("a"), 4),
+            journaled(5, "a"),
+        ];
+        rebuilt.rebuild(1, 5, records, 0);
+        check(&rebuilt);
+
+        // An event appended before the purge and durable only after it is not shown.
+        let tapped = stream(StreamConfig::default());
+        let mut tap = StreamTap::new(Arc::clone(&tapped));
+        let purged = record::TenantPurged {
+            at_ms: 0,
+            tenant: "a".to_string(),
+        };
+        // (The tap dates the window's age by the wall clock.)
+        let now = wall_clock_ms();
+        let at_now = |tenant: &str| Record::EventAccepted(accepted(tenant, "x.y", None, now));
+        tap.appended(1, &at_now("a"), None);
+        tap.appended(2, &at_now("b"), None);
+        tap.appended(3, &Record::TenantPurged(purged), None);
+        tap.durable(3, 1, |_, _| None);
+        assert_eq!(tapped.window_size().0, 1);
+        let mut b = tapped.subscribe("b", all(), Some(0), 8, now).unwrap();
+        assert_eq!(seqs(&mut b), [2]);
     }
 
     #[test]
