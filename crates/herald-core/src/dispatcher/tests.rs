@@ -5074,3 +5074,74 @@ fn a_purged_tenant_leaves_no_log_or_keys_and_replay_agrees() {
     assert_same(&snapshot(&replayed), &live);
     assert_eq!(query(&replayed, &acme), 0);
 }
+
+/// A purge between a checkpoint's parts drops deliveries the checkpoint has yet to write:
+/// the parts hold them as they were when it began, and the purge journaled after it
+/// drops them again on replay.
+#[test]
+fn a_purge_between_a_checkpoints_parts_replays_to_the_live_state() {
+    let config = DispatcherConfig::default();
+    let mut drv = one_webhook(config.clone(), spec(&["*"]));
+    let (acme, initech) = (tenant("acme"), tenant("initech"));
+    drv.d
+        .upsert_webhook(T0, initech.clone(), wh("w1"), spec(&["*"]))
+        .unwrap();
+    drv.step();
+    for n in 0..30 {
+        for t in [&acme, &initech] {
+            drv.d
+                .accept_event(drv.now, t, keyed(&format!("e{n}"), &format!("k{n}"), 1))
+                .unwrap();
+        }
+    }
+    for req in drv.step() {
+        drv.reply(
+            &req,
+            status(if req.delivery.0 % 4 == 0 { 400 } else { 200 }),
+        );
+    }
+    drv.step();
+    let covers = drv.records.len();
+    let at_begin = snapshot(&drv.d);
+    let mut checkpoint = drv.d.begin_checkpoint(drv.now, 1);
+    let mut parts = Vec::new();
+    let mut turn = 0;
+    let mut purged = 0;
+    while let Some(part) = drv.d.checkpoint_part(&mut checkpoint, &Held) {
+        parts.push(part);
+        if !checkpoint.registry_written() {
+            continue;
+        }
+        turn += 1;
+        if turn == 2 {
+            drv.d.delete_webhook(drv.now, &initech, &wh("w1")).unwrap();
+            drv.step();
+            purged = drv.d.purge_tenant(drv.now, &initech).unwrap().deliveries;
+            drv.step();
+            assert!(
+                drv.d.checkpoint_copies() > 0,
+                "purged deliveries were copied"
+            );
+        }
+    }
+    assert_eq!(purged, 30, "every initech delivery was finished");
+    drv.d.finish_checkpoint(checkpoint);
+    let mut fresh = Dispatcher::new(config.clone(), T0);
+    for part in &parts {
+        fresh.replay(part).unwrap();
+    }
+    assert_same(&snapshot(&fresh), &at_begin);
+    for record in &drv.records[covers..] {
+        fresh.replay(record).unwrap();
+    }
+    assert_same(&snapshot(&fresh), &snapshot(&drv.d));
+    assert_eq!(fresh.stats(), drv.d.stats());
+    assert!(fresh
+        .deliveries(&DeliveryQuery::tenant(initech.clone()))
+        .items
+        .is_empty());
+    assert_eq!(
+        fresh.deliveries(&DeliveryQuery::tenant(acme)).items.len(),
+        30
+    );
+}
