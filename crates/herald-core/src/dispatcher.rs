@@ -313,16 +313,30 @@ pub struct Accepted {
     pub duplicate: bool,
 }
 
-/// What [`Dispatcher::purge_tenant`] dropped of a tenant.
+/// What one step of [`Dispatcher::purge_tenant`] dropped of a tenant.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct TenantPurge {
-    /// The `TenantPurged` record; the purge stands once it is durable.
+    /// The `TenantPurged` record; the step stands once it is durable.
     pub append: AppendId,
-    /// Finished deliveries dropped from the log.
+    /// Finished deliveries dropped from the log (at most [`PURGE_DELIVERIES_PER_STEP`]).
     pub deliveries: usize,
-    /// Remembered idempotency keys forgotten.
+    /// Remembered idempotency keys forgotten (at most [`PURGE_KEYS_PER_STEP`]).
     pub idempotency_keys: usize,
+    /// Nothing of the tenant is left: no further step is needed.
+    pub done: bool,
 }
+
+/// Most finished deliveries one step of a tenant's purge drops from the log: each costs
+/// look-ups in the table of deliveries, the tenant's index and the log's order, ~600 ns
+/// with the tables out of the cache, so a step holds the shard for well under a
+/// millisecond, where a tenant's whole share of the log (50,000 by default) took ~30 ms
+/// in one turn.
+pub const PURGE_DELIVERIES_PER_STEP: usize = 1024;
+
+/// Most idempotency keys one step of a tenant's purge forgets: ~125 ns each (a removal
+/// from a table that is not in the cache), so about a millisecond, where a tenant's
+/// whole share (500,000 by default) took ~60 ms.
+pub const PURGE_KEYS_PER_STEP: usize = 8192;
 
 /// A webhook create/update/delete that was refused.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]

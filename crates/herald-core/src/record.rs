@@ -506,16 +506,22 @@ pub struct DeliveryRequeued {
     pub attempts_max: u32,
 }
 
-/// What a shard retained of a tenant was purged: its finished deliveries in the log,
-/// its remembered idempotency keys and its events in the stream's window (the last step
-/// of deleting a tenant, once it has no webhook and no pending delivery left). Replay
-/// drops them again; events accepted after it are the tenant's anew.
+/// One step of purging what a shard retained of a tenant (the last step of deleting it,
+/// once it has no webhook and no pending delivery left): the first `deliveries` of its
+/// finished deliveries in the log's eviction order leave the log, its `keys` oldest
+/// remembered idempotency keys are forgotten, and its events leave the stream's window.
+/// A purge takes as many steps as the tenant's log and keys need, each bounded, so that
+/// none holds the shard long. Replay drops the same again.
 #[derive(rkyv::Archive, rkyv::Serialize, rkyv::Deserialize, Clone, Debug, PartialEq, Eq)]
 pub struct TenantPurged {
     /// When.
     pub at_ms: u64,
     /// Tenant id.
     pub tenant: String,
+    /// Finished deliveries dropped, from the front of the tenant's eviction order.
+    pub deliveries: u32,
+    /// Idempotency keys forgotten, oldest first.
+    pub keys: u32,
 }
 
 /// Endpoint health carried in a checkpoint.

@@ -103,7 +103,8 @@ pub use herald_core::{
     SecretSpec, TenantId, WebhookId, WebhookSpec, WebhookStatus, API_VERSION_DEFAULT,
     ATTEMPT_HISTORY_MAX, DESCRIPTION_BYTES_MAX, IDEMPOTENCY_KEY_BYTES_MAX,
     LOG_FINISHED_MAX_DEFAULT, PENDING_DELIVERIES_MAX_DEFAULT,
-    PENDING_DELIVERIES_PER_TENANT_MAX_DEFAULT, RESEND_MAX,
+    PENDING_DELIVERIES_PER_TENANT_MAX_DEFAULT, PURGE_DELIVERIES_PER_STEP, PURGE_KEYS_PER_STEP,
+    RESEND_MAX,
 };
 pub use herald_core::{
     Counters, Histogram, Stats as DispatcherStats, ATTEMPT_LATENCY_BOUNDS_MS, HISTOGRAM_BUCKETS,
@@ -1276,7 +1277,10 @@ impl Herald {
             .try_call_async(self.resend_request(tenant, webhook, since_ms))
     }
 
-    fn purge_request(&self, tenant: &TenantId) -> Prepared<Result<usize, Failure>> {
+    fn purge_request(
+        &self,
+        tenant: &TenantId,
+    ) -> Prepared<Result<herald_core::TenantPurge, Failure>> {
         prepare(self.shard_of(tenant), tenant, |reply| {
             Request::PurgeTenant {
                 tenant: tenant.clone(),
@@ -1286,17 +1290,28 @@ impl Herald {
     }
 
     /// Purges what Herald retained of `tenant`: its finished deliveries in the log,
-    /// its remembered idempotency keys and its events in the stream's replay window, in
-    /// one journaled step that a restart replays; returns how many deliveries left the
-    /// log. For a tenant being deleted, so that nothing of it is shown again, even to a
-    /// tenant later made with the same id.
+    /// its remembered idempotency keys and its events in the stream's replay window,
+    /// journaled so that a restart drops them again; returns how many deliveries left
+    /// the log. For a tenant being deleted, so that nothing of it is shown again, even
+    /// to a tenant later made with the same id. The tenant's shard does it in bounded
+    /// steps ([`PURGE_DELIVERIES_PER_STEP`] deliveries and [`PURGE_KEYS_PER_STEP`] keys
+    /// each), one request each, serving other
+    /// work between them; a failure part way leaves the steps already taken, and
+    /// calling again goes on from there.
     ///
     /// Refused with [`Error::Conflict`] while the tenant has a webhook (delete them
     /// first), or a pending delivery: a deleted webhook's pending deliveries end a
     /// bounded number per tick, so call again a moment later. Events published after it
     /// are kept as any tenant's; stop publishing for the tenant first.
     pub fn purge_tenant(&self, tenant: &TenantId) -> Result<usize, Error> {
-        self.inner.call(self.purge_request(tenant))
+        let mut deliveries = 0;
+        loop {
+            let step = self.inner.call(self.purge_request(tenant))?;
+            deliveries += step.deliveries;
+            if step.done {
+                return Ok(deliveries);
+            }
+        }
     }
 
     /// [`purge_tenant`](Self::purge_tenant) as a `Send` future.
@@ -1304,7 +1319,21 @@ impl Herald {
         &self,
         tenant: &TenantId,
     ) -> impl Future<Output = Result<usize, Error>> + Send + 'static {
-        self.inner.clone().call_async(self.purge_request(tenant))
+        let (tenant, engine) = (tenant.clone(), self.clone());
+        async move {
+            let mut deliveries = 0;
+            loop {
+                let step = engine
+                    .inner
+                    .clone()
+                    .call_async(engine.purge_request(&tenant))
+                    .await?;
+                deliveries += step.deliveries;
+                if step.done {
+                    return Ok(deliveries);
+                }
+            }
+        }
     }
 
     fn test_request(

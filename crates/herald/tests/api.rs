@@ -736,3 +736,35 @@ fn a_purged_tenant_shows_nothing_again_even_after_a_restart() {
     assert_ne!(again, first);
     herald.shutdown().unwrap();
 }
+
+#[test]
+fn a_tenant_with_more_keys_than_a_step_takes_is_purged_whole() {
+    let dir = tempfile::tempdir().unwrap();
+    let herald = builder(dir.path()).start().unwrap();
+    let bulk = tenant("bulk");
+    let keys = herald::PURGE_KEYS_PER_STEP + 10;
+    let keyed = |n: usize| {
+        Event::parse("order.created", &serde_json::json!({ "n": n }))
+            .unwrap()
+            .with_idempotency_key(format!("order-{n}"))
+    };
+    let mut first_ids = Vec::new();
+    for start in (0..keys).step_by(1024) {
+        let batch: Vec<Event> = (start..keys.min(start + 1024)).map(keyed).collect();
+        for id in herald.publish_batch(&bulk, batch).unwrap() {
+            first_ids.push(id.unwrap());
+        }
+    }
+    // Remembered: a repeat is answered with the first event.
+    assert_eq!(herald.publish(&bulk, keyed(0)).unwrap(), first_ids[0]);
+    assert_eq!(herald.purge_tenant(&bulk).unwrap(), 0);
+    // Every key is forgotten, the newest too (a second step's).
+    for n in [0, keys - 1] {
+        assert_ne!(
+            herald.publish(&bulk, keyed(n)).unwrap(),
+            first_ids[n],
+            "key {n}"
+        );
+    }
+    herald.shutdown().unwrap();
+}

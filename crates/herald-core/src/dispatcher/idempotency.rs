@@ -75,14 +75,21 @@ impl Keys {
         }
     }
 
-    /// Forgets every key of `tenant` (a purge); how many. Their entries in the shard's
-    /// order are skipped when they reach its front, as a replaced key's are.
-    pub(super) fn purge_tenant(&mut self, tenant: &TenantId) -> usize {
-        let Some(keys) = self.by_tenant.remove(tenant) else {
+    /// Forgets the `n` oldest keys of `tenant` (a step of its purge); how many it had.
+    /// Their entries in the shard's order are skipped when they reach its front, as a
+    /// replaced key's are.
+    pub(super) fn forget_oldest_of(&mut self, tenant: &TenantId, n: usize) -> usize {
+        let Some(keys) = self.by_tenant.get_mut(tenant) else {
             return 0;
         };
-        let forgotten = keys.keys.len();
+        let mut forgotten = 0;
+        while forgotten < n && keys.pop_oldest() {
+            forgotten += 1;
+        }
         self.count -= forgotten;
+        if keys.keys.is_empty() {
+            self.by_tenant.remove(tenant);
+        }
         forgotten
     }
 

@@ -103,14 +103,16 @@ impl Dispatcher {
         Ok(picked.len())
     }
 
-    /// Purges what this shard retained of `tenant`, the last step of deleting it: its
-    /// finished deliveries in the log and its remembered idempotency keys (a driver's
-    /// event stream drops the tenant's events on the same record). Refused while the
-    /// tenant has a webhook ([`OpError::TenantHasWebhooks`]) or a pending delivery
-    /// ([`OpError::TenantBusy`]: a deleted webhook's deliveries end a bounded number per
-    /// tick, so ask again shortly), so that nothing pending is ever dropped unseen.
-    /// Events accepted after it start the tenant afresh. The log's drop takes one step
-    /// per delivery on the shard's thread (bounded by the tenant's share of the log).
+    /// One step of purging what this shard retained of `tenant`, the last step of
+    /// deleting it: up to [`PURGE_DELIVERIES_PER_STEP`] of its finished deliveries leave
+    /// the log and up to [`PURGE_KEYS_PER_STEP`] of its remembered idempotency keys are
+    /// forgotten (a driver's event stream drops the tenant's events on the same record).
+    /// Call again until [`TenantPurge::done`]: each step is bounded so that the shard
+    /// goes on serving between them. Refused while the tenant has a webhook
+    /// ([`OpError::TenantHasWebhooks`]) or a pending delivery ([`OpError::TenantBusy`]: a
+    /// deleted webhook's deliveries end a bounded number per tick, so ask again shortly),
+    /// so that nothing pending is ever dropped unseen. Events accepted after it start the
+    /// tenant afresh.
     pub fn purge_tenant(&mut self, now_ms: u64, tenant: &TenantId) -> Result<TenantPurge, OpError> {
         let now = self.advance_clock(now_ms);
         let webhooks = self.tenants.get(tenant).map_or(0, |t| t.webhooks.len());
@@ -127,16 +129,22 @@ impl Dispatcher {
                 pending,
             });
         }
-        let deliveries = self.finished_by_tenant.get(tenant).map_or(0, |f| f.count);
-        let idempotency_keys = self.keys.by_tenant.get(tenant).map_or(0, |k| k.keys.len());
+        let finished = self.finished_by_tenant.get(tenant).map_or(0, |f| f.count);
+        let keys = self.keys.by_tenant.get(tenant).map_or(0, |k| k.keys.len());
+        let deliveries = finished.min(PURGE_DELIVERIES_PER_STEP);
+        let idempotency_keys = keys.min(PURGE_KEYS_PER_STEP);
         let append = self.emit(Record::TenantPurged(record::TenantPurged {
             at_ms: now,
             tenant: tenant.as_str().to_string(),
+            // Both bounded by the constants above, far below `u32::MAX`.
+            deliveries: deliveries as u32,
+            keys: idempotency_keys as u32,
         }));
         Ok(TenantPurge {
             append,
             deliveries,
             idempotency_keys,
+            done: deliveries == finished && idempotency_keys == keys,
         })
     }
 

@@ -397,27 +397,29 @@ impl Dispatcher {
         }
     }
 
-    /// Applies a `TenantPurged`: drops every finished delivery of `tenant` from the log
-    /// and forgets its idempotency keys. Pending deliveries stay (a live purge is refused
-    /// while there are any, so a replay finds none either).
-    pub(super) fn apply_purge(&mut self, tenant: &TenantId) {
-        // A log loaded from a checkpoint is sorted first, as a delivery's end sorts it.
+    /// Applies a `TenantPurged`: drops the first `deliveries` finished deliveries of
+    /// `tenant` in its eviction order from the log and forgets its `keys` oldest
+    /// idempotency keys. Pending deliveries stay (a live purge is refused while there
+    /// are any, so a replay finds none either).
+    pub(super) fn apply_purge(&mut self, tenant: &TenantId, deliveries: usize, keys: usize) {
+        // A log loaded from a checkpoint is sorted first, as a delivery's end sorts it:
+        // the order the record counts in is the one the live log had.
         self.order_finished();
-        let order = self
-            .finished_by_tenant
-            .get_mut(tenant)
-            .map(|mine| std::mem::take(&mut mine.order))
-            .unwrap_or_default();
-        for entry in order {
+        let mut dropped = 0;
+        while dropped < deliveries {
+            let Some(mine) = self.finished_by_tenant.get_mut(tenant) else {
+                break;
+            };
+            let Some(entry) = mine.order.pop_front() else {
+                panic!("bug: tenant {tenant} counts more finished deliveries than it lists");
+            };
+            // Stale entries (a delivery re-queued since) are skipped, not counted.
             if self.drop_finished(&entry) {
                 self.mark_evicted(&entry);
+                dropped += 1;
             }
         }
-        assert!(
-            !self.finished_by_tenant.contains_key(tenant),
-            "bug: tenant {tenant} counts finished deliveries its order did not list"
-        );
-        self.keys.purge_tenant(tenant);
+        self.keys.forget_oldest_of(tenant, keys);
         // The log's order lost entries in the middle: compact it before marked ones pile
         // up, as an eviction would.
         self.evict();

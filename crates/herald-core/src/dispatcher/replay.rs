@@ -175,7 +175,7 @@ impl Dispatcher {
             Record::Checkpoint(c) => self.load_checkpoint(c, bodies).map_err(invalid)?,
             Record::TenantPurged(r) => {
                 let tenant = TenantId::parse(&r.tenant).map_err(|e| invalid(e.to_string()))?;
-                self.apply_purge(&tenant);
+                self.apply_purge(&tenant, r.deliveries as usize, r.keys as usize);
             }
         }
         Ok(())

@@ -5037,7 +5037,10 @@ fn a_purged_tenant_leaves_no_log_or_keys_and_replay_agrees() {
     let before_purge = drv.records.len();
     let checkpoint = drv.d.checkpoint(drv.now);
     let purge = drv.d.purge_tenant(drv.now, &acme).unwrap();
-    assert_eq!((purge.deliveries, purge.idempotency_keys), (3, 1));
+    assert_eq!(
+        (purge.deliveries, purge.idempotency_keys, purge.done),
+        (3, 1, true)
+    );
     drv.step();
     assert!(matches!(drv.records.last(), Some(Record::TenantPurged(r)) if r.tenant == "acme"));
     for id in &acme_deliveries {
@@ -5144,4 +5147,92 @@ fn a_purge_between_a_checkpoints_parts_replays_to_the_live_state() {
         fresh.deliveries(&DeliveryQuery::tenant(acme)).items.len(),
         30
     );
+}
+
+/// A tenant whose log and keys pass one step's bounds is purged in several steps, each
+/// its own record, and a replay of them (from the start or from a checkpoint taken
+/// between two) reaches the live state.
+#[test]
+fn a_large_tenant_is_purged_in_bounded_steps() {
+    let config = DispatcherConfig {
+        log_finished_per_tenant_max: 2 * PURGE_DELIVERIES_PER_STEP,
+        ..DispatcherConfig::default()
+    };
+    let mut drv = one_webhook(config.clone(), spec(&["order.*"]));
+    let (acme, other) = (tenant("acme"), tenant("other"));
+    drv.d
+        .upsert_webhook(T0, other.clone(), wh("w1"), spec(&["*"]))
+        .unwrap();
+    drv.step();
+    // Deliveries for the first ones; keys only for the rest (no webhook matches them).
+    let delivered = PURGE_DELIVERIES_PER_STEP + 100;
+    let keyed_only = PURGE_KEYS_PER_STEP + 50 - delivered;
+    for n in 0..delivered + keyed_only {
+        let event_type = if n < delivered {
+            "order.created"
+        } else {
+            "note.added"
+        };
+        let mut e = keyed(&format!("e{n}"), &format!("k{n}"), 1);
+        e.event_type = EventType::parse(event_type).unwrap();
+        drv.d.accept_event(drv.now, &acme, e).unwrap();
+        if n % 7 == 0 {
+            drv.d
+                .accept_event(drv.now, &other, event(&format!("o{n}"), "a.b"))
+                .unwrap();
+        }
+        if n % 512 == 511 {
+            for req in drv.step() {
+                drv.reply(&req, status(200));
+            }
+            drv.now += 1;
+        }
+    }
+    for req in drv.step() {
+        drv.reply(&req, status(200));
+    }
+    drv.step();
+    drv.d.delete_webhook(drv.now, &acme, &wh("w1")).unwrap();
+    drv.step();
+    let other_before = drv.d.deliveries(&DeliveryQuery::tenant(other.clone()));
+
+    let first = drv.d.purge_tenant(drv.now, &acme).unwrap();
+    assert_eq!(
+        (first.deliveries, first.idempotency_keys, first.done),
+        (PURGE_DELIVERIES_PER_STEP, PURGE_KEYS_PER_STEP, false)
+    );
+    drv.step();
+    let between = drv.records.len();
+    let checkpoint = drv.d.checkpoint(drv.now);
+    let second = drv.d.purge_tenant(drv.now, &acme).unwrap();
+    assert_eq!(
+        (second.deliveries, second.idempotency_keys, second.done),
+        (100, 50, true)
+    );
+    drv.step();
+    let third = drv.d.purge_tenant(drv.now, &acme).unwrap();
+    assert_eq!(
+        (third.deliveries, third.idempotency_keys, third.done),
+        (0, 0, true)
+    );
+    drv.step();
+    assert!(drv
+        .d
+        .deliveries(&DeliveryQuery::tenant(acme.clone()))
+        .items
+        .is_empty());
+    assert_eq!(drv.d.stats().idempotency_keys, 0, "other published no key");
+    assert_eq!(
+        drv.d.deliveries(&DeliveryQuery::tenant(other.clone())),
+        other_before,
+        "another tenant's log is untouched"
+    );
+
+    let live = snapshot(&drv.d);
+    let replayed = replayed_like(config.clone(), &drv.records, &drv.d);
+    assert_same(&snapshot(&replayed), &live);
+    let mut from_checkpoint = vec![checkpoint];
+    from_checkpoint.extend(drv.records[between..].iter().cloned());
+    let replayed = replayed_like(config, &from_checkpoint, &drv.d);
+    assert_same(&snapshot(&replayed), &live);
 }

@@ -447,13 +447,14 @@ pub enum Request {
         /// Answered with the number re-queued, once durable.
         reply: Reply<Result<usize, Failure>>,
     },
-    /// Purge what the shard retained of a tenant that has no webhook and no pending
-    /// delivery left: its finished deliveries, idempotency keys and streamed events.
+    /// One bounded step of purging what the shard retained of a tenant that has no
+    /// webhook and no pending delivery left: its finished deliveries, idempotency keys
+    /// and streamed events (`herald_core::Dispatcher::purge_tenant`).
     PurgeTenant {
         /// The tenant purged; it also routes the request to the tenant's shard.
         tenant: TenantId,
-        /// Answered with the finished deliveries dropped, once durable.
-        reply: Reply<Result<usize, Failure>>,
+        /// Answered with what the step dropped and whether more is left, once durable.
+        reply: Reply<Result<herald_core::TenantPurge, Failure>>,
     },
     /// Send a test event to one webhook.
     SendTestEvent {

@@ -55,6 +55,10 @@ enum Ack {
         herald_core::EventId,
     ),
     Count(Reply<Result<usize, Failure>>, usize),
+    Purge(
+        Reply<Result<herald_core::TenantPurge, Failure>>,
+        herald_core::TenantPurge,
+    ),
     Published(Reply<Result<Published, Failure>>, Published),
     Test(Reply<Result<TestSent, Failure>>, TestSent),
     /// Per-event results of a batch, each accepted one with the record it waits for
@@ -78,6 +82,7 @@ impl Ack {
             Ack::Unit(reply) => reply.send_deferred(Ok(()), wakeups),
             Ack::Event(reply, id) => reply.send_deferred(Ok(id), wakeups),
             Ack::Count(reply, count) => reply.send_deferred(Ok(count), wakeups),
+            Ack::Purge(reply, purge) => reply.send_deferred(Ok(purge), wakeups),
             Ack::Published(reply, published) => reply.send_deferred(Ok(published), wakeups),
             Ack::Test(reply, sent) => reply.send_deferred(Ok(sent), wakeups),
             Ack::Batch(reply, results) => {
@@ -93,6 +98,7 @@ impl Ack {
             Ack::Unit(reply) => reply.send(Err(failure)),
             Ack::Event(reply, _) => reply.send(Err(failure)),
             Ack::Count(reply, _) => reply.send(Err(failure)),
+            Ack::Purge(reply, _) => reply.send(Err(failure)),
             Ack::Published(reply, _) => reply.send(Err(failure)),
             Ack::Test(reply, _) => reply.send(Err(failure)),
             Ack::Batch(reply, results) => reply.send(fail_batch(results, &failure, durable)),
@@ -870,7 +876,7 @@ impl Shard {
             },
             Request::PurgeTenant { tenant, reply } => {
                 match self.session.dispatcher_mut().purge_tenant(now, &tenant) {
-                    Ok(purge) => self.defer(purge.append, Ack::Count(reply, purge.deliveries)),
+                    Ok(purge) => self.defer(purge.append, Ack::Purge(reply, purge)),
                     Err(error) => reply.send(Err(Failure::Op(error))),
                 }
             }
@@ -1721,9 +1727,8 @@ fn refuse(request: Request, failure: Failure) {
         | Request::RetryDelivery { reply, .. } => reply.send(Err(failure)),
         Request::Publish { reply, .. } => reply.send(Err(failure)),
         Request::SendTestEvent { reply, .. } => reply.send(Err(failure)),
-        Request::ResendFailed { reply, .. } | Request::PurgeTenant { reply, .. } => {
-            reply.send(Err(failure))
-        }
+        Request::ResendFailed { reply, .. } => reply.send(Err(failure)),
+        Request::PurgeTenant { reply, .. } => reply.send(Err(failure)),
         Request::SendTestEventWith { reply, .. } => reply.send(Err(failure)),
         Request::PublishBatch { events, reply, .. } => {
             reply.send(events.iter().map(|_| Err(failure.clone())).collect())

@@ -1688,6 +1688,8 @@ mod tests {
         let purged = record::TenantPurged {
             at_ms: 0,
             tenant: "a".to_string(),
+            deliveries: 0,
+            keys: 0,
         };
         // (The tap dates the window's age by the wall clock.)
         let now = wall_clock_ms();
