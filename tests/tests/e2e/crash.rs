@@ -166,6 +166,9 @@ struct Changes {
     tenants: Vec<(String, String)>,
     /// Tenants whose deletion was acknowledged, with the key they had.
     deleted_tenants: Vec<(String, String)>,
+    /// Each changer tenant's probe: the event id answered to its one publish with
+    /// `Idempotency-Key: probe` (none when that publish got no answer).
+    probes: BTreeMap<String, String>,
     keys: Vec<MintedKey>,
     hooks: Vec<ChurnHook>,
     acknowledged: usize,
@@ -261,6 +264,20 @@ fn send_json(
             body: body.map(|b| serde_json::to_vec(b).expect("JSON serialises")),
         })
         .ok()
+}
+
+/// Publishes the changer's probe event as `client` (`Idempotency-Key: probe`); its event
+/// id when answered with 202.
+fn publish_probe(client: &Client) -> Option<String> {
+    let body = json!({"type": "probe.sent", "data": {}});
+    let answer = send_json(
+        client,
+        "POST",
+        "/v1/events",
+        Some(&body),
+        vec![("Idempotency-Key", "probe".to_string())],
+    )?;
+    (answer.status == 202).then(|| answer.json()["id"].as_str().unwrap_or_default().to_string())
 }
 
 fn publisher(
@@ -400,6 +417,14 @@ fn changer(
                 match answer {
                     Some(a) if a.status == 201 => {
                         let key = a.json()["api_key"].as_str().unwrap_or_default().to_string();
+                        drop(c);
+                        // Something for its deletion to purge: an event (no webhook: the
+                        // stream's window) and its idempotency key.
+                        let probe = publish_probe(&admin.key(&key));
+                        c = lock(&changes);
+                        if let Some(event) = probe {
+                            c.probes.insert(id.clone(), event);
+                        }
                         c.tenants.push((id, key));
                         c.acknowledged += 1;
                     }
@@ -887,6 +912,7 @@ fn repeated_sigkill_loses_no_acknowledged_event_or_change() {
             answer.text()
         );
     }
+    let mut probes_checked = 0;
     for (id, key) in &changes.deleted_tenants {
         let answer = server.client().key(key).get("/v1/webhooks");
         assert_eq!(
@@ -895,6 +921,23 @@ fn repeated_sigkill_loses_no_acknowledged_event_or_change() {
         );
         let answer = server.admin().get(&format!("/v1/tenants/{id}"));
         assert_eq!(answer.status, 404, "tenant {id} was deleted before a kill");
+        // Made again, it sees nothing the deleted one left: its probe's key is forgotten.
+        if let Some(before) = changes.probes.get(id) {
+            let made = server.admin().post("/v1/tenants", &json!({"id": id}));
+            assert_eq!(made.status, 201, "tenant {id} made again: {}", made.text());
+            let key = made.json()["api_key"]
+                .as_str()
+                .unwrap_or_default()
+                .to_string();
+            let after = publish_probe(&server.client().key(&key));
+            assert!(after.is_some(), "tenant {id} made again publishes");
+            assert_ne!(
+                after.as_ref(),
+                Some(before),
+                "tenant {id} made again was answered with its deleted namesake's event"
+            );
+            probes_checked += 1;
+        }
     }
     let mut keys_checked = (0, 0);
     for key in changes.keys.iter().filter(|k| !k.uncertain) {
@@ -965,7 +1008,7 @@ fn repeated_sigkill_loses_no_acknowledged_event_or_change() {
          ({} with an Idempotency-Key, {keys_reused} keys answered, {} replays answered), {} unanswered, {} refused with 503; \
          {} deliveries wanted, 0 lost, {duplicates} duplicates, {logged} log entries checked; \
          {} missing at the last start, all in after {settled_in:.1?}; changes: {} acknowledged \
-         ({} tenants, {} deleted, {} live and {} revoked keys, {} webhooks checked), {} unanswered; \
+         ({} tenants, {} deleted ({probes_checked} made again, finding nothing of before), {} live and {} revoked keys, {} webhooks checked), {} unanswered; \
          receiver outages {}",
         load_time.as_secs_f64(),
         published.acked.len(),
