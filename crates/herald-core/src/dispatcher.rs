@@ -313,6 +313,16 @@ pub struct Accepted {
     pub duplicate: bool,
 }
 
+/// What one step of [`Dispatcher::resend_failed_step`] did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Resent {
+    /// Deliveries re-queued.
+    pub requeued: usize,
+    /// Where the next step goes on (pass it as its `after`): `Some` when this one
+    /// stopped at its scan bound with deliveries left to look at.
+    pub next_after: Option<DeliveryId>,
+}
+
 /// What one step of [`Dispatcher::purge_tenant`] dropped of a tenant.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct TenantPurge {

@@ -157,8 +157,8 @@ pub mod wheel;
 pub use body::{BodyPos, BodyStore, Bytes, PayloadAt};
 pub use dispatcher::{
     AcceptError, Accepted, AppendId, BodyMoves, Checkpoint, CheckpointParts, Command, Dispatcher,
-    DispatcherConfig, OpError, Outcome, RegistryError, ReplayError, SendRequest, ShardFull, Stats,
-    TenantFull, TenantPurge, WebhookView, ATTEMPT_HISTORY_MAX, IDEMPOTENCY_KEYS_MAX,
+    DispatcherConfig, OpError, Outcome, RegistryError, ReplayError, Resent, SendRequest, ShardFull,
+    Stats, TenantFull, TenantPurge, WebhookView, ATTEMPT_HISTORY_MAX, IDEMPOTENCY_KEYS_MAX,
     IDEMPOTENCY_KEYS_PER_TENANT_MAX_DEFAULT, IDEMPOTENCY_WINDOW_MS_DEFAULT,
     LOG_FINISHED_MAX_DEFAULT, PENDING_DELIVERIES_MAX_DEFAULT,
     PENDING_DELIVERIES_PER_TENANT_MAX_DEFAULT, PURGE_DELIVERIES_PER_STEP, PURGE_KEYS_PER_STEP,

@@ -1225,12 +1225,16 @@ impl Herald {
         tenant: &TenantId,
         webhook: &WebhookId,
         since_ms: u64,
-    ) -> Prepared<Result<usize, Failure>> {
+        after: Option<DeliveryId>,
+        most: usize,
+    ) -> Prepared<Result<herald_core::Resent, Failure>> {
         prepare(self.shard_of(tenant), tenant, |reply| {
             Request::ResendFailed {
                 tenant: tenant.clone(),
                 webhook: webhook.clone(),
                 since_ms,
+                after,
+                most,
                 reply,
             }
         })
@@ -1241,15 +1245,30 @@ impl Herald {
     /// log; returns how many were re-queued. One call re-queues at most [`RESEND_MAX`],
     /// and no more than the tenant's and the shard's pending room: when it returns that
     /// many, call again once they are delivered (the ones re-queued are pending, not
-    /// failed, so the next call takes the rest).
+    /// failed, so the next call takes the rest). The shard looks through the tenant's
+    /// log in bounded steps ([`herald_core::QUERY_SCAN_MAX`] deliveries each), one
+    /// request each, serving other work between them.
     pub fn resend_failed(
         &self,
         tenant: &TenantId,
         webhook: &WebhookId,
         since_ms: u64,
     ) -> Result<usize, Error> {
-        self.inner
-            .call(self.resend_request(tenant, webhook, since_ms))
+        let (mut requeued, mut after) = (0, None);
+        loop {
+            let step = self.inner.call(self.resend_request(
+                tenant,
+                webhook,
+                since_ms,
+                after,
+                RESEND_MAX - requeued,
+            ))?;
+            requeued += step.requeued;
+            match step.next_after {
+                Some(next) if requeued < RESEND_MAX => after = Some(next),
+                _ => return Ok(requeued),
+            }
+        }
     }
 
     /// [`resend_failed`](Self::resend_failed) as a `Send` future.
@@ -1259,22 +1278,54 @@ impl Herald {
         webhook: &WebhookId,
         since_ms: u64,
     ) -> impl Future<Output = Result<usize, Error>> + Send + 'static {
-        self.inner
-            .clone()
-            .call_async(self.resend_request(tenant, webhook, since_ms))
+        let first = self.resend_request(tenant, webhook, since_ms, None, RESEND_MAX);
+        let step = self.inner.clone().call_async(first);
+        self.resend_rest(step, tenant, webhook, since_ms)
     }
 
     /// [`resend_failed_async`](Self::resend_failed_async) without waiting for queue room:
     /// fails at once with [`Error::Backpressure`] (giving the item back) when the shard's
-    /// queue is full.
+    /// queue is full for the first step (later steps, if the tenant's log needs them,
+    /// wait for room).
     pub fn try_resend_failed_async(
         &self,
         tenant: &TenantId,
         webhook: &WebhookId,
         since_ms: u64,
     ) -> Result<impl Future<Output = Result<usize, Error>> + Send + 'static, Error> {
-        self.inner
-            .try_call_async(self.resend_request(tenant, webhook, since_ms))
+        let first = self.resend_request(tenant, webhook, since_ms, None, RESEND_MAX);
+        let step = self.inner.try_call_async(first)?;
+        Ok(self.resend_rest(step, tenant, webhook, since_ms))
+    }
+
+    /// The steps of a re-send after its first (`first`, handed over already).
+    fn resend_rest(
+        &self,
+        first: impl Future<Output = Result<herald_core::Resent, Error>> + Send + 'static,
+        tenant: &TenantId,
+        webhook: &WebhookId,
+        since_ms: u64,
+    ) -> impl Future<Output = Result<usize, Error>> + Send + 'static {
+        let (engine, tenant, webhook) = (self.clone(), tenant.clone(), webhook.clone());
+        async move {
+            let mut step = first.await?;
+            let mut requeued = 0;
+            loop {
+                requeued += step.requeued;
+                let after = match step.next_after {
+                    Some(next) if requeued < RESEND_MAX => next,
+                    _ => return Ok(requeued),
+                };
+                let next = engine.resend_request(
+                    &tenant,
+                    &webhook,
+                    since_ms,
+                    Some(after),
+                    RESEND_MAX - requeued,
+                );
+                step = engine.inner.clone().call_async(next).await?;
+            }
+        }
     }
 
     fn purge_request(

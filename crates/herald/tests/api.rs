@@ -40,6 +40,11 @@ fn builder(dir: &std::path::Path) -> herald::Builder {
         .shutdown_grace(Duration::from_secs(2))
 }
 
+/// An engine of [`builder`]'s settings that may send to loopback receivers.
+fn loopback_engine(dir: &std::path::Path) -> Herald {
+    builder(dir).allow_cidr("127.0.0.0/8").start().unwrap()
+}
+
 fn wait_for_status(
     herald: &Herald,
     tenant: &TenantId,
@@ -57,10 +62,7 @@ fn wait_for_status(
 fn every_operation_has_an_async_form_that_needs_no_runtime() {
     let receiver = Receiver::start();
     let dir = tempfile::tempdir().unwrap();
-    let herald = builder(dir.path())
-        .allow_cidr("127.0.0.0/8")
-        .start()
-        .unwrap();
+    let herald = loopback_engine(dir.path());
     let acme = tenant("acme");
     let url = receiver.url("/async");
 
@@ -159,10 +161,7 @@ fn every_operation_has_an_async_form_that_needs_no_runtime() {
 fn a_test_send_with_a_chosen_payload_reports_its_delivery() {
     let receiver = Receiver::start();
     let dir = tempfile::tempdir().unwrap();
-    let herald = builder(dir.path())
-        .allow_cidr("127.0.0.0/8")
-        .start()
-        .unwrap();
+    let herald = loopback_engine(dir.path());
     let acme = tenant("acme");
     let url = receiver.url("/test");
     // The filters do not match the test event: a test send ignores them.
@@ -305,10 +304,7 @@ fn require_https_refuses_plain_http_at_create_check_and_delivery() {
     let acme = tenant("acme");
     let http_url = receiver.url("/plain");
     // A webhook created while plain http is permitted…
-    let herald = builder(dir.path())
-        .allow_cidr("127.0.0.0/8")
-        .start()
-        .unwrap();
+    let herald = loopback_engine(dir.path());
     let webhook = herald
         .create_webhook(&acme, spec(&http_url, &["*"]))
         .unwrap();
@@ -766,5 +762,86 @@ fn a_tenant_with_more_keys_than_a_step_takes_is_purged_whole() {
             "key {n}"
         );
     }
+    herald.shutdown().unwrap();
+}
+
+#[test]
+fn a_resend_looks_past_a_long_log_in_steps() {
+    let dir = tempfile::tempdir().unwrap();
+    let herald = loopback_engine(dir.path());
+    let acme = tenant("acme");
+    // A receiver that never answers: attempts stay in flight or wait for a connection,
+    // so no delivery ends while the test looks.
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}", silent.local_addr().unwrap());
+    let busy = herald
+        .create_webhook(&acme, spec(&format!("{url}/busy"), &["a.*"]))
+        .unwrap();
+    let failing_spec = spec(&format!("{url}/failing"), &["b.*"]);
+    let failing = herald.create_webhook(&acme, failing_spec.clone()).unwrap();
+    let events = herald_core::QUERY_SCAN_MAX + 10;
+    for start in (0..events).step_by(1024) {
+        let batch: Vec<Event> = (start..events.min(start + 1024))
+            .map(|n| Event::parse("a.x", &serde_json::json!(n)).unwrap())
+            .collect();
+        for result in herald.publish_batch(&acme, batch).unwrap() {
+            result.unwrap();
+        }
+    }
+    // Six deliveries behind the others in the log, ended failed by a disable; the last
+    // three accepted after `middle_ms`.
+    let publish_late = |n: u64| {
+        herald
+            .publish(&acme, Event::parse("b.x", &serde_json::json!(n)).unwrap())
+            .unwrap()
+    };
+    let mut late: Vec<EventId> = (0..3).map(publish_late).collect();
+    std::thread::sleep(Duration::from_millis(5));
+    let middle_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64;
+    std::thread::sleep(Duration::from_millis(5));
+    late.extend((3..6).map(publish_late));
+    let mut disabled = failing_spec.clone();
+    disabled.status = WebhookStatus::Disabled {
+        reason: herald::DisableReason::Manual,
+        at_ms: 0,
+    };
+    herald.update_webhook(&acme, &failing, disabled).unwrap();
+    for event in &late {
+        support::wait_for(WAIT, || {
+            let page = herald
+                .deliveries(DeliveryQuery {
+                    event: Some(event.clone()),
+                    // Delivery ids count from 1 in the shard: the busy webhook's
+                    // came first, one per event.
+                    after: Some(herald::DeliveryId(events as u64)),
+                    ..DeliveryQuery::tenant(acme.clone())
+                })
+                .unwrap();
+            page.items
+                .iter()
+                .any(|d| d.status == DeliveryStatus::Failed)
+                .then_some(())
+        });
+    }
+    herald
+        .update_webhook(&acme, &failing, failing_spec)
+        .unwrap();
+    // The first step looks at the busy webhook's deliveries only; the next finds them,
+    // in both forms: the later three, then the rest.
+    assert_eq!(
+        block_on(herald.resend_failed_async(&acme, &failing, middle_ms)).unwrap(),
+        3
+    );
+    assert_eq!(herald.resend_failed(&acme, &failing, 0).unwrap(), 3);
+    assert_eq!(
+        herald.resend_failed(&acme, &failing, 0).unwrap(),
+        0,
+        "re-queued, so pending now"
+    );
+    assert_eq!(herald.list_webhooks(&acme).unwrap().len(), 2, "{busy}");
+    drop(silent);
     herald.shutdown().unwrap();
 }

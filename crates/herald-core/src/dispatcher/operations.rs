@@ -57,7 +57,9 @@ impl Dispatcher {
 
     /// Re-sends every failed or exhausted delivery of `webhook` whose event was accepted
     /// at or after `since_ms` (those still in the log), at most [`RESEND_MAX`] per call.
-    /// Returns how many were re-queued.
+    /// Returns how many were re-queued. Looks at the whole of the tenant's log in one
+    /// call; a driver that must not hold its thread that long takes
+    /// [`Dispatcher::resend_failed_step`]s instead.
     pub fn resend_failed(
         &mut self,
         now_ms: u64,
@@ -65,6 +67,44 @@ impl Dispatcher {
         webhook: &WebhookId,
         since_ms: u64,
     ) -> Result<usize, OpError> {
+        let mut requeued = 0;
+        let mut after = None;
+        loop {
+            let step = self.resend_failed_step(
+                now_ms,
+                tenant,
+                webhook,
+                since_ms,
+                after,
+                RESEND_MAX - requeued,
+                QUERY_SCAN_MAX,
+            )?;
+            requeued += step.requeued;
+            match step.next_after {
+                Some(next) if requeued < RESEND_MAX => after = Some(next),
+                _ => return Ok(requeued),
+            }
+        }
+    }
+
+    /// One bounded step of [`Dispatcher::resend_failed`]: looks at no more than
+    /// `scan_max` of the tenant's deliveries in the log after `after` (from its first
+    /// when `None`), re-queueing those of `webhook` that failed or were exhausted and
+    /// whose event was accepted at or after `since_ms`: at most `most` of them, and no
+    /// more than [`RESEND_MAX`] and the tenant's and the shard's pending room allow.
+    /// [`Resent::next_after`] says where the next step goes on, when the scan stopped at
+    /// `scan_max`; `None` when it looked at every delivery or the room ran out.
+    #[allow(clippy::too_many_arguments)]
+    pub fn resend_failed_step(
+        &mut self,
+        now_ms: u64,
+        tenant: &TenantId,
+        webhook: &WebhookId,
+        since_ms: u64,
+        after: Option<DeliveryId>,
+        most: usize,
+        scan_max: usize,
+    ) -> Result<Resent, OpError> {
         let now = self.advance_clock(now_ms);
         self.require_active_webhook(tenant, webhook)?;
         let tenant_pending = self.pending_by_tenant.get(tenant).copied().unwrap_or(0);
@@ -77,21 +117,34 @@ impl Dispatcher {
                     .pending_deliveries_per_tenant_max
                     .saturating_sub(tenant_pending),
             )
-            .min(RESEND_MAX);
-        let picked: Vec<(DeliveryId, u32)> = self
+            .min(RESEND_MAX)
+            .min(most);
+        let start = DeliveryId(after.map_or(0, |a| a.0.saturating_add(1)));
+        let mut picked: Vec<(DeliveryId, u32)> = Vec::new();
+        let mut next_after = None;
+        let ids = self
             .by_tenant
             .get(tenant)
             .into_iter()
-            .flat_map(IdSet::iter)
-            .filter_map(|id| self.deliveries.get(&id).map(|d| (id, d)))
-            .filter(|(_, d)| {
-                *d.webhook == *webhook
-                    && matches!(d.status, DeliveryStatus::Failed | DeliveryStatus::Exhausted)
-                    && d.event.accepted_at_ms >= since_ms
-            })
-            .map(|(id, d)| (id, d.attempt + 1))
-            .take(room)
-            .collect();
+            .flat_map(|set| set.range_from(start));
+        for (scanned, id) in ids.enumerate() {
+            if picked.len() == room {
+                break;
+            }
+            if scanned == scan_max.max(1) {
+                next_after = Some(DeliveryId(id.0.saturating_sub(1)));
+                break;
+            }
+            let Some(d) = self.deliveries.get(&id) else {
+                continue;
+            };
+            if *d.webhook == *webhook
+                && matches!(d.status, DeliveryStatus::Failed | DeliveryStatus::Exhausted)
+                && d.event.accepted_at_ms >= since_ms
+            {
+                picked.push((id, d.attempt + 1));
+            }
+        }
         for &(delivery, attempts_max) in &picked {
             self.emit(Record::DeliveryRequeued(record::DeliveryRequeued {
                 at_ms: now,
@@ -100,7 +153,10 @@ impl Dispatcher {
                 attempts_max,
             }));
         }
-        Ok(picked.len())
+        Ok(Resent {
+            requeued: picked.len(),
+            next_after,
+        })
     }
 
     /// One step of purging what this shard retained of `tenant`, the last step of

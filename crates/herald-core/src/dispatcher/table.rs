@@ -364,7 +364,8 @@ impl IdSet {
             .map(|e| DeliveryId(e >> 1))
     }
 
-    /// Every id held, in order.
+    /// Every id held, in order (for the tests).
+    #[cfg(test)]
     pub(super) fn iter(&self) -> impl Iterator<Item = DeliveryId> + '_ {
         self.range_from(DeliveryId(0))
     }

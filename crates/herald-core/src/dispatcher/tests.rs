@@ -5236,3 +5236,81 @@ fn a_large_tenant_is_purged_in_bounded_steps() {
     let replayed = replayed_like(config, &from_checkpoint, &drv.d);
     assert_same(&snapshot(&replayed), &live);
 }
+
+/// A re-send in bounded steps looks at no more than its scan bound each, goes on from
+/// where the last stopped, and re-queues what one whole look would.
+#[test]
+fn a_resend_in_steps_requeues_what_one_whole_look_does() {
+    let mut drv = one_webhook(DispatcherConfig::default(), spec(&["*"]));
+    let t = tenant("acme");
+    drv.d
+        .upsert_webhook(T0, t.clone(), wh("w2"), spec(&["*"]))
+        .unwrap();
+    drv.step();
+    // Twelve events to both webhooks, accepted a minute apart: w1 fails them all, w2
+    // takes them.
+    for n in 0..12 {
+        drv.d
+            .accept_event(drv.now, &t, event(&format!("e{n}"), "a.b"))
+            .unwrap();
+        for req in drv.step() {
+            let to_w1 = drv.d.delivery(&t, req.delivery).unwrap().webhook == wh("w1");
+            drv.reply(&req, status(if to_w1 { 400 } else { 200 }));
+        }
+        drv.step();
+        drv.now += MIN;
+    }
+    let since = T0 + 3 * MIN;
+    let failed_since: Vec<DeliveryId> = drv
+        .d
+        .deliveries(&DeliveryQuery::tenant(t.clone()))
+        .items
+        .iter()
+        .filter(|d| d.webhook == wh("w1") && d.accepted_at_ms >= since)
+        .map(|d| d.id)
+        .collect();
+    assert_eq!(failed_since.len(), 9);
+
+    let mut whole = replayed_like(DispatcherConfig::default(), &drv.records, &drv.d);
+    assert_eq!(
+        whole.resend_failed(drv.now, &t, &wh("w1"), since).unwrap(),
+        9
+    );
+
+    // Steps of four deliveries looked at (two webhooks' each): six steps.
+    let (mut after, mut steps, mut requeued) = (None, 0, 0);
+    loop {
+        let step = drv
+            .d
+            .resend_failed_step(drv.now, &t, &wh("w1"), since, after, RESEND_MAX, 4)
+            .unwrap();
+        assert!(step.requeued <= 2, "{step:?}");
+        requeued += step.requeued;
+        steps += 1;
+        match step.next_after {
+            Some(next) => {
+                assert!(after.is_none_or(|a| next > a), "it goes on");
+                after = Some(next);
+            }
+            None => break,
+        }
+    }
+    assert_eq!((requeued, steps), (9, 6));
+    let pending: Vec<DeliveryId> = drv
+        .d
+        .deliveries(&DeliveryQuery::tenant(t.clone()))
+        .items
+        .iter()
+        .filter(|d| d.status == DeliveryStatus::Pending)
+        .map(|d| d.id)
+        .collect();
+    assert_eq!(pending, failed_since);
+    assert_same(&snapshot(&drv.d), &snapshot(&whole));
+
+    // At most `most`, and then nothing says to go on.
+    let mut drv2 = replayed_like(DispatcherConfig::default(), &drv.records, &drv.d);
+    let step = drv2
+        .resend_failed_step(drv.now, &t, &wh("w1"), 0, None, 1, 100)
+        .unwrap();
+    assert_eq!((step.requeued, step.next_after), (1, None));
+}

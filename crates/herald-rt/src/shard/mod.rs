@@ -435,7 +435,9 @@ pub enum Request {
         /// Answered once durable.
         reply: Reply<Result<(), Failure>>,
     },
-    /// Re-send a webhook's failed deliveries accepted since `since_ms`.
+    /// One bounded step of re-sending a webhook's failed deliveries accepted since
+    /// `since_ms` (`herald_core::Dispatcher::resend_failed_step`, looking at no more
+    /// than `herald_core::QUERY_SCAN_MAX` of the tenant's deliveries).
     ResendFailed {
         /// The tenant that owns what the request names; it also routes the request
         /// to the tenant's shard.
@@ -444,8 +446,13 @@ pub enum Request {
         webhook: WebhookId,
         /// Unix ms.
         since_ms: u64,
-        /// Answered with the number re-queued, once durable.
-        reply: Reply<Result<usize, Failure>>,
+        /// Where the step starts: after this delivery (from the tenant's first: `None`).
+        after: Option<DeliveryId>,
+        /// Most deliveries it re-queues.
+        most: usize,
+        /// Answered with what the step re-queued and where the next goes on, once
+        /// durable.
+        reply: Reply<Result<herald_core::Resent, Failure>>,
     },
     /// One bounded step of purging what the shard retained of a tenant that has no
     /// webhook and no pending delivery left: its finished deliveries, idempotency keys

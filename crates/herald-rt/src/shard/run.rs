@@ -54,10 +54,13 @@ enum Ack {
         Reply<Result<herald_core::EventId, Failure>>,
         herald_core::EventId,
     ),
-    Count(Reply<Result<usize, Failure>>, usize),
     Purge(
         Reply<Result<herald_core::TenantPurge, Failure>>,
         herald_core::TenantPurge,
+    ),
+    Resent(
+        Reply<Result<herald_core::Resent, Failure>>,
+        herald_core::Resent,
     ),
     Published(Reply<Result<Published, Failure>>, Published),
     Test(Reply<Result<TestSent, Failure>>, TestSent),
@@ -81,8 +84,8 @@ impl Ack {
         match self {
             Ack::Unit(reply) => reply.send_deferred(Ok(()), wakeups),
             Ack::Event(reply, id) => reply.send_deferred(Ok(id), wakeups),
-            Ack::Count(reply, count) => reply.send_deferred(Ok(count), wakeups),
             Ack::Purge(reply, purge) => reply.send_deferred(Ok(purge), wakeups),
+            Ack::Resent(reply, resent) => reply.send_deferred(Ok(resent), wakeups),
             Ack::Published(reply, published) => reply.send_deferred(Ok(published), wakeups),
             Ack::Test(reply, sent) => reply.send_deferred(Ok(sent), wakeups),
             Ack::Batch(reply, results) => {
@@ -97,8 +100,8 @@ impl Ack {
         match self {
             Ack::Unit(reply) => reply.send(Err(failure)),
             Ack::Event(reply, _) => reply.send(Err(failure)),
-            Ack::Count(reply, _) => reply.send(Err(failure)),
             Ack::Purge(reply, _) => reply.send(Err(failure)),
+            Ack::Resent(reply, _) => reply.send(Err(failure)),
             Ack::Published(reply, _) => reply.send(Err(failure)),
             Ack::Test(reply, _) => reply.send(Err(failure)),
             Ack::Batch(reply, results) => reply.send(fail_batch(results, &failure, durable)),
@@ -861,16 +864,22 @@ impl Shard {
                 tenant,
                 webhook,
                 since_ms,
+                after,
+                most,
                 reply,
-            } => match self
-                .session
-                .dispatcher_mut()
-                .resend_failed(now, &tenant, &webhook, since_ms)
-            {
-                Ok(count) => {
+            } => match self.session.dispatcher_mut().resend_failed_step(
+                now,
+                &tenant,
+                &webhook,
+                since_ms,
+                after,
+                most,
+                herald_core::QUERY_SCAN_MAX,
+            ) {
+                Ok(resent) => {
                     // Its records are whatever it made; wait for the last of them.
                     let append = self.session.dispatcher().last_append();
-                    self.defer(append, Ack::Count(reply, count));
+                    self.defer(append, Ack::Resent(reply, resent));
                 }
                 Err(error) => reply.send(Err(Failure::Op(error))),
             },
