@@ -1033,10 +1033,13 @@ impl App {
             // What a deleted tenant of this id left (its deletion purges it, unless that
             // failed) is never shown to the new one.
             self.purge_tenant(&tenant).await.map_err(|error| {
+                tracing::warn!(tenant = %tenant, %error, "deleted tenant's data not purged");
+                // The caller is told the reason as any error tells it (no server paths).
+                let reason = ApiError::from(error).message;
                 ApiError::unavailable(
                     format!(
-                        "a deleted tenant {tenant} left data that could not be purged yet \
-                         ({error}); create the tenant again in a moment"
+                        "tenant {tenant} was not created: clearing what a deleted tenant of \
+                         this id may have left failed ({reason}); create it again in a moment"
                     ),
                     1,
                 )
@@ -1150,15 +1153,16 @@ impl App {
             }
             Err(error) => {
                 tracing::warn!(tenant = %tenant, %error, "deleted tenant's data not purged");
-                let message = format!(
+                // The status and the reason as any error gives them (no server paths).
+                let mut answer = ApiError::from(error);
+                answer.message = format!(
                     "tenant {tenant} is deleted (its keys no longer work), but what it left \
                      (delivery log, stream window, idempotency keys) could not be purged: \
-                     {error}; it is purged before a tenant of this id is made again, and \
-                     ages out until then"
+                     {}; it is purged before a tenant of this id is made again, and ages out \
+                     until then",
+                    answer.message
                 );
                 // The deletion stands: asking again would find no tenant.
-                let mut answer = ApiError::from(error);
-                answer.message = message;
                 answer.retry_after_s = None;
                 Err(answer)
             }

@@ -161,6 +161,17 @@ fn a_full_data_dir_answers_503_then_resumes_by_itself() {
             &json!({"url": sink.url("/other"), "events": ["*"]}),
         );
         assert_eq!(change.status, 503, "{}", change.text());
+        // A new tenant is not made: its id's purge, journaled first, is refused too.
+        let made = server
+            .admin()
+            .post("/v1/tenants", &json!({"id": format!("tenant_new_{cycle}")}));
+        assert_eq!(made.status, 503, "{}", made.text());
+        let message = made.error_message();
+        assert!(
+            message.contains("was not created") && message.contains("No space left on device"),
+            "the 503 says why: {message}"
+        );
+        assert!(!message.contains(".seg"), "no server path: {message}");
         tenant
             .get(&format!("/v1/webhooks/{webhook_id}"))
             .expect(200);
