@@ -183,6 +183,9 @@ pub struct Stats {
     pub checkpoint_copies_peak: u64,
     /// Management operations performed.
     pub manual_ops: u64,
+    /// Steps of tenant purges taken (a tenant is purged once its last webhook is
+    /// deleted).
+    pub purge_steps: u64,
     /// Virtual time covered.
     pub virtual_ms: u64,
     /// Digest of every record and request the dispatcher emitted.

@@ -105,6 +105,7 @@ fn main() -> ExitCode {
     let progress_every = (count / 10).max(1);
     let mut total = herald_sim::checker::Tally::default();
     let (mut sends, mut crashes, mut checkpoints, mut manual_ops) = (0, 0, 0, 0);
+    let mut purge_steps = 0;
     let (mut parts, mut cut, mut abandoned, mut amid, mut copies_peak) = (0, 0, 0, 0, 0);
     for (done, seed) in (first..first.saturating_add(count)).enumerate() {
         // A broken promise the core asserts (a body the journal no longer holds, a record
@@ -124,6 +125,7 @@ fn main() -> ExitCode {
                 amid += stats.records_amid_checkpoints;
                 copies_peak = stats.checkpoint_copies_peak.max(copies_peak);
                 manual_ops += stats.manual_ops;
+                purge_steps += stats.purge_steps;
                 let t = &stats.tally;
                 total.success += t.success;
                 total.failed += t.failed;
@@ -157,7 +159,7 @@ fn main() -> ExitCode {
         }
     }
     println!(
-        "requests={sends} crashes={crashes} checkpoints={checkpoints} manual_ops={manual_ops} repeats_after_crash={} breaker_openings={} attempts_given_back={} deliveries: success={} failed={} exhausted={}; webhooks disabled at the end: gone={} failing_too_long={} manual={}",
+        "requests={sends} crashes={crashes} checkpoints={checkpoints} manual_ops={manual_ops} purge_steps={purge_steps} repeats_after_crash={} breaker_openings={} attempts_given_back={} deliveries: success={} failed={} exhausted={}; webhooks disabled at the end: gone={} failing_too_long={} manual={}",
         total.repeats,
         total.breaker_openings,
         total.attempts_given_back,

@@ -206,6 +206,9 @@ struct Sim<'a> {
     plans: BTreeMap<String, WebhookPlan>,
     /// The spec each webhook was last given, for updates.
     specs: BTreeMap<String, (TenantId, WebhookId, WebhookSpec)>,
+    /// Tenants whose last webhook was deleted, to purge (a step per management turn,
+    /// until done: refused while the deleted webhooks' deliveries are still ending).
+    purges: Vec<TenantId>,
     stats: Stats,
     trace: Fnv,
 }
@@ -270,6 +273,7 @@ impl<'a> Sim<'a> {
             receivers: BTreeMap::new(),
             plans: BTreeMap::new(),
             specs: BTreeMap::new(),
+            purges: Vec::new(),
             stats: Stats {
                 seed,
                 ..Stats::default()
@@ -866,7 +870,9 @@ impl<'a> Sim<'a> {
     }
 
     /// Performs a random management operation, acknowledged once its records are durable.
+    /// First a step of each purge wanted (drawing nothing from the seed's stream).
     fn manage(&mut self) -> Result<(), Violation> {
+        self.purge_step()?;
         let live: Vec<String> = self
             .specs
             .keys()
@@ -964,6 +970,13 @@ impl<'a> Sim<'a> {
                     .session
                     .dispatcher_mut()
                     .delete_webhook(now, tenant, id);
+                // Its tenant's last webhook: the tenant is deleted too, and purged.
+                let last = self.specs.iter().all(|(other, (t, _, _))| {
+                    t != tenant || other == w || self.checker.is_deleted(other)
+                });
+                if result.is_ok() && last && !self.purges.contains(tenant) {
+                    self.purges.push(tenant.clone());
+                }
                 result.map(|_| ()).map_err(|e| e.to_string()).err()
             }
             ManualOp::Retry(delivery) => {
@@ -1017,6 +1030,33 @@ impl<'a> Sim<'a> {
         self.sync();
         self.checker.manual_done();
         Ok(())
+    }
+
+    /// One step of each tenant purge wanted: a refusal while its deleted webhooks'
+    /// deliveries are still ending is an answer (tried again next time), any other a
+    /// fault; a purge done is dropped from the list.
+    fn purge_step(&mut self) -> Result<(), Violation> {
+        let now = self.now_ms;
+        let mut left = Vec::new();
+        for tenant in std::mem::take(&mut self.purges) {
+            match self.session.dispatcher_mut().purge_tenant(now, &tenant) {
+                Ok(step) => {
+                    self.stats.purge_steps += 1;
+                    if !step.done {
+                        left.push(tenant);
+                    }
+                }
+                Err(herald_core::OpError::TenantBusy { .. }) => left.push(tenant),
+                Err(error) => {
+                    return Err(self.violation(
+                        Invariant::Setup,
+                        format!("purge of {tenant} refused: {error}"),
+                    ))
+                }
+            }
+        }
+        self.purges = left;
+        self.pump()
     }
 
     /// Begins a checkpoint, written a part at a time over later steps
