@@ -255,6 +255,12 @@ impl Server {
         (self.app.herald.shards(), self.app.herald.pinned())
     }
 
+    /// The engine behind the API, for a program that embeds the server and also works
+    /// with the engine directly (a handle: clones share one engine).
+    pub fn engine(&self) -> herald::Herald {
+        self.app.herald.clone()
+    }
+
     /// The admin key generated on this first start, to print once.
     pub fn generated_admin_key(&self) -> Option<&str> {
         self.generated_admin_key.as_deref()

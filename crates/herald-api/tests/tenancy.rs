@@ -554,3 +554,36 @@ fn a_tenant_made_with_a_deleted_ones_id_sees_nothing_it_left() {
     assert_eq!(list(&globex, "/v1/deliveries").len(), 1);
     server.shutdown().unwrap();
 }
+
+/// A webhook that outlived its tenant (left by a request under way when it was deleted)
+/// is deleted when a tenant of its id is made again, before the new tenant sees it.
+#[test]
+fn a_webhook_left_behind_by_a_deleted_tenant_goes_before_its_id_is_used_again() {
+    let (server, _dir) = start(|_| {});
+    create_tenants(&server, &["acme"]);
+    let admin = bearer(ADMIN_KEY);
+    let admin = [("Authorization", admin.as_str())];
+    let (status, answer) = call(&server, "DELETE", "/v1/tenants/acme", &admin, None);
+    assert_eq!(status, 204, "{answer}");
+    // What a request authenticated just before the deletion could have left.
+    let engine = server.engine();
+    let acme = herald::TenantId::parse("acme").unwrap();
+    let stray = herald::WebhookSpec::new(
+        herald::Url::parse("http://127.0.0.1:9/stray").unwrap(),
+        vec![herald::EventFilter::parse("*").unwrap()],
+        herald::Scheme::Standard,
+        "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw".to_string(),
+    );
+    engine.create_webhook(&acme, stray).unwrap();
+    let again = create_tenants(&server, &["acme"]);
+    let (status, list) = call(
+        &server,
+        "GET",
+        "/v1/webhooks",
+        &[("Authorization", again[0].as_str())],
+        None,
+    );
+    assert_eq!((status, &list["data"]), (200, &json!([])), "{list}");
+    assert!(engine.list_webhooks(&acme).unwrap().is_empty());
+    server.shutdown().unwrap();
+}
