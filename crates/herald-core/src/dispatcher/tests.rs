@@ -211,6 +211,16 @@ fn one_webhook(config: DispatcherConfig, s: WebhookSpec) -> Driver {
     drv
 }
 
+/// [`one_webhook`] for acme, and a webhook `w1` of every event for `other` too.
+fn and_another_tenant(config: DispatcherConfig, s: WebhookSpec, other: &TenantId) -> Driver {
+    let mut drv = one_webhook(config, s);
+    drv.d
+        .upsert_webhook(T0, other.clone(), wh("w1"), spec(&["*"]))
+        .unwrap();
+    drv.step();
+    drv
+}
+
 #[test]
 fn sends_signed_envelope_after_durability() {
     let mut drv = one_webhook(DispatcherConfig::default(), spec(&["order.*"]));
@@ -4979,12 +4989,8 @@ fn a_purged_tenant_leaves_no_log_or_keys_and_replay_agrees() {
         endings_per_tick_max: 1,
         ..DispatcherConfig::default()
     };
-    let mut drv = one_webhook(config.clone(), spec(&["*"]));
     let (acme, initech) = (tenant("acme"), tenant("initech"));
-    drv.d
-        .upsert_webhook(T0, initech.clone(), wh("w1"), spec(&["*"]))
-        .unwrap();
-    drv.step();
+    let mut drv = and_another_tenant(config.clone(), spec(&["*"]), &initech);
     let mut acme_deliveries = Vec::new();
     for (i, t) in [&acme, &acme, &initech].into_iter().enumerate() {
         drv.d
@@ -5084,12 +5090,8 @@ fn a_purged_tenant_leaves_no_log_or_keys_and_replay_agrees() {
 #[test]
 fn a_purge_between_a_checkpoints_parts_replays_to_the_live_state() {
     let config = DispatcherConfig::default();
-    let mut drv = one_webhook(config.clone(), spec(&["*"]));
     let (acme, initech) = (tenant("acme"), tenant("initech"));
-    drv.d
-        .upsert_webhook(T0, initech.clone(), wh("w1"), spec(&["*"]))
-        .unwrap();
-    drv.step();
+    let mut drv = and_another_tenant(config.clone(), spec(&["*"]), &initech);
     for n in 0..30 {
         for t in [&acme, &initech] {
             drv.d
@@ -5158,12 +5160,8 @@ fn a_large_tenant_is_purged_in_bounded_steps() {
         log_finished_per_tenant_max: 2 * PURGE_DELIVERIES_PER_STEP,
         ..DispatcherConfig::default()
     };
-    let mut drv = one_webhook(config.clone(), spec(&["order.*"]));
     let (acme, other) = (tenant("acme"), tenant("other"));
-    drv.d
-        .upsert_webhook(T0, other.clone(), wh("w1"), spec(&["*"]))
-        .unwrap();
-    drv.step();
+    let mut drv = and_another_tenant(config.clone(), spec(&["order.*"]), &other);
     // Deliveries for the first ones; keys only for the rest (no webhook matches them).
     let delivered = PURGE_DELIVERIES_PER_STEP + 100;
     let keyed_only = PURGE_KEYS_PER_STEP + 50 - delivered;
