@@ -75,7 +75,7 @@ impl Keys {
         }
     }
 
-    /// Forgets the `n` oldest keys of `tenant` (a step of its purge); how many it had.
+    /// Forgets the `n` oldest keys of `tenant` (a step of its purge); how many it forgot.
     /// Their entries in the shard's order are skipped when they reach its front, as a
     /// replaced key's are.
     pub(super) fn forget_oldest_of(&mut self, tenant: &TenantId, n: usize) -> usize {
